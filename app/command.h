@@ -1,0 +1,41 @@
+// command.h: subcommands of the `moebench` CLI register themselves here, one file
+// per subcommand (app/cmd_<name>.cpp), so adding a command touches no other file.
+//
+//   static int run_foo(const FooArgs&);
+//   MOEBENCH_COMMAND(foo, "one-line description", [](CLI::App& sub) {
+//     auto args = std::make_shared<FooArgs>();
+//     sub.add_option("--x", args->x, "...")->required();
+//     return [args] { return run_foo(*args); };   // exit code
+//   });
+//
+// Errors: throw moebench::Error for bad input (printed as "error: ...", exit 1);
+// CLI11 parse/validation errors exit 2.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace moebench::app {
+
+using Runner = std::function<int()>;
+using Setup = std::function<Runner(CLI::App&)>;
+
+struct Command {
+  std::string name;
+  std::string description;
+  Setup setup;
+};
+
+std::vector<Command>& commands();
+inline bool register_command(Command c) {
+  commands().push_back(std::move(c));
+  return true;
+}
+
+}  // namespace moebench::app
+
+#define MB_CAT2(a, b) a##b
+#define MB_CAT(a, b) MB_CAT2(a, b)
+#define MOEBENCH_COMMAND(name, desc, setup) \
+  static const bool MB_CAT(kRegistered_, name) = ::moebench::app::register_command({#name, desc, setup})

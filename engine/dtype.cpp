@@ -1,0 +1,51 @@
+// dtype.cpp: see dtype.h.
+#include "engine/dtype.h"
+
+namespace moebench {
+
+const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::f32: return "F32";
+    case DType::f16: return "F16";
+    case DType::bf16: return "BF16";
+  }
+  return "?";
+}
+
+bool parse_dtype(const std::string& s, DType* out) {
+  if (s == "F32" || s == "f32" || s == "float32") *out = DType::f32;
+  else if (s == "F16" || s == "f16" || s == "float16") *out = DType::f16;
+  else if (s == "BF16" || s == "bf16" || s == "bfloat16") *out = DType::bf16;
+  else return false;
+  return true;
+}
+
+void to_f32(DType t, const void* src, float* dst, size_t n) {
+  if (t == DType::f32) {
+    memcpy(dst, src, n * 4);
+    return;
+  }
+  const uint16_t* s = static_cast<const uint16_t*>(src);
+  if (t == DType::bf16) {
+#pragma omp parallel for if (n > (1u << 16))
+    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+  } else {
+#pragma omp parallel for if (n > (1u << 16))
+    for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+  }
+}
+
+void from_f32(DType t, const float* src, void* dst, size_t n) {
+  if (t == DType::f32) {
+    memcpy(dst, src, n * 4);
+    return;
+  }
+  uint16_t* d = static_cast<uint16_t*>(dst);
+  if (t == DType::bf16) {
+    for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(src[i]);
+  } else {
+    for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
+  }
+}
+
+}  // namespace moebench

@@ -1,0 +1,42 @@
+// ops.h: the CPU reference ops (fp32, OpenMP). Each op lives in its own file
+// engine/ops/<op>.cpp; its CUDA twin (bf16 weights, fp32 accumulation) lives in
+// engine/cuda/<op>.cu with the same argument order (engine/cuda/ops.cuh).
+// Shapes are row-major; a comment on every buffer gives its shape.
+#pragma once
+#include <cstdint>
+
+namespace moebench::cpu {
+
+// table (vocab, dim), ids (n) -> out (n, dim)
+void embedding(const float* table, const int32_t* ids, float* out, int n, int dim);
+
+// x (n, dim), w (dim) -> out (n, dim); out = x / sqrt(mean(x^2) + eps) * w. out may alias x.
+void rmsnorm(const float* x, const float* w, float* out, int n, int dim, float eps);
+
+// x (n, in), w (out, in) -> y (n, out) = x @ w^T. y must not alias x.
+void linear(const float* x, const float* w, float* y, int n, int in, int out);
+
+// x (n, heads, head_dim) rotated in place, token i at position pos[i].
+// Rotate-half convention (HF Llama/Mixtral): pairs (j, j + head_dim/2),
+// inv_freq[j] = theta^(-2j/head_dim).
+void rope(float* x, const int32_t* pos, int n, int heads, int head_dim, float theta);
+
+// Causal GQA attention for n new tokens at positions pos0 .. pos0+n-1.
+// q (n, n_heads, head_dim); k_cache, v_cache (>= pos0+n, n_kv, head_dim) already
+// holding the new tokens' keys/values; out (n, n_heads * head_dim).
+void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int pos0,
+               int n_heads, int n_kv, int head_dim);
+
+// Router: logits (n, n_experts) -> softmax (fp32) -> top-k (descending; ties to the
+// lower index) -> weights renormalised to sum 1. ids (n, k), weights (n, k).
+void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n_experts, int k);
+
+// One SwiGLU expert: x (n, hidden) -> out (n, hidden) = w2 @ (silu(w1 @ x) * (w3 @ x)).
+// w1, w3 (inter, hidden); w2 (hidden, inter); scratch (n, 2 * inter).
+void swiglu_expert(const float* x, const float* w1, const float* w3, const float* w2, float* out,
+                   float* scratch, int n, int hidden, int inter);
+
+// x (n, dim) += y (n, dim)
+void add_inplace(float* x, const float* y, int n, int dim);
+
+}  // namespace moebench::cpu
