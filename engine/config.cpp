@@ -106,6 +106,8 @@ void validate_config(const ModelConfig& c, const std::string& src) {
     fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", src, c.num_attention_heads,
          c.num_key_value_heads);
   if (c.head_dim % 2 != 0) fail("{}: head_dim {} is odd, expected an even value for RoPE", src, c.head_dim);
+  if (c.num_local_experts > 256)
+    fail("{}: num_local_experts {} exceeds 256, the most moebench supports", src, c.num_local_experts);
   if (c.num_experts_per_tok > c.num_local_experts)
     fail("{}: num_experts_per_tok {} exceeds num_local_experts {}", src, c.num_experts_per_tok, c.num_local_experts);
   if (!(c.rms_norm_eps > 0)) fail("{}: rms_norm_eps {} must be positive", src, c.rms_norm_eps);

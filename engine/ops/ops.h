@@ -3,6 +3,7 @@
 // engine/cuda/<op>.cu with the same argument order (engine/cuda/ops.cuh).
 // Shapes are row-major; a comment on every buffer gives its shape.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace moebench::cpu {

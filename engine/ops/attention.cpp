@@ -1,0 +1,53 @@
+// attention.cpp: CPU reference causal GQA attention over a KV cache
+// (twin: engine/cuda/attention.cu). Softmax in fp32 with max subtraction;
+// scale 1/sqrt(head_dim) as HF's eager attention.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "engine/ops/ops.h"
+
+namespace moebench::cpu {
+
+void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int pos0,
+               int n_heads, int n_kv, int head_dim) {
+  const int group = n_heads / n_kv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+  const int max_len = pos0 + n;
+#pragma omp parallel
+  {
+    std::vector<float> scores(max_len);
+#pragma omp for collapse(2) schedule(static)
+    for (int i = 0; i < n; ++i) {
+      for (int h = 0; h < n_heads; ++h) {
+        const int kvh = h / group;
+        const int len = pos0 + i + 1;  // causal: keys 0 .. pos0+i
+        const float* qi = q + (static_cast<size_t>(i) * n_heads + h) * head_dim;
+        float mx = -INFINITY;
+        for (int t = 0; t < len; ++t) {
+          const float* kt = k_cache + (static_cast<size_t>(t) * n_kv + kvh) * head_dim;
+          float s = 0;
+          for (int d = 0; d < head_dim; ++d) s += qi[d] * kt[d];
+          s *= scale;
+          scores[t] = s;
+          mx = std::max(mx, s);
+        }
+        float sum = 0;
+        for (int t = 0; t < len; ++t) {
+          scores[t] = std::exp(scores[t] - mx);
+          sum += scores[t];
+        }
+        float inv = 1.0f / sum;
+        float* oi = out + (static_cast<size_t>(i) * n_heads + h) * head_dim;
+        std::fill(oi, oi + head_dim, 0.0f);
+        for (int t = 0; t < len; ++t) {
+          const float p = scores[t] * inv;
+          const float* vt = v_cache + (static_cast<size_t>(t) * n_kv + kvh) * head_dim;
+          for (int d = 0; d < head_dim; ++d) oi[d] += p * vt[d];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace moebench::cpu
