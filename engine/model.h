@@ -1,0 +1,27 @@
+// model.h: what a backend's model instance offers the generation loop, the
+// scheduler and the runner. The CPU model (engine/cpu_model.h) is the reference;
+// the CUDA model (engine/cuda/) implements the same interface.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "engine/config.h"
+
+namespace moebench {
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  virtual const ModelConfig& config() const = 0;
+  virtual std::string backend() const = 0;  // "cpu" | "cuda"
+  // Runs n tokens of one sequence at positions pos0 .. pos0+n-1 through the model,
+  // appending their keys/values to the KV cache, and writes the logits of the last
+  // token (vocab floats) to `logits`. When all_logits is non-null it receives
+  // (n, vocab) logits of every token instead (for teacher forcing and tests).
+  virtual void forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits = nullptr) = 0;
+  // Forgets the KV cache (a new sequence starts at position 0).
+  virtual void reset() = 0;
+  virtual int max_seq_len() const = 0;
+};
+
+}  // namespace moebench
