@@ -1,0 +1,66 @@
+// generate.cpp: see generate.h.
+#include "engine/generate.h"
+
+#include <chrono>
+
+#include "engine/error.h"
+
+namespace moebench {
+
+namespace {
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+}  // namespace
+
+double GenerateResult::decode_tokens_per_s() const {
+  return decode_ns > 0 ? (static_cast<double>(output.size()) - 1) * 1e9 / static_cast<double>(decode_ns) : 0.0;
+}
+double GenerateResult::prefill_tokens_per_s() const {
+  return prefill_ns > 0 ? prompt_tokens * 1e9 / static_cast<double>(prefill_ns) : 0.0;
+}
+
+GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
+                        const std::function<void(int32_t, int)>& on_token) {
+  validate_sampling(opt.sampling);
+  if (prompt.empty()) fail("the prompt is empty (expected at least one token)");
+  if (opt.max_new_tokens < 0) fail("max-new-tokens {} must be >= 0", opt.max_new_tokens);
+  const int total = static_cast<int>(prompt.size()) + opt.max_new_tokens;
+  if (total > model.max_seq_len())
+    fail("prompt ({} tokens) + max-new-tokens ({}) = {} exceeds max_model_len {}", prompt.size(), opt.max_new_tokens,
+         total, model.max_seq_len());
+  const ModelConfig& c = model.config();
+  GenerateResult r;
+  r.prompt_tokens = static_cast<int>(prompt.size());
+  model.reset();
+  Sampler sampler(opt.sampling);
+  std::vector<float> logits(c.vocab_size);
+  if (opt.max_new_tokens == 0) return r;
+  int64_t t0 = now_ns();
+  model.forward(prompt.data(), static_cast<int>(prompt.size()), 0, logits.data());
+  int32_t tok = sampler.sample(logits.data(), c.vocab_size);
+  int64_t t1 = now_ns();
+  r.prefill_ns = t1 - t0;
+  r.output.push_back(tok);
+  r.token_latency_ns.push_back(t1 - t0);
+  if (on_token) on_token(tok, 0);
+  int pos = static_cast<int>(prompt.size());
+  for (int i = 1; i < opt.max_new_tokens; ++i) {
+    if (opt.stop_at_eos && tok == c.eos_token_id) {
+      r.stopped_at_eos = true;
+      break;
+    }
+    int64_t s = now_ns();
+    model.forward(&tok, 1, pos++, logits.data());
+    tok = sampler.sample(logits.data(), c.vocab_size);
+    int64_t e = now_ns();
+    r.output.push_back(tok);
+    r.token_latency_ns.push_back(e - s);
+    r.decode_ns += e - s;
+    if (on_token) on_token(tok, i);
+  }
+  if (opt.stop_at_eos && tok == c.eos_token_id) r.stopped_at_eos = true;
+  return r;
+}
+
+}  // namespace moebench
