@@ -38,7 +38,7 @@ class CpuModel : public Model {
   CpuModel(const WeightSource& src, int max_seq_len);
   const ModelConfig& config() const override { return cfg_; }
   std::string backend() const override { return "cpu"; }
-  void forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits) override;
+  void forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits = nullptr) override;
   void reset() override {}
   int max_seq_len() const override { return max_len_; }
   void set_routing_observer(RoutingObserver o) { observer_ = std::move(o); }

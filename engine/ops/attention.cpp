@@ -14,7 +14,7 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
   const int group = n_heads / n_kv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
   const int max_len = pos0 + n;
-#pragma omp parallel
+#pragma omp parallel if (static_cast<long>(n) * n_heads * max_len * head_dim > (1L << 16))
   {
     std::vector<float> scores(max_len);
 #pragma omp for collapse(2) schedule(static)
