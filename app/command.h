@@ -12,6 +12,7 @@
 // CLI11 parse/validation errors exit 2.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 #include <functional>
 #include <string>
 #include <vector>
