@@ -20,7 +20,9 @@
 // capacity >= top_k (checked). Only when one call needs more distinct experts
 // than there are slots (a prefill chunk) does the cache reuse the slot of an
 // expert listed earlier in the same call: `evicted` names it, and the engine must
-// have finished computing with it before the new load lands.
+// have finished computing with it before the new load lands. Likewise any load
+// whose `evicted` key was used by an earlier layer must wait (an event on the copy
+// stream) for that layer's compute; the cache decides, the engine orders.
 #pragma once
 #include <cstdint>
 #include <memory>

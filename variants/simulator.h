@@ -64,7 +64,9 @@ struct SimResult {
 struct SimOptions {
   LinkParams link;
   PrefetchPrediction prediction;
-  std::vector<int64_t> static_usage;  // (layers, experts) for `static`; empty: the trace's own counts
+  // (layers, experts) routing counts for `static`; empty: the simulated trace's own
+  // counts, i.e. oracle popularity (pass counts from another trace for an honest one).
+  std::vector<int64_t> static_usage;
 };
 
 // One policy at one capacity. Throws Error for a bad policy name, a capacity below
