@@ -1,0 +1,286 @@
+// cmd_simulate.cpp: `moebench simulate` (trace-driven expert-cache simulation:
+// hit rate, bytes moved, projected decode tokens/s for every policy x capacity)
+// and `moebench make-trace` (write a synthetic routing trace).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "app/command.h"
+#include "engine/error.h"
+#include "engine/log.h"
+#include "variants/cache_policy.h"
+#include "variants/routing.h"
+#include "variants/simulator.h"
+
+namespace moebench::app {
+
+namespace {
+
+struct ShapeArgs {
+  std::string routing;
+  int layers = 32;
+  int experts = 8;
+  int top_k = 2;
+  int tokens = 1000;
+  int tokens_per_step = 1;
+  uint64_t seed = 1;
+};
+
+std::vector<std::string> synthetic_routings() { return {"uniform", "mixtral-locality"}; }
+
+void add_shape_options(CLI::App& sub, ShapeArgs& a, CLI::Option* exclude) {
+  auto* r = sub.add_option("--routing", a.routing, "synthetic routing source: uniform | mixtral-locality")
+                ->check(CLI::IsMember(synthetic_routings()));
+  if (exclude) r->excludes(exclude);
+  sub.add_option("--layers", a.layers, "layers (default 32)")->check(CLI::PositiveNumber);
+  sub.add_option("--experts", a.experts, "experts per layer (default 8)")->check(CLI::PositiveNumber);
+  sub.add_option("--top-k", a.top_k, "experts per token (default 2)")->check(CLI::PositiveNumber);
+  sub.add_option("--tokens", a.tokens, "decode tokens to generate (default 1000)")->check(CLI::PositiveNumber);
+  sub.add_option("--seed", a.seed, "seed of the synthetic routing and predictions (default 1)");
+}
+
+// Cross-field usage checks (exit 2 like any CLI11 validation error).
+void check_shape_args(const ShapeArgs& a) {
+  if (a.top_k > a.experts)
+    throw CLI::ValidationError("--top-k", "is " + std::to_string(a.top_k) + ", expected <= --experts " +
+                                              std::to_string(a.experts));
+}
+
+RoutingTrace synth_trace(const ShapeArgs& a) {
+  RoutingParams p{a.layers, a.experts, a.top_k, a.seed, ""};
+  auto src = make_routing_source(parse_routing_spec(a.routing), p);
+  return generate_trace(*src, p, (a.tokens + a.tokens_per_step - 1) / a.tokens_per_step, a.tokens_per_step);
+}
+
+// ---- units, in one place ----
+std::string fmt_bytes(int64_t b) {
+  double v = static_cast<double>(b);
+  if (v >= 1e12) return fmt::format("{:.2f} TB", v / 1e12);
+  if (v >= 1e9) return fmt::format("{:.2f} GB", v / 1e9);
+  if (v >= 1e6) return fmt::format("{:.1f} MB", v / 1e6);
+  return fmt::format("{} B", b);
+}
+std::string fmt_ns(int64_t ns) {
+  double v = static_cast<double>(ns);
+  if (v >= 1e9) return fmt::format("{:.2f} s", v / 1e9);
+  if (v >= 1e6) return fmt::format("{:.1f} ms", v / 1e6);
+  if (v >= 1e3) return fmt::format("{:.1f} us", v / 1e3);
+  return fmt::format("{} ns", ns);
+}
+std::string fmt_rate(double tps) { return std::isinf(tps) ? std::string("inf") : fmt::format("{:.2f}", tps); }
+
+// One field table drives the text table and the JSON rows.
+struct Field {
+  const char* key;     // JSON key
+  const char* header;  // table header
+  std::function<nlohmann::ordered_json(const SimResult&)> value;
+  std::function<std::string(const SimResult&)> text;
+};
+
+const std::vector<Field>& fields() {
+  using R = const SimResult&;
+  using J = nlohmann::ordered_json;
+  static const std::vector<Field> f = {
+      {"policy", "policy", [](R r) { return J(r.policy); }, [](R r) { return r.policy; }},
+      {"capacity", "slots", [](R r) { return J(r.capacity); }, [](R r) { return std::to_string(r.capacity); }},
+      {"hit_rate", "hit %", [](R r) { return J(r.hit_rate()); },
+       [](R r) { return fmt::format("{:.2f}", 100 * r.hit_rate()); }},
+      {"accesses", "accesses", [](R r) { return J(r.counters.accesses); },
+       [](R r) { return std::to_string(r.counters.accesses); }},
+      {"misses", "misses", [](R r) { return J(r.counters.misses); },
+       [](R r) { return std::to_string(r.counters.misses); }},
+      {"prefetch_loads", "prefetch", [](R r) { return J(r.counters.prefetch_loads); },
+       [](R r) { return std::to_string(r.counters.prefetch_loads); }},
+      {"prefetch_hits", "pf hits", [](R r) { return J(r.counters.prefetch_hits); },
+       [](R r) { return std::to_string(r.counters.prefetch_hits); }},
+      {"prefetch_wasted", "pf wasted", [](R r) { return J(r.counters.prefetch_wasted); },
+       [](R r) { return std::to_string(r.counters.prefetch_wasted); }},
+      {"warm_loads", "warm", [](R r) { return J(r.counters.warm_loads); },
+       [](R r) { return std::to_string(r.counters.warm_loads); }},
+      {"evictions", "evictions", [](R r) { return J(r.counters.evictions); },
+       [](R r) { return std::to_string(r.counters.evictions); }},
+      {"demand_bytes", "demand", [](R r) { return J(r.demand_bytes); }, [](R r) { return fmt_bytes(r.demand_bytes); }},
+      {"prefetch_bytes", "prefetched", [](R r) { return J(r.prefetch_bytes); },
+       [](R r) { return fmt_bytes(r.prefetch_bytes); }},
+      {"warm_bytes", "warm-up", [](R r) { return J(r.warm_bytes); }, [](R r) { return fmt_bytes(r.warm_bytes); }},
+      {"stall_ns", "stall", [](R r) { return J(r.stall_ns); }, [](R r) { return fmt_ns(r.stall_ns); }},
+      {"decode_ns", "decode", [](R r) { return J(r.decode_ns); }, [](R r) { return fmt_ns(r.decode_ns); }},
+      {"tokens_per_s", "tok/s",
+       [](R r) { return std::isinf(r.tokens_per_s) ? J(nullptr) : J(r.tokens_per_s); },
+       [](R r) { return fmt_rate(r.tokens_per_s); }},
+  };
+  return f;
+}
+
+void print_table(const std::vector<SimResult>& rows) {
+  const auto& f = fields();
+  std::vector<std::vector<std::string>> cells;
+  std::vector<size_t> w(f.size());
+  for (size_t c = 0; c < f.size(); ++c) w[c] = std::string(f[c].header).size();
+  for (const auto& r : rows) {
+    auto& line = cells.emplace_back();
+    for (size_t c = 0; c < f.size(); ++c) {
+      line.push_back(!r.error.empty() && c >= 2 ? std::string("-") : f[c].text(r));
+      w[c] = std::max(w[c], line.back().size());
+    }
+  }
+  auto emit = [&](auto get) {
+    std::string s;
+    for (size_t c = 0; c < f.size(); ++c)
+      s += c == 0 ? fmt::format("{:<{}}", get(c), w[c]) : fmt::format("  {:>{}}", get(c), w[c]);
+    std::printf("%s\n", s.c_str());
+  };
+  emit([&](size_t c) { return std::string(f[c].header); });
+  for (const auto& line : cells) emit([&](size_t c) { return line[c]; });
+  for (const auto& r : rows)
+    if (!r.error.empty()) std::printf("%s @ %d slots: %s\n", r.policy.c_str(), r.capacity, r.error.c_str());
+}
+
+struct SimulateArgs {
+  std::string trace;
+  ShapeArgs shape;
+  std::vector<std::string> policies;
+  std::vector<int> capacities;
+  double h2d_gbps = 0;
+  int64_t expert_bytes = kMixtral8x7bExpertBytes;
+  double compute_ms_per_token = 0;
+  double prefetch_accuracy = 1.0;
+  bool json = false;
+};
+
+int run_simulate(const SimulateArgs& a) {
+  RoutingTrace trace = a.trace.empty() ? synth_trace(a.shape) : load_trace(a.trace);
+  SimOptions opt;
+  opt.link.h2d_gbps = a.h2d_gbps;
+  opt.link.expert_bytes = a.expert_bytes;
+  opt.link.compute_ns_per_layer = std::llround(a.compute_ms_per_token * 1e6 / trace.n_layers);
+  opt.prediction.accuracy = a.prefetch_accuracy;
+  opt.prediction.seed = a.shape.seed;
+  auto t0 = std::chrono::steady_clock::now();
+  std::vector<SimResult> rows = simulate_sweep(trace, a.policies, a.capacities, opt);
+  int64_t sim_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+  const bool all_failed = std::all_of(rows.begin(), rows.end(), [](const SimResult& r) { return !r.error.empty(); });
+  if (all_failed) fail("{}", rows.front().error);  // nothing ran: one-line error, exit 1
+
+  if (a.json) {
+    nlohmann::ordered_json j;
+    j["trace"] = {{"file", a.trace},          {"source", trace.source}, {"layers", trace.n_layers},
+                  {"experts", trace.n_experts}, {"top_k", trace.top_k},   {"steps", trace.n_steps()},
+                  {"tokens", trace.n_tokens()}};
+    j["link"] = {{"h2d_gbps", opt.link.h2d_gbps},
+                 {"expert_bytes", opt.link.expert_bytes},
+                 {"compute_ns_per_layer", opt.link.compute_ns_per_layer}};
+    j["prediction"] = {{"accuracy", opt.prediction.accuracy}, {"seed", opt.prediction.seed}};
+    j["simulation_ns"] = sim_ns;
+    nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+    for (const auto& r : rows) {
+      nlohmann::ordered_json o;
+      if (!r.error.empty()) {
+        o = {{"policy", r.policy}, {"capacity", r.capacity}, {"error", r.error}};
+        arr.push_back(std::move(o));
+        continue;
+      }
+      for (const auto& f : fields()) o[f.key] = f.value(r);
+      arr.push_back(std::move(o));
+    }
+    j["results"] = std::move(arr);
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("trace: %s (%s), %d layers x %d experts, top-%d, %d steps, %lld tokens\n",
+              a.trace.empty() ? "synthetic" : a.trace.c_str(), trace.source.c_str(), trace.n_layers, trace.n_experts,
+              trace.top_k, trace.n_steps(), static_cast<long long>(trace.n_tokens()));
+  std::printf("link: %.1f GB/s, expert %s (%s per load), compute %s per token; prefetch accuracy %.2f\n",
+              opt.link.h2d_gbps, fmt_bytes(opt.link.expert_bytes).c_str(),
+              fmt_ns(std::llround(opt.link.expert_bytes / opt.link.h2d_gbps)).c_str(),
+              fmt_ns(opt.link.compute_ns_per_layer * trace.n_layers).c_str(), opt.prediction.accuracy);
+  print_table(rows);
+  std::printf("simulated %zu cases in %s\n", rows.size(), fmt_ns(sim_ns).c_str());
+  return 0;
+}
+
+struct MakeTraceArgs {
+  ShapeArgs shape;
+  std::string out;
+  bool weights = false;
+};
+
+int run_make_trace(const MakeTraceArgs& a) {
+  RoutingParams p{a.shape.layers, a.shape.experts, a.shape.top_k, a.shape.seed, ""};
+  auto src = make_routing_source(parse_routing_spec(a.shape.routing), p);
+  int steps = (a.shape.tokens + a.shape.tokens_per_step - 1) / a.shape.tokens_per_step;
+  RoutingTrace t = generate_trace(*src, p, steps, a.shape.tokens_per_step, a.weights);
+  save_trace(t, a.out);
+  std::printf("wrote %s: %s, %d layers x %d experts, top-%d, %d steps, %lld tokens\n", a.out.c_str(),
+              t.source.c_str(), t.n_layers, t.n_experts, t.top_k, t.n_steps(), static_cast<long long>(t.n_tokens()));
+  auto st = measure_routing(t);
+  std::printf("layer  first-repeat %%  top-k overlap %%  top expert %%  least expert %%\n");
+  // Layers 0, mid-depth (15 of 32) and last, as ROUTING_STATS.md reports them.
+  std::vector<int> show = {0};
+  for (int l : {t.n_layers * 15 / 31, t.n_layers - 1})
+    if (l > show.back()) show.push_back(l);
+  for (int l : show) {
+    std::printf("%5d  %14.2f  %15.2f  %12.2f  %14.2f\n", l, 100 * st[l].first_repeat, 100 * st[l].topk_overlap,
+                100 * st[l].top_share, 100 * st[l].least_share);
+  }
+  return 0;
+}
+
+}  // namespace
+
+MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, bytes moved, projected tokens/s",
+                 [](CLI::App& sub) {
+                   auto a = std::make_shared<SimulateArgs>();
+                   auto* tr = sub.add_option("--trace", a->trace, "routing trace file (moebench make-trace, --record-routing)");
+                   add_shape_options(sub, a->shape, tr);
+                   sub.add_option("--policy", a->policies, "cache policies, comma-separated")
+                       ->required()
+                       ->delimiter(',')
+                       ->check(CLI::IsMember(cache_policy_names()));
+                   sub.add_option("--capacity", a->capacities, "expert slots (global across layers), comma-separated")
+                       ->required()
+                       ->delimiter(',')
+                       ->check(CLI::PositiveNumber);
+                   sub.add_option("--h2d-gbps", a->h2d_gbps, "host-to-device link bandwidth in GB/s")
+                       ->required()
+                       ->check(CLI::PositiveNumber);
+                   sub.add_option("--expert-bytes", a->expert_bytes,
+                                  "bytes of one expert (default 352321536: Mixtral-8x7B bf16)")
+                       ->check(CLI::PositiveNumber);
+                   sub.add_option("--compute-ms-per-token", a->compute_ms_per_token,
+                                  "resident compute time of one token through all layers (default 0: transfer only)")
+                       ->check(CLI::NonNegativeNumber);
+                   sub.add_option("--prefetch-accuracy", a->prefetch_accuracy,
+                                  "share of prefetch predictions that are the true next-layer expert (default 1)")
+                       ->check(CLI::Range(0.0, 1.0));
+                   sub.add_flag("--json", a->json, "print JSON instead of a table");
+                   sub.callback([a] {
+                     if (a->trace.empty() && a->shape.routing.empty())
+                       throw CLI::RequiredError("--trace or --routing");
+                     check_shape_args(a->shape);
+                   });
+                   return [a] { return run_simulate(*a); };
+                 });
+
+// Registered by hand: the command name has a dash.
+static const bool kRegisteredMakeTrace = register_command(
+    {"make-trace", "write a synthetic routing trace (uniform or mixtral-locality) to a file", [](CLI::App& sub) {
+                   auto a = std::make_shared<MakeTraceArgs>();
+                   add_shape_options(sub, a->shape, nullptr);
+                   sub.get_option("--routing")->required();
+                   sub.add_option("--tokens-per-step", a->shape.tokens_per_step,
+                                  "tokens per step (1: decode; more: prefill chunks)")
+                       ->check(CLI::PositiveNumber);
+                   sub.add_flag("--weights", a->weights, "also store synthetic gate weights");
+                   sub.add_option("--out", a->out, "trace file to write")->required();
+                   sub.callback([a] { check_shape_args(a->shape); });
+                   return Runner([a] { return run_make_trace(*a); });
+                 }});
+
+}  // namespace moebench::app

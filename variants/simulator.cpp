@@ -1,0 +1,132 @@
+// simulator.cpp: see simulator.h.
+#include "variants/simulator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "engine/error.h"
+#include "variants/rng.h"
+
+namespace moebench {
+
+namespace {
+
+// Predicted ids (n_tokens, top_k) for `layer` at `step` (see simulator.h).
+void predict(const RoutingTrace& t, int step, int layer, const PrefetchPrediction& p, Rng& rng,
+             std::vector<int32_t>& out) {
+  auto truth = t.ids(step, layer);
+  out.assign(truth.begin(), truth.end());
+  if (p.accuracy >= 1.0) return;
+  const int k = t.top_k;
+  if (k >= t.n_experts) return;  // nothing else to predict
+  for (size_t tok = 0; tok + k <= out.size(); tok += k) {
+    for (int j = 0; j < k; ++j) {
+      if (rng.uniform() < p.accuracy) continue;
+      // A random expert outside the token's true top-k and not already predicted.
+      for (;;) {
+        int32_t e = rng.below(t.n_experts);
+        bool clash = false;
+        for (int i = 0; i < k; ++i) clash |= truth[tok + i] == e || out[tok + i] == e;
+        if (!clash) {
+          out[tok + j] = e;
+          break;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+SimResult simulate(const RoutingTrace& trace, const std::string& policy, int capacity, const SimOptions& opt) {
+  const LinkParams& link = opt.link;
+  if (!(link.h2d_gbps > 0)) fail("simulate: h2d_gbps is {}, expected a positive bandwidth in GB/s", link.h2d_gbps);
+  if (link.expert_bytes <= 0) fail("simulate: expert_bytes is {}, expected a positive size", link.expert_bytes);
+  if (link.compute_ns_per_layer < 0)
+    fail("simulate: compute_ns_per_layer is {}, expected >= 0", link.compute_ns_per_layer);
+  if (opt.prediction.accuracy < 0 || opt.prediction.accuracy > 1)
+    fail("simulate: prefetch accuracy is {}, expected a share in [0, 1]", opt.prediction.accuracy);
+
+  CacheShape shape{trace.n_layers, trace.n_experts, trace.top_k, capacity};
+  PolicyContext ctx{shape, &trace, opt.static_usage};
+  ExpertCache cache(shape, make_cache_policy(policy, ctx));
+
+  const int64_t load_ns = static_cast<int64_t>(std::llround(static_cast<double>(link.expert_bytes) / link.h2d_gbps));
+  std::vector<int64_t> ready_at(shape.n_keys(), 0);  // when each key's last load lands
+  int64_t now = 0;                                   // compute clock
+  int64_t link_free = 0;                             // copy engine clock
+  int64_t stall = 0;
+  int64_t tokens = 0;
+
+  cache.warm_up();  // before step 0: not timed
+  const bool spec = cache.speculative();
+  Rng rng(mix_seed(opt.prediction.seed, 0x9ef, 0));
+  std::vector<AccessResult> res, pre;
+  std::vector<int32_t> predicted;
+
+  for (int s = 0; s < trace.n_steps(); ++s) {
+    const int n_tok = trace.steps[s].n_tokens;
+    tokens += n_tok;
+    for (int l = 0; l < trace.n_layers; ++l) {
+      cache.access_layer(s, l, trace.ids(s, l), res);
+      int64_t ready = now;
+      for (const AccessResult& r : res) {
+        KeyIndex k = shape.index(r.key);
+        if (!r.hit) {
+          link_free = std::max(link_free, now) + load_ns;
+          ready_at[k] = link_free;
+        }
+        ready = std::max(ready, ready_at[k]);
+      }
+      stall += ready - now;
+      if (spec && l + 1 < trace.n_layers) {
+        predict(trace, s, l + 1, opt.prediction, rng, predicted);
+        cache.prefetch(s, l + 1, predicted, pre);
+        for (const AccessResult& r : pre) {
+          link_free = std::max(link_free, ready) + load_ns;
+          ready_at[shape.index(r.key)] = link_free;
+        }
+      }
+      now = ready + link.compute_ns_per_layer * n_tok;
+    }
+  }
+  cache.finish();
+
+  SimResult out;
+  out.policy = policy;
+  out.capacity = capacity;
+  out.counters = cache.counters();
+  out.tokens = tokens;
+  out.demand_bytes = out.counters.misses * link.expert_bytes;
+  out.prefetch_bytes = out.counters.prefetch_loads * link.expert_bytes;
+  out.warm_bytes = out.counters.warm_loads * link.expert_bytes;
+  out.decode_ns = now;
+  out.stall_ns = stall;
+  out.tokens_per_s = now > 0 ? static_cast<double>(tokens) * 1e9 / static_cast<double>(now)
+                             : std::numeric_limits<double>::infinity();
+  return out;
+}
+
+std::vector<SimResult> simulate_sweep(const RoutingTrace& trace, std::span<const std::string> policies,
+                                      std::span<const int> capacities, const SimOptions& opt) {
+  std::vector<SimResult> out;
+  out.reserve(policies.size() * capacities.size());
+  for (const std::string& p : policies) find_cache_policy(p);  // unknown names fail the whole sweep
+  for (int c : capacities) {
+    for (const std::string& p : policies) {
+      try {
+        out.push_back(simulate(trace, p, c, opt));
+      } catch (const Error& e) {
+        SimResult r;
+        r.policy = p;
+        r.capacity = c;
+        r.error = e.what();
+        out.push_back(std::move(r));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace moebench

@@ -1,0 +1,82 @@
+// simulator.h: trace-driven expert-cache simulator. Replays a RoutingTrace through
+// the same ExpertCache the engine uses (same calls, same order: see expert_cache.h),
+// so hit rates are the engine's for the same trace, predictions and capacity; then
+// projects decode speed over one host->device link.
+//
+// Time model (all int64 ns, one token-step after another, layers in order):
+//   - one copy engine: loads are served FIFO, one at a time, each taking
+//     expert_bytes / h2d_gbps ns; warm-up loads happen before step 0 and are not
+//     counted in the decode time (they are reported as warm_bytes);
+//   - layer l of a step starts when the previous layer's compute ended; its demand
+//     misses are queued on the link then, and its compute (compute_ns_per_layer x
+//     n_tokens of the step) starts only when every expert it needs has landed:
+//     demand loads are NOT overlapped with compute;
+//   - prefetch: at the start of layer l's compute, the loads for layer l+1's
+//     predicted experts are queued on the link; they overlap layer l's compute, and
+//     layer l+1 waits only for those of them it actually uses (plus its misses,
+//     queued behind them). No prefetch from the last layer into the next token.
+//   - decode_ns = end of the last layer of the last step; tokens_per_s =
+//     tokens / decode_ns (infinite when nothing takes time: reported as such).
+// Predictions for `prefetch`: the true choices of layer l+1 at the same step from
+// the trace, each predicted id kept with probability `accuracy`, otherwise
+// replaced by a random expert outside the token's true top-k (seeded). accuracy 1
+// is the oracle; the engine predicts with the next layer's gate instead.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "variants/expert_cache.h"
+#include "variants/routing_trace.h"
+
+namespace moebench {
+
+inline constexpr int64_t kMixtral8x7bExpertBytes = 352321536;  // 3 x 4096 x 14336 x 2 (bf16)
+
+struct LinkParams {
+  double h2d_gbps = 25.0;                          // host->device, GB/s (1e9 bytes/s)
+  int64_t expert_bytes = kMixtral8x7bExpertBytes;  // bytes of one expert
+  int64_t compute_ns_per_layer = 0;                // resident compute of one token through one layer
+};
+
+struct PrefetchPrediction {
+  double accuracy = 1.0;  // share of predicted ids that are the true next-layer choice
+  uint64_t seed = 1;
+};
+
+struct SimResult {
+  std::string policy;
+  int capacity = 0;
+  CacheCounters counters;
+  int64_t tokens = 0;
+  int64_t demand_bytes = 0;    // misses x expert_bytes
+  int64_t prefetch_bytes = 0;  // speculative loads x expert_bytes
+  int64_t warm_bytes = 0;      // warm-up loads x expert_bytes (before step 0)
+  int64_t decode_ns = 0;       // projected time of all steps
+  int64_t stall_ns = 0;        // compute waiting for loads
+  double tokens_per_s = 0;     // tokens / decode_ns; +inf when decode_ns == 0
+  std::string error;           // sweep only: why this case could not run (e.g. preload-all too big)
+  double hit_rate() const { return counters.hit_rate(); }
+  int64_t bytes_moved() const { return demand_bytes + prefetch_bytes + warm_bytes; }
+};
+
+struct SimOptions {
+  LinkParams link;
+  PrefetchPrediction prediction;
+  // (layers, experts) routing counts for `static`; empty: the simulated trace's own
+  // counts, i.e. oracle popularity (pass counts from another trace for an honest one).
+  std::vector<int64_t> static_usage;
+};
+
+// One policy at one capacity. Throws Error for a bad policy name, a capacity below
+// top_k, preload-all without room, or bad link parameters.
+SimResult simulate(const RoutingTrace& trace, const std::string& policy, int capacity, const SimOptions& opt);
+
+// Every capacity x policy, capacity-major in the order given (one row each). A case
+// the policy refuses (preload-all short of slots, capacity < top_k) becomes a row
+// with `error` set instead of failing the sweep; a bad policy name still throws.
+std::vector<SimResult> simulate_sweep(const RoutingTrace& trace, std::span<const std::string> policies,
+                                      std::span<const int> capacities, const SimOptions& opt);
+
+}  // namespace moebench
