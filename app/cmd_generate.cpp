@@ -1,0 +1,74 @@
+// cmd_generate.cpp: `moebench generate` prints the generated text and a one-line
+// timing summary (the summary line starts with "# ").
+#include <chrono>
+#include <cstdio>
+#include <memory>
+
+#include "app/command.h"
+#include "app/model_options.h"
+#include "engine/error.h"
+#include "engine/generate.h"
+
+namespace {
+struct Args {
+  moebench::app::ModelOptions model;
+  std::string prompt;
+  int max_new_tokens = 32;
+  float temperature = 0.0f;
+  float top_p = 1.0f;
+  bool ignore_eos = false;
+  bool ids = false;
+};
+
+int run(const Args& a) {
+  using namespace moebench;
+  auto t0 = std::chrono::steady_clock::now();
+  WeightSource w = app::open_weights(a.model);
+  Tokenizer tok = app::open_tokenizer(a.model, w);
+  auto model = app::make_model(a.model, w);
+  double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::vector<int32_t> prompt = tok.encode(a.prompt, true);
+  GenerateOptions opt;
+  opt.max_new_tokens = a.max_new_tokens;
+  opt.sampling = {a.temperature, a.top_p, a.model.seed};
+  opt.stop_at_eos = !a.ignore_eos;
+  // Stream: print the text decoded so far each time it grows.
+  // Decoding prompt + output keeps the word boundary between them.
+  std::vector<int32_t> all = prompt;
+  std::string printed = tok.decode(prompt);
+  std::fputs(printed.c_str(), stdout);
+  auto r = generate(*model, prompt, opt, [&](int32_t id, int) {
+    all.push_back(id);
+    std::string text = tok.decode(all);
+    if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+      std::fputs(text.c_str() + printed.size(), stdout);
+      std::fflush(stdout);
+      printed = text;
+    }
+  });
+  std::fputs("\n", stdout);
+  if (a.ids) {
+    std::string s;
+    for (auto id : r.output) s += (s.empty() ? "" : ",") + std::to_string(id);
+    fmt::print("# ids [{}]\n", s);
+  }
+  fmt::print("# {} backend, model {} ({}): load {:.2f} s, prompt {} tok, prefill {:.1f} ms ({:.1f} tok/s), "
+             "{} new tok, decode {:.1f} tok/s, TTFT {:.1f} ms\n",
+             model->backend(), w.config().name, w.describe(), load_s, r.prompt_tokens, r.prefill_ns / 1e6,
+             r.prefill_tokens_per_s(), r.output.size(), r.decode_tokens_per_s(),
+             r.token_latency_ns.empty() ? 0.0 : r.token_latency_ns[0] / 1e6);
+  return 0;
+}
+}  // namespace
+
+MOEBENCH_COMMAND(generate, "Generate text from a prompt and print a timing summary", [](CLI::App& sub) {
+  auto a = std::make_shared<Args>();
+  moebench::app::add_model_options(sub, a->model);
+  sub.add_option("--prompt", a->prompt, "Prompt text")->required();
+  sub.add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  sub.add_option("--temperature", a->temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  sub.add_option("--top-p", a->top_p, "Nucleus sampling mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
+  sub.add_flag("--ignore-eos", a->ignore_eos, "Keep generating after EOS");
+  sub.add_flag("--print-ids", a->ids, "Also print the generated token ids");
+  return [a] { return run(*a); };
+});

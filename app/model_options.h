@@ -1,0 +1,30 @@
+// model_options.h: the model/backend flags shared by generate, bench and run, and
+// how they turn into a Model and a Tokenizer.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+
+#include "engine/model.h"
+#include "engine/tokenizer.h"
+#include "engine/weight_source.h"
+
+namespace moebench::app {
+
+struct ModelOptions {
+  std::string model;      // DIR | synthetic:PRESET[:layers=N] | PRESET
+  std::string preset;     // shorthand for synthetic:PRESET
+  uint64_t seed = 0;      // synthetic weights
+  std::string backend = "auto";  // auto|cpu|cuda
+  std::string tokenizer;  // tokenizer.json; default: DIR/tokenizer.json or the embedded Mistral one
+  int max_model_len = 1024;
+  std::string gpu_mem_budget;  // e.g. 22GiB (cuda)
+};
+
+void add_model_options(CLI::App& sub, ModelOptions& o);
+WeightSource open_weights(const ModelOptions& o);
+std::string resolve_backend(const ModelOptions& o);
+std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w);
+Tokenizer open_tokenizer(const ModelOptions& o, const WeightSource& w);
+
+}  // namespace moebench::app
