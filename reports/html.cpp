@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "profiler/stats.h"
@@ -124,8 +125,13 @@ std::string case_section(const Case& c, bool open) {
     std::vector<svg::RefLine> refs;
     if (st.n > 0)
       refs = {{"p50", st.p50_ns, "#54a24b"}, {"p90", st.p90_ns, "#eeca3b"}, {"p99", st.p99_ns, "#e45756"}};
-    out += svg::line_chart("Per-step latency, repetition 1", {{"decode", dp, "#4c78a8", false}, {"prefill", pp, "#f58518", true}},
-                           refs, "step", fmt_ns, y_cap);
+    double prefill_max = prefill_y.empty() ? 0 : *std::max_element(prefill_y.begin(), prefill_y.end());
+    std::string prefill_name = "prefill";
+    if (y_cap > 0 && prefill_max > y_cap)
+      prefill_name = fmt::format("prefill (up to {}, drawn at the top)", profiler::format_ns(prefill_max));
+    out += svg::line_chart("Per-step latency, repetition 1",
+                           {{"decode", dp, "#4c78a8", false}, {prefill_name, pp, "#f58518", true}}, refs, "step", fmt_ns,
+                           y_cap);
     out += fmt::format("<p class=\"note\">prefill: {} step(s), {} in total; decode: {} steps, median {}, mean {}, stddev {}"
                        "{}</p>\n",
                        prefill_y.size(), escape(profiler::format_ns(static_cast<double>(prefill_ns(rep)))), st.n,

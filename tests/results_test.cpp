@@ -8,6 +8,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "engine/error.h"
 #include "profiler/stats.h"
@@ -335,4 +336,51 @@ TEST(AtomicFile, WriterKilledMidWriteLeavesOldFileIntact) {
   EXPECT_EQ(WTERMSIG(status), SIGXFSZ);
   EXPECT_EQ(read_file(p), before);
   EXPECT_EQ(load_results(p).cases.size(), 3u);
+}
+
+// Mutation fuzzing (fixed seed): replace, delete or retype random values of a
+// valid file. The reader must either accept the result or throw Error with a
+// one-line message; never another exception, never a crash.
+TEST(Results, MutatedFilesGiveErrorsNotCrashes) {
+  Results small = make_results();
+  small.cases.resize(1);
+  small.cases[0] = moebench::testing::make_case("s", "c", "P0", 2, 4);
+  json valid = to_json(small);
+  std::vector<json::json_pointer> leaves;
+  json flat = valid.flatten();
+  for (auto it = flat.begin(); it != flat.end(); ++it) leaves.emplace_back(it.key());
+  const json replacements[] = {json(nullptr), json("x"), json(-1), json(1.5), json::array(), json::object(),
+                               json(true), json(int64_t{1} << 40), json::array({1, "a"})};
+  std::mt19937 rng(1234);
+  int accepted = 0, rejected = 0;
+  for (int iter = 0; iter < 3000; ++iter) {
+    json j = valid;
+    int n_mut = 1 + static_cast<int>(rng() % 3);
+    for (int m = 0; m < n_mut; ++m) {
+      json::json_pointer p = leaves[rng() % leaves.size()];
+      // Sometimes mutate the parent container instead of the leaf.
+      if (rng() % 4 == 0 && !p.empty()) p = p.parent_pointer();
+      if (!j.contains(p)) continue;
+      if (rng() % 5 == 0 && !p.empty()) {
+        json& parent = j[p.parent_pointer()];
+        if (parent.is_object()) parent.erase(p.back());
+        else if (parent.is_array() && !parent.empty()) parent.erase(parent.size() - 1);
+      } else {
+        j[p] = replacements[rng() % std::size(replacements)];
+      }
+    }
+    try {
+      results_from_json(j, "f.json");
+      ++accepted;
+    } catch (const Error& e) {
+      ++rejected;
+      std::string m = e.what();
+      ASSERT_EQ(m.rfind("f.json: ", 0), 0u) << m;
+      ASSERT_EQ(m.find('\n'), std::string::npos) << m;
+    } catch (const std::exception& e) {
+      FAIL() << "non-Error exception: " << e.what() << " for " << j.dump().substr(0, 400);
+    }
+  }
+  EXPECT_GT(rejected, 2000);
+  EXPECT_GT(accepted, 0);  // e.g. a knob changed to another scalar
 }
