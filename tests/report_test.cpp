@@ -60,9 +60,14 @@ TEST(Fields, ValuesAndFailedCases) {
   Results r = make_results();
   const Case& c = r.cases[0];
   for (const SummaryColumn& col : summary_columns()) {
-    if (std::string(col.key) == "decode_tok_s") EXPECT_DOUBLE_EQ(col.value(c), c.aggregates.decode_tok_s);
-    if (std::string(col.key) == "memory_peak_bytes") EXPECT_EQ(col.text(c), "3.50 GiB");
-    if (std::string(col.key) == "hit_rate") EXPECT_EQ(col.text(c), "65.0%");
+    std::string key = col.key;
+    if (key == "decode_tok_s") {
+      EXPECT_DOUBLE_EQ(col.value(c), c.aggregates.decode_tok_s);
+    } else if (key == "memory_peak_bytes") {
+      EXPECT_EQ(col.text(c), "3.50 GiB");
+    } else if (key == "hit_rate") {
+      EXPECT_EQ(col.text(c), "65.0%");
+    }
   }
   Case f = c;
   f.status = CaseStatus::failed;
@@ -161,7 +166,9 @@ TEST(Series, DecimateKeepsSpikesAndBounds) {
   for (size_t i = 0; i < d.size(); ++i) {
     hi |= d[i].x == 12'345 && d[i].y == 100.0;
     lo |= d[i].x == 77'777 && d[i].y == -5.0;
-    if (i) EXPECT_LT(d[i - 1].x, d[i].x);
+    if (i) {
+      EXPECT_LT(d[i - 1].x, d[i].x);
+    }
   }
   EXPECT_TRUE(hi);
   EXPECT_TRUE(lo);
