@@ -1,0 +1,59 @@
+// cmd_compare.cpp: `moebench compare BASE.json NEW.json` — the regression gate
+// (reports/compare.h). Prints the delta table on stdout; exit 0 within bounds,
+// 1 on a regression or a bad file, 2 on a usage error.
+#include <cstdio>
+#include <memory>
+
+#include "app/command.h"
+#include "reports/compare.h"
+
+namespace {
+
+struct CompareArgs {
+  std::string base, current;
+  std::string max_slowdown = "5%";
+  std::string normalize_by;
+  bool force = false;
+};
+
+int run_compare(const CompareArgs& a) {
+  using namespace moebench::reports;
+  Results base = load_results(a.base);
+  Results cur = load_results(a.current);
+  CompareOptions opt;
+  opt.max_slowdown = parse_percent(a.max_slowdown);
+  opt.normalize_by = a.normalize_by;
+  opt.force = a.force;
+  CompareReport rep = compare_results(base, cur, opt);
+  std::fputs(format_compare(rep).c_str(), stdout);
+  return rep.pass ? 0 : 1;
+}
+
+}  // namespace
+
+MOEBENCH_COMMAND(compare, "Compare two results files; exit 1 on a regression (CI gate)", [](CLI::App& sub) {
+  auto a = std::make_shared<CompareArgs>();
+  sub.footer(
+      "Cases are matched by (suite, case, stage). Output hash, expert hit rate, bytes moved and allocation count\n"
+      "must be identical; timings (decode step, prefill, TTFT warm/cold) compare the median over repetitions.\n"
+      "Exit status: 0 within bounds; 1 on a regression, a changed/missing/failed case, different devices\n"
+      "without --force, or a malformed results file (one-line error naming the file and field); 2 on a usage error.");
+  sub.add_option("BASE", a->base, "baseline results JSON")->required()->check(CLI::ExistingFile);
+  sub.add_option("NEW", a->current, "new results JSON")->required()->check(CLI::ExistingFile);
+  sub.add_option("--max-slowdown", a->max_slowdown, "largest allowed timing slowdown, e.g. 5% (default 5%)")
+      ->check(CLI::Validator(
+          [](std::string& s) -> std::string {
+            try {
+              moebench::reports::parse_percent(s);
+              return {};
+            } catch (const std::exception& e) {
+              return e.what();
+            }
+          },
+          "PERCENT"));
+  sub.add_option("--normalize-by", a->normalize_by,
+                 "divide each timing by the same timing of this case (CASE, SUITE/CASE or SUITE/CASE@STAGE) in its own "
+                 "file, so a uniformly slower machine cancels out");
+  sub.add_flag("--force", a->force, "compare results from different devices anyway");
+  return [a] { return run_compare(*a); };
+});

@@ -1,0 +1,41 @@
+// cmd_report.cpp: `moebench report RESULTS.json [--html OUT.html] [--md]` —
+// renders a results file as a Markdown table on stdout and/or a
+// self-contained HTML report (reports/markdown.h, reports/html.h).
+#include <cstdio>
+#include <memory>
+
+#include "app/command.h"
+#include "engine/log.h"
+#include "reports/atomic_file.h"
+#include "reports/html.h"
+#include "reports/markdown.h"
+
+namespace {
+
+struct ReportArgs {
+  std::string results;
+  std::string html;
+  bool md = false;
+};
+
+int run_report(const ReportArgs& a) {
+  using namespace moebench::reports;
+  Results r = load_results(a.results);
+  if (!a.html.empty()) {
+    moebench::write_file_atomic(a.html, render_html(r));
+    moebench::log::info("wrote {}", a.html);
+  }
+  if (a.md || a.html.empty()) std::fputs(render_markdown(r).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+
+MOEBENCH_COMMAND(report, "Render a results file as a Markdown table and/or a self-contained HTML report", [](CLI::App& sub) {
+  auto a = std::make_shared<ReportArgs>();
+  sub.footer("Without --html the Markdown summary is printed. A malformed results file is a one-line error (exit 1).");
+  sub.add_option("RESULTS", a->results, "results JSON")->required()->check(CLI::ExistingFile);
+  sub.add_option("--html", a->html, "write a self-contained HTML report (inline CSS and SVG, no network) to this file");
+  sub.add_flag("--md", a->md, "print the Markdown summary on stdout (default when --html is not given)");
+  return [a] { return run_report(*a); };
+});

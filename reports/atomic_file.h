@@ -1,0 +1,20 @@
+// atomic_file.h: whole-file writes that are all-or-nothing. The bytes go to a
+// temporary file in the target's directory, are fsync'ed, then rename()d over
+// the target and the directory is fsync'ed, so a reader (or a crash, SIGINT,
+// full disk) sees either the old file or the new one, never a torn one.
+// Everything that writes a results file, report or trace goes through here.
+#pragma once
+#include <string>
+#include <string_view>
+
+namespace moebench {
+
+// Replaces `path` with `bytes` atomically. Throws Error naming the path and the
+// failing step (open, write, fsync, rename) with strerror; on failure the
+// temporary file is removed and any previous `path` is left untouched.
+void write_file_atomic(const std::string& path, std::string_view bytes);
+
+// Reads a whole file; throws Error "PATH: cannot read: <strerror>".
+std::string read_file(const std::string& path);
+
+}  // namespace moebench

@@ -1,0 +1,64 @@
+// fields.cpp: see fields.h.
+#include "reports/fields.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "profiler/stats.h"
+
+namespace moebench::reports {
+
+namespace {
+
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+bool ok(const Case& c) { return c.status == CaseStatus::ok; }
+double none(const Case&) { return kNaN; }
+// A value of an ok case, or NaN.
+double when_ok(const Case& c, double v) { return ok(c) && std::isfinite(v) ? v : kNaN; }
+std::string dash_or(double v, std::string (*f)(double)) { return std::isfinite(v) ? f(v) : "-"; }
+
+std::string tok_s(double v) { return profiler::format_rate(v, "tok/s"); }
+std::string ns(double v) { return profiler::format_ns(v); }
+std::string pct(double v) { return profiler::format_percent(v); }
+std::string bytes(double v) { return profiler::format_bytes(v); }
+std::string pct100(double v) { return profiler::format_percent(v / 100); }
+
+double ttft_cold(const Case& c) { return c.aggregates.ttft_cold_ns > 0 ? when_ok(c, c.aggregates.ttft_cold_ns) : kNaN; }
+double mem_peak(const Case& c) { return when_ok(c, static_cast<double>(memory_peak_bytes(c))); }
+double load_time(const Case& c) { return c.experts.loads > 0 ? when_ok(c, c.aggregates.mean_expert_load_ns) : kNaN; }
+double bound_pct(const Case& c) { return c.bound ? when_ok(c, c.bound->percent) : kNaN; }
+
+}  // namespace
+
+int64_t memory_peak_bytes(const Case& c) { return std::max(c.memory.arena_peak_bytes, c.memory.device_used_peak_bytes); }
+
+const std::vector<SummaryColumn>& summary_columns() {
+  static const std::vector<SummaryColumn> cols = {
+      {"suite", "suite", false, [](const Case& c) { return c.suite; }, none},
+      {"case", "case", false, [](const Case& c) { return c.name; }, none},
+      {"stage", "stage", false, [](const Case& c) { return c.settings.stage; }, none},
+      {"status", "status", false, [](const Case& c) { return std::string(to_string(c.status)); }, none},
+      {"prefill_tok_s", "prefill tok/s", true,
+       [](const Case& c) { return dash_or(when_ok(c, c.aggregates.prefill_tok_s), tok_s); },
+       [](const Case& c) { return when_ok(c, c.aggregates.prefill_tok_s); }},
+      {"decode_tok_s", "decode tok/s", true,
+       [](const Case& c) { return dash_or(when_ok(c, c.aggregates.decode_tok_s), tok_s); },
+       [](const Case& c) { return when_ok(c, c.aggregates.decode_tok_s); }},
+      {"ttft_cold_ns", "TTFT cold", true, [](const Case& c) { return dash_or(ttft_cold(c), ns); }, ttft_cold},
+      {"ttft_warm_ns", "TTFT warm", true,
+       [](const Case& c) { return dash_or(when_ok(c, c.aggregates.ttft_warm_ns), ns); },
+       [](const Case& c) { return when_ok(c, c.aggregates.ttft_warm_ns); }},
+      {"hit_rate", "hit rate", true, [](const Case& c) { return dash_or(when_ok(c, c.aggregates.hit_rate), pct); },
+       [](const Case& c) { return when_ok(c, c.aggregates.hit_rate); }},
+      {"mean_expert_load_ns", "expert load", true, [](const Case& c) { return dash_or(load_time(c), ns); },
+       load_time},
+      {"memory_peak_bytes", "memory peak", true, [](const Case& c) { return dash_or(mem_peak(c), bytes); },
+       mem_peak},
+      {"bound_percent", "% of bound", true, [](const Case& c) { return dash_or(bound_pct(c), pct100); },
+       bound_pct},
+  };
+  return cols;
+}
+
+}  // namespace moebench::reports

@@ -1,0 +1,117 @@
+// markdown.cpp: see markdown.h.
+#include "reports/markdown.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "profiler/stats.h"
+#include "reports/fields.h"
+
+namespace moebench::reports {
+
+namespace {
+
+std::string cell_escape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '|') out += "\\|";
+    else if (ch == '\n' || ch == '\r') out += ' ';
+    else out += ch;
+  }
+  return out;
+}
+
+// Display width in code points (cells may hold UTF-8 such as "µ" or "×").
+size_t width(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char ch : s)
+    if ((ch & 0xC0) != 0x80) ++n;
+  return n;
+}
+
+}  // namespace
+
+std::string markdown_table(const std::vector<std::string>& headers, const std::vector<bool>& right,
+                           const std::vector<std::vector<std::string>>& rows) {
+  size_t n = headers.size();
+  std::vector<std::vector<std::string>> cells;
+  cells.reserve(rows.size() + 1);
+  cells.push_back({});
+  for (const auto& h : headers) cells.back().push_back(cell_escape(h));
+  for (const auto& r : rows) {
+    cells.push_back({});
+    for (size_t i = 0; i < n; ++i) cells.back().push_back(i < r.size() ? cell_escape(r[i]) : "");
+  }
+  std::vector<size_t> w(n, 3);
+  for (const auto& r : cells)
+    for (size_t i = 0; i < n; ++i) w[i] = std::max(w[i], width(r[i]));
+  auto is_right = [&](size_t i) { return i < right.size() && right[i]; };
+  auto line = [&](const std::vector<std::string>& r) {
+    std::string out = "|";
+    for (size_t i = 0; i < n; ++i) {
+      size_t pad = w[i] - width(r[i]);
+      out.push_back(' ');
+      if (is_right(i)) out.append(pad, ' ');
+      out.append(r[i]);
+      if (!is_right(i)) out.append(pad, ' ');
+      out.append(" |");
+    }
+    return out + "\n";
+  };
+  std::string out = line(cells[0]);
+  out += "|";
+  for (size_t i = 0; i < n; ++i) {
+    out.push_back(' ');
+    out.append(is_right(i) ? w[i] - 1 : w[i], '-');
+    out.append(is_right(i) ? ": |" : " |");
+  }
+  out += "\n";
+  for (size_t r = 1; r < cells.size(); ++r) out += line(cells[r]);
+  return out;
+}
+
+std::string render_markdown(const Results& r) {
+  std::string out;
+  out += fmt::format("## moebench results: {} on {}\n\n", r.model.name, r.device.name);
+  out += fmt::format("- device: {} ({}, {} SMs, {}, H2D {}, memory {}), driver {}\n", r.device.name,
+                     to_string(r.device.kind), r.device.sm_count, profiler::format_bytes(static_cast<double>(r.device.memory_bytes)),
+                     profiler::format_gbps(r.device.h2d_gbps), profiler::format_gbps(r.device.hbm_gbps),
+                     r.device.driver.empty() ? "-" : r.device.driver);
+  out += fmt::format("- host: {} ({}, {} cores, {})\n", r.host.name, r.host.cpu_model, r.host.cores,
+                     profiler::format_bytes(static_cast<double>(r.host.memory_bytes)));
+  out += fmt::format("- model: {} ({}, weights {})\n", r.model.name, r.model.dtype, r.model.weight_source);
+  out += fmt::format("- build: moebench {} commit {} ({}), started {}\n\n", r.run.tool_version, r.run.commit,
+                     r.run.build_type, r.run.start_time);
+  const auto& cols = summary_columns();
+  std::vector<std::string> headers;
+  std::vector<bool> right;
+  for (const auto& c : cols) {
+    headers.push_back(c.header);
+    right.push_back(c.numeric);
+  }
+  std::vector<std::vector<std::string>> rows;
+  for (const Case& c : r.cases) {
+    rows.push_back({});
+    for (const auto& col : cols) rows.back().push_back(col.text(c));
+  }
+  out += markdown_table(headers, right, rows);
+  bool any_failed = false;
+  for (const Case& c : r.cases)
+    if (c.status == CaseStatus::failed) {
+      if (!any_failed) out += "\nFailed cases:\n\n";
+      any_failed = true;
+      out += fmt::format("- {}/{} ({}): {}\n", c.suite, c.name, c.settings.stage, c.error);
+    }
+  bool any_bound = false;
+  for (const Case& c : r.cases)
+    if (c.bound && c.status == CaseStatus::ok) {
+      if (!any_bound) out += "\nBounds:\n\n";
+      any_bound = true;
+      out += fmt::format("- {}/{} ({}): {} = {} {}\n", c.suite, c.name, c.settings.stage, c.bound->description,
+                         fmt::format("{:.4g}", c.bound->value), c.bound->unit);
+    }
+  return out;
+}
+
+}  // namespace moebench::reports

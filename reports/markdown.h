@@ -1,0 +1,19 @@
+// markdown.h: the Markdown summary of a results file (what `moebench run`
+// prints on stdout and `moebench report --md` writes): a header naming model,
+// device and build, then one row per case with the columns of fields.h.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "reports/results.h"
+
+namespace moebench::reports {
+
+// A GitHub pipe table whose columns are padded to equal width so it also reads
+// well on a terminal; `right[i]` right-aligns column i. '|' in cells is escaped.
+std::string markdown_table(const std::vector<std::string>& headers, const std::vector<bool>& right,
+                           const std::vector<std::vector<std::string>>& rows);
+
+std::string render_markdown(const Results& r);
+
+}  // namespace moebench::reports

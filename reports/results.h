@@ -1,0 +1,206 @@
+// results.h: the versioned results schema of moebench, as plain-data structs.
+// The runner fills them, save_results() writes them (atomically, after every
+// finished case), and reports / compare / the dashboard read them back with
+// load_results(), which validates every field and names the JSON path of the
+// first bad one:  "r.json: cases[2].samples[0].latency_ns[5] is "x", expected an integer".
+//
+// Conventions (HOUSE_STYLE 6, 7): times are int64 ns, sizes int64 bytes, units
+// are in the field names; a comment gives the shape of every array.
+// Schema evolution: any change to the JSON layout bumps kSchemaVersion; files of
+// another version are refused with a message saying which version was found.
+//
+// JSON layout (field names are exactly the struct member names):
+//   { "schema_version": 1, "run": {...}, "device": {...}, "host": {...},
+//     "model": {...}, "cases": [ { ..., "samples": [ {rep}, ... ], ... } ] }
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace moebench::reports {
+
+inline constexpr int kSchemaVersion = 1;
+
+// How and when the run was made.
+struct RunInfo {
+  std::string tool_version;               // moebench version string
+  std::string commit;                     // git commit of the build (MOEBENCH_GIT_COMMIT)
+  std::string build_type;                 // Release, Debug, ...
+  std::string start_time;                 // ISO 8601 UTC, e.g. "2025-01-31T12:00:00Z"
+  std::vector<std::string> command_line;  // (argc) argv as given
+  std::string trace_file;                 // Chrome trace written next to the results; "" if none
+};
+
+enum class DeviceKind { cpu, cuda };
+
+// The device the engine computed on. On the CPU backend: name is the CPU model,
+// sm_count 0, driver "", h2d_gbps 0, hbm_gbps the measured DRAM bandwidth.
+struct DeviceInfo {
+  std::string name;          // "NVIDIA H100 80GB HBM3" or the CPU model
+  DeviceKind kind = DeviceKind::cpu;
+  int sm_count = 0;
+  int64_t memory_bytes = 0;  // total device memory (host RAM on CPU)
+  std::string driver;        // CUDA driver / runtime version text
+  double h2d_gbps = 0;       // measured pinned host->device bandwidth, GB/s (1e9 B/s)
+  double hbm_gbps = 0;       // measured device memory bandwidth, GB/s
+};
+
+struct HostInfo {
+  std::string name;          // hostname
+  std::string cpu_model;
+  int cores = 0;             // logical cores
+  int64_t memory_bytes = 0;  // physical RAM
+};
+
+struct ModelInfo {
+  std::string name;          // preset or checkpoint folder name
+  nlohmann::json config = nlohmann::json::object();  // HF config.json layout (config_to_json)
+  std::string dtype;         // weight dtype as stored: "bf16", "f32", ...
+  std::string weight_source; // checkpoint path, or "synthetic:SEED"
+};
+
+// The stage preset and every knob it resolved to. Knob values are JSON scalars
+// (string, number, bool or null): {"cache_policy": "lru", "gpu_slots": 42, ...}.
+struct Settings {
+  std::string stage;                           // "baseline", "P0", "P1", "P2" or "custom"
+  std::map<std::string, nlohmann::json> knobs;
+};
+
+enum class Phase { prefill, decode };
+
+// One measured repetition of a case. Steps are forward passes in order; a
+// prefill step may cover many prompt tokens, a decode step produces one token.
+struct Repetition {
+  std::vector<int64_t> latency_ns;  // (n_steps) wall time of each step
+  std::vector<Phase> phase;         // (n_steps) phase of each step
+  std::optional<int64_t> ttft_cold_ns;  // request start -> first token, model load included; absent if not measured
+  int64_t ttft_warm_ns = 0;         // request start -> first token, model already loaded
+};
+
+// Expert-cache counters of a case, summed over its measured repetitions
+// (warm-up excluded). Per-layer arrays are either empty or (n_layers).
+struct ExpertCounters {
+  int64_t hits = 0;
+  int64_t misses = 0;
+  int64_t loads = 0;          // copies into a device slot (misses + prefetches)
+  int64_t bytes_moved = 0;    // host/disk -> device bytes for expert weights
+  int64_t load_time_ns = 0;   // total time of those copies
+  int64_t stall_ns = 0;       // time the compute stream waited on a load
+  std::vector<int64_t> hits_per_layer;          // (n_layers)
+  std::vector<int64_t> misses_per_layer;        // (n_layers)
+  std::vector<int64_t> loads_per_layer;         // (n_layers)
+  std::vector<int64_t> bytes_moved_per_layer;   // (n_layers)
+  std::vector<int64_t> load_time_ns_per_layer;  // (n_layers)
+  std::vector<int64_t> stall_ns_per_layer;      // (n_layers)
+  std::vector<std::vector<int64_t>> usage;      // (n_layers, n_experts) token->expert assignments
+
+  // hits / (hits + misses); 0 when there were no lookups.
+  double hit_rate() const;
+  // load_time_ns / loads; 0 when nothing was loaded.
+  double mean_load_ns() const;
+};
+
+// Hit rate over generated tokens, from the first measured repetition.
+struct HitRateSeries {
+  std::vector<double> overall;                 // (n_steps) hit rate of each step over all layers
+  std::vector<std::vector<double>> per_layer;  // (n_layers, n_steps), or empty
+};
+
+struct MemoryPoint {
+  int64_t t_ns = 0;               // since the start of the case
+  int64_t arena_bytes = 0;        // device arena in use
+  int64_t device_used_bytes = 0;  // cudaMemGetInfo total - free (0 on CPU)
+};
+
+struct MemoryInfo {
+  int64_t arena_peak_bytes = 0;        // device arena high-water mark
+  int64_t device_used_peak_bytes = 0;  // cudaMemGetInfo peak used (0 on CPU)
+  int64_t host_pinned_bytes = 0;       // pinned host memory held for experts
+  std::optional<int64_t> allocation_count;  // device/host allocations during measured repetitions, if counted
+  std::vector<MemoryPoint> timeline;   // (n_points), optional (may be empty)
+};
+
+// Figures derived from the raw samples (compute_aggregates); stored so readers
+// need not recompute, and recomputable to check.
+struct Aggregates {
+  double prefill_tok_s = 0;   // prompt_tokens / median prefill time
+  double decode_tok_s = 0;    // 1e9 / median decode step
+  double ttft_cold_ns = 0;    // median over repetitions; 0 if never measured
+  double ttft_warm_ns = 0;    // median over repetitions
+  double tpot_ns = 0;         // mean decode step (time per output token after the first)
+  double itl_p50_ns = 0;      // inter-token latency percentiles over all decode steps
+  double itl_p90_ns = 0;
+  double itl_p99_ns = 0;
+  double hit_rate = 0;        // experts.hit_rate()
+  double mean_expert_load_ns = 0;  // experts.mean_load_ns()
+};
+
+// The physical limit a case is held against (DESIGN.md "The profiler").
+struct Bound {
+  std::string description;  // "resident: 1.64 GB/token / 3.35 TB/s HBM"
+  double value = 0;         // the limit, in `unit`
+  std::string unit;         // "tok/s"
+  double percent = 0;       // achieved / value * 100
+};
+
+enum class CaseStatus { ok, failed };
+
+struct Case {
+  std::string suite;          // "short", "stages", ...
+  std::string name;           // case name inside the suite
+  Settings settings;          // stage + knobs of this case (sweeps vary them per case)
+  std::string routing_source; // "model", "trace:FILE", "uniform", "mixtral-locality"
+  int prompt_tokens = 0;
+  int new_tokens = 0;
+  int repetitions = 0;        // measured repetitions requested
+  int warmup = 0;             // warm-up repetitions run and discarded
+  std::vector<Repetition> samples;  // (repetitions); fewer only if status is failed
+  ExpertCounters experts;
+  MemoryInfo memory;
+  HitRateSeries hit_rate;
+  std::map<std::string, int64_t> gpu_time_ns;  // CUPTI GPU time by category ("kernel", "memcpy_h2d", ...); empty if off
+  Aggregates aggregates;
+  std::optional<Bound> bound;
+  std::string output_token_hash;  // hex xxh64 of the generated token ids; "" if failed early
+  CaseStatus status = CaseStatus::ok;
+  std::string error;              // one line when status == failed
+};
+
+struct Results {
+  int schema_version = kSchemaVersion;
+  RunInfo run;
+  DeviceInfo device;
+  HostInfo host;
+  ModelInfo model;
+  std::vector<Case> cases;  // in run order; the file is rewritten after each
+};
+
+// ---- derived figures ----
+// Aggregates from a case's raw samples and counters (uses profiler::summarize).
+Aggregates compute_aggregates(const Case& c);
+// Total prefill time of a repetition (sum of its prefill steps), ns.
+int64_t prefill_ns(const Repetition& r);
+// Decode step latencies of a repetition, in order.
+std::vector<int64_t> decode_latencies(const Repetition& r);
+
+// ---- names ----
+const char* to_string(DeviceKind k);
+const char* to_string(Phase p);
+const char* to_string(CaseStatus s);
+
+// ---- JSON ----
+nlohmann::json to_json(const Results& r);
+// Validates everything; `source` (the file name) starts every error message.
+Results results_from_json(const nlohmann::json& j, const std::string& source);
+// Text of a results file: indented, with arrays of numbers kept on one line.
+std::string results_to_string(const Results& r);
+// Reads and validates a results file. Bad JSON: "PATH: invalid JSON at byte N: ...".
+Results load_results(const std::string& path);
+// Writes with write_file_atomic; call after every finished case.
+void save_results(const std::string& path, const Results& r);
+
+}  // namespace moebench::reports

@@ -1,0 +1,296 @@
+// compare_test.cpp: the regression gate: exact deterministic metrics, timing
+// thresholds, normalisation by a reference case, device refusal, and the exit
+// codes of `moebench compare`.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "engine/error.h"
+#include "reports/compare.h"
+#include "tests/results_fixture.h"
+
+using namespace moebench;
+using namespace moebench::reports;
+using moebench::testing::make_results;
+using moebench::testing::scale_case;
+using moebench::testing::TempDir;
+
+namespace {
+
+const CompareRow* find_row(const CompareReport& rep, const std::string& c, const std::string& metric) {
+  for (const CompareRow& r : rep.rows)
+    if (r.case_name == c && r.metric == metric) return &r;
+  return nullptr;
+}
+
+Verdict verdict(const CompareReport& rep, const std::string& c, const std::string& metric) {
+  const CompareRow* r = find_row(rep, c, metric);
+  EXPECT_NE(r, nullptr) << c << " " << metric;
+  return r ? r->verdict : Verdict::skipped;
+}
+
+}  // namespace
+
+TEST(Compare, IdenticalFilesPass) {
+  Results r = make_results();
+  CompareReport rep = compare_results(r, r, {});
+  EXPECT_TRUE(rep.pass) << format_compare(rep);
+  EXPECT_EQ(rep.failures(), 0);
+  for (const char* m : {"output_token_hash", "hit_rate", "bytes_moved", "allocation_count", "decode_step_ns",
+                        "prefill_ns", "ttft_warm_ns", "ttft_cold_ns"}) {
+    const CompareRow* row = find_row(rep, "c0", m);
+    ASSERT_NE(row, nullptr) << m;
+    EXPECT_EQ(row->verdict, Verdict::ok) << m;
+  }
+  EXPECT_DOUBLE_EQ(find_row(rep, "c1", "decode_step_ns")->ratio, 1.0);
+}
+
+TEST(Compare, TwentyPercentDecodeSlowdownFails) {
+  Results base = make_results(), cur = make_results();
+  scale_case(cur.cases[0], 1.20, 1.0);
+  CompareReport rep = compare_results(base, cur, {});
+  EXPECT_FALSE(rep.pass);
+  EXPECT_EQ(verdict(rep, "c0", "decode_step_ns"), Verdict::regression);
+  EXPECT_NEAR(find_row(rep, "c0", "decode_step_ns")->ratio, 1.20, 0.001);
+  EXPECT_EQ(verdict(rep, "c0", "prefill_ns"), Verdict::ok);
+  EXPECT_EQ(verdict(rep, "c1", "decode_step_ns"), Verdict::ok);
+  EXPECT_EQ(rep.failures(), 1);
+  std::string text = format_compare(rep);
+  EXPECT_NE(text.find("REGRESSION"), std::string::npos);
+  EXPECT_NE(text.find("+20.0%"), std::string::npos);
+  EXPECT_NE(text.find("FAIL: "), std::string::npos);
+}
+
+TEST(Compare, TwoPercentSlowdownPassesAtFivePercent) {
+  Results base = make_results(), cur = make_results();
+  for (Case& c : cur.cases) scale_case(c, 1.02, 1.02);
+  CompareReport rep = compare_results(base, cur, {});
+  EXPECT_TRUE(rep.pass) << format_compare(rep);
+  // ... and fails at a 1% threshold.
+  CompareOptions strict;
+  strict.max_slowdown = 0.01;
+  EXPECT_FALSE(compare_results(base, cur, strict).pass);
+}
+
+TEST(Compare, FasterIsNotAFailure) {
+  Results base = make_results(), cur = make_results();
+  scale_case(cur.cases[1], 0.5, 0.5);
+  CompareReport rep = compare_results(base, cur, {});
+  EXPECT_TRUE(rep.pass);
+  EXPECT_EQ(verdict(rep, "c1", "decode_step_ns"), Verdict::faster);
+}
+
+TEST(Compare, ChangedDeterministicMetricsFail) {
+  Results base = make_results();
+  Results cur = make_results();
+  cur.cases[2].output_token_hash = "0000000000000000";
+  CompareReport rep = compare_results(base, cur, {});
+  EXPECT_FALSE(rep.pass);
+  EXPECT_EQ(verdict(rep, "ref", "output_token_hash"), Verdict::changed);
+
+  cur = make_results();
+  cur.cases[0].experts.hits -= 1;
+  cur.cases[0].experts.misses += 1;
+  rep = compare_results(base, cur, {});
+  EXPECT_FALSE(rep.pass);
+  EXPECT_EQ(verdict(rep, "c0", "hit_rate"), Verdict::changed);
+
+  cur = make_results();
+  cur.cases[1].experts.bytes_moved += 1;
+  EXPECT_EQ(verdict(compare_results(base, cur, {}), "c1", "bytes_moved"), Verdict::changed);
+
+  cur = make_results();
+  cur.cases[1].memory.allocation_count = 13;
+  EXPECT_EQ(verdict(compare_results(base, cur, {}), "c1", "allocation_count"), Verdict::changed);
+  // Absent in one file: not compared.
+  cur.cases[1].memory.allocation_count.reset();
+  rep = compare_results(base, cur, {});
+  EXPECT_TRUE(rep.pass);
+  EXPECT_EQ(find_row(rep, "c1", "allocation_count"), nullptr);
+}
+
+TEST(Compare, NormalisationCancelsUniformMachineSlowdown) {
+  Results base = make_results(), cur = make_results();
+  for (Case& c : cur.cases) scale_case(c, 1.30, 1.30);
+  EXPECT_FALSE(compare_results(base, cur, {}).pass);
+  CompareOptions opt;
+  opt.normalize_by = "ref";
+  CompareReport rep = compare_results(base, cur, opt);
+  EXPECT_TRUE(rep.pass) << format_compare(rep);
+  EXPECT_NEAR(find_row(rep, "c0", "decode_step_ns")->ratio, 1.0, 0.002);
+  EXPECT_EQ(verdict(rep, "ref", "decode_step_ns"), Verdict::skipped);  // the reference itself
+  // The same machine slowdown plus a real 20% decode regression in c1 still fails.
+  scale_case(cur.cases[1], 1.20, 1.0);
+  rep = compare_results(base, cur, opt);
+  EXPECT_FALSE(rep.pass);
+  EXPECT_EQ(verdict(rep, "c1", "decode_step_ns"), Verdict::regression);
+  EXPECT_EQ(verdict(rep, "c0", "decode_step_ns"), Verdict::ok);
+}
+
+TEST(Compare, ReferenceSelectors) {
+  Results r = make_results();
+  for (const char* sel : {"ref", "short/ref", "short/ref@P0"}) {
+    CompareOptions opt;
+    opt.normalize_by = sel;
+    EXPECT_TRUE(compare_results(r, r, opt).pass) << sel;
+  }
+  CompareOptions opt;
+  opt.normalize_by = "nope";
+  EXPECT_THROW(compare_results(r, r, opt), Error);
+  Results two = r;
+  two.cases.push_back(moebench::testing::make_case("short", "ref", "P1"));
+  opt.normalize_by = "short/ref";
+  try {
+    compare_results(two, two, opt);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("SUITE/CASE@STAGE"), std::string::npos);
+  }
+}
+
+TEST(Compare, DifferentDevicesRefusedUnlessForced) {
+  Results base = make_results(), cur = make_results();
+  cur.device.name = "Other GPU";
+  try {
+    compare_results(base, cur, {});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("devices differ"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("--force"), std::string::npos);
+  }
+  CompareOptions opt;
+  opt.force = true;
+  CompareReport rep = compare_results(base, cur, opt);
+  EXPECT_TRUE(rep.pass);
+  ASSERT_FALSE(rep.notes.empty());
+  EXPECT_NE(rep.notes[0].find("devices differ (forced)"), std::string::npos);
+}
+
+TEST(Compare, MissingAddedAndFailedCases) {
+  Results base = make_results(), cur = make_results();
+  cur.cases.erase(cur.cases.begin() + 1);
+  CompareReport rep = compare_results(base, cur, {});
+  EXPECT_FALSE(rep.pass);
+  EXPECT_EQ(verdict(rep, "c1", "case"), Verdict::missing);
+
+  rep = compare_results(cur, base, {});  // c1 only in NEW
+  EXPECT_TRUE(rep.pass);
+  EXPECT_EQ(verdict(rep, "c1", "case"), Verdict::added);
+
+  cur = make_results();
+  cur.cases[0].status = CaseStatus::failed;
+  cur.cases[0].error = "out of memory";
+  rep = compare_results(base, cur, {});
+  EXPECT_FALSE(rep.pass);
+  EXPECT_EQ(verdict(rep, "c0", "status"), Verdict::failed);
+
+  // Same case under another stage is a different case.
+  cur = make_results();
+  cur.cases[0].settings.stage = "P1";
+  rep = compare_results(base, cur, {});
+  EXPECT_FALSE(rep.pass);
+  EXPECT_EQ(verdict(rep, "c0", "case"), Verdict::missing);
+}
+
+TEST(Compare, SettingsDifferencesAreNoted) {
+  Results base = make_results(), cur = make_results();
+  cur.cases[0].settings.knobs["gpu_slots"] = 64;
+  CompareReport rep = compare_results(base, cur, {});
+  EXPECT_TRUE(rep.pass);
+  bool found = false;
+  for (const auto& n : rep.notes) found |= n.find("gpu_slots: 42 -> 64") != std::string::npos;
+  EXPECT_TRUE(found) << format_compare(rep);
+}
+
+TEST(Compare, ParsePercent) {
+  EXPECT_DOUBLE_EQ(parse_percent("5%"), 0.05);
+  EXPECT_DOUBLE_EQ(parse_percent("5"), 0.05);
+  EXPECT_DOUBLE_EQ(parse_percent("0.5%"), 0.005);
+  for (const char* bad : {"", "%", "five", "-1%", "5%%", "1000"}) EXPECT_THROW(parse_percent(bad), Error) << bad;
+}
+
+// ---------------------------------------------------------------- the CLI
+
+namespace {
+
+// build/bin/moebench next to this test binary; "" if absent.
+std::string moebench_binary() {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  auto p = self.parent_path() / "moebench";
+  return std::filesystem::exists(p) ? p.string() : "";
+}
+
+struct RunResult {
+  int code;
+  std::string out;
+};
+
+RunResult run_cli(const std::string& args, const TempDir& d) {
+  std::string out = d.file("out.txt");
+  std::string cmd = moebench_binary() + " " + args + " > " + out + " 2>&1";
+  int st = std::system(cmd.c_str());
+  std::ifstream f(out);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, text};
+}
+
+}  // namespace
+
+TEST(CompareCli, ExitCodes) {
+  if (moebench_binary().empty()) GTEST_SKIP() << "moebench binary not built next to the tests";
+  TempDir d;
+  Results base = make_results(), slow = make_results();
+  scale_case(slow.cases[0], 1.20, 1.0);
+  save_results(d.file("base.json"), base);
+  save_results(d.file("slow.json"), slow);
+  std::string b = d.file("base.json"), s = d.file("slow.json");
+
+  RunResult r = run_cli("compare " + b + " " + b, d);
+  EXPECT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("PASS"), std::string::npos);
+
+  r = run_cli("compare " + b + " " + s, d);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("REGRESSION"), std::string::npos);
+
+  r = run_cli("compare " + b + " " + s + " --max-slowdown 25%", d);
+  EXPECT_EQ(r.code, 0) << r.out;
+
+  r = run_cli("compare " + b + " " + s + " --max-slowdown lots", d);
+  EXPECT_EQ(r.code, 2) << r.out;
+
+  r = run_cli("compare " + b, d);
+  EXPECT_EQ(r.code, 2) << r.out;
+
+  // Malformed file: exit 1 with one line naming the file and the field.
+  std::string text = results_to_string(base);
+  std::string bad = d.file("bad.json");
+  {
+    std::ofstream f(bad);
+    f << text.substr(0, text.size() - 40);
+  }
+  r = run_cli("compare " + b + " " + bad, d);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_EQ(r.out.rfind("error: " + bad + ": invalid JSON", 0), 0u) << r.out;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
+
+  nlohmann::json j = to_json(base);
+  j["cases"][0]["samples"][0]["latency_ns"][3] = -5;
+  {
+    std::ofstream f(bad);
+    f << j.dump();
+  }
+  r = run_cli("compare " + bad + " " + b, d);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_EQ(r.out, "error: " + bad + ": cases[0].samples[0].latency_ns[3] is -5, expected a non-negative integer\n");
+
+  r = run_cli("compare --help", d);
+  EXPECT_EQ(r.code, 0);
+  EXPECT_NE(r.out.find("malformed results file"), std::string::npos);
+}

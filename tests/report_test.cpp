@@ -1,0 +1,179 @@
+// report_test.cpp: Markdown and HTML rendering of results, the shared field
+// table, and series decimation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <regex>
+
+#include "reports/fields.h"
+#include "reports/html.h"
+#include "reports/markdown.h"
+#include "reports/series.h"
+#include "reports/svg.h"
+#include "tests/results_fixture.h"
+
+using namespace moebench;
+using namespace moebench::reports;
+using moebench::testing::make_case;
+using moebench::testing::make_results;
+
+namespace {
+
+size_t count(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
+  return n;
+}
+
+Results hostile_results() {
+  Results r = make_results();
+  r.model.name = "<script>alert(1)</script>";
+  r.cases[0].name = "a|b <img src=x onerror=alert(1)>";
+  r.cases[1].status = CaseStatus::failed;
+  r.cases[1].error = "bad \"quote\" & <tag>";
+  r.cases[1].samples.clear();
+  // A long case: 100k decode steps with one spike.
+  Case big = make_case("long", "big", "P2", 1, 100'000, 800'000);
+  big.samples[0].latency_ns[40'000] = 50'000'000;
+  r.cases.push_back(big);
+  return r;
+}
+
+}  // namespace
+
+TEST(Fields, OneTableDrivesMarkdownAndHtml) {
+  Results r = make_results();
+  std::string md = render_markdown(r), html = render_html(r);
+  for (const SummaryColumn& c : summary_columns()) {
+    EXPECT_NE(md.find(c.header), std::string::npos) << c.key;
+    EXPECT_NE(html.find(std::string("<th>") + svg::escape(c.header) + "</th>"), std::string::npos) << c.key;
+  }
+  for (const char* key : {"suite", "case", "stage", "decode_tok_s", "ttft_cold_ns", "ttft_warm_ns", "hit_rate",
+                          "mean_expert_load_ns", "memory_peak_bytes", "bound_percent"}) {
+    bool found = false;
+    for (const SummaryColumn& c : summary_columns()) found |= std::string(c.key) == key;
+    EXPECT_TRUE(found) << key;
+  }
+}
+
+TEST(Fields, ValuesAndFailedCases) {
+  Results r = make_results();
+  const Case& c = r.cases[0];
+  for (const SummaryColumn& col : summary_columns()) {
+    std::string key = col.key;
+    if (key == "decode_tok_s") {
+      EXPECT_DOUBLE_EQ(col.value(c), c.aggregates.decode_tok_s);
+    } else if (key == "memory_peak_bytes") {
+      EXPECT_EQ(col.text(c), "3.50 GiB");
+    } else if (key == "hit_rate") {
+      EXPECT_EQ(col.text(c), "65.0%");
+    }
+  }
+  Case f = c;
+  f.status = CaseStatus::failed;
+  for (const SummaryColumn& col : summary_columns())
+    if (col.numeric) {
+      EXPECT_TRUE(std::isnan(col.value(f))) << col.key;
+      EXPECT_EQ(col.text(f), "-") << col.key;
+    }
+}
+
+TEST(Markdown, OneRowPerCaseAndEscapedPipes) {
+  Results r = hostile_results();
+  std::string md = render_markdown(r);
+  // Header + separator + one row per case, all starting with '|'.
+  std::regex row("^\\|.*\\|$");
+  size_t rows = 0;
+  std::istringstream in(md);
+  for (std::string line; std::getline(in, line);)
+    if (std::regex_match(line, row)) ++rows;
+  EXPECT_EQ(rows, r.cases.size() + 2);
+  EXPECT_NE(md.find("a\\|b"), std::string::npos);
+  EXPECT_NE(md.find("bad \"quote\""), std::string::npos);  // failed case listed with its error
+}
+
+TEST(Markdown, TableIsAligned) {
+  std::string t = markdown_table({"a", "num"}, {false, true}, {{"xyz", "1"}, {"q", "12345"}});
+  EXPECT_EQ(t,
+            "| a   |   num |\n"
+            "| --- | ----: |\n"
+            "| xyz |     1 |\n"
+            "| q   | 12345 |\n");
+}
+
+TEST(Html, SelfContainedAndEscaped) {
+  std::string html = render_html(hostile_results());
+  EXPECT_EQ(html.rfind("<!DOCTYPE html>", 0), 0u);
+  EXPECT_EQ(html.find("http://"), std::string::npos);
+  EXPECT_EQ(html.find("https://"), std::string::npos);
+  // No tag loads anything (the case name's "src=" is escaped text, not an attribute).
+  EXPECT_FALSE(std::regex_search(html, std::regex("<[a-zA-Z][^<>]*\\s(src|href)\\s*=")));
+  EXPECT_FALSE(std::regex_search(html, std::regex("url\\(")));
+  EXPECT_EQ(html.find("<script"), std::string::npos);
+  EXPECT_EQ(html.find("<img"), std::string::npos);
+  EXPECT_NE(html.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
+  EXPECT_NE(html.find("bad &quot;quote&quot; &amp; &lt;tag&gt;"), std::string::npos);
+  EXPECT_NE(html.find("<style>"), std::string::npos);
+}
+
+TEST(Html, WellFormedCharts) {
+  Results r = hostile_results();
+  std::string html = render_html(r);
+  size_t open = count(html, "<svg "), close = count(html, "</svg>");
+  EXPECT_EQ(open, close);
+  // 3 overview bar charts + per ok case: latency, hit rate, memory, heatmap (the failed case has no samples/series
+  // drawn except its own hit-rate, memory and heatmap data).
+  EXPECT_GE(open, 3u + 4u * 3u);
+  EXPECT_EQ(count(html, "<details"), count(html, "</details>"));
+  EXPECT_EQ(count(html, "<table>"), count(html, "</table>"));
+  EXPECT_EQ(count(html, "<tr"), count(html, "</tr>"));
+  EXPECT_EQ(count(html, "<html"), 1u);
+  EXPECT_EQ(count(html, "</html>"), 1u);
+  // Layer x expert heatmap: 2 layers x 4 experts, one <rect> with a tooltip per cell.
+  EXPECT_NE(html.find("<title>layer 1 expert 3: 25</title>"), std::string::npos);
+}
+
+TEST(Html, LongSeriesAreDecimated) {
+  Results r;
+  r.cases.push_back(make_case("long", "big", "P2", 1, 100'000, 800'000));
+  std::string html = render_html(r);
+  EXPECT_LT(html.size(), 400'000u);  // 100k points would be megabytes
+  // Every polyline holds at most kMaxChartPoints points.
+  std::regex poly("points=\"([^\"]*)\"");
+  size_t n_poly = 0;
+  for (auto it = std::sregex_iterator(html.begin(), html.end(), poly); it != std::sregex_iterator(); ++it) {
+    ++n_poly;
+    std::string pts = (*it)[1];
+    EXPECT_LE(static_cast<size_t>(std::count(pts.begin(), pts.end(), ',')), kMaxChartPoints);
+  }
+  EXPECT_GE(n_poly, 2u);  // latency and hit rate
+}
+
+TEST(Html, EmptyResultsRender) {
+  Results r;
+  std::string html = render_html(r);
+  EXPECT_NE(html.find("No cases finished yet"), std::string::npos);
+  EXPECT_EQ(count(html, "<svg "), count(html, "</svg>"));
+}
+
+TEST(Series, DecimateKeepsSpikesAndBounds) {
+  std::vector<double> y(100'000, 1.0);
+  y[12'345] = 100.0;
+  y[77'777] = -5.0;
+  std::vector<Point> d = decimate(y, 500);
+  EXPECT_LE(d.size(), 500u);
+  bool hi = false, lo = false;
+  for (size_t i = 0; i < d.size(); ++i) {
+    hi |= d[i].x == 12'345 && d[i].y == 100.0;
+    lo |= d[i].x == 77'777 && d[i].y == -5.0;
+    if (i) {
+      EXPECT_LT(d[i - 1].x, d[i].x);
+    }
+  }
+  EXPECT_TRUE(hi);
+  EXPECT_TRUE(lo);
+  std::vector<double> small = {1, 2, NAN, 4};
+  d = decimate(small, 500);
+  ASSERT_EQ(d.size(), 3u);
+  EXPECT_EQ(d[2].x, 3);
+}
