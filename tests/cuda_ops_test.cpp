@@ -293,6 +293,23 @@ TEST_F(CudaOps, SwigluExpert) {
   }
 }
 
+TEST_F(CudaOps, SwigluGateUpFusedAllRowCounts) {
+  const int hidden = 512, inter = 264;
+  for (int n = 1; n <= cuda::kGemvMaxRows; ++n) {
+    SCOPED_TRACE(testing::Message() << "n " << n);
+    auto x = round_bf16(rnd(static_cast<size_t>(n) * hidden, -1, 1, 50 + n));
+    auto w1 = round_bf16(rnd(static_cast<size_t>(inter) * hidden, -0.1f, 0.1f, 51));
+    auto w3 = round_bf16(rnd(static_cast<size_t>(inter) * hidden, -0.1f, 0.1f, 52));
+    std::vector<float> g(static_cast<size_t>(n) * inter), u(g.size()), ref(g.size());
+    cpu::linear(x.data(), w1.data(), g.data(), n, hidden, inter);
+    cpu::linear(x.data(), w3.data(), u.data(), n, hidden, inter);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] = g[i] / (1.0f + std::exp(-g[i])) * u[i];
+    bf16* h = zeros<bf16>(ref.size());
+    cuda::swiglu_gate_up(up_bf16(x), up_bf16(w1), up_bf16(w3), h, n, hidden, inter, stream_);
+    check_close("swiglu_gate_up", down_bf16(h, ref.size()), ref, 1e-5f, kEpsBf16);
+  }
+}
+
 TEST_F(CudaOps, MoeDecodeFused) {
   const int experts = 8, k = 2;
   for (auto [n, hidden, inter] : {std::tuple{1, 256, 512}, std::tuple{3, 128, 344}, std::tuple{8, 256, 128}}) {

@@ -110,7 +110,7 @@ void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool
             cudaStream_t stream, LinearAlgo algo) {
   if (n <= 0 || out <= 0) return;
   if (algo == LinearAlgo::automatic)
-    algo = (n <= kGemvMaxRows && (in % 8 == 0 || !blas)) ? LinearAlgo::gemv : LinearAlgo::cublas;
+    algo = (n <= kGemvAutoMaxRows || !blas) && (in % 8 == 0 || !blas) && n <= kGemvMaxRows ? LinearAlgo::gemv : LinearAlgo::cublas;
   if (algo == LinearAlgo::gemv) {
     gemv(x, w, y, n, in, out, accumulate, stream);
     return;

@@ -64,7 +64,7 @@ void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n
 // y (n, out) fp32 = x (n, in) bf16 @ w (out, in)^T bf16  [+ y if accumulate].
 // `accumulate` folds a residual add into the matmul (y += x @ w^T).
 enum class LinearAlgo {
-  automatic,  // GEMV for n <= 8 (when `in` is a multiple of 8), cuBLAS above
+  automatic,  // GEMV for n <= kGemvAutoMaxRows (when `in` is a multiple of 8), cuBLAS above
   gemv,       // own kernel: 16-byte weight loads, several rows per warp, n <= 8
   cublas,     // cublasGemmEx bf16 x bf16 -> fp32, fp32 compute
 };
@@ -74,11 +74,16 @@ void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool
 // The GEMV kernel alone (n <= 8; any `in`, fastest when in % 8 == 0 and pointers 16-byte aligned).
 void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream);
 constexpr int kGemvMaxRows = 8;
+// Where `automatic` (and swiglu_expert) take the GEMV path. Measured on an H200
+// (reports/baselines/kernels_h200_2026-11-28.json): at M = 1 the GEMV beats cuBLAS on
+// the large Mixtral shapes (14336x4096: 3.36 vs 2.81 TB/s; lm_head 3.71 vs 3.49), at
+// M = 2..8 cuBLAS streams ~2.8 TB/s while this GEMV drops to 2.4 / 1.7 / 1.1 TB/s.
+constexpr int kGemvAutoMaxRows = 1;
 
 // ---- swiglu.cu ----
 // One SwiGLU expert: x (n, hidden) bf16 -> out (n, hidden) fp32 = w2 @ (silu(w1 @ x) * (w3 @ x))
 // [+ out if accumulate]. w1, w3 (inter, hidden); w2 (hidden, inter); all bf16.
-// Decode (n <= 8): one fused kernel reads w1 and w3 rows together and writes
+// Decode (n <= kGemvAutoMaxRows): one fused kernel reads w1 and w3 rows together and writes
 // h = silu(g) * u (bf16) to scratch, then the GEMV of w2. Larger n: cuBLAS.
 // scratch must hold swiglu_scratch_bytes(n, inter) bytes.
 size_t swiglu_scratch_bytes(int n, int inter);

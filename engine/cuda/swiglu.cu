@@ -1,5 +1,5 @@
 // swiglu.cu: one SwiGLU expert out = w2 @ (silu(w1 @ x) * (w3 @ x)) (twin:
-// engine/ops/swiglu.cpp). Decode (n <= 8, hidden % 8 == 0): one kernel streams the
+// engine/ops/swiglu.cpp). Decode (n <= kGemvAutoMaxRows, hidden % 8 == 0): one kernel streams the
 // w1 and w3 rows together (2R rows per warp) and writes h = silu(g) * u in bf16, then
 // the GEMV of w2. Otherwise: w1 and w3 through `linear` (cuBLAS for n > 8) into fp32,
 // an elementwise silu-multiply to bf16, and w2 through `linear`.
@@ -96,7 +96,7 @@ void swiglu_expert(const bf16* x, const bf16* w1, const bf16* w3, const bf16* w2
   if (n <= 0) return;
   const size_t e = static_cast<size_t>(n) * inter;
   bf16* h = static_cast<bf16*>(scratch);
-  if (fused_ok(x, w1, w3, n, hidden)) {
+  if (fused_ok(x, w1, w3, n, hidden) && (n <= kGemvAutoMaxRows || !blas)) {
     swiglu_gate_up(x, w1, w3, h, n, hidden, inter, stream);
   } else {
     float* g = reinterpret_cast<float*>(static_cast<char*>(scratch) + align256(e * sizeof(bf16)));
