@@ -5,6 +5,8 @@
 // rate counters, so bytes/s (= GB/s) and flop/s print and land in --benchmark_out JSON.
 // Kernels are the registry's: engine/cuda/ops.cuh. Without a GPU it prints why and exits 0.
 #include <benchmark/benchmark.h>
+
+#if MOEBENCH_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -268,3 +270,14 @@ int main(int argc, char** argv) {
   ctx.arena.reset();
   return 0;
 }
+
+#else  // built without CUDA: nothing to measure here
+
+#include <cstdio>
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  std::printf("moebench_bench: built without CUDA (MOEBENCH_CUDA=OFF); kernel benchmarks skipped\n");
+  return 0;
+}
+
+#endif  // MOEBENCH_HAVE_CUDA
