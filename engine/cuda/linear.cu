@@ -1,0 +1,122 @@
+// linear.cu: y = x @ W^T with bf16 x/W and fp32 y (twin: engine/ops/linear.cpp).
+// Two variants, side by side in the benchmarks:
+//   gemv   — own kernel for n <= 8 rows of x: streams W at close to HBM bandwidth
+//            (engine/cuda/gemv_core.cuh); a scalar fallback when `in` % 8 != 0.
+//   cublas — cublasGemmEx, bf16 inputs, fp32 output and compute. cuBLAS's M = 1
+//            path reads W at ~0.3-0.4 TB/s on an H100 (DEVICE.md), hence gemv.
+#include <cublas_v2.h>
+
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/ops.cuh"
+
+namespace moebench::cuda {
+
+namespace {
+using detail::kGemvWarps;
+
+template <int M, int R>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                                              float* __restrict__ y, int m, int K, int N,
+                                                              bool accumulate) {
+  constexpr int U = 8 / R;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
+  if (row0 >= N) return;
+  const bf16* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wr[r] = w + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+  const bf16* xr[M];
+#pragma unroll
+  for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(min(mm, m - 1)) * K;
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
+  detail::gemv_warp<R, M, U>(wr, xr, m, K / 8, lane, acc);
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) {
+      const float s = warp_sum(acc[r][mm]);
+      if (lane == 0 && mm < m && row0 + r < N) {
+        float* yp = y + static_cast<int64_t>(mm) * N + row0 + r;
+        *yp = accumulate ? *yp + s : s;
+      }
+    }
+}
+
+// Any K, any alignment: one warp per row, scalar loads.
+__global__ void gemv_scalar_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, float* __restrict__ y, int m,
+                                   int K, int N, bool accumulate) {
+  const int row = blockIdx.x * kGemvWarps + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  if (row >= N) return;
+  const bf16* wr = w + static_cast<int64_t>(row) * K;
+  for (int mm = 0; mm < m; ++mm) {
+    const bf16* xr = x + static_cast<int64_t>(mm) * K;
+    float s = 0;
+    for (int k = lane; k < K; k += 32) s = fmaf(__bfloat162float(wr[k]), __bfloat162float(xr[k]), s);
+    s = warp_sum(s);
+    if (lane == 0) {
+      float* yp = y + static_cast<int64_t>(mm) * N + row;
+      *yp = accumulate ? *yp + s : s;
+    }
+  }
+}
+
+template <int M>
+void launch_gemv_m(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool acc, cudaStream_t stream) {
+  const int R = detail::gemv_rows_per_warp(out);
+  const unsigned blocks = static_cast<unsigned>(ceil_div(out, kGemvWarps * R));
+  switch (R) {
+    case 4: gemv_kernel<M, 4><<<blocks, kGemvWarps * 32, 0, stream>>>(x, w, y, n, in, out, acc); break;
+    case 2: gemv_kernel<M, 2><<<blocks, kGemvWarps * 32, 0, stream>>>(x, w, y, n, in, out, acc); break;
+    default: gemv_kernel<M, 1><<<blocks, kGemvWarps * 32, 0, stream>>>(x, w, y, n, in, out, acc); break;
+  }
+  CUDA_CHECK_LAUNCH("gemv_kernel");
+}
+
+bool aligned16_host(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+void cublas_linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate,
+                   cublasHandle_t blas, cudaStream_t stream) {
+  if (!blas) fail_msg(msg("cuda::linear: n = ", n, " needs cuBLAS but no handle was given"));
+  CUBLAS_CHECK(cublasSetStream(blas, stream));
+  const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+  // Column-major view: y^T (out x n) = W (in x out)^T * x^T (in x n).
+  CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, &alpha, w, CUDA_R_16BF, in, x, CUDA_R_16BF,
+                            in, &beta, y, CUDA_R_32F, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+}  // namespace
+
+void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream) {
+  MB_NVTX_RANGE("gemv");
+  if (n <= 0 || out <= 0) return;
+  if (n > kGemvMaxRows) fail_msg(msg("cuda::gemv: n = ", n, " rows, the GEMV kernel takes at most ", kGemvMaxRows));
+  if (in % 8 != 0 || !aligned16_host(x) || !aligned16_host(w)) {
+    gemv_scalar_kernel<<<static_cast<unsigned>(ceil_div(out, kGemvWarps)), kGemvWarps * 32, 0, stream>>>(
+        x, w, y, n, in, out, accumulate);
+    CUDA_CHECK_LAUNCH("gemv_scalar_kernel");
+    return;
+  }
+  if (n == 1) launch_gemv_m<1>(x, w, y, n, in, out, accumulate, stream);
+  else if (n == 2) launch_gemv_m<2>(x, w, y, n, in, out, accumulate, stream);
+  else if (n <= 4) launch_gemv_m<4>(x, w, y, n, in, out, accumulate, stream);
+  else launch_gemv_m<8>(x, w, y, n, in, out, accumulate, stream);
+}
+
+void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cublasHandle_t blas,
+            cudaStream_t stream, LinearAlgo algo) {
+  if (n <= 0 || out <= 0) return;
+  if (algo == LinearAlgo::automatic)
+    algo = (n <= kGemvAutoMaxRows || !blas) && (in % 8 == 0 || !blas) && n <= kGemvMaxRows ? LinearAlgo::gemv : LinearAlgo::cublas;
+  if (algo == LinearAlgo::gemv) {
+    gemv(x, w, y, n, in, out, accumulate, stream);
+    return;
+  }
+  MB_NVTX_RANGE("linear_cublas");
+  cublas_linear(x, w, y, n, in, out, accumulate, blas, stream);
+}
+
+}  // namespace moebench::cuda

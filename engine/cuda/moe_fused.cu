@@ -1,0 +1,146 @@
+// moe_fused.cu: the "fused" MoE dispatch/combine for decode (n <= 8 tokens): all
+// top-k experts of all tokens in two launches, no host round trip, deterministic.
+// Reference: for each token i, sum_j weights[i,j] * swiglu_expert(ids[i,j]) in j order
+// (engine/ops/swiglu.cpp + the CPU model's combine).
+//   launch 1 (grid: inter row blocks x experts): a block of expert e gathers the tokens
+//     that chose e (none: it exits before reading any weight), streams w1/w3 rows once
+//     for all of them and writes h[(i,j)] = silu(g) * u in bf16;
+//   launch 2 (grid: hidden row blocks): per token, per slot j in order, the w2 row dot
+//     h[(i,j)], scaled by weights[i,j] and summed; out[i] += the sum.
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/ops.cuh"
+
+namespace moebench::cuda {
+
+namespace {
+using detail::kGemvWarps;
+constexpr int kMaxPairs = 64;
+
+__device__ __forceinline__ float silu(float a) { return a / (1.0f + __expf(-a)); }
+
+template <int M, int R>
+__global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16* __restrict__ x,
+                                                                     const int32_t* __restrict__ ids,
+                                                                     const bf16* const* __restrict__ w1s,
+                                                                     const bf16* const* __restrict__ w3s,
+                                                                     bf16* __restrict__ h, int n, int k, int K, int N) {
+  constexpr int U = 4 / R > 0 ? 4 / R : 1;
+  const int e = blockIdx.y;
+  __shared__ int s_tok[M], s_pair[M], s_cnt;
+  if (threadIdx.x == 0) {
+    int cnt = 0;
+    for (int p = 0; p < n * k && cnt < M; ++p)
+      if (ids[p] == e) {
+        s_tok[cnt] = p / k;
+        s_pair[cnt] = p;
+        ++cnt;
+      }
+    s_cnt = cnt;
+  }
+  __syncthreads();
+  const int m = s_cnt;
+  if (m == 0) return;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
+  if (row0 >= N) return;
+  const bf16* w1 = w1s[e];
+  const bf16* w3 = w3s[e];
+  const bf16* wr[2 * R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = min(row0 + r, N - 1);
+    wr[r] = w1 + row * K;
+    wr[R + r] = w3 + row * K;
+  }
+  const bf16* xr[M];
+#pragma unroll
+  for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(s_tok[min(mm, m - 1)]) * K;
+  float acc[2 * R][M];
+#pragma unroll
+  for (int r = 0; r < 2 * R; ++r)
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
+  detail::gemv_warp<2 * R, M, U>(wr, xr, m, K / 8, lane, acc);
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) {
+      const float g = warp_sum(acc[r][mm]), u = warp_sum(acc[R + r][mm]);
+      if (lane == 0 && mm < m && row0 + r < N)
+        h[static_cast<int64_t>(s_pair[mm]) * N + row0 + r] = __float2bfloat16_rn(silu(g) * u);
+    }
+}
+
+template <int R>
+__global__ void __launch_bounds__(kGemvWarps * 32) moe_down_combine_kernel(const bf16* __restrict__ h,
+                                                                          const int32_t* __restrict__ ids,
+                                                                          const float* __restrict__ weights,
+                                                                          const bf16* const* __restrict__ w2s,
+                                                                          float* __restrict__ out, int n, int k, int K,
+                                                                          int N) {
+  constexpr int U = 8 / R;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
+  if (row0 >= N) return;
+  for (int i = 0; i < n; ++i) {
+    float total[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) total[r] = 0;
+    for (int j = 0; j < k; ++j) {
+      const int p = i * k + j;
+      const bf16* w2 = w2s[ids[p]];
+      const bf16* wr[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) wr[r] = w2 + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+      const bf16* xr[1] = {h + static_cast<int64_t>(p) * K};
+      float acc[R][1];
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r][0] = 0;
+      detail::gemv_warp<R, 1, U>(wr, xr, 1, K / 8, lane, acc);
+      const float wt = weights[p];
+#pragma unroll
+      for (int r = 0; r < R; ++r) total[r] = fmaf(wt, warp_sum(acc[r][0]), total[r]);
+    }
+    if (lane == 0)
+#pragma unroll
+      for (int r = 0; r < R; ++r)
+        if (row0 + r < N) out[static_cast<int64_t>(i) * N + row0 + r] += total[r];
+  }
+}
+
+template <int M>
+void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
+                    int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
+  // A block per (row block, expert); only the used experts' blocks do work.
+  const int R = inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
+  dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), n_experts);
+  if (R == 2) moe_gate_up_kernel<M, 2><<<grid, kGemvWarps * 32, 0, stream>>>(x, ids, w1s, w3s, h, n, k, hidden, inter);
+  else moe_gate_up_kernel<M, 1><<<grid, kGemvWarps * 32, 0, stream>>>(x, ids, w1s, w3s, h, n, k, hidden, inter);
+  CUDA_CHECK_LAUNCH("moe_gate_up_kernel");
+}
+}  // namespace
+
+void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
+                      const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
+                      int n_experts, int hidden, int inter, cudaStream_t stream) {
+  MB_NVTX_RANGE("moe_decode_fused");
+  if (n <= 0) return;
+  if (n > kGemvMaxRows || n * k > kMaxPairs || hidden % 8 != 0 || inter % 8 != 0)
+    fail_msg(msg("cuda::moe_decode_fused: needs n <= ", kGemvMaxRows, " (got ", n, "), n*k <= ", kMaxPairs, " (got ",
+                 n * k, "), hidden and inter multiples of 8 (got ", hidden, ", ", inter, ")"));
+  if (n == 1) launch_gate_up<1>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  else if (n == 2) launch_gate_up<2>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  else if (n <= 4) launch_gate_up<4>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  else launch_gate_up<8>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  const int R = detail::gemv_rows_per_warp(hidden);
+  const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kGemvWarps * R));
+  switch (R) {
+    case 4: moe_down_combine_kernel<4><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden); break;
+    case 2: moe_down_combine_kernel<2><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden); break;
+    default: moe_down_combine_kernel<1><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden); break;
+  }
+  CUDA_CHECK_LAUNCH("moe_down_combine_kernel");
+}
+
+}  // namespace moebench::cuda

@@ -1,0 +1,118 @@
+// ops.cuh: the CUDA ops (twins of engine/ops/ops.h, same argument order, plus a
+// stream). One op per file in engine/cuda/<op>.cu. Every launcher checks its launch
+// and opens an NVTX range (domain "moebench"). Includable from host C++.
+//
+// Numeric conventions (document once, hold everywhere):
+//   * weights, norm weights and the KV cache are bf16;
+//   * the residual stream and every matmul *output* are fp32 (fp32 accumulation);
+//   * every matmul *input* is bf16 (as HF computes Mixtral in bf16): rmsnorm writes
+//     bf16, attention writes bf16, the SwiGLU product is bf16;
+//   * embedding gathers the bf16 table into fp32 (it is the residual stream).
+// All pointers are device pointers unless said otherwise; no launcher allocates.
+#pragma once
+#include <cublas_api.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace moebench::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// ---- embedding.cu ----
+// table (vocab, dim) bf16, ids (n) -> out (n, dim) fp32.
+void embedding(const bf16* table, const int32_t* ids, float* out, int n, int dim, cudaStream_t stream);
+// x (n, dim) += y (n, dim), fp32.
+void add_inplace(float* x, const float* y, int n, int dim, cudaStream_t stream);
+// dst (count) bf16 = src (count) fp32, round to nearest even.
+void to_bf16(const float* src, bf16* dst, int64_t count, cudaStream_t stream);
+
+// ---- rmsnorm.cu ----
+// x (n, dim) fp32, w (dim) bf16 -> out (n, dim) bf16 = x * rsqrt(mean(x^2) + eps) * w.
+void rmsnorm(const float* x, const bf16* w, bf16* out, int n, int dim, float eps, cudaStream_t stream);
+
+// ---- rope.cu ----
+// x (n, heads, head_dim) fp32 rotated in place; token i at position pos[i] (device).
+// Rotate-half; inv_freq[j] = 1 / theta^(2j/head_dim) in fp32, as engine/ops/rope.cpp.
+void rope(float* x, const int32_t* pos, int n, int heads, int head_dim, float theta, cudaStream_t stream);
+// Writes the new tokens' keys/values into the bf16 cache rows pos0 .. pos0+n-1.
+// k, v (n, n_kv, head_dim) fp32; k_cache, v_cache (max_len, n_kv, head_dim) bf16.
+void kv_store(const float* k, const float* v, bf16* k_cache, bf16* v_cache, int n, int pos0, int n_kv,
+              int head_dim, cudaStream_t stream);
+
+// ---- attention.cu ----
+// Causal GQA attention for n new tokens at positions pos0 .. pos0+n-1 of one sequence.
+// q (n, n_heads, head_dim) fp32; k_cache, v_cache (>= pos0+n, n_kv, head_dim) bf16 already
+// holding the new tokens; out (n, n_heads * head_dim) bf16. head_dim <= 128.
+// Tiled over keys (32 per shared-memory tile) with an online softmax; no score matrix in
+// global memory. When few blocks would run (decode), the key range is split over
+// blocks (flash-decoding) and partials are merged by a second kernel; `workspace` must
+// hold attention_workspace_floats(...) floats (may be null when that is 0).
+size_t attention_workspace_floats(int n, int pos0, int n_heads, int n_kv, int head_dim);
+void attention(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out, int n, int pos0, int n_heads,
+               int n_kv, int head_dim, float* workspace, cudaStream_t stream);
+
+// ---- router.cu ----
+// logits (n, n_experts) fp32 -> softmax (fp32) -> top-k (descending; ties to the lower
+// index) -> renormalised weights. ids (n, k) int32, weights (n, k) fp32. n_experts <= 256, k <= 8.
+void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n_experts, int k,
+                 cudaStream_t stream);
+
+// ---- linear.cu ----
+// y (n, out) fp32 = x (n, in) bf16 @ w (out, in)^T bf16  [+ y if accumulate].
+// `accumulate` folds a residual add into the matmul (y += x @ w^T).
+enum class LinearAlgo {
+  automatic,  // GEMV for n <= kGemvAutoMaxRows (when `in` is a multiple of 8), cuBLAS above
+  gemv,       // own kernel: 16-byte weight loads, several rows per warp, n <= 8
+  cublas,     // cublasGemmEx bf16 x bf16 -> fp32, fp32 compute
+};
+// `blas` may be null when the GEMV path is taken.
+void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cublasHandle_t blas,
+            cudaStream_t stream, LinearAlgo algo = LinearAlgo::automatic);
+// The GEMV kernel alone (n <= 8; any `in`, fastest when in % 8 == 0 and pointers 16-byte aligned).
+void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream);
+constexpr int kGemvMaxRows = 8;
+// Where `automatic` (and swiglu_expert) take the GEMV path. Measured on an H200
+// (reports/baselines/kernels_h200_2026-11-28.json): at M = 1 the GEMV beats cuBLAS on
+// the large Mixtral shapes (14336x4096: 3.36 vs 2.81 TB/s; lm_head 3.71 vs 3.49), at
+// M = 2..8 cuBLAS streams ~2.8 TB/s while this GEMV drops to 2.4 / 1.7 / 1.1 TB/s.
+constexpr int kGemvAutoMaxRows = 1;
+
+// ---- swiglu.cu ----
+// One SwiGLU expert: x (n, hidden) bf16 -> out (n, hidden) fp32 = w2 @ (silu(w1 @ x) * (w3 @ x))
+// [+ out if accumulate]. w1, w3 (inter, hidden); w2 (hidden, inter); all bf16.
+// Decode (n <= kGemvAutoMaxRows): one fused kernel reads w1 and w3 rows together and writes
+// h = silu(g) * u (bf16) to scratch, then the GEMV of w2. Larger n: cuBLAS.
+// scratch must hold swiglu_scratch_bytes(n, inter) bytes.
+size_t swiglu_scratch_bytes(int n, int inter);
+void swiglu_expert(const bf16* x, const bf16* w1, const bf16* w3, const bf16* w2, float* out, void* scratch, int n,
+                   int hidden, int inter, bool accumulate, cublasHandle_t blas, cudaStream_t stream);
+// The fused gate/up kernel alone: h (n, inter) bf16 = silu(x @ w1^T) * (x @ w3^T), n <= 8.
+void swiglu_gate_up(const bf16* x, const bf16* w1, const bf16* w3, bf16* h, int n, int hidden, int inter,
+                    cudaStream_t stream);
+
+// ---- moe_fused.cu ----
+// The "fused" dispatch/combine for decode: all top-k experts of n <= 8 tokens in two launches.
+// x (n, hidden) bf16; ids, weights (n, k) from router_topk; w1s, w3s, w2s: device arrays of
+// n_experts device pointers (the expert slots of this layer; unused experts may be null);
+// h scratch (n * k, inter) bf16; out (n, hidden) fp32 += sum_j weights[i,j] * expert_{ids[i,j]}(x_i),
+// summed in j order (deterministic). Launch 1 groups tokens by expert so each used
+// expert's w1/w3 rows are read once; launch 2 reads w2 rows per (token, slot) and
+// applies the routing weights.
+void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
+                      const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
+                      int n_experts, int hidden, int inter, cudaStream_t stream);
+
+// ---- sampling.cu ----
+// logits (n, vocab) fp32 -> ids (n) = argmax (ties to the lower index; NaN never wins).
+void argmax(const float* logits, int32_t* ids, int n, int vocab, cudaStream_t stream);
+
+// ---- synth_fill.cu ----
+// dst[i] = bf16(synth::value(key, begin + i, scale, offset)) for i < count: bit-identical
+// to moebench::synth_fill on the host. key = synth::tensor_key(seed, synth::name_hash(name)).
+void synth_fill_bf16(bf16* dst, uint64_t key, int64_t begin, int64_t count, float scale, float offset,
+                     cudaStream_t stream);
+
+}  // namespace moebench::cuda

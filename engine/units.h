@@ -1,0 +1,19 @@
+// units.h: byte counts as people write them ("22GiB", "512MiB", "80GB", "1.5GiB",
+// "4096") and back. One parser for the CLI (--gpu-mem-budget) and the arena; one
+// formatter for every printed byte count. Plain C++ (no CUDA).
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace moebench {
+
+// Parses a byte count: a number (integer or decimal) followed by an optional unit,
+// case-insensitive: B, KB/MB/GB/TB (powers of 1000), KiB/MiB/GiB/TiB (powers of 1024),
+// K/M/G/T (treated as binary: KiB..TiB). Spaces between number and unit are allowed.
+// Throws Error naming the text and the accepted forms when it is not one.
+uint64_t parse_bytes(const std::string& text);
+
+// "21.50 GiB", "512.00 MiB", "17 B": binary units, two decimals above 1 KiB.
+std::string format_bytes(uint64_t bytes);
+
+}  // namespace moebench

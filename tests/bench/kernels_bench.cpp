@@ -1,0 +1,283 @@
+// kernels_bench.cpp: Google Benchmark microbenchmarks of every CUDA kernel at
+// Mixtral-8x7B shapes and batch sizes 1..64, variants side by side (own GEMV vs cuBLAS).
+// Manual time from CUDA events around the launch only; L2 flushed before every
+// repetition (a 64 MiB memset, larger than the H100's 50 MB L2); bytes and flops as
+// rate counters, so bytes/s (= GB/s) and flop/s print and land in --benchmark_out JSON.
+// Kernels are the registry's: engine/cuda/ops.cuh. Without a GPU it prints why and exits 0.
+#include <benchmark/benchmark.h>
+
+#if MOEBENCH_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/cuda/arena.h"
+#include "engine/cuda/blas.h"
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/device.h"
+#include "engine/cuda/ops.cuh"
+#include "engine/synth_rng.h"
+
+using namespace moebench;
+using cuda::bf16;
+
+namespace {
+
+struct Ctx {
+  std::unique_ptr<cuda::DeviceArena> arena;
+  std::unique_ptr<cuda::Blas> blas;
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  void* flush = nullptr;
+  static constexpr size_t kFlushBytes = 64ull << 20;
+};
+Ctx* g = nullptr;
+
+// Device buffer from the arena, filled with small synthetic values (never NaN/Inf).
+struct Buf {
+  void* p = nullptr;
+  Buf(size_t bytes, bool bf16_fill = true) {
+    p = g->arena->alloc(bytes, "bench buffer");
+    if (bf16_fill)
+      cuda::synth_fill_bf16(static_cast<bf16*>(p), 77 + bytes, 0, static_cast<int64_t>(bytes / 2), 0.02f, 0.0f,
+                            g->stream);
+    else
+      CUDA_CHECK(cudaMemsetAsync(p, 0, bytes, g->stream));
+  }
+  ~Buf() { g->arena->free(p); }
+  template <typename T>
+  T* as() const {
+    return static_cast<T*>(p);
+  }
+};
+
+// Times fn with CUDA events, L2 flushed before each repetition.
+void timed(benchmark::State& state, const std::function<void()>& fn, double bytes, double flops) {
+  fn();  // warm-up (and first-call setup such as cuBLAS heuristics)
+  CUDA_CHECK(cudaStreamSynchronize(g->stream));
+  for (auto _ : state) {
+    CUDA_CHECK(cudaMemsetAsync(g->flush, state.iterations() & 0xff, Ctx::kFlushBytes, g->stream));
+    CUDA_CHECK(cudaEventRecord(g->start, g->stream));
+    fn();
+    CUDA_CHECK(cudaEventRecord(g->stop, g->stream));
+    CUDA_CHECK(cudaEventSynchronize(g->stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, g->start, g->stop));
+    state.SetIterationTime(ms * 1e-3);
+  }
+  state.counters["bytes"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate,
+                                               benchmark::Counter::kIs1000);
+  state.counters["flops"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
+                                               benchmark::Counter::kIs1000);
+}
+
+// Mixtral-8x7B linear shapes: (out, in).
+struct Shape {
+  const char* name;
+  int out, in;
+};
+const Shape kShapes[] = {{"w1_w3", 14336, 4096}, {"w2", 4096, 14336}, {"lm_head", 32000, 4096},
+                         {"k_v_proj", 1024, 4096}, {"q_o_proj", 4096, 4096}};
+
+void bm_linear(benchmark::State& state, Shape s, int m, cuda::LinearAlgo algo) {
+  Buf w(2ull * s.out * s.in), x(2ull * m * s.in), y(4ull * m * s.out, false);
+  timed(
+      state,
+      [&] {
+        cuda::linear(x.as<bf16>(), w.as<bf16>(), y.as<float>(), m, s.in, s.out, false, g->blas->get(), g->stream,
+                     algo);
+      },
+      2.0 * s.out * s.in + 2.0 * m * s.in + 4.0 * m * s.out, 2.0 * m * s.out * s.in);
+}
+
+constexpr int kHidden = 4096, kInter = 14336, kExperts = 8, kTopK = 2, kHeads = 32, kKv = 8, kHd = 128,
+              kVocab = 32000;
+
+void bm_swiglu_gate_up(benchmark::State& state, int m) {
+  Buf w1(2ull * kInter * kHidden), w3(2ull * kInter * kHidden), x(2ull * m * kHidden), h(2ull * m * kInter, false);
+  timed(
+      state, [&] { cuda::swiglu_gate_up(x.as<bf16>(), w1.as<bf16>(), w3.as<bf16>(), h.as<bf16>(), m, kHidden, kInter, g->stream); },
+      4.0 * kInter * kHidden, 4.0 * m * kInter * kHidden);
+}
+
+void bm_swiglu_expert(benchmark::State& state, int m) {
+  Buf w1(2ull * kInter * kHidden), w3(2ull * kInter * kHidden), w2(2ull * kInter * kHidden), x(2ull * m * kHidden),
+      out(4ull * m * kHidden, false), sc(cuda::swiglu_scratch_bytes(m, kInter), false);
+  timed(
+      state,
+      [&] {
+        cuda::swiglu_expert(x.as<bf16>(), w1.as<bf16>(), w3.as<bf16>(), w2.as<bf16>(), out.as<float>(), sc.p, m,
+                            kHidden, kInter, false, g->blas->get(), g->stream);
+      },
+      6.0 * kInter * kHidden, 6.0 * m * kInter * kHidden);
+}
+
+// n tokens, token i routed to experts (2i, 2i+1) mod 8: n = 1 reads 2 experts, n >= 4 all 8.
+void bm_moe_fused(benchmark::State& state, int n) {
+  std::vector<std::unique_ptr<Buf>> ws;
+  std::vector<const bf16*> p1, p3, p2;
+  for (int e = 0; e < kExperts; ++e) {
+    ws.push_back(std::make_unique<Buf>(2ull * kInter * kHidden));
+    p1.push_back(ws.back()->as<bf16>());
+    ws.push_back(std::make_unique<Buf>(2ull * kInter * kHidden));
+    p3.push_back(ws.back()->as<bf16>());
+    ws.push_back(std::make_unique<Buf>(2ull * kInter * kHidden));
+    p2.push_back(ws.back()->as<bf16>());
+  }
+  std::vector<int32_t> ids(n * kTopK);
+  std::vector<float> wts(n * kTopK, 0.5f);
+  bool used[kExperts] = {};
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < kTopK; ++j) used[ids[i * kTopK + j] = (2 * i + j) % kExperts] = true;
+  int n_used = 0;
+  for (bool u : used) n_used += u;
+  Buf tables(3 * kExperts * sizeof(void*), false), dids(ids.size() * 4, false), dw(wts.size() * 4, false),
+      x(2ull * n * kHidden), h(2ull * n * kTopK * kInter, false), out(4ull * n * kHidden, false);
+  const bf16** t = tables.as<const bf16*>();
+  CUDA_CHECK(cudaMemcpy(t, p1.data(), kExperts * sizeof(void*), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(t + kExperts, p3.data(), kExperts * sizeof(void*), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(t + 2 * kExperts, p2.data(), kExperts * sizeof(void*), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dids.p, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dw.p, wts.data(), wts.size() * 4, cudaMemcpyHostToDevice));
+  timed(
+      state,
+      [&] {
+        cuda::moe_decode_fused(x.as<bf16>(), dids.as<int32_t>(), dw.as<float>(), t, t + kExperts, t + 2 * kExperts,
+                               h.as<bf16>(), out.as<float>(), n, kTopK, kExperts, kHidden, kInter, g->stream);
+      },
+      6.0 * kInter * kHidden * n_used, 6.0 * n * kTopK * kInter * kHidden);
+  state.counters["experts_read"] = n_used;
+}
+
+void bm_attention(benchmark::State& state, int n, int pos0) {
+  const int len = pos0 + n;
+  Buf q(4ull * n * kHeads * kHd, false), kc(2ull * len * kKv * kHd), vc(2ull * len * kKv * kHd),
+      out(2ull * n * kHeads * kHd, false);
+  const size_t ws_n = cuda::attention_workspace_floats(n, pos0, kHeads, kKv, kHd);
+  Buf ws(4 * std::max<size_t>(ws_n, 1), false);
+  const double pairs = static_cast<double>(n) * pos0 + 0.5 * n * (n + 1);  // causal (query, key) pairs
+  timed(
+      state,
+      [&] {
+        cuda::attention(q.as<float>(), kc.as<bf16>(), vc.as<bf16>(), out.as<bf16>(), n, pos0, kHeads, kKv, kHd,
+                        ws.as<float>(), g->stream);
+      },
+      4.0 * len * kKv * kHd + 4.0 * n * kHeads * kHd + 2.0 * n * kHeads * kHd, 4.0 * pairs * kHeads * kHd);
+}
+
+void bm_rmsnorm(benchmark::State& state, int n) {
+  Buf x(4ull * n * kHidden, false), w(2ull * kHidden), out(2ull * n * kHidden, false);
+  timed(state, [&] { cuda::rmsnorm(x.as<float>(), w.as<bf16>(), out.as<bf16>(), n, kHidden, 1e-5f, g->stream); },
+        4.0 * n * kHidden + 2.0 * kHidden + 2.0 * n * kHidden, 4.0 * n * kHidden);
+}
+
+void bm_rope(benchmark::State& state, int n) {
+  Buf x(4ull * n * kHeads * kHd, false), pos(4ull * n, false);
+  timed(state, [&] { cuda::rope(x.as<float>(), pos.as<int32_t>(), n, kHeads, kHd, 1e6f, g->stream); },
+        8.0 * n * kHeads * kHd, 6.0 * n * kHeads * kHd);
+}
+
+void bm_embedding(benchmark::State& state, int n) {
+  Buf table(2ull * kVocab * kHidden), ids(4ull * n, false), out(4ull * n * kHidden, false);
+  timed(state, [&] { cuda::embedding(table.as<bf16>(), ids.as<int32_t>(), out.as<float>(), n, kHidden, g->stream); },
+        6.0 * n * kHidden, 0);
+}
+
+void bm_router(benchmark::State& state, int n) {
+  Buf logits(4ull * n * kExperts, false), ids(4ull * n * kTopK, false), w(4ull * n * kTopK, false);
+  timed(state, [&] { cuda::router_topk(logits.as<float>(), ids.as<int32_t>(), w.as<float>(), n, kExperts, kTopK, g->stream); },
+        4.0 * n * kExperts + 8.0 * n * kTopK, 0);
+}
+
+void bm_argmax(benchmark::State& state, int n) {
+  Buf logits(4ull * n * kVocab, false), ids(4ull * n, false);
+  timed(state, [&] { cuda::argmax(logits.as<float>(), ids.as<int32_t>(), n, kVocab, g->stream); }, 4.0 * n * kVocab, 0);
+}
+
+void bm_synth_fill(benchmark::State& state) {
+  const int64_t count = static_cast<int64_t>(kInter) * kHidden;  // one w1: 117 MB
+  Buf dst(2ull * count, false);
+  timed(state, [&] { cuda::synth_fill_bf16(dst.as<bf16>(), 12345, 0, count, 0.02f, 0.0f, g->stream); }, 2.0 * count, 0);
+}
+
+void register_all() {
+  const int batches[] = {1, 2, 4, 8, 16, 32, 64};
+  auto reg = [](const std::string& name, auto fn) {
+    benchmark::RegisterBenchmark(name.c_str(), fn)->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.05);
+  };
+  for (const Shape& s : kShapes)
+    for (int m : batches) {
+      if (m <= cuda::kGemvMaxRows)
+        reg(std::string("linear/gemv/") + s.name + "/M:" + std::to_string(m),
+            [s, m](benchmark::State& st) { bm_linear(st, s, m, cuda::LinearAlgo::gemv); });
+      reg(std::string("linear/cublas/") + s.name + "/M:" + std::to_string(m),
+          [s, m](benchmark::State& st) { bm_linear(st, s, m, cuda::LinearAlgo::cublas); });
+    }
+  for (int m : {1, 2, 4, 8})
+    reg("swiglu_gate_up/fused/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_gate_up(st, m); });
+  for (int m : batches)
+    reg("swiglu_expert/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_expert(st, m); });
+  for (int n : {1, 2, 4, 8}) reg("moe_decode_fused/n:" + std::to_string(n), [n](benchmark::State& st) { bm_moe_fused(st, n); });
+  for (int pos0 : {128, 1024, 4096, 16384})
+    reg("attention/decode/len:" + std::to_string(pos0 + 1), [pos0](benchmark::State& st) { bm_attention(st, 1, pos0); });
+  for (int n : {8, 64})
+    reg("attention/decode_batch_rows/n:" + std::to_string(n) + "/pos0:1024",
+        [n](benchmark::State& st) { bm_attention(st, n, 1024); });
+  for (int n : {50, 200, 512})
+    reg("attention/prefill/n:" + std::to_string(n), [n](benchmark::State& st) { bm_attention(st, n, 0); });
+  for (int n : {1, 64}) {
+    const std::string sn = std::to_string(n);
+    reg("rmsnorm/n:" + sn, [n](benchmark::State& st) { bm_rmsnorm(st, n); });
+    reg("rope/n:" + sn, [n](benchmark::State& st) { bm_rope(st, n); });
+    reg("embedding/n:" + sn, [n](benchmark::State& st) { bm_embedding(st, n); });
+    reg("router_topk/n:" + sn, [n](benchmark::State& st) { bm_router(st, n); });
+    reg("argmax/n:" + sn, [n](benchmark::State& st) { bm_argmax(st, n); });
+  }
+  reg("synth_fill/w1", [](benchmark::State& st) { bm_synth_fill(st); });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  if (!cuda::gpu_available()) {
+    std::printf("moebench_bench: no GPU present; kernel benchmarks skipped\n");
+    return 0;
+  }
+  Ctx ctx;
+  g = &ctx;
+  const cuda::DeviceInfo dev = cuda::device_info();
+  benchmark::AddCustomContext("device", dev.name);
+  benchmark::AddCustomContext("sm_count", std::to_string(dev.sm_count));
+  ctx.arena = std::make_unique<cuda::DeviceArena>(8ull << 30, "bench arena");
+  ctx.blas = std::make_unique<cuda::Blas>(ctx.arena.get());
+  CUDA_CHECK(cudaStreamCreate(&ctx.stream));
+  CUDA_CHECK(cudaEventCreate(&ctx.start));
+  CUDA_CHECK(cudaEventCreate(&ctx.stop));
+  ctx.flush = ctx.arena->alloc(Ctx::kFlushBytes, "L2 flush");
+  register_all();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  CUDA_CHECK(cudaEventDestroy(ctx.start));
+  CUDA_CHECK(cudaEventDestroy(ctx.stop));
+  CUDA_CHECK(cudaStreamDestroy(ctx.stream));
+  ctx.blas.reset();
+  ctx.arena.reset();
+  return 0;
+}
+
+#else  // built without CUDA: nothing to measure here
+
+#include <cstdio>
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  std::printf("moebench_bench: built without CUDA (MOEBENCH_CUDA=OFF); kernel benchmarks skipped\n");
+  return 0;
+}
+
+#endif  // MOEBENCH_HAVE_CUDA
