@@ -1,0 +1,223 @@
+// chrome_trace.cpp: Chrome trace-event JSON (see chrome_trace.h).
+#include "profiler/chrome_trace.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <unordered_map>
+
+#include "engine/error.h"
+
+namespace moebench::profiler {
+
+namespace {
+
+constexpr int kCpuPid = 1;
+constexpr int kGpuPidBase = 100;
+constexpr int kStepsTid = 0;
+constexpr int kCpuThreadTidBase = 1;
+constexpr int kApiTidBase = 1000;
+
+using json = nlohmann::json;
+
+bool is_api(const GpuEvent& e) {
+  return e.kind == GpuEventKind::runtime_api || e.kind == GpuEventKind::driver_api;
+}
+
+json meta(const char* what, int pid, int tid, json args) {
+  return json{{"name", what}, {"ph", "M"}, {"pid", pid}, {"tid", tid}, {"args", std::move(args)}};
+}
+
+// Writes bytes to path via PATH.tmp + fsync + rename (+ fsync of the folder),
+// so a reader sees the old file or the whole new one, never a torn one.
+// TODO: use reports/atomic_file.h once it lands.
+void write_atomically(const std::string& path, const std::string& bytes) {
+  const std::string tmp = path + ".tmp";
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) fail("cannot write trace {}: open {}: {}", path, tmp, std::strerror(errno));
+  size_t off = 0;
+  while (off < bytes.size()) {
+    const ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      fail("cannot write trace {}: write {}: {}", path, tmp, std::strerror(err));
+    }
+    off += static_cast<size_t>(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("cannot write trace {}: fsync {}: {}", path, tmp, std::strerror(err));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    fail("cannot write trace {}: rename from {}: {}", path, tmp, std::strerror(err));
+  }
+  std::filesystem::path dir = std::filesystem::path(path).parent_path();
+  if (dir.empty()) dir = ".";
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+}  // namespace
+
+std::vector<CounterSample> memory_counter_samples(const MemoryCounters& m) {
+  std::vector<CounterSample> out;
+  out.reserve(m.timeline.size());
+  for (const auto& s : m.timeline) {
+    CounterSample c{"memory", s.t_ns, {}};
+    c.values.emplace_back("arena_used_bytes", static_cast<double>(s.arena_used_bytes));
+    if (s.device_used_bytes >= 0) c.values.emplace_back("device_used_bytes", static_cast<double>(s.device_used_bytes));
+    c.values.emplace_back("host_pinned_bytes", static_cast<double>(s.host_pinned_bytes));
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+TraceInput make_trace_input(const Profiler& p, std::vector<GpuEvent> gpu_events) {
+  TraceInput in;
+  in.steps = p.tokens.samples;
+  in.cpu_ranges = p.trace.ranges();
+  in.cpu_thread_names = p.trace.thread_names();
+  in.gpu_events = std::move(gpu_events);
+  in.counters = memory_counter_samples(p.memory);
+  return in;
+}
+
+json chrome_trace_json(const TraceInput& in) {
+  // Origin: the earliest timestamp unless given.
+  int64_t origin = std::numeric_limits<int64_t>::max();
+  if (in.origin_ns) {
+    origin = *in.origin_ns;
+  } else {
+    for (const auto& s : in.steps) origin = std::min(origin, s.start_ns);
+    for (const auto& r : in.cpu_ranges) origin = std::min(origin, r.start_ns);
+    for (const auto& e : in.gpu_events) origin = std::min(origin, e.start_ns);
+    for (const auto& c : in.counters) origin = std::min(origin, c.t_ns);
+    if (origin == std::numeric_limits<int64_t>::max()) origin = 0;
+  }
+  // ns -> us with ns precision: an exact integer divided by 1000 prints as
+  // its shortest round-trip decimal, e.g. 1234.567.
+  auto us = [origin](int64_t t_ns) { return static_cast<double>(t_ns - origin) / 1000.0; };
+  auto dur_us = [](int64_t a, int64_t b) { return static_cast<double>(std::max<int64_t>(0, b - a)) / 1000.0; };
+
+  json events = json::array();
+  // ---- tracks ----
+  events.push_back(meta("process_name", kCpuPid, 0, {{"name", "moebench (CPU)"}}));
+  events.push_back(meta("process_sort_index", kCpuPid, 0, {{"sort_index", 0}}));
+  events.push_back(meta("thread_name", kCpuPid, kStepsTid, {{"name", "steps"}}));
+  events.push_back(meta("thread_sort_index", kCpuPid, kStepsTid, {{"sort_index", 0}}));
+  for (size_t i = 0; i < in.cpu_thread_names.size(); ++i) {
+    const int tid = kCpuThreadTidBase + static_cast<int>(i);
+    events.push_back(meta("thread_name", kCpuPid, tid, {{"name", in.cpu_thread_names[i]}}));
+    events.push_back(meta("thread_sort_index", kCpuPid, tid, {{"sort_index", tid}}));
+  }
+  std::map<uint32_t, int> api_tid;  // CUPTI thread id -> tid
+  std::map<std::pair<uint32_t, uint32_t>, bool> streams;  // (device, stream)
+  for (const auto& e : in.gpu_events) {
+    if (is_api(e)) {
+      if (!api_tid.count(e.thread_id)) api_tid.emplace(e.thread_id, kApiTidBase + static_cast<int>(api_tid.size()));
+    } else {
+      streams[{e.device_id, e.stream_id}] = true;
+    }
+  }
+  for (const auto& [cupti_tid, tid] : api_tid) {
+    events.push_back(meta("thread_name", kCpuPid, tid, {{"name", "CUDA API (thread " + std::to_string(cupti_tid) + ")"}}));
+    events.push_back(meta("thread_sort_index", kCpuPid, tid, {{"sort_index", tid}}));
+  }
+  uint32_t last_device = std::numeric_limits<uint32_t>::max();
+  for (const auto& [key, unused] : streams) {
+    const auto [device, stream] = key;
+    const int pid = kGpuPidBase + static_cast<int>(device);
+    if (device != last_device) {
+      events.push_back(meta("process_name", pid, 0, {{"name", "GPU " + std::to_string(device)}}));
+      events.push_back(meta("process_sort_index", pid, 0, {{"sort_index", pid}}));
+      last_device = device;
+    }
+    events.push_back(meta("thread_name", pid, static_cast<int>(stream), {{"name", "stream " + std::to_string(stream)}}));
+    events.push_back(meta("thread_sort_index", pid, static_cast<int>(stream), {{"sort_index", static_cast<int>(stream)}}));
+  }
+
+  // ---- CPU: steps and ranges ----
+  for (size_t i = 0; i < in.steps.size(); ++i) {
+    const auto& s = in.steps[i];
+    events.push_back({{"name", phase_name(s.phase)}, {"cat", "step"}, {"ph", "X"}, {"pid", kCpuPid},
+                      {"tid", kStepsTid}, {"ts", us(s.start_ns)}, {"dur", dur_us(0, s.latency_ns)},
+                      {"args", {{"step", i}, {"n_tokens", s.n_tokens}}}});
+  }
+  for (const auto& r : in.cpu_ranges) {
+    json args = json::object();
+    if (r.layer >= 0) args["layer"] = r.layer;
+    if (r.expert >= 0) args["expert"] = r.expert;
+    events.push_back({{"name", r.name != nullptr ? r.name : range_kind_name(r.kind)},
+                      {"cat", range_kind_name(r.kind)}, {"ph", "X"}, {"pid", kCpuPid},
+                      {"tid", kCpuThreadTidBase + r.thread}, {"ts", us(r.start_ns)},
+                      {"dur", dur_us(r.start_ns, r.end_ns)}, {"args", std::move(args)}});
+  }
+
+  // ---- CUDA API and GPU work, with flows between them ----
+  std::unordered_map<uint32_t, const GpuEvent*> api_by_corr;
+  for (const auto& e : in.gpu_events) {
+    if (!is_api(e)) continue;
+    events.push_back({{"name", e.name}, {"cat", "cuda_api"}, {"ph", "X"}, {"pid", kCpuPid},
+                      {"tid", api_tid.at(e.thread_id)}, {"ts", us(e.start_ns)}, {"dur", dur_us(e.start_ns, e.end_ns)},
+                      {"args", {{"correlation_id", e.correlation_id}}}});
+    if (e.correlation_id != 0) api_by_corr.emplace(e.correlation_id, &e);
+  }
+  std::unordered_map<uint32_t, bool> flowed;  // one arrow per correlation id
+  for (const auto& e : in.gpu_events) {
+    if (is_api(e)) continue;
+    const int pid = kGpuPidBase + static_cast<int>(e.device_id);
+    const int tid = static_cast<int>(e.stream_id);
+    json args = {{"correlation_id", e.correlation_id}};
+    if (const auto c = categorize(e)) args["category"] = gpu_category_name(*c);
+    if (e.kind != GpuEventKind::kernel) {
+      args["bytes"] = e.bytes;
+      if (e.end_ns > e.start_ns) args["GB/s"] = static_cast<double>(e.bytes) / static_cast<double>(e.end_ns - e.start_ns);
+    }
+    events.push_back({{"name", e.name}, {"cat", gpu_event_kind_name(e.kind)}, {"ph", "X"}, {"pid", pid},
+                      {"tid", tid}, {"ts", us(e.start_ns)}, {"dur", dur_us(e.start_ns, e.end_ns)},
+                      {"args", std::move(args)}});
+    const auto api = api_by_corr.find(e.correlation_id);
+    if (api == api_by_corr.end() || flowed[e.correlation_id]) continue;
+    flowed[e.correlation_id] = true;
+    const GpuEvent& a = *api->second;
+    events.push_back({{"name", "launch"}, {"cat", "cuda_flow"}, {"ph", "s"}, {"id", e.correlation_id},
+                      {"pid", kCpuPid}, {"tid", api_tid.at(a.thread_id)}, {"ts", us(a.start_ns)}});
+    events.push_back({{"name", "launch"}, {"cat", "cuda_flow"}, {"ph", "f"}, {"bp", "e"}, {"id", e.correlation_id},
+                      {"pid", pid}, {"tid", tid}, {"ts", us(e.start_ns)}});
+  }
+
+  // ---- counters ----
+  for (const auto& c : in.counters) {
+    json args = json::object();
+    for (const auto& [k, v] : c.values) args[k] = v;
+    events.push_back({{"name", c.name}, {"ph", "C"}, {"pid", kCpuPid}, {"tid", 0}, {"ts", us(c.t_ns)},
+                      {"args", std::move(args)}});
+  }
+
+  json other = in.metadata.is_object() ? in.metadata : json::object();
+  other["clock"] = "steady_clock ns; ts are us since origin";
+  other["origin_ns"] = origin;
+  return json{{"traceEvents", std::move(events)}, {"displayTimeUnit", "ns"}, {"otherData", std::move(other)}};
+}
+
+void write_chrome_trace(const std::string& path, const TraceInput& in) {
+  write_atomically(path, chrome_trace_json(in).dump() + "\n");
+}
+
+}  // namespace moebench::profiler
