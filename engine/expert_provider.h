@@ -1,0 +1,42 @@
+// expert_provider.h: how a model gets the weights of the experts its tokens were
+// routed to. Resident providers hand out pointers they hold; offloading providers
+// (pinned host or disk tier) load misses into device/host slots, driven by an
+// ExpertCache (variants/expert_cache.h) — the same decision code as the simulator.
+#pragma once
+#include <cstdint>
+#include <string>
+
+namespace moebench {
+
+namespace profiler {
+class ExpertCounters;
+}
+
+// One expert's weights as the backend consumes them (CPU: fp32 host pointers;
+// CUDA: bf16 device pointers). w1, w3: (inter, hidden); w2: (hidden, inter).
+struct ExpertWeights {
+  const void* w1 = nullptr;
+  const void* w3 = nullptr;
+  const void* w2 = nullptr;
+};
+
+class ExpertProvider {
+ public:
+  virtual ~ExpertProvider() = default;
+  virtual std::string describe() const = 0;  // e.g. "pinned, lru, 96 slots"
+  // Called once per layer per forward, after routing. ids: (n_tokens, top_k) flat,
+  // duplicates allowed. Fills out[e] for every expert e that appears in ids (out has
+  // num_local_experts entries). On CUDA, `stream` is the compute stream (cudaStream_t):
+  // the provider makes it wait only on the load events of the experts it needs.
+  virtual void acquire(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void* stream) = 0;
+  // True when the provider wants the predicted experts of layer L+1 while layer L runs.
+  virtual bool wants_prediction() const { return false; }
+  // Predicted experts for `layer` ((n_tokens, top_k) flat), issued ahead on the copy stream.
+  virtual void prefetch(int step, int layer, const int32_t* ids, int n_ids) {
+    (void)step, (void)layer, (void)ids, (void)n_ids;
+  }
+  // Optional: counters kept by the provider (hits, misses, bytes, load and stall time).
+  virtual const profiler::ExpertCounters* counters() const { return nullptr; }
+};
+
+}  // namespace moebench

@@ -1,0 +1,117 @@
+// settings.cpp: see settings.h.
+#include "engine/settings.h"
+
+#include <fmt/format.h>
+
+#include <functional>
+
+#include "engine/error.h"
+
+namespace moebench {
+
+namespace {
+
+int parse_int(const std::string& key, const std::string& v, int lo) {
+  try {
+    size_t used = 0;
+    long x = std::stol(v, &used);
+    if (used == v.size() && x >= lo && x <= (1L << 30)) return static_cast<int>(x);
+  } catch (...) {
+  }
+  fail("setting {}={}: expected an integer >= {}", key, v, lo);
+}
+double parse_double(const std::string& key, const std::string& v, double lo, double hi) {
+  try {
+    size_t used = 0;
+    double x = std::stod(v, &used);
+    if (used == v.size() && x >= lo && x <= hi) return x;
+  } catch (...) {
+  }
+  fail("setting {}={}: expected a number in [{}, {}]", key, v, lo, hi);
+}
+bool parse_bool(const std::string& key, const std::string& v) {
+  if (v == "true" || v == "1" || v == "on" || v == "yes") return true;
+  if (v == "false" || v == "0" || v == "off" || v == "no") return false;
+  fail("setting {}={}: expected true or false", key, v);
+}
+std::string one_of(const std::string& key, const std::string& v, std::initializer_list<const char*> allowed) {
+  std::string all;
+  for (auto* a : allowed) {
+    if (v == a) return v;
+    all += (all.empty() ? "" : "|") + std::string(a);
+  }
+  fail("setting {}={}: expected one of {}", key, v, all);
+}
+
+struct Knob {
+  const char* key;
+  std::function<std::string(const EngineSettings&)> get;
+  std::function<void(EngineSettings&, const std::string&)> set;
+};
+
+const std::vector<Knob>& knobs() {
+  static const std::vector<Knob> k = {
+      {"stage", [](auto& s) { return s.stage; }, [](auto& s, auto& v) { s.stage = v; }},
+      {"expert_tier", [](auto& s) { return s.expert_tier; },
+       [](auto& s, auto& v) { s.expert_tier = one_of("expert_tier", v, {"resident", "pinned", "disk"}); }},
+      {"cache_policy", [](auto& s) { return s.cache_policy; }, [](auto& s, auto& v) { s.cache_policy = v; }},
+      {"cache_slots", [](auto& s) { return std::to_string(s.cache_slots); },
+       [](auto& s, auto& v) { s.cache_slots = parse_int("cache_slots", v, 0); }},
+      {"prefetch", [](auto& s) { return std::string(s.prefetch ? "true" : "false"); },
+       [](auto& s, auto& v) { s.prefetch = parse_bool("prefetch", v); }},
+      {"warmup", [](auto& s) { return std::string(s.warmup ? "true" : "false"); },
+       [](auto& s, auto& v) { s.warmup = parse_bool("warmup", v); }},
+      {"dispatch", [](auto& s) { return s.dispatch; },
+       [](auto& s, auto& v) { s.dispatch = one_of("dispatch", v, {"serial", "grouped", "fused"}); }},
+      {"combine", [](auto& s) { return s.combine; },
+       [](auto& s, auto& v) { s.combine = one_of("combine", v, {"loop", "index_add", "fused"}); }},
+      {"buffers", [](auto& s) { return s.buffers; },
+       [](auto& s, auto& v) { s.buffers = one_of("buffers", v, {"alloc", "pooled"}); }},
+      {"routing", [](auto& s) { return s.routing; }, [](auto& s, auto& v) { s.routing = v; }},
+      {"routing_seed", [](auto& s) { return std::to_string(s.routing_seed); },
+       [](auto& s, auto& v) { s.routing_seed = static_cast<uint64_t>(parse_int("routing_seed", v, 0)); }},
+      {"max_num_batched_tokens", [](auto& s) { return std::to_string(s.max_num_batched_tokens); },
+       [](auto& s, auto& v) { s.max_num_batched_tokens = parse_int("max_num_batched_tokens", v, 1); }},
+      {"max_model_len", [](auto& s) { return std::to_string(s.max_model_len); },
+       [](auto& s, auto& v) { s.max_model_len = parse_int("max_model_len", v, 1); }},
+      {"gpu_memory_utilization", [](auto& s) { return fmt::format("{}", s.gpu_memory_utilization); },
+       [](auto& s, auto& v) { s.gpu_memory_utilization = parse_double("gpu_memory_utilization", v, 0.05, 1.0); }},
+      {"gpu_mem_budget", [](auto& s) { return s.gpu_mem_budget; }, [](auto& s, auto& v) { s.gpu_mem_budget = v; }},
+      {"expert_dtype", [](auto& s) { return s.expert_dtype; },
+       [](auto& s, auto& v) { s.expert_dtype = one_of("expert_dtype", v, {"bf16"}); }},
+  };
+  return k;
+}
+
+}  // namespace
+
+std::vector<std::string> setting_keys() {
+  std::vector<std::string> r;
+  for (auto& k : knobs()) r.push_back(k.key);
+  return r;
+}
+
+std::vector<std::pair<std::string, std::string>> EngineSettings::to_list() const {
+  std::vector<std::pair<std::string, std::string>> r;
+  for (auto& k : knobs()) r.emplace_back(k.key, k.get(*this));
+  return r;
+}
+
+void EngineSettings::set(const std::string& key, const std::string& value) {
+  for (auto& k : knobs())
+    if (key == k.key) return k.set(*this, value);
+  std::string all;
+  for (auto& k : knobs()) all += (all.empty() ? "" : ", ") + std::string(k.key);
+  fail("unknown setting '{}', expected one of: {}", key, all);
+}
+
+void EngineSettings::validate() const {
+  for (auto& k : knobs()) {  // re-parse each value through its setter
+    EngineSettings copy = *this;
+    k.set(copy, k.get(*this));
+  }
+  if (routing != "model" && routing != "uniform" && routing != "mixtral-locality" && routing.rfind("trace:", 0) != 0)
+    fail("setting routing={}: expected model|uniform|mixtral-locality|trace:FILE", routing);
+}
+
+}  // namespace moebench

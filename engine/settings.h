@@ -1,0 +1,44 @@
+// settings.h: every knob of an engine run, as one plain struct. Stage presets
+// (variants/stages.h) are bundles of these; any knob can be overridden by name
+// (`--set key=value`), and every result prints them all (to_map()).
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace moebench {
+
+struct EngineSettings {
+  std::string stage = "custom";
+  // Where experts live: resident (all on the device / in memory), pinned (host
+  // pinned memory, copied into device slots on a miss), disk (read from the
+  // checkpoint's safetensors on every miss).
+  std::string expert_tier = "resident";
+  std::string cache_policy = "lru";  // variants/cache_policy.h registry
+  int cache_slots = 0;               // expert slots on the device; 0 = as many as the budget allows
+  bool prefetch = false;             // speculative loads for layer L+1 from its gate on layer L's hidden state
+  bool warmup = false;               // one untimed warm-up generation before measuring
+  std::string dispatch = "fused";    // serial | grouped | fused
+  std::string combine = "fused";     // loop | index_add | fused
+  std::string buffers = "pooled";    // alloc | pooled
+  std::string routing = "model";     // model | uniform | mixtral-locality | trace:FILE
+  uint64_t routing_seed = 1;
+  int max_num_batched_tokens = 2048;
+  int max_model_len = 1024;
+  double gpu_memory_utilization = 0.9;
+  std::string gpu_mem_budget;        // hard cap, e.g. "22GiB"; empty = utilization × free memory
+  std::string expert_dtype = "bf16";
+
+  // All knobs as strings (for results, logs and the UI), in a fixed order.
+  std::vector<std::pair<std::string, std::string>> to_list() const;
+  // Sets one knob by name; throws Error naming the key and the expected values.
+  void set(const std::string& key, const std::string& value);
+  // Checks values (names exist in the registries, ranges); throws Error naming the knob.
+  void validate() const;
+};
+
+// The names of every knob (for --help and the UI).
+std::vector<std::string> setting_keys();
+
+}  // namespace moebench

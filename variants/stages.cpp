@@ -1,0 +1,66 @@
+// stages.cpp: see stages.h. Values follow DESIGN.md and issue 4:
+//   baseline: disk tier, LRU of 42 experts, serial/loop/alloc, max_num_batched_tokens 2048, max_model_len 1024
+//   P0: pinned host tier, as many slots as the budget allows, gpu_memory_utilization 0.95,
+//       max_num_batched_tokens 1024, max_model_len 512
+//   P1: P0 + prefetch and warm-up, the better cache policy (lfu: ahead of lru at every
+//       capacity on mixtral-locality traces in the simulator), index_add combine
+//   P2: P1 + grouped dispatch, pooled buffers
+#include "variants/stages.h"
+
+#include "engine/error.h"
+
+namespace moebench {
+
+const std::vector<StagePreset>& stage_presets() {
+  static const std::vector<StagePreset> p = [] {
+    std::vector<StagePreset> v;
+    EngineSettings b;
+    b.stage = "baseline";
+    b.expert_tier = "disk";
+    b.cache_policy = "lru";
+    b.cache_slots = 42;
+    b.prefetch = false;
+    b.warmup = false;
+    b.dispatch = "serial";
+    b.combine = "loop";
+    b.buffers = "alloc";
+    b.max_num_batched_tokens = 2048;
+    b.max_model_len = 1024;
+    b.gpu_memory_utilization = 0.9;
+    v.push_back({"baseline", "experts read from disk on every miss, LRU of 42, serial dispatch, loop combine, per-pass allocation", b});
+    EngineSettings p0 = b;
+    p0.stage = "P0";
+    p0.expert_tier = "pinned";
+    p0.cache_slots = 0;
+    p0.gpu_memory_utilization = 0.95;
+    p0.max_num_batched_tokens = 1024;
+    p0.max_model_len = 512;
+    v.push_back({"P0", "experts preloaded into host pinned memory, as many device slots as the budget allows", p0});
+    EngineSettings p1 = p0;
+    p1.stage = "P1";
+    p1.prefetch = true;
+    p1.warmup = true;
+    p1.cache_policy = "lfu";
+    p1.combine = "index_add";
+    v.push_back({"P1", "P0 + next-layer prefetch, warm-up, LFU cache, vectorised index_add combine", p1});
+    EngineSettings p2 = p1;
+    p2.stage = "P2";
+    p2.dispatch = "grouped";
+    p2.combine = "index_add";
+    p2.buffers = "pooled";
+    v.push_back({"P2", "P1 + grouped expert dispatch, pooled buffers (no per-pass allocation)", p2});
+    return v;
+  }();
+  return p;
+}
+
+EngineSettings stage_settings(const std::string& name) {
+  std::string all;
+  for (auto& s : stage_presets()) {
+    if (s.name == name) return s.settings;
+    all += (all.empty() ? "" : "|") + s.name;
+  }
+  fail("unknown stage '{}', expected one of {}", name, all);
+}
+
+}  // namespace moebench

@@ -1,0 +1,21 @@
+// stages.h: the optimisation-stage presets of the guide (DESIGN.md "Stage presets"):
+// baseline, P0, P1, P2 — each a bundle of EngineSettings, one registry entry each.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "engine/settings.h"
+
+namespace moebench {
+
+struct StagePreset {
+  std::string name;
+  std::string description;
+  EngineSettings settings;
+};
+
+const std::vector<StagePreset>& stage_presets();
+// Throws Error listing the stages when `name` is unknown.
+EngineSettings stage_settings(const std::string& name);
+
+}  // namespace moebench
