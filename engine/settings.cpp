@@ -57,8 +57,6 @@ const std::vector<Knob>& knobs() {
       {"cache_policy", [](auto& s) { return s.cache_policy; }, [](auto& s, auto& v) { s.cache_policy = v; }},
       {"cache_slots", [](auto& s) { return std::to_string(s.cache_slots); },
        [](auto& s, auto& v) { s.cache_slots = parse_int("cache_slots", v, 0); }},
-      {"prefetch", [](auto& s) { return std::string(s.prefetch ? "true" : "false"); },
-       [](auto& s, auto& v) { s.prefetch = parse_bool("prefetch", v); }},
       {"warmup", [](auto& s) { return std::string(s.warmup ? "true" : "false"); },
        [](auto& s, auto& v) { s.warmup = parse_bool("warmup", v); }},
       {"dispatch", [](auto& s) { return s.dispatch; },

@@ -15,9 +15,10 @@ struct EngineSettings {
   // pinned memory, copied into device slots on a miss), disk (read from the
   // checkpoint's safetensors on every miss).
   std::string expert_tier = "resident";
-  std::string cache_policy = "lru";  // variants/cache_policy.h registry
+  // variants/cache_policy.h registry; `prefetch` (LRU + speculative loads for layer L+1
+  // from its gate applied to layer L's hidden state) is the speculative one.
+  std::string cache_policy = "lru";
   int cache_slots = 0;               // expert slots on the device; 0 = as many as the budget allows
-  bool prefetch = false;             // speculative loads for layer L+1 from its gate on layer L's hidden state
   bool warmup = false;               // one untimed warm-up generation before measuring
   std::string dispatch = "fused";    // serial | grouped | fused
   std::string combine = "fused";     // loop | index_add | fused

@@ -2,8 +2,8 @@
 //   baseline: disk tier, LRU of 42 experts, serial/loop/alloc, max_num_batched_tokens 2048, max_model_len 1024
 //   P0: pinned host tier, as many slots as the budget allows, gpu_memory_utilization 0.95,
 //       max_num_batched_tokens 1024, max_model_len 512
-//   P1: P0 + prefetch and warm-up, the better cache policy (lfu: ahead of lru at every
-//       capacity on mixtral-locality traces in the simulator), index_add combine
+//   P1: P0 + warm-up and the `prefetch` cache policy (LRU + next-layer speculative
+//       loads overlapped with compute), index_add combine
 //   P2: P1 + grouped dispatch, pooled buffers
 #include "variants/stages.h"
 
@@ -19,7 +19,6 @@ const std::vector<StagePreset>& stage_presets() {
     b.expert_tier = "disk";
     b.cache_policy = "lru";
     b.cache_slots = 42;
-    b.prefetch = false;
     b.warmup = false;
     b.dispatch = "serial";
     b.combine = "loop";
@@ -38,11 +37,10 @@ const std::vector<StagePreset>& stage_presets() {
     v.push_back({"P0", "experts preloaded into host pinned memory, as many device slots as the budget allows", p0});
     EngineSettings p1 = p0;
     p1.stage = "P1";
-    p1.prefetch = true;
     p1.warmup = true;
-    p1.cache_policy = "lfu";
+    p1.cache_policy = "prefetch";
     p1.combine = "index_add";
-    v.push_back({"P1", "P0 + next-layer prefetch, warm-up, LFU cache, vectorised index_add combine", p1});
+    v.push_back({"P1", "P0 + next-layer prefetch (prefetch policy), warm-up, vectorised index_add combine", p1});
     EngineSettings p2 = p1;
     p2.stage = "P2";
     p2.dispatch = "grouped";
