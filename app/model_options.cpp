@@ -3,7 +3,7 @@
 
 #include <filesystem>
 
-#include "engine/cpu_model.h"
+#include "engine/engine.h"
 #include "engine/device_info.h"
 #include "engine/embedded_tokenizer.h"
 #include "engine/error.h"
@@ -38,9 +38,12 @@ std::string resolve_backend(const ModelOptions& o) {
 }
 
 std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w) {
-  std::string b = resolve_backend(o);
-  if (b == "cuda") fail("the cuda backend is not available in this build yet (use --backend cpu)");
-  return std::make_unique<CpuModel>(w, std::min(o.max_model_len, w.config().max_position_embeddings));
+  EngineContext ctx;
+  ctx.weights = &w;
+  ctx.backend = resolve_backend(o);
+  ctx.settings.max_model_len = o.max_model_len;
+  ctx.settings.gpu_mem_budget = o.gpu_mem_budget;
+  return create_model(ctx);
 }
 
 Tokenizer open_tokenizer(const ModelOptions& o, const WeightSource& w) {

@@ -1,0 +1,30 @@
+// engine.cpp: see engine.h.
+#include "engine/engine.h"
+
+#include <algorithm>
+
+#include "engine/cpu_model.h"
+#include "engine/error.h"
+
+namespace moebench {
+
+std::unique_ptr<Model> create_model(const EngineContext& ctx) {
+  if (!ctx.weights) fail("create_model: no weights");
+  ctx.settings.validate();
+  if (ctx.backend == "cpu") {
+    int len = std::min(ctx.settings.max_model_len, ctx.weights->config().max_position_embeddings);
+    return std::make_unique<CpuModel>(*ctx.weights, len);
+  }
+#if MOEBENCH_CUDA_MODEL
+  if (ctx.backend == "cuda") return create_cuda_model(ctx);
+#endif
+  fail("backend '{}' is not available in this build (expected cpu{})", ctx.backend,
+#if MOEBENCH_CUDA_MODEL
+       "|cuda"
+#else
+       ""
+#endif
+  );
+}
+
+}  // namespace moebench
