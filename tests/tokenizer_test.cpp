@@ -14,6 +14,7 @@
 
 #include "engine/error.h"
 #include "engine/tokenizer.h"
+#include "test_util.h"
 
 using namespace moebench;
 using nlohmann::json;
