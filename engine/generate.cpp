@@ -37,8 +37,14 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   std::vector<float> logits(c.vocab_size);
   if (opt.max_new_tokens == 0) return r;
   int64_t t0 = now_ns();
-  model.forward(prompt.data(), static_cast<int>(prompt.size()), 0, logits.data());
-  int32_t tok = sampler.sample(logits.data(), c.vocab_size);
+  // Greedy: the model picks the token (on the device for CUDA: no logits copy).
+  const bool greedy = opt.sampling.temperature == 0.0f;
+  auto step = [&](const int32_t* toks, int n, int pos0) {
+    if (greedy) return model.forward_argmax(toks, n, pos0);
+    model.forward(toks, n, pos0, logits.data());
+    return sampler.sample(logits.data(), c.vocab_size);
+  };
+  int32_t tok = step(prompt.data(), static_cast<int>(prompt.size()), 0);
   int64_t t1 = now_ns();
   r.prefill_ns = t1 - t0;
   r.output.push_back(tok);
@@ -51,8 +57,7 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
       break;
     }
     int64_t s = now_ns();
-    model.forward(&tok, 1, pos++, logits.data());
-    tok = sampler.sample(logits.data(), c.vocab_size);
+    tok = step(&tok, 1, pos++);
     int64_t e = now_ns();
     r.output.push_back(tok);
     r.token_latency_ns.push_back(e - s);
