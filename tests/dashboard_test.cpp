@@ -1,0 +1,483 @@
+// dashboard_test.cpp: the dashboard's frame model (ui/model/) and its ImGui
+// views (ui/views/) with no display and no GPU. Results files are written by the
+// test — from the reports fixture (known inputs, exact figures) and from a real
+// CPU engine run through the live runner — then loaded like the dashboard loads
+// them; the frames (rows, bars, heatmap cells, polylines, trace boxes) are
+// checked, and broken files must give an error line, never a crash. The views
+// are run for a few frames in an ImGui context with no backend (null renderer).
+#include <gtest/gtest.h>
+
+#ifdef MOEBENCH_HAVE_UI
+
+#include <imgui.h>
+
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <numeric>
+#include <thread>
+
+#include "profiler/chrome_trace.h"
+#include "profiler/stats.h"
+#include "reports/fields.h"
+#include "results_fixture.h"
+#include "ui/model/chart_frames.h"
+#include "ui/model/live_runner.h"
+#include "ui/model/runs_frame.h"
+#include "ui/model/sources.h"
+#include "ui/model/stages_frame.h"
+#include "ui/model/trace_model.h"
+#include "ui/views/dashboard.h"
+
+using namespace moebench;
+using namespace moebench::ui;
+using moebench::testing::TempDir;
+namespace fx = moebench::testing;
+
+namespace {
+
+// Four stages of one case, decode getting faster stage by stage, written to a file.
+reports::Results stage_results() {
+  reports::Results r = fx::make_results();
+  r.cases.clear();
+  const char* stages[] = {"P2", "baseline", "P1", "P0"};  // out of order on purpose
+  const int64_t decode_ns[] = {500'000, 40'000'000, 4'000'000, 10'000'000};
+  for (int i = 0; i < 4; ++i) r.cases.push_back(fx::make_case("stages", "short", stages[i], 3, 32, decode_ns[i]));
+  r.cases[0].settings.knobs["cache_policy"] = "prefetch";
+  return r;
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+Sources load(const std::vector<std::string>& paths) {
+  Sources s;
+  for (auto& p : paths) s.results.push_back(load_results_file(p));
+  return s;
+}
+
+int column(const RunsFrame& f, const std::string& key) {
+  for (size_t i = 0; i < f.columns.size(); ++i)
+    if (f.columns[i].key == key) return static_cast<int>(i);
+  return -1;
+}
+
+const StageMetric& metric(const StagesFrame& f, const std::string& key) {
+  for (auto& m : f.metrics)
+    if (m.key == key) return m;
+  throw std::runtime_error("no metric " + key);
+}
+
+// Runs `frames` ImGui frames of a dashboard with no backend; returns vertices drawn.
+int render_headless(Dashboard& d, int frames) {
+  ImGuiContext* ctx = ImGui::CreateContext();
+  ImGuiIO& io = ImGui::GetIO();
+  io.IniFilename = nullptr;
+  io.DisplaySize = ImVec2(1600, 1000);
+  io.DeltaTime = 1.0f / 60;
+  unsigned char* pixels = nullptr;
+  int w = 0, h = 0;
+  io.Fonts->GetTexDataAsRGBA32(&pixels, &w, &h);  // builds the font atlas
+  int vertices = 0;
+  for (int i = 0; i < frames; ++i) {
+    ImGui::NewFrame();
+    d.frame();
+    ImGui::Render();
+    vertices = ImGui::GetDrawData()->TotalVtxCount;
+  }
+  ImGui::DestroyContext(ctx);
+  return vertices;
+}
+
+}  // namespace
+
+TEST(DashboardFrames, RunsTableRowsFiltersAndSort) {
+  TempDir dir;
+  reports::save_results(dir.file("a.json"), fx::make_results());
+  reports::save_results(dir.file("b.json"), stage_results());
+  Sources s = load({dir.file("a.json"), dir.file("b.json")});
+  ASSERT_TRUE(s.errors().empty());
+
+  RunsFrame all = build_runs_frame(s, {});
+  EXPECT_EQ(all.total, 7);
+  ASSERT_EQ(all.rows.size(), 7u);
+  // Every summary column of the reports is in the table, after the identity columns.
+  for (auto& c : reports::summary_columns()) EXPECT_GE(column(all, c.key), 0) << c.key;
+  int tok = column(all, "decode_tok_s"), stage = column(all, "stage"), policy = column(all, "policy");
+  // Cells are the same text the reports print.
+  const reports::Case& first = *s.find(all.rows[0].ref);
+  EXPECT_EQ(all.rows[0].cells[static_cast<size_t>(tok)], reports::summary_columns()[5].text(first));
+  EXPECT_DOUBLE_EQ(all.rows[0].values[static_cast<size_t>(tok)], first.aggregates.decode_tok_s);
+  EXPECT_EQ(all.rows[0].cells[0], "a.json");
+
+  RunsFilter by_stage;
+  by_stage.stage = "p1";  // case-insensitive
+  RunsFrame p1 = build_runs_frame(s, by_stage);
+  ASSERT_EQ(p1.rows.size(), 1u);
+  EXPECT_EQ(p1.rows[0].cells[static_cast<size_t>(stage)], "P1");
+  EXPECT_EQ(p1.total, 7);
+
+  RunsFilter by_policy;
+  by_policy.policy = "prefetch";
+  by_policy.device = "test gpu";
+  by_policy.suite = "stages";
+  RunsFrame pf = build_runs_frame(s, by_policy);
+  ASSERT_EQ(pf.rows.size(), 1u);
+  EXPECT_EQ(pf.rows[0].cells[static_cast<size_t>(policy)], "prefetch");
+  RunsFilter none;
+  none.model = "mixtral";
+  EXPECT_TRUE(build_runs_frame(s, none).rows.empty());
+
+  RunsFrame sorted = build_runs_frame(s, {}, tok, /*ascending=*/false);
+  for (size_t i = 1; i < sorted.rows.size(); ++i)
+    EXPECT_GE(sorted.rows[i - 1].values[static_cast<size_t>(tok)], sorted.rows[i].values[static_cast<size_t>(tok)]);
+  EXPECT_EQ(sorted.rows.front().cells[static_cast<size_t>(stage)], "P2");  // 0.5 ms decode steps: fastest
+}
+
+TEST(DashboardFrames, FailedCaseSortsLastAndKeepsItsError) {
+  TempDir dir;
+  reports::Results r = stage_results();
+  r.cases[1].status = reports::CaseStatus::failed;
+  r.cases[1].error = "out of device memory";
+  r.cases[1].samples.clear();
+  r.cases[1].aggregates = {};
+  reports::save_results(dir.file("r.json"), r);
+  Sources s = load({dir.file("r.json")});
+  int tok = runs_column_index("decode_tok_s");
+  for (bool asc : {true, false}) {
+    RunsFrame f = build_runs_frame(s, {}, tok, asc);
+    ASSERT_EQ(f.rows.size(), 4u);
+    EXPECT_TRUE(f.rows.back().failed);
+    EXPECT_EQ(f.rows.back().error, "out of device memory");
+    EXPECT_TRUE(std::isnan(f.rows.back().values[static_cast<size_t>(tok)]));
+  }
+}
+
+TEST(DashboardFrames, StageBarsInStageOrderWithBound) {
+  TempDir dir;
+  reports::Results r = stage_results();
+  reports::save_results(dir.file("b.json"), r);
+  Sources s = load({dir.file("b.json")});
+  StagesFrame f = build_stages_frame(s);
+  ASSERT_EQ(f.stages, (std::vector<std::string>{"baseline", "P0", "P1", "P2"}));
+  EXPECT_EQ(f.case_keys, (std::vector<std::string>{"stages/short"}));
+  ASSERT_EQ(f.metrics.size(), 6u);
+  const StageMetric& tok = metric(f, "decode_tok_s");
+  ASSERT_EQ(tok.bars.size(), 4u);
+  const reports::Case& baseline = r.cases[1];
+  const reports::Case& p2 = r.cases[0];
+  EXPECT_EQ(tok.bars[0].stage, "baseline");
+  EXPECT_DOUBLE_EQ(tok.bars[0].value, baseline.aggregates.decode_tok_s);
+  EXPECT_DOUBLE_EQ(tok.bars[3].value, p2.aggregates.decode_tok_s);
+  EXPECT_DOUBLE_EQ(tok.max_value, p2.aggregates.decode_tok_s);
+  ASSERT_TRUE(tok.bars[3].bound_percent.has_value());
+  EXPECT_DOUBLE_EQ(*tok.bars[3].bound_percent, p2.bound->percent);
+  EXPECT_EQ(tok.bars[3].text, profiler::format_rate(p2.aggregates.decode_tok_s, "tok/s"));
+  EXPECT_TRUE(tok.higher_is_better);
+  // Bars of the other metrics have no bound, and the same values as the reports' columns.
+  const StageMetric& cold = metric(f, "ttft_cold_ns");
+  EXPECT_FALSE(cold.higher_is_better);
+  EXPECT_FALSE(cold.bars[0].bound_percent.has_value());
+  EXPECT_DOUBLE_EQ(cold.bars[0].value, baseline.aggregates.ttft_cold_ns);
+  EXPECT_DOUBLE_EQ(metric(f, "hit_rate").bars[2].value, r.cases[2].aggregates.hit_rate);
+  EXPECT_DOUBLE_EQ(metric(f, "memory_peak_bytes").bars[1].value,
+                   static_cast<double>(reports::memory_peak_bytes(r.cases[3])));
+
+  // Two files with the same stage: the bar is the median, and says how many cases.
+  reports::save_results(dir.file("c.json"), r);
+  Sources two = load({dir.file("b.json"), dir.file("c.json")});
+  EXPECT_EQ(metric(build_stages_frame(two), "decode_tok_s").bars[0].n_cases, 2);
+  EXPECT_TRUE(build_stages_frame(two, "no/such").stages.empty());
+}
+
+TEST(DashboardFrames, HeatmapCellsFromUsage) {
+  reports::Case c = fx::make_case("s", "c", "P0");  // usage {{10,20,30,40},{25,25,25,25}}
+  HeatmapFrame f = build_heatmap_frame(c, /*per_layer_scale=*/true);
+  ASSERT_EQ(f.n_layers, 2);
+  ASSERT_EQ(f.n_experts, 4);
+  ASSERT_EQ(f.cells.size(), 8u);
+  EXPECT_EQ(f.max_count, 40);
+  EXPECT_EQ(f.cells[3].count, 40);
+  EXPECT_DOUBLE_EQ(f.cells[3].share, 0.4);
+  EXPECT_DOUBLE_EQ(f.cells[3].intensity, 1.0);
+  EXPECT_DOUBLE_EQ(f.cells[4].intensity, 1.0);  // uniform row, per-layer scale
+  HeatmapFrame g = build_heatmap_frame(c, false);
+  EXPECT_DOUBLE_EQ(g.cells[0].intensity, 10.0 / 40.0);
+  EXPECT_DOUBLE_EQ(g.cells[4].intensity, 25.0 / 40.0);
+
+  c.experts.usage[1].pop_back();  // ragged: a note, no cells
+  HeatmapFrame bad = build_heatmap_frame(c, true);
+  EXPECT_TRUE(bad.cells.empty());
+  EXPECT_NE(bad.note.find("row 1"), std::string::npos) << bad.note;
+}
+
+TEST(DashboardFrames, LatencyPercentilesAndDecimationOf100kSteps) {
+  reports::Case c = fx::make_case("s", "c", "P0", 2, 32);
+  LatencyFrame f = build_latency_frame(c, 1, 1000);
+  EXPECT_EQ(f.repetition, 1);
+  EXPECT_EQ(f.n_steps, 33u);
+  ASSERT_EQ(f.prefill.size(), 1u);
+  EXPECT_EQ(f.decode.size(), 32u);
+  profiler::Stats st = profiler::summarize(reports::decode_latencies(c.samples[1]));
+  EXPECT_DOUBLE_EQ(f.p50_ns, st.p50_ns);
+  EXPECT_DOUBLE_EQ(f.p99_ns, st.p99_ns);
+  EXPECT_DOUBLE_EQ(f.y_max_ns, static_cast<double>(c.samples[1].latency_ns[0]));  // the prefill step
+
+  // 100k decode steps with one spike: at most max_points points, the spike kept.
+  reports::Case big = fx::make_case("s", "big", "P0", 1, 100'000);
+  big.samples[0].latency_ns[77'777] = 999'000'000;
+  LatencyFrame b = build_latency_frame(big, 0, 2000);
+  EXPECT_LE(b.decode.size(), 2000u);
+  double top = 0;
+  for (auto& p : b.decode) top = std::max(top, p.y);
+  EXPECT_EQ(top, 999'000'000.0);
+  // A zoomed range only decimates what is visible.
+  LatencyFrame z = build_latency_frame(big, 0, 2000, XRange{50'000, 50'100});
+  EXPECT_EQ(z.first, 50'000u);
+  EXPECT_EQ(z.last, 50'100u);
+  EXPECT_EQ(z.decode.size(), 100u);
+  EXPECT_TRUE(z.prefill.empty());
+
+  reports::Case empty = c;
+  empty.samples.clear();
+  EXPECT_FALSE(build_latency_frame(empty, 0, 100).note.empty());
+}
+
+TEST(DashboardFrames, HitRateAndMemorySeries) {
+  reports::Case c = fx::make_case("s", "c", "P0");
+  HitRateFrame h = build_hitrate_frame(c, 1000);
+  EXPECT_EQ(h.n_steps, 33u);
+  EXPECT_EQ(h.overall.size(), 33u);
+  ASSERT_EQ(h.per_layer.size(), 2u);
+  ASSERT_EQ(h.layer_hit_rate.size(), 2u);
+  EXPECT_DOUBLE_EQ(h.layer_hit_rate[0], 0.6);
+  EXPECT_DOUBLE_EQ(h.layer_hit_rate[1], 0.7);
+
+  MemoryFrame m = build_memory_frame(c, 1000);
+  ASSERT_EQ(m.arena.size(), 2u);
+  ASSERT_EQ(m.device_used.size(), 2u);
+  EXPECT_DOUBLE_EQ(m.arena[1].x, 1'000'000.0);  // x is time, not index
+  EXPECT_DOUBLE_EQ(m.arena[1].y, static_cast<double>(3LL << 30));
+  EXPECT_DOUBLE_EQ(m.y_max_bytes, static_cast<double>((3LL << 30) + (512LL << 20)));
+  EXPECT_EQ(m.allocation_count, 12);
+  c.memory.timeline.clear();
+  EXPECT_FALSE(build_memory_frame(c, 100).note.empty());
+}
+
+TEST(DashboardFrames, BrokenFilesGiveOneErrorLine) {
+  TempDir dir;
+  write_text(dir.file("truncated.json"), "{\"schema_version\": 1, \"run\": {");
+  nlohmann::json wrong = reports::to_json(fx::make_results());
+  wrong["schema_version"] = 99;
+  write_text(dir.file("future.json"), wrong.dump());
+  nlohmann::json partial = reports::to_json(fx::make_results());
+  partial["cases"][1]["samples"][0]["latency_ns"][3] = "x";
+  write_text(dir.file("partial.json"), partial.dump());
+  reports::save_results(dir.file("good.json"), fx::make_results());
+
+  Sources s = load({dir.file("truncated.json"), dir.file("future.json"), dir.file("partial.json"),
+                    dir.file("missing.json"), dir.file("good.json")});
+  auto errors = s.errors();
+  ASSERT_EQ(errors.size(), 4u);
+  EXPECT_NE(errors[0].find("truncated.json"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[1].find("99"), std::string::npos) << errors[1];
+  EXPECT_NE(errors[2].find("latency_ns[3]"), std::string::npos) << errors[2];
+  EXPECT_NE(errors[3].find("missing.json"), std::string::npos) << errors[3];
+  for (auto& e : errors) EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  EXPECT_EQ(build_runs_frame(s, {}).total, 3);  // the good file still shows
+  EXPECT_EQ(s.find({0, 0}), nullptr);
+
+  write_text(dir.file("trace_bad.json"), "[{\"ph\": \"X\"");
+  TraceFile t = load_trace_file(dir.file("trace_bad.json"));
+  EXPECT_FALSE(t.trace.has_value());
+  EXPECT_NE(t.error.find("invalid JSON"), std::string::npos) << t.error;
+  write_text(dir.file("trace_obj.json"), "{\"events\": 3}");
+  EXPECT_NE(load_trace_file(dir.file("trace_obj.json")).error.find("not a Chrome trace"), std::string::npos);
+  // Events with wrong fields are skipped and reported as warnings, the rest shown.
+  write_text(dir.file("trace_mixed.json"),
+             R"([{"ph":"X","name":"ok","pid":1,"tid":1,"ts":1,"dur":2},{"ph":"X","name":"neg","pid":1,"tid":1,"ts":1,"dur":-5},7])");
+  TraceFile mixed = load_trace_file(dir.file("trace_mixed.json"));
+  ASSERT_TRUE(mixed.trace.has_value()) << mixed.error;
+  EXPECT_EQ(mixed.trace->span_count(), 1u);
+  EXPECT_FALSE(mixed.warnings.empty());
+}
+
+TEST(DashboardFrames, ChromeTraceTracksBoxesZoomAndMerging) {
+  using namespace moebench::profiler;
+  Profiler p;
+  p.trace.set_enabled(true);
+  p.trace.name_this_thread("engine");
+  const int64_t t0 = 1'000'000'000;
+  p.trace.record(CpuRange{RangeKind::layer, nullptr, 0, -1, t0 + 1000, t0 + 9000, 0});
+  p.trace.record(CpuRange{RangeKind::expert_compute, nullptr, 0, 3, t0 + 2000, t0 + 3500, 0});
+  p.record_token(Phase::prefill, 7, t0, t0 + 10'000);
+  std::vector<GpuEvent> gpu = {
+      {GpuEventKind::kernel, "expert_gemv", t0 + 3000, t0 + 5000, 0, 7, 42, 0, 0, CopyKind::none},
+      {GpuEventKind::memcpy, "memcpy H2D", t0 + 1500, t0 + 4500, 0, 13, 43, 0, 1 << 20, CopyKind::h2d}};
+  nlohmann::json j = chrome_trace_json(make_trace_input(p, gpu));
+  std::vector<std::string> warnings;
+  TraceModel m = trace_from_json(j, &warnings);
+  EXPECT_TRUE(warnings.empty());
+  EXPECT_EQ(m.span_count(), 5u);  // step, 2 CPU ranges, kernel, copy
+  int gpu_tracks = 0;
+  for (auto& t : m.tracks) gpu_tracks += t.gpu;
+  EXPECT_EQ(gpu_tracks, 2);  // streams 7 and 13
+  EXPECT_FALSE(m.tracks.front().gpu);  // CPU tracks first
+  bool nested = false;
+  for (auto& t : m.tracks) nested = nested || t.depth_count == 2;  // expert range inside the layer range
+  EXPECT_TRUE(nested);
+  EXPECT_FALSE(m.counters.empty());  // the memory counter
+  EXPECT_NEAR(m.t_max_us - m.t_min_us, 10.0, 1e-6);
+
+  TimeWindow all = full_window(m);
+  TraceFrame f = build_trace_frame(m, all, 1000);
+  EXPECT_EQ(f.spans_visible, 5u);
+  EXPECT_EQ(f.boxes.size(), 5u);
+  // Zoom into the first microsecond: only the step (0-10 us) is there.
+  TimeWindow z = zoom_window(all, m.t_min_us, 1e-3, all);
+  EXPECT_LT(z.width(), all.width());
+  EXPECT_GE(z.t0_us, all.t0_us);
+  TraceFrame fz = build_trace_frame(m, {m.t_min_us, m.t_min_us + 0.9}, 1000);
+  EXPECT_EQ(fz.spans_visible, 1u);
+  // Panning is clamped to the trace.
+  TimeWindow far = pan_window(z, 1e9, all);
+  EXPECT_DOUBLE_EQ(far.t1_us, all.t1_us);
+  EXPECT_NEAR(far.width(), z.width(), z.width() * 1e-5);
+
+  // 100k one-microsecond kernels back to back: boxes stay O(width).
+  nlohmann::json big = nlohmann::json::array();
+  for (int i = 0; i < 100'000; ++i)
+    big.push_back({{"ph", "X"}, {"name", "k"}, {"cat", "kernel"}, {"pid", 100}, {"tid", 7}, {"ts", i * 1.0}, {"dur", 0.9}});
+  TraceModel bm = trace_from_json(big);
+  TraceFrame bf = build_trace_frame(bm, full_window(bm), 800);
+  EXPECT_EQ(bf.spans_visible, 100'000u);
+  EXPECT_LE(bf.boxes.size(), 800u);
+  int64_t merged = 0;
+  for (auto& b : bf.boxes) merged += b.count;
+  EXPECT_EQ(merged, 100'000);
+  EXPECT_TRUE(bm.tracks[0].gpu);
+}
+
+// The live runner over the real CPU engine: results it writes load back and
+// give frames whose figures match its counters.
+TEST(DashboardLive, EngineRunProducesResultsTheViewsRead) {
+  TempDir dir;
+  LiveSettings ls;
+  ls.stages = {"baseline", "P1"};
+  ls.prompt_tokens = 8;
+  ls.new_tokens = 12;
+  ls.repetitions = 2;
+  ls.cache_slots = 6;
+  ls.trace_path = dir.file("trace.json");
+  int updates = 0;
+  LiveOutcome o = run_live(ls, [&](const LiveSnapshot& s) {
+    ++updates;
+    EXPECT_EQ(s.latency_ns.size(), s.phase.size());
+  }, nullptr);
+  ASSERT_EQ(o.state, LiveState::done) << o.error;
+  ASSERT_EQ(o.results.cases.size(), 2u);
+  EXPECT_EQ(updates, 12 * (2 + 2 + 1));  // baseline: 2 reps; P1: warm-up + 2 reps
+  for (auto& c : o.results.cases) {
+    ASSERT_EQ(c.status, reports::CaseStatus::ok) << c.error;
+    ASSERT_EQ(c.samples.size(), 2u);
+    EXPECT_EQ(c.samples[0].latency_ns.size(), 12u);
+    EXPECT_EQ(c.samples[0].phase[0], reports::Phase::prefill);
+    EXPECT_TRUE(c.samples[0].ttft_cold_ns.has_value());
+    EXPECT_GT(c.aggregates.decode_tok_s, 0);
+    ASSERT_EQ(c.experts.usage.size(), 4u);  // tiny: 4 layers x 8 experts, top-2
+    // (8 prompt tokens + 11 decode forwards) x top-2, per layer and repetition.
+    for (auto& row : c.experts.usage) EXPECT_EQ(std::accumulate(row.begin(), row.end(), int64_t{0}), 2 * 19 * 2);
+    EXPECT_EQ(c.hit_rate.overall.size(), 12u);
+    EXPECT_EQ(c.hit_rate.per_layer.size(), 4u);
+    EXPECT_GT(c.experts.hits + c.experts.misses, 0);
+    EXPECT_EQ(c.settings.knobs.at("cache_slots_used"), 6);
+  }
+  EXPECT_EQ(o.results.cases[1].warmup, 1);  // P1 warms up
+
+  reports::save_results(dir.file("live.json"), o.results);
+  Sources s = load({dir.file("live.json")});
+  s.traces.push_back(load_trace_file(ls.trace_path));
+  ASSERT_TRUE(s.errors().empty()) << s.errors()[0];
+  RunsFrame runs = build_runs_frame(s, {});
+  ASSERT_EQ(runs.rows.size(), 2u);
+  EXPECT_EQ(runs.rows[0].cells[static_cast<size_t>(runs_column_index("stage"))], "baseline");
+  EXPECT_EQ(runs.rows[1].cells[static_cast<size_t>(runs_column_index("policy"))], "prefetch");
+  StagesFrame st = build_stages_frame(s);
+  EXPECT_EQ(st.stages, (std::vector<std::string>{"baseline", "P1"}));
+  EXPECT_DOUBLE_EQ(metric(st, "hit_rate").bars[0].value, o.results.cases[0].experts.hit_rate());
+  HeatmapFrame hm = build_heatmap_frame(*s.find({0, 0}), false);
+  ASSERT_EQ(hm.cells.size(), 32u);
+  EXPECT_EQ(hm.cells[9].count, o.results.cases[0].experts.usage[1][1]);
+  // The trace has the engine thread's ranges and one step slice per token.
+  const TraceModel& tm = *s.traces[0].trace;
+  size_t steps = 0;
+  for (auto& t : tm.tracks)
+    if (t.label.find("steps") != std::string::npos) steps += t.spans.size();
+  EXPECT_EQ(steps, 12u * 5u);
+}
+
+TEST(DashboardLive, CancelStopsAfterTheCurrentToken) {
+  std::atomic<bool> cancel{false};
+  LiveSettings ls;
+  ls.stages = {"baseline", "P0"};
+  ls.new_tokens = 50;
+  int tokens = 0;
+  LiveOutcome o = run_live(ls, [&](const LiveSnapshot&) {
+    if (++tokens == 3) cancel = true;
+  }, &cancel);
+  EXPECT_EQ(o.state, LiveState::cancelled);
+  EXPECT_EQ(tokens, 3);
+  EXPECT_TRUE(o.results.cases.empty());
+
+  // The background runner: start, watch, finish.
+  auto runner = make_engine_live_runner();
+  LiveSettings one;
+  one.stages = {"P0"};
+  one.new_tokens = 6;
+  one.repetitions = 1;
+  runner->start(one);
+  LiveSnapshot snap;
+  for (int i = 0; i < 6000; ++i) {
+    snap = runner->poll();
+    if (snap.state != LiveState::running) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSERT_EQ(snap.state, LiveState::done) << snap.error;
+  ASSERT_TRUE(snap.results);
+  EXPECT_EQ(snap.results->cases.size(), 1u);
+  EXPECT_EQ(snap.latency_ns.size(), 6u);
+}
+
+// Every view, drawn by ImGui with no backend, on good, broken and empty inputs.
+TEST(DashboardViews, NullBackendFramesDrawEveryView) {
+  TempDir dir;
+  reports::save_results(dir.file("b.json"), stage_results());
+  write_text(dir.file("bad.json"), "not json");
+  nlohmann::json trace = nlohmann::json::array();
+  for (int i = 0; i < 2000; ++i)
+    trace.push_back({{"ph", "X"}, {"name", i % 2 ? "gemv" : "memcpy H2D"}, {"pid", 100}, {"tid", 7 + i % 2}, {"ts", i * 2.0}, {"dur", 1.5}});
+  write_text(dir.file("trace.json"), trace.dump());
+
+  DashboardOptions o;
+  o.results_files = {dir.file("bad.json"), dir.file("b.json")};
+  o.trace_files = {dir.file("trace.json")};
+  o.live = false;
+  Dashboard d(o);
+  ASSERT_EQ(d.views().size(), 8u);
+  for (auto& v : d.views()) EXPECT_TRUE(v->open) << v->name();
+  EXPECT_EQ(d.state().selected, (CaseRef{1, 0}));  // the first case of the good file
+  EXPECT_EQ(d.state().sources.errors().size(), 1u);
+  EXPECT_GT(render_headless(d, 3), 1000);
+
+  DashboardOptions empty;
+  empty.live = false;
+  Dashboard e(empty);
+  EXPECT_GT(render_headless(e, 2), 0);
+}
+
+#else
+
+TEST(Dashboard, SkippedWithoutUi) { GTEST_SKIP() << "built without the dashboard (MOEBENCH_UI=OFF or its packages missing)"; }
+
+#endif

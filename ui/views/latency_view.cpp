@@ -1,0 +1,65 @@
+// latency_view.cpp: per-step latency of the selected case — prefill steps and
+// decode steps in their own colours, decode p50/p90/p99 marked. Wheel zooms the
+// step axis, drag pans, double-click resets; series are decimated to the plot width.
+#include <fmt/format.h>
+#include <imgui.h>
+
+#include "ui/model/chart_frames.h"
+#include "ui/views/chart.h"
+#include "ui/views/view.h"
+
+namespace moebench::ui {
+
+namespace {
+
+class LatencyView : public View {
+ public:
+  const char* name() const override { return "Token latency"; }
+
+  void draw(DashboardState& s) override {
+    const reports::Case* c = s.sources.find(s.selected);
+    if (!c) {
+      ImGui::TextDisabled("select a case in the Runs table");
+      return;
+    }
+    ImGui::Text("%s", case_label(*c).c_str());
+    size_t max_points = static_cast<size_t>(std::max(64.0f, ImGui::GetContentRegionAvail().x * 2));
+    LatencyFrame f = build_latency_frame(*c, rep_, max_points, range_);
+    if (f.n_repetitions > 1) {
+      ImGui::SameLine();
+      ImGui::SetNextItemWidth(120);
+      ImGui::SliderInt("repetition", &rep_, 0, f.n_repetitions - 1);
+    }
+    if (!f.note.empty()) note_line(f.note);
+    if (f.n_steps == 0) return;
+    legend_item(color::prefill, "prefill");
+    legend_item(color::decode, "decode");
+    ImGui::TextDisabled("%zu steps", f.n_steps);
+    Plot p = begin_plot("latency", ImVec2(0, 0), static_cast<double>(f.first), static_cast<double>(f.last), 0,
+                        f.y_max_ns * 1.1, fmt_plain, fmt_ns);
+    plot_line(p, f.decode, color::decode, 1.2f);
+    plot_dots(p, f.prefill, color::prefill, 3.0f);
+    plot_hline(p, f.p50_ns, IM_COL32(200, 255, 200, 220), "p50 " + fmt_ns(f.p50_ns));
+    plot_hline(p, f.p90_ns, IM_COL32(255, 230, 120, 220), "p90 " + fmt_ns(f.p90_ns));
+    plot_hline(p, f.p99_ns, IM_COL32(255, 120, 120, 220), "p99 " + fmt_ns(f.p99_ns));
+    plot_zoom_x(p, range_, static_cast<double>(f.n_steps));
+    if (p.hovered) {
+      double x = p.x_of(ImGui::GetIO().MousePos.x);
+      size_t i = static_cast<size_t>(std::max(0.0, x + 0.5));
+      const auto& r = c->samples[static_cast<size_t>(f.repetition)];
+      if (i < r.latency_ns.size())
+        ImGui::SetTooltip("step %zu (%s): %s", i, reports::to_string(r.phase[i]),
+                          fmt_ns(static_cast<double>(r.latency_ns[i])).c_str());
+    }
+  }
+
+ private:
+  int rep_ = 0;
+  XRange range_;
+};
+
+}  // namespace
+
+std::unique_ptr<View> make_latency_view() { return std::make_unique<LatencyView>(); }
+
+}  // namespace moebench::ui

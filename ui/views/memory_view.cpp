@@ -1,0 +1,49 @@
+// memory_view.cpp: device memory over the selected case — arena in use and
+// cudaMemGetInfo used — with the peaks and pinned host memory.
+#include <imgui.h>
+
+#include "ui/model/chart_frames.h"
+#include "ui/views/chart.h"
+#include "ui/views/view.h"
+
+namespace moebench::ui {
+
+namespace {
+
+class MemoryView : public View {
+ public:
+  const char* name() const override { return "Memory"; }
+
+  void draw(DashboardState& s) override {
+    const reports::Case* c = s.sources.find(s.selected);
+    if (!c) {
+      ImGui::TextDisabled("select a case in the Runs table");
+      return;
+    }
+    size_t max_points = static_cast<size_t>(std::max(64.0f, ImGui::GetContentRegionAvail().x * 2));
+    MemoryFrame f = build_memory_frame(*c, max_points);
+    ImGui::Text("%s", case_label(*c).c_str());
+    ImGui::TextDisabled("arena peak %s, device used peak %s, host pinned %s", fmt_bytes(static_cast<double>(f.arena_peak_bytes)).c_str(),
+                        fmt_bytes(static_cast<double>(f.device_used_peak_bytes)).c_str(),
+                        fmt_bytes(static_cast<double>(f.host_pinned_bytes)).c_str());
+    if (f.allocation_count) {
+      ImGui::SameLine();
+      ImGui::TextDisabled(", %lld allocations", static_cast<long long>(*f.allocation_count));
+    }
+    if (!f.note.empty()) note_line(f.note);
+    if (f.arena.empty()) return;
+    legend_item(IM_COL32(110, 210, 130, 255), "arena in use");
+    if (!f.device_used.empty()) legend_item(IM_COL32(255, 170, 60, 255), "device used");
+    ImGui::NewLine();
+    Plot p = begin_plot("memory", ImVec2(0, 0), 0, f.t_max_ns, 0, f.y_max_bytes * 1.1, fmt_ns, fmt_bytes);
+    plot_line(p, f.arena, IM_COL32(110, 210, 130, 255), 1.5f);
+    plot_line(p, f.device_used, IM_COL32(255, 170, 60, 255), 1.5f);
+    plot_hline(p, static_cast<double>(f.arena_peak_bytes), IM_COL32(110, 210, 130, 200), "arena peak");
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<View> make_memory_view() { return std::make_unique<MemoryView>(); }
+
+}  // namespace moebench::ui
