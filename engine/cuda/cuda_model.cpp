@@ -221,7 +221,7 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
       linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
     }
     rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
-    moe_->run(static_cast<int>(step), l, L.gate, b, b.x, m);  // x += moe(h)
+    moe_->run(static_cast<int>(step), l, pos0, L.gate, b, b.x, m);  // x += moe(h)
   }
   if (all_logits) {
     rmsnorm(b.x, norm_, b.h, m, H, eps, s);

@@ -56,6 +56,9 @@ class CudaModel : public Model {
   // Whether a decode step of this model syncs with the host inside the forward
   // (router ids copied for the provider or the dispatch).
   bool decode_syncs() const { return moe_->syncs(1); }
+  // The router's choice of every layer, on the host (same contract as CpuModel's observer;
+  // adds a copy and a sync per layer). An empty function turns it off.
+  void set_routing_observer(MoeLayer::Observer o) { moe_->set_observer(std::move(o)); }
 
  private:
   struct Layer {

@@ -51,6 +51,7 @@ MoeLayer::~MoeLayer() {
   cudaStreamSynchronize(stream_);
   if (ids_h_) cudaFreeHost(ids_h_);
   if (sort_h_) cudaFreeHost(sort_h_);
+  if (wts_h_) cudaFreeHost(wts_h_);
   if (offsets_h_) cudaFreeHost(offsets_h_);
   if (table_h_) cudaFreeHost(table_h_);
   if (table_d_) arena_.free(table_d_);
@@ -61,7 +62,9 @@ void MoeLayer::ensure_host(int pairs) {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (ids_h_) CUDA_CHECK(cudaFreeHost(ids_h_));
   if (sort_h_) CUDA_CHECK(cudaFreeHost(sort_h_));
+  if (wts_h_) CUDA_CHECK(cudaFreeHost(wts_h_));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&ids_h_), pairs * sizeof(int32_t), cudaHostAllocDefault));
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&wts_h_), pairs * sizeof(float), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&sort_h_), 2 * pairs * sizeof(int32_t), cudaHostAllocDefault));
   host_pairs_ = pairs;
 }
@@ -94,7 +97,7 @@ const bf16* const* MoeLayer::tables(int layer) {
   return reinterpret_cast<const bf16* const*>(table_d_ + base);
 }
 
-void MoeLayer::run(int step, int layer, const bf16* gate, ForwardBuffers& b, float* x, int m) {
+void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, ForwardBuffers& b, float* x, int m) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter, pairs = m * K;
   ensure_host(pairs);
   {
@@ -102,8 +105,13 @@ void MoeLayer::run(int step, int layer, const bf16* gate, ForwardBuffers& b, flo
     linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
     router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
   }
+  if (observer_) {
+    CUDA_CHECK(cudaMemcpyAsync(wts_h_, b.wts, pairs * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+    ids_to_host(b, pairs);
+    observer_(layer, pos0, m, ids_h_, wts_h_);
+  }
   const bool host_ids = provider_.needs_ids() || dispatch_ == Dispatch::grouped;
-  if (host_ids) ids_to_host(b, pairs);
+  if (host_ids && !observer_) ids_to_host(b, pairs);
   {
     ScopedRange r(trace_, RangeKind::expert_load, layer);
     for (auto& g : got_) g = ExpertWeights{};

@@ -15,6 +15,7 @@
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,7 +50,12 @@ class MoeLayer {
 
   // Router + experts + combine for m tokens of layer `layer`: reads b.h (m, hidden) bf16,
   // adds the MoE output to x (m, hidden) fp32. gate (n_experts, hidden) bf16.
-  void run(int step, int layer, const __nv_bfloat16* gate, ForwardBuffers& b, float* x, int m);
+  // pos0: position of the first token (for the routing observer).
+  void run(int step, int layer, int pos0, const __nv_bfloat16* gate, ForwardBuffers& b, float* x, int m);
+  // Called after the router of every layer with its choice (ids, weights (m, k), host
+  // memory). Costs a device->host copy and a sync per layer: for tests and routing traces.
+  using Observer = std::function<void(int layer, int pos0, int m, const int32_t* ids, const float* weights)>;
+  void set_observer(Observer o) { observer_ = std::move(o); }
   // Whether this forward would copy ids to the host (a sync): tests and CUDA graphs.
   bool syncs(int m) const;
 
@@ -73,6 +79,7 @@ class MoeLayer {
   // Pinned host scratch.
   int host_pairs_ = 0;
   int32_t* ids_h_ = nullptr;      // (pairs)
+  float* wts_h_ = nullptr;        // (pairs) for the observer
   int32_t* sort_h_ = nullptr;     // (2, pairs) perm then inv, uploaded by grouped
   int32_t* offsets_h_ = nullptr;  // (n_experts + 1)
   const void** table_h_ = nullptr;  // (n_layers, 3, n_experts) staging of the device tables
@@ -80,6 +87,7 @@ class MoeLayer {
   const void** table_d_ = nullptr;
   std::vector<const void*> mirror_;
   std::vector<bool> table_valid_;
+  Observer observer_;
 };
 
 }  // namespace moebench::cuda

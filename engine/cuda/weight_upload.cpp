@@ -53,7 +53,10 @@ __nv_bfloat16* WeightUploader::upload(const TensorSpec& s) {
   if (in_place()) {
     const uint64_t key = synth::tensor_key(src_.seed(), synth::name_hash(s.name));
     synth_fill_bf16(dst, key, 0, n, s.init_scale, s.init_offset, stream_);
-    if (progress_) progress_->add(static_cast<uint64_t>(n) * 2);
+    if (progress_) {
+      if (progress_->active()) CUDA_CHECK(cudaStreamSynchronize(stream_));  // report bytes made, not launched
+      progress_->add(static_cast<uint64_t>(n) * 2);
+    }
     return dst;
   }
   if (const Checkpoint* ck = src_.ckpt()) {
