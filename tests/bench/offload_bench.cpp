@@ -141,6 +141,11 @@ int main(int argc, char** argv) {
     std::printf("moebench_offload_bench: no GPU present; link benchmarks skipped\n");
     return 0;
   }
+  {
+    const cuda::DeviceInfo d = cuda::device_info();
+    benchmark::AddCustomContext("device", d.name);
+    benchmark::AddCustomContext("device_memory_bytes", std::to_string(d.total_bytes));
+  }
   Ctx ctx;
   g = &ctx;
   CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
