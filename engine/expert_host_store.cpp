@@ -306,7 +306,7 @@ StagedExpert ExpertHostStore::read_expert(int layer, int e, void* staging) const
 std::string ExpertHostStore::describe() const {
   const int n = n_layers_ * n_experts_;
   if (tier_ == HostTier::pinned)
-    return fmt::format("pinned: {} experts x {} = {} in {}, filled from {} in {:.2f} s ({:.2f} s in the allocator)",
+    return fmt::format("pinned: {} experts x {} = {} in {}, filled from {} in {:.2f} s ({:.2f} s in the allocator, summed over threads)",
                        n, format_bytes(expert_bytes()), format_bytes(host_bytes_), alloc_.name, source_,
                        pin_seconds_, alloc_seconds_);
   return fmt::format("disk: pread from {} file(s) of {} with {}{}", files_.size(), source_,

@@ -21,11 +21,15 @@
 //
 // How the model calls it (CUDA model, per step s, per layer l, compute stream cs):
 //   provider.acquire(s, l, ids, n_ids, out, cs);   // after routing: ids on the host
-//   if (provider.wants_prediction() && l + 1 < n_layers)
-//     provider.prefetch(s, l + 1, predicted_ids, n);  // AFTER acquire(l), before l's experts run
 //   ... launch layer l's expert compute on cs reading out[e].w1/w3/w2 ...
 //   provider.release(l, cs);                       // optional but recommended
-// and at the end of a run provider.finish() (cache finish + counters collected).
+//   if (provider.wants_prediction() && l + 1 < n_layers)
+//     provider.prefetch(s, l + 1, predicted_ids, n);  // (n_tokens, top_k) predicted ids
+// prefetch(l + 1) must come after acquire(l) and before acquire(l + 1) (the order the
+// simulator uses); after launching layer l's experts is best, since the disk tier reads
+// on the host inside prefetch. Never prefetch past the last layer (ignored).
+// At the end of a run provider.finish() (cache finish + counters collected). Destroy the
+// provider only once the compute stream no longer reads its slots (synchronize it).
 // warm_up(cs) may be called at load time (static/preload-all/belady warm sets); the
 // first acquire() does it otherwise. One acquire() must not need more distinct experts
 // than there are slots (a prefill chunk wider than the cache): Error naming both.
