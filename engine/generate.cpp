@@ -12,11 +12,11 @@ using profiler::now_ns;
 
 // Ends a step that began at `start`: spins until it has lasted `slowdown` times
 // its real duration (the injected-slowdown hook), then returns the end time.
-int64_t end_step(int64_t start, double slowdown) {
-  int64_t end = now_ns();
+int64_t end_step(int64_t start, double slowdown, int64_t (*clock)()) {
+  int64_t end = clock();
   if (slowdown > 1.0) {
     const int64_t until = start + static_cast<int64_t>(static_cast<double>(end - start) * slowdown);
-    while ((end = now_ns()) < until) {
+    while ((end = clock()) < until) {
     }
   }
   return end;
@@ -47,7 +47,8 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   Sampler sampler(opt.sampling);
   std::vector<float> logits(c.vocab_size);
   if (opt.max_new_tokens == 0) return r;
-  int64_t t0 = now_ns();
+  int64_t (*clock)() = opt.clock_ns ? opt.clock_ns : &now_ns;
+  int64_t t0 = clock();
   // Greedy: the model picks the token (on the device for CUDA: no logits copy).
   const bool greedy = opt.sampling.temperature == 0.0f;
   auto step = [&](const int32_t* toks, int n, int pos0) {
@@ -56,7 +57,7 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
     return sampler.sample(logits.data(), c.vocab_size);
   };
   int32_t tok = step(prompt.data(), static_cast<int>(prompt.size()), 0);
-  int64_t t1 = end_step(t0, opt.inject_slowdown);
+  int64_t t1 = end_step(t0, opt.inject_slowdown, clock);
   if (opt.prof) opt.prof->record_token(profiler::Phase::prefill, static_cast<int32_t>(prompt.size()), t0, t1);
   r.prefill_ns = t1 - t0;
   r.output.push_back(tok);
@@ -68,9 +69,9 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
       r.stopped_at_eos = true;
       break;
     }
-    int64_t s = now_ns();
+    int64_t s = clock();
     tok = step(&tok, 1, pos++);
-    int64_t e = end_step(s, opt.inject_slowdown);
+    int64_t e = end_step(s, opt.inject_slowdown, clock);
     if (opt.prof) opt.prof->record_token(profiler::Phase::decode, 1, s, e);
     r.output.push_back(tok);
     r.token_latency_ns.push_back(e - s);

@@ -25,6 +25,10 @@ struct GenerateOptions {
   // step is stretched to this multiple of its duration by spinning before its end
   // timestamp. 1 = off.
   double inject_slowdown = 1.0;
+  // The clock steps are timed with, int64 ns. Default: the profiler's steady clock
+  // (wall time). The CI gate's suite uses thread CPU time instead (suites/suite.h
+  // "clock"), which a busy machine's scheduler cannot inflate.
+  int64_t (*clock_ns)() = nullptr;
 };
 
 struct GenerateResult {

@@ -25,6 +25,10 @@ std::string bytes(double v) { return profiler::format_bytes(v); }
 std::string pct100(double v) { return profiler::format_percent(v / 100); }
 
 double ttft_cold(const Case& c) { return c.aggregates.ttft_cold_ns > 0 ? when_ok(c, c.aggregates.ttft_cold_ns) : kNaN; }
+// "-" rather than 0% when the engine counted no expert lookups at all.
+double hit_rate(const Case& c) {
+  return c.experts.hits + c.experts.misses > 0 ? when_ok(c, c.aggregates.hit_rate) : kNaN;
+}
 double mem_peak(const Case& c) { return when_ok(c, static_cast<double>(memory_peak_bytes(c))); }
 double load_time(const Case& c) { return c.experts.loads > 0 ? when_ok(c, c.aggregates.mean_expert_load_ns) : kNaN; }
 double bound_pct(const Case& c) { return c.bound ? when_ok(c, c.bound->percent) : kNaN; }
@@ -49,8 +53,7 @@ const std::vector<SummaryColumn>& summary_columns() {
       {"ttft_warm_ns", "TTFT warm", true,
        [](const Case& c) { return dash_or(when_ok(c, c.aggregates.ttft_warm_ns), ns); },
        [](const Case& c) { return when_ok(c, c.aggregates.ttft_warm_ns); }},
-      {"hit_rate", "hit rate", true, [](const Case& c) { return dash_or(when_ok(c, c.aggregates.hit_rate), pct); },
-       [](const Case& c) { return when_ok(c, c.aggregates.hit_rate); }},
+      {"hit_rate", "hit rate", true, [](const Case& c) { return dash_or(hit_rate(c), pct); }, hit_rate},
       {"mean_expert_load_ns", "expert load", true, [](const Case& c) { return dash_or(load_time(c), ns); },
        load_time},
       {"memory_peak_bytes", "memory peak", true, [](const Case& c) { return dash_or(mem_peak(c), bytes); },

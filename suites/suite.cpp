@@ -18,7 +18,7 @@ namespace moebench::suites {
 
 namespace {
 
-using nlohmann::json;
+using json = nlohmann::ordered_json;  // keeps file order (sweep axes, settings)
 namespace fs = std::filesystem;
 
 // Short JSON text of a value for messages.
@@ -113,8 +113,8 @@ std::vector<std::pair<std::string, std::string>> parse_settings(const Node& n) {
 }
 
 SuiteDefaults parse_defaults(const Node& n) {
-  n.object_with({"model", "backend", "seed", "warmup_runs", "repetitions", "new_tokens", "cpu_threads", "stage",
-                 "settings"});
+  n.object_with({"model", "backend", "seed", "warmup_runs", "repetitions", "rounds", "new_tokens", "cpu_threads",
+                 "clock", "stage", "settings"});
   SuiteDefaults d;
   if (n.has("model")) {
     Node m = n.at("model");
@@ -135,6 +135,11 @@ SuiteDefaults parse_defaults(const Node& n) {
   if (n.has("seed")) d.seed = static_cast<uint64_t>(n.at("seed").integer(0, "a non-negative integer"));
   if (n.has("warmup_runs")) d.warmup_runs = n.at("warmup_runs").integer(0, "a non-negative integer");
   if (n.has("repetitions")) d.repetitions = n.at("repetitions").integer(1, "a positive integer");
+  if (n.has("clock")) {
+    d.clock = n.at("clock").str();
+    if (d.clock != "wall" && d.clock != "thread_cpu") n.at("clock").bad("wall or thread_cpu");
+  }
+  if (n.has("rounds")) d.rounds = n.at("rounds").integer(1, "a positive integer");
   if (n.has("new_tokens")) d.new_tokens = n.at("new_tokens").integer(1, "a positive integer");
   if (n.has("cpu_threads")) d.cpu_threads = n.at("cpu_threads").integer(0, "a non-negative integer");
   if (n.has("stage")) {
@@ -386,7 +391,11 @@ std::vector<Instance> expand(const Suite& s, const Overrides& o, BackendResolver
       in.batch_size = c.batch_size;
       in.new_tokens = c.new_tokens > 0 ? c.new_tokens : s.defaults.new_tokens;
       in.repetitions = repetitions;
+      in.rounds = std::min(s.defaults.rounds, repetitions);
       in.cpu_threads = s.defaults.cpu_threads;
+      in.clock = s.defaults.clock;
+      if (in.clock == "thread_cpu" && (backend != "cpu" || in.cpu_threads != 1))
+        fail("{}: defaults.clock thread_cpu needs the cpu backend and cpu_threads 1", s.source);
       in.sweep_values = point;
       std::string stage = !o.stage.empty() ? o.stage : !c.stage.empty() ? c.stage : s.defaults.stage;
       for (const auto& [k, v] : point)

@@ -10,7 +10,8 @@
 //     "defaults": {
 //       "model": "tiny" | {"cpu": "tiny", "cuda": "mixtral-8x7b"},   // per backend
 //       "backend": "auto" | "cpu" | "cuda", "seed": 0,
-//       "warmup_runs": 1, "repetitions": 3, "new_tokens": 32, "cpu_threads": 0,
+//       "warmup_runs": 1, "repetitions": 3, "rounds": 1, "new_tokens": 32, "cpu_threads": 0,
+//       "clock": "wall" | "thread_cpu",
 //       "stage": "P2", "settings": {"cache_policy": "lru", ...}
 //     },
 //     "cases_from": ["short", "medium"],         // cases of other suites, appended first
@@ -27,6 +28,13 @@
 // --set. Warm-up: `warmup_runs` untimed generations precede the measured
 // repetitions when the resolved `warmup` knob is true (the baseline and P0
 // stages are defined without warm-up); otherwise none.
+// rounds > 1 interleaves: the repetitions are split into that many rounds, and
+// each round runs every instance once in turn, so slow phases of a busy machine
+// hit every case alike (the ci suite, whose cases share one model, uses it; with
+// several models each round reloads them). Cases then finish in the last round.
+// clock "thread_cpu" times every step (and the model load) in CPU time of the
+// running thread instead of wall time: immune to being descheduled on a busy
+// machine, meaningful only with cpu_threads 1 on the CPU backend (the ci suite).
 // cases_from: the named suites' cases (with their own new_tokens) come first;
 // those suites may not use cases_from themselves.
 // A `calibration` case runs a fixed matrix-vector loop instead of the model: its
@@ -63,8 +71,10 @@ struct SuiteDefaults {
   uint64_t seed = 0;
   int warmup_runs = 1;
   int repetitions = 3;
+  int rounds = 1;
   int new_tokens = 32;
   int cpu_threads = 0;                       // OpenMP threads for the run; 0 = OpenMP's default
+  std::string clock = "wall";                // wall | thread_cpu
   std::string stage;                         // "" = no preset (engine defaults, stage "custom")
   std::vector<std::pair<std::string, std::string>> settings;
 };
@@ -120,7 +130,9 @@ struct Instance {
   int new_tokens = 0;
   int warmup_runs = 0;     // 0 when the warmup knob is false
   int repetitions = 0;
+  int rounds = 1;          // the suite's (the same for every instance)
   int cpu_threads = 0;
+  std::string clock = "wall";
   std::vector<std::pair<std::string, std::string>> sweep_values;  // this instance's point of the sweep
 
   // Everything that forces a new model: two instances with equal keys share one.

@@ -1,0 +1,533 @@
+// runner.cpp: see runner.h.
+#include "suites/runner.h"
+
+#include <omp.h>
+#include <xxhash.h>
+
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <optional>
+
+#include "engine/embedded_tokenizer.h"
+#include "engine/engine.h"
+#include "engine/error.h"
+#include "engine/generate.h"
+#include "engine/log.h"
+#include "engine/tokenizer.h"
+#include "engine/weight_source.h"
+#include "profiler/chrome_trace.h"
+#include "profiler/clock.h"
+#include "profiler/counters.h"
+#include "profiler/cupti.h"
+#include "profiler/stats.h"
+#include "suites/calibration.h"
+#include "suites/machine.h"
+
+namespace moebench::suites {
+
+namespace {
+
+constexpr const char* kToolVersion = "0.1.0";  // no release yet; the commit identifies the build
+
+using profiler::now_ns;
+using reports::Case;
+using reports::CaseStatus;
+using reports::Repetition;
+
+// Thrown from inside a generation when *stop is set.
+struct Interrupted {};
+
+std::string utc_now() {
+  std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// A knob's text as a JSON scalar: integers and booleans typed, the rest strings.
+nlohmann::json knob_value(const std::string& v) {
+  if (v == "true") return true;
+  if (v == "false") return false;
+  if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos && v.size() < 18) return std::stoll(v);
+  return v;
+}
+
+reports::Settings settings_of(const Instance& in, double inject_slowdown) {
+  reports::Settings s;
+  s.stage = in.settings.stage;
+  for (const auto& [k, v] : in.settings.to_list()) s.knobs[k] = knob_value(v);
+  s.knobs["batch_size"] = in.batch_size;
+  if (in.cpu_threads > 0) s.knobs["cpu_threads"] = in.cpu_threads;
+  if (inject_slowdown != 1.0) s.knobs["inject_slowdown"] = inject_slowdown;
+  if (in.clock != "wall") s.knobs["clock"] = in.clock;
+  return s;
+}
+
+Tokenizer open_tokenizer(const WeightSource& w, const std::string& path) {
+  if (!path.empty()) return Tokenizer::load(path);
+  if (w.ckpt()) {
+    auto p = std::filesystem::path(w.ckpt()->dir()) / "tokenizer.json";
+    if (std::filesystem::exists(p)) return Tokenizer::load(p.string());
+  }
+  Tokenizer t = Tokenizer::from_json_text(std::string(embedded_mistral_tokenizer_json()), "built-in Mistral tokenizer.json");
+  if (t.vocab_size() != w.config().vocab_size)
+    fail("model vocab_size is {} but it has no tokenizer.json and the built-in Mistral one has {} tokens (pass --tokenizer)",
+         w.config().vocab_size, t.vocab_size());
+  return t;
+}
+
+// Weight bytes one decode token must read when everything is resident: every
+// layer's attention, norms and router, top_k experts per layer, the final norm,
+// one embedding row and the lm_head.
+int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param) {
+  int64_t params = c.num_hidden_layers * (c.layer_dense_params() + c.num_experts_per_tok * c.expert_params()) +
+                   2LL * c.hidden_size + static_cast<int64_t>(c.vocab_size) * c.hidden_size;
+  return params * bytes_per_param;
+}
+
+std::optional<reports::Bound> compute_bound(const Case& c, const ModelConfig& cfg, const std::string& backend,
+                                            const reports::DeviceInfo& dev) {
+  if (c.aggregates.decode_tok_s <= 0) return std::nullopt;
+  reports::Bound b;
+  b.unit = "tok/s";
+  int64_t decode_tokens = 0;
+  for (const Repetition& r : c.samples) decode_tokens += static_cast<int64_t>(reports::decode_latencies(r).size());
+  const bool offloaded = c.settings.knobs.count("expert_tier") && c.settings.knobs.at("expert_tier") != "resident";
+  if (backend == "cuda" && offloaded && c.experts.bytes_moved > 0 && decode_tokens > 0) {
+    if (dev.h2d_gbps <= 0) return std::nullopt;
+    double per_tok = static_cast<double>(c.experts.bytes_moved) / static_cast<double>(decode_tokens);
+    b.value = dev.h2d_gbps * 1e9 / per_tok;
+    b.description = fmt::format("offloaded: {}/token of expert copies (measured) / {} host->device",
+                                profiler::format_bytes(per_tok), profiler::format_gbps(dev.h2d_gbps));
+  } else {
+    if (dev.hbm_gbps <= 0) return std::nullopt;
+    const bool cpu = backend == "cpu";
+    int64_t bytes = bytes_per_decode_token(cfg, cpu ? 4 : 2);
+    b.value = dev.hbm_gbps * 1e9 / static_cast<double>(bytes);
+    b.description = fmt::format("resident: {}/token of {} weights / {} {}", profiler::format_bytes(static_cast<double>(bytes)),
+                                cpu ? "fp32" : "bf16", profiler::format_gbps(dev.hbm_gbps),
+                                cpu ? "DRAM (measured memcpy)" : "HBM");
+  }
+  b.percent = c.aggregates.decode_tok_s / b.value * 100;
+  return b;
+}
+
+// Sums the profiler's expert counters of one repetition into the case's.
+void add_experts(reports::ExpertCounters& e, const profiler::ExpertCounters& p) {
+  const profiler::ExpertStats& t = p.total();
+  e.hits += t.hits;
+  e.misses += t.misses;
+  e.loads += t.loads;
+  e.bytes_moved += t.bytes_moved;
+  e.load_time_ns += t.load_ns;
+  e.stall_ns += t.stall_ns;
+  const int L = p.n_layers(), E = p.n_experts();
+  bool any_usage = false;
+  for (int64_t u : p.usage_matrix()) any_usage |= u != 0;
+  if (t.hits + t.misses + t.loads == 0 && !any_usage) return;  // nothing counted: leave per-layer arrays empty
+  auto grow = [L](std::vector<int64_t>& v) {
+    if (v.empty()) v.assign(static_cast<size_t>(L), 0);
+  };
+  for (auto* v : {&e.hits_per_layer, &e.misses_per_layer, &e.loads_per_layer, &e.bytes_moved_per_layer,
+                  &e.load_time_ns_per_layer, &e.stall_ns_per_layer})
+    grow(*v);
+  if (e.usage.empty()) e.usage.assign(static_cast<size_t>(L), std::vector<int64_t>(static_cast<size_t>(E), 0));
+  for (int l = 0; l < L; ++l) {
+    const profiler::ExpertStats& s = p.layer(l);
+    e.hits_per_layer[l] += s.hits;
+    e.misses_per_layer[l] += s.misses;
+    e.loads_per_layer[l] += s.loads;
+    e.bytes_moved_per_layer[l] += s.bytes_moved;
+    e.load_time_ns_per_layer[l] += s.load_ns;
+    e.stall_ns_per_layer[l] += s.stall_ns;
+    for (int x = 0; x < E; ++x) e.usage[l][x] += p.usage(l, x);
+  }
+}
+
+Repetition repetition_of(const profiler::Profiler& prof) {
+  Repetition r;
+  for (const profiler::TokenSample& s : prof.tokens.samples) {
+    r.latency_ns.push_back(s.latency_ns);
+    r.phase.push_back(s.phase == profiler::Phase::prefill ? reports::Phase::prefill : reports::Phase::decode);
+  }
+  if (!r.latency_ns.empty()) r.ttft_warm_ns = r.latency_ns[0];
+  return r;
+}
+
+// The loaded model and what it was loaded for.
+struct Loaded {
+  std::string key;
+  std::unique_ptr<WeightSource> weights;
+  std::unique_ptr<Model> model;
+  std::unique_ptr<Tokenizer> tokenizer;  // opened on first need
+  int64_t load_ns = 0;
+  bool cold_pending = false;   // the next generation is the first after the load
+  std::string error;           // the load failed: every instance of this key fails with it
+};
+
+// One instance while it is measured (over one round or several).
+struct Pending {
+  Case c;
+  bool done = false;                  // failed, or every repetition measured
+  int reps_done = 0;
+  std::vector<int32_t> prompt;        // (prompt_tokens)
+  std::vector<int32_t> first_output;  // (new_tokens) of the first measured repetition
+  std::optional<int64_t> cold_ns;     // TTFT cold, when this instance followed a load
+  int64_t t0_ns = 0;                  // start of the measured repetitions
+};
+
+class Runner {
+ public:
+  Runner(const RunOptions& opt, const RunEvents& ev) : opt_(opt), ev_(ev) {}
+
+  RunOutcome run(const std::vector<Instance>& instances) {
+    RunOutcome out;
+    reports::Results& res = out.results;
+    res.run.tool_version = kToolVersion;
+    res.run.commit = MOEBENCH_GIT_COMMIT;
+    res.run.build_type = MOEBENCH_BUILD_TYPE;
+    res.run.start_time = utc_now();
+    res.run.command_line = opt_.command_line;
+    res.host = host_info();
+    const std::string backend = instances.empty() ? "cpu" : instances.front().backend;
+    res.device = device_info(backend, opt_.measure_bandwidth);
+    device_ = res.device;
+    prof_.options.sample_device_memory = backend == "cuda";
+    if (!opt_.trace_path.empty() && backend == "cuda") {
+      cupti_ = std::make_unique<profiler::CuptiCollector>();
+      if (!cupti_->enable()) {
+        log::warn("--trace: no GPU activity in the trace: {}", cupti_->unavailable_reason());
+        cupti_.reset();
+      }
+    }
+    if (ev_.on_plan) ev_.on_plan(static_cast<int>(instances.size()));
+    if (!opt_.out_path.empty()) reports::save_results(opt_.out_path, res);  // a valid file from the start
+    const int rounds = instances.empty() ? 1 : std::max(1, instances.front().rounds);
+    std::vector<Pending> pending(instances.size());
+    try {
+      for (int round = 0; round < rounds; ++round) {
+        const bool last_round = round + 1 == rounds;
+        for (size_t i = 0; i < instances.size(); ++i) {
+          check_stop();
+          const Instance& in = instances[i];
+          const int index = static_cast<int>(i);
+          Pending& p = pending[i];
+          if (ev_.on_instance_start) ev_.on_instance_start(index, in);
+          if (round == 0) start(index, in, p, res);
+          // Repetitions of this round: an even share, the remainder in the first rounds.
+          int n = in.repetitions / rounds + (round < in.repetitions % rounds ? 1 : 0);
+          measure(index, in, p, n, res);
+          if (!last_round) continue;
+          finish(in, p);
+          if (p.c.status == CaseStatus::failed) ++out.failed;
+          res.cases.push_back(std::move(p.c));
+          if (trace_ready_) write_trace(res);
+          if (!opt_.out_path.empty()) reports::save_results(opt_.out_path, res);
+          if (ev_.on_instance_end) ev_.on_instance_end(index, res.cases.back());
+        }
+      }
+    } catch (const Interrupted&) {
+      out.interrupted = true;  // the running instance (and, with rounds, every unfinished one) is dropped
+    }
+    if (cupti_) cupti_->disable();
+    return out;
+  }
+
+ private:
+  bool stopped() const { return opt_.stop && opt_.stop->load(std::memory_order_relaxed); }
+  void check_stop() const {
+    if (stopped()) throw Interrupted{};
+  }
+
+  Case base_case(const Instance& in) {
+    Case c;
+    c.suite = in.suite;
+    c.name = in.case_name;
+    c.settings = settings_of(in, opt_.inject_slowdown);
+    c.routing_source = in.settings.routing;
+    c.new_tokens = in.new_tokens;
+    c.repetitions = in.repetitions;
+    c.warmup = in.warmup_runs;
+    c.prompt_tokens = in.spec->prompt.empty() ? in.spec->prompt_tokens : 0;
+    return c;
+  }
+
+  static void fail_case(Pending& p, const std::string& error) {
+    p.c.status = CaseStatus::failed;
+    p.c.error = error;
+    p.done = true;
+  }
+
+  // Set-up of an instance: checks, model load, prompt, warm-ups (and so TTFT cold).
+  void start(int index, const Instance& in, Pending& p, reports::Results& res) {
+    if (in.spec->workload == Workload::calibration) return start_calibration(index, in, p);
+    p.c = base_case(in);
+    if (in.batch_size != 1)
+      return fail_case(p, fmt::format("batch_size {} is not supported: the generation loop runs one sequence at a time",
+                                      in.batch_size));
+    try {
+      if (in.cpu_threads > 0) omp_set_num_threads(in.cpu_threads);
+      load(index, in, res);
+      if (!loaded_.error.empty()) return fail_case(p, loaded_.error);
+      p.prompt = prompt_of(in);
+      p.c.prompt_tokens = static_cast<int>(p.prompt.size());
+      GenerateOptions g = generate_options(in);
+      for (int w = 0; w < in.warmup_runs; ++w) {
+        if (ev_.on_step) ev_.on_step(index, "warm-up", w, in.warmup_runs);
+        prof_.reset_repetition();
+        note_cold(p, generate(*loaded_.model, p.prompt, g, stop_check()));
+      }
+      if (cupti_) cupti_->take_events();  // drop warm-up activity
+      p.t0_ns = clock_of(in)();
+    } catch (const Error& e) {
+      fail_case(p, e.what());
+    }
+  }
+
+  // `n` more measured repetitions of an instance.
+  void measure(int index, const Instance& in, Pending& p, int n, reports::Results& res) {
+    if (p.done) return;
+    if (in.spec->workload == Workload::calibration) return measure_calibration(index, in, p, n);
+    try {
+      if (in.cpu_threads > 0) omp_set_num_threads(in.cpu_threads);
+      load(index, in, res);  // a no-op unless another instance of this round needed another model
+      if (!loaded_.error.empty()) return fail_case(p, loaded_.error);
+      GenerateOptions g = generate_options(in);
+      const bool tracing = !opt_.trace_path.empty();
+      for (int k = 0; k < n; ++k) {
+        const int rep = p.reps_done;
+        const bool last = rep + 1 == in.repetitions;
+        if (ev_.on_step) ev_.on_step(index, "repetition", rep, in.repetitions);
+        prof_.reset_repetition();
+        prof_.trace.set_enabled(tracing && last);
+        GenerateResult r = generate(*loaded_.model, p.prompt, g, stop_check());
+        prof_.trace.set_enabled(false);
+        note_cold(p, r);
+        Repetition sample = repetition_of(prof_);
+        if (rep == 0 && p.cold_ns) sample.ttft_cold_ns = *p.cold_ns;
+        p.c.samples.push_back(std::move(sample));
+        add_experts(p.c.experts, prof_.experts);
+        note_memory(p.c, rep == 0, p.t0_ns);
+        std::vector<profiler::GpuEvent> events;
+        if (cupti_) {
+          cupti_->flush();
+          events = cupti_->take_events();
+          auto gt = profiler::aggregate_gpu_time(events);
+          for (int c = 0; c < profiler::kGpuCategoryCount; ++c)
+            if (gt.ns[c] > 0) p.c.gpu_time_ns[profiler::gpu_category_name(static_cast<profiler::GpuCategory>(c))] += gt.ns[c];
+        }
+        if (rep == 0) {
+          p.first_output = r.output;
+          p.c.output_token_hash = token_hash(r.output);
+          if (p.c.experts.hits + p.c.experts.misses > 0) p.c.hit_rate.overall = prof_.experts.hit_rate_series(false);
+        } else if (r.output != p.first_output) {
+          log::warn("{}/{}: repetition {} generated other tokens than repetition 0 (the hash is of repetition 0)",
+                    p.c.suite, p.c.name, rep);
+        }
+        if (tracing && last) {
+          trace_ = profiler::make_trace_input(prof_, std::move(events));
+          trace_.metadata = {{"suite", p.c.suite}, {"case", p.c.name}, {"stage", p.c.settings.stage}, {"repetition", rep}};
+          trace_pending_ = true;
+        }
+        ++p.reps_done;
+      }
+    } catch (const Error& e) {
+      fail_case(p, e.what());
+    }
+  }
+
+  void finish(const Instance& in, Pending& p) {
+    p.c.aggregates = reports::compute_aggregates(p.c);
+    // The bound is a wall-time limit: not for thread-CPU-timed suites.
+    if (p.c.status == CaseStatus::ok && in.spec->workload == Workload::model && loaded_.weights && in.clock == "wall")
+      p.c.bound = compute_bound(p.c, loaded_.weights->config(), in.backend, device_);
+    if (trace_pending_) {
+      trace_ready_ = true;
+      trace_pending_ = false;
+    }
+  }
+
+  GenerateOptions generate_options(const Instance& in) {
+    GenerateOptions g;
+    g.max_new_tokens = in.new_tokens;
+    g.sampling = SamplingParams{};  // greedy
+    g.stop_at_eos = false;          // a fixed token count keeps timings comparable
+    g.prof = &prof_;
+    g.inject_slowdown = opt_.inject_slowdown;
+    g.clock_ns = clock_of(in);
+    return g;
+  }
+
+  static int64_t (*clock_of(const Instance& in))() {
+    return in.clock == "thread_cpu" ? &profiler::thread_cpu_now_ns : &profiler::now_ns;
+  }
+
+  std::function<void(int32_t, int)> stop_check() const {
+    return [this](int32_t, int) { check_stop(); };
+  }
+
+  // The first generation after a model load gives the cold TTFT (load included).
+  void note_cold(Pending& p, const GenerateResult& r) {
+    if (loaded_.cold_pending && !r.token_latency_ns.empty() && p.reps_done == 0 && !p.cold_ns)
+      p.cold_ns = loaded_.load_ns + r.token_latency_ns[0];
+    loaded_.cold_pending = false;
+  }
+
+  void load(int index, const Instance& in, reports::Results& res) {
+    std::string key = in.reload_key();
+    if (key == loaded_.key) return;
+    loaded_ = Loaded{};  // frees the previous model first
+    loaded_.key = key;
+    if (ev_.on_step) ev_.on_step(index, "load", 0, 1);
+    try {
+      int64_t (*clock)() = clock_of(in);
+      int64_t t0 = clock();
+      loaded_.weights = std::make_unique<WeightSource>(WeightSource::open(in.model, in.seed));
+      const ModelConfig& cfg = loaded_.weights->config();
+      prof_.reset_repetition();
+      prof_.experts.configure(cfg.num_hidden_layers, cfg.num_local_experts);
+      EngineContext ctx;
+      ctx.weights = loaded_.weights.get();
+      ctx.settings = in.settings;
+      ctx.backend = in.backend;
+      ctx.prof = &prof_;
+      loaded_.model = create_model(ctx);
+      loaded_.load_ns = clock() - t0;
+      prof_.model_load_ns = loaded_.load_ns;
+      loaded_.cold_pending = true;
+      if (res.model.name.empty()) {
+        res.model.name = cfg.name;
+        res.model.config = config_to_json(cfg);
+        auto specs = model_tensor_specs(cfg);
+        res.model.dtype = dtype_name(loaded_.weights->dtype_of(specs.front()));
+        res.model.weight_source = loaded_.weights->describe();
+      }
+    } catch (const Error& e) {
+      loaded_.model.reset();
+      loaded_.error = fmt::format("loading {} on {}: {}", in.model, in.backend, e.what());
+    }
+    if (ev_.on_step) ev_.on_step(index, "load", 1, 1);
+  }
+
+  std::vector<int32_t> prompt_of(const Instance& in) {
+    const ModelConfig& cfg = loaded_.weights->config();
+    if (in.spec->prompt.empty()) return synthetic_prompt(in.spec->prompt_tokens, cfg.vocab_size, cfg.bos_token_id);
+    if (!loaded_.tokenizer)
+      loaded_.tokenizer = std::make_unique<Tokenizer>(open_tokenizer(*loaded_.weights, opt_.tokenizer_path));
+    return loaded_.tokenizer->encode(in.spec->prompt, true);
+  }
+
+  void note_memory(Case& c, bool first, int64_t t0_ns) {
+    const profiler::MemoryCounters& m = prof_.memory;
+    c.memory.arena_peak_bytes = std::max(c.memory.arena_peak_bytes, m.arena_peak_bytes);
+    c.memory.device_used_peak_bytes = std::max<int64_t>(c.memory.device_used_peak_bytes, m.device_used_peak_bytes);
+    c.memory.host_pinned_bytes = std::max(c.memory.host_pinned_bytes, m.host_pinned_peak_bytes);
+    if (first && (m.arena_peak_bytes > 0 || m.device_used_peak_bytes > 0))
+      for (const profiler::MemorySample& s : m.timeline)
+        c.memory.timeline.push_back({s.t_ns - t0_ns, s.arena_used_bytes, std::max<int64_t>(0, s.device_used_bytes)});
+  }
+
+  // ---- the calibration workload (calibration.h): no model, no engine code.
+
+  void start_calibration(int index, const Instance& in, Pending& p) {
+    Case& c = p.c;
+    c.suite = in.suite;
+    c.name = in.case_name;
+    c.settings.stage = "none";
+    c.settings.knobs = {{"workload", "calibration"}, {"rows", Calibration::kRows}, {"cols", Calibration::kCols}};
+    if (in.clock != "wall") c.settings.knobs["clock"] = in.clock;
+    c.routing_source = "none";
+    c.prompt_tokens = in.spec->prompt_tokens > 0 ? in.spec->prompt_tokens : 1;
+    c.new_tokens = in.new_tokens;
+    c.repetitions = in.repetitions;
+    c.warmup = 1;
+    if (!calib_) calib_ = std::make_unique<Calibration>();
+    if (ev_.on_step) ev_.on_step(index, "warm-up", 0, 1);
+    calibration_pass(c, nullptr, clock_of(in));
+  }
+
+  void measure_calibration(int index, const Instance& in, Pending& p, int n) {
+    for (int k = 0; k < n; ++k) {
+      if (ev_.on_step) ev_.on_step(index, "repetition", p.reps_done, in.repetitions);
+      Repetition r;
+      calibration_pass(p.c, &r, clock_of(in));
+      p.c.samples.push_back(std::move(r));
+      ++p.reps_done;
+    }
+    log::debug("calibration checksum {}", calib_->checksum());
+  }
+
+  // One "generation": a prefill step of prompt_tokens products, then new_tokens - 1 decode steps.
+  void calibration_pass(const Case& c, Repetition* out, int64_t (*clock)()) {
+    int64_t t0 = clock();
+    calib_->prefill(c.prompt_tokens);
+    int64_t t1 = clock();
+    if (out) {
+      out->latency_ns.push_back(t1 - t0);
+      out->phase.push_back(reports::Phase::prefill);
+      out->ttft_warm_ns = t1 - t0;
+    }
+    for (int t = 1; t < c.new_tokens; ++t) {
+      check_stop();
+      int64_t s = clock();
+      calib_->decode();
+      int64_t e = clock();
+      if (out) {
+        out->latency_ns.push_back(e - s);
+        out->phase.push_back(reports::Phase::decode);
+      }
+    }
+  }
+
+  void write_trace(reports::Results& res) {
+    profiler::write_chrome_trace(opt_.trace_path, trace_);
+    res.run.trace_file = opt_.trace_path;
+    trace_ready_ = false;
+  }
+
+  const RunOptions& opt_;
+  const RunEvents& ev_;
+  profiler::Profiler prof_;
+  Loaded loaded_;
+  reports::DeviceInfo device_;
+  std::unique_ptr<profiler::CuptiCollector> cupti_;
+  std::unique_ptr<Calibration> calib_;
+  profiler::TraceInput trace_;
+  bool trace_pending_ = false;  // trace_ holds the last repetition of an unfinished instance
+  bool trace_ready_ = false;    // ... of the instance that just finished: write it
+};
+
+}  // namespace
+
+std::string token_hash(const std::vector<int32_t>& ids) {
+  XXH64_hash_t h = XXH64(ids.data(), ids.size() * sizeof(int32_t), 0);
+  return fmt::format("{:016x}", static_cast<unsigned long long>(h));
+}
+
+std::vector<int32_t> synthetic_prompt(int prompt_tokens, int vocab_size, int32_t bos_id) {
+  if (prompt_tokens <= 0) fail("prompt_tokens {} must be positive", prompt_tokens);
+  if (vocab_size <= 3) fail("vocab_size {} is too small for a synthetic prompt", vocab_size);
+  std::vector<int32_t> ids;
+  ids.reserve(static_cast<size_t>(prompt_tokens));
+  ids.push_back(bos_id);
+  uint64_t s = 0x9E3779B97F4A7C15ull;
+  while (static_cast<int>(ids.size()) < prompt_tokens) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    ids.push_back(static_cast<int32_t>(3 + s % static_cast<uint64_t>(vocab_size - 3)));
+  }
+  return ids;
+}
+
+RunOutcome run_suite(const std::vector<Instance>& instances, const RunOptions& opt, const RunEvents& ev) {
+  Runner r(opt, ev);
+  return r.run(instances);
+}
+
+}  // namespace moebench::suites

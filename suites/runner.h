@@ -1,0 +1,70 @@
+// runner.h: executes a suite's instances (suite.h) and fills the results schema
+// (reports/results.h). It goes through create_model + Model + EngineSettings only.
+//
+// Per instance:
+//   - a model (re)load when its reload key differs from the loaded one: weights
+//     opened + create_model, timed (model_load_ns);
+//   - `warmup_runs` untimed generations, then `repetitions` measured ones, each
+//     greedy with a fixed token count (EOS ignored), steps recorded by the
+//     profiler (raw per-step ns, prefill vs decode);
+//   - TTFT cold = model load + time to first token of the first generation after
+//     the load; it is stored on samples[0] of the instance that followed the load
+//     (that generation is its first warm-up, or its first repetition when it has
+//     none); other instances have no cold TTFT. TTFT warm = the first step of each
+//     repetition;
+//   - expert counters summed over the measured repetitions from the profiler (as
+//     the engine bumped them: zeros when it bumps none), memory peaks, CUPTI GPU
+//     time when tracing on CUDA, aggregates, the bound, the output-token hash;
+//   - the results file rewritten atomically.
+// With rounds > 1 (suite.h) the repetitions are interleaved across instances and
+// instances finish in the last round.
+// An instance that fails (bad prompt length, model load error, unsupported batch
+// size) is kept with status failed and its one-line error; the run goes on.
+// When *stop becomes true (SIGINT) the current instance is abandoned, the file
+// keeps every finished one, and run_suite returns with interrupted = true.
+#pragma once
+#include <atomic>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "reports/results.h"
+#include "suites/suite.h"
+
+namespace moebench::suites {
+
+struct RunOptions {
+  std::string out_path;          // results JSON, rewritten after every instance ("" = not written)
+  std::string trace_path;        // Chrome trace of the last repetition of the latest finished instance; "" = off
+  std::string tokenizer_path;    // "" = MODEL/tokenizer.json, else the built-in Mistral one
+  double inject_slowdown = 1.0;  // test hook of the CI gate, see GenerateOptions
+  bool measure_bandwidth = true; // device bandwidth measurement (about 0.1 s)
+  const std::atomic<bool>* stop = nullptr;  // set asynchronously (SIGINT) to stop
+  std::vector<std::string> command_line;
+};
+
+// What the runner reports while it works (progress bars, logs). All optional.
+struct RunEvents {
+  std::function<void(int n_instances)> on_plan;
+  std::function<void(int index, const Instance&)> on_instance_start;
+  // phase: "load", "warm-up" or "repetition"; done of total within the phase.
+  std::function<void(int index, const char* phase, int done, int total)> on_step;
+  std::function<void(int index, const reports::Case&)> on_instance_end;
+};
+
+struct RunOutcome {
+  reports::Results results;
+  bool interrupted = false;
+  int failed = 0;  // instances with status failed
+};
+
+RunOutcome run_suite(const std::vector<Instance>& instances, const RunOptions& opt, const RunEvents& ev = {});
+
+// Hex xxh64 of the token ids' bytes (16 lowercase hex digits).
+std::string token_hash(const std::vector<int32_t>& ids);
+
+// The synthetic prompt of `prompt_tokens` ids: BOS, then a fixed pseudo-random
+// sequence over [3, vocab_size) (the same for every run and model of that vocab).
+std::vector<int32_t> synthetic_prompt(int prompt_tokens, int vocab_size, int32_t bos_id);
+
+}  // namespace moebench::suites
