@@ -12,7 +12,7 @@
 // runner counts what an ExpertCache (variants/expert_cache.h) of the stage's
 // policy and slot count does with the routing decisions the real gate makes
 // (CpuModel's routing observer): hits, misses, per-step hit rate, layer x expert
-// usage. No bytes move (bytes_moved and load time stay 0), and there are no
+// usage. No bytes move (loads, bytes_moved and load time stay 0), and there are no
 // next-layer predictions, so `prefetch` counts as LRU. Each case says so in its
 // knobs ("cache_accounting").
 #pragma once
