@@ -476,6 +476,40 @@ TEST(DashboardViews, NullBackendFramesDrawEveryView) {
   EXPECT_GT(render_headless(e, 2), 0);
 }
 
+// The live view while a run streams, and the finished run joining the Runs table.
+TEST(DashboardViews, LiveRunJoinsTheLoadedResults) {
+  DashboardOptions o;  // nothing loaded, live runner on
+  Dashboard d(o);
+  ASSERT_TRUE(d.state().live);
+  LiveSettings ls;
+  ls.stages = {"P0"};
+  ls.new_tokens = 8;
+  ls.repetitions = 1;
+  d.state().live->start(ls);
+  ImGuiContext* ctx = ImGui::CreateContext();
+  ImGuiIO& io = ImGui::GetIO();
+  io.IniFilename = nullptr;
+  io.DisplaySize = ImVec2(1600, 1000);
+  io.DeltaTime = 1.0f / 60;
+  unsigned char* pixels = nullptr;
+  int w = 0, h = 0;
+  io.Fonts->GetTexDataAsRGBA32(&pixels, &w, &h);
+  bool done = false;
+  for (int i = 0; i < 6000 && !done; ++i) {
+    done = d.state().live->poll().state != LiveState::running;
+    ImGui::NewFrame();
+    d.frame();  // draws the live view; after the run, appends its results
+    ImGui::Render();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ImGui::DestroyContext(ctx);
+  ASSERT_TRUE(done);
+  ASSERT_EQ(d.state().sources.results.size(), 1u);
+  EXPECT_EQ(d.state().sources.results[0].path, "live run 1");
+  EXPECT_EQ(build_runs_frame(d.state().sources, {}).rows.size(), 1u);
+  EXPECT_EQ(d.state().selected, (CaseRef{0, 0}));
+}
+
 #else
 
 TEST(Dashboard, SkippedWithoutUi) { GTEST_SKIP() << "built without the dashboard (MOEBENCH_UI=OFF or its packages missing)"; }
