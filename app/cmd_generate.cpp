@@ -7,7 +7,9 @@
 #include "app/command.h"
 #include "app/model_options.h"
 #include "engine/error.h"
+#include "engine/cpu_model.h"
 #include "engine/generate.h"
+#include "engine/routing_recorder.h"
 
 namespace {
 struct Args {
@@ -18,6 +20,7 @@ struct Args {
   float top_p = 1.0f;
   bool ignore_eos = false;
   bool ids = false;
+  std::string record_routing;
 };
 
 int run(const Args& a) {
@@ -26,6 +29,15 @@ int run(const Args& a) {
   WeightSource w = app::open_weights(a.model);
   Tokenizer tok = app::open_tokenizer(a.model, w);
   auto model = app::make_model(a.model, w);
+  std::unique_ptr<RoutingRecorder> rec;
+  if (!a.record_routing.empty()) {
+    auto* cpu = dynamic_cast<CpuModel*>(model.get());
+    if (!cpu) fail("--record-routing is supported on the cpu backend only in this build");
+    const ModelConfig& c = w.config();
+    rec = std::make_unique<RoutingRecorder>(c.num_hidden_layers, c.num_local_experts, c.num_experts_per_tok,
+                                            "moebench generate, routing " + cpu->routing_name());
+    cpu->set_routing_observer(std::ref(*rec));
+  }
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::vector<int32_t> prompt = tok.encode(a.prompt, true);
   GenerateOptions opt;
@@ -47,6 +59,12 @@ int run(const Args& a) {
     }
   });
   std::fputs("\n", stdout);
+  if (rec) save_trace(rec->trace(), a.record_routing);
+  {
+    std::string kv;
+    for (auto& [k, v] : app::settings_from(a.model).to_list()) kv += " " + k + "=" + v;
+    fmt::print("# settings:{}\n", kv);
+  }
   if (a.ids) {
     std::string s;
     for (auto id : r.output) s += (s.empty() ? "" : ",") + std::to_string(id);
@@ -70,5 +88,6 @@ MOEBENCH_COMMAND(generate, "Generate text from a prompt and print a timing summa
   sub.add_option("--top-p", a->top_p, "Nucleus sampling mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
   sub.add_flag("--ignore-eos", a->ignore_eos, "Keep generating after EOS");
   sub.add_flag("--print-ids", a->ids, "Also print the generated token ids");
+  sub.add_option("--record-routing", a->record_routing, "Write the run's expert choices as a routing trace (replay with --routing trace:FILE)");
   return [a] { return run(*a); };
 });

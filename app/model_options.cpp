@@ -8,6 +8,7 @@
 #include "engine/embedded_tokenizer.h"
 #include "engine/error.h"
 #include "engine/log.h"
+#include "variants/stages.h"
 
 namespace moebench::app {
 
@@ -21,6 +22,23 @@ void add_model_options(CLI::App& sub, ModelOptions& o) {
   sub.add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: MODEL/tokenizer.json, else the built-in Mistral one)");
   sub.add_option("--max-model-len", o.max_model_len, "Longest sequence (prompt + new tokens)")->check(CLI::PositiveNumber);
   sub.add_option("--gpu-mem-budget", o.gpu_mem_budget, "Hard cap on device memory, e.g. 22GiB (cuda)");
+  sub.add_option("--stage", o.stage, "Optimisation stage preset: baseline|P0|P1|P2");
+  sub.add_option("--routing", o.routing, "Routing source: model|uniform|mixtral-locality|trace:FILE");
+  sub.add_option("--set", o.sets, "Override a setting, key=value (repeatable; see `moebench info`)");
+}
+
+EngineSettings settings_from(const ModelOptions& o) {
+  EngineSettings s = o.stage.empty() ? EngineSettings{} : stage_settings(o.stage);
+  if (!o.routing.empty()) s.set("routing", o.routing);
+  if (o.stage.empty() || o.max_model_len != 1024) s.max_model_len = o.max_model_len;
+  if (!o.gpu_mem_budget.empty()) s.gpu_mem_budget = o.gpu_mem_budget;
+  for (auto& kv : o.sets) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) fail("--set '{}': expected key=value", kv);
+    s.set(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  s.validate();
+  return s;
 }
 
 WeightSource open_weights(const ModelOptions& o) {
@@ -37,12 +55,12 @@ std::string resolve_backend(const ModelOptions& o) {
   return gpu ? "cuda" : "cpu";
 }
 
-std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w) {
+std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w, profiler::Profiler* prof) {
   EngineContext ctx;
   ctx.weights = &w;
   ctx.backend = resolve_backend(o);
-  ctx.settings.max_model_len = o.max_model_len;
-  ctx.settings.gpu_mem_budget = o.gpu_mem_budget;
+  ctx.settings = settings_from(o);
+  ctx.prof = prof;
   return create_model(ctx);
 }
 

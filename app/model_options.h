@@ -6,8 +6,13 @@
 #include <string>
 
 #include "engine/model.h"
+#include "engine/settings.h"
 #include "engine/tokenizer.h"
 #include "engine/weight_source.h"
+
+namespace moebench::profiler {
+struct Profiler;
+}
 
 namespace moebench::app {
 
@@ -19,12 +24,19 @@ struct ModelOptions {
   std::string tokenizer;  // tokenizer.json; default: DIR/tokenizer.json or the embedded Mistral one
   int max_model_len = 1024;
   std::string gpu_mem_budget;  // e.g. 22GiB (cuda)
+  std::string stage;           // baseline|P0|P1|P2 (variants/stages.h); empty: defaults
+  std::vector<std::string> sets;  // key=value overrides of EngineSettings
+  std::string routing;         // model|uniform|mixtral-locality|trace:FILE
 };
+
+// The settings these options select: stage preset, then --routing, --max-model-len,
+// --gpu-mem-budget, then each --set key=value.
+EngineSettings settings_from(const ModelOptions& o);
 
 void add_model_options(CLI::App& sub, ModelOptions& o);
 WeightSource open_weights(const ModelOptions& o);
 std::string resolve_backend(const ModelOptions& o);
-std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w);
+std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w, profiler::Profiler* prof = nullptr);
 Tokenizer open_tokenizer(const ModelOptions& o, const WeightSource& w);
 
 }  // namespace moebench::app

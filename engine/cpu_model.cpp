@@ -9,17 +9,37 @@
 
 #include "engine/error.h"
 #include "engine/log.h"
+#include "engine/cpu_expert_provider.h"
 #include "engine/ops/ops.h"
+#include "profiler/counters.h"
+#include "profiler/cpu_trace.h"
 
 namespace moebench {
 
 
 CpuModel::CpuModel(const WeightSource& src, int max_seq_len) : cfg_(src.config()), max_len_(max_seq_len) {
+  EngineSettings s;
+  s.expert_tier = "resident";
+  init(src, s);
+}
+
+CpuModel::CpuModel(const EngineContext& ctx)
+    : cfg_(ctx.weights->config()),
+      max_len_(std::min(ctx.settings.max_model_len, ctx.weights->config().max_position_embeddings)),
+      prof_(ctx.prof) {
+  init(*ctx.weights, ctx.settings);
+}
+
+void CpuModel::init(const WeightSource& src, const EngineSettings& settings) {
   const ModelConfig& c = cfg_;
   if (max_len_ <= 0 || max_len_ > c.max_position_embeddings)
     fail("max sequence length {} must be in 1..{} (max_position_embeddings)", max_len_, c.max_position_embeddings);
   const double gib = static_cast<double>(c.total_params()) * 4 / (1ULL << 30);
-  if (gib > 16) fail("model {} needs {:.1f} GiB as fp32 on the CPU backend; the CPU backend is for small models (use the cuda backend)", c.name, gib);
+  if (gib > 16)
+    fail("model {} needs {:.1f} GiB as fp32 on the CPU backend; the CPU backend is for small models (use the cuda backend)",
+         c.name, gib);
+  strategy_ = {settings.dispatch, settings.combine, settings.buffers};
+  validate_strategy(strategy_);
   std::map<std::string, TensorSpec> specs;
   for (auto& s : model_tensor_specs(c)) specs.emplace(s.name, s);
   auto get = [&](const std::string& name) {
@@ -39,17 +59,34 @@ CpuModel::CpuModel(const WeightSource& src, int max_seq_len) : cfg_(src.config()
     L.wo = get(names::layer(l, "self_attn.o_proj.weight"));
     L.ffn_norm = get(names::layer(l, "post_attention_layernorm.weight"));
     L.gate = get(names::layer(l, "block_sparse_moe.gate.weight"));
-    for (int e = 0; e < c.num_local_experts; ++e) {
-      L.w1.push_back(get(names::expert(l, e, "w1")));
-      L.w2.push_back(get(names::expert(l, e, "w2")));
-      L.w3.push_back(get(names::expert(l, e, "w3")));
-    }
   }
   w_.norm = get(names::final_norm());
   if (!c.tie_word_embeddings) w_.lm_head = get(names::lm_head());
   k_cache_.assign(c.num_hidden_layers, std::vector<float>(static_cast<size_t>(max_len_) * c.kv_dim()));
   v_cache_.assign(c.num_hidden_layers, std::vector<float>(static_cast<size_t>(max_len_) * c.kv_dim()));
+
+  RoutingSpec rs = parse_routing_spec(settings.routing);
+  if (rs.kind == RoutingKind::trace) trace_ = std::make_unique<RoutingTrace>(load_trace(rs.trace_path));
+  if (rs.kind != RoutingKind::model) {
+    RoutingParams rp;
+    rp.n_layers = c.num_hidden_layers;
+    rp.n_experts = c.num_local_experts;
+    rp.top_k = c.num_experts_per_tok;
+    rp.seed = settings.routing_seed;
+    rp.trace_path = rs.trace_path;
+    routing_ = make_routing_source(rs, rp);
+  }
+  if (prof_) prof_->experts.configure(c.num_hidden_layers, c.num_local_experts);
+  if (settings.expert_tier == "resident")
+    provider_ = std::make_unique<CpuResidentProvider>(src, prof_);
+  else
+    provider_ = std::make_unique<CpuCachedProvider>(src, settings, prof_, trace_.get());
+  expert_ptrs_.assign(c.num_local_experts, {});
+  log::info("cpu model {}: experts {}, moe {}, routing {}", c.name, provider_->describe(), strategy_.describe(),
+            routing_name());
 }
+
+std::string CpuModel::routing_name() const { return routing_ ? routing_->describe() : "model"; }
 
 size_t CpuModel::weight_bytes() const { return static_cast<size_t>(cfg_.total_params()) * 4; }
 
@@ -60,8 +97,15 @@ void CpuModel::moe(int layer, const float* x, float* out, int n, int pos0) {
   std::vector<float> logits(static_cast<size_t>(n) * E);  // (n, E)
   std::vector<int32_t> ids(static_cast<size_t>(n) * K);   // (n, K)
   std::vector<float> wts(static_cast<size_t>(n) * K);     // (n, K)
-  cpu::linear(x, L.gate.data(), logits.data(), n, H, E);
-  cpu::router_topk(logits.data(), ids.data(), wts.data(), n, E, K);
+  {
+    profiler::ScopedRange r(prof_ ? &prof_->trace : nullptr, profiler::RangeKind::router, layer);
+    cpu::linear(x, L.gate.data(), logits.data(), n, H, E);
+    cpu::router_topk(logits.data(), ids.data(), wts.data(), n, E, K);
+    if (routing_) {  // another routing source picks the experts; the gate's softmax weighs them
+      routing_->route(step_, layer, n, ids, {});
+      cpu::router_reweight(logits.data(), ids.data(), wts.data(), n, E, K);
+    }
+  }
   if (observer_) observer_(layer, pos0, n, ids.data(), wts.data());
   if (log::enabled(log::Level::debug))
     for (int i = 0; i < n; ++i) {
@@ -69,33 +113,20 @@ void CpuModel::moe(int layer, const float* x, float* out, int n, int pos0) {
       for (int j = 0; j < K; ++j) s += fmt::format(" e{}:{:.3f}", ids[i * K + j], wts[i * K + j]);
       log::debug("layer {} pos {} experts{}", layer, pos0 + i, s);
     }
-  // Grouped dispatch: gather each expert's tokens, run the expert once on them,
-  // keep per (token, slot) outputs, then combine in slot order.
-  std::vector<float> y(static_cast<size_t>(n) * K * H);  // (n, K, H)
-  std::vector<int> rows;
-  std::vector<float> xin, yout, scratch;
-  for (int e = 0; e < E; ++e) {
-    rows.clear();
-    for (int r = 0; r < n * K; ++r)
-      if (ids[r] == e) rows.push_back(r);
-    if (rows.empty()) continue;
-    const int m = static_cast<int>(rows.size());
-    xin.resize(static_cast<size_t>(m) * H);
-    yout.resize(static_cast<size_t>(m) * H);
-    scratch.resize(static_cast<size_t>(m) * 2 * I);
-    for (int i = 0; i < m; ++i) std::memcpy(&xin[static_cast<size_t>(i) * H], x + static_cast<size_t>(rows[i] / K) * H, H * 4);
-    cpu::swiglu_expert(xin.data(), L.w1[e].data(), L.w3[e].data(), L.w2[e].data(), yout.data(), scratch.data(), m, H, I);
-    for (int i = 0; i < m; ++i) std::memcpy(&y[static_cast<size_t>(rows[i]) * H], &yout[static_cast<size_t>(i) * H], H * 4);
+  {
+    profiler::ScopedRange r(prof_ ? &prof_->trace : nullptr, profiler::RangeKind::expert_load, layer);
+    provider_->acquire(step_, layer, ids.data(), n * K, expert_ptrs_.data(), nullptr);
   }
-  for (int t = 0; t < n; ++t) {
-    float* o = out + static_cast<size_t>(t) * H;
-    std::fill(o, o + H, 0.0f);
-    for (int j = 0; j < K; ++j) {
-      const float wj = wts[t * K + j];
-      const float* yj = &y[(static_cast<size_t>(t) * K + j) * H];
-      for (int d = 0; d < H; ++d) o[d] += wj * yj[d];
-    }
+  if (provider_->wants_prediction() && layer + 1 < c.num_hidden_layers) {
+    // Speculation: the next layer's gate applied to this layer's MoE input.
+    std::vector<float> nl(static_cast<size_t>(n) * E), nw(static_cast<size_t>(n) * K);
+    std::vector<int32_t> nid(static_cast<size_t>(n) * K);
+    cpu::linear(x, w_.layers[layer + 1].gate.data(), nl.data(), n, H, E);
+    cpu::router_topk(nl.data(), nid.data(), nw.data(), n, E, K);
+    provider_->prefetch(step_, layer + 1, nid.data(), n * K);
   }
+  profiler::ScopedRange r(prof_ ? &prof_->trace : nullptr, profiler::RangeKind::expert_compute, layer);
+  moe_cpu(strategy_, x, ids.data(), wts.data(), expert_ptrs_.data(), out, n, H, I, E, K, moe_ws_);
 }
 
 void CpuModel::forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits) {
@@ -129,6 +160,7 @@ void CpuModel::forward(const int32_t* tokens, int n, int pos0, float* logits, fl
     moe(l, h.data(), m.data(), n, pos0);
     cpu::add_inplace(x.data(), m.data(), n, H);
   }
+  ++step_;
   const float* head = c.tie_word_embeddings ? w_.embed.data() : w_.lm_head.data();
   if (all_logits) {
     cpu::rmsnorm(x.data(), w_.norm.data(), h.data(), n, H, c.rms_norm_eps);

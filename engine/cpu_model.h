@@ -7,8 +7,12 @@
 #include <functional>
 #include <vector>
 
+#include "engine/engine.h"
+#include "engine/expert_provider.h"
 #include "engine/model.h"
 #include "engine/weight_source.h"
+#include "variants/moe_strategy.h"
+#include "variants/routing.h"
 
 namespace moebench {
 
@@ -20,7 +24,6 @@ struct CpuLayerWeights {
   std::vector<float> wo;         // (H, q_dim)
   std::vector<float> ffn_norm;   // (H)
   std::vector<float> gate;       // (E, H)
-  std::vector<std::vector<float>> w1, w2, w3;  // per expert: (I, H), (H, I), (I, H)
 };
 
 struct CpuWeights {
@@ -35,22 +38,37 @@ using RoutingObserver = std::function<void(int layer, int pos0, int n, const int
 
 class CpuModel : public Model {
  public:
+  // Resident experts, fused strategy, model routing.
   CpuModel(const WeightSource& src, int max_seq_len);
+  // Everything from the settings: expert tier + cache policy, MoE strategy, routing source.
+  explicit CpuModel(const EngineContext& ctx);
   const ModelConfig& config() const override { return cfg_; }
   std::string backend() const override { return "cpu"; }
   void forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits = nullptr) override;
-  void reset() override {}
+  void reset() override { step_ = 0; }
   int max_seq_len() const override { return max_len_; }
   void set_routing_observer(RoutingObserver o) { observer_ = std::move(o); }
   size_t weight_bytes() const;  // fp32 bytes held
+  const ExpertProvider& experts() const { return *provider_; }
+  const MoeCpuWorkspace& moe_workspace() const { return moe_ws_; }
+  std::string routing_name() const;
 
  private:
+  void init(const WeightSource& src, const EngineSettings& s);
   void moe(int layer, const float* x, float* out, int n, int pos0);
   ModelConfig cfg_;
   CpuWeights w_;
   int max_len_;
   std::vector<std::vector<float>> k_cache_, v_cache_;  // per layer (max_len, n_kv, head_dim)
   RoutingObserver observer_;
+  profiler::Profiler* prof_ = nullptr;
+  std::unique_ptr<ExpertProvider> provider_;
+  std::unique_ptr<RoutingSource> routing_;  // null: the model's own gate
+  std::unique_ptr<RoutingTrace> trace_;     // replayed trace (also feeds belady/static)
+  MoeStrategy strategy_;
+  MoeCpuWorkspace moe_ws_;
+  std::vector<ExpertWeights> expert_ptrs_;  // (E)
+  int step_ = 0;                            // forward calls since reset
 };
 
 }  // namespace moebench

@@ -13,7 +13,8 @@ std::unique_ptr<Model> create_model(const EngineContext& ctx) {
   ctx.settings.validate();
   if (ctx.backend == "cpu") {
     int len = std::min(ctx.settings.max_model_len, ctx.weights->config().max_position_embeddings);
-    return std::make_unique<CpuModel>(*ctx.weights, len);
+    (void)len;
+    return std::make_unique<CpuModel>(ctx);
   }
 #if MOEBENCH_CUDA_MODEL
   if (ctx.backend == "cuda") return create_cuda_model(ctx);

@@ -29,6 +29,10 @@ class ExpertProvider {
   // num_local_experts entries). On CUDA, `stream` is the compute stream (cudaStream_t):
   // the provider makes it wait only on the load events of the experts it needs.
   virtual void acquire(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void* stream) = 0;
+  // False when acquire does not look at the routed ids (every expert is resident): the
+  // model may then skip copying the router's choice to the host (no sync) and call
+  // acquire with ids == nullptr, n_ids == 0, which fills out[e] for every expert.
+  virtual bool needs_ids() const { return true; }
   // True when the provider wants the predicted experts of layer L+1 while layer L runs.
   virtual bool wants_prediction() const { return false; }
   // Predicted experts for `layer` ((n_tokens, top_k) flat), issued ahead on the copy stream.

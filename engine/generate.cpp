@@ -1,15 +1,25 @@
 // generate.cpp: see generate.h.
 #include "engine/generate.h"
 
-#include <chrono>
-
 #include "engine/error.h"
+#include "profiler/clock.h"
+#include "profiler/counters.h"
 
 namespace moebench {
 
 namespace {
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
+using profiler::now_ns;
+
+// Ends a step that began at `start`: spins until it has lasted `slowdown` times
+// its real duration (the injected-slowdown hook), then returns the end time.
+int64_t end_step(int64_t start, double slowdown) {
+  int64_t end = now_ns();
+  if (slowdown > 1.0) {
+    const int64_t until = start + static_cast<int64_t>(static_cast<double>(end - start) * slowdown);
+    while ((end = now_ns()) < until) {
+    }
+  }
+  return end;
 }
 }  // namespace
 
@@ -25,6 +35,7 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   validate_sampling(opt.sampling);
   if (prompt.empty()) fail("the prompt is empty (expected at least one token)");
   if (opt.max_new_tokens < 0) fail("max-new-tokens {} must be >= 0", opt.max_new_tokens);
+  if (!(opt.inject_slowdown >= 1.0)) fail("inject_slowdown {} must be >= 1", opt.inject_slowdown);
   const int total = static_cast<int>(prompt.size()) + opt.max_new_tokens;
   if (total > model.max_seq_len())
     fail("prompt ({} tokens) + max-new-tokens ({}) = {} exceeds max_model_len {}", prompt.size(), opt.max_new_tokens,
@@ -37,9 +48,16 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   std::vector<float> logits(c.vocab_size);
   if (opt.max_new_tokens == 0) return r;
   int64_t t0 = now_ns();
-  model.forward(prompt.data(), static_cast<int>(prompt.size()), 0, logits.data());
-  int32_t tok = sampler.sample(logits.data(), c.vocab_size);
-  int64_t t1 = now_ns();
+  // Greedy: the model picks the token (on the device for CUDA: no logits copy).
+  const bool greedy = opt.sampling.temperature == 0.0f;
+  auto step = [&](const int32_t* toks, int n, int pos0) {
+    if (greedy) return model.forward_argmax(toks, n, pos0);
+    model.forward(toks, n, pos0, logits.data());
+    return sampler.sample(logits.data(), c.vocab_size);
+  };
+  int32_t tok = step(prompt.data(), static_cast<int>(prompt.size()), 0);
+  int64_t t1 = end_step(t0, opt.inject_slowdown);
+  if (opt.prof) opt.prof->record_token(profiler::Phase::prefill, static_cast<int32_t>(prompt.size()), t0, t1);
   r.prefill_ns = t1 - t0;
   r.output.push_back(tok);
   r.token_latency_ns.push_back(t1 - t0);
@@ -51,9 +69,9 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
       break;
     }
     int64_t s = now_ns();
-    model.forward(&tok, 1, pos++, logits.data());
-    tok = sampler.sample(logits.data(), c.vocab_size);
-    int64_t e = now_ns();
+    tok = step(&tok, 1, pos++);
+    int64_t e = end_step(s, opt.inject_slowdown);
+    if (opt.prof) opt.prof->record_token(profiler::Phase::decode, 1, s, e);
     r.output.push_back(tok);
     r.token_latency_ns.push_back(e - s);
     r.decode_ns += e - s;

@@ -1,5 +1,7 @@
 // generate.h: the generation loop — prefill the prompt, then decode one token at a
-// time — with per-token timing (steady_clock, int64 ns).
+// time — with per-token timing (steady_clock, int64 ns). With a profiler it also
+// records every step there (record_token: prefill with the prompt's token count,
+// then one decode step per token).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -10,10 +12,19 @@
 
 namespace moebench {
 
+namespace profiler {
+struct Profiler;
+}
+
 struct GenerateOptions {
   int max_new_tokens = 32;
   SamplingParams sampling;
   bool stop_at_eos = true;
+  profiler::Profiler* prof = nullptr;  // optional: steps are recorded here
+  // Test hook of the CI regression gate (MOEBENCH_INJECT_SLOWDOWN): each timed
+  // step is stretched to this multiple of its duration by spinning before its end
+  // timestamp. 1 = off.
+  double inject_slowdown = 1.0;
 };
 
 struct GenerateResult {

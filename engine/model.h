@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "engine/config.h"
 
@@ -19,6 +20,17 @@ class Model {
   // token (vocab floats) to `logits`. When all_logits is non-null it receives
   // (n, vocab) logits of every token instead (for teacher forcing and tests).
   virtual void forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits = nullptr) = 0;
+  // forward() for greedy decoding: returns the argmax of the last token's logits (ties to
+  // the lower id). Backends that can pick the token on the device (CUDA) override this to
+  // avoid copying the logits to the host.
+  virtual int32_t forward_argmax(const int32_t* tokens, int n, int pos0) {
+    std::vector<float> logits(static_cast<size_t>(config().vocab_size));
+    forward(tokens, n, pos0, logits.data());
+    int32_t best = 0;
+    for (int32_t i = 1; i < config().vocab_size; ++i)
+      if (logits[i] > logits[best]) best = i;
+    return best;
+  }
   // Forgets the KV cache (a new sequence starts at position 0).
   virtual void reset() = 0;
   virtual int max_seq_len() const = 0;

@@ -61,8 +61,12 @@ class ScopedRange {
  public:
   ScopedRange(CpuTrace& trace, RangeKind kind, int32_t layer = -1, int32_t expert = -1,
               const char* name = nullptr) noexcept
+      : ScopedRange(&trace, kind, layer, expert, name) {}
+  // trace may be null (no profiler attached): NVTX only.
+  ScopedRange(CpuTrace* trace, RangeKind kind, int32_t layer = -1, int32_t expert = -1,
+              const char* name = nullptr) noexcept
       : nvtx_(kind, expert >= 0 ? expert : layer, name),
-        trace_(trace.enabled() ? &trace : nullptr),
+        trace_(trace != nullptr && trace->enabled() ? trace : nullptr),
         kind_(kind), name_(name), layer_(layer), expert_(expert),
         start_ns_(trace_ != nullptr ? now_ns() : 0) {}
   ~ScopedRange() {

@@ -1,5 +1,6 @@
 // test_util.h: shared helpers for tests (fixture paths, temp dirs).
 #pragma once
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -7,7 +8,12 @@
 
 namespace moebench::test {
 
-inline std::string source_dir() { return MOEBENCH_SOURCE_DIR; }
+// The source tree: $MOEBENCH_SOURCE_DIR when set (binaries carried to another machine,
+// run from a checkout at another path), else the tree the tests were built from.
+inline std::string source_dir() {
+  const char* env = std::getenv("MOEBENCH_SOURCE_DIR");
+  return env && *env ? env : MOEBENCH_SOURCE_DIR;
+}
 inline std::string fixture(const std::string& rel) { return source_dir() + "/tests/fixtures/" + rel; }
 
 // A fresh temporary directory removed at scope exit.

@@ -14,6 +14,7 @@
 
 #include "engine/error.h"
 #include "engine/tokenizer.h"
+#include "test_util.h"
 
 using namespace moebench;
 using nlohmann::json;
@@ -21,7 +22,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string kFixtureDir = std::string(MOEBENCH_SOURCE_DIR) + "/tests/fixtures/mistral";
+const std::string kFixtureDir = moebench::test::source_dir() + "/tests/fixtures/mistral";
 
 const Tokenizer& mistral() {
   static const Tokenizer t = Tokenizer::load(kFixtureDir + "/tokenizer.json");

@@ -109,6 +109,35 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_combine_kernel(const
   }
 }
 
+// Like moe_down_combine_kernel but without the routing weights: y[p] = w2_{ids[p]} @ h[p].
+template <int R>
+__global__ void __launch_bounds__(kGemvWarps * 32) moe_down_pairs_kernel(const bf16* __restrict__ h,
+                                                                        const int32_t* __restrict__ ids,
+                                                                        const bf16* const* __restrict__ w2s,
+                                                                        float* __restrict__ y, int n_pairs, int K,
+                                                                        int N) {
+  constexpr int U = 8 / R;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
+  if (row0 >= N) return;
+  for (int p = 0; p < n_pairs; ++p) {
+    const bf16* w2 = w2s[ids[p]];
+    const bf16* wr[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) wr[r] = w2 + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+    const bf16* xr[1] = {h + static_cast<int64_t>(p) * K};
+    float acc[R][1];
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[r][0] = 0;
+    detail::gemv_warp<R, 1, U>(wr, xr, 1, K / 8, lane, acc);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float s = warp_sum(acc[r][0]);
+      if (lane == 0 && row0 + r < N) y[static_cast<int64_t>(p) * N + row0 + r] = s;
+    }
+  }
+}
+
 template <int M>
 void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
                     int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
@@ -119,6 +148,20 @@ void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, c
   else moe_gate_up_kernel<M, 1><<<grid, kGemvWarps * 32, 0, stream>>>(x, ids, w1s, w3s, h, n, k, hidden, inter);
   CUDA_CHECK_LAUNCH("moe_gate_up_kernel");
 }
+
+void check_shape(const char* what, int n, int k, int hidden, int inter) {
+  if (n > kGemvMaxRows || n * k > kMaxPairs || hidden % 8 != 0 || inter % 8 != 0)
+    fail_msg(msg("cuda::", what, ": needs n <= ", kGemvMaxRows, " (got ", n, "), n*k <= ", kMaxPairs, " (got ",
+                 n * k, "), hidden and inter multiples of 8 (got ", hidden, ", ", inter, ")"));
+}
+
+void gate_up_any(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
+                 int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
+  if (n == 1) launch_gate_up<1>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  else if (n == 2) launch_gate_up<2>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  else if (n <= 4) launch_gate_up<4>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  else launch_gate_up<8>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+}
 }  // namespace
 
 void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
@@ -126,13 +169,8 @@ void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, c
                       int n_experts, int hidden, int inter, cudaStream_t stream) {
   MB_NVTX_RANGE("moe_decode_fused");
   if (n <= 0) return;
-  if (n > kGemvMaxRows || n * k > kMaxPairs || hidden % 8 != 0 || inter % 8 != 0)
-    fail_msg(msg("cuda::moe_decode_fused: needs n <= ", kGemvMaxRows, " (got ", n, "), n*k <= ", kMaxPairs, " (got ",
-                 n * k, "), hidden and inter multiples of 8 (got ", hidden, ", ", inter, ")"));
-  if (n == 1) launch_gate_up<1>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
-  else if (n == 2) launch_gate_up<2>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
-  else if (n <= 4) launch_gate_up<4>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
-  else launch_gate_up<8>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  check_shape("moe_decode_fused", n, k, hidden, inter);
+  gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
   const int R = detail::gemv_rows_per_warp(hidden);
   const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kGemvWarps * R));
   switch (R) {
@@ -141,6 +179,23 @@ void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, c
     default: moe_down_combine_kernel<1><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden); break;
   }
   CUDA_CHECK_LAUNCH("moe_down_combine_kernel");
+}
+
+void moe_decode_experts(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s,
+                        const bf16* const* w2s, bf16* h, float* y, int n, int k, int n_experts, int hidden, int inter,
+                        cudaStream_t stream) {
+  MB_NVTX_RANGE("moe_decode_experts");
+  if (n <= 0) return;
+  check_shape("moe_decode_experts", n, k, hidden, inter);
+  gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  const int R = detail::gemv_rows_per_warp(hidden);
+  const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kGemvWarps * R));
+  switch (R) {
+    case 4: moe_down_pairs_kernel<4><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, w2s, y, n * k, inter, hidden); break;
+    case 2: moe_down_pairs_kernel<2><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, w2s, y, n * k, inter, hidden); break;
+    default: moe_down_pairs_kernel<1><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, w2s, y, n * k, inter, hidden); break;
+  }
+  CUDA_CHECK_LAUNCH("moe_down_pairs_kernel");
 }
 
 }  // namespace moebench::cuda

@@ -105,6 +105,32 @@ void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, c
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
                       int n_experts, int hidden, int inter, cudaStream_t stream);
 
+// The same experts without the combine: y (n * k, hidden) fp32, row p = t * k + j holds
+// expert_{ids[p]}(x_t) unweighted (for the loop / index_add combines). Same launch 1.
+void moe_decode_experts(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s,
+                        const bf16* const* w2s, bf16* h, float* y, int n, int k, int n_experts, int hidden, int inter,
+                        cudaStream_t stream);
+
+// ---- moe_dispatch.cu ----
+// Pairs p = t * k + j of ids (n_pairs) sorted by (expert, p): perm (n_pairs) sorted -> pair,
+// inv (n_pairs) pair -> sorted row, offsets (n_experts + 1) start of each expert's rows.
+// One block, stable, deterministic. n_experts <= 1024.
+void moe_sort_by_expert(const int32_t* ids, int n_pairs, int n_experts, int32_t* perm, int32_t* inv, int32_t* offsets,
+                        cudaStream_t stream);
+// Serial dispatch's mask select of one expert: its pairs, in order, go to perm[base ..],
+// inv is set for them, and their number to *count (device).
+void moe_select_expert(const int32_t* ids, int n_pairs, int expert, int base, int32_t* perm, int32_t* inv,
+                       int32_t* count, cudaStream_t stream);
+// xin (rows, hidden) bf16: row r = x[perm[r] / k] (x (n, hidden) bf16).
+void moe_gather_rows(const bf16* x, const int32_t* perm, int k, bf16* xin, int rows, int hidden, cudaStream_t stream);
+// Loop combine, one (token, slot) pair p per launch: out[p / k] = fma(weights[p], y[row], out[p / k]),
+// row = inv ? inv[p] : p. y (rows, hidden) fp32; out (n, hidden) fp32.
+void moe_combine_pair(const float* y, const int32_t* inv, const float* weights, int p, int k, float* out, int hidden,
+                      cudaStream_t stream);
+// All pairs in one launch: out[t] += sum_j weights[t,j] * y[row(t,j)] (fma chain from 0, slot order).
+void moe_combine_all(const float* y, const int32_t* inv, const float* weights, int n, int k, float* out, int hidden,
+                     cudaStream_t stream);
+
 // ---- sampling.cu ----
 // logits (n, vocab) fp32 -> ids (n) = argmax (ties to the lower index; NaN never wins).
 void argmax(const float* logits, int32_t* ids, int n, int vocab, cudaStream_t stream);

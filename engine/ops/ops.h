@@ -41,3 +41,10 @@ void swiglu_expert(const float* x, const float* w1, const float* w3, const float
 void add_inplace(float* x, const float* y, int n, int dim);
 
 }  // namespace moebench::cpu
+
+namespace moebench::cpu {
+// Weights of already-chosen experts (another routing source picked ids): softmax of
+// the gate's logits (n, n_experts) at ids (n, k), renormalised to sum 1 — the same
+// arithmetic as router_topk, so choosing the gate's own top-k gives identical weights.
+void router_reweight(const float* logits, const int32_t* ids, float* weights, int n, int n_experts, int k);
+}  // namespace moebench::cpu

@@ -37,4 +37,21 @@ void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n
   }
 }
 
+void router_reweight(const float* logits, const int32_t* ids, float* weights, int n, int n_experts, int k) {
+  for (int i = 0; i < n; ++i) {
+    const float* li = logits + static_cast<size_t>(i) * n_experts;
+    float mx = li[0];
+    for (int e = 1; e < n_experts; ++e) mx = std::max(mx, li[e]);
+    float sum = 0;
+    for (int e = 0; e < n_experts; ++e) sum += std::exp(li[e] - mx);
+    float wsum = 0;
+    for (int j = 0; j < k; ++j) {
+      float p = std::exp(li[ids[static_cast<size_t>(i) * k + j]] - mx) / sum;
+      weights[static_cast<size_t>(i) * k + j] = p;
+      wsum += p;
+    }
+    for (int j = 0; j < k; ++j) weights[static_cast<size_t>(i) * k + j] /= wsum;
+  }
+}
+
 }  // namespace moebench::cpu

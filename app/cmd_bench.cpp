@@ -1,0 +1,260 @@
+// cmd_bench.cpp: `moebench bench` — resident decode / prefill throughput against the
+// physical limit measured in the same process. Per case (batch x prompt length): a
+// warm-up generation, then R measured repetitions of prefill + greedy decode; tokens/s,
+// TTFT, the bytes of weights one decode token must read (attention + router + top-k
+// experts + norms per layer, final norm, lm_head), the HBM bandwidth of a device copy
+// kernel (read + write), and the % of the bound. Results go to --out in the
+// reports/results.h schema (rewritten atomically after every case); a Markdown table to
+// stdout. Batch 1 only: the model has no batched forward yet (issue 3 item 4).
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <fstream>
+#include <memory>
+#include <thread>
+
+#include "app/command.h"
+#include "app/model_options.h"
+#include "engine/device_info.h"
+#include "engine/engine.h"
+#include "engine/error.h"
+#include "engine/log.h"
+#include "engine/units.h"
+#include "profiler/clock.h"
+#include "reports/markdown.h"
+#include "reports/results.h"
+#if MOEBENCH_CUDA_MODEL
+#include "engine/cuda/bandwidth.h"
+#include "engine/cuda/device.h"
+#endif
+
+namespace {
+using namespace moebench;
+
+struct Args {
+  app::ModelOptions model;
+  int layers = 0;
+  std::vector<int> batch{1};
+  std::vector<int> prompt_tokens{50};
+  int new_tokens = 128;
+  int repetitions = 3;
+  std::vector<std::string> set;
+  std::string out;
+};
+
+// Bytes of weights one batch-1 decode token reads.
+uint64_t decode_weight_bytes(const ModelConfig& c) {
+  const uint64_t H = c.hidden_size;
+  const uint64_t per_layer = 2 * H + static_cast<uint64_t>(c.attention_params()) +
+                             static_cast<uint64_t>(c.num_local_experts) * H +
+                             static_cast<uint64_t>(c.num_experts_per_tok) * static_cast<uint64_t>(c.expert_params());
+  return 2 * (per_layer * c.num_hidden_layers + H + static_cast<uint64_t>(c.vocab_size) * H);
+}
+uint64_t all_weight_bytes(const ModelConfig& c) { return 2 * static_cast<uint64_t>(c.total_params()); }
+
+std::string iso_now() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+reports::HostInfo host_info() {
+  reports::HostInfo h;
+  char name[256] = {0};
+  if (gethostname(name, sizeof name - 1) == 0) h.name = name;
+  std::ifstream cpu("/proc/cpuinfo");
+  for (std::string line; std::getline(cpu, line);)
+    if (line.rfind("model name", 0) == 0) {
+      h.cpu_model = line.substr(line.find(':') + 2);
+      break;
+    }
+  h.cores = static_cast<int>(std::thread::hardware_concurrency());
+  h.memory_bytes = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  return h;
+}
+
+std::string token_hash(const std::vector<int32_t>& ids) {
+  return fmt::format("{:016x}", XXH64(ids.data(), ids.size() * sizeof(int32_t), 0));
+}
+
+// A deterministic prompt of n ids (no special tokens 0..2).
+std::vector<int32_t> make_prompt(int n, int vocab) {
+  std::vector<int32_t> p(n);
+  for (int i = 0; i < n; ++i) p[i] = 3 + static_cast<int32_t>((static_cast<int64_t>(i) * 7919 + 13) % (vocab - 3));
+  return p;
+}
+
+int run(Args a) {
+  if (a.layers > 0) {
+    if (!a.model.preset.empty()) a.model.preset += fmt::format(":layers={}", a.layers);
+    else if (a.model.model.rfind("synthetic:", 0) == 0 || a.model.model.find(':') == std::string::npos)
+      a.model.model += fmt::format(":layers={}", a.layers);
+    else fail("--layers {} applies to synthetic models only (got --model {})", a.layers, a.model.model);
+  }
+  for (int b : a.batch)
+    if (b != 1)
+      fail("--batch {}: only batch 1 is supported so far (the model has no batched forward yet; issue 3 item 4)", b);
+  WeightSource w = app::open_weights(a.model);
+  const ModelConfig& c = w.config();
+  EngineContext ctx;
+  ctx.weights = &w;
+  ctx.backend = app::resolve_backend(a.model);
+  ctx.settings.max_model_len = a.model.max_model_len;
+  ctx.settings.gpu_mem_budget = a.model.gpu_mem_budget;
+  for (auto& kv : a.set) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos) fail("--set {}: expected key=value", kv);
+    ctx.settings.set(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  const int longest = *std::max_element(a.prompt_tokens.begin(), a.prompt_tokens.end()) + a.new_tokens;
+  if (longest > ctx.settings.max_model_len) ctx.settings.max_model_len = longest;
+
+  reports::Results res;
+  res.run.tool_version = "moebench bench";
+  res.run.commit = MOEBENCH_GIT_COMMIT;
+  res.run.build_type = MOEBENCH_BUILD_TYPE;
+  res.run.start_time = iso_now();
+  res.run.command_line = {"moebench", "bench"};
+  res.host = host_info();
+  res.model.name = c.name;
+  res.model.config = config_to_json(c);
+  res.model.dtype = "bf16";
+  res.model.weight_source = w.describe();
+  res.device.kind = ctx.backend == "cuda" ? reports::DeviceKind::cuda : reports::DeviceKind::cpu;
+  res.device.name = res.host.cpu_model;
+#if MOEBENCH_CUDA_MODEL
+  if (ctx.backend == "cuda") {
+    auto d = cuda::device_info();
+    res.device.name = d.name;
+    res.device.sm_count = d.sm_count;
+    res.device.memory_bytes = static_cast<int64_t>(d.total_bytes);
+    for (auto& dd : cuda_devices()) res.device.driver = dd.driver;
+    // Measured before the arena takes the memory.
+    res.device.hbm_gbps = cuda::measure_hbm_copy().gbps;
+    res.device.h2d_gbps = cuda::measure_h2d_pinned().gbps;
+    fmt::print(stderr, "device {}: copy kernel {:.0f} GB/s (read + write), pinned H2D {:.1f} GB/s\n", d.name,
+               res.device.hbm_gbps, res.device.h2d_gbps);
+  }
+#endif
+  const int64_t t_load0 = profiler::now_ns();
+  auto model = create_model(ctx);
+  const int64_t load_ns = profiler::now_ns() - t_load0;
+  fmt::print(stderr, "model {} loaded in {:.2f} s ({})\n", c.name, load_ns / 1e9, w.describe());
+
+  const uint64_t tok_bytes = decode_weight_bytes(c), all_bytes = all_weight_bytes(c);
+  const double bw = res.device.hbm_gbps;
+  std::vector<std::vector<std::string>> rows;
+  bool first_case = true;
+  for (int B : a.batch)
+    for (int P : a.prompt_tokens) {
+      reports::Case k;
+      k.suite = "bench";
+      k.name = fmt::format("b{}_p{}_n{}", B, P, a.new_tokens);
+      k.settings.stage = ctx.settings.stage;
+      for (auto& [key, v] : ctx.settings.to_list()) k.settings.knobs[key] = v;
+      k.settings.knobs["batch"] = B;
+      k.settings.knobs["backend"] = ctx.backend;
+      k.routing_source = ctx.settings.routing;
+      k.prompt_tokens = P;
+      k.new_tokens = a.new_tokens;
+      k.repetitions = a.repetitions;
+      k.warmup = 1;
+      const auto prompt = make_prompt(P, c.vocab_size);
+      std::vector<int32_t> out;
+      int64_t cold_ns = -1;  // load + the first prefill of the process (the warm-up of the first case)
+      try {
+        for (int rep = -1; rep < a.repetitions; ++rep) {
+          model->reset();
+          reports::Repetition r;
+          out.clear();
+          int64_t t0 = profiler::now_ns();
+          int32_t tok = model->forward_argmax(prompt.data(), P, 0);
+          int64_t t1 = profiler::now_ns();
+          r.latency_ns.push_back(t1 - t0);
+          r.phase.push_back(reports::Phase::prefill);
+          r.ttft_warm_ns = t1 - t0;
+          if (first_case && rep == -1) cold_ns = load_ns + (t1 - t0);
+          out.push_back(tok);
+          for (int i = 1; i < a.new_tokens; ++i) {
+            const int64_t s = profiler::now_ns();
+            tok = model->forward_argmax(&tok, 1, P + i - 1);
+            r.latency_ns.push_back(profiler::now_ns() - s);
+            r.phase.push_back(reports::Phase::decode);
+            out.push_back(tok);
+          }
+          if (rep >= 0) k.samples.push_back(std::move(r));
+        }
+        if (cold_ns >= 0 && !k.samples.empty()) k.samples[0].ttft_cold_ns = cold_ns;
+        k.output_token_hash = token_hash(out);
+      } catch (const Error& e) {
+        k.status = reports::CaseStatus::failed;
+        k.error = e.what();
+      }
+      first_case = false;
+      k.aggregates = reports::compute_aggregates(k);
+      const auto& g = k.aggregates;
+      const bool decode_case = a.new_tokens > 1;
+      if (bw > 0) {
+        reports::Bound bound;
+        if (decode_case) {
+          const double limit = bw * 1e9 / static_cast<double>(tok_bytes);
+          bound.description = fmt::format("resident decode: {:.3f} GB of weights per token / {:.0f} GB/s copy-kernel HBM",
+                                          tok_bytes / 1e9, bw);
+          bound.value = limit;
+          bound.unit = "tok/s";
+          bound.percent = g.decode_tok_s / limit * 100;
+        } else {
+          const double ms = static_cast<double>(all_bytes) / (bw * 1e9) * 1e3;
+          bound.description = fmt::format("prefill: every weight read once, {:.2f} GB / {:.0f} GB/s = {:.2f} ms",
+                                          all_bytes / 1e9, bw, ms);
+          bound.value = ms;
+          bound.unit = "ms";
+          bound.percent = g.ttft_warm_ns > 0 ? ms / (g.ttft_warm_ns / 1e6) * 100 : 0;
+        }
+        k.bound = bound;
+      }
+      rows.push_back({k.name, std::to_string(P), std::to_string(a.new_tokens), fmt::format("{:.1f}", g.prefill_tok_s),
+                      fmt::format("{:.2f}", g.ttft_warm_ns / 1e6),
+                      decode_case ? fmt::format("{:.1f}", g.decode_tok_s) : "-",
+                      decode_case ? fmt::format("{:.3f}", g.tpot_ns / 1e6) : "-", fmt::format("{:.3f}", tok_bytes / 1e9),
+                      fmt::format("{:.0f}", bw),
+                      k.bound ? fmt::format("{:.1f} {}", k.bound->value, k.bound->unit) : "-",
+                      k.bound ? fmt::format("{:.1f}%", k.bound->percent) : "-",
+                      k.status == reports::CaseStatus::ok ? "ok" : "failed: " + k.error});
+      res.cases.push_back(std::move(k));
+      if (!a.out.empty()) reports::save_results(a.out, res);
+    }
+  fmt::print("# moebench bench: {} on {} ({}), dispatch={} combine={} buffers={}\n\n", c.name, res.device.name,
+             ctx.backend, ctx.settings.dispatch, ctx.settings.combine, ctx.settings.buffers);
+  fmt::print("{}", reports::markdown_table({"case", "prompt", "new", "prefill tok/s", "TTFT ms", "decode tok/s",
+                                            "TPOT ms", "GB/token", "HBM GB/s", "bound", "% of bound", "status"},
+                                           {false, true, true, true, true, true, true, true, true, true, true, false},
+                                           rows));
+  fmt::print("\nbound: decode cases: weights one token reads / HBM copy bandwidth; prefill cases (new tokens = 1): "
+             "time to read every weight once; % = bound time / TTFT.\n");
+  for (auto& k : res.cases)
+    if (k.status != reports::CaseStatus::ok) return 1;
+  return 0;
+}
+}  // namespace
+
+MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured HBM bound", [](CLI::App& sub) {
+  auto a = std::make_shared<Args>();
+  moebench::app::add_model_options(sub, a->model);
+  sub.add_option("--layers", a->layers, "Override the layer count of a synthetic model")->check(CLI::PositiveNumber);
+  sub.add_option("--batch", a->batch, "Batch sizes, comma-separated (only 1 so far)")->delimiter(',');
+  sub.add_option("--prompt-tokens", a->prompt_tokens, "Prompt lengths, comma-separated (one case each)")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
+  sub.add_option("--new-tokens", a->new_tokens, "Tokens to generate per case (1 = a prefill / TTFT case)")
+      ->check(CLI::PositiveNumber);
+  sub.add_option("--repetitions", a->repetitions, "Measured repetitions per case (after one warm-up)")
+      ->check(CLI::PositiveNumber);
+  sub.add_option("--set", a->set, "Engine setting key=value (repeatable), e.g. --set dispatch=grouped");
+  sub.add_option("--out", a->out, "Results JSON (reports/results.h schema), rewritten after every case");
+  return [a] { return run(*a); };
+});

@@ -1,0 +1,170 @@
+// cpu_expert_provider.cpp: see cpu_expert_provider.h.
+#include "engine/cpu_expert_provider.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "engine/error.h"
+#include "engine/log.h"
+#include "profiler/clock.h"
+#include "profiler/counters.h"
+
+namespace moebench {
+
+namespace {
+const char* kW[3] = {"w1", "w3", "w2"};
+}
+
+CpuResidentProvider::CpuResidentProvider(const WeightSource& src, profiler::Profiler* prof)
+    : n_experts_(src.config().num_local_experts), prof_(prof) {
+  const ModelConfig& c = src.config();
+  w_.resize(static_cast<size_t>(c.num_hidden_layers) * n_experts_ * 3);
+  for (int l = 0; l < c.num_hidden_layers; ++l)
+    for (int e = 0; e < n_experts_; ++e)
+      for (int k = 0; k < 3; ++k) {
+        TensorSpec s = tensor_spec(c, names::expert(l, e, kW[k]));
+        auto& v = w_[(static_cast<size_t>(l) * n_experts_ + e) * 3 + k];
+        v.resize(static_cast<size_t>(s.numel()));
+        src.read_f32(s, v.data());
+      }
+  seen_.assign(n_experts_, 0);
+}
+
+void CpuResidentProvider::acquire(int, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void*) {
+  std::fill(seen_.begin(), seen_.end(), 0);
+  for (int i = 0; i < n_ids; ++i) {
+    int e = ids[i];
+    if (seen_[e]) continue;
+    seen_[e] = 1;
+    size_t b = (static_cast<size_t>(layer) * n_experts_ + e) * 3;
+    out[e] = {w_[b].data(), w_[b + 1].data(), w_[b + 2].data()};
+    if (prof_) prof_->experts.route(layer, e, true);
+  }
+}
+
+int cpu_cache_slots(const EngineSettings& s, const ModelConfig& c) {
+  const int all = c.num_hidden_layers * c.num_local_experts;
+  int n = s.cache_slots > 0 ? s.cache_slots : all;
+  return std::min(n, all);
+}
+
+namespace {
+CacheShape shape_for(const EngineSettings& s, const ModelConfig& c) {
+  CacheShape sh;
+  sh.n_layers = c.num_hidden_layers;
+  sh.n_experts = c.num_local_experts;
+  sh.top_k = c.num_experts_per_tok;
+  sh.capacity = cpu_cache_slots(s, c);
+  return sh;
+}
+PolicyContext policy_ctx(const EngineSettings& s, const ModelConfig& c, const RoutingTrace* trace) {
+  PolicyContext p;
+  p.shape = shape_for(s, c);
+  p.trace = trace;
+  return p;
+}
+}  // namespace
+
+CpuCachedProvider::CpuCachedProvider(const WeightSource& src, const EngineSettings& s, profiler::Profiler* prof,
+                                     const RoutingTrace* trace)
+    : src_(src),
+      settings_(s),
+      prof_(prof),
+      H_(src.config().hidden_size),
+      I_(src.config().intermediate_size),
+      E_(src.config().num_local_experts),
+      cache_(shape_for(s, src.config()), make_cache_policy(s.cache_policy, policy_ctx(s, src.config(), trace))) {
+  const ModelConfig& c = src.config();
+  const size_t per = static_cast<size_t>(H_) * I_;
+  slots_.resize(static_cast<size_t>(cache_.shape().capacity) * 3 * per);
+  if (s.expert_tier == "pinned") {
+    host_bf16_.resize(static_cast<size_t>(c.num_hidden_layers) * E_ * 3 * per);
+    for (int l = 0; l < c.num_hidden_layers; ++l)
+      for (int e = 0; e < E_; ++e)
+        for (int k = 0; k < 3; ++k)
+          src.read_bf16(tensor_spec(c, names::expert(l, e, kW[k])),
+                        &host_bf16_[((static_cast<size_t>(l) * E_ + e) * 3 + k) * per]);
+  } else if (s.expert_tier == "disk") {
+    if (!src.ckpt())
+      fail("expert_tier=disk needs a checkpoint on disk; {} has no files (write one with make-model)", src.describe());
+    disk_note_ = "pread+POSIX_FADV_DONTNEED";
+  } else {
+    fail("CpuCachedProvider: expert_tier '{}' is not pinned|disk", s.expert_tier);
+  }
+  for (auto& r : cache_.warm_up()) load(r.key, r.slot);
+}
+
+CpuCachedProvider::~CpuCachedProvider() = default;
+
+std::string CpuCachedProvider::describe() const {
+  return fmt::format("{}{}, {}, {} slots", settings_.expert_tier, disk_note_.empty() ? "" : " (" + disk_note_ + ")",
+                     settings_.cache_policy, cache_.shape().capacity);
+}
+
+void CpuCachedProvider::load(ExpertKey key, int slot) {
+  const ModelConfig& c = src_.config();
+  const size_t per = static_cast<size_t>(H_) * I_;
+  const int64_t t0 = profiler::now_ns();
+  float* dst = &slots_[static_cast<size_t>(slot) * 3 * per];
+  for (int k = 0; k < 3; ++k) {
+    TensorSpec s = tensor_spec(c, names::expert(key.layer, key.expert, kW[k]));
+    if (settings_.expert_tier == "pinned") {
+      to_f32(DType::bf16, &host_bf16_[((static_cast<size_t>(key.layer) * E_ + key.expert) * 3 + k) * per], dst + k * per,
+             per);
+    } else {  // disk: a real read of the tensor's bytes from its file, page cache dropped first
+      const TensorView& v = src_.ckpt()->get(s.name, s.shape);
+      int fd = ::open(v.file->c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) fail("{}: cannot open for expert read ({})", *v.file, std::strerror(errno));
+      ::posix_fadvise(fd, static_cast<off_t>(v.file_offset), static_cast<off_t>(v.nbytes), POSIX_FADV_DONTNEED);
+      std::vector<uint8_t> buf(v.nbytes);
+      size_t got = 0;
+      while (got < v.nbytes) {
+        ssize_t r = ::pread(fd, buf.data() + got, v.nbytes - got, static_cast<off_t>(v.file_offset + got));
+        if (r <= 0) {
+          ::close(fd);
+          fail("{}: short read of tensor '{}' at offset {}", *v.file, s.name, v.file_offset + got);
+        }
+        got += static_cast<size_t>(r);
+      }
+      ::close(fd);
+      to_f32(v.dtype, buf.data(), dst + k * per, per);
+    }
+  }
+  if (prof_)
+    prof_->experts.load(key.layer, static_cast<int64_t>(3 * per * dtype_size(DType::bf16)), profiler::now_ns() - t0);
+}
+
+void CpuCachedProvider::acquire(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void*) {
+  cache_.access_layer(step, layer, std::span<const int32_t>(ids, n_ids), results_);
+  const size_t per = static_cast<size_t>(H_) * I_;
+  overflow_.clear();
+  for (size_t i = 0; i < results_.size(); ++i) {
+    const AccessResult& r = results_[i];
+    if (r.evicted && r.evicted->layer == layer) {
+      // More distinct experts in this call than slots (a prefill chunk): the slot of an
+      // expert this call already placed is reused; keep that expert's weights aside.
+      for (size_t j = 0; j < i; ++j)
+        if (results_[j].key.expert == r.evicted->expert) {
+          const float* b = &slots_[static_cast<size_t>(results_[j].slot) * 3 * per];
+          overflow_.emplace_back(b, b + 3 * per);
+          const float* o = overflow_.back().data();
+          out[r.evicted->expert] = {o, o + per, o + 2 * per};
+        }
+    }
+    if (!r.hit) load(r.key, r.slot);
+    if (prof_) prof_->experts.route(layer, r.key.expert, r.hit);
+    const float* b = &slots_[static_cast<size_t>(r.slot) * 3 * per];
+    out[r.key.expert] = {b, b + per, b + 2 * per};
+  }
+  log::debug("layer {} step {}: {} experts, cache {}", layer, step, results_.size(), describe());
+}
+
+void CpuCachedProvider::prefetch(int step, int layer, const int32_t* ids, int n_ids) {
+  cache_.prefetch(step, layer, std::span<const int32_t>(ids, n_ids), results_);
+  for (auto& r : results_) load(r.key, r.slot);
+}
+
+}  // namespace moebench

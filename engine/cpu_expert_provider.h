@@ -1,0 +1,67 @@
+// cpu_expert_provider.h: expert providers of the CPU backend (fp32 host pointers).
+//   CpuResidentProvider: every expert upcast once and held (the `resident` tier).
+//   CpuCachedProvider:   `cache_slots` fp32 slots managed by an ExpertCache (the same
+//                        decision code as `moebench simulate`); a miss loads the expert
+//                        from its tier (`pinned`: a bf16 host copy; `disk`: the
+//                        checkpoint file, read with pread) and upcasts it into the slot.
+#pragma once
+#include <list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/expert_provider.h"
+#include "engine/settings.h"
+#include "engine/weight_source.h"
+#include "variants/expert_cache.h"
+#include "variants/routing_trace.h"
+
+namespace moebench {
+
+namespace profiler {
+struct Profiler;
+}
+
+class CpuResidentProvider : public ExpertProvider {
+ public:
+  CpuResidentProvider(const WeightSource& src, profiler::Profiler* prof);
+  std::string describe() const override { return "resident"; }
+  void acquire(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void* stream) override;
+
+ private:
+  int n_experts_;
+  profiler::Profiler* prof_;
+  std::vector<std::vector<float>> w_;  // (layers * experts * 3) tensors, fp32
+  std::vector<char> seen_;
+};
+
+class CpuCachedProvider : public ExpertProvider {
+ public:
+  // `trace` (optional) is the run's future routing, for policies that need it (belady, static).
+  CpuCachedProvider(const WeightSource& src, const EngineSettings& s, profiler::Profiler* prof,
+                    const RoutingTrace* trace = nullptr);
+  ~CpuCachedProvider() override;
+  std::string describe() const override;
+  void acquire(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void* stream) override;
+  bool wants_prediction() const override { return cache_.speculative(); }
+  void prefetch(int step, int layer, const int32_t* ids, int n_ids) override;
+  const ExpertCache& cache() const { return cache_; }
+
+ private:
+  void load(ExpertKey key, int slot);
+  const WeightSource& src_;
+  EngineSettings settings_;
+  profiler::Profiler* prof_;
+  int H_, I_, E_;
+  ExpertCache cache_;
+  std::vector<float> slots_;          // (capacity, 3, I*H) fp32: w1 | w3 | w2
+  std::vector<uint16_t> host_bf16_;   // pinned tier: (layers, experts, 3, I*H) bf16
+  std::vector<AccessResult> results_;
+  std::list<std::vector<float>> overflow_;  // experts displaced within one call (stable addresses)
+  std::string disk_note_;
+};
+
+// Slots to give the cache for these settings on the CPU backend.
+int cpu_cache_slots(const EngineSettings& s, const ModelConfig& c);
+
+}  // namespace moebench

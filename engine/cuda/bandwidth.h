@@ -1,0 +1,22 @@
+// bandwidth.h: the physical limits a result is held against, measured in the same
+// process: device memory bandwidth with a copy kernel (16-byte loads and stores,
+// counted as read + write bytes, the convention of DEVICE.md's 2.99 TB/s) and pinned
+// host->device bandwidth. Buffers come from plain cudaMalloc / cudaHostAlloc and are
+// freed before returning (call before the model's arena takes the memory). Host C++.
+#pragma once
+#include <cstddef>
+
+namespace moebench::cuda {
+
+struct BandwidthResult {
+  double gbps = 0;       // best of the repetitions, 1e9 bytes/s
+  double median_gbps = 0;
+  size_t bytes = 0;      // bytes moved per repetition (read + write for the copy kernel)
+};
+
+// Device-to-device copy kernel over `buffer_bytes` (read + write counted).
+BandwidthResult measure_hbm_copy(size_t buffer_bytes = 1ull << 30, int reps = 20);
+// Pinned host -> device cudaMemcpyAsync of `bytes`.
+BandwidthResult measure_h2d_pinned(size_t bytes = 256ull << 20, int reps = 5);
+
+}  // namespace moebench::cuda

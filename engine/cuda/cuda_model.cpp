@@ -1,0 +1,251 @@
+// cuda_model.cpp: see cuda_model.h.
+#include "engine/cuda/cuda_model.h"
+
+#include <algorithm>
+#include <map>
+
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/ops.cuh"
+#include "engine/cuda/resident_provider.h"
+#include "engine/cuda/weight_upload.h"
+#include "engine/error.h"
+#include "engine/log.h"
+#include "engine/progress.h"
+#include "engine/units.h"
+#include "profiler/counters.h"
+
+namespace moebench {
+
+std::unique_ptr<Model> create_cuda_model(const EngineContext& ctx) { return std::make_unique<cuda::CudaModel>(ctx); }
+
+namespace cuda {
+
+using profiler::RangeKind;
+using profiler::ScopedRange;
+
+namespace {
+uint64_t round256(uint64_t b) { return (b + 255) / 256 * 256; }
+bool is_expert(const std::string& name) { return name.find(".block_sparse_moe.experts.") != std::string::npos; }
+}  // namespace
+
+CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory)
+    : cfg_(ctx.weights->config()), settings_(ctx.settings), prof_(ctx.prof) {
+  const int64_t t0 = profiler::now_ns();
+  const ModelConfig& c = cfg_;
+  const WeightSource& src = *ctx.weights;
+  max_len_ = std::min(settings_.max_model_len, c.max_position_embeddings);
+  if (max_len_ <= 0) fail("max_model_len {} must be positive", settings_.max_model_len);
+  if (settings_.routing != "model")
+    fail("setting routing={}: the cuda backend routes with the model's gate only so far (routing=model)",
+         settings_.routing);
+  const Dispatch dispatch = parse_dispatch(settings_.dispatch);
+  const Combine combine = parse_combine(settings_.combine);
+  const bool pooled = settings_.buffers == "pooled";
+  const bool resident = !provider_factory || settings_.expert_tier == "resident";
+  pool_tokens_ = std::max(1, std::min(settings_.max_num_batched_tokens, max_len_));
+
+  // ---- what must fit: weights, KV cache, workspace, cuBLAS workspace, pointer tables ----
+  uint64_t weights_b = 0;
+  std::vector<TensorSpec> specs = model_tensor_specs(c);
+  for (auto& s : specs)
+    if (resident || !is_expert(s.name)) weights_b += round256(static_cast<uint64_t>(s.numel()) * 2);
+  const uint64_t kv_b = 2ull * c.num_hidden_layers * round256(static_cast<uint64_t>(max_len_) * c.kv_dim() * 2);
+  size_t attn_floats = attention_workspace_floats(pool_tokens_, 0, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+  for (int p = 0; p < max_len_; ++p)
+    attn_floats = std::max(attn_floats, attention_workspace_floats(1, p, c.num_attention_heads, c.num_key_value_heads, c.head_dim));
+  const WorkspaceDims wd{c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.num_local_experts,
+                         c.num_experts_per_tok, c.vocab_size};
+  // alloc mode needs the same bytes at peak, once per forward.
+  const uint64_t ws_b = Workspace::bytes_for(wd, pool_tokens_, attn_floats);
+  const uint64_t table_b = round256(static_cast<uint64_t>(c.num_hidden_layers) * 3 * c.num_local_experts * sizeof(void*));
+  const uint64_t need = weights_b + kv_b + ws_b + Blas::kWorkspaceBytes + table_b;
+
+  uint64_t budget = 0;
+  std::string budget_from;
+  if (!settings_.gpu_mem_budget.empty()) {
+    budget = parse_bytes(settings_.gpu_mem_budget);
+    budget_from = "gpu_mem_budget " + settings_.gpu_mem_budget;
+  } else {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    budget = static_cast<uint64_t>(settings_.gpu_memory_utilization * static_cast<double>(free_b)) / 256 * 256;
+    budget_from = fmt::format("gpu_memory_utilization {} x {} free", settings_.gpu_memory_utilization, format_bytes(free_b));
+  }
+  if (resident && need > budget)
+    fail("model {} needs at least {} of device memory ({} weights, {} KV cache for max_model_len {}, {} workspace "
+         "for {} tokens, {} cuBLAS workspace) but the budget is {} ({}): raise --gpu-mem-budget to at least {}, or "
+         "lower max_model_len / max_num_batched_tokens, or offload experts (expert_tier=pinned)",
+         c.name, format_bytes(need), format_bytes(weights_b), format_bytes(kv_b), max_len_, format_bytes(ws_b),
+         pool_tokens_, format_bytes(Blas::kWorkspaceBytes), format_bytes(budget), budget_from, format_bytes(need));
+
+  arena_ = std::make_unique<DeviceArena>(budget, "device arena");
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  blas_ = std::make_unique<Blas>(arena_.get());
+
+  // ---- weights ----
+  std::map<std::string, const bf16*> dev;
+  {
+    Progress progress(fmt::format("loading {} ({})", c.name, src.is_synthetic() ? "synthetic, generated on the GPU" : "checkpoint"),
+                      weights_b);
+    WeightUploader up(src, *arena_, stream_, &progress);
+    for (auto& s : specs)
+      if (resident || !is_expert(s.name)) dev[s.name] = up.upload(s);
+    up.finish();
+    progress.finish();
+  }
+  weight_bytes_ = weights_b;
+  embed_ = dev.at(names::embed());
+  norm_ = dev.at(names::final_norm());
+  lm_head_ = c.tie_word_embeddings ? embed_ : dev.at(names::lm_head());
+  layers_.resize(c.num_hidden_layers);
+  std::vector<std::vector<ExpertWeights>> experts(c.num_hidden_layers, std::vector<ExpertWeights>(c.num_local_experts));
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    Layer& L = layers_[l];
+    L.attn_norm = dev.at(names::layer(l, "input_layernorm.weight"));
+    L.wq = dev.at(names::layer(l, "self_attn.q_proj.weight"));
+    L.wk = dev.at(names::layer(l, "self_attn.k_proj.weight"));
+    L.wv = dev.at(names::layer(l, "self_attn.v_proj.weight"));
+    L.wo = dev.at(names::layer(l, "self_attn.o_proj.weight"));
+    L.ffn_norm = dev.at(names::layer(l, "post_attention_layernorm.weight"));
+    L.gate = dev.at(names::layer(l, "block_sparse_moe.gate.weight"));
+    const uint64_t kv = static_cast<uint64_t>(max_len_) * c.kv_dim();
+    L.k_cache = arena_->alloc_n<bf16>(kv, fmt::format("layer {} k cache", l));
+    L.v_cache = arena_->alloc_n<bf16>(kv, fmt::format("layer {} v cache", l));
+    if (resident)
+      for (int e = 0; e < c.num_local_experts; ++e)
+        experts[l][e] = ExpertWeights{dev.at(names::expert(l, e, "w1")), dev.at(names::expert(l, e, "w3")),
+                                      dev.at(names::expert(l, e, "w2"))};
+  }
+  if (resident) provider_ = std::make_unique<ResidentExpertProvider>(std::move(experts));
+  else provider_ = provider_factory(src, *arena_, stream_);
+  if (!provider_) fail("cuda model: the expert provider factory returned nothing");
+
+  ws_ = std::make_unique<Workspace>(*arena_, wd, pooled, pool_tokens_, attn_floats);
+  const MoeDims md{c.hidden_size, c.intermediate_size, c.num_local_experts, c.num_experts_per_tok, c.num_hidden_layers};
+  moe_ = std::make_unique<MoeLayer>(md, dispatch, combine, *provider_, *arena_, blas_->get(), stream_, trace(), pool_tokens_);
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_io_), (2 * static_cast<size_t>(pool_tokens_) + 1) * sizeof(int32_t),
+                           cudaHostAllocDefault));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  load_ns_ = profiler::now_ns() - t0;
+  if (prof_) {
+    prof_->model_load_ns = load_ns_;
+    prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
+  }
+  log::info("cuda model {}: {} weights, arena {} of {} used, experts: {}, dispatch={} combine={} buffers={}", c.name,
+            format_bytes(weights_b), format_bytes(arena_->stats().used_bytes), format_bytes(arena_->capacity()),
+            provider_->describe(), settings_.dispatch, settings_.combine, settings_.buffers);
+}
+
+CudaModel::~CudaModel() {
+  if (stream_) cudaStreamSynchronize(stream_);
+  moe_.reset();
+  ws_.reset();
+  provider_.reset();
+  if (host_io_) cudaFreeHost(host_io_);
+  blas_.reset();
+  arena_.reset();
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+profiler::CpuTrace& CudaModel::trace() { return prof_ ? prof_->trace : null_trace_; }
+
+void CudaModel::check_tokens(const int32_t* tokens, int n, int pos0) const {
+  if (n <= 0) fail("forward: no tokens");
+  if (pos0 < 0 || pos0 + n > max_len_) fail("sequence length {} exceeds max_model_len {}", pos0 + n, max_len_);
+  for (int i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= cfg_.vocab_size)
+      fail("token id {} out of range 0..{}", tokens[i], cfg_.vocab_size - 1);
+}
+
+void CudaModel::forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits) {
+  check_tokens(tokens, n, pos0);
+  const int64_t t0 = profiler::now_ns();
+  for (int off = 0; off < n; off += pool_tokens_) {
+    const int m = std::min(pool_tokens_, n - off);
+    const bool last = off + m == n;
+    run_chunk(tokens + off, m, pos0 + off, last ? logits : nullptr,
+              all_logits ? all_logits + static_cast<size_t>(off) * cfg_.vocab_size : nullptr, nullptr);
+  }
+  if (prof_) {
+    prof_->record_token(n > 1 || pos0 == 0 ? profiler::Phase::prefill : profiler::Phase::decode, n, t0, profiler::now_ns());
+    prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
+  }
+}
+
+int32_t CudaModel::forward_argmax(const int32_t* tokens, int n, int pos0) {
+  check_tokens(tokens, n, pos0);
+  const int64_t t0 = profiler::now_ns();
+  int32_t next = 0;
+  for (int off = 0; off < n; off += pool_tokens_) {
+    const int m = std::min(pool_tokens_, n - off);
+    run_chunk(tokens + off, m, pos0 + off, nullptr, nullptr, off + m == n ? &next : nullptr);
+  }
+  if (prof_) {
+    prof_->record_token(n > 1 || pos0 == 0 ? profiler::Phase::prefill : profiler::Phase::decode, n, t0, profiler::now_ns());
+    prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
+  }
+  return next;
+}
+
+void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next) {
+  const ModelConfig& c = cfg_;
+  const int H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
+  const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  const float eps = c.rms_norm_eps;
+  cublasHandle_t blas = blas_->get();
+  cudaStream_t s = stream_;
+  ForwardBuffers& b = ws_->begin(m, attention_workspace_floats(m, pos0, nh, nkv, hd));
+  const int64_t step = step_++;
+
+  int32_t* tok_h = host_io_;
+  int32_t* pos_h = host_io_ + pool_tokens_;
+  std::copy(tokens, tokens + m, tok_h);
+  for (int i = 0; i < m; ++i) pos_h[i] = pos0 + i;
+  CUDA_CHECK(cudaMemcpyAsync(b.tokens, tok_h, m * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaMemcpyAsync(b.pos, pos_h, m * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+
+  embedding(embed_, b.tokens, b.x, m, H, s);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const Layer& L = layers_[l];
+    ScopedRange lr(trace(), RangeKind::layer, l);
+    {
+      ScopedRange ar(trace(), RangeKind::attention, l);
+      rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
+      linear(b.h, L.wq, b.q, m, H, Q, false, blas, s);
+      linear(b.h, L.wk, b.k, m, H, KV, false, blas, s);
+      linear(b.h, L.wv, b.v, m, H, KV, false, blas, s);
+      rope(b.q, b.pos, m, nh, hd, c.rope_theta, s);
+      rope(b.k, b.pos, m, nkv, hd, c.rope_theta, s);
+      kv_store(b.k, b.v, L.k_cache, L.v_cache, m, pos0, nkv, hd, s);
+      attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
+      linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
+    }
+    rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
+    moe_->run(static_cast<int>(step), l, L.gate, b, b.x, m);  // x += moe(h)
+  }
+  if (all_logits) {
+    rmsnorm(b.x, norm_, b.h, m, H, eps, s);
+    for (int r0 = 0; r0 < m; r0 += kLogitRows) {
+      const int rows = std::min(kLogitRows, m - r0);
+      linear(b.h + static_cast<int64_t>(r0) * H, lm_head_, b.logits, rows, H, V, false, blas, s);
+      CUDA_CHECK(cudaMemcpyAsync(all_logits + static_cast<size_t>(r0) * V, b.logits, static_cast<size_t>(rows) * V * 4,
+                                 cudaMemcpyDeviceToHost, s));
+      CUDA_CHECK(cudaStreamSynchronize(s));  // b.logits is reused by the next block
+    }
+    if (logits) std::copy(all_logits + static_cast<size_t>(m - 1) * V, all_logits + static_cast<size_t>(m) * V, logits);
+  } else if (logits || next) {
+    rmsnorm(b.x + static_cast<int64_t>(m - 1) * H, norm_, b.h, 1, H, eps, s);
+    linear(b.h, lm_head_, b.logits, 1, H, V, false, blas, s);
+    if (next) {
+      argmax(b.logits, b.next, 1, V, s);
+      CUDA_CHECK(cudaMemcpyAsync(host_io_ + 2 * pool_tokens_, b.next, sizeof(int32_t), cudaMemcpyDeviceToHost, s));
+    }
+    if (logits) CUDA_CHECK(cudaMemcpyAsync(logits, b.logits, static_cast<size_t>(V) * 4, cudaMemcpyDeviceToHost, s));
+  }
+  CUDA_CHECK(cudaStreamSynchronize(s));
+  if (next) *next = host_io_[2 * pool_tokens_];
+  ws_->end();
+}
+
+}  // namespace cuda
+}  // namespace moebench

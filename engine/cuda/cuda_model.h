@@ -1,0 +1,91 @@
+// cuda_model.h: the CUDA backend's Model — bf16 weights, KV cache and workspace in one
+// DeviceArena (hard cap: settings.gpu_mem_budget, else gpu_memory_utilization x free
+// memory), fp32 residual stream and accumulation. The forward pass mirrors CpuModel op
+// for op (engine/cpu_model.cpp): embed -> N x [rmsnorm -> q/k/v -> rope -> KV store ->
+// attention -> o_proj (+ residual) -> rmsnorm -> MoE (+ residual)] -> rmsnorm -> lm_head.
+// The MoE block goes through an ExpertProvider (resident by default: pointers into the
+// uploaded experts) and the dispatch / combine / buffers knobs (engine/cuda/moe_layer.h,
+// workspace.h). One sequence, contiguous KV cache; prompts longer than the workspace's
+// pool are run in chunks of max_num_batched_tokens. Host C++.
+#pragma once
+#include <cublas_api.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "engine/cuda/arena.h"
+#include "engine/cuda/blas.h"
+#include "engine/cuda/moe_layer.h"
+#include "engine/cuda/workspace.h"
+#include "engine/engine.h"
+#include "engine/expert_provider.h"
+#include "engine/model.h"
+#include "profiler/cpu_trace.h"
+
+namespace moebench::cuda {
+
+// Builds a non-resident expert provider once the arena and the compute stream exist
+// (the offloading store's slots live in the same arena).
+using ExpertProviderFactory =
+    std::function<std::unique_ptr<ExpertProvider>(const WeightSource&, DeviceArena&, cudaStream_t)>;
+
+class CudaModel : public Model {
+ public:
+  // Without a factory (or with expert_tier == resident) every expert is uploaded and served
+  // by ResidentExpertProvider.
+  explicit CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory = {});
+  ~CudaModel() override;
+
+  const ModelConfig& config() const override { return cfg_; }
+  std::string backend() const override { return "cuda"; }
+  void forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits = nullptr) override;
+  int32_t forward_argmax(const int32_t* tokens, int n, int pos0) override;
+  void reset() override {}
+  int max_seq_len() const override { return max_len_; }
+
+  // Introspection (tests, bench, results).
+  DeviceArena& arena() { return *arena_; }
+  uint64_t arena_alloc_count() const { return arena_->alloc_count(); }
+  const ExpertProvider& provider() const { return *provider_; }
+  int64_t load_ns() const { return load_ns_; }
+  uint64_t weight_bytes() const { return weight_bytes_; }
+  cudaStream_t stream() const { return stream_; }
+  // Whether a decode step of this model syncs with the host inside the forward
+  // (router ids copied for the provider or the dispatch).
+  bool decode_syncs() const { return moe_->syncs(1); }
+
+ private:
+  struct Layer {
+    const __nv_bfloat16 *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *gate;  // (H) (Q,H) (KV,H) (KV,H) (H,Q) (H) (E,H)
+    __nv_bfloat16 *k_cache, *v_cache;                                       // (max_len, n_kv, head_dim)
+  };
+  void run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next);
+  void check_tokens(const int32_t* tokens, int n, int pos0) const;
+  profiler::CpuTrace& trace();
+
+  ModelConfig cfg_;
+  EngineSettings settings_;
+  profiler::Profiler* prof_ = nullptr;
+  profiler::CpuTrace null_trace_;  // disabled: ranges are NVTX only without a profiler
+  int max_len_ = 0;
+  int pool_tokens_ = 0;
+  int64_t step_ = 0;
+  int64_t load_ns_ = 0;
+  uint64_t weight_bytes_ = 0;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<DeviceArena> arena_;
+  std::unique_ptr<Blas> blas_;
+  const __nv_bfloat16* embed_ = nullptr;    // (V, H)
+  const __nv_bfloat16* norm_ = nullptr;     // (H)
+  const __nv_bfloat16* lm_head_ = nullptr;  // (V, H); the embedding when tied
+  std::vector<Layer> layers_;
+  std::unique_ptr<ExpertProvider> provider_;
+  std::unique_ptr<Workspace> ws_;
+  std::unique_ptr<MoeLayer> moe_;
+  int32_t* host_io_ = nullptr;  // pinned: (2, pool_tokens) tokens and positions, then 1 argmax
+};
+
+}  // namespace moebench::cuda

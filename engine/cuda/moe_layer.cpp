@@ -1,0 +1,210 @@
+// moe_layer.cpp: see moe_layer.h.
+#include "engine/cuda/moe_layer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "engine/cuda/arena.h"
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/ops.cuh"
+#include "engine/error.h"
+#include "profiler/cpu_trace.h"
+
+namespace moebench::cuda {
+
+using profiler::RangeKind;
+using profiler::ScopedRange;
+
+Dispatch parse_dispatch(const std::string& s) {
+  if (s == "serial") return Dispatch::serial;
+  if (s == "grouped") return Dispatch::grouped;
+  if (s == "fused") return Dispatch::fused;
+  fail("dispatch '{}': expected serial|grouped|fused", s);
+}
+Combine parse_combine(const std::string& s) {
+  if (s == "loop") return Combine::loop;
+  if (s == "index_add") return Combine::index_add;
+  if (s == "fused") return Combine::fused;
+  fail("combine '{}': expected loop|index_add|fused", s);
+}
+
+namespace {
+constexpr int kFusedMaxPairs = 64;  // moe_decode_fused's limit on n * k
+bool fused_decode_ok(int m, int k) { return m <= kGemvMaxRows && m * k <= kFusedMaxPairs; }
+}  // namespace
+
+MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertProvider& provider, DeviceArena& arena,
+                   cublasHandle_t blas, cudaStream_t stream, profiler::CpuTrace& trace, int pool_tokens)
+    : d_(d), dispatch_(dispatch), combine_(combine), provider_(provider), arena_(arena), blas_(blas), stream_(stream),
+      trace_(trace), got_(d.n_experts) {
+  const uint64_t table = static_cast<uint64_t>(d.n_layers) * 3 * d.n_experts;
+  table_d_ = static_cast<const void**>(arena_.alloc(table * sizeof(void*), "moe expert pointer tables"));
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&table_h_), table * sizeof(void*), cudaHostAllocDefault));
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&offsets_h_), (d.n_experts + 1) * sizeof(int32_t),
+                           cudaHostAllocDefault));
+  mirror_.assign(table, nullptr);
+  table_valid_.assign(d.n_layers, false);
+  ensure_host(std::max(1, pool_tokens) * d.top_k);
+}
+
+MoeLayer::~MoeLayer() {
+  cudaStreamSynchronize(stream_);
+  if (ids_h_) cudaFreeHost(ids_h_);
+  if (sort_h_) cudaFreeHost(sort_h_);
+  if (offsets_h_) cudaFreeHost(offsets_h_);
+  if (table_h_) cudaFreeHost(table_h_);
+  if (table_d_) arena_.free(table_d_);
+}
+
+void MoeLayer::ensure_host(int pairs) {
+  if (pairs <= host_pairs_) return;
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (ids_h_) CUDA_CHECK(cudaFreeHost(ids_h_));
+  if (sort_h_) CUDA_CHECK(cudaFreeHost(sort_h_));
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&ids_h_), pairs * sizeof(int32_t), cudaHostAllocDefault));
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&sort_h_), 2 * pairs * sizeof(int32_t), cudaHostAllocDefault));
+  host_pairs_ = pairs;
+}
+
+bool MoeLayer::syncs(int m) const {
+  if (provider_.needs_ids()) return true;
+  return !(dispatch_ == Dispatch::fused && fused_decode_ok(m, d_.top_k));
+}
+
+void MoeLayer::ids_to_host(const ForwardBuffers& b, int pairs) {
+  CUDA_CHECK(cudaMemcpyAsync(ids_h_, b.ids, pairs * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+const bf16* const* MoeLayer::tables(int layer) {
+  const int E = d_.n_experts;
+  const size_t base = static_cast<size_t>(layer) * 3 * E;
+  bool same = table_valid_[layer];
+  for (int e = 0; e < E && same; ++e)
+    same = mirror_[base + e] == got_[e].w1 && mirror_[base + E + e] == got_[e].w3 && mirror_[base + 2 * E + e] == got_[e].w2;
+  if (!same) {  // upload this layer's table (per-layer staging: safe until the forward's final sync)
+    for (int e = 0; e < E; ++e) {
+      mirror_[base + e] = table_h_[base + e] = got_[e].w1;
+      mirror_[base + E + e] = table_h_[base + E + e] = got_[e].w3;
+      mirror_[base + 2 * E + e] = table_h_[base + 2 * E + e] = got_[e].w2;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(table_d_ + base, table_h_ + base, 3 * E * sizeof(void*), cudaMemcpyHostToDevice, stream_));
+    table_valid_[layer] = true;
+  }
+  return reinterpret_cast<const bf16* const*>(table_d_ + base);
+}
+
+void MoeLayer::run(int step, int layer, const bf16* gate, ForwardBuffers& b, float* x, int m) {
+  const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter, pairs = m * K;
+  ensure_host(pairs);
+  {
+    ScopedRange r(trace_, RangeKind::router, layer);
+    linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
+    router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+  }
+  const bool host_ids = provider_.needs_ids() || dispatch_ == Dispatch::grouped;
+  if (host_ids) ids_to_host(b, pairs);
+  {
+    ScopedRange r(trace_, RangeKind::expert_load, layer);
+    for (auto& g : got_) g = ExpertWeights{};
+    if (provider_.needs_ids()) provider_.acquire(step, layer, ids_h_, pairs, got_.data(), stream_);
+    else provider_.acquire(step, layer, nullptr, 0, got_.data(), stream_);
+  }
+  if (dispatch_ == Dispatch::fused && fused_decode_ok(m, K)) {
+    const bf16* const* t = tables(layer);
+    ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "moe_decode_fused");
+    if (combine_ == Combine::fused) {
+      moe_decode_fused(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, m, K, E, H, I, stream_);
+      return;
+    }
+    moe_decode_experts(b.h, b.ids, t, t + E, t + 2 * E, b.moe_h, b.moe_y, m, K, E, H, I, stream_);
+    combine(b, x, m, false);
+    return;
+  }
+  if (dispatch_ == Dispatch::serial) serial_experts(layer, b, m);
+  else grouped_experts(layer, b, m);
+  combine(b, x, m, true);
+}
+
+// grouped (host grouping) and fused prefill (device sort): the pairs sorted by expert,
+// gathered once, one GEMM per active expert on its contiguous block of rows.
+void MoeLayer::grouped_experts(int layer, ForwardBuffers& b, int m) {
+  const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter, pairs = m * K;
+  if (dispatch_ == Dispatch::grouped) {
+    std::vector<int> count(E + 1, 0);
+    for (int p = 0; p < pairs; ++p) {
+      if (ids_h_[p] < 0 || ids_h_[p] >= E) fail("router gave expert id {} (expected 0..{})", ids_h_[p], E - 1);
+      ++count[ids_h_[p] + 1];
+    }
+    for (int e = 0; e < E; ++e) count[e + 1] += count[e];
+    std::memcpy(offsets_h_, count.data(), (E + 1) * sizeof(int32_t));
+    int32_t* perm = sort_h_;
+    int32_t* inv = sort_h_ + pairs;
+    for (int p = 0; p < pairs; ++p) {  // stable: pairs in order within an expert
+      const int r = count[ids_h_[p]]++;
+      perm[r] = p;
+      inv[p] = r;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(b.perm, perm, pairs * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(b.inv, inv, pairs * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  } else {
+    moe_sort_by_expert(b.ids, pairs, E, b.perm, b.inv, b.offsets, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(offsets_h_, b.offsets, (E + 1) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  moe_gather_rows(b.h, b.perm, K, b.moe_xin, pairs, H, stream_);
+  for (int e = 0; e < E; ++e) {
+    const int off = offsets_h_[e], cnt = offsets_h_[e + 1] - offsets_h_[e];
+    if (cnt == 0) continue;
+    if (!got_[e].w1) fail("expert provider gave no weights for layer {} expert {}", layer, e);
+    ScopedRange r(trace_, RangeKind::expert_compute, layer, e);
+    swiglu_expert(b.moe_xin + static_cast<int64_t>(off) * H, static_cast<const bf16*>(got_[e].w1),
+                  static_cast<const bf16*>(got_[e].w3), static_cast<const bf16*>(got_[e].w2),
+                  b.moe_y + static_cast<int64_t>(off) * H, b.swiglu, cnt, H, I, false, blas_, stream_);
+  }
+}
+
+// serial: every expert in turn, its pairs selected with a mask on the device; the count
+// comes back to the host (as torch.nonzero / torch.where make it) before the expert runs.
+void MoeLayer::serial_experts(int layer, ForwardBuffers& b, int m) {
+  const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter, pairs = m * K;
+  int base = 0;
+  for (int e = 0; e < E; ++e) {
+    moe_select_expert(b.ids, pairs, e, base, b.perm, b.inv, b.offsets + e, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(offsets_h_ + e, b.offsets + e, sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    const int cnt = offsets_h_[e];
+    if (cnt == 0) continue;
+    if (!got_[e].w1) fail("expert provider gave no weights for layer {} expert {}", layer, e);
+    ScopedRange r(trace_, RangeKind::expert_compute, layer, e);
+    moe_gather_rows(b.h, b.perm + base, K, b.moe_xin + static_cast<int64_t>(base) * H, cnt, H, stream_);
+    swiglu_expert(b.moe_xin + static_cast<int64_t>(base) * H, static_cast<const bf16*>(got_[e].w1),
+                  static_cast<const bf16*>(got_[e].w3), static_cast<const bf16*>(got_[e].w2),
+                  b.moe_y + static_cast<int64_t>(base) * H, b.swiglu, cnt, H, I, false, blas_, stream_);
+    base += cnt;
+  }
+  if (base != pairs) fail("serial dispatch: the experts' masks selected {} of {} (token, slot) pairs", base, pairs);
+}
+
+void MoeLayer::combine(ForwardBuffers& b, float* x, int m, bool sorted) {
+  const int K = d_.top_k, H = d_.hidden;
+  const int32_t* inv = sorted ? b.inv : nullptr;
+  ScopedRange r(trace_, RangeKind::combine);
+  switch (combine_) {
+    case Combine::loop:
+      CUDA_CHECK(cudaMemsetAsync(b.moe_out, 0, static_cast<size_t>(m) * H * sizeof(float), stream_));
+      for (int p = 0; p < m * K; ++p) moe_combine_pair(b.moe_y, inv, b.wts, p, K, b.moe_out, H, stream_);
+      add_inplace(x, b.moe_out, m, H, stream_);
+      break;
+    case Combine::index_add:
+      CUDA_CHECK(cudaMemsetAsync(b.moe_out, 0, static_cast<size_t>(m) * H * sizeof(float), stream_));
+      moe_combine_all(b.moe_y, inv, b.wts, m, K, b.moe_out, H, stream_);
+      add_inplace(x, b.moe_out, m, H, stream_);
+      break;
+    case Combine::fused:  // straight into the residual
+      moe_combine_all(b.moe_y, inv, b.wts, m, K, x, H, stream_);
+      break;
+  }
+}
+
+}  // namespace moebench::cuda

@@ -1,0 +1,316 @@
+// expert_host_store.cpp: see expert_host_store.h.
+#include "engine/expert_host_store.h"
+
+#include <fcntl.h>
+#include <omp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "engine/error.h"
+#include "engine/units.h"
+
+namespace moebench {
+
+namespace {
+
+constexpr uint64_t kAlign = ExpertHostStore::kStagingAlign;
+
+uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+// A one-line progress bar on stderr, redrawn when the shown percentage changes.
+class Progress {
+ public:
+  Progress(bool on, std::string what, uint64_t total) : on_(on), what_(std::move(what)), total_(total) {}
+  void add(uint64_t bytes) {
+    std::lock_guard<std::mutex> lk(mu_);
+    done_ += bytes;
+    if (!on_) return;
+    const int pct = total_ ? static_cast<int>(done_ * 100 / total_) : 100;
+    if (pct == shown_) return;
+    shown_ = pct;
+    const int width = 30, fill = pct * width / 100;
+    std::fprintf(stderr, "\r%s [%.*s%*s] %3d%% %s / %s  %.1f s", what_.c_str(), fill,
+                 "##############################", width - fill, "", pct, format_bytes(done_).c_str(),
+                 format_bytes(total_).c_str(), seconds_since(t0_));
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (on_ && shown_ >= 0) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  bool on_;
+  std::string what_;
+  uint64_t total_, done_ = 0;
+  int shown_ = -1;
+  std::mutex mu_;
+  std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
+};
+
+const char* kW[3] = {"w1", "w3", "w2"};  // slot order: w1 | w3 | w2
+
+}  // namespace
+
+HostAllocator aligned_host_allocator() {
+  HostAllocator a;
+  a.name = "aligned host memory (pageable)";
+  a.alloc = [](size_t bytes) -> void* {
+    void* p = std::aligned_alloc(kAlign, round_up(std::max<size_t>(bytes, 1), kAlign));
+    if (!p) fail("host store: aligned_alloc of {} failed", format_bytes(bytes));
+    return p;
+  };
+  a.free = [](void* p) { std::free(p); };
+  a.page_locked = false;
+  return a;
+}
+
+const char* host_tier_name(HostTier t) { return t == HostTier::pinned ? "pinned" : "disk"; }
+
+HostTier parse_host_tier(const std::string& s) {
+  if (s == "pinned") return HostTier::pinned;
+  if (s == "disk") return HostTier::disk;
+  fail("expert host store: tier '{}' is not a host tier, expected pinned|disk", s);
+}
+
+const char* disk_read_mode_name(DiskReadMode m) {
+  switch (m) {
+    case DiskReadMode::direct: return "O_DIRECT";
+    case DiskReadMode::fadvise_dontneed: return "posix_fadvise(POSIX_FADV_DONTNEED) before each read";
+    case DiskReadMode::page_cache: return "the page cache (no O_DIRECT, no fadvise: test mode)";
+  }
+  return "?";
+}
+
+ExpertHostStore::~ExpertHostStore() {
+  for (void* c : chunks_)
+    if (c && alloc_.free) alloc_.free(c);
+  for (int fd : fds_)
+    if (fd >= 0) ::close(fd);
+}
+
+std::unique_ptr<ExpertHostStore> ExpertHostStore::make(HostTier tier, const WeightSource& ws,
+                                                       const HostAllocator& allocator, const HostStoreOptions& opt) {
+  return tier == HostTier::pinned ? pinned(ws, allocator, opt) : disk(ws, opt);
+}
+
+std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws, const HostAllocator& allocator,
+                                                         const HostStoreOptions& opt) {
+  if (!allocator.alloc || !allocator.free) fail("host store: the allocator '{}' has no alloc/free", allocator.name);
+  const ModelConfig& c = ws.config();
+  std::unique_ptr<ExpertHostStore> s(new ExpertHostStore());
+  s->tier_ = HostTier::pinned;
+  s->n_layers_ = c.num_hidden_layers;
+  s->n_experts_ = c.num_local_experts;
+  s->top_k_ = c.num_experts_per_tok;
+  s->hidden_ = c.hidden_size;
+  s->inter_ = c.intermediate_size;
+  s->matrix_bytes_ = static_cast<uint64_t>(c.hidden_size) * c.intermediate_size * 2;
+  s->source_ = ws.describe();
+  s->alloc_ = allocator;
+
+  const uint64_t eb = s->expert_bytes();
+  const int n = s->n_layers_ * s->n_experts_;
+  const int per_chunk = static_cast<int>(std::clamp<uint64_t>(opt.chunk_bytes / eb, 1, static_cast<uint64_t>(n)));
+  const int n_chunks = (n + per_chunk - 1) / per_chunk;
+  s->chunks_.assign(n_chunks, nullptr);
+  s->experts_.assign(n, nullptr);
+  s->host_bytes_ = eb * static_cast<uint64_t>(n);
+
+  int threads = opt.threads > 0 ? opt.threads : std::min(16, omp_get_num_procs());
+  threads = std::max(1, std::min(threads, n_chunks));
+  const bool bar = opt.progress > 0 || (opt.progress < 0 && ::isatty(2));
+  Progress progress(bar, "pinning experts", s->host_bytes_);
+  std::mutex err_mu;
+  std::string err;
+  std::atomic<int64_t> alloc_ns{0};
+  const auto t0 = std::chrono::steady_clock::now();
+
+  // One tensor's bf16 bytes into dst: straight from the mapping when the checkpoint is
+  // bf16, through the WeightSource's conversion otherwise (or the synthetic generator).
+  auto fill_tensor = [&](const TensorSpec& spec, uint16_t* dst) {
+    if (const Checkpoint* ck = ws.ckpt()) {
+      const TensorView& v = ck->get(spec.name, spec.shape);
+      if (v.dtype == DType::bf16) {
+        std::memcpy(dst, v.data, v.nbytes);
+        return;
+      }
+    }
+    ws.read_bf16(spec, dst);
+  };
+
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+  for (int ch = 0; ch < n_chunks; ++ch) {
+    {
+      std::lock_guard<std::mutex> lk(err_mu);
+      if (!err.empty()) continue;
+    }
+    try {
+      const int first = ch * per_chunk, last = std::min(n, first + per_chunk);
+      const uint64_t bytes = eb * static_cast<uint64_t>(last - first);
+      const auto ta = std::chrono::steady_clock::now();
+      void* p = allocator.alloc(bytes);
+      alloc_ns += static_cast<int64_t>(seconds_since(ta) * 1e9);
+      if (!p) fail("host store: {} returned no memory for {}", allocator.name, format_bytes(bytes));
+      s->chunks_[ch] = p;
+      for (int i = first; i < last; ++i) {
+        const int l = i / s->n_experts_, e = i % s->n_experts_;
+        uint16_t* base = reinterpret_cast<uint16_t*>(static_cast<uint8_t*>(p) + eb * (i - first));
+        for (int w = 0; w < 3; ++w)
+          fill_tensor(tensor_spec(c, names::expert(l, e, kW[w])), base + (s->matrix_bytes_ / 2) * w);
+        s->experts_[i] = base;
+        progress.add(eb);
+      }
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lk(err_mu);
+      if (err.empty()) err = e.what();
+    }
+  }
+  progress.finish();
+  if (!err.empty())
+    fail("host store: filling {} of experts ({} x {}) with {} failed: {}", format_bytes(s->host_bytes_), n,
+         format_bytes(eb), allocator.name, err);
+  s->pin_seconds_ = seconds_since(t0);
+  s->alloc_seconds_ = static_cast<double>(alloc_ns.load()) * 1e-9;
+  return s;
+}
+
+std::unique_ptr<ExpertHostStore> ExpertHostStore::disk(const WeightSource& ws, const HostStoreOptions& opt) {
+  const ModelConfig& c = ws.config();
+  const Checkpoint* ck = ws.ckpt();
+  if (!ck)
+    fail("expert tier 'disk' needs a checkpoint on disk, but the weights are {} (no file to read experts from): "
+         "write one with `moebench make-model` and pass its folder, or use expert_tier=pinned",
+         ws.describe());
+  std::unique_ptr<ExpertHostStore> s(new ExpertHostStore());
+  s->tier_ = HostTier::disk;
+  s->n_layers_ = c.num_hidden_layers;
+  s->n_experts_ = c.num_local_experts;
+  s->top_k_ = c.num_experts_per_tok;
+  s->hidden_ = c.hidden_size;
+  s->inter_ = c.intermediate_size;
+  s->matrix_bytes_ = static_cast<uint64_t>(c.hidden_size) * c.intermediate_size * 2;
+  s->source_ = ck->dir();
+  s->staging_bytes_ = 3 * (round_up(s->matrix_bytes_, kAlign) + kAlign);
+  s->mode_ = opt.allow_page_cache ? DiskReadMode::page_cache : DiskReadMode::direct;
+
+  std::map<std::string, int> file_index;
+  // O_DIRECT is decided once, on the first file: refused at open (EINVAL) or at the
+  // first aligned read (some filesystems accept the flag and refuse the read).
+  auto direct_works = [](const std::string& path) {
+    int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_DIRECT);
+    if (fd < 0) return false;
+    void* probe = std::aligned_alloc(kAlign, kAlign);
+    const ssize_t r = ::pread(fd, probe, kAlign, 0);
+    std::free(probe);
+    ::close(fd);
+    return r >= 0;
+  };
+  auto open_file = [&](const std::string& path) {
+    if (file_index.count(path)) return;
+    if (s->fds_.empty() && s->mode_ == DiskReadMode::direct && !direct_works(path))
+      s->mode_ = DiskReadMode::fadvise_dontneed;
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | (s->mode_ == DiskReadMode::direct ? O_DIRECT : 0));
+    if (fd < 0) fail("expert tier 'disk': cannot open {}: {}", path, std::strerror(errno));
+    file_index[path] = static_cast<int>(s->fds_.size());
+    s->fds_.push_back(fd);
+    s->files_.push_back(path);
+  };
+
+  const int n = s->n_layers_ * s->n_experts_;
+  std::vector<std::pair<std::string, uint64_t>> where;  // (file, offset) per piece, resolved to fds after
+  where.reserve(static_cast<size_t>(n) * 3);
+  for (int i = 0; i < n; ++i) {
+    const int l = i / s->n_experts_, e = i % s->n_experts_;
+    for (int w = 0; w < 3; ++w) {
+      const TensorSpec spec = tensor_spec(c, names::expert(l, e, kW[w]));
+      const TensorView& v = ck->get(spec.name, spec.shape);
+      if (v.dtype != DType::bf16)
+        fail("expert tier 'disk': {} in {} is {}, expected BF16 (the disk tier copies expert bytes as they are "
+             "stored; convert the checkpoint or use expert_tier=pinned)",
+             spec.name, v.file ? *v.file : ck->dir(), dtype_name(v.dtype));
+      if (v.nbytes != s->matrix_bytes_ || !v.file)
+        fail("expert tier 'disk': {} has {} bytes, expected {}", spec.name, v.nbytes, s->matrix_bytes_);
+      where.emplace_back(*v.file, v.file_offset);
+    }
+  }
+  for (auto& [path, off] : where) open_file(path);
+  s->pieces_.reserve(where.size());
+  for (auto& [path, off] : where) s->pieces_.push_back(Piece{s->fds_[file_index.at(path)], off});
+  return s;
+}
+
+const uint16_t* ExpertHostStore::expert(int layer, int e) const {
+  if (tier_ != HostTier::pinned) fail("host store: expert() on the {} tier (use read_expert)", host_tier_name(tier_));
+  if (layer < 0 || layer >= n_layers_ || e < 0 || e >= n_experts_)
+    fail("host store: expert ({}, {}) out of range ({} layers, {} experts)", layer, e, n_layers_, n_experts_);
+  return experts_[static_cast<size_t>(layer) * n_experts_ + e];
+}
+
+uint64_t ExpertHostStore::read_piece(const Piece& p, int region, uint8_t* staging) const {
+  const uint64_t region_bytes = round_up(matrix_bytes_, kAlign) + kAlign;
+  uint8_t* dst = staging + region_bytes * region;
+  uint64_t begin = p.offset, length = matrix_bytes_, lead = 0;
+  if (mode_ == DiskReadMode::direct) {
+    begin = p.offset / kAlign * kAlign;
+    lead = p.offset - begin;
+    length = round_up(lead + matrix_bytes_, kAlign);
+  } else if (mode_ == DiskReadMode::fadvise_dontneed) {
+    (void)::posix_fadvise(p.fd, static_cast<off_t>(p.offset), static_cast<off_t>(matrix_bytes_),
+                          POSIX_FADV_DONTNEED);
+  }
+  uint64_t got = 0;
+  while (got < length) {
+    ssize_t r = ::pread(p.fd, dst + got, length - got, static_cast<off_t>(begin + got));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      fail("expert tier 'disk': pread of {} at offset {} failed ({}): {}", format_bytes(length - got), begin + got,
+           disk_read_mode_name(mode_), std::strerror(errno));
+    }
+    if (r == 0) break;  // end of file: fine once the tensor itself is in
+    got += static_cast<uint64_t>(r);
+  }
+  if (got < lead + matrix_bytes_)
+    fail("expert tier 'disk': short read at offset {}: {} of {} bytes (file truncated?)", p.offset,
+         got > lead ? got - lead : 0, matrix_bytes_);
+  bytes_read_ += got;
+  return region_bytes * region + lead;
+}
+
+StagedExpert ExpertHostStore::read_expert(int layer, int e, void* staging) const {
+  if (tier_ != HostTier::disk) fail("host store: read_expert() on the {} tier", host_tier_name(tier_));
+  if (layer < 0 || layer >= n_layers_ || e < 0 || e >= n_experts_)
+    fail("host store: expert ({}, {}) out of range ({} layers, {} experts)", layer, e, n_layers_, n_experts_);
+  if (reinterpret_cast<uintptr_t>(staging) % kAlign != 0)
+    fail("host store: staging buffer is not {}-byte aligned", kAlign);
+  const size_t i = (static_cast<size_t>(layer) * n_experts_ + e) * 3;
+  uint8_t* st = static_cast<uint8_t*>(staging);
+  StagedExpert out;
+  out.w1 = read_piece(pieces_[i + 0], 0, st);
+  out.w3 = read_piece(pieces_[i + 1], 1, st);
+  out.w2 = read_piece(pieces_[i + 2], 2, st);
+  return out;
+}
+
+std::string ExpertHostStore::describe() const {
+  const int n = n_layers_ * n_experts_;
+  if (tier_ == HostTier::pinned)
+    return fmt::format("pinned: {} experts x {} = {} in {}, filled from {} in {:.2f} s ({:.2f} s in the allocator)",
+                       n, format_bytes(expert_bytes()), format_bytes(host_bytes_), alloc_.name, source_,
+                       pin_seconds_, alloc_seconds_);
+  return fmt::format("disk: pread from {} file(s) of {} with {}{}", files_.size(), source_,
+                     disk_read_mode_name(mode_), mode_ == DiskReadMode::direct ? " (aligned 4096)" : "");
+}
+
+}  // namespace moebench

@@ -1,0 +1,141 @@
+// expert_host_store.h: the host-side tiers of one model's experts, as bf16, for an
+// offloading expert provider (engine/cuda/offload_provider.h). Plain C++, no CUDA:
+// page-locked memory comes through a HostAllocator the CUDA side supplies
+// (cuda::pinned_host_allocator(), cudaHostAlloc); without one, ordinary aligned memory.
+//
+//   pinned  every expert of every layer in host memory, one contiguous block per
+//           expert laid out w1 | w3 | w2 (bf16, row-major as HF stores them:
+//           w1, w3 (inter, hidden); w2 (hidden, inter)) — exactly a device slot's
+//           layout, so a load is one host->device copy. Filled from the WeightSource
+//           (checkpoint mmap, or the synthetic generator) in chunks, allocated and
+//           filled by parallel threads; a progress bar on stderr when it is a TTY;
+//           the time taken is kept (pin_seconds()) and printed by describe().
+//   disk    no copy in memory: every load reads the expert's three tensors from the
+//           checkpoint's safetensors with pread into a caller's (pinned) staging
+//           buffer. The read is real, not served by the page cache: files are opened
+//           with O_DIRECT (an aligned superset of each tensor is read, the tensor is at
+//           an offset inside it); where the filesystem refuses O_DIRECT (tmpfs, some
+//           overlays) the store falls back to posix_fadvise(POSIX_FADV_DONTNEED) on the
+//           range before each read. describe() says which one is in use. Needs a
+//           checkpoint with bf16 expert tensors (synthetic weights have no file).
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/weight_source.h"
+
+namespace moebench {
+
+// Where the pinned tier's memory comes from. alloc must return memory aligned to at
+// least 4096 bytes or throw; it may be called from several threads at once.
+struct HostAllocator {
+  std::string name = "aligned host memory";  // e.g. "cudaHostAlloc (page-locked)"
+  std::function<void*(size_t bytes)> alloc;
+  std::function<void(void*)> free;
+  bool page_locked = false;
+};
+HostAllocator aligned_host_allocator();  // std::aligned_alloc(4096, ...), not page-locked
+
+enum class HostTier { pinned, disk };
+const char* host_tier_name(HostTier t);
+// Parses "pinned" | "disk" (throws Error naming the value and the expected ones).
+HostTier parse_host_tier(const std::string& s);
+
+struct HostStoreOptions {
+  int threads = 0;                       // fill threads; 0 = hardware concurrency (max 16)
+  uint64_t chunk_bytes = 1ull << 30;     // target bytes per allocation (>= one expert)
+  int progress = -1;                     // progress bar: 1 on, 0 off, -1 when stderr is a TTY
+  bool allow_page_cache = false;         // disk: skip O_DIRECT / fadvise (tests of the plain path only)
+};
+
+// Where one expert's three tensors lie inside a staging buffer after read_expert().
+struct StagedExpert {
+  uint64_t w1 = 0, w3 = 0, w2 = 0;  // byte offsets into the staging buffer
+};
+
+// How the disk tier made its reads real.
+enum class DiskReadMode { direct, fadvise_dontneed, page_cache };
+const char* disk_read_mode_name(DiskReadMode m);
+
+class ExpertHostStore {
+ public:
+  // Pinned tier: allocates and fills every expert (throws Error when an allocation fails,
+  // naming the bytes asked for and the total).
+  static std::unique_ptr<ExpertHostStore> pinned(const WeightSource& ws, const HostAllocator& allocator,
+                                                 const HostStoreOptions& opt = {});
+  // Disk tier: opens the checkpoint's files; throws Error for synthetic weights or
+  // expert tensors that are not bf16.
+  static std::unique_ptr<ExpertHostStore> disk(const WeightSource& ws, const HostStoreOptions& opt = {});
+  static std::unique_ptr<ExpertHostStore> make(HostTier tier, const WeightSource& ws, const HostAllocator& allocator,
+                                               const HostStoreOptions& opt = {});
+  ~ExpertHostStore();
+  ExpertHostStore(const ExpertHostStore&) = delete;
+  ExpertHostStore& operator=(const ExpertHostStore&) = delete;
+
+  HostTier tier() const { return tier_; }
+  int n_layers() const { return n_layers_; }
+  int n_experts() const { return n_experts_; }
+  int top_k() const { return top_k_; }
+  int hidden() const { return hidden_; }
+  int inter() const { return inter_; }
+  // Bytes of one matrix (hidden * inter * 2) and of one expert (3 matrices).
+  uint64_t matrix_bytes() const { return matrix_bytes_; }
+  uint64_t expert_bytes() const { return 3 * matrix_bytes_; }
+  // "pinned: 256 experts x 336.00 MiB = 84.00 GiB in cudaHostAlloc (page-locked), filled in 51.2 s"
+  // or "disk: pread from 19 file(s) of DIR with O_DIRECT (aligned 4096)".
+  std::string describe() const;
+
+  // ---- pinned tier ----
+  // The expert's w1 | w3 | w2, contiguous (expert_bytes()). Throws on the disk tier.
+  const uint16_t* expert(int layer, int expert) const;
+  double pin_seconds() const { return pin_seconds_; }    // allocate + fill, wall clock
+  double alloc_seconds() const { return alloc_seconds_; } // inside the allocator, summed over threads
+  uint64_t host_bytes() const { return host_bytes_; }      // bytes held (pinned tier)
+  const std::string& allocator_name() const { return alloc_.name; }
+  bool page_locked() const { return alloc_.page_locked; }
+
+  // ---- disk tier ----
+  // Bytes a staging buffer must have for read_expert (expert_bytes + alignment slack).
+  uint64_t staging_bytes() const { return staging_bytes_; }
+  // Alignment the staging buffer must have (4096; page-locked memory has it).
+  static constexpr uint64_t kStagingAlign = 4096;
+  // Reads the expert's three tensors from the checkpoint into `staging` (staging_bytes()
+  // bytes, kStagingAlign-aligned); returns where each one lies. Throws Error naming the
+  // file and offset on a failed or short read. Thread-compatible (no shared state).
+  StagedExpert read_expert(int layer, int expert, void* staging) const;
+  DiskReadMode read_mode() const { return mode_; }
+  uint64_t bytes_read() const { return bytes_read_.load(); }  // file bytes read so far (supersets included)
+
+ private:
+  ExpertHostStore() = default;
+  struct Piece {  // one tensor in a file (disk tier)
+    int fd = -1;
+    uint64_t offset = 0;
+  };
+  // Reads one tensor into staging at region `region` (0..2); returns its offset there.
+  uint64_t read_piece(const Piece& p, int region, uint8_t* staging) const;
+
+  HostTier tier_ = HostTier::pinned;
+  int n_layers_ = 0, n_experts_ = 0, top_k_ = 0, hidden_ = 0, inter_ = 0;
+  uint64_t matrix_bytes_ = 0;
+  std::string source_;
+  // pinned
+  HostAllocator alloc_;
+  std::vector<void*> chunks_;
+  std::vector<const uint16_t*> experts_;  // (layers * experts)
+  uint64_t host_bytes_ = 0;
+  double pin_seconds_ = 0, alloc_seconds_ = 0;
+  // disk
+  std::vector<std::string> files_;
+  std::vector<int> fds_;              // per file, as opened (O_DIRECT or not)
+  std::vector<Piece> pieces_;         // (layers * experts * 3): w1, w3, w2
+  uint64_t staging_bytes_ = 0;
+  DiskReadMode mode_ = DiskReadMode::direct;
+  mutable std::atomic<uint64_t> bytes_read_{0};
+};
+
+}  // namespace moebench
