@@ -41,7 +41,6 @@ struct Args {
   std::vector<int> prompt_tokens{50};
   int new_tokens = 128;
   int repetitions = 3;
-  std::vector<std::string> set;
   std::string out;
 };
 
@@ -105,7 +104,7 @@ int run(Args a) {
   ctx.backend = app::resolve_backend(a.model);
   ctx.settings.max_model_len = a.model.max_model_len;
   ctx.settings.gpu_mem_budget = a.model.gpu_mem_budget;
-  for (auto& kv : a.set) {
+  for (auto& kv : a.model.sets) {  // --set comes with the shared model options
     auto eq = kv.find('=');
     if (eq == std::string::npos) fail("--set {}: expected key=value", kv);
     ctx.settings.set(kv.substr(0, eq), kv.substr(eq + 1));
@@ -254,7 +253,6 @@ MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured
       ->check(CLI::PositiveNumber);
   sub.add_option("--repetitions", a->repetitions, "Measured repetitions per case (after one warm-up)")
       ->check(CLI::PositiveNumber);
-  sub.add_option("--set", a->set, "Engine setting key=value (repeatable), e.g. --set dispatch=grouped");
   sub.add_option("--out", a->out, "Results JSON (reports/results.h schema), rewritten after every case");
   return [a] { return run(*a); };
 });

@@ -13,6 +13,7 @@
 #include <stb_image_write.h>
 
 #include <algorithm>
+#include <cfloat>
 #include <cstdint>
 #include <cstdio>
 #include <string>
@@ -100,6 +101,7 @@ int run_window(Dashboard& d, const WindowOptions& o) {
       glfwPollEvents();
     ImGui_ImplOpenGL3_NewFrame();
     ImGui_ImplGlfw_NewFrame();
+    if (!o.screenshot.empty()) ImGui::GetIO().MousePos = ImVec2(-FLT_MAX, -FLT_MAX);  // no hover tooltips in the picture
     ImGui::NewFrame();
     d.frame();
     ImGui::Render();

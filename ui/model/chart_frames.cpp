@@ -51,6 +51,7 @@ LatencyFrame build_latency_frame(const reports::Case& c, int repetition, size_t 
     } else {
       dec[i] = v;
       decode_ns.push_back(r.latency_ns[i]);
+      if (i >= f.first && i < f.last) f.decode_y_max_ns = std::max(f.decode_y_max_ns, v);
     }
     if (i >= f.first && i < f.last) f.y_max_ns = std::max(f.y_max_ns, v);
   }
@@ -64,12 +65,26 @@ LatencyFrame build_latency_frame(const reports::Case& c, int repetition, size_t 
   return f;
 }
 
-HitRateFrame build_hitrate_frame(const reports::Case& c, size_t max_points) {
+namespace {
+std::vector<double> trailing_mean(const std::vector<double>& y, int window) {
+  if (window <= 1) return y;
+  std::vector<double> out(y.size());
+  double sum = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    sum += y[i];
+    if (i >= static_cast<size_t>(window)) sum -= y[i - static_cast<size_t>(window)];
+    out[i] = sum / static_cast<double>(std::min(i + 1, static_cast<size_t>(window)));
+  }
+  return out;
+}
+}  // namespace
+
+HitRateFrame build_hitrate_frame(const reports::Case& c, size_t max_points, int smooth) {
   HitRateFrame f;
   const auto& h = c.hit_rate;
   f.n_steps = h.overall.size();
-  f.overall = reports::decimate(h.overall, max_points);
-  for (auto& row : h.per_layer) f.per_layer.push_back(reports::decimate(row, max_points));
+  f.overall = reports::decimate(trailing_mean(h.overall, smooth), max_points);
+  for (auto& row : h.per_layer) f.per_layer.push_back(reports::decimate(trailing_mean(row, smooth), max_points));
   const auto& e = c.experts;
   size_t layers = std::max(e.hits_per_layer.size(), h.per_layer.size());
   for (size_t l = 0; l < layers; ++l) {

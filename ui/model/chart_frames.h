@@ -30,6 +30,7 @@ struct LatencyFrame {
   std::vector<reports::Point> decode;
   double p50_ns = 0, p90_ns = 0, p99_ns = 0;  // decode steps of the shown repetition
   double y_max_ns = 0;                        // largest latency in the visible range
+  double decode_y_max_ns = 0;                 // largest decode latency in the visible range
   std::string note;                           // why something is missing
 };
 LatencyFrame build_latency_frame(const reports::Case& c, int repetition, size_t max_points, XRange range = {});
@@ -42,7 +43,9 @@ struct HitRateFrame {
   std::vector<double> layer_hit_rate;  // (n_layers) from the per-layer counters; NaN if absent
   std::string note;
 };
-HitRateFrame build_hitrate_frame(const reports::Case& c, size_t max_points);
+// smooth > 1: each point is the mean of the last `smooth` steps (per-step rates of
+// a small model are multiples of 1/accesses and jump; the trend is what matters).
+HitRateFrame build_hitrate_frame(const reports::Case& c, size_t max_points, int smooth = 1);
 
 struct HeatCell {
   int layer = 0;

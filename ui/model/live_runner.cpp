@@ -5,19 +5,22 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <thread>
 
+#include "engine/cpu_expert_provider.h"
 #include "engine/cpu_model.h"
 #include "engine/engine.h"
 #include "engine/error.h"
 #include "engine/generate.h"
+#include "engine/synth_checkpoint.h"
 #include "engine/weight_source.h"
 #include "profiler/chrome_trace.h"
 #include "profiler/clock.h"
-#include "variants/expert_cache.h"
 #include "variants/stages.h"
 
 namespace moebench::ui {
@@ -36,6 +39,20 @@ const char* to_string(LiveState s) {
 namespace {
 
 struct Cancelled {};
+
+// A temporary folder, removed with everything in it.
+struct TempCheckpoint {
+  std::string dir;
+  void make() {
+    std::string t = (std::filesystem::temp_directory_path() / "moebench_live_XXXXXX").string();
+    if (!::mkdtemp(t.data())) fail("cannot create a temporary folder under {}", std::filesystem::temp_directory_path().string());
+    dir = t;
+  }
+  ~TempCheckpoint() {
+    std::error_code ec;
+    if (!dir.empty()) std::filesystem::remove_all(dir, ec);
+  }
+};
 
 std::string utc_now() {
   auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
@@ -96,68 +113,62 @@ std::vector<int32_t> make_prompt(const ModelConfig& cfg, int n, uint64_t seed) {
   return p;
 }
 
-// Counts what the cache does with the gate's choices while a case runs.
-struct CacheAccounting {
-  std::unique_ptr<ExpertCache> cache;
-  int n_layers = 0, n_experts = 0;
-  int step = -1;
-  bool measuring = false, record_series = false;
-  std::vector<AccessResult> out;
-  reports::ExpertCounters counters;
-  reports::HitRateSeries series;
-  std::vector<int64_t> step_hits, step_access;  // (n_layers) of the current step
+// Adds one repetition's expert counters (the engine's, per layer) to the case's.
+void add_counters(const profiler::ExpertCounters& p, reports::ExpertCounters& c) {
+  const size_t L = static_cast<size_t>(p.n_layers()), E = static_cast<size_t>(p.n_experts());
+  if (c.hits_per_layer.size() != L) {
+    std::vector<int64_t> z(L, 0);
+    c.hits_per_layer = c.misses_per_layer = c.loads_per_layer = z;
+    c.bytes_moved_per_layer = c.load_time_ns_per_layer = c.stall_ns_per_layer = z;
+    c.usage.assign(L, std::vector<int64_t>(E, 0));
+  }
+  for (size_t l = 0; l < L; ++l) {
+    const profiler::ExpertStats& s = p.layer(static_cast<int32_t>(l));
+    c.hits_per_layer[l] += s.hits;
+    c.misses_per_layer[l] += s.misses;
+    c.loads_per_layer[l] += s.loads;
+    c.bytes_moved_per_layer[l] += s.bytes_moved;
+    c.load_time_ns_per_layer[l] += s.load_ns;
+    c.stall_ns_per_layer[l] += s.stall_ns;
+    for (size_t e = 0; e < E; ++e) c.usage[l][e] += p.usage(static_cast<int32_t>(l), static_cast<int32_t>(e));
+  }
+  const profiler::ExpertStats& t = p.total();
+  c.hits += t.hits;
+  c.misses += t.misses;
+  c.loads += t.loads;
+  c.bytes_moved += t.bytes_moved;
+  c.load_time_ns += t.load_ns;
+  c.stall_ns += t.stall_ns;
+}
 
-  void begin_repetition(bool measured, bool series_too) {
-    step = -1;
-    measuring = measured;
-    record_series = series_too;
-  }
-  void close_step() {
-    if (step < 0 || !record_series) return;
-    int64_t h = 0, a = 0;
-    for (int l = 0; l < n_layers; ++l) {
-      h += step_hits[l];
-      a += step_access[l];
-      series.per_layer[l].push_back(step_access[l] ? static_cast<double>(step_hits[l]) / step_access[l] : 0.0);
+// What the trace keeps: the engine's ranges and steps of a case's first measured
+// repetition (and its model load), so a trace stays small enough to read.
+struct TraceParts {
+  std::vector<profiler::TokenSample> steps;
+  std::vector<profiler::CpuRange> ranges;
+  std::vector<std::string> thread_names;
+  void take(const profiler::Profiler& p, bool with_steps) {
+    auto r = p.trace.ranges();
+    auto names = p.trace.thread_names();
+    // Thread indexes are per CpuTrace: map them onto one list of names.
+    for (auto& x : r) {
+      const std::string& n = x.thread < static_cast<int32_t>(names.size()) ? names[static_cast<size_t>(x.thread)] : "engine";
+      auto it = std::find(thread_names.begin(), thread_names.end(), n);
+      if (it == thread_names.end()) it = thread_names.insert(thread_names.end(), n);
+      x.thread = static_cast<int32_t>(it - thread_names.begin());
+      ranges.push_back(x);
     }
-    series.overall.push_back(a ? static_cast<double>(h) / a : 0.0);
-  }
-  void on_route(int layer, int n, const int32_t* ids) {
-    if (layer == 0) {
-      close_step();
-      ++step;
-      std::fill(step_hits.begin(), step_hits.end(), 0);
-      std::fill(step_access.begin(), step_access.end(), 0);
-    }
-    int k = n_experts ? static_cast<int>(cache->shape().top_k) : 0;
-    cache->access_layer(step, layer, std::span<const int32_t>(ids, static_cast<size_t>(n) * k), out);
-    for (auto& r : out) {
-      step_access[layer] += 1;
-      if (r.hit) step_hits[layer] += 1;
-      if (!measuring) continue;
-      if (r.hit) {
-        ++counters.hits;
-        ++counters.hits_per_layer[layer];
-      } else {
-        ++counters.misses;
-        ++counters.misses_per_layer[layer];
-        ++counters.loads;
-        ++counters.loads_per_layer[layer];
-      }
-    }
-    if (measuring)
-      for (int i = 0; i < n * k; ++i) counters.usage[layer][ids[i]] += 1;
+    if (with_steps) steps.insert(steps.end(), p.tokens.samples.begin(), p.tokens.samples.end());
   }
 };
 
 reports::Case run_case(const LiveSettings& s, const std::string& stage, int case_index, int n_cases,
-                       reports::Results& results, profiler::CpuTrace& trace, std::vector<profiler::TokenSample>& steps,
+                       reports::Results& results, bool tracing, TraceParts& trace,
                        const std::function<void(const LiveSnapshot&)>& progress, const std::atomic<bool>* cancel,
                        std::shared_ptr<const reports::Results> done_so_far) {
   reports::Case c;
   c.suite = s.suite;
   c.name = fmt::format("prompt{}_new{}", s.prompt_tokens, s.new_tokens);
-  c.routing_source = "model";
   c.prompt_tokens = s.prompt_tokens;
   c.new_tokens = s.new_tokens;
   c.repetitions = s.repetitions;
@@ -171,58 +182,48 @@ reports::Case run_case(const LiveSettings& s, const std::string& stage, int case
   snap.case_label = fmt::format("{}/{} [{}]", c.suite, c.name, stage);
 
   EngineSettings es = stage_settings(stage);
+  if (s.cache_slots > 0) es.cache_slots = s.cache_slots;
+  profiler::Profiler prof;
+  prof.trace.set_enabled(tracing);
+  prof.trace.name_this_thread("engine");
   int64_t load_start = profiler::now_ns();
   std::unique_ptr<Model> model;
   WeightSource w;
   {
-    profiler::ScopedRange r(trace, profiler::RangeKind::other, -1, -1, "model load");
+    profiler::ScopedRange r(prof.trace, profiler::RangeKind::other, -1, -1, "model load");
     w = WeightSource::open(s.model, s.seed);
     EngineContext ctx;
     ctx.weights = &w;
     ctx.settings = es;
     ctx.backend = s.backend;
+    ctx.prof = &prof;
     model = create_model(ctx);
   }
   int64_t load_ns = profiler::now_ns() - load_start;
+  if (tracing) trace.take(prof, false);
   const ModelConfig& cfg = model->config();
   if (results.model.name.empty()) {
     results.model.name = cfg.name;
     results.model.config = config_to_json(cfg);
-    results.model.dtype = w.is_synthetic() ? "bf16 (upcast to f32 on the cpu backend)" : "checkpoint";
-    results.model.weight_source = w.describe();
+    results.model.dtype = w.is_synthetic() ? "bf16" : "checkpoint";
+    if (results.model.weight_source.empty()) results.model.weight_source = w.describe();
+  }
+  for (auto& [k, v] : es.to_list()) c.settings.knobs[k] = knob_value(v);
+  c.settings.knobs["backend"] = model->backend();
+  if (auto* cpu = dynamic_cast<CpuModel*>(model.get())) {
+    c.routing_source = cpu->routing_name();
+    if (es.expert_tier != "resident") c.settings.knobs["cache_slots_used"] = cpu_cache_slots(es, cfg);
+  } else {
+    c.routing_source = es.routing;
   }
 
-  CacheAccounting acc;
-  acc.n_layers = cfg.num_hidden_layers;
-  acc.n_experts = cfg.num_local_experts;
-  int n_keys = acc.n_layers * acc.n_experts;
-  int slots = s.cache_slots > 0 ? s.cache_slots : (es.cache_slots > 0 ? es.cache_slots : n_keys);
-  slots = std::clamp(slots, cfg.num_experts_per_tok, n_keys);
-  CacheShape shape{acc.n_layers, acc.n_experts, cfg.num_experts_per_tok, slots};
-  PolicyContext pctx;
-  pctx.shape = shape;
-  acc.cache = std::make_unique<ExpertCache>(shape, make_cache_policy(es.cache_policy, pctx));
-  acc.cache->warm_up();  // no weights to copy on the cpu backend; residency only
-  auto zeros = std::vector<int64_t>(static_cast<size_t>(acc.n_layers), 0);
-  acc.counters.hits_per_layer = acc.counters.misses_per_layer = acc.counters.loads_per_layer = zeros;
-  acc.counters.bytes_moved_per_layer = acc.counters.load_time_ns_per_layer = acc.counters.stall_ns_per_layer = zeros;
-  acc.counters.usage.assign(static_cast<size_t>(acc.n_layers), std::vector<int64_t>(static_cast<size_t>(acc.n_experts), 0));
-  acc.series.per_layer.assign(static_cast<size_t>(acc.n_layers), {});
-  acc.step_hits = acc.step_access = zeros;
-  if (auto* cpu = dynamic_cast<CpuModel*>(model.get()))
-    cpu->set_routing_observer([&acc](int layer, int, int n, const int32_t* ids, const float*) { acc.on_route(layer, n, ids); });
-
-  for (auto& [k, v] : es.to_list()) c.settings.knobs[k] = knob_value(v);
-  c.settings.knobs["backend"] = s.backend;
-  c.settings.knobs["cache_slots_used"] = slots;
-  c.settings.knobs["cache_accounting"] =
-      "ExpertCache over the real gate's choices; cpu backend keeps every expert resident, no bytes move, "
-      "no next-layer predictions (prefetch counts as lru)";
-
+  const int n_layers = cfg.num_hidden_layers;
+  std::vector<int64_t> layer_hits(static_cast<size_t>(n_layers)), layer_misses(static_cast<size_t>(n_layers));
   std::vector<int32_t> prompt = make_prompt(cfg, s.prompt_tokens, s.seed);
   GenerateOptions opt;
   opt.max_new_tokens = s.new_tokens;
   opt.stop_at_eos = false;
+  opt.prof = &prof;
   bool cold_pending = true;
   int64_t cold_ns = 0;
   int total_reps = s.repetitions + (es.warmup ? 1 : 0);
@@ -230,33 +231,45 @@ reports::Case run_case(const LiveSettings& s, const std::string& stage, int case
   for (int rep = 0; rep < total_reps; ++rep) {
     bool measured = !(es.warmup && rep == 0);
     int measured_index = es.warmup ? rep - 1 : rep;
-    acc.begin_repetition(measured, measured && measured_index == 0);
+    bool first_measured = measured && measured_index == 0;
+    prof.reset_repetition();
+    std::fill(layer_hits.begin(), layer_hits.end(), 0);
+    std::fill(layer_misses.begin(), layer_misses.end(), 0);
+    if (first_measured) c.hit_rate.per_layer.assign(static_cast<size_t>(n_layers), {});
     snap.repetition = measured ? measured_index : -1;
     snap.latency_ns.clear();
     snap.phase.clear();
     int64_t prev = profiler::now_ns();
     GenerateResult g;
     {
-      profiler::ScopedRange r(trace, profiler::RangeKind::other, -1, -1, measured ? "repetition" : "warm-up");
+      profiler::ScopedRange r(prof.trace, profiler::RangeKind::other, -1, -1, measured ? "repetition" : "warm-up");
       g = generate(*model, prompt, opt, [&](int32_t, int index) {
         int64_t now = profiler::now_ns();
-        auto phase = index == 0 ? profiler::Phase::prefill : profiler::Phase::decode;
-        steps.push_back({phase, index == 0 ? s.prompt_tokens : 1, prev, now - prev});
         snap.latency_ns.push_back(now - prev);
         snap.phase.push_back(index == 0 ? reports::Phase::prefill : reports::Phase::decode);
         prev = now;
+        // Per-layer hit rate of this step, from the engine's counters.
+        if (first_measured && prof.experts.n_layers() == n_layers)
+          for (int l = 0; l < n_layers; ++l) {
+            const profiler::ExpertStats& st = prof.experts.layer(l);
+            int64_t h = st.hits - layer_hits[static_cast<size_t>(l)], m = st.misses - layer_misses[static_cast<size_t>(l)];
+            layer_hits[static_cast<size_t>(l)] = st.hits;
+            layer_misses[static_cast<size_t>(l)] = st.misses;
+            c.hit_rate.per_layer[static_cast<size_t>(l)].push_back(h + m > 0 ? static_cast<double>(h) / (h + m) : 1.0);
+          }
         ++snap.version;
         if (progress) progress(snap);
         if (cancel && cancel->load()) throw Cancelled{};
       });
     }
-    acc.close_step();
-    acc.record_series = false;
     if (cold_pending) {
       cold_ns = load_ns + (g.token_latency_ns.empty() ? 0 : g.token_latency_ns[0]);
       cold_pending = false;
     }
+    if (tracing && first_measured) trace.take(prof, true);
     if (!measured) continue;
+    if (prof.experts.n_layers() > 0) add_counters(prof.experts, c.experts);
+    if (first_measured) c.hit_rate.overall = prof.experts.hit_rate_series(false);
     reports::Repetition r;
     r.latency_ns = g.token_latency_ns;
     for (size_t i = 0; i < g.token_latency_ns.size(); ++i)
@@ -268,10 +281,8 @@ reports::Case run_case(const LiveSettings& s, const std::string& stage, int case
     }
     c.samples.push_back(std::move(r));
   }
-  acc.cache->finish();
+  if (c.experts.hits + c.experts.misses == 0) c.hit_rate = {};  // no expert cache counted (other backends)
   c.warmup = es.warmup ? 1 : 0;
-  c.experts = std::move(acc.counters);
-  c.hit_rate = std::move(acc.series);
   c.output_token_hash = token_hash(first_output);
   c.aggregates = reports::compute_aggregates(c);
   return c;
@@ -295,18 +306,32 @@ LiveOutcome run_live(const LiveSettings& s, const std::function<void(const LiveS
   r.device.name = r.host.cpu_model.empty() ? "cpu" : r.host.cpu_model;
   r.device.memory_bytes = r.host.memory_bytes;
 
-  profiler::CpuTrace trace;
-  trace.set_enabled(!s.trace_path.empty());
-  trace.name_this_thread("engine");
-  std::vector<profiler::TokenSample> steps;
+  TraceParts trace;
+  const bool tracing = !s.trace_path.empty();
   int n = static_cast<int>(s.stages.size());
+  TempCheckpoint disk;
   try {
     if (s.repetitions < 1) fail("repetitions must be >= 1, got {}", s.repetitions);
     if (s.prompt_tokens < 1 || s.new_tokens < 1) fail("prompt and new tokens must be >= 1");
+    // The disk tier reads experts from safetensors files: a synthetic model gets a
+    // temporary checkpoint (same values), and every stage loads from it alike.
+    LiveSettings run = s;
+    bool needs_disk = false;
+    for (auto& st : s.stages) needs_disk = needs_disk || stage_settings(st).expert_tier == "disk";
+    if (needs_disk && WeightSource::open(s.model, s.seed).is_synthetic()) {
+      WeightSource w = WeightSource::open(s.model, s.seed);
+      disk.make();
+      write_synthetic_checkpoint(w.config(), s.seed, w.synth_dtype(), disk.dir);
+      run.model = disk.dir;
+      r.model.name = w.config().name;  // not the temporary folder's name
+      r.model.config = config_to_json(w.config());
+      r.model.dtype = "bf16";
+      r.model.weight_source = w.describe() + " (written to a temporary checkpoint for the disk tier)";
+    }
     for (int i = 0; i < n; ++i) {
       auto done = std::make_shared<const reports::Results>(r);
       try {
-        r.cases.push_back(run_case(s, s.stages[static_cast<size_t>(i)], i, n, r, trace, steps, progress, cancel, done));
+        r.cases.push_back(run_case(run, s.stages[static_cast<size_t>(i)], i, n, r, tracing, trace, progress, cancel, done));
       } catch (const Error& e) {
         reports::Case c;
         c.suite = s.suite;
@@ -323,11 +348,11 @@ LiveOutcome run_live(const LiveSettings& s, const std::function<void(const LiveS
     out.state = LiveState::failed;
     out.error = e.what();
   }
-  if (!s.trace_path.empty() && !steps.empty()) {
+  if (tracing && !trace.steps.empty()) {
     profiler::TraceInput in;
-    in.steps = steps;
-    in.cpu_ranges = trace.ranges();
-    in.cpu_thread_names = trace.thread_names();
+    in.steps = trace.steps;
+    in.cpu_ranges = trace.ranges;
+    in.cpu_thread_names = trace.thread_names;
     in.metadata = {{"source", "moebench dashboard live run"}, {"model", s.model}};
     try {
       profiler::write_chrome_trace(s.trace_path, in);

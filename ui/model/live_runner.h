@@ -8,13 +8,11 @@
 // per repetition, times every step, and writes the cases in the results schema.
 // When suites/ lands, a runner over it implements the same interface.
 //
-// Expert-cache figures: on the CPU backend every expert stays resident, so the
-// runner counts what an ExpertCache (variants/expert_cache.h) of the stage's
-// policy and slot count does with the routing decisions the real gate makes
-// (CpuModel's routing observer): hits, misses, per-step hit rate, layer x expert
-// usage. No bytes move (bytes_moved and load time stay 0), and there are no
-// next-layer predictions, so `prefetch` counts as LRU. Each case says so in its
-// knobs ("cache_accounting").
+// Expert-cache figures are the engine's own (a profiler::Profiler attached to the
+// model and to generate()): per-layer hits, misses, loads, bytes and load time of
+// the stage's expert tier and cache policy, and the layer x expert usage, summed
+// over the measured repetitions; the hit rate over steps (overall and per layer)
+// and the trace (when asked) cover the first measured repetition.
 #pragma once
 #include <atomic>
 #include <cstdint>

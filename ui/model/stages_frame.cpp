@@ -80,6 +80,8 @@ StagesFrame build_stages_frame(const Sources& s, const std::string& key_filter) 
       std::vector<double> vals, bounds;
       for (const reports::Case* c : by_stage[stage]) {
         double v = col->value(*c);
+        // A peak of 0 bytes is "not measured" (the cpu backend has no device arena).
+        if (m.key == "memory_peak_bytes" && v == 0) continue;
         if (std::isfinite(v)) vals.push_back(v);
         if (m.key == "decode_tok_s" && c->bound && std::isfinite(c->bound->percent)) bounds.push_back(c->bound->percent);
       }

@@ -71,7 +71,8 @@ void assign_depths(TraceTrack& t) {
   t.depth_count = 1;
   t.max_dur_us = 0;
   for (auto& s : t.spans) {
-    while (!stack_end.empty() && stack_end.back() <= s.start_us) stack_end.pop_back();
+    // Slices that touch within 1 ns (microsecond doubles round) are siblings, not nested.
+    while (!stack_end.empty() && stack_end.back() <= s.start_us + 1e-3) stack_end.pop_back();
     s.depth = static_cast<int32_t>(stack_end.size());
     stack_end.push_back(s.end_us);
     t.depth_count = std::max(t.depth_count, s.depth + 1);

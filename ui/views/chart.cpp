@@ -129,12 +129,14 @@ void plot_dots(const Plot& p, const std::vector<reports::Point>& pts, ImU32 col,
   p.dl->PopClipRect();
 }
 
-void plot_hline(const Plot& p, double y, ImU32 col, const std::string& label) {
+void plot_hline(const Plot& p, double y, ImU32 col, const std::string& label, float label_at) {
   if (y < p.y0 || y > p.y1) return;
   ImVec2 a = p.map(p.x0, y), b = p.map(p.x1, y);
   for (float x = a.x; x < b.x; x += 8) p.dl->AddLine(ImVec2(x, a.y), ImVec2(std::min(x + 4, b.x), a.y), col, 1.0f);
   ImVec2 ts = ImGui::CalcTextSize(label.c_str());
-  p.dl->AddText(ImVec2(b.x - ts.x - 4, a.y - ts.y - 1), col, label.c_str());
+  float lx = a.x + 4 + (b.x - a.x - ts.x - 8) * std::clamp(label_at, 0.0f, 1.0f);
+  p.dl->AddRectFilled(ImVec2(lx - 2, a.y - ts.y - 1), ImVec2(lx + ts.x + 2, a.y - 1), IM_COL32(20, 22, 28, 200));
+  p.dl->AddText(ImVec2(lx, a.y - ts.y - 1), col, label.c_str());
 }
 
 void legend_item(ImU32 col, const char* label) {

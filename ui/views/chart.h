@@ -50,7 +50,8 @@ struct Plot {
 Plot begin_plot(const char* id, ImVec2 size, double x0, double x1, double y0, double y1, Formatter fx, Formatter fy);
 void plot_line(const Plot& p, const std::vector<reports::Point>& pts, ImU32 col, float thickness = 1.5f);
 void plot_dots(const Plot& p, const std::vector<reports::Point>& pts, ImU32 col, float radius = 2.5f);
-void plot_hline(const Plot& p, double y, ImU32 col, const std::string& label);
+// label_at: where the label sits along the line, 0 (left) .. 1 (right).
+void plot_hline(const Plot& p, double y, ImU32 col, const std::string& label, float label_at = 1.0f);
 // A colour swatch and a label on the current line.
 void legend_item(ImU32 col, const char* label);
 // One line of warning text (a frame's note, a file's error).

@@ -24,11 +24,14 @@ class HitRateView : public View {
       return;
     }
     size_t max_points = static_cast<size_t>(std::max(64.0f, ImGui::GetContentRegionAvail().x * 2));
-    HitRateFrame f = build_hitrate_frame(*c, max_points);
+    HitRateFrame f = build_hitrate_frame(*c, max_points, smooth_);
     ImGui::Text("%s  overall %s", case_label(*c).c_str(), fmt_percent(c->aggregates.hit_rate).c_str());
     if (!f.note.empty()) note_line(f.note);
     if (f.n_steps == 0) return;
     ImGui::Checkbox("per layer", &per_layer_);
+    ImGui::SameLine();
+    ImGui::SetNextItemWidth(100);
+    ImGui::SliderInt("mean of steps", &smooth_, 1, 64);
     int n = static_cast<int>(f.per_layer.size());
     if (per_layer_ && n > 0) {
       ImGui::SameLine();
@@ -54,6 +57,7 @@ class HitRateView : public View {
  private:
   bool per_layer_ = true;
   int only_ = -1;
+  int smooth_ = 16;
 };
 
 }  // namespace

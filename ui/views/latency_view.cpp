@@ -34,14 +34,27 @@ class LatencyView : public View {
     if (f.n_steps == 0) return;
     legend_item(color::prefill, "prefill");
     legend_item(color::decode, "decode");
-    ImGui::TextDisabled("%zu steps", f.n_steps);
+    ImGui::Checkbox("scale to prefill", &scale_to_prefill_);
+    ImGui::SameLine();
+    ImGui::TextDisabled("%zu steps; decode p50 %s, p90 %s, p99 %s (this repetition)", f.n_steps, fmt_ns(f.p50_ns).c_str(),
+                        fmt_ns(f.p90_ns).c_str(), fmt_ns(f.p99_ns).c_str());
+    double y_max = scale_to_prefill_ || f.decode_y_max_ns <= 0 ? f.y_max_ns : f.decode_y_max_ns;
     Plot p = begin_plot("latency", ImVec2(0, 0), static_cast<double>(f.first), static_cast<double>(f.last), 0,
-                        f.y_max_ns * 1.1, fmt_plain, fmt_ns);
+                        y_max * 1.1, fmt_plain, fmt_ns);
     plot_line(p, f.decode, color::decode, 1.2f);
-    plot_dots(p, f.prefill, color::prefill, 3.0f);
-    plot_hline(p, f.p50_ns, IM_COL32(200, 255, 200, 220), "p50 " + fmt_ns(f.p50_ns));
-    plot_hline(p, f.p90_ns, IM_COL32(255, 230, 120, 220), "p90 " + fmt_ns(f.p90_ns));
-    plot_hline(p, f.p99_ns, IM_COL32(255, 120, 120, 220), "p99 " + fmt_ns(f.p99_ns));
+    // Prefill steps above the scale sit on the top edge, labelled with their value.
+    std::vector<reports::Point> pre = f.prefill;
+    for (auto& q : pre)
+      if (q.y > p.y1) {
+        std::string t = "prefill " + fmt_ns(q.y);
+        ImVec2 a = p.map(q.x, p.y1);
+        p.dl->AddText(ImVec2(a.x + 6, a.y + 2), color::prefill, t.c_str());
+        q.y = p.y1;
+      }
+    plot_dots(p, pre, color::prefill, 3.5f);
+    plot_hline(p, f.p50_ns, IM_COL32(200, 255, 200, 230), "p50 " + fmt_ns(f.p50_ns), 1.0f);
+    plot_hline(p, f.p90_ns, IM_COL32(255, 230, 120, 230), "p90 " + fmt_ns(f.p90_ns), 0.7f);
+    plot_hline(p, f.p99_ns, IM_COL32(255, 120, 120, 230), "p99 " + fmt_ns(f.p99_ns), 0.4f);
     plot_zoom_x(p, range_, static_cast<double>(f.n_steps));
     if (p.hovered) {
       double x = p.x_of(ImGui::GetIO().MousePos.x);
@@ -56,6 +69,7 @@ class LatencyView : public View {
  private:
   int rep_ = 0;
   XRange range_;
+  bool scale_to_prefill_ = false;
 };
 
 }  // namespace

@@ -68,7 +68,11 @@ class LiveView : public View {
     ImGui::SameLine();
     ImGui::Text("%s", to_string(snap.state));
     if (snap.state == LiveState::idle) {
-      ImGui::TextDisabled("runs the engine's generate() loop on %s (cpu backend), one case per stage", settings_.model.c_str());
+      ImGui::PushStyleColor(ImGuiCol_Text, ImGui::GetStyleColorVec4(ImGuiCol_TextDisabled));
+      ImGui::TextWrapped("Start runs the engine's generate() loop on %s (cpu backend) on a background thread, one case per "
+                         "stage; token latencies stream in here, and finished runs join the Runs table.",
+                         settings_.model.c_str());
+      ImGui::PopStyleColor();
       return;
     }
     if (!snap.error.empty()) note_line(snap.error, true);

@@ -72,12 +72,16 @@ class TraceView : public View {
     auto x_of_us = [&](double us) { return x0 + static_cast<float>((us - window_.t0_us) / window_.width() * width); };
 
     // Ruler.
-    double step = std::pow(10.0, std::floor(std::log10(window_.width() / 6)));
-    if (window_.width() / step > 12) step *= 2;
+    // About one tick per 120 px, at 1, 2 or 5 x 10^n us.
+    double raw = window_.width() / std::max(1.0, width / 120.0);
+    double step = std::pow(10.0, std::floor(std::log10(raw)));
+    step *= raw / step < 2 ? 2 : raw / step < 5 ? 5 : 10;
     for (double t = std::ceil(window_.t0_us / step) * step; t <= window_.t1_us; t += step) {
       float x = x_of_us(t);
       dl->AddLine(ImVec2(x, o.y), ImVec2(x, o.y + total_h), color::grid);
-      dl->AddText(ImVec2(x + 2, o.y), color::text, fmt_us(t - m.t_min_us).c_str());
+      double rel = t - m.t_min_us;
+      if (std::fabs(rel) < step * 1e-6) rel = 0;  // no "-0 ns"
+      dl->AddText(ImVec2(x + 2, o.y), color::text, fmt_us(rel).c_str());
     }
 
     // Tracks.
