@@ -208,7 +208,7 @@ TEST(Suite, ShippedSuitesParseAndExpand) {
   EXPECT_EQ(stages.front().settings.stage, "baseline");
   EXPECT_EQ(stages.back().settings.stage, "P2");
   auto cuda = [](const std::string&) { return std::string("cuda"); };
-  EXPECT_EQ(expand(load_suite("default"), {}, +cuda).front().model, "mixtral-8x7b");
+  EXPECT_EQ(expand(load_suite("default"), {}, +cuda).front().model, "mixtral-8x7b:layers=8");
   EXPECT_THROW(load_suite("no-such-suite"), Error);
 }
 
