@@ -1,8 +1,6 @@
 // engine.cpp: see engine.h.
 #include "engine/engine.h"
 
-#include <algorithm>
-
 #include "engine/cpu_model.h"
 #include "engine/error.h"
 
@@ -12,8 +10,6 @@ std::unique_ptr<Model> create_model(const EngineContext& ctx) {
   if (!ctx.weights) fail("create_model: no weights");
   ctx.settings.validate();
   if (ctx.backend == "cpu") {
-    int len = std::min(ctx.settings.max_model_len, ctx.weights->config().max_position_embeddings);
-    (void)len;
     return std::make_unique<CpuModel>(ctx);
   }
 #if MOEBENCH_CUDA_MODEL

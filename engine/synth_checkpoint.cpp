@@ -2,7 +2,6 @@
 #include "engine/synth_checkpoint.h"
 
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
@@ -10,24 +9,12 @@
 #include "engine/safetensors.h"
 #include "engine/weight_source.h"
 #include "engine/weights.h"
+#include "reports/atomic_file.h"
 
 namespace moebench {
 
 namespace fs = std::filesystem;
 
-namespace {
-void write_text_atomic(const fs::path& p, const std::string& text) {
-  fs::path tmp = p;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    if (!f) fail("{}: cannot create", tmp.string());
-    f << text;
-    if (!f) fail("{}: write failed", tmp.string());
-  }
-  fs::rename(tmp, p);
-}
-}  // namespace
 
 SynthCheckpointInfo write_synthetic_checkpoint(const ModelConfig& cfg, uint64_t seed, DType dtype,
                                                const std::string& out_dir, uint64_t shard_bytes) {
@@ -65,11 +52,11 @@ SynthCheckpointInfo write_synthetic_checkpoint(const ModelConfig& cfg, uint64_t 
   }
   if (n > 1) {
     nlohmann::json idx = {{"metadata", {{"total_size", total}}}, {"weight_map", weight_map}};
-    write_text_atomic(fs::path(out_dir) / "model.safetensors.index.json", idx.dump(2));
+    write_file_atomic((fs::path(out_dir) / "model.safetensors.index.json").string(), idx.dump(2));
   }
   auto cj = config_to_json(cfg);
   cj["torch_dtype"] = dtype == DType::f32 ? "float32" : dtype == DType::f16 ? "float16" : "bfloat16";
-  write_text_atomic(fs::path(out_dir) / "config.json", cj.dump(2));
+  write_file_atomic((fs::path(out_dir) / "config.json").string(), cj.dump(2));
   return {n, total};
 }
 
