@@ -18,6 +18,7 @@
 
 #include "app/command.h"
 #include "app/model_options.h"
+#include "engine/build_info.h"
 #include "engine/device_info.h"
 #include "engine/engine.h"
 #include "engine/error.h"
@@ -114,7 +115,7 @@ int run(Args a) {
 
   reports::Results res;
   res.run.tool_version = "moebench bench";
-  res.run.commit = MOEBENCH_GIT_COMMIT;
+  res.run.commit = moebench::build_commit();
   res.run.build_type = MOEBENCH_BUILD_TYPE;
   res.run.start_time = iso_now();
   res.run.command_line = {"moebench", "bench"};

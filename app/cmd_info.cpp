@@ -2,13 +2,14 @@
 #include <thread>
 
 #include "app/command.h"
+#include "engine/build_info.h"
 #include "engine/config.h"
 #include "engine/device_info.h"
 
 namespace {
 int run() {
   using namespace moebench;
-  fmt::print("moebench commit {} ({} build)\n", MOEBENCH_GIT_COMMIT, MOEBENCH_BUILD_TYPE);
+  fmt::print("moebench commit {} ({} build)\n", moebench::build_commit(), MOEBENCH_BUILD_TYPE);
   fmt::print("host: {} hardware threads\n", std::thread::hardware_concurrency());
   auto devs = cuda_devices();
   fmt::print("backends: cpu{}\n", cuda_compiled() ? ", cuda (compiled in)" : " (cuda not compiled in)");

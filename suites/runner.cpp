@@ -11,6 +11,7 @@
 #include <memory>
 #include <optional>
 
+#include "engine/build_info.h"
 #include "engine/embedded_tokenizer.h"
 #include "engine/engine.h"
 #include "engine/error.h"
@@ -189,7 +190,7 @@ class Runner {
     RunOutcome out;
     reports::Results& res = out.results;
     res.run.tool_version = kToolVersion;
-    res.run.commit = MOEBENCH_GIT_COMMIT;
+    res.run.commit = moebench::build_commit();
     res.run.build_type = MOEBENCH_BUILD_TYPE;
     res.run.start_time = utc_now();
     res.run.command_line = opt_.command_line;

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "engine/error.h"
+#include "engine/build_info.h"
 #include "reports/compare.h"
 #include "reports/results.h"
 #include "suites/runner.h"
@@ -76,7 +77,7 @@ TEST(Run, CiSuiteWritesAResultsFileThatLoadsBack) {
   ASSERT_EQ(back.cases.size(), 3u);
   EXPECT_EQ(back.device.kind, reports::DeviceKind::cpu);
   EXPECT_FALSE(back.device.name.empty());
-  EXPECT_EQ(back.run.commit, MOEBENCH_GIT_COMMIT);
+  EXPECT_EQ(back.run.commit, moebench::build_commit());
   EXPECT_EQ(back.model.name, "tiny");
   EXPECT_EQ(back.model.config.at("num_hidden_layers"), 4);
   const reports::Case& ref = back.cases[0];

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <thread>
 
+#include "engine/build_info.h"
 #include "engine/cpu_expert_provider.h"
 #include "engine/cpu_model.h"
 #include "engine/engine.h"
@@ -295,7 +296,7 @@ LiveOutcome run_live(const LiveSettings& s, const std::function<void(const LiveS
   LiveOutcome out;
   reports::Results& r = out.results;
   r.run.tool_version = "moebench dashboard live";
-  r.run.commit = MOEBENCH_GIT_COMMIT;
+  r.run.commit = moebench::build_commit();
   r.run.build_type = MOEBENCH_BUILD_TYPE;
   r.run.start_time = utc_now();
   r.run.command_line = {"moebench", "dashboard", "live", "--model", s.model, "--stages"};
