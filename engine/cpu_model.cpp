@@ -65,22 +65,19 @@ void CpuModel::init(const WeightSource& src, const EngineSettings& settings) {
   k_cache_.assign(c.num_hidden_layers, std::vector<float>(static_cast<size_t>(max_len_) * c.kv_dim()));
   v_cache_.assign(c.num_hidden_layers, std::vector<float>(static_cast<size_t>(max_len_) * c.kv_dim()));
 
-  RoutingSpec rs = parse_routing_spec(settings.routing);
-  if (rs.kind == RoutingKind::trace) trace_ = std::make_unique<RoutingTrace>(load_trace(rs.trace_path));
-  if (rs.kind != RoutingKind::model) {
+  {
     RoutingParams rp;
     rp.n_layers = c.num_hidden_layers;
     rp.n_experts = c.num_local_experts;
     rp.top_k = c.num_experts_per_tok;
     rp.seed = settings.routing_seed;
-    rp.trace_path = rs.trace_path;
-    routing_ = make_routing_source(rs, rp);
+    routing_ = RoutingDriver::make(settings.routing, rp, settings.prefetch_accuracy);
   }
   if (prof_) prof_->experts.configure(c.num_hidden_layers, c.num_local_experts);
   if (settings.expert_tier == "resident")
     provider_ = std::make_unique<CpuResidentProvider>(src, prof_);
   else
-    provider_ = std::make_unique<CpuCachedProvider>(src, settings, prof_, trace_.get());
+    provider_ = std::make_unique<CpuCachedProvider>(src, settings, prof_, routing_ ? routing_->trace() : nullptr);
   expert_ptrs_.assign(c.num_local_experts, {});
   log::info("cpu model {}: experts {}, moe {}, routing {}", c.name, provider_->describe(), strategy_.describe(),
             routing_name());
@@ -102,7 +99,7 @@ void CpuModel::moe(int layer, const float* x, float* out, int n, int pos0) {
     cpu::linear(x, L.gate.data(), logits.data(), n, H, E);
     cpu::router_topk(logits.data(), ids.data(), wts.data(), n, E, K);
     if (routing_) {  // another routing source picks the experts; the gate's softmax weighs them
-      routing_->route(step_, layer, n, ids, {});
+      routing_->route(step_, layer, n, ids);
       cpu::router_reweight(logits.data(), ids.data(), wts.data(), n, E, K);
     }
   }
@@ -118,11 +115,14 @@ void CpuModel::moe(int layer, const float* x, float* out, int n, int pos0) {
     provider_->acquire(step_, layer, ids.data(), n * K, expert_ptrs_.data(), nullptr);
   }
   if (provider_->wants_prediction() && layer + 1 < c.num_hidden_layers) {
-    // Speculation: the next layer's gate applied to this layer's MoE input.
-    std::vector<float> nl(static_cast<size_t>(n) * E), nw(static_cast<size_t>(n) * K);
     std::vector<int32_t> nid(static_cast<size_t>(n) * K);
-    cpu::linear(x, w_.layers[layer + 1].gate.data(), nl.data(), n, H, E);
-    cpu::router_topk(nl.data(), nid.data(), nw.data(), n, E, K);
+    if (routing_) {  // the routing source's next choice, degraded to prefetch_accuracy
+      routing_->predict(step_, layer + 1, n, nid);
+    } else {  // speculation: the next layer's gate applied to this layer's MoE input
+      std::vector<float> nl(static_cast<size_t>(n) * E), nw(static_cast<size_t>(n) * K);
+      cpu::linear(x, w_.layers[layer + 1].gate.data(), nl.data(), n, H, E);
+      cpu::router_topk(nl.data(), nid.data(), nw.data(), n, E, K);
+    }
     provider_->prefetch(step_, layer + 1, nid.data(), n * K);
   }
   profiler::ScopedRange r(prof_ ? &prof_->trace : nullptr, profiler::RangeKind::expert_compute, layer);

@@ -12,7 +12,7 @@
 #include "engine/model.h"
 #include "engine/weight_source.h"
 #include "variants/moe_strategy.h"
-#include "variants/routing.h"
+#include "variants/routing_driver.h"
 
 namespace moebench {
 
@@ -63,8 +63,7 @@ class CpuModel : public Model {
   RoutingObserver observer_;
   profiler::Profiler* prof_ = nullptr;
   std::unique_ptr<ExpertProvider> provider_;
-  std::unique_ptr<RoutingSource> routing_;  // null: the model's own gate
-  std::unique_ptr<RoutingTrace> trace_;     // replayed trace (also feeds belady/static)
+  std::unique_ptr<RoutingDriver> routing_;  // null: the model's own gate (trace(): feeds belady/static)
   MoeStrategy strategy_;
   MoeCpuWorkspace moe_ws_;
   std::vector<ExpertWeights> expert_ptrs_;  // (E)

@@ -39,6 +39,12 @@ class ExpertProvider {
   virtual void prefetch(int step, int layer, const int32_t* ids, int n_ids) {
     (void)step, (void)layer, (void)ids, (void)n_ids;
   }
+  // CUDA: called once the layer's expert compute is launched on `stream`; slots it read
+  // may be reloaded only after that work (an event). Optional for other backends.
+  virtual void release(int layer, void* stream) { (void)layer, (void)stream; }
+  // Brings counters() up to date (waits for loads still in flight). Cheap; call at the
+  // end of a forward or a run.
+  virtual void sync_counters() {}
   // Optional: counters kept by the provider (hits, misses, bytes, load and stall time).
   virtual const profiler::ExpertCounters* counters() const { return nullptr; }
 };

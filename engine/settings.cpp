@@ -68,6 +68,8 @@ const std::vector<Knob>& knobs() {
       {"routing", [](auto& s) { return s.routing; }, [](auto& s, auto& v) { s.routing = v; }},
       {"routing_seed", [](auto& s) { return std::to_string(s.routing_seed); },
        [](auto& s, auto& v) { s.routing_seed = static_cast<uint64_t>(parse_int("routing_seed", v, 0)); }},
+      {"prefetch_accuracy", [](auto& s) { return fmt::format("{}", s.prefetch_accuracy); },
+       [](auto& s, auto& v) { s.prefetch_accuracy = parse_double("prefetch_accuracy", v, 0.0, 1.0); }},
       {"max_num_batched_tokens", [](auto& s) { return std::to_string(s.max_num_batched_tokens); },
        [](auto& s, auto& v) { s.max_num_batched_tokens = parse_int("max_num_batched_tokens", v, 1); }},
       {"max_model_len", [](auto& s) { return std::to_string(s.max_model_len); },

@@ -25,6 +25,12 @@ struct EngineSettings {
   std::string buffers = "pooled";    // alloc | pooled
   std::string routing = "model";     // model | uniform | mixtral-locality | trace:FILE
   uint64_t routing_seed = 1;
+  // With a synthetic or replayed routing source, the `prefetch` policy's prediction of
+  // layer L+1 is the source's true choice with each id kept with this probability (else
+  // a wrong expert, seeded) — the gate cannot predict routing it did not make. An
+  // assumption, printed in every result; with routing=model the next layer's gate
+  // predicts and this knob is unused.
+  double prefetch_accuracy = 0.8;
   int max_num_batched_tokens = 2048;
   int max_model_len = 1024;
   double gpu_memory_utilization = 0.9;

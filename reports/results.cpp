@@ -96,6 +96,7 @@ json counters_json(const ExpertCounters& e) {
               {"misses", e.misses},
               {"loads", e.loads},
               {"bytes_moved", e.bytes_moved},
+              {"decode_bytes_moved", e.decode_bytes_moved},
               {"load_time_ns", e.load_time_ns},
               {"stall_ns", e.stall_ns},
               {"hits_per_layer", e.hits_per_layer},
@@ -405,6 +406,7 @@ ExpertCounters read_counters(const Reader& rd, const json& j, const std::string&
   e.misses = o.i64("misses");
   e.loads = o.i64("loads");
   e.bytes_moved = o.i64("bytes_moved");
+  if (const json* d = o.opt("decode_bytes_moved")) e.decode_bytes_moved = rd.i64(*d, path + ".decode_bytes_moved");
   e.load_time_ns = o.i64("load_time_ns");
   e.stall_ns = o.i64("stall_ns");
   std::pair<const char*, std::vector<int64_t>*> per_layer[] = {

@@ -88,6 +88,7 @@ struct ExpertCounters {
   int64_t misses = 0;
   int64_t loads = 0;          // copies into a device slot (misses + prefetches)
   int64_t bytes_moved = 0;    // host/disk -> device bytes for expert weights
+  int64_t decode_bytes_moved = 0;  // of which during decode steps (the prefill's loads excluded)
   int64_t load_time_ns = 0;   // total time of those copies
   int64_t stall_ns = 0;       // time the compute stream waited on a load
   std::vector<int64_t> hits_per_layer;          // (n_layers)

@@ -121,7 +121,7 @@ TEST(MoeVariants, EngineHitRateEqualsSimulator) {
   RoutingRecorder rec(2, 4, 2, "test");
   logits_of(w, rs, &rec);
   save_trace(rec.trace(), dir.str("t.json"));
-  for (const char* pol : {"none", "lru", "lfu", "static", "belady"})
+  for (const char* pol : {"none", "lru", "lfu", "static", "belady", "prefetch"})
     for (int cap : {2, 3, 5}) {
       EngineSettings s = resident("grouped", "index_add", "pooled");
       s.expert_tier = "pinned";
@@ -142,6 +142,9 @@ TEST(MoeVariants, EngineHitRateEqualsSimulator) {
       auto& prov = dynamic_cast<const CpuCachedProvider&>(m.experts());
       SimOptions opt;
       opt.link.h2d_gbps = 50;
+      // prefetch: the engine predicts from the replayed trace exactly as the simulator does.
+      opt.prediction.accuracy = s.prefetch_accuracy;
+      opt.prediction.seed = s.routing_seed;
       SimResult sim = simulate(rec.trace(), pol, cap, opt);
       ASSERT_TRUE(sim.error.empty()) << sim.error;
       EXPECT_EQ(prov.cache().counters().hits, sim.counters.hits) << pol << " cap " << cap;

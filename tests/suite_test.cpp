@@ -111,7 +111,7 @@ TEST(Suite, ModelPerBackendAndOverrides) {
   ASSERT_EQ(v.size(), 1u);
   EXPECT_EQ(v[0].model, "tiny");
   EXPECT_EQ(v[0].settings.stage, "P1");
-  EXPECT_EQ(v[0].settings.cache_policy, "prefetch");  // from the P1 preset
+  EXPECT_EQ(v[0].settings.cache_policy, "lfu-prefetch");  // from the P1 preset
   EXPECT_EQ(v[0].settings.cache_slots, 16);           // case beats defaults
   EXPECT_EQ(v[0].warmup_runs, 1);                     // P1 has warm-up
   auto cuda = [](const std::string&) { return std::string("cuda"); };

@@ -43,7 +43,7 @@ class PrefetchPolicy final : public LruPolicy {
 
 // Least frequently used; demand-access counts are kept across evictions (a key
 // that was popular comes back with its count). Ties: least recently used.
-class LfuPolicy final : public LruPolicy {
+class LfuPolicy : public LruPolicy {
  public:
   explicit LfuPolicy(const CacheShape& s) : LruPolicy(s), freq_(s.n_keys(), 0) {}
   void on_access(KeyIndex k, const CacheTime& t, bool hit) override {
@@ -62,6 +62,12 @@ class LfuPolicy final : public LruPolicy {
 
  private:
   std::vector<int64_t> freq_;
+};
+
+class LfuPrefetchPolicy final : public LfuPolicy {
+ public:
+  using LfuPolicy::LfuPolicy;
+  bool speculative() const override { return true; }
 };
 
 // Pins the most used keys (never evicted), LRU among the rest.
@@ -190,6 +196,8 @@ const std::vector<CachePolicyInfo>& cache_policies() {
        [](const PolicyContext& c) { return P(new PreloadAllPolicy(c.shape)); }},
       {"prefetch", "LRU plus speculative loads of the experts predicted for layer L+1 while at layer L", false, true,
        [](const PolicyContext& c) { return P(new PrefetchPolicy(c.shape)); }},
+      {"lfu-prefetch", "LFU plus speculative loads of the experts predicted for layer L+1 while at layer L", false,
+       true, [](const PolicyContext& c) { return P(new LfuPrefetchPolicy(c.shape)); }},
       {"belady", "offline optimum (MIN) from the routing trace: evict the expert used farthest ahead", true, false,
        [](const PolicyContext& c) -> P {
          if (!c.trace) fail("policy belady: needs a routing trace (the future access sequence)");

@@ -12,6 +12,7 @@
 //   static       pin the (capacity - top_k) most used keys (warm-loaded), LRU in the rest
 //   preload-all  every expert resident before the first step; error if capacity is short
 //   prefetch     LRU, plus speculative loads for layer L+1 issued while at layer L
+//   lfu-prefetch LFU, plus the same speculative loads
 //   belady       offline optimum (MIN): evict the key used farthest in the future of a
 //                trace; warm-loads the first `capacity` distinct keys of the trace
 #pragma once

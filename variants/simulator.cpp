@@ -6,38 +6,9 @@
 #include <limits>
 
 #include "engine/error.h"
-#include "variants/rng.h"
+#include "variants/prediction.h"
 
 namespace moebench {
-
-namespace {
-
-// Predicted ids (n_tokens, top_k) for `layer` at `step` (see simulator.h).
-void predict(const RoutingTrace& t, int step, int layer, const PrefetchPrediction& p, Rng& rng,
-             std::vector<int32_t>& out) {
-  auto truth = t.ids(step, layer);
-  out.assign(truth.begin(), truth.end());
-  if (p.accuracy >= 1.0) return;
-  const int k = t.top_k;
-  if (k >= t.n_experts) return;  // nothing else to predict
-  for (size_t tok = 0; tok + k <= out.size(); tok += k) {
-    for (int j = 0; j < k; ++j) {
-      if (rng.uniform() < p.accuracy) continue;
-      // A random expert outside the token's true top-k and not already predicted.
-      for (;;) {
-        int32_t e = rng.below(t.n_experts);
-        bool clash = false;
-        for (int i = 0; i < k; ++i) clash |= truth[tok + i] == e || out[tok + i] == e;
-        if (!clash) {
-          out[tok + j] = e;
-          break;
-        }
-      }
-    }
-  }
-}
-
-}  // namespace
 
 SimResult simulate(const RoutingTrace& trace, const std::string& policy, int capacity, const SimOptions& opt) {
   const LinkParams& link = opt.link;
@@ -61,7 +32,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
 
   cache.warm_up();  // before step 0: not timed
   const bool spec = cache.speculative();
-  Rng rng(mix_seed(opt.prediction.seed, 0x9ef, 0));
+  Rng rng = prediction_rng(opt.prediction.seed);
   std::vector<AccessResult> res, pre;
   std::vector<int32_t> predicted;
 
@@ -81,7 +52,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
       }
       stall += ready - now;
       if (spec && l + 1 < trace.n_layers) {
-        predict(trace, s, l + 1, opt.prediction, rng, predicted);
+        degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
         cache.prefetch(s, l + 1, predicted, pre);
         for (const AccessResult& r : pre) {
           link_free = std::max(link_free, ready) + load_ns;

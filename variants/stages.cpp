@@ -38,15 +38,16 @@ const std::vector<StagePreset>& stage_presets() {
     EngineSettings p1 = p0;
     p1.stage = "P1";
     p1.warmup = true;
-    p1.cache_policy = "prefetch";
+    p1.cache_policy = "lfu-prefetch";  // LRU cycles at 0% hits when a token touches more experts than fit (see README)
     p1.combine = "index_add";
-    v.push_back({"P1", "P0 + next-layer prefetch (prefetch policy), warm-up, vectorised index_add combine", p1});
+    v.push_back({"P1", "P0 + the better policy (LFU) with next-layer prefetch (lfu-prefetch), warm-up, vectorised index_add combine", p1});
     EngineSettings p2 = p1;
     p2.stage = "P2";
-    p2.dispatch = "grouped";
-    p2.combine = "index_add";
+    p2.dispatch = "fused";
+    p2.combine = "fused";
     p2.buffers = "pooled";
-    v.push_back({"P2", "P1 + grouped expert dispatch, pooled buffers (no per-pass allocation)", p2});
+    v.push_back({"P2", "P1 + fused expert dispatch (decode: one kernel over the selected experts; prefill: tokens "
+                       "sorted by expert, one GEMM per expert block) and combine, pooled buffers", p2});
     return v;
   }();
   return p;

@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <map>
+#include <mutex>
 
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/offload_provider.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/resident_provider.h"
 #include "engine/cuda/weight_upload.h"
@@ -26,6 +28,23 @@ using profiler::ScopedRange;
 namespace {
 uint64_t round256(uint64_t b) { return (b + 255) / 256 * 256; }
 bool is_expert(const std::string& name) { return name.find(".block_sparse_moe.experts.") != std::string::npos; }
+
+// One host store per process: the models of a run (one per stage or setting) share it,
+// so the experts are pinned once. Replaced when another model or tier asks.
+std::shared_ptr<const ExpertHostStore> shared_host_store(HostTier tier, const WeightSource& src) {
+  static std::mutex mu;
+  static std::shared_ptr<const ExpertHostStore> store;
+  static std::string key;
+  const std::string k =
+      fmt::format("{}|{}|layers={}", host_tier_name(tier), src.describe(), src.config().num_hidden_layers);
+  std::lock_guard<std::mutex> lock(mu);
+  if (store && key == k) return store;
+  store.reset();  // free the old one first: two 84 GiB stores do not fit
+  store = ExpertHostStore::make(tier, src, pinned_host_allocator());
+  key = k;
+  log::info("expert host store: {}", store->describe());
+  return store;
+}
 }  // namespace
 
 CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory)
@@ -35,13 +54,18 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   const WeightSource& src = *ctx.weights;
   max_len_ = std::min(settings_.max_model_len, c.max_position_embeddings);
   if (max_len_ <= 0) fail("max_model_len {} must be positive", settings_.max_model_len);
-  if (settings_.routing != "model")
-    fail("setting routing={}: the cuda backend routes with the model's gate only so far (routing=model)",
-         settings_.routing);
+  {
+    RoutingParams rp;
+    rp.n_layers = c.num_hidden_layers;
+    rp.n_experts = c.num_local_experts;
+    rp.top_k = c.num_experts_per_tok;
+    rp.seed = settings_.routing_seed;
+    routing_ = RoutingDriver::make(settings_.routing, rp, settings_.prefetch_accuracy);
+  }
   const Dispatch dispatch = parse_dispatch(settings_.dispatch);
   const Combine combine = parse_combine(settings_.combine);
   const bool pooled = settings_.buffers == "pooled";
-  const bool resident = !provider_factory || settings_.expert_tier == "resident";
+  const bool resident = settings_.expert_tier == "resident";
   pool_tokens_ = std::max(1, std::min(settings_.max_num_batched_tokens, max_len_));
 
   // ---- what must fit: weights, KV cache, workspace, cuBLAS workspace, pointer tables ----
@@ -57,7 +81,8 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
                          c.num_experts_per_tok, c.vocab_size};
   // alloc mode needs the same bytes at peak, once per forward.
   const uint64_t ws_b = Workspace::bytes_for(wd, pool_tokens_, attn_floats);
-  const uint64_t table_b = round256(static_cast<uint64_t>(c.num_hidden_layers) * 3 * c.num_local_experts * sizeof(void*));
+  const MoeDims md{c.hidden_size, c.intermediate_size, c.num_local_experts, c.num_experts_per_tok, c.num_hidden_layers};
+  const uint64_t table_b = MoeLayer::device_bytes(md, pool_tokens_);
   const uint64_t need = weights_b + kv_b + ws_b + Blas::kWorkspaceBytes + table_b;
 
   uint64_t budget = 0;
@@ -78,6 +103,21 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
          c.name, format_bytes(need), format_bytes(weights_b), format_bytes(kv_b), max_len_, format_bytes(ws_b),
          pool_tokens_, format_bytes(Blas::kWorkspaceBytes), format_bytes(budget), budget_from, format_bytes(need));
 
+  int64_t store_fill_ns = 0;
+  // Offloaded experts: the host store first (the minimum budget needs its expert size).
+  if (!resident && !provider_factory) {
+    const int64_t f0 = profiler::now_ns();
+    store_ = shared_host_store(parse_host_tier(settings_.expert_tier), src);
+    store_fill_ns = profiler::now_ns() - f0;
+    const uint64_t min_need = need + OffloadProvider::min_slot_budget(*store_);
+    if (min_need > budget)
+      fail("model {} with experts offloaded ({}) needs at least {} of device memory ({} non-expert weights, {} KV "
+           "cache for max_model_len {}, {} workspace, {} for {} expert slots) but the budget is {} ({}): raise "
+           "--gpu-mem-budget to at least {}",
+           c.name, settings_.expert_tier, format_bytes(min_need), format_bytes(weights_b), format_bytes(kv_b), max_len_,
+           format_bytes(ws_b + Blas::kWorkspaceBytes + table_b), format_bytes(OffloadProvider::min_slot_budget(*store_)),
+           c.num_experts_per_tok, format_bytes(budget), budget_from, format_bytes(min_need));
+  }
   arena_ = std::make_unique<DeviceArena>(budget, "device arena");
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   blas_ = std::make_unique<Blas>(arena_.get());
@@ -116,24 +156,42 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
         experts[l][e] = ExpertWeights{dev.at(names::expert(l, e, "w1")), dev.at(names::expert(l, e, "w3")),
                                       dev.at(names::expert(l, e, "w2"))};
   }
-  if (resident) provider_ = std::make_unique<ResidentExpertProvider>(std::move(experts));
-  else provider_ = provider_factory(src, *arena_, stream_);
+  if (prof_) prof_->experts.configure(c.num_hidden_layers, c.num_local_experts);
+  if (resident) {
+    provider_ = std::make_unique<ResidentExpertProvider>(std::move(experts));
+  } else if (provider_factory) {
+    provider_ = provider_factory(src, *arena_, stream_);
+  } else {
+    // The slots get what the budget leaves once the rest is in (workspace and tables are
+    // allocated after them: reserve their bytes, plus one alignment unit per allocation).
+    const uint64_t rest = ws_b + table_b + 64 * 1024;
+    const uint64_t used = arena_->stats().used_bytes;
+    const uint64_t slot_budget = arena_->capacity() > used + rest ? arena_->capacity() - used - rest : 0;
+    OffloadOptions opt = OffloadOptions::from_settings(settings_);
+    opt.trace = routing_ ? routing_->trace() : nullptr;
+    opt.counters = prof_ ? &prof_->experts : nullptr;
+    auto off = std::make_unique<OffloadProvider>(*arena_, *store_, slot_budget, opt);
+    off->warm_up(stream_);
+    provider_ = std::move(off);
+  }
   if (!provider_) fail("cuda model: the expert provider factory returned nothing");
 
   ws_ = std::make_unique<Workspace>(*arena_, wd, pooled, pool_tokens_, attn_floats);
-  const MoeDims md{c.hidden_size, c.intermediate_size, c.num_local_experts, c.num_experts_per_tok, c.num_hidden_layers};
-  moe_ = std::make_unique<MoeLayer>(md, dispatch, combine, *provider_, *arena_, blas_->get(), stream_, trace(), pool_tokens_);
+  moe_ = std::make_unique<MoeLayer>(md, dispatch, combine, *provider_, *arena_, blas_->get(), stream_, trace(), pool_tokens_,
+                                    routing_.get());
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_io_), (2 * static_cast<size_t>(pool_tokens_) + 1) * sizeof(int32_t),
                            cudaHostAllocDefault));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
-  load_ns_ = profiler::now_ns() - t0;
+  // The shared host store's fill is not this model's load (it is reported on its own).
+  load_ns_ = profiler::now_ns() - t0 - (store_fill_ns > 0 ? store_fill_ns : 0);
+  if (prof_ && store_) prof_->memory.note_host_pinned(static_cast<int64_t>(store_->host_bytes()));
   if (prof_) {
     prof_->model_load_ns = load_ns_;
     prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
   }
-  log::info("cuda model {}: {} weights, arena {} of {} used, experts: {}, dispatch={} combine={} buffers={}", c.name,
-            format_bytes(weights_b), format_bytes(arena_->stats().used_bytes), format_bytes(arena_->capacity()),
-            provider_->describe(), settings_.dispatch, settings_.combine, settings_.buffers);
+  log::info("cuda model {}: {} weights, arena {} of {} used, experts: {}, dispatch={} combine={} buffers={} routing={}",
+            c.name, format_bytes(weights_b), format_bytes(arena_->stats().used_bytes), format_bytes(arena_->capacity()),
+            provider_->describe(), settings_.dispatch, settings_.combine, settings_.buffers, routing_name());
 }
 
 CudaModel::~CudaModel() {
@@ -221,7 +279,8 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
       linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
     }
     rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
-    moe_->run(static_cast<int>(step), l, pos0, L.gate, b, b.x, m);  // x += moe(h)
+    const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
+    moe_->run(static_cast<int>(step), l, pos0, L.gate, next_gate, b, b.x, m);  // x += moe(h)
   }
   if (all_logits) {
     rmsnorm(b.x, norm_, b.h, m, H, eps, s);
@@ -245,6 +304,7 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   CUDA_CHECK(cudaStreamSynchronize(s));
   if (next) *next = host_io_[2 * pool_tokens_];
   ws_->end();
+  provider_->sync_counters();
 }
 
 }  // namespace cuda

@@ -3,9 +3,14 @@
 // memory), fp32 residual stream and accumulation. The forward pass mirrors CpuModel op
 // for op (engine/cpu_model.cpp): embed -> N x [rmsnorm -> q/k/v -> rope -> KV store ->
 // attention -> o_proj (+ residual) -> rmsnorm -> MoE (+ residual)] -> rmsnorm -> lm_head.
-// The MoE block goes through an ExpertProvider (resident by default: pointers into the
-// uploaded experts) and the dispatch / combine / buffers knobs (engine/cuda/moe_layer.h,
-// workspace.h). One sequence, contiguous KV cache; prompts longer than the workspace's
+// The MoE block goes through an ExpertProvider and the dispatch / combine / buffers knobs
+// (engine/cuda/moe_layer.h, workspace.h). expert_tier=resident: pointers into the
+// uploaded experts; pinned / disk: an OffloadProvider whose slots take what the budget
+// leaves after the rest of the model (cache_slots caps them), fed by an ExpertHostStore
+// shared by the models of one process (filling and pinning 84 GiB takes about a minute:
+// done once per run; its time is reported as host_store_seconds, not in model load).
+// routing: the gate, or a RoutingDriver (synthetic / trace) whose choice the gate's
+// softmax weighs, as on the CPU. One sequence, contiguous KV cache; prompts longer than the workspace's
 // pool are run in chunks of max_num_batched_tokens. Host C++.
 #pragma once
 #include <cublas_api.h>
@@ -21,9 +26,11 @@
 #include "engine/cuda/moe_layer.h"
 #include "engine/cuda/workspace.h"
 #include "engine/engine.h"
+#include "engine/expert_host_store.h"
 #include "engine/expert_provider.h"
 #include "engine/model.h"
 #include "profiler/cpu_trace.h"
+#include "variants/routing_driver.h"
 
 namespace moebench::cuda {
 
@@ -34,8 +41,9 @@ using ExpertProviderFactory =
 
 class CudaModel : public Model {
  public:
-  // Without a factory (or with expert_tier == resident) every expert is uploaded and served
-  // by ResidentExpertProvider.
+  // expert_tier resident: every expert is uploaded and served by ResidentExpertProvider.
+  // pinned / disk: the factory's provider, or by default an OffloadProvider over the
+  // process's shared ExpertHostStore (tests pass their own factory).
   explicit CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory = {});
   ~CudaModel() override;
 
@@ -50,6 +58,10 @@ class CudaModel : public Model {
   DeviceArena& arena() { return *arena_; }
   uint64_t arena_alloc_count() const { return arena_->alloc_count(); }
   const ExpertProvider& provider() const { return *provider_; }
+  ExpertProvider& provider() { return *provider_; }
+  // The host store behind the default offload provider (null when resident or a factory's).
+  const ExpertHostStore* host_store() const { return store_.get(); }
+  std::string routing_name() const { return routing_ ? routing_->describe() : "model"; }
   int64_t load_ns() const { return load_ns_; }
   uint64_t weight_bytes() const { return weight_bytes_; }
   cudaStream_t stream() const { return stream_; }
@@ -85,6 +97,8 @@ class CudaModel : public Model {
   const __nv_bfloat16* norm_ = nullptr;     // (H)
   const __nv_bfloat16* lm_head_ = nullptr;  // (V, H); the embedding when tied
   std::vector<Layer> layers_;
+  std::unique_ptr<RoutingDriver> routing_;
+  std::shared_ptr<const ExpertHostStore> store_;
   std::unique_ptr<ExpertProvider> provider_;
   std::unique_ptr<Workspace> ws_;
   std::unique_ptr<MoeLayer> moe_;

@@ -8,7 +8,9 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/ops.cuh"
 #include "engine/error.h"
+#include "engine/ops/ops.h"
 #include "profiler/cpu_trace.h"
+#include "variants/routing_driver.h"
 
 namespace moebench::cuda {
 
@@ -33,12 +35,24 @@ constexpr int kFusedMaxPairs = 64;  // moe_decode_fused's limit on n * k
 bool fused_decode_ok(int m, int k) { return m <= kGemvMaxRows && m * k <= kFusedMaxPairs; }
 }  // namespace
 
+uint64_t MoeLayer::device_bytes(const MoeDims& d, int pool_tokens) {
+  auto r = [](uint64_t b) { return (b + 255) / 256 * 256; };
+  const uint64_t pool = static_cast<uint64_t>(std::max(1, pool_tokens));
+  return r(static_cast<uint64_t>(d.n_layers) * 3 * d.n_experts * sizeof(void*)) + r(pool * d.n_experts * 4) +
+         2 * r(pool * d.top_k * 4);
+}
+
 MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertProvider& provider, DeviceArena& arena,
-                   cublasHandle_t blas, cudaStream_t stream, profiler::CpuTrace& trace, int pool_tokens)
+                   cublasHandle_t blas, cudaStream_t stream, profiler::CpuTrace& trace, int pool_tokens,
+                   RoutingDriver* routing)
     : d_(d), dispatch_(dispatch), combine_(combine), provider_(provider), arena_(arena), blas_(blas), stream_(stream),
-      trace_(trace), got_(d.n_experts) {
+      trace_(trace), got_(d.n_experts), routing_(routing), pool_tokens_(std::max(1, pool_tokens)) {
   const uint64_t table = static_cast<uint64_t>(d.n_layers) * 3 * d.n_experts;
   table_d_ = static_cast<const void**>(arena_.alloc(table * sizeof(void*), "moe expert pointer tables"));
+  const uint64_t pool = static_cast<uint64_t>(pool_tokens_);
+  pred_logits_d_ = arena_.alloc_n<float>(pool * d.n_experts, "moe next-layer router logits");
+  pred_ids_d_ = arena_.alloc_n<int32_t>(pool * d.top_k, "moe next-layer router ids");
+  pred_wts_d_ = arena_.alloc_n<float>(pool * d.top_k, "moe next-layer router weights");
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&table_h_), table * sizeof(void*), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&offsets_h_), (d.n_experts + 1) * sizeof(int32_t),
                            cudaHostAllocDefault));
@@ -54,7 +68,12 @@ MoeLayer::~MoeLayer() {
   if (wts_h_) cudaFreeHost(wts_h_);
   if (offsets_h_) cudaFreeHost(offsets_h_);
   if (table_h_) cudaFreeHost(table_h_);
+  if (logits_h_) cudaFreeHost(logits_h_);
+  if (pred_h_) cudaFreeHost(pred_h_);
   if (table_d_) arena_.free(table_d_);
+  if (pred_logits_d_) arena_.free(pred_logits_d_);
+  if (pred_ids_d_) arena_.free(pred_ids_d_);
+  if (pred_wts_d_) arena_.free(pred_wts_d_);
 }
 
 void MoeLayer::ensure_host(int pairs) {
@@ -63,6 +82,11 @@ void MoeLayer::ensure_host(int pairs) {
   if (ids_h_) CUDA_CHECK(cudaFreeHost(ids_h_));
   if (sort_h_) CUDA_CHECK(cudaFreeHost(sort_h_));
   if (wts_h_) CUDA_CHECK(cudaFreeHost(wts_h_));
+  if (logits_h_) CUDA_CHECK(cudaFreeHost(logits_h_));
+  if (pred_h_) CUDA_CHECK(cudaFreeHost(pred_h_));
+  const size_t rows = static_cast<size_t>(pairs + d_.top_k - 1) / d_.top_k;
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&logits_h_), rows * d_.n_experts * sizeof(float), cudaHostAllocDefault));
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&pred_h_), pairs * sizeof(int32_t), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&ids_h_), pairs * sizeof(int32_t), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&wts_h_), pairs * sizeof(float), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&sort_h_), 2 * pairs * sizeof(int32_t), cudaHostAllocDefault));
@@ -70,7 +94,7 @@ void MoeLayer::ensure_host(int pairs) {
 }
 
 bool MoeLayer::syncs(int m) const {
-  if (provider_.needs_ids()) return true;
+  if (provider_.needs_ids() || routing_ || observer_) return true;
   return !(dispatch_ == Dispatch::fused && fused_decode_ok(m, d_.top_k));
 }
 
@@ -97,27 +121,62 @@ const bf16* const* MoeLayer::tables(int layer) {
   return reinterpret_cast<const bf16* const*>(table_d_ + base);
 }
 
-void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, ForwardBuffers& b, float* x, int m) {
-  const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter, pairs = m * K;
-  ensure_host(pairs);
-  {
-    ScopedRange r(trace_, RangeKind::router, layer);
-    linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
-    router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16* next_gate, ForwardBuffers& b,
+                     int m, bool predict) {
+  const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, pairs = m * K;
+  ScopedRange r(trace_, RangeKind::router, layer);
+  linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
+  router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+  // The gate predicts the next layer only when it also routes it.
+  const bool gate_predicts = predict && !routing_;
+  if (gate_predicts) {
+    if (m > pool_tokens_) fail("moe: a forward of {} tokens exceeds the {}-token pool", m, pool_tokens_);
+    linear(b.h, next_gate, pred_logits_d_, m, H, E, false, blas_, stream_);
+    router_topk(pred_logits_d_, pred_ids_d_, pred_wts_d_, m, E, K, stream_);
+    CUDA_CHECK(cudaMemcpyAsync(pred_h_, pred_ids_d_, pairs * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   }
-  if (observer_) {
+  if (routing_) {  // another source picks the experts; the gate's softmax weighs them (as CpuModel)
+    CUDA_CHECK(cudaMemcpyAsync(logits_h_, b.router_logits, static_cast<size_t>(m) * E * sizeof(float),
+                               cudaMemcpyDeviceToHost, stream_));
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    routing_->route(step, layer, m, std::span<int32_t>(ids_h_, pairs));
+    cpu::router_reweight(logits_h_, ids_h_, wts_h_, m, E, K);
+    CUDA_CHECK(cudaMemcpyAsync(b.ids, ids_h_, pairs * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(b.wts, wts_h_, pairs * sizeof(float), cudaMemcpyHostToDevice, stream_));
+  } else if (observer_) {
     CUDA_CHECK(cudaMemcpyAsync(wts_h_, b.wts, pairs * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     ids_to_host(b, pairs);
-    observer_(layer, pos0, m, ids_h_, wts_h_);
+  } else if (provider_.needs_ids() || dispatch_ == Dispatch::grouped || gate_predicts) {
+    ids_to_host(b, pairs);
   }
-  const bool host_ids = provider_.needs_ids() || dispatch_ == Dispatch::grouped;
-  if (host_ids && !observer_) ids_to_host(b, pairs);
+  if (observer_) observer_(layer, pos0, m, ids_h_, wts_h_);
+  return gate_predicts;
+}
+
+void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x,
+                   int m) {
+  const int K = d_.top_k, pairs = m * K;
+  ensure_host(pairs);
+  const bool predict = provider_.wants_prediction() && next_gate && layer + 1 < d_.n_layers;
+  const bool gate_predicted = route(step, layer, pos0, gate, next_gate, b, m, predict);
   {
     ScopedRange r(trace_, RangeKind::expert_load, layer);
     for (auto& g : got_) g = ExpertWeights{};
     if (provider_.needs_ids()) provider_.acquire(step, layer, ids_h_, pairs, got_.data(), stream_);
     else provider_.acquire(step, layer, nullptr, 0, got_.data(), stream_);
   }
+  experts(layer, b, x, m);
+  provider_.release(layer, stream_);
+  if (predict) {  // after this layer's experts are launched: the loads overlap their compute
+    ScopedRange r(trace_, RangeKind::expert_load, layer + 1, -1, "prefetch");
+    if (gate_predicted) pred_.assign(pred_h_, pred_h_ + pairs);
+    else routing_->predict(step, layer + 1, m, pred_);
+    provider_.prefetch(step, layer + 1, pred_.data(), pairs);
+  }
+}
+
+void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
+  const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter;
   if (dispatch_ == Dispatch::fused && fused_decode_ok(m, K)) {
     const bf16* const* t = tables(layer);
     ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "moe_decode_fused");

@@ -19,9 +19,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/expert_provider.h"
 #include "engine/cuda/workspace.h"
+#include "engine/expert_provider.h"
 
+namespace moebench {
+class RoutingDriver;
+}
 namespace moebench::profiler {
 class CpuTrace;
 }
@@ -41,17 +44,25 @@ struct MoeDims {
 
 class MoeLayer {
  public:
-  // pool_tokens: largest forward the pinned host scratch is sized for (it grows if needed).
+  // pool_tokens: largest forward the scratch is sized for (the host part grows if needed;
+  // the device part — the next layer's router for prefetch predictions — is fixed).
+  // routing: a non-model routing source (null: the gate routes); not owned.
   MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertProvider& provider, DeviceArena& arena,
-           cublasHandle_t blas, cudaStream_t stream, profiler::CpuTrace& trace, int pool_tokens);
+           cublasHandle_t blas, cudaStream_t stream, profiler::CpuTrace& trace, int pool_tokens,
+           RoutingDriver* routing = nullptr);
+  // Device bytes the constructor takes from the arena.
+  static uint64_t device_bytes(const MoeDims& d, int pool_tokens);
   ~MoeLayer();
   MoeLayer(const MoeLayer&) = delete;
   MoeLayer& operator=(const MoeLayer&) = delete;
 
   // Router + experts + combine for m tokens of layer `layer`: reads b.h (m, hidden) bf16,
   // adds the MoE output to x (m, hidden) fp32. gate (n_experts, hidden) bf16.
-  // pos0: position of the first token (for the routing observer).
-  void run(int step, int layer, int pos0, const __nv_bfloat16* gate, ForwardBuffers& b, float* x, int m);
+  // pos0: position of the first token (for the routing observer). next_gate: layer+1's
+  // gate (null for the last layer): when the provider wants predictions it is applied to
+  // b.h and the predicted experts are prefetched once this layer's experts are launched.
+  void run(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
+           ForwardBuffers& b, float* x, int m);
   // Called after the router of every layer with its choice (ids, weights (m, k), host
   // memory). Costs a device->host copy and a sync per layer: for tests and routing traces.
   using Observer = std::function<void(int layer, int pos0, int m, const int32_t* ids, const float* weights)>;
@@ -61,6 +72,12 @@ class MoeLayer {
 
  private:
   void ids_to_host(const ForwardBuffers& b, int pairs);
+  // Router (+ routing source, + the next layer's router for predictions): b.ids, b.wts on
+  // the device; on the host too when the provider, the dispatch or the source needs them.
+  // Returns whether the predictions are in pred_h_.
+  bool route(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
+             ForwardBuffers& b, int m, bool predict);
+  void experts(int layer, ForwardBuffers& b, float* x, int m);
   const __nv_bfloat16* const* tables(int layer);  // device (3, n_experts) pointer table of `layer`
   void grouped_experts(int layer, ForwardBuffers& b, int m);
   void serial_experts(int layer, ForwardBuffers& b, int m);
@@ -88,6 +105,14 @@ class MoeLayer {
   std::vector<const void*> mirror_;
   std::vector<bool> table_valid_;
   Observer observer_;
+  RoutingDriver* routing_ = nullptr;
+  int pool_tokens_ = 0;
+  float* logits_h_ = nullptr;        // (pairs / top_k, n_experts) router logits, routing source only
+  int32_t* pred_h_ = nullptr;        // (pairs) predicted ids of the next layer
+  std::vector<int32_t> pred_;        // predictions handed to the provider
+  float* pred_logits_d_ = nullptr;   // (pool, n_experts)
+  int32_t* pred_ids_d_ = nullptr;    // (pool, top_k)
+  float* pred_wts_d_ = nullptr;      // (pool, top_k)
 };
 
 }  // namespace moebench::cuda

@@ -113,7 +113,8 @@ class OffloadProvider final : public ExpertProvider {
   const profiler::ExpertCounters* counters() const override { return counters_; }
 
   void warm_up(void* stream);             // loads the policy's warm set (once)
-  void release(int layer, void* stream);  // records done[layer] on the compute stream
+  void release(int layer, void* stream) override;  // records done[layer] on the compute stream
+  void sync_counters() override { collect_counters(true); }
   // Reads finished loads' and stalls' timings into the counters; wait: block until all are.
   void collect_counters(bool wait);
   void finish();                          // ExpertCache::finish + collect_counters(true)
