@@ -1,0 +1,115 @@
+// logits_cli_test.cpp: `moebench logits` (app/cmd_logits.cpp) — the .npy it writes holds,
+// row by row, the same logits as the model run in process (prefill rows, then one decode
+// step per id), and bad input is a one-line error with exit code 1. CPU backend (CI).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "engine/cpu_model.h"
+#include "engine/weight_source.h"
+#include "tests/test_util.h"
+
+using namespace moebench;
+using moebench::test::TempDir;
+
+namespace {
+
+std::string moebench_exe() {
+  return std::filesystem::read_symlink("/proc/self/exe").parent_path().string() + "/moebench";
+}
+
+// Runs argv with stdout/stderr to files; returns the exit code.
+int run(const std::vector<std::string>& args, const std::string& out, const std::string& err) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (!freopen(out.c_str(), "w", stdout) || !freopen(err.c_str(), "w", stderr)) _exit(126);
+    std::vector<char*> argv;
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// A (rows, cols) float32 .npy written by cmd_logits.
+std::vector<float> read_npy(const std::string& path, size_t* rows, size_t* cols) {
+  const std::string d = test::read_file(path);
+  EXPECT_EQ(d.compare(0, 6, "\x93NUMPY"), 0);
+  const size_t hlen = static_cast<unsigned char>(d[8]) | (static_cast<unsigned char>(d[9]) << 8);
+  EXPECT_EQ((10 + hlen) % 64, 0u) << "numpy pads the header to 64 bytes";
+  const std::string header = d.substr(10, hlen);
+  EXPECT_NE(header.find("'descr': '<f4'"), std::string::npos) << header;
+  EXPECT_EQ(header.back(), '\n');
+  const size_t s = header.find("'shape': (");
+  EXPECT_NE(s, std::string::npos) << header;
+  *rows = std::stoul(header.substr(s + 10));
+  *cols = std::stoul(header.substr(header.find(", ", s) + 2));
+  std::vector<float> v(*rows * *cols);
+  EXPECT_EQ(d.size(), 10 + hlen + v.size() * sizeof(float));
+  std::memcpy(v.data(), d.data() + 10 + hlen, std::min(v.size() * sizeof(float), d.size() - 10 - hlen));
+  return v;
+}
+
+}  // namespace
+
+TEST(LogitsCli, WritesEveryPositionsLogitsAsTheModelComputesThem) {
+  TempDir d;
+  const std::vector<int32_t> ids{5, 17, 300, 42, 9, 511, 64};
+  std::string list;
+  for (auto i : ids) {
+    if (!list.empty()) list += ',';
+    list += std::to_string(i);
+  }
+  ASSERT_EQ(run({moebench_exe(), "logits", "--preset", "micro", "--seed", "3", "--backend", "cpu", "--ids", list,
+                 "--prompt-len", "3", "--out", d.str("l.npy")},
+                d.str("out"), d.str("err")),
+            0)
+      << test::read_file(d.str("err"));
+  size_t rows = 0, cols = 0;
+  auto got = read_npy(d.str("l.npy"), &rows, &cols);
+  auto w = WeightSource::open("synthetic:micro", 3);
+  const int V = w.config().vocab_size;
+  ASSERT_EQ(rows, ids.size());
+  ASSERT_EQ(cols, static_cast<size_t>(V));
+  CpuModel m(w, 64);
+  std::vector<float> ref(ids.size() * V), last(V);
+  m.forward(ids.data(), 3, 0, last.data(), ref.data());
+  for (size_t i = 3; i < ids.size(); ++i) m.forward(&ids[i], 1, static_cast<int>(i), &ref[i * V]);
+  double worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - ref[i]));
+  EXPECT_LE(worst, 1e-5);
+  // A decode row differs from the prefill rows (the file is not one row repeated).
+  EXPECT_NE(std::memcmp(&got[3 * V], &got[2 * V], V * sizeof(float)), 0);
+  EXPECT_NE(test::read_file(d.str("out")).find("7 ids (3 prefill + 4 decode steps), logits (7, 512)"), std::string::npos)
+      << test::read_file(d.str("out"));
+}
+
+TEST(LogitsCli, BadInputIsAOneLineError) {
+  TempDir d;
+  test::write_file(d.str("ids.txt"), "1, 2\n3 x7\n");
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--ids", "1,x,3"}, "error: --ids: 'x' is not a token id\n"},
+      {{"--ids", "1,512"}, "error: --ids: token id 512 is outside the vocabulary [0, 512)\n"},
+      {{"--ids", "1,-2"}, "error: --ids: token id -2 is outside the vocabulary [0, 512)\n"},
+      {{"--ids", "1,2", "--prompt-len", "3"}, "error: --prompt-len 3 exceeds the 2 ids given\n"},
+      {{"--ids-file", d.str("ids.txt")}, "error: --ids-file " + d.str("ids.txt") + ": 'x7' is not a token id\n"},
+      {{"--ids", "1,2,3,4,5", "--max-model-len", "4"}, "error: 5 ids exceed the model's max_model_len 4 (raise --max-model-len)\n"},
+      {{}, "error: pass exactly one of --ids LIST and --ids-file FILE\n"},
+  };
+  for (auto& [extra, want] : cases) {
+    std::vector<std::string> args{moebench_exe(), "logits", "--preset", "micro", "--backend", "cpu", "--out", d.str("l.npy")};
+    args.insert(args.end(), extra.begin(), extra.end());
+    EXPECT_EQ(run(args, d.str("out"), d.str("err")), 1) << want;
+    EXPECT_EQ(test::read_file(d.str("err")), want);
+    EXPECT_FALSE(std::filesystem::exists(d.str("l.npy")));
+  }
+}
