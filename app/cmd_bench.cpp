@@ -64,7 +64,10 @@ nlohmann::json kernel_table(const std::vector<profiler::GpuEvent>& ev, int64_t t
   for (auto& e : ev) {
     if (e.start_ns < t0 || e.kind == profiler::GpuEventKind::runtime_api || e.kind == profiler::GpuEventKind::driver_api)
       continue;
-    std::string n = e.name.substr(0, e.name.find('('));
+    std::string n = e.name;
+    for (const std::string cut : {"(anonymous namespace)::", "void ", "moebench::cuda::"})
+      for (size_t at; (at = n.find(cut)) != std::string::npos;) n.erase(at, cut.size());
+    n = n.substr(0, std::min(n.find('('), n.find('<')));
     auto& x = by[n];
     x.first += e.end_ns - e.start_ns;
     x.second += 1;

@@ -20,6 +20,7 @@
 #if MOEBENCH_HAVE_CUDA
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -165,6 +166,62 @@ TEST_F(BatchCuda, RopeKvStorePagedBitIdenticalToRopeThenStore) {
       ASSERT_EQ(kcs[i * row + e], kps[slot[i] * row + e]) << "token " << i << " k element " << e;
       ASSERT_EQ(vcs[i * row + e], vps[slot[i] * row + e]) << "token " << i << " v element " << e;
     }
+}
+
+// The grouped down-projection of moe_decode_fused (w2 read once per used expert) gives
+// the per-pair kernel's output bit for bit, for every token count and shapes that take
+// either rows-per-warp setting.
+TEST_F(BatchCuda, MoeDecodeFusedGroupedDownBitIdenticalToPerPair) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_int_distribution<int> pick(0, 7);
+  struct Shape {
+    int hidden, inter;
+  };
+  for (const Shape& sh : {Shape{4096, 1024}, Shape{520, 264}}) {
+    const int E = 8, k = 2;
+    Dev dev;
+    std::vector<const cuda::bf16*> w1(E), w3(E), w2(E);
+    for (int e = 0; e < E; ++e) {
+      std::vector<float> a(static_cast<size_t>(sh.inter) * sh.hidden), b(a.size()), c(a.size());
+      for (auto* v : {&a, &b, &c})
+        for (auto& x : *v) x = 0.05f * nd(rng);
+      w1[e] = reinterpret_cast<const cuda::bf16*>(dev.up(bits(a)));
+      w3[e] = reinterpret_cast<const cuda::bf16*>(dev.up(bits(b)));
+      w2[e] = reinterpret_cast<const cuda::bf16*>(dev.up(bits(c)));
+    }
+    auto* t1 = dev.up(w1);
+    auto* t3 = dev.up(w3);
+    auto* t2 = dev.up(w2);
+    for (int n : {1, 2, 3, 5, 8}) {
+      std::vector<float> x(static_cast<size_t>(n) * sh.hidden), wts(static_cast<size_t>(n) * k), o(x.size());
+      for (auto& v : x) v = nd(rng);
+      for (auto& v : o) v = nd(rng);
+      std::vector<int32_t> ids(static_cast<size_t>(n) * k);
+      for (int i = 0; i < n; ++i) {
+        ids[i * k] = pick(rng);
+        do ids[i * k + 1] = pick(rng);
+        while (ids[i * k + 1] == ids[i * k]);
+        const float a = std::fabs(nd(rng)) + 0.1f, b = std::fabs(nd(rng)) + 0.1f;
+        wts[i * k] = a / (a + b);
+        wts[i * k + 1] = b / (a + b);
+      }
+      auto* xd = reinterpret_cast<cuda::bf16*>(dev.up(bits(x)));
+      auto* idd = dev.up(ids);
+      auto* wd = dev.up(wts);
+      auto* h = dev.arena.alloc_n<cuda::bf16>(static_cast<size_t>(n) * k * sh.inter, "h");
+      float* out_a = dev.up(o);
+      float* out_b = dev.up(o);
+      cuda::moe_decode_fused(xd, idd, wd, t1, t3, t2, h, out_a, n, k, E, sh.hidden, sh.inter, nullptr,
+                             cuda::MoeDownAlgo::per_pair);
+      cuda::moe_decode_fused(xd, idd, wd, t1, t3, t2, h, out_b, n, k, E, sh.hidden, sh.inter, nullptr,
+                             cuda::MoeDownAlgo::grouped);
+      const auto a = dev.down(out_a, o.size()), b = dev.down(out_b, o.size());
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+          << "hidden " << sh.hidden << " n " << n;
+      EXPECT_NE(a, o) << "the kernel added nothing";
+    }
+  }
 }
 
 namespace {

@@ -127,9 +127,14 @@ void swiglu_gate_up(const bf16* x, const bf16* w1, const bf16* w3, bf16* h, int 
 // summed in j order (deterministic). Launch 1 groups tokens by expert so each used
 // expert's w1/w3 rows are read once; launch 2 reads w2 rows per (token, slot) and
 // applies the routing weights.
+// Launch 2 variants (bit-identical results): per_pair reads w2 rows once per (token, slot)
+// pair, one warp walking the pairs in turn; grouped reads them once per used expert with
+// the (row group, expert) items spread over a block's warps.
+enum class MoeDownAlgo { grouped, per_pair };
 void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
-                      int n_experts, int hidden, int inter, cudaStream_t stream);
+                      int n_experts, int hidden, int inter, cudaStream_t stream,
+                      MoeDownAlgo down = MoeDownAlgo::grouped);
 
 // The same experts without the combine: y (n * k, hidden) fp32, row p = t * k + j holds
 // expert_{ids[p]}(x_t) unweighted (for the loop / index_add combines). Same launch 1.

@@ -65,12 +65,19 @@ __global__ void __launch_bounds__(kWarps * 32)
     if (valid) {
       const bf16* kr = kp + base;
       if constexpr (VEC) {
-        for (int d = 0; d < hd; d += 8) {
+        // Fully unrolled (hd <= 32 * D): the key row's 16-byte loads are all in flight at once.
+        bf16x8 kv[4 * D];
+#pragma unroll
+        for (int c = 0; c < 4 * D; ++c)
+          if (8 * c < hd) kv[c] = load8(kr + 8 * c);
+#pragma unroll
+        for (int c = 0; c < 4 * D; ++c) {
+          if (8 * c >= hd) break;
           float kf[8];
-          to_float8(load8(kr + d), kf);
+          to_float8(kv[c], kf);
 #pragma unroll
           for (int h = 0; h < G; ++h) {
-            const float* qh = Qs + h * hd + d;
+            const float* qh = Qs + h * hd + 8 * c;
 #pragma unroll
             for (int u = 0; u < 8; ++u) s[h] = fmaf(qh[u], kf[u], s[h]);
           }
@@ -95,21 +102,30 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
       for (int c = 0; c < D; ++c) acc[h][c] *= alpha;
     }
+    // Values: kV keys at a time, their rows loaded before any is used (loads in flight).
+    constexpr int kV = 8;
     const int nk = min(kTile, len - t0);
-    for (int j = 0; j < nk; ++j) {
-      const int64_t bj = __shfl_sync(0xffffffffu, base, j);
-      const bf16* vr = vp + bj;
-      float vv[D];
+    for (int j0 = 0; j0 < nk; j0 += kV) {
+      float vv[kV][D];
 #pragma unroll
-      for (int c = 0; c < D; ++c) {
-        const int d = lane + 32 * c;
-        vv[c] = d < hd ? __bfloat162float(vr[d]) : 0.0f;
+      for (int jj = 0; jj < kV; ++jj) {
+        const int j = j0 + jj;  // < 32
+        const int64_t bj = __shfl_sync(0xffffffffu, base, j);
+#pragma unroll
+        for (int c = 0; c < D; ++c) {
+          const int d = lane + 32 * c;
+          vv[jj][c] = (j < nk && d < hd) ? __bfloat162float(vp[bj + d]) : 0.0f;
+        }
       }
 #pragma unroll
-      for (int h = 0; h < G; ++h) {
-        const float pj = __shfl_sync(0xffffffffu, p[h], j);
+      for (int jj = 0; jj < kV; ++jj) {
+        if (j0 + jj >= nk) break;
 #pragma unroll
-        for (int c = 0; c < D; ++c) acc[h][c] = fmaf(pj, vv[c], acc[h][c]);
+        for (int h = 0; h < G; ++h) {
+          const float pj = __shfl_sync(0xffffffffu, p[h], j0 + jj);
+#pragma unroll
+          for (int c = 0; c < D; ++c) acc[h][c] = fmaf(pj, vv[jj][c], acc[h][c]);
+        }
       }
     }
   }
