@@ -5,19 +5,29 @@
 // experts + norms per layer, final norm, lm_head), the HBM bandwidth of a device copy
 // kernel (read + write), and the % of the bound. Results go to --out in the
 // reports/results.h schema (rewritten atomically after every case); a Markdown table to
-// stdout. Batch 1 only: the model has no batched forward yet (issue 3 item 4).
+// stdout.
+// Batch sizes (--batch 1,2,4,8,16,32): on a backend with a batched forward (CUDA), case
+// batch{B}_p{P}_n{N} runs B requests (distinct P-token prompts, N new tokens each) through
+// the scheduler (engine/scheduler.h) and the paged-KV forward; its samples are the steps
+// (prefill steps, then decode steps of B tokens), decode_tok_s is steps/s per sequence
+// and the total (B x steps/s) is in the bound's description. Batch 1 also runs the
+// single-sequence path (Model::forward_argmax) as case b1_p{P}_n{N}.
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <ctime>
 #include <fstream>
+#include <map>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "app/command.h"
 #include "app/model_options.h"
+#include "engine/batch_generate.h"
 #include "engine/build_info.h"
 #include "engine/device_info.h"
 #include "engine/engine.h"
@@ -25,6 +35,7 @@
 #include "engine/log.h"
 #include "engine/units.h"
 #include "profiler/clock.h"
+#include "profiler/cupti.h"
 #include "reports/markdown.h"
 #include "reports/results.h"
 #if MOEBENCH_CUDA_MODEL
@@ -43,7 +54,34 @@ struct Args {
   int new_tokens = 128;
   int repetitions = 3;
   std::string out;
+  std::string kernel_profile;  // per-kernel GPU time of one extra repetition per case (CUPTI)
 };
+
+// GPU time per decode step by kernel name (demangled, arguments cut) of the events after t0.
+nlohmann::json kernel_table(const std::vector<profiler::GpuEvent>& ev, int64_t t0, int steps) {
+  std::map<std::string, std::pair<int64_t, int64_t>> by;  // name -> (ns, count)
+  int64_t total = 0;
+  for (auto& e : ev) {
+    if (e.start_ns < t0 || e.kind == profiler::GpuEventKind::runtime_api || e.kind == profiler::GpuEventKind::driver_api)
+      continue;
+    std::string n = e.name;
+    for (const std::string cut : {"(anonymous namespace)::", "void ", "moebench::cuda::"})
+      for (size_t at; (at = n.find(cut)) != std::string::npos;) n.erase(at, cut.size());
+    n = n.substr(0, std::min(n.find('('), n.find('<')));
+    auto& x = by[n];
+    x.first += e.end_ns - e.start_ns;
+    x.second += 1;
+    total += e.end_ns - e.start_ns;
+  }
+  std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> v(by.begin(), by.end());
+  std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
+  nlohmann::json rows = nlohmann::json::array();
+  for (auto& [n, x] : v)
+    rows.push_back({{"kernel", n}, {"ns_per_step", static_cast<double>(x.first) / steps},
+                    {"launches_per_step", static_cast<double>(x.second) / steps},
+                    {"share", total > 0 ? static_cast<double>(x.first) / total : 0.0}});
+  return {{"decode_steps", steps}, {"gpu_ns_per_step", static_cast<double>(total) / steps}, {"kernels", rows}};
+}
 
 // Bytes of weights one batch-1 decode token reads.
 uint64_t decode_weight_bytes(const ModelConfig& c) {
@@ -54,6 +92,16 @@ uint64_t decode_weight_bytes(const ModelConfig& c) {
   return 2 * (per_layer * c.num_hidden_layers + H + static_cast<uint64_t>(c.vocab_size) * H);
 }
 uint64_t all_weight_bytes(const ModelConfig& c) { return 2 * static_cast<uint64_t>(c.total_params()); }
+// Expected bytes of weights one decode step of B tokens reads when routing is uniform:
+// every non-expert weight once, and per layer the experts at least one token picked,
+// E * (1 - (1 - k/E)^B) of them in expectation (top-k of E without replacement).
+double batch_step_weight_bytes(const ModelConfig& c, int B) {
+  const double E = c.num_local_experts, k = c.num_experts_per_tok;
+  const double distinct = E * (1.0 - std::pow(1.0 - k / E, B));
+  const double one = static_cast<double>(decode_weight_bytes(c));
+  const double experts_one = 2.0 * c.num_hidden_layers * k * static_cast<double>(c.expert_params());
+  return one - experts_one + 2.0 * c.num_hidden_layers * distinct * static_cast<double>(c.expert_params());
+}
 
 std::string iso_now() {
   std::time_t t = std::time(nullptr);
@@ -96,8 +144,7 @@ int run(Args a) {
     else fail("--layers {} applies to synthetic models only (got --model {})", a.layers, a.model.model);
   }
   for (int b : a.batch)
-    if (b != 1)
-      fail("--batch {}: only batch 1 is supported so far (the model has no batched forward yet; issue 3 item 4)", b);
+    if (b < 1) fail("--batch {}: expected batch sizes of at least 1", b);
   WeightSource w = app::open_weights(a.model);
   const ModelConfig& c = w.config();
   EngineContext ctx;
@@ -112,6 +159,11 @@ int run(Args a) {
   }
   const int longest = *std::max_element(a.prompt_tokens.begin(), a.prompt_tokens.end()) + a.new_tokens;
   if (longest > ctx.settings.max_model_len) ctx.settings.max_model_len = longest;
+  const int max_batch = *std::max_element(a.batch.begin(), a.batch.end());
+  const int longest_prompt = *std::max_element(a.prompt_tokens.begin(), a.prompt_tokens.end());
+  // One prefill step holds the largest batch's prompts (the scheduler chunks beyond it).
+  if (max_batch > 1 && ctx.settings.max_num_batched_tokens < max_batch * longest_prompt)
+    ctx.settings.max_num_batched_tokens = max_batch * longest_prompt;
 
   reports::Results res;
   res.run.tool_version = "moebench bench";
@@ -149,17 +201,31 @@ int run(Args a) {
   const double bw = res.device.hbm_gbps;
   std::vector<std::vector<std::string>> rows;
   bool first_case = true;
+  auto* bm = dynamic_cast<BatchModel*>(model.get());
+  nlohmann::json kprof = nlohmann::json::object();
+  struct Plan {
+    int B, P;
+    bool batched;
+  };
+  std::vector<Plan> plans;
   for (int B : a.batch)
     for (int P : a.prompt_tokens) {
+      if (B == 1) plans.push_back({1, P, false});
+      if (bm) plans.push_back({B, P, true});
+      else if (B != 1) fail("--batch {}: backend {} has no batched forward (only cuda has)", B, ctx.backend);
+    }
+  for (const Plan& plan : plans) {
+      const int B = plan.B, P = plan.P;
       reports::Case k;
       k.suite = "bench";
-      k.name = fmt::format("b{}_p{}_n{}", B, P, a.new_tokens);
+      k.name = plan.batched ? fmt::format("batch{}_p{}_n{}", B, P, a.new_tokens) : fmt::format("b{}_p{}_n{}", B, P, a.new_tokens);
       k.settings.stage = ctx.settings.stage;
       for (auto& [key, v] : ctx.settings.to_list()) k.settings.knobs[key] = v;
       k.settings.knobs["batch"] = B;
       k.settings.knobs["backend"] = ctx.backend;
       k.routing_source = ctx.settings.routing;
-      k.prompt_tokens = P;
+      k.settings.knobs["forward"] = plan.batched ? "batched (scheduler, paged KV)" : "single sequence";
+      k.prompt_tokens = P * B;
       k.new_tokens = a.new_tokens;
       k.repetitions = a.repetitions;
       k.warmup = 1;
@@ -167,6 +233,34 @@ int run(Args a) {
       std::vector<int32_t> out;
       int64_t cold_ns = -1;  // load + the first prefill of the process (the warm-up of the first case)
       try {
+        if (plan.batched) {
+          std::vector<BatchRequest> reqs;
+          for (int i = 0; i < B; ++i) {
+            auto p = make_prompt(P + 1, c.vocab_size);  // distinct prompts: shifted windows of one sequence
+            std::rotate(p.begin(), p.begin() + (i % (P + 1)), p.end());
+            p.resize(static_cast<size_t>(P));
+            reqs.push_back({p, a.new_tokens});
+          }
+          SchedulerConfig sc;
+          sc.max_num_batched_tokens = std::min(ctx.settings.max_num_batched_tokens, bm->max_batch_tokens());
+          sc.max_model_len = ctx.settings.max_model_len;
+          sc.max_num_seqs = B;
+          sc.block_size = 16;
+          sc.num_blocks = B * kv_blocks_for(P + a.new_tokens, sc.block_size);
+          for (int rep = -1; rep < a.repetitions; ++rep) {
+            const auto g = generate_batch(*bm, sc, reqs);
+            reports::Repetition r;
+            for (auto& st : g.steps) {
+              r.latency_ns.push_back(st.ns);
+              r.phase.push_back(st.prefill ? reports::Phase::prefill : reports::Phase::decode);
+            }
+            r.ttft_warm_ns = g.prefill_ns();
+            if (first_case && rep == -1) cold_ns = load_ns + g.prefill_ns();
+            out.clear();
+            for (auto& o : g.outputs) out.insert(out.end(), o.begin(), o.end());
+            if (rep >= 0) k.samples.push_back(std::move(r));
+          }
+        } else
         for (int rep = -1; rep < a.repetitions; ++rep) {
           model->reset();
           reports::Repetition r;
@@ -188,6 +282,41 @@ int run(Args a) {
           }
           if (rep >= 0) k.samples.push_back(std::move(r));
         }
+        if (!a.kernel_profile.empty() && a.new_tokens > 1) {  // one more repetition under CUPTI
+          profiler::CuptiCollector col;
+          if (!col.enable()) {
+            kprof[k.name] = {{"error", col.unavailable_reason()}};
+          } else {
+            int64_t t_dec = 0;
+            int steps = 0;
+            if (plan.batched) {
+              std::vector<BatchRequest> reqs;
+              for (int i = 0; i < B; ++i) {
+                auto p = make_prompt(P + 1, c.vocab_size);
+                std::rotate(p.begin(), p.begin() + (i % (P + 1)), p.end());
+                p.resize(static_cast<size_t>(P));
+                reqs.push_back({p, a.new_tokens});
+              }
+              SchedulerConfig sc;
+              sc.max_num_batched_tokens = std::min(ctx.settings.max_num_batched_tokens, bm->max_batch_tokens());
+              sc.max_model_len = ctx.settings.max_model_len;
+              sc.max_num_seqs = B;
+              sc.block_size = 16;
+              sc.num_blocks = B * kv_blocks_for(P + a.new_tokens, sc.block_size);
+              generate_batch(*bm, sc, reqs, 0, false, [&](const Step& st, const std::vector<int32_t>&, const std::vector<float>&) {
+                if (st.prefill) t_dec = profiler::now_ns();
+                else ++steps;
+              });
+            } else {
+              int32_t tok = model->forward_argmax(prompt.data(), P, 0);
+              t_dec = profiler::now_ns();
+              for (int i = 1; i < a.new_tokens; ++i, ++steps) tok = model->forward_argmax(&tok, 1, P + i - 1);
+            }
+            col.flush();
+            kprof[k.name] = kernel_table(col.take_events(), t_dec, std::max(steps, 1));
+            col.disable();
+          }
+        }
         if (cold_ns >= 0 && !k.samples.empty()) k.samples[0].ttft_cold_ns = cold_ns;
         k.output_token_hash = token_hash(out);
       } catch (const Error& e) {
@@ -200,7 +329,17 @@ int run(Args a) {
       const bool decode_case = a.new_tokens > 1;
       if (bw > 0) {
         reports::Bound bound;
-        if (decode_case) {
+        if (decode_case && plan.batched) {
+          const double step_bytes = batch_step_weight_bytes(c, B);
+          const double limit = B * bw * 1e9 / step_bytes;
+          bound.description = fmt::format(
+              "batch {} decode: {} sequences x {:.1f} steps/s = {:.1f} tok/s total; bound: {} tokens per step of "
+              "{:.3f} GB of weights (expected distinct experts, uniform routing) / {:.0f} GB/s copy-kernel HBM",
+              B, B, g.decode_tok_s, B * g.decode_tok_s, B, step_bytes / 1e9, bw);
+          bound.value = limit;
+          bound.unit = "tok/s";
+          bound.percent = B * g.decode_tok_s / limit * 100;
+        } else if (decode_case) {
           const double limit = bw * 1e9 / static_cast<double>(tok_bytes);
           bound.description = fmt::format("resident decode: {:.3f} GB of weights per token / {:.0f} GB/s copy-kernel HBM",
                                           tok_bytes / 1e9, bw);
@@ -217,9 +356,10 @@ int run(Args a) {
         }
         k.bound = bound;
       }
-      rows.push_back({k.name, std::to_string(P), std::to_string(a.new_tokens), fmt::format("{:.1f}", g.prefill_tok_s),
+      rows.push_back({k.name, std::to_string(B), std::to_string(P), std::to_string(a.new_tokens), fmt::format("{:.1f}", g.prefill_tok_s),
                       fmt::format("{:.2f}", g.ttft_warm_ns / 1e6),
                       decode_case ? fmt::format("{:.1f}", g.decode_tok_s) : "-",
+                      decode_case ? fmt::format("{:.1f}", B * g.decode_tok_s) : "-",
                       decode_case ? fmt::format("{:.3f}", g.tpot_ns / 1e6) : "-", fmt::format("{:.3f}", tok_bytes / 1e9),
                       fmt::format("{:.0f}", bw),
                       k.bound ? fmt::format("{:.1f} {}", k.bound->value, k.bound->unit) : "-",
@@ -230,12 +370,34 @@ int run(Args a) {
     }
   fmt::print("# moebench bench: {} on {} ({}), dispatch={} combine={} buffers={}\n\n", c.name, res.device.name,
              ctx.backend, ctx.settings.dispatch, ctx.settings.combine, ctx.settings.buffers);
-  fmt::print("{}", reports::markdown_table({"case", "prompt", "new", "prefill tok/s", "TTFT ms", "decode tok/s",
-                                            "TPOT ms", "GB/token", "HBM GB/s", "bound", "% of bound", "status"},
-                                           {false, true, true, true, true, true, true, true, true, true, true, false},
+  fmt::print("{}", reports::markdown_table({"case", "batch", "prompt", "new", "prefill tok/s", "TTFT ms",
+                                            "decode tok/s per seq", "total tok/s", "TPOT ms", "GB/token", "HBM GB/s",
+                                            "bound", "% of bound", "status"},
+                                           {false, true, true, true, true, true, true, true, true, true, true, true, true,
+                                            false},
                                            rows));
-  fmt::print("\nbound: decode cases: weights one token reads / HBM copy bandwidth; prefill cases (new tokens = 1): "
+  fmt::print("\nbound: decode cases: weights one token reads / HBM copy bandwidth (batch B: B tokens per step over "
+             "the weights a step reads, expected distinct experts at uniform routing); prefill cases (new tokens = 1): "
              "time to read every weight once; % = bound time / TTFT.\n");
+  if (!a.kernel_profile.empty()) {
+    kprof["device"] = res.device.name;
+    kprof["model"] = c.name;
+    kprof["commit"] = res.run.commit;
+    std::ofstream f(a.kernel_profile);
+    f << kprof.dump(1) << "\n";
+    if (!f) fail("--kernel-profile {}: could not write the file", a.kernel_profile);
+    for (auto& [name, t] : kprof.items()) {
+      if (!t.is_object() || !t.contains("kernels")) continue;
+      fmt::print("\n## GPU time per decode step, {} ({:.1f} us of kernels per step)\n\n", name,
+                 t["gpu_ns_per_step"].get<double>() / 1e3);
+      int shown = 0;
+      for (auto& r : t["kernels"]) {
+        if (shown++ == 12) break;
+        fmt::print("  {:>9.1f} us  {:>5.1f}x  {:>5.1f}%  {}\n", r["ns_per_step"].get<double>() / 1e3,
+                   r["launches_per_step"].get<double>(), r["share"].get<double>() * 100, r["kernel"].get<std::string>());
+      }
+    }
+  }
   for (auto& k : res.cases)
     if (k.status != reports::CaseStatus::ok) return 1;
   return 0;
@@ -246,7 +408,7 @@ MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured
   auto a = std::make_shared<Args>();
   moebench::app::add_model_options(sub, a->model);
   sub.add_option("--layers", a->layers, "Override the layer count of a synthetic model")->check(CLI::PositiveNumber);
-  sub.add_option("--batch", a->batch, "Batch sizes, comma-separated (only 1 so far)")->delimiter(',');
+  sub.add_option("--batch", a->batch, "Batch sizes, comma-separated (e.g. 1,2,4,8,16,32): B requests decoded together")->delimiter(',');
   sub.add_option("--prompt-tokens", a->prompt_tokens, "Prompt lengths, comma-separated (one case each)")
       ->delimiter(',')
       ->check(CLI::PositiveNumber);
@@ -254,6 +416,8 @@ MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured
       ->check(CLI::PositiveNumber);
   sub.add_option("--repetitions", a->repetitions, "Measured repetitions per case (after one warm-up)")
       ->check(CLI::PositiveNumber);
+  sub.add_option("--kernel-profile", a->kernel_profile,
+                 "JSON of GPU time per decode step by kernel (one extra CUPTI-traced repetition per case)");
   sub.add_option("--out", a->out, "Results JSON (reports/results.h schema), rewritten after every case");
   return [a] { return run(*a); };
 });

@@ -196,6 +196,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
 
 CudaModel::~CudaModel() {
   if (stream_) cudaStreamSynchronize(stream_);
+  paged_.reset();
   moe_.reset();
   ws_.reset();
   provider_.reset();
@@ -269,9 +270,12 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
     {
       ScopedRange ar(trace(), RangeKind::attention, l);
       rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
-      linear(b.h, L.wq, b.q, m, H, Q, false, blas, s);
-      linear(b.h, L.wk, b.k, m, H, KV, false, blas, s);
-      linear(b.h, L.wv, b.v, m, H, KV, false, blas, s);
+      {  // one GEMV launch at m = 1 (bit-identical to three)
+        const bf16* w[3] = {L.wq, L.wk, L.wv};
+        float* y[3] = {b.q, b.k, b.v};
+        const int out[3] = {Q, KV, KV};
+        linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+      }
       rope(b.q, b.pos, m, nh, hd, c.rope_theta, s);
       rope(b.k, b.pos, m, nkv, hd, c.rope_theta, s);
       kv_store(b.k, b.v, L.k_cache, L.v_cache, m, pos0, nkv, hd, s);

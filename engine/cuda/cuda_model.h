@@ -8,10 +8,13 @@
 // uploaded experts; pinned / disk: an OffloadProvider whose slots take what the budget
 // leaves after the rest of the model (cache_slots caps them), fed by an ExpertHostStore
 // shared by the models of one process (filling and pinning 84 GiB takes about a minute:
-// done once per run; its time is reported as host_store_seconds, not in model load).
+// done once per run and not counted in a model's load time).
 // routing: the gate, or a RoutingDriver (synthetic / trace) whose choice the gate's
-// softmax weighs, as on the CPU. One sequence, contiguous KV cache; prompts longer than the workspace's
-// pool are run in chunks of max_num_batched_tokens. Host C++.
+// softmax weighs, as on the CPU.
+// Model::forward: one sequence, contiguous KV cache; prompts longer than the workspace's
+// pool are run in chunks of max_num_batched_tokens. BatchModel::forward_batch
+// (engine/cuda/cuda_model_batch.cpp): several sequences at once over a paged KV pool,
+// decode steps replayed from CUDA graphs (resident experts only). Host C++.
 #pragma once
 #include <cublas_api.h>
 #include <cuda_bf16.h>
@@ -25,6 +28,7 @@
 #include "engine/cuda/blas.h"
 #include "engine/cuda/moe_layer.h"
 #include "engine/cuda/workspace.h"
+#include "engine/batch_model.h"
 #include "engine/engine.h"
 #include "engine/expert_host_store.h"
 #include "engine/expert_provider.h"
@@ -39,7 +43,7 @@ namespace moebench::cuda {
 using ExpertProviderFactory =
     std::function<std::unique_ptr<ExpertProvider>(const WeightSource&, DeviceArena&, cudaStream_t)>;
 
-class CudaModel : public Model {
+class CudaModel : public Model, public BatchModel {
  public:
   // expert_tier resident: every expert is uploaded and served by ResidentExpertProvider.
   // pinned / disk: the factory's provider, or by default an OffloadProvider over the
@@ -53,6 +57,15 @@ class CudaModel : public Model {
   int32_t forward_argmax(const int32_t* tokens, int n, int pos0) override;
   void reset() override {}
   int max_seq_len() const override { return max_len_; }
+
+  // BatchModel (engine/cuda/cuda_model_batch.cpp).
+  void setup_kv_blocks(int block_size, int num_blocks, int max_seqs) override;
+  void forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, float* logits = nullptr) override;
+  int max_batch_tokens() const override { return pool_tokens_; }
+  // forward_batch steps replayed from a CUDA graph so far (decode steps of a resident model).
+  int64_t graph_replays() const;
+  // Whether forward_batch may capture decode steps in CUDA graphs (default on).
+  void set_use_graphs(bool on) { use_graphs_ = on; }
 
   // Introspection (tests, bench, results).
   DeviceArena& arena() { return *arena_; }
@@ -70,7 +83,10 @@ class CudaModel : public Model {
   bool decode_syncs() const { return moe_->syncs(1); }
   // The router's choice of every layer, on the host (same contract as CpuModel's observer;
   // adds a copy and a sync per layer). An empty function turns it off.
-  void set_routing_observer(MoeLayer::Observer o) { moe_->set_observer(std::move(o)); }
+  void set_routing_observer(MoeLayer::Observer o) {
+    observed_ = static_cast<bool>(o);
+    moe_->set_observer(std::move(o));
+  }
 
  private:
   struct Layer {
@@ -80,6 +96,11 @@ class CudaModel : public Model {
   void run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next);
   void check_tokens(const int32_t* tokens, int n, int pos0) const;
   profiler::CpuTrace& trace();
+  struct Paged;  // the paged KV pool, batch I/O buffers and decode graphs
+  struct PagedDeleter {
+    void operator()(Paged* p) const;
+  };
+  void batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, float* logits);
 
   ModelConfig cfg_;
   EngineSettings settings_;
@@ -103,6 +124,9 @@ class CudaModel : public Model {
   std::unique_ptr<Workspace> ws_;
   std::unique_ptr<MoeLayer> moe_;
   int32_t* host_io_ = nullptr;  // pinned: (2, pool_tokens) tokens and positions, then 1 argmax
+  std::unique_ptr<Paged, PagedDeleter> paged_;
+  bool observed_ = false;
+  bool use_graphs_ = true;
 };
 
 }  // namespace moebench::cuda

@@ -14,6 +14,7 @@ namespace moebench::cuda {
 
 namespace {
 using detail::kGemvWarps;
+constexpr int kGemvMaxSegs = 4;
 
 template <int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
@@ -44,6 +45,50 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const bf16* __res
         float* yp = y + static_cast<int64_t>(mm) * N + row0 + r;
         *yp = accumulate ? *yp + s : s;
       }
+    }
+}
+
+// Several weight matrices of the same `in` against the same x in one launch (q/k/v):
+// blocks [first[s], first[s+1]) compute segment s. Per row, the same arithmetic as
+// gemv_kernel (bit-identical outputs).
+struct GemvSegments {
+  const bf16* w[kGemvMaxSegs];
+  float* y[kGemvMaxSegs];
+  int rows[kGemvMaxSegs];
+  int first[kGemvMaxSegs + 1];
+  int n;
+};
+
+template <int M, int R>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_multi_kernel(const bf16* __restrict__ x, GemvSegments sg,
+                                                                    int m, int K) {
+  constexpr int U = 8 / R;
+  int seg = 0;
+  while (seg + 1 < sg.n && static_cast<int>(blockIdx.x) >= sg.first[seg + 1]) ++seg;
+  const int N = sg.rows[seg];
+  const bf16* w = sg.w[seg];
+  float* y = sg.y[seg];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = ((blockIdx.x - sg.first[seg]) * kGemvWarps + warp) * R;
+  if (row0 >= N) return;
+  const bf16* wr[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) wr[r] = w + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+  const bf16* xr[M];
+#pragma unroll
+  for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(min(mm, m - 1)) * K;
+  float acc[R][M];
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
+  detail::gemv_warp<R, M, U>(wr, xr, m, K / 8, lane, acc);
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) {
+      const float s = warp_sum(acc[r][mm]);
+      if (lane == 0 && mm < m && row0 + r < N) y[static_cast<int64_t>(mm) * N + row0 + r] = s;
     }
 }
 
@@ -104,6 +149,41 @@ void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool a
   else if (n == 2) launch_gemv_m<2>(x, w, y, n, in, out, accumulate, stream);
   else if (n <= 4) launch_gemv_m<4>(x, w, y, n, in, out, accumulate, stream);
   else launch_gemv_m<8>(x, w, y, n, in, out, accumulate, stream);
+}
+
+void linear_multi(const bf16* x, const bf16* const* w, float* const* y, const int* out, int n_mats, int n, int in,
+                  cublasHandle_t blas, cudaStream_t stream) {
+  if (n_mats <= 0 || n_mats > kGemvMaxSegs)
+    fail_msg(msg("cuda::linear_multi: ", n_mats, " matrices, expected 1..", kGemvMaxSegs));
+  bool fused = n == 1 && in % 8 == 0 && aligned16_host(x);
+  int total = 0;
+  for (int s = 0; s < n_mats; ++s) {
+    fused = fused && aligned16_host(w[s]) && out[s] > 0;
+    total += out[s];
+  }
+  if (!fused) {
+    for (int s = 0; s < n_mats; ++s) linear(x, w[s], y[s], n, in, out[s], false, blas, stream);
+    return;
+  }
+  MB_NVTX_RANGE("gemv_multi");
+  GemvSegments sg{};
+  sg.n = n_mats;
+  // One R for all segments: per row the result does not depend on R (same lane order).
+  const int R = detail::gemv_rows_per_warp(total);
+  sg.first[0] = 0;
+  for (int s = 0; s < n_mats; ++s) {
+    sg.w[s] = w[s];
+    sg.y[s] = y[s];
+    sg.rows[s] = out[s];
+    sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(out[s], kGemvWarps * R));
+  }
+  const unsigned blocks = static_cast<unsigned>(sg.first[n_mats]);
+  switch (R) {
+    case 4: gemv_multi_kernel<1, 4><<<blocks, kGemvWarps * 32, 0, stream>>>(x, sg, n, in); break;
+    case 2: gemv_multi_kernel<1, 2><<<blocks, kGemvWarps * 32, 0, stream>>>(x, sg, n, in); break;
+    default: gemv_multi_kernel<1, 1><<<blocks, kGemvWarps * 32, 0, stream>>>(x, sg, n, in); break;
+  }
+  CUDA_CHECK_LAUNCH("gemv_multi_kernel");
 }
 
 void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cublasHandle_t blas,

@@ -6,7 +6,10 @@
 //     that chose e (none: it exits before reading any weight), streams w1/w3 rows once
 //     for all of them and writes h[(i,j)] = silu(g) * u in bf16;
 //   launch 2 (grid: hidden row blocks): per token, per slot j in order, the w2 row dot
-//     h[(i,j)], scaled by weights[i,j] and summed; out[i] += the sum.
+//     h[(i,j)], scaled by weights[i,j] and summed; out[i] += the sum. Two variants, bit-
+//     identical: per_pair (each warp walks every (token, slot) pair in turn, w2 rows read
+//     once per pair) and grouped (the default: w2 rows read once per used expert, the
+//     (row group, expert) items spread over the block's warps).
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/ops.cuh"
@@ -109,6 +112,94 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_combine_kernel(const
   }
 }
 
+// The same result as moe_down_combine_kernel, bit for bit, with w2 read once per used
+// expert instead of once per (token, slot) pair, and more warps per row. A block owns
+// kDownRowGroups x R rows; its work items are (row group, used expert), shared
+// round-robin by its warps; an item streams the expert's R rows of w2 once for the
+// (up to M) pairs that chose the expert (the same lane order as the per-pair GEMV, so
+// each dot is identical) into shared memory; then, per row and token, the slots are
+// combined in j order (fmaf from 0) and added to out, as the per-pair kernel does.
+constexpr int kDownRowGroups = 4;
+template <int M, int R>
+__global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const bf16* __restrict__ h,
+                                                                          const int32_t* __restrict__ ids,
+                                                                          const float* __restrict__ weights,
+                                                                          const bf16* const* __restrict__ w2s,
+                                                                          float* __restrict__ out, int n, int k, int K,
+                                                                          int N) {
+  constexpr int U = 8 / R;
+  constexpr int kRows = kDownRowGroups * R;
+  __shared__ int s_expert[kMaxPairs], s_cnt[kMaxPairs], s_pair[kMaxPairs][M];
+  __shared__ int s_used;
+  __shared__ float s_dot[kRows][kMaxPairs];
+  const int pairs = n * k;
+  if (threadIdx.x == 0) {  // used experts in first-use order, each with its pairs in order
+    int used = 0;
+    for (int p = 0; p < pairs; ++p) {
+      const int e = ids[p];
+      int u = 0;
+      while (u < used && s_expert[u] != e) ++u;
+      if (u == used) {
+        s_expert[used] = e;
+        s_cnt[used] = 0;
+        ++used;
+      }
+      if (s_cnt[u] < M) s_pair[u][s_cnt[u]++] = p;
+    }
+    s_used = used;
+  }
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row_base = blockIdx.x * kRows;
+  const int items = kDownRowGroups * s_used;
+  for (int it = warp; it < items; it += kGemvWarps) {
+    const int g = it % kDownRowGroups, u = it / kDownRowGroups;
+    const int row0 = row_base + g * R;
+    if (row0 >= N) continue;
+    const bf16* w2 = w2s[s_expert[u]];
+    const bf16* wr[R];
+#pragma unroll
+    for (int r = 0; r < R; ++r) wr[r] = w2 + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+    const int m = s_cnt[u];
+    const bf16* xr[M];
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) xr[mm] = h + static_cast<int64_t>(s_pair[u][min(mm, m - 1)]) * K;
+    float acc[R][M];
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
+    detail::gemv_warp<R, M, U>(wr, xr, m, K / 8, lane, acc);
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+#pragma unroll
+      for (int mm = 0; mm < M; ++mm) {
+        const float d = warp_sum(acc[r][mm]);
+        if (lane == 0 && mm < m) s_dot[g * R + r][s_pair[u][mm]] = d;
+      }
+  }
+  __syncthreads();
+  for (int t = threadIdx.x; t < kRows * n; t += blockDim.x) {
+    const int rr = t % kRows, i = t / kRows, row = row_base + rr;
+    if (row >= N) continue;
+    float total = 0;
+    for (int j = 0; j < k; ++j) total = fmaf(weights[i * k + j], s_dot[rr][i * k + j], total);
+    out[static_cast<int64_t>(i) * N + row] += total;
+  }
+}
+
+template <int M>
+void launch_down_grouped(const bf16* h, const int32_t* ids, const float* weights, const bf16* const* w2s, float* out,
+                         int n, int k, int hidden, int inter, cudaStream_t stream) {
+  const int R = hidden >= kGemvWarps * 2 * 132 ? 2 : 1;
+  const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kDownRowGroups * R));
+  if (R == 2)
+    moe_down_grouped_kernel<M, 2><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden);
+  else
+    moe_down_grouped_kernel<M, 1><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden);
+  CUDA_CHECK_LAUNCH("moe_down_grouped_kernel");
+}
+
 // Like moe_down_combine_kernel but without the routing weights: y[p] = w2_{ids[p]} @ h[p].
 template <int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_pairs_kernel(const bf16* __restrict__ h,
@@ -166,11 +257,18 @@ void gate_up_any(const bf16* x, const int32_t* ids, const bf16* const* w1s, cons
 
 void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
-                      int n_experts, int hidden, int inter, cudaStream_t stream) {
+                      int n_experts, int hidden, int inter, cudaStream_t stream, MoeDownAlgo down) {
   MB_NVTX_RANGE("moe_decode_fused");
   if (n <= 0) return;
   check_shape("moe_decode_fused", n, k, hidden, inter);
   gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  if (down == MoeDownAlgo::grouped) {
+    if (n == 1) launch_down_grouped<1>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
+    else if (n == 2) launch_down_grouped<2>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
+    else if (n <= 4) launch_down_grouped<4>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
+    else launch_down_grouped<8>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
+    return;
+  }
   const int R = detail::gemv_rows_per_warp(hidden);
   const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kGemvWarps * R));
   switch (R) {

@@ -54,6 +54,28 @@ size_t attention_workspace_floats(int n, int pos0, int n_heads, int n_kv, int he
 void attention(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* out, int n, int pos0, int n_heads,
                int n_kv, int head_dim, float* workspace, cudaStream_t stream);
 
+// ---- paged_attention.cu ----
+// Batched causal GQA attention over a paged KV cache (engine/scheduler.h). m tokens of
+// several sequences: token i reads the block table in row seq_row[i] of block_tables
+// (rows, table_width) and attends keys 0 .. pos[i]. q (m, n_heads, head_dim) fp32;
+// k_pool, v_pool (n_blocks, block_size, n_kv, head_dim) bf16; out (m, n_heads * head_dim)
+// bf16. One block per (token, KV head), its warps splitting the keys (online softmax per
+// warp, merged in warp order); head_dim <= 128, n_heads / n_kv <= 8. No workspace;
+// nothing on the host depends on the positions (CUDA-graph safe).
+void paged_attention(const float* q, const bf16* k_pool, const bf16* v_pool, const int32_t* block_tables,
+                     int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m, int n_heads,
+                     int n_kv, int head_dim, int block_size, cudaStream_t stream);
+
+// ---- paged_kv.cu ----
+// rope() of q (m, n_heads, head_dim) in place and of k (m, n_kv, head_dim) on its way to
+// the pool: k_pool / v_pool slot slot[i] (n_kv, head_dim) bf16 = rope(k_i), v_i. Same
+// arithmetic as rope() + kv_store() (bit-identical), one launch.
+void rope_kv_store_paged(float* q, const float* k, const float* v, const int32_t* pos, const int32_t* slot,
+                         bf16* k_pool, bf16* v_pool, int m, int n_heads, int n_kv, int head_dim, float theta,
+                         cudaStream_t stream);
+// out (n, dim) = x[rows[i]] (x (?, dim) fp32; rows (n) device).
+void gather_rows(const float* x, const int32_t* rows, float* out, int n, int dim, cudaStream_t stream);
+
 // ---- router.cu ----
 // logits (n, n_experts) fp32 -> softmax (fp32) -> top-k (descending; ties to the lower
 // index) -> renormalised weights. ids (n, k) int32, weights (n, k) fp32. n_experts <= 256, k <= 8.
@@ -71,6 +93,10 @@ enum class LinearAlgo {
 // `blas` may be null when the GEMV path is taken.
 void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cublasHandle_t blas,
             cudaStream_t stream, LinearAlgo algo = LinearAlgo::automatic);
+// y[s] (n, out[s]) = x (n, in) @ w[s]^T for n_mats <= 4 matrices sharing x (q/k/v): one
+// GEMV launch when n == 1 (per row bit-identical to linear()), else one linear() each.
+void linear_multi(const bf16* x, const bf16* const* w, float* const* y, const int* out, int n_mats, int n, int in,
+                  cublasHandle_t blas, cudaStream_t stream);
 // The GEMV kernel alone (n <= 8; any `in`, fastest when in % 8 == 0 and pointers 16-byte aligned).
 void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream);
 constexpr int kGemvMaxRows = 8;
@@ -101,9 +127,14 @@ void swiglu_gate_up(const bf16* x, const bf16* w1, const bf16* w3, bf16* h, int 
 // summed in j order (deterministic). Launch 1 groups tokens by expert so each used
 // expert's w1/w3 rows are read once; launch 2 reads w2 rows per (token, slot) and
 // applies the routing weights.
+// Launch 2 variants (bit-identical results): per_pair reads w2 rows once per (token, slot)
+// pair, one warp walking the pairs in turn; grouped reads them once per used expert with
+// the (row group, expert) items spread over a block's warps.
+enum class MoeDownAlgo { grouped, per_pair };
 void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
-                      int n_experts, int hidden, int inter, cudaStream_t stream);
+                      int n_experts, int hidden, int inter, cudaStream_t stream,
+                      MoeDownAlgo down = MoeDownAlgo::grouped);
 
 // The same experts without the combine: y (n * k, hidden) fp32, row p = t * k + j holds
 // expert_{ids[p]}(x_t) unweighted (for the loop / index_add combines). Same launch 1.

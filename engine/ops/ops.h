@@ -28,6 +28,20 @@ void rope(float* x, const int32_t* pos, int n, int heads, int head_dim, float th
 void attention(const float* q, const float* k_cache, const float* v_cache, float* out, int n, int pos0,
                int n_heads, int n_kv, int head_dim);
 
+// Paged KV cache (engine/scheduler.h): k_pool, v_pool (n_blocks, block_size, n_kv, head_dim);
+// the slot of position p of a sequence is block_table[p / block_size] * block_size + p % block_size.
+// Batched causal GQA attention over m tokens of several sequences: token i belongs to the
+// sequence whose block table is row seq_row[i] of block_tables (rows, table_width) and
+// attends keys 0 .. pos[i] of it. q (m, n_heads, head_dim); out (m, n_heads * head_dim).
+// (engine/ops/paged_attention.cpp; twin engine/cuda/paged_attention.cu.)
+void paged_attention(const float* q, const float* k_pool, const float* v_pool, const int32_t* block_tables,
+                     int table_width, const int32_t* seq_row, const int32_t* pos, float* out, int m, int n_heads,
+                     int n_kv, int head_dim, int block_size);
+// RoPE of q (m, n_heads, head_dim) in place and of k (m, n_kv, head_dim) on the way into
+// the pool: k_pool/v_pool slot slot[i] (n_kv, head_dim) = rope(k_i), v_i. (paged_kv.cpp)
+void rope_kv_store_paged(float* q, const float* k, const float* v, const int32_t* pos, const int32_t* slot,
+                         float* k_pool, float* v_pool, int m, int n_heads, int n_kv, int head_dim, float theta);
+
 // Router: logits (n, n_experts) -> softmax (fp32) -> top-k (descending; ties to the
 // lower index) -> weights renormalised to sum 1. ids (n, k), weights (n, k).
 void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n_experts, int k);

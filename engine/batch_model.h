@@ -1,0 +1,36 @@
+// batch_model.h: what a backend offers the scheduler (engine/scheduler.h) — a forward
+// over several sequences at once whose keys/values live in a paged KV cache (fixed-size
+// blocks, one block table per sequence). The CUDA model implements it
+// (engine/cuda/cuda_model_batch.cpp); the CPU backend stays single-sequence.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace moebench {
+
+// One sequence's part of a batched forward: n tokens at positions pos0 .. pos0+n-1,
+// whose keys/values go to (and whose attention reads) the blocks of block_table.
+struct BatchSeq {
+  const int32_t* tokens = nullptr;       // (n) host
+  int n = 0;
+  int pos0 = 0;
+  const int32_t* block_table = nullptr;  // (n_blocks) host, physical block ids
+  int n_blocks = 0;                      // must cover pos0 + n slots
+  bool sample = false;                   // return the argmax (and logits) of its last token
+};
+
+class BatchModel {
+ public:
+  virtual ~BatchModel() = default;
+  // Allocates the paged KV pool: num_blocks blocks of block_size slots per layer, block
+  // tables of up to max_seqs sequences. Throws Error (naming the bytes) when it does not fit.
+  virtual void setup_kv_blocks(int block_size, int num_blocks, int max_seqs) = 0;
+  // Runs every sequence's tokens through the model (keys/values stored in the pool) and
+  // writes, for each sequence with `sample`, in order, the argmax of its last token's
+  // logits to next[i] (host) and, when logits is non-null, the logits to logits[i * vocab].
+  virtual void forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, float* logits = nullptr) = 0;
+  // Tokens one forward_batch may hold (the workspace's capacity).
+  virtual int max_batch_tokens() const = 0;
+};
+
+}  // namespace moebench

@@ -1,0 +1,227 @@
+// cuda_model_batch.cpp: CudaModel's batched forward (BatchModel, engine/batch_model.h).
+//
+// Several sequences in one forward: their tokens are stacked into m rows (m <= the
+// workspace's pool, i.e. max_num_batched_tokens) and go through the same ops as
+// Model::forward, except that keys/values live in a paged pool — per layer
+// (num_blocks, block_size, n_kv, head_dim) bf16 — addressed through each sequence's
+// block table: rope_kv_store_paged writes the new rows, paged_attention reads them.
+// Only the last token of each sampled sequence goes through the final norm and lm_head;
+// the argmax is taken on the device. Every per-step input (tokens, positions, KV slots,
+// block tables) is packed into one pinned buffer and copied in one transfer, so a step's
+// launches depend only on m: decode steps without a host sync (resident experts, fused
+// decode dispatch, pooled buffers, no observer/profiler) are captured once per m in a
+// CUDA graph and replayed.
+#include <map>
+#include <set>
+
+#include "engine/cuda/arena.h"
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/cuda_model.h"
+#include "engine/cuda/ops.cuh"
+#include "engine/error.h"
+#include "engine/units.h"
+
+namespace moebench::cuda {
+
+struct CudaModel::Paged {
+  DeviceArena& arena;
+  int block_size = 0, num_blocks = 0, max_seqs = 0, width = 0, cap = 0;
+  std::vector<bf16*> k, v;      // (n_layers) each (num_blocks, block_size, n_kv, head_dim)
+  int32_t* io_d = nullptr;      // (5 * cap + max_seqs * width) packed step inputs, see layout()
+  int32_t* io_h = nullptr;      // pinned mirror
+  int32_t* next_d = nullptr;    // (cap) argmax of each sampled sequence
+  int32_t* next_h = nullptr;    // (cap) pinned
+  std::map<int, cudaGraphExec_t> graphs;  // decode step of m sequences
+  std::set<int> seen;                     // m run once eagerly (warm, tables uploaded)
+  int64_t replays = 0;
+
+  explicit Paged(DeviceArena& a) : arena(a) {}
+  ~Paged() {
+    for (auto& [m, g] : graphs) cudaGraphExecDestroy(g);
+    for (auto* p : k) arena.free(p);
+    for (auto* p : v) arena.free(p);
+    if (io_d) arena.free(io_d);
+    if (next_d) arena.free(next_d);
+    if (io_h) cudaFreeHost(io_h);
+    if (next_h) cudaFreeHost(next_h);
+  }
+  // Packed layout of a step of m tokens and s sequences: tokens (m), pos (m), slot (m),
+  // seq_row (m), out_row (s), tables (s, width).
+  static int64_t ints(int m, int s, int width) { return 4LL * m + s + static_cast<int64_t>(s) * width; }
+};
+
+void CudaModel::PagedDeleter::operator()(Paged* p) const { delete p; }
+
+int64_t CudaModel::graph_replays() const { return paged_ ? paged_->replays : 0; }
+
+void CudaModel::setup_kv_blocks(int block_size, int num_blocks, int max_seqs) {
+  if (block_size <= 0 || num_blocks <= 0 || max_seqs <= 0)
+    fail("setup_kv_blocks: block_size {}, num_blocks {}, max_seqs {} (expected all positive)", block_size, num_blocks,
+         max_seqs);
+  const int width = static_cast<int>((max_len_ + block_size - 1) / block_size);
+  if (paged_ && paged_->block_size == block_size && paged_->num_blocks >= num_blocks && paged_->max_seqs >= max_seqs)
+    return;  // the pool already there serves (and its graphs stay valid)
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  paged_.reset();
+  const ModelConfig& c = cfg_;
+  const uint64_t per_layer = static_cast<uint64_t>(num_blocks) * block_size * c.kv_dim();
+  const uint64_t need = 2ull * c.num_hidden_layers * per_layer * sizeof(bf16);
+  if (!arena_->fits(need))
+    fail("paged KV cache of {} blocks x {} tokens x {} layers needs {} but the device arena has {} free: lower the "
+         "batch, max_model_len or raise --gpu-mem-budget",
+         num_blocks, block_size, c.num_hidden_layers, format_bytes(need),
+         format_bytes(arena_->capacity() - arena_->stats().used_bytes));
+  std::unique_ptr<Paged, PagedDeleter> p(new Paged(*arena_));
+  p->block_size = block_size;
+  p->num_blocks = num_blocks;
+  p->max_seqs = max_seqs;
+  p->width = width;
+  p->cap = pool_tokens_;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    p->k.push_back(arena_->alloc_n<bf16>(per_layer, fmt::format("layer {} paged k cache", l)));
+    p->v.push_back(arena_->alloc_n<bf16>(per_layer, fmt::format("layer {} paged v cache", l)));
+  }
+  const int64_t io = Paged::ints(p->cap, std::min(max_seqs, p->cap), width);
+  p->io_d = arena_->alloc_n<int32_t>(static_cast<uint64_t>(io), "batch step inputs");
+  p->next_d = arena_->alloc_n<int32_t>(static_cast<uint64_t>(p->cap), "batch sampled ids");
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&p->io_h), static_cast<size_t>(io) * 4, cudaHostAllocDefault));
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&p->next_h), static_cast<size_t>(p->cap) * 4, cudaHostAllocDefault));
+  paged_ = std::move(p);
+}
+
+void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, float* logits) {
+  const ModelConfig& c = cfg_;
+  Paged& P = *paged_;
+  const int H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
+  const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  const float eps = c.rms_norm_eps;
+  cublasHandle_t blas = blas_->get();
+  cudaStream_t s = stream_;
+  const int32_t* tok = P.io_d;
+  const int32_t* pos = tok + m;
+  const int32_t* slot = pos + m;
+  const int32_t* seq_row = slot + m;
+  const int32_t* out_row = seq_row + m;
+  const int32_t* tables = out_row + n_seqs;
+  CUDA_CHECK(cudaMemcpyAsync(P.io_d, P.io_h, static_cast<size_t>(Paged::ints(m, n_seqs, P.width)) * 4,
+                             cudaMemcpyHostToDevice, s));
+  embedding(embed_, tok, b.x, m, H, s);
+  const int64_t step = step_++;
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    const Layer& L = layers_[l];
+    rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
+    const bf16* w[3] = {L.wq, L.wk, L.wv};
+    float* y[3] = {b.q, b.k, b.v};
+    const int out[3] = {Q, KV, KV};
+    linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+    rope_kv_store_paged(b.q, b.k, b.v, pos, slot, P.k[l], P.v[l], m, nh, nkv, hd, c.rope_theta, s);
+    paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size, s);
+    linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
+    rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
+    const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
+    moe_->run(static_cast<int>(step), l, 0, L.gate, next_gate, b, b.x, m);  // x += moe(h)
+  }
+  // The sampled rows only: gather -> final norm -> lm_head -> argmax.
+  gather_rows(b.x, out_row, b.moe_out, n_out, H, s);
+  rmsnorm(b.moe_out, norm_, b.h, n_out, H, eps, s);
+  const int chunk = std::min(kLogitRows, m);  // rows b.logits holds
+  for (int r0 = 0; r0 < n_out; r0 += chunk) {
+    const int rows = std::min(chunk, n_out - r0);
+    linear(b.h + static_cast<int64_t>(r0) * H, lm_head_, b.logits, rows, H, V, false, blas, s);
+    argmax(b.logits, P.next_d + r0, rows, V, s);
+    if (logits)
+      CUDA_CHECK(cudaMemcpyAsync(logits + static_cast<size_t>(r0) * V, b.logits, static_cast<size_t>(rows) * V * 4,
+                                 cudaMemcpyDeviceToHost, s));
+  }
+  CUDA_CHECK(cudaMemcpyAsync(P.next_h, P.next_d, static_cast<size_t>(n_out) * 4, cudaMemcpyDeviceToHost, s));
+}
+
+void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, float* logits) {
+  if (!paged_) fail("forward_batch: no paged KV pool (call setup_kv_blocks first)");
+  Paged& P = *paged_;
+  const int n_seqs = static_cast<int>(seqs.size());
+  if (n_seqs == 0) fail("forward_batch: no sequences");
+  if (n_seqs > P.max_seqs) fail("forward_batch: {} sequences, the KV pool was set up for at most {}", n_seqs, P.max_seqs);
+  int m = 0, n_out = 0;
+  bool all_decode = true;
+  for (const BatchSeq& q : seqs) {
+    if (q.n <= 0) fail("forward_batch: a sequence with {} tokens (expected at least 1)", q.n);
+    if (q.pos0 < 0 || q.pos0 + q.n > max_len_)
+      fail("sequence length {} exceeds max_model_len {}", q.pos0 + q.n, max_len_);
+    if (q.n_blocks * P.block_size < q.pos0 + q.n || q.n_blocks > P.width)
+      fail("forward_batch: block table of {} blocks of {} cannot hold {} tokens", q.n_blocks, P.block_size, q.pos0 + q.n);
+    for (int j = 0; j < q.n_blocks; ++j)
+      if (q.block_table[j] < 0 || q.block_table[j] >= P.num_blocks)
+        fail("forward_batch: KV block id {} out of range 0..{}", q.block_table[j], P.num_blocks - 1);
+    for (int j = 0; j < q.n; ++j)
+      if (q.tokens[j] < 0 || q.tokens[j] >= cfg_.vocab_size)
+        fail("token id {} out of range 0..{}", q.tokens[j], cfg_.vocab_size - 1);
+    m += q.n;
+    n_out += q.sample ? 1 : 0;
+    all_decode = all_decode && q.n == 1 && q.sample;
+  }
+  if (m > pool_tokens_) fail("forward_batch: {} tokens exceed max_num_batched_tokens {}", m, pool_tokens_);
+  if (n_out == 0) fail("forward_batch: no sequence is sampled (nothing to return)");
+
+  // Pack the step's inputs (layout: Paged::ints).
+  int32_t* tok = P.io_h;
+  int32_t* pos = tok + m;
+  int32_t* slot = pos + m;
+  int32_t* seq_row = slot + m;
+  int32_t* out_row = seq_row + m;
+  int32_t* tables = out_row + n_seqs;
+  int row = 0, k = 0;
+  for (int si = 0; si < n_seqs; ++si) {
+    const BatchSeq& q = seqs[si];
+    for (int j = 0; j < q.n; ++j, ++row) {
+      const int p = q.pos0 + j;
+      tok[row] = q.tokens[j];
+      pos[row] = p;
+      slot[row] = q.block_table[p / P.block_size] * P.block_size + p % P.block_size;
+      seq_row[row] = si;
+    }
+    if (q.sample) out_row[k++] = row - 1;
+    int32_t* t = tables + static_cast<int64_t>(si) * P.width;
+    std::copy(q.block_table, q.block_table + q.n_blocks, t);
+    std::fill(t + q.n_blocks, t + P.width, 0);
+  }
+
+  ForwardBuffers& b = ws_->begin(m, 0);
+  const bool graphable = use_graphs_ && all_decode && !logits && !prof_ && !observed_ && ws_->pooled() &&
+                         settings_.expert_tier == "resident" && !moe_->syncs(m);
+  try {
+    if (graphable && P.graphs.count(m)) {
+      CUDA_CHECK(cudaGraphLaunch(P.graphs[m], stream_));
+      ++P.replays;
+    } else if (graphable && P.seen.count(m)) {
+      cudaGraph_t g = nullptr;
+      CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      try {
+        batch_body(b, m, n_seqs, n_out, nullptr);
+      } catch (...) {
+        cudaStreamEndCapture(stream_, &g);
+        if (g) cudaGraphDestroy(g);
+        throw;
+      }
+      CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
+      cudaGraphExec_t exec = nullptr;
+      const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+      cudaGraphDestroy(g);
+      CUDA_CHECK(e);
+      P.graphs[m] = exec;
+      CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+      ++P.replays;
+    } else {
+      batch_body(b, m, n_seqs, n_out, logits);
+      if (graphable) P.seen.insert(m);
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+  } catch (...) {
+    ws_->end();
+    throw;
+  }
+  std::copy(P.next_h, P.next_h + n_out, next);
+  ws_->end();
+}
+
+}  // namespace moebench::cuda

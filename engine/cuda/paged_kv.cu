@@ -1,0 +1,75 @@
+// paged_kv.cu: rope + store of new keys/values into the paged KV pool (twin:
+// engine/ops/paged_kv.cpp), and the row gather that picks the sampled tokens' hidden
+// states. The rope arithmetic is rope.cu's (1 / powf(theta, 2j/d), sincosf of pos *
+// inv_freq), so results are bit-identical to rope() followed by kv_store().
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/ops.cuh"
+
+namespace moebench::cuda {
+
+namespace {
+// grid (m), block over j in half.
+__global__ void rope_kv_store_paged_kernel(float* __restrict__ q, const float* __restrict__ k,
+                                           const float* __restrict__ v, const int32_t* __restrict__ pos,
+                                           const int32_t* __restrict__ slot, bf16* __restrict__ kp,
+                                           bf16* __restrict__ vp, int n_heads, int n_kv, int head_dim, float theta) {
+  const int i = blockIdx.x, half = head_dim / 2;
+  const float p = static_cast<float>(pos[i]);
+  const int64_t row = static_cast<int64_t>(n_kv) * head_dim;
+  float* qi = q + static_cast<int64_t>(i) * n_heads * head_dim;
+  const float* ki = k + i * row;
+  const float* vi = v + i * row;
+  bf16* kd = kp + static_cast<int64_t>(slot[i]) * row;
+  bf16* vd = vp + static_cast<int64_t>(slot[i]) * row;
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
+    const float ang = p * inv_freq;
+    float s, c;
+    sincosf(ang, &s, &c);
+    for (int h = 0; h < n_heads; ++h) {
+      float* x = qi + h * head_dim;
+      const float a = x[j], b = x[j + half];
+      x[j] = a * c - b * s;
+      x[j + half] = b * c + a * s;
+    }
+    for (int h = 0; h < n_kv; ++h) {
+      const float a = ki[h * head_dim + j], b = ki[h * head_dim + j + half];
+      kd[h * head_dim + j] = __float2bfloat16_rn(a * c - b * s);
+      kd[h * head_dim + j + half] = __float2bfloat16_rn(b * c + a * s);
+    }
+  }
+  for (int64_t e = threadIdx.x; e < row; e += blockDim.x) {
+    vd[e] = __float2bfloat16_rn(vi[e]);
+    if (head_dim % 2 == 1 && e % head_dim == head_dim - 1) kd[e] = __float2bfloat16_rn(ki[e]);  // odd dim: unrotated
+  }
+}
+
+__global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
+                                   float* __restrict__ out, int dim) {
+  const float* src = x + static_cast<int64_t>(rows[blockIdx.x]) * dim;
+  float* dst = out + static_cast<int64_t>(blockIdx.x) * dim;
+  for (int d = threadIdx.x; d < dim; d += blockDim.x) dst[d] = src[d];
+}
+}  // namespace
+
+void rope_kv_store_paged(float* q, const float* k, const float* v, const int32_t* pos, const int32_t* slot,
+                         bf16* k_pool, bf16* v_pool, int m, int n_heads, int n_kv, int head_dim, float theta,
+                         cudaStream_t stream) {
+  MB_NVTX_RANGE("rope_kv_store_paged");
+  if (m <= 0) return;
+  const int half = head_dim / 2;
+  const int threads = half >= 128 ? 128 : half <= 32 ? 32 : ((half + 31) / 32) * 32;
+  rope_kv_store_paged_kernel<<<m, threads, 0, stream>>>(q, k, v, pos, slot, k_pool, v_pool, n_heads, n_kv, head_dim,
+                                                         theta);
+  CUDA_CHECK_LAUNCH("rope_kv_store_paged_kernel");
+}
+
+void gather_rows(const float* x, const int32_t* rows, float* out, int n, int dim, cudaStream_t stream) {
+  MB_NVTX_RANGE("gather_rows");
+  if (n <= 0) return;
+  gather_rows_kernel<<<n, 256, 0, stream>>>(x, rows, out, dim);
+  CUDA_CHECK_LAUNCH("gather_rows_kernel");
+}
+
+}  // namespace moebench::cuda

@@ -1,0 +1,373 @@
+// batch_cuda_test.cpp: the batched, paged-KV CUDA path (skipped, with a message, without
+// a GPU).
+//   * paged_attention against its CPU twin (engine/ops/paged_attention.cpp) on randomised
+//     shapes (odd head_dim, GQA groups 1..8, scrambled block tables, mixed prefill/decode
+//     rows); rope_kv_store_paged bit-identical to rope() + kv_store();
+//   * scheduler + CudaModel::forward_batch: every sequence's greedy output and logits
+//     against the same sequence run alone through Model::forward (contiguous KV cache).
+//     The batched forward runs the attention projections through cuBLAS when it has more
+//     than one row (the single-sequence decode uses the GEMV) and a different attention
+//     kernel, so fp32 sums are ordered differently and a bf16 rounding of an activation
+//     (normed input, attention output, SwiGLU product) can land one ulp apart. That is
+//     the error budget of cuda_model_test.cpp's comparison against fp32: 2^-8 relative
+//     per flipped rounding, a few through a few layers: kLogitTol = 4 eps(bf16) of the
+//     largest logit. Where the alone run's top-2 margin exceeds 2 x kLogitTol the argmax
+//     (the next token) must agree; a sequence whose tokens part at a closer call is
+//     compared up to there (it then conditions on different tokens);
+//   * CUDA-graph replay of decode steps is bit-identical to eager execution.
+#include <gtest/gtest.h>
+
+#if MOEBENCH_HAVE_CUDA
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/batch_generate.h"
+#include "engine/cuda/arena.h"
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/cuda_model.h"
+#include "engine/cuda/device.h"
+#include "engine/cuda/ops.cuh"
+#include "engine/dtype.h"
+#include "engine/engine.h"
+#include "engine/error.h"
+#include "engine/ops/ops.h"
+#include "engine/weight_source.h"
+
+using namespace moebench;
+
+namespace {
+
+constexpr double kEpsBf16 = 1.0 / 128;
+constexpr double kLogitTol = 4 * kEpsBf16;
+
+std::vector<float> round_bf16(std::vector<float> v) {
+  for (auto& x : v) x = bf16_to_f32(f32_to_bf16(x));
+  return v;
+}
+std::vector<uint16_t> bits(const std::vector<float>& v) {
+  std::vector<uint16_t> b(v.size());
+  for (size_t i = 0; i < v.size(); ++i) b[i] = f32_to_bf16(v[i]);
+  return b;
+}
+
+class BatchCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: batched CUDA tests skipped";
+  }
+};
+
+struct Dev {
+  cuda::DeviceArena arena{1ull << 30, "test arena"};
+  template <typename T>
+  T* up(const std::vector<T>& v) {
+    T* d = arena.alloc_n<T>(std::max<size_t>(v.size(), 1), "test buffer");
+    CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+    return d;
+  }
+  template <typename T>
+  std::vector<T> down(const T* d, size_t n) {
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<T> v(n);
+    CUDA_CHECK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+    return v;
+  }
+  std::vector<float> down_bf16(const void* d, size_t n) {
+    auto b = down(static_cast<const uint16_t*>(d), n);
+    std::vector<float> f(n);
+    for (size_t i = 0; i < n; ++i) f[i] = bf16_to_f32(b[i]);
+    return f;
+  }
+};
+
+}  // namespace
+
+TEST_F(BatchCuda, PagedAttentionMatchesCpuTwin) {
+  std::mt19937 rng(42);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  struct Shape {
+    int n_heads, n_kv, hd, bs;
+  };
+  for (const Shape& sh : {Shape{32, 8, 128, 16}, Shape{4, 2, 32, 4}, Shape{6, 6, 24, 8}, Shape{16, 2, 12, 3},
+                          Shape{5, 1, 33, 5}, Shape{8, 4, 64, 1}}) {
+    SCOPED_TRACE("heads " + std::to_string(sh.n_heads) + " kv " + std::to_string(sh.n_kv) + " hd " +
+                 std::to_string(sh.hd) + " block " + std::to_string(sh.bs));
+    Dev dev;
+    // Three sequences: one in prefill (rows 0..pf-1 at positions 0..), two decoding.
+    const std::vector<int> lens = {37, 300, 1};
+    const int width = 300 / sh.bs + 2, n_blocks = 3 * width;
+    std::vector<int32_t> perm(static_cast<size_t>(n_blocks));
+    for (int i = 0; i < n_blocks; ++i) perm[i] = i;
+    std::shuffle(perm.begin(), perm.end(), rng);
+    std::vector<int32_t> tables(static_cast<size_t>(3 * width));
+    for (int i = 0; i < 3 * width; ++i) tables[i] = perm[i];
+    std::vector<int32_t> seq_row, pos;
+    for (int p = 0; p < lens[0]; ++p) seq_row.push_back(0), pos.push_back(p);  // prefill rows
+    seq_row.push_back(1), pos.push_back(lens[1] - 1);
+    seq_row.push_back(2), pos.push_back(lens[2] - 1);
+    const int m = static_cast<int>(pos.size());
+    const size_t pool = static_cast<size_t>(n_blocks) * sh.bs * sh.n_kv * sh.hd;
+    std::vector<float> q(static_cast<size_t>(m) * sh.n_heads * sh.hd), k(pool), v(pool);
+    for (auto& x : q) x = nd(rng);
+    for (auto& x : k) x = nd(rng);
+    for (auto& x : v) x = nd(rng);
+    k = round_bf16(k);
+    v = round_bf16(v);
+    std::vector<float> ref(q.size());
+    cpu::paged_attention(q.data(), k.data(), v.data(), tables.data(), width, seq_row.data(), pos.data(), ref.data(), m,
+                         sh.n_heads, sh.n_kv, sh.hd, sh.bs);
+    auto* out = dev.arena.alloc_n<cuda::bf16>(q.size(), "out");
+    cuda::paged_attention(dev.up(q), reinterpret_cast<cuda::bf16*>(dev.up(bits(k))),
+                          reinterpret_cast<cuda::bf16*>(dev.up(bits(v))), dev.up(tables), width, dev.up(seq_row),
+                          dev.up(pos), out, m, sh.n_heads, sh.n_kv, sh.hd, sh.bs, nullptr);
+    const auto got = dev.down_bf16(out, q.size());
+    size_t bad = 0;
+    for (size_t i = 0; i < q.size(); ++i) {
+      const double tol = 1e-3 + kEpsBf16 * std::fabs(ref[i]);  // output rounded to bf16; fp32 sums reordered
+      if (!(std::fabs(got[i] - ref[i]) <= tol) && bad++ < 5)
+        ADD_FAILURE() << "element " << i << ": got " << got[i] << ", ref " << ref[i];
+    }
+    EXPECT_EQ(bad, 0u);
+  }
+}
+
+TEST_F(BatchCuda, RopeKvStorePagedBitIdenticalToRopeThenStore) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int m = 5, nh = 8, nkv = 2, hd = 64, bs = 4, n_blocks = 8;
+  Dev dev;
+  std::vector<float> q(m * nh * hd), k(m * nkv * hd), v(m * nkv * hd);
+  for (auto* a : {&q, &k, &v})
+    for (auto& x : *a) x = nd(rng);
+  const std::vector<int32_t> pos = {0, 1, 2, 17, 1000}, slot = {9, 3, 30, 0, 21};
+  const size_t pool = static_cast<size_t>(n_blocks) * bs * nkv * hd, row = nkv * hd;
+  // reference: rope() + kv_store() one token at a time into a contiguous cache, then compared slot by slot
+  float* q1 = dev.up(q);
+  float* k1 = dev.up(k);
+  float* q2 = dev.up(q);
+  auto* kc = dev.arena.alloc_n<cuda::bf16>(m * row, "kc");
+  auto* vc = dev.arena.alloc_n<cuda::bf16>(m * row, "vc");
+  auto* kp = dev.arena.alloc_n<cuda::bf16>(pool, "kp");
+  auto* vp = dev.arena.alloc_n<cuda::bf16>(pool, "vp");
+  int32_t* pos_d = dev.up(pos);
+  cuda::rope(q1, pos_d, m, nh, hd, 1e6f, nullptr);
+  cuda::rope(k1, pos_d, m, nkv, hd, 1e6f, nullptr);
+  cuda::kv_store(k1, dev.up(v), kc, vc, m, 0, nkv, hd, nullptr);
+  cuda::rope_kv_store_paged(q2, dev.up(k), dev.up(v), pos_d, dev.up(slot), kp, vp, m, nh, nkv, hd, 1e6f, nullptr);
+  EXPECT_EQ(dev.down(q1, q.size()), dev.down(q2, q.size()));
+  const auto kcs = dev.down(reinterpret_cast<uint16_t*>(kc), m * row), vcs = dev.down(reinterpret_cast<uint16_t*>(vc), m * row);
+  const auto kps = dev.down(reinterpret_cast<uint16_t*>(kp), pool), vps = dev.down(reinterpret_cast<uint16_t*>(vp), pool);
+  for (int i = 0; i < m; ++i)
+    for (size_t e = 0; e < row; ++e) {
+      ASSERT_EQ(kcs[i * row + e], kps[slot[i] * row + e]) << "token " << i << " k element " << e;
+      ASSERT_EQ(vcs[i * row + e], vps[slot[i] * row + e]) << "token " << i << " v element " << e;
+    }
+}
+
+// The grouped down-projection of moe_decode_fused (w2 read once per used expert) gives
+// the per-pair kernel's output bit for bit, for every token count and shapes that take
+// either rows-per-warp setting.
+TEST_F(BatchCuda, MoeDecodeFusedGroupedDownBitIdenticalToPerPair) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_int_distribution<int> pick(0, 7);
+  struct Shape {
+    int hidden, inter;
+  };
+  for (const Shape& sh : {Shape{4096, 1024}, Shape{520, 264}}) {
+    const int E = 8, k = 2;
+    Dev dev;
+    std::vector<const cuda::bf16*> w1(E), w3(E), w2(E);
+    for (int e = 0; e < E; ++e) {
+      std::vector<float> a(static_cast<size_t>(sh.inter) * sh.hidden), b(a.size()), c(a.size());
+      for (auto* v : {&a, &b, &c})
+        for (auto& x : *v) x = 0.05f * nd(rng);
+      w1[e] = reinterpret_cast<const cuda::bf16*>(dev.up(bits(a)));
+      w3[e] = reinterpret_cast<const cuda::bf16*>(dev.up(bits(b)));
+      w2[e] = reinterpret_cast<const cuda::bf16*>(dev.up(bits(c)));
+    }
+    auto* t1 = dev.up(w1);
+    auto* t3 = dev.up(w3);
+    auto* t2 = dev.up(w2);
+    for (int n : {1, 2, 3, 5, 8}) {
+      std::vector<float> x(static_cast<size_t>(n) * sh.hidden), wts(static_cast<size_t>(n) * k), o(x.size());
+      for (auto& v : x) v = nd(rng);
+      for (auto& v : o) v = nd(rng);
+      std::vector<int32_t> ids(static_cast<size_t>(n) * k);
+      for (int i = 0; i < n; ++i) {
+        ids[i * k] = pick(rng);
+        do ids[i * k + 1] = pick(rng);
+        while (ids[i * k + 1] == ids[i * k]);
+        const float a = std::fabs(nd(rng)) + 0.1f, b = std::fabs(nd(rng)) + 0.1f;
+        wts[i * k] = a / (a + b);
+        wts[i * k + 1] = b / (a + b);
+      }
+      auto* xd = reinterpret_cast<cuda::bf16*>(dev.up(bits(x)));
+      auto* idd = dev.up(ids);
+      auto* wd = dev.up(wts);
+      auto* h = dev.arena.alloc_n<cuda::bf16>(static_cast<size_t>(n) * k * sh.inter, "h");
+      float* out_a = dev.up(o);
+      float* out_b = dev.up(o);
+      cuda::moe_decode_fused(xd, idd, wd, t1, t3, t2, h, out_a, n, k, E, sh.hidden, sh.inter, nullptr,
+                             cuda::MoeDownAlgo::per_pair);
+      cuda::moe_decode_fused(xd, idd, wd, t1, t3, t2, h, out_b, n, k, E, sh.hidden, sh.inter, nullptr,
+                             cuda::MoeDownAlgo::grouped);
+      const auto a = dev.down(out_a, o.size()), b = dev.down(out_b, o.size());
+      EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
+          << "hidden " << sh.hidden << " n " << n;
+      EXPECT_NE(a, o) << "the kernel added nothing";
+    }
+  }
+}
+
+namespace {
+
+double top2_margin(const float* l, int v) {
+  float a = -INFINITY, b = -INFINITY;
+  for (int i = 0; i < v; ++i) {
+    if (l[i] > a) {
+      b = a;
+      a = l[i];
+    } else if (l[i] > b) {
+      b = l[i];
+    }
+  }
+  return a - b;
+}
+
+std::vector<int32_t> prompt_of(int len, int seed, int vocab) {
+  std::vector<int32_t> p(static_cast<size_t>(len));
+  for (int i = 0; i < len; ++i) p[i] = 3 + static_cast<int32_t>((static_cast<int64_t>(i) * 7919 + seed * 104729) % (vocab - 3));
+  return p;
+}
+
+void batched_equals_alone(const std::string& model, int layers_budget_gib, int block_size, int budget_tokens) {
+  auto src = WeightSource::open(model, 5);
+  EngineContext ctx;
+  ctx.weights = &src;
+  ctx.backend = "cuda";
+  ctx.settings.max_model_len = 160;
+  ctx.settings.max_num_batched_tokens = budget_tokens;
+  ctx.settings.gpu_mem_budget = std::to_string(layers_budget_gib) + "GiB";
+  cuda::CudaModel cm(ctx);
+  const int V = cm.config().vocab_size;
+  const std::vector<int> prompt_lens = {7, 50, 1, 33, 90, 12};
+  const int n_new = 10;
+  std::vector<BatchRequest> reqs;
+  for (size_t i = 0; i < prompt_lens.size(); ++i) reqs.push_back({prompt_of(prompt_lens[i], static_cast<int>(i), V), n_new});
+
+  // Alone: the single-sequence path, greedy, every step's logits.
+  std::vector<std::vector<int32_t>> alone_tok(reqs.size());
+  std::vector<std::vector<std::vector<float>>> alone_logits(reqs.size());
+  for (size_t r = 0; r < reqs.size(); ++r) {
+    cm.reset();
+    std::vector<float> l(static_cast<size_t>(V));
+    std::vector<int32_t> ctx_tok = reqs[r].prompt;
+    cm.forward(ctx_tok.data(), static_cast<int>(ctx_tok.size()), 0, l.data());
+    for (int j = 0; j < n_new; ++j) {
+      const int32_t t = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+      alone_tok[r].push_back(t);
+      alone_logits[r].push_back(l);
+      if (j + 1 < n_new) cm.forward(&t, 1, static_cast<int>(ctx_tok.size()), l.data());
+      ctx_tok.push_back(t);
+    }
+  }
+
+  // Batched, eager (logits wanted): per-sequence logits of every generated token.
+  SchedulerConfig sc;
+  sc.max_num_batched_tokens = budget_tokens;
+  sc.max_model_len = 160;
+  sc.max_num_seqs = 8;
+  sc.block_size = block_size;
+  sc.num_blocks = 6 * ((160 + block_size - 1) / block_size);
+  std::vector<std::vector<std::vector<float>>> batch_logits(reqs.size());
+  const auto eager = generate_batch(cm, sc, reqs, V, true, [&](const Step& st, const std::vector<int32_t>&,
+                                                               const std::vector<float>& logits) {
+    int k = 0;
+    for (const StepSeq& ss : st.seqs)
+      if (ss.sample) {
+        batch_logits[ss.seq].emplace_back(logits.begin() + static_cast<int64_t>(k) * V,
+                                          logits.begin() + static_cast<int64_t>(k + 1) * V);
+        ++k;
+      }
+  });
+  int compared = 0, parted = 0;
+  for (size_t r = 0; r < reqs.size(); ++r) {
+    ASSERT_EQ(eager.outputs[r].size(), static_cast<size_t>(n_new));
+    for (int j = 0; j < n_new; ++j) {
+      const auto& a = alone_logits[r][j];
+      const auto& b = batch_logits[r][j];
+      double mx = 0, worst = 0;
+      for (int i = 0; i < V; ++i) {
+        mx = std::max(mx, static_cast<double>(std::fabs(a[i])));
+        worst = std::max(worst, static_cast<double>(std::fabs(a[i] - b[i])));
+      }
+      const double tol = kLogitTol * mx;
+      EXPECT_LE(worst, tol) << model << " request " << r << " token " << j;
+      ++compared;
+      if (top2_margin(a.data(), V) > 2 * tol) {
+        EXPECT_EQ(eager.outputs[r][j], alone_tok[r][j]) << model << " request " << r << " token " << j;
+      }
+      if (eager.outputs[r][j] != alone_tok[r][j]) {  // a near-tie went the other way: contexts differ from here
+        ++parted;
+        break;
+      }
+    }
+  }
+  EXPECT_GE(compared, static_cast<int>(reqs.size()) * n_new / 2) << "too few steps compared";
+  std::printf("[ batch ] %s: %d steps compared, %d sequences parted at a near-tie\n", model.c_str(), compared, parted);
+
+  // Batched again without logits: decode steps replay CUDA graphs and give the same tokens.
+  const int64_t replays0 = cm.graph_replays();
+  const auto graphed = generate_batch(cm, sc, reqs);
+  EXPECT_EQ(graphed.outputs, eager.outputs) << model << ": graph replay differs from eager execution";
+  if (!cm.decode_syncs()) {
+    EXPECT_GT(cm.graph_replays(), replays0) << model << ": no decode step was replayed";
+  }
+}
+
+}  // namespace
+
+TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneTiny) { batched_equals_alone("synthetic:tiny", 1, 16, 64); }
+
+TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneMixtralShape) {
+  batched_equals_alone("synthetic:mixtral-8x7b:layers=2", 8, 16, 128);
+}
+
+TEST_F(BatchCuda, ForwardBatchRejectsBadInputWithOneLine) {
+  auto src = WeightSource::open("synthetic:micro", 1);
+  EngineContext ctx;
+  ctx.weights = &src;
+  ctx.backend = "cuda";
+  ctx.settings.max_model_len = 64;
+  ctx.settings.max_num_batched_tokens = 32;
+  ctx.settings.gpu_mem_budget = "1GiB";
+  cuda::CudaModel cm(ctx);
+  std::vector<int32_t> tok(40, 5), table = {0, 1, 2, 3};
+  int32_t next[4];
+  EXPECT_THROW(cm.forward_batch({BatchSeq{tok.data(), 1, 0, table.data(), 1, true}}, next), Error);  // no pool yet
+  cm.setup_kv_blocks(16, 8, 4);
+  auto msg_of = [&](const std::vector<BatchSeq>& s) {
+    try {
+      cm.forward_batch(s, next);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_NE(msg_of({BatchSeq{tok.data(), 40, 0, table.data(), 4, true}}).find("exceed max_num_batched_tokens 32"),
+            std::string::npos);
+  EXPECT_NE(msg_of({BatchSeq{tok.data(), 1, 64, table.data(), 4, true}}).find("exceeds max_model_len 64"),
+            std::string::npos);
+  EXPECT_NE(msg_of({BatchSeq{tok.data(), 20, 0, table.data(), 1, true}}).find("cannot hold 20 tokens"),
+            std::string::npos);
+  std::vector<int32_t> bad_table = {9};
+  EXPECT_NE(msg_of({BatchSeq{tok.data(), 1, 0, bad_table.data(), 1, true}}).find("KV block id 9 out of range"),
+            std::string::npos);
+}
+
+#endif  // MOEBENCH_HAVE_CUDA
