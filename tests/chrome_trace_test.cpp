@@ -77,7 +77,7 @@ TEST(ChromeTrace, WrittenTraceValidatesAndHasEveryTrack) {
   EXPECT_TRUE(errs.empty()) << joined(errs);
 
   int x = 0, s = 0, f = 0, counters = 0, gpu_x = 0;
-  bool gpu_process = false, stream_named = false, engine_named = false, api_named = false;
+  bool gpu_process = false, stream_named = false, copies_named = false, engine_named = false, api_named = false;
   for (const auto& e : t["traceEvents"]) {
     const std::string ph = e["ph"];
     if (ph == "X") ++x;
@@ -89,7 +89,18 @@ TEST(ChromeTrace, WrittenTraceValidatesAndHasEveryTrack) {
     }
     if (ph == "C") ++counters;
     if (ph == "M" && e["name"] == "process_name" && e["args"]["name"] == "GPU 0") gpu_process = true;
-    if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "stream 13") stream_named = true;
+    if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "stream 7") stream_named = true;
+    if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "stream 13 copies") copies_named = true;
+    // Kernels on their stream's track, copies and memsets on the copies track beside it.
+    if (ph == "X" && e["cat"] == "kernel") {
+      EXPECT_EQ(e["tid"], 7) << e.dump();
+    }
+    if (ph == "X" && e["cat"] == "memcpy") {
+      EXPECT_EQ(e["tid"], 1'000'013) << e.dump();
+    }
+    if (ph == "X" && e["cat"] == "memset") {
+      EXPECT_EQ(e["tid"], 1'000'007) << e.dump();
+    }
     if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "engine") engine_named = true;
     if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "CUDA API (thread 777)") api_named = true;
   }
@@ -98,7 +109,7 @@ TEST(ChromeTrace, WrittenTraceValidatesAndHasEveryTrack) {
   EXPECT_EQ(s, 2);  // kernel and memcpy each linked to their API call
   EXPECT_EQ(f, 2);
   EXPECT_EQ(counters, 2);
-  EXPECT_TRUE(gpu_process && stream_named && engine_named && api_named);
+  EXPECT_TRUE(gpu_process && stream_named && copies_named && engine_named && api_named);
   // Microseconds with ns precision, from the earliest event (the prefill step).
   EXPECT_NE(text.find("\"dur\":11224.567"), std::string::npos);
   EXPECT_NE(text.find("\"ts\":1.5}"), std::string::npos);
