@@ -13,6 +13,7 @@
 // `--validate-trace FILE` only checks a trace file (any backend, no model).
 #include <algorithm>
 #include <cmath>
+#include <ctime>
 #include <map>
 #include <memory>
 
@@ -218,6 +219,15 @@ int run_check(const Args& a) {
 
   reports::Results head;  // run, host, device and model, serialised by the results schema
   head.run.commit = build_commit();
+  head.run.tool_version = "0.1.0";
+  {
+    std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    head.run.start_time = buf;
+  }
   head.run.build_type = MOEBENCH_BUILD_TYPE;
   head.run.command_line = {"moebench", "profile-check"};
   head.host = suites::host_info();

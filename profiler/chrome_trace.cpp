@@ -135,9 +135,16 @@ json chrome_trace_json(const TraceInput& in) {
   }
 
   // ---- CUDA API and GPU work, with flows between them ----
+  // A driver call made inside a runtime call shares its correlation id: the runtime
+  // record stands for both. Driver records alone (cuBLASLt launches through the
+  // driver API) get their own slice and carry the flow.
+  std::unordered_map<uint32_t, bool> runtime_corr;
+  for (const auto& e : in.gpu_events)
+    if (e.kind == GpuEventKind::runtime_api && e.correlation_id != 0) runtime_corr[e.correlation_id] = true;
   std::unordered_map<uint32_t, const GpuEvent*> api_by_corr;
   for (const auto& e : in.gpu_events) {
     if (!is_api(e)) continue;
+    if (e.kind == GpuEventKind::driver_api && runtime_corr.count(e.correlation_id)) continue;
     events.push_back({{"name", e.name}, {"cat", "cuda_api"}, {"ph", "X"}, {"pid", kCpuPid},
                       {"tid", api_tid.at(e.thread_id)}, {"ts", us(e.start_ns)}, {"dur", dur_us(e.start_ns, e.end_ns)},
                       {"args", {{"correlation_id", e.correlation_id}}}});

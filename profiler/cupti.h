@@ -91,7 +91,10 @@ std::string demangle(const char* name);
 struct CuptiOptions {
   size_t buffer_bytes = 8u << 20;  // per CUPTI buffer; CUPTI asks for more as they fill
   bool runtime_api = true;         // RUNTIME records: CPU side of each launch, for flow events
-  bool driver_api = false;         // DRIVER records: launches that bypass the runtime (some cuBLASLt paths)
+  // DRIVER records: launches that bypass the runtime. On the H200 (2026-11-28) cuBLASLt's
+  // nvjet kernels (the prefill's GEMMs) came without a runtime record, so without these
+  // they have no flow arrow in the trace; off by default (doubles the API records).
+  bool driver_api = false;
 };
 
 // At most one collector is enabled per process: CUPTI's buffer callbacks are

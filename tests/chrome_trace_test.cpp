@@ -116,6 +116,30 @@ TEST(ChromeTrace, WrittenTraceValidatesAndHasEveryTrack) {
   EXPECT_EQ(t["otherData"]["model"], "tiny");
 }
 
+TEST(ChromeTrace, DriverRecordsOnlyWhereNoRuntimeRecord) {
+  const int64_t t0 = 1'000'000'000;
+  // Correlation 50: a runtime launch with its driver call inside; 51: a driver-only
+  // launch (as cuBLASLt does); each kernel gets one flow from the one API slice.
+  std::vector<GpuEvent> gpu = {
+      {GpuEventKind::runtime_api, "cudaLaunchKernel", t0, t0 + 500, 0, 0, 50, 9, 0, CopyKind::none},
+      {GpuEventKind::driver_api, "cuLaunchKernel", t0 + 100, t0 + 400, 0, 0, 50, 9, 0, CopyKind::none},
+      {GpuEventKind::kernel, "k1", t0 + 600, t0 + 900, 0, 7, 50, 0, 0, CopyKind::none},
+      {GpuEventKind::driver_api, "cuLaunchKernelEx", t0 + 1000, t0 + 1200, 0, 0, 51, 9, 0, CopyKind::none},
+      {GpuEventKind::kernel, "nvjet_k2", t0 + 1300, t0 + 1600, 0, 7, 51, 0, 0, CopyKind::none}};
+  Profiler p;
+  const json t = chrome_trace_json(make_trace_input(p, gpu));
+  const auto errs = validate_chrome_trace(t);
+  EXPECT_TRUE(errs.empty()) << joined(errs);
+  std::vector<std::string> api;
+  int s = 0;
+  for (const auto& e : t["traceEvents"]) {
+    if (e["ph"] == "X" && e["cat"] == "cuda_api") api.push_back(e["name"]);
+    if (e["ph"] == "s") ++s;
+  }
+  EXPECT_EQ(api, (std::vector<std::string>{"cudaLaunchKernel", "cuLaunchKernelEx"}));
+  EXPECT_EQ(s, 2);
+}
+
 TEST(ChromeTrace, FlowIdsAreCorrelationIds) {
   const json t = chrome_trace_json(sample_input());
   for (const auto& e : t["traceEvents"]) {

@@ -1,15 +1,20 @@
 // profile_check_test.cpp: the statistics behind `moebench profile-check`
-// (profiler/integrity.h) and the physical bound the runner derives from the
-// device's measured bandwidths (suites/runner.h physical_bound).
+// (profiler/integrity.h), the physical bound the runner derives from the
+// device's measured bandwidths (suites/runner.h physical_bound), and the
+// committed GPU evidence (reports/baselines/profile_check_*) the README cites.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 
 #include "engine/config.h"
 #include "engine/error.h"
 #include "profiler/integrity.h"
+#include "profiler/trace_validate.h"
+#include "reports/atomic_file.h"
 #include "reports/results.h"
 #include "suites/runner.h"
+#include "test_util.h"
 
 namespace moebench {
 namespace {
@@ -178,6 +183,75 @@ TEST(PhysicalBound, DeviceBandwidthsSurviveTheResultsFile) {
   EXPECT_EQ(back.device.kind, reports::DeviceKind::cuda);
   EXPECT_DOUBLE_EQ(back.device.h2d_gbps, 55.1);
   EXPECT_DOUBLE_EQ(back.device.hbm_gbps, 2990.5);
+}
+
+}  // namespace
+}  // namespace moebench
+
+// ---- the committed GPU evidence behind the README's profiler claims ----
+
+namespace moebench {
+namespace {
+
+using json = nlohmann::json;
+
+const char* kProfileCheck = "reports/baselines/profile_check_h200_2026-11-28.json";
+const char* kProfileTrace = "reports/baselines/profile_check_trace_h200_2026-11-28.json";
+
+TEST(CommittedGpuEvidence, ProfileCheckNamesTheDeviceAndMeetsTheLimits) {
+  const json j = json::parse(read_file(test::source_dir() + "/" + kProfileCheck));
+  EXPECT_EQ(j.at("schema"), "moebench.profile_check");
+  EXPECT_EQ(j.at("device").at("kind"), "cuda");
+  EXPECT_FALSE(j.at("device").at("name").get<std::string>().empty());
+  EXPECT_GT(j.at("device").at("hbm_gbps").get<double>(), 1000);  // measured, not 0
+  EXPECT_GT(j.at("device").at("h2d_gbps").get<double>(), 10);
+  // (a) counters: the 95% CI's upper end within 1% of the decode step, for both arms.
+  for (const char* arm : {"counters", "counters_device_memory"}) {
+    const json& o = j.at("overhead").at(arm);
+    EXPECT_LE(o.at("mean_pct").get<double>() + o.at("ci95_half_pct").get<double>(), 1.0) << arm;
+    EXPECT_EQ(o.at("verdict"), "within") << arm;
+    EXPECT_GE(o.at("rounds").get<int>(), 10) << arm;
+  }
+  // (b) CUPTI: nothing dropped, the probe's memset and copies found, kernel + copy
+  // time per decode step within 10% of the CUDA-event step time.
+  const json& c = j.at("cupti");
+  EXPECT_TRUE(c.at("available").get<bool>());
+  EXPECT_EQ(c.at("dropped_records").get<int64_t>(), 0);
+  EXPECT_TRUE(c.at("probe").at("ok").get<bool>());
+  const json& a = c.at("agreement");
+  EXPECT_GE(a.at("steps").get<int>(), 100);
+  EXPECT_LE(std::abs(a.at("sum_over_event").at("median").get<double>() - 1.0), 0.10);
+  EXPECT_TRUE(a.at("within_limit").get<bool>());
+  // The per-step raw numbers are there, one per measured step.
+  EXPECT_EQ(a.at("per_step").at("event_ns").size(), a.at("steps").get<size_t>());
+  EXPECT_TRUE(j.at("trace").at("valid").get<bool>());
+}
+
+TEST(CommittedGpuEvidence, TraceHasCpuRangesGpuTracksAndFlows) {
+  const json t = json::parse(read_file(test::source_dir() + "/" + kProfileTrace));
+  const auto problems = profiler::validate_chrome_trace(t);
+  EXPECT_TRUE(problems.empty()) << problems.size() << " problems, first: " << (problems.empty() ? "" : problems[0]);
+  int64_t cpu_ranges = 0, kernels = 0, copies = 0, flows = 0;
+  bool kernel_track = false, copy_track = false;
+  for (const json& e : t.at("traceEvents")) {
+    const std::string ph = e.at("ph");
+    if (ph == "s") ++flows;
+    if (ph == "M" && e.at("name") == "thread_name" && e.at("pid").get<int>() >= 100) {
+      const std::string n = e.at("args").at("name");
+      kernel_track = kernel_track || n.find("copies") == std::string::npos;
+      copy_track = copy_track || n.find("copies") != std::string::npos;
+    }
+    if (ph != "X") continue;
+    const std::string cat = e.value("cat", "");
+    if (e.at("pid").get<int>() == 1 && (cat == "layer" || cat == "attention" || cat == "router")) ++cpu_ranges;
+    if (cat == "kernel") ++kernels;
+    if (cat == "memcpy") ++copies;
+  }
+  EXPECT_GT(cpu_ranges, 0);
+  EXPECT_GT(kernels, 100);
+  EXPECT_GT(copies, 0);
+  EXPECT_GT(flows, 100);
+  EXPECT_TRUE(kernel_track && copy_track);
 }
 
 }  // namespace
