@@ -1,19 +1,12 @@
 // chrome_trace.cpp: Chrome trace-event JSON (see chrome_trace.h).
 #include "profiler/chrome_trace.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
-#include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <limits>
 #include <map>
 #include <unordered_map>
 
-#include "engine/error.h"
+#include "reports/atomic_file.h"
 
 namespace moebench::profiler {
 
@@ -24,6 +17,7 @@ constexpr int kGpuPidBase = 100;
 constexpr int kStepsTid = 0;
 constexpr int kCpuThreadTidBase = 1;
 constexpr int kApiTidBase = 1000;
+constexpr int kCopyTidBase = 1'000'000;  // + stream id: the stream's copies and memsets
 
 using json = nlohmann::json;
 
@@ -31,46 +25,14 @@ bool is_api(const GpuEvent& e) {
   return e.kind == GpuEventKind::runtime_api || e.kind == GpuEventKind::driver_api;
 }
 
-json meta(const char* what, int pid, int tid, json args) {
-  return json{{"name", what}, {"ph", "M"}, {"pid", pid}, {"tid", tid}, {"args", std::move(args)}};
+// Kernels on "stream N" (tid N), copies and memsets on "stream N copies" beside it.
+int gpu_tid(const GpuEvent& e) {
+  const int stream = static_cast<int>(e.stream_id);
+  return e.kind == GpuEventKind::kernel ? stream : kCopyTidBase + stream;
 }
 
-// Writes bytes to path via PATH.tmp + fsync + rename (+ fsync of the folder),
-// so a reader sees the old file or the whole new one, never a torn one.
-// TODO: use reports/atomic_file.h once it lands.
-void write_atomically(const std::string& path, const std::string& bytes) {
-  const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("cannot write trace {}: open {}: {}", path, tmp, std::strerror(errno));
-  size_t off = 0;
-  while (off < bytes.size()) {
-    const ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("cannot write trace {}: write {}: {}", path, tmp, std::strerror(err));
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("cannot write trace {}: fsync {}: {}", path, tmp, std::strerror(err));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("cannot write trace {}: rename from {}: {}", path, tmp, std::strerror(err));
-  }
-  std::filesystem::path dir = std::filesystem::path(path).parent_path();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+json meta(const char* what, int pid, int tid, json args) {
+  return json{{"name", what}, {"ph", "M"}, {"pid", pid}, {"tid", tid}, {"args", std::move(args)}};
 }
 
 }  // namespace
@@ -127,12 +89,12 @@ json chrome_trace_json(const TraceInput& in) {
     events.push_back(meta("thread_sort_index", kCpuPid, tid, {{"sort_index", tid}}));
   }
   std::map<uint32_t, int> api_tid;  // CUPTI thread id -> tid
-  std::map<std::pair<uint32_t, uint32_t>, bool> streams;  // (device, stream)
+  std::map<std::pair<uint32_t, int>, bool> gpu_tracks;  // (device, gpu_tid)
   for (const auto& e : in.gpu_events) {
     if (is_api(e)) {
       if (!api_tid.count(e.thread_id)) api_tid.emplace(e.thread_id, kApiTidBase + static_cast<int>(api_tid.size()));
     } else {
-      streams[{e.device_id, e.stream_id}] = true;
+      gpu_tracks[{e.device_id, gpu_tid(e)}] = true;
     }
   }
   for (const auto& [cupti_tid, tid] : api_tid) {
@@ -140,16 +102,19 @@ json chrome_trace_json(const TraceInput& in) {
     events.push_back(meta("thread_sort_index", kCpuPid, tid, {{"sort_index", tid}}));
   }
   uint32_t last_device = std::numeric_limits<uint32_t>::max();
-  for (const auto& [key, unused] : streams) {
-    const auto [device, stream] = key;
+  for (const auto& [key, unused] : gpu_tracks) {
+    const auto [device, tid] = key;
     const int pid = kGpuPidBase + static_cast<int>(device);
     if (device != last_device) {
       events.push_back(meta("process_name", pid, 0, {{"name", "GPU " + std::to_string(device)}}));
       events.push_back(meta("process_sort_index", pid, 0, {{"sort_index", pid}}));
       last_device = device;
     }
-    events.push_back(meta("thread_name", pid, static_cast<int>(stream), {{"name", "stream " + std::to_string(stream)}}));
-    events.push_back(meta("thread_sort_index", pid, static_cast<int>(stream), {{"sort_index", static_cast<int>(stream)}}));
+    const bool copies = tid >= kCopyTidBase;
+    const int stream = copies ? tid - kCopyTidBase : tid;
+    events.push_back(meta("thread_name", pid, tid,
+                          {{"name", "stream " + std::to_string(stream) + (copies ? " copies" : "")}}));
+    events.push_back(meta("thread_sort_index", pid, tid, {{"sort_index", 2 * stream + (copies ? 1 : 0)}}));
   }
 
   // ---- CPU: steps and ranges ----
@@ -170,9 +135,16 @@ json chrome_trace_json(const TraceInput& in) {
   }
 
   // ---- CUDA API and GPU work, with flows between them ----
+  // A driver call made inside a runtime call shares its correlation id: the runtime
+  // record stands for both. Driver records alone (cuBLASLt launches through the
+  // driver API) get their own slice and carry the flow.
+  std::unordered_map<uint32_t, bool> runtime_corr;
+  for (const auto& e : in.gpu_events)
+    if (e.kind == GpuEventKind::runtime_api && e.correlation_id != 0) runtime_corr[e.correlation_id] = true;
   std::unordered_map<uint32_t, const GpuEvent*> api_by_corr;
   for (const auto& e : in.gpu_events) {
     if (!is_api(e)) continue;
+    if (e.kind == GpuEventKind::driver_api && runtime_corr.count(e.correlation_id)) continue;
     events.push_back({{"name", e.name}, {"cat", "cuda_api"}, {"ph", "X"}, {"pid", kCpuPid},
                       {"tid", api_tid.at(e.thread_id)}, {"ts", us(e.start_ns)}, {"dur", dur_us(e.start_ns, e.end_ns)},
                       {"args", {{"correlation_id", e.correlation_id}}}});
@@ -182,8 +154,8 @@ json chrome_trace_json(const TraceInput& in) {
   for (const auto& e : in.gpu_events) {
     if (is_api(e)) continue;
     const int pid = kGpuPidBase + static_cast<int>(e.device_id);
-    const int tid = static_cast<int>(e.stream_id);
-    json args = {{"correlation_id", e.correlation_id}};
+    const int tid = gpu_tid(e);
+    json args = {{"correlation_id", e.correlation_id}, {"stream", e.stream_id}};
     if (const auto c = categorize(e)) args["category"] = gpu_category_name(*c);
     if (e.kind != GpuEventKind::kernel) {
       args["bytes"] = e.bytes;
@@ -217,7 +189,7 @@ json chrome_trace_json(const TraceInput& in) {
 }
 
 void write_chrome_trace(const std::string& path, const TraceInput& in) {
-  write_atomically(path, chrome_trace_json(in).dump() + "\n");
+  write_file_atomic(path, chrome_trace_json(in).dump() + "\n");
 }
 
 }  // namespace moebench::profiler

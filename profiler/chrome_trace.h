@@ -3,7 +3,8 @@
 //   pid 1 "moebench (CPU)": tid 0 "steps" (one slice per prefill/decode step),
 //     tid 1.. the engine's threads (ScopedRange slices), tid 1000.. "CUDA API"
 //     (CUPTI runtime/driver records), and the "memory" counter track;
-//   pid 100+d "GPU d": one tid per CUDA stream with its kernels, copies, memsets;
+//   pid 100+d "GPU d": per CUDA stream N a track "stream N" (tid N) with its kernels
+//     and a track "stream N copies" (tid 1000000+N) with its memcpys and memsets;
 //   flow arrows ("s" on the API call → "f" on the GPU work) keyed by CUPTI's
 //   correlation id.
 // Timestamps are microseconds (doubles, ns precision) from an origin (by

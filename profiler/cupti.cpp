@@ -50,6 +50,7 @@ const char* gpu_category_name(GpuCategory c) {
     case GpuCategory::attention: return "attention";
     case GpuCategory::norm: return "norm";
     case GpuCategory::router: return "router";
+    case GpuCategory::expert: return "expert";
     case GpuCategory::copy_h2d: return "copy_h2d";
     case GpuCategory::copy_d2h: return "copy_d2h";
     case GpuCategory::copy_other: return "copy_other";
@@ -60,22 +61,30 @@ const char* gpu_category_name(GpuCategory c) {
 }
 
 const std::vector<KernelCategoryRule>& default_kernel_rules() {
-  // Router first (its softmax/top-k would otherwise look like attention), then
-  // attention, norms, and matrix work (cuBLAS on Hopper names kernels nvjet_*).
+  // Expert kernels first (moe_gate_up_kernel is expert work, not the gate), then the
+  // router (its softmax/top-k would otherwise look like attention), attention, norms
+  // and other matrix work (cuBLAS on Hopper names kernels nvjet_*). The moebench
+  // kernel names are those of engine/cuda/*.cu; the profile-check results list the
+  // kernels seen with their categories.
   static const std::vector<KernelCategoryRule> rules = {
-      {"router", GpuCategory::router},       {"moe_gate", GpuCategory::router},
-      {"gating", GpuCategory::router},       {"topk", GpuCategory::router},
-      {"top_k", GpuCategory::router},        {"attention", GpuCategory::attention},
-      {"attn", GpuCategory::attention},      {"flash", GpuCategory::attention},
-      {"rope", GpuCategory::attention},      {"rotary", GpuCategory::attention},
-      {"kv_cache", GpuCategory::attention},  {"kvcache", GpuCategory::attention},
-      {"softmax", GpuCategory::attention},   {"rmsnorm", GpuCategory::norm},
-      {"rms_norm", GpuCategory::norm},       {"layernorm", GpuCategory::norm},
-      {"layer_norm", GpuCategory::norm},     {"gemv", GpuCategory::gemv_gemm},
-      {"gemm", GpuCategory::gemv_gemm},      {"matmul", GpuCategory::gemv_gemm},
-      {"cutlass", GpuCategory::gemv_gemm},   {"xmma", GpuCategory::gemv_gemm},
-      {"nvjet", GpuCategory::gemv_gemm},     {"cublas", GpuCategory::gemv_gemm},
-      {"swiglu", GpuCategory::gemv_gemm},    {"expert", GpuCategory::gemv_gemm},
+      {"moe_gate_up", GpuCategory::expert},    {"moe_down", GpuCategory::expert},
+      {"moe_up", GpuCategory::expert},         {"expert", GpuCategory::expert},
+      {"gate_up_kernel", GpuCategory::expert}, {"silu_mul", GpuCategory::expert},
+      {"swiglu", GpuCategory::expert},         {"combine_", GpuCategory::expert},
+      {"gather_kernel", GpuCategory::expert},  {"sort_kernel", GpuCategory::expert},
+      {"select_kernel", GpuCategory::expert},  {"router", GpuCategory::router},
+      {"moe_gate", GpuCategory::router},       {"gating", GpuCategory::router},
+      {"topk", GpuCategory::router},           {"top_k", GpuCategory::router},
+      {"attention", GpuCategory::attention},   {"attn", GpuCategory::attention},
+      {"flash", GpuCategory::attention},       {"rope", GpuCategory::attention},
+      {"rotary", GpuCategory::attention},      {"kv_cache", GpuCategory::attention},
+      {"kvcache", GpuCategory::attention},     {"kv_store", GpuCategory::attention},
+      {"softmax", GpuCategory::attention},     {"rmsnorm", GpuCategory::norm},
+      {"rms_norm", GpuCategory::norm},         {"layernorm", GpuCategory::norm},
+      {"layer_norm", GpuCategory::norm},       {"gemv", GpuCategory::gemv_gemm},
+      {"gemm", GpuCategory::gemv_gemm},        {"matmul", GpuCategory::gemv_gemm},
+      {"cutlass", GpuCategory::gemv_gemm},     {"xmma", GpuCategory::gemv_gemm},
+      {"nvjet", GpuCategory::gemv_gemm},       {"cublas", GpuCategory::gemv_gemm},
       {"linear", GpuCategory::gemv_gemm},
   };
   return rules;
@@ -261,6 +270,7 @@ struct CuptiCollector::State {
   int64_t dropped = 0;
   int64_t seen = 0;
   int64_t ts_offset_ns = 0;  // added to CUPTI timestamps if our clock was not registered
+  std::string clock_source;
 
   // Called with mu held.
   void add(GpuEvent e) {
@@ -296,6 +306,8 @@ int64_t CuptiCollector::dropped_records() const {
   std::lock_guard<std::mutex> lock(state_->mu);
   return state_->dropped;
 }
+
+const std::string& CuptiCollector::clock_source() const { return state_->clock_source; }
 
 int64_t CuptiCollector::records_seen() const {
   std::lock_guard<std::mutex> lock(state_->mu);
@@ -381,10 +393,12 @@ bool CuptiCollector::enable() {
   // Where CUPTI refuses, fall back to a fixed offset measured now.
   if (cuptiActivityRegisterTimestampCallback(profiler_timestamp) == CUPTI_SUCCESS) {
     s.ts_offset_ns = 0;
+    s.clock_source = "profiler clock (CUPTI timestamp callback)";
   } else {
     uint64_t t = 0;
     cuptiGetTimestamp(&t);
     s.ts_offset_ns = now_ns() - static_cast<int64_t>(t);
+    s.clock_source = "CUPTI clock + offset measured at enable()";
   }
   CUptiResult r = cuptiActivityRegisterCallbacks(buffer_requested, buffer_completed);
   if (r != CUPTI_SUCCESS) {

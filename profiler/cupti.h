@@ -42,9 +42,12 @@ struct GpuEvent {
   CopyKind copy_kind = CopyKind::none;
 };
 
-// GPU time is split into these categories; kernels by name patterns.
-enum class GpuCategory : uint8_t { gemv_gemm, attention, norm, router, copy_h2d, copy_d2h, copy_other, memset, other };
-inline constexpr int kGpuCategoryCount = 9;
+// GPU time is split into these categories; kernels by name patterns. `expert` is
+// the MoE block past the router: expert FFN kernels (fused or not) and their
+// dispatch / combine; `gemv_gemm` the other matrix work (attention projections,
+// lm_head, cuBLAS, and experts run through the generic linear kernels).
+enum class GpuCategory : uint8_t { gemv_gemm, attention, norm, router, expert, copy_h2d, copy_d2h, copy_other, memset, other };
+inline constexpr int kGpuCategoryCount = 10;
 const char* gpu_category_name(GpuCategory c);
 
 // A kernel whose lowercased demangled name contains `pattern` is `category`;
@@ -88,7 +91,10 @@ std::string demangle(const char* name);
 struct CuptiOptions {
   size_t buffer_bytes = 8u << 20;  // per CUPTI buffer; CUPTI asks for more as they fill
   bool runtime_api = true;         // RUNTIME records: CPU side of each launch, for flow events
-  bool driver_api = false;         // DRIVER records: launches that bypass the runtime (some cuBLASLt paths)
+  // DRIVER records: launches that bypass the runtime. On the H200 (2026-11-28) cuBLASLt's
+  // nvjet kernels (the prefill's GEMMs) came without a runtime record, so without these
+  // they have no flow arrow in the trace; off by default (doubles the API records).
+  bool driver_api = false;
 };
 
 // At most one collector is enabled per process: CUPTI's buffer callbacks are
@@ -118,6 +124,9 @@ class CuptiCollector {
   int64_t dropped_records() const;
   // Records seen and translated, including kinds later filtered out.
   int64_t records_seen() const;
+  // How record timestamps reach the profiler clock: "profiler clock (CUPTI timestamp
+  // callback)" or "CUPTI clock + offset measured at enable()"; "" before enable().
+  const std::string& clock_source() const;
 
   struct State;  // shared with the C callbacks in cupti.cpp
 

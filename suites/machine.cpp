@@ -13,6 +13,9 @@
 #include "engine/engine.h"
 #include "engine/error.h"
 #include "engine/log.h"
+#if MOEBENCH_CUDA_MODEL
+#include "engine/cuda/bandwidth.h"
+#endif
 
 namespace moebench::suites {
 
@@ -79,8 +82,19 @@ reports::DeviceInfo device_info(const std::string& backend, bool measure) {
     d.sm_count = g.sms;
     d.memory_bytes = static_cast<int64_t>(g.memory_bytes);
     d.driver = g.driver;
-    // No CUDA bandwidth measurement is wired in yet: say so rather than invent one.
-    log::warn("device {}: h2d_gbps and hbm_gbps are not measured yet (0 in the results; no bound is computed)", g.name);
+    if (!measure) {
+      log::warn("device {}: bandwidth not measured (h2d_gbps and hbm_gbps are 0; no bound is computed)", g.name);
+      return d;
+    }
+#if MOEBENCH_CUDA_MODEL
+    // Before any model takes the memory (1 GiB x 2 for the copy kernel, 256 MiB pinned).
+    d.hbm_gbps = cuda::measure_hbm_copy().gbps;
+    d.h2d_gbps = cuda::measure_h2d_pinned().gbps;
+    log::info("device {}: measured HBM {} (copy kernel, read + write), host->device {} (pinned)", g.name,
+              fmt::format("{:.0f} GB/s", d.hbm_gbps), fmt::format("{:.1f} GB/s", d.h2d_gbps));
+#else
+    log::warn("device {}: built without the CUDA model, bandwidth not measured (no bound is computed)", g.name);
+#endif
     return d;
   }
   reports::HostInfo h = host_info();

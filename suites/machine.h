@@ -1,8 +1,9 @@
 // machine.h: what the runner says about the machine a result came from: the
 // host (name, CPU model, cores, RAM) and the device the engine computed on, with
 // its measured memory bandwidth. On the CPU backend the device is the CPU and
-// hbm_gbps is a measured DRAM copy bandwidth; on CUDA, h2d_gbps and hbm_gbps are
-// not measured here yet (0, and a warning says so).
+// hbm_gbps is a measured DRAM copy bandwidth; on CUDA, hbm_gbps is a device copy
+// kernel's (read + write) and h2d_gbps a pinned host->device copy's, both measured
+// in this process (engine/cuda/bandwidth.h) before any model takes the memory.
 #pragma once
 #include <string>
 

@@ -82,48 +82,6 @@ Tokenizer open_tokenizer(const WeightSource& w, const std::string& path) {
   return t;
 }
 
-// Weight bytes one decode token must read when everything is resident: every
-// layer's attention, norms and router, top_k experts per layer, the final norm,
-// one embedding row and the lm_head.
-int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param) {
-  int64_t params = c.num_hidden_layers * (c.layer_dense_params() + c.num_experts_per_tok * c.expert_params()) +
-                   2LL * c.hidden_size + static_cast<int64_t>(c.vocab_size) * c.hidden_size;
-  return params * bytes_per_param;
-}
-
-std::optional<reports::Bound> compute_bound(const Case& c, const ModelConfig& cfg, const std::string& backend,
-                                            const reports::DeviceInfo& dev) {
-  if (c.aggregates.decode_tok_s <= 0) return std::nullopt;
-  reports::Bound b;
-  b.unit = "tok/s";
-  int64_t decode_tokens = 0;
-  for (const Repetition& r : c.samples) decode_tokens += static_cast<int64_t>(reports::decode_latencies(r).size());
-  const bool offloaded = c.settings.knobs.count("expert_tier") && c.settings.knobs.at("expert_tier") != "resident";
-  if (backend == "cuda" && offloaded && decode_tokens > 0) {
-    // The link bound for this run's own copies: each decode token's expert bytes over
-    // the measured pinned H2D bandwidth, plus reading its resident weights (attention,
-    // gate, embeddings, the active experts) once at the measured HBM bandwidth.
-    if (dev.h2d_gbps <= 0 || dev.hbm_gbps <= 0) return std::nullopt;
-    const double moved = static_cast<double>(c.experts.decode_bytes_moved) / static_cast<double>(decode_tokens);
-    const double resident = static_cast<double>(bytes_per_decode_token(cfg, 2));
-    const double sec = moved / (dev.h2d_gbps * 1e9) + resident / (dev.hbm_gbps * 1e9);
-    b.value = 1.0 / sec;
-    b.description = fmt::format("offloaded: {}/token of expert copies (measured, decode) / {} host->device + {}/token / {} HBM",
-                                profiler::format_bytes(moved), profiler::format_gbps(dev.h2d_gbps),
-                                profiler::format_bytes(resident), profiler::format_gbps(dev.hbm_gbps));
-  } else {
-    if (dev.hbm_gbps <= 0) return std::nullopt;
-    const bool cpu = backend == "cpu";
-    int64_t bytes = bytes_per_decode_token(cfg, cpu ? 4 : 2);
-    b.value = dev.hbm_gbps * 1e9 / static_cast<double>(bytes);
-    b.description = fmt::format("resident: {}/token of {} weights / {} {}", profiler::format_bytes(static_cast<double>(bytes)),
-                                cpu ? "fp32" : "bf16", profiler::format_gbps(dev.hbm_gbps),
-                                cpu ? "DRAM (measured memcpy)" : "HBM");
-  }
-  b.percent = c.aggregates.decode_tok_s / b.value * 100;
-  return b;
-}
-
 // Sums the profiler's expert counters of one repetition into the case's.
 void add_experts(reports::ExpertCounters& e, const profiler::ExpertCounters& p) {
   const profiler::ExpertStats& t = p.total();
@@ -207,6 +165,7 @@ class Runner {
     res.device = device_info(backend, opt_.measure_bandwidth);
     device_ = res.device;
     prof_.options.sample_device_memory = backend == "cuda";
+    prof_.trace.name_this_thread("engine");
     if (!opt_.trace_path.empty() && backend == "cuda") {
       cupti_ = std::make_unique<profiler::CuptiCollector>();
       if (!cupti_->enable()) {
@@ -354,7 +313,7 @@ class Runner {
     p.c.aggregates = reports::compute_aggregates(p.c);
     // The bound is a wall-time limit: not for thread-CPU-timed suites.
     if (p.c.status == CaseStatus::ok && in.spec->workload == Workload::model && loaded_.weights && in.clock == "wall")
-      p.c.bound = compute_bound(p.c, loaded_.weights->config(), in.backend, device_);
+      p.c.bound = physical_bound(p.c, loaded_.weights->config(), in.backend, device_);
     if (trace_pending_) {
       trace_ready_ = true;
       trace_pending_ = false;
@@ -512,6 +471,48 @@ class Runner {
 };
 
 }  // namespace
+
+// Weight bytes one decode token must read when everything is resident: every
+// layer's attention, norms and router, top_k experts per layer, the final norm,
+// one embedding row and the lm_head.
+int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param) {
+  int64_t params = c.num_hidden_layers * (c.layer_dense_params() + c.num_experts_per_tok * c.expert_params()) +
+                   2LL * c.hidden_size + static_cast<int64_t>(c.vocab_size) * c.hidden_size;
+  return params * bytes_per_param;
+}
+
+std::optional<reports::Bound> physical_bound(const Case& c, const ModelConfig& cfg, const std::string& backend,
+                                             const reports::DeviceInfo& dev) {
+  if (c.aggregates.decode_tok_s <= 0) return std::nullopt;
+  reports::Bound b;
+  b.unit = "tok/s";
+  int64_t decode_tokens = 0;
+  for (const Repetition& r : c.samples) decode_tokens += static_cast<int64_t>(reports::decode_latencies(r).size());
+  const bool offloaded = c.settings.knobs.count("expert_tier") && c.settings.knobs.at("expert_tier") != "resident";
+  if (backend == "cuda" && offloaded && decode_tokens > 0) {
+    // The link bound for this run's own copies: each decode token's expert bytes over
+    // the measured pinned H2D bandwidth, plus reading its resident weights (attention,
+    // gate, embeddings, the active experts) once at the measured HBM bandwidth.
+    if (dev.h2d_gbps <= 0 || dev.hbm_gbps <= 0) return std::nullopt;
+    const double moved = static_cast<double>(c.experts.decode_bytes_moved) / static_cast<double>(decode_tokens);
+    const double resident = static_cast<double>(bytes_per_decode_token(cfg, 2));
+    const double sec = moved / (dev.h2d_gbps * 1e9) + resident / (dev.hbm_gbps * 1e9);
+    b.value = 1.0 / sec;
+    b.description = fmt::format("offloaded: {}/token of expert copies (measured, decode) / {} host->device + {}/token / {} HBM",
+                                profiler::format_bytes(moved), profiler::format_gbps(dev.h2d_gbps),
+                                profiler::format_bytes(resident), profiler::format_gbps(dev.hbm_gbps));
+  } else {
+    if (dev.hbm_gbps <= 0) return std::nullopt;
+    const bool cpu = backend == "cpu";
+    int64_t bytes = bytes_per_decode_token(cfg, cpu ? 4 : 2);
+    b.value = dev.hbm_gbps * 1e9 / static_cast<double>(bytes);
+    b.description = fmt::format("resident: {}/token of {} weights / {} {}", profiler::format_bytes(static_cast<double>(bytes)),
+                                cpu ? "fp32" : "bf16", profiler::format_gbps(dev.hbm_gbps),
+                                cpu ? "DRAM (measured memcpy)" : "HBM");
+  }
+  b.percent = c.aggregates.decode_tok_s / b.value * 100;
+  return b;
+}
 
 std::string token_hash(const std::vector<int32_t>& ids) {
   XXH64_hash_t h = XXH64(ids.data(), ids.size() * sizeof(int32_t), 0);

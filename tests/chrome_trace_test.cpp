@@ -77,7 +77,7 @@ TEST(ChromeTrace, WrittenTraceValidatesAndHasEveryTrack) {
   EXPECT_TRUE(errs.empty()) << joined(errs);
 
   int x = 0, s = 0, f = 0, counters = 0, gpu_x = 0;
-  bool gpu_process = false, stream_named = false, engine_named = false, api_named = false;
+  bool gpu_process = false, stream_named = false, copies_named = false, engine_named = false, api_named = false;
   for (const auto& e : t["traceEvents"]) {
     const std::string ph = e["ph"];
     if (ph == "X") ++x;
@@ -89,7 +89,18 @@ TEST(ChromeTrace, WrittenTraceValidatesAndHasEveryTrack) {
     }
     if (ph == "C") ++counters;
     if (ph == "M" && e["name"] == "process_name" && e["args"]["name"] == "GPU 0") gpu_process = true;
-    if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "stream 13") stream_named = true;
+    if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "stream 7") stream_named = true;
+    if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "stream 13 copies") copies_named = true;
+    // Kernels on their stream's track, copies and memsets on the copies track beside it.
+    if (ph == "X" && e["cat"] == "kernel") {
+      EXPECT_EQ(e["tid"], 7) << e.dump();
+    }
+    if (ph == "X" && e["cat"] == "memcpy") {
+      EXPECT_EQ(e["tid"], 1'000'013) << e.dump();
+    }
+    if (ph == "X" && e["cat"] == "memset") {
+      EXPECT_EQ(e["tid"], 1'000'007) << e.dump();
+    }
     if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "engine") engine_named = true;
     if (ph == "M" && e["name"] == "thread_name" && e["args"]["name"] == "CUDA API (thread 777)") api_named = true;
   }
@@ -98,11 +109,35 @@ TEST(ChromeTrace, WrittenTraceValidatesAndHasEveryTrack) {
   EXPECT_EQ(s, 2);  // kernel and memcpy each linked to their API call
   EXPECT_EQ(f, 2);
   EXPECT_EQ(counters, 2);
-  EXPECT_TRUE(gpu_process && stream_named && engine_named && api_named);
+  EXPECT_TRUE(gpu_process && stream_named && copies_named && engine_named && api_named);
   // Microseconds with ns precision, from the earliest event (the prefill step).
   EXPECT_NE(text.find("\"dur\":11224.567"), std::string::npos);
   EXPECT_NE(text.find("\"ts\":1.5}"), std::string::npos);
   EXPECT_EQ(t["otherData"]["model"], "tiny");
+}
+
+TEST(ChromeTrace, DriverRecordsOnlyWhereNoRuntimeRecord) {
+  const int64_t t0 = 1'000'000'000;
+  // Correlation 50: a runtime launch with its driver call inside; 51: a driver-only
+  // launch (as cuBLASLt does); each kernel gets one flow from the one API slice.
+  std::vector<GpuEvent> gpu = {
+      {GpuEventKind::runtime_api, "cudaLaunchKernel", t0, t0 + 500, 0, 0, 50, 9, 0, CopyKind::none},
+      {GpuEventKind::driver_api, "cuLaunchKernel", t0 + 100, t0 + 400, 0, 0, 50, 9, 0, CopyKind::none},
+      {GpuEventKind::kernel, "k1", t0 + 600, t0 + 900, 0, 7, 50, 0, 0, CopyKind::none},
+      {GpuEventKind::driver_api, "cuLaunchKernelEx", t0 + 1000, t0 + 1200, 0, 0, 51, 9, 0, CopyKind::none},
+      {GpuEventKind::kernel, "nvjet_k2", t0 + 1300, t0 + 1600, 0, 7, 51, 0, 0, CopyKind::none}};
+  Profiler p;
+  const json t = chrome_trace_json(make_trace_input(p, gpu));
+  const auto errs = validate_chrome_trace(t);
+  EXPECT_TRUE(errs.empty()) << joined(errs);
+  std::vector<std::string> api;
+  int s = 0;
+  for (const auto& e : t["traceEvents"]) {
+    if (e["ph"] == "X" && e["cat"] == "cuda_api") api.push_back(e["name"]);
+    if (e["ph"] == "s") ++s;
+  }
+  EXPECT_EQ(api, (std::vector<std::string>{"cudaLaunchKernel", "cuLaunchKernelEx"}));
+  EXPECT_EQ(s, 2);
 }
 
 TEST(ChromeTrace, FlowIdsAreCorrelationIds) {

@@ -198,7 +198,18 @@ TEST(GpuTime, KernelNamesToCategories) {
   auto cat = [](const char* name) { return *categorize(GpuEvent{GpuEventKind::kernel, name}); };
   EXPECT_EQ(cat("void moe_gate_topk_kernel<8, 2>(float const*, int*)"), GpuCategory::router);
   EXPECT_EQ(cat("nvjet_hsh_128x256_64x4_1x2_h_bz_coopA_NTN"), GpuCategory::gemv_gemm);
-  EXPECT_EQ(cat("expert_gemv_bf16(__nv_bfloat16 const*)"), GpuCategory::gemv_gemm);
+  EXPECT_EQ(cat("expert_gemv_bf16(__nv_bfloat16 const*)"), GpuCategory::expert);
+  // The engine's own kernels (engine/cuda/*.cu), as CUPTI names them on the GPU.
+  EXPECT_EQ(cat("void moebench::cuda::(anonymous namespace)::moe_gate_up_kernel<1, 2>(__nv_bfloat16 const*, int const*)"),
+            GpuCategory::expert);
+  EXPECT_EQ(cat("void moebench::cuda::(anonymous namespace)::moe_down_combine_kernel<2>(__nv_bfloat16 const*)"),
+            GpuCategory::expert);
+  EXPECT_EQ(cat("moebench::cuda::(anonymous namespace)::combine_all_kernel(float const*, int const*)"), GpuCategory::expert);
+  EXPECT_EQ(cat("moebench::cuda::(anonymous namespace)::router_kernel(float const*, int*, float*, int, int, int)"),
+            GpuCategory::router);
+  EXPECT_EQ(cat("void moebench::cuda::(anonymous namespace)::gemv_kernel<1, 2>(__nv_bfloat16 const*)"), GpuCategory::gemv_gemm);
+  EXPECT_EQ(cat("moebench::cuda::(anonymous namespace)::kv_store_kernel(float const*, float const*)"), GpuCategory::attention);
+  EXPECT_EQ(cat("moebench::cuda::(anonymous namespace)::attention_merge_kernel(float const*)"), GpuCategory::attention);
   EXPECT_EQ(cat("decode_attention_kernel(float*)"), GpuCategory::attention);
   EXPECT_EQ(cat("rope_inplace(float*)"), GpuCategory::attention);
   EXPECT_EQ(cat("RMSNorm_kernel(float*)"), GpuCategory::norm);

@@ -218,31 +218,25 @@ void CudaModel::check_tokens(const int32_t* tokens, int n, int pos0) const {
 
 void CudaModel::forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits) {
   check_tokens(tokens, n, pos0);
-  const int64_t t0 = profiler::now_ns();
   for (int off = 0; off < n; off += pool_tokens_) {
     const int m = std::min(pool_tokens_, n - off);
     const bool last = off + m == n;
     run_chunk(tokens + off, m, pos0 + off, last ? logits : nullptr,
               all_logits ? all_logits + static_cast<size_t>(off) * cfg_.vocab_size : nullptr, nullptr);
   }
-  if (prof_) {
-    prof_->record_token(n > 1 || pos0 == 0 ? profiler::Phase::prefill : profiler::Phase::decode, n, t0, profiler::now_ns());
-    prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
-  }
+  // Steps are recorded by the caller (generate.h), as for CpuModel; here only the arena.
+  if (prof_) prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
 }
 
 int32_t CudaModel::forward_argmax(const int32_t* tokens, int n, int pos0) {
   check_tokens(tokens, n, pos0);
-  const int64_t t0 = profiler::now_ns();
   int32_t next = 0;
   for (int off = 0; off < n; off += pool_tokens_) {
     const int m = std::min(pool_tokens_, n - off);
     run_chunk(tokens + off, m, pos0 + off, nullptr, nullptr, off + m == n ? &next : nullptr);
   }
-  if (prof_) {
-    prof_->record_token(n > 1 || pos0 == 0 ? profiler::Phase::prefill : profiler::Phase::decode, n, t0, profiler::now_ns());
-    prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
-  }
+  // Steps are recorded by the caller (generate.h), as for CpuModel; here only the arena.
+  if (prof_) prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
   return next;
 }
 

@@ -78,6 +78,9 @@ class CudaModel : public Model, public BatchModel {
   int64_t load_ns() const { return load_ns_; }
   uint64_t weight_bytes() const { return weight_bytes_; }
   cudaStream_t stream() const { return stream_; }
+  // Attaches (or, with nullptr, detaches) the profiler the forward reports to. The MoE
+  // layer's trace and the provider's counters keep the one given at construction.
+  void set_profiler(profiler::Profiler* p) { prof_ = p; }
   // Whether a decode step of this model syncs with the host inside the forward
   // (router ids copied for the provider or the dispatch).
   bool decode_syncs() const { return moe_->syncs(1); }
