@@ -81,6 +81,9 @@ std::string render_markdown(const Results& r) {
   out += fmt::format("- host: {} ({}, {} cores, {})\n", r.host.name, r.host.cpu_model, r.host.cores,
                      profiler::format_bytes(static_cast<double>(r.host.memory_bytes)));
   out += fmt::format("- model: {} ({}, weights {})\n", r.model.name, r.model.dtype, r.model.weight_source);
+  if (r.model.shared_setup_ns > 0)
+    out += fmt::format("- shared setup: {:.1f} s, once per run (the pinned expert host store: allocate + fill), not in any "
+                       "TTFT cold\n", static_cast<double>(r.model.shared_setup_ns) * 1e-9);
   out += fmt::format("- build: moebench {} commit {} ({}), started {}\n\n", r.run.tool_version, r.run.commit,
                      r.run.build_type, r.run.start_time);
   const auto& cols = summary_columns();

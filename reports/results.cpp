@@ -192,7 +192,8 @@ json to_json(const Results& r) {
        {{"name", r.model.name},
         {"config", r.model.config},
         {"dtype", r.model.dtype},
-        {"weight_source", r.model.weight_source}}},
+        {"weight_source", r.model.weight_source},
+        {"shared_setup_ns", r.model.shared_setup_ns}}},
       {"cases", cases}};
 }
 
@@ -598,6 +599,7 @@ Results results_from_json(const json& j, const std::string& source) {
     r.model.config = cfg;
     r.model.dtype = o.str("dtype");
     r.model.weight_source = o.str("weight_source");
+    if (const json* v = o.opt("shared_setup_ns")) r.model.shared_setup_ns = rd.i64(*v, o.at("shared_setup_ns"));
     o.done();
   }
   rd.each(top.req("cases", "an array"), "cases", "an array of cases",

@@ -61,6 +61,9 @@ struct ModelInfo {
   nlohmann::json config = nlohmann::json::object();  // HF config.json layout (config_to_json)
   std::string dtype;         // weight dtype as stored: "bf16", "f32", ...
   std::string weight_source; // checkpoint path, or "synthetic:SEED"
+  // Setup shared by every model of the run and done once (the pinned expert host store:
+  // allocate + fill), not in any case's TTFT cold; 0 when none.
+  int64_t shared_setup_ns = 0;
 };
 
 // The stage preset and every knob it resolved to. Knob values are JSON scalars

@@ -21,6 +21,7 @@
 #include "profiler/stats.h"
 #include "reports/fields.h"
 #include "results_fixture.h"
+#include "test_util.h"
 #include "ui/model/chart_frames.h"
 #include "ui/model/live_runner.h"
 #include "ui/model/runs_frame.h"
@@ -522,3 +523,35 @@ TEST(DashboardViews, LiveRunJoinsTheLoadedResults) {
 TEST(Dashboard, SkippedWithoutUi) { GTEST_SKIP() << "built without the dashboard (MOEBENCH_UI=OFF or its packages missing)"; }
 
 #endif
+
+// The committed GPU results (moebench run --suite stages-gpu on an H200, 32 Mixtral-8x7B
+// layers offloaded under a 22 GiB budget) open, and every view has something to show.
+TEST(DashboardFrames, CommittedGpuStagesResults) {
+  const std::string path = test::source_dir() + "/reports/baselines/stages_gpu_mixtral32l_h200_2026-11-28.json";
+  Sources s = load({path});
+  ASSERT_TRUE(s.results.front().results.has_value()) << s.results.front().error;
+  RunsFrame runs = build_runs_frame(s, {});
+  EXPECT_EQ(runs.total, 12);
+  ASSERT_EQ(runs.rows.size(), 12u);
+  EXPECT_EQ(runs.rows[0].cells[static_cast<size_t>(column(runs, "device"))], "NVIDIA H200");
+  StagesFrame st = build_stages_frame(s);
+  ASSERT_EQ(st.stages, (std::vector<std::string>{"baseline", "P0", "P1", "P2"}));
+  const StageMetric& tok = metric(st, "decode_tok_s");
+  ASSERT_EQ(tok.bars.size(), 4u);
+  for (const auto& b : tok.bars) {
+    EXPECT_GT(b.value, 0) << b.stage;
+    ASSERT_TRUE(b.bound_percent.has_value()) << b.stage;  // measured H2D and HBM in the file
+  }
+  EXPECT_GT(tok.bars[3].value, tok.bars[1].value);  // P2 over P0 on this device
+  const reports::Case& c = s.results.front().results->cases.back();
+  HeatmapFrame h = build_heatmap_frame(c, true);
+  EXPECT_EQ(h.n_layers, 32);
+  EXPECT_EQ(h.n_experts, 8);
+  EXPECT_EQ(h.cells.size(), 256u);
+  EXPECT_GT(h.max_count, 0);
+  HitRateFrame hr = build_hitrate_frame(c, 1000);
+  EXPECT_EQ(hr.layer_hit_rate.size(), 32u);  // per layer from the counters
+  EXPECT_FALSE(hr.overall.empty());
+  EXPECT_FALSE(build_latency_frame(c, 0, 1000).decode.empty());
+  EXPECT_FALSE(build_memory_frame(c, 1000).arena.empty());
+}
