@@ -45,7 +45,10 @@ class CpuModel : public Model {
   const ModelConfig& config() const override { return cfg_; }
   std::string backend() const override { return "cpu"; }
   void forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits = nullptr) override;
-  void reset() override { step_ = 0; }
+  void reset() override {
+    step_ = 0;
+    if (routing_) routing_->reset();
+  }
   int max_seq_len() const override { return max_len_; }
   void set_routing_observer(RoutingObserver o) { observer_ = std::move(o); }
   size_t weight_bytes() const;  // fp32 bytes held

@@ -34,6 +34,10 @@ class Model {
   // Forgets the KV cache (a new sequence starts at position 0).
   virtual void reset() = 0;
   virtual int max_seq_len() const = 0;
+  // Part of this model's construction spent on setup it shares with later models of the
+  // process (the CUDA backend's pinned expert host store, filled once): reported on its
+  // own, not as this model's load time. 0 when none.
+  virtual int64_t shared_setup_ns() const { return 0; }
 };
 
 }  // namespace moebench

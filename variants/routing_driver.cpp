@@ -13,14 +13,19 @@ std::unique_ptr<RoutingDriver> RoutingDriver::make(const std::string& spec, cons
 }
 
 RoutingDriver::RoutingDriver(const RoutingSpec& spec, const RoutingParams& params, double prefetch_accuracy)
-    : params_(params), accuracy_(prefetch_accuracy), rng_(prediction_rng(params.seed)) {
+    : spec_(spec), params_(params), accuracy_(prefetch_accuracy), rng_(prediction_rng(params.seed)) {
   if (prefetch_accuracy < 0 || prefetch_accuracy > 1)
     fail("prefetch_accuracy {}: expected a share in [0, 1]", prefetch_accuracy);
-  RoutingParams p = params;
-  p.trace_path = spec.trace_path;
   if (spec.kind == RoutingKind::trace) trace_ = std::make_unique<RoutingTrace>(load_trace(spec.trace_path));
-  source_ = make_routing_source(spec, p);
-  ahead_.resize(params.n_layers);
+  reset();
+}
+
+void RoutingDriver::reset() {
+  RoutingParams p = params_;
+  p.trace_path = spec_.trace_path;
+  source_ = make_routing_source(spec_, p);
+  rng_ = prediction_rng(params_.seed);
+  ahead_.assign(static_cast<size_t>(params_.n_layers), Ahead{});
 }
 
 void RoutingDriver::route(int step, int layer, int n_tokens, std::span<int32_t> ids) {

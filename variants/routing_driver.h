@@ -38,12 +38,16 @@ class RoutingDriver {
   void route(int step, int layer, int n_tokens, std::span<int32_t> ids);
   // Predicted ids (n_tokens, top_k) of (step, layer) — the next layer's.
   void predict(int step, int layer, int n_tokens, std::vector<int32_t>& out);
+  // Back to step 0 (a new generation): the source and the predictor restart from their
+  // seeds, so every generation of a run routes the same way.
+  void reset();
 
  private:
   struct Ahead {
     int step = -1;
     std::vector<int32_t> ids;
   };
+  RoutingSpec spec_;
   RoutingParams params_;
   double accuracy_;
   std::unique_ptr<RoutingTrace> trace_;

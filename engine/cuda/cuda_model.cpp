@@ -103,12 +103,12 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
          c.name, format_bytes(need), format_bytes(weights_b), format_bytes(kv_b), max_len_, format_bytes(ws_b),
          pool_tokens_, format_bytes(Blas::kWorkspaceBytes), format_bytes(budget), budget_from, format_bytes(need));
 
-  int64_t store_fill_ns = 0;
   // Offloaded experts: the host store first (the minimum budget needs its expert size).
   if (!resident && !provider_factory) {
     const int64_t f0 = profiler::now_ns();
     store_ = shared_host_store(parse_host_tier(settings_.expert_tier), src);
-    store_fill_ns = profiler::now_ns() - f0;
+    // Near zero when another model of the process filled it already.
+    store_fill_ns_ = profiler::now_ns() - f0;
     const uint64_t min_need = need + OffloadProvider::min_slot_budget(*store_);
     if (min_need > budget)
       fail("model {} with experts offloaded ({}) needs at least {} of device memory ({} non-expert weights, {} KV "
@@ -183,7 +183,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
                            cudaHostAllocDefault));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   // The shared host store's fill is not this model's load (it is reported on its own).
-  load_ns_ = profiler::now_ns() - t0 - (store_fill_ns > 0 ? store_fill_ns : 0);
+  load_ns_ = profiler::now_ns() - t0 - store_fill_ns_;
   if (prof_ && store_) prof_->memory.note_host_pinned(static_cast<int64_t>(store_->host_bytes()));
   if (prof_) {
     prof_->model_load_ns = load_ns_;

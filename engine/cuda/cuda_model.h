@@ -55,7 +55,12 @@ class CudaModel : public Model, public BatchModel {
   std::string backend() const override { return "cuda"; }
   void forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits = nullptr) override;
   int32_t forward_argmax(const int32_t* tokens, int n, int pos0) override;
-  void reset() override {}
+  // A new generation: step numbers and the routing source restart (the expert cache
+  // keeps what it holds: a warm cache across generations, as a server's would be).
+  void reset() override {
+    step_ = 0;
+    if (routing_) routing_->reset();
+  }
   int max_seq_len() const override { return max_len_; }
 
   // BatchModel (engine/cuda/cuda_model_batch.cpp).
@@ -76,6 +81,7 @@ class CudaModel : public Model, public BatchModel {
   const ExpertHostStore* host_store() const { return store_.get(); }
   std::string routing_name() const { return routing_ ? routing_->describe() : "model"; }
   int64_t load_ns() const { return load_ns_; }
+  int64_t shared_setup_ns() const override { return store_fill_ns_; }
   uint64_t weight_bytes() const { return weight_bytes_; }
   cudaStream_t stream() const { return stream_; }
   // Attaches (or, with nullptr, detaches) the profiler the forward reports to. The MoE
@@ -113,6 +119,7 @@ class CudaModel : public Model, public BatchModel {
   int pool_tokens_ = 0;
   int64_t step_ = 0;
   int64_t load_ns_ = 0;
+  int64_t store_fill_ns_ = 0;  // filling the shared host store, when this model did
   uint64_t weight_bytes_ = 0;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<DeviceArena> arena_;
