@@ -343,7 +343,13 @@ def cmd_hf_generate(a):
 def cmd_side_by_side(a):
     hf = json.load(open(a.hf))
     bench = json.load(open(a.bench))
-    case = bench["cases"][0]
+    # --case NAME picks one of bench's cases (e.g. the batched path at batch 1,
+    # "batch1_p50_n128", or the single-sequence path "b1_..."); default: the first.
+    names = [c["name"] for c in bench["cases"]]
+    if a.case and a.case not in names:
+        sys.exit(f"side-by-side: {a.bench} has no case {a.case!r} (it has {', '.join(names)})")
+    case = next(c for c in bench["cases"] if not a.case or c["name"] == a.case)
+    others = {c["name"]: c["aggregates"]["decode_tok_s"] for c in bench["cases"] if c["name"] != case["name"]}
     ours = case["aggregates"]["decode_tok_s"]
     ratio = ours / hf["decode_tok_s"]
     ratio_best = ours / hf["best_decode_tok_s"]
@@ -355,6 +361,7 @@ def cmd_side_by_side(a):
         "moebench": {"decode_tok_s": ours, "case": case["name"], "status": case["status"],
                      "aggregates": case["aggregates"], "bound": case.get("bound"), "model": bench.get("model"),
                      "commit": bench.get("run", {}).get("commit")},
+        "moebench_other_cases_decode_tok_s": others,
         "transformers": hf,
         "ratio_decode_tok_s": ratio,
         "ratio_vs_transformers_best_run": ratio_best,
@@ -398,6 +405,7 @@ def main():
     p = sp.add_parser("side-by-side")
     p.add_argument("--hf", required=True)
     p.add_argument("--bench", required=True)
+    p.add_argument("--case", default="", help="bench case to hold against transformers (default: the first)")
     p.add_argument("--out", required=True)
     p.set_defaults(fn=cmd_side_by_side)
     a = ap.parse_args()

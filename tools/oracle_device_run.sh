@@ -13,7 +13,7 @@
 # Binaries and tools/mixtral_oracle.py come from the folder this script is in (a copy of
 # build/bin carried to the machine) unless MOEBENCH_BIN is set. Env: OUT (default
 # ./oracle_out), CKPT (default /tmp/mixtral2l), SKIP_TESTS=1 / SKIP_ORACLE=1 / SKIP_SBS=1,
-# TEST_FILTER (--gtest_filter). Tests read fixtures from $MOEBENCH_SOURCE_DIR.
+# TEST_FILTER (--gtest_filter), SBS_CASE (the bench case held against transformers). Tests read fixtures from $MOEBENCH_SOURCE_DIR.
 #   bash .oraclebin/oracle_device_run.sh
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -64,7 +64,7 @@ if [[ -z "${SKIP_SBS:-}" ]]; then
     --out "$OUT/bench_mixtral8l.json"
   t=$?; [[ $t -ne 0 && $rc -eq 0 ]] && rc=$t
   python3 "$PY" side-by-side --hf "$OUT/hf_generate.json" --bench "$OUT/bench_mixtral8l.json" \
-    --out "$OUT/transformers_side_by_side.json" || rc=1
+    ${SBS_CASE:+--case "$SBS_CASE"} --out "$OUT/transformers_side_by_side.json" || rc=1
 fi
 note "done rc=$rc"
 exit $rc
