@@ -65,14 +65,7 @@ void CpuModel::init(const WeightSource& src, const EngineSettings& settings) {
   k_cache_.assign(c.num_hidden_layers, std::vector<float>(static_cast<size_t>(max_len_) * c.kv_dim()));
   v_cache_.assign(c.num_hidden_layers, std::vector<float>(static_cast<size_t>(max_len_) * c.kv_dim()));
 
-  {
-    RoutingParams rp;
-    rp.n_layers = c.num_hidden_layers;
-    rp.n_experts = c.num_local_experts;
-    rp.top_k = c.num_experts_per_tok;
-    rp.seed = settings.routing_seed;
-    routing_ = RoutingDriver::make(settings.routing, rp, settings.prefetch_accuracy);
-  }
+  routing_ = RoutingDriver::for_model(settings, c);
   if (prof_) prof_->experts.configure(c.num_hidden_layers, c.num_local_experts);
   if (settings.expert_tier == "resident")
     provider_ = std::make_unique<CpuResidentProvider>(src, prof_);

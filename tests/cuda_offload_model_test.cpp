@@ -20,6 +20,7 @@
 #include "engine/routing_recorder.h"
 #include "engine/synth_checkpoint.h"
 #include "profiler/counters.h"
+#include "teacher_forced.h"
 #include "test_util.h"
 #include "variants/simulator.h"
 
@@ -50,16 +51,7 @@ std::vector<float> logits_of(const WeightSource& w, const EngineSettings& s, Rou
   ctx.prof = prof;
   cuda::CudaModel m(ctx);
   if (rec) m.set_routing_observer(std::ref(*rec));
-  const int V = w.config().vocab_size;
-  std::vector<float> all, l(V);
-  m.forward(kPrompt.data(), static_cast<int>(kPrompt.size()), 0, l.data());
-  all.insert(all.end(), l.begin(), l.end());
-  for (int i = 0; i < 8; ++i) {
-    int32_t t = 100 + 37 * i;
-    m.forward(&t, 1, static_cast<int>(kPrompt.size()) + i, l.data());
-    all.insert(all.end(), l.begin(), l.end());
-  }
-  return all;
+  return test::teacher_forced_logits(m, kPrompt);
 }
 
 class CudaOffloadModel : public ::testing::Test {

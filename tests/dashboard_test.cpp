@@ -407,7 +407,7 @@ TEST(DashboardLive, EngineRunProducesResultsTheViewsRead) {
   RunsFrame runs = build_runs_frame(s, {});
   ASSERT_EQ(runs.rows.size(), 2u);
   EXPECT_EQ(runs.rows[0].cells[static_cast<size_t>(runs_column_index("stage"))], "baseline");
-  EXPECT_EQ(runs.rows[1].cells[static_cast<size_t>(runs_column_index("policy"))], "prefetch");
+  EXPECT_EQ(runs.rows[1].cells[static_cast<size_t>(runs_column_index("policy"))], "lfu-prefetch");  // P1's policy
   StagesFrame st = build_stages_frame(s);
   EXPECT_EQ(st.stages, (std::vector<std::string>{"baseline", "P1"}));
   EXPECT_DOUBLE_EQ(metric(st, "hit_rate").bars[0].value, o.results.cases[0].experts.hit_rate());

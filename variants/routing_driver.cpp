@@ -12,6 +12,15 @@ std::unique_ptr<RoutingDriver> RoutingDriver::make(const std::string& spec, cons
   return std::make_unique<RoutingDriver>(rs, params, prefetch_accuracy);
 }
 
+std::unique_ptr<RoutingDriver> RoutingDriver::for_model(const EngineSettings& s, const ModelConfig& c) {
+  RoutingParams rp;
+  rp.n_layers = c.num_hidden_layers;
+  rp.n_experts = c.num_local_experts;
+  rp.top_k = c.num_experts_per_tok;
+  rp.seed = s.routing_seed;
+  return make(s.routing, rp, s.prefetch_accuracy);
+}
+
 RoutingDriver::RoutingDriver(const RoutingSpec& spec, const RoutingParams& params, double prefetch_accuracy)
     : spec_(spec), params_(params), accuracy_(prefetch_accuracy), rng_(prediction_rng(params.seed)) {
   if (prefetch_accuracy < 0 || prefetch_accuracy > 1)

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "engine/config.h"
+#include "engine/settings.h"
 #include "variants/prediction.h"
 #include "variants/routing.h"
 #include "variants/routing_trace.h"
@@ -30,6 +32,9 @@ class RoutingDriver {
   // spec or a trace whose shape differs from params.
   static std::unique_ptr<RoutingDriver> make(const std::string& spec, const RoutingParams& params,
                                              double prefetch_accuracy);
+  // The same for a model: its layers, experts and top-k; routing, routing_seed and
+  // prefetch_accuracy from the settings.
+  static std::unique_ptr<RoutingDriver> for_model(const EngineSettings& s, const ModelConfig& c);
   RoutingDriver(const RoutingSpec& spec, const RoutingParams& params, double prefetch_accuracy);
 
   std::string describe() const { return source_->describe(); }

@@ -54,14 +54,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   const WeightSource& src = *ctx.weights;
   max_len_ = std::min(settings_.max_model_len, c.max_position_embeddings);
   if (max_len_ <= 0) fail("max_model_len {} must be positive", settings_.max_model_len);
-  {
-    RoutingParams rp;
-    rp.n_layers = c.num_hidden_layers;
-    rp.n_experts = c.num_local_experts;
-    rp.top_k = c.num_experts_per_tok;
-    rp.seed = settings_.routing_seed;
-    routing_ = RoutingDriver::make(settings_.routing, rp, settings_.prefetch_accuracy);
-  }
+  routing_ = RoutingDriver::for_model(settings_, c);
   const Dispatch dispatch = parse_dispatch(settings_.dispatch);
   const Combine combine = parse_combine(settings_.combine);
   const bool pooled = settings_.buffers == "pooled";
