@@ -114,7 +114,7 @@ std::vector<std::pair<std::string, std::string>> parse_settings(const Node& n) {
 
 SuiteDefaults parse_defaults(const Node& n) {
   n.object_with({"model", "backend", "seed", "warmup_runs", "repetitions", "rounds", "new_tokens", "cpu_threads",
-                 "clock", "stage", "settings"});
+                 "clock", "cold_each_case", "stage", "settings"});
   SuiteDefaults d;
   if (n.has("model")) {
     Node m = n.at("model");
@@ -138,6 +138,11 @@ SuiteDefaults parse_defaults(const Node& n) {
   if (n.has("clock")) {
     d.clock = n.at("clock").str();
     if (d.clock != "wall" && d.clock != "thread_cpu") n.at("clock").bad("wall or thread_cpu");
+  }
+  if (n.has("cold_each_case")) {
+    Node c = n.at("cold_each_case");
+    if (!c.v.is_boolean()) c.bad("true or false");
+    d.cold_each_case = c.v.get<bool>();
   }
   if (n.has("rounds")) d.rounds = n.at("rounds").integer(1, "a positive integer");
   if (n.has("new_tokens")) d.new_tokens = n.at("new_tokens").integer(1, "a positive integer");
@@ -318,6 +323,7 @@ std::string Instance::reload_key() const {
                   settings.gpu_mem_budget;
   for (const auto& [key, value] : settings.to_list())
     if (key != "stage" && key != "warmup" && key != "expert_tier" && key != "gpu_mem_budget") k += "|" + key + "=" + value;
+  if (cold_each_case && spec) k += "|case=" + spec->name;
   return k;
 }
 
@@ -394,6 +400,7 @@ std::vector<Instance> expand(const Suite& s, const Overrides& o, BackendResolver
       in.rounds = std::min(s.defaults.rounds, repetitions);
       in.cpu_threads = s.defaults.cpu_threads;
       in.clock = s.defaults.clock;
+      in.cold_each_case = s.defaults.cold_each_case;
       if (in.clock == "thread_cpu" && (backend != "cpu" || in.cpu_threads != 1))
         fail("{}: defaults.clock thread_cpu needs the cpu backend and cpu_threads 1", s.source);
       in.sweep_values = point;

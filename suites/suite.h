@@ -11,7 +11,7 @@
 //       "model": "tiny" | {"cpu": "tiny", "cuda": "mixtral-8x7b"},   // per backend
 //       "backend": "auto" | "cpu" | "cuda", "seed": 0,
 //       "warmup_runs": 1, "repetitions": 3, "rounds": 1, "new_tokens": 32, "cpu_threads": 0,
-//       "clock": "wall" | "thread_cpu",
+//       "clock": "wall" | "thread_cpu", "cold_each_case": false,
 //       "stage": "P2", "settings": {"cache_policy": "lru", ...}
 //     },
 //     "cases_from": ["short", "medium"],         // cases of other suites, appended first
@@ -32,6 +32,9 @@
 // each round runs every instance once in turn, so slow phases of a busy machine
 // hit every case alike (the ci suite, whose cases share one model, uses it; with
 // several models each round reloads them). Cases then finish in the last round.
+// cold_each_case true reloads the model before every case (not only when settings
+// change), so each case gets its own TTFT cold (model load + first token on a cold
+// expert cache); the shared pinned host store is still filled once.
 // clock "thread_cpu" times every step (and the model load) in CPU time of the
 // running thread instead of wall time: immune to being descheduled on a busy
 // machine, meaningful only with cpu_threads 1 on the CPU backend (the ci suite).
@@ -75,6 +78,7 @@ struct SuiteDefaults {
   int new_tokens = 32;
   int cpu_threads = 0;                       // OpenMP threads for the run; 0 = OpenMP's default
   std::string clock = "wall";                // wall | thread_cpu
+  bool cold_each_case = false;               // reload the model before every case: a TTFT cold per case
   std::string stage;                         // "" = no preset (engine defaults, stage "custom")
   std::vector<std::pair<std::string, std::string>> settings;
 };
@@ -133,6 +137,7 @@ struct Instance {
   int rounds = 1;          // the suite's (the same for every instance)
   int cpu_threads = 0;
   std::string clock = "wall";
+  bool cold_each_case = false;  // the case's name joins the reload key
   std::vector<std::pair<std::string, std::string>> sweep_values;  // this instance's point of the sweep
 
   // Everything that forces a new model: two instances with equal keys share one.

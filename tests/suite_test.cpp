@@ -3,6 +3,7 @@
 // the short/medium/long prompts have the token counts they claim.
 #include <gtest/gtest.h>
 
+#include <deque>
 #include <set>
 
 #include "engine/embedded_tokenizer.h"
@@ -184,6 +185,27 @@ TEST(Suite, SweepExpansionIsOrderedToMinimiseReloads) {
   auto w = expand(s, o, cpu);
   EXPECT_EQ(w.size(), 3u * 2 * 2 + 1);
   EXPECT_EQ(count_reloads(w), 2);
+}
+
+TEST(Suite, ColdEachCaseReloadsBeforeEveryCase) {
+  const char* text = R"({"name": "c", "defaults": {"model": "tiny", "cold_each_case": COLD},
+    "cases": [{"name": "a", "prompt": "x"}, {"name": "b", "prompt": "y"}, {"name": "c", "prompt_tokens": 9}],
+    "sweep": {"stage": ["P0", "P1"]}})";
+  std::deque<Suite> keep;  // instances point into their suite
+  auto with = [&](const char* cold) {
+    std::string t = text;
+    t.replace(t.find("COLD"), 4, cold);
+    keep.push_back(parse_suite(t, "suites/c.json"));
+    return expand(keep.back(), {}, cpu);
+  };
+  EXPECT_EQ(count_reloads(with("false")), 2);  // one load per stage
+  EXPECT_EQ(count_reloads(with("true")), 6);   // one per case and stage: a TTFT cold each
+  try {
+    with("\"yes\"");
+    FAIL() << "a string cold_each_case was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("defaults.cold_each_case"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Suite, ShippedSuitesParseAndExpand) {
