@@ -232,21 +232,30 @@ int run(Args a) {
       const auto prompt = make_prompt(P, c.vocab_size);
       std::vector<int32_t> out;
       int64_t cold_ns = -1;  // load + the first prefill of the process (the warm-up of the first case)
+      // B distinct prompts (shifted windows of one sequence) and the scheduler that runs them.
+      auto batch_requests = [&] {
+        std::vector<BatchRequest> reqs;
+        for (int i = 0; i < B; ++i) {
+          auto p = make_prompt(P + 1, c.vocab_size);
+          std::rotate(p.begin(), p.begin() + (i % (P + 1)), p.end());
+          p.resize(static_cast<size_t>(P));
+          reqs.push_back({p, a.new_tokens});
+        }
+        return reqs;
+      };
+      auto scheduler_config = [&] {
+        SchedulerConfig sc;
+        sc.max_num_batched_tokens = std::min(ctx.settings.max_num_batched_tokens, bm->max_batch_tokens());
+        sc.max_model_len = ctx.settings.max_model_len;
+        sc.max_num_seqs = B;
+        sc.block_size = 16;
+        sc.num_blocks = B * kv_blocks_for(P + a.new_tokens, sc.block_size);
+        return sc;
+      };
       try {
         if (plan.batched) {
-          std::vector<BatchRequest> reqs;
-          for (int i = 0; i < B; ++i) {
-            auto p = make_prompt(P + 1, c.vocab_size);  // distinct prompts: shifted windows of one sequence
-            std::rotate(p.begin(), p.begin() + (i % (P + 1)), p.end());
-            p.resize(static_cast<size_t>(P));
-            reqs.push_back({p, a.new_tokens});
-          }
-          SchedulerConfig sc;
-          sc.max_num_batched_tokens = std::min(ctx.settings.max_num_batched_tokens, bm->max_batch_tokens());
-          sc.max_model_len = ctx.settings.max_model_len;
-          sc.max_num_seqs = B;
-          sc.block_size = 16;
-          sc.num_blocks = B * kv_blocks_for(P + a.new_tokens, sc.block_size);
+          const auto reqs = batch_requests();
+          const SchedulerConfig sc = scheduler_config();
           for (int rep = -1; rep < a.repetitions; ++rep) {
             const auto g = generate_batch(*bm, sc, reqs);
             reports::Repetition r;
@@ -290,19 +299,8 @@ int run(Args a) {
             int64_t t_dec = 0;
             int steps = 0;
             if (plan.batched) {
-              std::vector<BatchRequest> reqs;
-              for (int i = 0; i < B; ++i) {
-                auto p = make_prompt(P + 1, c.vocab_size);
-                std::rotate(p.begin(), p.begin() + (i % (P + 1)), p.end());
-                p.resize(static_cast<size_t>(P));
-                reqs.push_back({p, a.new_tokens});
-              }
-              SchedulerConfig sc;
-              sc.max_num_batched_tokens = std::min(ctx.settings.max_num_batched_tokens, bm->max_batch_tokens());
-              sc.max_model_len = ctx.settings.max_model_len;
-              sc.max_num_seqs = B;
-              sc.block_size = 16;
-              sc.num_blocks = B * kv_blocks_for(P + a.new_tokens, sc.block_size);
+              const auto reqs = batch_requests();
+              const SchedulerConfig sc = scheduler_config();
               generate_batch(*bm, sc, reqs, 0, false, [&](const Step& st, const std::vector<int32_t>&, const std::vector<float>&) {
                 if (st.prefill) t_dec = profiler::now_ns();
                 else ++steps;
