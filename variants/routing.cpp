@@ -178,7 +178,8 @@ class LocalitySource final : public RoutingSource {
 
 class TraceSource final : public RoutingSource {
  public:
-  TraceSource(RoutingTrace t, const RoutingParams& p, std::string path) : t_(std::move(t)), path_(std::move(path)) {
+  TraceSource(std::shared_ptr<const RoutingTrace> t, const RoutingParams& p, std::string path)
+      : tp_(std::move(t)), t_(*tp_), path_(std::move(path)) {
     if (t_.n_layers != p.n_layers) fail("{}: field 'layers' is {}, expected {} (the model's)", path_, t_.n_layers, p.n_layers);
     if (t_.n_experts != p.n_experts)
       fail("{}: field 'experts' is {}, expected {} (the model's)", path_, t_.n_experts, p.n_experts);
@@ -205,7 +206,8 @@ class TraceSource final : public RoutingSource {
   std::string describe() const override { return fmt::format("trace:{} ({})", path_, t_.source); }
 
  private:
-  RoutingTrace t_;
+  std::shared_ptr<const RoutingTrace> tp_;
+  const RoutingTrace& t_;
   std::string path_;
 };
 
@@ -236,10 +238,15 @@ const std::vector<RoutingSourceInfo>& routing_sources() {
        [](const RoutingParams& p) { return std::unique_ptr<RoutingSource>(new LocalitySource(p)); }},
       {"trace", "trace:FILE replays the expert choices recorded in a routing trace", RoutingKind::trace,
        [](const RoutingParams& p) {
-         return std::unique_ptr<RoutingSource>(new TraceSource(load_trace(p.trace_path), p, p.trace_path));
+         return make_trace_source(std::make_shared<const RoutingTrace>(load_trace(p.trace_path)), p, p.trace_path);
        }},
   };
   return r;
+}
+
+std::unique_ptr<RoutingSource> make_trace_source(std::shared_ptr<const RoutingTrace> trace, const RoutingParams& params,
+                                                 const std::string& path) {
+  return std::make_unique<TraceSource>(std::move(trace), params, path);
 }
 
 const RoutingSourceInfo& routing_source_info(RoutingKind kind) {

@@ -85,6 +85,11 @@ const RoutingSourceInfo& routing_source_info(RoutingKind kind);
 // trace whose shape differs from params (naming the file and the field).
 std::unique_ptr<RoutingSource> make_routing_source(const RoutingSpec& spec, const RoutingParams& params);
 
+// A trace:FILE source over a trace already in memory (shared, not copied; `path` names it
+// in errors and describe()). Replaying is stateless: restarting it reads nothing again.
+std::unique_ptr<RoutingSource> make_trace_source(std::shared_ptr<const RoutingTrace> trace, const RoutingParams& params,
+                                                 const std::string& path);
+
 // Runs a source for `n_steps` steps of `tokens_per_step` tokens, all layers, into a trace.
 RoutingTrace generate_trace(RoutingSource& src, const RoutingParams& params, int n_steps, int tokens_per_step = 1,
                             bool with_weights = false);

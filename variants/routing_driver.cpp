@@ -25,14 +25,12 @@ RoutingDriver::RoutingDriver(const RoutingSpec& spec, const RoutingParams& param
     : spec_(spec), params_(params), accuracy_(prefetch_accuracy), rng_(prediction_rng(params.seed)) {
   if (prefetch_accuracy < 0 || prefetch_accuracy > 1)
     fail("prefetch_accuracy {}: expected a share in [0, 1]", prefetch_accuracy);
-  if (spec.kind == RoutingKind::trace) trace_ = std::make_unique<RoutingTrace>(load_trace(spec.trace_path));
+  if (spec.kind == RoutingKind::trace) trace_ = std::make_shared<const RoutingTrace>(load_trace(spec.trace_path));
   reset();
 }
 
 void RoutingDriver::reset() {
-  RoutingParams p = params_;
-  p.trace_path = spec_.trace_path;
-  source_ = make_routing_source(spec_, p);
+  source_ = trace_ ? make_trace_source(trace_, params_, spec_.trace_path) : make_routing_source(spec_, params_);
   rng_ = prediction_rng(params_.seed);
   ahead_.assign(static_cast<size_t>(params_.n_layers), Ahead{});
 }

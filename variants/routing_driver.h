@@ -27,8 +27,8 @@ namespace moebench {
 
 class RoutingDriver {
  public:
-  // Null for spec "model" (the engine's gate routes). For trace:FILE the trace is loaded
-  // once and kept (trace(): the future, for belady and static). Throws Error for a bad
+  // Null for spec "model" (the engine's gate routes). For trace:FILE the trace is read
+  // once, replayed by the source and kept (trace(): the future, for belady and static). Throws Error for a bad
   // spec or a trace whose shape differs from params.
   static std::unique_ptr<RoutingDriver> make(const std::string& spec, const RoutingParams& params,
                                              double prefetch_accuracy);
@@ -55,7 +55,7 @@ class RoutingDriver {
   RoutingSpec spec_;
   RoutingParams params_;
   double accuracy_;
-  std::unique_ptr<RoutingTrace> trace_;
+  std::shared_ptr<const RoutingTrace> trace_;  // trace:FILE, read once; the source replays it
   std::unique_ptr<RoutingSource> source_;
   std::vector<Ahead> ahead_;  // (layers) a choice taken early by predict()
   Rng rng_;
