@@ -82,8 +82,9 @@ Tokenizer open_tokenizer(const WeightSource& w, const std::string& path) {
   return t;
 }
 
-// Sums the profiler's expert counters of one repetition into the case's.
-void add_experts(reports::ExpertCounters& e, const profiler::ExpertCounters& p) {
+}  // namespace
+
+void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCounters& p) {
   const profiler::ExpertStats& t = p.total();
   e.hits += t.hits;
   e.misses += t.misses;
@@ -115,6 +116,8 @@ void add_experts(reports::ExpertCounters& e, const profiler::ExpertCounters& p) 
     for (int x = 0; x < E; ++x) e.usage[l][x] += p.usage(l, x);
   }
 }
+
+namespace {
 
 Repetition repetition_of(const profiler::Profiler& prof) {
   Repetition r;
@@ -279,7 +282,7 @@ class Runner {
         Repetition sample = repetition_of(prof_);
         if (rep == 0 && p.cold_ns) sample.ttft_cold_ns = *p.cold_ns;
         p.c.samples.push_back(std::move(sample));
-        add_experts(p.c.experts, prof_.experts);
+        add_expert_counters(p.c.experts, prof_.experts);
         note_memory(p.c, rep == 0, p.t0_ns);
         std::vector<profiler::GpuEvent> events;
         if (cupti_) {

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "profiler/counters.h"
 #include "reports/results.h"
 #include "suites/suite.h"
 
@@ -64,13 +65,19 @@ RunOutcome run_suite(const std::vector<Instance>& instances, const RunOptions& o
 
 // The physical limit a finished case is held against (DESIGN.md "The profiler"):
 // resident (or CPU): bytes of weights one decode token reads (bf16 on CUDA, fp32 on
-// the CPU) / dev.hbm_gbps; offloaded on CUDA with expert copies counted: the case's
-// copied bytes per decode token / dev.h2d_gbps. percent = decode tok/s / bound.
+// the CPU) / dev.hbm_gbps; offloaded on CUDA: 1 / (the case's expert bytes copied per
+// decode token / dev.h2d_gbps + the resident bytes a token reads / dev.hbm_gbps).
+// percent = decode tok/s / bound.
 // nullopt when the case decoded nothing or the bandwidth it needs is not measured.
 std::optional<reports::Bound> physical_bound(const reports::Case& c, const ModelConfig& cfg, const std::string& backend,
                                              const reports::DeviceInfo& dev);
 // Weight bytes one decode token must read when everything is resident.
 int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param);
+
+// Adds one repetition's expert counters (the profiler's: totals, per layer, usage,
+// and the bytes moved during decode steps, step 0 being the prefill) to a case's.
+// Per-layer arrays stay empty while nothing was counted.
+void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCounters& p);
 
 // Hex xxh64 of the token ids' bytes (16 lowercase hex digits).
 std::string token_hash(const std::vector<int32_t>& ids);

@@ -3,7 +3,6 @@
 
 #include <fmt/format.h>
 #include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,6 +21,7 @@
 #include "engine/weight_source.h"
 #include "profiler/chrome_trace.h"
 #include "profiler/clock.h"
+#include "suites/runner.h"
 #include "variants/stages.h"
 
 namespace moebench::ui {
@@ -95,10 +95,6 @@ nlohmann::json knob_value(const std::string& v) {
   return v;
 }
 
-std::string token_hash(const std::vector<int32_t>& ids) {
-  return fmt::format("{:016x}", XXH64(ids.data(), ids.size() * sizeof(int32_t), 0));
-}
-
 // Deterministic prompt ids (BOS then a seeded spread over the vocabulary): the
 // timing and routing of a synthetic model do not depend on meaningful text.
 std::vector<int32_t> make_prompt(const ModelConfig& cfg, int n, uint64_t seed) {
@@ -114,33 +110,6 @@ std::vector<int32_t> make_prompt(const ModelConfig& cfg, int n, uint64_t seed) {
   return p;
 }
 
-// Adds one repetition's expert counters (the engine's, per layer) to the case's.
-void add_counters(const profiler::ExpertCounters& p, reports::ExpertCounters& c) {
-  const size_t L = static_cast<size_t>(p.n_layers()), E = static_cast<size_t>(p.n_experts());
-  if (c.hits_per_layer.size() != L) {
-    std::vector<int64_t> z(L, 0);
-    c.hits_per_layer = c.misses_per_layer = c.loads_per_layer = z;
-    c.bytes_moved_per_layer = c.load_time_ns_per_layer = c.stall_ns_per_layer = z;
-    c.usage.assign(L, std::vector<int64_t>(E, 0));
-  }
-  for (size_t l = 0; l < L; ++l) {
-    const profiler::ExpertStats& s = p.layer(static_cast<int32_t>(l));
-    c.hits_per_layer[l] += s.hits;
-    c.misses_per_layer[l] += s.misses;
-    c.loads_per_layer[l] += s.loads;
-    c.bytes_moved_per_layer[l] += s.bytes_moved;
-    c.load_time_ns_per_layer[l] += s.load_ns;
-    c.stall_ns_per_layer[l] += s.stall_ns;
-    for (size_t e = 0; e < E; ++e) c.usage[l][e] += p.usage(static_cast<int32_t>(l), static_cast<int32_t>(e));
-  }
-  const profiler::ExpertStats& t = p.total();
-  c.hits += t.hits;
-  c.misses += t.misses;
-  c.loads += t.loads;
-  c.bytes_moved += t.bytes_moved;
-  c.load_time_ns += t.load_ns;
-  c.stall_ns += t.stall_ns;
-}
 
 // What the trace keeps: the engine's ranges and steps of a case's first measured
 // repetition (and its model load), so a trace stays small enough to read.
@@ -269,7 +238,7 @@ reports::Case run_case(const LiveSettings& s, const std::string& stage, int case
     }
     if (tracing && first_measured) trace.take(prof, true);
     if (!measured) continue;
-    if (prof.experts.n_layers() > 0) add_counters(prof.experts, c.experts);
+    if (prof.experts.n_layers() > 0) suites::add_expert_counters(c.experts, prof.experts);
     if (first_measured) c.hit_rate.overall = prof.experts.hit_rate_series(false);
     reports::Repetition r;
     r.latency_ns = g.token_latency_ns;
@@ -284,7 +253,7 @@ reports::Case run_case(const LiveSettings& s, const std::string& stage, int case
   }
   if (c.experts.hits + c.experts.misses == 0) c.hit_rate = {};  // no expert cache counted (other backends)
   c.warmup = es.warmup ? 1 : 0;
-  c.output_token_hash = token_hash(first_output);
+  c.output_token_hash = suites::token_hash(first_output);
   c.aggregates = reports::compute_aggregates(c);
   return c;
 }
