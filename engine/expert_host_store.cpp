@@ -105,18 +105,23 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::make(HostTier tier, const Weig
   return tier == HostTier::pinned ? pinned(ws, allocator, opt) : disk(ws, opt);
 }
 
-std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws, const HostAllocator& allocator,
-                                                         const HostStoreOptions& opt) {
-  if (!allocator.alloc || !allocator.free) fail("host store: the allocator '{}' has no alloc/free", allocator.name);
-  const ModelConfig& c = ws.config();
+std::unique_ptr<ExpertHostStore> ExpertHostStore::shaped(HostTier tier, const ModelConfig& c) {
   std::unique_ptr<ExpertHostStore> s(new ExpertHostStore());
-  s->tier_ = HostTier::pinned;
+  s->tier_ = tier;
   s->n_layers_ = c.num_hidden_layers;
   s->n_experts_ = c.num_local_experts;
   s->top_k_ = c.num_experts_per_tok;
   s->hidden_ = c.hidden_size;
   s->inter_ = c.intermediate_size;
   s->matrix_bytes_ = static_cast<uint64_t>(c.hidden_size) * c.intermediate_size * 2;
+  return s;
+}
+
+std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws, const HostAllocator& allocator,
+                                                         const HostStoreOptions& opt) {
+  if (!allocator.alloc || !allocator.free) fail("host store: the allocator '{}' has no alloc/free", allocator.name);
+  const ModelConfig& c = ws.config();
+  std::unique_ptr<ExpertHostStore> s = shaped(HostTier::pinned, c);
   s->source_ = ws.describe();
   s->alloc_ = allocator;
 
@@ -193,14 +198,7 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::disk(const WeightSource& ws, c
     fail("expert tier 'disk' needs a checkpoint on disk, but the weights are {} (no file to read experts from): "
          "write one with `moebench make-model` and pass its folder, or use expert_tier=pinned",
          ws.describe());
-  std::unique_ptr<ExpertHostStore> s(new ExpertHostStore());
-  s->tier_ = HostTier::disk;
-  s->n_layers_ = c.num_hidden_layers;
-  s->n_experts_ = c.num_local_experts;
-  s->top_k_ = c.num_experts_per_tok;
-  s->hidden_ = c.hidden_size;
-  s->inter_ = c.intermediate_size;
-  s->matrix_bytes_ = static_cast<uint64_t>(c.hidden_size) * c.intermediate_size * 2;
+  std::unique_ptr<ExpertHostStore> s = shaped(HostTier::disk, c);
   s->source_ = ck->dir();
   s->staging_bytes_ = 3 * (round_up(s->matrix_bytes_, kAlign) + kAlign);
   s->mode_ = opt.allow_page_cache ? DiskReadMode::page_cache : DiskReadMode::direct;

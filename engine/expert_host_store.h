@@ -112,6 +112,8 @@ class ExpertHostStore {
 
  private:
   ExpertHostStore() = default;
+  // A store of `tier` with the model's expert shape filled in (the rest is the tier's).
+  static std::unique_ptr<ExpertHostStore> shaped(HostTier tier, const ModelConfig& c);
   struct Piece {  // one tensor in a file (disk tier)
     int fd = -1;
     uint64_t offset = 0;
