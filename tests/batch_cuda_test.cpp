@@ -2,7 +2,10 @@
 // a GPU).
 //   * paged_attention against its CPU twin (engine/ops/paged_attention.cpp) on randomised
 //     shapes (odd head_dim, GQA groups 1..8, scrambled block tables, mixed prefill/decode
-//     rows); rope_kv_store_paged bit-identical to rope() + kv_store();
+//     rows), with and without the key split (flash-decoding: several splits, a partial
+//     last chunk, long sequences, the contiguous cache seen as one block), the split
+//     deterministic; rope_kv_store_paged bit-identical to rope() + kv_store(), odd
+//     head_dim included, and with slot = pos to kv_store() into a contiguous cache;
 //   * scheduler + CudaModel::forward_batch: every sequence's greedy output and logits
 //     against the same sequence run alone through Model::forward (contiguous KV cache).
 //     The batched forward runs the attention projections through cuBLAS when it has more
@@ -123,7 +126,7 @@ TEST_F(BatchCuda, PagedAttentionMatchesCpuTwin) {
     auto* out = dev.arena.alloc_n<cuda::bf16>(q.size(), "out");
     cuda::paged_attention(dev.up(q), reinterpret_cast<cuda::bf16*>(dev.up(bits(k))),
                           reinterpret_cast<cuda::bf16*>(dev.up(bits(v))), dev.up(tables), width, dev.up(seq_row),
-                          dev.up(pos), out, m, sh.n_heads, sh.n_kv, sh.hd, sh.bs, nullptr);
+                          dev.up(pos), out, m, sh.n_heads, sh.n_kv, sh.hd, sh.bs, /*workspace=*/nullptr, nullptr);
     const auto got = dev.down_bf16(out, q.size());
     size_t bad = 0;
     for (size_t i = 0; i < q.size(); ++i) {
@@ -138,34 +141,140 @@ TEST_F(BatchCuda, PagedAttentionMatchesCpuTwin) {
 TEST_F(BatchCuda, RopeKvStorePagedBitIdenticalToRopeThenStore) {
   std::mt19937 rng(7);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  const int m = 5, nh = 8, nkv = 2, hd = 64, bs = 4, n_blocks = 8;
-  Dev dev;
-  std::vector<float> q(m * nh * hd), k(m * nkv * hd), v(m * nkv * hd);
-  for (auto* a : {&q, &k, &v})
-    for (auto& x : *a) x = nd(rng);
-  const std::vector<int32_t> pos = {0, 1, 2, 17, 1000}, slot = {9, 3, 30, 0, 21};
-  const size_t pool = static_cast<size_t>(n_blocks) * bs * nkv * hd, row = nkv * hd;
-  // reference: rope() + kv_store() one token at a time into a contiguous cache, then compared slot by slot
-  float* q1 = dev.up(q);
-  float* k1 = dev.up(k);
-  float* q2 = dev.up(q);
-  auto* kc = dev.arena.alloc_n<cuda::bf16>(m * row, "kc");
-  auto* vc = dev.arena.alloc_n<cuda::bf16>(m * row, "vc");
-  auto* kp = dev.arena.alloc_n<cuda::bf16>(pool, "kp");
-  auto* vp = dev.arena.alloc_n<cuda::bf16>(pool, "vp");
-  int32_t* pos_d = dev.up(pos);
-  cuda::rope(q1, pos_d, m, nh, hd, 1e6f, nullptr);
-  cuda::rope(k1, pos_d, m, nkv, hd, 1e6f, nullptr);
-  cuda::kv_store(k1, dev.up(v), kc, vc, m, 0, nkv, hd, nullptr);
-  cuda::rope_kv_store_paged(q2, dev.up(k), dev.up(v), pos_d, dev.up(slot), kp, vp, m, nh, nkv, hd, 1e6f, nullptr);
-  EXPECT_EQ(dev.down(q1, q.size()), dev.down(q2, q.size()));
-  const auto kcs = dev.down(reinterpret_cast<uint16_t*>(kc), m * row), vcs = dev.down(reinterpret_cast<uint16_t*>(vc), m * row);
-  const auto kps = dev.down(reinterpret_cast<uint16_t*>(kp), pool), vps = dev.down(reinterpret_cast<uint16_t*>(vp), pool);
-  for (int i = 0; i < m; ++i)
-    for (size_t e = 0; e < row; ++e) {
-      ASSERT_EQ(kcs[i * row + e], kps[slot[i] * row + e]) << "token " << i << " k element " << e;
-      ASSERT_EQ(vcs[i * row + e], vps[slot[i] * row + e]) << "token " << i << " v element " << e;
+  struct Shape {
+    int nh, nkv, hd;
+  };
+  for (const Shape& sh : {Shape{8, 2, 64}, Shape{32, 8, 128}, Shape{6, 3, 33}, Shape{4, 4, 2}, Shape{5, 1, 24}}) {
+    const int nh = sh.nh, nkv = sh.nkv, hd = sh.hd;
+    SCOPED_TRACE("heads " + std::to_string(nh) + " kv " + std::to_string(nkv) + " hd " + std::to_string(hd));
+    const int m = 5, bs = 4, n_blocks = 8;
+    Dev dev;
+    std::vector<float> q(m * nh * hd), k(m * nkv * hd), v(m * nkv * hd);
+    for (auto* a : {&q, &k, &v})
+      for (auto& x : *a) x = nd(rng);
+    const std::vector<int32_t> pos = {0, 1, 2, 17, 1000}, slot = {9, 3, 30, 0, 21};
+    const size_t pool = static_cast<size_t>(n_blocks) * bs * nkv * hd, row = nkv * hd;
+    // reference: rope() + kv_store() one token at a time into a contiguous cache, then compared slot by slot
+    float* q1 = dev.up(q);
+    float* k1 = dev.up(k);
+    float* q2 = dev.up(q);
+    auto* kc = dev.arena.alloc_n<cuda::bf16>(m * row, "kc");
+    auto* vc = dev.arena.alloc_n<cuda::bf16>(m * row, "vc");
+    auto* kp = dev.arena.alloc_n<cuda::bf16>(pool, "kp");
+    auto* vp = dev.arena.alloc_n<cuda::bf16>(pool, "vp");
+    int32_t* pos_d = dev.up(pos);
+    cuda::rope(q1, pos_d, m, nh, hd, 1e6f, nullptr);
+    cuda::rope(k1, pos_d, m, nkv, hd, 1e6f, nullptr);
+    cuda::kv_store(k1, dev.up(v), kc, vc, m, 0, nkv, hd, nullptr);
+    cuda::rope_kv_store_paged(q2, dev.up(k), dev.up(v), pos_d, dev.up(slot), kp, vp, m, nh, nkv, hd, 1e6f, nullptr);
+    EXPECT_EQ(dev.down(q1, q.size()), dev.down(q2, q.size()));
+    const auto kcs = dev.down(reinterpret_cast<uint16_t*>(kc), m * row), vcs = dev.down(reinterpret_cast<uint16_t*>(vc), m * row);
+    const auto kps = dev.down(reinterpret_cast<uint16_t*>(kp), pool), vps = dev.down(reinterpret_cast<uint16_t*>(vp), pool);
+    for (int i = 0; i < m; ++i)
+      for (size_t e = 0; e < row; ++e) {
+        ASSERT_EQ(kcs[i * row + e], kps[slot[i] * row + e]) << "token " << i << " k element " << e;
+        ASSERT_EQ(vcs[i * row + e], vps[slot[i] * row + e]) << "token " << i << " v element " << e;
+      }
+
+    // The single-sequence forward's use: a contiguous cache (max_len, n_kv, hd) as the pool
+    // with slot = pos = pos0 + i, against rope() + rope() + kv_store() at pos0 (whole caches).
+    const int pos0 = 11, max_len = 24;
+    std::vector<int32_t> cpos(m);
+    for (int i = 0; i < m; ++i) cpos[i] = pos0 + i;
+    int32_t* cpos_d = dev.up(cpos);
+    float* q3 = dev.up(q);
+    float* k3 = dev.up(k);
+    float* q4 = dev.up(q);
+    float* vd = dev.up(v);
+    const size_t cache = static_cast<size_t>(max_len) * row;
+    auto* kc3 = dev.arena.alloc_n<cuda::bf16>(cache, "kc3");
+    auto* vc3 = dev.arena.alloc_n<cuda::bf16>(cache, "vc3");
+    auto* kc4 = dev.arena.alloc_n<cuda::bf16>(cache, "kc4");
+    auto* vc4 = dev.arena.alloc_n<cuda::bf16>(cache, "vc4");
+    for (auto* c : {kc3, vc3, kc4, vc4}) CUDA_CHECK(cudaMemset(c, 0, cache * sizeof(cuda::bf16)));
+    cuda::rope(q3, cpos_d, m, nh, hd, 1e6f, nullptr);
+    cuda::rope(k3, cpos_d, m, nkv, hd, 1e6f, nullptr);
+    cuda::kv_store(k3, vd, kc3, vc3, m, pos0, nkv, hd, nullptr);
+    cuda::rope_kv_store_paged(q4, dev.up(k), vd, cpos_d, cpos_d, kc4, vc4, m, nh, nkv, hd, 1e6f, nullptr);
+    EXPECT_EQ(dev.down(q3, q.size()), dev.down(q4, q.size()));
+    EXPECT_EQ(dev.down(reinterpret_cast<uint16_t*>(kc3), cache), dev.down(reinterpret_cast<uint16_t*>(kc4), cache));
+    EXPECT_EQ(dev.down(reinterpret_cast<uint16_t*>(vc3), cache), dev.down(reinterpret_cast<uint16_t*>(vc4), cache));
+  }
+}
+
+// The key split (flash-decoding) against the CPU twin: few decode tokens (so m x n_kv is
+// small and the keys are split), long and odd lengths (a partial last tile and last
+// chunk, splits past the end that write nothing), odd shapes, scrambled block tables and
+// the contiguous cache seen as one block. The split result is bit-identical from run to
+// run (fixed merge order) and within the same tolerance of the CPU twin as the unsplit one.
+TEST_F(BatchCuda, PagedAttentionKeySplitMatchesCpuTwin) {
+  std::mt19937 rng(1234);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  struct Shape {
+    int n_heads, n_kv, hd, bs;  // bs 0: the contiguous cache (one block of max_len)
+  };
+  struct Case {
+    std::vector<int> lens;  // one decode token per sequence, at position len - 1
+  };
+  const int max_len = 4200;
+  for (const Shape& sh : {Shape{32, 8, 128, 16}, Shape{32, 8, 128, 0}, Shape{4, 2, 32, 0}, Shape{6, 6, 24, 8},
+                          Shape{16, 2, 12, 3}, Shape{5, 1, 33, 5}, Shape{8, 4, 64, 1}}) {
+    for (const Case& cs : {Case{{1}}, Case{{33}}, Case{{178}}, Case{{4097}}, Case{{33, 1000, 2049}}, Case{{257, 31}}}) {
+      const bool contiguous = sh.bs == 0;
+      if (contiguous && cs.lens.size() > 1) continue;  // one sequence per contiguous cache
+      const int bs = contiguous ? max_len : sh.bs;
+      const int n_seqs = static_cast<int>(cs.lens.size()), m = n_seqs;
+      std::string lens_s;
+      for (int l : cs.lens) lens_s += std::to_string(l) + " ";
+      SCOPED_TRACE("heads " + std::to_string(sh.n_heads) + " kv " + std::to_string(sh.n_kv) + " hd " +
+                   std::to_string(sh.hd) + " block " + std::to_string(bs) + " lens " + lens_s);
+      Dev dev;
+      const int width = (max_len + bs - 1) / bs, n_blocks = n_seqs * width;
+      const int splits = cuda::paged_attention_splits(m, sh.n_kv, width * bs);
+      ASSERT_GT(splits, 1) << "the case should take the key split";
+      std::vector<int32_t> perm(static_cast<size_t>(n_blocks));
+      for (int i = 0; i < n_blocks; ++i) perm[i] = i;
+      std::shuffle(perm.begin(), perm.end(), rng);
+      std::vector<int32_t> seq_row, pos;
+      for (int si = 0; si < n_seqs; ++si) seq_row.push_back(si), pos.push_back(cs.lens[si] - 1);
+      const size_t pool = static_cast<size_t>(n_blocks) * bs * sh.n_kv * sh.hd;
+      std::vector<float> q(static_cast<size_t>(m) * sh.n_heads * sh.hd), k(pool), v(pool);
+      for (auto& x : q) x = nd(rng);
+      for (auto& x : k) x = nd(rng);
+      for (auto& x : v) x = nd(rng);
+      k = round_bf16(k);
+      v = round_bf16(v);
+      std::vector<float> ref(q.size());
+      cpu::paged_attention(q.data(), k.data(), v.data(), perm.data(), width, seq_row.data(), pos.data(), ref.data(), m,
+                           sh.n_heads, sh.n_kv, sh.hd, bs);
+      const size_t ws_n = cuda::paged_attention_workspace_floats(m, sh.n_heads, sh.n_kv, sh.hd, width * bs);
+      ASSERT_GT(ws_n, 0u);
+      float* ws = dev.arena.alloc_n<float>(ws_n, "ws");
+      CUDA_CHECK(cudaMemset(ws, 0xff, ws_n * sizeof(float)));  // NaN: a read of an unwritten partial shows
+      auto* out = dev.arena.alloc_n<cuda::bf16>(q.size(), "out");
+      auto* out2 = dev.arena.alloc_n<cuda::bf16>(q.size(), "out2");
+      auto* out1 = dev.arena.alloc_n<cuda::bf16>(q.size(), "out unsplit");
+      const float* qd = dev.up(q);
+      const auto* kd = reinterpret_cast<cuda::bf16*>(dev.up(bits(k)));
+      const auto* vd = reinterpret_cast<cuda::bf16*>(dev.up(bits(v)));
+      const int32_t *td = dev.up(perm), *sd = dev.up(seq_row), *pd = dev.up(pos);
+      cuda::paged_attention(qd, kd, vd, td, width, sd, pd, out, m, sh.n_heads, sh.n_kv, sh.hd, bs, ws, nullptr);
+      cuda::paged_attention(qd, kd, vd, td, width, sd, pd, out2, m, sh.n_heads, sh.n_kv, sh.hd, bs, ws, nullptr);
+      cuda::paged_attention(qd, kd, vd, td, width, sd, pd, out1, m, sh.n_heads, sh.n_kv, sh.hd, bs, nullptr, nullptr);
+      const auto got = dev.down_bf16(out, q.size()), got1 = dev.down_bf16(out1, q.size());
+      EXPECT_EQ(dev.down(reinterpret_cast<uint16_t*>(out), q.size()), dev.down(reinterpret_cast<uint16_t*>(out2), q.size()))
+          << "the split result differs between two runs";
+      size_t bad = 0;
+      for (size_t i = 0; i < q.size(); ++i) {
+        const double tol = 1e-3 + kEpsBf16 * std::fabs(ref[i]);  // output rounded to bf16; fp32 sums reordered
+        if (!(std::fabs(got[i] - ref[i]) <= tol) && bad++ < 5)
+          ADD_FAILURE() << "split (" << splits << "), element " << i << ": got " << got[i] << ", ref " << ref[i];
+        if (!(std::fabs(got1[i] - ref[i]) <= tol) && bad++ < 5)
+          ADD_FAILURE() << "unsplit, element " << i << ": got " << got1[i] << ", ref " << ref[i];
+      }
+      EXPECT_EQ(bad, 0u);
     }
+  }
 }
 
 // The grouped down-projection of moe_decode_fused (w2 read once per used expert) gives

@@ -2,6 +2,7 @@
 #include "engine/cuda/cuda_model.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <map>
 #include <mutex>
 
@@ -68,15 +69,27 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
     if (resident || !is_expert(s.name)) weights_b += round256(static_cast<uint64_t>(s.numel()) * 2);
   const uint64_t kv_b = 2ull * c.num_hidden_layers * round256(static_cast<uint64_t>(max_len_) * c.kv_dim() * 2);
   size_t attn_floats = attention_workspace_floats(pool_tokens_, 0, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+  // Short prefill chunks late in a long prompt (their key split is sized like decode's was).
   for (int p = 0; p < max_len_; ++p)
     attn_floats = std::max(attn_floats, attention_workspace_floats(1, p, c.num_attention_heads, c.num_key_value_heads, c.head_dim));
+  // Decode (m = 1) of forward: paged_attention over the contiguous cache (max_keys = max_len).
+  attn_floats = std::max(attn_floats, paged_attention_workspace_floats(1, c.num_attention_heads, c.num_key_value_heads,
+                                                                       c.head_dim, max_len_));
+  // forward_batch: the key split of m tokens over a pool of any block size (its table
+  // covers at most max_len + block_size keys; the split count is capped, so an unbounded
+  // key count gives the largest workspace). Sized once here so the pooled buffers, and
+  // the decode graphs' pointers into them, never move.
+  for (int m = 1; m <= pool_tokens_ && paged_attention_splits(m, c.num_key_value_heads, INT32_MAX / 2) > 1; ++m)
+    attn_floats = std::max(attn_floats, paged_attention_workspace_floats(m, c.num_attention_heads, c.num_key_value_heads,
+                                                                         c.head_dim, INT32_MAX / 2));
   const WorkspaceDims wd{c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.num_local_experts,
                          c.num_experts_per_tok, c.vocab_size};
   // alloc mode needs the same bytes at peak, once per forward.
   const uint64_t ws_b = Workspace::bytes_for(wd, pool_tokens_, attn_floats);
   const MoeDims md{c.hidden_size, c.intermediate_size, c.num_local_experts, c.num_experts_per_tok, c.num_hidden_layers};
   const uint64_t table_b = MoeLayer::device_bytes(md, pool_tokens_);
-  const uint64_t need = weights_b + kv_b + ws_b + Blas::kWorkspaceBytes + table_b;
+  const uint64_t zero_b = round256(sizeof(int32_t));  // zero_i32_
+  const uint64_t need = weights_b + kv_b + ws_b + Blas::kWorkspaceBytes + table_b + zero_b;
 
   uint64_t budget = 0;
   std::string budget_from;
@@ -149,6 +162,8 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
         experts[l][e] = ExpertWeights{dev.at(names::expert(l, e, "w1")), dev.at(names::expert(l, e, "w3")),
                                       dev.at(names::expert(l, e, "w2"))};
   }
+  zero_i32_ = arena_->alloc_n<int32_t>(1, "contiguous KV block table");
+  CUDA_CHECK(cudaMemsetAsync(zero_i32_, 0, sizeof(int32_t), stream_));
   if (prof_) prof_->experts.configure(c.num_hidden_layers, c.num_local_experts);
   if (resident) {
     provider_ = std::make_unique<ResidentExpertProvider>(std::move(experts));
@@ -240,7 +255,12 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   const float eps = c.rms_norm_eps;
   cublasHandle_t blas = blas_->get();
   cudaStream_t s = stream_;
-  ForwardBuffers& b = ws_->begin(m, attention_workspace_floats(m, pos0, nh, nkv, hd));
+  // Decode (m = 1) runs paged_attention over the contiguous cache seen as one paged block
+  // (block table {0}, block_size max_len): one block per (KV head, key chunk), vectorised
+  // key loads; prefill chunks keep attention() (its row tiles share K/V between tokens).
+  const bool decode = m == 1;
+  ForwardBuffers& b = ws_->begin(m, decode ? paged_attention_workspace_floats(1, nh, nkv, hd, max_len_)
+                                           : attention_workspace_floats(m, pos0, nh, nkv, hd));
   const int64_t step = step_++;
 
   int32_t* tok_h = host_io_;
@@ -263,10 +283,14 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
         const int out[3] = {Q, KV, KV};
         linear_multi(b.h, w, y, out, 3, m, H, blas, s);
       }
-      rope(b.q, b.pos, m, nh, hd, c.rope_theta, s);
-      rope(b.k, b.pos, m, nkv, hd, c.rope_theta, s);
-      kv_store(b.k, b.v, L.k_cache, L.v_cache, m, pos0, nkv, hd, s);
-      attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
+      // The contiguous cache is a paged pool whose slot is the position: bit-identical to
+      // rope() + rope() + kv_store(), one launch.
+      rope_kv_store_paged(b.q, b.k, b.v, b.pos, b.pos, L.k_cache, L.v_cache, m, nh, nkv, hd, c.rope_theta, s);
+      if (decode)
+        paged_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
+                        b.attn_ws, s);
+      else
+        attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
       linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
     }
     rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);

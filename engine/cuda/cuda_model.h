@@ -12,7 +12,9 @@
 // routing: the gate, or a RoutingDriver (synthetic / trace) whose choice the gate's
 // softmax weighs, as on the CPU.
 // Model::forward: one sequence, contiguous KV cache; prompts longer than the workspace's
-// pool are run in chunks of max_num_batched_tokens. BatchModel::forward_batch
+// pool are run in chunks of max_num_batched_tokens. The cache is also a paged pool of one
+// block (slot = position): rope_kv_store_paged writes it, and decode steps (m = 1) read it
+// with paged_attention (key split over blocks); prefill chunks use attention(). BatchModel::forward_batch
 // (engine/cuda/cuda_model_batch.cpp): several sequences at once over a paged KV pool,
 // decode steps replayed from CUDA graphs (resident experts only). Host C++.
 #pragma once
@@ -133,6 +135,7 @@ class CudaModel : public Model, public BatchModel {
   std::unique_ptr<ExpertProvider> provider_;
   std::unique_ptr<Workspace> ws_;
   std::unique_ptr<MoeLayer> moe_;
+  int32_t* zero_i32_ = nullptr;  // (1) device 0: block table and seq_row of the contiguous cache as one paged block
   int32_t* host_io_ = nullptr;  // pinned: (2, pool_tokens) tokens and positions, then 1 argmax
   std::unique_ptr<Paged, PagedDeleter> paged_;
   bool observed_ = false;

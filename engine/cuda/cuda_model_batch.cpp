@@ -115,7 +115,8 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     const int out[3] = {Q, KV, KV};
     linear_multi(b.h, w, y, out, 3, m, H, blas, s);
     rope_kv_store_paged(b.q, b.k, b.v, pos, slot, P.k[l], P.v[l], m, nh, nkv, hd, c.rope_theta, s);
-    paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size, s);
+    paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
+                    b.attn_ws, s);
     linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
     rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
     const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
@@ -186,7 +187,11 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
     std::fill(t + q.n_blocks, t + P.width, 0);
   }
 
-  ForwardBuffers& b = ws_->begin(m, 0);
+  // The key split's partials (a function of m and the pool's shape only; the pooled
+  // workspace was sized for them at construction, so graphs keep valid pointers).
+  const size_t attn_floats = paged_attention_workspace_floats(m, cfg_.num_attention_heads, cfg_.num_key_value_heads,
+                                                              cfg_.head_dim, P.width * P.block_size);
+  ForwardBuffers& b = ws_->begin(m, attn_floats);
   const bool graphable = use_graphs_ && all_decode && !logits && !prof_ && !observed_ && ws_->pooled() &&
                          settings_.expert_tier == "resident" && !moe_->syncs(m);
   try {

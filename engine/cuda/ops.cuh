@@ -60,16 +60,25 @@ void attention(const float* q, const bf16* k_cache, const bf16* v_cache, bf16* o
 // (rows, table_width) and attends keys 0 .. pos[i]. q (m, n_heads, head_dim) fp32;
 // k_pool, v_pool (n_blocks, block_size, n_kv, head_dim) bf16; out (m, n_heads * head_dim)
 // bf16. One block per (token, KV head), its warps splitting the keys (online softmax per
-// warp, merged in warp order); head_dim <= 128, n_heads / n_kv <= 8. No workspace;
-// nothing on the host depends on the positions (CUDA-graph safe).
+// warp, merged in warp order); head_dim <= 128, n_heads / n_kv <= 8. When m x n_kv
+// blocks are too few to fill the GPU and `workspace` is given, the keys are also split
+// over paged_attention_splits(m, n_kv, table_width * block_size) blocks (flash-decoding;
+// chunks computed on the device from the positions, partials merged in split order by a
+// second kernel); `workspace` must then hold paged_attention_workspace_floats(...)
+// floats. Null workspace: no key split. The launches depend only on the shapes, nothing
+// on the host on the positions (CUDA-graph safe). A contiguous cache (max_len, n_kv,
+// head_dim) is one block: block_tables = seq_row = {0} (width 1), block_size = max_len.
+int paged_attention_splits(int m, int n_kv, int max_keys);
+size_t paged_attention_workspace_floats(int m, int n_heads, int n_kv, int head_dim, int max_keys);
 void paged_attention(const float* q, const bf16* k_pool, const bf16* v_pool, const int32_t* block_tables,
                      int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m, int n_heads,
-                     int n_kv, int head_dim, int block_size, cudaStream_t stream);
+                     int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream);
 
 // ---- paged_kv.cu ----
 // rope() of q (m, n_heads, head_dim) in place and of k (m, n_kv, head_dim) on its way to
 // the pool: k_pool / v_pool slot slot[i] (n_kv, head_dim) bf16 = rope(k_i), v_i. Same
-// arithmetic as rope() + kv_store() (bit-identical), one launch.
+// arithmetic as rope() + kv_store() (bit-identical), one launch of one block per (token,
+// head). A contiguous cache (max_len, n_kv, head_dim) is the pool with slot = pos.
 void rope_kv_store_paged(float* q, const float* k, const float* v, const int32_t* pos, const int32_t* slot,
                          bf16* k_pool, bf16* v_pool, int m, int n_heads, int n_kv, int head_dim, float theta,
                          cudaStream_t stream);

@@ -9,40 +9,50 @@
 namespace moebench::cuda {
 
 namespace {
-// grid (m), block over j in half.
+// grid (m, n_heads + 2 * n_kv): block (i, y) handles one head of token i — y < n_heads a
+// query head (rotated in place), then the n_kv key heads (rotated on their way to the
+// pool), then the n_kv value heads (copied). Each thread rotates one (j, j + half) pair:
+// no serial loop over heads, so the launch is one short dependent load per thread.
 __global__ void rope_kv_store_paged_kernel(float* __restrict__ q, const float* __restrict__ k,
                                            const float* __restrict__ v, const int32_t* __restrict__ pos,
                                            const int32_t* __restrict__ slot, bf16* __restrict__ kp,
                                            bf16* __restrict__ vp, int n_heads, int n_kv, int head_dim, float theta) {
-  const int i = blockIdx.x, half = head_dim / 2;
-  const float p = static_cast<float>(pos[i]);
+  const int i = blockIdx.x, y = blockIdx.y, half = head_dim / 2;
   const int64_t row = static_cast<int64_t>(n_kv) * head_dim;
-  float* qi = q + static_cast<int64_t>(i) * n_heads * head_dim;
-  const float* ki = k + i * row;
-  const float* vi = v + i * row;
-  bf16* kd = kp + static_cast<int64_t>(slot[i]) * row;
-  bf16* vd = vp + static_cast<int64_t>(slot[i]) * row;
+  if (y >= n_heads + n_kv) {  // value head: copy
+    const int h = y - n_heads - n_kv;
+    const float* vi = v + i * row + static_cast<int64_t>(h) * head_dim;
+    bf16* vd = vp + static_cast<int64_t>(slot[i]) * row + static_cast<int64_t>(h) * head_dim;
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) vd[d] = __float2bfloat16_rn(vi[d]);
+    return;
+  }
+  const float p = static_cast<float>(pos[i]);
+  if (y < n_heads) {  // query head, in place
+    float* x = q + (static_cast<int64_t>(i) * n_heads + y) * head_dim;
+    for (int j = threadIdx.x; j < half; j += blockDim.x) {
+      const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
+      const float ang = p * inv_freq;
+      float s, c;
+      sincosf(ang, &s, &c);
+      const float a = x[j], b = x[j + half];
+      x[j] = a * c - b * s;
+      x[j + half] = b * c + a * s;
+    }
+    return;
+  }
+  const int h = y - n_heads;  // key head
+  const float* ki = k + i * row + static_cast<int64_t>(h) * head_dim;
+  bf16* kd = kp + static_cast<int64_t>(slot[i]) * row + static_cast<int64_t>(h) * head_dim;
   for (int j = threadIdx.x; j < half; j += blockDim.x) {
     const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
     const float ang = p * inv_freq;
     float s, c;
     sincosf(ang, &s, &c);
-    for (int h = 0; h < n_heads; ++h) {
-      float* x = qi + h * head_dim;
-      const float a = x[j], b = x[j + half];
-      x[j] = a * c - b * s;
-      x[j + half] = b * c + a * s;
-    }
-    for (int h = 0; h < n_kv; ++h) {
-      const float a = ki[h * head_dim + j], b = ki[h * head_dim + j + half];
-      kd[h * head_dim + j] = __float2bfloat16_rn(a * c - b * s);
-      kd[h * head_dim + j + half] = __float2bfloat16_rn(b * c + a * s);
-    }
+    const float a = ki[j], b = ki[j + half];
+    kd[j] = __float2bfloat16_rn(a * c - b * s);
+    kd[j + half] = __float2bfloat16_rn(b * c + a * s);
   }
-  for (int64_t e = threadIdx.x; e < row; e += blockDim.x) {
-    vd[e] = __float2bfloat16_rn(vi[e]);
-    if (head_dim % 2 == 1 && e % head_dim == head_dim - 1) kd[e] = __float2bfloat16_rn(ki[e]);  // odd dim: unrotated
-  }
+  if (head_dim % 2 == 1 && threadIdx.x == 0) kd[head_dim - 1] = __float2bfloat16_rn(ki[head_dim - 1]);  // unrotated
 }
 
 __global__ void gather_rows_kernel(const float* __restrict__ x, const int32_t* __restrict__ rows,
@@ -60,7 +70,8 @@ void rope_kv_store_paged(float* q, const float* k, const float* v, const int32_t
   if (m <= 0) return;
   const int half = head_dim / 2;
   const int threads = half >= 128 ? 128 : half <= 32 ? 32 : ((half + 31) / 32) * 32;
-  rope_kv_store_paged_kernel<<<m, threads, 0, stream>>>(q, k, v, pos, slot, k_pool, v_pool, n_heads, n_kv, head_dim,
+  const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_heads + 2 * n_kv));
+  rope_kv_store_paged_kernel<<<grid, threads, 0, stream>>>(q, k, v, pos, slot, k_pool, v_pool, n_heads, n_kv, head_dim,
                                                          theta);
   CUDA_CHECK_LAUNCH("rope_kv_store_paged_kernel");
 }

@@ -35,7 +35,7 @@ struct ForwardBuffers {
   float* k = nullptr;               // (m, kv_dim)
   float* v = nullptr;               // (m, kv_dim)
   __nv_bfloat16* att = nullptr;     // (m, q_dim)
-  float* attn_ws = nullptr;         // attention_workspace_floats(m, pos0, ...)
+  float* attn_ws = nullptr;         // attention_workspace_floats(m, pos0, ...) or paged_attention_workspace_floats(...)
   float* router_logits = nullptr;   // (m, n_experts)
   int32_t* ids = nullptr;           // (m, top_k)
   float* wts = nullptr;             // (m, top_k)

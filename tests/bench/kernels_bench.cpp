@@ -169,6 +169,48 @@ void bm_attention(benchmark::State& state, int n, int pos0) {
       4.0 * len * kKv * kHd + 4.0 * n * kHeads * kHd + 2.0 * n * kHeads * kHd, 4.0 * pairs * kHeads * kHd);
 }
 
+// b decode tokens of b sequences at position len - 1, paged pool of 16-token blocks
+// (identity tables, max_len 4608); split = whether the keys may be split over blocks.
+void bm_paged_attention(benchmark::State& state, int b, int len, bool split) {
+  constexpr int kBlock = 16, kMaxLen = 4608, kWidth = kMaxLen / kBlock;
+  const size_t pool = static_cast<size_t>(b) * kWidth * kBlock * kKv * kHd;
+  Buf q(4ull * b * kHeads * kHd, false), kp(2 * pool), vp(2 * pool), out(2ull * b * kHeads * kHd, false),
+      tables(4ull * b * kWidth, false), seq_row(4ull * b, false), pos(4ull * b, false);
+  std::vector<int32_t> t(static_cast<size_t>(b) * kWidth), sr(b), ps(b, len - 1);
+  for (size_t i = 0; i < t.size(); ++i) t[i] = static_cast<int32_t>(i);
+  for (int i = 0; i < b; ++i) sr[i] = i;
+  CUDA_CHECK(cudaMemcpy(tables.p, t.data(), t.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(seq_row.p, sr.data(), sr.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(pos.p, ps.data(), ps.size() * 4, cudaMemcpyHostToDevice));
+  const size_t ws_n = split ? cuda::paged_attention_workspace_floats(b, kHeads, kKv, kHd, kMaxLen) : 0;
+  Buf ws(4 * std::max<size_t>(ws_n, 1), false);
+  timed(
+      state,
+      [&] {
+        cuda::paged_attention(q.as<float>(), kp.as<bf16>(), vp.as<bf16>(), tables.as<int32_t>(), kWidth,
+                              seq_row.as<int32_t>(), pos.as<int32_t>(), out.as<bf16>(), b, kHeads, kKv, kHd, kBlock,
+                              ws_n ? ws.as<float>() : nullptr, g->stream);
+      },
+      4.0 * b * len * kKv * kHd + 4.0 * b * kHeads * kHd + 2.0 * b * kHeads * kHd, 4.0 * b * len * kHeads * kHd);
+  state.counters["splits"] = split ? cuda::paged_attention_splits(b, kKv, kMaxLen) : 1;
+}
+
+void bm_rope_kv_store_paged(benchmark::State& state, int n) {
+  Buf q(4ull * n * kHeads * kHd, false), k(4ull * n * kKv * kHd, false), v(4ull * n * kKv * kHd, false),
+      pos(4ull * n, false), kp(2ull * n * kKv * kHd, false), vp(2ull * n * kKv * kHd, false);
+  std::vector<int32_t> slots(n);
+  for (int i = 0; i < n; ++i) slots[i] = i;
+  Buf slot(4ull * n, false);
+  CUDA_CHECK(cudaMemcpy(slot.p, slots.data(), slots.size() * 4, cudaMemcpyHostToDevice));
+  timed(
+      state,
+      [&] {
+        cuda::rope_kv_store_paged(q.as<float>(), k.as<float>(), v.as<float>(), pos.as<int32_t>(), slot.as<int32_t>(),
+                                  kp.as<bf16>(), vp.as<bf16>(), n, kHeads, kKv, kHd, 1e6f, g->stream);
+      },
+      8.0 * n * kHeads * kHd + 8.0 * n * kKv * kHd + 4.0 * n * kKv * kHd, 6.0 * n * (kHeads + kKv) * kHd);
+}
+
 void bm_rmsnorm(benchmark::State& state, int n) {
   Buf x(4ull * n * kHidden, false), w(2ull * kHidden), out(2ull * n * kHidden, false);
   timed(state, [&] { cuda::rmsnorm(x.as<float>(), w.as<bf16>(), out.as<bf16>(), n, kHidden, 1e-5f, g->stream); },
@@ -229,8 +271,15 @@ void register_all() {
         [n](benchmark::State& st) { bm_attention(st, n, 1024); });
   for (int n : {50, 200, 512})
     reg("attention/prefill/n:" + std::to_string(n), [n](benchmark::State& st) { bm_attention(st, n, 0); });
+  for (int b : {1, 8, 16})
+    for (int len : {178, 1025, 4097})
+      for (bool split : {false, true})
+        reg("paged_attention/" + std::string(split ? "split" : "unsplit") + "/B:" + std::to_string(b) +
+                "/len:" + std::to_string(len),
+            [b, len, split](benchmark::State& st) { bm_paged_attention(st, b, len, split); });
   for (int n : {1, 64}) {
     const std::string sn = std::to_string(n);
+    reg("rope_kv_store_paged/n:" + sn, [n](benchmark::State& st) { bm_rope_kv_store_paged(st, n); });
     reg("rmsnorm/n:" + sn, [n](benchmark::State& st) { bm_rmsnorm(st, n); });
     reg("rope/n:" + sn, [n](benchmark::State& st) { bm_rope(st, n); });
     reg("embedding/n:" + sn, [n](benchmark::State& st) { bm_embedding(st, n); });
