@@ -70,6 +70,11 @@ const std::vector<Knob>& knobs() {
        [](auto& s, auto& v) { s.routing_seed = static_cast<uint64_t>(parse_int("routing_seed", v, 0)); }},
       {"prefetch_accuracy", [](auto& s) { return fmt::format("{}", s.prefetch_accuracy); },
        [](auto& s, auto& v) { s.prefetch_accuracy = parse_double("prefetch_accuracy", v, 0.0, 1.0); }},
+      {"fused_decode_max_tokens", [](auto& s) { return std::to_string(s.fused_decode_max_tokens); },
+       [](auto& s, auto& v) {
+         s.fused_decode_max_tokens = parse_int("fused_decode_max_tokens", v, 1);
+         if (s.fused_decode_max_tokens > 8) fail("setting fused_decode_max_tokens={}: expected 1..8", v);
+       }},
       {"max_num_batched_tokens", [](auto& s) { return std::to_string(s.max_num_batched_tokens); },
        [](auto& s, auto& v) { s.max_num_batched_tokens = parse_int("max_num_batched_tokens", v, 1); }},
       {"max_model_len", [](auto& s) { return std::to_string(s.max_model_len); },

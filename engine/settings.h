@@ -31,6 +31,14 @@ struct EngineSettings {
   // assumption, printed in every result; with routing=model the next layer's gate
   // predicts and this knob is unused.
   double prefetch_accuracy = 0.8;
+  // CUDA, dispatch=fused: forwards of up to this many tokens take the decode kernels
+  // (GEMV over the selected experts, no host sync, graph-capturable); larger ones sort
+  // the tokens by expert and run one cuBLAS GEMM per active expert. 1..8. Default 2:
+  // on the H200 (Mixtral-8x7B shape, 8 layers) the GEMV kernels win at 2 tokens (568 vs
+  // 542 tok/s) and lose at 4 (772 vs 794) and 8 (804 vs 1280), where several tokens
+  // share an expert and cuBLAS's tensor cores beat the CUDA-core dot products
+  // (reports/baselines/bench_mixtral8l_fused_threshold_h200_2026-11-28.json).
+  int fused_decode_max_tokens = 2;
   int max_num_batched_tokens = 2048;
   int max_model_len = 1024;
   double gpu_memory_utilization = 0.9;

@@ -187,6 +187,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   ws_ = std::make_unique<Workspace>(*arena_, wd, pooled, pool_tokens_, attn_floats);
   moe_ = std::make_unique<MoeLayer>(md, dispatch, combine, *provider_, *arena_, blas_->get(), stream_, trace(), pool_tokens_,
                                     routing_.get());
+  moe_->set_fused_decode_max_tokens(settings_.fused_decode_max_tokens);
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_io_), (2 * static_cast<size_t>(pool_tokens_) + 1) * sizeof(int32_t),
                            cudaHostAllocDefault));
   CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -32,8 +32,11 @@ Combine parse_combine(const std::string& s) {
 
 namespace {
 constexpr int kFusedMaxPairs = 64;  // moe_decode_fused's limit on n * k
-bool fused_decode_ok(int m, int k) { return m <= kGemvMaxRows && m * k <= kFusedMaxPairs; }
 }  // namespace
+
+bool MoeLayer::fused_decode_ok(int m) const {
+  return m <= std::min(fused_max_tokens_, kGemvMaxRows) && m * d_.top_k <= kFusedMaxPairs;
+}
 
 uint64_t MoeLayer::device_bytes(const MoeDims& d, int pool_tokens) {
   auto r = [](uint64_t b) { return (b + 255) / 256 * 256; };
@@ -95,7 +98,7 @@ void MoeLayer::ensure_host(int pairs) {
 
 bool MoeLayer::syncs(int m) const {
   if (provider_.needs_ids() || routing_ || observer_) return true;
-  return !(dispatch_ == Dispatch::fused && fused_decode_ok(m, d_.top_k));
+  return !(dispatch_ == Dispatch::fused && fused_decode_ok(m));
 }
 
 void MoeLayer::ids_to_host(const ForwardBuffers& b, int pairs) {
@@ -177,7 +180,7 @@ void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* 
 
 void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter;
-  if (dispatch_ == Dispatch::fused && fused_decode_ok(m, K)) {
+  if (dispatch_ == Dispatch::fused && fused_decode_ok(m)) {
     const bf16* const* t = tables(layer);
     ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "moe_decode_fused");
     if (combine_ == Combine::fused) {

@@ -69,6 +69,9 @@ class MoeLayer {
   void set_observer(Observer o) { observer_ = std::move(o); }
   // Whether this forward would copy ids to the host (a sync): tests and CUDA graphs.
   bool syncs(int m) const;
+  // Largest forward (tokens) that takes the fused decode kernels (settings
+  // fused_decode_max_tokens); clamped to what the kernels take.
+  void set_fused_decode_max_tokens(int n) { fused_max_tokens_ = n; }
 
  private:
   void ids_to_host(const ForwardBuffers& b, int pairs);
@@ -83,6 +86,7 @@ class MoeLayer {
   void serial_experts(int layer, ForwardBuffers& b, int m);
   void combine(ForwardBuffers& b, float* x, int m, bool sorted);
   void ensure_host(int pairs);
+  bool fused_decode_ok(int m) const;
 
   MoeDims d_;
   Dispatch dispatch_;
@@ -107,6 +111,7 @@ class MoeLayer {
   Observer observer_;
   RoutingDriver* routing_ = nullptr;
   int pool_tokens_ = 0;
+  int fused_max_tokens_ = 2;
   float* logits_h_ = nullptr;        // (pairs / top_k, n_experts) router logits, routing source only
   int32_t* pred_h_ = nullptr;        // (pairs) predicted ids of the next layer
   std::vector<int32_t> pred_;        // predictions handed to the provider
