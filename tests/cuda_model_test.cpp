@@ -36,6 +36,7 @@
 #include "engine/engine.h"
 #include "engine/error.h"
 #include "engine/generate.h"
+#include "engine/synth_checkpoint.h"
 #include "bf16_checkpoint.h"
 #include "test_util.h"
 
@@ -279,15 +280,27 @@ TEST_F(CudaModelTest, EveryStrategyMatchesTheCpuReference) {
 // 32-key chunks with a partial last one; each teacher-forced step's logits must match the
 // CPU reference while both have routed every position identically (a bf16-level router
 // tie is a discrete jump no tolerance covers, as in the fixture test above).
+// Decode past many key chunks (the split attention path) against the CPU reference. Both
+// models read the same bf16 checkpoint and take their experts from the same `uniform`
+// routing source (the gate's softmax still weighs them): on random weights a near-tied
+// router score otherwise picks another expert somewhere in a 300-token prefill (on the
+// H200 at position 24), and that discrete jump, not the attention under test, decides
+// every later logit. The routings are still recorded and must agree at every step.
 TEST_F(CudaModelTest, SingleSequenceDecodeAtLongPositionsMatchesTheCpuReference) {
-  auto src = WeightSource::open("synthetic:tiny", 5);
+  test::TempDir dir;
+  write_synthetic_checkpoint(preset_config("tiny"), 5, DType::bf16, dir.str());
+  auto src = WeightSource::checkpoint(dir.str());
   const ModelConfig& c = src.config();
   const int V = c.vocab_size, max_len = 1024, np = 300, kSteps = 12;
   ASSERT_GT(cuda::paged_attention_splits(1, c.num_key_value_heads, max_len), 1) << "decode should split the keys";
   auto ctx = cuda_ctx(src);
   ctx.settings.max_model_len = max_len;
+  ctx.settings.max_num_batched_tokens = np;
+  ctx.settings.routing = "uniform";
   cuda::CudaModel m(ctx);
-  CpuModel cpu(src, max_len);
+  EngineContext cctx = ctx;
+  cctx.backend = "cpu";
+  CpuModel cpu(cctx);
   RoutingLog rg, rc;
   rg.k = rc.k = c.num_experts_per_tok;
   m.set_routing_observer([&](int l, int p0, int n, const int32_t* ids, const float*) { rg.record(l, p0, n, ids); });
@@ -297,23 +310,16 @@ TEST_F(CudaModelTest, SingleSequenceDecodeAtLongPositionsMatchesTheCpuReference)
   std::vector<float> last(V), clast(V);
   m.forward(prompt.data(), np, 0, last.data());
   cpu.forward(prompt.data(), np, 0, clast.data());
-  int pos = np, strict = 0;
+  int pos = np;
   for (int s = 0; s < kSteps; ++s, ++pos) {
     const int32_t tok = argmax(clast.data(), V);
     m.forward(&tok, 1, pos, last.data());
     cpu.forward(&tok, 1, pos, clast.data());
-    if (first_routing_difference(rg, rc) <= pos) {
-      std::printf("  decode at position %d: routing differs from the cpu's at position %d; not compared\n", pos,
-                  first_routing_difference(rg, rc));
-      continue;
-    }
+    ASSERT_GT(first_routing_difference(rg, rc), pos) << "the shared routing source routed differently";
     Diff d = compare_logits(last.data(), clast.data(), V);
     EXPECT_LE(d.max_abs, d.tol) << "decode at position " << pos;
     EXPECT_TRUE(d.argmax_ok) << "decode at position " << pos << ", margin " << d.margin;
-    ++strict;
   }
-  std::printf("  %d of %d decode steps held to the tolerance (identical routing so far)\n", strict, kSteps);
-  EXPECT_GT(strict, 0);
 }
 
 TEST_F(CudaModelTest, PooledBuffersMakeNoAllocationsInSteadyStateDecode) {
