@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "engine/error.h"
 #include "engine/units.h"
@@ -258,7 +260,12 @@ const uint16_t* ExpertHostStore::expert(int layer, int e) const {
 
 uint64_t ExpertHostStore::read_piece(const Piece& p, int region, uint8_t* staging) const {
   const uint64_t region_bytes = round_up(matrix_bytes_, kAlign) + kAlign;
-  uint8_t* dst = staging + region_bytes * region;
+  uint64_t lead = 0;
+  bytes_read_ += read_raw(p, staging + region_bytes * region, &lead);
+  return region_bytes * region + lead;
+}
+
+uint64_t ExpertHostStore::read_raw(const Piece& p, uint8_t* dst, uint64_t* lead_out) const {
   uint64_t begin = p.offset, length = matrix_bytes_, lead = 0;
   if (mode_ == DiskReadMode::direct) {
     begin = p.offset / kAlign * kAlign;
@@ -282,8 +289,48 @@ uint64_t ExpertHostStore::read_piece(const Piece& p, int region, uint8_t* stagin
   if (got < lead + matrix_bytes_)
     fail("expert tier 'disk': short read at offset {}: {} of {} bytes (file truncated?)", p.offset,
          got > lead ? got - lead : 0, matrix_bytes_);
-  bytes_read_ += got;
-  return region_bytes * region + lead;
+  *lead_out = lead;
+  return got;
+}
+
+double ExpertHostStore::measure_read_gbps(int readers, uint64_t bytes) const {
+  if (tier_ != HostTier::disk) fail("host store: measure_read_gbps() on the {} tier", host_tier_name(tier_));
+  if (readers < 1 || pieces_.empty()) fail("host store: measure_read_gbps needs readers >= 1 and a tensor to read");
+  // Distinct tensors spread evenly over the model (so over its files), at least one per reader.
+  const uint64_t want = std::max<uint64_t>(static_cast<uint64_t>(readers), (bytes + matrix_bytes_ - 1) / matrix_bytes_);
+  const size_t n = static_cast<size_t>(std::min<uint64_t>(want, pieces_.size()));
+  std::vector<size_t> pick(n);
+  for (size_t i = 0; i < n; ++i) pick[i] = i * pieces_.size() / n;
+  const uint64_t buf_bytes = round_up(matrix_bytes_, kAlign) + kAlign;
+  std::atomic<uint64_t> total{0};
+  std::atomic<size_t> next{0};
+  std::string error;
+  std::mutex error_mu;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::thread> pool;
+  for (int r = 0; r < readers; ++r)
+    pool.emplace_back([&] {
+      void* buf = std::aligned_alloc(kAlign, buf_bytes);
+      if (!buf) {
+        std::lock_guard<std::mutex> g(error_mu);
+        error = fmt::format("cannot allocate a {} read buffer", format_bytes(buf_bytes));
+        return;
+      }
+      try {
+        for (size_t i = next++; i < n; i = next++) {
+          uint64_t lead = 0;
+          total += read_raw(pieces_[pick[i]], static_cast<uint8_t*>(buf), &lead);
+        }
+      } catch (const Error& e) {
+        std::lock_guard<std::mutex> g(error_mu);
+        error = e.what();
+      }
+      std::free(buf);
+    });
+  for (auto& t : pool) t.join();
+  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!error.empty()) fail("host store: disk read probe: {}", error);
+  return sec > 0 ? static_cast<double>(total.load()) / sec / 1e9 : 0.0;
 }
 
 StagedExpert ExpertHostStore::read_expert(int layer, int e, void* staging) const {

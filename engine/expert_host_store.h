@@ -108,6 +108,11 @@ class ExpertHostStore {
   // file and offset on a failed or short read. Thread-compatible (no shared state).
   StagedExpert read_expert(int layer, int expert, void* staging) const;
   DiskReadMode read_mode() const { return mode_; }
+  // The checkpoint's read bandwidth as this store reads it (the same files, the same
+  // O_DIRECT / fadvise mode), with `readers` threads reading distinct expert tensors
+  // spread over the model in parallel until about `bytes` are in: what the disk can
+  // give, not what one-at-a-time reads get. GB/s (1e9 B/s). Not counted in bytes_read().
+  double measure_read_gbps(int readers = 4, uint64_t bytes = 2ull << 30) const;
   uint64_t bytes_read() const { return bytes_read_.load(); }  // file bytes read so far (supersets included)
 
  private:
@@ -120,6 +125,9 @@ class ExpertHostStore {
   };
   // Reads one tensor into staging at region `region` (0..2); returns its offset there.
   uint64_t read_piece(const Piece& p, int region, uint8_t* staging) const;
+  // The file read behind read_piece: the tensor (an aligned superset with O_DIRECT) into
+  // dst; sets *lead to the tensor's offset in dst; returns the bytes read. Not counted.
+  uint64_t read_raw(const Piece& p, uint8_t* dst, uint64_t* lead) const;
 
   HostTier tier_ = HostTier::pinned;
   int n_layers_ = 0, n_experts_ = 0, top_k_ = 0, hidden_ = 0, inter_ = 0;
