@@ -37,8 +37,11 @@ std::string header(const Results& r) {
   out += row("device", fmt::format("{} ({}, {} SMs, {}), driver {}", r.device.name, to_string(r.device.kind),
                                    r.device.sm_count, profiler::format_bytes(static_cast<double>(r.device.memory_bytes)),
                                    r.device.driver.empty() ? "-" : r.device.driver));
-  out += row("measured bandwidth", fmt::format("host->device {}, device memory {}", profiler::format_gbps(r.device.h2d_gbps),
-                                               profiler::format_gbps(r.device.hbm_gbps)));
+  out += row("measured bandwidth", fmt::format("host->device {}, device memory {}{}", profiler::format_gbps(r.device.h2d_gbps),
+                                               profiler::format_gbps(r.device.hbm_gbps),
+                                               r.device.disk_read_gbps > 0
+                                                   ? ", checkpoint disk read " + profiler::format_gbps(r.device.disk_read_gbps)
+                                                   : ""));
   out += row("host", fmt::format("{} ({}, {} cores, {})", r.host.name, r.host.cpu_model, r.host.cores,
                                  profiler::format_bytes(static_cast<double>(r.host.memory_bytes))));
   out += row("model", fmt::format("{} ({}), weights {}", r.model.name, r.model.dtype, r.model.weight_source));

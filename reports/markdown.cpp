@@ -74,9 +74,10 @@ std::string markdown_table(const std::vector<std::string>& headers, const std::v
 std::string render_markdown(const Results& r) {
   std::string out;
   out += fmt::format("## moebench results: {} on {}\n\n", r.model.name, r.device.name);
-  out += fmt::format("- device: {} ({}, {} SMs, {}, H2D {}, memory {}), driver {}\n", r.device.name,
+  out += fmt::format("- device: {} ({}, {} SMs, {}, H2D {}, memory {}{}), driver {}\n", r.device.name,
                      to_string(r.device.kind), r.device.sm_count, profiler::format_bytes(static_cast<double>(r.device.memory_bytes)),
                      profiler::format_gbps(r.device.h2d_gbps), profiler::format_gbps(r.device.hbm_gbps),
+                     r.device.disk_read_gbps > 0 ? ", disk read " + profiler::format_gbps(r.device.disk_read_gbps) : "",
                      r.device.driver.empty() ? "-" : r.device.driver);
   out += fmt::format("- host: {} ({}, {} cores, {})\n", r.host.name, r.host.cpu_model, r.host.cores,
                      profiler::format_bytes(static_cast<double>(r.host.memory_bytes)));

@@ -182,7 +182,8 @@ json to_json(const Results& r) {
         {"memory_bytes", r.device.memory_bytes},
         {"driver", r.device.driver},
         {"h2d_gbps", num(r.device.h2d_gbps)},
-        {"hbm_gbps", num(r.device.hbm_gbps)}}},
+        {"hbm_gbps", num(r.device.hbm_gbps)},
+        {"disk_read_gbps", num(r.device.disk_read_gbps)}}},
       {"host",
        {{"name", r.host.name},
         {"cpu_model", r.host.cpu_model},
@@ -581,6 +582,7 @@ Results results_from_json(const json& j, const std::string& source) {
     r.device.driver = o.str("driver");
     r.device.h2d_gbps = o.f64("h2d_gbps");
     r.device.hbm_gbps = o.f64("hbm_gbps");
+    if (const json* v = o.opt("disk_read_gbps")) r.device.disk_read_gbps = rd.f64(*v, o.at("disk_read_gbps"));
     o.done();
   }
   {

@@ -47,6 +47,9 @@ struct DeviceInfo {
   std::string driver;        // CUDA driver / runtime version text
   double h2d_gbps = 0;       // measured pinned host->device bandwidth, GB/s (1e9 B/s)
   double hbm_gbps = 0;       // measured device memory bandwidth, GB/s
+  // Measured read bandwidth of the checkpoint the disk tier reads (parallel O_DIRECT
+  // reads of expert tensors), GB/s; 0 when no case read experts from disk.
+  double disk_read_gbps = 0;
 };
 
 struct HostInfo {

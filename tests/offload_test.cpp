@@ -123,6 +123,13 @@ TEST(HostStore, PinnedFromCheckpointAndDiskReadsTheFileBytes) {
     }
   std::free(staging);
   EXPECT_GE(disk->bytes_read(), 3 * mb * c.num_hidden_layers * c.num_local_experts);
+
+  // The read-bandwidth probe reads real tensors the same way, and is not counted.
+  const uint64_t before = disk->bytes_read();
+  EXPECT_GT(disk->measure_read_gbps(3, 8 * mb), 0.0);
+  EXPECT_EQ(disk->bytes_read(), before);
+  EXPECT_THROW(pinned->measure_read_gbps(), Error);
+  EXPECT_THROW(disk->measure_read_gbps(0), Error);
 }
 
 TEST(HostStore, DiskTierNeedsACheckpointOfBf16Experts) {

@@ -174,6 +174,30 @@ TEST(PhysicalBound, OffloadedCudaUsesMeasuredHostToDevice) {
   EXPECT_FALSE(suites::physical_bound(c, cfg, "cuda", d).has_value());
 }
 
+TEST(PhysicalBound, DiskTierUsesTheSlowerOfDiskAndHostToDevice) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");
+  reports::DeviceInfo d;
+  d.kind = reports::DeviceKind::cuda;
+  d.hbm_gbps = 3000;
+  d.h2d_gbps = 50;
+  reports::Case c = decoded_case("disk");
+  c.experts.decode_bytes_moved = 10LL * 1'000'000'000;  // 1 GB per decode token
+  // The disk is the limit, and without its measured bandwidth there is no bound.
+  EXPECT_FALSE(suites::physical_bound(c, cfg, "cuda", d).has_value());
+  d.disk_read_gbps = 2;
+  auto b = suites::physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  const double resident = static_cast<double>(suites::bytes_per_decode_token(cfg, 2)) / 3000e9;
+  EXPECT_NEAR(b->value, 1.0 / (1e9 / 2e9 + resident), 1e-9);
+  EXPECT_NE(b->description.find("disk read"), std::string::npos) << b->description;
+  // A disk faster than the link: the link is the limit.
+  d.disk_read_gbps = 80;
+  b = suites::physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 1.0 / (1e9 / 50e9 + resident), 1e-9);
+  EXPECT_NE(b->description.find("host->device"), std::string::npos) << b->description;
+}
+
 TEST(PhysicalBound, DeviceBandwidthsSurviveTheResultsFile) {
   reports::Results r;
   r.device.kind = reports::DeviceKind::cuda;
@@ -181,7 +205,9 @@ TEST(PhysicalBound, DeviceBandwidthsSurviveTheResultsFile) {
   r.device.sm_count = 132;
   r.device.h2d_gbps = 55.1;
   r.device.hbm_gbps = 2990.5;
+  r.device.disk_read_gbps = 1.75;
   const auto back = reports::results_from_json(reports::to_json(r), "test");
+  EXPECT_DOUBLE_EQ(back.device.disk_read_gbps, 1.75);
   EXPECT_EQ(back.device.name, r.device.name);
   EXPECT_EQ(back.device.kind, reports::DeviceKind::cuda);
   EXPECT_DOUBLE_EQ(back.device.h2d_gbps, 55.1);
