@@ -51,6 +51,21 @@ std::vector<float> round_bf16(std::vector<float> v) {
   for (auto& x : v) x = bf16_to_f32(f32_to_bf16(x));
   return v;
 }
+// Attention inputs: m query rows of n_heads x hd, and a pool of `pool` K/V values, all
+// standard normal, K and V rounded to bf16 (what the cache holds).
+struct QKV {
+  std::vector<float> q, k, v;
+};
+QKV random_qkv(size_t q_elems, size_t pool, std::mt19937& rng) {
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  QKV r{std::vector<float>(q_elems), std::vector<float>(pool), std::vector<float>(pool)};
+  for (auto& x : r.q) x = nd(rng);
+  for (auto& x : r.k) x = nd(rng);
+  for (auto& x : r.v) x = nd(rng);
+  r.k = round_bf16(r.k);
+  r.v = round_bf16(r.v);
+  return r;
+}
 std::vector<uint16_t> bits(const std::vector<float>& v) {
   std::vector<uint16_t> b(v.size());
   for (size_t i = 0; i < v.size(); ++i) b[i] = f32_to_bf16(v[i]);
@@ -91,7 +106,6 @@ struct Dev {
 
 TEST_F(BatchCuda, PagedAttentionMatchesCpuTwin) {
   std::mt19937 rng(42);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
   struct Shape {
     int n_heads, n_kv, hd, bs;
   };
@@ -114,12 +128,7 @@ TEST_F(BatchCuda, PagedAttentionMatchesCpuTwin) {
     seq_row.push_back(2), pos.push_back(lens[2] - 1);
     const int m = static_cast<int>(pos.size());
     const size_t pool = static_cast<size_t>(n_blocks) * sh.bs * sh.n_kv * sh.hd;
-    std::vector<float> q(static_cast<size_t>(m) * sh.n_heads * sh.hd), k(pool), v(pool);
-    for (auto& x : q) x = nd(rng);
-    for (auto& x : k) x = nd(rng);
-    for (auto& x : v) x = nd(rng);
-    k = round_bf16(k);
-    v = round_bf16(v);
+    auto [q, k, v] = random_qkv(static_cast<size_t>(m) * sh.n_heads * sh.hd, pool, rng);
     std::vector<float> ref(q.size());
     cpu::paged_attention(q.data(), k.data(), v.data(), tables.data(), width, seq_row.data(), pos.data(), ref.data(), m,
                          sh.n_heads, sh.n_kv, sh.hd, sh.bs);
@@ -209,7 +218,6 @@ TEST_F(BatchCuda, RopeKvStorePagedBitIdenticalToRopeThenStore) {
 // run (fixed merge order) and within the same tolerance of the CPU twin as the unsplit one.
 TEST_F(BatchCuda, PagedAttentionKeySplitMatchesCpuTwin) {
   std::mt19937 rng(1234);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
   struct Shape {
     int n_heads, n_kv, hd, bs;  // bs 0: the contiguous cache (one block of max_len)
   };
@@ -238,12 +246,7 @@ TEST_F(BatchCuda, PagedAttentionKeySplitMatchesCpuTwin) {
       std::vector<int32_t> seq_row, pos;
       for (int si = 0; si < n_seqs; ++si) seq_row.push_back(si), pos.push_back(cs.lens[si] - 1);
       const size_t pool = static_cast<size_t>(n_blocks) * bs * sh.n_kv * sh.hd;
-      std::vector<float> q(static_cast<size_t>(m) * sh.n_heads * sh.hd), k(pool), v(pool);
-      for (auto& x : q) x = nd(rng);
-      for (auto& x : k) x = nd(rng);
-      for (auto& x : v) x = nd(rng);
-      k = round_bf16(k);
-      v = round_bf16(v);
+      auto [q, k, v] = random_qkv(static_cast<size_t>(m) * sh.n_heads * sh.hd, pool, rng);
       std::vector<float> ref(q.size());
       cpu::paged_attention(q.data(), k.data(), v.data(), perm.data(), width, seq_row.data(), pos.data(), ref.data(), m,
                            sh.n_heads, sh.n_kv, sh.hd, bs);

@@ -52,6 +52,26 @@ __device__ __forceinline__ float dot8(const float a[8], const float b[8]) {
   return s;
 }
 
+// Rotate-half RoPE as engine/ops/rope.cpp computes it in fp32: the pair j's angle at
+// position p is p * inv_freq with inv_freq = 1 / powf(theta, 2j/d); the pair (a, b) =
+// (x[j], x[j + d/2]) becomes (a cos - b sin, b cos + a sin). rope.cu and paged_kv.cu
+// share these, so their results are bit-identical.
+struct RopeAngle {
+  float s, c;
+};
+__device__ __forceinline__ RopeAngle rope_angle(float p, int j, int head_dim, float theta) {
+  const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
+  RopeAngle r;
+  sincosf(p * inv_freq, &r.s, &r.c);
+  return r;
+}
+// The fused multiply-adds are spelled out: left to the compiler, contraction of
+// `a * c - b * s` may differ between kernels (and did), and the kernels must agree
+// bit for bit.
+__device__ __forceinline__ float2 rope_rotate(float a, float b, RopeAngle t) {
+  return make_float2(fmaf(a, t.c, -(b * t.s)), fmaf(b, t.c, a * t.s));
+}
+
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace moebench::cuda

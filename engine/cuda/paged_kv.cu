@@ -30,13 +30,9 @@ __global__ void rope_kv_store_paged_kernel(float* __restrict__ q, const float* _
   if (y < n_heads) {  // query head, in place
     float* x = q + (static_cast<int64_t>(i) * n_heads + y) * head_dim;
     for (int j = threadIdx.x; j < half; j += blockDim.x) {
-      const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
-      const float ang = p * inv_freq;
-      float s, c;
-      sincosf(ang, &s, &c);
-      const float a = x[j], b = x[j + half];
-      x[j] = a * c - b * s;
-      x[j + half] = b * c + a * s;
+      const float2 r = rope_rotate(x[j], x[j + half], rope_angle(p, j, head_dim, theta));
+      x[j] = r.x;
+      x[j + half] = r.y;
     }
     return;
   }
@@ -44,13 +40,9 @@ __global__ void rope_kv_store_paged_kernel(float* __restrict__ q, const float* _
   const float* ki = k + i * row + static_cast<int64_t>(h) * head_dim;
   bf16* kd = kp + static_cast<int64_t>(slot[i]) * row + static_cast<int64_t>(h) * head_dim;
   for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
-    const float ang = p * inv_freq;
-    float s, c;
-    sincosf(ang, &s, &c);
-    const float a = ki[j], b = ki[j + half];
-    kd[j] = __float2bfloat16_rn(a * c - b * s);
-    kd[j + half] = __float2bfloat16_rn(b * c + a * s);
+    const float2 r = rope_rotate(ki[j], ki[j + half], rope_angle(p, j, head_dim, theta));
+    kd[j] = __float2bfloat16_rn(r.x);
+    kd[j + half] = __float2bfloat16_rn(r.y);
   }
   if (head_dim % 2 == 1 && threadIdx.x == 0) kd[head_dim - 1] = __float2bfloat16_rn(ki[head_dim - 1]);  // unrotated
 }

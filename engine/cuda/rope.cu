@@ -15,15 +15,12 @@ __global__ void rope_kernel(float* __restrict__ x, const int32_t* __restrict__ p
   float* xi = x + static_cast<int64_t>(i) * heads * head_dim;
   const float p = static_cast<float>(pos[i]);
   for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const float inv_freq = 1.0f / powf(theta, static_cast<float>(2 * j) / static_cast<float>(head_dim));
-    const float ang = p * inv_freq;
-    float s, c;
-    sincosf(ang, &s, &c);
+    const RopeAngle t = rope_angle(p, j, head_dim, theta);
     for (int h = 0; h < heads; ++h) {
       float* v = xi + h * head_dim;
-      const float a = v[j], b = v[j + half];
-      v[j] = a * c - b * s;
-      v[j + half] = b * c + a * s;
+      const float2 r = rope_rotate(v[j], v[j + half], t);
+      v[j] = r.x;
+      v[j + half] = r.y;
     }
   }
 }
