@@ -55,6 +55,7 @@ class CpuModel : public Model {
   const ExpertProvider& experts() const { return *provider_; }
   const MoeCpuWorkspace& moe_workspace() const { return moe_ws_; }
   std::string routing_name() const;
+  std::string experts_describe() const override { return provider_->describe(); }
 
  private:
   void init(const WeightSource& src, const EngineSettings& s);

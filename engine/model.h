@@ -38,6 +38,9 @@ class Model {
   // process (the CUDA backend's pinned expert host store, filled once): reported on its
   // own, not as this model's load time. 0 when none.
   virtual int64_t shared_setup_ns() const { return 0; }
+  // Where the experts live and how many device slots they got, e.g. "pinned, lru, 57
+  // slots x 336.00 MiB (18.7 GiB); pinned: ..." (the expert provider's description).
+  virtual std::string experts_describe() const = 0;
 };
 
 }  // namespace moebench

@@ -246,6 +246,8 @@ class Runner {
       if (in.cpu_threads > 0) omp_set_num_threads(in.cpu_threads);
       load(index, in, res);
       if (!loaded_.error.empty()) return fail_case(p, loaded_.error);
+      // What the settings gave the experts (tier, policy, the device slots the budget left).
+      p.c.settings.knobs["experts"] = loaded_.model->experts_describe();
       p.prompt = prompt_of(in);
       p.c.prompt_tokens = static_cast<int>(p.prompt.size());
       GenerateOptions g = generate_options(in);
@@ -389,6 +391,7 @@ class Runner {
       loaded_.load_ns = clock() - t0 - shared;
       res.model.shared_setup_ns = std::max(res.model.shared_setup_ns, shared);
       prof_.model_load_ns = loaded_.load_ns;
+      log::info("experts: {}", loaded_.model->experts_describe());
       if (in.backend == "cuda" && in.settings.expert_tier == "disk" && device_.disk_read_gbps <= 0)
         measure_disk(res);
       loaded_.cold_pending = true;

@@ -84,6 +84,7 @@ class CudaModel : public Model, public BatchModel {
   std::string routing_name() const { return routing_ ? routing_->describe() : "model"; }
   int64_t load_ns() const { return load_ns_; }
   int64_t shared_setup_ns() const override { return store_fill_ns_; }
+  std::string experts_describe() const override { return provider_->describe(); }
   uint64_t weight_bytes() const { return weight_bytes_; }
   cudaStream_t stream() const { return stream_; }
   // Attaches (or, with nullptr, detaches) the profiler the forward reports to. The MoE
