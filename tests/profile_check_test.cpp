@@ -119,6 +119,14 @@ TEST(RatioSummary, PercentilesAndTotals) {
 }
 
 // A finished resident case at 10 decode tok/s (10 decode steps of 100 ms).
+reports::DeviceInfo cuda_device(double hbm_gbps, double h2d_gbps) {
+  reports::DeviceInfo d;
+  d.kind = reports::DeviceKind::cuda;
+  d.hbm_gbps = hbm_gbps;
+  d.h2d_gbps = h2d_gbps;
+  return d;
+}
+
 reports::Case decoded_case(const char* tier) {
   reports::Case c;
   c.settings.knobs["expert_tier"] = tier;
@@ -136,10 +144,7 @@ reports::Case decoded_case(const char* tier) {
 
 TEST(PhysicalBound, ResidentCudaUsesMeasuredHbm) {
   const ModelConfig cfg = preset_config("mixtral-8x7b");
-  reports::DeviceInfo d;
-  d.kind = reports::DeviceKind::cuda;
-  d.hbm_gbps = 3000;
-  d.h2d_gbps = 55;
+  reports::DeviceInfo d = cuda_device(3000, 55);
   const reports::Case c = decoded_case("resident");
   ASSERT_NEAR(c.aggregates.decode_tok_s, 10.0, 1e-9);
   const auto b = suites::physical_bound(c, cfg, "cuda", d);
@@ -156,10 +161,7 @@ TEST(PhysicalBound, ResidentCudaUsesMeasuredHbm) {
 
 TEST(PhysicalBound, OffloadedCudaUsesMeasuredHostToDevice) {
   const ModelConfig cfg = preset_config("mixtral-8x7b");
-  reports::DeviceInfo d;
-  d.kind = reports::DeviceKind::cuda;
-  d.hbm_gbps = 3000;
-  d.h2d_gbps = 50;
+  reports::DeviceInfo d = cuda_device(3000, 50);
   reports::Case c = decoded_case("pinned");
   c.experts.bytes_moved = 12LL * 1'000'000'000;        // the prefill's loads count here only
   c.experts.decode_bytes_moved = 10LL * 1'000'000'000;  // 1 GB per decode token
@@ -176,10 +178,7 @@ TEST(PhysicalBound, OffloadedCudaUsesMeasuredHostToDevice) {
 
 TEST(PhysicalBound, DiskTierUsesTheSlowerOfDiskAndHostToDevice) {
   const ModelConfig cfg = preset_config("mixtral-8x7b");
-  reports::DeviceInfo d;
-  d.kind = reports::DeviceKind::cuda;
-  d.hbm_gbps = 3000;
-  d.h2d_gbps = 50;
+  reports::DeviceInfo d = cuda_device(3000, 50);
   reports::Case c = decoded_case("disk");
   c.experts.decode_bytes_moved = 10LL * 1'000'000'000;  // 1 GB per decode token
   // The disk is the limit, and without its measured bandwidth there is no bound.
