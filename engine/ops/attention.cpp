@@ -5,6 +5,7 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/ops/attend_head.h"
 #include "engine/ops/ops.h"
 
 namespace moebench::cpu {
@@ -23,28 +24,8 @@ void attention(const float* q, const float* k_cache, const float* v_cache, float
         const int kvh = h / group;
         const int len = pos0 + i + 1;  // causal: keys 0 .. pos0+i
         const float* qi = q + (static_cast<size_t>(i) * n_heads + h) * head_dim;
-        float mx = -INFINITY;
-        for (int t = 0; t < len; ++t) {
-          const float* kt = k_cache + (static_cast<size_t>(t) * n_kv + kvh) * head_dim;
-          float s = 0;
-          for (int d = 0; d < head_dim; ++d) s += qi[d] * kt[d];
-          s *= scale;
-          scores[t] = s;
-          mx = std::max(mx, s);
-        }
-        float sum = 0;
-        for (int t = 0; t < len; ++t) {
-          scores[t] = std::exp(scores[t] - mx);
-          sum += scores[t];
-        }
-        float inv = 1.0f / sum;
-        float* oi = out + (static_cast<size_t>(i) * n_heads + h) * head_dim;
-        std::fill(oi, oi + head_dim, 0.0f);
-        for (int t = 0; t < len; ++t) {
-          const float p = scores[t] * inv;
-          const float* vt = v_cache + (static_cast<size_t>(t) * n_kv + kvh) * head_dim;
-          for (int d = 0; d < head_dim; ++d) oi[d] += p * vt[d];
-        }
+        attend_head(qi, len, [](int t) { return t; }, k_cache, v_cache, n_kv, kvh, head_dim, scale, scores.data(),
+                    out + (static_cast<size_t>(i) * n_heads + h) * head_dim);
       }
     }
   }

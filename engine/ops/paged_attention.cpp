@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "engine/ops/attend_head.h"
 #include "engine/ops/ops.h"
 
 namespace moebench::cpu {
@@ -26,28 +27,8 @@ void paged_attention(const float* q, const float* k_pool, const float* v_pool, c
     for (int h = 0; h < n_heads; ++h) {
       const int kvh = h / group;
       const float* qi = q + (static_cast<size_t>(i) * n_heads + h) * head_dim;
-      float mx = -INFINITY;
-      for (int t = 0; t < len; ++t) {
-        const float* kt = k_pool + (slot(t) * n_kv + kvh) * head_dim;
-        float s = 0;
-        for (int d = 0; d < head_dim; ++d) s += qi[d] * kt[d];
-        s *= scale;
-        scores[t] = s;
-        mx = std::max(mx, s);
-      }
-      float sum = 0;
-      for (int t = 0; t < len; ++t) {
-        scores[t] = std::exp(scores[t] - mx);
-        sum += scores[t];
-      }
-      const float inv = 1.0f / sum;
-      float* oi = out + (static_cast<size_t>(i) * n_heads + h) * head_dim;
-      std::fill(oi, oi + head_dim, 0.0f);
-      for (int t = 0; t < len; ++t) {
-        const float p = scores[t] * inv;
-        const float* vt = v_pool + (slot(t) * n_kv + kvh) * head_dim;
-        for (int d = 0; d < head_dim; ++d) oi[d] += p * vt[d];
-      }
+      attend_head(qi, len, slot, k_pool, v_pool, n_kv, kvh, head_dim, scale, scores.data(),
+                  out + (static_cast<size_t>(i) * n_heads + h) * head_dim);
     }
   }
 }
