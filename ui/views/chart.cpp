@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "profiler/stats.h"
+#include "ui/views/view.h"
 
 namespace moebench::ui {
 
@@ -187,5 +188,13 @@ bool plot_zoom_x(const Plot& p, XRange& range, double n) {
   range = (x0 <= 0 && x1 >= n) ? XRange{} : XRange{x0, x1};
   return true;
 }
+
+const reports::Case* selected_case(const DashboardState& s) {
+  const reports::Case* c = s.sources.find(s.selected);
+  if (!c) ImGui::TextDisabled("select a case in the Runs table");
+  return c;
+}
+
+size_t chart_max_points() { return static_cast<size_t>(std::max(64.0f, ImGui::GetContentRegionAvail().x * 2)); }
 
 }  // namespace moebench::ui

@@ -18,11 +18,8 @@ class HeatmapView : public View {
   const char* name() const override { return "Expert usage"; }
 
   void draw(DashboardState& s) override {
-    const reports::Case* c = s.sources.find(s.selected);
-    if (!c) {
-      ImGui::TextDisabled("select a case in the Runs table");
-      return;
-    }
+    const reports::Case* c = selected_case(s);
+    if (!c) return;
     HeatmapFrame f = build_heatmap_frame(*c, per_layer_);
     ImGui::Text("%s", case_label(*c).c_str());
     ImGui::SameLine();

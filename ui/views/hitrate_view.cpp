@@ -18,12 +18,9 @@ class HitRateView : public View {
   const char* name() const override { return "Hit rate"; }
 
   void draw(DashboardState& s) override {
-    const reports::Case* c = s.sources.find(s.selected);
-    if (!c) {
-      ImGui::TextDisabled("select a case in the Runs table");
-      return;
-    }
-    size_t max_points = static_cast<size_t>(std::max(64.0f, ImGui::GetContentRegionAvail().x * 2));
+    const reports::Case* c = selected_case(s);
+    if (!c) return;
+    const size_t max_points = chart_max_points();
     HitRateFrame f = build_hitrate_frame(*c, max_points, smooth_);
     ImGui::Text("%s  overall %s", case_label(*c).c_str(), fmt_percent(c->aggregates.hit_rate).c_str());
     if (!f.note.empty()) note_line(f.note);

@@ -17,13 +17,10 @@ class LatencyView : public View {
   const char* name() const override { return "Token latency"; }
 
   void draw(DashboardState& s) override {
-    const reports::Case* c = s.sources.find(s.selected);
-    if (!c) {
-      ImGui::TextDisabled("select a case in the Runs table");
-      return;
-    }
+    const reports::Case* c = selected_case(s);
+    if (!c) return;
     ImGui::Text("%s", case_label(*c).c_str());
-    size_t max_points = static_cast<size_t>(std::max(64.0f, ImGui::GetContentRegionAvail().x * 2));
+    const size_t max_points = chart_max_points();
     LatencyFrame f = build_latency_frame(*c, rep_, max_points, range_);
     if (f.n_repetitions > 1) {
       ImGui::SameLine();

@@ -15,12 +15,9 @@ class MemoryView : public View {
   const char* name() const override { return "Memory"; }
 
   void draw(DashboardState& s) override {
-    const reports::Case* c = s.sources.find(s.selected);
-    if (!c) {
-      ImGui::TextDisabled("select a case in the Runs table");
-      return;
-    }
-    size_t max_points = static_cast<size_t>(std::max(64.0f, ImGui::GetContentRegionAvail().x * 2));
+    const reports::Case* c = selected_case(s);
+    if (!c) return;
+    const size_t max_points = chart_max_points();
     MemoryFrame f = build_memory_frame(*c, max_points);
     ImGui::Text("%s", case_label(*c).c_str());
     ImGui::TextDisabled("arena peak %s, device used peak %s, host pinned %s", fmt_bytes(static_cast<double>(f.arena_peak_bytes)).c_str(),

@@ -28,6 +28,11 @@ class View {
   bool open = true;
 };
 
+// The case selected in the Runs table; null (after a hint to select one) when none is.
+const reports::Case* selected_case(const DashboardState& s);
+// How many points a chart as wide as the window's free space should be thinned to.
+size_t chart_max_points();
+
 // One factory per view file.
 std::unique_ptr<View> make_runs_view();
 std::unique_ptr<View> make_stages_view();
