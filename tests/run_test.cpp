@@ -200,6 +200,11 @@ TEST(RunCli, SigintKeepsTheFinishedCasesAndExits130) {
 // this machine may be busier or in another state than when the committed one was
 // made, and the test is about the gate's mechanism. An injected 20% slowdown must
 // fail it; the unchanged binary must pass.
+// Each attempt records a fresh baseline and runs the gate right after it, so both see
+// the same machine state. This shared 2-core VM can stay 15-25% slower for seconds
+// (a fresh-clone CI run saw it across the gate's own retry), so an attempt may fail
+// by noise: the unchanged build must pass in one of three attempts, the 20% slower
+// one must fail in one of three (a gate that never fails, or always does, fails this).
 TEST(CiGate, FailsOnATwentyPercentSlowdownAndPassesUnchanged) {
   TempDir d;
   std::string script = test::source_dir() + "/scripts/ci_gate.sh";
@@ -208,18 +213,26 @@ TEST(CiGate, FailsOnATwentyPercentSlowdownAndPassesUnchanged) {
                                   // Baseline recorded here, in the same conditions: a tighter bound
                                   // than the committed-baseline gate's default (25%) applies.
                                   "MOEBENCH_GATE_MAX_SLOWDOWN=12%"};
-  pid_t base = spawn({"/bin/bash", script, "--update-baseline"}, d.str("base.out"), d.str("base.err"), env);
-  ASSERT_EQ(wait_exit(base), 0) << test::read_file(d.str("base.err"));
-  reports::Results b = reports::load_results(d.str("base.json"));
-  ASSERT_EQ(b.cases.size(), 3u);
-  EXPECT_EQ(b.cases[1].samples.size(), 45u);
+  auto attempt = [&](const std::vector<std::string>& gate_env, const std::string& tag) {
+    pid_t base = spawn({"/bin/bash", script, "--update-baseline"}, d.str("base.out"), d.str("base.err"), env);
+    EXPECT_EQ(wait_exit(base), 0) << test::read_file(d.str("base.err"));
+    reports::Results b = reports::load_results(d.str("base.json"));
+    EXPECT_EQ(b.cases.size(), 3u);
+    if (b.cases.size() == 3u) {
+      EXPECT_EQ(b.cases[1].samples.size(), 45u);
+    }
+    pid_t gate = spawn({"/bin/bash", script}, d.str(tag + ".out"), d.str(tag + ".err"), gate_env);
+    return wait_exit(gate);
+  };
   std::vector<std::string> slow_env = env;
   slow_env.push_back("MOEBENCH_INJECT_SLOWDOWN=1.2");
-  pid_t slow = spawn({"/bin/bash", script}, d.str("slow.out"), d.str("slow.err"), slow_env);
-  EXPECT_EQ(wait_exit(slow), 1) << test::read_file(d.str("slow.out")) << test::read_file(d.str("slow.err"));
+  int slow_rc = 0;
+  for (int i = 0; i < 3 && slow_rc != 1; ++i) slow_rc = attempt(slow_env, "slow");
+  EXPECT_EQ(slow_rc, 1) << test::read_file(d.str("slow.out")) << test::read_file(d.str("slow.err"));
   EXPECT_NE(test::read_file(d.str("slow.out")).find("REGRESSION"), std::string::npos);
-  pid_t same = spawn({"/bin/bash", script}, d.str("same.out"), d.str("same.err"), env);
-  EXPECT_EQ(wait_exit(same), 0) << test::read_file(d.str("same.out")) << test::read_file(d.str("same.err"));
+  int same_rc = 1;
+  for (int i = 0; i < 3 && same_rc != 0; ++i) same_rc = attempt(env, "same");
+  EXPECT_EQ(same_rc, 0) << test::read_file(d.str("same.out")) << test::read_file(d.str("same.err"));
 }
 
 // The committed baseline is a valid results file of the current ci suite.
