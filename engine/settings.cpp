@@ -72,8 +72,9 @@ const std::vector<Knob>& knobs() {
        [](auto& s, auto& v) { s.prefetch_accuracy = parse_double("prefetch_accuracy", v, 0.0, 1.0); }},
       {"fused_decode_max_tokens", [](auto& s) { return std::to_string(s.fused_decode_max_tokens); },
        [](auto& s, auto& v) {
-         s.fused_decode_max_tokens = parse_int("fused_decode_max_tokens", v, 1);
-         if (s.fused_decode_max_tokens > 8) fail("setting fused_decode_max_tokens={}: expected 1..8", v);
+         const int n = parse_int("fused_decode_max_tokens", v, 1);
+         if (n > 8) fail("setting fused_decode_max_tokens={}: expected 1..8", v);
+         s.fused_decode_max_tokens = n;
        }},
       {"max_num_batched_tokens", [](auto& s) { return std::to_string(s.max_num_batched_tokens); },
        [](auto& s, auto& v) { s.max_num_batched_tokens = parse_int("max_num_batched_tokens", v, 1); }},

@@ -69,3 +69,46 @@ TEST(Config, UnknownPreset) {
     EXPECT_NE(std::string(e.what()).find("mixtral-8x7b"), std::string::npos);
   }
 }
+
+// ---- engine settings (engine/settings.h) ----
+#include "engine/settings.h"
+
+namespace {
+std::string set_error(EngineSettings& s, const std::string& key, const std::string& value) {
+  try {
+    s.set(key, value);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(Settings, EveryKnobRoundTripsThroughItsText) {
+  EngineSettings s;
+  s.set("fused_decode_max_tokens", "5");
+  s.set("prefetch_accuracy", "0.25");
+  s.set("dispatch", "grouped");
+  EngineSettings back;
+  for (const auto& [k, v] : s.to_list()) back.set(k, v);
+  EXPECT_EQ(back.to_list(), s.to_list());
+  EXPECT_EQ(back.fused_decode_max_tokens, 5);
+  EXPECT_EQ(setting_keys().size(), s.to_list().size());
+  EXPECT_NO_THROW(back.validate());
+}
+
+TEST(Settings, BadValuesGiveOneLineNamingKnobValueAndRange) {
+  EngineSettings s;
+  for (const char* bad : {"0", "9", "two"}) {
+    const std::string e = set_error(s, "fused_decode_max_tokens", bad);
+    EXPECT_NE(e.find("fused_decode_max_tokens=" + std::string(bad)), std::string::npos) << e;
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  }
+  EXPECT_NE(set_error(s, "fused_decode_max_tokens", "9").find("1..8"), std::string::npos);
+  EXPECT_NE(set_error(s, "prefetch_accuracy", "1.5").find("[0, 1]"), std::string::npos);
+  EXPECT_NE(set_error(s, "dispatch", "loop").find("serial|grouped|fused"), std::string::npos);
+  const std::string unknown = set_error(s, "fused_max", "2");
+  EXPECT_NE(unknown.find("unknown setting 'fused_max'"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("fused_decode_max_tokens"), std::string::npos) << unknown;  // lists the knobs
+  EXPECT_EQ(s.fused_decode_max_tokens, 2);  // a refused value leaves the knob as it was
+}
