@@ -14,7 +14,6 @@
 #include <cstring>
 #include <map>
 #include <mutex>
-#include <thread>
 
 #include "engine/error.h"
 #include "engine/units.h"
@@ -202,7 +201,7 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::disk(const WeightSource& ws, c
          ws.describe());
   std::unique_ptr<ExpertHostStore> s = shaped(HostTier::disk, c);
   s->source_ = ck->dir();
-  s->staging_bytes_ = 3 * (round_up(s->matrix_bytes_, kAlign) + kAlign);
+  s->staging_bytes_ = 3 * s->region_bytes();
   s->mode_ = opt.allow_page_cache ? DiskReadMode::page_cache : DiskReadMode::direct;
 
   std::map<std::string, int> file_index;
@@ -258,11 +257,12 @@ const uint16_t* ExpertHostStore::expert(int layer, int e) const {
   return experts_[static_cast<size_t>(layer) * n_experts_ + e];
 }
 
+uint64_t ExpertHostStore::region_bytes() const { return round_up(matrix_bytes_, kAlign) + kAlign; }
+
 uint64_t ExpertHostStore::read_piece(const Piece& p, int region, uint8_t* staging) const {
-  const uint64_t region_bytes = round_up(matrix_bytes_, kAlign) + kAlign;
   uint64_t lead = 0;
-  bytes_read_ += read_raw(p, staging + region_bytes * region, &lead);
-  return region_bytes * region + lead;
+  bytes_read_ += read_raw(p, staging + region_bytes() * region, &lead);
+  return region_bytes() * region + lead;
 }
 
 uint64_t ExpertHostStore::read_raw(const Piece& p, uint8_t* dst, uint64_t* lead_out) const {
@@ -298,38 +298,30 @@ double ExpertHostStore::measure_read_gbps(int readers, uint64_t bytes) const {
   if (readers < 1 || pieces_.empty()) fail("host store: measure_read_gbps needs readers >= 1 and a tensor to read");
   // Distinct tensors spread evenly over the model (so over its files), at least one per reader.
   const uint64_t want = std::max<uint64_t>(static_cast<uint64_t>(readers), (bytes + matrix_bytes_ - 1) / matrix_bytes_);
-  const size_t n = static_cast<size_t>(std::min<uint64_t>(want, pieces_.size()));
-  std::vector<size_t> pick(n);
-  for (size_t i = 0; i < n; ++i) pick[i] = i * pieces_.size() / n;
-  const uint64_t buf_bytes = round_up(matrix_bytes_, kAlign) + kAlign;
+  const int n = static_cast<int>(std::min<uint64_t>(want, pieces_.size()));
+  std::vector<uint8_t*> bufs(static_cast<size_t>(readers));
+  for (auto& b : bufs)
+    if (!(b = static_cast<uint8_t*>(std::aligned_alloc(kAlign, region_bytes())))) {
+      for (auto* q : bufs) std::free(q);
+      fail("host store: disk read probe: cannot allocate a {} read buffer", format_bytes(region_bytes()));
+    }
+  std::mutex err_mu;
+  std::string err;
   std::atomic<uint64_t> total{0};
-  std::atomic<size_t> next{0};
-  std::string error;
-  std::mutex error_mu;
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::thread> pool;
-  for (int r = 0; r < readers; ++r)
-    pool.emplace_back([&] {
-      void* buf = std::aligned_alloc(kAlign, buf_bytes);
-      if (!buf) {
-        std::lock_guard<std::mutex> g(error_mu);
-        error = fmt::format("cannot allocate a {} read buffer", format_bytes(buf_bytes));
-        return;
-      }
-      try {
-        for (size_t i = next++; i < n; i = next++) {
-          uint64_t lead = 0;
-          total += read_raw(pieces_[pick[i]], static_cast<uint8_t*>(buf), &lead);
-        }
-      } catch (const Error& e) {
-        std::lock_guard<std::mutex> g(error_mu);
-        error = e.what();
-      }
-      std::free(buf);
-    });
-  for (auto& t : pool) t.join();
-  const double sec = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!error.empty()) fail("host store: disk read probe: {}", error);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(readers)
+  for (int i = 0; i < n; ++i) {
+    try {
+      uint64_t lead = 0;
+      total += read_raw(pieces_[static_cast<size_t>(i) * pieces_.size() / n], bufs[omp_get_thread_num()], &lead);
+    } catch (const std::exception& e) {
+      std::lock_guard<std::mutex> lk(err_mu);
+      if (err.empty()) err = e.what();
+    }
+  }
+  const double sec = seconds_since(t0);
+  for (auto* b : bufs) std::free(b);
+  if (!err.empty()) fail("host store: disk read probe: {}", err);
   return sec > 0 ? static_cast<double>(total.load()) / sec / 1e9 : 0.0;
 }
 

@@ -123,6 +123,9 @@ class ExpertHostStore {
     int fd = -1;
     uint64_t offset = 0;
   };
+  // Bytes one tensor takes in a staging buffer: the tensor rounded up to the alignment,
+  // plus the slack an O_DIRECT read of an unaligned tensor needs.
+  uint64_t region_bytes() const;
   // Reads one tensor into staging at region `region` (0..2); returns its offset there.
   uint64_t read_piece(const Piece& p, int region, uint8_t* staging) const;
   // The file read behind read_piece: the tensor (an aligned superset with O_DIRECT) into

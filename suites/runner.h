@@ -66,7 +66,8 @@ RunOutcome run_suite(const std::vector<Instance>& instances, const RunOptions& o
 // The physical limit a finished case is held against (DESIGN.md "The profiler"):
 // resident (or CPU): bytes of weights one decode token reads (bf16 on CUDA, fp32 on
 // the CPU) / dev.hbm_gbps; offloaded on CUDA: 1 / (the case's expert bytes copied per
-// decode token / dev.h2d_gbps + the resident bytes a token reads / dev.hbm_gbps).
+// decode token / link + the resident bytes a token reads / dev.hbm_gbps), link being
+// dev.h2d_gbps, or on the disk tier the slower of it and dev.disk_read_gbps.
 // percent = decode tok/s / bound.
 // nullopt when the case decoded nothing or the bandwidth it needs is not measured.
 std::optional<reports::Bound> physical_bound(const reports::Case& c, const ModelConfig& cfg, const std::string& backend,
