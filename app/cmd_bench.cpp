@@ -12,36 +12,30 @@
 // (prefill steps, then decode steps of B tokens), decode_tok_s is steps/s per sequence
 // and the total (B x steps/s) is in the bound's description. Batch 1 also runs the
 // single-sequence path (Model::forward_argmax) as case b1_p{P}_n{N}.
-#include <unistd.h>
-#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <ctime>
-#include <fstream>
 #include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <thread>
 
 #include "app/command.h"
 #include "app/model_options.h"
 #include "engine/batch_generate.h"
 #include "engine/build_info.h"
-#include "engine/device_info.h"
 #include "engine/engine.h"
 #include "engine/error.h"
 #include "engine/log.h"
 #include "engine/units.h"
 #include "profiler/clock.h"
 #include "profiler/cupti.h"
+#include "reports/atomic_file.h"
 #include "reports/markdown.h"
 #include "reports/results.h"
-#if MOEBENCH_CUDA_MODEL
-#include "engine/cuda/bandwidth.h"
-#include "engine/cuda/device.h"
-#endif
+#include "suites/machine.h"
+#include "suites/runner.h"
 
 namespace {
 using namespace moebench;
@@ -110,25 +104,6 @@ std::string iso_now() {
   return buf;
 }
 
-reports::HostInfo host_info() {
-  reports::HostInfo h;
-  char name[256] = {0};
-  if (gethostname(name, sizeof name - 1) == 0) h.name = name;
-  std::ifstream cpu("/proc/cpuinfo");
-  for (std::string line; std::getline(cpu, line);)
-    if (line.rfind("model name", 0) == 0) {
-      h.cpu_model = line.substr(line.find(':') + 2);
-      break;
-    }
-  h.cores = static_cast<int>(std::thread::hardware_concurrency());
-  h.memory_bytes = static_cast<int64_t>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
-  return h;
-}
-
-std::string token_hash(const std::vector<int32_t>& ids) {
-  return fmt::format("{:016x}", XXH64(ids.data(), ids.size() * sizeof(int32_t), 0));
-}
-
 // A deterministic prompt of n ids (no special tokens 0..2).
 std::vector<int32_t> make_prompt(int n, int vocab) {
   std::vector<int32_t> p(n);
@@ -171,27 +146,16 @@ int run(Args a) {
   res.run.build_type = MOEBENCH_BUILD_TYPE;
   res.run.start_time = iso_now();
   res.run.command_line = {"moebench", "bench"};
-  res.host = host_info();
+  res.host = suites::host_info();
   res.model.name = c.name;
   res.model.config = config_to_json(c);
   res.model.dtype = "bf16";
   res.model.weight_source = w.describe();
-  res.device.kind = ctx.backend == "cuda" ? reports::DeviceKind::cuda : reports::DeviceKind::cpu;
-  res.device.name = res.host.cpu_model;
-#if MOEBENCH_CUDA_MODEL
-  if (ctx.backend == "cuda") {
-    auto d = cuda::device_info();
-    res.device.name = d.name;
-    res.device.sm_count = d.sm_count;
-    res.device.memory_bytes = static_cast<int64_t>(d.total_bytes);
-    for (auto& dd : cuda_devices()) res.device.driver = dd.driver;
-    // Measured before the arena takes the memory.
-    res.device.hbm_gbps = cuda::measure_hbm_copy().gbps;
-    res.device.h2d_gbps = cuda::measure_h2d_pinned().gbps;
-    fmt::print(stderr, "device {}: copy kernel {:.0f} GB/s (read + write), pinned H2D {:.1f} GB/s\n", d.name,
+  // Measured before the arena takes the memory; on the CPU backend bench gives no bound.
+  res.device = suites::device_info(ctx.backend, ctx.backend == "cuda");
+  if (ctx.backend == "cuda")
+    fmt::print(stderr, "device {}: copy kernel {:.0f} GB/s (read + write), pinned H2D {:.1f} GB/s\n", res.device.name,
                res.device.hbm_gbps, res.device.h2d_gbps);
-  }
-#endif
   const int64_t t_load0 = profiler::now_ns();
   auto model = create_model(ctx);
   const int64_t load_ns = profiler::now_ns() - t_load0;
@@ -316,7 +280,7 @@ int run(Args a) {
           }
         }
         if (cold_ns >= 0 && !k.samples.empty()) k.samples[0].ttft_cold_ns = cold_ns;
-        k.output_token_hash = token_hash(out);
+        k.output_token_hash = suites::token_hash(out);
       } catch (const Error& e) {
         k.status = reports::CaseStatus::failed;
         k.error = e.what();
@@ -381,9 +345,7 @@ int run(Args a) {
     kprof["device"] = res.device.name;
     kprof["model"] = c.name;
     kprof["commit"] = res.run.commit;
-    std::ofstream f(a.kernel_profile);
-    f << kprof.dump(1) << "\n";
-    if (!f) fail("--kernel-profile {}: could not write the file", a.kernel_profile);
+    write_file_atomic(a.kernel_profile, kprof.dump(1) + "\n");
     for (auto& [name, t] : kprof.items()) {
       if (!t.is_object() || !t.contains("kernels")) continue;
       fmt::print("\n## GPU time per decode step, {} ({:.1f} us of kernels per step)\n\n", name,
