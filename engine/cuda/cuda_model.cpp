@@ -194,10 +194,8 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   // The shared host store's fill is not this model's load (it is reported on its own).
   load_ns_ = profiler::now_ns() - t0 - store_fill_ns_;
   if (prof_ && store_) prof_->memory.note_host_pinned(static_cast<int64_t>(store_->host_bytes()));
-  if (prof_) {
-    prof_->model_load_ns = load_ns_;
-    prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
-  }
+  if (prof_) prof_->model_load_ns = load_ns_;
+  note_arena();
   log::info("cuda model {}: {} weights, arena {} of {} used, experts: {}, dispatch={} combine={} buffers={} routing={}",
             c.name, format_bytes(weights_b), format_bytes(arena_->stats().used_bytes), format_bytes(arena_->capacity()),
             provider_->describe(), settings_.dispatch, settings_.combine, settings_.buffers, routing_name());
@@ -226,27 +224,30 @@ void CudaModel::check_tokens(const int32_t* tokens, int n, int pos0) const {
 }
 
 void CudaModel::forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits) {
+  run_chunks(tokens, n, pos0, logits, all_logits, nullptr);
+}
+
+int32_t CudaModel::forward_argmax(const int32_t* tokens, int n, int pos0) {
+  int32_t next = 0;
+  run_chunks(tokens, n, pos0, nullptr, nullptr, &next);
+  return next;
+}
+
+void CudaModel::run_chunks(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits, int32_t* next) {
   check_tokens(tokens, n, pos0);
   for (int off = 0; off < n; off += pool_tokens_) {
     const int m = std::min(pool_tokens_, n - off);
     const bool last = off + m == n;
     run_chunk(tokens + off, m, pos0 + off, last ? logits : nullptr,
-              all_logits ? all_logits + static_cast<size_t>(off) * cfg_.vocab_size : nullptr, nullptr);
+              all_logits ? all_logits + static_cast<size_t>(off) * cfg_.vocab_size : nullptr, last ? next : nullptr);
   }
   // Steps are recorded by the caller (generate.h), as for CpuModel; here only the arena.
-  if (prof_) prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
+  note_arena();
 }
 
-int32_t CudaModel::forward_argmax(const int32_t* tokens, int n, int pos0) {
-  check_tokens(tokens, n, pos0);
-  int32_t next = 0;
-  for (int off = 0; off < n; off += pool_tokens_) {
-    const int m = std::min(pool_tokens_, n - off);
-    run_chunk(tokens + off, m, pos0 + off, nullptr, nullptr, off + m == n ? &next : nullptr);
-  }
-  // Steps are recorded by the caller (generate.h), as for CpuModel; here only the arena.
-  if (prof_) prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
-  return next;
+void CudaModel::note_arena() {
+  if (prof_)
+    prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
 }
 
 void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next) {

@@ -105,7 +105,11 @@ class CudaModel : public Model, public BatchModel {
     const __nv_bfloat16 *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *gate;  // (H) (Q,H) (KV,H) (KV,H) (H,Q) (H) (E,H)
     __nv_bfloat16 *k_cache, *v_cache;                                       // (max_len, n_kv, head_dim)
   };
+  // forward / forward_argmax: n tokens in chunks of at most pool_tokens_; logits and next
+  // (either may be null) come from the last chunk.
+  void run_chunks(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits, int32_t* next);
   void run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next);
+  void note_arena();  // the arena's use and peak into the profiler (when there is one)
   void check_tokens(const int32_t* tokens, int n, int pos0) const;
   profiler::CpuTrace& trace();
   struct Paged;  // the paged KV pool, batch I/O buffers and decode graphs
