@@ -49,6 +49,9 @@ class CpuModel : public Model {
     step_ = 0;
     if (routing_) routing_->reset();
   }
+  void set_routing_stream(uint64_t stream) override {
+    if (routing_) routing_->set_stream(stream);
+  }
   int max_seq_len() const override { return max_len_; }
   void set_routing_observer(RoutingObserver o) { observer_ = std::move(o); }
   size_t weight_bytes() const;  // fp32 bytes held

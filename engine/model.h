@@ -33,6 +33,11 @@ class Model {
   }
   // Forgets the KV cache (a new sequence starts at position 0).
   virtual void reset() = 0;
+  // The routing stream that later generations start from at reset(): 0 for measured
+  // generations, another value for warm-ups, so that a synthetic routing source does
+  // not show a warm-up the very choices it then measures (RoutingParams::stream).
+  // Models routed by their own gate have nothing to switch.
+  virtual void set_routing_stream(uint64_t /*stream*/) {}
   virtual int max_seq_len() const = 0;
   // Part of this model's construction spent on setup it shares with later models of the
   // process (the CUDA backend's pinned expert host store, filled once): reported on its

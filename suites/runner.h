@@ -84,7 +84,11 @@ void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCount
 std::string token_hash(const std::vector<int32_t>& ids);
 
 // The synthetic prompt of `prompt_tokens` ids: BOS, then a fixed pseudo-random
-// sequence over [3, vocab_size) (the same for every run and model of that vocab).
-std::vector<int32_t> synthetic_prompt(int prompt_tokens, int vocab_size, int32_t bos_id);
+// sequence over [3, vocab_size) drawn from `seed` (xorshift; not 0) — for a given seed
+// the same for every run and model of that vocab. Warm-ups use kWarmupPromptSeed.
+inline constexpr uint64_t kDefaultPromptSeed = 0x9E3779B97F4A7C15ull;
+inline constexpr uint64_t kWarmupPromptSeed = 0xD1B54A32D192ED03ull;
+std::vector<int32_t> synthetic_prompt(int prompt_tokens, int vocab_size, int32_t bos_id,
+                                      uint64_t seed = kDefaultPromptSeed);
 
 }  // namespace moebench::suites

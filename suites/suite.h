@@ -27,7 +27,9 @@
 // the case's or sweep's stage), defaults.settings, case settings, sweep values,
 // --set. Warm-up: `warmup_runs` untimed generations precede the measured
 // repetitions when the resolved `warmup` knob is true (the baseline and P0
-// stages are defined without warm-up); otherwise none.
+// stages are defined without warm-up); otherwise none. A warm-up runs another
+// synthetic prompt of the measured prompt's length on another routing stream, so a
+// cache policy never learns the measured generation's routing in advance.
 // rounds > 1 interleaves: the repetitions are split into that many rounds, and
 // each round runs every instance once in turn, so slow phases of a busy machine
 // hit every case alike (the ci suite, whose cases share one model, uses it; with

@@ -9,6 +9,7 @@
 
 #include "engine/error.h"
 #include "variants/routing.h"
+#include "variants/routing_driver.h"
 #include "variants/routing_trace.h"
 
 using namespace moebench;
@@ -214,4 +215,55 @@ TEST(RoutingSources, UniformMatchesRandomBaseline) {
     EXPECT_NEAR(s.topk_overlap, 1.0 - 15.0 / 28.0, 0.012);  // 46.4 %
     EXPECT_NEAR(s.top_share, 0.125, 0.01);
   }
+}
+
+// Warm-ups run on another stream: other draws, the same model (per-layer popularity),
+// and stream 0 is what it always was.
+TEST(RoutingSources, StreamsDrawOtherChoicesFromTheSamePopularity) {
+  for (const char* r : {"uniform", "mixtral-locality"}) {
+    RoutingParams p0{4, 8, 2, 7, ""};
+    RoutingParams p1 = p0;
+    p1.stream = 1;
+    const int tokens = 20000;
+    auto s0 = make_routing_source(parse_routing_spec(r), p0);
+    auto s1 = make_routing_source(parse_routing_spec(r), p1);
+    RoutingTrace a = generate_trace(*s0, p0, tokens, 1, false);
+    RoutingTrace b = generate_trace(*s1, p1, tokens, 1, false);
+    RoutingTrace same = make(r, 4, tokens, 7);
+    int differ = 0;
+    for (int s = 0; s < a.n_steps(); ++s) {
+      EXPECT_EQ(a.steps[s].ids, same.steps[s].ids) << r;
+      differ += a.steps[s].ids != b.steps[s].ids;
+    }
+    EXPECT_GT(differ, tokens / 2) << r;
+    // Per-layer expert shares agree within sampling noise (20000 tokens x 2 choices).
+    for (int l = 0; l < 4; ++l) {
+      std::vector<double> ca(8), cb(8);
+      for (int s = 0; s < a.n_steps(); ++s)
+        for (int j = 0; j < 2; ++j) {
+          ca[a.steps[s].ids[l * 2 + j]] += 1.0 / (2 * tokens);
+          cb[b.steps[s].ids[l * 2 + j]] += 1.0 / (2 * tokens);
+        }
+      for (int e = 0; e < 8; ++e) EXPECT_NEAR(ca[e], cb[e], 0.02) << r << " layer " << l << " expert " << e;
+    }
+  }
+}
+
+TEST(RoutingDriver, WarmUpStreamDiffersAndStreamZeroComesBack) {
+  RoutingParams p{4, 8, 2, 3, ""};
+  RoutingDriver d(parse_routing_spec("mixtral-locality"), p, 1.0);
+  auto run = [&](uint64_t stream) {
+    d.set_stream(stream);
+    d.reset();
+    std::vector<int32_t> all, ids(2);
+    for (int step = 0; step < 64; ++step)
+      for (int l = 0; l < 4; ++l) {
+        d.route(step, l, 1, ids);
+        all.insert(all.end(), ids.begin(), ids.end());
+      }
+    return all;
+  };
+  std::vector<int32_t> measured = run(0), warm = run(1), again = run(0);
+  EXPECT_NE(measured, warm);
+  EXPECT_EQ(measured, again);
 }

@@ -43,7 +43,7 @@ class UniformSource final : public RoutingSource {
   void route(int step, int layer, int n_tokens, std::span<int32_t> ids, std::span<float> weights) override {
     check_call(p_, "uniform", layer, n_tokens, ids, weights);
     // Stateless: every (step, layer) has its own stream, so any call order gives the same trace.
-    Rng rng(mix_seed(p_.seed, static_cast<uint64_t>(step) + 1, static_cast<uint64_t>(layer) + 1));
+    Rng rng(mix_seed(draw_seed(p_), static_cast<uint64_t>(step) + 1, static_cast<uint64_t>(layer) + 1));
     std::vector<int32_t> perm(p_.n_experts);
     for (int t = 0; t < n_tokens; ++t) {
       std::iota(perm.begin(), perm.end(), 0);
@@ -96,6 +96,8 @@ class LocalitySource final : public RoutingSource {
         sum += L.pop[perm[r]] = std::exp(-L.params.gamma * x * x);
       }
       for (double& v : L.pop) v /= sum;
+      // Another stream: the same popularity, its own draws.
+      if (p.stream != 0) L.rng = Rng(mix_seed(draw_seed(p), 0x10ca1u, static_cast<uint64_t>(l) + 1));
       L.prev.assign(p.top_k, -1);
     }
   }
@@ -212,6 +214,8 @@ class TraceSource final : public RoutingSource {
 };
 
 }  // namespace
+
+uint64_t draw_seed(const RoutingParams& p) { return p.stream == 0 ? p.seed : mix_seed(p.seed, 0x57ea3u, p.stream); }
 
 LocalityParams mixtral_locality_params(double d) {
   d = std::clamp(d, 0.0, 1.0);

@@ -60,7 +60,17 @@ struct RoutingParams {
   int top_k = 0;
   uint64_t seed = 1;
   std::string trace_path;  // for kind trace
+  // Which generation this is: 0 for the measured ones, another value for a warm-up.
+  // Synthetic sources draw each token's choices from (seed, stream); what describes
+  // the model itself (a layer's expert popularity) follows the seed alone, so a
+  // warm-up on another stream sees the same model but not the measured tokens'
+  // choices. A trace replays what it recorded whatever the stream.
+  uint64_t stream = 0;
 };
+
+// The seed of one generation's draws: the seed itself for stream 0 (the measured
+// generations), a mix of seed and stream otherwise.
+uint64_t draw_seed(const RoutingParams& p);
 
 struct RoutingSourceInfo {
   std::string name;  // registry name; "trace" is spelled "trace:FILE" on the command line

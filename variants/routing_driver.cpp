@@ -22,7 +22,7 @@ std::unique_ptr<RoutingDriver> RoutingDriver::for_model(const EngineSettings& s,
 }
 
 RoutingDriver::RoutingDriver(const RoutingSpec& spec, const RoutingParams& params, double prefetch_accuracy)
-    : spec_(spec), params_(params), accuracy_(prefetch_accuracy), rng_(prediction_rng(params.seed)) {
+    : spec_(spec), params_(params), accuracy_(prefetch_accuracy), rng_(prediction_rng(draw_seed(params))) {
   if (prefetch_accuracy < 0 || prefetch_accuracy > 1)
     fail("prefetch_accuracy {}: expected a share in [0, 1]", prefetch_accuracy);
   if (spec.kind == RoutingKind::trace) trace_ = std::make_shared<const RoutingTrace>(load_trace(spec.trace_path));
@@ -31,7 +31,7 @@ RoutingDriver::RoutingDriver(const RoutingSpec& spec, const RoutingParams& param
 
 void RoutingDriver::reset() {
   source_ = trace_ ? make_trace_source(trace_, params_, spec_.trace_path) : make_routing_source(spec_, params_);
-  rng_ = prediction_rng(params_.seed);
+  rng_ = prediction_rng(draw_seed(params_));
   ahead_.assign(static_cast<size_t>(params_.n_layers), Ahead{});
 }
 

@@ -46,6 +46,9 @@ class RoutingDriver {
   // Back to step 0 (a new generation): the source and the predictor restart from their
   // seeds, so every generation of a run routes the same way.
   void reset();
+  // The generation stream that the next reset() starts (RoutingParams::stream): 0
+  // for measured generations, another value for warm-ups.
+  void set_stream(uint64_t stream) { params_.stream = stream; }
 
  private:
   struct Ahead {

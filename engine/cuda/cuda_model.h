@@ -63,6 +63,9 @@ class CudaModel : public Model, public BatchModel {
     step_ = 0;
     if (routing_) routing_->reset();
   }
+  void set_routing_stream(uint64_t stream) override {
+    if (routing_) routing_->set_stream(stream);
+  }
   int max_seq_len() const override { return max_len_; }
 
   // BatchModel (engine/cuda/cuda_model_batch.cpp).
