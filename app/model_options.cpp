@@ -13,7 +13,7 @@
 namespace moebench::app {
 
 void add_model_options(CLI::App& sub, ModelOptions& o) {
-  auto* m = sub.add_option("--model", o.model, "Checkpoint folder (config.json + safetensors) or synthetic:PRESET[:layers=N]");
+  auto* m = sub.add_option("--model", o.model, "Checkpoint folder (config.json + safetensors), ORG/NAME[@REV] from the local Hugging Face cache, or synthetic:PRESET[:layers=N]");
   auto* p = sub.add_option("--preset", o.preset, "Synthetic model of a preset shape: tiny|micro|small|mixtral-8x7b");
   m->excludes(p);
   sub.add_option("--seed", o.seed, "Seed (synthetic weights and sampling)");

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "engine/error.h"
+#include "engine/hf_cache.h"
 #include "engine/synth_rng.h"
 
 namespace moebench {
@@ -84,6 +85,8 @@ WeightSource WeightSource::checkpoint(const std::string& dir) {
 WeightSource WeightSource::open(const std::string& model, uint64_t seed, DType synth_dtype) {
   ModelConfig c;
   if (parse_synthetic_model(model, &c)) return synthetic(c, seed, synth_dtype);
+  // ORG/NAME[@REV] that is no folder here: the Hugging Face cache's snapshot of it.
+  if (!fs::is_directory(model) && looks_like_hf_repo_id(model)) return checkpoint(hf_cache_snapshot(model));
   return checkpoint(model);
 }
 
