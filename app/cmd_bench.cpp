@@ -141,7 +141,7 @@ int run(Args a) {
     ctx.settings.max_num_batched_tokens = max_batch * longest_prompt;
 
   reports::Results res;
-  res.run.tool_version = "moebench bench";
+  res.run.tool_version = kVersion;
   res.run.commit = moebench::build_commit();
   res.run.build_type = MOEBENCH_BUILD_TYPE;
   res.run.start_time = iso_now();

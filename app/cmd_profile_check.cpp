@@ -219,7 +219,7 @@ int run_check(const Args& a) {
 
   reports::Results head;  // run, host, device and model, serialised by the results schema
   head.run.commit = build_commit();
-  head.run.tool_version = "0.1.0";
+  head.run.tool_version = kVersion;
   {
     std::time_t t = std::time(nullptr);
     std::tm tm{};

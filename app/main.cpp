@@ -7,6 +7,8 @@
 #include <memory>
 
 #include "app/command.h"
+#include "engine/build_info.h"
+#include "engine/device_info.h"
 #include "engine/error.h"
 #include "engine/log.h"
 
@@ -23,6 +25,8 @@ int main(int argc, char** argv) {
   CLI::App app{"moebench: run, profile and compare Mixtral-class MoE inference"};
   app.require_subcommand(1);
   app.set_help_all_flag("--help-all", "Show help for all subcommands");
+  app.set_version_flag("--version", std::string("moebench ") + kVersion + " (commit " + build_commit() + ", " +
+                                        MOEBENCH_BUILD_TYPE + ", CUDA " + (cuda_compiled() ? "on" : "off") + ")");
   std::string level;
   app.add_option("--log-level", level, "error|warn|info|debug (default: warn, or MOEBENCH_LOG_LEVEL)")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
@@ -42,6 +46,8 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     app.exit(e);

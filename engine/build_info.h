@@ -4,5 +4,8 @@
 #pragma once
 
 namespace moebench {
+// The version every results file and `moebench --version` names (no release yet: the
+// commit identifies the build).
+inline constexpr const char* kVersion = "0.2.0";
 const char* build_commit();
 }

@@ -264,7 +264,7 @@ LiveOutcome run_live(const LiveSettings& s, const std::function<void(const LiveS
                      const std::atomic<bool>* cancel) {
   LiveOutcome out;
   reports::Results& r = out.results;
-  r.run.tool_version = "moebench dashboard live";
+  r.run.tool_version = kVersion;
   r.run.commit = moebench::build_commit();
   r.run.build_type = MOEBENCH_BUILD_TYPE;
   r.run.start_time = utc_now();
