@@ -1,9 +1,11 @@
 // progress.h: what `moebench run` shows on stderr while it works. On a terminal
-// a one-line bar redrawn in place (instance i/n, case, phase, repetition); when
-// stderr is not a terminal, plain lines: one per model load and one per finished
-// instance. The data layer (suites/runner.h) only calls RunEvents; this file is
+// a one-line bar redrawn in place (instance i/n, case, phase, repetition, time
+// elapsed and, once an instance has finished, the estimated time left: elapsed /
+// finished x remaining); when stderr is not a terminal, plain lines: one per model
+// load and one per finished instance, with the time elapsed. The data layer (suites/runner.h) only calls RunEvents; this file is
 // the only one that knows about terminals.
 #pragma once
+#include <chrono>
 #include <cstdio>
 #include <string>
 
@@ -21,6 +23,8 @@ class Progress {
 
  private:
   void draw(int index, const std::string& what);
+  // "elapsed 1:05, left ~3:10" (the estimate once an instance has finished).
+  std::string timing() const;
 
   bool tty_;
   std::FILE* out_;
@@ -28,6 +32,10 @@ class Progress {
   int finished_ = 0;
   std::string label_;  // suite/case@stage of the current instance
   bool bar_shown_ = false;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
+
+// Seconds as m:ss, or h:mm:ss from an hour on.
+std::string clock_text(double seconds);
 
 }  // namespace moebench::app
