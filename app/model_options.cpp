@@ -3,6 +3,7 @@
 
 #include <filesystem>
 
+#include "engine/checkpoint_cache.h"
 #include "engine/engine.h"
 #include "engine/device_info.h"
 #include "engine/embedded_tokenizer.h"
@@ -42,9 +43,9 @@ EngineSettings settings_from(const ModelOptions& o) {
 }
 
 WeightSource open_weights(const ModelOptions& o) {
-  if (!o.preset.empty()) return WeightSource::open("synthetic:" + o.preset, o.seed);
-  if (o.model.empty()) fail("no model given: pass --model DIR|synthetic:PRESET or --preset PRESET");
-  return WeightSource::open(o.model, o.seed);
+  if (o.preset.empty() && o.model.empty()) fail("no model given: pass --model DIR|synthetic:PRESET or --preset PRESET");
+  WeightSource w = WeightSource::open(o.preset.empty() ? o.model : "synthetic:" + o.preset, o.seed);
+  return with_files_for_tier(std::move(w), settings_from(o).expert_tier);
 }
 
 std::string resolve_backend(const ModelOptions& o) {

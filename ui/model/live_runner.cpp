@@ -12,12 +12,12 @@
 #include <thread>
 
 #include "engine/build_info.h"
+#include "engine/checkpoint_cache.h"
 #include "engine/cpu_expert_provider.h"
 #include "engine/cpu_model.h"
 #include "engine/engine.h"
 #include "engine/error.h"
 #include "engine/generate.h"
-#include "engine/synth_checkpoint.h"
 #include "engine/weight_source.h"
 #include "profiler/chrome_trace.h"
 #include "profiler/clock.h"
@@ -42,19 +42,6 @@ namespace {
 struct Cancelled {};
 
 // A temporary folder, removed with everything in it.
-struct TempCheckpoint {
-  std::string dir;
-  void make() {
-    std::string t = (std::filesystem::temp_directory_path() / "moebench_live_XXXXXX").string();
-    if (!::mkdtemp(t.data())) fail("cannot create a temporary folder under {}", std::filesystem::temp_directory_path().string());
-    dir = t;
-  }
-  ~TempCheckpoint() {
-    std::error_code ec;
-    if (!dir.empty()) std::filesystem::remove_all(dir, ec);
-  }
-};
-
 std::string utc_now() {
   auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
   std::tm tm{};
@@ -279,24 +266,22 @@ LiveOutcome run_live(const LiveSettings& s, const std::function<void(const LiveS
   TraceParts trace;
   const bool tracing = !s.trace_path.empty();
   int n = static_cast<int>(s.stages.size());
-  TempCheckpoint disk;
   try {
     if (s.repetitions < 1) fail("repetitions must be >= 1, got {}", s.repetitions);
     if (s.prompt_tokens < 1 || s.new_tokens < 1) fail("prompt and new tokens must be >= 1");
-    // The disk tier reads experts from safetensors files: a synthetic model gets a
-    // temporary checkpoint (same values), and every stage loads from it alike.
+    // The disk tier reads experts from safetensors files: a synthetic model is loaded
+    // from its cached checkpoint (same values, engine/checkpoint_cache.h), and every
+    // stage loads from it alike.
     LiveSettings run = s;
     bool needs_disk = false;
     for (auto& st : s.stages) needs_disk = needs_disk || stage_settings(st).expert_tier == "disk";
     if (needs_disk && WeightSource::open(s.model, s.seed).is_synthetic()) {
       WeightSource w = WeightSource::open(s.model, s.seed);
-      disk.make();
-      write_synthetic_checkpoint(w.config(), s.seed, w.synth_dtype(), disk.dir);
-      run.model = disk.dir;
-      r.model.name = w.config().name;  // not the temporary folder's name
+      run.model = cached_synthetic_checkpoint(w);
+      r.model.name = w.config().name;  // not the cache folder's name
       r.model.config = config_to_json(w.config());
       r.model.dtype = "bf16";
-      r.model.weight_source = w.describe() + " (written to a temporary checkpoint for the disk tier)";
+      r.model.weight_source = w.describe() + " (from its cached checkpoint, for the disk tier)";
     }
     for (int i = 0; i < n; ++i) {
       auto done = std::make_shared<const reports::Results>(r);
