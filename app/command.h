@@ -29,6 +29,9 @@ struct Command {
 };
 
 std::vector<Command>& commands();
+// Parses argv against the registered commands and runs the chosen one (app/main.cpp).
+int cli_main(int argc, char** argv);
+
 inline bool register_command(Command c) {
   commands().push_back(std::move(c));
   return true;

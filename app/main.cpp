@@ -1,6 +1,8 @@
-// main.cpp: the `moebench` CLI front. Subcommands live in app/cmd_*.cpp and
-// register themselves (app/command.h); this file parses, dispatches and maps
-// errors to exit codes: 0 ok, 1 runtime error (bad file, budget), 2 usage error.
+// main.cpp: the CLI front shared by `moebench` and `moebench-dashboard`. Subcommands
+// live in app/cmd_*.cpp (and ui/glue/cmd_dashboard.cpp) and register themselves
+// (app/command.h); cli_main() parses, dispatches and maps errors to exit codes:
+// 0 ok, 1 runtime error (bad file, budget), 2 usage error. `moebench` is main()
+// below; the dashboard executable calls cli_main() with its own name.
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -19,7 +21,7 @@ std::vector<Command>& commands() {
 }
 }  // namespace moebench::app
 
-int main(int argc, char** argv) {
+int moebench::app::cli_main(int argc, char** argv) {
   using namespace moebench;
   log::init_from_env();
   CLI::App app{"moebench: run, profile and compare Mixtral-class MoE inference"};
@@ -65,3 +67,7 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+#ifndef MOEBENCH_NO_MAIN
+int main(int argc, char** argv) { return moebench::app::cli_main(argc, argv); }
+#endif
