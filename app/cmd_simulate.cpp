@@ -14,6 +14,7 @@
 #include "app/command.h"
 #include "engine/error.h"
 #include "engine/log.h"
+#include "reports/atomic_file.h"
 #include "variants/cache_policy.h"
 #include "variants/routing.h"
 #include "variants/simulator.h"
@@ -212,6 +213,7 @@ struct MakeTraceArgs {
 };
 
 int run_make_trace(const MakeTraceArgs& a) {
+  check_paths({}, {{"--out", a.out}});
   RoutingParams p{a.shape.layers, a.shape.experts, a.shape.top_k, a.shape.seed, ""};
   auto src = make_routing_source(parse_routing_spec(a.shape.routing), p);
   int steps = (a.shape.tokens + a.shape.tokens_per_step - 1) / a.shape.tokens_per_step;
