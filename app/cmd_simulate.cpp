@@ -160,7 +160,10 @@ int run_simulate(const SimulateArgs& a) {
   SimOptions opt;
   opt.link.h2d_gbps = a.h2d_gbps;
   opt.link.expert_bytes = a.expert_bytes;
-  opt.link.compute_ns_per_layer = std::llround(a.compute_ms_per_token * 1e6 / trace.n_layers);
+  const double compute_ns_per_layer = a.compute_ms_per_token * 1e6 / trace.n_layers;
+  if (!(compute_ns_per_layer < 0x1p62))
+    fail("--compute-ms-per-token {}: over the 2^62 ns the simulated clock holds", a.compute_ms_per_token);
+  opt.link.compute_ns_per_layer = std::llround(compute_ns_per_layer);
   opt.prediction.accuracy = a.prefetch_accuracy;
   opt.prediction.seed = a.shape.seed;
   auto t0 = std::chrono::steady_clock::now();
