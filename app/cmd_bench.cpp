@@ -127,7 +127,7 @@ int run(Args a) {
   ctx.weights = &w;
   ctx.backend = app::resolve_backend(a.model);
   ctx.settings.max_model_len = a.model.max_model_len;
-  ctx.settings.gpu_mem_budget = a.model.gpu_mem_budget;
+  if (!a.model.gpu_mem_budget.empty()) ctx.settings.set("gpu_mem_budget", a.model.gpu_mem_budget);
   for (auto& kv : a.model.sets) {  // --set comes with the shared model options
     auto eq = kv.find('=');
     if (eq == std::string::npos) fail("--set {}: expected key=value", kv);

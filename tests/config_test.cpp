@@ -159,3 +159,15 @@ TEST(Settings, BadValuesGiveOneLineNamingKnobValueAndRange) {
   EXPECT_EQ(s.fused_decode_max_tokens, 2);  // a refused value leaves the knob as it was
 }
 
+TEST(Settings, GpuMemBudgetMustBeAPositiveByteCount) {
+  EngineSettings s;
+  for (const char* bad : {"abc", "-1GiB", "nan", "0", "inf"}) {
+    EXPECT_EQ(set_error(s, "gpu_mem_budget", bad),
+              fmt::format("setting gpu_mem_budget={}: expected a positive byte count, e.g. 22GiB, 512MiB, 80GB", bad));
+    EXPECT_EQ(s.gpu_mem_budget, "");
+  }
+  EXPECT_EQ(set_error(s, "gpu_mem_budget", "22GiB"), "");
+  EXPECT_EQ(s.gpu_mem_budget, "22GiB");
+  s.gpu_mem_budget = "abc";  // set around the setter: validate() still refuses it
+  EXPECT_THROW(s.validate(), Error);
+}
