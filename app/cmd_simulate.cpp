@@ -46,11 +46,18 @@ void add_shape_options(CLI::App& sub, ShapeArgs& a, CLI::Option* exclude) {
   sub.add_option("--seed", a.seed, "seed of the synthetic routing and predictions (default 1)");
 }
 
-// Cross-field usage checks (exit 2 like any CLI11 validation error).
+// Cross-field usage checks (exit 2 like any CLI11 validation error). Layers and experts
+// have the limits of a model's config; the trace's expert ids (4 bytes each) at most 1 GiB.
 void check_shape_args(const ShapeArgs& a) {
   if (a.top_k > a.experts)
     throw CLI::ValidationError("--top-k", "is " + std::to_string(a.top_k) + ", expected <= --experts " +
                                               std::to_string(a.experts));
+  if (a.layers > 1024) throw CLI::ValidationError("--layers", "is " + std::to_string(a.layers) + ", expected <= 1024");
+  if (a.experts > 256) throw CLI::ValidationError("--experts", "is " + std::to_string(a.experts) + ", expected <= 256");
+  const int64_t ids = static_cast<int64_t>(a.tokens) * a.layers * a.top_k;
+  if (ids > (1 << 28))
+    throw CLI::ValidationError("--tokens", "is " + std::to_string(a.tokens) + ": " + std::to_string(ids) +
+                                               " expert ids (tokens x layers x top-k), expected at most 268435456");
 }
 
 RoutingTrace synth_trace(const ShapeArgs& a) {

@@ -1,13 +1,16 @@
 // bad_input_test.cpp: inputs that were once taken silently, exhausted memory or
 // crashed, each now one clear line and a non-zero exit: non-finite weights (no tokens
 // are made up from NaN logits), a GPU budget that is no byte count, layer counts,
-// cache capacities and expert sizes beyond any real model, and thread counts that
-// crash the OpenMP runtime.
+// cache capacities, expert sizes and synthetic trace shapes beyond any real model,
+// and thread counts that crash the OpenMP runtime.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <limits>
+#include <tuple>
+#include <vector>
 
 #include "engine/cpu_model.h"
 #include "engine/error.h"
@@ -109,6 +112,20 @@ TEST(BadInput, SimulatorCapacityAndExpertBytesAreBounded) {
                    d);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.err.find("error: simulate: the simulated time passes 2^63 ns"), std::string::npos) << r.err;
+}
+
+TEST(BadInput, SyntheticTraceShapesAreBounded) {
+  TempDir d;
+  for (const auto& [flag, value, said] : std::vector<std::tuple<std::string, std::string, std::string>>{
+           {"--layers", "2000000000", "--layers: is 2000000000, expected <= 1024"},
+           {"--experts", "100000", "--experts: is 100000, expected <= 256"},
+           {"--tokens", "2000000000",
+            "--tokens: is 2000000000: 128000000000 expert ids (tokens x layers x top-k), expected at most 268435456"}}) {
+    test::CliRun r = run_moebench({"make-trace", "--routing", "uniform", flag, value, "--out", d.str("t.json")}, d);
+    EXPECT_EQ(r.code, 2) << flag;
+    EXPECT_NE(r.err.find(said), std::string::npos) << r.err;
+    EXPECT_FALSE(std::filesystem::exists(d.str("t.json")));
+  }
 }
 
 TEST(BadInput, HugeThreadCountIsRefusedAndTheResultsStay) {
