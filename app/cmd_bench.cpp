@@ -112,6 +112,7 @@ std::vector<int32_t> make_prompt(int n, int vocab) {
 }
 
 int run(Args a) {
+  check_paths({{"--tokenizer", a.model.tokenizer}}, {{"--out", a.out}, {"--kernel-profile", a.kernel_profile}});
   if (a.layers > 0) {
     if (!a.model.preset.empty()) a.model.preset += fmt::format(":layers={}", a.layers);
     else if (a.model.model.rfind("synthetic:", 0) == 0 || a.model.model.find(':') == std::string::npos)
@@ -126,7 +127,7 @@ int run(Args a) {
   ctx.weights = &w;
   ctx.backend = app::resolve_backend(a.model);
   ctx.settings.max_model_len = a.model.max_model_len;
-  ctx.settings.gpu_mem_budget = a.model.gpu_mem_budget;
+  if (!a.model.gpu_mem_budget.empty()) ctx.settings.set("gpu_mem_budget", a.model.gpu_mem_budget);
   for (auto& kv : a.model.sets) {  // --set comes with the shared model options
     auto eq = kv.find('=');
     if (eq == std::string::npos) fail("--set {}: expected key=value", kv);
@@ -328,7 +329,6 @@ int run(Args a) {
                       k.bound ? fmt::format("{:.1f}%", k.bound->percent) : "-",
                       k.status == reports::CaseStatus::ok ? "ok" : "failed: " + k.error});
       res.cases.push_back(std::move(k));
-      if (!a.out.empty()) reports::save_results(a.out, res);
     }
   fmt::print("# moebench bench: {} on {} ({}), dispatch={} combine={} buffers={}\n\n", c.name, res.device.name,
              ctx.backend, ctx.settings.dispatch, ctx.settings.combine, ctx.settings.buffers);
@@ -341,7 +341,9 @@ int run(Args a) {
   fmt::print("\nbound: decode cases: weights one token reads / HBM copy bandwidth (batch B: B tokens per step over "
              "the weights a step reads, expected distinct experts at uniform routing); prefill cases (new tokens = 1): "
              "time to read every weight once; % = bound time / TTFT.\n");
-  if (!a.kernel_profile.empty()) {
+  const auto failed = std::count_if(res.cases.begin(), res.cases.end(),
+                                    [](const reports::Case& k) { return k.status != reports::CaseStatus::ok; });
+  if (!a.kernel_profile.empty() && failed < static_cast<long>(res.cases.size())) {
     kprof["device"] = res.device.name;
     kprof["model"] = c.name;
     kprof["commit"] = res.run.commit;
@@ -358,8 +360,18 @@ int run(Args a) {
       }
     }
   }
-  for (auto& k : res.cases)
-    if (k.status != reports::CaseStatus::ok) return 1;
+  if (failed == static_cast<long>(res.cases.size())) {
+    fmt::print(stderr, "all {} case(s) failed{}\n", failed, a.out.empty() ? "" : ": " + a.out + " not written");
+    return 3;
+  }
+  if (!a.out.empty()) {
+    reports::save_results(a.out, res);
+    fmt::print(stderr, "wrote {}\n", a.out);
+  }
+  if (failed > 0) {
+    fmt::print(stderr, "{} of {} case(s) failed\n", failed, res.cases.size());
+    return 3;
+  }
   return 0;
 }
 }  // namespace
@@ -378,6 +390,8 @@ MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured
       ->check(CLI::PositiveNumber);
   sub.add_option("--kernel-profile", a->kernel_profile,
                  "JSON of GPU time per decode step by kernel (one extra CUPTI-traced repetition per case)");
-  sub.add_option("--out", a->out, "Results JSON (reports/results.h schema), rewritten after every case");
+  sub.footer("Output paths are checked before the model loads. The results are written once every case ran, and not\n"
+             "when every case failed. Exit status: 0 ok, 3 when some or all cases failed, 1 on an error, 2 on a usage error.");
+  sub.add_option("--out", a->out, "Results JSON (reports/results.h schema), written when the cases have run");
   return [a] { return run(*a); };
 });

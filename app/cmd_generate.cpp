@@ -10,6 +10,7 @@
 #include "engine/cpu_model.h"
 #include "engine/generate.h"
 #include "engine/routing_recorder.h"
+#include "reports/atomic_file.h"
 
 namespace {
 struct Args {
@@ -25,6 +26,7 @@ struct Args {
 
 int run(const Args& a) {
   using namespace moebench;
+  check_paths({{"--tokenizer", a.model.tokenizer}}, {{"--record-routing", a.record_routing}});
   auto t0 = std::chrono::steady_clock::now();
   WeightSource w = app::open_weights(a.model);
   Tokenizer tok = app::open_tokenizer(a.model, w);

@@ -65,6 +65,7 @@ std::string npy_f32(const std::vector<float>& data, size_t rows, size_t cols) {
 int run(const Args& a) {
   using namespace moebench;
   if (a.ids.empty() == a.ids_file.empty()) fail("pass exactly one of --ids LIST and --ids-file FILE");
+  check_paths({{"--ids-file", a.ids_file}, {"--tokenizer", a.model.tokenizer}}, {{"--out", a.out}});
   WeightSource w = app::open_weights(a.model);
   const int V = w.config().vocab_size;
   std::vector<int32_t> ids;

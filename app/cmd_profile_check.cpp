@@ -501,6 +501,8 @@ int run_check(const Args&) {
 #endif
 
 int run(const Args& a) {
+  check_paths({{"--validate-trace", a.validate_trace}, {"--tokenizer", a.model.tokenizer}},
+              {{"--out", a.out}, {"--trace", a.trace}});
   if (!a.validate_trace.empty()) return validate_trace_file(a.validate_trace);
   return run_check(a);
 }

@@ -20,6 +20,7 @@ struct ReportArgs {
 
 int run_report(const ReportArgs& a) {
   using namespace moebench::reports;
+  moebench::check_paths({{"RESULTS", a.results}}, {{"--html", a.html}});
   Results r = load_results(a.results);
   if (!a.html.empty()) {
     moebench::write_file_atomic(a.html, render_html(r));

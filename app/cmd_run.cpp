@@ -1,8 +1,9 @@
 // cmd_run.cpp: `moebench run --suite S` runs a benchmark suite (suites/*.json),
-// writes the results JSON (rewritten atomically after every case), prints the
-// Markdown summary on stdout and optionally an HTML report and a Chrome trace.
-// Progress goes to stderr. SIGINT abandons the running case, keeps the finished
-// ones in the results file and exits 130; a second SIGINT kills at once.
+// prints the Markdown summary on stdout and writes the results JSON, optionally an
+// HTML report and a Chrome trace, once the run is complete; while it runs, the
+// finished cases are kept in OUT.partial.json. Progress goes to stderr. SIGINT or
+// SIGTERM abandons the running case, keeps the finished ones in the progress file,
+// leaves the outputs as they were and exits 128 + the signal; a second one kills at once.
 #include <unistd.h>
 
 #include <atomic>
@@ -39,18 +40,26 @@ struct RunArgs {
   bool list = false;
 };
 
-// The one piece of process state: what the SIGINT handler sets. The runner
+// The one piece of process state: what the SIGINT/SIGTERM handler sets. The runner
 // only ever sees a pointer to it (RunOptions::stop).
 std::atomic<bool> g_stop{false};
-extern "C" void on_sigint(int) { g_stop.store(true); }
+volatile std::sig_atomic_t g_signal = 0;
+extern "C" void on_stop_signal(int sig) {
+  g_signal = sig;
+  g_stop.store(true);
+}
 
-void install_sigint() {
+void install_stop_handlers() {
   struct sigaction sa {};
-  sa.sa_handler = on_sigint;
+  sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESETHAND;  // a second Ctrl-C gets the default action
   sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
 }
+
+// Exit status of a run whose cases (some or all) failed.
+constexpr int kExitCasesFailed = 3;
 
 std::vector<std::string> own_command_line() {
   std::ifstream f("/proc/self/cmdline", std::ios::binary);
@@ -69,12 +78,12 @@ std::string default_out(const std::string& suite_name) {
   return fmt::format("results/{}-{}.json", suite_name, buf);
 }
 
+// Creates the folder of an output when it is missing; check_paths then says what is
+// wrong with one that still cannot be written.
 void make_parent(const std::string& path) {
   std::filesystem::path p = std::filesystem::path(path).parent_path();
-  if (p.empty()) return;
   std::error_code ec;
-  std::filesystem::create_directories(p, ec);
-  if (ec) moebench::fail("{}: cannot create folder {}: {}", path, p.string(), ec.message());
+  if (!p.empty()) std::filesystem::create_directories(p, ec);
 }
 
 // MOEBENCH_INJECT_SLOWDOWN=1.2: the CI gate's test hook (GenerateOptions::inject_slowdown).
@@ -87,6 +96,37 @@ double injected_slowdown() {
     moebench::fail("MOEBENCH_INJECT_SLOWDOWN={}: expected a factor in [1, 10], e.g. 1.2", e);
   if (v != 1.0) moebench::log::warn("MOEBENCH_INJECT_SLOWDOWN={}: every timed step is stretched {}x (test hook)", e, v);
   return v;
+}
+
+// Writes the HTML report of a saved run, says what was written (or kept, or left
+// as it was) on stderr, and gives the exit status.
+int report_outcome(const RunArgs& a, const moebench::suites::RunOptions& opt, const moebench::suites::RunOutcome& out,
+                   size_t n_instances) {
+  using namespace moebench;
+  const size_t finished = out.results.cases.size();
+  if (out.interrupted) {
+    fmt::print(stderr, "interrupted: {} of {} case(s) finished{}; {} left as it was\n", finished, n_instances,
+               finished > 0 ? " and kept in " + opt.progress_path : "", opt.out_path);
+    return 128 + (g_signal != 0 ? static_cast<int>(g_signal) : SIGINT);
+  }
+  if (!out.saved) {
+    fmt::print(stderr, "all {} case(s) failed (see \"Failed cases\" above): {} not written, {} kept\n", finished,
+               opt.out_path, opt.progress_path);
+    return kExitCasesFailed;
+  }
+  std::string wrote = opt.out_path;
+  if (!a.html.empty()) {
+    write_file_atomic(a.html, reports::render_html(out.results));
+    wrote += ", " + a.html;
+  }
+  if (!out.results.run.trace_file.empty()) wrote += ", " + out.results.run.trace_file;
+  fmt::print(stderr, "wrote {}\n", wrote);
+  if (!out.trace_error.empty()) fail("--trace: {} (the results were written without it)", out.trace_error);
+  if (out.failed > 0) {
+    fmt::print(stderr, "{} of {} case(s) failed (see \"Failed cases\" above)\n", out.failed, finished);
+    return kExitCasesFailed;
+  }
+  return 0;
 }
 
 int run(const RunArgs& a) {
@@ -117,37 +157,30 @@ int run(const RunArgs& a) {
 
   suites::RunOptions opt;
   opt.out_path = a.out.empty() ? default_out(suite.name) : a.out;
+  opt.progress_path = suites::progress_path_for(opt.out_path);
   opt.trace_path = a.trace;
   opt.tokenizer_path = a.tokenizer;
   opt.inject_slowdown = injected_slowdown();
   opt.stop = &g_stop;
   opt.command_line = own_command_line();
-  make_parent(opt.out_path);
-  if (!a.html.empty()) make_parent(a.html);
-  if (!a.trace.empty()) make_parent(a.trace);
+  for (const std::string& p : {opt.out_path, a.html, a.trace})
+    if (!p.empty()) make_parent(p);
+  check_paths({{"--suite", suite.source}, {"--tokenizer", a.tokenizer}},
+              {{"--out", opt.out_path}, {"--out's progress file", opt.progress_path}, {"--html", a.html},
+               {"--trace", a.trace}});
   log::info("suite {} ({}): {} instance(s), {} model load(s), backend {}", suite.name, suite.source, instances.size(),
             suites::count_reloads(instances), instances.empty() ? "-" : instances.front().backend);
 
   app::Progress progress(isatty(STDERR_FILENO) != 0);
-  install_sigint();
+  install_stop_handlers();
   suites::RunOutcome out = suites::run_suite(instances, opt, progress.events());
   signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   progress.finish();
 
   std::fputs(reports::render_markdown(out.results).c_str(), stdout);
   std::fflush(stdout);
-  if (!a.html.empty()) write_file_atomic(a.html, reports::render_html(out.results));
-  std::string wrote = opt.out_path;
-  if (!a.html.empty()) wrote += ", " + a.html;
-  if (!out.results.run.trace_file.empty()) wrote += ", " + out.results.run.trace_file;
-  if (out.interrupted) {
-    fmt::print(stderr, "interrupted: {} of {} case(s) finished and kept in {}\n", out.results.cases.size(),
-               instances.size(), wrote);
-    return 130;
-  }
-  if (out.failed > 0) fmt::print(stderr, "{} case(s) failed (see \"Failed cases\" above)\n", out.failed);
-  fmt::print(stderr, "wrote {}\n", wrote);
-  return 0;
+  return report_outcome(a, opt, out, instances.size());
 }
 
 }  // namespace
@@ -161,9 +194,13 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
   sub.footer(
       "Suites are JSON files: NAME finds suites/NAME.json (or $MOEBENCH_SUITES_DIR/NAME.json); a path is read as is.\n"
       "--set takes any of: " + knobs + ".\n"
-      "The results file is rewritten after every case; Ctrl-C abandons the running case, keeps the finished ones\n"
-      "and exits 130. Exit status: 0 when the suite ran (failed cases are listed in the summary), 1 on an error\n"
-      "(bad suite file: one line naming the file and field), 2 on a usage error, 130 when interrupted.");
+      "Every output path is checked before anything runs. The results (and HTML, trace) are written once the run\n"
+      "is complete; meanwhile the finished cases are kept in OUT.partial.json (removed at the end). A file that\n"
+      "was there before is replaced only by a complete run with at least one case that did not fail.\n"
+      "Ctrl-C (or SIGTERM) abandons the running case, keeps the finished ones in the progress file and leaves\n"
+      "the outputs as they were. Exit status: 0 when every case ran, 3 when some or all cases failed (listed in\n"
+      "the summary), 1 on an error (bad suite file, bad path: one line naming it), 2 on a usage error,\n"
+      "130 on SIGINT, 143 on SIGTERM.");
   sub.add_option("--suite", a->suite, "suite name (short, medium, long, stages, default, ci, capacity) or a JSON file");
   sub.add_flag("--list", a->list, "list the suites found and exit");
   sub.add_option("--model", a->model, "model for every case: checkpoint DIR, PRESET or synthetic:PRESET[:layers=N]");

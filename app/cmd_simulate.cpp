@@ -14,6 +14,7 @@
 #include "app/command.h"
 #include "engine/error.h"
 #include "engine/log.h"
+#include "reports/atomic_file.h"
 #include "variants/cache_policy.h"
 #include "variants/routing.h"
 #include "variants/simulator.h"
@@ -45,11 +46,18 @@ void add_shape_options(CLI::App& sub, ShapeArgs& a, CLI::Option* exclude) {
   sub.add_option("--seed", a.seed, "seed of the synthetic routing and predictions (default 1)");
 }
 
-// Cross-field usage checks (exit 2 like any CLI11 validation error).
+// Cross-field usage checks (exit 2 like any CLI11 validation error). Layers and experts
+// have the limits of a model's config; the trace's expert ids (4 bytes each) at most 1 GiB.
 void check_shape_args(const ShapeArgs& a) {
   if (a.top_k > a.experts)
     throw CLI::ValidationError("--top-k", "is " + std::to_string(a.top_k) + ", expected <= --experts " +
                                               std::to_string(a.experts));
+  if (a.layers > 1024) throw CLI::ValidationError("--layers", "is " + std::to_string(a.layers) + ", expected <= 1024");
+  if (a.experts > 256) throw CLI::ValidationError("--experts", "is " + std::to_string(a.experts) + ", expected <= 256");
+  const int64_t ids = static_cast<int64_t>(a.tokens) * a.layers * a.top_k;
+  if (ids > (1 << 28))
+    throw CLI::ValidationError("--tokens", "is " + std::to_string(a.tokens) + ": " + std::to_string(ids) +
+                                               " expert ids (tokens x layers x top-k), expected at most 268435456");
 }
 
 RoutingTrace synth_trace(const ShapeArgs& a) {
@@ -159,7 +167,10 @@ int run_simulate(const SimulateArgs& a) {
   SimOptions opt;
   opt.link.h2d_gbps = a.h2d_gbps;
   opt.link.expert_bytes = a.expert_bytes;
-  opt.link.compute_ns_per_layer = std::llround(a.compute_ms_per_token * 1e6 / trace.n_layers);
+  const double compute_ns_per_layer = a.compute_ms_per_token * 1e6 / trace.n_layers;
+  if (!(compute_ns_per_layer < 0x1p62))
+    fail("--compute-ms-per-token {}: over the 2^62 ns the simulated clock holds", a.compute_ms_per_token);
+  opt.link.compute_ns_per_layer = std::llround(compute_ns_per_layer);
   opt.prediction.accuracy = a.prefetch_accuracy;
   opt.prediction.seed = a.shape.seed;
   auto t0 = std::chrono::steady_clock::now();
@@ -212,6 +223,7 @@ struct MakeTraceArgs {
 };
 
 int run_make_trace(const MakeTraceArgs& a) {
+  check_paths({}, {{"--out", a.out}});
   RoutingParams p{a.shape.layers, a.shape.experts, a.shape.top_k, a.shape.seed, ""};
   auto src = make_routing_source(parse_routing_spec(a.shape.routing), p);
   int steps = (a.shape.tokens + a.shape.tokens_per_step - 1) / a.shape.tokens_per_step;

@@ -32,7 +32,7 @@ EngineSettings settings_from(const ModelOptions& o) {
   EngineSettings s = o.stage.empty() ? EngineSettings{} : stage_settings(o.stage);
   if (!o.routing.empty()) s.set("routing", o.routing);
   if (o.stage.empty() || o.max_model_len != 1024) s.max_model_len = o.max_model_len;
-  if (!o.gpu_mem_budget.empty()) s.gpu_mem_budget = o.gpu_mem_budget;
+  if (!o.gpu_mem_budget.empty()) s.set("gpu_mem_budget", o.gpu_mem_budget);
   for (auto& kv : o.sets) {
     auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) fail("--set '{}': expected key=value", kv);

@@ -46,14 +46,38 @@ float get_float(const json& j, const char* key, const std::string& src, bool req
   return it->get<float>();
 }
 
-// eos_token_id may be an int or a list of ints (first one is used).
+// eos_token_id may be an int or a list of ints (first one is used). The range is
+// checked against the vocabulary by validate_config.
 int get_token_id(const json& j, const char* key, const std::string& src, int def) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return def;
-  if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) return (*it)[0].get<int>();
-  if (it->is_number_integer()) return it->get<int>();
-  fail("{}: field '{}' is {}, expected an integer or a list of integers", src, key, it->dump());
+  const json* v = it->is_array() && !it->empty() ? &(*it)[0] : &*it;
+  if (!v->is_number_integer())
+    fail("{}: field '{}' is {}, expected an integer or a list of integers", src, key, it->dump());
+  const int64_t id = v->get<int64_t>();
+  if (id < 0 || id > INT32_MAX) fail("{}: field '{}' is {}, expected a token id (0 or more)", src, key, it->dump());
+  return static_cast<int>(id);
 }
+
+// Upper limits of the shape fields: far above any Mixtral-class model (Mixtral-8x22B:
+// 56 layers, hidden 6144, 32768 vocab), low enough that a typo or a corrupt config is
+// this one-line error instead of gigabytes of tensor specs and buffers.
+struct Limit {
+  const char* key;
+  int ModelConfig::*field;
+  int max;
+};
+constexpr Limit kLimits[] = {
+    {"vocab_size", &ModelConfig::vocab_size, 1 << 22},
+    {"hidden_size", &ModelConfig::hidden_size, 1 << 16},
+    {"intermediate_size", &ModelConfig::intermediate_size, 1 << 18},
+    {"num_hidden_layers", &ModelConfig::num_hidden_layers, 1024},
+    {"num_attention_heads", &ModelConfig::num_attention_heads, 1024},
+    {"num_key_value_heads", &ModelConfig::num_key_value_heads, 1024},
+    {"head_dim", &ModelConfig::head_dim, 1024},
+    {"num_local_experts", &ModelConfig::num_local_experts, 256},
+    {"max_position_embeddings", &ModelConfig::max_position_embeddings, 1 << 24},
+};
 
 }  // namespace
 
@@ -102,16 +126,20 @@ void validate_config(const ModelConfig& c, const std::string& src) {
   positive("num_local_experts", c.num_local_experts);
   positive("num_experts_per_tok", c.num_experts_per_tok);
   positive("max_position_embeddings", c.max_position_embeddings);
+  for (const Limit& l : kLimits)
+    if (c.*l.field > l.max) fail("{}: field '{}' is {}, expected at most {}", src, l.key, c.*l.field, l.max);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", src, c.num_attention_heads,
          c.num_key_value_heads);
   if (c.head_dim % 2 != 0) fail("{}: head_dim {} is odd, expected an even value for RoPE", src, c.head_dim);
-  if (c.num_local_experts > 256)
-    fail("{}: num_local_experts {} exceeds 256, the most moebench supports", src, c.num_local_experts);
   if (c.num_experts_per_tok > c.num_local_experts)
     fail("{}: num_experts_per_tok {} exceeds num_local_experts {}", src, c.num_experts_per_tok, c.num_local_experts);
   if (!(c.rms_norm_eps > 0)) fail("{}: rms_norm_eps {} must be positive", src, c.rms_norm_eps);
   if (!(c.rope_theta > 0)) fail("{}: rope_theta {} must be positive", src, c.rope_theta);
+  if (c.bos_token_id < 0 || c.bos_token_id >= c.vocab_size)
+    fail("{}: field 'bos_token_id' is {}, expected a token id in [0, vocab_size {})", src, c.bos_token_id, c.vocab_size);
+  if (c.eos_token_id < 0 || c.eos_token_id >= c.vocab_size)
+    fail("{}: field 'eos_token_id' is {}, expected a token id in [0, vocab_size {})", src, c.eos_token_id, c.vocab_size);
 }
 
 ModelConfig load_config(const std::string& path) {

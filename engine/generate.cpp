@@ -52,9 +52,13 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   // Greedy: the model picks the token (on the device for CUDA: no logits copy).
   const bool greedy = opt.sampling.temperature == 0.0f;
   auto step = [&](const int32_t* toks, int n, int pos0) {
-    if (greedy) return model.forward_argmax(toks, n, pos0);
-    model.forward(toks, n, pos0, logits.data());
-    return sampler.sample(logits.data(), c.vocab_size);
+    try {
+      if (greedy) return model.forward_argmax(toks, n, pos0);
+      model.forward(toks, n, pos0, logits.data());
+      return sampler.sample(logits.data(), c.vocab_size);
+    } catch (const NonFiniteLogits& e) {  // no token from them: say which step
+      fail("{}: {}", pos0 == 0 ? "prefill" : fmt::format("decode step {}", pos0 - r.prompt_tokens + 1), e.what());
+    }
   };
   int32_t tok = step(prompt.data(), static_cast<int>(prompt.size()), 0);
   int64_t t1 = end_step(t0, opt.inject_slowdown, clock);

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/sampler.h"
 
 namespace moebench {
 
@@ -26,10 +27,7 @@ class Model {
   virtual int32_t forward_argmax(const int32_t* tokens, int n, int pos0) {
     std::vector<float> logits(static_cast<size_t>(config().vocab_size));
     forward(tokens, n, pos0, logits.data());
-    int32_t best = 0;
-    for (int32_t i = 1; i < config().vocab_size; ++i)
-      if (logits[i] > logits[best]) best = i;
-    return best;
+    return argmax(logits.data(), config().vocab_size);
   }
   // Forgets the KV cache (a new sequence starts at position 0).
   virtual void reset() = 0;

@@ -30,12 +30,17 @@ int64_t TensorView::numel() const {
 }
 
 SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO must not wait for a writer (it is refused just below).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) fail("{}: cannot open ({})", path, std::strerror(errno));
   struct stat st {};
   if (::fstat(fd, &st) != 0) {
     ::close(fd);
     fail("{}: cannot stat ({})", path, std::strerror(errno));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    fail("{}: is not a regular file (a safetensors file is expected)", path);
   }
   size_ = static_cast<size_t>(st.st_size);
   if (size_ < 8) {
@@ -102,13 +107,17 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       range_names.push_back(name);
       tensors_.emplace(name, std::move(v));
     }
-    std::vector<size_t> order(ranges.size());
-    for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+    // Zero-length tensors hold no bytes and overlap nothing: they are left out, so that
+    // each non-empty range is compared with the non-empty one before it in offset order
+    // (an empty one in between must not hide an overlap).
+    std::vector<size_t> order;
+    for (size_t i = 0; i < ranges.size(); ++i)
+      if (ranges[i].second > ranges[i].first) order.push_back(i);
     std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
     for (size_t i = 1; i < order.size(); ++i) {
       auto& p = ranges[order[i - 1]];
       auto& q = ranges[order[i]];
-      if (q.first < p.second && q.second > q.first && p.second > p.first)
+      if (q.first < p.second)
         fail("{}: tensors '{}' [{}, {}] and '{}' [{}, {}] overlap", path, range_names[order[i - 1]], p.first, p.second,
              range_names[order[i]], q.first, q.second);
     }
@@ -134,7 +143,12 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
   std::vector<std::string> paths;
   fs::path index = fs::path(dir) / "model.safetensors.index.json";
   std::map<std::string, std::string> weight_map;
+  if (fs::exists(index) && fs::exists(fs::path(dir) / "model.safetensors"))
+    fail("{}: holds both model.safetensors and model.safetensors.index.json: which checkpoint is meant is ambiguous "
+         "(remove the stale one)",
+         dir);
   if (fs::exists(index)) {
+    if (!fs::is_regular_file(index)) fail("{}: is not a regular file", index.string());
     std::ifstream f(index);
     json j;
     try {

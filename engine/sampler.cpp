@@ -16,8 +16,13 @@ void validate_sampling(const SamplingParams& p) {
 
 int32_t argmax(const float* logits, int n) {
   int32_t best = 0;
-  for (int i = 1; i < n; ++i)
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(logits[i]))
+      throw NonFiniteLogits(fmt::format("logit {} of {} is {}: the model gave non-finite logits (NaN or Inf in "
+                                        "the weights, or an overflow)",
+                                        i, n, logits[i]));
     if (logits[i] > logits[best]) best = i;
+  }
   return best;
 }
 

@@ -3,9 +3,20 @@
 #pragma once
 #include <cstdint>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "engine/error.h"
+
 namespace moebench {
+
+// Logits with a NaN or an infinity: the weights hold non-finite values (or the forward
+// pass overflowed). Thrown where logits are consumed, so no token is made up from them;
+// generate() adds the step.
+class NonFiniteLogits : public Error {
+ public:
+  using Error::Error;
+};
 
 struct SamplingParams {
   float temperature = 0.0f;  // 0 = greedy
@@ -27,6 +38,8 @@ class Sampler {
   std::vector<std::pair<float, int32_t>> buf_;
 };
 
+// The index of the largest logit (ties to the lowest); throws NonFiniteLogits naming
+// the first NaN or infinity.
 int32_t argmax(const float* logits, int n);
 
 }  // namespace moebench

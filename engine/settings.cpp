@@ -6,6 +6,7 @@
 #include <functional>
 
 #include "engine/error.h"
+#include "engine/units.h"
 
 namespace moebench {
 
@@ -28,6 +29,16 @@ double parse_double(const std::string& key, const std::string& v, double lo, dou
   } catch (...) {
   }
   fail("setting {}={}: expected a number in [{}, {}]", key, v, lo, hi);
+}
+// A byte count as parse_bytes reads it ("22GiB", "80GB", "4096"), above zero; kept as text.
+std::string parse_byte_count(const std::string& key, const std::string& v) {
+  uint64_t bytes = 0;
+  try {
+    bytes = parse_bytes(v);
+  } catch (const Error&) {
+  }
+  if (bytes == 0) fail("setting {}={}: expected a positive byte count, e.g. 22GiB, 512MiB, 80GB", key, v);
+  return v;
 }
 bool parse_bool(const std::string& key, const std::string& v) {
   if (v == "true" || v == "1" || v == "on" || v == "yes") return true;
@@ -82,7 +93,8 @@ const std::vector<Knob>& knobs() {
        [](auto& s, auto& v) { s.max_model_len = parse_int("max_model_len", v, 1); }},
       {"gpu_memory_utilization", [](auto& s) { return fmt::format("{}", s.gpu_memory_utilization); },
        [](auto& s, auto& v) { s.gpu_memory_utilization = parse_double("gpu_memory_utilization", v, 0.05, 1.0); }},
-      {"gpu_mem_budget", [](auto& s) { return s.gpu_mem_budget; }, [](auto& s, auto& v) { s.gpu_mem_budget = v; }},
+      {"gpu_mem_budget", [](auto& s) { return s.gpu_mem_budget; },
+       [](auto& s, auto& v) { s.gpu_mem_budget = v.empty() ? v : parse_byte_count("gpu_mem_budget", v); }},
       {"expert_dtype", [](auto& s) { return s.expert_dtype; },
        [](auto& s, auto& v) { s.expert_dtype = one_of("expert_dtype", v, {"bf16"}); }},
   };

@@ -63,6 +63,7 @@ bool parse_synthetic_model(const std::string& model, ModelConfig* out) {
 }
 
 WeightSource WeightSource::synthetic(const ModelConfig& cfg, uint64_t seed, DType dtype) {
+  validate_config(cfg, "model " + cfg.name);
   WeightSource w;
   w.cfg_ = cfg;
   w.seed_ = seed;
@@ -75,6 +76,7 @@ WeightSource WeightSource::checkpoint(const std::string& dir) {
   fs::path cfgp = fs::path(dir) / "config.json";
   if (!fs::is_directory(dir)) fail("{}: not a directory and not a preset (expected a checkpoint folder or one of the presets)", dir);
   if (!fs::exists(cfgp)) fail("{}: missing config.json (expected an HF checkpoint folder)", dir);
+  if (!fs::is_regular_file(cfgp)) fail("{}: is not a regular file (expected an HF config.json)", cfgp.string());
   w.cfg_ = load_config(cfgp.string());
   w.cfg_.name = fs::path(dir).filename().string();
   w.ckpt_ = std::make_shared<Checkpoint>(dir);

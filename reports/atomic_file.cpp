@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -40,7 +41,56 @@ struct TempFile {
   }
 };
 
+// A path as check_paths compares it: absolute, symlinks and ".." resolved as far as it exists.
+std::string canonical_of(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path p = std::filesystem::weakly_canonical(std::filesystem::absolute(path, ec), ec);
+  return ec ? path : p.lexically_normal().string();
+}
+
+bool same_inode(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+void check_output(const PathArg& o) {
+  struct stat st {};
+  if (::stat(o.path.c_str(), &st) == 0) {
+    if (S_ISDIR(st.st_mode)) fail("{} {}: is a folder, expected a file name", o.flag, o.path);
+    if (!S_ISREG(st.st_mode)) fail("{} {}: exists and is not a regular file", o.flag, o.path);
+  }
+  const std::string dir = dir_of(o.path);
+  if (::stat(dir.c_str(), &st) != 0) fail("{} {}: folder {} does not exist", o.flag, o.path, dir);
+  if (!S_ISDIR(st.st_mode)) fail("{} {}: {} is not a folder", o.flag, o.path, dir);
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    fail("{} {}: cannot write in folder {}: {}", o.flag, o.path, dir, std::strerror(errno));
+}
+
 }  // namespace
+
+void check_paths(const std::vector<PathArg>& inputs, const std::vector<PathArg>& outputs) {
+  struct Named {
+    const PathArg* arg;
+    bool output;
+    std::string canonical;
+  };
+  std::vector<Named> all;
+  for (const PathArg& o : outputs)
+    if (!o.path.empty()) {
+      check_output(o);
+      all.push_back({&o, true, canonical_of(o.path)});
+    }
+  for (const PathArg& i : inputs)
+    if (!i.path.empty()) all.push_back({&i, false, canonical_of(i.path)});
+  for (size_t a = 0; a < all.size(); ++a)
+    for (size_t b = a + 1; b < all.size(); ++b) {
+      const Named &x = all[a], &y = all[b];
+      if (!x.output && !y.output) continue;
+      if (x.canonical != y.canonical && !same_inode(x.arg->path, y.arg->path)) continue;
+      fail("{} {} and {} {} are the same file ({}): {}", x.arg->flag, x.arg->path, y.arg->flag, y.arg->path,
+           x.canonical, y.output ? "one output would replace the other" : "the output would replace the input");
+    }
+}
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   if (path.empty()) fail("cannot write a file with an empty path");

@@ -6,6 +6,7 @@
 #pragma once
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace moebench {
 
@@ -13,6 +14,20 @@ namespace moebench {
 // failing step (open, write, fsync, rename) with strerror; on failure the
 // temporary file is removed and any previous `path` is left untouched.
 void write_file_atomic(const std::string& path, std::string_view bytes);
+
+// One file argument of a command: the flag (or positional name) that gave it, and the path.
+struct PathArg {
+  std::string flag;
+  std::string path;
+};
+
+// Checks a command's file arguments before it does any work, so that a mistake is
+// found before a long run and never destroys a file. Fails with one line naming the
+// flag and path when an output's folder is missing or not writable, an output exists
+// but is not a regular file, or two arguments name the same file (two outputs, or an
+// output and an input; compared by canonical path, and by inode when both exist).
+// Empty paths are skipped.
+void check_paths(const std::vector<PathArg>& inputs, const std::vector<PathArg>& outputs);
 
 // Reads a whole file; throws Error "PATH: cannot read: <strerror>".
 std::string read_file(const std::string& path);

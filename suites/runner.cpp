@@ -178,7 +178,6 @@ class Runner {
       }
     }
     if (ev_.on_plan) ev_.on_plan(static_cast<int>(instances.size()));
-    if (!opt_.out_path.empty()) reports::save_results(opt_.out_path, res);  // a valid file from the start
     const int rounds = instances.empty() ? 1 : std::max(1, instances.front().rounds);
     std::vector<Pending> pending(instances.size());
     try {
@@ -198,8 +197,7 @@ class Runner {
           finish(in, p);
           if (p.c.status == CaseStatus::failed) ++out.failed;
           res.cases.push_back(std::move(p.c));
-          if (trace_ready_) write_trace(res);
-          if (!opt_.out_path.empty()) reports::save_results(opt_.out_path, res);
+          if (!opt_.progress_path.empty()) reports::save_results(opt_.progress_path, res);
           if (ev_.on_instance_end) ev_.on_instance_end(index, res.cases.back());
         }
       }
@@ -207,6 +205,7 @@ class Runner {
       out.interrupted = true;  // the running instance (and, with rounds, every unfinished one) is dropped
     }
     if (cupti_) cupti_->disable();
+    if (!out.interrupted) save(out);
     return out;
   }
 
@@ -501,10 +500,25 @@ class Runner {
     }
   }
 
-  void write_trace(reports::Results& res) {
-    profiler::write_chrome_trace(opt_.trace_path, trace_);
-    res.run.trace_file = opt_.trace_path;
-    trace_ready_ = false;
+  // The complete run's files: the trace, then the results (naming the trace when it
+  // was written); none of them when every instance failed. A trace that cannot be
+  // written costs the trace only.
+  void save(RunOutcome& out) {
+    reports::Results& res = out.results;
+    if (!res.cases.empty() && out.failed == static_cast<int>(res.cases.size())) return;
+    if (trace_ready_ && !opt_.trace_path.empty()) {
+      try {
+        profiler::write_chrome_trace(opt_.trace_path, trace_);
+        res.run.trace_file = opt_.trace_path;
+      } catch (const Error& e) {
+        out.trace_error = e.what();
+      }
+    }
+    if (opt_.out_path.empty()) return;
+    reports::save_results(opt_.out_path, res);
+    out.saved = true;
+    std::error_code ec;  // a progress file that cannot be removed is only left behind
+    if (!opt_.progress_path.empty()) std::filesystem::remove(opt_.progress_path, ec);
   }
 
   const RunOptions& opt_;
@@ -516,7 +530,7 @@ class Runner {
   std::unique_ptr<Calibration> calib_;
   profiler::TraceInput trace_;
   bool trace_pending_ = false;  // trace_ holds the last repetition of an unfinished instance
-  bool trace_ready_ = false;    // ... of the instance that just finished: write it
+  bool trace_ready_ = false;    // ... of the last finished instance: written at the end
 };
 
 }  // namespace
@@ -588,6 +602,13 @@ std::vector<int32_t> synthetic_prompt(int prompt_tokens, int vocab_size, int32_t
     ids.push_back(static_cast<int32_t>(3 + s % static_cast<uint64_t>(vocab_size - 3)));
   }
   return ids;
+}
+
+std::string progress_path_for(const std::string& out_path) {
+  const std::string ext = ".json";
+  if (out_path.size() > ext.size() && out_path.compare(out_path.size() - ext.size(), ext.size(), ext) == 0)
+    return out_path.substr(0, out_path.size() - ext.size()) + ".partial.json";
+  return out_path + ".partial.json";
 }
 
 RunOutcome run_suite(const std::vector<Instance>& instances, const RunOptions& opt, const RunEvents& ev) {

@@ -15,13 +15,16 @@
 //   - expert counters summed over the measured repetitions from the profiler (as
 //     the engine bumped them: zeros when it bumps none), memory peaks, CUPTI GPU
 //     time when tracing on CUDA, aggregates, the bound, the output-token hash;
-//   - the results file rewritten atomically.
+//   - the results so far rewritten atomically to the progress file.
+// The results file itself (and the trace) is written once, when the run is complete
+// and at least one instance ran: a file that was there before is replaced only by a
+// complete run, never by an interrupted, crashed or all-failed one.
 // With rounds > 1 (suite.h) the repetitions are interleaved across instances and
 // instances finish in the last round.
 // An instance that fails (bad prompt length, model load error, unsupported batch
 // size) is kept with status failed and its one-line error; the run goes on.
-// When *stop becomes true (SIGINT) the current instance is abandoned, the file
-// keeps every finished one, and run_suite returns with interrupted = true.
+// When *stop becomes true (SIGINT) the current instance is abandoned, the progress
+// file keeps every finished one, and run_suite returns with interrupted = true.
 #pragma once
 #include <atomic>
 #include <functional>
@@ -37,8 +40,9 @@
 namespace moebench::suites {
 
 struct RunOptions {
-  std::string out_path;          // results JSON, rewritten after every instance ("" = not written)
-  std::string trace_path;        // Chrome trace of the last repetition of the latest finished instance; "" = off
+  std::string out_path;          // results JSON, written when the run is complete and not every instance failed ("" = not written)
+  std::string progress_path;     // the results so far, rewritten after every instance ("" = none); removed once out_path is written
+  std::string trace_path;        // Chrome trace of the last repetition of the last finished instance, written with out_path; "" = off
   std::string tokenizer_path;    // "" = MODEL/tokenizer.json, else the built-in Mistral one
   double inject_slowdown = 1.0;  // test hook of the CI gate, see GenerateOptions
   bool measure_bandwidth = true; // device bandwidth measurement (about 0.1 s)
@@ -59,7 +63,12 @@ struct RunOutcome {
   reports::Results results;
   bool interrupted = false;
   int failed = 0;  // instances with status failed
+  bool saved = false;        // out_path was written
+  std::string trace_error;   // the trace could not be written (the results were, without it)
 };
+
+// Where `moebench run` keeps the results of a run in progress: OUT.json -> OUT.partial.json.
+std::string progress_path_for(const std::string& out_path);
 
 RunOutcome run_suite(const std::vector<Instance>& instances, const RunOptions& opt, const RunEvents& ev = {});
 

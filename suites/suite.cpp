@@ -61,10 +61,10 @@ struct Node {
     if (!v.is_string() || v.get<std::string>().empty()) bad("a non-empty string");
     return v.get<std::string>();
   }
-  int integer(int lo, const char* expected) const {
+  int integer(int lo, const char* expected, int hi = 1 << 30) const {
     if (!v.is_number_integer()) bad(expected);
     auto x = v.get<int64_t>();
-    if (x < lo || x > (1 << 30)) bad(expected);
+    if (x < lo || x > hi) bad(expected);
     return static_cast<int>(x);
   }
   // A setting value: string, number or bool, as the text `--set` would take.
@@ -146,7 +146,10 @@ SuiteDefaults parse_defaults(const Node& n) {
   }
   if (n.has("rounds")) d.rounds = n.at("rounds").integer(1, "a positive integer");
   if (n.has("new_tokens")) d.new_tokens = n.at("new_tokens").integer(1, "a positive integer");
-  if (n.has("cpu_threads")) d.cpu_threads = n.at("cpu_threads").integer(0, "a non-negative integer");
+  // A fixed limit, the same on every machine (so a suite is valid everywhere): far
+  // more threads than any CPU has, well below what makes the OpenMP runtime fail.
+  if (n.has("cpu_threads"))
+    d.cpu_threads = n.at("cpu_threads").integer(0, "an integer in [0, 1024] (0: OpenMP's default)", 1024);
   if (n.has("stage")) {
     d.stage = n.at("stage").str();
     check_stage(n.at("stage"), d.stage);

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <tuple>
+#include <vector>
 
 #include "engine/config.h"
 #include "engine/error.h"
@@ -70,6 +72,50 @@ TEST(Config, UnknownPreset) {
   }
 }
 
+namespace {
+std::string config_error(const nlohmann::json& j) {
+  try {
+    config_from_json(j, "m/config.json");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+// A shape field far beyond any real model is a one-line error at load, before any
+// tensor spec or buffer is sized from it.
+TEST(Config, ShapeFieldsAreBounded) {
+  for (const auto& [key, value, max] : std::vector<std::tuple<std::string, int64_t, int>>{
+           {"num_hidden_layers", 2147483647, 1024},
+           {"vocab_size", 1 << 23, 1 << 22},
+           {"hidden_size", 1 << 17, 1 << 16},
+           {"intermediate_size", 1 << 19, 1 << 18},
+           {"num_attention_heads", 2048, 1024},
+           {"head_dim", 4096, 1024},
+           {"max_position_embeddings", 1 << 25, 1 << 24}}) {
+    auto j = config_to_json(preset_config("tiny"));
+    j[key] = value;
+    EXPECT_EQ(config_error(j), fmt::format("m/config.json: field '{}' is {}, expected at most {}", key, value, max));
+  }
+  auto j = config_to_json(preset_config("tiny"));
+  j["num_hidden_layers"] = 1024;
+  EXPECT_EQ(config_error(j), "");
+}
+
+TEST(Config, TokenIdsOutsideTheVocabularyAreRefused) {
+  auto j = config_to_json(preset_config("tiny"));  // vocab_size 32000
+  j["bos_token_id"] = 32000;
+  EXPECT_EQ(config_error(j), "m/config.json: field 'bos_token_id' is 32000, expected a token id in [0, vocab_size 32000)");
+  j = config_to_json(preset_config("tiny"));
+  j["eos_token_id"] = {99999, 2};
+  EXPECT_EQ(config_error(j), "m/config.json: field 'eos_token_id' is 99999, expected a token id in [0, vocab_size 32000)");
+  j["eos_token_id"] = -1;
+  EXPECT_EQ(config_error(j), "m/config.json: field 'eos_token_id' is -1, expected a token id (0 or more)");
+  j["eos_token_id"] = 31999;
+  EXPECT_EQ(config_error(j), "");
+}
+
 // ---- engine settings (engine/settings.h) ----
 #include "engine/settings.h"
 
@@ -111,4 +157,17 @@ TEST(Settings, BadValuesGiveOneLineNamingKnobValueAndRange) {
   EXPECT_NE(unknown.find("unknown setting 'fused_max'"), std::string::npos) << unknown;
   EXPECT_NE(unknown.find("fused_decode_max_tokens"), std::string::npos) << unknown;  // lists the knobs
   EXPECT_EQ(s.fused_decode_max_tokens, 2);  // a refused value leaves the knob as it was
+}
+
+TEST(Settings, GpuMemBudgetMustBeAPositiveByteCount) {
+  EngineSettings s;
+  for (const char* bad : {"abc", "-1GiB", "nan", "0", "inf"}) {
+    EXPECT_EQ(set_error(s, "gpu_mem_budget", bad),
+              fmt::format("setting gpu_mem_budget={}: expected a positive byte count, e.g. 22GiB, 512MiB, 80GB", bad));
+    EXPECT_EQ(s.gpu_mem_budget, "");
+  }
+  EXPECT_EQ(set_error(s, "gpu_mem_budget", "22GiB"), "");
+  EXPECT_EQ(s.gpu_mem_budget, "22GiB");
+  s.gpu_mem_budget = "abc";  // set around the setter: validate() still refuses it
+  EXPECT_THROW(s.validate(), Error);
 }

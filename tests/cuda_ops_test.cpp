@@ -367,6 +367,7 @@ TEST_F(CudaOps, Argmax) {
     ref[i] = best;
   }
   ref[3] = 100;
+  ref[4] = -1;  // a NaN in the row: marked, no token is made up from it
   int32_t* ids = zeros<int32_t>(n);
   cuda::argmax(up(logits), ids, n, vocab, stream_);
   EXPECT_EQ(down(ids, n), ref);

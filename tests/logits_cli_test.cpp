@@ -20,24 +20,11 @@ using moebench::test::TempDir;
 
 namespace {
 
-std::string moebench_exe() {
-  return std::filesystem::read_symlink("/proc/self/exe").parent_path().string() + "/moebench";
-}
+using test::moebench_exe;
 
 // Runs argv with stdout/stderr to files; returns the exit code.
 int run(const std::vector<std::string>& args, const std::string& out, const std::string& err) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    if (!freopen(out.c_str(), "w", stdout) || !freopen(err.c_str(), "w", stderr)) _exit(126);
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return test::wait_exit(test::spawn(args, out, err));
 }
 
 // A (rows, cols) float32 .npy written by cmd_logits.

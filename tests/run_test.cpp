@@ -1,7 +1,7 @@
 // run_test.cpp: `moebench run` end to end on the tiny model: the ci suite writes a
 // results file that loads back; outputs are deterministic; SIGINT during a case
-// leaves a valid file with the finished cases and exit code 130; a malformed
-// suite is a one-line error; and the CI gate (scripts/ci_gate.sh against the
+// keeps the finished cases in the progress file, the outputs as they were, and
+// exits 130; a malformed suite is a one-line error; and the CI gate (scripts/ci_gate.sh against the
 // committed baseline) fails on an injected 20% slowdown and passes unchanged.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -28,31 +28,9 @@ namespace {
 
 std::string cpu(const std::string&) { return "cpu"; }
 
-std::string bin_dir() { return std::filesystem::read_symlink("/proc/self/exe").parent_path().string(); }
-std::string moebench_exe() { return bin_dir() + "/moebench"; }
-
-// Runs argv with stdout/stderr to files; returns the pid.
-pid_t spawn(const std::vector<std::string>& args, const std::string& out, const std::string& err,
-            const std::vector<std::string>& env = {}) {
-  pid_t pid = fork();
-  if (pid == 0) {
-    freopen(out.c_str(), "w", stdout);
-    freopen(err.c_str(), "w", stderr);
-    for (const std::string& e : env) putenv(const_cast<char*>(e.c_str()));
-    std::vector<char*> argv;
-    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
-  return pid;
-}
-
-int wait_exit(pid_t pid) {
-  int status = 0;
-  waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
+using test::moebench_exe;
+using test::spawn;
+using test::wait_exit;
 
 RunOutcome run_ci(const std::string& out, int repetitions, double slowdown = 1.0) {
   setenv("MOEBENCH_SUITES_DIR", (test::source_dir() + "/suites").c_str(), 1);
@@ -159,23 +137,25 @@ TEST(RunCli, MalformedSuiteIsAOneLineErrorAndExit1) {
   EXPECT_FALSE(std::filesystem::exists(d.str("r.json")));
 }
 
-TEST(RunCli, SigintKeepsTheFinishedCasesAndExits130) {
+TEST(RunCli, SigintKeepsTheFinishedCasesInTheProgressFileAndExits130) {
   TempDir d;
   // A quick first case, then one that runs for minutes.
   test::write_file(d.str("two.json"), R"({"name": "two", "defaults": {"model": "tiny", "backend": "cpu", "repetitions": 1},
     "cases": [{"name": "quick", "prompt_tokens": 8, "new_tokens": 4},
               {"name": "slow", "prompt_tokens": 16, "new_tokens": 900}]})");
-  std::string out = d.str("two-results.json");
+  std::string out = d.str("two-results.json"), progress = d.str("two-results.partial.json");
+  test::write_file(out, "previous results");
+  test::write_file(d.str("r.html"), "previous report");
   pid_t pid = spawn({moebench_exe(), "run", "--suite", d.str("two.json"), "--out", out, "--repetitions", "200",
                      "--html", d.str("r.html")},
                     d.str("out"), d.str("err"));
-  // Poll the results file until the first case is in it.
+  // Poll the progress file until the first case is in it.
   bool first_done = false;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(120);
   while (!first_done && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     try {
-      first_done = reports::load_results(out).cases.size() >= 1;
+      first_done = reports::load_results(progress).cases.size() >= 1;
     } catch (const Error&) {  // not written yet
     }
   }
@@ -183,13 +163,16 @@ TEST(RunCli, SigintKeepsTheFinishedCasesAndExits130) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // well inside the slow case
   kill(pid, SIGINT);
   EXPECT_EQ(wait_exit(pid), 130) << test::read_file(d.str("err"));
-  reports::Results r = reports::load_results(out);
+  reports::Results r = reports::load_results(progress);
   ASSERT_EQ(r.cases.size(), 1u);
   EXPECT_EQ(r.cases[0].name, "quick");
   EXPECT_EQ(r.cases[0].status, reports::CaseStatus::ok);
-  EXPECT_NE(test::read_file(d.str("err")).find("interrupted: 1 of 2 case(s) finished"), std::string::npos);
+  EXPECT_NE(test::read_file(d.str("err")).find("interrupted: 1 of 2 case(s) finished and kept in " + progress),
+            std::string::npos);
   EXPECT_NE(test::read_file(d.str("out")).find("| quick"), std::string::npos);  // the summary still prints
-  EXPECT_TRUE(std::filesystem::exists(d.str("r.html")));
+  // The outputs of an interrupted run are left as they were.
+  EXPECT_EQ(test::read_file(out), "previous results");
+  EXPECT_EQ(test::read_file(d.str("r.html")), "previous report");
   for (const auto& e : std::filesystem::directory_iterator(d.path))  // no temporary files left behind
     EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
 }

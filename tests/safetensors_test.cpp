@@ -1,15 +1,24 @@
 // safetensors_test.cpp: the checkpoint reader on good, sharded and broken files,
-// including a randomised-corruption test (never a crash, always an Error).
+// including a randomised-corruption test (never a crash, always an Error), and
+// checkpoint folders rewritten or left ambiguous.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <random>
+#include <thread>
 
 #include "engine/error.h"
 #include "engine/safetensors.h"
 #include "engine/synth_checkpoint.h"
 #include "engine/weight_source.h"
+#include "engine/weights.h"
 #include "test_util.h"
 
 using namespace moebench;
@@ -197,4 +206,92 @@ TEST(Checkpoint, SyntheticIsDeterministicPerSeed) {
   EXPECT_NE(va, vx);
   // Values lie within the declared init range.
   for (float v : va) EXPECT_LE(std::fabs(v), s.init_scale * 1.01f);
+}
+
+TEST(Safetensors, ZeroLengthTensorDoesNotHideAnOverlap) {
+  test::TempDir d;
+  std::string bytes = make_file(d.str("m.safetensors"));
+  auto j = nlohmann::json::parse(header_json(bytes));
+  j["b"]["data_offsets"] = {16, 24};                                            // inside a's [0, 24]
+  j["z"] = {{"dtype", "F32"}, {"shape", {0}}, {"data_offsets", {8, 8}}};  // empty, sorts between them
+  test::write_file(d.str("o.safetensors"), with_header(bytes, j.dump()));
+  std::string e = error_of(d.str("o.safetensors"));
+  EXPECT_NE(e.find("tensors 'a' [0, 24] and 'b' [16, 24] overlap"), std::string::npos) << e;
+  j["b"]["data_offsets"] = {24, 32};  // adjacent, not overlapping: still fine with the empty one
+  test::write_file(d.str("ok.safetensors"), with_header(bytes, j.dump()));
+  EXPECT_EQ(error_of(d.str("ok.safetensors")), "");
+}
+
+// A FIFO (or any non-regular file) in place of a safetensors file is refused at once.
+// Without that check, opening it waits for a writer: a helper thread plays the writer
+// until the reader is done, so the test ends either way.
+TEST(Safetensors, NonRegularFileIsRefused) {
+  test::TempDir d;
+  const std::string p = d.str("model.safetensors");
+  ASSERT_EQ(::mkfifo(p.c_str(), 0600), 0);
+  std::atomic<bool> done{false};
+  std::thread writer([&] {
+    while (!done) {
+      int fd = ::open(p.c_str(), O_WRONLY | O_NONBLOCK);
+      if (fd >= 0) ::close(fd);
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  std::string e = error_of(p);
+  done = true;
+  writer.join();
+  EXPECT_EQ(e, p + ": is not a regular file (a safetensors file is expected)");
+}
+
+TEST(Checkpoint, RewritingAFolderLeavesNoStaleShardOrIndex) {
+  test::TempDir d;
+  ModelConfig c = preset_config("micro");
+  write_synthetic_checkpoint(c, 1, DType::bf16, d.str(), 64 * 1024);  // sharded, with an index
+  ASSERT_TRUE(fs::exists(d.str("model.safetensors.index.json")));
+  test::write_file(d.str("tokenizer.json"), "{}");
+  write_synthetic_checkpoint(c, 2, DType::bf16, d.str());  // one file
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(d.path)) left.push_back(e.path().filename().string());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"config.json", "model.safetensors", "tokenizer.json"}));
+  // The loader reads the new weights (seed 2), not the old shards (seed 1).
+  auto w = WeightSource::checkpoint(d.str());
+  auto syn = WeightSource::synthetic(c, 2, DType::bf16);
+  TensorSpec s = tensor_spec(c, names::expert(1, 2, "w2"));
+  std::vector<uint16_t> a(s.numel()), b(s.numel());
+  w.read_bf16(s, a.data());
+  syn.read_bf16(s, b.data());
+  EXPECT_EQ(a, b);
+  // And back to shards: the single file goes.
+  write_synthetic_checkpoint(c, 3, DType::bf16, d.str(), 64 * 1024);
+  EXPECT_FALSE(fs::exists(d.str("model.safetensors")));
+  EXPECT_NO_THROW(WeightSource::checkpoint(d.str()));
+}
+
+TEST(Checkpoint, FolderWithBothASingleFileAndAnIndexIsAmbiguous) {
+  test::TempDir d, other;
+  ModelConfig c = preset_config("micro");
+  write_synthetic_checkpoint(c, 1, DType::bf16, d.str(), 64 * 1024);
+  write_synthetic_checkpoint(c, 2, DType::bf16, other.str());
+  fs::copy_file(other.str("model.safetensors"), d.str("model.safetensors"));
+  try {
+    WeightSource::checkpoint(d.str());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), d.str() + ": holds both model.safetensors and model.safetensors.index.json: "
+                                               "which checkpoint is meant is ambiguous (remove the stale one)");
+  }
+}
+
+TEST(Checkpoint, WeightsMoebenchDidNotWriteAreNeverReplaced) {
+  test::TempDir d;
+  const std::string bytes = make_file(d.str("model.safetensors"));  // not a moebench checkpoint
+  try {
+    write_synthetic_checkpoint(preset_config("micro"), 1, DType::bf16, d.str());
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds model.safetensors, which moebench did not write"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(test::read_file(d.str("model.safetensors")), bytes);
 }

@@ -170,3 +170,38 @@ TEST(Simulator, SweepRowsAndRefusedCases) {
   o.link.h2d_gbps = 0;
   EXPECT_THROW(simulate(t, "lru", 8, o), Error);
 }
+
+// Sizes that would overflow the simulated int64 clocks or byte counts are errors, not
+// wrapped (undefined) arithmetic.
+TEST(Simulator, OverflowingTimesAndBytesAreErrors) {
+  RoutingTrace t = hand(2, 1, {{3, 5}, {1, 2}});  // 4 misses under lru with 2 slots
+  try {
+    simulate(t, "lru", 2, opts(1.0, 9'000'000'000'000'000'000));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("one expert load takes 9e+18 ns"), std::string::npos) << e.what();
+  }
+  try {  // each load fits, four of them in a row do not
+    simulate(t, "lru", 2, opts(1.0, 4'000'000'000'000'000'000));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("passes 2^63"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(simulate(t, "lru", 2, opts(1.0, 1000, 4'000'000'000'000'000'000)), Error);  // compute time
+  EXPECT_NO_THROW(simulate(t, "lru", 2, opts(1.0, 1'000'000'000'000'000)));
+}
+
+TEST(Simulator, CapacityBeyondTheExpertCountIsRefused) {
+  RoutingTrace t = hand(2, 1, {{3, 5}});  // 2 layers x 8 experts
+  EXPECT_NO_THROW(simulate(t, "lru", 16, opts()));
+  for (int cap : {17, 2000000000}) {
+    try {
+      simulate(t, "lru", cap, opts());
+      FAIL() << cap;
+    } catch (const Error& e) {
+      EXPECT_EQ(std::string(e.what()), fmt::format("expert cache: capacity {} slots is more than the 16 experts there "
+                                                   "are (2 layers x 8); at most 16 slots can be used",
+                                                   cap));
+    }
+  }
+}

@@ -249,3 +249,16 @@ TEST(Suite, PromptLengthsMatchTheirNames) {
     }
   }
 }
+
+// OpenMP thread counts beyond what any CPU has crash the runtime (a stack overflow at
+// 100000, an abort at 40000): the suite refuses them, the same on every machine.
+TEST(Suite, ThreadCountIsBounded) {
+  auto with_threads = [](const std::string& n) {
+    return R"({"name": "x", "defaults": {"cpu_threads": )" + n + R"(}, "cases": [{"name": "a", "prompt": "x"}]})";
+  };
+  for (const char* n : {"100000", "40000", "1025", "-1"})
+    expect_one_line_error(with_threads(n), std::string("suites/x.json: defaults.cpu_threads is ") + n +
+                                               ", expected an integer in [0, 1024] (0: OpenMP's default)");
+  EXPECT_EQ(error_of(with_threads("1024")), "");
+  EXPECT_EQ(error_of(with_threads("0")), "");
+}

@@ -9,7 +9,7 @@
 #                the free space there holds, 2 GB spare), then the disk-baseline suite
 #                reads experts from it (O_DIRECT) on every miss.
 # Results under $OUT. Env: BIN (default .mainbin), LAYERS, DISK_TIMEOUT, STAGES_TIMEOUT (s, SIGINT: the
-# finished cases stay in the results file), SKIP_TESTS.
+# finished cases stay in NAME.partial.json next to the results file), SKIP_TESTS.
 set -uo pipefail
 BIN="${BIN:-.mainbin}"
 OUT="${OUT:-$PWD/gpu_out}"

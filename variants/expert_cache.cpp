@@ -23,9 +23,19 @@ ExpertCache::ExpertCache(CacheShape shape, std::unique_ptr<CachePolicy> policy)
   if (shape.n_layers <= 0 || shape.n_experts <= 0 || shape.top_k <= 0 || shape.top_k > shape.n_experts)
     fail("expert cache: shape layers={} experts={} top_k={} is invalid", shape.n_layers, shape.n_experts,
          shape.top_k);
+  const int64_t keys = static_cast<int64_t>(shape.n_layers) * shape.n_experts;
+  if (keys > (1 << 24))
+    fail("expert cache: {} layers x {} experts is over the 16777216 experts it can track", shape.n_layers,
+         shape.n_experts);
   if (shape.capacity < shape.top_k)
     fail("expert cache: capacity {} slots is below top_k {}: the experts of one token must all be resident",
          shape.capacity, shape.top_k);
+  // Slots beyond one per expert could never be filled; refusing them also keeps a
+  // mistyped capacity from allocating gigabytes of slot tables.
+  if (shape.capacity > keys)
+    fail("expert cache: capacity {} slots is more than the {} experts there are ({} layers x {}); at most {} slots "
+         "can be used",
+         shape.capacity, keys, shape.n_layers, shape.n_experts, keys);
   if (!policy_) fail("expert cache: no policy given");
   slot_of_.assign(shape.n_keys(), -1);
   key_of_.assign(shape.capacity, -1);

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "engine/error.h"
+#include "reports/atomic_file.h"
 
 namespace moebench {
 
@@ -110,23 +111,7 @@ std::string trace_to_json_text(const RoutingTrace& t) {
 
 void save_trace(const RoutingTrace& t, const std::string& path) {
   validate_trace(t, path);
-  std::string text = trace_to_json_text(t);
-  std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) fail("{}: cannot write ({})", tmp, std::strerror(errno));
-  size_t n = std::fwrite(text.data(), 1, text.size(), f);
-  bool ok = n == text.size() && std::fflush(f) == 0;
-  int err = errno;
-  std::fclose(f);
-  if (!ok) {
-    std::remove(tmp.c_str());
-    fail("{}: write failed ({})", tmp, std::strerror(err));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    err = errno;
-    std::remove(tmp.c_str());
-    fail("{}: cannot rename {} into place ({})", path, tmp, std::strerror(err));
-  }
+  write_file_atomic(path, trace_to_json_text(t));
 }
 
 namespace {

@@ -10,6 +10,27 @@
 
 namespace moebench {
 
+namespace {
+
+// The simulated clocks and byte counts are int64: a sum or product that would not fit
+// (a huge expert size over a slow link, a huge compute time) is an error, not a wrap.
+int64_t add_ns(int64_t a, int64_t b) {
+  int64_t r = 0;
+  if (__builtin_add_overflow(a, b, &r))
+    fail("simulate: the simulated time passes 2^63 ns (292 years): expert_bytes / h2d_gbps or the compute time "
+         "is too large");
+  return r;
+}
+
+int64_t times(int64_t a, int64_t b, const char* what) {
+  int64_t r = 0;
+  if (__builtin_mul_overflow(a, b, &r))
+    fail("simulate: {} passes 2^63: expert_bytes or the compute time is too large", what);
+  return r;
+}
+
+}  // namespace
+
 SimResult simulate(const RoutingTrace& trace, const std::string& policy, int capacity, const SimOptions& opt) {
   const LinkParams& link = opt.link;
   if (!(link.h2d_gbps > 0)) fail("simulate: h2d_gbps is {}, expected a positive bandwidth in GB/s", link.h2d_gbps);
@@ -23,7 +44,11 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   PolicyContext ctx{shape, &trace, opt.static_usage};
   ExpertCache cache(shape, make_cache_policy(policy, ctx));
 
-  const int64_t load_ns = static_cast<int64_t>(std::llround(static_cast<double>(link.expert_bytes) / link.h2d_gbps));
+  const double load_ns_exact = static_cast<double>(link.expert_bytes) / link.h2d_gbps;
+  if (!(load_ns_exact < 0x1p62))
+    fail("simulate: one expert load takes {:.3g} ns (expert_bytes {} / h2d_gbps {}), over the 2^62 ns the clock holds",
+         load_ns_exact, link.expert_bytes, link.h2d_gbps);
+  const int64_t load_ns = std::llround(load_ns_exact);
   std::vector<int64_t> ready_at(shape.n_keys(), 0);  // when each key's last load lands
   int64_t now = 0;                                   // compute clock
   int64_t link_free = 0;                             // copy engine clock
@@ -45,21 +70,21 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
       for (const AccessResult& r : res) {
         KeyIndex k = shape.index(r.key);
         if (!r.hit) {
-          link_free = std::max(link_free, now) + load_ns;
+          link_free = add_ns(std::max(link_free, now), load_ns);
           ready_at[k] = link_free;
         }
         ready = std::max(ready, ready_at[k]);
       }
-      stall += ready - now;
+      stall = add_ns(stall, ready - now);
       if (spec && l + 1 < trace.n_layers) {
         degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
         cache.prefetch(s, l + 1, predicted, pre);
         for (const AccessResult& r : pre) {
-          link_free = std::max(link_free, ready) + load_ns;
+          link_free = add_ns(std::max(link_free, ready), load_ns);
           ready_at[shape.index(r.key)] = link_free;
         }
       }
-      now = ready + link.compute_ns_per_layer * n_tok;
+      now = add_ns(ready, times(link.compute_ns_per_layer, n_tok, "the compute time of a step"));
     }
   }
   cache.finish();
@@ -69,9 +94,9 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   out.capacity = capacity;
   out.counters = cache.counters();
   out.tokens = tokens;
-  out.demand_bytes = out.counters.misses * link.expert_bytes;
-  out.prefetch_bytes = out.counters.prefetch_loads * link.expert_bytes;
-  out.warm_bytes = out.counters.warm_loads * link.expert_bytes;
+  out.demand_bytes = times(out.counters.misses, link.expert_bytes, "the demand bytes");
+  out.prefetch_bytes = times(out.counters.prefetch_loads, link.expert_bytes, "the prefetched bytes");
+  out.warm_bytes = times(out.counters.warm_loads, link.expert_bytes, "the warm-up bytes");
   out.decode_ns = now;
   out.stall_ns = stall;
   out.tokens_per_s = now > 0 ? static_cast<double>(tokens) * 1e9 / static_cast<double>(now)

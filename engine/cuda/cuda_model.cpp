@@ -230,6 +230,10 @@ void CudaModel::forward(const int32_t* tokens, int n, int pos0, float* logits, f
 int32_t CudaModel::forward_argmax(const int32_t* tokens, int n, int pos0) {
   int32_t next = 0;
   run_chunks(tokens, n, pos0, nullptr, nullptr, &next);
+  if (next < 0)  // the argmax kernel's mark for a NaN or an infinity among the logits
+    throw NonFiniteLogits(fmt::format("the logits of position {} hold a NaN or an infinity: the model gave non-finite "
+                                      "logits (NaN or Inf in the weights, or an overflow)",
+                                      pos0 + n - 1));
   return next;
 }
 

@@ -225,8 +225,13 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
     ws_->end();
     throw;
   }
-  std::copy(P.next_h, P.next_h + n_out, next);
   ws_->end();
+  for (int i = 0; i < n_out; ++i)
+    if (P.next_h[i] < 0)  // the argmax kernel's mark for a NaN or an infinity among the logits
+      throw NonFiniteLogits(fmt::format("the logits of sampled row {} hold a NaN or an infinity: the model gave "
+                                        "non-finite logits (NaN or Inf in the weights, or an overflow)",
+                                        i));
+  std::copy(P.next_h, P.next_h + n_out, next);
 }
 
 }  // namespace moebench::cuda

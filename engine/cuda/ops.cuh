@@ -172,7 +172,8 @@ void moe_combine_all(const float* y, const int32_t* inv, const float* weights, i
                      cudaStream_t stream);
 
 // ---- sampling.cu ----
-// logits (n, vocab) fp32 -> ids (n) = argmax (ties to the lower index; NaN never wins).
+// logits (n, vocab) fp32 -> ids (n) = argmax (ties to the lower index); -1 for a row
+// holding a NaN or an infinity (no token is made up from non-finite logits).
 void argmax(const float* logits, int32_t* ids, int n, int vocab, cudaStream_t stream);
 
 // ---- synth_fill.cu ----

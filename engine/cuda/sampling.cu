@@ -1,5 +1,5 @@
 // sampling.cu: greedy sampling on the device — argmax over the vocabulary per row
-// (ties to the lower index; NaN never wins). One block per row.
+// (ties to the lower index; -1 when the row holds a NaN or an infinity). One block per row.
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/ops.cuh"
@@ -18,7 +18,12 @@ __global__ void argmax_kernel(const float* __restrict__ logits, int32_t* __restr
   const float* row = logits + static_cast<int64_t>(blockIdx.x) * vocab;
   float bv = -INFINITY;
   int bi = 0x7fffffff;
-  for (int i = threadIdx.x; i < vocab; i += kThreads) better(bv, bi, row[i], i);  // NaN: comparisons false
+  bool finite = true;
+  for (int i = threadIdx.x; i < vocab; i += kThreads) {
+    finite &= isfinite(row[i]);
+    better(bv, bi, row[i], i);
+  }
+  const int any_non_finite = __syncthreads_or(!finite);
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) {
     const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
@@ -34,7 +39,7 @@ __global__ void argmax_kernel(const float* __restrict__ logits, int32_t* __restr
   __syncthreads();
   if (threadIdx.x == 0) {
     for (int w = 1; w < kThreads / 32; ++w) better(bv, bi, sv[w], si[w]);
-    ids[blockIdx.x] = bi == 0x7fffffff ? 0 : bi;  // all -inf/NaN: token 0
+    ids[blockIdx.x] = any_non_finite ? -1 : bi;
   }
 }
 }  // namespace
