@@ -9,6 +9,7 @@
 #include "reports/atomic_file.h"
 #include "reports/html.h"
 #include "reports/markdown.h"
+#include "suites/bound.h"
 
 namespace {
 
@@ -26,6 +27,7 @@ int run_report(const ReportArgs& a) {
     moebench::log::info("wrote {}", a.html);
   }
   if (a.md || a.html.empty()) std::fputs(render_markdown(r).c_str(), stdout);
+  for (const std::string& w : moebench::suites::bound_warnings(r)) moebench::log::warn("results check: {}", w);
   return 0;
 }
 

@@ -21,6 +21,7 @@
 #include "reports/atomic_file.h"
 #include "reports/html.h"
 #include "reports/markdown.h"
+#include "suites/bound.h"
 #include "suites/machine.h"
 #include "suites/runner.h"
 #include "suites/suite.h"
@@ -136,6 +137,7 @@ int run(const RunArgs& a) {
 
   std::fputs(reports::render_markdown(out.results).c_str(), stdout);
   std::fflush(stdout);
+  for (const std::string& w : suites::bound_warnings(out.results)) log::warn("results check: {}", w);
   if (!a.html.empty()) write_file_atomic(a.html, reports::render_html(out.results));
   std::string wrote = opt.out_path;
   if (!a.html.empty()) wrote += ", " + a.html;
