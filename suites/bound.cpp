@@ -67,6 +67,19 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
   return b;
 }
 
+// Everything resident: the weight bytes a token reads over one measured bandwidth
+// (`name` in bandwidth_gbps, `text` in the description).
+Bound resident_bound(int64_t bytes, const char* dtype, double gbps, const char* name, const std::string& text) {
+  Bound b;
+  b.unit = "tok/s";
+  b.time_model = "single";
+  b.value = gbps * 1e9 / static_cast<double>(bytes);
+  b.bandwidth_gbps = {{name, gbps}};
+  b.description = fmt::format("resident: {}/token of {} weights / {}", profiler::format_bytes(static_cast<double>(bytes)),
+                              dtype, text);
+  return b;
+}
+
 }  // namespace
 
 int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param) {
@@ -92,25 +105,12 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
     b = offloaded_bound(c, cfg, dev);
   } else if (backend == "cpu") {
     if (cpu.gbps <= 0) return std::nullopt;
-    const int64_t bytes = bytes_per_decode_token(cfg, 4);
-    b = Bound{};
-    b->unit = "tok/s";
-    b->time_model = "single";
-    b->value = cpu.gbps * 1e9 / static_cast<double>(bytes);
-    b->bandwidth_gbps = {{"cpu_read", cpu.gbps}};
-    b->description = fmt::format("resident: {}/token of fp32 weights / {} (read stream over {} with {} thread(s), measured)",
-                                 profiler::format_bytes(static_cast<double>(bytes)), profiler::format_gbps(cpu.gbps),
-                                 profiler::format_bytes(static_cast<double>(cpu.bytes)), cpu.threads);
+    b = resident_bound(bytes_per_decode_token(cfg, 4), "fp32", cpu.gbps, "cpu_read",
+                       fmt::format("{} (read stream over {} with {} thread(s), measured)", profiler::format_gbps(cpu.gbps),
+                                   profiler::format_bytes(static_cast<double>(cpu.bytes)), cpu.threads));
   } else {
     if (dev.hbm_gbps <= 0) return std::nullopt;
-    const int64_t bytes = bytes_per_decode_token(cfg, 2);
-    b = Bound{};
-    b->unit = "tok/s";
-    b->time_model = "single";
-    b->value = dev.hbm_gbps * 1e9 / static_cast<double>(bytes);
-    b->bandwidth_gbps = {{"hbm", dev.hbm_gbps}};
-    b->description = fmt::format("resident: {}/token of bf16 weights / {}", profiler::format_bytes(static_cast<double>(bytes)),
-                                 hbm_text(dev));
+    b = resident_bound(bytes_per_decode_token(cfg, 2), "bf16", dev.hbm_gbps, "hbm", hbm_text(dev));
   }
   if (b) b->percent = c.aggregates.decode_tok_s / b->value * 100;
   return b;
@@ -118,20 +118,16 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
 
 std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo& dev, int batch, double decode_tok_s) {
   if (dev.hbm_gbps <= 0 || batch < 1 || !(decode_tok_s > 0)) return std::nullopt;
-  const double bytes = static_cast<double>(bytes_per_decode_token(cfg, 2));
-  Bound b;
-  b.unit = "tok/s";
-  b.time_model = "single";
-  b.value = batch * dev.hbm_gbps * 1e9 / bytes;
+  const int64_t bytes = bytes_per_decode_token(cfg, 2);
+  Bound b = resident_bound(bytes, "bf16", dev.hbm_gbps, "hbm", hbm_text(dev));
+  b.value *= batch;  // a step of `batch` tokens reads at least what one token reads
   b.percent = batch * decode_tok_s / b.value * 100;
-  b.bandwidth_gbps = {{"hbm", dev.hbm_gbps}};
-  if (batch == 1)
-    b.description = fmt::format("resident decode: {}/token of bf16 weights / {}", profiler::format_bytes(bytes), hbm_text(dev));
-  else
+  if (batch > 1)
     b.description = fmt::format(
         "batch {} decode: {} sequences x {:.1f} steps/s = {:.1f} tok/s total; bound: {} tokens per step that read at "
         "least {} of weights (every non-expert weight, top_k experts per layer) / {}",
-        batch, batch, decode_tok_s, batch * decode_tok_s, batch, profiler::format_bytes(bytes), hbm_text(dev));
+        batch, batch, decode_tok_s, batch * decode_tok_s, batch, profiler::format_bytes(static_cast<double>(bytes)),
+        hbm_text(dev));
   return b;
 }
 

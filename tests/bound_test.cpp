@@ -126,6 +126,61 @@ TEST(Bound, BenchBoundsUseTheLeastAStepReads) {
   EXPECT_NEAR(b->percent, b->value / 5 * 100, 1e-9);
 }
 
+TEST(PhysicalBound, ResidentCudaUsesMeasuredHbm) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");
+  reports::DeviceInfo d = cuda_device(3000, 0, 55);
+  const reports::Case c = decoded_case("resident", "lru");
+  ASSERT_NEAR(c.aggregates.decode_tok_s, 10.0, 1e-9);
+  const auto b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  const double bytes = static_cast<double>(bytes_per_decode_token(cfg, 2));
+  EXPECT_NEAR(b->value, 3000e9 / bytes, 1e-6);
+  EXPECT_NEAR(b->percent, 10.0 / b->value * 100, 1e-9);
+  EXPECT_EQ(b->unit, "tok/s");
+  EXPECT_NE(b->description.find("HBM"), std::string::npos) << b->description;
+  // Without a measured HBM bandwidth there is no bound, not an invented one.
+  d.hbm_gbps = 0;
+  EXPECT_FALSE(physical_bound(c, cfg, "cuda", d).has_value());
+}
+
+TEST(PhysicalBound, OffloadedCudaUsesMeasuredHostToDevice) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");
+  reports::DeviceInfo d = cuda_device(3000, 0, 50);
+  reports::Case c = decoded_case("pinned", "lru");
+  c.experts.bytes_moved = 12LL * 1'000'000'000;        // the prefill's loads count here only
+  c.experts.decode_bytes_moved = 10LL * 1'000'000'000;  // 1 GB per decode token
+  const auto b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  // 1 GB over 50 GB/s, plus the token's resident bf16 weights once over 3000 GB/s.
+  const double sec = 1e9 / 50e9 + static_cast<double>(bytes_per_decode_token(cfg, 2)) / 3000e9;
+  EXPECT_NEAR(b->value, 1.0 / sec, 1e-9);
+  EXPECT_NEAR(b->percent, 10.0 * sec * 100, 1e-9);  // measured 10 tok/s
+  EXPECT_NE(b->description.find("offloaded"), std::string::npos) << b->description;
+  d.h2d_gbps = 0;
+  EXPECT_FALSE(physical_bound(c, cfg, "cuda", d).has_value());
+}
+
+TEST(PhysicalBound, DiskTierUsesTheSlowerOfDiskAndHostToDevice) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");
+  reports::DeviceInfo d = cuda_device(3000, 0, 50);
+  reports::Case c = decoded_case("disk", "lru");
+  c.experts.decode_bytes_moved = 10LL * 1'000'000'000;  // 1 GB per decode token
+  // The disk is the limit, and without its measured bandwidth there is no bound.
+  EXPECT_FALSE(physical_bound(c, cfg, "cuda", d).has_value());
+  d.disk_read_gbps = 2;
+  auto b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  const double resident = static_cast<double>(bytes_per_decode_token(cfg, 2)) / 3000e9;
+  EXPECT_NEAR(b->value, 1.0 / (1e9 / 2e9 + resident), 1e-9);
+  EXPECT_NE(b->description.find("disk read"), std::string::npos) << b->description;
+  // A disk faster than the link: the link is the limit.
+  d.disk_read_gbps = 80;
+  b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 1.0 / (1e9 / 50e9 + resident), 1e-9);
+  EXPECT_NE(b->description.find("host->device"), std::string::npos) << b->description;
+}
+
 TEST(BoundCheck, WarnsNamingACaseBeyondItsBoundPlusNoise) {
   reports::Results r;
   reports::Case c = decoded_case("resident", "lru");
