@@ -176,6 +176,18 @@ std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, st
   return b;
 }
 
+int rederive_recorded_bounds(reports::Results& r) {
+  int n = 0;
+  for (Case& c : r.cases) {
+    if (!c.bound || !c.bound->time_model.empty()) continue;
+    if (auto b = rederive_bound(r, c, nullptr)) {
+      c.bound = std::move(b);
+      ++n;
+    }
+  }
+  return n;
+}
+
 std::vector<std::string> bound_warnings(const reports::Results& r) {
   std::vector<std::string> out;
   for (const Case& c : r.cases) {

@@ -64,6 +64,11 @@ std::optional<reports::Bound> bench_prefill_bound(const ModelConfig& cfg, const 
 // model of the limit. nullopt with *why set when the file lacks what it needs.
 std::optional<reports::Bound> rederive_bound(const reports::Results& r, const reports::Case& c, std::string* why);
 
+// Bounds a file recorded before the model of the limit said how resources combine
+// (no time_model) are replaced by rederive_bound's where the file allows it, so a
+// report shows every case against today's model; returns how many were replaced.
+int rederive_recorded_bounds(reports::Results& r);
+
 // The results check: one line per ok case whose bound percent exceeds
 // 100 * (1 + kBoundNoise), naming the case, its percent and the bound.
 std::vector<std::string> bound_warnings(const reports::Results& r);
