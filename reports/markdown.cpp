@@ -138,13 +138,16 @@ std::string render_markdown(const Results& r) {
       out += fmt::format("- {}/{} ({}): {}\n", c.suite, c.name, c.settings.stage, c.error);
     }
   bool any_bound = false;
-  for (const Case& c : r.cases)
-    if (c.bound && c.status == CaseStatus::ok) {
-      if (!any_bound) out += "\nBounds:\n\n";
-      any_bound = true;
+  for (const Case& c : r.cases) {
+    if (c.status != CaseStatus::ok || (!c.bound && c.no_bound_reason.empty())) continue;
+    if (!any_bound) out += "\nBounds:\n\n";
+    any_bound = true;
+    if (c.bound)
       out += fmt::format("- {}/{} ({}): {} = {} {}{}\n", c.suite, c.name, c.settings.stage, c.bound->description,
                          fmt::format("{:.4g}", c.bound->value), c.bound->unit, time_model_text(c.bound->time_model));
-    }
+    else
+      out += fmt::format("- {}/{} ({}): no bound: {}\n", c.suite, c.name, c.settings.stage, c.no_bound_reason);
+  }
   return out;
 }
 

@@ -163,6 +163,7 @@ json case_json(const Case& c) {
               {"gpu_time_ns", c.gpu_time_ns},
               {"aggregates", agg},
               {"bound", bound},
+              {"no_bound_reason", c.no_bound_reason},
               {"output_token_hash", c.output_token_hash},
               {"status", to_string(c.status)},
               {"error", c.error}};
@@ -564,6 +565,7 @@ Case read_case(const Reader& rd, const json& j, const std::string& path) {
     bo.done();
     c.bound = bd;
   }
+  if (const json* v = o.opt("no_bound_reason")) c.no_bound_reason = rd.str(*v, o.at("no_bound_reason"));
   c.output_token_hash = o.str("output_token_hash");
   o.done();
   return c;

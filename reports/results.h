@@ -193,6 +193,7 @@ struct Case {
   std::map<std::string, int64_t> gpu_time_ns;  // CUPTI GPU time by category ("kernel", "memcpy_h2d", ...); empty if off
   Aggregates aggregates;
   std::optional<Bound> bound;
+  std::string no_bound_reason;    // why an ok case has no bound ("" when it has one or no reason was recorded)
   std::string output_token_hash;  // hex xxh64 of the generated token ids; "" if failed early
   CaseStatus status = CaseStatus::ok;
   std::string error;              // one line when status == failed

@@ -39,11 +39,21 @@ std::string knob_string(const reports::Settings& s, const char* key) {
 
 // The offloaded CUDA bound: expert copies over the link and resident reads over HBM,
 // summed or overlapped as the settings say.
-std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, const DeviceInfo& dev) {
+std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, const DeviceInfo& dev, std::string& why) {
   const int64_t decode_tokens = decode_tokens_of(c);
-  if (decode_tokens <= 0 || dev.h2d_gbps <= 0 || dev.hbm_gbps <= 0) return std::nullopt;
+  if (decode_tokens <= 0) {
+    why = "the case decoded no token";
+    return std::nullopt;
+  }
+  if (dev.h2d_gbps <= 0 || dev.hbm_gbps <= 0) {
+    why = "the host->device and HBM bandwidths were not measured";
+    return std::nullopt;
+  }
   const bool disk = knob_string(c.settings, "expert_tier") == "disk";
-  if (disk && dev.disk_read_gbps <= 0) return std::nullopt;  // the disk is the limit, and it was not measured
+  if (disk && dev.disk_read_gbps <= 0) {  // the disk is the limit, and it was not measured
+    why = "the disk tier's read bandwidth was not measured";
+    return std::nullopt;
+  }
   // Disk tier: the read of the next staging buffer overlaps the copy of the previous
   // one, so the slower of the two is the link.
   const double link = disk ? std::min(dev.h2d_gbps, dev.disk_read_gbps) : dev.h2d_gbps;
@@ -97,19 +107,31 @@ bool copies_overlap_compute(const reports::Settings& s) {
 }
 
 std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const std::string& backend,
-                                    const DeviceInfo& dev, const CpuRead& cpu) {
-  if (c.aggregates.decode_tok_s <= 0) return std::nullopt;
+                                    const DeviceInfo& dev, const CpuRead& cpu, std::string* why_out) {
+  std::string ignored;
+  std::string& why = why_out ? *why_out : ignored;
+  why.clear();
+  if (c.aggregates.decode_tok_s <= 0) {
+    why = "the case decoded no token";
+    return std::nullopt;
+  }
   std::optional<Bound> b;
   const std::string tier = knob_string(c.settings, "expert_tier");
   if (backend == "cuda" && !tier.empty() && tier != "resident") {
-    b = offloaded_bound(c, cfg, dev);
+    b = offloaded_bound(c, cfg, dev, why);
   } else if (backend == "cpu") {
-    if (cpu.gbps <= 0) return std::nullopt;
+    if (cpu.gbps <= 0) {
+      why = "the CPU read stream was not measured";
+      return std::nullopt;
+    }
     b = resident_bound(bytes_per_decode_token(cfg, 4), "fp32", cpu.gbps, "cpu_read",
                        fmt::format("{} (read stream over {} with {} thread(s), measured)", profiler::format_gbps(cpu.gbps),
                                    profiler::format_bytes(static_cast<double>(cpu.bytes)), cpu.threads));
   } else {
-    if (dev.hbm_gbps <= 0) return std::nullopt;
+    if (dev.hbm_gbps <= 0) {
+      why = "the HBM bandwidth was not measured";
+      return std::nullopt;
+    }
     b = resident_bound(bytes_per_decode_token(cfg, 2), "bf16", dev.hbm_gbps, "hbm", hbm_text(dev));
   }
   if (b) b->percent = c.aggregates.decode_tok_s / b->value * 100;
@@ -168,11 +190,11 @@ std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, st
       return no("the file does not record the CPU read stream a bound needs");
     CpuRead cpu;
     cpu.gbps = c.bound->bandwidth_gbps.at("cpu_read");
-    b = physical_bound(c, cfg, "cpu", r.device, cpu);
+    b = physical_bound(c, cfg, "cpu", r.device, cpu, why);
   } else {
-    b = physical_bound(c, cfg, "cuda", r.device);
+    b = physical_bound(c, cfg, "cuda", r.device, {}, why);
   }
-  if (!b) return no("a bandwidth or counter the bound needs is not in the file");
+  if (!b && c.suite == "bench") return no("a bandwidth the bound needs is not in the file");
   return b;
 }
 

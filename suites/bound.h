@@ -48,9 +48,11 @@ struct CpuRead {
 };
 
 // The bound of a finished run case (batch 1, `backend` "cpu" | "cuda"); nullopt
-// when it decoded nothing or a bandwidth it needs was not measured.
+// when it decoded nothing or a bandwidth it needs was not measured, with the
+// reason in *why.
 std::optional<reports::Bound> physical_bound(const reports::Case& c, const ModelConfig& cfg, const std::string& backend,
-                                             const reports::DeviceInfo& dev, const CpuRead& cpu = {});
+                                             const reports::DeviceInfo& dev, const CpuRead& cpu = {},
+                                             std::string* why = nullptr);
 
 // bench (resident, bf16): a decode case of `batch` sequences decoding together at
 // `decode_tok_s` per sequence (limit in tok/s over all sequences), or a prefill case

@@ -333,18 +333,23 @@ class Runner {
   void finish(const Instance& in, Pending& p) {
     p.c.aggregates = reports::compute_aggregates(p.c);
     // The bound is a wall-time limit: not for thread-CPU-timed suites.
-    if (p.c.status == CaseStatus::ok && in.spec->workload == Workload::model && loaded_.weights && in.clock == "wall")
-      p.c.bound = bound_of(in, p.c);
+    if (p.c.status == CaseStatus::ok && in.spec->workload == Workload::model && loaded_.weights)
+      p.c.bound = bound_of(in, p.c, p.c.no_bound_reason);
     if (trace_pending_) {
       trace_ready_ = true;
       trace_pending_ = false;
     }
   }
 
-  // The case's bound (suites/bound.h). On the CPU it needs a read stream over the
-  // fp32 bytes a decode token reads with the case's threads, measured here once per
-  // (size, threads) in this run — only when bandwidths are measured at all.
-  std::optional<reports::Bound> bound_of(const Instance& in, const Case& c) {
+  // The case's bound (suites/bound.h), or nullopt and the reason. A bound limits
+  // wall time: none for thread-CPU-timed cases. On the CPU it needs a read stream
+  // over the fp32 bytes a decode token reads with the case's threads, measured here
+  // once per (size, threads) in this run — only when bandwidths are measured at all.
+  std::optional<reports::Bound> bound_of(const Instance& in, const Case& c, std::string& why) {
+    if (in.clock != "wall") {
+      why = fmt::format("timed by the {} clock, and a bound limits wall time", in.clock);
+      return std::nullopt;
+    }
     const ModelConfig& cfg = loaded_.weights->config();
     CpuRead cpu;
     if (in.backend == "cpu" && opt_.measure_bandwidth) {
@@ -355,7 +360,7 @@ class Runner {
       if (it == cpu_read_gbps_.end()) it = cpu_read_gbps_.emplace(key, measure_read_gbps(static_cast<size_t>(cpu.bytes), cpu.threads)).first;
       cpu.gbps = it->second;
     }
-    return physical_bound(c, cfg, in.backend, device_, cpu);
+    return physical_bound(c, cfg, in.backend, device_, cpu, &why);
   }
 
   GenerateOptions generate_options(const Instance& in) {

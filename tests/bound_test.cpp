@@ -12,6 +12,7 @@
 #include "engine/config.h"
 #include "engine/error.h"
 #include "reports/fields.h"
+#include "reports/markdown.h"
 #include "reports/results.h"
 #include "suites/bound.h"
 #include "suites/machine.h"
@@ -231,7 +232,7 @@ TEST(BoundCheck, CommittedResultsStayUnderTheirBounds) {
   // The 8-layer disk baseline was recorded before the disk tier's read bandwidth was
   // measured: its disk case has no bound under a model that needs the disk's figure.
   const std::set<std::string> expected = {
-      "disk_baseline_mixtral8l_h200_2026-11-28.json: a bandwidth or counter the bound needs is not in the file"};
+      "disk_baseline_mixtral8l_h200_2026-11-28.json: the disk tier's read bandwidth was not measured"};
   EXPECT_EQ(excluded, expected);
 }
 
@@ -273,6 +274,27 @@ TEST(BoundCheck, FreshCpuRunOfTheDefaultCasesStaysUnderItsBounds) {
     EXPECT_GE(c.memory.engine_host_bytes, static_cast<int64_t>(preset_config("tiny").total_params() * 4));
   }
   EXPECT_TRUE(bound_warnings(out.results).empty());
+}
+
+// A case without a bound says why, in the results and in the summary.
+TEST(BoundCheck, ACaseWithoutABoundSaysWhy) {
+  Suite s = load_suite("ci");  // timed by the thread CPU clock
+  Overrides o;
+  o.repetitions = 1;
+  RunOptions opt;
+  RunOutcome out = run_suite(expand(s, o, [](const std::string&) { return std::string("cpu"); }), opt);
+  ASSERT_EQ(out.failed, 0);
+  const reports::Case& fox = out.results.cases.at(1);
+  ASSERT_EQ(fox.name, "fox");
+  EXPECT_FALSE(fox.bound.has_value());
+  EXPECT_NE(fox.no_bound_reason.find("thread_cpu clock"), std::string::npos) << fox.no_bound_reason;
+  EXPECT_NE(reports::render_markdown(out.results).find("ci/fox (custom): no bound: timed by the thread_cpu clock"),
+            std::string::npos);
+  // Without measured bandwidths a CPU case has no bound either, and says so.
+  reports::Case c = decoded_case("resident", "lru");
+  std::string why;
+  EXPECT_FALSE(physical_bound(c, preset_config("tiny"), "cpu", {}, {}, &why).has_value());
+  EXPECT_EQ(why, "the CPU read stream was not measured");
 }
 
 TEST(Machine, ReadStreamAndPeakResidentSetAreMeasured) {
