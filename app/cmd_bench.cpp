@@ -2,8 +2,9 @@
 // physical limit measured in the same process. Per case (batch x prompt length): a
 // warm-up generation, then R measured repetitions of prefill + greedy decode; tokens/s,
 // TTFT, the bytes of weights one decode token must read (attention + router + top-k
-// experts + norms per layer, final norm, lm_head), the HBM bandwidth of a device copy
-// kernel (read + write), and the % of the bound. Results go to --out in the
+// experts + norms per layer, final norm, lm_head), the measured HBM bandwidth (the
+// best of a read-only stream and a copy kernel), and the % of the bound
+// (suites/bound.h, the same computation `run` uses). Results go to --out in the
 // reports/results.h schema (rewritten atomically after every case); a Markdown table to
 // stdout.
 // Batch sizes (--batch 1,2,4,8,16,32): on a backend with a batched forward (CUDA), case
@@ -77,26 +78,6 @@ nlohmann::json kernel_table(const std::vector<profiler::GpuEvent>& ev, int64_t t
   return {{"decode_steps", steps}, {"gpu_ns_per_step", static_cast<double>(total) / steps}, {"kernels", rows}};
 }
 
-// Bytes of weights one batch-1 decode token reads.
-uint64_t decode_weight_bytes(const ModelConfig& c) {
-  const uint64_t H = c.hidden_size;
-  const uint64_t per_layer = 2 * H + static_cast<uint64_t>(c.attention_params()) +
-                             static_cast<uint64_t>(c.num_local_experts) * H +
-                             static_cast<uint64_t>(c.num_experts_per_tok) * static_cast<uint64_t>(c.expert_params());
-  return 2 * (per_layer * c.num_hidden_layers + H + static_cast<uint64_t>(c.vocab_size) * H);
-}
-uint64_t all_weight_bytes(const ModelConfig& c) { return 2 * static_cast<uint64_t>(c.total_params()); }
-// Expected bytes of weights one decode step of B tokens reads when routing is uniform:
-// every non-expert weight once, and per layer the experts at least one token picked,
-// E * (1 - (1 - k/E)^B) of them in expectation (top-k of E without replacement).
-double batch_step_weight_bytes(const ModelConfig& c, int B) {
-  const double E = c.num_local_experts, k = c.num_experts_per_tok;
-  const double distinct = E * (1.0 - std::pow(1.0 - k / E, B));
-  const double one = static_cast<double>(decode_weight_bytes(c));
-  const double experts_one = 2.0 * c.num_hidden_layers * k * static_cast<double>(c.expert_params());
-  return one - experts_one + 2.0 * c.num_hidden_layers * distinct * static_cast<double>(c.expert_params());
-}
-
 std::string iso_now() {
   std::time_t t = std::time(nullptr);
   char buf[32];
@@ -155,14 +136,14 @@ int run(Args a) {
   // Measured before the arena takes the memory; on the CPU backend bench gives no bound.
   res.device = suites::device_info(ctx.backend, ctx.backend == "cuda");
   if (ctx.backend == "cuda")
-    fmt::print(stderr, "device {}: copy kernel {:.0f} GB/s (read + write), pinned H2D {:.1f} GB/s\n", res.device.name,
-               res.device.hbm_gbps, res.device.h2d_gbps);
+    fmt::print(stderr, "device {}: HBM read stream {:.0f} GB/s, copy kernel {:.0f} GB/s (read + write), pinned H2D {:.1f} GB/s\n",
+               res.device.name, res.device.hbm_read_gbps, res.device.hbm_copy_gbps, res.device.h2d_gbps);
   const int64_t t_load0 = profiler::now_ns();
   auto model = create_model(ctx);
   const int64_t load_ns = profiler::now_ns() - t_load0;
   fmt::print(stderr, "model {} loaded in {:.2f} s ({})\n", c.name, load_ns / 1e9, w.describe());
 
-  const uint64_t tok_bytes = decode_weight_bytes(c), all_bytes = all_weight_bytes(c);
+  const int64_t tok_bytes = suites::bytes_per_decode_token(c, 2);
   const double bw = res.device.hbm_gbps;
   std::vector<std::vector<std::string>> rows;
   bool first_case = true;
@@ -290,35 +271,9 @@ int run(Args a) {
       k.aggregates = reports::compute_aggregates(k);
       const auto& g = k.aggregates;
       const bool decode_case = a.new_tokens > 1;
-      if (bw > 0) {
-        reports::Bound bound;
-        if (decode_case && plan.batched) {
-          const double step_bytes = batch_step_weight_bytes(c, B);
-          const double limit = B * bw * 1e9 / step_bytes;
-          bound.description = fmt::format(
-              "batch {} decode: {} sequences x {:.1f} steps/s = {:.1f} tok/s total; bound: {} tokens per step of "
-              "{:.3f} GB of weights (expected distinct experts, uniform routing) / {:.0f} GB/s copy-kernel HBM",
-              B, B, g.decode_tok_s, B * g.decode_tok_s, B, step_bytes / 1e9, bw);
-          bound.value = limit;
-          bound.unit = "tok/s";
-          bound.percent = B * g.decode_tok_s / limit * 100;
-        } else if (decode_case) {
-          const double limit = bw * 1e9 / static_cast<double>(tok_bytes);
-          bound.description = fmt::format("resident decode: {:.3f} GB of weights per token / {:.0f} GB/s copy-kernel HBM",
-                                          tok_bytes / 1e9, bw);
-          bound.value = limit;
-          bound.unit = "tok/s";
-          bound.percent = g.decode_tok_s / limit * 100;
-        } else {
-          const double ms = static_cast<double>(all_bytes) / (bw * 1e9) * 1e3;
-          bound.description = fmt::format("prefill: every weight read once, {:.2f} GB / {:.0f} GB/s = {:.2f} ms",
-                                          all_bytes / 1e9, bw, ms);
-          bound.value = ms;
-          bound.unit = "ms";
-          bound.percent = g.ttft_warm_ns > 0 ? ms / (g.ttft_warm_ns / 1e6) * 100 : 0;
-        }
-        k.bound = bound;
-      }
+      if (k.status == reports::CaseStatus::ok)
+        k.bound = decode_case ? suites::bench_decode_bound(c, res.device, B, g.decode_tok_s)
+                              : suites::bench_prefill_bound(c, res.device, g.ttft_warm_ns);
       rows.push_back({k.name, std::to_string(B), std::to_string(P), std::to_string(a.new_tokens), fmt::format("{:.1f}", g.prefill_tok_s),
                       fmt::format("{:.2f}", g.ttft_warm_ns / 1e6),
                       decode_case ? fmt::format("{:.1f}", g.decode_tok_s) : "-",
@@ -338,9 +293,9 @@ int run(Args a) {
                                            {false, true, true, true, true, true, true, true, true, true, true, true, true,
                                             false},
                                            rows));
-  fmt::print("\nbound: decode cases: weights one token reads / HBM copy bandwidth (batch B: B tokens per step over "
-             "the weights a step reads, expected distinct experts at uniform routing); prefill cases (new tokens = 1): "
-             "time to read every weight once; % = bound time / TTFT.\n");
+  fmt::print("\nbound: decode cases: weights one token reads / HBM (the best of a read stream and a copy kernel); "
+             "batch B: B tokens per step over the least a step reads (every non-expert weight, top_k experts per layer); "
+             "prefill cases (new tokens = 1): the time to read that least; % = bound time / TTFT.\n");
   const auto failed = std::count_if(res.cases.begin(), res.cases.end(),
                                     [](const reports::Case& k) { return k.status != reports::CaseStatus::ok; });
   if (!a.kernel_profile.empty() && failed < static_cast<long>(res.cases.size())) {

@@ -35,12 +35,17 @@ MOEBENCH_COMMAND(compare, "Compare two results files; exit 1 on a regression (CI
   auto a = std::make_shared<CompareArgs>();
   sub.footer(
       "Cases are matched by (suite, case, stage). Output hash, expert hit rate, bytes moved and allocation count\n"
-      "must be identical; timings (decode step, prefill, TTFT warm/cold) compare the median over repetitions.\n"
+      "must be identical. Timings (every decode step; prefill and TTFT warm/cold per repetition; decode steps against\n"
+      "the case's bound when both files have one) are sample sets: a Mann-Whitney U test says whether they differ\n"
+      "beyond their noise (p < 0.05) and a fixed-seed bootstrap gives the 95% interval of the NEW/BASE median ratio;\n"
+      "a timing is a REGRESSION only when both say so and the whole interval is above 1 + --max-slowdown. Too few\n"
+      "samples to reach p < 0.05 (e.g. 3 repetitions against 3) is 'inconclusive', which does not fail.\n"
       "Exit status: 0 within bounds; 1 on a regression, a changed/missing/failed case, different devices\n"
       "without --force, or a malformed results file (one-line error naming the file and field); 2 on a usage error.");
   sub.add_option("BASE", a->base, "baseline results JSON")->required()->check(CLI::ExistingFile);
   sub.add_option("NEW", a->current, "new results JSON")->required()->check(CLI::ExistingFile);
-  sub.add_option("--max-slowdown", a->max_slowdown, "largest allowed timing slowdown, e.g. 5% (default 5%)")
+  sub.add_option("--max-slowdown", a->max_slowdown,
+                 "largest allowed timing slowdown, applied to the 95% interval of the median ratio, e.g. 5% (default 5%)")
       ->check(CLI::Validator(
           [](std::string& s) -> std::string {
             try {
@@ -53,7 +58,7 @@ MOEBENCH_COMMAND(compare, "Compare two results files; exit 1 on a regression (CI
           "PERCENT"));
   sub.add_option("--normalize-by", a->normalize_by,
                  "divide each timing by the same timing of this case (CASE, SUITE/CASE or SUITE/CASE@STAGE) in its own "
-                 "file, so a uniformly slower machine cancels out");
+                 "file, so a uniformly slower machine cancels out (a reference whose timings are zero is an error)");
   sub.add_flag("--force", a->force, "compare results from different devices anyway");
   return [a] { return run_compare(*a); };
 });

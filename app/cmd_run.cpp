@@ -22,6 +22,7 @@
 #include "reports/atomic_file.h"
 #include "reports/html.h"
 #include "reports/markdown.h"
+#include "suites/bound.h"
 #include "suites/machine.h"
 #include "suites/runner.h"
 #include "suites/suite.h"
@@ -180,6 +181,7 @@ int run(const RunArgs& a) {
 
   std::fputs(reports::render_markdown(out.results).c_str(), stdout);
   std::fflush(stdout);
+  for (const std::string& w : suites::bound_warnings(out.results)) log::warn("results check: {}", w);
   return report_outcome(a, opt, out, instances.size());
 }
 

@@ -80,6 +80,15 @@ std::string CpuModel::routing_name() const { return routing_ ? routing_->describ
 
 size_t CpuModel::weight_bytes() const { return static_cast<size_t>(cfg_.total_params()) * 4; }
 
+int64_t CpuModel::engine_host_bytes() const {
+  auto bytes = [](const auto& v) { return static_cast<int64_t>(v.capacity() * sizeof(v[0])); };
+  int64_t n = static_cast<int64_t>(weight_bytes());
+  for (size_t l = 0; l < k_cache_.size(); ++l) n += bytes(k_cache_[l]) + bytes(v_cache_[l]);
+  n += bytes(moe_ws_.y) + bytes(moe_ws_.xin) + bytes(moe_ws_.yout) + bytes(moe_ws_.scratch) + bytes(moe_ws_.order) +
+       bytes(moe_ws_.offsets);
+  return n;
+}
+
 void CpuModel::moe(int layer, const float* x, float* out, int n, int pos0) {
   const ModelConfig& c = cfg_;
   const int H = c.hidden_size, I = c.intermediate_size, E = c.num_local_experts, K = c.num_experts_per_tok;

@@ -59,6 +59,7 @@ class CpuModel : public Model {
   const MoeCpuWorkspace& moe_workspace() const { return moe_ws_; }
   std::string routing_name() const;
   std::string experts_describe() const override { return provider_->describe(); }
+  int64_t engine_host_bytes() const override;  // weights + KV cache + MoE workspace
 
  private:
   void init(const WeightSource& src, const EngineSettings& s);

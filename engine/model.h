@@ -44,6 +44,9 @@ class Model {
   // Where the experts live and how many device slots they got, e.g. "pinned, lru, 57
   // slots x 336.00 MiB (18.7 GiB); pinned: ..." (the expert provider's description).
   virtual std::string experts_describe() const = 0;
+  // Host bytes this model holds itself (weights, KV cache, workspaces), as the backend
+  // tracks them; 0 when it does not (the CUDA model's are device bytes, in its arena).
+  virtual int64_t engine_host_bytes() const { return 0; }
 };
 
 }  // namespace moebench

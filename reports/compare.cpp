@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <limits>
@@ -12,6 +13,7 @@
 #include "engine/error.h"
 #include "profiler/stats.h"
 #include "reports/markdown.h"
+#include "reports/significance.h"
 
 namespace moebench::reports {
 
@@ -19,45 +21,78 @@ namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-// ---- the timing metrics: one per-repetition value each, compared by the median over repetitions.
+// ---- the timing metrics: samples per case, compared by their medians and by a test
+// of whether the two sample sets differ beyond their noise.
 struct TimingMetric {
   const char* name;
-  std::optional<double> (*per_rep)(const Repetition&);
+  std::vector<double> (*samples)(const Case&);
+  bool normalisable;  // divided by the reference case's median under --normalize-by
+  // The text of a median value.
+  std::string (*text)(double);
 };
+
+std::vector<double> per_rep(const Case& c, std::optional<double> (*f)(const Repetition&)) {
+  std::vector<double> v;
+  for (const Repetition& r : c.samples)
+    if (auto x = f(r)) v.push_back(*x);
+  return v;
+}
+
+std::string ns_text(double v) { return profiler::format_ns(v); }
 
 const std::vector<TimingMetric>& timing_metrics() {
   static const std::vector<TimingMetric> m = {
+      // Every decode step is a sample.
       {"decode_step_ns",
-       [](const Repetition& r) -> std::optional<double> {
-         profiler::Stats s = profiler::summarize(decode_latencies(r));
-         if (s.n == 0) return std::nullopt;
-         return s.median_ns;
-       }},
+       [](const Case& c) {
+         std::vector<double> v;
+         for (const Repetition& r : c.samples)
+           for (int64_t x : decode_latencies(r)) v.push_back(static_cast<double>(x));
+         return v;
+       },
+       true, ns_text},
       {"prefill_ns",
-       [](const Repetition& r) -> std::optional<double> {
-         int64_t p = prefill_ns(r);
-         if (p <= 0) return std::nullopt;
-         return static_cast<double>(p);
-       }},
+       [](const Case& c) {
+         return per_rep(c, [](const Repetition& r) -> std::optional<double> {
+           int64_t p = prefill_ns(r);
+           if (p <= 0) return std::nullopt;
+           return static_cast<double>(p);
+         });
+       },
+       true, ns_text},
       {"ttft_warm_ns",
-       [](const Repetition& r) -> std::optional<double> {
-         if (r.ttft_warm_ns <= 0) return std::nullopt;
-         return static_cast<double>(r.ttft_warm_ns);
-       }},
+       [](const Case& c) {
+         return per_rep(c, [](const Repetition& r) -> std::optional<double> {
+           if (r.ttft_warm_ns <= 0) return std::nullopt;
+           return static_cast<double>(r.ttft_warm_ns);
+         });
+       },
+       true, ns_text},
       {"ttft_cold_ns",
-       [](const Repetition& r) -> std::optional<double> {
-         if (!r.ttft_cold_ns || *r.ttft_cold_ns <= 0) return std::nullopt;
-         return static_cast<double>(*r.ttft_cold_ns);
-       }},
+       [](const Case& c) {
+         return per_rep(c, [](const Repetition& r) -> std::optional<double> {
+           if (!r.ttft_cold_ns || *r.ttft_cold_ns <= 0) return std::nullopt;
+           return static_cast<double>(*r.ttft_cold_ns);
+         });
+       },
+       true, ns_text},
+      // Each decode step's time in units of the bound's time per token (1 = at the
+      // bound): the bound comes from bandwidths measured in the same run, so this
+      // carries across machines and runs; shown as % of bound (100 / value).
+      {"decode_vs_bound",
+       [](const Case& c) {
+         std::vector<double> v;
+         if (!c.bound || c.bound->unit != "tok/s" || !(c.bound->value > 0)) return v;
+         for (const Repetition& r : c.samples)
+           for (int64_t x : decode_latencies(r)) v.push_back(static_cast<double>(x) * c.bound->value / 1e9);
+         return v;
+       },
+       false, [](double v) { return v > 0 ? fmt::format("{:.1f}% of bound", 100 / v) : std::string("-"); }},
   };
   return m;
 }
 
-// Median over the repetitions that have the metric; nullopt if none has it.
-std::optional<double> case_timing(const Case& c, const TimingMetric& m) {
-  std::vector<double> v;
-  for (const Repetition& r : c.samples)
-    if (auto x = m.per_rep(r)) v.push_back(*x);
+std::optional<double> median_of(const std::vector<double>& v) {
   if (v.empty()) return std::nullopt;
   return profiler::median(v);
 }
@@ -77,6 +112,20 @@ const Case& find_reference(const Results& r, const std::string& sel, const char*
          case_key(*hits[0]), case_key(*hits[1]));
   if (hits[0]->status != CaseStatus::ok)
     fail("--normalize-by {}: the reference case failed in {}: {}", sel, which, hits[0]->error);
+  // Dividing by a zero timing would leave nothing to compare: refuse it rather than
+  // skip every row and pass.
+  bool any = false;
+  for (const TimingMetric& m : timing_metrics()) {
+    if (!m.normalisable) continue;
+    std::vector<double> v = m.samples(*hits[0]);
+    if (v.empty()) continue;
+    const double med = profiler::median(v);
+    if (!(med > 0))
+      fail("--normalize-by {}: the reference case's {} is {} in {}, expected a positive time to divide by", sel,
+           m.name, med, which);
+    any = true;
+  }
+  if (!any) fail("--normalize-by {}: the reference case has no timing in {} (every timing is zero or absent)", sel, which);
   return *hits[0];
 }
 
@@ -131,38 +180,58 @@ class Comparer {
   }
 
   void timing(const Case& b, const Case& n, const TimingMetric& m) {
-    std::optional<double> bv = case_timing(b, m), nv = case_timing(n, m);
+    std::vector<double> bs_v = m.samples(b), ns_v = m.samples(n);
+    std::optional<double> bv = median_of(bs_v), nv = median_of(ns_v);
     if (!bv && !nv) return;  // not measured in either: no row
-    std::string bs = bv ? profiler::format_ns(*bv) : "", ns = nv ? profiler::format_ns(*nv) : "";
+    std::string bs = bv ? m.text(*bv) : "", ns = nv ? m.text(*nv) : "";
     if (!bv || !nv) {
       row(b, m.name, bs, ns, kNaN, Verdict::skipped, bv ? "not measured in NEW" : "not measured in BASE");
       return;
     }
-    double bx = *bv, nx = *nv;
-    if (base_ref_) {
+    if (base_ref_ && m.normalisable) {
       if (case_key(b) == case_key(*base_ref_)) {
         row(b, m.name, bs, ns, *nv / *bv, Verdict::skipped, "reference case (raw ratio shown)");
         return;
       }
-      std::optional<double> br = case_timing(*base_ref_, m), nr = case_timing(*cur_ref_, m);
-      if (!br || !nr || *br <= 0 || *nr <= 0) {
+      std::optional<double> br = median_of(m.samples(*base_ref_)), nr = median_of(m.samples(*cur_ref_));
+      if (!br || !nr) {
         row(b, m.name, bs, ns, kNaN, Verdict::skipped, fmt::format("reference case has no {}", m.name));
         return;
       }
-      bx /= *br;
-      nx /= *nr;
-      bs += fmt::format(" ({:.3f}x ref)", bx);
-      ns += fmt::format(" ({:.3f}x ref)", nx);
+      for (double& x : bs_v) x /= *br;
+      for (double& x : ns_v) x /= *nr;
+      bs += fmt::format(" ({:.3f}x ref)", *bv / *br);
+      ns += fmt::format(" ({:.3f}x ref)", *nv / *nr);
     }
-    if (bx <= 0) {
+    if (!(*median_of(bs_v) > 0)) {
       row(b, m.name, bs, ns, kNaN, Verdict::skipped, "BASE value is 0");
       return;
     }
-    double ratio = nx / bx;
+    const UTest u = mann_whitney_u(bs_v, ns_v);
+    // Fewer draws for very large sample sets keep compare fast; the seed is fixed.
+    const size_t total = bs_v.size() + ns_v.size();
+    const int draws = static_cast<int>(std::clamp<size_t>(20'000'000 / std::max<size_t>(total, 1), 200, 2000));
+    const RatioInterval ci = bootstrap_median_ratio(bs_v, ns_v, 0.95, draws);
+    const std::string stats = fmt::format("n {} vs {}, 95% CI {:+.1f}%..{:+.1f}%, p {:.2g}", bs_v.size(), ns_v.size(),
+                                          (ci.lo - 1) * 100, (ci.hi - 1) * 100, u.p);
     Verdict v = Verdict::ok;
-    if (ratio > 1 + opt_.max_slowdown) v = Verdict::regression;
-    else if (ratio < 1 - opt_.max_slowdown) v = Verdict::faster;
-    row(b, m.name, bs, ns, ratio, v, "");
+    std::string note;
+    if (u.min_p > kSignificance) {
+      v = Verdict::inconclusive;
+      note = fmt::format("too few samples to tell a change from noise ({})", stats);
+    } else if (u.p >= kSignificance) {
+      note = fmt::format("within noise ({})", stats);
+    } else if (ci.lo > 1 + opt_.max_slowdown) {
+      v = Verdict::regression;
+      note = stats;
+    } else if (ci.hi < 1 - opt_.max_slowdown) {
+      v = Verdict::faster;
+      note = stats;
+    } else {
+      note = fmt::format("a change, but its interval reaches within the allowed {} ({})",
+                         profiler::format_percent(opt_.max_slowdown), stats);
+    }
+    row(b, m.name, bs, ns, ci.ratio, v, note);
   }
 
   void settings_notes(const Case& b, const Case& n) {
@@ -201,6 +270,7 @@ const char* to_string(Verdict v) {
     case Verdict::failed: return "FAILED";
     case Verdict::added: return "added";
     case Verdict::skipped: return "skipped";
+    case Verdict::inconclusive: return "inconclusive";
   }
   return "?";
 }
@@ -276,9 +346,11 @@ std::string format_compare(const CompareReport& rep) {
     out += "\n";
     for (const auto& n : rep.notes) out += "note: " + n + "\n";
   }
-  int fails = rep.failures();
-  out += fmt::format("\n{}: {} row(s), {} failing (max slowdown {})\n", rep.pass ? "PASS" : "FAIL", rep.rows.size(), fails,
-                     profiler::format_percent(rep.max_slowdown));
+  int fails = rep.failures(), unsure = 0;
+  for (const CompareRow& r : rep.rows) unsure += r.verdict == Verdict::inconclusive;
+  out += fmt::format("\n{}: {} row(s), {} failing, {} inconclusive (max slowdown {}, applied to the 95% interval of the "
+                     "median ratio)\n",
+                     rep.pass ? "PASS" : "FAIL", rep.rows.size(), fails, unsure, profiler::format_percent(rep.max_slowdown));
   return out;
 }
 

@@ -35,7 +35,10 @@ double bound_pct(const Case& c) { return c.bound ? when_ok(c, c.bound->percent) 
 
 }  // namespace
 
-int64_t memory_peak_bytes(const Case& c) { return std::max(c.memory.arena_peak_bytes, c.memory.device_used_peak_bytes); }
+int64_t memory_peak_bytes(const Case& c) {
+  const int64_t device = std::max(c.memory.arena_peak_bytes, c.memory.device_used_peak_bytes);
+  return device > 0 ? device : c.memory.host_peak_rss_bytes;
+}
 
 const std::vector<SummaryColumn>& summary_columns() {
   static const std::vector<SummaryColumn> cols = {

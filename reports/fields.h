@@ -19,7 +19,9 @@ struct SummaryColumn {
 
 const std::vector<SummaryColumn>& summary_columns();
 
-// Largest of the arena peak and the cudaMemGetInfo peak, bytes.
+// Device memory peak (the larger of the arena peak and the cudaMemGetInfo peak), or,
+// when the case used no device memory (the CPU backend), the process's peak
+// resident set; bytes.
 int64_t memory_peak_bytes(const Case& c);
 
 }  // namespace moebench::reports

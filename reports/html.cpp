@@ -8,6 +8,7 @@
 
 #include "profiler/stats.h"
 #include "reports/fields.h"
+#include "reports/markdown.h"
 #include "reports/svg.h"
 
 namespace moebench::reports {
@@ -34,14 +35,7 @@ std::string fmt_bytes(double v) { return profiler::format_bytes(v); }
 std::string header(const Results& r) {
   auto row = [](const char* k, const std::string& v) { return fmt::format("<dt>{}</dt><dd>{}</dd>\n", k, escape(v)); };
   std::string out = "<dl>\n";
-  out += row("device", fmt::format("{} ({}, {} SMs, {}), driver {}", r.device.name, to_string(r.device.kind),
-                                   r.device.sm_count, profiler::format_bytes(static_cast<double>(r.device.memory_bytes)),
-                                   r.device.driver.empty() ? "-" : r.device.driver));
-  out += row("measured bandwidth", fmt::format("host->device {}, device memory {}{}", profiler::format_gbps(r.device.h2d_gbps),
-                                               profiler::format_gbps(r.device.hbm_gbps),
-                                               r.device.disk_read_gbps > 0
-                                                   ? ", checkpoint disk read " + profiler::format_gbps(r.device.disk_read_gbps)
-                                                   : ""));
+  out += row("device", device_line(r.device));
   out += row("host", fmt::format("{} ({}, {} cores, {})", r.host.name, r.host.cpu_model, r.host.cores,
                                  profiler::format_bytes(static_cast<double>(r.host.memory_bytes))));
   out += row("model", fmt::format("{} ({}), weights {}", r.model.name, r.model.dtype, r.model.weight_source));

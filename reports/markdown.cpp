@@ -71,14 +71,44 @@ std::string markdown_table(const std::vector<std::string>& headers, const std::v
   return out;
 }
 
+namespace {
+// How a bound's resources combine, as the bounds list says it.
+std::string time_model_text(const std::string& m) {
+  if (m == "serial") return " (serial: the times add up)";
+  if (m == "overlap") return " (overlapped: the slowest resource sets the limit)";
+  return "";
+}
+}  // namespace
+
+std::string device_line(const DeviceInfo& d) {
+  auto gbps = [](double v) { return profiler::format_gbps(v); };
+  const std::string mem = profiler::format_bytes(static_cast<double>(d.memory_bytes));
+  std::vector<std::string> measured;
+  if (d.kind == DeviceKind::cuda) {
+    if (d.hbm_gbps > 0) {
+      std::string hbm = "HBM " + gbps(d.hbm_gbps);
+      if (d.hbm_read_gbps > 0 && d.hbm_copy_gbps > 0)
+        hbm += fmt::format(" (best of read stream {} and copy kernel {})", gbps(d.hbm_read_gbps), gbps(d.hbm_copy_gbps));
+      else
+        hbm += " (copy kernel)";
+      measured.push_back(hbm);
+    }
+    if (d.h2d_gbps > 0) measured.push_back("host->device " + gbps(d.h2d_gbps));
+  } else if (d.hbm_gbps > 0) {
+    measured.push_back("memory copy " + gbps(d.hbm_gbps));
+  }
+  if (d.disk_read_gbps > 0) measured.push_back("checkpoint disk read " + gbps(d.disk_read_gbps));
+  std::string out = d.kind == DeviceKind::cuda
+                        ? fmt::format("{} (cuda, {} SMs, {}), driver {}", d.name, d.sm_count, mem, d.driver.empty() ? "-" : d.driver)
+                        : fmt::format("{} (cpu, {} RAM)", d.name, mem);
+  for (size_t i = 0; i < measured.size(); ++i) out += (i == 0 ? "; measured " : ", ") + measured[i];
+  return out;
+}
+
 std::string render_markdown(const Results& r) {
   std::string out;
   out += fmt::format("## moebench results: {} on {}\n\n", r.model.name, r.device.name);
-  out += fmt::format("- device: {} ({}, {} SMs, {}, H2D {}, memory {}{}), driver {}\n", r.device.name,
-                     to_string(r.device.kind), r.device.sm_count, profiler::format_bytes(static_cast<double>(r.device.memory_bytes)),
-                     profiler::format_gbps(r.device.h2d_gbps), profiler::format_gbps(r.device.hbm_gbps),
-                     r.device.disk_read_gbps > 0 ? ", disk read " + profiler::format_gbps(r.device.disk_read_gbps) : "",
-                     r.device.driver.empty() ? "-" : r.device.driver);
+  out += "- device: " + device_line(r.device) + "\n";
   out += fmt::format("- host: {} ({}, {} cores, {})\n", r.host.name, r.host.cpu_model, r.host.cores,
                      profiler::format_bytes(static_cast<double>(r.host.memory_bytes)));
   out += fmt::format("- model: {} ({}, weights {})\n", r.model.name, r.model.dtype, r.model.weight_source);
@@ -108,13 +138,16 @@ std::string render_markdown(const Results& r) {
       out += fmt::format("- {}/{} ({}): {}\n", c.suite, c.name, c.settings.stage, c.error);
     }
   bool any_bound = false;
-  for (const Case& c : r.cases)
-    if (c.bound && c.status == CaseStatus::ok) {
-      if (!any_bound) out += "\nBounds:\n\n";
-      any_bound = true;
-      out += fmt::format("- {}/{} ({}): {} = {} {}\n", c.suite, c.name, c.settings.stage, c.bound->description,
-                         fmt::format("{:.4g}", c.bound->value), c.bound->unit);
-    }
+  for (const Case& c : r.cases) {
+    if (c.status != CaseStatus::ok || (!c.bound && c.no_bound_reason.empty())) continue;
+    if (!any_bound) out += "\nBounds:\n\n";
+    any_bound = true;
+    if (c.bound)
+      out += fmt::format("- {}/{} ({}): {} = {} {}{}\n", c.suite, c.name, c.settings.stage, c.bound->description,
+                         fmt::format("{:.4g}", c.bound->value), c.bound->unit, time_model_text(c.bound->time_model));
+    else
+      out += fmt::format("- {}/{} ({}): no bound: {}\n", c.suite, c.name, c.settings.stage, c.no_bound_reason);
+  }
   return out;
 }
 

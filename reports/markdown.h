@@ -14,6 +14,12 @@ namespace moebench::reports {
 std::string markdown_table(const std::vector<std::string>& headers, const std::vector<bool>& right,
                            const std::vector<std::vector<std::string>>& rows);
 
+// The device in one line, with only the fields that apply to its kind: a CUDA
+// device's SMs, driver and measured HBM (read stream / copy kernel), host->device
+// and disk read bandwidths; a CPU's memory and measured copy bandwidth. The
+// Markdown and HTML reports share it.
+std::string device_line(const DeviceInfo& d);
+
 std::string render_markdown(const Results& r);
 
 }  // namespace moebench::reports

@@ -126,6 +126,8 @@ json case_json(const Case& c) {
               {"device_used_peak_bytes", c.memory.device_used_peak_bytes},
               {"host_pinned_bytes", c.memory.host_pinned_bytes},
               {"allocation_count", c.memory.allocation_count ? json(*c.memory.allocation_count) : json(nullptr)},
+              {"host_peak_rss_bytes", c.memory.host_peak_rss_bytes},
+              {"engine_host_bytes", c.memory.engine_host_bytes},
               {"timeline", timeline}};
   const Aggregates& a = c.aggregates;
   json agg{{"prefill_tok_s", num(a.prefill_tok_s)}, {"decode_tok_s", num(a.decode_tok_s)},
@@ -134,11 +136,16 @@ json case_json(const Case& c) {
            {"itl_p90_ns", num(a.itl_p90_ns)},       {"itl_p99_ns", num(a.itl_p99_ns)},
            {"hit_rate", num(a.hit_rate)},           {"mean_expert_load_ns", num(a.mean_expert_load_ns)}};
   json bound = nullptr;
-  if (c.bound)
+  if (c.bound) {
+    json bw = json::object();
+    for (const auto& [k, v] : c.bound->bandwidth_gbps) bw[k] = num(v);
     bound = json{{"description", c.bound->description},
                  {"value", num(c.bound->value)},
                  {"unit", c.bound->unit},
-                 {"percent", num(c.bound->percent)}};
+                 {"percent", num(c.bound->percent)},
+                 {"time_model", c.bound->time_model},
+                 {"bandwidth_gbps", bw}};
+  }
   json knobs = json::object();
   for (const auto& [k, v] : c.settings.knobs) knobs[k] = v;
   return json{{"suite", c.suite},
@@ -156,6 +163,7 @@ json case_json(const Case& c) {
               {"gpu_time_ns", c.gpu_time_ns},
               {"aggregates", agg},
               {"bound", bound},
+              {"no_bound_reason", c.no_bound_reason},
               {"output_token_hash", c.output_token_hash},
               {"status", to_string(c.status)},
               {"error", c.error}};
@@ -183,6 +191,8 @@ json to_json(const Results& r) {
         {"driver", r.device.driver},
         {"h2d_gbps", num(r.device.h2d_gbps)},
         {"hbm_gbps", num(r.device.hbm_gbps)},
+        {"hbm_read_gbps", num(r.device.hbm_read_gbps)},
+        {"hbm_copy_gbps", num(r.device.hbm_copy_gbps)},
         {"disk_read_gbps", num(r.device.disk_read_gbps)}}},
       {"host",
        {{"name", r.host.name},
@@ -445,6 +455,8 @@ MemoryInfo read_memory(const Reader& rd, const json& j, const std::string& path)
   m.device_used_peak_bytes = o.i64("device_used_peak_bytes");
   m.host_pinned_bytes = o.i64("host_pinned_bytes");
   if (const json* a = o.opt("allocation_count")) m.allocation_count = rd.i64(*a, o.at("allocation_count"));
+  if (const json* v = o.opt("host_peak_rss_bytes")) m.host_peak_rss_bytes = rd.i64(*v, o.at("host_peak_rss_bytes"));
+  if (const json* v = o.opt("engine_host_bytes")) m.engine_host_bytes = rd.i64(*v, o.at("engine_host_bytes"));
   if (const json* t = o.opt("timeline"))
     rd.each(*t, o.at("timeline"), "an array of {t_ns, arena_bytes, device_used_bytes}",
             [&](const json& v, const std::string& p) {
@@ -537,9 +549,23 @@ Case read_case(const Reader& rd, const json& j, const std::string& path) {
     bd.value = bo.f64("value");
     bd.unit = bo.str("unit");
     bd.percent = bo.f64("percent");
+    if (const json* t = bo.opt("time_model")) {
+      bd.time_model = rd.str(*t, bo.at("time_model"));
+      if (!bd.time_model.empty() && bd.time_model != "single" && bd.time_model != "serial" && bd.time_model != "overlap")
+        rd.bad(bo.at("time_model"), *t, "\"single\", \"serial\" or \"overlap\"");
+    }
+    if (const json* g = bo.opt("bandwidth_gbps")) {
+      Obj go(rd, *g, bo.at("bandwidth_gbps"));
+      for (auto it = g->begin(); it != g->end(); ++it) {
+        go.opt(it.key().c_str());
+        bd.bandwidth_gbps[it.key()] = rd.f64(*it, go.at(it.key().c_str()));
+      }
+      go.done();
+    }
     bo.done();
     c.bound = bd;
   }
+  if (const json* v = o.opt("no_bound_reason")) c.no_bound_reason = rd.str(*v, o.at("no_bound_reason"));
   c.output_token_hash = o.str("output_token_hash");
   o.done();
   return c;
@@ -582,6 +608,8 @@ Results results_from_json(const json& j, const std::string& source) {
     r.device.driver = o.str("driver");
     r.device.h2d_gbps = o.f64("h2d_gbps");
     r.device.hbm_gbps = o.f64("hbm_gbps");
+    if (const json* v = o.opt("hbm_read_gbps")) r.device.hbm_read_gbps = rd.f64(*v, o.at("hbm_read_gbps"));
+    if (const json* v = o.opt("hbm_copy_gbps")) r.device.hbm_copy_gbps = rd.f64(*v, o.at("hbm_copy_gbps"));
     if (const json* v = o.opt("disk_read_gbps")) r.device.disk_read_gbps = rd.f64(*v, o.at("disk_read_gbps"));
     o.done();
   }

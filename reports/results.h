@@ -38,7 +38,9 @@ struct RunInfo {
 enum class DeviceKind { cpu, cuda };
 
 // The device the engine computed on. On the CPU backend: name is the CPU model,
-// sm_count 0, driver "", h2d_gbps 0, hbm_gbps the measured DRAM bandwidth.
+// sm_count 0, driver "", h2d_gbps 0, hbm_gbps a measured DRAM copy bandwidth (the
+// CPU bound measures its own read stream per case, see Bound). On CUDA, hbm_gbps is
+// the best of hbm_read_gbps and hbm_copy_gbps, both measured in the same process.
 struct DeviceInfo {
   std::string name;          // "NVIDIA H100 80GB HBM3" or the CPU model
   DeviceKind kind = DeviceKind::cpu;
@@ -47,6 +49,11 @@ struct DeviceInfo {
   std::string driver;        // CUDA driver / runtime version text
   double h2d_gbps = 0;       // measured pinned host->device bandwidth, GB/s (1e9 B/s)
   double hbm_gbps = 0;       // measured device memory bandwidth, GB/s
+  // CUDA: the two device memory measurements behind hbm_gbps: a read-only stream
+  // kernel (read bytes) and a copy kernel (read + write bytes). 0 = not measured
+  // (files written before the read stream existed carry the copy figure in hbm_gbps only).
+  double hbm_read_gbps = 0;
+  double hbm_copy_gbps = 0;
   // Measured read bandwidth of the checkpoint the disk tier reads (parallel O_DIRECT
   // reads of expert tensors), GB/s; 0 when no case read experts from disk.
   double disk_read_gbps = 0;
@@ -128,6 +135,11 @@ struct MemoryInfo {
   int64_t device_used_peak_bytes = 0;  // cudaMemGetInfo peak used (0 on CPU)
   int64_t host_pinned_bytes = 0;       // pinned host memory held for experts
   std::optional<int64_t> allocation_count;  // device/host allocations during measured repetitions, if counted
+  // Host side, on every backend: the process's peak resident set (VmHWM) at the end
+  // of the case, and the host bytes the engine itself holds for the model (weights,
+  // KV cache, workspaces; 0 when the backend does not track them). 0 = not measured.
+  int64_t host_peak_rss_bytes = 0;
+  int64_t engine_host_bytes = 0;
   std::vector<MemoryPoint> timeline;   // (n_points), optional (may be empty)
 };
 
@@ -146,12 +158,21 @@ struct Aggregates {
   double mean_expert_load_ns = 0;  // experts.mean_load_ns()
 };
 
-// The physical limit a case is held against (DESIGN.md "The profiler").
+// The physical limit a case is held against (suites/bound.h): a lower limit on
+// time from bandwidths measured in the same run, so percent above 100 (plus noise)
+// means the model of the limit is wrong.
 struct Bound {
   std::string description;  // "resident: 1.64 GB/token / 3.35 TB/s HBM"
   double value = 0;         // the limit, in `unit`
   std::string unit;         // "tok/s"
   double percent = 0;       // achieved / value * 100
+  // How the resources' times combine: "single" (one resource), "serial" (their sum:
+  // the settings leave no overlap), "overlap" (the slowest one: the settings overlap
+  // copies with compute). "" in files written before it was recorded.
+  std::string time_model;
+  // The measured bandwidths it used, GB/s, by name ("hbm", "h2d", "disk_read",
+  // "cpu_read"). Empty in files written before it was recorded.
+  std::map<std::string, double> bandwidth_gbps;
 };
 
 enum class CaseStatus { ok, failed };
@@ -172,6 +193,7 @@ struct Case {
   std::map<std::string, int64_t> gpu_time_ns;  // CUPTI GPU time by category ("kernel", "memcpy_h2d", ...); empty if off
   Aggregates aggregates;
   std::optional<Bound> bound;
+  std::string no_bound_reason;    // why an ok case has no bound ("" when it has one or no reason was recorded)
   std::string output_token_hash;  // hex xxh64 of the generated token ids; "" if failed early
   CaseStatus status = CaseStatus::ok;
   std::string error;              // one line when status == failed

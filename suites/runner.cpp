@@ -8,6 +8,7 @@
 #include <cmath>
 #include <ctime>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 
@@ -350,12 +351,34 @@ class Runner {
   void finish(const Instance& in, Pending& p) {
     p.c.aggregates = reports::compute_aggregates(p.c);
     // The bound is a wall-time limit: not for thread-CPU-timed suites.
-    if (p.c.status == CaseStatus::ok && in.spec->workload == Workload::model && loaded_.weights && in.clock == "wall")
-      p.c.bound = physical_bound(p.c, loaded_.weights->config(), in.backend, device_);
+    if (p.c.status == CaseStatus::ok && in.spec->workload == Workload::model && loaded_.weights)
+      p.c.bound = bound_of(in, p.c, p.c.no_bound_reason);
     if (trace_pending_) {
       trace_ready_ = true;
       trace_pending_ = false;
     }
+  }
+
+  // The case's bound (suites/bound.h), or nullopt and the reason. A bound limits
+  // wall time: none for thread-CPU-timed cases. On the CPU it needs a read stream
+  // over the fp32 bytes a decode token reads with the case's threads, measured here
+  // once per (size, threads) in this run — only when bandwidths are measured at all.
+  std::optional<reports::Bound> bound_of(const Instance& in, const Case& c, std::string& why) {
+    if (in.clock != "wall") {
+      why = fmt::format("timed by the {} clock, and a bound limits wall time", in.clock);
+      return std::nullopt;
+    }
+    const ModelConfig& cfg = loaded_.weights->config();
+    CpuRead cpu;
+    if (in.backend == "cpu" && opt_.measure_bandwidth) {
+      cpu.bytes = bytes_per_decode_token(cfg, 4);
+      cpu.threads = in.cpu_threads > 0 ? in.cpu_threads : omp_get_max_threads();
+      auto key = std::make_pair(cpu.bytes, cpu.threads);
+      auto it = cpu_read_gbps_.find(key);
+      if (it == cpu_read_gbps_.end()) it = cpu_read_gbps_.emplace(key, measure_read_gbps(static_cast<size_t>(cpu.bytes), cpu.threads)).first;
+      cpu.gbps = it->second;
+    }
+    return physical_bound(c, cfg, in.backend, device_, cpu, &why);
   }
 
   GenerateOptions generate_options(const Instance& in) {
@@ -443,6 +466,8 @@ class Runner {
     c.memory.arena_peak_bytes = std::max(c.memory.arena_peak_bytes, m.arena_peak_bytes);
     c.memory.device_used_peak_bytes = std::max<int64_t>(c.memory.device_used_peak_bytes, m.device_used_peak_bytes);
     c.memory.host_pinned_bytes = std::max(c.memory.host_pinned_bytes, m.host_pinned_peak_bytes);
+    c.memory.host_peak_rss_bytes = std::max(c.memory.host_peak_rss_bytes, process_peak_rss_bytes());
+    if (loaded_.model) c.memory.engine_host_bytes = std::max(c.memory.engine_host_bytes, loaded_.model->engine_host_bytes());
     if (first && (m.arena_peak_bytes > 0 || m.device_used_peak_bytes > 0))
       for (const profiler::MemorySample& s : m.timeline)
         c.memory.timeline.push_back({s.t_ns - t0_ns, s.arena_used_bytes, std::max<int64_t>(0, s.device_used_bytes)});
@@ -528,60 +553,13 @@ class Runner {
   reports::DeviceInfo device_;
   std::unique_ptr<profiler::CuptiCollector> cupti_;
   std::unique_ptr<Calibration> calib_;
+  std::map<std::pair<int64_t, int>, double> cpu_read_gbps_;  // (bytes, threads) -> measured read stream
   profiler::TraceInput trace_;
   bool trace_pending_ = false;  // trace_ holds the last repetition of an unfinished instance
   bool trace_ready_ = false;    // ... of the last finished instance: written at the end
 };
 
 }  // namespace
-
-// Weight bytes one decode token must read when everything is resident: every
-// layer's attention, norms and router, top_k experts per layer, the final norm,
-// one embedding row and the lm_head.
-int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param) {
-  int64_t params = c.num_hidden_layers * (c.layer_dense_params() + c.num_experts_per_tok * c.expert_params()) +
-                   2LL * c.hidden_size + static_cast<int64_t>(c.vocab_size) * c.hidden_size;
-  return params * bytes_per_param;
-}
-
-std::optional<reports::Bound> physical_bound(const Case& c, const ModelConfig& cfg, const std::string& backend,
-                                             const reports::DeviceInfo& dev) {
-  if (c.aggregates.decode_tok_s <= 0) return std::nullopt;
-  reports::Bound b;
-  b.unit = "tok/s";
-  int64_t decode_tokens = 0;
-  for (const Repetition& r : c.samples) decode_tokens += static_cast<int64_t>(reports::decode_latencies(r).size());
-  const bool offloaded = c.settings.knobs.count("expert_tier") && c.settings.knobs.at("expert_tier") != "resident";
-  if (backend == "cuda" && offloaded && decode_tokens > 0) {
-    // The link bound for this run's own copies: each decode token's expert bytes over
-    // the measured pinned H2D bandwidth (disk tier: over the slower of it and the
-    // measured disk read bandwidth, the two stages being pipelined), plus reading its
-    // resident weights (attention, gate, embeddings, the active experts) once at the
-    // measured HBM bandwidth.
-    if (dev.h2d_gbps <= 0 || dev.hbm_gbps <= 0) return std::nullopt;
-    const bool disk = c.settings.knobs.at("expert_tier") == "disk";
-    if (disk && dev.disk_read_gbps <= 0) return std::nullopt;  // the disk is the limit, and it was not measured
-    const double link = disk ? std::min(dev.h2d_gbps, dev.disk_read_gbps) : dev.h2d_gbps;
-    const double moved = static_cast<double>(c.experts.decode_bytes_moved) / static_cast<double>(decode_tokens);
-    const double resident = static_cast<double>(bytes_per_decode_token(cfg, 2));
-    const double sec = moved / (link * 1e9) + resident / (dev.hbm_gbps * 1e9);
-    b.value = 1.0 / sec;
-    b.description = fmt::format("offloaded: {}/token of expert copies (measured, decode) / {} {} + {}/token / {} HBM",
-                                profiler::format_bytes(moved), profiler::format_gbps(link),
-                                link < dev.h2d_gbps ? "disk read (measured; host->device is faster)" : "host->device",
-                                profiler::format_bytes(resident), profiler::format_gbps(dev.hbm_gbps));
-  } else {
-    if (dev.hbm_gbps <= 0) return std::nullopt;
-    const bool cpu = backend == "cpu";
-    int64_t bytes = bytes_per_decode_token(cfg, cpu ? 4 : 2);
-    b.value = dev.hbm_gbps * 1e9 / static_cast<double>(bytes);
-    b.description = fmt::format("resident: {}/token of {} weights / {} {}", profiler::format_bytes(static_cast<double>(bytes)),
-                                cpu ? "fp32" : "bf16", profiler::format_gbps(dev.hbm_gbps),
-                                cpu ? "DRAM (measured memcpy)" : "HBM");
-  }
-  b.percent = c.aggregates.decode_tok_s / b.value * 100;
-  return b;
-}
 
 std::string token_hash(const std::vector<int32_t>& ids) {
   XXH64_hash_t h = XXH64(ids.data(), ids.size() * sizeof(int32_t), 0);

@@ -14,7 +14,9 @@
 //     repetition;
 //   - expert counters summed over the measured repetitions from the profiler (as
 //     the engine bumped them: zeros when it bumps none), memory peaks, CUPTI GPU
-//     time when tracing on CUDA, aggregates, the bound, the output-token hash;
+//     time when tracing on CUDA, aggregates, the bound (suites/bound.h; on the CPU
+//     after a read stream over the weights a token reads, measured with the case's
+//     threads), the output-token hash;
 //   - the results so far rewritten atomically to the progress file.
 // The results file itself (and the trace) is written once, when the run is complete
 // and at least one instance ran: a file that was there before is replaced only by a
@@ -35,6 +37,7 @@
 #include "engine/config.h"
 #include "profiler/counters.h"
 #include "reports/results.h"
+#include "suites/bound.h"
 #include "suites/suite.h"
 
 namespace moebench::suites {
@@ -71,18 +74,6 @@ struct RunOutcome {
 std::string progress_path_for(const std::string& out_path);
 
 RunOutcome run_suite(const std::vector<Instance>& instances, const RunOptions& opt, const RunEvents& ev = {});
-
-// The physical limit a finished case is held against (DESIGN.md "The profiler"):
-// resident (or CPU): bytes of weights one decode token reads (bf16 on CUDA, fp32 on
-// the CPU) / dev.hbm_gbps; offloaded on CUDA: 1 / (the case's expert bytes copied per
-// decode token / link + the resident bytes a token reads / dev.hbm_gbps), link being
-// dev.h2d_gbps, or on the disk tier the slower of it and dev.disk_read_gbps.
-// percent = decode tok/s / bound.
-// nullopt when the case decoded nothing or the bandwidth it needs is not measured.
-std::optional<reports::Bound> physical_bound(const reports::Case& c, const ModelConfig& cfg, const std::string& backend,
-                                             const reports::DeviceInfo& dev);
-// Weight bytes one decode token must read when everything is resident.
-int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param);
 
 // Adds one repetition's expert counters (the profiler's: totals, per layer, usage,
 // and the bytes moved during decode steps, step 0 being the prefill) to a case's.

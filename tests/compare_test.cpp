@@ -8,9 +8,11 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "engine/error.h"
 #include "reports/compare.h"
+#include "reports/significance.h"
 #include "tests/results_fixture.h"
 
 using namespace moebench;
@@ -44,7 +46,10 @@ TEST(Compare, IdenticalFilesPass) {
                         "prefill_ns", "ttft_warm_ns", "ttft_cold_ns"}) {
     const CompareRow* row = find_row(rep, "c0", m);
     ASSERT_NE(row, nullptr) << m;
-    EXPECT_EQ(row->verdict, Verdict::ok) << m;
+    // Prefill and TTFT have one sample per repetition (3, and 1 cold): too few to
+    // tell anything from noise.
+    const bool few = std::string(m) == "prefill_ns" || std::string(m) == "ttft_warm_ns" || std::string(m) == "ttft_cold_ns";
+    EXPECT_EQ(row->verdict, few ? Verdict::inconclusive : Verdict::ok) << m;
   }
   EXPECT_DOUBLE_EQ(find_row(rep, "c1", "decode_step_ns")->ratio, 1.0);
 }
@@ -56,9 +61,11 @@ TEST(Compare, TwentyPercentDecodeSlowdownFails) {
   EXPECT_FALSE(rep.pass);
   EXPECT_EQ(verdict(rep, "c0", "decode_step_ns"), Verdict::regression);
   EXPECT_NEAR(find_row(rep, "c0", "decode_step_ns")->ratio, 1.20, 0.001);
-  EXPECT_EQ(verdict(rep, "c0", "prefill_ns"), Verdict::ok);
+  EXPECT_EQ(verdict(rep, "c0", "prefill_ns"), Verdict::inconclusive);  // 3 repetitions against 3
   EXPECT_EQ(verdict(rep, "c1", "decode_step_ns"), Verdict::ok);
-  EXPECT_EQ(rep.failures(), 1);
+  // The same slowdown, seen against the bound: 20% further from it.
+  EXPECT_EQ(verdict(rep, "c0", "decode_vs_bound"), Verdict::regression);
+  EXPECT_EQ(rep.failures(), 2);
   std::string text = format_compare(rep);
   EXPECT_NE(text.find("REGRESSION"), std::string::npos);
   EXPECT_NE(text.find("+20.0%"), std::string::npos);
@@ -115,7 +122,12 @@ TEST(Compare, ChangedDeterministicMetricsFail) {
 
 TEST(Compare, NormalisationCancelsUniformMachineSlowdown) {
   Results base = make_results(), cur = make_results();
-  for (Case& c : cur.cases) scale_case(c, 1.30, 1.30);
+  // A uniformly slower machine: every timing 30% longer, and the bandwidths its run
+  // measured (so its bounds) 30% lower.
+  for (Case& c : cur.cases) {
+    scale_case(c, 1.30, 1.30);
+    c.bound->value /= 1.30;
+  }
   EXPECT_FALSE(compare_results(base, cur, {}).pass);
   CompareOptions opt;
   opt.normalize_by = "ref";
@@ -204,6 +216,116 @@ TEST(Compare, SettingsDifferencesAreNoted) {
   bool found = false;
   for (const auto& n : rep.notes) found |= n.find("gpu_slots: 42 -> 64") != std::string::npos;
   EXPECT_TRUE(found) << format_compare(rep);
+}
+
+// --normalize-by a case whose timings are all zero: an error, not every row skipped and PASS.
+TEST(Compare, NormalisingByAnAllZeroReferenceIsAnError) {
+  Results base = make_results(), cur = make_results();
+  for (Results* r : {&base, &cur})
+    for (Repetition& rep : r->cases[2].samples) {
+      for (int64_t& x : rep.latency_ns) x = 0;
+      rep.ttft_warm_ns = 0;
+      rep.ttft_cold_ns.reset();
+    }
+  CompareOptions opt;
+  opt.normalize_by = "ref";
+  try {
+    compare_results(base, cur, opt);
+    FAIL() << "accepted a reference whose timings are zero";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--normalize-by ref"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("BASE"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------- the statistics
+
+namespace {
+
+// n samples around `center` with +-`spread` relative noise from a seeded generator.
+std::vector<double> noisy(int n, double center, double spread, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::vector<double> v;
+  for (int i = 0; i < n; ++i) v.push_back(center * (1 + spread * (static_cast<double>(g() % 2001) / 1000 - 1)));
+  return v;
+}
+
+// A case whose decode steps are exactly `steps` (one repetition).
+Case case_with_steps(const std::string& name, const std::vector<double>& steps) {
+  Case c = moebench::testing::make_case("short", name, "P0", 1, 0);
+  Repetition& r = c.samples[0];
+  for (double x : steps) {
+    r.latency_ns.push_back(static_cast<int64_t>(x));
+    r.phase.push_back(Phase::decode);
+  }
+  c.aggregates = compute_aggregates(c);
+  return c;
+}
+
+}  // namespace
+
+TEST(Significance, MannWhitneyMatchesKnownValues) {
+  UTest t = mann_whitney_u({1, 2, 3}, {4, 5, 6});
+  EXPECT_DOUBLE_EQ(t.u, 9);
+  EXPECT_NEAR(t.p, 0.1, 1e-12);  // exact: 2 of the 20 orderings are that extreme
+  EXPECT_NEAR(t.min_p, 0.1, 1e-12);
+  t = mann_whitney_u({1.1, 2.3, 3.5, 4.2}, {2.0, 5.1, 6.3, 7.7});
+  EXPECT_DOUBLE_EQ(t.u, 13);
+  EXPECT_NEAR(t.p, 0.2, 1e-12);  // P(U <= 3) = 7/70, two-sided
+  std::vector<double> a, b;
+  for (int i = 1; i <= 10; ++i) a.push_back(i), b.push_back(i + 10);
+  EXPECT_NEAR(mann_whitney_u(a, b).p, 2.0 / 184756, 1e-12);
+  // Identical samples: no evidence of a difference.
+  EXPECT_NEAR(mann_whitney_u(a, a).p, 1.0, 1e-12);
+}
+
+TEST(Significance, BootstrapIntervalIsDeterministicAndHoldsTheRatio) {
+  std::vector<double> a = noisy(100, 1e6, 0.02, 1), b = a;
+  for (double& x : b) x *= 1.25;
+  RatioInterval r1 = bootstrap_median_ratio(a, b), r2 = bootstrap_median_ratio(a, b);
+  EXPECT_EQ(r1.lo, r2.lo);
+  EXPECT_EQ(r1.hi, r2.hi);
+  EXPECT_NEAR(r1.ratio, 1.25, 1e-9);
+  EXPECT_LE(r1.lo, r1.ratio);
+  EXPECT_GE(r1.hi, r1.ratio);
+  EXPECT_GT(r1.lo, 1.2);
+  EXPECT_LT(r1.hi, 1.3);
+}
+
+TEST(Significance, EqualDistributionsAreNotSlower) {
+  Results base = make_results(), cur = make_results();
+  base.cases = {case_with_steps("c", noisy(200, 1e6, 0.05, 11))};
+  cur.cases = {case_with_steps("c", noisy(200, 1e6, 0.05, 12))};
+  CompareOptions opt;
+  opt.max_slowdown = 0.0;  // even with no allowance, noise is not a slowdown
+  CompareReport rep = compare_results(base, cur, opt);
+  EXPECT_EQ(verdict(rep, "c", "decode_step_ns"), Verdict::ok) << format_compare(rep);
+  EXPECT_TRUE(rep.pass);
+}
+
+TEST(Significance, ClearlyShiftedIsSlowerAndTheAllowanceAppliesToTheInterval) {
+  Results base = make_results(), cur = make_results();
+  base.cases = {case_with_steps("c", noisy(200, 1e6, 0.05, 11))};
+  cur.cases = {case_with_steps("c", noisy(200, 1.2e6, 0.05, 12))};
+  CompareReport rep = compare_results(base, cur, {});
+  EXPECT_EQ(verdict(rep, "c", "decode_step_ns"), Verdict::regression) << format_compare(rep);
+  EXPECT_FALSE(rep.pass);
+  // An allowance of 25% covers the whole interval of a 20% shift.
+  CompareOptions loose;
+  loose.max_slowdown = 0.25;
+  rep = compare_results(base, cur, loose);
+  EXPECT_EQ(verdict(rep, "c", "decode_step_ns"), Verdict::ok) << format_compare(rep);
+  EXPECT_TRUE(rep.pass);
+}
+
+TEST(Significance, SmallSamplesAreInconclusive) {
+  Results base = make_results(), cur = make_results();
+  base.cases = {case_with_steps("c", {1e6, 1.01e6, 0.99e6})};
+  cur.cases = {case_with_steps("c", {1.5e6, 1.51e6, 1.49e6})};  // 50% slower, but 3 samples against 3
+  CompareReport rep = compare_results(base, cur, {});
+  EXPECT_EQ(verdict(rep, "c", "decode_step_ns"), Verdict::inconclusive) << format_compare(rep);
+  EXPECT_TRUE(rep.pass);
+  EXPECT_NE(format_compare(rep).find("too few samples"), std::string::npos);
 }
 
 TEST(Compare, ParsePercent) {

@@ -518,7 +518,6 @@ TEST(DashboardViews, LiveRunJoinsTheLoadedResults) {
   EXPECT_EQ(d.state().selected, (CaseRef{0, 0}));
 }
 
-
 // The committed GPU results (moebench run --suite stages-gpu on an H200, 32 Mixtral-8x7B
 // layers offloaded under a 22 GiB budget) open, and every view has something to show.
 TEST(DashboardFrames, CommittedGpuStagesResults) {

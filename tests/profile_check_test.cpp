@@ -1,7 +1,6 @@
 // profile_check_test.cpp: the statistics behind `moebench profile-check`
-// (profiler/integrity.h), the physical bound the runner derives from the
-// device's measured bandwidths (suites/runner.h physical_bound), and the
-// committed GPU evidence (reports/baselines/profile_check_*) the README cites.
+// (profiler/integrity.h), the device bandwidths a results file keeps for the
+// bound (the bound itself: bound_test.cpp), and the committed GPU evidence (reports/baselines/profile_check_*) the README cites.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -116,85 +115,6 @@ TEST(RatioSummary, PercentilesAndTotals) {
   EXPECT_NEAR(r.of_totals, 500.0 / 400.0, 1e-12);
   EXPECT_THROW(profiler::ratio_summary({1}, {1, 2}), Error);
   EXPECT_EQ(profiler::ratio_summary({}, {}).n, 0);
-}
-
-// A finished resident case at 10 decode tok/s (10 decode steps of 100 ms).
-reports::DeviceInfo cuda_device(double hbm_gbps, double h2d_gbps) {
-  reports::DeviceInfo d;
-  d.kind = reports::DeviceKind::cuda;
-  d.hbm_gbps = hbm_gbps;
-  d.h2d_gbps = h2d_gbps;
-  return d;
-}
-
-reports::Case decoded_case(const char* tier) {
-  reports::Case c;
-  c.settings.knobs["expert_tier"] = tier;
-  reports::Repetition r;
-  r.latency_ns = {50'000'000};
-  r.phase = {reports::Phase::prefill};
-  for (int i = 0; i < 10; ++i) {
-    r.latency_ns.push_back(100'000'000);
-    r.phase.push_back(reports::Phase::decode);
-  }
-  c.samples.push_back(r);
-  c.aggregates = reports::compute_aggregates(c);
-  return c;
-}
-
-TEST(PhysicalBound, ResidentCudaUsesMeasuredHbm) {
-  const ModelConfig cfg = preset_config("mixtral-8x7b");
-  reports::DeviceInfo d = cuda_device(3000, 55);
-  const reports::Case c = decoded_case("resident");
-  ASSERT_NEAR(c.aggregates.decode_tok_s, 10.0, 1e-9);
-  const auto b = suites::physical_bound(c, cfg, "cuda", d);
-  ASSERT_TRUE(b.has_value());
-  const double bytes = static_cast<double>(suites::bytes_per_decode_token(cfg, 2));
-  EXPECT_NEAR(b->value, 3000e9 / bytes, 1e-6);
-  EXPECT_NEAR(b->percent, 10.0 / b->value * 100, 1e-9);
-  EXPECT_EQ(b->unit, "tok/s");
-  EXPECT_NE(b->description.find("HBM"), std::string::npos) << b->description;
-  // Without a measured HBM bandwidth there is no bound, not an invented one.
-  d.hbm_gbps = 0;
-  EXPECT_FALSE(suites::physical_bound(c, cfg, "cuda", d).has_value());
-}
-
-TEST(PhysicalBound, OffloadedCudaUsesMeasuredHostToDevice) {
-  const ModelConfig cfg = preset_config("mixtral-8x7b");
-  reports::DeviceInfo d = cuda_device(3000, 50);
-  reports::Case c = decoded_case("pinned");
-  c.experts.bytes_moved = 12LL * 1'000'000'000;        // the prefill's loads count here only
-  c.experts.decode_bytes_moved = 10LL * 1'000'000'000;  // 1 GB per decode token
-  const auto b = suites::physical_bound(c, cfg, "cuda", d);
-  ASSERT_TRUE(b.has_value());
-  // 1 GB over 50 GB/s, plus the token's resident bf16 weights once over 3000 GB/s.
-  const double sec = 1e9 / 50e9 + static_cast<double>(suites::bytes_per_decode_token(cfg, 2)) / 3000e9;
-  EXPECT_NEAR(b->value, 1.0 / sec, 1e-9);
-  EXPECT_NEAR(b->percent, 10.0 * sec * 100, 1e-9);  // measured 10 tok/s
-  EXPECT_NE(b->description.find("offloaded"), std::string::npos) << b->description;
-  d.h2d_gbps = 0;
-  EXPECT_FALSE(suites::physical_bound(c, cfg, "cuda", d).has_value());
-}
-
-TEST(PhysicalBound, DiskTierUsesTheSlowerOfDiskAndHostToDevice) {
-  const ModelConfig cfg = preset_config("mixtral-8x7b");
-  reports::DeviceInfo d = cuda_device(3000, 50);
-  reports::Case c = decoded_case("disk");
-  c.experts.decode_bytes_moved = 10LL * 1'000'000'000;  // 1 GB per decode token
-  // The disk is the limit, and without its measured bandwidth there is no bound.
-  EXPECT_FALSE(suites::physical_bound(c, cfg, "cuda", d).has_value());
-  d.disk_read_gbps = 2;
-  auto b = suites::physical_bound(c, cfg, "cuda", d);
-  ASSERT_TRUE(b.has_value());
-  const double resident = static_cast<double>(suites::bytes_per_decode_token(cfg, 2)) / 3000e9;
-  EXPECT_NEAR(b->value, 1.0 / (1e9 / 2e9 + resident), 1e-9);
-  EXPECT_NE(b->description.find("disk read"), std::string::npos) << b->description;
-  // A disk faster than the link: the link is the limit.
-  d.disk_read_gbps = 80;
-  b = suites::physical_bound(c, cfg, "cuda", d);
-  ASSERT_TRUE(b.has_value());
-  EXPECT_NEAR(b->value, 1.0 / (1e9 / 50e9 + resident), 1e-9);
-  EXPECT_NE(b->description.find("host->device"), std::string::npos) << b->description;
 }
 
 TEST(PhysicalBound, DeviceBandwidthsSurviveTheResultsFile) {

@@ -92,6 +92,35 @@ TEST(Markdown, OneRowPerCaseAndEscapedPipes) {
   EXPECT_NE(md.find("bad \"quote\""), std::string::npos);  // failed case listed with its error
 }
 
+// The device line carries only what applies: no SMs or host->device link for a CPU,
+// and a CPU case's memory peak is the process's peak resident set.
+TEST(Markdown, DeviceLineShowsOnlyFieldsThatApply) {
+  Results r = make_results();
+  r.device.hbm_read_gbps = 4450;
+  r.device.hbm_copy_gbps = 3950;
+  r.device.hbm_gbps = 4450;
+  const std::string gpu = device_line(r.device);
+  for (const char* want : {"132 SMs", "driver 13.0", "read stream", "copy kernel", "host->device"})
+    EXPECT_NE(gpu.find(want), std::string::npos) << want << " in " << gpu;
+  DeviceInfo cpu;
+  cpu.name = "AMD EPYC";
+  cpu.memory_bytes = 24LL << 30;
+  cpu.hbm_gbps = 12.5;
+  const std::string line = device_line(cpu);
+  for (const char* not_there : {"SMs", "H2D", "host->device", "driver", "0.00"})
+    EXPECT_EQ(line.find(not_there), std::string::npos) << not_there << " in " << line;
+  EXPECT_NE(line.find("AMD EPYC (cpu"), std::string::npos) << line;
+  r.device = cpu;
+  const std::string md = render_markdown(r);
+  EXPECT_NE(md.find("- device: " + line), std::string::npos) << md;
+  EXPECT_EQ(md.find("SMs"), std::string::npos);
+  EXPECT_EQ(render_html(r).find("SMs"), std::string::npos);
+  Case c = make_case("s", "cpu", "custom");
+  c.memory = MemoryInfo{};
+  c.memory.host_peak_rss_bytes = 300LL << 20;
+  EXPECT_EQ(memory_peak_bytes(c), 300LL << 20);
+}
+
 TEST(Markdown, TableIsAligned) {
   std::string t = markdown_table({"a", "num"}, {false, true}, {{"xyz", "1"}, {"q", "12345"}});
   EXPECT_EQ(t,

@@ -1,0 +1,226 @@
+// bound.cpp: see bound.h.
+#include "suites/bound.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "engine/error.h"
+#include "profiler/stats.h"
+#include "variants/cache_policy.h"
+
+namespace moebench::suites {
+
+namespace {
+
+using reports::Bound;
+using reports::Case;
+using reports::DeviceInfo;
+
+// Which of the two device memory measurements hbm_gbps is, for the description.
+// Files from before the read stream carry the copy kernel's figure only.
+std::string hbm_text(const DeviceInfo& dev) {
+  const bool read = dev.hbm_read_gbps > 0 && dev.hbm_read_gbps >= dev.hbm_copy_gbps;
+  return fmt::format("{} HBM ({})", profiler::format_gbps(dev.hbm_gbps),
+                     read ? "read stream, the better of read stream and copy kernel" : "copy kernel, read + write");
+}
+
+int64_t decode_tokens_of(const Case& c) {
+  int64_t n = 0;
+  for (const reports::Repetition& r : c.samples) n += static_cast<int64_t>(reports::decode_latencies(r).size());
+  return n;
+}
+
+std::string knob_string(const reports::Settings& s, const char* key) {
+  auto it = s.knobs.find(key);
+  return it != s.knobs.end() && it->second.is_string() ? it->second.get<std::string>() : "";
+}
+
+// The offloaded CUDA bound: expert copies over the link and resident reads over HBM,
+// summed or overlapped as the settings say.
+std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, const DeviceInfo& dev, std::string& why) {
+  const int64_t decode_tokens = decode_tokens_of(c);
+  if (decode_tokens <= 0) {
+    why = "the case decoded no token";
+    return std::nullopt;
+  }
+  if (dev.h2d_gbps <= 0 || dev.hbm_gbps <= 0) {
+    why = "the host->device and HBM bandwidths were not measured";
+    return std::nullopt;
+  }
+  const bool disk = knob_string(c.settings, "expert_tier") == "disk";
+  if (disk && dev.disk_read_gbps <= 0) {  // the disk is the limit, and it was not measured
+    why = "the disk tier's read bandwidth was not measured";
+    return std::nullopt;
+  }
+  // Disk tier: the read of the next staging buffer overlaps the copy of the previous
+  // one, so the slower of the two is the link.
+  const double link = disk ? std::min(dev.h2d_gbps, dev.disk_read_gbps) : dev.h2d_gbps;
+  const double moved = static_cast<double>(c.experts.decode_bytes_moved) / static_cast<double>(decode_tokens);
+  const double resident = static_cast<double>(bytes_per_decode_token(cfg, 2));
+  const double copy_s = moved / (link * 1e9), hbm_s = resident / (dev.hbm_gbps * 1e9);
+  const bool overlap = copies_overlap_compute(c.settings);
+  Bound b;
+  b.unit = "tok/s";
+  b.time_model = overlap ? "overlap" : "serial";
+  b.value = 1.0 / (overlap ? std::max(copy_s, hbm_s) : copy_s + hbm_s);
+  b.bandwidth_gbps = {{"h2d", dev.h2d_gbps}, {"hbm", dev.hbm_gbps}};
+  if (disk) b.bandwidth_gbps["disk_read"] = dev.disk_read_gbps;
+  const std::string copies = fmt::format(
+      "{}/token of expert copies (measured, decode) / {} {}", profiler::format_bytes(moved), profiler::format_gbps(link),
+      link < dev.h2d_gbps ? "disk read (measured; host->device is faster)" : "host->device");
+  const std::string reads = fmt::format("{}/token / {}", profiler::format_bytes(resident), hbm_text(dev));
+  b.description = overlap ? fmt::format("offloaded, copies overlap compute ({} prefetches): max of {}, {}",
+                                        knob_string(c.settings, "cache_policy"), copies, reads)
+                          : fmt::format("offloaded, copies then compute (no prefetch): {} + {}", copies, reads);
+  return b;
+}
+
+// Everything resident: the weight bytes a token reads over one measured bandwidth
+// (`name` in bandwidth_gbps, `text` in the description).
+Bound resident_bound(int64_t bytes, const char* dtype, double gbps, const char* name, const std::string& text) {
+  Bound b;
+  b.unit = "tok/s";
+  b.time_model = "single";
+  b.value = gbps * 1e9 / static_cast<double>(bytes);
+  b.bandwidth_gbps = {{name, gbps}};
+  b.description = fmt::format("resident: {}/token of {} weights / {}", profiler::format_bytes(static_cast<double>(bytes)),
+                              dtype, text);
+  return b;
+}
+
+}  // namespace
+
+int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param) {
+  int64_t params = c.num_hidden_layers * (c.layer_dense_params() + c.num_experts_per_tok * c.expert_params()) +
+                   2LL * c.hidden_size + static_cast<int64_t>(c.vocab_size) * c.hidden_size;
+  return params * bytes_per_param;
+}
+
+bool copies_overlap_compute(const reports::Settings& s) {
+  const std::string policy = knob_string(s, "cache_policy");
+  if (policy.empty()) return false;
+  for (const CachePolicyInfo& p : cache_policies())
+    if (p.name == policy) return p.speculative;
+  return false;
+}
+
+std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const std::string& backend,
+                                    const DeviceInfo& dev, const CpuRead& cpu, std::string* why_out) {
+  std::string ignored;
+  std::string& why = why_out ? *why_out : ignored;
+  why.clear();
+  if (c.aggregates.decode_tok_s <= 0) {
+    why = "the case decoded no token";
+    return std::nullopt;
+  }
+  std::optional<Bound> b;
+  const std::string tier = knob_string(c.settings, "expert_tier");
+  if (backend == "cuda" && !tier.empty() && tier != "resident") {
+    b = offloaded_bound(c, cfg, dev, why);
+  } else if (backend == "cpu") {
+    if (cpu.gbps <= 0) {
+      why = "the CPU read stream was not measured";
+      return std::nullopt;
+    }
+    b = resident_bound(bytes_per_decode_token(cfg, 4), "fp32", cpu.gbps, "cpu_read",
+                       fmt::format("{} (read stream over {} with {} thread(s), measured)", profiler::format_gbps(cpu.gbps),
+                                   profiler::format_bytes(static_cast<double>(cpu.bytes)), cpu.threads));
+  } else {
+    if (dev.hbm_gbps <= 0) {
+      why = "the HBM bandwidth was not measured";
+      return std::nullopt;
+    }
+    b = resident_bound(bytes_per_decode_token(cfg, 2), "bf16", dev.hbm_gbps, "hbm", hbm_text(dev));
+  }
+  if (b) b->percent = c.aggregates.decode_tok_s / b->value * 100;
+  return b;
+}
+
+std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo& dev, int batch, double decode_tok_s) {
+  if (dev.hbm_gbps <= 0 || batch < 1 || !(decode_tok_s > 0)) return std::nullopt;
+  const int64_t bytes = bytes_per_decode_token(cfg, 2);
+  Bound b = resident_bound(bytes, "bf16", dev.hbm_gbps, "hbm", hbm_text(dev));
+  b.value *= batch;  // a step of `batch` tokens reads at least what one token reads
+  b.percent = batch * decode_tok_s / b.value * 100;
+  if (batch > 1)
+    b.description = fmt::format(
+        "batch {} decode: {} sequences x {:.1f} steps/s = {:.1f} tok/s total; bound: {} tokens per step that read at "
+        "least {} of weights (every non-expert weight, top_k experts per layer) / {}",
+        batch, batch, decode_tok_s, batch * decode_tok_s, batch, profiler::format_bytes(static_cast<double>(bytes)),
+        hbm_text(dev));
+  return b;
+}
+
+std::optional<Bound> bench_prefill_bound(const ModelConfig& cfg, const DeviceInfo& dev, double ttft_ns) {
+  if (dev.hbm_gbps <= 0 || !(ttft_ns > 0)) return std::nullopt;
+  const double bytes = static_cast<double>(bytes_per_decode_token(cfg, 2));
+  Bound b;
+  b.unit = "ms";
+  b.time_model = "single";
+  b.value = bytes / (dev.hbm_gbps * 1e9) * 1e3;
+  b.percent = b.value / (ttft_ns / 1e6) * 100;
+  b.bandwidth_gbps = {{"hbm", dev.hbm_gbps}};
+  b.description = fmt::format("prefill: at least {} of weights read (every non-expert weight, top_k experts per layer) / {}",
+                              profiler::format_bytes(bytes), hbm_text(dev));
+  return b;
+}
+
+std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, std::string* why) {
+  auto no = [&](std::string reason) -> std::optional<Bound> {
+    if (why) *why = std::move(reason);
+    return std::nullopt;
+  };
+  if (c.status != reports::CaseStatus::ok) return no("the case failed");
+  ModelConfig cfg;
+  try {
+    cfg = config_from_json(r.model.config, "model.config");
+  } catch (const Error& e) {
+    return no(e.what());
+  }
+  std::optional<Bound> b;
+  if (c.suite == "bench") {
+    auto it = c.settings.knobs.find("batch");
+    const int batch = it != c.settings.knobs.end() && it->second.is_number_integer() ? it->second.get<int>() : 1;
+    b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, batch, c.aggregates.decode_tok_s)
+                         : bench_prefill_bound(cfg, r.device, c.aggregates.ttft_warm_ns);
+  } else if (r.device.kind == reports::DeviceKind::cpu) {
+    if (!c.bound || !c.bound->bandwidth_gbps.count("cpu_read"))
+      return no("the file does not record the CPU read stream a bound needs");
+    CpuRead cpu;
+    cpu.gbps = c.bound->bandwidth_gbps.at("cpu_read");
+    b = physical_bound(c, cfg, "cpu", r.device, cpu, why);
+  } else {
+    b = physical_bound(c, cfg, "cuda", r.device, {}, why);
+  }
+  if (!b && c.suite == "bench") return no("a bandwidth the bound needs is not in the file");
+  return b;
+}
+
+int rederive_recorded_bounds(reports::Results& r) {
+  int n = 0;
+  for (Case& c : r.cases) {
+    if (!c.bound || !c.bound->time_model.empty()) continue;
+    if (auto b = rederive_bound(r, c, nullptr)) {
+      c.bound = std::move(b);
+      ++n;
+    }
+  }
+  return n;
+}
+
+std::vector<std::string> bound_warnings(const reports::Results& r) {
+  std::vector<std::string> out;
+  for (const Case& c : r.cases) {
+    if (c.status != reports::CaseStatus::ok || !c.bound || !std::isfinite(c.bound->percent)) continue;
+    if (c.bound->percent <= 100 * (1 + kBoundNoise)) continue;
+    out.push_back(fmt::format(
+        "{}/{} ({}) reached {:.1f}% of its bound, more than the {:.0f}% measurement noise above it, so that bound is "
+        "not a limit: {}",
+        c.suite, c.name, c.settings.stage, c.bound->percent, kBoundNoise * 100, c.bound->description));
+  }
+  return out;
+}
+
+}  // namespace moebench::suites

@@ -1,0 +1,78 @@
+// bound.h: the physical limit a finished case is held against — one computation
+// for `run`, `bench` and the results check. A bound is a lower limit on time built
+// from bandwidths measured in the same run, so a case can reach it but not pass it
+// (beyond the measurement noise, kBoundNoise):
+//   - resident on CUDA: the weight bytes a decode token must read (bf16) / the
+//     device memory bandwidth, the best of a read-only stream and a copy kernel;
+//   - offloaded on CUDA (pinned or disk tier): per decode token, the expert bytes
+//     the case copied / the link (pinned host->device, or on the disk tier the
+//     slower of it and the measured disk read) and the resident bytes / HBM. The
+//     settings say how the two combine: when the cache policy prefetches (issues
+//     loads for the next layer while the current one computes) copies overlap
+//     compute and the limit is the slower of the two; otherwise the compute stream
+//     waits for a layer's copies before computing it, and the limit is their sum;
+//   - CPU: the fp32 weight bytes a decode token reads / a read stream over that many
+//     bytes with the case's thread count, measured in the same run: the bandwidth
+//     of the memory level those weights live in (the tiny model's fit in cache);
+//   - bench's batched decode and prefill cases: the bytes a step must read at the
+//     least (every non-expert weight and top_k experts per layer) / HBM.
+// percent = achieved / limit * 100.
+#pragma once
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/config.h"
+#include "reports/results.h"
+
+namespace moebench::suites {
+
+// A case may exceed its bound by this fraction (timer and bandwidth measurement
+// noise) before the results check calls the bound wrong.
+inline constexpr double kBoundNoise = 0.03;
+
+// Weight bytes one decode token must read when everything is resident: every
+// layer's attention, norms and router, top_k experts per layer, the final norm,
+// one embedding row and the lm_head.
+int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param);
+
+// Whether the settings overlap expert copies with compute (a speculative cache
+// policy: loads for layer L+1 issued while layer L computes).
+bool copies_overlap_compute(const reports::Settings& s);
+
+// A read stream measured on the CPU for a case (suites/machine.h measure_read_gbps).
+struct CpuRead {
+  double gbps = 0;      // 0 = not measured: no CPU bound
+  int64_t bytes = 0;    // working set it streamed over
+  int threads = 0;
+};
+
+// The bound of a finished run case (batch 1, `backend` "cpu" | "cuda"); nullopt
+// when it decoded nothing or a bandwidth it needs was not measured, with the
+// reason in *why.
+std::optional<reports::Bound> physical_bound(const reports::Case& c, const ModelConfig& cfg, const std::string& backend,
+                                             const reports::DeviceInfo& dev, const CpuRead& cpu = {},
+                                             std::string* why = nullptr);
+
+// bench (resident, bf16): a decode case of `batch` sequences decoding together at
+// `decode_tok_s` per sequence (limit in tok/s over all sequences), or a prefill case
+// (new_tokens 1) whose first token took ttft_ns (limit in ms).
+std::optional<reports::Bound> bench_decode_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev, int batch,
+                                                 double decode_tok_s);
+std::optional<reports::Bound> bench_prefill_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev, double ttft_ns);
+
+// The bound of a case of a results file recomputed from the fields the file carries
+// (model config, device bandwidths, counters, settings, samples), with today's
+// model of the limit. nullopt with *why set when the file lacks what it needs.
+std::optional<reports::Bound> rederive_bound(const reports::Results& r, const reports::Case& c, std::string* why);
+
+// Bounds a file recorded before the model of the limit said how resources combine
+// (no time_model) are replaced by rederive_bound's where the file allows it, so a
+// report shows every case against today's model; returns how many were replaced.
+int rederive_recorded_bounds(reports::Results& r);
+
+// The results check: one line per ok case whose bound percent exceeds
+// 100 * (1 + kBoundNoise), naming the case, its percent and the bound.
+std::vector<std::string> bound_warnings(const reports::Results& r);
+
+}  // namespace moebench::suites
