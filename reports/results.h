@@ -154,6 +154,16 @@ struct Bound {
   double percent = 0;       // achieved / value * 100
 };
 
+// What quantised experts cost in quality: the case's next-token distributions against
+// those of the same model with bf16 experts, over the teacher-forced positions of the
+// case's prompt (suites/quality.h). Only quantised cases carry it.
+struct Quality {
+  std::string reference;      // what the case is compared with, e.g. "bf16 experts"
+  int positions = 0;          // next-token distributions compared
+  double top1_agreement = 0;  // fraction of positions whose argmax agrees, 0..1
+  double mean_kl = 0;         // mean KL(p_reference || p_case) over the positions, nats
+};
+
 enum class CaseStatus { ok, failed };
 
 struct Case {
@@ -172,6 +182,7 @@ struct Case {
   std::map<std::string, int64_t> gpu_time_ns;  // CUPTI GPU time by category ("kernel", "memcpy_h2d", ...); empty if off
   Aggregates aggregates;
   std::optional<Bound> bound;
+  std::optional<Quality> quality;  // quantised experts only; absent in older files
   std::string output_token_hash;  // hex xxh64 of the generated token ids; "" if failed early
   CaseStatus status = CaseStatus::ok;
   std::string error;              // one line when status == failed
