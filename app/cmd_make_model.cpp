@@ -20,9 +20,14 @@ int run(const Args& a) {
   using namespace moebench;
   ModelConfig c = preset_config(a.preset);
   if (a.layers > 0) c.num_hidden_layers = a.layers;
-  DType dt;
-  if (!parse_dtype(a.dtype, &dt)) fail("--dtype '{}' is not one of bf16|f16|f32", a.dtype);
-  auto info = write_synthetic_checkpoint(c, a.seed, dt, a.out, static_cast<uint64_t>(a.shard_gib * (1ULL << 30)));
+  // fp8|int8|int4: bf16 weights with the experts quantised (engine/quant.h).
+  DType dt = DType::bf16;
+  QuantFormat experts = QuantFormat::bf16;
+  if (a.dtype == "fp8" || a.dtype == "int8" || a.dtype == "int4")
+    experts = parse_quant_format(a.dtype, "--dtype");
+  else if (!parse_dtype(a.dtype, &dt))
+    fail("--dtype '{}' is not one of bf16|f16|f32|fp8|int8|int4", a.dtype);
+  auto info = write_synthetic_checkpoint(c, a.seed, dt, a.out, static_cast<uint64_t>(a.shard_gib * (1ULL << 30)), experts);
   fmt::print("wrote {} ({} layers, {}, seed {}): {} shard(s), {:.1f} MiB\n", a.out, c.num_hidden_layers, a.dtype,
              a.seed, info.shards, info.bytes / 1048576.0);
   return 0;
@@ -36,7 +41,8 @@ MOEBENCH_COMMAND(make_model, "Write a synthetic Mixtral checkpoint (config.json 
                    sub.add_option("--preset", a->preset, "Model shape: mixtral-8x7b|tiny|micro|small")->required();
                    sub.add_option("--layers", a->layers, "Override the number of layers")->check(CLI::PositiveNumber);
                    sub.add_option("--seed", a->seed, "Seed of the counter-based generator")->required();
-                   sub.add_option("--dtype", a->dtype, "bf16|f16|f32")->check(CLI::IsMember({"bf16", "f16", "f32"}));
+                   sub.add_option("--dtype", a->dtype, "bf16|f16|f32, or fp8|int8|int4: bf16 with quantised experts")
+                       ->check(CLI::IsMember({"bf16", "f16", "f32", "fp8", "int8", "int4"}));
                    sub.add_option("--out", a->out, "Output folder")->required();
                    sub.add_option("--shard-gib", a->shard_gib, "Shard size limit in GiB")->check(CLI::PositiveNumber);
                    return [a] { return run(*a); };

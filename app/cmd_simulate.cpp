@@ -15,6 +15,7 @@
 #include "engine/error.h"
 #include "engine/log.h"
 #include "reports/atomic_file.h"
+#include "engine/quant.h"
 #include "variants/cache_policy.h"
 #include "variants/routing.h"
 #include "variants/simulator.h"
@@ -157,6 +158,7 @@ struct SimulateArgs {
   std::vector<int> capacities;
   double h2d_gbps = 0;
   int64_t expert_bytes = kMixtral8x7bExpertBytes;
+  std::string expert_dtype;  // "" = --expert-bytes; else a Mixtral-8x7B expert in this format
   double compute_ms_per_token = 0;
   double prefetch_accuracy = 1.0;
   bool json = false;
@@ -167,6 +169,9 @@ int run_simulate(const SimulateArgs& a) {
   SimOptions opt;
   opt.link.h2d_gbps = a.h2d_gbps;
   opt.link.expert_bytes = a.expert_bytes;
+  if (!a.expert_dtype.empty())
+    opt.link.expert_bytes = static_cast<int64_t>(
+        expert_bytes(preset_config("mixtral-8x7b"), parse_quant_format(a.expert_dtype, "--expert-dtype")));
   const double compute_ns_per_layer = a.compute_ms_per_token * 1e6 / trace.n_layers;
   if (!(compute_ns_per_layer < 0x1p62))
     fail("--compute-ms-per-token {}: over the 2^62 ns the simulated clock holds", a.compute_ms_per_token);
@@ -262,9 +267,13 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                    sub.add_option("--h2d-gbps", a->h2d_gbps, "host-to-device link bandwidth in GB/s")
                        ->required()
                        ->check(CLI::PositiveNumber);
-                   sub.add_option("--expert-bytes", a->expert_bytes,
-                                  "bytes of one expert (default 352321536: Mixtral-8x7B bf16)")
-                       ->check(CLI::PositiveNumber);
+                   auto* eb = sub.add_option("--expert-bytes", a->expert_bytes,
+                                             "bytes of one expert (default 352321536: Mixtral-8x7B bf16)")
+                                  ->check(CLI::PositiveNumber);
+                   sub.add_option("--expert-dtype", a->expert_dtype,
+                                  "a Mixtral-8x7B expert in this format, weights + scales: bf16|fp8|int8|int4")
+                       ->check(CLI::IsMember({"bf16", "fp8", "int8", "int4"}))
+                       ->excludes(eb);
                    sub.add_option("--compute-ms-per-token", a->compute_ms_per_token,
                                   "resident compute time of one token through all layers (default 0: transfer only)")
                        ->check(CLI::NonNegativeNumber);

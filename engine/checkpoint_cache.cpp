@@ -8,6 +8,7 @@
 
 #include "engine/error.h"
 #include "engine/log.h"
+#include "engine/quant.h"
 #include "engine/synth_checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -29,8 +30,8 @@ std::string moebench_cache_dir() {
 
 std::string cached_synthetic_checkpoint(const WeightSource& synthetic) {
   if (!synthetic.is_synthetic()) fail("cached_synthetic_checkpoint: {} is not synthetic", synthetic.describe());
-  std::string name = fmt::format("{}-seed{}-{}", synthetic.config().name, synthetic.seed(),
-                                 dtype_name(synthetic.synth_dtype()));
+  std::string name = fmt::format("{}-seed{}-{}-experts-{}", synthetic.config().name, synthetic.seed(),
+                                 dtype_name(synthetic.synth_dtype()), quant_format_name(synthetic.expert_format()));
   for (char& c : name)
     if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' || c == '.')) c = '_';
   const fs::path dir = fs::path(moebench_cache_dir()) / "checkpoints" / name;
@@ -40,7 +41,8 @@ std::string cached_synthetic_checkpoint(const WeightSource& synthetic) {
   fs::remove_all(tmp, ec);
   log::warn("expert_tier=disk on the synthetic model {}: writing its checkpoint once to {} (reused by later runs)",
             synthetic.describe(), dir.string());
-  write_synthetic_checkpoint(synthetic.config(), synthetic.seed(), synthetic.synth_dtype(), tmp.string());
+  write_synthetic_checkpoint(synthetic.config(), synthetic.seed(), synthetic.synth_dtype(), tmp.string(), 4ULL << 30,
+                             synthetic.expert_format());
   fs::rename(tmp, dir, ec);
   if (ec && !fs::exists(dir / "config.json"))  // another process may have renamed its copy first
     fail("{}: cannot move the written checkpoint into place ({})", dir.string(), ec.message());

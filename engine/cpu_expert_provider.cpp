@@ -18,8 +18,8 @@ namespace {
 const char* kW[3] = {"w1", "w3", "w2"};
 }
 
-CpuResidentProvider::CpuResidentProvider(const WeightSource& src, profiler::Profiler* prof)
-    : n_experts_(src.config().num_local_experts), prof_(prof) {
+CpuResidentProvider::CpuResidentProvider(const WeightSource& src, QuantFormat format, profiler::Profiler* prof)
+    : n_experts_(src.config().num_local_experts), format_(format), prof_(prof) {
   const ModelConfig& c = src.config();
   w_.resize(static_cast<size_t>(c.num_hidden_layers) * n_experts_ * 3);
   for (int l = 0; l < c.num_hidden_layers; ++l)
@@ -28,9 +28,13 @@ CpuResidentProvider::CpuResidentProvider(const WeightSource& src, profiler::Prof
         TensorSpec s = tensor_spec(c, names::expert(l, e, kW[k]));
         auto& v = w_[(static_cast<size_t>(l) * n_experts_ + e) * 3 + k];
         v.resize(static_cast<size_t>(s.numel()));
-        src.read_f32(s, v.data());
+        src.read_expert_f32(s, format, v.data());
       }
   seen_.assign(n_experts_, 0);
+}
+
+std::string CpuResidentProvider::describe() const {
+  return format_ == QuantFormat::bf16 ? "resident" : fmt::format("resident, {}", quant_format_name(format_));
 }
 
 void CpuResidentProvider::acquire(int, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void*) {
@@ -76,21 +80,31 @@ CpuCachedProvider::CpuCachedProvider(const WeightSource& src, const EngineSettin
       H_(src.config().hidden_size),
       I_(src.config().intermediate_size),
       E_(src.config().num_local_experts),
-      cache_(shape_for(s, src.config()), make_cache_policy(s.cache_policy, policy_ctx(s, src.config(), trace))) {
+      cache_(shape_for(s, src.config()), make_cache_policy(s.cache_policy, policy_ctx(s, src.config(), trace))),
+      format_(resolve_expert_format(s.expert_dtype, src)) {
   const ModelConfig& c = src.config();
   const size_t per = static_cast<size_t>(H_) * I_;
   slots_.resize(static_cast<size_t>(cache_.shape().capacity) * 3 * per);
   if (s.expert_tier == "pinned") {
-    host_bf16_.resize(static_cast<size_t>(c.num_hidden_layers) * E_ * 3 * per);
+    host_.resize(static_cast<size_t>(c.num_hidden_layers) * E_ * 3);
     for (int l = 0; l < c.num_hidden_layers; ++l)
       for (int e = 0; e < E_; ++e)
         for (int k = 0; k < 3; ++k)
-          src.read_bf16(tensor_spec(c, names::expert(l, e, kW[k])),
-                        &host_bf16_[((static_cast<size_t>(l) * E_ + e) * 3 + k) * per]);
+          host_[(static_cast<size_t>(l) * E_ + e) * 3 + k] = src.read_quant(tensor_spec(c, names::expert(l, e, kW[k])), format_);
+    for (int k = 0; k < 3; ++k) loaded_bytes_ += host_[k].nbytes();
   } else if (s.expert_tier == "disk") {
     if (!src.ckpt())
       fail("expert_tier=disk needs a checkpoint on disk; {} has no files (write one with make-model)", src.describe());
+    if (src.expert_format() != format_)
+      fail("expert_tier=disk reads experts as stored: {} stores them as {}, expert_dtype={} needs a checkpoint in {} "
+           "(make-model --dtype {})",
+           src.describe(), quant_format_name(src.expert_format()), s.expert_dtype, s.expert_dtype, s.expert_dtype);
     disk_note_ = "pread+POSIX_FADV_DONTNEED";
+    for (int k = 0; k < 3; ++k) {
+      std::vector<const TensorView*> parts;
+      src.stored_format(tensor_spec(c, names::expert(0, 0, kW[k])), &parts);
+      for (auto* v : parts) loaded_bytes_ += v->nbytes;
+    }
   } else {
     fail("CpuCachedProvider: expert_tier '{}' is not pinned|disk", s.expert_tier);
   }
@@ -100,8 +114,9 @@ CpuCachedProvider::CpuCachedProvider(const WeightSource& src, const EngineSettin
 CpuCachedProvider::~CpuCachedProvider() = default;
 
 std::string CpuCachedProvider::describe() const {
-  return fmt::format("{}{}, {}, {} slots", settings_.expert_tier, disk_note_.empty() ? "" : " (" + disk_note_ + ")",
-                     settings_.cache_policy, cache_.shape().capacity);
+  return fmt::format("{}{}, {}, {} slots{}", settings_.expert_tier, disk_note_.empty() ? "" : " (" + disk_note_ + ")",
+                     settings_.cache_policy, cache_.shape().capacity,
+                     format_ == QuantFormat::bf16 ? "" : fmt::format(", {}", quant_format_name(format_)));
 }
 
 void CpuCachedProvider::load(ExpertKey key, int slot) {
@@ -112,29 +127,40 @@ void CpuCachedProvider::load(ExpertKey key, int slot) {
   for (int k = 0; k < 3; ++k) {
     TensorSpec s = tensor_spec(c, names::expert(key.layer, key.expert, kW[k]));
     if (settings_.expert_tier == "pinned") {
-      to_f32(DType::bf16, &host_bf16_[((static_cast<size_t>(key.layer) * E_ + key.expert) * 3 + k) * per], dst + k * per,
-             per);
-    } else {  // disk: a real read of the tensor's bytes from its file, page cache dropped first
-      const TensorView& v = src_.ckpt()->get(s.name, s.shape);
-      int fd = ::open(v.file->c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0) fail("{}: cannot open for expert read ({})", *v.file, std::strerror(errno));
-      ::posix_fadvise(fd, static_cast<off_t>(v.file_offset), static_cast<off_t>(v.nbytes), POSIX_FADV_DONTNEED);
-      std::vector<uint8_t> buf(v.nbytes);
+      dequantize(host_[(static_cast<size_t>(key.layer) * E_ + key.expert) * 3 + k], dst + k * per);
+      continue;
+    }
+    // disk: a real read of the tensor's stored parts (values, scales, zero points) from
+    // their files, page cache dropped first
+    std::vector<const TensorView*> parts;
+    src_.stored_format(s, &parts);
+    std::vector<std::vector<uint8_t>> bufs;
+    for (const TensorView* v : parts) {
+      int fd = ::open(v->file->c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) fail("{}: cannot open for expert read ({})", *v->file, std::strerror(errno));
+      ::posix_fadvise(fd, static_cast<off_t>(v->file_offset), static_cast<off_t>(v->nbytes), POSIX_FADV_DONTNEED);
+      std::vector<uint8_t>& buf = bufs.emplace_back(v->nbytes);
       size_t got = 0;
-      while (got < v.nbytes) {
-        ssize_t r = ::pread(fd, buf.data() + got, v.nbytes - got, static_cast<off_t>(v.file_offset + got));
+      while (got < v->nbytes) {
+        ssize_t r = ::pread(fd, buf.data() + got, v->nbytes - got, static_cast<off_t>(v->file_offset + got));
         if (r <= 0) {
           ::close(fd);
-          fail("{}: short read of tensor '{}' at offset {}", *v.file, s.name, v.file_offset + got);
+          fail("{}: short read of tensor '{}' at offset {}", *v->file, v->name, v->file_offset + got);
         }
         got += static_cast<size_t>(r);
       }
       ::close(fd);
-      to_f32(v.dtype, buf.data(), dst + k * per, per);
+    }
+    if (format_ == QuantFormat::bf16) {
+      to_f32(parts[0]->dtype, bufs[0].data(), dst + k * per, per);
+    } else if (parts[1]->dtype == DType::f16) {  // int4 with f16 scales: through the loader's conversion
+      dequantize(src_.read_quant(s, format_), dst + k * per);
+    } else {
+      dequantize(format_, s.shape[0], s.shape[1], bufs[0].data(), bufs[1].data(),
+                 bufs.size() > 2 ? bufs[2].data() : nullptr, dst + k * per);
     }
   }
-  if (prof_)
-    prof_->experts.load(key.layer, static_cast<int64_t>(3 * per * dtype_size(DType::bf16)), profiler::now_ns() - t0);
+  if (prof_) prof_->experts.load(key.layer, static_cast<int64_t>(loaded_bytes_), profiler::now_ns() - t0);
 }
 
 void CpuCachedProvider::acquire(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void*) {

@@ -1,9 +1,13 @@
-// cpu_expert_provider.h: expert providers of the CPU backend (fp32 host pointers).
-//   CpuResidentProvider: every expert upcast once and held (the `resident` tier).
+// cpu_expert_provider.h: expert providers of the CPU backend (fp32 host pointers). The
+// experts are in the run's format (expert_dtype, engine/quant.h): the fp32 a slot holds
+// is that format dequantised — the CPU reference's definition of the format.
+//   CpuResidentProvider: every expert dequantised once and held (the `resident` tier).
 //   CpuCachedProvider:   `cache_slots` fp32 slots managed by an ExpertCache (the same
 //                        decision code as `moebench simulate`); a miss loads the expert
-//                        from its tier (`pinned`: a bf16 host copy; `disk`: the
-//                        checkpoint file, read with pread) and upcasts it into the slot.
+//                        from its tier (`pinned`: a host copy in the format, weights +
+//                        scales; `disk`: the checkpoint's tensors as stored, read with
+//                        pread) and dequantises it into the slot. A load counts the
+//                        format's bytes (expert_bytes()).
 #pragma once
 #include <list>
 #include <memory>
@@ -24,12 +28,13 @@ struct Profiler;
 
 class CpuResidentProvider : public ExpertProvider {
  public:
-  CpuResidentProvider(const WeightSource& src, profiler::Profiler* prof);
-  std::string describe() const override { return "resident"; }
+  CpuResidentProvider(const WeightSource& src, QuantFormat format, profiler::Profiler* prof);
+  std::string describe() const override;
   void acquire(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void* stream) override;
 
  private:
   int n_experts_;
+  QuantFormat format_;
   profiler::Profiler* prof_;
   std::vector<std::vector<float>> w_;  // (layers * experts * 3) tensors, fp32
   std::vector<char> seen_;
@@ -54,8 +59,10 @@ class CpuCachedProvider : public ExpertProvider {
   profiler::Profiler* prof_;
   int H_, I_, E_;
   ExpertCache cache_;
+  QuantFormat format_;
   std::vector<float> slots_;          // (capacity, 3, I*H) fp32: w1 | w3 | w2
-  std::vector<uint16_t> host_bf16_;   // pinned tier: (layers, experts, 3, I*H) bf16
+  std::vector<QuantMatrix> host_;     // pinned tier: (layers, experts, 3) in format_
+  uint64_t loaded_bytes_ = 0;         // bytes one load moves (the tier's copy of an expert)
   std::vector<AccessResult> results_;
   std::list<std::vector<float>> overflow_;  // experts displaced within one call (stable addresses)
   std::string disk_note_;

@@ -68,7 +68,7 @@ void CpuModel::init(const WeightSource& src, const EngineSettings& settings) {
   routing_ = RoutingDriver::for_model(settings, c);
   if (prof_) prof_->experts.configure(c.num_hidden_layers, c.num_local_experts);
   if (settings.expert_tier == "resident")
-    provider_ = std::make_unique<CpuResidentProvider>(src, prof_);
+    provider_ = std::make_unique<CpuResidentProvider>(src, resolve_expert_format(settings.expert_dtype, src), prof_);
   else
     provider_ = std::make_unique<CpuCachedProvider>(src, settings, prof_, routing_ ? routing_->trace() : nullptr);
   expert_ptrs_.assign(c.num_local_experts, {});

@@ -8,6 +8,10 @@ const char* dtype_name(DType t) {
     case DType::f32: return "F32";
     case DType::f16: return "F16";
     case DType::bf16: return "BF16";
+    case DType::f8_e4m3: return "F8_E4M3";
+    case DType::i8: return "I8";
+    case DType::u8: return "U8";
+    case DType::i32: return "I32";
   }
   return "?";
 }
@@ -16,6 +20,10 @@ bool parse_dtype(const std::string& s, DType* out) {
   if (s == "F32" || s == "f32" || s == "float32") *out = DType::f32;
   else if (s == "F16" || s == "f16" || s == "float16") *out = DType::f16;
   else if (s == "BF16" || s == "bf16" || s == "bfloat16") *out = DType::bf16;
+  else if (s == "F8_E4M3") *out = DType::f8_e4m3;
+  else if (s == "I8") *out = DType::i8;
+  else if (s == "U8") *out = DType::u8;
+  else if (s == "I32") *out = DType::i32;
   else return false;
   return true;
 }
@@ -23,6 +31,22 @@ bool parse_dtype(const std::string& s, DType* out) {
 void to_f32(DType t, const void* src, float* dst, size_t n) {
   if (t == DType::f32) {
     memcpy(dst, src, n * 4);
+    return;
+  }
+  if (!dtype_is_float(t)) {
+    const auto* b = static_cast<const uint8_t*>(src);
+    for (size_t i = 0; i < n; ++i) {
+      switch (t) {
+        case DType::f8_e4m3: dst[i] = e4m3_to_f32(b[i]); break;
+        case DType::i8: dst[i] = static_cast<int8_t>(b[i]); break;
+        case DType::u8: dst[i] = b[i]; break;
+        default: {
+          int32_t v;
+          memcpy(&v, b + 4 * i, 4);
+          dst[i] = static_cast<float>(v);
+        }
+      }
+    }
     return;
   }
   const uint16_t* s = static_cast<const uint16_t*>(src);
@@ -38,6 +62,11 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
 void from_f32(DType t, const float* src, void* dst, size_t n) {
   if (t == DType::f32) {
     memcpy(dst, src, n * 4);
+    return;
+  }
+  if (t == DType::f8_e4m3) {
+    auto* d = static_cast<uint8_t*>(dst);
+    for (size_t i = 0; i < n; ++i) d[i] = f32_to_e4m3(src[i]);
     return;
   }
   uint16_t* d = static_cast<uint16_t*>(dst);

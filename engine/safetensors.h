@@ -54,7 +54,7 @@ class Checkpoint {
   const std::string& dir() const { return dir_; }
   // nullptr when absent.
   const TensorView* find(const std::string& name) const;
-  // Throws Error if absent, or if dtype is not f32/f16/bf16 or shape differs.
+  // Throws Error if absent or if the shape differs.
   const TensorView& get(const std::string& name, const std::vector<int64_t>& shape) const;
   std::vector<std::string> names() const;
   std::vector<std::string> files() const;

@@ -96,7 +96,7 @@ const std::vector<Knob>& knobs() {
       {"gpu_mem_budget", [](auto& s) { return s.gpu_mem_budget; },
        [](auto& s, auto& v) { s.gpu_mem_budget = v.empty() ? v : parse_byte_count("gpu_mem_budget", v); }},
       {"expert_dtype", [](auto& s) { return s.expert_dtype; },
-       [](auto& s, auto& v) { s.expert_dtype = one_of("expert_dtype", v, {"bf16"}); }},
+       [](auto& s, auto& v) { s.expert_dtype = one_of("expert_dtype", v, {"bf16", "fp8", "int8", "int4"}); }},
   };
   return k;
 }

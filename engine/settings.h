@@ -43,6 +43,10 @@ struct EngineSettings {
   int max_model_len = 1024;
   double gpu_memory_utilization = 0.9;
   std::string gpu_mem_budget;        // hard cap, e.g. "22GiB"; empty = utilization × free memory
+  // Format of the expert weights (w1, w3, w2): bf16 | fp8 | int8 | int4 (engine/quant.h).
+  // Unquantised checkpoints are quantised on load; a quantised checkpoint runs in its
+  // own format (or dequantised with bf16). Tokens may differ from bf16: it is another
+  // model, not a variant.
   std::string expert_dtype = "bf16";
 
   // All knobs as strings (for results, logs and the UI), in a fixed order.

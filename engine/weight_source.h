@@ -8,6 +8,7 @@
 
 #include "engine/config.h"
 #include "engine/dtype.h"
+#include "engine/quant.h"
 #include "engine/safetensors.h"
 #include "engine/weights.h"
 
@@ -15,10 +16,12 @@ namespace moebench {
 
 class WeightSource {
  public:
-  // "DIR" (checkpoint with config.json) or "synthetic:PRESET[:layers=N]" / a preset
-  // name, the latter generated from `seed` in `dtype`.
+  // "DIR" (checkpoint with config.json) or "synthetic:PRESET[:layers=N][:dtype=F]" / a
+  // preset name, the latter generated from `seed` in `dtype`; with dtype=fp8|int8|int4
+  // its experts are those values quantised to F (what `make-model --dtype F` writes).
   static WeightSource open(const std::string& model, uint64_t seed, DType synth_dtype = DType::bf16);
-  static WeightSource synthetic(const ModelConfig& cfg, uint64_t seed, DType dtype = DType::bf16);
+  static WeightSource synthetic(const ModelConfig& cfg, uint64_t seed, DType dtype = DType::bf16,
+                                QuantFormat experts = QuantFormat::bf16);
   static WeightSource checkpoint(const std::string& dir);
 
   const ModelConfig& config() const { return cfg_; }
@@ -30,24 +33,48 @@ class WeightSource {
 
   // The stored dtype of a tensor (checkpoint dtype, or the synthetic dtype).
   DType dtype_of(const TensorSpec& s) const;
-  // Reads a tensor (shape checked against the spec) converted to f32 / bf16.
+  // The format the experts are stored in (bf16 also stands for f32/f16 checkpoints).
+  QuantFormat expert_format() const { return expert_fmt_; }
+  // How one tensor is stored: its format and, for a checkpoint, the views of its parts
+  // (quant_parts order; shapes and dtypes checked). Throws Error naming the tensor.
+  QuantFormat stored_format(const TensorSpec& s, std::vector<const TensorView*>* parts = nullptr) const;
+  // Reads a tensor (shape checked against the spec) converted to f32 / bf16; quantised
+  // tensors are dequantised (quant.h).
   void read_f32(const TensorSpec& s, float* dst) const;
   void read_bf16(const TensorSpec& s, uint16_t* dst) const;
+  // A 2-D tensor in format f: its stored bytes when stored in f, else quantised from its
+  // values (a quantised tensor is never quantised again into another format: Error).
+  QuantMatrix read_quant(const TensorSpec& s, QuantFormat f) const;
+  // An expert matrix as the CPU reference computes with it in format f: dequantised
+  // read_quant(s, f), or read_f32 for bf16.
+  void read_expert_f32(const TensorSpec& s, QuantFormat f, float* dst) const;
   // Checks every tensor of the model is present with the right shape and dtype.
   void check_all() const;
 
  private:
+  // check_all(), returning the format the experts are stored in.
+  QuantFormat check_tensors() const;
   ModelConfig cfg_;
   std::shared_ptr<Checkpoint> ckpt_;
   uint64_t seed_ = 0;
   DType dtype_ = DType::bf16;
+  QuantFormat expert_fmt_ = QuantFormat::bf16;
 };
+
+// The format the experts run in for the knob expert_dtype (bf16|fp8|int8|int4): the
+// knob's, quantising on load when the model stores them unquantised. A model that
+// stores quantised experts runs them in that format, or dequantised with bf16; any
+// other format would quantise twice: Error naming the model and the knob.
+QuantFormat resolve_expert_format(const std::string& expert_dtype, const WeightSource& w);
+// True for the weights of an expert (w1, w2, w3 of block_sparse_moe.experts).
+bool is_expert_tensor(const std::string& name);
 
 // Fills dst with the synthetic values of a tensor, rounded to `dtype` (stored as dtype).
 void synth_fill(const TensorSpec& s, uint64_t seed, DType dtype, void* dst, int64_t begin, int64_t count);
 
-// Parses "synthetic:PRESET[:layers=N]" or "PRESET[:layers=N]" into a config; returns false if
-// `model` names no preset (then it is a checkpoint directory).
-bool parse_synthetic_model(const std::string& model, ModelConfig* out);
+// Parses "synthetic:PRESET[:layers=N][:dtype=F]" or "PRESET[...]" into a config (and the
+// experts' format, bf16 when not given); returns false if `model` names no preset (then
+// it is a checkpoint directory).
+bool parse_synthetic_model(const std::string& model, ModelConfig* out, QuantFormat* experts = nullptr);
 
 }  // namespace moebench

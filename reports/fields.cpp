@@ -5,6 +5,8 @@
 #include <cmath>
 #include <limits>
 
+#include <fmt/format.h>
+
 #include "profiler/stats.h"
 
 namespace moebench::reports {
@@ -32,6 +34,9 @@ double hit_rate(const Case& c) {
 double mem_peak(const Case& c) { return when_ok(c, static_cast<double>(memory_peak_bytes(c))); }
 double load_time(const Case& c) { return c.experts.loads > 0 ? when_ok(c, c.aggregates.mean_expert_load_ns) : kNaN; }
 double bound_pct(const Case& c) { return c.bound ? when_ok(c, c.bound->percent) : kNaN; }
+double top1(const Case& c) { return c.quality ? when_ok(c, c.quality->top1_agreement) : kNaN; }
+double kl(const Case& c) { return c.quality ? when_ok(c, c.quality->mean_kl) : kNaN; }
+std::string kl_text(double v) { return fmt::format("{:.3g}", v); }
 
 }  // namespace
 
@@ -63,6 +68,16 @@ const std::vector<SummaryColumn>& summary_columns() {
        mem_peak},
       {"bound_percent", "% of bound", true, [](const Case& c) { return dash_or(bound_pct(c), pct100); },
        bound_pct},
+      // Quantised experts: next-token agreement and KL against the same model in bf16.
+      {"expert_dtype", "experts", false,
+       [](const Case& c) {
+         auto it = c.settings.knobs.find("expert_dtype");
+         if (it == c.settings.knobs.end()) return std::string("-");
+         return it->second.is_string() ? it->second.get<std::string>() : it->second.dump();
+       },
+       none},
+      {"top1_agreement", "top-1 vs bf16", true, [](const Case& c) { return dash_or(top1(c), pct); }, top1},
+      {"mean_kl", "KL vs bf16", true, [](const Case& c) { return dash_or(kl(c), kl_text); }, kl},
   };
   return cols;
 }

@@ -148,7 +148,7 @@ json case_json(const Case& c) {
   }
   json knobs = json::object();
   for (const auto& [k, v] : c.settings.knobs) knobs[k] = v;
-  return json{{"suite", c.suite},
+  json out{{"suite", c.suite},
               {"name", c.name},
               {"settings", {{"stage", c.settings.stage}, {"knobs", knobs}}},
               {"routing_source", c.routing_source},
@@ -167,6 +167,12 @@ json case_json(const Case& c) {
               {"output_token_hash", c.output_token_hash},
               {"status", to_string(c.status)},
               {"error", c.error}};
+  if (c.quality)
+    out["quality"] = {{"reference", c.quality->reference},
+                      {"positions", c.quality->positions},
+                      {"top1_agreement", num(c.quality->top1_agreement)},
+                      {"mean_kl", num(c.quality->mean_kl)}};
+  return out;
 }
 
 }  // namespace
@@ -566,6 +572,16 @@ Case read_case(const Reader& rd, const json& j, const std::string& path) {
     c.bound = bd;
   }
   if (const json* v = o.opt("no_bound_reason")) c.no_bound_reason = rd.str(*v, o.at("no_bound_reason"));
+  if (const json* q = o.opt("quality")) {
+    Obj qo(rd, *q, o.at("quality"));
+    Quality qu;
+    qu.reference = qo.str("reference");
+    qu.positions = static_cast<int>(qo.i64("positions"));
+    qu.top1_agreement = qo.f64("top1_agreement");
+    qu.mean_kl = qo.f64("mean_kl");
+    qo.done();
+    c.quality = qu;
+  }
   c.output_token_hash = o.str("output_token_hash");
   o.done();
   return c;

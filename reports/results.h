@@ -175,6 +175,16 @@ struct Bound {
   std::map<std::string, double> bandwidth_gbps;
 };
 
+// What quantised experts cost in quality: the case's next-token distributions against
+// those of the same model with bf16 experts, over the teacher-forced positions of the
+// case's prompt (suites/quality.h). Only quantised cases carry it.
+struct Quality {
+  std::string reference;      // what the case is compared with, e.g. "bf16 experts"
+  int positions = 0;          // next-token distributions compared
+  double top1_agreement = 0;  // fraction of positions whose argmax agrees, 0..1
+  double mean_kl = 0;         // mean KL(p_reference || p_case) over the positions, nats
+};
+
 enum class CaseStatus { ok, failed };
 
 struct Case {
@@ -194,6 +204,7 @@ struct Case {
   Aggregates aggregates;
   std::optional<Bound> bound;
   std::string no_bound_reason;    // why an ok case has no bound ("" when it has one or no reason was recorded)
+  std::optional<Quality> quality;  // quantised experts only; absent in older files
   std::string output_token_hash;  // hex xxh64 of the generated token ids; "" if failed early
   CaseStatus status = CaseStatus::ok;
   std::string error;              // one line when status == failed

@@ -29,6 +29,7 @@
 #include "profiler/stats.h"
 #include "suites/calibration.h"
 #include "suites/machine.h"
+#include "suites/quality.h"
 
 namespace moebench::suites {
 
@@ -250,6 +251,7 @@ class Runner {
       p.c.settings.knobs["experts"] = loaded_.model->experts_describe();
       p.prompt = prompt_of(in);
       p.c.prompt_tokens = static_cast<int>(p.prompt.size());
+      p.c.quality = measure_quality(*loaded_.weights, in.settings, in.backend, p.prompt);  // quantised experts only
       GenerateOptions g = generate_options(in);
       warm_up(index, in, p, g);
       if (cupti_) cupti_->take_events();  // drop warm-up activity

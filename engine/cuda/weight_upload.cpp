@@ -31,7 +31,10 @@ WeightUploader::~WeightUploader() {
   }
 }
 
-bool WeightUploader::in_place() const { return src_.is_synthetic() && src_.synth_dtype() == DType::bf16; }
+// Quantised synthetic experts are made on the host (quantised, then dequantised to bf16).
+bool WeightUploader::in_place() const {
+  return src_.is_synthetic() && src_.synth_dtype() == DType::bf16 && src_.expert_format() == QuantFormat::bf16;
+}
 
 void WeightUploader::copy_host(const uint16_t* src, __nv_bfloat16* dst, int64_t count) {
   const int64_t chunk = static_cast<int64_t>(kStageBytes / 2);

@@ -20,6 +20,8 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/quant_gemv.h"
+#include "engine/quant.h"
 #include "engine/synth_rng.h"
 
 using namespace moebench;
@@ -153,6 +155,50 @@ void bm_moe_fused(benchmark::State& state, int n) {
   state.counters["experts_read"] = n_used;
 }
 
+// The dequantising decode GEMV over the selected experts (quant_gemv.h) at a Mixtral-8x7B
+// expert matrix (w1/w3: 14336 x 4096; w2: 4096 x 14336), n tokens routed as in
+// bm_moe_fused. Weight bytes are arbitrary (synthetic bf16 reinterpreted), scales zero:
+// the time depends on the bytes read, not on the values. bytes = the used experts'
+// values + scales + the activations + the outputs.
+void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, bool down, int n) {
+  const int N = down ? kHidden : kInter, K = down ? kInter : kHidden;
+  const auto parts = quant_parts(f, N, K);
+  std::vector<std::unique_ptr<Buf>> ws;
+  std::vector<const uint8_t*> q, sc;
+  for (int e = 0; e < kExperts; ++e) {
+    ws.push_back(std::make_unique<Buf>(parts[0].nbytes()));
+    q.push_back(ws.back()->as<uint8_t>());
+    ws.push_back(std::make_unique<Buf>(parts[1].nbytes(), false));
+    sc.push_back(ws.back()->as<uint8_t>());
+  }
+  std::vector<int32_t> ids(n * kTopK);
+  bool used[kExperts] = {};
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < kTopK; ++j) used[ids[i * kTopK + j] = (2 * i + j) % kExperts] = true;
+  int n_used = 0;
+  for (bool u : used) n_used += u;
+  const int pairs = n * kTopK, n_x = down ? pairs : n;
+  Buf tables(2 * kExperts * sizeof(void*), false), dids(ids.size() * 4, false), x(2ull * n_x * K),
+      out(4ull * pairs * N, false);
+  const uint8_t** t = tables.as<const uint8_t*>();
+  CUDA_CHECK(cudaMemcpy(t, q.data(), kExperts * sizeof(void*), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(t + kExperts, sc.data(), kExperts * sizeof(void*), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dids.p, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  cuda::QuantExperts qe;
+  qe.format = f;
+  qe.q = t;
+  qe.scale = t + kExperts;
+  timed(
+      state,
+      [&] {
+        cuda::quant_moe_gemv(qe, x.as<bf16>(), down, dids.as<int32_t>(), pairs, kTopK, N, K, kExperts, out.as<float>(),
+                             g->stream);
+      },
+      static_cast<double>(quant_matrix_bytes(f, N, K)) * n_used + 2.0 * n_x * K + 4.0 * pairs * N,
+      2.0 * pairs * N * K);
+  state.counters["experts_read"] = n_used;
+}
+
 void bm_attention(benchmark::State& state, int n, int pos0) {
   const int len = pos0 + n;
   Buf q(4ull * n * kHeads * kHd, false), kc(2ull * len * kKv * kHd), vc(2ull * len * kKv * kHd),
@@ -264,6 +310,11 @@ void register_all() {
   for (int m : batches)
     reg("swiglu_expert/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_expert(st, m); });
   for (int n : {1, 2, 4, 8}) reg("moe_decode_fused/n:" + std::to_string(n), [n](benchmark::State& st) { bm_moe_fused(st, n); });
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (bool down : {false, true})
+      for (int n : {1, 2, 8})
+        reg(std::string("quant_moe_gemv/") + quant_format_name(f) + (down ? "/w2" : "/w1") + "/n:" + std::to_string(n),
+            [f, down, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, down, n); });
   for (int pos0 : {128, 1024, 4096, 16384})
     reg("attention/decode/len:" + std::to_string(pos0 + 1), [pos0](benchmark::State& st) { bm_attention(st, 1, pos0); });
   for (int n : {8, 64})

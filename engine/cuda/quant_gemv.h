@@ -1,0 +1,36 @@
+// quant_gemv.h: the dequantising GEMV of decode over the selected experts, for expert
+// matrices stored in a quantised format (engine/quant.h: fp8 128x128 blocks, int8 per
+// row, int4 groups of 128 with optional zero points). Weights are read once, 16 bytes
+// per load, dequantised in registers exactly as quant.cpp's dequantize() defines them
+// (value x scale in fp32) and accumulated in fp32. Includable from host C++.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "engine/quant.h"
+
+namespace moebench::cuda {
+
+// One layer's expert matrices of one kind (w1, w3 or w2) on the device: per expert e,
+// q[e], scale[e] and (int4 with zero points only) zero[e] point at the parts as
+// quant_parts() lays them out. The arrays themselves are device memory.
+struct QuantExperts {
+  QuantFormat format = QuantFormat::int8;
+  const uint8_t* const* q = nullptr;
+  const uint8_t* const* scale = nullptr;
+  const uint8_t* const* zero = nullptr;  // null: symmetric
+};
+
+// For every pair p < n_pairs (a token's slot: ids is (n_tokens, k) flat):
+//   out[p, :] (N, fp32) = W[ids[p]] (N x K) . x_p,
+//   x_p = x + K * (x_per_pair ? p : p / k)  (bf16: the token's hidden state, or the pair's
+//   own input such as the SwiGLU product before w2).
+// One launch: (row blocks, experts); a block of expert e gathers the pairs that chose
+// e and exits before reading weights when there are none. n_pairs <= 64; the rows must
+// be 16-byte multiples (K % 16 == 0, int4: K % 32 == 0), else Error.
+void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
+                    int k, int N, int K, int n_experts, float* out, cudaStream_t stream);
+
+}  // namespace moebench::cuda

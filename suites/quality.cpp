@@ -1,0 +1,91 @@
+// quality.cpp: see quality.h.
+#include "suites/quality.h"
+
+#include <cmath>
+
+#include "engine/engine.h"
+#include "engine/error.h"
+#include "engine/log.h"
+
+namespace moebench::suites {
+
+reports::Quality compare_next_token(const float* reference, const float* logits, int positions, int vocab,
+                                    const std::string& reference_name) {
+  reports::Quality q;
+  q.reference = reference_name;
+  q.positions = positions;
+  if (positions <= 0 || vocab <= 0) fail("quality: {} positions of {} logits: nothing to compare", positions, vocab);
+  int agree = 0;
+  double kl_sum = 0;
+  for (int i = 0; i < positions; ++i) {
+    const float* p = reference + static_cast<size_t>(i) * vocab;
+    const float* r = logits + static_cast<size_t>(i) * vocab;
+    int ap = 0, ar = 0;
+    for (int v = 1; v < vocab; ++v) {
+      if (p[v] > p[ap]) ap = v;
+      if (r[v] > r[ar]) ar = v;
+    }
+    agree += ap == ar;
+    // log-softmax of both, then sum p_ref * (log p_ref - log p).
+    double zp = 0, zr = 0;
+    for (int v = 0; v < vocab; ++v) {
+      zp += std::exp(static_cast<double>(p[v]) - p[ap]);
+      zr += std::exp(static_cast<double>(r[v]) - r[ar]);
+    }
+    const double lzp = std::log(zp) + p[ap], lzr = std::log(zr) + r[ar];
+    double kl = 0;
+    for (int v = 0; v < vocab; ++v) {
+      const double lp = p[v] - lzp, lr = r[v] - lzr;
+      kl += std::exp(lp) * (lp - lr);
+    }
+    kl_sum += std::max(0.0, kl);  // >= 0 up to rounding
+  }
+  q.top1_agreement = static_cast<double>(agree) / positions;
+  q.mean_kl = kl_sum / positions;
+  return q;
+}
+
+std::vector<float> prompt_logits(Model& m, const std::vector<int32_t>& prompt) {
+  const int n = static_cast<int>(prompt.size()), V = m.config().vocab_size;
+  std::vector<float> all(static_cast<size_t>(n) * V), last(V);
+  m.reset();
+  m.forward(prompt.data(), n, 0, last.data(), all.data());
+  m.reset();
+  return all;
+}
+
+std::optional<reports::Quality> measure_quality(const WeightSource& w, const EngineSettings& s, const std::string& backend,
+                                                const std::vector<int32_t>& prompt) {
+  const QuantFormat f = resolve_expert_format(s.expert_dtype, w);
+  if (f == QuantFormat::bf16) return std::nullopt;
+  if (w.expert_format() != QuantFormat::bf16 && !w.is_synthetic()) {
+    log::info("quality: {} stores its experts as {}; there is no bf16 original to compare with", w.describe(),
+              quant_format_name(w.expert_format()));
+    return std::nullopt;
+  }
+  // The bf16 original: the same weights (a synthetic model before quantisation).
+  const WeightSource original =
+      w.is_synthetic() ? WeightSource::synthetic(w.config(), w.seed(), w.synth_dtype(), QuantFormat::bf16) : w;
+  EngineContext ctx;
+  ctx.backend = backend;
+  ctx.settings = s;
+  ctx.settings.expert_tier = "resident";
+  ctx.settings.cache_slots = 0;
+  ctx.weights = &w;
+  std::vector<float> got;
+  {
+    auto m = create_model(ctx);
+    got = prompt_logits(*m, prompt);
+  }
+  ctx.weights = &original;
+  ctx.settings.expert_dtype = "bf16";
+  std::vector<float> ref;
+  {
+    auto m = create_model(ctx);
+    ref = prompt_logits(*m, prompt);
+  }
+  return compare_next_token(ref.data(), got.data(), static_cast<int>(prompt.size()), w.config().vocab_size,
+                            "bf16 experts");
+}
+
+}  // namespace moebench::suites

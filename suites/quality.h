@@ -1,0 +1,35 @@
+// quality.h: what quantised experts cost in quality. A model's next-token
+// distributions over the teacher-forced positions of a prompt (one forward over the
+// prompt: position i predicts token i + 1 from the true tokens 0..i) are compared with
+// those of the same model with bf16 experts: the fraction of positions whose top-1
+// token agrees and the mean KL(p_bf16 || p_quantised), in nats.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "engine/model.h"
+#include "engine/settings.h"
+#include "engine/weight_source.h"
+#include "reports/results.h"
+
+namespace moebench::suites {
+
+// Compares next-token logits (positions x vocab, row-major) with a reference's.
+reports::Quality compare_next_token(const float* reference, const float* logits, int positions, int vocab,
+                                    const std::string& reference_name);
+
+// The logits of every position of `prompt`, from a freshly reset model (reset again after).
+std::vector<float> prompt_logits(Model& m, const std::vector<int32_t>& prompt);
+
+// The quality of a case whose experts run in a quantised format: two resident models
+// of its weights on its backend (quantised as the settings say, and with bf16 experts)
+// compared over `prompt`; the tier, cache and MoE strategy do not change what is
+// computed, so the case's own model is not touched. nullopt when the experts run in
+// bf16, or when the weights store them quantised (a quantised checkpoint has no bf16
+// original to compare with; synthetic models do: the same values before quantisation).
+std::optional<reports::Quality> measure_quality(const WeightSource& w, const EngineSettings& s, const std::string& backend,
+                                                const std::vector<int32_t>& prompt);
+
+}  // namespace moebench::suites

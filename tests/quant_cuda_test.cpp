@@ -1,0 +1,149 @@
+// quant_cuda_test.cpp: the dequantising decode GEMV over selected experts
+// (engine/cuda/quant_gemv.h) against the CPU reference: dequantize() (engine/quant.h)
+// then an fp32 dot product in double, for int8, int4 (symmetric and with zero points)
+// and fp8, with odd row counts, partial fp8 blocks / int4 groups, several tokens
+// sharing an expert, inputs per token (w1/w3) and per pair (w2). Skipped, with a
+// message, when no GPU is present.
+// Tolerance: both sides multiply the same dequantised fp32 weights by the same bf16
+// activations; the GPU rounds each product and partial sum to fp32 in its own order, so
+// |got - ref| <= K * 2^-24 * sum |w x| (the recursive-summation bound with fp32's unit
+// roundoff, K terms) + 1e-30. A wrong scale, nibble or block shows up far above it.
+#include <gtest/gtest.h>
+
+#if MOEBENCH_HAVE_CUDA
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/device.h"
+#include "engine/cuda/quant_gemv.h"
+#include "engine/dtype.h"
+#include "engine/error.h"
+#include "engine/quant.h"
+
+using namespace moebench;
+
+namespace {
+
+struct DeviceBuffers {  // frees what it uploaded
+  std::vector<void*> ptrs;
+  ~DeviceBuffers() {
+    for (void* p : ptrs) cudaFree(p);
+  }
+  template <typename T>
+  T* up(const T* src, size_t n) {
+    void* d = nullptr;
+    CUDA_CHECK(cudaMalloc(&d, std::max<size_t>(n * sizeof(T), 16)));
+    CUDA_CHECK(cudaMemcpy(d, src, n * sizeof(T), cudaMemcpyHostToDevice));
+    ptrs.push_back(d);
+    return static_cast<T*>(d);
+  }
+  template <typename T>
+  T* up(const std::vector<T>& v) {
+    return up(v.data(), v.size());
+  }
+};
+
+void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::vector<int32_t>& ids, int k,
+              bool x_per_pair, uint32_t seed) {
+  SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zero_points ? " zp" : "") << " N=" << N << " K=" << K
+                                  << (x_per_pair ? " per pair" : " per token"));
+  std::mt19937 g(seed);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  const int pairs = static_cast<int>(ids.size()), n_x = x_per_pair ? pairs : pairs / k;
+  DeviceBuffers dev;
+  std::vector<QuantMatrix> mats;
+  std::vector<const uint8_t*> q(E), sc(E), zp(E);
+  for (int e = 0; e < E; ++e) {
+    std::vector<float> w(static_cast<size_t>(N) * K);
+    for (auto& v : w) v = nd(g);
+    w[static_cast<size_t>(e) * 7] = 0.8f;  // an outlier per expert
+    mats.push_back(quantize(f, w.data(), N, K, zero_points));
+    q[e] = dev.up(mats.back().q);
+    sc[e] = dev.up(mats.back().scale);
+    zp[e] = zero_points ? dev.up(mats.back().zero) : nullptr;
+  }
+  std::vector<uint16_t> xb(static_cast<size_t>(n_x) * K);
+  for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
+  cuda::QuantExperts qe;
+  qe.format = f;
+  qe.q = dev.up(q);
+  qe.scale = dev.up(sc);
+  qe.zero = zero_points ? dev.up(zp) : nullptr;
+  const auto* x = reinterpret_cast<const __nv_bfloat16*>(dev.up(xb));
+  const int32_t* d_ids = dev.up(ids);
+  std::vector<float> sentinel(static_cast<size_t>(pairs) * N, -12345.0f);
+  float* out = dev.up(sentinel);
+  cuda::quant_moe_gemv(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> got(sentinel.size());
+  CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 4, cudaMemcpyDeviceToHost));
+  size_t bad = 0;
+  for (int p = 0; p < pairs; ++p) {
+    std::vector<float> wd(static_cast<size_t>(N) * K);
+    dequantize(mats[ids[p]], wd.data());
+    const uint16_t* xp = xb.data() + static_cast<size_t>(x_per_pair ? p : p / k) * K;
+    for (int r = 0; r < N; ++r) {
+      double ref = 0, mag = 0;
+      for (int c = 0; c < K; ++c) {
+        const double t = static_cast<double>(wd[static_cast<size_t>(r) * K + c]) * bf16_to_f32(xp[c]);
+        ref += t;
+        mag += std::fabs(t);
+      }
+      const double d = std::fabs(got[static_cast<size_t>(p) * N + r] - ref);
+      if (!(d <= mag * K * std::ldexp(1.0, -24) + 1e-30) && bad++ < 5)
+        ADD_FAILURE() << "pair " << p << " row " << r << ": got " << got[static_cast<size_t>(p) * N + r] << ", ref " << ref;
+    }
+  }
+  EXPECT_EQ(bad, 0u);
+}
+
+class QuantCuda : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: quantised GEMV tests skipped";
+  }
+};
+
+}  // namespace
+
+TEST_F(QuantCuda, GemvMatchesTheCpuReference) {
+  // 2 tokens x top-2 sharing expert 1; expert 0 and 3 unused (their blocks exit early).
+  const std::vector<int32_t> ids = {1, 2, 1, 4};
+  for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
+    for (auto [N, K] : {std::pair<int, int>{200, 384}, {64, 160}, {37, 512}})
+      for (bool per_pair : {false, true}) {
+        if (f == QuantFormat::int4 && K % 32 != 0) continue;
+        run_case(f, false, N, K, 5, ids, 2, per_pair, static_cast<uint32_t>(N + K));
+        if (f == QuantFormat::int4) run_case(f, true, N, K, 5, ids, 2, per_pair, static_cast<uint32_t>(N * K));
+      }
+}
+
+TEST_F(QuantCuda, TokensSharingAnExpert) {
+  // 10 tokens x top-2 over 8 experts, every token choosing expert 3: 10 pairs on one
+  // expert, more than one pass of 8 pairs over its weights.
+  std::vector<int32_t> ids;
+  for (int i = 0; i < 10; ++i) {
+    ids.push_back(3);
+    ids.push_back(i % 7 < 3 ? i % 7 : i % 7 + 1);
+  }
+  run_case(QuantFormat::int4, false, 256, 256, 8, ids, 2, false, 7);
+  run_case(QuantFormat::int8, false, 256, 256, 8, ids, 2, true, 8);
+  run_case(QuantFormat::fp8, false, 256, 256, 8, ids, 2, false, 9);
+}
+
+TEST_F(QuantCuda, BadShapesAreOneLineErrors) {
+  cuda::QuantExperts qe;
+  qe.format = QuantFormat::int4;
+  try {
+    cuda::quant_moe_gemv(qe, nullptr, false, nullptr, 2, 2, 64, 48, 4, nullptr, nullptr);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("48 inputs is not a multiple of 32"), std::string::npos) << e.what();
+  }
+}
+
+#endif  // MOEBENCH_HAVE_CUDA
