@@ -1,10 +1,14 @@
-// cmd_info.cpp: `moebench info` prints the build, the backends and the devices.
+// cmd_info.cpp: `moebench info` prints the build, the backends, the devices, the
+// model presets and every setting with its values and default.
 #include <thread>
 
 #include "app/command.h"
 #include "engine/build_info.h"
 #include "engine/config.h"
 #include "engine/device_info.h"
+#include "engine/settings.h"
+#include "variants/cache_policy.h"
+#include "variants/routing.h"
 
 namespace {
 int run() {
@@ -20,6 +24,14 @@ int run() {
   std::string p;
   for (auto& n : preset_names()) p += (p.empty() ? "" : ", ") + n;
   fmt::print("presets: {}\n", p);
+  fmt::print("\nsettings (--set key=value; stage presets set several at once):\n");
+  for (const SettingDoc& d : setting_docs())
+    fmt::print("  {:<24} default {:<10} {}\n", d.key, d.default_value.empty() ? "(empty)" : d.default_value, d.values);
+  fmt::print("\ncache policies:\n");
+  for (const CachePolicyInfo& c : cache_policies()) fmt::print("  {:<24} {}\n", c.name, c.description);
+  fmt::print("\nrouting sources:\n");
+  for (const RoutingSourceInfo& r : routing_sources())
+    fmt::print("  {:<24} {}\n", r.kind == RoutingKind::trace ? "trace:FILE" : r.name, r.description);
   return 0;
 }
 }  // namespace

@@ -14,8 +14,9 @@
 #include "app/command.h"
 #include "engine/error.h"
 #include "engine/log.h"
-#include "reports/atomic_file.h"
 #include "engine/quant.h"
+#include "engine/settings.h"
+#include "reports/atomic_file.h"
 #include "variants/cache_policy.h"
 #include "variants/routing.h"
 #include "variants/simulator.h"
@@ -160,7 +161,7 @@ struct SimulateArgs {
   int64_t expert_bytes = kMixtral8x7bExpertBytes;
   std::string expert_dtype;  // "" = --expert-bytes; else a Mixtral-8x7B expert in this format
   double compute_ms_per_token = 0;
-  double prefetch_accuracy = 1.0;
+  double prefetch_accuracy = EngineSettings{}.prefetch_accuracy;  // the engine's default
   bool json = false;
 };
 
@@ -278,7 +279,7 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                                   "resident compute time of one token through all layers (default 0: transfer only)")
                        ->check(CLI::NonNegativeNumber);
                    sub.add_option("--prefetch-accuracy", a->prefetch_accuracy,
-                                  "share of prefetch predictions that are the true next-layer expert (default 1)")
+                                  "share of prefetch predictions that are the true next-layer expert (default 0.8, as the engine's prefetch_accuracy)")
                        ->check(CLI::Range(0.0, 1.0));
                    sub.add_flag("--json", a->json, "print JSON instead of a table");
                    sub.callback([a] {

@@ -56,46 +56,47 @@ std::string one_of(const std::string& key, const std::string& v, std::initialize
 
 struct Knob {
   const char* key;
+  const char* values;  // what it takes, for `moebench info`
   std::function<std::string(const EngineSettings&)> get;
   std::function<void(EngineSettings&, const std::string&)> set;
 };
 
 const std::vector<Knob>& knobs() {
   static const std::vector<Knob> k = {
-      {"stage", [](auto& s) { return s.stage; }, [](auto& s, auto& v) { s.stage = v; }},
-      {"expert_tier", [](auto& s) { return s.expert_tier; },
+      {"stage", "a label: baseline|P0|P1|P2 from a stage preset, custom otherwise", [](auto& s) { return s.stage; }, [](auto& s, auto& v) { s.stage = v; }},
+      {"expert_tier", "resident|pinned|disk", [](auto& s) { return s.expert_tier; },
        [](auto& s, auto& v) { s.expert_tier = one_of("expert_tier", v, {"resident", "pinned", "disk"}); }},
-      {"cache_policy", [](auto& s) { return s.cache_policy; }, [](auto& s, auto& v) { s.cache_policy = v; }},
-      {"cache_slots", [](auto& s) { return std::to_string(s.cache_slots); },
+      {"cache_policy", "a cache policy (listed below)", [](auto& s) { return s.cache_policy; }, [](auto& s, auto& v) { s.cache_policy = v; }},
+      {"cache_slots", "integer >= 0 (0: as many as the budget allows)", [](auto& s) { return std::to_string(s.cache_slots); },
        [](auto& s, auto& v) { s.cache_slots = parse_int("cache_slots", v, 0); }},
-      {"warmup", [](auto& s) { return std::string(s.warmup ? "true" : "false"); },
+      {"warmup", "true|false", [](auto& s) { return std::string(s.warmup ? "true" : "false"); },
        [](auto& s, auto& v) { s.warmup = parse_bool("warmup", v); }},
-      {"dispatch", [](auto& s) { return s.dispatch; },
+      {"dispatch", "serial|grouped|fused", [](auto& s) { return s.dispatch; },
        [](auto& s, auto& v) { s.dispatch = one_of("dispatch", v, {"serial", "grouped", "fused"}); }},
-      {"combine", [](auto& s) { return s.combine; },
+      {"combine", "loop|index_add|fused", [](auto& s) { return s.combine; },
        [](auto& s, auto& v) { s.combine = one_of("combine", v, {"loop", "index_add", "fused"}); }},
-      {"buffers", [](auto& s) { return s.buffers; },
+      {"buffers", "alloc|pooled", [](auto& s) { return s.buffers; },
        [](auto& s, auto& v) { s.buffers = one_of("buffers", v, {"alloc", "pooled"}); }},
-      {"routing", [](auto& s) { return s.routing; }, [](auto& s, auto& v) { s.routing = v; }},
-      {"routing_seed", [](auto& s) { return std::to_string(s.routing_seed); },
+      {"routing", "a routing source (listed below)", [](auto& s) { return s.routing; }, [](auto& s, auto& v) { s.routing = v; }},
+      {"routing_seed", "integer >= 0", [](auto& s) { return std::to_string(s.routing_seed); },
        [](auto& s, auto& v) { s.routing_seed = static_cast<uint64_t>(parse_int("routing_seed", v, 0)); }},
-      {"prefetch_accuracy", [](auto& s) { return fmt::format("{}", s.prefetch_accuracy); },
+      {"prefetch_accuracy", "number in [0, 1]", [](auto& s) { return fmt::format("{}", s.prefetch_accuracy); },
        [](auto& s, auto& v) { s.prefetch_accuracy = parse_double("prefetch_accuracy", v, 0.0, 1.0); }},
-      {"fused_decode_max_tokens", [](auto& s) { return std::to_string(s.fused_decode_max_tokens); },
+      {"fused_decode_max_tokens", "1..8", [](auto& s) { return std::to_string(s.fused_decode_max_tokens); },
        [](auto& s, auto& v) {
          const int n = parse_int("fused_decode_max_tokens", v, 1);
          if (n > 8) fail("setting fused_decode_max_tokens={}: expected 1..8", v);
          s.fused_decode_max_tokens = n;
        }},
-      {"max_num_batched_tokens", [](auto& s) { return std::to_string(s.max_num_batched_tokens); },
+      {"max_num_batched_tokens", "integer >= 1", [](auto& s) { return std::to_string(s.max_num_batched_tokens); },
        [](auto& s, auto& v) { s.max_num_batched_tokens = parse_int("max_num_batched_tokens", v, 1); }},
-      {"max_model_len", [](auto& s) { return std::to_string(s.max_model_len); },
+      {"max_model_len", "integer >= 1", [](auto& s) { return std::to_string(s.max_model_len); },
        [](auto& s, auto& v) { s.max_model_len = parse_int("max_model_len", v, 1); }},
-      {"gpu_memory_utilization", [](auto& s) { return fmt::format("{}", s.gpu_memory_utilization); },
+      {"gpu_memory_utilization", "number in [0.05, 1]", [](auto& s) { return fmt::format("{}", s.gpu_memory_utilization); },
        [](auto& s, auto& v) { s.gpu_memory_utilization = parse_double("gpu_memory_utilization", v, 0.05, 1.0); }},
-      {"gpu_mem_budget", [](auto& s) { return s.gpu_mem_budget; },
+      {"gpu_mem_budget", "bytes, e.g. 22GiB (empty: utilization x free memory)", [](auto& s) { return s.gpu_mem_budget; },
        [](auto& s, auto& v) { s.gpu_mem_budget = v.empty() ? v : parse_byte_count("gpu_mem_budget", v); }},
-      {"expert_dtype", [](auto& s) { return s.expert_dtype; },
+      {"expert_dtype", "bf16|fp8|int8|int4", [](auto& s) { return s.expert_dtype; },
        [](auto& s, auto& v) { s.expert_dtype = one_of("expert_dtype", v, {"bf16", "fp8", "int8", "int4"}); }},
   };
   return k;
@@ -106,6 +107,13 @@ const std::vector<Knob>& knobs() {
 std::vector<std::string> setting_keys() {
   std::vector<std::string> r;
   for (auto& k : knobs()) r.push_back(k.key);
+  return r;
+}
+
+std::vector<SettingDoc> setting_docs() {
+  std::vector<SettingDoc> r;
+  const EngineSettings defaults;
+  for (auto& k : knobs()) r.push_back({k.key, k.values, k.get(defaults)});
   return r;
 }
 

@@ -60,4 +60,12 @@ struct EngineSettings {
 // The names of every knob (for --help and the UI).
 std::vector<std::string> setting_keys();
 
+// Every knob with what it takes and its default (`moebench info`).
+struct SettingDoc {
+  std::string key;
+  std::string values;
+  std::string default_value;
+};
+std::vector<SettingDoc> setting_docs();
+
 }  // namespace moebench
