@@ -38,7 +38,8 @@ int count(const GateArgs& a) {
   using namespace moebench;
   if (!running_under_valgrind())
     fail("moebench gate count only means something under valgrind's callgrind: run it through scripts/ci_gate.sh "
-         "(valgrind --tool=callgrind --collect-atstart=no --cache-sim=yes ...)");
+         "(valgrind --tool=callgrind --collect-atstart=no --cache-sim=yes ...){}",
+         MOEBENCH_CALLGRIND_HEADERS ? "" : "; and this build lacks valgrind's headers: install valgrind and rebuild");
   suites::Suite suite = suites::load_suite(a.suite);
   std::vector<suites::Instance> instances = suites::expand(suite, {}, suites::resolve_backend);
   reports::WorkEnvironment env = reports::this_process_environment();

@@ -11,11 +11,8 @@
 
 // Callgrind's client requests (valgrind's headers): without them the build leaves
 // the counting hooks out and running_under_valgrind() is false.
-#if __has_include(<valgrind/callgrind.h>)
+#if MOEBENCH_CALLGRIND_HEADERS
 #include <valgrind/callgrind.h>
-#define MOEBENCH_HAVE_CALLGRIND 1
-#else
-#define MOEBENCH_HAVE_CALLGRIND 0
 #endif
 
 namespace moebench {
@@ -31,7 +28,7 @@ class WorkCount {
   WorkCount() : on_(!g_count_label.empty() && running_under_valgrind()) {}
   // Collection on for the step (the gate runs callgrind with --collect-atstart=no).
   void begin() const {
-#if MOEBENCH_HAVE_CALLGRIND
+#if MOEBENCH_CALLGRIND_HEADERS
     if (on_) CALLGRIND_TOGGLE_COLLECT;
 #endif
   }
@@ -39,8 +36,8 @@ class WorkCount {
   // Writes what was collected since the last dump as one part, then zeroes it.
   void dump(const char* phase, int steps) const {
     if (!on_ || steps == 0) return;
-#if MOEBENCH_HAVE_CALLGRIND
     const std::string desc = fmt::format("moebench-gate {} {} {}", g_count_label, phase, steps);
+#if MOEBENCH_CALLGRIND_HEADERS
     CALLGRIND_DUMP_STATS_AT(desc.c_str());
 #endif
   }
@@ -76,7 +73,7 @@ double inject_slowdown_from_env() {
 }
 
 bool running_under_valgrind() {
-#if MOEBENCH_HAVE_CALLGRIND
+#if MOEBENCH_CALLGRIND_HEADERS
   return RUNNING_ON_VALGRIND != 0;
 #else
   return false;

@@ -58,8 +58,14 @@ void set_work_count_label(const std::string& label);  // "" = off
 // MOEBENCH_INJECT_SLOWDOWN=F (the CI gate's test switch) as a factor for
 // GenerateOptions::inject_slowdown: 1 when unset; a bad value fails with one line.
 double inject_slowdown_from_env();
-// Whether this process runs under valgrind (and counting can work).
+// Whether this process runs under valgrind (always false in a build without
+// valgrind's headers, where counting is left out).
 bool running_under_valgrind();
+#if __has_include(<valgrind/callgrind.h>)
+#define MOEBENCH_CALLGRIND_HEADERS 1
+#else
+#define MOEBENCH_CALLGRIND_HEADERS 0
+#endif
 
 // on_token(id, index) is called as each token is produced (for streaming output).
 GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,

@@ -195,7 +195,12 @@ WorkEnvironment this_process_environment() {
 #else
   e.compiler = "unknown";
 #endif
-  e.build_type = MOEBENCH_BUILD_TYPE;
+  // A build with CUDA links more libraries and lays the CPU code out elsewhere.
+#ifdef MOEBENCH_HAVE_CUDA
+  e.build_type = MOEBENCH_BUILD_TYPE ", CUDA linked";
+#else
+  e.build_type = MOEBENCH_BUILD_TYPE ", CPU only";
+#endif
   // The CPU as cpuid describes it to this process: glibc picks its string and
   // memory routines (ifuncs) from these features, so they change the counts.
   unsigned a = 0, b = 0, c = 0, d = 0;

@@ -47,7 +47,7 @@ CallgrindDump parse_callgrind(const std::string& text, const std::string& source
 struct WorkEnvironment {
   std::string valgrind;    // callgrind's creator line
   std::string compiler;    // "gcc 12.2.0"
-  std::string build_type;  // CMAKE_BUILD_TYPE
+  std::string build_type;  // CMAKE_BUILD_TYPE and whether CUDA is linked: "Release, CPU only"
   std::string cpu;         // vendor and features as valgrind's virtual CPU presents them
   std::string libraries;   // "glibc 2.36, libgomp.so.1.0.0, libm.so.6, libstdc++.so.6.0.30"
   int threads = 0;         // OpenMP threads the cases ran with

@@ -26,6 +26,10 @@ BASE="${MOEBENCH_GATE_BASELINE:-$ROOT/reports/ci-baseline/workcounts.json}"
 DIR="${MOEBENCH_GATE_DIR:-$ROOT/build/ci-gate}"
 TOL="${MOEBENCH_GATE_TOLERANCE_PERCENT:-1.5}"
 
+case "${1:-}" in
+  ""|--update-baseline) ;;
+  *) echo "usage: bash scripts/ci_gate.sh [--update-baseline]" >&2; exit 2 ;;
+esac
 if ! command -v valgrind >/dev/null 2>&1; then
   echo "ci gate: valgrind is not installed (apt-get install valgrind; scripts/lib.sh installs it)" >&2
   exit 1
@@ -34,16 +38,21 @@ fi
 
 rm -rf "$DIR"
 mkdir -p "$DIR"
-# A clean environment (its size moves the stack, and so simulated cache sets), one
-# OpenMP thread, and a fixed simulated cache: by default callgrind copies the host's
-# cache sizes, which would change miss counts from one CPU model to the next.
+# The counting run sees the same command line, environment and paths wherever the
+# checkout and $DIR are: it runs in $DIR on a copy of the suite, through a link to
+# the binary, in an emptied environment (their sizes move the stack and the heap,
+# and so which simulated cache sets they use). One OpenMP thread, and a fixed
+# simulated cache: by default callgrind copies the host's cache sizes, which would
+# change miss counts from one CPU model to the next.
+cp "$ROOT/suites/gate.json" "$DIR/gate.json"
+ln -s "$(readlink -f "$BIN")" "$DIR/moebench"
 inject=()
 [ -n "${MOEBENCH_INJECT_SLOWDOWN:-}" ] && inject=("MOEBENCH_INJECT_SLOWDOWN=$MOEBENCH_INJECT_SLOWDOWN")
-if ! env -i PATH=/usr/bin:/bin OMP_NUM_THREADS=1 OMP_DYNAMIC=false MOEBENCH_SUITES_DIR="$ROOT/suites" "${inject[@]}" \
+if ! (cd "$DIR" && env -i PATH=/usr/bin:/bin OMP_NUM_THREADS=1 OMP_DYNAMIC=false "${inject[@]}" \
   valgrind --tool=callgrind --collect-atstart=no --cache-sim=yes \
   --I1=32768,8,64 --D1=32768,8,64 --LL=33554432,16,64 \
-  --callgrind-out-file="$DIR/callgrind.out" --log-file="$DIR/valgrind.log" \
-  "$BIN" gate count --suite gate --dir "$DIR"; then
+  --callgrind-out-file=callgrind.out --log-file=valgrind.log \
+  ./moebench gate count --suite gate.json --dir .); then
   echo "ci gate: the counting run failed (valgrind's log: $DIR/valgrind.log)" >&2
   exit 1
 fi
