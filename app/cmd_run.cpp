@@ -17,6 +17,7 @@
 #include "app/command.h"
 #include "app/progress.h"
 #include "engine/error.h"
+#include "engine/generate.h"
 #include "engine/log.h"
 #include "engine/settings.h"
 #include "reports/atomic_file.h"
@@ -87,18 +88,6 @@ void make_parent(const std::string& path) {
   if (!p.empty()) std::filesystem::create_directories(p, ec);
 }
 
-// MOEBENCH_INJECT_SLOWDOWN=1.2: the CI gate's test hook (GenerateOptions::inject_slowdown).
-double injected_slowdown() {
-  const char* e = std::getenv("MOEBENCH_INJECT_SLOWDOWN");
-  if (!e || !*e) return 1.0;
-  char* end = nullptr;
-  double v = std::strtod(e, &end);
-  if (end == e || *end != '\0' || !(v >= 1.0 && v <= 10.0))
-    moebench::fail("MOEBENCH_INJECT_SLOWDOWN={}: expected a factor in [1, 10], e.g. 1.2", e);
-  if (v != 1.0) moebench::log::warn("MOEBENCH_INJECT_SLOWDOWN={}: every timed step is stretched {}x (test hook)", e, v);
-  return v;
-}
-
 // Writes the HTML report of a saved run, says what was written (or kept, or left
 // as it was) on stderr, and gives the exit status.
 int report_outcome(const RunArgs& a, const moebench::suites::RunOptions& opt, const moebench::suites::RunOutcome& out,
@@ -161,7 +150,7 @@ int run(const RunArgs& a) {
   opt.progress_path = suites::progress_path_for(opt.out_path);
   opt.trace_path = a.trace;
   opt.tokenizer_path = a.tokenizer;
-  opt.inject_slowdown = injected_slowdown();
+  opt.inject_slowdown = inject_slowdown_from_env();  // the CI gate's test switch
   opt.stop = &g_stop;
   opt.command_line = own_command_line();
   for (const std::string& p : {opt.out_path, a.html, a.trace})

@@ -1,8 +1,8 @@
 // run_test.cpp: `moebench run` end to end on the tiny model: the ci suite writes a
 // results file that loads back; outputs are deterministic; SIGINT during a case
 // keeps the finished cases in the progress file, the outputs as they were, and
-// exits 130; a malformed suite is a one-line error; and the CI gate (scripts/ci_gate.sh against the
-// committed baseline) fails on an injected 20% slowdown and passes unchanged.
+// exits 130; a malformed suite is a one-line error. (The CI gate's tests are in
+// gate_test.cpp.)
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -91,7 +91,7 @@ TEST(Run, CiSuiteWritesAResultsFileThatLoadsBack) {
     EXPECT_EQ(again.results.cases[i].output_token_hash, back.cases[i].output_token_hash);
 }
 
-TEST(Run, InjectedSlowdownStretchesEveryTimedStep) {
+TEST(Run, InjectedSlowdownIsRecordedInTheSettings) {
   TempDir d;
   RunOutcome r = run_ci(d.str("slow.json"), 1, 1.5);
   const reports::Case& c = r.results.cases[1];
@@ -175,61 +175,4 @@ TEST(RunCli, SigintKeepsTheFinishedCasesInTheProgressFileAndExits130) {
   EXPECT_EQ(test::read_file(d.str("r.html")), "previous report");
   for (const auto& e : std::filesystem::directory_iterator(d.path))  // no temporary files left behind
     EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
-}
-
-// The CI gate end to end: scripts/ci_gate.sh runs the ci suite with the built
-// binary and compares it with a baseline, normalised by the calibration case.
-// The baseline is recorded here, just before, rather than taken from the repository:
-// this machine may be busier or in another state than when the committed one was
-// made, and the test is about the gate's mechanism. An injected 20% slowdown must
-// fail it; the unchanged binary must pass.
-// Each attempt records a fresh baseline and runs the gate right after it, so both see
-// the same machine state. This shared 2-core VM can stay 15-25% slower for seconds
-// (a fresh-clone CI run saw it across the gate's own retry), so an attempt may fail
-// by noise: the unchanged build must pass in one of three attempts, the 20% slower
-// one must fail in one of three (a gate that never fails, or always does, fails this).
-TEST(CiGate, FailsOnATwentyPercentSlowdownAndPassesUnchanged) {
-  TempDir d;
-  std::string script = test::source_dir() + "/scripts/ci_gate.sh";
-  std::vector<std::string> env = {"MOEBENCH_BIN=" + moebench_exe(), "MOEBENCH_GATE_OUT=" + d.str("gate.json"),
-                                  "MOEBENCH_GATE_BASELINE=" + d.str("base.json"),
-                                  // Baseline recorded here, in the same conditions: a tighter bound
-                                  // than the committed-baseline gate's default (25%) applies.
-                                  "MOEBENCH_GATE_MAX_SLOWDOWN=12%"};
-  auto attempt = [&](const std::vector<std::string>& gate_env, const std::string& tag) {
-    pid_t base = spawn({"/bin/bash", script, "--update-baseline"}, d.str("base.out"), d.str("base.err"), env);
-    EXPECT_EQ(wait_exit(base), 0) << test::read_file(d.str("base.err"));
-    reports::Results b = reports::load_results(d.str("base.json"));
-    EXPECT_EQ(b.cases.size(), 3u);
-    if (b.cases.size() == 3u) {
-      EXPECT_EQ(b.cases[1].samples.size(), 45u);
-    }
-    pid_t gate = spawn({"/bin/bash", script}, d.str(tag + ".out"), d.str(tag + ".err"), gate_env);
-    return wait_exit(gate);
-  };
-  std::vector<std::string> slow_env = env;
-  slow_env.push_back("MOEBENCH_INJECT_SLOWDOWN=1.2");
-  int slow_rc = 0;
-  for (int i = 0; i < 3 && slow_rc != 1; ++i) slow_rc = attempt(slow_env, "slow");
-  EXPECT_EQ(slow_rc, 1) << test::read_file(d.str("slow.out")) << test::read_file(d.str("slow.err"));
-  EXPECT_NE(test::read_file(d.str("slow.out")).find("REGRESSION"), std::string::npos);
-  int same_rc = 1;
-  for (int i = 0; i < 3 && same_rc != 0; ++i) same_rc = attempt(env, "same");
-  EXPECT_EQ(same_rc, 0) << test::read_file(d.str("same.out")) << test::read_file(d.str("same.err"));
-}
-
-// The committed baseline is a valid results file of the current ci suite.
-TEST(CiGate, CommittedBaselineLoadsAndMatchesTheSuite) {
-  reports::Results b = reports::load_results(test::source_dir() + "/reports/baselines/ci-cpu.json");
-  ASSERT_EQ(b.cases.size(), 3u);
-  EXPECT_EQ(b.cases[0].name, "reference");
-  EXPECT_EQ(b.cases[1].name, "fox");
-  EXPECT_EQ(b.cases[2].name, "p64");
-  for (const auto& c : b.cases) EXPECT_EQ(c.status, reports::CaseStatus::ok) << c.name;
-  // Same generated tokens as this build: the hashes must match the baseline's, or
-  // it needs regenerating (scripts/ci_gate.sh --update-baseline).
-  TempDir d;
-  RunOutcome r = run_ci(d.str("now.json"), 1);
-  EXPECT_EQ(r.results.cases[1].output_token_hash, b.cases[1].output_token_hash);
-  EXPECT_EQ(r.results.cases[2].output_token_hash, b.cases[2].output_token_hash);
 }

@@ -16,6 +16,13 @@ void rmsnorm(const float* x, const float* w, float* out, int n, int dim, float e
 
 // x (n, in), w (out, in) -> y (n, out) = x @ w^T. y must not alias x.
 void linear(const float* x, const float* w, float* y, int n, int in, int out);
+// Test hook of the CI gate (MOEBENCH_INJECT_SLOWDOWN, GenerateOptions::inject_slowdown):
+// with factor F > 1, linear() on the calling thread also recomputes (F - 1) of its
+// output rows (whole rows; the fraction carried from call to call, so over a pass
+// the extra rows are (F - 1) of all rows to within one) into a scratch sum that
+// nothing reads. Its results are unchanged; its work grows by about F. 1 = off.
+void set_extra_work(double factor);
+double extra_work();
 
 // x (n, heads, head_dim) rotated in place, token i at position pos[i].
 // Rotate-half convention (HF Llama/Mixtral): pairs (j, j + head_dim/2),
