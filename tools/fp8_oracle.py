@@ -5,8 +5,12 @@ dequantised with torch. Run on the GPU machine (transformers 5.17, torch 2.11): 
 forward needs a `kernels` package that is absent there, so the oracle dequantises instead.
 
   make     --out DIR
-           a small random MixtralForCausalLM (hidden 192 and intermediate 320: full and
-           partial 128x128 blocks), loaded with quantization_config=FineGrainedFP8Config()
+           a small random MixtralForCausalLM (hidden 192: full and partial 128x128
+           blocks; intermediate 384, a multiple of 128: transformers 5.17 quantises w1
+           and w3 as one fused gate_up matrix and splits its block scales when it saves
+           them, so with an intermediate size that is not a multiple of 128 (320 was
+           tried) w3's saved scales no longer line up with its rows and the checkpoint
+           is not a valid block-fp8 file; Mixtral-8x7B's 14336 is a multiple of 128), loaded with quantization_config=FineGrainedFP8Config()
            on cuda and saved with save_pretrained to DIR; prints every tensor's name, dtype
            and shape; writes DIR/ids.txt (the prompt).
   ref      --ckpt DIR --out REF.npy
@@ -36,7 +40,7 @@ def cmd_make(a):
     from transformers import FineGrainedFP8Config, MixtralConfig, MixtralForCausalLM
     torch.manual_seed(4321)
     cfg = MixtralConfig(
-        vocab_size=512, hidden_size=192, intermediate_size=320, num_hidden_layers=2,
+        vocab_size=512, hidden_size=192, intermediate_size=384, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, head_dim=48, num_local_experts=4,
         num_experts_per_tok=2, max_position_embeddings=256, rope_theta=1e6, rms_norm_eps=1e-5,
         initializer_range=0.1, tie_word_embeddings=False, bos_token_id=1, eos_token_id=2,
