@@ -518,12 +518,6 @@ TEST(DashboardViews, LiveRunJoinsTheLoadedResults) {
   EXPECT_EQ(d.state().selected, (CaseRef{0, 0}));
 }
 
-#else
-
-TEST(Dashboard, SkippedWithoutUi) { GTEST_SKIP() << "built without the dashboard (MOEBENCH_UI=OFF or its packages missing)"; }
-
-#endif
-
 // The committed GPU results (moebench run --suite stages-gpu on an H200, 32 Mixtral-8x7B
 // layers offloaded under a 22 GiB budget) open, and every view has something to show.
 TEST(DashboardFrames, CommittedGpuStagesResults) {
@@ -555,3 +549,9 @@ TEST(DashboardFrames, CommittedGpuStagesResults) {
   EXPECT_FALSE(build_latency_frame(c, 0, 1000).decode.empty());
   EXPECT_FALSE(build_memory_frame(c, 1000).arena.empty());
 }
+
+#else
+
+TEST(Dashboard, SkippedWithoutUi) { GTEST_SKIP() << "built without the dashboard (MOEBENCH_UI=OFF or its packages missing)"; }
+
+#endif
