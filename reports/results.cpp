@@ -621,6 +621,8 @@ Results load_results(const std::string& path) {
     auto sp = what.find("] ");
     if (sp != std::string::npos) what = what.substr(sp + 2);
     fail("{}: invalid JSON at byte {}: {}", path, e.byte, what);
+  } catch (const json::exception& e) {  // a number out of range (1e999) is not a parse_error
+    fail("{}: invalid JSON: {}", path, e.what());
   }
   return results_from_json(j, path);
 }
