@@ -28,7 +28,21 @@ bool parse_dtype(const std::string& s, DType* out) {
   return true;
 }
 
+// Checkpoint tensors sit wherever the file puts them: a safetensors header of odd
+// length leaves every 16-bit element on an odd address. Elements are therefore
+// loaded and stored through memcpy (one unaligned move on x86), never through a
+// uint16_t pointer, which would be undefined behaviour there.
+namespace {
+inline uint16_t load_u16(const uint8_t* p) {
+  uint16_t h;
+  memcpy(&h, p, 2);
+  return h;
+}
+inline void store_u16(uint8_t* p, uint16_t h) { memcpy(p, &h, 2); }
+}  // namespace
+
 void to_f32(DType t, const void* src, float* dst, size_t n) {
+  if (n == 0) return;  // an empty tensor's buffers may be null, which memcpy does not allow
   if (t == DType::f32) {
     memcpy(dst, src, n * 4);
     return;
@@ -49,17 +63,18 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
     }
     return;
   }
-  const uint16_t* s = static_cast<const uint16_t*>(src);
+  const uint8_t* s = static_cast<const uint8_t*>(src);
   if (t == DType::bf16) {
 #pragma omp parallel for if (n > (1u << 16))
-    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+    for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(load_u16(s + 2 * i));
   } else {
 #pragma omp parallel for if (n > (1u << 16))
-    for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+    for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(load_u16(s + 2 * i));
   }
 }
 
 void from_f32(DType t, const float* src, void* dst, size_t n) {
+  if (n == 0) return;
   if (t == DType::f32) {
     memcpy(dst, src, n * 4);
     return;
@@ -69,11 +84,11 @@ void from_f32(DType t, const float* src, void* dst, size_t n) {
     for (size_t i = 0; i < n; ++i) d[i] = f32_to_e4m3(src[i]);
     return;
   }
-  uint16_t* d = static_cast<uint16_t*>(dst);
+  uint8_t* d = static_cast<uint8_t*>(dst);
   if (t == DType::bf16) {
-    for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(src[i]);
+    for (size_t i = 0; i < n; ++i) store_u16(d + 2 * i, f32_to_bf16(src[i]));
   } else {
-    for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
+    for (size_t i = 0; i < n; ++i) store_u16(d + 2 * i, f32_to_f16(src[i]));
   }
 }
 

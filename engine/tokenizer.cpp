@@ -132,6 +132,8 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
     root = json::parse(text);
   } catch (const json::parse_error& e) {
     fail("{}: not valid JSON (byte {}): {}", src, e.byte, one_line(e.what()));
+  } catch (const json::exception& e) {  // a number out of range (1e999) is not a parse_error
+    fail("{}: not valid JSON: {}", src, one_line(e.what()));
   }
   Reader r{src};
   if (!root.is_object()) r.bad("(top level)", fmt::format("expected an object, found {}", root.type_name()));

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace moebench::profiler {
 
@@ -30,11 +31,13 @@ Stats summarize(std::span<const int64_t> samples) {
   // but the mean and variance want more than double's precision for ns values.
   long double sum = 0;
   int64_t isum = 0;
+  bool overflow = false;
   for (int64_t x : v) {
     sum += x;
-    isum += x;
+    overflow = overflow || __builtin_add_overflow(isum, x, &isum);
   }
-  st.sum_ns = isum;
+  // Saturates instead of overflowing (undefined behaviour) on samples summing past 2^63 ns.
+  st.sum_ns = !overflow ? isum : sum > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
   long double mean = sum / static_cast<long double>(v.size());
   st.mean_ns = static_cast<double>(mean);
   if (v.size() > 1) {

@@ -25,7 +25,7 @@ struct Stats {
   double p50_ns = 0;
   double p90_ns = 0;
   double p99_ns = 0;
-  int64_t sum_ns = 0;
+  int64_t sum_ns = 0;  // saturates at the int64 limits
 };
 
 Stats summarize(std::span<const int64_t> samples_ns);

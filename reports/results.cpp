@@ -405,6 +405,11 @@ Repetition read_repetition(const Reader& rd, const json& j, const std::string& p
   Obj o(rd, j, path);
   Repetition r;
   r.latency_ns = o.i64s("latency_ns");
+  int64_t total_ns = 0;  // sums over a repetition's steps (its prefill time, ...) must fit in 64 bits
+  for (int64_t x : r.latency_ns)
+    if (__builtin_add_overflow(total_ns, x, &total_ns))
+      fail("{}: {}.latency_ns sums to more than 2^63 ns (292 years), expected the times of the steps", rd.src,
+           show(path));
   rd.each(o.req("phase", "an array of \"prefill\"/\"decode\""), o.at("phase"), "an array of \"prefill\"/\"decode\"",
           [&](const json& v, const std::string& p) {
             r.phase.push_back(enum_value<Phase>(rd, v, p, {{"prefill", Phase::prefill}, {"decode", Phase::decode}},
@@ -665,6 +670,8 @@ Results load_results(const std::string& path) {
     auto sp = what.find("] ");
     if (sp != std::string::npos) what = what.substr(sp + 2);
     fail("{}: invalid JSON at byte {}: {}", path, e.byte, what);
+  } catch (const json::exception& e) {  // a number out of range (1e999) is not a parse_error
+    fail("{}: invalid JSON: {}", path, e.what());
   }
   return results_from_json(j, path);
 }

@@ -236,6 +236,8 @@ Suite parse_suite(const std::string& text, const std::string& source, SuiteLoade
     std::string what = e.what();
     if (auto p = what.find("parse error"); p != std::string::npos) what = what.substr(p);
     fail("{}: invalid JSON at byte {}: {}", source, e.byte, what);
+  } catch (const json::exception& e) {  // a number out of range (1e999) is not a parse_error
+    fail("{}: invalid JSON: {}", source, e.what());
   }
   Node root{j, "", source};
   if (!j.is_object()) fail("{}: the top level is {}, expected an object", source, show(j));

@@ -154,6 +154,9 @@ struct Instance {
 // "auto", "cpu" or "cuda") into "cpu" or "cuda".
 using BackendResolver = std::string (*)(const std::string& requested);
 std::vector<Instance> expand(const Suite& s, const Overrides& o, BackendResolver resolve_backend);
+// Instance::spec points into the suite, so expanding a temporary would leave every
+// instance dangling once the statement ends: refused at compile time.
+std::vector<Instance> expand(Suite&& s, const Overrides& o, BackendResolver resolve_backend) = delete;
 
 // How many model loads running `v` in order takes.
 int count_reloads(const std::vector<Instance>& v);

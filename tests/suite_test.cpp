@@ -224,13 +224,15 @@ TEST(Suite, ShippedSuitesParseAndExpand) {
         EXPECT_EQ(i.model, "tiny");  // the CPU default everywhere
       }
   }
-  auto stages = expand(load_suite("stages"), {}, cpu);
+  Suite stages_suite = load_suite("stages");  // instances point into their suite
+  auto stages = expand(stages_suite, {}, cpu);
   EXPECT_EQ(stages.size(), 4u * 6);
   EXPECT_EQ(count_reloads(stages), 4);
   EXPECT_EQ(stages.front().settings.stage, "baseline");
   EXPECT_EQ(stages.back().settings.stage, "P2");
   auto cuda = [](const std::string&) { return std::string("cuda"); };
-  EXPECT_EQ(expand(load_suite("default"), {}, +cuda).front().model, "mixtral-8x7b:layers=8");
+  Suite default_suite = load_suite("default");
+  EXPECT_EQ(expand(default_suite, {}, +cuda).front().model, "mixtral-8x7b:layers=8");
   EXPECT_THROW(load_suite("no-such-suite"), Error);
 }
 

@@ -131,7 +131,7 @@ RoutingTrace trace_from_json_text(const std::string& text, const std::string& wh
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // parse_error, or out_of_range for a number like 1e999
     fail("{}: not valid JSON ({})", where, e.what());
   }
   if (!j.is_object()) fail("{}: top level is {}, expected a JSON object", where, j.type_name());

@@ -1,0 +1,43 @@
+// fuzz_tokenizer.cpp: fuzz target for tokenizer.json. An accepted tokenizer must
+// encode a few fixed texts (ASCII, spaces, multi-byte, invalid UTF-8) into ids
+// inside its vocabulary and decode them, and decode every id of a small vocabulary.
+#include <string>
+#include <vector>
+
+#include "engine/error.h"
+#include "engine/tokenizer.h"
+#include "tests/fuzz/fuzz_util.h"
+
+using namespace moebench;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(reinterpret_cast<const char*>(data), size);
+  try {
+    Tokenizer t = Tokenizer::from_json_text(text, "tokenizer.json");
+    const int vocab = t.vocab_size();
+    for (int32_t id : {t.bos_id(), t.eos_id(), t.unk_id()})
+      fuzz::check(id >= -1 && id < vocab, "special id " + std::to_string(id) + " outside the vocabulary");
+    for (const char* s : {"", "Hello world", "  a\n\tb  ", "caf\xc3\xa9 \xe2\x96\x81x \xf0\x9f\x98\x80", "\xff\xfe\xc3",
+                          "<s> </s> <unk>"}) {
+      std::vector<int32_t> ids;
+      try {
+        ids = t.encode(s);
+      } catch (const Error&) {
+        continue;  // a vocabulary may be unable to spell the text (no byte fallback, no <unk>)
+      }
+      for (int32_t id : ids)
+        fuzz::check(id >= 0 && id < vocab, "encode gave id " + std::to_string(id) + " of " + std::to_string(vocab));
+      t.decode(ids, true);
+      t.decode(ids, false);
+    }
+    std::vector<int32_t> all;
+    for (int32_t id = 0; id < std::min(vocab, 512); ++id) {
+      all.push_back(id);
+      fuzz::check(t.token_id(t.token_text(id)) >= 0, "token " + std::to_string(id) + " has no id for its own text");
+      t.is_special(id);
+    }
+    t.decode(all, false);
+  } catch (const Error&) {
+  }
+  return 0;
+}
