@@ -211,28 +211,22 @@ WorkEnvironment this_process_environment() {
   std::memcpy(vendor + 8, &c, 4);
   const unsigned max_leaf = a;
   std::string cpu = vendor;
-  auto flag = [&](bool on, const char* name) {
-    if (on) cpu += std::string(" ") + name;
+  // (leaf, register: 1 ebx, 2 ecx, 3 edx, bit): the features glibc's ifuncs look at.
+  struct Feature {
+    unsigned leaf;
+    int reg, bit;
+    const char* name;
   };
-  __cpuid(1, a, b, c, d);
-  flag(d & (1u << 26), "sse2");
-  flag(c & (1u << 0), "sse3");
-  flag(c & (1u << 9), "ssse3");
-  flag(c & (1u << 19), "sse4.1");
-  flag(c & (1u << 20), "sse4.2");
-  flag(c & (1u << 23), "popcnt");
-  flag(c & (1u << 12), "fma");
-  flag(c & (1u << 28), "avx");
-  flag(c & (1u << 29), "f16c");
-  if (max_leaf >= 7) {
-    __cpuid_count(7, 0, a, b, c, d);
-    flag(b & (1u << 3), "bmi1");
-    flag(b & (1u << 5), "avx2");
-    flag(b & (1u << 8), "bmi2");
-    flag(b & (1u << 9), "erms");
-    flag(b & (1u << 16), "avx512f");
-    flag(b & (1u << 31), "avx512vl");
-    flag(d & (1u << 4), "fsrm");
+  static constexpr Feature kFeatures[] = {
+      {1, 3, 26, "sse2"},  {1, 2, 0, "sse3"},  {1, 2, 9, "ssse3"},   {1, 2, 19, "sse4.1"}, {1, 2, 20, "sse4.2"},
+      {1, 2, 23, "popcnt"}, {1, 2, 12, "fma"},  {1, 2, 28, "avx"},    {1, 2, 29, "f16c"},   {7, 1, 3, "bmi1"},
+      {7, 1, 5, "avx2"},   {7, 1, 8, "bmi2"},  {7, 1, 9, "erms"},    {7, 1, 16, "avx512f"}, {7, 1, 31, "avx512vl"},
+      {7, 3, 4, "fsrm"}};
+  for (const Feature& f : kFeatures) {
+    if (f.leaf > max_leaf) continue;
+    unsigned r[4] = {};
+    __cpuid_count(f.leaf, 0, r[0], r[1], r[2], r[3]);
+    if (r[f.reg] & (1u << f.bit)) cpu += std::string(" ") + f.name;
   }
   e.cpu = cpu;
   // The C, C++ and OpenMP runtimes' versions: their code runs inside the counted steps.
