@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 
+#include "engine/env.h"
 #include "engine/error.h"
 #include "engine/log.h"
 #include "engine/quant.h"
@@ -15,17 +16,10 @@ namespace fs = std::filesystem;
 
 namespace moebench {
 
-namespace {
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
-}  // namespace
-
 std::string moebench_cache_dir() {
-  if (std::string v = env("MOEBENCH_CACHE_DIR"); !v.empty()) return v;
-  if (std::string v = env("XDG_CACHE_HOME"); !v.empty()) return (fs::path(v) / "moebench").string();
-  return (fs::path(env("HOME")) / ".cache" / "moebench").string();
+  if (std::string v = env_str("MOEBENCH_CACHE_DIR"); !v.empty()) return v;
+  if (std::string v = env_str("XDG_CACHE_HOME"); !v.empty()) return (fs::path(v) / "moebench").string();
+  return (fs::path(env_str("HOME")) / ".cache" / "moebench").string();
 }
 
 std::string cached_synthetic_checkpoint(const WeightSource& synthetic) {

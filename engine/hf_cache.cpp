@@ -6,6 +6,7 @@
 #include <fstream>
 #include <cctype>
 
+#include "engine/env.h"
 #include "engine/error.h"
 
 namespace fs = std::filesystem;
@@ -13,11 +14,6 @@ namespace fs = std::filesystem;
 namespace moebench {
 
 namespace {
-
-std::string env(const char* name) {
-  const char* v = std::getenv(name);
-  return v ? std::string(v) : std::string();
-}
 
 // A repository name part: letters, digits, '.', '_', '-', not starting with '.'.
 bool name_part(const std::string& s) {
@@ -46,10 +42,10 @@ bool looks_like_hf_repo_id(const std::string& spec) {
 }
 
 std::string hf_hub_cache_dir() {
-  if (std::string v = env("HF_HUB_CACHE"); !v.empty()) return v;
-  if (std::string v = env("HF_HOME"); !v.empty()) return (fs::path(v) / "hub").string();
-  if (std::string v = env("XDG_CACHE_HOME"); !v.empty()) return (fs::path(v) / "huggingface" / "hub").string();
-  return (fs::path(env("HOME")) / ".cache" / "huggingface" / "hub").string();
+  if (std::string v = env_str("HF_HUB_CACHE"); !v.empty()) return v;
+  if (std::string v = env_str("HF_HOME"); !v.empty()) return (fs::path(v) / "hub").string();
+  if (std::string v = env_str("XDG_CACHE_HOME"); !v.empty()) return (fs::path(v) / "huggingface" / "hub").string();
+  return (fs::path(env_str("HOME")) / ".cache" / "huggingface" / "hub").string();
 }
 
 std::string hf_cache_snapshot(const std::string& spec) {
