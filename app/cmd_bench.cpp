@@ -107,13 +107,9 @@ int run(Args a) {
   EngineContext ctx;
   ctx.weights = &w;
   ctx.backend = app::resolve_backend(a.model);
-  ctx.settings.max_model_len = a.model.max_model_len;
-  if (!a.model.gpu_mem_budget.empty()) ctx.settings.set("gpu_mem_budget", a.model.gpu_mem_budget);
-  for (auto& kv : a.model.sets) {  // --set comes with the shared model options
-    auto eq = kv.find('=');
-    if (eq == std::string::npos) fail("--set {}: expected key=value", kv);
-    ctx.settings.set(kv.substr(0, eq), kv.substr(eq + 1));
-  }
+  // --stage, --routing, --max-model-len, --gpu-mem-budget and --set, as every command takes them.
+  ctx.settings = app::settings_from(a.model);
+  app::apply_threads(a.model);
   const int longest = *std::max_element(a.prompt_tokens.begin(), a.prompt_tokens.end()) + a.new_tokens;
   if (longest > ctx.settings.max_model_len) ctx.settings.max_model_len = longest;
   const int max_batch = *std::max_element(a.batch.begin(), a.batch.end());

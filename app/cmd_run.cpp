@@ -39,6 +39,7 @@ struct RunArgs {
   std::string out, html, trace, tokenizer;
   int repetitions = 0;
   int warmup_runs = -1;
+  int threads = -1;
   bool list = false;
 };
 
@@ -136,6 +137,7 @@ int run(const RunArgs& a) {
   o.stage = a.stage;
   o.repetitions = a.repetitions;
   o.warmup_runs = a.warmup_runs;
+  o.cpu_threads = a.threads;
   for (const std::string& kv : a.set) {
     auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) fail("--set {}: expected key=value", kv);
@@ -201,6 +203,8 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
   sub.add_option("--set", a->set, "override a setting for every case: key=value (repeatable)")->take_all();
   sub.add_option("--repetitions", a->repetitions, "measured repetitions per case (default: the suite's)")
       ->check(CLI::PositiveNumber);
+  sub.add_option("--threads", a->threads, "OpenMP threads of the CPU engine for every case (default: the suite's cpu_threads)")
+      ->check(CLI::Range(1, 1024));
   sub.add_option("--warmup-runs", a->warmup_runs, "untimed generations before measuring, when the warmup knob is on")
       ->check(CLI::NonNegativeNumber);
   sub.add_option("--out", a->out, "results JSON (default results/SUITE-YYYYMMDD-HHMMSS.json)");

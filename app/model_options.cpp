@@ -1,6 +1,8 @@
 // model_options.cpp: see model_options.h.
 #include "app/model_options.h"
 
+#include <omp.h>
+
 #include <filesystem>
 
 #include "engine/checkpoint_cache.h"
@@ -25,6 +27,8 @@ void add_model_options(CLI::App& sub, ModelOptions& o) {
   sub.add_option("--gpu-mem-budget", o.gpu_mem_budget, "Hard cap on device memory, e.g. 22GiB (cuda)");
   sub.add_option("--stage", o.stage, "Optimisation stage preset: baseline|P0|P1|P2");
   sub.add_option("--routing", o.routing, "Routing source: model|uniform|mixtral-locality|trace:FILE");
+  sub.add_option("--threads", o.threads, "OpenMP threads of the CPU engine (default: OpenMP's, all hardware threads)")
+      ->check(CLI::Range(1, 1024));
   sub.add_option("--set", o.sets, "Override a setting, key=value (repeatable; see `moebench info`)");
 }
 
@@ -56,7 +60,12 @@ std::string resolve_backend(const ModelOptions& o) {
   return gpu ? "cuda" : "cpu";
 }
 
+void apply_threads(const ModelOptions& o) {
+  if (o.threads > 0) omp_set_num_threads(o.threads);
+}
+
 std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w, profiler::Profiler* prof) {
+  apply_threads(o);
   EngineContext ctx;
   ctx.weights = &w;
   ctx.backend = resolve_backend(o);

@@ -27,6 +27,7 @@ struct ModelOptions {
   std::string stage;           // baseline|P0|P1|P2 (variants/stages.h); empty: defaults
   std::vector<std::string> sets;  // key=value overrides of EngineSettings
   std::string routing;         // model|uniform|mixtral-locality|trace:FILE
+  int threads = 0;             // OpenMP threads of the CPU engine; 0 = OpenMP's default
 };
 
 // The settings these options select: stage preset, then --routing, --max-model-len,
@@ -36,6 +37,9 @@ EngineSettings settings_from(const ModelOptions& o);
 void add_model_options(CLI::App& sub, ModelOptions& o);
 WeightSource open_weights(const ModelOptions& o);
 std::string resolve_backend(const ModelOptions& o);
+// Sets the OpenMP threads --threads asks for (the calling thread's later parallel
+// regions: the CPU engine's); nothing when it was not given.
+void apply_threads(const ModelOptions& o);
 std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w, profiler::Profiler* prof = nullptr);
 Tokenizer open_tokenizer(const ModelOptions& o, const WeightSource& w);
 

@@ -403,7 +403,7 @@ std::vector<Instance> expand(const Suite& s, const Overrides& o, BackendResolver
       in.new_tokens = c.new_tokens > 0 ? c.new_tokens : s.defaults.new_tokens;
       in.repetitions = repetitions;
       in.rounds = std::min(s.defaults.rounds, repetitions);
-      in.cpu_threads = s.defaults.cpu_threads;
+      in.cpu_threads = o.cpu_threads >= 0 ? o.cpu_threads : s.defaults.cpu_threads;
       in.clock = s.defaults.clock;
       in.cold_each_case = s.defaults.cold_each_case;
       if (in.clock == "thread_cpu" && (backend != "cpu" || in.cpu_threads != 1))

@@ -121,6 +121,7 @@ struct Overrides {
   std::vector<std::pair<std::string, std::string>> settings;  // --set key=value, applied last
   int repetitions = 0;  // --repetitions: 0 = the suite's
   int warmup_runs = -1; // --warmup-runs: -1 = the suite's
+  int cpu_threads = -1; // --threads: OpenMP threads of the CPU engine; -1 = the suite's, 0 = OpenMP's default
 };
 
 // One thing to run: a case with its resolved stage, settings and model.
