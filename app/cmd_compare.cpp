@@ -5,7 +5,9 @@
 #include <memory>
 
 #include "app/command.h"
+#include "engine/error.h"
 #include "reports/compare.h"
+#include "reports/formats.h"
 
 namespace {
 
@@ -14,10 +16,12 @@ struct CompareArgs {
   std::string max_slowdown = "5%";
   std::string normalize_by;
   bool force = false;
+  std::string format = "md";
 };
 
 int run_compare(const CompareArgs& a) {
   using namespace moebench::reports;
+  if (a.format != "md" && a.format != "json") moebench::fail("--format {}: expected md or json", a.format);
   Results base = load_results(a.base);
   Results cur = load_results(a.current);
   CompareOptions opt;
@@ -25,7 +29,7 @@ int run_compare(const CompareArgs& a) {
   opt.normalize_by = a.normalize_by;
   opt.force = a.force;
   CompareReport rep = compare_results(base, cur, opt);
-  std::fputs(format_compare(rep).c_str(), stdout);
+  std::fputs((a.format == "json" ? compare_to_json(rep) : format_compare(rep)).c_str(), stdout);
   return rep.pass ? 0 : 1;
 }
 
@@ -42,6 +46,7 @@ MOEBENCH_COMMAND(compare, "Compare two results files; exit 1 on a regression (CI
       "samples to reach p < 0.05 (e.g. 3 repetitions against 3) is 'inconclusive', which does not fail.\n"
       "Exit status: 0 within bounds; 1 on a regression, a changed/missing/failed case, different devices\n"
       "without --force, or a malformed results file (one-line error naming the file and field); 2 on a usage error.");
+  sub.add_option("-o,--format", a->format, "md (the table, default) or json (every metric and verdict, for bots)");
   sub.add_option("BASE", a->base, "baseline results JSON")->required()->check(CLI::ExistingFile);
   sub.add_option("NEW", a->current, "new results JSON")->required()->check(CLI::ExistingFile);
   sub.add_option("--max-slowdown", a->max_slowdown,

@@ -10,6 +10,7 @@
 #include "engine/log.h"
 #include "reports/atomic_file.h"
 #include "reports/html.h"
+#include "reports/formats.h"
 #include "reports/markdown.h"
 #include "suites/bound.h"
 
@@ -19,10 +20,12 @@ struct ReportArgs {
   std::string results;
   std::string html;
   bool md = false;
+  std::string format;
 };
 
 int run_report(const ReportArgs& a) {
   using namespace moebench::reports;
+  if (!a.format.empty()) moebench::reports::check_format(a.format);
   moebench::check_paths({{"RESULTS", a.results}}, {{"--html", a.html}});
   Results r = load_results(a.results);
   if (int n = moebench::suites::rederive_recorded_bounds(r))
@@ -32,7 +35,8 @@ int run_report(const ReportArgs& a) {
     moebench::write_file_atomic(a.html, render_html(r));
     moebench::log::info("wrote {}", a.html);
   }
-  if (a.md || a.html.empty()) std::fputs(render_markdown(r).c_str(), stdout);
+  if (!a.format.empty()) std::fputs(render_as(r, a.format).c_str(), stdout);
+  else if (a.md || a.html.empty()) std::fputs(render_markdown(r).c_str(), stdout);
   for (const std::string& w : moebench::suites::bound_warnings(r)) moebench::log::warn("results check: {}", w);
   return 0;
 }
@@ -42,6 +46,7 @@ int run_report(const ReportArgs& a) {
 MOEBENCH_COMMAND(report, "Render a results file as a Markdown table and/or a self-contained HTML report", [](CLI::App& sub) {
   auto a = std::make_shared<ReportArgs>();
   sub.footer("Without --html the Markdown summary is printed. A malformed results file is a one-line error (exit 1).");
+  sub.add_option("-o,--format", a->format, "print the results as md|csv|json|jsonl|html (default md)");
   sub.add_option("RESULTS", a->results, "results JSON")->required()->check(CLI::ExistingFile);
   sub.add_option("--html", a->html, "write a self-contained HTML report (inline CSS and SVG, no network) to this file");
   sub.add_flag("--md", a->md, "print the Markdown summary on stdout (default when --html is not given)");

@@ -22,6 +22,7 @@
 #include "engine/settings.h"
 #include "reports/atomic_file.h"
 #include "reports/html.h"
+#include "reports/formats.h"
 #include "reports/markdown.h"
 #include "suites/bound.h"
 #include "suites/machine.h"
@@ -40,6 +41,7 @@ struct RunArgs {
   int repetitions = 0;
   int warmup_runs = -1;
   int threads = -1;
+  std::string format = "md";
   bool list = false;
 };
 
@@ -130,6 +132,7 @@ int run(const RunArgs& a) {
     return 0;
   }
   if (a.suite.empty()) fail("--suite is required (moebench run --list shows the suites)");
+  reports::check_format(a.format);  // before any work
   suites::Suite suite = suites::load_suite(a.suite);
   suites::Overrides o;
   o.model = a.model;
@@ -170,7 +173,7 @@ int run(const RunArgs& a) {
   signal(SIGTERM, SIG_DFL);
   progress.finish();
 
-  std::fputs(reports::render_markdown(out.results).c_str(), stdout);
+  std::fputs(reports::render_as(out.results, a.format).c_str(), stdout);
   std::fflush(stdout);
   for (const std::string& w : suites::bound_warnings(out.results)) log::warn("results check: {}", w);
   return report_outcome(a, opt, out, instances.size());
@@ -203,6 +206,7 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
   sub.add_option("--set", a->set, "override a setting for every case: key=value (repeatable)")->take_all();
   sub.add_option("--repetitions", a->repetitions, "measured repetitions per case (default: the suite's)")
       ->check(CLI::PositiveNumber);
+  sub.add_option("-o,--format", a->format, "what is printed on stdout: md|csv|json|jsonl|html (default md)");
   sub.add_option("--threads", a->threads, "OpenMP threads of the CPU engine for every case (default: the suite's cpu_threads)")
       ->check(CLI::Range(1, 1024));
   sub.add_option("--warmup-runs", a->warmup_runs, "untimed generations before measuring, when the warmup knob is on")

@@ -1,7 +1,10 @@
 // cli_flags_test.cpp: flags a subcommand lists in --help are honoured and recorded:
-// --version, --threads, and bench's --stage / --routing (which it once accepted and
+// --version, --threads, --format (csv, jsonl, compare's json), and bench's --stage / --routing (which it once accepted and
 // dropped, recording stage "custom" and routing "model").
 #include <gtest/gtest.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
 
 #include "engine/build_info.h"
 #include "reports/results.h"
@@ -46,4 +49,41 @@ TEST(CliFlags, ThreadsIsCheckedAndTakenByRun) {
                                        d);
   ASSERT_EQ(ok.code, 0) << ok.err;
   EXPECT_EQ(reports::load_results(d.str("r.json")).cases.size(), 2u);
+}
+
+TEST(CliFlags, FormatsCsvJsonlAndCompareJson) {
+  TempDir d;
+  test::CliRun run = test::run_moebench({"run", "--suite", test::source_dir() + "/suites/short.json", "--backend", "cpu",
+                                         "--model", "tiny", "--repetitions", "2", "--format", "csv", "--out",
+                                         d.str("r.json")},
+                                        d);
+  ASSERT_EQ(run.code, 0) << run.err;
+  // A header of stable keys, then one row per case.
+  ASSERT_EQ(run.out.rfind("suite,case,stage,status,", 0), 0u) << run.out;
+  EXPECT_NE(run.out.find("decode_tok_s"), std::string::npos) << run.out;
+  EXPECT_EQ(std::count(run.out.begin(), run.out.end(), '\n'), 3) << run.out;
+
+  test::CliRun jl = test::run_moebench({"report", d.str("r.json"), "--format", "jsonl"}, d);
+  ASSERT_EQ(jl.code, 0) << jl.err;
+  size_t lines = 0;
+  for (size_t at = 0, nl; (nl = jl.out.find('\n', at)) != std::string::npos; at = nl + 1, ++lines) {
+    nlohmann::json row = nlohmann::json::parse(jl.out.substr(at, nl - at));
+    EXPECT_EQ(row.at("suite"), "short");
+    EXPECT_TRUE(row.at("decode_tok_s").is_number()) << row.dump();
+  }
+  EXPECT_EQ(lines, 2u);
+
+  test::CliRun cmp = test::run_moebench({"compare", d.str("r.json"), d.str("r.json"), "--format", "json"}, d);
+  ASSERT_EQ(cmp.code, 0) << cmp.err;
+  nlohmann::json j = nlohmann::json::parse(cmp.out);
+  EXPECT_TRUE(j.at("pass").get<bool>());
+  ASSERT_FALSE(j.at("rows").empty());
+  for (const auto& row : j.at("rows")) {
+    EXPECT_TRUE(row.contains("metric") && row.contains("verdict") && row.contains("base") && row.contains("new"));
+    EXPECT_FALSE(row.at("failure").get<bool>());
+  }
+
+  test::CliRun bad = test::run_moebench({"report", d.str("r.json"), "--format", "xml"}, d);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("md|csv|json|jsonl|html"), std::string::npos) << bad.err;
 }

@@ -1,0 +1,114 @@
+// formats.cpp: see formats.h.
+#include "reports/formats.h"
+
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "reports/fields.h"
+#include "reports/html.h"
+#include "reports/markdown.h"
+
+namespace moebench::reports {
+
+namespace {
+
+// The identifying columns every row starts with, before the summary columns.
+constexpr const char* kIdKeys[] = {"suite", "case", "stage", "status"};
+
+std::string id_value(const Case& c, int i) {
+  switch (i) {
+    case 0: return c.suite;
+    case 1: return c.name;
+    case 2: return c.settings.stage;
+    default: return c.status == CaseStatus::ok ? "ok" : "failed";
+  }
+}
+
+// RFC 4180: quoted when it holds a comma, a quote or a line break; quotes doubled.
+std::string csv_cell(const std::string& s) {
+  if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
+  std::string q = "\"";
+  for (char ch : s) q += ch == '"' ? std::string("\"\"") : std::string(1, ch);
+  return q + "\"";
+}
+
+// A summary column's cell: the raw number for numeric columns (empty when not
+// applicable), the formatted text otherwise.
+nlohmann::json cell(const SummaryColumn& col, const Case& c) {
+  if (col.numeric) {
+    const double v = col.value(c);
+    return std::isfinite(v) ? nlohmann::json(v) : nlohmann::json(nullptr);
+  }
+  return col.text(c);
+}
+
+}  // namespace
+
+const char* format_names() { return "md|csv|json|jsonl|html"; }
+
+void check_format(const std::string& name) {
+  if (name != "md" && name != "csv" && name != "json" && name != "jsonl" && name != "html")
+    fail("--format {}: expected one of {}", name, format_names());
+}
+
+std::string render_csv(const Results& r) {
+  std::string out;
+  for (int i = 0; i < 4; ++i) out += std::string(i ? "," : "") + kIdKeys[i];
+  for (const SummaryColumn& col : summary_columns()) out += std::string(",") + col.key;
+  out += "\n";
+  for (const Case& c : r.cases) {
+    for (int i = 0; i < 4; ++i) out += (i ? "," : "") + csv_cell(id_value(c, i));
+    for (const SummaryColumn& col : summary_columns()) {
+      const nlohmann::json v = cell(col, c);
+      out += "," + (v.is_null() ? std::string() : v.is_string() ? csv_cell(v.get<std::string>()) : v.dump());
+    }
+    out += "\n";
+  }
+  return out;
+}
+
+std::string render_jsonl(const Results& r) {
+  std::string out;
+  for (const Case& c : r.cases) {
+    nlohmann::json row = nlohmann::json::object();
+    for (int i = 0; i < 4; ++i) row[kIdKeys[i]] = id_value(c, i);
+    for (const SummaryColumn& col : summary_columns()) row[col.key] = cell(col, c);
+    row["device"] = r.device.name;
+    row["commit"] = r.run.commit;
+    out += row.dump() + "\n";
+  }
+  return out;
+}
+
+std::string render_as(const Results& r, const std::string& format) {
+  check_format(format);
+  if (format == "md") return render_markdown(r);
+  if (format == "csv") return render_csv(r);
+  if (format == "jsonl") return render_jsonl(r);
+  if (format == "html") return render_html(r);
+  return to_json(r).dump(1) + "\n";
+}
+
+std::string compare_to_json(const CompareReport& rep) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (const CompareRow& row : rep.rows)
+    rows.push_back({{"suite", row.suite},
+                    {"case", row.case_name},
+                    {"stage", row.stage},
+                    {"metric", row.metric},
+                    {"base", row.base},
+                    {"new", row.current},
+                    {"ratio", std::isfinite(row.ratio) ? nlohmann::json(row.ratio) : nlohmann::json(nullptr)},
+                    {"verdict", to_string(row.verdict)},
+                    {"failure", is_failure(row.verdict)},
+                    {"note", row.note}});
+  nlohmann::json j = {{"pass", rep.pass},
+                      {"failures", rep.failures()},
+                      {"max_slowdown", rep.max_slowdown},
+                      {"notes", rep.notes},
+                      {"rows", rows}};
+  return j.dump(1) + "\n";
+}
+
+}  // namespace moebench::reports
