@@ -13,18 +13,6 @@ namespace moebench::reports {
 
 namespace {
 
-// The identifying columns every row starts with, before the summary columns.
-constexpr const char* kIdKeys[] = {"suite", "case", "stage", "status"};
-
-std::string id_value(const Case& c, int i) {
-  switch (i) {
-    case 0: return c.suite;
-    case 1: return c.name;
-    case 2: return c.settings.stage;
-    default: return c.status == CaseStatus::ok ? "ok" : "failed";
-  }
-}
-
 // RFC 4180: quoted when it holds a comma, a quote or a line break; quotes doubled.
 std::string csv_cell(const std::string& s) {
   if (s.find_first_of(",\"\r\n") == std::string::npos) return s;
@@ -54,16 +42,16 @@ void check_format(const std::string& name) {
 
 std::string render_csv(const Results& r) {
   std::string out;
-  for (int i = 0; i < 4; ++i) out += std::string(i ? "," : "") + kIdKeys[i];
-  for (const SummaryColumn& col : summary_columns()) out += std::string(",") + col.key;
+  for (const SummaryColumn& col : summary_columns()) out += (out.empty() ? "" : ",") + std::string(col.key);
   out += "\n";
   for (const Case& c : r.cases) {
-    for (int i = 0; i < 4; ++i) out += (i ? "," : "") + csv_cell(id_value(c, i));
+    std::string line;
     for (const SummaryColumn& col : summary_columns()) {
       const nlohmann::json v = cell(col, c);
-      out += "," + (v.is_null() ? std::string() : v.is_string() ? csv_cell(v.get<std::string>()) : v.dump());
+      line += (&col == &summary_columns().front() ? "" : ",") +
+              (v.is_null() ? std::string() : v.is_string() ? csv_cell(v.get<std::string>()) : v.dump());
     }
-    out += "\n";
+    out += line + "\n";
   }
   return out;
 }
@@ -72,7 +60,6 @@ std::string render_jsonl(const Results& r) {
   std::string out;
   for (const Case& c : r.cases) {
     nlohmann::json row = nlohmann::json::object();
-    for (int i = 0; i < 4; ++i) row[kIdKeys[i]] = id_value(c, i);
     for (const SummaryColumn& col : summary_columns()) row[col.key] = cell(col, c);
     row["device"] = r.device.name;
     row["commit"] = r.run.commit;

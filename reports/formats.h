@@ -1,6 +1,7 @@
 // formats.h: a results file (or a comparison) in the formats people feed to other
 // tools, the way llama-bench's -o does: md (the Markdown summary), csv and jsonl (one
-// row per case, the summary columns of reports/fields.h by their keys, raw numbers),
+// row per case: the summary columns of reports/fields.h by their keys, suite and case
+// first, with raw numbers),
 // json (the results file itself), html (the self-contained report). One function per
 // format, one dispatcher by name.
 #pragma once

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <sstream>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "engine/build_info.h"
@@ -62,6 +64,11 @@ TEST(CliFlags, FormatsCsvJsonlAndCompareJson) {
   ASSERT_EQ(run.out.rfind("suite,case,stage,status,", 0), 0u) << run.out;
   EXPECT_NE(run.out.find("decode_tok_s"), std::string::npos) << run.out;
   EXPECT_EQ(std::count(run.out.begin(), run.out.end(), '\n'), 3) << run.out;
+  std::vector<std::string> keys;  // every key once
+  std::stringstream header(run.out.substr(0, run.out.find('\n')));
+  for (std::string k; std::getline(header, k, ',');) keys.push_back(k);
+  std::sort(keys.begin(), keys.end());
+  EXPECT_EQ(std::adjacent_find(keys.begin(), keys.end()), keys.end()) << run.out;
 
   test::CliRun jl = test::run_moebench({"report", d.str("r.json"), "--format", "jsonl"}, d);
   ASSERT_EQ(jl.code, 0) << jl.err;
