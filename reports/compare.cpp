@@ -130,7 +130,7 @@ const Case& find_reference(const Results& r, const std::string& sel, const char*
 }
 
 std::string hit_rate_text(const ExpertCounters& e) {
-  return fmt::format("{:.4f}% ({}/{})", e.hit_rate() * 100, e.hits, e.hits + e.misses);
+  return fmt::format("{:.4f}% ({}/{})", e.hit_rate() * 100, e.hits, static_cast<double>(e.hits) + static_cast<double>(e.misses));
 }
 
 std::string knob_text(const nlohmann::json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); }

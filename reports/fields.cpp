@@ -29,7 +29,8 @@ std::string pct100(double v) { return profiler::format_percent(v / 100); }
 double ttft_cold(const Case& c) { return c.aggregates.ttft_cold_ns > 0 ? when_ok(c, c.aggregates.ttft_cold_ns) : kNaN; }
 // "-" rather than 0% when the engine counted no expert lookups at all.
 double hit_rate(const Case& c) {
-  return c.experts.hits + c.experts.misses > 0 ? when_ok(c, c.aggregates.hit_rate) : kNaN;
+  // No sum: a file's counters may be anything up to 2^63 (found by fuzz_results).
+  return c.experts.hits > 0 || c.experts.misses > 0 ? when_ok(c, c.aggregates.hit_rate) : kNaN;
 }
 double mem_peak(const Case& c) { return when_ok(c, static_cast<double>(memory_peak_bytes(c))); }
 double load_time(const Case& c) { return c.experts.loads > 0 ? when_ok(c, c.aggregates.mean_expert_load_ns) : kNaN; }

@@ -22,8 +22,9 @@ using nlohmann::json;
 // ---------------------------------------------------------------- derived
 
 double ExpertCounters::hit_rate() const {
-  int64_t lookups = hits + misses;
-  return lookups > 0 ? static_cast<double>(hits) / static_cast<double>(lookups) : 0.0;
+  // In double: a file's counters may be anything up to 2^63, whose int64 sum overflows.
+  const double lookups = static_cast<double>(hits) + static_cast<double>(misses);
+  return lookups > 0 ? static_cast<double>(hits) / lookups : 0.0;
 }
 
 double ExpertCounters::mean_load_ns() const {
