@@ -239,7 +239,7 @@ int run_make_trace(const MakeTraceArgs& a) {
               t.source.c_str(), t.n_layers, t.n_experts, t.top_k, t.n_steps(), static_cast<long long>(t.n_tokens()));
   auto st = measure_routing(t);
   std::printf("layer  first-repeat %%  top-k overlap %%  top expert %%  least expert %%\n");
-  // Layers 0, mid-depth (15 of 32) and last, as ROUTING_STATS.md reports them.
+  // Layers 0, mid-depth (15 of 32) and last, as the published Mixtral routing statistics report them.
   std::vector<int> show = {0};
   for (int l : {t.n_layers * 15 / 31, t.n_layers - 1})
     if (l > show.back()) show.push_back(l);

@@ -1,5 +1,5 @@
 // integrity.h: the two checks of the profiler's own cost and truthfulness that
-// `moebench profile-check` runs on the GPU (DESIGN.md "The profiler"):
+// `moebench profile-check` runs on the GPU:
 //
 //  1. Overhead of the always-on counters. The same model decodes in rounds; in each
 //     round every arm (profiler off, counters on, ...) runs one generation, the arm
@@ -13,7 +13,7 @@
 //     the step's token back), and, from CUPTI records whose start lies in the step's
 //     host window [cpu_start, cpu_end): the sum of kernel + memcpy + memset
 //     durations, the union of those intervals (GPU busy) and the span from the first
-//     start to the last end. sum / event is the agreement the issue asks for; span /
+//     start to the last end. sum / event is the agreement to check (within 10%); span /
 //     event checks that the two clocks tell the same story.
 //
 // Pure functions over plain numbers and GpuEvents: tested on the CPU.

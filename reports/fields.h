@@ -1,6 +1,6 @@
 // fields.h: the one table of summary columns. The Markdown table, the HTML
 // table and the dashboard's runs table all iterate summary_columns(), so a
-// column is added in one place and appears in every output (HOUSE_STYLE 12).
+// column is added in one place and appears in every output.
 #pragma once
 #include <string>
 #include <vector>

@@ -4,7 +4,7 @@
 // load_results(), which validates every field and names the JSON path of the
 // first bad one:  "r.json: cases[2].samples[0].latency_ns[5] is "x", expected an integer".
 //
-// Conventions (HOUSE_STYLE 6, 7): times are int64 ns, sizes int64 bytes, units
+// Conventions: times are int64 ns, sizes int64 bytes, units
 // are in the field names; a comment gives the shape of every array.
 // Schema evolution: any change to the JSON layout bumps kSchemaVersion; files of
 // another version are refused with a message saying which version was found.

@@ -1,5 +1,5 @@
 // moe_variants_test.cpp: MoE strategies, expert tiers, cache policies and routing
-// sources never change what the CPU model computes (issue 4), the engine's hit rate
+// sources never change what the CPU model computes, the engine's hit rate
 // equals the simulator's, and pooled buffers allocate nothing in steady state.
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 // routing_test.cpp: routing traces (round trip, malformed files), the routing
-// source registry, and the mixtral-locality calibration against ROUTING_STATS.md.
+// source registry, and the mixtral-locality calibration against published Mixtral routing statistics.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -167,7 +167,7 @@ TEST(RoutingSources, TraceReplayReproducesAndChecksShape) {
   std::filesystem::remove(path);
 }
 
-// ROUTING_STATS.md, Mixtral paper Table 5 (ranges over 8 Pile subsets) and the
+// Mixtral paper Table 5 (ranges over 8 Pile subsets) and the
 // MMLU popularity skew. 20000 tokens keep the sampling error of a share near 0.3 %,
 // well inside the narrowest range (layer 0 first-choice: 13.6-14.9 %).
 TEST(RoutingSources, MixtralLocalityLandsInPublishedRanges) {

@@ -1,5 +1,5 @@
 // simulator_test.cpp: the trace-driven simulator — its time model on tiny hand-made
-// traces, determinism, speed, and the policy orderings the issue asks for (belady
+// traces, determinism, speed, and the expected policy orderings (belady
 // is the ceiling of demand policies; prefetch beats lru on mixtral-locality).
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # issue3_gpu.sh: run ON THE DEVICE MACHINE from the repository root, with a copy of
 # build/bin prepared by tools/oracle_prepare_bin.sh in $BIN (default .mainbin). One call
-# holds every resident-decode claim (issue 3), each comparison made in the same process
+# holds every resident-decode claim, each comparison made in the same process
 # or the same call:
 #   1. the CUDA GPU tests (ops vs CPU reference, model, batching, offload, strategies,
 #      the transformers fixture);

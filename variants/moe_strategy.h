@@ -1,5 +1,5 @@
 // moe_strategy.h: the MoE execution strategy, three orthogonal axes that stage
-// presets combine (DESIGN.md "The variants"); each value is a registry entry with a
+// presets combine; each value is a registry entry with a
 // one-line description. The CPU implementation is variants/moe_cpu.cpp; the CUDA one
 // lives with the CUDA model.
 //   dispatch: serial | grouped | fused     combine: loop | index_add | fused

@@ -237,7 +237,7 @@ const std::vector<RoutingSourceInfo>& routing_sources() {
       {"uniform", "iid uniform top-k experts per token (seeded)", RoutingKind::uniform,
        [](const RoutingParams& p) { return std::unique_ptr<RoutingSource>(new UniformSource(p)); }},
       {"mixtral-locality",
-       "synthetic, seeded, calibrated to published Mixtral-8x7B locality and popularity skew (ROUTING_STATS.md)",
+       "synthetic, seeded, calibrated to published Mixtral-8x7B locality and popularity skew (Mixtral paper, Table 5)",
        RoutingKind::mixtral_locality,
        [](const RoutingParams& p) { return std::unique_ptr<RoutingSource>(new LocalitySource(p)); }},
       {"trace", "trace:FILE replays the expert choices recorded in a routing trace", RoutingKind::trace,

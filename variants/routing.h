@@ -4,7 +4,7 @@
 //   model             the real gate (softmax over experts, top-k); implemented by the
 //                     engine, which recognises RoutingKind::model and has no factory here
 //   uniform           iid uniform top-k per token (seeded)
-//   mixtral-locality  synthetic, seeded, calibrated to ../shared/ROUTING_STATS.md
+//   mixtral-locality  synthetic, seeded, calibrated to published Mixtral routing statistics
 //   trace:FILE        replays a recorded RoutingTrace
 //
 // mixtral-locality reproduces, per layer of depth d = layer / (layers - 1), by

@@ -56,7 +56,7 @@ RoutingTrace load_trace(const std::string& path);
 RoutingTrace trace_from_json_text(const std::string& text, const std::string& where);
 std::string trace_to_json_text(const RoutingTrace& t);
 
-// Locality statistics as ROUTING_STATS.md defines them, per layer, over
+// Locality statistics as the published Mixtral routing statistics define them, per layer, over
 // consecutive token pairs of the whole trace (across step boundaries).
 struct LayerRoutingStats {
   double first_repeat = 0;   // share of pairs whose first-choice expert repeats

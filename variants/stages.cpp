@@ -1,4 +1,4 @@
-// stages.cpp: see stages.h. Values follow DESIGN.md and issue 4:
+// stages.cpp: see stages.h. Values follow the optimisation guide:
 //   baseline: disk tier, LRU of 42 experts, serial/loop/alloc, max_num_batched_tokens 2048, max_model_len 1024
 //   P0: pinned host tier, as many slots as the budget allows, gpu_memory_utilization 0.95,
 //       max_num_batched_tokens 1024, max_model_len 512

@@ -1,4 +1,4 @@
-// stages.h: the optimisation-stage presets of the guide (DESIGN.md "Stage presets"):
+// stages.h: the optimisation-stage presets of the optimisation guide:
 // baseline, P0, P1, P2 — each a bundle of EngineSettings, one registry entry each.
 #pragma once
 #include <string>

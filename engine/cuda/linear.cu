@@ -3,7 +3,7 @@
 //   gemv   — own kernel for n <= 8 rows of x: streams W at close to HBM bandwidth
 //            (engine/cuda/gemv_core.cuh); a scalar fallback when `in` % 8 != 0.
 //   cublas — cublasGemmEx, bf16 inputs, fp32 output and compute. cuBLAS's M = 1
-//            path reads W at ~0.3-0.4 TB/s on an H100 (DEVICE.md), hence gemv.
+//            path reads W at ~0.3-0.4 TB/s on an H100 (as once measured there), hence gemv.
 #include <cublas_v2.h>
 
 #include "engine/cuda/check.cuh"

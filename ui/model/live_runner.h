@@ -2,7 +2,7 @@
 // interface the live view drives (start / poll / cancel); the runner behind it
 // does the work on a background thread and publishes snapshots as tokens arrive.
 //
-// suites/runner.h (the suite runner, issue 5) does not exist yet in this tree, so
+// suites/runner.h (the suite runner) did not exist when this was written, so
 // make_engine_live_runner() runs the engine itself: for each stage preset it
 // builds the model (engine/engine.h create_model), runs the real generate() loop
 // per repetition, times every step, and writes the cases in the results schema.

@@ -1,7 +1,7 @@
 // runs_frame.h: the runs table as plain rows — one per case of every loaded
 // results file — filtered and sorted. Columns are the file's identity (model,
 // device, policy, routing) followed by reports::summary_columns(), the same
-// table the Markdown and HTML reports print (HOUSE_STYLE 12).
+// table the Markdown and HTML reports print.
 #pragma once
 #include <string>
 #include <vector>

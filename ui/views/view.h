@@ -1,6 +1,6 @@
 // view.h: what every dashboard window is — a small unit with a name, an open
 // flag toggled from the View menu, and a draw() that reads the shared state and
-// draws its frame (ui/model/) with ImGui. One file per view (HOUSE_STYLE 10).
+// draws its frame (ui/model/) with ImGui. One file per view.
 #pragma once
 #include <memory>
 #include <string>
