@@ -125,4 +125,31 @@ RatioInterval bootstrap_median_ratio(const std::vector<double>& a, const std::ve
   return r;
 }
 
+MedianInterval median_interval(std::vector<double> samples, double level) {
+  MedianInterval r;
+  const int n = static_cast<int>(samples.size());
+  r.n = n;
+  if (n == 0) return r;
+  std::sort(samples.begin(), samples.end());
+  r.median = n % 2 ? samples[static_cast<size_t>(n / 2)] : (samples[static_cast<size_t>(n / 2 - 1)] + samples[static_cast<size_t>(n / 2)]) / 2;
+  // pmf[i] = P(B = i), B ~ binomial(n, 1/2), in logs so large n does not overflow.
+  std::vector<double> pmf(static_cast<size_t>(n + 1));
+  for (int i = 0; i <= n; ++i)
+    pmf[static_cast<size_t>(i)] = std::exp(std::lgamma(n + 1.0) - std::lgamma(i + 1.0) - std::lgamma(n - i + 1.0) - n * std::log(2.0));
+  // [x(j), x(n + 1 - j)] covers the median with P(j <= B <= n - j); widen from the middle.
+  int j = (n + 1) / 2;
+  double cover = 0;
+  for (; j >= 1; --j) {
+    cover = 0;
+    for (int i = j; i <= n - j; ++i) cover += pmf[static_cast<size_t>(i)];
+    if (cover >= level) break;
+  }
+  if (j < 1) j = 1, cover = 1 - 2 * pmf[0];
+  r.reached = cover >= level;
+  r.coverage = cover;
+  r.lo = samples[static_cast<size_t>(j - 1)];
+  r.hi = samples[static_cast<size_t>(n - j)];
+  return r;
+}
+
 }  // namespace moebench::reports

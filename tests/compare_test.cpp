@@ -328,6 +328,32 @@ TEST(Significance, SmallSamplesAreInconclusive) {
   EXPECT_NE(format_compare(rep).find("too few samples"), std::string::npos);
 }
 
+TEST(Significance, MedianIntervalFromOrderStatistics) {
+  // n = 10 at 95%: P(2 <= B <= 8) = 1 - 2 * (1 + 10) / 1024 = 0.978515625 (j = 2), while
+  // j = 3 gives 1 - 2 * 56 / 1024 = 0.890625 < 0.95: the interval is [x(2), x(9)].
+  std::vector<double> v{10, 1, 9, 2, 8, 3, 7, 4, 6, 5};
+  const auto r = median_interval(v);
+  EXPECT_EQ(r.n, 10);
+  EXPECT_DOUBLE_EQ(r.median, 5.5);
+  EXPECT_DOUBLE_EQ(r.lo, 2);
+  EXPECT_DOUBLE_EQ(r.hi, 9);
+  EXPECT_NEAR(r.coverage, 0.978515625, 1e-12);
+  EXPECT_TRUE(r.reached);
+  EXPECT_NEAR(r.relative_half_width(), 3.5 / 5.5, 1e-12);
+  // Five samples cannot reach 95%: min..max with coverage 1 - 2/32, flagged.
+  const auto s = median_interval({3, 1, 2, 5, 4});
+  EXPECT_DOUBLE_EQ(s.median, 3);
+  EXPECT_DOUBLE_EQ(s.lo, 1);
+  EXPECT_DOUBLE_EQ(s.hi, 5);
+  EXPECT_NEAR(s.coverage, 0.9375, 1e-12);
+  EXPECT_FALSE(s.reached);
+  EXPECT_EQ(median_interval({}).n, 0);
+  const auto one = median_interval({7});
+  EXPECT_DOUBLE_EQ(one.lo, 7);
+  EXPECT_DOUBLE_EQ(one.hi, 7);
+  EXPECT_FALSE(one.reached);
+}
+
 TEST(Compare, ParsePercent) {
   EXPECT_DOUBLE_EQ(parse_percent("5%"), 0.05);
   EXPECT_DOUBLE_EQ(parse_percent("5"), 0.05);
