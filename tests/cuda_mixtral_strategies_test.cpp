@@ -6,7 +6,7 @@
 //
 // Tolerance (absolute, logits): kTolMixtral2l, derived on the GPU from transformers
 // against the same weights (tools/mixtral_oracle.py compare, committed as
-// reports/baselines/mixtral2l_vs_transformers_*.json): transformers' own bf16 logits
+// reports/baselines/mixtral2l_vs_transformers_h200_2026-11-28.json): transformers' own bf16 logits
 // differ from the fp32 computation of these weights by up to `spread`, and the tolerance
 // is 2 x spread (|a - b| <= |a - fp32| + |b - fp32| for two bf16 implementations each no
 // worse than transformers'). The strategies only reorder fp32 sums and move bf16 rounding

@@ -521,7 +521,7 @@ TEST(DashboardViews, LiveRunJoinsTheLoadedResults) {
 // The committed GPU results (moebench run --suite stages-gpu on an H200, 32 Mixtral-8x7B
 // layers offloaded under a 22 GiB budget) open, and every view has something to show.
 TEST(DashboardFrames, CommittedGpuStagesResults) {
-  const std::string path = test::source_dir() + "/reports/baselines/stages_gpu_mixtral32l_h200_2026-11-28.json";
+  const std::string path = test::source_dir() + "/reports/baselines/stages_gpu_mixtral32l_h200_2026-11-29.json";
   Sources s = load({path});
   ASSERT_TRUE(s.results.front().results.has_value()) << s.results.front().error;
   RunsFrame runs = build_runs_frame(s, {});

@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
 # device_run.sh: the one entry point for work ON THE GPU MACHINE, run from the repository
-# root with the binaries built here and carried in $BIN (stripped copies of build/bin:
-# moebench, moebench_tests, moebench_bench and the libgomp/libbenchmark beside them).
+# root with the binaries prepared here by tools/device_prep.sh and carried in $BIN
+# (stripped moebench, moebench_tests, moebench_bench and the shared libraries beside
+# them; optionally an older build in $BIN/before for before/after kernel comparisons).
 # PARTS (space-separated, run in this order) picks what to do; each part's logs and JSON
-# land in $OUT, and everything is packed into $OUT/device_run.tar.gz at the end (and
-# after every part, so a call cut short still returns what finished).
+# land in $OUT, and everything is packed into $OUT/device_run.tar.gz after every part,
+# so a call cut short still returns what finished.
 #   info       nvidia-smi and `moebench info`
 #   tests      the GPU tests (every suite that skips without a GPU), gtest XML
-#   kernels    the kernel microbenchmarks (Google Benchmark JSON; KERNEL_FILTER)
+#   kernels    the kernel microbenchmarks (Google Benchmark JSON; KERNEL_FILTER); when
+#              $BIN/before/moebench_bench exists it runs first, in the same call, into
+#              kernels_before.json (tools/kernel_diff.py compares the two by name)
 #   oracle     the fp8 oracle: a tiny Mixtral quantised and saved by transformers'
 #              FineGrainedFP8Config, dequantised by torch and run in fp32, against
 #              moebench's CPU backend on the saved checkpoint (tools/fp8_oracle.py)
+#   mixtral    transformers' MixtralForCausalLM against `moebench logits` (CUDA) at the
+#              Mixtral-8x7B layer shapes, 2 layers, and generate() speed beside `moebench
+#              bench` at 8 layers (tools/mixtral_oracle.py; SKIP_SBS=1 skips the speed part)
 #   sanitizer  compute-sanitizer memcheck + racecheck over the GPU tests
 #              (tools/compute_sanitizer.sh; SANITIZER_BUDGET seconds)
-#   stages     the stages-gpu suite on the offloaded 32-layer Mixtral-8x7B shape
-#              (tools/stages_gpu.sh; STAGES_TIMEOUT seconds)
+#   suites     every entry of SUITES, each "SUITE[@MODEL]" (a suite file name under
+#              suites/ without .json, and the model it runs on), through `moebench run`
+#              with JSON, HTML and a Chrome trace; SUITE_TIMEOUT seconds each (SIGINT: the
+#              finished cases stay in NAME.partial.json)
+#   disk       make-model writes LAYERS Mixtral-8x7B layers to /tmp (default: as many as the
+#              free space holds, 2 GB spare), then the disk-baseline suite reads them
 #   OUT=$OUT BIN=.devbin PARTS="info tests kernels" bash tools/device_run.sh
+#   OUT=$OUT PARTS=suites SUITES="stages-gpu@synthetic:mixtral-8x7b" bash tools/device_run.sh
 set -uo pipefail
 BIN="${BIN:-.devbin}"
 OUT="${OUT:-$PWD/gpu_out}"
@@ -23,7 +34,7 @@ PARTS="${PARTS:-info tests}"
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH="$PWD/$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
 export MOEBENCH_SOURCE_DIR="$PWD" MOEBENCH_SUITES_DIR="$PWD/suites"
-GPU_FILTER="BatchCuda.*:CudaMixtralStrategies.*:CudaModelTest.*:CudaOffloadModel.*:CudaOps.*:CudaArena.*:QuantCuda.*"
+GPU_FILTER="BatchCuda.*:CudaMixtralStrategies.*:CudaModelTest.*:CudaOffloadModel.*:CudaOps.*:CudaArena.*:QuantCuda*"
 GPU_FILTER+=":HostStore.*:OffloadPlan.*:Offload.*:CuptiCollector.*:HfFixture*:Machine.*:PhysicalBound.*"
 rc=0
 note() { echo "== $(date -u +%T) $*" | tee -a "$OUT/device_run.log"; }
@@ -37,6 +48,49 @@ step() {  # step NAME CMD...: runs CMD with its output in $OUT/NAME.log, notes a
   tail -5 "$OUT/$name.log"
   pack
 }
+kernels() {  # the microbenchmarks of $1/moebench_bench into $2
+  "$1/moebench_bench" --benchmark_filter="${KERNEL_FILTER:-.}" --benchmark_min_time=0.05 \
+    --benchmark_out="$2" --benchmark_out_format=json
+}
+mixtral_oracle() {
+  local ckpt=/tmp/mixtral2l ids=/tmp/oracle_ids.txt py=tools/mixtral_oracle.py
+  rm -rf "$ckpt"
+  "$BIN/moebench" make-model --preset mixtral-8x7b --layers 2 --seed 42 --dtype bf16 --out "$ckpt" || return 1
+  python3 "$py" ids --vocab 32000 --n 40 --seed 42 >"$ids"
+  "$BIN/moebench" logits --model "$ckpt" --backend cuda --max-model-len 64 --ids-file "$ids" \
+    --prompt-len 8 --out /tmp/ours_logits.npy || return 1
+  python3 "$py" compare --ckpt "$ckpt" --ids-file "$ids" --prompt-len 8 --ours /tmp/ours_logits.npy \
+    --model-note "moebench make-model --preset mixtral-8x7b --layers 2 --seed 42 --dtype bf16" \
+    --out "$OUT/mixtral2l_vs_transformers.json" || return 1
+  [[ -n "${SKIP_SBS:-}" ]] && return 0
+  python3 "$py" hf-generate --layers 8 --prompt-tokens 50 --new-tokens 128 --out "$OUT/hf_generate.json" || return 1
+  "$BIN/moebench" bench --model synthetic:mixtral-8x7b:layers=8 --batch 1 --prompt-tokens 50 --new-tokens 128 \
+    --out "$OUT/bench_mixtral8l.json" || return 1
+  python3 "$py" side-by-side --hf "$OUT/hf_generate.json" --bench "$OUT/bench_mixtral8l.json" \
+    --out "$OUT/transformers_side_by_side.json"
+}
+run_suite() {  # run_suite SUITE[@MODEL]
+  local suite=${1%%@*} model="" name
+  [[ "$1" == *@* ]] && model=${1#*@}
+  name=$suite${model:+_$(echo "$model" | tr -c 'A-Za-z0-9_.\n-' '_')}
+  timeout -s INT "${SUITE_TIMEOUT:-420}" "$BIN/moebench" run --suite "suites/$suite.json" ${model:+--model "$model"} \
+    --out "$OUT/$name.json" --html "$OUT/$name.html" --trace "$OUT/${name}_trace.json"
+}
+disk() {
+  df -B1 /tmp
+  # bf16 bytes: a layer = 8 experts x 3 x 4096 x 14336 + attention 4096 x 10240 (+ norms,
+  # gate); embeddings + lm_head = 2 x 32000 x 4096.
+  local avail per_layer fixed layers
+  avail=$(df -B1 --output=avail /tmp | tail -1)
+  per_layer=$(( (8 * 3 * 4096 * 14336 + 4096 * 10240 + 8 * 4096 + 2 * 4096) * 2 ))
+  fixed=$(( 2 * 32000 * 4096 * 2 + 2000000000 ))
+  layers="${LAYERS:-$(( (avail - fixed) / per_layer ))}"
+  (( layers > 32 )) && layers=32
+  echo "disk: $avail bytes free on /tmp -> $layers layers of $per_layer bytes"
+  "$BIN/moebench" make-model --preset mixtral-8x7b --layers "$layers" --seed 0 --out "/tmp/mixtral_l$layers" || return 1
+  timeout -s INT "${DISK_TIMEOUT:-300}" "$BIN/moebench" run --suite suites/disk-baseline.json \
+    --model "/tmp/mixtral_l$layers" --out "$OUT/disk_baseline_l$layers.json"
+}
 for part in $PARTS; do
   case "$part" in
     info)
@@ -45,20 +99,23 @@ for part in $PARTS; do
       step gpu_tests "$BIN/moebench_tests" --gtest_filter="${TEST_FILTER:-$GPU_FILTER}" \
         --gtest_output="xml:$OUT/gpu_tests.xml" ;;
     kernels)
-      step kernels "$BIN/moebench_bench" --benchmark_filter="${KERNEL_FILTER:-.}" --benchmark_min_time=0.05 \
-        --benchmark_out="$OUT/kernels.json" --benchmark_out_format=json ;;
+      [[ -x "$BIN/before/moebench_bench" ]] && step kernels_before kernels "$BIN/before" "$OUT/kernels_before.json"
+      step kernels kernels "$BIN" "$OUT/kernels.json" ;;
     oracle)
       step fp8_oracle bash -c "set -e; python3 tools/fp8_oracle.py make --out /tmp/fp8 && \
         python3 tools/fp8_oracle.py ref --ckpt /tmp/fp8 --out /tmp/ref.npy && \
         '$BIN/moebench' logits --model /tmp/fp8 --backend cpu --set expert_dtype=fp8 --ids-file /tmp/fp8/ids.txt \
           --prompt-len 16 --out /tmp/ours.npy && \
         python3 tools/fp8_oracle.py compare --ours /tmp/ours.npy --ref /tmp/ref.npy --tol 1e-4 --out '$OUT/fp8_oracle.json'" ;;
+    mixtral)
+      step mixtral_oracle mixtral_oracle ;;
     sanitizer)
       step compute_sanitizer env BIN="$BIN" OUT="$OUT" TIME_BUDGET="${SANITIZER_BUDGET:-420}" \
         bash tools/compute_sanitizer.sh ;;
-    stages)
-      step stages env BIN="$BIN" OUT="$OUT" PART=stages SKIP_TESTS=1 STAGES_TIMEOUT="${STAGES_TIMEOUT:-420}" \
-        bash tools/stages_gpu.sh ;;
+    suites)
+      for s in ${SUITES:?suites: set SUITES to SUITE[@MODEL] entries}; do step "suite_${s%%@*}" run_suite "$s"; done ;;
+    disk)
+      step disk disk ;;
     *) note "unknown part '$part'"; rc=2 ;;
   esac
 done

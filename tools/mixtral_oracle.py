@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """mixtral_oracle.py: moebench's CUDA logits against HF transformers' MixtralForCausalLM at
 Mixtral-8x7B layer shapes, and transformers' generate() speed beside `moebench bench`.
-Run on the GPU machine (torch 2.11, transformers 5.17) by tools/oracle_device_run.sh.
+Run on the GPU machine (torch 2.11, transformers 5.17) by tools/device_run.sh (PARTS=mixtral).
 
   ids        --vocab V --n N --seed S                  print N pseudo-random token ids in [3, V)
   compare    --ckpt DIR --ids-file F --prompt-len P --ours OURS.npy --out CMP.json
