@@ -1,0 +1,113 @@
+// cpu_expert_avx512.cpp: the CPU expert's row kernels with AVX-512 (function-level
+// targets only): the fp32 kernel at 16 lanes (engine/ops/cpu_expert_rows.h) and, with
+// AVX512_BF16, the bf16-weight kernel on vdpbf16ps (32 bf16 pairs per instruction,
+// activations already rounded to bf16 by the caller, fp32 sums).
+#include <immintrin.h>
+
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as a masked builtin's unused
+// source, which -Wmaybe-uninitialized reports at every inlined use.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+#include "engine/ops/cpu_expert_impl.h"
+
+namespace moebench::cpu::expert_detail {
+namespace {
+
+#define MB_CPU_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+struct V {
+  static constexpr int kLanes = 16;
+  using vec = __m512;
+  MB_CPU_TARGET static vec zero() { return _mm512_setzero_ps(); }
+  MB_CPU_TARGET static vec set1(float f) { return _mm512_set1_ps(f); }
+  MB_CPU_TARGET static vec loadu(const float* p) { return _mm512_loadu_ps(p); }
+  MB_CPU_TARGET static vec mul(vec a, vec b) { return _mm512_mul_ps(a, b); }
+  MB_CPU_TARGET static vec fmadd(vec a, vec b, vec c) { return _mm512_fmadd_ps(a, b, c); }
+  MB_CPU_TARGET static float hsum(vec v) { return _mm512_reduce_add_ps(v); }
+  MB_CPU_TARGET static vec bf16(const uint8_t* p) {
+    const __m256i h = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+  }
+  MB_CPU_TARGET static vec i8(const uint8_t* p) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+  }
+  MB_CPU_TARGET static vec i4(const uint8_t* p, int z) {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+    const __m512i u = _mm512_cvtepu8_epi32(_mm_unpacklo_epi8(b, b));  // byte i/2 in lane i
+    const __m512i shift = _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0);
+    const __m512i nib = _mm512_and_si512(_mm512_srlv_epi32(u, shift), _mm512_set1_epi32(15));
+    return _mm512_cvtepi32_ps(_mm512_sub_epi32(nib, _mm512_set1_epi32(z)));
+  }
+  MB_CPU_TARGET static vec e4m3(const uint8_t* p) {
+    // e4m3 s.eeee.mmm -> f16 s.0eeee.mmm0000000: the same digits, 2^8 smaller
+    // (subnormals included); cvtph converts exactly.
+    const __m256i v = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    const __m256i h = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x7f)), 7),
+                                      _mm256_slli_epi16(_mm256_and_si256(v, _mm256_set1_epi16(0x80)), 8));
+    return _mm512_cvtph_ps(h);
+  }
+};
+
+#include "engine/ops/cpu_expert_rows.h"
+
+#undef MB_CPU_TARGET
+
+#define MB_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
+
+// One row of bf16 weights against NT bf16 token rows; the column tail (< 32) through a
+// masked load (zeros beyond it add nothing).
+template <int NT>
+MB_BF16_TARGET void row_dot_bf16dp(const CpuMatrix& w, int64_t r, const uint16_t* x, float* y) {
+  const int64_t cols = w.cols;
+  const uint16_t* wr = reinterpret_cast<const uint16_t*>(w.q) + r * cols;
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  int64_t c = 0;
+  for (; c + 32 <= cols; c += 32) {
+    const __m512bh wv = (__m512bh)_mm512_loadu_si512(wr + c);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm512_dpbf16_ps(acc[t], wv, (__m512bh)_mm512_loadu_si512(x + t * cols + c));
+  }
+  if (c < cols) {
+    const __mmask32 m = static_cast<__mmask32>((1u << (cols - c)) - 1u);
+    const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, wr + c);
+    for (int t = 0; t < NT; ++t)
+      acc[t] = _mm512_dpbf16_ps(acc[t], wv, (__m512bh)_mm512_maskz_loadu_epi16(m, x + t * cols + c));
+  }
+  for (int t = 0; t < NT; ++t) y[t * w.rows + r] = _mm512_reduce_add_ps(acc[t]);
+}
+
+MB_BF16_TARGET void row_block_bf16dp_impl(const CpuMatrix& w, int64_t r0, int64_t r1, const void* xv, int n,
+                                          float* y) {
+  const uint16_t* x = static_cast<const uint16_t*>(xv);
+  for (int t0 = 0; t0 < n; t0 += kCpuExpertTokenBlock) {
+    const int nt = n - t0 < kCpuExpertTokenBlock ? n - t0 : kCpuExpertTokenBlock;
+    const uint16_t* xt = x + static_cast<int64_t>(t0) * w.cols;
+    float* yt = y + static_cast<int64_t>(t0) * w.rows;
+    for (int64_t r = r0; r < r1; ++r) {
+      switch (nt) {
+        case 1: row_dot_bf16dp<1>(w, r, xt, yt); break;
+        case 2: row_dot_bf16dp<2>(w, r, xt, yt); break;
+        case 3: row_dot_bf16dp<3>(w, r, xt, yt); break;
+        case 4: row_dot_bf16dp<4>(w, r, xt, yt); break;
+        case 5: row_dot_bf16dp<5>(w, r, xt, yt); break;
+        case 6: row_dot_bf16dp<6>(w, r, xt, yt); break;
+        case 7: row_dot_bf16dp<7>(w, r, xt, yt); break;
+        default: row_dot_bf16dp<8>(w, r, xt, yt); break;
+      }
+    }
+  }
+}
+
+#undef MB_BF16_TARGET
+}  // namespace
+
+void row_block_avx512(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y) {
+  row_block_impl(w, r0, r1, x, n, y);
+}
+
+void row_block_avx512_bf16dp(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y) {
+  row_block_bf16dp_impl(w, r0, r1, x, n, y);
+}
+
+}  // namespace moebench::cpu::expert_detail
