@@ -3,6 +3,7 @@
 // on 4-lane vectors, what an x86-64 without AVX2 runs.
 #include "engine/ops/cpu_expert.h"
 
+#include <array>
 #include <cmath>
 #include <vector>
 
@@ -17,6 +18,7 @@ namespace {
 #define MB_CPU_TARGET
 
 struct V {
+  static constexpr int kRows = 1;
   static constexpr int kLanes = 4;
   using vec = float __attribute__((vector_size(16)));
   static vec zero() { return vec{0, 0, 0, 0}; }
@@ -41,8 +43,14 @@ struct V {
                static_cast<float>((p[1] & 0xf) - z), static_cast<float>((p[1] >> 4) - z)};
   }
   static vec e4m3(const uint8_t* p) {
-    constexpr float k = 1.0f / 256.0f;  // the scale carries 2^8, as the vector kernels do
-    return vec{e4m3_to_f32(p[0]) * k, e4m3_to_f32(p[1]) * k, e4m3_to_f32(p[2]) * k, e4m3_to_f32(p[3]) * k};
+    // Every code times 2^-8 (the scale carries 2^8, as the vector kernels do); 0x7f and
+    // 0xff (NaN) read as +-480 like theirs.
+    static const auto table = [] {
+      std::array<float, 256> t{};
+      for (int i = 0; i < 256; ++i) t[i] = weight_e4m3(static_cast<uint8_t>(i)) / 256.0f;
+      return t;
+    }();
+    return vec{table[p[0]], table[p[1]], table[p[2]], table[p[3]]};
   }
 };
 

@@ -10,6 +10,7 @@ namespace {
 #define MB_CPU_TARGET __attribute__((target("avx2,fma,f16c")))
 
 struct V {
+  static constexpr int kRows = 1;
   static constexpr int kLanes = 8;
   using vec = __m256;
   MB_CPU_TARGET static vec zero() { return _mm256_setzero_ps(); }

@@ -5,8 +5,9 @@
 #include <immintrin.h>
 
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as a masked builtin's unused
-// source, which -Wmaybe-uninitialized reports at every inlined use.
+// source, which -W(maybe-)uninitialized reports at every inlined use.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 
 #include "engine/ops/cpu_expert_impl.h"
 
@@ -16,6 +17,7 @@ namespace {
 #define MB_CPU_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
 struct V {
+  static constexpr int kRows = 2;
   static constexpr int kLanes = 16;
   using vec = __m512;
   MB_CPU_TARGET static vec zero() { return _mm512_setzero_ps(); }
@@ -54,27 +56,42 @@ struct V {
 
 #define MB_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")))
 
-// One row of bf16 weights against NT bf16 token rows; the column tail (< 32) through a
-// masked load (zeros beyond it add nothing).
-template <int NT>
-MB_BF16_TARGET void row_dot_bf16dp(const CpuMatrix& w, int64_t r, const uint16_t* x, float* y) {
+// R rows of bf16 weights against NT bf16 token rows (each load of x serves R rows);
+// the column tail (< 32) through a masked load (zeros beyond it add nothing).
+template <int R, int NT>
+MB_BF16_TARGET void row_dot_bf16dp(const CpuMatrix& w, int64_t r0, const uint16_t* x, float* y) {
   const int64_t cols = w.cols;
-  const uint16_t* wr = reinterpret_cast<const uint16_t*>(w.q) + r * cols;
-  __m512 acc[NT];
-  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  const uint16_t* wr = reinterpret_cast<const uint16_t*>(w.q) + r0 * cols;
+  __m512 acc[R][NT];
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
   int64_t c = 0;
   for (; c + 32 <= cols; c += 32) {
-    const __m512bh wv = (__m512bh)_mm512_loadu_si512(wr + c);
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm512_dpbf16_ps(acc[t], wv, (__m512bh)_mm512_loadu_si512(x + t * cols + c));
+    __m512bh wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = (__m512bh)_mm512_loadu_si512(wr + i * cols + c);
+    for (int t = 0; t < NT; ++t) {
+      const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + t * cols + c);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_dpbf16_ps(acc[i][t], wv[i], xv);
+    }
   }
   if (c < cols) {
     const __mmask32 m = static_cast<__mmask32>((1u << (cols - c)) - 1u);
-    const __m512bh wv = (__m512bh)_mm512_maskz_loadu_epi16(m, wr + c);
-    for (int t = 0; t < NT; ++t)
-      acc[t] = _mm512_dpbf16_ps(acc[t], wv, (__m512bh)_mm512_maskz_loadu_epi16(m, x + t * cols + c));
+    __m512bh wv[R];
+    for (int i = 0; i < R; ++i) wv[i] = (__m512bh)_mm512_maskz_loadu_epi16(m, wr + i * cols + c);
+    for (int t = 0; t < NT; ++t) {
+      const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + t * cols + c);
+      for (int i = 0; i < R; ++i) acc[i][t] = _mm512_dpbf16_ps(acc[i][t], wv[i], xv);
+    }
   }
-  for (int t = 0; t < NT; ++t) y[t * w.rows + r] = _mm512_reduce_add_ps(acc[t]);
+  for (int i = 0; i < R; ++i)
+    for (int t = 0; t < NT; ++t) y[t * w.rows + r0 + i] = _mm512_reduce_add_ps(acc[i][t]);
+}
+
+template <int NT>
+MB_BF16_TARGET void rows_bf16dp(const CpuMatrix& w, int64_t r0, int64_t r1, const uint16_t* x, float* y) {
+  int64_t r = r0;
+  for (; r + 2 <= r1; r += 2) row_dot_bf16dp<2, NT>(w, r, x, y);
+  for (; r < r1; ++r) row_dot_bf16dp<1, NT>(w, r, x, y);
 }
 
 MB_BF16_TARGET void row_block_bf16dp_impl(const CpuMatrix& w, int64_t r0, int64_t r1, const void* xv, int n,
@@ -84,17 +101,15 @@ MB_BF16_TARGET void row_block_bf16dp_impl(const CpuMatrix& w, int64_t r0, int64_
     const int nt = n - t0 < kCpuExpertTokenBlock ? n - t0 : kCpuExpertTokenBlock;
     const uint16_t* xt = x + static_cast<int64_t>(t0) * w.cols;
     float* yt = y + static_cast<int64_t>(t0) * w.rows;
-    for (int64_t r = r0; r < r1; ++r) {
-      switch (nt) {
-        case 1: row_dot_bf16dp<1>(w, r, xt, yt); break;
-        case 2: row_dot_bf16dp<2>(w, r, xt, yt); break;
-        case 3: row_dot_bf16dp<3>(w, r, xt, yt); break;
-        case 4: row_dot_bf16dp<4>(w, r, xt, yt); break;
-        case 5: row_dot_bf16dp<5>(w, r, xt, yt); break;
-        case 6: row_dot_bf16dp<6>(w, r, xt, yt); break;
-        case 7: row_dot_bf16dp<7>(w, r, xt, yt); break;
-        default: row_dot_bf16dp<8>(w, r, xt, yt); break;
-      }
+    switch (nt) {
+      case 1: rows_bf16dp<1>(w, r0, r1, xt, yt); break;
+      case 2: rows_bf16dp<2>(w, r0, r1, xt, yt); break;
+      case 3: rows_bf16dp<3>(w, r0, r1, xt, yt); break;
+      case 4: rows_bf16dp<4>(w, r0, r1, xt, yt); break;
+      case 5: rows_bf16dp<5>(w, r0, r1, xt, yt); break;
+      case 6: rows_bf16dp<6>(w, r0, r1, xt, yt); break;
+      case 7: rows_bf16dp<7>(w, r0, r1, xt, yt); break;
+      default: rows_bf16dp<8>(w, r0, r1, xt, yt); break;
     }
   }
 }

@@ -32,6 +32,13 @@ inline float load_bf16_f32(const uint8_t* p, int64_t i) {
   return bf16_to_f32(h);
 }
 
+// An e4m3 code as the kernels read it: e4m3_to_f32, except 0x7f/0xff (NaN, never
+// written by quantize()), which read as +-480 as the vector conversion makes them.
+inline float weight_e4m3(uint8_t code) {
+  if ((code & 0x7f) == 0x7f) return code & 0x80 ? -480.0f : 480.0f;
+  return e4m3_to_f32(code);
+}
+
 // Weight (r, c) as dequantize() defines it, except int8, which is the bare code (its
 // row scale multiplies the finished dot product).
 template <QuantFormat F>
@@ -47,7 +54,7 @@ inline float weight_value(const CpuMatrix& w, int64_t r, int64_t c) {
     return static_cast<float>(u - (w.zero ? w.zero[g] : 8)) * load_bf16_f32(w.scale, g);
   } else {
     const float s = load_f32(w.scale, (r / kFp8Block) * groups_of(w.cols) + c / kFp8Block);
-    return e4m3_to_f32(w.q[r * w.cols + c]) * s;
+    return weight_e4m3(w.q[r * w.cols + c]) * s;
   }
 }
 
