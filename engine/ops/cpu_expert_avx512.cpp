@@ -101,16 +101,7 @@ MB_BF16_TARGET void row_block_bf16dp_impl(const CpuMatrix& w, int64_t r0, int64_
     const int nt = n - t0 < kCpuExpertTokenBlock ? n - t0 : kCpuExpertTokenBlock;
     const uint16_t* xt = x + static_cast<int64_t>(t0) * w.cols;
     float* yt = y + static_cast<int64_t>(t0) * w.rows;
-    switch (nt) {
-      case 1: rows_bf16dp<1>(w, r0, r1, xt, yt); break;
-      case 2: rows_bf16dp<2>(w, r0, r1, xt, yt); break;
-      case 3: rows_bf16dp<3>(w, r0, r1, xt, yt); break;
-      case 4: rows_bf16dp<4>(w, r0, r1, xt, yt); break;
-      case 5: rows_bf16dp<5>(w, r0, r1, xt, yt); break;
-      case 6: rows_bf16dp<6>(w, r0, r1, xt, yt); break;
-      case 7: rows_bf16dp<7>(w, r0, r1, xt, yt); break;
-      default: rows_bf16dp<8>(w, r0, r1, xt, yt); break;
-    }
+    with_token_count(nt, [&](auto k) { rows_bf16dp<decltype(k)::value>(w, r0, r1, xt, yt); });
   }
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #include "engine/dtype.h"
 #include "engine/ops/cpu_expert.h"
@@ -18,6 +19,23 @@ void row_block_generic(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x
 void row_block_avx2(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
 void row_block_avx512(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
 void row_block_avx512_bf16dp(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
+
+// Calls fn(std::integral_constant<int, NT>{}) with NT = nt (1..kCpuExpertTokenBlock):
+// the kernels take their token count as a compile-time constant (one register per token).
+template <class Fn>
+inline void with_token_count(int nt, Fn&& fn) {
+  static_assert(kCpuExpertTokenBlock == 8, "with_token_count covers 1..8 tokens");
+  switch (nt) {
+    case 1: fn(std::integral_constant<int, 1>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 5: fn(std::integral_constant<int, 5>{}); break;
+    case 6: fn(std::integral_constant<int, 6>{}); break;
+    case 7: fn(std::integral_constant<int, 7>{}); break;
+    default: fn(std::integral_constant<int, 8>{}); break;
+  }
+}
 
 inline int64_t groups_of(int64_t cols) { return (cols + 127) / 128; }
 

@@ -90,19 +90,9 @@ MB_CPU_TARGET void rows_of_format(const CpuMatrix& w, int64_t r0, int64_t r1, co
     const int nt = n - t0 < kCpuExpertTokenBlock ? n - t0 : kCpuExpertTokenBlock;
     const float* xt = x + static_cast<int64_t>(t0) * w.cols;
     float* yt = y + static_cast<int64_t>(t0) * w.rows;
-    switch (nt) {
-      case 1: rows_tokens<F, 1>(w, r0, r1, xt, yt); break;
-      case 2: rows_tokens<F, 2>(w, r0, r1, xt, yt); break;
-      case 3: rows_tokens<F, 3>(w, r0, r1, xt, yt); break;
-      case 4: rows_tokens<F, 4>(w, r0, r1, xt, yt); break;
-      case 5: rows_tokens<F, 5>(w, r0, r1, xt, yt); break;
-      case 6: rows_tokens<F, 6>(w, r0, r1, xt, yt); break;
-      case 7: rows_tokens<F, 7>(w, r0, r1, xt, yt); break;
-      default: rows_tokens<F, 8>(w, r0, r1, xt, yt); break;
-    }
+    expert_detail::with_token_count(nt, [&](auto k) { rows_tokens<F, decltype(k)::value>(w, r0, r1, xt, yt); });
   }
 }
-static_assert(kCpuExpertTokenBlock == 8, "rows_of_format instantiates row_dot for 1..8 tokens");
 
 MB_CPU_TARGET void row_block_impl(const CpuMatrix& w, int64_t r0, int64_t r1, const void* xv, int n, float* y) {
   const float* x = static_cast<const float*>(xv);
