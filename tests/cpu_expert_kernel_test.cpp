@@ -276,6 +276,14 @@ TEST(CpuExpertKernel, BadShapesNameTheMatrix) {
   } catch (const Error& err) {
     EXPECT_NE(std::string(err.what()).find("w2 32x64"), std::string::npos) << err.what();
   }
+  // An ISA this CPU lacks is refused, not run into an illegal instruction (only where
+  // the CPU lacks one).
+  const CpuFeatures have = host_cpu_features();
+  for (CpuIsa isa : kCpuIsas) {
+    if (!cpu_isa_missing(isa, have).empty()) {
+      EXPECT_THROW(cpu_expert_linear(cpu_matrix(w.w1), x.data(), out.data(), 1, isa), Error) << cpu_isa_name(isa);
+    }
+  }
   CpuMatrix odd = cpu_matrix(w.w1);
   odd.format = QuantFormat::int4;
   odd.cols = 60;

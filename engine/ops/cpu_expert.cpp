@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "engine/error.h"
@@ -95,6 +96,9 @@ bool cpu_expert_rounds_activations(CpuIsa isa, QuantFormat f) {
 void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuIsa isa) {
   using namespace expert_detail;
   check_matrix(w, "matrix");
+  static const CpuFeatures have = host_cpu_features();
+  const std::string missing = cpu_isa_missing(isa, have);
+  if (!missing.empty()) fail("cpu expert: ISA {} needs {}, which this CPU lacks", cpu_isa_name(isa), missing);
   if (n <= 0) return;
   RowBlockFn fn = row_block_generic;
   switch (isa) {

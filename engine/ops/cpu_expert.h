@@ -44,9 +44,9 @@ struct CpuExpert {
   CpuMatrix w1, w3, w2;
 };
 
-// y (n, w.rows) = x (n, w.cols) @ W^T with the kernels of `isa` (which the caller has
-// checked this CPU runs: cpu_isa_from_env / select_cpu_isa). Throws Error on a matrix
-// its format cannot hold (int4 with cols % 8 != 0, missing parts).
+// y (n, w.rows) = x (n, w.cols) @ W^T with the kernels of `isa` (cpu_isa_from_env /
+// select_cpu_isa pick one). Throws Error on an ISA this CPU lacks, or a matrix its
+// format cannot hold (int4 with cols % 8 != 0, missing parts).
 void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuIsa isa);
 
 // Floats of scratch cpu_expert_forward needs: two (n, inter) activations.
