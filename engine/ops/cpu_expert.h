@@ -1,0 +1,61 @@
+// cpu_expert.h: fast CPU kernels of one SwiGLU expert, out = w2 @ (silu(w1 @ x) * (w3 @ x)),
+// on the GPU's weight layouts (bf16) and the quantised formats of engine/quant.h (int8,
+// int4, fp8), for decode (a few tokens) and prefill (many). The weights are read once
+// and dequantised in registers; every product and sum is fp32. The reference is the fp32
+// expert on dequantised weights (engine/ops swiglu_expert): these kernels are a separate
+// fast path, not used by the models yet.
+//
+// Work: OpenMP threads split the output rows in blocks of kCpuExpertRowBlock; inside a
+// block the tokens go in groups of up to kCpuExpertTokenBlock, each group one pass over
+// the block's rows (which stay in the core's cache), so a prefill still reads every
+// weight from memory once.
+//
+// Values: on every ISA but avx512_bf16 the dequantised weights equal dequantize()'s
+// bit for bit and only the order of the fp32 sums differs from the reference. On
+// avx512_bf16 the bf16 format's matrices run through vdpbf16ps: the activations (x, and
+// silu(w1 x) * (w3 x) before w2) are rounded to bf16 (relative error <= 2^-9 each),
+// products are exact and sums fp32. fp8 codes 0x7f/0xff (NaN in e4m3, never written by
+// quantize()) read as +-480 here.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+
+#include "engine/ops/cpu_isa.h"
+#include "engine/quant.h"
+
+namespace moebench::cpu {
+
+constexpr int64_t kCpuExpertRowBlock = 8;  // output rows per unit of thread work
+constexpr int kCpuExpertTokenBlock = 8;    // tokens that share one pass over a row block
+
+// A matrix W (rows = outputs, cols = inputs) in one format, its parts where they lie
+// (the layouts of engine/quant.h); zero is null unless int4 with zero points.
+struct CpuMatrix {
+  QuantFormat format = QuantFormat::bf16;
+  int64_t rows = 0, cols = 0;
+  const uint8_t* q = nullptr;
+  const uint8_t* scale = nullptr;
+  const uint8_t* zero = nullptr;
+};
+CpuMatrix cpu_matrix(const QuantMatrix& m);
+
+// One expert: w1, w3 (inter x hidden) and w2 (hidden x inter), all in one format.
+struct CpuExpert {
+  CpuMatrix w1, w3, w2;
+};
+
+// y (n, w.rows) = x (n, w.cols) @ W^T with the kernels of `isa` (cpu_isa_from_env /
+// select_cpu_isa pick one). Throws Error on an ISA this CPU lacks, or a matrix its
+// format cannot hold (int4 with cols % 8 != 0, missing parts).
+void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuIsa isa);
+
+// Floats of scratch cpu_expert_forward needs: two (n, inter) activations.
+size_t cpu_expert_scratch_floats(int n, int64_t inter);
+// out (n, hidden) = w2 @ (silu(w1 @ x) * (w3 @ x)) for x (n, hidden). Throws Error when
+// the three shapes do not fit together or the formats differ.
+void cpu_expert_forward(const CpuExpert& e, const float* x, float* out, float* scratch, int n, CpuIsa isa);
+
+// True when `isa` runs format f with bf16-rounded activations (vdpbf16ps).
+bool cpu_expert_rounds_activations(CpuIsa isa, QuantFormat f);
+
+}  // namespace moebench::cpu

@@ -1,0 +1,79 @@
+// cpu_expert_impl.h: what the CPU expert kernels of each ISA share (internal to
+// engine/ops/cpu_expert*.cpp): the per-ISA row-block entry points and the scalar
+// dequantisation of one weight that the column tails use.
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#include "engine/dtype.h"
+#include "engine/ops/cpu_expert.h"
+
+namespace moebench::cpu::expert_detail {
+
+// Rows r0..r1 of y (n, w.rows) = x (n, w.cols) @ W^T; x is fp32, or bf16 for the
+// kernels that take bf16 activations.
+using RowBlockFn = void (*)(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
+
+void row_block_generic(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
+void row_block_avx2(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
+void row_block_avx512(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
+void row_block_avx512_bf16dp(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
+
+// Calls fn(std::integral_constant<int, NT>{}) with NT = nt (1..kCpuExpertTokenBlock):
+// the kernels take their token count as a compile-time constant (one register per token).
+template <class Fn>
+inline void with_token_count(int nt, Fn&& fn) {
+  static_assert(kCpuExpertTokenBlock == 8, "with_token_count covers 1..8 tokens");
+  switch (nt) {
+    case 1: fn(std::integral_constant<int, 1>{}); break;
+    case 2: fn(std::integral_constant<int, 2>{}); break;
+    case 3: fn(std::integral_constant<int, 3>{}); break;
+    case 4: fn(std::integral_constant<int, 4>{}); break;
+    case 5: fn(std::integral_constant<int, 5>{}); break;
+    case 6: fn(std::integral_constant<int, 6>{}); break;
+    case 7: fn(std::integral_constant<int, 7>{}); break;
+    default: fn(std::integral_constant<int, 8>{}); break;
+  }
+}
+
+inline int64_t groups_of(int64_t cols) { return (cols + 127) / 128; }
+
+inline float load_f32(const uint8_t* p, int64_t i) {
+  float s;
+  std::memcpy(&s, p + 4 * i, 4);
+  return s;
+}
+inline float load_bf16_f32(const uint8_t* p, int64_t i) {
+  uint16_t h;
+  std::memcpy(&h, p + 2 * i, 2);
+  return bf16_to_f32(h);
+}
+
+// An e4m3 code as the kernels read it: e4m3_to_f32, except 0x7f/0xff (NaN, never
+// written by quantize()), which read as +-480 as the vector conversion makes them.
+inline float weight_e4m3(uint8_t code) {
+  if ((code & 0x7f) == 0x7f) return code & 0x80 ? -480.0f : 480.0f;
+  return e4m3_to_f32(code);
+}
+
+// Weight (r, c) as dequantize() defines it, except int8, which is the bare code (its
+// row scale multiplies the finished dot product).
+template <QuantFormat F>
+inline float weight_value(const CpuMatrix& w, int64_t r, int64_t c) {
+  if constexpr (F == QuantFormat::bf16) {
+    return load_bf16_f32(w.q, r * w.cols + c);
+  } else if constexpr (F == QuantFormat::int8) {
+    return static_cast<float>(static_cast<int8_t>(w.q[r * w.cols + c]));
+  } else if constexpr (F == QuantFormat::int4) {
+    const int64_t g = r * groups_of(w.cols) + c / kInt4Group;
+    const uint8_t b = w.q[r * (w.cols / 2) + c / 2];
+    const int u = (c & 1) ? b >> 4 : b & 0xf;
+    return static_cast<float>(u - (w.zero ? w.zero[g] : 8)) * load_bf16_f32(w.scale, g);
+  } else {
+    const float s = load_f32(w.scale, (r / kFp8Block) * groups_of(w.cols) + c / kFp8Block);
+    return weight_e4m3(w.q[r * w.cols + c]) * s;
+  }
+}
+
+}  // namespace moebench::cpu::expert_detail

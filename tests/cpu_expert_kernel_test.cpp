@@ -1,0 +1,336 @@
+// cpu_expert_kernel_test.cpp: the CPU expert kernels (engine/ops/cpu_expert.h) on every
+// ISA this CPU runs equal the fp32 reference expert (cpu::swiglu_expert on dequantised
+// weights) within a bound derived per output element, for bf16, int8, int4 (with and
+// without zero points) and fp8, decode and prefill token counts, shapes with column and
+// row tails; and the ISA knob refuses what the CPU lacks in one line.
+//
+// The bound (all in double, from the exact expert on the same dequantised weights):
+//   a dot product of K fp32 terms in any order is within gamma(K) = K u / (1 - K u),
+//   u = 2^-24, of exact, times sum |w| |x| (K + 2 covers the int8 row scale applied to
+//   the finished sum). The avx512_bf16 path rounds x (and the activation before w2) to
+//   bf16 first: relative 2^-9 each (e_act). So for g = w1 x and v = w3 x:
+//     dg <= (e_act + gamma(H+2) (1 + e_act)) |w1| |x|   (likewise dv)
+//   silu has |silu'| <= 1.1 and the float SiLU adds a few roundings (8 u relative):
+//     da <= 1.1 dg (|v| + dv) + |silu(g)| dv + 8 u (|silu(g)| + 1.1 dg)(|v| + dv),
+//     then da += e_act (|a| + da) for the rounding before w2;
+//     dout <= |w2| da + gamma(I+2) |w2| (|a| + da).
+// The kernel's and the reference's bounds add (the reference with e_act = 0). Weights
+// are dequantised bit for bit alike, so they add nothing.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/dtype.h"
+#include "engine/error.h"
+#include "engine/ops/cpu_expert.h"
+#include "engine/ops/cpu_isa.h"
+#include "engine/ops/ops.h"
+#include "engine/quant.h"
+
+using namespace moebench;
+using namespace moebench::cpu;
+
+namespace {
+
+double gamma_k(double k) {
+  const double u = std::ldexp(1.0, -24);
+  return k * u / (1.0 - k * u);
+}
+
+struct Weights {
+  QuantMatrix w1, w3, w2;
+  std::vector<float> d1, d3, d2;  // dequantised
+};
+
+std::vector<float> random_floats(size_t n, float scale, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> d(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+Weights make_weights(QuantFormat f, bool zp, int hidden, int inter, uint32_t seed) {
+  Weights w;
+  const float s1 = 1.0f / std::sqrt(static_cast<float>(hidden)), s2 = 1.0f / std::sqrt(static_cast<float>(inter));
+  auto f1 = random_floats(static_cast<size_t>(inter) * hidden, s1, seed);
+  auto f3 = random_floats(static_cast<size_t>(inter) * hidden, s1, seed + 1);
+  auto f2 = random_floats(static_cast<size_t>(hidden) * inter, s2, seed + 2);
+  w.w1 = quantize(f, f1.data(), inter, hidden, zp);
+  w.w3 = quantize(f, f3.data(), inter, hidden, zp);
+  w.w2 = quantize(f, f2.data(), hidden, inter, zp);
+  w.d1.resize(f1.size());
+  w.d3.resize(f3.size());
+  w.d2.resize(f2.size());
+  dequantize(w.w1, w.d1.data());
+  dequantize(w.w3, w.d3.data());
+  dequantize(w.w2, w.d2.data());
+  return w;
+}
+
+// The bound above for one path (e_act = 0 or 2^-9), (n, hidden) doubles.
+std::vector<double> error_bound(const Weights& w, const std::vector<float>& x, int n, int hidden, int inter,
+                                double e_act) {
+  const double u = std::ldexp(1.0, -24), gh = gamma_k(hidden + 2), gi = gamma_k(inter + 2);
+  std::vector<double> a(static_cast<size_t>(inter)), da(static_cast<size_t>(inter)), out(static_cast<size_t>(n) * hidden);
+  for (int t = 0; t < n; ++t) {
+    const float* xt = x.data() + static_cast<size_t>(t) * hidden;
+    for (int j = 0; j < inter; ++j) {
+      double g = 0, v = 0, mg = 0, mv = 0;
+      for (int k = 0; k < hidden; ++k) {
+        const double w1 = w.d1[static_cast<size_t>(j) * hidden + k], w3 = w.d3[static_cast<size_t>(j) * hidden + k];
+        g += w1 * xt[k];
+        v += w3 * xt[k];
+        mg += std::fabs(w1 * xt[k]);
+        mv += std::fabs(w3 * xt[k]);
+      }
+      const double dg = (e_act + gh * (1 + e_act)) * mg, dv = (e_act + gh * (1 + e_act)) * mv;
+      const double sg = g / (1 + std::exp(-g));
+      double d = 1.1 * dg * (std::fabs(v) + dv) + std::fabs(sg) * dv + 8 * u * (std::fabs(sg) + 1.1 * dg) * (std::fabs(v) + dv);
+      a[j] = sg * v;
+      d += e_act * (std::fabs(a[j]) + d);
+      da[j] = d;
+    }
+    for (int i = 0; i < hidden; ++i) {
+      double b = 0;
+      for (int j = 0; j < inter; ++j) {
+        const double w2 = std::fabs(w.d2[static_cast<size_t>(i) * inter + j]);
+        b += w2 * da[j] + gi * w2 * (std::fabs(a[j]) + da[j]);
+      }
+      out[static_cast<size_t>(t) * hidden + i] = b;
+    }
+  }
+  return out;
+}
+
+std::vector<CpuIsa> runnable_isas() {
+  std::vector<CpuIsa> v;
+  const CpuFeatures have = host_cpu_features();
+  for (CpuIsa isa : kCpuIsas)
+    if (cpu_isa_missing(isa, have).empty()) v.push_back(isa);
+  return v;
+}
+
+struct Case {
+  QuantFormat format;
+  bool zero_points;
+  int hidden, inter;
+};
+
+void check_case(const Case& c) {
+  const Weights w = make_weights(c.format, c.zero_points, c.hidden, c.inter, 1234 + c.hidden);
+  CpuExpert e{cpu_matrix(w.w1), cpu_matrix(w.w3), cpu_matrix(w.w2)};
+  for (int n : {1, 3, 8, 37}) {
+    const auto x = random_floats(static_cast<size_t>(n) * c.hidden, 1.0f, 99 + n);
+    std::vector<float> ref(static_cast<size_t>(n) * c.hidden), scratch(2 * static_cast<size_t>(n) * c.inter);
+    swiglu_expert(x.data(), w.d1.data(), w.d3.data(), w.d2.data(), ref.data(), scratch.data(), n, c.hidden, c.inter);
+    const auto b32 = error_bound(w, x, n, c.hidden, c.inter, 0.0);
+    const auto b16 = error_bound(w, x, n, c.hidden, c.inter, std::ldexp(1.0, -9));
+    double mean_abs = 0;
+    for (float v : ref) mean_abs += std::fabs(v) / static_cast<double>(ref.size());
+    for (CpuIsa isa : runnable_isas()) {
+      std::vector<float> out(ref.size(), NAN), s(cpu_expert_scratch_floats(n, c.inter));
+      cpu_expert_forward(e, x.data(), out.data(), s.data(), n, isa);
+      const bool bf16_act = cpu_expert_rounds_activations(isa, c.format);
+      const auto& kb = bf16_act ? b16 : b32;
+      int bad = 0;
+      double worst = 0, worst_bound = 0;
+      for (size_t i = 0; i < out.size(); ++i) {
+        const double bound = kb[i] + b32[i] + 1e-30;  // kernel's + reference's
+        const double err = std::fabs(static_cast<double>(out[i]) - ref[i]);
+        if (!(err <= bound)) ++bad;
+        if (!(err <= worst)) worst = err, worst_bound = bound;
+      }
+      EXPECT_EQ(bad, 0) << quant_format_name(c.format) << (c.zero_points ? "+zp" : "") << " " << cpu_isa_name(isa)
+                        << " n=" << n << " hidden=" << c.hidden << " inter=" << c.inter << ": worst error " << worst
+                        << " vs bound " << worst_bound << " (mean |out| " << mean_abs << ")";
+      // On the fp32 paths the bound is under 1% of the output: a wrong value (a scale, a
+      // nibble, a lane out of place) cannot hide inside it. On the bf16-activation path
+      // the worst case is of the order of the output itself (sums of |w| |x| with 2^-9
+      // each); LinearMatchesExactSums holds that path to fp32 sums of its bf16 inputs.
+      double mean_bound = 0;
+      for (double v : kb) mean_bound += v / static_cast<double>(kb.size());
+      if (!bf16_act) {
+        EXPECT_LT(mean_bound, 1e-2 * mean_abs) << cpu_isa_name(isa);
+      }
+    }
+  }
+}
+
+// One matrix: y = x W^T against sums in double of the kernel's own inputs (x, or x
+// rounded to bf16 where the path takes bf16 activations) with the weights dequantised:
+// fp32 products (exact for bf16 x bf16) summed in fp32 are within gamma(K + 2) sum |w x|.
+void check_linear(QuantFormat f, bool zp, int rows, int cols) {
+  auto src = random_floats(static_cast<size_t>(rows) * cols, 0.1f, 31 + cols);
+  const QuantMatrix m = quantize(f, src.data(), rows, cols, zp);
+  std::vector<float> d(src.size());
+  dequantize(m, d.data());
+  for (int n : {1, 3, 8, 37}) {
+    const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 5 + n);
+    for (CpuIsa isa : runnable_isas()) {
+      const bool bf16_act = cpu_expert_rounds_activations(isa, f);
+      std::vector<float> y(static_cast<size_t>(n) * rows, NAN);
+      cpu_expert_linear(cpu_matrix(m), x.data(), y.data(), n, isa);
+      int bad = 0;
+      double mean_bound = 0, mean_abs = 0;
+      for (int t = 0; t < n; ++t)
+        for (int r = 0; r < rows; ++r) {
+          double want = 0, mag = 0;
+          for (int c = 0; c < cols; ++c) {
+            const float xv = x[static_cast<size_t>(t) * cols + c];
+            const double xk = bf16_act ? bf16_to_f32(f32_to_bf16(xv)) : xv;
+            want += d[static_cast<size_t>(r) * cols + c] * xk;
+            mag += std::fabs(d[static_cast<size_t>(r) * cols + c] * xk);
+          }
+          const double bound = gamma_k(cols + 2) * mag * 1.000001 + 1e-30;
+          const double got = y[static_cast<size_t>(t) * rows + r];
+          if (!(std::fabs(got - want) <= bound)) ++bad;
+          mean_bound += bound / (n * rows);
+          mean_abs += std::fabs(want) / (n * rows);
+        }
+      EXPECT_EQ(bad, 0) << quant_format_name(f) << (zp ? "+zp" : "") << " " << cpu_isa_name(isa) << " n=" << n
+                        << " " << rows << "x" << cols;
+      EXPECT_LT(mean_bound, 1e-3 * mean_abs);
+    }
+  }
+}
+
+TEST(CpuExpertKernel, LinearMatchesExactSums) {
+  for (QuantFormat f : {QuantFormat::bf16, QuantFormat::int8, QuantFormat::fp8}) {
+    check_linear(f, false, 37, 203);
+    check_linear(f, false, 130, 300);
+  }
+  check_linear(QuantFormat::int4, false, 37, 264);
+  check_linear(QuantFormat::int4, true, 130, 200);
+}
+
+TEST(CpuExpertKernel, RunsOnEveryIsaThisCpuHas) {
+  const auto isas = runnable_isas();
+  ASSERT_FALSE(isas.empty());
+  EXPECT_EQ(isas.front(), CpuIsa::generic);
+  std::string names;
+  for (CpuIsa isa : isas) names += std::string(cpu_isa_name(isa)) + " ";
+  RecordProperty("isas", names);
+  std::printf("CPU expert kernels tested on: %s\n", names.c_str());
+}
+
+// Columns not a multiple of any vector width (hidden 203, inter 77); rows past a
+// 128-row fp8 block.
+TEST(CpuExpertKernel, Bf16MatchesReference) {
+  check_case({QuantFormat::bf16, false, 200, 328});
+  check_case({QuantFormat::bf16, false, 203, 77});
+}
+TEST(CpuExpertKernel, Int8MatchesReference) {
+  check_case({QuantFormat::int8, false, 200, 328});
+  check_case({QuantFormat::int8, false, 203, 77});
+}
+TEST(CpuExpertKernel, Int4MatchesReference) {  // int4 needs columns % 8 == 0
+  check_case({QuantFormat::int4, false, 200, 328});
+  check_case({QuantFormat::int4, true, 200, 328});
+  check_case({QuantFormat::int4, true, 264, 136});
+}
+TEST(CpuExpertKernel, Fp8MatchesReference) {
+  check_case({QuantFormat::fp8, false, 200, 328});
+  check_case({QuantFormat::fp8, false, 203, 77});
+}
+
+// Every e4m3 code (NaN excepted) and every int4 nibble/zero point go through the vector
+// dequantisation: a matrix times a one-hot x reads back each weight exactly (1 and 0
+// are exact in bf16 too, and sums of one value and zeros are exact).
+TEST(CpuExpertKernel, DequantisesEveryCodeExactly) {
+  for (QuantFormat f : {QuantFormat::fp8, QuantFormat::int4, QuantFormat::int8, QuantFormat::bf16}) {
+    const int cols = 256, rows = 2;
+    auto src = random_floats(static_cast<size_t>(rows) * cols, 3.0f, 7);
+    QuantMatrix m = quantize(f, src.data(), rows, cols, f == QuantFormat::int4);
+    if (f == QuantFormat::fp8)
+      for (int i = 0; i < rows * cols; ++i) m.q[i] = static_cast<uint8_t>((i % 255) == 0x7f ? 0 : i % 255);
+    if (f == QuantFormat::int4)
+      for (size_t i = 0; i < m.zero.size(); ++i) m.zero[i] = static_cast<uint8_t>(i * 5 % 16);
+    std::vector<float> want(static_cast<size_t>(rows) * cols);
+    dequantize(m, want.data());
+    const CpuMatrix w = cpu_matrix(m);
+    for (CpuIsa isa : runnable_isas()) {
+      for (int c = 0; c < cols; c += 1) {
+        std::vector<float> x(cols, 0.0f), y(rows, NAN);
+        x[c] = 1.0f;
+        cpu_expert_linear(w, x.data(), y.data(), 1, isa);
+        for (int r = 0; r < rows; ++r)
+          ASSERT_EQ(y[r], want[static_cast<size_t>(r) * cols + c])
+              << quant_format_name(f) << " " << cpu_isa_name(isa) << " row " << r << " col " << c;
+      }
+    }
+  }
+}
+
+TEST(CpuExpertKernel, BadShapesNameTheMatrix) {
+  Weights w = make_weights(QuantFormat::int8, false, 64, 32, 5);
+  CpuExpert e{cpu_matrix(w.w1), cpu_matrix(w.w3), cpu_matrix(w.w1)};  // w2 in w1's shape
+  std::vector<float> x(64), out(64), s(cpu_expert_scratch_floats(1, 32));
+  try {
+    cpu_expert_forward(e, x.data(), out.data(), s.data(), 1, CpuIsa::generic);
+    FAIL() << "no error";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("w2 32x64"), std::string::npos) << err.what();
+  }
+  // An ISA this CPU lacks is refused, not run into an illegal instruction (only where
+  // the CPU lacks one).
+  const CpuFeatures have = host_cpu_features();
+  for (CpuIsa isa : kCpuIsas) {
+    if (!cpu_isa_missing(isa, have).empty()) {
+      EXPECT_THROW(cpu_expert_linear(cpu_matrix(w.w1), x.data(), out.data(), 1, isa), Error) << cpu_isa_name(isa);
+    }
+  }
+  CpuMatrix odd = cpu_matrix(w.w1);
+  odd.format = QuantFormat::int4;
+  odd.cols = 60;
+  EXPECT_THROW(cpu_expert_linear(odd, x.data(), out.data(), 1, CpuIsa::generic), Error);
+}
+
+TEST(CpuIsa, ForcedIsaTheCpuLacksIsRefusedInOneLine) {
+  CpuFeatures avx2_only;
+  avx2_only.avx2 = avx2_only.fma = avx2_only.f16c = true;
+  try {
+    select_cpu_isa("avx512_bf16", avx2_only, "MOEBENCH_CPU_ISA");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(),
+                 "MOEBENCH_CPU_ISA=avx512_bf16: this CPU lacks avx512f,avx512bw,avx512vl,avx512bf16 (the best it runs "
+                 "is avx2)");
+  }
+  CpuFeatures none;
+  EXPECT_EQ(best_cpu_isa(none), CpuIsa::generic);
+  EXPECT_EQ(select_cpu_isa("auto", avx2_only, "k"), CpuIsa::avx2);
+  EXPECT_EQ(select_cpu_isa("", none, "k"), CpuIsa::generic);
+  EXPECT_THROW(select_cpu_isa("avx2", none, "k"), Error);
+  try {
+    select_cpu_isa("sse9", avx2_only, "MOEBENCH_CPU_ISA");
+    FAIL() << "no error";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "MOEBENCH_CPU_ISA=sse9: expected one of auto|generic|avx2|avx512|avx512_bf16");
+  }
+  // This CPU: what it has is taken, what it lacks is refused, through the variable.
+  const CpuFeatures have = host_cpu_features();
+  for (CpuIsa isa : kCpuIsas) {
+    ASSERT_EQ(setenv("MOEBENCH_CPU_ISA", cpu_isa_name(isa), 1), 0);
+    if (cpu_isa_missing(isa, have).empty()) {
+      EXPECT_EQ(cpu_isa_from_env(), isa);
+    } else {
+      try {
+        cpu_isa_from_env();
+        ADD_FAILURE() << cpu_isa_name(isa) << " accepted on a CPU that lacks " << cpu_isa_missing(isa, have);
+      } catch (const Error& e) {
+        const std::string m = e.what();
+        EXPECT_EQ(m.find('\n'), std::string::npos);
+        EXPECT_NE(m.find("this CPU lacks"), std::string::npos) << m;
+      }
+    }
+  }
+  unsetenv("MOEBENCH_CPU_ISA");
+  EXPECT_EQ(cpu_isa_from_env(), best_cpu_isa(have));
+}
+
+}  // namespace
