@@ -238,16 +238,27 @@ std::vector<double> moe_tolerance(const ModelConfig& c, const Layer& full, const
   return tol;
 }
 
-// Runs a prefill of `prefill` tokens then one decode token through the attention block,
+// The unsharded layer (random weights from `seed`) and its N shards per the TP plan.
+struct Sharded {
+  ModelConfig c = small_config();
+  Layer full;
+  TpPlan plan;
+  std::vector<Layer> shards;
+  Sharded(int n_ranks, uint32_t seed) : full(random_layer(c, seed)), plan(plan_tensor_parallel(c, n_ranks, 1)) {
+    for (const TpShard& s : plan.shards) shards.push_back(shard_layer(c, full, s));
+  }
+};
+
+// Runs a prefill of 5 tokens then one decode token through the attention block,
 // unsharded and over n_ranks shards, checking bit-identity of the per-rank values and
 // the tolerance on the all-reduced output. `sabotage` corrupts rank 1's q rows (a
 // wrong head block) to show the check can fail; returns the out-of-tolerance count.
 int check_attention(int n_ranks, bool sabotage = false) {
-  const ModelConfig c = small_config();
-  const Layer full = random_layer(c, 11);
-  const TpPlan plan = plan_tensor_parallel(c, n_ranks, 1);
-  std::vector<Layer> shards;
-  for (const TpShard& s : plan.shards) shards.push_back(shard_layer(c, full, s));
+  Sharded sh(n_ranks, 11);
+  const ModelConfig& c = sh.c;
+  const Layer& full = sh.full;
+  const TpPlan& plan = sh.plan;
+  std::vector<Layer>& shards = sh.shards;
   if (sabotage) shards[1].wq = take_rows(full.wq.data(), c.hidden_size, plan.shards[0].q_rows);
   std::mt19937 g(5);
   AttnState ref_state;
@@ -282,11 +293,10 @@ int check_attention(int n_ranks, bool sabotage = false) {
 }
 
 int check_moe(int n_ranks, bool sabotage = false) {
-  const ModelConfig c = small_config();
-  const Layer full = random_layer(c, 23);
-  const TpPlan plan = plan_tensor_parallel(c, n_ranks, 1);
-  std::vector<Layer> shards;
-  for (const TpShard& s : plan.shards) shards.push_back(shard_layer(c, full, s));
+  Sharded sh(n_ranks, 23);
+  const ModelConfig& c = sh.c;
+  const Layer& full = sh.full;
+  std::vector<Layer>& shards = sh.shards;
   if (sabotage) shards.pop_back();  // one rank's partial never arrives
   std::mt19937 g(7);
   int bad = 0;
