@@ -2,7 +2,8 @@
 // shapes sum to the full shapes, bytes per rank, the collectives), a CPU emulation of
 // TP over 2 and 4 ranks that must equal the unsharded layer, expert placements
 // (every expert placed once, balanced no worse than round-robin), the all-to-all plan
-// (counts conserve tokens) and the trace-driven bound on hand-computed cases.
+// (counts conserve tokens; run on the CPU it computes the unsharded MoE) and the
+// trace-driven bound on hand-computed cases.
 //
 // Tolerance of the TP emulation, derived: every value a rank computes before the
 // all-reduce (q/k/v rows, RoPE, per-head attention, w1/w3 rows, SiLU) is the same op on
@@ -515,6 +516,55 @@ TEST(AllToAll, CountsConserveTokens) {
         EXPECT_EQ(sent, received);
         EXPECT_EQ(std::accumulate(a.experts_run.begin(), a.experts_run.end(), 0), static_cast<int>(experts.size()));
       }
+  }
+}
+
+TEST(EpEmulation, ExpertParallelPlanComputesTheUnshardedMoe) {
+  // Each rank runs the experts it holds for the rows the all-to-all plan sends it and
+  // returns one gate-weighted row per (token, rank); the home adds them. The expert
+  // outputs are bit-identical to the unsharded ones (same op, same input), so only the
+  // top-k sum is reordered: each side is within gamma_{K+1} sum_k |w_k y_k| of exact.
+  const Sharded sh(1, 31);
+  const ModelConfig& c = sh.c;
+  const int H = c.hidden_size, I = c.intermediate_size, E = c.num_local_experts, K = c.num_experts_per_tok, n = 6;
+  std::mt19937 g(3);
+  const std::vector<float> x = rnd(static_cast<size_t>(n) * H, 1.0f, g);
+  const MoeOut ref = moe_block(c, sh.full, x, n);
+  std::vector<float> h(static_cast<size_t>(n) * H), y(H), scratch(2 * I);
+  cpu::rmsnorm(x.data(), sh.full.ffn_norm.data(), h.data(), n, H, c.rms_norm_eps);
+  std::vector<int64_t> usage(E, 0);
+  for (int32_t e : ref.ids) ++usage[e];
+  for (int N : {2, 4}) {
+    const ExpertPlacement p = place_balanced(usage, 1, E, N);
+    const std::vector<int> home = block_homes(n, N);
+    const AllToAllPlan plan = plan_all_to_all(p, 0, ref.ids, home, K, H);
+    std::vector<float> out(static_cast<size_t>(n) * H, 0.0f);
+    std::vector<double> tol(static_cast<size_t>(n) * H, 0.0);
+    std::vector<int64_t> rows(static_cast<size_t>(N) * N, 0), computed(N, 0);
+    for (int t = 0; t < n; ++t)
+      for (int r = 0; r < N; ++r) {  // rank r's part of token t, added at the home in rank order
+        std::vector<float> part(H, 0.0f);
+        bool sent = false;
+        for (int k = 0; k < K; ++k) {
+          const int e = ref.ids[t * K + k];
+          if (p.rank(0, e) != r) continue;
+          sent = true;
+          ++computed[r];
+          cpu::swiglu_expert(&h[static_cast<size_t>(t) * H], sh.full.w1[e].data(), sh.full.w3[e].data(),
+                             sh.full.w2[e].data(), y.data(), scratch.data(), 1, H, I);
+          const float w = ref.wts[t * K + k];
+          for (int j = 0; j < H; ++j) {
+            part[j] += w * y[j];
+            tol[static_cast<size_t>(t) * H + j] += 2 * gamma_m(K + 1) * std::fabs(static_cast<double>(w) * y[j]);
+          }
+        }
+        if (!sent) continue;
+        ++rows[static_cast<size_t>(home[t]) * N + r];
+        for (int j = 0; j < H; ++j) out[static_cast<size_t>(t) * H + j] += part[j];
+      }
+    EXPECT_EQ(rows, plan.send_rows) << "N=" << N << ": rows moved are the plan's";
+    EXPECT_EQ(computed, plan.expert_rows) << "N=" << N;
+    EXPECT_EQ(count_outside(out, ref.out, tol, "expert parallel N=" + std::to_string(N)), 0);
   }
 }
 
