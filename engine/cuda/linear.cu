@@ -122,8 +122,6 @@ void launch_gemv_m(const bf16* x, const bf16* w, float* y, int n, int in, int ou
   CUDA_CHECK_LAUNCH("gemv_kernel");
 }
 
-bool aligned16_host(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 void cublas_linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate,
                    cublasHandle_t blas, cudaStream_t stream) {
   if (!blas) fail_msg(msg("cuda::linear: n = ", n, " needs cuBLAS but no handle was given"));
@@ -139,7 +137,7 @@ void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool a
   MB_NVTX_RANGE("gemv");
   if (n <= 0 || out <= 0) return;
   if (n > kGemvMaxRows) fail_msg(msg("cuda::gemv: n = ", n, " rows, the GEMV kernel takes at most ", kGemvMaxRows));
-  if (in % 8 != 0 || !aligned16_host(x) || !aligned16_host(w)) {
+  if (in % 8 != 0 || !aligned16(x) || !aligned16(w)) {
     gemv_scalar_kernel<<<static_cast<unsigned>(ceil_div(out, kGemvWarps)), kGemvWarps * 32, 0, stream>>>(
         x, w, y, n, in, out, accumulate);
     CUDA_CHECK_LAUNCH("gemv_scalar_kernel");
@@ -155,10 +153,10 @@ void linear_multi(const bf16* x, const bf16* const* w, float* const* y, const in
                   cublasHandle_t blas, cudaStream_t stream) {
   if (n_mats <= 0 || n_mats > kGemvMaxSegs)
     fail_msg(msg("cuda::linear_multi: ", n_mats, " matrices, expected 1..", kGemvMaxSegs));
-  bool fused = n == 1 && in % 8 == 0 && aligned16_host(x);
+  bool fused = n == 1 && in % 8 == 0 && aligned16(x);
   int total = 0;
   for (int s = 0; s < n_mats; ++s) {
-    fused = fused && aligned16_host(w[s]) && out[s] > 0;
+    fused = fused && aligned16(w[s]) && out[s] > 0;
     total += out[s];
   }
   if (!fused) {

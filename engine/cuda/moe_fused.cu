@@ -18,9 +18,8 @@ namespace moebench::cuda {
 
 namespace {
 using detail::kGemvWarps;
+using detail::silu;
 constexpr int kMaxPairs = 64;
-
-__device__ __forceinline__ float silu(float a) { return a / (1.0f + __expf(-a)); }
 
 template <int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16* __restrict__ x,
