@@ -15,6 +15,8 @@
 // fp8 128x128 block and exactly one int4 group, so one scale per row and super-step.
 // Lanes whose chunk lies past the row end feed zero activations (their codes, of a
 // valid row, are finite), lanes of an unused pair column feed zero activations.
+// The same tile with bf16 weights as their own codes (no scale) is gemv_tc (ops.cuh): a
+// plain GEMV of n <= 8 activation rows, the rows being the pairs of one "expert".
 #include <cuda_fp8.h>
 
 #include "engine/cuda/check.cuh"
@@ -29,7 +31,6 @@ namespace {
 constexpr int kTileRows = 16;  // mma M: weight rows per block
 constexpr int kTileCols = 8;   // mma N: pairs per pass over the weights
 constexpr int kMaxPairs = 64;  // pairs per launch
-constexpr int kWarps = 4;      // warps per block, splitting the row length
 constexpr int kDepth = 4;      // super-steps whose weight loads are issued together
 
 __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
@@ -49,20 +50,43 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// Per format: kValues codes per 16-byte chunk; the scale of row `row` for super-step ss;
+// Per format: kValues codes per 16-byte chunk; kScaled: whether a scale multiplies each
+// super-step's sum (else the sums go straight into the totals); the scale of row `row`
+// for super-step ss;
 // mma step s (of kValues / 4) of a chunk as A registers (lo: k slots 2t, 2t+1; hi: 2t+8,
 // 2t+9) and the matching activation registers from the chunk's kValues / 2 x words.
 template <QuantFormat F>
 struct Codes;
 
-// int8, per-row fp32 scale. Code byte i = q_i; q + 128 = byte ^ 0x80 goes into the low
-// mantissa bits of 2^23 (0x4B000000) and 2^23 + 128 comes off again: exact, no I2F.
-template <>
-struct Codes<QuantFormat::int8> {
-  static constexpr int kValues = 16;
+// Step s takes the chunk's elements 4s .. 4s + 3 in memory order, and so the activations.
+struct InOrder {
   struct Row {
     float s;
   };
+  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
+    b0 = xw[2 * s];
+    b1 = xw[2 * s + 1];
+  }
+};
+
+// bf16 weights: the codes are the weights, 8 per chunk.
+template <>
+struct Codes<QuantFormat::bf16> : InOrder {
+  static constexpr int kValues = 8;
+  static constexpr bool kScaled = false;
+  __device__ static Row row_params(const uint8_t*, const uint8_t*, int, int, int) { return {1.0f}; }
+  __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
+    lo = word(raw, 2 * s);
+    hi = word(raw, 2 * s + 1);
+  }
+};
+
+// int8, per-row fp32 scale. Code byte i = q_i; q + 128 = byte ^ 0x80 goes into the low
+// mantissa bits of 2^23 (0x4B000000) and 2^23 + 128 comes off again: exact, no I2F.
+template <>
+struct Codes<QuantFormat::int8> : InOrder {
+  static constexpr int kValues = 16;
+  static constexpr bool kScaled = true;
   __device__ static Row row_params(const uint8_t* scale, const uint8_t*, int row, int ss, int) {
     return {__ldg(reinterpret_cast<const float*>(scale) + row)};
   }
@@ -74,19 +98,13 @@ struct Codes<QuantFormat::int8> {
     lo = pack_bf16x2(code(b, 0), code(b, 1));
     hi = pack_bf16x2(code(b, 2), code(b, 3));
   }
-  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
-    b0 = xw[2 * s];
-    b1 = xw[2 * s + 1];
-  }
 };
 
 // fp8 e4m3, fp32 scale per 128x128 block; e4m3 -> f16 (hardware) -> fp32 -> bf16, exact.
 template <>
-struct Codes<QuantFormat::fp8> {
+struct Codes<QuantFormat::fp8> : InOrder {
   static constexpr int kValues = 16;
-  struct Row {
-    float s;
-  };
+  static constexpr bool kScaled = true;
   __device__ static Row row_params(const uint8_t* scale, const uint8_t*, int row, int ss, int K) {
     const int cb = (K + static_cast<int>(kFp8Block) - 1) / static_cast<int>(kFp8Block);
     const int block = (ss * 4 * kValues) / static_cast<int>(kFp8Block);
@@ -102,10 +120,6 @@ struct Codes<QuantFormat::fp8> {
     lo = pair(w & 0xffffu);
     hi = pair(w >> 16);
   }
-  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
-    b0 = xw[2 * s];
-    b1 = xw[2 * s + 1];
-  }
 };
 
 // int4, bf16 scale and optional zero point per group of 128 inputs of a row; element 2i
@@ -117,6 +131,7 @@ struct Codes<QuantFormat::fp8> {
 template <>
 struct Codes<QuantFormat::int4> {
   static constexpr int kValues = 32;
+  static constexpr bool kScaled = true;
   struct Row {
     float s;
     uint32_t bias;  // bf16x2 (128 + zero, 128 + zero)
@@ -146,10 +161,13 @@ struct Codes<QuantFormat::int4> {
   }
 };
 
-template <QuantFormat F>
+// ids null: every pair belongs to expert 0, whose weights are `single` (gemv_tc).
+// accumulate: out += the result instead of out = it.
+template <QuantFormat F, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32)
-    quant_moe_gemv_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
-                          int n_pairs, int k, int N, int K, float* __restrict__ out) {
+    quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const bf16* __restrict__ x,
+                          int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
+                          float* __restrict__ out, int accumulate) {
   using C = Codes<F>;
   constexpr int V = C::kValues;
   const int e = blockIdx.y;
@@ -158,7 +176,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   if (threadIdx.x == 0) {
     int cnt = 0;
     for (int p = 0; p < n_pairs; ++p)
-      if (ids[p] == e) s_pair[cnt++] = p;
+      if (!ids || ids[p] == e) s_pair[cnt++] = p;
     s_cnt = cnt;
   }
   __syncthreads();
@@ -167,13 +185,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * kTileRows;
   const int ra = min(row0 + gr, N - 1), rb = min(row0 + gr + 8, N - 1);  // rows past N: read row N-1, not written
-  const int64_t row_bytes = F == QuantFormat::int4 ? K / 2 : K;
+  const int64_t row_bytes = F == QuantFormat::int4 ? K / 2 : F == QuantFormat::bf16 ? 2 * static_cast<int64_t>(K) : K;
   const int chunks = static_cast<int>(row_bytes / 16);
   const int steps = (chunks + 3) / 4;  // super-steps per row
-  const uint8_t* qa = w.q[e] + ra * row_bytes;
-  const uint8_t* qb = w.q[e] + rb * row_bytes;
-  const uint8_t* scale = w.scale[e];
-  const uint8_t* zero = w.zero ? w.zero[e] : nullptr;
+  const uint8_t* q = single ? single : w.q[e];
+  const uint8_t* qa = q + ra * row_bytes;
+  const uint8_t* qb = q + rb * row_bytes;
+  const uint8_t* scale = C::kScaled ? w.scale[e] : nullptr;
+  const uint8_t* zero = C::kScaled && w.zero ? w.zero[e] : nullptr;
   for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
     const int m = min(kTileCols, cnt - p0);
     const bool has_x = gr < m;  // this lane's B column is pair p0 + gr
@@ -209,18 +228,21 @@ __global__ void __launch_bounds__(kWarps * 32)
         }
         const typename C::Row pa = C::row_params(scale, zero, ra, ss, K), pb = C::row_params(scale, zero, rb, ss, K);
         float d[4] = {0, 0, 0, 0};
+        float(&acc)[4] = C::kScaled ? d : tot;
 #pragma unroll
         for (int s = 0; s < V / 4; ++s) {
           uint32_t a0, a1, a2, a3, b0, b1;
           C::a_regs(wa[u], s, pa, a0, a2);
           C::a_regs(wb[u], s, pb, a1, a3);
           C::b_regs(xw, s, b0, b1);
-          detail::mma_bf16_16x8x16(d, a0, a1, a2, a3, b0, b1);
+          detail::mma_bf16_16x8x16(acc, a0, a1, a2, a3, b0, b1);
         }
-        tot[0] = fmaf(pa.s, d[0], tot[0]);
-        tot[1] = fmaf(pa.s, d[1], tot[1]);
-        tot[2] = fmaf(pb.s, d[2], tot[2]);
-        tot[3] = fmaf(pb.s, d[3], tot[3]);
+        if constexpr (C::kScaled) {
+          tot[0] = fmaf(pa.s, d[0], tot[0]);
+          tot[1] = fmaf(pa.s, d[1], tot[1]);
+          tot[2] = fmaf(pb.s, d[2], tot[2]);
+          tot[3] = fmaf(pb.s, d[3], tot[3]);
+        }
       }
     }
     // The warps' partial sums, added in warp order.
@@ -234,11 +256,30 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
         for (int wi = 1; wi < kWarps; ++wi) v += s_part[wi][lane][i];
         const int col = 2 * t + (i & 1), row = row0 + gr + (i >= 2 ? 8 : 0);
-        if (col < m && row < N) out[static_cast<int64_t>(s_pair[p0 + col]) * N + row] = v;
+        if (col < m && row < N) {
+          float* o = out + static_cast<int64_t>(s_pair[p0 + col]) * N + row;
+          *o = accumulate ? *o + v : v;
+        }
       }
     }
     __syncthreads();  // s_part is reused by the next pass
   }
+}
+
+// Warps per block (splitting the row length): more when the row tiles are few, so the
+// grid still brings enough loads in flight on every SM.
+template <QuantFormat F>
+void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_per_pair, const int32_t* ids,
+            int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, cudaStream_t stream) {
+  const int tiles = static_cast<int>(ceil_div(N, kTileRows));
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(n_experts));
+  const int pp = x_per_pair ? 1 : 0, acc = accumulate ? 1 : 0;
+  if (tiles >= 2 * 264)
+    quant_moe_gemv_kernel<F, 4><<<grid, 4 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+  else if (tiles >= 132)
+    quant_moe_gemv_kernel<F, 8><<<grid, 8 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+  else
+    quant_moe_gemv_kernel<F, 16><<<grid, 16 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
 }
 
 }  // namespace
@@ -255,22 +296,31 @@ void quant_moe_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const
     fail_msg(msg("quant_moe_gemv: N ", N, ", experts ", n_experts, ", k ", k, " must be positive"));
   if (!aligned16(x))
     fail_msg(msg("quant_moe_gemv: the activations are not 16-byte aligned (they are read 16 bytes at a time)"));
-  const dim3 grid(static_cast<unsigned>(ceil_div(N, kTileRows)), static_cast<unsigned>(n_experts));
-  const int per_pair = x_per_pair ? 1 : 0;
   switch (w.format) {
     case QuantFormat::int8:
-      quant_moe_gemv_kernel<QuantFormat::int8><<<grid, kWarps * 32, 0, stream>>>(w, x, per_pair, ids, n_pairs, k, N, K, out);
+      launch<QuantFormat::int8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
       break;
     case QuantFormat::int4:
-      quant_moe_gemv_kernel<QuantFormat::int4><<<grid, kWarps * 32, 0, stream>>>(w, x, per_pair, ids, n_pairs, k, N, K, out);
+      launch<QuantFormat::int4>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
       break;
     case QuantFormat::fp8:
-      quant_moe_gemv_kernel<QuantFormat::fp8><<<grid, kWarps * 32, 0, stream>>>(w, x, per_pair, ids, n_pairs, k, N, K, out);
+      launch<QuantFormat::fp8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
       break;
     default:
       fail_msg(msg("quant_moe_gemv: format ", quant_format_name(w.format), " is not quantised (bf16 experts use moe_fused)"));
   }
   CUDA_CHECK_LAUNCH("quant_moe_gemv");
+}
+
+void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream) {
+  MB_NVTX_RANGE("gemv_tc");
+  if (n <= 0 || out <= 0) return;
+  if (n > kGemvMaxRows || in % 8 != 0 || !aligned16(x) || !aligned16(w))
+    fail_msg(msg("cuda::gemv_tc: needs n <= ", kGemvMaxRows, " (got ", n, "), in % 8 == 0 (got ", in,
+                 ") and 16-byte aligned x and w"));
+  launch<QuantFormat::bf16>(QuantExperts{}, reinterpret_cast<const uint8_t*>(w), x, false, nullptr, n, 1, out, in, 1,
+                            y, accumulate, stream);
+  CUDA_CHECK_LAUNCH("gemv_tc");
 }
 
 }  // namespace moebench::cuda

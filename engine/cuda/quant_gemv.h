@@ -1,8 +1,11 @@
 // quant_gemv.h: the dequantising GEMV of decode over the selected experts, for expert
 // matrices stored in a quantised format (engine/quant.h: fp8 128x128 blocks, int8 per
 // row, int4 groups of 128 with optional zero points). Weights are read once, 16 bytes
-// per load, dequantised in registers exactly as quant.cpp's dequantize() defines them
-// (value x scale in fp32) and accumulated in fp32. Includable from host C++.
+// per load; each code becomes, exactly, the bf16 number it stands for (int8 q, int4
+// q - zero, the fp8 value), the tensor cores multiply codes and bf16 activations exactly
+// and sum in fp32, and each scale group's sum is multiplied by its fp32 scale: what
+// quant.cpp's dequantize() (code x scale) and an fp32 dot product give, up to fp32
+// rounding in another order. Includable from host C++.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
