@@ -17,6 +17,29 @@ constexpr int kGemvWarps = 8;  // 256 threads per block
 // The SwiGLU activation, fp32 (engine/ops/swiglu.cpp's twin).
 __device__ __forceinline__ float silu(float a) { return a / (1.0f + __expf(-a)); }
 
+// Decode kernels over the selected experts launch one grid row per *used* expert slot
+// (min(pairs, experts) rows, not one per expert: with 1 token and top-2 of 8, no block
+// is launched only to find that nobody chose its expert). Block-wide (every thread calls
+// it): the slot-th distinct expert of ids[0 .. n_pairs) in first-use order, -1 when
+// fewer experts are used. n_pairs <= kMaxSlotPairs.
+constexpr int kMaxSlotPairs = 64;
+__device__ __forceinline__ int used_expert(const int32_t* ids, int n_pairs, int slot) {
+  __shared__ int s_ids[kMaxSlotPairs], s_e;
+  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) s_ids[p] = ids[p];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int e = -1, used = 0;
+    for (int p = 0; p < n_pairs && e < 0; ++p) {
+      bool first = true;
+      for (int q = 0; q < p && first; ++q) first = s_ids[q] != s_ids[p];
+      if (first && used++ == slot) e = s_ids[p];
+    }
+    s_e = e;
+  }
+  __syncthreads();
+  return s_e;
+}
+
 // d (16 x 8, fp32) += A (16 x 16, bf16) . B (16 x 8, bf16) on the tensor cores, one warp.
 // Lane l = 4 * gr + t holds (PTX fragment layout of mma.m16n8k16, .bf16):
 //   a0: A[gr][2t, 2t+1]   a1: A[gr+8][2t, 2t+1]   a2: A[gr][2t+8, 2t+9]   a3: A[gr+8][2t+8, 2t+9]

@@ -1,7 +1,8 @@
 // quant_gemv.cu: see quant_gemv.h. The dequantising GEMV on the tensor cores.
 //
-// A block owns a tile of 16 weight rows of one expert and the (up to 8 per pass) pairs
-// that chose the expert; its kWarps warps split the row length (split-K inside the
+// A block owns a tile of 16 weight rows of one used expert (grid row y: the y-th
+// distinct expert of ids, gemv_core.cuh used_expert) and the (up to 8 per pass) pairs
+// that chose it; its kWarps warps split the row length (split-K inside the
 // block) and add their partial sums in warp order through shared memory, so the result
 // does not depend on timing. Per "super-step" of a warp, lane (gr, t) streams the
 // 16-byte chunk t of the super-step's 4 chunks for rows gr and gr + 8, kDepth
@@ -19,6 +20,8 @@
 // plain GEMV of n <= 8 activation rows, the rows being the pairs of one "expert".
 #include <cuda_fp8.h>
 
+#include <algorithm>
+
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/gemv_core.cuh"
@@ -30,7 +33,7 @@ namespace moebench::cuda {
 namespace {
 constexpr int kTileRows = 16;  // mma M: weight rows per block
 constexpr int kTileCols = 8;   // mma N: pairs per pass over the weights
-constexpr int kMaxPairs = 64;  // pairs per launch
+constexpr int kMaxPairs = detail::kMaxSlotPairs;  // pairs per launch
 constexpr int kDepth = 4;      // super-steps whose weight loads are issued together
 
 __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
@@ -161,7 +164,7 @@ struct Codes<QuantFormat::int4> {
   }
 };
 
-// ids null: every pair belongs to expert 0, whose weights are `single` (gemv_tc).
+// ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc).
 // accumulate: out += the result instead of out = it.
 template <QuantFormat F, int kWarps>
 __global__ void __launch_bounds__(kWarps * 32)
@@ -170,7 +173,8 @@ __global__ void __launch_bounds__(kWarps * 32)
                           float* __restrict__ out, int accumulate) {
   using C = Codes<F>;
   constexpr int V = C::kValues;
-  const int e = blockIdx.y;
+  const int e = ids ? detail::used_expert(ids, n_pairs, blockIdx.y) : 0;
+  if (e < 0) return;  // the whole block: fewer experts used than grid rows
   __shared__ int s_pair[kMaxPairs], s_cnt;
   __shared__ float s_part[kWarps][32][4];
   if (threadIdx.x == 0) {
@@ -181,7 +185,6 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   __syncthreads();
   const int cnt = s_cnt;
-  if (cnt == 0) return;  // the whole block: no pair chose this expert
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
   const int row0 = blockIdx.x * kTileRows;
   const int ra = min(row0 + gr, N - 1), rb = min(row0 + gr + 8, N - 1);  // rows past N: read row N-1, not written
@@ -272,7 +275,7 @@ template <QuantFormat F>
 void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_per_pair, const int32_t* ids,
             int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, cudaStream_t stream) {
   const int tiles = static_cast<int>(ceil_div(N, kTileRows));
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(n_experts));
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min(n_pairs, n_experts)));
   const int pp = x_per_pair ? 1 : 0, acc = accumulate ? 1 : 0;
   if (tiles >= 2 * 264)
     quant_moe_gemv_kernel<F, 4><<<grid, 4 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);

@@ -30,8 +30,9 @@ struct QuantExperts {
 //   out[p, :] (N, fp32) = W[ids[p]] (N x K) . x_p,
 //   x_p = x + K * (x_per_pair ? p : p / k)  (bf16: the token's hidden state, or the pair's
 //   own input such as the SwiGLU product before w2).
-// One launch: (row blocks, experts); a block of expert e gathers the pairs that chose
-// e and exits before reading weights when there are none. n_pairs <= 64; the rows must
+// One launch: (row tiles, min(n_pairs, n_experts) used-expert slots); the blocks of
+// slot y take the y-th distinct expert of ids and gather the pairs that chose it (slots
+// past the experts used exit before reading weights). n_pairs <= 64; the rows must
 // be 16-byte multiples (K % 16 == 0, int4: K % 32 == 0), else Error.
 void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
                     int k, int N, int K, int n_experts, float* out, cudaStream_t stream);
