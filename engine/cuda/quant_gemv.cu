@@ -6,7 +6,9 @@
 // block) and add their partial sums in warp order through shared memory, so the result
 // does not depend on timing. Per "super-step" of a warp, lane (gr, t) streams the
 // 16-byte chunk t of the super-step's 4 chunks for rows gr and gr + 8, kDepth
-// super-steps deep (kDepth x 32 bytes in flight per lane before the first use).
+// super-steps deep (kDepth x 32 bytes in flight per lane before the first use: 128
+// bytes for the quantised formats, 256 for bf16, whose codes need no registers to
+// decode); at least 16 warps fit on an SM (at most 128 registers a thread).
 // Dequantising happens in registers and is exact: each stored code becomes the bf16
 // number it stands for before scaling (int8 q, int4 q - zero, fp8 e4m3 value: all exact
 // in bf16), mma.m16n8k16 multiplies 16 rows by 8 pairs' bf16 activations with fp32
@@ -34,7 +36,6 @@ namespace {
 constexpr int kTileRows = 16;  // mma M: weight rows per block
 constexpr int kTileCols = 8;   // mma N: pairs per pass over the weights
 constexpr int kMaxPairs = detail::kMaxSlotPairs;  // pairs per launch
-constexpr int kDepth = 4;      // super-steps whose weight loads are issued together
 
 __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
   uint32_t u;
@@ -53,7 +54,8 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
-// Per format: kValues codes per 16-byte chunk; kScaled: whether a scale multiplies each
+// Per format: kValues codes per 16-byte chunk; kDepth super-steps whose weight loads
+// are issued together; kScaled: whether a scale multiplies each
 // super-step's sum (else the sums go straight into the totals); the scale of row `row`
 // for super-step ss;
 // mma step s (of kValues / 4) of a chunk as A registers (lo: k slots 2t, 2t+1; hi: 2t+8,
@@ -76,6 +78,7 @@ struct InOrder {
 template <>
 struct Codes<QuantFormat::bf16> : InOrder {
   static constexpr int kValues = 8;
+  static constexpr int kDepth = 8;  // super-steps whose weight loads are issued together
   static constexpr bool kScaled = false;
   __device__ static Row row_params(const uint8_t*, const uint8_t*, int, int, int) { return {1.0f}; }
   __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
@@ -89,6 +92,7 @@ struct Codes<QuantFormat::bf16> : InOrder {
 template <>
 struct Codes<QuantFormat::int8> : InOrder {
   static constexpr int kValues = 16;
+  static constexpr int kDepth = 4;
   static constexpr bool kScaled = true;
   __device__ static Row row_params(const uint8_t* scale, const uint8_t*, int row, int ss, int) {
     return {__ldg(reinterpret_cast<const float*>(scale) + row)};
@@ -107,6 +111,7 @@ struct Codes<QuantFormat::int8> : InOrder {
 template <>
 struct Codes<QuantFormat::fp8> : InOrder {
   static constexpr int kValues = 16;
+  static constexpr int kDepth = 4;
   static constexpr bool kScaled = true;
   __device__ static Row row_params(const uint8_t* scale, const uint8_t*, int row, int ss, int K) {
     const int cb = (K + static_cast<int>(kFp8Block) - 1) / static_cast<int>(kFp8Block);
@@ -134,6 +139,7 @@ struct Codes<QuantFormat::fp8> : InOrder {
 template <>
 struct Codes<QuantFormat::int4> {
   static constexpr int kValues = 32;
+  static constexpr int kDepth = 4;
   static constexpr bool kScaled = true;
   struct Row {
     float s;
@@ -167,12 +173,12 @@ struct Codes<QuantFormat::int4> {
 // ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc).
 // accumulate: out += the result instead of out = it.
 template <QuantFormat F, int kWarps>
-__global__ void __launch_bounds__(kWarps * 32)
+__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
     quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const bf16* __restrict__ x,
                           int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
                           float* __restrict__ out, int accumulate) {
   using C = Codes<F>;
-  constexpr int V = C::kValues;
+  constexpr int V = C::kValues, kDepth = C::kDepth;
   const int e = ids ? detail::used_expert(ids, n_pairs, blockIdx.y) : 0;
   if (e < 0) return;  // the whole block: fewer experts used than grid rows
   __shared__ int s_pair[kMaxPairs], s_cnt;
