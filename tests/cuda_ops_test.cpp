@@ -290,7 +290,7 @@ TEST_F(CudaOps, GemvTensorCores) {
     if (c.acc)
       for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
     float* y = up(y0);
-    cuda::gemv_tc(up_bf16(x), up_bf16(w), y, c.n, c.in, c.out, c.acc, stream_);
+    cuda::linear(up_bf16(x), up_bf16(w), y, c.n, c.in, c.out, c.acc, nullptr, stream_, cuda::LinearAlgo::gemv_tc);
     check_close("gemv_tc", down(y, ref.size()), ref, 1e-5f * c.in * 0.05f, 1e-5f);
   }
 }

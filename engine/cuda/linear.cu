@@ -1,7 +1,8 @@
 // linear.cu: y = x @ W^T with bf16 x/W and fp32 y (twin: engine/ops/linear.cpp).
-// Two variants, side by side in the benchmarks:
+// Three variants, side by side in the benchmarks:
 //   gemv   — own kernel for n <= 8 rows of x: streams W at close to HBM bandwidth
 //            (engine/cuda/gemv_core.cuh); a scalar fallback when `in` % 8 != 0.
+//   gemv_tc — the tensor-core GEMV of n <= 8 rows (quant_gemv.cu, ops.cuh gemv_tc).
 //   cublas — cublasGemmEx, bf16 inputs, fp32 output and compute. cuBLAS's M = 1
 //            path reads W at ~0.3-0.4 TB/s on an H100 (as once measured there), hence gemv.
 #include <cublas_v2.h>
@@ -191,6 +192,10 @@ void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool
     algo = (n <= kGemvAutoMaxRows || !blas) && (in % 8 == 0 || !blas) && n <= kGemvMaxRows ? LinearAlgo::gemv : LinearAlgo::cublas;
   if (algo == LinearAlgo::gemv) {
     gemv(x, w, y, n, in, out, accumulate, stream);
+    return;
+  }
+  if (algo == LinearAlgo::gemv_tc) {
+    gemv_tc(x, w, y, n, in, out, accumulate, stream);
     return;
   }
   MB_NVTX_RANGE("linear_cublas");

@@ -98,6 +98,7 @@ enum class LinearAlgo {
   automatic,  // GEMV for n <= kGemvAutoMaxRows (when `in` is a multiple of 8), cuBLAS above
   gemv,       // own kernel: 16-byte weight loads, several rows per warp, n <= 8
   cublas,     // cublasGemmEx bf16 x bf16 -> fp32, fp32 compute
+  gemv_tc,    // gemv_tc below: the tensor-core GEMV, n <= 8, `in` % 8 == 0, 16-byte aligned x and w
 };
 // `blas` may be null when the GEMV path is taken.
 void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cublasHandle_t blas,

@@ -113,14 +113,6 @@ void bm_linear(benchmark::State& state, Shape s, int m, cuda::LinearAlgo algo) {
       2.0 * s.out * s.in + 2.0 * m * s.in + 4.0 * m * s.out, 2.0 * m * s.out * s.in);
 }
 
-// The tensor-core GEMV (ops.cuh gemv_tc), same bytes as bm_linear.
-void bm_gemv_tc(benchmark::State& state, Shape s, int m) {
-  Buf w(2ull * s.out * s.in), x(2ull * m * s.in), y(4ull * m * s.out, false);
-  timed(
-      state, [&] { cuda::gemv_tc(x.as<bf16>(), w.as<bf16>(), y.as<float>(), m, s.in, s.out, false, g->stream); },
-      2.0 * s.out * s.in + 2.0 * m * s.in + 4.0 * m * s.out, 2.0 * m * s.out * s.in);
-}
-
 constexpr int kHidden = 4096, kInter = 14336, kExperts = 8, kTopK = 2, kHeads = 32, kKv = 8, kHd = 128,
               kVocab = 32000;
 
@@ -339,7 +331,7 @@ void register_all() {
   for (const Shape& s : kShapes)
     for (int m = 1; m <= cuda::kGemvMaxRows; ++m)
       reg(std::string("linear/gemv_tc/") + s.name + "/M:" + std::to_string(m),
-          [s, m](benchmark::State& st) { bm_gemv_tc(st, s, m); });
+          [s, m](benchmark::State& st) { bm_linear(st, s, m, cuda::LinearAlgo::gemv_tc); });
   for (int m : {1, 2, 4, 8})
     reg("swiglu_gate_up/fused/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_gate_up(st, m); });
   for (int m : batches)
