@@ -251,7 +251,10 @@ TEST_F(CudaOps, LinearGemvAndCublas) {
                  Case{8, 4096, 1024, A::automatic, true}, Case{7, 100, 17, A::gemv, false},
                  Case{1, 37, 5, A::automatic, false}, Case{9, 256, 129, A::automatic, false},
                  Case{33, 4096, 1024, A::automatic, true}, Case{1, 4096, 64, A::cublas, false},
-                 Case{64, 1000, 65, A::automatic, false}}) {
+                 Case{64, 1000, 65, A::automatic, false},
+                 // GEMV tails: 4104 inputs = 513 chunks of 8 (not a multiple of 32 lanes x the
+                 // unroll); 2113 and 8449 rows select 2 and 4 rows per warp with a partial last warp.
+                 Case{1, 4104, 2113, A::gemv, true}, Case{4, 1032, 8449, A::gemv, false}}) {
     SCOPED_TRACE(testing::Message() << "n " << c.n << " in " << c.in << " out " << c.out << " algo "
                                     << static_cast<int>(c.algo) << " acc " << c.acc);
     auto x = round_bf16(rnd(static_cast<size_t>(c.n) * c.in, -1, 1, c.in + c.n));
@@ -264,6 +267,31 @@ TEST_F(CudaOps, LinearGemvAndCublas) {
     float* y = up(y0);
     cuda::linear(up_bf16(x), up_bf16(w), y, c.n, c.in, c.out, c.acc, blas_->get(), stream_, c.algo);
     check_close("linear", down(y, ref.size()), ref, 1e-5f * c.in * 0.05f, 1e-5f);
+  }
+}
+
+// The tensor-core GEMV: 16-row tiles (partial last tiles), row lengths not a multiple
+// of a super-step (4 chunks of 8 inputs), 4 / 8 / 16 warps per block splitting the row
+// (the launcher picks them by the number of tiles: 8449, 2113 and 1027 rows), all n.
+TEST_F(CudaOps, GemvTensorCores) {
+  struct Case {
+    int n, in, out;
+    bool acc;
+  };
+  for (Case c : {Case{1, 4096, 1027, false}, Case{3, 4104, 515, true}, Case{8, 1032, 8449, false},
+                 Case{5, 4096, 2113, true}, Case{2, 72, 33, false}, Case{7, 14336, 96, false},
+                 Case{4, 8, 17, true}, Case{6, 520, 300, false}}) {
+    SCOPED_TRACE(testing::Message() << "n " << c.n << " in " << c.in << " out " << c.out << " acc " << c.acc);
+    auto x = round_bf16(rnd(static_cast<size_t>(c.n) * c.in, -1, 1, c.in + c.n));
+    auto w = round_bf16(rnd(static_cast<size_t>(c.out) * c.in, -0.05f, 0.05f, c.out));
+    auto y0 = rnd(static_cast<size_t>(c.n) * c.out, -1, 1, 3);
+    std::vector<float> ref(y0.size());
+    cpu::linear(x.data(), w.data(), ref.data(), c.n, c.in, c.out);
+    if (c.acc)
+      for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+    float* y = up(y0);
+    cuda::linear(up_bf16(x), up_bf16(w), y, c.n, c.in, c.out, c.acc, nullptr, stream_, cuda::LinearAlgo::gemv_tc);
+    check_close("gemv_tc", down(y, ref.size()), ref, 1e-5f * c.in * 0.05f, 1e-5f);
   }
 }
 

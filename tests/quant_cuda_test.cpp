@@ -4,10 +4,14 @@
 // and fp8, with odd row counts, partial fp8 blocks / int4 groups, several tokens
 // sharing an expert, inputs per token (w1/w3) and per pair (w2). Skipped, with a
 // message, when no GPU is present.
-// Tolerance: both sides multiply the same dequantised fp32 weights by the same bf16
-// activations; the GPU rounds each product and partial sum to fp32 in its own order, so
+// Tolerance: the reference multiplies the dequantised fp32 weights (code x scale, rounded
+// to fp32) by the bf16 activations and sums in double; the GPU multiplies the codes by
+// the activations exactly, sums them in fp32 per scale group (tensor cores), scales each
+// group's sum and adds the groups and its warps' parts in fp32, in its own order. Each
+// way rounds every term a bounded number of times, far fewer than K, so
 // |got - ref| <= K * 2^-24 * sum |w x| (the recursive-summation bound with fp32's unit
-// roundoff, K terms) + 1e-30. A wrong scale, nibble or block shows up far above it.
+// roundoff, K terms) + 1e-30 holds. A wrong scale, nibble, block or k slot shows up far
+// above it.
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_CUDA
@@ -133,6 +137,23 @@ TEST_F(QuantCuda, TokensSharingAnExpert) {
   run_case(QuantFormat::int4, false, 256, 256, 8, ids, 2, false, 7);
   run_case(QuantFormat::int8, false, 256, 256, 8, ids, 2, true, 8);
   run_case(QuantFormat::fp8, false, 256, 256, 8, ids, 2, false, 9);
+}
+
+TEST_F(QuantCuda, TailsOfTilesAndOfTheSplitRow) {
+  // 16-row tiles with a partial last tile (33, 40 rows); rows whose last super-step (4
+  // chunks of 16 bytes) is partial (2080 inputs: int8/fp8 130 chunks, int4 65) and rows
+  // long enough for several passes of every warp of the split (14336 inputs, the
+  // Mixtral w2 row); 4 tokens x top-2 on 8 experts: 8 pairs, one per expert; and every
+  // token's first slot on expert 6 (one pass with 4 of the 8 pair columns used).
+  std::vector<int32_t> spread, shared = {6, 1, 6, 3, 6, 5, 6, 0};
+  for (int p = 0; p < 8; ++p) spread.push_back((p * 3) % 8);
+  for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
+    for (auto [N, K] : {std::pair<int, int>{33, 2080}, {40, 14336}})
+      for (bool per_pair : {false, true}) {
+        run_case(f, false, N, K, 8, spread, 2, per_pair, static_cast<uint32_t>(N + K + per_pair));
+        if (N == 33) run_case(f, false, N, K, 8, shared, 2, per_pair, static_cast<uint32_t>(N * 3 + K));
+        if (f == QuantFormat::int4 && N == 33) run_case(f, true, N, K, 8, spread, 2, per_pair, static_cast<uint32_t>(N * K));
+      }
 }
 
 TEST_F(QuantCuda, BadShapesAreOneLineErrors) {

@@ -111,16 +111,16 @@ BandwidthResult measure_hbm_read(size_t buffer_bytes, int reps) {
   CUDA_CHECK(cudaMalloc(&src, n * sizeof(int4)));
   CUDA_CHECK(cudaMalloc(&sink, sizeof(int4)));
   CUDA_CHECK(cudaMemset(src, 1, n * sizeof(int4)));
-  const int sms = sm_count();
-  std::vector<float> ms = time_launches(
-      [&] {
-        read_kernel<<<sms * 8, 512>>>(src, n, sink);
-        CUDA_CHECK_LAUNCH("read_kernel");
-      },
-      reps);
+  std::vector<float> ms = time_launches([&] { launch_read_stream(src, n * sizeof(int4), sink, nullptr); }, reps);
   CUDA_CHECK(cudaFree(src));
   CUDA_CHECK(cudaFree(sink));
   return summarize(ms, n * sizeof(int4));
+}
+
+void launch_read_stream(const void* src, size_t bytes, void* sink, cudaStream_t stream) {
+  read_kernel<<<sm_count() * 8, 512, 0, stream>>>(static_cast<const int4*>(src), bytes / sizeof(int4),
+                                                   static_cast<int4*>(sink));
+  CUDA_CHECK_LAUNCH("read_kernel");
 }
 
 BandwidthResult measure_h2d_pinned(size_t bytes, int reps) {

@@ -7,6 +7,8 @@
 // device memory figure a bound uses. Buffers come from plain cudaMalloc / cudaHostAlloc and are
 // freed before returning (call before the model's arena takes the memory). Host C++.
 #pragma once
+#include <cuda_runtime_api.h>
+
 #include <cstddef>
 
 namespace moebench::cuda {
@@ -21,6 +23,11 @@ struct BandwidthResult {
 BandwidthResult measure_hbm_copy(size_t buffer_bytes = 1ull << 30, int reps = 20);
 // Read-only stream over `buffer_bytes` (read bytes counted).
 BandwidthResult measure_hbm_read(size_t buffer_bytes = 1ull << 30, int reps = 20);
+// One launch of measure_hbm_read's read stream over `bytes` (a multiple of 16) of device
+// memory at `src` on `stream`; `sink` (16 bytes of device memory) is written only when
+// the data folds to a pattern a memset buffer cannot produce. For benchmarks that time
+// the stream next to kernels at the same byte count.
+void launch_read_stream(const void* src, size_t bytes, void* sink, cudaStream_t stream);
 // Pinned host -> device cudaMemcpyAsync of `bytes`.
 BandwidthResult measure_h2d_pinned(size_t bytes = 256ull << 20, int reps = 5);
 

@@ -26,12 +26,17 @@ struct alignas(16) bf16x8 {
   __nv_bfloat162 h[4];
 };
 __device__ __forceinline__ bf16x8 load8(const __nv_bfloat16* p) { return *reinterpret_cast<const bf16x8*>(p); }
-// Weights are read once: keep them out of L1 (ld.global.nc.L1::no_allocate).
-__device__ __forceinline__ bf16x8 load8_stream(const __nv_bfloat16* p) {
-  int4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.s32 {%0,%1,%2,%3}, [%4];"
+// Weights are read once: keep them out of L1 (ld.global.nc.L1::no_allocate). 16 bytes
+// (16-byte aligned) as four 32-bit words, or as 8 bf16.
+__device__ __forceinline__ uint4 load16_stream(const void* p) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0,%1,%2,%3}, [%4];"
                : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
                : "l"(p));
+  return r;
+}
+__device__ __forceinline__ bf16x8 load8_stream(const __nv_bfloat16* p) {
+  const uint4 r = load16_stream(p);
   bf16x8 out;
   memcpy(&out, &r, 16);
   return out;
@@ -72,6 +77,6 @@ __device__ __forceinline__ float2 rope_rotate(float a, float b, RopeAngle t) {
   return make_float2(fmaf(a, t.c, -(b * t.s)), fmaf(b, t.c, a * t.s));
 }
 
-__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+__host__ __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace moebench::cuda

@@ -1,5 +1,7 @@
-// gemv_core.cuh: the inner loop shared by the GEMV (linear.cu), the fused SwiGLU
-// gate/up (swiglu.cu) and the fused MoE decode kernels (moe_fused.cu).
+// gemv_core.cuh: the inner loops of the GEMV family. gemv_warp (CUDA cores, fp32 FMAs)
+// serves the bf16 GEMV (linear.cu), the fused SwiGLU gate/up (swiglu.cu) and the fused
+// MoE decode kernels (moe_fused.cu); the tensor-core tile below (mma_bf16_16x8x16) serves
+// the dequantising GEMV (quant_gemv.cu). silu() is the one SwiGLU activation of them all.
 //
 // One warp computes R weight rows x M activation rows. Each lane streams 16-byte
 // chunks (8 bf16) of its R rows, U chunks deep, so R*U independent 16-byte loads are in
@@ -11,6 +13,50 @@
 namespace moebench::cuda::detail {
 
 constexpr int kGemvWarps = 8;  // 256 threads per block
+
+// The SwiGLU activation, fp32 (engine/ops/swiglu.cpp's twin).
+__device__ __forceinline__ float silu(float a) { return a / (1.0f + __expf(-a)); }
+
+// Decode kernels over the selected experts launch one grid row per *used* expert slot
+// (min(pairs, experts) rows, not one per expert: with 1 token and top-2 of 8, no block
+// is launched only to find that nobody chose its expert). Block-wide (every thread calls
+// it): the slot-th distinct expert of ids[0 .. n_pairs) in first-use order, -1 when
+// fewer experts are used. n_pairs <= kMaxSlotPairs.
+constexpr int kMaxSlotPairs = 64;
+__device__ __forceinline__ int used_expert(const int32_t* ids, int n_pairs, int slot) {
+  __shared__ int s_ids[kMaxSlotPairs], s_e;
+  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) s_ids[p] = ids[p];
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int e = -1, used = 0;
+    for (int p = 0; p < n_pairs && e < 0; ++p) {
+      bool first = true;
+      for (int q = 0; q < p && first; ++q) first = s_ids[q] != s_ids[p];
+      if (first && used++ == slot) e = s_ids[p];
+    }
+    s_e = e;
+  }
+  __syncthreads();
+  return s_e;
+}
+
+// d (16 x 8, fp32) += A (16 x 16, bf16) . B (16 x 8, bf16) on the tensor cores, one warp.
+// Lane l = 4 * gr + t holds (PTX fragment layout of mma.m16n8k16, .bf16):
+//   a0: A[gr][2t, 2t+1]   a1: A[gr+8][2t, 2t+1]   a2: A[gr][2t+8, 2t+9]   a3: A[gr+8][2t+8, 2t+9]
+//   b0: B[2t, 2t+1][gr]   b1: B[2t+8, 2t+9][gr]
+//   d:  D[gr][2t], D[gr][2t+1], D[gr+8][2t], D[gr+8][2t+1]
+// (each 32-bit register holds two bf16, the lower k in the low half). The k index only
+// pairs A with B, so a caller may map the 16 slots of k to any 16 inputs as long as it
+// feeds A and B the same way: the slots {2t, 2t+1, 2t+8, 2t+9} belong to lanes t of every
+// group, which lets a lane bring the weights and activations of its own 16-byte chunk.
+// Products of bf16 are exact in fp32; sums are fp32.
+__device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                                 uint32_t b0, uint32_t b1) {
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
 
 // w[r]: row r's start (16-byte aligned, K8 chunks); x[mm]: activation row mm (16-byte aligned).
 // acc[r][mm] += partial dot over this lane's chunks.

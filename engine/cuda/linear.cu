@@ -1,7 +1,8 @@
 // linear.cu: y = x @ W^T with bf16 x/W and fp32 y (twin: engine/ops/linear.cpp).
-// Two variants, side by side in the benchmarks:
+// Three variants, side by side in the benchmarks:
 //   gemv   — own kernel for n <= 8 rows of x: streams W at close to HBM bandwidth
 //            (engine/cuda/gemv_core.cuh); a scalar fallback when `in` % 8 != 0.
+//   gemv_tc — the tensor-core GEMV of n <= 8 rows (quant_gemv.cu, ops.cuh gemv_tc).
 //   cublas — cublasGemmEx, bf16 inputs, fp32 output and compute. cuBLAS's M = 1
 //            path reads W at ~0.3-0.4 TB/s on an H100 (as once measured there), hence gemv.
 #include <cublas_v2.h>
@@ -122,8 +123,6 @@ void launch_gemv_m(const bf16* x, const bf16* w, float* y, int n, int in, int ou
   CUDA_CHECK_LAUNCH("gemv_kernel");
 }
 
-bool aligned16_host(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
-
 void cublas_linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate,
                    cublasHandle_t blas, cudaStream_t stream) {
   if (!blas) fail_msg(msg("cuda::linear: n = ", n, " needs cuBLAS but no handle was given"));
@@ -139,7 +138,7 @@ void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool a
   MB_NVTX_RANGE("gemv");
   if (n <= 0 || out <= 0) return;
   if (n > kGemvMaxRows) fail_msg(msg("cuda::gemv: n = ", n, " rows, the GEMV kernel takes at most ", kGemvMaxRows));
-  if (in % 8 != 0 || !aligned16_host(x) || !aligned16_host(w)) {
+  if (in % 8 != 0 || !aligned16(x) || !aligned16(w)) {
     gemv_scalar_kernel<<<static_cast<unsigned>(ceil_div(out, kGemvWarps)), kGemvWarps * 32, 0, stream>>>(
         x, w, y, n, in, out, accumulate);
     CUDA_CHECK_LAUNCH("gemv_scalar_kernel");
@@ -155,10 +154,10 @@ void linear_multi(const bf16* x, const bf16* const* w, float* const* y, const in
                   cublasHandle_t blas, cudaStream_t stream) {
   if (n_mats <= 0 || n_mats > kGemvMaxSegs)
     fail_msg(msg("cuda::linear_multi: ", n_mats, " matrices, expected 1..", kGemvMaxSegs));
-  bool fused = n == 1 && in % 8 == 0 && aligned16_host(x);
+  bool fused = n == 1 && in % 8 == 0 && aligned16(x);
   int total = 0;
   for (int s = 0; s < n_mats; ++s) {
-    fused = fused && aligned16_host(w[s]) && out[s] > 0;
+    fused = fused && aligned16(w[s]) && out[s] > 0;
     total += out[s];
   }
   if (!fused) {
@@ -193,6 +192,10 @@ void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool
     algo = (n <= kGemvAutoMaxRows || !blas) && (in % 8 == 0 || !blas) && n <= kGemvMaxRows ? LinearAlgo::gemv : LinearAlgo::cublas;
   if (algo == LinearAlgo::gemv) {
     gemv(x, w, y, n, in, out, accumulate, stream);
+    return;
+  }
+  if (algo == LinearAlgo::gemv_tc) {
+    gemv_tc(x, w, y, n, in, out, accumulate, stream);
     return;
   }
   MB_NVTX_RANGE("linear_cublas");

@@ -2,14 +2,16 @@
 // top-k experts of all tokens in two launches, no host round trip, deterministic.
 // Reference: for each token i, sum_j weights[i,j] * swiglu_expert(ids[i,j]) in j order
 // (engine/ops/swiglu.cpp + the CPU model's combine).
-//   launch 1 (grid: inter row blocks x experts): a block of expert e gathers the tokens
-//     that chose e (none: it exits before reading any weight), streams w1/w3 rows once
-//     for all of them and writes h[(i,j)] = silu(g) * u in bf16;
+//   launch 1 (grid: inter row blocks x used-expert slots): the blocks of slot y take
+//     the y-th distinct expert e of ids, gather the tokens that chose it, stream w1/w3
+//     rows once for all of them and write h[(i,j)] = silu(g) * u in bf16;
 //   launch 2 (grid: hidden row blocks): per token, per slot j in order, the w2 row dot
 //     h[(i,j)], scaled by weights[i,j] and summed; out[i] += the sum. Two variants, bit-
 //     identical: per_pair (each warp walks every (token, slot) pair in turn, w2 rows read
 //     once per pair) and grouped (the default: w2 rows read once per used expert, the
 //     (row group, expert) items spread over the block's warps).
+#include <algorithm>
+
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/ops.cuh"
@@ -18,9 +20,8 @@ namespace moebench::cuda {
 
 namespace {
 using detail::kGemvWarps;
-constexpr int kMaxPairs = 64;
-
-__device__ __forceinline__ float silu(float a) { return a / (1.0f + __expf(-a)); }
+using detail::silu;
+constexpr int kMaxPairs = detail::kMaxSlotPairs;
 
 template <int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16* __restrict__ x,
@@ -29,7 +30,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16
                                                                      const bf16* const* __restrict__ w3s,
                                                                      bf16* __restrict__ h, int n, int k, int K, int N) {
   constexpr int U = 4 / R > 0 ? 4 / R : 1;
-  const int e = blockIdx.y;
+  const int e = detail::used_expert(ids, n * k, blockIdx.y);
+  if (e < 0) return;  // the whole block: fewer experts used than grid rows
   __shared__ int s_tok[M], s_pair[M], s_cnt;
   if (threadIdx.x == 0) {
     int cnt = 0;
@@ -232,9 +234,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_pairs_kernel(const b
 template <int M>
 void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
                     int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
-  // A block per (row block, expert); only the used experts' blocks do work.
+  // A block per (row block, used-expert slot): slot y computes the y-th distinct expert of ids.
   const int R = inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
-  dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), n_experts);
+  dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), static_cast<unsigned>(std::min(n * k, n_experts)));
   if (R == 2) moe_gate_up_kernel<M, 2><<<grid, kGemvWarps * 32, 0, stream>>>(x, ids, w1s, w3s, h, n, k, hidden, inter);
   else moe_gate_up_kernel<M, 1><<<grid, kGemvWarps * 32, 0, stream>>>(x, ids, w1s, w3s, h, n, k, hidden, inter);
   CUDA_CHECK_LAUNCH("moe_gate_up_kernel");

@@ -98,6 +98,7 @@ enum class LinearAlgo {
   automatic,  // GEMV for n <= kGemvAutoMaxRows (when `in` is a multiple of 8), cuBLAS above
   gemv,       // own kernel: 16-byte weight loads, several rows per warp, n <= 8
   cublas,     // cublasGemmEx bf16 x bf16 -> fp32, fp32 compute
+  gemv_tc,    // gemv_tc below: the tensor-core GEMV, n <= 8, `in` % 8 == 0, 16-byte aligned x and w
 };
 // `blas` may be null when the GEMV path is taken.
 void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cublasHandle_t blas,
@@ -109,6 +110,11 @@ void linear_multi(const bf16* x, const bf16* const* w, float* const* y, const in
 // The GEMV kernel alone (n <= 8; any `in`, fastest when in % 8 == 0 and pointers 16-byte aligned).
 void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream);
 constexpr int kGemvMaxRows = 8;
+// The same product on the tensor cores (defined in quant_gemv.cu, the dequantising GEMV's
+// tile with bf16 weights as their own codes): 16 weight rows x the n <= 8 rows of x per
+// mma, fp32 sums, the row length split over a block's warps and added in warp order
+// (deterministic; rounding differs from gemv's). in % 8 == 0, x and w 16-byte aligned.
+void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream);
 // Where `automatic` (and swiglu_expert) take the GEMV path. Measured on an H200
 // (reports/baselines/kernels_h200_2026-11-28.json): at M = 1 the GEMV beats cuBLAS on
 // the large Mixtral shapes (14336x4096: 3.36 vs 2.81 TB/s; lm_head 3.71 vs 3.49), at

@@ -1,9 +1,28 @@
-// quant_gemv.cu: see quant_gemv.h. Each warp owns kR weight rows; each lane streams
-// 16-byte chunks of them (16 fp8/int8 values or 32 int4 nibbles), bypassing L1,
-// dequantises them to fp32 with the row's / block's / group's scale and multiplies
-// with the bf16 activations of up to kMaxM pairs, so a weight chunk is read once for
-// all the pairs that chose the expert. Partial sums are reduced across the warp.
+// quant_gemv.cu: see quant_gemv.h. The dequantising GEMV on the tensor cores.
+//
+// A block owns a tile of 16 weight rows of one used expert (grid row y: the y-th
+// distinct expert of ids, gemv_core.cuh used_expert) and the (up to 8 per pass) pairs
+// that chose it; its kWarps warps split the row length (split-K inside the
+// block) and add their partial sums in warp order through shared memory, so the result
+// does not depend on timing. Per "super-step" of a warp, lane (gr, t) streams the
+// 16-byte chunk t of the super-step's 4 chunks for rows gr and gr + 8, kDepth
+// super-steps deep (kDepth x 32 bytes in flight per lane before the first use: 128
+// bytes for the quantised formats, 256 for bf16, whose codes need no registers to
+// decode); at least 16 warps fit on an SM (at most 128 registers a thread).
+// Dequantising happens in registers and is exact: each stored code becomes the bf16
+// number it stands for before scaling (int8 q, int4 q - zero, fp8 e4m3 value: all exact
+// in bf16), mma.m16n8k16 multiplies 16 rows by 8 pairs' bf16 activations with fp32
+// sums (engine/cuda/gemv_core.cuh), and the scale of the super-step's row / block /
+// group multiplies the fp32 partial sum: out = sum over scale groups of s * sum (code x).
+// A super-step spans 4 chunks = 64 inputs (int8, fp8) or 128 (int4): inside one
+// fp8 128x128 block and exactly one int4 group, so one scale per row and super-step.
+// Lanes whose chunk lies past the row end feed zero activations (their codes, of a
+// valid row, are finite), lanes of an unused pair column feed zero activations.
+// The same tile with bf16 weights as their own codes (no scale) is gemv_tc (ops.cuh): a
+// plain GEMV of n <= 8 activation rows, the rows being the pairs of one "expert".
 #include <cuda_fp8.h>
+
+#include <algorithm>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
@@ -14,115 +33,262 @@
 namespace moebench::cuda {
 
 namespace {
-using detail::kGemvWarps;
-constexpr int kMaxM = 8;       // pairs per pass over the weights
-constexpr int kMaxPairs = 64;  // pairs per launch
-constexpr int kR = 2;          // weight rows per warp
+constexpr int kTileRows = 16;  // mma M: weight rows per block
+constexpr int kTileCols = 8;   // mma N: pairs per pass over the weights
+constexpr int kMaxPairs = detail::kMaxSlotPairs;  // pairs per launch
 
-template <QuantFormat F>
-struct Chunk {
-  static constexpr int kValues = F == QuantFormat::int4 ? 32 : 16;  // values in 16 bytes
-};
-
-// Chunk c (16 bytes, loaded as raw) of row `row` dequantised into w (Chunk<F>::kValues floats).
-template <QuantFormat F>
-__device__ __forceinline__ void dequant_chunk(const bf16x8& raw, int row, int c, int K, const uint8_t* scale,
-                                              const uint8_t* zero, float* w) {
-  uint8_t b[16];
-  memcpy(b, &raw, 16);
-  if constexpr (F == QuantFormat::int8) {
-    const float s = reinterpret_cast<const float*>(scale)[row];
-#pragma unroll
-    for (int i = 0; i < 16; ++i) w[i] = static_cast<float>(static_cast<int8_t>(b[i])) * s;
-  } else if constexpr (F == QuantFormat::fp8) {
-    const int cb = (K + static_cast<int>(kFp8Block) - 1) / static_cast<int>(kFp8Block);
-    const float s = reinterpret_cast<const float*>(scale)[(row / kFp8Block) * cb + (c * 16) / kFp8Block];
-#pragma unroll
-    for (int i = 0; i < 16; i += 2) {
-      const __nv_fp8x2_storage_t v = static_cast<__nv_fp8x2_storage_t>(b[i] | (b[i + 1] << 8));
-      const float2 f = __half22float2(__half2(__nv_cvt_fp8x2_to_halfraw2(v, __NV_E4M3)));
-      w[i] = f.x * s;
-      w[i + 1] = f.y * s;
-    }
-  } else {  // int4: element 2i in the low nibble of byte i, 2i + 1 in the high one
-    const int groups = (K + static_cast<int>(kInt4Group) - 1) / static_cast<int>(kInt4Group);
-    const int g = row * groups + (c * 32) / static_cast<int>(kInt4Group);
-    const float s = __bfloat162float(reinterpret_cast<const __nv_bfloat16*>(scale)[g]);
-    const int z = zero ? zero[g] : 8;
-#pragma unroll
-    for (int i = 0; i < 16; ++i) {
-      w[2 * i] = static_cast<float>((b[i] & 0xf) - z) * s;
-      w[2 * i + 1] = static_cast<float>((b[i] >> 4) - z) * s;
-    }
-  }
+__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
+}
+__device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t u) {
+  __nv_bfloat162 v;
+  memcpy(&v, &u, 4);
+  return v;
+}
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  return bf16x2_bits(__floats2bfloat162_rn(lo, hi));
+}
+__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
+// Per format: kValues codes per 16-byte chunk; kDepth super-steps whose weight loads
+// are issued together; kScaled: whether a scale multiplies each
+// super-step's sum (else the sums go straight into the totals); the scale of row `row`
+// for super-step ss;
+// mma step s (of kValues / 4) of a chunk as A registers (lo: k slots 2t, 2t+1; hi: 2t+8,
+// 2t+9) and the matching activation registers from the chunk's kValues / 2 x words.
 template <QuantFormat F>
-__global__ void __launch_bounds__(kGemvWarps * 32)
-    quant_moe_gemv_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
-                          int n_pairs, int k, int N, int K, float* __restrict__ out) {
-  constexpr int V = Chunk<F>::kValues;
-  const int e = blockIdx.y;
+struct Codes;
+
+// Step s takes the chunk's elements 4s .. 4s + 3 in memory order, and so the activations.
+struct InOrder {
+  struct Row {
+    float s;
+  };
+  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
+    b0 = xw[2 * s];
+    b1 = xw[2 * s + 1];
+  }
+};
+
+// bf16 weights: the codes are the weights, 8 per chunk.
+template <>
+struct Codes<QuantFormat::bf16> : InOrder {
+  static constexpr int kValues = 8;
+  static constexpr int kDepth = 8;  // super-steps whose weight loads are issued together
+  static constexpr bool kScaled = false;
+  __device__ static Row row_params(const uint8_t*, const uint8_t*, int, int, int) { return {1.0f}; }
+  __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
+    lo = word(raw, 2 * s);
+    hi = word(raw, 2 * s + 1);
+  }
+};
+
+// int8, per-row fp32 scale. Code byte i = q_i; q + 128 = byte ^ 0x80 goes into the low
+// mantissa bits of 2^23 (0x4B000000) and 2^23 + 128 comes off again: exact, no I2F.
+template <>
+struct Codes<QuantFormat::int8> : InOrder {
+  static constexpr int kValues = 16;
+  static constexpr int kDepth = 4;
+  static constexpr bool kScaled = true;
+  __device__ static Row row_params(const uint8_t* scale, const uint8_t*, int row, int ss, int) {
+    return {__ldg(reinterpret_cast<const float*>(scale) + row)};
+  }
+  __device__ static float code(uint32_t biased, int i) {
+    return __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7440u + i)) - 8388736.0f;  // 2^23 + 128
+  }
+  __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
+    const uint32_t b = word(raw, s) ^ 0x80808080u;
+    lo = pack_bf16x2(code(b, 0), code(b, 1));
+    hi = pack_bf16x2(code(b, 2), code(b, 3));
+  }
+};
+
+// fp8 e4m3, fp32 scale per 128x128 block; e4m3 -> f16 (hardware) -> fp32 -> bf16, exact.
+template <>
+struct Codes<QuantFormat::fp8> : InOrder {
+  static constexpr int kValues = 16;
+  static constexpr int kDepth = 4;
+  static constexpr bool kScaled = true;
+  __device__ static Row row_params(const uint8_t* scale, const uint8_t*, int row, int ss, int K) {
+    const int cb = (K + static_cast<int>(kFp8Block) - 1) / static_cast<int>(kFp8Block);
+    const int block = (ss * 4 * kValues) / static_cast<int>(kFp8Block);
+    return {__ldg(reinterpret_cast<const float*>(scale) + (row / static_cast<int>(kFp8Block)) * cb + block)};
+  }
+  __device__ static uint32_t pair(uint32_t w16) {
+    const float2 f = __half22float2(
+        __half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w16), __NV_E4M3)));
+    return pack_bf16x2(f.x, f.y);
+  }
+  __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
+    const uint32_t w = word(raw, s);
+    lo = pair(w & 0xffffu);
+    hi = pair(w >> 16);
+  }
+};
+
+// int4, bf16 scale and optional zero point per group of 128 inputs of a row; element 2i
+// in the low nibble of byte i, 2i + 1 in the high one. A 32-bit word holds elements
+// e0..e7; (w >> 4j) & 0x000F000F puts e_j and e_{j+4} into the low mantissa bits of two
+// bf16 128.0s (0x4300), and subtracting 128 + zero leaves q - zero exactly. Step 2v of
+// word v takes (e0, e4 | e1, e5), step 2v + 1 (e2, e6 | e3, e7); the activations are
+// paired the same way with byte permutes.
+template <>
+struct Codes<QuantFormat::int4> {
+  static constexpr int kValues = 32;
+  static constexpr int kDepth = 4;
+  static constexpr bool kScaled = true;
+  struct Row {
+    float s;
+    uint32_t bias;  // bf16x2 (128 + zero, 128 + zero)
+  };
+  __device__ static Row row_params(const uint8_t* scale, const uint8_t* zero, int row, int ss, int K) {
+    const int groups = (K + static_cast<int>(kInt4Group) - 1) / static_cast<int>(kInt4Group);
+    const int g = row * groups + ss;
+    const int z = zero ? __ldg(zero + g) : 8;
+    const uint32_t b = 0x4300u + static_cast<uint32_t>(z);  // bf16 of 128 + z (z <= 15)
+    return {__bfloat162float(__ldg(reinterpret_cast<const __nv_bfloat16*>(scale) + g)), b | (b << 16)};
+  }
+  __device__ static uint32_t nibbles(uint32_t w, int shift, uint32_t bias) {
+    const uint32_t v = ((w >> shift) & 0x000F000Fu) | 0x43004300u;
+    return bf16x2_bits(__hsub2(bits_bf16x2(v), bits_bf16x2(bias)));
+  }
+  __device__ static void a_regs(const uint4& raw, int s, const Row& r, uint32_t& lo, uint32_t& hi) {
+    const uint32_t w = word(raw, s >> 1);
+    const int sh = (s & 1) * 8;
+    lo = nibbles(w, sh, r.bias);
+    hi = nibbles(w, sh + 4, r.bias);
+  }
+  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
+    const uint32_t* x8 = xw + 4 * (s >> 1);  // x of the word's 8 elements: (x0,x1) (x2,x3) (x4,x5) (x6,x7)
+    const uint32_t a = x8[s & 1], c = x8[2 + (s & 1)];
+    b0 = __byte_perm(a, c, 0x5410u);  // (x0, x4) or (x2, x6)
+    b1 = __byte_perm(a, c, 0x7632u);  // (x1, x5) or (x3, x7)
+  }
+};
+
+// ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc).
+// accumulate: out += the result instead of out = it.
+template <QuantFormat F, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
+    quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const bf16* __restrict__ x,
+                          int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
+                          float* __restrict__ out, int accumulate) {
+  using C = Codes<F>;
+  constexpr int V = C::kValues, kDepth = C::kDepth;
+  const int e = ids ? detail::used_expert(ids, n_pairs, blockIdx.y) : 0;
+  if (e < 0) return;  // the whole block: fewer experts used than grid rows
   __shared__ int s_pair[kMaxPairs], s_cnt;
+  __shared__ float s_part[kWarps][32][4];
   if (threadIdx.x == 0) {
     int cnt = 0;
     for (int p = 0; p < n_pairs; ++p)
-      if (ids[p] == e) s_pair[cnt++] = p;
+      if (!ids || ids[p] == e) s_pair[cnt++] = p;
     s_cnt = cnt;
   }
   __syncthreads();
   const int cnt = s_cnt;
-  if (cnt == 0) return;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kGemvWarps + warp) * kR;
-  if (row0 >= N) return;
-  const uint8_t* q = w.q[e];
-  const uint8_t* scale = w.scale[e];
-  const uint8_t* zero = w.zero ? w.zero[e] : nullptr;
-  const int64_t row_bytes = F == QuantFormat::int4 ? K / 2 : K;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
+  const int row0 = blockIdx.x * kTileRows;
+  const int ra = min(row0 + gr, N - 1), rb = min(row0 + gr + 8, N - 1);  // rows past N: read row N-1, not written
+  const int64_t row_bytes = F == QuantFormat::int4 ? K / 2 : F == QuantFormat::bf16 ? 2 * static_cast<int64_t>(K) : K;
   const int chunks = static_cast<int>(row_bytes / 16);
-  for (int p0 = 0; p0 < cnt; p0 += kMaxM) {
-    const int m = min(kMaxM, cnt - p0);
-    const bf16* xr[kMaxM];
+  const int steps = (chunks + 3) / 4;  // super-steps per row
+  const uint8_t* q = single ? single : w.q[e];
+  const uint8_t* qa = q + ra * row_bytes;
+  const uint8_t* qb = q + rb * row_bytes;
+  const uint8_t* scale = C::kScaled ? w.scale[e] : nullptr;
+  const uint8_t* zero = C::kScaled && w.zero ? w.zero[e] : nullptr;
+  for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
+    const int m = min(kTileCols, cnt - p0);
+    const bool has_x = gr < m;  // this lane's B column is pair p0 + gr
+    const int px = s_pair[p0 + min(gr, m - 1)];
+    const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
+    float tot[4] = {0, 0, 0, 0};
+    for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kWarps * kDepth) {
+      uint4 wa[kDepth], wb[kDepth];
 #pragma unroll
-    for (int mm = 0; mm < kMaxM; ++mm) {
-      const int p = s_pair[p0 + min(mm, m - 1)];
-      xr[mm] = x + static_cast<int64_t>(x_per_pair ? p : p / k) * K;
-    }
-    float acc[kR][kMaxM];
+      for (int u = 0; u < kDepth; ++u) {
+        const int c = (ss0 + u) * 4 + t;
+        if (c < chunks) {
+          wa[u] = load16_stream(qa + 16 * static_cast<int64_t>(c));
+          wb[u] = load16_stream(qb + 16 * static_cast<int64_t>(c));
+        } else {
+          wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
+        }
+      }
 #pragma unroll
-    for (int r = 0; r < kR; ++r)
-#pragma unroll
-      for (int mm = 0; mm < kMaxM; ++mm) acc[r][mm] = 0;
-    for (int c = lane; c < chunks; c += 32) {
-      bf16x8 raw[kR];  // 16 bytes of quantised values each, streamed past L1
-#pragma unroll
-      for (int r = 0; r < kR; ++r)
-        raw[r] = load8_stream(
-            reinterpret_cast<const bf16*>(q + static_cast<int64_t>(min(row0 + r, N - 1)) * row_bytes + 16 * c));
-      float wf[kR][V];
-#pragma unroll
-      for (int r = 0; r < kR; ++r) dequant_chunk<F>(raw[r], min(row0 + r, N - 1), c, K, scale, zero, wf[r]);
-#pragma unroll
-      for (int mm = 0; mm < kMaxM; ++mm) {
-        if (mm >= m) break;
+      for (int u = 0; u < kDepth; ++u) {
+        const int ss = ss0 + u;
+        if (ss >= steps) break;  // warp-uniform
+        const int c = ss * 4 + t;
+        uint32_t xw[V / 2];
 #pragma unroll
         for (int j = 0; j < V / 8; ++j) {
-          float xf[8];
-          to_float8(load8(xr[mm] + static_cast<int64_t>(c) * V + 8 * j), xf);
+          uint4 v = make_uint4(0, 0, 0, 0);
+          if (has_x && c < chunks) v = *reinterpret_cast<const uint4*>(xr + static_cast<int64_t>(c) * V + 8 * j);
+          xw[4 * j] = v.x;
+          xw[4 * j + 1] = v.y;
+          xw[4 * j + 2] = v.z;
+          xw[4 * j + 3] = v.w;
+        }
+        const typename C::Row pa = C::row_params(scale, zero, ra, ss, K), pb = C::row_params(scale, zero, rb, ss, K);
+        float d[4] = {0, 0, 0, 0};
+        float(&acc)[4] = C::kScaled ? d : tot;
 #pragma unroll
-          for (int r = 0; r < kR; ++r) acc[r][mm] += dot8(&wf[r][8 * j], xf);
+        for (int s = 0; s < V / 4; ++s) {
+          uint32_t a0, a1, a2, a3, b0, b1;
+          C::a_regs(wa[u], s, pa, a0, a2);
+          C::a_regs(wb[u], s, pb, a1, a3);
+          C::b_regs(xw, s, b0, b1);
+          detail::mma_bf16_16x8x16(acc, a0, a1, a2, a3, b0, b1);
+        }
+        if constexpr (C::kScaled) {
+          tot[0] = fmaf(pa.s, d[0], tot[0]);
+          tot[1] = fmaf(pa.s, d[1], tot[1]);
+          tot[2] = fmaf(pb.s, d[2], tot[2]);
+          tot[3] = fmaf(pb.s, d[3], tot[3]);
         }
       }
     }
+    // The warps' partial sums, added in warp order.
 #pragma unroll
-    for (int r = 0; r < kR; ++r)
+    for (int i = 0; i < 4; ++i) s_part[warp][lane][i] = tot[i];
+    __syncthreads();
+    if (warp == 0) {
 #pragma unroll
-      for (int mm = 0; mm < kMaxM; ++mm) {
-        const float v = warp_sum(acc[r][mm]);
-        if (lane == 0 && mm < m && row0 + r < N) out[static_cast<int64_t>(s_pair[p0 + mm]) * N + row0 + r] = v;
+      for (int i = 0; i < 4; ++i) {
+        float v = s_part[0][lane][i];
+#pragma unroll
+        for (int wi = 1; wi < kWarps; ++wi) v += s_part[wi][lane][i];
+        const int col = 2 * t + (i & 1), row = row0 + gr + (i >= 2 ? 8 : 0);
+        if (col < m && row < N) {
+          float* o = out + static_cast<int64_t>(s_pair[p0 + col]) * N + row;
+          *o = accumulate ? *o + v : v;
+        }
       }
+    }
+    __syncthreads();  // s_part is reused by the next pass
   }
+}
+
+// Warps per block (splitting the row length): more when the row tiles are few, so the
+// grid still brings enough loads in flight on every SM.
+template <QuantFormat F>
+void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_per_pair, const int32_t* ids,
+            int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, cudaStream_t stream) {
+  const int tiles = static_cast<int>(ceil_div(N, kTileRows));
+  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min(n_pairs, n_experts)));
+  const int pp = x_per_pair ? 1 : 0, acc = accumulate ? 1 : 0;
+  if (tiles >= 2 * 264)
+    quant_moe_gemv_kernel<F, 4><<<grid, 4 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+  else if (tiles >= 132)
+    quant_moe_gemv_kernel<F, 8><<<grid, 8 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+  else
+    quant_moe_gemv_kernel<F, 16><<<grid, 16 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
 }
 
 }  // namespace
@@ -137,22 +303,33 @@ void quant_moe_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const
                  " rows are read 16 bytes at a time)"));
   if (N <= 0 || n_experts <= 0 || k <= 0)
     fail_msg(msg("quant_moe_gemv: N ", N, ", experts ", n_experts, ", k ", k, " must be positive"));
-  const dim3 grid(static_cast<unsigned>(ceil_div(N, kGemvWarps * kR)), static_cast<unsigned>(n_experts));
-  const int per_pair = x_per_pair ? 1 : 0;
+  if (!aligned16(x))
+    fail_msg(msg("quant_moe_gemv: the activations are not 16-byte aligned (they are read 16 bytes at a time)"));
   switch (w.format) {
     case QuantFormat::int8:
-      quant_moe_gemv_kernel<QuantFormat::int8><<<grid, kGemvWarps * 32, 0, stream>>>(w, x, per_pair, ids, n_pairs, k, N, K, out);
+      launch<QuantFormat::int8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
       break;
     case QuantFormat::int4:
-      quant_moe_gemv_kernel<QuantFormat::int4><<<grid, kGemvWarps * 32, 0, stream>>>(w, x, per_pair, ids, n_pairs, k, N, K, out);
+      launch<QuantFormat::int4>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
       break;
     case QuantFormat::fp8:
-      quant_moe_gemv_kernel<QuantFormat::fp8><<<grid, kGemvWarps * 32, 0, stream>>>(w, x, per_pair, ids, n_pairs, k, N, K, out);
+      launch<QuantFormat::fp8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
       break;
     default:
       fail_msg(msg("quant_moe_gemv: format ", quant_format_name(w.format), " is not quantised (bf16 experts use moe_fused)"));
   }
   CUDA_CHECK_LAUNCH("quant_moe_gemv");
+}
+
+void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream) {
+  MB_NVTX_RANGE("gemv_tc");
+  if (n <= 0 || out <= 0) return;
+  if (n > kGemvMaxRows || in % 8 != 0 || !aligned16(x) || !aligned16(w))
+    fail_msg(msg("cuda::gemv_tc: needs n <= ", kGemvMaxRows, " (got ", n, "), in % 8 == 0 (got ", in,
+                 ") and 16-byte aligned x and w"));
+  launch<QuantFormat::bf16>(QuantExperts{}, reinterpret_cast<const uint8_t*>(w), x, false, nullptr, n, 1, out, in, 1,
+                            y, accumulate, stream);
+  CUDA_CHECK_LAUNCH("gemv_tc");
 }
 
 }  // namespace moebench::cuda

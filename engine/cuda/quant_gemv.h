@@ -1,8 +1,11 @@
 // quant_gemv.h: the dequantising GEMV of decode over the selected experts, for expert
 // matrices stored in a quantised format (engine/quant.h: fp8 128x128 blocks, int8 per
 // row, int4 groups of 128 with optional zero points). Weights are read once, 16 bytes
-// per load, dequantised in registers exactly as quant.cpp's dequantize() defines them
-// (value x scale in fp32) and accumulated in fp32. Includable from host C++.
+// per load; each code becomes, exactly, the bf16 number it stands for (int8 q, int4
+// q - zero, the fp8 value), the tensor cores multiply codes and bf16 activations exactly
+// and sum in fp32, and each scale group's sum is multiplied by its fp32 scale: what
+// quant.cpp's dequantize() (code x scale) and an fp32 dot product give, up to fp32
+// rounding in another order. Includable from host C++.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
@@ -27,8 +30,9 @@ struct QuantExperts {
 //   out[p, :] (N, fp32) = W[ids[p]] (N x K) . x_p,
 //   x_p = x + K * (x_per_pair ? p : p / k)  (bf16: the token's hidden state, or the pair's
 //   own input such as the SwiGLU product before w2).
-// One launch: (row blocks, experts); a block of expert e gathers the pairs that chose
-// e and exits before reading weights when there are none. n_pairs <= 64; the rows must
+// One launch: (row tiles, min(n_pairs, n_experts) used-expert slots); the blocks of
+// slot y take the y-th distinct expert of ids and gather the pairs that chose it (slots
+// past the experts used exit before reading weights). n_pairs <= 64; the rows must
 // be 16-byte multiples (K % 16 == 0, int4: K % 32 == 0), else Error.
 void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
                     int k, int N, int K, int n_experts, float* out, cudaStream_t stream);

@@ -11,8 +11,7 @@ namespace moebench::cuda {
 
 namespace {
 using detail::kGemvWarps;
-
-__device__ __forceinline__ float silu(float a) { return a / (1.0f + __expf(-a)); }
+using detail::silu;
 
 template <int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) gate_up_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w1,

@@ -4,6 +4,11 @@
 // repetition (a 64 MiB memset, larger than the H100's 50 MB L2); bytes and flops as
 // rate counters, so bytes/s (= GB/s) and flop/s print and land in --benchmark_out JSON.
 // Kernels are the registry's: engine/cuda/ops.cuh. Without a GPU it prints why and exits 0.
+// The device's read limit comes with every run: the read-only stream of bandwidth.h
+// (best of 20 over 1 GiB, measured at start) is the context "read_stream_gbps", every
+// benchmark's counter "of_read_stream" is its bytes/s as a fraction of it, and
+// read_stream/MiB:<n> times the same stream under this harness (L2 flushed, one launch)
+// at sizes like the GEMVs', so a GEMV can also be held against a stream of its size.
 #include <benchmark/benchmark.h>
 
 #if MOEBENCH_HAVE_CUDA
@@ -16,6 +21,7 @@
 #include <vector>
 
 #include "engine/cuda/arena.h"
+#include "engine/cuda/bandwidth.h"
 #include "engine/cuda/blas.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
@@ -36,6 +42,7 @@ struct Ctx {
   cudaEvent_t start = nullptr, stop = nullptr;
   void* flush = nullptr;
   static constexpr size_t kFlushBytes = 64ull << 20;
+  double read_stream_bps = 0;  // the read-only stream's best, bytes/s
 };
 Ctx* g = nullptr;
 
@@ -75,6 +82,16 @@ void timed(benchmark::State& state, const std::function<void()>& fn, double byte
                                                benchmark::Counter::kIs1000);
   state.counters["flops"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
+  state.counters["of_read_stream"] =
+      benchmark::Counter(bytes / g->read_stream_bps, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// The read-only stream over `mib` MiB, timed like the kernels (the limit a GEMV of that
+// many bytes is held against).
+void bm_read_stream(benchmark::State& state, int mib) {
+  const size_t bytes = static_cast<size_t>(mib) << 20;
+  Buf src(bytes), sink(16, false);
+  timed(state, [&] { cuda::launch_read_stream(src.p, bytes, sink.p, g->stream); }, static_cast<double>(bytes), 0);
 }
 
 // Mixtral-8x7B linear shapes: (out, in).
@@ -297,6 +314,8 @@ void register_all() {
   auto reg = [](const std::string& name, auto fn) {
     benchmark::RegisterBenchmark(name.c_str(), fn)->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.05);
   };
+  for (int mib : {8, 32, 64, 128, 256, 1024})
+    reg("read_stream/MiB:" + std::to_string(mib), [mib](benchmark::State& st) { bm_read_stream(st, mib); });
   for (const Shape& s : kShapes)
     for (int m : batches) {
       if (m <= cuda::kGemvMaxRows)
@@ -305,6 +324,14 @@ void register_all() {
       reg(std::string("linear/cublas/") + s.name + "/M:" + std::to_string(m),
           [s, m](benchmark::State& st) { bm_linear(st, s, m, cuda::LinearAlgo::cublas); });
     }
+  for (const Shape& s : kShapes)
+    for (int m : {3, 5, 6, 7})  // the batch sizes between those above, so n = 1..8 are all measured
+      reg(std::string("linear/gemv/") + s.name + "/M:" + std::to_string(m),
+          [s, m](benchmark::State& st) { bm_linear(st, s, m, cuda::LinearAlgo::gemv); });
+  for (const Shape& s : kShapes)
+    for (int m = 1; m <= cuda::kGemvMaxRows; ++m)
+      reg(std::string("linear/gemv_tc/") + s.name + "/M:" + std::to_string(m),
+          [s, m](benchmark::State& st) { bm_linear(st, s, m, cuda::LinearAlgo::gemv_tc); });
   for (int m : {1, 2, 4, 8})
     reg("swiglu_gate_up/fused/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_gate_up(st, m); });
   for (int m : batches)
@@ -312,7 +339,7 @@ void register_all() {
   for (int n : {1, 2, 4, 8}) reg("moe_decode_fused/n:" + std::to_string(n), [n](benchmark::State& st) { bm_moe_fused(st, n); });
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (bool down : {false, true})
-      for (int n : {1, 2, 8})
+      for (int n : {1, 2, 4, 8})  // n = 4: 8 pairs, one on each expert
         reg(std::string("quant_moe_gemv/") + quant_format_name(f) + (down ? "/w2" : "/w1") + "/n:" + std::to_string(n),
             [f, down, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, down, n); });
   for (int pos0 : {128, 1024, 4096, 16384})
@@ -354,6 +381,8 @@ int main(int argc, char** argv) {
   const cuda::DeviceInfo dev = cuda::device_info();
   benchmark::AddCustomContext("device", dev.name);
   benchmark::AddCustomContext("sm_count", std::to_string(dev.sm_count));
+  ctx.read_stream_bps = cuda::measure_hbm_read(1ull << 30, 20).gbps * 1e9;  // before the arena takes the memory
+  benchmark::AddCustomContext("read_stream_gbps", std::to_string(ctx.read_stream_bps / 1e9));
   ctx.arena = std::make_unique<cuda::DeviceArena>(8ull << 30, "bench arena");
   ctx.blas = std::make_unique<cuda::Blas>(ctx.arena.get());
   CUDA_CHECK(cudaStreamCreate(&ctx.stream));
