@@ -132,25 +132,29 @@ std::vector<WideInterval> wide_intervals(const Results& r) {
   return out;
 }
 
-std::vector<std::string> interval_notes(const Results& r) {
+IntervalNotes interval_notes(const Results& r) {
+  IntervalNotes out;
   bool any = false;
   for (const Case& c : r.cases)
     for (const SummaryColumn& col : summary_columns()) any |= col.samples && column_interval(col, c).n > 0;
-  if (!any) return {};
-  std::vector<std::string> out = {fmt::format(
+  if (!any) return out;
+  out.legend = fmt::format(
       "Timings: median over the measured repetitions ± the distance to the farther end of its {:.0f}% confidence "
       "interval (distribution-free, from order statistics); n = repetitions. Fewer than 6 repetitions cannot reach "
       "{:.0f}%: the ± then spans all samples and the confidence it has is shown.",
-      kIntervalLevel * 100, kIntervalLevel * 100)};
+      kIntervalLevel * 100, kIntervalLevel * 100);
   const std::vector<WideInterval> wide = wide_intervals(r);
   if (wide.empty()) return out;
-  std::string names;
-  for (const WideInterval& w : wide)
-    names += fmt::format("{}{} {} ±{:.1f}% (n={})", names.empty() ? "" : "; ", w.case_label, w.column, w.margin * 100, w.n);
-  out.push_back(fmt::format("Warning: noisy timings, intervals wider than ±{:.0f}%: {}. To narrow them: more repetitions "
-                            "(--repetitions N), an idle machine, or fewer CPU threads than cores (--threads N) so the "
-                            "engine does not compete with other work.",
-                            kWideIntervalMargin * 100, names));
+  for (size_t i = 0; i < wide.size(); ++i) {
+    const WideInterval& w = wide[i];
+    const std::string cell = fmt::format("{} ±{:.1f}% (n={})", w.column, w.margin * 100, w.n);
+    if (i > 0 && wide[i - 1].case_label == w.case_label) out.noisy.back() += ", " + cell;
+    else out.noisy.push_back(w.case_label + ": " + cell);
+  }
+  out.warning = fmt::format("Warning: noisy timings, intervals wider than ±{:.0f}% in {} case(s). To narrow them: more "
+                            "repetitions (--repetitions N), an idle machine, or fewer CPU threads than cores "
+                            "(--threads N) so the engine does not compete with other work.",
+                            kWideIntervalMargin * 100, out.noisy.size());
   return out;
 }
 

@@ -58,8 +58,15 @@ struct WideInterval {
   int n = 0;               // repetitions
 };
 std::vector<WideInterval> wide_intervals(const Results& r);
-// The lines the tables print under themselves: what the ± means, and when some
-// interval is wide a warning naming those cells with what narrows them.
-std::vector<std::string> interval_notes(const Results& r);
+
+// What the tables print under themselves: what the ± means ("" when no case has a
+// timing), and when some interval is wide a warning with what narrows them and one
+// line per noisy case naming its wide cells.
+struct IntervalNotes {
+  std::string legend;
+  std::string warning;              // "" when every interval is narrow
+  std::vector<std::string> noisy;   // "short/c0 (P0): decode tok/s (per sequence) ±8.1% (n=10)"
+};
+IntervalNotes interval_notes(const Results& r);
 
 }  // namespace moebench::reports

@@ -69,8 +69,9 @@ std::string render_csv(const Results& r) {
     std::string line;
     bool first = true;
     for (const auto& [key, v] : summary_cells(c)) {
-      line += (first ? "" : ",") + (v.is_null() ? std::string() : v.is_string() ? csv_cell(v.get<std::string>()) : v.dump());
+      if (!first) line += ',';
       first = false;
+      if (!v.is_null()) line += v.is_string() ? csv_cell(v.get<std::string>()) : v.dump();
     }
     out += line + "\n";
   }

@@ -77,9 +77,13 @@ std::string summary_table(const Results& r) {
     out += "</tr>\n";
   }
   out += "</table>\n";
-  const std::vector<std::string> notes = interval_notes(r);
-  for (size_t i = 0; i < notes.size(); ++i)
-    out += fmt::format("<p class=\"{}\">{}</p>\n", i == 0 ? "note" : "warn", escape(notes[i]));
+  const IntervalNotes notes = interval_notes(r);
+  if (!notes.legend.empty()) out += "<p class=\"note\">" + escape(notes.legend) + "</p>\n";
+  if (!notes.warning.empty()) {
+    out += "<div class=\"warn\"><p>" + escape(notes.warning) + "</p>\n<ul>\n";
+    for (const std::string& line : notes.noisy) out += "<li>" + escape(line) + "</li>\n";
+    out += "</ul></div>\n";
+  }
   return out;
 }
 

@@ -130,7 +130,12 @@ std::string render_markdown(const Results& r) {
     for (const auto& col : cols) rows.back().push_back(cell_with_interval(col, c));
   }
   out += markdown_table(headers, right, rows);
-  for (const std::string& note : interval_notes(r)) out += "\n" + note + "\n";
+  const IntervalNotes notes = interval_notes(r);
+  if (!notes.legend.empty()) out += "\n" + notes.legend + "\n";
+  if (!notes.warning.empty()) {
+    out += "\n" + notes.warning + "\n\n";
+    for (const std::string& line : notes.noisy) out += "- " + line + "\n";
+  }
   bool any_failed = false;
   for (const Case& c : r.cases)
     if (c.status == CaseStatus::failed) {
