@@ -31,6 +31,27 @@ nlohmann::json cell(const SummaryColumn& col, const Case& c) {
   return col.text(c);
 }
 
+// A case's summary in column order: each column's cell, and after a timing column
+// its 95% interval of the median over the repetitions: KEY_ci_lo, KEY_ci_hi, the
+// interval's exact coverage KEY_ci_coverage (below 0.95 with too few repetitions)
+// and the repetitions KEY_n (null when not applicable).
+std::vector<std::pair<std::string, nlohmann::json>> summary_cells(const Case& c) {
+  std::vector<std::pair<std::string, nlohmann::json>> out;
+  for (const SummaryColumn& col : summary_columns()) {
+    const nlohmann::json v = cell(col, c);
+    out.emplace_back(col.key, v);
+    if (!col.samples) continue;
+    const MedianInterval m = column_interval(col, c);
+    const bool has = !v.is_null() && m.n > 0;
+    auto num = [&](double x) { return has && std::isfinite(x) ? nlohmann::json(x) : nlohmann::json(nullptr); };
+    out.emplace_back(std::string(col.key) + "_ci_lo", num(m.lo));
+    out.emplace_back(std::string(col.key) + "_ci_hi", num(m.hi));
+    out.emplace_back(std::string(col.key) + "_ci_coverage", num(m.coverage));
+    out.emplace_back(std::string(col.key) + "_n", has ? nlohmann::json(m.n) : nlohmann::json(nullptr));
+  }
+  return out;
+}
+
 }  // namespace
 
 const char* format_names() { return "md|csv|json|jsonl|html"; }
@@ -42,14 +63,15 @@ void check_format(const std::string& name) {
 
 std::string render_csv(const Results& r) {
   std::string out;
-  for (const SummaryColumn& col : summary_columns()) out += (out.empty() ? "" : ",") + std::string(col.key);
+  for (const auto& [key, v] : summary_cells(Case{})) out += (out.empty() ? "" : ",") + key;
   out += "\n";
   for (const Case& c : r.cases) {
     std::string line;
-    for (const SummaryColumn& col : summary_columns()) {
-      const nlohmann::json v = cell(col, c);
-      line += (&col == &summary_columns().front() ? "" : ",") +
-              (v.is_null() ? std::string() : v.is_string() ? csv_cell(v.get<std::string>()) : v.dump());
+    bool first = true;
+    for (const auto& [key, v] : summary_cells(c)) {
+      if (!first) line += ',';
+      first = false;
+      if (!v.is_null()) line += v.is_string() ? csv_cell(v.get<std::string>()) : v.dump();
     }
     out += line + "\n";
   }
@@ -60,7 +82,7 @@ std::string render_jsonl(const Results& r) {
   std::string out;
   for (const Case& c : r.cases) {
     nlohmann::json row = nlohmann::json::object();
-    for (const SummaryColumn& col : summary_columns()) row[col.key] = cell(col, c);
+    for (const auto& [key, v] : summary_cells(c)) row[key] = v;
     row["device"] = r.device.name;
     row["commit"] = r.run.commit;
     out += row.dump() + "\n";

@@ -1,7 +1,8 @@
 // formats.h: a results file (or a comparison) in the formats people feed to other
 // tools, the way llama-bench's -o does: md (the Markdown summary), csv and jsonl (one
 // row per case: the summary columns of reports/fields.h by their keys, suite and case
-// first, with raw numbers),
+// first, with raw numbers; each timing followed by its 95% interval of the median
+// over the repetitions as KEY_ci_lo, KEY_ci_hi, KEY_ci_coverage and KEY_n),
 // json (the results file itself), html (the self-contained report). One function per
 // format, one dispatcher by name.
 #pragma once

@@ -24,13 +24,19 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.failed td{background:#fde8e8}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;font-size:13px}dt{font-weight:bold}
 details{margin:12px 0;border-top:1px solid #ddd;padding-top:6px}summary{font-weight:bold;cursor:pointer}
-.err{color:#b00}.note{color:#666;font-size:12px}svg{display:block;margin:8px 0})";
+.err{color:#b00}.warn{color:#8a5300;background:#fff4e0;padding:4px 8px}td.wide{background:#fff4e0}.note{color:#666;font-size:12px}svg{display:block;margin:8px 0})";
 
 std::string label(const Case& c) { return c.suite + "/" + c.name + " (" + c.settings.stage + ")"; }
 std::string fmt_ns(double v) { return profiler::format_ns(v); }
 std::string fmt_tok_s(double v) { return profiler::format_rate(v, "tok/s"); }
 std::string fmt_pct(double v) { return profiler::format_percent(v); }
 std::string fmt_bytes(double v) { return profiler::format_bytes(v); }
+
+// A value of a timing column in its unit: the keys end in _ns or _tok_s.
+std::string in_unit(const SummaryColumn& col, double v) {
+  const std::string key = col.key;
+  return key.size() > 3 && key.compare(key.size() - 3, 3, "_ns") == 0 ? fmt_ns(v) : fmt_tok_s(v);
+}
 
 std::string header(const Results& r) {
   auto row = [](const char* k, const std::string& v) { return fmt::format("<dt>{}</dt><dd>{}</dd>\n", k, escape(v)); };
@@ -57,18 +63,33 @@ std::string summary_table(const Results& r) {
   for (const Case& c : r.cases) {
     out += c.status == CaseStatus::failed ? "<tr class=\"failed\">" : "<tr>";
     for (const auto& col : cols) {
-      std::string text = col.text(c);
+      std::string text = cell_with_interval(col, c), title;
       if (col.key == std::string("status") && c.status == CaseStatus::failed) text += ": " + c.error;
-      out += fmt::format("<td{}>{}</td>", col.numeric ? " class=\"num\"" : "", escape(text));
+      const MedianInterval m = column_interval(col, c);
+      // The interval itself on hover, in the column's own unit.
+      if (m.n >= 2 && std::isfinite(col.value(c)))
+        title = fmt::format(" title=\"{}\"", escape(fmt::format("{:.0f}% interval of the median: {} to {}",
+                                                                  m.coverage * 100, in_unit(col, m.lo), in_unit(col, m.hi))));
+      const bool wide = interval_margin(m) > kWideIntervalMargin && std::isfinite(col.value(c));
+      out += fmt::format("<td{}{}>{}</td>", col.numeric ? (wide ? " class=\"num wide\"" : " class=\"num\"") : "",
+                         title, escape(text));
     }
     out += "</tr>\n";
   }
-  return out + "</table>\n";
+  out += "</table>\n";
+  const IntervalNotes notes = interval_notes(r);
+  if (!notes.legend.empty()) out += "<p class=\"note\">" + escape(notes.legend) + "</p>\n";
+  if (!notes.warning.empty()) {
+    out += "<div class=\"warn\"><p>" + escape(notes.warning) + "</p>\n<ul>\n";
+    for (const std::string& line : notes.noisy) out += "<li>" + escape(line) + "</li>\n";
+    out += "</ul></div>\n";
+  }
+  return out;
 }
 
 std::string overview_charts(const Results& r) {
   std::vector<std::string> labels;
-  svg::BarSeries decode{"decode tok/s", {}, "#4c78a8"}, prefill{"prefill tok/s", {}, "#f58518"};
+  svg::BarSeries decode{"decode tok/s (per sequence)", {}, "#4c78a8"}, prefill{"prefill tok/s (total)", {}, "#f58518"};
   svg::BarSeries cold{"TTFT cold", {}, "#e45756"}, warm{"TTFT warm", {}, "#72b7b2"};
   for (const Case& c : r.cases) {
     bool ok = c.status == CaseStatus::ok;
@@ -79,7 +100,7 @@ std::string overview_charts(const Results& r) {
     warm.values.push_back(ok ? c.aggregates.ttft_warm_ns : NAN);
   }
   if (labels.empty()) return "<p class=\"note\">No cases finished yet.</p>\n";
-  return svg::bar_chart("Decode throughput per case", labels, {decode}, fmt_tok_s) +
+  return svg::bar_chart("Decode throughput per sequence, per case", labels, {decode}, fmt_tok_s) +
          svg::bar_chart("Prefill throughput per case", labels, {prefill}, fmt_tok_s) +
          svg::bar_chart("Time to first token per case", labels, {cold, warm}, fmt_ns);
 }

@@ -127,9 +127,15 @@ std::string render_markdown(const Results& r) {
   std::vector<std::vector<std::string>> rows;
   for (const Case& c : r.cases) {
     rows.push_back({});
-    for (const auto& col : cols) rows.back().push_back(col.text(c));
+    for (const auto& col : cols) rows.back().push_back(cell_with_interval(col, c));
   }
   out += markdown_table(headers, right, rows);
+  const IntervalNotes notes = interval_notes(r);
+  if (!notes.legend.empty()) out += "\n" + notes.legend + "\n";
+  if (!notes.warning.empty()) {
+    out += "\n" + notes.warning + "\n\n";
+    for (const std::string& line : notes.noisy) out += "- " + line + "\n";
+  }
   bool any_failed = false;
   for (const Case& c : r.cases)
     if (c.status == CaseStatus::failed) {

@@ -1,6 +1,8 @@
 // markdown.h: the Markdown summary of a results file (what `moebench run`
 // prints on stdout and `moebench report --md` writes): a header naming model,
-// device and build, then one row per case with the columns of fields.h.
+// device and build, then one row per case with the columns of fields.h (timings
+// as median ± their 95% confidence interval over the repetitions, with n), and
+// under it what the ± means and which intervals are too wide to trust.
 #pragma once
 #include <string>
 #include <vector>

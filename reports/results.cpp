@@ -46,24 +46,31 @@ std::vector<int64_t> decode_latencies(const Repetition& r) {
   return d;
 }
 
-Aggregates compute_aggregates(const Case& c) {
-  Aggregates a;
-  std::vector<double> prefill_rate, decode_rate, cold, warm;
-  std::vector<int64_t> all_decode;
+RepetitionFigures repetition_figures(const Case& c) {
+  RepetitionFigures f;
   for (const Repetition& r : c.samples) {
     int64_t p = prefill_ns(r);
-    if (p > 0 && c.prompt_tokens > 0) prefill_rate.push_back(c.prompt_tokens * 1e9 / static_cast<double>(p));
-    std::vector<int64_t> d = decode_latencies(r);
-    profiler::Stats s = profiler::summarize(d);
-    if (s.n > 0 && s.sum_ns > 0) decode_rate.push_back(static_cast<double>(s.n) * 1e9 / static_cast<double>(s.sum_ns));
-    all_decode.insert(all_decode.end(), d.begin(), d.end());
-    if (r.ttft_cold_ns) cold.push_back(static_cast<double>(*r.ttft_cold_ns));
-    warm.push_back(static_cast<double>(r.ttft_warm_ns));
+    if (p > 0 && c.prompt_tokens > 0) f.prefill_tok_s.push_back(c.prompt_tokens * 1e9 / static_cast<double>(p));
+    profiler::Stats s = profiler::summarize(decode_latencies(r));
+    if (s.n > 0 && s.sum_ns > 0) f.decode_tok_s.push_back(static_cast<double>(s.n) * 1e9 / static_cast<double>(s.sum_ns));
+    if (r.ttft_cold_ns) f.ttft_cold_ns.push_back(static_cast<double>(*r.ttft_cold_ns));
+    f.ttft_warm_ns.push_back(static_cast<double>(r.ttft_warm_ns));
   }
-  a.prefill_tok_s = profiler::median(prefill_rate);
-  a.decode_tok_s = profiler::median(decode_rate);
-  a.ttft_cold_ns = profiler::median(cold);
-  a.ttft_warm_ns = profiler::median(warm);
+  return f;
+}
+
+Aggregates compute_aggregates(const Case& c) {
+  Aggregates a;
+  const RepetitionFigures f = repetition_figures(c);
+  std::vector<int64_t> all_decode;
+  for (const Repetition& r : c.samples) {
+    std::vector<int64_t> d = decode_latencies(r);
+    all_decode.insert(all_decode.end(), d.begin(), d.end());
+  }
+  a.prefill_tok_s = profiler::median(f.prefill_tok_s);
+  a.decode_tok_s = profiler::median(f.decode_tok_s);
+  a.ttft_cold_ns = profiler::median(f.ttft_cold_ns);
+  a.ttft_warm_ns = profiler::median(f.ttft_warm_ns);
   profiler::Stats itl = profiler::summarize(all_decode);
   a.tpot_ns = itl.mean_ns;
   a.itl_p50_ns = itl.p50_ns;

@@ -226,6 +226,17 @@ Aggregates compute_aggregates(const Case& c);
 int64_t prefill_ns(const Repetition& r);
 // Decode step latencies of a repetition, in order.
 std::vector<int64_t> decode_latencies(const Repetition& r);
+// The per-repetition figures whose medians are the aggregates of the same names,
+// one value per repetition that has it (a repetition without a prefill step or
+// without decode steps gives no rate, one without a cold start no ttft_cold_ns):
+// the samples a confidence interval of those medians is drawn from.
+struct RepetitionFigures {
+  std::vector<double> prefill_tok_s;  // prompt_tokens / that repetition's prefill time
+  std::vector<double> decode_tok_s;   // its decode steps / their summed time
+  std::vector<double> ttft_cold_ns;
+  std::vector<double> ttft_warm_ns;
+};
+RepetitionFigures repetition_figures(const Case& c);
 
 // ---- names ----
 const char* to_string(DeviceKind k);

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "reports/fields.h"
+#include "reports/formats.h"
 #include "reports/html.h"
 #include "reports/markdown.h"
 #include "reports/series.h"
@@ -235,4 +236,149 @@ TEST(Series, DecimateKeepsSpikesAndBounds) {
   d = decimate(small, 500);
   ASSERT_EQ(d.size(), 3u);
   EXPECT_EQ(d[2].x, 3);
+}
+
+// ---- confidence intervals of the timings
+
+namespace {
+
+// A case of `reps` repetitions whose r-th repetition runs `factor(r)` times slower
+// (decode, prefill and TTFT alike).
+Case spread_case(const std::string& name, int reps, double (*factor)(int)) {
+  Case c = make_case("noise", name, "P0", reps);
+  for (size_t r = 0; r < c.samples.size(); ++r) {
+    Case one = c;
+    one.samples = {c.samples[r]};
+    moebench::testing::scale_case(one, factor(static_cast<int>(r)), factor(static_cast<int>(r)));
+    c.samples[r] = one.samples[0];
+  }
+  c.aggregates = compute_aggregates(c);
+  return c;
+}
+
+Results with_cases(std::vector<Case> cases) {
+  Results r = make_results();
+  r.cases = std::move(cases);
+  return r;
+}
+
+// The table row of the case named `name`.
+std::string md_row(const std::string& md, const std::string& name) {
+  std::istringstream in(md);
+  for (std::string line; std::getline(in, line);)
+    if (is_table_row(line) && line.find("| " + name + " ") != std::string::npos) return line;
+  return "";
+}
+
+}  // namespace
+
+TEST(Intervals, EveryTimingCellShowsPlusMinusAndN) {
+  Results r = with_cases({make_case("short", "ten", "P0", 10), make_case("short", "three", "P0", 3)});
+  const std::string md = render_markdown(r);
+  const std::string ten = md_row(md, "ten"), three = md_row(md, "three");
+  ASSERT_FALSE(ten.empty()) << md;
+  // prefill, decode, TTFT cold (one repetition has it), TTFT warm.
+  EXPECT_EQ(count(ten, "±"), 3u) << ten;
+  EXPECT_EQ(count(ten, "(n=10)"), 3u) << ten;
+  EXPECT_EQ(count(ten, "(n=1, no CI)"), 1u) << ten;
+  // Three repetitions cannot reach 95%: the range of all three, at 1 - 2^(1-3) = 75%.
+  EXPECT_EQ(count(three, "(n=3, 75% CI)"), 3u) << three;
+  EXPECT_NE(md.find("Timings: median over the measured repetitions ±"), std::string::npos) << md;
+  const std::string html = render_html(r);
+  EXPECT_GE(count(html, "±"), 6u);
+  EXPECT_EQ(count(html, "(n=10)"), 3u);
+  EXPECT_NE(html.find("title=\"98% interval of the median: "), std::string::npos);  // n = 10: coverage 97.9%
+  // Counters summed over repetitions (hit rate, memory) carry no interval.
+  for (const SummaryColumn& col : summary_columns())
+    if (std::string(col.key) == "hit_rate" || std::string(col.key) == "memory_peak_bytes") {
+      EXPECT_EQ(cell_with_interval(col, r.cases[0]), col.text(r.cases[0]));
+    }
+}
+
+TEST(Intervals, MarginCoversTheIntervalAndMatchesTheMedianShown) {
+  Case c = spread_case("spread", 9, [](int r) { return 1.0 + 0.03 * r; });
+  for (const SummaryColumn& col : summary_columns()) {
+    if (!col.samples) continue;
+    const MedianInterval m = column_interval(col, c);
+    if (m.n < 2) continue;
+    EXPECT_DOUBLE_EQ(m.median, col.value(c)) << col.key;  // the ± is about the number the cell shows
+    const double margin = interval_margin(m);
+    EXPECT_LE(m.median * (1 - margin), m.lo * (1 + 1e-12)) << col.key;
+    EXPECT_GE(m.median * (1 + margin), m.hi * (1 - 1e-12)) << col.key;
+    EXPECT_GT(margin, 0) << col.key;
+  }
+}
+
+TEST(Intervals, WideIntervalsAreNamedUnderTheTables) {
+  Case tight = make_case("noise", "tight", "P0", 10);
+  Case noisy = spread_case("noisy", 10, [](int r) { return 1.0 + 0.25 * (r % 4); });
+  const std::string calm = render_markdown(with_cases({tight}));
+  EXPECT_TRUE(wide_intervals(with_cases({tight})).empty());
+  EXPECT_EQ(calm.find("Warning: noisy timings"), std::string::npos) << calm;
+  EXPECT_EQ(render_html(with_cases({tight})).find("Warning: noisy timings"), std::string::npos);
+
+  const Results mixed = with_cases({tight, noisy});
+  const std::vector<WideInterval> wide = wide_intervals(mixed);
+  ASSERT_FALSE(wide.empty());
+  for (const WideInterval& w : wide) {
+    EXPECT_EQ(w.case_label, "noise/noisy (P0)");
+    EXPECT_GT(w.margin, kWideIntervalMargin);
+    EXPECT_EQ(w.n, 10);
+  }
+  const std::string md = render_markdown(mixed);
+  const size_t warn = md.find("Warning: noisy timings");
+  ASSERT_NE(warn, std::string::npos) << md;
+  const std::string line = md.substr(warn, md.find('\n', warn) - warn);
+  EXPECT_NE(line.find("in 1 case(s)"), std::string::npos) << line;
+  for (const char* hint : {"--repetitions N", "--threads N", "idle machine"})
+    EXPECT_NE(line.find(hint), std::string::npos) << hint;
+  // One list item per noisy case, naming its wide cells; the tight case is not named.
+  const std::string warning = md.substr(warn, md.find("\nBounds:") - warn);
+  EXPECT_NE(warning.find("\n- noise/noisy (P0): prefill tok/s (total) ±"), std::string::npos) << warning;
+  EXPECT_NE(warning.find("decode tok/s (per sequence) ±"), std::string::npos) << warning;
+  EXPECT_EQ(warning.find("noise/tight"), std::string::npos) << warning;
+  EXPECT_GT(warn, md.rfind("| noise")) << "the warning follows the table";
+  const std::string html = render_html(mixed);
+  EXPECT_NE(html.find("<div class=\"warn\"><p>Warning: noisy timings"), std::string::npos);
+  EXPECT_NE(html.find("<li>noise/noisy (P0): "), std::string::npos);
+  EXPECT_NE(html.find("class=\"num wide\""), std::string::npos);
+}
+
+TEST(Intervals, CsvAndJsonlCarryTheInterval) {
+  Results r = with_cases({make_case("short", "ten", "P0", 10)});
+  r.cases.push_back(r.cases[0]);
+  r.cases[1].name = "failed";
+  r.cases[1].status = CaseStatus::failed;
+  const std::string csv = render_csv(r);
+  const std::string head = csv.substr(0, csv.find('\n'));
+  for (const char* key : {"decode_tok_s,decode_tok_s_ci_lo,decode_tok_s_ci_hi,decode_tok_s_ci_coverage,decode_tok_s_n",
+                          "ttft_warm_ns_ci_lo", "prefill_tok_s_n"})
+    EXPECT_NE(head.find(key), std::string::npos) << key << " in " << head;
+  std::istringstream in(render_jsonl(r));
+  std::string line;
+  ASSERT_TRUE(std::getline(in, line));
+  const nlohmann::json row = nlohmann::json::parse(line);
+  EXPECT_EQ(row["decode_tok_s_n"], 10);
+  EXPECT_LE(row["decode_tok_s_ci_lo"].get<double>(), row["decode_tok_s"].get<double>());
+  EXPECT_GE(row["decode_tok_s_ci_hi"].get<double>(), row["decode_tok_s"].get<double>());
+  EXPECT_GE(row["decode_tok_s_ci_coverage"].get<double>(), 0.95);
+  ASSERT_TRUE(std::getline(in, line));
+  const nlohmann::json failed = nlohmann::json::parse(line);
+  EXPECT_TRUE(failed["decode_tok_s_n"].is_null());
+  EXPECT_TRUE(failed["decode_tok_s_ci_lo"].is_null());
+}
+
+// Rate and latency headers say whether they are per sequence or a total, and the
+// report of any results file names the tool once.
+TEST(Intervals, HeadersNamePerSequenceOrTotal) {
+  for (const SummaryColumn& col : summary_columns()) {
+    const std::string h = col.header;
+    if (h.find("tok/s") != std::string::npos || h.find("TTFT") != std::string::npos) {
+      EXPECT_TRUE(h.find("(per sequence)") != std::string::npos || h.find("(total)") != std::string::npos) << h;
+    }
+  }
+  Results r = make_results();
+  r.run.command_line = {"moebench", "bench"};
+  for (const std::string& out : {render_markdown(r), render_html(r)})
+    EXPECT_EQ(out.find("moebench moebench"), std::string::npos);
 }
