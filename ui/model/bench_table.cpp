@@ -115,7 +115,9 @@ BenchTable bench_table_from_json(const nlohmann::json& j, const std::string& sou
 
 std::string interval_text(const reports::MedianInterval& m, const std::function<std::string(double)>& format, const char* what) {
   if (m.n == 0) return "-";
-  std::string n_text = what ? fmt::format("{} {}", m.n, what) : fmt::format("n={}", m.n);
+  std::string noun = what ? what : "";
+  if (m.n == 1 && !noun.empty() && noun.back() == 's') noun.pop_back();  // "1 rep", "1 case"
+  std::string n_text = what ? fmt::format("{} {}", m.n, noun) : fmt::format("n={}", m.n);
   std::string med = format(m.median);
   if (m.n == 1) return fmt::format("{} ({})", med, n_text);
   std::string half = format(std::max(m.hi - m.median, m.median - m.lo));
