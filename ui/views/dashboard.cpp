@@ -16,7 +16,7 @@ namespace {
 // {x, y, w, h}, in make-order (runs, stages, latency, hit rate, heatmap, memory, trace, live,
 // benchmarks). The benchmarks table shares the live view's tile (the live view starts
 // closed when Google Benchmark files are loaded) or, with no results loaded, takes the
-// top row (runs and stages start closed).
+// place of the per-case views above the trace row (they start closed: no case to show).
 constexpr float kTiles[][4] = {
     {0.00f, 0.00f, 0.52f, 0.34f}, {0.52f, 0.00f, 0.48f, 0.34f},  // runs, stages
     {0.00f, 0.34f, 0.36f, 0.33f}, {0.36f, 0.34f, 0.36f, 0.33f},  // latency, hit rate
@@ -24,7 +24,7 @@ constexpr float kTiles[][4] = {
     {0.00f, 0.67f, 0.40f, 0.33f}, {0.40f, 0.67f, 0.32f, 0.33f},  // trace, live
     {0.40f, 0.67f, 0.32f, 0.33f},                                // benchmarks
 };
-constexpr float kBenchTopTile[4] = {0.00f, 0.00f, 1.00f, 0.34f};
+constexpr float kBenchTopTile[4] = {0.00f, 0.00f, 1.00f, 0.67f};
 }  // namespace
 
 Dashboard::Dashboard(const DashboardOptions& o) {
@@ -59,7 +59,8 @@ Dashboard::Dashboard(const DashboardOptions& o) {
   views_[8]->open = benchmarks;
   if (benchmarks) views_[7]->open = false;  // the live view's tile shows the benchmarks
   bench_on_top_ = benchmarks && state_.sources.results.empty();
-  if (bench_on_top_) views_[0]->open = views_[1]->open = false;
+  if (bench_on_top_)
+    for (size_t i = 0; i < 6; ++i) views_[i]->open = false;  // runs, stages and the per-case charts
 }
 
 void Dashboard::menu_bar() {

@@ -31,7 +31,7 @@ class Dashboard {
   DashboardState state_;
   std::vector<std::unique_ptr<View>> views_;
   bool retile_ = false;
-  bool bench_on_top_ = false;  // only Google Benchmark files: their table takes the top row
+  bool bench_on_top_ = false;  // only Google Benchmark files: their table takes the upper two rows
 };
 
 }  // namespace moebench::ui
