@@ -4,7 +4,7 @@ set -euo pipefail
 MOEBENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MOEBENCH_DEBS=(cmake ninja-build g++ libgtest-dev libbenchmark-dev libbenchmark-tools nlohmann-json3-dev
   libcli11-dev libfmt-dev libxxhash-dev libimgui-dev libglfw3-dev libstb-dev xvfb xauth
-  libopengl-dev libgl1-mesa-dri python3 valgrind)
+  libopengl-dev libgl1-mesa-dri zlib1g-dev python3 valgrind)
 
 moebench_install_deps() {
   local missing=()

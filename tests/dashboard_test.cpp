@@ -10,6 +10,7 @@
 #ifdef MOEBENCH_HAVE_UI
 
 #include <imgui.h>
+#include <zlib.h>
 
 #include <chrono>
 #include <cmath>
@@ -17,12 +18,18 @@
 #include <numeric>
 #include <thread>
 
+#include "engine/error.h"
 #include "profiler/chrome_trace.h"
 #include "profiler/stats.h"
+#include "reports/atomic_file.h"
 #include "reports/fields.h"
 #include "results_fixture.h"
 #include "test_util.h"
+#include "ui/model/bench_table.h"
+#include "ui/model/case_intervals.h"
 #include "ui/model/chart_frames.h"
+#include "ui/model/file_text.h"
+#include "ui/model/layout.h"
 #include "ui/model/live_runner.h"
 #include "ui/model/runs_frame.h"
 #include "ui/model/sources.h"
@@ -106,9 +113,22 @@ TEST(DashboardFrames, RunsTableRowsFiltersAndSort) {
   // Every summary column of the reports is in the table, after the identity columns.
   for (auto& c : reports::summary_columns()) EXPECT_GE(column(all, c.key), 0) << c.key;
   int tok = column(all, "decode_tok_s"), stage = column(all, "stage"), policy = column(all, "policy");
-  // Cells are the same text the reports print.
+  // Timings read median ± interval (n = repetitions), the median the stored aggregate;
+  // other cells are the same text the reports print.
   const reports::Case& first = *s.find(all.rows[0].ref);
-  EXPECT_EQ(all.rows[0].cells[static_cast<size_t>(tok)], reports::summary_columns()[5].text(first));
+  const std::string& tok_cell = all.rows[0].cells[static_cast<size_t>(tok)];
+  EXPECT_EQ(tok_cell, case_interval_text(first, "decode_tok_s"));
+  EXPECT_NE(tok_cell.find(profiler::format_rate(first.aggregates.decode_tok_s, "tok/s") + " ±"), std::string::npos) << tok_cell;
+  EXPECT_NE(tok_cell.find("(n=" + std::to_string(first.samples.size())), std::string::npos) << tok_cell;
+  auto iv = case_interval(first, "decode_tok_s");
+  ASSERT_TRUE(iv.has_value());
+  EXPECT_DOUBLE_EQ(iv->median, first.aggregates.decode_tok_s);
+  EXPECT_EQ(iv->n, static_cast<int>(first.samples.size()));
+  int hit = column(all, "hit_rate");
+  for (auto& c : reports::summary_columns())
+    if (std::string(c.key) == "hit_rate") {
+      EXPECT_EQ(all.rows[0].cells[static_cast<size_t>(hit)], c.text(first));
+    }
   EXPECT_DOUBLE_EQ(all.rows[0].values[static_cast<size_t>(tok)], first.aggregates.decode_tok_s);
   EXPECT_EQ(all.rows[0].cells[0], "a.json");
 
@@ -174,7 +194,11 @@ TEST(DashboardFrames, StageBarsInStageOrderWithBound) {
   EXPECT_DOUBLE_EQ(tok.max_value, p2.aggregates.decode_tok_s);
   ASSERT_TRUE(tok.bars[3].bound_percent.has_value());
   EXPECT_DOUBLE_EQ(*tok.bars[3].bound_percent, p2.bound->percent);
-  EXPECT_EQ(tok.bars[3].text, profiler::format_rate(p2.aggregates.decode_tok_s, "tok/s"));
+  // One case per bar: its repetitions' interval, the median the stored figure.
+  EXPECT_EQ(tok.bars[3].text.rfind(profiler::format_rate(p2.aggregates.decode_tok_s, "tok/s") + " ±", 0), 0u) << tok.bars[3].text;
+  EXPECT_NE(tok.bars[3].text.find("(3 reps"), std::string::npos) << tok.bars[3].text;
+  ASSERT_TRUE(tok.bars[3].interval.has_value());
+  EXPECT_DOUBLE_EQ(tok.bars[3].interval->median, p2.aggregates.decode_tok_s);
   EXPECT_TRUE(tok.higher_is_better);
   // Bars of the other metrics have no bound, and the same values as the reports' columns.
   const StageMetric& cold = metric(f, "ttft_cold_ns");
@@ -188,8 +212,10 @@ TEST(DashboardFrames, StageBarsInStageOrderWithBound) {
   // Two files with the same stage: the bar is the median, and says how many cases.
   reports::save_results(dir.file("c.json"), r);
   Sources two = load({dir.file("b.json"), dir.file("c.json")});
-  EXPECT_EQ(metric(build_stages_frame(two), "decode_tok_s").bars[0].n_cases, 2);
-  EXPECT_TRUE(build_stages_frame(two, "no/such").stages.empty());
+  const StageBar& two_bar = metric(build_stages_frame(two), "decode_tok_s").bars[0];
+  EXPECT_EQ(two_bar.n_cases, 2);
+  EXPECT_NE(two_bar.text.find("(2 cases"), std::string::npos) << two_bar.text;
+  EXPECT_TRUE(build_stages_frame(two, "", "no/such").stages.empty());
 }
 
 TEST(DashboardFrames, HeatmapCellsFromUsage) {
@@ -255,15 +281,20 @@ TEST(DashboardFrames, HitRateAndMemorySeries) {
   EXPECT_DOUBLE_EQ(h.layer_hit_rate[0], 0.6);
   EXPECT_DOUBLE_EQ(h.layer_hit_rate[1], 0.7);
 
-  MemoryFrame m = build_memory_frame(c, 1000);
+  MemoryFrame m = build_memory_frame(c, 1000, "cuda");
   ASSERT_EQ(m.arena.size(), 2u);
   ASSERT_EQ(m.device_used.size(), 2u);
   EXPECT_DOUBLE_EQ(m.arena[1].x, 1'000'000.0);  // x is time, not index
   EXPECT_DOUBLE_EQ(m.arena[1].y, static_cast<double>(3LL << 30));
   EXPECT_DOUBLE_EQ(m.y_max_bytes, static_cast<double>((3LL << 30) + (512LL << 20)));
   EXPECT_EQ(m.allocation_count, 12);
+  // No timeline: the note names the backend the case ran on.
   c.memory.timeline.clear();
-  EXPECT_FALSE(build_memory_frame(c, 100).note.empty());
+  std::string cpu_note = build_memory_frame(c, 100, "cpu").note;
+  EXPECT_NE(cpu_note.find("CPU backend has no device arena"), std::string::npos) << cpu_note;
+  std::string cuda_note = build_memory_frame(c, 100, "cuda").note;
+  EXPECT_EQ(cuda_note.find("CPU"), std::string::npos) << cuda_note;
+  EXPECT_NE(cuda_note.find("cuda backend"), std::string::npos) << cuda_note;
 }
 
 TEST(DashboardFrames, BrokenFilesGiveOneErrorLine) {
@@ -472,8 +503,8 @@ TEST(DashboardViews, NullBackendFramesDrawEveryView) {
   o.trace_files = {dir.file("trace.json")};
   o.live = false;
   Dashboard d(o);
-  ASSERT_EQ(d.views().size(), 8u);
-  for (auto& v : d.views()) EXPECT_TRUE(v->open) << v->name();
+  ASSERT_EQ(d.views().size(), 9u);
+  for (auto& v : d.views()) EXPECT_EQ(v->open, std::string(v->name()) != "Benchmarks") << v->name();  // no benchmark file
   EXPECT_EQ(d.state().selected, (CaseRef{1, 0}));  // the first case of the good file
   EXPECT_EQ(d.state().sources.errors().size(), 1u);
   EXPECT_GT(render_headless(d, 3), 1000);
@@ -518,6 +549,251 @@ TEST(DashboardViews, LiveRunJoinsTheLoadedResults) {
   EXPECT_EQ(d.state().selected, (CaseRef{0, 0}));
 }
 
+// A folder with CPU and GPU results: the stage comparison takes one (device, model,
+// backend) group at a time, never one median across them, and names the group.
+TEST(DashboardFrames, StagesNeverMixDevicesModelsOrBackends) {
+  const std::string gpu = test::source_dir() + "/ui/testdata/gpu_h200_mixtral32l_stages.json";
+  const std::string cpu = test::source_dir() + "/ui/testdata/cpu_tiny_stages.json";
+  Sources s = load({gpu, cpu});
+  ASSERT_TRUE(s.errors().empty()) << s.errors()[0];
+  const reports::Results& g = *s.results[0].results;
+  const reports::Results& c = *s.results[1].results;
+  ASSERT_EQ(g.device.kind, reports::DeviceKind::cuda);
+  ASSERT_EQ(c.device.kind, reports::DeviceKind::cpu);
+  StagesFrame f = build_stages_frame(s);
+  ASSERT_EQ(f.groups.size(), 2u);
+  EXPECT_EQ(f.group, 0);  // the first file's group
+  EXPECT_EQ(f.groups[0].label(), "NVIDIA H200 / mixtral-8x7b / cuda");
+  EXPECT_EQ(f.groups[1].backend, "cpu");
+  EXPECT_EQ(f.groups[0].n_cases, static_cast<int>(g.cases.size()));
+  // Each group's bars are the medians of its own cases only.
+  auto expected = [](const reports::Results& r, const std::string& stage) {
+    std::vector<double> v;
+    for (auto& x : r.cases)
+      if (x.settings.stage == stage && x.status == reports::CaseStatus::ok) v.push_back(x.aggregates.decode_tok_s);
+    return std::make_pair(profiler::median(v), static_cast<int>(v.size()));
+  };
+  for (int gi = 0; gi < 2; ++gi) {
+    const reports::Results& r = gi == 0 ? g : c;
+    StagesFrame fg = build_stages_frame(s, f.groups[static_cast<size_t>(gi)].label());
+    EXPECT_EQ(fg.group, gi);
+    for (const StageBar& b : metric(fg, "decode_tok_s").bars) {
+      auto [median, n] = expected(r, b.stage);
+      EXPECT_EQ(b.n_cases, n) << gi << " " << b.stage;
+      EXPECT_DOUBLE_EQ(b.value, median) << gi << " " << b.stage;
+    }
+    // The case picker lists the group's cases only.
+    for (auto& k : fg.case_keys) {
+      bool in_file = false;
+      for (auto& x : r.cases) in_file = in_file || case_key(x) == k;
+      EXPECT_TRUE(in_file) << k;
+    }
+  }
+  // Two models on one device are two groups as well.
+  reports::Results other = c;
+  other.model.name = "another-model";
+  TempDir dir;
+  reports::save_results(dir.file("other.json"), other);
+  Sources two_models = load({cpu, dir.file("other.json")});
+  EXPECT_EQ(build_stages_frame(two_models).groups.size(), 2u);
+  // A "backend" knob (moebench bench records one) is the case's backend.
+  reports::Case k = c.cases[0];
+  k.settings.knobs["backend"] = "cuda";
+  EXPECT_EQ(case_backend(c, k), "cuda");
+  EXPECT_EQ(case_backend(c, c.cases[0]), "cpu");
+}
+
+// Heatmap axis labels and stage-bar texts fit whatever the size: 32, 48 or 56
+// layers in windows from 120 to 1200 pixels tall.
+TEST(DashboardLayout, LabelsNeverOverlapAndTextsFit) {
+  const float text_h = 13;  // ImGui's default font
+  for (int layers : {2, 8, 32, 48, 56, 100}) {
+    for (float h = 120; h <= 1200; h += 7) {
+      float cell = std::max(2.0f, (h - 20) / static_cast<float>(layers));
+      int k = label_stride(layers, cell, text_h);
+      ASSERT_GE(k, 1);
+      ASSERT_LE(k, layers);
+      if (k < layers) {
+        EXPECT_GE(static_cast<float>(k) * cell, text_h + 2) << layers << " layers, " << h << " px";
+      }
+      // The smallest round stride: the next smaller candidate would overlap.
+      if (k > 1 && k < layers) {
+        int smaller = 0;
+        for (int c : {1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64})
+          if (c < k) smaller = c;
+        EXPECT_LT(static_cast<float>(smaller) * cell, text_h + 2) << layers << " layers, " << h << " px";
+      }
+    }
+  }
+  EXPECT_EQ(label_stride(32, 30, 13), 1);
+  EXPECT_EQ(label_stride(32, 7.5f, 13), 2);  // 2 x 7.5 px = 15 px: a 13 px label and its gap
+  EXPECT_EQ(label_stride(32, 7.4f, 13), 4);  // rows 14.8 px apart would overlap
+  EXPECT_EQ(label_stride(56, 0.5f, 13), 32);
+  EXPECT_EQ(label_stride(8, 0.5f, 13), 8);   // only the first label
+}
+
+TEST(DashboardLayout, StageTextBesideOrUnderItsBar) {
+  for (float avail = 100; avail <= 900; avail += 13)
+    for (float text_w : {80.0f, 200.0f, 320.0f, 480.0f}) {
+      StageRowLayout l = stage_row_layout(avail, 60, text_w);
+      EXPECT_GT(l.bar_w, 0);
+      if (!l.text_below) {
+        EXPECT_LE(60 + l.bar_w + 8 + text_w, avail + 1e-3) << avail << " " << text_w;
+        EXPECT_GE(l.bar_w, 80);
+      } else {
+        EXPECT_LE(60 + l.bar_w, std::max(avail, 61.0f));
+      }
+    }
+}
+
+namespace {
+// Writes `text` gzip-compressed (as `gzip` does).
+void write_gzip(const std::string& path, const std::string& text) {
+  gzFile f = gzopen(path.c_str(), "wb");
+  ASSERT_NE(f, nullptr);
+  ASSERT_EQ(gzwrite(f, text.data(), static_cast<unsigned>(text.size())), static_cast<int>(text.size()));
+  ASSERT_EQ(gzclose(f), Z_OK);
+}
+}  // namespace
+
+// .json.gz results and traces open like plain ones (the committed traces are .json.gz).
+TEST(DashboardFrames, GzipResultsAndTraces) {
+  TempDir dir;
+  reports::Results r = stage_results();
+  std::string text = reports::results_to_string(r);
+  write_gzip(dir.file("r.json.gz"), text);
+  ResultsFile f = load_results_file(dir.file("r.json.gz"));
+  ASSERT_TRUE(f.results.has_value()) << f.error;
+  EXPECT_EQ(f.results->cases.size(), r.cases.size());
+  EXPECT_EQ(read_text_maybe_gzip(dir.file("r.json.gz")), text);
+  // Two gzip members back to back are one text (what `cat a.gz b.gz` gives).
+  write_gzip(dir.file("a.gz"), "[1, ");
+  write_gzip(dir.file("b.gz"), "2]");
+  write_text(dir.file("ab.gz"), read_file(dir.file("a.gz")) + read_file(dir.file("b.gz")));
+  EXPECT_EQ(read_text_maybe_gzip(dir.file("ab.gz")), "[1, 2]");
+  // A truncated or corrupt stream is one error line naming the file.
+  std::string gz = read_file(dir.file("r.json.gz"));
+  write_text(dir.file("cut.json.gz"), gz.substr(0, gz.size() / 2));
+  ResultsFile cut = load_results_file(dir.file("cut.json.gz"));
+  EXPECT_FALSE(cut.results.has_value());
+  EXPECT_NE(cut.error.find("cut.json.gz: truncated gzip"), std::string::npos) << cut.error;
+  std::string bad = gz;
+  for (size_t i = 20; i < 60 && i < bad.size(); ++i) bad[i] = static_cast<char>(bad[i] ^ 0x5a);
+  write_text(dir.file("bad.json.gz"), bad);
+  ResultsFile corrupt = load_results_file(dir.file("bad.json.gz"));
+  EXPECT_FALSE(corrupt.results.has_value());
+  EXPECT_NE(corrupt.error.find("bad.json.gz: "), std::string::npos) << corrupt.error;
+  EXPECT_EQ(corrupt.error.find('\n'), std::string::npos);
+
+  // The committed H200 trace of the stages-gpu run: GPU kernels, CPU ranges, counters.
+  TraceFile t = load_trace_file(test::source_dir() + "/reports/baselines/stages_gpu_mixtral32l_v3_trace_h200_2026-11-29.json.gz");
+  ASSERT_TRUE(t.trace.has_value()) << t.error;
+  EXPECT_GT(t.trace->span_count(), 1000u);
+  int gpu_tracks = 0;
+  for (auto& tr : t.trace->tracks) gpu_tracks += tr.gpu;
+  EXPECT_GT(gpu_tracks, 0);
+  EXPECT_FALSE(t.trace->counters.empty());
+  for (auto& c : t.trace->counters) EXPECT_FALSE(c.label.empty());
+}
+
+// Google Benchmark JSON (the kernel microbenchmarks) opens as its own table.
+TEST(DashboardFrames, GoogleBenchmarkFileIsATable) {
+  const std::string path = test::source_dir() + "/reports/baselines/kernels_h200_2026-11-28.json";
+  Sources s;
+  s.add_results_or_benchmark(path);
+  ASSERT_TRUE(s.results.empty());
+  ASSERT_EQ(s.benchmarks.size(), 1u);
+  ASSERT_TRUE(s.benchmarks[0].table.has_value()) << s.benchmarks[0].error;
+  const BenchTable& t = *s.benchmarks[0].table;
+  nlohmann::json j = read_json_file(path);
+  ASSERT_EQ(t.rows.size(), j["benchmarks"].size());
+  const BenchRow& r0 = t.rows[0];
+  EXPECT_EQ(r0.name, j["benchmarks"][0]["run_name"].get<std::string>());
+  EXPECT_EQ(r0.time_unit, "us");
+  EXPECT_DOUBLE_EQ(r0.real_time.median, j["benchmarks"][0]["real_time"].get<double>());
+  EXPECT_EQ(r0.real_time.n, 1);
+  EXPECT_EQ(r0.iterations, j["benchmarks"][0]["iterations"].get<int64_t>());
+  EXPECT_DOUBLE_EQ(r0.counters.at("bytes"), j["benchmarks"][0]["bytes"].get<double>());
+  EXPECT_EQ(t.counter_names, (std::vector<std::string>{"bytes", "experts_read", "flops"}));  // every counter some row has
+  EXPECT_EQ(t.context.at("device"), "NVIDIA H200");
+  EXPECT_TRUE(s.errors().empty());
+  // As a results file it is refused with a line that says what it is.
+  ResultsFile as_results = load_results_file(path);
+  EXPECT_NE(as_results.error.find("Google Benchmark"), std::string::npos) << as_results.error;
+
+  // Repetitions: the median ± interval over them (median_interval), aggregates skipped;
+  // a file of aggregates only shows the median aggregate; a failed benchmark its error.
+  nlohmann::json reps = {{"context", {{"host_name", "h"}}}, {"benchmarks", nlohmann::json::array()}};
+  const double times[] = {10, 12, 11, 30, 9};
+  for (int i = 0; i < 5; ++i)
+    reps["benchmarks"].push_back({{"name", "bm/1"}, {"run_name", "bm/1"}, {"run_type", "iteration"}, {"repetitions", 5},
+                                  {"iterations", 100}, {"real_time", times[i]}, {"cpu_time", times[i] + 1},
+                                  {"time_unit", "ns"}, {"bytes_per_second", 1e9 * (i + 1)}});
+  reps["benchmarks"].push_back({{"name", "bm/1_mean"}, {"run_name", "bm/1"}, {"run_type", "aggregate"}, {"aggregate_name", "mean"},
+                                {"iterations", 5}, {"real_time", 14.4}, {"cpu_time", 15.4}, {"time_unit", "ns"}});
+  reps["benchmarks"].push_back({{"name", "agg/2_median"}, {"run_name", "agg/2"}, {"run_type", "aggregate"}, {"aggregate_name", "median"},
+                                {"repetitions", 7}, {"iterations", 7}, {"real_time", 4.5}, {"cpu_time", 4.6}, {"time_unit", "ms"}});
+  reps["benchmarks"].push_back({{"name", "err/3"}, {"run_name", "err/3"}, {"run_type", "iteration"}, {"error_occurred", true},
+                                {"error_message", "no CUDA device"}, {"iterations", 0}, {"real_time", 0}, {"cpu_time", 0}, {"time_unit", "ns"}});
+  BenchTable rt = bench_table_from_json(reps, "reps.json");
+  ASSERT_EQ(rt.rows.size(), 3u);
+  reports::MedianInterval want = reports::median_interval({10, 12, 11, 30, 9});
+  EXPECT_EQ(rt.rows[0].real_time.n, 5);
+  EXPECT_DOUBLE_EQ(rt.rows[0].real_time.median, 11);
+  EXPECT_DOUBLE_EQ(rt.rows[0].real_time.lo, want.lo);
+  EXPECT_DOUBLE_EQ(rt.rows[0].real_time.hi, want.hi);
+  EXPECT_DOUBLE_EQ(rt.rows[0].counters.at("bytes_per_second"), 3e9);
+  EXPECT_EQ(rt.counter_names.front(), "bytes_per_second");
+  EXPECT_TRUE(rt.rows[1].from_aggregate);
+  EXPECT_EQ(rt.rows[1].aggregate_repetitions, 7);
+  EXPECT_DOUBLE_EQ(rt.rows[1].real_time.median, 4.5);
+  EXPECT_EQ(rt.rows[2].error, "no CUDA device");
+  std::string text = interval_text(rt.rows[0].real_time, [](double v) { return fmt::format("{:g} ns", v); });
+  EXPECT_EQ(text.rfind("11 ns ±", 0), 0u) << text;
+  EXPECT_NE(text.find("n=5, 93% CI"), std::string::npos) << text;  // 5 samples cannot reach 95%
+  // A row that is no benchmark: one line naming the file, the row and the field.
+  reps["benchmarks"].push_back({{"name", "x"}, {"run_type", "iteration"}, {"real_time", "fast"}});
+  try {
+    bench_table_from_json(reps, "reps.json");
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("reps.json: benchmarks[8].real_time"), std::string::npos) << e.what();
+  }
+}
+
+// The memory pane of an H200 `moebench bench` case (no timeline) names CUDA, not the CPU.
+TEST(DashboardFrames, MemoryNoteOfACommittedCudaBenchCase) {
+  Sources s = load({test::source_dir() + "/reports/baselines/bench_mixtral8l_decode_h200_2026-11-28.json"});
+  ASSERT_TRUE(s.errors().empty()) << s.errors()[0];
+  const reports::Results& r = *s.results[0].results;
+  const reports::Case& c = r.cases[0];
+  ASSERT_TRUE(c.memory.timeline.empty());
+  EXPECT_EQ(case_backend(r, c), "cuda");
+  std::string note = build_memory_frame(c, 100, case_backend(r, c)).note;
+  EXPECT_EQ(note.find("CPU backend"), std::string::npos) << note;
+  EXPECT_NE(note.find("moebench bench"), std::string::npos) << note;
+}
+
+// Every view over a folder of CPU and GPU results, the GPU run's .json.gz trace and a
+// Google Benchmark file.
+TEST(DashboardViews, MixedDevicesGzTraceAndBenchmarks) {
+  DashboardOptions o;
+  o.results_files = {test::source_dir() + "/ui/testdata/gpu_h200_mixtral32l_stages.json",
+                     test::source_dir() + "/ui/testdata/cpu_tiny_stages.json",
+                     test::source_dir() + "/ui/testdata/kernels_h200_linear.json"};
+  o.trace_files = {test::source_dir() + "/reports/baselines/stages_gpu_mixtral32l_v3_trace_h200_2026-11-29.json.gz"};
+  o.live = false;
+  Dashboard d(o);
+  const Sources& s = d.state().sources;
+  EXPECT_EQ(s.results.size(), 2u);
+  EXPECT_EQ(s.benchmarks.size(), 1u);
+  for (auto& t : s.traces) EXPECT_TRUE(t.trace.has_value()) << t.error;
+  for (auto& v : d.views()) EXPECT_TRUE(v->open || std::string(v->name()) == "Live run") << v->name();
+  EXPECT_EQ(d.state().selected, (CaseRef{0, 0}));  // the H200 case: a 32-layer heatmap
+  EXPECT_EQ(build_heatmap_frame(*s.find(d.state().selected), true).n_layers, 32);
+  EXPECT_GT(render_headless(d, 3), 1000);
+}
+
 // The committed GPU results (moebench run --suite stages-gpu on an H200, 32 Mixtral-8x7B
 // layers offloaded under a 22 GiB budget) open, and every view has something to show.
 TEST(DashboardFrames, CommittedGpuStagesResults) {
@@ -547,7 +823,7 @@ TEST(DashboardFrames, CommittedGpuStagesResults) {
   EXPECT_EQ(hr.layer_hit_rate.size(), 32u);  // per layer from the counters
   EXPECT_FALSE(hr.overall.empty());
   EXPECT_FALSE(build_latency_frame(c, 0, 1000).decode.empty());
-  EXPECT_FALSE(build_memory_frame(c, 1000).arena.empty());
+  EXPECT_FALSE(build_memory_frame(c, 1000, case_backend(*s.results.front().results, c)).arena.empty());
 }
 
 #else

@@ -75,6 +75,17 @@ int run(const Args& a) {
   d.trace_files = a.traces;
   d.live = !a.no_live;
   ui::Dashboard dash(d);
+  // A screenshot of a dashboard that could not read its inputs shows nothing worth
+  // checking: the first problem fails the command.
+  if (!a.screenshot.empty()) {
+    const ui::Sources& src = dash.state().sources;
+    for (auto& f : src.results)
+      if (!f.results) fail("--screenshot: {}", f.error);
+    for (auto& t : src.traces)
+      if (!t.trace) fail("--screenshot: {}", t.error);
+    for (auto& b : src.benchmarks)
+      if (!b.table) fail("--screenshot: {}", b.error);
+  }
   return ui::run_window(dash, w);
 }
 
@@ -82,9 +93,11 @@ int run(const Args& a) {
 
 MOEBENCH_COMMAND(dashboard, "Interactive ImGui dashboard over results, traces and live runs", [](CLI::App& sub) {
   auto a = std::make_shared<Args>();
-  sub.add_option("results", a->results, "Results files (moebench results JSON) to show");
-  sub.add_option("--trace", a->traces, "Chrome trace (trace.json) for the timeline; repeatable");
-  auto* shot = sub.add_option("--screenshot", a->screenshot, "Render --frames frames, write this PNG and exit (fails on a blank image)");
+  sub.add_option("results", a->results,
+                 "Results files (moebench results JSON) or Google Benchmark JSON to show; .json.gz is read too");
+  sub.add_option("--trace", a->traces, "Chrome trace (trace.json or trace.json.gz) for the timeline; repeatable");
+  auto* shot = sub.add_option("--screenshot", a->screenshot,
+                              "Render --frames frames, write this PNG and exit (fails on a blank image or a file it cannot read)");
   sub.add_option("--frames", a->frames, "Frames before the screenshot (default 3)")->check(CLI::PositiveNumber)->needs(shot);
   sub.add_option("--size", a->size, "Window size WIDTHxHEIGHT (default 1600x1000)");
   sub.add_flag("--no-live", a->no_live, "Hide the live-run view's runner");

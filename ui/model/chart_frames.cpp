@@ -138,7 +138,7 @@ HeatmapFrame build_heatmap_frame(const reports::Case& c, bool per_layer_scale) {
   return f;
 }
 
-MemoryFrame build_memory_frame(const reports::Case& c, size_t max_points) {
+MemoryFrame build_memory_frame(const reports::Case& c, size_t max_points, const std::string& backend) {
   MemoryFrame f;
   const auto& m = c.memory;
   f.arena_peak_bytes = m.arena_peak_bytes;
@@ -146,7 +146,14 @@ MemoryFrame build_memory_frame(const reports::Case& c, size_t max_points) {
   f.host_pinned_bytes = m.host_pinned_bytes;
   f.allocation_count = m.allocation_count;
   if (m.timeline.empty()) {
-    f.note = "no memory timeline in this case (the CPU backend has no device arena)";
+    if (backend == "cpu")
+      f.note = "no memory timeline in this case: the CPU backend has no device arena";
+    else if (c.suite == "bench")
+      f.note = fmt::format("no memory timeline in this case: it ran on the {} backend, but moebench bench records "
+                           "no memory samples (moebench run does)", backend);
+    else
+      f.note = fmt::format("no memory timeline in this case: it ran on the {} backend but its results carry no memory samples",
+                           backend);
     return f;
   }
   std::vector<double> arena, dev, t;

@@ -72,6 +72,8 @@ struct MemoryFrame {
   std::optional<int64_t> allocation_count;
   std::string note;
 };
-MemoryFrame build_memory_frame(const reports::Case& c, size_t max_points);
+// `backend` (sources.h case_backend: "cpu", "cuda") words the note when the case
+// has no timeline: the CPU backend has no device arena; a CUDA case just recorded none.
+MemoryFrame build_memory_frame(const reports::Case& c, size_t max_points, const std::string& backend);
 
 }  // namespace moebench::ui

@@ -8,6 +8,7 @@
 #include <limits>
 
 #include "reports/fields.h"
+#include "ui/model/case_intervals.h"
 
 namespace moebench::ui {
 
@@ -89,7 +90,9 @@ RunsFrame build_runs_frame(const Sources& s, const RunsFilter& filter, int sort_
       row.values.push_back(kNaN);
     }
     for (auto& col : sums) {
-      row.cells.push_back(col.text(c));
+      // Timings with one value per repetition: median ± its interval and n.
+      bool interval = c.status == reports::CaseStatus::ok && has_repetition_values(col.key);
+      row.cells.push_back(interval ? case_interval_text(c, col.key) : col.text(c));
       row.values.push_back(col.value(c));
     }
     row.failed = c.status == reports::CaseStatus::failed;

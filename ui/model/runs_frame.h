@@ -1,7 +1,8 @@
 // runs_frame.h: the runs table as plain rows — one per case of every loaded
 // results file — filtered and sorted. Columns are the file's identity (model,
 // device, policy, routing) followed by reports::summary_columns(), the same
-// table the Markdown and HTML reports print.
+// table the Markdown and HTML reports print; timings measured once per repetition
+// (decode and prefill tok/s, TTFT) read "median ±interval (n=R)" (case_intervals.h).
 #pragma once
 #include <string>
 #include <vector>

@@ -4,42 +4,90 @@
 #include <fmt/format.h>
 
 #include <exception>
-#include <fstream>
-#include <sstream>
+
+#include "engine/error.h"
+#include "ui/model/file_text.h"
 
 namespace moebench::ui {
 
-ResultsFile load_results_file(const std::string& path) {
+namespace {
+
+ResultsFile results_from(const std::string& path, const nlohmann::json& j) {
   ResultsFile f;
   f.path = path;
   try {
-    f.results = reports::load_results(path);
+    if (is_google_benchmark_json(j))
+      fail("{}: a Google Benchmark file, not moebench results (it opens in the Benchmarks view)", path);
+    f.results = reports::results_from_json(j, path);
   } catch (const std::exception& e) {
     f.error = e.what();
-  } catch (...) {
-    f.error = path + ": unknown error while reading";
   }
   return f;
+}
+
+BenchFile bench_from(const std::string& path, const nlohmann::json& j) {
+  BenchFile f;
+  f.path = path;
+  try {
+    f.table = bench_table_from_json(j, path);
+  } catch (const std::exception& e) {
+    f.error = e.what();
+  }
+  return f;
+}
+
+// A file that could not be read or parsed: only its error line.
+template <typename File>
+File unreadable(const std::string& path, const std::exception& e) {
+  File f;
+  f.path = path;
+  f.error = e.what();
+  return f;
+}
+
+}  // namespace
+
+ResultsFile load_results_file(const std::string& path) {
+  try {
+    return results_from(path, read_json_file(path));
+  } catch (const std::exception& e) {
+    return unreadable<ResultsFile>(path, e);
+  }
+}
+
+BenchFile load_bench_file(const std::string& path) {
+  try {
+    return bench_from(path, read_json_file(path));
+  } catch (const std::exception& e) {
+    return unreadable<BenchFile>(path, e);
+  }
+}
+
+void Sources::add_results_or_benchmark(const std::string& path) {
+  nlohmann::json j;
+  try {
+    j = read_json_file(path);
+  } catch (const std::exception& e) {
+    results.push_back(unreadable<ResultsFile>(path, e));
+    return;
+  }
+  if (is_google_benchmark_json(j))
+    benchmarks.push_back(bench_from(path, j));
+  else
+    results.push_back(results_from(path, j));
 }
 
 TraceFile load_trace_file(const std::string& path) {
   TraceFile f;
   f.path = path;
+  nlohmann::json j;
   try {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) {
-      f.error = fmt::format("{}: cannot open the trace file", path);
-      return f;
-    }
-    std::stringstream ss;
-    ss << in.rdbuf();
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(ss.str());
-    } catch (const nlohmann::json::parse_error& e) {
-      f.error = fmt::format("{}: invalid JSON at byte {}: {}", path, e.byte, e.what());
-      return f;
-    }
+    j = read_json_file(path);  // its errors name the file
+  } catch (const std::exception& e) {
+    f.error = e.what();
+    return f;
+  }
+  try {
     f.trace = trace_from_json(j, &f.warnings);
     if (f.trace->span_count() == 0 && f.trace->counters.empty())
       f.warnings.insert(f.warnings.begin(), "the trace has no slices and no counters");
@@ -76,12 +124,21 @@ std::vector<std::string> Sources::errors() const {
   std::vector<std::string> out;
   for (auto& f : results)
     if (!f.results) out.push_back(f.error);
+  for (auto& b : benchmarks)
+    if (!b.table) out.push_back(b.error);
   for (auto& t : traces) {
     if (!t.trace) out.push_back(t.error);
     for (size_t i = 0; i < t.warnings.size() && i < 3; ++i) out.push_back(t.warnings[i]);
     if (t.warnings.size() > 3) out.push_back(fmt::format("{}: {} more trace problems", t.path, t.warnings.size() - 3));
   }
   return out;
+}
+
+std::string case_backend(const reports::Results& r, const reports::Case& c) {
+  auto it = c.settings.knobs.find("backend");
+  if (it != c.settings.knobs.end() && it->second.is_string() && !it->second.get<std::string>().empty())
+    return it->second.get<std::string>();
+  return reports::to_string(r.device.kind);
 }
 
 std::string case_label(const reports::Case& c) {

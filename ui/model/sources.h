@@ -1,4 +1,5 @@
-// sources.h: the files the dashboard shows — results files and Chrome traces —
+// sources.h: the files the dashboard shows — results files, Chrome traces and
+// Google Benchmark JSON (the kernel microbenchmarks), plain or gzip-compressed —
 // loaded so that nothing a file contains can crash the UI: every load returns
 // either the parsed data or one error line naming the file.
 #pragma once
@@ -7,6 +8,7 @@
 #include <vector>
 
 #include "reports/results.h"
+#include "ui/model/bench_table.h"
 #include "ui/model/trace_model.h"
 
 namespace moebench::ui {
@@ -24,9 +26,16 @@ struct TraceFile {
   std::vector<std::string> warnings;  // format problems in a trace still shown (first few)
 };
 
+struct BenchFile {
+  std::string path;
+  std::optional<BenchTable> table;
+  std::string error;  // one line when table is absent
+};
+
 // Never throw: bad JSON, a wrong schema, a missing file all become `error`.
 ResultsFile load_results_file(const std::string& path);
 TraceFile load_trace_file(const std::string& path);
+BenchFile load_bench_file(const std::string& path);
 
 // A case of one of the loaded files.
 struct CaseRef {
@@ -39,6 +48,11 @@ struct CaseRef {
 struct Sources {
   std::vector<ResultsFile> results;  // in command-line order (live runs appended)
   std::vector<TraceFile> traces;
+  std::vector<BenchFile> benchmarks;
+
+  // A file named on the command line: a Google Benchmark file joins `benchmarks`,
+  // anything else `results` (where a file that is no results file gets its error).
+  void add_results_or_benchmark(const std::string& path);
 
   // The case, or nullptr when `ref` points at nothing (file failed, out of range).
   const reports::Case* find(CaseRef ref) const;
@@ -51,5 +65,9 @@ struct Sources {
 
 // "suite/case [stage]" for menus and titles.
 std::string case_label(const reports::Case& c);
+
+// The backend a case ran on: its "backend" knob (moebench bench records one), else
+// the results file's device kind ("cpu", "cuda").
+std::string case_backend(const reports::Results& r, const reports::Case& c);
 
 }  // namespace moebench::ui

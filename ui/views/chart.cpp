@@ -197,4 +197,28 @@ const reports::Case* selected_case(const DashboardState& s) {
 
 size_t chart_max_points() { return static_cast<size_t>(std::max(64.0f, ImGui::GetContentRegionAvail().x * 2)); }
 
+void dim_wrapped(const std::string& text) {
+  ImGui::PushStyleColor(ImGuiCol_Text, ImGui::GetStyle().Colors[ImGuiCol_TextDisabled]);
+  ImGui::PushTextWrapPos(0.0f);
+  ImGui::TextUnformatted(text.c_str());
+  ImGui::PopTextWrapPos();
+  ImGui::PopStyleColor();
+}
+
+bool file_combo(const char* label, const std::vector<std::string>& paths, int& current, float width) {
+  current = std::clamp(current, 0, std::max(0, static_cast<int>(paths.size()) - 1));
+  if (paths.size() < 2) return false;
+  bool changed = false;
+  ImGui::SetNextItemWidth(width);
+  if (ImGui::BeginCombo(label, paths[static_cast<size_t>(current)].c_str())) {
+    for (int i = 0; i < static_cast<int>(paths.size()); ++i)
+      if (ImGui::Selectable(paths[static_cast<size_t>(i)].c_str(), i == current) && i != current) {
+        current = i;
+        changed = true;
+      }
+    ImGui::EndCombo();
+  }
+  return changed;
+}
+
 }  // namespace moebench::ui

@@ -56,6 +56,11 @@ void plot_hline(const Plot& p, double y, ImU32 col, const std::string& label, fl
 void legend_item(ImU32 col, const char* label);
 // One line of warning text (a frame's note, a file's error).
 void note_line(const std::string& text, bool is_error = false);
+// Dimmed text that wraps at the window's edge instead of running past it.
+void dim_wrapped(const std::string& text);
+// A combo over the paths of loaded files (drawn only when there is more than one);
+// clamps `current` into range; true when the user picked another file.
+bool file_combo(const char* label, const std::vector<std::string>& paths, int& current, float width = 300);
 
 // Mouse wheel zooms the x axis around the cursor, dragging pans; `range` is in
 // x units over [0, n]. Double-click resets. Returns true when it changed.

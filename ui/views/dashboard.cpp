@@ -13,18 +13,23 @@ namespace moebench::ui {
 
 namespace {
 // Where each view goes when tiled, as fractions of the area under the menu bar:
-// {x, y, w, h}, in make-order (runs, stages, latency, hit rate, heatmap, memory, trace, live).
+// {x, y, w, h}, in make-order (runs, stages, latency, hit rate, heatmap, memory, trace, live,
+// benchmarks). The benchmarks table shares the live view's tile (the live view starts
+// closed when Google Benchmark files are loaded) or, with no results loaded, takes the
+// place of the per-case views above the trace row (they start closed: no case to show).
 constexpr float kTiles[][4] = {
-    {0.00f, 0.00f, 0.58f, 0.34f}, {0.58f, 0.00f, 0.42f, 0.34f},  // runs, stages
+    {0.00f, 0.00f, 0.52f, 0.34f}, {0.52f, 0.00f, 0.48f, 0.34f},  // runs, stages
     {0.00f, 0.34f, 0.36f, 0.33f}, {0.36f, 0.34f, 0.36f, 0.33f},  // latency, hit rate
     {0.72f, 0.34f, 0.28f, 0.33f}, {0.72f, 0.67f, 0.28f, 0.33f},  // heatmap, memory
     {0.00f, 0.67f, 0.40f, 0.33f}, {0.40f, 0.67f, 0.32f, 0.33f},  // trace, live
+    {0.40f, 0.67f, 0.32f, 0.33f},                                // benchmarks
 };
+constexpr float kBenchTopTile[4] = {0.00f, 0.00f, 1.00f, 0.67f};
 }  // namespace
 
 Dashboard::Dashboard(const DashboardOptions& o) {
   namespace fs = std::filesystem;
-  for (auto& p : o.results_files) state_.sources.results.push_back(load_results_file(p));
+  for (auto& p : o.results_files) state_.sources.add_results_or_benchmark(p);
   std::vector<std::string> traces = o.trace_files;
   for (auto& f : state_.sources.results) {
     if (!f.results || f.results->run.trace_file.empty()) continue;
@@ -49,6 +54,13 @@ Dashboard::Dashboard(const DashboardOptions& o) {
   views_.push_back(make_memory_view());
   views_.push_back(make_trace_view());
   views_.push_back(make_live_view());
+  views_.push_back(make_bench_view());
+  bool benchmarks = !state_.sources.benchmarks.empty();
+  views_[8]->open = benchmarks;
+  if (benchmarks) views_[7]->open = false;  // the live view's tile shows the benchmarks
+  bench_on_top_ = benchmarks && state_.sources.results.empty();
+  if (bench_on_top_)
+    for (size_t i = 0; i < 6; ++i) views_[i]->open = false;  // runs, stages and the per-case charts
 }
 
 void Dashboard::menu_bar() {
@@ -66,7 +78,13 @@ void Dashboard::menu_bar() {
         ImGui::Text("%s: trace, %zu slices", t.path.c_str(), t.trace->span_count());
       else
         ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(color::error), "%s", t.error.c_str());
-    if (state_.sources.results.empty() && state_.sources.traces.empty()) ImGui::TextDisabled("nothing loaded");
+    for (auto& b : state_.sources.benchmarks)
+      if (b.table)
+        ImGui::Text("%s: Google Benchmark, %zu benchmarks", b.path.c_str(), b.table->rows.size());
+      else
+        ImGui::TextColored(ImGui::ColorConvertU32ToFloat4(color::error), "%s", b.error.c_str());
+    if (state_.sources.results.empty() && state_.sources.traces.empty() && state_.sources.benchmarks.empty())
+      ImGui::TextDisabled("nothing loaded");
     ImGui::EndMenu();
   }
   if (ImGui::BeginMenu("View")) {
@@ -101,7 +119,7 @@ void Dashboard::frame() {
     View& v = *views_[i];
     if (!v.open) continue;
     if (i < std::size(kTiles)) {
-      const float* t = kTiles[i];
+      const float* t = i == 8 && bench_on_top_ ? kBenchTopTile : kTiles[i];
       ImGui::SetNextWindowPos(ImVec2(o.x + t[0] * sz.x, o.y + t[1] * sz.y), cond);
       ImGui::SetNextWindowSize(ImVec2(t[2] * sz.x, t[3] * sz.y), cond);
     }

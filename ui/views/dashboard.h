@@ -12,7 +12,7 @@
 namespace moebench::ui {
 
 struct DashboardOptions {
-  std::vector<std::string> results_files;
+  std::vector<std::string> results_files;  // results (.json or .json.gz) or Google Benchmark JSON
   std::vector<std::string> trace_files;  // also: each results file's run.trace_file, when it exists
   bool live = true;                      // offer the live view (engine runner)
 };
@@ -31,6 +31,7 @@ class Dashboard {
   DashboardState state_;
   std::vector<std::unique_ptr<View>> views_;
   bool retile_ = false;
+  bool bench_on_top_ = false;  // only Google Benchmark files: their table takes the upper two rows
 };
 
 }  // namespace moebench::ui

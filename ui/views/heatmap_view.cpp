@@ -4,8 +4,10 @@
 #include <imgui.h>
 
 #include <algorithm>
+#include <string>
 
 #include "ui/model/chart_frames.h"
+#include "ui/model/layout.h"
 #include "ui/views/chart.h"
 #include "ui/views/view.h"
 
@@ -27,19 +29,31 @@ class HeatmapView : public View {
     if (!f.note.empty()) note_line(f.note);
     if (f.cells.empty()) return;
     ImVec2 avail = ImGui::GetContentRegionAvail();
-    const float left = 56, top = 16;
+    // Labels are measured: the left margin holds the widest layer label, and only
+    // every k-th layer / expert is labelled, k such that labels never overlap.
+    const std::string widest_layer = fmt::format("layer {}", f.n_layers - 1);
+    const float text_h = ImGui::GetTextLineHeight();
+    const float left = ImGui::CalcTextSize(widest_layer.c_str()).x + 8, top = text_h + 3;
     float cw = std::max(2.0f, (avail.x - left - 4) / static_cast<float>(f.n_experts));
     float ch = std::max(2.0f, (avail.y - top - 4) / static_cast<float>(f.n_layers));
     ImVec2 o = ImGui::GetCursorScreenPos();
     ImGui::InvisibleButton("heat", ImVec2(left + cw * f.n_experts, top + ch * f.n_layers));
     bool hovered = ImGui::IsItemHovered();
     ImDrawList* dl = ImGui::GetWindowDrawList();
-    int label_every = std::max(1, static_cast<int>(14.0f / ch));
-    for (int l = 0; l < f.n_layers; l += label_every)
-      dl->AddText(ImVec2(o.x, o.y + top + l * ch), color::text, fmt::format("layer {}", l).c_str());
-    int e_every = std::max(1, static_cast<int>(24.0f / cw));
-    for (int e = 0; e < f.n_experts; e += e_every)
-      dl->AddText(ImVec2(o.x + left + e * cw + 2, o.y), color::text, fmt::format("{}", e).c_str());
+    int label_every = label_stride(f.n_layers, ch, text_h);
+    for (int l = 0; l < f.n_layers; l += label_every) {
+      std::string t = fmt::format("layer {}", l);
+      // Right-aligned against the cells, centred on the row.
+      float tw = ImGui::CalcTextSize(t.c_str()).x;
+      dl->AddText(ImVec2(o.x + left - 6 - tw, o.y + top + l * ch + (ch - text_h) / 2), color::text, t.c_str());
+    }
+    float expert_w = ImGui::CalcTextSize(fmt::format("{}", f.n_experts - 1).c_str()).x;
+    int e_every = label_stride(f.n_experts, cw, expert_w, 6);
+    for (int e = 0; e < f.n_experts; e += e_every) {
+      std::string t = fmt::format("{}", e);
+      float tw = ImGui::CalcTextSize(t.c_str()).x;
+      dl->AddText(ImVec2(o.x + left + e * cw + (cw - tw) / 2, o.y), color::text, t.c_str());
+    }
     for (const HeatCell& cell : f.cells) {
       ImVec2 a(o.x + left + cell.expert * cw, o.y + top + cell.layer * ch);
       dl->AddRectFilled(a, ImVec2(a.x + cw - 1, a.y + ch - 1), color::heat(cell.intensity));

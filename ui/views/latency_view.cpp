@@ -33,8 +33,8 @@ class LatencyView : public View {
     legend_item(color::decode, "decode");
     ImGui::Checkbox("scale to prefill", &scale_to_prefill_);
     ImGui::SameLine();
-    ImGui::TextDisabled("%zu steps; decode p50 %s, p90 %s, p99 %s (this repetition)", f.n_steps, fmt_ns(f.p50_ns).c_str(),
-                        fmt_ns(f.p90_ns).c_str(), fmt_ns(f.p99_ns).c_str());
+    dim_wrapped(fmt::format("{} steps; decode p50 {}, p90 {}, p99 {} (this repetition)", f.n_steps, fmt_ns(f.p50_ns),
+                            fmt_ns(f.p90_ns), fmt_ns(f.p99_ns)));
     double y_max = scale_to_prefill_ || f.decode_y_max_ns <= 0 ? f.y_max_ns : f.decode_y_max_ns;
     Plot p = begin_plot("latency", ImVec2(0, 0), static_cast<double>(f.first), static_cast<double>(f.last), 0,
                         y_max * 1.1, fmt_plain, fmt_ns);

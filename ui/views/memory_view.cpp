@@ -1,6 +1,9 @@
 // memory_view.cpp: device memory over the selected case — arena in use and
 // cudaMemGetInfo used — with the peaks and pinned host memory.
+#include <fmt/format.h>
 #include <imgui.h>
+
+#include <string>
 
 #include "ui/model/chart_frames.h"
 #include "ui/views/chart.h"
@@ -18,15 +21,17 @@ class MemoryView : public View {
     const reports::Case* c = selected_case(s);
     if (!c) return;
     const size_t max_points = chart_max_points();
-    MemoryFrame f = build_memory_frame(*c, max_points);
+    const reports::Results& r = *s.sources.results_of(s.selected);
+    const std::string backend = case_backend(r, *c);
+    MemoryFrame f = build_memory_frame(*c, max_points, backend);
     ImGui::Text("%s", case_label(*c).c_str());
-    ImGui::TextDisabled("arena peak %s, device used peak %s, host pinned %s", fmt_bytes(static_cast<double>(f.arena_peak_bytes)).c_str(),
-                        fmt_bytes(static_cast<double>(f.device_used_peak_bytes)).c_str(),
-                        fmt_bytes(static_cast<double>(f.host_pinned_bytes)).c_str());
-    if (f.allocation_count) {
-      ImGui::SameLine();
-      ImGui::TextDisabled(", %lld allocations", static_cast<long long>(*f.allocation_count));
-    }
+    dim_wrapped(fmt::format("{}, {} backend", r.device.name, backend));
+    // 0 bytes is "not recorded", not an empty arena.
+    auto bytes = [](int64_t b) { return b > 0 ? fmt_bytes(static_cast<double>(b)) : std::string("not recorded"); };
+    std::string peaks = fmt::format("arena peak {}, device used peak {}, host pinned {}", bytes(f.arena_peak_bytes),
+                                    bytes(f.device_used_peak_bytes), bytes(f.host_pinned_bytes));
+    if (f.allocation_count) peaks += fmt::format(", {} allocations", *f.allocation_count);
+    dim_wrapped(peaks);
     if (!f.note.empty()) note_line(f.note);
     if (f.arena.empty()) return;
     legend_item(IM_COL32(110, 210, 130, 255), "arena in use");

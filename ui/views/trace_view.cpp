@@ -29,18 +29,9 @@ class TraceView : public View {
       ImGui::TextDisabled("no trace loaded: moebench dashboard --trace trace.json (or results whose run.trace_file exists)");
       return;
     }
-    current_ = std::clamp(current_, 0, static_cast<int>(traces.size()) - 1);
-    if (traces.size() > 1) {
-      ImGui::SetNextItemWidth(300);
-      if (ImGui::BeginCombo("trace", traces[static_cast<size_t>(current_)].path.c_str())) {
-        for (int i = 0; i < static_cast<int>(traces.size()); ++i)
-          if (ImGui::Selectable(traces[static_cast<size_t>(i)].path.c_str(), i == current_)) {
-            current_ = i;
-            fitted_ = -1;
-          }
-        ImGui::EndCombo();
-      }
-    }
+    std::vector<std::string> paths;
+    for (auto& t : traces) paths.push_back(t.path);
+    if (file_combo("trace", paths, current_)) fitted_ = -1;
     const TraceFile& tf = traces[static_cast<size_t>(current_)];
     if (!tf.trace) {
       note_line(tf.error, true);
@@ -114,11 +105,27 @@ class TraceView : public View {
       }
       if (hovered && mouse.x >= a.x && mouse.x <= z.x && mouse.y >= a.y && mouse.y <= z.y) hover_box = &b;
     }
-    // Counters, as lines under the tracks.
+    dl->PopClipRect();
+    // Counters, as lines under the tracks, each named in the label column (outside
+    // the timeline's clip rectangle) with its largest value.
+    const float counters_y = y;
     for (const TraceCounter& c : m.counters) {
       double vmax = 0;
       for (double v : c.value) vmax = std::max(vmax, v);
-      dl->AddText(ImVec2(o.x + 2, y), color::text, c.label.c_str());
+      dl->AddRectFilled(ImVec2(o.x, y), ImVec2(x0 + width, y + counter_h - 2), IM_COL32(26, 36, 30, 255));
+      dl->PushClipRect(ImVec2(o.x, y), ImVec2(x0 - 4, y + counter_h), true);
+      dl->AddText(ImVec2(o.x + 2, y + 1), color::text, c.label.c_str());
+      bool bytes = c.label.find("bytes") != std::string::npos;
+      std::string top = "max " + (bytes ? fmt_bytes(vmax) : fmt::format("{:.4g}", vmax));
+      dl->AddText(ImVec2(o.x + 2, y + 1 + ImGui::GetTextLineHeight()), IM_COL32(150, 150, 160, 255), top.c_str());
+      dl->PopClipRect();
+      y += counter_h;
+    }
+    y = counters_y;
+    dl->PushClipRect(ImVec2(x0, o.y), ImVec2(x0 + width, o.y + total_h), true);
+    for (const TraceCounter& c : m.counters) {
+      double vmax = 0;
+      for (double v : c.value) vmax = std::max(vmax, v);
       std::vector<ImVec2> pts;
       auto lo = std::lower_bound(c.t_us.begin(), c.t_us.end(), window_.t0_us) - c.t_us.begin();
       auto hi = std::upper_bound(c.t_us.begin(), c.t_us.end(), window_.t1_us) - c.t_us.begin();

@@ -42,5 +42,6 @@ std::unique_ptr<View> make_heatmap_view();
 std::unique_ptr<View> make_memory_view();
 std::unique_ptr<View> make_trace_view();
 std::unique_ptr<View> make_live_view();
+std::unique_ptr<View> make_bench_view();
 
 }  // namespace moebench::ui

@@ -1,0 +1,132 @@
+// bench_table.cpp: see bench_table.h.
+#include "ui/model/bench_table.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+
+#include "engine/error.h"
+
+namespace moebench::ui {
+
+namespace {
+
+// Fields every benchmark row has that are not counters.
+bool is_standard_field(const std::string& k) {
+  static const std::set<std::string> s = {"name", "family_index", "per_family_instance_index", "run_name", "run_type",
+                                          "repetitions", "repetition_index", "threads", "iterations", "real_time",
+                                          "cpu_time", "time_unit", "aggregate_name", "aggregate_unit", "error_occurred",
+                                          "error_message", "label", "big_o", "rms", "complexity_n"};
+  return s.count(k) > 0;
+}
+
+double number(const nlohmann::json& b, const char* key, const std::string& where) {
+  auto it = b.find(key);
+  if (it == b.end() || !it->is_number()) fail("{}.{}: expected a number", where, key);
+  return it->get<double>();
+}
+
+struct Samples {
+  std::vector<double> real, cpu;
+  std::map<std::string, std::vector<double>> counters;
+  int64_t iterations = 0;
+  std::string unit, error;
+  int repetitions = 0;
+  bool aggregate = false;
+};
+
+}  // namespace
+
+bool is_google_benchmark_json(const nlohmann::json& j) {
+  return j.is_object() && j.contains("benchmarks") && j["benchmarks"].is_array() && j.contains("context") &&
+         j["context"].is_object();
+}
+
+BenchTable bench_table_from_json(const nlohmann::json& j, const std::string& source) {
+  if (!is_google_benchmark_json(j)) fail("{}: not a Google Benchmark file (expected \"context\" and a \"benchmarks\" array)", source);
+  BenchTable t;
+  for (auto& [k, v] : j["context"].items())
+    if (v.is_string())
+      t.context[k] = v.get<std::string>();
+    else if (v.is_number() || v.is_boolean())
+      t.context[k] = v.dump();
+  std::vector<std::string> order;
+  std::map<std::string, Samples> iters, medians;  // iteration rows; "median" aggregate rows
+  std::set<std::string> counter_set;
+  const auto& arr = j["benchmarks"];
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const auto& b = arr[i];
+    std::string where = fmt::format("{}: benchmarks[{}]", source, i);
+    if (!b.is_object()) fail("{}: expected an object", where);
+    auto name_it = b.find("run_name");
+    if (name_it == b.end()) name_it = b.find("name");
+    if (name_it == b.end() || !name_it->is_string()) fail("{}.name: expected a string", where);
+    std::string name = name_it->get<std::string>();
+    std::string run_type = b.value("run_type", std::string("iteration"));
+    Samples* s = nullptr;
+    if (run_type == "iteration") {
+      s = &iters[name];
+    } else if (run_type == "aggregate" && b.value("aggregate_name", std::string()) == "median") {
+      s = &medians[name];
+      s->aggregate = true;
+    } else {
+      continue;  // mean, stddev, cv, BigO, RMS: derived, not samples
+    }
+    if (std::find(order.begin(), order.end(), name) == order.end()) order.push_back(name);
+    if (b.value("error_occurred", false)) {
+      s->error = b.value("error_message", std::string("error"));
+      continue;
+    }
+    s->real.push_back(number(b, "real_time", where));
+    s->cpu.push_back(number(b, "cpu_time", where));
+    std::string unit = b.value("time_unit", std::string("ns"));
+    if (!s->unit.empty() && s->unit != unit) fail("{}.time_unit: {} but earlier repetitions are in {}", where, unit, s->unit);
+    s->unit = unit;
+    if (s->iterations == 0 && b.contains("iterations") && b["iterations"].is_number()) s->iterations = b["iterations"].get<int64_t>();
+    if (b.contains("repetitions") && b["repetitions"].is_number()) s->repetitions = b["repetitions"].get<int>();
+    for (auto& [k, v] : b.items())
+      if (!is_standard_field(k) && v.is_number()) {
+        s->counters[k].push_back(v.get<double>());
+        counter_set.insert(k);
+      }
+  }
+  for (auto& name : order) {
+    bool has_iter = iters.count(name) && (!iters[name].real.empty() || !iters[name].error.empty());
+    const Samples& s = has_iter ? iters[name] : medians[name];
+    BenchRow r;
+    r.name = name;
+    r.time_unit = s.unit;
+    r.iterations = s.iterations;
+    r.error = s.error;
+    r.from_aggregate = !has_iter;
+    r.real_time = reports::median_interval(s.real);
+    r.cpu_time = reports::median_interval(s.cpu);
+    if (r.from_aggregate) r.aggregate_repetitions = s.repetitions;
+    for (auto& [k, v] : s.counters) r.counters[k] = reports::median_interval(v).median;
+    t.rows.push_back(std::move(r));
+  }
+  for (const char* first : {"bytes_per_second", "items_per_second"})
+    if (counter_set.erase(first)) t.counter_names.push_back(first);
+  t.counter_names.insert(t.counter_names.end(), counter_set.begin(), counter_set.end());
+  return t;
+}
+
+std::string interval_text(const reports::MedianInterval& m, const std::function<std::string(double)>& format, const char* what) {
+  if (m.n == 0) return "-";
+  std::string noun = what ? what : "";
+  if (m.n == 1 && !noun.empty() && noun.back() == 's') noun.pop_back();  // "1 rep", "1 case"
+  std::string n_text = what ? fmt::format("{} {}", m.n, noun) : fmt::format("n={}", m.n);
+  std::string med = format(m.median);
+  if (m.n == 1) return fmt::format("{} ({})", med, n_text);
+  std::string half = format(std::max(m.hi - m.median, m.median - m.lo));
+  // "12.3 tok/s ±0.4": the unit once when both figures carry the same one.
+  auto unit = [](const std::string& t) { auto sp = t.find(' '); return sp == std::string::npos ? std::string() : t.substr(sp); };
+  if (!unit(med).empty() && unit(med) == unit(half)) half.resize(half.size() - unit(half).size());
+  std::string out = fmt::format("{} ±{} ({}", med, half, n_text);
+  if (!m.reached) out += fmt::format(", {:.0f}% CI", std::floor(m.coverage * 100));
+  return out + ")";
+}
+
+}  // namespace moebench::ui
