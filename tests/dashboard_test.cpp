@@ -686,7 +686,7 @@ TEST(DashboardFrames, GzipResultsAndTraces) {
   EXPECT_EQ(corrupt.error.find('\n'), std::string::npos);
 
   // The committed H200 trace of the stages-gpu run: GPU kernels, CPU ranges, counters.
-  TraceFile t = load_trace_file(test::source_dir() + "/reports/baselines/stages_gpu_mixtral32l_v3_trace_h200_2026-11-29.json.gz");
+  TraceFile t = load_trace_file(test::source_dir() + "/reports/baselines/stages_gpu_mixtral32l_trace_h200_2026-11-29.json.gz");
   ASSERT_TRUE(t.trace.has_value()) << t.error;
   EXPECT_GT(t.trace->span_count(), 1000u);
   int gpu_tracks = 0;
@@ -714,7 +714,7 @@ TEST(DashboardFrames, GoogleBenchmarkFileIsATable) {
   EXPECT_EQ(r0.real_time.n, 1);
   EXPECT_EQ(r0.iterations, j["benchmarks"][0]["iterations"].get<int64_t>());
   EXPECT_DOUBLE_EQ(r0.counters.at("bytes"), j["benchmarks"][0]["bytes"].get<double>());
-  EXPECT_EQ(t.counter_names, (std::vector<std::string>{"bytes", "experts_read", "flops"}));  // every counter some row has
+  EXPECT_EQ(t.counter_names, (std::vector<std::string>{"bytes", "experts_read", "flops", "splits"}));  // every counter some row has
   EXPECT_EQ(t.context.at("device"), "NVIDIA H200");
   EXPECT_TRUE(s.errors().empty());
   // As a results file it is refused with a line that says what it is.
@@ -763,7 +763,7 @@ TEST(DashboardFrames, GoogleBenchmarkFileIsATable) {
 
 // The memory pane of an H200 `moebench bench` case (no timeline) names CUDA, not the CPU.
 TEST(DashboardFrames, MemoryNoteOfACommittedCudaBenchCase) {
-  Sources s = load({test::source_dir() + "/reports/baselines/bench_mixtral8l_decode_h200_2026-11-28.json"});
+  Sources s = load({test::source_dir() + "/reports/baselines/bench_mixtral8l_batch_h200_2026-11-28.json"});
   ASSERT_TRUE(s.errors().empty()) << s.errors()[0];
   const reports::Results& r = *s.results[0].results;
   const reports::Case& c = r.cases[0];
@@ -781,7 +781,7 @@ TEST(DashboardViews, MixedDevicesGzTraceAndBenchmarks) {
   o.results_files = {test::source_dir() + "/ui/testdata/gpu_h200_mixtral32l_stages.json",
                      test::source_dir() + "/ui/testdata/cpu_tiny_stages.json",
                      test::source_dir() + "/ui/testdata/kernels_h200_linear.json"};
-  o.trace_files = {test::source_dir() + "/reports/baselines/stages_gpu_mixtral32l_v3_trace_h200_2026-11-29.json.gz"};
+  o.trace_files = {test::source_dir() + "/reports/baselines/stages_gpu_mixtral32l_trace_h200_2026-11-29.json.gz"};
   o.live = false;
   Dashboard d(o);
   const Sources& s = d.state().sources;
