@@ -28,7 +28,7 @@ namespace moebench::ui {
 
 struct LiveSettings {
   std::string model = "synthetic:tiny";  // WeightSource::open spec: DIR | synthetic:PRESET[:layers=N]
-  uint64_t seed = 1;                     // synthetic weights and the prompt
+  uint64_t seed = 1;                     // synthetic weights (the prompt is the synthetic one every command uses)
   std::string backend = "cpu";           // cpu (cuda once its model exists)
   std::vector<std::string> stages = {"baseline", "P0", "P1", "P2"};
   std::string suite = "live";
