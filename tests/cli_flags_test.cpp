@@ -140,3 +140,26 @@ TEST(CliFlags, FormatsCsvJsonlAndCompareJson) {
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("md|csv|json|jsonl|html"), std::string::npos) << bad.err;
 }
+
+// bench's -o/--format: the formats run and report print (one row per case in csv),
+// and a bad format is one line before any work.
+TEST(CliFlags, BenchFormats) {
+  TempDir d;
+  test::CliRun csv = test::run_moebench({"bench", "--backend", "cpu", "--preset", "tiny", "--threads", "1",
+                                         "--prompt-tokens", "4,6", "--new-tokens", "3", "--repetitions", "1", "-o", "csv",
+                                         "--out", d.str("b.json")},
+                                        d);
+  ASSERT_EQ(csv.code, 0) << csv.err;
+  ASSERT_EQ(csv.out.rfind("suite,case,stage,status,", 0), 0u) << csv.out;
+  EXPECT_EQ(std::count(csv.out.begin(), csv.out.end(), '\n'), 3) << csv.out;  // header + two cases
+  EXPECT_NE(csv.out.find("bench,b1_p4_n3,"), std::string::npos) << csv.out;
+  EXPECT_NE(csv.out.find("bench,b1_p6_n3,"), std::string::npos) << csv.out;
+
+  test::CliRun bad = test::run_moebench({"bench", "--backend", "cpu", "--preset", "tiny", "-o", "xml", "--out",
+                                         d.str("x.json")},
+                                        d);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("md|csv|json|jsonl|html"), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.out, "");
+  EXPECT_FALSE(std::filesystem::exists(d.str("x.json")));
+}
