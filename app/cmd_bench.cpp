@@ -1,42 +1,44 @@
 // cmd_bench.cpp: `moebench bench` — resident decode / prefill throughput against the
-// physical limit measured in the same process. Per case (batch x prompt length): a
-// warm-up generation, then R measured repetitions of prefill + greedy decode; tokens/s,
-// TTFT, the bytes of weights one decode token must read (attention + router + top-k
-// experts + norms per layer, final norm, lm_head), the measured HBM bandwidth (the
-// best of a read-only stream and a copy kernel), and the % of the bound
-// (suites/bound.h, the same computation `run` uses). Results go to --out in the
-// reports/results.h schema (rewritten atomically after every case); a Markdown table to
-// stdout.
+// physical limit measured in the same process. Its flags become a suite (one case per
+// prompt length, suites/suite.h) that the suite runner runs (suites/runner.h), so a
+// bench case is measured, recorded and bounded like a `run` case: a warm-up
+// generation (recorded as the warmup knob; --set warmup=false drops it), then R
+// measured repetitions of prefill + greedy decode with the synthetic prompt; tokens/s,
+// TTFT, and the bound of suites/bound.h (on CUDA: the weight bytes one decode token
+// reads / the measured HBM bandwidth; on the CPU: a read stream over the fp32 bytes a
+// token reads). Results go to --out in the reports/results.h schema, written when
+// every case ran; the summary to stdout (-o md: bench's table; csv|json|jsonl|html:
+// reports/formats.h).
 // Batch sizes (--batch 1,2,4,8,16,32): on a backend with a batched forward (CUDA), case
 // batch{B}_p{P}_n{N} runs B requests (distinct P-token prompts, N new tokens each) through
-// the scheduler (engine/scheduler.h) and the paged-KV forward; its samples are the steps
-// (prefill steps, then decode steps of B tokens), decode_tok_s is steps/s per sequence
-// and the total (B x steps/s) is in the bound's description. Batch 1 also runs the
-// single-sequence path (Model::forward_argmax) as case b1_p{P}_n{N}.
+// the scheduler (engine/scheduler.h) and the paged-KV forward on the model the runner
+// loaded; its samples are the steps (prefill steps, then decode steps of B tokens),
+// decode_tok_s is steps/s per sequence and the total (B x steps/s) is in the bound's
+// description. Batch 1 runs the single-sequence path as case b1_p{P}_n{N}.
 
 #include <algorithm>
-#include <chrono>
-#include <cmath>
-#include <ctime>
-#include <map>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 
 #include "app/command.h"
 #include "app/model_options.h"
 #include "engine/batch_generate.h"
-#include "engine/build_info.h"
-#include "engine/engine.h"
+#include "engine/batch_model.h"
 #include "engine/error.h"
-#include "engine/log.h"
-#include "engine/units.h"
+#include "engine/generate.h"
 #include "profiler/clock.h"
 #include "profiler/cupti.h"
 #include "reports/atomic_file.h"
+#include "reports/formats.h"
 #include "reports/markdown.h"
 #include "reports/results.h"
+#include "suites/bound.h"
+#include "suites/kernel_table.h"
 #include "suites/machine.h"
+#include "suites/run_header.h"
 #include "suites/runner.h"
+#include "suites/suite.h"
 
 namespace {
 using namespace moebench;
@@ -49,279 +51,293 @@ struct Args {
   int new_tokens = 128;
   int repetitions = 3;
   std::string out;
+  std::string format = "md";
   std::string kernel_profile;  // per-kernel GPU time of one extra repetition per case (CUPTI)
 };
 
-// GPU time per decode step by kernel name (demangled, arguments cut) of the events after t0.
-nlohmann::json kernel_table(const std::vector<profiler::GpuEvent>& ev, int64_t t0, int steps) {
-  std::map<std::string, std::pair<int64_t, int64_t>> by;  // name -> (ns, count)
-  int64_t total = 0;
-  for (auto& e : ev) {
-    if (e.start_ns < t0 || e.kind == profiler::GpuEventKind::runtime_api || e.kind == profiler::GpuEventKind::driver_api)
-      continue;
-    std::string n = e.name;
-    for (const std::string cut : {"(anonymous namespace)::", "void ", "moebench::cuda::"})
-      for (size_t at; (at = n.find(cut)) != std::string::npos;) n.erase(at, cut.size());
-    n = n.substr(0, std::min(n.find('('), n.find('<')));
-    auto& x = by[n];
-    x.first += e.end_ns - e.start_ns;
-    x.second += 1;
-    total += e.end_ns - e.start_ns;
+constexpr int kExitCasesFailed = 3;
+
+// The model --model / --preset / --layers name.
+std::string model_spec(const Args& a) {
+  std::string m = a.model.preset.empty() ? a.model.model : "synthetic:" + a.model.preset;
+  if (m.empty()) fail("no model given: pass --model DIR|synthetic:PRESET or --preset PRESET");
+  if (a.layers <= 0) return m;
+  if (!a.model.preset.empty() || m.rfind("synthetic:", 0) == 0 || m.find(':') == std::string::npos)
+    return m + fmt::format(":layers={}", a.layers);
+  fail("--layers {} applies to synthetic models only (got --model {})", a.layers, a.model.model);
+}
+
+// The settings of every case: the model options' (stage, --routing, --max-model-len,
+// --gpu-mem-budget, --set) with a warm-up unless --set says otherwise, room for the
+// longest sequence, and a prefill step that holds the largest batch's prompts.
+EngineSettings bench_settings(const Args& a) {
+  app::ModelOptions o = a.model;
+  o.sets.insert(o.sets.begin(), "warmup=true");
+  EngineSettings s = app::settings_from(o);
+  const int longest_prompt = *std::max_element(a.prompt_tokens.begin(), a.prompt_tokens.end());
+  const int max_batch = *std::max_element(a.batch.begin(), a.batch.end());
+  s.max_model_len = std::max(s.max_model_len, longest_prompt + a.new_tokens);
+  if (max_batch > 1) s.max_num_batched_tokens = std::max(s.max_num_batched_tokens, max_batch * longest_prompt);
+  return s;
+}
+
+// The suite the flags describe: one single-sequence case per prompt length.
+suites::Suite bench_suite(const Args& a, const EngineSettings& s) {
+  suites::Suite suite;
+  suite.name = "bench";
+  suite.source = "bench";
+  suite.defaults.model["*"] = model_spec(a);
+  suite.defaults.backend = a.model.backend;
+  suite.defaults.seed = a.model.seed;
+  suite.defaults.warmup_runs = 1;
+  suite.defaults.repetitions = a.repetitions;
+  suite.defaults.new_tokens = a.new_tokens;
+  suite.defaults.cpu_threads = a.model.threads;
+  suite.defaults.stage = a.model.stage;
+  for (const auto& [k, v] : s.to_list())
+    if (k != "stage") suite.defaults.settings.emplace_back(k, v);
+  for (int p : a.prompt_tokens) {
+    suites::CaseSpec c;
+    c.name = fmt::format("b1_p{}_n{}", p, a.new_tokens);
+    c.prompt_tokens = p;
+    suite.cases.push_back(c);
   }
-  std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> v(by.begin(), by.end());
-  std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.second.first > b.second.first; });
-  nlohmann::json rows = nlohmann::json::array();
-  for (auto& [n, x] : v)
-    rows.push_back({{"kernel", n}, {"ns_per_step", static_cast<double>(x.first) / steps},
-                    {"launches_per_step", static_cast<double>(x.second) / steps},
-                    {"share", total > 0 ? static_cast<double>(x.first) / total : 0.0}});
-  return {{"decode_steps", steps}, {"gpu_ns_per_step", static_cast<double>(total) / steps}, {"kernels", rows}};
+  return suite;
 }
 
-std::string iso_now() {
-  std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
+// What bench adds to each single-sequence case the runner measured: the prefill
+// bound (new tokens 1), the batched cases and the kernel profile.
+class BenchPass {
+ public:
+  explicit BenchPass(const Args& a) : a_(a) {}
+  nlohmann::json kernel_profile = nlohmann::json::object();
+
+  void operator()(const suites::InstanceContext& x, std::vector<reports::Case>& cases) {
+    reports::Case& single = cases.at(0);
+    const int P = x.instance.spec->prompt_tokens;
+    single.settings.knobs["backend"] = x.instance.backend;
+    single.settings.knobs["forward"] = "single sequence";
+    if (a_.new_tokens == 1 && !single.bound) {
+      single.bound = suites::bench_prefill_bound(x.weights.config(), x.device, single.aggregates.ttft_warm_ns);
+      if (single.bound) single.no_bound_reason.clear();
+    }
+    const bool keep_single = std::find(a_.batch.begin(), a_.batch.end(), 1) != a_.batch.end();
+    if (keep_single && want_profile()) kernel_profile[single.name] = profile_single(x, P);
+    auto* bm = dynamic_cast<BatchModel*>(&x.model);
+    std::vector<reports::Case> batched;
+    if (bm)
+      for (int B : a_.batch) batched.push_back(batched_case(x, *bm, B, P, single));
+    if (!keep_single) cases.clear();
+    for (auto& c : batched) cases.push_back(std::move(c));
+  }
+
+ private:
+  bool want_profile() const { return !a_.kernel_profile.empty() && a_.new_tokens > 1; }
+
+  std::vector<BatchRequest> requests(const ModelConfig& cfg, int B, int P) const {
+    std::vector<BatchRequest> reqs;  // B distinct prompts of P ids
+    for (int i = 0; i < B; ++i)
+      reqs.push_back({suites::synthetic_prompt(P, cfg.vocab_size, cfg.bos_token_id, suites::kDefaultPromptSeed + i),
+                      a_.new_tokens});
+    return reqs;
+  }
+
+  SchedulerConfig scheduler(const suites::InstanceContext& x, const BatchModel& bm, int B, int P) const {
+    SchedulerConfig sc;
+    sc.max_num_batched_tokens = std::min(x.instance.settings.max_num_batched_tokens, bm.max_batch_tokens());
+    sc.max_model_len = x.instance.settings.max_model_len;
+    sc.max_num_seqs = B;
+    sc.block_size = 16;
+    sc.num_blocks = B * kv_blocks_for(P + a_.new_tokens, sc.block_size);
+    return sc;
+  }
+
+  static reports::Repetition repetition_of(const BatchGenerateResult& g) {
+    reports::Repetition r;
+    for (const auto& st : g.steps) {
+      r.latency_ns.push_back(st.ns);
+      r.phase.push_back(st.prefill ? reports::Phase::prefill : reports::Phase::decode);
+    }
+    r.ttft_warm_ns = g.prefill_ns();
+    return r;
+  }
+
+  reports::Case batched_case(const suites::InstanceContext& x, BatchModel& bm, int B, int P,
+                             const reports::Case& single) {
+    reports::Case k;
+    k.suite = single.suite;
+    k.name = fmt::format("batch{}_p{}_n{}", B, P, a_.new_tokens);
+    k.settings = single.settings;
+    k.settings.knobs["batch_size"] = B;
+    k.settings.knobs["forward"] = "batched (scheduler, paged KV)";
+    k.routing_source = single.routing_source;
+    k.prompt_tokens = P * B;
+    k.new_tokens = a_.new_tokens;
+    k.repetitions = a_.repetitions;
+    k.warmup = 1;
+    const ModelConfig& cfg = x.weights.config();
+    try {
+      const auto reqs = requests(cfg, B, P);
+      const SchedulerConfig sc = scheduler(x, bm, B, P);
+      std::vector<int32_t> out;
+      for (int rep = -1; rep < a_.repetitions; ++rep) {  // -1: the warm-up
+        const auto g = generate_batch(bm, sc, reqs);
+        if (rep < 0) continue;
+        k.samples.push_back(repetition_of(g));
+        if (rep == 0)
+          for (const auto& o : g.outputs) out.insert(out.end(), o.begin(), o.end());
+      }
+      k.output_token_hash = suites::token_hash(out);
+      if (want_profile()) kernel_profile[k.name] = profile_batched(x, bm, B, P);
+    } catch (const Error& e) {
+      k.status = reports::CaseStatus::failed;
+      k.error = e.what();
+    }
+    k.aggregates = reports::compute_aggregates(k);
+    if (k.status == reports::CaseStatus::ok)
+      k.bound = a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, B, k.aggregates.decode_tok_s)
+                                  : suites::bench_prefill_bound(cfg, x.device, k.aggregates.ttft_warm_ns);
+    return k;
+  }
+
+  // One more generation under CUPTI: GPU time per decode step by kernel.
+  template <typename Generate>
+  static nlohmann::json profile(Generate&& generate) {
+    profiler::CuptiCollector col;
+    if (!col.enable()) return {{"error", col.unavailable_reason()}};
+    int64_t t_decode = 0;
+    const int steps = generate(t_decode);
+    col.flush();
+    nlohmann::json t = suites::kernel_table(col.take_events(), t_decode, std::numeric_limits<int64_t>::max(),
+                                            std::max(steps, 1));
+    col.disable();
+    return t;
+  }
+
+  nlohmann::json profile_single(const suites::InstanceContext& x, int P) const {
+    const ModelConfig& cfg = x.weights.config();
+    const auto prompt = suites::synthetic_prompt(P, cfg.vocab_size, cfg.bos_token_id);
+    return profile([&](int64_t& t_decode) {
+      x.model.reset();
+      int32_t tok = x.model.forward_argmax(prompt.data(), P, 0);
+      t_decode = profiler::now_ns();
+      for (int i = 1; i < a_.new_tokens; ++i) tok = x.model.forward_argmax(&tok, 1, P + i - 1);
+      return a_.new_tokens - 1;
+    });
+  }
+
+  nlohmann::json profile_batched(const suites::InstanceContext& x, BatchModel& bm, int B, int P) const {
+    const auto reqs = requests(x.weights.config(), B, P);
+    const SchedulerConfig sc = scheduler(x, bm, B, P);
+    return profile([&](int64_t& t_decode) {
+      int steps = 0;
+      generate_batch(bm, sc, reqs, 0, false, [&](const Step& st, const std::vector<int32_t>&, const std::vector<float>&) {
+        if (st.prefill) t_decode = profiler::now_ns();
+        else ++steps;
+      });
+      return steps;
+    });
+  }
+
+  const Args& a_;
+};
+
+std::string knob_text(const reports::Case& k, const std::string& key) {
+  auto it = k.settings.knobs.find(key);
+  if (it == k.settings.knobs.end()) return "-";
+  return it->second.is_string() ? it->second.get<std::string>() : it->second.dump();
 }
 
-// A deterministic prompt of n ids (no special tokens 0..2).
-std::vector<int32_t> make_prompt(int n, int vocab) {
-  std::vector<int32_t> p(n);
-  for (int i = 0; i < n; ++i) p[i] = 3 + static_cast<int32_t>((static_cast<int64_t>(i) * 7919 + 13) % (vocab - 3));
-  return p;
+std::vector<std::string> table_row(const reports::Case& k, const reports::Results& res, int64_t tok_bytes) {
+  const auto& g = k.aggregates;
+  auto it = k.settings.knobs.find("batch_size");
+  const int B = it != k.settings.knobs.end() && it->second.is_number_integer() ? it->second.get<int>() : 1;
+  const bool decode = k.new_tokens > 1;
+  return {k.name, std::to_string(B), std::to_string(k.prompt_tokens / std::max(B, 1)), std::to_string(k.new_tokens),
+          fmt::format("{:.1f}", g.prefill_tok_s), fmt::format("{:.2f}", g.ttft_warm_ns / 1e6),
+          decode ? fmt::format("{:.1f}", g.decode_tok_s) : "-", decode ? fmt::format("{:.1f}", B * g.decode_tok_s) : "-",
+          decode ? fmt::format("{:.3f}", g.tpot_ns / 1e6) : "-", fmt::format("{:.3f}", tok_bytes / 1e9),
+          fmt::format("{:.0f}", res.device.hbm_gbps), k.bound ? fmt::format("{:.1f} {}", k.bound->value, k.bound->unit) : "-",
+          k.bound ? fmt::format("{:.1f}%", k.bound->percent) : "-",
+          k.status == reports::CaseStatus::ok ? "ok" : "failed: " + k.error};
 }
 
-int run(Args a) {
+// bench's own Markdown table (-o md).
+void print_table(const reports::Results& res, const EngineSettings& s) {
+  const int64_t tok_bytes =
+      res.model.config.empty() ? 0 : suites::bytes_per_decode_token(config_from_json(res.model.config, "bench"), 2);
+  std::vector<std::vector<std::string>> rows;
+  for (const reports::Case& k : res.cases) rows.push_back(table_row(k, res, tok_bytes));
+  fmt::print("# moebench bench: {} on {} ({}), stage {}, routing {}, dispatch={} combine={} buffers={}\n\n",
+             res.model.name, res.device.name, res.cases.empty() ? "-" : knob_text(res.cases[0], "backend"), s.stage,
+             s.routing, s.dispatch, s.combine, s.buffers);
+  fmt::print("{}", reports::markdown_table({"case", "batch", "prompt", "new", "prefill tok/s", "TTFT ms",
+                                            "decode tok/s per seq", "total tok/s", "TPOT ms", "GB/token (bf16)",
+                                            "device GB/s", "bound", "% of bound", "status"},
+                                           {false, true, true, true, true, true, true, true, true, true, true, true,
+                                            true, false},
+                                           rows));
+  fmt::print("\nbound: single-sequence cases: suites/bound.h (CUDA: weights one token reads / HBM; CPU: a read "
+             "stream over the fp32 weights a token reads); batch B: B tokens per step over the least a step reads "
+             "(every non-expert weight, top_k experts per layer); prefill cases (new tokens = 1): the time to read "
+             "that least; % = bound time / achieved time.\n");
+}
+
+void print_kernel_profile(const nlohmann::json& kprof) {
+  for (auto& [name, t] : kprof.items()) {
+    if (!t.is_object() || !t.contains("kernels")) continue;
+    fmt::print("\n## GPU time per decode step, {} ({:.1f} us of kernels per step)\n\n", name,
+               t["gpu_ns_per_step"].get<double>() / 1e3);
+    int shown = 0;
+    for (auto& r : t["kernels"]) {
+      if (shown++ == 12) break;
+      fmt::print("  {:>9.1f} us  {:>5.1f}x  {:>5.1f}%  {}\n", r["ns_per_step"].get<double>() / 1e3,
+                 r["launches_per_step"].get<double>(), r["share"].get<double>() * 100, r["kernel"].get<std::string>());
+    }
+  }
+}
+
+int run(const Args& a) {
+  reports::check_format(a.format);  // before any work
   check_paths({{"--tokenizer", a.model.tokenizer}}, {{"--out", a.out}, {"--kernel-profile", a.kernel_profile}});
-  if (a.layers > 0) {
-    if (!a.model.preset.empty()) a.model.preset += fmt::format(":layers={}", a.layers);
-    else if (a.model.model.rfind("synthetic:", 0) == 0 || a.model.model.find(':') == std::string::npos)
-      a.model.model += fmt::format(":layers={}", a.layers);
-    else fail("--layers {} applies to synthetic models only (got --model {})", a.layers, a.model.model);
-  }
   for (int b : a.batch)
     if (b < 1) fail("--batch {}: expected batch sizes of at least 1", b);
-  WeightSource w = app::open_weights(a.model);
-  const ModelConfig& c = w.config();
-  EngineContext ctx;
-  ctx.weights = &w;
-  ctx.backend = app::resolve_backend(a.model);
-  // --stage, --routing, --max-model-len, --gpu-mem-budget and --set, as every command takes them.
-  ctx.settings = app::settings_from(a.model);
-  app::apply_threads(a.model);
-  const int longest = *std::max_element(a.prompt_tokens.begin(), a.prompt_tokens.end()) + a.new_tokens;
-  if (longest > ctx.settings.max_model_len) ctx.settings.max_model_len = longest;
-  const int max_batch = *std::max_element(a.batch.begin(), a.batch.end());
-  const int longest_prompt = *std::max_element(a.prompt_tokens.begin(), a.prompt_tokens.end());
-  // One prefill step holds the largest batch's prompts (the scheduler chunks beyond it).
-  if (max_batch > 1 && ctx.settings.max_num_batched_tokens < max_batch * longest_prompt)
-    ctx.settings.max_num_batched_tokens = max_batch * longest_prompt;
+  const EngineSettings settings = bench_settings(a);
+  const suites::Suite suite = bench_suite(a, settings);
+  suites::Overrides o;
+  const auto instances = suites::expand(suite, o, suites::resolve_backend);
+  const std::string backend = instances.front().backend;
+  if (backend != "cuda")
+    for (int b : a.batch)
+      if (b != 1) fail("--batch {}: backend {} has no batched forward (only cuda has)", b, backend);
 
-  reports::Results res;
-  res.run.tool_version = kVersion;
-  res.run.commit = moebench::build_commit();
-  res.run.build_type = MOEBENCH_BUILD_TYPE;
-  res.run.start_time = iso_now();
-  res.run.command_line = {"moebench", "bench"};
-  res.host = suites::host_info();
-  res.model.name = c.name;
-  res.model.config = config_to_json(c);
-  res.model.dtype = "bf16";
-  res.model.weight_source = w.describe();
-  // Measured before the arena takes the memory; on the CPU backend bench gives no bound.
-  res.device = suites::device_info(ctx.backend, ctx.backend == "cuda");
-  if (ctx.backend == "cuda")
-    fmt::print(stderr, "device {}: HBM read stream {:.0f} GB/s, copy kernel {:.0f} GB/s (read + write), pinned H2D {:.1f} GB/s\n",
-               res.device.name, res.device.hbm_read_gbps, res.device.hbm_copy_gbps, res.device.h2d_gbps);
-  const int64_t t_load0 = profiler::now_ns();
-  auto model = create_model(ctx);
-  const int64_t load_ns = profiler::now_ns() - t_load0;
-  fmt::print(stderr, "model {} loaded in {:.2f} s ({})\n", c.name, load_ns / 1e9, w.describe());
+  BenchPass pass(a);
+  suites::RunOptions opt;
+  opt.out_path = a.out;
+  opt.tokenizer_path = a.model.tokenizer;
+  opt.command_line = suites::own_command_line({"moebench", "bench"});
+  opt.after_instance = [&pass](const suites::InstanceContext& x, std::vector<reports::Case>& cases) { pass(x, cases); };
+  suites::RunOutcome out = suites::run_suite(instances, opt);
+  const reports::Results& res = out.results;
 
-  const int64_t tok_bytes = suites::bytes_per_decode_token(c, 2);
-  const double bw = res.device.hbm_gbps;
-  std::vector<std::vector<std::string>> rows;
-  bool first_case = true;
-  auto* bm = dynamic_cast<BatchModel*>(model.get());
-  nlohmann::json kprof = nlohmann::json::object();
-  struct Plan {
-    int B, P;
-    bool batched;
-  };
-  std::vector<Plan> plans;
-  for (int B : a.batch)
-    for (int P : a.prompt_tokens) {
-      if (B == 1) plans.push_back({1, P, false});
-      if (bm) plans.push_back({B, P, true});
-      else if (B != 1) fail("--batch {}: backend {} has no batched forward (only cuda has)", B, ctx.backend);
-    }
-  for (const Plan& plan : plans) {
-      const int B = plan.B, P = plan.P;
-      reports::Case k;
-      k.suite = "bench";
-      k.name = plan.batched ? fmt::format("batch{}_p{}_n{}", B, P, a.new_tokens) : fmt::format("b{}_p{}_n{}", B, P, a.new_tokens);
-      k.settings.stage = ctx.settings.stage;
-      for (auto& [key, v] : ctx.settings.to_list()) k.settings.knobs[key] = v;
-      k.settings.knobs["batch"] = B;
-      k.settings.knobs["backend"] = ctx.backend;
-      k.routing_source = ctx.settings.routing;
-      k.settings.knobs["forward"] = plan.batched ? "batched (scheduler, paged KV)" : "single sequence";
-      k.prompt_tokens = P * B;
-      k.new_tokens = a.new_tokens;
-      k.repetitions = a.repetitions;
-      k.warmup = 1;
-      const auto prompt = make_prompt(P, c.vocab_size);
-      std::vector<int32_t> out;
-      int64_t cold_ns = -1;  // load + the first prefill of the process (the warm-up of the first case)
-      // B distinct prompts (shifted windows of one sequence) and the scheduler that runs them.
-      auto batch_requests = [&] {
-        std::vector<BatchRequest> reqs;
-        for (int i = 0; i < B; ++i) {
-          auto p = make_prompt(P + 1, c.vocab_size);
-          std::rotate(p.begin(), p.begin() + (i % (P + 1)), p.end());
-          p.resize(static_cast<size_t>(P));
-          reqs.push_back({p, a.new_tokens});
-        }
-        return reqs;
-      };
-      auto scheduler_config = [&] {
-        SchedulerConfig sc;
-        sc.max_num_batched_tokens = std::min(ctx.settings.max_num_batched_tokens, bm->max_batch_tokens());
-        sc.max_model_len = ctx.settings.max_model_len;
-        sc.max_num_seqs = B;
-        sc.block_size = 16;
-        sc.num_blocks = B * kv_blocks_for(P + a.new_tokens, sc.block_size);
-        return sc;
-      };
-      try {
-        if (plan.batched) {
-          const auto reqs = batch_requests();
-          const SchedulerConfig sc = scheduler_config();
-          for (int rep = -1; rep < a.repetitions; ++rep) {
-            const auto g = generate_batch(*bm, sc, reqs);
-            reports::Repetition r;
-            for (auto& st : g.steps) {
-              r.latency_ns.push_back(st.ns);
-              r.phase.push_back(st.prefill ? reports::Phase::prefill : reports::Phase::decode);
-            }
-            r.ttft_warm_ns = g.prefill_ns();
-            if (first_case && rep == -1) cold_ns = load_ns + g.prefill_ns();
-            out.clear();
-            for (auto& o : g.outputs) out.insert(out.end(), o.begin(), o.end());
-            if (rep >= 0) k.samples.push_back(std::move(r));
-          }
-        } else
-        for (int rep = -1; rep < a.repetitions; ++rep) {
-          model->reset();
-          reports::Repetition r;
-          out.clear();
-          int64_t t0 = profiler::now_ns();
-          int32_t tok = model->forward_argmax(prompt.data(), P, 0);
-          int64_t t1 = profiler::now_ns();
-          r.latency_ns.push_back(t1 - t0);
-          r.phase.push_back(reports::Phase::prefill);
-          r.ttft_warm_ns = t1 - t0;
-          if (first_case && rep == -1) cold_ns = load_ns + (t1 - t0);
-          out.push_back(tok);
-          for (int i = 1; i < a.new_tokens; ++i) {
-            const int64_t s = profiler::now_ns();
-            tok = model->forward_argmax(&tok, 1, P + i - 1);
-            r.latency_ns.push_back(profiler::now_ns() - s);
-            r.phase.push_back(reports::Phase::decode);
-            out.push_back(tok);
-          }
-          if (rep >= 0) k.samples.push_back(std::move(r));
-        }
-        if (!a.kernel_profile.empty() && a.new_tokens > 1) {  // one more repetition under CUPTI
-          profiler::CuptiCollector col;
-          if (!col.enable()) {
-            kprof[k.name] = {{"error", col.unavailable_reason()}};
-          } else {
-            int64_t t_dec = 0;
-            int steps = 0;
-            if (plan.batched) {
-              const auto reqs = batch_requests();
-              const SchedulerConfig sc = scheduler_config();
-              generate_batch(*bm, sc, reqs, 0, false, [&](const Step& st, const std::vector<int32_t>&, const std::vector<float>&) {
-                if (st.prefill) t_dec = profiler::now_ns();
-                else ++steps;
-              });
-            } else {
-              int32_t tok = model->forward_argmax(prompt.data(), P, 0);
-              t_dec = profiler::now_ns();
-              for (int i = 1; i < a.new_tokens; ++i, ++steps) tok = model->forward_argmax(&tok, 1, P + i - 1);
-            }
-            col.flush();
-            kprof[k.name] = kernel_table(col.take_events(), t_dec, std::max(steps, 1));
-            col.disable();
-          }
-        }
-        if (cold_ns >= 0 && !k.samples.empty()) k.samples[0].ttft_cold_ns = cold_ns;
-        k.output_token_hash = suites::token_hash(out);
-      } catch (const Error& e) {
-        k.status = reports::CaseStatus::failed;
-        k.error = e.what();
-      }
-      first_case = false;
-      k.aggregates = reports::compute_aggregates(k);
-      const auto& g = k.aggregates;
-      const bool decode_case = a.new_tokens > 1;
-      if (k.status == reports::CaseStatus::ok)
-        k.bound = decode_case ? suites::bench_decode_bound(c, res.device, B, g.decode_tok_s)
-                              : suites::bench_prefill_bound(c, res.device, g.ttft_warm_ns);
-      rows.push_back({k.name, std::to_string(B), std::to_string(P), std::to_string(a.new_tokens), fmt::format("{:.1f}", g.prefill_tok_s),
-                      fmt::format("{:.2f}", g.ttft_warm_ns / 1e6),
-                      decode_case ? fmt::format("{:.1f}", g.decode_tok_s) : "-",
-                      decode_case ? fmt::format("{:.1f}", B * g.decode_tok_s) : "-",
-                      decode_case ? fmt::format("{:.3f}", g.tpot_ns / 1e6) : "-", fmt::format("{:.3f}", tok_bytes / 1e9),
-                      fmt::format("{:.0f}", bw),
-                      k.bound ? fmt::format("{:.1f} {}", k.bound->value, k.bound->unit) : "-",
-                      k.bound ? fmt::format("{:.1f}%", k.bound->percent) : "-",
-                      k.status == reports::CaseStatus::ok ? "ok" : "failed: " + k.error});
-      res.cases.push_back(std::move(k));
-    }
-  fmt::print("# moebench bench: {} on {} ({}), dispatch={} combine={} buffers={}\n\n", c.name, res.device.name,
-             ctx.backend, ctx.settings.dispatch, ctx.settings.combine, ctx.settings.buffers);
-  fmt::print("{}", reports::markdown_table({"case", "batch", "prompt", "new", "prefill tok/s", "TTFT ms",
-                                            "decode tok/s per seq", "total tok/s", "TPOT ms", "GB/token", "HBM GB/s",
-                                            "bound", "% of bound", "status"},
-                                           {false, true, true, true, true, true, true, true, true, true, true, true, true,
-                                            false},
-                                           rows));
-  fmt::print("\nbound: decode cases: weights one token reads / HBM (the best of a read stream and a copy kernel); "
-             "batch B: B tokens per step over the least a step reads (every non-expert weight, top_k experts per layer); "
-             "prefill cases (new tokens = 1): the time to read that least; % = bound time / TTFT.\n");
-  const auto failed = std::count_if(res.cases.begin(), res.cases.end(),
-                                    [](const reports::Case& k) { return k.status != reports::CaseStatus::ok; });
-  if (!a.kernel_profile.empty() && failed < static_cast<long>(res.cases.size())) {
-    kprof["device"] = res.device.name;
-    kprof["model"] = c.name;
-    kprof["commit"] = res.run.commit;
-    write_file_atomic(a.kernel_profile, kprof.dump(1) + "\n");
-    for (auto& [name, t] : kprof.items()) {
-      if (!t.is_object() || !t.contains("kernels")) continue;
-      fmt::print("\n## GPU time per decode step, {} ({:.1f} us of kernels per step)\n\n", name,
-                 t["gpu_ns_per_step"].get<double>() / 1e3);
-      int shown = 0;
-      for (auto& r : t["kernels"]) {
-        if (shown++ == 12) break;
-        fmt::print("  {:>9.1f} us  {:>5.1f}x  {:>5.1f}%  {}\n", r["ns_per_step"].get<double>() / 1e3,
-                   r["launches_per_step"].get<double>(), r["share"].get<double>() * 100, r["kernel"].get<std::string>());
-      }
-    }
+  if (a.format == "md") print_table(res, settings);
+  else std::fputs(reports::render_as(res, a.format).c_str(), stdout);
+  const int n = static_cast<int>(res.cases.size());
+  if (!a.kernel_profile.empty() && out.failed < n) {
+    pass.kernel_profile["device"] = res.device.name;
+    pass.kernel_profile["model"] = res.model.name;
+    pass.kernel_profile["commit"] = res.run.commit;
+    write_file_atomic(a.kernel_profile, pass.kernel_profile.dump(1) + "\n");
+    if (a.format == "md") print_kernel_profile(pass.kernel_profile);
   }
-  if (failed == static_cast<long>(res.cases.size())) {
-    fmt::print(stderr, "all {} case(s) failed{}\n", failed, a.out.empty() ? "" : ": " + a.out + " not written");
-    return 3;
+  if (out.failed == n) {
+    fmt::print(stderr, "all {} case(s) failed{}\n", n, a.out.empty() ? "" : ": " + a.out + " not written");
+    return kExitCasesFailed;
   }
-  if (!a.out.empty()) {
-    reports::save_results(a.out, res);
-    fmt::print(stderr, "wrote {}\n", a.out);
-  }
-  if (failed > 0) {
-    fmt::print(stderr, "{} of {} case(s) failed\n", failed, res.cases.size());
-    return 3;
+  if (out.saved) fmt::print(stderr, "wrote {}\n", a.out);
+  if (out.failed > 0) {
+    fmt::print(stderr, "{} of {} case(s) failed\n", out.failed, n);
+    return kExitCasesFailed;
   }
   return 0;
 }
@@ -341,6 +357,7 @@ MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured
       ->check(CLI::PositiveNumber);
   sub.add_option("--kernel-profile", a->kernel_profile,
                  "JSON of GPU time per decode step by kernel (one extra CUPTI-traced repetition per case)");
+  sub.add_option("-o,--format", a->format, "what is printed on stdout: md|csv|json|jsonl|html (default md)");
   sub.footer("Output paths are checked before the model loads. The results are written once every case ran, and not\n"
              "when every case failed. Exit status: 0 ok, 3 when some or all cases failed, 1 on an error, 2 on a usage error.");
   sub.add_option("--out", a->out, "Results JSON (reports/results.h schema), written when the cases have run");

@@ -9,9 +9,7 @@
 #include <atomic>
 #include <csignal>
 #include <cstdlib>
-#include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 
 #include "app/command.h"
@@ -26,6 +24,7 @@
 #include "reports/markdown.h"
 #include "suites/bound.h"
 #include "suites/machine.h"
+#include "suites/run_header.h"
 #include "suites/runner.h"
 #include "suites/suite.h"
 
@@ -36,6 +35,7 @@ struct RunArgs {
   std::string model;
   std::string backend;
   std::string stage;
+  std::string routing;
   std::vector<std::string> set;
   std::string out, html, trace, tokenizer;
   int repetitions = 0;
@@ -66,21 +66,8 @@ void install_stop_handlers() {
 // Exit status of a run whose cases (some or all) failed.
 constexpr int kExitCasesFailed = 3;
 
-std::vector<std::string> own_command_line() {
-  std::ifstream f("/proc/self/cmdline", std::ios::binary);
-  std::vector<std::string> out;
-  std::string arg;
-  while (std::getline(f, arg, '\0')) out.push_back(arg);
-  return out;
-}
-
 std::string default_out(const std::string& suite_name) {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", &tm);
-  return fmt::format("results/{}-{}.json", suite_name, buf);
+  return fmt::format("results/{}-{}.json", suite_name, moebench::suites::utc_now("%Y%m%d-%H%M%S"));
 }
 
 // Creates the folder of an output when it is missing; check_paths then says what is
@@ -141,6 +128,7 @@ int run(const RunArgs& a) {
   o.repetitions = a.repetitions;
   o.warmup_runs = a.warmup_runs;
   o.cpu_threads = a.threads;
+  if (!a.routing.empty()) o.settings.emplace_back("routing", a.routing);
   for (const std::string& kv : a.set) {
     auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) fail("--set {}: expected key=value", kv);
@@ -157,7 +145,7 @@ int run(const RunArgs& a) {
   opt.tokenizer_path = a.tokenizer;
   opt.inject_slowdown = inject_slowdown_from_env();  // the CI gate's test switch
   opt.stop = &g_stop;
-  opt.command_line = own_command_line();
+  opt.command_line = suites::own_command_line({"moebench", "run"});
   for (const std::string& p : {opt.out_path, a.html, a.trace})
     if (!p.empty()) make_parent(p);
   check_paths({{"--suite", suite.source}, {"--tokenizer", a.tokenizer}},
@@ -203,6 +191,7 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
   sub.add_option("--backend", a->backend, "auto|cpu|cuda (default: the suite's, usually auto)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   sub.add_option("--stage", a->stage, "stage preset for every case (baseline, P0, P1, P2); replaces a stage sweep");
+  sub.add_option("--routing", a->routing, "routing source for every case: model|uniform|mixtral-locality|trace:FILE");
   sub.add_option("--set", a->set, "override a setting for every case: key=value (repeatable)")->take_all();
   sub.add_option("--repetitions", a->repetitions, "measured repetitions per case (default: the suite's)")
       ->check(CLI::PositiveNumber);

@@ -4,15 +4,14 @@
 #include <omp.h>
 #include <xxhash.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <ctime>
 #include <filesystem>
 #include <map>
 #include <memory>
 #include <optional>
 
-#include "engine/build_info.h"
 #include "engine/checkpoint_cache.h"
 #include "engine/embedded_tokenizer.h"
 #include "engine/engine.h"
@@ -30,6 +29,7 @@
 #include "suites/calibration.h"
 #include "suites/machine.h"
 #include "suites/quality.h"
+#include "suites/run_header.h"
 
 namespace moebench::suites {
 
@@ -44,27 +44,10 @@ using reports::Repetition;
 // Thrown from inside a generation when *stop is set.
 struct Interrupted {};
 
-std::string utc_now() {
-  std::time_t t = std::time(nullptr);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-// A knob's text as a JSON scalar: integers and booleans typed, the rest strings.
-nlohmann::json knob_value(const std::string& v) {
-  if (v == "true") return true;
-  if (v == "false") return false;
-  if (!v.empty() && v.find_first_not_of("0123456789") == std::string::npos && v.size() < 18) return std::stoll(v);
-  return v;
-}
-
 reports::Settings settings_of(const Instance& in, double inject_slowdown) {
   reports::Settings s;
   s.stage = in.settings.stage;
-  for (const auto& [k, v] : in.settings.to_list()) s.knobs[k] = knob_value(v);
+  for (const auto& [k, v] : in.settings.to_list()) s.knobs[k] = knob_json(v);
   s.knobs["batch_size"] = in.batch_size;
   if (in.cpu_threads > 0) s.knobs["cpu_threads"] = in.cpu_threads;
   if (inject_slowdown != 1.0) s.knobs["inject_slowdown"] = inject_slowdown;
@@ -132,6 +115,48 @@ Repetition repetition_of(const profiler::Profiler& prof) {
   return r;
 }
 
+// The hit rate of each layer's expert cache per step, from the profiler's counters
+// (each step's hits and misses since the previous one); nothing when `out` is null.
+class LayerHitRates {
+ public:
+  LayerHitRates(const profiler::ExpertCounters& c, std::vector<std::vector<double>>* out) : c_(c), out_(out) {
+    if (!out_) return;
+    const size_t L = static_cast<size_t>(std::max(0, c.n_layers()));
+    out_->assign(L, {});
+    seen_.assign(L, {0, 0});
+    for (size_t l = 0; l < L; ++l) seen_[l] = {c.layer(static_cast<int>(l)).hits, c.layer(static_cast<int>(l)).misses};
+  }
+  void step() {
+    if (!out_) return;
+    for (size_t l = 0; l < seen_.size(); ++l) {
+      const profiler::ExpertStats& s = c_.layer(static_cast<int>(l));
+      const int64_t h = s.hits - seen_[l].first, m = s.misses - seen_[l].second;
+      seen_[l] = {s.hits, s.misses};
+      (*out_)[l].push_back(h + m > 0 ? static_cast<double>(h) / static_cast<double>(h + m) : 1.0);
+    }
+  }
+
+ private:
+  const profiler::ExpertCounters& c_;
+  std::vector<std::vector<double>>* out_;
+  std::vector<std::pair<int64_t, int64_t>> seen_;  // (layer) hits, misses so far
+};
+
+// Appends a part to a trace: its CPU ranges' thread indexes mapped onto the trace's names.
+void append_trace(profiler::TraceInput& t, profiler::TraceInput part) {
+  for (profiler::CpuRange r : part.cpu_ranges) {
+    const size_t i = static_cast<size_t>(r.thread);
+    const std::string name = i < part.cpu_thread_names.size() ? part.cpu_thread_names[i] : "engine";
+    auto it = std::find(t.cpu_thread_names.begin(), t.cpu_thread_names.end(), name);
+    if (it == t.cpu_thread_names.end()) it = t.cpu_thread_names.insert(t.cpu_thread_names.end(), name);
+    r.thread = static_cast<int32_t>(it - t.cpu_thread_names.begin());
+    t.cpu_ranges.push_back(r);
+  }
+  t.steps.insert(t.steps.end(), part.steps.begin(), part.steps.end());
+  t.gpu_events.insert(t.gpu_events.end(), part.gpu_events.begin(), part.gpu_events.end());
+  t.counters.insert(t.counters.end(), part.counters.begin(), part.counters.end());
+}
+
 // The loaded model and what it was loaded for.
 struct Loaded {
   std::string key;
@@ -161,14 +186,8 @@ class Runner {
   RunOutcome run(const std::vector<Instance>& instances) {
     RunOutcome out;
     reports::Results& res = out.results;
-    res.run.tool_version = kVersion;
-    res.run.commit = moebench::build_commit();
-    res.run.build_type = MOEBENCH_BUILD_TYPE;
-    res.run.start_time = utc_now();
-    res.run.command_line = opt_.command_line;
-    res.host = host_info();
     const std::string backend = instances.empty() ? "cpu" : instances.front().backend;
-    res.device = device_info(backend, opt_.measure_bandwidth);
+    res = run_header(opt_.command_line, backend, opt_.measure_bandwidth);
     device_ = res.device;
     prof_.options.sample_device_memory = backend == "cuda";
     prof_.trace.name_this_thread("engine");
@@ -197,10 +216,12 @@ class Runner {
           measure(index, in, p, n, res);
           if (!last_round) continue;
           finish(in, p);
-          if (p.c.status == CaseStatus::failed) ++out.failed;
-          res.cases.push_back(std::move(p.c));
+          for (Case& c : after_instance(in, p)) {
+            if (c.status == CaseStatus::failed) ++out.failed;
+            res.cases.push_back(std::move(c));
+            if (ev_.on_instance_end) ev_.on_instance_end(index, res.cases.back());
+          }
           if (!opt_.progress_path.empty()) reports::save_results(opt_.progress_path, res);
-          if (ev_.on_instance_end) ev_.on_instance_end(index, res.cases.back());
         }
       }
     } catch (const Interrupted&) {
@@ -228,6 +249,23 @@ class Runner {
     c.warmup = in.warmup_runs;
     c.prompt_tokens = in.spec->prompt.empty() ? in.spec->prompt_tokens : 0;
     return c;
+  }
+
+  // The finished instance's case, and what the command's own pass made of it.
+  std::vector<Case> after_instance(const Instance& in, Pending& p) {
+    std::vector<Case> cases;
+    cases.push_back(std::move(p.c));
+    if (!opt_.after_instance || cases[0].status != CaseStatus::ok || !loaded_.model) return cases;
+    Case measured = cases[0];  // what stays, failed, when the pass throws
+    try {
+      opt_.after_instance({in, *loaded_.model, *loaded_.weights, prof_, device_}, cases);
+    } catch (const Error& e) {
+      measured.status = CaseStatus::failed;
+      measured.error = e.what();
+      measured.bound.reset();
+      cases = {std::move(measured)};
+    }
+    return cases;
   }
 
   static void fail_case(Pending& p, const std::string& error) {
@@ -275,7 +313,7 @@ class Runner {
       for (int w = 0; w < in.warmup_runs; ++w) {
         if (ev_.on_step) ev_.on_step(index, "warm-up", w, in.warmup_runs);
         prof_.reset_repetition();
-        note_cold(p, generate(*loaded_.model, prompt, g, stop_check()));
+        note_cold(p, generate(*loaded_.model, prompt, g, token_hook(index, -1, nullptr)));
       }
     } catch (...) {
       loaded_.model->set_routing_stream(0);
@@ -296,11 +334,13 @@ class Runner {
       const bool tracing = !opt_.trace_path.empty();
       for (int k = 0; k < n; ++k) {
         const int rep = p.reps_done;
-        const bool last = rep + 1 == in.repetitions;
+        // The repetition the trace keeps: the last one, or the first of every instance.
+        const bool traced = tracing && (opt_.trace_every_instance ? rep == 0 : rep + 1 == in.repetitions);
         if (ev_.on_step) ev_.on_step(index, "repetition", rep, in.repetitions);
         prof_.reset_repetition();
-        prof_.trace.set_enabled(tracing && last);
-        GenerateResult r = generate(*loaded_.model, p.prompt, g, stop_check());
+        prof_.trace.set_enabled(traced);
+        LayerHitRates per_layer(prof_.experts, rep == 0 ? &p.c.hit_rate.per_layer : nullptr);
+        GenerateResult r = generate(*loaded_.model, p.prompt, g, token_hook(index, rep, &per_layer));
         prof_.trace.set_enabled(false);
         note_cold(p, r);
         Repetition sample = repetition_of(prof_);
@@ -320,15 +360,12 @@ class Runner {
           p.first_output = r.output;
           p.c.output_token_hash = token_hash(r.output);
           if (p.c.experts.hits + p.c.experts.misses > 0) p.c.hit_rate.overall = prof_.experts.hit_rate_series(false);
+          else p.c.hit_rate.per_layer.clear();  // nothing counted
         } else if (r.output != p.first_output) {
           log::warn("{}/{}: repetition {} generated other tokens than repetition 0 (the hash is of repetition 0)",
                     p.c.suite, p.c.name, rep);
         }
-        if (tracing && last) {
-          trace_ = profiler::make_trace_input(prof_, std::move(events));
-          trace_.metadata = {{"suite", p.c.suite}, {"case", p.c.name}, {"stage", p.c.settings.stage}, {"repetition", rep}};
-          trace_pending_ = true;
-        }
+        if (traced) keep_trace(p.c, rep, std::move(events));
         ++p.reps_done;
       }
     } catch (const Error& e) {
@@ -398,8 +435,28 @@ class Runner {
     return in.clock == "thread_cpu" ? &profiler::thread_cpu_now_ns : &profiler::now_ns;
   }
 
-  std::function<void(int32_t, int)> stop_check() const {
-    return [this](int32_t, int) { check_stop(); };
+  // Per token: the per-layer hit rates (when kept), the on_token event, then the stop check.
+  std::function<void(int32_t, int)> token_hook(int index, int rep, LayerHitRates* per_layer) const {
+    return [this, index, rep, per_layer](int32_t, int i) {
+      if (per_layer) per_layer->step();
+      if (ev_.on_token && !prof_.tokens.samples.empty())
+        ev_.on_token(index, rep, prof_.tokens.samples.back().latency_ns,
+                     i == 0 ? reports::Phase::prefill : reports::Phase::decode);
+      check_stop();
+    };
+  }
+
+  // The traced repetition: the trace of the run (the last one), or one more part of it.
+  void keep_trace(const Case& c, int rep, std::vector<profiler::GpuEvent> events) {
+    profiler::TraceInput t = profiler::make_trace_input(prof_, std::move(events));
+    if (!opt_.trace_every_instance) {
+      trace_ = std::move(t);
+      trace_.metadata = {{"suite", c.suite}, {"case", c.name}, {"stage", c.settings.stage}, {"repetition", rep}};
+    } else {
+      append_trace(trace_, std::move(t));
+      trace_.metadata = {{"suite", c.suite}, {"cases", "every case's model load and first measured repetition"}};
+    }
+    trace_pending_ = true;
   }
 
   // The first generation after a model load gives the cold TTFT (load included).
@@ -419,6 +476,10 @@ class Runner {
       // A synthetic model on the disk tier is written to the checkpoint cache first
       // (once per machine): not part of the load time.
       WeightSource w = with_files_for_tier(WeightSource::open(in.model, in.seed), in.settings.expert_tier);
+      const bool traced = !opt_.trace_path.empty() && opt_.trace_every_instance;
+      prof_.trace.set_enabled(traced);
+      std::optional<profiler::ScopedRange> range;
+      range.emplace(prof_.trace, profiler::RangeKind::other, -1, -1, "model load");
       int64_t (*clock)() = clock_of(in);
       int64_t t0 = clock();
       loaded_.weights = std::make_unique<WeightSource>(std::move(w));
@@ -435,6 +496,9 @@ class Runner {
       // field, not this model's load (or every stage after the first would look faster).
       const int64_t shared = loaded_.model->shared_setup_ns();
       loaded_.load_ns = clock() - t0 - shared;
+      range.reset();
+      prof_.trace.set_enabled(false);
+      if (traced) append_trace(trace_, profiler::make_trace_input(prof_));
       res.model.shared_setup_ns = std::max(res.model.shared_setup_ns, shared);
       prof_.model_load_ns = loaded_.load_ns;
       log::info("experts: {}", loaded_.model->experts_describe());
@@ -449,6 +513,7 @@ class Runner {
         res.model.weight_source = loaded_.weights->describe();
       }
     } catch (const Error& e) {
+      prof_.trace.set_enabled(false);
       loaded_.model.reset();
       loaded_.error = fmt::format("loading {} on {}: {}", in.model, in.backend, e.what());
     }

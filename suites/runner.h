@@ -13,7 +13,8 @@
 //     none); other instances have no cold TTFT. TTFT warm = the first step of each
 //     repetition;
 //   - expert counters summed over the measured repetitions from the profiler (as
-//     the engine bumped them: zeros when it bumps none), memory peaks, CUPTI GPU
+//     the engine bumped them: zeros when it bumps none) and the hit rate per step
+//     (overall and per layer) of the first repetition, memory peaks, CUPTI GPU
 //     time when tracing on CUDA, aggregates, the bound (suites/bound.h; on the CPU
 //     after a read stream over the weights a token reads, measured with the case's
 //     threads), the output-token hash;
@@ -35,6 +36,8 @@
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/model.h"
+#include "engine/weight_source.h"
 #include "profiler/counters.h"
 #include "reports/results.h"
 #include "suites/bound.h"
@@ -42,15 +45,35 @@
 
 namespace moebench::suites {
 
+// What a command's own pass sees once an instance's measured repetitions are done:
+// the model they ran on (still loaded), its weights, the run's profiler (attached to
+// the model) and the device as measured for the run.
+struct InstanceContext {
+  const Instance& instance;
+  Model& model;
+  const WeightSource& weights;
+  profiler::Profiler& prof;
+  const reports::DeviceInfo& device;
+};
+
+// A command's own pass after an instance that did not fail (bench: the batched
+// forward and the kernel profile; profile-check: the overhead experiment and the
+// CUPTI pass). `cases` holds the instance's case, aggregates and bound done; the pass
+// may edit it, append more cases (they follow it in the results) or remove it. An
+// Error it throws fails the instance's case with its message.
+using AfterInstance = std::function<void(const InstanceContext&, std::vector<reports::Case>& cases)>;
+
 struct RunOptions {
   std::string out_path;          // results JSON, written when the run is complete and not every instance failed ("" = not written)
   std::string progress_path;     // the results so far, rewritten after every instance ("" = none); removed once out_path is written
   std::string trace_path;        // Chrome trace of the last repetition of the last finished instance, written with out_path; "" = off
+  bool trace_every_instance = false;  // the trace holds every instance's model load and first measured repetition instead
   std::string tokenizer_path;    // "" = MODEL/tokenizer.json, else the built-in Mistral one
   double inject_slowdown = 1.0;  // test hook of the CI gate, see GenerateOptions
   bool measure_bandwidth = true; // device bandwidth measurement (about 0.1 s)
   const std::atomic<bool>* stop = nullptr;  // set asynchronously (SIGINT) to stop
   std::vector<std::string> command_line;
+  AfterInstance after_instance;  // empty = none
 };
 
 // What the runner reports while it works (progress bars, logs). All optional.
@@ -59,6 +82,9 @@ struct RunEvents {
   std::function<void(int index, const Instance&)> on_instance_start;
   // phase: "load", "warm-up" or "repetition"; done of total within the phase.
   std::function<void(int index, const char* phase, int done, int total)> on_step;
+  // After every generated token of a model instance: repetition (-1 in a warm-up),
+  // the token's step time (the instance's clock) and phase.
+  std::function<void(int index, int repetition, int64_t latency_ns, reports::Phase phase)> on_token;
   std::function<void(int index, const reports::Case&)> on_instance_end;
 };
 

@@ -1,6 +1,7 @@
 // cli_flags_test.cpp: flags a subcommand lists in --help are honoured and recorded:
-// --version, --threads, --format (csv, jsonl, compare's json), and bench's --stage / --routing (which it once accepted and
-// dropped, recording stage "custom" and routing "model").
+// --version, --threads, --format (csv, jsonl, compare's json), bench's --stage / --routing (which it once accepted and
+// dropped, recording stage "custom" and routing "model"), and --stage / --routing / --set recorded by every command
+// that writes results (run, bench, profile-check).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -35,7 +36,52 @@ TEST(CliFlags, BenchRecordsStageRoutingAndSet) {
   for (const reports::Case& c : b.cases) {
     EXPECT_EQ(c.settings.stage, "P1");
     EXPECT_EQ(c.settings.knobs.at("routing"), "uniform");
-    EXPECT_EQ(c.settings.knobs.at("cache_slots"), "20");
+    EXPECT_EQ(c.settings.knobs.at("cache_slots"), 20);
+  }
+}
+
+// Every results-writing command, on the CPU backend with the tiny preset, takes
+// --stage, --routing and --set and records them in its results file: each case's
+// stage, its routing knob and routing source, and the knob set. No verdict rests on
+// speed: the runs are short and only the recorded settings are checked.
+namespace {
+void expect_case_records(const nlohmann::json& c, const std::string& what) {
+  EXPECT_EQ(c.at("settings").at("stage"), "P1") << what;
+  EXPECT_EQ(c.at("settings").at("knobs").at("routing"), "uniform") << what;
+  EXPECT_EQ(c.at("routing_source"), "uniform") << what;
+  EXPECT_EQ(c.at("settings").at("knobs").at("cache_slots"), 20) << what;
+}
+}  // namespace
+
+TEST(CliFlags, ResultsWritingCommandsRecordStageRoutingAndSet) {
+  TempDir d;
+  const std::vector<std::string> common = {"--backend", "cpu", "--stage", "P1", "--routing", "uniform",
+                                           "--set", "cache_slots=20", "--threads", "1"};
+  auto with = [&](std::vector<std::string> head, const std::vector<std::string>& tail) {
+    head.insert(head.end(), common.begin(), common.end());
+    head.insert(head.end(), tail.begin(), tail.end());
+    return head;
+  };
+  const std::vector<std::vector<std::string>> commands = {
+      with({"run", "--suite", test::source_dir() + "/suites/short.json", "--model", "tiny"},
+           {"--repetitions", "1", "--out", d.str("run.json")}),
+      with({"bench", "--preset", "tiny"}, {"--prompt-tokens", "8", "--new-tokens", "4", "--repetitions", "1", "--out",
+                                           d.str("bench.json")}),
+      with({"profile-check", "--preset", "tiny"},
+           {"--prompt-tokens", "8", "--new-tokens", "4", "--rounds", "2", "--out", d.str("profile-check.json")}),
+  };
+  for (const auto& args : commands) {
+    test::CliRun r = test::run_moebench(args, d);
+    const std::string file = d.str(args[0] + ".json");
+    ASSERT_EQ(r.code, 0) << args[0] << ": " << r.err;
+    nlohmann::json j = nlohmann::json::parse(test::read_file(file));
+    if (args[0] == "profile-check") j = j.at("results");  // its own layout, the runner's results inside
+    ASSERT_TRUE(j.contains("cases") && !j.at("cases").empty()) << args[0];
+    for (const auto& c : j.at("cases")) expect_case_records(c, args[0]);
+    // The flags themselves are in the recorded command line.
+    const auto cl = j.at("run").at("command_line").get<std::vector<std::string>>();
+    for (const char* flag : {"--stage", "--routing", "--set", "cache_slots=20"})
+      EXPECT_NE(std::find(cl.begin(), cl.end(), flag), cl.end()) << args[0] << " " << flag;
   }
 }
 
@@ -93,4 +139,27 @@ TEST(CliFlags, FormatsCsvJsonlAndCompareJson) {
   test::CliRun bad = test::run_moebench({"report", d.str("r.json"), "--format", "xml"}, d);
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.err.find("md|csv|json|jsonl|html"), std::string::npos) << bad.err;
+}
+
+// bench's -o/--format: the formats run and report print (one row per case in csv),
+// and a bad format is one line before any work.
+TEST(CliFlags, BenchFormats) {
+  TempDir d;
+  test::CliRun csv = test::run_moebench({"bench", "--backend", "cpu", "--preset", "tiny", "--threads", "1",
+                                         "--prompt-tokens", "4,6", "--new-tokens", "3", "--repetitions", "1", "-o", "csv",
+                                         "--out", d.str("b.json")},
+                                        d);
+  ASSERT_EQ(csv.code, 0) << csv.err;
+  ASSERT_EQ(csv.out.rfind("suite,case,stage,status,", 0), 0u) << csv.out;
+  EXPECT_EQ(std::count(csv.out.begin(), csv.out.end(), '\n'), 3) << csv.out;  // header + two cases
+  EXPECT_NE(csv.out.find("bench,b1_p4_n3,"), std::string::npos) << csv.out;
+  EXPECT_NE(csv.out.find("bench,b1_p6_n3,"), std::string::npos) << csv.out;
+
+  test::CliRun bad = test::run_moebench({"bench", "--backend", "cpu", "--preset", "tiny", "-o", "xml", "--out",
+                                         d.str("x.json")},
+                                        d);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("md|csv|json|jsonl|html"), std::string::npos) << bad.err;
+  EXPECT_EQ(bad.out, "");
+  EXPECT_FALSE(std::filesystem::exists(d.str("x.json")));
 }

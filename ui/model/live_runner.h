@@ -2,17 +2,18 @@
 // interface the live view drives (start / poll / cancel); the runner behind it
 // does the work on a background thread and publishes snapshots as tokens arrive.
 //
-// suites/runner.h (the suite runner) did not exist when this was written, so
-// make_engine_live_runner() runs the engine itself: for each stage preset it
-// builds the model (engine/engine.h create_model), runs the real generate() loop
-// per repetition, times every step, and writes the cases in the results schema.
-// When suites/ lands, a runner over it implements the same interface.
+// make_engine_live_runner() runs through the suite runner (suites/runner.h), as
+// `moebench run` does: the settings become a suite of one case per stage preset
+// (the synthetic prompt every command uses), each case with its own model load, so
+// the cases are measured, counted and recorded exactly like `run`'s; the runner's
+// per-token events feed the snapshots, and its trace holds every case's model load
+// and first measured repetition.
 //
-// Expert-cache figures are the engine's own (a profiler::Profiler attached to the
+// Expert-cache figures are the engine's own (the runner's profiler attached to the
 // model and to generate()): per-layer hits, misses, loads, bytes and load time of
 // the stage's expert tier and cache policy, and the layer x expert usage, summed
 // over the measured repetitions; the hit rate over steps (overall and per layer)
-// and the trace (when asked) cover the first measured repetition.
+// covers the first measured repetition.
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -27,7 +28,7 @@ namespace moebench::ui {
 
 struct LiveSettings {
   std::string model = "synthetic:tiny";  // WeightSource::open spec: DIR | synthetic:PRESET[:layers=N]
-  uint64_t seed = 1;                     // synthetic weights and the prompt
+  uint64_t seed = 1;                     // synthetic weights (the prompt is the synthetic one every command uses)
   std::string backend = "cpu";           // cpu (cuda once its model exists)
   std::vector<std::string> stages = {"baseline", "P0", "P1", "P2"};
   std::string suite = "live";
