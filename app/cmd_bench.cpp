@@ -22,17 +22,17 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "app/command.h"
+#include "cli/command.h"
 #include "app/model_options.h"
 #include "engine/batch_generate.h"
 #include "engine/build_info.h"
 #include "engine/engine.h"
-#include "engine/error.h"
-#include "engine/log.h"
-#include "engine/units.h"
-#include "profiler/clock.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/units.h"
+#include "common/clock.h"
 #include "profiler/cupti.h"
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 #include "reports/markdown.h"
 #include "reports/results.h"
 #include "suites/machine.h"

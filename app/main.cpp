@@ -1,6 +1,6 @@
 // main.cpp: the CLI front shared by `moebench` and `moebench-dashboard`. Subcommands
 // live in app/cmd_*.cpp (and ui/glue/cmd_dashboard.cpp) and register themselves
-// (app/command.h); cli_main() parses, dispatches and maps errors to exit codes:
+// (cli/command.h); cli_main() parses, dispatches and maps errors to exit codes:
 // 0 ok, 1 runtime error (bad file, budget), 2 usage error. `moebench` is main()
 // below; the dashboard executable calls cli_main() with its own name.
 #include <algorithm>
@@ -8,11 +8,11 @@
 #include <map>
 #include <memory>
 
-#include "app/command.h"
+#include "cli/command.h"
 #include "engine/build_info.h"
 #include "engine/device_info.h"
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/error.h"
+#include "common/log.h"
 
 namespace moebench::app {
 std::vector<Command>& commands() {

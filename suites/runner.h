@@ -34,7 +34,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
+#include "model/config.h"
 #include "profiler/counters.h"
 #include "reports/results.h"
 #include "suites/bound.h"

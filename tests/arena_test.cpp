@@ -2,8 +2,8 @@
 #include <gtest/gtest.h>
 
 #include "engine/arena_book.h"
-#include "engine/error.h"
-#include "engine/units.h"
+#include "common/error.h"
+#include "common/units.h"
 
 using namespace moebench;
 

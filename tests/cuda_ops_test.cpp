@@ -22,7 +22,7 @@
 #include "engine/cuda/device.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/dtype.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/ops/ops.h"
 #include "engine/synth_rng.h"
 #include "engine/weight_source.h"

@@ -16,11 +16,11 @@
 #include "engine/cpu_expert_provider.h"
 #include "engine/cpu_model.h"
 #include "engine/engine.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/generate.h"
 #include "engine/weight_source.h"
 #include "profiler/chrome_trace.h"
-#include "profiler/clock.h"
+#include "common/clock.h"
 #include "suites/runner.h"
 #include "variants/stages.h"
 

@@ -1,5 +1,5 @@
 // units.cpp: parse_bytes / format_bytes (see units.h).
-#include "engine/units.h"
+#include "common/units.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 
