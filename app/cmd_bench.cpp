@@ -21,15 +21,15 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
-#include "app/command.h"
+#include "cli/command.h"
 #include "app/model_options.h"
 #include "engine/batch_generate.h"
 #include "engine/batch_model.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/generate.h"
-#include "profiler/clock.h"
+#include "common/clock.h"
 #include "profiler/cupti.h"
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 #include "reports/formats.h"
 #include "reports/markdown.h"
 #include "reports/results.h"

@@ -4,8 +4,8 @@
 #include <cstdio>
 #include <memory>
 
-#include "app/command.h"
-#include "engine/error.h"
+#include "cli/command.h"
+#include "common/error.h"
 #include "reports/compare.h"
 #include "reports/formats.h"
 

@@ -9,8 +9,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include "app/command.h"
-#include "engine/error.h"
+#include "cli/command.h"
+#include "common/error.h"
 
 namespace {
 

@@ -7,9 +7,9 @@
 #include <filesystem>
 #include <memory>
 
-#include "app/command.h"
-#include "engine/log.h"
-#include "reports/atomic_file.h"
+#include "cli/command.h"
+#include "common/log.h"
+#include "common/atomic_file.h"
 #include "reports/evidence.h"
 #include "reports/results.h"
 #include "suites/bound.h"

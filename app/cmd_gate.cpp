@@ -9,10 +9,10 @@
 #include <filesystem>
 #include <memory>
 
-#include "app/command.h"
-#include "engine/error.h"
+#include "cli/command.h"
+#include "common/error.h"
 #include "engine/generate.h"
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 #include "reports/workcount.h"
 #include "suites/machine.h"
 #include "suites/runner.h"

@@ -4,13 +4,13 @@
 #include <cstdio>
 #include <memory>
 
-#include "app/command.h"
+#include "cli/command.h"
 #include "app/model_options.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/cpu_model.h"
 #include "engine/generate.h"
 #include "engine/routing_recorder.h"
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 
 namespace {
 struct Args {

@@ -2,11 +2,11 @@
 // model presets and every setting with its values and default.
 #include <thread>
 
-#include "app/command.h"
+#include "cli/command.h"
 #include "engine/build_info.h"
-#include "engine/config.h"
+#include "model/config.h"
 #include "engine/device_info.h"
-#include "engine/settings.h"
+#include "model/settings.h"
 #include "variants/cache_policy.h"
 #include "variants/routing.h"
 

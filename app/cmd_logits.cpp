@@ -11,10 +11,10 @@
 #include <string>
 #include <vector>
 
-#include "app/command.h"
+#include "cli/command.h"
 #include "app/model_options.h"
-#include "engine/error.h"
-#include "reports/atomic_file.h"
+#include "common/error.h"
+#include "common/atomic_file.h"
 
 namespace {
 struct Args {

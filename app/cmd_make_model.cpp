@@ -1,8 +1,8 @@
 // cmd_make_model.cpp: `moebench make-model` writes a synthetic HF checkpoint.
 #include <memory>
 
-#include "app/command.h"
-#include "engine/error.h"
+#include "cli/command.h"
+#include "common/error.h"
 #include "engine/synth_checkpoint.h"
 #include "engine/weight_source.h"
 

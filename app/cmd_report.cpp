@@ -6,9 +6,9 @@
 #include <cstdio>
 #include <memory>
 
-#include "app/command.h"
-#include "engine/log.h"
-#include "reports/atomic_file.h"
+#include "cli/command.h"
+#include "common/log.h"
+#include "common/atomic_file.h"
 #include "reports/html.h"
 #include "reports/formats.h"
 #include "reports/markdown.h"

@@ -12,13 +12,13 @@
 #include <filesystem>
 #include <memory>
 
-#include "app/command.h"
+#include "cli/command.h"
 #include "app/progress.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/generate.h"
-#include "engine/log.h"
-#include "engine/settings.h"
-#include "reports/atomic_file.h"
+#include "common/log.h"
+#include "model/settings.h"
+#include "common/atomic_file.h"
 #include "reports/html.h"
 #include "reports/formats.h"
 #include "reports/markdown.h"

@@ -11,12 +11,12 @@
 #include <string>
 #include <vector>
 
-#include "app/command.h"
-#include "engine/error.h"
-#include "engine/log.h"
+#include "cli/command.h"
+#include "common/error.h"
+#include "common/log.h"
 #include "engine/quant.h"
-#include "engine/settings.h"
-#include "reports/atomic_file.h"
+#include "model/settings.h"
+#include "common/atomic_file.h"
 #include "variants/cache_policy.h"
 #include "variants/routing.h"
 #include "variants/simulator.h"

@@ -9,8 +9,8 @@
 #include "engine/engine.h"
 #include "engine/device_info.h"
 #include "engine/embedded_tokenizer.h"
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/error.h"
+#include "common/log.h"
 #include "variants/stages.h"
 
 namespace moebench::app {

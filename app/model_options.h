@@ -6,7 +6,7 @@
 #include <string>
 
 #include "engine/model.h"
-#include "engine/settings.h"
+#include "model/settings.h"
 #include "engine/tokenizer.h"
 #include "engine/weight_source.h"
 

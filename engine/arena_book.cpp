@@ -3,8 +3,8 @@
 
 #include <algorithm>
 
-#include "engine/error.h"
-#include "engine/units.h"
+#include "common/error.h"
+#include "common/units.h"
 
 namespace moebench {
 

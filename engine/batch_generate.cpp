@@ -1,8 +1,8 @@
 // batch_generate.cpp: see batch_generate.h.
 #include "engine/batch_generate.h"
 
-#include "engine/error.h"
-#include "profiler/clock.h"
+#include "common/error.h"
+#include "common/clock.h"
 
 namespace moebench {
 

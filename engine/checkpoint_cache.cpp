@@ -6,9 +6,9 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "engine/env.h"
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/env.h"
+#include "common/error.h"
+#include "common/log.h"
 #include "engine/quant.h"
 #include "engine/synth_checkpoint.h"
 

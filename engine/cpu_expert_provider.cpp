@@ -7,9 +7,9 @@
 #include <cerrno>
 #include <cstring>
 
-#include "engine/error.h"
-#include "engine/log.h"
-#include "profiler/clock.h"
+#include "common/error.h"
+#include "common/log.h"
+#include "common/clock.h"
 #include "profiler/counters.h"
 
 namespace moebench {

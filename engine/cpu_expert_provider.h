@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "engine/expert_provider.h"
-#include "engine/settings.h"
+#include "model/settings.h"
 #include "engine/weight_source.h"
 #include "variants/expert_cache.h"
 #include "variants/routing_trace.h"

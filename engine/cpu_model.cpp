@@ -7,8 +7,8 @@
 #include <map>
 #include <cstring>
 
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/error.h"
+#include "common/log.h"
 #include "engine/cpu_expert_provider.h"
 #include "engine/ops/ops.h"
 #include "profiler/counters.h"

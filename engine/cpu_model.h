@@ -11,7 +11,7 @@
 #include "engine/expert_provider.h"
 #include "engine/model.h"
 #include "engine/weight_source.h"
-#include "variants/moe_strategy.h"
+#include "engine/moe_strategy.h"
 #include "variants/routing_driver.h"
 
 namespace moebench {

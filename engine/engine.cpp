@@ -2,7 +2,7 @@
 #include "engine/engine.h"
 
 #include "engine/cpu_model.h"
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 

@@ -5,7 +5,7 @@
 #include <string>
 
 #include "engine/model.h"
-#include "engine/settings.h"
+#include "model/settings.h"
 #include "engine/weight_source.h"
 
 // The CUDA model is compiled in when the CUDA backend is on and its source exists.

@@ -15,8 +15,8 @@
 #include <map>
 #include <mutex>
 
-#include "engine/error.h"
-#include "engine/units.h"
+#include "common/error.h"
+#include "common/units.h"
 
 namespace moebench {
 

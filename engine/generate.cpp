@@ -3,10 +3,10 @@
 
 #include <cstdlib>
 
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/error.h"
+#include "common/log.h"
 #include "engine/ops/ops.h"
-#include "profiler/clock.h"
+#include "common/clock.h"
 #include "profiler/counters.h"
 
 // Callgrind's client requests (valgrind's headers): without them the build leaves

@@ -6,8 +6,8 @@
 #include <fstream>
 #include <cctype>
 
-#include "engine/env.h"
-#include "engine/error.h"
+#include "common/env.h"
+#include "common/error.h"
 
 namespace fs = std::filesystem;
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
+#include "model/config.h"
 #include "engine/sampler.h"
 
 namespace moebench {

@@ -35,7 +35,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
+#include "model/config.h"
 #include "variants/placement.h"
 
 namespace moebench {

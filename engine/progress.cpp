@@ -8,7 +8,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "engine/units.h"
+#include "common/units.h"
 
 namespace moebench {
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 

@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
+#include "model/config.h"
 #include "engine/dtype.h"
 
 namespace moebench {

@@ -15,7 +15,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/weights.h"
 
 namespace moebench {

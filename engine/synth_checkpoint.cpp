@@ -6,12 +6,12 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/error.h"
+#include "common/log.h"
 #include "engine/safetensors.h"
 #include "engine/weight_source.h"
 #include "engine/weights.h"
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 
 namespace moebench {
 

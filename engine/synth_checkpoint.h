@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "engine/config.h"
+#include "model/config.h"
 #include "engine/dtype.h"
 #include "engine/quant.h"
 

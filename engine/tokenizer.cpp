@@ -9,8 +9,8 @@
 #include <queue>
 #include <sstream>
 
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/error.h"
+#include "common/log.h"
 
 namespace moebench {
 namespace {

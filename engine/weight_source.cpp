@@ -7,7 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/hf_cache.h"
 #include "engine/synth_rng.h"
 

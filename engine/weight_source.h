@@ -6,7 +6,7 @@
 #include <memory>
 #include <string>
 
-#include "engine/config.h"
+#include "model/config.h"
 #include "engine/dtype.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"

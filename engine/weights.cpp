@@ -4,7 +4,7 @@
 #include <cmath>
 #include <fmt/format.h>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
+#include "model/config.h"
 
 namespace moebench {
 

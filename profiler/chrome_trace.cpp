@@ -6,7 +6,7 @@
 #include <map>
 #include <unordered_map>
 
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 
 namespace moebench::profiler {
 

@@ -3,7 +3,7 @@
 
 #include <algorithm>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 #ifdef MOEBENCH_HAVE_CUDA
 #include <cuda_runtime_api.h>

@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "profiler/clock.h"
+#include "common/clock.h"
 #include "profiler/nvtx.h"
 
 namespace moebench::profiler {

@@ -10,8 +10,8 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "engine/log.h"
-#include "profiler/clock.h"
+#include "common/log.h"
+#include "common/clock.h"
 
 #ifdef MOEBENCH_HAVE_CUDA
 #include <cuda_runtime_api.h>

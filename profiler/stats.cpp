@@ -59,43 +59,17 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-namespace {
-
-// Three significant digits for a value in [0, 1000).
-std::string sig3(double v) {
-  double a = std::fabs(v);
-  if (a >= 99.95) return fmt::format("{:.0f}", v);
-  if (a >= 9.995) return fmt::format("{:.1f}", v);
-  return fmt::format("{:.2f}", v);
-}
-
-}  // namespace
-
 std::string format_ns(double ns) {
   if (!std::isfinite(ns)) return "n/a";
   double a = std::fabs(ns);
   if (a < 1e3) return fmt::format("{:.0f} ns", ns);
-  if (a < 1e6 - 500) return sig3(ns / 1e3) + " us";
-  if (a < 1e9 - 5e5) return sig3(ns / 1e6) + " ms";
-  if (a < 60e9) return sig3(ns / 1e9) + " s";
+  if (a < 1e6 - 500) return format_sig3(ns / 1e3) + " us";
+  if (a < 1e9 - 5e5) return format_sig3(ns / 1e6) + " ms";
+  if (a < 60e9) return format_sig3(ns / 1e9) + " s";
   int64_t total_s = static_cast<int64_t>(std::llround(a / 1e9));
   std::string sign = ns < 0 ? "-" : "";
   if (total_s < 3600) return fmt::format("{}{} min {:02} s", sign, total_s / 60, total_s % 60);
   return fmt::format("{}{} h {:02} min", sign, total_s / 3600, (total_s % 3600) / 60);
-}
-
-std::string format_bytes(double bytes) {
-  if (!std::isfinite(bytes)) return "n/a";
-  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double a = std::fabs(bytes);
-  if (a < 1024) return fmt::format("{:.0f} B", bytes);
-  int u = 0;
-  double v = bytes;
-  while (std::fabs(v) >= 1023.95 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  return sig3(v) + " " + kUnits[u];
 }
 
 std::string format_rate(double per_second, std::string_view unit) {
@@ -107,13 +81,13 @@ std::string format_rate(double per_second, std::string_view unit) {
     v /= 1000;
     ++p;
   }
-  return sig3(v) + " " + kPrefix[p] + std::string(unit);
+  return format_sig3(v) + " " + kPrefix[p] + std::string(unit);
 }
 
 std::string format_gbps(double gbps) {
   if (!std::isfinite(gbps)) return "n/a";
-  if (std::fabs(gbps) >= 999.95) return sig3(gbps / 1000) + " TB/s";
-  return sig3(gbps) + " GB/s";
+  if (std::fabs(gbps) >= 999.95) return format_sig3(gbps / 1000) + " TB/s";
+  return format_sig3(gbps) + " GB/s";
 }
 
 std::string format_percent(double fraction) {

@@ -10,6 +10,8 @@
 #include <string_view>
 #include <vector>
 
+#include "common/units.h"
+
 namespace moebench::profiler {
 
 // Summary of a set of raw samples (ns). Percentiles interpolate linearly
@@ -38,8 +40,8 @@ double median(std::vector<double> values);
 
 // "812 ns", "12.4 us", "3.21 ms", "1.52 s", "2 min 05 s". Three significant digits.
 std::string format_ns(double ns);
-// Binary units: "512 B", "1.50 KiB", "22.0 GiB".
-std::string format_bytes(double bytes);
+// Binary units: "512 B", "1.50 KiB", "22.0 GiB" (the one byte formatter, common/units.h).
+using moebench::format_bytes;
 // A count per second with SI prefix and a unit: format_rate(1234.5, "tok/s") == "1.23 k tok/s",
 // format_rate(45.6, "tok/s") == "45.6 tok/s".
 std::string format_rate(double per_second, std::string_view unit);

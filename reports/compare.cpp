@@ -10,7 +10,7 @@
 #include <map>
 #include <optional>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "profiler/stats.h"
 #include "reports/markdown.h"
 #include "reports/significance.h"

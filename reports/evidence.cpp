@@ -10,7 +10,7 @@
 #include <set>
 #include <sstream>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "reports/fields.h"
 #include "reports/markdown.h"
 #include "reports/results.h"

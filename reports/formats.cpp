@@ -4,7 +4,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "reports/fields.h"
 #include "reports/html.h"
 #include "reports/markdown.h"

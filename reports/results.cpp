@@ -11,9 +11,9 @@
 #include <limits>
 #include <set>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "profiler/stats.h"
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 
 namespace moebench::reports {
 

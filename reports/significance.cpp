@@ -5,7 +5,7 @@
 #include <cmath>
 #include <random>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench::reports {
 

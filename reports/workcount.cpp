@@ -11,8 +11,8 @@
 #include <filesystem>
 #include <sstream>
 
-#include "engine/error.h"
-#include "reports/atomic_file.h"
+#include "common/error.h"
+#include "common/atomic_file.h"
 
 namespace moebench::reports {
 

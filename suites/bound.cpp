@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "profiler/stats.h"
 #include "variants/cache_policy.h"
 

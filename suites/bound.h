@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
+#include "model/config.h"
 #include "reports/results.h"
 
 namespace moebench::suites {

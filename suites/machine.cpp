@@ -16,8 +16,8 @@
 
 #include "engine/device_info.h"
 #include "engine/engine.h"
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/error.h"
+#include "common/log.h"
 #if MOEBENCH_CUDA_MODEL
 #include "engine/cuda/bandwidth.h"
 #endif

@@ -4,8 +4,8 @@
 #include <cmath>
 
 #include "engine/engine.h"
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/error.h"
+#include "common/log.h"
 
 namespace moebench::suites {
 

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "engine/model.h"
-#include "engine/settings.h"
+#include "model/settings.h"
 #include "engine/weight_source.h"
 #include "reports/results.h"
 

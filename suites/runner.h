@@ -35,7 +35,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
+#include "model/config.h"
 #include "engine/model.h"
 #include "engine/weight_source.h"
 #include "profiler/counters.h"

@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <set>
 
-#include "engine/error.h"
-#include "reports/atomic_file.h"
+#include "common/error.h"
+#include "common/atomic_file.h"
 #include "variants/stages.h"
 
 namespace moebench::suites {

@@ -53,7 +53,7 @@
 #include <utility>
 #include <vector>
 
-#include "engine/settings.h"
+#include "model/settings.h"
 
 namespace moebench::suites {
 

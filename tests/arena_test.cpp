@@ -2,8 +2,8 @@
 #include <gtest/gtest.h>
 
 #include "engine/arena_book.h"
-#include "engine/error.h"
-#include "engine/units.h"
+#include "common/error.h"
+#include "common/units.h"
 
 using namespace moebench;
 
@@ -31,7 +31,7 @@ TEST(Units, RejectsWithASentence) {
 
 TEST(Units, Formats) {
   EXPECT_EQ(format_bytes(17), "17 B");
-  EXPECT_EQ(format_bytes(22ull << 30), "22.00 GiB");
+  EXPECT_EQ(format_bytes(22ull << 30), "22.0 GiB");
   EXPECT_EQ(format_bytes(1536), "1.50 KiB");
 }
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "engine/cpu_model.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/generate.h"
 #include "engine/safetensors.h"
 #include "engine/synth_checkpoint.h"

@@ -36,7 +36,7 @@
 #include "engine/cuda/ops.cuh"
 #include "engine/dtype.h"
 #include "engine/engine.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/ops/ops.h"
 #include "engine/weight_source.h"
 

@@ -9,8 +9,8 @@
 #include <fstream>
 #include <set>
 
-#include "engine/config.h"
-#include "engine/error.h"
+#include "model/config.h"
+#include "common/error.h"
 #include "reports/fields.h"
 #include "reports/markdown.h"
 #include "reports/results.h"

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "engine/checkpoint_cache.h"
-#include "engine/config.h"
+#include "model/config.h"
 #include "engine/weights.h"
 #include "suites/runner.h"
 #include "suites/suite.h"

@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "profiler/chrome_trace.h"
 #include "profiler/trace_validate.h"
 #include "test_util.h"

@@ -10,7 +10,7 @@
 #include <fstream>
 #include <random>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "reports/compare.h"
 #include "reports/significance.h"
 #include "tests/results_fixture.h"

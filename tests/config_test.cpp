@@ -5,8 +5,8 @@
 #include <tuple>
 #include <vector>
 
-#include "engine/config.h"
-#include "engine/error.h"
+#include "model/config.h"
+#include "common/error.h"
 
 using namespace moebench;
 
@@ -116,8 +116,8 @@ TEST(Config, TokenIdsOutsideTheVocabularyAreRefused) {
   EXPECT_EQ(config_error(j), "");
 }
 
-// ---- engine settings (engine/settings.h) ----
-#include "engine/settings.h"
+// ---- engine settings (model/settings.h) ----
+#include "model/settings.h"
 
 namespace {
 std::string set_error(EngineSettings& s, const std::string& key, const std::string& value) {

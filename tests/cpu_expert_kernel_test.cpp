@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "engine/dtype.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/ops/cpu_expert.h"
 #include "engine/ops/cpu_isa.h"
 #include "engine/ops/ops.h"

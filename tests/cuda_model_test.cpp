@@ -34,7 +34,7 @@
 #include "engine/cuda/device.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/engine.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/generate.h"
 #include "engine/synth_checkpoint.h"
 #include "bf16_checkpoint.h"

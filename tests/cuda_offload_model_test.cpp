@@ -16,7 +16,7 @@
 
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/device.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/routing_recorder.h"
 #include "engine/synth_checkpoint.h"
 #include "profiler/counters.h"

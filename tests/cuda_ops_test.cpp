@@ -22,7 +22,7 @@
 #include "engine/cuda/device.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/dtype.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/ops/ops.h"
 #include "engine/synth_rng.h"
 #include "engine/weight_source.h"
@@ -414,8 +414,8 @@ TEST(CudaArena, CapPeakCounterAndErrors) {
   } catch (const Error& e) {
     const std::string m = e.what();
     EXPECT_NE(m.find("'workspace'"), std::string::npos) << m;
-    EXPECT_NE(m.find("budget 64.00 MiB"), std::string::npos) << m;
-    EXPECT_NE(m.find("68.00 MiB"), std::string::npos) << m;  // the minimum that would fit
+    EXPECT_NE(m.find("budget 64.0 MiB"), std::string::npos) << m;
+    EXPECT_NE(m.find("68.0 MiB"), std::string::npos) << m;  // the minimum that would fit
   }
   CUDA_CHECK(cudaMemset(kv, 0, 20ull << 20));  // the memory is real
   a.free(kv);

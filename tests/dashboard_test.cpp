@@ -18,10 +18,10 @@
 #include <numeric>
 #include <thread>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "profiler/chrome_trace.h"
 #include "profiler/stats.h"
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 #include "reports/fields.h"
 #include "results_fixture.h"
 #include "test_util.h"

@@ -6,7 +6,7 @@
 
 #include <algorithm>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "reports/evidence.h"
 #include "reports/results.h"
 #include "suites/bound.h"

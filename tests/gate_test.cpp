@@ -11,7 +11,7 @@
 #include <cmath>
 #include <filesystem>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/ops/ops.h"
 #include "reports/workcount.h"
 #include "suites/runner.h"

@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <filesystem>
 
-#include "engine/config.h"
-#include "engine/error.h"
+#include "model/config.h"
+#include "common/error.h"
 #include "engine/hf_cache.h"
 #include "engine/synth_checkpoint.h"
 #include "engine/weight_source.h"

@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-#include "engine/config.h"
-#include "engine/error.h"
+#include "model/config.h"
+#include "common/error.h"
 #include "engine/tokenizer.h"
 #include "profiler/stats.h"
 #include "reports/results.h"

@@ -16,10 +16,10 @@
 #include <cstring>
 #include <vector>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/expert_host_store.h"
 #include "engine/synth_checkpoint.h"
-#include "engine/units.h"
+#include "common/units.h"
 #include "engine/weight_source.h"
 #include "engine/weights.h"
 #include "tests/test_util.h"

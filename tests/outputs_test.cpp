@@ -10,8 +10,8 @@
 #include <filesystem>
 #include <thread>
 
-#include "engine/error.h"
-#include "reports/atomic_file.h"
+#include "common/error.h"
+#include "common/atomic_file.h"
 #include "reports/results.h"
 #include "suites/runner.h"
 #include "suites/suite.h"

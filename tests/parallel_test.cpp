@@ -25,11 +25,11 @@
 #include <random>
 #include <set>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/expert_provider.h"
 #include "engine/ops/ops.h"
 #include "engine/parallel_plan.h"
-#include "variants/moe_strategy.h"
+#include "engine/moe_strategy.h"
 #include "variants/placement.h"
 #include "variants/routing.h"
 

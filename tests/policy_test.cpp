@@ -2,7 +2,7 @@
 // access sequences with exact expected hits and eviction orders.
 #include <gtest/gtest.h>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "variants/cache_policy.h"
 #include "variants/expert_cache.h"
 

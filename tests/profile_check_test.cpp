@@ -6,11 +6,11 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
-#include "engine/config.h"
-#include "engine/error.h"
+#include "model/config.h"
+#include "common/error.h"
 #include "profiler/integrity.h"
 #include "profiler/trace_validate.h"
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 #include "reports/results.h"
 #include "suites/runner.h"
 #include "test_util.h"

@@ -3,7 +3,7 @@
 // reports "not available" cleanly without a GPU and is checked on one).
 #include <gtest/gtest.h>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "profiler/chrome_trace.h"
 #include "profiler/counters.h"
 #include "profiler/cpu_trace.h"

@@ -25,7 +25,7 @@
 #include "engine/cuda/device.h"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/dtype.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/quant.h"
 
 using namespace moebench;

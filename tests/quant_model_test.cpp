@@ -13,7 +13,7 @@
 
 #include "engine/cpu_model.h"
 #include "engine/engine.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/generate.h"
 #include "engine/synth_checkpoint.h"
 #include "reports/results.h"

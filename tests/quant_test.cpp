@@ -16,7 +16,7 @@
 #include <random>
 #include <vector>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"
 #include "engine/synth_checkpoint.h"

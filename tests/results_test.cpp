@@ -10,9 +10,9 @@
 #include <fstream>
 #include <random>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "profiler/stats.h"
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 #include "reports/results.h"
 #include "tests/results_fixture.h"
 

@@ -7,7 +7,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "variants/routing.h"
 #include "variants/routing_driver.h"
 #include "variants/routing_trace.h"

@@ -12,7 +12,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/build_info.h"
 #include "reports/compare.h"
 #include "reports/results.h"

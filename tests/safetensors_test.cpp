@@ -14,7 +14,7 @@
 #include <random>
 #include <thread>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/safetensors.h"
 #include "engine/synth_checkpoint.h"
 #include "engine/weight_source.h"

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "engine/batch_generate.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/scheduler.h"
 
 using namespace moebench;

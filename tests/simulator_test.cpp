@@ -6,7 +6,7 @@
 #include <chrono>
 #include <cmath>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "variants/routing.h"
 #include "variants/simulator.h"
 

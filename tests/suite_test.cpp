@@ -7,7 +7,7 @@
 #include <set>
 
 #include "engine/embedded_tokenizer.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/tokenizer.h"
 #include "suites/suite.h"
 #include "tests/test_util.h"

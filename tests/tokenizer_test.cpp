@@ -12,7 +12,7 @@
 #include <random>
 #include <sstream>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/tokenizer.h"
 #include "test_util.h"
 

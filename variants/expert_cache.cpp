@@ -1,7 +1,7 @@
 // expert_cache.cpp: see expert_cache.h.
 #include "variants/expert_cache.h"
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 

@@ -5,7 +5,7 @@
 #include <limits>
 #include <numeric>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 

@@ -5,7 +5,7 @@
 #include <cmath>
 #include <numeric>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "variants/rng.h"
 
 namespace moebench {

@@ -1,7 +1,7 @@
 // routing_driver.cpp: see routing_driver.h.
 #include "variants/routing_driver.h"
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 

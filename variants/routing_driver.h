@@ -17,8 +17,8 @@
 #include <string>
 #include <vector>
 
-#include "engine/config.h"
-#include "engine/settings.h"
+#include "model/config.h"
+#include "model/settings.h"
 #include "variants/prediction.h"
 #include "variants/routing.h"
 #include "variants/routing_trace.h"

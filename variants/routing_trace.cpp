@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "engine/error.h"
-#include "reports/atomic_file.h"
+#include "common/error.h"
+#include "common/atomic_file.h"
 
 namespace moebench {
 

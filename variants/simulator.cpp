@@ -5,7 +5,7 @@
 #include <cmath>
 #include <limits>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "variants/prediction.h"
 
 namespace moebench {

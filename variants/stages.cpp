@@ -7,7 +7,7 @@
 //   P2: P1 + grouped dispatch, pooled buffers
 #include "variants/stages.h"
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/settings.h"
+#include "model/settings.h"
 
 namespace moebench {
 

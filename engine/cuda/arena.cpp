@@ -2,8 +2,8 @@
 #include "engine/cuda/arena.h"
 
 #include "engine/cuda/check.cuh"
-#include "engine/error.h"
-#include "engine/units.h"
+#include "common/error.h"
+#include "common/units.h"
 
 namespace moebench::cuda {
 

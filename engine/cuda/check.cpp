@@ -2,7 +2,7 @@
 #include <cublas_v2.h>
 
 #include "engine/cuda/check.cuh"
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench::cuda {
 

@@ -2,7 +2,7 @@
 // A failure throws moebench::Error "file:line: CALL failed: cudaErrorX (string)".
 // Also the NVTX3 domain "moebench" and MB_NVTX_RANGE(name) for launchers.
 // Includable from host C++ (g++) and from .cu files. It deliberately does not include
-// fmt (engine/error.h): nvcc 13 cannot compile fmt 9's consteval checks, so .cu files
+// fmt (common/error.h): nvcc 13 cannot compile fmt 9's consteval checks, so .cu files
 // build their messages with cuda::msg(...) and throw through cuda::fail_msg.
 #pragma once
 #include <cublas_api.h>

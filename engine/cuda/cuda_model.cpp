@@ -11,10 +11,10 @@
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/resident_provider.h"
 #include "engine/cuda/weight_upload.h"
-#include "engine/error.h"
-#include "engine/log.h"
+#include "common/error.h"
+#include "common/log.h"
 #include "engine/progress.h"
-#include "engine/units.h"
+#include "common/units.h"
 #include "profiler/counters.h"
 
 namespace moebench {

@@ -18,8 +18,8 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/ops.cuh"
-#include "engine/error.h"
-#include "engine/units.h"
+#include "common/error.h"
+#include "common/units.h"
 
 namespace moebench::cuda {
 

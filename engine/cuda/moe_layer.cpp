@@ -7,7 +7,7 @@
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/ops.cuh"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/ops/ops.h"
 #include "profiler/cpu_trace.h"
 #include "variants/routing_driver.h"

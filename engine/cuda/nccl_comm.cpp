@@ -11,7 +11,7 @@
 #include <thread>
 
 #include "engine/cuda/check.cuh"
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench::cuda {
 

@@ -5,8 +5,8 @@
 #include <chrono>
 
 #include "engine/cuda/check.cuh"
-#include "engine/error.h"
-#include "engine/units.h"
+#include "common/error.h"
+#include "common/units.h"
 #include "profiler/nvtx.h"
 
 namespace moebench::cuda {

@@ -54,7 +54,7 @@
 #include "engine/cuda/arena.h"
 #include "engine/expert_host_store.h"
 #include "engine/expert_provider.h"
-#include "engine/settings.h"
+#include "model/settings.h"
 #include "profiler/counters.h"
 #include "variants/expert_cache.h"
 

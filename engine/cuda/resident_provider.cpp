@@ -1,7 +1,7 @@
 // resident_provider.cpp: see resident_provider.h.
 #include "engine/cuda/resident_provider.h"
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench::cuda {
 

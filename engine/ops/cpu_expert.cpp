@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/ops/cpu_expert_impl.h"
 
 namespace moebench::cpu {

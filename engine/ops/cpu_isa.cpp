@@ -1,8 +1,8 @@
 // cpu_isa.cpp: see cpu_isa.h.
 #include "engine/ops/cpu_isa.h"
 
-#include "engine/env.h"
-#include "engine/error.h"
+#include "common/env.h"
+#include "common/error.h"
 
 namespace moebench::cpu {
 

@@ -4,8 +4,8 @@
 // (UBSan reports signed overflow).
 #include <nlohmann/json.hpp>
 
-#include "engine/config.h"
-#include "engine/error.h"
+#include "model/config.h"
+#include "common/error.h"
 #include "tests/fuzz/fuzz_util.h"
 
 using namespace moebench;

@@ -4,7 +4,7 @@
 // Markdown and HTML (what `moebench report` does with it).
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "reports/html.h"
 #include "reports/markdown.h"
 #include "reports/results.h"

@@ -5,7 +5,7 @@
 #include <vector>
 
 #include "engine/dtype.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/safetensors.h"
 #include "tests/fuzz/fuzz_util.h"
 

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "suites/suite.h"
 #include "tests/fuzz/fuzz_util.h"
 

@@ -4,7 +4,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/tokenizer.h"
 #include "tests/fuzz/fuzz_util.h"
 

@@ -6,8 +6,8 @@
 #include <memory>
 #include <sstream>
 
-#include "app/command.h"
-#include "engine/error.h"
+#include "cli/command.h"
+#include "common/error.h"
 #include "reports/results.h"
 #include "ui/glue/window.h"
 #include "ui/model/live_runner.h"

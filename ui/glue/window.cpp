@@ -19,7 +19,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench::ui {
 

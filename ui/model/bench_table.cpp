@@ -7,7 +7,7 @@
 #include <cmath>
 #include <set>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench::ui {
 

@@ -3,8 +3,8 @@
 
 #include <zlib.h>
 
-#include "engine/error.h"
-#include "reports/atomic_file.h"
+#include "common/error.h"
+#include "common/atomic_file.h"
 
 namespace moebench::ui {
 

@@ -10,7 +10,7 @@
 #include "engine/cpu_expert_provider.h"
 #include "engine/cpu_model.h"
 #include "engine/engine.h"
-#include "engine/error.h"
+#include "common/error.h"
 #include "suites/run_header.h"
 #include "suites/runner.h"
 #include "suites/suite.h"

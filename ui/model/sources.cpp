@@ -5,7 +5,7 @@
 
 #include <exception>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "ui/model/file_text.h"
 
 namespace moebench::ui {

@@ -8,7 +8,7 @@
 #include <map>
 #include <unordered_map>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "profiler/trace_validate.h"
 
 namespace moebench::ui {

@@ -1,5 +1,5 @@
-// units.cpp: parse_bytes / format_bytes (see units.h).
-#include "engine/units.h"
+// units.cpp: parse_bytes / format_bytes / format_sig3 (see units.h).
+#include "common/units.h"
 
 #include <fmt/format.h>
 
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstdlib>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 
@@ -50,16 +50,25 @@ uint64_t parse_bytes(const std::string& text) {
   return static_cast<uint64_t>(bytes);
 }
 
-std::string format_bytes(uint64_t bytes) {
-  static const char* units[] = {"KiB", "MiB", "GiB", "TiB"};
-  if (bytes < 1024) return fmt::format("{} B", bytes);
-  double v = static_cast<double>(bytes) / 1024;
+std::string format_sig3(double v) {
+  double a = std::fabs(v);
+  if (a >= 99.95) return fmt::format("{:.0f}", v);
+  if (a >= 9.995) return fmt::format("{:.1f}", v);
+  return fmt::format("{:.2f}", v);
+}
+
+std::string format_bytes(double bytes) {
+  if (!std::isfinite(bytes)) return "n/a";
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double a = std::fabs(bytes);
+  if (a < 1024) return fmt::format("{:.0f} B", bytes);
   int u = 0;
-  while (v >= 1024 && u < 3) {
+  double v = bytes;
+  while (std::fabs(v) >= 1023.95 && u < 5) {
     v /= 1024;
     ++u;
   }
-  return fmt::format("{:.2f} {}", v, units[u]);
+  return format_sig3(v) + " " + kUnits[u];
 }
 
 }  // namespace moebench

@@ -1,5 +1,5 @@
 // atomic_file.cpp: see atomic_file.h. POSIX only (mkstemp, fsync, rename).
-#include "reports/atomic_file.h"
+#include "common/atomic_file.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,7 +12,7 @@
 #include <sstream>
 #include <vector>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 

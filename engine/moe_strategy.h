@@ -1,6 +1,6 @@
 // moe_strategy.h: the MoE execution strategy, three orthogonal axes that stage
 // presets combine; each value is a registry entry with a
-// one-line description. The CPU implementation is variants/moe_cpu.cpp; the CUDA one
+// one-line description. The CPU implementation is engine/moe_cpu.cpp; the CUDA one
 // lives with the CUDA model.
 //   dispatch: serial | grouped | fused     combine: loop | index_add | fused
 //   buffers:  alloc | pooled

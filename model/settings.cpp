@@ -1,12 +1,12 @@
 // settings.cpp: see settings.h.
-#include "engine/settings.h"
+#include "model/settings.h"
 
 #include <fmt/format.h>
 
 #include <functional>
 
-#include "engine/error.h"
-#include "engine/units.h"
+#include "common/error.h"
+#include "common/units.h"
 
 namespace moebench {
 

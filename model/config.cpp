@@ -1,10 +1,10 @@
 // config.cpp: see config.h.
-#include "engine/config.h"
+#include "model/config.h"
 
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench {
 

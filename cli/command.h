@@ -29,7 +29,7 @@ struct Command {
 };
 
 std::vector<Command>& commands();
-// Parses argv against the registered commands and runs the chosen one (app/main.cpp).
+// Parses argv against the registered commands and runs the chosen one (cli/cli_main.cpp).
 int cli_main(int argc, char** argv);
 
 inline bool register_command(Command c) {

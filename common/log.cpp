@@ -1,12 +1,12 @@
 // log.cpp: see log.h.
-#include "engine/log.h"
+#include "common/log.h"
 
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
 
-#include "engine/error.h"
+#include "common/error.h"
 
 namespace moebench::log {
 namespace {

@@ -13,7 +13,12 @@ namespace moebench {
 // Throws Error naming the text and the accepted forms when it is not one.
 uint64_t parse_bytes(const std::string& text);
 
-// "21.50 GiB", "512.00 MiB", "17 B": binary units, two decimals above 1 KiB.
-std::string format_bytes(uint64_t bytes);
+// Binary units with three significant digits: "512 B", "1.50 KiB", "22.0 GiB", "512 MiB";
+// "n/a" when not finite. The one byte formatter (messages, reports, dashboard).
+std::string format_bytes(double bytes);
+
+// A value in [0, 1000) with three significant digits: "1.50", "22.0", "512". The
+// number part of format_bytes and of the rate/duration formatters (profiler/stats.h).
+std::string format_sig3(double v);
 
 }  // namespace moebench

@@ -6,9 +6,9 @@
 #include <algorithm>
 #include <cstring>
 
-#include "engine/error.h"
+#include "common/error.h"
 #include "engine/ops/ops.h"
-#include "variants/moe_strategy.h"
+#include "engine/moe_strategy.h"
 
 namespace moebench {
 
