@@ -71,14 +71,14 @@ EngineSettings settings(const std::string& dtype, const std::string& tier, const
   return s;
 }
 
-struct Run {
+struct Logits {
   std::vector<float> prompt;              // (prompt, V) every prompt position
   std::vector<std::vector<float>> steps;  // kSteps teacher-forced decode steps
 };
 
-Run run(Model& m, const std::vector<int32_t>& prompt, const std::vector<int32_t>& toks) {
+Logits run_model(Model& m, const std::vector<int32_t>& prompt, const std::vector<int32_t>& toks) {
   const int V = m.config().vocab_size;
-  Run r;
+  Logits r;
   r.prompt.resize(prompt.size() * V);
   std::vector<float> last(V);
   m.forward(prompt.data(), static_cast<int>(prompt.size()), 0, last.data(), r.prompt.data());
@@ -124,7 +124,7 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
       }
     }
     cpu.reset();
-    const Run ref = run(cpu, prompt, toks);
+    const Logits ref = run_model(cpu, prompt, toks);
     int first_tie = kSteps;
     for (int s = 0; s < kSteps && first_tie == kSteps; ++s)
       if (margin_of(ref.steps[s].data(), V) <= 2 * kDecodeTol * scale_of(ref.steps[s].data(), V)) first_tie = s;
@@ -138,7 +138,7 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
         ctx.settings = settings(dtype, tier, dispatch);
         cuda::CudaModel m(ctx);
         EXPECT_EQ(m.expert_format(), parse_quant_format(dtype, "dtype"));
-        const Run got = run(m, prompt, toks);
+        const Logits got = run_model(m, prompt, toks);
         double worst_p = 0, worst_d = 0;
         for (size_t i = 0; i < prompt.size(); ++i) {
           const double tol = kPrefillTol * scale_of(&ref.prompt[i * V], V);
@@ -190,7 +190,7 @@ TEST_F(CudaQuantModel, OffloadedLoadsCountQuantisedBytes) {
     int64_t loads = 0, bytes = 0;
     for (int l = 0; l < prof.experts.n_layers(); ++l) {
       loads += prof.experts.layer(l).loads;
-      bytes += prof.experts.layer(l).load_bytes;
+      bytes += prof.experts.layer(l).bytes_moved;
     }
     ASSERT_GT(loads, 0);
     EXPECT_EQ(bytes, loads * static_cast<int64_t>(eb));
