@@ -81,6 +81,11 @@ DevicePlan plan_device_memory(const DevicePlanInput& in) {
     return p;
   }
   p.min_budget_bytes = p.fixed_bytes + p.slot_bytes * static_cast<uint64_t>(c.num_experts_per_tok);
+  p.slot_budget_bytes = in.budget_bytes > p.fixed_bytes ? in.budget_bytes - p.fixed_bytes : 0;
+  if (!in.own_slots) {
+    p.n_slots = static_cast<int>(std::min<uint64_t>(p.slot_budget_bytes / p.slot_bytes, static_cast<uint64_t>(n_keys)));
+    return p;
+  }
   if (p.min_budget_bytes > in.budget_bytes)
     fail("model {} with experts offloaded needs at least {} of device memory ({} dense weights, {} KV cache, {} "
          "workspace, {} for {} expert slots of {} in {}) but the budget is {}: raise --gpu-mem-budget to at least {}",
@@ -88,7 +93,6 @@ DevicePlan plan_device_memory(const DevicePlanInput& in) {
          format_bytes(in.fixed.workspace), format_bytes(p.slot_bytes * c.num_experts_per_tok), c.num_experts_per_tok,
          format_bytes(p.expert_bytes), quant_format_name(in.format), format_bytes(in.budget_bytes),
          format_bytes(p.min_budget_bytes));
-  p.slot_budget_bytes = in.budget_bytes > p.fixed_bytes ? in.budget_bytes - p.fixed_bytes : 0;
   p.n_slots = plan_expert_slots(p.slot_bytes, c.num_experts_per_tok, n_keys, p.slot_budget_bytes, p.fixed_bytes,
                                 in.cache_slots);
   return p;

@@ -42,6 +42,7 @@ struct DevicePlanInput {
   uint64_t budget_bytes = 0;   // the arena's capacity
   DeviceFixedBytes fixed;
   int cache_slots = 0;         // offloaded: 0 = as many as fit, else that many (checked)
+  bool own_slots = true;       // offloaded: false when another provider (a test's) sizes its own slots: no slot checks
 };
 
 struct DevicePlan {

@@ -166,6 +166,10 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
         if (part[p]->size() != L.bytes[w][p])
           fail("host store: {} part {} has {} bytes, expected {}", spec.name, p, part[p]->size(), L.bytes[w][p]);
         std::memcpy(expert + L.offset[w][p], part[p]->data(), part[p]->size());
+        // The alignment padding after the part is zeroed: a slot's bytes are all defined.
+        const uint64_t end = L.offset[w][p] + L.bytes[w][p];
+        const uint64_t next = p + 1 < L.n_parts ? L.offset[w][p + 1] : w < 2 ? L.offset[w + 1][0] : L.total_bytes;
+        std::memset(expert + end, 0, next - end);
       }
       return;
     }

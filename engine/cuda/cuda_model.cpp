@@ -61,7 +61,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   pool_tokens_ = std::max(1, std::min(settings_.max_num_batched_tokens, max_len_));
   const bool resident = settings_.expert_tier == "resident";
   if (!resident && !provider_factory) open_host_store(src);
-  plan_memory(resident);
+  plan_memory(resident, !provider_factory);
   arena_ = std::make_unique<DeviceArena>(plan_.arena_bytes, "device arena");
   CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   blas_ = std::make_unique<Blas>(arena_.get());
@@ -91,13 +91,14 @@ void CudaModel::open_host_store(const WeightSource& src) {
   store_fill_ns_ = profiler::now_ns() - f0;  // near zero when another model of the process filled it already
 }
 
-void CudaModel::plan_memory(bool resident) {
+void CudaModel::plan_memory(bool resident, bool own_slots) {
   const ModelConfig& c = cfg_;
   DevicePlanInput in;
   in.config = c;
   in.format = expert_fmt_;
   in.resident = resident;
   in.cache_slots = settings_.cache_slots;
+  in.own_slots = own_slots;
   for (auto& s : model_tensor_specs(c))
     if (!is_expert(s.name)) in.fixed.dense_weights += round256(static_cast<uint64_t>(s.numel()) * 2);
   in.fixed.kv_cache = 2ull * c.num_hidden_layers * round256(static_cast<uint64_t>(max_len_) * c.kv_dim() * 2);

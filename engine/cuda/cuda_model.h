@@ -126,7 +126,9 @@ class CudaModel : public Model, public BatchModel {
   void batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, float* logits);
   // The constructor's steps, in order.
   void open_host_store(const WeightSource& src);  // offloaded, default provider: the shared host store
-  void plan_memory(bool resident);                // sizes, budget, plan_device_memory (throws when it does not fit)
+  // Sizes, budget, plan_device_memory (throws when it does not fit); own_slots: the
+  // default offload provider (a factory's provider sizes its own slots).
+  void plan_memory(bool resident, bool own_slots);
   void upload_weights(const WeightSource& src, bool resident);  // dense weights, KV cache, resident experts
   uint64_t upload_quant_experts(const WeightSource& src);       // resident quantised experts; returns their bytes
   void make_provider(const WeightSource& src, bool resident, const ExpertProviderFactory& provider_factory);
