@@ -61,7 +61,9 @@ MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertP
   const uint64_t table = static_cast<uint64_t>(d.n_layers) * table_rows_ * d.n_experts;
   table_d_ = static_cast<const void**>(arena_.alloc(table * sizeof(void*), "moe expert pointer tables"));
   if (quantised()) {
-    if (d.layout.format != d.format) fail("moe: expert layout is {}, the experts are {}", quant_format_name(d.layout.format), quant_format_name(d.format));
+    if (d.layout.format != d.format)
+      fail("moe: expert layout is {}, the experts are {}", quant_format_name(d.layout.format),
+           quant_format_name(d.format));
     deq_ = arena_.alloc_n<bf16>(3ull * d.hidden * d.inter, "moe dequantised expert (prefill)");
   }
   const uint64_t pool = static_cast<uint64_t>(pool_tokens_);

@@ -212,7 +212,8 @@ void OffloadProvider::issue_load(ExpertKey key, int slot, LoadKind kind) {
     CUDA_CHECK(cudaEventRecord(p.start, copy_));
     for (int m = 0; m < 3; ++m)  // each matrix's parts (values, scales, zero points) to their place in the slot
       for (int q = 0; q < L.n_parts; ++q)
-        CUDA_CHECK(cudaMemcpyAsync(dst + L.offset[m][q], src + st.part[m][q], L.bytes[m][q], cudaMemcpyHostToDevice, copy_));
+        CUDA_CHECK(cudaMemcpyAsync(dst + L.offset[m][q], src + st.part[m][q], L.bytes[m][q], cudaMemcpyHostToDevice,
+                                   copy_));
     CUDA_CHECK(cudaEventRecord(p.end, copy_));
     CUDA_CHECK(cudaEventRecord(staging_free_[b], copy_));
     staging_used_[b] = true;
