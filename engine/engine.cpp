@@ -13,13 +13,7 @@ std::unique_ptr<Model> create_model(const EngineContext& ctx) {
     return std::make_unique<CpuModel>(ctx);
   }
 #if MOEBENCH_CUDA_MODEL
-  if (ctx.backend == "cuda") {
-    const QuantFormat f = resolve_expert_format(ctx.settings.expert_dtype, *ctx.weights);
-    if (f != QuantFormat::bf16)
-      fail("setting expert_dtype={}: quantised experts are not implemented on the cuda backend yet (the cpu backend runs them: --backend cpu)",
-           quant_format_name(f));
-    return create_cuda_model(ctx);
-  }
+  if (ctx.backend == "cuda") return create_cuda_model(ctx);
 #endif
   fail("backend '{}' is not available in this build (expected cpu{})", ctx.backend,
 #if MOEBENCH_CUDA_MODEL

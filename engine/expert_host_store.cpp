@@ -102,11 +102,23 @@ ExpertHostStore::~ExpertHostStore() {
 }
 
 std::unique_ptr<ExpertHostStore> ExpertHostStore::make(HostTier tier, const WeightSource& ws,
-                                                       const HostAllocator& allocator, const HostStoreOptions& opt) {
-  return tier == HostTier::pinned ? pinned(ws, allocator, opt) : disk(ws, opt);
+                                                       const HostAllocator& allocator, const HostStoreOptions& opt,
+                                                       QuantFormat format) {
+  return tier == HostTier::pinned ? pinned(ws, allocator, opt, format) : disk(ws, opt, format);
 }
 
-std::unique_ptr<ExpertHostStore> ExpertHostStore::shaped(HostTier tier, const ModelConfig& c) {
+namespace {
+// Whether a checkpoint stores its int4 experts with zero points (then the store keeps them).
+bool stored_zero_points(const WeightSource& ws, QuantFormat format) {
+  if (!ws.ckpt() || format != QuantFormat::int4 || ws.expert_format() != QuantFormat::int4) return false;
+  std::vector<const TensorView*> parts;
+  ws.stored_format(tensor_spec(ws.config(), names::expert(0, 0, "w1")), &parts);
+  return parts.size() > 2;
+}
+}  // namespace
+
+std::unique_ptr<ExpertHostStore> ExpertHostStore::shaped(HostTier tier, const ModelConfig& c, QuantFormat format,
+                                                         bool zero_points) {
   std::unique_ptr<ExpertHostStore> s(new ExpertHostStore());
   s->tier_ = tier;
   s->n_layers_ = c.num_hidden_layers;
@@ -114,15 +126,15 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::shaped(HostTier tier, const Mo
   s->top_k_ = c.num_experts_per_tok;
   s->hidden_ = c.hidden_size;
   s->inter_ = c.intermediate_size;
-  s->matrix_bytes_ = static_cast<uint64_t>(c.hidden_size) * c.intermediate_size * 2;
+  s->layout_ = expert_layout(c, format, zero_points);
   return s;
 }
 
 std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws, const HostAllocator& allocator,
-                                                         const HostStoreOptions& opt) {
+                                                         const HostStoreOptions& opt, QuantFormat format) {
   if (!allocator.alloc || !allocator.free) fail("host store: the allocator '{}' has no alloc/free", allocator.name);
   const ModelConfig& c = ws.config();
-  std::unique_ptr<ExpertHostStore> s = shaped(HostTier::pinned, c);
+  std::unique_ptr<ExpertHostStore> s = shaped(HostTier::pinned, c, format, stored_zero_points(ws, format));
   s->source_ = ws.describe();
   s->alloc_ = allocator;
 
@@ -145,7 +157,23 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
 
   // One tensor's bf16 bytes into dst: straight from the mapping when the checkpoint is
   // bf16, through the WeightSource's conversion otherwise (or the synthetic generator).
-  auto fill_tensor = [&](const TensorSpec& spec, uint16_t* dst) {
+  auto fill_tensor = [&](const TensorSpec& spec, uint8_t* expert, int w) {
+    const ExpertLayout& L = s->layout_;
+    if (format != QuantFormat::bf16) {  // the format's parts, as the CPU backend gets them
+      const QuantMatrix q = ws.read_quant(spec, format);
+      const std::vector<uint8_t>* part[3] = {&q.q, &q.scale, &q.zero};
+      for (int p = 0; p < L.n_parts; ++p) {
+        if (part[p]->size() != L.bytes[w][p])
+          fail("host store: {} part {} has {} bytes, expected {}", spec.name, p, part[p]->size(), L.bytes[w][p]);
+        std::memcpy(expert + L.offset[w][p], part[p]->data(), part[p]->size());
+        // The alignment padding after the part is zeroed: a slot's bytes are all defined.
+        const uint64_t end = L.offset[w][p] + L.bytes[w][p];
+        const uint64_t next = p + 1 < L.n_parts ? L.offset[w][p + 1] : w < 2 ? L.offset[w + 1][0] : L.total_bytes;
+        std::memset(expert + end, 0, next - end);
+      }
+      return;
+    }
+    uint16_t* dst = reinterpret_cast<uint16_t*>(expert + L.offset[w][0]);
     if (const Checkpoint* ck = ws.ckpt()) {
       const TensorView& v = ck->get(spec.name, spec.shape);
       if (v.dtype == DType::bf16) {
@@ -172,10 +200,9 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
       s->chunks_[ch] = p;
       for (int i = first; i < last; ++i) {
         const int l = i / s->n_experts_, e = i % s->n_experts_;
-        uint16_t* base = reinterpret_cast<uint16_t*>(static_cast<uint8_t*>(p) + eb * (i - first));
-        for (int w = 0; w < 3; ++w)
-          fill_tensor(tensor_spec(c, names::expert(l, e, kW[w])), base + (s->matrix_bytes_ / 2) * w);
-        s->experts_[i] = base;
+        uint8_t* base = static_cast<uint8_t*>(p) + eb * (i - first);
+        for (int w = 0; w < 3; ++w) fill_tensor(tensor_spec(c, names::expert(l, e, kW[w])), base, w);
+        s->experts_[i] = reinterpret_cast<const uint16_t*>(base);
         progress.add(eb);
       }
     } catch (const std::exception& e) {
@@ -192,16 +219,22 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
   return s;
 }
 
-std::unique_ptr<ExpertHostStore> ExpertHostStore::disk(const WeightSource& ws, const HostStoreOptions& opt) {
+std::unique_ptr<ExpertHostStore> ExpertHostStore::disk(const WeightSource& ws, const HostStoreOptions& opt,
+                                                       QuantFormat format) {
   const ModelConfig& c = ws.config();
   const Checkpoint* ck = ws.ckpt();
   if (!ck)
     fail("expert tier 'disk' needs a checkpoint on disk, but the weights are {} (no file to read experts from): "
          "write one with `moebench make-model` and pass its folder, or use expert_tier=pinned",
          ws.describe());
-  std::unique_ptr<ExpertHostStore> s = shaped(HostTier::disk, c);
+  if (ws.expert_format() != format)
+    fail("expert tier 'disk' copies expert bytes as they are stored: {} stores its experts as {}, expert_dtype={} "
+         "needs a checkpoint in {} (make-model --dtype {}) or expert_tier=pinned",
+         ck->dir(), quant_format_name(ws.expert_format()), quant_format_name(format), quant_format_name(format),
+         quant_format_name(format));
+  std::unique_ptr<ExpertHostStore> s = shaped(HostTier::disk, c, format, stored_zero_points(ws, format));
   s->source_ = ck->dir();
-  s->staging_bytes_ = 3 * s->region_bytes();
+  s->staging_bytes_ = 3 * static_cast<uint64_t>(s->layout_.n_parts) * s->region_bytes();
   s->mode_ = opt.allow_page_cache ? DiskReadMode::page_cache : DiskReadMode::direct;
 
   std::map<std::string, int> file_index;
@@ -228,25 +261,38 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::disk(const WeightSource& ws, c
   };
 
   const int n = s->n_layers_ * s->n_experts_;
-  std::vector<std::pair<std::string, uint64_t>> where;  // (file, offset) per piece, resolved to fds after
-  where.reserve(static_cast<size_t>(n) * 3);
+  struct Where {
+    std::string file;
+    uint64_t offset, bytes;
+  };
+  std::vector<Where> where;  // per piece, resolved to fds after
+  const ExpertLayout& L = s->layout_;
+  where.reserve(static_cast<size_t>(n) * 3 * L.n_parts);
   for (int i = 0; i < n; ++i) {
     const int l = i / s->n_experts_, e = i % s->n_experts_;
     for (int w = 0; w < 3; ++w) {
       const TensorSpec spec = tensor_spec(c, names::expert(l, e, kW[w]));
-      const TensorView& v = ck->get(spec.name, spec.shape);
-      if (v.dtype != DType::bf16)
-        fail("expert tier 'disk': {} in {} is {}, expected BF16 (the disk tier copies expert bytes as they are "
-             "stored; convert the checkpoint or use expert_tier=pinned)",
-             spec.name, v.file ? *v.file : ck->dir(), dtype_name(v.dtype));
-      if (v.nbytes != s->matrix_bytes_ || !v.file)
-        fail("expert tier 'disk': {} has {} bytes, expected {}", spec.name, v.nbytes, s->matrix_bytes_);
-      where.emplace_back(*v.file, v.file_offset);
+      std::vector<const TensorView*> parts;
+      ws.stored_format(spec, &parts);
+      if (static_cast<int>(parts.size()) != L.n_parts)
+        fail("expert tier 'disk': {} is stored in {} part(s), expected {} ({})", spec.name, parts.size(), L.n_parts,
+             quant_format_name(format));
+      for (int p = 0; p < L.n_parts; ++p) {
+        const TensorView& v = *parts[p];
+        const DType want = quant_parts(format, spec.shape[0], spec.shape[1], L.n_parts > 2)[p].dtype;
+        if (v.dtype != want)
+          fail("expert tier 'disk': {} in {} is {}, expected {} (the disk tier copies expert bytes as they are "
+               "stored; convert the checkpoint or use expert_tier=pinned)",
+               v.name, v.file ? *v.file : ck->dir(), dtype_name(v.dtype), dtype_name(want));
+        if (v.nbytes != L.bytes[w][p] || !v.file)
+          fail("expert tier 'disk': {} has {} bytes, expected {}", v.name, v.nbytes, L.bytes[w][p]);
+        where.push_back(Where{*v.file, v.file_offset, v.nbytes});
+      }
     }
   }
-  for (auto& [path, off] : where) open_file(path);
+  for (auto& w : where) open_file(w.file);
   s->pieces_.reserve(where.size());
-  for (auto& [path, off] : where) s->pieces_.push_back(Piece{s->fds_[file_index.at(path)], off});
+  for (auto& w : where) s->pieces_.push_back(Piece{s->fds_[file_index.at(w.file)], w.offset, w.bytes});
   return s;
 }
 
@@ -257,7 +303,12 @@ const uint16_t* ExpertHostStore::expert(int layer, int e) const {
   return experts_[static_cast<size_t>(layer) * n_experts_ + e];
 }
 
-uint64_t ExpertHostStore::region_bytes() const { return round_up(matrix_bytes_, kAlign) + kAlign; }
+uint64_t ExpertHostStore::region_bytes() const {
+  uint64_t largest = 0;
+  for (int m = 0; m < 3; ++m)
+    for (int p = 0; p < layout_.n_parts; ++p) largest = std::max(largest, layout_.bytes[m][p]);
+  return round_up(largest, kAlign) + kAlign;
+}
 
 uint64_t ExpertHostStore::read_piece(const Piece& p, int region, uint8_t* staging) const {
   uint64_t lead = 0;
@@ -266,13 +317,13 @@ uint64_t ExpertHostStore::read_piece(const Piece& p, int region, uint8_t* stagin
 }
 
 uint64_t ExpertHostStore::read_raw(const Piece& p, uint8_t* dst, uint64_t* lead_out) const {
-  uint64_t begin = p.offset, length = matrix_bytes_, lead = 0;
+  uint64_t begin = p.offset, length = p.bytes, lead = 0;
   if (mode_ == DiskReadMode::direct) {
     begin = p.offset / kAlign * kAlign;
     lead = p.offset - begin;
-    length = round_up(lead + matrix_bytes_, kAlign);
+    length = round_up(lead + p.bytes, kAlign);
   } else if (mode_ == DiskReadMode::fadvise_dontneed) {
-    (void)::posix_fadvise(p.fd, static_cast<off_t>(p.offset), static_cast<off_t>(matrix_bytes_),
+    (void)::posix_fadvise(p.fd, static_cast<off_t>(p.offset), static_cast<off_t>(p.bytes),
                           POSIX_FADV_DONTNEED);
   }
   uint64_t got = 0;
@@ -286,9 +337,9 @@ uint64_t ExpertHostStore::read_raw(const Piece& p, uint8_t* dst, uint64_t* lead_
     if (r == 0) break;  // end of file: fine once the tensor itself is in
     got += static_cast<uint64_t>(r);
   }
-  if (got < lead + matrix_bytes_)
+  if (got < lead + p.bytes)
     fail("expert tier 'disk': short read at offset {}: {} of {} bytes (file truncated?)", p.offset,
-         got > lead ? got - lead : 0, matrix_bytes_);
+         got > lead ? got - lead : 0, p.bytes);
   *lead_out = lead;
   return got;
 }
@@ -297,7 +348,7 @@ double ExpertHostStore::measure_read_gbps(int readers, uint64_t bytes) const {
   if (tier_ != HostTier::disk) fail("host store: measure_read_gbps() on the {} tier", host_tier_name(tier_));
   if (readers < 1 || pieces_.empty()) fail("host store: measure_read_gbps needs readers >= 1 and a tensor to read");
   // Distinct tensors spread evenly over the model (so over its files), at least one per reader.
-  const uint64_t want = std::max<uint64_t>(static_cast<uint64_t>(readers), (bytes + matrix_bytes_ - 1) / matrix_bytes_);
+  const uint64_t want = std::max<uint64_t>(static_cast<uint64_t>(readers), (bytes + pieces_[0].bytes - 1) / pieces_[0].bytes);
   const int n = static_cast<int>(std::min<uint64_t>(want, pieces_.size()));
   std::vector<uint8_t*> bufs(static_cast<size_t>(readers));
   for (auto& b : bufs)
@@ -331,22 +382,25 @@ StagedExpert ExpertHostStore::read_expert(int layer, int e, void* staging) const
     fail("host store: expert ({}, {}) out of range ({} layers, {} experts)", layer, e, n_layers_, n_experts_);
   if (reinterpret_cast<uintptr_t>(staging) % kAlign != 0)
     fail("host store: staging buffer is not {}-byte aligned", kAlign);
-  const size_t i = (static_cast<size_t>(layer) * n_experts_ + e) * 3;
+  const int np = layout_.n_parts;
+  const size_t i = (static_cast<size_t>(layer) * n_experts_ + e) * 3 * np;
   uint8_t* st = static_cast<uint8_t*>(staging);
   StagedExpert out;
-  out.w1 = read_piece(pieces_[i + 0], 0, st);
-  out.w3 = read_piece(pieces_[i + 1], 1, st);
-  out.w2 = read_piece(pieces_[i + 2], 2, st);
+  for (int m = 0; m < 3; ++m)
+    for (int p = 0; p < np; ++p) out.part[m][p] = read_piece(pieces_[i + m * np + p], m * np + p, st);
+  out.w1 = out.part[0][0];
+  out.w3 = out.part[1][0];
+  out.w2 = out.part[2][0];
   return out;
 }
 
 std::string ExpertHostStore::describe() const {
   const int n = n_layers_ * n_experts_;
   if (tier_ == HostTier::pinned)
-    return fmt::format("pinned: {} experts x {} = {} in {}, filled from {} in {:.2f} s ({:.2f} s in the allocator, summed over threads)",
-                       n, format_bytes(expert_bytes()), format_bytes(host_bytes_), alloc_.name, source_,
+    return fmt::format("pinned: {} experts x {} ({}) = {} in {}, filled from {} in {:.2f} s ({:.2f} s in the allocator, summed over threads)",
+                       n, format_bytes(expert_bytes()), quant_format_name(layout_.format), format_bytes(host_bytes_), alloc_.name, source_,
                        pin_seconds_, alloc_seconds_);
-  return fmt::format("disk: pread from {} file(s) of {} with {}{}", files_.size(), source_,
+  return fmt::format("disk ({}): pread from {} file(s) of {} with {}{}", quant_format_name(layout_.format), files_.size(), source_,
                      disk_read_mode_name(mode_), mode_ == DiskReadMode::direct ? " (aligned 4096)" : "");
 }
 

@@ -1,12 +1,15 @@
-// expert_host_store.h: the host-side tiers of one model's experts, as bf16, for an
-// offloading expert provider (engine/cuda/offload_provider.h). Plain C++, no CUDA:
+// expert_host_store.h: the host-side tiers of one model's experts, in the format they
+// run in (bf16, or quantised: engine/quant.h), for an offloading expert provider (engine/cuda/offload_provider.h). Plain C++, no CUDA:
 // page-locked memory comes through a HostAllocator the CUDA side supplies
 // (cuda::pinned_host_allocator(), cudaHostAlloc); without one, ordinary aligned memory.
 //
 //   pinned  every expert of every layer in host memory, one contiguous block per
-//           expert laid out w1 | w3 | w2 (bf16, row-major as HF stores them:
-//           w1, w3 (inter, hidden); w2 (hidden, inter)) — exactly a device slot's
-//           layout, so a load is one host->device copy. Filled from the WeightSource
+//           expert laid out w1 | w3 | w2 (row-major as HF stores them: w1, w3 (inter,
+//           hidden); w2 (hidden, inter)), each matrix its quant_parts() back to back
+//           (engine/device_plan.h, ExpertLayout) — exactly a device slot's layout, so a
+//           load is one host->device copy. Quantised formats are quantised here from
+//           the source's values (WeightSource::read_quant: the bytes the CPU backend
+//           computes with), or copied as stored. Filled from the WeightSource
 //           (checkpoint mmap, or the synthetic generator) in chunks, allocated and
 //           filled by parallel threads; a progress bar on stderr when it is a TTY;
 //           the time taken is kept (pin_seconds()) and printed by describe().
@@ -17,7 +20,8 @@
 //           an offset inside it); where the filesystem refuses O_DIRECT (tmpfs, some
 //           overlays) the store falls back to posix_fadvise(POSIX_FADV_DONTNEED) on the
 //           range before each read. describe() says which one is in use. Needs a
-//           checkpoint with bf16 expert tensors (synthetic weights have no file).
+//           checkpoint whose expert tensors are stored in the format asked for (bf16,
+//           or every part of a quantised format; synthetic weights have no file).
 #pragma once
 #include <atomic>
 #include <cstdint>
@@ -26,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/device_plan.h"
 #include "engine/weight_source.h"
 
 namespace moebench {
@@ -54,7 +59,8 @@ struct HostStoreOptions {
 
 // Where one expert's three tensors lie inside a staging buffer after read_expert().
 struct StagedExpert {
-  uint64_t w1 = 0, w3 = 0, w2 = 0;  // byte offsets into the staging buffer
+  uint64_t w1 = 0, w3 = 0, w2 = 0;  // byte offsets into the staging buffer (each matrix's first part)
+  uint64_t part[3][3] = {};         // [matrix][part] byte offsets (ExpertLayout's parts)
 };
 
 // How the disk tier made its reads real.
@@ -65,13 +71,17 @@ class ExpertHostStore {
  public:
   // Pinned tier: allocates and fills every expert (throws Error when an allocation fails,
   // naming the bytes asked for and the total).
+  // `format`: what the experts run in (resolve_expert_format()).
   static std::unique_ptr<ExpertHostStore> pinned(const WeightSource& ws, const HostAllocator& allocator,
-                                                 const HostStoreOptions& opt = {});
+                                                 const HostStoreOptions& opt = {},
+                                                 QuantFormat format = QuantFormat::bf16);
   // Disk tier: opens the checkpoint's files; throws Error for synthetic weights or
-  // expert tensors that are not bf16.
-  static std::unique_ptr<ExpertHostStore> disk(const WeightSource& ws, const HostStoreOptions& opt = {});
+  // expert tensors not stored in `format`.
+  static std::unique_ptr<ExpertHostStore> disk(const WeightSource& ws, const HostStoreOptions& opt = {},
+                                               QuantFormat format = QuantFormat::bf16);
   static std::unique_ptr<ExpertHostStore> make(HostTier tier, const WeightSource& ws, const HostAllocator& allocator,
-                                               const HostStoreOptions& opt = {});
+                                               const HostStoreOptions& opt = {},
+                                               QuantFormat format = QuantFormat::bf16);
   ~ExpertHostStore();
   ExpertHostStore(const ExpertHostStore&) = delete;
   ExpertHostStore& operator=(const ExpertHostStore&) = delete;
@@ -82,15 +92,18 @@ class ExpertHostStore {
   int top_k() const { return top_k_; }
   int hidden() const { return hidden_; }
   int inter() const { return inter_; }
-  // Bytes of one matrix (hidden * inter * 2) and of one expert (3 matrices).
-  uint64_t matrix_bytes() const { return matrix_bytes_; }
-  uint64_t expert_bytes() const { return 3 * matrix_bytes_; }
+  QuantFormat format() const { return layout_.format; }
+  const ExpertLayout& layout() const { return layout_; }
+  // Bytes of one bf16 matrix (hidden * inter * 2; in another format, w1's parts) and of
+  // one expert in its layout (what a slot holds and a load moves).
+  uint64_t matrix_bytes() const { return layout_.offset[1][0]; }
+  uint64_t expert_bytes() const { return layout_.total_bytes; }
   // "pinned: 256 experts x 336.00 MiB = 84.00 GiB in cudaHostAlloc (page-locked), filled in 51.2 s"
   // or "disk: pread from 19 file(s) of DIR with O_DIRECT (aligned 4096)".
   std::string describe() const;
 
   // ---- pinned tier ----
-  // The expert's w1 | w3 | w2, contiguous (expert_bytes()). Throws on the disk tier.
+  // The expert's w1 | w3 | w2, contiguous (expert_bytes(), layout()). Throws on the disk tier.
   const uint16_t* expert(int layer, int expert) const;
   double pin_seconds() const { return pin_seconds_; }    // allocate + fill, wall clock
   double alloc_seconds() const { return alloc_seconds_; } // inside the allocator, summed over threads
@@ -103,7 +116,7 @@ class ExpertHostStore {
   uint64_t staging_bytes() const { return staging_bytes_; }
   // Alignment the staging buffer must have (4096; page-locked memory has it).
   static constexpr uint64_t kStagingAlign = 4096;
-  // Reads the expert's three tensors from the checkpoint into `staging` (staging_bytes()
+  // Reads the expert's tensors (every part of the three matrices) from the checkpoint into `staging` (staging_bytes()
   // bytes, kStagingAlign-aligned); returns where each one lies. Throws Error naming the
   // file and offset on a failed or short read. Thread-compatible (no shared state).
   StagedExpert read_expert(int layer, int expert, void* staging) const;
@@ -118,15 +131,17 @@ class ExpertHostStore {
  private:
   ExpertHostStore() = default;
   // A store of `tier` with the model's expert shape filled in (the rest is the tier's).
-  static std::unique_ptr<ExpertHostStore> shaped(HostTier tier, const ModelConfig& c);
+  static std::unique_ptr<ExpertHostStore> shaped(HostTier tier, const ModelConfig& c, QuantFormat format,
+                                                 bool zero_points);
   struct Piece {  // one tensor in a file (disk tier)
     int fd = -1;
     uint64_t offset = 0;
+    uint64_t bytes = 0;
   };
   // Bytes one tensor takes in a staging buffer: the tensor rounded up to the alignment,
   // plus the slack an O_DIRECT read of an unaligned tensor needs.
   uint64_t region_bytes() const;
-  // Reads one tensor into staging at region `region` (0..2); returns its offset there.
+  // Reads one tensor into staging at region `region` (0..8); returns its offset there.
   uint64_t read_piece(const Piece& p, int region, uint8_t* staging) const;
   // The file read behind read_piece: the tensor (an aligned superset with O_DIRECT) into
   // dst; sets *lead to the tensor's offset in dst; returns the bytes read. Not counted.
@@ -134,7 +149,7 @@ class ExpertHostStore {
 
   HostTier tier_ = HostTier::pinned;
   int n_layers_ = 0, n_experts_ = 0, top_k_ = 0, hidden_ = 0, inter_ = 0;
-  uint64_t matrix_bytes_ = 0;
+  ExpertLayout layout_;
   std::string source_;
   // pinned
   HostAllocator alloc_;
@@ -145,7 +160,7 @@ class ExpertHostStore {
   // disk
   std::vector<std::string> files_;
   std::vector<int> fds_;              // per file, as opened (O_DIRECT or not)
-  std::vector<Piece> pieces_;         // (layers * experts * 3): w1, w3, w2
+  std::vector<Piece> pieces_;         // (layers * experts * 3 * n_parts): w1, w3, w2, each its parts
   uint64_t staging_bytes_ = 0;
   DiskReadMode mode_ = DiskReadMode::direct;
   mutable std::atomic<uint64_t> bytes_read_{0};

@@ -13,7 +13,8 @@ class ExpertCounters;
 }
 
 // One expert's weights as the backend consumes them (CPU: fp32 host pointers;
-// CUDA: bf16 device pointers). w1, w3: (inter, hidden); w2: (hidden, inter).
+// CUDA: device pointers to bf16 matrices, or for quantised experts to each matrix's
+// first part in the ExpertLayout). w1, w3: (inter, hidden); w2: (hidden, inter).
 struct ExpertWeights {
   const void* w1 = nullptr;
   const void* w3 = nullptr;

@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "common/error.h"
+#include "engine/quant.h"
 #include "profiler/stats.h"
 #include "variants/cache_policy.h"
 
@@ -37,6 +38,16 @@ std::string knob_string(const reports::Settings& s, const char* key) {
   return it != s.knobs.end() && it->second.is_string() ? it->second.get<std::string>() : "";
 }
 
+// The weight bytes a CUDA decode token reads from HBM: every non-expert weight in bf16
+// and top_k experts per layer in the case's expert_dtype (bf16 when not recorded).
+int64_t device_bytes_per_decode_token(const ModelConfig& c, const reports::Settings& s) {
+  const std::string d = knob_string(s, "expert_dtype");
+  const QuantFormat f = d.empty() ? QuantFormat::bf16 : parse_quant_format(d, "settings.expert_dtype");
+  const int64_t experts = static_cast<int64_t>(c.num_hidden_layers) * c.num_experts_per_tok;
+  return bytes_per_decode_token(c, 2) - experts * c.expert_params() * 2 +
+         experts * static_cast<int64_t>(expert_bytes(c, f));
+}
+
 // The offloaded CUDA bound: expert copies over the link and resident reads over HBM,
 // summed or overlapped as the settings say.
 std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, const DeviceInfo& dev, std::string& why) {
@@ -58,7 +69,7 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
   // one, so the slower of the two is the link.
   const double link = disk ? std::min(dev.h2d_gbps, dev.disk_read_gbps) : dev.h2d_gbps;
   const double moved = static_cast<double>(c.experts.decode_bytes_moved) / static_cast<double>(decode_tokens);
-  const double resident = static_cast<double>(bytes_per_decode_token(cfg, 2));
+  const double resident = static_cast<double>(device_bytes_per_decode_token(cfg, c.settings));
   const double copy_s = moved / (link * 1e9), hbm_s = resident / (dev.hbm_gbps * 1e9);
   const bool overlap = copies_overlap_compute(c.settings);
   Bound b;
@@ -132,7 +143,9 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
       why = "the HBM bandwidth was not measured";
       return std::nullopt;
     }
-    b = resident_bound(bytes_per_decode_token(cfg, 2), "bf16", dev.hbm_gbps, "hbm", hbm_text(dev));
+    const std::string d = knob_string(c.settings, "expert_dtype");
+    b = resident_bound(device_bytes_per_decode_token(cfg, c.settings), d.empty() || d == "bf16" ? "bf16" : "bf16 + quantised expert",
+                       dev.hbm_gbps, "hbm", hbm_text(dev));
   }
   if (b) b->percent = c.aggregates.decode_tok_s / b->value * 100;
   return b;

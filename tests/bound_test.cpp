@@ -11,6 +11,7 @@
 
 #include "model/config.h"
 #include "common/error.h"
+#include "engine/quant.h"
 #include "reports/fields.h"
 #include "reports/markdown.h"
 #include "reports/results.h"
@@ -159,6 +160,34 @@ TEST(PhysicalBound, OffloadedCudaUsesMeasuredHostToDevice) {
   EXPECT_NE(b->description.find("offloaded"), std::string::npos) << b->description;
   d.h2d_gbps = 0;
   EXPECT_FALSE(physical_bound(c, cfg, "cuda", d).has_value());
+}
+
+// Quantised experts: a decode token reads top_k experts per layer in their format's
+// bytes (values + scales), so the bound rises by the bytes saved; bf16 is unchanged.
+TEST(PhysicalBound, QuantisedExpertsCountTheirOwnBytes) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");
+  const reports::DeviceInfo d = cuda_device(3000, 0, 50);
+  const int64_t experts = static_cast<int64_t>(cfg.num_hidden_layers) * cfg.num_experts_per_tok;
+  const int64_t bf16_bytes = bytes_per_decode_token(cfg, 2);
+  for (const char* dtype : {"bf16", "fp8", "int8", "int4"}) {
+    SCOPED_TRACE(dtype);
+    reports::Case c = decoded_case("resident", "lru");
+    c.settings.knobs["expert_dtype"] = dtype;
+    const int64_t bytes = bf16_bytes - experts * cfg.expert_params() * 2 +
+                          experts * static_cast<int64_t>(expert_bytes(cfg, parse_quant_format(dtype, "dtype")));
+    auto b = physical_bound(c, cfg, "cuda", d);
+    ASSERT_TRUE(b.has_value());
+    EXPECT_NEAR(b->value, 3000e9 / static_cast<double>(bytes), 1e-6);
+    if (std::string(dtype) != "bf16") {
+      EXPECT_GT(b->value, 3000e9 / static_cast<double>(bf16_bytes));
+    }
+    c = decoded_case("pinned", "lru");
+    c.settings.knobs["expert_dtype"] = dtype;
+    c.experts.decode_bytes_moved = 10LL * 1'000'000'000;
+    b = physical_bound(c, cfg, "cuda", d);
+    ASSERT_TRUE(b.has_value());
+    EXPECT_NEAR(b->value, 1.0 / (1e9 / 50e9 + static_cast<double>(bytes) / 3000e9), 1e-9);
+  }
 }
 
 TEST(PhysicalBound, DiskTierUsesTheSlowerOfDiskAndHostToDevice) {

@@ -189,18 +189,3 @@ TEST(QuantModel, SuiteCaseCarriesQualityIntoTheResults) {
   EXPECT_FALSE(back.cases[0].quality.has_value());
 }
 
-#if MOEBENCH_CUDA_MODEL
-TEST(QuantModel, CudaBackendRefusesQuantisedExpertsInOneLine) {
-  auto w = WeightSource::synthetic(preset_config("micro"), 1);
-  EngineContext ctx;
-  ctx.weights = &w;
-  ctx.settings = with_dtype("int4");
-  ctx.backend = "cuda";
-  try {
-    create_model(ctx);
-    FAIL();
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("not implemented on the cuda backend"), std::string::npos) << e.what();
-  }
-}
-#endif

@@ -5,7 +5,14 @@
 //   P1: P0 + warm-up and the `prefetch` cache policy (LRU + next-layer speculative
 //       loads overlapped with compute), index_add combine
 //   P2: P1 + grouped dispatch, pooled buffers
+//   P2-int4, P2-int8, P2-fp8: P2 with the experts quantised (expert_dtype): a slot, a
+//       pinned copy and a miss hold a quarter (int4) or half (int8, fp8) of the bf16
+//       bytes, so a budget holds ~3.9x / ~2x the slots. They compute with quantised
+//       weights: their tokens are the quantised model's, not bf16's (the quality
+//       columns measure how far they are).
 #include "variants/stages.h"
+
+#include <string>
 
 #include "common/error.h"
 
@@ -48,6 +55,15 @@ const std::vector<StagePreset>& stage_presets() {
     p2.buffers = "pooled";
     v.push_back({"P2", "P1 + fused expert dispatch (decode: one kernel over the selected experts; prefill: tokens "
                        "sorted by expert, one GEMM per expert block) and combine, pooled buffers", p2});
+    for (const char* q : {"int4", "int8", "fp8"}) {
+      EngineSettings pq = p2;
+      pq.stage = std::string("P2-") + q;
+      pq.expert_dtype = q;
+      v.push_back({pq.stage, std::string("P2 with ") + q + " experts (expert_dtype=" + q +
+                                 "): decode through the dequantising GEMV, prefill dequantises each needed expert to "
+                                 "bf16; fewer bytes per slot and per miss",
+                   pq});
+    }
     return v;
   }();
   return p;

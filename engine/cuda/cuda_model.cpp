@@ -11,6 +11,7 @@
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/resident_provider.h"
 #include "engine/cuda/weight_upload.h"
+#include "engine/device_plan.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "engine/progress.h"
@@ -32,16 +33,17 @@ bool is_expert(const std::string& name) { return name.find(".block_sparse_moe.ex
 
 // One host store per process: the models of a run (one per stage or setting) share it,
 // so the experts are pinned once. Replaced when another model or tier asks.
-std::shared_ptr<const ExpertHostStore> shared_host_store(HostTier tier, const WeightSource& src) {
+std::shared_ptr<const ExpertHostStore> shared_host_store(HostTier tier, const WeightSource& src, QuantFormat format) {
   static std::mutex mu;
   static std::shared_ptr<const ExpertHostStore> store;
   static std::string key;
   const std::string k =
-      fmt::format("{}|{}|layers={}", host_tier_name(tier), src.describe(), src.config().num_hidden_layers);
+      fmt::format("{}|{}|layers={}|{}", host_tier_name(tier), src.describe(), src.config().num_hidden_layers,
+                  quant_format_name(format));
   std::lock_guard<std::mutex> lock(mu);
   if (store && key == k) return store;
   store.reset();  // free the old one first: two 84 GiB stores do not fit
-  store = ExpertHostStore::make(tier, src, pinned_host_allocator());
+  store = ExpertHostStore::make(tier, src, pinned_host_allocator(), HostStoreOptions{}, format);
   key = k;
   log::info("expert host store: {}", store->describe());
   return store;
@@ -51,100 +53,119 @@ std::shared_ptr<const ExpertHostStore> shared_host_store(HostTier tier, const We
 CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory)
     : cfg_(ctx.weights->config()), settings_(ctx.settings), prof_(ctx.prof) {
   const int64_t t0 = profiler::now_ns();
-  const ModelConfig& c = cfg_;
   const WeightSource& src = *ctx.weights;
-  max_len_ = std::min(settings_.max_model_len, c.max_position_embeddings);
+  expert_fmt_ = resolve_expert_format(settings_.expert_dtype, src);
+  max_len_ = std::min(settings_.max_model_len, cfg_.max_position_embeddings);
   if (max_len_ <= 0) fail("max_model_len {} must be positive", settings_.max_model_len);
-  routing_ = RoutingDriver::for_model(settings_, c);
-  const Dispatch dispatch = parse_dispatch(settings_.dispatch);
-  const Combine combine = parse_combine(settings_.combine);
-  const bool pooled = settings_.buffers == "pooled";
-  const bool resident = settings_.expert_tier == "resident";
+  routing_ = RoutingDriver::for_model(settings_, cfg_);
   pool_tokens_ = std::max(1, std::min(settings_.max_num_batched_tokens, max_len_));
+  const bool resident = settings_.expert_tier == "resident";
+  if (!resident && !provider_factory) open_host_store(src);
+  plan_memory(resident, !provider_factory);
+  arena_ = std::make_unique<DeviceArena>(plan_.arena_bytes, "device arena");
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  blas_ = std::make_unique<Blas>(arena_.get());
+  upload_weights(src, resident);
+  make_provider(src, resident, provider_factory);
+  ws_ = std::make_unique<Workspace>(*arena_, wd_, settings_.buffers == "pooled", pool_tokens_, attn_floats_);
+  moe_ = std::make_unique<MoeLayer>(md_, parse_dispatch(settings_.dispatch), parse_combine(settings_.combine), *provider_,
+                                    *arena_, blas_->get(), stream_, trace(), pool_tokens_, routing_.get());
+  moe_->set_fused_decode_max_tokens(settings_.fused_decode_max_tokens);
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_io_), (2 * static_cast<size_t>(pool_tokens_) + 1) * sizeof(int32_t),
+                           cudaHostAllocDefault));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  // The shared host store's fill is not this model's load (it is reported on its own).
+  load_ns_ = profiler::now_ns() - t0 - store_fill_ns_;
+  if (prof_ && store_) prof_->memory.note_host_pinned(static_cast<int64_t>(store_->host_bytes()));
+  if (prof_) prof_->model_load_ns = load_ns_;
+  note_arena();
+  log::info("cuda model {}: {} weights, arena {} of {} used, experts: {} ({}), dispatch={} combine={} buffers={} routing={}",
+            cfg_.name, format_bytes(weight_bytes_), format_bytes(arena_->stats().used_bytes),
+            format_bytes(arena_->capacity()), provider_->describe(), quant_format_name(expert_fmt_), settings_.dispatch,
+            settings_.combine, settings_.buffers, routing_name());
+}
 
-  // ---- what must fit: weights, KV cache, workspace, cuBLAS workspace, pointer tables ----
-  uint64_t weights_b = 0;
-  std::vector<TensorSpec> specs = model_tensor_specs(c);
-  for (auto& s : specs)
-    if (resident || !is_expert(s.name)) weights_b += round256(static_cast<uint64_t>(s.numel()) * 2);
-  const uint64_t kv_b = 2ull * c.num_hidden_layers * round256(static_cast<uint64_t>(max_len_) * c.kv_dim() * 2);
-  size_t attn_floats = attention_workspace_floats(pool_tokens_, 0, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
+void CudaModel::open_host_store(const WeightSource& src) {
+  const int64_t f0 = profiler::now_ns();
+  store_ = shared_host_store(parse_host_tier(settings_.expert_tier), src, expert_fmt_);
+  store_fill_ns_ = profiler::now_ns() - f0;  // near zero when another model of the process filled it already
+}
+
+void CudaModel::plan_memory(bool resident, bool own_slots) {
+  const ModelConfig& c = cfg_;
+  DevicePlanInput in;
+  in.config = c;
+  in.format = expert_fmt_;
+  in.resident = resident;
+  in.cache_slots = settings_.cache_slots;
+  in.own_slots = own_slots;
+  for (auto& s : model_tensor_specs(c))
+    if (!is_expert(s.name)) in.fixed.dense_weights += round256(static_cast<uint64_t>(s.numel()) * 2);
+  in.fixed.kv_cache = 2ull * c.num_hidden_layers * round256(static_cast<uint64_t>(max_len_) * c.kv_dim() * 2);
+  attn_floats_ = attention_workspace_floats(pool_tokens_, 0, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
   // Short prefill chunks late in a long prompt (their key split is sized like decode's was).
   for (int p = 0; p < max_len_; ++p)
-    attn_floats = std::max(attn_floats, attention_workspace_floats(1, p, c.num_attention_heads, c.num_key_value_heads, c.head_dim));
+    attn_floats_ = std::max(attn_floats_, attention_workspace_floats(1, p, c.num_attention_heads, c.num_key_value_heads, c.head_dim));
   // Decode (m = 1) of forward: paged_attention over the contiguous cache (max_keys = max_len).
-  attn_floats = std::max(attn_floats, paged_attention_workspace_floats(1, c.num_attention_heads, c.num_key_value_heads,
-                                                                       c.head_dim, max_len_));
+  attn_floats_ = std::max(attn_floats_, paged_attention_workspace_floats(1, c.num_attention_heads, c.num_key_value_heads,
+                                                                         c.head_dim, max_len_));
   // forward_batch: the key split of m tokens over a pool of any block size (its table
   // covers at most max_len + block_size keys; the split count is capped, so an unbounded
   // key count gives the largest workspace). Sized once here so the pooled buffers, and
   // the decode graphs' pointers into them, never move.
   for (int m = 1; m <= pool_tokens_ && paged_attention_splits(m, c.num_key_value_heads, INT32_MAX / 2) > 1; ++m)
-    attn_floats = std::max(attn_floats, paged_attention_workspace_floats(m, c.num_attention_heads, c.num_key_value_heads,
-                                                                         c.head_dim, INT32_MAX / 2));
-  const WorkspaceDims wd{c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.num_local_experts,
-                         c.num_experts_per_tok, c.vocab_size};
-  // alloc mode needs the same bytes at peak, once per forward.
-  const uint64_t ws_b = Workspace::bytes_for(wd, pool_tokens_, attn_floats);
-  const MoeDims md{c.hidden_size, c.intermediate_size, c.num_local_experts, c.num_experts_per_tok, c.num_hidden_layers};
-  const uint64_t table_b = MoeLayer::device_bytes(md, pool_tokens_);
-  const uint64_t zero_b = round256(sizeof(int32_t));  // zero_i32_
-  const uint64_t need = weights_b + kv_b + ws_b + Blas::kWorkspaceBytes + table_b + zero_b;
-
-  uint64_t budget = 0;
+    attn_floats_ = std::max(attn_floats_, paged_attention_workspace_floats(m, c.num_attention_heads, c.num_key_value_heads,
+                                                                           c.head_dim, INT32_MAX / 2));
+  wd_ = WorkspaceDims{c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.num_local_experts,
+                      c.num_experts_per_tok, c.vocab_size};
+  md_ = MoeDims{c.hidden_size, c.intermediate_size, c.num_local_experts, c.num_experts_per_tok, c.num_hidden_layers,
+                expert_fmt_, store_ ? store_->layout() : expert_layout(c, expert_fmt_)};
+  // alloc mode needs the same workspace bytes at peak, once per forward; then the cuBLAS
+  // workspace, the MoE tables (and dequantising scratch), the contiguous block table.
+  ws_b_ = Workspace::bytes_for(wd_, pool_tokens_, attn_floats_);
+  table_b_ = MoeLayer::device_bytes(md_, pool_tokens_);
+  in.fixed.workspace = ws_b_ + Blas::kWorkspaceBytes + table_b_ + round256(sizeof(int32_t));
   std::string budget_from;
   if (!settings_.gpu_mem_budget.empty()) {
-    budget = parse_bytes(settings_.gpu_mem_budget);
+    in.budget_bytes = parse_bytes(settings_.gpu_mem_budget);
     budget_from = "gpu_mem_budget " + settings_.gpu_mem_budget;
   } else {
     size_t free_b = 0, total_b = 0;
     CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    budget = static_cast<uint64_t>(settings_.gpu_memory_utilization * static_cast<double>(free_b)) / 256 * 256;
+    in.budget_bytes = static_cast<uint64_t>(settings_.gpu_memory_utilization * static_cast<double>(free_b)) / 256 * 256;
     budget_from = fmt::format("gpu_memory_utilization {} x {} free", settings_.gpu_memory_utilization, format_bytes(free_b));
   }
-  if (resident && need > budget)
-    fail("model {} needs at least {} of device memory ({} weights, {} KV cache for max_model_len {}, {} workspace "
-         "for {} tokens, {} cuBLAS workspace) but the budget is {} ({}): raise --gpu-mem-budget to at least {}, or "
-         "lower max_model_len / max_num_batched_tokens, or offload experts (expert_tier=pinned)",
-         c.name, format_bytes(need), format_bytes(weights_b), format_bytes(kv_b), max_len_, format_bytes(ws_b),
-         pool_tokens_, format_bytes(Blas::kWorkspaceBytes), format_bytes(budget), budget_from, format_bytes(need));
-
-  // Offloaded experts: the host store first (the minimum budget needs its expert size).
-  if (!resident && !provider_factory) {
-    const int64_t f0 = profiler::now_ns();
-    store_ = shared_host_store(parse_host_tier(settings_.expert_tier), src);
-    // Near zero when another model of the process filled it already.
-    store_fill_ns_ = profiler::now_ns() - f0;
-    const uint64_t min_need = need + OffloadProvider::min_slot_budget(*store_);
-    if (min_need > budget)
-      fail("model {} with experts offloaded ({}) needs at least {} of device memory ({} non-expert weights, {} KV "
-           "cache for max_model_len {}, {} workspace, {} for {} expert slots) but the budget is {} ({}): raise "
-           "--gpu-mem-budget to at least {}",
-           c.name, settings_.expert_tier, format_bytes(min_need), format_bytes(weights_b), format_bytes(kv_b), max_len_,
-           format_bytes(ws_b + Blas::kWorkspaceBytes + table_b), format_bytes(OffloadProvider::min_slot_budget(*store_)),
-           c.num_experts_per_tok, format_bytes(budget), budget_from, format_bytes(min_need));
+  try {
+    plan_ = plan_device_memory(in);
+  } catch (const Error& e) {
+    fail("{} (budget from {}; max_model_len {}, {} tokens per forward)", e.what(), budget_from, max_len_, pool_tokens_);
   }
-  arena_ = std::make_unique<DeviceArena>(budget, "device arena");
-  CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  blas_ = std::make_unique<Blas>(arena_.get());
+}
 
-  // ---- weights ----
+void CudaModel::upload_weights(const WeightSource& src, bool resident) {
+  const ModelConfig& c = cfg_;
   std::map<std::string, const bf16*> dev;
+  const bool bf16_experts = resident && expert_fmt_ == QuantFormat::bf16;
+  std::vector<TensorSpec> specs;
+  uint64_t bytes = 0;
+  for (auto& s : model_tensor_specs(c))
+    if (bf16_experts || !is_expert(s.name)) {
+      specs.push_back(s);
+      bytes += round256(static_cast<uint64_t>(s.numel()) * 2);
+    }
   {
     Progress progress(fmt::format("loading {} ({})", c.name, src.is_synthetic() ? "synthetic, generated on the GPU" : "checkpoint"),
-                      weights_b);
+                      bytes);
     WeightUploader up(src, *arena_, stream_, &progress);
-    for (auto& s : specs)
-      if (resident || !is_expert(s.name)) dev[s.name] = up.upload(s);
+    for (auto& s : specs) dev[s.name] = up.upload(s);
     up.finish();
     progress.finish();
   }
-  weight_bytes_ = weights_b;
   embed_ = dev.at(names::embed());
   norm_ = dev.at(names::final_norm());
   lm_head_ = c.tie_word_embeddings ? embed_ : dev.at(names::lm_head());
   layers_.resize(c.num_hidden_layers);
-  std::vector<std::vector<ExpertWeights>> experts(c.num_hidden_layers, std::vector<ExpertWeights>(c.num_local_experts));
+  resident_experts_.assign(c.num_hidden_layers, std::vector<ExpertWeights>(c.num_local_experts));
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     Layer& L = layers_[l];
     L.attn_norm = dev.at(names::layer(l, "input_layernorm.weight"));
@@ -157,22 +178,47 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
     const uint64_t kv = static_cast<uint64_t>(max_len_) * c.kv_dim();
     L.k_cache = arena_->alloc_n<bf16>(kv, fmt::format("layer {} k cache", l));
     L.v_cache = arena_->alloc_n<bf16>(kv, fmt::format("layer {} v cache", l));
-    if (resident)
+    if (bf16_experts)
       for (int e = 0; e < c.num_local_experts; ++e)
-        experts[l][e] = ExpertWeights{dev.at(names::expert(l, e, "w1")), dev.at(names::expert(l, e, "w3")),
-                                      dev.at(names::expert(l, e, "w2"))};
+        resident_experts_[l][e] = ExpertWeights{dev.at(names::expert(l, e, "w1")), dev.at(names::expert(l, e, "w3")),
+                                                dev.at(names::expert(l, e, "w2"))};
   }
+  if (resident && !bf16_experts) bytes += upload_quant_experts(src);
+  weight_bytes_ = bytes;
   zero_i32_ = arena_->alloc_n<int32_t>(1, "contiguous KV block table");
   CUDA_CHECK(cudaMemsetAsync(zero_i32_, 0, sizeof(int32_t), stream_));
-  if (prof_) prof_->experts.configure(c.num_hidden_layers, c.num_local_experts);
+}
+
+// Resident quantised experts: quantised on the host exactly as the host store (and the
+// CPU backend) does it, in the slot layout, then one block per expert in the arena.
+uint64_t CudaModel::upload_quant_experts(const WeightSource& src) {
+  const ModelConfig& c = cfg_;
+  const auto host = ExpertHostStore::pinned(src, aligned_host_allocator(), HostStoreOptions{}, expert_fmt_);
+  const ExpertLayout& L = host->layout();
+  md_.layout = L;
+  uint64_t bytes = 0;
+  for (int l = 0; l < c.num_hidden_layers; ++l)
+    for (int e = 0; e < c.num_local_experts; ++e) {
+      auto* d = static_cast<uint8_t*>(
+          arena_->alloc(L.total_bytes, fmt::format("layer {} expert {} ({})", l, e, quant_format_name(expert_fmt_))));
+      CUDA_CHECK(cudaMemcpy(d, host->expert(l, e), L.total_bytes, cudaMemcpyHostToDevice));
+      resident_experts_[l][e] = ExpertWeights{d + L.matrix_offset(0), d + L.matrix_offset(1), d + L.matrix_offset(2)};
+      bytes += round256(L.total_bytes);
+    }
+  return bytes;
+}
+
+void CudaModel::make_provider(const WeightSource& src, bool resident, const ExpertProviderFactory& provider_factory) {
+  if (prof_) prof_->experts.configure(cfg_.num_hidden_layers, cfg_.num_local_experts);
   if (resident) {
-    provider_ = std::make_unique<ResidentExpertProvider>(std::move(experts));
+    provider_ = std::make_unique<ResidentExpertProvider>(std::move(resident_experts_));
   } else if (provider_factory) {
     provider_ = provider_factory(src, *arena_, stream_);
   } else {
     // The slots get what the budget leaves once the rest is in (workspace and tables are
     // allocated after them: reserve their bytes, plus one alignment unit per allocation).
-    const uint64_t rest = ws_b + table_b + 64 * 1024;
+    // The plan's slot count is the same up to that alignment slack.
+    const uint64_t rest = ws_b_ + table_b_ + 64 * 1024;
     const uint64_t used = arena_->stats().used_bytes;
     const uint64_t slot_budget = arena_->capacity() > used + rest ? arena_->capacity() - used - rest : 0;
     OffloadOptions opt = OffloadOptions::from_settings(settings_);
@@ -183,22 +229,6 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
     provider_ = std::move(off);
   }
   if (!provider_) fail("cuda model: the expert provider factory returned nothing");
-
-  ws_ = std::make_unique<Workspace>(*arena_, wd, pooled, pool_tokens_, attn_floats);
-  moe_ = std::make_unique<MoeLayer>(md, dispatch, combine, *provider_, *arena_, blas_->get(), stream_, trace(), pool_tokens_,
-                                    routing_.get());
-  moe_->set_fused_decode_max_tokens(settings_.fused_decode_max_tokens);
-  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_io_), (2 * static_cast<size_t>(pool_tokens_) + 1) * sizeof(int32_t),
-                           cudaHostAllocDefault));
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
-  // The shared host store's fill is not this model's load (it is reported on its own).
-  load_ns_ = profiler::now_ns() - t0 - store_fill_ns_;
-  if (prof_ && store_) prof_->memory.note_host_pinned(static_cast<int64_t>(store_->host_bytes()));
-  if (prof_) prof_->model_load_ns = load_ns_;
-  note_arena();
-  log::info("cuda model {}: {} weights, arena {} of {} used, experts: {}, dispatch={} combine={} buffers={} routing={}",
-            c.name, format_bytes(weights_b), format_bytes(arena_->stats().used_bytes), format_bytes(arena_->capacity()),
-            provider_->describe(), settings_.dispatch, settings_.combine, settings_.buffers, routing_name());
 }
 
 CudaModel::~CudaModel() {

@@ -1,4 +1,5 @@
-// cuda_model.h: the CUDA backend's Model — bf16 weights, KV cache and workspace in one
+// cuda_model.h: the CUDA backend's Model — bf16 weights (experts bf16 or quantised:
+// expert_dtype fp8|int8|int4, engine/cuda/moe_layer.h), KV cache and workspace in one
 // DeviceArena (hard cap: settings.gpu_mem_budget, else gpu_memory_utilization x free
 // memory), fp32 residual stream and accumulation. The forward pass mirrors CpuModel op
 // for op (engine/cpu_model.cpp): embed -> N x [rmsnorm -> q/k/v -> rope -> KV store ->
@@ -31,6 +32,7 @@
 #include "engine/cuda/moe_layer.h"
 #include "engine/cuda/workspace.h"
 #include "engine/batch_model.h"
+#include "engine/device_plan.h"
 #include "engine/engine.h"
 #include "engine/expert_host_store.h"
 #include "engine/expert_provider.h"
@@ -89,6 +91,8 @@ class CudaModel : public Model, public BatchModel {
   int64_t shared_setup_ns() const override { return store_fill_ns_; }
   std::string experts_describe() const override { return provider_->describe(); }
   uint64_t weight_bytes() const { return weight_bytes_; }
+  QuantFormat expert_format() const { return expert_fmt_; }
+  const DevicePlan& memory_plan() const { return plan_; }
   cudaStream_t stream() const { return stream_; }
   // Attaches (or, with nullptr, detaches) the profiler the forward reports to. The MoE
   // layer's trace and the provider's counters keep the one given at construction.
@@ -120,6 +124,14 @@ class CudaModel : public Model, public BatchModel {
     void operator()(Paged* p) const;
   };
   void batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, float* logits);
+  // The constructor's steps, in order.
+  void open_host_store(const WeightSource& src);  // offloaded, default provider: the shared host store
+  // Sizes, budget, plan_device_memory (throws when it does not fit); own_slots: the
+  // default offload provider (a factory's provider sizes its own slots).
+  void plan_memory(bool resident, bool own_slots);
+  void upload_weights(const WeightSource& src, bool resident);  // dense weights, KV cache, resident experts
+  uint64_t upload_quant_experts(const WeightSource& src);       // resident quantised experts; returns their bytes
+  void make_provider(const WeightSource& src, bool resident, const ExpertProviderFactory& provider_factory);
 
   ModelConfig cfg_;
   EngineSettings settings_;
@@ -131,6 +143,13 @@ class CudaModel : public Model, public BatchModel {
   int64_t load_ns_ = 0;
   int64_t store_fill_ns_ = 0;  // filling the shared host store, when this model did
   uint64_t weight_bytes_ = 0;
+  QuantFormat expert_fmt_ = QuantFormat::bf16;
+  DevicePlan plan_;
+  WorkspaceDims wd_{};
+  MoeDims md_{};
+  size_t attn_floats_ = 0;
+  uint64_t ws_b_ = 0, table_b_ = 0;
+  std::vector<std::vector<ExpertWeights>> resident_experts_;  // until the resident provider takes them
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<DeviceArena> arena_;
   std::unique_ptr<Blas> blas_;

@@ -7,6 +7,8 @@
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/quant_dequant.h"
+#include "engine/cuda/quant_gemv.h"
 #include "common/error.h"
 #include "engine/ops/ops.h"
 #include "profiler/cpu_trace.h"
@@ -38,11 +40,16 @@ bool MoeLayer::fused_decode_ok(int m) const {
   return m <= std::min(fused_max_tokens_, kGemvMaxRows) && m * d_.top_k <= kFusedMaxPairs;
 }
 
+bool MoeLayer::quant_decode_ok(int m) const { return m <= kGemvMaxRows && m * d_.top_k <= kFusedMaxPairs; }
+
 uint64_t MoeLayer::device_bytes(const MoeDims& d, int pool_tokens) {
   auto r = [](uint64_t b) { return (b + 255) / 256 * 256; };
   const uint64_t pool = static_cast<uint64_t>(std::max(1, pool_tokens));
-  return r(static_cast<uint64_t>(d.n_layers) * 3 * d.n_experts * sizeof(void*)) + r(pool * d.n_experts * 4) +
-         2 * r(pool * d.top_k * 4);
+  const bool quant = d.format != QuantFormat::bf16;
+  const uint64_t rows = quant ? 9 : 3;
+  const uint64_t deq = quant ? r(3ull * d.hidden * d.inter * sizeof(bf16)) : 0;
+  return r(static_cast<uint64_t>(d.n_layers) * rows * d.n_experts * sizeof(void*)) + r(pool * d.n_experts * 4) +
+         2 * r(pool * d.top_k * 4) + deq;
 }
 
 MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertProvider& provider, DeviceArena& arena,
@@ -50,8 +57,15 @@ MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertP
                    RoutingDriver* routing)
     : d_(d), dispatch_(dispatch), combine_(combine), provider_(provider), arena_(arena), blas_(blas), stream_(stream),
       trace_(trace), got_(d.n_experts), routing_(routing), pool_tokens_(std::max(1, pool_tokens)) {
-  const uint64_t table = static_cast<uint64_t>(d.n_layers) * 3 * d.n_experts;
+  table_rows_ = quantised() ? 9 : 3;
+  const uint64_t table = static_cast<uint64_t>(d.n_layers) * table_rows_ * d.n_experts;
   table_d_ = static_cast<const void**>(arena_.alloc(table * sizeof(void*), "moe expert pointer tables"));
+  if (quantised()) {
+    if (d.layout.format != d.format)
+      fail("moe: expert layout is {}, the experts are {}", quant_format_name(d.layout.format),
+           quant_format_name(d.format));
+    deq_ = arena_.alloc_n<bf16>(3ull * d.hidden * d.inter, "moe dequantised expert (prefill)");
+  }
   const uint64_t pool = static_cast<uint64_t>(pool_tokens_);
   pred_logits_d_ = arena_.alloc_n<float>(pool * d.n_experts, "moe next-layer router logits");
   pred_ids_d_ = arena_.alloc_n<int32_t>(pool * d.top_k, "moe next-layer router ids");
@@ -74,6 +88,7 @@ MoeLayer::~MoeLayer() {
   if (logits_h_) cudaFreeHost(logits_h_);
   if (pred_h_) cudaFreeHost(pred_h_);
   if (table_d_) arena_.free(table_d_);
+  if (deq_) arena_.free(deq_);
   if (pred_logits_d_) arena_.free(pred_logits_d_);
   if (pred_ids_d_) arena_.free(pred_ids_d_);
   if (pred_wts_d_) arena_.free(pred_wts_d_);
@@ -98,6 +113,7 @@ void MoeLayer::ensure_host(int pairs) {
 
 bool MoeLayer::syncs(int m) const {
   if (provider_.needs_ids() || routing_ || observer_) return true;
+  if (quantised()) return dispatch_ == Dispatch::grouped || !quant_decode_ok(m);  // grouped's router copies ids
   return !(dispatch_ == Dispatch::fused && fused_decode_ok(m));
 }
 
@@ -106,22 +122,30 @@ void MoeLayer::ids_to_host(const ForwardBuffers& b, int pairs) {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-const bf16* const* MoeLayer::tables(int layer) {
-  const int E = d_.n_experts;
-  const size_t base = static_cast<size_t>(layer) * 3 * E;
+const void* const* MoeLayer::tables(int layer) {
+  const int E = d_.n_experts, R = table_rows_;
+  const size_t base = static_cast<size_t>(layer) * R * E;
+  // Row (3 * matrix + part) of expert e: the part's address in the acquired expert.
+  auto entry = [&](int row, int e) -> const void* {
+    const int mat = R == 3 ? row : row / 3, part = R == 3 ? 0 : row % 3;
+    const void* w = mat == 0 ? got_[e].w1 : mat == 1 ? got_[e].w3 : got_[e].w2;
+    if (!w || part >= d_.layout.n_parts) return nullptr;
+    return static_cast<const uint8_t*>(w) + (d_.layout.offset[mat][part] - d_.layout.offset[mat][0]);
+  };
   bool same = table_valid_[layer];
-  for (int e = 0; e < E && same; ++e)
-    same = mirror_[base + e] == got_[e].w1 && mirror_[base + E + e] == got_[e].w3 && mirror_[base + 2 * E + e] == got_[e].w2;
+  for (int row = 0; row < R && same; ++row)
+    for (int e = 0; e < E && same; ++e) same = mirror_[base + static_cast<size_t>(row) * E + e] == entry(row, e);
   if (!same) {  // upload this layer's table (per-layer staging: safe until the forward's final sync)
-    for (int e = 0; e < E; ++e) {
-      mirror_[base + e] = table_h_[base + e] = got_[e].w1;
-      mirror_[base + E + e] = table_h_[base + E + e] = got_[e].w3;
-      mirror_[base + 2 * E + e] = table_h_[base + 2 * E + e] = got_[e].w2;
-    }
-    CUDA_CHECK(cudaMemcpyAsync(table_d_ + base, table_h_ + base, 3 * E * sizeof(void*), cudaMemcpyHostToDevice, stream_));
+    for (int row = 0; row < R; ++row)
+      for (int e = 0; e < E; ++e) {
+        const size_t i = base + static_cast<size_t>(row) * E + e;
+        mirror_[i] = table_h_[i] = entry(row, e);
+      }
+    CUDA_CHECK(cudaMemcpyAsync(table_d_ + base, table_h_ + base, static_cast<size_t>(R) * E * sizeof(void*),
+                               cudaMemcpyHostToDevice, stream_));
     table_valid_[layer] = true;
   }
-  return reinterpret_cast<const bf16* const*>(table_d_ + base);
+  return table_d_ + base;
 }
 
 bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16* next_gate, ForwardBuffers& b,
@@ -180,8 +204,13 @@ void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* 
 
 void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter;
-  if (dispatch_ == Dispatch::fused && fused_decode_ok(m)) {
-    const bf16* const* t = tables(layer);
+  if (quantised() && quant_decode_ok(m)) {
+    quant_decode(layer, b, m);
+    combine(b, x, m, false);
+    return;
+  }
+  if (!quantised() && dispatch_ == Dispatch::fused && fused_decode_ok(m)) {
+    const bf16* const* t = reinterpret_cast<const bf16* const*>(tables(layer));
     ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "moe_decode_fused");
     if (combine_ == Combine::fused) {
       moe_decode_fused(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, m, K, E, H, I, stream_);
@@ -194,6 +223,46 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   if (dispatch_ == Dispatch::serial) serial_experts(layer, b, m);
   else grouped_experts(layer, b, m);
   combine(b, x, m, true);
+}
+
+void MoeLayer::quant_decode(int layer, ForwardBuffers& b, int m) {
+  const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter, pairs = m * K;
+  const auto* t = reinterpret_cast<const uint8_t* const*>(tables(layer));
+  auto mat = [&](int w) {
+    QuantExperts q;
+    q.format = d_.format;
+    q.q = t + static_cast<size_t>(3 * w) * E;
+    q.scale = t + static_cast<size_t>(3 * w + 1) * E;
+    q.zero = d_.layout.n_parts > 2 ? t + static_cast<size_t>(3 * w + 2) * E : nullptr;
+    return q;
+  };
+  // g, u (pairs, inter) fp32 in the SwiGLU scratch (it holds two such arrays and more).
+  float* g = static_cast<float*>(b.swiglu);
+  float* u = g + static_cast<size_t>(pairs) * I;
+  ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
+  quant_moe_gemv(mat(0), b.h, false, b.ids, pairs, K, I, H, E, g, stream_);
+  quant_moe_gemv(mat(1), b.h, false, b.ids, pairs, K, I, H, E, u, stream_);
+  silu_mul_bf16(g, u, b.moe_h, static_cast<int64_t>(pairs) * I, stream_);
+  quant_moe_gemv(mat(2), b.moe_h, true, b.ids, pairs, K, H, I, E, b.moe_y, stream_);
+}
+
+void MoeLayer::bf16_expert(int layer, int e, const bf16* w[3]) {
+  const void* src[3] = {got_[e].w1, got_[e].w3, got_[e].w2};
+  if (!src[0] || !src[1] || !src[2]) fail("expert provider gave no weights for layer {} expert {}", layer, e);
+  if (!quantised()) {
+    for (int i = 0; i < 3; ++i) w[i] = static_cast<const bf16*>(src[i]);
+    return;
+  }
+  const int64_t H = d_.hidden, I = d_.inter;
+  const int64_t rows[3] = {I, I, H}, cols[3] = {H, H, I};
+  const ExpertLayout& L = d_.layout;
+  for (int i = 0; i < 3; ++i) {
+    const auto* base = static_cast<const uint8_t*>(src[i]) - L.offset[i][0];  // the expert's start
+    bf16* out = deq_ + static_cast<int64_t>(i) * H * I;
+    dequantize_bf16(d_.format, rows[i], cols[i], base + L.offset[i][0], base + L.offset[i][1],
+                    L.n_parts > 2 ? base + L.offset[i][2] : nullptr, out, stream_);
+    w[i] = out;
+  }
 }
 
 // grouped (host grouping) and fused prefill (device sort): the pairs sorted by expert,
@@ -226,11 +295,11 @@ void MoeLayer::grouped_experts(int layer, ForwardBuffers& b, int m) {
   for (int e = 0; e < E; ++e) {
     const int off = offsets_h_[e], cnt = offsets_h_[e + 1] - offsets_h_[e];
     if (cnt == 0) continue;
-    if (!got_[e].w1) fail("expert provider gave no weights for layer {} expert {}", layer, e);
     ScopedRange r(trace_, RangeKind::expert_compute, layer, e);
-    swiglu_expert(b.moe_xin + static_cast<int64_t>(off) * H, static_cast<const bf16*>(got_[e].w1),
-                  static_cast<const bf16*>(got_[e].w3), static_cast<const bf16*>(got_[e].w2),
-                  b.moe_y + static_cast<int64_t>(off) * H, b.swiglu, cnt, H, I, false, blas_, stream_);
+    const bf16* w[3];
+    bf16_expert(layer, e, w);
+    swiglu_expert(b.moe_xin + static_cast<int64_t>(off) * H, w[0], w[1], w[2], b.moe_y + static_cast<int64_t>(off) * H,
+                  b.swiglu, cnt, H, I, false, blas_, stream_);
   }
 }
 
@@ -245,12 +314,12 @@ void MoeLayer::serial_experts(int layer, ForwardBuffers& b, int m) {
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     const int cnt = offsets_h_[e];
     if (cnt == 0) continue;
-    if (!got_[e].w1) fail("expert provider gave no weights for layer {} expert {}", layer, e);
     ScopedRange r(trace_, RangeKind::expert_compute, layer, e);
     moe_gather_rows(b.h, b.perm + base, K, b.moe_xin + static_cast<int64_t>(base) * H, cnt, H, stream_);
-    swiglu_expert(b.moe_xin + static_cast<int64_t>(base) * H, static_cast<const bf16*>(got_[e].w1),
-                  static_cast<const bf16*>(got_[e].w3), static_cast<const bf16*>(got_[e].w2),
-                  b.moe_y + static_cast<int64_t>(base) * H, b.swiglu, cnt, H, I, false, blas_, stream_);
+    const bf16* w[3];
+    bf16_expert(layer, e, w);
+    swiglu_expert(b.moe_xin + static_cast<int64_t>(base) * H, w[0], w[1], w[2], b.moe_y + static_cast<int64_t>(base) * H,
+                  b.swiglu, cnt, H, I, false, blas_, stream_);
     base += cnt;
   }
   if (base != pairs) fail("serial dispatch: the experts' masks selected {} of {} (token, slot) pairs", base, pairs);

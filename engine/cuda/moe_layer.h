@@ -10,7 +10,14 @@
 //   -> combine: loop (one launch per (token, slot)), index_add (one launch), fused (inside
 //      moe_decode_fused, else the single combine launch adds straight into the residual).
 // Every variant computes out[t] = sum_j w[t,j] * expert_{ids[t,j]}(x_t) in slot order, as
-// CpuModel::moe does, and adds it to the residual x. Host C++.
+// CpuModel::moe does, and adds it to the residual x.
+// Quantised experts (MoeDims::format fp8|int8|int4, each expert in MoeDims::layout):
+//   decode (n <= 8 tokens, n * k <= 64), whatever the dispatch: g = w1.x and u = w3.x with
+//     quant_moe_gemv (it groups the pairs by expert itself), h = silu(g) * u (bf16), then
+//     y = w2.h (quant_moe_gemv, one input per pair), then the combine knob as above;
+//   prefill: every needed expert is dequantised to a bf16 scratch expert (quant_dequant.h:
+//     the values quant.cpp defines, rounded to bf16), then the bf16 grouped / serial path
+//     (fused prefill is the grouped path with a device sort). Host C++.
 #pragma once
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
@@ -20,6 +27,7 @@
 #include <vector>
 
 #include "engine/cuda/workspace.h"
+#include "engine/device_plan.h"
 #include "engine/expert_provider.h"
 
 namespace moebench {
@@ -40,6 +48,8 @@ Combine parse_combine(const std::string& s);
 
 struct MoeDims {
   int hidden = 0, inter = 0, n_experts = 0, top_k = 0, n_layers = 0;
+  QuantFormat format = QuantFormat::bf16;  // the experts' format
+  ExpertLayout layout{};                   // where each matrix's parts lie in an expert (quantised formats)
 };
 
 class MoeLayer {
@@ -81,7 +91,15 @@ class MoeLayer {
   bool route(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
              ForwardBuffers& b, int m, bool predict);
   void experts(int layer, ForwardBuffers& b, float* x, int m);
-  const __nv_bfloat16* const* tables(int layer);  // device (3, n_experts) pointer table of `layer`
+  // Device pointer table of `layer`: bf16 (3, n_experts) matrices; quantised (9, n_experts),
+  // row 3 * matrix + part (values, scales, zero points; null where the part is absent).
+  const void* const* tables(int layer);
+  bool quantised() const { return d_.format != QuantFormat::bf16; }
+  bool quant_decode_ok(int m) const;
+  void quant_decode(int layer, ForwardBuffers& b, int m);
+  // The expert's w1, w3, w2 as bf16: the acquired pointers, or (quantised) dequantised
+  // into the scratch expert (valid until the next call: stream-ordered).
+  void bf16_expert(int layer, int e, const __nv_bfloat16* w[3]);
   void grouped_experts(int layer, ForwardBuffers& b, int m);
   void serial_experts(int layer, ForwardBuffers& b, int m);
   void combine(ForwardBuffers& b, float* x, int m, bool sorted);
@@ -107,6 +125,8 @@ class MoeLayer {
   // Device pointer tables (n_layers, 3, n_experts) and their host mirror.
   const void** table_d_ = nullptr;
   std::vector<const void*> mirror_;
+  int table_rows_ = 3;                 // 3 (bf16) or 9 (quantised) per layer
+  __nv_bfloat16* deq_ = nullptr;       // quantised: one expert's w1 | w3 | w2 as bf16 (prefill)
   std::vector<bool> table_valid_;
   Observer observer_;
   RoutingDriver* routing_ = nullptr;

@@ -5,6 +5,7 @@
 #include <chrono>
 
 #include "engine/cuda/check.cuh"
+#include "engine/device_plan.h"
 #include "common/error.h"
 #include "common/units.h"
 #include "profiler/nvtx.h"
@@ -36,33 +37,9 @@ bool event_done(cudaEvent_t e) {
 
 int OffloadProvider::plan_slots(uint64_t arena_capacity, const ExpertHostStore& store, uint64_t budget,
                                 const OffloadOptions& opt) {
-  const uint64_t stride = OffloadProvider::slot_stride(store);
-  const int k = store.top_k();
-  const int n_keys = store.n_layers() * store.n_experts();
-  const uint64_t min_slots = stride * static_cast<uint64_t>(k);
   const uint64_t rest = arena_capacity > budget ? arena_capacity - budget : 0;
-  if (opt.slots < 0) fail("cache_slots is {}, expected 0 (as many as fit) or a slot count", opt.slots);
-  int n;
-  if (opt.slots > 0) {
-    n = std::min(opt.slots, n_keys);
-    if (n < k)
-      fail("cache_slots = {} is below top_k = {}: the experts of one token must all be resident; give at least {} "
-           "slots ({})",
-           opt.slots, k, k, format_bytes(min_slots));
-    if (stride * static_cast<uint64_t>(n) > budget)
-      fail("cache_slots = {} needs {} ({} slots x {}) but the GPU budget leaves {} for expert slots after the rest "
-           "of the model; lower cache_slots to at most {} (or 0: as many as fit) or raise --gpu-mem-budget to at "
-           "least {}",
-           opt.slots, format_bytes(stride * n), n, format_bytes(stride), format_bytes(budget), budget / stride,
-           format_bytes(rest + stride * n));
-  } else {
-    n = static_cast<int>(std::min<uint64_t>(budget / stride, static_cast<uint64_t>(n_keys)));
-    if (n < k)
-      fail("GPU budget too small for expert offloading: {} is left for expert slots after the rest of the model, "
-           "{} slot(s) of {}; at least top_k = {} slots ({}) are needed: --gpu-mem-budget must be at least {}",
-           format_bytes(budget), n, format_bytes(stride), k, format_bytes(min_slots), format_bytes(rest + min_slots));
-  }
-  return n;
+  return plan_expert_slots(OffloadProvider::slot_stride(store), store.top_k(), store.n_layers() * store.n_experts(),
+                           budget, rest, opt.slots);
 }
 
 namespace {
@@ -215,7 +192,7 @@ void OffloadProvider::issue_load(ExpertKey key, int slot, LoadKind kind) {
   // The slot's previous occupant: the copy waits until the compute that read it is done.
   if (last_use_layer_[slot] >= 0) CUDA_CHECK(cudaStreamWaitEvent(copy_, layer_done_[last_use_layer_[slot]], 0));
   last_use_layer_[slot] = -1;
-  const uint64_t mb = store_.matrix_bytes();
+  const ExpertLayout& L = store_.layout();
   PendingLoad p{key.layer, kind, timing_event(), timing_event(), 0};
   if (store_.tier() == HostTier::pinned) {
     CUDA_CHECK(cudaEventRecord(p.start, copy_));
@@ -233,9 +210,10 @@ void OffloadProvider::issue_load(ExpertKey key, int slot, LoadKind kind) {
     p.read_ns = now_ns() - t0;
     const uint8_t* src = static_cast<const uint8_t*>(staging_[b]);
     CUDA_CHECK(cudaEventRecord(p.start, copy_));
-    CUDA_CHECK(cudaMemcpyAsync(dst, src + st.w1, mb, cudaMemcpyHostToDevice, copy_));
-    CUDA_CHECK(cudaMemcpyAsync(dst + mb, src + st.w3, mb, cudaMemcpyHostToDevice, copy_));
-    CUDA_CHECK(cudaMemcpyAsync(dst + 2 * mb, src + st.w2, mb, cudaMemcpyHostToDevice, copy_));
+    for (int m = 0; m < 3; ++m)  // each matrix's parts (values, scales, zero points) to their place in the slot
+      for (int q = 0; q < L.n_parts; ++q)
+        CUDA_CHECK(cudaMemcpyAsync(dst + L.offset[m][q], src + st.part[m][q], L.bytes[m][q], cudaMemcpyHostToDevice,
+                                   copy_));
     CUDA_CHECK(cudaEventRecord(p.end, copy_));
     CUDA_CHECK(cudaEventRecord(staging_free_[b], copy_));
     staging_used_[b] = true;
@@ -309,11 +287,11 @@ void OffloadProvider::acquire(int step, int layer, const int32_t* ids, int n_ids
     CUDA_CHECK(cudaEventRecord(st.wanted, cs));
   }
   for (int e = 0; e < E; ++e) out[e] = ExpertWeights{};
-  const uint64_t mb = store_.matrix_bytes();
+  const ExpertLayout& L = store_.layout();
   for (const AccessResult& r : res_) {
     if (loaded_recorded_[r.slot]) CUDA_CHECK(cudaStreamWaitEvent(cs, loaded_[r.slot], 0));
     const uint8_t* p = slots_ + stride_ * static_cast<uint64_t>(r.slot);
-    out[r.key.expert] = ExpertWeights{p, p + mb, p + 2 * mb};
+    out[r.key.expert] = ExpertWeights{p + L.matrix_offset(0), p + L.matrix_offset(1), p + L.matrix_offset(2)};
     last_use_layer_[r.slot] = layer;
   }
   if (in_flight) {

@@ -1,9 +1,10 @@
 // offload_provider.h: the CUDA expert provider for the pinned and disk tiers.
 //
-// N expert slots live in the device arena (one block, each slot w1 | w3 | w2 bf16 —
-// the host store's layout); which (layer, expert) sits in which slot is decided by an
-// ExpertCache (variants/expert_cache.h), the same decision code the simulator runs,
-// driven in the same call order, so hit/miss counts equal simulate()'s for the same
+// N expert slots live in the device arena (one block, each slot w1 | w3 | w2 in the
+// experts' format, each matrix its parts — the host store's layout, ExpertLayout);
+// which (layer, expert) sits in which slot is decided by an ExpertCache
+// (variants/expert_cache.h), the same decision code the simulator runs, driven in the
+// same call order, so hit/miss counts equal simulate()'s for the same
 // routing, predictions, policy and capacity. Loads go on a dedicated copy stream
 // (cudaStreamNonBlocking): pinned tier, one cudaMemcpyAsync from the page-locked
 // store; disk tier, pread (O_DIRECT) into one of two page-locked staging buffers,

@@ -1,7 +1,8 @@
-// resident_provider.h: the GPU-resident expert tier — every expert's bf16 weights
-// live in the device arena for the whole run (uploaded with the rest of the model by
-// CudaModel), and acquire hands out pointers into them: no loads, no misses, no host
-// round trip (needs_ids() is false). Host C++.
+// resident_provider.h: the GPU-resident expert tier — every expert's weights (bf16,
+// or quantised in the slot layout, ExpertLayout) live in the device arena for the
+// whole run (uploaded with the rest of the model by CudaModel), and acquire hands out
+// pointers into them: no loads, no misses, no host round trip (needs_ids() is false).
+// Host C++.
 #pragma once
 #include <vector>
 
