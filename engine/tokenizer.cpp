@@ -115,6 +115,16 @@ struct Reader {
   }
 };
 
+json parse_json_text(const std::string& text, const std::string& src) {
+  try {
+    return json::parse(text);
+  } catch (const json::parse_error& e) {
+    fail("{}: not valid JSON (byte {}): {}", src, e.byte, one_line(e.what()));
+  } catch (const json::exception& e) {  // a number out of range (1e999) is not a parse_error
+    fail("{}: not valid JSON: {}", src, one_line(e.what()));
+  }
+}
+
 }  // namespace
 
 Tokenizer Tokenizer::load(const std::string& path) {
@@ -126,22 +136,16 @@ Tokenizer Tokenizer::load(const std::string& path) {
   return from_json_text(ss.str(), path);
 }
 
-Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& src) {
-  json root;
-  try {
-    root = json::parse(text);
-  } catch (const json::parse_error& e) {
-    fail("{}: not valid JSON (byte {}): {}", src, e.byte, one_line(e.what()));
-  } catch (const json::exception& e) {  // a number out of range (1e999) is not a parse_error
-    fail("{}: not valid JSON: {}", src, one_line(e.what()));
-  }
-  Reader r{src};
-  if (!root.is_object()) r.bad("(top level)", fmt::format("expected an object, found {}", root.type_name()));
+// The steps of Tokenizer::from_json_text, in the order the file is checked: each reads
+// one part of tokenizer.json into the tokenizer and reports problems through Reader.
+struct TokenizerLoader {
+  using IdToPiece = std::unordered_map<int32_t, std::string>;
+  using AddedTokens = std::vector<std::pair<int32_t, bool>>;  // (id, special)
+  const Reader& r;
+  Tokenizer& t;
 
-  Tokenizer t;
-  try {
-    // ---- model ----
-    const json& model = r.need_object(root, "model", "model");
+  // ---- model: BPE with SentencePiece semantics, and its flags ----
+  void model_options(const json& model) {
     const std::string type = r.need_string(model, "type", "model.type");
     if (type != "BPE") r.bad("model.type", fmt::format("expected \"BPE\", found \"{}\" (only BPE models are supported)", type));
     for (const char* k : {"continuing_subword_prefix", "end_of_word_suffix"}) {
@@ -156,10 +160,12 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
     t.byte_fallback_ = r.opt_bool(model, "byte_fallback", false, "model.byte_fallback");
     t.fuse_unk_ = r.opt_bool(model, "fuse_unk", false, "model.fuse_unk");
     t.ignore_merges_ = r.opt_bool(model, "ignore_merges", false, "model.ignore_merges");
+  }
 
-    // ---- vocabulary and added tokens: one dense id space ----
+  // ---- vocabulary and added tokens: one dense id space ----
+  IdToPiece vocabulary(const json& model) {
     const json& vocab = r.need_object(model, "vocab", "model.vocab");
-    std::unordered_map<int32_t, std::string> by_id;
+    IdToPiece by_id;
     by_id.reserve(vocab.size() + 16);
     t.piece_to_id_.reserve(vocab.size() + 16);
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
@@ -169,27 +175,34 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
       t.piece_to_id_.emplace(it.key(), id);
     }
     if (by_id.empty()) r.bad("model.vocab", "expected a non-empty object of token -> id");
+    return by_id;
+  }
 
-    std::vector<std::pair<int32_t, bool>> added;  // (id, special)
-    if (auto it = root.find("added_tokens"); it != root.end() && !it->is_null()) {
-      if (!it->is_array()) r.bad("added_tokens", fmt::format("expected an array, found {}", it->type_name()));
-      for (size_t i = 0; i < it->size(); ++i) {
-        const json& a = (*it)[i];
-        const std::string field = fmt::format("added_tokens[{}]", i);
-        if (!a.is_object()) r.bad(field, fmt::format("expected an object, found {}", a.type_name()));
-        const int32_t id = r.token_id(r.need(a, "id", field + ".id"), field + ".id");
-        const std::string content = r.need_string(a, "content", field + ".content");
-        const bool special = r.opt_bool(a, "special", false, field + ".special");
-        auto [pos, fresh] = by_id.emplace(id, content);
-        if (!fresh && pos->second != content)
-          r.bad(field, fmt::format("id {} is \"{}\" here but \"{}\" in model.vocab", id, content, pos->second));
-        auto [ppos, pfresh] = t.piece_to_id_.emplace(content, id);
-        if (!pfresh && ppos->second != id)
-          r.bad(field, fmt::format("\"{}\" has id {} here but {} elsewhere", content, id, ppos->second));
-        added.emplace_back(id, special);
-      }
+  AddedTokens added_tokens(const json& root, IdToPiece& by_id) {
+    AddedTokens added;
+    auto it = root.find("added_tokens");
+    if (it == root.end() || it->is_null()) return added;
+    if (!it->is_array()) r.bad("added_tokens", fmt::format("expected an array, found {}", it->type_name()));
+    for (size_t i = 0; i < it->size(); ++i) {
+      const json& a = (*it)[i];
+      const std::string field = fmt::format("added_tokens[{}]", i);
+      if (!a.is_object()) r.bad(field, fmt::format("expected an object, found {}", a.type_name()));
+      const int32_t id = r.token_id(r.need(a, "id", field + ".id"), field + ".id");
+      const std::string content = r.need_string(a, "content", field + ".content");
+      const bool special = r.opt_bool(a, "special", false, field + ".special");
+      auto [pos, fresh] = by_id.emplace(id, content);
+      if (!fresh && pos->second != content)
+        r.bad(field, fmt::format("id {} is \"{}\" here but \"{}\" in model.vocab", id, content, pos->second));
+      auto [ppos, pfresh] = t.piece_to_id_.emplace(content, id);
+      if (!pfresh && ppos->second != id)
+        r.bad(field, fmt::format("\"{}\" has id {} here but {} elsewhere", content, id, ppos->second));
+      added.emplace_back(id, special);
     }
-    // Dense ids: n entries must be exactly the ids 0..n-1 (checked before allocating).
+    return added;
+  }
+
+  // Dense ids: n entries must be exactly the ids 0..n-1 (checked before allocating).
+  void id_tables(IdToPiece& by_id, const AddedTokens& added) {
     const size_t n = by_id.size();
     for (const auto& [id, piece] : by_id)
       if (static_cast<size_t>(id) >= n)
@@ -211,92 +224,101 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
     t.has_byte_tokens_ = n_byte_tokens == 256;
     if (t.byte_fallback_ && !t.has_byte_tokens_)
       r.bad("model.byte_fallback", fmt::format("true, but model.vocab has {} of the 256 <0xNN> byte tokens", n_byte_tokens));
+  }
 
-    // ---- merges: "a b" strings or ["a", "b"] pairs, in rank order ----
+  // ---- merges: "a b" strings or ["a", "b"] pairs, in rank order ----
+  std::pair<std::string, std::string> merge_pair(const json& m, const std::string& field) const {
+    if (m.is_string()) {
+      const std::string s = m.get<std::string>();
+      const size_t sp = s.find(' ');
+      if (sp == std::string::npos || sp == 0 || sp + 1 == s.size() || s.find(' ', sp + 1) != std::string::npos)
+        r.bad(field, fmt::format("expected \"left right\" (two tokens, one space), found \"{}\"", s));
+      return {s.substr(0, sp), s.substr(sp + 1)};
+    }
+    if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string())
+      return {m[0].get<std::string>(), m[1].get<std::string>()};
+    r.bad(field, fmt::format("expected \"left right\" or [\"left\", \"right\"], found {}", m.dump()));
+  }
+
+  void merges(const json& model, const std::string& src) {
     const json& merges = r.need_array(model, "merges", "model.merges");
     t.merges_.reserve(merges.size());
     size_t n_dup = 0;
     for (size_t i = 0; i < merges.size(); ++i) {
-      const json& m = merges[i];
       const std::string field = fmt::format("model.merges[{}]", i);
-      std::string a, b;
-      if (m.is_string()) {
-        const std::string s = m.get<std::string>();
-        const size_t sp = s.find(' ');
-        if (sp == std::string::npos || sp == 0 || sp + 1 == s.size() || s.find(' ', sp + 1) != std::string::npos)
-          r.bad(field, fmt::format("expected \"left right\" (two tokens, one space), found \"{}\"", s));
-        a = s.substr(0, sp);
-        b = s.substr(sp + 1);
-      } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-        a = m[0].get<std::string>();
-        b = m[1].get<std::string>();
-      } else {
-        r.bad(field, fmt::format("expected \"left right\" or [\"left\", \"right\"], found {}", m.dump()));
-      }
+      const auto [a, b] = merge_pair(merges[i], field);
       const int32_t ia = t.token_id(a), ib = t.token_id(b), ir = t.token_id(a + b);
       if (ia < 0) r.bad(field, fmt::format("token \"{}\" is not in model.vocab", a));
       if (ib < 0) r.bad(field, fmt::format("token \"{}\" is not in model.vocab", b));
       if (ir < 0) r.bad(field, fmt::format("merged token \"{}{}\" is not in model.vocab", a, b));
       // A repeated pair takes its later rank, as HF tokenizers does.
-      auto [pos, fresh] = t.merges_.insert_or_assign(pair_key(ia, ib), Merge{static_cast<int32_t>(i), ir});
+      auto [pos, fresh] = t.merges_.insert_or_assign(Tokenizer::pair_key(ia, ib), Tokenizer::Merge{static_cast<int32_t>(i), ir});
       (void)pos;
       if (!fresh) ++n_dup;
     }
     if (n_dup > 0) log::warn("{}: model.merges lists {} pair(s) twice; the later rank is used", src, n_dup);
+  }
 
-    // ---- normalizer / pre_tokenizer: how spaces and the leading "▁" are produced ----
+  // ---- normalizer / pre_tokenizer: how spaces and the leading "▁" are produced ----
+  void one_normalizer(const json& nz, const std::string& field) {
+    if (!nz.is_object()) r.bad(field, fmt::format("expected an object, found {}", nz.type_name()));
+    const std::string nt = r.need_string(nz, "type", field + ".type");
+    if (nt == "Prepend") {
+      if (r.need_string(nz, "prepend", field + ".prepend") != kMeta)
+        r.bad(field + ".prepend", "expected \"\u2581\"");
+      t.add_dummy_prefix_ = true;
+    } else if (nt == "Replace") {
+      const json& pat = r.need_object(nz, "pattern", field + ".pattern");
+      auto ps = pat.find("String");
+      if (ps == pat.end() || !ps->is_string() || ps->get<std::string>() != " " ||
+          r.need_string(nz, "content", field + ".content") != kMeta)
+        r.bad(field, "expected Replace of \" \" by \"\u2581\"");
+      t.spaces_to_meta_ = true;
+    } else {
+      r.bad(field + ".type", fmt::format("expected Prepend or Replace (Llama/Mistral normalizers), found \"{}\"", nt));
+    }
+  }
+
+  void normalizer(const json& root) {
     t.add_dummy_prefix_ = false;
     t.spaces_to_meta_ = false;
     t.prefix_if_absent_only_ = false;
-    auto apply_normalizer = [&](const json& nz, const std::string& field) {
-      if (!nz.is_object()) r.bad(field, fmt::format("expected an object, found {}", nz.type_name()));
-      const std::string nt = r.need_string(nz, "type", field + ".type");
-      if (nt == "Prepend") {
-        if (r.need_string(nz, "prepend", field + ".prepend") != kMeta)
-          r.bad(field + ".prepend", "expected \"\u2581\"");
-        t.add_dummy_prefix_ = true;
-      } else if (nt == "Replace") {
-        const json& pat = r.need_object(nz, "pattern", field + ".pattern");
-        auto ps = pat.find("String");
-        if (ps == pat.end() || !ps->is_string() || ps->get<std::string>() != " " ||
-            r.need_string(nz, "content", field + ".content") != kMeta)
-          r.bad(field, "expected Replace of \" \" by \"\u2581\"");
-        t.spaces_to_meta_ = true;
-      } else {
-        r.bad(field + ".type", fmt::format("expected Prepend or Replace (Llama/Mistral normalizers), found \"{}\"", nt));
-      }
-    };
-    if (auto it = root.find("normalizer"); it != root.end() && !it->is_null()) {
-      if (it->is_object() && it->value("type", "") == "Sequence") {
-        const json& list = r.need_array(*it, "normalizers", "normalizer.normalizers");
-        for (size_t i = 0; i < list.size(); ++i) apply_normalizer(list[i], fmt::format("normalizer.normalizers[{}]", i));
-      } else {
-        apply_normalizer(*it, "normalizer");
-      }
+    auto it = root.find("normalizer");
+    if (it == root.end() || it->is_null()) return;
+    if (it->is_object() && it->value("type", "") == "Sequence") {
+      const json& list = r.need_array(*it, "normalizers", "normalizer.normalizers");
+      for (size_t i = 0; i < list.size(); ++i) one_normalizer(list[i], fmt::format("normalizer.normalizers[{}]", i));
+    } else {
+      one_normalizer(*it, "normalizer");
     }
-    if (auto it = root.find("pre_tokenizer"); it != root.end() && !it->is_null()) {
-      // Newer Mistral files: normalizer null, Metaspace(replacement "▁", prepend_scheme first, split false).
-      if (!it->is_object()) r.bad("pre_tokenizer", fmt::format("expected null or an object, found {}", it->type_name()));
-      const std::string pt = r.need_string(*it, "type", "pre_tokenizer.type");
-      if (pt != "Metaspace") r.bad("pre_tokenizer.type", fmt::format("expected null or \"Metaspace\", found \"{}\"", pt));
-      if (r.need_string(*it, "replacement", "pre_tokenizer.replacement") != kMeta)
-        r.bad("pre_tokenizer.replacement", "expected \"\u2581\"");
-      if (r.opt_bool(*it, "split", true, "pre_tokenizer.split"))
-        r.bad("pre_tokenizer.split", "expected false (splitting into words is not SentencePiece semantics)");
-      bool prepend = r.opt_bool(*it, "add_prefix_space", true, "pre_tokenizer.add_prefix_space");
-      if (auto ps = it->find("prepend_scheme"); ps != it->end() && !ps->is_null()) {
-        if (!ps->is_string()) r.bad("pre_tokenizer.prepend_scheme", "expected \"first\", \"always\" or \"never\"");
-        const std::string s = ps->get<std::string>();
-        if (s != "first" && s != "always" && s != "never")
-          r.bad("pre_tokenizer.prepend_scheme", fmt::format("expected \"first\", \"always\" or \"never\", found \"{}\"", s));
-        prepend = s != "never";
-      }
-      t.spaces_to_meta_ = true;
-      t.add_dummy_prefix_ = prepend;
-      t.prefix_if_absent_only_ = true;  // Metaspace does not prepend to text already starting with "▁"
-    }
+  }
 
-    // ---- special tokens ----
+  // Newer Mistral files: normalizer null, Metaspace(replacement "▁", prepend_scheme first, split false).
+  void pre_tokenizer(const json& root) {
+    auto it = root.find("pre_tokenizer");
+    if (it == root.end() || it->is_null()) return;
+    if (!it->is_object()) r.bad("pre_tokenizer", fmt::format("expected null or an object, found {}", it->type_name()));
+    const std::string pt = r.need_string(*it, "type", "pre_tokenizer.type");
+    if (pt != "Metaspace") r.bad("pre_tokenizer.type", fmt::format("expected null or \"Metaspace\", found \"{}\"", pt));
+    if (r.need_string(*it, "replacement", "pre_tokenizer.replacement") != kMeta)
+      r.bad("pre_tokenizer.replacement", "expected \"\u2581\"");
+    if (r.opt_bool(*it, "split", true, "pre_tokenizer.split"))
+      r.bad("pre_tokenizer.split", "expected false (splitting into words is not SentencePiece semantics)");
+    bool prepend = r.opt_bool(*it, "add_prefix_space", true, "pre_tokenizer.add_prefix_space");
+    if (auto ps = it->find("prepend_scheme"); ps != it->end() && !ps->is_null()) {
+      if (!ps->is_string()) r.bad("pre_tokenizer.prepend_scheme", "expected \"first\", \"always\" or \"never\"");
+      const std::string s = ps->get<std::string>();
+      if (s != "first" && s != "always" && s != "never")
+        r.bad("pre_tokenizer.prepend_scheme", fmt::format("expected \"first\", \"always\" or \"never\", found \"{}\"", s));
+      prepend = s != "never";
+    }
+    t.spaces_to_meta_ = true;
+    t.add_dummy_prefix_ = prepend;
+    t.prefix_if_absent_only_ = true;  // Metaspace does not prepend to text already starting with "▁"
+  }
+
+  // ---- special tokens ----
+  void special_tokens(const json& model) {
     auto unk = model.find("unk_token");
     if (unk != model.end() && !unk->is_null()) {
       if (!unk->is_string()) r.bad("model.unk_token", fmt::format("expected a string, found {}", unk->type_name()));
@@ -309,6 +331,26 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
     t.eos_id_ = t.token_id("</s>");
     if (t.bos_id_ < 0) r.bad("added_tokens", "no BOS token \"<s>\" in added_tokens or model.vocab");
     if (t.eos_id_ < 0) r.bad("added_tokens", "no EOS token \"</s>\" in added_tokens or model.vocab");
+  }
+};
+
+Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& src) {
+  const json root = parse_json_text(text, src);
+  Reader r{src};
+  if (!root.is_object()) r.bad("(top level)", fmt::format("expected an object, found {}", root.type_name()));
+
+  Tokenizer t;
+  TokenizerLoader load{r, t};
+  try {
+    const json& model = r.need_object(root, "model", "model");
+    load.model_options(model);
+    TokenizerLoader::IdToPiece by_id = load.vocabulary(model);
+    const TokenizerLoader::AddedTokens added = load.added_tokens(root, by_id);
+    load.id_tables(by_id, added);
+    load.merges(model, src);
+    load.normalizer(root);
+    load.pre_tokenizer(root);
+    load.special_tokens(model);
   } catch (const json::exception& e) {  // a shape the checks above missed
     fail("{}: unexpected layout: {}", src, one_line(e.what()));
   }

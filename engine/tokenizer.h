@@ -40,6 +40,7 @@ class Tokenizer {
   int32_t unk_id() const { return unk_id_; }
 
  private:
+  friend struct TokenizerLoader;  // the steps of from_json_text (tokenizer.cpp)
   struct Merge {
     int32_t rank;    // lower merges first
     int32_t result;  // id of the merged piece
