@@ -164,9 +164,11 @@ std::string render_table(const std::string& dir, const EvidenceTable& t, const P
   std::vector<std::vector<std::string>> rows;
   for (const Case& c : r.cases) {
     rows.emplace_back();
-    for (const SummaryColumn* col : cols) rows.back().push_back(col->text(c));
+    for (const SummaryColumn* col : cols) rows.back().push_back(cell_with_interval(*col, c));
   }
-  return fmt::format("`{}` ({}):\n\n{}\n", t.file, device_line(r.device), markdown_table(headers, right, rows));
+  const IntervalNotes notes = interval_notes(r);
+  return fmt::format("`{}` ({}):\n\n{}\n{}\n", t.file, device_line(r.device), markdown_table(headers, right, rows),
+                     notes.legend);
 }
 
 std::string anchor(const Claim& c) { return "claim-" + c.id; }

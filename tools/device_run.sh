@@ -7,6 +7,7 @@
 # land in $OUT, and everything is packed into $OUT/device_run.tar.gz after every part,
 # so a call cut short still returns what finished.
 #   info       nvidia-smi and `moebench info`
+#   cpu        the CPU expert kernels' microbenchmarks (moebench_cpu_bench, every core)
 #   tests      the GPU tests (every suite that skips without a GPU), gtest XML
 #   kernels    the kernel microbenchmarks (Google Benchmark JSON; KERNEL_FILTER); when
 #              $BIN/before/moebench_bench exists it runs first, in the same call, into
@@ -32,9 +33,11 @@ BIN="${BIN:-.devbin}"
 OUT="${OUT:-$PWD/gpu_out}"
 PARTS="${PARTS:-info tests}"
 mkdir -p "$OUT"
+[[ -d "$BIN" || ! -f "$BIN.tar.xz" ]] || tar -xJf "$BIN.tar.xz"
 export LD_LIBRARY_PATH="$PWD/$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
 export MOEBENCH_SOURCE_DIR="$PWD" MOEBENCH_SUITES_DIR="$PWD/suites"
-GPU_FILTER="BatchCuda.*:CudaMixtralStrategies.*:CudaModelTest.*:CudaOffloadModel.*:CudaOps.*:CudaArena.*:QuantCuda*"
+GPU_FILTER="BatchCuda.*:CudaMixtralStrategies.*:CudaModelTest.*:CudaOffloadModel.*:CudaOps.*:CudaArena.*:QuantCuda*:CudaQuant*"
+GPU_FILTER+=":QuantDequantCuda.*:Nccl.*:CpuExpertKernel.*:CpuIsa.*"
 GPU_FILTER+=":HostStore.*:OffloadPlan.*:Offload.*:CuptiCollector.*:HfFixture*:Machine.*:PhysicalBound.*"
 rc=0
 note() { echo "== $(date -u +%T) $*" | tee -a "$OUT/device_run.log"; }
@@ -95,6 +98,9 @@ for part in $PARTS; do
   case "$part" in
     info)
       step info bash -c "nvidia-smi; '$BIN/moebench' --version; '$BIN/moebench' info" ;;
+    cpu)
+      step cpu_kernels env OMP_NUM_THREADS="$(nproc)" OMP_PROC_BIND=close "$BIN/moebench_cpu_bench" \
+        --benchmark_out="$OUT/cpu_kernels.json" --benchmark_out_format=json ;;
     tests)
       step gpu_tests "$BIN/moebench_tests" --gtest_filter="${TEST_FILTER:-$GPU_FILTER}" \
         --gtest_output="xml:$OUT/gpu_tests.xml" ;;
