@@ -66,11 +66,14 @@ std::optional<reports::Quality> measure_quality(const WeightSource& w, const Eng
   // The bf16 original: the same weights (a synthetic model before quantisation).
   const WeightSource original =
       w.is_synthetic() ? WeightSource::synthetic(w.config(), w.seed(), w.synth_dtype(), QuantFormat::bf16) : w;
+  // The quantised model as the case runs it (its tier and budget: on CUDA an offloaded
+  // case reuses the host store its own model filled); every tier computes the same
+  // logits. The bf16 original runs resident with the device's whole free memory, so
+  // a budget sized for quantised experts does not refuse it and no bf16 host store
+  // replaces the quantised one.
   EngineContext ctx;
   ctx.backend = backend;
   ctx.settings = s;
-  ctx.settings.expert_tier = "resident";
-  ctx.settings.cache_slots = 0;
   ctx.weights = &w;
   std::vector<float> got;
   {
@@ -79,6 +82,9 @@ std::optional<reports::Quality> measure_quality(const WeightSource& w, const Eng
   }
   ctx.weights = &original;
   ctx.settings.expert_dtype = "bf16";
+  ctx.settings.expert_tier = "resident";
+  ctx.settings.cache_slots = 0;
+  ctx.settings.gpu_mem_budget.clear();
   std::vector<float> ref;
   {
     auto m = create_model(ctx);

@@ -112,7 +112,11 @@ OffloadProvider::OffloadProvider(DeviceArena& arena, const ExpertHostStore& stor
     for (auto& e : layer_done_) CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
     if (store.tier() == HostTier::disk) {
       for (int b = 0; b < 2; ++b) {
-        CUDA_CHECK(cudaHostAlloc(&staging_[b], store.staging_bytes(), cudaHostAllocPortable));
+        // O_DIRECT reads need kStagingAlign-aligned buffers; cudaHostAlloc aligns small
+        // allocations less than that, so take the slack and start at the next boundary.
+        constexpr uintptr_t a = ExpertHostStore::kStagingAlign;
+        CUDA_CHECK(cudaHostAlloc(&staging_alloc_[b], store.staging_bytes() + a, cudaHostAllocPortable));
+        staging_[b] = reinterpret_cast<void*>((reinterpret_cast<uintptr_t>(staging_alloc_[b]) + a - 1) / a * a);
         CUDA_CHECK(cudaEventCreateWithFlags(&staging_free_[b], cudaEventDisableTiming));
       }
     }
@@ -148,7 +152,8 @@ void OffloadProvider::destroy_handles() noexcept {
   layer_done_.clear();
   for (int b = 0; b < 2; ++b) {
     if (staging_free_[b]) cudaEventDestroy(staging_free_[b]);
-    if (staging_[b]) cudaFreeHost(staging_[b]);
+    if (staging_alloc_[b]) cudaFreeHost(staging_alloc_[b]);
+    staging_alloc_[b] = nullptr;
     staging_free_[b] = nullptr;
     staging_[b] = nullptr;
   }

@@ -164,7 +164,8 @@ class OffloadProvider final : public ExpertProvider {
   std::deque<PendingLoad> pending_loads_;
   std::deque<PendingStall> pending_stalls_;
   // disk tier: two page-locked staging buffers, each free again when its event completes
-  void* staging_[2] = {nullptr, nullptr};
+  void* staging_alloc_[2] = {nullptr, nullptr};  // what cudaHostAlloc returned
+  void* staging_[2] = {nullptr, nullptr};        // its first kStagingAlign boundary
   cudaEvent_t staging_free_[2] = {nullptr, nullptr};
   bool staging_used_[2] = {false, false};
   int next_staging_ = 0;
