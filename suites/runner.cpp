@@ -283,13 +283,25 @@ class Runner {
                                       in.batch_size));
     try {
       if (in.cpu_threads > 0) omp_set_num_threads(in.cpu_threads);
+      // Quantised experts carry their quality against bf16 (suites/quality.h). Before a
+      // fresh load the previous model is freed and the quality pass runs first: its two
+      // models (the quantised one, the bf16 original resident) need the device memory
+      // the case's own model would hold.
+      const bool fresh = in.reload_key() != loaded_.key;
+      std::optional<reports::Quality> quality;
+      if (fresh) {
+        loaded_ = Loaded{};
+        WeightSource w = with_files_for_tier(WeightSource::open(in.model, in.seed), in.settings.expert_tier);
+        std::unique_ptr<Tokenizer> tok;
+        quality = measure_quality(w, in.settings, in.backend, prompt_for(w, tok, in));
+      }
       load(index, in, res);
       if (!loaded_.error.empty()) return fail_case(p, loaded_.error);
       // What the settings gave the experts (tier, policy, the device slots the budget left).
       p.c.settings.knobs["experts"] = loaded_.model->experts_describe();
       p.prompt = prompt_of(in);
       p.c.prompt_tokens = static_cast<int>(p.prompt.size());
-      p.c.quality = measure_quality(*loaded_.weights, in.settings, in.backend, p.prompt);  // quantised experts only
+      p.c.quality = fresh ? quality : measure_quality(*loaded_.weights, in.settings, in.backend, p.prompt);
       GenerateOptions g = generate_options(in);
       warm_up(index, in, p, g);
       if (cupti_) cupti_->take_events();  // drop warm-up activity
@@ -520,12 +532,13 @@ class Runner {
     if (ev_.on_step) ev_.on_step(index, "load", 1, 1);
   }
 
-  std::vector<int32_t> prompt_of(const Instance& in) {
-    const ModelConfig& cfg = loaded_.weights->config();
+  std::vector<int32_t> prompt_of(const Instance& in) { return prompt_for(*loaded_.weights, loaded_.tokenizer, in); }
+  // The instance's prompt tokens on weights `w` (the tokenizer is opened into `tok` once).
+  std::vector<int32_t> prompt_for(const WeightSource& w, std::unique_ptr<Tokenizer>& tok, const Instance& in) {
+    const ModelConfig& cfg = w.config();
     if (in.spec->prompt.empty()) return synthetic_prompt(in.spec->prompt_tokens, cfg.vocab_size, cfg.bos_token_id);
-    if (!loaded_.tokenizer)
-      loaded_.tokenizer = std::make_unique<Tokenizer>(open_tokenizer(*loaded_.weights, opt_.tokenizer_path));
-    return loaded_.tokenizer->encode(in.spec->prompt, true);
+    if (!tok) tok = std::make_unique<Tokenizer>(open_tokenizer(w, opt_.tokenizer_path));
+    return tok->encode(in.spec->prompt, true);
   }
 
   void note_memory(Case& c, bool first, int64_t t0_ns) {
