@@ -9,7 +9,7 @@
 #   info       nvidia-smi and `moebench info`
 #   cpu        the CPU expert kernels' microbenchmarks (moebench_cpu_bench, every core)
 #   tests      the GPU tests (every suite that skips without a GPU), gtest XML
-#   kernels    the kernel microbenchmarks (Google Benchmark JSON; KERNEL_FILTER); when
+#   kernels    the kernel microbenchmarks (Google Benchmark JSON; KERNEL_FILTER, KERNEL_REPS); when
 #              $BIN/before/moebench_bench exists it runs first, in the same call, into
 #              kernels_before.json (tools/kernel_diff.py compares the two by name)
 #   oracle     the fp8 oracle: a tiny Mixtral quantised and saved by transformers'
@@ -51,8 +51,10 @@ step() {  # step NAME CMD...: runs CMD with its output in $OUT/NAME.log, notes a
   tail -5 "$OUT/$name.log"
   pack
 }
-kernels() {  # the microbenchmarks of $1/moebench_bench into $2
+kernels() {  # the microbenchmarks of $1/moebench_bench into $2 (KERNEL_REPS > 1: medians of that many runs)
+  local reps=${KERNEL_REPS:-1}
   "$1/moebench_bench" --benchmark_filter="${KERNEL_FILTER:-.}" --benchmark_min_time=0.05 \
+    --benchmark_repetitions="$reps" --benchmark_report_aggregates_only="$([[ $reps -gt 1 ]] && echo true || echo false)" \
     --benchmark_out="$2" --benchmark_out_format=json
 }
 mixtral_oracle() {

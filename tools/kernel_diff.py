@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """kernel_diff.py BEFORE.json AFTER.json [--max-slowdown PCT]: two Google Benchmark JSON
 files of the kernel microbenchmarks (tools/device_run.sh PARTS=kernels, with an older
-build in $BIN/before), compared benchmark by benchmark (matched by name): real time
+build in $BIN/before), compared benchmark by benchmark (matched by name; the median aggregate when the runs
+had repetitions): real time
 before/after, the ratio, bytes/s where the benchmark reports it. Exits 1 when any
 benchmark present in both is slower by more than --max-slowdown percent (default 2),
 naming it; benchmarks only in one file are listed, not judged."""
@@ -16,11 +17,18 @@ def load(path):
         sys.exit(f"kernel_diff: {path}: {e}")
     if not isinstance(doc.get("benchmarks"), list):
         sys.exit(f"kernel_diff: {path}: no 'benchmarks' array (expected Google Benchmark JSON)")
-    out = {}
+    # With --benchmark_repetitions the median aggregate stands for the benchmark
+    # (keyed by its run_name); otherwise the single iteration row.
+    out, medians = {}, {}
     for b in doc["benchmarks"]:
-        if b.get("run_type", "iteration") != "iteration" or "real_time" not in b:
+        if "real_time" not in b:
             continue
-        out[b["name"]] = b
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[b.get("run_name", b["name"])] = b
+        else:
+            out[b.get("run_name", b["name"])] = b
+    out.update(medians)
     return doc.get("context", {}), out
 
 
