@@ -118,7 +118,7 @@ class BenchPass {
     single.settings.knobs["backend"] = x.instance.backend;
     single.settings.knobs["forward"] = "single sequence";
     if (a_.new_tokens == 1 && !single.bound) {
-      single.bound = suites::bench_prefill_bound(x.weights.config(), x.device, single.aggregates.ttft_warm_ns);
+      single.bound = suites::bench_prefill_bound(x.weights.config(), x.device, single.settings, single.aggregates.ttft_warm_ns);
       if (single.bound) single.no_bound_reason.clear();
     }
     const bool keep_single = std::find(a_.batch.begin(), a_.batch.end(), 1) != a_.batch.end();
@@ -195,8 +195,8 @@ class BenchPass {
     }
     k.aggregates = reports::compute_aggregates(k);
     if (k.status == reports::CaseStatus::ok)
-      k.bound = a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, B, k.aggregates.decode_tok_s)
-                                  : suites::bench_prefill_bound(cfg, x.device, k.aggregates.ttft_warm_ns);
+      k.bound = a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, k.settings, B, k.aggregates.decode_tok_s)
+                                  : suites::bench_prefill_bound(cfg, x.device, k.settings, k.aggregates.ttft_warm_ns);
     return k;
   }
 

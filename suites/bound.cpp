@@ -151,10 +151,13 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
   return b;
 }
 
-std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo& dev, int batch, double decode_tok_s) {
+std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s, int batch,
+                                        double decode_tok_s) {
   if (dev.hbm_gbps <= 0 || batch < 1 || !(decode_tok_s > 0)) return std::nullopt;
-  const int64_t bytes = bytes_per_decode_token(cfg, 2);
-  Bound b = resident_bound(bytes, "bf16", dev.hbm_gbps, "hbm", hbm_text(dev));
+  const int64_t bytes = device_bytes_per_decode_token(cfg, s);
+  const std::string d = knob_string(s, "expert_dtype");
+  Bound b = resident_bound(bytes, d.empty() || d == "bf16" ? "bf16" : "bf16 + quantised expert", dev.hbm_gbps, "hbm",
+                           hbm_text(dev));
   b.value *= batch;  // a step of `batch` tokens reads at least what one token reads
   b.percent = batch * decode_tok_s / b.value * 100;
   if (batch > 1)
@@ -166,9 +169,10 @@ std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo
   return b;
 }
 
-std::optional<Bound> bench_prefill_bound(const ModelConfig& cfg, const DeviceInfo& dev, double ttft_ns) {
+std::optional<Bound> bench_prefill_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s,
+                                         double ttft_ns) {
   if (dev.hbm_gbps <= 0 || !(ttft_ns > 0)) return std::nullopt;
-  const double bytes = static_cast<double>(bytes_per_decode_token(cfg, 2));
+  const double bytes = static_cast<double>(device_bytes_per_decode_token(cfg, s));
   Bound b;
   b.unit = "ms";
   b.time_model = "single";
@@ -196,8 +200,8 @@ std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, st
   if (c.suite == "bench") {
     auto it = c.settings.knobs.find("batch");
     const int batch = it != c.settings.knobs.end() && it->second.is_number_integer() ? it->second.get<int>() : 1;
-    b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, batch, c.aggregates.decode_tok_s)
-                         : bench_prefill_bound(cfg, r.device, c.aggregates.ttft_warm_ns);
+    b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, c.settings, batch, c.aggregates.decode_tok_s)
+                         : bench_prefill_bound(cfg, r.device, c.settings, c.aggregates.ttft_warm_ns);
   } else if (r.device.kind == reports::DeviceKind::cpu) {
     if (!c.bound || !c.bound->bandwidth_gbps.count("cpu_read"))
       return no("the file does not record the CPU read stream a bound needs");

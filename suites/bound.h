@@ -54,12 +54,15 @@ std::optional<reports::Bound> physical_bound(const reports::Case& c, const Model
                                              const reports::DeviceInfo& dev, const CpuRead& cpu = {},
                                              std::string* why = nullptr);
 
-// bench (resident, bf16): a decode case of `batch` sequences decoding together at
+// bench (resident): a decode case of `batch` sequences decoding together at
 // `decode_tok_s` per sequence (limit in tok/s over all sequences), or a prefill case
-// (new_tokens 1) whose first token took ttft_ns (limit in ms).
-std::optional<reports::Bound> bench_decode_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev, int batch,
-                                                 double decode_tok_s);
-std::optional<reports::Bound> bench_prefill_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev, double ttft_ns);
+// (new_tokens 1) whose first token took ttft_ns (limit in ms). The bytes are the
+// non-expert weights in bf16 and top_k experts per layer in the case's expert_dtype
+// (`s`, bf16 when not recorded).
+std::optional<reports::Bound> bench_decode_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev,
+                                                 const reports::Settings& s, int batch, double decode_tok_s);
+std::optional<reports::Bound> bench_prefill_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev,
+                                                  const reports::Settings& s, double ttft_ns);
 
 // The bound of a case of a results file recomputed from the fields the file carries
 // (model config, device bandwidths, counters, settings, samples), with today's
