@@ -36,6 +36,9 @@ mkdir -p "$OUT"
 [[ -d "$BIN" || ! -f "$BIN.tar.xz" ]] || tar -xJf "$BIN.tar.xz"
 export LD_LIBRARY_PATH="$PWD/$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
 export MOEBENCH_SOURCE_DIR="$PWD" MOEBENCH_SUITES_DIR="$PWD/suites"
+# NCCL: the GPU host's CUDA toolkit has no libnccl; PyTorch's copy serves (opened at run time).
+nccl_lib=$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(m.__path__[0], "lib"))' 2>/dev/null) &&
+  export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$nccl_lib"
 GPU_FILTER="BatchCuda.*:CudaMixtralStrategies.*:CudaModelTest.*:CudaOffloadModel.*:CudaOps.*:CudaArena.*:QuantCuda*:CudaQuant*"
 GPU_FILTER+=":QuantDequantCuda.*:Nccl.*:CpuExpertKernel.*:CpuIsa.*"
 GPU_FILTER+=":HostStore.*:OffloadPlan.*:Offload.*:CuptiCollector.*:HfFixture*:Machine.*:PhysicalBound.*"
