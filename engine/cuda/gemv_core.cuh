@@ -92,6 +92,27 @@ __device__ __forceinline__ void gemv_warp(const __nv_bfloat16* const (&w)[R], co
   }
 }
 
+// The whole dot product of a warp's R rows with M activation rows: acc = 0, then
+// gemv_warp (the prologue every GEMV kernel of the family shares).
+template <int R, int M, int U>
+__device__ __forceinline__ void gemv_dot(const __nv_bfloat16* const (&w)[R], const __nv_bfloat16* const (&x)[M], int m,
+                                         int K8, int lane, float (&acc)[R][M]) {
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
+  gemv_warp<R, M, U>(w, x, m, K8, lane, acc);
+}
+
+// w[r] = the start of weight row min(row0 + r, N - 1) of a row-major (N, K) matrix: rows
+// past the end read the last row (their results are never written).
+template <int R>
+__device__ __forceinline__ void clamped_rows(const __nv_bfloat16* w, int row0, int N, int K,
+                                             const __nv_bfloat16* (&wr)[R]) {
+#pragma unroll
+  for (int r = 0; r < R; ++r) wr[r] = w + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+}
+
 // Rows per warp for an output of `rows`: more rows per warp (more loads in flight) when
 // there are enough rows to keep ~2 blocks per SM busy anyway.
 inline int gemv_rows_per_warp(int rows) {

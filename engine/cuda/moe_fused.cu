@@ -62,11 +62,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16
 #pragma unroll
   for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(s_tok[min(mm, m - 1)]) * K;
   float acc[2 * R][M];
-#pragma unroll
-  for (int r = 0; r < 2 * R; ++r)
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
-  detail::gemv_warp<2 * R, M, U>(wr, xr, m, K / 8, lane, acc);
+  detail::gemv_dot<2 * R, M, U>(wr, xr, m, K / 8, lane, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -96,13 +92,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_combine_kernel(const
       const int p = i * k + j;
       const bf16* w2 = w2s[ids[p]];
       const bf16* wr[R];
-#pragma unroll
-      for (int r = 0; r < R; ++r) wr[r] = w2 + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+      detail::clamped_rows<R>(w2, row0, N, K, wr);
       const bf16* xr[1] = {h + static_cast<int64_t>(p) * K};
       float acc[R][1];
-#pragma unroll
-      for (int r = 0; r < R; ++r) acc[r][0] = 0;
-      detail::gemv_warp<R, 1, U>(wr, xr, 1, K / 8, lane, acc);
+      detail::gemv_dot<R, 1, U>(wr, xr, 1, K / 8, lane, acc);
       const float wt = weights[p];
 #pragma unroll
       for (int r = 0; r < R; ++r) total[r] = fmaf(wt, warp_sum(acc[r][0]), total[r]);
@@ -160,18 +153,13 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
     if (row0 >= N) continue;
     const bf16* w2 = w2s[s_expert[u]];
     const bf16* wr[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) wr[r] = w2 + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+    detail::clamped_rows<R>(w2, row0, N, K, wr);
     const int m = s_cnt[u];
     const bf16* xr[M];
 #pragma unroll
     for (int mm = 0; mm < M; ++mm) xr[mm] = h + static_cast<int64_t>(s_pair[u][min(mm, m - 1)]) * K;
     float acc[R][M];
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
-    detail::gemv_warp<R, M, U>(wr, xr, m, K / 8, lane, acc);
+    detail::gemv_dot<R, M, U>(wr, xr, m, K / 8, lane, acc);
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -216,13 +204,10 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_pairs_kernel(const b
   for (int p = 0; p < n_pairs; ++p) {
     const bf16* w2 = w2s[ids[p]];
     const bf16* wr[R];
-#pragma unroll
-    for (int r = 0; r < R; ++r) wr[r] = w2 + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+    detail::clamped_rows<R>(w2, row0, N, K, wr);
     const bf16* xr[1] = {h + static_cast<int64_t>(p) * K};
     float acc[R][1];
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r][0] = 0;
-    detail::gemv_warp<R, 1, U>(wr, xr, 1, K / 8, lane, acc);
+    detail::gemv_dot<R, 1, U>(wr, xr, 1, K / 8, lane, acc);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const float s = warp_sum(acc[r][0]);

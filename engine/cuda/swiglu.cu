@@ -32,11 +32,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gate_up_kernel(const bf16* __
 #pragma unroll
   for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(min(mm, m - 1)) * K;
   float acc[2 * R][M];
-#pragma unroll
-  for (int r = 0; r < 2 * R; ++r)
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
-  detail::gemv_warp<2 * R, M, U>(wr, xr, m, K / 8, lane, acc);
+  detail::gemv_dot<2 * R, M, U>(wr, xr, m, K / 8, lane, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
