@@ -22,20 +22,23 @@ struct EvidenceArgs {
   std::string doc_to_dir;
 };
 
-int run_check(const EvidenceArgs& a) {
-  using namespace moebench::reports;
-  const Manifest m = load_manifest(a.dir + "/MANIFEST.json");
-  const auto problems = check_evidence(a.dir, m);
+// Prints every problem between the folder and its manifest; 0 when there is none.
+int report_problems(const std::string& dir, const moebench::reports::Manifest& m) {
+  const auto problems = moebench::reports::check_evidence(dir, m);
   for (const std::string& p : problems) std::fprintf(stderr, "evidence: %s\n", p.c_str());
-  if (problems.empty()) moebench::log::info("{}: {} claims, every file backs one", a.dir, m.claims.size());
+  if (problems.empty()) moebench::log::info("{}: {} claims, every file backs one", dir, m.claims.size());
   return problems.empty() ? 0 : 1;
+}
+
+int run_check(const EvidenceArgs& a) {
+  return report_problems(a.dir, moebench::reports::load_manifest(a.dir + "/MANIFEST.json"));
 }
 
 int run_write(const EvidenceArgs& a) {
   using namespace moebench::reports;
   moebench::check_paths({}, {{"OUT", a.out}});
   const Manifest m = load_manifest(a.dir + "/MANIFEST.json");
-  if (int rc = run_check(a)) return rc;
+  if (int rc = report_problems(a.dir, m)) return rc;
   std::string rel = a.doc_to_dir;
   if (rel.empty())
     rel = std::filesystem::relative(std::filesystem::absolute(a.dir),
@@ -44,10 +47,6 @@ int run_write(const EvidenceArgs& a) {
   moebench::log::info("wrote {}", a.out);
   return 0;
 }
-
-}  // namespace
-
-namespace {
 
 moebench::app::Runner setup_evidence(CLI::App& sub) {
   auto a = std::make_shared<EvidenceArgs>();

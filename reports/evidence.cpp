@@ -116,7 +116,7 @@ Manifest load_manifest(const std::string& path) {
 std::vector<std::string> check_evidence(const std::string& dir, const Manifest& m) {
   std::vector<std::string> problems;
   std::set<std::string> present = files_under(dir);
-  std::map<std::string, std::string> owner;  // file -> claim id
+  std::map<std::string, const Claim*> owner;  // file -> the claim it backs
   for (const Claim& c : m.claims) {
     for (const std::string& f : c.files) {
       std::vector<std::string> covered;
@@ -130,17 +130,19 @@ std::vector<std::string> check_evidence(const std::string& dir, const Manifest& 
         problems.push_back(fmt::format("claim '{}': file {} is not in {}", c.id, f, dir));
       }
       for (const std::string& p : covered)
-        if (auto [it, fresh] = owner.emplace(p, c.id); !fresh)
-          problems.push_back(fmt::format("{} is listed by claims '{}' and '{}'", p, it->second, c.id));
+        if (auto [it, fresh] = owner.emplace(p, &c); !fresh)
+          problems.push_back(fmt::format("{} is listed by claims '{}' and '{}'", p, it->second->id, c.id));
     }
     for (const EvidenceTable& t : c.tables)
       if (std::find(c.files.begin(), c.files.end(), t.file) == c.files.end())
         problems.push_back(fmt::format("claim '{}': table file {} is not among its files", c.id, t.file));
   }
   for (const std::string& p : present) {
-    if (!owner.count(p)) problems.push_back(fmt::format("{} backs no claim (add it to MANIFEST.json or delete it)", p));
-    else if (is_results_file(fs::path(dir) / p)) {
-      const Claim& c = *std::find_if(m.claims.begin(), m.claims.end(), [&](const Claim& x) { return x.id == owner[p]; });
+    const auto it = owner.find(p);
+    if (it == owner.end()) {
+      problems.push_back(fmt::format("{} backs no claim (add it to MANIFEST.json or delete it)", p));
+    } else if (is_results_file(fs::path(dir) / p)) {
+      const Claim& c = *it->second;
       const std::string device = load_results((fs::path(dir) / p).string()).device.name;
       if (device.find(c.device) == std::string::npos)
         problems.push_back(fmt::format("{}: device '{}' does not match claim '{}' device '{}'", p, device, c.id, c.device));

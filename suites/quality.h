@@ -23,10 +23,12 @@ reports::Quality compare_next_token(const float* reference, const float* logits,
 // The logits of every position of `prompt`, from a freshly reset model (reset again after).
 std::vector<float> prompt_logits(Model& m, const std::vector<int32_t>& prompt);
 
-// The quality of a case whose experts run in a quantised format: two resident models
-// of its weights on its backend (quantised as the settings say, and with bf16 experts)
-// compared over `prompt`; the tier, cache and MoE strategy do not change what is
-// computed, so the case's own model is not touched. nullopt when the experts run in
+// The quality of a case whose experts run in a quantised format: two models of its
+// weights on its backend compared over `prompt`: the quantised one with the case's own
+// settings (tier, budget; on CUDA an offloaded case reuses the host store its model
+// filled), and the bf16 original resident with the device's whole free memory. The
+// tier, cache and MoE strategy do not change what is computed, and the case's own
+// model is not touched (the runner frees it first when it can). nullopt when the experts run in
 // bf16, or when the weights store them quantised (a quantised checkpoint has no bf16
 // original to compare with; synthetic models do: the same values before quantisation).
 std::optional<reports::Quality> measure_quality(const WeightSource& w, const EngineSettings& s, const std::string& backend,

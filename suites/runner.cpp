@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "engine/expert_host_store.h"
 #include "engine/generate.h"
+#include "engine/quant.h"
 #include "common/log.h"
 #include "engine/tokenizer.h"
 #include "engine/weight_source.h"
@@ -284,12 +285,13 @@ class Runner {
     try {
       if (in.cpu_threads > 0) omp_set_num_threads(in.cpu_threads);
       // Quantised experts carry their quality against bf16 (suites/quality.h). Before a
-      // fresh load the previous model is freed and the quality pass runs first: its two
-      // models (the quantised one, the bf16 original resident) need the device memory
-      // the case's own model would hold.
-      const bool fresh = in.reload_key() != loaded_.key;
+      // fresh load of such a case the previous model is freed and the quality pass runs
+      // first: its two models (the quantised one, the bf16 original resident) need the
+      // device memory the case's own model would hold. bf16 cases skip all of it.
+      const bool quality_first = in.reload_key() != loaded_.key &&
+                                 parse_quant_format(in.settings.expert_dtype, "setting expert_dtype") != QuantFormat::bf16;
       std::optional<reports::Quality> quality;
-      if (fresh) {
+      if (quality_first) {
         loaded_ = Loaded{};
         WeightSource w = with_files_for_tier(WeightSource::open(in.model, in.seed), in.settings.expert_tier);
         std::unique_ptr<Tokenizer> tok;
@@ -301,7 +303,7 @@ class Runner {
       p.c.settings.knobs["experts"] = loaded_.model->experts_describe();
       p.prompt = prompt_of(in);
       p.c.prompt_tokens = static_cast<int>(p.prompt.size());
-      p.c.quality = fresh ? quality : measure_quality(*loaded_.weights, in.settings, in.backend, p.prompt);
+      p.c.quality = quality_first ? quality : measure_quality(*loaded_.weights, in.settings, in.backend, p.prompt);
       GenerateOptions g = generate_options(in);
       warm_up(index, in, p, g);
       if (cupti_) cupti_->take_events();  // drop warm-up activity
