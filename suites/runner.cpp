@@ -287,9 +287,12 @@ class Runner {
       // Quantised experts carry their quality against bf16 (suites/quality.h). Before a
       // fresh load of such a case the previous model is freed and the quality pass runs
       // first: its two models (the quantised one, the bf16 original resident) need the
-      // device memory the case's own model would hold. bf16 cases skip all of it.
-      const bool quality_first = in.reload_key() != loaded_.key &&
-                                 parse_quant_format(in.settings.expert_dtype, "setting expert_dtype") != QuantFormat::bf16;
+      // device memory the case's own model would hold. On a GPU that holds even when the
+      // case could reuse the loaded model (a second case on the same model): the model is
+      // freed, the quality pass runs, and the model is loaded again. bf16 cases skip all of it.
+      const bool quantised =
+          parse_quant_format(in.settings.expert_dtype, "setting expert_dtype") != QuantFormat::bf16;
+      const bool quality_first = quantised && (in.reload_key() != loaded_.key || in.backend == "cuda");
       std::optional<reports::Quality> quality;
       if (quality_first) {
         loaded_ = Loaded{};

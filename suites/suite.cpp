@@ -379,6 +379,9 @@ std::vector<Instance> expand(const Suite& s, const Overrides& o, BackendResolver
   std::vector<std::vector<std::pair<std::string, std::string>>> points{{}};
   for (const SweepAxis& a : s.sweep) {
     if (a.key == "stage" && !o.stage.empty()) continue;  // --stage replaces a stage sweep
+    // --set KEY=V replaces a sweep over KEY the same way (else every point would run V
+    // under another point's label).
+    if (std::any_of(o.settings.begin(), o.settings.end(), [&](const auto& kv) { return kv.first == a.key; })) continue;
     std::vector<std::vector<std::pair<std::string, std::string>>> next;
     for (const auto& p : points)
       for (const std::string& v : a.values) {

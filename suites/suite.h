@@ -118,7 +118,7 @@ struct Overrides {
   std::string model;    // --model: replaces the suite's model for every backend
   std::string backend;  // --backend: "" = the suite's
   std::string stage;    // --stage: replaces every case's stage and a stage sweep
-  std::vector<std::pair<std::string, std::string>> settings;  // --set key=value, applied last
+  std::vector<std::pair<std::string, std::string>> settings;  // --set key=value, applied last; replaces a sweep over key
   int repetitions = 0;  // --repetitions: 0 = the suite's
   int warmup_runs = -1; // --warmup-runs: -1 = the suite's
   int cpu_threads = -1; // --threads: OpenMP threads of the CPU engine; -1 = the suite's, 0 = OpenMP's default

@@ -187,6 +187,23 @@ TEST(Suite, SweepExpansionIsOrderedToMinimiseReloads) {
   EXPECT_EQ(count_reloads(w), 2);
 }
 
+TEST(Suite, SetReplacesASweepOverItsKey) {
+  const char* text = R"({"name": "q", "defaults": {"model": "tiny"}, "cases": [{"name": "a", "prompt_tokens": 4}],
+    "sweep": {"expert_dtype": ["bf16", "int8", "int4"], "cache_slots": [8, 16]}})";
+  Suite s = parse_suite(text, "suites/q.json");
+  EXPECT_EQ(expand(s, {}, cpu).size(), 6u);
+  Overrides o;
+  o.settings = {{"expert_dtype", "int4"}};
+  auto v = expand(s, o, cpu);
+  // One instance per remaining point, each labelled with what it runs (no "bf16" label on an int4 run).
+  ASSERT_EQ(v.size(), 2u);
+  for (const Instance& i : v) {
+    EXPECT_EQ(i.settings.expert_dtype, "int4");
+    EXPECT_EQ(i.case_name.find("expert_dtype"), std::string::npos) << i.case_name;
+  }
+  EXPECT_EQ(v[0].case_name, "a[cache_slots=8]");
+}
+
 TEST(Suite, ColdEachCaseReloadsBeforeEveryCase) {
   const char* text = R"({"name": "c", "defaults": {"model": "tiny", "cold_each_case": COLD},
     "cases": [{"name": "a", "prompt": "x"}, {"name": "b", "prompt": "y"}, {"name": "c", "prompt_tokens": 9}],
