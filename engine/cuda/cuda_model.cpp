@@ -7,6 +7,7 @@
 #include <mutex>
 
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/decode_attention.h"
 #include "engine/cuda/offload_provider.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/resident_provider.h"
@@ -296,9 +297,10 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   const float eps = c.rms_norm_eps;
   cublasHandle_t blas = blas_->get();
   cudaStream_t s = stream_;
-  // Decode (m = 1) runs paged_attention over the contiguous cache seen as one paged block
-  // (block table {0}, block_size max_len): one block per (KV head, key chunk), vectorised
-  // key loads; prefill chunks keep attention() (its row tiles share K/V between tokens).
+  // Decode (m = 1) runs decode_attention (paged_attention where its shapes are not taken)
+  // over the contiguous cache seen as one paged block (block table {0}, block_size
+  // max_len), keys split over blocks; prefill chunks keep attention() (its row tiles share
+  // K/V between tokens).
   const bool decode = m == 1;
   ForwardBuffers& b = ws_->begin(m, decode ? paged_attention_workspace_floats(1, nh, nkv, hd, max_len_)
                                            : attention_workspace_floats(m, pos0, nh, nkv, hd));
@@ -327,7 +329,10 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch.
       rope_kv_store_paged(b.q, b.k, b.v, b.pos, b.pos, L.k_cache, L.v_cache, m, nh, nkv, hd, c.rope_theta, s);
-      if (decode)
+      if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))
+        decode_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
+                         b.attn_ws, s);
+      else if (decode)
         paged_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
                         b.attn_ws, s);
       else

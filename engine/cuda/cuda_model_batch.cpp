@@ -4,7 +4,8 @@
 // workspace's pool, i.e. max_num_batched_tokens) and go through the same ops as
 // Model::forward, except that keys/values live in a paged pool — per layer
 // (num_blocks, block_size, n_kv, head_dim) bf16 — addressed through each sequence's
-// block table: rope_kv_store_paged writes the new rows, paged_attention reads them.
+// block table: rope_kv_store_paged writes the new rows, paged_attention reads them
+// (decode_attention when every row is a decode row: one token per sequence).
 // Only the last token of each sampled sequence goes through the final norm and lm_head;
 // the argmax is taken on the device. Every per-step input (tokens, positions, KV slots,
 // block tables) is packed into one pinned buffer and copied in one transfer, so a step's
@@ -17,6 +18,7 @@
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/decode_attention.h"
 #include "engine/cuda/ops.cuh"
 #include "common/error.h"
 #include "common/units.h"
@@ -115,8 +117,12 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     const int out[3] = {Q, KV, KV};
     linear_multi(b.h, w, y, out, 3, m, H, blas, s);
     rope_kv_store_paged(b.q, b.k, b.v, pos, slot, P.k[l], P.v[l], m, nh, nkv, hd, c.rope_theta, s);
-    paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
-                    b.attn_ws, s);
+    if (m == n_seqs && decode_attention_supported(nh, nkv, hd, P.k[l], P.v[l]))  // decode rows only
+      decode_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
+                       b.attn_ws, s);
+    else
+      paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
+                      b.attn_ws, s);
     linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
     rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
     const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
