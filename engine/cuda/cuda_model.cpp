@@ -302,9 +302,10 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   // max_len), keys split over blocks; prefill chunks keep attention() (its row tiles share
   // K/V between tokens).
   const bool decode = m == 1;
+  const int64_t step = step_++;
+  moe_->begin_step(static_cast<int>(step), m);  // a routing source's choices of every layer, in one copy
   ForwardBuffers& b = ws_->begin(m, decode ? paged_attention_workspace_floats(1, nh, nkv, hd, max_len_)
                                            : attention_workspace_floats(m, pos0, nh, nkv, hd));
-  const int64_t step = step_++;
 
   int32_t* tok_h = host_io_;
   int32_t* pos_h = host_io_ + pool_tokens_;

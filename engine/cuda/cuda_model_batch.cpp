@@ -10,8 +10,8 @@
 // the argmax is taken on the device. Every per-step input (tokens, positions, KV slots,
 // block tables) is packed into one pinned buffer and copied in one transfer, so a step's
 // launches depend only on m: decode steps without a host sync (resident experts, fused
-// decode dispatch, pooled buffers, no observer/profiler) are captured once per m in a
-// CUDA graph and replayed.
+// decode dispatch, pooled buffers, no observer/profiler; a routing source's choices staged
+// before the launch) are captured once per m in a CUDA graph and replayed.
 #include <map>
 #include <set>
 
@@ -197,6 +197,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
   // workspace was sized for them at construction, so graphs keep valid pointers).
   const size_t attn_floats = paged_attention_workspace_floats(m, cfg_.num_attention_heads, cfg_.num_key_value_heads,
                                                               cfg_.head_dim, P.width * P.block_size);
+  moe_->begin_step(static_cast<int>(step_), m);  // batch_body takes step_ (and counts it); a replay counts it below
   ForwardBuffers& b = ws_->begin(m, attn_floats);
   const bool graphable = use_graphs_ && all_decode && !logits && !prof_ && !observed_ && ws_->pooled() &&
                          settings_.expert_tier == "resident" && !moe_->syncs(m);
@@ -204,6 +205,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
     if (graphable && P.graphs.count(m)) {
       CUDA_CHECK(cudaGraphLaunch(P.graphs[m], stream_));
       ++P.replays;
+      ++step_;
     } else if (graphable && P.seen.count(m)) {
       cudaGraph_t g = nullptr;
       CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));

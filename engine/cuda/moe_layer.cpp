@@ -9,6 +9,7 @@
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
+#include "engine/cuda/router_reweight.h"
 #include "common/error.h"
 #include "engine/ops/ops.h"
 #include "profiler/cpu_trace.h"
@@ -48,8 +49,9 @@ uint64_t MoeLayer::device_bytes(const MoeDims& d, int pool_tokens) {
   const bool quant = d.format != QuantFormat::bf16;
   const uint64_t rows = quant ? 9 : 3;
   const uint64_t deq = quant ? r(3ull * d.hidden * d.inter * sizeof(bf16)) : 0;
+  const uint64_t staged = r(static_cast<uint64_t>(d.n_layers) * pool * d.top_k * 4);
   return r(static_cast<uint64_t>(d.n_layers) * rows * d.n_experts * sizeof(void*)) + r(pool * d.n_experts * 4) +
-         2 * r(pool * d.top_k * 4) + deq;
+         2 * r(pool * d.top_k * 4) + deq + staged;
 }
 
 MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertProvider& provider, DeviceArena& arena,
@@ -70,6 +72,9 @@ MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertP
   pred_logits_d_ = arena_.alloc_n<float>(pool * d.n_experts, "moe next-layer router logits");
   pred_ids_d_ = arena_.alloc_n<int32_t>(pool * d.top_k, "moe next-layer router ids");
   pred_wts_d_ = arena_.alloc_n<float>(pool * d.top_k, "moe next-layer router weights");
+  const uint64_t staged = static_cast<uint64_t>(d.n_layers) * pool * d.top_k;
+  staged_d_ = arena_.alloc_n<int32_t>(staged, "moe staged routing choices");
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&staged_h_), staged * sizeof(int32_t), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&table_h_), table * sizeof(void*), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&offsets_h_), (d.n_experts + 1) * sizeof(int32_t),
                            cudaHostAllocDefault));
@@ -87,6 +92,8 @@ MoeLayer::~MoeLayer() {
   if (table_h_) cudaFreeHost(table_h_);
   if (logits_h_) cudaFreeHost(logits_h_);
   if (pred_h_) cudaFreeHost(pred_h_);
+  if (staged_h_) cudaFreeHost(staged_h_);
+  if (staged_d_) arena_.free(staged_d_);
   if (table_d_) arena_.free(table_d_);
   if (deq_) arena_.free(deq_);
   if (pred_logits_d_) arena_.free(pred_logits_d_);
@@ -111,8 +118,30 @@ void MoeLayer::ensure_host(int pairs) {
   host_pairs_ = pairs;
 }
 
+bool MoeLayer::stages_routing() const {
+  return routing_ && !provider_.needs_ids() && !provider_.wants_prediction() && !observer_;
+}
+
+void MoeLayer::begin_step(int step, int m) {
+  staged_step_ = -1;
+  if (!stages_routing() || m > pool_tokens_) return;
+  const int K = d_.top_k, E = d_.n_experts, pairs = m * K;
+  for (int l = 0; l < d_.n_layers; ++l) {
+    int32_t* ids = staged_h_ + static_cast<size_t>(l) * pairs;
+    routing_->route(step, l, m, std::span<int32_t>(ids, pairs));
+    for (int p = 0; p < pairs; ++p)
+      if (ids[p] < 0 || ids[p] >= E)
+        fail("routing source {} gave expert id {} at layer {} (expected 0..{})", routing_->describe(), ids[p], l, E - 1);
+  }
+  // The previous forward ended with a sync, so the pinned staging is free to overwrite.
+  CUDA_CHECK(cudaMemcpyAsync(staged_d_, staged_h_, static_cast<size_t>(d_.n_layers) * pairs * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  staged_step_ = step;
+  staged_m_ = m;
+}
+
 bool MoeLayer::syncs(int m) const {
-  if (provider_.needs_ids() || routing_ || observer_) return true;
+  if (provider_.needs_ids() || observer_ || (routing_ && !stages_routing())) return true;
   if (quantised()) return dispatch_ == Dispatch::grouped || !quant_decode_ok(m);  // grouped's router copies ids
   return !(dispatch_ == Dispatch::fused && fused_decode_ok(m));
 }
@@ -153,7 +182,8 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, pairs = m * K;
   ScopedRange r(trace_, RangeKind::router, layer);
   linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
-  router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+  const bool staged = routing_ && staged_step_ == step && staged_m_ == m;
+  if (!staged) router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
   // The gate predicts the next layer only when it also routes it.
   const bool gate_predicts = predict && !routing_;
   if (gate_predicts) {
@@ -162,7 +192,11 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
     router_topk(pred_logits_d_, pred_ids_d_, pred_wts_d_, m, E, K, stream_);
     CUDA_CHECK(cudaMemcpyAsync(pred_h_, pred_ids_d_, pairs * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   }
-  if (routing_) {  // another source picks the experts; the gate's softmax weighs them (as CpuModel)
+  if (staged) {  // chosen at begin_step, weighed here on the device
+    const size_t at = static_cast<size_t>(layer) * pairs;
+    router_reweight(b.router_logits, staged_d_ + at, b.ids, b.wts, m, E, K, stream_);
+    std::copy(staged_h_ + at, staged_h_ + at + pairs, ids_h_);  // for host consumers (grouped dispatch)
+  } else if (routing_) {  // another source picks the experts; the gate's softmax weighs them (as CpuModel)
     CUDA_CHECK(cudaMemcpyAsync(logits_h_, b.router_logits, static_cast<size_t>(m) * E * sizeof(float),
                                cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));

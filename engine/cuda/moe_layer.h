@@ -1,6 +1,7 @@
 // moe_layer.h: the sparse-MoE block of one layer on CUDA, with the three knobs of
 // EngineSettings (dispatch, combine; buffers is the Workspace's):
-//   router on the device -> ids/weights (n, k); the ids go to the host only when the
+//   router on the device -> ids/weights (n, k) (a non-model routing source: its choices
+//   staged for the whole step by begin_step, weighed on the device); the ids go to the host only when the
 //   provider needs them or the dispatch does (grouped: host grouping; serial: the mask's
 //   count per expert; fused prefill: the expert offsets) -> provider->acquire() -> dispatch:
 //     fused    decode (n <= 8): moe_decode_fused, both launches, no host round trip;
@@ -79,6 +80,15 @@ class MoeLayer {
   void set_observer(Observer o) { observer_ = std::move(o); }
   // Whether this forward would copy ids to the host (a sync): tests and CUDA graphs.
   bool syncs(int m) const;
+  // Before the launches of a forward of m tokens at `step`: a non-model routing source
+  // whose choice nobody needs mid-step (no provider ids, predictions or observer) is asked
+  // for every layer now, in layer order as run() would, and the choices go to the device
+  // in one copy; each layer's router then weighs its staged choice on the device
+  // (router_reweight.h) instead of a copy of the gate logits to the host and back (a sync
+  // per layer). Forwards without this call route layer by layer.
+  void begin_step(int step, int m);
+  // Whether begin_step stages the routing source's choices (tests).
+  bool stages_routing() const;
   // Largest forward (tokens) that takes the fused decode kernels (settings
   // fused_decode_max_tokens); clamped to what the kernels take.
   void set_fused_decode_max_tokens(int n) { fused_max_tokens_ = n; }
@@ -138,6 +148,9 @@ class MoeLayer {
   float* pred_logits_d_ = nullptr;   // (pool, n_experts)
   int32_t* pred_ids_d_ = nullptr;    // (pool, top_k)
   float* pred_wts_d_ = nullptr;      // (pool, top_k)
+  int32_t* staged_h_ = nullptr;      // (n_layers, pool, top_k) pinned: the routing source's choices of the step
+  int32_t* staged_d_ = nullptr;      // (n_layers, pool, top_k) their device copy
+  int staged_step_ = -1, staged_m_ = 0;  // what staged_d_ holds (-1: nothing)
 };
 
 }  // namespace moebench::cuda
