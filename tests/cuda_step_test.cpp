@@ -7,6 +7,8 @@
 //     the other CUDA comparisons (the device's expf may differ from the host's by an ulp),
 //     same greedy tokens where the margin is clear; and the staged path does not sync
 //     inside a decode step, bf16 and quantised experts alike;
+//   * the quantised gate/up projections as one (2 x inter)-row matrix: bit-identical to
+//     two launches;
 //   * the batched path with a routing source: decode steps are now replayed from CUDA
 //     graphs (the staged choices are uploaded before each replay, the step counted) and
 //     give the tokens of eager execution.
@@ -15,13 +17,21 @@
 #if MOEBENCH_HAVE_CUDA
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <string>
 #include <vector>
 
 #include "engine/batch_generate.h"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
+#include "engine/cuda/gate_up.h"
+#include "engine/cuda/quant_dequant.h"
+#include "engine/cuda/quant_gemv.h"
+#include "engine/device_plan.h"
+#include "engine/dtype.h"
 #include "engine/engine.h"
+#include "engine/quant.h"
 #include "engine/weight_source.h"
 
 using namespace moebench;
@@ -150,6 +160,103 @@ TEST_F(CudaStep, BatchedDecodeWithARoutingSourceReplaysGraphsLikeEager) {
     const auto graphed = generate_batch(cm, sc, reqs);
     EXPECT_GT(cm.graph_replays(), r0) << "no decode step was replayed from a graph";
     EXPECT_EQ(graphed.outputs, eager.outputs) << "graph replay differs from eager execution";
+  }
+}
+
+// The quantised gate/up projections as one matrix (gate_up_layout + one quant_moe_gemv
+// over 2 x inter rows + silu_mul_gate_up) against the two launches over w1 and w3 and
+// silu_mul_bf16: bit-identical h, on shapes where the GEMV takes the same warps per
+// block for inter and 2 x inter rows (its row split, so its sum order, depends on that).
+TEST_F(CudaStep, GateUpAsOneMatrixIsBitIdenticalToTwoLaunches) {
+  struct Shape {
+    int inter, hidden;
+  };
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8}) {
+    for (bool zp : {false, true}) {
+      if (zp && f != QuantFormat::int4) continue;
+      for (const Shape sh : {Shape{512, 256}, Shape{14336, 256}}) {
+        SCOPED_TRACE(std::string(quant_format_name(f)) + (zp ? " zp" : "") + " inter " + std::to_string(sh.inter));
+        ModelConfig c = preset_config("micro");
+        c.intermediate_size = sh.inter;
+        c.hidden_size = sh.hidden;
+        const ExpertLayout L = expert_layout(c, f, zp);
+        const ExpertLayout D = gate_up_layout(L, sh.inter);
+        ASSERT_TRUE(gate_up_adjacent(D));
+        const int E = 4, I = sh.inter, H = sh.hidden;
+        std::mt19937 rng(11);
+        std::normal_distribution<float> nd(0.0f, 0.05f);
+        std::vector<uint8_t*> blocks;
+        std::vector<const uint8_t*> t[3][3];  // [w1, w3, w13][part]
+        for (int e = 0; e < E; ++e) {
+          void* dv = nullptr;
+          CUDA_CHECK(cudaMalloc(&dv, D.total_bytes));
+          auto* d = static_cast<uint8_t*>(dv);
+          CUDA_CHECK(cudaMemset(d, 0, D.total_bytes));
+          blocks.push_back(d);
+          for (int m = 0; m < 2; ++m) {
+            std::vector<float> w(static_cast<size_t>(I) * H);
+            for (auto& v : w) v = nd(rng);
+            const QuantMatrix q = quantize(f, w.data(), I, H, zp);
+            const std::vector<uint8_t>* parts[3] = {&q.q, &q.scale, &q.zero};
+            for (int p = 0; p < D.n_parts; ++p) {
+              ASSERT_EQ(parts[p]->size(), D.bytes[m][p]);
+              CUDA_CHECK(cudaMemcpy(d + D.offset[m][p], parts[p]->data(), parts[p]->size(), cudaMemcpyHostToDevice));
+            }
+          }
+          for (int p = 0; p < 3; ++p) {
+            t[0][p].push_back(p < D.n_parts ? d + D.offset[0][p] : nullptr);
+            t[1][p].push_back(p < D.n_parts ? d + D.offset[1][p] : nullptr);
+          }
+        }
+        auto table = [&](const std::vector<const uint8_t*>& v) {
+          void* d = nullptr;
+          CUDA_CHECK(cudaMalloc(&d, v.size() * sizeof(void*)));
+          CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(void*), cudaMemcpyHostToDevice));
+          return static_cast<const uint8_t**>(d);
+        };
+        std::vector<void*> frees;
+        auto mat = [&](int m) {
+          cuda::QuantExperts q;
+          q.format = f;
+          auto* a = table(t[m][0]);
+          auto* b = table(t[m][1]);
+          auto* z = zp ? table(t[m][2]) : nullptr;
+          frees.insert(frees.end(), {static_cast<void*>(a), static_cast<void*>(b), static_cast<void*>(z)});
+          q.q = a;
+          q.scale = b;
+          q.zero = z;
+          return q;
+        };
+        const std::vector<int32_t> ids = {2, 0, 2, 3, 1, 2};  // 3 tokens, top-2
+        const int pairs = static_cast<int>(ids.size()), k = 2;
+        std::vector<uint16_t> xb(static_cast<size_t>(pairs / k) * H);
+        for (auto& v : xb) v = f32_to_bf16(nd(rng) * 20);
+        void *x = nullptr, *idd = nullptr, *g = nullptr, *u = nullptr, *gu = nullptr, *h1 = nullptr, *h2 = nullptr;
+        CUDA_CHECK(cudaMalloc(&x, xb.size() * 2));
+        CUDA_CHECK(cudaMemcpy(x, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice));
+        CUDA_CHECK(cudaMalloc(&idd, ids.size() * 4));
+        CUDA_CHECK(cudaMemcpy(idd, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+        const size_t n = static_cast<size_t>(pairs) * I;
+        for (void** b : {&g, &u, &h1, &h2}) CUDA_CHECK(cudaMalloc(b, n * 4));
+        CUDA_CHECK(cudaMalloc(&gu, 2 * n * 4));
+        const auto* xd = static_cast<const __nv_bfloat16*>(x);
+        const auto* ip = static_cast<const int32_t*>(idd);
+        cuda::quant_moe_gemv(mat(0), xd, false, ip, pairs, k, I, H, E, static_cast<float*>(g), nullptr);
+        cuda::quant_moe_gemv(mat(1), xd, false, ip, pairs, k, I, H, E, static_cast<float*>(u), nullptr);
+        cuda::silu_mul_bf16(static_cast<float*>(g), static_cast<float*>(u), static_cast<__nv_bfloat16*>(h1),
+                            static_cast<int64_t>(n), nullptr);
+        cuda::quant_moe_gemv(mat(0), xd, false, ip, pairs, k, 2 * I, H, E, static_cast<float*>(gu), nullptr);
+        cuda::silu_mul_gate_up(static_cast<float*>(gu), static_cast<__nv_bfloat16*>(h2), pairs, I, nullptr);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        std::vector<uint16_t> a(n), b(n);
+        CUDA_CHECK(cudaMemcpy(a.data(), h1, n * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(b.data(), h2, n * 2, cudaMemcpyDeviceToHost));
+        EXPECT_EQ(a, b) << "one launch over [w1; w3] differs from two";
+        for (void* p : {x, idd, g, u, gu, h1, h2}) cudaFree(p);
+        for (void* p : frees) cudaFree(p);
+        for (auto* p : blocks) cudaFree(p);
+      }
+    }
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <mutex>
 
@@ -201,15 +202,28 @@ uint64_t CudaModel::upload_quant_experts(const WeightSource& src) {
   const auto host = shared_host_store(HostTier::pinned, src, expert_fmt_);
   store_fill_ns_ += profiler::now_ns() - f0;
   const ExpertLayout& L = host->layout();
-  md_.layout = L;
+  // On the device w3 follows w1 part by part, so decode reads them as one matrix (one
+  // GEMV launch, engine/cuda/gate_up.h); the same bytes, only their order differs.
+  const ExpertLayout D = gate_up_layout(L, c.intermediate_size);
+  const bool same = std::memcmp(D.offset, L.offset, sizeof L.offset) == 0 && D.total_bytes == L.total_bytes;
+  md_.layout = D;
   uint64_t bytes = 0;
   for (int l = 0; l < c.num_hidden_layers; ++l)
     for (int e = 0; e < c.num_local_experts; ++e) {
       auto* d = static_cast<uint8_t*>(
-          arena_->alloc(L.total_bytes, fmt::format("layer {} expert {} ({})", l, e, quant_format_name(expert_fmt_))));
-      CUDA_CHECK(cudaMemcpy(d, host->expert(l, e), L.total_bytes, cudaMemcpyHostToDevice));
-      resident_experts_[l][e] = ExpertWeights{d + L.matrix_offset(0), d + L.matrix_offset(1), d + L.matrix_offset(2)};
-      bytes += round256(L.total_bytes);
+          arena_->alloc(D.total_bytes, fmt::format("layer {} expert {} ({})", l, e, quant_format_name(expert_fmt_))));
+      const auto* h = reinterpret_cast<const uint8_t*>(host->expert(l, e));
+      if (same) {
+        CUDA_CHECK(cudaMemcpy(d, h, L.total_bytes, cudaMemcpyHostToDevice));
+      } else {
+        CUDA_CHECK(cudaMemset(d, 0, D.total_bytes));  // the padding, zero as in the host store
+        for (int mat = 0; mat < 3; ++mat)
+          for (int part = 0; part < L.n_parts; ++part)
+            CUDA_CHECK(cudaMemcpy(d + D.offset[mat][part], h + L.offset[mat][part], L.bytes[mat][part],
+                                  cudaMemcpyHostToDevice));
+      }
+      resident_experts_[l][e] = ExpertWeights{d + D.matrix_offset(0), d + D.matrix_offset(1), d + D.matrix_offset(2)};
+      bytes += round256(D.total_bytes);
     }
   return bytes;
 }

@@ -6,6 +6,7 @@
 
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/gate_up.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
@@ -274,9 +275,14 @@ void MoeLayer::quant_decode(int layer, ForwardBuffers& b, int m) {
   float* g = static_cast<float*>(b.swiglu);
   float* u = g + static_cast<size_t>(pairs) * I;
   ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
-  quant_moe_gemv(mat(0), b.h, false, b.ids, pairs, K, I, H, E, g, stream_);
-  quant_moe_gemv(mat(1), b.h, false, b.ids, pairs, K, I, H, E, u, stream_);
-  silu_mul_bf16(g, u, b.moe_h, static_cast<int64_t>(pairs) * I, stream_);
+  if (gate_up_adjacent(d_.layout)) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
+    quant_moe_gemv(mat(0), b.h, false, b.ids, pairs, K, 2 * I, H, E, g, stream_);
+    silu_mul_gate_up(g, b.moe_h, pairs, I, stream_);
+  } else {
+    quant_moe_gemv(mat(0), b.h, false, b.ids, pairs, K, I, H, E, g, stream_);
+    quant_moe_gemv(mat(1), b.h, false, b.ids, pairs, K, I, H, E, u, stream_);
+    silu_mul_bf16(g, u, b.moe_h, static_cast<int64_t>(pairs) * I, stream_);
+  }
   quant_moe_gemv(mat(2), b.moe_h, true, b.ids, pairs, K, H, I, E, b.moe_y, stream_);
 }
 

@@ -14,7 +14,8 @@
 // CpuModel::moe does, and adds it to the residual x.
 // Quantised experts (MoeDims::format fp8|int8|int4, each expert in MoeDims::layout):
 //   decode (n <= 8 tokens, n * k <= 64), whatever the dispatch: g = w1.x and u = w3.x with
-//     quant_moe_gemv (it groups the pairs by expert itself), h = silu(g) * u (bf16), then
+//     quant_moe_gemv (it groups the pairs by expert itself; one launch over both where the
+//     layout puts w3 right after w1, engine/cuda/gate_up.h), h = silu(g) * u (bf16), then
 //     y = w2.h (quant_moe_gemv, one input per pair), then the combine knob as above;
 //   prefill: every needed expert is dequantised to a bf16 scratch expert (quant_dequant.h:
 //     the values quant.cpp defines, rounded to bf16), then the bf16 grouped / serial path
