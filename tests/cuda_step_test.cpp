@@ -9,6 +9,7 @@
 //     inside a decode step, bf16 and quantised experts alike;
 //   * the quantised gate/up projections as one (2 x inter)-row matrix: bit-identical to
 //     two launches;
+//   * the fused norm + router of decode against rmsnorm() + linear() + router_topk();
 //   * the batched path with a routing source: decode steps are now replayed from CUDA
 //     graphs (the staged choices are uploaded before each replay, the step counted) and
 //     give the tokens of eager execution.
@@ -26,6 +27,8 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
 #include "engine/cuda/gate_up.h"
+#include "engine/cuda/norm_router.h"
+#include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/device_plan.h"
@@ -258,6 +261,105 @@ TEST_F(CudaStep, GateUpAsOneMatrixIsBitIdenticalToTwoLaunches) {
       }
     }
   }
+}
+
+// The fused norm + router of decode against rmsnorm(), linear() and router_topk(): h bit
+// for bit, logits within fp32 reordering of their terms, the same top-k ids wherever the
+// k-th and (k+1)-th probabilities are not near-tied, weights within a few fp32 ulps.
+TEST_F(CudaStep, NormRouterMatchesRmsnormLinearTopk) {
+  struct Shape {
+    int n, hidden, experts, k;
+  };
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Shape sh : {Shape{1, 4096, 8, 2}, Shape{3, 1024, 60, 4}, Shape{8, 64, 8, 2}, Shape{2, 4104, 64, 8},
+                         Shape{5, 2048, 16, 1}}) {
+    SCOPED_TRACE("n " + std::to_string(sh.n) + " hidden " + std::to_string(sh.hidden) + " experts " +
+                 std::to_string(sh.experts) + " k " + std::to_string(sh.k));
+    const int n = sh.n, H = sh.hidden, E = sh.experts, k = sh.k;
+    std::vector<float> x(static_cast<size_t>(n) * H);
+    for (auto& v : x) v = nd(rng) * 3;
+    std::vector<uint16_t> nw(H), gate(static_cast<size_t>(E) * H);
+    for (auto& v : nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
+    for (auto& v : gate) v = f32_to_bf16(0.05f * nd(rng));
+    std::vector<void*> bufs;
+    auto up = [&](const void* src, size_t bytes) {
+      void* d = nullptr;
+      CUDA_CHECK(cudaMalloc(&d, std::max<size_t>(bytes, 16)));
+      if (src) CUDA_CHECK(cudaMemcpy(d, src, bytes, cudaMemcpyHostToDevice));
+      bufs.push_back(d);
+      return d;
+    };
+    const auto* xd = static_cast<const float*>(up(x.data(), x.size() * 4));
+    const auto* nwd = static_cast<const __nv_bfloat16*>(up(nw.data(), nw.size() * 2));
+    const auto* gd = static_cast<const __nv_bfloat16*>(up(gate.data(), gate.size() * 2));
+    const size_t hn = static_cast<size_t>(n) * H, ln = static_cast<size_t>(n) * E, kn = static_cast<size_t>(n) * k;
+    auto* h1 = static_cast<__nv_bfloat16*>(up(nullptr, hn * 2));
+    auto* h2 = static_cast<__nv_bfloat16*>(up(nullptr, hn * 2));
+    auto* l1 = static_cast<float*>(up(nullptr, ln * 4));
+    auto* l2 = static_cast<float*>(up(nullptr, ln * 4));
+    auto* i1 = static_cast<int32_t*>(up(nullptr, kn * 4));
+    auto* i2 = static_cast<int32_t*>(up(nullptr, kn * 4));
+    auto* w1 = static_cast<float*>(up(nullptr, kn * 4));
+    auto* w2 = static_cast<float*>(up(nullptr, kn * 4));
+    ASSERT_TRUE(cuda::norm_router_supported(n, H, E, k, gd, h2));
+    cuda::rmsnorm(xd, nwd, h1, n, H, 1e-5f, nullptr);
+    cuda::linear(h1, gd, l1, n, H, E, false, nullptr, nullptr);
+    cuda::router_topk(l1, i1, w1, n, E, k, nullptr);
+    cuda::norm_router(xd, nwd, 1e-5f, gd, h2, l2, i2, w2, n, H, E, k, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    auto down = [&](const void* d, size_t bytes) {
+      std::vector<uint8_t> v(bytes);
+      CUDA_CHECK(cudaMemcpy(v.data(), d, bytes, cudaMemcpyDeviceToHost));
+      return v;
+    };
+    EXPECT_EQ(down(h1, hn * 2), down(h2, hn * 2)) << "h differs from rmsnorm()";
+    std::vector<float> a(ln), b(ln), wa(kn), wb(kn);
+    std::vector<int32_t> ia(kn), ib(kn);
+    CUDA_CHECK(cudaMemcpy(a.data(), l1, ln * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(b.data(), l2, ln * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(ia.data(), i1, kn * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(ib.data(), i2, kn * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(wa.data(), w1, kn * 4, cudaMemcpyDeviceToHost));
+    CUDA_CHECK(cudaMemcpy(wb.data(), w2, kn * 4, cudaMemcpyDeviceToHost));
+    const std::vector<uint16_t> hb = [&] {
+      std::vector<uint16_t> v(hn);
+      CUDA_CHECK(cudaMemcpy(v.data(), h1, hn * 2, cudaMemcpyDeviceToHost));
+      return v;
+    }();
+    int compared = 0;
+    for (int i = 0; i < n; ++i) {
+      for (int e = 0; e < E; ++e) {
+        double mag = 0;  // sum of |terms|: the scale of fp32 reordering
+        for (int d = 0; d < H; ++d)
+          mag += std::fabs(static_cast<double>(bf16_to_f32(hb[static_cast<size_t>(i) * H + d])) *
+                           bf16_to_f32(gate[static_cast<size_t>(e) * H + d]));
+        const size_t at = static_cast<size_t>(i) * E + e;
+        EXPECT_LE(std::fabs(a[at] - b[at]), mag * H * std::ldexp(1.0, -24) + 1e-30) << "token " << i << " expert " << e;
+      }
+      std::vector<float> sorted(a.begin() + static_cast<int64_t>(i) * E, a.begin() + static_cast<int64_t>(i + 1) * E);
+      std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+      if (k < E && sorted[k - 1] - sorted[k] < 1e-4f) continue;  // a near-tie at the k-th place: either order is right
+      for (int j = 0; j < k; ++j) {
+        const size_t at = static_cast<size_t>(i) * k + j;
+        if (j + 1 < k && sorted[j] - sorted[j + 1] < 1e-4f) break;  // near-tied ranks inside the top-k
+        EXPECT_EQ(ia[at], ib[at]) << "token " << i << " slot " << j;
+        EXPECT_NEAR(wa[at], wb[at], 1e-5f) << "token " << i << " slot " << j;
+      }
+      ++compared;
+    }
+    EXPECT_GT(compared, 0);
+    // Without ids: logits only (a staged routing source picks the experts).
+    cuda::norm_router(xd, nwd, 1e-5f, gd, h2, l2, nullptr, nullptr, n, H, E, k, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    std::vector<float> c(ln);
+    CUDA_CHECK(cudaMemcpy(c.data(), l2, ln * 4, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(b, c);
+    for (void* p : bufs) cudaFree(p);
+  }
+  EXPECT_FALSE(cuda::norm_router_supported(9, 4096, 8, 2, nullptr, nullptr));    // 9 tokens
+  EXPECT_FALSE(cuda::norm_router_supported(1, 4096, 128, 8, nullptr, nullptr));  // 128 experts
+  EXPECT_FALSE(cuda::norm_router_supported(1, 4100, 8, 2, nullptr, nullptr));    // hidden % 8
 }
 
 #endif  // MOEBENCH_HAVE_CUDA

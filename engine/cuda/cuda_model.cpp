@@ -354,9 +354,9 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
         attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
       linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
     }
-    rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
     const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
-    moe_->run(static_cast<int>(step), l, pos0, L.gate, next_gate, b, b.x, m);  // x += moe(h)
+    // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
+    moe_->run_norm(static_cast<int>(step), l, pos0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
   }
   if (all_logits) {
     rmsnorm(b.x, norm_, b.h, m, H, eps, s);

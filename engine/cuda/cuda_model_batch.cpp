@@ -124,9 +124,9 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
       paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
                       b.attn_ws, s);
     linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
-    rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
     const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
-    moe_->run(static_cast<int>(step), l, 0, L.gate, next_gate, b, b.x, m);  // x += moe(h)
+    // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
+    moe_->run_norm(static_cast<int>(step), l, 0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
   }
   // The sampled rows only: gather -> final norm -> lm_head -> argmax.
   gather_rows(b.x, out_row, b.moe_out, n_out, H, s);

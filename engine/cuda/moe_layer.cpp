@@ -7,6 +7,7 @@
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gate_up.h"
+#include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
@@ -182,9 +183,15 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
                      int m, bool predict) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, pairs = m * K;
   ScopedRange r(trace_, RangeKind::router, layer);
-  linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
   const bool staged = routing_ && staged_step_ == step && staged_m_ == m;
-  if (!staged) router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+  if (norm_x_) {  // run_norm: h, the logits and (the gate routing) the top-k in one launch
+    norm_router(norm_x_, norm_w_, norm_eps_, gate, b.h, b.router_logits, staged ? nullptr : b.ids, b.wts, m, H, E, K,
+                stream_);
+    norm_x_ = nullptr;
+  } else {
+    linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
+    if (!staged) router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+  }
   // The gate predicts the next layer only when it also routes it.
   const bool gate_predicts = predict && !routing_;
   if (gate_predicts) {
@@ -213,6 +220,19 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
   }
   if (observer_) observer_(layer, pos0, m, ids_h_, wts_h_);
   return gate_predicts;
+}
+
+void MoeLayer::run_norm(int step, int layer, int pos0, const float* x_in, const bf16* norm_w, float eps,
+                        const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x, int m) {
+  norm_x_ = nullptr;
+  if (norm_router_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h)) {
+    norm_x_ = x_in;
+    norm_w_ = norm_w;
+    norm_eps_ = eps;
+  } else {
+    rmsnorm(x_in, norm_w, b.h, m, d_.hidden, eps, stream_);
+  }
+  run(step, layer, pos0, gate, next_gate, b, x, m);
 }
 
 void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x,

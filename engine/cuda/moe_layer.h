@@ -75,6 +75,11 @@ class MoeLayer {
   // b.h and the predicted experts are prefetched once this layer's experts are launched.
   void run(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
            ForwardBuffers& b, float* x, int m);
+  // As run(), for a hidden state x_in (m, hidden) fp32 not yet normed: b.h = rmsnorm(x_in)
+  // * norm_w first, in one launch with the router (norm_router.h) where that kernel takes
+  // the shape, else rmsnorm() and then run()'s router.
+  void run_norm(int step, int layer, int pos0, const float* x_in, const __nv_bfloat16* norm_w, float eps,
+                const __nv_bfloat16* gate, const __nv_bfloat16* next_gate, ForwardBuffers& b, float* x, int m);
   // Called after the router of every layer with its choice (ids, weights (m, k), host
   // memory). Costs a device->host copy and a sync per layer: for tests and routing traces.
   using Observer = std::function<void(int layer, int pos0, int m, const int32_t* ids, const float* weights)>;
@@ -152,6 +157,10 @@ class MoeLayer {
   int32_t* staged_h_ = nullptr;      // (n_layers, pool, top_k) pinned: the routing source's choices of the step
   int32_t* staged_d_ = nullptr;      // (n_layers, pool, top_k) their device copy
   int staged_step_ = -1, staged_m_ = 0;  // what staged_d_ holds (-1: nothing)
+  // run_norm's pending norm, taken by route() into the fused norm + router launch.
+  const float* norm_x_ = nullptr;
+  const __nv_bfloat16* norm_w_ = nullptr;
+  float norm_eps_ = 0;
 };
 
 }  // namespace moebench::cuda
