@@ -164,7 +164,9 @@ TEST(DevicePlan, GateUpLayoutPutsW3RightAfterW1PartByPart) {
       std::sort(spans.begin(), spans.end());
       for (size_t i = 0; i < spans.size(); ++i) {
         EXPECT_LE(spans[i].second, D.total_bytes);
-        if (i + 1 < spans.size()) EXPECT_LE(spans[i].second, spans[i + 1].first) << "parts overlap";
+        if (i + 1 < spans.size()) {
+          EXPECT_LE(spans[i].second, spans[i + 1].first) << "parts overlap";
+        }
       }
       EXPECT_EQ(D.offset[0][0], 0u);
       EXPECT_EQ(D.offset[0][1], D.bytes[0][0] + D.bytes[1][0]);  // w1's scales after both value parts
