@@ -272,7 +272,9 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter;
   if (quantised() && quant_decode_ok(m)) {
     quant_decode(layer, b, m);
-    if (next_norm_ && combine_ == Combine::fused && combine_norm_supported(m)) {  // + the next layer's input norm
+    // + the next layer's input norm, where nothing else adds to x after this layer's
+    // experts (resident experts: no offloaded miss path)
+    if (next_norm_ && combine_ == Combine::fused && !provider_.needs_ids() && combine_norm_supported(m)) {
       ScopedRange r(trace_, RangeKind::combine);
       combine_norm(b.moe_y, b.wts, K, x, next_norm_, norm_eps_, b.h, m, H, stream_);
       next_normed_ = true;

@@ -79,7 +79,8 @@ class MoeLayer {
   // * norm_w first, in one launch with the router (norm_router.h) where that kernel takes
   // the shape, else rmsnorm() and then run()'s router. next_norm (the next layer's input
   // norm, or null): where the combine adds straight into x in a launch of its own
-  // (quantised decode, combine fused), that launch also leaves b.h = rmsnorm(x) * next_norm
+  // (quantised decode of resident experts, combine fused) and nothing adds to x after it,
+  // that launch also leaves b.h = rmsnorm(x) * next_norm
   // (combine_norm.h); returns whether it did (the caller then skips that norm).
   bool run_norm(int step, int layer, int pos0, const float* x_in, const __nv_bfloat16* norm_w, float eps,
                 const __nv_bfloat16* gate, const __nv_bfloat16* next_gate, ForwardBuffers& b, float* x, int m,
