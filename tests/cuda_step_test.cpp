@@ -10,7 +10,6 @@
 //   * the quantised gate/up projections as one (2 x inter)-row matrix: bit-identical to
 //     two launches;
 //   * the fused norm + router of decode against rmsnorm() + linear() + router_topk();
-//   * combine_norm against moe_combine_all + rmsnorm();
 //   * the batched path with a routing source: decode steps are now replayed from CUDA
 //     graphs (the staged choices are uploaded before each replay, the step counted) and
 //     give the tokens of eager execution.
@@ -26,7 +25,6 @@
 #include "engine/batch_generate.h"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/check.cuh"
-#include "engine/cuda/combine_norm.h"
 #include "engine/cuda/device.h"
 #include "engine/cuda/gate_up.h"
 #include "engine/cuda/norm_router.h"
@@ -370,48 +368,6 @@ TEST_F(CudaStep, NormRouterMatchesRmsnormLinearTopk) {
   EXPECT_FALSE(cuda::norm_router_supported(9, 4096, 8, 2, nullptr, nullptr));    // 9 tokens
   EXPECT_FALSE(cuda::norm_router_supported(1, 4096, 128, 8, nullptr, nullptr));  // 128 experts
   EXPECT_FALSE(cuda::norm_router_supported(1, 4100, 8, 2, nullptr, nullptr));    // hidden % 8
-}
-
-// combine_norm (the MoE combine into the residual and the next layer's input norm in one
-// launch) against moe_combine_all + rmsnorm(): x and h bit for bit.
-TEST_F(CudaStep, CombineNormIsBitIdenticalToCombineThenRmsnorm) {
-  std::mt19937 rng(8);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (const int n : {1, 3, 8}) {
-    for (const int hidden : {4096, 1000, 64}) {
-      const int k = 2;
-      SCOPED_TRACE("n " + std::to_string(n) + " hidden " + std::to_string(hidden));
-      std::vector<float> y(static_cast<size_t>(n) * k * hidden), w(static_cast<size_t>(n) * k),
-          x(static_cast<size_t>(n) * hidden);
-      for (auto& v : y) v = nd(rng);
-      for (auto& v : w) v = 0.5f + 0.25f * nd(rng);
-      for (auto& v : x) v = 4 * nd(rng);
-      std::vector<uint16_t> nw(hidden);
-      for (auto& v : nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
-      DeviceBuffers dev;
-      auto up = [&](const void* src, size_t bytes) { return dev.up(src, bytes); };
-      const auto* yd = static_cast<const float*>(up(y.data(), y.size() * 4));
-      const auto* wd = static_cast<const float*>(up(w.data(), w.size() * 4));
-      const auto* nwd = static_cast<const __nv_bfloat16*>(up(nw.data(), nw.size() * 2));
-      auto* x1 = static_cast<float*>(up(x.data(), x.size() * 4));
-      auto* x2 = static_cast<float*>(up(x.data(), x.size() * 4));
-      auto* h1 = static_cast<__nv_bfloat16*>(up(nullptr, x.size() * 2));
-      auto* h2 = static_cast<__nv_bfloat16*>(up(nullptr, x.size() * 2));
-      cuda::moe_combine_all(yd, nullptr, wd, n, k, x1, hidden, nullptr);
-      cuda::rmsnorm(x1, nwd, h1, n, hidden, 1e-5f, nullptr);
-      cuda::combine_norm(yd, wd, k, x2, nwd, 1e-5f, h2, n, hidden, nullptr);
-      CUDA_CHECK(cudaDeviceSynchronize());
-      std::vector<uint32_t> xa(x.size()), xb(x.size());
-      std::vector<uint16_t> ha(x.size()), hb(x.size());
-      CUDA_CHECK(cudaMemcpy(xa.data(), x1, x.size() * 4, cudaMemcpyDeviceToHost));
-      CUDA_CHECK(cudaMemcpy(xb.data(), x2, x.size() * 4, cudaMemcpyDeviceToHost));
-      CUDA_CHECK(cudaMemcpy(ha.data(), h1, x.size() * 2, cudaMemcpyDeviceToHost));
-      CUDA_CHECK(cudaMemcpy(hb.data(), h2, x.size() * 2, cudaMemcpyDeviceToHost));
-      EXPECT_EQ(xa, xb) << "residual differs";
-      EXPECT_EQ(ha, hb) << "normed output differs";
-    }
-  }
-  EXPECT_FALSE(cuda::combine_norm_supported(65));
 }
 
 #endif  // MOEBENCH_HAVE_CUDA

@@ -329,13 +329,12 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   CUDA_CHECK(cudaMemcpyAsync(b.pos, pos_h, m * sizeof(int32_t), cudaMemcpyHostToDevice, s));
 
   embedding(embed_, b.tokens, b.x, m, H, s);
-  bool normed = false;  // b.h holds this layer's attention input already (the previous MoE's combine normed x)
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const Layer& L = layers_[l];
     ScopedRange lr(trace(), RangeKind::layer, l);
     {
       ScopedRange ar(trace(), RangeKind::attention, l);
-      if (!normed) rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
+      rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
       {  // one GEMV launch at m = 1 (bit-identical to three)
         const bf16* w[3] = {L.wq, L.wk, L.wv};
         float* y[3] = {b.q, b.k, b.v};
@@ -355,10 +354,9 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
         attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
       linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
     }
-    const bool last = l + 1 == c.num_hidden_layers;
+    const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
     // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
-    normed = moe_->run_norm(static_cast<int>(step), l, pos0, b.x, L.ffn_norm, eps, L.gate,
-                            last ? nullptr : layers_[l + 1].gate, b, b.x, m, last ? nullptr : layers_[l + 1].attn_norm);
+    moe_->run_norm(static_cast<int>(step), l, pos0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
   }
   if (all_logits) {
     rmsnorm(b.x, norm_, b.h, m, H, eps, s);

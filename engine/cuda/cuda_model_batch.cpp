@@ -109,10 +109,9 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
                              cudaMemcpyHostToDevice, s));
   embedding(embed_, tok, b.x, m, H, s);
   const int64_t step = step_++;
-  bool normed = false;  // b.h holds this layer's attention input already (the previous MoE's combine normed x)
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const Layer& L = layers_[l];
-    if (!normed) rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
+    rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
     const bf16* w[3] = {L.wq, L.wk, L.wv};
     float* y[3] = {b.q, b.k, b.v};
     const int out[3] = {Q, KV, KV};
@@ -125,10 +124,9 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
       paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
                       b.attn_ws, s);
     linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
-    const bool last = l + 1 == c.num_hidden_layers;
+    const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
     // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
-    normed = moe_->run_norm(static_cast<int>(step), l, 0, b.x, L.ffn_norm, eps, L.gate,
-                            last ? nullptr : layers_[l + 1].gate, b, b.x, m, last ? nullptr : layers_[l + 1].attn_norm);
+    moe_->run_norm(static_cast<int>(step), l, 0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
   }
   // The sampled rows only: gather -> final norm -> lm_head -> argmax.
   gather_rows(b.x, out_row, b.moe_out, n_out, H, s);

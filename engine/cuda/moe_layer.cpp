@@ -6,7 +6,6 @@
 
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
-#include "engine/cuda/combine_norm.h"
 #include "engine/cuda/gate_up.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
@@ -223,27 +222,17 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
   return gate_predicts;
 }
 
-bool MoeLayer::run_norm(int step, int layer, int pos0, const float* x_in, const bf16* norm_w, float eps,
-                        const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x, int m,
-                        const bf16* next_norm) {
+void MoeLayer::run_norm(int step, int layer, int pos0, const float* x_in, const bf16* norm_w, float eps,
+                        const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x, int m) {
   norm_x_ = nullptr;
-  norm_eps_ = eps;
   if (norm_router_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h)) {
     norm_x_ = x_in;
     norm_w_ = norm_w;
+    norm_eps_ = eps;
   } else {
     rmsnorm(x_in, norm_w, b.h, m, d_.hidden, eps, stream_);
   }
-  next_norm_ = next_norm;
-  next_normed_ = false;
-  try {
-    run(step, layer, pos0, gate, next_gate, b, x, m);
-  } catch (...) {
-    next_norm_ = nullptr;
-    throw;
-  }
-  next_norm_ = nullptr;
-  return next_normed_;
+  run(step, layer, pos0, gate, next_gate, b, x, m);
 }
 
 void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x,
@@ -272,14 +261,6 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter;
   if (quantised() && quant_decode_ok(m)) {
     quant_decode(layer, b, m);
-    // + the next layer's input norm, where nothing else adds to x after this layer's
-    // experts (resident experts: no offloaded miss path)
-    if (next_norm_ && combine_ == Combine::fused && !provider_.needs_ids() && combine_norm_supported(m)) {
-      ScopedRange r(trace_, RangeKind::combine);
-      combine_norm(b.moe_y, b.wts, K, x, next_norm_, norm_eps_, b.h, m, H, stream_);
-      next_normed_ = true;
-      return;
-    }
     combine(b, x, m, false);
     return;
   }

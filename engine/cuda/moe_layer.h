@@ -77,14 +77,9 @@ class MoeLayer {
            ForwardBuffers& b, float* x, int m);
   // As run(), for a hidden state x_in (m, hidden) fp32 not yet normed: b.h = rmsnorm(x_in)
   // * norm_w first, in one launch with the router (norm_router.h) where that kernel takes
-  // the shape, else rmsnorm() and then run()'s router. next_norm (the next layer's input
-  // norm, or null): where the combine adds straight into x in a launch of its own
-  // (quantised decode of resident experts, combine fused) and nothing adds to x after it,
-  // that launch also leaves b.h = rmsnorm(x) * next_norm
-  // (combine_norm.h); returns whether it did (the caller then skips that norm).
-  bool run_norm(int step, int layer, int pos0, const float* x_in, const __nv_bfloat16* norm_w, float eps,
-                const __nv_bfloat16* gate, const __nv_bfloat16* next_gate, ForwardBuffers& b, float* x, int m,
-                const __nv_bfloat16* next_norm = nullptr);
+  // the shape, else rmsnorm() and then run()'s router.
+  void run_norm(int step, int layer, int pos0, const float* x_in, const __nv_bfloat16* norm_w, float eps,
+                const __nv_bfloat16* gate, const __nv_bfloat16* next_gate, ForwardBuffers& b, float* x, int m);
   // Called after the router of every layer with its choice (ids, weights (m, k), host
   // memory). Costs a device->host copy and a sync per layer: for tests and routing traces.
   using Observer = std::function<void(int layer, int pos0, int m, const int32_t* ids, const float* weights)>;
@@ -166,8 +161,6 @@ class MoeLayer {
   const float* norm_x_ = nullptr;
   const __nv_bfloat16* norm_w_ = nullptr;
   float norm_eps_ = 0;
-  const __nv_bfloat16* next_norm_ = nullptr;  // run_norm's next_norm, for the combine
-  bool next_normed_ = false;                  // the combine left b.h = rmsnorm(x) * next_norm_
 };
 
 }  // namespace moebench::cuda
