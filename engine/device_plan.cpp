@@ -33,6 +33,35 @@ ExpertLayout expert_layout(const ModelConfig& c, QuantFormat f, bool zero_points
   return L;
 }
 
+ExpertLayout gate_up_layout(const ExpertLayout& L, int inter) {
+  if (L.format == QuantFormat::bf16 || L.n_parts < 1) return L;
+  if (L.format == QuantFormat::fp8 && inter % kFp8Block != 0) return L;
+  for (int p = 0; p < L.n_parts; ++p)
+    if (L.bytes[0][p] != L.bytes[1][p] || L.bytes[0][p] % kExpertPartAlign != 0) return L;
+  ExpertLayout D = L;
+  uint64_t at = 0;
+  for (int p = 0; p < L.n_parts; ++p) {
+    at = round_up(at, kExpertPartAlign);
+    D.offset[0][p] = at;
+    D.offset[1][p] = at + L.bytes[0][p];
+    at += L.bytes[0][p] + L.bytes[1][p];
+  }
+  for (int p = 0; p < L.n_parts; ++p) {
+    at = round_up(at, kExpertPartAlign);
+    D.offset[2][p] = at;
+    at += L.bytes[2][p];
+  }
+  D.total_bytes = round_up(at, kExpertPartAlign);
+  return D;
+}
+
+bool gate_up_adjacent(const ExpertLayout& L) {
+  if (L.format == QuantFormat::bf16 || L.n_parts < 1) return false;
+  for (int p = 0; p < L.n_parts; ++p)
+    if (L.offset[1][p] != L.offset[0][p] + L.bytes[0][p] || L.bytes[0][p] != L.bytes[1][p]) return false;
+  return true;
+}
+
 int plan_expert_slots(uint64_t stride, int top_k, int n_keys, uint64_t slot_budget, uint64_t rest, int slots) {
   const uint64_t min_slots = stride * static_cast<uint64_t>(top_k);
   if (slots < 0) fail("cache_slots is {}, expected 0 (as many as fit) or a slot count", slots);

@@ -26,6 +26,14 @@ struct ExpertLayout {
 };
 constexpr uint64_t kExpertPartAlign = 16;
 ExpertLayout expert_layout(const ModelConfig& c, QuantFormat f, bool zero_points = false);
+// L rearranged so that w3's part p directly follows w1's part p for every part (then
+// w2's parts): w1 and w3 together read as one (2 x inter)-row matrix, one GEMV launch for
+// the gate and up projections of decode. L itself when that cannot hold (bf16, the two
+// differ in shape, a part is not a multiple of kExpertPartAlign, or fp8's 128-row scale
+// blocks would straddle w1 and w3).
+ExpertLayout gate_up_layout(const ExpertLayout& L, int inter);
+// Whether w3's parts follow w1's directly in L (quantised formats).
+bool gate_up_adjacent(const ExpertLayout& L);
 
 // What the device must hold besides the experts, computed by the CUDA side (the
 // workspace sizes come from its kernels).

@@ -17,7 +17,8 @@
 //     largest logit. Where the alone run's top-2 margin exceeds 2 x kLogitTol the argmax
 //     (the next token) must agree; a sequence whose tokens part at a closer call is
 //     compared up to there (it then conditions on different tokens);
-//   * CUDA-graph replay of decode steps is bit-identical to eager execution.
+//   * CUDA-graph replay of decode steps is bit-identical to eager execution;
+//   * decode_attention (decode rows) against the same CPU twin, deterministic.
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_CUDA
@@ -32,6 +33,7 @@
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/dtype.h"
@@ -489,6 +491,78 @@ TEST_F(BatchCuda, ForwardBatchRejectsBadInputWithOneLine) {
   std::vector<int32_t> bad_table = {9};
   EXPECT_NE(msg_of({BatchSeq{tok.data(), 1, 0, bad_table.data(), 1, true}}).find("KV block id 9 out of range"),
             std::string::npos);
+}
+
+// decode_attention (the decode rows' attention, its lanes splitting head_dim) against the
+// CPU twin: short and long key ranges (one split used, several, the last chunk partial),
+// GQA groups 1..8, head_dim 32 / 64 / 128, scrambled block tables and the contiguous
+// cache seen as one block; bit-identical from run to run, with and without the key split;
+// shapes it does not take are refused.
+TEST_F(BatchCuda, DecodeAttentionMatchesCpuTwin) {
+  std::mt19937 rng(99);
+  struct Shape {
+    int n_heads, n_kv, hd, bs;  // bs 0: the contiguous cache (one block of max_len)
+  };
+  const int max_len = 4200;
+  for (const Shape& sh : {Shape{32, 8, 128, 16}, Shape{32, 8, 128, 0}, Shape{4, 2, 32, 0}, Shape{8, 4, 64, 1},
+                          Shape{16, 2, 64, 3}, Shape{64, 8, 128, 16}, Shape{8, 8, 32, 5}, Shape{12, 4, 128, 7}}) {
+    for (const std::vector<int>& lens : std::vector<std::vector<int>>{
+             {1}, {33}, {55}, {64}, {65}, {178}, {4097}, {33, 1000, 2049}, {257, 31}}) {
+      const bool contiguous = sh.bs == 0;
+      if (contiguous && lens.size() > 1) continue;
+      const int bs = contiguous ? max_len : sh.bs;
+      const int m = static_cast<int>(lens.size());
+      std::string lens_s;
+      for (int l : lens) lens_s += std::to_string(l) + " ";
+      SCOPED_TRACE("heads " + std::to_string(sh.n_heads) + " kv " + std::to_string(sh.n_kv) + " hd " +
+                   std::to_string(sh.hd) + " block " + std::to_string(bs) + " lens " + lens_s);
+      Dev dev;
+      const int width = (max_len + bs - 1) / bs, n_blocks = m * width;
+      std::vector<int32_t> perm(static_cast<size_t>(n_blocks));
+      for (int i = 0; i < n_blocks; ++i) perm[i] = i;
+      std::shuffle(perm.begin(), perm.end(), rng);
+      std::vector<int32_t> seq_row, pos;
+      for (int si = 0; si < m; ++si) seq_row.push_back(si), pos.push_back(lens[si] - 1);
+      const size_t pool = static_cast<size_t>(n_blocks) * bs * sh.n_kv * sh.hd;
+      auto [q, k, v] = random_qkv(static_cast<size_t>(m) * sh.n_heads * sh.hd, pool, rng);
+      std::vector<float> ref(q.size());
+      cpu::paged_attention(q.data(), k.data(), v.data(), perm.data(), width, seq_row.data(), pos.data(), ref.data(), m,
+                           sh.n_heads, sh.n_kv, sh.hd, bs);
+      const float* qd = dev.up(q);
+      const auto* kd = reinterpret_cast<cuda::bf16*>(dev.up(bits(k)));
+      const auto* vd = reinterpret_cast<cuda::bf16*>(dev.up(bits(v)));
+      ASSERT_TRUE(cuda::decode_attention_supported(sh.n_heads, sh.n_kv, sh.hd, kd, vd));
+      const int32_t *td = dev.up(perm), *sd = dev.up(seq_row), *pd = dev.up(pos);
+      const size_t ws_n = cuda::paged_attention_workspace_floats(m, sh.n_heads, sh.n_kv, sh.hd, width * bs);
+      float* ws = ws_n ? dev.arena.alloc_n<float>(ws_n, "ws") : nullptr;
+      if (ws) CUDA_CHECK(cudaMemset(ws, 0xff, ws_n * sizeof(float)));  // NaN: a read of an unwritten partial shows
+      auto* out = dev.arena.alloc_n<cuda::bf16>(q.size(), "out");
+      auto* out2 = dev.arena.alloc_n<cuda::bf16>(q.size(), "out2");
+      auto* out1 = dev.arena.alloc_n<cuda::bf16>(q.size(), "out unsplit");
+      auto* out1b = dev.arena.alloc_n<cuda::bf16>(q.size(), "out unsplit 2");
+      cuda::decode_attention(qd, kd, vd, td, width, sd, pd, out, m, sh.n_heads, sh.n_kv, sh.hd, bs, ws, nullptr);
+      cuda::decode_attention(qd, kd, vd, td, width, sd, pd, out2, m, sh.n_heads, sh.n_kv, sh.hd, bs, ws, nullptr);
+      cuda::decode_attention(qd, kd, vd, td, width, sd, pd, out1, m, sh.n_heads, sh.n_kv, sh.hd, bs, nullptr, nullptr);
+      cuda::decode_attention(qd, kd, vd, td, width, sd, pd, out1b, m, sh.n_heads, sh.n_kv, sh.hd, bs, nullptr, nullptr);
+      auto raw = [&](const cuda::bf16* o) { return dev.down(reinterpret_cast<const uint16_t*>(o), q.size()); };
+      EXPECT_EQ(raw(out), raw(out2)) << "the split result differs between two runs";
+      EXPECT_EQ(raw(out1), raw(out1b)) << "the unsplit result differs between two runs";
+      const auto got = dev.down_bf16(out, q.size()), got1 = dev.down_bf16(out1, q.size());
+      size_t bad = 0;
+      for (size_t i = 0; i < q.size(); ++i) {
+        const double tol = 1e-3 + kEpsBf16 * std::fabs(ref[i]);  // output rounded to bf16; fp32 sums reordered
+        if (!(std::fabs(got[i] - ref[i]) <= tol) && bad++ < 5)
+          ADD_FAILURE() << "split, element " << i << ": got " << got[i] << ", ref " << ref[i];
+        if (!(std::fabs(got1[i] - ref[i]) <= tol) && bad++ < 5)
+          ADD_FAILURE() << "unsplit, element " << i << ": got " << got1[i] << ", ref " << ref[i];
+      }
+      EXPECT_EQ(bad, 0u);
+    }
+  }
+  EXPECT_FALSE(cuda::decode_attention_supported(6, 6, 24, nullptr, nullptr));  // head_dim 24
+  EXPECT_FALSE(cuda::decode_attention_supported(32, 2, 128, nullptr, nullptr));  // 16 heads per KV head
+  alignas(16) static uint16_t pool[8];
+  EXPECT_FALSE(cuda::decode_attention_supported(32, 8, 128, pool + 1, pool));  // 2-byte aligned, 8 needed
 }
 
 #endif  // MOEBENCH_HAVE_CUDA

@@ -1,10 +1,14 @@
 // device_plan_test.cpp: the expert layout and the device memory plan of the CUDA model
 // (engine/device_plan.h), on the CPU: the layout's bytes are the format's bytes, parts
 // lie on 16-byte boundaries, quantised slots multiply at one budget as the bytes say,
-// and budgets that cannot hold the model give one line naming what is needed.
+// and budgets that cannot hold the model give one line naming what is needed; the
+// gate/up layout (w3 right after w1) keeps every part whole.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "engine/device_plan.h"
 #include "common/error.h"
@@ -132,6 +136,51 @@ TEST(DevicePlan, TooSmallBudgetsSayWhatIsNeeded) {
   const DevicePlan p = plan_device_memory(in);
   EXPECT_EQ(p.resident_expert_bytes, 256 * p.slot_bytes);
   EXPECT_EQ(p.min_budget_bytes, p.fixed_bytes + p.resident_expert_bytes);
+}
+
+// gate_up_layout: w3's parts right after w1's (one (2 x inter)-row matrix), every part
+// kept whole and 16-byte aligned, no two overlapping, the same total; formats or shapes
+// that cannot hold it keep the layout as it was.
+TEST(DevicePlan, GateUpLayoutPutsW3RightAfterW1PartByPart) {
+  const ModelConfig c = mixtral32();
+  for (QuantFormat f : {QuantFormat::fp8, QuantFormat::int8, QuantFormat::int4}) {
+    for (bool zp : {false, true}) {
+      if (zp && f != QuantFormat::int4) continue;
+      SCOPED_TRACE(std::string(quant_format_name(f)) + (zp ? " zero points" : ""));
+      const ExpertLayout L = expert_layout(c, f, zp);
+      EXPECT_FALSE(gate_up_adjacent(L));  // the host store's layout: w1's parts, then w3's
+      const ExpertLayout D = gate_up_layout(L, c.intermediate_size);
+      ASSERT_TRUE(gate_up_adjacent(D));
+      EXPECT_EQ(D.total_bytes, L.total_bytes);
+      EXPECT_EQ(D.n_parts, L.n_parts);
+      std::vector<std::pair<uint64_t, uint64_t>> spans;
+      for (int m = 0; m < 3; ++m)
+        for (int p = 0; p < D.n_parts; ++p) {
+          EXPECT_EQ(D.bytes[m][p], L.bytes[m][p]);
+          EXPECT_EQ(D.offset[m][p] % kExpertPartAlign, 0u) << m << " " << p;
+          EXPECT_EQ(D.offset[1][p], D.offset[0][p] + D.bytes[0][p]);
+          spans.emplace_back(D.offset[m][p], D.offset[m][p] + D.bytes[m][p]);
+        }
+      std::sort(spans.begin(), spans.end());
+      for (size_t i = 0; i < spans.size(); ++i) {
+        EXPECT_LE(spans[i].second, D.total_bytes);
+        if (i + 1 < spans.size()) {
+          EXPECT_LE(spans[i].second, spans[i + 1].first) << "parts overlap";
+        }
+      }
+      EXPECT_EQ(D.offset[0][0], 0u);
+      EXPECT_EQ(D.offset[0][1], D.bytes[0][0] + D.bytes[1][0]);  // w1's scales after both value parts
+    }
+  }
+  // bf16: nothing to do; fp8 with an intermediate size that splits a 128-row scale block.
+  const ExpertLayout b = expert_layout(c, QuantFormat::bf16);
+  EXPECT_FALSE(gate_up_adjacent(gate_up_layout(b, c.intermediate_size)));
+  ModelConfig odd = c;
+  odd.intermediate_size = 14336 + 64;
+  const ExpertLayout f8 = expert_layout(odd, QuantFormat::fp8);
+  const ExpertLayout same = gate_up_layout(f8, odd.intermediate_size);
+  EXPECT_FALSE(gate_up_adjacent(same));
+  EXPECT_EQ(same.offset[1][0], f8.offset[1][0]);
 }
 
 }  // namespace

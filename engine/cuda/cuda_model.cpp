@@ -3,10 +3,12 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <mutex>
 
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/decode_attention.h"
 #include "engine/cuda/offload_provider.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/resident_provider.h"
@@ -200,15 +202,28 @@ uint64_t CudaModel::upload_quant_experts(const WeightSource& src) {
   const auto host = shared_host_store(HostTier::pinned, src, expert_fmt_);
   store_fill_ns_ += profiler::now_ns() - f0;
   const ExpertLayout& L = host->layout();
-  md_.layout = L;
+  // On the device w3 follows w1 part by part, so decode reads them as one matrix (one
+  // GEMV launch, engine/cuda/gate_up.h); the same bytes, only their order differs.
+  const ExpertLayout D = gate_up_layout(L, c.intermediate_size);
+  const bool same = std::memcmp(D.offset, L.offset, sizeof L.offset) == 0 && D.total_bytes == L.total_bytes;
+  md_.layout = D;
   uint64_t bytes = 0;
   for (int l = 0; l < c.num_hidden_layers; ++l)
     for (int e = 0; e < c.num_local_experts; ++e) {
       auto* d = static_cast<uint8_t*>(
-          arena_->alloc(L.total_bytes, fmt::format("layer {} expert {} ({})", l, e, quant_format_name(expert_fmt_))));
-      CUDA_CHECK(cudaMemcpy(d, host->expert(l, e), L.total_bytes, cudaMemcpyHostToDevice));
-      resident_experts_[l][e] = ExpertWeights{d + L.matrix_offset(0), d + L.matrix_offset(1), d + L.matrix_offset(2)};
-      bytes += round256(L.total_bytes);
+          arena_->alloc(D.total_bytes, fmt::format("layer {} expert {} ({})", l, e, quant_format_name(expert_fmt_))));
+      const auto* h = reinterpret_cast<const uint8_t*>(host->expert(l, e));
+      if (same) {
+        CUDA_CHECK(cudaMemcpy(d, h, L.total_bytes, cudaMemcpyHostToDevice));
+      } else {
+        CUDA_CHECK(cudaMemset(d, 0, D.total_bytes));  // the padding, zero as in the host store
+        for (int mat = 0; mat < 3; ++mat)
+          for (int part = 0; part < L.n_parts; ++part)
+            CUDA_CHECK(cudaMemcpy(d + D.offset[mat][part], h + L.offset[mat][part], L.bytes[mat][part],
+                                  cudaMemcpyHostToDevice));
+      }
+      resident_experts_[l][e] = ExpertWeights{d + D.matrix_offset(0), d + D.matrix_offset(1), d + D.matrix_offset(2)};
+      bytes += round256(D.total_bytes);
     }
   return bytes;
 }
@@ -296,13 +311,15 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   const float eps = c.rms_norm_eps;
   cublasHandle_t blas = blas_->get();
   cudaStream_t s = stream_;
-  // Decode (m = 1) runs paged_attention over the contiguous cache seen as one paged block
-  // (block table {0}, block_size max_len): one block per (KV head, key chunk), vectorised
-  // key loads; prefill chunks keep attention() (its row tiles share K/V between tokens).
+  // Decode (m = 1) runs decode_attention (paged_attention where its shapes are not taken)
+  // over the contiguous cache seen as one paged block (block table {0}, block_size
+  // max_len), keys split over blocks; prefill chunks keep attention() (its row tiles share
+  // K/V between tokens).
   const bool decode = m == 1;
+  const int64_t step = step_++;
+  moe_->begin_step(static_cast<int>(step), m);  // a routing source's choices of every layer, in one copy
   ForwardBuffers& b = ws_->begin(m, decode ? paged_attention_workspace_floats(1, nh, nkv, hd, max_len_)
                                            : attention_workspace_floats(m, pos0, nh, nkv, hd));
-  const int64_t step = step_++;
 
   int32_t* tok_h = host_io_;
   int32_t* pos_h = host_io_ + pool_tokens_;
@@ -327,16 +344,19 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch.
       rope_kv_store_paged(b.q, b.k, b.v, b.pos, b.pos, L.k_cache, L.v_cache, m, nh, nkv, hd, c.rope_theta, s);
-      if (decode)
+      if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))
+        decode_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
+                         b.attn_ws, s);
+      else if (decode)
         paged_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
                         b.attn_ws, s);
       else
         attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
       linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
     }
-    rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
     const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
-    moe_->run(static_cast<int>(step), l, pos0, L.gate, next_gate, b, b.x, m);  // x += moe(h)
+    // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
+    moe_->run_norm(static_cast<int>(step), l, pos0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
   }
   if (all_logits) {
     rmsnorm(b.x, norm_, b.h, m, H, eps, s);

@@ -11,11 +11,14 @@
 // shared by the models of one process (filling and pinning 84 GiB takes about a minute:
 // done once per run and not counted in a model's load time).
 // routing: the gate, or a RoutingDriver (synthetic / trace) whose choice the gate's
-// softmax weighs, as on the CPU.
+// softmax weighs, as on the CPU; when nothing needs that choice mid-step (resident
+// experts, no observer) every layer's is taken before the step's launches and uploaded
+// in one copy (MoeLayer::begin_step), so the step does not sync with the host.
 // Model::forward: one sequence, contiguous KV cache; prompts longer than the workspace's
 // pool are run in chunks of max_num_batched_tokens. The cache is also a paged pool of one
 // block (slot = position): rope_kv_store_paged writes it, and decode steps (m = 1) read it
-// with paged_attention (key split over blocks); prefill chunks use attention(). BatchModel::forward_batch
+// with decode_attention (paged_attention for shapes it does not take; keys split over
+// blocks); prefill chunks use attention(). BatchModel::forward_batch
 // (engine/cuda/cuda_model_batch.cpp): several sequences at once over a paged KV pool,
 // decode steps replayed from CUDA graphs (resident experts only). Host C++.
 #pragma once

@@ -4,19 +4,21 @@
 // workspace's pool, i.e. max_num_batched_tokens) and go through the same ops as
 // Model::forward, except that keys/values live in a paged pool — per layer
 // (num_blocks, block_size, n_kv, head_dim) bf16 — addressed through each sequence's
-// block table: rope_kv_store_paged writes the new rows, paged_attention reads them.
+// block table: rope_kv_store_paged writes the new rows, paged_attention reads them
+// (decode_attention when every row is a decode row: one token per sequence).
 // Only the last token of each sampled sequence goes through the final norm and lm_head;
 // the argmax is taken on the device. Every per-step input (tokens, positions, KV slots,
 // block tables) is packed into one pinned buffer and copied in one transfer, so a step's
 // launches depend only on m: decode steps without a host sync (resident experts, fused
-// decode dispatch, pooled buffers, no observer/profiler) are captured once per m in a
-// CUDA graph and replayed.
+// decode dispatch, pooled buffers, no observer/profiler; a routing source's choices staged
+// before the launch) are captured once per m in a CUDA graph and replayed.
 #include <map>
 #include <set>
 
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/decode_attention.h"
 #include "engine/cuda/ops.cuh"
 #include "common/error.h"
 #include "common/units.h"
@@ -115,12 +117,16 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     const int out[3] = {Q, KV, KV};
     linear_multi(b.h, w, y, out, 3, m, H, blas, s);
     rope_kv_store_paged(b.q, b.k, b.v, pos, slot, P.k[l], P.v[l], m, nh, nkv, hd, c.rope_theta, s);
-    paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
-                    b.attn_ws, s);
+    if (m == n_seqs && decode_attention_supported(nh, nkv, hd, P.k[l], P.v[l]))  // decode rows only
+      decode_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
+                       b.attn_ws, s);
+    else
+      paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
+                      b.attn_ws, s);
     linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
-    rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
     const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
-    moe_->run(static_cast<int>(step), l, 0, L.gate, next_gate, b, b.x, m);  // x += moe(h)
+    // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
+    moe_->run_norm(static_cast<int>(step), l, 0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
   }
   // The sampled rows only: gather -> final norm -> lm_head -> argmax.
   gather_rows(b.x, out_row, b.moe_out, n_out, H, s);
@@ -191,6 +197,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
   // workspace was sized for them at construction, so graphs keep valid pointers).
   const size_t attn_floats = paged_attention_workspace_floats(m, cfg_.num_attention_heads, cfg_.num_key_value_heads,
                                                               cfg_.head_dim, P.width * P.block_size);
+  moe_->begin_step(static_cast<int>(step_), m);  // batch_body takes step_ (and counts it); a replay counts it below
   ForwardBuffers& b = ws_->begin(m, attn_floats);
   const bool graphable = use_graphs_ && all_decode && !logits && !prof_ && !observed_ && ws_->pooled() &&
                          settings_.expert_tier == "resident" && !moe_->syncs(m);
@@ -198,6 +205,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
     if (graphable && P.graphs.count(m)) {
       CUDA_CHECK(cudaGraphLaunch(P.graphs[m], stream_));
       ++P.replays;
+      ++step_;
     } else if (graphable && P.seen.count(m)) {
       cudaGraph_t g = nullptr;
       CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));

@@ -6,9 +6,12 @@
 
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/gate_up.h"
+#include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
+#include "engine/cuda/router_reweight.h"
 #include "common/error.h"
 #include "engine/ops/ops.h"
 #include "profiler/cpu_trace.h"
@@ -48,8 +51,9 @@ uint64_t MoeLayer::device_bytes(const MoeDims& d, int pool_tokens) {
   const bool quant = d.format != QuantFormat::bf16;
   const uint64_t rows = quant ? 9 : 3;
   const uint64_t deq = quant ? r(3ull * d.hidden * d.inter * sizeof(bf16)) : 0;
+  const uint64_t staged = r(static_cast<uint64_t>(d.n_layers) * pool * d.top_k * 4);
   return r(static_cast<uint64_t>(d.n_layers) * rows * d.n_experts * sizeof(void*)) + r(pool * d.n_experts * 4) +
-         2 * r(pool * d.top_k * 4) + deq;
+         2 * r(pool * d.top_k * 4) + deq + staged;
 }
 
 MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertProvider& provider, DeviceArena& arena,
@@ -70,6 +74,9 @@ MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertP
   pred_logits_d_ = arena_.alloc_n<float>(pool * d.n_experts, "moe next-layer router logits");
   pred_ids_d_ = arena_.alloc_n<int32_t>(pool * d.top_k, "moe next-layer router ids");
   pred_wts_d_ = arena_.alloc_n<float>(pool * d.top_k, "moe next-layer router weights");
+  const uint64_t staged = static_cast<uint64_t>(d.n_layers) * pool * d.top_k;
+  staged_d_ = arena_.alloc_n<int32_t>(staged, "moe staged routing choices");
+  CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&staged_h_), staged * sizeof(int32_t), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&table_h_), table * sizeof(void*), cudaHostAllocDefault));
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&offsets_h_), (d.n_experts + 1) * sizeof(int32_t),
                            cudaHostAllocDefault));
@@ -87,6 +94,8 @@ MoeLayer::~MoeLayer() {
   if (table_h_) cudaFreeHost(table_h_);
   if (logits_h_) cudaFreeHost(logits_h_);
   if (pred_h_) cudaFreeHost(pred_h_);
+  if (staged_h_) cudaFreeHost(staged_h_);
+  if (staged_d_) arena_.free(staged_d_);
   if (table_d_) arena_.free(table_d_);
   if (deq_) arena_.free(deq_);
   if (pred_logits_d_) arena_.free(pred_logits_d_);
@@ -111,8 +120,30 @@ void MoeLayer::ensure_host(int pairs) {
   host_pairs_ = pairs;
 }
 
+bool MoeLayer::stages_routing() const {
+  return routing_ && !provider_.needs_ids() && !provider_.wants_prediction() && !observer_;
+}
+
+void MoeLayer::begin_step(int step, int m) {
+  staged_step_ = -1;
+  if (!stages_routing() || m > pool_tokens_) return;
+  const int K = d_.top_k, E = d_.n_experts, pairs = m * K;
+  for (int l = 0; l < d_.n_layers; ++l) {
+    int32_t* ids = staged_h_ + static_cast<size_t>(l) * pairs;
+    routing_->route(step, l, m, std::span<int32_t>(ids, pairs));
+    for (int p = 0; p < pairs; ++p)
+      if (ids[p] < 0 || ids[p] >= E)
+        fail("routing source {} gave expert id {} at layer {} (expected 0..{})", routing_->describe(), ids[p], l, E - 1);
+  }
+  // The previous forward ended with a sync, so the pinned staging is free to overwrite.
+  CUDA_CHECK(cudaMemcpyAsync(staged_d_, staged_h_, static_cast<size_t>(d_.n_layers) * pairs * sizeof(int32_t),
+                             cudaMemcpyHostToDevice, stream_));
+  staged_step_ = step;
+  staged_m_ = m;
+}
+
 bool MoeLayer::syncs(int m) const {
-  if (provider_.needs_ids() || routing_ || observer_) return true;
+  if (provider_.needs_ids() || observer_ || (routing_ && !stages_routing())) return true;
   if (quantised()) return dispatch_ == Dispatch::grouped || !quant_decode_ok(m);  // grouped's router copies ids
   return !(dispatch_ == Dispatch::fused && fused_decode_ok(m));
 }
@@ -152,8 +183,15 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
                      int m, bool predict) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, pairs = m * K;
   ScopedRange r(trace_, RangeKind::router, layer);
-  linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
-  router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+  const bool staged = routing_ && staged_step_ == step && staged_m_ == m;
+  if (norm_x_) {  // run_norm: h, the logits and (the gate routing) the top-k in one launch
+    norm_router(norm_x_, norm_w_, norm_eps_, gate, b.h, b.router_logits, staged ? nullptr : b.ids, b.wts, m, H, E, K,
+                stream_);
+    norm_x_ = nullptr;
+  } else {
+    linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
+    if (!staged) router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+  }
   // The gate predicts the next layer only when it also routes it.
   const bool gate_predicts = predict && !routing_;
   if (gate_predicts) {
@@ -162,7 +200,11 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
     router_topk(pred_logits_d_, pred_ids_d_, pred_wts_d_, m, E, K, stream_);
     CUDA_CHECK(cudaMemcpyAsync(pred_h_, pred_ids_d_, pairs * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
   }
-  if (routing_) {  // another source picks the experts; the gate's softmax weighs them (as CpuModel)
+  if (staged) {  // chosen at begin_step, weighed here on the device
+    const size_t at = static_cast<size_t>(layer) * pairs;
+    router_reweight(b.router_logits, staged_d_ + at, b.ids, b.wts, m, E, K, stream_);
+    std::copy(staged_h_ + at, staged_h_ + at + pairs, ids_h_);  // for host consumers (grouped dispatch)
+  } else if (routing_) {  // another source picks the experts; the gate's softmax weighs them (as CpuModel)
     CUDA_CHECK(cudaMemcpyAsync(logits_h_, b.router_logits, static_cast<size_t>(m) * E * sizeof(float),
                                cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -178,6 +220,19 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
   }
   if (observer_) observer_(layer, pos0, m, ids_h_, wts_h_);
   return gate_predicts;
+}
+
+void MoeLayer::run_norm(int step, int layer, int pos0, const float* x_in, const bf16* norm_w, float eps,
+                        const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x, int m) {
+  norm_x_ = nullptr;
+  if (norm_router_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h)) {
+    norm_x_ = x_in;
+    norm_w_ = norm_w;
+    norm_eps_ = eps;
+  } else {
+    rmsnorm(x_in, norm_w, b.h, m, d_.hidden, eps, stream_);
+  }
+  run(step, layer, pos0, gate, next_gate, b, x, m);
 }
 
 void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x,
@@ -240,9 +295,14 @@ void MoeLayer::quant_decode(int layer, ForwardBuffers& b, int m) {
   float* g = static_cast<float*>(b.swiglu);
   float* u = g + static_cast<size_t>(pairs) * I;
   ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
-  quant_moe_gemv(mat(0), b.h, false, b.ids, pairs, K, I, H, E, g, stream_);
-  quant_moe_gemv(mat(1), b.h, false, b.ids, pairs, K, I, H, E, u, stream_);
-  silu_mul_bf16(g, u, b.moe_h, static_cast<int64_t>(pairs) * I, stream_);
+  if (gate_up_adjacent(d_.layout)) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
+    quant_moe_gemv(mat(0), b.h, false, b.ids, pairs, K, 2 * I, H, E, g, stream_);
+    silu_mul_gate_up(g, b.moe_h, pairs, I, stream_);
+  } else {
+    quant_moe_gemv(mat(0), b.h, false, b.ids, pairs, K, I, H, E, g, stream_);
+    quant_moe_gemv(mat(1), b.h, false, b.ids, pairs, K, I, H, E, u, stream_);
+    silu_mul_bf16(g, u, b.moe_h, static_cast<int64_t>(pairs) * I, stream_);
+  }
   quant_moe_gemv(mat(2), b.moe_h, true, b.ids, pairs, K, H, I, E, b.moe_y, stream_);
 }
 

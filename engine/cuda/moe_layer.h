@@ -1,6 +1,7 @@
 // moe_layer.h: the sparse-MoE block of one layer on CUDA, with the three knobs of
 // EngineSettings (dispatch, combine; buffers is the Workspace's):
-//   router on the device -> ids/weights (n, k); the ids go to the host only when the
+//   router on the device -> ids/weights (n, k) (a non-model routing source: its choices
+//   staged for the whole step by begin_step, weighed on the device); the ids go to the host only when the
 //   provider needs them or the dispatch does (grouped: host grouping; serial: the mask's
 //   count per expert; fused prefill: the expert offsets) -> provider->acquire() -> dispatch:
 //     fused    decode (n <= 8): moe_decode_fused, both launches, no host round trip;
@@ -13,7 +14,8 @@
 // CpuModel::moe does, and adds it to the residual x.
 // Quantised experts (MoeDims::format fp8|int8|int4, each expert in MoeDims::layout):
 //   decode (n <= 8 tokens, n * k <= 64), whatever the dispatch: g = w1.x and u = w3.x with
-//     quant_moe_gemv (it groups the pairs by expert itself), h = silu(g) * u (bf16), then
+//     quant_moe_gemv (it groups the pairs by expert itself; one launch over both where the
+//     layout puts w3 right after w1, engine/cuda/gate_up.h), h = silu(g) * u (bf16), then
 //     y = w2.h (quant_moe_gemv, one input per pair), then the combine knob as above;
 //   prefill: every needed expert is dequantised to a bf16 scratch expert (quant_dequant.h:
 //     the values quant.cpp defines, rounded to bf16), then the bf16 grouped / serial path
@@ -73,12 +75,26 @@ class MoeLayer {
   // b.h and the predicted experts are prefetched once this layer's experts are launched.
   void run(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
            ForwardBuffers& b, float* x, int m);
+  // As run(), for a hidden state x_in (m, hidden) fp32 not yet normed: b.h = rmsnorm(x_in)
+  // * norm_w first, in one launch with the router (norm_router.h) where that kernel takes
+  // the shape, else rmsnorm() and then run()'s router.
+  void run_norm(int step, int layer, int pos0, const float* x_in, const __nv_bfloat16* norm_w, float eps,
+                const __nv_bfloat16* gate, const __nv_bfloat16* next_gate, ForwardBuffers& b, float* x, int m);
   // Called after the router of every layer with its choice (ids, weights (m, k), host
   // memory). Costs a device->host copy and a sync per layer: for tests and routing traces.
   using Observer = std::function<void(int layer, int pos0, int m, const int32_t* ids, const float* weights)>;
   void set_observer(Observer o) { observer_ = std::move(o); }
   // Whether this forward would copy ids to the host (a sync): tests and CUDA graphs.
   bool syncs(int m) const;
+  // Before the launches of a forward of m tokens at `step`: a non-model routing source
+  // whose choice nobody needs mid-step (no provider ids, predictions or observer) is asked
+  // for every layer now, in layer order as run() would, and the choices go to the device
+  // in one copy; each layer's router then weighs its staged choice on the device
+  // (router_reweight.h) instead of a copy of the gate logits to the host and back (a sync
+  // per layer). Forwards without this call route layer by layer.
+  void begin_step(int step, int m);
+  // Whether begin_step stages the routing source's choices (tests).
+  bool stages_routing() const;
   // Largest forward (tokens) that takes the fused decode kernels (settings
   // fused_decode_max_tokens); clamped to what the kernels take.
   void set_fused_decode_max_tokens(int n) { fused_max_tokens_ = n; }
@@ -138,6 +154,13 @@ class MoeLayer {
   float* pred_logits_d_ = nullptr;   // (pool, n_experts)
   int32_t* pred_ids_d_ = nullptr;    // (pool, top_k)
   float* pred_wts_d_ = nullptr;      // (pool, top_k)
+  int32_t* staged_h_ = nullptr;      // (n_layers, pool, top_k) pinned: the routing source's choices of the step
+  int32_t* staged_d_ = nullptr;      // (n_layers, pool, top_k) their device copy
+  int staged_step_ = -1, staged_m_ = 0;  // what staged_d_ holds (-1: nothing)
+  // run_norm's pending norm, taken by route() into the fused norm + router launch.
+  const float* norm_x_ = nullptr;
+  const __nv_bfloat16* norm_w_ = nullptr;
+  float norm_eps_ = 0;
 };
 
 }  // namespace moebench::cuda

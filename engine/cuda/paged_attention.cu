@@ -25,6 +25,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/split_merge.cuh"
 
 namespace moebench::cuda {
 
@@ -184,18 +185,8 @@ __global__ void __launch_bounds__(kWarps * 32)
       A = fmaf(ws[d], f, A);
     }
     const int64_t qh = static_cast<int64_t>(i) * n_heads + g * group + h;
-    if (n_splits == 1) {
-      out[qh * hd + d] = __float2bfloat16_rn(L > 0 ? A / L : 0.0f);
-    } else {  // partial of this split: acc (n_splits, m, n_heads, hd), then (max, sum) (n_splits, m, n_heads, 2)
-      const int64_t per_split = static_cast<int64_t>(gridDim.x) * n_heads;
-      const int64_t slot = split * per_split + qh;
-      part[slot * hd + d] = A;
-      if (d == 0) {
-        float* ml = part + n_splits * per_split * hd + slot * 2;
-        ml[0] = M;
-        ml[1] = L;
-      }
-    }
+    split_result(part, out, n_splits == 1, split, n_splits, static_cast<int64_t>(gridDim.x) * n_heads, qh, hd, d, M, L,
+                 A);
   }
 }
 
@@ -206,21 +197,7 @@ __global__ void paged_attention_merge_kernel(const float* __restrict__ part, con
   const int i = static_cast<int>(qh / n_heads);
   const int len = pos[i] + 1;
   const int used = static_cast<int>(ceil_div(len, split_chunk(len, n_splits)));
-  const int64_t per_split = static_cast<int64_t>(m) * n_heads;
-  const float* ml = part + n_splits * per_split * hd;
-  float M = -INFINITY;
-  for (int s = 0; s < used; ++s) M = fmaxf(M, ml[(s * per_split + qh) * 2]);
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-    float L = 0, A = 0;
-    for (int s = 0; s < used; ++s) {
-      const float ms = ml[(s * per_split + qh) * 2];
-      if (ms == -INFINITY) continue;
-      const float f = __expf(ms - M);
-      L = fmaf(ml[(s * per_split + qh) * 2 + 1], f, L);
-      A = fmaf(part[(s * per_split + qh) * hd + d], f, A);
-    }
-    out[qh * hd + d] = __float2bfloat16_rn(L > 0 ? A / L : 0.0f);
-  }
+  merge_splits(part, out, qh, used, n_splits, static_cast<int64_t>(m) * n_heads, hd);
 }
 
 template <int G, int D>

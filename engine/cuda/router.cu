@@ -4,71 +4,17 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/router_topk.cuh"
 
 namespace moebench::cuda {
 
 namespace {
-constexpr int kMaxPerLane = 8;  // 256 experts
 __global__ void router_kernel(const float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights,
                               int n, int n_experts, int k) {
-  const int i = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5), lane = threadIdx.x & 31;
+  const int i = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
   if (i >= n) return;
-  const float* li = logits + static_cast<int64_t>(i) * n_experts;
-  float v[kMaxPerLane];
-  float mx = -INFINITY;
-#pragma unroll
-  for (int c = 0; c < kMaxPerLane; ++c) {
-    const int e = lane + 32 * c;
-    v[c] = e < n_experts ? li[e] : -INFINITY;
-    mx = fmaxf(mx, v[c]);
-  }
-  mx = warp_max(mx);
-  float sum = 0;
-#pragma unroll
-  for (int c = 0; c < kMaxPerLane; ++c) {
-    const int e = lane + 32 * c;
-    v[c] = e < n_experts ? expf(v[c] - mx) : 0.0f;
-    sum += v[c];
-  }
-  sum = warp_sum(sum);
-  bool taken[kMaxPerLane];
-#pragma unroll
-  for (int c = 0; c < kMaxPerLane; ++c) {
-    v[c] = v[c] / sum;
-    taken[c] = lane + 32 * c >= n_experts;
-  }
-  float wsum = 0;
-  int32_t* ids_i = ids + static_cast<int64_t>(i) * k;
-  float* w_i = weights + static_cast<int64_t>(i) * k;
-  for (int j = 0; j < k; ++j) {
-    float best = -1.0f;
-    int best_e = 0x7fffffff;
-#pragma unroll
-    for (int c = 0; c < kMaxPerLane; ++c)
-      if (!taken[c] && v[c] > best) {  // c ascending: first max wins within the lane
-        best = v[c];
-        best_e = lane + 32 * c;
-      }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
-      const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
-      if (ob > best || (ob == best && oe < best_e)) {
-        best = ob;
-        best_e = oe;
-      }
-    }
-#pragma unroll
-    for (int c = 0; c < kMaxPerLane; ++c)
-      if (lane + 32 * c == best_e) taken[c] = true;
-    if (lane == 0) {
-      ids_i[j] = best_e;
-      w_i[j] = best;
-    }
-    wsum += best;
-  }
-  if (lane == 0)
-    for (int j = 0; j < k; ++j) w_i[j] = w_i[j] / wsum;
+  router_topk_warp(logits + static_cast<int64_t>(i) * n_experts, n_experts, k, ids + static_cast<int64_t>(i) * k,
+                   weights + static_cast<int64_t>(i) * k);
 }
 }  // namespace
 

@@ -1,0 +1,221 @@
+// decode_attention.cu: see decode_attention.h.
+#include "engine/cuda/decode_attention.h"
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstring>
+
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/ops.cuh"
+#include "engine/cuda/split_merge.cuh"
+
+namespace moebench::cuda {
+
+namespace {
+constexpr int kWarps = 8;
+constexpr int kSplitKeys = 64;  // fewest keys a split takes: one round of 8 warps x 8 keys
+
+// Splits a token attending len keys uses (the rest of the grid's splits return at once).
+__device__ __forceinline__ int used_splits(int len, int n_splits) {
+  return n_splits > 1 ? min(n_splits, static_cast<int>(ceil_div(len, kSplitKeys))) : 1;
+}
+
+// P contiguous bf16 (P = 1, 2, 4; the address aligned to 2P bytes) as floats.
+template <int P>
+__device__ __forceinline__ void load_dims(const bf16* p, float f[P]) {
+  if constexpr (P == 4) {
+    const uint2 r = *reinterpret_cast<const uint2*>(p);
+    __nv_bfloat162 a, b;
+    memcpy(&a, &r.x, 4);
+    memcpy(&b, &r.y, 4);
+    const float2 fa = __bfloat1622float2(a), fb = __bfloat1622float2(b);
+    f[0] = fa.x;
+    f[1] = fa.y;
+    f[2] = fb.x;
+    f[3] = fb.y;
+  } else if constexpr (P == 2) {
+    const float2 fa = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(p));
+    f[0] = fa.x;
+    f[1] = fa.y;
+  } else {
+    f[0] = __bfloat162float(*p);
+  }
+}
+
+// grid (m, n_kv, n_splits), block kWarps x 32. G >= n_heads / n_kv (a power of two), head_dim = 32 P,
+// K keys per warp per round.
+template <int G, int P, int K>
+__global__ void __launch_bounds__(kWarps * 32)
+    decode_attention_kernel(const float* __restrict__ q, const bf16* __restrict__ kp, const bf16* __restrict__ vp,
+                            const int32_t* __restrict__ tables, int table_width, const int32_t* __restrict__ seq_row,
+                            const int32_t* __restrict__ pos, bf16* __restrict__ out, float* __restrict__ part,
+                            int n_heads, int n_kv, int block_size, float scale) {
+  constexpr int HD = 32 * P;
+  __shared__ float Ws[kWarps][G][HD + 2];  // per warp and head: acc (HD), max, sum
+  const int i = blockIdx.x, g = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
+  const int group = n_heads / n_kv;
+  const int len = pos[i] + 1;
+  const int used = used_splits(len, n_splits);
+  if (split >= used) return;  // block-uniform
+  const int chunk = static_cast<int>(ceil_div(len, used));
+  const int k_begin = split * chunk, k_end = min(len, k_begin + chunk);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+
+  float qr[G][P];
+#pragma unroll
+  for (int h = 0; h < G; ++h)
+#pragma unroll
+    for (int p = 0; p < P; ++p)
+      qr[h][p] = h < group ? q[(static_cast<int64_t>(i) * n_heads + g * group + h) * HD + lane * P + p] : 0.0f;
+  const int32_t* table = tables + static_cast<int64_t>(seq_row[i]) * table_width;
+  const int64_t kv_stride = static_cast<int64_t>(n_kv) * HD;
+  const int64_t head_off = static_cast<int64_t>(g) * HD + lane * P;
+
+  float mx[G], l[G], acc[G][P];
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+    mx[h] = -INFINITY;
+    l[h] = 0;
+#pragma unroll
+    for (int p = 0; p < P; ++p) acc[h][p] = 0;
+  }
+
+  for (int t0 = k_begin + warp * K; t0 < k_end; t0 += kWarps * K) {
+    const int nk = min(K, k_end - t0);
+    // The round's K key and value rows, all loads issued before any is used.
+    float kf[K][P], vf[K][P];
+#pragma unroll
+    for (int u = 0; u < K; ++u) {
+      const int t = u < nk ? t0 + u : t0;  // past the end: a valid row, not used
+      const int64_t row =
+          (static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size) * kv_stride + head_off;
+      load_dims<P>(kp + row, kf[u]);
+      load_dims<P>(vp + row, vf[u]);
+    }
+    float s[K][G];
+#pragma unroll
+    for (int u = 0; u < K; ++u)
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        float d = 0;
+#pragma unroll
+        for (int p = 0; p < P; ++p) d = fmaf(qr[h][p], kf[u][p], d);
+        s[u][h] = warp_sum(d) * scale;
+      }
+#pragma unroll
+    for (int h = 0; h < G; ++h) {
+      float mt = s[0][h];
+#pragma unroll
+      for (int u = 1; u < K; ++u)
+        if (u < nk) mt = fmaxf(mt, s[u][h]);
+      const float m_new = fmaxf(mx[h], mt);
+      const float alpha = mx[h] == -INFINITY ? 0.0f : __expf(mx[h] - m_new);
+      l[h] *= alpha;
+#pragma unroll
+      for (int p = 0; p < P; ++p) acc[h][p] *= alpha;
+#pragma unroll
+      for (int u = 0; u < K; ++u)
+        if (u < nk) {
+          const float pu = __expf(s[u][h] - m_new);
+          l[h] += pu;
+#pragma unroll
+          for (int p = 0; p < P; ++p) acc[h][p] = fmaf(pu, vf[u][p], acc[h][p]);
+        }
+      mx[h] = m_new;
+    }
+  }
+
+  // The warps' partials merged in warp order (deterministic).
+#pragma unroll
+  for (int h = 0; h < G; ++h) {
+#pragma unroll
+    for (int p = 0; p < P; ++p) Ws[warp][h][lane * P + p] = acc[h][p];
+    if (lane == 0) {
+      Ws[warp][h][HD] = mx[h];
+      Ws[warp][h][HD + 1] = l[h];
+    }
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < group * HD; e += blockDim.x) {
+    const int h = e / HD, d = e % HD;
+    float M = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) M = fmaxf(M, Ws[w][h][HD]);
+    float L = 0, A = 0;
+    for (int w = 0; w < kWarps; ++w) {
+      if (Ws[w][h][HD] == -INFINITY) continue;  // this warp saw no key
+      const float f = __expf(Ws[w][h][HD] - M);
+      L = fmaf(Ws[w][h][HD + 1], f, L);
+      A = fmaf(Ws[w][h][d], f, A);
+    }
+    const int64_t qh = static_cast<int64_t>(i) * n_heads + g * group + h;
+    split_result(part, out, used == 1, split, n_splits, static_cast<int64_t>(gridDim.x) * n_heads, qh, HD, d, M, L, A);
+  }
+}
+
+// grid (m * n_heads), block 128: merges the used splits of one (token, head) in split
+// order; nothing to do where one split was used (that block wrote the output).
+__global__ void decode_attention_merge_kernel(const float* __restrict__ part, const int32_t* __restrict__ pos,
+                                              bf16* __restrict__ out, int m, int n_heads, int hd, int n_splits) {
+  const int64_t qh = blockIdx.x;
+  const int i = static_cast<int>(qh / n_heads);
+  const int used = used_splits(pos[i] + 1, n_splits);
+  if (used == 1) return;
+  merge_splits(part, out, qh, used, n_splits, static_cast<int64_t>(m) * n_heads, hd);
+}
+
+template <int G, int P>
+void launch(const float* q, const bf16* kp, const bf16* vp, const int32_t* tables, int W, const int32_t* seq_row,
+            const int32_t* pos, bf16* out, float* part, int n_splits, int m, int n_heads, int n_kv, int bs,
+            cudaStream_t stream) {
+  constexpr int K = G >= 8 ? 4 : 8;  // registers: K x G scores per lane
+  const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_kv), static_cast<unsigned>(n_splits));
+  const float scale = 1.0f / sqrtf(static_cast<float>(32 * P));
+  decode_attention_kernel<G, P, K><<<grid, kWarps * 32, 0, stream>>>(q, kp, vp, tables, W, seq_row, pos, out, part,
+                                                                    n_heads, n_kv, bs, scale);
+  CUDA_CHECK_LAUNCH("decode_attention_kernel");
+}
+
+template <int G>
+void launch_g(int hd, const float* q, const bf16* kp, const bf16* vp, const int32_t* tables, int W,
+              const int32_t* seq_row, const int32_t* pos, bf16* out, float* part, int n_splits, int m, int n_heads,
+              int n_kv, int bs, cudaStream_t stream) {
+  if (hd == 128) launch<G, 4>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, bs, stream);
+  else if (hd == 64) launch<G, 2>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, bs, stream);
+  else launch<G, 1>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, bs, stream);
+}
+}  // namespace
+
+bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool) {
+  if (head_dim != 32 && head_dim != 64 && head_dim != 128) return false;
+  if (n_kv <= 0 || n_heads <= 0 || n_heads % n_kv != 0 || n_heads / n_kv > 8) return false;
+  const uintptr_t align = 2u * static_cast<uintptr_t>(head_dim / 32);
+  return reinterpret_cast<uintptr_t>(k_pool) % align == 0 && reinterpret_cast<uintptr_t>(v_pool) % align == 0;
+}
+
+void decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, const int32_t* block_tables,
+                      int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m, int n_heads,
+                      int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream) {
+  MB_NVTX_RANGE("decode_attention");
+  if (m <= 0) return;
+  if (!decode_attention_supported(n_heads, n_kv, head_dim, k_pool, v_pool))
+    fail_msg(msg("cuda::decode_attention: ", n_heads, " heads, ", n_kv, " KV heads, head_dim ", head_dim,
+                 " not supported (head_dim 32|64|128, at most 8 heads per KV head, aligned pools)"));
+  if (block_size <= 0) fail_msg(msg("cuda::decode_attention: block_size ", block_size, " (expected > 0)"));
+  const int max_keys = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(table_width) * block_size, INT32_MAX));
+  const int splits = workspace ? paged_attention_splits(m, n_kv, max_keys) : 1;
+  float* part = splits > 1 ? workspace : nullptr;
+  const int group = n_heads / n_kv;
+  if (group == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
+  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
+  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
+  else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
+  if (splits > 1) {
+    decode_attention_merge_kernel<<<static_cast<unsigned>(static_cast<int64_t>(m) * n_heads), 128, 0, stream>>>(
+        part, pos, out, m, n_heads, head_dim, splits);
+    CUDA_CHECK_LAUNCH("decode_attention_merge_kernel");
+  }
+}
+
+}  // namespace moebench::cuda

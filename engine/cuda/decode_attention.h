@@ -1,0 +1,36 @@
+// decode_attention.h: causal GQA attention for decode rows (one new token per sequence)
+// over a paged KV cache, laid out for short key ranges: the same inputs, outputs and
+// workspace as paged_attention (engine/cuda/ops.cuh), a different split of the work.
+//
+// paged_attention gives each warp whole 32-key tiles (lane j scores key j), so a decode
+// step at a few hundred keys keeps one or two warps busy per KV head, each walking its
+// tile's keys one after another. Here a warp's lanes split head_dim instead (head_dim / 32
+// contiguous dims per lane, one coalesced load per key row) and a warp takes 8 keys at a
+// time, their key and value rows loaded together before any is used; the block's 8 warps
+// interleave over the keys, so a block covers 64 keys per round trip to memory. The key
+// split (flash-decoding) is decided on the device from the position: a token attending
+// len keys uses min(n_splits, ceil(len / 64)) blocks, the rest of the grid returns at
+// once; with one split used the block writes the output itself, else a second kernel
+// merges the used splits in split order. Deterministic for a given position; launches
+// independent of the positions (CUDA-graph safe). Host C++ declarations.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace moebench::cuda {
+
+// Whether decode_attention takes these shapes: head_dim 32, 64 or 128, at most 8 query
+// heads per KV head, the pools aligned to head_dim / 32 bf16.
+bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool);
+
+// As paged_attention (same arguments; `workspace` holds
+// paged_attention_workspace_floats(m, n_heads, n_kv, head_dim, table_width * block_size)
+// floats, or is null: no key split). Fails for shapes decode_attention_supported refuses.
+void decode_attention(const float* q, const __nv_bfloat16* k_pool, const __nv_bfloat16* v_pool,
+                      const int32_t* block_tables, int table_width, const int32_t* seq_row, const int32_t* pos,
+                      __nv_bfloat16* out, int m, int n_heads, int n_kv, int head_dim, int block_size, float* workspace,
+                      cudaStream_t stream);
+
+}  // namespace moebench::cuda

@@ -1,0 +1,82 @@
+// norm_router.cu: see norm_router.h.
+#include "engine/cuda/norm_router.h"
+
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/rmsnorm_row.cuh"
+#include "engine/cuda/router_topk.cuh"
+
+namespace moebench::cuda {
+
+namespace {
+constexpr int kThreads = 256;  // rmsnorm()'s block, so the norm's sums are ordered alike
+constexpr int kWarps = kThreads / 32;
+constexpr int kMaxTokens = 8;
+constexpr int kMaxExperts = 64;
+constexpr int kChunks = 8;  // 16-byte chunks of a gate row in flight per lane
+
+__global__ void __launch_bounds__(kThreads)
+    norm_router_kernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
+                       const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ h,
+                       float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights, int hidden,
+                       int n_experts, int k) {
+  __shared__ float s_logits[kMaxExperts];
+  const int i = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  __nv_bfloat16* hi = h + static_cast<int64_t>(i) * hidden;
+  rmsnorm_row<kThreads>(x + static_cast<int64_t>(i) * hidden, norm_w, hi, hidden, eps);
+  __syncthreads();  // the block's writes of h are visible to the block from here
+  const int chunks = hidden / 8;
+  for (int e = warp; e < n_experts; e += kWarps) {
+    const __nv_bfloat16* g = gate + static_cast<int64_t>(e) * hidden;
+    float acc = 0;
+    for (int c0 = lane; c0 < chunks; c0 += 32 * kChunks) {
+      bf16x8 gw[kChunks], hv[kChunks];
+#pragma unroll
+      for (int u = 0; u < kChunks; ++u) {
+        const int c = c0 + 32 * u;
+        if (c < chunks) {
+          gw[u] = load8_stream(g + 8 * c);
+          hv[u] = load8(hi + 8 * c);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kChunks; ++u) {
+        if (c0 + 32 * u >= chunks) break;
+        float gf[8], hf[8];
+        to_float8(gw[u], gf);
+        to_float8(hv[u], hf);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) acc = fmaf(hf[j], gf[j], acc);
+      }
+    }
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      s_logits[e] = acc;
+      logits[static_cast<int64_t>(i) * n_experts + e] = acc;
+    }
+  }
+  if (!ids) return;  // block-uniform
+  __syncthreads();
+  if (warp == 0)
+    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k);
+}
+}  // namespace
+
+bool norm_router_supported(int n, int hidden, int n_experts, int k, const void* gate, const void* h) {
+  return n >= 1 && n <= kMaxTokens && hidden > 0 && hidden % 8 == 0 && n_experts >= 1 && n_experts <= kMaxExperts &&
+         k >= 1 && k <= 8 && k <= n_experts && aligned16(gate) && aligned16(h);
+}
+
+void norm_router(const float* x, const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate, __nv_bfloat16* h,
+                 float* logits, int32_t* ids, float* weights, int n, int hidden, int n_experts, int k,
+                 cudaStream_t stream) {
+  MB_NVTX_RANGE("norm_router");
+  if (!norm_router_supported(n, hidden, n_experts, k, gate, h))
+    fail_msg(msg("cuda::norm_router: ", n, " tokens, hidden ", hidden, ", ", n_experts, " experts, top-", k,
+                 " not supported (<= 8 tokens, hidden % 8 == 0, <= 64 experts, k <= 8, 16-byte aligned gate and h)"));
+  norm_router_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(x, norm_w, eps, gate, h, logits, ids, weights,
+                                                                       hidden, n_experts, k);
+  CUDA_CHECK_LAUNCH("norm_router_kernel");
+}
+
+}  // namespace moebench::cuda

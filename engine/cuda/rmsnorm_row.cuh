@@ -1,0 +1,32 @@
+// rmsnorm_row.cuh: one row of RMSNorm (twin: engine/ops/rmsnorm.cpp) taken by a block of
+// kThreads threads, fp32 in, bf16 weight, bf16 out: the sum of squares in fp32 (each
+// thread's strided share, then the warps, then the block), out = (x * inv) * w rounded
+// to bf16. rmsnorm.cu's kernel and the fused norm + router of decode (norm_router.cu)
+// share it, so their outputs agree bit for bit. .cu only.
+#pragma once
+#include <cuda_bf16.h>
+
+#include "engine/cuda/common.cuh"
+
+namespace moebench::cuda {
+
+template <int kThreads>
+__device__ __forceinline__ void rmsnorm_row(const float* __restrict__ xi, const __nv_bfloat16* __restrict__ w,
+                                            __nv_bfloat16* __restrict__ oi, int dim, float eps) {
+  float ss = 0;
+  for (int d = threadIdx.x; d < dim; d += kThreads) ss = fmaf(xi[d], xi[d], ss);
+  __shared__ float part[kThreads / 32];
+  ss = warp_sum(ss);
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < kThreads / 32 ? part[threadIdx.x] : 0.0f;
+    v = warp_sum(v);
+    if (threadIdx.x == 0) part[0] = v;
+  }
+  __syncthreads();
+  const float inv = 1.0f / sqrtf(part[0] / static_cast<float>(dim) + eps);
+  for (int d = threadIdx.x; d < dim; d += kThreads) oi[d] = __float2bfloat16_rn((xi[d] * inv) * __bfloat162float(w[d]));
+}
+
+}  // namespace moebench::cuda

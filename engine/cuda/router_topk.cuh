@@ -1,0 +1,72 @@
+// router_topk.cuh: the MoE router's softmax and top-k for one token, taken by one warp
+// (router.cu's kernel and the fused norm + router of decode, norm_router.cu, share it):
+// softmax in fp32 (max subtracted), k rounds of a warp argmax (ties to the lower expert
+// index), weights renormalised over the k chosen in j order. .cu only.
+#pragma once
+#include <cstdint>
+
+#include "engine/cuda/common.cuh"
+
+namespace moebench::cuda {
+
+constexpr int kRouterMaxPerLane = 8;  // 256 experts
+// One warp (all 32 lanes) takes one token: li (n_experts) logits -> ids_i, w_i (k).
+__device__ __forceinline__ void router_topk_warp(const float* __restrict__ li, int n_experts, int k,
+                                                 int32_t* __restrict__ ids_i, float* __restrict__ w_i) {
+  const int lane = threadIdx.x & 31;
+  float v[kRouterMaxPerLane];
+  float mx = -INFINITY;
+#pragma unroll
+  for (int c = 0; c < kRouterMaxPerLane; ++c) {
+    const int e = lane + 32 * c;
+    v[c] = e < n_experts ? li[e] : -INFINITY;
+    mx = fmaxf(mx, v[c]);
+  }
+  mx = warp_max(mx);
+  float sum = 0;
+#pragma unroll
+  for (int c = 0; c < kRouterMaxPerLane; ++c) {
+    const int e = lane + 32 * c;
+    v[c] = e < n_experts ? expf(v[c] - mx) : 0.0f;
+    sum += v[c];
+  }
+  sum = warp_sum(sum);
+  bool taken[kRouterMaxPerLane];
+#pragma unroll
+  for (int c = 0; c < kRouterMaxPerLane; ++c) {
+    v[c] = v[c] / sum;
+    taken[c] = lane + 32 * c >= n_experts;
+  }
+  float wsum = 0;
+  for (int j = 0; j < k; ++j) {
+    float best = -1.0f;
+    int best_e = 0x7fffffff;
+#pragma unroll
+    for (int c = 0; c < kRouterMaxPerLane; ++c)
+      if (!taken[c] && v[c] > best) {  // c ascending: first max wins within the lane
+        best = v[c];
+        best_e = lane + 32 * c;
+      }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+      const float ob = __shfl_xor_sync(0xffffffffu, best, o);
+      const int oe = __shfl_xor_sync(0xffffffffu, best_e, o);
+      if (ob > best || (ob == best && oe < best_e)) {
+        best = ob;
+        best_e = oe;
+      }
+    }
+#pragma unroll
+    for (int c = 0; c < kRouterMaxPerLane; ++c)
+      if (lane + 32 * c == best_e) taken[c] = true;
+    if (lane == 0) {
+      ids_i[j] = best_e;
+      w_i[j] = best;
+    }
+    wsum += best;
+  }
+  if (lane == 0)
+    for (int j = 0; j < k; ++j) w_i[j] = w_i[j] / wsum;
+}
+
+}  // namespace moebench::cuda
