@@ -172,13 +172,13 @@ struct Codes<QuantFormat::int4> {
 
 // ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc).
 // accumulate: out += the result instead of out = it.
-template <QuantFormat F, int kWarps>
+template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth>
 __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
     quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const bf16* __restrict__ x,
                           int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
                           float* __restrict__ out, int accumulate) {
   using C = Codes<F>;
-  constexpr int V = C::kValues, kDepth = C::kDepth;
+  constexpr int V = C::kValues;
   const int e = ids ? detail::used_expert(ids, n_pairs, blockIdx.y) : 0;
   if (e < 0) return;  // the whole block: fewer experts used than grid rows
   __shared__ int s_pair[kMaxPairs], s_cnt;
@@ -277,24 +277,55 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
 
 // Warps per block (splitting the row length): more when the row tiles are few, so the
 // grid still brings enough loads in flight on every SM.
+int default_warps(int tiles) { return tiles >= 2 * 264 ? 4 : tiles >= 132 ? 8 : 16; }
+
+template <QuantFormat F, int kDepth>
+void launch_depth(int warps, dim3 grid, const QuantExperts& w, const uint8_t* single, const bf16* x, int pp,
+                  const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, cudaStream_t stream) {
+  switch (warps) {
+    case 4:
+      quant_moe_gemv_kernel<F, 4, kDepth><<<grid, 4 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+      break;
+    case 8:
+      quant_moe_gemv_kernel<F, 8, kDepth><<<grid, 8 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+      break;
+    case 16:
+      quant_moe_gemv_kernel<F, 16, kDepth><<<grid, 16 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out,
+                                                                         acc);
+      break;
+    default: fail_msg(msg("quant_moe_gemv: ", warps, " warps per block, expected 4, 8 or 16"));
+  }
+}
+
+// shape.warps / shape.depth 0: the defaults (default_warps, the format's kDepth). Depth
+// 2 x kDepth is compiled for the quantised formats only.
 template <QuantFormat F>
 void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_per_pair, const int32_t* ids,
-            int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, cudaStream_t stream) {
+            int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, QuantGemvShape shape,
+            cudaStream_t stream) {
   const int tiles = static_cast<int>(ceil_div(N, kTileRows));
   const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min(n_pairs, n_experts)));
   const int pp = x_per_pair ? 1 : 0, acc = accumulate ? 1 : 0;
-  if (tiles >= 2 * 264)
-    quant_moe_gemv_kernel<F, 4><<<grid, 4 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
-  else if (tiles >= 132)
-    quant_moe_gemv_kernel<F, 8><<<grid, 8 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
-  else
-    quant_moe_gemv_kernel<F, 16><<<grid, 16 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+  const int warps = shape.warps ? shape.warps : default_warps(tiles);
+  constexpr int D = Codes<F>::kDepth;
+  if (shape.depth == 0 || shape.depth == D) {
+    launch_depth<F, D>(warps, grid, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+    return;
+  }
+  if constexpr (F != QuantFormat::bf16) {
+    if (shape.depth == 2 * D) {
+      launch_depth<F, 2 * D>(warps, grid, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      return;
+    }
+  }
+  fail_msg(msg("quant_moe_gemv: depth ", shape.depth, " for ", quant_format_name(F), ", expected ", D,
+               F != QuantFormat::bf16 ? msg(" or ", 2 * D) : std::string()));
 }
 
 }  // namespace
 
-void quant_moe_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
-                    int N, int K, int n_experts, float* out, cudaStream_t stream) {
+void quant_moe_gemv_shaped(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
+                           int k, int N, int K, int n_experts, float* out, QuantGemvShape shape, cudaStream_t stream) {
   MB_NVTX_RANGE("quant_moe_gemv");
   if (n_pairs <= 0 || n_pairs > kMaxPairs) fail_msg(msg("quant_moe_gemv: ", n_pairs, " pairs, expected 1..", kMaxPairs));
   const int align = w.format == QuantFormat::int4 ? 32 : 16;
@@ -307,18 +338,23 @@ void quant_moe_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const
     fail_msg(msg("quant_moe_gemv: the activations are not 16-byte aligned (they are read 16 bytes at a time)"));
   switch (w.format) {
     case QuantFormat::int8:
-      launch<QuantFormat::int8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
+      launch<QuantFormat::int8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
       break;
     case QuantFormat::int4:
-      launch<QuantFormat::int4>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
+      launch<QuantFormat::int4>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
       break;
     case QuantFormat::fp8:
-      launch<QuantFormat::fp8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
+      launch<QuantFormat::fp8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
       break;
     default:
       fail_msg(msg("quant_moe_gemv: format ", quant_format_name(w.format), " is not quantised (bf16 experts use moe_fused)"));
   }
   CUDA_CHECK_LAUNCH("quant_moe_gemv");
+}
+
+void quant_moe_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
+                    int N, int K, int n_experts, float* out, cudaStream_t stream) {
+  quant_moe_gemv_shaped(w, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, QuantGemvShape{}, stream);
 }
 
 void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream) {
@@ -328,7 +364,7 @@ void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, boo
     fail_msg(msg("cuda::gemv_tc: needs n <= ", kGemvMaxRows, " (got ", n, "), in % 8 == 0 (got ", in,
                  ") and 16-byte aligned x and w"));
   launch<QuantFormat::bf16>(QuantExperts{}, reinterpret_cast<const uint8_t*>(w), x, false, nullptr, n, 1, out, in, 1,
-                            y, accumulate, stream);
+                            y, accumulate, QuantGemvShape{}, stream);
   CUDA_CHECK_LAUNCH("gemv_tc");
 }
 

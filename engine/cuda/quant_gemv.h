@@ -37,4 +37,16 @@ struct QuantExperts {
 void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
                     int k, int N, int K, int n_experts, float* out, cudaStream_t stream);
 
+// The same product with the launch shape given: warps per block splitting the row (4, 8 or
+// 16) and depth, the super-steps of 4 chunks whose weight loads a warp issues together
+// (4 or 8 for the quantised formats); 0 takes the default (warps by the number of 16-row
+// tiles, depth 4). The shape changes which warp sums which super-steps: the fp32 rounding
+// order, not the result's accuracy. For the benchmarks' side-by-side variants.
+struct QuantGemvShape {
+  int warps = 0, depth = 0;
+};
+void quant_moe_gemv_shaped(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids,
+                           int n_pairs, int k, int N, int K, int n_experts, float* out, QuantGemvShape shape,
+                           cudaStream_t stream);
+
 }  // namespace moebench::cuda
