@@ -55,7 +55,7 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
               bool x_per_pair, uint32_t seed, cuda::QuantGemvShape shape = {}) {
   SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zero_points ? " zp" : "") << " N=" << N << " K=" << K
                                   << (x_per_pair ? " per pair" : " per token") << " warps " << shape.warps
-                                  << " depth " << shape.depth);
+                                  << " depth " << shape.depth << " tiles " << shape.tiles);
   std::mt19937 g(seed);
   std::normal_distribution<float> nd(0.0f, 0.05f);
   const int pairs = static_cast<int>(ids.size()), n_x = x_per_pair ? pairs : pairs / k;
@@ -82,7 +82,7 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
   const int32_t* d_ids = dev.up(ids);
   std::vector<float> sentinel(static_cast<size_t>(pairs) * N, -12345.0f);
   float* out = dev.up(sentinel);
-  if (shape.warps || shape.depth)
+  if (shape.warps || shape.depth || shape.tiles)
     cuda::quant_moe_gemv_shaped(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, shape, nullptr);
   else
     cuda::quant_moe_gemv(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, nullptr);
@@ -161,15 +161,16 @@ TEST_F(QuantCuda, TailsOfTilesAndOfTheSplitRow) {
 }
 
 TEST_F(QuantCuda, EveryLaunchShapeMatchesTheCpuReference) {
-  // Every warps x depth the benchmarks offer, on rows with a partial last tile and a
-  // partial last super-step (2080 inputs) and on the Mixtral w2 row length (14336: several
-  // passes of every warp at depth 8), int4 with zero points too.
+  // Every warps x (depth, tiles) the benchmarks offer, on rows with a partial last tile
+  // (33 rows: with 2 tiles a block, the second block's second tile lies wholly past the
+  // end) and a partial last super-step (2080 inputs), and on the Mixtral w2 row length
+  // (14336: several passes of every warp at depth 8), int4 with zero points too.
   std::vector<int32_t> ids = {1, 2, 1, 4};
   for (int warps : {4, 8, 16})
-    for (int depth : {4, 8})
+    for (auto [depth, tiles] : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}})
       for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
         for (auto [N, K] : {std::pair<int, int>{33, 2080}, {40, 14336}}) {
-          const cuda::QuantGemvShape shape{warps, depth};
+          const cuda::QuantGemvShape shape{warps, depth, tiles};
           run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + warps + depth), shape);
           if (f == QuantFormat::int4 && N == 33) run_case(f, true, N, K, 5, ids, 2, false, 11, shape);
         }
@@ -194,7 +195,9 @@ TEST_F(QuantCuda, UnknownLaunchShapeIsAOneLineError) {
                                 nullptr);
     FAIL() << "depth 6 was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("depth 6 for int8, expected 4 or 8"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("depth 6 x 1 tiles for int8, expected 4 or 8 x 1 tile, or 4 x 2 tiles"),
+              std::string::npos)
+        << e.what();
   }
 }
 

@@ -425,12 +425,15 @@ void register_all() {
     for (bool down : {false, true})
       for (int n : {1, 2})
         for (int warps : {4, 8, 16})
-          for (int depth : {4, 8})
+          for (std::pair<int, int> dt : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}}) {
+            const int depth = dt.first, tiles = dt.second;
             reg(std::string("quant_moe_gemv_shape/") + quant_format_name(f) + (down ? "/w2" : "/w1") + "/n:" +
-                    std::to_string(n) + "/warps:" + std::to_string(warps) + "/depth:" + std::to_string(depth),
-                [f, down, n, warps, depth](benchmark::State& st) {
-                  bm_quant_moe_gemv(st, f, down, n, cuda::QuantGemvShape{warps, depth});
+                    std::to_string(n) + "/warps:" + std::to_string(warps) + "/depth:" + std::to_string(depth) +
+                    (tiles > 1 ? "/tiles:" + std::to_string(tiles) : std::string()),
+                [f, down, n, warps, depth, tiles](benchmark::State& st) {
+                  bm_quant_moe_gemv(st, f, down, n, cuda::QuantGemvShape{warps, depth, tiles});
                 });
+          }
   for (int pos0 : {128, 1024, 4096, 16384})
     reg("attention/decode/len:" + std::to_string(pos0 + 1), [pos0](benchmark::State& st) { bm_attention(st, 1, pos0); });
   for (int n : {8, 64})
