@@ -24,9 +24,10 @@ __device__ __forceinline__ float silu(float a) { return a / (1.0f + __expf(-a));
 // fewer experts are used. n_pairs <= kMaxSlotPairs. Each thread tests its own pairs for
 // a first use (in parallel: no thread walks all pairs against all earlier ones before
 // the block may start its loads); the first uses form a 64-bit mask in pair order.
+// s_ids: the caller's shared array, holding ids[0 .. n_pairs) on return (so that the
+// caller gathers its pairs from shared memory, not with another trip to global memory).
 constexpr int kMaxSlotPairs = 64;
-__device__ __forceinline__ int used_expert(const int32_t* ids, int n_pairs, int slot) {
-  __shared__ int s_ids[kMaxSlotPairs];
+__device__ __forceinline__ int used_expert(const int32_t* ids, int n_pairs, int slot, int* s_ids) {
   __shared__ unsigned s_first[kMaxSlotPairs / 32];
   if (threadIdx.x < kMaxSlotPairs / 32) s_first[threadIdx.x] = 0;
   for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) s_ids[p] = ids[p];
