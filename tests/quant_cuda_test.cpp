@@ -166,8 +166,8 @@ TEST_F(QuantCuda, EveryLaunchShapeMatchesTheCpuReference) {
   // end) and a partial last super-step (2080 inputs), and on the Mixtral w2 row length
   // (14336: several passes of every warp at depth 8), int4 with zero points too.
   std::vector<int32_t> ids = {1, 2, 1, 4};
-  for (int warps : {4, 8, 16})
-    for (auto [depth, tiles] : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}})
+  for (int warps : {2, 4, 8, 16})
+    for (auto [depth, tiles] : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}, {2, 1}})
       for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
         for (auto [N, K] : {std::pair<int, int>{33, 2080}, {40, 14336}}) {
           const cuda::QuantGemvShape shape{warps, depth, tiles};
@@ -195,7 +195,7 @@ TEST_F(QuantCuda, UnknownLaunchShapeIsAOneLineError) {
                                 nullptr);
     FAIL() << "depth 6 was accepted";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("depth 6 x 1 tiles for int8, expected 4 or 8 x 1 tile, or 4 x 2 tiles"),
+    EXPECT_NE(std::string(e.what()).find("depth 6 x 1 tiles for int8, expected 4, 2 or 8 x 1 tile, or 4 x 2 tiles"),
               std::string::npos)
         << e.what();
   }

@@ -309,6 +309,10 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
                   const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(ceil_div(tiles, kRT)), static_cast<unsigned>(slots));
   switch (warps) {
+    case 2:
+      quant_moe_gemv_kernel<F, 2, kDepth, kRT>
+          <<<grid, 2 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+      break;
     case 4:
       quant_moe_gemv_kernel<F, 4, kDepth, kRT>
           <<<grid, 4 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
@@ -321,13 +325,13 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
       quant_moe_gemv_kernel<F, 16, kDepth, kRT>
           <<<grid, 16 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
       break;
-    default: fail_msg(msg("quant_moe_gemv: ", warps, " warps per block, expected 4, 8 or 16"));
+    default: fail_msg(msg("quant_moe_gemv: ", warps, " warps per block, expected 2, 4, 8 or 16"));
   }
 }
 
 // shape.warps / shape.depth / shape.tiles 0: the defaults (default_warps, the format's
-// kDepth, one tile). Depth 2 x kDepth and two tiles (at depth kDepth) are compiled for
-// the quantised formats only.
+// kDepth, one tile). Depth kDepth / 2 and 2 x kDepth and two tiles (at depth kDepth) are
+// compiled for the quantised formats only.
 template <QuantFormat F>
 void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_per_pair, const int32_t* ids,
             int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, QuantGemvShape shape,
@@ -351,9 +355,14 @@ void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_
       launch_depth<F, D, 2>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
       return;
     }
+    if (depth == D / 2 && rt == 1) {
+      launch_depth<F, D / 2, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      return;
+    }
   }
   fail_msg(msg("quant_moe_gemv: depth ", depth, " x ", rt, " tiles for ", quant_format_name(F), ", expected ", D,
-               F != QuantFormat::bf16 ? msg(" or ", 2 * D, " x 1 tile, or ", D, " x 2 tiles") : std::string(" x 1 tile")));
+               F != QuantFormat::bf16 ? msg(", ", D / 2, " or ", 2 * D, " x 1 tile, or ", D, " x 2 tiles")
+                                      : std::string(" x 1 tile")));
 }
 
 }  // namespace

@@ -430,8 +430,8 @@ void register_all() {
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (bool down : {false, true})
       for (int n : {1, 2})
-        for (int warps : {4, 8, 16})
-          for (std::pair<int, int> dt : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}}) {
+        for (int warps : {2, 4, 8, 16})
+          for (std::pair<int, int> dt : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}, {2, 1}}) {
             const int depth = dt.first, tiles = dt.second;
             reg(std::string("quant_moe_gemv_shape/") + quant_format_name(f) + (down ? "/w2" : "/w1") + "/n:" +
                     std::to_string(n) + "/warps:" + std::to_string(warps) + "/depth:" + std::to_string(depth) +
