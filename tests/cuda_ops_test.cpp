@@ -270,6 +270,75 @@ TEST_F(CudaOps, LinearGemvAndCublas) {
   }
 }
 
+// Every compiled launch shape of the one-row GEMV gives gemv's bits (the same lane order
+// per row) and matches the CPU reference: rows not a multiple of any block's rows (1027,
+// 2113, 33), rows fewer than one block (5), a row length not a multiple of 32 lanes x
+// the depth (4104 = 513 chunks), accumulate on and off; and an uncompiled shape is a
+// one-line error.
+TEST_F(CudaOps, GemvEveryShapeSameBits) {
+  struct Case {
+    int in, out;
+    bool acc;
+  };
+  ASSERT_FALSE(cuda::gemv_shapes().empty());
+  for (Case c : {Case{4096, 1027, false}, Case{4104, 2113, true}, Case{14336, 33, false}, Case{72, 5, true}}) {
+    auto x = round_bf16(rnd(c.in, -1, 1, c.in));
+    auto w = round_bf16(rnd(static_cast<size_t>(c.out) * c.in, -0.05f, 0.05f, c.out));
+    auto y0 = rnd(c.out, -1, 1, 5);
+    std::vector<float> ref(y0.size());
+    cpu::linear(x.data(), w.data(), ref.data(), 1, c.in, c.out);
+    if (c.acc)
+      for (size_t i = 0; i < ref.size(); ++i) ref[i] += y0[i];
+    const bf16* dx = up_bf16(x);
+    const bf16* dw = up_bf16(w);
+    float* y = up(y0);
+    cuda::gemv(dx, dw, y, 1, c.in, c.out, c.acc, stream_);
+    const auto base = down(y, ref.size());
+    check_close("gemv", base, ref, 1e-5f * c.in * 0.05f, 1e-5f);
+    for (const cuda::GemvShape& gs : cuda::gemv_shapes()) {
+      SCOPED_TRACE(testing::Message() << "in " << c.in << " out " << c.out << " R " << gs.rows_per_warp << " U "
+                                      << gs.depth << " W " << gs.warps);
+      CUDA_CHECK(cudaMemcpy(y, y0.data(), y0.size() * 4, cudaMemcpyHostToDevice));
+      cuda::gemv_shaped(dx, dw, y, c.in, c.out, c.acc, gs, stream_);
+      const auto got = down(y, ref.size());
+      EXPECT_EQ(0, std::memcmp(got.data(), base.data(), got.size() * 4)) << "not gemv's bits";
+    }
+  }
+  try {
+    cuda::gemv_shaped(nullptr, nullptr, nullptr, 8, 1, false, cuda::GemvShape{3, 3, 3}, stream_);
+    FAIL() << "an uncompiled shape was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("no compiled shape with 3 rows per warp"), std::string::npos) << e.what();
+  }
+}
+
+// linear_multi's one launch over q/k/v-like matrices of different row counts (none a
+// multiple of a block's rows) gives, in every shape, the bits of gemv per matrix.
+TEST_F(CudaOps, GemvMultiEveryShapeSameBits) {
+  constexpr int kIn = 1032, kMats = 3;
+  const int rows[kMats] = {515, 129, 33};
+  auto x = round_bf16(rnd(kIn, -1, 1, 17));
+  const bf16* dx = up_bf16(x);
+  const bf16* dw[kMats];
+  float* dy[kMats];
+  std::vector<std::vector<float>> base(kMats);
+  for (int s = 0; s < kMats; ++s) {
+    dw[s] = up_bf16(round_bf16(rnd(static_cast<size_t>(rows[s]) * kIn, -0.05f, 0.05f, 40 + s)));
+    dy[s] = zeros<float>(rows[s]);
+    cuda::gemv(dx, dw[s], dy[s], 1, kIn, rows[s], false, stream_);
+    base[s] = down(dy[s], rows[s]);
+  }
+  for (const cuda::GemvShape& gs : cuda::gemv_shapes()) {
+    SCOPED_TRACE(testing::Message() << "R " << gs.rows_per_warp << " U " << gs.depth << " W " << gs.warps);
+    for (int s = 0; s < kMats; ++s) CUDA_CHECK(cudaMemset(dy[s], 0xff, rows[s] * 4));
+    cuda::linear_multi_shaped(dx, dw, dy, rows, kMats, kIn, gs, stream_);
+    for (int s = 0; s < kMats; ++s) {
+      const auto got = down(dy[s], rows[s]);
+      EXPECT_EQ(0, std::memcmp(got.data(), base[s].data(), got.size() * 4)) << "matrix " << s << ": not gemv's bits";
+    }
+  }
+}
+
 // The tensor-core GEMV: 16-row tiles (partial last tiles), row lengths not a multiple
 // of a super-step (4 chunks of 8 inputs), 4 / 8 / 16 warps per block splitting the row
 // (the launcher picks them by the number of tiles: 8449, 2113 and 1027 rows), all n.

@@ -52,9 +52,10 @@ struct DeviceBuffers {  // frees what it uploaded
 };
 
 void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::vector<int32_t>& ids, int k,
-              bool x_per_pair, uint32_t seed) {
+              bool x_per_pair, uint32_t seed, cuda::QuantGemvShape shape = {}) {
   SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zero_points ? " zp" : "") << " N=" << N << " K=" << K
-                                  << (x_per_pair ? " per pair" : " per token"));
+                                  << (x_per_pair ? " per pair" : " per token") << " warps " << shape.warps
+                                  << " depth " << shape.depth << " tiles " << shape.tiles);
   std::mt19937 g(seed);
   std::normal_distribution<float> nd(0.0f, 0.05f);
   const int pairs = static_cast<int>(ids.size()), n_x = x_per_pair ? pairs : pairs / k;
@@ -81,7 +82,10 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
   const int32_t* d_ids = dev.up(ids);
   std::vector<float> sentinel(static_cast<size_t>(pairs) * N, -12345.0f);
   float* out = dev.up(sentinel);
-  cuda::quant_moe_gemv(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, nullptr);
+  if (shape.warps || shape.depth || shape.tiles)
+    cuda::quant_moe_gemv_shaped(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, shape, nullptr);
+  else
+    cuda::quant_moe_gemv(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<float> got(sentinel.size());
   CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 4, cudaMemcpyDeviceToHost));
@@ -154,6 +158,47 @@ TEST_F(QuantCuda, TailsOfTilesAndOfTheSplitRow) {
         if (N == 33) run_case(f, false, N, K, 8, shared, 2, per_pair, static_cast<uint32_t>(N * 3 + K));
         if (f == QuantFormat::int4 && N == 33) run_case(f, true, N, K, 8, spread, 2, per_pair, static_cast<uint32_t>(N * K));
       }
+}
+
+TEST_F(QuantCuda, EveryLaunchShapeMatchesTheCpuReference) {
+  // Every warps x (depth, tiles) the benchmarks offer, on rows with a partial last tile
+  // (33 rows: with 2 tiles a block, the second block's second tile lies wholly past the
+  // end) and a partial last super-step (2080 inputs), and on the Mixtral w2 row length
+  // (14336: several passes of every warp at depth 8), int4 with zero points too.
+  std::vector<int32_t> ids = {1, 2, 1, 4};
+  for (int warps : {2, 4, 8, 16})
+    for (auto [depth, tiles] : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}, {2, 1}})
+      for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
+        for (auto [N, K] : {std::pair<int, int>{33, 2080}, {40, 14336}}) {
+          const cuda::QuantGemvShape shape{warps, depth, tiles};
+          run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + warps + depth), shape);
+          if (f == QuantFormat::int4 && N == 33) run_case(f, true, N, K, 5, ids, 2, false, 11, shape);
+        }
+}
+
+TEST_F(QuantCuda, FirstUsesPastThe32ndPair) {
+  // 24 tokens x top-2 = 48 pairs: pairs 0..35 alternate experts 0 and 1, pairs 36..47
+  // bring experts 2..7 (each twice), so the grid rows 2..7 find their expert in the second
+  // word of the first-use mask.
+  std::vector<int32_t> ids;
+  for (int p = 0; p < 36; ++p) ids.push_back(p % 2);
+  for (int p = 36; p < 48; ++p) ids.push_back(2 + (p - 36) / 2);
+  run_case(QuantFormat::int8, false, 48, 256, 8, ids, 2, true, 21);
+  run_case(QuantFormat::int4, false, 48, 256, 8, ids, 2, false, 22);
+}
+
+TEST_F(QuantCuda, UnknownLaunchShapeIsAOneLineError) {
+  cuda::QuantExperts qe;
+  qe.format = QuantFormat::int8;
+  try {
+    cuda::quant_moe_gemv_shaped(qe, nullptr, false, nullptr, 2, 2, 64, 64, 4, nullptr, cuda::QuantGemvShape{4, 6},
+                                nullptr);
+    FAIL() << "depth 6 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("depth 6 x 1 tiles for int8, expected 4, 2 or 8 x 1 tile, or 4 x 2 tiles"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST_F(QuantCuda, BadShapesAreOneLineErrors) {

@@ -118,8 +118,12 @@ BandwidthResult measure_hbm_read(size_t buffer_bytes, int reps) {
 }
 
 void launch_read_stream(const void* src, size_t bytes, void* sink, cudaStream_t stream) {
-  read_kernel<<<sm_count() * 8, 512, 0, stream>>>(static_cast<const int4*>(src), bytes / sizeof(int4),
-                                                   static_cast<int4*>(sink));
+  launch_read_stream(src, bytes, sink, stream, 8);
+}
+
+void launch_read_stream(const void* src, size_t bytes, void* sink, cudaStream_t stream, int blocks_per_sm) {
+  read_kernel<<<sm_count() * blocks_per_sm, 512, 0, stream>>>(static_cast<const int4*>(src), bytes / sizeof(int4),
+                                                               static_cast<int4*>(sink));
   CUDA_CHECK_LAUNCH("read_kernel");
 }
 

@@ -21,23 +21,34 @@ __device__ __forceinline__ float silu(float a) { return a / (1.0f + __expf(-a));
 // (min(pairs, experts) rows, not one per expert: with 1 token and top-2 of 8, no block
 // is launched only to find that nobody chose its expert). Block-wide (every thread calls
 // it): the slot-th distinct expert of ids[0 .. n_pairs) in first-use order, -1 when
-// fewer experts are used. n_pairs <= kMaxSlotPairs.
+// fewer experts are used. n_pairs <= kMaxSlotPairs. Each thread tests its own pairs for
+// a first use (in parallel: no thread walks all pairs against all earlier ones before
+// the block may start its loads); the first uses form a 64-bit mask in pair order.
+// s_ids: the caller's shared array, holding ids[0 .. n_pairs) on return (so that the
+// caller gathers its pairs from shared memory, not with another trip to global memory).
 constexpr int kMaxSlotPairs = 64;
-__device__ __forceinline__ int used_expert(const int32_t* ids, int n_pairs, int slot) {
-  __shared__ int s_ids[kMaxSlotPairs], s_e;
+__device__ __forceinline__ int used_expert(const int32_t* ids, int n_pairs, int slot, int* s_ids) {
+  __shared__ unsigned s_first[kMaxSlotPairs / 32];
+  if (threadIdx.x < kMaxSlotPairs / 32) s_first[threadIdx.x] = 0;
   for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) s_ids[p] = ids[p];
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int e = -1, used = 0;
-    for (int p = 0; p < n_pairs && e < 0; ++p) {
-      bool first = true;
-      for (int q = 0; q < p && first; ++q) first = s_ids[q] != s_ids[p];
-      if (first && used++ == slot) e = s_ids[p];
-    }
-    s_e = e;
+  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
+    bool first = true;
+    for (int q = 0; q < p; ++q) first &= s_ids[q] != s_ids[p];
+    if (first) atomicOr(&s_first[p >> 5], 1u << (p & 31));
   }
   __syncthreads();
-  return s_e;
+#pragma unroll
+  for (int word = 0; word < kMaxSlotPairs / 32; ++word) {
+    unsigned m = s_first[word];
+    const int here = __popc(m);
+    if (slot < here) {
+      for (int i = 0; i < slot; ++i) m &= m - 1;  // drop the lower first uses
+      return s_ids[32 * word + __ffs(m) - 1];
+    }
+    slot -= here;
+  }
+  return -1;
 }
 
 // d (16 x 8, fp32) += A (16 x 16, bf16) . B (16 x 8, bf16) on the tensor cores, one warp.

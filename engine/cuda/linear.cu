@@ -1,7 +1,9 @@
 // linear.cu: y = x @ W^T with bf16 x/W and fp32 y (twin: engine/ops/linear.cpp).
 // Three variants, side by side in the benchmarks:
 //   gemv   — own kernel for n <= 8 rows of x: streams W at close to HBM bandwidth
-//            (engine/cuda/gemv_core.cuh); a scalar fallback when `in` % 8 != 0.
+//            (engine/cuda/gemv_core.cuh); a scalar fallback when `in` % 8 != 0. At n = 1
+//            its launch shape (rows per warp, depth, warps per block) comes from a table
+//            of compiled shapes (gemv_shaped runs any of them; all give the same bits).
 //   gemv_tc — the tensor-core GEMV of n <= 8 rows (quant_gemv.cu, ops.cuh gemv_tc).
 //   cublas — cublasGemmEx, bf16 inputs, fp32 output and compute. cuBLAS's M = 1
 //            path reads W at ~0.3-0.4 TB/s on an H100 (as once measured there), hence gemv.
@@ -17,26 +19,20 @@ namespace {
 using detail::kGemvWarps;
 constexpr int kGemvMaxSegs = 4;
 
-template <int M, int R>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                                              float* __restrict__ y, int m, int K, int N,
-                                                              bool accumulate) {
-  constexpr int U = 8 / R;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
-  if (row0 >= N) return;
+// One warp's R rows row0 .. row0 + R - 1 of y (M activation rows, m used) of an (N, K)
+// row-major W: U chunks of 16 bytes deep per row (R * U loads in flight per lane, gemv_core.cuh),
+// rows past N read row N - 1 and are not written. Per row the same lane order whatever R,
+// U or the block size, so every launch shape gives the same bits.
+template <int M, int R, int U>
+__device__ __forceinline__ void gemv_rows(const bf16* x, const bf16* w, float* y, int m, int K, int N, int row0,
+                                          int lane, bool accumulate) {
   const bf16* wr[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = w + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
+  detail::clamped_rows<R>(w, row0, N, K, wr);
   const bf16* xr[M];
 #pragma unroll
   for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(min(mm, m - 1)) * K;
   float acc[R][M];
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
-  detail::gemv_warp<R, M, U>(wr, xr, m, K / 8, lane, acc);
+  detail::gemv_dot<R, M, U>(wr, xr, m, K / 8, lane, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -47,6 +43,16 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const bf16* __res
         *yp = accumulate ? *yp + s : s;
       }
     }
+}
+
+// W warps per block, R rows per warp, U chunks deep.
+template <int M, int R, int U = 8 / R, int W = kGemvWarps>
+__global__ void __launch_bounds__(W * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
+                                                      float* __restrict__ y, int m, int K, int N, bool accumulate) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = (blockIdx.x * W + warp) * R;
+  if (row0 >= N) return;
+  gemv_rows<M, R, U>(x, w, y, m, K, N, row0, lane, accumulate);
 }
 
 // Several weight matrices of the same `in` against the same x in one launch (q/k/v):
@@ -60,37 +66,15 @@ struct GemvSegments {
   int n;
 };
 
-template <int M, int R>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_multi_kernel(const bf16* __restrict__ x, GemvSegments sg,
-                                                                    int m, int K) {
-  constexpr int U = 8 / R;
+template <int R, int U, int W>
+__global__ void __launch_bounds__(W * 32) gemv_multi_kernel(const bf16* __restrict__ x, GemvSegments sg, int K) {
   int seg = 0;
   while (seg + 1 < sg.n && static_cast<int>(blockIdx.x) >= sg.first[seg + 1]) ++seg;
   const int N = sg.rows[seg];
-  const bf16* w = sg.w[seg];
-  float* y = sg.y[seg];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = ((blockIdx.x - sg.first[seg]) * kGemvWarps + warp) * R;
+  const int row0 = ((blockIdx.x - sg.first[seg]) * W + warp) * R;
   if (row0 >= N) return;
-  const bf16* wr[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) wr[r] = w + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
-  const bf16* xr[M];
-#pragma unroll
-  for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(min(mm, m - 1)) * K;
-  float acc[R][M];
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
-  detail::gemv_warp<R, M, U>(wr, xr, m, K / 8, lane, acc);
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) {
-      const float s = warp_sum(acc[r][mm]);
-      if (lane == 0 && mm < m && row0 + r < N) y[static_cast<int64_t>(mm) * N + row0 + r] = s;
-    }
+  gemv_rows<1, R, U>(x, sg.w[seg], sg.y[seg], 1, K, N, row0, lane, false);
 }
 
 // Any K, any alignment: one warp per row, scalar loads.
@@ -123,6 +107,42 @@ void launch_gemv_m(const bf16* x, const bf16* w, float* y, int n, int in, int ou
   CUDA_CHECK_LAUNCH("gemv_kernel");
 }
 
+// The compiled launch shapes of the one-row GEMV (rows per warp, depth, warps per block),
+// for one matrix and for several sharing x (linear_multi).
+using GemvLaunch = void (*)(const bf16*, const bf16*, float*, int, int, bool, cudaStream_t);
+using GemvMultiLaunch = void (*)(const bf16*, GemvSegments&, int, cudaStream_t);
+template <int R, int U, int W>
+void launch_gemv_shape(const bf16* x, const bf16* w, float* y, int in, int out, bool acc, cudaStream_t stream) {
+  gemv_kernel<1, R, U, W><<<static_cast<unsigned>(ceil_div(out, W * R)), W * 32, 0, stream>>>(x, w, y, 1, in, out,
+                                                                                              acc);
+}
+// Fills sg.first (blocks per segment) for this shape, then launches.
+template <int R, int U, int W>
+void launch_gemv_multi_shape(const bf16* x, GemvSegments& sg, int in, cudaStream_t stream) {
+  sg.first[0] = 0;
+  for (int s = 0; s < sg.n; ++s) sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(sg.rows[s], W * R));
+  gemv_multi_kernel<R, U, W><<<static_cast<unsigned>(sg.first[sg.n]), W * 32, 0, stream>>>(x, sg, in);
+}
+struct GemvShapeEntry {
+  GemvShape shape;
+  GemvLaunch launch;
+  GemvMultiLaunch launch_multi;
+};
+#define MB_GEMV_SHAPE(R, U, W) {{R, U, W}, launch_gemv_shape<R, U, W>, launch_gemv_multi_shape<R, U, W>}
+const GemvShapeEntry kGemvShapeTable[] = {
+    MB_GEMV_SHAPE(1, 8, 8), MB_GEMV_SHAPE(1, 16, 8), MB_GEMV_SHAPE(1, 8, 4), MB_GEMV_SHAPE(1, 16, 4),
+    MB_GEMV_SHAPE(2, 4, 8), MB_GEMV_SHAPE(2, 8, 8),  MB_GEMV_SHAPE(2, 4, 4), MB_GEMV_SHAPE(2, 8, 4),
+    MB_GEMV_SHAPE(4, 2, 8), MB_GEMV_SHAPE(4, 4, 8),  MB_GEMV_SHAPE(4, 4, 4),
+};
+#undef MB_GEMV_SHAPE
+
+const GemvShapeEntry& find_gemv_shape(GemvShape s) {
+  for (const GemvShapeEntry& e : kGemvShapeTable)
+    if (e.shape.rows_per_warp == s.rows_per_warp && e.shape.depth == s.depth && e.shape.warps == s.warps) return e;
+  fail_msg(msg("cuda::gemv_shaped: no compiled shape with ", s.rows_per_warp, " rows per warp, depth ", s.depth,
+               ", ", s.warps, " warps (gemv_shapes() lists them)"));
+}
+
 void cublas_linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate,
                    cublasHandle_t blas, cudaStream_t stream) {
   if (!blas) fail_msg(msg("cuda::linear: n = ", n, " needs cuBLAS but no handle was given"));
@@ -144,10 +164,42 @@ void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool a
     CUDA_CHECK_LAUNCH("gemv_scalar_kernel");
     return;
   }
-  if (n == 1) launch_gemv_m<1>(x, w, y, n, in, out, accumulate, stream);
-  else if (n == 2) launch_gemv_m<2>(x, w, y, n, in, out, accumulate, stream);
+  if (n == 1) {
+    find_gemv_shape(gemv_default_shape(out)).launch(x, w, y, in, out, accumulate, stream);
+    CUDA_CHECK_LAUNCH("gemv_kernel");
+  } else if (n == 2) launch_gemv_m<2>(x, w, y, n, in, out, accumulate, stream);
   else if (n <= 4) launch_gemv_m<4>(x, w, y, n, in, out, accumulate, stream);
   else launch_gemv_m<8>(x, w, y, n, in, out, accumulate, stream);
+}
+
+const std::vector<GemvShape>& gemv_shapes() {
+  static const std::vector<GemvShape> shapes = [] {
+    std::vector<GemvShape> v;
+    for (const GemvShapeEntry& e : kGemvShapeTable) v.push_back(e.shape);
+    return v;
+  }();
+  return shapes;
+}
+
+// 4 rows per warp, 2 chunks deep (8 loads in flight per lane, each activation chunk
+// serving 4 rows) once there are 128 blocks of 32 rows, about one per SM; measured on an
+// H200 (one row of x): 4096 x 14336 (w2) 42.9 us against 45.8 with 2 rows x 4 deep and
+// 47.8 with 1 x 8, 4096 x 4096 16.0 against 16.6, q/k/v in one launch 20.3 against 22.7;
+// below that, fewer rows per warp keep the SMs busy (1024 rows: 11.7-11.9 us at 1 or 2).
+GemvShape gemv_default_shape(int out) {
+  if (out >= kGemvWarps * 4 * 128) return {4, 2, kGemvWarps};
+  const int R = detail::gemv_rows_per_warp(out);
+  return {R, 8 / R, kGemvWarps};
+}
+
+void gemv_shaped(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, GemvShape shape,
+                 cudaStream_t stream) {
+  MB_NVTX_RANGE("gemv_shaped");
+  if (out <= 0) return;
+  if (in % 8 != 0 || !aligned16(x) || !aligned16(w))
+    fail_msg(msg("cuda::gemv_shaped: needs in % 8 == 0 (got ", in, ") and 16-byte aligned x and w"));
+  find_gemv_shape(shape).launch(x, w, y, in, out, accumulate, stream);
+  CUDA_CHECK_LAUNCH("gemv_kernel");
 }
 
 void linear_multi(const bf16* x, const bf16* const* w, float* const* y, const int* out, int n_mats, int n, int in,
@@ -164,24 +216,28 @@ void linear_multi(const bf16* x, const bf16* const* w, float* const* y, const in
     for (int s = 0; s < n_mats; ++s) linear(x, w[s], y[s], n, in, out[s], false, blas, stream);
     return;
   }
+  // One shape for all segments: per row the result does not depend on it (same lane order).
+  linear_multi_shaped(x, w, y, out, n_mats, in, gemv_default_shape(total), stream);
+}
+
+void linear_multi_shaped(const bf16* x, const bf16* const* w, float* const* y, const int* out, int n_mats, int in,
+                         GemvShape shape, cudaStream_t stream) {
   MB_NVTX_RANGE("gemv_multi");
+  if (n_mats <= 0 || n_mats > kGemvMaxSegs)
+    fail_msg(msg("cuda::linear_multi_shaped: ", n_mats, " matrices, expected 1..", kGemvMaxSegs));
+  bool ok = in % 8 == 0 && aligned16(x);
+  for (int s = 0; s < n_mats; ++s) ok = ok && aligned16(w[s]) && out[s] > 0;
+  if (!ok)
+    fail_msg(msg("cuda::linear_multi_shaped: needs in % 8 == 0 (got ", in,
+                 "), 16-byte aligned x and w and at least one row per matrix"));
   GemvSegments sg{};
   sg.n = n_mats;
-  // One R for all segments: per row the result does not depend on R (same lane order).
-  const int R = detail::gemv_rows_per_warp(total);
-  sg.first[0] = 0;
   for (int s = 0; s < n_mats; ++s) {
     sg.w[s] = w[s];
     sg.y[s] = y[s];
     sg.rows[s] = out[s];
-    sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(out[s], kGemvWarps * R));
   }
-  const unsigned blocks = static_cast<unsigned>(sg.first[n_mats]);
-  switch (R) {
-    case 4: gemv_multi_kernel<1, 4><<<blocks, kGemvWarps * 32, 0, stream>>>(x, sg, n, in); break;
-    case 2: gemv_multi_kernel<1, 2><<<blocks, kGemvWarps * 32, 0, stream>>>(x, sg, n, in); break;
-    default: gemv_multi_kernel<1, 1><<<blocks, kGemvWarps * 32, 0, stream>>>(x, sg, n, in); break;
-  }
+  find_gemv_shape(shape).launch_multi(x, sg, in, stream);
   CUDA_CHECK_LAUNCH("gemv_multi_kernel");
 }
 

@@ -30,13 +30,14 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16
                                                                      const bf16* const* __restrict__ w3s,
                                                                      bf16* __restrict__ h, int n, int k, int K, int N) {
   constexpr int U = 4 / R > 0 ? 4 / R : 1;
-  const int e = detail::used_expert(ids, n * k, blockIdx.y);
+  __shared__ int s_ids[kMaxPairs];
+  const int e = detail::used_expert(ids, n * k, blockIdx.y, s_ids);
   if (e < 0) return;  // the whole block: fewer experts used than grid rows
   __shared__ int s_tok[M], s_pair[M], s_cnt;
   if (threadIdx.x == 0) {
     int cnt = 0;
     for (int p = 0; p < n * k && cnt < M; ++p)
-      if (ids[p] == e) {
+      if (s_ids[p] == e) {
         s_tok[cnt] = p / k;
         s_pair[cnt] = p;
         ++cnt;

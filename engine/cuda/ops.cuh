@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace moebench::cuda {
 
@@ -110,6 +111,22 @@ void linear_multi(const bf16* x, const bf16* const* w, float* const* y, const in
 // The GEMV kernel alone (n <= 8; any `in`, fastest when in % 8 == 0 and pointers 16-byte aligned).
 void gemv(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream);
 constexpr int kGemvMaxRows = 8;
+// The GEMV of one activation row (n = 1) with its launch shape given: rows_per_warp weight
+// rows per warp, depth 16-byte chunks of each row in flight per lane, warps per block.
+// Every shape gives gemv's bits (per row the same lane order); the benchmarks time them
+// side by side. gemv_shapes() lists the compiled ones; another shape, an `in` not a
+// multiple of 8 or unaligned x/w is an Error.
+struct GemvShape {
+  int rows_per_warp, depth, warps;
+};
+const std::vector<GemvShape>& gemv_shapes();
+void gemv_shaped(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, GemvShape shape,
+                 cudaStream_t stream);
+// The shape gemv takes at n = 1 for `out` rows.
+GemvShape gemv_default_shape(int out);
+// linear_multi's one launch (n = 1) with its shape given; the same bits as linear_multi.
+void linear_multi_shaped(const bf16* x, const bf16* const* w, float* const* y, const int* out, int n_mats, int in,
+                         GemvShape shape, cudaStream_t stream);
 // The same product on the tensor cores (defined in quant_gemv.cu, the dequantising GEMV's
 // tile with bf16 weights as their own codes): 16 weight rows x the n <= 8 rows of x per
 // mma, fp32 sums, the row length split over a block's warps and added in warp order

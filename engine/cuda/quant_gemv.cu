@@ -172,34 +172,42 @@ struct Codes<QuantFormat::int4> {
 
 // ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc).
 // accumulate: out += the result instead of out = it.
-template <QuantFormat F, int kWarps>
-__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
+// At least 16 / kRT warps per SM (two tiles a block: twice the registers for loads).
+template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1>
+__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWarps / kRT : 1)
     quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const bf16* __restrict__ x,
                           int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
                           float* __restrict__ out, int accumulate) {
   using C = Codes<F>;
-  constexpr int V = C::kValues, kDepth = C::kDepth;
-  const int e = ids ? detail::used_expert(ids, n_pairs, blockIdx.y) : 0;
+  constexpr int V = C::kValues;
+  __shared__ int s_ids[kMaxPairs];
+  const int e = ids ? detail::used_expert(ids, n_pairs, blockIdx.y, s_ids) : 0;
   if (e < 0) return;  // the whole block: fewer experts used than grid rows
   __shared__ int s_pair[kMaxPairs], s_cnt;
-  __shared__ float s_part[kWarps][32][4];
+  __shared__ float s_part[kWarps][32][4 * kRT];
   if (threadIdx.x == 0) {
     int cnt = 0;
     for (int p = 0; p < n_pairs; ++p)
-      if (!ids || ids[p] == e) s_pair[cnt++] = p;
+      if (!ids || s_ids[p] == e) s_pair[cnt++] = p;
     s_cnt = cnt;
   }
   __syncthreads();
   const int cnt = s_cnt;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
-  const int row0 = blockIdx.x * kTileRows;
-  const int ra = min(row0 + gr, N - 1), rb = min(row0 + gr + 8, N - 1);  // rows past N: read row N-1, not written
+  const int row0 = blockIdx.x * kTileRows * kRT;  // kRT tiles of 16 rows, sharing the activations' loads
   const int64_t row_bytes = F == QuantFormat::int4 ? K / 2 : F == QuantFormat::bf16 ? 2 * static_cast<int64_t>(K) : K;
   const int chunks = static_cast<int>(row_bytes / 16);
   const int steps = (chunks + 3) / 4;  // super-steps per row
   const uint8_t* q = single ? single : w.q[e];
-  const uint8_t* qa = q + ra * row_bytes;
-  const uint8_t* qb = q + rb * row_bytes;
+  int ra[kRT], rb[kRT];
+  const uint8_t *qa[kRT], *qb[kRT];
+#pragma unroll
+  for (int tt = 0; tt < kRT; ++tt) {
+    ra[tt] = min(row0 + kTileRows * tt + gr, N - 1);  // rows past N: read row N-1, not written
+    rb[tt] = min(row0 + kTileRows * tt + gr + 8, N - 1);
+    qa[tt] = q + ra[tt] * row_bytes;
+    qb[tt] = q + rb[tt] * row_bytes;
+  }
   const uint8_t* scale = C::kScaled ? w.scale[e] : nullptr;
   const uint8_t* zero = C::kScaled && w.zero ? w.zero[e] : nullptr;
   for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
@@ -207,17 +215,20 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
     const bool has_x = gr < m;  // this lane's B column is pair p0 + gr
     const int px = s_pair[p0 + min(gr, m - 1)];
     const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
-    float tot[4] = {0, 0, 0, 0};
+    float tot[kRT][4] = {};
     for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kWarps * kDepth) {
-      uint4 wa[kDepth], wb[kDepth];
+      uint4 wa[kRT][kDepth], wb[kRT][kDepth];
 #pragma unroll
       for (int u = 0; u < kDepth; ++u) {
         const int c = (ss0 + u) * 4 + t;
-        if (c < chunks) {
-          wa[u] = load16_stream(qa + 16 * static_cast<int64_t>(c));
-          wb[u] = load16_stream(qb + 16 * static_cast<int64_t>(c));
-        } else {
-          wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int tt = 0; tt < kRT; ++tt) {
+          if (c < chunks) {
+            wa[tt][u] = load16_stream(qa[tt] + 16 * static_cast<int64_t>(c));
+            wb[tt][u] = load16_stream(qb[tt] + 16 * static_cast<int64_t>(c));
+          } else {
+            wa[tt][u] = wb[tt][u] = make_uint4(0, 0, 0, 0);
+          }
         }
       }
 #pragma unroll
@@ -235,66 +246,129 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps)
           xw[4 * j + 2] = v.z;
           xw[4 * j + 3] = v.w;
         }
-        const typename C::Row pa = C::row_params(scale, zero, ra, ss, K), pb = C::row_params(scale, zero, rb, ss, K);
-        float d[4] = {0, 0, 0, 0};
-        float(&acc)[4] = C::kScaled ? d : tot;
 #pragma unroll
-        for (int s = 0; s < V / 4; ++s) {
-          uint32_t a0, a1, a2, a3, b0, b1;
-          C::a_regs(wa[u], s, pa, a0, a2);
-          C::a_regs(wb[u], s, pb, a1, a3);
-          C::b_regs(xw, s, b0, b1);
-          detail::mma_bf16_16x8x16(acc, a0, a1, a2, a3, b0, b1);
-        }
-        if constexpr (C::kScaled) {
-          tot[0] = fmaf(pa.s, d[0], tot[0]);
-          tot[1] = fmaf(pa.s, d[1], tot[1]);
-          tot[2] = fmaf(pb.s, d[2], tot[2]);
-          tot[3] = fmaf(pb.s, d[3], tot[3]);
+        for (int tt = 0; tt < kRT; ++tt) {
+          const typename C::Row pa = C::row_params(scale, zero, ra[tt], ss, K),
+                                pb = C::row_params(scale, zero, rb[tt], ss, K);
+          float d[4] = {0, 0, 0, 0};
+          float(&acc)[4] = C::kScaled ? d : tot[tt];
+#pragma unroll
+          for (int s = 0; s < V / 4; ++s) {
+            uint32_t a0, a1, a2, a3, b0, b1;
+            C::a_regs(wa[tt][u], s, pa, a0, a2);
+            C::a_regs(wb[tt][u], s, pb, a1, a3);
+            C::b_regs(xw, s, b0, b1);
+            detail::mma_bf16_16x8x16(acc, a0, a1, a2, a3, b0, b1);
+          }
+          if constexpr (C::kScaled) {
+            tot[tt][0] = fmaf(pa.s, d[0], tot[tt][0]);
+            tot[tt][1] = fmaf(pa.s, d[1], tot[tt][1]);
+            tot[tt][2] = fmaf(pb.s, d[2], tot[tt][2]);
+            tot[tt][3] = fmaf(pb.s, d[3], tot[tt][3]);
+          }
         }
       }
     }
     // The warps' partial sums, added in warp order.
 #pragma unroll
-    for (int i = 0; i < 4; ++i) s_part[warp][lane][i] = tot[i];
+    for (int tt = 0; tt < kRT; ++tt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s_part[warp][lane][4 * tt + i] = tot[tt][i];
     __syncthreads();
     if (warp == 0) {
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float v = s_part[0][lane][i];
+      for (int tt = 0; tt < kRT; ++tt)
 #pragma unroll
-        for (int wi = 1; wi < kWarps; ++wi) v += s_part[wi][lane][i];
-        const int col = 2 * t + (i & 1), row = row0 + gr + (i >= 2 ? 8 : 0);
-        if (col < m && row < N) {
-          float* o = out + static_cast<int64_t>(s_pair[p0 + col]) * N + row;
-          *o = accumulate ? *o + v : v;
+        for (int i = 0; i < 4; ++i) {
+          float v = s_part[0][lane][4 * tt + i];
+#pragma unroll
+          for (int wi = 1; wi < kWarps; ++wi) v += s_part[wi][lane][4 * tt + i];
+          const int col = 2 * t + (i & 1), row = row0 + kTileRows * tt + gr + (i >= 2 ? 8 : 0);
+          if (col < m && row < N) {
+            float* o = out + static_cast<int64_t>(s_pair[p0 + col]) * N + row;
+            *o = accumulate ? *o + v : v;
+          }
         }
-      }
     }
     __syncthreads();  // s_part is reused by the next pass
   }
 }
 
 // Warps per block (splitting the row length): more when the row tiles are few, so the
-// grid still brings enough loads in flight on every SM.
+// grid still brings enough loads in flight on every SM. Quantised formats: 4 from 132
+// tiles on (measured on an H200 at Mixtral's w2, 256 tiles: int8/fp8 44.6 us with 4 warps
+// against 46.9 with 8 and 51 with 16, int4 33.7 against 35.5; w1, 896 tiles, 4 was best too).
+template <QuantFormat F>
+int default_warps(int tiles) {
+  if (F != QuantFormat::bf16 && tiles >= 132) return 4;
+  return tiles >= 2 * 264 ? 4 : tiles >= 132 ? 8 : 16;
+}
+
+template <QuantFormat F, int kDepth, int kRT>
+void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const uint8_t* single, const bf16* x, int pp,
+                  const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(ceil_div(tiles, kRT)), static_cast<unsigned>(slots));
+  switch (warps) {
+    case 2:
+      quant_moe_gemv_kernel<F, 2, kDepth, kRT>
+          <<<grid, 2 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+      break;
+    case 4:
+      quant_moe_gemv_kernel<F, 4, kDepth, kRT>
+          <<<grid, 4 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+      break;
+    case 8:
+      quant_moe_gemv_kernel<F, 8, kDepth, kRT>
+          <<<grid, 8 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+      break;
+    case 16:
+      quant_moe_gemv_kernel<F, 16, kDepth, kRT>
+          <<<grid, 16 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+      break;
+    default: fail_msg(msg("quant_moe_gemv: ", warps, " warps per block, expected 2, 4, 8 or 16"));
+  }
+}
+
+// shape.warps / shape.depth / shape.tiles 0: the defaults (default_warps, the format's
+// kDepth, one tile). Depth kDepth / 2 and 2 x kDepth and two tiles (at depth kDepth) are
+// compiled for the quantised formats only.
 template <QuantFormat F>
 void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_per_pair, const int32_t* ids,
-            int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, cudaStream_t stream) {
-  const int tiles = static_cast<int>(ceil_div(N, kTileRows));
-  const dim3 grid(static_cast<unsigned>(tiles), static_cast<unsigned>(std::min(n_pairs, n_experts)));
+            int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, QuantGemvShape shape,
+            cudaStream_t stream) {
+  const int tiles = static_cast<int>(ceil_div(N, kTileRows)), slots = std::min(n_pairs, n_experts);
   const int pp = x_per_pair ? 1 : 0, acc = accumulate ? 1 : 0;
-  if (tiles >= 2 * 264)
-    quant_moe_gemv_kernel<F, 4><<<grid, 4 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
-  else if (tiles >= 132)
-    quant_moe_gemv_kernel<F, 8><<<grid, 8 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
-  else
-    quant_moe_gemv_kernel<F, 16><<<grid, 16 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+  const int warps = shape.warps ? shape.warps : default_warps<F>(tiles);
+  const int rt = shape.tiles ? shape.tiles : 1;
+  constexpr int D = Codes<F>::kDepth;
+  const int depth = shape.depth ? shape.depth : D;
+  if (depth == D && rt == 1) {
+    launch_depth<F, D, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+    return;
+  }
+  if constexpr (F != QuantFormat::bf16) {
+    if (depth == 2 * D && rt == 1) {
+      launch_depth<F, 2 * D, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      return;
+    }
+    if (depth == D && rt == 2) {
+      launch_depth<F, D, 2>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      return;
+    }
+    if (depth == D / 2 && rt == 1) {
+      launch_depth<F, D / 2, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      return;
+    }
+  }
+  fail_msg(msg("quant_moe_gemv: depth ", depth, " x ", rt, " tiles for ", quant_format_name(F), ", expected ", D,
+               F != QuantFormat::bf16 ? msg(", ", D / 2, " or ", 2 * D, " x 1 tile, or ", D, " x 2 tiles")
+                                      : std::string(" x 1 tile")));
 }
 
 }  // namespace
 
-void quant_moe_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
-                    int N, int K, int n_experts, float* out, cudaStream_t stream) {
+void quant_moe_gemv_shaped(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
+                           int k, int N, int K, int n_experts, float* out, QuantGemvShape shape, cudaStream_t stream) {
   MB_NVTX_RANGE("quant_moe_gemv");
   if (n_pairs <= 0 || n_pairs > kMaxPairs) fail_msg(msg("quant_moe_gemv: ", n_pairs, " pairs, expected 1..", kMaxPairs));
   const int align = w.format == QuantFormat::int4 ? 32 : 16;
@@ -307,18 +381,23 @@ void quant_moe_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const
     fail_msg(msg("quant_moe_gemv: the activations are not 16-byte aligned (they are read 16 bytes at a time)"));
   switch (w.format) {
     case QuantFormat::int8:
-      launch<QuantFormat::int8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
+      launch<QuantFormat::int8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
       break;
     case QuantFormat::int4:
-      launch<QuantFormat::int4>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
+      launch<QuantFormat::int4>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
       break;
     case QuantFormat::fp8:
-      launch<QuantFormat::fp8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, stream);
+      launch<QuantFormat::fp8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
       break;
     default:
       fail_msg(msg("quant_moe_gemv: format ", quant_format_name(w.format), " is not quantised (bf16 experts use moe_fused)"));
   }
   CUDA_CHECK_LAUNCH("quant_moe_gemv");
+}
+
+void quant_moe_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
+                    int N, int K, int n_experts, float* out, cudaStream_t stream) {
+  quant_moe_gemv_shaped(w, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, QuantGemvShape{}, stream);
 }
 
 void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream) {
@@ -328,7 +407,7 @@ void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, boo
     fail_msg(msg("cuda::gemv_tc: needs n <= ", kGemvMaxRows, " (got ", n, "), in % 8 == 0 (got ", in,
                  ") and 16-byte aligned x and w"));
   launch<QuantFormat::bf16>(QuantExperts{}, reinterpret_cast<const uint8_t*>(w), x, false, nullptr, n, 1, out, in, 1,
-                            y, accumulate, stream);
+                            y, accumulate, QuantGemvShape{}, stream);
   CUDA_CHECK_LAUNCH("gemv_tc");
 }
 

@@ -37,4 +37,18 @@ struct QuantExperts {
 void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
                     int k, int N, int K, int n_experts, float* out, cudaStream_t stream);
 
+// The same product with the launch shape given: warps per block splitting the row (2, 4, 8
+// or 16); depth, the super-steps of 4 chunks whose weight loads a warp issues together (2,
+// 4 or 8 for the quantised formats); tiles, the 16-row tiles a block takes (1, or 2 at depth 4
+// for the quantised formats: twice the rows for each activation load). 0 takes the
+// default (warps by the number of tiles, depth 4, one tile). The shape changes which warp
+// sums which super-steps: the fp32 rounding order, not the result's accuracy. For the
+// benchmarks' side-by-side variants.
+struct QuantGemvShape {
+  int warps = 0, depth = 0, tiles = 0;
+};
+void quant_moe_gemv_shaped(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids,
+                           int n_pairs, int k, int N, int K, int n_experts, float* out, QuantGemvShape shape,
+                           cudaStream_t stream);
+
 }  // namespace moebench::cuda

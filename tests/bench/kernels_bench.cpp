@@ -1,25 +1,38 @@
 // kernels_bench.cpp: Google Benchmark microbenchmarks of every CUDA kernel at
-// Mixtral-8x7B shapes and batch sizes 1..64, variants side by side (own GEMV vs cuBLAS).
+// Mixtral-8x7B shapes and batch sizes 1..64, variants side by side (own GEMV vs cuBLAS,
+// the GEMVs' launch shapes).
 // Manual time from CUDA events around the launch only; L2 flushed before every
 // repetition (a 64 MiB memset, larger than the H100's 50 MB L2); bytes and flops as
 // rate counters, so bytes/s (= GB/s) and flop/s print and land in --benchmark_out JSON.
 // Kernels are the registry's: engine/cuda/ops.cuh. Without a GPU it prints why and exits 0.
-// The device's read limit comes with every run: the read-only stream of bandwidth.h
-// (best of 20 over 1 GiB, measured at start) is the context "read_stream_gbps", every
-// benchmark's counter "of_read_stream" is its bytes/s as a fraction of it, and
-// read_stream/MiB:<n> times the same stream under this harness (L2 flushed, one launch)
-// at sizes like the GEMVs', so a GEMV can also be held against a stream of its size.
+// The read stream a kernel is held against: the read-only stream of bandwidth.h over
+// exactly the kernel's byte count (rounded up to 16 bytes), timed under this same
+// harness (L2 flushed, one launch, mean of >= 30 and >= 50 ms; the best of three grid
+// sizes), once per byte count and kept. Every
+// benchmark's counter "of_same_size_stream" is its bytes/s as a fraction of that
+// stream's ("same_size_stream_gbps"): a small read cannot reach a large one's rate
+// here (launch, ramp-up, the flush's dirty lines), so this is the fraction that says how
+// close a kernel is to the read limit at its size. "of_read_stream" holds it against the
+// 1 GiB stream's best of 20 (context "read_stream_gbps", measured once the arena is
+// set up, so that every buffer lies where it did before that measurement existed), and
+// read_stream/MiB:<n> shows the stream's rate against size. MOEBENCH_BENCH_STREAM_FIRST=1
+// measures that 1 GiB stream before the arena instead, as builds up to this one did (its
+// cudaMalloc/cudaFree then moves the arena): for telling placement from code in a
+// before/after pair.
 #include <benchmark/benchmark.h>
 
 #if MOEBENCH_HAVE_CUDA
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "common/env.h"
 #include "engine/cuda/arena.h"
 #include "engine/cuda/bandwidth.h"
 #include "engine/cuda/blas.h"
@@ -43,6 +56,7 @@ struct Ctx {
   void* flush = nullptr;
   static constexpr size_t kFlushBytes = 64ull << 20;
   double read_stream_bps = 0;  // the read-only stream's best, bytes/s
+  std::map<size_t, double> same_size_stream_bps;  // by byte count, bytes/s under this harness
 };
 Ctx* g = nullptr;
 
@@ -64,26 +78,58 @@ struct Buf {
   }
 };
 
-// Times fn with CUDA events, L2 flushed before each repetition.
+// One repetition: L2 flushed (memset of `flush_value`), then fn between two events; ms.
+float time_once(const std::function<void()>& fn, int flush_value) {
+  CUDA_CHECK(cudaMemsetAsync(g->flush, flush_value & 0xff, Ctx::kFlushBytes, g->stream));
+  CUDA_CHECK(cudaEventRecord(g->start, g->stream));
+  fn();
+  CUDA_CHECK(cudaEventRecord(g->stop, g->stream));
+  CUDA_CHECK(cudaEventSynchronize(g->stop));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, g->start, g->stop));
+  return ms;
+}
+
+// The read-only stream over `bytes` (rounded up to 16), timed as the kernels are (a
+// warm-up, then the mean of at least 30 repetitions and 50 ms), the best of 2, 4 and 8
+// blocks of 512 threads per SM (no one grid is the fastest stream at every size); bytes/s.
+// Its buffer comes after the kernel's in the arena and goes before the next benchmark, so
+// kernels' buffers lie where they would without it.
+double same_size_stream_bps(double bytes) {
+  const size_t b = (static_cast<size_t>(bytes) + 15) / 16 * 16;
+  if (auto it = g->same_size_stream_bps.find(b); it != g->same_size_stream_bps.end()) return it->second;
+  Buf src(b), sink(16, false);
+  double best = 0;
+  for (int blocks_per_sm : {2, 4, 8}) {
+    const std::function<void()> stream = [&] { cuda::launch_read_stream(src.p, b, sink.p, g->stream, blocks_per_sm); };
+    stream();
+    CUDA_CHECK(cudaStreamSynchronize(g->stream));
+    double total_ms = 0;
+    int reps = 0;
+    while (reps < 30 || total_ms < 50) total_ms += time_once(stream, reps++);
+    best = std::max(best, static_cast<double>(b) / (total_ms / reps * 1e-3));
+  }
+  g->same_size_stream_bps[b] = best;
+  return best;
+}
+
+// Times fn with CUDA events, L2 flushed before each repetition; then the same-size stream.
 void timed(benchmark::State& state, const std::function<void()>& fn, double bytes, double flops) {
   fn();  // warm-up (and first-call setup such as cuBLAS heuristics)
   CUDA_CHECK(cudaStreamSynchronize(g->stream));
-  for (auto _ : state) {
-    CUDA_CHECK(cudaMemsetAsync(g->flush, state.iterations() & 0xff, Ctx::kFlushBytes, g->stream));
-    CUDA_CHECK(cudaEventRecord(g->start, g->stream));
-    fn();
-    CUDA_CHECK(cudaEventRecord(g->stop, g->stream));
-    CUDA_CHECK(cudaEventSynchronize(g->stop));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, g->start, g->stop));
-    state.SetIterationTime(ms * 1e-3);
-  }
+  for (auto _ : state) state.SetIterationTime(time_once(fn, static_cast<int>(state.iterations())) * 1e-3);
   state.counters["bytes"] = benchmark::Counter(bytes, benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
   state.counters["flops"] = benchmark::Counter(flops, benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
   state.counters["of_read_stream"] =
       benchmark::Counter(bytes / g->read_stream_bps, benchmark::Counter::kIsIterationInvariantRate);
+  if (bytes >= 16) {
+    const double stream_bps = same_size_stream_bps(bytes);
+    state.counters["of_same_size_stream"] =
+        benchmark::Counter(bytes / stream_bps, benchmark::Counter::kIsIterationInvariantRate);
+    state.counters["same_size_stream_gbps"] = stream_bps / 1e9;
+  }
 }
 
 // The read-only stream over `mib` MiB, timed like the kernels (the limit a GEMV of that
@@ -111,6 +157,35 @@ void bm_linear(benchmark::State& state, Shape s, int m, cuda::LinearAlgo algo) {
                      algo);
       },
       2.0 * s.out * s.in + 2.0 * m * s.in + 4.0 * m * s.out, 2.0 * m * s.out * s.in);
+}
+
+// The one-row GEMV with its launch shape given (ops.cuh gemv_shaped): the shapes side by side.
+void bm_gemv_shape(benchmark::State& state, Shape s, cuda::GemvShape shape) {
+  Buf w(2ull * s.out * s.in), x(2ull * s.in), y(4ull * s.out, false);
+  timed(
+      state,
+      [&] { cuda::gemv_shaped(x.as<bf16>(), w.as<bf16>(), y.as<float>(), s.in, s.out, false, shape, g->stream); },
+      2.0 * s.out * s.in + 2.0 * s.in + 4.0 * s.out, 2.0 * s.out * s.in);
+}
+
+// q, k and v of one layer against one activation row in one launch (ops.cuh
+// linear_multi; shape null: its default shape).
+void bm_linear_multi_qkv(benchmark::State& state, const cuda::GemvShape* shape) {
+  constexpr int kIn = 4096, kRows[3] = {4096, 1024, 1024};
+  Buf wq(2ull * kRows[0] * kIn), wk(2ull * kRows[1] * kIn), wv(2ull * kRows[2] * kIn), x(2ull * kIn),
+      y(4ull * (kRows[0] + kRows[1] + kRows[2]), false);
+  const bf16* w[3] = {wq.as<bf16>(), wk.as<bf16>(), wv.as<bf16>()};
+  float* ys[3] = {y.as<float>(), y.as<float>() + kRows[0], y.as<float>() + kRows[0] + kRows[1]};
+  const int rows = kRows[0] + kRows[1] + kRows[2];
+  timed(
+      state,
+      [&] {
+        if (shape)
+          cuda::linear_multi_shaped(x.as<bf16>(), w, ys, kRows, 3, kIn, *shape, g->stream);
+        else
+          cuda::linear_multi(x.as<bf16>(), w, ys, kRows, 3, 1, kIn, nullptr, g->stream);
+      },
+      2.0 * rows * kIn + 2.0 * kIn + 4.0 * rows, 2.0 * rows * kIn);
 }
 
 constexpr int kHidden = 4096, kInter = 14336, kExperts = 8, kTopK = 2, kHeads = 32, kKv = 8, kHd = 128,
@@ -177,7 +252,7 @@ void bm_moe_fused(benchmark::State& state, int n) {
 // bm_moe_fused. Weight bytes are arbitrary (synthetic bf16 reinterpreted), scales zero:
 // the time depends on the bytes read, not on the values. bytes = the used experts'
 // values + scales + the activations + the outputs.
-void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, bool down, int n) {
+void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, bool down, int n, cuda::QuantGemvShape shape = {}) {
   const int N = down ? kHidden : kInter, K = down ? kInter : kHidden;
   const auto parts = quant_parts(f, N, K);
   std::vector<std::unique_ptr<Buf>> ws;
@@ -208,8 +283,8 @@ void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, bool down, int n)
   timed(
       state,
       [&] {
-        cuda::quant_moe_gemv(qe, x.as<bf16>(), down, dids.as<int32_t>(), pairs, kTopK, N, K, kExperts, out.as<float>(),
-                             g->stream);
+        cuda::quant_moe_gemv_shaped(qe, x.as<bf16>(), down, dids.as<int32_t>(), pairs, kTopK, N, K, kExperts,
+                                    out.as<float>(), shape, g->stream);
       },
       static_cast<double>(quant_matrix_bytes(f, N, K)) * n_used + 2.0 * n_x * K + 4.0 * pairs * N,
       2.0 * pairs * N * K);
@@ -332,6 +407,16 @@ void register_all() {
     for (int m = 1; m <= cuda::kGemvMaxRows; ++m)
       reg(std::string("linear/gemv_tc/") + s.name + "/M:" + std::to_string(m),
           [s, m](benchmark::State& st) { bm_linear(st, s, m, cuda::LinearAlgo::gemv_tc); });
+  for (const Shape& s : kShapes)
+    for (const cuda::GemvShape& gs : cuda::gemv_shapes())
+      reg(std::string("linear/gemv_shape/") + s.name + "/M:1/R:" + std::to_string(gs.rows_per_warp) +
+              "/U:" + std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps),
+          [s, gs](benchmark::State& st) { bm_gemv_shape(st, s, gs); });
+  reg("linear/gemv_multi/qkv/M:1", [](benchmark::State& st) { bm_linear_multi_qkv(st, nullptr); });
+  for (const cuda::GemvShape& gs : cuda::gemv_shapes())
+    reg("linear/gemv_multi_shape/qkv/M:1/R:" + std::to_string(gs.rows_per_warp) + "/U:" + std::to_string(gs.depth) +
+            "/W:" + std::to_string(gs.warps),
+        [gs](benchmark::State& st) { bm_linear_multi_qkv(st, &gs); });
   for (int m : {1, 2, 4, 8})
     reg("swiglu_gate_up/fused/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_gate_up(st, m); });
   for (int m : batches)
@@ -342,6 +427,19 @@ void register_all() {
       for (int n : {1, 2, 4, 8})  // n = 4: 8 pairs, one on each expert
         reg(std::string("quant_moe_gemv/") + quant_format_name(f) + (down ? "/w2" : "/w1") + "/n:" + std::to_string(n),
             [f, down, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, down, n); });
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (bool down : {false, true})
+      for (int n : {1, 2})
+        for (int warps : {2, 4, 8, 16})
+          for (std::pair<int, int> dt : {std::pair<int, int>{4, 1}, {8, 1}, {4, 2}, {2, 1}}) {
+            const int depth = dt.first, tiles = dt.second;
+            reg(std::string("quant_moe_gemv_shape/") + quant_format_name(f) + (down ? "/w2" : "/w1") + "/n:" +
+                    std::to_string(n) + "/warps:" + std::to_string(warps) + "/depth:" + std::to_string(depth) +
+                    (tiles > 1 ? "/tiles:" + std::to_string(tiles) : std::string()),
+                [f, down, n, warps, depth, tiles](benchmark::State& st) {
+                  bm_quant_moe_gemv(st, f, down, n, cuda::QuantGemvShape{warps, depth, tiles});
+                });
+          }
   for (int pos0 : {128, 1024, 4096, 16384})
     reg("attention/decode/len:" + std::to_string(pos0 + 1), [pos0](benchmark::State& st) { bm_attention(st, 1, pos0); });
   for (int n : {8, 64})
@@ -381,14 +479,20 @@ int main(int argc, char** argv) {
   const cuda::DeviceInfo dev = cuda::device_info();
   benchmark::AddCustomContext("device", dev.name);
   benchmark::AddCustomContext("sm_count", std::to_string(dev.sm_count));
-  ctx.read_stream_bps = cuda::measure_hbm_read(1ull << 30, 20).gbps * 1e9;  // before the arena takes the memory
-  benchmark::AddCustomContext("read_stream_gbps", std::to_string(ctx.read_stream_bps / 1e9));
+  const bool stream_first = env_str("MOEBENCH_BENCH_STREAM_FIRST") == "1";
+  if (stream_first) ctx.read_stream_bps = cuda::measure_hbm_read(1ull << 30, 20).gbps * 1e9;
   ctx.arena = std::make_unique<cuda::DeviceArena>(8ull << 30, "bench arena");
   ctx.blas = std::make_unique<cuda::Blas>(ctx.arena.get());
   CUDA_CHECK(cudaStreamCreate(&ctx.stream));
   CUDA_CHECK(cudaEventCreate(&ctx.start));
   CUDA_CHECK(cudaEventCreate(&ctx.stop));
   ctx.flush = ctx.arena->alloc(Ctx::kFlushBytes, "L2 flush");
+  // After the arena: its own 1 GiB cudaMalloc/cudaFree, made before, would move the arena
+  // in device memory and every benchmark buffer with it, so that a before/after pair of
+  // builds would also compare two memory placements.
+  if (!stream_first) ctx.read_stream_bps = cuda::measure_hbm_read(1ull << 30, 20).gbps * 1e9;
+  benchmark::AddCustomContext("stream_measured", stream_first ? "before the arena" : "after the arena");
+  benchmark::AddCustomContext("read_stream_gbps", std::to_string(ctx.read_stream_bps / 1e9));
   register_all();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
