@@ -114,6 +114,7 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     float* y[3] = {b.q, b.k, b.v};
     const int out[3] = {Q, KV, KV};
     linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+    family_attention(L, b, m);
     rope_kv_store_paged(b.q, b.k, b.v, pos, slot, P.k[l], P.v[l], m, nh, nkv, hd, c.rope_theta, s);
     paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
                     b.attn_ws, s);
@@ -121,6 +122,7 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
     const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
     moe_->run(static_cast<int>(step), l, 0, L.gate, next_gate, b, b.x, m);  // x += moe(h)
+    family_shared_expert(L, b, m);
   }
   // The sampled rows only: gather -> final norm -> lm_head -> argmax.
   gather_rows(b.x, out_row, b.moe_out, n_out, H, s);

@@ -153,7 +153,7 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, pairs = m * K;
   ScopedRange r(trace_, RangeKind::router, layer);
   linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
-  router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+  router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_, d_.norm_topk_prob);
   // The gate predicts the next layer only when it also routes it.
   const bool gate_predicts = predict && !routing_;
   if (gate_predicts) {
@@ -167,7 +167,7 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
                                cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     routing_->route(step, layer, m, std::span<int32_t>(ids_h_, pairs));
-    cpu::router_reweight(logits_h_, ids_h_, wts_h_, m, E, K);
+    cpu::router_reweight(logits_h_, ids_h_, wts_h_, m, E, K, d_.norm_topk_prob);
     CUDA_CHECK(cudaMemcpyAsync(b.ids, ids_h_, pairs * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaMemcpyAsync(b.wts, wts_h_, pairs * sizeof(float), cudaMemcpyHostToDevice, stream_));
   } else if (observer_) {

@@ -87,9 +87,10 @@ void gather_rows(const float* x, const int32_t* rows, float* out, int n, int dim
 
 // ---- router.cu ----
 // logits (n, n_experts) fp32 -> softmax (fp32) -> top-k (descending; ties to the lower
-// index) -> renormalised weights. ids (n, k) int32, weights (n, k) fp32. n_experts <= 256, k <= 8.
+// index) -> renormalised weights (renormalise false: the softmax's probabilities, as
+// norm_topk_prob false). ids (n, k) int32, weights (n, k) fp32. n_experts <= 256, k <= 8.
 void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n_experts, int k,
-                 cudaStream_t stream);
+                 cudaStream_t stream, bool renormalise = true);
 
 // ---- linear.cu ----
 // y (n, out) fp32 = x (n, in) bf16 @ w (out, in)^T bf16  [+ y if accumulate].
@@ -187,5 +188,17 @@ void argmax(const float* logits, int32_t* ids, int n, int vocab, cudaStream_t st
 // to moebench::synth_fill on the host. key = synth::tensor_key(seed, synth::name_hash(name)).
 void synth_fill_bf16(bf16* dst, uint64_t key, int64_t begin, int64_t count, float scale, float offset,
                      cudaStream_t stream);
+
+// ---- family_ops.cu ----
+// What the MoE families beyond Mixtral add to a layer (model/config.h).
+// y (n, dim) fp32 += b (dim) bf16: the q/k/v bias (Qwen2-MoE).
+void add_bias(float* y, const bf16* b, int n, int dim, cudaStream_t stream);
+// x (rows, dim) fp32 RMSNorm'd in place with w (dim) bf16, the variance in fp32: q/k norm
+// per head (rows = tokens x heads, dim = head_dim: Qwen3-MoE) or over the whole
+// projection (rows = tokens, dim = q_dim or kv_dim: OLMoE). One warp per row.
+void rmsnorm_inplace(float* x, const bf16* w, int rows, int dim, float eps, cudaStream_t stream);
+// out (n, dim) fp32 += sigmoid(g[i]) * y (n, dim) fp32; g (n) fp32: the shared expert
+// behind its sigmoid gate (Qwen2-MoE).
+void add_sigmoid_gated(float* out, const float* y, const float* g, int n, int dim, cudaStream_t stream);
 
 }  // namespace moebench::cuda
