@@ -57,18 +57,12 @@ void CudaModel::family_attention(const Layer& L, ForwardBuffers& b, int m) {
   const ModelConfig& c = cfg_;
   const int Q = c.q_dim(), KV = c.kv_dim();
   cudaStream_t s = stream_;
-  if (L.bq) {
-    add_bias(b.q, L.bq, m, Q, s);
-    add_bias(b.k, L.bk, m, KV, s);
-    add_bias(b.v, L.bv, m, KV, s);
-  }
-  if (c.qk_norm == QkNorm::per_head) {
-    rmsnorm_inplace(b.q, L.q_norm, m * c.num_attention_heads, c.head_dim, c.rms_norm_eps, s);
-    rmsnorm_inplace(b.k, L.k_norm, m * c.num_key_value_heads, c.head_dim, c.rms_norm_eps, s);
-  } else if (c.qk_norm == QkNorm::whole) {
-    rmsnorm_inplace(b.q, L.q_norm, m, Q, c.rms_norm_eps, s);
-    rmsnorm_inplace(b.k, L.k_norm, m, KV, c.rms_norm_eps, s);
-  }
+  if (L.bq) add_qkv_bias(b.q, L.bq, b.k, L.bk, b.v, L.bv, m, Q, KV, s);
+  if (c.qk_norm == QkNorm::per_head)
+    qk_rmsnorm(b.q, L.q_norm, m * c.num_attention_heads, c.head_dim, b.k, L.k_norm, m * c.num_key_value_heads,
+               c.head_dim, c.rms_norm_eps, s);
+  else if (c.qk_norm == QkNorm::whole)
+    qk_rmsnorm(b.q, L.q_norm, m, Q, b.k, L.k_norm, m, KV, c.rms_norm_eps, s);
 }
 
 void CudaModel::family_shared_expert(const Layer& L, ForwardBuffers& b, int m) {

@@ -190,13 +190,16 @@ void synth_fill_bf16(bf16* dst, uint64_t key, int64_t begin, int64_t count, floa
                      cudaStream_t stream);
 
 // ---- family_ops.cu ----
-// What the MoE families beyond Mixtral add to a layer (model/config.h).
-// y (n, dim) fp32 += b (dim) bf16: the q/k/v bias (Qwen2-MoE).
-void add_bias(float* y, const bf16* b, int n, int dim, cudaStream_t stream);
-// x (rows, dim) fp32 RMSNorm'd in place with w (dim) bf16, the variance in fp32: q/k norm
-// per head (rows = tokens x heads, dim = head_dim: Qwen3-MoE) or over the whole
-// projection (rows = tokens, dim = q_dim or kv_dim: OLMoE). One warp per row.
-void rmsnorm_inplace(float* x, const bf16* w, int rows, int dim, float eps, cudaStream_t stream);
+// What the MoE families beyond Mixtral add to a layer (model/config.h), one launch each.
+// q (n, q_dim), k and v (n, kv_dim) fp32 += their bias (bf16): Qwen2-MoE's q/k/v bias.
+void add_qkv_bias(float* q, const bf16* bq, float* k, const bf16* bk, float* v, const bf16* bv, int n, int q_dim,
+                  int kv_dim, cudaStream_t stream);
+// q (q_rows, q_dim) and k (k_rows, k_dim) fp32 RMSNorm'd in place with wq (q_dim) and wk
+// (k_dim) bf16, the variance in fp32: per head (rows = tokens x heads, dim = head_dim:
+// Qwen3-MoE) or over the whole projection (rows = tokens, dim = q_dim / kv_dim: OLMoE).
+// One warp per row, q's and k's rows in one launch.
+void qk_rmsnorm(float* q, const bf16* wq, int q_rows, int q_dim, float* k, const bf16* wk, int k_rows, int k_dim,
+                float eps, cudaStream_t stream);
 // out (n, dim) fp32 += sigmoid(g[i]) * y (n, dim) fp32; g (n) fp32: the shared expert
 // behind its sigmoid gate (Qwen2-MoE).
 void add_sigmoid_gated(float* out, const float* y, const float* g, int n, int dim, cudaStream_t stream);
