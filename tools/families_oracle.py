@@ -44,7 +44,7 @@ FAMILIES = ["qwen3_moe", "olmoe", "qwen2_moe"]
 PROMPT = [1, 17, 254, 99, 3, 411, 78, 78, 200, 5, 333, 64]
 SHAPE = dict(vocab_size=512, hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
              num_experts_per_tok=8, max_position_embeddings=256, rms_norm_eps=1e-6, initializer_range=0.2,
-             bos_token_id=1, eos_token_id=2)
+             bos_token_id=1, eos_token_id=2, attn_implementation="eager")
 EXPERTS, EXPERT_WIDTH = 32, 48  # 2 x 48 != hidden 64, so a fused layout's orientation is unambiguous
 
 
@@ -109,7 +109,6 @@ def cmd_make(a):
     import torch
     torch.manual_seed(a.seed)
     cls, cfg = family_model(a.family)
-    cfg._attn_implementation = "eager"
     model = cls(cfg).float().eval()
     with torch.no_grad():  # non-trivial norms and biases: every family tensor matters
         for name, p in model.named_parameters():
