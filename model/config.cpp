@@ -157,7 +157,16 @@ ModelConfig config_from_json(const json& j, const std::string& src) {
   // The expert count and width: Mixtral's num_local_experts / intermediate_size; the
   // others' num_experts, with the experts' width in moe_intermediate_size (Qwen) or
   // intermediate_size (OLMoE, whose MLPs are all experts).
-  c.num_local_experts = get_int(j, mixtral ? "num_local_experts" : "num_experts", src, true, 0);
+  // Either spelling is accepted in every family (transformers 5.17 writes Qwen3-MoE's as
+  // num_local_experts); the family's own is read first.
+  {
+    const char* own = mixtral ? "num_local_experts" : "num_experts";
+    const char* other = mixtral ? "num_experts" : "num_local_experts";
+    const bool has_own = j.contains(own) && !j.at(own).is_null();
+    if (!has_own && !(j.contains(other) && !j.at(other).is_null()))
+      fail("{}: missing field '{}' (expected an integer; '{}' is accepted too)", src, own, other);
+    c.num_local_experts = get_int(j, has_own ? own : other, src, true, 0);
+  }
   if (c.model_type == "qwen3_moe" || c.model_type == "qwen2_moe") {
     c.intermediate_size = get_int(j, "moe_intermediate_size", src, true, 0);
     c.dense_intermediate_size = get_int(j, "intermediate_size", src, false, 0);

@@ -390,3 +390,19 @@ TEST(Families, QuantisedExpertsUseTheFamilyNames) {
   const auto a = logits_of(ck, s), b = logits_of(WeightSource::synthetic(c, 4, DType::bf16, QuantFormat::int8), s);
   EXPECT_EQ(max_abs_diff(a, b), 0.0f);
 }
+
+// transformers 5.17 writes Qwen3-MoE's expert count as num_local_experts: either spelling
+// is read in every family; neither is one line naming both.
+TEST(Families, ExpertCountUnderEitherName) {
+  json j = config_to_json(preset_config("tiny-qwen3"));
+  j["num_local_experts"] = j.at("num_experts");
+  j.erase("num_experts");
+  EXPECT_EQ(config_from_json(j, "q").num_local_experts, 16);
+  j.erase("num_local_experts");
+  EXPECT_EQ(config_error(j), "m/config.json: missing field 'num_experts' (expected an integer; 'num_local_experts' "
+                             "is accepted too)");
+  json m = config_to_json(preset_config("micro"));
+  m["num_experts"] = m.at("num_local_experts");
+  m.erase("num_local_experts");
+  EXPECT_EQ(config_from_json(m, "m").num_local_experts, 4);
+}

@@ -6,9 +6,10 @@
   all --bin DIR --out RESULT.json [--families qwen3_moe,olmoe,qwen2_moe] [--no-cuda] [--work DIR] [--keep DIR]
       for each family: `make`, `ref`, then moebench (DIR/moebench) `logits --backend cpu` on
       the saved checkpoint against the fp32 reference (tolerance 1e-4, greedy tokens
-      identical), and unless --no-cuda `logits --backend cuda` against transformers in bf16
-      on cuda through mixtral_oracle.py's compare (its derived tolerance: 2 x transformers'
-      own bf16-vs-fp32 spread before the first routing divergence). One JSON for all.
+      identical), and unless --no-cuda `logits --backend cuda` against the same fp32
+      reference within a derived tolerance: 2 x transformers' own bf16-vs-fp32 spread on
+      these weights before its bf16 and fp32 runs route differently (measured by
+      mixtral_oracle.py compare, whose bf16 comparison is kept as information). One JSON.
   make --family F --out DIR [--seed S]
       a tiny random model of family F built by transformers (fp32, eager attention):
       3 layers, hidden 64, 32 experts of width 48 with top-8, GQA 4/2, random norm
@@ -210,6 +211,47 @@ def cmd_check(a):
     return 0 if out["pass"] else 1
 
 
+def check_cuda(ref_dir, ours_path, hf):
+    """moebench's CUDA (bf16) logits against the fp32 reference (transformers fp32, ref.npy):
+    tol = 2 x transformers' own bf16-vs-fp32 spread on these weights (max over the positions
+    before the first routing divergence of its bf16 and fp32 runs; 2 bf16 ulps of the largest
+    |logit| if they part at position 0); every position within tol, argmax equal where the
+    fp32 top-2 margin exceeds tol."""
+    rr, cols, ref = read_npy_f32(os.path.join(ref_dir, "ref.npy"))
+    ro, co, ours = read_npy_f32(ours_path)
+    if (ro, co) != (rr, cols):
+        sys.exit(f"error: {ours_path} is ({ro}, {co}) but the reference is ({rr}, {cols})")
+    s = hf["summary"]
+    spread = s["hf_bf16_vs_fp32_spread_routing_consistent"]
+    top = max(abs(x) for x in ref)
+    tol = 2 * spread if spread is not None else 2 * 2.0 ** (math.floor(math.log2(top)) - 7)
+    per = []
+    for p in range(rr):
+        o, r = row(ours, cols, p), row(ref, cols, p)
+        ao, _ = top2(o)
+        ar, margin = top2(r)
+        d = max(abs(x - y) for x, y in zip(o, r))
+        per.append({"position": p, "max_abs_ours_vs_fp32": d, "within_tol": d <= tol, "fp32_top2_margin": margin,
+                    "argmax_ours": ao, "argmax_fp32": ar, "argmax_checked": margin > tol,
+                    "argmax_agrees": ao == ar})
+    checked = [e for e in per if e["argmax_checked"]]
+    out = {"rule": "moebench CUDA (bf16 weights, bf16 matmul inputs, fp32 accumulation) vs transformers fp32: "
+                   "|ours - fp32| <= tol = 2 x transformers' own bf16-vs-fp32 spread on these weights (positions "
+                   "before its first bf16/fp32 routing divergence); argmax equal where the fp32 top-2 margin > tol",
+           "tolerance": tol, "hf_bf16_vs_fp32_spread": spread,
+           "max_abs_ours_vs_fp32": max(e["max_abs_ours_vs_fp32"] for e in per),
+           "ours_vs_fp32_over_spread": (max(e["max_abs_ours_vs_fp32"] for e in per) / spread) if spread else None,
+           "all_within_tol": all(e["within_tol"] for e in per),
+           "argmax_checked": len(checked), "argmax_agree_where_checked": sum(e["argmax_agrees"] for e in checked),
+           "argmax_agree_all": sum(e["argmax_agrees"] for e in per),
+           "transformers_bf16_run": {k: s.get(k) for k in ("first_routing_divergence_bf16_vs_fp32",
+                                                         "hf_bf16_vs_fp32_max_spread_all_positions", "decode",
+                                                         "prefill")},
+           "device": hf.get("device"), "per_position": per}
+    out["pass"] = out["all_within_tol"] and out["argmax_agree_where_checked"] == out["argmax_checked"]
+    return out
+
+
 def sh(cmd, log):
     t = time.time()
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -228,10 +270,12 @@ def cmd_all(a):
               "cpu_rule": "moebench logits --backend cpu (fp32) vs transformers fp32 eager on the CPU, same "
                           "safetensors: max |diff| <= 1e-4 over every position and token, and transformers' greedy "
                           "tokens identical to our argmax under teacher forcing",
-              "cuda_rule": "moebench logits --backend cuda (bf16 weights, fp32 accumulation) vs transformers bf16 "
-                           "on cuda: tol = 2 x max |hf_bf16 - hf_fp32| over the positions before the first routing "
-                           "divergence of bf16 and fp32 (mixtral_oracle.py compare); argmax must agree where "
-                           "transformers' top-2 margin exceeds tol",
+              "cuda_rule": "moebench logits --backend cuda (bf16 weights, fp32 accumulation) vs transformers fp32 "
+                           "(the CPU reference's logits): tol = 2 x max |hf_bf16 - hf_fp32| over the positions before "
+                           "the first routing divergence of transformers' own bf16 and fp32 runs (mixtral_oracle.py "
+                           "compare measures it); argmax must agree where the fp32 top-2 margin exceeds tol. Against "
+                           "transformers' bf16 run itself no tolerance holds: its routing flips away from fp32 at "
+                           "near-tied router scores (a discrete jump), so it is reported, not held",
               "families": {}}
     ok = True
     for fam in a.families.split(","):
@@ -267,12 +311,12 @@ def cmd_all(a):
             cmp = os.path.join(ref_dir, "cuda_vs_transformers.json")
             rc = sh([moebench, "logits", "--model", d, "--backend", "cuda", "--max-model-len", "64", "--ids-file",
                      ids, "--prompt-len", str(a.prompt_len), "--out", ours_cuda], log)
-            rc = rc or sh([sys.executable, os.path.join(os.path.dirname(__file__), "mixtral_oracle.py"), "compare",
-                           "--ckpt", d, "--ids-file", ids, "--prompt-len", str(a.prompt_len), "--ours", ours_cuda,
-                           "--model-note", f"families_oracle.py make --family {fam}", "--out", cmp], log)
-            if os.path.exists(cmp):
-                j = json.load(open(cmp))
-                entry["cuda"] = {"summary": j["summary"], "pass": j["summary"]["pass"], "device": j["device"]}
+            if rc == 0:  # transformers' bf16 run beside its fp32 one: the spread the tolerance comes from
+                sh([sys.executable, os.path.join(os.path.dirname(__file__), "mixtral_oracle.py"), "compare",
+                    "--ckpt", d, "--ids-file", ids, "--prompt-len", str(a.prompt_len), "--ours", ours_cuda,
+                    "--model-note", f"families_oracle.py make --family {fam}", "--out", cmp], log)
+            if rc == 0 and os.path.exists(cmp):
+                entry["cuda"] = check_cuda(ref_dir, ours_cuda, json.load(open(cmp)))
             else:
                 entry["cuda"] = {"pass": False, "error": log[-1]["tail"]}
             ok &= entry["cuda"]["pass"]
@@ -295,9 +339,10 @@ def cmd_all(a):
     for fam, e in result["families"].items():
         cpu = e.get("cpu", {})
         line = f"{fam}: cpu max|diff| {cpu.get('max_abs_diff', math.nan):.3g} greedy {cpu.get('greedy_identical')}"
-        if "cuda" in e and "summary" in e["cuda"]:
-            s = e["cuda"]["summary"]
-            line += f"; cuda tol {s['tolerance']:.4g} decode max {s.get('decode', {}).get('max_abs_ours_vs_hf_bf16')}"
+        if "cuda" in e and "tolerance" in e["cuda"]:
+            c = e["cuda"]
+            line += f"; cuda max|ours - fp32| {c['max_abs_ours_vs_fp32']:.4g} (tol {c['tolerance']:.4g}), argmax " \
+                    f"{c['argmax_agree_where_checked']}/{c['argmax_checked']} where checked"
         print(line + f" -> {'PASS' if e.get('pass') else 'FAIL'}")
     print("families oracle:", "PASS" if ok else "FAIL", "->", a.out)
     return 0 if ok else 1
