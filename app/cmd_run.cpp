@@ -191,7 +191,7 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
   sub.add_option("--backend", a->backend, "auto|cpu|cuda (default: the suite's, usually auto)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   sub.add_option("--stage", a->stage, "stage preset for every case (baseline, P0, P1, P2); replaces a stage sweep");
-  sub.add_option("--routing", a->routing, "routing source for every case: model|uniform|mixtral-locality|trace:FILE");
+  sub.add_option("--routing", a->routing, "routing source for every case: model|uniform|mixtral-locality|fine-grained-locality|trace:FILE");
   sub.add_option("--set", a->set, "override a setting for every case: key=value (repeatable)")->take_all();
   sub.add_option("--repetitions", a->repetitions, "measured repetitions per case (default: the suite's)")
       ->check(CLI::PositiveNumber);

@@ -35,10 +35,10 @@ struct ShapeArgs {
   uint64_t seed = 1;
 };
 
-std::vector<std::string> synthetic_routings() { return {"uniform", "mixtral-locality"}; }
+std::vector<std::string> synthetic_routings() { return {"uniform", "mixtral-locality", "fine-grained-locality"}; }
 
 void add_shape_options(CLI::App& sub, ShapeArgs& a, CLI::Option* exclude) {
-  auto* r = sub.add_option("--routing", a.routing, "synthetic routing source: uniform | mixtral-locality")
+  auto* r = sub.add_option("--routing", a.routing, "synthetic routing source: uniform | mixtral-locality | fine-grained-locality")
                 ->check(CLI::IsMember(synthetic_routings()));
   if (exclude) r->excludes(exclude);
   sub.add_option("--layers", a.layers, "layers (default 32)")->check(CLI::PositiveNumber);

@@ -26,7 +26,7 @@ void add_model_options(CLI::App& sub, ModelOptions& o) {
   sub.add_option("--max-model-len", o.max_model_len, "Longest sequence (prompt + new tokens)")->check(CLI::PositiveNumber);
   sub.add_option("--gpu-mem-budget", o.gpu_mem_budget, "Hard cap on device memory, e.g. 22GiB (cuda)");
   sub.add_option("--stage", o.stage, "Optimisation stage preset: baseline|P0|P1|P2");
-  sub.add_option("--routing", o.routing, "Routing source: model|uniform|mixtral-locality|trace:FILE");
+  sub.add_option("--routing", o.routing, "Routing source: model|uniform|mixtral-locality|fine-grained-locality|trace:FILE");
   sub.add_option("--threads", o.threads, "OpenMP threads of the CPU engine (default: OpenMP's, all hardware threads)")
       ->check(CLI::Range(1, 1024));
   sub.add_option("--set", o.sets, "Override a setting, key=value (repeatable; see `moebench info`)");

@@ -26,7 +26,7 @@ struct ModelOptions {
   std::string gpu_mem_budget;  // e.g. 22GiB (cuda)
   std::string stage;           // baseline|P0|P1|P2 (variants/stages.h); empty: defaults
   std::vector<std::string> sets;  // key=value overrides of EngineSettings
-  std::string routing;         // model|uniform|mixtral-locality|trace:FILE
+  std::string routing;         // model|uniform|mixtral-locality|fine-grained-locality|trace:FILE
   int threads = 0;             // OpenMP threads of the CPU engine; 0 = OpenMP's default
 };
 

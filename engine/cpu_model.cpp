@@ -1,9 +1,12 @@
 // cpu_model.cpp: see cpu_model.h. The forward pass mirrors HF MixtralForCausalLM:
 // embed -> N x [rmsnorm -> attention -> residual -> rmsnorm -> sparse MoE -> residual]
-// -> rmsnorm -> lm_head.
+// -> rmsnorm -> lm_head, with each family's changes: q/k/v bias and the gated shared
+// expert (Qwen2MoeForCausalLM), q/k RMSNorm before RoPE per head (Qwen3MoeForCausalLM) or
+// over the whole projections (OlmoeForCausalLM), top-k weights left unnormalised.
 #include "engine/cpu_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <cstring>
 
@@ -59,6 +62,21 @@ void CpuModel::init(const WeightSource& src, const EngineSettings& settings) {
     L.wo = get(names::layer(l, "self_attn.o_proj.weight"));
     L.ffn_norm = get(names::layer(l, "post_attention_layernorm.weight"));
     L.gate = get(names::layer(l, "block_sparse_moe.gate.weight"));
+    if (c.qk_norm != QkNorm::none) {
+      L.q_norm = get(names::layer(l, "self_attn.q_norm.weight"));
+      L.k_norm = get(names::layer(l, "self_attn.k_norm.weight"));
+    }
+    if (c.qkv_bias) {
+      L.bq = get(names::layer(l, "self_attn.q_proj.bias"));
+      L.bk = get(names::layer(l, "self_attn.k_proj.bias"));
+      L.bv = get(names::layer(l, "self_attn.v_proj.bias"));
+    }
+    if (c.shared_expert_intermediate_size > 0) {
+      L.sw1 = get(names::layer(l, "mlp.shared_expert.gate_proj.weight"));
+      L.sw3 = get(names::layer(l, "mlp.shared_expert.up_proj.weight"));
+      L.sw2 = get(names::layer(l, "mlp.shared_expert.down_proj.weight"));
+      L.shared_gate = get(names::layer(l, "mlp.shared_expert_gate.weight"));
+    }
   }
   w_.norm = get(names::final_norm());
   if (!c.tie_word_embeddings) w_.lm_head = get(names::lm_head());
@@ -99,10 +117,10 @@ void CpuModel::moe(int layer, const float* x, float* out, int n, int pos0) {
   {
     profiler::ScopedRange r(prof_ ? &prof_->trace : nullptr, profiler::RangeKind::router, layer);
     cpu::linear(x, L.gate.data(), logits.data(), n, H, E);
-    cpu::router_topk(logits.data(), ids.data(), wts.data(), n, E, K);
+    cpu::router_topk(logits.data(), ids.data(), wts.data(), n, E, K, c.norm_topk_prob);
     if (routing_) {  // another routing source picks the experts; the gate's softmax weighs them
       routing_->route(step_, layer, n, ids);
-      cpu::router_reweight(logits.data(), ids.data(), wts.data(), n, E, K);
+      cpu::router_reweight(logits.data(), ids.data(), wts.data(), n, E, K, c.norm_topk_prob);
     }
   }
   if (observer_) observer_(layer, pos0, n, ids.data(), wts.data());
@@ -129,6 +147,19 @@ void CpuModel::moe(int layer, const float* x, float* out, int n, int pos0) {
   }
   profiler::ScopedRange r(prof_ ? &prof_->trace : nullptr, profiler::RangeKind::expert_compute, layer);
   moe_cpu(strategy_, x, ids.data(), wts.data(), expert_ptrs_.data(), out, n, H, I, E, K, moe_ws_);
+  if (c.shared_expert_intermediate_size > 0) shared_expert(layer, x, out, n);
+}
+
+void CpuModel::shared_expert(int layer, const float* x, float* out, int n) {
+  const int H = cfg_.hidden_size, S = cfg_.shared_expert_intermediate_size;
+  const auto& L = w_.layers[layer];
+  std::vector<float> y(static_cast<size_t>(n) * H), scratch(static_cast<size_t>(n) * 2 * S), g(n);
+  cpu::swiglu_expert(x, L.sw1.data(), L.sw3.data(), L.sw2.data(), y.data(), scratch.data(), n, H, S);
+  cpu::linear(x, L.shared_gate.data(), g.data(), n, H, 1);
+  for (int i = 0; i < n; ++i) {
+    const float s = 1.0f / (1.0f + std::exp(-g[i]));
+    for (int d = 0; d < H; ++d) out[static_cast<size_t>(i) * H + d] += s * y[static_cast<size_t>(i) * H + d];
+  }
 }
 
 void CpuModel::forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits) {
@@ -151,6 +182,22 @@ void CpuModel::forward(const int32_t* tokens, int n, int pos0, float* logits, fl
     cpu::linear(h.data(), L.wq.data(), q.data(), n, H, Q);
     cpu::linear(h.data(), L.wk.data(), kc, n, H, KV);
     cpu::linear(h.data(), L.wv.data(), vc, n, H, KV);
+    if (c.qkv_bias) {
+      for (int i = 0; i < n; ++i) {
+        for (int d = 0; d < Q; ++d) q[static_cast<size_t>(i) * Q + d] += L.bq[d];
+        for (int d = 0; d < KV; ++d) {
+          kc[static_cast<size_t>(i) * KV + d] += L.bk[d];
+          vc[static_cast<size_t>(i) * KV + d] += L.bv[d];
+        }
+      }
+    }
+    if (c.qk_norm == QkNorm::per_head) {  // in place, each head's head_dim values
+      cpu::rmsnorm(q.data(), L.q_norm.data(), q.data(), n * c.num_attention_heads, c.head_dim, c.rms_norm_eps);
+      cpu::rmsnorm(kc, L.k_norm.data(), kc, n * c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
+    } else if (c.qk_norm == QkNorm::whole) {  // over the whole projection, before the head split
+      cpu::rmsnorm(q.data(), L.q_norm.data(), q.data(), n, Q, c.rms_norm_eps);
+      cpu::rmsnorm(kc, L.k_norm.data(), kc, n, KV, c.rms_norm_eps);
+    }
     cpu::rope(q.data(), pos.data(), n, c.num_attention_heads, c.head_dim, c.rope_theta);
     cpu::rope(kc, pos.data(), n, c.num_key_value_heads, c.head_dim, c.rope_theta);
     cpu::attention(q.data(), k_cache_[l].data(), v_cache_[l].data(), att.data(), n, pos0, c.num_attention_heads,

@@ -24,6 +24,11 @@ struct CpuLayerWeights {
   std::vector<float> wo;         // (H, q_dim)
   std::vector<float> ffn_norm;   // (H)
   std::vector<float> gate;       // (E, H)
+  // Family extras, empty where the family has none.
+  std::vector<float> q_norm, k_norm;           // (head_dim) per head, or (q_dim) / (kv_dim) whole
+  std::vector<float> bq, bk, bv;               // (q_dim), (kv_dim), (kv_dim)
+  std::vector<float> sw1, sw3, sw2;            // shared expert: (S, H), (S, H), (H, S)
+  std::vector<float> shared_gate;              // (1, H)
 };
 
 struct CpuWeights {
@@ -64,6 +69,8 @@ class CpuModel : public Model {
  private:
   void init(const WeightSource& src, const EngineSettings& s);
   void moe(int layer, const float* x, float* out, int n, int pos0);
+  // out += sigmoid(x . shared_gate) * shared_expert(x) (Qwen2-MoE); x, out (n, H).
+  void shared_expert(int layer, const float* x, float* out, int n);
   ModelConfig cfg_;
   CpuWeights w_;
   int max_len_;

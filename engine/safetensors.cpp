@@ -193,15 +193,16 @@ Checkpoint::Checkpoint(const std::string& dir) : dir_(dir) {
 }
 
 const TensorView* Checkpoint::find(const std::string& name) const {
-  auto it = index_.find(name);
+  auto it = index_.find(map_ ? map_(name) : name);
   return it == index_.end() ? nullptr : it->second;
 }
 
 const TensorView& Checkpoint::get(const std::string& name, const std::vector<int64_t>& shape) const {
   const TensorView* v = find(name);
-  if (!v) fail("{}: missing tensor '{}' (expected shape {})", dir_, name, shape_str(shape));
+  const std::string stored = map_ ? map_(name) : name;
+  if (!v) fail("{}: missing tensor '{}' (expected shape {})", dir_, stored, shape_str(shape));
   if (v->shape != shape)
-    fail("{}: tensor '{}' has shape {}, expected {}", *v->file, name, shape_str(v->shape), shape_str(shape));
+    fail("{}: tensor '{}' has shape {}, expected {}", *v->file, stored, shape_str(v->shape), shape_str(shape));
   return *v;
 }
 

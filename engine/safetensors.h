@@ -52,6 +52,9 @@ class Checkpoint {
  public:
   explicit Checkpoint(const std::string& dir);
   const std::string& dir() const { return dir_; }
+  // Looks tensors up by the engine's names: each passes through this map (a family's
+  // table, weights.h hf_tensor_name) to the name in the files. None: the names as given.
+  void set_name_map(std::function<std::string(const std::string&)> map) { map_ = std::move(map); }
   // nullptr when absent.
   const TensorView* find(const std::string& name) const;
   // Throws Error if absent or if the shape differs.
@@ -63,6 +66,7 @@ class Checkpoint {
   std::string dir_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const TensorView*> index_;
+  std::function<std::string(const std::string&)> map_;
 };
 
 // Writes one safetensors file atomically (temp file + rename). Each tensor's bytes

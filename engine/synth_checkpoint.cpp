@@ -102,7 +102,7 @@ SynthCheckpointInfo write_synthetic_checkpoint(const ModelConfig& cfg, uint64_t 
   for (auto& sp : specs) {
     const TensorSpec* s = &sp;
     if (experts == QuantFormat::bf16 || !is_expert_tensor(s->name)) {
-      all.push_back({s->name, dtype, s->shape, [s, seed, dtype](uint8_t* dst, size_t) {
+      all.push_back({hf_tensor_name(cfg, s->name), dtype, s->shape, [s, seed, dtype](uint8_t* dst, size_t) {
                        synth_fill(*s, seed, dtype, dst, 0, s->numel());
                      }});
       opens_matrix.push_back(1);
@@ -113,7 +113,7 @@ SynthCheckpointInfo write_synthetic_checkpoint(const ModelConfig& cfg, uint64_t 
     const auto parts = quant_parts(experts, s->shape[0], s->shape[1]);
     for (size_t i = 0; i < parts.size(); ++i) {
       opens_matrix.push_back(i == 0);
-      all.push_back({base + parts[i].suffix, parts[i].dtype, parts[i].shape,
+      all.push_back({hf_tensor_name(cfg, base + parts[i].suffix), parts[i].dtype, parts[i].shape,
                      [s, src, held, i, experts, n = parts.size()](uint8_t* dst, size_t nbytes) {
                        if (i == 0) *held = src->read_quant(*s, experts);
                        const std::vector<uint8_t>& b = i == 0 ? held->q : i == 1 ? held->scale : held->zero;
@@ -161,7 +161,16 @@ SynthCheckpointInfo write_synthetic_checkpoint(const ModelConfig& cfg, uint64_t 
   }
   auto cj = config_to_json(cfg);  // last: the folder is a checkpoint once its config is there
   cj["torch_dtype"] = dtype == DType::f32 ? "float32" : dtype == DType::f16 ? "float16" : "bfloat16";
-  if (experts != QuantFormat::bf16) cj["quantization_config"] = quantization_config(experts);
+  if (experts != QuantFormat::bf16) {
+    // The module names in the family's layout ("block_sparse_moe.experts" -> "mlp.experts").
+    std::string q = quantization_config(experts).dump();
+    for (const NameRule& r : family_name_rules(cfg.model_type)) {
+      const std::string from = std::string(r.internal).substr(1, std::strlen(r.internal) - 2) + "\"";
+      const std::string to = std::string(r.hf).substr(1, std::strlen(r.hf) - 2) + "\"";
+      for (size_t at; (at = q.find(from)) != std::string::npos;) q.replace(at, from.size(), to);
+    }
+    cj["quantization_config"] = nlohmann::json::parse(q);
+  }
   write_file_atomic((fs::path(out_dir) / "config.json").string(), cj.dump(2));
   return {n, total};
 }

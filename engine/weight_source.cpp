@@ -142,6 +142,8 @@ WeightSource WeightSource::checkpoint(const std::string& dir) {
   w.cfg_ = load_config(cfgp.string());
   w.cfg_.name = fs::path(dir).filename().string();
   w.ckpt_ = std::make_shared<Checkpoint>(dir);
+  if (!family_name_rules(w.cfg_.model_type).empty())
+    w.ckpt_->set_name_map([c = w.cfg_](const std::string& n) { return hf_tensor_name(c, n); });
   w.expert_fmt_ = w.check_tensors();
   check_quantization_config(cfgp.string(), w.expert_fmt_);
   return w;
@@ -185,8 +187,14 @@ QuantFormat WeightSource::check_tensors() const {
 QuantFormat WeightSource::stored_format(const TensorSpec& s, std::vector<const TensorView*>* parts) const {
   if (!ckpt_) return is_expert_tensor(s.name) ? expert_fmt_ : QuantFormat::bf16;
   const std::string suffix = ".weight";
-  if (s.name.size() < suffix.size() || s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) != 0)
-    fail("tensor '{}': expected a name ending in .weight", s.name);
+  if (s.name.size() < suffix.size() || s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) != 0) {
+    // A bias (q/k/v of Qwen2-MoE) is never quantised.
+    const TensorView& v = ckpt_->get(s.name, s.shape);
+    if (!dtype_is_float(v.dtype))
+      fail("{}: tensor '{}' has dtype {}, expected F32, F16 or BF16", *v.file, v.name, dtype_name(v.dtype));
+    if (parts) *parts = {&v};
+    return QuantFormat::bf16;
+  }
   const std::string base = s.name.substr(0, s.name.size() - suffix.size());
   QuantFormat f = QuantFormat::bf16;
   bool zero_points = false;

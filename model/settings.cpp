@@ -136,8 +136,9 @@ void EngineSettings::validate() const {
     EngineSettings copy = *this;
     k.set(copy, k.get(*this));
   }
-  if (routing != "model" && routing != "uniform" && routing != "mixtral-locality" && routing.rfind("trace:", 0) != 0)
-    fail("setting routing={}: expected model|uniform|mixtral-locality|trace:FILE", routing);
+  if (routing != "model" && routing != "uniform" && routing != "mixtral-locality" && routing != "fine-grained-locality" &&
+      routing.rfind("trace:", 0) != 0)
+    fail("setting routing={}: expected model|uniform|mixtral-locality|fine-grained-locality|trace:FILE", routing);
 }
 
 }  // namespace moebench

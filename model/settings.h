@@ -23,7 +23,7 @@ struct EngineSettings {
   std::string dispatch = "fused";    // serial | grouped | fused
   std::string combine = "fused";     // loop | index_add | fused
   std::string buffers = "pooled";    // alloc | pooled
-  std::string routing = "model";     // model | uniform | mixtral-locality | trace:FILE
+  std::string routing = "model";     // model | uniform | mixtral-locality | fine-grained-locality | trace:FILE
   uint64_t routing_seed = 1;
   // With a synthetic or replayed routing source, the `prefetch` policy's prediction of
   // layer L+1 is the source's true choice with each id kept with this probability (else

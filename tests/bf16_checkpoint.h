@@ -19,7 +19,7 @@ inline std::string write_bf16_copy(const std::string& src_dir, const TempDir& tm
   std::vector<TensorToWrite> out;
   for (auto& s : model_tensor_specs(src.config())) {
     TensorToWrite t;
-    t.name = s.name;
+    t.name = hf_tensor_name(src.config(), s.name);  // the family's checkpoint name
     t.dtype = DType::bf16;
     t.shape = s.shape;
     t.fill = [src, s](uint8_t* dst, size_t) { src.read_bf16(s, reinterpret_cast<uint16_t*>(dst)); };

@@ -38,6 +38,7 @@
 #include "engine/generate.h"
 #include "engine/synth_checkpoint.h"
 #include "bf16_checkpoint.h"
+#include "routing_log.h"
 #include "test_util.h"
 
 using namespace moebench;
@@ -98,27 +99,8 @@ class CudaModelTest : public ::testing::Test {
   }
 };
 
-// The experts chosen at every (layer, position), as sorted sets.
-struct RoutingLog {
-  int k = 0;
-  std::map<std::pair<int, int>, std::vector<int32_t>> sets;
-  void record(int layer, int pos0, int n, const int32_t* ids) {
-    for (int i = 0; i < n; ++i) {
-      std::vector<int32_t> e(ids + static_cast<size_t>(i) * k, ids + static_cast<size_t>(i + 1) * k);
-      std::sort(e.begin(), e.end());
-      sets[{layer, pos0 + i}] = e;
-    }
-  }
-};
-// First position whose expert choice differs in any layer (INT_MAX when none).
-int first_routing_difference(const RoutingLog& a, const RoutingLog& b) {
-  int first = INT_MAX;
-  for (auto& [key, e] : a.sets) {
-    auto it = b.sets.find(key);
-    if (it != b.sets.end() && it->second != e) first = std::min(first, key.second);
-  }
-  return first;
-}
+using test::first_routing_difference;
+using test::RoutingLog;
 
 nlohmann::json oracle() { return nlohmann::json::parse(test::read_file(test::fixture("hf_tiny/oracle.json"))); }
 

@@ -18,6 +18,10 @@
 #   mixtral    transformers' MixtralForCausalLM against `moebench logits` (CUDA) at the
 #              Mixtral-8x7B layer shapes, 2 layers, and generate() speed beside `moebench
 #              bench` at 8 layers (tools/mixtral_oracle.py; SKIP_SBS=1 skips the speed part)
+#   families-oracle  transformers' Qwen3MoeForCausalLM, OlmoeForCausalLM and Qwen2MoeForCausalLM
+#              (tiny random models) against `moebench logits` on the CPU (fp32, 1e-4, greedy
+#              identical) and CUDA (bf16, derived tolerance): tools/families_oracle.py; one JSON,
+#              and the checkpoints with their references under $OUT/families_oracle/
 #   sanitizer  compute-sanitizer memcheck + racecheck over the GPU tests
 #              (tools/compute_sanitizer.sh; SANITIZER_BUDGET seconds)
 #   suites     every entry of SUITES, each "SUITE[@MODEL]" (a suite file name under
@@ -42,6 +46,7 @@ nccl_lib=$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(m.__path_
 GPU_FILTER="BatchCuda.*:CudaMixtralStrategies.*:CudaModelTest.*:CudaOffloadModel.*:CudaOps.*:CudaArena.*:QuantCuda*:CudaQuant*"
 GPU_FILTER+=":QuantDequantCuda.*:Nccl.*:CpuExpertKernel.*:CpuIsa.*"
 GPU_FILTER+=":HostStore.*:OffloadPlan.*:Offload.*:CuptiCollector.*:HfFixture*:Machine.*:PhysicalBound.*"
+GPU_FILTER+=":*CudaFamilies.*"
 rc=0
 note() { echo "== $(date -u +%T) $*" | tee -a "$OUT/device_run.log"; }
 pack() { tar -C "$OUT" --exclude=device_run.tar.gz -czf "$OUT/device_run.tar.gz" . 2>/dev/null; }
@@ -120,6 +125,9 @@ for part in $PARTS; do
         python3 tools/fp8_oracle.py compare --ours /tmp/ours.npy --ref /tmp/ref.npy --tol 1e-4 --out '$OUT/fp8_oracle.json'" ;;
     mixtral)
       step mixtral_oracle mixtral_oracle ;;
+    families-oracle)
+      step families_oracle python3 tools/families_oracle.py all --bin "$BIN" --out "$OUT/families_oracle.json" \
+        --work /tmp/families_oracle --keep "$OUT/families_oracle" ;;
     sanitizer)
       step compute_sanitizer env BIN="$BIN" OUT="$OUT" TIME_BUDGET="${SANITIZER_BUDGET:-420}" \
         bash tools/compute_sanitizer.sh ;;

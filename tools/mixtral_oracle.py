@@ -174,7 +174,7 @@ def cmd_ids(a):
 def cmd_compare(a):
     import torch
     import transformers
-    from transformers import MixtralForCausalLM
+    from transformers import AutoModelForCausalLM
     with open(a.ids_file) as f:
         ids = [int(t) for t in f.read().replace(",", " ").split()]
     rows, cols, ours = read_npy_f32(a.ours)
@@ -183,13 +183,16 @@ def cmd_compare(a):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     t0 = time.time()
-    model = MixtralForCausalLM.from_pretrained(a.ckpt, dtype=torch.bfloat16, device_map="cuda",
-                                               attn_implementation=a.attn).eval()
+    # AutoModel: the checkpoint's own family (tools/families_oracle.py compares Qwen3-MoE,
+    # OLMoE and Qwen2-MoE through this function too).
+    model = AutoModelForCausalLM.from_pretrained(a.ckpt, dtype=torch.bfloat16, device_map="cuda",
+                                                 attn_implementation=a.attn).eval()
     load_s = time.time() - t0
     if model.config.vocab_size != cols:
         sys.exit(f"error: vocab {model.config.vocab_size} in {a.ckpt} but {cols} columns in {a.ours}")
     x = torch.tensor([ids], device="cuda")
-    k, n_exp = model.config.num_experts_per_tok, model.config.num_local_experts
+    k = model.config.num_experts_per_tok
+    n_exp = getattr(model.config, "num_local_experts", None) or model.config.num_experts
     # The router's scores of every layer, caught with forward hooks on the gate modules
     # (model.layers.L.mlp.gate in transformers 5, block_sparse_moe.gate before).
     gates = {}

@@ -77,13 +77,15 @@ constexpr Anchor kAnchors[] = {
 
 class LocalitySource final : public RoutingSource {
  public:
-  explicit LocalitySource(const RoutingParams& p) : p_(p) {
-    check_shape(p, "mixtral-locality");
+  // name: the registry name; params: the locality parameters at a depth.
+  LocalitySource(const RoutingParams& p, const char* name, LocalityParams (*params)(double))
+      : name_(name), p_(p) {
+    check_shape(p, name_);
     layers_.resize(p.n_layers);
     for (int l = 0; l < p.n_layers; ++l) {
       Layer& L = layers_[l];
       double d = p.n_layers > 1 ? static_cast<double>(l) / (p.n_layers - 1) : 0.0;
-      L.params = mixtral_locality_params(d);
+      L.params = params(d);
       L.rng = Rng(mix_seed(p.seed, 0x10ca1u, static_cast<uint64_t>(l) + 1));
       // Popularity by rank, then a seeded permutation so each layer favours different experts.
       std::vector<int> perm(p.n_experts);
@@ -93,7 +95,7 @@ class LocalitySource final : public RoutingSource {
       double sum = 0;
       for (int r = 0; r < p.n_experts; ++r) {
         double x = p.n_experts > 1 ? static_cast<double>(r) / (p.n_experts - 1) : 0.0;
-        sum += L.pop[perm[r]] = std::exp(-L.params.gamma * x * x);
+        sum += L.pop[perm[r]] = std::exp(-L.params.gamma * (L.params.exponential ? x : x * x));
       }
       for (double& v : L.pop) v /= sum;
       // Another stream: the same popularity, its own draws.
@@ -103,10 +105,10 @@ class LocalitySource final : public RoutingSource {
   }
 
   void route(int step, int layer, int n_tokens, std::span<int32_t> ids, std::span<float> weights) override {
-    check_call(p_, "mixtral-locality", layer, n_tokens, ids, weights);
+    check_call(p_, name_, layer, n_tokens, ids, weights);
     Layer& L = layers_[layer];
     if (step != L.next_step)
-      fail("mixtral-locality: layer {} asked for step {}, expected step {} (synthetic routing is generated in order)",
+      fail("{}: layer {} asked for step {}, expected step {} (synthetic routing is generated in order)", name_,
            layer, step, L.next_step);
     ++L.next_step;
     const int k = p_.top_k;
@@ -115,8 +117,10 @@ class LocalitySource final : public RoutingSource {
       int32_t* cur = ids.data() + static_cast<size_t>(t) * k;
       bool has_prev = L.prev[0] >= 0;
       std::fill(excl.begin(), excl.end(), 0);
-      // Choice 1.
-      if (has_prev && L.rng.uniform() < L.params.first_repeat) {
+      // Choice 1 (first_repeat < 0: no rule, drawn from the popularity alone).
+      if (L.params.first_repeat < 0) {
+        cur[0] = draw(L, excl);
+      } else if (has_prev && L.rng.uniform() < L.params.first_repeat) {
         cur[0] = L.prev[0];
       } else {
         if (has_prev) excl[L.prev[0]] = 1;
@@ -149,7 +153,7 @@ class LocalitySource final : public RoutingSource {
     if (!weights.empty()) fill_weights(L.rng, k, weights);
   }
 
-  std::string describe() const override { return fmt::format("mixtral-locality seed={}", p_.seed); }
+  std::string describe() const override { return fmt::format("{} seed={}", name_, p_.seed); }
 
  private:
   struct Layer {
@@ -174,6 +178,7 @@ class LocalitySource final : public RoutingSource {
     return last;  // rounding
   }
 
+  const char* name_;
   RoutingParams p_;
   std::vector<Layer> layers_;
 };
@@ -231,6 +236,12 @@ LocalityParams mixtral_locality_params(double d) {
           lerp(lo->p.gamma, hi->p.gamma)};
 }
 
+LocalityParams fine_grained_locality_params(double) {
+  // gamma: fitted to the published Qwen3-30B-A3B selection counts (routing.h), measured by
+  // tests/routing_test.cpp at 128 experts, top-8.
+  return {-1.0, 0.0, 4.5, true};
+}
+
 const std::vector<RoutingSourceInfo>& routing_sources() {
   static const std::vector<RoutingSourceInfo> r = {
       {"model", "the model's own gate: softmax over experts, top-k (run by the engine)", RoutingKind::model, nullptr},
@@ -239,7 +250,17 @@ const std::vector<RoutingSourceInfo>& routing_sources() {
       {"mixtral-locality",
        "synthetic, seeded, calibrated to published Mixtral-8x7B locality and popularity skew (Mixtral paper, Table 5)",
        RoutingKind::mixtral_locality,
-       [](const RoutingParams& p) { return std::unique_ptr<RoutingSource>(new LocalitySource(p)); }},
+       [](const RoutingParams& p) {
+         return std::unique_ptr<RoutingSource>(new LocalitySource(p, "mixtral-locality", mixtral_locality_params));
+       }},
+      {"fine-grained-locality",
+       "synthetic, seeded, many small experts with top-8: the popularity skew of published Qwen3-30B-A3B routing "
+       "counts (65 of 128 experts carry 90 % of the selections)",
+       RoutingKind::fine_grained_locality,
+       [](const RoutingParams& p) {
+         return std::unique_ptr<RoutingSource>(
+             new LocalitySource(p, "fine-grained-locality", fine_grained_locality_params));
+       }},
       {"trace", "trace:FILE replays the expert choices recorded in a routing trace", RoutingKind::trace,
        [](const RoutingParams& p) {
          return make_trace_source(std::make_shared<const RoutingTrace>(load_trace(p.trace_path)), p, p.trace_path);
@@ -275,7 +296,8 @@ RoutingSpec parse_routing_spec(const std::string& spec) {
       return r;
     }
   }
-  fail("routing '{}' is unknown, expected one of: model, uniform, mixtral-locality, trace:FILE", spec);
+  fail("routing '{}' is unknown, expected one of: model, uniform, mixtral-locality, fine-grained-locality, trace:FILE",
+       spec);
 }
 
 std::unique_ptr<RoutingSource> make_routing_source(const RoutingSpec& spec, const RoutingParams& params) {

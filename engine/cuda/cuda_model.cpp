@@ -121,12 +121,13 @@ void CudaModel::plan_memory(bool resident, bool own_slots) {
   wd_ = WorkspaceDims{c.hidden_size, c.q_dim(), c.kv_dim(), c.intermediate_size, c.num_local_experts,
                       c.num_experts_per_tok, c.vocab_size};
   md_ = MoeDims{c.hidden_size, c.intermediate_size, c.num_local_experts, c.num_experts_per_tok, c.num_hidden_layers,
-                expert_fmt_, store_ ? store_->layout() : expert_layout(c, expert_fmt_)};
+                expert_fmt_, store_ ? store_->layout() : expert_layout(c, expert_fmt_), c.norm_topk_prob};
   // alloc mode needs the same workspace bytes at peak, once per forward; then the cuBLAS
   // workspace, the MoE tables (and dequantising scratch), the contiguous block table.
   ws_b_ = Workspace::bytes_for(wd_, pool_tokens_, attn_floats_);
   table_b_ = MoeLayer::device_bytes(md_, pool_tokens_);
-  in.fixed.workspace = ws_b_ + Blas::kWorkspaceBytes + table_b_ + round256(sizeof(int32_t));
+  in.fixed.workspace = ws_b_ + Blas::kWorkspaceBytes + table_b_ + round256(sizeof(int32_t)) +
+                       family_workspace_bytes(c, pool_tokens_);
   std::string budget_from;
   if (!settings_.gpu_mem_budget.empty()) {
     in.budget_bytes = parse_bytes(settings_.gpu_mem_budget);
@@ -177,6 +178,7 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
     L.wo = dev.at(names::layer(l, "self_attn.o_proj.weight"));
     L.ffn_norm = dev.at(names::layer(l, "post_attention_layernorm.weight"));
     L.gate = dev.at(names::layer(l, "block_sparse_moe.gate.weight"));
+    family_upload(L, l, dev);
     const uint64_t kv = static_cast<uint64_t>(max_len_) * c.kv_dim();
     L.k_cache = arena_->alloc_n<bf16>(kv, fmt::format("layer {} k cache", l));
     L.v_cache = arena_->alloc_n<bf16>(kv, fmt::format("layer {} v cache", l));
@@ -188,6 +190,7 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
   if (resident && !bf16_experts) bytes += upload_quant_experts(src);
   weight_bytes_ = bytes;
   zero_i32_ = arena_->alloc_n<int32_t>(1, "contiguous KV block table");
+  family_alloc_workspace();
   CUDA_CHECK(cudaMemsetAsync(zero_i32_, 0, sizeof(int32_t), stream_));
 }
 
@@ -341,6 +344,7 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
         const int out[3] = {Q, KV, KV};
         linear_multi(b.h, w, y, out, 3, m, H, blas, s);
       }
+      family_attention(L, b, m);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch.
       rope_kv_store_paged(b.q, b.k, b.v, b.pos, b.pos, L.k_cache, L.v_cache, m, nh, nkv, hd, c.rope_theta, s);
@@ -357,6 +361,7 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
     const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
     // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
     moe_->run_norm(static_cast<int>(step), l, pos0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
+    family_shared_expert(L, b, m);
   }
   if (all_logits) {
     rmsnorm(b.x, norm_, b.h, m, H, eps, s);

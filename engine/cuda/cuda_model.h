@@ -27,6 +27,8 @@
 #include <cuda_runtime_api.h>
 
 #include <functional>
+#include <map>
+#include <string>
 #include <memory>
 #include <vector>
 
@@ -114,7 +116,22 @@ class CudaModel : public Model, public BatchModel {
   struct Layer {
     const __nv_bfloat16 *attn_norm, *wq, *wk, *wv, *wo, *ffn_norm, *gate;  // (H) (Q,H) (KV,H) (KV,H) (H,Q) (H) (E,H)
     __nv_bfloat16 *k_cache, *v_cache;                                       // (max_len, n_kv, head_dim)
+    // Family extras (null where the family has none): q/k norm, q/k/v bias, shared expert.
+    const __nv_bfloat16 *q_norm = nullptr, *k_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
+    const __nv_bfloat16 *sw1 = nullptr, *sw3 = nullptr, *sw2 = nullptr, *shared_gate = nullptr;
   };
+  // The families' additions to a layer (engine/cuda/cuda_model_family.cpp), on b's
+  // buffers of an m-token forward: q/k/v bias and q/k norm on b.q / b.k before RoPE;
+  // x += sigmoid(h . shared_gate) * shared_expert(h) after the MoE. Launches only
+  // (CUDA-graph safe).
+  void family_attention(const Layer& L, ForwardBuffers& b, int m);
+  void family_shared_expert(const Layer& L, ForwardBuffers& b, int m);
+  void family_upload(Layer& L, int l, const std::map<std::string, const __nv_bfloat16*>& dev);
+  static uint64_t family_workspace_bytes(const ModelConfig& c, int pool_tokens);
+  void family_alloc_workspace();
+  float* shared_y_ = nullptr;      // (pool, H) the shared expert's output
+  float* shared_g_ = nullptr;      // (pool) its gate logits
+  void* shared_scratch_ = nullptr;  // swiglu_scratch_bytes(pool, S)
   // forward / forward_argmax: n tokens in chunks of at most pool_tokens_; logits and next
   // (either may be null) come from the last chunk.
   void run_chunks(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits, int32_t* next);

@@ -116,6 +116,7 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     float* y[3] = {b.q, b.k, b.v};
     const int out[3] = {Q, KV, KV};
     linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+    family_attention(L, b, m);
     rope_kv_store_paged(b.q, b.k, b.v, pos, slot, P.k[l], P.v[l], m, nh, nkv, hd, c.rope_theta, s);
     if (m == n_seqs && decode_attention_supported(nh, nkv, hd, P.k[l], P.v[l]))  // decode rows only
       decode_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
@@ -127,6 +128,7 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
     // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
     moe_->run_norm(static_cast<int>(step), l, 0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
+    family_shared_expert(L, b, m);
   }
   // The sampled rows only: gather -> final norm -> lm_head -> argmax.
   gather_rows(b.x, out_row, b.moe_out, n_out, H, s);

@@ -186,11 +186,11 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
   const bool staged = routing_ && staged_step_ == step && staged_m_ == m;
   if (norm_x_) {  // run_norm: h, the logits and (the gate routing) the top-k in one launch
     norm_router(norm_x_, norm_w_, norm_eps_, gate, b.h, b.router_logits, staged ? nullptr : b.ids, b.wts, m, H, E, K,
-                stream_);
+                stream_, d_.norm_topk_prob);
     norm_x_ = nullptr;
   } else {
     linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
-    if (!staged) router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_);
+    if (!staged) router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_, d_.norm_topk_prob);
   }
   // The gate predicts the next layer only when it also routes it.
   const bool gate_predicts = predict && !routing_;
@@ -209,7 +209,7 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
                                cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     routing_->route(step, layer, m, std::span<int32_t>(ids_h_, pairs));
-    cpu::router_reweight(logits_h_, ids_h_, wts_h_, m, E, K);
+    cpu::router_reweight(logits_h_, ids_h_, wts_h_, m, E, K, d_.norm_topk_prob);
     CUDA_CHECK(cudaMemcpyAsync(b.ids, ids_h_, pairs * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     CUDA_CHECK(cudaMemcpyAsync(b.wts, wts_h_, pairs * sizeof(float), cudaMemcpyHostToDevice, stream_));
   } else if (observer_) {

@@ -52,6 +52,7 @@ struct MoeDims {
   int hidden = 0, inter = 0, n_experts = 0, top_k = 0, n_layers = 0;
   QuantFormat format = QuantFormat::bf16;  // the experts' format
   ExpertLayout layout{};                   // where each matrix's parts lie in an expert (quantised formats)
+  bool norm_topk_prob = true;              // top-k weights renormalised (Mixtral) or the softmax's
 };
 
 class MoeLayer {

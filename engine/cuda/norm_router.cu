@@ -19,7 +19,7 @@ __global__ void __launch_bounds__(kThreads)
     norm_router_kernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
                        const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ h,
                        float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights, int hidden,
-                       int n_experts, int k) {
+                       int n_experts, int k, bool renormalise) {
   __shared__ float s_logits[kMaxExperts];
   const int i = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   __nv_bfloat16* hi = h + static_cast<int64_t>(i) * hidden;
@@ -58,7 +58,8 @@ __global__ void __launch_bounds__(kThreads)
   if (!ids) return;  // block-uniform
   __syncthreads();
   if (warp == 0)
-    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k);
+    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
+                     renormalise);
 }
 }  // namespace
 
@@ -69,13 +70,13 @@ bool norm_router_supported(int n, int hidden, int n_experts, int k, const void* 
 
 void norm_router(const float* x, const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate, __nv_bfloat16* h,
                  float* logits, int32_t* ids, float* weights, int n, int hidden, int n_experts, int k,
-                 cudaStream_t stream) {
+                 cudaStream_t stream, bool renormalise) {
   MB_NVTX_RANGE("norm_router");
   if (!norm_router_supported(n, hidden, n_experts, k, gate, h))
     fail_msg(msg("cuda::norm_router: ", n, " tokens, hidden ", hidden, ", ", n_experts, " experts, top-", k,
                  " not supported (<= 8 tokens, hidden % 8 == 0, <= 64 experts, k <= 8, 16-byte aligned gate and h)"));
   norm_router_kernel<<<static_cast<unsigned>(n), kThreads, 0, stream>>>(x, norm_w, eps, gate, h, logits, ids, weights,
-                                                                       hidden, n_experts, k);
+                                                                       hidden, n_experts, k, renormalise);
   CUDA_CHECK_LAUNCH("norm_router_kernel");
 }
 

@@ -20,6 +20,6 @@ bool norm_router_supported(int n, int hidden, int n_experts, int k, const void* 
 // bf16, logits (n, n_experts) fp32, and (ids non-null) ids, weights (n, k).
 void norm_router(const float* x, const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate, __nv_bfloat16* h,
                  float* logits, int32_t* ids, float* weights, int n, int hidden, int n_experts, int k,
-                 cudaStream_t stream);
+                 cudaStream_t stream, bool renormalise = true);
 
 }  // namespace moebench::cuda

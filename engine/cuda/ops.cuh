@@ -88,9 +88,10 @@ void gather_rows(const float* x, const int32_t* rows, float* out, int n, int dim
 
 // ---- router.cu ----
 // logits (n, n_experts) fp32 -> softmax (fp32) -> top-k (descending; ties to the lower
-// index) -> renormalised weights. ids (n, k) int32, weights (n, k) fp32. n_experts <= 256, k <= 8.
+// index) -> renormalised weights (renormalise false: the softmax's probabilities, as
+// norm_topk_prob false). ids (n, k) int32, weights (n, k) fp32. n_experts <= 256, k <= 8.
 void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n_experts, int k,
-                 cudaStream_t stream);
+                 cudaStream_t stream, bool renormalise = true);
 
 // ---- linear.cu ----
 // y (n, out) fp32 = x (n, in) bf16 @ w (out, in)^T bf16  [+ y if accumulate].
@@ -204,5 +205,20 @@ void argmax(const float* logits, int32_t* ids, int n, int vocab, cudaStream_t st
 // to moebench::synth_fill on the host. key = synth::tensor_key(seed, synth::name_hash(name)).
 void synth_fill_bf16(bf16* dst, uint64_t key, int64_t begin, int64_t count, float scale, float offset,
                      cudaStream_t stream);
+
+// ---- family_ops.cu ----
+// What the MoE families beyond Mixtral add to a layer (model/config.h), one launch each.
+// q (n, q_dim), k and v (n, kv_dim) fp32 += their bias (bf16): Qwen2-MoE's q/k/v bias.
+void add_qkv_bias(float* q, const bf16* bq, float* k, const bf16* bk, float* v, const bf16* bv, int n, int q_dim,
+                  int kv_dim, cudaStream_t stream);
+// q (q_rows, q_dim) and k (k_rows, k_dim) fp32 RMSNorm'd in place with wq (q_dim) and wk
+// (k_dim) bf16, the variance in fp32: per head (rows = tokens x heads, dim = head_dim:
+// Qwen3-MoE) or over the whole projection (rows = tokens, dim = q_dim / kv_dim: OLMoE).
+// One warp per row, q's and k's rows in one launch.
+void qk_rmsnorm(float* q, const bf16* wq, int q_rows, int q_dim, float* k, const bf16* wk, int k_rows, int k_dim,
+                float eps, cudaStream_t stream);
+// out (n, dim) fp32 += sigmoid(g[i]) * y (n, dim) fp32; g (n) fp32: the shared expert
+// behind its sigmoid gate (Qwen2-MoE).
+void add_sigmoid_gated(float* out, const float* y, const float* g, int n, int dim, cudaStream_t stream);
 
 }  // namespace moebench::cuda

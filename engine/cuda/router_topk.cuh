@@ -1,7 +1,8 @@
 // router_topk.cuh: the MoE router's softmax and top-k for one token, taken by one warp
 // (router.cu's kernel and the fused norm + router of decode, norm_router.cu, share it):
 // softmax in fp32 (max subtracted), k rounds of a warp argmax (ties to the lower expert
-// index), weights renormalised over the k chosen in j order. .cu only.
+// index), weights renormalised over the k chosen in j order (or left as the softmax's
+// probabilities: renormalise false, a family's norm_topk_prob). .cu only.
 #pragma once
 #include <cstdint>
 
@@ -12,7 +13,8 @@ namespace moebench::cuda {
 constexpr int kRouterMaxPerLane = 8;  // 256 experts
 // One warp (all 32 lanes) takes one token: li (n_experts) logits -> ids_i, w_i (k).
 __device__ __forceinline__ void router_topk_warp(const float* __restrict__ li, int n_experts, int k,
-                                                 int32_t* __restrict__ ids_i, float* __restrict__ w_i) {
+                                                 int32_t* __restrict__ ids_i, float* __restrict__ w_i,
+                                                 bool renormalise = true) {
   const int lane = threadIdx.x & 31;
   float v[kRouterMaxPerLane];
   float mx = -INFINITY;
@@ -65,7 +67,7 @@ __device__ __forceinline__ void router_topk_warp(const float* __restrict__ li, i
     }
     wsum += best;
   }
-  if (lane == 0)
+  if (lane == 0 && renormalise)
     for (int j = 0; j < k; ++j) w_i[j] = w_i[j] / wsum;
 }
 

@@ -50,8 +50,11 @@ void rope_kv_store_paged(float* q, const float* k, const float* v, const int32_t
                          float* k_pool, float* v_pool, int m, int n_heads, int n_kv, int head_dim, float theta);
 
 // Router: logits (n, n_experts) -> softmax (fp32) -> top-k (descending; ties to the
-// lower index) -> weights renormalised to sum 1. ids (n, k), weights (n, k).
-void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n_experts, int k);
+// lower index) -> weights renormalised to sum 1 (Mixtral; norm_topk_prob), or left as
+// the full softmax's probabilities (renormalise false: OLMoE, Qwen2-MoE). ids (n, k),
+// weights (n, k).
+void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n_experts, int k,
+                 bool renormalise = true);
 
 // One SwiGLU expert: x (n, hidden) -> out (n, hidden) = w2 @ (silu(w1 @ x) * (w3 @ x)).
 // w1, w3 (inter, hidden); w2 (hidden, inter); scratch (n, 2 * inter).
@@ -65,7 +68,8 @@ void add_inplace(float* x, const float* y, int n, int dim);
 
 namespace moebench::cpu {
 // Weights of already-chosen experts (another routing source picked ids): softmax of
-// the gate's logits (n, n_experts) at ids (n, k), renormalised to sum 1 — the same
+// the gate's logits (n, n_experts) at ids (n, k), renormalised to sum 1 unless told not — the same
 // arithmetic as router_topk, so choosing the gate's own top-k gives identical weights.
-void router_reweight(const float* logits, const int32_t* ids, float* weights, int n, int n_experts, int k);
+void router_reweight(const float* logits, const int32_t* ids, float* weights, int n, int n_experts, int k,
+                     bool renormalise = true);
 }  // namespace moebench::cpu

@@ -1,6 +1,7 @@
 // router.cpp: CPU reference MoE router (twin: engine/cuda/router.cu): softmax over
 // experts in fp32, top-k descending with ties to the lower index (torch.topk order
-// on distinct values), weights renormalised to sum to 1 (Mixtral).
+// on distinct values), weights renormalised to sum to 1 (Mixtral) or kept as softmax
+// probabilities (norm_topk_prob false).
 #include <algorithm>
 #include <cmath>
 
@@ -8,7 +9,7 @@
 
 namespace moebench::cpu {
 
-void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n_experts, int k) {
+void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n_experts, int k, bool renormalise) {
   for (int i = 0; i < n; ++i) {
     const float* li = logits + static_cast<size_t>(i) * n_experts;
     float mx = li[0];
@@ -33,11 +34,13 @@ void router_topk(const float* logits, int32_t* ids, float* weights, int n, int n
       weights[static_cast<size_t>(i) * k + j] = probs[best];
       wsum += probs[best];
     }
-    for (int j = 0; j < k; ++j) weights[static_cast<size_t>(i) * k + j] /= wsum;
+    if (renormalise)
+      for (int j = 0; j < k; ++j) weights[static_cast<size_t>(i) * k + j] /= wsum;
   }
 }
 
-void router_reweight(const float* logits, const int32_t* ids, float* weights, int n, int n_experts, int k) {
+void router_reweight(const float* logits, const int32_t* ids, float* weights, int n, int n_experts, int k,
+                     bool renormalise) {
   for (int i = 0; i < n; ++i) {
     const float* li = logits + static_cast<size_t>(i) * n_experts;
     float mx = li[0];
@@ -50,7 +53,8 @@ void router_reweight(const float* logits, const int32_t* ids, float* weights, in
       weights[static_cast<size_t>(i) * k + j] = p;
       wsum += p;
     }
-    for (int j = 0; j < k; ++j) weights[static_cast<size_t>(i) * k + j] /= wsum;
+    if (renormalise)
+      for (int j = 0; j < k; ++j) weights[static_cast<size_t>(i) * k + j] /= wsum;
   }
 }
 
