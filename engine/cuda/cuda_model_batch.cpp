@@ -117,10 +117,9 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     rope_kv_store_paged(b.q, b.k, b.v, pos, slot, P.k[l], P.v[l], m, nh, nkv, hd, c.rope_theta, s);
     paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
                     b.attn_ws, s);
-    linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
+    o_proj(L, b, m);  // x += att @ wo^T
     rmsnorm(b.x, L.ffn_norm, b.h, m, H, eps, s);
-    const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
-    moe_->run(static_cast<int>(step), l, 0, L.gate, next_gate, b, b.x, m);  // x += moe(h)
+    moe_block(step, l, 0, b, m);  // x += moe(h)
   }
   // The sampled rows only: gather -> final norm -> lm_head -> argmax.
   gather_rows(b.x, out_row, b.moe_out, n_out, H, s);
@@ -193,7 +192,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
                                                               cfg_.head_dim, P.width * P.block_size);
   ForwardBuffers& b = ws_->begin(m, attn_floats);
   const bool graphable = use_graphs_ && all_decode && !logits && !prof_ && !observed_ && ws_->pooled() &&
-                         settings_.expert_tier == "resident" && !moe_->syncs(m);
+                         settings_.expert_tier == "resident" && !moe_->syncs(m) && !tp_;
   try {
     if (graphable && P.graphs.count(m)) {
       CUDA_CHECK(cudaGraphLaunch(P.graphs[m], stream_));
@@ -221,6 +220,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
       if (graphable) P.seen.insert(m);
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    read_collective_times(all_decode);
   } catch (...) {
     ws_->end();
     throw;
