@@ -32,6 +32,7 @@ struct CudaModel::Paged {
   int32_t* next_d = nullptr;    // (cap) argmax of each sampled sequence
   int32_t* next_h = nullptr;    // (cap) pinned
   std::map<int, cudaGraphExec_t> graphs;  // decode step of m sequences
+  std::map<int, size_t> graph_events;     // tensor parallel: the timing events each graph records
   std::set<int> seen;                     // m run once eagerly (warm, tables uploaded)
   int64_t replays = 0;
 
@@ -192,11 +193,12 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
                                                               cfg_.head_dim, P.width * P.block_size);
   ForwardBuffers& b = ws_->begin(m, attn_floats);
   const bool graphable = use_graphs_ && all_decode && !logits && !prof_ && !observed_ && ws_->pooled() &&
-                         settings_.expert_tier == "resident" && !moe_->syncs(m) && !tp_;
+                         settings_.expert_tier == "resident" && !moe_->syncs(m);
   try {
     if (graphable && P.graphs.count(m)) {
       CUDA_CHECK(cudaGraphLaunch(P.graphs[m], stream_));
       ++P.replays;
+      tp_events_used_ = P.graph_events[m];  // recorded again by the replay
     } else if (graphable && P.seen.count(m)) {
       cudaGraph_t g = nullptr;
       CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -213,6 +215,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
       cudaGraphDestroy(g);
       CUDA_CHECK(e);
       P.graphs[m] = exec;
+      P.graph_events[m] = tp_events_used_;
       CUDA_CHECK(cudaGraphLaunch(exec, stream_));
       ++P.replays;
     } else {

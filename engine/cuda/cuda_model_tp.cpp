@@ -2,7 +2,9 @@
 // of a tensor-parallel model (cuda_model.h, TpRank): o_proj and the MoE block write
 // the rank's partial sum into tp_sum_, which is all-reduced over the ranks and then
 // added to the residual; on one GPU both add straight into the residual, as before.
-// CUDA events around each all-reduce give the collective time of a forward.
+// CUDA events around each all-reduce give the collective time of a forward. Batched
+// decode steps are captured in CUDA graphs with their all-reduces (NCCL calls are
+// capturable; each rank captures its own stream on its own thread).
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/ops.cuh"
@@ -31,9 +33,14 @@ void CudaModel::reduce_partial(ForwardBuffers& b, int m) {
     CUDA_CHECK(cudaEventCreate(&e));
     tp_events_.push_back(e);
   }
-  CUDA_CHECK(cudaEventRecord(tp_events_[tp_events_used_], stream_));
+  // Inside a CUDA graph capture (batched decode) the events become record nodes of the
+  // graph, so every replay times its all-reduces.
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));
+  const unsigned flags = capturing == cudaStreamCaptureStatusActive ? cudaEventRecordExternal : 0;
+  CUDA_CHECK(cudaEventRecordWithFlags(tp_events_[tp_events_used_], stream_, flags));
   tp_->all_reduce(tp_sum_, count, stream_);
-  CUDA_CHECK(cudaEventRecord(tp_events_[tp_events_used_ + 1], stream_));
+  CUDA_CHECK(cudaEventRecordWithFlags(tp_events_[tp_events_used_ + 1], stream_, flags));
   tp_events_used_ += 2;
   add_inplace(b.x, tp_sum_, m, cfg_.hidden_size, stream_);
 }
