@@ -180,14 +180,19 @@ class BenchPass {
       const auto reqs = requests(cfg, B, P);
       const SchedulerConfig sc = scheduler(x, bm, B, P);
       std::vector<int32_t> out;
+      std::vector<Model::GpuRankStats> gpus_before;
       for (int rep = -1; rep < a_.repetitions; ++rep) {  // -1: the warm-up
         const auto g = generate_batch(bm, sc, reqs);
-        if (rep < 0) continue;
+        if (rep < 0) {
+          gpus_before = x.model.gpu_ranks();
+          continue;
+        }
         k.samples.push_back(repetition_of(g));
         if (rep == 0)
           for (const auto& o : g.outputs) out.insert(out.end(), o.begin(), o.end());
       }
       k.output_token_hash = suites::token_hash(out);
+      k.gpus = suites::gpu_ranks_between(gpus_before, x.model.gpu_ranks());
       if (want_profile()) kernel_profile[k.name] = profile_batched(x, bm, B, P);
     } catch (const Error& e) {
       k.status = reports::CaseStatus::failed;
@@ -195,7 +200,7 @@ class BenchPass {
     }
     k.aggregates = reports::compute_aggregates(k);
     if (k.status == reports::CaseStatus::ok)
-      k.bound = a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, k.settings, B, k.aggregates.decode_tok_s)
+      k.bound = a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, k.settings, B, k.aggregates.decode_tok_s, k.gpus)
                                   : suites::bench_prefill_bound(cfg, x.device, k.settings, k.aggregates.ttft_warm_ns);
     return k;
   }

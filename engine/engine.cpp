@@ -9,6 +9,9 @@ namespace moebench {
 std::unique_ptr<Model> create_model(const EngineContext& ctx) {
   if (!ctx.weights) fail("create_model: no weights");
   ctx.settings.validate();
+  if (ctx.settings.tensor_parallel > 1 && ctx.backend != "cuda")
+    fail("setting tensor_parallel={}: tensor parallelism runs on the cuda backend (got backend {})",
+         ctx.settings.tensor_parallel, ctx.backend);
   if (ctx.backend == "cpu") {
     return std::make_unique<CpuModel>(ctx);
   }

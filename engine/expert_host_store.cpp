@@ -17,6 +17,7 @@
 
 #include "common/error.h"
 #include "common/units.h"
+#include "engine/shard.h"
 
 namespace moebench {
 
@@ -133,9 +134,13 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::shaped(HostTier tier, const Mo
 std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws, const HostAllocator& allocator,
                                                          const HostStoreOptions& opt, QuantFormat format) {
   if (!allocator.alloc || !allocator.free) fail("host store: the allocator '{}' has no alloc/free", allocator.name);
-  const ModelConfig& c = ws.config();
+  const bool sharded = opt.tp_world > 1;
+  if (sharded && format != QuantFormat::bf16)
+    fail("host store: tensor-parallel slices of {} experts are not supported (bf16 only)", quant_format_name(format));
+  const ModelConfig c = tp_rank_config(ws.config(), opt.tp_rank, opt.tp_world);
   std::unique_ptr<ExpertHostStore> s = shaped(HostTier::pinned, c, format, stored_zero_points(ws, format));
-  s->source_ = ws.describe();
+  s->source_ = sharded ? fmt::format("{} (tensor-parallel slice {} of {})", ws.describe(), opt.tp_rank, opt.tp_world)
+                       : ws.describe();
   s->alloc_ = allocator;
 
   const uint64_t eb = s->expert_bytes();
@@ -174,6 +179,20 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
       return;
     }
     uint16_t* dst = reinterpret_cast<uint16_t*>(expert + L.offset[w][0]);
+    if (sharded) {  // the whole tensor, then this rank's slice of it
+      const TensorSpec full = tensor_spec(ws.config(), spec.name);
+      const TensorSlice sl = tp_slice(ws.config(), spec.name, opt.tp_rank, opt.tp_world);
+      if (!ws.ckpt() && ws.synth_dtype() == DType::bf16 && sl.kind == TensorSlice::Kind::rows) {
+        // A synthetic row block is the generator's run from the block's first element.
+        synth_fill(full, ws.seed(), DType::bf16, dst, static_cast<int64_t>(sl.range.begin) * full.shape[1], spec.numel());
+        return;
+      }
+      std::vector<uint16_t> whole(static_cast<size_t>(full.numel()));
+      ws.read_bf16(full, whole.data());
+      const std::vector<uint16_t> mine = slice_tensor(whole.data(), full, sl);
+      std::memcpy(dst, mine.data(), mine.size() * sizeof(uint16_t));
+      return;
+    }
     if (const Checkpoint* ck = ws.ckpt()) {
       const TensorView& v = ck->get(spec.name, spec.shape);
       if (v.dtype == DType::bf16) {
@@ -221,6 +240,7 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
 
 std::unique_ptr<ExpertHostStore> ExpertHostStore::disk(const WeightSource& ws, const HostStoreOptions& opt,
                                                        QuantFormat format) {
+  if (opt.tp_world > 1) fail("host store: the disk tier reads whole experts from the checkpoint; tensor parallelism needs the pinned tier");
   const ModelConfig& c = ws.config();
   const Checkpoint* ck = ws.ckpt();
   if (!ck)

@@ -55,6 +55,10 @@ struct HostStoreOptions {
   uint64_t chunk_bytes = 1ull << 30;     // target bytes per allocation (>= one expert)
   int progress = -1;                     // progress bar: 1 on, 0 off, -1 when stderr is a TTY
   bool allow_page_cache = false;         // disk: skip O_DIRECT / fadvise (tests of the plain path only)
+  // Tensor parallel (pinned tier, bf16): the store holds rank tp_rank's slices of every
+  // expert (engine/shard.h), shaped by that rank's config.
+  int tp_rank = 0;
+  int tp_world = 1;
 };
 
 // Where one expert's three tensors lie inside a staging buffer after read_expert().

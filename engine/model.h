@@ -47,6 +47,16 @@ class Model {
   // Host bytes this model holds itself (weights, KV cache, workspaces), as the backend
   // tracks them; 0 when it does not (the CUDA model's are device bytes, in its arena).
   virtual int64_t engine_host_bytes() const { return 0; }
+  // A model over several GPUs: one entry per GPU in rank order, counted since the model
+  // was made; empty for a model on one device.
+  struct GpuRankStats {
+    std::string device;                  // e.g. "NVIDIA H200"
+    int64_t arena_used_bytes = 0, arena_peak_bytes = 0;
+    int64_t decode_forwards = 0;         // forwards of one token per sequence
+    int64_t decode_collective_ns = 0;    // GPU time inside their all-reduces (CUDA events)
+    int64_t decode_collective_calls = 0;
+  };
+  virtual std::vector<GpuRankStats> gpu_ranks() const { return {}; }
 };
 
 }  // namespace moebench

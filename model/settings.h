@@ -48,6 +48,10 @@ struct EngineSettings {
   // own format (or dequantised with bf16). Tokens may differ from bf16: it is another
   // model, not a variant.
   std::string expert_dtype = "bf16";
+  // GPUs the CUDA model is split over, tensor-parallel (engine/shard.h: attention heads
+  // and each expert's intermediate dimension; two all-reduces per layer through NCCL,
+  // one host thread per GPU). 1 = one GPU, the model as without the knob.
+  int tensor_parallel = 1;
 
   // All knobs as strings (for results, logs and the UI), in a fixed order.
   std::vector<std::pair<std::string, std::string>> to_list() const;

@@ -180,6 +180,17 @@ json case_json(const Case& c) {
                       {"positions", c.quality->positions},
                       {"top1_agreement", num(c.quality->top1_agreement)},
                       {"mean_kl", num(c.quality->mean_kl)}};
+  if (!c.gpus.empty()) {
+    json g = json::array();
+    for (const GpuRank& r : c.gpus)
+      g.push_back({{"device", r.device},
+                   {"arena_used_bytes", r.arena_used_bytes},
+                   {"arena_peak_bytes", r.arena_peak_bytes},
+                   {"decode_steps", r.decode_steps},
+                   {"collective_ns_per_step", r.collective_ns_per_step},
+                   {"collective_calls_per_step", r.collective_calls_per_step}});
+    out["gpus"] = g;
+  }
   return out;
 }
 
@@ -595,6 +606,19 @@ Case read_case(const Reader& rd, const json& j, const std::string& path) {
     qo.done();
     c.quality = qu;
   }
+  if (const json* g = o.opt("gpus"))
+    rd.each(*g, o.at("gpus"), "an array of objects", [&](const json& v, const std::string& p) {
+      Obj go(rd, v, p);
+      GpuRank r;
+      r.device = go.str("device");
+      r.arena_used_bytes = go.i64("arena_used_bytes");
+      r.arena_peak_bytes = go.i64("arena_peak_bytes");
+      r.decode_steps = go.i64("decode_steps");
+      r.collective_ns_per_step = go.i64("collective_ns_per_step");
+      r.collective_calls_per_step = go.i64("collective_calls_per_step");
+      go.done();
+      c.gpus.push_back(r);
+    });
   c.output_token_hash = o.str("output_token_hash");
   o.done();
   return c;

@@ -187,6 +187,17 @@ struct Quality {
 
 enum class CaseStatus { ok, failed };
 
+// One GPU of a case run over several GPUs (tensor_parallel > 1), in rank order: over the
+// case's measured repetitions.
+struct GpuRank {
+  std::string device;                     // "cuda:ORDINAL NAME"
+  int64_t arena_used_bytes = 0;           // its device arena at the end of the case
+  int64_t arena_peak_bytes = 0;
+  int64_t decode_steps = 0;               // decode forwards it ran
+  int64_t collective_ns_per_step = 0;     // GPU time in its all-reduces per decode step (CUDA events)
+  int64_t collective_calls_per_step = 0;  // all-reduces per decode step
+};
+
 struct Case {
   std::string suite;          // "short", "stages", ...
   std::string name;           // case name inside the suite
@@ -205,6 +216,7 @@ struct Case {
   std::optional<Bound> bound;
   std::string no_bound_reason;    // why an ok case has no bound ("" when it has one or no reason was recorded)
   std::optional<Quality> quality;  // quantised experts only; absent in older files
+  std::vector<GpuRank> gpus;       // multi-GPU cases only; absent in older files
   std::string output_token_hash;  // hex xxh64 of the generated token ids; "" if failed early
   CaseStatus status = CaseStatus::ok;
   std::string error;              // one line when status == failed

@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "engine/quant.h"
+#include "engine/shard.h"
 #include "profiler/stats.h"
 #include "variants/cache_policy.h"
 
@@ -38,6 +39,20 @@ std::string knob_string(const reports::Settings& s, const char* key) {
   return it != s.knobs.end() && it->second.is_string() ? it->second.get<std::string>() : "";
 }
 
+// An integer knob recorded as a number or as text; `fallback` when absent.
+int64_t knob_int(const reports::Settings& s, const char* key, int64_t fallback) {
+  auto it = s.knobs.find(key);
+  if (it == s.knobs.end()) return fallback;
+  if (it->second.is_number_integer()) return it->second.get<int64_t>();
+  if (it->second.is_string()) {
+    try {
+      return std::stoll(it->second.get<std::string>());
+    } catch (...) {
+    }
+  }
+  return fallback;
+}
+
 // The weight bytes a CUDA decode token reads from HBM: every non-expert weight in bf16
 // and top_k experts per layer in the case's expert_dtype (bf16 when not recorded).
 int64_t device_bytes_per_decode_token(const ModelConfig& c, const reports::Settings& s) {
@@ -49,7 +64,10 @@ int64_t device_bytes_per_decode_token(const ModelConfig& c, const reports::Setti
 }
 
 // The offloaded CUDA bound: expert copies over the link and resident reads over HBM,
-// summed or overlapped as the settings say.
+// summed or overlapped as the settings say. Tensor parallel over N GPUs: per GPU, the
+// copies of rank 0 (every rank caches and copies its slices alike, each over its own
+// link, taken as fast as the measured one) and the largest rank's resident reads, plus
+// the least all-reduce time per step of the ranks, which the compute stream runs in line.
 std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, const DeviceInfo& dev, std::string& why) {
   const int64_t decode_tokens = decode_tokens_of(c);
   if (decode_tokens <= 0) {
@@ -60,6 +78,16 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
     why = "the host->device and HBM bandwidths were not measured";
     return std::nullopt;
   }
+  const int tp = static_cast<int>(knob_int(c.settings, "tensor_parallel", 1));
+  if (tp > 1 && static_cast<int>(c.gpus.size()) != tp) {
+    why = fmt::format("tensor_parallel={} but the case recorded {} GPUs' collective times", tp, c.gpus.size());
+    return std::nullopt;
+  }
+  int64_t coll_ns = 0;
+  if (tp > 1) {
+    coll_ns = INT64_MAX;
+    for (const reports::GpuRank& g : c.gpus) coll_ns = std::min(coll_ns, g.collective_ns_per_step);
+  }
   const bool disk = knob_string(c.settings, "expert_tier") == "disk";
   if (disk && dev.disk_read_gbps <= 0) {  // the disk is the limit, and it was not measured
     why = "the disk tier's read bandwidth was not measured";
@@ -69,19 +97,24 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
   // one, so the slower of the two is the link.
   const double link = disk ? std::min(dev.h2d_gbps, dev.disk_read_gbps) : dev.h2d_gbps;
   const double moved = static_cast<double>(c.experts.decode_bytes_moved) / static_cast<double>(decode_tokens);
-  const double resident = static_cast<double>(device_bytes_per_decode_token(cfg, c.settings));
+  const double resident =
+      static_cast<double>(device_bytes_per_decode_token(tp > 1 ? tp_rank_config(cfg, 0, tp) : cfg, c.settings));
   const double copy_s = moved / (link * 1e9), hbm_s = resident / (dev.hbm_gbps * 1e9);
+  const double coll_s = static_cast<double>(coll_ns) * 1e-9;
   const bool overlap = copies_overlap_compute(c.settings);
   Bound b;
   b.unit = "tok/s";
   b.time_model = overlap ? "overlap" : "serial";
-  b.value = 1.0 / (overlap ? std::max(copy_s, hbm_s) : copy_s + hbm_s);
+  b.value = 1.0 / (overlap ? std::max(copy_s, hbm_s + coll_s) : copy_s + hbm_s + coll_s);
   b.bandwidth_gbps = {{"h2d", dev.h2d_gbps}, {"hbm", dev.hbm_gbps}};
   if (disk) b.bandwidth_gbps["disk_read"] = dev.disk_read_gbps;
   const std::string copies = fmt::format(
       "{}/token of expert copies (measured, decode) / {} {}", profiler::format_bytes(moved), profiler::format_gbps(link),
       link < dev.h2d_gbps ? "disk read (measured; host->device is faster)" : "host->device");
-  const std::string reads = fmt::format("{}/token / {}", profiler::format_bytes(resident), hbm_text(dev));
+  std::string reads = fmt::format("{}/token / {}", profiler::format_bytes(resident), hbm_text(dev));
+  if (tp > 1)
+    reads += fmt::format(" + {:.1f} us of all-reduces per step (measured; per GPU of {}, tensor parallel)",
+                         coll_s * 1e6, tp);
   b.description = overlap ? fmt::format("offloaded, copies overlap compute ({} prefetches): max of {}, {}",
                                         knob_string(c.settings, "cache_policy"), copies, reads)
                           : fmt::format("offloaded, copies then compute (no prefetch): {} + {}", copies, reads);
@@ -98,6 +131,37 @@ Bound resident_bound(int64_t bytes, const char* dtype, double gbps, const char* 
   b.bandwidth_gbps = {{name, gbps}};
   b.description = fmt::format("resident: {}/token of {} weights / {}", profiler::format_bytes(static_cast<double>(bytes)),
                               dtype, text);
+  return b;
+}
+
+// Tensor parallel over n GPUs, a step of `batch` tokens: the largest rank's weight bytes
+// of one token (its heads, its block of top_k experts' intermediate dimension, every
+// replicated weight) over HBM, plus the GPU time of a decode step's all-reduces as the
+// case measured it on the rank that spent least in them (the rest of a rank's time
+// inside an all-reduce is waiting for a slower rank's compute, not communication).
+std::optional<Bound> tp_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s, int n,
+                              int batch, const std::vector<reports::GpuRank>& gpus, std::string& why) {
+  if (dev.hbm_gbps <= 0) {
+    why = "the HBM bandwidth was not measured";
+    return std::nullopt;
+  }
+  if (static_cast<int>(gpus.size()) != n) {
+    why = fmt::format("tensor_parallel={} but the case recorded {} GPUs' collective times", n, gpus.size());
+    return std::nullopt;
+  }
+  int64_t coll_ns = INT64_MAX;
+  for (const reports::GpuRank& g : gpus) coll_ns = std::min(coll_ns, g.collective_ns_per_step);
+  const int64_t bytes = device_bytes_per_decode_token(tp_rank_config(cfg, 0, n), s);
+  const double step_s = static_cast<double>(bytes) / (dev.hbm_gbps * 1e9) + static_cast<double>(coll_ns) * 1e-9;
+  Bound b;
+  b.unit = "tok/s";
+  b.time_model = "serial";
+  b.value = batch / step_s;
+  b.bandwidth_gbps = {{"hbm", dev.hbm_gbps}};
+  b.description = fmt::format(
+      "tensor parallel over {} GPUs, {} token(s) per step: the largest rank's {}/step of bf16 weights / {} + {:.1f} us "
+      "of all-reduces per step (measured, CUDA events, the least of the ranks)",
+      n, batch, profiler::format_bytes(static_cast<double>(bytes)), hbm_text(dev), static_cast<double>(coll_ns) / 1e3);
   return b;
 }
 
@@ -138,6 +202,8 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
     b = resident_bound(bytes_per_decode_token(cfg, 4), "fp32", cpu.gbps, "cpu_read",
                        fmt::format("{} (read stream over {} with {} thread(s), measured)", profiler::format_gbps(cpu.gbps),
                                    profiler::format_bytes(static_cast<double>(cpu.bytes)), cpu.threads));
+  } else if (const int64_t tp = knob_int(c.settings, "tensor_parallel", 1); backend == "cuda" && tp > 1) {
+    b = tp_bound(cfg, dev, c.settings, static_cast<int>(tp), 1, c.gpus, why);
   } else {
     if (dev.hbm_gbps <= 0) {
       why = "the HBM bandwidth was not measured";
@@ -152,8 +218,14 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
 }
 
 std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s, int batch,
-                                        double decode_tok_s) {
+                                        double decode_tok_s, const std::vector<reports::GpuRank>& gpus) {
   if (dev.hbm_gbps <= 0 || batch < 1 || !(decode_tok_s > 0)) return std::nullopt;
+  if (const int64_t tp = knob_int(s, "tensor_parallel", 1); tp > 1) {
+    std::string why;
+    auto b = tp_bound(cfg, dev, s, static_cast<int>(tp), batch, gpus, why);
+    if (b) b->percent = batch * decode_tok_s / b->value * 100;
+    return b;
+  }
   const int64_t bytes = device_bytes_per_decode_token(cfg, s);
   const std::string d = knob_string(s, "expert_dtype");
   Bound b = resident_bound(bytes, d.empty() || d == "bf16" ? "bf16" : "bf16 + quantised expert", dev.hbm_gbps, "hbm",
@@ -200,7 +272,7 @@ std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, st
   if (c.suite == "bench") {
     auto it = c.settings.knobs.find("batch");
     const int batch = it != c.settings.knobs.end() && it->second.is_number_integer() ? it->second.get<int>() : 1;
-    b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, c.settings, batch, c.aggregates.decode_tok_s)
+    b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, c.settings, batch, c.aggregates.decode_tok_s, c.gpus)
                          : bench_prefill_bound(cfg, r.device, c.settings, c.aggregates.ttft_warm_ns);
   } else if (r.device.kind == reports::DeviceKind::cpu) {
     if (!c.bound || !c.bound->bandwidth_gbps.count("cpu_read"))

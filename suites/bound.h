@@ -59,8 +59,12 @@ std::optional<reports::Bound> physical_bound(const reports::Case& c, const Model
 // (new_tokens 1) whose first token took ttft_ns (limit in ms). The bytes are the
 // non-expert weights in bf16 and top_k experts per layer in the case's expert_dtype
 // (`s`, bf16 when not recorded).
+// With tensor_parallel = N > 1 (resident), either bound is the largest rank's bytes over
+// HBM plus the all-reduce time per decode step measured on the GPUs (`gpus`, the
+// case's; no bound without them).
 std::optional<reports::Bound> bench_decode_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev,
-                                                 const reports::Settings& s, int batch, double decode_tok_s);
+                                                 const reports::Settings& s, int batch, double decode_tok_s,
+                                                 const std::vector<reports::GpuRank>& gpus = {});
 std::optional<reports::Bound> bench_prefill_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev,
                                                   const reports::Settings& s, double ttft_ns);
 

@@ -71,6 +71,26 @@ Tokenizer open_tokenizer(const WeightSource& w, const std::string& path) {
 
 }  // namespace
 
+std::vector<reports::GpuRank> gpu_ranks_between(const std::vector<Model::GpuRankStats>& before,
+                                                const std::vector<Model::GpuRankStats>& after) {
+  std::vector<reports::GpuRank> out;
+  for (size_t r = 0; r < after.size(); ++r) {
+    const Model::GpuRankStats& a = after[r];
+    const Model::GpuRankStats b = r < before.size() ? before[r] : Model::GpuRankStats{};
+    reports::GpuRank g;
+    g.device = a.device;
+    g.arena_used_bytes = a.arena_used_bytes;
+    g.arena_peak_bytes = a.arena_peak_bytes;
+    g.decode_steps = a.decode_forwards - b.decode_forwards;
+    if (g.decode_steps > 0) {
+      g.collective_ns_per_step = (a.decode_collective_ns - b.decode_collective_ns) / g.decode_steps;
+      g.collective_calls_per_step = (a.decode_collective_calls - b.decode_collective_calls) / g.decode_steps;
+    }
+    out.push_back(g);
+  }
+  return out;
+}
+
 void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCounters& p) {
   const profiler::ExpertStats& t = p.total();
   e.hits += t.hits;
@@ -178,6 +198,8 @@ struct Pending {
   std::vector<int32_t> first_output;  // (new_tokens) of the first measured repetition
   std::optional<int64_t> cold_ns;     // TTFT cold, when this instance followed a load
   int64_t t0_ns = 0;                  // start of the measured repetitions
+  // Multi-GPU models: the per-GPU counters summed over this instance's measure() calls.
+  std::vector<Model::GpuRankStats> gpu_before, gpu_after;
 };
 
 class Runner {
@@ -349,6 +371,7 @@ class Runner {
       if (!loaded_.error.empty()) return fail_case(p, loaded_.error);
       GenerateOptions g = generate_options(in);
       const bool tracing = !opt_.trace_path.empty();
+      note_gpus(p, true);
       for (int k = 0; k < n; ++k) {
         const int rep = p.reps_done;
         // The repetition the trace keeps: the last one, or the first of every instance.
@@ -385,6 +408,7 @@ class Runner {
         if (traced) keep_trace(p.c, rep, std::move(events));
         ++p.reps_done;
       }
+      note_gpus(p, false);
     } catch (const Error& e) {
       fail_case(p, e.what());
     }
@@ -404,7 +428,24 @@ class Runner {
     }
   }
 
+  // Multi-GPU models: per-GPU counters around a measure() call; deltas add up across calls.
+  void note_gpus(Pending& p, bool start) {
+    const auto now = loaded_.model ? loaded_.model->gpu_ranks() : std::vector<Model::GpuRankStats>{};
+    if (now.empty()) return;
+    std::vector<Model::GpuRankStats>& acc = start ? p.gpu_before : p.gpu_after;
+    if (acc.empty()) acc.assign(now.size(), {});
+    for (size_t r = 0; r < now.size() && r < acc.size(); ++r) {
+      acc[r].device = now[r].device;
+      acc[r].arena_used_bytes = now[r].arena_used_bytes;
+      acc[r].arena_peak_bytes = now[r].arena_peak_bytes;
+      acc[r].decode_forwards += now[r].decode_forwards;
+      acc[r].decode_collective_ns += now[r].decode_collective_ns;
+      acc[r].decode_collective_calls += now[r].decode_collective_calls;
+    }
+  }
+
   void finish(const Instance& in, Pending& p) {
+    if (!p.gpu_after.empty()) p.c.gpus = gpu_ranks_between(p.gpu_before, p.gpu_after);
     p.c.aggregates = reports::compute_aggregates(p.c);
     // The bound is a wall-time limit: not for thread-CPU-timed suites.
     if (p.c.status == CaseStatus::ok && in.spec->workload == Workload::model && loaded_.weights)

@@ -106,6 +106,11 @@ RunOutcome run_suite(const std::vector<Instance>& instances, const RunOptions& o
 // Per-layer arrays stay empty while nothing was counted.
 void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCounters& p);
 
+// A multi-GPU model's per-GPU figures between two snapshots (Model::gpu_ranks), per
+// decode step: what a case records in Case::gpus (empty for a one-GPU model).
+std::vector<reports::GpuRank> gpu_ranks_between(const std::vector<Model::GpuRankStats>& before,
+                                                const std::vector<Model::GpuRankStats>& after);
+
 // Hex xxh64 of the token ids' bytes (16 lowercase hex digits).
 std::string token_hash(const std::vector<int32_t>& ids);
 

@@ -10,10 +10,12 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
 #include "engine/cuda/offload_provider.h"
+#include "engine/cuda/parallel_model.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/resident_provider.h"
 #include "engine/cuda/weight_upload.h"
 #include "engine/device_plan.h"
+#include "engine/shard.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "engine/progress.h"
@@ -22,7 +24,7 @@
 
 namespace moebench {
 
-std::unique_ptr<Model> create_cuda_model(const EngineContext& ctx) { return std::make_unique<cuda::CudaModel>(ctx); }
+std::unique_ptr<Model> create_cuda_model(const EngineContext& ctx) { return cuda::make_cuda_model(ctx); }
 
 namespace cuda {
 
@@ -34,29 +36,46 @@ uint64_t round256(uint64_t b) { return (b + 255) / 256 * 256; }
 bool is_expert(const std::string& name) { return name.find(".block_sparse_moe.experts.") != std::string::npos; }
 
 // One host store per process: the models of a run (one per stage or setting) share it,
-// so the experts are pinned once. Replaced when another model or tier asks.
-std::shared_ptr<const ExpertHostStore> shared_host_store(HostTier tier, const WeightSource& src, QuantFormat format) {
+// so the experts are pinned once. Tensor parallel: one per rank (each its slices), kept
+// side by side. Replaced when another model or tier asks.
+std::shared_ptr<const ExpertHostStore> shared_host_store(HostTier tier, const WeightSource& src, QuantFormat format,
+                                                         int tp_rank = 0, int tp_world = 1) {
   static std::mutex mu;
-  static std::shared_ptr<const ExpertHostStore> store;
-  static std::string key;
-  const std::string k =
-      fmt::format("{}|{}|layers={}|{}", host_tier_name(tier), src.describe(), src.config().num_hidden_layers,
-                  quant_format_name(format));
+  static std::map<std::string, std::shared_ptr<const ExpertHostStore>> stores;  // by shard, of one model and tier
+  static std::string model_key;
+  const std::string k = fmt::format("{}|{}|layers={}|{}|tp={}", host_tier_name(tier), src.describe(),
+                                    src.config().num_hidden_layers, quant_format_name(format), tp_world);
+  const std::string shard = std::to_string(tp_rank);
   std::lock_guard<std::mutex> lock(mu);
-  if (store && key == k) return store;
-  store.reset();  // free the old one first: two 84 GiB stores do not fit
-  store = ExpertHostStore::make(tier, src, pinned_host_allocator(), HostStoreOptions{}, format);
-  key = k;
+  if (model_key != k) {
+    stores.clear();  // free the old ones first: two 84 GiB stores do not fit
+    model_key = k;
+  }
+  if (auto it = stores.find(shard); it != stores.end()) return it->second;
+  HostStoreOptions opt;
+  opt.tp_rank = tp_rank;
+  opt.tp_world = tp_world;
+  auto store = std::shared_ptr<const ExpertHostStore>(ExpertHostStore::make(tier, src, pinned_host_allocator(), opt, format));
   log::info("expert host store: {}", store->describe());
+  stores[shard] = store;
   return store;
 }
 }  // namespace
 
-CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory)
-    : cfg_(ctx.weights->config()), settings_(ctx.settings), prof_(ctx.prof) {
+CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory, const TpRank* tp)
+    : cfg_(tp ? tp_rank_config(ctx.weights->config(), tp->rank, tp->world) : ctx.weights->config()),
+      settings_(ctx.settings),
+      prof_(ctx.prof),
+      full_cfg_(ctx.weights->config()) {
   const int64_t t0 = profiler::now_ns();
   const WeightSource& src = *ctx.weights;
   expert_fmt_ = resolve_expert_format(settings_.expert_dtype, src);
+  if (tp) {
+    if (settings_.expert_tier == "disk" || expert_fmt_ != QuantFormat::bf16 || provider_factory)
+      fail("setting tensor_parallel={}: runs bf16 experts, resident or pinned (got expert_tier={} expert_dtype={})",
+           tp->world, settings_.expert_tier, settings_.expert_dtype);
+    tp_ = *tp;
+  }
   max_len_ = std::min(settings_.max_model_len, cfg_.max_position_embeddings);
   if (max_len_ <= 0) fail("max_model_len {} must be positive", settings_.max_model_len);
   routing_ = RoutingDriver::for_model(settings_, cfg_);
@@ -89,7 +108,8 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
 
 void CudaModel::open_host_store(const WeightSource& src) {
   const int64_t f0 = profiler::now_ns();
-  store_ = shared_host_store(parse_host_tier(settings_.expert_tier), src, expert_fmt_);
+  store_ = shared_host_store(parse_host_tier(settings_.expert_tier), src, expert_fmt_, tp_ ? tp_->rank : 0,
+                             tp_ ? tp_->world : 1);
   store_fill_ns_ = profiler::now_ns() - f0;  // near zero when another model of the process filled it already
 }
 
@@ -128,6 +148,7 @@ void CudaModel::plan_memory(bool resident, bool own_slots) {
   table_b_ = MoeLayer::device_bytes(md_, pool_tokens_);
   in.fixed.workspace = ws_b_ + Blas::kWorkspaceBytes + table_b_ + round256(sizeof(int32_t)) +
                        family_workspace_bytes(c, pool_tokens_);
+  if (tp_) in.fixed.workspace += round256(static_cast<uint64_t>(pool_tokens_) * c.hidden_size * sizeof(float));
   std::string budget_from;
   if (!settings_.gpu_mem_budget.empty()) {
     in.budget_bytes = parse_bytes(settings_.gpu_mem_budget);
@@ -149,18 +170,20 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
   const ModelConfig& c = cfg_;
   std::map<std::string, const bf16*> dev;
   const bool bf16_experts = resident && expert_fmt_ == QuantFormat::bf16;
-  std::vector<TensorSpec> specs;
+  // (full tensor, this rank's slice): the whole tensor on one GPU.
+  std::vector<std::pair<TensorSpec, TensorSlice>> specs;
   uint64_t bytes = 0;
-  for (auto& s : model_tensor_specs(c))
+  for (auto& s : model_tensor_specs(full_cfg_))
     if (bf16_experts || !is_expert(s.name)) {
-      specs.push_back(s);
-      bytes += round256(static_cast<uint64_t>(s.numel()) * 2);
+      const TensorSlice slice = tp_ ? tp_slice(full_cfg_, s.name, tp_->rank, tp_->world) : TensorSlice{};
+      bytes += round256(static_cast<uint64_t>(slice_spec(s, slice).numel()) * 2);
+      specs.emplace_back(s, slice);
     }
   {
     Progress progress(fmt::format("loading {} ({})", c.name, src.is_synthetic() ? "synthetic, generated on the GPU" : "checkpoint"),
                       bytes);
     WeightUploader up(src, *arena_, stream_, &progress);
-    for (auto& s : specs) dev[s.name] = up.upload(s);
+    for (auto& [s, slice] : specs) dev[s.name] = up.upload_slice(s, slice);
     up.finish();
     progress.finish();
   }
@@ -191,6 +214,8 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
   weight_bytes_ = bytes;
   zero_i32_ = arena_->alloc_n<int32_t>(1, "contiguous KV block table");
   family_alloc_workspace();
+  if (tp_)
+    tp_sum_ = arena_->alloc_n<float>(static_cast<uint64_t>(pool_tokens_) * c.hidden_size, "tensor-parallel partial sums");
   CUDA_CHECK(cudaMemsetAsync(zero_i32_, 0, sizeof(int32_t), stream_));
 }
 
@@ -261,6 +286,7 @@ CudaModel::~CudaModel() {
   ws_.reset();
   provider_.reset();
   if (host_io_) cudaFreeHost(host_io_);
+  for (cudaEvent_t e : tp_events_) cudaEventDestroy(e);
   blas_.reset();
   arena_.reset();
   if (stream_) cudaStreamDestroy(stream_);
@@ -356,12 +382,9 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
                         b.attn_ws, s);
       else
         attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
-      linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
+      o_proj(L, b, m);  // x += att @ wo^T
     }
-    const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
-    // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
-    moe_->run_norm(static_cast<int>(step), l, pos0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
-    family_shared_expert(L, b, m);
+    moe_block(step, l, pos0, b, m);  // x += moe(rmsnorm(x))
   }
   if (all_logits) {
     rmsnorm(b.x, norm_, b.h, m, H, eps, s);
@@ -383,6 +406,7 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
     if (logits) CUDA_CHECK(cudaMemcpyAsync(logits, b.logits, static_cast<size_t>(V) * 4, cudaMemcpyDeviceToHost, s));
   }
   CUDA_CHECK(cudaStreamSynchronize(s));
+  read_collective_times(decode);
   if (next) *next = host_io_[2 * pool_tokens_];
   ws_->end();
   provider_->sync_counters();

@@ -30,6 +30,7 @@
 #include <map>
 #include <string>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "engine/cuda/arena.h"
@@ -52,12 +53,25 @@ namespace moebench::cuda {
 using ExpertProviderFactory =
     std::function<std::unique_ptr<ExpertProvider>(const WeightSource&, DeviceArena&, cudaStream_t)>;
 
+// One rank of a tensor-parallel model (engine/cuda/parallel_model.h): which shard it
+// holds (engine/shard.h) and the all-reduce (sum, in place, enqueued on the given
+// stream) that turns its partial attention and MoE outputs into the full ones.
+struct TpRank {
+  int rank = 0;
+  int world = 1;
+  std::function<void(float* x, size_t count, cudaStream_t stream)> all_reduce;
+};
+
 class CudaModel : public Model, public BatchModel {
  public:
   // expert_tier resident: every expert is uploaded and served by ResidentExpertProvider.
   // pinned / disk: the factory's provider, or by default an OffloadProvider over the
   // process's shared ExpertHostStore (tests pass their own factory).
-  explicit CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory = {});
+  // tp: this model is one rank of a tensor-parallel model: it uploads its slices of the
+  // weights and runs the config of its shard (config() is the rank's), all-reducing the
+  // partial sums of o_proj and of the MoE block (resident bf16 experts only).
+  explicit CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory = {},
+                     const TpRank* tp = nullptr);
   ~CudaModel() override;
 
   const ModelConfig& config() const override { return cfg_; }
@@ -81,12 +95,21 @@ class CudaModel : public Model, public BatchModel {
   int max_batch_tokens() const override { return pool_tokens_; }
   // forward_batch steps replayed from a CUDA graph so far (decode steps of a resident model).
   int64_t graph_replays() const;
+  // Tensor parallel: GPU time between the start and the end of this rank's all-reduces
+  // (CUDA events around each call, so waiting for the slower rank counts), and calls;
+  // all forwards, and those of decode steps (one token per sequence) alone.
+  int64_t collective_ns() const { return collective_ns_; }
+  int64_t collective_calls() const { return collective_calls_; }
+  int64_t decode_collective_ns() const { return decode_collective_ns_; }
+  int64_t decode_collective_calls() const { return decode_collective_calls_; }
+  int64_t decode_forwards() const { return decode_forwards_; }
   // Whether forward_batch may capture decode steps in CUDA graphs (default on).
   void set_use_graphs(bool on) { use_graphs_ = on; }
 
   // Introspection (tests, bench, results).
   DeviceArena& arena() { return *arena_; }
   uint64_t arena_alloc_count() const { return arena_->alloc_count(); }
+  ArenaStats arena_stats() const { return arena_->stats(); }
   const ExpertProvider& provider() const { return *provider_; }
   ExpertProvider& provider() { return *provider_; }
   // The host store behind the default offload provider (null when resident or a factory's).
@@ -136,6 +159,13 @@ class CudaModel : public Model, public BatchModel {
   // (either may be null) come from the last chunk.
   void run_chunks(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits, int32_t* next);
   void run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next);
+  // x += att @ wo^T and x += moe(h); tensor parallel: the rank's partial sum goes into
+  // tp_sum_, is all-reduced, then added (engine/cuda/cuda_model_tp.cpp).
+  void o_proj(const Layer& L, ForwardBuffers& b, int m);
+  void moe_block(int64_t step, int l, int pos0, ForwardBuffers& b, int m);
+  void reduce_partial(ForwardBuffers& b, int m);
+  // After a stream sync: the events of this forward into the collective counters.
+  void read_collective_times(bool decode);
   void note_arena();  // the arena's use and peak into the profiler (when there is one)
   void check_tokens(const int32_t* tokens, int n, int pos0) const;
   profiler::CpuTrace& trace();
@@ -187,6 +217,14 @@ class CudaModel : public Model, public BatchModel {
   std::unique_ptr<Paged, PagedDeleter> paged_;
   bool observed_ = false;
   bool use_graphs_ = true;
+  // Tensor parallel (absent: one GPU).
+  std::optional<TpRank> tp_;
+  ModelConfig full_cfg_;          // the unsharded model's config
+  float* tp_sum_ = nullptr;       // (pool_tokens, hidden) a partial output being all-reduced
+  std::vector<cudaEvent_t> tp_events_;  // (2 per all-reduce of a forward) start, end
+  size_t tp_events_used_ = 0;
+  int64_t collective_ns_ = 0, collective_calls_ = 0;
+  int64_t decode_collective_ns_ = 0, decode_collective_calls_ = 0, decode_forwards_ = 0;
 };
 
 }  // namespace moebench::cuda

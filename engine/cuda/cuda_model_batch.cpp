@@ -34,6 +34,7 @@ struct CudaModel::Paged {
   int32_t* next_d = nullptr;    // (cap) argmax of each sampled sequence
   int32_t* next_h = nullptr;    // (cap) pinned
   std::map<int, cudaGraphExec_t> graphs;  // decode step of m sequences
+  std::map<int, size_t> graph_events;     // tensor parallel: the timing events each graph records
   std::set<int> seen;                     // m run once eagerly (warm, tables uploaded)
   int64_t replays = 0;
 
@@ -124,11 +125,8 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     else
       paged_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
                       b.attn_ws, s);
-    linear(b.att, L.wo, b.x, m, Q, H, true, blas, s);  // x += att @ wo^T
-    const bf16* next_gate = l + 1 < c.num_hidden_layers ? layers_[l + 1].gate : nullptr;
-    // x += moe(h), h = rmsnorm(x) (with the router in one launch for decode)
-    moe_->run_norm(static_cast<int>(step), l, 0, b.x, L.ffn_norm, eps, L.gate, next_gate, b, b.x, m);
-    family_shared_expert(L, b, m);
+    o_proj(L, b, m);  // x += att @ wo^T
+    moe_block(step, l, 0, b, m);  // x += moe(rmsnorm(x))
   }
   // The sampled rows only: gather -> final norm -> lm_head -> argmax.
   gather_rows(b.x, out_row, b.moe_out, n_out, H, s);
@@ -208,6 +206,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
       CUDA_CHECK(cudaGraphLaunch(P.graphs[m], stream_));
       ++P.replays;
       ++step_;
+      tp_events_used_ = P.graph_events[m];  // recorded again by the replay
     } else if (graphable && P.seen.count(m)) {
       cudaGraph_t g = nullptr;
       CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -224,6 +223,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
       cudaGraphDestroy(g);
       CUDA_CHECK(e);
       P.graphs[m] = exec;
+      P.graph_events[m] = tp_events_used_;
       CUDA_CHECK(cudaGraphLaunch(exec, stream_));
       ++P.replays;
     } else {
@@ -231,6 +231,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
       if (graphable) P.seen.insert(m);
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_));
+    read_collective_times(all_decode);
   } catch (...) {
     ws_->end();
     throw;

@@ -146,10 +146,14 @@ int NcclComms::device(int rank) const { return impl_->devices.at(rank); }
 cudaStream_t NcclComms::stream(int rank) const { return impl_->streams.at(rank); }
 
 void NcclComms::all_reduce_sum(int rank, const void* send, void* recv, size_t count, DType dtype) {
+  all_reduce_sum(rank, send, recv, count, dtype, stream(rank));
+}
+
+void NcclComms::all_reduce_sum(int rank, const void* send, void* recv, size_t count, DType dtype, cudaStream_t stream) {
   if (dtype != DType::f32 && dtype != DType::bf16 && dtype != DType::f16)
     fail("NCCL all-reduce: element type {} cannot be summed (expected F32, BF16 or F16)", dtype_name(dtype));
   ncclComm_t c = impl_->comms.at(rank);
-  NCCL_CHECK(c, api().AllReduce(send, recv, count, nccl_type(dtype), ncclSum, c, stream(rank)));
+  NCCL_CHECK(c, api().AllReduce(send, recv, count, nccl_type(dtype), ncclSum, c, stream));
 }
 
 void NcclComms::all_to_all_rows(int rank, const void* send, std::span<const int64_t> send_rows, void* recv,

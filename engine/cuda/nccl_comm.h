@@ -51,6 +51,8 @@ class NcclComms {
   // the same calls in the same order. Enqueued on stream(rank), asynchronous.
   // recv = sum over ranks of send (count elements of f32, bf16 or f16); send == recv is in place.
   void all_reduce_sum(int rank, const void* send, void* recv, size_t count, DType dtype);
+  // The same on a stream of the caller's (on this rank's GPU), e.g. a model's compute stream.
+  void all_reduce_sum(int rank, const void* send, void* recv, size_t count, DType dtype, cudaStream_t stream);
   // Rows of row_elems elements: `send` holds send_rows[d] rows for each rank d in rank
   // order, `recv` receives recv_rows[s] rows from each rank s in rank order (both spans
   // have size() entries). This rank's own rows are copied on the stream.

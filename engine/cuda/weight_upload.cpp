@@ -29,6 +29,10 @@ WeightUploader::~WeightUploader() {
     }
     if (stage_[i]) cudaFreeHost(stage_[i]);
   }
+  if (scratch_) {
+    cudaStreamSynchronize(stream_);
+    cudaFree(scratch_);
+  }
 }
 
 // Quantised synthetic experts are made on the host (quantised, then dequantised to bf16).
@@ -73,6 +77,43 @@ __nv_bfloat16* WeightUploader::upload(const TensorSpec& s) {
   src_.read_bf16(s, host.data());
   copy_host(host.data(), dst, n);
   CUDA_CHECK(cudaStreamSynchronize(stream_));  // `host` dies here
+  return dst;
+}
+
+__nv_bfloat16* WeightUploader::upload_slice(const TensorSpec& full, const TensorSlice& slice) {
+  if (slice.kind == TensorSlice::Kind::full) return upload(full);
+  const TensorSpec part = slice_spec(full, slice);
+  const int64_t n = part.numel(), rows = full.shape[0], cols = full.shape[1];
+  auto* dst = arena_.alloc_n<__nv_bfloat16>(static_cast<uint64_t>(n), part.name);
+  if (in_place()) {
+    const uint64_t key = synth::tensor_key(src_.seed(), synth::name_hash(full.name));
+    if (slice.kind == TensorSlice::Kind::rows) {  // a contiguous run of the full tensor's values
+      synth_fill_bf16(dst, key, static_cast<int64_t>(slice.range.begin) * cols, n, full.init_scale, full.init_offset, stream_);
+    } else {
+      const uint64_t need = static_cast<uint64_t>(full.numel()) * 2;
+      if (need > scratch_bytes_) {
+        if (scratch_) {
+          CUDA_CHECK(cudaStreamSynchronize(stream_));
+          CUDA_CHECK(cudaFree(scratch_));
+          scratch_ = nullptr;
+        }
+        CUDA_CHECK(cudaMalloc(&scratch_, need));
+        scratch_bytes_ = need;
+      }
+      auto* whole = static_cast<__nv_bfloat16*>(scratch_);
+      synth_fill_bf16(whole, key, 0, full.numel(), full.init_scale, full.init_offset, stream_);
+      CUDA_CHECK(cudaMemcpy2DAsync(dst, static_cast<size_t>(slice.range.size()) * 2, whole + slice.range.begin,
+                                   static_cast<size_t>(cols) * 2, static_cast<size_t>(slice.range.size()) * 2,
+                                   static_cast<size_t>(rows), cudaMemcpyDeviceToDevice, stream_));
+    }
+    if (progress_) progress_->add(static_cast<uint64_t>(n) * 2);
+    return dst;
+  }
+  std::vector<uint16_t> host(static_cast<size_t>(full.numel()));
+  src_.read_bf16(full, host.data());
+  const std::vector<uint16_t> mine = slice_tensor(host.data(), full, slice);
+  copy_host(mine.data(), dst, n);
+  CUDA_CHECK(cudaStreamSynchronize(stream_));  // `mine` dies here
   return dst;
 }
 

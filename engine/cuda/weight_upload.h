@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "engine/progress.h"
+#include "engine/shard.h"
 #include "engine/weight_source.h"
 
 namespace moebench::cuda {
@@ -27,6 +28,11 @@ class WeightUploader {
 
   // A new arena block holding the tensor as bf16 (shape checked by the source).
   __nv_bfloat16* upload(const TensorSpec& s);
+  // A new arena block holding one tensor-parallel rank's slice of the tensor `full`
+  // (engine/shard.h), row-major: synthetic bf16 row blocks are generated in place at
+  // their offset, column blocks generated whole into a scratch block and copied out
+  // (cudaMemcpy2D); checkpoint tensors are sliced on the host (slice_tensor), then copied.
+  __nv_bfloat16* upload_slice(const TensorSpec& full, const TensorSlice& slice);
   // Waits for every copy / fill issued so far.
   void finish();
   bool in_place() const;  // synthetic bf16: generated on the device
@@ -40,6 +46,8 @@ class WeightUploader {
   void* stage_[2] = {nullptr, nullptr};  // pinned, kStageBytes each
   cudaEvent_t done_[2] = {nullptr, nullptr};
   int next_ = 0;
+  void* scratch_ = nullptr;  // cudaMalloc'd: a whole tensor whose column block is wanted
+  uint64_t scratch_bytes_ = 0;
 };
 
 }  // namespace moebench::cuda

@@ -1,0 +1,133 @@
+// parallel_model.cpp: see parallel_model.h.
+#include "engine/cuda/parallel_model.h"
+
+#include <cuda_runtime_api.h>
+
+#include "common/error.h"
+#include "common/log.h"
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/cuda_model.h"
+#include "engine/cuda/nccl_comm.h"
+#include "engine/shard.h"
+
+namespace moebench::cuda {
+
+#if MOEBENCH_HAVE_NCCL
+
+ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->config()) {
+  const int n = ctx.settings.tensor_parallel;
+  check_parallel_knobs(cfg_, n, 1);
+  int count = 0;
+  CUDA_CHECK(cudaGetDeviceCount(&count));
+  if (count < n) fail("setting tensor_parallel={}: this host has {} GPU{}", n, count, count == 1 ? "" : "s");
+  std::vector<int> devices(n);
+  for (int r = 0; r < n; ++r) devices[r] = r;
+  comms_ = std::make_unique<NcclComms>(devices);
+  ranks_.resize(n);
+  device_names_.resize(n);
+  next_scratch_.resize(n);
+  NcclComms* comms = comms_.get();
+  each_rank([&](int r) {
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, comms->device(r)));
+    device_names_[r] = prop.name;
+    EngineContext c = ctx;
+    if (r != 0) c.prof = nullptr;  // one profiler, fed by rank 0
+    TpRank tp;
+    tp.rank = r;
+    tp.world = n;
+    tp.all_reduce = [comms, r](float* x, size_t count_f, cudaStream_t s) {
+      comms->all_reduce_sum(r, x, x, count_f, DType::f32, s);
+    };
+    ranks_[r] = std::make_unique<CudaModel>(c, ExpertProviderFactory{}, &tp);
+  });
+  std::string names;
+  for (int r = 0; r < n; ++r) names += fmt::format("{}{}: {}", r ? ", " : "", r, device_names_[r]);
+  log::info("tensor parallel over {} GPUs (NCCL {}): {}", n, NcclComms::library_version(), names);
+}
+
+ParallelModel::~ParallelModel() {
+  // Each rank's model frees its memory on its own GPU.
+  for (size_t r = 0; r < ranks_.size(); ++r) {
+    cudaSetDevice(static_cast<int>(r));
+    ranks_[r].reset();
+  }
+  comms_.reset();
+}
+
+void ParallelModel::each_rank(const std::function<void(int rank)>& f) { run_per_rank(*comms_, f); }
+
+void ParallelModel::forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits) {
+  each_rank([&](int r) { ranks_[r]->forward(tokens, n, pos0, r == 0 ? logits : nullptr, r == 0 ? all_logits : nullptr); });
+}
+
+int32_t ParallelModel::forward_argmax(const int32_t* tokens, int n, int pos0) {
+  int32_t next = 0;
+  each_rank([&](int r) {
+    if (r == 0)
+      next = ranks_[0]->forward_argmax(tokens, n, pos0);
+    else
+      ranks_[r]->forward(tokens, n, pos0, nullptr, nullptr);
+  });
+  return next;
+}
+
+void ParallelModel::reset() {
+  for (auto& m : ranks_) m->reset();
+}
+void ParallelModel::set_routing_stream(uint64_t stream) {
+  for (auto& m : ranks_) m->set_routing_stream(stream);
+}
+int ParallelModel::max_seq_len() const { return ranks_[0]->max_seq_len(); }
+std::string ParallelModel::experts_describe() const {
+  return fmt::format("{}, tensor parallel x{}", ranks_[0]->experts_describe(), world());
+}
+
+void ParallelModel::setup_kv_blocks(int block_size, int num_blocks, int max_seqs) {
+  each_rank([&](int r) { ranks_[r]->setup_kv_blocks(block_size, num_blocks, max_seqs); });
+}
+
+void ParallelModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, float* logits) {
+  for (int r = 1; r < world(); ++r) next_scratch_[r].resize(seqs.size());
+  each_rank([&](int r) {
+    if (r == 0)
+      ranks_[0]->forward_batch(seqs, next, logits);
+    else
+      ranks_[r]->forward_batch(seqs, next_scratch_[r].data(), nullptr);
+  });
+}
+
+std::vector<Model::GpuRankStats> ParallelModel::gpu_ranks() const {
+  std::vector<GpuRankStats> out;
+  for (int r = 0; r < world(); ++r) {
+    const CudaModel& m = *ranks_[r];
+    GpuRankStats g;
+    g.device = fmt::format("cuda:{} {}", comms_->device(r), device_names_[r]);
+    g.arena_used_bytes = static_cast<int64_t>(m.arena_stats().used_bytes);
+    g.arena_peak_bytes = static_cast<int64_t>(m.arena_stats().peak_bytes);
+    g.decode_forwards = m.decode_forwards();
+    g.decode_collective_ns = m.decode_collective_ns();
+    g.decode_collective_calls = m.decode_collective_calls();
+    out.push_back(g);
+  }
+  return out;
+}
+
+int ParallelModel::max_batch_tokens() const { return ranks_[0]->max_batch_tokens(); }
+std::string ParallelModel::device_name(int r) const { return device_names_.at(r); }
+int64_t ParallelModel::collective_ns(int r) const { return ranks_.at(r)->collective_ns(); }
+int64_t ParallelModel::collective_calls(int r) const { return ranks_.at(r)->collective_calls(); }
+
+#endif
+
+std::unique_ptr<Model> make_cuda_model(const EngineContext& ctx) {
+  if (ctx.settings.tensor_parallel <= 1) return std::make_unique<CudaModel>(ctx);
+#if MOEBENCH_HAVE_NCCL
+  return std::make_unique<ParallelModel>(ctx);
+#else
+  fail("setting tensor_parallel={}: this build has no NCCL (nccl.h was not found next to the CUDA toolkit)",
+       ctx.settings.tensor_parallel);
+#endif
+}
+
+}  // namespace moebench::cuda

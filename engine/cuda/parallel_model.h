@@ -1,0 +1,70 @@
+// parallel_model.h: the CUDA model over N GPUs of one host, tensor-parallel
+// (settings.tensor_parallel = N): one process, one host thread per GPU, NCCL
+// communicators from ncclCommInitAll (engine/cuda/nccl_comm.h). Rank r on GPU r is a
+// CudaModel over its shard (engine/shard.h: its q/kv heads, its block of every
+// expert's intermediate dimension, everything else replicated), built on its own
+// thread; each forward runs every rank's forward on its thread, and the ranks meet
+// twice per layer in an all-reduce (sum) of the fp32 partial outputs of o_proj and of
+// the MoE block, on each rank's compute stream. The router then sees the same input
+// on every rank, so every rank picks the same experts. Rank 0 returns the logits and
+// the argmax (lm_head is replicated; the other ranks skip it); rank 0 alone reports to
+// the profiler. Host C++.
+#pragma once
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/batch_model.h"
+#include "engine/engine.h"
+#include "engine/model.h"
+
+namespace moebench::cuda {
+
+class CudaModel;
+class NcclComms;
+
+class ParallelModel : public Model, public BatchModel {
+ public:
+  // GPUs 0 .. settings.tensor_parallel - 1. Throws Error (one line) when the host has
+  // fewer GPUs, NCCL cannot be opened, or the model does not split (engine/shard.h).
+  explicit ParallelModel(const EngineContext& ctx);
+  ~ParallelModel() override;
+
+  const ModelConfig& config() const override { return cfg_; }
+  std::string backend() const override { return "cuda"; }
+  void forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits = nullptr) override;
+  int32_t forward_argmax(const int32_t* tokens, int n, int pos0) override;
+  void reset() override;
+  void set_routing_stream(uint64_t stream) override;
+  int max_seq_len() const override;
+  int64_t shared_setup_ns() const override { return 0; }
+  std::string experts_describe() const override;
+  std::vector<GpuRankStats> gpu_ranks() const override;
+
+  void setup_kv_blocks(int block_size, int num_blocks, int max_seqs) override;
+  void forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, float* logits = nullptr) override;
+  int max_batch_tokens() const override;
+
+  int world() const { return static_cast<int>(ranks_.size()); }
+  CudaModel& rank(int r) { return *ranks_.at(r); }
+  const CudaModel& rank(int r) const { return *ranks_.at(r); }
+  std::string device_name(int r) const;
+  // Per rank: all-reduce GPU time so far (ns) and calls.
+  int64_t collective_ns(int r) const;
+  int64_t collective_calls(int r) const;
+
+ private:
+  void each_rank(const std::function<void(int rank)>& f);
+  ModelConfig cfg_;
+  std::unique_ptr<NcclComms> comms_;
+  std::vector<std::unique_ptr<CudaModel>> ranks_;
+  std::vector<std::string> device_names_;
+  std::vector<std::vector<int32_t>> next_scratch_;  // forward_batch: the argmaxes of ranks > 0
+};
+
+// The CUDA backend's model for ctx: a CudaModel on one GPU, or a ParallelModel when
+// settings.tensor_parallel > 1.
+std::unique_ptr<Model> make_cuda_model(const EngineContext& ctx);
+
+}  // namespace moebench::cuda
