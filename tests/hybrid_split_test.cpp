@@ -82,14 +82,21 @@ TEST(HybridSplit, BacklogAndOverheadMoveTheSplit) {
 TEST(HybridSplit, PrefetchCopiesAheadOnlyWhatBeatsTheHost) {
   // copy 1000 ns, host 500 ns per expert.
   const HybridRates r = rates(1.0, 2.0);
-  // An idle link and a layer ending in 1000 ns: one of two predicted experts lands at 1000,
-  // before the host would finish the other (1000 + 500); two would land at 2000 > 1000.
+  EXPECT_EQ(hybrid_split_end_ns(2, 0, r), 1000);  // one each way
+  EXPECT_EQ(hybrid_split_end_ns(0, 0, r), 0);
+  // An idle link and a layer ending in 1000 ns: one of two predicted experts copied
+  // ahead lands as the next layer starts, which then ends when the host has the other
+  // (500); none ahead: 1000 (split); both: the second lands 1000 into it.
   EXPECT_EQ(hybrid_prefetch_count(2, 0, 1000, r), 1);
-  // A link busy for 1000 ns more and the layer ending now: nothing beats the host.
+  // A link busy for 1000 ns more and the layer ending now: the host takes both (1000),
+  // a copy ahead would end at 2000.
   EXPECT_EQ(hybrid_prefetch_count(2, 1000, 0, r), 0);
   // A long layer (the host busy 5000 ns): both land in time.
   EXPECT_EQ(hybrid_prefetch_count(2, 0, 5000, r), 2);
   EXPECT_EQ(hybrid_prefetch_count(0, 0, 5000, r), 0);
+  // A faster link than host (copy 500, host 1000): one predicted expert on an idle link
+  // is copied ahead even though the layer ends now (a tie with the demand copy).
+  EXPECT_EQ(hybrid_prefetch_count(1, 0, 0, rates(2.0, 1.0)), 1);
   EXPECT_EQ(hybrid_layer_left_ns(300, 0, r), 300);
   EXPECT_EQ(hybrid_layer_left_ns(300, 2, r), 1000);
   EXPECT_EQ(hybrid_layer_left_ns(300, 2, rates(1.0, 2.0, 1000, 400)), 1400);

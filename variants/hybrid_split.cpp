@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "common/error.h"
 
@@ -41,17 +42,29 @@ int64_t host_ns_per_expert(const HybridRates& r) {
   return std::llround(static_cast<double>(r.expert_bytes) / r.host_gbps);
 }
 
-int hybrid_host_count(int n_miss, int64_t backlog_ns, const HybridRates& r) {
-  if (n_miss <= 0) return 0;
+namespace {
+
+// The best split of n misses: (host count, the end of the slower link).
+std::pair<int, int64_t> best_split(int n_miss, int64_t backlog_ns, const HybridRates& r) {
   const int64_t c = copy_ns_per_expert(r), h = host_ns_per_expert(r);
   const int64_t backlog = std::max<int64_t>(0, backlog_ns);
   int best = 0;
-  int64_t best_end = backlog + n_miss * c;
+  int64_t best_end = backlog + std::max(0, n_miss) * c;
   for (int n_host = 1; n_host <= n_miss; ++n_host) {
     const int64_t end = std::max(backlog + (n_miss - n_host) * c, r.host_overhead_ns + n_host * h);
     if (end < best_end) best = n_host, best_end = end;
   }
-  return best;
+  return {best, n_miss > 0 ? best_end : 0};
+}
+
+}  // namespace
+
+int hybrid_host_count(int n_miss, int64_t backlog_ns, const HybridRates& r) {
+  return n_miss <= 0 ? 0 : best_split(n_miss, backlog_ns, r).first;
+}
+
+int64_t hybrid_split_end_ns(int n_miss, int64_t backlog_ns, const HybridRates& r) {
+  return best_split(n_miss, backlog_ns, r).second;
 }
 
 int host_count_for(ExpertExec exec, int cpu_moe_layers, int layer, int n_miss, int64_t backlog_ns,
@@ -66,11 +79,16 @@ int host_count_for(ExpertExec exec, int cpu_moe_layers, int layer, int n_miss, i
 }
 
 int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, int64_t layer_left_ns, const HybridRates& r) {
-  const int64_t c = copy_ns_per_expert(r), h = host_ns_per_expert(r);
+  const int64_t c = copy_ns_per_expert(r);
   const int64_t backlog = std::max<int64_t>(0, backlog_ns), left = std::max<int64_t>(0, layer_left_ns);
   int best = 0;
-  for (int k = 1; k <= n_pred; ++k)
-    if (backlog + k * c <= left + (k < n_pred ? r.host_overhead_ns : 0) + (n_pred - k) * h) best = k;
+  int64_t best_end = INT64_MAX;
+  for (int k = 0; k <= n_pred; ++k) {
+    // The link's queue when the next layer starts, its k copies ahead included.
+    const int64_t queued = std::max<int64_t>(0, backlog + k * c - left);
+    const int64_t end = std::max(queued, hybrid_split_end_ns(n_pred - k, queued, r));
+    if (end <= best_end) best = k, best_end = end;  // ties: copy ahead (it overlaps the layer's compute)
+  }
   return best;
 }
 

@@ -50,14 +50,17 @@ int hybrid_host_count(int n_miss, int64_t backlog_ns, const HybridRates& r);
 int host_count_for(ExpertExec exec, int cpu_moe_layers, int layer, int n_miss, int64_t backlog_ns,
                    const HybridRates& r);
 
+// The end of the slower link for the best split of n misses (0 for none).
+int64_t hybrid_split_end_ns(int n_miss, int64_t backlog_ns, const HybridRates& r);
+
 // hybrid: how many of the next layer's `n_pred` predicted, not resident experts to copy
-// ahead. The link may run ahead of the layers, the host may not (it needs the layer's
-// activations), so a predicted expert is worth copying when it lands before the host
-// would have finished the rest of that layer: the largest k with
-//   backlog_ns + k * copy_ns <= layer_left_ns + (overhead if k < n_pred) + (n_pred - k) * host_ns
-// where backlog_ns is the link's queue now and layer_left_ns the time until the current
-// layer ends (its host work, or its copies). The others are left to the host (or to the
-// split) when the layer needs them.
+// ahead (the first k; the others are split when the layer needs them). The link may
+// run ahead of the layers, the host may not (it needs the layer's activations). With
+// backlog_ns the link's queue now and layer_left_ns the time until the current layer
+// ends, copying k ahead leaves q(k) = max(0, backlog + k * copy_ns - layer_left) queued
+// when the next layer starts, which then ends at max(q(k), hybrid_split_end_ns(n - k,
+// q(k))): the k with the earliest end, ties to the larger k (a copy ahead also overlaps
+// the layer's device work, which the model leaves out).
 int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, int64_t layer_left_ns, const HybridRates& r);
 // The time until a layer ends by the model: the slower of the link's queue and the
 // host's work (overhead + n_host x host_ns, or 0 without host experts).
