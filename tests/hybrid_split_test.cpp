@@ -1,7 +1,8 @@
-// hybrid_split_test.cpp: expert_exec's host link on the CPU — the cost model's split,
-// the cache leaving host experts unloaded, the simulator's second link (hand-timed
-// traces) and the settings knobs. No GPU: what the CUDA engine decides per miss is
-// these functions.
+// hybrid_split_test.cpp: expert_exec's host link on the CPU — the cost model's split
+// and copies ahead, the cache leaving host experts unloaded, the settings, stages and
+// suite, and the CPU backend under the knobs. No GPU: what the CUDA engine decides per
+// miss is these functions (the simulator's host link: simulator_test; the hybrid
+// bound: bound_test).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -10,14 +11,10 @@
 #include "common/error.h"
 #include "engine/cpu_model.h"
 #include "model/settings.h"
-#include "reports/results.h"
-#include "suites/bound.h"
 #include "suites/suite.h"
 #include "teacher_forced.h"
 #include "tests/test_util.h"
 #include "variants/hybrid_split.h"
-#include "variants/routing.h"
-#include "variants/simulator.h"
 #include "variants/stages.h"
 
 using namespace moebench;
@@ -26,29 +23,6 @@ namespace {
 
 HybridRates rates(double copy, double host, int64_t bytes = 1000, int64_t overhead = 0) {
   return HybridRates{copy, host, bytes, overhead};
-}
-
-RoutingTrace hand(int layers, int top_k, const std::vector<std::vector<int>>& steps) {
-  RoutingTrace t;
-  t.n_layers = layers;
-  t.n_experts = 8;
-  t.top_k = top_k;
-  for (const auto& ids : steps) {
-    RoutingStep& s = t.add_step(1, false);
-    s.ids.assign(ids.begin(), ids.end());
-  }
-  validate_trace(t, "hand");
-  return t;
-}
-
-SimOptions host_opts(ExpertExec exec, double copy, double host, int64_t compute = 0) {
-  SimOptions o;
-  o.link.h2d_gbps = copy;
-  o.link.expert_bytes = 1000;
-  o.link.compute_ns_per_layer = compute;
-  o.link.host_gbps = host;
-  o.exec = exec;
-  return o;
 }
 
 }  // namespace
@@ -171,60 +145,8 @@ TEST(HybridSplit, CacheLeavesHostExpertsUnloaded) {
   EXPECT_THROW(mark_host_experts(misses, 3, 8, host), Error);
 }
 
-TEST(HybridSplit, SimulatorHostLinkRunsBesideTheCopies) {
-  // One layer, top-2, one token, two misses, 1000 ns each on either link, no compute:
-  // gpu copies both (2000 ns); hybrid sends one each way (1000 ns); cpu computes both
-  // on the host (2000 ns).
-  RoutingTrace t = hand(1, 2, {{3, 5}});
-  SimResult gpu = simulate(t, "lru", 4, host_opts(ExpertExec::gpu, 1.0, 1.0));
-  SimResult hyb = simulate(t, "lru", 4, host_opts(ExpertExec::hybrid, 1.0, 1.0));
-  SimResult cpu = simulate(t, "lru", 4, host_opts(ExpertExec::cpu, 1.0, 1.0));
-  EXPECT_EQ(gpu.decode_ns, 2000);
-  EXPECT_EQ(gpu.host_bytes, 0);
-  EXPECT_EQ(hyb.decode_ns, 1000);
-  EXPECT_EQ(hyb.host_bytes, 1000);
-  EXPECT_EQ(hyb.demand_bytes, 1000);
-  EXPECT_EQ(hyb.host_busy_ns, 1000);
-  EXPECT_EQ(hyb.copy_busy_ns, 1000);
-  EXPECT_EQ(cpu.decode_ns, 2000);
-  EXPECT_EQ(cpu.demand_bytes, 0);
-  EXPECT_EQ(cpu.counters.host_computed, 2);
-  // The overhead is paid once per layer with host work.
-  SimOptions o = host_opts(ExpertExec::cpu, 1.0, 1.0);
-  o.link.host_overhead_ns = 300;
-  EXPECT_EQ(simulate(t, "lru", 4, o).decode_ns, 2300);
-}
 
-TEST(HybridSplit, SimulatorCpuLayersNeverTakeSlots) {
-  // Two layers, top-1, three tokens on the same experts: with layer 0 on the host its
-  // expert never loads, layer 1's does once and then hits.
-  RoutingTrace t = hand(2, 1, {{3, 5}, {3, 5}, {3, 5}});
-  SimOptions o = host_opts(ExpertExec::gpu, 1.0, 0.5);
-  o.cpu_moe_layers = 1;
-  SimResult r = simulate(t, "lru", 4, o);
-  EXPECT_EQ(r.counters.misses, 1);
-  EXPECT_EQ(r.counters.host_computed, 3);
-  EXPECT_EQ(r.counters.hits, 2);
-  EXPECT_EQ(r.decode_ns, 3 * 2000 + 1000);  // 2000 ns per host expert, one 1000 ns copy
-  EXPECT_THROW(simulate(t, "lru", 4, host_opts(ExpertExec::hybrid, 1.0, 0.0)), Error);
-}
 
-TEST(HybridSplit, HybridBeatsCopiesOnMixtralLocality) {
-  // The shape of the stage: 32 layers, 57 of 256 slots, host 1.5x the link. Hybrid
-  // must beat copy-only and the cpu mode by the model's own arithmetic.
-  RoutingParams p{32, 8, 2, 1, ""};
-  auto src = make_routing_source(parse_routing_spec("mixtral-locality"), p);
-  RoutingTrace t = generate_trace(*src, p, 64);
-  SimOptions o = host_opts(ExpertExec::gpu, 55, 81, 10000);
-  o.link.expert_bytes = kMixtral8x7bExpertBytes;
-  const double gpu = simulate(t, "lfu-prefetch", 57, o).tokens_per_s;
-  o.exec = ExpertExec::hybrid;
-  const double hyb = simulate(t, "lfu-prefetch", 57, o).tokens_per_s;
-  o.exec = ExpertExec::cpu;
-  const double cpu = simulate(t, "lfu-prefetch", 57, o).tokens_per_s;
-  EXPECT_GT(hyb, 1.4 * gpu);
-  EXPECT_GT(hyb, cpu);
-}
 
 TEST(HybridSplit, SettingsKnobs) {
   EngineSettings s;
@@ -273,53 +195,6 @@ TEST(HybridSplit, CpuBackendAcceptsTheSettingsWithIdenticalOutputs) {
   }
 }
 
-// The hybrid bound: the missed bytes over both links in the best split; cpu: the two
-// links side by side; without the host kernel's rate, no bound.
-TEST(HybridSplit, BoundSplitsTheMissedBytesOverBothLinks) {
-  const ModelConfig cfg = preset_config("mixtral-8x7b");
-  reports::DeviceInfo d;
-  d.kind = reports::DeviceKind::cuda;
-  d.hbm_read_gbps = d.hbm_gbps = 4400;
-  d.h2d_gbps = 50;
-  reports::Case c;
-  c.suite = "s";
-  c.name = "c";
-  c.settings.stage = "P3";
-  c.settings.knobs["expert_tier"] = "pinned";
-  c.settings.knobs["cache_policy"] = "lfu-prefetch";
-  c.settings.knobs["expert_exec"] = "hybrid";
-  reports::Repetition r;
-  r.latency_ns = {50'000'000};
-  r.phase = {reports::Phase::prefill};
-  for (int i = 0; i < 10; ++i) {
-    r.latency_ns.push_back(100'000'000);
-    r.phase.push_back(reports::Phase::decode);
-  }
-  c.samples.push_back(r);
-  c.aggregates = reports::compute_aggregates(c);
-  c.experts.decode_bytes_moved = 6LL * 1'000'000'000;  // 0.6 GB copied per decode token
-  c.experts.decode_host_bytes = 4LL * 1'000'000'000;   // 0.4 GB on the host per token
-  std::string why;
-  EXPECT_FALSE(suites::physical_bound(c, cfg, "cuda", d, {}, &why).has_value());
-  EXPECT_EQ(why, "the host expert kernel's rate was not measured");
-  c.experts.host_kernel_gbps = 75;
-  auto b = suites::physical_bound(c, cfg, "cuda", d);
-  ASSERT_TRUE(b.has_value());
-  EXPECT_NEAR(b->value, 1.0 / (1e9 / 125e9), 1e-6);  // 1 GB per token over 50 + 75 GB/s
-  EXPECT_EQ(b->bandwidth_gbps.at("host_kernel"), 75);
-  EXPECT_NE(b->description.find("best split"), std::string::npos) << b->description;
-  // cpu: the host carries its 0.4 GB at 75 GB/s beside 0.6 GB at 50 GB/s: the slower is 12 ms.
-  c.settings.knobs["expert_exec"] = "cpu";
-  b = suites::physical_bound(c, cfg, "cuda", d);
-  ASSERT_TRUE(b.has_value());
-  EXPECT_NEAR(b->value, 1.0 / std::max(0.6 / 50, 0.4 / 75), 1e-6);
-  // The copy-only case is unchanged by the host fields.
-  c.settings.knobs["expert_exec"] = "gpu";
-  b = suites::physical_bound(c, cfg, "cuda", d);
-  ASSERT_TRUE(b.has_value());
-  EXPECT_NEAR(b->value, 1.0 / (0.6 / 50), 1e-6);
-  EXPECT_EQ(b->bandwidth_gbps.count("host_kernel"), 0u);
-}
 
 TEST(HybridSplit, StagesAndSuite) {
   const EngineSettings p2 = stage_settings("P2");
