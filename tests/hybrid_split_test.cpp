@@ -68,9 +68,11 @@ TEST(HybridSplit, PrefetchCopiesAheadOnlyWhatBeatsTheHost) {
   // A long layer (the host busy 5000 ns): both land in time.
   EXPECT_EQ(hybrid_prefetch_count(2, 0, 5000, r), 2);
   EXPECT_EQ(hybrid_prefetch_count(0, 0, 5000, r), 0);
-  // A faster link than host (copy 500, host 1000): one predicted expert on an idle link
-  // is copied ahead even though the layer ends now (a tie with the demand copy).
-  EXPECT_EQ(hybrid_prefetch_count(1, 0, 0, rates(2.0, 1.0)), 1);
+  // A faster link than host (copy 500, host 1000), the layer ending now: copying the one
+  // predicted expert ahead ties with copying it on demand, and a guess is left alone;
+  // with the layer 300 ns from its end the copy ahead gains 300 ns.
+  EXPECT_EQ(hybrid_prefetch_count(1, 0, 0, rates(2.0, 1.0)), 0);
+  EXPECT_EQ(hybrid_prefetch_count(1, 0, 300, rates(2.0, 1.0)), 1);
   EXPECT_EQ(hybrid_layer_left_ns(300, 0, r), 300);
   EXPECT_EQ(hybrid_layer_left_ns(300, 2, r), 1000);
   EXPECT_EQ(hybrid_layer_left_ns(300, 2, rates(1.0, 2.0, 1000, 400)), 1400);

@@ -87,7 +87,7 @@ int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, int64_t layer_left_ns,
     // The link's queue when the next layer starts, its k copies ahead included.
     const int64_t queued = std::max<int64_t>(0, backlog + k * c - left);
     const int64_t end = std::max(queued, hybrid_split_end_ns(n_pred - k, queued, r));
-    if (end <= best_end) best = k, best_end = end;  // ties: copy ahead (it overlaps the layer's compute)
+    if (end < best_end) best = k, best_end = end;  // ties: leave it (no link time spent on a guess)
   }
   return best;
 }

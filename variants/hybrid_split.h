@@ -59,8 +59,8 @@ int64_t hybrid_split_end_ns(int n_miss, int64_t backlog_ns, const HybridRates& r
 // backlog_ns the link's queue now and layer_left_ns the time until the current layer
 // ends, copying k ahead leaves q(k) = max(0, backlog + k * copy_ns - layer_left) queued
 // when the next layer starts, which then ends at max(q(k), hybrid_split_end_ns(n - k,
-// q(k))): the k with the earliest end, ties to the larger k (a copy ahead also overlaps
-// the layer's device work, which the model leaves out).
+// q(k))): the k with the earliest end, ties to the smaller k (a prediction may be wrong:
+// a copy ahead that gains nothing spends link time on a guess).
 int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, int64_t layer_left_ns, const HybridRates& r);
 // The time until a layer ends by the model: the slower of the link's queue and the
 // host's work (overhead + n_host x host_ns, or 0 without host experts).
