@@ -127,7 +127,6 @@ void ExpertCounters::host_route(int32_t layer, int32_t expert) {
   check(layer, expert, "host route");
   ++layers_[static_cast<size_t>(layer)].host_experts;
   ++total_.host_experts;
-  ++usage_[static_cast<size_t>(layer) * static_cast<size_t>(n_experts_) + static_cast<size_t>(expert)];
 }
 
 void ExpertCounters::host_work(int32_t layer, int64_t bytes, int64_t host_ns) {

@@ -39,7 +39,7 @@ struct TokenCounters {
 // Expert cache counters of one layer (or summed over layers).
 struct ExpertStats {
   int64_t hits = 0;         // routed expert was resident
-  int64_t misses = 0;       // routed expert had to be loaded first
+  int64_t misses = 0;       // routed expert was not resident: loaded first, or computed on the host
   int64_t loads = 0;        // expert loads completed (misses + prefetches)
   int64_t bytes_moved = 0;  // bytes copied into expert slots
   int64_t load_ns = 0;      // summed duration of those loads
@@ -69,7 +69,7 @@ class ExpertCounters {
   void load(int32_t layer, int64_t bytes, int64_t load_ns);
   // The compute stream waited this long for a load in this layer.
   void stall(int32_t layer, int64_t stall_ns);
-  // A token was routed to (layer, expert) and it is computed on the host: usage + 1.
+  // An expert routed to (and counted as a miss by route()) is computed on the host.
   void host_route(int32_t layer, int32_t expert);
   // The host computed experts of this layer: the weight bytes it read and its busy time.
   void host_work(int32_t layer, int64_t bytes, int64_t host_ns);

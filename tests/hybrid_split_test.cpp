@@ -11,6 +11,9 @@
 #include "common/error.h"
 #include "engine/cpu_model.h"
 #include "model/settings.h"
+#include "profiler/counters.h"
+#include "reports/results.h"
+#include "suites/runner.h"
 #include "suites/suite.h"
 #include "teacher_forced.h"
 #include "tests/test_util.h"
@@ -224,4 +227,40 @@ TEST(HybridSplit, StagesAndSuite) {
   }
   EXPECT_EQ(budget, (std::map<std::string, std::string>{
                         {"P2", "22GiB"}, {"P3", "22GiB"}, {"P2-cpu", "22GiB"}, {"P2-int4", "18GiB"}, {"P3-int4", "18GiB"}}));
+}
+
+// The host link's counters: a host expert is a miss that loads nothing; its bytes, busy
+// time and the layers' overhead reach the results, the decode ones without the prefill.
+TEST(HybridSplit, HostCountersReachTheResults) {
+  profiler::ExpertCounters p;
+  p.configure(2, 4);
+  p.note_host_kernel_gbps(80);
+  p.route(1, 2, false);  // prefill: one host expert
+  p.host_route(1, 2);
+  p.host_work(1, 1000, 20);
+  p.host_overhead(1, 5);
+  p.end_token();
+  p.route(0, 1, true);  // decode: a hit and a host expert
+  p.route(0, 3, false);
+  p.host_route(0, 3);
+  p.host_work(0, 1000, 10);
+  p.host_overhead(0, 3);
+  p.end_token();
+  EXPECT_EQ(p.total().misses, 2);
+  EXPECT_EQ(p.total().host_experts, 2);
+  EXPECT_EQ(p.usage(0, 3), 1);  // counted once, by route()
+  EXPECT_EQ(p.layer(0).host_layers, 1);
+  reports::ExpertCounters e;
+  suites::add_expert_counters(e, p);
+  EXPECT_EQ(e.host_experts, 2);
+  EXPECT_EQ(e.host_bytes, 2000);
+  EXPECT_EQ(e.decode_host_bytes, 1000);
+  EXPECT_EQ(e.host_busy_ns, 30);
+  EXPECT_EQ(e.decode_host_busy_ns, 10);
+  EXPECT_EQ(e.decode_host_layers, 1);
+  EXPECT_EQ(e.decode_host_overhead_ns, 3);
+  EXPECT_EQ(e.host_kernel_gbps, 80);
+  p.reset();
+  EXPECT_EQ(p.host_kernel_gbps(), 80);  // a property of the model: kept
+  EXPECT_EQ(p.total().host_bytes, 0);
 }

@@ -289,7 +289,10 @@ void OffloadProvider::acquire_masked(int step, int layer, const int32_t* ids, in
          layer, step, distinct, n_slots_, distinct);
 
   cache_.access_layer(step, layer, std::span<const int32_t>(ids, static_cast<size_t>(n_ids)), res_, host);
-  // Experts left to the host are counted there (ExpertCounters::host_route), not here.
+  // Experts left to the host are misses that load nothing (their work is counted by the
+  // host: ExpertCounters::host_route, host_work).
+  for (const AccessResult& r : res_)
+    if (r.host) counters_->route(layer, r.key.expert, false);
   std::erase_if(res_, [](const AccessResult& r) { return r.host; });
   {
     profiler::NvtxRange range(profiler::RangeKind::expert_load, layer, "expert_load issue");
