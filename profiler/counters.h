@@ -80,6 +80,9 @@ class ExpertCounters {
   // host link of the hybrid bound. Kept across configure() and reset(); 0 = none.
   void note_host_kernel_gbps(double gbps) { host_kernel_gbps_ = gbps; }
   double host_kernel_gbps() const { return host_kernel_gbps_; }
+  // The expert slots of an offloaded model's cache (0: none), kept like the rate.
+  void note_slots(int slots) { slots_ = slots; }
+  int slots() const { return slots_; }
 
   const ExpertStats& layer(int32_t l) const;
   const ExpertStats& total() const { return total_; }
@@ -95,6 +98,7 @@ class ExpertCounters {
 
  private:
   double host_kernel_gbps_ = 0;
+  int slots_ = 0;
   void check(int32_t layer, int32_t expert, const char* what) const;
 
   int32_t n_layers_ = 0, n_experts_ = 0;

@@ -116,6 +116,7 @@ json counters_json(const ExpertCounters& e) {
               {"decode_host_layers", e.decode_host_layers},
               {"decode_host_overhead_ns", e.decode_host_overhead_ns},
               {"host_kernel_gbps", num(e.host_kernel_gbps)},
+              {"slots", e.slots},
               {"hits_per_layer", e.hits_per_layer},
               {"misses_per_layer", e.misses_per_layer},
               {"loads_per_layer", e.loads_per_layer},
@@ -456,7 +457,8 @@ ExpertCounters read_counters(const Reader& rd, const json& j, const std::string&
                                                   {"decode_host_busy_ns", &e.decode_host_busy_ns},
                                                   {"decode_load_time_ns", &e.decode_load_time_ns},
                                                   {"decode_host_layers", &e.decode_host_layers},
-                                                  {"decode_host_overhead_ns", &e.decode_host_overhead_ns}};
+                                                  {"decode_host_overhead_ns", &e.decode_host_overhead_ns},
+                                                  {"slots", &e.slots}};
   for (auto& [key, dst] : host_link)
     if (const json* d = o.opt(key)) *dst = rd.i64(*d, path + "." + key);
   if (const json* d = o.opt("host_kernel_gbps")) e.host_kernel_gbps = rd.f64(*d, path + ".host_kernel_gbps");

@@ -117,6 +117,7 @@ struct ExpertCounters {
   int64_t decode_host_layers = 0;       // decode layer forwards with host work
   int64_t decode_host_overhead_ns = 0;  // their fixed cost beyond the kernels, summed
   double host_kernel_gbps = 0;  // the host kernel's rate measured at model load (the bound's host link)
+  int64_t slots = 0;            // expert slots of the offloaded cache (0: not recorded, or resident)
   std::vector<int64_t> hits_per_layer;          // (n_layers)
   std::vector<int64_t> misses_per_layer;        // (n_layers)
   std::vector<int64_t> loads_per_layer;         // (n_layers)

@@ -90,6 +90,7 @@ void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCount
   e.host_bytes += t.host_bytes;
   e.host_busy_ns += t.host_ns;
   e.host_kernel_gbps = std::max(e.host_kernel_gbps, p.host_kernel_gbps());
+  e.slots = std::max<int64_t>(e.slots, p.slots());
   e.load_time_ns += t.load_ns;
   e.stall_ns += t.stall_ns;
   const int L = p.n_layers(), E = p.n_experts();

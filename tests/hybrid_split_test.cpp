@@ -235,6 +235,7 @@ TEST(HybridSplit, HostCountersReachTheResults) {
   profiler::ExpertCounters p;
   p.configure(2, 4);
   p.note_host_kernel_gbps(80);
+  p.note_slots(57);
   p.route(1, 2, false);  // prefill: one host expert
   p.host_route(1, 2);
   p.host_work(1, 1000, 20);
@@ -260,6 +261,7 @@ TEST(HybridSplit, HostCountersReachTheResults) {
   EXPECT_EQ(e.decode_host_layers, 1);
   EXPECT_EQ(e.decode_host_overhead_ns, 3);
   EXPECT_EQ(e.host_kernel_gbps, 80);
+  EXPECT_EQ(e.slots, 57);
   p.reset();
   EXPECT_EQ(p.host_kernel_gbps(), 80);  // a property of the model: kept
   EXPECT_EQ(p.total().host_bytes, 0);

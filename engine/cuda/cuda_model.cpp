@@ -232,6 +232,7 @@ void CudaModel::make_provider(const WeightSource& src, bool resident, const Expe
     opt.counters = prof_ ? &prof_->experts : nullptr;
     auto off = std::make_unique<OffloadProvider>(*arena_, *store_, slot_budget, opt);
     off->warm_up(stream_);
+    if (prof_) prof_->experts.note_slots(off->n_slots());
     provider_ = std::move(off);
   }
   if (!provider_) fail("cuda model: the expert provider factory returned nothing");
