@@ -18,6 +18,7 @@
 #include "model/settings.h"
 #include "common/atomic_file.h"
 #include "variants/cache_policy.h"
+#include "variants/hybrid_split.h"
 #include "variants/routing.h"
 #include "variants/simulator.h"
 
@@ -119,6 +120,9 @@ const std::vector<Field>& fields() {
       {"prefetch_bytes", "prefetched", [](R r) { return J(r.prefetch_bytes); },
        [](R r) { return fmt_bytes(r.prefetch_bytes); }},
       {"warm_bytes", "warm-up", [](R r) { return J(r.warm_bytes); }, [](R r) { return fmt_bytes(r.warm_bytes); }},
+      {"host_bytes", "host", [](R r) { return J(r.host_bytes); }, [](R r) { return fmt_bytes(r.host_bytes); }},
+      {"host_busy_ns", "host busy", [](R r) { return J(r.host_busy_ns); }, [](R r) { return fmt_ns(r.host_busy_ns); }},
+      {"copy_busy_ns", "copy busy", [](R r) { return J(r.copy_busy_ns); }, [](R r) { return fmt_ns(r.copy_busy_ns); }},
       {"stall_ns", "stall", [](R r) { return J(r.stall_ns); }, [](R r) { return fmt_ns(r.stall_ns); }},
       {"decode_ns", "decode", [](R r) { return J(r.decode_ns); }, [](R r) { return fmt_ns(r.decode_ns); }},
       {"tokens_per_s", "tok/s",
@@ -162,6 +166,10 @@ struct SimulateArgs {
   std::string expert_dtype;  // "" = --expert-bytes; else a Mixtral-8x7B expert in this format
   double compute_ms_per_token = 0;
   double prefetch_accuracy = EngineSettings{}.prefetch_accuracy;  // the engine's default
+  std::string expert_exec = "gpu";
+  double host_gbps = 0;
+  double host_overhead_us = 0;
+  int cpu_moe_layers = 0;
   bool json = false;
 };
 
@@ -179,6 +187,13 @@ int run_simulate(const SimulateArgs& a) {
   opt.link.compute_ns_per_layer = std::llround(compute_ns_per_layer);
   opt.prediction.accuracy = a.prefetch_accuracy;
   opt.prediction.seed = a.shape.seed;
+  opt.exec = parse_expert_exec(a.expert_exec, "--expert-exec");
+  opt.cpu_moe_layers = a.cpu_moe_layers;
+  opt.link.host_gbps = a.host_gbps;
+  opt.link.host_overhead_ns = std::llround(a.host_overhead_us * 1e3);
+  if ((opt.exec != ExpertExec::gpu || opt.cpu_moe_layers > 0) && !(a.host_gbps > 0))
+    fail("--expert-exec {} / --cpu-moe-layers {}: the host link needs --host-gbps (the host kernel's rate, GB/s)",
+         a.expert_exec, a.cpu_moe_layers);
   auto t0 = std::chrono::steady_clock::now();
   std::vector<SimResult> rows = simulate_sweep(trace, a.policies, a.capacities, opt);
   int64_t sim_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -192,7 +207,11 @@ int run_simulate(const SimulateArgs& a) {
                   {"tokens", trace.n_tokens()}};
     j["link"] = {{"h2d_gbps", opt.link.h2d_gbps},
                  {"expert_bytes", opt.link.expert_bytes},
-                 {"compute_ns_per_layer", opt.link.compute_ns_per_layer}};
+                 {"compute_ns_per_layer", opt.link.compute_ns_per_layer},
+                 {"expert_exec", a.expert_exec},
+                 {"cpu_moe_layers", a.cpu_moe_layers},
+                 {"host_gbps", opt.link.host_gbps},
+                 {"host_overhead_ns", opt.link.host_overhead_ns}};
     j["prediction"] = {{"accuracy", opt.prediction.accuracy}, {"seed", opt.prediction.seed}};
     j["simulation_ns"] = sim_ns;
     nlohmann::ordered_json arr = nlohmann::ordered_json::array();
@@ -217,6 +236,10 @@ int run_simulate(const SimulateArgs& a) {
               opt.link.h2d_gbps, fmt_bytes(opt.link.expert_bytes).c_str(),
               fmt_ns(std::llround(opt.link.expert_bytes / opt.link.h2d_gbps)).c_str(),
               fmt_ns(opt.link.compute_ns_per_layer * trace.n_layers).c_str(), opt.prediction.accuracy);
+  if (opt.exec != ExpertExec::gpu || opt.cpu_moe_layers > 0)
+    std::printf("host link: expert_exec %s, %d cpu layer(s), %.1f GB/s host kernel, %s per layer with host work\n",
+                a.expert_exec.c_str(), opt.cpu_moe_layers, opt.link.host_gbps,
+                fmt_ns(opt.link.host_overhead_ns).c_str());
   print_table(rows);
   std::printf("simulated %zu cases in %s\n", rows.size(), fmt_ns(sim_ns).c_str());
   return 0;
@@ -281,6 +304,16 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                    sub.add_option("--prefetch-accuracy", a->prefetch_accuracy,
                                   "share of prefetch predictions that are the true next-layer expert (default 0.8, as the engine's prefetch_accuracy)")
                        ->check(CLI::Range(0.0, 1.0));
+                   sub.add_option("--expert-exec", a->expert_exec,
+                                  "where misses are computed: gpu (copied, default) | cpu (host) | hybrid (split by the cost model)")
+                       ->check(CLI::IsMember({"gpu", "cpu", "hybrid"}));
+                   sub.add_option("--host-gbps", a->host_gbps, "the host expert kernel's weight read rate in GB/s (host link)")
+                       ->check(CLI::PositiveNumber);
+                   sub.add_option("--host-overhead-us", a->host_overhead_us,
+                                  "fixed cost of a layer with host work, microseconds (default 0)")
+                       ->check(CLI::NonNegativeNumber);
+                   sub.add_option("--cpu-moe-layers", a->cpu_moe_layers, "the first N layers' experts stay on the host")
+                       ->check(CLI::NonNegativeNumber);
                    sub.add_flag("--json", a->json, "print JSON instead of a table");
                    sub.callback([a] {
                      if (a->trace.empty() && a->shape.routing.empty())

@@ -100,6 +100,11 @@ const std::vector<Knob>& knobs() {
        [](auto& s, auto& v) { s.expert_dtype = one_of("expert_dtype", v, {"bf16", "fp8", "int8", "int4"}); }},
       {"tensor_parallel", "integer >= 1: GPUs, tensor-parallel (1: one GPU)", [](auto& s) { return std::to_string(s.tensor_parallel); },
        [](auto& s, auto& v) { s.tensor_parallel = parse_int("tensor_parallel", v, 1); }},
+      {"expert_exec", "gpu|cpu|hybrid (where a missed expert is computed)", [](auto& s) { return s.expert_exec; },
+       [](auto& s, auto& v) { s.expert_exec = one_of("expert_exec", v, {"gpu", "cpu", "hybrid"}); }},
+      {"cpu_moe_layers", "integer >= 0 (the first N layers' experts stay on the host)",
+       [](auto& s) { return std::to_string(s.cpu_moe_layers); },
+       [](auto& s, auto& v) { s.cpu_moe_layers = parse_int("cpu_moe_layers", v, 0); }},
   };
   return k;
 }

@@ -52,6 +52,15 @@ struct EngineSettings {
   // and each expert's intermediate dimension; two all-reduces per layer through NCCL,
   // one host thread per GPU). 1 = one GPU, the model as without the knob.
   int tensor_parallel = 1;
+  // Where a missed expert is computed (offloaded tiers, decode): gpu (copied into a slot,
+  // computed on the device), cpu (computed on the host from its pinned copy: the token's
+  // activations go down and the result comes back; hits stay on the GPU), hybrid (each
+  // miss copied or computed on the host, split by a cost model from the copy and host
+  // rates measured in the run). docs/HYBRID.md.
+  std::string expert_exec = "gpu";
+  // The first N layers keep every expert on the host and compute them there (no slot,
+  // no copy), whatever expert_exec says for the other layers. 0 = none.
+  int cpu_moe_layers = 0;
 
   // All knobs as strings (for results, logs and the UI), in a fixed order.
   std::vector<std::pair<std::string, std::string>> to_list() const;

@@ -54,6 +54,11 @@ ExpertStats& ExpertStats::operator+=(const ExpertStats& o) {
   bytes_moved += o.bytes_moved;
   load_ns += o.load_ns;
   stall_ns += o.stall_ns;
+  host_experts += o.host_experts;
+  host_bytes += o.host_bytes;
+  host_ns += o.host_ns;
+  host_layers += o.host_layers;
+  host_overhead_ns += o.host_overhead_ns;
   return *this;
 }
 
@@ -64,6 +69,11 @@ ExpertStats operator-(ExpertStats a, const ExpertStats& b) {
   a.bytes_moved -= b.bytes_moved;
   a.load_ns -= b.load_ns;
   a.stall_ns -= b.stall_ns;
+  a.host_experts -= b.host_experts;
+  a.host_bytes -= b.host_bytes;
+  a.host_ns -= b.host_ns;
+  a.host_layers -= b.host_layers;
+  a.host_overhead_ns -= b.host_overhead_ns;
   return a;
 }
 
@@ -110,6 +120,31 @@ void ExpertCounters::load(int32_t layer, int64_t bytes, int64_t load_ns) {
   total_.bytes_moved += bytes;
   l.load_ns += load_ns;
   total_.load_ns += load_ns;
+}
+
+void ExpertCounters::host_route(int32_t layer, int32_t expert) {
+  if (expert < 0) fail("expert counters: host route to expert {} of layer {}", expert, layer);
+  check(layer, expert, "host route");
+  ++layers_[static_cast<size_t>(layer)].host_experts;
+  ++total_.host_experts;
+}
+
+void ExpertCounters::host_work(int32_t layer, int64_t bytes, int64_t host_ns) {
+  check(layer, -1, "host work");
+  ExpertStats& l = layers_[static_cast<size_t>(layer)];
+  l.host_bytes += bytes;
+  total_.host_bytes += bytes;
+  l.host_ns += host_ns;
+  total_.host_ns += host_ns;
+}
+
+void ExpertCounters::host_overhead(int32_t layer, int64_t ns) {
+  check(layer, -1, "host overhead");
+  ExpertStats& l = layers_[static_cast<size_t>(layer)];
+  ++l.host_layers;
+  ++total_.host_layers;
+  l.host_overhead_ns += ns;
+  total_.host_overhead_ns += ns;
 }
 
 void ExpertCounters::stall(int32_t layer, int64_t stall_ns) {

@@ -39,11 +39,16 @@ struct TokenCounters {
 // Expert cache counters of one layer (or summed over layers).
 struct ExpertStats {
   int64_t hits = 0;         // routed expert was resident
-  int64_t misses = 0;       // routed expert had to be loaded first
+  int64_t misses = 0;       // routed expert was not resident: loaded first, or computed on the host
   int64_t loads = 0;        // expert loads completed (misses + prefetches)
   int64_t bytes_moved = 0;  // bytes copied into expert slots
   int64_t load_ns = 0;      // summed duration of those loads
   int64_t stall_ns = 0;     // compute stream waited on a load this long
+  int64_t host_experts = 0; // routed expert computed on the host (expert_exec cpu | hybrid)
+  int64_t host_bytes = 0;   // expert bytes the host kernel read for them
+  int64_t host_ns = 0;      // the host kernel's busy time on those experts
+  int64_t host_layers = 0;  // layer forwards with host work
+  int64_t host_overhead_ns = 0;  // their fixed cost: host section wall time less the kernels'
 
   double hit_rate() const;  // hits / (hits + misses); 1 when nothing routed
   ExpertStats& operator+=(const ExpertStats& o);
@@ -64,6 +69,20 @@ class ExpertCounters {
   void load(int32_t layer, int64_t bytes, int64_t load_ns);
   // The compute stream waited this long for a load in this layer.
   void stall(int32_t layer, int64_t stall_ns);
+  // An expert routed to (and counted as a miss by route()) is computed on the host.
+  void host_route(int32_t layer, int32_t expert);
+  // The host computed experts of this layer: the weight bytes it read and its busy time.
+  void host_work(int32_t layer, int64_t bytes, int64_t host_ns);
+  // One layer forward with host work cost this much beyond its kernels (activations
+  // down, waits, conversion).
+  void host_overhead(int32_t layer, int64_t ns);
+  // The host expert kernel's read rate measured when the model was built (GB/s): the
+  // host link of the hybrid bound. Kept across configure() and reset(); 0 = none.
+  void note_host_kernel_gbps(double gbps) { host_kernel_gbps_ = gbps; }
+  double host_kernel_gbps() const { return host_kernel_gbps_; }
+  // The expert slots of an offloaded model's cache (0: none), kept like the rate.
+  void note_slots(int slots) { slots_ = slots; }
+  int slots() const { return slots_; }
 
   const ExpertStats& layer(int32_t l) const;
   const ExpertStats& total() const { return total_; }
@@ -78,6 +97,8 @@ class ExpertCounters {
   void reset();  // zeroes counters, keeps the shape
 
  private:
+  double host_kernel_gbps_ = 0;
+  int slots_ = 0;
   void check(int32_t layer, int32_t expert, const char* what) const;
 
   int32_t n_layers_ = 0, n_experts_ = 0;

@@ -107,6 +107,16 @@ json counters_json(const ExpertCounters& e) {
               {"decode_bytes_moved", e.decode_bytes_moved},
               {"load_time_ns", e.load_time_ns},
               {"stall_ns", e.stall_ns},
+              {"host_experts", e.host_experts},
+              {"host_bytes", e.host_bytes},
+              {"decode_host_bytes", e.decode_host_bytes},
+              {"host_busy_ns", e.host_busy_ns},
+              {"decode_host_busy_ns", e.decode_host_busy_ns},
+              {"decode_load_time_ns", e.decode_load_time_ns},
+              {"decode_host_layers", e.decode_host_layers},
+              {"decode_host_overhead_ns", e.decode_host_overhead_ns},
+              {"host_kernel_gbps", num(e.host_kernel_gbps)},
+              {"slots", e.slots},
               {"hits_per_layer", e.hits_per_layer},
               {"misses_per_layer", e.misses_per_layer},
               {"loads_per_layer", e.loads_per_layer},
@@ -451,6 +461,18 @@ ExpertCounters read_counters(const Reader& rd, const json& j, const std::string&
   if (const json* d = o.opt("decode_bytes_moved")) e.decode_bytes_moved = rd.i64(*d, path + ".decode_bytes_moved");
   e.load_time_ns = o.i64("load_time_ns");
   e.stall_ns = o.i64("stall_ns");
+  std::pair<const char*, int64_t*> host_link[] = {{"host_experts", &e.host_experts},
+                                                  {"host_bytes", &e.host_bytes},
+                                                  {"decode_host_bytes", &e.decode_host_bytes},
+                                                  {"host_busy_ns", &e.host_busy_ns},
+                                                  {"decode_host_busy_ns", &e.decode_host_busy_ns},
+                                                  {"decode_load_time_ns", &e.decode_load_time_ns},
+                                                  {"decode_host_layers", &e.decode_host_layers},
+                                                  {"decode_host_overhead_ns", &e.decode_host_overhead_ns},
+                                                  {"slots", &e.slots}};
+  for (auto& [key, dst] : host_link)
+    if (const json* d = o.opt(key)) *dst = rd.i64(*d, path + "." + key);
+  if (const json* d = o.opt("host_kernel_gbps")) e.host_kernel_gbps = rd.f64(*d, path + ".host_kernel_gbps");
   std::pair<const char*, std::vector<int64_t>*> per_layer[] = {
       {"hits_per_layer", &e.hits_per_layer},           {"misses_per_layer", &e.misses_per_layer},
       {"loads_per_layer", &e.loads_per_layer},         {"bytes_moved_per_layer", &e.bytes_moved_per_layer},

@@ -104,6 +104,20 @@ struct ExpertCounters {
   int64_t decode_bytes_moved = 0;  // of which during decode steps (the prefill's loads excluded)
   int64_t load_time_ns = 0;   // total time of those copies
   int64_t stall_ns = 0;       // time the compute stream waited on a load
+  // The host link (expert_exec cpu | hybrid, cpu_moe_layers): experts computed on the
+  // host from their pinned copy, the weight bytes the host kernel read for them and its
+  // busy time; decode_* the same without the prefill. The copy link's decode busy time
+  // is decode_load_time_ns. 0 in files from before (or cases without host work).
+  int64_t host_experts = 0;
+  int64_t host_bytes = 0;
+  int64_t decode_host_bytes = 0;
+  int64_t host_busy_ns = 0;
+  int64_t decode_host_busy_ns = 0;
+  int64_t decode_load_time_ns = 0;
+  int64_t decode_host_layers = 0;       // decode layer forwards with host work
+  int64_t decode_host_overhead_ns = 0;  // their fixed cost beyond the kernels, summed
+  double host_kernel_gbps = 0;  // the host kernel's rate measured at model load (the bound's host link)
+  int64_t slots = 0;            // expert slots of the offloaded cache (0: not recorded, or resident)
   std::vector<int64_t> hits_per_layer;          // (n_layers)
   std::vector<int64_t> misses_per_layer;        // (n_layers)
   std::vector<int64_t> loads_per_layer;         // (n_layers)

@@ -11,6 +11,12 @@
 //     loads for the next layer while the current one computes) copies overlap
 //     compute and the limit is the slower of the two; otherwise the compute stream
 //     waits for a layer's copies before computing it, and the limit is their sum;
+//   - offloaded with the host link (expert_exec cpu | hybrid, cpu_moe_layers; pinned
+//     tier): the experts the host computed are read from host memory by the CPU
+//     kernel at the rate measured when the model was built (host_kernel_gbps); hybrid
+//     takes the best split of every missed byte (copied + host) over the two links,
+//     bytes / (host->device + host kernel), cpu the two links side by side (the slower
+//     one); then combined with the HBM term as above;
 //   - CPU: the fp32 weight bytes a decode token reads / a read stream over that many
 //     bytes with the case's thread count, measured in the same run: the bandwidth
 //     of the memory level those weights live in (the tiny model's fit in cache);

@@ -98,13 +98,25 @@ void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCount
   e.loads += t.loads;
   e.bytes_moved += t.bytes_moved;
   const auto& steps = p.per_token();  // step 0 is the prefill
-  for (size_t i = 1; i < steps.size(); ++i) e.decode_bytes_moved += steps[i].bytes_moved;
+  for (size_t i = 1; i < steps.size(); ++i) {
+    e.decode_bytes_moved += steps[i].bytes_moved;
+    e.decode_host_bytes += steps[i].host_bytes;
+    e.decode_host_busy_ns += steps[i].host_ns;
+    e.decode_load_time_ns += steps[i].load_ns;
+    e.decode_host_layers += steps[i].host_layers;
+    e.decode_host_overhead_ns += steps[i].host_overhead_ns;
+  }
+  e.host_experts += t.host_experts;
+  e.host_bytes += t.host_bytes;
+  e.host_busy_ns += t.host_ns;
+  e.host_kernel_gbps = std::max(e.host_kernel_gbps, p.host_kernel_gbps());
+  e.slots = std::max<int64_t>(e.slots, p.slots());
   e.load_time_ns += t.load_ns;
   e.stall_ns += t.stall_ns;
   const int L = p.n_layers(), E = p.n_experts();
   bool any_usage = false;
   for (int64_t u : p.usage_matrix()) any_usage |= u != 0;
-  if (t.hits + t.misses + t.loads == 0 && !any_usage) return;  // nothing counted: leave per-layer arrays empty
+  if (t.hits + t.misses + t.loads + t.host_experts == 0 && !any_usage) return;  // nothing counted: leave per-layer arrays empty
   auto grow = [L](std::vector<int64_t>& v) {
     if (v.empty()) v.assign(static_cast<size_t>(L), 0);
   };

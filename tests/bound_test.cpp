@@ -453,3 +453,34 @@ TEST(ParallelBound, PerGpuFiguresRoundTripAndArePerDecodeStep) {
   j["cases"][0].erase("gpus");
   EXPECT_TRUE(reports::results_from_json(j, "older file").cases[0].gpus.empty());
 }
+
+// The hybrid bound (expert_exec hybrid): the missed bytes over both links in the best
+// split; cpu: the two links side by side; without the host kernel's rate, no bound.
+TEST(Bound, HybridSplitsTheMissedBytesOverBothLinks) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");
+  const reports::DeviceInfo d = cuda_device(4400, 3900, 50);
+  reports::Case c = decoded_case("pinned", "lfu-prefetch");
+  c.settings.knobs["expert_exec"] = "hybrid";
+  c.experts.decode_bytes_moved = 6LL * 1'000'000'000;  // 0.6 GB copied per decode token
+  c.experts.decode_host_bytes = 4LL * 1'000'000'000;   // 0.4 GB on the host per token
+  std::string why;
+  EXPECT_FALSE(physical_bound(c, cfg, "cuda", d, {}, &why).has_value());
+  EXPECT_EQ(why, "the host expert kernel's rate was not measured");
+  c.experts.host_kernel_gbps = 75;
+  auto b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 125.0, 1e-6);  // 1 GB per token over 50 + 75 GB/s (above the HBM term)
+  EXPECT_EQ(b->bandwidth_gbps.at("host_kernel"), 75);
+  EXPECT_NE(b->description.find("best split"), std::string::npos) << b->description;
+  // cpu: the host carries its 0.4 GB at 75 GB/s beside 0.6 GB at 50 GB/s: the slower is 12 ms.
+  c.settings.knobs["expert_exec"] = "cpu";
+  b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 1.0 / std::max(0.6 / 50, 0.4 / 75), 1e-6);
+  // The copy-only case is unchanged by the host fields.
+  c.settings.knobs["expert_exec"] = "gpu";
+  b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 1.0 / (0.6 / 50), 1e-6);
+  EXPECT_EQ(b->bandwidth_gbps.count("host_kernel"), 0u);
+}

@@ -7,10 +7,15 @@
 //   * for the same trace and capacity, the engine's hits and misses equal simulate()'s,
 //     prefetch included (the engine predicts from the replayed routing with the
 //     simulator's predictor, same seed);
-//   * a budget below the non-expert weights + top_k slots fails up front naming the minimum.
+//   * a budget below the non-expert weights + top_k slots fails up front naming the minimum;
+//   * experts computed on the host (expert_exec cpu | hybrid, cpu_moe_layers) stay within
+//     the stated tolerance of the gpu path.
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_CUDA
+#include <algorithm>
+#include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -147,6 +152,70 @@ TEST_F(CudaOffloadModel, TooSmallBudgetNamesTheMinimum) {
     EXPECT_NE(msg.find("needs at least"), std::string::npos) << msg;
     EXPECT_NE(msg.find("raise --gpu-mem-budget to at least"), std::string::npos) << msg;
   }
+}
+
+// expert_exec cpu | hybrid and cpu_moe_layers (docs/HYBRID.md): the same offloaded model
+// with some experts computed on the host from the pinned store. Its logits are within
+// the stated tolerance of the gpu path's (2e-2 of the largest |logit|, at least 1), the
+// greedy token the same wherever the gpu path's top two are further apart than twice
+// that, and the host link did the work it says.
+TEST_F(CudaOffloadModel, HostExpertsMatchTheGpuPathWithinTolerance) {
+  constexpr double kTolerance = 2e-2;
+  auto w = WeightSource::synthetic(preset_config("micro"), 3);
+  const int V = w.config().vocab_size;
+  auto with = [](const char* exec, int cpu_layers, const char* dtype) {
+    EngineSettings s = settings("fused", "fused");
+    s.expert_tier = "pinned";
+    s.cache_policy = "lfu-prefetch";
+    s.cache_slots = 4;  // 4 of the 8 experts: decode misses
+    s.routing = "mixtral-locality";
+    s.expert_exec = exec;
+    s.cpu_moe_layers = cpu_layers;
+    s.expert_dtype = dtype;
+    return s;
+  };
+  for (const char* dtype : {"bf16", "int4"}) {
+    profiler::Profiler p0;
+    const auto ref = logits_of(w, with("gpu", 0, dtype), nullptr, &p0);
+    EXPECT_EQ(p0.experts.total().host_experts, 0);
+    double scale = 1;
+    for (float v : ref) scale = std::max(scale, std::abs(static_cast<double>(v)));
+    const double tol = kTolerance * scale;
+    for (const char* exec : {"cpu", "hybrid"})
+      for (int cpu_layers : {0, 1}) {
+        const std::string what = std::string(dtype) + " " + exec + " cpu_moe_layers=" + std::to_string(cpu_layers);
+        profiler::Profiler p;
+        const auto got = logits_of(w, with(exec, cpu_layers, dtype), nullptr, &p);
+        ASSERT_EQ(got.size(), ref.size()) << what;
+        double worst = 0;
+        for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(ref[i]) - got[i]));
+        EXPECT_LE(worst, tol) << what;
+        for (size_t row = 0; row * V < ref.size(); ++row) {
+          const float* r = ref.data() + row * V;
+          const float* g = got.data() + row * V;
+          std::vector<float> top(r, r + V);
+          std::partial_sort(top.begin(), top.begin() + 2, top.end(), std::greater<float>());
+          if (top[0] - top[1] <= 2 * tol) continue;  // a near tie: either token is within tolerance
+          EXPECT_EQ(std::max_element(r, r + V) - r, std::max_element(g, g + V) - g) << what << " position " << row;
+        }
+        const profiler::ExpertStats& t = p.experts.total();
+        if (std::string(exec) == "cpu" || cpu_layers > 0) {
+          EXPECT_GT(t.host_experts, 0) << what;
+          EXPECT_GT(t.host_bytes, 0) << what;
+          EXPECT_GT(t.host_ns, 0) << what;
+          EXPECT_GT(p.experts.host_kernel_gbps(), 0) << what;
+        }
+        if (cpu_layers > 0) {
+          EXPECT_EQ(p.experts.layer(0).loads, 0) << what;  // layer 0 never copies
+        }
+      }
+  }
+  // Resident experts never miss: the knob runs and changes nothing.
+  EngineSettings r = with("cpu", 1, "bf16");
+  r.expert_tier = "resident";
+  profiler::Profiler pr;
+  logits_of(w, r, nullptr, &pr);
+  EXPECT_EQ(pr.experts.total().host_experts, 0);
 }
 
 #else

@@ -1,6 +1,7 @@
 // simulator_test.cpp: the trace-driven simulator — its time model on tiny hand-made
 // traces, determinism, speed, and the expected policy orderings (belady
-// is the ceiling of demand policies; prefetch beats lru on mixtral-locality).
+// is the ceiling of demand policies; prefetch beats lru on mixtral-locality), and the
+// host link of expert_exec cpu | hybrid beside the copies.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -38,6 +39,15 @@ SimOptions opts(double gbps = 1.0, int64_t bytes = 1000, int64_t compute = 500) 
   o.link.h2d_gbps = gbps;  // 1 GB/s = 1 byte/ns
   o.link.expert_bytes = bytes;
   o.link.compute_ns_per_layer = compute;
+  return o;
+}
+
+// The host link (expert_exec): copies at `copy` GB/s, the host kernel at `host` GB/s,
+// 1000-byte experts.
+SimOptions host_opts(ExpertExec exec, double copy, double host, int64_t compute = 0) {
+  SimOptions o = opts(copy, 1000, compute);
+  o.link.host_gbps = host;
+  o.exec = exec;
   return o;
 }
 
@@ -203,4 +213,57 @@ TEST(Simulator, CapacityBeyondTheExpertCountIsRefused) {
                                                    cap));
     }
   }
+}
+
+TEST(Simulator, HostLinkRunsBesideTheCopies) {
+  // One layer, top-2, one token, two misses, 1000 ns each on either link, no compute:
+  // gpu copies both (2000 ns); hybrid sends one each way (1000 ns); cpu computes both
+  // on the host (2000 ns).
+  RoutingTrace t = hand(1, 2, {{3, 5}});
+  SimResult gpu = simulate(t, "lru", 4, host_opts(ExpertExec::gpu, 1.0, 1.0));
+  SimResult hyb = simulate(t, "lru", 4, host_opts(ExpertExec::hybrid, 1.0, 1.0));
+  SimResult cpu = simulate(t, "lru", 4, host_opts(ExpertExec::cpu, 1.0, 1.0));
+  EXPECT_EQ(gpu.decode_ns, 2000);
+  EXPECT_EQ(gpu.host_bytes, 0);
+  EXPECT_EQ(hyb.decode_ns, 1000);
+  EXPECT_EQ(hyb.host_bytes, 1000);
+  EXPECT_EQ(hyb.demand_bytes, 1000);
+  EXPECT_EQ(hyb.host_busy_ns, 1000);
+  EXPECT_EQ(hyb.copy_busy_ns, 1000);
+  EXPECT_EQ(cpu.decode_ns, 2000);
+  EXPECT_EQ(cpu.demand_bytes, 0);
+  EXPECT_EQ(cpu.counters.host_computed, 2);
+  // The overhead is paid once per layer with host work.
+  SimOptions o = host_opts(ExpertExec::cpu, 1.0, 1.0);
+  o.link.host_overhead_ns = 300;
+  EXPECT_EQ(simulate(t, "lru", 4, o).decode_ns, 2300);
+}
+
+TEST(Simulator, CpuLayersNeverTakeSlots) {
+  // Two layers, top-1, three tokens on the same experts: with layer 0 on the host its
+  // expert never loads, layer 1's does once and then hits.
+  RoutingTrace t = hand(2, 1, {{3, 5}, {3, 5}, {3, 5}});
+  SimOptions o = host_opts(ExpertExec::gpu, 1.0, 0.5);
+  o.cpu_moe_layers = 1;
+  SimResult r = simulate(t, "lru", 4, o);
+  EXPECT_EQ(r.counters.misses, 1);
+  EXPECT_EQ(r.counters.host_computed, 3);
+  EXPECT_EQ(r.counters.hits, 2);
+  EXPECT_EQ(r.decode_ns, 3 * 2000 + 1000);  // 2000 ns per host expert, one 1000 ns copy
+  EXPECT_THROW(simulate(t, "lru", 4, host_opts(ExpertExec::hybrid, 1.0, 0.0)), Error);
+}
+
+TEST(Simulator, HybridBeatsCopiesOnMixtralLocality) {
+  // The shape of the stage: 32 layers, 57 of 256 slots, host 1.5x the link. Hybrid
+  // must beat copy-only and the cpu mode by the model's own arithmetic.
+  RoutingTrace t = synth("mixtral-locality", 32, 64, 1);
+  SimOptions o = host_opts(ExpertExec::gpu, 55, 81, 10000);
+  o.link.expert_bytes = kMixtral8x7bExpertBytes;
+  const double gpu = simulate(t, "lfu-prefetch", 57, o).tokens_per_s;
+  o.exec = ExpertExec::hybrid;
+  const double hyb = simulate(t, "lfu-prefetch", 57, o).tokens_per_s;
+  o.exec = ExpertExec::cpu;
+  const double cpu = simulate(t, "lfu-prefetch", 57, o).tokens_per_s;
+  EXPECT_GT(hyb, 1.4 * gpu);
+  EXPECT_GT(hyb, cpu);
 }

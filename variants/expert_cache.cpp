@@ -15,6 +15,7 @@ CacheCounters& CacheCounters::operator+=(const CacheCounters& o) {
   prefetch_hits += o.prefetch_hits;
   prefetch_wasted += o.prefetch_wasted;
   prefetch_skipped += o.prefetch_skipped;
+  host_computed += o.host_computed;
   return *this;
 }
 
@@ -152,7 +153,10 @@ std::vector<AccessResult> ExpertCache::warm_up() {
   return out;
 }
 
-void ExpertCache::access_layer(int step, int layer, std::span<const int32_t> ids, std::vector<AccessResult>& out) {
+void ExpertCache::access_layer(int step, int layer, std::span<const int32_t> ids, std::vector<AccessResult>& out,
+                               std::span<const char> host) {
+  if (!host.empty() && static_cast<int>(host.size()) != shape_.n_experts)
+    fail("expert cache: host flags for {} experts, the layer has {}", host.size(), shape_.n_experts);
   if (layer < 0 || layer >= shape_.n_layers) fail("expert cache: layer {} out of range [0, {})", layer, shape_.n_layers);
   release_pins();
   out.clear();
@@ -196,6 +200,13 @@ void ExpertCache::access_layer(int step, int layer, std::span<const int32_t> ids
         ++total_.prefetch_hits;
         ++L.prefetch_hits;
       }
+    } else if (!host.empty() && host[e]) {
+      r.host = true;
+      ++total_.host_computed;
+      ++L.host_computed;
+      policy_->on_access(k, t, false);
+      out.push_back(r);
+      continue;  // not resident: nothing to pin
     } else {
       KeyIndex ev;
       int s = take_slot(t, false, &ev);

@@ -38,8 +38,9 @@ struct AccessResult {
   ExpertKey key;
   bool hit = false;         // resident before this access (or prefetch)
   bool prefetched = false;  // demand hit on a slot a prefetch loaded and nothing used yet
-  int slot = -1;            // slot in [0, capacity) that holds the key now
+  int slot = -1;            // slot in [0, capacity) that holds the key now; -1 when `host`
   std::optional<ExpertKey> evicted;  // key whose slot was reused for this load
+  bool host = false;        // a miss left on the host (computed there, not loaded: no slot)
 };
 
 struct CacheCounters {
@@ -52,6 +53,7 @@ struct CacheCounters {
   int64_t prefetch_hits = 0;     // demand hits on a prefetched, not yet used slot
   int64_t prefetch_wasted = 0;   // prefetched keys evicted (or left at finish) unused
   int64_t prefetch_skipped = 0;  // prefetches refused: every slot was in use
+  int64_t host_computed = 0;     // demand accesses neither resident nor loaded: computed on the host
   int64_t loads() const { return misses + prefetch_loads + warm_loads; }
   double hit_rate() const { return accesses ? static_cast<double>(hits) / accesses : 0.0; }
   CacheCounters& operator+=(const CacheCounters& o);
@@ -73,7 +75,12 @@ class ExpertCache {
   // Demand access of one (step, layer): `ids` are the (n_tokens, top_k) expert ids
   // of the step, duplicates allowed. `out` gets one result per distinct expert, in
   // first-occurrence order. Releases the pins of the previous call.
-  void access_layer(int step, int layer, std::span<const int32_t> ids, std::vector<AccessResult>& out);
+  // `host` ((n_experts) flags, or empty): a flagged expert that is not resident is not
+  // loaded either — no slot, no eviction; its result has host set, and it counts in
+  // accesses and host_computed (not in misses, which stay the loads). The policy sees
+  // the access (on_access with hit false) as for any miss.
+  void access_layer(int step, int layer, std::span<const int32_t> ids, std::vector<AccessResult>& out,
+                    std::span<const char> host = {});
   // Speculative loads of predicted experts of `layer` (the next one) at `step`.
   // `out` gets one result per load issued (already resident ones are skipped);
   // empty unless the policy is speculative.

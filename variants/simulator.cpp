@@ -40,6 +40,12 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   if (opt.prediction.accuracy < 0 || opt.prediction.accuracy > 1)
     fail("simulate: prefetch accuracy is {}, expected a share in [0, 1]", opt.prediction.accuracy);
 
+  const bool host_link = opt.exec != ExpertExec::gpu || opt.cpu_moe_layers > 0;
+  if (opt.cpu_moe_layers < 0) fail("simulate: cpu_moe_layers is {}, expected >= 0", opt.cpu_moe_layers);
+  HybridRates rates{link.h2d_gbps, link.host_gbps, link.expert_bytes, link.host_overhead_ns};
+  if (host_link) check_hybrid_rates(rates, "simulate (host link)");
+  const int64_t host_ns = host_link ? host_ns_per_expert(rates) : 0;
+
   CacheShape shape{trace.n_layers, trace.n_experts, trace.top_k, capacity};
   PolicyContext ctx{shape, &trace, opt.static_usage};
   ExpertCache cache(shape, make_cache_policy(policy, ctx));
@@ -54,6 +60,9 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   int64_t link_free = 0;                             // copy engine clock
   int64_t stall = 0;
   int64_t tokens = 0;
+  int64_t host_free = 0, host_busy = 0, host_experts = 0, copy_busy = 0;
+  std::vector<int32_t> misses, kept;
+  std::vector<char> host;
 
   cache.warm_up();  // before step 0: not timed
   const bool spec = cache.speculative();
@@ -65,22 +74,53 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
     const int n_tok = trace.steps[s].n_tokens;
     tokens += n_tok;
     for (int l = 0; l < trace.n_layers; ++l) {
-      cache.access_layer(s, l, trace.ids(s, l), res);
+      int n_host = 0;
+      if (host_link) {
+        distinct_misses(cache, l, trace.ids(s, l), misses);
+        n_host = host_count_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
+                                std::max<int64_t>(0, link_free - now), rates);
+        mark_host_experts(misses, n_host, trace.n_experts, host);
+        cache.access_layer(s, l, trace.ids(s, l), res, host);
+      } else {
+        cache.access_layer(s, l, trace.ids(s, l), res);
+      }
       int64_t ready = now;
       for (const AccessResult& r : res) {
+        if (r.host) continue;
         KeyIndex k = shape.index(r.key);
         if (!r.hit) {
           link_free = add_ns(std::max(link_free, now), load_ns);
+          copy_busy = add_ns(copy_busy, load_ns);
           ready_at[k] = link_free;
         }
         ready = std::max(ready, ready_at[k]);
       }
+      if (n_host > 0) {
+        const int64_t work = add_ns(link.host_overhead_ns, times(host_ns, n_host, "the host time of a layer"));
+        host_free = add_ns(std::max(host_free, now), work);
+        host_busy = add_ns(host_busy, work);
+        host_experts += n_host;
+        ready = std::max(ready, host_free);
+      }
       stall = add_ns(stall, ready - now);
-      if (spec && l + 1 < trace.n_layers) {
+      if (spec && l + 1 < trace.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
         degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
-        cache.prefetch(s, l + 1, predicted, pre);
+        if (opt.exec == ExpertExec::hybrid) {  // copy ahead only what beats the host (hybrid_split.h)
+          const int64_t backlog = std::max<int64_t>(0, link_free - now);
+          distinct_misses(cache, l + 1, predicted, misses);
+          const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), backlog,
+                                              hybrid_layer_left_ns(backlog, n_host, rates), rates);
+          keep_prefetches(cache, l + 1, predicted, k, kept);
+          cache.prefetch(s, l + 1, kept, pre);
+        } else {
+          cache.prefetch(s, l + 1, predicted, pre);
+        }
+        // With the host link the engine issues the prefetches as the layer starts (before
+        // the host computes): they queue behind the copies, not behind the layer.
+        const int64_t issue = host_link ? now : ready;
         for (const AccessResult& r : pre) {
-          link_free = add_ns(std::max(link_free, ready), load_ns);
+          link_free = add_ns(std::max(link_free, issue), load_ns);
+          copy_busy = add_ns(copy_busy, load_ns);
           ready_at[shape.index(r.key)] = link_free;
         }
       }
@@ -97,6 +137,9 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   out.demand_bytes = times(out.counters.misses, link.expert_bytes, "the demand bytes");
   out.prefetch_bytes = times(out.counters.prefetch_loads, link.expert_bytes, "the prefetched bytes");
   out.warm_bytes = times(out.counters.warm_loads, link.expert_bytes, "the warm-up bytes");
+  out.host_bytes = times(host_experts, link.expert_bytes, "the host bytes");
+  out.host_busy_ns = host_busy;
+  out.copy_busy_ns = copy_busy;
   out.decode_ns = now;
   out.stall_ns = stall;
   out.tokens_per_s = now > 0 ? static_cast<double>(tokens) * 1e9 / static_cast<double>(now)

@@ -17,6 +17,17 @@
 //     queued behind them). No prefetch from the last layer into the next token.
 //   - decode_ns = end of the last layer of the last step; tokens_per_s =
 //     tokens / decode_ns (infinite when nothing takes time: reported as such).
+// The host link (SimOptions::exec other than gpu, or cpu_moe_layers): at the start of
+// layer l the misses are split by the cost model of hybrid_split.h (the same calls as
+// the engine: the link's backlog is link_free - now); the copied ones queue on the
+// link as above, the host ones on a second clock, the host, which starts them when the
+// layer starts (after the host's previous work) and takes host_overhead_ns plus
+// expert_bytes / host_gbps each; the layer's compute starts when both are done.
+// Prefetch is not issued into layers below cpu_moe_layers (their experts have no slot),
+// nor at all with exec cpu (hybrid_split.h prefetch_allowed);
+// with the host link the prefetches queue from the layer's start (the engine issues
+// them before the host computes), and hybrid copies ahead only the predicted experts
+// hybrid_prefetch_count allows (the rest are left for the split when needed).
 // Predictions for `prefetch`: the true choices of layer l+1 at the same step from
 // the trace, each predicted id kept with probability `accuracy`, otherwise
 // replaced by a random expert outside the token's true top-k (seeded). accuracy 1
@@ -28,6 +39,7 @@
 #include <vector>
 
 #include "variants/expert_cache.h"
+#include "variants/hybrid_split.h"
 #include "variants/routing_trace.h"
 
 namespace moebench {
@@ -38,6 +50,8 @@ struct LinkParams {
   double h2d_gbps = 25.0;                          // host->device, GB/s (1e9 bytes/s)
   int64_t expert_bytes = kMixtral8x7bExpertBytes;  // bytes of one expert
   int64_t compute_ns_per_layer = 0;                // resident compute of one token through one layer
+  double host_gbps = 0;                            // the host kernel's weight read, GB/s (host link)
+  int64_t host_overhead_ns = 0;                    // fixed cost of a layer with host work
 };
 
 struct PrefetchPrediction {
@@ -56,6 +70,9 @@ struct SimResult {
   int64_t decode_ns = 0;       // projected time of all steps
   int64_t stall_ns = 0;        // compute waiting for loads
   double tokens_per_s = 0;     // tokens / decode_ns; +inf when decode_ns == 0
+  int64_t host_bytes = 0;      // experts computed on the host x expert_bytes
+  int64_t host_busy_ns = 0;    // the host link's busy time
+  int64_t copy_busy_ns = 0;    // the copy link's busy time (warm-up excluded)
   std::string error;           // sweep only: why this case could not run (e.g. preload-all too big)
   double hit_rate() const { return counters.hit_rate(); }
   int64_t bytes_moved() const { return demand_bytes + prefetch_bytes + warm_bytes; }
@@ -67,6 +84,8 @@ struct SimOptions {
   // (layers, experts) routing counts for `static`; empty: the simulated trace's own
   // counts, i.e. oracle popularity (pass counts from another trace for an honest one).
   std::vector<int64_t> static_usage;
+  ExpertExec exec = ExpertExec::gpu;  // where misses are computed (hybrid_split.h)
+  int cpu_moe_layers = 0;             // layers whose experts all stay on the host
 };
 
 // One policy at one capacity. Throws Error for a bad policy name, a capacity below

@@ -10,6 +10,9 @@
 //       bytes, so a budget holds ~3.9x / ~2x the slots. They compute with quantised
 //       weights: their tokens are the quantised model's, not bf16's (the quality
 //       columns measure how far they are).
+//   P2-cpu: P2 + expert_exec=cpu: every decode miss is computed on the host.
+//   P3, P3-int4: P2 (P2-int4) + expert_exec=hybrid: a decode miss is copied or computed
+//       on the host from its pinned copy, whichever the cost model says ends first.
 #include "variants/stages.h"
 
 #include <string>
@@ -63,6 +66,25 @@ const std::vector<StagePreset>& stage_presets() {
                                  "): decode through the dequantising GEMV, prefill dequantises each needed expert to "
                                  "bf16; fewer bytes per slot and per miss",
                    pq});
+    }
+    EngineSettings pc = p2;
+    pc.stage = "P2-cpu";
+    pc.expert_exec = "cpu";
+    v.push_back({"P2-cpu", "P2 with every decode miss computed on the host from its pinned copy (expert_exec=cpu: "
+                           "attention and the hits on the GPU, no prefetch, nothing copied in decode)",
+                 pc});
+    // P3: P2 with each miss copied or computed on the host (expert_exec=hybrid), and
+    // the same with int4 experts.
+    for (const char* q : {"", "int4"}) {
+      EngineSettings p3 = p2;
+      p3.stage = *q ? std::string("P3-") + q : "P3";
+      p3.expert_exec = "hybrid";
+      if (*q) p3.expert_dtype = q;
+      v.push_back({p3.stage, std::string("P2") + (*q ? std::string(" with ") + q + " experts" : "") +
+                                 " + hybrid experts (expert_exec=hybrid): each decode miss is copied or computed on "
+                                 "the host from its pinned copy, split by a cost model from the copy and host rates "
+                                 "measured in the run",
+                   p3});
     }
     return v;
   }();

@@ -92,6 +92,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   moe_ = std::make_unique<MoeLayer>(md_, parse_dispatch(settings_.dispatch), parse_combine(settings_.combine), *provider_,
                                     *arena_, blas_->get(), stream_, trace(), pool_tokens_, routing_.get());
   moe_->set_fused_decode_max_tokens(settings_.fused_decode_max_tokens);
+  make_host_experts();
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_io_), (2 * static_cast<size_t>(pool_tokens_) + 1) * sizeof(int32_t),
                            cudaHostAllocDefault));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -274,9 +275,25 @@ void CudaModel::make_provider(const WeightSource& src, bool resident, const Expe
     opt.counters = prof_ ? &prof_->experts : nullptr;
     auto off = std::make_unique<OffloadProvider>(*arena_, *store_, slot_budget, opt);
     off->warm_up(stream_);
+    if (prof_) prof_->experts.note_slots(off->n_slots());
     provider_ = std::move(off);
   }
   if (!provider_) fail("cuda model: the expert provider factory returned nothing");
+}
+
+void CudaModel::make_host_experts() {
+  if (settings_.expert_exec == "gpu" && settings_.cpu_moe_layers == 0) return;
+  auto* off = dynamic_cast<OffloadProvider*>(provider_.get());
+  if (!off) {  // resident experts never miss; a factory's provider has no host store
+    log::info("expert_exec={} cpu_moe_layers={}: no effect with {}", settings_.expert_exec, settings_.cpu_moe_layers,
+              provider_->describe());
+    return;
+  }
+  host_experts_ = std::make_unique<HostExperts>(*store_, *off, parse_expert_exec(settings_.expert_exec, "setting expert_exec"),
+                                                settings_.cpu_moe_layers, prof_ ? &prof_->experts : nullptr, trace());
+  moe_->set_host_experts(host_experts_.get());
+  if (prof_) prof_->experts.note_host_kernel_gbps(host_experts_->calibrated_gbps());
+  log::info("host experts: {}", host_experts_->describe());
 }
 
 CudaModel::~CudaModel() {

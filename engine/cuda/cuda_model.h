@@ -35,6 +35,7 @@
 
 #include "engine/cuda/arena.h"
 #include "engine/cuda/blas.h"
+#include "engine/cuda/host_experts.h"
 #include "engine/cuda/moe_layer.h"
 #include "engine/cuda/workspace.h"
 #include "engine/batch_model.h"
@@ -114,6 +115,8 @@ class CudaModel : public Model, public BatchModel {
   ExpertProvider& provider() { return *provider_; }
   // The host store behind the default offload provider (null when resident or a factory's).
   const ExpertHostStore* host_store() const { return store_.get(); }
+  // expert_exec cpu | hybrid or cpu_moe_layers on the pinned tier: the host link; else null.
+  const HostExperts* host_experts() const { return host_experts_.get(); }
   std::string routing_name() const { return routing_ ? routing_->describe() : "model"; }
   int64_t load_ns() const { return load_ns_; }
   int64_t shared_setup_ns() const override { return store_fill_ns_; }
@@ -182,6 +185,7 @@ class CudaModel : public Model, public BatchModel {
   void upload_weights(const WeightSource& src, bool resident);  // dense weights, KV cache, resident experts
   uint64_t upload_quant_experts(const WeightSource& src);       // resident quantised experts; returns their bytes
   void make_provider(const WeightSource& src, bool resident, const ExpertProviderFactory& provider_factory);
+  void make_host_experts();  // after the MoE layer: the host link, when the settings ask for it
 
   ModelConfig cfg_;
   EngineSettings settings_;
@@ -211,6 +215,7 @@ class CudaModel : public Model, public BatchModel {
   std::shared_ptr<const ExpertHostStore> store_;
   std::unique_ptr<ExpertProvider> provider_;
   std::unique_ptr<Workspace> ws_;
+  std::unique_ptr<HostExperts> host_experts_;  // expert_exec cpu | hybrid, cpu_moe_layers (pinned tier)
   std::unique_ptr<MoeLayer> moe_;
   int32_t* zero_i32_ = nullptr;  // (1) device 0: block table and seq_row of the contiguous cache as one paged block
   int32_t* host_io_ = nullptr;  // pinned: (2, pool_tokens) tokens and positions, then 1 argmax

@@ -7,6 +7,7 @@
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gate_up.h"
+#include "engine/cuda/host_experts.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
@@ -101,6 +102,7 @@ MoeLayer::~MoeLayer() {
   if (pred_logits_d_) arena_.free(pred_logits_d_);
   if (pred_ids_d_) arena_.free(pred_ids_d_);
   if (pred_wts_d_) arena_.free(pred_wts_d_);
+  free_host_buffers();
 }
 
 void MoeLayer::ensure_host(int pairs) {
@@ -239,8 +241,10 @@ void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* 
                    int m) {
   const int K = d_.top_k, pairs = m * K;
   ensure_host(pairs);
-  const bool predict = provider_.wants_prediction() && next_gate && layer + 1 < d_.n_layers;
+  const bool predict = provider_.wants_prediction() && next_gate && layer + 1 < d_.n_layers &&
+                       (!host_ || host_->prefetch_allowed(layer + 1));
   const bool gate_predicted = route(step, layer, pos0, gate, next_gate, b, m, predict);
+  if (host_ && run_with_host(step, layer, b, x, m, predict, gate_predicted)) return;
   {
     ScopedRange r(trace_, RangeKind::expert_load, layer);
     for (auto& g : got_) g = ExpertWeights{};
@@ -249,18 +253,22 @@ void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* 
   }
   experts(layer, b, x, m);
   provider_.release(layer, stream_);
-  if (predict) {  // after this layer's experts are launched: the loads overlap their compute
-    ScopedRange r(trace_, RangeKind::expert_load, layer + 1, -1, "prefetch");
-    if (gate_predicted) pred_.assign(pred_h_, pred_h_ + pairs);
-    else routing_->predict(step, layer + 1, m, pred_);
-    provider_.prefetch(step, layer + 1, pred_.data(), pairs);
-  }
+  if (predict) prefetch_next(step, layer, m, gate_predicted);  // after this layer's experts are launched
+}
+
+void MoeLayer::prefetch_next(int step, int layer, int m, bool gate_predicted) {
+  const int pairs = m * d_.top_k;
+  ScopedRange r(trace_, RangeKind::expert_load, layer + 1, -1, "prefetch");  // the loads overlap this layer's compute
+  if (gate_predicted) pred_.assign(pred_h_, pred_h_ + pairs);
+  else routing_->predict(step, layer + 1, m, pred_);
+  if (host_) host_->filter_prefetch(layer + 1, pred_);
+  provider_.prefetch(step, layer + 1, pred_.data(), static_cast<int>(pred_.size()));
 }
 
 void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter;
   if (quantised() && quant_decode_ok(m)) {
-    quant_decode(layer, b, m);
+    quant_decode(layer, b, b.h, b.ids, m * K, K);
     combine(b, x, m, false);
     return;
   }
@@ -280,8 +288,8 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   combine(b, x, m, true);
 }
 
-void MoeLayer::quant_decode(int layer, ForwardBuffers& b, int m) {
-  const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter, pairs = m * K;
+void MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const int32_t* ids, int pairs, int K) {
+  const int E = d_.n_experts, H = d_.hidden, I = d_.inter;
   const auto* t = reinterpret_cast<const uint8_t* const*>(tables(layer));
   auto mat = [&](int w) {
     QuantExperts q;
@@ -296,14 +304,14 @@ void MoeLayer::quant_decode(int layer, ForwardBuffers& b, int m) {
   float* u = g + static_cast<size_t>(pairs) * I;
   ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
   if (gate_up_adjacent(d_.layout)) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
-    quant_moe_gemv(mat(0), b.h, false, b.ids, pairs, K, 2 * I, H, E, g, stream_);
+    quant_moe_gemv(mat(0), x, false, ids, pairs, K, 2 * I, H, E, g, stream_);
     silu_mul_gate_up(g, b.moe_h, pairs, I, stream_);
   } else {
-    quant_moe_gemv(mat(0), b.h, false, b.ids, pairs, K, I, H, E, g, stream_);
-    quant_moe_gemv(mat(1), b.h, false, b.ids, pairs, K, I, H, E, u, stream_);
+    quant_moe_gemv(mat(0), x, false, ids, pairs, K, I, H, E, g, stream_);
+    quant_moe_gemv(mat(1), x, false, ids, pairs, K, I, H, E, u, stream_);
     silu_mul_bf16(g, u, b.moe_h, static_cast<int64_t>(pairs) * I, stream_);
   }
-  quant_moe_gemv(mat(2), b.moe_h, true, b.ids, pairs, K, H, I, E, b.moe_y, stream_);
+  quant_moe_gemv(mat(2), b.moe_h, true, ids, pairs, K, H, I, E, b.moe_y, stream_);
 }
 
 void MoeLayer::bf16_expert(int layer, int e, const bf16* w[3]) {

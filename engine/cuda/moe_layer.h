@@ -42,6 +42,7 @@ class CpuTrace;
 namespace moebench::cuda {
 
 class DeviceArena;
+class HostExperts;
 
 enum class Dispatch { serial, grouped, fused };
 enum class Combine { loop, index_add, fused };
@@ -99,6 +100,10 @@ class MoeLayer {
   // Largest forward (tokens) that takes the fused decode kernels (settings
   // fused_decode_max_tokens); clamped to what the kernels take.
   void set_fused_decode_max_tokens(int n) { fused_max_tokens_ = n; }
+  // The host link (expert_exec cpu | hybrid, cpu_moe_layers): a forward where `h` plans
+  // host experts runs run_with_host (moe_layer_host.cpp) instead of the device path.
+  // Not owned; null = device only. The provider must be h's OffloadProvider.
+  void set_host_experts(HostExperts* h);
 
  private:
   void ids_to_host(const ForwardBuffers& b, int pairs);
@@ -113,7 +118,15 @@ class MoeLayer {
   const void* const* tables(int layer);
   bool quantised() const { return d_.format != QuantFormat::bf16; }
   bool quant_decode_ok(int m) const;
-  void quant_decode(int layer, ForwardBuffers& b, int m);
+  // g, u, h through quant_moe_gemv for `pairs` (expert, token) pairs of x ((pairs / k,
+  // hidden), ids (pairs)); y (pairs, hidden) unweighted into b.moe_y.
+  void quant_decode(int layer, ForwardBuffers& b, const __nv_bfloat16* x, const int32_t* ids, int pairs, int k);
+  // The forward with host experts (see set_host_experts); false when the plan has none
+  // (nothing done: the device path runs).
+  void free_host_buffers();
+  // The predicted experts of layer + 1 to the provider (pred_h_ or the routing source's).
+  void prefetch_next(int step, int layer, int m, bool gate_predicted);
+  bool run_with_host(int step, int layer, ForwardBuffers& b, float* x, int m, bool predict, bool gate_predicted);
   // The expert's w1, w3, w2 as bf16: the acquired pointers, or (quantised) dequantised
   // into the scratch expert (valid until the next call: stream-ordered).
   void bf16_expert(int layer, int e, const __nv_bfloat16* w[3]);
@@ -154,6 +167,12 @@ class MoeLayer {
   std::vector<int32_t> pred_;        // predictions handed to the provider
   float* pred_logits_d_ = nullptr;   // (pool, n_experts)
   int32_t* pred_ids_d_ = nullptr;    // (pool, top_k)
+  HostExperts* host_ = nullptr;
+  uint16_t* host_x_ = nullptr;       // pinned (pool, hidden) bf16: the activations for the host
+  float* host_y_ = nullptr;          // pinned (pairs, hidden): the host experts' outputs
+  int32_t* host_idx_ = nullptr;      // pinned (3, pairs): perm, inv, device ids
+  int host_rows_ = 0;                // pairs the pinned buffers hold
+  cudaEvent_t host_x_ready_ = nullptr, host_y_sent_ = nullptr;
   float* pred_wts_d_ = nullptr;      // (pool, top_k)
   int32_t* staged_h_ = nullptr;      // (n_layers, pool, top_k) pinned: the routing source's choices of the step
   int32_t* staged_d_ = nullptr;      // (n_layers, pool, top_k) their device copy

@@ -252,6 +252,20 @@ void OffloadProvider::release(int layer, void* stream) {
 }
 
 void OffloadProvider::acquire(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void* stream) {
+  acquire_masked(step, layer, ids, n_ids, out, stream, {});
+}
+
+int OffloadProvider::loads_in_flight() const {
+  int n = 0;
+  for (auto it = pending_loads_.rbegin(); it != pending_loads_.rend(); ++it) {
+    if (event_done(it->end)) break;  // one stream: the earlier ones are done too
+    ++n;
+  }
+  return n;
+}
+
+void OffloadProvider::acquire_masked(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out,
+                                     void* stream, std::span<const char> host) {
   const cudaStream_t cs = static_cast<cudaStream_t>(stream);
   const int E = store_.n_experts();
   if (layer < 0 || layer >= store_.n_layers())
@@ -267,14 +281,19 @@ void OffloadProvider::acquire(int step, int layer, const int32_t* ids, int n_ids
   for (int i = 0; i < n_ids; ++i) {
     const int32_t e = ids[i];
     if (e < 0 || e >= E) fail("offload provider: expert id {} at layer {} out of range [0, {})", e, layer, E);
-    if (!seen_[e]) seen_[e] = 1, ++distinct;
+    if (!seen_[e] && (host.empty() || !host[e] || cache_.slot_of(ExpertKey{layer, e}) >= 0)) seen_[e] = 1, ++distinct;
   }
   if (distinct > n_slots_)
     fail("offload provider: layer {} of step {} needs {} distinct experts at once but the cache has {} slots: "
          "split the prefill chunk (max_num_batched_tokens) or give at least {} slots",
          layer, step, distinct, n_slots_, distinct);
 
-  cache_.access_layer(step, layer, std::span<const int32_t>(ids, static_cast<size_t>(n_ids)), res_);
+  cache_.access_layer(step, layer, std::span<const int32_t>(ids, static_cast<size_t>(n_ids)), res_, host);
+  // Experts left to the host are misses that load nothing (their work is counted by the
+  // host: ExpertCounters::host_route, host_work).
+  for (const AccessResult& r : res_)
+    if (r.host) counters_->route(layer, r.key.expert, false);
+  std::erase_if(res_, [](const AccessResult& r) { return r.host; });
   {
     profiler::NvtxRange range(profiler::RangeKind::expert_load, layer, "expert_load issue");
     for (const AccessResult& r : res_) {

@@ -49,6 +49,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -109,6 +110,12 @@ class OffloadProvider final : public ExpertProvider {
 
   std::string describe() const override;  // "pinned, lru, 57 slots x 336.00 MiB"
   void acquire(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void* stream) override;
+  // acquire() where the experts flagged in `host` ((n_experts), or empty) that are not
+  // resident are left to the host (ExpertCache::access_layer): no load, out[e] empty.
+  void acquire_masked(int step, int layer, const int32_t* ids, int n_ids, ExpertWeights* out, void* stream,
+                      std::span<const char> host);
+  // Loads issued whose copies have not finished yet (event queries, no wait).
+  int loads_in_flight() const;
   bool wants_prediction() const override;
   void prefetch(int step, int layer, const int32_t* ids, int n_ids) override;
   const profiler::ExpertCounters* counters() const override { return counters_; }

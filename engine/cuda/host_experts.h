@@ -1,0 +1,117 @@
+// host_experts.h: the host link of expert_exec cpu | hybrid and cpu_moe_layers on the
+// CUDA model — experts computed on the host from the pinned host store with the CPU
+// expert kernels (engine/ops/cpu_expert.h), beside the copies of the offload provider.
+//
+// Per layer the MoE layer (moe_layer_host.cpp) asks plan() which of the forward's
+// experts the host computes: the misses (experts not resident in the provider's
+// cache), split by host_count_for() (variants/hybrid_split.h, the simulator's code)
+// with the rates measured so far in this run — the copy link's from the provider's
+// finished copies (OffloadStats), the host's from its own finished expert work (a
+// calibration of one expert at construction before that) — and the copy link's
+// backlog (loads still in flight x the copy time of one). Decode only: a forward whose
+// device part would exceed kHostMixMaxGpuPairs (expert, token) pairs keeps every miss on
+// the copy path, except in the layers below cpu_moe_layers, where the host computes
+// every pair (nothing of those layers is cached).
+//
+// compute() runs the host's share on a worker thread of its own (named "host experts":
+// its own track in the trace, one range per expert) with the kernels' OpenMP team and
+// returns when it is done; the caller overlaps it with the device work and the copies
+// it enqueued before. Values: fp32 sums over bf16 (or quantised) weights, the
+// activations rounded to bf16 on avx512_bf16 — the same expert as the device's, summed
+// in another order (docs/HYBRID.md states the tolerance).
+#pragma once
+#include <condition_variable>
+#include <exception>
+#include <cstdint>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/expert_host_store.h"
+#include "engine/ops/cpu_expert.h"
+#include "variants/hybrid_split.h"
+
+namespace moebench::profiler {
+class ExpertCounters;
+class CpuTrace;
+}  // namespace moebench::profiler
+
+namespace moebench::cuda {
+
+class OffloadProvider;
+
+// The device part of a forward with host experts runs its pairs as single-expert rows
+// through the decode kernels: at most this many.
+constexpr int kHostMixMaxGpuPairs = 8;
+
+class HostExperts {
+ public:
+  // The store must be the pinned tier and outlive this; counters may be null.
+  HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
+              profiler::ExpertCounters* counters, profiler::CpuTrace& trace);
+  ~HostExperts();
+  HostExperts(const HostExperts&) = delete;
+  HostExperts& operator=(const HostExperts&) = delete;
+
+  ExpertExec exec() const { return exec_; }
+  int cpu_moe_layers() const { return cpu_layers_; }
+  // Whether prefetches may load experts of `layer` (not in cpu layers, not in cpu mode).
+  bool prefetch_allowed(int layer) const { return moebench::prefetch_allowed(exec_, cpu_layers_, layer); }
+
+  // Which experts of this forward (ids (pairs), m tokens) the host computes: returns
+  // their count; mask() flags them. 0: the forward takes the device path alone.
+  int plan(int step, int layer, const int32_t* ids, int pairs, int m);
+  std::span<const char> mask() const { return mask_; }
+
+  // hybrid: drops from `ids` (the next layer's predictions) the not resident experts the
+  // link should not copy ahead (hybrid_prefetch_count, with this layer's plan); other
+  // modes leave them.
+  void filter_prefetch(int next_layer, std::vector<int32_t>& ids);
+
+  // The host's share: for every pair p (ids (pairs) with top_k k) whose expert is
+  // flagged, y[row[p]] (hidden floats) = expert(x[p / k]) unweighted. x (m, hidden)
+  // bf16. Blocks until done; records the host work in the counters.
+  void compute(int layer, const uint16_t* x, int m, const int32_t* ids, int pairs, int k, const int32_t* row,
+               float* y);
+  // The fixed cost of a layer with host work as the caller measured it (the whole host
+  // section's wall time less the kernels').
+  void note_overhead(int layer, int64_t ns);
+  int64_t last_kernel_ns() const { return last_kernel_ns_; }
+
+  HybridRates rates() const;
+  double calibrated_gbps() const { return calibrated_gbps_; }
+  std::string describe() const;  // "hybrid, 0 cpu layers, host 81.2 GB/s (avx512_bf16, 16 threads) ..."
+
+ private:
+  void run_on_worker(const std::function<void()>& job);
+  cpu::CpuExpert expert_of(int layer, int e) const;
+
+  const ExpertHostStore& store_;
+  OffloadProvider& provider_;
+  ExpertExec exec_;
+  int cpu_layers_ = 0;
+  profiler::ExpertCounters* counters_ = nullptr;
+  profiler::CpuTrace& trace_;
+  cpu::CpuIsa isa_;
+  std::vector<char> mask_;
+  std::vector<int32_t> misses_, kept_;
+  int last_n_host_ = 0;  // the plan of the current layer
+  MeasuredRate host_rate_;
+  double calibrated_gbps_ = 0;
+  int64_t overhead_sum_ns_ = 0, overhead_n_ = 0, last_kernel_ns_ = 0;
+  // scratch of compute(): activations in fp32, the rows of one expert, its outputs, the kernel's scratch
+  std::vector<float> xf_, xin_, yout_, scratch_;
+  std::vector<int32_t> pairs_of_;
+  // the worker
+  std::thread worker_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<void()> job_;
+  bool has_job_ = false, job_done_ = false, stop_ = false;
+  std::exception_ptr job_error_;
+};
+
+}  // namespace moebench::cuda

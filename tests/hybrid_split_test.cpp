@@ -1,0 +1,268 @@
+// hybrid_split_test.cpp: expert_exec's host link on the CPU — the cost model's split
+// and copies ahead, the cache leaving host experts unloaded, the settings, stages and
+// suite, and the CPU backend under the knobs. No GPU: what the CUDA engine decides per
+// miss is these functions (the simulator's host link: simulator_test; the hybrid
+// bound: bound_test).
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+
+#include "common/error.h"
+#include "engine/cpu_model.h"
+#include "model/settings.h"
+#include "profiler/counters.h"
+#include "reports/results.h"
+#include "suites/runner.h"
+#include "suites/suite.h"
+#include "teacher_forced.h"
+#include "tests/test_util.h"
+#include "variants/hybrid_split.h"
+#include "variants/stages.h"
+
+using namespace moebench;
+
+namespace {
+
+HybridRates rates(double copy, double host, int64_t bytes = 1000, int64_t overhead = 0) {
+  return HybridRates{copy, host, bytes, overhead};
+}
+
+}  // namespace
+
+TEST(HybridSplit, EqualLinksSplitInHalf) {
+  const HybridRates r = rates(1.0, 1.0);  // 1000 ns per expert on either link
+  EXPECT_EQ(hybrid_host_count(0, 0, r), 0);
+  EXPECT_EQ(hybrid_host_count(1, 0, r), 0);  // a tie (1000 either way): fewer on the host
+  EXPECT_EQ(hybrid_host_count(2, 0, r), 1);
+  EXPECT_EQ(hybrid_host_count(4, 0, r), 2);
+}
+
+TEST(HybridSplit, FasterHostTakesMore) {
+  // host twice as fast: 4 misses -> 1 copied (1000 ns) + 3 on the host (1500 ns) beats
+  // 2 + 2 (2000, 1000) and 0 + 4 (2000).
+  EXPECT_EQ(hybrid_host_count(4, 0, rates(1.0, 2.0)), 3);
+  // a slow host (a tenth of the link) never helps with one miss
+  EXPECT_EQ(hybrid_host_count(1, 0, rates(1.0, 0.1)), 0);
+  // but with 20 misses one goes there (19000 ns against 20000 on the link alone; two
+  // would take the host 20000)
+  EXPECT_EQ(hybrid_host_count(20, 0, rates(1.0, 0.1)), 1);
+}
+
+TEST(HybridSplit, BacklogAndOverheadMoveTheSplit) {
+  // copies already queued for 3000 ns: both misses go to the host (2000 < 4000)
+  EXPECT_EQ(hybrid_host_count(2, 3000, rates(1.0, 1.0)), 2);
+  // a 5000 ns fixed host cost keeps them on the link (2000 < 6000)
+  EXPECT_EQ(hybrid_host_count(2, 0, rates(1.0, 1.0, 1000, 5000)), 0);
+}
+
+TEST(HybridSplit, PrefetchCopiesAheadOnlyWhatBeatsTheHost) {
+  // copy 1000 ns, host 500 ns per expert.
+  const HybridRates r = rates(1.0, 2.0);
+  EXPECT_EQ(hybrid_split_end_ns(2, 0, r), 1000);  // one each way
+  EXPECT_EQ(hybrid_split_end_ns(0, 0, r), 0);
+  // An idle link and a layer ending in 1000 ns: one of two predicted experts copied
+  // ahead lands as the next layer starts, which then ends when the host has the other
+  // (500); none ahead: 1000 (split); both: the second lands 1000 into it.
+  EXPECT_EQ(hybrid_prefetch_count(2, 0, 1000, r), 1);
+  // A link busy for 1000 ns more and the layer ending now: the host takes both (1000),
+  // a copy ahead would end at 2000.
+  EXPECT_EQ(hybrid_prefetch_count(2, 1000, 0, r), 0);
+  // A long layer (the host busy 5000 ns): both land in time.
+  EXPECT_EQ(hybrid_prefetch_count(2, 0, 5000, r), 2);
+  EXPECT_EQ(hybrid_prefetch_count(0, 0, 5000, r), 0);
+  // A faster link than host (copy 500, host 1000), the layer ending now: copying the one
+  // predicted expert ahead ties with copying it on demand, and a guess is left alone;
+  // with the layer 300 ns from its end the copy ahead gains 300 ns.
+  EXPECT_EQ(hybrid_prefetch_count(1, 0, 0, rates(2.0, 1.0)), 0);
+  EXPECT_EQ(hybrid_prefetch_count(1, 0, 300, rates(2.0, 1.0)), 1);
+  EXPECT_EQ(hybrid_layer_left_ns(300, 0, r), 300);
+  EXPECT_EQ(hybrid_layer_left_ns(300, 2, r), 1000);
+  EXPECT_EQ(hybrid_layer_left_ns(300, 2, rates(1.0, 2.0, 1000, 400)), 1400);
+
+  CacheShape shape{2, 8, 2, 4};
+  ExpertCache cache(shape, make_cache_policy("lru", PolicyContext{shape, nullptr, {}}));
+  std::vector<AccessResult> res;
+  cache.access_layer(0, 1, std::vector<int32_t>{4}, res);  // (1, 4) resident
+  std::vector<int32_t> kept;
+  keep_prefetches(cache, 1, std::vector<int32_t>{3, 4, 6, 3, 7}, 1, kept);
+  EXPECT_EQ(kept, (std::vector<int32_t>{3, 4, 3}));  // the resident 4 stays; of 3, 6, 7 the first
+  keep_prefetches(cache, 1, std::vector<int32_t>{3, 4, 6}, 0, kept);
+  EXPECT_EQ(kept, (std::vector<int32_t>{4}));
+}
+
+TEST(HybridSplit, ExecModes) {
+  const HybridRates r = rates(1.0, 1.0);
+  EXPECT_EQ(host_count_for(ExpertExec::gpu, 0, 3, 4, 0, r), 0);
+  EXPECT_EQ(host_count_for(ExpertExec::cpu, 0, 3, 4, 0, r), 4);
+  EXPECT_EQ(host_count_for(ExpertExec::hybrid, 0, 3, 4, 0, r), 2);
+  EXPECT_EQ(host_count_for(ExpertExec::gpu, 4, 3, 4, 0, r), 4);  // layer 3 < 4 cpu layers
+  EXPECT_EQ(host_count_for(ExpertExec::gpu, 3, 3, 4, 0, r), 0);
+  EXPECT_EQ(parse_expert_exec("hybrid", "x"), ExpertExec::hybrid);
+  try {
+    parse_expert_exec("both", "setting expert_exec");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "setting expert_exec=both: expected one of gpu|cpu|hybrid");
+  }
+  EXPECT_THROW(check_hybrid_rates(rates(1.0, 0.0), "t"), Error);
+  EXPECT_THROW(check_hybrid_rates(rates(0.0, 1.0), "t"), Error);
+  EXPECT_NO_THROW(check_hybrid_rates(rates(1.0, 1.0), "t"));
+}
+
+TEST(HybridSplit, LinkSecondsIsTheSumOfRates) {
+  EXPECT_DOUBLE_EQ(hybrid_link_seconds(110e9, 55, 55), 1.0);
+  EXPECT_DOUBLE_EQ(hybrid_link_seconds(55e9, 55, 0), 1.0);
+  EXPECT_THROW(hybrid_link_seconds(1, 0, 0), Error);
+  MeasuredRate m(3.0);
+  EXPECT_DOUBLE_EQ(m.gbps(), 3.0);
+  m.add(1000, 500);
+  EXPECT_DOUBLE_EQ(m.gbps(), 2.0);
+}
+
+TEST(HybridSplit, CacheLeavesHostExpertsUnloaded) {
+  CacheShape shape{2, 8, 2, 4};
+  ExpertCache cache(shape, make_cache_policy("lru", PolicyContext{shape, nullptr, {}}));
+  std::vector<AccessResult> res;
+  cache.access_layer(0, 0, std::vector<int32_t>{1, 2}, res);  // both loaded
+  std::vector<int32_t> misses;
+  const std::vector<int32_t> ids = {2, 5, 6, 5};
+  distinct_misses(cache, 0, ids, misses);
+  EXPECT_EQ(misses, (std::vector<int32_t>{5, 6}));
+  std::vector<char> host;
+  mark_host_experts(misses, 1, 8, host);  // the last miss (6) on the host
+  EXPECT_EQ(host[6], 1);
+  EXPECT_EQ(host[5], 0);
+  cache.access_layer(1, 0, ids, res, host);
+  ASSERT_EQ(res.size(), 3u);
+  EXPECT_TRUE(res[0].hit);  // 2
+  EXPECT_FALSE(res[1].hit);  // 5 loaded
+  EXPECT_FALSE(res[1].host);
+  EXPECT_GE(res[1].slot, 0);
+  EXPECT_TRUE(res[2].host);  // 6: no slot
+  EXPECT_EQ(res[2].slot, -1);
+  EXPECT_EQ(cache.slot_of({0, 6}), -1);
+  EXPECT_GE(cache.slot_of({0, 5}), 0);
+  EXPECT_EQ(cache.counters().host_computed, 1);
+  EXPECT_EQ(cache.counters().misses, 3);  // 1, 2, 5: the loads
+  EXPECT_EQ(cache.counters().accesses, 5);
+  EXPECT_THROW(cache.access_layer(2, 0, ids, res, std::vector<char>(3, 0)), Error);
+  EXPECT_THROW(mark_host_experts(misses, 3, 8, host), Error);
+}
+
+
+
+
+TEST(HybridSplit, SettingsKnobs) {
+  EngineSettings s;
+  EXPECT_EQ(s.expert_exec, "gpu");
+  EXPECT_EQ(s.cpu_moe_layers, 0);
+  s.set("expert_exec", "hybrid");
+  s.set("cpu_moe_layers", "4");
+  EXPECT_EQ(s.expert_exec, "hybrid");
+  EXPECT_EQ(s.cpu_moe_layers, 4);
+  try {
+    s.set("expert_exec", "host");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "setting expert_exec=host: expected one of gpu|cpu|hybrid");
+  }
+  EXPECT_THROW(s.set("cpu_moe_layers", "-1"), Error);
+  bool listed = false;
+  for (auto& d : setting_docs()) listed |= d.key == "expert_exec";
+  EXPECT_TRUE(listed);
+}
+
+// The CPU backend computes every expert on the host already: expert_exec and
+// cpu_moe_layers are accepted and recorded there and change nothing (docs/HYBRID.md).
+TEST(HybridSplit, CpuBackendAcceptsTheSettingsWithIdenticalOutputs) {
+  auto w = WeightSource::synthetic(preset_config("micro"), 3);
+  auto logits = [&](const std::string& tier, const std::string& exec, int cpu_layers) {
+    EngineSettings s;
+    s.max_model_len = 64;
+    s.expert_tier = tier;
+    s.cache_slots = 4;
+    s.routing = "mixtral-locality";
+    s.expert_exec = exec;
+    s.cpu_moe_layers = cpu_layers;
+    s.validate();
+    EngineContext ctx;
+    ctx.weights = &w;
+    ctx.backend = "cpu";
+    ctx.settings = s;
+    CpuModel m(ctx);
+    return test::teacher_forced_logits(m, {5, 17, 29, 41}, 6);
+  };
+  for (const char* tier : {"resident", "pinned"}) {
+    const auto ref = logits(tier, "gpu", 0);
+    for (const char* exec : {"cpu", "hybrid"})
+      for (int cpu_layers : {0, 1}) EXPECT_EQ(logits(tier, exec, cpu_layers), ref) << tier << " " << exec << " " << cpu_layers;
+  }
+}
+
+
+TEST(HybridSplit, StagesAndSuite) {
+  const EngineSettings p2 = stage_settings("P2");
+  for (const char* st : {"P3", "P3-int4", "P2-cpu"}) {
+    SCOPED_TRACE(st);
+    EngineSettings s = stage_settings(st);
+    EXPECT_EQ(s.expert_exec, std::string(st) == "P2-cpu" ? "cpu" : "hybrid");
+    EXPECT_EQ(s.expert_dtype, std::string(st) == "P3-int4" ? "int4" : "bf16");
+    s.expert_exec = p2.expert_exec;
+    s.expert_dtype = p2.expert_dtype;
+    s.stage = p2.stage;
+    EXPECT_EQ(s.to_list(), p2.to_list());  // P2 otherwise
+  }
+  setenv("MOEBENCH_SUITES_DIR", (test::source_dir() + "/suites").c_str(), 1);
+  const suites::Suite s = suites::load_suite("stages-gpu-hybrid");
+  const auto v = suites::expand(s, {}, [](const std::string&) { return std::string("cuda"); });
+  std::map<std::string, std::string> budget;
+  for (const suites::Instance& in : v) {
+    EXPECT_EQ(in.model, "mixtral-8x7b");
+    EXPECT_EQ(in.settings.expert_tier, "pinned");
+    EXPECT_EQ(in.settings.routing, "mixtral-locality");
+    EXPECT_TRUE(in.cold_each_case);
+    EXPECT_GT(in.warmup_runs, 0);
+    budget[in.settings.stage] = in.settings.gpu_mem_budget;
+  }
+  EXPECT_EQ(budget, (std::map<std::string, std::string>{
+                        {"P2", "22GiB"}, {"P3", "22GiB"}, {"P2-cpu", "22GiB"}, {"P2-int4", "18GiB"}, {"P3-int4", "18GiB"}}));
+}
+
+// The host link's counters: a host expert is a miss that loads nothing; its bytes, busy
+// time and the layers' overhead reach the results, the decode ones without the prefill.
+TEST(HybridSplit, HostCountersReachTheResults) {
+  profiler::ExpertCounters p;
+  p.configure(2, 4);
+  p.note_host_kernel_gbps(80);
+  p.note_slots(57);
+  p.route(1, 2, false);  // prefill: one host expert
+  p.host_route(1, 2);
+  p.host_work(1, 1000, 20);
+  p.host_overhead(1, 5);
+  p.end_token();
+  p.route(0, 1, true);  // decode: a hit and a host expert
+  p.route(0, 3, false);
+  p.host_route(0, 3);
+  p.host_work(0, 1000, 10);
+  p.host_overhead(0, 3);
+  p.end_token();
+  EXPECT_EQ(p.total().misses, 2);
+  EXPECT_EQ(p.total().host_experts, 2);
+  EXPECT_EQ(p.usage(0, 3), 1);  // counted once, by route()
+  EXPECT_EQ(p.layer(0).host_layers, 1);
+  reports::ExpertCounters e;
+  suites::add_expert_counters(e, p);
+  EXPECT_EQ(e.host_experts, 2);
+  EXPECT_EQ(e.host_bytes, 2000);
+  EXPECT_EQ(e.decode_host_bytes, 1000);
+  EXPECT_EQ(e.host_busy_ns, 30);
+  EXPECT_EQ(e.decode_host_busy_ns, 10);
+  EXPECT_EQ(e.decode_host_layers, 1);
+  EXPECT_EQ(e.decode_host_overhead_ns, 3);
+  EXPECT_EQ(e.host_kernel_gbps, 80);
+  EXPECT_EQ(e.slots, 57);
+  p.reset();
+  EXPECT_EQ(p.host_kernel_gbps(), 80);  // a property of the model: kept
+  EXPECT_EQ(p.total().host_bytes, 0);
+}

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""hybrid_simulate.py RESULTS.json --compute-ms-per-token MS [--case NAME] [--moebench BIN] [--tokens N]:
+for every offloaded case of a `moebench run` results file (or the one named), runs
+`moebench simulate` with what the case measured — its routing, cache policy and slot
+count, expert bytes per load, the copy link's decode rate (decode bytes moved / decode
+copy time), and with the host link (expert_exec cpu | hybrid, cpu_moe_layers) the host
+kernel's decode rate (decode host bytes / decode host busy time) and the mean fixed
+cost of a layer with host work — and prints the predicted decode tok/s beside the
+measured one. The device work per token is not in the file: pass the resident decode
+step time of the same model and expert format (docs/HYBRID.md). Exits 1 naming the
+file or the case when a field it needs is missing."""
+import argparse, json, subprocess, sys
+
+
+def need(obj, key, where):
+    if key not in obj:
+        sys.exit(f"hybrid_simulate: {where} has no '{key}'")
+    return obj[key]
+
+
+def simulate_args(r, c, tokens, compute_ms):
+    name = c.get("name", "?")
+    knobs = need(need(c, "settings", name), "knobs", name)
+    e = need(c, "experts", name)
+    cfg = need(need(r, "model", "results"), "config", "model")
+    slots = e.get("slots", 0)
+    if slots <= 0:
+        sys.exit(f"hybrid_simulate: case {name} records no slot count (a run from before it was recorded)")
+    loads, moved = need(e, "loads", name), need(e, "bytes_moved", name)
+    if loads <= 0:
+        sys.exit(f"hybrid_simulate: case {name} loaded no expert: its expert size is unknown")
+    copy_ns, copy_bytes = e.get("decode_load_time_ns", 0), e.get("decode_bytes_moved", 0)
+    h2d = copy_bytes / copy_ns if copy_ns > 0 and copy_bytes > 0 else need(need(r, "device", "results"), "h2d_gbps", "device")
+    args = ["--routing", knobs.get("routing", "mixtral-locality"),
+            "--layers", str(cfg["num_hidden_layers"]), "--experts", str(cfg["num_local_experts"]),
+            "--top-k", str(cfg["num_experts_per_tok"]), "--tokens", str(tokens),
+            "--seed", str(knobs.get("routing_seed", 1)),
+            "--policy", knobs["cache_policy"], "--capacity", str(slots),
+            "--expert-bytes", str(moved // loads), "--h2d-gbps", f"{h2d:.3f}",
+            "--prefetch-accuracy", str(knobs.get("prefetch_accuracy", 0.8)),
+            "--compute-ms-per-token", str(compute_ms), "--json"]
+    exe, cpu_layers = knobs.get("expert_exec", "gpu"), int(knobs.get("cpu_moe_layers", 0))
+    if exe != "gpu" or cpu_layers > 0:
+        hb, hns = e.get("decode_host_bytes", 0), e.get("decode_host_busy_ns", 0)
+        host = hb / hns if hb > 0 and hns > 0 else e.get("host_kernel_gbps", 0)
+        if not host > 0:
+            sys.exit(f"hybrid_simulate: case {name} has the host link but no host rate")
+        layers = e.get("decode_host_layers", 0)
+        overhead_us = e.get("decode_host_overhead_ns", 0) / layers / 1e3 if layers > 0 else 0
+        args += ["--expert-exec", exe, "--cpu-moe-layers", str(cpu_layers), "--host-gbps", f"{host:.3f}",
+                 "--host-overhead-us", f"{overhead_us:.1f}"]
+    return args
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results")
+    ap.add_argument("--compute-ms-per-token", type=float, required=True)
+    ap.add_argument("--case", default="")
+    ap.add_argument("--moebench", default="build/bin/moebench")
+    ap.add_argument("--tokens", type=int, default=300)
+    a = ap.parse_args()
+    try:
+        with open(a.results) as f:
+            r = json.load(f)
+    except (OSError, ValueError) as err:
+        sys.exit(f"hybrid_simulate: {a.results}: {err}")
+    cases = [c for c in need(r, "cases", a.results)
+             if c.get("status") == "ok" and c.get("settings", {}).get("knobs", {}).get("expert_tier") == "pinned"
+             and (not a.case or c.get("name") == a.case)]
+    if not cases:
+        sys.exit(f"hybrid_simulate: {a.results}: no ok pinned-tier case{' named ' + a.case if a.case else ''}")
+    print(f"{'case':<40} {'measured tok/s':>15} {'simulated tok/s':>16} {'difference':>11}")
+    for c in cases:
+        args = simulate_args(r, c, a.tokens, a.compute_ms_per_token)
+        out = subprocess.run([a.moebench, "simulate"] + args, capture_output=True, text=True)
+        if out.returncode != 0:
+            sys.exit(f"hybrid_simulate: case {c['name']}: moebench simulate {' '.join(args)}: {out.stderr.strip()}")
+        sim = json.loads(out.stdout)["results"][0]["tokens_per_s"]
+        measured = c["aggregates"]["decode_tok_s"]
+        print(f"{c['name']:<40} {measured:>15.2f} {sim:>16.2f} {100 * (sim / measured - 1):>+10.1f}%")
+        print(f"  moebench simulate {' '.join(args)}")
+
+
+if __name__ == "__main__":
+    main()

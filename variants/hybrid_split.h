@@ -1,0 +1,107 @@
+// hybrid_split.h: where a missed expert is computed (EngineSettings expert_exec,
+// cpu_moe_layers), and the cost model of expert_exec=hybrid that splits one layer's
+// misses between the two links: copies over host->device (then the GPU computes the
+// expert from its slot) and the host's own read of the expert from its pinned copy
+// (the CPU kernel computes it there; only the token's activations cross the bus).
+// The engine (engine/cuda) and the simulator (variants/simulator.h) call the same
+// functions in the same order, so they split the same misses the same way for the
+// same rates.
+//
+// Model of one layer: the copies still queued on the link finish in `backlog_ns`;
+// copying c more experts ends at backlog_ns + c * copy_ns; computing h on the host
+// ends at overhead_ns + h * host_ns (overhead_ns: the activations down, the results up,
+// the synchronisations; 0 when h == 0). The split takes the h in [0, n] with the
+// smallest max of the two ends — both links finish together as nearly as whole experts
+// allow — and on a tie the fewer host experts.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "variants/expert_cache.h"
+
+namespace moebench {
+
+enum class ExpertExec { gpu, cpu, hybrid };
+// Parses "gpu" | "cpu" | "hybrid"; throws Error naming `what`, the value and the choices.
+ExpertExec parse_expert_exec(const std::string& s, const std::string& what);
+const char* expert_exec_name(ExpertExec e);
+
+// The two links' rates as measured (GB/s = bytes per ns).
+struct HybridRates {
+  double copy_gbps = 0;          // host->device copies of whole experts
+  double host_gbps = 0;          // the host kernel's read of expert weights
+  int64_t expert_bytes = 0;      // bytes of one expert in its format
+  int64_t host_overhead_ns = 0;  // fixed cost of a layer with host work
+};
+// Throws Error naming the field when a rate or the size is not positive.
+void check_hybrid_rates(const HybridRates& r, const std::string& what);
+
+// Nanoseconds one expert takes on each link.
+int64_t copy_ns_per_expert(const HybridRates& r);
+int64_t host_ns_per_expert(const HybridRates& r);
+
+// How many of `n_miss` missed experts to compute on the host (hybrid), by the model above.
+int hybrid_host_count(int n_miss, int64_t backlog_ns, const HybridRates& r);
+
+// The host count for one layer: gpu 0, cpu n_miss, hybrid hybrid_host_count; every miss
+// of a layer below cpu_moe_layers.
+int host_count_for(ExpertExec exec, int cpu_moe_layers, int layer, int n_miss, int64_t backlog_ns,
+                   const HybridRates& r);
+
+// The end of the slower link for the best split of n misses (0 for none).
+int64_t hybrid_split_end_ns(int n_miss, int64_t backlog_ns, const HybridRates& r);
+
+// hybrid: how many of the next layer's `n_pred` predicted, not resident experts to copy
+// ahead (the first k; the others are split when the layer needs them). The link may
+// run ahead of the layers, the host may not (it needs the layer's activations). With
+// backlog_ns the link's queue now and layer_left_ns the time until the current layer
+// ends, copying k ahead leaves q(k) = max(0, backlog + k * copy_ns - layer_left) queued
+// when the next layer starts, which then ends at max(q(k), hybrid_split_end_ns(n - k,
+// q(k))): the k with the earliest end, ties to the smaller k (a prediction may be wrong:
+// a copy ahead that gains nothing spends link time on a guess).
+int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, int64_t layer_left_ns, const HybridRates& r);
+// The time until a layer ends by the model: the slower of the link's queue and the
+// host's work (overhead + n_host x host_ns, or 0 without host experts).
+int64_t hybrid_layer_left_ns(int64_t backlog_ns, int n_host, const HybridRates& r);
+// `ids` ((n_tokens, top_k) predicted for `layer`) with the not resident experts after
+// the first `k` distinct ones removed: what to pass to the cache's prefetch.
+void keep_prefetches(const ExpertCache& cache, int layer, std::span<const int32_t> ids, int k,
+                     std::vector<int32_t>& out);
+
+// Whether prefetches may load experts of `layer`: not in cpu mode (misses are the
+// host's; nothing is copied ahead) and not into the cpu layers (no slots there).
+bool prefetch_allowed(ExpertExec exec, int cpu_moe_layers, int layer);
+
+// The distinct experts of `ids` ((n_tokens, top_k) flat) of `layer` that are not
+// resident in `cache`, in first-occurrence order: what access_layer would miss.
+void distinct_misses(const ExpertCache& cache, int layer, std::span<const int32_t> ids, std::vector<int32_t>& out);
+
+// Marks the last `n_host` of `misses` in `host` ((n_experts) flags, cleared first): those
+// are computed on the host, the rest copied.
+void mark_host_experts(std::span<const int32_t> misses, int n_host, int n_experts, std::vector<char>& host);
+
+// Seconds the best split of `bytes` over the two links takes (both busy until the end):
+// bytes / (copy + host). The hybrid bound's link term.
+double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps);
+
+// A rate measured as it goes: bytes and busy time summed; gbps() falls back to
+// `initial` until something was measured.
+class MeasuredRate {
+ public:
+  explicit MeasuredRate(double initial_gbps = 0) : initial_(initial_gbps) {}
+  void add(int64_t bytes, int64_t ns) {
+    bytes_ += bytes;
+    ns_ += ns;
+  }
+  double gbps() const { return ns_ > 0 && bytes_ > 0 ? static_cast<double>(bytes_) / static_cast<double>(ns_) : initial_; }
+  int64_t bytes() const { return bytes_; }
+  int64_t ns() const { return ns_; }
+
+ private:
+  double initial_ = 0;
+  int64_t bytes_ = 0, ns_ = 0;
+};
+
+}  // namespace moebench
