@@ -182,14 +182,13 @@ const void* const* MoeLayer::tables(int layer) {
 }
 
 bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16* next_gate, ForwardBuffers& b,
-                     int m, bool predict) {
+                     int m, bool predict, const FusedNorm* norm) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, pairs = m * K;
   ScopedRange r(trace_, RangeKind::router, layer);
   const bool staged = routing_ && staged_step_ == step && staged_m_ == m;
-  if (norm_x_) {  // run_norm: h, the logits and (the gate routing) the top-k in one launch
-    norm_router(norm_x_, norm_w_, norm_eps_, gate, b.h, b.router_logits, staged ? nullptr : b.ids, b.wts, m, H, E, K,
+  if (norm) {  // h, the logits and (the gate routing) the top-k in one launch
+    norm_router(norm->x, norm->w, norm->eps, gate, b.h, b.router_logits, staged ? nullptr : b.ids, b.wts, m, H, E, K,
                 stream_, d_.norm_topk_prob);
-    norm_x_ = nullptr;
   } else {
     linear(b.h, gate, b.router_logits, m, H, E, false, blas_, stream_);
     if (!staged) router_topk(b.router_logits, b.ids, b.wts, m, E, K, stream_, d_.norm_topk_prob);
@@ -226,24 +225,19 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
 
 void MoeLayer::run_norm(int step, int layer, int pos0, const float* x_in, const bf16* norm_w, float eps,
                         const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x, int m) {
-  norm_x_ = nullptr;
-  if (norm_router_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h)) {
-    norm_x_ = x_in;
-    norm_w_ = norm_w;
-    norm_eps_ = eps;
-  } else {
-    rmsnorm(x_in, norm_w, b.h, m, d_.hidden, eps, stream_);
-  }
-  run(step, layer, pos0, gate, next_gate, b, x, m);
+  const FusedNorm fused{x_in, norm_w, eps};
+  const bool one_launch = norm_router_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h);
+  if (!one_launch) rmsnorm(x_in, norm_w, b.h, m, d_.hidden, eps, stream_);
+  run(step, layer, pos0, gate, next_gate, b, x, m, one_launch ? &fused : nullptr);
 }
 
 void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x,
-                   int m) {
+                   int m, const FusedNorm* norm) {
   const int K = d_.top_k, pairs = m * K;
   ensure_host(pairs);
   const bool predict = provider_.wants_prediction() && next_gate && layer + 1 < d_.n_layers &&
                        (!host_ || host_->prefetch_allowed(layer + 1));
-  const bool gate_predicted = route(step, layer, pos0, gate, next_gate, b, m, predict);
+  const bool gate_predicted = route(step, layer, pos0, gate, next_gate, b, m, predict, norm);
   if (host_ && run_with_host(step, layer, b, x, m, predict, gate_predicted)) return;
   {
     ScopedRange r(trace_, RangeKind::expert_load, layer);

@@ -70,16 +70,13 @@ class MoeLayer {
   MoeLayer(const MoeLayer&) = delete;
   MoeLayer& operator=(const MoeLayer&) = delete;
 
-  // Router + experts + combine for m tokens of layer `layer`: reads b.h (m, hidden) bf16,
-  // adds the MoE output to x (m, hidden) fp32. gate (n_experts, hidden) bf16.
-  // pos0: position of the first token (for the routing observer). next_gate: layer+1's
-  // gate (null for the last layer): when the provider wants predictions it is applied to
-  // b.h and the predicted experts are prefetched once this layer's experts are launched.
-  void run(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
-           ForwardBuffers& b, float* x, int m);
-  // As run(), for a hidden state x_in (m, hidden) fp32 not yet normed: b.h = rmsnorm(x_in)
-  // * norm_w first, in one launch with the router (norm_router.h) where that kernel takes
-  // the shape, else rmsnorm() and then run()'s router.
+  // Router + experts + combine for m tokens of layer `layer`: b.h = rmsnorm(x_in) * norm_w
+  // (x_in (m, hidden) fp32 not yet normed), in one launch with the router (norm_router.h)
+  // where that kernel takes the shape, else rmsnorm() and then the router; adds the MoE
+  // output to x (m, hidden) fp32. gate (n_experts, hidden) bf16. pos0: position of the
+  // first token (for the routing observer). next_gate: layer+1's gate (null for the last
+  // layer): when the provider wants predictions it is applied to b.h and the predicted
+  // experts are prefetched once this layer's experts are launched.
   void run_norm(int step, int layer, int pos0, const float* x_in, const __nv_bfloat16* norm_w, float eps,
                 const __nv_bfloat16* gate, const __nv_bfloat16* next_gate, ForwardBuffers& b, float* x, int m);
   // Called after the router of every layer with its choice (ids, weights (m, k), host
@@ -110,8 +107,18 @@ class MoeLayer {
   // Router (+ routing source, + the next layer's router for predictions): b.ids, b.wts on
   // the device; on the host too when the provider, the dispatch or the source needs them.
   // Returns whether the predictions are in pred_h_.
+  // The norm run_norm leaves to the router's launch (b.h not written yet).
+  struct FusedNorm {
+    const float* x;
+    const __nv_bfloat16* w;
+    float eps;
+  };
+  // run_norm after the norm: norm null when b.h holds the normed input, else the norm to
+  // fuse into the router's launch.
+  void run(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
+           ForwardBuffers& b, float* x, int m, const FusedNorm* norm);
   bool route(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
-             ForwardBuffers& b, int m, bool predict);
+             ForwardBuffers& b, int m, bool predict, const FusedNorm* norm);
   void experts(int layer, ForwardBuffers& b, float* x, int m);
   // Device pointer table of `layer`: bf16 (3, n_experts) matrices; quantised (9, n_experts),
   // row 3 * matrix + part (values, scales, zero points; null where the part is absent).
@@ -177,10 +184,6 @@ class MoeLayer {
   int32_t* staged_h_ = nullptr;      // (n_layers, pool, top_k) pinned: the routing source's choices of the step
   int32_t* staged_d_ = nullptr;      // (n_layers, pool, top_k) their device copy
   int staged_step_ = -1, staged_m_ = 0;  // what staged_d_ holds (-1: nothing)
-  // run_norm's pending norm, taken by route() into the fused norm + router launch.
-  const float* norm_x_ = nullptr;
-  const __nv_bfloat16* norm_w_ = nullptr;
-  float norm_eps_ = 0;
 };
 
 }  // namespace moebench::cuda
