@@ -23,6 +23,7 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
@@ -308,23 +309,16 @@ template <QuantFormat F, int kDepth, int kRT>
 void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const uint8_t* single, const bf16* x, int pp,
                   const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(ceil_div(tiles, kRT)), static_cast<unsigned>(slots));
+  auto launch = [&](auto warps_c) {
+    constexpr int kWarps = decltype(warps_c)::value;
+    quant_moe_gemv_kernel<F, kWarps, kDepth, kRT>
+        <<<grid, kWarps * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+  };
   switch (warps) {
-    case 2:
-      quant_moe_gemv_kernel<F, 2, kDepth, kRT>
-          <<<grid, 2 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
-      break;
-    case 4:
-      quant_moe_gemv_kernel<F, 4, kDepth, kRT>
-          <<<grid, 4 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
-      break;
-    case 8:
-      quant_moe_gemv_kernel<F, 8, kDepth, kRT>
-          <<<grid, 8 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
-      break;
-    case 16:
-      quant_moe_gemv_kernel<F, 16, kDepth, kRT>
-          <<<grid, 16 * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
-      break;
+    case 2: return launch(std::integral_constant<int, 2>{});
+    case 4: return launch(std::integral_constant<int, 4>{});
+    case 8: return launch(std::integral_constant<int, 8>{});
+    case 16: return launch(std::integral_constant<int, 16>{});
     default: fail_msg(msg("quant_moe_gemv: ", warps, " warps per block, expected 2, 4, 8 or 16"));
   }
 }
