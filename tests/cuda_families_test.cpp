@@ -24,6 +24,7 @@
 #include "engine/cuda/device.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
+#include "cuda_ctx.h"
 #include "routing_log.h"
 
 using namespace moebench;
@@ -39,16 +40,9 @@ class CudaFamilies : public ::testing::TestWithParam<const char*> {
   }
 };
 
+// The fused dispatch with its fused combine, the others with index_add.
 EngineContext cuda_ctx(const WeightSource& w, const std::string& dispatch) {
-  EngineContext ctx;
-  ctx.weights = &w;
-  ctx.backend = "cuda";
-  ctx.settings.max_model_len = 128;
-  ctx.settings.max_num_batched_tokens = 64;
-  ctx.settings.gpu_mem_budget = "1GiB";
-  ctx.settings.dispatch = dispatch;
-  ctx.settings.combine = dispatch == "fused" ? "fused" : "index_add";
-  return ctx;
+  return test::cuda_ctx(w, dispatch, dispatch == "fused" ? "fused" : "index_add");
 }
 
 }  // namespace

@@ -38,6 +38,7 @@
 #include "engine/generate.h"
 #include "engine/synth_checkpoint.h"
 #include "bf16_checkpoint.h"
+#include "cuda_ctx.h"
 #include "routing_log.h"
 #include "test_util.h"
 
@@ -78,19 +79,7 @@ Diff compare_logits(const float* got, const float* ref, int v) {
   return d;
 }
 
-EngineContext cuda_ctx(const WeightSource& w, const std::string& dispatch = "fused", const std::string& combine = "fused",
-                       const std::string& buffers = "pooled") {
-  EngineContext ctx;
-  ctx.weights = &w;
-  ctx.backend = "cuda";
-  ctx.settings.max_model_len = 128;
-  ctx.settings.max_num_batched_tokens = 64;
-  ctx.settings.gpu_mem_budget = "1GiB";
-  ctx.settings.dispatch = dispatch;
-  ctx.settings.combine = combine;
-  ctx.settings.buffers = buffers;
-  return ctx;
-}
+using test::cuda_ctx;
 
 class CudaModelTest : public ::testing::Test {
  protected:
