@@ -328,17 +328,19 @@ class Runner {
           parse_quant_format(in.settings.expert_dtype, "setting expert_dtype") != QuantFormat::bf16;
       const bool quality_first = quantised && (in.reload_key() != loaded_.key || in.backend == "cuda");
       std::optional<reports::Quality> quality;
+      std::optional<std::vector<int32_t>> early_prompt;  // the case's prompt, tokenized for the quality pass
       if (quality_first) {
         loaded_ = Loaded{};
         WeightSource w = with_files_for_tier(WeightSource::open(in.model, in.seed), in.settings.expert_tier);
         std::unique_ptr<Tokenizer> tok;
-        quality = measure_quality(w, in.settings, in.backend, prompt_for(w, tok, in));
+        early_prompt = prompt_for(w, tok, in);
+        quality = measure_quality(w, in.settings, in.backend, *early_prompt);
       }
       load(index, in, res);
       if (!loaded_.error.empty()) return fail_case(p, loaded_.error);
       // What the settings gave the experts (tier, policy, the device slots the budget left).
       p.c.settings.knobs["experts"] = loaded_.model->experts_describe();
-      p.prompt = prompt_of(in);
+      p.prompt = early_prompt ? std::move(*early_prompt) : prompt_of(in);
       p.c.prompt_tokens = static_cast<int>(p.prompt.size());
       p.c.quality = quality_first ? quality : measure_quality(*loaded_.weights, in.settings, in.backend, p.prompt);
       GenerateOptions g = generate_options(in);
