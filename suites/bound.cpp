@@ -109,8 +109,7 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
   // best split of every missed byte over both links (both busy to the end); otherwise
   // each link carries what the settings sent it, side by side.
   const std::string exec = knob_string(c.settings, "expert_exec");
-  auto cl = c.settings.knobs.find("cpu_moe_layers");
-  const bool cpu_layers = cl != c.settings.knobs.end() && cl->second.is_number_integer() && cl->second.get<int64_t>() > 0;
+  const bool cpu_layers = knob_int(c.settings, "cpu_moe_layers", 0) > 0;
   const bool host_link = !disk && (exec == "cpu" || exec == "hybrid" || cpu_layers);
   std::string host_text;
   if (host_link) {
@@ -303,8 +302,7 @@ std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, st
   }
   std::optional<Bound> b;
   if (c.suite == "bench") {
-    auto it = c.settings.knobs.find("batch");
-    const int batch = it != c.settings.knobs.end() && it->second.is_number_integer() ? it->second.get<int>() : 1;
+    const int batch = static_cast<int>(knob_int(c.settings, "batch", 1));
     b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, c.settings, batch, c.aggregates.decode_tok_s, c.gpus)
                          : bench_prefill_bound(cfg, r.device, c.settings, c.aggregates.ttft_warm_ns);
   } else if (r.device.kind == reports::DeviceKind::cpu) {
