@@ -2,8 +2,8 @@
 // shapes sum to the full shapes, bytes per rank, the collectives), a CPU emulation of
 // TP over 2 and 4 ranks that must equal the unsharded layer, expert placements
 // (every expert placed once, balanced no worse than round-robin), the all-to-all plan
-// (counts conserve tokens; run on the CPU it computes the unsharded MoE) and the
-// trace-driven bound on hand-computed cases.
+// (counts conserve tokens; run on the CPU it computes the unsharded MoE), the
+// trace-driven bound on hand-computed cases, and the per-rank host threads.
 //
 // Tolerance of the TP emulation, derived: every value a rank computes before the
 // all-reduce (q/k/v rows, RoPE, per-head attention, w1/w3 rows, SiLU) is the same op on
@@ -24,12 +24,14 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <thread>
 
 #include "common/error.h"
 #include "engine/expert_provider.h"
 #include "engine/ops/ops.h"
 #include "engine/parallel_plan.h"
 #include "engine/moe_strategy.h"
+#include "engine/rank_threads.h"
 #include "variants/placement.h"
 #include "variants/routing.h"
 
@@ -623,4 +625,58 @@ TEST(ParallelBound, PlanFeedsTheBound) {
   const ParallelSimResult tp_r = simulate_tensor_parallel(t, 2, tp);
   EXPECT_LT(tp_r.decode_ns, ep_r.decode_ns);
   EXPECT_GE(ep_r.mean_imbalance(), 1.0);
+}
+
+// ---------------------------------------------------------------- rank threads
+
+// Every job of rank r runs on one thread of its own (the one setup(r) ran on, where a GPU
+// model makes its device current), for the threads' whole life.
+TEST(RankThreads, EachRankKeepsItsThread) {
+  for (int n : {1, 2, 4, 8}) {
+    std::vector<std::thread::id> setup_on(n), first(n);
+    std::vector<int> setups(n, 0);
+    RankThreads t(n, [&](int r) {
+      setup_on[r] = std::this_thread::get_id();
+      ++setups[r];
+    });
+    std::vector<int> runs(n, 0);
+    for (int job = 0; job < 200; ++job)
+      t.run([&](int r) {
+        EXPECT_EQ(std::this_thread::get_id(), setup_on[r]) << "rank " << r << " job " << job;
+        ++runs[r];
+      });
+    std::set<std::thread::id> distinct(setup_on.begin(), setup_on.end());
+    EXPECT_EQ(static_cast<int>(distinct.size()), n);
+    EXPECT_EQ(distinct.count(std::this_thread::get_id()), 0u) << "a rank ran on the caller's thread";
+    for (int r = 0; r < n; ++r) {
+      EXPECT_EQ(setups[r], 1) << "rank " << r;
+      EXPECT_EQ(runs[r], 200) << "rank " << r;
+    }
+  }
+}
+
+// run() returns only when every rank is done, and rethrows the lowest throwing rank's
+// error after all ranks finished; the threads take the next job afterwards.
+TEST(RankThreads, ErrorsComeBackAfterEveryRankFinished) {
+  RankThreads t(4, [](int) {});
+  std::vector<int> done(4, 0);
+  const std::string e = error_of([&] {
+    t.run([&](int r) {
+      if (r == 1 || r == 3) fail("rank {} failed", r);
+      done[r] = 1;
+    });
+  });
+  EXPECT_EQ(e, "rank 1 failed");
+  EXPECT_EQ(done, (std::vector<int>{1, 0, 1, 0}));
+  std::vector<int> again(4, 0);
+  t.run([&](int r) { again[r] = r + 10; });
+  EXPECT_EQ(again, (std::vector<int>{10, 11, 12, 13}));
+  // A failed setup fails every job of that rank, the others still run.
+  RankThreads bad(2, [](int r) {
+    if (r == 1) fail("no device for rank {}", r);
+  });
+  std::vector<int> ran(2, 0);
+  EXPECT_EQ(error_of([&] { bad.run([&](int r) { ran[r] = 1; }); }), "no device for rank 1");
+  EXPECT_EQ(ran, (std::vector<int>{1, 0}));
+  EXPECT_EQ(error_of([] { RankThreads none(0, {}); }), "rank threads: 0 ranks (expected at least 1)");
 }
