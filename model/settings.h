@@ -52,6 +52,11 @@ struct EngineSettings {
   // and each expert's intermediate dimension; two all-reduces per layer through NCCL,
   // one host thread per GPU). 1 = one GPU, the model as without the knob.
   int tensor_parallel = 1;
+  // Memory of the tensor-parallel all-reduces: symmetric (NCCL symmetric memory, for
+  // NCCL's low-latency kernels; fails in one line where NCCL lacks it), plain (the
+  // model's device arena), auto (symmetric at 2 GPUs, where a sum of two is the same bits
+  // in any order, falling back to plain; plain above 2).
+  std::string tp_allreduce = "auto";
   // Where a missed expert is computed (offloaded tiers, decode): gpu (copied into a slot,
   // computed on the device), cpu (computed on the host from its pinned copy: the token's
   // activations go down and the result comes back; hits stay on the GPU), hybrid (each

@@ -2,14 +2,19 @@
 // one thread per GPU: all-reduce of known vectors (f32 and bf16) must give their exact
 // sum (small integers: every partial sum is exact in either type), and the all-to-all
 // must deliver each rank's rows, tagged with (source, destination, row, element), to
-// the right place in order. Skipped with fewer than two GPUs or without NCCL.
+// the right place in order; an all-reduce in NCCL symmetric memory gives the same bits
+// on every rank (at two ranks: each element's a + b, rounded once). Skipped with fewer
+// than two GPUs or without NCCL.
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_NCCL
 #include <cuda_runtime_api.h>
 
 #include <atomic>
+#include <cstring>
 #include <numeric>
+#include <random>
+#include <string>
 #include <vector>
 
 #include "engine/cuda/check.cuh"
@@ -70,6 +75,47 @@ TEST(Nccl, AllReduceSumsAKnownVectorAcrossTheVisibleGpus) {
   for (int r = 0; r < n; ++r) {
     EXPECT_EQ(bad_f32[r], 0) << "rank " << r << ": f32 elements off the sum";
     EXPECT_EQ(bad_bf16[r], 0) << "rank " << r << ": bf16 elements off the sum";
+  }
+}
+
+// The tensor-parallel step's all-reduce (fp32, in place) on buffers from alloc_symmetric,
+// at a decode step's size and a batch's: every rank ends with the same bits (the router
+// after it must pick the same experts on every rank), at two ranks the float sum of the
+// two inputs.
+TEST(Nccl, SymmetricAllReduceGivesEveryRankTheSameBits) {
+  if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: NCCL test skipped";
+  cuda::NcclComms comms(all_devices());
+  const int n = comms.size();
+  constexpr size_t max_count = 32 * 4096;
+  std::string why;
+  const std::vector<void*> bufs = comms.alloc_symmetric(max_count * sizeof(float), &why);
+  if (bufs.empty() && why.find("has no symmetric memory") != std::string::npos) GTEST_SKIP() << why;
+  ASSERT_EQ(static_cast<int>(bufs.size()), n) << why;
+  auto input = [](int r, size_t count) {
+    std::mt19937 g(1234 + r);
+    std::normal_distribution<float> d(0.0f, 3.0f);
+    std::vector<float> x(count);
+    for (auto& v : x) v = d(g);
+    return x;
+  };
+  for (size_t count : {size_t{4096}, max_count}) {
+    std::vector<std::vector<float>> out(n);
+    cuda::run_per_rank(comms, [&](int r) {
+      const std::vector<float> x = input(r, count);
+      CUDA_CHECK(cudaMemcpy(bufs[r], x.data(), count * sizeof(float), cudaMemcpyHostToDevice));
+      comms.all_reduce_sum(r, bufs[r], bufs[r], count, DType::f32);
+      comms.synchronize(r);
+      out[r].resize(count);
+      CUDA_CHECK(cudaMemcpy(out[r].data(), bufs[r], count * sizeof(float), cudaMemcpyDeviceToHost));
+    });
+    for (int r = 1; r < n; ++r)
+      EXPECT_EQ(0, std::memcmp(out[r].data(), out[0].data(), count * sizeof(float))) << "rank " << r << ", " << count;
+    if (n == 2) {
+      const std::vector<float> a = input(0, count), b = input(1, count);
+      size_t off = 0;
+      for (size_t i = 0; i < count; ++i) off += out[0][i] != a[i] + b[i];
+      EXPECT_EQ(off, 0u) << count << " floats";
+    }
   }
 }
 

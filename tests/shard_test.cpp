@@ -187,6 +187,25 @@ TEST(Shard, KnobIsParsedAndCheckedWithOneLine) {
   }
 }
 
+// The all-reduce memory knob: auto by default, three values, anything else one line.
+TEST(Shard, AllReduceMemoryKnob) {
+  EngineSettings s;
+  EXPECT_EQ(s.tp_allreduce, "auto");
+  for (const char* v : {"symmetric", "plain", "auto"}) {
+    s.set("tp_allreduce", v);
+    EXPECT_EQ(s.tp_allreduce, v);
+  }
+  try {
+    s.set("tp_allreduce", "nvls");
+    FAIL() << "tp_allreduce=nvls accepted";
+  } catch (const Error& e) {
+    EXPECT_STREQ(e.what(), "setting tp_allreduce=nvls: expected one of auto|symmetric|plain");
+  }
+  bool listed = false;
+  for (auto& [k, v] : s.to_list()) listed = listed || (k == "tp_allreduce" && v == "auto");
+  EXPECT_TRUE(listed);
+}
+
 TEST(Shard, CpuBackendRefusesTensorParallel) {
   const WeightSource w = WeightSource::open("synthetic:tiny:layers=1", 1);
   EngineContext ctx;

@@ -79,7 +79,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   max_len_ = std::min(settings_.max_model_len, cfg_.max_position_embeddings);
   if (max_len_ <= 0) fail("max_model_len {} must be positive", settings_.max_model_len);
   routing_ = RoutingDriver::for_model(settings_, cfg_);
-  pool_tokens_ = std::max(1, std::min(settings_.max_num_batched_tokens, max_len_));
+  pool_tokens_ = pool_tokens_for(ctx);
   const bool resident = settings_.expert_tier == "resident";
   if (!resident && !provider_factory) open_host_store(src);
   plan_memory(resident, !provider_factory);
@@ -105,6 +105,15 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
             cfg_.name, format_bytes(weight_bytes_), format_bytes(arena_->stats().used_bytes),
             format_bytes(arena_->capacity()), provider_->describe(), quant_format_name(expert_fmt_), settings_.dispatch,
             settings_.combine, settings_.buffers, routing_name());
+}
+
+int CudaModel::pool_tokens_for(const EngineContext& ctx) {
+  const int max_len = std::min(ctx.settings.max_model_len, ctx.weights->config().max_position_embeddings);
+  return std::max(1, std::min(ctx.settings.max_num_batched_tokens, max_len));
+}
+
+size_t CudaModel::tp_sum_floats(const EngineContext& ctx) {
+  return static_cast<size_t>(pool_tokens_for(ctx)) * ctx.weights->config().hidden_size;
 }
 
 void CudaModel::open_host_store(const WeightSource& src) {
@@ -215,8 +224,11 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
   weight_bytes_ = bytes;
   zero_i32_ = arena_->alloc_n<int32_t>(1, "contiguous KV block table");
   family_alloc_workspace();
-  if (tp_)
-    tp_sum_ = arena_->alloc_n<float>(static_cast<uint64_t>(pool_tokens_) * c.hidden_size, "tensor-parallel partial sums");
+  if (tp_) {
+    const uint64_t n = static_cast<uint64_t>(pool_tokens_) * c.hidden_size;
+    tp_sum_ = tp_->sum_buffer ? tp_->sum_buffer : arena_->alloc_n<float>(n, "tensor-parallel partial sums");
+    CUDA_CHECK(cudaMemsetAsync(tp_sum_, 0, n * sizeof(float), stream_));  // kept zero between uses (cuda_model_tp.cpp)
+  }
   CUDA_CHECK(cudaMemsetAsync(zero_i32_, 0, sizeof(int32_t), stream_));
 }
 

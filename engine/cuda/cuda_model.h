@@ -61,6 +61,9 @@ struct TpRank {
   int rank = 0;
   int world = 1;
   std::function<void(float* x, size_t count, cudaStream_t stream)> all_reduce;
+  // Where the partial sums are all-reduced: tp_sum_floats(ctx) floats on this rank's GPU
+  // (NCCL symmetric memory, engine/cuda/nccl_comm.h), or null: the model's arena.
+  float* sum_buffer = nullptr;
 };
 
 class CudaModel : public Model, public BatchModel {
@@ -74,6 +77,10 @@ class CudaModel : public Model, public BatchModel {
   explicit CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory = {},
                      const TpRank* tp = nullptr);
   ~CudaModel() override;
+  // Tokens one forward holds (max_num_batched_tokens, at most the model length).
+  static int pool_tokens_for(const EngineContext& ctx);
+  // Floats of a tensor-parallel rank's partial-sum buffer (pool tokens x hidden).
+  static size_t tp_sum_floats(const EngineContext& ctx);
 
   const ModelConfig& config() const override { return cfg_; }
   std::string backend() const override { return "cuda"; }
@@ -167,8 +174,15 @@ class CudaModel : public Model, public BatchModel {
   void o_proj(const Layer& L, ForwardBuffers& b, int m);
   void moe_block(int64_t step, int l, int pos0, ForwardBuffers& b, int m);
   void reduce_partial(ForwardBuffers& b, int m);
-  // After a stream sync: the events of this forward into the collective counters.
+  // After a stream sync: the events of this forward into the collective counters (an
+  // untimed forward, see tp_timing_, adds nothing).
   void read_collective_times(bool decode);
+  // Tensor parallel, batched decode graphs: one replay in kTpTimedEvery runs a graph with
+  // the all-reduces' timing events, the others one without them (each event is a graph
+  // node, GPU time in every replay). The decode counters (decode_forwards and the
+  // collective time and calls of decode) are of the timed steps; eager forwards are
+  // always timed.
+  static constexpr int64_t kTpTimedEvery = 8;
   void note_arena();  // the arena's use and peak into the profiler (when there is one)
   void check_tokens(const int32_t* tokens, int n, int pos0) const;
   profiler::CpuTrace& trace();
@@ -228,6 +242,7 @@ class CudaModel : public Model, public BatchModel {
   float* tp_sum_ = nullptr;       // (pool_tokens, hidden) a partial output being all-reduced
   std::vector<cudaEvent_t> tp_events_;  // (2 per all-reduce of a forward) start, end
   size_t tp_events_used_ = 0;
+  bool tp_timing_ = true;  // reduce_partial records the timing events (false: a graph captured without them)
   int64_t collective_ns_ = 0, collective_calls_ = 0;
   int64_t decode_collective_ns_ = 0, decode_collective_calls_ = 0, decode_forwards_ = 0;
 };

@@ -13,6 +13,7 @@
 // decode dispatch, pooled buffers, no observer/profiler; a routing source's choices staged
 // before the launch) are captured once per m in a CUDA graph and replayed.
 #include <map>
+#include <utility>
 #include <set>
 
 #include "engine/cuda/arena.h"
@@ -33,8 +34,9 @@ struct CudaModel::Paged {
   int32_t* io_h = nullptr;      // pinned mirror
   int32_t* next_d = nullptr;    // (cap) argmax of each sampled sequence
   int32_t* next_h = nullptr;    // (cap) pinned
-  std::map<int, cudaGraphExec_t> graphs;  // decode step of m sequences
-  std::map<int, size_t> graph_events;     // tensor parallel: the timing events each graph records
+  // Decode step of m sequences; tensor parallel: with or without the all-reduces' timing events.
+  std::map<std::pair<int, bool>, cudaGraphExec_t> graphs;
+  std::map<std::pair<int, bool>, size_t> graph_events;  // tensor parallel: the timing events each graph records
   std::set<int> seen;                     // m run once eagerly (warm, tables uploaded)
   int64_t replays = 0;
 
@@ -201,12 +203,15 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
   ForwardBuffers& b = ws_->begin(m, attn_floats);
   const bool graphable = use_graphs_ && all_decode && !logits && !prof_ && !observed_ && ws_->pooled() &&
                          settings_.expert_tier == "resident" && !moe_->syncs(m);
+  // Tensor parallel: a replay in kTpTimedEvery times its all-reduces (cuda_model.h).
+  tp_timing_ = !tp_ || !graphable || P.replays % kTpTimedEvery == 0;
+  const std::pair<int, bool> key(m, tp_timing_);
   try {
-    if (graphable && P.graphs.count(m)) {
-      CUDA_CHECK(cudaGraphLaunch(P.graphs[m], stream_));
+    if (graphable && P.graphs.count(key)) {
+      CUDA_CHECK(cudaGraphLaunch(P.graphs[key], stream_));
       ++P.replays;
       ++step_;
-      tp_events_used_ = P.graph_events[m];  // recorded again by the replay
+      tp_events_used_ = P.graph_events[key];  // recorded again by the replay (none when untimed)
     } else if (graphable && P.seen.count(m)) {
       cudaGraph_t g = nullptr;
       CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
@@ -222,8 +227,8 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
       const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
       cudaGraphDestroy(g);
       CUDA_CHECK(e);
-      P.graphs[m] = exec;
-      P.graph_events[m] = tp_events_used_;
+      P.graphs[key] = exec;
+      P.graph_events[key] = tp_events_used_;
       CUDA_CHECK(cudaGraphLaunch(exec, stream_));
       ++P.replays;
     } else {
@@ -233,9 +238,11 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     read_collective_times(all_decode);
   } catch (...) {
+    tp_timing_ = true;
     ws_->end();
     throw;
   }
+  tp_timing_ = true;  // every other forward is timed
   ws_->end();
   for (int i = 0; i < n_out; ++i)
     if (P.next_h[i] < 0)  // the argmax kernel's mark for a NaN or an infinity among the logits

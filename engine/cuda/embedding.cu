@@ -1,8 +1,10 @@
 // embedding.cu: token-embedding gather bf16 -> fp32 (twin: engine/ops/embedding.cpp),
-// plus the two elementwise helpers the forward pass needs (residual add, fp32 -> bf16).
+// plus the elementwise helpers the forward pass needs (residual add, fp32 -> bf16, and
+// tensor parallelism's add of an all-reduced partial sum that clears it for the next).
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/tp_ops.h"
 
 namespace moebench::cuda {
 
@@ -20,6 +22,14 @@ __global__ void add_kernel(float* __restrict__ x, const float* __restrict__ y, i
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     x[i] += y[i];
+}
+
+__global__ void add_and_clear_kernel(float* __restrict__ x, float* __restrict__ y, int64_t total) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    x[i] += y[i];
+    y[i] = 0.0f;
+  }
 }
 
 __global__ void to_bf16_kernel(const float* __restrict__ src, bf16* __restrict__ dst, int64_t total) {
@@ -45,6 +55,14 @@ void add_inplace(float* x, const float* y, int n, int dim, cudaStream_t stream) 
   if (total <= 0) return;
   add_kernel<<<grid_for(total, 256), 256, 0, stream>>>(x, y, total);
   CUDA_CHECK_LAUNCH("add_kernel");
+}
+
+void add_and_clear(float* x, float* y, int n, int dim, cudaStream_t stream) {
+  MB_NVTX_RANGE("add_and_clear");
+  const int64_t total = static_cast<int64_t>(n) * dim;
+  if (total <= 0) return;
+  add_and_clear_kernel<<<grid_for(total, 256), 256, 0, stream>>>(x, y, total);
+  CUDA_CHECK_LAUNCH("add_and_clear_kernel");
 }
 
 void to_bf16(const float* src, bf16* dst, int64_t count, cudaStream_t stream) {

@@ -28,6 +28,11 @@ struct NcclApi {
   decltype(&ncclRecv) Recv = nullptr;
   decltype(&ncclGroupStart) GroupStart = nullptr;
   decltype(&ncclGroupEnd) GroupEnd = nullptr;
+  // Symmetric memory (NCCL 2.27 and later; null where the library predates it).
+  decltype(&ncclMemAlloc) MemAlloc = nullptr;
+  decltype(&ncclMemFree) MemFree = nullptr;
+  decltype(&ncclCommWindowRegister) CommWindowRegister = nullptr;
+  decltype(&ncclCommWindowDeregister) CommWindowDeregister = nullptr;
 };
 
 template <class F>
@@ -62,6 +67,10 @@ NcclApi load_api() {
   bind_symbol(lib, "ncclRecv", a.Recv, path);
   bind_symbol(lib, "ncclGroupStart", a.GroupStart, path);
   bind_symbol(lib, "ncclGroupEnd", a.GroupEnd, path);
+  a.MemAlloc = reinterpret_cast<decltype(a.MemAlloc)>(dlsym(lib, "ncclMemAlloc"));
+  a.MemFree = reinterpret_cast<decltype(a.MemFree)>(dlsym(lib, "ncclMemFree"));
+  a.CommWindowRegister = reinterpret_cast<decltype(a.CommWindowRegister)>(dlsym(lib, "ncclCommWindowRegister"));
+  a.CommWindowDeregister = reinterpret_cast<decltype(a.CommWindowDeregister)>(dlsym(lib, "ncclCommWindowDeregister"));
   return a;
 }
 
@@ -101,6 +110,33 @@ struct NcclComms::Impl {
   std::vector<int> devices;
   std::vector<ncclComm_t> comms;
   std::vector<cudaStream_t> streams;
+  // Symmetric buffers: (rank) per allocation, and their windows.
+  std::vector<std::vector<void*>> sym_buffers;
+  std::vector<std::vector<ncclWindow_t>> sym_windows;
+
+  // Deregisters (one group over the ranks) and frees one allocation; errors ignored (a
+  // failed registration or a broken context leaves nothing better to do).
+  void release(std::vector<void*>& bufs, std::vector<ncclWindow_t>& wins) {
+    const NcclApi& a = api();
+    bool any = false;
+    for (ncclWindow_t w : wins) any = any || w;
+    if (any) {
+      a.GroupStart();
+      for (size_t r = 0; r < wins.size(); ++r)
+        if (wins[r]) {
+          cudaSetDevice(devices[r]);
+          a.CommWindowDeregister(comms[r], wins[r]);
+        }
+      a.GroupEnd();
+    }
+    for (size_t r = 0; r < bufs.size(); ++r)
+      if (bufs[r]) {
+        cudaSetDevice(devices[r]);
+        a.MemFree(bufs[r]);
+      }
+    bufs.clear();
+    wins.clear();
+  }
 };
 
 NcclComms::NcclComms(std::vector<int> devices) : impl_(std::make_unique<Impl>()) {
@@ -131,6 +167,7 @@ NcclComms::NcclComms(std::vector<int> devices) : impl_(std::make_unique<Impl>())
 
 NcclComms::~NcclComms() {
   // No throwing here: release what was made, ignore errors of a broken context.
+  for (size_t i = 0; i < impl_->sym_buffers.size(); ++i) impl_->release(impl_->sym_buffers[i], impl_->sym_windows[i]);
   for (size_t r = 0; r < impl_->streams.size(); ++r)
     if (impl_->streams[r]) {
       cudaSetDevice(impl_->devices[r]);
@@ -188,6 +225,53 @@ void NcclComms::all_to_all_rows(int rank, const void* send, std::span<const int6
 }
 
 void NcclComms::synchronize(int rank) { CUDA_CHECK(cudaStreamSynchronize(stream(rank))); }
+
+std::vector<void*> NcclComms::alloc_symmetric(size_t bytes, std::string* why) {
+  const NcclApi& a = api();
+  auto refuse = [&](std::string reason) {
+    if (why) *why = std::move(reason);
+    return std::vector<void*>{};
+  };
+  if (!a.MemAlloc || !a.MemFree || !a.CommWindowRegister || !a.CommWindowDeregister)
+    return refuse(fmt::format("NCCL {} has no symmetric memory (2.27 or later has)", library_version()));
+  if (bytes == 0) return refuse("no bytes asked for");
+  bytes = (bytes + NCCL_WIN_REQUIRED_ALIGNMENT - 1) / NCCL_WIN_REQUIRED_ALIGNMENT * NCCL_WIN_REQUIRED_ALIGNMENT;
+  const int n = size();
+  int current = 0;
+  CUDA_CHECK(cudaGetDevice(&current));
+  std::vector<void*> bufs(n, nullptr);
+  std::vector<ncclWindow_t> wins(n, nullptr);
+  std::string failed;
+  for (int r = 0; r < n && failed.empty(); ++r) {
+    CUDA_CHECK(cudaSetDevice(impl_->devices[r]));
+    if (const ncclResult_t e = a.MemAlloc(&bufs[r], bytes); e != ncclSuccess)
+      failed = fmt::format("ncclMemAlloc of {} bytes on GPU {}: {}", bytes, impl_->devices[r], a.GetErrorString(e));
+  }
+  if (failed.empty()) {  // collective: every rank's communicator registers, in one group
+    ncclResult_t e = a.GroupStart();
+    for (int r = 0; r < n && e == ncclSuccess; ++r) {
+      CUDA_CHECK(cudaSetDevice(impl_->devices[r]));
+      e = a.CommWindowRegister(impl_->comms[r], bufs[r], bytes, &wins[r], NCCL_WIN_COLL_SYMMETRIC);
+    }
+    const ncclResult_t end = a.GroupEnd();
+    if (e == ncclSuccess) e = end;
+    if (e != ncclSuccess) {
+      const char* last = a.GetLastError(impl_->comms[0]);
+      failed = fmt::format("ncclCommWindowRegister: {} ({})", a.GetErrorString(e), last && *last ? last : "no detail");
+    }
+    for (int r = 0; r < n && failed.empty(); ++r)
+      if (!wins[r]) failed = fmt::format("ncclCommWindowRegister gave rank {} no window", r);
+  }
+  if (!failed.empty()) {
+    impl_->release(bufs, wins);
+    CUDA_CHECK(cudaSetDevice(current));
+    return refuse(failed);
+  }
+  CUDA_CHECK(cudaSetDevice(current));
+  impl_->sym_buffers.push_back(bufs);
+  impl_->sym_windows.push_back(wins);
+  return bufs;
+}
 
 std::string NcclComms::library_version() {
   int v = 0;

@@ -60,6 +60,13 @@ class NcclComms {
                        std::span<const int64_t> recv_rows, size_t row_elems, DType dtype);
   void synchronize(int rank);  // waits for stream(rank)
 
+  // One buffer of `bytes` on each rank's GPU in NCCL symmetric memory: ncclMemAlloc, then
+  // a window registered with NCCL_WIN_COLL_SYMMETRIC on every rank's communicator (one
+  // group, from this thread), so NCCL (2.27 and later) runs its low-latency symmetric
+  // kernels on collectives over them. Empty, with the reason in *why, where the library
+  // lacks the calls or a step fails (nothing is kept then). Freed with the communicators.
+  std::vector<void*> alloc_symmetric(size_t bytes, std::string* why);
+
   static std::string library_version();  // e.g. "2.28.9", of the library opened
 
  private:

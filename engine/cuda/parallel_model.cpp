@@ -8,6 +8,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/nccl_comm.h"
+#include "engine/rank_threads.h"
 #include "engine/shard.h"
 
 namespace moebench::cuda {
@@ -23,10 +24,12 @@ ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->confi
   std::vector<int> devices(n);
   for (int r = 0; r < n; ++r) devices[r] = r;
   comms_ = std::make_unique<NcclComms>(devices);
+  NcclComms* comms = comms_.get();
+  threads_ = std::make_unique<RankThreads>(n, [comms](int r) { CUDA_CHECK(cudaSetDevice(comms->device(r))); });
+  std::vector<void*> sums = symmetric_sums(ctx);
   ranks_.resize(n);
   device_names_.resize(n);
   next_scratch_.resize(n);
-  NcclComms* comms = comms_.get();
   each_rank([&](int r) {
     cudaDeviceProp prop{};
     CUDA_CHECK(cudaGetDeviceProperties(&prop, comms->device(r)));
@@ -39,23 +42,40 @@ ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->confi
     tp.all_reduce = [comms, r](float* x, size_t count_f, cudaStream_t s) {
       comms->all_reduce_sum(r, x, x, count_f, DType::f32, s);
     };
+    if (!sums.empty()) tp.sum_buffer = static_cast<float*>(sums[r]);
     ranks_[r] = std::make_unique<CudaModel>(c, ExpertProviderFactory{}, &tp);
   });
   std::string names;
   for (int r = 0; r < n; ++r) names += fmt::format("{}{}: {}", r ? ", " : "", r, device_names_[r]);
-  log::info("tensor parallel over {} GPUs (NCCL {}): {}", n, NcclComms::library_version(), names);
+  log::info("tensor parallel over {} GPUs (NCCL {}, all-reduces in {} memory): {}", n, NcclComms::library_version(),
+            symmetric_ ? "symmetric" : "plain", names);
+}
+
+std::vector<void*> ParallelModel::symmetric_sums(const EngineContext& ctx) {
+  const std::string& mode = ctx.settings.tp_allreduce;
+  if (mode == "plain" || (mode == "auto" && comms_->size() != 2)) return {};
+  std::string why;
+  std::vector<void*> sums = comms_->alloc_symmetric(CudaModel::tp_sum_floats(ctx) * sizeof(float), &why);
+  if (sums.empty()) {
+    if (mode == "symmetric") fail("setting tp_allreduce=symmetric: {}", why);
+    log::info("tp_allreduce=auto: the all-reduces use plain device memory ({})", why);
+  }
+  symmetric_ = !sums.empty();
+  return sums;
 }
 
 ParallelModel::~ParallelModel() {
-  // Each rank's model frees its memory on its own GPU.
+  // Each rank's model frees its memory on its own GPU (then the communicators free the
+  // symmetric buffers the models used).
   for (size_t r = 0; r < ranks_.size(); ++r) {
     cudaSetDevice(static_cast<int>(r));
     ranks_[r].reset();
   }
+  threads_.reset();
   comms_.reset();
 }
 
-void ParallelModel::each_rank(const std::function<void(int rank)>& f) { run_per_rank(*comms_, f); }
+void ParallelModel::each_rank(const std::function<void(int rank)>& f) { threads_->run(f); }
 
 void ParallelModel::forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits) {
   each_rank([&](int r) { ranks_[r]->forward(tokens, n, pos0, r == 0 ? logits : nullptr, r == 0 ? all_logits : nullptr); });
@@ -80,7 +100,8 @@ void ParallelModel::set_routing_stream(uint64_t stream) {
 }
 int ParallelModel::max_seq_len() const { return ranks_[0]->max_seq_len(); }
 std::string ParallelModel::experts_describe() const {
-  return fmt::format("{}, tensor parallel x{}", ranks_[0]->experts_describe(), world());
+  return fmt::format("{}, tensor parallel x{} ({} all-reduce)", ranks_[0]->experts_describe(), world(),
+                     symmetric_ ? "symmetric" : "plain");
 }
 
 void ParallelModel::setup_kv_blocks(int block_size, int num_blocks, int max_seqs) {

@@ -1,6 +1,7 @@
 // parallel_model.h: the CUDA model over N GPUs of one host, tensor-parallel
 // (settings.tensor_parallel = N): one process, one host thread per GPU, NCCL
-// communicators from ncclCommInitAll (engine/cuda/nccl_comm.h). Rank r on GPU r is a
+// communicators from ncclCommInitAll (engine/cuda/nccl_comm.h), the threads kept for
+// the model's life (engine/rank_threads.h). Rank r on GPU r is a
 // CudaModel over its shard (engine/shard.h: its q/kv heads, its block of every
 // expert's intermediate dimension, everything else replicated), built on its own
 // thread; each forward runs every rank's forward on its thread, and the ranks meet
@@ -8,7 +9,8 @@
 // the MoE block, on each rank's compute stream. The router then sees the same input
 // on every rank, so every rank picks the same experts. Rank 0 returns the logits and
 // the argmax (lm_head is replicated; the other ranks skip it); rank 0 alone reports to
-// the profiler. Host C++.
+// the profiler. The partial sums live in NCCL symmetric memory where settings
+// tp_allreduce asks for it (NCCL's low-latency kernels for small all-reduces). Host C++.
 #pragma once
 #include <functional>
 #include <memory>
@@ -18,6 +20,10 @@
 #include "engine/batch_model.h"
 #include "engine/engine.h"
 #include "engine/model.h"
+
+namespace moebench {
+class RankThreads;
+}
 
 namespace moebench::cuda {
 
@@ -56,8 +62,13 @@ class ParallelModel : public Model, public BatchModel {
 
  private:
   void each_rank(const std::function<void(int rank)>& f);
+  // The ranks' partial-sum buffers in NCCL symmetric memory (settings tp_allreduce), or
+  // empty: each rank's arena.
+  std::vector<void*> symmetric_sums(const EngineContext& ctx);
   ModelConfig cfg_;
+  bool symmetric_ = false;
   std::unique_ptr<NcclComms> comms_;
+  std::unique_ptr<RankThreads> threads_;  // one per GPU, its device current; every rank's calls run there
   std::vector<std::unique_ptr<CudaModel>> ranks_;
   std::vector<std::string> device_names_;
   std::vector<std::vector<int32_t>> next_scratch_;  // forward_batch: the argmaxes of ranks > 0
