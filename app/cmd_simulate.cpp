@@ -1,6 +1,8 @@
 // cmd_simulate.cpp: `moebench simulate` (trace-driven expert-cache simulation:
-// hit rate, bytes moved, projected decode tokens/s for every policy x capacity)
-// and `moebench make-trace` (write a synthetic routing trace).
+// hit rate, bytes moved, projected decode tokens/s for every policy x capacity),
+// `moebench simulate-parallel` (the multi-GPU bound of a routing trace: tensor parallel
+// and expert parallel per placement, per-GPU imbalance and predicted tokens/s) and
+// `moebench make-trace` (write a synthetic routing trace).
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -14,11 +16,14 @@
 #include "cli/command.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "engine/parallel_plan.h"
 #include "engine/quant.h"
+#include "model/config.h"
 #include "model/settings.h"
 #include "common/atomic_file.h"
 #include "variants/cache_policy.h"
 #include "variants/hybrid_split.h"
+#include "variants/placement.h"
 #include "variants/routing.h"
 #include "variants/simulator.h"
 
@@ -273,6 +278,92 @@ int run_make_trace(const MakeTraceArgs& a) {
   return 0;
 }
 
+struct SimulateParallelArgs {
+  ShapeArgs shape;
+  std::string trace;
+  std::string model = "mixtral-8x7b";
+  std::vector<int> ranks;
+  double hbm_gbps = 0;
+  double collective_us = 0;
+  bool json = false;
+};
+
+// One layout of simulate-parallel: tensor parallel, or expert parallel under a placement.
+struct ParallelRow {
+  std::string layout;     // "tp" | "ep"
+  std::string placement;  // ep: the policy; tp: "-"
+  int ranks = 0;
+  ParallelSimResult sim;
+};
+
+// The model's trace shape must be the trace's: the bound reads the model's bytes per expert.
+void check_trace_fits(const RoutingTrace& t, const ModelConfig& c, const std::string& what) {
+  if (t.n_layers != c.num_hidden_layers || t.n_experts != c.num_local_experts || t.top_k != c.num_experts_per_tok)
+    fail("{}: {} layers x {} experts, top-{}, model {} has {} x {}, top-{}", what, t.n_layers, t.n_experts, t.top_k,
+         c.name, c.num_hidden_layers, c.num_local_experts, c.num_experts_per_tok);
+}
+
+int run_simulate_parallel(const SimulateParallelArgs& a) {
+  const ModelConfig c = preset_config(a.model);
+  RoutingTrace trace = a.trace.empty() ? synth_trace(a.shape) : load_trace(a.trace);
+  check_trace_fits(trace, c, a.trace.empty() ? "--routing trace" : a.trace);
+  // balanced places on counts of another trace of the same source (another seed): balancing on
+  // the trace it is then measured on would be an oracle. A recorded trace is its own calibration.
+  std::vector<int64_t> usage = trace.usage_counts();
+  if (a.trace.empty()) {
+    ShapeArgs cal = a.shape;
+    cal.seed = a.shape.seed + 1;
+    usage = synth_trace(cal).usage_counts();
+  }
+  const int64_t coll_ns = std::llround(a.collective_us * 1e3);
+  const int tokens_per_step = trace.n_steps() > 0 ? static_cast<int>(trace.n_tokens() / trace.n_steps()) : 1;
+  std::vector<ParallelRow> rows;
+  for (int n : a.ranks) {
+    const TpPlan plan = plan_tensor_parallel(c, n, std::max(1, tokens_per_step));
+    rows.push_back({"tp", "-", n, simulate_tensor_parallel(trace, n, tp_bound_params(plan, {}, a.hbm_gbps, coll_ns))});
+    const ParallelBoundParams ep = ep_bound_params(c, {}, a.hbm_gbps, coll_ns);
+    for (const auto& info : placement_policies()) {
+      const ExpertPlacement p = make_placement(info.name, usage, c.num_hidden_layers, c.num_local_experts, n);
+      rows.push_back({"ep", info.name, n, simulate_expert_parallel(trace, p, ep)});
+    }
+  }
+  auto step_ms = [](const ParallelSimResult& r) {
+    return r.n_steps > 0 ? static_cast<double>(r.decode_ns) / r.n_steps / 1e6 : 0.0;
+  };
+  if (a.json) {
+    nlohmann::ordered_json j;
+    j["model"] = c.name;
+    j["trace"] = {{"file", a.trace},        {"source", trace.source},   {"layers", trace.n_layers},
+                  {"experts", trace.n_experts}, {"top_k", trace.top_k}, {"steps", trace.n_steps()},
+                  {"tokens", trace.n_tokens()}};
+    j["hbm_gbps"] = a.hbm_gbps;
+    j["collective_ns_per_layer"] = coll_ns;
+    nlohmann::ordered_json arr = nlohmann::ordered_json::array();
+    for (const auto& r : rows)
+      arr.push_back({{"layout", r.layout},
+                     {"placement", r.placement},
+                     {"ranks", r.ranks},
+                     {"mean_step_imbalance", r.sim.mean_imbalance()},
+                     {"step_ms", step_ms(r.sim)},
+                     {"tokens_per_s", std::isinf(r.sim.tokens_per_s) ? nlohmann::ordered_json(nullptr)
+                                                                      : nlohmann::ordered_json(r.sim.tokens_per_s)}});
+    j["results"] = std::move(arr);
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("model %s; trace: %s (%s), %d layers x %d experts, top-%d, %d steps of %d token(s)\n", c.name.c_str(),
+              a.trace.empty() ? "synthetic" : a.trace.c_str(), trace.source.c_str(), trace.n_layers, trace.n_experts,
+              trace.top_k, trace.n_steps(), tokens_per_step);
+  std::printf("bound per step: the slowest GPU's bytes of each layer at %.0f GB/s + %s of collectives per layer\n\n",
+              a.hbm_gbps, fmt_ns(coll_ns).c_str());
+  std::printf("%-6s  %-12s  %5s  %15s  %9s  %12s\n", "layout", "placement", "GPUs", "step imbalance", "step", "tok/s");
+  for (const auto& r : rows)
+    std::printf("%-6s  %-12s  %5d  %15.3f  %9s  %12s\n", r.layout.c_str(), r.placement.c_str(), r.ranks,
+                r.sim.mean_imbalance(), fmt_ns(std::llround(step_ms(r.sim) * 1e6)).c_str(),
+                fmt_rate(r.sim.tokens_per_s).c_str());
+  return 0;
+}
+
 }  // namespace
 
 MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, bytes moved, projected tokens/s",
@@ -337,5 +428,36 @@ static const bool kRegisteredMakeTrace = register_command(
                    sub.callback([a] { check_shape_args(a->shape); });
                    return Runner([a] { return run_make_trace(*a); });
                  }});
+
+// Registered by hand: the command name has a dash.
+static const bool kRegisteredSimulateParallel = register_command(
+    {"simulate-parallel",
+     "multi-GPU decode bound of a routing trace: tensor and expert parallel (per placement), per-GPU imbalance, tokens/s",
+     [](CLI::App& sub) {
+       auto a = std::make_shared<SimulateParallelArgs>();
+       auto* tr = sub.add_option("--trace", a->trace, "routing trace file (moebench make-trace, --record-routing)");
+       add_shape_options(sub, a->shape, tr);
+       sub.add_option("--tokens-per-step", a->shape.tokens_per_step,
+                      "tokens per step of the synthetic trace: the batch (default 1)")
+           ->check(CLI::PositiveNumber)
+           ->excludes(tr);
+       sub.add_option("--model", a->model, "model preset whose bytes the GPUs read (default mixtral-8x7b)");
+       sub.add_option("--ranks", a->ranks, "GPU counts, comma-separated (e.g. 2,4,8)")
+           ->required()
+           ->delimiter(',')
+           ->check(CLI::PositiveNumber);
+       sub.add_option("--hbm-gbps", a->hbm_gbps, "each GPU's memory bandwidth in GB/s (e.g. a bench run's measured)")
+           ->required()
+           ->check(CLI::PositiveNumber);
+       sub.add_option("--collective-us", a->collective_us,
+                      "measured collective time per layer in microseconds (TP: its two all-reduces; default 0)")
+           ->check(CLI::NonNegativeNumber);
+       sub.add_flag("--json", a->json, "print JSON instead of a table");
+       sub.callback([a] {
+         if (a->trace.empty() && a->shape.routing.empty()) throw CLI::RequiredError("--trace or --routing");
+         check_shape_args(a->shape);
+       });
+       return Runner([a] { return run_simulate_parallel(*a); });
+     }});
 
 }  // namespace moebench::app

@@ -3,7 +3,8 @@
 // TP over 2 and 4 ranks that must equal the unsharded layer, expert placements
 // (every expert placed once, balanced no worse than round-robin), the all-to-all plan
 // (counts conserve tokens; run on the CPU it computes the unsharded MoE), the
-// trace-driven bound on hand-computed cases, and the per-rank host threads.
+// trace-driven bound on hand-computed cases and its command (simulate-parallel), and the
+// per-rank host threads.
 //
 // Tolerance of the TP emulation, derived: every value a rank computes before the
 // all-reduce (q/k/v rows, RoPE, per-head attention, w1/w3 rows, SiLU) is the same op on
@@ -26,12 +27,16 @@
 #include <set>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 #include "engine/expert_provider.h"
 #include "engine/ops/ops.h"
 #include "engine/parallel_plan.h"
 #include "engine/moe_strategy.h"
 #include "engine/rank_threads.h"
+#include "model/config.h"
+#include "tests/test_util.h"
 #include "variants/placement.h"
 #include "variants/routing.h"
 
@@ -679,4 +684,60 @@ TEST(RankThreads, ErrorsComeBackAfterEveryRankFinished) {
   EXPECT_EQ(error_of([&] { bad.run([&](int r) { ran[r] = 1; }); }), "no device for rank 1");
   EXPECT_EQ(ran, (std::vector<int>{1, 0}));
   EXPECT_EQ(error_of([] { RankThreads none(0, {}); }), "rank threads: 0 ranks (expected at least 1)");
+}
+
+// ---------------------------------------------------------------- simulate-parallel
+
+// The command prints, per GPU count, tensor parallel and expert parallel under every
+// placement: the numbers of the library calls on the same trace (balanced placed on
+// another seed's counts), and a layout the model cannot take is one line, exit 1.
+TEST(SimulateParallel, CommandGivesTheLibrarysBoundPerLayout) {
+  test::TempDir d;
+  const test::CliRun r = test::run_moebench({"simulate-parallel", "--routing", "mixtral-locality", "--tokens", "48",
+                                             "--tokens-per-step", "8", "--ranks", "2,4", "--hbm-gbps", "4800",
+                                             "--collective-us", "20", "--json"},
+                                            d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  const ModelConfig c = preset_config("mixtral-8x7b");
+  RoutingParams p{32, 8, 2, 1, ""};
+  auto src = make_routing_source(parse_routing_spec("mixtral-locality"), p);
+  const RoutingTrace t = generate_trace(*src, p, 6, 8);
+  RoutingParams cal_p = p;
+  cal_p.seed = 2;
+  auto cal_src = make_routing_source(parse_routing_spec("mixtral-locality"), cal_p);
+  const std::vector<int64_t> usage = generate_trace(*cal_src, cal_p, 6, 8).usage_counts();
+  const auto& rows = j.at("results");
+  ASSERT_EQ(rows.size(), 2 * (1 + placement_policies().size()));
+  size_t i = 0;
+  for (int n : {2, 4}) {
+    const ParallelSimResult tp =
+        simulate_tensor_parallel(t, n, tp_bound_params(plan_tensor_parallel(c, n, 8), {}, 4800, 20000));
+    EXPECT_EQ(rows[i].at("layout"), "tp");
+    EXPECT_EQ(rows[i].at("ranks"), n);
+    EXPECT_DOUBLE_EQ(rows[i].at("tokens_per_s").get<double>(), tp.tokens_per_s) << n;
+    EXPECT_DOUBLE_EQ(rows[i].at("mean_step_imbalance").get<double>(), 1.0) << "every TP rank reads the same slices";
+    ++i;
+    for (const auto& info : placement_policies()) {
+      const ExpertPlacement pl = make_placement(info.name, usage, 32, 8, n);
+      const ParallelSimResult ep = simulate_expert_parallel(t, pl, ep_bound_params(c, {}, 4800, 20000));
+      EXPECT_EQ(rows[i].at("layout"), "ep");
+      EXPECT_EQ(rows[i].at("placement"), info.name);
+      EXPECT_DOUBLE_EQ(rows[i].at("tokens_per_s").get<double>(), ep.tokens_per_s) << info.name << " " << n;
+      EXPECT_DOUBLE_EQ(rows[i].at("mean_step_imbalance").get<double>(), ep.mean_imbalance()) << info.name << " " << n;
+      ++i;
+    }
+  }
+  EXPECT_GT(rows[1 + placement_policies().size()].at("tokens_per_s").get<double>(), rows[0].at("tokens_per_s").get<double>())
+      << "TP over 4 GPUs reads half of TP over 2's bytes per GPU";
+  const test::CliRun bad = test::run_moebench(
+      {"simulate-parallel", "--routing", "uniform", "--tokens", "8", "--ranks", "3", "--hbm-gbps", "4800"}, d);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.err.find("num_attention_heads 32 is not divisible by 3"), std::string::npos) << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  const test::CliRun shape = test::run_moebench(
+      {"simulate-parallel", "--routing", "uniform", "--layers", "4", "--tokens", "8", "--ranks", "2", "--hbm-gbps", "4800"}, d);
+  EXPECT_EQ(shape.code, 1);
+  EXPECT_NE(shape.err.find("4 layers x 8 experts, top-2, model mixtral-8x7b has 32 x 8, top-2"), std::string::npos)
+      << shape.err;
 }
