@@ -23,7 +23,8 @@
 // on, and the test prints its margin and the logit difference there. A rank routing from
 // another input than its peers, or a wrong shard, moves logits far past the tolerance.
 // The graphed decode steps (no logits asked) must give the tokens of the same run asked
-// for logits (eager), bit for bit.
+// for logits (eager), bit for bit, and replay on every rank alike with a profiler that
+// does not trace attached (as the suite runner and bench attach one).
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_NCCL
@@ -41,6 +42,7 @@
 #include "engine/engine.h"
 #include "engine/scheduler.h"
 #include "engine/weight_source.h"
+#include "profiler/counters.h"
 
 using namespace moebench;
 
@@ -105,6 +107,19 @@ double top2_margin(const std::vector<float>& l) {
   return a - b;
 }
 
+// Graph replays so far of each rank (one GPU: the model's).
+std::vector<int64_t> graph_replays(Model& m, int tp) {
+  std::vector<int64_t> out;
+  if (auto* pm = dynamic_cast<cuda::ParallelModel*>(&m)) {
+    for (int r = 0; r < tp; ++r) out.push_back(pm->rank(r).graph_replays());
+  } else if (auto* cm = dynamic_cast<cuda::CudaModel*>(&m)) {
+    out.push_back(cm->graph_replays());
+  }
+  EXPECT_EQ(static_cast<int>(out.size()), tp);
+  out.resize(static_cast<size_t>(tp), 0);
+  return out;
+}
+
 // Different lengths, so the batch shrinks from 4 decode rows to 2 and 1 (graphed) as sequences end.
 std::vector<BatchRequest> batch_requests(int vocab) {
   const int new_tokens[4] = {8, 8, 5, 3};
@@ -127,7 +142,12 @@ Outcome run(const WeightSource& w, int tp, const std::string& budget, const std:
   Outcome o;
   const ModelConfig& c = w.config();
   const int V = c.vocab_size;
-  auto model = create_model(ctx_for(w, tp, budget, tier));
+  // A profiler that does not trace, as the suite runner (and so bench) attaches one: the
+  // graphed decode steps must still replay on every rank.
+  profiler::Profiler prof;
+  EngineContext ctx = ctx_for(w, tp, budget, tier);
+  ctx.prof = &prof;
+  auto model = create_model(ctx);
   const std::vector<int32_t> prompt = prompt_of(0, V);
   o.prompt_logits.resize(static_cast<size_t>(V));
   model->forward(prompt.data(), static_cast<int>(prompt.size()), 0, o.prompt_logits.data());
@@ -169,7 +189,15 @@ Outcome run(const WeightSource& w, int tp, const std::string& budget, const std:
                                     });
   o.batched.tokens = eager.outputs;
   model->reset();
+  const std::vector<int64_t> replays0 = graph_replays(*model, tp);
   o.batched_graphed = generate_batch(*bm, batch_scheduler(), reqs).outputs;
+  const std::vector<int64_t> replays1 = graph_replays(*model, tp);
+  if (tier == "resident") {  // the pinned tier syncs per layer: no graphs
+    for (int r = 0; r < tp; ++r) {
+      EXPECT_GT(replays1[r], replays0[r]) << "rank " << r << " replayed no decode step";
+      EXPECT_EQ(replays1[r] - replays0[r], replays1[0] - replays0[0]) << "rank " << r << " replayed other steps than rank 0";
+    }
+  }
   return o;
 }
 

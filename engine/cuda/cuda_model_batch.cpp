@@ -10,8 +10,8 @@
 // the argmax is taken on the device. Every per-step input (tokens, positions, KV slots,
 // block tables) is packed into one pinned buffer and copied in one transfer, so a step's
 // launches depend only on m: decode steps without a host sync (resident experts, fused
-// decode dispatch, pooled buffers, no observer/profiler; a routing source's choices staged
-// before the launch) are captured once per m in a CUDA graph and replayed.
+// decode dispatch, pooled buffers, no observer, no tracing profiler; a routing source's
+// choices staged before the launch) are captured once per m in a CUDA graph and replayed.
 #include <map>
 #include <utility>
 #include <set>
@@ -23,6 +23,7 @@
 #include "engine/cuda/ops.cuh"
 #include "common/error.h"
 #include "common/units.h"
+#include "profiler/counters.h"
 
 namespace moebench::cuda {
 
@@ -201,7 +202,10 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
                                                               cfg_.head_dim, P.width * P.block_size);
   moe_->begin_step(static_cast<int>(step_), m);  // batch_body takes step_ (and counts it); a replay counts it below
   ForwardBuffers& b = ws_->begin(m, attn_floats);
-  const bool graphable = use_graphs_ && all_decode && !logits && !prof_ && !observed_ && ws_->pooled() &&
+  // A profiler that traces needs the host ranges of every step; one that does not (the
+  // runner's, bench's) records nothing inside a resident decode step, so graphs are fine.
+  const bool tracing = prof_ && prof_->trace.enabled();
+  const bool graphable = use_graphs_ && all_decode && !logits && !tracing && !observed_ && ws_->pooled() &&
                          settings_.expert_tier == "resident" && !moe_->syncs(m);
   // Tensor parallel: a replay in kTpTimedEvery times its all-reduces (cuda_model.h).
   tp_timing_ = !tp_ || !graphable || P.replays % kTpTimedEvery == 0;

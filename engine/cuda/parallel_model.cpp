@@ -10,12 +10,13 @@
 #include "engine/cuda/nccl_comm.h"
 #include "engine/rank_threads.h"
 #include "engine/shard.h"
+#include "profiler/counters.h"
 
 namespace moebench::cuda {
 
 #if MOEBENCH_HAVE_NCCL
 
-ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->config()) {
+ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->config()), prof_(ctx.prof) {
   const int n = ctx.settings.tensor_parallel;
   check_parallel_knobs(cfg_, n, 1);
   int count = 0;
@@ -109,7 +110,13 @@ void ParallelModel::setup_kv_blocks(int block_size, int num_blocks, int max_seqs
 }
 
 void ParallelModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, float* logits) {
-  for (int r = 1; r < world(); ++r) next_scratch_[r].resize(seqs.size());
+  // Every rank replays its decode graph or none does: rank 0 runs eagerly when it returns
+  // logits or its profiler traces (cuda_model_batch.cpp), so then the others do too.
+  const bool eager = logits || (prof_ && prof_->trace.enabled());
+  for (int r = 1; r < world(); ++r) {
+    next_scratch_[r].resize(seqs.size());
+    ranks_[r]->set_use_graphs(!eager);
+  }
   each_rank([&](int r) {
     if (r == 0)
       ranks_[0]->forward_batch(seqs, next, logits);

@@ -66,6 +66,7 @@ class ParallelModel : public Model, public BatchModel {
   // empty: each rank's arena.
   std::vector<void*> symmetric_sums(const EngineContext& ctx);
   ModelConfig cfg_;
+  profiler::Profiler* prof_ = nullptr;  // rank 0's (the others have none)
   bool symmetric_ = false;
   std::unique_ptr<NcclComms> comms_;
   std::unique_ptr<RankThreads> threads_;  // one per GPU, its device current; every rank's calls run there
