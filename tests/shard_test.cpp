@@ -83,6 +83,11 @@ TEST(Shard, SlicesTileTheFullTensors) {
   check_tiling(preset_config("tiny"), 2);
   check_tiling(uneven_config(), 2);
   check_tiling(uneven_config(), 4);  // intermediate 50 over 4: blocks of 13, 13, 12, 12
+  ModelConfig eight = uneven_config();  // Mixtral's natural 8-way layout: one kv head per rank
+  eight.num_attention_heads = 16;
+  eight.num_key_value_heads = 8;
+  eight.head_dim = 8;
+  check_tiling(eight, 8);  // intermediate 50 over 8: blocks of 7, 7, 6, ..., 6
 }
 
 TEST(Shard, WhichDimensionEachTensorSplits) {
