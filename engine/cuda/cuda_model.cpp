@@ -401,21 +401,25 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
     ScopedRange lr(trace(), RangeKind::layer, l);
     {
       ScopedRange ar(trace(), RangeKind::attention, l);
-      rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
-      {  // one GEMV launch at m = 1 (bit-identical to three)
+      {  // one GEMV launch at m = 1 (bit-identical to three), decode's with the norm in it
         const bf16* w[3] = {L.wq, L.wk, L.wv};
         float* y[3] = {b.q, b.k, b.v};
         const int out[3] = {Q, KV, KV};
-        linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+        if (decode && rmsnorm_linear_multi_supported(b.h, w, out, 3, H)) {
+          rmsnorm_linear_multi(b.x, L.attn_norm, eps, b.h, w, y, out, 3, H, s);
+        } else {
+          rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
+          linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+        }
       }
       if (decode && !tp_) prefetch_attention_out(L);
       family_attention(L, b, m);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch.
       rope_kv_store_paged(b.q, b.k, b.v, b.pos, b.pos, L.k_cache, L.v_cache, m, nh, nkv, hd, c.rope_theta, s);
-      if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))
+      if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))  // no merge launch for few keys
         decode_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
-                         b.attn_ws, s);
+                         decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws, s);
       else if (decode)
         paged_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
                         b.attn_ws, s);

@@ -1,4 +1,5 @@
-// linear.cu: y = x @ W^T with bf16 x/W and fp32 y (twin: engine/ops/linear.cpp).
+// linear.cu: y = x @ W^T with bf16 x/W and fp32 y (twin: engine/ops/linear.cpp), and
+// rmsnorm_linear_multi (the same q/k/v launch with the norm of x folded in).
 // Three variants, side by side in the benchmarks:
 //   gemv   — own kernel for n <= 8 rows of x: streams W at close to HBM bandwidth
 //            (engine/cuda/gemv_core.cuh); a scalar fallback when `in` % 8 != 0. At n = 1
@@ -12,6 +13,8 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/pdl.cuh"
+#include "engine/cuda/rmsnorm_row.cuh"
 
 namespace moebench::cuda {
 
@@ -51,6 +54,8 @@ __global__ void __launch_bounds__(W * 32) gemv_kernel(const bf16* __restrict__ x
                                                       float* __restrict__ y, int m, int K, int N, bool accumulate) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * W + warp) * R;
+  pdl_wait();  // x and (accumulate) y come from the previous kernel
+  pdl_trigger();
   if (row0 >= N) return;
   gemv_rows<M, R, U>(x, w, y, m, K, N, row0, lane, accumulate);
 }
@@ -66,15 +71,64 @@ struct GemvSegments {
   int n;
 };
 
+// The segment of block `block`: its matrix, output, rows and first block. Constant
+// indices only (a select per segment), so the parameter struct stays in the constant bank
+// instead of being copied to local memory for a dynamic index.
+struct GemvSegment {
+  const bf16* w;
+  float* y;
+  int rows, first;
+};
+__device__ __forceinline__ GemvSegment segment_of(const GemvSegments& sg, int block) {
+  GemvSegment s{sg.w[0], sg.y[0], sg.rows[0], 0};
+#pragma unroll
+  for (int i = 1; i < kGemvMaxSegs; ++i)
+    if (i < sg.n && block >= sg.first[i]) s = GemvSegment{sg.w[i], sg.y[i], sg.rows[i], sg.first[i]};
+  return s;
+}
+
 template <int R, int U, int W>
 __global__ void __launch_bounds__(W * 32) gemv_multi_kernel(const bf16* __restrict__ x, GemvSegments sg, int K) {
-  int seg = 0;
-  while (seg + 1 < sg.n && static_cast<int>(blockIdx.x) >= sg.first[seg + 1]) ++seg;
-  const int N = sg.rows[seg];
+  const GemvSegment seg = segment_of(sg, static_cast<int>(blockIdx.x));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = ((blockIdx.x - sg.first[seg]) * W + warp) * R;
+  const int row0 = ((static_cast<int>(blockIdx.x) - seg.first) * W + warp) * R;
+  if (row0 >= seg.rows) return;
+  gemv_rows<1, R, U>(x, seg.w, seg.y, 1, K, seg.rows, row0, lane, false);
+}
+
+// gemv_multi_kernel with the norm of its input folded in (decode's attention entry): each
+// block first asks L2 for the first kNormPrefetchBytes of each of its weight rows (one bulk
+// prefetch per row, lanes < R of each warp: HBM streams while the norm is computed; a
+// whole q/k/v of 50 MB at once would crowd L2), then recomputes h = rmsnorm(x) * norm_w into shared memory
+// with rmsnorm_row over the block's 256 threads (the sums of rmsnorm()'s block, so h is
+// bit-identical), block 0 also writes h out, and the rows are taken against the shared h
+// as gemv_multi_kernel does (bit-identical y).
+constexpr unsigned kNormPrefetchBytes = 2048;
+template <int R, int U>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    gemv_multi_norm_kernel(const float* __restrict__ x, const bf16* __restrict__ norm_w, float eps,
+                           bf16* __restrict__ h, GemvSegments sg, int K) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* hs = reinterpret_cast<bf16*>(smem);
+  const GemvSegment seg = segment_of(sg, static_cast<int>(blockIdx.x));
+  const int N = seg.rows;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = ((static_cast<int>(blockIdx.x) - seg.first) * kGemvWarps + warp) * R;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  if (lane < R && row0 + lane < N)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(seg.w + static_cast<int64_t>(row0 + lane) * K),
+                 "r"(min(static_cast<unsigned>(K) * 2u, kNormPrefetchBytes))
+                 : "memory");
+#endif
+  pdl_wait();  // x comes from the previous kernel
+  pdl_trigger();
+  rmsnorm_row<kGemvWarps * 32>(x, norm_w, hs, K, eps);
+  __syncthreads();
+  if (blockIdx.x == 0)
+    for (int c = threadIdx.x; c < K / 8; c += kGemvWarps * 32)
+      *reinterpret_cast<bf16x8*>(h + 8 * c) = *reinterpret_cast<const bf16x8*>(hs + 8 * c);
   if (row0 >= N) return;
-  gemv_rows<1, R, U>(x, sg.w[seg], sg.y[seg], 1, K, N, row0, lane, false);
+  gemv_rows<1, R, U>(hs, seg.w, seg.y, 1, K, N, row0, lane, false);
 }
 
 // Any K, any alignment: one warp per row, scalar loads.
@@ -113,8 +167,8 @@ using GemvLaunch = void (*)(const bf16*, const bf16*, float*, int, int, bool, cu
 using GemvMultiLaunch = void (*)(const bf16*, GemvSegments&, int, cudaStream_t);
 template <int R, int U, int W>
 void launch_gemv_shape(const bf16* x, const bf16* w, float* y, int in, int out, bool acc, cudaStream_t stream) {
-  gemv_kernel<1, R, U, W><<<static_cast<unsigned>(ceil_div(out, W * R)), W * 32, 0, stream>>>(x, w, y, 1, in, out,
-                                                                                              acc);
+  launch_pdl(gemv_kernel<1, R, U, W>, dim3(static_cast<unsigned>(ceil_div(out, W * R))), dim3(W * 32), 0, stream, x, w, y,
+             1, in, out, acc);
 }
 // Fills sg.first (blocks per segment) for this shape, then launches.
 template <int R, int U, int W>
@@ -239,6 +293,50 @@ void linear_multi_shaped(const bf16* x, const bf16* const* w, float* const* y, c
   }
   find_gemv_shape(shape).launch_multi(x, sg, in, stream);
   CUDA_CHECK_LAUNCH("gemv_multi_kernel");
+}
+
+bool rmsnorm_linear_multi_supported(const void* h, const bf16* const* w, const int* out, int n_mats, int in) {
+  bool ok = n_mats >= 1 && n_mats <= kGemvMaxSegs && in > 0 && in % 8 == 0 &&
+            in * sizeof(bf16) <= kRmsnormGemvMaxSharedBytes && aligned16(h);
+  int total = 0;
+  for (int s = 0; ok && s < n_mats; ++s) {
+    ok = aligned16(w[s]) && out[s] > 0;
+    total += out[s];
+  }
+  return ok && gemv_default_shape(total).warps == kGemvWarps;
+}
+
+void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h, const bf16* const* w, float* const* y,
+                          const int* out, int n_mats, int in, cudaStream_t stream) {
+  MB_NVTX_RANGE("rmsnorm_gemv_multi");
+  if (!rmsnorm_linear_multi_supported(h, w, out, n_mats, in))
+    fail_msg(msg("cuda::rmsnorm_linear_multi: ", n_mats, " matrices of in = ", in,
+                 " not supported (1..", kGemvMaxSegs, " matrices with rows, in % 8 == 0, in * 2 <= ",
+                 kRmsnormGemvMaxSharedBytes, " bytes, 16-byte aligned h and w)"));
+  GemvSegments sg{};
+  sg.n = n_mats;
+  int total = 0;
+  for (int s = 0; s < n_mats; ++s) {
+    sg.w[s] = w[s];
+    sg.y[s] = y[s];
+    sg.rows[s] = out[s];
+    total += out[s];
+  }
+  const GemvShape shape = gemv_default_shape(total);
+  const int R = shape.rows_per_warp;
+  sg.first[0] = 0;
+  for (int s = 0; s < n_mats; ++s) sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(sg.rows[s], kGemvWarps * R));
+  const unsigned blocks = static_cast<unsigned>(sg.first[n_mats]);
+  const size_t smem = static_cast<size_t>(in) * sizeof(bf16);
+  if (R == 4 && shape.depth == 2)
+    launch_pdl(gemv_multi_norm_kernel<4, 2>, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in);
+  else if (R == 2 && shape.depth == 4)
+    launch_pdl(gemv_multi_norm_kernel<2, 4>, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in);
+  else if (R == 1 && shape.depth == 8)
+    launch_pdl(gemv_multi_norm_kernel<1, 8>, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in);
+  else
+    fail_msg(msg("cuda::rmsnorm_linear_multi: no compiled kernel for ", R, " rows per warp, depth ", shape.depth));
+  CUDA_CHECK_LAUNCH("gemv_multi_norm_kernel");
 }
 
 void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cublasHandle_t blas,

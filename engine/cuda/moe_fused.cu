@@ -15,6 +15,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace moebench::cuda {
 
@@ -30,23 +31,12 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16
                                                                      const bf16* const* __restrict__ w3s,
                                                                      bf16* __restrict__ h, int n, int k, int K, int N) {
   constexpr int U = 4 / R > 0 ? 4 / R : 1;
-  __shared__ int s_ids[kMaxPairs];
-  const int e = detail::used_expert(ids, n * k, blockIdx.y, s_ids);
-  if (e < 0) return;  // the whole block: fewer experts used than grid rows
-  __shared__ int s_tok[M], s_pair[M], s_cnt;
-  if (threadIdx.x == 0) {
-    int cnt = 0;
-    for (int p = 0; p < n * k && cnt < M; ++p)
-      if (s_ids[p] == e) {
-        s_tok[cnt] = p / k;
-        s_pair[cnt] = p;
-        ++cnt;
-      }
-    s_cnt = cnt;
-  }
-  __syncthreads();
-  const int m = s_cnt;
-  if (m == 0) return;
+  __shared__ int s_tok[M], s_pair[M];
+  pdl_wait();  // ids and x come from the kernels before
+  pdl_trigger();
+  int m = 0;
+  const int e = detail::used_expert_pairs<M>(ids, n * k, k, blockIdx.y, s_tok, s_pair, m);
+  if (e < 0 || m == 0) return;  // the whole block: fewer experts used than grid rows
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
   if (row0 >= N) return;
@@ -129,21 +119,11 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
   __shared__ int s_used;
   __shared__ float s_dot[kRows][kMaxPairs];
   const int pairs = n * k;
-  if (threadIdx.x == 0) {  // used experts in first-use order, each with its pairs in order
-    int used = 0;
-    for (int p = 0; p < pairs; ++p) {
-      const int e = ids[p];
-      int u = 0;
-      while (u < used && s_expert[u] != e) ++u;
-      if (u == used) {
-        s_expert[used] = e;
-        s_cnt[used] = 0;
-        ++used;
-      }
-      if (s_cnt[u] < M) s_pair[u][s_cnt[u]++] = p;
-    }
-    s_used = used;
+  if (threadIdx.x < 32) {  // used experts in first-use order, each with its pairs in order
+    const int used = detail::group_pairs<M>(ids, pairs, s_expert, s_cnt, s_pair);
+    if (threadIdx.x == 0) s_used = used;
   }
+  pdl_wait();  // h comes from the previous kernel (gate/up); ids were written before it began
   __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row_base = blockIdx.x * kRows;
@@ -169,6 +149,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
         if (lane == 0 && mm < m) s_dot[g * R + r][s_pair[u][mm]] = d;
       }
   }
+  pdl_trigger();  // late: the next layer's q/k/v prefetch should not meet this stream in L2
   __syncthreads();
   for (int t = threadIdx.x; t < kRows * n; t += blockDim.x) {
     const int rr = t % kRows, i = t / kRows, row = row_base + rr;
@@ -185,9 +166,11 @@ void launch_down_grouped(const bf16* h, const int32_t* ids, const float* weights
   const int R = hidden >= kGemvWarps * 2 * 132 ? 2 : 1;
   const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kDownRowGroups * R));
   if (R == 2)
-    moe_down_grouped_kernel<M, 2><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden);
+    launch_pdl(moe_down_grouped_kernel<M, 2>, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n,
+               k, inter, hidden);
   else
-    moe_down_grouped_kernel<M, 1><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden);
+    launch_pdl(moe_down_grouped_kernel<M, 1>, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n,
+               k, inter, hidden);
   CUDA_CHECK_LAUNCH("moe_down_grouped_kernel");
 }
 
@@ -223,8 +206,8 @@ void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, c
   // A block per (row block, used-expert slot): slot y computes the y-th distinct expert of ids.
   const int R = inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
   dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), static_cast<unsigned>(std::min(n * k, n_experts)));
-  if (R == 2) moe_gate_up_kernel<M, 2><<<grid, kGemvWarps * 32, 0, stream>>>(x, ids, w1s, w3s, h, n, k, hidden, inter);
-  else moe_gate_up_kernel<M, 1><<<grid, kGemvWarps * 32, 0, stream>>>(x, ids, w1s, w3s, h, n, k, hidden, inter);
+  if (R == 2) launch_pdl(moe_gate_up_kernel<M, 2>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter);
+  else launch_pdl(moe_gate_up_kernel<M, 1>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter);
   CUDA_CHECK_LAUNCH("moe_gate_up_kernel");
 }
 
