@@ -408,9 +408,12 @@ TEST_F(CudaOps, SwigluGateUpFusedAllRowCounts) {
 }
 
 TEST_F(CudaOps, MoeDecodeFused) {
-  const int experts = 8, k = 2;
-  for (auto [n, hidden, inter] : {std::tuple{1, 256, 512}, std::tuple{3, 128, 344}, std::tuple{8, 256, 128}}) {
-    SCOPED_TRACE(testing::Message() << "n " << n << " hidden " << hidden << " inter " << inter);
+  // The last case: 48 pairs over 40 experts, so first uses fall in both 32-pair words of
+  // the kernels' expert bookkeeping (gemv_core.cuh pair_first_uses).
+  for (auto [n, hidden, inter, experts, k] : {std::tuple{1, 256, 512, 8, 2}, std::tuple{3, 128, 344, 8, 2},
+                                               std::tuple{8, 256, 128, 8, 2}, std::tuple{8, 128, 64, 40, 6}}) {
+    SCOPED_TRACE(testing::Message() << "n " << n << " hidden " << hidden << " inter " << inter << " experts " << experts
+                                    << " k " << k);
     auto x = round_bf16(rnd(static_cast<size_t>(n) * hidden, -1, 1, n));
     std::vector<std::vector<float>> w1(experts), w3(experts), w2(experts);
     std::vector<const bf16*> p1(experts), p3(experts), p2(experts);

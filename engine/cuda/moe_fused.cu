@@ -115,24 +115,37 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
                                                                           int N) {
   constexpr int U = 8 / R;
   constexpr int kRows = kDownRowGroups * R;
+  static_assert(kRows * M <= kGemvWarps * 32, "one (row, token) of the combine per thread");
   __shared__ int s_expert[kMaxPairs], s_cnt[kMaxPairs], s_pair[kMaxPairs][M];
+  __shared__ const bf16* s_w2[kMaxPairs];
+  __shared__ float s_wt[kMaxPairs], s_out[kRows * M];
   __shared__ int s_used;
   __shared__ float s_dot[kRows][kMaxPairs];
   const int pairs = n * k;
+  // The prologue reads only what was written before the previous kernel (gate/up) began:
+  // ids, the routing weights, the expert table and out (gate/up writes only h), so with a
+  // programmatic launch it overlaps the end of gate/up.
   if (threadIdx.x < 32) {  // used experts in first-use order, each with its pairs in order
     const int used = detail::group_pairs<M>(ids, pairs, s_expert, s_cnt, s_pair);
+    __syncwarp();  // lane 0 wrote s_expert
+    for (int u = threadIdx.x; u < used; u += 32) s_w2[u] = w2s[s_expert[u]];
     if (threadIdx.x == 0) s_used = used;
   }
-  pdl_wait();  // h comes from the previous kernel (gate/up); ids were written before it began
+  for (int p = threadIdx.x; p < pairs; p += blockDim.x) s_wt[p] = weights[p];
+  const int row_base = blockIdx.x * kRows;
+  {  // this thread's (row, token) of the combine: out's value, kept in shared memory (no register held over the loop)
+    const int c_row = threadIdx.x % kRows, c_tok = threadIdx.x / kRows;
+    if (c_tok < n && row_base + c_row < N) s_out[threadIdx.x] = out[static_cast<int64_t>(c_tok) * N + row_base + c_row];
+  }
+  pdl_wait();  // h comes from the previous kernel
   __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row_base = blockIdx.x * kRows;
   const int items = kDownRowGroups * s_used;
   for (int it = warp; it < items; it += kGemvWarps) {
     const int g = it % kDownRowGroups, u = it / kDownRowGroups;
     const int row0 = row_base + g * R;
     if (row0 >= N) continue;
-    const bf16* w2 = w2s[s_expert[u]];
+    const bf16* w2 = s_w2[u];
     const bf16* wr[R];
     detail::clamped_rows<R>(w2, row0, N, K, wr);
     const int m = s_cnt[u];
@@ -151,12 +164,11 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
   }
   pdl_trigger();  // late: the next layer's q/k/v prefetch should not meet this stream in L2
   __syncthreads();
-  for (int t = threadIdx.x; t < kRows * n; t += blockDim.x) {
-    const int rr = t % kRows, i = t / kRows, row = row_base + rr;
-    if (row >= N) continue;
+  const int c_row = threadIdx.x % kRows, c_tok = threadIdx.x / kRows;
+  if (c_tok < n && row_base + c_row < N) {
     float total = 0;
-    for (int j = 0; j < k; ++j) total = fmaf(weights[i * k + j], s_dot[rr][i * k + j], total);
-    out[static_cast<int64_t>(i) * N + row] += total;
+    for (int j = 0; j < k; ++j) total = fmaf(s_wt[c_tok * k + j], s_dot[c_row][c_tok * k + j], total);
+    out[static_cast<int64_t>(c_tok) * N + row_base + c_row] = s_out[threadIdx.x] + total;
   }
 }
 
