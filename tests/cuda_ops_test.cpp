@@ -297,7 +297,7 @@ TEST_F(CudaOps, GemvEveryShapeSameBits) {
     check_close("gemv", base, ref, 1e-5f * c.in * 0.05f, 1e-5f);
     for (const cuda::GemvShape& gs : cuda::gemv_shapes()) {
       SCOPED_TRACE(testing::Message() << "in " << c.in << " out " << c.out << " R " << gs.rows_per_warp << " U "
-                                      << gs.depth << " W " << gs.warps);
+                                      << gs.depth << " W " << gs.warps << " PF " << gs.prefetch);
       CUDA_CHECK(cudaMemcpy(y, y0.data(), y0.size() * 4, cudaMemcpyHostToDevice));
       cuda::gemv_shaped(dx, dw, y, c.in, c.out, c.acc, gs, stream_);
       const auto got = down(y, ref.size());
@@ -329,7 +329,8 @@ TEST_F(CudaOps, GemvMultiEveryShapeSameBits) {
     base[s] = down(dy[s], rows[s]);
   }
   for (const cuda::GemvShape& gs : cuda::gemv_shapes()) {
-    SCOPED_TRACE(testing::Message() << "R " << gs.rows_per_warp << " U " << gs.depth << " W " << gs.warps);
+    SCOPED_TRACE(testing::Message() << "R " << gs.rows_per_warp << " U " << gs.depth << " W " << gs.warps << " PF "
+                                    << gs.prefetch);
     for (int s = 0; s < kMats; ++s) CUDA_CHECK(cudaMemset(dy[s], 0xff, rows[s] * 4));
     cuda::linear_multi_shaped(dx, dw, dy, rows, kMats, kIn, gs, stream_);
     for (int s = 0; s < kMats; ++s) {

@@ -173,11 +173,28 @@ __device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], uint32_t a0, uin
 }
 
 // w[r]: row r's start (16-byte aligned, K8 chunks); x[mm]: activation row mm (16-byte aligned).
-// acc[r][mm] += partial dot over this lane's chunks.
-template <int R, int M, int U>
+// acc[r][mm] += partial dot over this lane's chunks. PF > 0: the warp also asks L2 for
+// the chunks PF iterations ahead of its loads (lane r < R one bulk prefetch of row r's
+// window per iteration; the first PF windows before the first load), so more bytes are
+// in flight than the registers hold; the arithmetic, and so the bits, do not change.
+template <int R, int M, int U, int PF = 0>
 __device__ __forceinline__ void gemv_warp(const __nv_bfloat16* const (&w)[R], const __nv_bfloat16* const (&x)[M],
                                           int m, int K8, int lane, float (&acc)[R][M]) {
+  constexpr int kWindow = 32 * U;  // chunks of a row one iteration of the warp takes
+  const __nv_bfloat16* pw = w[0];  // lane r < R prefetches row r (constant indices: no local copy of w)
+  if constexpr (PF > 0) {
+#pragma unroll
+    for (int r = 1; r < R; ++r)
+      if (lane == r) pw = w[r];
+    if (lane < R && kWindow < K8)
+      l2_prefetch_bulk(pw + 8 * kWindow, 16u * static_cast<unsigned>(min(K8, (PF + 1) * kWindow) - kWindow));
+  }
   for (int c0 = lane; c0 < K8; c0 += 32 * U) {
+    if constexpr (PF > 0) {
+      const int ahead = c0 - lane + PF * kWindow;  // window PF iterations ahead of this one
+      if (c0 != lane && lane < R && ahead < K8)
+        l2_prefetch_bulk(pw + 8 * static_cast<int64_t>(ahead), 16u * static_cast<unsigned>(min(kWindow, K8 - ahead)));
+    }
     bf16x8 wv[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -208,14 +225,14 @@ __device__ __forceinline__ void gemv_warp(const __nv_bfloat16* const (&w)[R], co
 
 // The whole dot product of a warp's R rows with M activation rows: acc = 0, then
 // gemv_warp (the prologue every GEMV kernel of the family shares).
-template <int R, int M, int U>
+template <int R, int M, int U, int PF = 0>
 __device__ __forceinline__ void gemv_dot(const __nv_bfloat16* const (&w)[R], const __nv_bfloat16* const (&x)[M], int m,
                                          int K8, int lane, float (&acc)[R][M]) {
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
-  gemv_warp<R, M, U>(w, x, m, K8, lane, acc);
+  gemv_warp<R, M, U, PF>(w, x, m, K8, lane, acc);
 }
 
 // w[r] = the start of weight row min(row0 + r, N - 1) of a row-major (N, K) matrix: rows

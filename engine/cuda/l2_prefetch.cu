@@ -1,6 +1,6 @@
 // l2_prefetch.cu: see l2_prefetch.h. One thread per chunk of kL2PrefetchChunkBytes of the
-// ranges laid end to end, each a single bulk prefetch into L2 (cp.async.bulk.prefetch.L2,
-// Hopper's TMA: no registers held and no completion to wait for).
+// ranges laid end to end, each a single bulk prefetch into L2 (common.cuh l2_prefetch_bulk:
+// Hopper's TMA, no registers held and no completion to wait for).
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/l2_prefetch.h"
@@ -26,12 +26,7 @@ __global__ void __launch_bounds__(kThreads) l2_prefetch_kernel(Ranges rg) {
   const size_t left = rg.bytes[r] - at;
   const unsigned n = static_cast<unsigned>(left < kL2PrefetchChunkBytes ? left : kL2PrefetchChunkBytes);
   const char* p = rg.p[r] + at;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(n) : "memory");
-#else
-  // Before Hopper: one L2 prefetch per 128-byte line of the chunk.
-  for (unsigned off = 0; off < n; off += 128) asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
-#endif
+  l2_prefetch_bulk(p, n);
 }
 }  // namespace
 

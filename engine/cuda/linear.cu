@@ -26,7 +26,7 @@ constexpr int kGemvMaxSegs = 4;
 // row-major W: U chunks of 16 bytes deep per row (R * U loads in flight per lane, gemv_core.cuh),
 // rows past N read row N - 1 and are not written. Per row the same lane order whatever R,
 // U or the block size, so every launch shape gives the same bits.
-template <int M, int R, int U>
+template <int M, int R, int U, int PF = 0>
 __device__ __forceinline__ void gemv_rows(const bf16* x, const bf16* w, float* y, int m, int K, int N, int row0,
                                           int lane, bool accumulate) {
   const bf16* wr[R];
@@ -35,7 +35,7 @@ __device__ __forceinline__ void gemv_rows(const bf16* x, const bf16* w, float* y
 #pragma unroll
   for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(min(mm, m - 1)) * K;
   float acc[R][M];
-  detail::gemv_dot<R, M, U>(wr, xr, m, K / 8, lane, acc);
+  detail::gemv_dot<R, M, U, PF>(wr, xr, m, K / 8, lane, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -49,7 +49,7 @@ __device__ __forceinline__ void gemv_rows(const bf16* x, const bf16* w, float* y
 }
 
 // W warps per block, R rows per warp, U chunks deep.
-template <int M, int R, int U = 8 / R, int W = kGemvWarps>
+template <int M, int R, int U = 8 / R, int W = kGemvWarps, int PF = 0>
 __global__ void __launch_bounds__(W * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                                       float* __restrict__ y, int m, int K, int N, bool accumulate) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -57,7 +57,7 @@ __global__ void __launch_bounds__(W * 32) gemv_kernel(const bf16* __restrict__ x
   pdl_wait();  // x and (accumulate) y come from the previous kernel
   pdl_trigger();
   if (row0 >= N) return;
-  gemv_rows<M, R, U>(x, w, y, m, K, N, row0, lane, accumulate);
+  gemv_rows<M, R, U, PF>(x, w, y, m, K, N, row0, lane, accumulate);
 }
 
 // Several weight matrices of the same `in` against the same x in one launch (q/k/v):
@@ -87,13 +87,13 @@ __device__ __forceinline__ GemvSegment segment_of(const GemvSegments& sg, int bl
   return s;
 }
 
-template <int R, int U, int W>
+template <int R, int U, int W, int PF>
 __global__ void __launch_bounds__(W * 32) gemv_multi_kernel(const bf16* __restrict__ x, GemvSegments sg, int K) {
   const GemvSegment seg = segment_of(sg, static_cast<int>(blockIdx.x));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = ((static_cast<int>(blockIdx.x) - seg.first) * W + warp) * R;
   if (row0 >= seg.rows) return;
-  gemv_rows<1, R, U>(x, seg.w, seg.y, 1, K, seg.rows, row0, lane, false);
+  gemv_rows<1, R, U, PF>(x, seg.w, seg.y, 1, K, seg.rows, row0, lane, false);
 }
 
 // gemv_multi_kernel with the norm of its input folded in (decode's attention entry): each
@@ -114,12 +114,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   const int N = seg.rows;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = ((static_cast<int>(blockIdx.x) - seg.first) * kGemvWarps + warp) * R;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   if (lane < R && row0 + lane < N)
-    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(seg.w + static_cast<int64_t>(row0 + lane) * K),
-                 "r"(min(static_cast<unsigned>(K) * 2u, kNormPrefetchBytes))
-                 : "memory");
-#endif
+    l2_prefetch_bulk(seg.w + static_cast<int64_t>(row0 + lane) * K, min(static_cast<unsigned>(K) * 2u, kNormPrefetchBytes));
   pdl_wait();  // x comes from the previous kernel
   pdl_trigger();
   rmsnorm_row<kGemvWarps * 32>(x, norm_w, hs, K, eps);
@@ -165,36 +161,40 @@ void launch_gemv_m(const bf16* x, const bf16* w, float* y, int n, int in, int ou
 // for one matrix and for several sharing x (linear_multi).
 using GemvLaunch = void (*)(const bf16*, const bf16*, float*, int, int, bool, cudaStream_t);
 using GemvMultiLaunch = void (*)(const bf16*, GemvSegments&, int, cudaStream_t);
-template <int R, int U, int W>
+template <int R, int U, int W, int PF>
 void launch_gemv_shape(const bf16* x, const bf16* w, float* y, int in, int out, bool acc, cudaStream_t stream) {
-  launch_pdl(gemv_kernel<1, R, U, W>, dim3(static_cast<unsigned>(ceil_div(out, W * R))), dim3(W * 32), 0, stream, x, w, y,
+  launch_pdl(gemv_kernel<1, R, U, W, PF>, dim3(static_cast<unsigned>(ceil_div(out, W * R))), dim3(W * 32), 0, stream, x, w, y,
              1, in, out, acc);
 }
 // Fills sg.first (blocks per segment) for this shape, then launches.
-template <int R, int U, int W>
+template <int R, int U, int W, int PF>
 void launch_gemv_multi_shape(const bf16* x, GemvSegments& sg, int in, cudaStream_t stream) {
   sg.first[0] = 0;
   for (int s = 0; s < sg.n; ++s) sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(sg.rows[s], W * R));
-  gemv_multi_kernel<R, U, W><<<static_cast<unsigned>(sg.first[sg.n]), W * 32, 0, stream>>>(x, sg, in);
+  gemv_multi_kernel<R, U, W, PF><<<static_cast<unsigned>(sg.first[sg.n]), W * 32, 0, stream>>>(x, sg, in);
 }
 struct GemvShapeEntry {
   GemvShape shape;
   GemvLaunch launch;
   GemvMultiLaunch launch_multi;
 };
-#define MB_GEMV_SHAPE(R, U, W) {{R, U, W}, launch_gemv_shape<R, U, W>, launch_gemv_multi_shape<R, U, W>}
+#define MB_GEMV_SHAPE(R, U, W, PF) {{R, U, W, PF}, launch_gemv_shape<R, U, W, PF>, launch_gemv_multi_shape<R, U, W, PF>}
 const GemvShapeEntry kGemvShapeTable[] = {
-    MB_GEMV_SHAPE(1, 8, 8), MB_GEMV_SHAPE(1, 16, 8), MB_GEMV_SHAPE(1, 8, 4), MB_GEMV_SHAPE(1, 16, 4),
-    MB_GEMV_SHAPE(2, 4, 8), MB_GEMV_SHAPE(2, 8, 8),  MB_GEMV_SHAPE(2, 4, 4), MB_GEMV_SHAPE(2, 8, 4),
-    MB_GEMV_SHAPE(4, 2, 8), MB_GEMV_SHAPE(4, 4, 8),  MB_GEMV_SHAPE(4, 4, 4),
+    MB_GEMV_SHAPE(1, 8, 8, 0), MB_GEMV_SHAPE(1, 16, 8, 0), MB_GEMV_SHAPE(1, 8, 4, 0), MB_GEMV_SHAPE(1, 16, 4, 0),
+    MB_GEMV_SHAPE(2, 4, 8, 0), MB_GEMV_SHAPE(2, 8, 8, 0),  MB_GEMV_SHAPE(2, 4, 4, 0), MB_GEMV_SHAPE(2, 8, 4, 0),
+    MB_GEMV_SHAPE(4, 2, 8, 0), MB_GEMV_SHAPE(4, 4, 8, 0),  MB_GEMV_SHAPE(4, 4, 4, 0),
+    // The same loads with L2 prefetches 2 or 4 iterations ahead (gemv_core.cuh gemv_warp PF).
+    MB_GEMV_SHAPE(1, 8, 8, 2), MB_GEMV_SHAPE(2, 4, 8, 2),  MB_GEMV_SHAPE(4, 2, 8, 2), MB_GEMV_SHAPE(4, 2, 8, 4),
 };
 #undef MB_GEMV_SHAPE
 
 const GemvShapeEntry& find_gemv_shape(GemvShape s) {
   for (const GemvShapeEntry& e : kGemvShapeTable)
-    if (e.shape.rows_per_warp == s.rows_per_warp && e.shape.depth == s.depth && e.shape.warps == s.warps) return e;
+    if (e.shape.rows_per_warp == s.rows_per_warp && e.shape.depth == s.depth && e.shape.warps == s.warps &&
+        e.shape.prefetch == s.prefetch)
+      return e;
   fail_msg(msg("cuda::gemv_shaped: no compiled shape with ", s.rows_per_warp, " rows per warp, depth ", s.depth,
-               ", ", s.warps, " warps (gemv_shapes() lists them)"));
+               ", ", s.warps, " warps, prefetch ", s.prefetch, " (gemv_shapes() lists them)"));
 }
 
 void cublas_linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate,

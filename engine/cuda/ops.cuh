@@ -117,8 +117,11 @@ constexpr int kGemvMaxRows = 8;
 // Every shape gives gemv's bits (per row the same lane order); the benchmarks time them
 // side by side. gemv_shapes() lists the compiled ones; another shape, an `in` not a
 // multiple of 8 or unaligned x/w is an Error.
+// prefetch > 0: each warp also asks L2 for its rows' chunks that many iterations ahead of
+// its loads (more bytes in flight than registers hold; the same bits).
 struct GemvShape {
   int rows_per_warp, depth, warps;
+  int prefetch = 0;
 };
 const std::vector<GemvShape>& gemv_shapes();
 void gemv_shaped(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, GemvShape shape,

@@ -169,6 +169,11 @@ void bm_gemv_shape(benchmark::State& state, Shape s, cuda::GemvShape shape) {
       2.0 * s.out * s.in + 2.0 * s.in + 4.0 * s.out, 2.0 * s.out * s.in);
 }
 
+// "/PF:<n>" for a shape that prefetches n iterations ahead (none for the others).
+std::string prefetch_suffix(const cuda::GemvShape& gs) {
+  return gs.prefetch > 0 ? "/PF:" + std::to_string(gs.prefetch) : std::string();
+}
+
 // q, k and v of one layer against one activation row in one launch (ops.cuh
 // linear_multi; shape null: its default shape).
 void bm_linear_multi_qkv(benchmark::State& state, const cuda::GemvShape* shape) {
@@ -448,12 +453,12 @@ void register_all() {
   for (const Shape& s : kShapes)
     for (const cuda::GemvShape& gs : cuda::gemv_shapes())
       reg(std::string("linear/gemv_shape/") + s.name + "/M:1/R:" + std::to_string(gs.rows_per_warp) +
-              "/U:" + std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps),
+              "/U:" + std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
           [s, gs](benchmark::State& st) { bm_gemv_shape(st, s, gs); });
   reg("linear/gemv_multi/qkv/M:1", [](benchmark::State& st) { bm_linear_multi_qkv(st, nullptr); });
   for (const cuda::GemvShape& gs : cuda::gemv_shapes())
     reg("linear/gemv_multi_shape/qkv/M:1/R:" + std::to_string(gs.rows_per_warp) + "/U:" + std::to_string(gs.depth) +
-            "/W:" + std::to_string(gs.warps),
+            "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
         [gs](benchmark::State& st) { bm_linear_multi_qkv(st, &gs); });
   reg("rmsnorm_gemv_multi/qkv/fused/M:1", [](benchmark::State& st) { bm_rmsnorm_qkv(st, true); });
   reg("rmsnorm_gemv_multi/qkv/two_launches/M:1", [](benchmark::State& st) { bm_rmsnorm_qkv(st, false); });
