@@ -116,6 +116,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   const int row0 = ((static_cast<int>(blockIdx.x) - seg.first) * kGemvWarps + warp) * R;
   if (lane < R && row0 + lane < N)
     l2_prefetch_bulk(seg.w + static_cast<int64_t>(row0 + lane) * K, min(static_cast<unsigned>(K) * 2u, kNormPrefetchBytes));
+  if (threadIdx.x == 0 && aligned16(norm_w)) l2_prefetch_bulk(norm_w, static_cast<unsigned>(K) * 2u);  // the norm's weights
   pdl_wait();  // x comes from the previous kernel
   pdl_trigger();
   rmsnorm_row<kGemvWarps * 32>(x, norm_w, hs, K, eps);
