@@ -16,6 +16,38 @@ constexpr int kMaxTokens = 8;
 constexpr int kMaxExperts = 64;
 constexpr int kChunks = 8;  // 16-byte chunks of a gate row in flight per lane
 
+// A gate dot product's 8 terms of one 16-byte chunk, added to acc in element order.
+__device__ __forceinline__ float add_chunk_dot(const bf16x8& g, const bf16x8& h, float acc) {
+  float gf[8], hf[8];
+  to_float8(g, gf);
+  to_float8(h, hf);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc = fmaf(hf[j], gf[j], acc);
+  return acc;
+}
+
+// Warp-wide: the logit of token i and expert e from the lanes' partial sums, kept in
+// s_logits and written out by lane 0.
+__device__ __forceinline__ void put_logit(float acc, int i, int e, int n_experts, float* s_logits,
+                                          float* __restrict__ logits) {
+  acc = warp_sum(acc);
+  if ((threadIdx.x & 31) == 0) {
+    s_logits[e] = acc;
+    logits[static_cast<int64_t>(i) * n_experts + e] = acc;
+  }
+}
+
+// Block-wide, after the logits: (ids given) warp 0's softmax top-k of token i.
+__device__ __forceinline__ void topk_of_block(const float* s_logits, int i, int n_experts, int k,
+                                              int32_t* __restrict__ ids, float* __restrict__ weights,
+                                              bool renormalise) {
+  if (!ids) return;  // block-uniform
+  __syncthreads();
+  if (threadIdx.x < 32)
+    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
+                     renormalise);
+}
+
 __global__ void __launch_bounds__(kThreads)
     norm_router_kernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
                        const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ h,
@@ -43,24 +75,12 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < kChunks; ++u) {
         if (c0 + 32 * u >= chunks) break;
-        float gf[8], hf[8];
-        to_float8(gw[u], gf);
-        to_float8(hv[u], hf);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc = fmaf(hf[j], gf[j], acc);
+        acc = add_chunk_dot(gw[u], hv[u], acc);
       }
     }
-    acc = warp_sum(acc);
-    if (lane == 0) {
-      s_logits[e] = acc;
-      logits[static_cast<int64_t>(i) * n_experts + e] = acc;
-    }
+    put_logit(acc, i, e, n_experts, s_logits, logits);
   }
-  if (!ids) return;  // block-uniform
-  __syncthreads();
-  if (warp == 0)
-    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
-                     renormalise);
+  topk_of_block(s_logits, i, n_experts, k, ids, weights, renormalise);
 }
 // The Mixtral shape (n_experts <= kWarps, hidden a multiple of kThreads up to
 // kRegsMaxHidden): the same results, bit for bit, with every load issued before any is
@@ -118,24 +138,10 @@ __global__ void __launch_bounds__(kThreads)
     float acc = 0;
 #pragma unroll
     for (int u = 0; u < kRegsPer; ++u)
-      if (u < per) {
-        float gf[8], hf[8];
-        to_float8(gw[u], gf);
-        to_float8(load8(s_h + 8 * (lane + 32 * u)), hf);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) acc = fmaf(hf[j], gf[j], acc);
-      }
-    acc = warp_sum(acc);
-    if (lane == 0) {
-      s_logits[warp] = acc;
-      logits[static_cast<int64_t>(i) * n_experts + warp] = acc;
-    }
+      if (u < per) acc = add_chunk_dot(gw[u], load8(s_h + 8 * (lane + 32 * u)), acc);
+    put_logit(acc, i, warp, n_experts, s_logits, logits);
   }
-  if (!ids) return;  // block-uniform
-  __syncthreads();
-  if (warp == 0)
-    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
-                     renormalise);
+  topk_of_block(s_logits, i, n_experts, k, ids, weights, renormalise);
 }
 }  // namespace
 
