@@ -23,15 +23,27 @@ namespace {
 using detail::kGemvWarps;
 using detail::silu;
 constexpr int kMaxPairs = detail::kMaxSlotPairs;
+constexpr int kSharedTableExperts = 64;  // gate/up keeps the expert table in shared memory up to this many experts
 
 template <int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16* __restrict__ x,
                                                                      const int32_t* __restrict__ ids,
                                                                      const bf16* const* __restrict__ w1s,
                                                                      const bf16* const* __restrict__ w3s,
-                                                                     bf16* __restrict__ h, int n, int k, int K, int N) {
+                                                                     bf16* __restrict__ h, int n, int k, int K, int N,
+                                                                     int n_experts) {
   constexpr int U = 4 / R > 0 ? 4 / R : 1;
   __shared__ int s_tok[M], s_pair[M];
+  // The expert table (written before the previous kernel began) before the wait; read
+  // from shared memory once the expert is known (the bookkeeping's barrier orders it).
+  __shared__ const bf16* s_w1[kSharedTableExperts];
+  __shared__ const bf16* s_w3[kSharedTableExperts];
+  const bool table_shared = n_experts <= kSharedTableExperts;
+  if (table_shared)
+    for (int t = threadIdx.x; t < n_experts; t += blockDim.x) {
+      s_w1[t] = w1s[t];
+      s_w3[t] = w3s[t];
+    }
   pdl_wait();  // ids and x come from the kernels before
   pdl_trigger();
   int m = 0;
@@ -40,8 +52,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
   if (row0 >= N) return;
-  const bf16* w1 = w1s[e];
-  const bf16* w3 = w3s[e];
+  const bf16* w1 = table_shared ? s_w1[e] : w1s[e];
+  const bf16* w3 = table_shared ? s_w3[e] : w3s[e];
   const bf16* wr[2 * R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -218,8 +230,12 @@ void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, c
   // A block per (row block, used-expert slot): slot y computes the y-th distinct expert of ids.
   const int R = inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
   dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), static_cast<unsigned>(std::min(n * k, n_experts)));
-  if (R == 2) launch_pdl(moe_gate_up_kernel<M, 2>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter);
-  else launch_pdl(moe_gate_up_kernel<M, 1>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter);
+  if (R == 2)
+    launch_pdl(moe_gate_up_kernel<M, 2>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
+               n_experts);
+  else
+    launch_pdl(moe_gate_up_kernel<M, 1>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
+               n_experts);
   CUDA_CHECK_LAUNCH("moe_gate_up_kernel");
 }
 
