@@ -8,7 +8,9 @@
 namespace moebench::cuda {
 
 namespace {
-constexpr int kThreads = 128;
+// One warp per block: a range's requests spread over many SMs (each SM's TMA unit then
+// issues only a few), e.g. o_proj's 32 MiB over 128 blocks of 32 x 8 KiB.
+constexpr int kThreads = 32;
 
 struct Ranges {
   const char* p[kL2PrefetchMaxRanges];

@@ -26,6 +26,6 @@ struct L2Range {
 void l2_prefetch(const L2Range* ranges, int n, cudaStream_t stream);
 
 // Bytes one prefetch request asks for (a chunk; a range's last may be shorter).
-constexpr size_t kL2PrefetchChunkBytes = 16 * 1024;
+constexpr size_t kL2PrefetchChunkBytes = 8 * 1024;
 
 }  // namespace moebench::cuda
