@@ -104,7 +104,7 @@ __global__ void __launch_bounds__(W * 32) gemv_multi_kernel(const bf16* __restri
 // bit-identical), block 0 also writes h out, and the rows are taken against the shared h
 // as gemv_multi_kernel does (bit-identical y).
 constexpr unsigned kNormPrefetchBytes = 2048;
-template <int R, int U>
+template <int R, int U, int PF>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_multi_norm_kernel(const float* __restrict__ x, const bf16* __restrict__ norm_w, float eps,
                            bf16* __restrict__ h, GemvSegments sg, int K) {
@@ -125,7 +125,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
     for (int c = threadIdx.x; c < K / 8; c += kGemvWarps * 32)
       *reinterpret_cast<bf16x8*>(h + 8 * c) = *reinterpret_cast<const bf16x8*>(hs + 8 * c);
   if (row0 >= N) return;
-  gemv_rows<1, R, U>(hs, seg.w, seg.y, 1, K, N, row0, lane, false);
+  gemv_rows<1, R, U, PF>(hs, seg.w, seg.y, 1, K, N, row0, lane, false);
 }
 
 // Any K, any alignment: one warp per row, scalar loads.
@@ -329,15 +329,25 @@ void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h
   for (int s = 0; s < n_mats; ++s) sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(sg.rows[s], kGemvWarps * R));
   const unsigned blocks = static_cast<unsigned>(sg.first[n_mats]);
   const size_t smem = static_cast<size_t>(in) * sizeof(bf16);
-  if (R == 4 && shape.depth == 2)
-    launch_pdl(gemv_multi_norm_kernel<4, 2>, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in);
-  else if (R == 2 && shape.depth == 4)
-    launch_pdl(gemv_multi_norm_kernel<2, 4>, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in);
-  else if (R == 1 && shape.depth == 8)
-    launch_pdl(gemv_multi_norm_kernel<1, 8>, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in);
-  else
-    fail_msg(msg("cuda::rmsnorm_linear_multi: no compiled kernel for ", R, " rows per warp, depth ", shape.depth));
-  CUDA_CHECK_LAUNCH("gemv_multi_norm_kernel");
+  // The one-warp-per-block shapes of the table (kGemvShapeTable), with and without prefetch.
+  using Kernel = void (*)(const float*, const bf16*, float, bf16*, GemvSegments, int);
+  struct NormShape {
+    int R, U, PF;
+    Kernel kernel;
+  };
+  static const NormShape kNormShapes[] = {
+      {4, 2, 0, gemv_multi_norm_kernel<4, 2, 0>}, {2, 4, 0, gemv_multi_norm_kernel<2, 4, 0>},
+      {1, 8, 0, gemv_multi_norm_kernel<1, 8, 0>}, {4, 2, 2, gemv_multi_norm_kernel<4, 2, 2>},
+      {4, 2, 4, gemv_multi_norm_kernel<4, 2, 4>}, {2, 4, 2, gemv_multi_norm_kernel<2, 4, 2>},
+      {1, 8, 2, gemv_multi_norm_kernel<1, 8, 2>}};
+  for (const NormShape& k : kNormShapes)
+    if (k.R == R && k.U == shape.depth && k.PF == shape.prefetch) {
+      launch_pdl(k.kernel, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in);
+      CUDA_CHECK_LAUNCH("gemv_multi_norm_kernel");
+      return;
+    }
+  fail_msg(msg("cuda::rmsnorm_linear_multi: no compiled kernel for ", R, " rows per warp, depth ", shape.depth,
+               ", prefetch ", shape.prefetch));
 }
 
 void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cublasHandle_t blas,
