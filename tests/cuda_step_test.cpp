@@ -12,6 +12,7 @@
 //   * the fused norm + router of decode against rmsnorm() + linear() + router_topk();
 //   * decode's attention entry (rmsnorm folded into the q/k/v GEMV launch) against
 //     rmsnorm() + linear_multi(): h and q/k/v bit-identical, at every compiled row shape;
+//   * the launch knobs' environment reader;
 //   * the batched path with a routing source: decode steps are now replayed from CUDA
 //     graphs (the staged choices are uploaded before each replay, the step counted) and
 //     give the tokens of eager execution.
@@ -29,6 +30,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
 #include "engine/cuda/gate_up.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
@@ -421,6 +423,27 @@ TEST_F(CudaStep, RmsnormLinearMultiIsBitIdenticalToRmsnormThenLinearMulti) {
   const int rows[1] = {64};
   EXPECT_FALSE(cuda::rmsnorm_linear_multi_supported(nullptr, none, rows, 1, 4100));   // in % 8
   EXPECT_FALSE(cuda::rmsnorm_linear_multi_supported(nullptr, none, rows, 1, 32768));  // h past shared memory
+}
+
+// The launch knobs' reader (launch_env.h): a listed value, the fallback when unset or
+// empty, one line naming the variable and the list otherwise. No GPU needed.
+TEST(CudaLaunchEnv, ChoiceTakesListedValuesAndNamesTheVariableOtherwise) {
+  const char* name = "MOEBENCH_TEST_LAUNCH_KNOB";
+  unsetenv(name);
+  EXPECT_EQ(cuda::env_choice(name, {0, 2, 4}, 7), 7);
+  setenv(name, "", 1);
+  EXPECT_EQ(cuda::env_choice(name, {0, 2, 4}, 7), 7);
+  setenv(name, "4", 1);
+  EXPECT_EQ(cuda::env_choice(name, {0, 2, 4}, 7), 4);
+  setenv(name, "3", 1);
+  try {
+    cuda::env_choice(name, {0, 2, 4}, 7);
+    ADD_FAILURE() << "3 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MOEBENCH_TEST_LAUNCH_KNOB=3: expected one of 0, 2, 4"), std::string::npos)
+        << e.what();
+  }
+  unsetenv(name);
 }
 
 #endif  // MOEBENCH_HAVE_CUDA

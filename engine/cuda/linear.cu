@@ -12,6 +12,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/pdl.cuh"
 #include "engine/cuda/rmsnorm_row.cuh"
@@ -241,10 +242,19 @@ const std::vector<GemvShape>& gemv_shapes() {
 // H200 (one row of x): 4096 x 14336 (w2) 42.9 us against 45.8 with 2 rows x 4 deep and
 // 47.8 with 1 x 8, 4096 x 4096 16.0 against 16.6, q/k/v in one launch 20.3 against 22.7;
 // below that, fewer rows per warp keep the SMs busy (1024 rows: 11.7-11.9 us at 1 or 2).
+// MOEBENCH_GEMV_PREFETCH (launch_env.h) adds prefetching where the table has that shape.
 GemvShape gemv_default_shape(int out) {
-  if (out >= kGemvWarps * 4 * 128) return {4, 2, kGemvWarps};
-  const int R = detail::gemv_rows_per_warp(out);
-  return {R, 8 / R, kGemvWarps};
+  GemvShape s{4, 2, kGemvWarps};
+  if (out < kGemvWarps * 4 * 128) {
+    const int R = detail::gemv_rows_per_warp(out);
+    s = {R, 8 / R, kGemvWarps};
+  }
+  const GemvShape pf{s.rows_per_warp, s.depth, s.warps, gemv_prefetch_from_env()};
+  for (const GemvShapeEntry& e : kGemvShapeTable)
+    if (pf.prefetch > 0 && e.shape.rows_per_warp == pf.rows_per_warp && e.shape.depth == pf.depth &&
+        e.shape.warps == pf.warps && e.shape.prefetch == pf.prefetch)
+      return pf;
+  return s;
 }
 
 void gemv_shaped(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, GemvShape shape,

@@ -10,7 +10,7 @@ namespace moebench::cuda {
 
 // Whether a launch on `stream` takes the attribute: not on the legacy default stream, not
 // while the stream captures a CUDA graph (graphs keep full dependencies), and not when the
-// environment sets MOEBENCH_PDL=0 (read once; 1 or unset: on; anything else is an Error).
+// environment sets MOEBENCH_PDL=0 (launch_env.h; 1 or unset: on).
 bool pdl_enabled(cudaStream_t stream);
 
 }  // namespace moebench::cuda
