@@ -118,7 +118,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_combine_kernel(const
 // each dot is identical) into shared memory; then, per row and token, the slots are
 // combined in j order (fmaf from 0) and added to out, as the per-pair kernel does.
 constexpr int kDownRowGroups = 4;
-constexpr unsigned kDownPrefetchBytes = 2048;  // of each w2 row, asked for in the prologue
 template <int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const bf16* __restrict__ h,
                                                                           const int32_t* __restrict__ ids,
@@ -136,23 +135,16 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
   __shared__ float s_dot[kRows][kMaxPairs];
   const int pairs = n * k;
   // The prologue reads only what was written before the previous kernel (gate/up) began:
-  // ids, the routing weights, the expert table and out (gate/up writes only h), and
-  // weights, so with a programmatic launch it overlaps the end of gate/up.
+  // ids, the routing weights, the expert table and out (gate/up writes only h), so with a
+  // programmatic launch it overlaps the end of gate/up. (No w2 prefetch here: these blocks
+  // enter during gate/up's last block lifetime, up to ~100 MB of its stream before the
+  // end, so prefetched lines could leave L2 before use.)
   const int row_base = blockIdx.x * kRows;
   if (threadIdx.x < 32) {  // used experts in first-use order, each with its pairs in order
     const int used = detail::group_pairs<M>(ids, pairs, s_expert, s_cnt, s_pair);
     __syncwarp();  // lane 0 wrote s_expert
     for (int u = threadIdx.x; u < used; u += 32) s_w2[u] = w2s[s_expert[u]];
     if (threadIdx.x == 0) s_used = used;
-    __syncwarp();
-    // The first kDownPrefetchBytes of each of the block's rows of each used expert into L2:
-    // the block starts as gate/up's last blocks retire, so these fill its tail.
-    for (int t = threadIdx.x; t < used * kRows; t += 32) {
-      const int row = row_base + t % kRows;
-      if (row < N)
-        l2_prefetch_bulk(s_w2[t / kRows] + static_cast<int64_t>(row) * K,
-                         min(static_cast<unsigned>(K) * 2u, kDownPrefetchBytes));
-    }
   }
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) s_wt[p] = weights[p];
   {  // this thread's (row, token) of the combine: out's value, kept in shared memory (no register held over the loop)
