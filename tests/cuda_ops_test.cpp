@@ -297,7 +297,7 @@ TEST_F(CudaOps, GemvEveryShapeSameBits) {
     check_close("gemv", base, ref, 1e-5f * c.in * 0.05f, 1e-5f);
     for (const cuda::GemvShape& gs : cuda::gemv_shapes()) {
       SCOPED_TRACE(testing::Message() << "in " << c.in << " out " << c.out << " R " << gs.rows_per_warp << " U "
-                                      << gs.depth << " W " << gs.warps);
+                                      << gs.depth << " W " << gs.warps << " PF " << gs.prefetch);
       CUDA_CHECK(cudaMemcpy(y, y0.data(), y0.size() * 4, cudaMemcpyHostToDevice));
       cuda::gemv_shaped(dx, dw, y, c.in, c.out, c.acc, gs, stream_);
       const auto got = down(y, ref.size());
@@ -329,7 +329,8 @@ TEST_F(CudaOps, GemvMultiEveryShapeSameBits) {
     base[s] = down(dy[s], rows[s]);
   }
   for (const cuda::GemvShape& gs : cuda::gemv_shapes()) {
-    SCOPED_TRACE(testing::Message() << "R " << gs.rows_per_warp << " U " << gs.depth << " W " << gs.warps);
+    SCOPED_TRACE(testing::Message() << "R " << gs.rows_per_warp << " U " << gs.depth << " W " << gs.warps << " PF "
+                                    << gs.prefetch);
     for (int s = 0; s < kMats; ++s) CUDA_CHECK(cudaMemset(dy[s], 0xff, rows[s] * 4));
     cuda::linear_multi_shaped(dx, dw, dy, rows, kMats, kIn, gs, stream_);
     for (int s = 0; s < kMats; ++s) {
@@ -408,9 +409,12 @@ TEST_F(CudaOps, SwigluGateUpFusedAllRowCounts) {
 }
 
 TEST_F(CudaOps, MoeDecodeFused) {
-  const int experts = 8, k = 2;
-  for (auto [n, hidden, inter] : {std::tuple{1, 256, 512}, std::tuple{3, 128, 344}, std::tuple{8, 256, 128}}) {
-    SCOPED_TRACE(testing::Message() << "n " << n << " hidden " << hidden << " inter " << inter);
+  // The last case: 48 pairs over 40 experts, so first uses fall in both 32-pair words of
+  // the kernels' expert bookkeeping (gemv_core.cuh pair_first_uses).
+  for (auto [n, hidden, inter, experts, k] : {std::tuple{1, 256, 512, 8, 2}, std::tuple{3, 128, 344, 8, 2},
+                                               std::tuple{8, 256, 128, 8, 2}, std::tuple{8, 128, 64, 40, 6}}) {
+    SCOPED_TRACE(testing::Message() << "n " << n << " hidden " << hidden << " inter " << inter << " experts " << experts
+                                    << " k " << k);
     auto x = round_bf16(rnd(static_cast<size_t>(n) * hidden, -1, 1, n));
     std::vector<std::vector<float>> w1(experts), w3(experts), w2(experts);
     std::vector<const bf16*> p1(experts), p3(experts), p2(experts);

@@ -10,6 +10,9 @@
 //   * the quantised gate/up projections as one (2 x inter)-row matrix: bit-identical to
 //     two launches;
 //   * the fused norm + router of decode against rmsnorm() + linear() + router_topk();
+//   * decode's attention entry (rmsnorm folded into the q/k/v GEMV launch) against
+//     rmsnorm() + linear_multi(): h and q/k/v bit-identical, at every compiled row shape;
+//   * the launch knobs' environment reader;
 //   * the batched path with a routing source: decode steps are now replayed from CUDA
 //     graphs (the staged choices are uploaded before each replay, the step counted) and
 //     give the tokens of eager execution.
@@ -27,6 +30,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
 #include "engine/cuda/gate_up.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
@@ -287,8 +291,9 @@ TEST_F(CudaStep, NormRouterMatchesRmsnormLinearTopk) {
   };
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (const Shape sh : {Shape{1, 4096, 8, 2}, Shape{3, 1024, 60, 4}, Shape{8, 64, 8, 2}, Shape{2, 4104, 64, 8},
-                         Shape{5, 2048, 16, 1}}) {
+  // The first three take the all-loads-first kernel of <= 8 experts (hidden a multiple of 256, <= 4096).
+  for (const Shape sh : {Shape{1, 4096, 8, 2}, Shape{4, 2048, 8, 2}, Shape{2, 768, 5, 3}, Shape{3, 1024, 60, 4},
+                         Shape{8, 64, 8, 2}, Shape{2, 4104, 64, 8}, Shape{5, 2048, 16, 1}}) {
     SCOPED_TRACE("n " + std::to_string(sh.n) + " hidden " + std::to_string(sh.hidden) + " experts " +
                  std::to_string(sh.experts) + " k " + std::to_string(sh.k));
     const int n = sh.n, H = sh.hidden, E = sh.experts, k = sh.k;
@@ -368,6 +373,77 @@ TEST_F(CudaStep, NormRouterMatchesRmsnormLinearTopk) {
   EXPECT_FALSE(cuda::norm_router_supported(9, 4096, 8, 2, nullptr, nullptr));    // 9 tokens
   EXPECT_FALSE(cuda::norm_router_supported(1, 4096, 128, 8, nullptr, nullptr));  // 128 experts
   EXPECT_FALSE(cuda::norm_router_supported(1, 4100, 8, 2, nullptr, nullptr));    // hidden % 8
+}
+
+TEST_F(CudaStep, RmsnormLinearMultiIsBitIdenticalToRmsnormThenLinearMulti) {
+  struct Shape {
+    int hidden, q, kv;  // total rows 6144, 5120: 4 rows per warp; 2560: 2; 512: 1
+  };
+  std::mt19937 rng(9);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Shape sh : {Shape{4096, 4096, 1024}, Shape{2048, 4096, 512}, Shape{2048, 2048, 256}, Shape{1024, 256, 128}}) {
+    SCOPED_TRACE("hidden " + std::to_string(sh.hidden) + " q " + std::to_string(sh.q) + " kv " + std::to_string(sh.kv));
+    const int H = sh.hidden;
+    const int out[3] = {sh.q, sh.kv, sh.kv};
+    std::vector<float> x(H);
+    for (auto& v : x) v = nd(rng) * 3;
+    std::vector<uint16_t> nw(H);
+    for (auto& v : nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
+    DeviceBuffers dev;
+    const auto* xd = static_cast<const float*>(dev.up(x.data(), x.size() * 4));
+    const auto* nwd = static_cast<const __nv_bfloat16*>(dev.up(nw.data(), nw.size() * 2));
+    const __nv_bfloat16* w[3];
+    float* y1[3];
+    float* y2[3];
+    for (int s = 0; s < 3; ++s) {
+      std::vector<uint16_t> m(static_cast<size_t>(out[s]) * H);
+      for (auto& v : m) v = f32_to_bf16(0.05f * nd(rng));
+      w[s] = static_cast<const __nv_bfloat16*>(dev.up(m.data(), m.size() * 2));
+      y1[s] = static_cast<float*>(dev.up(nullptr, static_cast<size_t>(out[s]) * 4));
+      y2[s] = static_cast<float*>(dev.up(nullptr, static_cast<size_t>(out[s]) * 4));
+    }
+    auto* h1 = static_cast<__nv_bfloat16*>(dev.up(nullptr, static_cast<size_t>(H) * 2));
+    auto* h2 = static_cast<__nv_bfloat16*>(dev.up(nullptr, static_cast<size_t>(H) * 2));
+    ASSERT_TRUE(cuda::rmsnorm_linear_multi_supported(h2, w, out, 3, H));
+    cuda::rmsnorm(xd, nwd, h1, 1, H, 1e-5f, nullptr);
+    cuda::linear_multi(h1, w, y1, out, 3, 1, H, nullptr, nullptr);
+    cuda::rmsnorm_linear_multi(xd, nwd, 1e-5f, h2, w, y2, out, 3, H, nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    auto down = [&](const void* d, size_t bytes) {
+      std::vector<uint8_t> v(bytes);
+      CUDA_CHECK(cudaMemcpy(v.data(), d, bytes, cudaMemcpyDeviceToHost));
+      return v;
+    };
+    EXPECT_EQ(down(h1, static_cast<size_t>(H) * 2), down(h2, static_cast<size_t>(H) * 2)) << "h differs from rmsnorm()";
+    for (int s = 0; s < 3; ++s)
+      EXPECT_EQ(down(y1[s], static_cast<size_t>(out[s]) * 4), down(y2[s], static_cast<size_t>(out[s]) * 4))
+          << "matrix " << s << " differs from linear_multi()";
+  }
+  const __nv_bfloat16* none[1] = {nullptr};
+  const int rows[1] = {64};
+  EXPECT_FALSE(cuda::rmsnorm_linear_multi_supported(nullptr, none, rows, 1, 4100));   // in % 8
+  EXPECT_FALSE(cuda::rmsnorm_linear_multi_supported(nullptr, none, rows, 1, 32768));  // h past shared memory
+}
+
+// The launch knobs' reader (launch_env.h): a listed value, the fallback when unset or
+// empty, one line naming the variable and the list otherwise. No GPU needed.
+TEST(CudaLaunchEnv, ChoiceTakesListedValuesAndNamesTheVariableOtherwise) {
+  const char* name = "MOEBENCH_TEST_LAUNCH_KNOB";
+  unsetenv(name);
+  EXPECT_EQ(cuda::env_choice(name, {0, 2, 4}, 7), 7);
+  setenv(name, "", 1);
+  EXPECT_EQ(cuda::env_choice(name, {0, 2, 4}, 7), 7);
+  setenv(name, "4", 1);
+  EXPECT_EQ(cuda::env_choice(name, {0, 2, 4}, 7), 4);
+  setenv(name, "3", 1);
+  try {
+    cuda::env_choice(name, {0, 2, 4}, 7);
+    ADD_FAILURE() << "3 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MOEBENCH_TEST_LAUNCH_KNOB=3: expected one of 0, 2, 4"), std::string::npos)
+        << e.what();
+  }
+  unsetenv(name);
 }
 
 #endif  // MOEBENCH_HAVE_CUDA

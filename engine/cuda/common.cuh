@@ -77,6 +77,14 @@ __device__ __forceinline__ float2 rope_rotate(float a, float b, RopeAngle t) {
   return make_float2(fmaf(a, t.c, -(b * t.s)), fmaf(b, t.c, a * t.s));
 }
 
+// Ask L2 for [p, p + bytes) (p 16-byte aligned, bytes a multiple of 16) without waiting:
+// one bulk prefetch (cp.async.bulk.prefetch.L2, Hopper); nothing before Hopper.
+__device__ __forceinline__ void l2_prefetch_bulk(const void* p, unsigned bytes) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
+#endif
+}
+
 __host__ __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
 
 }  // namespace moebench::cuda

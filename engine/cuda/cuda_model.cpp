@@ -9,6 +9,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
+#include "engine/cuda/l2_prefetch.h"
 #include "engine/cuda/offload_provider.h"
 #include "engine/cuda/parallel_model.h"
 #include "engine/cuda/ops.cuh"
@@ -315,6 +316,11 @@ CudaModel::~CudaModel() {
   ws_.reset();
   provider_.reset();
   if (host_io_) cudaFreeHost(host_io_);
+  if (prefetch_stream_) {
+    cudaStreamSynchronize(prefetch_stream_);
+    cudaStreamDestroy(prefetch_stream_);
+  }
+  if (prefetch_event_) cudaEventDestroy(prefetch_event_);
   for (cudaEvent_t e : tp_events_) cudaEventDestroy(e);
   blas_.reset();
   arena_.reset();
@@ -362,6 +368,21 @@ void CudaModel::note_arena() {
     prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
 }
 
+void CudaModel::prefetch_attention_out(const Layer& L) {
+  const ModelConfig& c = cfg_;
+  if (!prefetch_stream_) {
+    CUDA_CHECK(cudaStreamCreateWithFlags(&prefetch_stream_, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&prefetch_event_, cudaEventDisableTiming));
+  }
+  CUDA_CHECK(cudaEventRecord(prefetch_event_, stream_));
+  CUDA_CHECK(cudaStreamWaitEvent(prefetch_stream_, prefetch_event_, 0));
+  const size_t H = static_cast<size_t>(c.hidden_size);
+  auto range = [](const bf16* p, size_t elems) { return L2Range{p, p ? elems * sizeof(bf16) : 0}; };
+  const L2Range ranges[] = {range(L.wo, H * static_cast<size_t>(c.q_dim())), range(L.ffn_norm, H),
+                            range(L.gate, H * static_cast<size_t>(c.num_local_experts))};
+  l2_prefetch(ranges, 3, prefetch_stream_);
+}
+
 void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next) {
   const ModelConfig& c = cfg_;
   const int H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
@@ -392,20 +413,25 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
     ScopedRange lr(trace(), RangeKind::layer, l);
     {
       ScopedRange ar(trace(), RangeKind::attention, l);
-      rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
-      {  // one GEMV launch at m = 1 (bit-identical to three)
+      {  // one GEMV launch at m = 1 (bit-identical to three), decode's with the norm in it
         const bf16* w[3] = {L.wq, L.wk, L.wv};
         float* y[3] = {b.q, b.k, b.v};
         const int out[3] = {Q, KV, KV};
-        linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+        if (decode && rmsnorm_linear_multi_supported(b.h, w, out, 3, H)) {
+          rmsnorm_linear_multi(b.x, L.attn_norm, eps, b.h, w, y, out, 3, H, s);
+        } else {
+          rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
+          linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+        }
       }
+      if (decode && !tp_) prefetch_attention_out(L);
       family_attention(L, b, m);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch.
       rope_kv_store_paged(b.q, b.k, b.v, b.pos, b.pos, L.k_cache, L.v_cache, m, nh, nkv, hd, c.rope_theta, s);
-      if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))
+      if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))  // no merge launch for few keys
         decode_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
-                         b.attn_ws, s);
+                         decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws, s);
       else if (decode)
         paged_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
                         b.attn_ws, s);

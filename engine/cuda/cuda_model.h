@@ -174,6 +174,9 @@ class CudaModel : public Model, public BatchModel {
   void o_proj(const Layer& L, ForwardBuffers& b, int m);
   void moe_block(int64_t step, int l, int pos0, ForwardBuffers& b, int m);
   void reduce_partial(ForwardBuffers& b, int m);
+  // Decode, once q/k/v are written: o_proj's weights and the router's norm and gate of
+  // layer L into L2 on a side stream while RoPE and attention run (l2_prefetch.h).
+  void prefetch_attention_out(const Layer& L);
   // After a stream sync: the events of this forward into the collective counters (an
   // untimed forward, see tp_timing_, adds nothing).
   void read_collective_times(bool decode);
@@ -219,6 +222,8 @@ class CudaModel : public Model, public BatchModel {
   uint64_t ws_b_ = 0, table_b_ = 0;
   std::vector<std::vector<ExpertWeights>> resident_experts_;  // until the resident provider takes them
   cudaStream_t stream_ = nullptr;
+  cudaStream_t prefetch_stream_ = nullptr;  // prefetch_attention_out's (made on first use)
+  cudaEvent_t prefetch_event_ = nullptr;    // q/k/v written, on stream_
   std::unique_ptr<DeviceArena> arena_;
   std::unique_ptr<Blas> blas_;
   const __nv_bfloat16* embed_ = nullptr;    // (V, H)

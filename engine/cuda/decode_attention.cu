@@ -9,6 +9,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/pdl.cuh"
 #include "engine/cuda/split_merge.cuh"
 
 namespace moebench::cuda {
@@ -56,6 +57,8 @@ __global__ void __launch_bounds__(kWarps * 32)
   __shared__ float Ws[kWarps][G][HD + 2];  // per warp and head: acc (HD), max, sum
   const int i = blockIdx.x, g = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
   const int group = n_heads / n_kv;
+  pdl_wait();  // q and the new key/value come from the previous kernel
+  pdl_trigger();
   const int len = pos[i] + 1;
   const int used = used_splits(len, n_splits);
   if (split >= used) return;  // block-uniform
@@ -160,6 +163,8 @@ __global__ void decode_attention_merge_kernel(const float* __restrict__ part, co
                                               bf16* __restrict__ out, int m, int n_heads, int hd, int n_splits) {
   const int64_t qh = blockIdx.x;
   const int i = static_cast<int>(qh / n_heads);
+  pdl_wait();  // the splits' partials come from the previous kernel
+  pdl_trigger();
   const int used = used_splits(pos[i] + 1, n_splits);
   if (used == 1) return;
   merge_splits(part, out, qh, used, n_splits, static_cast<int64_t>(m) * n_heads, hd);
@@ -172,8 +177,8 @@ void launch(const float* q, const bf16* kp, const bf16* vp, const int32_t* table
   constexpr int K = G >= 8 ? 4 : 8;  // registers: K x G scores per lane
   const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_kv), static_cast<unsigned>(n_splits));
   const float scale = 1.0f / sqrtf(static_cast<float>(32 * P));
-  decode_attention_kernel<G, P, K><<<grid, kWarps * 32, 0, stream>>>(q, kp, vp, tables, W, seq_row, pos, out, part,
-                                                                    n_heads, n_kv, bs, scale);
+  launch_pdl(decode_attention_kernel<G, P, K>, grid, dim3(kWarps * 32), 0, stream, q, kp, vp, tables, W, seq_row, pos, out,
+             part, n_heads, n_kv, bs, scale);
   CUDA_CHECK_LAUNCH("decode_attention_kernel");
 }
 
@@ -194,6 +199,8 @@ bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void*
   return reinterpret_cast<uintptr_t>(k_pool) % align == 0 && reinterpret_cast<uintptr_t>(v_pool) % align == 0;
 }
 
+bool decode_attention_one_split(int keys) { return keys <= kSplitKeys; }
+
 void decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, const int32_t* block_tables,
                       int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m, int n_heads,
                       int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream) {
@@ -212,8 +219,8 @@ void decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, co
   else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
   else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
   if (splits > 1) {
-    decode_attention_merge_kernel<<<static_cast<unsigned>(static_cast<int64_t>(m) * n_heads), 128, 0, stream>>>(
-        part, pos, out, m, n_heads, head_dim, splits);
+    launch_pdl(decode_attention_merge_kernel, dim3(static_cast<unsigned>(static_cast<int64_t>(m) * n_heads)), dim3(128), 0,
+               stream, part, pos, out, m, n_heads, head_dim, splits);
     CUDA_CHECK_LAUNCH("decode_attention_merge_kernel");
   }
 }

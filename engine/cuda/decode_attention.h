@@ -25,6 +25,11 @@ namespace moebench::cuda {
 // heads per KV head, the pools aligned to head_dim / 32 bf16.
 bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool);
 
+// Whether a token attending `keys` keys takes one block per KV head (no key split, no
+// merge kernel): a caller that knows the key count may then pass a null workspace and
+// get the same bits as with one.
+bool decode_attention_one_split(int keys);
+
 // As paged_attention (same arguments; `workspace` holds
 // paged_attention_workspace_floats(m, n_heads, n_kv, head_dim, table_width * block_size)
 // floats, or is null: no key split). Fails for shapes decode_attention_supported refuses.

@@ -17,38 +17,141 @@ constexpr int kGemvWarps = 8;  // 256 threads per block
 // The SwiGLU activation, fp32 (engine/ops/swiglu.cpp's twin).
 __device__ __forceinline__ float silu(float a) { return a / (1.0f + __expf(-a)); }
 
-// Decode kernels over the selected experts launch one grid row per *used* expert slot
-// (min(pairs, experts) rows, not one per expert: with 1 token and top-2 of 8, no block
-// is launched only to find that nobody chose its expert). Block-wide (every thread calls
-// it): the slot-th distinct expert of ids[0 .. n_pairs) in first-use order, -1 when
-// fewer experts are used. n_pairs <= kMaxSlotPairs. Each thread tests its own pairs for
-// a first use (in parallel: no thread walks all pairs against all earlier ones before
-// the block may start its loads); the first uses form a 64-bit mask in pair order.
-// s_ids: the caller's shared array, holding ids[0 .. n_pairs) on return (so that the
-// caller gathers its pairs from shared memory, not with another trip to global memory).
-constexpr int kMaxSlotPairs = 64;
-__device__ __forceinline__ int used_expert(const int32_t* ids, int n_pairs, int slot, int* s_ids) {
-  __shared__ unsigned s_first[kMaxSlotPairs / 32];
-  if (threadIdx.x < kMaxSlotPairs / 32) s_first[threadIdx.x] = 0;
-  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) s_ids[p] = ids[p];
-  __syncthreads();
-  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
-    bool first = true;
-    for (int q = 0; q < p; ++q) first &= s_ids[q] != s_ids[p];
-    if (first) atomicOr(&s_first[p >> 5], 1u << (p & 31));
-  }
-  __syncthreads();
+constexpr int kMaxSlotPairs = 64;  // pairs (tokens x top_k) the decode kernels over the selected experts take
+// Warp-level pair bookkeeping of the fused MoE kernels (one warp, all 32 lanes): lane l
+// holds pair 32 w + l of ids[0 .. n_pairs) as id[w] (-1 past the end), and firsts[w] has
+// bit l set where that pair is its expert's first use (__match_any_sync inside a word,
+// shuffles against the words before). One load of ids per lane, no barrier.
+constexpr int kSlotWords = kMaxSlotPairs / 32;
+__device__ __forceinline__ void pair_first_uses(const int32_t* ids, int n_pairs, int (&id)[kSlotWords],
+                                                unsigned (&firsts)[kSlotWords]) {
+  const unsigned full = 0xffffffffu, lt = (1u << (threadIdx.x & 31)) - 1u;
+  const int lane = threadIdx.x & 31;
 #pragma unroll
-  for (int word = 0; word < kMaxSlotPairs / 32; ++word) {
-    unsigned m = s_first[word];
-    const int here = __popc(m);
+  for (int w = 0; w < kSlotWords; ++w) id[w] = 32 * w + lane < n_pairs ? ids[32 * w + lane] : -1;
+#pragma unroll
+  for (int w = 0; w < kSlotWords; ++w) {
+    if (32 * w >= n_pairs) {  // warp-uniform: no pair in this word
+      firsts[w] = 0;
+      continue;
+    }
+    const unsigned peers = __match_any_sync(full, id[w]);  // every lane takes part
+    bool first = 32 * w + lane < n_pairs && (peers & lt) == 0;
+#pragma unroll
+    for (int v = 0; v < w; ++v)
+      for (int q = 0; q < 32; ++q) first &= __shfl_sync(full, id[v], q) != id[w];  // padding (-1) matches no id
+    firsts[w] = __ballot_sync(full, first);
+  }
+}
+
+// The expert of the slot-th first use (in pair order), -1 when fewer experts are used.
+__device__ __forceinline__ int nth_first_use(const int (&id)[kSlotWords], const unsigned (&firsts)[kSlotWords],
+                                             int slot) {
+#pragma unroll
+  for (int w = 0; w < kSlotWords; ++w) {
+    const int here = __popc(firsts[w]);
     if (slot < here) {
+      unsigned m = firsts[w];
       for (int i = 0; i < slot; ++i) m &= m - 1;  // drop the lower first uses
-      return s_ids[32 * word + __ffs(m) - 1];
+      return __shfl_sync(0xffffffffu, id[w], __ffs(m) - 1);
     }
     slot -= here;
   }
   return -1;
+}
+
+// The pairs that chose expert e, in pair order, at most M of them, into pair[] (and, when
+// tok is given, pair / k into tok[]); returns how many chose e (may exceed M).
+template <int M>
+__device__ __forceinline__ int pairs_of_expert(const int (&id)[kSlotWords], int n_pairs, int e, int k, int* pair,
+                                               int* tok) {
+  const unsigned lt = (1u << (threadIdx.x & 31)) - 1u;
+  int total = 0;
+#pragma unroll
+  for (int w = 0; w < kSlotWords; ++w) {
+    const int p = 32 * w + (threadIdx.x & 31);
+    const bool mine = e >= 0 && p < n_pairs && id[w] == e;
+    const unsigned b = __ballot_sync(0xffffffffu, mine);
+    const int at = total + __popc(b & lt);
+    if (mine && at < M) {
+      pair[at] = p;
+      if (tok) tok[at] = p / k;
+    }
+    total += __popc(b);
+  }
+  return total;
+}
+
+// Decode kernels over the selected experts launch one grid row per *used* expert slot
+// (min(pairs, experts) rows, not one per expert: with 1 token and top-2 of 8, no block
+// is launched only to find that nobody chose its expert). Block-wide (every thread calls
+// it, blockDim >= 32): the slot-th distinct expert of ids[0 .. n_pairs) in first-use
+// order, -1 when fewer experts are used. n_pairs <= kMaxSlotPairs. Warp 0 finds the first
+// uses (pair_first_uses), the block waits once. s_ids: the caller's shared array, holding
+// ids[0 .. n_pairs) on return (so that the caller gathers its pairs from shared memory,
+// not with another trip to global memory).
+__device__ __forceinline__ int used_expert(const int32_t* ids, int n_pairs, int slot, int* s_ids) {
+  __shared__ int s_e;
+  if (threadIdx.x < 32) {  // warp 0 (pair_first_uses): one load of ids per lane, then one barrier
+    int id[kSlotWords];
+    unsigned firsts[kSlotWords];
+    pair_first_uses(ids, n_pairs, id, firsts);
+#pragma unroll
+    for (int w = 0; w < kSlotWords; ++w)
+      if (32 * w + static_cast<int>(threadIdx.x) < n_pairs) s_ids[32 * w + threadIdx.x] = id[w];
+    const int e = nth_first_use(id, firsts, slot);
+    if (threadIdx.x == 0) s_e = e;
+  }
+  __syncthreads();
+  return s_e;
+}
+
+// used_expert and the gather of the pairs that chose it, for the fused gate/up kernel,
+// with one block-wide barrier: warp 0 does the bookkeeping above, the block waits once.
+// Returns the slot-th used expert (-1 when fewer are used) and sets cnt (<= M: the pairs
+// in s_tok / s_pair) for every thread. The same choice as used_expert followed by a serial
+// gather, whose several barriers and per-thread scans the blocks of many pairs (8 tokens:
+// 16 pairs) waited on before their first weight load.
+template <int M>
+__device__ __forceinline__ int used_expert_pairs(const int32_t* ids, int n_pairs, int k, int slot, int (&s_tok)[M],
+                                                 int (&s_pair)[M], int& cnt) {
+  __shared__ int s_e, s_cnt;
+  if (threadIdx.x < 32) {
+    int id[kSlotWords];
+    unsigned firsts[kSlotWords];
+    pair_first_uses(ids, n_pairs, id, firsts);
+    const int e = nth_first_use(id, firsts, slot);
+    const int total = pairs_of_expert<M>(id, n_pairs, e, k, s_pair, s_tok);
+    if (threadIdx.x == 0) {
+      s_e = e;
+      s_cnt = min(total, M);
+    }
+  }
+  __syncthreads();
+  cnt = s_cnt;
+  return s_e;
+}
+
+// Every used expert in first-use order with its pairs (in pair order, at most M each), for
+// the grouped down kernel; warp 0 only (the caller's barrier follows): expert[u], cnt[u]
+// (<= M), pair[u][0 .. cnt[u]); returns the number used.
+template <int M>
+__device__ __forceinline__ int group_pairs(const int32_t* ids, int n_pairs, int* expert, int* cnt, int (*pair)[M]) {
+  int id[kSlotWords];
+  unsigned firsts[kSlotWords];
+  pair_first_uses(ids, n_pairs, id, firsts);
+  int used = 0;
+#pragma unroll
+  for (int w = 0; w < kSlotWords; ++w) used += __popc(firsts[w]);
+  for (int u = 0; u < used; ++u) {
+    const int e = nth_first_use(id, firsts, u);
+    const int total = pairs_of_expert<M>(id, n_pairs, e, 0, pair[u], nullptr);
+    if ((threadIdx.x & 31) == 0) {
+      expert[u] = e;
+      cnt[u] = min(total, M);
+    }
+  }
+  return used;
 }
 
 // d (16 x 8, fp32) += A (16 x 16, bf16) . B (16 x 8, bf16) on the tensor cores, one warp.
@@ -70,11 +173,28 @@ __device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], uint32_t a0, uin
 }
 
 // w[r]: row r's start (16-byte aligned, K8 chunks); x[mm]: activation row mm (16-byte aligned).
-// acc[r][mm] += partial dot over this lane's chunks.
-template <int R, int M, int U>
+// acc[r][mm] += partial dot over this lane's chunks. PF > 0: the warp also asks L2 for
+// the chunks PF iterations ahead of its loads (lane r < R one bulk prefetch of row r's
+// window per iteration; the first PF windows before the first load), so more bytes are
+// in flight than the registers hold; the arithmetic, and so the bits, do not change.
+template <int R, int M, int U, int PF = 0>
 __device__ __forceinline__ void gemv_warp(const __nv_bfloat16* const (&w)[R], const __nv_bfloat16* const (&x)[M],
                                           int m, int K8, int lane, float (&acc)[R][M]) {
+  constexpr int kWindow = 32 * U;  // chunks of a row one iteration of the warp takes
+  const __nv_bfloat16* pw = w[0];  // lane r < R prefetches row r (constant indices: no local copy of w)
+  if constexpr (PF > 0) {
+#pragma unroll
+    for (int r = 1; r < R; ++r)
+      if (lane == r) pw = w[r];
+    if (lane < R && kWindow < K8)
+      l2_prefetch_bulk(pw + 8 * kWindow, 16u * static_cast<unsigned>(min(K8, (PF + 1) * kWindow) - kWindow));
+  }
   for (int c0 = lane; c0 < K8; c0 += 32 * U) {
+    if constexpr (PF > 0) {
+      const int ahead = c0 - lane + PF * kWindow;  // window PF iterations ahead of this one
+      if (c0 != lane && lane < R && ahead < K8)
+        l2_prefetch_bulk(pw + 8 * static_cast<int64_t>(ahead), 16u * static_cast<unsigned>(min(kWindow, K8 - ahead)));
+    }
     bf16x8 wv[U][R];
 #pragma unroll
     for (int u = 0; u < U; ++u) {
@@ -105,14 +225,14 @@ __device__ __forceinline__ void gemv_warp(const __nv_bfloat16* const (&w)[R], co
 
 // The whole dot product of a warp's R rows with M activation rows: acc = 0, then
 // gemv_warp (the prologue every GEMV kernel of the family shares).
-template <int R, int M, int U>
+template <int R, int M, int U, int PF = 0>
 __device__ __forceinline__ void gemv_dot(const __nv_bfloat16* const (&w)[R], const __nv_bfloat16* const (&x)[M], int m,
                                          int K8, int lane, float (&acc)[R][M]) {
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
     for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
-  gemv_warp<R, M, U>(w, x, m, K8, lane, acc);
+  gemv_warp<R, M, U, PF>(w, x, m, K8, lane, acc);
 }
 
 // w[r] = the start of weight row min(row0 + r, N - 1) of a row-major (N, K) matrix: rows

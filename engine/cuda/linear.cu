@@ -1,4 +1,5 @@
-// linear.cu: y = x @ W^T with bf16 x/W and fp32 y (twin: engine/ops/linear.cpp).
+// linear.cu: y = x @ W^T with bf16 x/W and fp32 y (twin: engine/ops/linear.cpp), and
+// rmsnorm_linear_multi (the same q/k/v launch with the norm of x folded in).
 // Three variants, side by side in the benchmarks:
 //   gemv   — own kernel for n <= 8 rows of x: streams W at close to HBM bandwidth
 //            (engine/cuda/gemv_core.cuh); a scalar fallback when `in` % 8 != 0. At n = 1
@@ -11,7 +12,10 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/pdl.cuh"
+#include "engine/cuda/rmsnorm_row.cuh"
 
 namespace moebench::cuda {
 
@@ -23,7 +27,7 @@ constexpr int kGemvMaxSegs = 4;
 // row-major W: U chunks of 16 bytes deep per row (R * U loads in flight per lane, gemv_core.cuh),
 // rows past N read row N - 1 and are not written. Per row the same lane order whatever R,
 // U or the block size, so every launch shape gives the same bits.
-template <int M, int R, int U>
+template <int M, int R, int U, int PF = 0>
 __device__ __forceinline__ void gemv_rows(const bf16* x, const bf16* w, float* y, int m, int K, int N, int row0,
                                           int lane, bool accumulate) {
   const bf16* wr[R];
@@ -32,7 +36,7 @@ __device__ __forceinline__ void gemv_rows(const bf16* x, const bf16* w, float* y
 #pragma unroll
   for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(min(mm, m - 1)) * K;
   float acc[R][M];
-  detail::gemv_dot<R, M, U>(wr, xr, m, K / 8, lane, acc);
+  detail::gemv_dot<R, M, U, PF>(wr, xr, m, K / 8, lane, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -46,13 +50,15 @@ __device__ __forceinline__ void gemv_rows(const bf16* x, const bf16* w, float* y
 }
 
 // W warps per block, R rows per warp, U chunks deep.
-template <int M, int R, int U = 8 / R, int W = kGemvWarps>
+template <int M, int R, int U = 8 / R, int W = kGemvWarps, int PF = 0>
 __global__ void __launch_bounds__(W * 32) gemv_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
                                                       float* __restrict__ y, int m, int K, int N, bool accumulate) {
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * W + warp) * R;
+  pdl_wait();  // x and (accumulate) y come from the previous kernel
+  pdl_trigger();
   if (row0 >= N) return;
-  gemv_rows<M, R, U>(x, w, y, m, K, N, row0, lane, accumulate);
+  gemv_rows<M, R, U, PF>(x, w, y, m, K, N, row0, lane, accumulate);
 }
 
 // Several weight matrices of the same `in` against the same x in one launch (q/k/v):
@@ -66,15 +72,61 @@ struct GemvSegments {
   int n;
 };
 
-template <int R, int U, int W>
+// The segment of block `block`: its matrix, output, rows and first block. Constant
+// indices only (a select per segment), so the parameter struct stays in the constant bank
+// instead of being copied to local memory for a dynamic index.
+struct GemvSegment {
+  const bf16* w;
+  float* y;
+  int rows, first;
+};
+__device__ __forceinline__ GemvSegment segment_of(const GemvSegments& sg, int block) {
+  GemvSegment s{sg.w[0], sg.y[0], sg.rows[0], 0};
+#pragma unroll
+  for (int i = 1; i < kGemvMaxSegs; ++i)
+    if (i < sg.n && block >= sg.first[i]) s = GemvSegment{sg.w[i], sg.y[i], sg.rows[i], sg.first[i]};
+  return s;
+}
+
+template <int R, int U, int W, int PF>
 __global__ void __launch_bounds__(W * 32) gemv_multi_kernel(const bf16* __restrict__ x, GemvSegments sg, int K) {
-  int seg = 0;
-  while (seg + 1 < sg.n && static_cast<int>(blockIdx.x) >= sg.first[seg + 1]) ++seg;
-  const int N = sg.rows[seg];
+  const GemvSegment seg = segment_of(sg, static_cast<int>(blockIdx.x));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row0 = ((blockIdx.x - sg.first[seg]) * W + warp) * R;
+  const int row0 = ((static_cast<int>(blockIdx.x) - seg.first) * W + warp) * R;
+  if (row0 >= seg.rows) return;
+  gemv_rows<1, R, U, PF>(x, seg.w, seg.y, 1, K, seg.rows, row0, lane, false);
+}
+
+// gemv_multi_kernel with the norm of its input folded in (decode's attention entry): each
+// block first asks L2 for the first kNormPrefetchBytes of each of its weight rows (one bulk
+// prefetch per row, lanes < R of each warp: HBM streams while the norm is computed; a
+// whole q/k/v of 50 MB at once would crowd L2), then recomputes h = rmsnorm(x) * norm_w into shared memory
+// with rmsnorm_row over the block's 256 threads (the sums of rmsnorm()'s block, so h is
+// bit-identical), block 0 also writes h out, and the rows are taken against the shared h
+// as gemv_multi_kernel does (bit-identical y).
+constexpr unsigned kNormPrefetchBytes = 2048;
+template <int R, int U, int PF>
+__global__ void __launch_bounds__(kGemvWarps * 32)
+    gemv_multi_norm_kernel(const float* __restrict__ x, const bf16* __restrict__ norm_w, float eps,
+                           bf16* __restrict__ h, GemvSegments sg, int K) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  bf16* hs = reinterpret_cast<bf16*>(smem);
+  const GemvSegment seg = segment_of(sg, static_cast<int>(blockIdx.x));
+  const int N = seg.rows;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int row0 = ((static_cast<int>(blockIdx.x) - seg.first) * kGemvWarps + warp) * R;
+  if (lane < R && row0 + lane < N)
+    l2_prefetch_bulk(seg.w + static_cast<int64_t>(row0 + lane) * K, min(static_cast<unsigned>(K) * 2u, kNormPrefetchBytes));
+  if (threadIdx.x == 0 && aligned16(norm_w)) l2_prefetch_bulk(norm_w, static_cast<unsigned>(K) * 2u);  // the norm's weights
+  pdl_wait();  // x comes from the previous kernel
+  pdl_trigger();
+  rmsnorm_row<kGemvWarps * 32>(x, norm_w, hs, K, eps);
+  __syncthreads();
+  if (blockIdx.x == 0)
+    for (int c = threadIdx.x; c < K / 8; c += kGemvWarps * 32)
+      *reinterpret_cast<bf16x8*>(h + 8 * c) = *reinterpret_cast<const bf16x8*>(hs + 8 * c);
   if (row0 >= N) return;
-  gemv_rows<1, R, U>(x, sg.w[seg], sg.y[seg], 1, K, N, row0, lane, false);
+  gemv_rows<1, R, U, PF>(hs, seg.w, seg.y, 1, K, N, row0, lane, false);
 }
 
 // Any K, any alignment: one warp per row, scalar loads.
@@ -111,36 +163,40 @@ void launch_gemv_m(const bf16* x, const bf16* w, float* y, int n, int in, int ou
 // for one matrix and for several sharing x (linear_multi).
 using GemvLaunch = void (*)(const bf16*, const bf16*, float*, int, int, bool, cudaStream_t);
 using GemvMultiLaunch = void (*)(const bf16*, GemvSegments&, int, cudaStream_t);
-template <int R, int U, int W>
+template <int R, int U, int W, int PF>
 void launch_gemv_shape(const bf16* x, const bf16* w, float* y, int in, int out, bool acc, cudaStream_t stream) {
-  gemv_kernel<1, R, U, W><<<static_cast<unsigned>(ceil_div(out, W * R)), W * 32, 0, stream>>>(x, w, y, 1, in, out,
-                                                                                              acc);
+  launch_pdl(gemv_kernel<1, R, U, W, PF>, dim3(static_cast<unsigned>(ceil_div(out, W * R))), dim3(W * 32), 0, stream, x, w, y,
+             1, in, out, acc);
 }
 // Fills sg.first (blocks per segment) for this shape, then launches.
-template <int R, int U, int W>
+template <int R, int U, int W, int PF>
 void launch_gemv_multi_shape(const bf16* x, GemvSegments& sg, int in, cudaStream_t stream) {
   sg.first[0] = 0;
   for (int s = 0; s < sg.n; ++s) sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(sg.rows[s], W * R));
-  gemv_multi_kernel<R, U, W><<<static_cast<unsigned>(sg.first[sg.n]), W * 32, 0, stream>>>(x, sg, in);
+  gemv_multi_kernel<R, U, W, PF><<<static_cast<unsigned>(sg.first[sg.n]), W * 32, 0, stream>>>(x, sg, in);
 }
 struct GemvShapeEntry {
   GemvShape shape;
   GemvLaunch launch;
   GemvMultiLaunch launch_multi;
 };
-#define MB_GEMV_SHAPE(R, U, W) {{R, U, W}, launch_gemv_shape<R, U, W>, launch_gemv_multi_shape<R, U, W>}
+#define MB_GEMV_SHAPE(R, U, W, PF) {{R, U, W, PF}, launch_gemv_shape<R, U, W, PF>, launch_gemv_multi_shape<R, U, W, PF>}
 const GemvShapeEntry kGemvShapeTable[] = {
-    MB_GEMV_SHAPE(1, 8, 8), MB_GEMV_SHAPE(1, 16, 8), MB_GEMV_SHAPE(1, 8, 4), MB_GEMV_SHAPE(1, 16, 4),
-    MB_GEMV_SHAPE(2, 4, 8), MB_GEMV_SHAPE(2, 8, 8),  MB_GEMV_SHAPE(2, 4, 4), MB_GEMV_SHAPE(2, 8, 4),
-    MB_GEMV_SHAPE(4, 2, 8), MB_GEMV_SHAPE(4, 4, 8),  MB_GEMV_SHAPE(4, 4, 4),
+    MB_GEMV_SHAPE(1, 8, 8, 0), MB_GEMV_SHAPE(1, 16, 8, 0), MB_GEMV_SHAPE(1, 8, 4, 0), MB_GEMV_SHAPE(1, 16, 4, 0),
+    MB_GEMV_SHAPE(2, 4, 8, 0), MB_GEMV_SHAPE(2, 8, 8, 0),  MB_GEMV_SHAPE(2, 4, 4, 0), MB_GEMV_SHAPE(2, 8, 4, 0),
+    MB_GEMV_SHAPE(4, 2, 8, 0), MB_GEMV_SHAPE(4, 4, 8, 0),  MB_GEMV_SHAPE(4, 4, 4, 0),
+    // The same loads with L2 prefetches 2 or 4 iterations ahead (gemv_core.cuh gemv_warp PF).
+    MB_GEMV_SHAPE(1, 8, 8, 2), MB_GEMV_SHAPE(2, 4, 8, 2),  MB_GEMV_SHAPE(4, 2, 8, 2), MB_GEMV_SHAPE(4, 2, 8, 4),
 };
 #undef MB_GEMV_SHAPE
 
 const GemvShapeEntry& find_gemv_shape(GemvShape s) {
   for (const GemvShapeEntry& e : kGemvShapeTable)
-    if (e.shape.rows_per_warp == s.rows_per_warp && e.shape.depth == s.depth && e.shape.warps == s.warps) return e;
+    if (e.shape.rows_per_warp == s.rows_per_warp && e.shape.depth == s.depth && e.shape.warps == s.warps &&
+        e.shape.prefetch == s.prefetch)
+      return e;
   fail_msg(msg("cuda::gemv_shaped: no compiled shape with ", s.rows_per_warp, " rows per warp, depth ", s.depth,
-               ", ", s.warps, " warps (gemv_shapes() lists them)"));
+               ", ", s.warps, " warps, prefetch ", s.prefetch, " (gemv_shapes() lists them)"));
 }
 
 void cublas_linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate,
@@ -186,10 +242,19 @@ const std::vector<GemvShape>& gemv_shapes() {
 // H200 (one row of x): 4096 x 14336 (w2) 42.9 us against 45.8 with 2 rows x 4 deep and
 // 47.8 with 1 x 8, 4096 x 4096 16.0 against 16.6, q/k/v in one launch 20.3 against 22.7;
 // below that, fewer rows per warp keep the SMs busy (1024 rows: 11.7-11.9 us at 1 or 2).
+// MOEBENCH_GEMV_PREFETCH (launch_env.h) adds prefetching where the table has that shape.
 GemvShape gemv_default_shape(int out) {
-  if (out >= kGemvWarps * 4 * 128) return {4, 2, kGemvWarps};
-  const int R = detail::gemv_rows_per_warp(out);
-  return {R, 8 / R, kGemvWarps};
+  GemvShape s{4, 2, kGemvWarps};
+  if (out < kGemvWarps * 4 * 128) {
+    const int R = detail::gemv_rows_per_warp(out);
+    s = {R, 8 / R, kGemvWarps};
+  }
+  const GemvShape pf{s.rows_per_warp, s.depth, s.warps, gemv_prefetch_from_env()};
+  for (const GemvShapeEntry& e : kGemvShapeTable)
+    if (pf.prefetch > 0 && e.shape.rows_per_warp == pf.rows_per_warp && e.shape.depth == pf.depth &&
+        e.shape.warps == pf.warps && e.shape.prefetch == pf.prefetch)
+      return pf;
+  return s;
 }
 
 void gemv_shaped(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, GemvShape shape,
@@ -239,6 +304,60 @@ void linear_multi_shaped(const bf16* x, const bf16* const* w, float* const* y, c
   }
   find_gemv_shape(shape).launch_multi(x, sg, in, stream);
   CUDA_CHECK_LAUNCH("gemv_multi_kernel");
+}
+
+bool rmsnorm_linear_multi_supported(const void* h, const bf16* const* w, const int* out, int n_mats, int in) {
+  bool ok = n_mats >= 1 && n_mats <= kGemvMaxSegs && in > 0 && in % 8 == 0 &&
+            in * sizeof(bf16) <= kRmsnormGemvMaxSharedBytes && aligned16(h);
+  int total = 0;
+  for (int s = 0; ok && s < n_mats; ++s) {
+    ok = aligned16(w[s]) && out[s] > 0;
+    total += out[s];
+  }
+  return ok && gemv_default_shape(total).warps == kGemvWarps;
+}
+
+void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h, const bf16* const* w, float* const* y,
+                          const int* out, int n_mats, int in, cudaStream_t stream) {
+  MB_NVTX_RANGE("rmsnorm_gemv_multi");
+  if (!rmsnorm_linear_multi_supported(h, w, out, n_mats, in))
+    fail_msg(msg("cuda::rmsnorm_linear_multi: ", n_mats, " matrices of in = ", in,
+                 " not supported (1..", kGemvMaxSegs, " matrices with rows, in % 8 == 0, in * 2 <= ",
+                 kRmsnormGemvMaxSharedBytes, " bytes, 16-byte aligned h and w)"));
+  GemvSegments sg{};
+  sg.n = n_mats;
+  int total = 0;
+  for (int s = 0; s < n_mats; ++s) {
+    sg.w[s] = w[s];
+    sg.y[s] = y[s];
+    sg.rows[s] = out[s];
+    total += out[s];
+  }
+  const GemvShape shape = gemv_default_shape(total);
+  const int R = shape.rows_per_warp;
+  sg.first[0] = 0;
+  for (int s = 0; s < n_mats; ++s) sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(sg.rows[s], kGemvWarps * R));
+  const unsigned blocks = static_cast<unsigned>(sg.first[n_mats]);
+  const size_t smem = static_cast<size_t>(in) * sizeof(bf16);
+  // The one-warp-per-block shapes of the table (kGemvShapeTable), with and without prefetch.
+  using Kernel = void (*)(const float*, const bf16*, float, bf16*, GemvSegments, int);
+  struct NormShape {
+    int R, U, PF;
+    Kernel kernel;
+  };
+  static const NormShape kNormShapes[] = {
+      {4, 2, 0, gemv_multi_norm_kernel<4, 2, 0>}, {2, 4, 0, gemv_multi_norm_kernel<2, 4, 0>},
+      {1, 8, 0, gemv_multi_norm_kernel<1, 8, 0>}, {4, 2, 2, gemv_multi_norm_kernel<4, 2, 2>},
+      {4, 2, 4, gemv_multi_norm_kernel<4, 2, 4>}, {2, 4, 2, gemv_multi_norm_kernel<2, 4, 2>},
+      {1, 8, 2, gemv_multi_norm_kernel<1, 8, 2>}};
+  for (const NormShape& k : kNormShapes)
+    if (k.R == R && k.U == shape.depth && k.PF == shape.prefetch) {
+      launch_pdl(k.kernel, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in);
+      CUDA_CHECK_LAUNCH("gemv_multi_norm_kernel");
+      return;
+    }
+  fail_msg(msg("cuda::rmsnorm_linear_multi: no compiled kernel for ", R, " rows per warp, depth ", shape.depth,
+               ", prefetch ", shape.prefetch));
 }
 
 void linear(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cublasHandle_t blas,

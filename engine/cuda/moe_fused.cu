@@ -15,6 +15,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace moebench::cuda {
 
@@ -22,36 +23,37 @@ namespace {
 using detail::kGemvWarps;
 using detail::silu;
 constexpr int kMaxPairs = detail::kMaxSlotPairs;
+constexpr int kSharedTableExperts = 64;  // gate/up keeps the expert table in shared memory up to this many experts
 
 template <int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16* __restrict__ x,
                                                                      const int32_t* __restrict__ ids,
                                                                      const bf16* const* __restrict__ w1s,
                                                                      const bf16* const* __restrict__ w3s,
-                                                                     bf16* __restrict__ h, int n, int k, int K, int N) {
+                                                                     bf16* __restrict__ h, int n, int k, int K, int N,
+                                                                     int n_experts) {
   constexpr int U = 4 / R > 0 ? 4 / R : 1;
-  __shared__ int s_ids[kMaxPairs];
-  const int e = detail::used_expert(ids, n * k, blockIdx.y, s_ids);
-  if (e < 0) return;  // the whole block: fewer experts used than grid rows
-  __shared__ int s_tok[M], s_pair[M], s_cnt;
-  if (threadIdx.x == 0) {
-    int cnt = 0;
-    for (int p = 0; p < n * k && cnt < M; ++p)
-      if (s_ids[p] == e) {
-        s_tok[cnt] = p / k;
-        s_pair[cnt] = p;
-        ++cnt;
-      }
-    s_cnt = cnt;
-  }
-  __syncthreads();
-  const int m = s_cnt;
-  if (m == 0) return;
+  __shared__ int s_tok[M], s_pair[M];
+  // The expert table (written before the previous kernel began) before the wait; read
+  // from shared memory once the expert is known (the bookkeeping's barrier orders it).
+  __shared__ const bf16* s_w1[kSharedTableExperts];
+  __shared__ const bf16* s_w3[kSharedTableExperts];
+  const bool table_shared = n_experts <= kSharedTableExperts;
+  if (table_shared)
+    for (int t = threadIdx.x; t < n_experts; t += blockDim.x) {
+      s_w1[t] = w1s[t];
+      s_w3[t] = w3s[t];
+    }
+  pdl_wait();  // ids and x come from the kernels before
+  pdl_trigger();
+  int m = 0;
+  const int e = detail::used_expert_pairs<M>(ids, n * k, k, blockIdx.y, s_tok, s_pair, m);
+  if (e < 0 || m == 0) return;  // the whole block: fewer experts used than grid rows
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
   if (row0 >= N) return;
-  const bf16* w1 = w1s[e];
-  const bf16* w3 = w3s[e];
+  const bf16* w1 = table_shared ? s_w1[e] : w1s[e];
+  const bf16* w3 = table_shared ? s_w3[e] : w3s[e];
   const bf16* wr[2 * R];
 #pragma unroll
   for (int r = 0; r < R; ++r) {
@@ -125,34 +127,42 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
                                                                           int N) {
   constexpr int U = 8 / R;
   constexpr int kRows = kDownRowGroups * R;
+  static_assert(kRows * M <= kGemvWarps * 32, "one (row, token) of the combine per thread");
   __shared__ int s_expert[kMaxPairs], s_cnt[kMaxPairs], s_pair[kMaxPairs][M];
+  __shared__ const bf16* s_w2[kMaxPairs];
+  __shared__ float s_wt[kMaxPairs], s_out[kRows * M];
   __shared__ int s_used;
   __shared__ float s_dot[kRows][kMaxPairs];
   const int pairs = n * k;
-  if (threadIdx.x == 0) {  // used experts in first-use order, each with its pairs in order
-    int used = 0;
-    for (int p = 0; p < pairs; ++p) {
-      const int e = ids[p];
-      int u = 0;
-      while (u < used && s_expert[u] != e) ++u;
-      if (u == used) {
-        s_expert[used] = e;
-        s_cnt[used] = 0;
-        ++used;
-      }
-      if (s_cnt[u] < M) s_pair[u][s_cnt[u]++] = p;
-    }
-    s_used = used;
+  // The prologue reads only what was written before the previous kernel (gate/up) began:
+  // ids, the routing weights, the expert table and out (gate/up writes only h), so with a
+  // programmatic launch it overlaps the end of gate/up. (No w2 prefetch here: these blocks
+  // enter during gate/up's last block lifetime, up to ~100 MB of its stream before the
+  // end, so prefetched lines could leave L2 before use.)
+  const int row_base = blockIdx.x * kRows;
+  if (threadIdx.x < 32) {  // used experts in first-use order, each with its pairs in order
+    const int used = detail::group_pairs<M>(ids, pairs, s_expert, s_cnt, s_pair);
+    __syncwarp();  // lane 0 wrote s_expert
+    for (int u = threadIdx.x; u < used; u += 32) s_w2[u] = w2s[s_expert[u]];
+    if (threadIdx.x == 0) s_used = used;
   }
+  for (int p = threadIdx.x; p < pairs; p += blockDim.x) s_wt[p] = weights[p];
+  {  // this thread's (row, token) of the combine: out's value, kept in shared memory (no register held over the loop)
+    const int c_row = threadIdx.x % kRows, c_tok = threadIdx.x / kRows;
+    if (c_tok < n && row_base + c_row < N) s_out[threadIdx.x] = out[static_cast<int64_t>(c_tok) * N + row_base + c_row];
+  }
+  pdl_wait();  // h comes from the previous kernel
+  // The next kernel's blocks start only as this one's retire (4 blocks of 64 registers fill
+  // an SM), so they meet little of this stream in L2: their prefetches fill its tail.
+  pdl_trigger();
   __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row_base = blockIdx.x * kRows;
   const int items = kDownRowGroups * s_used;
   for (int it = warp; it < items; it += kGemvWarps) {
     const int g = it % kDownRowGroups, u = it / kDownRowGroups;
     const int row0 = row_base + g * R;
     if (row0 >= N) continue;
-    const bf16* w2 = w2s[s_expert[u]];
+    const bf16* w2 = s_w2[u];
     const bf16* wr[R];
     detail::clamped_rows<R>(w2, row0, N, K, wr);
     const int m = s_cnt[u];
@@ -170,12 +180,11 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
       }
   }
   __syncthreads();
-  for (int t = threadIdx.x; t < kRows * n; t += blockDim.x) {
-    const int rr = t % kRows, i = t / kRows, row = row_base + rr;
-    if (row >= N) continue;
+  const int c_row = threadIdx.x % kRows, c_tok = threadIdx.x / kRows;
+  if (c_tok < n && row_base + c_row < N) {
     float total = 0;
-    for (int j = 0; j < k; ++j) total = fmaf(weights[i * k + j], s_dot[rr][i * k + j], total);
-    out[static_cast<int64_t>(i) * N + row] += total;
+    for (int j = 0; j < k; ++j) total = fmaf(s_wt[c_tok * k + j], s_dot[c_row][c_tok * k + j], total);
+    out[static_cast<int64_t>(c_tok) * N + row_base + c_row] = s_out[threadIdx.x] + total;
   }
 }
 
@@ -185,9 +194,11 @@ void launch_down_grouped(const bf16* h, const int32_t* ids, const float* weights
   const int R = hidden >= kGemvWarps * 2 * 132 ? 2 : 1;
   const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kDownRowGroups * R));
   if (R == 2)
-    moe_down_grouped_kernel<M, 2><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden);
+    launch_pdl(moe_down_grouped_kernel<M, 2>, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n,
+               k, inter, hidden);
   else
-    moe_down_grouped_kernel<M, 1><<<blocks, kGemvWarps * 32, 0, stream>>>(h, ids, weights, w2s, out, n, k, inter, hidden);
+    launch_pdl(moe_down_grouped_kernel<M, 1>, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n,
+               k, inter, hidden);
   CUDA_CHECK_LAUNCH("moe_down_grouped_kernel");
 }
 
@@ -223,8 +234,12 @@ void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, c
   // A block per (row block, used-expert slot): slot y computes the y-th distinct expert of ids.
   const int R = inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
   dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), static_cast<unsigned>(std::min(n * k, n_experts)));
-  if (R == 2) moe_gate_up_kernel<M, 2><<<grid, kGemvWarps * 32, 0, stream>>>(x, ids, w1s, w3s, h, n, k, hidden, inter);
-  else moe_gate_up_kernel<M, 1><<<grid, kGemvWarps * 32, 0, stream>>>(x, ids, w1s, w3s, h, n, k, hidden, inter);
+  if (R == 2)
+    launch_pdl(moe_gate_up_kernel<M, 2>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
+               n_experts);
+  else
+    launch_pdl(moe_gate_up_kernel<M, 1>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
+               n_experts);
   CUDA_CHECK_LAUNCH("moe_gate_up_kernel");
 }
 

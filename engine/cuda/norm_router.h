@@ -2,7 +2,9 @@
 // (bf16, the experts' input: rmsnorm_row.cuh, bit for bit what rmsnorm() gives), the
 // router logits of h against the gate (fp32: each warp one expert's row, 16-byte loads,
 // lanes' partial sums then the warp's), and, when ids is given, the softmax top-k of
-// router_topk (router_topk.cuh). One block of 8 warps per token. Replaces rmsnorm +
+// router_topk (router_topk.cuh). One block of 8 warps per token; with at most 8 experts
+// and hidden a multiple of 256 up to 4096 (Mixtral), a kernel that issues all its loads
+// (gate rows, x, the norm weights) before using any, with the same results. Replaces rmsnorm +
 // linear + router_topk (three launches and the gaps between them) where
 // norm_router_supported says so. Host C++ declarations.
 #pragma once

@@ -117,8 +117,11 @@ constexpr int kGemvMaxRows = 8;
 // Every shape gives gemv's bits (per row the same lane order); the benchmarks time them
 // side by side. gemv_shapes() lists the compiled ones; another shape, an `in` not a
 // multiple of 8 or unaligned x/w is an Error.
+// prefetch > 0: each warp also asks L2 for its rows' chunks that many iterations ahead of
+// its loads (more bytes in flight than registers hold; the same bits).
 struct GemvShape {
   int rows_per_warp, depth, warps;
+  int prefetch = 0;
 };
 const std::vector<GemvShape>& gemv_shapes();
 void gemv_shaped(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, GemvShape shape,
@@ -128,6 +131,15 @@ GemvShape gemv_default_shape(int out);
 // linear_multi's one launch (n = 1) with its shape given; the same bits as linear_multi.
 void linear_multi_shaped(const bf16* x, const bf16* const* w, float* const* y, const int* out, int n_mats, int in,
                          GemvShape shape, cudaStream_t stream);
+// Decode's attention entry in one launch: h (in) bf16 = rmsnorm(x) * norm_w (bit for bit
+// rmsnorm()'s, written to h) and y[s] (out[s]) = h @ w[s]^T (bit for bit linear_multi's),
+// for one token x (in) fp32. Where rmsnorm_linear_multi_supported says so (1..4 matrices,
+// in % 8 == 0, h kept in shared memory: in * 2 <= kRmsnormGemvMaxSharedBytes, 16-byte
+// aligned h and w); else an Error.
+constexpr size_t kRmsnormGemvMaxSharedBytes = 48 * 1024;
+bool rmsnorm_linear_multi_supported(const void* h, const bf16* const* w, const int* out, int n_mats, int in);
+void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h, const bf16* const* w, float* const* y,
+                          const int* out, int n_mats, int in, cudaStream_t stream);
 // The same product on the tensor cores (defined in quant_gemv.cu, the dequantising GEMV's
 // tile with bf16 weights as their own codes): 16 weight rows x the n <= 8 rows of x per
 // mma, fp32 sums, the row length split over a block's warps and added in warp order

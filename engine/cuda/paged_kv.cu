@@ -5,6 +5,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace moebench::cuda {
 
@@ -19,6 +20,8 @@ __global__ void rope_kv_store_paged_kernel(float* __restrict__ q, const float* _
                                            bf16* __restrict__ vp, int n_heads, int n_kv, int head_dim, float theta) {
   const int i = blockIdx.x, y = blockIdx.y, half = head_dim / 2;
   const int64_t row = static_cast<int64_t>(n_kv) * head_dim;
+  pdl_wait();  // q, k, v come from the previous kernel
+  pdl_trigger();
   if (y >= n_heads + n_kv) {  // value head: copy
     const int h = y - n_heads - n_kv;
     const float* vi = v + i * row + static_cast<int64_t>(h) * head_dim;
@@ -63,8 +66,8 @@ void rope_kv_store_paged(float* q, const float* k, const float* v, const int32_t
   const int half = head_dim / 2;
   const int threads = half >= 128 ? 128 : half <= 32 ? 32 : ((half + 31) / 32) * 32;
   const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_heads + 2 * n_kv));
-  rope_kv_store_paged_kernel<<<grid, threads, 0, stream>>>(q, k, v, pos, slot, k_pool, v_pool, n_heads, n_kv, head_dim,
-                                                         theta);
+  launch_pdl(rope_kv_store_paged_kernel, grid, dim3(threads), 0, stream, q, k, v, pos, slot, k_pool, v_pool, n_heads, n_kv,
+             head_dim, theta);
   CUDA_CHECK_LAUNCH("rope_kv_store_paged_kernel");
 }
 

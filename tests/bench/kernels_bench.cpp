@@ -38,6 +38,7 @@
 #include "engine/cuda/blas.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
+#include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/quant.h"
@@ -168,6 +169,11 @@ void bm_gemv_shape(benchmark::State& state, Shape s, cuda::GemvShape shape) {
       2.0 * s.out * s.in + 2.0 * s.in + 4.0 * s.out, 2.0 * s.out * s.in);
 }
 
+// "/PF:<n>" for a shape that prefetches n iterations ahead (none for the others).
+std::string prefetch_suffix(const cuda::GemvShape& gs) {
+  return gs.prefetch > 0 ? "/PF:" + std::to_string(gs.prefetch) : std::string();
+}
+
 // q, k and v of one layer against one activation row in one launch (ops.cuh
 // linear_multi; shape null: its default shape).
 void bm_linear_multi_qkv(benchmark::State& state, const cuda::GemvShape* shape) {
@@ -190,6 +196,43 @@ void bm_linear_multi_qkv(benchmark::State& state, const cuda::GemvShape* shape) 
 
 constexpr int kHidden = 4096, kInter = 14336, kExperts = 8, kTopK = 2, kHeads = 32, kKv = 8, kHd = 128,
               kVocab = 32000;
+
+// Decode's attention entry: h = rmsnorm(x) then q, k, v of h; fused: in one launch
+// (ops.cuh rmsnorm_linear_multi), else rmsnorm() and linear_multi() one after the other.
+void bm_rmsnorm_qkv(benchmark::State& state, bool fused) {
+  constexpr int kRows[3] = {kHeads * kHd, kKv * kHd, kKv * kHd};
+  const int rows = kRows[0] + kRows[1] + kRows[2];
+  Buf wq(2ull * kRows[0] * kHidden), wk(2ull * kRows[1] * kHidden), wv(2ull * kRows[2] * kHidden),
+      x(4ull * kHidden, false), nw(2ull * kHidden), h(2ull * kHidden, false), y(4ull * rows, false);
+  const bf16* w[3] = {wq.as<bf16>(), wk.as<bf16>(), wv.as<bf16>()};
+  float* ys[3] = {y.as<float>(), y.as<float>() + kRows[0], y.as<float>() + kRows[0] + kRows[1]};
+  timed(
+      state,
+      [&] {
+        if (fused) {
+          cuda::rmsnorm_linear_multi(x.as<float>(), nw.as<bf16>(), 1e-5f, h.as<bf16>(), w, ys, kRows, 3, kHidden,
+                                     g->stream);
+        } else {
+          cuda::rmsnorm(x.as<float>(), nw.as<bf16>(), h.as<bf16>(), 1, kHidden, 1e-5f, g->stream);
+          cuda::linear_multi(h.as<bf16>(), w, ys, kRows, 3, 1, kHidden, nullptr, g->stream);
+        }
+      },
+      2.0 * rows * kHidden + 4.0 * kHidden + 2.0 * kHidden + 2.0 * kHidden + 4.0 * rows, 2.0 * rows * kHidden);
+}
+
+// The MoE block's entry of decode (norm_router.h): norm, router logits and top-2 of 8, one token.
+void bm_norm_router(benchmark::State& state) {
+  Buf x(4ull * kHidden, false), nw(2ull * kHidden), gate(2ull * kExperts * kHidden), h(2ull * kHidden, false),
+      logits(4ull * kExperts, false), ids(4ull * kTopK, false), wts(4ull * kTopK, false);
+  timed(
+      state,
+      [&] {
+        cuda::norm_router(x.as<float>(), nw.as<bf16>(), 1e-5f, gate.as<bf16>(), h.as<bf16>(), logits.as<float>(),
+                          ids.as<int32_t>(), wts.as<float>(), 1, kHidden, kExperts, kTopK, g->stream);
+      },
+      2.0 * kExperts * kHidden + 4.0 * kHidden + 2.0 * kHidden + 2.0 * kHidden + 4.0 * kExperts + 8.0 * kTopK,
+      2.0 * kExperts * kHidden);
+}
 
 void bm_swiglu_gate_up(benchmark::State& state, int m) {
   Buf w1(2ull * kInter * kHidden), w3(2ull * kInter * kHidden), x(2ull * m * kHidden), h(2ull * m * kInter, false);
@@ -410,13 +453,16 @@ void register_all() {
   for (const Shape& s : kShapes)
     for (const cuda::GemvShape& gs : cuda::gemv_shapes())
       reg(std::string("linear/gemv_shape/") + s.name + "/M:1/R:" + std::to_string(gs.rows_per_warp) +
-              "/U:" + std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps),
+              "/U:" + std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
           [s, gs](benchmark::State& st) { bm_gemv_shape(st, s, gs); });
   reg("linear/gemv_multi/qkv/M:1", [](benchmark::State& st) { bm_linear_multi_qkv(st, nullptr); });
   for (const cuda::GemvShape& gs : cuda::gemv_shapes())
     reg("linear/gemv_multi_shape/qkv/M:1/R:" + std::to_string(gs.rows_per_warp) + "/U:" + std::to_string(gs.depth) +
-            "/W:" + std::to_string(gs.warps),
+            "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
         [gs](benchmark::State& st) { bm_linear_multi_qkv(st, &gs); });
+  reg("rmsnorm_gemv_multi/qkv/fused/M:1", [](benchmark::State& st) { bm_rmsnorm_qkv(st, true); });
+  reg("rmsnorm_gemv_multi/qkv/two_launches/M:1", [](benchmark::State& st) { bm_rmsnorm_qkv(st, false); });
+  reg("norm_router/mixtral/M:1", [](benchmark::State& st) { bm_norm_router(st); });
   for (int m : {1, 2, 4, 8})
     reg("swiglu_gate_up/fused/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_gate_up(st, m); });
   for (int m : batches)

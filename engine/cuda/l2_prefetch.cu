@@ -1,0 +1,57 @@
+// l2_prefetch.cu: see l2_prefetch.h. One thread per chunk of kL2PrefetchChunkBytes of the
+// ranges laid end to end, each a single bulk prefetch into L2 (common.cuh l2_prefetch_bulk:
+// Hopper's TMA, no registers held and no completion to wait for).
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/l2_prefetch.h"
+
+namespace moebench::cuda {
+
+namespace {
+// One warp per block: a range's requests spread over many SMs (each SM's TMA unit then
+// issues only a few), e.g. o_proj's 32 MiB over 128 blocks of 32 x 8 KiB.
+constexpr int kThreads = 32;
+
+struct Ranges {
+  const char* p[kL2PrefetchMaxRanges];
+  size_t bytes[kL2PrefetchMaxRanges];
+  int64_t first_chunk[kL2PrefetchMaxRanges + 1];  // range r: chunks [first_chunk[r], first_chunk[r + 1])
+  int n;
+};
+
+__global__ void __launch_bounds__(kThreads) l2_prefetch_kernel(Ranges rg) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+  int r = 0;
+  while (r < rg.n && c >= rg.first_chunk[r + 1]) ++r;
+  if (r == rg.n) return;
+  const size_t at = static_cast<size_t>(c - rg.first_chunk[r]) * kL2PrefetchChunkBytes;
+  const size_t left = rg.bytes[r] - at;
+  const unsigned n = static_cast<unsigned>(left < kL2PrefetchChunkBytes ? left : kL2PrefetchChunkBytes);
+  const char* p = rg.p[r] + at;
+  l2_prefetch_bulk(p, n);
+}
+}  // namespace
+
+void l2_prefetch(const L2Range* ranges, int n, cudaStream_t stream) {
+  if (n < 0 || n > kL2PrefetchMaxRanges)
+    fail_msg(msg("cuda::l2_prefetch: ", n, " ranges, expected 0..", kL2PrefetchMaxRanges));
+  Ranges rg{};
+  rg.first_chunk[0] = 0;
+  for (int i = 0; i < n; ++i) {
+    const size_t bytes = ranges[i].bytes & ~static_cast<size_t>(15);
+    if (bytes > 0 && !aligned16(ranges[i].p))
+      fail_msg(msg("cuda::l2_prefetch: range ", i, " does not start 16-byte aligned"));
+    rg.p[rg.n] = static_cast<const char*>(ranges[i].p);
+    rg.bytes[rg.n] = bytes;
+    rg.first_chunk[rg.n + 1] = rg.first_chunk[rg.n] + static_cast<int64_t>(ceil_div(static_cast<int64_t>(bytes),
+                                                                                     kL2PrefetchChunkBytes));
+    if (bytes > 0) ++rg.n;
+  }
+  const int64_t chunks = rg.first_chunk[rg.n];
+  if (chunks == 0) return;
+  MB_NVTX_RANGE("l2_prefetch");
+  l2_prefetch_kernel<<<static_cast<unsigned>(ceil_div(chunks, kThreads)), kThreads, 0, stream>>>(rg);
+  CUDA_CHECK_LAUNCH("l2_prefetch_kernel");
+}
+
+}  // namespace moebench::cuda
