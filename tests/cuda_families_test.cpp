@@ -4,7 +4,10 @@
 // expert behind a sigmoid gate) against the fp32 CPU reference on the same bf16 weights
 // (skipped, with a message, without a GPU). Prefill rows and teacher-forced decode steps,
 // for the fused and grouped dispatch, and the batched (paged, CUDA-graph) path's greedy
-// tokens against the single-sequence path's.
+// tokens against the single-sequence path's. The same for 128 experts (Qwen3-30B-A3B's
+// count: decode's many-expert fused norm + router) and for the checkpoints transformers
+// saved in the oracle run (tests/fixtures/families) on their bf16 copy; the many-expert
+// norm + router kernel alone against rmsnorm + linear + router_topk.
 //
 // Tolerance, as in cuda_model_test.cpp: |cuda - cpu| <= 4 eps(bf16) x max|cpu logit| (the
 // CUDA model rounds every matmul input to bf16, the reference does not; both hold the
@@ -16,16 +19,28 @@
 #if MOEBENCH_HAVE_CUDA
 #include <algorithm>
 #include <cmath>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine/batch_generate.h"
 #include "engine/cpu_model.h"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/arena.h"
+#include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
+#include "engine/cuda/norm_router.h"
+#include "engine/cuda/ops.cuh"
+#include "engine/dtype.h"
 #include "engine/engine.h"
 #include "engine/generate.h"
+#include "bf16_checkpoint.h"
 #include "cuda_ctx.h"
 #include "routing_log.h"
+#include "test_util.h"
+#include "variants/routing_trace.h"
 
 using namespace moebench;
 
@@ -45,29 +60,64 @@ EngineContext cuda_ctx(const WeightSource& w, const std::string& dispatch) {
   return test::cuda_ctx(w, dispatch, dispatch == "fused" ? "fused" : "index_add");
 }
 
-}  // namespace
-
-TEST_P(CudaFamilies, LogitsAgainstTheCpuOnTheSameBf16Weights) {
-  const WeightSource w = WeightSource::synthetic(preset_config(GetParam()), 21);  // bf16 values
-  const int V = w.config().vocab_size;
-  const std::vector<int32_t> prompt = {1, 415, 293, 90, 285, 114, 287, 461, 75, 2, 3001, 17};
-  const int np = static_cast<int>(prompt.size());
+// The CUDA model against the CPU model on the same weights (bf16 values): prefill rows of
+// `prompt`, then teacher-forced decode steps of `decode` (each at its own position), with
+// the fused and the grouped dispatch. Own routing (forced false): each position held to
+// kTol while both routed every layer of it and of every earlier position alike. Forced:
+// the CUDA model's router choices are set to the CPU model's (a routing trace of them; the
+// chosen experts' weights still come from its own gate), so every position is held (with
+// 32 or more experts and top-8 a bf16-level near-tie flips some choice within a few
+// positions, and from there on nothing compares). Prints the worst |cuda - cpu| /
+// max|cpu| held (the margin the tolerance leaves, for the record of a GPU run).
+void logits_against_cpu(const WeightSource& w, const std::vector<int32_t>& prompt, const std::vector<int32_t>& decode,
+                        const std::string& name, bool forced) {
+  const ModelConfig& cfg = w.config();
+  const int V = cfg.vocab_size, K = cfg.num_experts_per_tok;
+  const int np = static_cast<int>(prompt.size()), n = np + static_cast<int>(decode.size());
+  // The CPU reference first: its logits and choices at every position.
+  CpuModel c(w, 64);
+  test::RoutingLog rc;
+  rc.k = K;
+  c.set_routing_observer([&](int l, int p0, int m, const int32_t* ids, const float*) { rc.record(l, p0, m, ids); });
+  std::vector<float> ca(static_cast<size_t>(n) * V), cl(V);
+  c.forward(prompt.data(), np, 0, cl.data(), ca.data());
+  for (int s = np; s < n; ++s) c.forward(&decode[s - np], 1, s, &ca[static_cast<size_t>(s) * V]);
+  const test::TempDir tmp;
+  const std::string trace_path = tmp.str("cpu_routing.json");
+  if (forced) {  // one trace step per forward: the prompt, then each decoded id
+    RoutingTrace t;
+    t.n_layers = cfg.num_hidden_layers;
+    t.n_experts = cfg.num_local_experts;
+    t.top_k = K;
+    t.source = "CpuModel's gate (cuda_families_test)";
+    for (int first = 0; first < n; first += first == 0 ? np : 1) {
+      const int cnt = first == 0 ? np : 1;
+      RoutingStep& st = t.add_step(cnt, false);
+      for (int l = 0; l < t.n_layers; ++l)
+        for (int i = 0; i < cnt; ++i) {
+          const auto& e = rc.sets.at({l, first + i});
+          std::copy(e.begin(), e.end(), st.ids.begin() + (static_cast<size_t>(l) * cnt + i) * K);
+        }
+    }
+    save_trace(t, trace_path);
+  }
   for (const char* dispatch : {"fused", "grouped"}) {
     SCOPED_TRACE(dispatch);
     auto ctx = cuda_ctx(w, dispatch);
+    if (forced) ctx.settings.routing = "trace:" + trace_path;
     cuda::CudaModel g(ctx);
-    CpuModel c(w, 64);
-    test::RoutingLog rg, rc;
-    rg.k = rc.k = w.config().num_experts_per_tok;
-    g.set_routing_observer([&](int l, int p0, int n, const int32_t* ids, const float*) { rg.record(l, p0, n, ids); });
-    c.set_routing_observer([&](int l, int p0, int n, const int32_t* ids, const float*) { rc.record(l, p0, n, ids); });
-    std::vector<float> ga(static_cast<size_t>(np) * V), ca(ga.size()), gl(V), cl(V);
+    test::RoutingLog rg;
+    rg.k = K;
+    g.set_routing_observer([&](int l, int p0, int m, const int32_t* ids, const float*) { rg.record(l, p0, m, ids); });
+    std::vector<float> ga(static_cast<size_t>(np) * V), gl(V);
     g.forward(prompt.data(), np, 0, gl.data(), ga.data());
-    c.forward(prompt.data(), np, 0, cl.data(), ca.data());
     int held = 0;
-    auto check = [&](const float* got, const float* ref, int position) {
+    double worst_rel = 0;
+    auto check = [&](const float* got, int position) {
+      const float* ref = &ca[static_cast<size_t>(position) * V];
       if (test::first_routing_difference(rg, rc) <= position) {
-        std::printf("  %s pos %d: routing differs (bf16-level router tie), not held to the tolerance\n", GetParam(),
+        EXPECT_FALSE(forced) << "position " << position << ": the CUDA model left the trace's choices";
+        std::printf("  %s pos %d: routing differs (bf16-level router tie), not held to the tolerance\n", name.c_str(),
                     position);
         return;
       }
@@ -75,6 +125,7 @@ TEST_P(CudaFamilies, LogitsAgainstTheCpuOnTheSameBf16Weights) {
       for (int i = 0; i < V; ++i) scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
       for (int i = 0; i < V; ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - ref[i]));
       EXPECT_LE(worst, kTol * scale) << "position " << position;
+      worst_rel = std::max(worst_rel, worst / std::max(scale, 1e-30));
       std::vector<float> r(ref, ref + V);
       std::nth_element(r.begin(), r.begin() + 1, r.end(), std::greater<float>());
       if (r[0] - r[1] > 2 * kTol * scale) {
@@ -82,15 +133,64 @@ TEST_P(CudaFamilies, LogitsAgainstTheCpuOnTheSameBf16Weights) {
       }
       ++held;
     };
-    for (int i = 0; i < np; ++i) check(&ga[static_cast<size_t>(i) * V], &ca[static_cast<size_t>(i) * V], i);
-    for (int s = 0; s < 12; ++s) {  // teacher-forced decode steps
-      const int32_t t = 100 + 37 * s;
-      g.forward(&t, 1, np + s, gl.data());
-      c.forward(&t, 1, np + s, cl.data());
-      check(gl.data(), cl.data(), np + s);
+    for (int i = 0; i < np; ++i) check(&ga[static_cast<size_t>(i) * V], i);
+    for (int s = np; s < n; ++s) {  // teacher-forced decode steps
+      g.forward(&decode[s - np], 1, s, gl.data());
+      check(gl.data(), s);
     }
-    EXPECT_GT(held, np / 2) << "too few positions routed identically to compare";
+    std::printf("  %s %s%s: %d of %d positions held, worst |cuda - cpu| / max|cpu| %.5f (tolerance %.5f)\n",
+                name.c_str(), dispatch, forced ? " (cpu's routing)" : "", held, n, worst_rel, kTol);
+    if (forced) EXPECT_EQ(held, n);
+    else EXPECT_GT(held, np / 2) << "too few positions routed identically to compare";
   }
+}
+
+const std::vector<int32_t> kPrompt = {1, 415, 293, 90, 285, 114, 287, 461, 75, 2, 3001, 17};
+
+std::vector<int32_t> decode_ids() {
+  std::vector<int32_t> d;
+  for (int s = 0; s < 12; ++s) d.push_back(100 + 37 * s);
+  return d;
+}
+
+}  // namespace
+
+TEST_P(CudaFamilies, LogitsAgainstTheCpuOnTheSameBf16Weights) {
+  const WeightSource w = WeightSource::synthetic(preset_config(GetParam()), 21);  // bf16 values
+  logits_against_cpu(w, kPrompt, decode_ids(), GetParam(), false);
+  logits_against_cpu(w, kPrompt, decode_ids(), GetParam(), true);
+}
+
+// More than 64 experts (Qwen3-30B-A3B has 128): decode's MoE entry takes the many-expert
+// fused norm + router (norm_router_wide_supported) instead of rmsnorm + linear + top-k.
+// Routed as the CPU model chose (top-8 of 128 leaves many near-ties; the kernel's own
+// top-k is checked in CudaFamilyKernels.NormRouterWideMatchesRmsnormLinearTopk).
+TEST_P(CudaFamilies, LogitsAgainstTheCpuWith128Experts) {
+  ModelConfig cfg = preset_config(GetParam());
+  cfg.num_local_experts = 128;
+  cfg.num_experts_per_tok = 8;
+  logits_against_cpu(WeightSource::synthetic(cfg, 23), kPrompt, decode_ids(), std::string(GetParam()) + " x128", true);
+}
+
+// The checkpoints transformers itself saved (tests/fixtures/families: its tensor names and
+// layouts, random norms and biases) on the CUDA model against the CPU model on their bf16
+// copy (the weights the GPU holds): the prompt and transformers' greedy tokens of the
+// oracle run, prefill then teacher-forced decode, routed as the CPU model chose (on these
+// weights even rounding them to bf16 flips near-tied choices at some positions). The CPU
+// model matches transformers on these checkpoints to 1e-4 (HfFamilyFixture), so this is
+// the CUDA half of the oracle.
+TEST_P(CudaFamilies, TransformersCheckpointAgainstTheCpuOnItsBf16Copy) {
+  std::string fam = GetParam();
+  fam = fam.substr(fam.find('-') + 1);  // tiny-qwen3 -> qwen3
+  std::replace(fam.begin(), fam.end(), '-', '_');
+  if (fam == "qwen3") fam = "qwen3_moe";
+  const std::string dir = test::fixture("families/" + fam);
+  const test::TempDir tmp;
+  const WeightSource w = WeightSource::checkpoint(test::write_bf16_copy(dir, tmp));
+  const auto ref = nlohmann::json::parse(test::read_file(dir + "_ref/ref.json"));
+  const auto prompt = ref.at("prompt").get<std::vector<int32_t>>();
+  logits_against_cpu(w, prompt, ref.at("greedy_tokens").get<std::vector<int32_t>>(), fam + " (transformers-saved)",
+                     true);
 }
 
 // The batched path (paged KV pool, decode steps replayed from CUDA graphs) runs the same
@@ -139,6 +239,112 @@ TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
     }
     if (r.outputs[0][j] != alone_tok[j]) break;  // the sequences part: later tokens differ by design
   }
+}
+
+// The many-expert fused norm + router (64 < experts <= 256; Qwen3-30B-A3B: 128, top-8)
+// against rmsnorm(), linear() and router_topk(): h bit for bit; logits within fp32
+// reordering of their terms; ids and weights bit for bit those router_topk gives on the
+// kernel's own logits (the last block of a token sees every block's rows); the same ids
+// as the unfused chain away from near-ties. Launched again (a logits-only launch between)
+// it gives the same bytes: the per-token completion counters are left at zero.
+TEST(CudaFamilyKernels, NormRouterWideMatchesRmsnormLinearTopk) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  struct Shape {
+    int n, hidden, experts, k;
+  };
+  std::mt19937 rng(17);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Shape sh : {Shape{1, 2048, 128, 8}, Shape{8, 2048, 128, 8}, Shape{3, 1024, 96, 8}, Shape{2, 64, 256, 8},
+                         Shape{5, 4104, 72, 6}, Shape{4, 2048, 65, 1}}) {
+    SCOPED_TRACE("n " + std::to_string(sh.n) + " hidden " + std::to_string(sh.hidden) + " experts " +
+                 std::to_string(sh.experts) + " k " + std::to_string(sh.k));
+    const int n = sh.n, H = sh.hidden, E = sh.experts, k = sh.k;
+    std::vector<float> x(static_cast<size_t>(n) * H);
+    for (auto& v : x) v = nd(rng) * 3;
+    std::vector<uint16_t> nw(H), gate(static_cast<size_t>(E) * H);
+    for (auto& v : nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
+    for (auto& v : gate) v = f32_to_bf16(0.05f * nd(rng));
+    cuda::DeviceArena arena(64ull << 20, "norm_router test");
+    auto up = [&](const auto& v) {
+      using T = typename std::decay_t<decltype(v)>::value_type;
+      T* d = arena.alloc_n<T>(v.size(), "test input");
+      CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+      return d;
+    };
+    const size_t hn = static_cast<size_t>(n) * H, ln = static_cast<size_t>(n) * E, kn = static_cast<size_t>(n) * k;
+    const float* xd = up(x);
+    const auto* nwd = reinterpret_cast<const __nv_bfloat16*>(up(nw));
+    const auto* gd = reinterpret_cast<const __nv_bfloat16*>(up(gate));
+    auto* h1 = arena.alloc_n<__nv_bfloat16>(hn, "h");
+    auto* h2 = arena.alloc_n<__nv_bfloat16>(hn, "h fused");
+    float* l1 = arena.alloc_n<float>(ln, "logits");
+    float* l2 = arena.alloc_n<float>(ln, "logits fused");
+    int32_t* i1 = arena.alloc_n<int32_t>(kn, "ids");
+    int32_t* i2 = arena.alloc_n<int32_t>(kn, "ids fused");
+    int32_t* i3 = arena.alloc_n<int32_t>(kn, "ids of the fused logits");
+    float* w1 = arena.alloc_n<float>(kn, "weights");
+    float* w2 = arena.alloc_n<float>(kn, "weights fused");
+    float* w3 = arena.alloc_n<float>(kn, "weights of the fused logits");
+    ASSERT_FALSE(cuda::norm_router_supported(n, H, E, k, gd, h2));  // the one-block kernel does not take these
+    ASSERT_TRUE(cuda::norm_router_wide_supported(n, H, E, k, gd, h2));
+    for (const bool renorm : {true, false}) {
+      SCOPED_TRACE(renorm ? "renormalised" : "softmax weights");
+      cuda::rmsnorm(xd, nwd, h1, n, H, 1e-5f, nullptr);
+      cuda::linear(h1, gd, l1, n, H, E, false, nullptr, nullptr);
+      cuda::router_topk(l1, i1, w1, n, E, k, nullptr, renorm);
+      cuda::norm_router(xd, nwd, 1e-5f, gd, h2, l2, i2, w2, n, H, E, k, nullptr, renorm);
+      cuda::router_topk(l2, i3, w3, n, E, k, nullptr, renorm);
+      auto down = [&](const auto* d, size_t count) {
+        std::vector<std::remove_cv_t<std::remove_pointer_t<decltype(d)>>> v(count);
+        CUDA_CHECK(cudaMemcpy(v.data(), d, count * sizeof(v[0]), cudaMemcpyDeviceToHost));
+        return v;
+      };
+      CUDA_CHECK(cudaDeviceSynchronize());
+      const auto hb = down(reinterpret_cast<const uint16_t*>(h1), hn);
+      EXPECT_EQ(hb, down(reinterpret_cast<const uint16_t*>(h2), hn)) << "h differs from rmsnorm()";
+      const auto a = down(l1, ln), b = down(l2, ln);
+      const auto ia = down(i1, kn), ib = down(i2, kn);
+      const auto wa = down(w1, kn), wb = down(w2, kn);
+      EXPECT_EQ(ib, down(i3, kn)) << "top-k ids differ from router_topk on the kernel's own logits";
+      EXPECT_EQ(wb, down(w3, kn)) << "top-k weights differ from router_topk on the kernel's own logits";
+      int compared = 0;
+      for (int i = 0; i < n; ++i) {
+        for (int e = 0; e < E; ++e) {
+          double mag = 0;  // sum of |terms|: the scale of fp32 reordering
+          for (int d = 0; d < H; ++d)
+            mag += std::fabs(static_cast<double>(bf16_to_f32(hb[static_cast<size_t>(i) * H + d])) *
+                             bf16_to_f32(gate[static_cast<size_t>(e) * H + d]));
+          const size_t at = static_cast<size_t>(i) * E + e;
+          EXPECT_LE(std::fabs(a[at] - b[at]), mag * H * std::ldexp(1.0, -24) + 1e-30) << "token " << i << " expert " << e;
+        }
+        std::vector<float> sorted(a.begin() + static_cast<int64_t>(i) * E, a.begin() + static_cast<int64_t>(i + 1) * E);
+        std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+        if (sorted[k - 1] - sorted[k] < 1e-4f) continue;  // a near-tie at the k-th place: either choice is right
+        for (int j = 0; j < k; ++j) {
+          const size_t at = static_cast<size_t>(i) * k + j;
+          if (j + 1 < k && sorted[j] - sorted[j + 1] < 1e-4f) break;  // near-tied ranks inside the top-k
+          EXPECT_EQ(ia[at], ib[at]) << "token " << i << " slot " << j;
+          EXPECT_NEAR(wa[at], wb[at], 1e-5f) << "token " << i << " slot " << j;
+        }
+        ++compared;
+      }
+      EXPECT_GT(compared, 0);
+      // Logits only (a staged routing source), then two full launches: the same bytes.
+      cuda::norm_router(xd, nwd, 1e-5f, gd, h2, l2, nullptr, nullptr, n, H, E, k, nullptr, renorm);
+      CUDA_CHECK(cudaDeviceSynchronize());
+      EXPECT_EQ(b, down(l2, ln));
+      for (int rep = 0; rep < 2; ++rep) {
+        cuda::norm_router(xd, nwd, 1e-5f, gd, h2, l2, i2, w2, n, H, E, k, nullptr, renorm);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        EXPECT_EQ(ib, down(i2, kn)) << "launch " << rep + 2;
+        EXPECT_EQ(wb, down(w2, kn)) << "launch " << rep + 2;
+      }
+    }
+  }
+  EXPECT_FALSE(cuda::norm_router_wide_supported(9, 2048, 128, 8, nullptr, nullptr));   // 9 tokens
+  EXPECT_FALSE(cuda::norm_router_wide_supported(1, 2048, 64, 8, nullptr, nullptr));    // the one-block kernel's
+  EXPECT_FALSE(cuda::norm_router_wide_supported(1, 2048, 257, 8, nullptr, nullptr));   // > 256 experts
+  EXPECT_FALSE(cuda::norm_router_wide_supported(1, 16392, 128, 8, nullptr, nullptr));  // h beyond shared memory
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, CudaFamilies, ::testing::Values("tiny-qwen3", "tiny-olmoe", "tiny-qwen2-moe"),
