@@ -347,6 +347,64 @@ TEST(CudaFamilyKernels, NormRouterWideMatchesRmsnormLinearTopk) {
   EXPECT_FALSE(cuda::norm_router_wide_supported(1, 16392, 128, 8, nullptr, nullptr));  // h beyond shared memory
 }
 
+// Per-head q/k norm inside the rope + KV-store launch (Qwen3-MoE) against qk_rmsnorm then
+// rope_kv_store_paged: q, the key pool and the value pool bit for bit, for head_dim 128
+// (Qwen3-30B-A3B), 32, 64 and an odd 33 (its last dim normed, not rotated), several tokens
+// at scattered slots.
+TEST(CudaFamilyKernels, QkNormInsideRopeKvStoreIsBitIdentical) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  struct Shape {
+    int m, heads, kv, hd;
+  };
+  std::mt19937 rng(29);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Shape sh : {Shape{1, 32, 4, 128}, Shape{3, 4, 2, 32}, Shape{5, 8, 8, 64}, Shape{2, 4, 2, 33}}) {
+    SCOPED_TRACE("m " + std::to_string(sh.m) + " heads " + std::to_string(sh.heads) + "/" + std::to_string(sh.kv) +
+                 " head_dim " + std::to_string(sh.hd));
+    const int m = sh.m, hd = sh.hd, slots = 16;
+    const size_t nq = static_cast<size_t>(m) * sh.heads * hd, nk = static_cast<size_t>(m) * sh.kv * hd;
+    const size_t pool = static_cast<size_t>(slots) * sh.kv * hd;
+    std::vector<float> q(nq), k(nk), v(nk);
+    for (auto* vec : {&q, &k, &v})
+      for (auto& x : *vec) x = 2 * nd(rng);
+    std::vector<uint16_t> wq(hd), wk(hd);
+    for (auto& x : wq) x = f32_to_bf16(1.0f + 0.1f * nd(rng));
+    for (auto& x : wk) x = f32_to_bf16(1.0f + 0.1f * nd(rng));
+    std::vector<int32_t> pos, slot;
+    for (int i = 0; i < m; ++i) pos.push_back(7 + 300 * i), slot.push_back((5 * i + 3) % slots);
+    cuda::DeviceArena arena(16ull << 20, "qk norm rope test");
+    auto up = [&](const auto& vec) {
+      using T = typename std::decay_t<decltype(vec)>::value_type;
+      T* d = arena.alloc_n<T>(vec.size(), "test input");
+      CUDA_CHECK(cudaMemcpy(d, vec.data(), vec.size() * sizeof(T), cudaMemcpyHostToDevice));
+      return d;
+    };
+    float *q1 = up(q), *q2 = up(q), *k1 = up(k), *k2 = up(k), *vd = up(v);
+    const auto* wqd = reinterpret_cast<const __nv_bfloat16*>(up(wq));
+    const auto* wkd = reinterpret_cast<const __nv_bfloat16*>(up(wk));
+    const int32_t *posd = up(pos), *slotd = up(slot);
+    const std::vector<uint16_t> zero(pool, 0);
+    auto* kp1 = reinterpret_cast<__nv_bfloat16*>(up(zero));
+    auto* kp2 = reinterpret_cast<__nv_bfloat16*>(up(zero));
+    auto* vp1 = reinterpret_cast<__nv_bfloat16*>(up(zero));
+    auto* vp2 = reinterpret_cast<__nv_bfloat16*>(up(zero));
+    cuda::qk_rmsnorm(q1, wqd, m * sh.heads, hd, k1, wkd, m * sh.kv, hd, 1e-6f, nullptr);
+    cuda::rope_kv_store_paged(q1, k1, vd, posd, slotd, kp1, vp1, m, sh.heads, sh.kv, hd, 1e6f, nullptr);
+    cuda::qk_norm_rope_kv_store_paged(q2, k2, vd, wqd, wkd, posd, slotd, kp2, vp2, m, sh.heads, sh.kv, hd, 1e6f, 1e-6f,
+                                      nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    auto down = [&](const void* d, size_t bytes) {
+      std::vector<uint8_t> out(bytes);
+      CUDA_CHECK(cudaMemcpy(out.data(), d, bytes, cudaMemcpyDeviceToHost));
+      return out;
+    };
+    EXPECT_EQ(down(q1, nq * 4), down(q2, nq * 4)) << "q";
+    EXPECT_EQ(down(kp1, pool * 2), down(kp2, pool * 2)) << "key pool";
+    EXPECT_EQ(down(vp1, pool * 2), down(vp2, pool * 2)) << "value pool";
+    EXPECT_NE(down(kp2, pool * 2), down(up(zero), pool * 2)) << "nothing stored";
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Tiny, CudaFamilies, ::testing::Values("tiny-qwen3", "tiny-olmoe", "tiny-qwen2-moe"),
                          [](const auto& info) {
                            std::string n = info.param;

@@ -387,10 +387,9 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
         const int out[3] = {Q, KV, KV};
         linear_multi(b.h, w, y, out, 3, m, H, blas, s);
       }
-      family_attention(L, b, m);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
-      // rope() + rope() + kv_store(), one launch.
-      rope_kv_store_paged(b.q, b.k, b.v, b.pos, b.pos, L.k_cache, L.v_cache, m, nh, nkv, hd, c.rope_theta, s);
+      // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
+      family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
       if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))
         decode_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
                          b.attn_ws, s);
