@@ -67,10 +67,12 @@ EngineContext cuda_ctx(const WeightSource& w, const std::string& dispatch) {
 // the CUDA model's router choices are set to the CPU model's (a routing trace of them; the
 // chosen experts' weights still come from its own gate), so every position is held (with
 // 32 or more experts and top-8 a bf16-level near-tie flips some choice within a few
-// positions, and from there on nothing compares). Prints the worst |cuda - cpu| /
-// max|cpu| held (the margin the tolerance leaves, for the record of a GPU run).
+// positions, and from there on nothing compares). The tolerance: kTol x max|cpu logit| of
+// the position, or tol_abs where given (> 0). Prints the worst |cuda - cpu| / max|cpu|
+// and the worst |cuda - cpu| held (the margin the tolerance leaves, for the record of a
+// GPU run).
 void logits_against_cpu(const WeightSource& w, const std::vector<int32_t>& prompt, const std::vector<int32_t>& decode,
-                        const std::string& name, bool forced) {
+                        const std::string& name, bool forced, double tol_abs = 0) {
   const ModelConfig& cfg = w.config();
   const int V = cfg.vocab_size, K = cfg.num_experts_per_tok;
   const int np = static_cast<int>(prompt.size()), n = np + static_cast<int>(decode.size());
@@ -112,7 +114,7 @@ void logits_against_cpu(const WeightSource& w, const std::vector<int32_t>& promp
     std::vector<float> ga(static_cast<size_t>(np) * V), gl(V);
     g.forward(prompt.data(), np, 0, gl.data(), ga.data());
     int held = 0;
-    double worst_rel = 0;
+    double worst_rel = 0, worst_abs = 0;
     auto check = [&](const float* got, int position) {
       const float* ref = &ca[static_cast<size_t>(position) * V];
       if (test::first_routing_difference(rg, rc) <= position) {
@@ -124,11 +126,13 @@ void logits_against_cpu(const WeightSource& w, const std::vector<int32_t>& promp
       double scale = 0, worst = 0;
       for (int i = 0; i < V; ++i) scale = std::max(scale, std::fabs(static_cast<double>(ref[i])));
       for (int i = 0; i < V; ++i) worst = std::max(worst, std::fabs(static_cast<double>(got[i]) - ref[i]));
-      EXPECT_LE(worst, kTol * scale) << "position " << position;
+      const double tol = tol_abs > 0 ? tol_abs : kTol * scale;
+      EXPECT_LE(worst, tol) << "position " << position;
       worst_rel = std::max(worst_rel, worst / std::max(scale, 1e-30));
+      worst_abs = std::max(worst_abs, worst);
       std::vector<float> r(ref, ref + V);
       std::nth_element(r.begin(), r.begin() + 1, r.end(), std::greater<float>());
-      if (r[0] - r[1] > 2 * kTol * scale) {
+      if (r[0] - r[1] > 2 * tol) {
         EXPECT_EQ(argmax(got, V), argmax(ref, V)) << "position " << position;
       }
       ++held;
@@ -138,8 +142,10 @@ void logits_against_cpu(const WeightSource& w, const std::vector<int32_t>& promp
       g.forward(&decode[s - np], 1, s, gl.data());
       check(gl.data(), s);
     }
-    std::printf("  %s %s%s: %d of %d positions held, worst |cuda - cpu| / max|cpu| %.5f (tolerance %.5f)\n",
-                name.c_str(), dispatch, forced ? " (cpu's routing)" : "", held, n, worst_rel, kTol);
+    std::printf("  %s %s%s: %d of %d positions held, worst |cuda - cpu| / max|cpu| %.5f, worst |cuda - cpu| %.5f "
+                "(tolerance %s %.5f)\n",
+                name.c_str(), dispatch, forced ? " (cpu's routing)" : "", held, n, worst_rel, worst_abs,
+                tol_abs > 0 ? "absolute" : "x max|cpu|", tol_abs > 0 ? tol_abs : kTol);
     if (forced) EXPECT_EQ(held, n);
     else EXPECT_GT(held, np / 2) << "too few positions routed identically to compare";
   }
@@ -194,7 +200,11 @@ TEST_P(CudaFamilies, LogitsAgainstTheCpuWith128Experts) {
 // oracle run, prefill then teacher-forced decode, routed as the CPU model chose (on these
 // weights even rounding them to bf16 flips near-tied choices at some positions). The CPU
 // model matches transformers on these checkpoints to 1e-4 (HfFamilyFixture), so this is
-// the CUDA half of the oracle.
+// the CUDA half of the oracle, under the oracle's rule: |cuda - cpu| <= 2 x transformers'
+// own bf16-vs-fp32 spread on these weights (the fixture's ref.json: measured by the
+// oracle's H200 run). Relative to the largest logit these random weights need more than
+// kTol: in the first GPU run of this test the Qwen2-MoE checkpoint (q/k/v biases, a
+// shared expert, tied embeddings) reached 3.3% (0.134 at position 21), the others 1.1-1.3%.
 TEST_P(CudaFamilies, TransformersCheckpointAgainstTheCpuOnItsBf16Copy) {
   std::string fam = GetParam();
   fam = fam.substr(fam.find('-') + 1);  // tiny-qwen3 -> qwen3
@@ -205,8 +215,10 @@ TEST_P(CudaFamilies, TransformersCheckpointAgainstTheCpuOnItsBf16Copy) {
   const WeightSource w = WeightSource::checkpoint(test::write_bf16_copy(dir, tmp));
   const auto ref = nlohmann::json::parse(test::read_file(dir + "_ref/ref.json"));
   const auto prompt = ref.at("prompt").get<std::vector<int32_t>>();
+  const double spread = ref.at("transformers_bf16_vs_fp32_spread").get<double>();
+  ASSERT_GT(spread, 0);
   logits_against_cpu(w, prompt, ref.at("greedy_tokens").get<std::vector<int32_t>>(), fam + " (transformers-saved)",
-                     true);
+                     true, 2 * spread);
 }
 
 // The batched path (paged KV pool, decode steps replayed from CUDA graphs) runs the same

@@ -460,6 +460,16 @@ def cmd_all(a):
                     dst = os.path.join(a.keep, fam + suffix)
                     shutil.rmtree(dst, ignore_errors=True)
                     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("ours_cuda*"))
+            spread = result["families"][fam].get("cuda", {}).get("hf_bf16_vs_fp32_spread")
+            ref_json = os.path.join(a.keep, fam + "_ref", "ref.json")
+            if spread is not None and os.path.exists(ref_json):  # the CUDA fixture test's tolerance (2 x spread)
+                r = json.load(open(ref_json))
+                r["transformers_bf16_vs_fp32_spread"] = spread
+                r["transformers_bf16_vs_fp32_spread_source"] = "mixtral_oracle.py compare in the oracle run that " \
+                    "kept this fixture: max |transformers bf16 - transformers fp32 on the bf16-rounded weights| " \
+                    "over the positions before their routing first differs"
+                with open(ref_json, "w") as f:
+                    json.dump(r, f)
     result["cuda_checked"] = cuda
     result["pass"] = ok
     tmp = a.out + ".tmp"
