@@ -62,7 +62,8 @@ __global__ void __launch_bounds__(kThreads)
                      renormalise);
 }
 
-// The many-expert launch (64 < n_experts <= 256): grid (n, ceil(n_experts / kWideRows)).
+// The many-expert launch (32 <= n_experts <= 256; fewer take the one-block kernel): grid
+// (n, ceil(n_experts / kWideRows)).
 // Every block norms its token into shared memory (the same rmsnorm_row: the same h; block
 // y = 0 also writes h out) and takes kWideRows expert rows, two per warp with both rows'
 // loads issued before either is summed (each row's sum in the same order as the one-block
@@ -72,6 +73,7 @@ __global__ void __launch_bounds__(kThreads)
 // on a device at a time (the counters are the device's): launches on one stream, as the
 // model's, never overlap.
 constexpr int kWideRows = 2 * kWarps;
+constexpr int kWideMinExperts = 32;  // one block streamed OLMoE's 64 x 2048 gate in 16 us (H200)
 constexpr int kWideMaxExperts = kRouterMaxPerLane * 32;
 constexpr int kWideMaxHidden = 16384;  // h in shared memory: 32 KiB
 __device__ unsigned int g_wide_done[kMaxTokens];
@@ -148,7 +150,8 @@ __global__ void __launch_bounds__(kThreads)
 
 bool norm_router_wide_supported(int n, int hidden, int n_experts, int k, const void* gate, const void* h) {
   return n >= 1 && n <= kMaxTokens && hidden > 0 && hidden % 8 == 0 && hidden <= kWideMaxHidden &&
-         n_experts > kMaxExperts && n_experts <= kWideMaxExperts && k >= 1 && k <= 8 && aligned16(gate) &&
+         n_experts >= kWideMinExperts && n_experts <= kWideMaxExperts && k >= 1 && k <= 8 && k <= n_experts &&
+         aligned16(gate) &&
          aligned16(h);
 }
 
