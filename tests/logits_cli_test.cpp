@@ -11,9 +11,14 @@
 #include <string>
 #include <vector>
 
+#include <algorithm>
+#include <map>
+#include <sstream>
+
 #include "engine/cpu_model.h"
 #include "engine/weight_source.h"
 #include "tests/test_util.h"
+#include "variants/routing_trace.h"
 
 using namespace moebench;
 using moebench::test::TempDir;
@@ -78,6 +83,79 @@ TEST(LogitsCli, WritesEveryPositionsLogitsAsTheModelComputesThem) {
   EXPECT_NE(std::memcmp(&got[3 * V], &got[2 * V], V * sizeof(float)), 0);
   EXPECT_NE(test::read_file(d.str("out")).find("7 ids (3 prefill + 4 decode steps), logits (7, 512)"), std::string::npos)
       << test::read_file(d.str("out"));
+}
+
+// --routing-out: one line per (position, layer), "position layer e1 .. ek" ascending, the
+// choices the model's router made (its observer, in process); fed back as a routing trace
+// (--routing trace:FILE, what tools/families_oracle.py does with the reference's choices)
+// the run chooses the same experts and gives the same logits.
+TEST(LogitsCli, RoutingOutListsTheRoutersChoicesAndATraceOfThemReplaysThem) {
+  TempDir d;
+  const std::string model = test::fixture("families/olmoe");  // 3 layers, 32 experts, top-8
+  const std::vector<int32_t> ids{1, 17, 254, 99, 3, 411, 78, 78, 200};
+  const int P = 5, n = static_cast<int>(ids.size());
+  std::string list;
+  for (auto i : ids) list += (list.empty() ? "" : ",") + std::to_string(i);
+  ASSERT_EQ(run({moebench_exe(), "logits", "--model", model, "--backend", "cpu", "--ids", list, "--prompt-len",
+                 std::to_string(P), "--out", d.str("l.npy"), "--routing-out", d.str("r.txt")},
+                d.str("out"), d.str("err")),
+            0)
+      << test::read_file(d.str("err"));
+  auto w = WeightSource::checkpoint(model);
+  const int L = w.config().num_hidden_layers, K = w.config().num_experts_per_tok;
+  std::map<std::pair<int, int>, std::vector<int32_t>> want;  // (position, layer) -> experts ascending
+  CpuModel m(w, 64);
+  m.set_routing_observer([&](int layer, int pos0, int cnt, const int32_t* e, const float*) {
+    for (int i = 0; i < cnt; ++i) {
+      std::vector<int32_t> v(e + static_cast<size_t>(i) * K, e + static_cast<size_t>(i + 1) * K);
+      std::sort(v.begin(), v.end());
+      want[{pos0 + i, layer}] = v;
+    }
+  });
+  std::vector<float> logits(w.config().vocab_size);
+  m.forward(ids.data(), P, 0, logits.data());
+  for (int i = P; i < n; ++i) m.forward(&ids[i], 1, i, logits.data());
+  std::map<std::pair<int, int>, std::vector<int32_t>> got;
+  std::istringstream in(test::read_file(d.str("r.txt")));
+  int lines = 0;
+  for (std::string line; std::getline(in, line); ++lines) {
+    std::istringstream ls(line);
+    int pos = -1, layer = -1;
+    ls >> pos >> layer;
+    std::vector<int32_t> v;
+    for (int32_t e; ls >> e;) v.push_back(e);
+    got[{pos, layer}] = v;
+  }
+  EXPECT_EQ(lines, n * L);
+  EXPECT_EQ(got, want);
+  // The choices as a trace: step 0 the prompt, then one step per decoded id.
+  RoutingTrace t;
+  t.n_layers = L;
+  t.n_experts = w.config().num_local_experts;
+  t.top_k = K;
+  t.source = "logits_cli_test";
+  for (int first = 0; first < n; first += first == 0 ? P : 1) {
+    const int cnt = first == 0 ? P : 1;
+    RoutingStep& s = t.add_step(cnt, false);
+    for (int layer = 0; layer < L; ++layer)
+      for (int i = 0; i < cnt; ++i)
+        std::copy(want[{first + i, layer}].begin(), want[{first + i, layer}].end(),
+                  s.ids.begin() + (static_cast<size_t>(layer) * cnt + i) * K);
+  }
+  save_trace(t, d.str("trace.json"));
+  ASSERT_EQ(run({moebench_exe(), "logits", "--model", model, "--backend", "cpu", "--ids", list, "--prompt-len",
+                 std::to_string(P), "--routing", "trace:" + d.str("trace.json"), "--out", d.str("l2.npy"),
+                 "--routing-out", d.str("r2.txt")},
+                d.str("out"), d.str("err")),
+            0)
+      << test::read_file(d.str("err"));
+  EXPECT_EQ(test::read_file(d.str("r2.txt")), test::read_file(d.str("r.txt")));
+  size_t rows = 0, cols = 0, rows2 = 0, cols2 = 0;
+  const auto a = read_npy(d.str("l.npy"), &rows, &cols), b = read_npy(d.str("l2.npy"), &rows2, &cols2);
+  ASSERT_EQ(a.size(), b.size());
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, std::fabs(static_cast<double>(a[i]) - b[i]));
+  EXPECT_LE(worst, 1e-5);  // the same experts, weighed by the same gate (another order of the same sums)
 }
 
 TEST(LogitsCli, BadInputIsAOneLineError) {

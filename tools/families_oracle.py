@@ -6,10 +6,12 @@
   all --bin DIR --out RESULT.json [--families qwen3_moe,olmoe,qwen2_moe] [--no-cuda] [--work DIR] [--keep DIR]
       for each family: `make`, `ref`, then moebench (DIR/moebench) `logits --backend cpu` on
       the saved checkpoint against the fp32 reference (tolerance 1e-4, greedy tokens
-      identical), and unless --no-cuda `logits --backend cuda` against the same fp32
-      reference within a derived tolerance: 2 x transformers' own bf16-vs-fp32 spread on
-      these weights before its bf16 and fp32 runs route differently (measured by
-      mixtral_oracle.py compare, whose bf16 comparison is kept as information). One JSON.
+      identical), and unless --no-cuda `logits --backend cuda` against the fp32 reference
+      on the same weights rounded to bf16 (the weights the CUDA engine holds) within a
+      derived tolerance: 2 x transformers' own bf16-vs-fp32 spread on these weights before
+      its bf16 and fp32 runs route differently (measured by mixtral_oracle.py compare,
+      whose bf16 comparison is kept as information), with our router's choices set to the
+      reference's (--routing trace:FILE; our own routing's run reported beside). One JSON.
   make --family F --out DIR [--seed S]
       a tiny random model of family F built by transformers (fp32, eager attention):
       3 layers, hidden 64, 32 experts of width 48 with top-8, GQA 4/2, random norm
@@ -21,7 +23,10 @@
       transformers in fp32 on the CPU: N greedy tokens by full recomputation from the
       prompt (no cache, no logits processors, never stopping at EOS); DIR2/ids.txt = prompt
       + greedy tokens, DIR2/ref.npy = the logits of every position of ids.txt in one
-      forward, DIR2/ref.json = the greedy tokens.
+      forward, DIR2/ref.json = the greedy tokens; DIR2/ref_bf16w.npy and routing_bf16w.txt =
+      the logits and the experts chosen at every position and layer of the same forward
+      with every parameter rounded to bf16 (the CUDA check's reference), and those choices
+      as a moebench routing trace (routing_bf16w_trace.json).
   check --ref-dir DIR2 --ours OURS.npy --prompt-len P --tol T --out CMP.json
       max |ours - ref| over every position and token (<= T) and greedy identity: our
       argmax at every position from P-1 on equals transformers' next greedy token (with
@@ -142,6 +147,75 @@ def load_fp32(ckpt):
     return AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32, attn_implementation="eager").eval()
 
 
+def routed_forward(model, seq):
+    """Logits of every position of seq (one forward) and the experts each layer's gate chose
+    there: {(position, layer): sorted ids}, read with forward hooks on the gate modules."""
+    import re
+    import torch
+    k = model.config.num_experts_per_tok
+    n_exp = getattr(model.config, "num_local_experts", None) or model.config.num_experts
+    caught, hooks = {}, []
+    for name, mod in model.named_modules():
+        mt = re.search(r"layers\.(\d+)\.mlp\.gate$", name)
+        if mt:
+            def hook(mod, inp, out, layer=int(mt.group(1))):
+                t = out[0] if isinstance(out, (tuple, list)) else out
+                caught[layer] = t.detach().float().reshape(-1, n_exp)
+            hooks.append(mod.register_forward_hook(hook))
+    if len(hooks) != model.config.num_hidden_layers:
+        sys.exit(f"error: found {len(hooks)} router gates for {model.config.num_hidden_layers} layers")
+    logits = model(torch.tensor([seq])).logits[0].float()
+    for h in hooks:
+        h.remove()
+    sets = {(p, layer): sorted(r) for layer, t in caught.items()
+            for p, r in enumerate(torch.topk(t, k, dim=-1).indices.tolist())}
+    return logits, sets
+
+
+def write_routing(path, sets):
+    """The format of `moebench logits --routing-out`: 'position layer e1 .. ek' lines."""
+    with open(path, "w") as f:
+        for (p, layer) in sorted(sets):
+            f.write(f"{p} {layer} " + " ".join(str(e) for e in sets[(p, layer)]) + "\n")
+
+
+def write_trace(path, sets, n_layers, n_experts, k, prompt_len, n_positions, source):
+    """sets as a moebench routing trace (the format of variants/routing_trace.h) for
+    `moebench logits --routing trace:FILE --prompt-len P`: step 0 the prompt's P tokens, then
+    one step per decoded position; ids in (layer, token, k) order, experts ascending."""
+    steps = []
+    for first, count in [(0, prompt_len)] + [(p, 1) for p in range(prompt_len, n_positions)]:
+        ids = []
+        for layer in range(n_layers):
+            for p in range(first, first + count):
+                if (p, layer) not in sets:
+                    sys.exit(f"error: no routing for position {p} layer {layer} to write to {path}")
+                ids.extend(sets[(p, layer)])
+        steps.append({"n_tokens": count, "ids": ids})
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"format": "moebench-routing-trace", "version": 1, "layers": n_layers, "experts": n_experts,
+                   "top_k": k, "source": source, "steps": steps}, f)
+    os.replace(tmp, path)
+
+
+def read_routing(path):
+    sets = {}
+    with open(path) as f:
+        for line in f:
+            v = [int(t) for t in line.split()]
+            if len(v) < 3:
+                sys.exit(f"error: {path}: line {line.strip()!r} is not 'position layer e1 .. ek'")
+            sets[(v[0], v[1])] = sorted(v[2:])
+    return sets
+
+
+def first_routing_difference(a, b):
+    """First position where a and b chose differently in any layer both recorded (None: none)."""
+    diff = [key[0] for key in a if key in b and a[key] != b[key]]
+    return min(diff) if diff else None
+
+
 def cmd_ref(a):
     import torch
     model = load_fp32(a.ckpt)
@@ -153,16 +227,31 @@ def cmd_ref(a):
             tok = int(torch.argmax(logits))
             greedy.append(tok)
             seq.append(tok)
-        full = model(torch.tensor([seq])).logits[0].float()
+        full, sets32 = routed_forward(model, seq)
+        # The reference a bf16-weight engine is held to: the same fp32 computation on the
+        # weights rounded to bf16 (round to nearest even, as moebench's CUDA upload and
+        # transformers' bf16 load round them), so that only activation rounding is left.
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).float())
+        full16w, sets16w = routed_forward(model, seq)
     os.makedirs(a.out_dir, exist_ok=True)
     with open(os.path.join(a.out_dir, "ids.txt"), "w") as f:
         f.write(",".join(str(t) for t in seq) + "\n")
     write_npy_f32(os.path.join(a.out_dir, "ref.npy"), full.tolist())
+    write_npy_f32(os.path.join(a.out_dir, "ref_bf16w.npy"), full16w.tolist())
+    write_routing(os.path.join(a.out_dir, "routing_bf16w.txt"), sets16w)
+    cfg = model.config
+    write_trace(os.path.join(a.out_dir, "routing_bf16w_trace.json"), sets16w, cfg.num_hidden_layers,
+                getattr(cfg, "num_local_experts", None) or cfg.num_experts, cfg.num_experts_per_tok, a.prompt_len,
+                len(seq), f"transformers {type(model).__name__} fp32 on bf16-rounded weights (families_oracle.py ref)")
     import transformers
     with open(os.path.join(a.out_dir, "ref.json"), "w") as f:
         json.dump({"prompt": seq[:a.prompt_len], "greedy_tokens": greedy,
                    "source": f"transformers {transformers.__version__}, torch {torch.__version__}, "
-                             f"{type(model).__name__} fp32 eager on the CPU"}, f)
+                             f"{type(model).__name__} fp32 eager on the CPU",
+                   "bf16_weights_reference": "ref_bf16w.npy, routing_bf16w.txt: the same fp32 forward with every "
+                                             "parameter rounded to bf16",
+                   "first_routing_difference_fp32_vs_bf16_weights": first_routing_difference(sets32, sets16w)}, f)
     print(f"greedy: {greedy}")
     return 0
 
@@ -211,39 +300,69 @@ def cmd_check(a):
     return 0 if out["pass"] else 1
 
 
-def check_cuda(ref_dir, ours_path, hf):
-    """moebench's CUDA (bf16) logits against the fp32 reference (transformers fp32, ref.npy):
-    tol = 2 x transformers' own bf16-vs-fp32 spread on these weights (max over the positions
-    before the first routing divergence of its bf16 and fp32 runs; 2 bf16 ulps of the largest
-    |logit| if they part at position 0); every position within tol, argmax equal where the
-    fp32 top-2 margin exceeds tol."""
-    rr, cols, ref = read_npy_f32(os.path.join(ref_dir, "ref.npy"))
-    ro, co, ours = read_npy_f32(ours_path)
-    if (ro, co) != (rr, cols):
-        sys.exit(f"error: {ours_path} is ({ro}, {co}) but the reference is ({rr}, {cols})")
+def check_cuda(ref_dir, forced_path, forced_routing, natural_path, natural_routing, hf):
+    """moebench's CUDA (bf16) logits against the fp32 reference on the same bf16-rounded
+    weights (ref_bf16w.npy: the weights the engine holds), with our router's choices set to
+    the reference's (forced_path: `--routing trace:` of its choices; the weights of the
+    chosen experts still come from our own gate's softmax), so that only activation
+    rounding is compared at every position: a near-tied router score that bf16 activations
+    send the other way is a discrete jump, not rounding, and with 32 experts and top-8 even
+    rounding the weights to bf16 flips some. tol = 2 x transformers' own bf16-vs-fp32 spread
+    on these weights (max over the positions before its bf16 and fp32 runs first route
+    differently; 2 bf16 ulps of the largest |logit| if they part at position 0); every
+    position within tol; argmax equal where the reference's top-2 margin exceeds tol. Our
+    own routing's run (natural_path) is reported beside: where its choices first differ
+    from the reference's, and its logits before that."""
+    rr, cols, ref = read_npy_f32(os.path.join(ref_dir, "ref_bf16w.npy"))
+    _, _, ref32w = read_npy_f32(os.path.join(ref_dir, "ref.npy"))
+    ref_sets = read_routing(os.path.join(ref_dir, "routing_bf16w.txt"))
+    runs = {}
+    for name, path, rpath in (("forced", forced_path, forced_routing), ("natural", natural_path, natural_routing)):
+        ro, co, v = read_npy_f32(path)
+        if (ro, co) != (rr, cols):
+            sys.exit(f"error: {path} is ({ro}, {co}) but the reference is ({rr}, {cols})")
+        sets = read_routing(rpath)
+        missing = sorted(set(ref_sets) - set(sets))
+        if missing:
+            sys.exit(f"error: {rpath} has no routing for (position, layer) {missing[0]} "
+                     f"({len(missing)} missing of {len(ref_sets)})")
+        runs[name] = (v, first_routing_difference(sets, ref_sets))
+    ours, forced_div = runs["forced"]
+    natural, natural_div = runs["natural"]
+    if forced_div is not None:
+        sys.exit(f"error: {forced_routing}: the forced run chose other experts than the reference's trace at "
+                 f"position {forced_div}")
     s = hf["summary"]
     spread = s["hf_bf16_vs_fp32_spread_routing_consistent"]
     top = max(abs(x) for x in ref)
     tol = 2 * spread if spread is not None else 2 * 2.0 ** (math.floor(math.log2(top)) - 7)
     per = []
     for p in range(rr):
-        o, r = row(ours, cols, p), row(ref, cols, p)
+        o, r, r32, nat = row(ours, cols, p), row(ref, cols, p), row(ref32w, cols, p), row(natural, cols, p)
         ao, _ = top2(o)
         ar, margin = top2(r)
         d = max(abs(x - y) for x, y in zip(o, r))
-        per.append({"position": p, "max_abs_ours_vs_fp32": d, "within_tol": d <= tol, "fp32_top2_margin": margin,
-                    "argmax_ours": ao, "argmax_fp32": ar, "argmax_checked": margin > tol,
-                    "argmax_agrees": ao == ar})
+        per.append({"position": p, "max_abs_ours_vs_ref": d, "within_tol": d <= tol, "ref_top2_margin": margin,
+                    "argmax_ours": ao, "argmax_ref": ar, "argmax_checked": margin > tol, "argmax_agrees": ao == ar,
+                    "max_abs_ours_own_routing_vs_ref": max(abs(x - y) for x, y in zip(nat, r)),
+                    "max_abs_bf16_weights_vs_fp32_weights": max(abs(x - y) for x, y in zip(r, r32))})
     checked = [e for e in per if e["argmax_checked"]]
-    out = {"rule": "moebench CUDA (bf16 weights, bf16 matmul inputs, fp32 accumulation) vs transformers fp32: "
-                   "|ours - fp32| <= tol = 2 x transformers' own bf16-vs-fp32 spread on these weights (positions "
-                   "before its first bf16/fp32 routing divergence); argmax equal where the fp32 top-2 margin > tol",
+    before = [e for e in per if natural_div is None or e["position"] < natural_div]
+    out = {"rule": "moebench CUDA (bf16 weights, bf16 matmul inputs, fp32 accumulation), its router's choices set to "
+                   "the reference's, vs transformers fp32 on the same bf16-rounded weights: |ours - ref| <= tol = 2 x "
+                   "transformers' own bf16-vs-fp32 spread on these weights (positions before its first bf16/fp32 "
+                   "routing divergence) at every position; argmax equal where the reference's top-2 margin > tol",
            "tolerance": tol, "hf_bf16_vs_fp32_spread": spread,
-           "max_abs_ours_vs_fp32": max(e["max_abs_ours_vs_fp32"] for e in per),
-           "ours_vs_fp32_over_spread": (max(e["max_abs_ours_vs_fp32"] for e in per) / spread) if spread else None,
+           "max_abs_ours_vs_ref": max(e["max_abs_ours_vs_ref"] for e in per),
+           "ours_vs_ref_over_spread": max(e["max_abs_ours_vs_ref"] for e in per) / spread if spread else None,
            "all_within_tol": all(e["within_tol"] for e in per),
            "argmax_checked": len(checked), "argmax_agree_where_checked": sum(e["argmax_agrees"] for e in checked),
            "argmax_agree_all": sum(e["argmax_agrees"] for e in per),
+           "own_routing": {"first_routing_difference_vs_ref": natural_div,
+                           "max_abs_vs_ref_before_it": max((e["max_abs_ours_own_routing_vs_ref"] for e in before),
+                                                           default=None),
+                           "max_abs_vs_ref_all": max(e["max_abs_ours_own_routing_vs_ref"] for e in per)},
+           "max_abs_bf16_weights_vs_fp32_weights": max(e["max_abs_bf16_weights_vs_fp32_weights"] for e in per),
            "transformers_bf16_run": {k: s.get(k) for k in ("first_routing_divergence_bf16_vs_fp32",
                                                          "hf_bf16_vs_fp32_max_spread_all_positions", "decode",
                                                          "prefill")},
@@ -270,12 +389,16 @@ def cmd_all(a):
               "cpu_rule": "moebench logits --backend cpu (fp32) vs transformers fp32 eager on the CPU, same "
                           "safetensors: max |diff| <= 1e-4 over every position and token, and transformers' greedy "
                           "tokens identical to our argmax under teacher forcing",
-              "cuda_rule": "moebench logits --backend cuda (bf16 weights, fp32 accumulation) vs transformers fp32 "
-                           "(the CPU reference's logits): tol = 2 x max |hf_bf16 - hf_fp32| over the positions before "
-                           "the first routing divergence of transformers' own bf16 and fp32 runs (mixtral_oracle.py "
-                           "compare measures it); argmax must agree where the fp32 top-2 margin exceeds tol. Against "
-                           "transformers' bf16 run itself no tolerance holds: its routing flips away from fp32 at "
-                           "near-tied router scores (a discrete jump), so it is reported, not held",
+              "cuda_rule": "moebench logits --backend cuda (bf16 weights, fp32 accumulation) with its router's "
+                           "choices set to the reference's (--routing trace:, the chosen experts' weights from our own "
+                           "gate) vs transformers fp32 on the same weights rounded to bf16 (ref_bf16w.npy; the spread "
+                           "below is measured on those weights too), every position: tol = 2 x max |hf_bf16 - hf_fp32| "
+                           "over the positions before the first routing divergence of transformers' own bf16 and fp32 "
+                           "runs (mixtral_oracle.py compare measures it); argmax must agree where the reference's top-2 "
+                           "margin exceeds tol. Our run with its own routing is reported beside (where its choices "
+                           "first differ from the reference's). Against transformers' bf16 run itself no tolerance "
+                           "holds: its routing flips away from fp32 at near-tied router scores (a discrete jump), so it "
+                           "is reported, not held",
               "families": {}}
     ok = True
     for fam in a.families.split(","):
@@ -308,15 +431,22 @@ def cmd_all(a):
         ok &= entry["cpu"]["pass"]
         if cuda:
             ours_cuda = os.path.join(ref_dir, "ours_cuda.npy")
+            ours_routing = os.path.join(ref_dir, "ours_cuda_routing.txt")
+            forced = os.path.join(ref_dir, "ours_cuda_forced.npy")
+            forced_routing = os.path.join(ref_dir, "ours_cuda_forced_routing.txt")
             cmp = os.path.join(ref_dir, "cuda_vs_transformers.json")
-            rc = sh([moebench, "logits", "--model", d, "--backend", "cuda", "--max-model-len", "64", "--ids-file",
-                     ids, "--prompt-len", str(a.prompt_len), "--out", ours_cuda], log)
+            cuda_run = [moebench, "logits", "--model", d, "--backend", "cuda", "--max-model-len", "64", "--ids-file",
+                        ids, "--prompt-len", str(a.prompt_len)]
+            rc = sh(cuda_run + ["--out", ours_cuda, "--routing-out", ours_routing], log)
+            rc = rc or sh(cuda_run + ["--routing", "trace:" + os.path.join(ref_dir, "routing_bf16w_trace.json"),
+                                      "--out", forced, "--routing-out", forced_routing], log)
             if rc == 0:  # transformers' bf16 run beside its fp32 one: the spread the tolerance comes from
                 sh([sys.executable, os.path.join(os.path.dirname(__file__), "mixtral_oracle.py"), "compare",
                     "--ckpt", d, "--ids-file", ids, "--prompt-len", str(a.prompt_len), "--ours", ours_cuda,
                     "--model-note", f"families_oracle.py make --family {fam}", "--out", cmp], log)
             if rc == 0 and os.path.exists(cmp):
-                entry["cuda"] = check_cuda(ref_dir, ours_cuda, json.load(open(cmp)))
+                entry["cuda"] = check_cuda(ref_dir, forced, forced_routing, ours_cuda, ours_routing,
+                                           json.load(open(cmp)))
             else:
                 entry["cuda"] = {"pass": False, "error": log[-1]["tail"]}
             ok &= entry["cuda"]["pass"]
@@ -329,7 +459,17 @@ def cmd_all(a):
                 if os.path.isdir(src):
                     dst = os.path.join(a.keep, fam + suffix)
                     shutil.rmtree(dst, ignore_errors=True)
-                    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("ours_cuda.npy"))
+                    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("ours_cuda*"))
+            spread = result["families"][fam].get("cuda", {}).get("hf_bf16_vs_fp32_spread")
+            ref_json = os.path.join(a.keep, fam + "_ref", "ref.json")
+            if spread is not None and os.path.exists(ref_json):  # the CUDA fixture test's tolerance (2 x spread)
+                r = json.load(open(ref_json))
+                r["transformers_bf16_vs_fp32_spread"] = spread
+                r["transformers_bf16_vs_fp32_spread_source"] = "mixtral_oracle.py compare in the oracle run that " \
+                    "kept this fixture: max |transformers bf16 - transformers fp32 on the bf16-rounded weights| " \
+                    "over the positions before their routing first differs"
+                with open(ref_json, "w") as f:
+                    json.dump(r, f)
     result["cuda_checked"] = cuda
     result["pass"] = ok
     tmp = a.out + ".tmp"
@@ -341,8 +481,11 @@ def cmd_all(a):
         line = f"{fam}: cpu max|diff| {cpu.get('max_abs_diff', math.nan):.3g} greedy {cpu.get('greedy_identical')}"
         if "cuda" in e and "tolerance" in e["cuda"]:
             c = e["cuda"]
-            line += f"; cuda max|ours - fp32| {c['max_abs_ours_vs_fp32']:.4g} (tol {c['tolerance']:.4g}), argmax " \
-                    f"{c['argmax_agree_where_checked']}/{c['argmax_checked']} where checked"
+            o = c["own_routing"]
+            line += f"; cuda (reference's routing) max|ours - fp32 on bf16 weights| {c['max_abs_ours_vs_ref']:.4g} " \
+                    f"(tol {c['tolerance']:.4g}), argmax {c['argmax_agree_where_checked']}/{c['argmax_checked']} " \
+                    f"where checked; own routing first differs at {o['first_routing_difference_vs_ref']}; bf16 " \
+                    f"weights alone move fp32 by {c['max_abs_bf16_weights_vs_fp32_weights']:.4g}"
         print(line + f" -> {'PASS' if e.get('pass') else 'FAIL'}")
     print("families oracle:", "PASS" if ok else "FAIL", "->", a.out)
     return 0 if ok else 1

@@ -425,10 +425,9 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
         }
       }
       if (decode && !tp_) prefetch_attention_out(L);
-      family_attention(L, b, m);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
-      // rope() + rope() + kv_store(), one launch.
-      rope_kv_store_paged(b.q, b.k, b.v, b.pos, b.pos, L.k_cache, L.v_cache, m, nh, nkv, hd, c.rope_theta, s);
+      // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
+      family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
       if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))  // no merge launch for few keys
         decode_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
                          decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws, s);

@@ -154,10 +154,12 @@ class CudaModel : public Model, public BatchModel {
     const __nv_bfloat16 *sw1 = nullptr, *sw3 = nullptr, *sw2 = nullptr, *shared_gate = nullptr;
   };
   // The families' additions to a layer (engine/cuda/cuda_model_family.cpp), on b's
-  // buffers of an m-token forward: q/k/v bias and q/k norm on b.q / b.k before RoPE;
-  // x += sigmoid(h . shared_gate) * shared_expert(h) after the MoE. Launches only
-  // (CUDA-graph safe).
-  void family_attention(const Layer& L, ForwardBuffers& b, int m);
+  // buffers of an m-token forward: q/k/v bias and q/k norm on b.q / b.k before RoPE, then
+  // RoPE and the store of the new keys/values into the pool (rope_kv_store_paged; per-head
+  // q/k norm in the same launch); x += sigmoid(h . shared_gate) * shared_expert(h) after
+  // the MoE. Launches only (CUDA-graph safe).
+  void family_attention_rope(const Layer& L, ForwardBuffers& b, int m, const int32_t* pos, const int32_t* slot,
+                             __nv_bfloat16* k_pool, __nv_bfloat16* v_pool);
   void family_shared_expert(const Layer& L, ForwardBuffers& b, int m);
   void family_upload(Layer& L, int l, const std::map<std::string, const __nv_bfloat16*>& dev);
   static uint64_t family_workspace_bytes(const ModelConfig& c, int pool_tokens);

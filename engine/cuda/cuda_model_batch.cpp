@@ -120,8 +120,7 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     float* y[3] = {b.q, b.k, b.v};
     const int out[3] = {Q, KV, KV};
     linear_multi(b.h, w, y, out, 3, m, H, blas, s);
-    family_attention(L, b, m);
-    rope_kv_store_paged(b.q, b.k, b.v, pos, slot, P.k[l], P.v[l], m, nh, nkv, hd, c.rope_theta, s);
+    family_attention_rope(L, b, m, pos, slot, P.k[l], P.v[l]);
     if (m == n_seqs && decode_attention_supported(nh, nkv, hd, P.k[l], P.v[l]))  // decode rows only
       decode_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
                        b.attn_ws, s);

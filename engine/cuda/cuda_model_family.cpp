@@ -53,16 +53,19 @@ void CudaModel::family_upload(Layer& L, int l, const std::map<std::string, const
   }
 }
 
-void CudaModel::family_attention(const Layer& L, ForwardBuffers& b, int m) {
+void CudaModel::family_attention_rope(const Layer& L, ForwardBuffers& b, int m, const int32_t* pos, const int32_t* slot,
+                                      bf16* k_pool, bf16* v_pool) {
   const ModelConfig& c = cfg_;
-  const int Q = c.q_dim(), KV = c.kv_dim();
+  const int Q = c.q_dim(), KV = c.kv_dim(), nh = c.num_attention_heads, nkv = c.num_key_value_heads;
   cudaStream_t s = stream_;
   if (L.bq) add_qkv_bias(b.q, L.bq, b.k, L.bk, b.v, L.bv, m, Q, KV, s);
-  if (c.qk_norm == QkNorm::per_head)
-    qk_rmsnorm(b.q, L.q_norm, m * c.num_attention_heads, c.head_dim, b.k, L.k_norm, m * c.num_key_value_heads,
-               c.head_dim, c.rms_norm_eps, s);
-  else if (c.qk_norm == QkNorm::whole)
-    qk_rmsnorm(b.q, L.q_norm, m, Q, b.k, L.k_norm, m, KV, c.rms_norm_eps, s);
+  if (c.qk_norm == QkNorm::per_head) {  // the norm inside the rope + store launch
+    qk_norm_rope_kv_store_paged(b.q, b.k, b.v, L.q_norm, L.k_norm, pos, slot, k_pool, v_pool, m, nh, nkv, c.head_dim,
+                                c.rope_theta, c.rms_norm_eps, s);
+    return;
+  }
+  if (c.qk_norm == QkNorm::whole) qk_rmsnorm(b.q, L.q_norm, m, Q, b.k, L.k_norm, m, KV, c.rms_norm_eps, s);
+  rope_kv_store_paged(b.q, b.k, b.v, pos, slot, k_pool, v_pool, m, nh, nkv, c.head_dim, c.rope_theta, s);
 }
 
 void CudaModel::family_shared_expert(const Layer& L, ForwardBuffers& b, int m) {

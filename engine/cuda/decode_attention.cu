@@ -45,18 +45,23 @@ __device__ __forceinline__ void load_dims(const bf16* p, float f[P]) {
   }
 }
 
-// grid (m, n_kv, n_splits), block kWarps x 32. G >= n_heads / n_kv (a power of two), head_dim = 32 P,
-// K keys per warp per round.
+// grid (m, n_heads / hpb, n_splits), block kWarps x 32: each block takes hpb query heads of
+// one KV head (hpb = n_heads / n_kv: the whole group; or a divisor of it, so that a
+// group of many heads is spread over more blocks: a head's arithmetic does not depend on
+// the block it is in). G >= hpb (a power of two), head_dim = 32 P, K keys per warp per
+// round.
 template <int G, int P, int K>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_attention_kernel(const float* __restrict__ q, const bf16* __restrict__ kp, const bf16* __restrict__ vp,
                             const int32_t* __restrict__ tables, int table_width, const int32_t* __restrict__ seq_row,
                             const int32_t* __restrict__ pos, bf16* __restrict__ out, float* __restrict__ part,
-                            int n_heads, int n_kv, int block_size, float scale) {
+                            int n_heads, int n_kv, int hpb, int block_size, float scale) {
   constexpr int HD = 32 * P;
   __shared__ float Ws[kWarps][G][HD + 2];  // per warp and head: acc (HD), max, sum
-  const int i = blockIdx.x, g = blockIdx.y, split = blockIdx.z, n_splits = gridDim.z;
-  const int group = n_heads / n_kv;
+  const int i = blockIdx.x, split = blockIdx.z, n_splits = gridDim.z;
+  const int group = n_heads / n_kv, blocks_per_kv = group / hpb;
+  const int g = blockIdx.y / blocks_per_kv;                                 // the KV head
+  const int head0 = g * group + (blockIdx.y % blocks_per_kv) * hpb;         // the block's first query head
   pdl_wait();  // q and the new key/value come from the previous kernel
   pdl_trigger();
   const int len = pos[i] + 1;
@@ -71,7 +76,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int h = 0; h < G; ++h)
 #pragma unroll
     for (int p = 0; p < P; ++p)
-      qr[h][p] = h < group ? q[(static_cast<int64_t>(i) * n_heads + g * group + h) * HD + lane * P + p] : 0.0f;
+      qr[h][p] = h < hpb ? q[(static_cast<int64_t>(i) * n_heads + head0 + h) * HD + lane * P + p] : 0.0f;
   const int32_t* table = tables + static_cast<int64_t>(seq_row[i]) * table_width;
   const int64_t kv_stride = static_cast<int64_t>(n_kv) * HD;
   const int64_t head_off = static_cast<int64_t>(g) * HD + lane * P;
@@ -141,7 +146,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     }
   }
   __syncthreads();
-  for (int e = threadIdx.x; e < group * HD; e += blockDim.x) {
+  for (int e = threadIdx.x; e < hpb * HD; e += blockDim.x) {
     const int h = e / HD, d = e % HD;
     float M = -INFINITY;
     for (int w = 0; w < kWarps; ++w) M = fmaxf(M, Ws[w][h][HD]);
@@ -152,7 +157,7 @@ __global__ void __launch_bounds__(kWarps * 32)
       L = fmaf(Ws[w][h][HD + 1], f, L);
       A = fmaf(Ws[w][h][d], f, A);
     }
-    const int64_t qh = static_cast<int64_t>(i) * n_heads + g * group + h;
+    const int64_t qh = static_cast<int64_t>(i) * n_heads + head0 + h;
     split_result(part, out, used == 1, split, n_splits, static_cast<int64_t>(gridDim.x) * n_heads, qh, HD, d, M, L, A);
   }
 }
@@ -172,25 +177,30 @@ __global__ void decode_attention_merge_kernel(const float* __restrict__ part, co
 
 template <int G, int P>
 void launch(const float* q, const bf16* kp, const bf16* vp, const int32_t* tables, int W, const int32_t* seq_row,
-            const int32_t* pos, bf16* out, float* part, int n_splits, int m, int n_heads, int n_kv, int bs,
+            const int32_t* pos, bf16* out, float* part, int n_splits, int m, int n_heads, int n_kv, int hpb, int bs,
             cudaStream_t stream) {
   constexpr int K = G >= 8 ? 4 : 8;  // registers: K x G scores per lane
-  const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_kv), static_cast<unsigned>(n_splits));
+  const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_heads / hpb), static_cast<unsigned>(n_splits));
   const float scale = 1.0f / sqrtf(static_cast<float>(32 * P));
   launch_pdl(decode_attention_kernel<G, P, K>, grid, dim3(kWarps * 32), 0, stream, q, kp, vp, tables, W, seq_row, pos, out,
-             part, n_heads, n_kv, bs, scale);
+             part, n_heads, n_kv, hpb, bs, scale);
   CUDA_CHECK_LAUNCH("decode_attention_kernel");
 }
 
 template <int G>
 void launch_g(int hd, const float* q, const bf16* kp, const bf16* vp, const int32_t* tables, int W,
               const int32_t* seq_row, const int32_t* pos, bf16* out, float* part, int n_splits, int m, int n_heads,
-              int n_kv, int bs, cudaStream_t stream) {
-  if (hd == 128) launch<G, 4>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, bs, stream);
-  else if (hd == 64) launch<G, 2>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, bs, stream);
-  else launch<G, 1>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, bs, stream);
+              int n_kv, int hpb, int bs, cudaStream_t stream) {
+  if (hd == 128) launch<G, 4>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, stream);
+  else if (hd == 64) launch<G, 2>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, stream);
+  else launch<G, 1>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, stream);
 }
 }  // namespace
+
+int decode_attention_heads_per_block(int n_heads, int n_kv) {
+  const int group = n_kv > 0 ? n_heads / n_kv : 1;
+  return group >= 8 ? 1 : group;
+}
 
 bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool) {
   if (head_dim != 32 && head_dim != 64 && head_dim != 128) return false;
@@ -213,11 +223,11 @@ void decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, co
   const int max_keys = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(table_width) * block_size, INT32_MAX));
   const int splits = workspace ? paged_attention_splits(m, n_kv, max_keys) : 1;
   float* part = splits > 1 ? workspace : nullptr;
-  const int group = n_heads / n_kv;
-  if (group == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
-  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
-  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
-  else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, block_size, stream);
+  const int group = n_heads / n_kv, hpb = decode_attention_heads_per_block(n_heads, n_kv);
+  if (hpb == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
+  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
+  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
+  else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
   if (splits > 1) {
     launch_pdl(decode_attention_merge_kernel, dim3(static_cast<unsigned>(static_cast<int64_t>(m) * n_heads)), dim3(128), 0,
                stream, part, pos, out, m, n_heads, head_dim, splits);

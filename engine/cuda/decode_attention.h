@@ -30,6 +30,14 @@ bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void*
 // get the same bits as with one.
 bool decode_attention_one_split(int keys);
 
+// Query heads one block takes: the whole group of a KV head (the key and value rows are
+// read once per group), except for groups of 8 or more heads (Qwen3-30B-A3B: 32 query
+// heads over 4 KV heads), whose blocks take one head each: a batch-1 step then runs
+// n_heads blocks per key split instead of n_kv, each with an eighth of the dot products
+// per key (the rows come again from L2). The same arithmetic per head, in a different
+// key order per warp than the whole-group launch (its K keys per warp per round).
+int decode_attention_heads_per_block(int n_heads, int n_kv);
+
 // As paged_attention (same arguments; `workspace` holds
 // paged_attention_workspace_floats(m, n_heads, n_kv, head_dim, table_width * block_size)
 // floats, or is null: no key split). Fails for shapes decode_attention_supported refuses.

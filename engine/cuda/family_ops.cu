@@ -1,7 +1,8 @@
 // family_ops.cu: the small kernels the MoE families beyond Mixtral add to a layer
 // (twins: the loops in engine/cpu_model.cpp): q/k/v bias, q/k RMSNorm in place on the
-// fp32 projections, and the sigmoid-gated add of the shared expert; one launch each, so
-// a decode step of a 48-layer model pays few extra launches.
+// fp32 projections (per head: together with RoPE and the KV store, one launch), and the
+// sigmoid-gated add of the shared expert; one launch each, so a decode step of a
+// 48-layer model pays few extra launches.
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/ops.cuh"
@@ -49,6 +50,57 @@ __global__ void qk_rmsnorm_kernel(float* __restrict__ q, const bf16* __restrict_
   for (int d = lane; d < dim; d += 32) xr[d] = (xr[d] * inv) * __bfloat162float(w[d]);
 }
 
+// qk_rmsnorm (per head) and rope_kv_store_paged in one launch, bit for bit the two: grid
+// (m, n_heads + n_kv), rope_kv_store_paged_kernel's threads per block. A block takes one
+// query head (normed and rotated in place) or one key head (normed and rotated into the
+// pool) together with the value head of the same index (copied into the pool). It first
+// sums the head's squares in every warp the way one warp of qk_rmsnorm_kernel does
+// (lane-strided fmaf over head_dim, then warp_sum: the same sum in each warp), then
+// normalises its pairs ((x * inv) * w, in registers) and rotates them (rope_angle,
+// rope_rotate: paged_kv.cu's arithmetic). k itself is left as the projection wrote it
+// (nothing reads it after the pool).
+__global__ void qk_norm_rope_kv_store_paged_kernel(float* __restrict__ q, const float* __restrict__ k,
+                                                   const float* __restrict__ v, const bf16* __restrict__ wq,
+                                                   const bf16* __restrict__ wk, const int32_t* __restrict__ pos,
+                                                   const int32_t* __restrict__ slot, bf16* __restrict__ kp,
+                                                   bf16* __restrict__ vp, int n_heads, int n_kv, int head_dim,
+                                                   float theta, float eps) {
+  const int i = blockIdx.x, y = blockIdx.y, half = head_dim / 2, lane = threadIdx.x & 31;
+  const bool is_q = y < n_heads;
+  const int h = is_q ? y : y - n_heads;
+  const int64_t kv_row = static_cast<int64_t>(n_kv) * head_dim;
+  const int64_t in_kv = i * kv_row + static_cast<int64_t>(h) * head_dim;                  // k, v of token i, head h
+  const int64_t in_pool = static_cast<int64_t>(slot[i]) * kv_row + static_cast<int64_t>(h) * head_dim;
+  float* x = is_q ? q + (static_cast<int64_t>(i) * n_heads + h) * head_dim : nullptr;
+  const float* src = is_q ? x : k + in_kv;
+  const bf16* w = is_q ? wq : wk;
+  float ss = 0;
+  for (int d = lane; d < head_dim; d += 32) ss = fmaf(src[d], src[d], ss);
+  ss = warp_sum(ss);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(head_dim) + eps);
+  __syncthreads();  // every warp has read the query head before it is overwritten
+  const float p = static_cast<float>(pos[i]);
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float a = (src[j] * inv) * __bfloat162float(w[j]);
+    const float b = (src[j + half] * inv) * __bfloat162float(w[j + half]);
+    const float2 r = rope_rotate(a, b, rope_angle(p, j, head_dim, theta));
+    if (is_q) {
+      x[j] = r.x;
+      x[j + half] = r.y;
+    } else {
+      kp[in_pool + j] = __float2bfloat16_rn(r.x);
+      kp[in_pool + j + half] = __float2bfloat16_rn(r.y);
+    }
+  }
+  if (head_dim % 2 == 1 && threadIdx.x == 0) {  // the odd last dim: normed, not rotated
+    const float last = (src[head_dim - 1] * inv) * __bfloat162float(w[head_dim - 1]);
+    if (is_q) x[head_dim - 1] = last;
+    else kp[in_pool + head_dim - 1] = __float2bfloat16_rn(last);
+  }
+  if (!is_q)
+    for (int d = threadIdx.x; d < head_dim; d += blockDim.x) vp[in_pool + d] = __float2bfloat16_rn(v[in_kv + d]);
+}
+
 __global__ void add_sigmoid_gated_kernel(float* __restrict__ out, const float* __restrict__ y,
                                          const float* __restrict__ g, int64_t count, int dim) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
@@ -76,6 +128,19 @@ void qk_rmsnorm(float* q, const bf16* wq, int q_rows, int q_dim, float* k, const
   qk_rmsnorm_kernel<<<static_cast<unsigned>(ceil_div(rows, kThreads / 32)), kThreads, 0, stream>>>(
       q, wq, q_rows, q_dim, k, wk, k_rows, k_dim, eps);
   CUDA_CHECK_LAUNCH("qk_rmsnorm_kernel");
+}
+
+void qk_norm_rope_kv_store_paged(float* q, const float* k, const float* v, const bf16* wq, const bf16* wk,
+                                 const int32_t* pos, const int32_t* slot, bf16* k_pool, bf16* v_pool, int m,
+                                 int n_heads, int n_kv, int head_dim, float theta, float eps, cudaStream_t stream) {
+  MB_NVTX_RANGE("qk_norm_rope_kv_store_paged");
+  if (m <= 0) return;
+  const int half = head_dim / 2;  // rope_kv_store_paged's block size
+  const int threads = half >= 128 ? 128 : half <= 32 ? 32 : ((half + 31) / 32) * 32;
+  const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_heads + n_kv));
+  qk_norm_rope_kv_store_paged_kernel<<<grid, threads, 0, stream>>>(q, k, v, wq, wk, pos, slot, k_pool, v_pool, n_heads,
+                                                                  n_kv, head_dim, theta, eps);
+  CUDA_CHECK_LAUNCH("qk_norm_rope_kv_store_paged_kernel");
 }
 
 void add_sigmoid_gated(float* out, const float* y, const float* g, int n, int dim, cudaStream_t stream) {

@@ -226,7 +226,8 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
 void MoeLayer::run_norm(int step, int layer, int pos0, const float* x_in, const bf16* norm_w, float eps,
                         const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x, int m) {
   const FusedNorm fused{x_in, norm_w, eps};
-  const bool one_launch = norm_router_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h);
+  const bool one_launch = norm_router_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h) ||
+                          norm_router_wide_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h);
   if (!one_launch) rmsnorm(x_in, norm_w, b.h, m, d_.hidden, eps, stream_);
   run(step, layer, pos0, gate, next_gate, b, x, m, one_launch ? &fused : nullptr);
 }

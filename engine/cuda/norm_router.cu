@@ -143,7 +143,99 @@ __global__ void __launch_bounds__(kThreads)
   }
   topk_of_block(s_logits, i, n_experts, k, ids, weights, renormalise);
 }
+
+// The many-expert launch (32 <= n_experts <= 256; fewer take the one-block kernel): grid
+// (n, ceil(n_experts / kWideRows)).
+// Every block norms its token into shared memory (the same rmsnorm_row: the same h; block
+// y = 0 also writes h out) and takes kWideRows expert rows, two per warp with both rows'
+// loads issued before either is summed (each row's sum in the same order as the one-block
+// kernel's: the same logits). The block that finishes its token's rows last (a counter per
+// token, reset by that block, so launches in a stream and graph replays follow each other
+// safely) reads the token's logits back from L2 and takes the top-k. One such launch runs
+// on a device at a time (the counters are the device's): launches on one stream, as the
+// model's, never overlap.
+constexpr int kWideRows = 2 * kWarps;
+constexpr int kWideMinExperts = 32;  // one block streamed OLMoE's 64 x 2048 gate in 16 us (H200)
+constexpr int kWideMaxExperts = kRouterMaxPerLane * 32;
+constexpr int kWideMaxHidden = 16384;  // h in shared memory: 32 KiB
+__device__ unsigned int g_wide_done[kMaxTokens];
+
+__global__ void __launch_bounds__(kThreads)
+    norm_router_wide_kernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
+                            const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ h,
+                            float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights,
+                            int hidden, int n_experts, int k, bool renormalise) {
+  extern __shared__ __align__(16) unsigned char wide_smem[];
+  __nv_bfloat16* hs = reinterpret_cast<__nv_bfloat16*>(wide_smem);
+  __shared__ float s_logits[kWideMaxExperts];
+  __shared__ bool s_last;
+  const int i = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  rmsnorm_row<kThreads>(x + static_cast<int64_t>(i) * hidden, norm_w, hs, hidden, eps);
+  __syncthreads();
+  const int chunks = hidden / 8;
+  if (blockIdx.y == 0)
+    for (int c = threadIdx.x; c < chunks; c += kThreads)
+      *reinterpret_cast<bf16x8*>(h + static_cast<int64_t>(i) * hidden + 8 * c) = load8(hs + 8 * c);
+  const int e0 = blockIdx.y * kWideRows + 2 * warp;
+  const int rows = max(0, min(2, n_experts - e0));  // warp-uniform
+  if (rows > 0) {
+    const __nv_bfloat16* g0 = gate + static_cast<int64_t>(e0) * hidden;
+    const __nv_bfloat16* g1 = rows > 1 ? g0 + hidden : g0;
+    float acc0 = 0, acc1 = 0;
+    for (int c0 = lane; c0 < chunks; c0 += 32 * kChunks) {
+      bf16x8 w0[kChunks], w1[kChunks], hv[kChunks];
+#pragma unroll
+      for (int u = 0; u < kChunks; ++u) {
+        const int c = c0 + 32 * u;
+        if (c < chunks) {
+          w0[u] = load8_stream(g0 + 8 * c);
+          w1[u] = load8_stream(g1 + 8 * c);
+          hv[u] = load8(hs + 8 * c);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kChunks; ++u) {
+        if (c0 + 32 * u >= chunks) break;
+        float f0[8], f1[8], hf[8];
+        to_float8(w0[u], f0);
+        to_float8(w1[u], f1);
+        to_float8(hv[u], hf);
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          acc0 = fmaf(hf[j], f0[j], acc0);
+          acc1 = fmaf(hf[j], f1[j], acc1);
+        }
+      }
+    }
+    acc0 = warp_sum(acc0);
+    acc1 = warp_sum(acc1);
+    if (lane == 0) {
+      logits[static_cast<int64_t>(i) * n_experts + e0] = acc0;
+      if (rows > 1) logits[static_cast<int64_t>(i) * n_experts + e0 + 1] = acc1;
+    }
+  }
+  if (!ids) return;  // block-uniform
+  __threadfence();   // this block's logits reach L2 before its count does
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(&g_wide_done[i], 1u) == gridDim.y - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  for (int e = threadIdx.x; e < n_experts; e += kThreads) s_logits[e] = __ldcg(logits + static_cast<int64_t>(i) * n_experts + e);
+  if (threadIdx.x == 0) g_wide_done[i] = 0;  // the next launch on the stream starts from zero
+  __syncthreads();
+  if (warp == 0)
+    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
+                     renormalise);
+}
 }  // namespace
+
+bool norm_router_wide_supported(int n, int hidden, int n_experts, int k, const void* gate, const void* h) {
+  return n >= 1 && n <= kMaxTokens && hidden > 0 && hidden % 8 == 0 && hidden <= kWideMaxHidden &&
+         n_experts >= kWideMinExperts && n_experts <= kWideMaxExperts && k >= 1 && k <= 8 && k <= n_experts &&
+         aligned16(gate) &&
+         aligned16(h);
+}
 
 bool norm_router_supported(int n, int hidden, int n_experts, int k, const void* gate, const void* h) {
   return n >= 1 && n <= kMaxTokens && hidden > 0 && hidden % 8 == 0 && n_experts >= 1 && n_experts <= kMaxExperts &&
@@ -154,9 +246,17 @@ void norm_router(const float* x, const __nv_bfloat16* norm_w, float eps, const _
                  float* logits, int32_t* ids, float* weights, int n, int hidden, int n_experts, int k,
                  cudaStream_t stream, bool renormalise) {
   MB_NVTX_RANGE("norm_router");
+  if (norm_router_wide_supported(n, hidden, n_experts, k, gate, h)) {
+    const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(ceil_div(n_experts, kWideRows)));
+    norm_router_wide_kernel<<<grid, kThreads, static_cast<size_t>(hidden) * 2, stream>>>(
+        x, norm_w, eps, gate, h, logits, ids, weights, hidden, n_experts, k, renormalise);
+    CUDA_CHECK_LAUNCH("norm_router_wide_kernel");
+    return;
+  }
   if (!norm_router_supported(n, hidden, n_experts, k, gate, h))
     fail_msg(msg("cuda::norm_router: ", n, " tokens, hidden ", hidden, ", ", n_experts, " experts, top-", k,
-                 " not supported (<= 8 tokens, hidden % 8 == 0, <= 64 experts, k <= 8, 16-byte aligned gate and h)"));
+                 " not supported (<= 8 tokens, hidden % 8 == 0 (<= 16384 beyond 64 experts), <= 256 experts, k <= 8, "
+                 "16-byte aligned gate and h)"));
   if (n_experts <= kWarps && hidden % kThreads == 0 && hidden <= kRegsMaxHidden) {
     launch_pdl(norm_router_regs_kernel, dim3(static_cast<unsigned>(n)), dim3(kThreads), 0, stream, x, norm_w, eps, gate, h,
                logits, ids, weights, hidden, n_experts, k, renormalise);

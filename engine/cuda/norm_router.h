@@ -17,6 +17,13 @@ namespace moebench::cuda {
 
 // n tokens <= 8, n_experts <= 64, k <= 8, hidden % 8 == 0, gate and h 16-byte aligned.
 bool norm_router_supported(int n, int hidden, int n_experts, int k, const void* gate, const void* h);
+// The many-expert launch (OLMoE 64, Qwen3-30B-A3B 128 experts, top-8): 32 <= n_experts <=
+// 256, as above otherwise, hidden <= 16384. One block per token and 16 expert rows (two
+// per warp), each block norming its token itself (the same h); the last block of a token
+// to finish takes its top-k. The same h, logits (each row summed in the one-block kernel's
+// order) and router_topk, bit for bit, as the one-block kernel where both apply; norm_router
+// takes this launch wherever it applies, else the one-block kernel.
+bool norm_router_wide_supported(int n, int hidden, int n_experts, int k, const void* gate, const void* h);
 
 // x (n, hidden) fp32; norm_w (hidden) bf16; gate (n_experts, hidden) bf16 -> h (n, hidden)
 // bf16, logits (n, n_experts) fp32, and (ids non-null) ids, weights (n, k).

@@ -229,6 +229,11 @@ void add_qkv_bias(float* q, const bf16* bq, float* k, const bf16* bk, float* v, 
 // One warp per row, q's and k's rows in one launch.
 void qk_rmsnorm(float* q, const bf16* wq, int q_rows, int q_dim, float* k, const bf16* wk, int k_rows, int k_dim,
                 float eps, cudaStream_t stream);
+// qk_rmsnorm per head (wq, wk of head_dim) and rope_kv_store_paged in one launch, bit for
+// bit the two in sequence (Qwen3-MoE), except that k is not written back (only the pool).
+void qk_norm_rope_kv_store_paged(float* q, const float* k, const float* v, const bf16* wq, const bf16* wk,
+                                 const int32_t* pos, const int32_t* slot, bf16* k_pool, bf16* v_pool, int m,
+                                 int n_heads, int n_kv, int head_dim, float theta, float eps, cudaStream_t stream);
 // out (n, dim) fp32 += sigmoid(g[i]) * y (n, dim) fp32; g (n) fp32: the shared expert
 // behind its sigmoid gate (Qwen2-MoE).
 void add_sigmoid_gated(float* out, const float* y, const float* g, int n, int dim, cudaStream_t stream);
