@@ -55,7 +55,8 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
               bool x_per_pair, uint32_t seed, cuda::QuantGemvShape shape = {}) {
   SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zero_points ? " zp" : "") << " N=" << N << " K=" << K
                                   << (x_per_pair ? " per pair" : " per token") << " warps " << shape.warps
-                                  << " depth " << shape.depth << " tiles " << shape.tiles);
+                                  << " depth " << shape.depth << " tiles " << shape.tiles
+                                  << (shape.pipe ? " pipelined" : ""));
   std::mt19937 g(seed);
   std::normal_distribution<float> nd(0.0f, 0.05f);
   const int pairs = static_cast<int>(ids.size()), n_x = x_per_pair ? pairs : pairs / k;
@@ -82,7 +83,7 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
   const int32_t* d_ids = dev.up(ids);
   std::vector<float> sentinel(static_cast<size_t>(pairs) * N, -12345.0f);
   float* out = dev.up(sentinel);
-  if (shape.warps || shape.depth || shape.tiles)
+  if (shape.warps || shape.depth || shape.tiles || shape.pipe)
     cuda::quant_moe_gemv_shaped(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, shape, nullptr);
   else
     cuda::quant_moe_gemv(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, nullptr);
@@ -174,6 +175,30 @@ TEST_F(QuantCuda, EveryLaunchShapeMatchesTheCpuReference) {
           run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + warps + depth), shape);
           if (f == QuantFormat::int4 && N == 33) run_case(f, true, N, K, 5, ids, 2, false, 11, shape);
         }
+}
+
+TEST_F(QuantCuda, EveryPipelinedShapeMatchesTheCpuReference) {
+  // The pipelined kernel (blocks resident across tiles, next loads issued before the
+  // current ones are used) at 4 and 8 warps, depth 2 and the format's depth: the shapes of
+  // the plain kernel's test, 10 tokens on one expert (two passes of pair columns), and
+  // 4200 rows (263 tiles: more than a GPU's resident blocks per used expert, so blocks
+  // walk several tiles, the last one partial, and the two shared partial-sum arrays
+  // alternate).
+  std::vector<int32_t> ids = {1, 2, 1, 4}, crowd;
+  for (int i = 0; i < 10; ++i) {
+    crowd.push_back(3);
+    crowd.push_back(i % 7 < 3 ? i % 7 : i % 7 + 1);
+  }
+  for (int warps : {4, 8})
+    for (int depth : {2, 4})
+      for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8}) {
+        const cuda::QuantGemvShape shape{warps, depth, 0, 1};
+        for (auto [N, K] : {std::pair<int, int>{33, 2080}, {40, 14336}, {4200, 256}}) {
+          run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + warps + depth), shape);
+          if (f == QuantFormat::int4 && N != 40) run_case(f, true, N, K, 5, ids, 2, false, 12, shape);
+        }
+        run_case(f, false, 256, 256, 8, crowd, 2, depth == 2, 13, shape);
+      }
 }
 
 TEST_F(QuantCuda, FirstUsesPastThe32ndPair) {

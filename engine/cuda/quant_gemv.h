@@ -44,11 +44,29 @@ void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pa
 // default (warps by the number of tiles, depth 4, one tile). The shape changes which warp
 // sums which super-steps: the fp32 rounding order, not the result's accuracy. For the
 // benchmarks' side-by-side variants.
+// pipe 1: the pipelined kernel instead (blocks resident across the row tiles of their
+// expert, each warp's next loads issued before it computes the current ones; 4 or 8
+// warps, depth 2 or the format's depth, one tile), which the model runs
+// (kDefaultQuantGemvShape; its sums are those of the plain kernel of the same warps and
+// depth).
 struct QuantGemvShape {
-  int warps = 0, depth = 0, tiles = 0;
+  int warps = 0, depth = 0, tiles = 0, pipe = 0;
 };
+inline constexpr QuantGemvShape kDefaultQuantGemvShape{0, 0, 0, 1};
 void quant_moe_gemv_shaped(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids,
                            int n_pairs, int k, int N, int K, int n_experts, float* out, QuantGemvShape shape,
                            cudaStream_t stream);
+
+// Gate and up projections fused with the SwiGLU product (gate_up.h's layout: w holds, per
+// expert, w1 as rows 0 .. inter-1 and w3 as rows inter .. 2 inter-1 of one matrix): for
+// every pair p, h[p, :] (bf16, inter) = silu(g) * u with g, u the two halves of
+// W[ids[p]] . x_token (x per token). The same g and u, bit for bit, as quant_moe_gemv_shaped
+// of that shape over the 2 x inter rows, and the same h as silu_mul_gate_up on them: one
+// launch and no fp32 g, u round trip. The pipelined kernel only (shape.pipe 1).
+void quant_moe_gemv_gate_up(const QuantExperts& w, const __nv_bfloat16* x, const int32_t* ids, int n_pairs, int k,
+                            int inter, int K, int n_experts, __nv_bfloat16* h, cudaStream_t stream);
+void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const __nv_bfloat16* x, const int32_t* ids, int n_pairs,
+                                   int k, int inter, int K, int n_experts, __nv_bfloat16* h, QuantGemvShape shape,
+                                   cudaStream_t stream);
 
 }  // namespace moebench::cuda
