@@ -70,6 +70,10 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   const int64_t t0 = profiler::now_ns();
   const WeightSource& src = *ctx.weights;
   expert_fmt_ = resolve_expert_format(settings_.expert_dtype, src);
+  if (resolve_weight_format(settings_.weight_dtype, src) != QuantFormat::bf16)
+    fail("setting weight_dtype={}: the cuda backend runs the attention projections in bf16 only (quantised ones run "
+         "on the cpu backend)",
+         settings_.weight_dtype);
   if (tp) {
     if (settings_.expert_tier == "disk" || expert_fmt_ != QuantFormat::bf16 || provider_factory)
       fail("setting tensor_parallel={}: runs bf16 experts, resident or pinned (got expert_tier={} expert_dtype={})",
