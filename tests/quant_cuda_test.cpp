@@ -1,7 +1,7 @@
 // quant_cuda_test.cpp: the dequantising decode GEMV over selected experts
 // (engine/cuda/quant_gemv.h) against the CPU reference: dequantize() (engine/quant.h)
 // then an fp32 dot product in double, for int8, int4 (symmetric and with zero points)
-// and fp8, with odd row counts, partial fp8 blocks / int4 groups, several tokens
+// and fp8 (and one int8 / fp8 matrix through linear_weight, weight_dtype's path), with odd row counts, partial fp8 blocks / int4 groups, several tokens
 // sharing an expert, inputs per token (w1/w3) and per pair (w2). Skipped, with a
 // message, when no GPU is present.
 // Tolerance: the reference multiplies the dequantised fp32 weights (code x scale, rounded
@@ -23,7 +23,9 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
+#include "engine/cuda/blas.h"
 #include "engine/cuda/quant_gemv.h"
+#include "engine/cuda/quant_linear.h"
 #include "engine/dtype.h"
 #include "common/error.h"
 #include "engine/quant.h"
@@ -199,6 +201,65 @@ TEST_F(QuantCuda, EveryPipelinedShapeMatchesTheCpuReference) {
         }
         run_case(f, false, 256, 256, 8, crowd, 2, depth == 2, 13, shape);
       }
+}
+
+// One quantised matrix (weight_dtype's attention projections) through linear_weight:
+// n <= 8 rows take quant_gemv (held to the CPU reference as above, accumulate adding to
+// y's old values), more rows dequantise into a bf16 scratch and take linear() (held to
+// the dot products of the bf16-rounded dequantised weights, the values it multiplies).
+// Rows past a 128-row fp8 block and partial column blocks (K = 2080); a wrong block or
+// row scale shows far above the bound.
+TEST_F(QuantCuda, QuantisedLinearWeightMatchesTheCpuReference) {
+  cuda::Blas blas;
+  for (QuantFormat f : {QuantFormat::int8, QuantFormat::fp8})
+    for (auto [N, K] : {std::pair<int, int>{300, 2080}, {33, 256}})
+      for (int n : {1, 3, 8, 12})
+        for (bool acc : {false, true}) {
+          SCOPED_TRACE(testing::Message() << quant_format_name(f) << " N=" << N << " K=" << K << " n=" << n
+                                          << (acc ? " accumulate" : ""));
+          std::mt19937 g(static_cast<uint32_t>(N + K + n));
+          std::normal_distribution<float> nd(0.0f, 0.05f);
+          std::vector<float> w(static_cast<size_t>(N) * K), y0(static_cast<size_t>(n) * N);
+          for (auto& v : w) v = nd(g);
+          w[5] = 0.9f;  // an outlier in the first block / row
+          for (auto& v : y0) v = nd(g);
+          const QuantMatrix m = quantize(f, w.data(), N, K);
+          std::vector<float> wd(w.size());
+          dequantize(m, wd.data());
+          if (n > 8)
+            for (auto& v : wd) v = bf16_to_f32(f32_to_bf16(v));  // linear() multiplies the bf16-rounded values
+          std::vector<uint16_t> xb(static_cast<size_t>(n) * K);
+          for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
+          DeviceBuffers dev;
+          cuda::LinearWeight lw;
+          lw.format = f;
+          lw.q = dev.up(m.q);
+          lw.scale = dev.up(m.scale);
+          std::vector<uint16_t> scratch_h(static_cast<size_t>(N) * K);
+          auto* scratch = reinterpret_cast<__nv_bfloat16*>(dev.up(scratch_h));
+          float* y = dev.up(y0);
+          cuda::linear_weight(lw, reinterpret_cast<const __nv_bfloat16*>(dev.up(xb)), y, n, K, N, acc, scratch,
+                              blas.get(), nullptr);
+          CUDA_CHECK(cudaDeviceSynchronize());
+          std::vector<float> got(y0.size());
+          CUDA_CHECK(cudaMemcpy(got.data(), y, got.size() * 4, cudaMemcpyDeviceToHost));
+          size_t bad = 0;
+          for (int i = 0; i < n; ++i)
+            for (int r = 0; r < N; ++r) {
+              double ref = acc ? y0[static_cast<size_t>(i) * N + r] : 0.0, mag = std::fabs(ref);
+              for (int c = 0; c < K; ++c) {
+                const double t = static_cast<double>(wd[static_cast<size_t>(r) * K + c]) *
+                                 bf16_to_f32(xb[static_cast<size_t>(i) * K + c]);
+                ref += t;
+                mag += std::fabs(t);
+              }
+              const double d = std::fabs(got[static_cast<size_t>(i) * N + r] - ref);
+              if (!(d <= mag * (K + 1) * std::ldexp(1.0, -24) + 1e-30) && bad++ < 5)
+                ADD_FAILURE() << "row " << i << " out " << r << ": got " << got[static_cast<size_t>(i) * N + r]
+                              << ", ref " << ref;
+            }
+          EXPECT_EQ(bad, 0u);
+        }
 }
 
 TEST_F(QuantCuda, FirstUsesPastThe32ndPair) {

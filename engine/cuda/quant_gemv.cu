@@ -311,12 +311,14 @@ __device__ __forceinline__ int64_t quant_row_bytes(QuantFormat F, int K) {
   return F == QuantFormat::int4 ? K / 2 : F == QuantFormat::bf16 ? 2 * static_cast<int64_t>(K) : K;
 }
 
-// ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc).
+// ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc,
+// quant_gemv) with the scales `single_scale` (symmetric).
 // accumulate: out += the result instead of out = it.
 // At least 16 / kRT warps per SM (two tiles a block: twice the registers for loads).
 template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1>
 __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWarps / kRT : 1)
-    quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const bf16* __restrict__ x,
+    quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const uint8_t* __restrict__ single_scale,
+                          const bf16* __restrict__ x,
                           int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
                           float* __restrict__ out, int accumulate) {
   using C = Codes<F>;
@@ -333,8 +335,8 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWar
   int ra[kRT], rb[kRT];
   const uint8_t *qa[kRT], *qb[kRT];
   tile_rows<kRT>(single ? single : w.q[e], row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
-  const uint8_t* scale = C::kScaled ? w.scale[e] : nullptr;
-  const uint8_t* zero = C::kScaled && w.zero ? w.zero[e] : nullptr;
+  const uint8_t* scale = !C::kScaled ? nullptr : single ? single_scale : w.scale[e];
+  const uint8_t* zero = C::kScaled && !single && w.zero ? w.zero[e] : nullptr;
   for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
     const int m = min(kTileCols, cnt - p0);
     const bool has_x = gr < m;  // this lane's B column is pair p0 + gr
@@ -460,13 +462,14 @@ int default_warps(int tiles) {
 }
 
 template <QuantFormat F, int kDepth, int kRT>
-void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const uint8_t* single, const bf16* x, int pp,
+void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const uint8_t* single,
+                  const uint8_t* single_scale, const bf16* x, int pp,
                   const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(ceil_div(tiles, kRT)), static_cast<unsigned>(slots));
   auto launch = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
     quant_moe_gemv_kernel<F, kWarps, kDepth, kRT>
-        <<<grid, kWarps * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+        <<<grid, kWarps * 32, 0, stream>>>(w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc);
   };
   switch (warps) {
     case 2: return launch(std::integral_constant<int, 2>{});
@@ -538,7 +541,8 @@ void launch_pipelined(const QuantExperts& w, const bf16* x, bool x_per_pair, con
 // kDepth, one tile). Depth kDepth / 2 and 2 x kDepth and two tiles (at depth kDepth) are
 // compiled for the quantised formats only.
 template <QuantFormat F>
-void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_per_pair, const int32_t* ids,
+void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_scale, const bf16* x, bool x_per_pair,
+            const int32_t* ids,
             int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, QuantGemvShape shape,
             cudaStream_t stream) {
   const int tiles = static_cast<int>(ceil_div(N, kTileRows)), slots = std::min(n_pairs, n_experts);
@@ -548,20 +552,20 @@ void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_
   constexpr int D = Codes<F>::kDepth;
   const int depth = shape.depth ? shape.depth : D;
   if (depth == D && rt == 1) {
-    launch_depth<F, D, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+    launch_depth<F, D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
     return;
   }
   if constexpr (F != QuantFormat::bf16) {
     if (depth == 2 * D && rt == 1) {
-      launch_depth<F, 2 * D, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      launch_depth<F, 2 * D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
       return;
     }
     if (depth == D && rt == 2) {
-      launch_depth<F, D, 2>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      launch_depth<F, D, 2>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
       return;
     }
     if (depth == D / 2 && rt == 1) {
-      launch_depth<F, D / 2, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      launch_depth<F, D / 2, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
       return;
     }
   }
@@ -591,7 +595,7 @@ void dispatch(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     if (shape.pipe) launch_pipelined<F>(w, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, out_h, shape, stream);
-    else launch<F>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
+    else launch<F>(w, nullptr, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
   };
   switch (w.format) {
     case QuantFormat::int8: run(std::integral_constant<QuantFormat, QuantFormat::int8>{}); break;
@@ -630,13 +634,35 @@ void quant_moe_gemv_gate_up(const QuantExperts& w, const bf16* x, const int32_t*
   quant_moe_gemv_gate_up_shaped(w, x, ids, n_pairs, k, inter, K, n_experts, h, kDefaultQuantGemvShape, stream);
 }
 
+void quant_gemv(QuantFormat f, const uint8_t* q, const uint8_t* scale, const bf16* x, int n, int in, int out, float* y,
+                bool accumulate, cudaStream_t stream) {
+  MB_NVTX_RANGE("quant_gemv");
+  if (n <= 0 || out <= 0) return;
+  if (n > kTileCols || in <= 0 || in % 16 != 0 || !aligned16(x) || !aligned16(q))
+    fail_msg(msg("quant_gemv: needs 1..", kTileCols, " rows (got ", n, "), in % 16 == 0 (got ", in,
+                 ") and 16-byte aligned x and weights"));
+  switch (f) {
+    case QuantFormat::int8:
+      launch<QuantFormat::int8>(QuantExperts{}, q, scale, x, false, nullptr, n, 1, out, in, 1, y, accumulate,
+                                QuantGemvShape{}, stream);
+      break;
+    case QuantFormat::fp8:
+      launch<QuantFormat::fp8>(QuantExperts{}, q, scale, x, false, nullptr, n, 1, out, in, 1, y, accumulate,
+                               QuantGemvShape{}, stream);
+      break;
+    default:
+      fail_msg(msg("quant_gemv: format ", quant_format_name(f), ", expected int8 or fp8 (a quantised weight_dtype)"));
+  }
+  CUDA_CHECK_LAUNCH("quant_gemv");
+}
+
 void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream) {
   MB_NVTX_RANGE("gemv_tc");
   if (n <= 0 || out <= 0) return;
   if (n > kGemvMaxRows || in % 8 != 0 || !aligned16(x) || !aligned16(w))
     fail_msg(msg("cuda::gemv_tc: needs n <= ", kGemvMaxRows, " (got ", n, "), in % 8 == 0 (got ", in,
                  ") and 16-byte aligned x and w"));
-  launch<QuantFormat::bf16>(QuantExperts{}, reinterpret_cast<const uint8_t*>(w), x, false, nullptr, n, 1, out, in, 1,
+  launch<QuantFormat::bf16>(QuantExperts{}, reinterpret_cast<const uint8_t*>(w), nullptr, x, false, nullptr, n, 1, out, in, 1,
                             y, accumulate, QuantGemvShape{}, stream);
   CUDA_CHECK_LAUNCH("gemv_tc");
 }

@@ -57,6 +57,15 @@ void quant_moe_gemv_shaped(const QuantExperts& w, const __nv_bfloat16* x, bool x
                            int n_pairs, int k, int N, int K, int n_experts, float* out, QuantGemvShape shape,
                            cudaStream_t stream);
 
+// One quantised matrix (a weight_dtype attention projection) times n <= 8 activation
+// rows: y (n, out) fp32 = x (n, in) bf16 . W^T [+ y if accumulate], W (out x in) in
+// format f = int8 (per-row f32 scales) or fp8 (f32 scales per 128x128 block), q and
+// scale as quant_parts() lays them out. The plain kernel's tile with the rows as the
+// pairs of one expert: the same exact dequantisation and fp32 sums per scale group.
+// in % 16 == 0 and 16-byte aligned x and q, else Error.
+void quant_gemv(QuantFormat f, const uint8_t* q, const uint8_t* scale, const __nv_bfloat16* x, int n, int in, int out,
+                float* y, bool accumulate, cudaStream_t stream);
+
 // Gate and up projections fused with the SwiGLU product (gate_up.h's layout: w holds, per
 // expert, w1 as rows 0 .. inter-1 and w3 as rows inter .. 2 inter-1 of one matrix): for
 // every pair p, h[p, :] (bf16, inter) = silu(g) * u with g, u the two halves of
