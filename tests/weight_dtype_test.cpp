@@ -10,8 +10,8 @@
 //   reported, quantising it again into int8 refused in one line, no quality pass (no
 //   bf16 original);
 //   the quality pass covers weight_dtype (top-1 / KL against the bf16 model);
-//   bad values are one-line errors naming the setting; the CUDA backend refuses
-//   quantised attention projections rather than running bf16.
+//   bad values are one-line errors naming the setting. (The CUDA model against this
+//   reference: tests/cuda_quant_model_test.cpp.)
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -20,9 +20,6 @@
 
 #include "common/error.h"
 #include "engine/cpu_model.h"
-#if MOEBENCH_HAVE_CUDA
-#include "engine/cuda/device.h"
-#endif
 #include "engine/engine.h"
 #include "engine/safetensors.h"
 #include "engine/synth_checkpoint.h"
@@ -152,22 +149,4 @@ TEST(WeightDtype, BadValuesAreOneLineErrors) {
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
   e = error_of([&] { logits_of(w, "int4"); });  // set directly, past set()'s check
   EXPECT_NE(e.find("setting weight_dtype=int4"), std::string::npos) << e;
-}
-
-TEST(WeightDtype, CudaBackendRefusesQuantisedAttentionInOneLine) {
-#if MOEBENCH_HAVE_CUDA
-  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present";
-  const WeightSource w = WeightSource::synthetic(preset_config("micro"), 1);
-  EngineContext ctx;
-  ctx.weights = &w;
-  ctx.backend = "cuda";
-  ctx.settings.weight_dtype = "int8";
-  const std::string e = error_of([&] { create_model(ctx); });
-  EXPECT_NE(e.find("setting weight_dtype=int8: the cuda backend runs the attention projections in bf16 only"),
-            std::string::npos)
-      << e;
-  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
-#else
-  GTEST_SKIP() << "built without CUDA";
-#endif
 }

@@ -28,5 +28,9 @@ struct LinearWeight {
 // scratch may be null when n <= 8 or the weight is bf16; otherwise Error.
 void linear_weight(const LinearWeight& w, const __nv_bfloat16* x, float* y, int n, int in, int out, bool accumulate,
                    __nv_bfloat16* scratch, cublasHandle_t blas, cudaStream_t stream);
+// y[s] = x @ w[s]^T for n_mats <= 4 weights sharing x (q/k/v): linear_multi() when all
+// are bf16 (its single launch at n = 1), else linear_weight() for each.
+void linear_multi_weight(const LinearWeight* w, const __nv_bfloat16* x, float* const* y, const int* out, int n_mats,
+                         int n, int in, __nv_bfloat16* scratch, cublasHandle_t blas, cudaStream_t stream);
 
 }  // namespace moebench::cuda
