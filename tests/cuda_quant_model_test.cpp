@@ -177,10 +177,12 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
 }
 
 // Quantised attention projections (weight_dtype fp8, int8), with bf16 and int4 experts:
-// the CUDA model against the CPU backend with the same settings, the same tolerances
-// (prefill dequantises each projection into bf16 for cuBLAS: the prefill tolerance;
-// decode multiplies the exact codes: the decode one), greedy tokens identical up to the
-// CPU's first near-tie; its weights hold the quantised bytes (fewer than bf16).
+// the CUDA model against the CPU backend with the same settings. Decode multiplies the
+// exact codes: the decode tolerance. Prefill dequantises each projection into bf16 for
+// cuBLAS, one more rounding of 2^-8 per term on top of the activations' (the prefill
+// tolerance, as for quantised experts), and with int4 experts their own dequantising
+// one as well: 4 eps(bf16) more. Greedy tokens identical up to the CPU's first
+// near-tie; its weights hold the quantised bytes (fewer than bf16).
 TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
   auto w = WeightSource::open("synthetic:micro", 7);
   const int V = w.config().vocab_size;
@@ -212,12 +214,13 @@ TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
       cuda::CudaModel m(ctx);
       EXPECT_LT(m.weight_bytes(), bf16_bytes);
       const Logits got = run_model(m, prompt, toks);
+      const double prefill_tol = kPrefillTol + (std::string(ed) == "bf16" ? 0.0 : kDecodeTol);
       for (size_t i = 0; i < prompt.size(); ++i)
-        EXPECT_LE(max_diff(&got.prompt[i * V], &ref.prompt[i * V], V), kPrefillTol * scale_of(&ref.prompt[i * V], V))
+        EXPECT_LE(max_diff(&got.prompt[i * V], &ref.prompt[i * V], V), prefill_tol * scale_of(&ref.prompt[i * V], V))
             << "prompt position " << i;
       bool tied = false;
       for (int s = 0; s < kSteps; ++s) {
-        const double tol = (s == 0 ? kPrefillTol : kDecodeTol) * scale_of(ref.steps[s].data(), V);
+        const double tol = (s == 0 ? prefill_tol : kDecodeTol) * scale_of(ref.steps[s].data(), V);
         EXPECT_LE(max_diff(got.steps[s].data(), ref.steps[s].data(), V), tol) << "step " << s;
         tied = tied || margin_of(ref.steps[s].data(), V) <= 2 * tol;
         if (!tied) {
