@@ -6,6 +6,7 @@
 
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/gate_up.h"
 #include "engine/cuda/host_experts.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
@@ -297,7 +298,8 @@ void MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const i
   float* u = g + static_cast<size_t>(pairs) * I;
   ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
   if (gate_up_adjacent(d_.layout)) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
-    quant_moe_gemv_gate_up(mat(0), x, ids, pairs, K, I, H, E, b.moe_h, stream_);  // h = silu(g) * u, one launch
+    quant_moe_gemv(mat(0), x, false, ids, pairs, K, 2 * I, H, E, g, stream_);
+    silu_mul_gate_up(g, b.moe_h, pairs, I, stream_);
   } else {
     quant_moe_gemv(mat(0), x, false, ids, pairs, K, I, H, E, g, stream_);
     quant_moe_gemv(mat(1), x, false, ids, pairs, K, I, H, E, u, stream_);

@@ -631,7 +631,7 @@ void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const bf16* x, const i
 
 void quant_moe_gemv_gate_up(const QuantExperts& w, const bf16* x, const int32_t* ids, int n_pairs, int k, int inter,
                             int K, int n_experts, bf16* h, cudaStream_t stream) {
-  quant_moe_gemv_gate_up_shaped(w, x, ids, n_pairs, k, inter, K, n_experts, h, kDefaultQuantGemvShape, stream);
+  quant_moe_gemv_gate_up_shaped(w, x, ids, n_pairs, k, inter, K, n_experts, h, kPipelinedQuantGemvShape, stream);
 }
 
 void quant_gemv(QuantFormat f, const uint8_t* q, const uint8_t* scale, const bf16* x, int n, int in, int out, float* y,

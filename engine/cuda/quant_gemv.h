@@ -46,13 +46,16 @@ void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pa
 // benchmarks' side-by-side variants.
 // pipe 1: the pipelined kernel instead (blocks resident across the row tiles of their
 // expert, each warp's next loads issued before it computes the current ones; 4 or 8
-// warps, depth 2 or the format's depth, one tile), which the model runs
-// (kDefaultQuantGemvShape; its sums are those of the plain kernel of the same warps and
-// depth).
+// warps, depth 2 or the format's depth, one tile; its sums are those of the plain kernel
+// of the same warps and depth). Measured on an H200 at Mixtral's shapes, batch 1, it is
+// slower than the plain kernel (int4 w1 40.4 against 35.1 us, w2 38.5 against 35.6;
+// int8 / fp8 w2 52-54 against 46): the model runs the plain kernel
+// (kDefaultQuantGemvShape), the pipelined one stays for the benchmarks' comparison.
 struct QuantGemvShape {
   int warps = 0, depth = 0, tiles = 0, pipe = 0;
 };
-inline constexpr QuantGemvShape kDefaultQuantGemvShape{0, 0, 0, 1};
+inline constexpr QuantGemvShape kDefaultQuantGemvShape{};
+inline constexpr QuantGemvShape kPipelinedQuantGemvShape{0, 0, 0, 1};
 void quant_moe_gemv_shaped(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids,
                            int n_pairs, int k, int N, int K, int n_experts, float* out, QuantGemvShape shape,
                            cudaStream_t stream);
@@ -71,7 +74,11 @@ void quant_gemv(QuantFormat f, const uint8_t* q, const uint8_t* scale, const __n
 // every pair p, h[p, :] (bf16, inter) = silu(g) * u with g, u the two halves of
 // W[ids[p]] . x_token (x per token). The same g and u, bit for bit, as quant_moe_gemv_shaped
 // of that shape over the 2 x inter rows, and the same h as silu_mul_gate_up on them: one
-// launch and no fp32 g, u round trip. The pipelined kernel only (shape.pipe 1).
+// launch and no fp32 g, u round trip. The pipelined kernel only (shape.pipe 1; the
+// unshaped call takes kPipelinedQuantGemvShape). Measured on an H200 (Mixtral, batch 1)
+// it is no faster than the plain GEMV over 2 x inter rows + silu_mul_gate_up at int4 and
+// fp8 (72.6 and 100.7 us, about two plain w1 launches) and faster at int8 (88.3 against
+// ~99 for two plain w1 launches + silu); the model does not use it.
 void quant_moe_gemv_gate_up(const QuantExperts& w, const __nv_bfloat16* x, const int32_t* ids, int n_pairs, int k,
                             int inter, int K, int n_experts, __nv_bfloat16* h, cudaStream_t stream);
 void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const __nv_bfloat16* x, const int32_t* ids, int n_pairs,

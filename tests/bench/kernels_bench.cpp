@@ -249,7 +249,8 @@ void bm_moe_fused(benchmark::State& state, int n) {
 
 // The dequantising decode GEMV over the selected experts (quant_gemv.h) at a Mixtral-8x7B
 // expert matrix (w1/w3: 14336 x 4096; w2: 4096 x 14336; gate_up: [w1; w3] as one 28672 x
-// 4096 matrix with silu(g) * u written by the GEMV, as the model runs it), n tokens routed
+// 4096 matrix, as the model runs it; with the pipelined shape the fused form writing
+// silu(g) * u itself), n tokens routed
 // as in bm_moe_fused. Weight bytes are arbitrary (synthetic bf16 reinterpreted), scales
 // zero: the time depends on the bytes read, not on the values. bytes = the used experts'
 // values + scales + the activations + the outputs.
@@ -286,14 +287,14 @@ void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int
   timed(
       state,
       [&] {
-        if (gate_up)
+        if (gate_up && shape.pipe)
           cuda::quant_moe_gemv_gate_up_shaped(qe, x.as<bf16>(), dids.as<int32_t>(), pairs, kTopK, kInter, K, kExperts,
                                               out.as<bf16>(), shape, g->stream);
         else
           cuda::quant_moe_gemv_shaped(qe, x.as<bf16>(), down, dids.as<int32_t>(), pairs, kTopK, N, K, kExperts,
                                       out.as<float>(), shape, g->stream);
       },
-      static_cast<double>(quant_matrix_bytes(f, N, K)) * n_used + 2.0 * n_x * K + (gate_up ? 2.0 * pairs * kInter : 4.0 * pairs * N),
+      static_cast<double>(quant_matrix_bytes(f, N, K)) * n_used + 2.0 * n_x * K + (gate_up && shape.pipe ? 2.0 * pairs * kInter : 4.0 * pairs * N),
       2.0 * pairs * N * K);
   state.counters["experts_read"] = n_used;
 }
@@ -435,17 +436,12 @@ void register_all() {
       for (int n : {1, 2, 4, 8})  // n = 4: 8 pairs, one on each expert
         reg(std::string("quant_moe_gemv/") + quant_format_name(f) + mname + "/n:" + std::to_string(n),
             [f, mat, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, mat, n, cuda::kDefaultQuantGemvShape); });
-  // The model's default (the pipelined kernel, fused gate/up) beside the plain kernel's
-  // default shape, and the pipelined kernel's shapes.
+  // The model's launches (the plain kernel; [w1; w3] as one matrix) and the pipelined
+  // kernel's shapes beside them (gate_up: the fused form).
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (int n : {1, 2, 4, 8})
       reg(std::string("quant_moe_gemv/") + quant_format_name(f) + "/gate_up/n:" + std::to_string(n),
           [f, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, QuantMat::gate_up, n, cuda::kDefaultQuantGemvShape); });
-  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
-    for (auto [mat, mname] : mats)
-      for (int n : {1, 2})
-        reg(std::string("quant_moe_gemv_plain/") + quant_format_name(f) + mname + "/n:" + std::to_string(n),
-            [f, mat, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, mat, n); });
   const std::pair<QuantMat, const char*> pmats[] = {
       {QuantMat::w1, "/w1"}, {QuantMat::w2, "/w2"}, {QuantMat::gate_up, "/gate_up"}};
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
