@@ -182,14 +182,19 @@ struct Codes<QuantFormat::int4> {
 
 // One warp's share of a tile pass: kDepth super-steps of weight chunks for the rows
 // ra / rb of kRT tiles (lane t: chunk 4 ss + t), and the raw scale words of those rows and
-// super-steps. load() issues every load and uses none of them (a warp stalls only where a
-// loaded register is first used, so the loads of one batch are all in flight together);
-// dot() dequantises, multiplies and adds into tot.
-template <QuantFormat F, int kDepth, int kRT>
+// super-steps. load() issues the weight loads and uses none of them (a warp stalls only
+// where a loaded register is first used, so the loads of one batch are all in flight
+// together); dot() dequantises, multiplies and adds into tot. kEarlyScales: the scale
+// words are loaded in load() with the weights (the pipelined kernel); otherwise in dot()
+// where each super-step needs them (the plain kernel, as measured at its best).
+template <QuantFormat F, int kDepth, int kRT, bool kEarlyScales>
 struct Batch {
   using C = Codes<F>;
   uint4 wa[kRT][kDepth], wb[kRT][kDepth];
   typename C::Raw sa[kRT][kDepth], sb[kRT][kDepth];
+  // !kEarlyScales: what dot() needs to load them.
+  const uint8_t *scale_ = nullptr, *zero_ = nullptr;
+  int ra_[kRT], rb_[kRT], K_ = 0;
 
   __device__ void load(const uint8_t* const (&qa)[kRT], const uint8_t* const (&qb)[kRT], const int (&ra)[kRT],
                        const int (&rb)[kRT], const uint8_t* scale, const uint8_t* zero, int ss0, int chunks, int steps,
@@ -206,8 +211,20 @@ struct Batch {
         } else {
           wa[tt][u] = wb[tt][u] = make_uint4(0, 0, 0, 0);
         }
-        sa[tt][u] = C::raw(scale, zero, ra[tt], ss, K);
-        sb[tt][u] = C::raw(scale, zero, rb[tt], ss, K);
+        if constexpr (kEarlyScales) {
+          sa[tt][u] = C::raw(scale, zero, ra[tt], ss, K);
+          sb[tt][u] = C::raw(scale, zero, rb[tt], ss, K);
+        }
+      }
+    }
+    if constexpr (!kEarlyScales) {
+      scale_ = scale;
+      zero_ = zero;
+      K_ = K;
+#pragma unroll
+      for (int tt = 0; tt < kRT; ++tt) {
+        ra_[tt] = ra[tt];
+        rb_[tt] = rb[tt];
       }
     }
   }
@@ -233,7 +250,8 @@ struct Batch {
       }
 #pragma unroll
       for (int tt = 0; tt < kRT; ++tt) {
-        const typename C::Row pa = C::row(sa[tt][u]), pb = C::row(sb[tt][u]);
+        const typename C::Row pa = C::row(kEarlyScales ? sa[tt][u] : C::raw(scale_, zero_, ra_[tt], ss, K_)),
+                              pb = C::row(kEarlyScales ? sb[tt][u] : C::raw(scale_, zero_, rb_[tt], ss, K_));
         float d[4] = {0, 0, 0, 0};
         float(&acc)[4] = C::kScaled ? d : tot[tt];
 #pragma unroll
@@ -344,7 +362,7 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWar
     const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
     float tot[kRT][4] = {};
     for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kWarps * kDepth) {
-      Batch<F, kDepth, kRT> b;
+      Batch<F, kDepth, kRT, false> b;
       b.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
       b.dot(tot, xr, has_x, ss0, chunks, steps, t);
     }
@@ -375,7 +393,7 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWar
                                const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K, int tiles,
                                int tile_stride, float* __restrict__ out, bf16* __restrict__ out_h) {
   using C = Codes<F>;
-  using B = Batch<F, kDepth, kRT>;
+  using B = Batch<F, kDepth, kRT, true>;
   __shared__ int s_ids[kMaxPairs], s_pair[kMaxPairs], s_cnt;
   __shared__ float s_part[2][kWarps][32][4 * kRT];
   const int e = block_expert(ids, n_pairs, s_ids, s_pair, &s_cnt);
