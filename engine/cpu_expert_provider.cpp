@@ -28,7 +28,7 @@ CpuResidentProvider::CpuResidentProvider(const WeightSource& src, QuantFormat fo
         TensorSpec s = tensor_spec(c, names::expert(l, e, kW[k]));
         auto& v = w_[(static_cast<size_t>(l) * n_experts_ + e) * 3 + k];
         v.resize(static_cast<size_t>(s.numel()));
-        src.read_expert_f32(s, format, v.data());
+        src.read_f32_as(s, format, v.data());
       }
   seen_.assign(n_experts_, 0);
 }

@@ -45,10 +45,12 @@ void CpuModel::init(const WeightSource& src, const EngineSettings& settings) {
   validate_strategy(strategy_);
   std::map<std::string, TensorSpec> specs;
   for (auto& s : model_tensor_specs(c)) specs.emplace(s.name, s);
+  // The attention projections in weight_dtype (dequantised: the format's values, fp32).
+  const QuantFormat attn_fmt = resolve_weight_format(settings.weight_dtype, src);
   auto get = [&](const std::string& name) {
     const TensorSpec& s = specs.at(name);
     std::vector<float> v(static_cast<size_t>(s.numel()));
-    src.read_f32(s, v.data());
+    src.read_f32_as(s, is_attention_projection(name) ? attn_fmt : QuantFormat::bf16, v.data());
     return v;
   };
   w_.embed = get(names::embed());
@@ -90,7 +92,8 @@ void CpuModel::init(const WeightSource& src, const EngineSettings& settings) {
   else
     provider_ = std::make_unique<CpuCachedProvider>(src, settings, prof_, routing_ ? routing_->trace() : nullptr);
   expert_ptrs_.assign(c.num_local_experts, {});
-  log::info("cpu model {}: experts {}, moe {}, routing {}", c.name, provider_->describe(), strategy_.describe(),
+  log::info("cpu model {}: attention projections {}, experts {}, moe {}, routing {}", c.name,
+            quant_format_name(attn_fmt), provider_->describe(), strategy_.describe(),
             routing_name());
 }
 

@@ -250,7 +250,7 @@ QuantMatrix WeightSource::read_quant(const TensorSpec& s, QuantFormat f) const {
     return m;
   }
   if (stored != QuantFormat::bf16 && f != QuantFormat::bf16 && stored != f)
-    fail("{}: tensor '{}' is stored as {}; expert_dtype={} would quantise it twice (use {} or bf16)", describe(), s.name,
+    fail("{}: tensor '{}' is stored as {}; running it as {} would quantise it twice (use {} or bf16)", describe(), s.name,
          quant_format_name(stored), quant_format_name(f), quant_format_name(stored));
   std::vector<float> w(static_cast<size_t>(s.numel()));
   if (ckpt_) {  // the stored values (dequantised when stored quantised), then the format
@@ -262,9 +262,37 @@ QuantMatrix WeightSource::read_quant(const TensorSpec& s, QuantFormat f) const {
   return quantize(f, w.data(), rows, cols);
 }
 
-void WeightSource::read_expert_f32(const TensorSpec& s, QuantFormat f, float* dst) const {
+void WeightSource::read_f32_as(const TensorSpec& s, QuantFormat f, float* dst) const {
   if (f == QuantFormat::bf16) return read_f32(s, dst);
   dequantize(read_quant(s, f), dst);
+}
+
+QuantFormat WeightSource::attention_format() const {
+  if (!ckpt_ || cfg_.num_hidden_layers == 0) return QuantFormat::bf16;
+  for (auto& s : model_tensor_specs(cfg_))
+    if (is_attention_projection(s.name)) return stored_format(s);
+  return QuantFormat::bf16;
+}
+
+bool is_attention_projection(const std::string& name) {
+  for (const char* p : {".self_attn.q_proj.weight", ".self_attn.k_proj.weight", ".self_attn.v_proj.weight",
+                        ".self_attn.o_proj.weight"}) {
+    const size_t n = std::char_traits<char>::length(p);
+    if (name.size() >= n && name.compare(name.size() - n, n, p) == 0) return true;
+  }
+  return false;
+}
+
+QuantFormat resolve_weight_format(const std::string& weight_dtype, const WeightSource& w) {
+  const QuantFormat k = parse_quant_format(weight_dtype, "setting weight_dtype");
+  if (k == QuantFormat::int4)
+    fail("setting weight_dtype=int4: expected bf16, fp8 or int8 (int4 is for the experts, expert_dtype)");
+  const QuantFormat stored = w.attention_format();
+  if (stored != QuantFormat::bf16 && k != QuantFormat::bf16 && k != stored)
+    fail("setting weight_dtype={}: {} stores its attention projections as {}, quantising them again is not supported "
+         "(use weight_dtype={} or bf16)",
+         weight_dtype, w.describe(), quant_format_name(stored), quant_format_name(stored));
+  return k;
 }
 
 QuantFormat resolve_expert_format(const std::string& expert_dtype, const WeightSource& w) {

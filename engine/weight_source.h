@@ -45,9 +45,13 @@ class WeightSource {
   // A 2-D tensor in format f: its stored bytes when stored in f, else quantised from its
   // values (a quantised tensor is never quantised again into another format: Error).
   QuantMatrix read_quant(const TensorSpec& s, QuantFormat f) const;
-  // An expert matrix as the CPU reference computes with it in format f: dequantised
+  // A matrix as the CPU reference computes with it in format f (an expert in its
+  // expert_dtype, an attention projection in its weight_dtype): dequantised
   // read_quant(s, f), or read_f32 for bf16.
-  void read_expert_f32(const TensorSpec& s, QuantFormat f, float* dst) const;
+  void read_f32_as(const TensorSpec& s, QuantFormat f, float* dst) const;
+  // The format the attention projections are stored in (layer 0's q_proj: bf16 for
+  // synthetic models and unquantised checkpoints).
+  QuantFormat attention_format() const;
   // Checks every tensor of the model is present with the right shape and dtype.
   void check_all() const;
 
@@ -68,6 +72,13 @@ class WeightSource {
 QuantFormat resolve_expert_format(const std::string& expert_dtype, const WeightSource& w);
 // True for the weights of an expert (w1, w2, w3 of block_sparse_moe.experts).
 bool is_expert_tensor(const std::string& name);
+// The format the attention projections (q/k/v/o_proj weights) run in for the knob
+// weight_dtype (bf16|fp8|int8), with expert_dtype's rules: quantised on load when the
+// model stores them unquantised, a model that stores them quantised runs them in that
+// format or dequantised with bf16, anything else is an Error naming the knob.
+QuantFormat resolve_weight_format(const std::string& weight_dtype, const WeightSource& w);
+// True for the weight of an attention projection (self_attn.{q,k,v,o}_proj.weight).
+bool is_attention_projection(const std::string& name);
 
 // Fills dst with the synthetic values of a tensor, rounded to `dtype` (stored as dtype).
 void synth_fill(const TensorSpec& s, uint64_t seed, DType dtype, void* dst, int64_t begin, int64_t count);

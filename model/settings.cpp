@@ -98,6 +98,8 @@ const std::vector<Knob>& knobs() {
        [](auto& s, auto& v) { s.gpu_mem_budget = v.empty() ? v : parse_byte_count("gpu_mem_budget", v); }},
       {"expert_dtype", "bf16|fp8|int8|int4", [](auto& s) { return s.expert_dtype; },
        [](auto& s, auto& v) { s.expert_dtype = one_of("expert_dtype", v, {"bf16", "fp8", "int8", "int4"}); }},
+      {"weight_dtype", "bf16|fp8|int8 (attention q/k/v/o projections)", [](auto& s) { return s.weight_dtype; },
+       [](auto& s, auto& v) { s.weight_dtype = one_of("weight_dtype", v, {"bf16", "fp8", "int8"}); }},
       {"tensor_parallel", "integer >= 1: GPUs, tensor-parallel (1: one GPU)", [](auto& s) { return std::to_string(s.tensor_parallel); },
        [](auto& s, auto& v) { s.tensor_parallel = parse_int("tensor_parallel", v, 1); }},
       {"tp_allreduce", "auto|symmetric|plain (memory of the tensor-parallel all-reduces)",

@@ -48,6 +48,13 @@ struct EngineSettings {
   // own format (or dequantised with bf16). Tokens may differ from bf16: it is another
   // model, not a variant.
   std::string expert_dtype = "bf16";
+  // Format of the attention projections (q_proj, k_proj, v_proj, o_proj): bf16 | fp8 |
+  // int8 (engine/quant.h: fp8 128x128 blocks, int8 per output row). Norms, the router
+  // gate, embeddings and lm_head stay as stored, as in published FP8 checkpoints. As for
+  // expert_dtype: unquantised checkpoints are quantised on load, a checkpoint that stores
+  // them quantised runs in its own format (or dequantised with bf16), and it is another
+  // model, not a variant.
+  std::string weight_dtype = "bf16";
   // GPUs the CUDA model is split over, tensor-parallel (engine/shard.h: attention heads
   // and each expert's intermediate dimension; two all-reduces per layer through NCCL,
   // one host thread per GPU). 1 = one GPU, the model as without the knob.

@@ -54,14 +54,30 @@ int64_t knob_int(const reports::Settings& s, const char* key, int64_t fallback) 
   return fallback;
 }
 
+// A format knob of the case (bf16 when not recorded).
+QuantFormat knob_format(const reports::Settings& s, const char* key) {
+  const std::string d = knob_string(s, key);
+  return d.empty() ? QuantFormat::bf16 : parse_quant_format(d, fmt::format("settings.{}", key));
+}
+
 // The weight bytes a CUDA decode token reads from HBM: every non-expert weight in bf16
-// and top_k experts per layer in the case's expert_dtype (bf16 when not recorded).
+// but the attention projections, in the case's weight_dtype (values + scales), and top_k
+// experts per layer in its expert_dtype.
 int64_t device_bytes_per_decode_token(const ModelConfig& c, const reports::Settings& s) {
-  const std::string d = knob_string(s, "expert_dtype");
-  const QuantFormat f = d.empty() ? QuantFormat::bf16 : parse_quant_format(d, "settings.expert_dtype");
+  const QuantFormat f = knob_format(s, "expert_dtype"), a = knob_format(s, "weight_dtype");
   const int64_t experts = static_cast<int64_t>(c.num_hidden_layers) * c.num_experts_per_tok;
+  const int64_t H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim();
+  const int64_t attn_bf16 = 2 * (2 * Q * H + 2 * KV * H);
+  const int64_t attn = static_cast<int64_t>(quant_matrix_bytes(a, Q, H) + 2 * quant_matrix_bytes(a, KV, H) +
+                                            quant_matrix_bytes(a, H, Q));
   return bytes_per_decode_token(c, 2) - experts * c.expert_params() * 2 +
-         experts * static_cast<int64_t>(expert_bytes(c, f));
+         experts * static_cast<int64_t>(expert_bytes(c, f)) + c.num_hidden_layers * (attn - attn_bf16);
+}
+
+// What the HBM bound's bytes are: "bf16", or which weights are quantised.
+std::string device_weights_label(const reports::Settings& s) {
+  const bool e = knob_format(s, "expert_dtype") != QuantFormat::bf16, a = knob_format(s, "weight_dtype") != QuantFormat::bf16;
+  return !e && !a ? "bf16" : e && !a ? "bf16 + quantised expert" : !e ? "bf16 + quantised attention" : "bf16 + quantised attention + expert";
 }
 
 // The offloaded CUDA bound: expert copies over the link and resident reads over HBM,
@@ -241,9 +257,8 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
       why = "the HBM bandwidth was not measured";
       return std::nullopt;
     }
-    const std::string d = knob_string(c.settings, "expert_dtype");
-    b = resident_bound(device_bytes_per_decode_token(cfg, c.settings), d.empty() || d == "bf16" ? "bf16" : "bf16 + quantised expert",
-                       dev.hbm_gbps, "hbm", hbm_text(dev));
+    b = resident_bound(device_bytes_per_decode_token(cfg, c.settings), device_weights_label(c.settings).c_str(), dev.hbm_gbps,
+                       "hbm", hbm_text(dev));
   }
   if (b) b->percent = c.aggregates.decode_tok_s / b->value * 100;
   return b;
@@ -259,9 +274,7 @@ std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo
     return b;
   }
   const int64_t bytes = device_bytes_per_decode_token(cfg, s);
-  const std::string d = knob_string(s, "expert_dtype");
-  Bound b = resident_bound(bytes, d.empty() || d == "bf16" ? "bf16" : "bf16 + quantised expert", dev.hbm_gbps, "hbm",
-                           hbm_text(dev));
+  Bound b = resident_bound(bytes, device_weights_label(s).c_str(), dev.hbm_gbps, "hbm", hbm_text(dev));
   b.value *= batch;  // a step of `batch` tokens reads at least what one token reads
   b.percent = batch * decode_tok_s / b.value * 100;
   if (batch > 1)

@@ -56,11 +56,16 @@ std::vector<float> prompt_logits(Model& m, const std::vector<int32_t>& prompt) {
 
 std::optional<reports::Quality> measure_quality(const WeightSource& w, const EngineSettings& s, const std::string& backend,
                                                 const std::vector<int32_t>& prompt) {
-  const QuantFormat f = resolve_expert_format(s.expert_dtype, w);
-  if (f == QuantFormat::bf16) return std::nullopt;
+  const QuantFormat f = resolve_expert_format(s.expert_dtype, w), a = resolve_weight_format(s.weight_dtype, w);
+  if (f == QuantFormat::bf16 && a == QuantFormat::bf16) return std::nullopt;
   if (w.expert_format() != QuantFormat::bf16 && !w.is_synthetic()) {
     log::info("quality: {} stores its experts as {}; there is no bf16 original to compare with", w.describe(),
               quant_format_name(w.expert_format()));
+    return std::nullopt;
+  }
+  if (w.attention_format() != QuantFormat::bf16) {
+    log::info("quality: {} stores its attention projections as {}; there is no bf16 original to compare with",
+              w.describe(), quant_format_name(w.attention_format()));
     return std::nullopt;
   }
   // The bf16 original: the same weights (a synthetic model before quantisation).
@@ -82,6 +87,7 @@ std::optional<reports::Quality> measure_quality(const WeightSource& w, const Eng
   }
   ctx.weights = &original;
   ctx.settings.expert_dtype = "bf16";
+  ctx.settings.weight_dtype = "bf16";
   ctx.settings.expert_tier = "resident";
   ctx.settings.cache_slots = 0;
   ctx.settings.gpu_mem_budget.clear();
@@ -91,7 +97,9 @@ std::optional<reports::Quality> measure_quality(const WeightSource& w, const Eng
     ref = prompt_logits(*m, prompt);
   }
   return compare_next_token(ref.data(), got.data(), static_cast<int>(prompt.size()), w.config().vocab_size,
-                            "bf16 experts");
+                            f == QuantFormat::bf16   ? "bf16 attention projections"
+                            : a == QuantFormat::bf16 ? "bf16 experts"
+                                                     : "bf16 experts and attention projections");
 }
 
 }  // namespace moebench::suites

@@ -318,14 +318,15 @@ class Runner {
                                       in.batch_size));
     try {
       if (in.cpu_threads > 0) omp_set_num_threads(in.cpu_threads);
-      // Quantised experts carry their quality against bf16 (suites/quality.h). Before a
+      // Quantised experts or attention projections carry their quality against bf16 (suites/quality.h). Before a
       // fresh load of such a case the previous model is freed and the quality pass runs
       // first: its two models (the quantised one, the bf16 original resident) need the
       // device memory the case's own model would hold. On a GPU that holds even when the
       // case could reuse the loaded model (a second case on the same model): the model is
       // freed, the quality pass runs, and the model is loaded again. bf16 cases skip all of it.
       const bool quantised =
-          parse_quant_format(in.settings.expert_dtype, "setting expert_dtype") != QuantFormat::bf16;
+          parse_quant_format(in.settings.expert_dtype, "setting expert_dtype") != QuantFormat::bf16 ||
+          parse_quant_format(in.settings.weight_dtype, "setting weight_dtype") != QuantFormat::bf16;
       const bool quality_first = quantised && (in.reload_key() != loaded_.key || in.backend == "cuda");
       std::optional<reports::Quality> quality;
       std::optional<std::vector<int32_t>> early_prompt;  // the case's prompt, tokenized for the quality pass

@@ -151,6 +151,38 @@ TEST(Bound, BenchBoundsCountQuantisedExpertBytes) {
   EXPECT_NEAR(b->value, bytes / 4400e9 * 1e3, 1e-9);
 }
 
+// Quantised attention projections (weight_dtype) count their own bytes: Mixtral's q/k/v/o
+// per layer, 4096 x 4096 + 2 x 1024 x 4096 + 4096 x 4096 weights, as int8 values + one
+// f32 scale a row (4096 + 2 x 1024 + 4096 rows) or fp8 values + one f32 scale per 128x128
+// block (32 x 32 + 2 x 8 x 32 + 32 x 32), against 2 bytes a weight in bf16; with int4
+// experts too, both savings; the label names what is quantised.
+TEST(Bound, QuantisedAttentionCountsItsOwnBytes) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");
+  const reports::DeviceInfo d = cuda_device(4400, 3900, 55);
+  const int64_t W = 4096LL * 4096 * 2 + 1024LL * 4096 * 2, L = cfg.num_hidden_layers;
+  const int64_t saved_int8 = L * (2 * W - (W + 4 * (4096 + 2 * 1024 + 4096)));
+  const int64_t saved_fp8 = L * (2 * W - (W + 4 * (32 * 32 * 2 + 8 * 32 * 2)));
+  const int64_t bf16 = bytes_per_decode_token(cfg, 2);
+  for (auto [dtype, saved] : {std::pair<const char*, int64_t>{"int8", saved_int8}, {"fp8", saved_fp8}}) {
+    SCOPED_TRACE(dtype);
+    reports::Settings s;
+    s.knobs["weight_dtype"] = dtype;
+    auto b = bench_decode_bound(cfg, d, s, 1, 100);
+    ASSERT_TRUE(b.has_value());
+    EXPECT_NEAR(b->value, 4400e9 / static_cast<double>(bf16 - saved), 1e-6);
+    EXPECT_NE(b->description.find("of bf16 + quantised attention weights"), std::string::npos) << b->description;
+    s.knobs["expert_dtype"] = "int4";
+    const int64_t experts = L * cfg.num_experts_per_tok;
+    const int64_t both = bf16 - saved - experts * cfg.expert_params() * 2 +
+                         experts * static_cast<int64_t>(expert_bytes(cfg, QuantFormat::int4));
+    b = bench_decode_bound(cfg, d, s, 1, 100);
+    ASSERT_TRUE(b.has_value());
+    EXPECT_NEAR(b->value, 4400e9 / static_cast<double>(both), 1e-6);
+    EXPECT_NE(b->description.find("of bf16 + quantised attention + expert weights"), std::string::npos)
+        << b->description;
+  }
+}
+
 TEST(PhysicalBound, ResidentCudaUsesMeasuredHbm) {
   const ModelConfig cfg = preset_config("mixtral-8x7b");
   reports::DeviceInfo d = cuda_device(3000, 0, 55);

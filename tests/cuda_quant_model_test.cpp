@@ -90,6 +90,21 @@ Logits run_model(Model& m, const std::vector<int32_t>& prompt, const std::vector
   return r;
 }
 
+// kSteps greedy tokens after the prompt (the model reset afterwards).
+std::vector<int32_t> greedy_tokens(Model& m, const std::vector<int32_t>& prompt) {
+  const int V = m.config().vocab_size;
+  std::vector<int32_t> toks;
+  std::vector<float> l(V);
+  m.forward(prompt.data(), static_cast<int>(prompt.size()), 0, l.data());
+  int pos = static_cast<int>(prompt.size());
+  for (int s = 0; s < kSteps; ++s) {
+    toks.push_back(argmax_of(l.data(), V));
+    m.forward(&toks.back(), 1, pos++, l.data());
+  }
+  m.reset();
+  return toks;
+}
+
 class CudaQuantModel : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -113,17 +128,7 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
     cctx.weights = &w;
     cctx.settings = settings(dtype, "resident", "grouped");
     CpuModel cpu(cctx);
-    std::vector<int32_t> toks;
-    {
-      std::vector<float> l(V);
-      cpu.forward(prompt.data(), static_cast<int>(prompt.size()), 0, l.data());
-      int pos = static_cast<int>(prompt.size());
-      for (int s = 0; s < kSteps; ++s) {
-        toks.push_back(argmax_of(l.data(), V));
-        cpu.forward(&toks.back(), 1, pos++, l.data());
-      }
-    }
-    cpu.reset();
+    const std::vector<int32_t> toks = greedy_tokens(cpu, prompt);
     const Logits ref = run_model(cpu, prompt, toks);
     int first_tie = kSteps;
     for (int s = 0; s < kSteps && first_tie == kSteps; ++s)
@@ -169,6 +174,60 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
       }
     }
   }
+}
+
+// Quantised attention projections (weight_dtype fp8, int8), with bf16 and int4 experts:
+// the CUDA model against the CPU backend with the same settings. Decode multiplies the
+// exact codes: the decode tolerance. Prefill dequantises each projection into bf16 for
+// cuBLAS, one more rounding of 2^-8 per term on top of the activations' (the prefill
+// tolerance, as for quantised experts), and with int4 experts their own dequantising
+// one as well: 4 eps(bf16) more. Greedy tokens identical up to the CPU's first
+// near-tie; its weights hold the quantised bytes (fewer than bf16).
+TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
+  auto w = WeightSource::open("synthetic:micro", 7);
+  const int V = w.config().vocab_size;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 9; ++i) prompt.push_back(3 + (i * 131) % (V - 3));
+  size_t bf16_bytes = 0;
+  {
+    EngineContext ctx;
+    ctx.weights = &w;
+    ctx.backend = "cuda";
+    ctx.settings = settings("bf16", "resident", "fused");
+    bf16_bytes = cuda::CudaModel(ctx).weight_bytes();
+  }
+  for (const char* wd : {"fp8", "int8"})
+    for (const char* ed : {"bf16", "int4"}) {
+      SCOPED_TRACE(std::string("weight_dtype=") + wd + " expert_dtype=" + ed);
+      EngineContext cctx;
+      cctx.weights = &w;
+      cctx.settings = settings(ed, "resident", "grouped");
+      cctx.settings.weight_dtype = wd;
+      CpuModel cpu(cctx);
+      const std::vector<int32_t> toks = greedy_tokens(cpu, prompt);
+      const Logits ref = run_model(cpu, prompt, toks);
+      EngineContext ctx;
+      ctx.weights = &w;
+      ctx.backend = "cuda";
+      ctx.settings = settings(ed, "resident", "fused");
+      ctx.settings.weight_dtype = wd;
+      cuda::CudaModel m(ctx);
+      EXPECT_LT(m.weight_bytes(), bf16_bytes);
+      const Logits got = run_model(m, prompt, toks);
+      const double prefill_tol = kPrefillTol + (std::string(ed) == "bf16" ? 0.0 : kDecodeTol);
+      for (size_t i = 0; i < prompt.size(); ++i)
+        EXPECT_LE(max_diff(&got.prompt[i * V], &ref.prompt[i * V], V), prefill_tol * scale_of(&ref.prompt[i * V], V))
+            << "prompt position " << i;
+      bool tied = false;
+      for (int s = 0; s < kSteps; ++s) {
+        const double tol = (s == 0 ? prefill_tol : kDecodeTol) * scale_of(ref.steps[s].data(), V);
+        EXPECT_LE(max_diff(got.steps[s].data(), ref.steps[s].data(), V), tol) << "step " << s;
+        tied = tied || margin_of(ref.steps[s].data(), V) <= 2 * tol;
+        if (!tied) {
+          EXPECT_EQ(argmax_of(got.steps[s].data(), V), toks[s]) << "greedy token " << s;
+        }
+      }
+    }
 }
 
 // The bytes a miss moves are the quantised expert's, and the slots multiply accordingly.

@@ -188,7 +188,9 @@ TEST_F(CudaStep, BatchedDecodeWithARoutingSourceReplaysGraphsLikeEager) {
 // The quantised gate/up projections as one matrix (gate_up_layout + one quant_moe_gemv
 // over 2 x inter rows + silu_mul_gate_up) against the two launches over w1 and w3 and
 // silu_mul_bf16: bit-identical h, on shapes where the GEMV takes the same warps per
-// block for inter and 2 x inter rows (its row split, so its sum order, depends on that).
+// block for inter and 2 x inter rows (its row split, so its sum order, depends on that);
+// and the fused form (quant_moe_gemv_gate_up: silu(g) * u written by the pipelined GEMV
+// itself) bit-identical to the pipelined GEMV over [w1; w3] + silu_mul_gate_up.
 TEST_F(CudaStep, GateUpAsOneMatrixIsBitIdenticalToTwoLaunches) {
   struct Shape {
     int inter, hidden;
@@ -253,13 +255,14 @@ TEST_F(CudaStep, GateUpAsOneMatrixIsBitIdenticalToTwoLaunches) {
         const int pairs = static_cast<int>(ids.size()), k = 2;
         std::vector<uint16_t> xb(static_cast<size_t>(pairs / k) * H);
         for (auto& v : xb) v = f32_to_bf16(nd(rng) * 20);
-        void *x = nullptr, *idd = nullptr, *g = nullptr, *u = nullptr, *gu = nullptr, *h1 = nullptr, *h2 = nullptr;
+        void *x = nullptr, *idd = nullptr, *g = nullptr, *u = nullptr, *gu = nullptr, *h1 = nullptr, *h2 = nullptr,
+             *h3 = nullptr;
         CUDA_CHECK(cudaMalloc(&x, xb.size() * 2));
         CUDA_CHECK(cudaMemcpy(x, xb.data(), xb.size() * 2, cudaMemcpyHostToDevice));
         CUDA_CHECK(cudaMalloc(&idd, ids.size() * 4));
         CUDA_CHECK(cudaMemcpy(idd, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
         const size_t n = static_cast<size_t>(pairs) * I;
-        for (void** b : {&g, &u, &h1, &h2}) CUDA_CHECK(cudaMalloc(b, n * 4));
+        for (void** b : {&g, &u, &h1, &h2, &h3}) CUDA_CHECK(cudaMalloc(b, n * 4));
         CUDA_CHECK(cudaMalloc(&gu, 2 * n * 4));
         const auto* xd = static_cast<const __nv_bfloat16*>(x);
         const auto* ip = static_cast<const int32_t*>(idd);
@@ -269,12 +272,20 @@ TEST_F(CudaStep, GateUpAsOneMatrixIsBitIdenticalToTwoLaunches) {
                             static_cast<int64_t>(n), nullptr);
         cuda::quant_moe_gemv(mat(0), xd, false, ip, pairs, k, 2 * I, H, E, static_cast<float*>(gu), nullptr);
         cuda::silu_mul_gate_up(static_cast<float*>(gu), static_cast<__nv_bfloat16*>(h2), pairs, I, nullptr);
-        CUDA_CHECK(cudaDeviceSynchronize());
-        std::vector<uint16_t> a(n), b(n);
+        std::vector<uint16_t> a(n), b(n), piped(n), fused(n);
         CUDA_CHECK(cudaMemcpy(a.data(), h1, n * 2, cudaMemcpyDeviceToHost));
         CUDA_CHECK(cudaMemcpy(b.data(), h2, n * 2, cudaMemcpyDeviceToHost));
+        cuda::quant_moe_gemv_shaped(mat(0), xd, false, ip, pairs, k, 2 * I, H, E, static_cast<float*>(gu),
+                                    cuda::kPipelinedQuantGemvShape, nullptr);
+        cuda::silu_mul_gate_up(static_cast<float*>(gu), static_cast<__nv_bfloat16*>(h2), pairs, I, nullptr);
+        CUDA_CHECK(cudaMemset(h3, 0xff, n * 2));  // NaNs wherever the fused kernel writes nothing
+        cuda::quant_moe_gemv_gate_up(mat(0), xd, ip, pairs, k, I, H, E, static_cast<__nv_bfloat16*>(h3), nullptr);
+        CUDA_CHECK(cudaDeviceSynchronize());
+        CUDA_CHECK(cudaMemcpy(piped.data(), h2, n * 2, cudaMemcpyDeviceToHost));
+        CUDA_CHECK(cudaMemcpy(fused.data(), h3, n * 2, cudaMemcpyDeviceToHost));
         EXPECT_EQ(a, b) << "one launch over [w1; w3] differs from two";
-        for (void* p : {x, idd, g, u, gu, h1, h2}) cudaFree(p);
+        EXPECT_EQ(piped, fused) << "the fused gate/up GEMV differs from the pipelined GEMV over [w1; w3] + silu_mul_gate_up";
+        for (void* p : {x, idd, g, u, gu, h1, h2, h3}) cudaFree(p);
         for (void* p : frees) cudaFree(p);
         for (auto* p : blocks) cudaFree(p);
       }

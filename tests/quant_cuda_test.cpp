@@ -1,7 +1,7 @@
 // quant_cuda_test.cpp: the dequantising decode GEMV over selected experts
 // (engine/cuda/quant_gemv.h) against the CPU reference: dequantize() (engine/quant.h)
 // then an fp32 dot product in double, for int8, int4 (symmetric and with zero points)
-// and fp8, with odd row counts, partial fp8 blocks / int4 groups, several tokens
+// and fp8 (and one int8 / fp8 matrix through linear_weight, weight_dtype's path), with odd row counts, partial fp8 blocks / int4 groups, several tokens
 // sharing an expert, inputs per token (w1/w3) and per pair (w2). Skipped, with a
 // message, when no GPU is present.
 // Tolerance: the reference multiplies the dequantised fp32 weights (code x scale, rounded
@@ -23,7 +23,9 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
+#include "engine/cuda/blas.h"
 #include "engine/cuda/quant_gemv.h"
+#include "engine/cuda/quant_linear.h"
 #include "engine/dtype.h"
 #include "common/error.h"
 #include "engine/quant.h"
@@ -55,7 +57,8 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
               bool x_per_pair, uint32_t seed, cuda::QuantGemvShape shape = {}) {
   SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zero_points ? " zp" : "") << " N=" << N << " K=" << K
                                   << (x_per_pair ? " per pair" : " per token") << " warps " << shape.warps
-                                  << " depth " << shape.depth << " tiles " << shape.tiles);
+                                  << " depth " << shape.depth << " tiles " << shape.tiles
+                                  << (shape.pipe ? " pipelined" : ""));
   std::mt19937 g(seed);
   std::normal_distribution<float> nd(0.0f, 0.05f);
   const int pairs = static_cast<int>(ids.size()), n_x = x_per_pair ? pairs : pairs / k;
@@ -82,7 +85,7 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
   const int32_t* d_ids = dev.up(ids);
   std::vector<float> sentinel(static_cast<size_t>(pairs) * N, -12345.0f);
   float* out = dev.up(sentinel);
-  if (shape.warps || shape.depth || shape.tiles)
+  if (shape.warps || shape.depth || shape.tiles || shape.pipe)
     cuda::quant_moe_gemv_shaped(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, shape, nullptr);
   else
     cuda::quant_moe_gemv(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, nullptr);
@@ -173,6 +176,89 @@ TEST_F(QuantCuda, EveryLaunchShapeMatchesTheCpuReference) {
           const cuda::QuantGemvShape shape{warps, depth, tiles};
           run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + warps + depth), shape);
           if (f == QuantFormat::int4 && N == 33) run_case(f, true, N, K, 5, ids, 2, false, 11, shape);
+        }
+}
+
+TEST_F(QuantCuda, EveryPipelinedShapeMatchesTheCpuReference) {
+  // The pipelined kernel (blocks resident across tiles, next loads issued before the
+  // current ones are used) at 4 and 8 warps, depth 2 and the format's depth: the shapes of
+  // the plain kernel's test, 10 tokens on one expert (two passes of pair columns), and
+  // 4200 rows (263 tiles: more than a GPU's resident blocks per used expert, so blocks
+  // walk several tiles, the last one partial, and the two shared partial-sum arrays
+  // alternate).
+  std::vector<int32_t> ids = {1, 2, 1, 4}, crowd;
+  for (int i = 0; i < 10; ++i) {
+    crowd.push_back(3);
+    crowd.push_back(i % 7 < 3 ? i % 7 : i % 7 + 1);
+  }
+  for (int warps : {4, 8})
+    for (int depth : {2, 4})
+      for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8}) {
+        const cuda::QuantGemvShape shape{warps, depth, 0, 1};
+        for (auto [N, K] : {std::pair<int, int>{33, 2080}, {40, 14336}, {4200, 256}}) {
+          run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + warps + depth), shape);
+          if (f == QuantFormat::int4 && N != 40) run_case(f, true, N, K, 5, ids, 2, false, 12, shape);
+        }
+        run_case(f, false, 256, 256, 8, crowd, 2, depth == 2, 13, shape);
+      }
+}
+
+// One quantised matrix (weight_dtype's attention projections) through linear_weight:
+// n <= 8 rows take quant_gemv (held to the CPU reference as above, accumulate adding to
+// y's old values), more rows dequantise into a bf16 scratch and take linear() (held to
+// the dot products of the bf16-rounded dequantised weights, the values it multiplies).
+// Rows past a 128-row fp8 block and partial column blocks (K = 2080); a wrong block or
+// row scale shows far above the bound.
+TEST_F(QuantCuda, QuantisedLinearWeightMatchesTheCpuReference) {
+  cuda::Blas blas;
+  for (QuantFormat f : {QuantFormat::int8, QuantFormat::fp8})
+    for (auto [N, K] : {std::pair<int, int>{300, 2080}, {33, 256}})
+      for (int n : {1, 3, 8, 12})
+        for (bool acc : {false, true}) {
+          SCOPED_TRACE(testing::Message() << quant_format_name(f) << " N=" << N << " K=" << K << " n=" << n
+                                          << (acc ? " accumulate" : ""));
+          std::mt19937 g(static_cast<uint32_t>(N + K + n));
+          std::normal_distribution<float> nd(0.0f, 0.05f);
+          std::vector<float> w(static_cast<size_t>(N) * K), y0(static_cast<size_t>(n) * N);
+          for (auto& v : w) v = nd(g);
+          w[5] = 0.9f;  // an outlier in the first block / row
+          for (auto& v : y0) v = nd(g);
+          const QuantMatrix m = quantize(f, w.data(), N, K);
+          std::vector<float> wd(w.size());
+          dequantize(m, wd.data());
+          if (n > 8)
+            for (auto& v : wd) v = bf16_to_f32(f32_to_bf16(v));  // linear() multiplies the bf16-rounded values
+          std::vector<uint16_t> xb(static_cast<size_t>(n) * K);
+          for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
+          DeviceBuffers dev;
+          cuda::LinearWeight lw;
+          lw.format = f;
+          lw.q = dev.up(m.q);
+          lw.scale = dev.up(m.scale);
+          std::vector<uint16_t> scratch_h(static_cast<size_t>(N) * K);
+          auto* scratch = reinterpret_cast<__nv_bfloat16*>(dev.up(scratch_h));
+          float* y = dev.up(y0);
+          cuda::linear_weight(lw, reinterpret_cast<const __nv_bfloat16*>(dev.up(xb)), y, n, K, N, acc, scratch,
+                              blas.get(), nullptr);
+          CUDA_CHECK(cudaDeviceSynchronize());
+          std::vector<float> got(y0.size());
+          CUDA_CHECK(cudaMemcpy(got.data(), y, got.size() * 4, cudaMemcpyDeviceToHost));
+          size_t bad = 0;
+          for (int i = 0; i < n; ++i)
+            for (int r = 0; r < N; ++r) {
+              double ref = acc ? y0[static_cast<size_t>(i) * N + r] : 0.0, mag = std::fabs(ref);
+              for (int c = 0; c < K; ++c) {
+                const double t = static_cast<double>(wd[static_cast<size_t>(r) * K + c]) *
+                                 bf16_to_f32(xb[static_cast<size_t>(i) * K + c]);
+                ref += t;
+                mag += std::fabs(t);
+              }
+              const double d = std::fabs(got[static_cast<size_t>(i) * N + r] - ref);
+              if (!(d <= mag * (K + 1) * std::ldexp(1.0, -24) + 1e-30) && bad++ < 5)
+                ADD_FAILURE() << "row " << i << " out " << r << ": got " << got[static_cast<size_t>(i) * N + r]
+                              << ", ref " << ref;
+            }
+          EXPECT_EQ(bad, 0u);
         }
 }
 

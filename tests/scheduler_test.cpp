@@ -12,6 +12,7 @@
 #include "engine/batch_generate.h"
 #include "common/error.h"
 #include "engine/scheduler.h"
+#include "test_util.h"
 
 using namespace moebench;
 
@@ -85,14 +86,7 @@ SchedulerConfig cfg(int budget, int blocks, int block_size = 4, int max_seqs = 8
   return c;
 }
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 }  // namespace
 

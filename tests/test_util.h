@@ -7,11 +7,24 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "common/error.h"
+
 namespace moebench::test {
+
+// The message of the Error f throws ("" when it throws none).
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
 
 // The source tree: $MOEBENCH_SOURCE_DIR when set (binaries carried to another machine,
 // run from a checkout at another path), else the tree the tests were built from.

@@ -71,6 +71,10 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   const int64_t t0 = profiler::now_ns();
   const WeightSource& src = *ctx.weights;
   expert_fmt_ = resolve_expert_format(settings_.expert_dtype, src);
+  attn_fmt_ = resolve_weight_format(settings_.weight_dtype, src);
+  if (tp && attn_fmt_ != QuantFormat::bf16)
+    fail("setting tensor_parallel={}: runs bf16 attention projections (got weight_dtype={})", tp->world,
+         settings_.weight_dtype);
   if (tp) {
     if (settings_.expert_tier == "disk" || expert_fmt_ != QuantFormat::bf16 || provider_factory)
       fail("setting tensor_parallel={}: runs bf16 experts, resident or pinned (got expert_tier={} expert_dtype={})",
@@ -133,7 +137,9 @@ void CudaModel::plan_memory(bool resident, bool own_slots) {
   in.cache_slots = settings_.cache_slots;
   in.own_slots = own_slots;
   for (auto& s : model_tensor_specs(c))
-    if (!is_expert(s.name)) in.fixed.dense_weights += round256(static_cast<uint64_t>(s.numel()) * 2);
+    if (!is_expert(s.name)) in.fixed.dense_weights += dense_bytes(s);
+  if (attn_fmt_ != QuantFormat::bf16)  // the prefill scratch of a quantised projection
+    in.fixed.dense_weights += round256(static_cast<uint64_t>(c.q_dim()) * c.hidden_size * 2);
   in.fixed.kv_cache = 2ull * c.num_hidden_layers * round256(static_cast<uint64_t>(max_len_) * c.kv_dim() * 2);
   attn_floats_ = attention_workspace_floats(pool_tokens_, 0, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
   // Short prefill chunks late in a long prompt (their key split is sized like decode's was).
@@ -184,8 +190,9 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
   // (full tensor, this rank's slice): the whole tensor on one GPU.
   std::vector<std::pair<TensorSpec, TensorSlice>> specs;
   uint64_t bytes = 0;
+  const bool quant_attn = attn_fmt_ != QuantFormat::bf16;
   for (auto& s : model_tensor_specs(full_cfg_))
-    if (bf16_experts || !is_expert(s.name)) {
+    if ((bf16_experts || !is_expert(s.name)) && !(quant_attn && is_attention_projection(s.name))) {
       const TensorSlice slice = tp_ ? tp_slice(full_cfg_, s.name, tp_->rank, tp_->world) : TensorSlice{};
       bytes += round256(static_cast<uint64_t>(slice_spec(s, slice).numel()) * 2);
       specs.emplace_back(s, slice);
@@ -206,10 +213,15 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     Layer& L = layers_[l];
     L.attn_norm = dev.at(names::layer(l, "input_layernorm.weight"));
-    L.wq = dev.at(names::layer(l, "self_attn.q_proj.weight"));
-    L.wk = dev.at(names::layer(l, "self_attn.k_proj.weight"));
-    L.wv = dev.at(names::layer(l, "self_attn.v_proj.weight"));
-    L.wo = dev.at(names::layer(l, "self_attn.o_proj.weight"));
+    if (quant_attn) {
+      bytes += upload_quant_attention(src, l, L);
+    } else {
+      L.wq = dev.at(names::layer(l, "self_attn.q_proj.weight"));
+      L.wk = dev.at(names::layer(l, "self_attn.k_proj.weight"));
+      L.wv = dev.at(names::layer(l, "self_attn.v_proj.weight"));
+      L.wo = dev.at(names::layer(l, "self_attn.o_proj.weight"));
+      for (int i = 0; i < 4; ++i) L.lw[i] = LinearWeight{QuantFormat::bf16, i == 0 ? L.wq : i == 1 ? L.wk : i == 2 ? L.wv : L.wo};
+    }
     L.ffn_norm = dev.at(names::layer(l, "post_attention_layernorm.weight"));
     L.gate = dev.at(names::layer(l, "block_sparse_moe.gate.weight"));
     family_upload(L, l, dev);
@@ -222,6 +234,8 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
                                                 dev.at(names::expert(l, e, "w2"))};
   }
   if (resident && !bf16_experts) bytes += upload_quant_experts(src);
+  if (quant_attn)
+    attn_scratch_ = arena_->alloc_n<bf16>(static_cast<uint64_t>(c.q_dim()) * c.hidden_size, "attention projection scratch");
   weight_bytes_ = bytes;
   zero_i32_ = arena_->alloc_n<int32_t>(1, "contiguous KV block table");
   family_alloc_workspace();
@@ -417,11 +431,13 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
         const bf16* w[3] = {L.wq, L.wk, L.wv};
         float* y[3] = {b.q, b.k, b.v};
         const int out[3] = {Q, KV, KV};
-        if (decode && rmsnorm_linear_multi_supported(b.h, w, out, 3, H)) {
+        const bool bf16_weights = L.lw[0].format == QuantFormat::bf16 && L.lw[1].format == QuantFormat::bf16 &&
+                                  L.lw[2].format == QuantFormat::bf16;
+        if (decode && bf16_weights && rmsnorm_linear_multi_supported(b.h, w, out, 3, H)) {
           rmsnorm_linear_multi(b.x, L.attn_norm, eps, b.h, w, y, out, 3, H, s);
         } else {
           rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
-          linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+          linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
         }
       }
       if (decode && !tp_) prefetch_attention_out(L);

@@ -37,6 +37,7 @@
 #include "engine/cuda/blas.h"
 #include "engine/cuda/host_experts.h"
 #include "engine/cuda/moe_layer.h"
+#include "engine/cuda/quant_linear.h"
 #include "engine/cuda/workspace.h"
 #include "engine/batch_model.h"
 #include "engine/device_plan.h"
@@ -152,7 +153,18 @@ class CudaModel : public Model, public BatchModel {
     // Family extras (null where the family has none): q/k norm, q/k/v bias, shared expert.
     const __nv_bfloat16 *q_norm = nullptr, *k_norm = nullptr, *bq = nullptr, *bk = nullptr, *bv = nullptr;
     const __nv_bfloat16 *sw1 = nullptr, *sw3 = nullptr, *sw2 = nullptr, *shared_gate = nullptr;
+    // q, k, v, o as linear_weight takes them: bf16 (wq.. above) or in weight_dtype (then
+    // wq.. are null).
+    LinearWeight lw[4];
   };
+  QuantFormat attn_fmt_ = QuantFormat::bf16;  // the attention projections' format (weight_dtype)
+  // engine/cuda/cuda_model_quant.cpp: a non-expert tensor's device bytes (a quantised
+  // projection's parts, each 256-aligned; else bf16), and layer l's projections quantised
+  // on the host (WeightSource::read_quant, the CPU reference's values) and uploaded into
+  // L.lw; returns their bytes.
+  uint64_t dense_bytes(const TensorSpec& s) const;
+  uint64_t upload_quant_attention(const WeightSource& src, int l, Layer& L);
+  __nv_bfloat16* attn_scratch_ = nullptr;    // (Q x H) bf16: a quantised projection dequantised for prefill
   // The families' additions to a layer (engine/cuda/cuda_model_family.cpp), on b's
   // buffers of an m-token forward: q/k/v bias and q/k norm on b.q / b.k before RoPE, then
   // RoPE and the store of the new keys/values into the pool (rope_kv_store_paged; per-head

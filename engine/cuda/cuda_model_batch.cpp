@@ -116,10 +116,9 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const Layer& L = layers_[l];
     rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
-    const bf16* w[3] = {L.wq, L.wk, L.wv};
     float* y[3] = {b.q, b.k, b.v};
     const int out[3] = {Q, KV, KV};
-    linear_multi(b.h, w, y, out, 3, m, H, blas, s);
+    linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
     family_attention_rope(L, b, m, pos, slot, P.k[l], P.v[l]);
     if (m == n_seqs && decode_attention_supported(nh, nkv, hd, P.k[l], P.v[l]))  // decode rows only
       decode_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,

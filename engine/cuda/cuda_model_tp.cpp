@@ -16,7 +16,7 @@ namespace moebench::cuda {
 
 void CudaModel::o_proj(const Layer& L, ForwardBuffers& b, int m) {
   const int H = cfg_.hidden_size, Q = cfg_.q_dim();
-  if (!tp_) return linear(b.att, L.wo, b.x, m, Q, H, true, blas_->get(), stream_);
+  if (!tp_) return linear_weight(L.lw[3], b.att, b.x, m, Q, H, true, attn_scratch_, blas_->get(), stream_);
   linear(b.att, L.wo, tp_sum_, m, Q, H, false, blas_->get(), stream_);
   reduce_partial(b, m);
 }

@@ -37,6 +37,7 @@ namespace {
 constexpr int kTileRows = 16;  // mma M: weight rows per block
 constexpr int kTileCols = 8;   // mma N: pairs per pass over the weights
 constexpr int kMaxPairs = detail::kMaxSlotPairs;  // pairs per launch
+constexpr int kPipeDepth = 2;  // the pipelined kernel's default batch: two in registers
 
 __device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
   uint32_t u;
@@ -57,8 +58,9 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
 
 // Per format: kValues codes per 16-byte chunk; kDepth super-steps whose weight loads
 // are issued together; kScaled: whether a scale multiplies each
-// super-step's sum (else the sums go straight into the totals); the scale of row `row`
-// for super-step ss;
+// super-step's sum (else the sums go straight into the totals); raw(): the loads of the
+// scale words of row `row` for super-step ss, as loaded (no arithmetic on them, so that
+// issuing them stalls nothing); row(): what the loop needs from them;
 // mma step s (of kValues / 4) of a chunk as A registers (lo: k slots 2t, 2t+1; hi: 2t+8,
 // 2t+9) and the matching activation registers from the chunk's kValues / 2 x words.
 template <QuantFormat F>
@@ -69,6 +71,8 @@ struct InOrder {
   struct Row {
     float s;
   };
+  using Raw = float;
+  __device__ static Row row(Raw r) { return {r}; }
   __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
     b0 = xw[2 * s];
     b1 = xw[2 * s + 1];
@@ -81,7 +85,7 @@ struct Codes<QuantFormat::bf16> : InOrder {
   static constexpr int kValues = 8;
   static constexpr int kDepth = 8;  // super-steps whose weight loads are issued together
   static constexpr bool kScaled = false;
-  __device__ static Row row_params(const uint8_t*, const uint8_t*, int, int, int) { return {1.0f}; }
+  __device__ static Raw raw(const uint8_t*, const uint8_t*, int, int, int) { return 1.0f; }
   __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
     lo = word(raw, 2 * s);
     hi = word(raw, 2 * s + 1);
@@ -95,8 +99,8 @@ struct Codes<QuantFormat::int8> : InOrder {
   static constexpr int kValues = 16;
   static constexpr int kDepth = 4;
   static constexpr bool kScaled = true;
-  __device__ static Row row_params(const uint8_t* scale, const uint8_t*, int row, int ss, int) {
-    return {__ldg(reinterpret_cast<const float*>(scale) + row)};
+  __device__ static Raw raw(const uint8_t* scale, const uint8_t*, int row, int, int) {
+    return __ldg(reinterpret_cast<const float*>(scale) + row);
   }
   __device__ static float code(uint32_t biased, int i) {
     return __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7440u + i)) - 8388736.0f;  // 2^23 + 128
@@ -114,10 +118,10 @@ struct Codes<QuantFormat::fp8> : InOrder {
   static constexpr int kValues = 16;
   static constexpr int kDepth = 4;
   static constexpr bool kScaled = true;
-  __device__ static Row row_params(const uint8_t* scale, const uint8_t*, int row, int ss, int K) {
+  __device__ static Raw raw(const uint8_t* scale, const uint8_t*, int row, int ss, int K) {
     const int cb = (K + static_cast<int>(kFp8Block) - 1) / static_cast<int>(kFp8Block);
     const int block = (ss * 4 * kValues) / static_cast<int>(kFp8Block);
-    return {__ldg(reinterpret_cast<const float*>(scale) + (row / static_cast<int>(kFp8Block)) * cb + block)};
+    return __ldg(reinterpret_cast<const float*>(scale) + (row / static_cast<int>(kFp8Block)) * cb + block);
   }
   __device__ static uint32_t pair(uint32_t w16) {
     const float2 f = __half22float2(
@@ -146,12 +150,17 @@ struct Codes<QuantFormat::int4> {
     float s;
     uint32_t bias;  // bf16x2 (128 + zero, 128 + zero)
   };
-  __device__ static Row row_params(const uint8_t* scale, const uint8_t* zero, int row, int ss, int K) {
+  struct Raw {
+    uint32_t s, z;  // the scale's bf16 bits, the zero point (8: symmetric)
+  };
+  __device__ static Raw raw(const uint8_t* scale, const uint8_t* zero, int row, int ss, int K) {
     const int groups = (K + static_cast<int>(kInt4Group) - 1) / static_cast<int>(kInt4Group);
     const int g = row * groups + ss;
-    const int z = zero ? __ldg(zero + g) : 8;
-    const uint32_t b = 0x4300u + static_cast<uint32_t>(z);  // bf16 of 128 + z (z <= 15)
-    return {__bfloat162float(__ldg(reinterpret_cast<const __nv_bfloat16*>(scale) + g)), b | (b << 16)};
+    return {__ldg(reinterpret_cast<const unsigned short*>(scale) + g), zero ? __ldg(zero + g) : 8u};
+  }
+  __device__ static Row row(Raw r) {
+    const uint32_t b = 0x4300u + r.z;  // bf16 of 128 + z (z <= 15)
+    return {__uint_as_float(r.s << 16), b | (b << 16)};
   }
   __device__ static uint32_t nibbles(uint32_t w, int shift, uint32_t bias) {
     const uint32_t v = ((w >> shift) & 0x000F000Fu) | 0x43004300u;
@@ -171,46 +180,181 @@ struct Codes<QuantFormat::int4> {
   }
 };
 
-// ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc).
-// accumulate: out += the result instead of out = it.
-// At least 16 / kRT warps per SM (two tiles a block: twice the registers for loads).
-template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1>
-__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWarps / kRT : 1)
-    quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const bf16* __restrict__ x,
-                          int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
-                          float* __restrict__ out, int accumulate) {
+// One warp's share of a tile pass: kDepth super-steps of weight chunks for the rows
+// ra / rb of kRT tiles (lane t: chunk 4 ss + t), and the raw scale words of those rows and
+// super-steps. load() issues the weight loads and uses none of them (a warp stalls only
+// where a loaded register is first used, so the loads of one batch are all in flight
+// together); dot() dequantises, multiplies and adds into tot. kEarlyScales: the scale
+// words are loaded in load() with the weights (the pipelined kernel); otherwise in dot()
+// where each super-step needs them (the plain kernel, as measured at its best).
+template <QuantFormat F, int kDepth, int kRT, bool kEarlyScales>
+struct Batch {
   using C = Codes<F>;
-  constexpr int V = C::kValues;
-  __shared__ int s_ids[kMaxPairs];
+  uint4 wa[kRT][kDepth], wb[kRT][kDepth];
+  typename C::Raw sa[kRT][kDepth], sb[kRT][kDepth];
+  // !kEarlyScales: what dot() needs to load them.
+  const uint8_t *scale_ = nullptr, *zero_ = nullptr;
+  int ra_[kRT], rb_[kRT], K_ = 0;
+
+  __device__ void load(const uint8_t* const (&qa)[kRT], const uint8_t* const (&qb)[kRT], const int (&ra)[kRT],
+                       const int (&rb)[kRT], const uint8_t* scale, const uint8_t* zero, int ss0, int chunks, int steps,
+                       int t, int K) {
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) {
+      const int c = (ss0 + u) * 4 + t;
+      const int ss = min(ss0 + u, steps - 1);  // past the row end: any valid group (its sum is zero)
+#pragma unroll
+      for (int tt = 0; tt < kRT; ++tt) {
+        if (c < chunks) {
+          wa[tt][u] = load16_stream(qa[tt] + 16 * static_cast<int64_t>(c));
+          wb[tt][u] = load16_stream(qb[tt] + 16 * static_cast<int64_t>(c));
+        } else {
+          wa[tt][u] = wb[tt][u] = make_uint4(0, 0, 0, 0);
+        }
+        if constexpr (kEarlyScales) {
+          sa[tt][u] = C::raw(scale, zero, ra[tt], ss, K);
+          sb[tt][u] = C::raw(scale, zero, rb[tt], ss, K);
+        }
+      }
+    }
+    if constexpr (!kEarlyScales) {
+      scale_ = scale;
+      zero_ = zero;
+      K_ = K;
+#pragma unroll
+      for (int tt = 0; tt < kRT; ++tt) {
+        ra_[tt] = ra[tt];
+        rb_[tt] = rb[tt];
+      }
+    }
+  }
+
+  // x_row: the pass's activation row of this lane's B column (has_x: a used column).
+  __device__ void dot(float (&tot)[kRT][4], const bf16* x_row, bool has_x, int ss0, int chunks, int steps,
+                      int t) const {
+    constexpr int V = C::kValues;
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) {
+      const int ss = ss0 + u;
+      if (ss >= steps) break;  // warp-uniform
+      const int c = ss * 4 + t;
+      uint32_t xw[V / 2];
+#pragma unroll
+      for (int j = 0; j < V / 8; ++j) {
+        uint4 v = make_uint4(0, 0, 0, 0);
+        if (has_x && c < chunks) v = *reinterpret_cast<const uint4*>(x_row + static_cast<int64_t>(c) * V + 8 * j);
+        xw[4 * j] = v.x;
+        xw[4 * j + 1] = v.y;
+        xw[4 * j + 2] = v.z;
+        xw[4 * j + 3] = v.w;
+      }
+#pragma unroll
+      for (int tt = 0; tt < kRT; ++tt) {
+        const typename C::Row pa = C::row(kEarlyScales ? sa[tt][u] : C::raw(scale_, zero_, ra_[tt], ss, K_)),
+                              pb = C::row(kEarlyScales ? sb[tt][u] : C::raw(scale_, zero_, rb_[tt], ss, K_));
+        float d[4] = {0, 0, 0, 0};
+        float(&acc)[4] = C::kScaled ? d : tot[tt];
+#pragma unroll
+        for (int s = 0; s < V / 4; ++s) {
+          uint32_t a0, a1, a2, a3, b0, b1;
+          C::a_regs(wa[tt][u], s, pa, a0, a2);
+          C::a_regs(wb[tt][u], s, pb, a1, a3);
+          C::b_regs(xw, s, b0, b1);
+          detail::mma_bf16_16x8x16(acc, a0, a1, a2, a3, b0, b1);
+        }
+        if constexpr (C::kScaled) {
+          tot[tt][0] = fmaf(pa.s, d[0], tot[tt][0]);
+          tot[tt][1] = fmaf(pa.s, d[1], tot[tt][1]);
+          tot[tt][2] = fmaf(pb.s, d[2], tot[tt][2]);
+          tot[tt][3] = fmaf(pb.s, d[3], tot[tt][3]);
+        }
+      }
+    }
+  }
+};
+
+// The block's start, shared by both kernels: its expert (grid row y: the y-th distinct
+// expert of ids; ids null: the one matrix `single`) and the pairs that chose it, into
+// s_pair / *s_cnt. -1: no expert for this grid row (the whole block returns).
+__device__ __forceinline__ int block_expert(const int32_t* ids, int n_pairs, int* s_ids, int* s_pair, int* s_cnt) {
   const int e = ids ? detail::used_expert(ids, n_pairs, blockIdx.y, s_ids) : 0;
-  if (e < 0) return;  // the whole block: fewer experts used than grid rows
-  __shared__ int s_pair[kMaxPairs], s_cnt;
-  __shared__ float s_part[kWarps][32][4 * kRT];
+  if (e < 0) return -1;
   if (threadIdx.x == 0) {
     int cnt = 0;
     for (int p = 0; p < n_pairs; ++p)
       if (!ids || s_ids[p] == e) s_pair[cnt++] = p;
-    s_cnt = cnt;
+    *s_cnt = cnt;
   }
   __syncthreads();
-  const int cnt = s_cnt;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
-  const int row0 = blockIdx.x * kTileRows * kRT;  // kRT tiles of 16 rows, sharing the activations' loads
-  const int64_t row_bytes = F == QuantFormat::int4 ? K / 2 : F == QuantFormat::bf16 ? 2 * static_cast<int64_t>(K) : K;
-  const int chunks = static_cast<int>(row_bytes / 16);
-  const int steps = (chunks + 3) / 4;  // super-steps per row
-  const uint8_t* q = single ? single : w.q[e];
-  int ra[kRT], rb[kRT];
-  const uint8_t *qa[kRT], *qb[kRT];
+  return e;
+}
+
+// Rows of kRT tiles from row0 (16 rows, tile_stride apart): lane gr's rows gr and gr + 8
+// of each, clamped to N - 1 (rows past N are read, never written), and their starts.
+template <int kRT>
+__device__ __forceinline__ void tile_rows(const uint8_t* q, int64_t row_bytes, int row0, int tile_stride, int gr,
+                                          int N, int (&ra)[kRT], int (&rb)[kRT], const uint8_t* (&qa)[kRT],
+                                          const uint8_t* (&qb)[kRT]) {
 #pragma unroll
   for (int tt = 0; tt < kRT; ++tt) {
-    ra[tt] = min(row0 + kTileRows * tt + gr, N - 1);  // rows past N: read row N-1, not written
-    rb[tt] = min(row0 + kTileRows * tt + gr + 8, N - 1);
+    ra[tt] = min(row0 + tile_stride * tt + gr, N - 1);
+    rb[tt] = min(row0 + tile_stride * tt + gr + 8, N - 1);
     qa[tt] = q + ra[tt] * row_bytes;
     qb[tt] = q + rb[tt] * row_bytes;
   }
-  const uint8_t* scale = C::kScaled ? w.scale[e] : nullptr;
-  const uint8_t* zero = C::kScaled && w.zero ? w.zero[e] : nullptr;
+}
+
+// The warps' partial sums of a tile pass (s_part), added in warp order by warp 0 and
+// written: out[pair, row] (accumulate: +=).
+template <int kWarps, int kRT>
+__device__ __forceinline__ void write_tile(const float (*s_part)[32][4 * kRT], const int* s_pair, int p0, int m,
+                                           int row0, int tile_stride, int N, int lane, float* out, int accumulate) {
+  const int gr = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int tt = 0; tt < kRT; ++tt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      float v = s_part[0][lane][4 * tt + i];
+#pragma unroll
+      for (int wi = 1; wi < kWarps; ++wi) v += s_part[wi][lane][4 * tt + i];
+      const int col = 2 * t + (i & 1), row = row0 + tile_stride * tt + gr + (i >= 2 ? 8 : 0);
+      if (col < m && row < N) {
+        float* o = out + static_cast<int64_t>(s_pair[p0 + col]) * N + row;
+        *o = accumulate ? *o + v : v;
+      }
+    }
+}
+
+__device__ __forceinline__ int64_t quant_row_bytes(QuantFormat F, int K) {
+  return F == QuantFormat::int4 ? K / 2 : F == QuantFormat::bf16 ? 2 * static_cast<int64_t>(K) : K;
+}
+
+// ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc,
+// quant_gemv) with the scales `single_scale` (symmetric).
+// accumulate: out += the result instead of out = it.
+// At least 16 / kRT warps per SM (two tiles a block: twice the registers for loads).
+template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1>
+__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWarps / kRT : 1)
+    quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const uint8_t* __restrict__ single_scale,
+                          const bf16* __restrict__ x,
+                          int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
+                          float* __restrict__ out, int accumulate) {
+  using C = Codes<F>;
+  __shared__ int s_ids[kMaxPairs], s_pair[kMaxPairs], s_cnt;
+  __shared__ float s_part[kWarps][32][4 * kRT];
+  const int e = block_expert(ids, n_pairs, s_ids, s_pair, &s_cnt);
+  if (e < 0) return;  // the whole block: fewer experts used than grid rows
+  const int cnt = s_cnt;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
+  const int row0 = blockIdx.x * kTileRows * kRT;  // kRT tiles of 16 rows, sharing the activations' loads
+  const int64_t row_bytes = quant_row_bytes(F, K);
+  const int chunks = static_cast<int>(row_bytes / 16);
+  const int steps = (chunks + 3) / 4;  // super-steps per row
+  int ra[kRT], rb[kRT];
+  const uint8_t *qa[kRT], *qb[kRT];
+  tile_rows<kRT>(single ? single : w.q[e], row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
+  const uint8_t* scale = !C::kScaled ? nullptr : single ? single_scale : w.scale[e];
+  const uint8_t* zero = C::kScaled && !single && w.zero ? w.zero[e] : nullptr;
   for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
     const int m = min(kTileCols, cnt - p0);
     const bool has_x = gr < m;  // this lane's B column is pair p0 + gr
@@ -218,80 +362,110 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWar
     const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
     float tot[kRT][4] = {};
     for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kWarps * kDepth) {
-      uint4 wa[kRT][kDepth], wb[kRT][kDepth];
-#pragma unroll
-      for (int u = 0; u < kDepth; ++u) {
-        const int c = (ss0 + u) * 4 + t;
-#pragma unroll
-        for (int tt = 0; tt < kRT; ++tt) {
-          if (c < chunks) {
-            wa[tt][u] = load16_stream(qa[tt] + 16 * static_cast<int64_t>(c));
-            wb[tt][u] = load16_stream(qb[tt] + 16 * static_cast<int64_t>(c));
-          } else {
-            wa[tt][u] = wb[tt][u] = make_uint4(0, 0, 0, 0);
-          }
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kDepth; ++u) {
-        const int ss = ss0 + u;
-        if (ss >= steps) break;  // warp-uniform
-        const int c = ss * 4 + t;
-        uint32_t xw[V / 2];
-#pragma unroll
-        for (int j = 0; j < V / 8; ++j) {
-          uint4 v = make_uint4(0, 0, 0, 0);
-          if (has_x && c < chunks) v = *reinterpret_cast<const uint4*>(xr + static_cast<int64_t>(c) * V + 8 * j);
-          xw[4 * j] = v.x;
-          xw[4 * j + 1] = v.y;
-          xw[4 * j + 2] = v.z;
-          xw[4 * j + 3] = v.w;
-        }
-#pragma unroll
-        for (int tt = 0; tt < kRT; ++tt) {
-          const typename C::Row pa = C::row_params(scale, zero, ra[tt], ss, K),
-                                pb = C::row_params(scale, zero, rb[tt], ss, K);
-          float d[4] = {0, 0, 0, 0};
-          float(&acc)[4] = C::kScaled ? d : tot[tt];
-#pragma unroll
-          for (int s = 0; s < V / 4; ++s) {
-            uint32_t a0, a1, a2, a3, b0, b1;
-            C::a_regs(wa[tt][u], s, pa, a0, a2);
-            C::a_regs(wb[tt][u], s, pb, a1, a3);
-            C::b_regs(xw, s, b0, b1);
-            detail::mma_bf16_16x8x16(acc, a0, a1, a2, a3, b0, b1);
-          }
-          if constexpr (C::kScaled) {
-            tot[tt][0] = fmaf(pa.s, d[0], tot[tt][0]);
-            tot[tt][1] = fmaf(pa.s, d[1], tot[tt][1]);
-            tot[tt][2] = fmaf(pb.s, d[2], tot[tt][2]);
-            tot[tt][3] = fmaf(pb.s, d[3], tot[tt][3]);
-          }
-        }
-      }
+      Batch<F, kDepth, kRT, false> b;
+      b.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
+      b.dot(tot, xr, has_x, ss0, chunks, steps, t);
     }
-    // The warps' partial sums, added in warp order.
 #pragma unroll
     for (int tt = 0; tt < kRT; ++tt)
 #pragma unroll
       for (int i = 0; i < 4; ++i) s_part[warp][lane][4 * tt + i] = tot[tt][i];
     __syncthreads();
-    if (warp == 0) {
+    if (warp == 0) write_tile<kWarps, kRT>(s_part, s_pair, p0, m, row0, kTileRows, N, lane, out, accumulate);
+    __syncthreads();  // s_part is reused by the next pass
+  }
+}
+
+// The pipelined variant: a block stays resident and walks the row tiles blockIdx.x,
+// blockIdx.x + gridDim.x, ... of its expert (one start per block instead of one per tile),
+// and each warp issues the loads of its next batch (of the same tile, or of the next
+// tile) before it dequantises and multiplies the current one, two batches alternating in
+// registers: a warp's loads stay in flight while it computes, and across the ends of
+// tiles. The warps' split of a tile's row and the order of the sums are those of
+// quant_moe_gemv_kernel (the same result, bit for bit, for the same kWarps and kDepth).
+// The partial sums of consecutive tiles alternate between two shared arrays, so one
+// barrier a tile suffices. gate_up: kRT = 2 tiles tile_stride = N / 2 apart (g and u of
+// the same rows), written as h = silu(g) * u (bf16, pairs x N / 2) to out_h; at least
+// 16 / kRT warps per SM, as for the plain kernel.
+template <QuantFormat F, int kWarps, int kDepth, int kRT>
+__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWarps / kRT : 1)
+    quant_moe_gemv_pipe_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair,
+                               const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K, int tiles,
+                               int tile_stride, float* __restrict__ out, bf16* __restrict__ out_h) {
+  using C = Codes<F>;
+  using B = Batch<F, kDepth, kRT, true>;
+  __shared__ int s_ids[kMaxPairs], s_pair[kMaxPairs], s_cnt;
+  __shared__ float s_part[2][kWarps][32][4 * kRT];
+  const int e = block_expert(ids, n_pairs, s_ids, s_pair, &s_cnt);
+  if (e < 0) return;
+  const int cnt = s_cnt;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
+  const int64_t row_bytes = quant_row_bytes(F, K);
+  const int chunks = static_cast<int>(row_bytes / 16);
+  const int steps = (chunks + 3) / 4;
+  const int iters = (steps + kWarps * kDepth - 1) / (kWarps * kDepth);  // batches of a warp per tile
+  const int my_tiles = (tiles - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) / static_cast<int>(gridDim.x);
+  const int n_it = my_tiles * iters;
+  const uint8_t* q = w.q[e];
+  const uint8_t* scale = w.scale[e];
+  const uint8_t* zero = w.zero ? w.zero[e] : nullptr;
+  for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
+    const int m = min(kTileCols, cnt - p0);
+    const bool has_x = gr < m;
+    const int px = s_pair[p0 + min(gr, m - 1)];
+    const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
+    float tot[kRT][4] = {};
+    auto load = [&](B& b, int it) {
+      const int row0 = (static_cast<int>(blockIdx.x) + (it / iters) * static_cast<int>(gridDim.x)) * kTileRows;
+      int ra[kRT], rb[kRT];
+      const uint8_t *qa[kRT], *qb[kRT];
+      tile_rows<kRT>(q, row_bytes, row0, tile_stride, gr, N, ra, rb, qa, qb);
+      b.load(qa, qb, ra, rb, scale, zero, warp * kDepth + (it % iters) * kWarps * kDepth, chunks, steps, t, K);
+    };
+    auto step = [&](const B& b, int it) {
+      const int i = it % iters, tile_no = it / iters;
+      b.dot(tot, xr, has_x, warp * kDepth + i * kWarps * kDepth, chunks, steps, t);
+      if (i != iters - 1) return;  // block-uniform
+      float(*part)[32][4 * kRT] = s_part[tile_no & 1];
 #pragma unroll
       for (int tt = 0; tt < kRT; ++tt)
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float v = s_part[0][lane][4 * tt + i];
-#pragma unroll
-          for (int wi = 1; wi < kWarps; ++wi) v += s_part[wi][lane][4 * tt + i];
-          const int col = 2 * t + (i & 1), row = row0 + kTileRows * tt + gr + (i >= 2 ? 8 : 0);
-          if (col < m && row < N) {
-            float* o = out + static_cast<int64_t>(s_pair[p0 + col]) * N + row;
-            *o = accumulate ? *o + v : v;
-          }
+        for (int j = 0; j < 4; ++j) {
+          part[warp][lane][4 * tt + j] = tot[tt][j];
+          tot[tt][j] = 0;
         }
+      __syncthreads();
+      if (warp != 0) return;
+      const int row0 = (static_cast<int>(blockIdx.x) + tile_no * static_cast<int>(gridDim.x)) * kTileRows;
+      if constexpr (kRT == 2) {
+        if (out_h) {  // g (tile 0) and u (tile 1) of the same rows and pairs
+          const int inter = tile_stride;
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            float g = part[0][lane][j], u = part[0][lane][4 + j];
+#pragma unroll
+            for (int wi = 1; wi < kWarps; ++wi) {
+              g += part[wi][lane][j];
+              u += part[wi][lane][4 + j];
+            }
+            const int col = 2 * t + (j & 1), row = row0 + gr + (j >= 2 ? 8 : 0);
+            if (col < m && row < inter)
+              out_h[static_cast<int64_t>(s_pair[p0 + col]) * inter + row] = __float2bfloat16_rn(detail::silu(g) * u);
+          }
+          return;
+        }
+      }
+      write_tile<kWarps, kRT>(part, s_pair, p0, m, row0, tile_stride, N, lane, out, 0);
+    };
+    B b0, b1;
+    if (n_it > 0) load(b0, 0);
+    for (int it = 0; it < n_it; it += 2) {
+      if (it + 1 < n_it) load(b1, it + 1);
+      step(b0, it);
+      if (it + 2 < n_it) load(b0, it + 2);
+      if (it + 1 < n_it) step(b1, it + 1);
     }
-    __syncthreads();  // s_part is reused by the next pass
+    __syncthreads();  // the last tiles' s_part before the next pass writes them
   }
 }
 
@@ -306,13 +480,14 @@ int default_warps(int tiles) {
 }
 
 template <QuantFormat F, int kDepth, int kRT>
-void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const uint8_t* single, const bf16* x, int pp,
+void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const uint8_t* single,
+                  const uint8_t* single_scale, const bf16* x, int pp,
                   const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(ceil_div(tiles, kRT)), static_cast<unsigned>(slots));
   auto launch = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
     quant_moe_gemv_kernel<F, kWarps, kDepth, kRT>
-        <<<grid, kWarps * 32, 0, stream>>>(w, single, x, pp, ids, n_pairs, k, N, K, out, acc);
+        <<<grid, kWarps * 32, 0, stream>>>(w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc);
   };
   switch (warps) {
     case 2: return launch(std::integral_constant<int, 2>{});
@@ -323,11 +498,69 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
   }
 }
 
+// The pipelined kernel's grid: as many blocks per used expert as fit on the GPU at once
+// (all of them resident, each walking several tiles), at most one per tile.
+// (One value per kernel, taken on first use: the GPUs of a run are of one kind.)
+template <QuantFormat F, int kWarps, int kDepth, int kRT>
+int resident_blocks() {
+  static const int n = [] {
+    int dev = 0, sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, quant_moe_gemv_pipe_kernel<F, kWarps, kDepth, kRT>,
+                                                             kWarps * 32, 0));
+    return std::max(1, sms * per_sm);
+  }();
+  return n;
+}
+
+// out_h non-null: the fused gate/up form (kRT 2, tiles of the first N / 2 rows).
+template <QuantFormat F, int kDepth, int kRT>
+void launch_pipe(int warps, int slots, const QuantExperts& w, const bf16* x, int pp, const int32_t* ids, int n_pairs,
+                 int k, int N, int K, float* out, bf16* out_h, cudaStream_t stream) {
+  const int rows = out_h ? N / 2 : N, tiles = static_cast<int>(ceil_div(rows, kTileRows));
+  const int stride = out_h ? N / 2 : kTileRows;
+  auto launch = [&](auto warps_c) {
+    constexpr int kWarps = decltype(warps_c)::value;
+    const int bx = std::min(tiles, std::max(1, resident_blocks<F, kWarps, kDepth, kRT>() / slots));
+    quant_moe_gemv_pipe_kernel<F, kWarps, kDepth, kRT><<<dim3(static_cast<unsigned>(bx), static_cast<unsigned>(slots)), kWarps * 32, 0, stream>>>(
+        w, x, pp, ids, n_pairs, k, N, K, tiles, stride, out, out_h);
+  };
+  switch (warps) {
+    case 4: return launch(std::integral_constant<int, 4>{});
+    case 8: return launch(std::integral_constant<int, 8>{});
+    default: fail_msg(msg("quant_moe_gemv: ", warps, " warps per block for the pipelined kernel, expected 4 or 8"));
+  }
+}
+
+// The pipelined kernel (shape.pipe 1; depth 2 or the format's kDepth, 4 or 8 warps).
+template <QuantFormat F>
+void launch_pipelined(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
+                      int N, int K, int n_experts, float* out, bf16* out_h, QuantGemvShape shape,
+                      cudaStream_t stream) {
+  const int slots = std::min(n_pairs, n_experts), pp = x_per_pair ? 1 : 0;
+  const int warps = shape.warps ? shape.warps : 4;
+  constexpr int D = Codes<F>::kDepth;
+  const int depth = shape.depth ? shape.depth : kPipeDepth;
+  if (depth == 2) {
+    if (out_h) launch_pipe<F, 2, 2>(warps, slots, w, x, pp, ids, n_pairs, k, N, K, out, out_h, stream);
+    else launch_pipe<F, 2, 1>(warps, slots, w, x, pp, ids, n_pairs, k, N, K, out, out_h, stream);
+    return;
+  }
+  if (depth == D && !out_h) {
+    launch_pipe<F, D, 1>(warps, slots, w, x, pp, ids, n_pairs, k, N, K, out, out_h, stream);
+    return;
+  }
+  fail_msg(msg("quant_moe_gemv: depth ", depth, " for the pipelined ", quant_format_name(F), " kernel, expected 2",
+               out_h ? std::string(" (gate/up fused)") : msg(" or ", D)));
+}
+
 // shape.warps / shape.depth / shape.tiles 0: the defaults (default_warps, the format's
 // kDepth, one tile). Depth kDepth / 2 and 2 x kDepth and two tiles (at depth kDepth) are
 // compiled for the quantised formats only.
 template <QuantFormat F>
-void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_per_pair, const int32_t* ids,
+void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_scale, const bf16* x, bool x_per_pair,
+            const int32_t* ids,
             int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, QuantGemvShape shape,
             cudaStream_t stream) {
   const int tiles = static_cast<int>(ceil_div(N, kTileRows)), slots = std::min(n_pairs, n_experts);
@@ -337,20 +570,20 @@ void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_
   constexpr int D = Codes<F>::kDepth;
   const int depth = shape.depth ? shape.depth : D;
   if (depth == D && rt == 1) {
-    launch_depth<F, D, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+    launch_depth<F, D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
     return;
   }
   if constexpr (F != QuantFormat::bf16) {
     if (depth == 2 * D && rt == 1) {
-      launch_depth<F, 2 * D, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      launch_depth<F, 2 * D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
       return;
     }
     if (depth == D && rt == 2) {
-      launch_depth<F, D, 2>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      launch_depth<F, D, 2>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
       return;
     }
     if (depth == D / 2 && rt == 1) {
-      launch_depth<F, D / 2, 1>(warps, tiles, slots, w, single, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      launch_depth<F, D / 2, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
       return;
     }
   }
@@ -361,9 +594,8 @@ void launch(const QuantExperts& w, const uint8_t* single, const bf16* x, bool x_
 
 }  // namespace
 
-void quant_moe_gemv_shaped(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
-                           int k, int N, int K, int n_experts, float* out, QuantGemvShape shape, cudaStream_t stream) {
-  MB_NVTX_RANGE("quant_moe_gemv");
+namespace {
+void check_args(const QuantExperts& w, const bf16* x, int n_pairs, int N, int K, int n_experts, int k) {
   if (n_pairs <= 0 || n_pairs > kMaxPairs) fail_msg(msg("quant_moe_gemv: ", n_pairs, " pairs, expected 1..", kMaxPairs));
   const int align = w.format == QuantFormat::int4 ? 32 : 16;
   if (K % align != 0)
@@ -373,25 +605,73 @@ void quant_moe_gemv_shaped(const QuantExperts& w, const bf16* x, bool x_per_pair
     fail_msg(msg("quant_moe_gemv: N ", N, ", experts ", n_experts, ", k ", k, " must be positive"));
   if (!aligned16(x))
     fail_msg(msg("quant_moe_gemv: the activations are not 16-byte aligned (they are read 16 bytes at a time)"));
+}
+
+// Either kernel for the run's format; out_h: the fused gate/up form (pipelined only).
+void dispatch(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k, int N,
+              int K, int n_experts, float* out, bf16* out_h, QuantGemvShape shape, cudaStream_t stream) {
+  auto run = [&](auto f_c) {
+    constexpr QuantFormat F = decltype(f_c)::value;
+    if (shape.pipe) launch_pipelined<F>(w, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, out_h, shape, stream);
+    else launch<F>(w, nullptr, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
+  };
   switch (w.format) {
-    case QuantFormat::int8:
-      launch<QuantFormat::int8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
-      break;
-    case QuantFormat::int4:
-      launch<QuantFormat::int4>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
-      break;
-    case QuantFormat::fp8:
-      launch<QuantFormat::fp8>(w, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
-      break;
+    case QuantFormat::int8: run(std::integral_constant<QuantFormat, QuantFormat::int8>{}); break;
+    case QuantFormat::int4: run(std::integral_constant<QuantFormat, QuantFormat::int4>{}); break;
+    case QuantFormat::fp8: run(std::integral_constant<QuantFormat, QuantFormat::fp8>{}); break;
     default:
       fail_msg(msg("quant_moe_gemv: format ", quant_format_name(w.format), " is not quantised (bf16 experts use moe_fused)"));
   }
   CUDA_CHECK_LAUNCH("quant_moe_gemv");
 }
+}  // namespace
+
+void quant_moe_gemv_shaped(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
+                           int k, int N, int K, int n_experts, float* out, QuantGemvShape shape, cudaStream_t stream) {
+  MB_NVTX_RANGE("quant_moe_gemv");
+  check_args(w, x, n_pairs, N, K, n_experts, k);
+  dispatch(w, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, nullptr, shape, stream);
+}
 
 void quant_moe_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
                     int N, int K, int n_experts, float* out, cudaStream_t stream) {
-  quant_moe_gemv_shaped(w, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, QuantGemvShape{}, stream);
+  quant_moe_gemv_shaped(w, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, kDefaultQuantGemvShape, stream);
+}
+
+void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const bf16* x, const int32_t* ids, int n_pairs, int k,
+                                   int inter, int K, int n_experts, bf16* h, QuantGemvShape shape,
+                                   cudaStream_t stream) {
+  MB_NVTX_RANGE("quant_moe_gemv_gate_up");
+  check_args(w, x, n_pairs, 2 * inter, K, n_experts, k);
+  if (!shape.pipe) fail_msg("quant_moe_gemv_gate_up: runs on the pipelined kernel only (shape.pipe 1)");
+  dispatch(w, x, false, ids, n_pairs, k, 2 * inter, K, n_experts, nullptr, h, shape, stream);
+}
+
+void quant_moe_gemv_gate_up(const QuantExperts& w, const bf16* x, const int32_t* ids, int n_pairs, int k, int inter,
+                            int K, int n_experts, bf16* h, cudaStream_t stream) {
+  quant_moe_gemv_gate_up_shaped(w, x, ids, n_pairs, k, inter, K, n_experts, h, kPipelinedQuantGemvShape, stream);
+}
+
+void quant_gemv(QuantFormat f, const uint8_t* q, const uint8_t* scale, const bf16* x, int n, int in, int out, float* y,
+                bool accumulate, cudaStream_t stream) {
+  MB_NVTX_RANGE("quant_gemv");
+  if (n <= 0 || out <= 0) return;
+  if (n > kTileCols || in <= 0 || in % 16 != 0 || !aligned16(x) || !aligned16(q))
+    fail_msg(msg("quant_gemv: needs 1..", kTileCols, " rows (got ", n, "), in % 16 == 0 (got ", in,
+                 ") and 16-byte aligned x and weights"));
+  switch (f) {
+    case QuantFormat::int8:
+      launch<QuantFormat::int8>(QuantExperts{}, q, scale, x, false, nullptr, n, 1, out, in, 1, y, accumulate,
+                                QuantGemvShape{}, stream);
+      break;
+    case QuantFormat::fp8:
+      launch<QuantFormat::fp8>(QuantExperts{}, q, scale, x, false, nullptr, n, 1, out, in, 1, y, accumulate,
+                               QuantGemvShape{}, stream);
+      break;
+    default:
+      fail_msg(msg("quant_gemv: format ", quant_format_name(f), ", expected int8 or fp8 (a quantised weight_dtype)"));
+  }
+  CUDA_CHECK_LAUNCH("quant_gemv");
 }
 
 void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, bool accumulate, cudaStream_t stream) {
@@ -400,7 +680,7 @@ void gemv_tc(const bf16* x, const bf16* w, float* y, int n, int in, int out, boo
   if (n > kGemvMaxRows || in % 8 != 0 || !aligned16(x) || !aligned16(w))
     fail_msg(msg("cuda::gemv_tc: needs n <= ", kGemvMaxRows, " (got ", n, "), in % 8 == 0 (got ", in,
                  ") and 16-byte aligned x and w"));
-  launch<QuantFormat::bf16>(QuantExperts{}, reinterpret_cast<const uint8_t*>(w), x, false, nullptr, n, 1, out, in, 1,
+  launch<QuantFormat::bf16>(QuantExperts{}, reinterpret_cast<const uint8_t*>(w), nullptr, x, false, nullptr, n, 1, out, in, 1,
                             y, accumulate, QuantGemvShape{}, stream);
   CUDA_CHECK_LAUNCH("gemv_tc");
 }

@@ -44,11 +44,45 @@ void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pa
 // default (warps by the number of tiles, depth 4, one tile). The shape changes which warp
 // sums which super-steps: the fp32 rounding order, not the result's accuracy. For the
 // benchmarks' side-by-side variants.
+// pipe 1: the pipelined kernel instead (blocks resident across the row tiles of their
+// expert, each warp's next loads issued before it computes the current ones; 4 or 8
+// warps, depth 2 or the format's depth, one tile; its sums are those of the plain kernel
+// of the same warps and depth). Measured on an H200 at Mixtral's shapes, batch 1, it is
+// slower than the plain kernel (int4 w1 40.4 against 35.1 us, w2 38.5 against 35.6;
+// int8 / fp8 w2 52-54 against 46): the model runs the plain kernel
+// (kDefaultQuantGemvShape), the pipelined one stays for the benchmarks' comparison.
 struct QuantGemvShape {
-  int warps = 0, depth = 0, tiles = 0;
+  int warps = 0, depth = 0, tiles = 0, pipe = 0;
 };
+inline constexpr QuantGemvShape kDefaultQuantGemvShape{};
+inline constexpr QuantGemvShape kPipelinedQuantGemvShape{0, 0, 0, 1};
 void quant_moe_gemv_shaped(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids,
                            int n_pairs, int k, int N, int K, int n_experts, float* out, QuantGemvShape shape,
                            cudaStream_t stream);
+
+// One quantised matrix (a weight_dtype attention projection) times n <= 8 activation
+// rows: y (n, out) fp32 = x (n, in) bf16 . W^T [+ y if accumulate], W (out x in) in
+// format f = int8 (per-row f32 scales) or fp8 (f32 scales per 128x128 block), q and
+// scale as quant_parts() lays them out. The plain kernel's tile with the rows as the
+// pairs of one expert: the same exact dequantisation and fp32 sums per scale group.
+// in % 16 == 0 and 16-byte aligned x and q, else Error.
+void quant_gemv(QuantFormat f, const uint8_t* q, const uint8_t* scale, const __nv_bfloat16* x, int n, int in, int out,
+                float* y, bool accumulate, cudaStream_t stream);
+
+// Gate and up projections fused with the SwiGLU product (gate_up.h's layout: w holds, per
+// expert, w1 as rows 0 .. inter-1 and w3 as rows inter .. 2 inter-1 of one matrix): for
+// every pair p, h[p, :] (bf16, inter) = silu(g) * u with g, u the two halves of
+// W[ids[p]] . x_token (x per token). The same g and u, bit for bit, as quant_moe_gemv_shaped
+// of that shape over the 2 x inter rows, and the same h as silu_mul_gate_up on them: one
+// launch and no fp32 g, u round trip. The pipelined kernel only (shape.pipe 1; the
+// unshaped call takes kPipelinedQuantGemvShape). Measured on an H200 (Mixtral, batch 1)
+// it is no faster than the plain GEMV over 2 x inter rows + silu_mul_gate_up at int4 and
+// fp8 (72.6 and 100.7 us, about two plain w1 launches) and faster at int8 (88.3 against
+// ~99 for two plain w1 launches + silu); the model does not use it.
+void quant_moe_gemv_gate_up(const QuantExperts& w, const __nv_bfloat16* x, const int32_t* ids, int n_pairs, int k,
+                            int inter, int K, int n_experts, __nv_bfloat16* h, cudaStream_t stream);
+void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const __nv_bfloat16* x, const int32_t* ids, int n_pairs,
+                                   int k, int inter, int K, int n_experts, __nv_bfloat16* h, QuantGemvShape shape,
+                                   cudaStream_t stream);
 
 }  // namespace moebench::cuda

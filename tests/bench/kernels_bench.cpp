@@ -291,12 +291,16 @@ void bm_moe_fused(benchmark::State& state, int n) {
 }
 
 // The dequantising decode GEMV over the selected experts (quant_gemv.h) at a Mixtral-8x7B
-// expert matrix (w1/w3: 14336 x 4096; w2: 4096 x 14336), n tokens routed as in
-// bm_moe_fused. Weight bytes are arbitrary (synthetic bf16 reinterpreted), scales zero:
-// the time depends on the bytes read, not on the values. bytes = the used experts'
+// expert matrix (w1/w3: 14336 x 4096; w2: 4096 x 14336; gate_up: [w1; w3] as one 28672 x
+// 4096 matrix, as the model runs it; with the pipelined shape the fused form writing
+// silu(g) * u itself), n tokens routed
+// as in bm_moe_fused. Weight bytes are arbitrary (synthetic bf16 reinterpreted), scales
+// zero: the time depends on the bytes read, not on the values. bytes = the used experts'
 // values + scales + the activations + the outputs.
-void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, bool down, int n, cuda::QuantGemvShape shape = {}) {
-  const int N = down ? kHidden : kInter, K = down ? kInter : kHidden;
+enum class QuantMat { w1, w2, gate_up };
+void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int n, cuda::QuantGemvShape shape = {}) {
+  const bool down = mat == QuantMat::w2, gate_up = mat == QuantMat::gate_up;
+  const int N = down ? kHidden : gate_up ? 2 * kInter : kInter, K = down ? kInter : kHidden;
   const auto parts = quant_parts(f, N, K);
   std::vector<std::unique_ptr<Buf>> ws;
   std::vector<const uint8_t*> q, sc;
@@ -326,10 +330,14 @@ void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, bool down, int n,
   timed(
       state,
       [&] {
-        cuda::quant_moe_gemv_shaped(qe, x.as<bf16>(), down, dids.as<int32_t>(), pairs, kTopK, N, K, kExperts,
-                                    out.as<float>(), shape, g->stream);
+        if (gate_up && shape.pipe)
+          cuda::quant_moe_gemv_gate_up_shaped(qe, x.as<bf16>(), dids.as<int32_t>(), pairs, kTopK, kInter, K, kExperts,
+                                              out.as<bf16>(), shape, g->stream);
+        else
+          cuda::quant_moe_gemv_shaped(qe, x.as<bf16>(), down, dids.as<int32_t>(), pairs, kTopK, N, K, kExperts,
+                                      out.as<float>(), shape, g->stream);
       },
-      static_cast<double>(quant_matrix_bytes(f, N, K)) * n_used + 2.0 * n_x * K + 4.0 * pairs * N,
+      static_cast<double>(quant_matrix_bytes(f, N, K)) * n_used + 2.0 * n_x * K + (gate_up && shape.pipe ? 2.0 * pairs * kInter : 4.0 * pairs * N),
       2.0 * pairs * N * K);
   state.counters["experts_read"] = n_used;
 }
@@ -468,11 +476,32 @@ void register_all() {
   for (int m : batches)
     reg("swiglu_expert/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_expert(st, m); });
   for (int n : {1, 2, 4, 8}) reg("moe_decode_fused/n:" + std::to_string(n), [n](benchmark::State& st) { bm_moe_fused(st, n); });
+  const std::pair<QuantMat, const char*> mats[] = {{QuantMat::w1, "/w1"}, {QuantMat::w2, "/w2"}};
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
-    for (bool down : {false, true})
+    for (auto [mat, mname] : mats)
       for (int n : {1, 2, 4, 8})  // n = 4: 8 pairs, one on each expert
-        reg(std::string("quant_moe_gemv/") + quant_format_name(f) + (down ? "/w2" : "/w1") + "/n:" + std::to_string(n),
-            [f, down, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, down, n); });
+        reg(std::string("quant_moe_gemv/") + quant_format_name(f) + mname + "/n:" + std::to_string(n),
+            [f, mat, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, mat, n, cuda::kDefaultQuantGemvShape); });
+  // The model's launches (the plain kernel; [w1; w3] as one matrix) and the pipelined
+  // kernel's shapes beside them (gate_up: the fused form).
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (int n : {1, 2, 4, 8})
+      reg(std::string("quant_moe_gemv/") + quant_format_name(f) + "/gate_up/n:" + std::to_string(n),
+          [f, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, QuantMat::gate_up, n, cuda::kDefaultQuantGemvShape); });
+  const std::pair<QuantMat, const char*> pmats[] = {
+      {QuantMat::w1, "/w1"}, {QuantMat::w2, "/w2"}, {QuantMat::gate_up, "/gate_up"}};
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [mat, mname] : pmats)
+      for (int n : {1, 2})
+        for (int warps : {4, 8})
+          for (int depth : {2, 4}) {
+            if (mat == QuantMat::gate_up && depth != 2) continue;
+            reg(std::string("quant_moe_gemv_pipe/") + quant_format_name(f) + mname + "/n:" + std::to_string(n) +
+                    "/warps:" + std::to_string(warps) + "/depth:" + std::to_string(depth),
+                [f, mat, n, warps, depth](benchmark::State& st) {
+                  bm_quant_moe_gemv(st, f, mat, n, cuda::QuantGemvShape{warps, depth, 0, 1});
+                });
+          }
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (bool down : {false, true})
       for (int n : {1, 2})
@@ -483,7 +512,8 @@ void register_all() {
                     std::to_string(n) + "/warps:" + std::to_string(warps) + "/depth:" + std::to_string(depth) +
                     (tiles > 1 ? "/tiles:" + std::to_string(tiles) : std::string()),
                 [f, down, n, warps, depth, tiles](benchmark::State& st) {
-                  bm_quant_moe_gemv(st, f, down, n, cuda::QuantGemvShape{warps, depth, tiles});
+                  bm_quant_moe_gemv(st, f, down ? QuantMat::w2 : QuantMat::w1, n,
+                                    cuda::QuantGemvShape{warps, depth, tiles});
                 });
           }
   for (int pos0 : {128, 1024, 4096, 16384})
