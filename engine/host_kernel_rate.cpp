@@ -50,10 +50,14 @@ HostRatePlan host_rate_plan(int n_layers, int n_experts, int64_t expert_bytes, i
   const int64_t cache = cache_bytes > 0 ? cache_bytes : kUnknownCacheBytes;
   auto experts_for = [&](int64_t bytes) { return static_cast<int>((bytes + expert_bytes - 1) / expert_bytes); };
   HostRatePlan p;
-  p.flush = std::max(1, experts_for(kHostRateFlushFactor * cache));
-  const int samples = std::max(kHostRateSamples, experts_for(kHostRateColdFactor * cache));
   const int64_t total = static_cast<int64_t>(n_layers) * n_experts;
+  p.flush = std::max(1, experts_for(kHostRateFlushFactor * cache));
+  int samples = std::max(kHostRateSamples, experts_for(kHostRateColdFactor * cache));
   p.cold = p.flush + samples <= total;
+  if (!p.cold) {  // the weights fit in the cache: every expert once to warm it, then the samples
+    p.flush = static_cast<int>(std::min<int64_t>(p.flush, total));
+    samples = static_cast<int>(std::max<int64_t>(kHostRateSamples, std::min<int64_t>(samples, total)));
+  }
   for (int s = 0; s < p.flush + samples; ++s) {
     const int64_t i = s % total;  // wraps around only when not cold
     p.experts.push_back(ExpertKey{static_cast<int>(i % n_layers), static_cast<int>((i / n_layers) % n_experts)});

@@ -37,8 +37,10 @@ int64_t last_level_cache_bytes();
 
 // The experts a measurement reads, in order: the first `flush` of them unmeasured, the
 // rest the samples (see above; with cache_bytes 0, 512 MiB is assumed). Distinct while
-// the store has enough experts (then `cold` is true); a small model's list wraps around
-// and `cold` is false (the weights fit in the cache: the rate is not a memory rate).
+// the store has enough experts (then `cold` is true); otherwise `cold` is false (the
+// weights fit in the cache: the rate is not a memory rate), at most every expert is
+// read to warm the cache and the samples (at least kHostRateSamples, at most one per
+// expert unless fewer) wrap around.
 struct HostRatePlan {
   std::vector<ExpertKey> experts;
   int flush = 0;

@@ -54,6 +54,8 @@ TEST(HostKernelRate, SmallModelPlanSaysNotCold) {
   const HostRatePlan p = host_rate_plan(2, 4, 1 << 20, 300ll << 20);
   EXPECT_FALSE(p.cold);
   EXPECT_GE(static_cast<int>(p.experts.size()) - p.flush, kHostRateSamples);
+  EXPECT_LE(p.flush, 8);  // no more than every expert once to warm the cache
+  EXPECT_LE(static_cast<int>(p.experts.size()), 8 + kHostRateSamples);
   for (const ExpertKey& k : p.experts) EXPECT_TRUE(k.layer >= 0 && k.layer < 2 && k.expert >= 0 && k.expert < 4);
   EXPECT_THROW(host_rate_plan(0, 4, 1, 1), Error);
   EXPECT_THROW(host_rate_plan(2, 4, 0, 1), Error);
