@@ -211,11 +211,13 @@ void HostExperts::note_overhead(int layer, int64_t ns) {
 std::string HostExperts::describe() const {
   const HybridRates r = rates();
   const profiler::HostKernelRate& k = measured_;
+  const bool copied = provider_.stats().copy_ns > 0;
   return fmt::format("expert_exec {}, {} cpu layer(s), host kernel {} ({} threads, {} pinned): best {:.1f} GB/s of {} "
-                     "{} experts (median {:.1f}, worst {:.1f}), measured in decode {:.1f} GB/s; copies {:.1f} GB/s",
+                     "{} experts (median {:.1f}, worst {:.1f}), {} {:.1f} GB/s; copies {:.1f} GB/s{}",
                      expert_exec_name(exec_), cpu_layers_, cpu::cpu_isa_name(isa_), k.threads, pinned_threads_,
                      k.best_gbps, k.samples, k.cold ? "cold" : "cache-resident", k.median_gbps, k.worst_gbps,
-                     r.host_gbps, r.copy_gbps);
+                     host_rate_.ns() > 0 ? "measured in decode" : "the split's rate until the host computes:",
+                     r.host_gbps, r.copy_gbps, copied ? "" : " (assumed until a copy has finished)");
 }
 
 }  // namespace moebench::cuda
