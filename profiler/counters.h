@@ -56,6 +56,17 @@ struct ExpertStats {
   friend bool operator==(const ExpertStats&, const ExpertStats&) = default;
 };
 
+// The host expert kernel's weight-read rate as measured for a model
+// (engine/host_kernel_rate.h): best, median and worst of `samples` experts, GB/s, with
+// `threads` OpenMP threads; cold when the experts read exceeded the last-level cache
+// (cache_bytes, 0 = unknown) several times over.
+struct HostKernelRate {
+  double best_gbps = 0, median_gbps = 0, worst_gbps = 0;
+  int samples = 0, threads = 0;
+  bool cold = false;
+  int64_t cache_bytes = 0;
+};
+
 class ExpertCounters {
  public:
   // Sizes the per-layer counters and the usage matrix; clears everything.
@@ -76,10 +87,12 @@ class ExpertCounters {
   // One layer forward with host work cost this much beyond its kernels (activations
   // down, waits, conversion).
   void host_overhead(int32_t layer, int64_t ns);
-  // The host expert kernel's read rate measured when the model was built (GB/s): the
-  // host link of the hybrid bound. Kept across configure() and reset(); 0 = none.
-  void note_host_kernel_gbps(double gbps) { host_kernel_gbps_ = gbps; }
-  double host_kernel_gbps() const { return host_kernel_gbps_; }
+  // The host expert kernel's read rate measured for the model (GB/s; best: the host
+  // link of the hybrid bound). Kept across configure() and reset(); 0 = none.
+  void note_host_kernel(const HostKernelRate& r) { host_kernel_ = r; }
+  void note_host_kernel_gbps(double gbps) { host_kernel_ = HostKernelRate{}, host_kernel_.best_gbps = gbps; }
+  double host_kernel_gbps() const { return host_kernel_.best_gbps; }
+  const HostKernelRate& host_kernel() const { return host_kernel_; }
   // The expert slots of an offloaded model's cache (0: none), kept like the rate.
   void note_slots(int slots) { slots_ = slots; }
   int slots() const { return slots_; }
@@ -97,7 +110,7 @@ class ExpertCounters {
   void reset();  // zeroes counters, keeps the shape
 
  private:
-  double host_kernel_gbps_ = 0;
+  HostKernelRate host_kernel_;
   int slots_ = 0;
   void check(int32_t layer, int32_t expert, const char* what) const;
 

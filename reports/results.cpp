@@ -116,6 +116,10 @@ json counters_json(const ExpertCounters& e) {
               {"decode_host_layers", e.decode_host_layers},
               {"decode_host_overhead_ns", e.decode_host_overhead_ns},
               {"host_kernel_gbps", num(e.host_kernel_gbps)},
+              {"host_kernel_median_gbps", num(e.host_kernel_median_gbps)},
+              {"host_kernel_worst_gbps", num(e.host_kernel_worst_gbps)},
+              {"host_kernel_samples", e.host_kernel_samples},
+              {"host_kernel_cold", e.host_kernel_cold},
               {"slots", e.slots},
               {"hits_per_layer", e.hits_per_layer},
               {"misses_per_layer", e.misses_per_layer},
@@ -346,6 +350,10 @@ struct Reader {
     if (!v.is_number()) bad(path, v, "a number (or null)");
     return v.get<double>();
   }
+  bool boolean(const json& v, const std::string& path) const {
+    if (!v.is_boolean()) bad(path, v, "true or false");
+    return v.get<bool>();
+  }
   std::string str(const json& v, const std::string& path) const {
     if (!v.is_string()) bad(path, v, "a string");
     return v.get<std::string>();
@@ -469,10 +477,15 @@ ExpertCounters read_counters(const Reader& rd, const json& j, const std::string&
                                                   {"decode_load_time_ns", &e.decode_load_time_ns},
                                                   {"decode_host_layers", &e.decode_host_layers},
                                                   {"decode_host_overhead_ns", &e.decode_host_overhead_ns},
+                                                  {"host_kernel_samples", &e.host_kernel_samples},
                                                   {"slots", &e.slots}};
   for (auto& [key, dst] : host_link)
     if (const json* d = o.opt(key)) *dst = rd.i64(*d, path + "." + key);
-  if (const json* d = o.opt("host_kernel_gbps")) e.host_kernel_gbps = rd.f64(*d, path + ".host_kernel_gbps");
+  for (auto [key, dst] : {std::pair{"host_kernel_gbps", &e.host_kernel_gbps},
+                          std::pair{"host_kernel_median_gbps", &e.host_kernel_median_gbps},
+                          std::pair{"host_kernel_worst_gbps", &e.host_kernel_worst_gbps}})
+    if (const json* d = o.opt(key)) *dst = rd.f64(*d, path + "." + key);
+  if (const json* d = o.opt("host_kernel_cold")) e.host_kernel_cold = rd.boolean(*d, path + ".host_kernel_cold");
   std::pair<const char*, std::vector<int64_t>*> per_layer[] = {
       {"hits_per_layer", &e.hits_per_layer},           {"misses_per_layer", &e.misses_per_layer},
       {"loads_per_layer", &e.loads_per_layer},         {"bytes_moved_per_layer", &e.bytes_moved_per_layer},

@@ -116,7 +116,10 @@ struct ExpertCounters {
   int64_t decode_load_time_ns = 0;
   int64_t decode_host_layers = 0;       // decode layer forwards with host work
   int64_t decode_host_overhead_ns = 0;  // their fixed cost beyond the kernels, summed
-  double host_kernel_gbps = 0;  // the host kernel's rate measured at model load (the bound's host link)
+  double host_kernel_gbps = 0;  // the host kernel's best cold rate measured at model load (the bound's host link)
+  double host_kernel_median_gbps = 0, host_kernel_worst_gbps = 0;  // its spread over
+  int64_t host_kernel_samples = 0;                                 // these many experts (0: not recorded)
+  bool host_kernel_cold = false;  // they exceeded the last-level cache several times (a memory rate)
   int64_t slots = 0;            // expert slots of the offloaded cache (0: not recorded, or resident)
   std::vector<int64_t> hits_per_layer;          // (n_layers)
   std::vector<int64_t> misses_per_layer;        // (n_layers)

@@ -29,6 +29,15 @@ std::string hbm_text(const DeviceInfo& dev) {
                      read ? "read stream, the better of read stream and copy kernel" : "copy kernel, read + write");
 }
 
+// How the host kernel's rate was measured: the best of several cold experts at load,
+// with the spread (files from before the spread was recorded: at load, no more).
+std::string host_kernel_text(const reports::ExpertCounters& e) {
+  if (e.host_kernel_samples <= 0) return "measured at load";
+  return fmt::format("best of {} {} experts measured once per run, median {}, worst {}", e.host_kernel_samples,
+                     e.host_kernel_cold ? "cold" : "cache-resident", profiler::format_gbps(e.host_kernel_median_gbps),
+                     profiler::format_gbps(e.host_kernel_worst_gbps));
+}
+
 int64_t decode_tokens_of(const Case& c) {
   int64_t n = 0;
   for (const reports::Repetition& r : c.samples) n += static_cast<int64_t>(reports::decode_latencies(r).size());
@@ -135,18 +144,20 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
       return std::nullopt;
     }
     const double host = static_cast<double>(c.experts.decode_host_bytes) / static_cast<double>(decode_tokens);
+    const std::string measured = host_kernel_text(c.experts);
     if (exec == "hybrid") {
       copy_s = hybrid_link_seconds(moved + host, link, host_gbps);
       host_text = fmt::format("hybrid: {}/token of missed experts (copied {} + host {}, measured, decode), best split "
-                              "over {} host->device + {} host kernel (measured at load)",
+                              "over {} host->device + {} host kernel ({})",
                               profiler::format_bytes(moved + host), profiler::format_bytes(moved),
-                              profiler::format_bytes(host), profiler::format_gbps(link), profiler::format_gbps(host_gbps));
+                              profiler::format_bytes(host), profiler::format_gbps(link), profiler::format_gbps(host_gbps),
+                              measured);
     } else {
       copy_s = std::max(copy_s, host / (host_gbps * 1e9));
       host_text = fmt::format("host link beside the copies: max of {}/token copied / {} host->device, {}/token on the "
-                              "host / {} host kernel (measured at load)",
+                              "host / {} host kernel ({})",
                               profiler::format_bytes(moved), profiler::format_gbps(link), profiler::format_bytes(host),
-                              profiler::format_gbps(host_gbps));
+                              profiler::format_gbps(host_gbps), measured);
     }
   }
   Bound b;

@@ -109,7 +109,13 @@ void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCount
   e.host_experts += t.host_experts;
   e.host_bytes += t.host_bytes;
   e.host_busy_ns += t.host_ns;
-  e.host_kernel_gbps = std::max(e.host_kernel_gbps, p.host_kernel_gbps());
+  if (const profiler::HostKernelRate& k = p.host_kernel(); k.best_gbps > e.host_kernel_gbps) {
+    e.host_kernel_gbps = k.best_gbps;
+    e.host_kernel_median_gbps = k.median_gbps;
+    e.host_kernel_worst_gbps = k.worst_gbps;
+    e.host_kernel_samples = k.samples;
+    e.host_kernel_cold = k.cold;
+  }
   e.slots = std::max<int64_t>(e.slots, p.slots());
   e.load_time_ns += t.load_ns;
   e.stall_ns += t.stall_ns;

@@ -504,6 +504,19 @@ TEST(Bound, HybridSplitsTheMissedBytesOverBothLinks) {
   EXPECT_NEAR(b->value, 125.0, 1e-6);  // 1 GB per token over 50 + 75 GB/s (above the HBM term)
   EXPECT_EQ(b->bandwidth_gbps.at("host_kernel"), 75);
   EXPECT_NE(b->description.find("best split"), std::string::npos) << b->description;
+  EXPECT_NE(b->description.find("75.0 GB/s host kernel (measured at load)"), std::string::npos) << b->description;
+  // With the measurement's spread recorded, the bound says how the rate was taken.
+  c.experts.host_kernel_median_gbps = 70;
+  c.experts.host_kernel_worst_gbps = 61.5;
+  c.experts.host_kernel_samples = 8;
+  c.experts.host_kernel_cold = true;
+  b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 125.0, 1e-6);  // the best sample is the link
+  EXPECT_NE(b->description.find("75.0 GB/s host kernel (best of 8 cold experts measured once per run, median 70.0 "
+                                "GB/s, worst 61.5 GB/s)"),
+            std::string::npos)
+      << b->description;
   // cpu: the host carries its 0.4 GB at 75 GB/s beside 0.6 GB at 50 GB/s: the slower is 12 ms.
   c.settings.knobs["expert_exec"] = "cpu";
   b = physical_bound(c, cfg, "cuda", d);

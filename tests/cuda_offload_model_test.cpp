@@ -21,6 +21,7 @@
 
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/device.h"
+#include "engine/host_kernel_rate.h"
 #include "common/error.h"
 #include "engine/routing_recorder.h"
 #include "engine/synth_checkpoint.h"
@@ -181,6 +182,7 @@ TEST_F(CudaOffloadModel, HostExpertsMatchTheGpuPathWithinTolerance) {
     double scale = 1;
     for (float v : ref) scale = std::max(scale, std::abs(static_cast<double>(v)));
     const double tol = kTolerance * scale;
+    profiler::HostKernelRate first;  // of the first model with a host link on this store
     for (const char* exec : {"cpu", "hybrid"})
       for (int cpu_layers : {0, 1}) {
         const std::string what = std::string(dtype) + " " + exec + " cpu_moe_layers=" + std::to_string(cpu_layers);
@@ -205,10 +207,22 @@ TEST_F(CudaOffloadModel, HostExpertsMatchTheGpuPathWithinTolerance) {
           EXPECT_GT(t.host_ns, 0) << what;
           EXPECT_GT(p.experts.host_kernel_gbps(), 0) << what;
         }
+        // The host kernel's rate: measured once for the store, the same for every model on it.
+        const profiler::HostKernelRate& k = p.experts.host_kernel();
+        EXPECT_GE(k.samples, kHostRateSamples) << what;
+        if (first.samples == 0) first = k;
+        EXPECT_EQ(k.best_gbps, first.best_gbps) << what;
+        EXPECT_EQ(k.median_gbps, first.median_gbps) << what;
         if (cpu_layers > 0) {
           EXPECT_EQ(p.experts.layer(0).loads, 0) << what;  // layer 0 never copies
         }
       }
+    // A model without a host link records no rate, not the one an earlier model noted.
+    profiler::Profiler q;
+    logits_of(w, with("hybrid", 0, dtype), nullptr, &q);
+    EXPECT_GT(q.experts.host_kernel_gbps(), 0) << dtype;
+    logits_of(w, with("gpu", 0, dtype), nullptr, &q);
+    EXPECT_EQ(q.experts.host_kernel_gbps(), 0) << dtype;
   }
   // Resident experts never miss: the knob runs and changes nothing.
   EngineSettings r = with("cpu", 1, "bf16");

@@ -266,3 +266,47 @@ TEST(HybridSplit, HostCountersReachTheResults) {
   EXPECT_EQ(p.host_kernel_gbps(), 80);  // a property of the model: kept
   EXPECT_EQ(p.total().host_bytes, 0);
 }
+
+// The host kernel's measured rate with its spread reaches the results and survives the
+// results file.
+TEST(HybridSplit, HostKernelSpreadReachesTheResultsFile) {
+  profiler::ExpertCounters p;
+  p.configure(2, 4);
+  profiler::HostKernelRate k;
+  k.best_gbps = 52.5;
+  k.median_gbps = 49.0;
+  k.worst_gbps = 41.25;
+  k.samples = 8;
+  k.threads = 16;
+  k.cold = true;
+  p.note_host_kernel(k);
+  EXPECT_EQ(p.host_kernel_gbps(), 52.5);
+  reports::ExpertCounters e;
+  suites::add_expert_counters(e, p);
+  EXPECT_EQ(e.host_kernel_gbps, 52.5);
+  EXPECT_EQ(e.host_kernel_median_gbps, 49.0);
+  EXPECT_EQ(e.host_kernel_worst_gbps, 41.25);
+  EXPECT_EQ(e.host_kernel_samples, 8);
+  EXPECT_TRUE(e.host_kernel_cold);
+  reports::Results r;
+  reports::Case c;
+  c.name = "P3";
+  c.experts = e;
+  r.cases.push_back(c);
+  const reports::Results back = reports::results_from_json(reports::to_json(r), "round trip");
+  ASSERT_EQ(back.cases.size(), 1u);
+  const reports::ExpertCounters& b = back.cases[0].experts;
+  EXPECT_EQ(b.host_kernel_gbps, 52.5);
+  EXPECT_EQ(b.host_kernel_median_gbps, 49.0);
+  EXPECT_EQ(b.host_kernel_worst_gbps, 41.25);
+  EXPECT_EQ(b.host_kernel_samples, 8);
+  EXPECT_TRUE(b.host_kernel_cold);
+  nlohmann::json j = reports::to_json(r);
+  j["cases"][0]["experts"]["host_kernel_cold"] = "yes";
+  try {
+    reports::results_from_json(j, "bad.json");
+    ADD_FAILURE() << "a non-boolean host_kernel_cold was accepted";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("host_kernel_cold"), std::string::npos) << err.what();
+  }
+}

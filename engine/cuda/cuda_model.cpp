@@ -309,6 +309,7 @@ void CudaModel::make_provider(const WeightSource& src, bool resident, const Expe
 }
 
 void CudaModel::make_host_experts() {
+  if (prof_) prof_->experts.note_host_kernel({});  // not the rate of an earlier model
   if (settings_.expert_exec == "gpu" && settings_.cpu_moe_layers == 0) return;
   auto* off = dynamic_cast<OffloadProvider*>(provider_.get());
   if (!off) {  // resident experts never miss; a factory's provider has no host store
@@ -319,7 +320,7 @@ void CudaModel::make_host_experts() {
   host_experts_ = std::make_unique<HostExperts>(*store_, *off, parse_expert_exec(settings_.expert_exec, "setting expert_exec"),
                                                 settings_.cpu_moe_layers, prof_ ? &prof_->experts : nullptr, trace());
   moe_->set_host_experts(host_experts_.get());
-  if (prof_) prof_->experts.note_host_kernel_gbps(host_experts_->calibrated_gbps());
+  if (prof_) prof_->experts.note_host_kernel(host_experts_->host_kernel());
   log::info("host experts: {}", host_experts_->describe());
 }
 

@@ -3,12 +3,17 @@
 
 #include <fmt/format.h>
 #include <omp.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <algorithm>
 
 #include "common/clock.h"
+#include "common/env.h"
 #include "common/error.h"
+#include "engine/cuda/check.cuh"
 #include "engine/cuda/offload_provider.h"
+#include "engine/host_kernel_rate.h"
 #include "engine/dtype.h"
 #include "profiler/counters.h"
 #include "profiler/cpu_trace.h"
@@ -30,6 +35,10 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
       counters_(counters),
       trace_(trace),
       isa_(cpu::cpu_isa_from_env()) {
+  if (const std::string pin = env_str("MOEBENCH_HOST_PIN"); !pin.empty()) {
+    if (pin != "0" && pin != "1") fail("MOEBENCH_HOST_PIN={}: expected 0 (host expert threads unpinned) or 1", pin);
+    pin_ = pin == "1";
+  }
   if (store.tier() != HostTier::pinned)
     fail("expert_exec={} / cpu_moe_layers={}: the host computes experts from the pinned tier (expert_tier=pinned), "
          "not {}",
@@ -53,22 +62,24 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
       cv_.notify_all();
     }
   });
-  // Calibration: one expert, one token, the best of three (the first warms the team).
-  std::vector<float> x(static_cast<size_t>(store.hidden()), 0.01f), y(x.size());
-  std::vector<float> scr(cpu::cpu_expert_scratch_floats(1, store.inter()));
-  int64_t best = INT64_MAX;
-  for (int r = 0; r < 3; ++r)
-    run_on_worker([&] {
-      const cpu::CpuExpert e = expert_of(0, r % store.n_experts());
-      const int64_t t0 = profiler::now_ns();
-      cpu::cpu_expert_forward(e, x.data(), y.data(), scr.data(), 1, isa_);
-      best = std::min(best, profiler::now_ns() - t0);
+  // The host link's rate: measured once per run and store on this worker's team, with
+  // the device idle (the provider's warm-up copies read host memory too).
+  try {
+    CUDA_CHECK(cudaDeviceSynchronize());
+    run_on_worker([this] {
+      if (pin_) pin_team();
+      measured_ = host_kernel_rate(store_, isa_);
     });
-  calibrated_gbps_ = static_cast<double>(store.expert_bytes()) / static_cast<double>(std::max<int64_t>(1, best));
-  host_rate_ = MeasuredRate(calibrated_gbps_);
+  } catch (...) {
+    stop_worker();  // no destructor runs for a constructor that throws
+    throw;
+  }
+  host_rate_ = MeasuredRate(measured_.best_gbps);
 }
 
-HostExperts::~HostExperts() {
+HostExperts::~HostExperts() { stop_worker(); }
+
+void HostExperts::stop_worker() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
@@ -89,21 +100,23 @@ void HostExperts::run_on_worker(const std::function<void()>& job) {
   if (job_error_) std::rethrow_exception(job_error_);
 }
 
-cpu::CpuExpert HostExperts::expert_of(int layer, int e) const {
-  const auto* base = reinterpret_cast<const uint8_t*>(store_.expert(layer, e));
-  const ExpertLayout& L = store_.layout();
-  const int64_t H = store_.hidden(), I = store_.inter();
-  auto mat = [&](int m, int64_t rows, int64_t cols) {
-    cpu::CpuMatrix w;
-    w.format = L.format;
-    w.rows = rows;
-    w.cols = cols;
-    w.q = base + L.offset[m][0];
-    w.scale = L.n_parts > 1 ? base + L.offset[m][1] : nullptr;
-    w.zero = L.n_parts > 2 ? base + L.offset[m][2] : nullptr;
-    return w;
-  };
-  return cpu::CpuExpert{mat(0, I, H), mat(1, I, H), mat(2, H, I)};
+void HostExperts::pin_team() {
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (sched_getaffinity(0, sizeof allowed, &allowed) != 0) return;
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  if (cpus.empty()) return;
+  int pinned = 0;
+#pragma omp parallel reduction(+ : pinned)
+  {
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpus[static_cast<size_t>(omp_get_thread_num()) % cpus.size()], &one);
+    pinned += pthread_setaffinity_np(pthread_self(), sizeof one, &one) == 0;
+  }
+  pinned_threads_ = pinned;
 }
 
 HybridRates HostExperts::rates() const {
@@ -175,7 +188,7 @@ void HostExperts::compute(int layer, const uint16_t* x, int m, const int32_t* id
       for (int i = 0; i < n; ++i)
         std::copy_n(xf_.data() + static_cast<int64_t>(pairs_of_[i] / k) * H, H, xin_.data() + static_cast<int64_t>(i) * H);
       const int64_t t0 = profiler::now_ns();
-      cpu::cpu_expert_forward(expert_of(layer, e), xin_.data(), yout_.data(), scratch_.data(), n, isa_);
+      cpu::cpu_expert_forward(host_store_expert(store_, layer, e), xin_.data(), yout_.data(), scratch_.data(), n, isa_);
       kernel_ns += profiler::now_ns() - t0;
       bytes += static_cast<int64_t>(store_.expert_bytes());
       for (int i = 0; i < n; ++i)
@@ -197,10 +210,14 @@ void HostExperts::note_overhead(int layer, int64_t ns) {
 
 std::string HostExperts::describe() const {
   const HybridRates r = rates();
-  return fmt::format("expert_exec {}, {} cpu layer(s), host kernel {} ({} threads): calibrated {:.1f} GB/s, measured "
-                     "{:.1f} GB/s; copies {:.1f} GB/s",
-                     expert_exec_name(exec_), cpu_layers_, cpu::cpu_isa_name(isa_), omp_get_max_threads(),
-                     calibrated_gbps_, r.host_gbps, r.copy_gbps);
+  const profiler::HostKernelRate& k = measured_;
+  const bool copied = provider_.stats().copy_ns > 0;
+  return fmt::format("expert_exec {}, {} cpu layer(s), host kernel {} ({} threads, {} pinned): best {:.1f} GB/s of {} "
+                     "{} experts (median {:.1f}, worst {:.1f}), {} {:.1f} GB/s; copies {:.1f} GB/s{}",
+                     expert_exec_name(exec_), cpu_layers_, cpu::cpu_isa_name(isa_), k.threads, pinned_threads_,
+                     k.best_gbps, k.samples, k.cold ? "cold" : "cache-resident", k.median_gbps, k.worst_gbps,
+                     host_rate_.ns() > 0 ? "measured in decode" : "the split's rate until the host computes:",
+                     r.host_gbps, r.copy_gbps, copied ? "" : " (assumed until a copy has finished)");
 }
 
 }  // namespace moebench::cuda

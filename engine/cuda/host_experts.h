@@ -6,8 +6,8 @@
 // experts the host computes: the misses (experts not resident in the provider's
 // cache), split by host_count_for() (variants/hybrid_split.h, the simulator's code)
 // with the rates measured so far in this run — the copy link's from the provider's
-// finished copies (OffloadStats), the host's from its own finished expert work (a
-// calibration of one expert at construction before that) — and the copy link's
+// finished copies (OffloadStats), the host's from its own finished expert work (before
+// that, the best cold rate measured for the store: engine/host_kernel_rate.h) — and the copy link's
 // backlog (loads still in flight x the copy time of one). Decode only: a forward whose
 // device part would exceed kHostMixMaxGpuPairs (expert, token) pairs keeps every miss on
 // the copy path, except in the layers below cpu_moe_layers, where the host computes
@@ -16,7 +16,8 @@
 // compute() runs the host's share on a worker thread of its own (named "host experts":
 // its own track in the trace, one range per expert) with the kernels' OpenMP team and
 // returns when it is done; the caller overlaps it with the device work and the copies
-// it enqueued before. Values: fp32 sums over bf16 (or quantised) weights, the
+// it enqueued before. The team's threads are pinned, one per CPU the process may use
+// (MOEBENCH_HOST_PIN=0: not), so they keep their cores between layers. Values: fp32 sums over bf16 (or quantised) weights, the
 // activations rounded to bf16 on avx512_bf16 — the same expert as the device's, summed
 // in another order (docs/HYBRID.md states the tolerance).
 #pragma once
@@ -32,10 +33,10 @@
 
 #include "engine/expert_host_store.h"
 #include "engine/ops/cpu_expert.h"
+#include "profiler/counters.h"
 #include "variants/hybrid_split.h"
 
 namespace moebench::profiler {
-class ExpertCounters;
 class CpuTrace;
 }  // namespace moebench::profiler
 
@@ -82,12 +83,16 @@ class HostExperts {
   int64_t last_kernel_ns() const { return last_kernel_ns_; }
 
   HybridRates rates() const;
-  double calibrated_gbps() const { return calibrated_gbps_; }
-  std::string describe() const;  // "hybrid, 0 cpu layers, host 81.2 GB/s (avx512_bf16, 16 threads) ..."
+  // The host kernel's rate measured for the store (engine/host_kernel_rate.h).
+  const profiler::HostKernelRate& host_kernel() const { return measured_; }
+  int pinned_threads() const { return pinned_threads_; }
+  std::string describe() const;  // "expert_exec hybrid, 0 cpu layer(s), host kernel avx512_bf16 (16 threads, pinned) ..."
 
  private:
   void run_on_worker(const std::function<void()>& job);
-  cpu::CpuExpert expert_of(int layer, int e) const;
+  void stop_worker();
+  // On the worker: pins thread i of its OpenMP team to the i-th CPU it may run on.
+  void pin_team();
 
   const ExpertHostStore& store_;
   OffloadProvider& provider_;
@@ -100,7 +105,9 @@ class HostExperts {
   std::vector<int32_t> misses_, kept_;
   int last_n_host_ = 0;  // the plan of the current layer
   MeasuredRate host_rate_;
-  double calibrated_gbps_ = 0;
+  profiler::HostKernelRate measured_;
+  bool pin_ = true;  // MOEBENCH_HOST_PIN=0 leaves the team unpinned
+  int pinned_threads_ = 0;
   int64_t overhead_sum_ns_ = 0, overhead_n_ = 0, last_kernel_ns_ = 0;
   // scratch of compute(): activations in fp32, the rows of one expert, its outputs, the kernel's scratch
   std::vector<float> xf_, xin_, yout_, scratch_;

@@ -108,16 +108,24 @@ void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuI
     case CpuIsa::avx512_bf16: fn = w.format == QuantFormat::bf16 ? row_block_avx512_bf16dp : row_block_avx512; break;
   }
   std::vector<uint16_t> xb;
+  std::vector<float> xo;
   const void* xin = x;
   const int64_t count = static_cast<int64_t>(n) * w.cols;
   if (cpu_expert_rounds_activations(isa, w.format)) {
     xb.resize(static_cast<size_t>(count));
     for (int64_t i = 0; i < count; ++i) xb[i] = f32_to_bf16(x[i]);
     xin = xb.data();
+  } else if (w.format == QuantFormat::int4 && (isa == CpuIsa::avx512 || isa == CpuIsa::avx512_bf16)) {
+    fn = row_block_avx512_int4;
+    xo.resize(static_cast<size_t>(count));
+    int4_chunk_order(x, n, w.cols, xo.data());
+    xin = xo.data();
   }
   const int64_t blocks = (w.rows + kCpuExpertRowBlock - 1) / kCpuExpertRowBlock;
   const double work = static_cast<double>(n) * static_cast<double>(w.rows) * static_cast<double>(w.cols);
-#pragma omp parallel for schedule(static) if (work > (1 << 18))
+  // Dynamic chunks of a few blocks: a thread the scheduler delays (the CUDA driver's,
+  // the caller's own) leaves its blocks to the others instead of holding the team.
+#pragma omp parallel for schedule(dynamic, 4) if (work > (1 << 18))
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t r0 = b * kCpuExpertRowBlock;
     fn(w, r0, r0 + kCpuExpertRowBlock < w.rows ? r0 + kCpuExpertRowBlock : w.rows, xin, n, y);

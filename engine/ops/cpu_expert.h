@@ -3,9 +3,11 @@
 // int4, fp8), for decode (a few tokens) and prefill (many). The weights are read once
 // and dequantised in registers; every product and sum is fp32. The reference is the fp32
 // expert on dequantised weights (engine/ops swiglu_expert): these kernels are a separate
-// fast path, not used by the models yet.
+// fast path, the CUDA model's host experts (expert_exec cpu | hybrid).
 //
-// Work: OpenMP threads split the output rows in blocks of kCpuExpertRowBlock; inside a
+// Work: OpenMP threads take the output rows in blocks of kCpuExpertRowBlock, dynamic
+// chunks of 4 blocks (a thread the scheduler delays leaves its rows to the others
+// instead of holding the team at the barrier); inside a
 // block the tokens go in groups of up to kCpuExpertTokenBlock, each group one pass over
 // the block's rows (which stay in the core's cache), so a prefill still reads every
 // weight from memory once.

@@ -19,6 +19,27 @@ void row_block_generic(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x
 void row_block_avx2(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
 void row_block_avx512(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
 void row_block_avx512_bf16dp(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
+// int4 through a per-group table of the 16 dequantised values (vpermps): x fp32 in
+// int4_chunk_order.
+void row_block_avx512_int4(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
+
+// The int4 table kernel's input order: every full 32-column chunk of each token's row
+// (columns 32k .. 32k+31) as its 16 even columns then its 16 odd ones — the order the
+// low and high nibbles of the chunk's 16 bytes come out in; the last cols % 32 columns
+// as they are. out (n, cols).
+inline void int4_chunk_order(const float* x, int n, int64_t cols, float* out) {
+  const int64_t full = cols / 32 * 32;
+  for (int t = 0; t < n; ++t) {
+    const float* xt = x + t * cols;
+    float* ot = out + t * cols;
+    for (int64_t c = 0; c < full; c += 32)
+      for (int j = 0; j < 16; ++j) {
+        ot[c + j] = xt[c + 2 * j];
+        ot[c + 16 + j] = xt[c + 2 * j + 1];
+      }
+    for (int64_t c = full; c < cols; ++c) ot[c] = xt[c];
+  }
+}
 
 // Calls fn(std::integral_constant<int, NT>{}) with NT = nt (1..kCpuExpertTokenBlock):
 // the kernels take their token count as a compile-time constant (one register per token).
@@ -34,6 +55,18 @@ inline void with_token_count(int nt, Fn&& fn) {
     case 6: fn(std::integral_constant<int, 6>{}); break;
     case 7: fn(std::integral_constant<int, 7>{}); break;
     default: fn(std::integral_constant<int, 8>{}); break;
+  }
+}
+
+// Calls fn(std::integral_constant<int, NT>{}, x, y) for each group of up to
+// kCpuExpertTokenBlock token rows of x (n, w.cols) and y (n, w.rows): the group's rows.
+template <class T, class Fn>
+inline void for_token_groups(const CpuMatrix& w, const T* x, int n, float* y, Fn&& fn) {
+  for (int t0 = 0; t0 < n; t0 += kCpuExpertTokenBlock) {
+    const int nt = n - t0 < kCpuExpertTokenBlock ? n - t0 : kCpuExpertTokenBlock;
+    const T* xt = x + static_cast<int64_t>(t0) * w.cols;
+    float* yt = y + static_cast<int64_t>(t0) * w.rows;
+    with_token_count(nt, [&](auto k) { fn(k, xt, yt); });
   }
 }
 
