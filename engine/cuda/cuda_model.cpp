@@ -85,6 +85,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   if (max_len_ <= 0) fail("max_model_len {} must be positive", settings_.max_model_len);
   routing_ = RoutingDriver::for_model(settings_, cfg_);
   pool_tokens_ = pool_tokens_for(ctx);
+  chunk_tokens_ = pool_tokens_;
   const bool resident = settings_.expert_tier == "resident";
   if (!resident && !provider_factory) open_host_store(src);
   plan_memory(resident, !provider_factory);
@@ -303,6 +304,18 @@ void CudaModel::make_provider(const WeightSource& src, bool resident, const Expe
     auto off = std::make_unique<OffloadProvider>(*arena_, *store_, slot_budget, opt);
     off->warm_up(stream_);
     if (prof_) prof_->experts.note_slots(off->n_slots());
+    // A chunk's tokens need their experts (at most top_k each, and at most a layer's
+    // experts) in device slots at once: with fewer slots than a layer has experts (the
+    // baseline's LRU of 42 under OLMoE's 64, top-8), prefill runs in chunks of
+    // slots / top_k tokens, instead of failing on the first prompt longer than that.
+    const int fit = off->n_slots() >= cfg_.num_local_experts
+                        ? chunk_tokens_
+                        : std::max(1, off->n_slots() / std::max(1, cfg_.num_experts_per_tok));
+    if (fit < chunk_tokens_) {
+      log::info("cuda model: prefill in chunks of {} tokens ({} expert slots, top-{})", fit, off->n_slots(),
+                cfg_.num_experts_per_tok);
+      chunk_tokens_ = fit;
+    }
     provider_ = std::move(off);
   }
   if (!provider_) fail("cuda model: the expert provider factory returned nothing");
@@ -368,8 +381,8 @@ int32_t CudaModel::forward_argmax(const int32_t* tokens, int n, int pos0) {
 
 void CudaModel::run_chunks(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits, int32_t* next) {
   check_tokens(tokens, n, pos0);
-  for (int off = 0; off < n; off += pool_tokens_) {
-    const int m = std::min(pool_tokens_, n - off);
+  for (int off = 0; off < n; off += chunk_tokens_) {
+    const int m = std::min(chunk_tokens_, n - off);
     const bool last = off + m == n;
     run_chunk(tokens + off, m, pos0 + off, last ? logits : nullptr,
               all_logits ? all_logits + static_cast<size_t>(off) * cfg_.vocab_size : nullptr, last ? next : nullptr);

@@ -179,7 +179,7 @@ class CudaModel : public Model, public BatchModel {
   float* shared_y_ = nullptr;      // (pool, H) the shared expert's output
   float* shared_g_ = nullptr;      // (pool) its gate logits
   void* shared_scratch_ = nullptr;  // swiglu_scratch_bytes(pool, S)
-  // forward / forward_argmax: n tokens in chunks of at most pool_tokens_; logits and next
+  // forward / forward_argmax: n tokens in chunks of at most chunk_tokens_; logits and next
   // (either may be null) come from the last chunk.
   void run_chunks(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits, int32_t* next);
   void run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next);
@@ -224,6 +224,7 @@ class CudaModel : public Model, public BatchModel {
   profiler::CpuTrace null_trace_;  // disabled: ranges are NVTX only without a profiler
   int max_len_ = 0;
   int pool_tokens_ = 0;
+  int chunk_tokens_ = 0;  // prefill chunk of run_chunks: pool_tokens_, fewer when the expert slots need it
   int64_t step_ = 0;
   int64_t load_ns_ = 0;
   int64_t store_fill_ns_ = 0;  // filling the shared host store, when this model did
