@@ -196,15 +196,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < kChunks; ++u) {
         if (c0 + 32 * u >= chunks) break;
-        float f0[8], f1[8], hf[8];
-        to_float8(w0[u], f0);
-        to_float8(w1[u], f1);
-        to_float8(hv[u], hf);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          acc0 = fmaf(hf[j], f0[j], acc0);
-          acc1 = fmaf(hf[j], f1[j], acc1);
-        }
+        acc0 = add_chunk_dot(w0[u], hv[u], acc0);
+        acc1 = add_chunk_dot(w1[u], hv[u], acc1);
       }
     }
     acc0 = warp_sum(acc0);
@@ -223,10 +216,7 @@ __global__ void __launch_bounds__(kThreads)
   __threadfence();
   for (int e = threadIdx.x; e < n_experts; e += kThreads) s_logits[e] = __ldcg(logits + static_cast<int64_t>(i) * n_experts + e);
   if (threadIdx.x == 0) g_wide_done[i] = 0;  // the next launch on the stream starts from zero
-  __syncthreads();
-  if (warp == 0)
-    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
-                     renormalise);
+  topk_of_block(s_logits, i, n_experts, k, ids, weights, renormalise);
 }
 }  // namespace
 
