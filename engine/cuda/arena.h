@@ -12,6 +12,12 @@
 
 namespace moebench::cuda {
 
+// The bytes `bytes` takes in the memory plan: rounded up to the arena's 256-byte alignment.
+inline uint64_t round256(uint64_t bytes) {
+  constexpr uint64_t a = ArenaBook::kDefaultAlignment;
+  return (bytes + a - 1) / a * a;
+}
+
 class DeviceArena {
  public:
   // Reserves `budget_bytes` of device memory with one cudaMalloc. Throws Error naming the

@@ -33,7 +33,6 @@ using profiler::RangeKind;
 using profiler::ScopedRange;
 
 namespace {
-uint64_t round256(uint64_t b) { return (b + 255) / 256 * 256; }
 bool is_expert(const std::string& name) { return name.find(".block_sparse_moe.experts.") != std::string::npos; }
 
 // One host store per process: the models of a run (one per stage or setting) share it,

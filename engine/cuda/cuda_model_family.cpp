@@ -13,10 +13,6 @@
 
 namespace moebench::cuda {
 
-namespace {
-uint64_t round256(uint64_t b) { return (b + 255) / 256 * 256; }
-}  // namespace
-
 uint64_t CudaModel::family_workspace_bytes(const ModelConfig& c, int pool_tokens) {
   const int S = c.shared_expert_intermediate_size;
   if (S <= 0) return 0;

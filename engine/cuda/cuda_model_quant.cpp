@@ -11,10 +11,6 @@
 
 namespace moebench::cuda {
 
-namespace {
-uint64_t round256(uint64_t b) { return (b + 255) / 256 * 256; }
-}  // namespace
-
 uint64_t CudaModel::dense_bytes(const TensorSpec& s) const {
   if (attn_fmt_ == QuantFormat::bf16 || !is_attention_projection(s.name))
     return round256(static_cast<uint64_t>(s.numel()) * 2);
