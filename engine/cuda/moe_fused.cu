@@ -10,6 +10,8 @@
 //     identical: per_pair (each warp walks every (token, slot) pair in turn, w2 rows read
 //     once per pair) and grouped (the default: w2 rows read once per used expert, the
 //     (row group, expert) items spread over the block's warps).
+// A pair whose id is negative (its expert is on another GPU: expert parallelism) is not
+// computed and adds nothing.
 #include <algorithm>
 
 #include "engine/cuda/check.cuh"
@@ -93,6 +95,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_combine_kernel(const
     for (int r = 0; r < R; ++r) total[r] = 0;
     for (int j = 0; j < k; ++j) {
       const int p = i * k + j;
+      if (ids[p] < 0) continue;
       const bf16* w2 = w2s[ids[p]];
       const bf16* wr[R];
       detail::clamped_rows<R>(w2, row0, N, K, wr);
@@ -183,7 +186,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
   const int c_row = threadIdx.x % kRows, c_tok = threadIdx.x / kRows;
   if (c_tok < n && row_base + c_row < N) {
     float total = 0;
-    for (int j = 0; j < k; ++j) total = fmaf(s_wt[c_tok * k + j], s_dot[c_row][c_tok * k + j], total);
+    for (int j = 0; j < k; ++j)
+      if (ids[c_tok * k + j] >= 0) total = fmaf(s_wt[c_tok * k + j], s_dot[c_row][c_tok * k + j], total);
     out[static_cast<int64_t>(c_tok) * N + row_base + c_row] = s_out[threadIdx.x] + total;
   }
 }
@@ -214,6 +218,11 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_pairs_kernel(const b
   const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
   if (row0 >= N) return;
   for (int p = 0; p < n_pairs; ++p) {
+    if (ids[p] < 0) {
+      for (int r = 0; r < R; ++r)
+        if (lane == 0 && row0 + r < N) y[static_cast<int64_t>(p) * N + row0 + r] = 0;
+      continue;
+    }
     const bf16* w2 = w2s[ids[p]];
     const bf16* wr[R];
     detail::clamped_rows<R>(w2, row0, N, K, wr);
