@@ -467,6 +467,10 @@ class Runner {
       acc[r].decode_forwards += now[r].decode_forwards;
       acc[r].decode_collective_ns += now[r].decode_collective_ns;
       acc[r].decode_collective_calls += now[r].decode_collective_calls;
+      acc[r].experts_held = now[r].experts_held;
+      acc[r].ep_decode_steps += now[r].ep_decode_steps;
+      acc[r].decode_experts_run += now[r].decode_experts_run;
+      acc[r].decode_expert_pairs += now[r].decode_expert_pairs;
     }
   }
 
