@@ -98,13 +98,14 @@ DevicePlan plan_device_memory(const DevicePlanInput& in) {
   p.slot_bytes = round_up(p.expert_bytes, ArenaBook::kDefaultAlignment);
   const int n_keys = c.num_hidden_layers * c.num_local_experts;
   if (in.resident) {
-    p.resident_expert_bytes = p.slot_bytes * static_cast<uint64_t>(n_keys);
+    const int held = in.resident_experts >= 0 ? in.resident_experts : n_keys;
+    p.resident_expert_bytes = p.slot_bytes * static_cast<uint64_t>(held);
     p.min_budget_bytes = p.fixed_bytes + p.resident_expert_bytes;
     if (p.min_budget_bytes > in.budget_bytes)
       fail("model {} needs at least {} of device memory ({} experts of {} in {}, {} dense weights, {} KV cache, {} "
            "workspace) but the budget is {}: raise --gpu-mem-budget to at least {}, quantise the experts "
            "(expert_dtype), or offload them (expert_tier=pinned)",
-           c.name, format_bytes(p.min_budget_bytes), n_keys, format_bytes(p.expert_bytes), quant_format_name(in.format),
+           c.name, format_bytes(p.min_budget_bytes), held, format_bytes(p.expert_bytes), quant_format_name(in.format),
            format_bytes(in.fixed.dense_weights), format_bytes(in.fixed.kv_cache), format_bytes(in.fixed.workspace),
            format_bytes(in.budget_bytes), format_bytes(p.min_budget_bytes));
     return p;

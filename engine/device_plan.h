@@ -47,6 +47,7 @@ struct DevicePlanInput {
   ModelConfig config;
   QuantFormat format = QuantFormat::bf16;
   bool resident = true;        // expert_tier=resident: every expert on the device
+  int resident_experts = -1;   // resident: the experts on the device (-1: every one; expert parallel: the rank's)
   uint64_t budget_bytes = 0;   // the arena's capacity
   DeviceFixedBytes fixed;
   int cache_slots = 0;         // offloaded: 0 = as many as fit, else that many (checked)

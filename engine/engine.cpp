@@ -12,6 +12,9 @@ std::unique_ptr<Model> create_model(const EngineContext& ctx) {
   if (ctx.settings.tensor_parallel > 1 && ctx.backend != "cuda")
     fail("setting tensor_parallel={}: tensor parallelism runs on the cuda backend (got backend {})",
          ctx.settings.tensor_parallel, ctx.backend);
+  if (ctx.settings.expert_parallel > 1 && ctx.backend != "cuda")
+    fail("setting expert_parallel={}: expert parallelism runs on the cuda backend (got backend {})",
+         ctx.settings.expert_parallel, ctx.backend);
   if (ctx.backend == "cpu") {
     return std::make_unique<CpuModel>(ctx);
   }

@@ -55,6 +55,10 @@ class Model {
     int64_t decode_forwards = 0;         // forwards of one token per sequence
     int64_t decode_collective_ns = 0;    // GPU time inside their all-reduces (CUDA events)
     int64_t decode_collective_calls = 0;
+    // Expert parallel (0 otherwise): the (layer, expert)s it holds; over its decode steps
+    // (every one, graphed or not) the steps, the distinct held experts it ran summed over
+    // layers, and the (token, expert) pairs it computed.
+    int64_t experts_held = 0, ep_decode_steps = 0, decode_experts_run = 0, decode_expert_pairs = 0;
   };
   virtual std::vector<GpuRankStats> gpu_ranks() const { return {}; }
 };

@@ -5,6 +5,7 @@
 
 #include "common/error.h"
 #include "engine/weight_source.h"
+#include "variants/routing.h"
 
 namespace moebench {
 
@@ -54,6 +55,19 @@ TensorSpec slice_spec(const TensorSpec& full, const TensorSlice& s) {
     fail("tensor '{}' (shape {}): slice [{}, {}) out of range", full.name, shape_str(full.shape), s.range.begin, s.range.end);
   r.shape[s.kind == TensorSlice::Kind::rows ? 0 : 1] = s.range.size();
   return r;
+}
+
+ExpertPlacement ep_placement_for(const EngineSettings& s, const ModelConfig& c, int n) {
+  const int L = c.num_hidden_layers, E = c.num_local_experts;
+  if (s.ep_placement != "balanced") return make_placement(s.ep_placement, {}, L, E, n);
+  const RoutingSpec spec = parse_routing_spec(s.routing);
+  if (spec.kind == RoutingKind::model)
+    fail("setting ep_placement=balanced: needs routing counts before the run, so a routing source other than the "
+         "model's gate (routing=uniform|mixtral-locality|...|trace:FILE); got routing=model");
+  RoutingParams p{L, E, c.num_experts_per_tok, s.routing_seed + 1, spec.trace_path};
+  auto src = make_routing_source(spec, p);
+  const RoutingTrace t = generate_trace(*src, p, kEpCalibrationTokens, 1);
+  return make_placement("balanced", t.usage_counts(), L, E, n);
 }
 
 void check_parallel_knobs(const ModelConfig& c, int tensor_parallel, int expert_parallel) {

@@ -13,6 +13,8 @@
 #include "engine/parallel_plan.h"
 #include "engine/weights.h"
 #include "model/config.h"
+#include "model/settings.h"
+#include "variants/placement.h"
 
 namespace moebench {
 
@@ -45,6 +47,15 @@ std::vector<T> slice_tensor(const T* full, const TensorSpec& spec, const TensorS
   }
   return std::vector<T>(full, full + spec.numel());
 }
+
+// The placement of settings.expert_parallel = n GPUs for a model (variants/placement.h,
+// settings.ep_placement): round-robin, or balanced on the routing counts of
+// kEpCalibrationTokens tokens of the run's routing source under routing_seed + 1 (another
+// seed: balancing on the routing it is then measured on would be an oracle; a trace
+// replays itself, its own calibration). balanced needs a routing source other than the
+// model's gate, whose choices are not known before the model runs: Error otherwise.
+constexpr int kEpCalibrationTokens = 4096;
+ExpertPlacement ep_placement_for(const EngineSettings& s, const ModelConfig& c, int n);
 
 // Checks the knobs tensor_parallel / expert_parallel against a model: one Error naming
 // the knob, its value and the field that does not divide.

@@ -64,6 +64,19 @@ struct EngineSettings {
   // model's device arena), auto (symmetric at 2 GPUs, where a sum of two is the same bits
   // in any order, falling back to plain; plain above 2).
   std::string tp_allreduce = "auto";
+  // What a multi-GPU model all-reduces (engine/cuda/cuda_model_tp.cpp): residual (the
+  // residual stream itself: GPU 0 adds its partial output into it as one GPU does, the
+  // others write theirs alone, and the sum is the next residual; no add afterwards) or
+  // partial (the partial outputs in a buffer of their own, then added to the residual).
+  std::string tp_reduce = "residual";
+  // GPUs the CUDA model is split over, expert-parallel (engine/cuda/parallel_model.h:
+  // whole experts placed on GPUs by ep_placement, attention replicated, the MoE block's
+  // partial outputs summed by one all-reduce per layer). 1 = one GPU. Not with
+  // tensor_parallel > 1.
+  int expert_parallel = 1;
+  // Which GPU holds each expert under expert_parallel (variants/placement.h): round-robin,
+  // or balanced (on the routing counts of another seed of the routing source).
+  std::string ep_placement = "round-robin";
   // Where a missed expert is computed (offloaded tiers, decode): gpu (copied into a slot,
   // computed on the device), cpu (computed on the host from its pinned copy: the token's
   // activations go down and the result comes back; hits stay on the GPU), hybrid (each

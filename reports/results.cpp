@@ -196,13 +196,20 @@ json case_json(const Case& c) {
                       {"mean_kl", num(c.quality->mean_kl)}};
   if (!c.gpus.empty()) {
     json g = json::array();
-    for (const GpuRank& r : c.gpus)
-      g.push_back({{"device", r.device},
-                   {"arena_used_bytes", r.arena_used_bytes},
-                   {"arena_peak_bytes", r.arena_peak_bytes},
-                   {"decode_steps", r.decode_steps},
-                   {"collective_ns_per_step", r.collective_ns_per_step},
-                   {"collective_calls_per_step", r.collective_calls_per_step}});
+    for (const GpuRank& r : c.gpus) {
+      json one = {{"device", r.device},
+                  {"arena_used_bytes", r.arena_used_bytes},
+                  {"arena_peak_bytes", r.arena_peak_bytes},
+                  {"decode_steps", r.decode_steps},
+                  {"collective_ns_per_step", r.collective_ns_per_step},
+                  {"collective_calls_per_step", r.collective_calls_per_step}};
+      if (r.experts_held > 0) {
+        one["experts_held"] = r.experts_held;
+        one["experts_run_per_step"] = num(r.experts_run_per_step);
+        one["expert_pairs_per_step"] = num(r.expert_pairs_per_step);
+      }
+      g.push_back(one);
+    }
     out["gpus"] = g;
   }
   return out;
@@ -651,6 +658,11 @@ Case read_case(const Reader& rd, const json& j, const std::string& path) {
       r.decode_steps = go.i64("decode_steps");
       r.collective_ns_per_step = go.i64("collective_ns_per_step");
       r.collective_calls_per_step = go.i64("collective_calls_per_step");
+      if (const json* v = go.opt("experts_held")) {
+        r.experts_held = rd.i64(*v, go.at("experts_held"));
+        r.experts_run_per_step = go.f64("experts_run_per_step");
+        r.expert_pairs_per_step = go.f64("expert_pairs_per_step");
+      }
       go.done();
       c.gpus.push_back(r);
     });

@@ -204,7 +204,7 @@ struct Quality {
 
 enum class CaseStatus { ok, failed };
 
-// One GPU of a case run over several GPUs (tensor_parallel > 1), in rank order: over the
+// One GPU of a case run over several GPUs (tensor_parallel or expert_parallel > 1), in rank order: over the
 // case's measured repetitions.
 struct GpuRank {
   std::string device;                     // "cuda:ORDINAL NAME"
@@ -213,6 +213,12 @@ struct GpuRank {
   int64_t decode_steps = 0;               // decode forwards it ran
   int64_t collective_ns_per_step = 0;     // GPU time in its all-reduces per decode step (CUDA events)
   int64_t collective_calls_per_step = 0;  // all-reduces per decode step
+  // Expert parallel only (0 otherwise; absent in older files): the (layer, expert)s it
+  // holds, and per decode step (over all of them, graphed or not) the distinct held
+  // experts it ran summed over layers and the (token, expert) pairs it computed: its load.
+  int64_t experts_held = 0;
+  double experts_run_per_step = 0;
+  double expert_pairs_per_step = 0;
 };
 
 struct Case {

@@ -193,34 +193,88 @@ Bound resident_bound(int64_t bytes, const char* dtype, double gbps, const char* 
   return b;
 }
 
-// Tensor parallel over n GPUs, a step of `batch` tokens: the largest rank's weight bytes
-// of one token (its heads, its block of top_k experts' intermediate dimension, every
-// replicated weight) over HBM, plus the GPU time of a decode step's all-reduces as the
-// case measured it on the rank that spent least in them (the rest of a rank's time
-// inside an all-reduce is waiting for a slower rank's compute, not communication).
-std::optional<Bound> tp_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s, int n,
-                              int batch, const std::vector<reports::GpuRank>& gpus, std::string& why) {
+// What both multi-GPU bounds need (`knob`=n GPUs): the HBM bandwidth and every GPU's
+// figures; returns the GPU time of a decode step's all-reduces as the case measured it
+// on the GPU that spent least in them (the rest of a GPU's time inside an all-reduce is
+// waiting for a slower GPU's compute, not communication), or nullopt with `why`.
+std::optional<int64_t> least_collective_ns(const DeviceInfo& dev, const char* knob, int n,
+                                          const std::vector<reports::GpuRank>& gpus, std::string& why) {
   if (dev.hbm_gbps <= 0) {
     why = "the HBM bandwidth was not measured";
     return std::nullopt;
   }
   if (static_cast<int>(gpus.size()) != n) {
-    why = fmt::format("tensor_parallel={} but the case recorded {} GPUs' collective times", n, gpus.size());
+    why = fmt::format("{}={} but the case recorded {} GPUs' collective times", knob, n, gpus.size());
     return std::nullopt;
   }
   int64_t coll_ns = INT64_MAX;
   for (const reports::GpuRank& g : gpus) coll_ns = std::min(coll_ns, g.collective_ns_per_step);
-  const int64_t bytes = device_bytes_per_decode_token(tp_rank_config(cfg, 0, n), s);
-  const double step_s = static_cast<double>(bytes) / (dev.hbm_gbps * 1e9) + static_cast<double>(coll_ns) * 1e-9;
+  return coll_ns;
+}
+
+// A decode step of `batch` tokens that takes at least `bytes` over HBM plus coll_ns.
+Bound multi_gpu_bound(int batch, double bytes, int64_t coll_ns, const DeviceInfo& dev) {
   Bound b;
   b.unit = "tok/s";
   b.time_model = "serial";
-  b.value = batch / step_s;
+  b.value = batch / (bytes / (dev.hbm_gbps * 1e9) + static_cast<double>(coll_ns) * 1e-9);
   b.bandwidth_gbps = {{"hbm", dev.hbm_gbps}};
+  return b;
+}
+
+// Tensor parallel over n GPUs, a step of `batch` tokens: the largest rank's weight bytes
+// of one token (its heads, its block of top_k experts' intermediate dimension, every
+// replicated weight) over HBM, plus the least all-reduce time per step.
+std::optional<Bound> tp_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s, int n,
+                              int batch, const std::vector<reports::GpuRank>& gpus, std::string& why) {
+  const std::optional<int64_t> coll = least_collective_ns(dev, "tensor_parallel", n, gpus, why);
+  if (!coll) return std::nullopt;
+  const int64_t coll_ns = *coll;
+  const int64_t bytes = device_bytes_per_decode_token(tp_rank_config(cfg, 0, n), s);
+  Bound b = multi_gpu_bound(batch, static_cast<double>(bytes), coll_ns, dev);
   b.description = fmt::format(
       "tensor parallel over {} GPUs, {} token(s) per step: the largest rank's {}/step of bf16 weights / {} + {:.1f} us "
       "of all-reduces per step (measured, CUDA events, the least of the ranks)",
       n, batch, profiler::format_bytes(static_cast<double>(bytes)), hbm_text(dev), static_cast<double>(coll_ns) / 1e3);
+  return b;
+}
+
+// Expert parallel over n GPUs, a step of `batch` tokens: every GPU reads all the
+// non-expert weights (attention, norms, routers and lm_head run replicated) and the held
+// experts it ran, each whole; the slowest GPU's bytes per decode step (its measured
+// distinct experts run per step, `gpus`) over HBM, plus the all-reduce time per step of
+// the rank that spent least in them, as for tensor parallel. Counting a GPU's experts
+// over the whole step rather than layer by layer (where the slowest GPU of each layer
+// sets its time) can only make the step shorter, so the bound stays a limit.
+std::optional<Bound> ep_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s, int n,
+                              int batch, const std::vector<reports::GpuRank>& gpus, std::string& why) {
+  const std::optional<int64_t> coll = least_collective_ns(dev, "expert_parallel", n, gpus, why);
+  if (!coll) return std::nullopt;
+  const QuantFormat f = knob_format(s, "expert_dtype");
+  const int64_t one_expert = static_cast<int64_t>(expert_bytes(cfg, f));
+  const int64_t dense = device_bytes_per_decode_token(cfg, s) -
+                        static_cast<int64_t>(cfg.num_hidden_layers) * cfg.num_experts_per_tok * one_expert;
+  double experts = 0;
+  int slowest = 0;
+  for (size_t r = 0; r < gpus.size(); ++r) {
+    const reports::GpuRank& g = gpus[r];
+    if (g.experts_held <= 0) {
+      why = fmt::format("expert_parallel={} but GPU {} recorded no expert counters", n, r);
+      return std::nullopt;
+    }
+    if (g.experts_run_per_step > experts) {
+      experts = g.experts_run_per_step;
+      slowest = static_cast<int>(r);
+    }
+  }
+  const double bytes = static_cast<double>(dense) + experts * static_cast<double>(one_expert);
+  Bound b = multi_gpu_bound(batch, bytes, *coll, dev);
+  b.description = fmt::format(
+      "expert parallel over {} GPUs, {} token(s) per step: the slowest GPU's (GPU {}) {}/step ({} of replicated "
+      "non-expert weights + {:.1f} experts run per step, measured) / {} + {:.1f} us of all-reduces per step "
+      "(measured, CUDA events, the least of the GPUs)",
+      n, batch, slowest, profiler::format_bytes(bytes), profiler::format_bytes(static_cast<double>(dense)), experts,
+      hbm_text(dev), static_cast<double>(*coll) / 1e3);
   return b;
 }
 
@@ -263,6 +317,8 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
                                    profiler::format_bytes(static_cast<double>(cpu.bytes)), cpu.threads));
   } else if (const int64_t tp = knob_int(c.settings, "tensor_parallel", 1); backend == "cuda" && tp > 1) {
     b = tp_bound(cfg, dev, c.settings, static_cast<int>(tp), 1, c.gpus, why);
+  } else if (const int64_t ep = knob_int(c.settings, "expert_parallel", 1); backend == "cuda" && ep > 1) {
+    b = ep_bound(cfg, dev, c.settings, static_cast<int>(ep), 1, c.gpus, why);
   } else {
     if (dev.hbm_gbps <= 0) {
       why = "the HBM bandwidth was not measured";
@@ -281,6 +337,12 @@ std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo
   if (const int64_t tp = knob_int(s, "tensor_parallel", 1); tp > 1) {
     std::string why;
     auto b = tp_bound(cfg, dev, s, static_cast<int>(tp), batch, gpus, why);
+    if (b) b->percent = batch * decode_tok_s / b->value * 100;
+    return b;
+  }
+  if (const int64_t ep = knob_int(s, "expert_parallel", 1); ep > 1) {
+    std::string why;
+    auto b = ep_bound(cfg, dev, s, static_cast<int>(ep), batch, gpus, why);
     if (b) b->percent = batch * decode_tok_s / b->value * 100;
     return b;
   }

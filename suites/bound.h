@@ -67,7 +67,9 @@ std::optional<reports::Bound> physical_bound(const reports::Case& c, const Model
 // (`s`, bf16 when not recorded).
 // With tensor_parallel = N > 1 (resident), either bound is the largest rank's bytes over
 // HBM plus the all-reduce time per decode step measured on the GPUs (`gpus`, the
-// case's; no bound without them).
+// case's; no bound without them). With expert_parallel = N > 1 (resident), the slowest
+// GPU's bytes per decode step (every non-expert weight, replicated, and the experts it
+// ran per step, measured per GPU) over HBM plus the least all-reduce time per step.
 std::optional<reports::Bound> bench_decode_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev,
                                                  const reports::Settings& s, int batch, double decode_tok_s,
                                                  const std::vector<reports::GpuRank>& gpus = {});

@@ -86,6 +86,11 @@ std::vector<reports::GpuRank> gpu_ranks_between(const std::vector<Model::GpuRank
       g.collective_ns_per_step = (a.decode_collective_ns - b.decode_collective_ns) / g.decode_steps;
       g.collective_calls_per_step = (a.decode_collective_calls - b.decode_collective_calls) / g.decode_steps;
     }
+    g.experts_held = a.experts_held;
+    if (const int64_t steps = a.ep_decode_steps - b.ep_decode_steps; steps > 0) {
+      g.experts_run_per_step = static_cast<double>(a.decode_experts_run - b.decode_experts_run) / static_cast<double>(steps);
+      g.expert_pairs_per_step = static_cast<double>(a.decode_expert_pairs - b.decode_expert_pairs) / static_cast<double>(steps);
+    }
     out.push_back(g);
   }
   return out;
@@ -462,6 +467,10 @@ class Runner {
       acc[r].decode_forwards += now[r].decode_forwards;
       acc[r].decode_collective_ns += now[r].decode_collective_ns;
       acc[r].decode_collective_calls += now[r].decode_collective_calls;
+      acc[r].experts_held = now[r].experts_held;
+      acc[r].ep_decode_steps += now[r].ep_decode_steps;
+      acc[r].decode_experts_run += now[r].decode_experts_run;
+      acc[r].decode_expert_pairs += now[r].decode_expert_pairs;
     }
   }
 

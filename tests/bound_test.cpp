@@ -486,6 +486,53 @@ TEST(ParallelBound, PerGpuFiguresRoundTripAndArePerDecodeStep) {
   EXPECT_TRUE(reports::results_from_json(j, "older file").cases[0].gpus.empty());
 }
 
+// Expert parallel: the per-GPU expert counters are per decode step and survive a round
+// trip; the bound is the slowest GPU's bytes (every non-expert weight, replicated, plus
+// the experts it ran per step, whole) over HBM plus the least all-reduce time per step.
+TEST(ParallelBound, ExpertParallelIsTheSlowestGpusBytesPlusTheLeastCollectiveTime) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");
+  Model::GpuRankStats before{"cuda:0 NVIDIA H200", 1, 2, 10, 5'000'000, 320, 128, 10, 300, 400};
+  Model::GpuRankStats after{"cuda:0 NVIDIA H200", 3, 4, 74, 37'000'000, 320 + 64 * 32, 128, 74, 300 + 64 * 40, 400 + 64 * 44};
+  const auto g = gpu_ranks_between({before}, {after});
+  ASSERT_EQ(g.size(), 1u);
+  EXPECT_EQ(g[0].experts_held, 128);
+  EXPECT_DOUBLE_EQ(g[0].experts_run_per_step, 40);
+  EXPECT_DOUBLE_EQ(g[0].expert_pairs_per_step, 44);
+
+  reports::Case c = decoded_case("resident", "lru");
+  c.settings.knobs["expert_parallel"] = "2";
+  c.repetitions = 1;
+  std::string why;
+  EXPECT_FALSE(physical_bound(c, cfg, "cuda", h200(), {}, &why).has_value());
+  EXPECT_NE(why.find("expert_parallel=2 but the case recorded 0 GPUs"), std::string::npos) << why;
+  c.gpus = two_gpus(900'000, 800'000);
+  EXPECT_FALSE(physical_bound(c, cfg, "cuda", h200(), {}, &why).has_value());
+  EXPECT_NE(why.find("GPU 0 recorded no expert counters"), std::string::npos) << why;
+  c.gpus[0].experts_held = c.gpus[1].experts_held = 128;
+  c.gpus[0].experts_run_per_step = 40;
+  c.gpus[1].experts_run_per_step = 24;
+  auto b = physical_bound(c, cfg, "cuda", h200());
+  ASSERT_TRUE(b.has_value());
+  const double expert = static_cast<double>(expert_bytes(cfg, QuantFormat::bf16));
+  const double dense = static_cast<double>(bytes_per_decode_token(cfg, 2)) - 32 * 2 * expert;
+  EXPECT_NEAR(b->value, 1.0 / ((dense + 40 * expert) / 4400e9 + 800e-6), 1e-9);
+  EXPECT_NEAR(b->percent, 10.0 / b->value * 100, 1e-9);
+  EXPECT_NE(b->description.find("expert parallel over 2 GPUs"), std::string::npos) << b->description;
+  EXPECT_NE(b->description.find("GPU 0"), std::string::npos) << b->description;
+  auto bb = bench_decode_bound(cfg, h200(), c.settings, 8, 100, c.gpus);
+  ASSERT_TRUE(bb.has_value());
+  EXPECT_NEAR(bb->value, 8 * b->value, 1e-6);
+
+  reports::Results r;
+  r.device = h200();
+  r.cases.push_back(c);
+  const reports::Results back = reports::results_from_json(reports::to_json(r), "round trip");
+  ASSERT_EQ(back.cases[0].gpus.size(), 2u);
+  EXPECT_EQ(back.cases[0].gpus[0].experts_held, 128);
+  EXPECT_DOUBLE_EQ(back.cases[0].gpus[0].experts_run_per_step, 40);
+  EXPECT_DOUBLE_EQ(back.cases[0].gpus[1].experts_run_per_step, 24);
+}
+
 // The hybrid bound (expert_exec hybrid): the missed bytes over both links in the best
 // split; cpu: the two links side by side; without the host kernel's rate, no bound.
 TEST(Bound, HybridSplitsTheMissedBytesOverBothLinks) {

@@ -20,6 +20,7 @@
 #include "engine/cuda/blas.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
+#include "engine/cuda/ep_ops.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/dtype.h"
 #include "common/error.h"
@@ -451,6 +452,75 @@ TEST_F(CudaOps, MoeDecodeFused) {
                            inter, stream_);
     check_close("moe_decode_fused", down(out, ref.size()), ref, kEpsBf16 * rms, kEpsBf16);
   }
+}
+
+// Expert parallelism (engine/cuda/ep_ops.h): the pairs of experts held elsewhere are
+// marked -1 (and counted: distinct held experts, kept pairs), moe_decode_fused then
+// computes the kept pairs only (the CPU sum over them), both down kernels alike, and the
+// sorted path's combine adds the kept pairs' rows only (bit for bit: the same fmaf order).
+TEST_F(CudaOps, ExpertParallelSkipsPairsHeldElsewhere) {
+  const int n = 4, hidden = 256, inter = 512, experts = 8, k = 2;
+  const std::vector<uint8_t> local = {1, 0, 1, 0, 1, 0, 1, 0};  // round-robin rank 0 of 2
+  auto x = round_bf16(rnd(static_cast<size_t>(n) * hidden, -1, 1, 11));
+  std::vector<std::vector<float>> w1(experts), w3(experts), w2(experts);
+  std::vector<const bf16*> p1(experts), p3(experts), p2(experts);
+  for (int e = 0; e < experts; ++e) {
+    w1[e] = round_bf16(rnd(static_cast<size_t>(inter) * hidden, -0.1f, 0.1f, 400 + e));
+    w3[e] = round_bf16(rnd(static_cast<size_t>(inter) * hidden, -0.1f, 0.1f, 500 + e));
+    w2[e] = round_bf16(rnd(static_cast<size_t>(hidden) * inter, -0.1f, 0.1f, 600 + e));
+    if (!local[e]) continue;  // another GPU's: no weights here (a null table entry)
+    p1[e] = up_bf16(w1[e]);
+    p3[e] = up_bf16(w3[e]);
+    p2[e] = up_bf16(w2[e]);
+  }
+  const std::vector<int32_t> ids = {0, 1, 3, 5, 2, 4, 7, 6};  // token 1: both elsewhere
+  auto wts = rnd(static_cast<size_t>(n) * k, 0.1f, 0.9f, 3);
+  int32_t* ids_d = up(ids);
+  int64_t* counts_d = zeros<int64_t>(2);
+  cuda::ep_mark_foreign(ids_d, n * k, up(local), experts, counts_d, stream_);
+  const auto marked = down(ids_d, ids.size());
+  EXPECT_EQ(marked, (std::vector<int32_t>{0, -1, -1, -1, 2, 4, -1, 6}));
+  EXPECT_EQ(down(counts_d, 2), (std::vector<int64_t>{4, 4}));
+  auto out0 = rnd(static_cast<size_t>(n) * hidden, -1, 1, 5);
+  std::vector<float> ref = out0, y(hidden), scratch(2ull * inter);
+  float rms = 0;
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < k; ++j) {
+      const int e = marked[i * k + j];
+      if (e < 0) continue;
+      cpu::swiglu_expert(x.data() + static_cast<size_t>(i) * hidden, w1[e].data(), w3[e].data(), w2[e].data(), y.data(),
+                         scratch.data(), 1, hidden, inter);
+      for (int d = 0; d < hidden; ++d) {
+        ref[static_cast<size_t>(i) * hidden + d] += wts[i * k + j] * y[d];
+        rms += y[d] * y[d];
+      }
+    }
+  rms = std::sqrt(rms / (4 * hidden));
+  for (auto down_algo : {cuda::MoeDownAlgo::grouped, cuda::MoeDownAlgo::per_pair}) {
+    bf16* h = zeros<bf16>(static_cast<size_t>(n) * k * inter);
+    float* out = up(out0);
+    cuda::moe_decode_fused(up_bf16(x), ids_d, up(wts), up(p1), up(p3), up(p2), h, out, n, k, experts, hidden, inter,
+                           stream_, down_algo);
+    check_close("moe_decode_fused with pairs held elsewhere", down(out, ref.size()), ref, kEpsBf16 * rms, kEpsBf16);
+  }
+  // The sorted path's combine: rows of y in a permuted order (inv), marked pairs unread.
+  const int pairs = n * k;
+  auto ys = rnd(static_cast<size_t>(pairs) * hidden, -1, 1, 8);
+  std::vector<int32_t> inv(pairs);
+  for (int p = 0; p < pairs; ++p) inv[p] = marked[p] < 0 ? 1 << 28 : pairs - 1 - p;  // a marked pair's row is garbage
+  std::vector<float> want = out0;
+  for (int i = 0; i < n; ++i)
+    for (int d = 0; d < hidden; ++d) {
+      float acc = 0;
+      for (int j = 0; j < k; ++j) {
+        const int p = i * k + j;
+        if (marked[p] >= 0) acc = std::fma(wts[p], ys[static_cast<size_t>(inv[p]) * hidden + d], acc);
+      }
+      want[static_cast<size_t>(i) * hidden + d] += acc;
+    }
+  float* out = up(out0);
+  cuda::moe_combine_held(up(ys), up(inv), ids_d, up(wts), n, k, out, hidden, stream_);
+  EXPECT_EQ(down(out, want.size()), want);
 }
 
 TEST_F(CudaOps, Argmax) {

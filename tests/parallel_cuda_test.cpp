@@ -1,16 +1,20 @@
-// parallel_cuda_test.cpp: the tensor-parallel CUDA model (engine/cuda/parallel_model.h)
-// against the same model on one GPU, on two GPUs through NCCL: prompt logits within
-// tolerance, greedy decode single-sequence and batched (paged KV; the batch shrinks from
-// 4 sequences to 1, so both the sorted cuBLAS MoE path and the graphed fused decode steps
-// run), on the tiny preset and a 2-layer Mixtral-8x7B shape; each rank all-reduces twice
-// per layer per forward; the pinned tier with few slots likewise. Skipped with fewer than
-// two GPUs or without NCCL.
+// parallel_cuda_test.cpp: the tensor- and expert-parallel CUDA model
+// (engine/cuda/parallel_model.h) against the same model on one GPU, on two GPUs through
+// NCCL: prompt logits within tolerance, greedy decode single-sequence and batched (paged
+// KV; the batch shrinks from 4 sequences to 1, so both the sorted cuBLAS MoE path and the
+// graphed fused decode steps run), on the tiny preset and a 2-layer Mixtral-8x7B shape;
+// each tensor-parallel rank all-reduces twice per layer per forward, each expert-parallel
+// rank once; the pinned tier with few slots likewise (tensor parallel). Expert parallel
+// also: every GPU holds its share of the experts, and over the decode steps the GPUs
+// together ran at least every step's distinct experts and exactly its (token, expert)
+// pairs. Skipped with fewer than two GPUs or without NCCL.
 //
 // Tolerance on logits, |tp2 - tp1| <= 2^-5 max|tp1| (four bf16 epsilons of the largest
 // logit). What differs between the two is the order of the fp32 sums that the shards
 // split (o_proj and the MoE output are summed per rank, then across ranks; a rank's
-// kernels may also pick other reduction splits for its smaller shapes): a few float ulps
-// in the residual. The next bf16 rounding of an activation turns such a difference into
+// kernels may also pick other reduction splits for its smaller shapes; expert parallel:
+// a token's gate-weighted expert outputs are summed on the GPUs that hold them, then
+// across GPUs): a few float ulps in the residual. The next bf16 rounding of an activation turns such a difference into
 // at most one bf16 ulp (2^-8 relative) of that element, and those propagate like the
 // activation roundings the single-GPU CUDA tests hold against the fp32 CPU reference,
 // whose tolerance this is (cuda_model_test.cpp).
@@ -56,14 +60,23 @@ int visible_gpus() {
   return n;
 }
 
-EngineContext ctx_for(const WeightSource& w, int tp, const std::string& budget, const std::string& tier) {
+// How the model is split: tensor parallel over tp GPUs, or expert parallel over ep.
+struct Layout {
+  int tp = 1, ep = 1;
+  const char* reduce = "residual";  // settings tp_reduce
+  int gpus() const { return std::max(tp, ep); }
+};
+
+EngineContext ctx_for(const WeightSource& w, Layout lay, const std::string& budget, const std::string& tier) {
   EngineContext ctx;
   ctx.weights = &w;
   ctx.backend = "cuda";
   ctx.settings.max_model_len = 128;
   ctx.settings.max_num_batched_tokens = 128;
   ctx.settings.gpu_mem_budget = budget;
-  ctx.settings.tensor_parallel = tp;
+  ctx.settings.tensor_parallel = lay.tp;
+  ctx.settings.expert_parallel = lay.ep;
+  ctx.settings.tp_reduce = lay.reduce;
   if (tier != "resident") {  // offloaded: 8 slots of the tiny model's 4 x 8 experts, so experts miss and are copied in
     ctx.settings.expert_tier = tier;
     ctx.settings.cache_slots = 8;
@@ -138,14 +151,15 @@ SchedulerConfig batch_scheduler() {
   return sc;
 }
 
-Outcome run(const WeightSource& w, int tp, const std::string& budget, const std::string& tier) {
+Outcome run(const WeightSource& w, Layout lay, const std::string& budget, const std::string& tier) {
+  const int tp = lay.gpus();
   Outcome o;
   const ModelConfig& c = w.config();
   const int V = c.vocab_size;
   // A profiler that does not trace, as the suite runner (and so bench) attaches one: the
   // graphed decode steps must still replay on every rank.
   profiler::Profiler prof;
-  EngineContext ctx = ctx_for(w, tp, budget, tier);
+  EngineContext ctx = ctx_for(w, lay, budget, tier);
   ctx.prof = &prof;
   auto model = create_model(ctx);
   const std::vector<int32_t> prompt = prompt_of(0, V);
@@ -155,7 +169,8 @@ Outcome run(const WeightSource& w, int tp, const std::string& budget, const std:
     auto* pm = dynamic_cast<cuda::ParallelModel*>(model.get());
     EXPECT_NE(pm, nullptr);
     if (pm) {
-      for (int r = 0; r < tp; ++r) EXPECT_EQ(pm->collective_calls(r), 2 * c.num_hidden_layers) << "rank " << r;
+      const int per_layer = lay.ep > 1 ? 1 : 2;  // expert parallel: the MoE block's only
+      for (int r = 0; r < tp; ++r) EXPECT_EQ(pm->collective_calls(r), per_layer * c.num_hidden_layers) << "rank " << r;
     }
   }
   // Single sequence, greedy, each step's logits.
@@ -235,11 +250,12 @@ int compare_greedy(const char* what, const Greedy& one, const Greedy& tp) {
   return compared;
 }
 
-void compare_with_one_gpu(const std::string& model, const std::string& budget, const std::string& tier = "resident") {
-  if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: tensor-parallel tests skipped";
+void compare_with_one_gpu(const std::string& model, const std::string& budget, const std::string& tier = "resident",
+                          Layout lay = Layout{2, 1}) {
+  if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: multi-GPU tests skipped";
   const WeightSource w = WeightSource::open(model, 1);
-  const Outcome one = run(w, 1, budget, tier);
-  const Outcome two = run(w, 2, budget, tier);
+  const Outcome one = run(w, Layout{}, budget, tier);
+  const Outcome two = run(w, lay, budget, tier);
   double scale = 0, worst = 0;
   for (size_t i = 0; i < one.prompt_logits.size(); ++i) {
     scale = std::max(scale, std::fabs(static_cast<double>(one.prompt_logits[i])));
@@ -269,6 +285,51 @@ TEST(TensorParallelCuda, TwoLayerMixtralShapeMatchesOneGpu) {
   compare_with_one_gpu("synthetic:mixtral-8x7b:layers=2", "12GiB");
 }
 
+// The partial sums in a buffer of their own, then added (tp_reduce=partial), both layouts.
+TEST(TensorParallelCuda, TinyPartialReduceMatchesOneGpu) {
+  compare_with_one_gpu("synthetic:tiny", "1GiB", "resident", Layout{2, 1, "partial"});
+}
+TEST(ExpertParallelCuda, TinyPartialReduceMatchesOneGpu) {
+  compare_with_one_gpu("synthetic:tiny", "1GiB", "resident", Layout{1, 2, "partial"});
+}
+
+TEST(ExpertParallelCuda, TinyMatchesOneGpu) { compare_with_one_gpu("synthetic:tiny", "1GiB", "resident", Layout{1, 2}); }
+
+TEST(ExpertParallelCuda, TwoLayerMixtralShapeMatchesOneGpu) {
+  compare_with_one_gpu("synthetic:mixtral-8x7b:layers=2", "12GiB", "resident", Layout{1, 2});
+}
+
+// Each GPU holds its half of the experts (round-robin: 4 of each layer's 8) and the arena
+// shows it; over the decode steps of a greedy run every GPU counted steps, and the GPUs'
+// pairs add up to the steps' tokens x top_k (every pair computed on exactly one GPU).
+TEST(ExpertParallelCuda, CountersSplitThePairs) {
+  if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: multi-GPU tests skipped";
+  const WeightSource w = WeightSource::open("synthetic:mixtral-8x7b:layers=2", 1);
+  const ModelConfig& c = w.config();
+  EngineContext ctx = ctx_for(w, Layout{1, 2}, "12GiB", "resident");
+  auto model = create_model(ctx);
+  const std::vector<int32_t> prompt = prompt_of(0, c.vocab_size);
+  int32_t t = model->forward_argmax(prompt.data(), static_cast<int>(prompt.size()), 0);
+  const int steps = 6;
+  for (int j = 0; j < steps; ++j) t = model->forward_argmax(&t, 1, static_cast<int>(prompt.size()) + j);
+  const auto g = model->gpu_ranks();
+  ASSERT_EQ(g.size(), 2u);
+  int64_t pairs = 0, held = 0;
+  for (const auto& r : g) {
+    EXPECT_EQ(r.experts_held, c.num_hidden_layers * c.num_local_experts / 2) << r.device;
+    EXPECT_EQ(r.ep_decode_steps, steps) << r.device;
+    EXPECT_GE(r.decode_experts_run, 0) << r.device;
+    EXPECT_LE(r.decode_experts_run, r.decode_expert_pairs) << r.device;
+    pairs += r.decode_expert_pairs;
+    held += r.experts_held;
+  }
+  EXPECT_EQ(held, c.num_hidden_layers * c.num_local_experts);
+  EXPECT_EQ(pairs, static_cast<int64_t>(steps) * c.num_hidden_layers * c.num_experts_per_tok);
+  // Two distinct experts per token and layer, wherever they are.
+  EXPECT_EQ(g[0].decode_experts_run + g[1].decode_experts_run,
+            static_cast<int64_t>(steps) * c.num_hidden_layers * c.num_experts_per_tok);
+}
+
 #else
-TEST(TensorParallelCuda, SkippedWithoutNccl) { GTEST_SKIP() << "built without CUDA or without nccl.h: tensor-parallel tests skipped"; }
+TEST(TensorParallelCuda, SkippedWithoutNccl) { GTEST_SKIP() << "built without CUDA or without nccl.h: multi-GPU tests skipped"; }
 #endif

@@ -16,6 +16,7 @@
 #include "engine/shard.h"
 #include "engine/weight_source.h"
 #include "engine/weights.h"
+#include "variants/routing.h"
 #include "model/settings.h"
 
 using namespace moebench;
@@ -222,6 +223,71 @@ TEST(Shard, CpuBackendRefusesTensorParallel) {
     FAIL() << "cpu backend with tensor_parallel=2 accepted";
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("tensor_parallel=2: tensor parallelism runs on the cuda backend"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// Expert parallel's knobs: expert_parallel (an integer, not with tensor_parallel, at most
+// the experts of a layer; the cpu backend refuses it) and ep_placement, whose placement
+// for a run is round-robin, or balanced on the counts of another seed of the routing
+// source (never worse than round-robin on those counts; routing=model has none: one line).
+TEST(Shard, ExpertParallelKnobsAndPlacement) {
+  EngineSettings s;
+  EXPECT_EQ(s.expert_parallel, 1);
+  EXPECT_EQ(s.ep_placement, "round-robin");
+  EXPECT_EQ(s.tp_reduce, "residual");
+  s.set("tp_reduce", "partial");
+  EXPECT_EQ(s.tp_reduce, "partial");
+  EXPECT_THROW(s.set("tp_reduce", "both"), Error);
+  s.set("expert_parallel", "2");
+  s.set("ep_placement", "balanced");
+  EXPECT_EQ(s.expert_parallel, 2);
+  EXPECT_EQ(s.ep_placement, "balanced");
+  EXPECT_THROW(s.set("ep_placement", "random"), Error);
+  bool listed = false;
+  for (auto& [k, v] : s.to_list()) listed = listed || (k == "expert_parallel" && v == "2");
+  EXPECT_TRUE(listed);
+  const ModelConfig c = preset_config("mixtral-8x7b");
+  EXPECT_NO_THROW(check_parallel_knobs(c, 1, 8));
+  EXPECT_THROW(check_parallel_knobs(c, 1, 16), Error);
+  EXPECT_THROW(check_parallel_knobs(c, 2, 2), Error);
+
+  s.ep_placement = "round-robin";
+  const ExpertPlacement rr = ep_placement_for(s, c, 2);
+  EXPECT_EQ(rr.policy, "round-robin");
+  EXPECT_EQ(rr.rank(5, 3), 1);
+  EXPECT_EQ(rr.experts_on(0, 0), (std::vector<int>{0, 2, 4, 6}));
+  s.ep_placement = "balanced";
+  try {
+    ep_placement_for(s, c, 2);  // routing=model
+    FAIL() << "balanced placement without a routing source accepted";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("ep_placement=balanced: needs routing counts"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+  s.routing = "mixtral-locality";
+  const ExpertPlacement bal = ep_placement_for(s, c, 2);
+  validate_placement(bal, "balanced");
+  EXPECT_EQ(bal.policy, "balanced");
+  EXPECT_EQ(bal.rank_of, ep_placement_for(s, c, 2).rank_of);  // deterministic: the same seed, the same placement
+  // Balanced on the calibration counts: no worse than round-robin there.
+  RoutingParams p{c.num_hidden_layers, c.num_local_experts, c.num_experts_per_tok, s.routing_seed + 1, ""};
+  auto src = make_routing_source(parse_routing_spec(s.routing), p);
+  const std::vector<int64_t> usage = generate_trace(*src, p, kEpCalibrationTokens, 1).usage_counts();
+  EXPECT_LE(placement_load(bal, usage).step_imbalance, placement_load(rr, usage).step_imbalance);
+
+  const WeightSource w = WeightSource::open("synthetic:tiny:layers=1", 1);
+  EngineContext ctx;
+  ctx.weights = &w;
+  ctx.backend = "cpu";
+  ctx.settings.expert_parallel = 2;
+  try {
+    create_model(ctx);
+    FAIL() << "cpu backend with expert_parallel=2 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expert_parallel=2: expert parallelism runs on the cuda backend"),
               std::string::npos)
         << e.what();
   }

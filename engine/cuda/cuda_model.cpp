@@ -6,6 +6,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
@@ -63,7 +64,7 @@ std::shared_ptr<const ExpertHostStore> shared_host_store(HostTier tier, const We
 }  // namespace
 
 CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_factory, const TpRank* tp)
-    : cfg_(tp ? tp_rank_config(ctx.weights->config(), tp->rank, tp->world) : ctx.weights->config()),
+    : cfg_(rank_config(ctx.weights->config(), tp)),
       settings_(ctx.settings),
       prof_(ctx.prof),
       full_cfg_(ctx.weights->config()) {
@@ -71,15 +72,24 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   const WeightSource& src = *ctx.weights;
   expert_fmt_ = resolve_expert_format(settings_.expert_dtype, src);
   attn_fmt_ = resolve_weight_format(settings_.weight_dtype, src);
-  if (tp && attn_fmt_ != QuantFormat::bf16)
+  if (tp && !tp->placement && attn_fmt_ != QuantFormat::bf16)
     fail("setting tensor_parallel={}: runs bf16 attention projections (got weight_dtype={})", tp->world,
          settings_.weight_dtype);
-  if (tp) {
+  if (tp && tp->placement) {
+    if (settings_.expert_tier != "resident" || expert_fmt_ != QuantFormat::bf16 || provider_factory)
+      fail("setting expert_parallel={}: runs resident bf16 experts (got expert_tier={} expert_dtype={})", tp->world,
+           settings_.expert_tier, settings_.expert_dtype);
+    if (settings_.dispatch != "fused" || settings_.combine != "fused")
+      fail("setting expert_parallel={}: runs the fused dispatch and combine (got dispatch={} combine={})", tp->world,
+           settings_.dispatch, settings_.combine);
+    tp_ = *tp;
+  } else if (tp) {
     if (settings_.expert_tier == "disk" || expert_fmt_ != QuantFormat::bf16 || provider_factory)
       fail("setting tensor_parallel={}: runs bf16 experts, resident or pinned (got expert_tier={} expert_dtype={})",
            tp->world, settings_.expert_tier, settings_.expert_dtype);
     tp_ = *tp;
   }
+  tp_residual_ = tp && settings_.tp_reduce == "residual";
   max_len_ = std::min(settings_.max_model_len, cfg_.max_position_embeddings);
   if (max_len_ <= 0) fail("max_model_len {} must be positive", settings_.max_model_len);
   routing_ = RoutingDriver::for_model(settings_, cfg_);
@@ -97,6 +107,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
   moe_ = std::make_unique<MoeLayer>(md_, parse_dispatch(settings_.dispatch), parse_combine(settings_.combine), *provider_,
                                     *arena_, blas_->get(), stream_, trace(), pool_tokens_, routing_.get());
   moe_->set_fused_decode_max_tokens(settings_.fused_decode_max_tokens);
+  if (tp_) setup_pair_filter();
   make_host_experts();
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_io_), (2 * static_cast<size_t>(pool_tokens_) + 1) * sizeof(int32_t),
                            cudaHostAllocDefault));
@@ -135,6 +146,11 @@ void CudaModel::plan_memory(bool resident, bool own_slots) {
   in.format = expert_fmt_;
   in.resident = resident;
   in.cache_slots = settings_.cache_slots;
+  if (expert_parallel()) {
+    in.resident_experts = 0;
+    for (int l = 0; l < c.num_hidden_layers; ++l)
+      for (int e = 0; e < c.num_local_experts; ++e) in.resident_experts += holds_expert(l, e) ? 1 : 0;
+  }
   in.own_slots = own_slots;
   for (auto& s : model_tensor_specs(c))
     if (!is_expert(s.name)) in.fixed.dense_weights += dense_bytes(s);
@@ -166,6 +182,8 @@ void CudaModel::plan_memory(bool resident, bool own_slots) {
   in.fixed.workspace = ws_b_ + Blas::kWorkspaceBytes + table_b_ + round256(sizeof(int32_t)) +
                        family_workspace_bytes(c, pool_tokens_);
   if (tp_) in.fixed.workspace += round256(static_cast<uint64_t>(pool_tokens_) * c.hidden_size * sizeof(float));
+  if (expert_parallel())  // which experts are here, and the decode counters (cuda_model_tp.cpp)
+    in.fixed.workspace += round256(static_cast<uint64_t>(c.num_hidden_layers) * c.num_local_experts) + round256(16);
   std::string budget_from;
   if (!settings_.gpu_mem_budget.empty()) {
     in.budget_bytes = parse_bytes(settings_.gpu_mem_budget);
@@ -191,9 +209,16 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
   std::vector<std::pair<TensorSpec, TensorSlice>> specs;
   uint64_t bytes = 0;
   const bool quant_attn = attn_fmt_ != QuantFormat::bf16;
+  std::set<std::string> elsewhere;  // expert parallel: the experts other ranks hold
+  for (int l = 0; l < c.num_hidden_layers && expert_parallel(); ++l)
+    for (int e = 0; e < c.num_local_experts; ++e)
+      if (!holds_expert(l, e))
+        for (const char* w : {"w1", "w2", "w3"}) elsewhere.insert(names::expert(l, e, w));
+  const bool sharded = tp_ && !expert_parallel();
   for (auto& s : model_tensor_specs(full_cfg_))
-    if ((bf16_experts || !is_expert(s.name)) && !(quant_attn && is_attention_projection(s.name))) {
-      const TensorSlice slice = tp_ ? tp_slice(full_cfg_, s.name, tp_->rank, tp_->world) : TensorSlice{};
+    if ((bf16_experts || !is_expert(s.name)) && !(quant_attn && is_attention_projection(s.name)) &&
+        !elsewhere.count(s.name)) {
+      const TensorSlice slice = sharded ? tp_slice(full_cfg_, s.name, tp_->rank, tp_->world) : TensorSlice{};
       bytes += round256(static_cast<uint64_t>(slice_spec(s, slice).numel()) * 2);
       specs.emplace_back(s, slice);
     }
@@ -230,8 +255,9 @@ void CudaModel::upload_weights(const WeightSource& src, bool resident) {
     L.v_cache = arena_->alloc_n<bf16>(kv, fmt::format("layer {} v cache", l));
     if (bf16_experts)
       for (int e = 0; e < c.num_local_experts; ++e)
-        resident_experts_[l][e] = ExpertWeights{dev.at(names::expert(l, e, "w1")), dev.at(names::expert(l, e, "w3")),
-                                                dev.at(names::expert(l, e, "w2"))};
+        if (!expert_parallel() || holds_expert(l, e))  // another rank's: no weights here
+          resident_experts_[l][e] = ExpertWeights{dev.at(names::expert(l, e, "w1")), dev.at(names::expert(l, e, "w3")),
+                                                  dev.at(names::expert(l, e, "w2"))};
   }
   if (resident && !bf16_experts) bytes += upload_quant_experts(src);
   if (quant_attn)
@@ -422,10 +448,12 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   // max_len), keys split over blocks; prefill chunks keep attention() (its row tiles share
   // K/V between tokens).
   const bool decode = m == 1;
+  ep_count_ = decode;  // expert parallel: decode steps feed the per-GPU expert counters
   const int64_t step = step_++;
   moe_->begin_step(static_cast<int>(step), m);  // a routing source's choices of every layer, in one copy
   ForwardBuffers& b = ws_->begin(m, decode ? paged_attention_workspace_floats(1, nh, nkv, hd, max_len_)
                                            : attention_workspace_floats(m, pos0, nh, nkv, hd));
+  bind_residual(b);  // multi-GPU, tp_reduce=residual: the residual is what the ranks all-reduce
 
   int32_t* tok_h = host_io_;
   int32_t* pos_h = host_io_ + pool_tokens_;
@@ -453,7 +481,7 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
           linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
         }
       }
-      if (decode && !tp_) prefetch_attention_out(L);
+      if (decode && (!tp_ || expert_parallel())) prefetch_attention_out(L);  // expert parallel: one GPU's attention
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
       family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
@@ -490,6 +518,7 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   }
   CUDA_CHECK(cudaStreamSynchronize(s));
   read_collective_times(decode);
+  if (decode && expert_parallel()) ++ep_decode_steps_;
   if (next) *next = host_io_[2 * pool_tokens_];
   ws_->end();
   provider_->sync_counters();

@@ -46,6 +46,7 @@
 #include "engine/expert_provider.h"
 #include "engine/model.h"
 #include "profiler/cpu_trace.h"
+#include "variants/placement.h"
 #include "variants/routing_driver.h"
 
 namespace moebench::cuda {
@@ -65,6 +66,11 @@ struct TpRank {
   // Where the partial sums are all-reduced: tp_sum_floats(ctx) floats on this rank's GPU
   // (NCCL symmetric memory, engine/cuda/nccl_comm.h), or null: the model's arena.
   float* sum_buffer = nullptr;
+  // Expert parallel (null: tensor parallel): which rank holds each expert. The rank keeps
+  // the whole model but the experts of other ranks (attention, norms, router, embedding
+  // and lm_head replicated), computes the pairs whose expert it holds, and all-reduces
+  // the MoE block's partial output once per layer (engine/cuda/cuda_model_tp.cpp).
+  const ExpertPlacement* placement = nullptr;
 };
 
 class CudaModel : public Model, public BatchModel {
@@ -112,6 +118,15 @@ class CudaModel : public Model, public BatchModel {
   int64_t decode_collective_ns() const { return decode_collective_ns_; }
   int64_t decode_collective_calls() const { return decode_collective_calls_; }
   int64_t decode_forwards() const { return decode_forwards_; }
+  // Expert parallel: the experts this rank holds (all layers), and over its decode steps
+  // (every one, graphed or not) the distinct held experts it ran (summed over layers),
+  // the (token, expert) pairs it computed, and the steps: ep_counters() reads the device
+  // counters (a copy and a sync on this rank's stream; from the rank's thread).
+  struct EpCounters {
+    int64_t experts_held = 0, decode_steps = 0, experts_run = 0, pairs = 0;
+  };
+  EpCounters ep_counters();
+  bool expert_parallel() const { return tp_ && tp_->placement; }
   // Whether forward_batch may capture decode steps in CUDA graphs (default on).
   void set_use_graphs(bool on) { use_graphs_ = on; }
 
@@ -188,6 +203,19 @@ class CudaModel : public Model, public BatchModel {
   void o_proj(const Layer& L, ForwardBuffers& b, int m);
   void moe_block(int64_t step, int l, int pos0, ForwardBuffers& b, int m);
   void reduce_partial(ForwardBuffers& b, int m);
+  // buf (m, hidden) summed over the ranks in place, between the timing events.
+  void all_reduce_timed(float* buf, int m);
+  // After ws_->begin: settings tp_reduce=residual keeps the residual stream in tp_sum_.
+  void bind_residual(ForwardBuffers& b) const;
+  // After the MoE layer is made: its pair filter (expert parallel: the pairs held
+  // elsewhere marked; tp_reduce=residual on ranks > 0: the residual cleared).
+  void setup_pair_filter();
+  // Expert parallel (cuda_model_tp.cpp): whether expert e of layer l is this rank's, the
+  // device table of that (n_layers, n_experts) and the MoE layer's pair filter; the config
+  // a rank runs (tensor parallel: its shard's; expert parallel: the whole model's).
+  bool holds_expert(int l, int e) const;
+  void setup_expert_parallel();
+  static ModelConfig rank_config(const ModelConfig& full, const TpRank* tp);
   // Decode, once q/k/v are written: o_proj's weights and the router's norm and gate of
   // layer L into L2 on a side stream while RoPE and attention run (l2_prefetch.h).
   void prefetch_attention_out(const Layer& L);
@@ -262,9 +290,16 @@ class CudaModel : public Model, public BatchModel {
   float* tp_sum_ = nullptr;       // (pool_tokens, hidden) a partial output being all-reduced
   std::vector<cudaEvent_t> tp_events_;  // (2 per all-reduce of a forward) start, end
   size_t tp_events_used_ = 0;
+  bool tp_residual_ = false;  // settings tp_reduce=residual (cuda_model_tp.cpp)
   bool tp_timing_ = true;  // reduce_partial records the timing events (false: a graph captured without them)
   int64_t collective_ns_ = 0, collective_calls_ = 0;
   int64_t decode_collective_ns_ = 0, decode_collective_calls_ = 0, decode_forwards_ = 0;
+  // Expert parallel: (n_layers, n_experts) 1 where this rank holds the expert; counters
+  // (experts run, pairs) of decode steps; whether the forward being built counts.
+  uint8_t* ep_local_ = nullptr;
+  int64_t* ep_counts_ = nullptr;
+  bool ep_count_ = false;
+  int64_t ep_decode_steps_ = 0;
 };
 
 }  // namespace moebench::cuda

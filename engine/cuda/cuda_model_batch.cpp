@@ -200,6 +200,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
                                                               cfg_.head_dim, P.width * P.block_size);
   moe_->begin_step(static_cast<int>(step_), m);  // batch_body takes step_ (and counts it); a replay counts it below
   ForwardBuffers& b = ws_->begin(m, attn_floats);
+  bind_residual(b);  // multi-GPU, tp_reduce=residual: the residual is what the ranks all-reduce
   // A profiler that traces needs the host ranges of every step; one that does not (the
   // runner's, bench's) records nothing inside a resident decode step, so graphs are fine.
   const bool tracing = prof_ && prof_->trace.enabled();
@@ -207,6 +208,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
                          settings_.expert_tier == "resident" && !moe_->syncs(m);
   // Tensor parallel: a replay in kTpTimedEvery times its all-reduces (cuda_model.h).
   tp_timing_ = !tp_ || !graphable || P.replays % kTpTimedEvery == 0;
+  ep_count_ = all_decode;  // expert parallel: decode steps (and their graphs) feed the per-GPU expert counters
   const std::pair<int, bool> key(m, tp_timing_);
   try {
     if (graphable && P.graphs.count(key)) {
@@ -239,6 +241,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     read_collective_times(all_decode);
+    if (all_decode && expert_parallel()) ++ep_decode_steps_;
   } catch (...) {
     tp_timing_ = true;
     ws_->end();

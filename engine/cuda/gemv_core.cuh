@@ -36,7 +36,8 @@ __device__ __forceinline__ void pair_first_uses(const int32_t* ids, int n_pairs,
       continue;
     }
     const unsigned peers = __match_any_sync(full, id[w]);  // every lane takes part
-    bool first = 32 * w + lane < n_pairs && (peers & lt) == 0;
+    // A negative id is no expert: the pair is computed on another GPU (expert parallelism).
+    bool first = 32 * w + lane < n_pairs && id[w] >= 0 && (peers & lt) == 0;
 #pragma unroll
     for (int v = 0; v < w; ++v)
       for (int q = 0; q < 32; ++q) first &= __shfl_sync(full, id[v], q) != id[w];  // padding (-1) matches no id

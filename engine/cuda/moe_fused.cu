@@ -10,6 +10,8 @@
 //     identical: per_pair (each warp walks every (token, slot) pair in turn, w2 rows read
 //     once per pair) and grouped (the default: w2 rows read once per used expert, the
 //     (row group, expert) items spread over the block's warps).
+// A pair whose id is negative (its expert is on another GPU: expert parallelism) is not
+// computed and adds nothing.
 #include <algorithm>
 
 #include "engine/cuda/check.cuh"
@@ -93,6 +95,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_combine_kernel(const
     for (int r = 0; r < R; ++r) total[r] = 0;
     for (int j = 0; j < k; ++j) {
       const int p = i * k + j;
+      if (ids[p] < 0) continue;
       const bf16* w2 = w2s[ids[p]];
       const bf16* wr[R];
       detail::clamped_rows<R>(w2, row0, N, K, wr);
@@ -132,6 +135,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
   __shared__ const bf16* s_w2[kMaxPairs];
   __shared__ float s_wt[kMaxPairs], s_out[kRows * M];
   __shared__ int s_used;
+  __shared__ unsigned long long s_held;  // bit p: pair p is computed here (its id is not negative)
   __shared__ float s_dot[kRows][kMaxPairs];
   const int pairs = n * k;
   // The prologue reads only what was written before the previous kernel (gate/up) began:
@@ -145,6 +149,13 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
     __syncwarp();  // lane 0 wrote s_expert
     for (int u = threadIdx.x; u < used; u += 32) s_w2[u] = w2s[s_expert[u]];
     if (threadIdx.x == 0) s_used = used;
+    unsigned long long held = 0;
+#pragma unroll
+    for (int w = 0; w < detail::kSlotWords; ++w) {
+      const int p = 32 * w + static_cast<int>(threadIdx.x);
+      held |= static_cast<unsigned long long>(__ballot_sync(0xffffffffu, p < pairs && ids[p] >= 0)) << (32 * w);
+    }
+    if (threadIdx.x == 0) s_held = held;
   }
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) s_wt[p] = weights[p];
   {  // this thread's (row, token) of the combine: out's value, kept in shared memory (no register held over the loop)
@@ -183,7 +194,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
   const int c_row = threadIdx.x % kRows, c_tok = threadIdx.x / kRows;
   if (c_tok < n && row_base + c_row < N) {
     float total = 0;
-    for (int j = 0; j < k; ++j) total = fmaf(s_wt[c_tok * k + j], s_dot[c_row][c_tok * k + j], total);
+    for (int j = 0; j < k; ++j)
+      if ((s_held >> (c_tok * k + j)) & 1ull) total = fmaf(s_wt[c_tok * k + j], s_dot[c_row][c_tok * k + j], total);
     out[static_cast<int64_t>(c_tok) * N + row_base + c_row] = s_out[threadIdx.x] + total;
   }
 }
@@ -214,6 +226,11 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_pairs_kernel(const b
   const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
   if (row0 >= N) return;
   for (int p = 0; p < n_pairs; ++p) {
+    if (ids[p] < 0) {
+      for (int r = 0; r < R; ++r)
+        if (lane == 0 && row0 + r < N) y[static_cast<int64_t>(p) * N + row0 + r] = 0;
+      continue;
+    }
     const bf16* w2 = w2s[ids[p]];
     const bf16* wr[R];
     detail::clamped_rows<R>(w2, row0, N, K, wr);

@@ -6,6 +6,7 @@
 
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/ep_ops.h"
 #include "engine/cuda/gate_up.h"
 #include "engine/cuda/host_experts.h"
 #include "engine/cuda/norm_router.h"
@@ -239,6 +240,7 @@ void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* 
   const bool predict = provider_.wants_prediction() && next_gate && layer + 1 < d_.n_layers &&
                        (!host_ || host_->prefetch_allowed(layer + 1));
   const bool gate_predicted = route(step, layer, pos0, gate, next_gate, b, m, predict, norm);
+  if (filter_) filter_(layer, b.ids, pairs, stream_);
   if (host_ && run_with_host(step, layer, b, x, m, predict, gate_predicted)) return;
   {
     ScopedRange r(trace_, RangeKind::expert_load, layer);
@@ -354,7 +356,8 @@ void MoeLayer::grouped_experts(int layer, ForwardBuffers& b, int m) {
     CUDA_CHECK(cudaMemcpyAsync(offsets_h_, b.offsets, (E + 1) * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
     CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
-  moe_gather_rows(b.h, b.perm, K, b.moe_xin, pairs, H, stream_);
+  // Every pair, but those marked for another GPU (expert parallelism), which no expert counts.
+  moe_gather_rows(b.h, b.perm, K, b.moe_xin, offsets_h_[E], H, stream_);
   for (int e = 0; e < E; ++e) {
     const int off = offsets_h_[e], cnt = offsets_h_[e + 1] - offsets_h_[e];
     if (cnt == 0) continue;
@@ -392,6 +395,10 @@ void MoeLayer::combine(ForwardBuffers& b, float* x, int m, bool sorted) {
   const int K = d_.top_k, H = d_.hidden;
   const int32_t* inv = sorted ? b.inv : nullptr;
   ScopedRange r(trace_, RangeKind::combine);
+  if (filter_ && sorted) {  // expert parallelism (combine fused): the marked pairs' inv is unset
+    moe_combine_held(b.moe_y, inv, b.ids, b.wts, m, K, x, H, stream_);
+    return;
+  }
   switch (combine_) {
     case Combine::loop:
       CUDA_CHECK(cudaMemsetAsync(b.moe_out, 0, static_cast<size_t>(m) * H * sizeof(float), stream_));

@@ -101,6 +101,15 @@ class MoeLayer {
   // host experts runs run_with_host (moe_layer_host.cpp) instead of the device path.
   // Not owned; null = device only. The provider must be h's OffloadProvider.
   void set_host_experts(HostExperts* h);
+  // Multi-GPU models (engine/cuda/parallel_model.h): called after the router of every
+  // layer with the device ids (pairs), on the layer's stream, before any expert runs.
+  // Expert parallelism marks there the pairs whose expert another GPU holds (id -1,
+  // engine/cuda/ep_ops.h), which are then neither computed nor combined here (needs the
+  // fused dispatch and combine, resident experts); a rank that all-reduces its residual
+  // clears there the residual the combine adds into. With a filter the sorted path
+  // combines with moe_combine_held (the same bits as the combine knob's, marks skipped).
+  using PairFilter = std::function<void(int layer, int32_t* ids, int pairs, cudaStream_t stream)>;
+  void set_pair_filter(PairFilter f) { filter_ = std::move(f); }
 
  private:
   void ids_to_host(const ForwardBuffers& b, int pairs);
@@ -175,6 +184,7 @@ class MoeLayer {
   float* pred_logits_d_ = nullptr;   // (pool, n_experts)
   int32_t* pred_ids_d_ = nullptr;    // (pool, top_k)
   HostExperts* host_ = nullptr;
+  PairFilter filter_;                // expert parallelism: see set_pair_filter
   uint16_t* host_x_ = nullptr;       // pinned (pool, hidden) bf16: the activations for the host
   float* host_y_ = nullptr;          // pinned (pairs, hidden): the host experts' outputs
   int32_t* host_idx_ = nullptr;      // pinned (3, pairs): perm, inv, device ids

@@ -17,11 +17,15 @@ namespace moebench::cuda {
 #if MOEBENCH_HAVE_NCCL
 
 ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->config()), prof_(ctx.prof) {
-  const int n = ctx.settings.tensor_parallel;
-  check_parallel_knobs(cfg_, n, 1);
+  const int tp_n = ctx.settings.tensor_parallel, ep_n = ctx.settings.expert_parallel;
+  check_parallel_knobs(cfg_, tp_n, ep_n);
+  const bool ep = ep_n > 1;
+  const int n = ep ? ep_n : tp_n;
+  const char* knob = ep ? "expert_parallel" : "tensor_parallel";
   int count = 0;
   CUDA_CHECK(cudaGetDeviceCount(&count));
-  if (count < n) fail("setting tensor_parallel={}: this host has {} GPU{}", n, count, count == 1 ? "" : "s");
+  if (count < n) fail("setting {}={}: this host has {} GPU{}", knob, n, count, count == 1 ? "" : "s");
+  if (ep) placement_ = std::make_unique<ExpertPlacement>(ep_placement_for(ctx.settings, cfg_, n));
   std::vector<int> devices(n);
   for (int r = 0; r < n; ++r) devices[r] = r;
   comms_ = std::make_unique<NcclComms>(devices);
@@ -44,11 +48,12 @@ ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->confi
       comms->all_reduce_sum(r, x, x, count_f, DType::f32, s);
     };
     if (!sums.empty()) tp.sum_buffer = static_cast<float*>(sums[r]);
+    tp.placement = placement_.get();
     ranks_[r] = std::make_unique<CudaModel>(c, ExpertProviderFactory{}, &tp);
   });
   std::string names;
   for (int r = 0; r < n; ++r) names += fmt::format("{}{}: {}", r ? ", " : "", r, device_names_[r]);
-  log::info("tensor parallel over {} GPUs (NCCL {}, all-reduces in {} memory): {}", n, NcclComms::library_version(),
+  log::info("{} parallel over {} GPUs (NCCL {}, all-reduces in {} memory): {}", ep ? "expert" : "tensor", n, NcclComms::library_version(),
             symmetric_ ? "symmetric" : "plain", names);
 }
 
@@ -101,6 +106,9 @@ void ParallelModel::set_routing_stream(uint64_t stream) {
 }
 int ParallelModel::max_seq_len() const { return ranks_[0]->max_seq_len(); }
 std::string ParallelModel::experts_describe() const {
+  if (placement_)
+    return fmt::format("{}, expert parallel x{} ({} placement, {} all-reduce)", ranks_[0]->experts_describe(), world(),
+                       placement_->policy, symmetric_ ? "symmetric" : "plain");
   return fmt::format("{}, tensor parallel x{} ({} all-reduce)", ranks_[0]->experts_describe(), world(),
                      symmetric_ ? "symmetric" : "plain");
 }
@@ -126,6 +134,8 @@ void ParallelModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* ne
 }
 
 std::vector<Model::GpuRankStats> ParallelModel::gpu_ranks() const {
+  std::vector<CudaModel::EpCounters> ep(ranks_.size());
+  if (placement_) threads_->run([&](int r) { ep[r] = ranks_[r]->ep_counters(); });  // each on its GPU's thread
   std::vector<GpuRankStats> out;
   for (int r = 0; r < world(); ++r) {
     const CudaModel& m = *ranks_[r];
@@ -136,6 +146,10 @@ std::vector<Model::GpuRankStats> ParallelModel::gpu_ranks() const {
     g.decode_forwards = m.decode_forwards();
     g.decode_collective_ns = m.decode_collective_ns();
     g.decode_collective_calls = m.decode_collective_calls();
+    g.experts_held = ep[r].experts_held;
+    g.ep_decode_steps = ep[r].decode_steps;
+    g.decode_experts_run = ep[r].experts_run;
+    g.decode_expert_pairs = ep[r].pairs;
     out.push_back(g);
   }
   return out;
@@ -149,12 +163,13 @@ int64_t ParallelModel::collective_calls(int r) const { return ranks_.at(r)->coll
 #endif
 
 std::unique_ptr<Model> make_cuda_model(const EngineContext& ctx) {
-  if (ctx.settings.tensor_parallel <= 1) return std::make_unique<CudaModel>(ctx);
+  if (ctx.settings.tensor_parallel <= 1 && ctx.settings.expert_parallel <= 1) return std::make_unique<CudaModel>(ctx);
 #if MOEBENCH_HAVE_NCCL
   return std::make_unique<ParallelModel>(ctx);
 #else
-  fail("setting tensor_parallel={}: this build has no NCCL (nccl.h was not found next to the CUDA toolkit)",
-       ctx.settings.tensor_parallel);
+  const bool ep = ctx.settings.expert_parallel > 1;
+  fail("setting {}={}: this build has no NCCL (nccl.h was not found next to the CUDA toolkit)",
+       ep ? "expert_parallel" : "tensor_parallel", ep ? ctx.settings.expert_parallel : ctx.settings.tensor_parallel);
 #endif
 }
 

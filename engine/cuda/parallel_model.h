@@ -10,7 +10,21 @@
 // on every rank, so every rank picks the same experts. Rank 0 returns the logits and
 // the argmax (lm_head is replicated; the other ranks skip it); rank 0 alone reports to
 // the profiler. The partial sums live in NCCL symmetric memory where settings
-// tp_allreduce asks for it (NCCL's low-latency kernels for small all-reduces). Host C++.
+// tp_allreduce asks for it (NCCL's low-latency kernels for small all-reduces).
+//
+// Expert parallel (settings.expert_parallel = N): rank r holds the whole model but the
+// experts that the placement (settings.ep_placement, engine/shard.h ep_placement_for)
+// gives other ranks; attention, norms, router, embedding and lm_head run replicated on
+// every rank over every token. After the router (the same input on every rank, so the
+// same choice) each rank computes the (token, expert) pairs whose expert it holds, and
+// one all-reduce per layer sums the ranks' partial MoE outputs. Why this rather than
+// moving tokens with an all-to-all: at decode batches of 1-32 the tokens are already on
+// every rank (replicated attention reads the same attention weights a data-parallel
+// split would: each rank reads them whole either way, only the small KV reads and
+// compute would split), and one all-reduce of (B, hidden) fp32, at most 512 KiB, costs
+// one collective latency per layer where a dispatch and a combine all-to-all cost two,
+// with row counts that depend on the routing (a host sync to size them, or padding).
+// Host C++.
 #pragma once
 #include <functional>
 #include <memory>
@@ -23,6 +37,7 @@
 
 namespace moebench {
 class RankThreads;
+struct ExpertPlacement;
 }
 
 namespace moebench::cuda {
@@ -32,7 +47,7 @@ class NcclComms;
 
 class ParallelModel : public Model, public BatchModel {
  public:
-  // GPUs 0 .. settings.tensor_parallel - 1. Throws Error (one line) when the host has
+  // GPUs 0 .. N - 1 (N = settings.tensor_parallel or expert_parallel). Throws Error (one line) when the host has
   // fewer GPUs, NCCL cannot be opened, or the model does not split (engine/shard.h).
   explicit ParallelModel(const EngineContext& ctx);
   ~ParallelModel() override;
@@ -67,6 +82,7 @@ class ParallelModel : public Model, public BatchModel {
   std::vector<void*> symmetric_sums(const EngineContext& ctx);
   ModelConfig cfg_;
   profiler::Profiler* prof_ = nullptr;  // rank 0's (the others have none)
+  std::unique_ptr<ExpertPlacement> placement_;  // expert parallel (null: tensor parallel)
   bool symmetric_ = false;
   std::unique_ptr<NcclComms> comms_;
   std::unique_ptr<RankThreads> threads_;  // one per GPU, its device current; every rank's calls run there
@@ -76,7 +92,7 @@ class ParallelModel : public Model, public BatchModel {
 };
 
 // The CUDA backend's model for ctx: a CudaModel on one GPU, or a ParallelModel when
-// settings.tensor_parallel > 1.
+// settings.tensor_parallel or expert_parallel > 1.
 std::unique_ptr<Model> make_cuda_model(const EngineContext& ctx);
 
 }  // namespace moebench::cuda
