@@ -14,6 +14,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/pdl.cuh"
 
@@ -124,7 +125,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
                                                                           const float* __restrict__ weights,
                                                                           const bf16* const* __restrict__ w2s,
                                                                           float* __restrict__ out, int n, int k, int K,
-                                                                          int N) {
+                                                                          int N, bool early_trigger) {
   constexpr int U = 8 / R;
   constexpr int kRows = kDownRowGroups * R;
   static_assert(kRows * M <= kGemvWarps * 32, "one (row, token) of the combine per thread");
@@ -152,9 +153,11 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
     if (c_tok < n && row_base + c_row < N) s_out[threadIdx.x] = out[static_cast<int64_t>(c_tok) * N + row_base + c_row];
   }
   pdl_wait();  // h comes from the previous kernel
-  // The next kernel's blocks start only as this one's retire (4 blocks of 64 registers fill
-  // an SM), so they meet little of this stream in L2: their prefetches fill its tail.
-  pdl_trigger();
+  // Where the next kernel's blocks may start (launch_env.h MOEBENCH_DOWN_TRIGGER): right
+  // here, or (the default) once this block's dot products are done, so that the next
+  // layer's q/k/v blocks enter at this stream's tail, as its blocks retire, instead of
+  // queueing from the start and taking the SMs that happen to finish first.
+  if (early_trigger) pdl_trigger();
   __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int items = kDownRowGroups * s_used;
@@ -179,6 +182,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
         if (lane == 0 && mm < m) s_dot[g * R + r][s_pair[u][mm]] = d;
       }
   }
+  if (!early_trigger) pdl_trigger();
   __syncthreads();
   const int c_row = threadIdx.x % kRows, c_tok = threadIdx.x / kRows;
   if (c_tok < n && row_base + c_row < N) {
@@ -190,15 +194,15 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
 
 template <int M>
 void launch_down_grouped(const bf16* h, const int32_t* ids, const float* weights, const bf16* const* w2s, float* out,
-                         int n, int k, int hidden, int inter, cudaStream_t stream) {
+                         int n, int k, int hidden, int inter, bool early_trigger, cudaStream_t stream) {
   const int R = hidden >= kGemvWarps * 2 * 132 ? 2 : 1;
   const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kDownRowGroups * R));
   if (R == 2)
     launch_pdl(moe_down_grouped_kernel<M, 2>, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n,
-               k, inter, hidden);
+               k, inter, hidden, early_trigger);
   else
     launch_pdl(moe_down_grouped_kernel<M, 1>, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n,
-               k, inter, hidden);
+               k, inter, hidden, early_trigger);
   CUDA_CHECK_LAUNCH("moe_down_grouped_kernel");
 }
 
@@ -265,11 +269,13 @@ void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, c
   if (n <= 0) return;
   check_shape("moe_decode_fused", n, k, hidden, inter);
   gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
-  if (down == MoeDownAlgo::grouped) {
-    if (n == 1) launch_down_grouped<1>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
-    else if (n == 2) launch_down_grouped<2>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
-    else if (n <= 4) launch_down_grouped<4>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
-    else launch_down_grouped<8>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
+  const bool early = down == MoeDownAlgo::grouped_early_trigger ||
+                     (down == MoeDownAlgo::grouped && down_early_trigger_from_env());
+  if (down != MoeDownAlgo::per_pair) {
+    if (n == 1) launch_down_grouped<1>(h, ids, weights, w2s, out, n, k, hidden, inter, early, stream);
+    else if (n == 2) launch_down_grouped<2>(h, ids, weights, w2s, out, n, k, hidden, inter, early, stream);
+    else if (n <= 4) launch_down_grouped<4>(h, ids, weights, w2s, out, n, k, hidden, inter, early, stream);
+    else launch_down_grouped<8>(h, ids, weights, w2s, out, n, k, hidden, inter, early, stream);
     return;
   }
   const int R = detail::gemv_rows_per_warp(hidden);
