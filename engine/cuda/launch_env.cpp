@@ -49,6 +49,16 @@ int l2_prefetch_warps_from_env() {
   return w;
 }
 
+int gate_up_rows_from_env() {
+  static const int r = env_choice("MOEBENCH_GATEUP_ROWS", {0, 1, 2}, 0);
+  return r;
+}
+
+int down_rows_from_env() {
+  static const int r = env_choice("MOEBENCH_DOWN_ROWS", {0, 1, 2}, 0);
+  return r;
+}
+
 bool step_graph_from_env() {
   static const bool on = env_choice("MOEBENCH_STEP_GRAPH", {0, 1}, 0) == 1;
   return on;

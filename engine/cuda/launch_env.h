@@ -16,6 +16,10 @@
 //                            its wait: 2 (unset), 4 or 8 KiB;
 //   MOEBENCH_L2_PREFETCH_WARPS warps per block of the L2 prefetch kernel (l2_prefetch.h):
 //                            4 (unset) or 1 (the requests spread over 4x the SMs);
+//   MOEBENCH_GATEUP_ROWS     rows of w1 (and of w3) per warp of the fused MoE gate/up
+//                            kernel: 0 (unset: 2 from 1056 rows on, else 1), 1 or 2;
+//   MOEBENCH_DOWN_ROWS       rows of w2 per warp of the grouped MoE down kernel: 0 (unset:
+//                            2 from 2112 rows on, else 1), 1 or 2;
 //   MOEBENCH_DOWN_TRIGGER    where the grouped MoE down kernel lets the next kernel's
 //                            blocks start: 0 (unset: once its dot products are done) or 1
 //                            (right after its wait).
@@ -36,6 +40,8 @@ unsigned qkv_prefetch_bytes_from_env();  // MOEBENCH_QKV_PREFETCH_KB, in bytes
 bool down_early_trigger_from_env();      // MOEBENCH_DOWN_TRIGGER == 1
 bool graph_pdl_from_env();               // MOEBENCH_GRAPH_PDL == 1
 bool step_graph_from_env();              // MOEBENCH_STEP_GRAPH == 1
+int gate_up_rows_from_env();             // MOEBENCH_GATEUP_ROWS (0: by size)
+int down_rows_from_env();                // MOEBENCH_DOWN_ROWS (0: by size)
 int l2_prefetch_warps_from_env();        // MOEBENCH_L2_PREFETCH_WARPS
 
 }  // namespace moebench::cuda

@@ -195,7 +195,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
 template <int M>
 void launch_down_grouped(const bf16* h, const int32_t* ids, const float* weights, const bf16* const* w2s, float* out,
                          int n, int k, int hidden, int inter, bool early_trigger, cudaStream_t stream) {
-  const int R = hidden >= kGemvWarps * 2 * 132 ? 2 : 1;
+  const int knob = down_rows_from_env();  // MOEBENCH_DOWN_ROWS (launch_env.h), 0: by size
+  const int R = knob > 0 ? knob : hidden >= kGemvWarps * 2 * 132 ? 2 : 1;
   const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kDownRowGroups * R));
   if (R == 2)
     launch_pdl(moe_down_grouped_kernel<M, 2>, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n,
@@ -236,7 +237,8 @@ template <int M>
 void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
                     int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
   // A block per (row block, used-expert slot): slot y computes the y-th distinct expert of ids.
-  const int R = inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
+  const int knob = gate_up_rows_from_env();  // MOEBENCH_GATEUP_ROWS (launch_env.h), 0: by size
+  const int R = knob > 0 ? knob : inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
   dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), static_cast<unsigned>(std::min(n * k, n_experts)));
   if (R == 2)
     launch_pdl(moe_gate_up_kernel<M, 2>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
