@@ -15,6 +15,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/decode_attention.h"
+#include "engine/cuda/graph_capture.h"
 #include "profiler/counters.h"
 
 namespace moebench::cuda {
@@ -35,24 +36,13 @@ void CudaModel::decode_graph_step(ForwardBuffers& b, int pos0, int64_t step) {
     forward_body(b, 1, pos0, step, nullptr, nullptr, next);
     decode_seen_[key] = true;
   } else {
-    cudaGraph_t g = nullptr;
-    CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-    try {
+    cudaGraphExec_t exec = capture_graph(stream_, [&] {
       forward_body(b, 1, pos0, step, nullptr, nullptr, next);
       if (prefetch_stream_) {  // join the side stream's branch (every prefetch of the step is on it, in order)
         CUDA_CHECK(cudaEventRecord(prefetch_event_, prefetch_stream_));
         CUDA_CHECK(cudaStreamWaitEvent(stream_, prefetch_event_, 0));
       }
-    } catch (...) {
-      cudaStreamEndCapture(stream_, &g);
-      if (g) cudaGraphDestroy(g);
-      throw;
-    }
-    CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
-    cudaGraphDestroy(g);
-    CUDA_CHECK(e);
+    });
     decode_graph_[key] = exec;
     CUDA_CHECK(cudaGraphLaunch(exec, stream_));
     ++decode_graph_replays_;

@@ -59,6 +59,11 @@ int down_rows_from_env() {
   return r;
 }
 
+bool down_preload_from_env() {
+  static const bool on = env_choice("MOEBENCH_DOWN_PRELOAD", {0, 1}, 0) == 1;
+  return on;
+}
+
 bool step_graph_from_env() {
   static const bool on = env_choice("MOEBENCH_STEP_GRAPH", {0, 1}, 0) == 1;
   return on;

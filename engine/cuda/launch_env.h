@@ -20,6 +20,8 @@
 //                            kernel: 0 (unset: 2 from 1056 rows on, else 1), 1 or 2;
 //   MOEBENCH_DOWN_ROWS       rows of w2 per warp of the grouped MoE down kernel: 0 (unset:
 //                            2 from 2112 rows on, else 1), 1 or 2;
+//   MOEBENCH_DOWN_PRELOAD    the grouped MoE down kernel's warps load their first chunks of
+//                            w2 before the wait: 0 (unset) or 1;
 //   MOEBENCH_DOWN_TRIGGER    where the grouped MoE down kernel lets the next kernel's
 //                            blocks start: 0 (unset: once its dot products are done) or 1
 //                            (right after its wait).
@@ -42,6 +44,7 @@ bool graph_pdl_from_env();               // MOEBENCH_GRAPH_PDL == 1
 bool step_graph_from_env();              // MOEBENCH_STEP_GRAPH == 1
 int gate_up_rows_from_env();             // MOEBENCH_GATEUP_ROWS (0: by size)
 int down_rows_from_env();                // MOEBENCH_DOWN_ROWS (0: by size)
+bool down_preload_from_env();            // MOEBENCH_DOWN_PRELOAD == 1
 int l2_prefetch_warps_from_env();        // MOEBENCH_L2_PREFETCH_WARPS
 
 }  // namespace moebench::cuda
