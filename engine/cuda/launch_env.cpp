@@ -65,12 +65,12 @@ bool down_preload_from_env() {
 }
 
 bool step_graph_from_env() {
-  static const bool on = env_choice("MOEBENCH_STEP_GRAPH", {0, 1}, 0) == 1;
+  static const bool on = env_choice("MOEBENCH_STEP_GRAPH", {0, 1}, 1) == 1;
   return on;
 }
 
 bool graph_pdl_from_env() {
-  static const bool on = env_choice("MOEBENCH_GRAPH_PDL", {0, 1}, 0) == 1;
+  static const bool on = env_choice("MOEBENCH_GRAPH_PDL", {0, 1}, 1) == 1;
   return on;
 }
 

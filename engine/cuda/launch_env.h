@@ -2,10 +2,10 @@
 // measuring one build several ways (none changes what is computed, only how the work is
 // laid out over the GPU or when the next kernel may start):
 //   MOEBENCH_PDL             programmatic dependent launch (pdl.h): 1 (unset) or 0;
-//   MOEBENCH_GRAPH_PDL       the same inside captured CUDA graphs (decode steps): 0
-//                            (unset: graphs keep full dependencies) or 1;
+//   MOEBENCH_GRAPH_PDL       the same inside captured CUDA graphs (decode steps): 1
+//                            (unset: programmatic edges) or 0 (full dependencies);
 //   MOEBENCH_STEP_GRAPH      single-sequence decode steps (forward_argmax) replayed from
-//                            CUDA graphs (cuda_model_graph.cpp): 0 (unset) or 1;
+//                            CUDA graphs (cuda_model_graph.cpp): 1 (unset) or 0;
 //   MOEBENCH_GEMV_PREFETCH   the one-row GEMV's default shape prefetches that many
 //                            iterations ahead (ops.cuh GemvShape): 0 (unset), 2 or 4;
 //   MOEBENCH_GEMV_ROWS       rows per warp of the one-row GEMV's default shape up to 16384

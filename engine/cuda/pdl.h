@@ -10,8 +10,8 @@ namespace moebench::cuda {
 
 // Whether a launch on `stream` takes the attribute: not on the legacy default stream, not
 // when the environment sets MOEBENCH_PDL=0 (launch_env.h; 1 or unset: on), and while the
-// stream captures a CUDA graph only with MOEBENCH_GRAPH_PDL=1 (the capture then records
-// programmatic edges; unset: graphs keep full dependencies).
+// stream captures a CUDA graph unless MOEBENCH_GRAPH_PDL=0 (the capture records
+// programmatic edges; 0: graphs keep full dependencies).
 bool pdl_enabled(cudaStream_t stream);
 
 // Whether captured launches take the attribute: sets, for the process, what
