@@ -10,8 +10,9 @@
 // keys, several above), so there are two graphs at most. The first step of each runs
 // eagerly (it uploads the expert tables that later steps find unchanged), the second is
 // captured. The capture keeps the programmatic launches as programmatic edges (pdl.h;
-// MOEBENCH_GRAPH_PDL=0: plain dependencies). MOEBENCH_STEP_GRAPH=0 runs every step eagerly. The L2 prefetches of decode (prefetch_attention_out) run on a
-// side stream: inside a capture its branch joins the step's stream before the end.
+// MOEBENCH_GRAPH_PDL=0: plain dependencies); MOEBENCH_STEP_GRAPH=0 runs every step
+// eagerly. The L2 prefetches of decode (prefetch_attention_out) run on a side stream:
+// inside a capture its branch joins the step's stream before the end.
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/decode_attention.h"
