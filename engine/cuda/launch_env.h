@@ -40,8 +40,8 @@ int gemv_rows_from_env();         // MOEBENCH_GEMV_ROWS (0: the table's)
 int qkv_rows_from_env();          // MOEBENCH_QKV_ROWS (0: the table's)
 unsigned qkv_prefetch_bytes_from_env();  // MOEBENCH_QKV_PREFETCH_KB, in bytes
 bool down_early_trigger_from_env();      // MOEBENCH_DOWN_TRIGGER == 1
-bool graph_pdl_from_env();               // MOEBENCH_GRAPH_PDL == 1
-bool step_graph_from_env();              // MOEBENCH_STEP_GRAPH == 1
+bool graph_pdl_from_env();               // MOEBENCH_GRAPH_PDL != 0
+bool step_graph_from_env();              // MOEBENCH_STEP_GRAPH != 0
 int gate_up_rows_from_env();             // MOEBENCH_GATEUP_ROWS (0: by size)
 int down_rows_from_env();                // MOEBENCH_DOWN_ROWS (0: by size)
 bool down_preload_from_env();            // MOEBENCH_DOWN_PRELOAD == 1
