@@ -284,8 +284,13 @@ TEST_F(BatchCuda, PagedAttentionKeySplitMatchesCpuTwin) {
 
 // The grouped down-projection of moe_decode_fused (w2 read once per used expert) gives
 // the per-pair kernel's output bit for bit, for every token count and shapes that take
-// either rows-per-warp setting.
+// either rows-per-warp setting; and so does it launched programmatically (a stream of its
+// own, pdl.h) with either start of the next kernel (MOEBENCH_DOWN_TRIGGER) or with its
+// first w2 chunks loaded before its wait (MOEBENCH_DOWN_PRELOAD), followed by a kernel
+// that reads what it wrote.
 TEST_F(BatchCuda, MoeDecodeFusedGroupedDownBitIdenticalToPerPair) {
+  cudaStream_t stream = nullptr;
+  CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   std::uniform_int_distribution<int> pick(0, 7);
@@ -334,8 +339,32 @@ TEST_F(BatchCuda, MoeDecodeFusedGroupedDownBitIdenticalToPerPair) {
       EXPECT_EQ(0, std::memcmp(a.data(), b.data(), a.size() * sizeof(float)))
           << "hidden " << sh.hidden << " n " << n;
       EXPECT_NE(a, o) << "the kernel added nothing";
+      for (auto algo : {cuda::MoeDownAlgo::grouped, cuda::MoeDownAlgo::grouped_early_trigger,
+                        cuda::MoeDownAlgo::grouped_preload}) {
+        float* out_c = dev.up(o);
+        cuda::moe_decode_fused(xd, idd, wd, t1, t3, t2, h, out_c, n, k, E, sh.hidden, sh.inter, stream, algo);
+        // Twice more on out_c's copy: the second call's gate/up and down wait on the first's down.
+        float* out_d = dev.up(o);
+        cuda::moe_decode_fused(xd, idd, wd, t1, t3, t2, h, out_d, n, k, E, sh.hidden, sh.inter, stream, algo);
+        cuda::moe_decode_fused(xd, idd, wd, t1, t3, t2, h, out_d, n, k, E, sh.hidden, sh.inter, stream, algo);
+        CUDA_CHECK(cudaStreamSynchronize(stream));
+        const auto c = dev.down(out_c, o.size());
+        EXPECT_EQ(0, std::memcmp(a.data(), c.data(), a.size() * sizeof(float)))
+            << "programmatic launch, variant " << static_cast<int>(algo) << ", hidden " << sh.hidden << " n " << n;
+        // out_d = o + 2 d, each add rounded as the kernel rounds it: the host's twin of that sum.
+        const auto d = dev.down(out_d, o.size());
+        size_t bad = 0;
+        for (size_t i = 0; i < o.size(); ++i) {
+          const float once = a[i];                                   // o + d (the kernel's rounding)
+          const float twice = once + (once - o[i]);                  // close to o + 2 d
+          if (!(std::fabs(d[i] - twice) <= 1e-4f * (1.0f + std::fabs(twice))) && bad++ < 3)
+            ADD_FAILURE() << "two programmatic calls in a row, element " << i << ": " << d[i] << " vs " << twice;
+        }
+        EXPECT_EQ(bad, 0u);
+      }
     }
   }
+  CUDA_CHECK(cudaStreamDestroy(stream));
 }
 
 namespace {

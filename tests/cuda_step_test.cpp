@@ -15,7 +15,9 @@
 //   * the launch knobs' environment reader;
 //   * the batched path with a routing source: decode steps are now replayed from CUDA
 //     graphs (the staged choices are uploaded before each replay, the step counted) and
-//     give the tokens of eager execution.
+//     give the tokens of eager execution, with captured launches plain or programmatic;
+//   * the single-sequence decode steps replayed from CUDA graphs: the tokens of eager
+//     execution.
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_CUDA
@@ -28,11 +30,13 @@
 #include "engine/batch_generate.h"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
 #include "engine/cuda/gate_up.h"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/pdl.h"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/device_plan.h"
@@ -157,8 +161,10 @@ TEST_F(CudaStep, StagedRoutingMatchesPerLayerRouting) {
 
 TEST_F(CudaStep, BatchedDecodeWithARoutingSourceReplaysGraphsLikeEager) {
   auto src = WeightSource::open("synthetic:micro", 7);
-  for (const std::string dtype : {"bf16", "int4"}) {
-    SCOPED_TRACE("expert_dtype " + dtype);
+  for (const std::string dtype : {"bf16", "int4"})
+  for (const bool graph_pdl : {false, true}) {  // captured launches plain, or programmatic (pdl.h)
+    SCOPED_TRACE("expert_dtype " + dtype + (graph_pdl ? ", programmatic edges" : ""));
+    cuda::set_graph_pdl(graph_pdl);
     cuda::CudaModel cm(step_ctx(src, dtype));
     const int V = cm.config().vocab_size;
     std::vector<BatchRequest> reqs;
@@ -183,6 +189,46 @@ TEST_F(CudaStep, BatchedDecodeWithARoutingSourceReplaysGraphsLikeEager) {
     EXPECT_GT(cm.graph_replays(), r0) << "no decode step was replayed from a graph";
     EXPECT_EQ(graphed.outputs, eager.outputs) << "graph replay differs from eager execution";
   }
+  cuda::set_graph_pdl(false);
+}
+
+// Single-sequence decode steps (forward_argmax, one token) replayed from CUDA graphs
+// (cuda_model_graph.cpp) give the tokens of eager execution, bf16 and int4 experts, with
+// captured launches plain or programmatic; the steps go past decode_attention_one_split's
+// keys, so both graphs (one key split, several) are captured and replayed, each after one
+// eager step.
+TEST_F(CudaStep, SingleSequenceDecodeGraphsGiveEagerTokens) {
+  auto src = WeightSource::open("synthetic:micro", 7);
+  const std::vector<int32_t> prompt = {5, 9, 2, 17, 4, 11, 3};
+  const int end = 90;  // positions 7 .. 89: keys 8 .. 90
+  ASSERT_FALSE(cuda::decode_attention_one_split(end));
+  for (const std::string dtype : {"bf16", "int4"})
+  for (const bool graph_pdl : {false, true}) {
+    SCOPED_TRACE("expert_dtype " + dtype + (graph_pdl ? ", programmatic edges" : ""));
+    cuda::set_graph_pdl(graph_pdl);
+    auto run = [&](bool graphs, int64_t& replays) {
+      cuda::CudaModel cm(step_ctx(src, dtype));
+      cm.set_decode_graphs(graphs);
+      std::vector<int32_t> out;
+      int32_t t = cm.forward_argmax(prompt.data(), static_cast<int>(prompt.size()), 0);
+      for (int pos = static_cast<int>(prompt.size()); pos < end; ++pos) {
+        out.push_back(t);
+        const int32_t in = t;
+        t = cm.forward_argmax(&in, 1, pos);
+      }
+      out.push_back(t);
+      replays = cm.decode_graph_replays();
+      return out;
+    };
+    int64_t eager_replays = -1, graph_replays = -1;
+    const auto eager = run(false, eager_replays);
+    const auto graphed = run(true, graph_replays);
+    EXPECT_EQ(eager_replays, 0);
+    const int steps = end - static_cast<int>(prompt.size());
+    EXPECT_EQ(graph_replays, steps - 2) << "each of the two graphs: one eager step, then captured and replayed";
+    EXPECT_EQ(graphed, eager) << "graph replay differs from eager execution";
+  }
+  cuda::set_graph_pdl(false);
 }
 
 // The quantised gate/up projections as one matrix (gate_up_layout + one quant_moe_gemv

@@ -11,6 +11,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
 #include "engine/cuda/l2_prefetch.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/offload_provider.h"
 #include "engine/cuda/parallel_model.h"
 #include "engine/cuda/ops.cuh"
@@ -108,6 +109,7 @@ CudaModel::CudaModel(const EngineContext& ctx, ExpertProviderFactory provider_fa
                                     *arena_, blas_->get(), stream_, trace(), pool_tokens_, routing_.get());
   moe_->set_fused_decode_max_tokens(settings_.fused_decode_max_tokens);
   if (tp_) setup_pair_filter();
+  decode_graphs_on_ = step_graph_from_env();
   make_host_experts();
   CUDA_CHECK(cudaHostAlloc(reinterpret_cast<void**>(&host_io_), (2 * static_cast<size_t>(pool_tokens_) + 1) * sizeof(int32_t),
                            cudaHostAllocDefault));
@@ -364,6 +366,8 @@ void CudaModel::make_host_experts() {
 
 CudaModel::~CudaModel() {
   if (stream_) cudaStreamSynchronize(stream_);
+  for (cudaGraphExec_t g : decode_graph_)
+    if (g) cudaGraphExecDestroy(g);
   paged_.reset();
   moe_.reset();
   ws_.reset();
@@ -438,11 +442,7 @@ void CudaModel::prefetch_attention_out(const Layer& L) {
 
 void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next) {
   const ModelConfig& c = cfg_;
-  const int H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
   const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
-  const float eps = c.rms_norm_eps;
-  cublasHandle_t blas = blas_->get();
-  cudaStream_t s = stream_;
   // Decode (m = 1) runs decode_attention (paged_attention where its shapes are not taken)
   // over the contiguous cache seen as one paged block (block table {0}, block_size
   // max_len), keys split over blocks; prefill chunks keep attention() (its row tiles share
@@ -459,8 +459,30 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   int32_t* pos_h = host_io_ + pool_tokens_;
   std::copy(tokens, tokens + m, tok_h);
   for (int i = 0; i < m; ++i) pos_h[i] = pos0 + i;
-  CUDA_CHECK(cudaMemcpyAsync(b.tokens, tok_h, m * sizeof(int32_t), cudaMemcpyHostToDevice, s));
-  CUDA_CHECK(cudaMemcpyAsync(b.pos, pos_h, m * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  if (decode_graph_ok(m, logits, all_logits, next)) {
+    decode_graph_step(b, pos0, step);  // forward_body below, captured once and replayed
+  } else {
+    forward_body(b, m, pos0, step, logits, all_logits, next);
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    read_collective_times(decode);
+    if (decode && expert_parallel()) ++ep_decode_steps_;
+  }
+  if (next) *next = host_io_[2 * pool_tokens_];
+  ws_->end();
+  provider_->sync_counters();
+}
+
+void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, float* logits, float* all_logits,
+                             int32_t* next) {
+  const ModelConfig& c = cfg_;
+  const int H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), V = c.vocab_size;
+  const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  const float eps = c.rms_norm_eps;
+  cublasHandle_t blas = blas_->get();
+  cudaStream_t s = stream_;
+  const bool decode = m == 1;
+  CUDA_CHECK(cudaMemcpyAsync(b.tokens, host_io_, m * sizeof(int32_t), cudaMemcpyHostToDevice, s));
+  CUDA_CHECK(cudaMemcpyAsync(b.pos, host_io_ + pool_tokens_, m * sizeof(int32_t), cudaMemcpyHostToDevice, s));
 
   embedding(embed_, b.tokens, b.x, m, H, s);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
@@ -516,12 +538,6 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
     }
     if (logits) CUDA_CHECK(cudaMemcpyAsync(logits, b.logits, static_cast<size_t>(V) * 4, cudaMemcpyDeviceToHost, s));
   }
-  CUDA_CHECK(cudaStreamSynchronize(s));
-  read_collective_times(decode);
-  if (decode && expert_parallel()) ++ep_decode_steps_;
-  if (next) *next = host_io_[2 * pool_tokens_];
-  ws_->end();
-  provider_->sync_counters();
 }
 
 }  // namespace cuda

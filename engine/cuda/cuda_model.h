@@ -129,6 +129,11 @@ class CudaModel : public Model, public BatchModel {
   bool expert_parallel() const { return tp_ && tp_->placement; }
   // Whether forward_batch may capture decode steps in CUDA graphs (default on).
   void set_use_graphs(bool on) { use_graphs_ = on; }
+  // Whether forward_argmax's single-sequence decode steps may run as CUDA graphs (default:
+  // MOEBENCH_STEP_GRAPH, launch_env.h), and how many steps replayed one so far
+  // (engine/cuda/cuda_model_graph.cpp).
+  void set_decode_graphs(bool on) { decode_graphs_on_ = on; }
+  int64_t decode_graph_replays() const { return decode_graph_replays_; }
 
   // Introspection (tests, bench, results).
   DeviceArena& arena() { return *arena_; }
@@ -198,6 +203,15 @@ class CudaModel : public Model, public BatchModel {
   // (either may be null) come from the last chunk.
   void run_chunks(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits, int32_t* next);
   void run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next);
+  // run_chunk's launches (tokens and positions from host_io_ on), up to the copies of
+  // logits / next; no sync (except for all_logits, read in blocks).
+  void forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, float* logits, float* all_logits, int32_t* next);
+  // Single-sequence decode in CUDA graphs (engine/cuda/cuda_model_graph.cpp): whether this
+  // forward may take one (a decode step asking only for the next token, with nothing on
+  // the host inside the step), and the step itself: forward_body captured once per
+  // attention launch shape (one key split or several), replayed, synced.
+  bool decode_graph_ok(int m, const float* logits, const float* all_logits, const int32_t* next) const;
+  void decode_graph_step(ForwardBuffers& b, int pos0, int64_t step);
   // x += att @ wo^T and x += moe(h); tensor parallel: the rank's partial sum goes into
   // tp_sum_, is all-reduced, then added (engine/cuda/cuda_model_tp.cpp).
   void o_proj(const Layer& L, ForwardBuffers& b, int m);
@@ -284,6 +298,10 @@ class CudaModel : public Model, public BatchModel {
   std::unique_ptr<Paged, PagedDeleter> paged_;
   bool observed_ = false;
   bool use_graphs_ = true;
+  bool decode_graphs_on_ = false;                  // set from the environment at construction
+  cudaGraphExec_t decode_graph_[2] = {};           // by decode_attention_one_split: several splits, one
+  bool decode_seen_[2] = {};                       // run once eagerly (tables uploaded) before the capture
+  int64_t decode_graph_replays_ = 0;
   // Tensor parallel (absent: one GPU).
   std::optional<TpRank> tp_;
   ModelConfig full_cfg_;          // the unsharded model's config

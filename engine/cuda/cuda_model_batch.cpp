@@ -20,6 +20,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/decode_attention.h"
+#include "engine/cuda/graph_capture.h"
 #include "engine/cuda/ops.cuh"
 #include "common/error.h"
 #include "common/units.h"
@@ -217,20 +218,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
       ++step_;
       tp_events_used_ = P.graph_events[key];  // recorded again by the replay (none when untimed)
     } else if (graphable && P.seen.count(m)) {
-      cudaGraph_t g = nullptr;
-      CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-      try {
-        batch_body(b, m, n_seqs, n_out, nullptr);
-      } catch (...) {
-        cudaStreamEndCapture(stream_, &g);
-        if (g) cudaGraphDestroy(g);
-        throw;
-      }
-      CUDA_CHECK(cudaStreamEndCapture(stream_, &g));
-      cudaGraphExec_t exec = nullptr;
-      const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
-      cudaGraphDestroy(g);
-      CUDA_CHECK(e);
+      cudaGraphExec_t exec = capture_graph(stream_, [&] { batch_body(b, m, n_seqs, n_out, nullptr); });
       P.graphs[key] = exec;
       P.graph_events[key] = tp_events_used_;
       CUDA_CHECK(cudaGraphLaunch(exec, stream_));

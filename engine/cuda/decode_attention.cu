@@ -62,9 +62,12 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int group = n_heads / n_kv, blocks_per_kv = group / hpb;
   const int g = blockIdx.y / blocks_per_kv;                                 // the KV head
   const int head0 = g * group + (blockIdx.y % blocks_per_kv) * hpb;         // the block's first query head
+  // Before the wait: the step's inputs (positions, sequence rows, block tables: copied
+  // before its first kernel), so that after it only q and the K/V rows are loaded.
+  const int len = pos[i] + 1;
+  const int32_t* table = tables + static_cast<int64_t>(seq_row[i]) * table_width;
   pdl_wait();  // q and the new key/value come from the previous kernel
   pdl_trigger();
-  const int len = pos[i] + 1;
   const int used = used_splits(len, n_splits);
   if (split >= used) return;  // block-uniform
   const int chunk = static_cast<int>(ceil_div(len, used));
@@ -77,7 +80,6 @@ __global__ void __launch_bounds__(kWarps * 32)
 #pragma unroll
     for (int p = 0; p < P; ++p)
       qr[h][p] = h < hpb ? q[(static_cast<int64_t>(i) * n_heads + head0 + h) * HD + lane * P + p] : 0.0f;
-  const int32_t* table = tables + static_cast<int64_t>(seq_row[i]) * table_width;
   const int64_t kv_stride = static_cast<int64_t>(n_kv) * HD;
   const int64_t head_off = static_cast<int64_t>(g) * HD + lane * P;
 
@@ -168,9 +170,10 @@ __global__ void decode_attention_merge_kernel(const float* __restrict__ part, co
                                               bf16* __restrict__ out, int m, int n_heads, int hd, int n_splits) {
   const int64_t qh = blockIdx.x;
   const int i = static_cast<int>(qh / n_heads);
+  const int len = pos[i] + 1;  // a step input (copied before the step's first kernel): before the wait
   pdl_wait();  // the splits' partials come from the previous kernel
   pdl_trigger();
-  const int used = used_splits(pos[i] + 1, n_splits);
+  const int used = used_splits(len, n_splits);
   if (used == 1) return;
   merge_splits(part, out, qh, used, n_splits, static_cast<int64_t>(m) * n_heads, hd);
 }

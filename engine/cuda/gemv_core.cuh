@@ -173,6 +173,41 @@ __device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], uint32_t a0, uin
       : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
 }
 
+// One iteration of a warp at chunk c0 (its lane's chunks c0 + 32 u, u < U): the loads of
+// R rows' chunks (past K8: not loaded), then their products with the M activation rows,
+// added to acc in chunk order.
+template <int R, int U>
+__device__ __forceinline__ void gemv_loads(const __nv_bfloat16* const (&w)[R], int c0, int K8, bf16x8 (&wv)[U][R]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = c0 + 32 * u;
+#pragma unroll
+    for (int r = 0; r < R; ++r)
+      if (c < K8) wv[u][r] = load8_stream(w[r] + 8 * static_cast<int64_t>(c));
+  }
+}
+template <int R, int M, int U>
+__device__ __forceinline__ void gemv_fmas(const bf16x8 (&wv)[U][R], const __nv_bfloat16* const (&x)[M], int m, int c0,
+                                          int K8, float (&acc)[R][M]) {
+#pragma unroll
+  for (int u = 0; u < U; ++u) {
+    const int c = c0 + 32 * u;
+    if (c >= K8) break;
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) {
+      if (mm >= m) break;
+      float xf[8];
+      to_float8(load8(x[mm] + 8 * static_cast<int64_t>(c)), xf);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float wf[8];
+        to_float8(wv[u][r], wf);
+        acc[r][mm] += dot8(wf, xf);
+      }
+    }
+  }
+}
+
 // w[r]: row r's start (16-byte aligned, K8 chunks); x[mm]: activation row mm (16-byte aligned).
 // acc[r][mm] += partial dot over this lane's chunks. PF > 0: the warp also asks L2 for
 // the chunks PF iterations ahead of its loads (lane r < R one bulk prefetch of row r's
@@ -197,30 +232,28 @@ __device__ __forceinline__ void gemv_warp(const __nv_bfloat16* const (&w)[R], co
         l2_prefetch_bulk(pw + 8 * static_cast<int64_t>(ahead), 16u * static_cast<unsigned>(min(kWindow, K8 - ahead)));
     }
     bf16x8 wv[U][R];
+    gemv_loads<R, U>(w, c0, K8, wv);
+    gemv_fmas<R, M, U>(wv, x, m, c0, K8, acc);
+  }
+}
+
+// gemv_dot (below) with the first iteration's chunks (c0 = lane) loaded beforehand by
+// gemv_loads(w, lane, K8, first): a caller issues them before its programmatic wait
+// (pdl.cuh), while the kernel before still runs. The same sums in the same order, so the
+// same bits.
+template <int R, int M, int U>
+__device__ __forceinline__ void gemv_dot_first(const __nv_bfloat16* const (&w)[R], const __nv_bfloat16* const (&x)[M],
+                                               int m, int K8, int lane, const bf16x8 (&first)[U][R],
+                                               float (&acc)[R][M]) {
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int c = c0 + 32 * u;
+  for (int r = 0; r < R; ++r)
 #pragma unroll
-      for (int r = 0; r < R; ++r)
-        if (c < K8) wv[u][r] = load8_stream(w[r] + 8 * static_cast<int64_t>(c));
-    }
-#pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int c = c0 + 32 * u;
-      if (c >= K8) break;
-#pragma unroll
-      for (int mm = 0; mm < M; ++mm) {
-        if (mm >= m) break;
-        float xf[8];
-        to_float8(load8(x[mm] + 8 * static_cast<int64_t>(c)), xf);
-#pragma unroll
-        for (int r = 0; r < R; ++r) {
-          float wf[8];
-          to_float8(wv[u][r], wf);
-          acc[r][mm] += dot8(wf, xf);
-        }
-      }
-    }
+    for (int mm = 0; mm < M; ++mm) acc[r][mm] = 0;
+  gemv_fmas<R, M, U>(first, x, m, lane, K8, acc);
+  for (int c0 = lane + 32 * U; c0 < K8; c0 += 32 * U) {
+    bf16x8 wv[U][R];
+    gemv_loads<R, U>(w, c0, K8, wv);
+    gemv_fmas<R, M, U>(wv, x, m, c0, K8, acc);
   }
 }
 

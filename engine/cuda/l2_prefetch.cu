@@ -4,13 +4,15 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/l2_prefetch.h"
+#include "engine/cuda/launch_env.h"
 
 namespace moebench::cuda {
 
 namespace {
-// One warp per block: a range's requests spread over many SMs (each SM's TMA unit then
-// issues only a few), e.g. o_proj's 32 MiB over 128 blocks of 32 x 8 KiB.
-constexpr int kThreads = 32;
+// Four warps per block (MOEBENCH_L2_PREFETCH_WARPS, launch_env.h: or one, so that a
+// range's requests spread over 4x the SMs, each SM's TMA unit issuing fewer: o_proj's
+// 32 MiB over 128 blocks of 32 x 8 KiB instead of 32 blocks of 128).
+constexpr int kMaxThreads = 128;
 
 struct Ranges {
   const char* p[kL2PrefetchMaxRanges];
@@ -19,8 +21,8 @@ struct Ranges {
   int n;
 };
 
-__global__ void __launch_bounds__(kThreads) l2_prefetch_kernel(Ranges rg) {
-  const int64_t c = static_cast<int64_t>(blockIdx.x) * kThreads + threadIdx.x;
+__global__ void __launch_bounds__(kMaxThreads) l2_prefetch_kernel(Ranges rg) {
+  const int64_t c = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   int r = 0;
   while (r < rg.n && c >= rg.first_chunk[r + 1]) ++r;
   if (r == rg.n) return;
@@ -50,7 +52,8 @@ void l2_prefetch(const L2Range* ranges, int n, cudaStream_t stream) {
   const int64_t chunks = rg.first_chunk[rg.n];
   if (chunks == 0) return;
   MB_NVTX_RANGE("l2_prefetch");
-  l2_prefetch_kernel<<<static_cast<unsigned>(ceil_div(chunks, kThreads)), kThreads, 0, stream>>>(rg);
+  const int threads = 32 * l2_prefetch_warps_from_env();
+  l2_prefetch_kernel<<<static_cast<unsigned>(ceil_div(chunks, threads)), threads, 0, stream>>>(rg);
   CUDA_CHECK_LAUNCH("l2_prefetch_kernel");
 }
 

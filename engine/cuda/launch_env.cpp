@@ -24,4 +24,54 @@ int gemv_prefetch_from_env() {
   return pf;
 }
 
+int gemv_rows_from_env() {
+  static const int r = env_choice("MOEBENCH_GEMV_ROWS", {0, 1, 2, 4}, 0);
+  return r;
+}
+
+int qkv_rows_from_env() {
+  static const int r = env_choice("MOEBENCH_QKV_ROWS", {0, 1, 2, 4}, 0);
+  return r;
+}
+
+unsigned qkv_prefetch_bytes_from_env() {
+  static const unsigned b = 1024u * static_cast<unsigned>(env_choice("MOEBENCH_QKV_PREFETCH_KB", {2, 4, 8}, 2));
+  return b;
+}
+
+bool down_early_trigger_from_env() {
+  static const bool early = env_choice("MOEBENCH_DOWN_TRIGGER", {0, 1}, 0) == 1;
+  return early;
+}
+
+int l2_prefetch_warps_from_env() {
+  static const int w = env_choice("MOEBENCH_L2_PREFETCH_WARPS", {1, 4}, 4);
+  return w;
+}
+
+int gate_up_rows_from_env() {
+  static const int r = env_choice("MOEBENCH_GATEUP_ROWS", {0, 1, 2}, 0);
+  return r;
+}
+
+int down_rows_from_env() {
+  static const int r = env_choice("MOEBENCH_DOWN_ROWS", {0, 1, 2}, 0);
+  return r;
+}
+
+bool down_preload_from_env() {
+  static const bool on = env_choice("MOEBENCH_DOWN_PRELOAD", {0, 1}, 0) == 1;
+  return on;
+}
+
+bool step_graph_from_env() {
+  static const bool on = env_choice("MOEBENCH_STEP_GRAPH", {0, 1}, 1) == 1;
+  return on;
+}
+
+bool graph_pdl_from_env() {
+  static const bool on = env_choice("MOEBENCH_GRAPH_PDL", {0, 1}, 1) == 1;
+  return on;
+}
+
 }  // namespace moebench::cuda

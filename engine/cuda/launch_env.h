@@ -1,8 +1,31 @@
 // launch_env.h: the launch knobs of the decode kernels that the environment sets, for
-// measuring one build both ways: MOEBENCH_PDL (programmatic dependent launch, pdl.h) and
-// MOEBENCH_GEMV_PREFETCH (the one-row GEMV's default shape prefetches that many
-// iterations ahead, ops.cuh GemvShape). Each is read once; a value outside its list is an
-// Error naming the variable. Host C++.
+// measuring one build several ways (none changes what is computed, only how the work is
+// laid out over the GPU or when the next kernel may start):
+//   MOEBENCH_PDL             programmatic dependent launch (pdl.h): 1 (unset) or 0;
+//   MOEBENCH_GRAPH_PDL       the same inside captured CUDA graphs (decode steps): 1
+//                            (unset: programmatic edges) or 0 (full dependencies);
+//   MOEBENCH_STEP_GRAPH      single-sequence decode steps (forward_argmax) replayed from
+//                            CUDA graphs (cuda_model_graph.cpp): 1 (unset) or 0;
+//   MOEBENCH_GEMV_PREFETCH   the one-row GEMV's default shape prefetches that many
+//                            iterations ahead (ops.cuh GemvShape): 0 (unset), 2 or 4;
+//   MOEBENCH_GEMV_ROWS       rows per warp of the one-row GEMV's default shape up to 16384
+//                            rows (o_proj, not the lm_head): 0 (unset: the shape table's
+//                            choice), 1, 2 or 4;
+//   MOEBENCH_QKV_ROWS        the same for decode's fused norm + q/k/v launch;
+//   MOEBENCH_QKV_PREFETCH_KB how much of each of its rows that launch asks L2 for before
+//                            its wait: 2 (unset), 4 or 8 KiB;
+//   MOEBENCH_L2_PREFETCH_WARPS warps per block of the L2 prefetch kernel (l2_prefetch.h):
+//                            4 (unset) or 1 (the requests spread over 4x the SMs);
+//   MOEBENCH_GATEUP_ROWS     rows of w1 (and of w3) per warp of the fused MoE gate/up
+//                            kernel: 0 (unset: 2 from 1056 rows on, else 1), 1 or 2;
+//   MOEBENCH_DOWN_ROWS       rows of w2 per warp of the grouped MoE down kernel: 0 (unset:
+//                            2 from 2112 rows on, else 1), 1 or 2;
+//   MOEBENCH_DOWN_PRELOAD    the grouped MoE down kernel's warps load their first chunks of
+//                            w2 before the wait: 0 (unset) or 1;
+//   MOEBENCH_DOWN_TRIGGER    where the grouped MoE down kernel lets the next kernel's
+//                            blocks start: 0 (unset: once its dot products are done) or 1
+//                            (right after its wait).
+// Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
 #include <initializer_list>
 
@@ -12,7 +35,16 @@ namespace moebench::cuda {
 // or empty.
 int env_choice(const char* name, std::initializer_list<int> allowed, int unset);
 
-// MOEBENCH_GEMV_PREFETCH: 0 (unset: off), 2 or 4.
-int gemv_prefetch_from_env();
+int gemv_prefetch_from_env();     // MOEBENCH_GEMV_PREFETCH
+int gemv_rows_from_env();         // MOEBENCH_GEMV_ROWS (0: the table's)
+int qkv_rows_from_env();          // MOEBENCH_QKV_ROWS (0: the table's)
+unsigned qkv_prefetch_bytes_from_env();  // MOEBENCH_QKV_PREFETCH_KB, in bytes
+bool down_early_trigger_from_env();      // MOEBENCH_DOWN_TRIGGER == 1
+bool graph_pdl_from_env();               // MOEBENCH_GRAPH_PDL != 0
+bool step_graph_from_env();              // MOEBENCH_STEP_GRAPH != 0
+int gate_up_rows_from_env();             // MOEBENCH_GATEUP_ROWS (0: by size)
+int down_rows_from_env();                // MOEBENCH_DOWN_ROWS (0: by size)
+bool down_preload_from_env();            // MOEBENCH_DOWN_PRELOAD == 1
+int l2_prefetch_warps_from_env();        // MOEBENCH_L2_PREFETCH_WARPS
 
 }  // namespace moebench::cuda

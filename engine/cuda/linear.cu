@@ -98,17 +98,17 @@ __global__ void __launch_bounds__(W * 32) gemv_multi_kernel(const bf16* __restri
 }
 
 // gemv_multi_kernel with the norm of its input folded in (decode's attention entry): each
-// block first asks L2 for the first kNormPrefetchBytes of each of its weight rows (one bulk
-// prefetch per row, lanes < R of each warp: HBM streams while the norm is computed; a
-// whole q/k/v of 50 MB at once would crowd L2), then recomputes h = rmsnorm(x) * norm_w into shared memory
+// block first asks L2 for the first prefetch_bytes of each of its weight rows (one bulk
+// prefetch per row, lanes < R of each warp: HBM streams while the norm is computed; 2 KiB
+// unless MOEBENCH_QKV_PREFETCH_KB says otherwise: a whole q/k/v of 50 MB at once would
+// crowd L2), then recomputes h = rmsnorm(x) * norm_w into shared memory
 // with rmsnorm_row over the block's 256 threads (the sums of rmsnorm()'s block, so h is
 // bit-identical), block 0 also writes h out, and the rows are taken against the shared h
 // as gemv_multi_kernel does (bit-identical y).
-constexpr unsigned kNormPrefetchBytes = 2048;
 template <int R, int U, int PF>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_multi_norm_kernel(const float* __restrict__ x, const bf16* __restrict__ norm_w, float eps,
-                           bf16* __restrict__ h, GemvSegments sg, int K) {
+                           bf16* __restrict__ h, GemvSegments sg, int K, unsigned prefetch_bytes) {
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* hs = reinterpret_cast<bf16*>(smem);
   const GemvSegment seg = segment_of(sg, static_cast<int>(blockIdx.x));
@@ -116,7 +116,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = ((static_cast<int>(blockIdx.x) - seg.first) * kGemvWarps + warp) * R;
   if (lane < R && row0 + lane < N)
-    l2_prefetch_bulk(seg.w + static_cast<int64_t>(row0 + lane) * K, min(static_cast<unsigned>(K) * 2u, kNormPrefetchBytes));
+    l2_prefetch_bulk(seg.w + static_cast<int64_t>(row0 + lane) * K, min(static_cast<unsigned>(K) * 2u, prefetch_bytes));
   if (threadIdx.x == 0 && aligned16(norm_w)) l2_prefetch_bulk(norm_w, static_cast<unsigned>(K) * 2u);  // the norm's weights
   pdl_wait();  // x comes from the previous kernel
   pdl_trigger();
@@ -237,24 +237,36 @@ const std::vector<GemvShape>& gemv_shapes() {
   return shapes;
 }
 
+namespace {
 // 4 rows per warp, 2 chunks deep (8 loads in flight per lane, each activation chunk
 // serving 4 rows) once there are 128 blocks of 32 rows, about one per SM; measured on an
 // H200 (one row of x): 4096 x 14336 (w2) 42.9 us against 45.8 with 2 rows x 4 deep and
 // 47.8 with 1 x 8, 4096 x 4096 16.0 against 16.6, q/k/v in one launch 20.3 against 22.7;
 // below that, fewer rows per warp keep the SMs busy (1024 rows: 11.7-11.9 us at 1 or 2).
+// `rows` > 0 (an environment knob) sets the rows per warp instead (8 / rows chunks deep).
 // MOEBENCH_GEMV_PREFETCH (launch_env.h) adds prefetching where the table has that shape.
-GemvShape gemv_default_shape(int out) {
+GemvShape default_shape(int out, int rows) {
   GemvShape s{4, 2, kGemvWarps};
   if (out < kGemvWarps * 4 * 128) {
     const int R = detail::gemv_rows_per_warp(out);
     s = {R, 8 / R, kGemvWarps};
   }
+  if (rows > 0) s = {rows, 8 / rows, kGemvWarps};
   const GemvShape pf{s.rows_per_warp, s.depth, s.warps, gemv_prefetch_from_env()};
   for (const GemvShapeEntry& e : kGemvShapeTable)
     if (pf.prefetch > 0 && e.shape.rows_per_warp == pf.rows_per_warp && e.shape.depth == pf.depth &&
         e.shape.warps == pf.warps && e.shape.prefetch == pf.prefetch)
       return pf;
   return s;
+}
+}  // namespace
+
+// MOEBENCH_GEMV_ROWS (launch_env.h) sets the rows per warp up to kGemvRowsKnobMaxOut
+// rows (o_proj: its weights come from L2, prefetched while attention runs; the lm_head's
+// 32000 rows keep the table's shape).
+constexpr int kGemvRowsKnobMaxOut = 16384;
+GemvShape gemv_default_shape(int out) {
+  return default_shape(out, out <= kGemvRowsKnobMaxOut ? gemv_rows_from_env() : 0);
 }
 
 void gemv_shaped(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, GemvShape shape,
@@ -314,7 +326,7 @@ bool rmsnorm_linear_multi_supported(const void* h, const bf16* const* w, const i
     ok = aligned16(w[s]) && out[s] > 0;
     total += out[s];
   }
-  return ok && gemv_default_shape(total).warps == kGemvWarps;
+  return ok && default_shape(total, qkv_rows_from_env()).warps == kGemvWarps;
 }
 
 void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h, const bf16* const* w, float* const* y,
@@ -333,14 +345,14 @@ void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h
     sg.rows[s] = out[s];
     total += out[s];
   }
-  const GemvShape shape = gemv_default_shape(total);
+  const GemvShape shape = default_shape(total, qkv_rows_from_env());  // MOEBENCH_QKV_ROWS, launch_env.h
   const int R = shape.rows_per_warp;
   sg.first[0] = 0;
   for (int s = 0; s < n_mats; ++s) sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(sg.rows[s], kGemvWarps * R));
   const unsigned blocks = static_cast<unsigned>(sg.first[n_mats]);
   const size_t smem = static_cast<size_t>(in) * sizeof(bf16);
   // The one-warp-per-block shapes of the table (kGemvShapeTable), with and without prefetch.
-  using Kernel = void (*)(const float*, const bf16*, float, bf16*, GemvSegments, int);
+  using Kernel = void (*)(const float*, const bf16*, float, bf16*, GemvSegments, int, unsigned);
   struct NormShape {
     int R, U, PF;
     Kernel kernel;
@@ -352,7 +364,8 @@ void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h
       {1, 8, 2, gemv_multi_norm_kernel<1, 8, 2>}};
   for (const NormShape& k : kNormShapes)
     if (k.R == R && k.U == shape.depth && k.PF == shape.prefetch) {
-      launch_pdl(k.kernel, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in);
+      launch_pdl(k.kernel, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in,
+                 qkv_prefetch_bytes_from_env());
       CUDA_CHECK_LAUNCH("gemv_multi_norm_kernel");
       return;
     }

@@ -16,6 +16,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/pdl.cuh"
 
@@ -120,14 +121,17 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_combine_kernel(const
 // (up to M) pairs that chose the expert (the same lane order as the per-pair GEMV, so
 // each dot is identical) into shared memory; then, per row and token, the slots are
 // combined in j order (fmaf from 0) and added to out, as the per-pair kernel does.
+// Preload (MOEBENCH_DOWN_PRELOAD, launch_env.h): each warp also loads its first item's
+// first chunks into registers before the wait (gemv_dot_first), so these blocks, which
+// enter while gate/up's last blocks still stream, keep HBM busy through gate/up's tail.
 constexpr int kDownRowGroups = 4;
-template <int M, int R>
+template <int M, int R, bool Preload>
 __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const bf16* __restrict__ h,
                                                                           const int32_t* __restrict__ ids,
                                                                           const float* __restrict__ weights,
                                                                           const bf16* const* __restrict__ w2s,
                                                                           float* __restrict__ out, int n, int k, int K,
-                                                                          int N) {
+                                                                          int N, bool early_trigger) {
   constexpr int U = 8 / R;
   constexpr int kRows = kDownRowGroups * R;
   static_assert(kRows * M <= kGemvWarps * 32, "one (row, token) of the combine per thread");
@@ -162,26 +166,41 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
     const int c_row = threadIdx.x % kRows, c_tok = threadIdx.x / kRows;
     if (c_tok < n && row_base + c_row < N) s_out[threadIdx.x] = out[static_cast<int64_t>(c_tok) * N + row_base + c_row];
   }
-  pdl_wait();  // h comes from the previous kernel
-  // The next kernel's blocks start only as this one's retire (4 blocks of 64 registers fill
-  // an SM), so they meet little of this stream in L2: their prefetches fill its tail.
-  pdl_trigger();
-  __syncthreads();
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // Item it: (row group, used expert); false where its rows are past N.
+  auto item_rows = [&](int it, const bf16* (&wr)[R]) {
+    const int row0 = row_base + (it % kDownRowGroups) * R;
+    if (row0 >= N) return false;
+    detail::clamped_rows<R>(s_w2[it / kDownRowGroups], row0, N, K, wr);
+    return true;
+  };
+  bf16x8 first[U][R];
+  bool preloaded = false;
+  if constexpr (Preload) {
+    __syncthreads();  // the bookkeeping above, for every warp's first item
+    const bf16* wr[R];
+    preloaded = warp < kDownRowGroups * s_used && item_rows(warp, wr);
+    if (preloaded) detail::gemv_loads<R, U>(wr, lane, K / 8, first);
+  }
+  pdl_wait();  // h comes from the previous kernel
+  // Where the next kernel's blocks may start (launch_env.h MOEBENCH_DOWN_TRIGGER): right
+  // here, or (the default) once this block's dot products are done, so that the next
+  // layer's q/k/v blocks enter at this stream's tail, as its blocks retire, instead of
+  // queueing from the start and taking the SMs that happen to finish first.
+  if (early_trigger) pdl_trigger();
+  __syncthreads();
   const int items = kDownRowGroups * s_used;
   for (int it = warp; it < items; it += kGemvWarps) {
     const int g = it % kDownRowGroups, u = it / kDownRowGroups;
-    const int row0 = row_base + g * R;
-    if (row0 >= N) continue;
-    const bf16* w2 = s_w2[u];
     const bf16* wr[R];
-    detail::clamped_rows<R>(w2, row0, N, K, wr);
+    if (!item_rows(it, wr)) continue;
     const int m = s_cnt[u];
     const bf16* xr[M];
 #pragma unroll
     for (int mm = 0; mm < M; ++mm) xr[mm] = h + static_cast<int64_t>(s_pair[u][min(mm, m - 1)]) * K;
     float acc[R][M];
-    detail::gemv_dot<R, M, U>(wr, xr, m, K / 8, lane, acc);
+    if (Preload && preloaded && it == warp) detail::gemv_dot_first<R, M, U>(wr, xr, m, K / 8, lane, first, acc);
+    else detail::gemv_dot<R, M, U>(wr, xr, m, K / 8, lane, acc);
 #pragma unroll
     for (int r = 0; r < R; ++r)
 #pragma unroll
@@ -190,6 +209,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
         if (lane == 0 && mm < m) s_dot[g * R + r][s_pair[u][mm]] = d;
       }
   }
+  if (!early_trigger) pdl_trigger();
   __syncthreads();
   const int c_row = threadIdx.x % kRows, c_tok = threadIdx.x / kRows;
   if (c_tok < n && row_base + c_row < N) {
@@ -202,15 +222,15 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_grouped_kernel(const
 
 template <int M>
 void launch_down_grouped(const bf16* h, const int32_t* ids, const float* weights, const bf16* const* w2s, float* out,
-                         int n, int k, int hidden, int inter, cudaStream_t stream) {
-  const int R = hidden >= kGemvWarps * 2 * 132 ? 2 : 1;
+                         int n, int k, int hidden, int inter, bool early_trigger, bool preload, cudaStream_t stream) {
+  const int knob = down_rows_from_env();  // MOEBENCH_DOWN_ROWS (launch_env.h), 0: by size
+  const int R = knob > 0 ? knob : hidden >= kGemvWarps * 2 * 132 ? 2 : 1;
   const unsigned blocks = static_cast<unsigned>(ceil_div(hidden, kDownRowGroups * R));
-  if (R == 2)
-    launch_pdl(moe_down_grouped_kernel<M, 2>, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n,
-               k, inter, hidden);
-  else
-    launch_pdl(moe_down_grouped_kernel<M, 1>, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n,
-               k, inter, hidden);
+  using Kernel = void (*)(const bf16*, const int32_t*, const float*, const bf16* const*, float*, int, int, int, int, bool);
+  const Kernel kernel = R == 2 ? (preload ? moe_down_grouped_kernel<M, 2, true> : moe_down_grouped_kernel<M, 2, false>)
+                               : (preload ? moe_down_grouped_kernel<M, 1, true> : moe_down_grouped_kernel<M, 1, false>);
+  launch_pdl(kernel, dim3(blocks), dim3(kGemvWarps * 32), 0, stream, h, ids, weights, w2s, out, n, k, inter, hidden,
+             early_trigger);
   CUDA_CHECK_LAUNCH("moe_down_grouped_kernel");
 }
 
@@ -249,7 +269,8 @@ template <int M>
 void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
                     int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
   // A block per (row block, used-expert slot): slot y computes the y-th distinct expert of ids.
-  const int R = inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
+  const int knob = gate_up_rows_from_env();  // MOEBENCH_GATEUP_ROWS (launch_env.h), 0: by size
+  const int R = knob > 0 ? knob : inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
   dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), static_cast<unsigned>(std::min(n * k, n_experts)));
   if (R == 2)
     launch_pdl(moe_gate_up_kernel<M, 2>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
@@ -282,11 +303,14 @@ void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, c
   if (n <= 0) return;
   check_shape("moe_decode_fused", n, k, hidden, inter);
   gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
-  if (down == MoeDownAlgo::grouped) {
-    if (n == 1) launch_down_grouped<1>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
-    else if (n == 2) launch_down_grouped<2>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
-    else if (n <= 4) launch_down_grouped<4>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
-    else launch_down_grouped<8>(h, ids, weights, w2s, out, n, k, hidden, inter, stream);
+  const bool early = down == MoeDownAlgo::grouped_early_trigger ||
+                     (down == MoeDownAlgo::grouped && down_early_trigger_from_env());
+  const bool preload = down == MoeDownAlgo::grouped_preload || (down == MoeDownAlgo::grouped && down_preload_from_env());
+  if (down != MoeDownAlgo::per_pair) {
+    if (n == 1) launch_down_grouped<1>(h, ids, weights, w2s, out, n, k, hidden, inter, early, preload, stream);
+    else if (n == 2) launch_down_grouped<2>(h, ids, weights, w2s, out, n, k, hidden, inter, early, preload, stream);
+    else if (n <= 4) launch_down_grouped<4>(h, ids, weights, w2s, out, n, k, hidden, inter, early, preload, stream);
+    else launch_down_grouped<8>(h, ids, weights, w2s, out, n, k, hidden, inter, early, preload, stream);
     return;
   }
   const int R = detail::gemv_rows_per_warp(hidden);

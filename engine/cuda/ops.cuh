@@ -174,8 +174,13 @@ void swiglu_gate_up(const bf16* x, const bf16* w1, const bf16* w3, bf16* h, int 
 // applies the routing weights.
 // Launch 2 variants (bit-identical results): per_pair reads w2 rows once per (token, slot)
 // pair, one warp walking the pairs in turn; grouped reads them once per used expert with
-// the (row group, expert) items spread over a block's warps.
-enum class MoeDownAlgo { grouped, per_pair };
+// the (row group, expert) items spread over a block's warps, and lets the next kernel's
+// blocks start (programmatic launch, pdl.h) once its dot products are done, or right
+// after its wait with MOEBENCH_DOWN_TRIGGER=1 (launch_env.h), and with
+// MOEBENCH_DOWN_PRELOAD=1 loads each warp's first w2 chunks before that wait;
+// grouped_early_trigger and grouped_preload are grouped with the one or the other
+// whatever the environment says.
+enum class MoeDownAlgo { grouped, per_pair, grouped_early_trigger, grouped_preload };
 void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
                       int n_experts, int hidden, int inter, cudaStream_t stream,

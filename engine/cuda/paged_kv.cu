@@ -20,20 +20,27 @@ __global__ void rope_kv_store_paged_kernel(float* __restrict__ q, const float* _
                                            bf16* __restrict__ vp, int n_heads, int n_kv, int head_dim, float theta) {
   const int i = blockIdx.x, y = blockIdx.y, half = head_dim / 2;
   const int64_t row = static_cast<int64_t>(n_kv) * head_dim;
+  // Before the wait: the step's inputs (positions and slots, copied before its first
+  // kernel) and this thread's first angle; only q, k, v come from the previous kernel.
+  const float p = static_cast<float>(pos[i]);
+  const int64_t at = static_cast<int64_t>(slot[i]) * row;
+  const bool rotates = y < n_heads + n_kv;
+  RopeAngle first{};
+  if (rotates && static_cast<int>(threadIdx.x) < half) first = rope_angle(p, threadIdx.x, head_dim, theta);
+  auto angle = [&](int j) { return j == static_cast<int>(threadIdx.x) ? first : rope_angle(p, j, head_dim, theta); };
   pdl_wait();  // q, k, v come from the previous kernel
   pdl_trigger();
-  if (y >= n_heads + n_kv) {  // value head: copy
+  if (!rotates) {  // value head: copy
     const int h = y - n_heads - n_kv;
     const float* vi = v + i * row + static_cast<int64_t>(h) * head_dim;
-    bf16* vd = vp + static_cast<int64_t>(slot[i]) * row + static_cast<int64_t>(h) * head_dim;
+    bf16* vd = vp + at + static_cast<int64_t>(h) * head_dim;
     for (int d = threadIdx.x; d < head_dim; d += blockDim.x) vd[d] = __float2bfloat16_rn(vi[d]);
     return;
   }
-  const float p = static_cast<float>(pos[i]);
   if (y < n_heads) {  // query head, in place
     float* x = q + (static_cast<int64_t>(i) * n_heads + y) * head_dim;
     for (int j = threadIdx.x; j < half; j += blockDim.x) {
-      const float2 r = rope_rotate(x[j], x[j + half], rope_angle(p, j, head_dim, theta));
+      const float2 r = rope_rotate(x[j], x[j + half], angle(j));
       x[j] = r.x;
       x[j + half] = r.y;
     }
@@ -41,9 +48,9 @@ __global__ void rope_kv_store_paged_kernel(float* __restrict__ q, const float* _
   }
   const int h = y - n_heads;  // key head
   const float* ki = k + i * row + static_cast<int64_t>(h) * head_dim;
-  bf16* kd = kp + static_cast<int64_t>(slot[i]) * row + static_cast<int64_t>(h) * head_dim;
+  bf16* kd = kp + at + static_cast<int64_t>(h) * head_dim;
   for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const float2 r = rope_rotate(ki[j], ki[j + half], rope_angle(p, j, head_dim, theta));
+    const float2 r = rope_rotate(ki[j], ki[j + half], angle(j));
     kd[j] = __float2bfloat16_rn(r.x);
     kd[j + half] = __float2bfloat16_rn(r.y);
   }

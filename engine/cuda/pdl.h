@@ -9,8 +9,13 @@
 namespace moebench::cuda {
 
 // Whether a launch on `stream` takes the attribute: not on the legacy default stream, not
-// while the stream captures a CUDA graph (graphs keep full dependencies), and not when the
-// environment sets MOEBENCH_PDL=0 (launch_env.h; 1 or unset: on).
+// when the environment sets MOEBENCH_PDL=0 (launch_env.h; 1 or unset: on), and while the
+// stream captures a CUDA graph unless MOEBENCH_GRAPH_PDL=0 (the capture records
+// programmatic edges; 0: graphs keep full dependencies).
 bool pdl_enabled(cudaStream_t stream);
+
+// Whether captured launches take the attribute: sets, for the process, what
+// MOEBENCH_GRAPH_PDL gives by default (tests run both ways in one process).
+void set_graph_pdl(bool on);
 
 }  // namespace moebench::cuda
