@@ -99,7 +99,8 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
   SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zero_points ? " zp" : "") << " N=" << N << " K=" << K
                                   << (x_per_pair ? " per pair" : " per token") << " warps " << shape.warps
                                   << " depth " << shape.depth << " tiles " << shape.tiles
-                                  << (shape.pipe ? " pipelined" : "") << " prefetch " << shape.pf);
+                                  << (shape.pipe ? " pipelined" : "") << " prefetch " << shape.pf << " seq "
+                                  << shape.seq);
   std::mt19937 g(seed);
   std::normal_distribution<float> nd(0.0f, 0.05f);
   const int pairs = static_cast<int>(ids.size()), n_x = x_per_pair ? pairs : pairs / k;
@@ -112,7 +113,7 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
   const int32_t* d_ids = dev.up(ids);
   std::vector<float> sentinel(static_cast<size_t>(pairs) * N, -12345.0f);
   float* out = dev.up(sentinel);
-  if (shape.warps || shape.depth || shape.tiles || shape.pipe || shape.pf >= 0)
+  if (shape.warps || shape.depth || shape.tiles || shape.pipe || shape.pf >= 0 || shape.seq)
     cuda::quant_moe_gemv_shaped(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, shape, nullptr);
   else
     cuda::quant_moe_gemv(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, nullptr);
@@ -213,6 +214,24 @@ TEST_F(QuantCuda, EveryPrefetchWindowMatchesTheCpuReference) {
         run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + pf), shape);
         if (f == QuantFormat::int4) run_case(f, true, N, K, 5, ids, 2, false, static_cast<uint32_t>(pf), shape);
       }
+}
+
+TEST_F(QuantCuda, TilesTakenInTurnMatchTheCpuReference) {
+  // A block taking 2 or 3 tiles one after the other (shape.seq), with and without the
+  // prefetch: 33 rows (the last block's second tile partial, 3 tiles: one block), 100 rows
+  // (7 tiles: the last block has fewer than seq), two tiles a block (kRT 2) too.
+  std::vector<int32_t> ids = {1, 2, 1, 4};
+  for (int seq : {2, 3})
+    for (int pf : {0, 2})
+      for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
+        for (auto [N, K] : {std::pair<int, int>{33, 2080}, {100, 14336}}) {
+          cuda::QuantGemvShape shape;
+          shape.pf = pf;
+          shape.seq = seq;
+          run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + seq + pf), shape);
+          shape.tiles = 2;
+          run_case(f, f == QuantFormat::int4, N, K, 5, ids, 2, false, static_cast<uint32_t>(N + seq + pf), shape);
+        }
 }
 
 TEST_F(QuantCuda, EveryPipelinedShapeMatchesTheCpuReference) {
@@ -383,10 +402,11 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
         cuda::quant_moe_gemv(ex.qe, x, false, d_ids, pairs, k, 2 * I, H, E, gu, nullptr);
         cuda::silu_mul_gate_up(gu, h_ref, pairs, I, nullptr);
         const std::vector<uint16_t> want = down(reinterpret_cast<const uint16_t*>(h_ref), n);
-        for (int pf : {0, 2}) {
+        for (int pf : {0, 2, 3}) {  // 3: prefetch 2 with 2 tiles taken in turn
           auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
           cuda::QuantGemvShape shape;
-          shape.pf = pf;
+          shape.pf = pf == 3 ? 2 : pf;
+          shape.seq = pf == 3 ? 2 : 0;
           cuda::quant_moe_gemv_gate_up_shaped(ex.qe, x, d_ids, pairs, k, I, H, E, h, shape, nullptr);
           EXPECT_EQ(down(reinterpret_cast<const uint16_t*>(h), n), want) << "prefetch " << pf;
         }

@@ -447,15 +447,18 @@ __device__ __forceinline__ void prefetch_tile_start(const uint8_t* q, const uint
 // holds g and u of one row and writes h[pair, r] = bf16(silu(g) * u) to out_h: each row's
 // sums are those of the unfused kernel over 2 gu_inter rows (the same warps, super-steps
 // and order; a row's mma result does not depend on the other rows of its tile).
-// pf: L2 prefetch window in passes (0: none). Launched with launch_pdl: everything it
-// reads that an earlier kernel writes comes after pdl_wait().
+// pf: L2 prefetch window in passes (0: none). seq: tiles a block takes in turn (blockIdx.x
+// seq + i; with pf, each tile's first passes asked for as the one before starts), one
+// start per seq tiles. Launched with launch_pdl: everything it reads that an earlier
+// kernel writes comes after pdl_wait().
 // At least 16 / kRT warps per SM (two tiles a block: twice the registers for loads).
 template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1>
 __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWarps / kRT : 1)
     quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const uint8_t* __restrict__ single_scale,
                           const bf16* __restrict__ x,
                           int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
-                          float* __restrict__ out, int accumulate, int pf, int gu_inter, bf16* __restrict__ out_h) {
+                          float* __restrict__ out, int accumulate, int pf, int gu_inter, bf16* __restrict__ out_h,
+                          int seq) {
   using C = Codes<F>;
   __shared__ int s_ids[kMaxPairs], s_pair[kMaxPairs], s_cnt;
   __shared__ float s_part[kWarps][32][4 * kRT];
@@ -466,55 +469,63 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWar
   const int cnt = s_cnt;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
   // kRT tiles of 16 rows, sharing the activations' loads; gate/up fused: 8 rows of w1 and w3
-  const int row0 = blockIdx.x * (gu_inter > 0 ? 8 : kTileRows * kRT);
+  const int tile_rows_n = gu_inter > 0 ? 8 : kTileRows * kRT, row_end = gu_inter > 0 ? gu_inter : N;
   const int64_t row_bytes = quant_row_bytes(F, K);
   const uint8_t* q = single ? single : w.q[e];
-  int ra[kRT], rb[kRT];
-  const uint8_t *qa[kRT], *qb[kRT];
-  if (gu_inter > 0) {
-    ra[0] = min(row0 + gr, gu_inter - 1);
-    rb[0] = gu_inter + ra[0];
-    qa[0] = q + ra[0] * row_bytes;
-    qb[0] = q + rb[0] * row_bytes;
-  } else {
-    tile_rows<kRT>(q, row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
-  }
   const uint8_t* scale = !C::kScaled ? nullptr : single ? single_scale : w.scale[e];
   const uint8_t* zero = C::kScaled && !single && w.zero ? w.zero[e] : nullptr;
-  if (pf > 0) prefetch_tile_start<F, kWarps, kDepth, kRT>(q, scale, zero, warp, lane, row0, N, gu_inter, K, pf);
-  for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
-    const int m = min(kTileCols, cnt - p0);
-    const bool has_x = gr < m;  // this lane's B column is pair p0 + gr
-    const int px = s_pair[p0 + min(gr, m - 1)];
-    const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
-    float tot[kRT][4];
-    warp_tile_sums<F, kWarps, kDepth, kRT>(tot, qa, qb, ra, rb, q, scale, zero, xr, has_x, warp, lane, row0, N,
-                                           gu_inter, K, pf, p0 == 0);
-#pragma unroll
-    for (int tt = 0; tt < kRT; ++tt)
-#pragma unroll
-      for (int i = 0; i < 4; ++i) s_part[warp][lane][4 * tt + i] = tot[tt][i];
-    __syncthreads();
-    if (warp == 0) {
-      if (gu_inter > 0) {
-        float v[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          v[i] = s_part[0][lane][i];
-#pragma unroll
-          for (int wi = 1; wi < kWarps; ++wi) v[i] += s_part[wi][lane][i];
-        }
-        const int r = row0 + gr;  // g in v[0], v[1] (pairs 2t, 2t + 1), u in v[2], v[3]
-#pragma unroll
-        for (int c = 0; c < 2; ++c)
-          if (2 * t + c < m && r < gu_inter)
-            out_h[static_cast<int64_t>(s_pair[p0 + 2 * t + c]) * gu_inter + r] =
-                __float2bfloat16_rn(detail::silu(v[c]) * v[2 + c]);
-      } else {
-        write_tile<kWarps, kRT>(s_part, s_pair, p0, m, row0, kTileRows, N, lane, out, accumulate);
-      }
+  for (int ti = 0; ti < seq; ++ti) {
+    const int row0 = (static_cast<int>(blockIdx.x) * seq + ti) * tile_rows_n;
+    if (row0 >= row_end) break;  // block-uniform
+    int ra[kRT], rb[kRT];
+    const uint8_t *qa[kRT], *qb[kRT];
+    if (gu_inter > 0) {
+      ra[0] = min(row0 + gr, gu_inter - 1);
+      rb[0] = gu_inter + ra[0];
+      qa[0] = q + ra[0] * row_bytes;
+      qb[0] = q + rb[0] * row_bytes;
+    } else {
+      tile_rows<kRT>(q, row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
     }
-    __syncthreads();  // s_part is reused by the next pass
+    if (pf > 0) {
+      if (ti == 0) prefetch_tile_start<F, kWarps, kDepth, kRT>(q, scale, zero, warp, lane, row0, N, gu_inter, K, pf);
+      if (ti + 1 < seq && row0 + tile_rows_n < row_end)  // the next tile's start, one tile ahead
+        prefetch_tile_start<F, kWarps, kDepth, kRT>(q, scale, zero, warp, lane, row0 + tile_rows_n, N, gu_inter, K, pf);
+    }
+    for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
+      const int m = min(kTileCols, cnt - p0);
+      const bool has_x = gr < m;  // this lane's B column is pair p0 + gr
+      const int px = s_pair[p0 + min(gr, m - 1)];
+      const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
+      float tot[kRT][4];
+      warp_tile_sums<F, kWarps, kDepth, kRT>(tot, qa, qb, ra, rb, q, scale, zero, xr, has_x, warp, lane, row0, N,
+                                             gu_inter, K, pf, p0 == 0);
+#pragma unroll
+      for (int tt = 0; tt < kRT; ++tt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) s_part[warp][lane][4 * tt + i] = tot[tt][i];
+      __syncthreads();
+      if (warp == 0) {
+        if (gu_inter > 0) {
+          float v[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            v[i] = s_part[0][lane][i];
+#pragma unroll
+            for (int wi = 1; wi < kWarps; ++wi) v[i] += s_part[wi][lane][i];
+          }
+          const int r = row0 + gr;  // g in v[0], v[1] (pairs 2t, 2t + 1), u in v[2], v[3]
+#pragma unroll
+          for (int c = 0; c < 2; ++c)
+            if (2 * t + c < m && r < gu_inter)
+              out_h[static_cast<int64_t>(s_pair[p0 + 2 * t + c]) * gu_inter + r] =
+                  __float2bfloat16_rn(detail::silu(v[c]) * v[2 + c]);
+        } else {
+          write_tile<kWarps, kRT>(s_part, s_pair, p0, m, row0, kTileRows, N, lane, out, accumulate);
+        }
+      }
+      __syncthreads();  // s_part is reused by the next pass
+    }
   }
 }
 
@@ -715,6 +726,7 @@ int default_warps(int tiles) {
 struct PlainExtra {
   int pf = 0, gu_inter = 0;
   bf16* out_h = nullptr;
+  int seq = 1;  // tiles a block takes in turn
 };
 
 template <QuantFormat F, int kDepth, int kRT>
@@ -722,12 +734,13 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
                   const uint8_t* single_scale, const bf16* x, int pp,
                   const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, PlainExtra ex,
                   cudaStream_t stream) {
-  const int bx = ex.gu_inter > 0 ? static_cast<int>(ceil_div(ex.gu_inter, 8)) : static_cast<int>(ceil_div(tiles, kRT));
+  const int units = ex.gu_inter > 0 ? static_cast<int>(ceil_div(ex.gu_inter, 8)) : static_cast<int>(ceil_div(tiles, kRT));
+  const int bx = static_cast<int>(ceil_div(units, ex.seq));
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(slots));
   auto launch = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
     launch_pdl(quant_moe_gemv_kernel<F, kWarps, kDepth, kRT>, grid, dim3(kWarps * 32), 0, stream, w, single,
-               single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex.pf, ex.gu_inter, ex.out_h);
+               single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex.pf, ex.gu_inter, ex.out_h, ex.seq);
   };
   switch (warps) {
     case 2: return launch(std::integral_constant<int, 2>{});
@@ -821,7 +834,7 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   const int rt = shape.tiles ? shape.tiles : 1;
   constexpr int D = Codes<F>::kDepth;
   const int depth = shape.depth ? shape.depth : D;
-  const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h};
+  const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h, shape.seq > 0 ? shape.seq : 1};
   if (out_h && rt != 1) fail_msg("quant_moe_gemv_gate_up: the fused gate/up form takes one tile a block");
   if (depth == D && rt == 1) {
     launch_depth<F, D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex, stream);

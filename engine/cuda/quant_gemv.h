@@ -54,9 +54,10 @@ void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pa
 // pf (plain kernel): how many passes (one batch of every warp of a block) ahead the block
 // asks L2 for its weights (0: no prefetch; -1: the default, MOEBENCH_QUANT_PREFETCH =
 // 0, 1, 2 or 4, unset kDefaultQuantPrefetch). Prefetching changes no result.
+// seq (plain kernel): tiles a block takes one after the other (0 or 1: one; the default).
 inline constexpr int kDefaultQuantPrefetch = 2;
 struct QuantGemvShape {
-  int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1;
+  int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0;
 };
 inline constexpr QuantGemvShape kDefaultQuantGemvShape{};
 inline constexpr QuantGemvShape kPipelinedQuantGemvShape{0, 0, 0, 1};

@@ -299,7 +299,7 @@ void bm_moe_fused(benchmark::State& state, int n) {
 // arbitrary (synthetic bf16 reinterpreted), scales zero: the time depends on the bytes
 // read, not on the values. bytes = the used experts' values + scales + the activations +
 // the outputs (the residual read and written, and the routing weights, for down_combine).
-// shape.pf: the L2 prefetch window (-1: the default).
+// shape.pf: the L2 prefetch window (-1: the default); shape.seq: tiles a block takes in turn.
 enum class QuantMat { w1, w2, gate_up, gate_up_silu, down_combine };
 void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int n, cuda::QuantGemvShape shape = {}) {
   const bool down = mat == QuantMat::w2 || mat == QuantMat::down_combine;
@@ -516,6 +516,18 @@ void register_all() {
               shape.pf = pf;
               bm_quant_moe_gemv(st, f, mat, 1, shape);
             });
+  // The plain kernel with a block taking seq tiles in turn (one start per seq tiles).
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [mat, mname] : pfmats)
+      for (int seq : {2, 4}) {
+        if (mat == QuantMat::down_combine) continue;
+        reg(std::string("quant_moe_gemv_seq/") + quant_format_name(f) + mname + "/n:1/seq:" + std::to_string(seq),
+            [f, mat, seq](benchmark::State& st) {
+              cuda::QuantGemvShape shape;
+              shape.seq = seq;
+              bm_quant_moe_gemv(st, f, mat, 1, shape);
+            });
+      }
   const std::pair<QuantMat, const char*> pmats[] = {
       {QuantMat::w1, "/w1"}, {QuantMat::w2, "/w2"}, {QuantMat::gate_up, "/gate_up"}};
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
