@@ -202,8 +202,8 @@ TEST_F(QuantCuda, EveryLaunchShapeMatchesTheCpuReference) {
 }
 
 TEST_F(QuantCuda, EveryPrefetchWindowMatchesTheCpuReference) {
-  // The plain kernel's L2 prefetch (none, 1 and 4 passes ahead; the other tests run the
-  // default, 2): rows of one pass and a partial one (2080 inputs), of several passes
+  // The plain kernel's L2 prefetch (none, 1 and 4 passes ahead; 2 in the fused gate/up
+  // and down tests; the default is none): rows of one pass and a partial one (2080 inputs), of several passes
   // (14336), a partial last tile, int4 with zero points (their bytes prefetched too).
   std::vector<int32_t> ids = {1, 2, 1, 4};
   for (int pf : {0, 1, 4})

@@ -55,7 +55,10 @@ void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pa
 // asks L2 for its weights (0: no prefetch; -1: the default, MOEBENCH_QUANT_PREFETCH =
 // 0, 1, 2 or 4, unset kDefaultQuantPrefetch). Prefetching changes no result.
 // seq (plain kernel): tiles a block takes one after the other (0 or 1: one; the default).
-inline constexpr int kDefaultQuantPrefetch = 2;
+// Off by default: measured on an H200 (Mixtral shapes, batch 1), every window made every
+// format's launches slower (int4 fused gate/up 59.7 us without, 65.2-65.7 with; int8
+// 78.9 against 88.6-96.1; int4 down/combine 34.8 against 35.9-40.3).
+inline constexpr int kDefaultQuantPrefetch = 0;
 struct QuantGemvShape {
   int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0;
 };
