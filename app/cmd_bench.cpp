@@ -53,6 +53,7 @@ struct Args {
   std::string out;
   std::string format = "md";
   std::string kernel_profile;  // per-kernel GPU time of one extra repetition per case (CUPTI)
+  bool no_quality = false;     // quantised cases skip the quality pass
 };
 
 constexpr int kExitCasesFailed = 3;
@@ -320,6 +321,7 @@ int run(const Args& a) {
   suites::RunOptions opt;
   opt.out_path = a.out;
   opt.tokenizer_path = a.model.tokenizer;
+  opt.measure_quality = !a.no_quality;
   opt.command_line = suites::own_command_line({"moebench", "bench"});
   opt.after_instance = [&pass](const suites::InstanceContext& x, std::vector<reports::Case>& cases) { pass(x, cases); };
   suites::RunOutcome out = suites::run_suite(instances, opt);
@@ -366,5 +368,7 @@ MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured
   sub.footer("Output paths are checked before the model loads. The results are written once every case ran, and not\n"
              "when every case failed. Exit status: 0 ok, 3 when some or all cases failed, 1 on an error, 2 on a usage error.");
   sub.add_option("--out", a->out, "Results JSON (reports/results.h schema), written when the cases have run");
+  sub.add_flag("--no-quality", a->no_quality,
+               "Skip the quality pass of quantised cases (no top-1 / KL against bf16; each such case loads one model, not three)");
   return [a] { return run(*a); };
 });

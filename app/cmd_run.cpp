@@ -43,6 +43,7 @@ struct RunArgs {
   int threads = -1;
   std::string format = "md";
   bool list = false;
+  bool no_quality = false;
 };
 
 // The one piece of process state: what the SIGINT/SIGTERM handler sets. The runner
@@ -143,6 +144,7 @@ int run(const RunArgs& a) {
   opt.progress_path = suites::progress_path_for(opt.out_path);
   opt.trace_path = a.trace;
   opt.tokenizer_path = a.tokenizer;
+  opt.measure_quality = !a.no_quality;
   opt.inject_slowdown = inject_slowdown_from_env();  // the CI gate's test switch
   opt.stop = &g_stop;
   opt.command_line = suites::own_command_line({"moebench", "run"});
@@ -187,6 +189,8 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
       "130 on SIGINT, 143 on SIGTERM.");
   sub.add_option("--suite", a->suite, "suite name (short, medium, long, stages, default, ci, capacity) or a JSON file");
   sub.add_flag("--list", a->list, "list the suites found and exit");
+  sub.add_flag("--no-quality", a->no_quality,
+               "skip the quality pass of quantised cases (no top-1 / KL against bf16; each such case loads one model, not three)");
   sub.add_option("--model", a->model, "model for every case: checkpoint DIR, PRESET or synthetic:PRESET[:layers=N]");
   sub.add_option("--backend", a->backend, "auto|cpu|cuda (default: the suite's, usually auto)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

@@ -338,7 +338,8 @@ class Runner {
       const bool quantised =
           parse_quant_format(in.settings.expert_dtype, "setting expert_dtype") != QuantFormat::bf16 ||
           parse_quant_format(in.settings.weight_dtype, "setting weight_dtype") != QuantFormat::bf16;
-      const bool quality_first = quantised && (in.reload_key() != loaded_.key || in.backend == "cuda");
+      const bool quality_first =
+          quantised && opt_.measure_quality && (in.reload_key() != loaded_.key || in.backend == "cuda");
       std::optional<reports::Quality> quality;
       std::optional<std::vector<int32_t>> early_prompt;  // the case's prompt, tokenized for the quality pass
       if (quality_first) {
@@ -354,7 +355,8 @@ class Runner {
       p.c.settings.knobs["experts"] = loaded_.model->experts_describe();
       p.prompt = early_prompt ? std::move(*early_prompt) : prompt_of(in);
       p.c.prompt_tokens = static_cast<int>(p.prompt.size());
-      p.c.quality = quality_first ? quality : measure_quality(*loaded_.weights, in.settings, in.backend, p.prompt);
+      if (quality_first) p.c.quality = quality;
+      else if (opt_.measure_quality) p.c.quality = measure_quality(*loaded_.weights, in.settings, in.backend, p.prompt);
       GenerateOptions g = generate_options(in);
       warm_up(index, in, p, g);
       if (cupti_) cupti_->take_events();  // drop warm-up activity

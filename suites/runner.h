@@ -71,6 +71,7 @@ struct RunOptions {
   std::string tokenizer_path;    // "" = MODEL/tokenizer.json, else the built-in Mistral one
   double inject_slowdown = 1.0;  // test hook of the CI gate, see GenerateOptions
   bool measure_bandwidth = true; // device bandwidth measurement (about 0.1 s)
+  bool measure_quality = true;   // false: quantised cases skip the quality pass (no quality object; --no-quality)
   const std::atomic<bool>* stop = nullptr;  // set asynchronously (SIGINT) to stop
   std::vector<std::string> command_line;
   AfterInstance after_instance;  // empty = none

@@ -325,7 +325,8 @@ TEST_F(CudaStep, GateUpAsOneMatrixIsBitIdenticalToTwoLaunches) {
                                     cuda::kPipelinedQuantGemvShape, nullptr);
         cuda::silu_mul_gate_up(static_cast<float*>(gu), static_cast<__nv_bfloat16*>(h2), pairs, I, nullptr);
         CUDA_CHECK(cudaMemset(h3, 0xff, n * 2));  // NaNs wherever the fused kernel writes nothing
-        cuda::quant_moe_gemv_gate_up(mat(0), xd, ip, pairs, k, I, H, E, static_cast<__nv_bfloat16*>(h3), nullptr);
+        cuda::quant_moe_gemv_gate_up_shaped(mat(0), xd, ip, pairs, k, I, H, E, static_cast<__nv_bfloat16*>(h3),
+                                            cuda::kPipelinedQuantGemvShape, nullptr);
         CUDA_CHECK(cudaDeviceSynchronize());
         CUDA_CHECK(cudaMemcpy(piped.data(), h2, n * 2, cudaMemcpyDeviceToHost));
         CUDA_CHECK(cudaMemcpy(fused.data(), h3, n * 2, cudaMemcpyDeviceToHost));

@@ -1,7 +1,8 @@
 // quant_cuda_test.cpp: the dequantising decode GEMV over selected experts
 // (engine/cuda/quant_gemv.h) against the CPU reference: dequantize() (engine/quant.h)
 // then an fp32 dot product in double, for int8, int4 (symmetric and with zero points)
-// and fp8 (and one int8 / fp8 matrix through linear_weight, weight_dtype's path), with odd row counts, partial fp8 blocks / int4 groups, several tokens
+// and fp8 (and one int8 / fp8 matrix through linear_weight, weight_dtype's path; the
+// fused gate/up and down/combine kernels of decode), with odd row counts, partial fp8 blocks / int4 groups, several tokens
 // sharing an expert, inputs per token (w1/w3) and per pair (w2). Skipped, with a
 // message, when no GPU is present.
 // Tolerance: the reference multiplies the dequantised fp32 weights (code x scale, rounded
@@ -24,6 +25,8 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
 #include "engine/cuda/blas.h"
+#include "engine/cuda/gate_up.h"
+#include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/cuda/quant_linear.h"
 #include "engine/dtype.h"
@@ -53,39 +56,64 @@ struct DeviceBuffers {  // frees what it uploaded
   }
 };
 
+// E experts of one (N, K) matrix each, quantised on the host and uploaded.
+struct Experts {
+  std::vector<QuantMatrix> mats;
+  std::vector<std::vector<float>> deq;  // the CPU reference's weights
+  cuda::QuantExperts qe;
+  Experts(DeviceBuffers& dev, QuantFormat f, bool zero_points, int N, int K, int E, std::mt19937& g) {
+    std::normal_distribution<float> nd(0.0f, 0.05f);
+    std::vector<const uint8_t*> q(E), sc(E), zp(E);
+    for (int e = 0; e < E; ++e) {
+      std::vector<float> w(static_cast<size_t>(N) * K);
+      for (auto& v : w) v = nd(g);
+      w[static_cast<size_t>(e) * 7] = 0.8f;
+      mats.push_back(quantize(f, w.data(), N, K, zero_points));
+      deq.emplace_back(w.size());
+      dequantize(mats.back(), deq.back().data());
+      q[e] = dev.up(mats.back().q);
+      sc[e] = dev.up(mats.back().scale);
+      zp[e] = zero_points ? dev.up(mats.back().zero) : nullptr;
+    }
+    qe.format = f;
+    qe.q = dev.up(q);
+    qe.scale = dev.up(sc);
+    qe.zero = zero_points ? dev.up(zp) : nullptr;
+  }
+  // Row r of expert e, dequantised, dotted with x in double; mag: sum |w x|.
+  double dot(int e, int r, int K, const uint16_t* x, double& mag) const {
+    const std::vector<float>& wd = deq[e];
+    double s = 0;
+    mag = 0;
+    for (int c = 0; c < K; ++c) {
+      const double t = static_cast<double>(wd[static_cast<size_t>(r) * K + c]) * bf16_to_f32(x[c]);
+      s += t;
+      mag += std::fabs(t);
+    }
+    return s;
+  }
+};
+
 void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::vector<int32_t>& ids, int k,
               bool x_per_pair, uint32_t seed, cuda::QuantGemvShape shape = {}) {
   SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zero_points ? " zp" : "") << " N=" << N << " K=" << K
                                   << (x_per_pair ? " per pair" : " per token") << " warps " << shape.warps
                                   << " depth " << shape.depth << " tiles " << shape.tiles
-                                  << (shape.pipe ? " pipelined" : ""));
+                                  << (shape.pipe ? " pipelined" : "") << " prefetch " << shape.pf << " seq "
+                                  << shape.seq);
   std::mt19937 g(seed);
   std::normal_distribution<float> nd(0.0f, 0.05f);
   const int pairs = static_cast<int>(ids.size()), n_x = x_per_pair ? pairs : pairs / k;
   DeviceBuffers dev;
-  std::vector<QuantMatrix> mats;
-  std::vector<const uint8_t*> q(E), sc(E), zp(E);
-  for (int e = 0; e < E; ++e) {
-    std::vector<float> w(static_cast<size_t>(N) * K);
-    for (auto& v : w) v = nd(g);
-    w[static_cast<size_t>(e) * 7] = 0.8f;  // an outlier per expert
-    mats.push_back(quantize(f, w.data(), N, K, zero_points));
-    q[e] = dev.up(mats.back().q);
-    sc[e] = dev.up(mats.back().scale);
-    zp[e] = zero_points ? dev.up(mats.back().zero) : nullptr;
-  }
+  const Experts ex(dev, f, zero_points, N, K, E, g);
+  const cuda::QuantExperts& qe = ex.qe;
   std::vector<uint16_t> xb(static_cast<size_t>(n_x) * K);
   for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
-  cuda::QuantExperts qe;
-  qe.format = f;
-  qe.q = dev.up(q);
-  qe.scale = dev.up(sc);
-  qe.zero = zero_points ? dev.up(zp) : nullptr;
   const auto* x = reinterpret_cast<const __nv_bfloat16*>(dev.up(xb));
   const int32_t* d_ids = dev.up(ids);
   std::vector<float> sentinel(static_cast<size_t>(pairs) * N, -12345.0f);
   float* out = dev.up(sentinel);
-  if (shape.warps || shape.depth || shape.tiles || shape.pipe)
+  if (shape.warps || shape.depth || shape.tiles || shape.pipe || shape.pf >= 0 || shape.seq)
     cuda::quant_moe_gemv_shaped(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, shape, nullptr);
   else
     cuda::quant_moe_gemv(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, nullptr);
@@ -94,16 +122,10 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
   CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 4, cudaMemcpyDeviceToHost));
   size_t bad = 0;
   for (int p = 0; p < pairs; ++p) {
-    std::vector<float> wd(static_cast<size_t>(N) * K);
-    dequantize(mats[ids[p]], wd.data());
     const uint16_t* xp = xb.data() + static_cast<size_t>(x_per_pair ? p : p / k) * K;
     for (int r = 0; r < N; ++r) {
-      double ref = 0, mag = 0;
-      for (int c = 0; c < K; ++c) {
-        const double t = static_cast<double>(wd[static_cast<size_t>(r) * K + c]) * bf16_to_f32(xp[c]);
-        ref += t;
-        mag += std::fabs(t);
-      }
+      double mag = 0;
+      const double ref = ex.dot(ids[p], r, K, xp, mag);
       const double d = std::fabs(got[static_cast<size_t>(p) * N + r] - ref);
       if (!(d <= mag * K * std::ldexp(1.0, -24) + 1e-30) && bad++ < 5)
         ADD_FAILURE() << "pair " << p << " row " << r << ": got " << got[static_cast<size_t>(p) * N + r] << ", ref " << ref;
@@ -176,6 +198,39 @@ TEST_F(QuantCuda, EveryLaunchShapeMatchesTheCpuReference) {
           const cuda::QuantGemvShape shape{warps, depth, tiles};
           run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + warps + depth), shape);
           if (f == QuantFormat::int4 && N == 33) run_case(f, true, N, K, 5, ids, 2, false, 11, shape);
+        }
+}
+
+TEST_F(QuantCuda, EveryPrefetchWindowMatchesTheCpuReference) {
+  // The plain kernel's L2 prefetch (none, 1 and 4 passes ahead; 2 in the fused gate/up
+  // and down tests; the default is none): rows of one pass and a partial one (2080 inputs), of several passes
+  // (14336), a partial last tile, int4 with zero points (their bytes prefetched too).
+  std::vector<int32_t> ids = {1, 2, 1, 4};
+  for (int pf : {0, 1, 4})
+    for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
+      for (auto [N, K] : {std::pair<int, int>{33, 2080}, {40, 14336}}) {
+        cuda::QuantGemvShape shape;
+        shape.pf = pf;
+        run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + pf), shape);
+        if (f == QuantFormat::int4) run_case(f, true, N, K, 5, ids, 2, false, static_cast<uint32_t>(pf), shape);
+      }
+}
+
+TEST_F(QuantCuda, TilesTakenInTurnMatchTheCpuReference) {
+  // A block taking 2 or 3 tiles one after the other (shape.seq), with and without the
+  // prefetch: 33 rows (the last block's second tile partial, 3 tiles: one block), 100 rows
+  // (7 tiles: the last block has fewer than seq), two tiles a block (kRT 2) too.
+  std::vector<int32_t> ids = {1, 2, 1, 4};
+  for (int seq : {2, 3})
+    for (int pf : {0, 2})
+      for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
+        for (auto [N, K] : {std::pair<int, int>{33, 2080}, {100, 14336}}) {
+          cuda::QuantGemvShape shape;
+          shape.pf = pf;
+          shape.seq = seq;
+          run_case(f, false, N, K, 5, ids, 2, K == 2080, static_cast<uint32_t>(N + K + seq + pf), shape);
+          shape.tiles = 2;
+          run_case(f, f == QuantFormat::int4, N, K, 5, ids, 2, false, static_cast<uint32_t>(N + seq + pf), shape);
         }
 }
 
@@ -296,6 +351,141 @@ TEST_F(QuantCuda, BadShapesAreOneLineErrors) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("48 inputs is not a multiple of 32"), std::string::npos) << e.what();
   }
+}
+
+namespace {
+
+template <typename T>
+std::vector<T> down(const T* d, size_t n) {
+  std::vector<T> v(n);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  CUDA_CHECK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return v;
+}
+
+double silu_d(double a) { return a / (1.0 + std::exp(-a)); }
+
+}  // namespace
+
+// The fused gate/up of the plain kernel (a tile: 8 rows of w1 and the same rows of w3,
+// h = silu(g) * u written by the GEMV): bit for bit the plain GEMV over [w1; w3] followed
+// by silu_mul_gate_up, with and without the L2 prefetch, and within the CPU reference's
+// bound (bf16 rounding of h plus the fp32 summation bound of g and u carried through
+// silu(g) * u). Inter sizes with a partial last 8-row tile (1000) and both warp counts
+// (64 and 1792 tiles of the [w1; w3] matrix), 3 tokens x top-2 with a shared expert.
+TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
+  const std::vector<int32_t> ids = {2, 0, 2, 3, 1, 2};
+  const int pairs = static_cast<int>(ids.size()), k = 2, E = 4;
+  struct Shape {
+    int inter, hidden;
+  };
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (bool zp : {false, true})
+      for (const Shape sh : {Shape{512, 256}, Shape{1000, 2080}, Shape{14336, 256}}) {
+        if (zp && f != QuantFormat::int4) continue;
+        if (f == QuantFormat::int4 && sh.hidden % 32 != 0) continue;
+        const int I = sh.inter, H = sh.hidden;
+        SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zp ? " zp" : "") << " inter " << I << " hidden " << H);
+        std::mt19937 g(static_cast<uint32_t>(I + H + zp));
+        std::normal_distribution<float> nd(0.0f, 0.05f);
+        DeviceBuffers dev;
+        const Experts ex(dev, f, zp, 2 * I, H, E, g);
+        std::vector<uint16_t> xb(static_cast<size_t>(pairs / k) * H);
+        for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
+        const auto* x = reinterpret_cast<const __nv_bfloat16*>(dev.up(xb));
+        const int32_t* d_ids = dev.up(ids);
+        const size_t n = static_cast<size_t>(pairs) * I;
+        std::vector<float> gu0(2 * n, 0.0f);
+        std::vector<uint16_t> nan(n, 0xffff);
+        float* gu = dev.up(gu0);
+        auto* h_ref = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
+        cuda::quant_moe_gemv(ex.qe, x, false, d_ids, pairs, k, 2 * I, H, E, gu, nullptr);
+        cuda::silu_mul_gate_up(gu, h_ref, pairs, I, nullptr);
+        const std::vector<uint16_t> want = down(reinterpret_cast<const uint16_t*>(h_ref), n);
+        for (int pf : {0, 2, 3}) {  // 3: prefetch 2 with 2 tiles taken in turn
+          auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
+          cuda::QuantGemvShape shape;
+          shape.pf = pf == 3 ? 2 : pf;
+          shape.seq = pf == 3 ? 2 : 0;
+          cuda::quant_moe_gemv_gate_up_shaped(ex.qe, x, d_ids, pairs, k, I, H, E, h, shape, nullptr);
+          EXPECT_EQ(down(reinterpret_cast<const uint16_t*>(h), n), want) << "prefetch " << pf;
+        }
+        size_t bad = 0;
+        for (int p = 0; p < pairs; ++p)
+          for (int r = 0; r < I; r += (I > 1000 ? 7 : 1)) {
+            const uint16_t* xp = xb.data() + static_cast<size_t>(p / k) * H;
+            double mg = 0, mu = 0;
+            const double gr = ex.dot(ids[p], r, H, xp, mg), ur = ex.dot(ids[p], I + r, H, xp, mu);
+            const double ref = silu_d(gr) * ur;
+            const double eg = mg * H * std::ldexp(1.0, -24), eu = mu * H * std::ldexp(1.0, -24);
+            const double tol = std::fabs(ref) * std::ldexp(1.0, -8) + 1.2 * eg * std::fabs(ur) +
+                               (std::fabs(silu_d(gr)) + eg) * eu + 1e-30;
+            const double got = bf16_to_f32(want[static_cast<size_t>(p) * I + r]);
+            if (!(std::fabs(got - ref) <= tol) && bad++ < 5)
+              ADD_FAILURE() << "pair " << p << " row " << r << ": got " << got << ", ref " << ref;
+          }
+        EXPECT_EQ(bad, 0u);
+      }
+}
+
+// The down projection with the combine (quant_moe_down_combine): bit for bit the plain
+// GEMV over the pairs (one input row each) followed by moe_combine_all into the same
+// residual, for the ids read before or after the wait and with and without the L2
+// prefetch; and within the CPU reference's bound (each slot's fp32 summation bound
+// times its weight, plus the rounding of the k + 1 additions). Shapes: 4096 rows (256
+// tiles: two groups of 4 warps a block) and 300 (19 tiles, a partial one: one group of 16
+// warps); 1 token (two experts), 3 tokens sharing an expert, and 8 tokens on 8 experts.
+TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
+  const int k = 2, E = 8;
+  const std::vector<std::vector<int32_t>> cases = {
+      {3, 5}, {2, 0, 2, 3, 1, 2}, {0, 1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1, 0}};
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [N, K] : {std::pair<int, int>{4096, 512}, {300, 2080}})
+      for (const auto& ids : cases) {
+        if (f == QuantFormat::int4 && K % 32 != 0) continue;
+        const int pairs = static_cast<int>(ids.size()), n_tok = pairs / k;
+        SCOPED_TRACE(testing::Message() << quant_format_name(f) << " N=" << N << " K=" << K << " pairs " << pairs);
+        std::mt19937 g(static_cast<uint32_t>(N + K + pairs));
+        std::normal_distribution<float> nd(0.0f, 0.05f);
+        DeviceBuffers dev;
+        const Experts ex(dev, f, f == QuantFormat::int4 && pairs == 6, N, K, E, g);
+        std::vector<uint16_t> hb(static_cast<size_t>(pairs) * K);
+        for (auto& v : hb) v = f32_to_bf16(nd(g) * 20);
+        std::vector<float> wts(pairs), res0(static_cast<size_t>(n_tok) * N);
+        for (auto& v : wts) v = 0.2f + std::fabs(nd(g)) * 8;
+        for (auto& v : res0) v = nd(g) * 10;
+        const auto* h = reinterpret_cast<const __nv_bfloat16*>(dev.up(hb));
+        const int32_t* d_ids = dev.up(ids);
+        const float* d_w = dev.up(wts);
+        std::vector<float> y0(static_cast<size_t>(pairs) * N, 0.0f);
+        float* y = dev.up(y0);
+        float* res_ref = dev.up(res0);
+        cuda::quant_moe_gemv(ex.qe, h, true, d_ids, pairs, k, N, K, E, y, nullptr);
+        cuda::moe_combine_all(y, nullptr, d_w, n_tok, k, res_ref, N, nullptr);
+        const std::vector<float> want = down(res_ref, res0.size());
+        for (bool early : {false, true})
+          for (int pf : {0, 2}) {
+            float* res = dev.up(res0);
+            cuda::quant_moe_down_combine(ex.qe, h, d_ids, d_w, pairs, k, N, K, E, res, early, nullptr, pf);
+            EXPECT_EQ(down(res, res0.size()), want) << "ids early " << early << ", prefetch " << pf;
+          }
+        size_t bad = 0;
+        for (int t = 0; t < n_tok; ++t)
+          for (int r = 0; r < N; r += (N > 300 ? 5 : 1)) {
+            double ref = res0[static_cast<size_t>(t) * N + r], tol = std::fabs(ref) * (k + 1) * std::ldexp(1.0, -24);
+            for (int j = 0; j < k; ++j) {
+              const int p = t * k + j;
+              double mag = 0;
+              const double d = ex.dot(ids[p], r, K, hb.data() + static_cast<size_t>(p) * K, mag);
+              ref += wts[p] * d;
+              tol += wts[p] * (mag * K * std::ldexp(1.0, -24) + std::fabs(d) * (k + 1) * std::ldexp(1.0, -24));
+            }
+            const double got = want[static_cast<size_t>(t) * N + r];
+            if (!(std::fabs(got - ref) <= tol + 1e-30) && bad++ < 5)
+              ADD_FAILURE() << "token " << t << " row " << r << ": got " << got << ", ref " << ref;
+          }
+        EXPECT_EQ(bad, 0u);
+      }
 }
 
 #endif  // MOEBENCH_HAVE_CUDA

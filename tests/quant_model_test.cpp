@@ -189,3 +189,33 @@ TEST(QuantModel, SuiteCaseCarriesQualityIntoTheResults) {
   EXPECT_FALSE(back.cases[0].quality.has_value());
 }
 
+
+// --no-quality (RunOptions::measure_quality false): the quantised case runs, with the
+// same tokens, and carries no quality object; bench takes the flag and records none.
+TEST(QuantModel, NoQualitySkipsTheQualityPassOnly) {
+  test::TempDir dir;
+  const std::string suite_json = R"({"name": "q", "description": "quality",
+    "defaults": {"model": "micro", "backend": "cpu", "warmup_runs": 0, "repetitions": 1, "new_tokens": 4},
+    "cases": [{"name": "int4", "prompt_tokens": 16, "settings": {"expert_dtype": "int4"}}]})";
+  auto suite = suites::parse_suite(suite_json, "q.json");
+  auto run = [&](bool quality) {
+    suites::RunOptions opt;
+    opt.measure_bandwidth = false;
+    opt.measure_quality = quality;
+    return suites::run_suite(suites::expand(suite, {}, [](const std::string&) { return std::string("cpu"); }), opt);
+  };
+  const auto with = run(true), without = run(false);
+  ASSERT_EQ(without.results.cases.size(), 1u);
+  EXPECT_EQ(without.failed, 0) << without.results.cases[0].error;
+  EXPECT_TRUE(with.results.cases[0].quality.has_value());
+  EXPECT_FALSE(without.results.cases[0].quality.has_value());
+  EXPECT_EQ(with.results.cases[0].output_token_hash, without.results.cases[0].output_token_hash);
+  test::CliRun r = test::run_moebench({"bench", "--backend", "cpu", "--preset", "micro", "--set", "expert_dtype=int8",
+                                       "--no-quality", "--threads", "1", "--prompt-tokens", "8", "--new-tokens", "2",
+                                       "--repetitions", "1", "--out", dir.str("b.json")},
+                                      dir);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const reports::Results b = reports::load_results(dir.str("b.json"));
+  ASSERT_FALSE(b.cases.empty());
+  for (const reports::Case& c : b.cases) EXPECT_FALSE(c.quality.has_value()) << c.name;
+}

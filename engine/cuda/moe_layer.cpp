@@ -265,8 +265,7 @@ void MoeLayer::prefetch_next(int step, int layer, int m, bool gate_predicted) {
 void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter;
   if (quantised() && quant_decode_ok(m)) {
-    quant_decode(layer, b, b.h, b.ids, m * K, K);
-    combine(b, x, m, false);
+    if (!quant_decode(layer, b, b.h, b.ids, m * K, K, combine_ == Combine::fused ? x : nullptr)) combine(b, x, m, false);
     return;
   }
   if (!quantised() && dispatch_ == Dispatch::fused && fused_decode_ok(m)) {
@@ -285,7 +284,8 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   combine(b, x, m, true);
 }
 
-void MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const int32_t* ids, int pairs, int K) {
+bool MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const int32_t* ids, int pairs, int K,
+                            float* residual) {
   const int E = d_.n_experts, H = d_.hidden, I = d_.inter;
   const auto* t = reinterpret_cast<const uint8_t* const*>(tables(layer));
   auto mat = [&](int w) {
@@ -299,16 +299,26 @@ void MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const i
   // g, u (pairs, inter) fp32 in the SwiGLU scratch (it holds two such arrays and more).
   float* g = static_cast<float*>(b.swiglu);
   float* u = g + static_cast<size_t>(pairs) * I;
+  const bool fused = quant_decode_fused_from_env();
   ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
   if (gate_up_adjacent(d_.layout)) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
-    quant_moe_gemv(mat(0), x, false, ids, pairs, K, 2 * I, H, E, g, stream_);
-    silu_mul_gate_up(g, b.moe_h, pairs, I, stream_);
+    if (fused) {
+      quant_moe_gemv_gate_up(mat(0), x, ids, pairs, K, I, H, E, b.moe_h, stream_);
+    } else {
+      quant_moe_gemv(mat(0), x, false, ids, pairs, K, 2 * I, H, E, g, stream_);
+      silu_mul_gate_up(g, b.moe_h, pairs, I, stream_);
+    }
   } else {
     quant_moe_gemv(mat(0), x, false, ids, pairs, K, I, H, E, g, stream_);
     quant_moe_gemv(mat(1), x, false, ids, pairs, K, I, H, E, u, stream_);
     silu_mul_bf16(g, u, b.moe_h, static_cast<int64_t>(pairs) * I, stream_);
   }
+  if (residual && fused) {  // the ids came from the router, before the gate/up launch
+    quant_moe_down_combine(mat(2), b.moe_h, ids, b.wts, pairs, K, H, I, E, residual, true, stream_);
+    return true;
+  }
   quant_moe_gemv(mat(2), b.moe_h, true, ids, pairs, K, H, I, E, b.moe_y, stream_);
+  return false;
 }
 
 void MoeLayer::bf16_expert(int layer, int e, const bf16* w[3]) {

@@ -135,8 +135,11 @@ class MoeLayer {
   bool quantised() const { return d_.format != QuantFormat::bf16; }
   bool quant_decode_ok(int m) const;
   // g, u, h through quant_moe_gemv for `pairs` (expert, token) pairs of x ((pairs / k,
-  // hidden), ids (pairs)); y (pairs, hidden) unweighted into b.moe_y.
-  void quant_decode(int layer, ForwardBuffers& b, const __nv_bfloat16* x, const int32_t* ids, int pairs, int k);
+  // hidden), ids (pairs)); y (pairs, hidden) unweighted into b.moe_y. residual non-null
+  // (and the fused kernels on, quant_gemv.h): y combined into it with b.wts instead
+  // (the fused combine), and true returned.
+  bool quant_decode(int layer, ForwardBuffers& b, const __nv_bfloat16* x, const int32_t* ids, int pairs, int k,
+                    float* residual = nullptr);
   // The forward with host experts (see set_host_experts); false when the plan has none
   // (nothing done: the device path runs).
   void free_host_buffers();

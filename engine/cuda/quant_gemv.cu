@@ -28,7 +28,9 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/pdl.cuh"
 #include "engine/cuda/quant_gemv.h"
 
 namespace moebench::cuda {
@@ -329,50 +331,290 @@ __device__ __forceinline__ int64_t quant_row_bytes(QuantFormat F, int K) {
   return F == QuantFormat::int4 ? K / 2 : F == QuantFormat::bf16 ? 2 * static_cast<int64_t>(K) : K;
 }
 
+// L2 prefetch of the plain kernel's weights (pf > 0): a "pass" is one batch of every
+// warp of the block, kWarps x kDepth super-steps of 64 bytes of every row of the tile;
+// the block asks L2 for the passes pf ahead of the one its warps load into registers
+// (the first pf at the start), one bulk request per row and pass. The register loads
+// then find their lines in L2 or on the way, so the bytes in flight are not bounded by
+// the registers that hold a batch. Nothing is written: the sums do not change.
+// Tile position i (0 .. 16 kRT - 1) -> matrix row, or -1 past the rows: kRT tiles of 16
+// rows from row0, or (gate/up fused, gu_inter > 0) rows r0 + i of w1 for i < 8 and
+// inter + r0 + i - 8 of w3, r0 = 8 blockIdx.x.
+__device__ __forceinline__ int tile_pos_row(int i, int row0, int N, int gu_inter) {
+  if (gu_inter > 0) {
+    const int r = row0 + (i & 7);
+    return r < gu_inter ? r + (i >= 8 ? gu_inter : 0) : -1;
+  }
+  const int r = row0 + i;
+  return r < N ? r : -1;
+}
+
+template <int kRT>
+__device__ __forceinline__ void prefetch_pass(const uint8_t* q, int64_t row_bytes, int pass_bytes, int pass, int row0,
+                                              int N, int gu_inter, int lane) {
+  if (lane >= 16 * kRT) return;
+  const int r = tile_pos_row(lane, row0, N, gu_inter);
+  const int64_t begin = static_cast<int64_t>(pass) * pass_bytes;
+  if (r < 0 || begin >= row_bytes) return;
+  const int64_t len = min(static_cast<int64_t>(pass_bytes), row_bytes - begin);
+  l2_prefetch_bulk(q + r * row_bytes + begin, static_cast<unsigned>(len));
+}
+
+// [begin, end) bytes of a scale part, widened to 16-byte boundaries (parts start on one).
+__device__ __forceinline__ void prefetch_bytes(const uint8_t* base, int64_t begin, int64_t end) {
+  begin &= ~int64_t{15};
+  end = (end + 15) & ~int64_t{15};
+  if (end > begin) l2_prefetch_bulk(base + begin, static_cast<unsigned>(end - begin));
+}
+
+// The scales (and zero points) of rows [r0, r1) of a matrix of K inputs.
+template <QuantFormat F>
+__device__ __forceinline__ void prefetch_scales(const uint8_t* scale, const uint8_t* zero, int r0, int r1, int K) {
+  if (r1 <= r0) return;
+  if constexpr (F == QuantFormat::int4) {
+    const int64_t groups = (K + static_cast<int>(kInt4Group) - 1) / static_cast<int>(kInt4Group);
+    prefetch_bytes(scale, r0 * groups * 2, r1 * groups * 2);
+    if (zero) prefetch_bytes(zero, r0 * groups, r1 * groups);
+  } else if constexpr (F == QuantFormat::int8) {
+    prefetch_bytes(scale, int64_t{4} * r0, int64_t{4} * r1);
+  } else if constexpr (F == QuantFormat::fp8) {
+    const int64_t cb = (K + static_cast<int>(kFp8Block) - 1) / static_cast<int>(kFp8Block);
+    const int64_t b0 = r0 / static_cast<int>(kFp8Block), b1 = (r1 - 1) / static_cast<int>(kFp8Block) + 1;
+    prefetch_bytes(scale, b0 * cb * 4, b1 * cb * 4);
+  }
+}
+
+// The tile's scale rows (lane 0 of the calling warp): one range, or w1's and w3's.
+template <QuantFormat F, int kRT>
+__device__ __forceinline__ void prefetch_tile_scales(const uint8_t* scale, const uint8_t* zero, int row0, int N,
+                                                     int gu_inter, int K, int lane) {
+  if constexpr (F == QuantFormat::bf16) return;
+  if (lane != 0 || !scale) return;
+  if (gu_inter > 0) {
+    const int r1 = min(row0 + 8, gu_inter);
+    prefetch_scales<F>(scale, zero, row0, r1, K);
+    prefetch_scales<F>(scale, zero, gu_inter + row0, gu_inter + r1, K);
+  } else {
+    prefetch_scales<F>(scale, zero, row0, min(row0 + 16 * kRT, N), K);
+  }
+}
+
+// One warp's sums over a tile for the pairs p0 .. p0 + 7 (the plain kernel's loop, also
+// the down/combine kernel's): warp `warp` of kWarps takes the super-steps warp * kDepth
+// + i * kWarps * kDepth, kDepth at a time; with pf > 0 (first: the block's first pass
+// over these weights) the warp whose turn it is asks L2 for the pass pf ahead.
+template <QuantFormat F, int kWarps, int kDepth, int kRT>
+__device__ __forceinline__ void warp_tile_sums(float (&tot)[kRT][4], const uint8_t* const (&qa)[kRT],
+                                               const uint8_t* const (&qb)[kRT], const int (&ra)[kRT],
+                                               const int (&rb)[kRT], const uint8_t* q, const uint8_t* scale,
+                                               const uint8_t* zero, const bf16* xr, bool has_x, int warp, int lane,
+                                               int row0, int N, int gu_inter, int K, int pf, bool first) {
+  const int t = lane & 3;
+  const int64_t row_bytes = quant_row_bytes(F, K);
+  const int chunks = static_cast<int>(row_bytes / 16);
+  const int steps = (chunks + 3) / 4;  // super-steps per row
+  constexpr int kPassBytes = kWarps * kDepth * 64;
+#pragma unroll
+  for (int tt = 0; tt < kRT; ++tt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) tot[tt][i] = 0;
+  int pass = 0;
+  for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kWarps * kDepth, ++pass) {
+    if (first && pf > 0 && (pass + pf) % kWarps == warp)
+      prefetch_pass<kRT>(q, row_bytes, kPassBytes, pass + pf, row0, N, gu_inter, lane);
+    Batch<F, kDepth, kRT, false> b;
+    b.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
+    b.dot(tot, xr, has_x, ss0, chunks, steps, t);
+  }
+}
+
+// The first pf passes of a tile and its scales, spread over the block's (or group's) warps.
+template <QuantFormat F, int kWarps, int kDepth, int kRT>
+__device__ __forceinline__ void prefetch_tile_start(const uint8_t* q, const uint8_t* scale, const uint8_t* zero,
+                                                    int warp, int lane, int row0, int N, int gu_inter, int K, int pf) {
+  const int64_t row_bytes = quant_row_bytes(F, K);
+  for (int pass = warp; pass < pf; pass += kWarps)
+    prefetch_pass<kRT>(q, row_bytes, kWarps * kDepth * 64, pass, row0, N, gu_inter, lane);
+  if (warp == kWarps - 1) prefetch_tile_scales<F, kRT>(scale, zero, row0, N, gu_inter, K, lane);
+}
+
 // ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc,
 // quant_gemv) with the scales `single_scale` (symmetric).
 // accumulate: out += the result instead of out = it.
+// gu_inter > 0 (kRT 1, x per token): gate/up fused with the SwiGLU product. The matrix
+// is [w1; w3] (N = 2 gu_inter rows), a block's tile holds rows r0 .. r0 + 7 of w1 (tile
+// rows 0..7) and the same rows of w3 (tile rows 8..15), r0 = 8 blockIdx.x, so a lane
+// holds g and u of one row and writes h[pair, r] = bf16(silu(g) * u) to out_h: each row's
+// sums are those of the unfused kernel over 2 gu_inter rows (the same warps, super-steps
+// and order; a row's mma result does not depend on the other rows of its tile).
+// pf: L2 prefetch window in passes (0: none). seq: tiles a block takes in turn (blockIdx.x
+// seq + i; with pf, each tile's first passes asked for as the one before starts), one
+// start per seq tiles. Launched with launch_pdl: everything it reads that an earlier
+// kernel writes comes after pdl_wait().
 // At least 16 / kRT warps per SM (two tiles a block: twice the registers for loads).
 template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1>
 __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWarps / kRT : 1)
     quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const uint8_t* __restrict__ single_scale,
                           const bf16* __restrict__ x,
                           int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
-                          float* __restrict__ out, int accumulate) {
+                          float* __restrict__ out, int accumulate, int pf, int gu_inter, bf16* __restrict__ out_h,
+                          int seq) {
   using C = Codes<F>;
   __shared__ int s_ids[kMaxPairs], s_pair[kMaxPairs], s_cnt;
   __shared__ float s_part[kWarps][32][4 * kRT];
+  pdl_wait();  // ids (the router's) and x come from the kernels before
+  pdl_trigger();
   const int e = block_expert(ids, n_pairs, s_ids, s_pair, &s_cnt);
   if (e < 0) return;  // the whole block: fewer experts used than grid rows
   const int cnt = s_cnt;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
-  const int row0 = blockIdx.x * kTileRows * kRT;  // kRT tiles of 16 rows, sharing the activations' loads
+  // kRT tiles of 16 rows, sharing the activations' loads; gate/up fused: 8 rows of w1 and w3
+  const int tile_rows_n = gu_inter > 0 ? 8 : kTileRows * kRT, row_end = gu_inter > 0 ? gu_inter : N;
   const int64_t row_bytes = quant_row_bytes(F, K);
-  const int chunks = static_cast<int>(row_bytes / 16);
-  const int steps = (chunks + 3) / 4;  // super-steps per row
-  int ra[kRT], rb[kRT];
-  const uint8_t *qa[kRT], *qb[kRT];
-  tile_rows<kRT>(single ? single : w.q[e], row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
+  const uint8_t* q = single ? single : w.q[e];
   const uint8_t* scale = !C::kScaled ? nullptr : single ? single_scale : w.scale[e];
   const uint8_t* zero = C::kScaled && !single && w.zero ? w.zero[e] : nullptr;
-  for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
-    const int m = min(kTileCols, cnt - p0);
-    const bool has_x = gr < m;  // this lane's B column is pair p0 + gr
-    const int px = s_pair[p0 + min(gr, m - 1)];
-    const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
-    float tot[kRT][4] = {};
-    for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kWarps * kDepth) {
-      Batch<F, kDepth, kRT, false> b;
-      b.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
-      b.dot(tot, xr, has_x, ss0, chunks, steps, t);
+  for (int ti = 0; ti < seq; ++ti) {
+    const int row0 = (static_cast<int>(blockIdx.x) * seq + ti) * tile_rows_n;
+    if (row0 >= row_end) break;  // block-uniform
+    int ra[kRT], rb[kRT];
+    const uint8_t *qa[kRT], *qb[kRT];
+    if (gu_inter > 0) {
+      ra[0] = min(row0 + gr, gu_inter - 1);
+      rb[0] = gu_inter + ra[0];
+      qa[0] = q + ra[0] * row_bytes;
+      qb[0] = q + rb[0] * row_bytes;
+    } else {
+      tile_rows<kRT>(q, row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
     }
+    if (pf > 0) {
+      if (ti == 0) prefetch_tile_start<F, kWarps, kDepth, kRT>(q, scale, zero, warp, lane, row0, N, gu_inter, K, pf);
+      if (ti + 1 < seq && row0 + tile_rows_n < row_end)  // the next tile's start, one tile ahead
+        prefetch_tile_start<F, kWarps, kDepth, kRT>(q, scale, zero, warp, lane, row0 + tile_rows_n, N, gu_inter, K, pf);
+    }
+    for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
+      const int m = min(kTileCols, cnt - p0);
+      const bool has_x = gr < m;  // this lane's B column is pair p0 + gr
+      const int px = s_pair[p0 + min(gr, m - 1)];
+      const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
+      float tot[kRT][4];
+      warp_tile_sums<F, kWarps, kDepth, kRT>(tot, qa, qb, ra, rb, q, scale, zero, xr, has_x, warp, lane, row0, N,
+                                             gu_inter, K, pf, p0 == 0);
 #pragma unroll
-    for (int tt = 0; tt < kRT; ++tt)
+      for (int tt = 0; tt < kRT; ++tt)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) s_part[warp][lane][4 * tt + i] = tot[tt][i];
-    __syncthreads();
-    if (warp == 0) write_tile<kWarps, kRT>(s_part, s_pair, p0, m, row0, kTileRows, N, lane, out, accumulate);
-    __syncthreads();  // s_part is reused by the next pass
+        for (int i = 0; i < 4; ++i) s_part[warp][lane][4 * tt + i] = tot[tt][i];
+      __syncthreads();
+      if (warp == 0) {
+        if (gu_inter > 0) {
+          float v[4];
+#pragma unroll
+          for (int i = 0; i < 4; ++i) {
+            v[i] = s_part[0][lane][i];
+#pragma unroll
+            for (int wi = 1; wi < kWarps; ++wi) v[i] += s_part[wi][lane][i];
+          }
+          const int r = row0 + gr;  // g in v[0], v[1] (pairs 2t, 2t + 1), u in v[2], v[3]
+#pragma unroll
+          for (int c = 0; c < 2; ++c)
+            if (2 * t + c < m && r < gu_inter)
+              out_h[static_cast<int64_t>(s_pair[p0 + 2 * t + c]) * gu_inter + r] =
+                  __float2bfloat16_rn(detail::silu(v[c]) * v[2 + c]);
+        } else {
+          write_tile<kWarps, kRT>(s_part, s_pair, p0, m, row0, kTileRows, N, lane, out, accumulate);
+        }
+      }
+      __syncthreads();  // s_part is reused by the next pass
+    }
+  }
+}
+
+// Down projection and combine in one launch (decode): out[t, :] += sum over the token's
+// slots j, in order, of weights[t k + j] * (W2[ids[t k + j]] . h[t k + j]) — what
+// quant_moe_gemv over the pairs (its default shape: kWarps warps, the format's depth)
+// followed by moe_combine_all (fmaf from 0, then added to out) computes, bit for bit. A
+// block owns 16 rows for every used expert: kGroups groups of kWarps warps, group g
+// taking the used experts g, g + kGroups, ... in first-use order, each with the plain
+// kernel's warps, super-steps and order; the sums land in shared memory (s_y) and the
+// block combines them. ids_early: the ids were written before the previous kernel began
+// (the router's, two launches back), so a block finds its experts and asks L2 for its
+// first weights before pdl_wait, while the previous kernel finishes.
+template <QuantFormat F, int kWarps, int kGroups, int kDepth = Codes<F>::kDepth>
+__global__ void __launch_bounds__(kWarps * kGroups * 32, 16 / kWarps / kGroups > 0 ? 16 / kWarps / kGroups : 1)
+    quant_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
+                              const float* __restrict__ weights, int n_pairs, int k, int N, int K,
+                              float* __restrict__ out, int pf, int ids_early) {
+  __shared__ int s_ids[kMaxPairs], s_exp[kMaxPairs], s_cnt[kMaxPairs], s_pairs[kMaxPairs][kMaxPairs];
+  __shared__ int s_used;
+  __shared__ float s_part[kGroups][kWarps][32][4];
+  __shared__ float s_y[kMaxPairs][kTileRows];
+  if (!ids_early) pdl_wait();
+  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) s_ids[p] = ids[p];
+  __syncthreads();
+  if (threadIdx.x == 0) {  // the used experts in first-use order, each with its pairs in order
+    int used = 0;
+    for (int p = 0; p < n_pairs; ++p) {
+      const int e = s_ids[p];
+      int u = 0;
+      while (u < used && s_exp[u] != e) ++u;
+      if (u == used) {
+        s_exp[used++] = e;
+        s_cnt[u] = 0;
+      }
+      s_pairs[u][s_cnt[u]++] = p;
+    }
+    s_used = used;
+  }
+  __syncthreads();
+  const int used = s_used;
+  const int warp_all = threadIdx.x >> 5, group = warp_all / kWarps, warp = warp_all % kWarps;
+  const int lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
+  const int row0 = blockIdx.x * kTileRows;
+  const int64_t row_bytes = quant_row_bytes(F, K);
+  if (pf > 0 && group < used)  // the group's first expert, before the wait
+    prefetch_tile_start<F, kWarps, kDepth, 1>(w.q[s_exp[group]], w.scale[s_exp[group]],
+                                              w.zero ? w.zero[s_exp[group]] : nullptr, warp, lane, row0, N, 0, K, pf);
+  if (ids_early) pdl_wait();  // h, out
+  pdl_trigger();
+  for (int u = group; u < used; u += kGroups) {
+    const int e = s_exp[u], cnt = s_cnt[u];
+    const uint8_t* q = w.q[e];
+    const uint8_t* scale = w.scale[e];
+    const uint8_t* zero = w.zero ? w.zero[e] : nullptr;
+    int ra[1], rb[1];
+    const uint8_t *qa[1], *qb[1];
+    tile_rows<1>(q, row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
+    if (pf > 0 && u != group) prefetch_tile_start<F, kWarps, kDepth, 1>(q, scale, zero, warp, lane, row0, N, 0, K, pf);
+    for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
+      const int m = min(kTileCols, cnt - p0);
+      const bool has_x = gr < m;
+      const int px = s_pairs[u][p0 + min(gr, m - 1)];
+      float tot[1][4];
+      warp_tile_sums<F, kWarps, kDepth, 1>(tot, qa, qb, ra, rb, q, scale, zero, h + static_cast<int64_t>(px) * K, has_x,
+                                           warp, lane, row0, N, 0, K, pf, p0 == 0);
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s_part[group][warp][lane][i] = tot[0][i];
+      asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(kWarps * 32) : "memory");
+      if (warp == 0)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          float v = s_part[group][0][lane][i];
+#pragma unroll
+          for (int wi = 1; wi < kWarps; ++wi) v += s_part[group][wi][lane][i];
+          const int col = 2 * t + (i & 1), r = gr + (i >= 2 ? 8 : 0);
+          if (col < m) s_y[s_pairs[u][p0 + col]][r] = v;
+        }
+      asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(kWarps * 32) : "memory");
+    }
+  }
+  __syncthreads();
+  const int n_tok = n_pairs / k;
+  for (int i = threadIdx.x; i < n_tok * kTileRows; i += blockDim.x) {
+    const int tok = i / kTileRows, r = i % kTileRows, row = row0 + r;
+    if (row >= N) continue;
+    float s = 0;
+    for (int j = 0; j < k; ++j) s = fmaf(weights[tok * k + j], s_y[tok * k + j][r], s);
+    out[static_cast<int64_t>(tok) * N + row] += s;
   }
 }
 
@@ -479,15 +721,26 @@ int default_warps(int tiles) {
   return tiles >= 2 * 264 ? 4 : tiles >= 132 ? 8 : 16;
 }
 
+// What the plain kernel takes beyond the product: the L2 prefetch window (passes) and
+// the fused gate/up form (gu_inter > 0: h to out_h).
+struct PlainExtra {
+  int pf = 0, gu_inter = 0;
+  bf16* out_h = nullptr;
+  int seq = 1;  // tiles a block takes in turn
+};
+
 template <QuantFormat F, int kDepth, int kRT>
 void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const uint8_t* single,
                   const uint8_t* single_scale, const bf16* x, int pp,
-                  const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(ceil_div(tiles, kRT)), static_cast<unsigned>(slots));
+                  const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, PlainExtra ex,
+                  cudaStream_t stream) {
+  const int units = ex.gu_inter > 0 ? static_cast<int>(ceil_div(ex.gu_inter, 8)) : static_cast<int>(ceil_div(tiles, kRT));
+  const int bx = static_cast<int>(ceil_div(units, ex.seq));
+  const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(slots));
   auto launch = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
-    quant_moe_gemv_kernel<F, kWarps, kDepth, kRT>
-        <<<grid, kWarps * 32, 0, stream>>>(w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc);
+    launch_pdl(quant_moe_gemv_kernel<F, kWarps, kDepth, kRT>, grid, dim3(kWarps * 32), 0, stream, w, single,
+               single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex.pf, ex.gu_inter, ex.out_h, ex.seq);
   };
   switch (warps) {
     case 2: return launch(std::integral_constant<int, 2>{});
@@ -496,6 +749,17 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
     case 16: return launch(std::integral_constant<int, 16>{});
     default: fail_msg(msg("quant_moe_gemv: ", warps, " warps per block, expected 2, 4, 8 or 16"));
   }
+}
+
+// The plain kernel's L2 prefetch window when the shape leaves it (-1): none for bf16
+// weights (gemv_tc); for the quantised formats MOEBENCH_QUANT_PREFETCH (0, 1, 2 or 4
+// passes; unset: kDefaultQuantPrefetch).
+template <QuantFormat F>
+int prefetch_passes(const QuantGemvShape& shape) {
+  if (shape.pf >= 0) return shape.pf;
+  if (F == QuantFormat::bf16) return 0;
+  static const int pf = env_choice("MOEBENCH_QUANT_PREFETCH", {0, 1, 2, 4}, kDefaultQuantPrefetch);
+  return pf;
 }
 
 // The pipelined kernel's grid: as many blocks per used expert as fit on the GPU at once
@@ -557,39 +821,61 @@ void launch_pipelined(const QuantExperts& w, const bf16* x, bool x_per_pair, con
 
 // shape.warps / shape.depth / shape.tiles 0: the defaults (default_warps, the format's
 // kDepth, one tile). Depth kDepth / 2 and 2 x kDepth and two tiles (at depth kDepth) are
-// compiled for the quantised formats only.
+// compiled for the quantised formats only. out_h: the fused gate/up form (N = 2 inter,
+// one tile).
 template <QuantFormat F>
 void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_scale, const bf16* x, bool x_per_pair,
             const int32_t* ids,
             int n_pairs, int k, int N, int K, int n_experts, float* out, bool accumulate, QuantGemvShape shape,
-            cudaStream_t stream) {
+            cudaStream_t stream, bf16* out_h = nullptr) {
   const int tiles = static_cast<int>(ceil_div(N, kTileRows)), slots = std::min(n_pairs, n_experts);
   const int pp = x_per_pair ? 1 : 0, acc = accumulate ? 1 : 0;
   const int warps = shape.warps ? shape.warps : default_warps<F>(tiles);
   const int rt = shape.tiles ? shape.tiles : 1;
   constexpr int D = Codes<F>::kDepth;
   const int depth = shape.depth ? shape.depth : D;
+  const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h, shape.seq > 0 ? shape.seq : 1};
+  if (out_h && rt != 1) fail_msg("quant_moe_gemv_gate_up: the fused gate/up form takes one tile a block");
   if (depth == D && rt == 1) {
-    launch_depth<F, D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+    launch_depth<F, D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex, stream);
     return;
   }
   if constexpr (F != QuantFormat::bf16) {
     if (depth == 2 * D && rt == 1) {
-      launch_depth<F, 2 * D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      launch_depth<F, 2 * D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex, stream);
       return;
     }
     if (depth == D && rt == 2) {
-      launch_depth<F, D, 2>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      launch_depth<F, D, 2>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex, stream);
       return;
     }
     if (depth == D / 2 && rt == 1) {
-      launch_depth<F, D / 2, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, stream);
+      launch_depth<F, D / 2, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex, stream);
       return;
     }
   }
   fail_msg(msg("quant_moe_gemv: depth ", depth, " x ", rt, " tiles for ", quant_format_name(F), ", expected ", D,
                F != QuantFormat::bf16 ? msg(", ", D / 2, " or ", 2 * D, " x 1 tile, or ", D, " x 2 tiles")
                                       : std::string(" x 1 tile")));
+}
+
+// The down/combine kernel: two groups of the plain kernel's default warps (4 for every
+// quantised format at Mixtral's w2 and above 132 tiles; 8 or 16 below, as default_warps).
+template <QuantFormat F>
+void launch_down_combine(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
+                         int k, int N, int K, float* out, int pf, bool ids_early, cudaStream_t stream) {
+  const int tiles = static_cast<int>(ceil_div(N, kTileRows));
+  auto go = [&](auto warps_c) {
+    constexpr int kWarps = decltype(warps_c)::value;
+    constexpr int kGroups = kWarps == 4 ? 2 : 1;
+    launch_pdl(quant_down_combine_kernel<F, kWarps, kGroups>, dim3(static_cast<unsigned>(tiles)),
+               dim3(kWarps * kGroups * 32), 0, stream, w, h, ids, weights, n_pairs, k, N, K, out, pf,
+               ids_early ? 1 : 0);
+  };
+  switch (default_warps<F>(tiles)) {
+    case 4: return go(std::integral_constant<int, 4>{});
+    default: return go(std::integral_constant<int, 16>{});
+  }
 }
 
 }  // namespace
@@ -607,22 +893,28 @@ void check_args(const QuantExperts& w, const bf16* x, int n_pairs, int N, int K,
     fail_msg(msg("quant_moe_gemv: the activations are not 16-byte aligned (they are read 16 bytes at a time)"));
 }
 
-// Either kernel for the run's format; out_h: the fused gate/up form (pipelined only).
+// fn(std::integral_constant<QuantFormat, F>) for the experts' quantised format F, then
+// the launch check named `what`; bf16 is an Error (bf16 experts use moe_fused).
+template <typename Fn>
+void for_expert_format(QuantFormat f, const char* what, Fn&& fn) {
+  switch (f) {
+    case QuantFormat::int8: fn(std::integral_constant<QuantFormat, QuantFormat::int8>{}); break;
+    case QuantFormat::int4: fn(std::integral_constant<QuantFormat, QuantFormat::int4>{}); break;
+    case QuantFormat::fp8: fn(std::integral_constant<QuantFormat, QuantFormat::fp8>{}); break;
+    default: fail_msg(msg(what, ": format ", quant_format_name(f), " is not quantised (bf16 experts use moe_fused)"));
+  }
+  CUDA_CHECK_LAUNCH(what);
+}
+
+// Either kernel for the run's format; out_h: the fused gate/up form.
 void dispatch(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k, int N,
               int K, int n_experts, float* out, bf16* out_h, QuantGemvShape shape, cudaStream_t stream) {
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     if (shape.pipe) launch_pipelined<F>(w, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, out_h, shape, stream);
-    else launch<F>(w, nullptr, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream);
+    else launch<F>(w, nullptr, nullptr, x, x_per_pair, ids, n_pairs, k, N, K, n_experts, out, false, shape, stream, out_h);
   };
-  switch (w.format) {
-    case QuantFormat::int8: run(std::integral_constant<QuantFormat, QuantFormat::int8>{}); break;
-    case QuantFormat::int4: run(std::integral_constant<QuantFormat, QuantFormat::int4>{}); break;
-    case QuantFormat::fp8: run(std::integral_constant<QuantFormat, QuantFormat::fp8>{}); break;
-    default:
-      fail_msg(msg("quant_moe_gemv: format ", quant_format_name(w.format), " is not quantised (bf16 experts use moe_fused)"));
-  }
-  CUDA_CHECK_LAUNCH("quant_moe_gemv");
+  for_expert_format(w.format, "quant_moe_gemv", run);
 }
 }  // namespace
 
@@ -643,13 +935,31 @@ void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const bf16* x, const i
                                    cudaStream_t stream) {
   MB_NVTX_RANGE("quant_moe_gemv_gate_up");
   check_args(w, x, n_pairs, 2 * inter, K, n_experts, k);
-  if (!shape.pipe) fail_msg("quant_moe_gemv_gate_up: runs on the pipelined kernel only (shape.pipe 1)");
   dispatch(w, x, false, ids, n_pairs, k, 2 * inter, K, n_experts, nullptr, h, shape, stream);
 }
 
 void quant_moe_gemv_gate_up(const QuantExperts& w, const bf16* x, const int32_t* ids, int n_pairs, int k, int inter,
                             int K, int n_experts, bf16* h, cudaStream_t stream) {
-  quant_moe_gemv_gate_up_shaped(w, x, ids, n_pairs, k, inter, K, n_experts, h, kPipelinedQuantGemvShape, stream);
+  quant_moe_gemv_gate_up_shaped(w, x, ids, n_pairs, k, inter, K, n_experts, h, kDefaultQuantGemvShape, stream);
+}
+
+bool quant_decode_fused_from_env() {
+  static const bool on = env_choice("MOEBENCH_QUANT_FUSED", {0, 1}, 1) == 1;
+  return on;
+}
+
+void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
+                            int k, int N, int K, int n_experts, float* out, bool ids_early, cudaStream_t stream,
+                            int pf) {
+  MB_NVTX_RANGE("quant_moe_down_combine");
+  check_args(w, h, n_pairs, N, K, n_experts, k);
+  if (n_pairs % k != 0) fail_msg(msg("quant_moe_down_combine: ", n_pairs, " pairs is not a multiple of k ", k));
+  auto run = [&](auto f_c) {
+    constexpr QuantFormat F = decltype(f_c)::value;
+    const int passes = pf >= 0 ? pf : prefetch_passes<F>(kDefaultQuantGemvShape);
+    launch_down_combine<F>(w, h, ids, weights, n_pairs, k, N, K, out, passes, ids_early, stream);
+  };
+  for_expert_format(w.format, "quant_moe_down_combine", run);
 }
 
 void quant_gemv(QuantFormat f, const uint8_t* q, const uint8_t* scale, const bf16* x, int n, int in, int out, float* y,

@@ -51,8 +51,16 @@ void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pa
 // slower than the plain kernel (int4 w1 40.4 against 35.1 us, w2 38.5 against 35.6;
 // int8 / fp8 w2 52-54 against 46): the model runs the plain kernel
 // (kDefaultQuantGemvShape), the pipelined one stays for the benchmarks' comparison.
+// pf (plain kernel): how many passes (one batch of every warp of a block) ahead the block
+// asks L2 for its weights (0: no prefetch; -1: the default, MOEBENCH_QUANT_PREFETCH =
+// 0, 1, 2 or 4, unset kDefaultQuantPrefetch). Prefetching changes no result.
+// seq (plain kernel): tiles a block takes one after the other (0 or 1: one; the default).
+// Off by default: measured on an H200 (Mixtral shapes, batch 1), every window made every
+// format's launches slower (int4 fused gate/up 59.7 us without, 65.2-65.7 with; int8
+// 78.9 against 88.6-96.1; int4 down/combine 34.8 against 35.9-40.3).
+inline constexpr int kDefaultQuantPrefetch = 0;
 struct QuantGemvShape {
-  int warps = 0, depth = 0, tiles = 0, pipe = 0;
+  int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0;
 };
 inline constexpr QuantGemvShape kDefaultQuantGemvShape{};
 inline constexpr QuantGemvShape kPipelinedQuantGemvShape{0, 0, 0, 1};
@@ -74,15 +82,30 @@ void quant_gemv(QuantFormat f, const uint8_t* q, const uint8_t* scale, const __n
 // every pair p, h[p, :] (bf16, inter) = silu(g) * u with g, u the two halves of
 // W[ids[p]] . x_token (x per token). The same g and u, bit for bit, as quant_moe_gemv_shaped
 // of that shape over the 2 x inter rows, and the same h as silu_mul_gate_up on them: one
-// launch and no fp32 g, u round trip. The pipelined kernel only (shape.pipe 1; the
-// unshaped call takes kPipelinedQuantGemvShape). Measured on an H200 (Mixtral, batch 1)
-// it is no faster than the plain GEMV over 2 x inter rows + silu_mul_gate_up at int4 and
-// fp8 (72.6 and 100.7 us, about two plain w1 launches) and faster at int8 (88.3 against
-// ~99 for two plain w1 launches + silu); the model does not use it.
+// launch and no fp32 g, u round trip. Two kernels: the plain one (shape.pipe 0, the
+// default: a block's 16-row tile holds 8 rows of w1 and the same 8 rows of w3) and the
+// pipelined one (shape.pipe 1: two 16-row tiles a block, rows r and inter + r).
 void quant_moe_gemv_gate_up(const QuantExperts& w, const __nv_bfloat16* x, const int32_t* ids, int n_pairs, int k,
                             int inter, int K, int n_experts, __nv_bfloat16* h, cudaStream_t stream);
 void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const __nv_bfloat16* x, const int32_t* ids, int n_pairs,
                                    int k, int inter, int K, int n_experts, __nv_bfloat16* h, QuantGemvShape shape,
                                    cudaStream_t stream);
+
+// Down projection and combine for decode, one launch: for every token t (n_pairs / k of
+// them), out[t, :] (fp32, N) += sum over j < k, in order, of weights[t k + j] *
+// (W[ids[t k + j]] . h[t k + j]) — bit for bit quant_moe_gemv (x per pair, default
+// shape) followed by moe_combine_all (no permutation) into out. A block owns 16 output
+// rows for every used expert. ids_early: ids were written before the previous kernel on
+// the stream began (then a block reads them and asks L2 for its first weights while that
+// kernel finishes). pf: the prefetch window (-1: the default, as QuantGemvShape).
+void quant_moe_down_combine(const QuantExperts& w, const __nv_bfloat16* h, const int32_t* ids, const float* weights,
+                            int n_pairs, int k, int N, int K, int n_experts, float* out, bool ids_early,
+                            cudaStream_t stream, int pf = -1);
+
+// Whether the quantised MoE decode runs the fused kernels (quant_moe_gemv_gate_up and,
+// with the fused combine, quant_moe_down_combine) or, with MOEBENCH_QUANT_FUSED=0, the
+// GEMV over [w1; w3] + silu_mul_gate_up and the GEMV over w2 + the combine (the same
+// bits either way; for measuring one build both ways). Read once.
+bool quant_decode_fused_from_env();
 
 }  // namespace moebench::cuda

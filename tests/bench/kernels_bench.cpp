@@ -292,14 +292,19 @@ void bm_moe_fused(benchmark::State& state, int n) {
 
 // The dequantising decode GEMV over the selected experts (quant_gemv.h) at a Mixtral-8x7B
 // expert matrix (w1/w3: 14336 x 4096; w2: 4096 x 14336; gate_up: [w1; w3] as one 28672 x
-// 4096 matrix, as the model runs it; with the pipelined shape the fused form writing
-// silu(g) * u itself), n tokens routed
-// as in bm_moe_fused. Weight bytes are arbitrary (synthetic bf16 reinterpreted), scales
-// zero: the time depends on the bytes read, not on the values. bytes = the used experts'
-// values + scales + the activations + the outputs.
-enum class QuantMat { w1, w2, gate_up };
+// 4096 matrix, as the unfused model runs it, or with the pipelined shape the pipelined
+// fused form writing silu(g) * u itself; gate_up_silu: the plain kernel's fused gate/up,
+// what the model runs; down_combine: w2 with the combine into a residual, what the model
+// runs with the fused combine), n tokens routed as in bm_moe_fused. Weight bytes are
+// arbitrary (synthetic bf16 reinterpreted), scales zero: the time depends on the bytes
+// read, not on the values. bytes = the used experts' values + scales + the activations +
+// the outputs (the residual read and written, and the routing weights, for down_combine).
+// shape.pf: the L2 prefetch window (-1: the default); shape.seq: tiles a block takes in turn.
+enum class QuantMat { w1, w2, gate_up, gate_up_silu, down_combine };
 void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int n, cuda::QuantGemvShape shape = {}) {
-  const bool down = mat == QuantMat::w2, gate_up = mat == QuantMat::gate_up;
+  const bool down = mat == QuantMat::w2 || mat == QuantMat::down_combine;
+  const bool gate_up = mat == QuantMat::gate_up || mat == QuantMat::gate_up_silu;
+  const bool writes_h = mat == QuantMat::gate_up_silu || (mat == QuantMat::gate_up && shape.pipe);
   const int N = down ? kHidden : gate_up ? 2 * kInter : kInter, K = down ? kInter : kHidden;
   const auto parts = quant_parts(f, N, K);
   std::vector<std::unique_ptr<Buf>> ws;
@@ -318,7 +323,7 @@ void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int
   for (bool u : used) n_used += u;
   const int pairs = n * kTopK, n_x = down ? pairs : n;
   Buf tables(2 * kExperts * sizeof(void*), false), dids(ids.size() * 4, false), x(2ull * n_x * K),
-      out(4ull * pairs * N, false);
+      out(4ull * pairs * N, false), wts(4ull * pairs, false);
   const uint8_t** t = tables.as<const uint8_t*>();
   CUDA_CHECK(cudaMemcpy(t, q.data(), kExperts * sizeof(void*), cudaMemcpyHostToDevice));
   CUDA_CHECK(cudaMemcpy(t + kExperts, sc.data(), kExperts * sizeof(void*), cudaMemcpyHostToDevice));
@@ -327,18 +332,23 @@ void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int
   qe.format = f;
   qe.q = t;
   qe.scale = t + kExperts;
+  const double out_bytes = writes_h                         ? 2.0 * pairs * kInter
+                           : mat == QuantMat::down_combine ? 8.0 * n * N + 4.0 * pairs
+                                                            : 4.0 * pairs * N;
   timed(
       state,
       [&] {
-        if (gate_up && shape.pipe)
+        if (writes_h)
           cuda::quant_moe_gemv_gate_up_shaped(qe, x.as<bf16>(), dids.as<int32_t>(), pairs, kTopK, kInter, K, kExperts,
                                               out.as<bf16>(), shape, g->stream);
+        else if (mat == QuantMat::down_combine)
+          cuda::quant_moe_down_combine(qe, x.as<bf16>(), dids.as<int32_t>(), wts.as<float>(), pairs, kTopK, N, K,
+                                       kExperts, out.as<float>(), false, g->stream, shape.pf);
         else
           cuda::quant_moe_gemv_shaped(qe, x.as<bf16>(), down, dids.as<int32_t>(), pairs, kTopK, N, K, kExperts,
                                       out.as<float>(), shape, g->stream);
       },
-      static_cast<double>(quant_matrix_bytes(f, N, K)) * n_used + 2.0 * n_x * K + (gate_up && shape.pipe ? 2.0 * pairs * kInter : 4.0 * pairs * N),
-      2.0 * pairs * N * K);
+      static_cast<double>(quant_matrix_bytes(f, N, K)) * n_used + 2.0 * n_x * K + out_bytes, 2.0 * pairs * N * K);
   state.counters["experts_read"] = n_used;
 }
 
@@ -482,12 +492,42 @@ void register_all() {
       for (int n : {1, 2, 4, 8})  // n = 4: 8 pairs, one on each expert
         reg(std::string("quant_moe_gemv/") + quant_format_name(f) + mname + "/n:" + std::to_string(n),
             [f, mat, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, mat, n, cuda::kDefaultQuantGemvShape); });
-  // The model's launches (the plain kernel; [w1; w3] as one matrix) and the pipelined
-  // kernel's shapes beside them (gate_up: the fused form).
+  // The model's launches (the plain kernel: gate_up_silu and down_combine fused, as the
+  // model runs them; [w1; w3] as one matrix, as the unfused path does) and the pipelined
+  // kernel's shapes beside them (gate_up: the fused form); the L2 prefetch window side by
+  // side (pf:0 none).
+  const std::pair<QuantMat, const char*> fmats[] = {
+      {QuantMat::gate_up, "/gate_up"}, {QuantMat::gate_up_silu, "/gate_up_silu"}, {QuantMat::down_combine, "/down_combine"}};
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
-    for (int n : {1, 2, 4, 8})
-      reg(std::string("quant_moe_gemv/") + quant_format_name(f) + "/gate_up/n:" + std::to_string(n),
-          [f, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, QuantMat::gate_up, n, cuda::kDefaultQuantGemvShape); });
+    for (auto [mat, mname] : fmats)
+      for (int n : {1, 2, 4, 8})
+        reg(std::string("quant_moe_gemv/") + quant_format_name(f) + mname + "/n:" + std::to_string(n),
+            [f, mat, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, mat, n, cuda::kDefaultQuantGemvShape); });
+  const std::pair<QuantMat, const char*> pfmats[] = {{QuantMat::w1, "/w1"},
+                                                     {QuantMat::w2, "/w2"},
+                                                     {QuantMat::gate_up_silu, "/gate_up_silu"},
+                                                     {QuantMat::down_combine, "/down_combine"}};
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [mat, mname] : pfmats)
+      for (int pf : {0, 1, 2, 4})
+        reg(std::string("quant_moe_gemv_pf/") + quant_format_name(f) + mname + "/n:1/pf:" + std::to_string(pf),
+            [f, mat, pf](benchmark::State& st) {
+              cuda::QuantGemvShape shape;
+              shape.pf = pf;
+              bm_quant_moe_gemv(st, f, mat, 1, shape);
+            });
+  // The plain kernel with a block taking seq tiles in turn (one start per seq tiles).
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [mat, mname] : pfmats)
+      for (int seq : {2, 4}) {
+        if (mat == QuantMat::down_combine) continue;
+        reg(std::string("quant_moe_gemv_seq/") + quant_format_name(f) + mname + "/n:1/seq:" + std::to_string(seq),
+            [f, mat, seq](benchmark::State& st) {
+              cuda::QuantGemvShape shape;
+              shape.seq = seq;
+              bm_quant_moe_gemv(st, f, mat, 1, shape);
+            });
+      }
   const std::pair<QuantMat, const char*> pmats[] = {
       {QuantMat::w1, "/w1"}, {QuantMat::w2, "/w2"}, {QuantMat::gate_up, "/gate_up"}};
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
