@@ -19,6 +19,7 @@
 #if MOEBENCH_HAVE_CUDA
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -31,6 +32,7 @@
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
+#include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/dtype.h"
@@ -408,6 +410,77 @@ TEST(CudaFamilyKernels, QkNormInsideRopeKvStoreIsBitIdentical) {
     EXPECT_EQ(down(vp1, pool), down(vp2, pool)) << "value pool";
     EXPECT_NE(down(kp2, pool), zero) << "nothing stored";
   }
+}
+
+// The one-token MoE over many small experts (moe_small_experts.h) against moe_decode_fused:
+// h and out bit for bit, at every compiled launch shape, for Qwen3-30B-A3B's shape (128
+// experts of 768 rows, top-8), OLMoE's count and rows, a hidden and inter that leave
+// partial blocks and chunks, and an inter of 32 (4 chunks: most lanes own none), with
+// distinct and with repeated experts among the slots.
+TEST(CudaFamilyKernels, SmallExpertsBitIdenticalToTheFusedKernels) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  struct Shape {
+    int hidden, inter, experts, k;
+    bool repeat;
+  };
+  std::mt19937 rng(41);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Shape sh : {Shape{2048, 768, 128, 8, false}, Shape{2048, 1024, 64, 8, false},
+                         Shape{520, 264, 40, 6, true}, Shape{64, 32, 32, 4, false}, Shape{264, 96, 33, 1, false}}) {
+    SCOPED_TRACE("hidden " + std::to_string(sh.hidden) + " inter " + std::to_string(sh.inter) + " experts " +
+                 std::to_string(sh.experts) + " top-" + std::to_string(sh.k) + (sh.repeat ? " repeated" : ""));
+    const int H = sh.hidden, I = sh.inter, E = sh.experts, k = sh.k;
+    ASSERT_TRUE(cuda::small_experts_supported(1, k, E, H, I));
+    cuda::DeviceArena arena(512ull << 20, "small experts test");
+    // The chosen experts get their own weights; every other table entry points at expert 0's.
+    std::vector<int32_t> ids(k);
+    for (int j = 0; j < k; ++j) ids[j] = sh.repeat && j % 3 == 2 ? ids[j - 1] : (7 * j + 3) % E;
+    std::vector<const __nv_bfloat16*> t1(E), t3(E), t2(E);
+    auto random_matrix = [&](size_t count) {
+      std::vector<uint16_t> m(count);
+      for (auto& v : m) v = f32_to_bf16(0.05f * nd(rng));
+      return reinterpret_cast<const __nv_bfloat16*>(upload(arena, m));
+    };
+    const size_t mat = static_cast<size_t>(H) * I;
+    t1[0] = random_matrix(mat), t3[0] = random_matrix(mat), t2[0] = random_matrix(mat);
+    for (int e = 1; e < E; ++e) t1[e] = t1[0], t3[e] = t3[0], t2[e] = t2[0];
+    for (int32_t e : ids)
+      if (e != 0 && t1[e] == t1[0]) t1[e] = random_matrix(mat), t3[e] = random_matrix(mat), t2[e] = random_matrix(mat);
+    std::vector<float> x(H), o(H), wts(k);
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : o) v = nd(rng);
+    for (auto& v : wts) v = std::fabs(nd(rng)) + 0.05f;
+    std::vector<uint16_t> xb(H);
+    for (int d = 0; d < H; ++d) xb[d] = f32_to_bf16(x[d]);
+    const auto* xd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, xb));
+    const int32_t* idd = upload(arena, ids);
+    const float* wd = upload(arena, wts);
+    const __nv_bfloat16* const* d1 = upload(arena, t1);
+    const __nv_bfloat16* const* d3 = upload(arena, t3);
+    const __nv_bfloat16* const* d2 = upload(arena, t2);
+    const size_t hn = static_cast<size_t>(k) * I;
+    auto* h_ref = arena.alloc_n<__nv_bfloat16>(hn, "h fused");
+    float* out_ref = upload(arena, o);
+    cuda::moe_decode_fused(xd, idd, wd, d1, d3, d2, h_ref, out_ref, 1, k, E, H, I, nullptr);
+    const auto want_h = download(reinterpret_cast<const uint16_t*>(h_ref), hn);
+    const auto want_out = download(out_ref, o.size());
+    ASSERT_NE(want_out, o) << "the fused kernels added nothing";
+    for (const cuda::SmallExpertShape& s : cuda::small_expert_shapes()) {
+      SCOPED_TRACE("gate/up R " + std::to_string(s.gu_rows) + " U " + std::to_string(s.gu_depth) + " W " +
+                   std::to_string(s.gu_warps) + ", down G " + std::to_string(s.down_slots) + " W " +
+                   std::to_string(s.down_warps));
+      auto* h = arena.alloc_n<__nv_bfloat16>(hn, "h");
+      float* out = upload(arena, o);
+      cuda::moe_decode_small(xd, idd, wd, d1, d3, d2, h, out, k, E, H, I, nullptr, s);
+      EXPECT_EQ(want_h, download(reinterpret_cast<const uint16_t*>(h), hn)) << "h";
+      const auto got = download(out, o.size());
+      EXPECT_EQ(0, std::memcmp(got.data(), want_out.data(), got.size() * sizeof(float))) << "out";
+    }
+  }
+  EXPECT_FALSE(cuda::small_experts_supported(2, 8, 128, 2048, 768));  // two tokens
+  EXPECT_FALSE(cuda::small_experts_supported(1, 2, 8, 4096, 14336));  // Mixtral: the fused kernels
+  EXPECT_FALSE(cuda::small_experts_supported(1, 9, 128, 2048, 768));  // top-9
+  EXPECT_FALSE(cuda::small_experts_supported(1, 8, 128, 2048, 772));  // inter % 8
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, CudaFamilies, ::testing::Values("tiny-qwen3", "tiny-olmoe", "tiny-qwen2-moe"),
