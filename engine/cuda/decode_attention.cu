@@ -45,17 +45,25 @@ __device__ __forceinline__ void load_dims(const bf16* p, float f[P]) {
   }
 }
 
+// Per (token, block of heads): the used splits that have written their partials, for
+// merge_here launches (the last to count merges and resets it, so launches in a stream and
+// graph replays follow each other; one such launch runs on a device at a time).
+constexpr int kMergeCounters = 4096;
+__device__ unsigned int g_merge_done[kMergeCounters];
+
 // grid (m, n_heads / hpb, n_splits), block kWarps x 32: each block takes hpb query heads of
 // one KV head (hpb = n_heads / n_kv: the whole group; or a divisor of it, so that a
 // group of many heads is spread over more blocks: a head's arithmetic does not depend on
 // the block it is in). G >= hpb (a power of two), head_dim = 32 P, K keys per warp per
-// round.
+// round. merge_here: the last used split of a (token, block of heads) to finish merges
+// the splits itself (merge_splits, the merge kernel's arithmetic: the same bits), so no
+// merge kernel is launched.
 template <int G, int P, int K>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_attention_kernel(const float* __restrict__ q, const bf16* __restrict__ kp, const bf16* __restrict__ vp,
                             const int32_t* __restrict__ tables, int table_width, const int32_t* __restrict__ seq_row,
                             const int32_t* __restrict__ pos, bf16* __restrict__ out, float* __restrict__ part,
-                            int n_heads, int n_kv, int hpb, int block_size, float scale) {
+                            int n_heads, int n_kv, int hpb, int block_size, float scale, bool merge_here) {
   constexpr int HD = 32 * P;
   __shared__ float Ws[kWarps][G][HD + 2];  // per warp and head: acc (HD), max, sum
   const int i = blockIdx.x, split = blockIdx.z, n_splits = gridDim.z;
@@ -160,6 +168,19 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int64_t qh = static_cast<int64_t>(i) * n_heads + head0 + h;
     split_result(part, out, used == 1, split, n_splits, static_cast<int64_t>(gridDim.x) * n_heads, qh, HD, d, M, L, A);
   }
+  if (!merge_here || used == 1) return;  // block-uniform
+  __shared__ bool s_last;
+  const int64_t counter = static_cast<int64_t>(i) * gridDim.y + blockIdx.y;
+  __threadfence();  // this block's partials reach L2 before its count does
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(&g_merge_done[counter], 1u) == static_cast<unsigned>(used) - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  for (int h = 0; h < hpb; ++h)
+    merge_splits(part, out, static_cast<int64_t>(i) * n_heads + head0 + h, used, n_splits,
+                 static_cast<int64_t>(gridDim.x) * n_heads, HD);
+  if (threadIdx.x == 0) g_merge_done[counter] = 0;
 }
 
 // grid (m * n_heads), block 128: merges the used splits of one (token, head) in split
@@ -178,22 +199,24 @@ __global__ void decode_attention_merge_kernel(const float* __restrict__ part, co
 template <int G, int P>
 void launch(const float* q, const bf16* kp, const bf16* vp, const int32_t* tables, int W, const int32_t* seq_row,
             const int32_t* pos, bf16* out, float* part, int n_splits, int m, int n_heads, int n_kv, int hpb, int bs,
-            cudaStream_t stream) {
+            bool merge_here, cudaStream_t stream) {
   constexpr int K = G >= 8 ? 4 : 8;  // registers: K x G scores per lane
   const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_heads / hpb), static_cast<unsigned>(n_splits));
   const float scale = 1.0f / sqrtf(static_cast<float>(32 * P));
   launch_pdl(decode_attention_kernel<G, P, K>, grid, dim3(kWarps * 32), 0, stream, q, kp, vp, tables, W, seq_row, pos, out,
-             part, n_heads, n_kv, hpb, bs, scale);
+             part, n_heads, n_kv, hpb, bs, scale, merge_here);
   CUDA_CHECK_LAUNCH("decode_attention_kernel");
 }
 
 template <int G>
 void launch_g(int hd, const float* q, const bf16* kp, const bf16* vp, const int32_t* tables, int W,
               const int32_t* seq_row, const int32_t* pos, bf16* out, float* part, int n_splits, int m, int n_heads,
-              int n_kv, int hpb, int bs, cudaStream_t stream) {
-  if (hd == 128) launch<G, 4>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, stream);
-  else if (hd == 64) launch<G, 2>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, stream);
-  else launch<G, 1>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, stream);
+              int n_kv, int hpb, int bs, bool merge_here, cudaStream_t stream) {
+  if (hd == 128)
+    launch<G, 4>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, merge_here, stream);
+  else if (hd == 64)
+    launch<G, 2>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, merge_here, stream);
+  else launch<G, 1>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, merge_here, stream);
 }
 }  // namespace
 
@@ -224,11 +247,13 @@ void decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, co
   const int splits = workspace ? paged_attention_splits(m, n_kv, max_keys) : 1;
   float* part = splits > 1 ? workspace : nullptr;
   const int group = n_heads / n_kv, hpb = decode_attention_heads_per_block(n_heads, n_kv);
-  if (hpb == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
-  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
-  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
-  else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
-  if (splits > 1) {
+  // One head per block (many heads per KV head): the splits merge themselves, no merge launch.
+  const bool merge_here = splits > 1 && hpb == 1 && static_cast<int64_t>(m) * n_heads <= kMergeCounters;
+  if (hpb == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream);
+  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, false, stream);
+  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, false, stream);
+  else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, false, stream);
+  if (splits > 1 && !merge_here) {
     launch_pdl(decode_attention_merge_kernel, dim3(static_cast<unsigned>(static_cast<int64_t>(m) * n_heads)), dim3(128), 0,
                stream, part, pos, out, m, n_heads, head_dim, splits);
     CUDA_CHECK_LAUNCH("decode_attention_merge_kernel");

@@ -11,7 +11,9 @@
 // split (flash-decoding) is decided on the device from the position: a token attending
 // len keys uses min(n_splits, ceil(len / 64)) blocks, the rest of the grid returns at
 // once; with one split used the block writes the output itself, else a second kernel
-// merges the used splits in split order. Deterministic for a given position; launches
+// merges the used splits in split order (with one head per block, the last of a head's
+// splits to finish merges them itself, the same arithmetic, and no second kernel is
+// launched). Deterministic for a given position; launches
 // independent of the positions (CUDA-graph safe). Host C++ declarations.
 #pragma once
 #include <cuda_bf16.h>
