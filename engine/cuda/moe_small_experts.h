@@ -39,7 +39,7 @@ SmallExpertShape small_expert_shape_from_env();
 // unset: the model takes these kernels where small_experts_supported says so.
 bool small_experts_enabled();
 
-// One token, 32 <= n_experts <= 256, k <= 8 distinct-or-not slots, hidden and inter
+// One token, 32 <= n_experts <= 256, k <= 8 slots (a top-k's distinct experts), hidden and inter
 // multiples of 8, inter a multiple of every compiled rows-per-warp (4), x/h 16-byte aligned.
 bool small_experts_supported(int n, int k, int n_experts, int hidden, int inter);
 
