@@ -31,6 +31,7 @@
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
@@ -481,6 +482,71 @@ TEST(CudaFamilyKernels, SmallExpertsBitIdenticalToTheFusedKernels) {
   EXPECT_FALSE(cuda::small_experts_supported(1, 2, 8, 4096, 14336));  // Mixtral: the fused kernels
   EXPECT_FALSE(cuda::small_experts_supported(1, 9, 128, 2048, 768));  // top-9
   EXPECT_FALSE(cuda::small_experts_supported(1, 8, 128, 2048, 772));  // inter % 8
+}
+
+// The per-head q/k norm and RoPE folded into the decode attention launch
+// (decode_attention_qk_norm) against qk_norm_rope_kv_store_paged then decode_attention:
+// the attention output and both pools bit for bit, for Qwen3-30B-A3B's heads (32 over 4,
+// head_dim 128), one KV head per query head (head_dim 64) and 8 over 1 (32), from one key
+// to several splits' worth, with and without the key split's workspace, on the contiguous
+// cache seen as one block and on a scrambled block table of 16-key blocks.
+TEST(CudaFamilyKernels, QkNormInsideDecodeAttentionIsBitIdentical) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  struct Shape {
+    int heads, kv, hd;
+  };
+  std::mt19937 rng(53);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int max_len = 512;
+  for (const Shape sh : {Shape{32, 4, 128}, Shape{16, 16, 64}, Shape{8, 1, 32}})
+    for (const int bs : {max_len, 16})
+      for (const int len : {1, 50, 64, 65, 114, 300})
+        for (const bool split : {false, true}) {
+          SCOPED_TRACE("heads " + std::to_string(sh.heads) + "/" + std::to_string(sh.kv) + " head_dim " +
+                       std::to_string(sh.hd) + " block " + std::to_string(bs) + " len " + std::to_string(len) +
+                       (split ? " split" : " unsplit"));
+          const int hd = sh.hd, width = max_len / bs;
+          std::vector<int32_t> table(static_cast<size_t>(width));
+          for (int b = 0; b < width; ++b) table[b] = b;
+          std::shuffle(table.begin(), table.end(), rng);
+          const int t = len - 1;
+          const std::vector<int32_t> pos = {t}, seq_row = {0}, slot = {table[t / bs] * bs + t % bs};
+          const size_t nq = static_cast<size_t>(sh.heads) * hd, nk = static_cast<size_t>(sh.kv) * hd;
+          const size_t pool = static_cast<size_t>(max_len) * nk;
+          std::vector<float> q(nq), k(nk), v(nk);
+          for (auto* vec : {&q, &k, &v})
+            for (auto& x : *vec) x = 2 * nd(rng);
+          std::vector<uint16_t> wq(hd), wk(hd), kpool(pool), vpool(pool);
+          for (auto& x : wq) x = f32_to_bf16(1.0f + 0.1f * nd(rng));
+          for (auto& x : wk) x = f32_to_bf16(1.0f + 0.1f * nd(rng));
+          for (auto* vec : {&kpool, &vpool})
+            for (auto& x : *vec) x = f32_to_bf16(nd(rng));
+          cuda::DeviceArena arena(64ull << 20, "qk norm attention test");
+          float *q1 = upload(arena, q), *q2 = upload(arena, q), *k1 = upload(arena, k);
+          const float *k2 = upload(arena, k), *vd = upload(arena, v);
+          const auto* wqd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, wq));
+          const auto* wkd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, wk));
+          auto bf = [&](const std::vector<uint16_t>& h) { return reinterpret_cast<__nv_bfloat16*>(upload(arena, h)); };
+          __nv_bfloat16 *kp1 = bf(kpool), *vp1 = bf(vpool), *kp2 = bf(kpool), *vp2 = bf(vpool);
+          const int32_t *td = upload(arena, table), *pd = upload(arena, pos), *sd = upload(arena, seq_row),
+                        *sl = upload(arena, slot);
+          const size_t ws_n = cuda::paged_attention_workspace_floats(1, sh.heads, sh.kv, hd, max_len);
+          float* ws = split && ws_n ? arena.alloc_n<float>(ws_n, "workspace") : nullptr;
+          auto* out1 = arena.alloc_n<__nv_bfloat16>(nq, "out");
+          auto* out2 = arena.alloc_n<__nv_bfloat16>(nq, "out folded");
+          ASSERT_TRUE(cuda::decode_attention_qk_norm_supported(sh.heads, sh.kv, hd, kp2, vp2));
+          cuda::qk_norm_rope_kv_store_paged(q1, k1, vd, wqd, wkd, pd, sl, kp1, vp1, 1, sh.heads, sh.kv, hd, 1e6f, 1e-6f,
+                                            nullptr);
+          cuda::decode_attention(q1, kp1, vp1, td, width, sd, pd, out1, 1, sh.heads, sh.kv, hd, bs, ws, nullptr);
+          cuda::decode_attention_qk_norm(q2, k2, vd, wqd, wkd, 1e6f, 1e-6f, kp2, vp2, td, width, sd, pd, out2, 1,
+                                         sh.heads, sh.kv, hd, bs, ws, nullptr);
+          auto down = [](const auto* d, size_t count) { return download(reinterpret_cast<const uint16_t*>(d), count); };
+          EXPECT_EQ(down(out1, nq), down(out2, nq)) << "attention output";
+          EXPECT_EQ(down(kp1, pool), down(kp2, pool)) << "key pool";
+          EXPECT_EQ(down(vp1, pool), down(vp2, pool)) << "value pool";
+          EXPECT_NE(down(kp2, pool), kpool) << "the new key was not stored";
+        }
+  EXPECT_FALSE(cuda::decode_attention_qk_norm_supported(32, 8, 128, nullptr, nullptr));  // 4 heads per block
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, CudaFamilies, ::testing::Values("tiny-qwen3", "tiny-olmoe", "tiny-qwen2-moe"),

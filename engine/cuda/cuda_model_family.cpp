@@ -2,12 +2,16 @@
 // (model/config.h): q/k/v bias (Qwen2-MoE), q/k RMSNorm per head (Qwen3-MoE) or over the
 // whole projections (OLMoE) on the fp32 projections before RoPE, and the shared expert
 // behind its sigmoid gate (Qwen2-MoE) after the routed experts. Same order of operations
-// as CpuModel. Mixtral layers have none of them: every step below is then skipped.
+// as CpuModel. Mixtral layers have none of them: every step below is then skipped. At a
+// decode step the per-head norm, RoPE and store may run inside the attention launch
+// (family_decode_attention).
 #include <algorithm>
 
 #include "common/error.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/decode_attention.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/weights.h"
 
@@ -62,6 +66,22 @@ void CudaModel::family_attention_rope(const Layer& L, ForwardBuffers& b, int m, 
   }
   if (c.qk_norm == QkNorm::whole) qk_rmsnorm(b.q, L.q_norm, m, Q, b.k, L.k_norm, m, KV, c.rms_norm_eps, s);
   rope_kv_store_paged(b.q, b.k, b.v, pos, slot, k_pool, v_pool, m, nh, nkv, c.head_dim, c.rope_theta, s);
+}
+
+bool CudaModel::family_decode_attention(const Layer& L, ForwardBuffers& b, int pos0) {
+  const ModelConfig& c = cfg_;
+  const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  // MOEBENCH_QK_NORM_IN_ATTENTION=0: the two launches (the same bits), to measure both ways.
+  static const bool enabled = env_choice("MOEBENCH_QK_NORM_IN_ATTENTION", {0, 1}, 1) == 1;
+  if (!enabled || c.qk_norm != QkNorm::per_head || L.bq ||
+      !decode_attention_qk_norm_supported(nh, nkv, hd, L.k_cache, L.v_cache))
+    return false;
+  // The contiguous cache as one paged block (block table {0}, block size max_len): the new
+  // token's row is its position, as family_attention_rope's slot.
+  decode_attention_qk_norm(b.q, b.k, b.v, L.q_norm, L.k_norm, c.rope_theta, c.rms_norm_eps, L.k_cache, L.v_cache,
+                           zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
+                           decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws, stream_);
+  return true;
 }
 
 void CudaModel::family_shared_expert(const Layer& L, ForwardBuffers& b, int m) {
