@@ -7,7 +7,9 @@
 // tokens against the single-sequence path's. The same for 128 experts (Qwen3-30B-A3B's
 // count: decode's many-expert fused norm + router) and for the checkpoints transformers
 // saved in the oracle run (tests/fixtures/families) on their bf16 copy; the many-expert
-// norm + router kernel alone against rmsnorm + linear + router_topk.
+// norm + router kernel alone against rmsnorm + linear + router_topk; the one-token MoE over
+// many small experts and the q/k norm folded into decode attention against the launches
+// they replace (bit for bit), and a Qwen3 shape that takes both in the model.
 //
 // Tolerance, as in cuda_model_test.cpp: |cuda - cpu| <= 4 eps(bf16) x max|cpu logit| (the
 // CUDA model rounds every matmul input to bf16, the reference does not; both hold the
@@ -195,6 +197,22 @@ TEST_P(CudaFamilies, LogitsAgainstTheCpuWith128Experts) {
   cfg.num_local_experts = 128;
   cfg.num_experts_per_tok = 8;
   logits_against_cpu(WeightSource::synthetic(cfg, 23), kPrompt, decode_ids(), std::string(GetParam()) + " x128", true);
+}
+
+// Qwen3-MoE with eight query heads over one KV head: decode attention takes one head per
+// block with the per-head q/k norm, RoPE and KV store inside its launch
+// (decode_attention_qk_norm); 128 experts top-8: the one-token MoE takes moe_decode_small.
+// Routed as the CPU model chose.
+TEST(CudaFamiliesQwen3, LogitsAgainstTheCpuWithOneKvHeadFor8QueryHeads) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  ModelConfig cfg = preset_config("tiny-qwen3");
+  cfg.num_attention_heads = 8;
+  cfg.num_key_value_heads = 1;
+  ASSERT_TRUE(cuda::decode_attention_qk_norm_supported(8, 1, cfg.head_dim, nullptr, nullptr));
+  cfg.num_local_experts = 128;
+  cfg.num_experts_per_tok = 8;
+  ASSERT_TRUE(cuda::small_experts_supported(1, 8, 128, cfg.hidden_size, cfg.intermediate_size));
+  logits_against_cpu(WeightSource::synthetic(cfg, 29), kPrompt, decode_ids(), "tiny-qwen3 8/1 heads x128", true);
 }
 
 // The checkpoints transformers itself saved (tests/fixtures/families: its tensor names and
