@@ -199,54 +199,10 @@ TEST_P(CudaFamilies, LogitsAgainstTheCpuWith128Experts) {
   logits_against_cpu(WeightSource::synthetic(cfg, 23), kPrompt, decode_ids(), std::string(GetParam()) + " x128", true);
 }
 
-// Qwen3-MoE with eight query heads over one KV head: decode attention takes one head per
-// block with the per-head q/k norm, RoPE and KV store inside its launch
-// (decode_attention_qk_norm); 128 experts top-8: the one-token MoE takes moe_decode_small.
-// Routed as the CPU model chose.
-TEST(CudaFamiliesQwen3, LogitsAgainstTheCpuWithOneKvHeadFor8QueryHeads) {
-  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
-  ModelConfig cfg = preset_config("tiny-qwen3");
-  cfg.num_attention_heads = 8;
-  cfg.num_key_value_heads = 1;
-  ASSERT_TRUE(cuda::decode_attention_qk_norm_supported(8, 1, cfg.head_dim, nullptr, nullptr));
-  cfg.num_local_experts = 128;
-  cfg.num_experts_per_tok = 8;
-  ASSERT_TRUE(cuda::small_experts_supported(1, 8, 128, cfg.hidden_size, cfg.intermediate_size));
-  logits_against_cpu(WeightSource::synthetic(cfg, 29), kPrompt, decode_ids(), "tiny-qwen3 8/1 heads x128", true);
-}
-
-// The checkpoints transformers itself saved (tests/fixtures/families: its tensor names and
-// layouts, random norms and biases) on the CUDA model against the CPU model on their bf16
-// copy (the weights the GPU holds): the prompt and transformers' greedy tokens of the
-// oracle run, prefill then teacher-forced decode, routed as the CPU model chose (on these
-// weights even rounding them to bf16 flips near-tied choices at some positions). The CPU
-// model matches transformers on these checkpoints to 1e-4 (HfFamilyFixture), so this is
-// the CUDA half of the oracle, under the oracle's rule: |cuda - cpu| <= 2 x transformers'
-// own bf16-vs-fp32 spread on these weights (the fixture's ref.json: measured by the
-// oracle's H200 run). Relative to the largest logit these random weights need more than
-// kTol: in the first GPU run of this test the Qwen2-MoE checkpoint (q/k/v biases, a
-// shared expert, tied embeddings) reached 3.3% (0.134 at position 21), the others 1.1-1.3%.
-TEST_P(CudaFamilies, TransformersCheckpointAgainstTheCpuOnItsBf16Copy) {
-  std::string fam = GetParam();
-  fam = fam.substr(fam.find('-') + 1);  // tiny-qwen3 -> qwen3
-  std::replace(fam.begin(), fam.end(), '-', '_');
-  if (fam == "qwen3") fam = "qwen3_moe";
-  const std::string dir = test::fixture("families/" + fam);
-  const test::TempDir tmp;
-  const WeightSource w = WeightSource::checkpoint(test::write_bf16_copy(dir, tmp));
-  const auto ref = nlohmann::json::parse(test::read_file(dir + "_ref/ref.json"));
-  const auto prompt = ref.at("prompt").get<std::vector<int32_t>>();
-  const double spread = ref.at("transformers_bf16_vs_fp32_spread").get<double>();
-  ASSERT_GT(spread, 0);
-  logits_against_cpu(w, prompt, ref.at("greedy_tokens").get<std::vector<int32_t>>(), fam + " (transformers-saved)",
-                     true, 2 * spread);
-}
-
-// The batched path (paged KV pool, decode steps replayed from CUDA graphs) runs the same
-// family steps: for one sequence its logits stay within the tolerance of the
-// single-sequence path's and its greedy tokens agree where the margin is clear.
-TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
-  const WeightSource w = WeightSource::synthetic(preset_config(GetParam()), 22);
+// One sequence through the batched path (paged KV pool, decode steps replayed from CUDA
+// graphs) against the single-sequence path: logits within kTol x max|logit| at every new
+// token, greedy tokens equal where the margin is clear, until the sequences part.
+static void batched_path_against_single_sequence(const WeightSource& w) {
   auto ctx = cuda_ctx(w, "fused");
   cuda::CudaModel g(ctx);
   const int V = w.config().vocab_size, n_new = 10;
@@ -288,6 +244,58 @@ TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
     }
     if (r.outputs[0][j] != alone_tok[j]) break;  // the sequences part: later tokens differ by design
   }
+}
+
+// Qwen3-MoE with eight query heads over one KV head: decode attention takes one head per
+// block with the per-head q/k norm, RoPE and KV store inside its launch
+// (decode_attention_qk_norm); 128 experts top-8: the one-token MoE takes moe_decode_small.
+// Routed as the CPU model chose; and the batched path against the single-sequence one.
+TEST(CudaFamiliesQwen3, LogitsAgainstTheCpuWithOneKvHeadFor8QueryHeads) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  ModelConfig cfg = preset_config("tiny-qwen3");
+  cfg.num_attention_heads = 8;
+  cfg.num_key_value_heads = 1;
+  ASSERT_TRUE(cuda::decode_attention_qk_norm_supported(8, 1, cfg.head_dim, nullptr, nullptr));
+  cfg.num_local_experts = 128;
+  cfg.num_experts_per_tok = 8;
+  ASSERT_TRUE(cuda::small_experts_supported(1, 8, 128, cfg.hidden_size, cfg.intermediate_size));
+  const WeightSource w = WeightSource::synthetic(cfg, 29);
+  logits_against_cpu(w, kPrompt, decode_ids(), "tiny-qwen3 8/1 heads x128", true);
+  batched_path_against_single_sequence(w);  // its decode rows take the folded attention too
+}
+
+// The checkpoints transformers itself saved (tests/fixtures/families: its tensor names and
+// layouts, random norms and biases) on the CUDA model against the CPU model on their bf16
+// copy (the weights the GPU holds): the prompt and transformers' greedy tokens of the
+// oracle run, prefill then teacher-forced decode, routed as the CPU model chose (on these
+// weights even rounding them to bf16 flips near-tied choices at some positions). The CPU
+// model matches transformers on these checkpoints to 1e-4 (HfFamilyFixture), so this is
+// the CUDA half of the oracle, under the oracle's rule: |cuda - cpu| <= 2 x transformers'
+// own bf16-vs-fp32 spread on these weights (the fixture's ref.json: measured by the
+// oracle's H200 run). Relative to the largest logit these random weights need more than
+// kTol: in the first GPU run of this test the Qwen2-MoE checkpoint (q/k/v biases, a
+// shared expert, tied embeddings) reached 3.3% (0.134 at position 21), the others 1.1-1.3%.
+TEST_P(CudaFamilies, TransformersCheckpointAgainstTheCpuOnItsBf16Copy) {
+  std::string fam = GetParam();
+  fam = fam.substr(fam.find('-') + 1);  // tiny-qwen3 -> qwen3
+  std::replace(fam.begin(), fam.end(), '-', '_');
+  if (fam == "qwen3") fam = "qwen3_moe";
+  const std::string dir = test::fixture("families/" + fam);
+  const test::TempDir tmp;
+  const WeightSource w = WeightSource::checkpoint(test::write_bf16_copy(dir, tmp));
+  const auto ref = nlohmann::json::parse(test::read_file(dir + "_ref/ref.json"));
+  const auto prompt = ref.at("prompt").get<std::vector<int32_t>>();
+  const double spread = ref.at("transformers_bf16_vs_fp32_spread").get<double>();
+  ASSERT_GT(spread, 0);
+  logits_against_cpu(w, prompt, ref.at("greedy_tokens").get<std::vector<int32_t>>(), fam + " (transformers-saved)",
+                     true, 2 * spread);
+}
+
+// The batched path (paged KV pool, decode steps replayed from CUDA graphs) runs the same
+// family steps: for one sequence its logits stay within the tolerance of the
+// single-sequence path's and its greedy tokens agree where the margin is clear.
+TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
+  batched_path_against_single_sequence(WeightSource::synthetic(preset_config(GetParam()), 22));
 }
 
 // The many-expert fused norm + router (32 <= experts <= 256; Qwen3-30B-A3B: 128, top-8):
@@ -506,8 +514,9 @@ TEST(CudaFamilyKernels, SmallExpertsBitIdenticalToTheFusedKernels) {
 // (decode_attention_qk_norm) against qk_norm_rope_kv_store_paged then decode_attention:
 // the attention output and both pools bit for bit, for Qwen3-30B-A3B's heads (32 over 4,
 // head_dim 128), one KV head per query head (head_dim 64) and 8 over 1 (32), from one key
-// to several splits' worth, with and without the key split's workspace, on the contiguous
-// cache seen as one block and on a scrambled block table of 16-key blocks.
+// to several splits' worth, with and without the key split's workspace: one sequence on the
+// contiguous cache seen as one block, and two sequences (the second at about half the
+// length) on scrambled block tables of 16-key blocks.
 TEST(CudaFamilyKernels, QkNormInsideDecodeAttentionIsBitIdentical) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
   struct Shape {
@@ -523,15 +532,20 @@ TEST(CudaFamilyKernels, QkNormInsideDecodeAttentionIsBitIdentical) {
           SCOPED_TRACE("heads " + std::to_string(sh.heads) + "/" + std::to_string(sh.kv) + " head_dim " +
                        std::to_string(sh.hd) + " block " + std::to_string(bs) + " len " + std::to_string(len) +
                        (split ? " split" : " unsplit"));
-          const int hd = sh.hd, width = max_len / bs;
-          std::vector<int32_t> table(static_cast<size_t>(width));
-          for (int b = 0; b < width; ++b) table[b] = b;
+          const int hd = sh.hd, width = max_len / bs, m = bs == max_len ? 1 : 2;
+          std::vector<int32_t> table(static_cast<size_t>(m) * width);
+          for (int b = 0; b < m * width; ++b) table[b] = b;
           std::shuffle(table.begin(), table.end(), rng);
-          const int t = len - 1;
-          const std::vector<int32_t> pos = {t}, seq_row = {0}, slot = {table[t / bs] * bs + t % bs};
-          const size_t nq = static_cast<size_t>(sh.heads) * hd, nk = static_cast<size_t>(sh.kv) * hd;
-          const size_t pool = static_cast<size_t>(max_len) * nk;
-          std::vector<float> q(nq), k(nk), v(nk);
+          std::vector<int32_t> pos, seq_row, slot;
+          for (int i = 0; i < m; ++i) {
+            const int t = i == 0 ? len - 1 : len / 2;
+            pos.push_back(t);
+            seq_row.push_back(i);
+            slot.push_back(table[static_cast<size_t>(i) * width + t / bs] * bs + t % bs);
+          }
+          const size_t nq = static_cast<size_t>(m) * sh.heads * hd, nk = static_cast<size_t>(sh.kv) * hd;
+          const size_t pool = static_cast<size_t>(m) * max_len * nk;
+          std::vector<float> q(nq), k(m * nk), v(m * nk);
           for (auto* vec : {&q, &k, &v})
             for (auto& x : *vec) x = 2 * nd(rng);
           std::vector<uint16_t> wq(hd), wk(hd), kpool(pool), vpool(pool);
@@ -548,15 +562,15 @@ TEST(CudaFamilyKernels, QkNormInsideDecodeAttentionIsBitIdentical) {
           __nv_bfloat16 *kp1 = bf(kpool), *vp1 = bf(vpool), *kp2 = bf(kpool), *vp2 = bf(vpool);
           const int32_t *td = upload(arena, table), *pd = upload(arena, pos), *sd = upload(arena, seq_row),
                         *sl = upload(arena, slot);
-          const size_t ws_n = cuda::paged_attention_workspace_floats(1, sh.heads, sh.kv, hd, max_len);
+          const size_t ws_n = cuda::paged_attention_workspace_floats(m, sh.heads, sh.kv, hd, max_len);
           float* ws = split && ws_n ? arena.alloc_n<float>(ws_n, "workspace") : nullptr;
           auto* out1 = arena.alloc_n<__nv_bfloat16>(nq, "out");
           auto* out2 = arena.alloc_n<__nv_bfloat16>(nq, "out folded");
           ASSERT_TRUE(cuda::decode_attention_qk_norm_supported(sh.heads, sh.kv, hd, kp2, vp2));
-          cuda::qk_norm_rope_kv_store_paged(q1, k1, vd, wqd, wkd, pd, sl, kp1, vp1, 1, sh.heads, sh.kv, hd, 1e6f, 1e-6f,
+          cuda::qk_norm_rope_kv_store_paged(q1, k1, vd, wqd, wkd, pd, sl, kp1, vp1, m, sh.heads, sh.kv, hd, 1e6f, 1e-6f,
                                             nullptr);
-          cuda::decode_attention(q1, kp1, vp1, td, width, sd, pd, out1, 1, sh.heads, sh.kv, hd, bs, ws, nullptr);
-          cuda::decode_attention_qk_norm(q2, k2, vd, wqd, wkd, 1e6f, 1e-6f, kp2, vp2, td, width, sd, pd, out2, 1,
+          cuda::decode_attention(q1, kp1, vp1, td, width, sd, pd, out1, m, sh.heads, sh.kv, hd, bs, ws, nullptr);
+          cuda::decode_attention_qk_norm(q2, k2, vd, wqd, wkd, 1e6f, 1e-6f, kp2, vp2, td, width, sd, pd, out2, m,
                                          sh.heads, sh.kv, hd, bs, ws, nullptr);
           auto down = [](const auto* d, size_t count) { return download(reinterpret_cast<const uint16_t*>(d), count); };
           EXPECT_EQ(down(out1, nq), down(out2, nq)) << "attention output";

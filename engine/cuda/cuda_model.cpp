@@ -456,7 +456,9 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
       if (decode && !tp_) prefetch_attention_out(L);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
-      const bool folded = decode && family_decode_attention(L, b, pos0);  // Qwen3-MoE: norm + RoPE inside
+      const bool folded =  // Qwen3-MoE: the q/k norm, RoPE and store inside the attention launch
+          decode && family_decode_attention(L, b, 1, zero_i32_, 1, zero_i32_, b.pos, L.k_cache, L.v_cache, max_len_,
+                                            decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws);
       if (!folded) family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
       if (folded) {
         // the attention ran with the q/k norm, RoPE and KV store in its launch

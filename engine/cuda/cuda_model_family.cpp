@@ -68,19 +68,20 @@ void CudaModel::family_attention_rope(const Layer& L, ForwardBuffers& b, int m, 
   rope_kv_store_paged(b.q, b.k, b.v, pos, slot, k_pool, v_pool, m, nh, nkv, c.head_dim, c.rope_theta, s);
 }
 
-bool CudaModel::family_decode_attention(const Layer& L, ForwardBuffers& b, int pos0) {
+bool CudaModel::family_decode_attention(const Layer& L, ForwardBuffers& b, int m, const int32_t* tables,
+                                        int table_width, const int32_t* seq_row, const int32_t* pos, bf16* k_pool,
+                                        bf16* v_pool, int block_size, float* workspace) {
   const ModelConfig& c = cfg_;
   const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
   // MOEBENCH_QK_NORM_IN_ATTENTION=0: the two launches (the same bits), to measure both ways.
   static const bool enabled = env_choice("MOEBENCH_QK_NORM_IN_ATTENTION", {0, 1}, 1) == 1;
   if (!enabled || c.qk_norm != QkNorm::per_head || L.bq ||
-      !decode_attention_qk_norm_supported(nh, nkv, hd, L.k_cache, L.v_cache))
+      !decode_attention_qk_norm_supported(nh, nkv, hd, k_pool, v_pool))
     return false;
-  // The contiguous cache as one paged block (block table {0}, block size max_len): the new
-  // token's row is its position, as family_attention_rope's slot.
-  decode_attention_qk_norm(b.q, b.k, b.v, L.q_norm, L.k_norm, c.rope_theta, c.rms_norm_eps, L.k_cache, L.v_cache,
-                           zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
-                           decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws, stream_);
+  // Each row's new key goes to the row its block table gives its position: the slot
+  // family_attention_rope would store it at.
+  decode_attention_qk_norm(b.q, b.k, b.v, L.q_norm, L.k_norm, c.rope_theta, c.rms_norm_eps, k_pool, v_pool, tables,
+                           table_width, seq_row, pos, b.att, m, nh, nkv, hd, block_size, workspace, stream_);
   return true;
 }
 
