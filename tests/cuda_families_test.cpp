@@ -9,7 +9,8 @@
 // saved in the oracle run (tests/fixtures/families) on their bf16 copy; the many-expert
 // norm + router kernel alone against rmsnorm + linear + router_topk; the one-token MoE over
 // many small experts and the q/k norm folded into decode attention against the launches
-// they replace (bit for bit), and a Qwen3 shape that takes both in the model.
+// they replace (bit for bit), and a Qwen3 shape whose decode step takes the former (and the
+// latter where MOEBENCH_QK_NORM_IN_ATTENTION=1).
 //
 // Tolerance, as in cuda_model_test.cpp: |cuda - cpu| <= 4 eps(bf16) x max|cpu logit| (the
 // CUDA model rounds every matmul input to bf16, the reference does not; both hold the
@@ -247,9 +248,10 @@ static void batched_path_against_single_sequence(const WeightSource& w) {
 }
 
 // Qwen3-MoE with eight query heads over one KV head: decode attention takes one head per
-// block with the per-head q/k norm, RoPE and KV store inside its launch
-// (decode_attention_qk_norm); 128 experts top-8: the one-token MoE takes moe_decode_small.
-// Routed as the CPU model chose; and the batched path against the single-sequence one.
+// block (with MOEBENCH_QK_NORM_IN_ATTENTION=1 in the environment, the per-head q/k norm,
+// RoPE and KV store inside its launch: decode_attention_qk_norm); 128 experts top-8: the
+// one-token MoE takes moe_decode_small. Routed as the CPU model chose; and the batched path
+// against the single-sequence one.
 TEST(CudaFamiliesQwen3, LogitsAgainstTheCpuWithOneKvHeadFor8QueryHeads) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
   ModelConfig cfg = preset_config("tiny-qwen3");
@@ -261,7 +263,7 @@ TEST(CudaFamiliesQwen3, LogitsAgainstTheCpuWithOneKvHeadFor8QueryHeads) {
   ASSERT_TRUE(cuda::small_experts_supported(1, 8, 128, cfg.hidden_size, cfg.intermediate_size));
   const WeightSource w = WeightSource::synthetic(cfg, 29);
   logits_against_cpu(w, kPrompt, decode_ids(), "tiny-qwen3 8/1 heads x128", true);
-  batched_path_against_single_sequence(w);  // its decode rows take the folded attention too
+  batched_path_against_single_sequence(w);
 }
 
 // The checkpoints transformers itself saved (tests/fixtures/families: its tensor names and

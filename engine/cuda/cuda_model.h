@@ -174,8 +174,8 @@ class CudaModel : public Model, public BatchModel {
                              __nv_bfloat16* k_pool, __nv_bfloat16* v_pool);
   // The attention of m decode rows (one per sequence; decode_attention's arguments) with
   // the per-head q/k norm, RoPE and KV store in its launch (decode_attention_qk_norm) where
-  // the layer takes it; false: nothing launched, the caller runs family_attention_rope and
-  // the attention.
+  // the layer takes it and MOEBENCH_QK_NORM_IN_ATTENTION=1; false: nothing launched, the
+  // caller runs family_attention_rope and the attention.
   bool family_decode_attention(const Layer& L, ForwardBuffers& b, int m, const int32_t* tables, int table_width,
                                const int32_t* seq_row, const int32_t* pos, __nv_bfloat16* k_pool,
                                __nv_bfloat16* v_pool, int block_size, float* workspace);

@@ -26,7 +26,7 @@ namespace moebench::cuda {
 // A launch shape: gate/up rows per warp and warps per block (depth: 16-byte chunks of a
 // row in flight per lane); down slots in flight per warp and warps per block.
 struct SmallExpertShape {
-  int gu_rows = 1, gu_depth = 8, gu_warps = 8;
+  int gu_rows = 4, gu_depth = 2, gu_warps = 8;
   int down_slots = 4, down_warps = 8;
 };
 // The compiled shapes (benchmarks and tests run every one); the first is the default.
