@@ -7,7 +7,10 @@
 // tokens against the single-sequence path's. The same for 128 experts (Qwen3-30B-A3B's
 // count: decode's many-expert fused norm + router) and for the checkpoints transformers
 // saved in the oracle run (tests/fixtures/families) on their bf16 copy; the many-expert
-// norm + router kernel alone against rmsnorm + linear + router_topk.
+// norm + router kernel alone against rmsnorm + linear + router_topk; the one-token MoE over
+// many small experts and the q/k norm folded into decode attention against the launches
+// they replace (bit for bit), and a Qwen3 shape whose decode step takes the former (and the
+// latter where MOEBENCH_QK_NORM_IN_ATTENTION=1).
 //
 // Tolerance, as in cuda_model_test.cpp: |cuda - cpu| <= 4 eps(bf16) x max|cpu logit| (the
 // CUDA model rounds every matmul input to bf16, the reference does not; both hold the
@@ -19,6 +22,7 @@
 #if MOEBENCH_HAVE_CUDA
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <string>
@@ -30,7 +34,9 @@
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
+#include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/dtype.h"
@@ -194,38 +200,10 @@ TEST_P(CudaFamilies, LogitsAgainstTheCpuWith128Experts) {
   logits_against_cpu(WeightSource::synthetic(cfg, 23), kPrompt, decode_ids(), std::string(GetParam()) + " x128", true);
 }
 
-// The checkpoints transformers itself saved (tests/fixtures/families: its tensor names and
-// layouts, random norms and biases) on the CUDA model against the CPU model on their bf16
-// copy (the weights the GPU holds): the prompt and transformers' greedy tokens of the
-// oracle run, prefill then teacher-forced decode, routed as the CPU model chose (on these
-// weights even rounding them to bf16 flips near-tied choices at some positions). The CPU
-// model matches transformers on these checkpoints to 1e-4 (HfFamilyFixture), so this is
-// the CUDA half of the oracle, under the oracle's rule: |cuda - cpu| <= 2 x transformers'
-// own bf16-vs-fp32 spread on these weights (the fixture's ref.json: measured by the
-// oracle's H200 run). Relative to the largest logit these random weights need more than
-// kTol: in the first GPU run of this test the Qwen2-MoE checkpoint (q/k/v biases, a
-// shared expert, tied embeddings) reached 3.3% (0.134 at position 21), the others 1.1-1.3%.
-TEST_P(CudaFamilies, TransformersCheckpointAgainstTheCpuOnItsBf16Copy) {
-  std::string fam = GetParam();
-  fam = fam.substr(fam.find('-') + 1);  // tiny-qwen3 -> qwen3
-  std::replace(fam.begin(), fam.end(), '-', '_');
-  if (fam == "qwen3") fam = "qwen3_moe";
-  const std::string dir = test::fixture("families/" + fam);
-  const test::TempDir tmp;
-  const WeightSource w = WeightSource::checkpoint(test::write_bf16_copy(dir, tmp));
-  const auto ref = nlohmann::json::parse(test::read_file(dir + "_ref/ref.json"));
-  const auto prompt = ref.at("prompt").get<std::vector<int32_t>>();
-  const double spread = ref.at("transformers_bf16_vs_fp32_spread").get<double>();
-  ASSERT_GT(spread, 0);
-  logits_against_cpu(w, prompt, ref.at("greedy_tokens").get<std::vector<int32_t>>(), fam + " (transformers-saved)",
-                     true, 2 * spread);
-}
-
-// The batched path (paged KV pool, decode steps replayed from CUDA graphs) runs the same
-// family steps: for one sequence its logits stay within the tolerance of the
-// single-sequence path's and its greedy tokens agree where the margin is clear.
-TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
-  const WeightSource w = WeightSource::synthetic(preset_config(GetParam()), 22);
+// One sequence through the batched path (paged KV pool, decode steps replayed from CUDA
+// graphs) against the single-sequence path: logits within kTol x max|logit| at every new
+// token, greedy tokens equal where the margin is clear, until the sequences part.
+static void batched_path_against_single_sequence(const WeightSource& w) {
   auto ctx = cuda_ctx(w, "fused");
   cuda::CudaModel g(ctx);
   const int V = w.config().vocab_size, n_new = 10;
@@ -267,6 +245,59 @@ TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
     }
     if (r.outputs[0][j] != alone_tok[j]) break;  // the sequences part: later tokens differ by design
   }
+}
+
+// Qwen3-MoE with eight query heads over one KV head: decode attention takes one head per
+// block (with MOEBENCH_QK_NORM_IN_ATTENTION=1 in the environment, the per-head q/k norm,
+// RoPE and KV store inside its launch: decode_attention_qk_norm); 128 experts top-8: the
+// one-token MoE takes moe_decode_small. Routed as the CPU model chose; and the batched path
+// against the single-sequence one.
+TEST(CudaFamiliesQwen3, LogitsAgainstTheCpuWithOneKvHeadFor8QueryHeads) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  ModelConfig cfg = preset_config("tiny-qwen3");
+  cfg.num_attention_heads = 8;
+  cfg.num_key_value_heads = 1;
+  ASSERT_TRUE(cuda::decode_attention_qk_norm_supported(8, 1, cfg.head_dim, nullptr, nullptr));
+  cfg.num_local_experts = 128;
+  cfg.num_experts_per_tok = 8;
+  ASSERT_TRUE(cuda::small_experts_supported(1, 8, 128, cfg.hidden_size, cfg.intermediate_size));
+  const WeightSource w = WeightSource::synthetic(cfg, 29);
+  logits_against_cpu(w, kPrompt, decode_ids(), "tiny-qwen3 8/1 heads x128", true);
+  batched_path_against_single_sequence(w);
+}
+
+// The checkpoints transformers itself saved (tests/fixtures/families: its tensor names and
+// layouts, random norms and biases) on the CUDA model against the CPU model on their bf16
+// copy (the weights the GPU holds): the prompt and transformers' greedy tokens of the
+// oracle run, prefill then teacher-forced decode, routed as the CPU model chose (on these
+// weights even rounding them to bf16 flips near-tied choices at some positions). The CPU
+// model matches transformers on these checkpoints to 1e-4 (HfFamilyFixture), so this is
+// the CUDA half of the oracle, under the oracle's rule: |cuda - cpu| <= 2 x transformers'
+// own bf16-vs-fp32 spread on these weights (the fixture's ref.json: measured by the
+// oracle's H200 run). Relative to the largest logit these random weights need more than
+// kTol: in the first GPU run of this test the Qwen2-MoE checkpoint (q/k/v biases, a
+// shared expert, tied embeddings) reached 3.3% (0.134 at position 21), the others 1.1-1.3%.
+TEST_P(CudaFamilies, TransformersCheckpointAgainstTheCpuOnItsBf16Copy) {
+  std::string fam = GetParam();
+  fam = fam.substr(fam.find('-') + 1);  // tiny-qwen3 -> qwen3
+  std::replace(fam.begin(), fam.end(), '-', '_');
+  if (fam == "qwen3") fam = "qwen3_moe";
+  const std::string dir = test::fixture("families/" + fam);
+  const test::TempDir tmp;
+  const WeightSource w = WeightSource::checkpoint(test::write_bf16_copy(dir, tmp));
+  const auto ref = nlohmann::json::parse(test::read_file(dir + "_ref/ref.json"));
+  const auto prompt = ref.at("prompt").get<std::vector<int32_t>>();
+  const double spread = ref.at("transformers_bf16_vs_fp32_spread").get<double>();
+  ASSERT_GT(spread, 0);
+  logits_against_cpu(w, prompt, ref.at("greedy_tokens").get<std::vector<int32_t>>(), fam + " (transformers-saved)",
+                     true, 2 * spread);
+}
+
+// The batched path (paged KV pool, decode steps replayed from CUDA graphs) runs the same
+// family steps: for one sequence its logits stay within the tolerance of the
+// single-sequence path's and its greedy tokens agree where the margin is clear.
+TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
+  batched_path_against_single_sequence(WeightSource::synthetic(preset_config(GetParam()), 22));
 }
 
 // The many-expert fused norm + router (32 <= experts <= 256; Qwen3-30B-A3B: 128, top-8):
@@ -408,6 +439,148 @@ TEST(CudaFamilyKernels, QkNormInsideRopeKvStoreIsBitIdentical) {
     EXPECT_EQ(down(vp1, pool), down(vp2, pool)) << "value pool";
     EXPECT_NE(down(kp2, pool), zero) << "nothing stored";
   }
+}
+
+// The one-token MoE over many small experts (moe_small_experts.h) against moe_decode_fused:
+// h and out bit for bit, at every compiled launch shape, for Qwen3-30B-A3B's shape (128
+// experts of 768 rows, top-8), OLMoE's count and rows, a hidden and inter that leave
+// partial blocks and chunks, and an inter of 32 (4 chunks: most lanes own none). Distinct
+// experts in the slots, as a top-k gives them (the fused kernels at one token keep one pair
+// per expert).
+TEST(CudaFamilyKernels, SmallExpertsBitIdenticalToTheFusedKernels) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  struct Shape {
+    int hidden, inter, experts, k;
+  };
+  std::mt19937 rng(41);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Shape sh : {Shape{2048, 768, 128, 8}, Shape{2048, 1024, 64, 8}, Shape{520, 264, 40, 6},
+                         Shape{64, 32, 32, 4}, Shape{264, 96, 33, 1}}) {
+    SCOPED_TRACE("hidden " + std::to_string(sh.hidden) + " inter " + std::to_string(sh.inter) + " experts " +
+                 std::to_string(sh.experts) + " top-" + std::to_string(sh.k));
+    const int H = sh.hidden, I = sh.inter, E = sh.experts, k = sh.k;
+    ASSERT_TRUE(cuda::small_experts_supported(1, k, E, H, I));
+    cuda::DeviceArena arena(512ull << 20, "small experts test");
+    // The chosen experts get their own weights; every other table entry points at expert 0's.
+    std::vector<int32_t> ids(k);
+    for (int j = 0; j < k; ++j) ids[j] = (7 * j + 3) % E;  // distinct: 7 j differ mod E >= 32 for j < 8
+    std::vector<const __nv_bfloat16*> t1(E), t3(E), t2(E);
+    auto random_matrix = [&](size_t count) {
+      std::vector<uint16_t> m(count);
+      for (auto& v : m) v = f32_to_bf16(0.05f * nd(rng));
+      return reinterpret_cast<const __nv_bfloat16*>(upload(arena, m));
+    };
+    const size_t mat = static_cast<size_t>(H) * I;
+    t1[0] = random_matrix(mat), t3[0] = random_matrix(mat), t2[0] = random_matrix(mat);
+    for (int e = 1; e < E; ++e) t1[e] = t1[0], t3[e] = t3[0], t2[e] = t2[0];
+    for (int32_t e : ids)
+      if (e != 0 && t1[e] == t1[0]) t1[e] = random_matrix(mat), t3[e] = random_matrix(mat), t2[e] = random_matrix(mat);
+    std::vector<float> x(H), o(H), wts(k);
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : o) v = nd(rng);
+    for (auto& v : wts) v = std::fabs(nd(rng)) + 0.05f;
+    std::vector<uint16_t> xb(H);
+    for (int d = 0; d < H; ++d) xb[d] = f32_to_bf16(x[d]);
+    const auto* xd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, xb));
+    const int32_t* idd = upload(arena, ids);
+    const float* wd = upload(arena, wts);
+    const __nv_bfloat16* const* d1 = upload(arena, t1);
+    const __nv_bfloat16* const* d3 = upload(arena, t3);
+    const __nv_bfloat16* const* d2 = upload(arena, t2);
+    const size_t hn = static_cast<size_t>(k) * I;
+    auto* h_ref = arena.alloc_n<__nv_bfloat16>(hn, "h fused");
+    float* out_ref = upload(arena, o);
+    cuda::moe_decode_fused(xd, idd, wd, d1, d3, d2, h_ref, out_ref, 1, k, E, H, I, nullptr);
+    const auto want_h = download(reinterpret_cast<const uint16_t*>(h_ref), hn);
+    const auto want_out = download(out_ref, o.size());
+    ASSERT_NE(want_out, o) << "the fused kernels added nothing";
+    for (const cuda::SmallExpertShape& s : cuda::small_expert_shapes()) {
+      SCOPED_TRACE("gate/up R " + std::to_string(s.gu_rows) + " U " + std::to_string(s.gu_depth) + " W " +
+                   std::to_string(s.gu_warps) + ", down G " + std::to_string(s.down_slots) + " W " +
+                   std::to_string(s.down_warps));
+      auto* h = arena.alloc_n<__nv_bfloat16>(hn, "h");
+      float* out = upload(arena, o);
+      cuda::moe_decode_small(xd, idd, wd, d1, d3, d2, h, out, k, E, H, I, nullptr, s);
+      EXPECT_EQ(want_h, download(reinterpret_cast<const uint16_t*>(h), hn)) << "h";
+      const auto got = download(out, o.size());
+      EXPECT_EQ(0, std::memcmp(got.data(), want_out.data(), got.size() * sizeof(float))) << "out";
+    }
+  }
+  EXPECT_FALSE(cuda::small_experts_supported(2, 8, 128, 2048, 768));  // two tokens
+  EXPECT_FALSE(cuda::small_experts_supported(1, 2, 8, 4096, 14336));  // Mixtral: the fused kernels
+  EXPECT_FALSE(cuda::small_experts_supported(1, 9, 128, 2048, 768));  // top-9
+  EXPECT_FALSE(cuda::small_experts_supported(1, 8, 128, 2048, 772));  // inter % 8
+}
+
+// The per-head q/k norm and RoPE folded into the decode attention launch
+// (decode_attention_qk_norm) against qk_norm_rope_kv_store_paged then decode_attention:
+// the attention output and both pools bit for bit, for Qwen3-30B-A3B's heads (32 over 4,
+// head_dim 128), one KV head per query head (head_dim 64) and 8 over 1 (32), from one key
+// to several splits' worth, with and without the key split's workspace: one sequence on the
+// contiguous cache seen as one block, and two sequences (the second at about half the
+// length) on scrambled block tables of 16-key blocks.
+TEST(CudaFamilyKernels, QkNormInsideDecodeAttentionIsBitIdentical) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  struct Shape {
+    int heads, kv, hd;
+  };
+  std::mt19937 rng(53);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int max_len = 512;
+  for (const Shape sh : {Shape{32, 4, 128}, Shape{16, 16, 64}, Shape{8, 1, 32}})
+    for (const int bs : {max_len, 16})
+      for (const int len : {1, 50, 64, 65, 114, 300})
+        for (const bool split : {false, true}) {
+          SCOPED_TRACE("heads " + std::to_string(sh.heads) + "/" + std::to_string(sh.kv) + " head_dim " +
+                       std::to_string(sh.hd) + " block " + std::to_string(bs) + " len " + std::to_string(len) +
+                       (split ? " split" : " unsplit"));
+          const int hd = sh.hd, width = max_len / bs, m = bs == max_len ? 1 : 2;
+          std::vector<int32_t> table(static_cast<size_t>(m) * width);
+          for (int b = 0; b < m * width; ++b) table[b] = b;
+          std::shuffle(table.begin(), table.end(), rng);
+          std::vector<int32_t> pos, seq_row, slot;
+          for (int i = 0; i < m; ++i) {
+            const int t = i == 0 ? len - 1 : len / 2;
+            pos.push_back(t);
+            seq_row.push_back(i);
+            slot.push_back(table[static_cast<size_t>(i) * width + t / bs] * bs + t % bs);
+          }
+          const size_t nq = static_cast<size_t>(m) * sh.heads * hd, nk = static_cast<size_t>(sh.kv) * hd;
+          const size_t pool = static_cast<size_t>(m) * max_len * nk;
+          std::vector<float> q(nq), k(m * nk), v(m * nk);
+          for (auto* vec : {&q, &k, &v})
+            for (auto& x : *vec) x = 2 * nd(rng);
+          std::vector<uint16_t> wq(hd), wk(hd), kpool(pool), vpool(pool);
+          for (auto& x : wq) x = f32_to_bf16(1.0f + 0.1f * nd(rng));
+          for (auto& x : wk) x = f32_to_bf16(1.0f + 0.1f * nd(rng));
+          for (auto* vec : {&kpool, &vpool})
+            for (auto& x : *vec) x = f32_to_bf16(nd(rng));
+          cuda::DeviceArena arena(64ull << 20, "qk norm attention test");
+          float *q1 = upload(arena, q), *q2 = upload(arena, q), *k1 = upload(arena, k);
+          const float *k2 = upload(arena, k), *vd = upload(arena, v);
+          const auto* wqd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, wq));
+          const auto* wkd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, wk));
+          auto bf = [&](const std::vector<uint16_t>& h) { return reinterpret_cast<__nv_bfloat16*>(upload(arena, h)); };
+          __nv_bfloat16 *kp1 = bf(kpool), *vp1 = bf(vpool), *kp2 = bf(kpool), *vp2 = bf(vpool);
+          const int32_t *td = upload(arena, table), *pd = upload(arena, pos), *sd = upload(arena, seq_row),
+                        *sl = upload(arena, slot);
+          const size_t ws_n = cuda::paged_attention_workspace_floats(m, sh.heads, sh.kv, hd, max_len);
+          float* ws = split && ws_n ? arena.alloc_n<float>(ws_n, "workspace") : nullptr;
+          auto* out1 = arena.alloc_n<__nv_bfloat16>(nq, "out");
+          auto* out2 = arena.alloc_n<__nv_bfloat16>(nq, "out folded");
+          ASSERT_TRUE(cuda::decode_attention_qk_norm_supported(sh.heads, sh.kv, hd, kp2, vp2));
+          cuda::qk_norm_rope_kv_store_paged(q1, k1, vd, wqd, wkd, pd, sl, kp1, vp1, m, sh.heads, sh.kv, hd, 1e6f, 1e-6f,
+                                            nullptr);
+          cuda::decode_attention(q1, kp1, vp1, td, width, sd, pd, out1, m, sh.heads, sh.kv, hd, bs, ws, nullptr);
+          cuda::decode_attention_qk_norm(q2, k2, vd, wqd, wkd, 1e6f, 1e-6f, kp2, vp2, td, width, sd, pd, out2, m,
+                                         sh.heads, sh.kv, hd, bs, ws, nullptr);
+          auto down = [](const auto* d, size_t count) { return download(reinterpret_cast<const uint16_t*>(d), count); };
+          EXPECT_EQ(down(out1, nq), down(out2, nq)) << "attention output";
+          EXPECT_EQ(down(kp1, pool), down(kp2, pool)) << "key pool";
+          EXPECT_EQ(down(vp1, pool), down(vp2, pool)) << "value pool";
+          EXPECT_NE(down(kp2, pool), kpool) << "the new key was not stored";
+        }
+  EXPECT_FALSE(cuda::decode_attention_qk_norm_supported(32, 8, 128, nullptr, nullptr));  // 4 heads per block
 }
 
 INSTANTIATE_TEST_SUITE_P(Tiny, CudaFamilies, ::testing::Values("tiny-qwen3", "tiny-olmoe", "tiny-qwen2-moe"),

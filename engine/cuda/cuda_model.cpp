@@ -506,8 +506,13 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       if (decode && (!tp_ || expert_parallel())) prefetch_attention_out(L);  // expert parallel: one GPU's attention
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
-      family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
-      if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))  // no merge launch for few keys
+      const bool folded =  // Qwen3-MoE: the q/k norm, RoPE and store inside the attention launch
+          decode && family_decode_attention(L, b, 1, zero_i32_, 1, zero_i32_, b.pos, L.k_cache, L.v_cache, max_len_,
+                                            decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws);
+      if (!folded) family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
+      if (folded) {
+        // the attention ran with the q/k norm, RoPE and KV store in its launch
+      } else if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))  // no merge launch for few keys
         decode_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
                          decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws, s);
       else if (decode)

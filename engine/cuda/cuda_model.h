@@ -192,6 +192,13 @@ class CudaModel : public Model, public BatchModel {
   // the MoE. Launches only (CUDA-graph safe).
   void family_attention_rope(const Layer& L, ForwardBuffers& b, int m, const int32_t* pos, const int32_t* slot,
                              __nv_bfloat16* k_pool, __nv_bfloat16* v_pool);
+  // The attention of m decode rows (one per sequence; decode_attention's arguments) with
+  // the per-head q/k norm, RoPE and KV store in its launch (decode_attention_qk_norm) where
+  // the layer takes it and MOEBENCH_QK_NORM_IN_ATTENTION=1; false: nothing launched, the
+  // caller runs family_attention_rope and the attention.
+  bool family_decode_attention(const Layer& L, ForwardBuffers& b, int m, const int32_t* tables, int table_width,
+                               const int32_t* seq_row, const int32_t* pos, __nv_bfloat16* k_pool,
+                               __nv_bfloat16* v_pool, int block_size, float* workspace);
   void family_shared_expert(const Layer& L, ForwardBuffers& b, int m);
   void family_upload(Layer& L, int l, const std::map<std::string, const __nv_bfloat16*>& dev);
   static uint64_t family_workspace_bytes(const ModelConfig& c, int pool_tokens);

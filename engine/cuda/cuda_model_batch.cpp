@@ -120,8 +120,12 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     float* y[3] = {b.q, b.k, b.v};
     const int out[3] = {Q, KV, KV};
     linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
-    family_attention_rope(L, b, m, pos, slot, P.k[l], P.v[l]);
-    if (m == n_seqs && decode_attention_supported(nh, nkv, hd, P.k[l], P.v[l]))  // decode rows only
+    const bool folded = m == n_seqs && family_decode_attention(L, b, m, tables, P.width, seq_row, pos, P.k[l], P.v[l],
+                                                               P.block_size, b.attn_ws);  // Qwen3-MoE: norm + RoPE inside
+    if (!folded) family_attention_rope(L, b, m, pos, slot, P.k[l], P.v[l]);
+    if (folded) {
+      // the attention ran with the q/k norm, RoPE and KV store in its launch
+    } else if (m == n_seqs && decode_attention_supported(nh, nkv, hd, P.k[l], P.v[l]))  // decode rows only
       decode_attention(b.q, P.k[l], P.v[l], tables, P.width, seq_row, pos, b.att, m, nh, nkv, hd, P.block_size,
                        b.attn_ws, s);
     else

@@ -2,12 +2,16 @@
 // (model/config.h): q/k/v bias (Qwen2-MoE), q/k RMSNorm per head (Qwen3-MoE) or over the
 // whole projections (OLMoE) on the fp32 projections before RoPE, and the shared expert
 // behind its sigmoid gate (Qwen2-MoE) after the routed experts. Same order of operations
-// as CpuModel. Mixtral layers have none of them: every step below is then skipped.
+// as CpuModel. Mixtral layers have none of them: every step below is then skipped. At a
+// decode step the per-head norm, RoPE and store can run inside the attention launch
+// (family_decode_attention, MOEBENCH_QK_NORM_IN_ATTENTION=1).
 #include <algorithm>
 
 #include "common/error.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
+#include "engine/cuda/decode_attention.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/weights.h"
 
@@ -62,6 +66,25 @@ void CudaModel::family_attention_rope(const Layer& L, ForwardBuffers& b, int m, 
   }
   if (c.qk_norm == QkNorm::whole) qk_rmsnorm(b.q, L.q_norm, m, Q, b.k, L.k_norm, m, KV, c.rms_norm_eps, s);
   rope_kv_store_paged(b.q, b.k, b.v, pos, slot, k_pool, v_pool, m, nh, nkv, c.head_dim, c.rope_theta, s);
+}
+
+bool CudaModel::family_decode_attention(const Layer& L, ForwardBuffers& b, int m, const int32_t* tables,
+                                        int table_width, const int32_t* seq_row, const int32_t* pos, bf16* k_pool,
+                                        bf16* v_pool, int block_size, float* workspace) {
+  const ModelConfig& c = cfg_;
+  const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  // Off unless MOEBENCH_QK_NORM_IN_ATTENTION=1 (the same bits either way): measured on an
+  // H200 (Qwen3-30B-A3B shape, batch 1), the folded launch made the single-sequence decode
+  // slower, 281.1 tok/s against 296.9 with the two launches.
+  static const bool enabled = env_choice("MOEBENCH_QK_NORM_IN_ATTENTION", {0, 1}, 0) == 1;
+  if (!enabled || c.qk_norm != QkNorm::per_head || L.bq ||
+      !decode_attention_qk_norm_supported(nh, nkv, hd, k_pool, v_pool))
+    return false;
+  // Each row's new key goes to the row its block table gives its position: the slot
+  // family_attention_rope would store it at.
+  decode_attention_qk_norm(b.q, b.k, b.v, L.q_norm, L.k_norm, c.rope_theta, c.rms_norm_eps, k_pool, v_pool, tables,
+                           table_width, seq_row, pos, b.att, m, nh, nkv, hd, block_size, workspace, stream_);
+  return true;
 }
 
 void CudaModel::family_shared_expert(const Layer& L, ForwardBuffers& b, int m) {

@@ -45,17 +45,65 @@ __device__ __forceinline__ void load_dims(const bf16* p, float f[P]) {
   }
 }
 
+// Per (token, block of heads): the used splits that have written their partials, for
+// merge_here launches (the last to count merges and resets it, so launches in a stream and
+// graph replays follow each other; one such launch runs on a device at a time).
+constexpr int kMergeCounters = 4096;
+__device__ unsigned int g_merge_done[kMergeCounters];
+
+// Per-head q/k RMSNorm and RoPE inside the attention launch (decode_attention_qk_norm):
+// the projections of the new token and the norms' weights.
+struct QkNormRope {
+  const float* k;  // (m, n_kv, head_dim) fp32, not normed or rotated
+  const float* v;
+  const bf16* wq;  // (head_dim)
+  const bf16* wk;
+  float theta, eps;
+};
+
+// One head of 32 P fp32 values at src, normed and rotated, this lane's dims lane P ..
+// lane P + P - 1 into out: qk_norm_rope_kv_store_paged_kernel's arithmetic (family_ops.cu)
+// bit for bit: the sum of squares lane-strided (dims lane, lane + 32, ...) then warp_sum,
+// (x * inv) * w, rope_rotate of the pair (j, j + head_dim / 2), whose other half lane ^ 16
+// holds. Warp-wide.
+template <int P>
+__device__ __forceinline__ void norm_rope_head(const float* __restrict__ src, const bf16* __restrict__ w, float p,
+                                               int lane, float theta, float eps, float (&out)[P]) {
+  constexpr int HD = 32 * P, half = HD / 2;
+  float ss = 0;
+#pragma unroll
+  for (int t = 0; t < P; ++t) ss = fmaf(src[lane + 32 * t], src[lane + 32 * t], ss);
+  ss = warp_sum(ss);
+  const float inv = 1.0f / sqrtf(ss / static_cast<float>(HD) + eps);
+#pragma unroll
+  for (int pp = 0; pp < P; ++pp) {
+    const int d = lane * P + pp;
+    const float nv = (src[d] * inv) * __bfloat162float(w[d]);
+    const float other = __shfl_xor_sync(0xffffffffu, nv, 16);
+    if (lane < 16) out[pp] = rope_rotate(nv, other, rope_angle(p, d, HD, theta)).x;
+    else out[pp] = rope_rotate(other, nv, rope_angle(p, d - half, HD, theta)).y;
+  }
+}
+
 // grid (m, n_heads / hpb, n_splits), block kWarps x 32: each block takes hpb query heads of
 // one KV head (hpb = n_heads / n_kv: the whole group; or a divisor of it, so that a
 // group of many heads is spread over more blocks: a head's arithmetic does not depend on
 // the block it is in). G >= hpb (a power of two), head_dim = 32 P, K keys per warp per
-// round.
-template <int G, int P, int K>
+// round. merge_here: the last used split of a (token, block of heads) to finish merges
+// the splits itself (merge_splits, the merge kernel's arithmetic: the same bits), so no
+// merge kernel is launched.
+// QKN (one head per block): q and the new token's key and value come as the projections
+// (nqr), normed and rotated here; the new key and value are used from registers (rounded
+// to bf16 as the pool holds them) and the first block of each KV head (split 0) stores them
+// into the pool at the row the block table gives the token's position.
+template <int G, int P, int K, bool QKN = false>
 __global__ void __launch_bounds__(kWarps * 32)
-    decode_attention_kernel(const float* __restrict__ q, const bf16* __restrict__ kp, const bf16* __restrict__ vp,
+    decode_attention_kernel(const float* __restrict__ q, bf16* __restrict__ kp, bf16* __restrict__ vp,
                             const int32_t* __restrict__ tables, int table_width, const int32_t* __restrict__ seq_row,
                             const int32_t* __restrict__ pos, bf16* __restrict__ out, float* __restrict__ part,
-                            int n_heads, int n_kv, int hpb, int block_size, float scale) {
+                            int n_heads, int n_kv, int hpb, int block_size, float scale, bool merge_here,
+                            QkNormRope nqr) {
+  static_assert(!QKN || G == 1, "the folded q/k norm takes one head per block");
   constexpr int HD = 32 * P;
   __shared__ float Ws[kWarps][G][HD + 2];  // per warp and head: acc (HD), max, sum
   const int i = blockIdx.x, split = blockIdx.z, n_splits = gridDim.z;
@@ -75,13 +123,35 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
 
   float qr[G][P];
+  if constexpr (!QKN) {
 #pragma unroll
-  for (int h = 0; h < G; ++h)
+    for (int h = 0; h < G; ++h)
 #pragma unroll
-    for (int p = 0; p < P; ++p)
-      qr[h][p] = h < hpb ? q[(static_cast<int64_t>(i) * n_heads + head0 + h) * HD + lane * P + p] : 0.0f;
+      for (int p = 0; p < P; ++p)
+        qr[h][p] = h < hpb ? q[(static_cast<int64_t>(i) * n_heads + head0 + h) * HD + lane * P + p] : 0.0f;
+  }
   const int64_t kv_stride = static_cast<int64_t>(n_kv) * HD;
   const int64_t head_off = static_cast<int64_t>(g) * HD + lane * P;
+  float knew[P], vnew[P];  // QKN: the new token's key and value, as the pool holds them
+  if constexpr (QKN) {
+    const float pf = static_cast<float>(len - 1);
+    norm_rope_head<P>(q + (static_cast<int64_t>(i) * n_heads + head0) * HD, nqr.wq, pf, lane, nqr.theta, nqr.eps, qr[0]);
+    const int64_t in_kv = static_cast<int64_t>(i) * kv_stride + static_cast<int64_t>(g) * HD;
+    norm_rope_head<P>(nqr.k + in_kv, nqr.wk, pf, lane, nqr.theta, nqr.eps, knew);
+#pragma unroll
+    for (int p = 0; p < P; ++p) {
+      const bf16 kb = __float2bfloat16_rn(knew[p]), vb = __float2bfloat16_rn(nqr.v[in_kv + lane * P + p]);
+      knew[p] = __bfloat162float(kb);
+      vnew[p] = __bfloat162float(vb);
+      if (split == 0 && blockIdx.y % blocks_per_kv == 0 && warp == 0) {  // the pool's copy
+        const int t = len - 1;
+        const int64_t row =
+            (static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size) * kv_stride + head_off;
+        kp[row + p] = kb;
+        vp[row + p] = vb;
+      }
+    }
+  }
 
   float mx[G], l[G], acc[G][P];
 #pragma unroll
@@ -103,6 +173,16 @@ __global__ void __launch_bounds__(kWarps * 32)
           (static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size) * kv_stride + head_off;
       load_dims<P>(kp + row, kf[u]);
       load_dims<P>(vp + row, vf[u]);
+    }
+    if constexpr (QKN) {  // the new token's row: this launch's own values, not the pool's (stored concurrently)
+#pragma unroll
+      for (int u = 0; u < K; ++u)
+        if (u < nk && t0 + u == len - 1)
+#pragma unroll
+          for (int p = 0; p < P; ++p) {
+            kf[u][p] = knew[p];
+            vf[u][p] = vnew[p];
+          }
     }
     float s[K][G];
 #pragma unroll
@@ -162,6 +242,20 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int64_t qh = static_cast<int64_t>(i) * n_heads + head0 + h;
     split_result(part, out, used == 1, split, n_splits, static_cast<int64_t>(gridDim.x) * n_heads, qh, HD, d, M, L, A);
   }
+  if constexpr (G == 1) {  // (merge_here launches take one head per block only)
+    if (!merge_here || used == 1) return;  // block-uniform
+    __shared__ bool s_last;
+    const int64_t counter = static_cast<int64_t>(i) * gridDim.y + blockIdx.y;
+    __threadfence();  // this block's partials reach L2 before its count does
+    __syncthreads();
+    if (threadIdx.x == 0) s_last = atomicAdd(&g_merge_done[counter], 1u) == static_cast<unsigned>(used) - 1;
+    __syncthreads();
+    if (!s_last) return;
+    __threadfence();
+    merge_splits(part, out, static_cast<int64_t>(i) * n_heads + head0, used, n_splits,
+                 static_cast<int64_t>(gridDim.x) * n_heads, HD);
+    if (threadIdx.x == 0) g_merge_done[counter] = 0;
+  }
 }
 
 // grid (m * n_heads), block 128: merges the used splits of one (token, head) in split
@@ -181,22 +275,36 @@ __global__ void decode_attention_merge_kernel(const float* __restrict__ part, co
 template <int G, int P>
 void launch(const float* q, const bf16* kp, const bf16* vp, const int32_t* tables, int W, const int32_t* seq_row,
             const int32_t* pos, bf16* out, float* part, int n_splits, int m, int n_heads, int n_kv, int hpb, int bs,
-            cudaStream_t stream) {
+            bool merge_here, cudaStream_t stream, const QkNormRope& nqr = {}) {
   constexpr int K = G >= 8 ? 4 : 8;  // registers: K x G scores per lane
   const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_heads / hpb), static_cast<unsigned>(n_splits));
   const float scale = 1.0f / sqrtf(static_cast<float>(32 * P));
-  launch_pdl(decode_attention_kernel<G, P, K>, grid, dim3(kWarps * 32), 0, stream, q, kp, vp, tables, W, seq_row, pos, out,
-             part, n_heads, n_kv, hpb, bs, scale);
+  // The pools are written only by the QKN launch (its caller's non-const pools).
+  bf16* kw = const_cast<bf16*>(kp);
+  bf16* vw = const_cast<bf16*>(vp);
+  if constexpr (G == 1) {
+    if (nqr.k) {
+      launch_pdl(decode_attention_kernel<G, P, K, true>, grid, dim3(kWarps * 32), 0, stream, q, kw, vw, tables, W, seq_row,
+                 pos, out, part, n_heads, n_kv, hpb, bs, scale, merge_here, nqr);
+      CUDA_CHECK_LAUNCH("decode_attention_kernel");
+      return;
+    }
+  }
+  launch_pdl(decode_attention_kernel<G, P, K>, grid, dim3(kWarps * 32), 0, stream, q, kw, vw, tables, W, seq_row, pos, out,
+             part, n_heads, n_kv, hpb, bs, scale, merge_here, nqr);
   CUDA_CHECK_LAUNCH("decode_attention_kernel");
 }
 
 template <int G>
 void launch_g(int hd, const float* q, const bf16* kp, const bf16* vp, const int32_t* tables, int W,
               const int32_t* seq_row, const int32_t* pos, bf16* out, float* part, int n_splits, int m, int n_heads,
-              int n_kv, int hpb, int bs, cudaStream_t stream) {
-  if (hd == 128) launch<G, 4>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, stream);
-  else if (hd == 64) launch<G, 2>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, stream);
-  else launch<G, 1>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, stream);
+              int n_kv, int hpb, int bs, bool merge_here, cudaStream_t stream, const QkNormRope& nqr = {}) {
+  if (hd == 128)
+    launch<G, 4>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, merge_here, stream, nqr);
+  else if (hd == 64)
+    launch<G, 2>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, merge_here, stream, nqr);
+  else
+    launch<G, 1>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, merge_here, stream, nqr);
 }
 }  // namespace
 
@@ -214,10 +322,11 @@ bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void*
 
 bool decode_attention_one_split(int keys) { return keys <= kSplitKeys; }
 
-void decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, const int32_t* block_tables,
-                      int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m, int n_heads,
-                      int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream) {
-  MB_NVTX_RANGE("decode_attention");
+namespace {
+void run_decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, const int32_t* block_tables,
+                          int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m, int n_heads,
+                          int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream,
+                          const QkNormRope& nqr) {
   if (m <= 0) return;
   if (!decode_attention_supported(n_heads, n_kv, head_dim, k_pool, v_pool))
     fail_msg(msg("cuda::decode_attention: ", n_heads, " heads, ", n_kv, " KV heads, head_dim ", head_dim,
@@ -227,15 +336,46 @@ void decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, co
   const int splits = workspace ? paged_attention_splits(m, n_kv, max_keys) : 1;
   float* part = splits > 1 ? workspace : nullptr;
   const int group = n_heads / n_kv, hpb = decode_attention_heads_per_block(n_heads, n_kv);
-  if (hpb == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
-  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
-  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
-  else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, stream);
-  if (splits > 1) {
+  // One head per block (many heads per KV head): the splits merge themselves, no merge launch.
+  const bool merge_here = splits > 1 && hpb == 1 && static_cast<int64_t>(m) * n_heads <= kMergeCounters;
+  if (hpb == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
+  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, false, stream);
+  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, false, stream);
+  else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, false, stream);
+  if (splits > 1 && !merge_here) {
     launch_pdl(decode_attention_merge_kernel, dim3(static_cast<unsigned>(static_cast<int64_t>(m) * n_heads)), dim3(128), 0,
                stream, part, pos, out, m, n_heads, head_dim, splits);
     CUDA_CHECK_LAUNCH("decode_attention_merge_kernel");
   }
+}
+
+}  // namespace
+
+void decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, const int32_t* block_tables,
+                      int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m, int n_heads,
+                      int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream) {
+  MB_NVTX_RANGE("decode_attention");
+  run_decode_attention(q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, m, n_heads, n_kv, head_dim,
+                       block_size, workspace, stream, QkNormRope{});
+}
+
+bool decode_attention_qk_norm_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool) {
+  return decode_attention_supported(n_heads, n_kv, head_dim, k_pool, v_pool) &&
+         decode_attention_heads_per_block(n_heads, n_kv) == 1;
+}
+
+void decode_attention_qk_norm(const float* q, const float* k, const float* v, const bf16* q_norm, const bf16* k_norm,
+                              float theta, float eps, bf16* k_pool, bf16* v_pool, const int32_t* block_tables,
+                              int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m,
+                              int n_heads, int n_kv, int head_dim, int block_size, float* workspace,
+                              cudaStream_t stream) {
+  MB_NVTX_RANGE("decode_attention_qk_norm");
+  if (m <= 0) return;
+  if (!decode_attention_qk_norm_supported(n_heads, n_kv, head_dim, k_pool, v_pool))
+    fail_msg(msg("cuda::decode_attention_qk_norm: ", n_heads, " heads, ", n_kv, " KV heads, head_dim ", head_dim,
+                 " not supported (decode_attention's shapes with one query head per block)"));
+  run_decode_attention(q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, m, n_heads, n_kv, head_dim,
+                       block_size, workspace, stream, QkNormRope{k, v, q_norm, k_norm, theta, eps});
 }
 
 }  // namespace moebench::cuda

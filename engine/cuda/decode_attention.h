@@ -11,7 +11,9 @@
 // split (flash-decoding) is decided on the device from the position: a token attending
 // len keys uses min(n_splits, ceil(len / 64)) blocks, the rest of the grid returns at
 // once; with one split used the block writes the output itself, else a second kernel
-// merges the used splits in split order. Deterministic for a given position; launches
+// merges the used splits in split order (with one head per block, the last of a head's
+// splits to finish merges them itself, the same arithmetic, and no second kernel is
+// launched). Deterministic for a given position; launches
 // independent of the positions (CUDA-graph safe). Host C++ declarations.
 #pragma once
 #include <cuda_bf16.h>
@@ -45,5 +47,19 @@ void decode_attention(const float* q, const __nv_bfloat16* k_pool, const __nv_bf
                       const int32_t* block_tables, int table_width, const int32_t* seq_row, const int32_t* pos,
                       __nv_bfloat16* out, int m, int n_heads, int n_kv, int head_dim, int block_size, float* workspace,
                       cudaStream_t stream);
+
+// decode_attention with a per-head q/k RMSNorm and RoPE folded in (Qwen3-MoE), for the
+// shapes that take one query head per block: q, k, v are the new token's fp32 projections
+// (q and k neither normed nor rotated); each block norms and rotates its query head, takes
+// the new key (normed, rotated) and value as bf16 from the projections rather than the
+// pool, and the first block of each KV head stores them into the pool at the row the block
+// table gives the token's position. Bit for bit qk_norm_rope_kv_store_paged (ops.cuh, the
+// slot being that row) followed by decode_attention, in one launch instead of two.
+bool decode_attention_qk_norm_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool);
+void decode_attention_qk_norm(const float* q, const float* k, const float* v, const __nv_bfloat16* q_norm,
+                              const __nv_bfloat16* k_norm, float theta, float eps, __nv_bfloat16* k_pool,
+                              __nv_bfloat16* v_pool, const int32_t* block_tables, int table_width,
+                              const int32_t* seq_row, const int32_t* pos, __nv_bfloat16* out, int m, int n_heads,
+                              int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream);
 
 }  // namespace moebench::cuda

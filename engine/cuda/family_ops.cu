@@ -6,6 +6,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/pdl.cuh"
 
 namespace moebench::cuda {
 
@@ -58,7 +59,7 @@ __global__ void qk_rmsnorm_kernel(float* __restrict__ q, const bf16* __restrict_
 // (lane-strided fmaf over head_dim, then warp_sum: the same sum in each warp), then
 // normalises its pairs ((x * inv) * w, in registers) and rotates them (rope_angle,
 // rope_rotate: paged_kv.cu's arithmetic). k itself is left as the projection wrote it
-// (nothing reads it after the pool).
+// (nothing reads it after the pool). A programmatic launch (pdl.cuh), as rope_kv_store_paged's.
 __global__ void qk_norm_rope_kv_store_paged_kernel(float* __restrict__ q, const float* __restrict__ k,
                                                    const float* __restrict__ v, const bf16* __restrict__ wq,
                                                    const bf16* __restrict__ wk, const int32_t* __restrict__ pos,
@@ -66,6 +67,8 @@ __global__ void qk_norm_rope_kv_store_paged_kernel(float* __restrict__ q, const 
                                                    bf16* __restrict__ vp, int n_heads, int n_kv, int head_dim,
                                                    float theta, float eps) {
   const int i = blockIdx.x, y = blockIdx.y, half = head_dim / 2, lane = threadIdx.x & 31;
+  pdl_wait();  // q, k, v come from the previous kernel
+  pdl_trigger();
   const bool is_q = y < n_heads;
   const int h = is_q ? y : y - n_heads;
   const int64_t kv_row = static_cast<int64_t>(n_kv) * head_dim;
@@ -138,8 +141,8 @@ void qk_norm_rope_kv_store_paged(float* q, const float* k, const float* v, const
   const int half = head_dim / 2;  // rope_kv_store_paged's block size
   const int threads = half >= 128 ? 128 : half <= 32 ? 32 : ((half + 31) / 32) * 32;
   const dim3 grid(static_cast<unsigned>(m), static_cast<unsigned>(n_heads + n_kv));
-  qk_norm_rope_kv_store_paged_kernel<<<grid, threads, 0, stream>>>(q, k, v, wq, wk, pos, slot, k_pool, v_pool, n_heads,
-                                                                  n_kv, head_dim, theta, eps);
+  launch_pdl(qk_norm_rope_kv_store_paged_kernel, grid, dim3(static_cast<unsigned>(threads)), 0, stream, q, k, v, wq, wk,
+             pos, slot, k_pool, v_pool, n_heads, n_kv, head_dim, theta, eps);
   CUDA_CHECK_LAUNCH("qk_norm_rope_kv_store_paged_kernel");
 }
 

@@ -9,6 +9,7 @@
 #include "engine/cuda/ep_ops.h"
 #include "engine/cuda/gate_up.h"
 #include "engine/cuda/host_experts.h"
+#include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
@@ -272,6 +273,10 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
     const bf16* const* t = reinterpret_cast<const bf16* const*>(tables(layer));
     ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "moe_decode_fused");
     if (combine_ == Combine::fused) {
+      if (small_experts_enabled() && small_experts_supported(m, K, E, H, I)) {  // many small experts, one token
+        moe_decode_small(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, K, E, H, I, stream_);
+        return;
+      }
       moe_decode_fused(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, m, K, E, H, I, stream_);
       return;
     }

@@ -30,20 +30,22 @@ __device__ __forceinline__ void split_result(float* __restrict__ part, __nv_bflo
 }
 
 // Merges the first `used` splits of head row qh in split order into out (bf16); the
-// block's threads take the dims.
+// block's threads take the dims. The partials are read from L2 (__ldcg): a block of the
+// kernel that wrote them may merge them (decode_attention's last split), and its L1 is not
+// kept coherent with the other blocks' writes.
 __device__ __forceinline__ void merge_splits(const float* __restrict__ part, __nv_bfloat16* __restrict__ out,
                                              int64_t qh, int used, int n_splits, int64_t per_split, int hd) {
   const float* ml = part + n_splits * per_split * hd;
   float M = -INFINITY;
-  for (int s = 0; s < used; ++s) M = fmaxf(M, ml[(s * per_split + qh) * 2]);
+  for (int s = 0; s < used; ++s) M = fmaxf(M, __ldcg(ml + (s * per_split + qh) * 2));
   for (int d = threadIdx.x; d < hd; d += blockDim.x) {
     float L = 0, A = 0;
     for (int s = 0; s < used; ++s) {
-      const float ms = ml[(s * per_split + qh) * 2];
+      const float ms = __ldcg(ml + (s * per_split + qh) * 2);
       if (ms == -INFINITY) continue;
       const float f = __expf(ms - M);
-      L = fmaf(ml[(s * per_split + qh) * 2 + 1], f, L);
-      A = fmaf(part[(s * per_split + qh) * hd + d], f, A);
+      L = fmaf(__ldcg(ml + (s * per_split + qh) * 2 + 1), f, L);
+      A = fmaf(__ldcg(part + (s * per_split + qh) * hd + d), f, A);
     }
     out[qh * hd + d] = __float2bfloat16_rn(L > 0 ? A / L : 0.0f);
   }

@@ -38,6 +38,7 @@
 #include "engine/cuda/blas.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
+#include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_gemv.h"
@@ -175,9 +176,11 @@ std::string prefetch_suffix(const cuda::GemvShape& gs) {
 }
 
 // q, k and v of one layer against one activation row in one launch (ops.cuh
-// linear_multi; shape null: its default shape).
-void bm_linear_multi_qkv(benchmark::State& state, const cuda::GemvShape* shape) {
-  constexpr int kIn = 4096, kRows[3] = {4096, 1024, 1024};
+// linear_multi; shape null: its default shape). Mixtral-8x7B's by default; qwen3:
+// Qwen3-30B-A3B's (32 + 4 + 4 heads of 128 over hidden 2048).
+void bm_linear_multi_qkv(benchmark::State& state, const cuda::GemvShape* shape, bool qwen3 = false) {
+  const int kIn = qwen3 ? 2048 : 4096;
+  const int kRows[3] = {4096, qwen3 ? 512 : 1024, qwen3 ? 512 : 1024};
   Buf wq(2ull * kRows[0] * kIn), wk(2ull * kRows[1] * kIn), wv(2ull * kRows[2] * kIn), x(2ull * kIn),
       y(4ull * (kRows[0] + kRows[1] + kRows[2]), false);
   const bf16* w[3] = {wq.as<bf16>(), wk.as<bf16>(), wv.as<bf16>()};
@@ -288,6 +291,62 @@ void bm_moe_fused(benchmark::State& state, int n) {
       },
       6.0 * kInter * kHidden * n_used, 6.0 * n * kTopK * kInter * kHidden);
   state.counters["experts_read"] = n_used;
+}
+
+// The MoE decode of one token at Qwen3-30B-A3B's expert shape (128 experts of 768 x 2048,
+// top-8, 8 distinct experts read): the fused kernels (shape null) or moe_decode_small at
+// one of its shapes (moe_small_experts.h); the same bits either way.
+constexpr int kQwenHidden = 2048, kQwenInter = 768, kQwenExperts = 128, kQwenTopK = 8;
+void bm_moe_small(benchmark::State& state, const cuda::SmallExpertShape* shape) {
+  std::vector<std::unique_ptr<Buf>> ws;
+  std::vector<const bf16*> p1(kQwenExperts), p3(kQwenExperts), p2(kQwenExperts);
+  std::vector<int32_t> ids(kQwenTopK);
+  for (int j = 0; j < kQwenTopK; ++j) {
+    ids[j] = 5 + 15 * j;
+    for (auto* p : {&p1, &p3, &p2}) {
+      ws.push_back(std::make_unique<Buf>(2ull * kQwenInter * kQwenHidden));
+      (*p)[ids[j]] = ws.back()->as<bf16>();
+    }
+  }
+  for (int e = 0; e < kQwenExperts; ++e)
+    if (!p1[e]) p1[e] = p1[ids[0]], p3[e] = p3[ids[0]], p2[e] = p2[ids[0]];
+  std::vector<float> wts(kQwenTopK, 0.125f);
+  Buf tables(3 * kQwenExperts * sizeof(void*), false), dids(ids.size() * 4, false), dw(wts.size() * 4, false),
+      x(2ull * kQwenHidden), h(2ull * kQwenTopK * kQwenInter, false), out(4ull * kQwenHidden, false);
+  const bf16** t = tables.as<const bf16*>();
+  CUDA_CHECK(cudaMemcpy(t, p1.data(), kQwenExperts * sizeof(void*), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(t + kQwenExperts, p3.data(), kQwenExperts * sizeof(void*), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(t + 2 * kQwenExperts, p2.data(), kQwenExperts * sizeof(void*), cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dids.p, ids.data(), ids.size() * 4, cudaMemcpyHostToDevice));
+  CUDA_CHECK(cudaMemcpy(dw.p, wts.data(), wts.size() * 4, cudaMemcpyHostToDevice));
+  const double bytes = 6.0 * kQwenInter * kQwenHidden * kQwenTopK;
+  timed(
+      state,
+      [&] {
+        if (shape)
+          cuda::moe_decode_small(x.as<bf16>(), dids.as<int32_t>(), dw.as<float>(), t, t + kQwenExperts,
+                                 t + 2 * kQwenExperts, h.as<bf16>(), out.as<float>(), kQwenTopK, kQwenExperts,
+                                 kQwenHidden, kQwenInter, g->stream, *shape);
+        else
+          cuda::moe_decode_fused(x.as<bf16>(), dids.as<int32_t>(), dw.as<float>(), t, t + kQwenExperts,
+                                 t + 2 * kQwenExperts, h.as<bf16>(), out.as<float>(), 1, kQwenTopK, kQwenExperts,
+                                 kQwenHidden, kQwenInter, g->stream);
+      },
+      bytes, bytes);
+}
+
+// The MoE entry of a Qwen3-30B-A3B decode step: norm, the 128 x 2048 gate, top-8 (the wide kernel).
+void bm_norm_router_wide(benchmark::State& state) {
+  Buf x(4ull * kQwenHidden, false), nw(2ull * kQwenHidden), gate(2ull * kQwenExperts * kQwenHidden),
+      h(2ull * kQwenHidden, false), logits(4ull * kQwenExperts, false), ids(4ull * kQwenTopK, false),
+      wts(4ull * kQwenTopK, false);
+  timed(
+      state,
+      [&] {
+        cuda::norm_router(x.as<float>(), nw.as<bf16>(), 1e-6f, gate.as<bf16>(), h.as<bf16>(), logits.as<float>(),
+                          ids.as<int32_t>(), wts.as<float>(), 1, kQwenHidden, kQwenExperts, kQwenTopK, g->stream);
+      },
+      2.0 * kQwenExperts * kQwenHidden + 4.0 * kQwenHidden + 2.0 * kQwenHidden * 2, 2.0 * kQwenExperts * kQwenHidden);
 }
 
 // The dequantising decode GEMV over the selected experts (quant_gemv.h) at a Mixtral-8x7B
@@ -478,6 +537,17 @@ void register_all() {
     reg("linear/gemv_multi_shape/qkv/M:1/R:" + std::to_string(gs.rows_per_warp) + "/U:" + std::to_string(gs.depth) +
             "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
         [gs](benchmark::State& st) { bm_linear_multi_qkv(st, &gs); });
+  // Qwen3-30B-A3B's dense GEMVs at every compiled shape (o_proj 2048 x 4096, lm_head 151936 x 2048, q/k/v).
+  for (const Shape& s : {Shape{"qwen3_o_proj", 2048, 4096}, Shape{"qwen3_lm_head", 151936, 2048}})
+    for (const cuda::GemvShape& gs : cuda::gemv_shapes())
+      reg(std::string("linear/gemv_shape/") + s.name + "/M:1/R:" + std::to_string(gs.rows_per_warp) +
+              "/U:" + std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
+          [s, gs](benchmark::State& st) { bm_gemv_shape(st, s, gs); });
+  reg("linear/gemv_multi/qwen3_qkv/M:1", [](benchmark::State& st) { bm_linear_multi_qkv(st, nullptr, true); });
+  for (const cuda::GemvShape& gs : cuda::gemv_shapes())
+    reg("linear/gemv_multi_shape/qwen3_qkv/M:1/R:" + std::to_string(gs.rows_per_warp) + "/U:" +
+            std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
+        [gs](benchmark::State& st) { bm_linear_multi_qkv(st, &gs, true); });
   reg("rmsnorm_gemv_multi/qkv/fused/M:1", [](benchmark::State& st) { bm_rmsnorm_qkv(st, true); });
   reg("rmsnorm_gemv_multi/qkv/two_launches/M:1", [](benchmark::State& st) { bm_rmsnorm_qkv(st, false); });
   reg("norm_router/mixtral/M:1", [](benchmark::State& st) { bm_norm_router(st); });
@@ -486,6 +556,13 @@ void register_all() {
   for (int m : batches)
     reg("swiglu_expert/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_expert(st, m); });
   for (int n : {1, 2, 4, 8}) reg("moe_decode_fused/n:" + std::to_string(n), [n](benchmark::State& st) { bm_moe_fused(st, n); });
+  reg("norm_router/qwen3/M:1", [](benchmark::State& st) { bm_norm_router_wide(st); });
+  reg("moe_small/qwen3/fused", [](benchmark::State& st) { bm_moe_small(st, nullptr); });
+  for (const cuda::SmallExpertShape& ss : cuda::small_expert_shapes())
+    reg("moe_small/qwen3/gate_up:R" + std::to_string(ss.gu_rows) + "U" + std::to_string(ss.gu_depth) + "W" +
+            std::to_string(ss.gu_warps) + "/down:G" + std::to_string(ss.down_slots) + "W" +
+            std::to_string(ss.down_warps),
+        [ss](benchmark::State& st) { bm_moe_small(st, &ss); });
   const std::pair<QuantMat, const char*> mats[] = {{QuantMat::w1, "/w1"}, {QuantMat::w2, "/w2"}};
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : mats)
