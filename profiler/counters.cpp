@@ -122,6 +122,15 @@ void ExpertCounters::load(int32_t layer, int64_t bytes, int64_t load_ns) {
   total_.load_ns += load_ns;
 }
 
+void ExpertCounters::part_load(int32_t layer, int64_t bytes, int64_t load_ns) {
+  check(layer, -1, "part load");
+  ExpertStats& l = layers_[static_cast<size_t>(layer)];
+  l.bytes_moved += bytes;
+  total_.bytes_moved += bytes;
+  l.load_ns += load_ns;
+  total_.load_ns += load_ns;
+}
+
 void ExpertCounters::host_route(int32_t layer, int32_t expert) {
   if (expert < 0) fail("expert counters: host route to expert {} of layer {}", expert, layer);
   check(layer, expert, "host route");
