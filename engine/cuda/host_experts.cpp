@@ -144,7 +144,7 @@ void HostExperts::measure_both_links() {
   CUDA_CHECK(cudaEventCreate(&b));
   try {
     constexpr int kCopies = 8;
-    const size_t bytes = store_.expert_bytes();
+    const size_t bytes = std::min<size_t>(store_.expert_bytes(), 3 * matrix_bytes(store_));  // what the scratch holds
     CUDA_CHECK(cudaEventRecord(a, cs));
     for (int i = 0; i < kCopies; ++i)  // the last layer's experts, from its last one down
       CUDA_CHECK(cudaMemcpyAsync(split_scratch_,
@@ -285,7 +285,7 @@ void HostExperts::filter_prefetch(int next_layer, std::vector<int32_t>& ids) {
   ids.swap(kept_);
 }
 
-void HostExperts::issue_split_copy(int layer, cudaStream_t compute) {
+void HostExperts::issue_split_copy(int layer) {
   if (split_expert_ < 0 || !split_scratch_) fail("host experts: a split copy without a split expert or scratch");
   const cpu::CpuExpert e = host_store_expert(store_, layer, split_expert_);
   const int64_t H = store_.hidden(), I = store_.inter(), a = split_rows_, rows = I - a;
@@ -312,8 +312,12 @@ void HostExperts::issue_split_copy(int layer, cudaStream_t compute) {
                                static_cast<size_t>(I * 2), static_cast<size_t>(rows * 2), static_cast<size_t>(H),
                                cudaMemcpyHostToDevice, cs));
   CUDA_CHECK(cudaEventRecord(c.end, cs));
-  CUDA_CHECK(cudaStreamWaitEvent(compute, c.end, 0));
   split_pending_.push_back(c);
+}
+
+void HostExperts::wait_split_copy(cudaStream_t compute) {
+  if (split_pending_.empty()) fail("host experts: no split copy to wait for");
+  CUDA_CHECK(cudaStreamWaitEvent(compute, split_pending_.back().end, 0));
 }
 
 void HostExperts::split_done(cudaStream_t compute) { CUDA_CHECK(cudaEventRecord(scratch_free_, compute)); }

@@ -93,8 +93,10 @@ class HostExperts {
   int64_t split_host_rows() const { return split_rows_; }
   int64_t split_device_rows() const { return store_.inter() - split_rows_; }
   // Enqueues the split expert's copied part on the provider's copy stream (after the
-  // scratch's previous reader) and makes `compute` wait for it.
-  void issue_split_copy(int layer, cudaStream_t compute);
+  // scratch's previous reader); wait_split_copy makes `compute` wait for it (just before
+  // the GPU's part, so the device experts need not wait).
+  void issue_split_copy(int layer);
+  void wait_split_copy(cudaStream_t compute);
   // The scratch as a one-expert pointer table (w1s, w3s, w2s: one device pointer each,
   // rows split_device_rows()) and the device rows (kHostMixMaxGpuPairs, hidden) fp32
   // the GPU's part goes to.

@@ -105,7 +105,7 @@ bool MoeLayer::run_with_host(int step, int layer, ForwardBuffers& b, float* x, i
     for (auto& g : got_) g = ExpertWeights{};
     static_cast<OffloadProvider&>(provider_).acquire_masked(step, layer, ids_h_, pairs, got_.data(), stream_, mask);
   }
-  if (n_split > 0) host_->issue_split_copy(layer, stream_);  // behind this layer's copies, before the next layer's
+  if (n_split > 0) host_->issue_split_copy(layer);  // behind this layer's copies, before the next layer's
   if (n_dev > 0) {
     moe_gather_rows(b.h, b.perm, K, b.moe_xin, n_dev, H, stream_);
     ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "device experts beside the host");
@@ -119,6 +119,7 @@ bool MoeLayer::run_with_host(int step, int layer, ForwardBuffers& b, float* x, i
   if (n_split > 0) {  // the split expert's device part: a dense expert of the scratch's rows
     const int64_t off = static_cast<int64_t>(n_dev) * H;
     moe_gather_rows(b.h, b.perm + n_dev, K, b.moe_xin + off, n_split, H, stream_);
+    host_->wait_split_copy(stream_);
     ScopedRange r(trace_, RangeKind::expert_compute, layer, host_->split_expert(), "device part of a split expert");
     const bf16* const* t = reinterpret_cast<const bf16* const*>(host_->split_table());
     moe_decode_experts(b.moe_xin + off, b.ids + n_dev, t, t + 1, t + 2, b.moe_h, host_->split_y(), n_split, 1, 1, H,
