@@ -146,10 +146,8 @@ void HostExperts::measure_both_links() {
     constexpr int kCopies = 8;
     const size_t bytes = std::min<size_t>(store_.expert_bytes(), 3 * matrix_bytes(store_));  // what the scratch holds
     CUDA_CHECK(cudaEventRecord(a, cs));
-    for (int i = 0; i < kCopies; ++i)  // the last layer's experts, from its last one down
-      CUDA_CHECK(cudaMemcpyAsync(split_scratch_,
-                                 store_.expert(store_.n_layers() - 1, (store_.n_experts() - 1 - i) % store_.n_experts()),
-                                 bytes, cudaMemcpyHostToDevice, cs));
+    for (const ExpertKey& k : both_links_copy_experts(store_.n_layers(), store_.n_experts(), kCopies))
+      CUDA_CHECK(cudaMemcpyAsync(split_scratch_, store_.expert(k.layer, k.expert), bytes, cudaMemcpyHostToDevice, cs));
     CUDA_CHECK(cudaEventRecord(b, cs));
     profiler::HostKernelRate host;
     run_on_worker([&] { host = measure_host_kernel_rate(store_, isa_); });
@@ -291,12 +289,10 @@ void HostExperts::issue_split_copy(int layer) {
   const int64_t H = store_.hidden(), I = store_.inter(), a = split_rows_, rows = I - a;
   const uint64_t mb = matrix_bytes(store_);
   cudaStream_t cs = provider_.copy_stream();
-  for (int i = 0; i < 2; ++i) {
-    if (split_events_.empty()) {
-      cudaEvent_t ev = nullptr;
-      CUDA_CHECK(cudaEventCreate(&ev));
-      split_events_.push_back(ev);
-    }
+  while (split_events_.size() < 2) {  // a start and an end
+    cudaEvent_t ev = nullptr;
+    CUDA_CHECK(cudaEventCreate(&ev));
+    split_events_.push_back(ev);
   }
   SplitCopy c{layer, 3 * rows * H * 2, split_events_.back(), nullptr};
   split_events_.pop_back();
