@@ -125,6 +125,7 @@ const std::vector<Field>& fields() {
       {"prefetch_bytes", "prefetched", [](R r) { return J(r.prefetch_bytes); },
        [](R r) { return fmt_bytes(r.prefetch_bytes); }},
       {"warm_bytes", "warm-up", [](R r) { return J(r.warm_bytes); }, [](R r) { return fmt_bytes(r.warm_bytes); }},
+      {"split_bytes", "split copied", [](R r) { return J(r.split_bytes); }, [](R r) { return fmt_bytes(r.split_bytes); }},
       {"host_bytes", "host", [](R r) { return J(r.host_bytes); }, [](R r) { return fmt_bytes(r.host_bytes); }},
       {"host_busy_ns", "host busy", [](R r) { return J(r.host_busy_ns); }, [](R r) { return fmt_ns(r.host_busy_ns); }},
       {"copy_busy_ns", "copy busy", [](R r) { return J(r.copy_busy_ns); }, [](R r) { return fmt_ns(r.copy_busy_ns); }},
@@ -174,6 +175,8 @@ struct SimulateArgs {
   std::string expert_exec = "gpu";
   double host_gbps = 0;
   double host_overhead_us = 0;
+  int split_units = 1;
+  bool split_copies = false;
   int cpu_moe_layers = 0;
   bool json = false;
 };
@@ -196,6 +199,8 @@ int run_simulate(const SimulateArgs& a) {
   opt.cpu_moe_layers = a.cpu_moe_layers;
   opt.link.host_gbps = a.host_gbps;
   opt.link.host_overhead_ns = std::llround(a.host_overhead_us * 1e3);
+  opt.link.split_units = a.split_units;
+  opt.link.split_copies = a.split_copies;
   if ((opt.exec != ExpertExec::gpu || opt.cpu_moe_layers > 0) && !(a.host_gbps > 0))
     fail("--expert-exec {} / --cpu-moe-layers {}: the host link needs --host-gbps (the host kernel's rate, GB/s)",
          a.expert_exec, a.cpu_moe_layers);
@@ -216,7 +221,9 @@ int run_simulate(const SimulateArgs& a) {
                  {"expert_exec", a.expert_exec},
                  {"cpu_moe_layers", a.cpu_moe_layers},
                  {"host_gbps", opt.link.host_gbps},
-                 {"host_overhead_ns", opt.link.host_overhead_ns}};
+                 {"host_overhead_ns", opt.link.host_overhead_ns},
+                 {"split_units", opt.link.split_units},
+                 {"split_copies", opt.link.split_copies}};
     j["prediction"] = {{"accuracy", opt.prediction.accuracy}, {"seed", opt.prediction.seed}};
     j["simulation_ns"] = sim_ns;
     nlohmann::ordered_json arr = nlohmann::ordered_json::array();
@@ -242,9 +249,10 @@ int run_simulate(const SimulateArgs& a) {
               fmt_ns(std::llround(opt.link.expert_bytes / opt.link.h2d_gbps)).c_str(),
               fmt_ns(opt.link.compute_ns_per_layer * trace.n_layers).c_str(), opt.prediction.accuracy);
   if (opt.exec != ExpertExec::gpu || opt.cpu_moe_layers > 0)
-    std::printf("host link: expert_exec %s, %d cpu layer(s), %.1f GB/s host kernel, %s per layer with host work\n",
+    std::printf("host link: expert_exec %s, %d cpu layer(s), %.1f GB/s host kernel, %s per layer with host work, "
+                "experts split in %d part(s)\n",
                 a.expert_exec.c_str(), opt.cpu_moe_layers, opt.link.host_gbps,
-                fmt_ns(opt.link.host_overhead_ns).c_str());
+                fmt_ns(opt.link.host_overhead_ns).c_str(), opt.link.split_units);
   print_table(rows);
   std::printf("simulated %zu cases in %s\n", rows.size(), fmt_ns(sim_ns).c_str());
   return 0;
@@ -403,6 +411,13 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                    sub.add_option("--host-overhead-us", a->host_overhead_us,
                                   "fixed cost of a layer with host work, microseconds (default 0)")
                        ->check(CLI::NonNegativeNumber);
+                   sub.add_option("--split-units", a->split_units,
+                                  "hybrid: parts one expert's rows may be split into between the links (default 1: "
+                                  "whole experts; the engine's bf16 Mixtral: 56)")
+                       ->check(CLI::Range(1, 4096));
+                   sub.add_flag("--split-copies", a->split_copies,
+                                "hybrid with --split-units: parts may replace whole copies too (the engine's "
+                                "MOEBENCH_HYBRID_SPLIT=all), not only host experts' parts");
                    sub.add_option("--cpu-moe-layers", a->cpu_moe_layers, "the first N layers' experts stay on the host")
                        ->check(CLI::NonNegativeNumber);
                    sub.add_flag("--json", a->json, "print JSON instead of a table");

@@ -43,6 +43,16 @@ int64_t last_level_cache_bytes() {
   return 0;
 }
 
+std::vector<ExpertKey> both_links_copy_experts(int n_layers, int n_experts, int count) {
+  if (n_layers <= 0 || n_experts <= 0 || count < 0)
+    fail("both links' measurement: {} layers x {} experts, {} copies: expected positive sizes", n_layers, n_experts,
+         count);
+  std::vector<ExpertKey> out;
+  for (int i = 0; i < count; ++i)
+    out.push_back(ExpertKey{n_layers - 1 - (i / n_experts) % n_layers, n_experts - 1 - i % n_experts});
+  return out;
+}
+
 HostRatePlan host_rate_plan(int n_layers, int n_experts, int64_t expert_bytes, int64_t cache_bytes) {
   if (n_layers <= 0 || n_experts <= 0 || expert_bytes <= 0)
     fail("host kernel rate: {} layers x {} experts of {} bytes: expected positive sizes", n_layers, n_experts,

@@ -48,6 +48,11 @@ struct HostRatePlan {
 };
 HostRatePlan host_rate_plan(int n_layers, int n_experts, int64_t expert_bytes, int64_t cache_bytes);
 
+// The experts a measurement of both links at once copies (`count` of them): from the
+// last layer's last expert down, then the layer before, wrapping around a store with
+// fewer experts than `count` — every key within the store. Throws Error on
+// non-positive sizes.
+std::vector<ExpertKey> both_links_copy_experts(int n_layers, int n_experts, int count);
 // Best, median and worst of the per-sample rates (GB/s); throws Error on an empty or
 // non-positive list.
 profiler::HostKernelRate summarize_host_rates(std::vector<double> gbps);

@@ -112,10 +112,14 @@ void ExpertCounters::route(int32_t layer, int32_t expert, bool hit) {
 }
 
 void ExpertCounters::load(int32_t layer, int64_t bytes, int64_t load_ns) {
-  check(layer, -1, "load");
-  ExpertStats& l = layers_[static_cast<size_t>(layer)];
-  ++l.loads;
+  part_load(layer, bytes, load_ns);
+  ++layers_[static_cast<size_t>(layer)].loads;
   ++total_.loads;
+}
+
+void ExpertCounters::part_load(int32_t layer, int64_t bytes, int64_t load_ns) {
+  check(layer, -1, "part load");
+  ExpertStats& l = layers_[static_cast<size_t>(layer)];
   l.bytes_moved += bytes;
   total_.bytes_moved += bytes;
   l.load_ns += load_ns;

@@ -78,6 +78,9 @@ class ExpertCounters {
   void route(int32_t layer, int32_t expert, bool hit);
   // An expert load finished: bytes copied and how long the copy took.
   void load(int32_t layer, int64_t bytes, int64_t load_ns);
+  // Part of an expert was copied (a split expert's share, into a scratch slot): bytes
+  // and copy time as load() counts them, but no load (nothing lands in the cache).
+  void part_load(int32_t layer, int64_t bytes, int64_t load_ns);
   // The compute stream waited this long for a load in this layer.
   void stall(int32_t layer, int64_t stall_ns);
   // An expert routed to (and counted as a miss by route()) is computed on the host.

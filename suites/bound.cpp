@@ -145,15 +145,22 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
     }
     const double host = static_cast<double>(c.experts.decode_host_bytes) / static_cast<double>(decode_tokens);
     const std::string measured = host_kernel_text(c.experts);
+    // The host waits through the device's attention and router of every layer: at least
+    // the non-expert weights' HBM read per token.
+    const QuantFormat f = knob_format(c.settings, "expert_dtype");
+    const double dense = resident - static_cast<double>(static_cast<int64_t>(cfg.num_hidden_layers) *
+                                                        cfg.num_experts_per_tok * static_cast<int64_t>(expert_bytes(cfg, f)));
+    const double idle_s = std::max(0.0, dense) / (dev.hbm_gbps * 1e9);
     if (exec == "hybrid") {
-      copy_s = hybrid_link_seconds(moved + host, link, host_gbps);
+      copy_s = hybrid_link_seconds(moved + host, link, host_gbps, idle_s);
       host_text = fmt::format("hybrid: {}/token of missed experts (copied {} + host {}, measured, decode), best split "
-                              "over {} host->device + {} host kernel ({})",
+                              "over {} host->device + {} host kernel ({}), the host idle {:.2f} ms/token (the "
+                              "non-expert weights over HBM)",
                               profiler::format_bytes(moved + host), profiler::format_bytes(moved),
                               profiler::format_bytes(host), profiler::format_gbps(link), profiler::format_gbps(host_gbps),
-                              measured);
+                              measured, idle_s * 1e3);
     } else {
-      copy_s = std::max(copy_s, host / (host_gbps * 1e9));
+      copy_s = std::max(copy_s, host > 0 ? host / (host_gbps * 1e9) + idle_s : 0.0);
       host_text = fmt::format("host link beside the copies: max of {}/token copied / {} host->device, {}/token on the "
                               "host / {} host kernel ({})",
                               profiler::format_bytes(moved), profiler::format_gbps(link), profiler::format_bytes(host),

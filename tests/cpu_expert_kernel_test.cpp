@@ -20,6 +20,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -288,6 +289,58 @@ TEST(CpuExpertKernel, BadShapesNameTheMatrix) {
   odd.format = QuantFormat::int4;
   odd.cols = 60;
   EXPECT_THROW(cpu_expert_linear(odd, x.data(), out.data(), 1, CpuIsa::generic), Error);
+}
+
+// A split expert (the host's part of a miss split between the links): the forward of
+// rows [r0, r1) reads w2's columns in place (row stride inter) and equals, bit for bit on
+// every ISA, the forward of a dense expert holding copies of those rows and columns; the
+// parts of a partition sum to the whole expert within the whole expert's bound.
+TEST(CpuExpertKernel, RowPartsReadW2InPlaceAndSumToTheExpert) {
+  const int hidden = 203, inter = 328;
+  const Weights w = make_weights(QuantFormat::bf16, false, hidden, inter, 77);
+  const CpuExpert e{cpu_matrix(w.w1), cpu_matrix(w.w3), cpu_matrix(w.w2)};
+  const int n = 3;
+  const auto x = random_floats(static_cast<size_t>(n) * hidden, 1.0f, 11);
+  std::vector<float> ref(static_cast<size_t>(n) * hidden), rs(2 * static_cast<size_t>(n) * inter);
+  swiglu_expert(x.data(), w.d1.data(), w.d3.data(), w.d2.data(), ref.data(), rs.data(), n, hidden, inter);
+  const auto b32 = error_bound(w, x, n, hidden, inter, 0.0);
+  const auto b16 = error_bound(w, x, n, hidden, inter, std::ldexp(1.0, -9));
+  const int cut = 120;  // rows [0, 120) and [120, 328): 120 is no multiple of 32
+  for (CpuIsa isa : runnable_isas()) {
+    std::vector<float> sum(ref.size(), 0.0f);
+    for (auto [r0, r1] : {std::pair{0, cut}, std::pair{cut, inter}}) {
+      const int rows = r1 - r0;
+      // the dense copy of the part
+      std::vector<uint8_t> q1(2 * static_cast<size_t>(rows) * hidden), q3(q1.size()), q2(2 * static_cast<size_t>(hidden) * rows);
+      std::memcpy(q1.data(), w.w1.q.data() + 2 * static_cast<size_t>(r0) * hidden, q1.size());
+      std::memcpy(q3.data(), w.w3.q.data() + 2 * static_cast<size_t>(r0) * hidden, q3.size());
+      for (int h = 0; h < hidden; ++h)
+        std::memcpy(q2.data() + 2 * static_cast<size_t>(h) * rows, w.w2.q.data() + 2 * (static_cast<size_t>(h) * inter + r0),
+                    2 * static_cast<size_t>(rows));
+      CpuExpert dense = e;
+      dense.w1.q = q1.data(), dense.w1.rows = rows;
+      dense.w3.q = q3.data(), dense.w3.rows = rows;
+      dense.w2.q = q2.data(), dense.w2.cols = rows;
+      std::vector<float> a(ref.size(), NAN), b(ref.size(), NAN), s(cpu_expert_scratch_floats(n, rows));
+      cpu_expert_forward(cpu_expert_rows(e, r0, r1), x.data(), a.data(), s.data(), n, isa);
+      cpu_expert_forward(dense, x.data(), b.data(), s.data(), n, isa);
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << cpu_isa_name(isa) << " rows " << r0;
+      for (size_t i = 0; i < sum.size(); ++i) sum[i] += a[i];
+    }
+    const auto& kb = cpu_expert_rounds_activations(isa, QuantFormat::bf16) ? b16 : b32;
+    int bad = 0;
+    for (size_t i = 0; i < sum.size(); ++i)
+      if (!(std::fabs(static_cast<double>(sum[i]) - ref[i]) <= kb[i] + b32[i] + 1e-30)) ++bad;
+    EXPECT_EQ(bad, 0) << cpu_isa_name(isa);
+  }
+  EXPECT_THROW(cpu_expert_rows(e, 0, inter + 1), Error);
+  EXPECT_THROW(cpu_expert_rows(e, 5, 5), Error);
+  const Weights q = make_weights(QuantFormat::int8, false, 64, 32, 5);
+  EXPECT_THROW(cpu_expert_rows(CpuExpert{cpu_matrix(q.w1), cpu_matrix(q.w3), cpu_matrix(q.w2)}, 0, 16), Error);
+  CpuMatrix strided = cpu_matrix(q.w1);
+  strided.ld = 64;
+  std::vector<float> xx(64), yy(32);
+  EXPECT_THROW(cpu_expert_linear(strided, xx.data(), yy.data(), 1, CpuIsa::generic), Error);  // ld on int8
 }
 
 TEST(CpuIsa, ForcedIsaTheCpuLacksIsRefusedInOneLine) {

@@ -15,6 +15,7 @@
 #if MOEBENCH_HAVE_CUDA
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -160,46 +161,60 @@ TEST_F(CudaOffloadModel, TooSmallBudgetNamesTheMinimum) {
 // the stated tolerance of the gpu path's (2e-2 of the largest |logit|, at least 1), the
 // greedy token the same wherever the gpu path's top two are further apart than twice
 // that, and the host link did the work it says.
-TEST_F(CudaOffloadModel, HostExpertsMatchTheGpuPathWithinTolerance) {
+namespace {
+
+// The stated tolerance of a cpu/hybrid run against the gpu path: logits within 2e-2 of
+// the largest |logit| (at least 1), the greedy token the same wherever the gpu path's top
+// two are further apart than twice that.
+void expect_within_tolerance(const std::vector<float>& ref, const std::vector<float>& got, int V,
+                             const std::string& what) {
   constexpr double kTolerance = 2e-2;
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  double scale = 1;
+  for (float v : ref) scale = std::max(scale, std::abs(static_cast<double>(v)));
+  const double tol = kTolerance * scale;
+  double worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(ref[i]) - got[i]));
+  EXPECT_LE(worst, tol) << what;
+  for (size_t row = 0; row * V < ref.size(); ++row) {
+    const float* r = ref.data() + row * V;
+    const float* g = got.data() + row * V;
+    std::vector<float> top(r, r + V);
+    std::partial_sort(top.begin(), top.begin() + 2, top.end(), std::greater<float>());
+    if (top[0] - top[1] <= 2 * tol) continue;  // a near tie: either token is within tolerance
+    EXPECT_EQ(std::max_element(r, r + V) - r, std::max_element(g, g + V) - g) << what << " position " << row;
+  }
+}
+
+EngineSettings host_link_settings(const char* exec, int cpu_layers, const char* dtype) {
+  EngineSettings s = settings("fused", "fused");
+  s.expert_tier = "pinned";
+  s.cache_policy = "lfu-prefetch";
+  s.cache_slots = 4;  // 4 of the 8 experts: decode misses
+  s.routing = "mixtral-locality";
+  s.expert_exec = exec;
+  s.cpu_moe_layers = cpu_layers;
+  s.expert_dtype = dtype;
+  return s;
+}
+
+}  // namespace
+
+TEST_F(CudaOffloadModel, HostExpertsMatchTheGpuPathWithinTolerance) {
   auto w = WeightSource::synthetic(preset_config("micro"), 3);
   const int V = w.config().vocab_size;
-  auto with = [](const char* exec, int cpu_layers, const char* dtype) {
-    EngineSettings s = settings("fused", "fused");
-    s.expert_tier = "pinned";
-    s.cache_policy = "lfu-prefetch";
-    s.cache_slots = 4;  // 4 of the 8 experts: decode misses
-    s.routing = "mixtral-locality";
-    s.expert_exec = exec;
-    s.cpu_moe_layers = cpu_layers;
-    s.expert_dtype = dtype;
-    return s;
-  };
+  const auto with = host_link_settings;
   for (const char* dtype : {"bf16", "int4"}) {
     profiler::Profiler p0;
     const auto ref = logits_of(w, with("gpu", 0, dtype), nullptr, &p0);
     EXPECT_EQ(p0.experts.total().host_experts, 0);
-    double scale = 1;
-    for (float v : ref) scale = std::max(scale, std::abs(static_cast<double>(v)));
-    const double tol = kTolerance * scale;
     profiler::HostKernelRate first;  // of the first model with a host link on this store
     for (const char* exec : {"cpu", "hybrid"})
       for (int cpu_layers : {0, 1}) {
         const std::string what = std::string(dtype) + " " + exec + " cpu_moe_layers=" + std::to_string(cpu_layers);
         profiler::Profiler p;
         const auto got = logits_of(w, with(exec, cpu_layers, dtype), nullptr, &p);
-        ASSERT_EQ(got.size(), ref.size()) << what;
-        double worst = 0;
-        for (size_t i = 0; i < ref.size(); ++i) worst = std::max(worst, std::abs(static_cast<double>(ref[i]) - got[i]));
-        EXPECT_LE(worst, tol) << what;
-        for (size_t row = 0; row * V < ref.size(); ++row) {
-          const float* r = ref.data() + row * V;
-          const float* g = got.data() + row * V;
-          std::vector<float> top(r, r + V);
-          std::partial_sort(top.begin(), top.begin() + 2, top.end(), std::greater<float>());
-          if (top[0] - top[1] <= 2 * tol) continue;  // a near tie: either token is within tolerance
-          EXPECT_EQ(std::max_element(r, r + V) - r, std::max_element(g, g + V) - g) << what << " position " << row;
-        }
+        expect_within_tolerance(ref, got, V, what);
         const profiler::ExpertStats& t = p.experts.total();
         if (std::string(exec) == "cpu" || cpu_layers > 0) {
           EXPECT_GT(t.host_experts, 0) << what;
@@ -230,6 +245,42 @@ TEST_F(CudaOffloadModel, HostExpertsMatchTheGpuPathWithinTolerance) {
   profiler::Profiler pr;
   logits_of(w, r, nullptr, &pr);
   EXPECT_EQ(pr.experts.total().host_experts, 0);
+}
+
+// hybrid's split experts: with MOEBENCH_HYBRID_SPLIT=half every decode layer with a miss
+// splits its last miss in half (the host computes rows [0, inter/2), the GPU the rest
+// from the scratch slot, the partial outputs summed), whatever the rates, and copies the
+// others. Same tolerance; the parts were copied (bytes beyond the whole loads') and the
+// host read half experts.
+TEST_F(CudaOffloadModel, SplitExpertsMatchTheGpuPathWithinTolerance) {
+  auto w = WeightSource::synthetic(preset_config("micro"), 3);
+  const ModelConfig& c = w.config();
+  profiler::Profiler p0;
+  const auto ref = logits_of(w, host_link_settings("gpu", 0, "bf16"), nullptr, &p0);
+  ASSERT_GT(p0.experts.total().loads, 0);
+  const int64_t expert_bytes = p0.experts.total().bytes_moved / p0.experts.total().loads;  // whole loads only
+  ASSERT_EQ(expert_bytes % 2, 0);
+  ASSERT_EQ(setenv("MOEBENCH_HYBRID_SPLIT", "half", 1), 0);
+  profiler::Profiler p;
+  std::vector<float> got;
+  try {
+    got = logits_of(w, host_link_settings("hybrid", 0, "bf16"), nullptr, &p);
+  } catch (...) {
+    unsetenv("MOEBENCH_HYBRID_SPLIT");
+    throw;
+  }
+  unsetenv("MOEBENCH_HYBRID_SPLIT");
+  expect_within_tolerance(ref, got, c.vocab_size, "hybrid, split in half");
+  const profiler::ExpertStats& t = p.experts.total();
+  EXPECT_GT(t.host_experts, 0);
+  EXPECT_GT(t.host_bytes, 0);
+  EXPECT_EQ(t.host_bytes % (expert_bytes / 2), 0);  // halves
+  EXPECT_GT(t.bytes_moved, t.loads * expert_bytes);  // the GPU's halves crossed the link too
+  EXPECT_EQ((t.bytes_moved - t.loads * expert_bytes) % (expert_bytes / 2), 0);
+  // A bad value of the switch is one clear error.
+  ASSERT_EQ(setenv("MOEBENCH_HYBRID_SPLIT", "2", 1), 0);
+  EXPECT_THROW(logits_of(w, host_link_settings("hybrid", 0, "bf16")), Error);
+  unsetenv("MOEBENCH_HYBRID_SPLIT");
 }
 
 #else

@@ -61,6 +61,27 @@ TEST(HostKernelRate, SmallModelPlanSaysNotCold) {
   EXPECT_THROW(host_rate_plan(2, 4, 0, 1), Error);
 }
 
+// The copies beside the host's measurement stay inside the store when it has fewer
+// experts per layer than copies (a 2-layer, 4-expert test model: the first version took
+// expert (1, -1) there and failed the model's load).
+TEST(HostKernelRate, BothLinksCopiesStayInTheStore) {
+  const auto keys = both_links_copy_experts(2, 4, 8);
+  ASSERT_EQ(keys.size(), 8u);
+  for (size_t i = 0; i < keys.size(); ++i) {
+    EXPECT_GE(keys[i].layer, 0) << i;
+    EXPECT_LT(keys[i].layer, 2) << i;
+    EXPECT_GE(keys[i].expert, 0) << i;
+    EXPECT_LT(keys[i].expert, 4) << i;
+    for (size_t j = 0; j < i; ++j) EXPECT_FALSE(keys[i] == keys[j]) << i << " " << j;  // distinct while the store has 8
+  }
+  EXPECT_EQ(keys.front(), (ExpertKey{1, 3}));
+  EXPECT_EQ(keys.back(), (ExpertKey{0, 0}));
+  for (const ExpertKey& k : both_links_copy_experts(1, 1, 5)) EXPECT_EQ(k, (ExpertKey{0, 0}));
+  const auto mixtral = both_links_copy_experts(32, 8, 8);  // the last layer's eight experts
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(mixtral[static_cast<size_t>(i)], (ExpertKey{31, 7 - i}));
+  EXPECT_THROW(both_links_copy_experts(0, 4, 8), Error);
+}
+
 TEST(HostKernelRate, SummaryIsBestMedianWorst) {
   profiler::HostKernelRate r = summarize_host_rates({40.0, 55.5, 47.0});
   EXPECT_EQ(r.best_gbps, 55.5);

@@ -56,6 +56,77 @@ TEST(HybridSplit, BacklogAndOverheadMoveTheSplit) {
   EXPECT_EQ(hybrid_host_count(2, 0, rates(1.0, 1.0, 1000, 5000)), 0);
 }
 
+TEST(HybridSplit, SplitPartsBalanceTheLinks) {
+  // copy 1000 ns, host 500 ns per expert, parts of a tenth.
+  HybridRates r = rates(1.0, 2.0);
+  r.split_units = 10;
+  // One miss: 7 parts on the host (350 ns) against 3 copied (300 ns); 6 would leave the
+  // link 400 ns.
+  HybridPlan p = hybrid_plan_for(ExpertExec::hybrid, 0, 0, 1, 0, r);
+  EXPECT_EQ(p.n_host, 0);
+  EXPECT_EQ(p.split_parts, 7);
+  EXPECT_EQ(p.flagged(), 1);
+  EXPECT_EQ(plan_host_ns(p, r), 350);
+  EXPECT_EQ(plan_split_copy_ns(p, r), 300);
+  EXPECT_EQ(hybrid_split_end_ns(1, 0, r), 350);
+  // Two misses: whole experts end at 1000 either way (one each way; ties: fewer on the
+  // host), and a part of the host's one given to the link would end after the copy.
+  p = hybrid_plan_for(ExpertExec::hybrid, 0, 0, 2, 0, r);
+  EXPECT_EQ(p.n_host, 1);
+  EXPECT_EQ(p.split_parts, 0);
+  EXPECT_EQ(p.host_parts(), 10);
+  EXPECT_EQ(hybrid_layer_left_ns(0, p, r), 500);
+  // A host four times the link (250 ns): both whole on the host end at 500; the first
+  // gives 4 of its parts to the idle link: 400 ns on the link, 1.6 experts x 250 on the host.
+  HybridRates fast = rates(1.0, 4.0);
+  fast.split_units = 10;
+  p = hybrid_plan_for(ExpertExec::hybrid, 0, 0, 2, 0, fast);
+  EXPECT_EQ(p.n_host, 1);
+  EXPECT_EQ(p.split_parts, 6);
+  EXPECT_EQ(p.host_parts(), 16);
+  EXPECT_EQ(hybrid_split_end_ns(2, 0, fast), 400);
+  EXPECT_EQ(plan_host_ns(p, fast), 400);
+  EXPECT_EQ(plan_split_copy_ns(p, fast), 400);
+  // Copies are never traded for parts: with the host as fast as the link, 4 misses go 2
+  // and 2, whole (the copies may hit later).
+  HybridRates even = rates(1.0, 1.0);
+  even.split_units = 10;
+  p = hybrid_plan_for(ExpertExec::hybrid, 0, 0, 4, 0, even);
+  EXPECT_EQ(p.n_host, 2);
+  EXPECT_EQ(p.split_parts, 0);
+  // One miss, links as fast: whole, it is copied (a tie); split_copies shares it in half.
+  EXPECT_EQ(hybrid_plan_for(ExpertExec::hybrid, 0, 0, 1, 0, even).flagged(), 0);
+  even.split_copies = true;
+  p = hybrid_plan_for(ExpertExec::hybrid, 0, 0, 1, 0, even);
+  EXPECT_EQ(p.n_host, 0);
+  EXPECT_EQ(p.split_parts, 5);
+  EXPECT_EQ(hybrid_split_end_ns(1, 0, even), 500);
+  // A link busy for 2000 ns: everything on the host, nothing split.
+  p = hybrid_plan_for(ExpertExec::hybrid, 0, 0, 2, 2000, r);
+  EXPECT_EQ(p.n_host, 2);
+  EXPECT_EQ(p.split_parts, 0);
+  // Whole experts (split_units 1) are the old rule; cpu mode and cpu layers never split;
+  // gpu computes nothing on the host.
+  r.split_units = 1;
+  EXPECT_EQ(hybrid_plan_for(ExpertExec::hybrid, 0, 0, 4, 0, r).n_host, hybrid_host_count(4, 0, r));
+  r.split_units = 10;
+  p = hybrid_plan_for(ExpertExec::cpu, 0, 0, 2, 0, r);
+  EXPECT_EQ(p.n_host, 2);
+  EXPECT_EQ(p.split_parts, 0);
+  p = hybrid_plan_for(ExpertExec::hybrid, 3, 1, 1, 0, r);
+  EXPECT_EQ(p.n_host, 1);
+  EXPECT_EQ(p.split_parts, 0);
+  EXPECT_EQ(hybrid_plan_for(ExpertExec::gpu, 0, 0, 2, 0, r).flagged(), 0);
+  EXPECT_EQ(split_units_for(14336), 56);
+  EXPECT_EQ(split_units_for(512), 2);
+  EXPECT_EQ(split_units_for(256), 8);  // parts of 32 rows
+  EXPECT_EQ(split_units_for(128), 4);
+  EXPECT_EQ(split_units_for(32), 1);
+  EXPECT_EQ(split_units_for(300), 1);
+  r.split_units = 0;
+  EXPECT_THROW(check_hybrid_rates(r, "test"), Error);
+}
+
 TEST(HybridSplit, PrefetchCopiesAheadOnlyWhatBeatsTheHost) {
   // copy 1000 ns, host 500 ns per expert.
   const HybridRates r = rates(1.0, 2.0);
@@ -114,6 +185,12 @@ TEST(HybridSplit, LinkSecondsIsTheSumOfRates) {
   EXPECT_DOUBLE_EQ(hybrid_link_seconds(110e9, 55, 55), 1.0);
   EXPECT_DOUBLE_EQ(hybrid_link_seconds(55e9, 55, 0), 1.0);
   EXPECT_THROW(hybrid_link_seconds(1, 0, 0), Error);
+  // The host idle 0.5 s of the token: 110 GB takes (110 + 55 x 0.5) / 110 = 1.25 s (the
+  // link 68.75 GB, the host 41.25 GB in its 0.75 s); 20 GB the link alone moves in 0.36 s,
+  // before the host could start.
+  EXPECT_DOUBLE_EQ(hybrid_link_seconds(110e9, 55, 55, 0.5), 1.25);
+  EXPECT_DOUBLE_EQ(hybrid_link_seconds(20e9, 55, 55, 0.5), 20.0 / 55);
+  EXPECT_DOUBLE_EQ(hybrid_link_seconds(27.5e9, 55, 55, 0.5), 0.5);  // the two forms meet
   MeasuredRate m(3.0);
   EXPECT_DOUBLE_EQ(m.gbps(), 3.0);
   m.add(1000, 500);

@@ -239,6 +239,29 @@ TEST(Simulator, HostLinkRunsBesideTheCopies) {
   EXPECT_EQ(simulate(t, "lru", 4, o).decode_ns, 2300);
 }
 
+TEST(Simulator, SplitExpertSharesOneMissBetweenTheLinks) {
+  // One miss, copy 1000 ns, host 500 ns per expert, parts of a tenth: whole experts put
+  // it on the host (500 ns); split, 7 parts go to the host (350 ns) and 3 over the link
+  // (300 ns) into the scratch: the layer ends at 350, nothing is loaded into the cache,
+  // and the bytes are the parts'.
+  RoutingTrace t = hand(1, 1, {{3}});
+  SimOptions o = host_opts(ExpertExec::hybrid, 1.0, 2.0);
+  EXPECT_EQ(simulate(t, "lru", 4, o).decode_ns, 500);
+  o.link.split_units = 10;
+  SimResult r = simulate(t, "lru", 4, o);
+  EXPECT_EQ(r.decode_ns, 350);
+  EXPECT_EQ(r.host_bytes, 700);
+  EXPECT_EQ(r.split_bytes, 300);
+  EXPECT_EQ(r.demand_bytes, 0);
+  EXPECT_EQ(r.counters.host_computed, 1);
+  EXPECT_EQ(r.host_busy_ns, 350);
+  EXPECT_EQ(r.copy_busy_ns, 300);
+  EXPECT_EQ(r.bytes_moved(), 300);
+  // cpu mode never splits: the host takes the whole miss.
+  o.exec = ExpertExec::cpu;
+  EXPECT_EQ(simulate(t, "lru", 4, o).decode_ns, 500);
+}
+
 TEST(Simulator, CpuLayersNeverTakeSlots) {
   // Two layers, top-1, three tokens on the same experts: with layer 0 on the host its
   // expert never loads, layer 1's does once and then hits.
@@ -266,4 +289,9 @@ TEST(Simulator, HybridBeatsCopiesOnMixtralLocality) {
   const double cpu = simulate(t, "lfu-prefetch", 57, o).tokens_per_s;
   EXPECT_GT(hyb, 1.4 * gpu);
   EXPECT_GT(hyb, cpu);
+  // Splitting a host expert's rows (the engine's 56 parts) gives the link the end of
+  // layers it would idle through.
+  o.exec = ExpertExec::hybrid;
+  o.link.split_units = 56;
+  EXPECT_GT(simulate(t, "lfu-prefetch", 57, o).tokens_per_s, hyb);
 }

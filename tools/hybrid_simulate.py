@@ -5,7 +5,9 @@ for every offloaded case of a `moebench run` results file (or the one named), ru
 count, expert bytes per load, the copy link's decode rate (decode bytes moved / decode
 copy time), and with the host link (expert_exec cpu | hybrid, cpu_moe_layers) the host
 kernel's decode rate (decode host bytes / decode host busy time) and the mean fixed
-cost of a layer with host work — and prints the predicted decode tok/s beside the
+cost of a layer with host work, and for hybrid on bf16 the split of a miss's rows into
+parts (variants/hybrid_split.h split_units_for; --no-split for a run with
+MOEBENCH_HYBRID_SPLIT=0) — and prints the predicted decode tok/s beside the
 measured one. The device work per token is not in the file: pass the resident decode
 step time of the same model and expert format (docs/HYBRID.md). Exits 1 naming the
 file or the case when a field it needs is missing."""
@@ -18,7 +20,7 @@ def need(obj, key, where):
     return obj[key]
 
 
-def simulate_args(r, c, tokens, compute_ms):
+def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=False):
     name = c.get("name", "?")
     knobs = need(need(c, "settings", name), "knobs", name)
     e = need(c, "experts", name)
@@ -27,7 +29,17 @@ def simulate_args(r, c, tokens, compute_ms):
     if slots <= 0:
         sys.exit(f"hybrid_simulate: case {name} records no slot count (a run from before it was recorded)")
     loads, moved = need(e, "loads", name), need(e, "bytes_moved", name)
-    if loads <= 0:
+    exe, cpu_layers = knobs.get("expert_exec", "gpu"), int(knobs.get("cpu_moe_layers", 0))
+    hidden, inter = need(cfg, "hidden_size", "model config"), need(cfg, "intermediate_size", "model config")
+    # hybrid on bf16 splits a miss's rows (parts of 256 rows, 32 for small models) and copies parts that are no
+    # load: the expert size is the bf16 shape's, not bytes moved per load.
+    units = next((inter // rows for rows in (256, 32) if inter >= 2 * rows and inter % rows == 0), 1)
+    split = exe == "hybrid" and knobs.get("expert_dtype") == "bf16" and units > 1 and not a_no_split
+    if split:
+        expert_bytes = 3 * hidden * inter * 2
+    elif loads > 0:
+        expert_bytes = moved // loads
+    else:
         sys.exit(f"hybrid_simulate: case {name} loaded no expert: its expert size is unknown")
     copy_ns, copy_bytes = e.get("decode_load_time_ns", 0), e.get("decode_bytes_moved", 0)
     h2d = copy_bytes / copy_ns if copy_ns > 0 and copy_bytes > 0 else need(need(r, "device", "results"), "h2d_gbps", "device")
@@ -36,10 +48,9 @@ def simulate_args(r, c, tokens, compute_ms):
             "--top-k", str(cfg["num_experts_per_tok"]), "--tokens", str(tokens),
             "--seed", str(knobs.get("routing_seed", 1)),
             "--policy", knobs["cache_policy"], "--capacity", str(slots),
-            "--expert-bytes", str(moved // loads), "--h2d-gbps", f"{h2d:.3f}",
+            "--expert-bytes", str(expert_bytes), "--h2d-gbps", f"{h2d:.3f}",
             "--prefetch-accuracy", str(knobs.get("prefetch_accuracy", 0.8)),
             "--compute-ms-per-token", str(compute_ms), "--json"]
-    exe, cpu_layers = knobs.get("expert_exec", "gpu"), int(knobs.get("cpu_moe_layers", 0))
     if exe != "gpu" or cpu_layers > 0:
         hb, hns = e.get("decode_host_bytes", 0), e.get("decode_host_busy_ns", 0)
         host = hb / hns if hb > 0 and hns > 0 else e.get("host_kernel_gbps", 0)
@@ -49,6 +60,8 @@ def simulate_args(r, c, tokens, compute_ms):
         overhead_us = e.get("decode_host_overhead_ns", 0) / layers / 1e3 if layers > 0 else 0
         args += ["--expert-exec", exe, "--cpu-moe-layers", str(cpu_layers), "--host-gbps", f"{host:.3f}",
                  "--host-overhead-us", f"{overhead_us:.1f}"]
+        if split:
+            args += ["--split-units", str(units)] + (["--split-copies"] if a_split_copies else [])
     return args
 
 
@@ -59,6 +72,10 @@ def main():
     ap.add_argument("--case", default="")
     ap.add_argument("--moebench", default="build/bin/moebench")
     ap.add_argument("--tokens", type=int, default=300)
+    ap.add_argument("--no-split", action="store_true",
+                    help="the case ran with MOEBENCH_HYBRID_SPLIT=0 (whole experts per link)")
+    ap.add_argument("--split-copies", action="store_true",
+                    help="the case ran with MOEBENCH_HYBRID_SPLIT=all (copies may give way to parts)")
     a = ap.parse_args()
     try:
         with open(a.results) as f:
@@ -72,7 +89,7 @@ def main():
         sys.exit(f"hybrid_simulate: {a.results}: no ok pinned-tier case{' named ' + a.case if a.case else ''}")
     print(f"{'case':<40} {'measured tok/s':>15} {'simulated tok/s':>16} {'difference':>11}")
     for c in cases:
-        args = simulate_args(r, c, a.tokens, a.compute_ms_per_token)
+        args = simulate_args(r, c, a.tokens, a.compute_ms_per_token, a.no_split, a.split_copies)
         out = subprocess.run([a.moebench, "simulate"] + args, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"hybrid_simulate: case {c['name']}: moebench simulate {' '.join(args)}: {out.stderr.strip()}")

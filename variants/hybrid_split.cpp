@@ -30,6 +30,8 @@ void check_hybrid_rates(const HybridRates& r, const std::string& what) {
   if (!(r.host_gbps > 0)) fail("{}: host_gbps is {}, expected a positive bandwidth in GB/s", what, r.host_gbps);
   if (r.expert_bytes <= 0) fail("{}: expert_bytes is {}, expected a positive size", what, r.expert_bytes);
   if (r.host_overhead_ns < 0) fail("{}: host_overhead_ns is {}, expected >= 0", what, r.host_overhead_ns);
+  if (r.split_units < 1 || r.split_units > 4096)
+    fail("{}: split_units is {}, expected 1 (whole experts) .. 4096", what, r.split_units);
   const double slowest = static_cast<double>(r.expert_bytes) / std::min(r.copy_gbps, r.host_gbps);
   if (!(slowest < 0x1p52))
     fail("{}: one expert takes {:.3g} ns on the slower link, over the 2^52 ns the model holds", what, slowest);
@@ -42,25 +44,79 @@ int64_t host_ns_per_expert(const HybridRates& r) {
   return std::llround(static_cast<double>(r.expert_bytes) / r.host_gbps);
 }
 
+int split_units_for(int64_t inter) {
+  for (int64_t rows : {256, 32})
+    if (inter >= 2 * rows && inter % rows == 0) return static_cast<int>(std::min<int64_t>(inter / rows, 4096));
+  return 1;
+}
+
 namespace {
 
-// The best split of n misses: (host count, the end of the slower link).
-std::pair<int, int64_t> best_split(int n_miss, int64_t backlog_ns, const HybridRates& r) {
-  const int64_t c = copy_ns_per_expert(r), h = host_ns_per_expert(r);
+// The best split of n misses: (host parts, the end of the slower link). First whole
+// experts (the h in 0..n); then, with parts (U > 1) and h > 0, the first of the h host
+// experts may give parts back to the link: its u in ((h - 1) U, h U) host parts, where
+// that ends the layer strictly earlier. The copied whole experts stay as whole experts
+// decided: a copy lands in the cache and may hit later; a split part does not. With
+// split_copies, any u in [0, n U] (copies may give way to parts too), where it ends
+// strictly earlier than the whole-expert split.
+std::pair<int64_t, int64_t> best_split(int n_miss, int64_t backlog_ns, const HybridRates& r) {
+  const int64_t c = copy_ns_per_expert(r), h = host_ns_per_expert(r), U = std::max(1, r.split_units);
   const int64_t backlog = std::max<int64_t>(0, backlog_ns);
+  const int n = std::max(0, n_miss);
   int best = 0;
-  int64_t best_end = backlog + std::max(0, n_miss) * c;
-  for (int n_host = 1; n_host <= n_miss; ++n_host) {
-    const int64_t end = std::max(backlog + (n_miss - n_host) * c, r.host_overhead_ns + n_host * h);
+  int64_t best_end = backlog + n * c;
+  for (int n_host = 1; n_host <= n; ++n_host) {
+    const int64_t end = std::max(backlog + (n - n_host) * c, r.host_overhead_ns + n_host * h);
     if (end < best_end) best = n_host, best_end = end;
   }
-  return {best, n_miss > 0 ? best_end : 0};
+  int64_t best_u = best * U;
+  if (U > 1 && r.split_copies) {  // any parts: copies may give way to parts too
+    const int64_t parts = static_cast<int64_t>(n) * U;
+    for (int64_t u = 0; u <= parts; ++u) {
+      const int64_t end = u > 0 ? std::max(backlog + (parts - u) * c / U, r.host_overhead_ns + u * h / U)
+                                : backlog + parts * c / U;
+      if (end < best_end) best_u = u, best_end = end;
+    }
+  } else if (U > 1 && best > 0) {
+    const int64_t copied_end = backlog + (n - best) * c;
+    for (int64_t u = best * U - 1; u > (best - 1) * U; --u) {
+      const int64_t end = std::max(copied_end + (best * U - u) * c / U, r.host_overhead_ns + u * h / U);
+      if (end < best_end) best_u = u, best_end = end;
+    }
+  }
+  return {best_u, n > 0 ? best_end : 0};
 }
 
 }  // namespace
 
 int hybrid_host_count(int n_miss, int64_t backlog_ns, const HybridRates& r) {
-  return n_miss <= 0 ? 0 : best_split(n_miss, backlog_ns, r).first;
+  HybridRates whole = r;
+  whole.split_units = 1;
+  return n_miss <= 0 ? 0 : static_cast<int>(best_split(n_miss, backlog_ns, whole).first);
+}
+
+HybridPlan hybrid_plan_for(ExpertExec exec, int cpu_moe_layers, int layer, int n_miss, int64_t backlog_ns,
+                           const HybridRates& r) {
+  HybridPlan p;
+  p.split_units = std::max(1, r.split_units);
+  if (n_miss <= 0) return p;
+  if (layer < cpu_moe_layers || exec == ExpertExec::cpu) {
+    p.n_host = n_miss;
+  } else if (exec == ExpertExec::hybrid) {
+    const int64_t u = best_split(n_miss, backlog_ns, r).first;
+    p.n_host = static_cast<int>(u / p.split_units);
+    p.split_parts = static_cast<int>(u % p.split_units);
+  }
+  return p;
+}
+
+int64_t plan_host_ns(const HybridPlan& p, const HybridRates& r) {
+  const int64_t parts = p.host_parts();
+  return parts > 0 ? r.host_overhead_ns + parts * host_ns_per_expert(r) / p.split_units : 0;
+}
+
+int64_t plan_split_copy_ns(const HybridPlan& p, const HybridRates& r) {
+  return p.split_parts > 0 ? (p.split_units - p.split_parts) * copy_ns_per_expert(r) / p.split_units : 0;
 }
 
 int64_t hybrid_split_end_ns(int n_miss, int64_t backlog_ns, const HybridRates& r) {
@@ -95,6 +151,10 @@ int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, int64_t layer_left_ns,
 int64_t hybrid_layer_left_ns(int64_t backlog_ns, int n_host, const HybridRates& r) {
   const int64_t host = n_host > 0 ? r.host_overhead_ns + n_host * host_ns_per_expert(r) : 0;
   return std::max(std::max<int64_t>(0, backlog_ns), host);
+}
+
+int64_t hybrid_layer_left_ns(int64_t backlog_ns, const HybridPlan& p, const HybridRates& r) {
+  return std::max(std::max<int64_t>(0, backlog_ns), plan_host_ns(p, r));
 }
 
 void keep_prefetches(const ExpertCache& cache, int layer, std::span<const int32_t> ids, int k,
@@ -134,10 +194,12 @@ void mark_host_experts(std::span<const int32_t> misses, int n_host, int n_expert
   for (int i = n - n_host; i < n; ++i) host[misses[i]] = 1;
 }
 
-double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps) {
-  const double gbps = std::max(0.0, copy_gbps) + std::max(0.0, host_gbps);
-  if (!(gbps > 0)) fail("hybrid bound: no link has a positive bandwidth");
-  return bytes / (gbps * 1e9);
+double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps, double host_idle_s) {
+  const double c = std::max(0.0, copy_gbps) * 1e9, h = std::max(0.0, host_gbps) * 1e9;
+  if (!(c + h > 0)) fail("hybrid bound: no link has a positive bandwidth");
+  const double idle = std::max(0.0, host_idle_s);
+  if (c > 0 && bytes < c * idle) return bytes / c;  // the link alone is done before the host could start
+  return (bytes + h * idle) / (c + h);
 }
 
 }  // namespace moebench

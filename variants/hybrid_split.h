@@ -13,6 +13,18 @@
 // the synchronisations; 0 when h == 0). The split takes the h in [0, n] with the
 // smallest max of the two ends — both links finish together as nearly as whole experts
 // allow — and on a tie the fewer host experts.
+//
+// Split experts (HybridRates::split_units U > 1): one miss may be shared by the links,
+// its intermediate rows cut into U parts. The host computes parts [0, j) (rows of w1
+// and w3, the matching columns of w2), the link copies the rest into a scratch slot (not
+// cached) and the GPU computes them; the two partial outputs are summed. The whole-expert
+// split above comes first (its copies land in the cache and may hit later; a split part
+// does not); then the first of its host experts may give parts back to the link, the j
+// in [1, U) of its U parts kept on the host that ends the layer strictly earlier: the
+// link's share of it ends at backlog_ns + (copied + (U - j) / U) x copy_ns, the host at
+// overhead_ns + (n_host - 1 + j / U) x host_ns. With split_copies the parts run over
+// all n x U parts of the layer (copies may give way to parts: both links end together,
+// but nothing new lands in the cache).
 #pragma once
 #include <cstdint>
 #include <span>
@@ -34,6 +46,26 @@ struct HybridRates {
   double host_gbps = 0;          // the host kernel's read of expert weights
   int64_t expert_bytes = 0;      // bytes of one expert in its format
   int64_t host_overhead_ns = 0;  // fixed cost of a layer with host work
+  int split_units = 1;           // parts one expert's rows may be split into (1: whole experts)
+  bool split_copies = false;     // parts may replace whole copies too (else only host experts split)
+};
+
+// The parts an expert of `inter` intermediate rows splits into: parts of 256 rows (a
+// part's w2 columns are a 512-byte run of each bf16 row) where inter is a multiple of
+// 256 and at least two parts, else parts of 32 rows likewise (small test models), else 1
+// (no split).
+int split_units_for(int64_t inter);
+
+// One layer's plan: the last n_host misses whole on the host and, with split_parts > 0,
+// split_parts of split_units parts of the miss before them (the split expert).
+struct HybridPlan {
+  int n_host = 0;
+  int split_parts = 0;
+  int split_units = 1;
+  // Misses that take no slot: the whole host ones and the split one.
+  int flagged() const { return n_host + (split_parts > 0 ? 1 : 0); }
+  // Host parts in units of one expert / split_units.
+  int64_t host_parts() const { return static_cast<int64_t>(n_host) * split_units + split_parts; }
 };
 // Throws Error naming the field when a rate or the size is not positive.
 void check_hybrid_rates(const HybridRates& r, const std::string& what);
@@ -50,6 +82,16 @@ int hybrid_host_count(int n_miss, int64_t backlog_ns, const HybridRates& r);
 int host_count_for(ExpertExec exec, int cpu_moe_layers, int layer, int n_miss, int64_t backlog_ns,
                    const HybridRates& r);
 
+// The plan for one layer: gpu none; cpu, or a layer below cpu_moe_layers, every miss
+// whole; hybrid the best split over parts (whole experts when split_units is 1, then
+// n_host = host_count_for's).
+HybridPlan hybrid_plan_for(ExpertExec exec, int cpu_moe_layers, int layer, int n_miss, int64_t backlog_ns,
+                           const HybridRates& r);
+// The host's time for a plan (overhead + host parts x host_ns / U; 0 without host work)
+// and the link's for the split expert's copied parts ((U - split_parts) x copy_ns / U).
+int64_t plan_host_ns(const HybridPlan& p, const HybridRates& r);
+int64_t plan_split_copy_ns(const HybridPlan& p, const HybridRates& r);
+
 // The end of the slower link for the best split of n misses (0 for none).
 int64_t hybrid_split_end_ns(int n_miss, int64_t backlog_ns, const HybridRates& r);
 
@@ -65,6 +107,8 @@ int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, int64_t layer_left_ns,
 // The time until a layer ends by the model: the slower of the link's queue and the
 // host's work (overhead + n_host x host_ns, or 0 without host experts).
 int64_t hybrid_layer_left_ns(int64_t backlog_ns, int n_host, const HybridRates& r);
+// The same for a plan with a split expert (its host parts counted).
+int64_t hybrid_layer_left_ns(int64_t backlog_ns, const HybridPlan& p, const HybridRates& r);
 // `ids` ((n_tokens, top_k) predicted for `layer`) with the not resident experts after
 // the first `k` distinct ones removed: what to pass to the cache's prefetch.
 void keep_prefetches(const ExpertCache& cache, int layer, std::span<const int32_t> ids, int k,
@@ -82,9 +126,14 @@ void distinct_misses(const ExpertCache& cache, int layer, std::span<const int32_
 // are computed on the host, the rest copied.
 void mark_host_experts(std::span<const int32_t> misses, int n_host, int n_experts, std::vector<char>& host);
 
-// Seconds the best split of `bytes` over the two links takes (both busy until the end):
-// bytes / (copy + host). The hybrid bound's link term.
-double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps);
+// Seconds the best split of `bytes` over the two links takes: the copies may run at
+// any time (ahead of their layer too), the host not while the device runs a layer's
+// attention and router (its input) — `host_idle_s` of every token, a lower limit of that
+// device work. With T the time, the host carries at most host x (T - idle) and the link
+// copy x T, so T >= (bytes + host x idle) / (copy + host) when that leaves the host work
+// (bytes >= copy x idle), else bytes / copy. idle 0: bytes / (copy + host). The hybrid
+// bound's link term.
+double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps, double host_idle_s = 0);
 
 // A rate measured as it goes: bytes and busy time summed; gbps() falls back to
 // `initial` until something was measured.

@@ -42,9 +42,9 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
 
   const bool host_link = opt.exec != ExpertExec::gpu || opt.cpu_moe_layers > 0;
   if (opt.cpu_moe_layers < 0) fail("simulate: cpu_moe_layers is {}, expected >= 0", opt.cpu_moe_layers);
-  HybridRates rates{link.h2d_gbps, link.host_gbps, link.expert_bytes, link.host_overhead_ns};
+  HybridRates rates{link.h2d_gbps,        link.host_gbps,   link.expert_bytes, link.host_overhead_ns,
+                    link.split_units, link.split_copies};
   if (host_link) check_hybrid_rates(rates, "simulate (host link)");
-  const int64_t host_ns = host_link ? host_ns_per_expert(rates) : 0;
 
   CacheShape shape{trace.n_layers, trace.n_experts, trace.top_k, capacity};
   PolicyContext ctx{shape, &trace, opt.static_usage};
@@ -60,7 +60,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   int64_t link_free = 0;                             // copy engine clock
   int64_t stall = 0;
   int64_t tokens = 0;
-  int64_t host_free = 0, host_busy = 0, host_experts = 0, copy_busy = 0;
+  int64_t host_free = 0, host_busy = 0, host_parts = 0, copy_busy = 0, split_parts = 0;
   std::vector<int32_t> misses, kept;
   std::vector<char> host;
 
@@ -74,12 +74,12 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
     const int n_tok = trace.steps[s].n_tokens;
     tokens += n_tok;
     for (int l = 0; l < trace.n_layers; ++l) {
-      int n_host = 0;
+      HybridPlan plan;
       if (host_link) {
         distinct_misses(cache, l, trace.ids(s, l), misses);
-        n_host = host_count_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                                std::max<int64_t>(0, link_free - now), rates);
-        mark_host_experts(misses, n_host, trace.n_experts, host);
+        plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
+                               std::max<int64_t>(0, link_free - now), rates);
+        mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
         cache.access_layer(s, l, trace.ids(s, l), res, host);
       } else {
         cache.access_layer(s, l, trace.ids(s, l), res);
@@ -95,11 +95,18 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
         }
         ready = std::max(ready, ready_at[k]);
       }
-      if (n_host > 0) {
-        const int64_t work = add_ns(link.host_overhead_ns, times(host_ns, n_host, "the host time of a layer"));
+      if (plan.split_parts > 0) {  // the split expert's copied parts: after this layer's copies
+        const int64_t part = plan_split_copy_ns(plan, rates);
+        link_free = add_ns(std::max(link_free, now), part);
+        copy_busy = add_ns(copy_busy, part);
+        split_parts += plan.split_units - plan.split_parts;
+        ready = std::max(ready, link_free);
+      }
+      if (plan.host_parts() > 0) {
+        const int64_t work = plan_host_ns(plan, rates);
         host_free = add_ns(std::max(host_free, now), work);
         host_busy = add_ns(host_busy, work);
-        host_experts += n_host;
+        host_parts += plan.host_parts();
         ready = std::max(ready, host_free);
       }
       stall = add_ns(stall, ready - now);
@@ -109,7 +116,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
           const int64_t backlog = std::max<int64_t>(0, link_free - now);
           distinct_misses(cache, l + 1, predicted, misses);
           const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), backlog,
-                                              hybrid_layer_left_ns(backlog, n_host, rates), rates);
+                                              hybrid_layer_left_ns(backlog, plan, rates), rates);
           keep_prefetches(cache, l + 1, predicted, k, kept);
           cache.prefetch(s, l + 1, kept, pre);
         } else {
@@ -137,7 +144,8 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   out.demand_bytes = times(out.counters.misses, link.expert_bytes, "the demand bytes");
   out.prefetch_bytes = times(out.counters.prefetch_loads, link.expert_bytes, "the prefetched bytes");
   out.warm_bytes = times(out.counters.warm_loads, link.expert_bytes, "the warm-up bytes");
-  out.host_bytes = times(host_experts, link.expert_bytes, "the host bytes");
+  out.host_bytes = times(host_parts, link.expert_bytes, "the host bytes") / std::max(1, link.split_units);
+  out.split_bytes = times(split_parts, link.expert_bytes, "the split bytes") / std::max(1, link.split_units);
   out.host_busy_ns = host_busy;
   out.copy_busy_ns = copy_busy;
   out.decode_ns = now;

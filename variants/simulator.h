@@ -22,7 +22,9 @@
 // the engine: the link's backlog is link_free - now); the copied ones queue on the
 // link as above, the host ones on a second clock, the host, which starts them when the
 // layer starts (after the host's previous work) and takes host_overhead_ns plus
-// expert_bytes / host_gbps each; the layer's compute starts when both are done.
+// expert_bytes / host_gbps each; the layer's compute starts when both are done. With
+// split_units > 1 a split expert's host parts go on the host's clock and its copied parts
+// on the link's after the layer's copies (into the scratch slot: nothing cached).
 // Prefetch is not issued into layers below cpu_moe_layers (their experts have no slot),
 // nor at all with exec cpu (hybrid_split.h prefetch_allowed);
 // with the host link the prefetches queue from the layer's start (the engine issues
@@ -52,6 +54,8 @@ struct LinkParams {
   int64_t compute_ns_per_layer = 0;                // resident compute of one token through one layer
   double host_gbps = 0;                            // the host kernel's weight read, GB/s (host link)
   int64_t host_overhead_ns = 0;                    // fixed cost of a layer with host work
+  int split_units = 1;                             // hybrid: parts an expert may be split into (1: whole)
+  bool split_copies = false;                       // hybrid: parts may replace whole copies (hybrid_split.h)
 };
 
 struct PrefetchPrediction {
@@ -70,12 +74,13 @@ struct SimResult {
   int64_t decode_ns = 0;       // projected time of all steps
   int64_t stall_ns = 0;        // compute waiting for loads
   double tokens_per_s = 0;     // tokens / decode_ns; +inf when decode_ns == 0
-  int64_t host_bytes = 0;      // experts computed on the host x expert_bytes
+  int64_t host_bytes = 0;      // expert bytes computed on the host (split experts' host parts included)
+  int64_t split_bytes = 0;     // split experts' parts copied to the scratch slot (not cached)
   int64_t host_busy_ns = 0;    // the host link's busy time
   int64_t copy_busy_ns = 0;    // the copy link's busy time (warm-up excluded)
   std::string error;           // sweep only: why this case could not run (e.g. preload-all too big)
   double hit_rate() const { return counters.hit_rate(); }
-  int64_t bytes_moved() const { return demand_bytes + prefetch_bytes + warm_bytes; }
+  int64_t bytes_moved() const { return demand_bytes + prefetch_bytes + warm_bytes + split_bytes; }
 };
 
 struct SimOptions {

@@ -324,7 +324,12 @@ void CudaModel::make_provider(const WeightSource& src, bool resident, const Expe
     // The plan's slot count is the same up to that alignment slack.
     const uint64_t rest = ws_b_ + table_b_ + 64 * 1024;
     const uint64_t used = arena_->stats().used_bytes;
-    const uint64_t slot_budget = arena_->capacity() > used + rest ? arena_->capacity() - used - rest : 0;
+    // hybrid's split experts take a scratch slot of their own out of the slots' budget.
+    const uint64_t split = store_ ? HostExperts::split_scratch_bytes(
+                                        parse_expert_exec(settings_.expert_exec, "setting expert_exec"), *store_)
+                                  : 0;
+    const uint64_t slot_budget =
+        arena_->capacity() > used + rest + split ? arena_->capacity() - used - rest - split : 0;
     OffloadOptions opt = OffloadOptions::from_settings(settings_);
     opt.trace = routing_ ? routing_->trace() : nullptr;
     opt.counters = prof_ ? &prof_->experts : nullptr;
@@ -358,7 +363,8 @@ void CudaModel::make_host_experts() {
     return;
   }
   host_experts_ = std::make_unique<HostExperts>(*store_, *off, parse_expert_exec(settings_.expert_exec, "setting expert_exec"),
-                                                settings_.cpu_moe_layers, prof_ ? &prof_->experts : nullptr, trace());
+                                                settings_.cpu_moe_layers, prof_ ? &prof_->experts : nullptr, trace(),
+                                                arena_.get());
   moe_->set_host_experts(host_experts_.get());
   if (prof_) prof_->experts.note_host_kernel(host_experts_->host_kernel());
   log::info("host experts: {}", host_experts_->describe());
@@ -470,6 +476,7 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   if (next) *next = host_io_[2 * pool_tokens_];
   ws_->end();
   provider_->sync_counters();
+  if (host_experts_) host_experts_->sync_counters();
 }
 
 void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, float* logits, float* all_logits,

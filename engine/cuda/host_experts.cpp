@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/env.h"
 #include "common/error.h"
+#include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/offload_provider.h"
 #include "engine/host_kernel_rate.h"
@@ -24,10 +25,48 @@ namespace {
 // Until a copy has finished in this run, the copy link's rate is taken as this (GB/s);
 // prefill's copies and the warm-up replace it before the first decode step.
 constexpr double kUnmeasuredCopyGbps = 25.0;
+
+// The split scratch: the dense part's three matrices, each at its whole size (256-byte
+// aligned), then the pointer table, then the GPU part's output rows.
+uint64_t align256(uint64_t b) { return (b + 255) / 256 * 256; }
+uint64_t matrix_bytes(const ExpertHostStore& s) {
+  return align256(static_cast<uint64_t>(s.hidden()) * static_cast<uint64_t>(s.inter()) * 2);
+}
+
+// MOEBENCH_HYBRID_SPLIT: 1 (default) a host expert may give parts to the link; all:
+// copies may give way to parts too (hybrid_split.h split_copies); 0 never (whole experts
+// per link); half (tests) every decode layer with a miss splits its last one in half and
+// copies the others, whatever the rates.
+enum class SplitMode { off, model, all, half };
+SplitMode split_mode() {
+  const std::string v = env_str("MOEBENCH_HYBRID_SPLIT");
+  if (v.empty() || v == "1") return SplitMode::model;
+  if (v == "0") return SplitMode::off;
+  if (v == "all") return SplitMode::all;
+  if (v == "half") return SplitMode::half;
+  fail("MOEBENCH_HYBRID_SPLIT={}: expected 1 (a host expert may give parts of its rows to the link, the default), "
+       "all (copies may give way to parts too), 0 (whole experts per link) or half (tests: split the last miss of "
+       "every layer in half)",
+       v);
+}
+
+int64_t event_ns(cudaEvent_t a, cudaEvent_t b) {
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  return static_cast<int64_t>(static_cast<double>(ms) * 1e6);
+}
 }  // namespace
 
+uint64_t HostExperts::split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store) {
+  if (split_mode() == SplitMode::off || exec != ExpertExec::hybrid || store.format() != QuantFormat::bf16 ||
+      split_units_for(store.inter()) <= 1)
+    return 0;
+  return 3 * matrix_bytes(store) + 256 +
+         align256(static_cast<uint64_t>(kHostMixMaxGpuPairs) * static_cast<uint64_t>(store.hidden()) * sizeof(float));
+}
+
 HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
-                         profiler::ExpertCounters* counters, profiler::CpuTrace& trace)
+                         profiler::ExpertCounters* counters, profiler::CpuTrace& trace, DeviceArena* arena)
     : store_(store),
       provider_(provider),
       exec_(exec),
@@ -75,9 +114,72 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
     throw;
   }
   host_rate_ = MeasuredRate(measured_.best_gbps);
+  if (const uint64_t bytes = split_scratch_bytes(exec, store); bytes > 0 && arena) {
+    try {
+      split_scratch_ = static_cast<uint8_t*>(arena->alloc(bytes, "split expert scratch"));
+      const uint64_t mb = matrix_bytes(store);
+      split_table_ = reinterpret_cast<const void**>(split_scratch_ + 3 * mb);
+      split_y_ = reinterpret_cast<float*>(split_scratch_ + 3 * mb + 256);
+      const void* table[3] = {split_scratch_, split_scratch_ + mb, split_scratch_ + 2 * mb};
+      CUDA_CHECK(cudaMemcpy(split_table_, table, sizeof table, cudaMemcpyHostToDevice));
+      CUDA_CHECK(cudaEventCreateWithFlags(&scratch_free_, cudaEventDisableTiming));
+      split_units_ = split_units_for(store.inter());
+      split_half_ = split_mode() == SplitMode::half;
+      split_copies_ = split_mode() == SplitMode::all;
+      measure_both_links();
+    } catch (...) {
+      destroy_split();
+      stop_worker();
+      throw;
+    }
+  }
 }
 
-HostExperts::~HostExperts() { stop_worker(); }
+void HostExperts::measure_both_links() {
+  // Copies of whole experts into the scratch (which holds one) back to back, and the host
+  // kernel's cold measurement beside them: both read host memory at once, as in decode.
+  cudaStream_t cs = provider_.copy_stream();
+  cudaEvent_t a = nullptr, b = nullptr;
+  CUDA_CHECK(cudaEventCreate(&a));
+  CUDA_CHECK(cudaEventCreate(&b));
+  try {
+    constexpr int kCopies = 8;
+    const size_t bytes = std::min<size_t>(store_.expert_bytes(), 3 * matrix_bytes(store_));  // what the scratch holds
+    CUDA_CHECK(cudaEventRecord(a, cs));
+    for (const ExpertKey& k : both_links_copy_experts(store_.n_layers(), store_.n_experts(), kCopies))
+      CUDA_CHECK(cudaMemcpyAsync(split_scratch_, store_.expert(k.layer, k.expert), bytes, cudaMemcpyHostToDevice, cs));
+    CUDA_CHECK(cudaEventRecord(b, cs));
+    profiler::HostKernelRate host;
+    run_on_worker([&] { host = measure_host_kernel_rate(store_, isa_); });
+    const bool copies_outlasted = cudaEventQuery(b) == cudaErrorNotReady;
+    CUDA_CHECK(cudaEventSynchronize(b));
+    both_copy_gbps_ = static_cast<double>(kCopies * bytes) / static_cast<double>(std::max<int64_t>(1, event_ns(a, b)));
+    both_host_gbps_ = host.median_gbps;
+    both_overlapped_ = copies_outlasted;
+  } catch (...) {
+    cudaEventDestroy(a);
+    cudaEventDestroy(b);
+    throw;
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+}
+
+HostExperts::~HostExperts() {
+  destroy_split();
+  stop_worker();
+}
+
+void HostExperts::destroy_split() noexcept {
+  // No stream sync: the model may have destroyed the provider (and its copy stream)
+  // first; an event destroyed with work pending is released once that work completes.
+  for (auto& c : split_pending_) split_events_.push_back(c.start), split_events_.push_back(c.end);
+  split_pending_.clear();
+  for (cudaEvent_t e : split_events_) cudaEventDestroy(e);
+  split_events_.clear();
+  if (scratch_free_) cudaEventDestroy(scratch_free_);
+  scratch_free_ = nullptr;
+}
 
 void HostExperts::stop_worker() {
   {
@@ -122,16 +224,24 @@ void HostExperts::pin_team() {
 HybridRates HostExperts::rates() const {
   const OffloadStats& s = provider_.stats();
   HybridRates r;
-  r.copy_gbps = s.copy_ns > 0 ? s.h2d_gbps() : kUnmeasuredCopyGbps;
+  // whole loads and split parts (pitched copies) together: the rate the link gave this run
+  const int64_t copy_bytes = s.bytes + split_rate_.bytes(), copy_ns = s.copy_ns + split_rate_.ns();
+  r.copy_gbps = copy_ns > 0 && copy_bytes > 0 ? static_cast<double>(copy_bytes) / static_cast<double>(copy_ns)
+                                              : kUnmeasuredCopyGbps;
   r.host_gbps = host_rate_.gbps();
   r.expert_bytes = static_cast<int64_t>(store_.expert_bytes());
   r.host_overhead_ns = overhead_n_ > 0 ? overhead_sum_ns_ / overhead_n_ : 0;
+  r.split_units = split_units_;
+  r.split_copies = split_copies_;
   return r;
 }
 
 int HostExperts::plan(int step, int layer, const int32_t* ids, int pairs, int m) {
   (void)step;
-  last_n_host_ = 0;
+  plan_ = HybridPlan{};
+  split_expert_ = -1;
+  split_rows_ = 0;
+  collect_split_copies(false);
   std::fill(mask_.begin(), mask_.end(), 0);
   const std::span<const int32_t> id_span(ids, static_cast<size_t>(pairs));
   distinct_misses(provider_.cache(), layer, id_span, misses_);
@@ -142,17 +252,23 @@ int HostExperts::plan(int step, int layer, const int32_t* ids, int pairs, int m)
   const HybridRates r = rates();
   provider_.collect_counters(false);
   const int64_t backlog = static_cast<int64_t>(provider_.loads_in_flight()) * copy_ns_per_expert(r);
-  const int n_host = host_count_for(exec_, cpu_layers_, layer, static_cast<int>(misses_.size()), backlog, r);
-  if (n_host == 0) return 0;
-  mark_host_experts(misses_, n_host, store_.n_experts(), mask_);
+  const int n_miss = static_cast<int>(misses_.size());
+  HybridPlan p = hybrid_plan_for(exec_, cpu_layers_, layer, n_miss, backlog, r);
+  if (split_half_ && !cpu_layer) p = HybridPlan{0, r.split_units / 2, r.split_units};
+  if (p.flagged() == 0) return 0;
+  mark_host_experts(misses_, p.flagged(), store_.n_experts(), mask_);
   int gpu_pairs = 0;
-  for (int p = 0; p < pairs; ++p) gpu_pairs += !mask_[ids[p]];
+  for (int q = 0; q < pairs; ++q) gpu_pairs += !mask_[ids[q]];
   if (gpu_pairs > kHostMixMaxGpuPairs) {  // a wide forward of a cpu layer with some experts resident
     std::fill(mask_.begin(), mask_.end(), 0);
     return 0;
   }
-  last_n_host_ = n_host;
-  return n_host;
+  plan_ = p;
+  if (p.split_parts > 0) {
+    split_expert_ = misses_[static_cast<size_t>(n_miss - p.flagged())];
+    split_rows_ = static_cast<int64_t>(p.split_parts) * (store_.inter() / p.split_units);
+  }
+  return p.flagged();
 }
 
 void HostExperts::filter_prefetch(int next_layer, std::vector<int32_t>& ids) {
@@ -162,10 +278,64 @@ void HostExperts::filter_prefetch(int next_layer, std::vector<int32_t>& ids) {
   const HybridRates r = rates();
   const int64_t backlog = static_cast<int64_t>(provider_.loads_in_flight()) * copy_ns_per_expert(r);
   const int k = hybrid_prefetch_count(static_cast<int>(misses_.size()), backlog,
-                                      hybrid_layer_left_ns(backlog, last_n_host_, r), r);
+                                      hybrid_layer_left_ns(backlog, plan_, r), r);
   keep_prefetches(provider_.cache(), next_layer, ids, k, kept_);
   ids.swap(kept_);
 }
+
+void HostExperts::issue_split_copy(int layer) {
+  if (split_expert_ < 0 || !split_scratch_) fail("host experts: a split copy without a split expert or scratch");
+  const cpu::CpuExpert e = host_store_expert(store_, layer, split_expert_);
+  const int64_t H = store_.hidden(), I = store_.inter(), a = split_rows_, rows = I - a;
+  const uint64_t mb = matrix_bytes(store_);
+  cudaStream_t cs = provider_.copy_stream();
+  while (split_events_.size() < 2) {  // a start and an end
+    cudaEvent_t ev = nullptr;
+    CUDA_CHECK(cudaEventCreate(&ev));
+    split_events_.push_back(ev);
+  }
+  SplitCopy c{layer, 3 * rows * H * 2, split_events_.back(), nullptr};
+  split_events_.pop_back();
+  c.end = split_events_.back();
+  split_events_.pop_back();
+  CUDA_CHECK(cudaStreamWaitEvent(cs, scratch_free_, 0));  // the previous split's GPU part has read the scratch
+  CUDA_CHECK(cudaEventRecord(c.start, cs));
+  const size_t rows_bytes = static_cast<size_t>(rows * H * 2);
+  CUDA_CHECK(cudaMemcpyAsync(split_scratch_, e.w1.q + 2 * a * H, rows_bytes, cudaMemcpyHostToDevice, cs));
+  CUDA_CHECK(cudaMemcpyAsync(split_scratch_ + mb, e.w3.q + 2 * a * H, rows_bytes, cudaMemcpyHostToDevice, cs));
+  // w2 (hidden, inter): columns [a, inter) of every row, packed to rows columns
+  CUDA_CHECK(cudaMemcpy2DAsync(split_scratch_ + 2 * mb, static_cast<size_t>(rows * 2), e.w2.q + 2 * a,
+                               static_cast<size_t>(I * 2), static_cast<size_t>(rows * 2), static_cast<size_t>(H),
+                               cudaMemcpyHostToDevice, cs));
+  CUDA_CHECK(cudaEventRecord(c.end, cs));
+  split_pending_.push_back(c);
+}
+
+void HostExperts::wait_split_copy(cudaStream_t compute) {
+  if (split_pending_.empty()) fail("host experts: no split copy to wait for");
+  CUDA_CHECK(cudaStreamWaitEvent(compute, split_pending_.back().end, 0));
+}
+
+void HostExperts::split_done(cudaStream_t compute) { CUDA_CHECK(cudaEventRecord(scratch_free_, compute)); }
+
+void HostExperts::collect_split_copies(bool wait) {
+  size_t done = 0;
+  for (; done < split_pending_.size(); ++done) {
+    SplitCopy& c = split_pending_[done];
+    if (wait) CUDA_CHECK(cudaEventSynchronize(c.end));
+    const cudaError_t q = cudaEventQuery(c.end);
+    if (q == cudaErrorNotReady) break;
+    CUDA_CHECK(q);
+    const int64_t ns = event_ns(c.start, c.end);
+    split_rate_.add(c.bytes, ns);
+    if (counters_) counters_->part_load(c.layer, c.bytes, ns);
+    split_events_.push_back(c.start);
+    split_events_.push_back(c.end);
+  }
+  split_pending_.erase(split_pending_.begin(), split_pending_.begin() + static_cast<std::ptrdiff_t>(done));
+}
+
+void HostExperts::sync_counters() { collect_split_copies(true); }
 
 void HostExperts::compute(int layer, const uint16_t* x, int m, const int32_t* ids, int pairs, int k, const int32_t* row,
                           float* y) {
@@ -181,16 +351,22 @@ void HostExperts::compute(int layer, const uint16_t* x, int m, const int32_t* id
         if (ids[p] == e) pairs_of_.push_back(p);
       if (pairs_of_.empty()) continue;
       const int n = static_cast<int>(pairs_of_.size());
-      profiler::ScopedRange range(trace_, profiler::RangeKind::expert_compute, layer, e, "host expert");
+      profiler::ScopedRange range(trace_, profiler::RangeKind::expert_compute, layer, e,
+                                  e == split_expert_ ? "host part of a split expert" : "host expert");
       xin_.resize(static_cast<size_t>(n) * H);
       yout_.resize(static_cast<size_t>(n) * H);
       scratch_.resize(cpu::cpu_expert_scratch_floats(n, I));
       for (int i = 0; i < n; ++i)
         std::copy_n(xf_.data() + static_cast<int64_t>(pairs_of_[i] / k) * H, H, xin_.data() + static_cast<int64_t>(i) * H);
+      const bool split = e == split_expert_;
+      const cpu::CpuExpert whole = host_store_expert(store_, layer, e);
       const int64_t t0 = profiler::now_ns();
-      cpu::cpu_expert_forward(host_store_expert(store_, layer, e), xin_.data(), yout_.data(), scratch_.data(), n, isa_);
+      cpu::cpu_expert_forward(split ? cpu::cpu_expert_rows(whole, 0, split_rows_) : whole, xin_.data(), yout_.data(),
+                              scratch_.data(), n, isa_);
       kernel_ns += profiler::now_ns() - t0;
-      bytes += static_cast<int64_t>(store_.expert_bytes());
+      // a split expert's part: its share of the expert's bytes (rows of w1, w3, columns of w2)
+      bytes += split ? static_cast<int64_t>(store_.expert_bytes()) / I * split_rows_
+                     : static_cast<int64_t>(store_.expert_bytes());
       for (int i = 0; i < n; ++i)
         std::copy_n(yout_.data() + static_cast<int64_t>(i) * H, H, y + static_cast<int64_t>(row[pairs_of_[i]]) * H);
       if (counters_) counters_->host_route(layer, e);
@@ -211,13 +387,21 @@ void HostExperts::note_overhead(int layer, int64_t ns) {
 std::string HostExperts::describe() const {
   const HybridRates r = rates();
   const profiler::HostKernelRate& k = measured_;
-  const bool copied = provider_.stats().copy_ns > 0;
+  const bool copied = provider_.stats().copy_ns > 0 || split_rate_.ns() > 0;
   return fmt::format("expert_exec {}, {} cpu layer(s), host kernel {} ({} threads, {} pinned): best {:.1f} GB/s of {} "
-                     "{} experts (median {:.1f}, worst {:.1f}), {} {:.1f} GB/s; copies {:.1f} GB/s{}",
+                     "{} experts (median {:.1f}, worst {:.1f}), {} {:.1f} GB/s; copies {:.1f} GB/s{}; {}",
                      expert_exec_name(exec_), cpu_layers_, cpu::cpu_isa_name(isa_), k.threads, pinned_threads_,
                      k.best_gbps, k.samples, k.cold ? "cold" : "cache-resident", k.median_gbps, k.worst_gbps,
                      host_rate_.ns() > 0 ? "measured in decode" : "the split's rate until the host computes:",
-                     r.host_gbps, r.copy_gbps, copied ? "" : " (assumed until a copy has finished)");
+                     r.host_gbps, r.copy_gbps, copied ? "" : " (assumed until a copy has finished)",
+                     split_units_ > 1
+                         ? fmt::format("a miss may split its rows between the links ({} parts of {} rows{}); both links "
+                                       "at once: copies {:.1f} GB/s, host kernel {:.1f} GB/s (median){}",
+                                       split_units_, store_.inter() / split_units_,
+                                       split_copies_ ? ", copies too" : ", host experts only", both_copy_gbps_,
+                                       both_host_gbps_,
+                                       both_overlapped_ ? "" : " (the copies ended before the host's samples)")
+                         : std::string("whole experts per link"));
 }
 
 }  // namespace moebench::cuda

@@ -13,6 +13,17 @@
 // the copy path, except in the layers below cpu_moe_layers, where the host computes
 // every pair (nothing of those layers is cached).
 //
+// Split experts (hybrid, bf16, with a scratch slot from the arena): the plan may share
+// one miss between the links (hybrid_plan_for): the host computes its first rows
+// [0, split_host_rows) with the CPU kernel (cpu_expert_rows), the rest — rows of w1 and
+// w3, the matching columns of w2 (a pitched copy) — goes over the link into the scratch
+// slot as a dense expert of inter - split_host_rows rows (issue_split_copy), which the
+// GPU computes into split_y(); the MoE layer adds that to the host's partial rows before
+// the combine. The scratch is not cached: the split expert stays a miss. The slot
+// budget gives up split_scratch_bytes() for it (MOEBENCH_HYBRID_SPLIT=0: no split, no
+// scratch, whole experts per link as before; =all: copies may give way to parts too; =half, for tests: every decode layer with
+// a miss splits its last miss in half and copies the others).
+//
 // compute() runs the host's share on a worker thread of its own (named "host experts":
 // its own track in the trace, one range per expert) with the kernels' OpenMP team and
 // returns when it is done; the caller overlaps it with the device work and the copies
@@ -21,6 +32,8 @@
 // activations rounded to bf16 on avx512_bf16 — the same expert as the device's, summed
 // in another order (docs/HYBRID.md states the tolerance).
 #pragma once
+#include <cuda_runtime_api.h>
+
 #include <condition_variable>
 #include <exception>
 #include <cstdint>
@@ -43,6 +56,7 @@ class CpuTrace;
 namespace moebench::cuda {
 
 class OffloadProvider;
+class DeviceArena;
 
 // The device part of a forward with host experts runs its pairs as single-expert rows
 // through the decode kernels: at most this many.
@@ -50,9 +64,16 @@ constexpr int kHostMixMaxGpuPairs = 8;
 
 class HostExperts {
  public:
-  // The store must be the pinned tier and outlive this; counters may be null.
+  // Bytes of the split experts' scratch slot for this mode and store (0: no split —
+  // not hybrid, not bf16, an intermediate size split_units_for cannot cut, or
+  // MOEBENCH_HYBRID_SPLIT=0). Throws Error on a bad MOEBENCH_HYBRID_SPLIT.
+  static uint64_t split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store);
+
+  // The store must be the pinned tier and outlive this; counters may be null. arena:
+  // where the split scratch comes from (split_scratch_bytes of it must be free), or null
+  // for no split.
   HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
-              profiler::ExpertCounters* counters, profiler::CpuTrace& trace);
+              profiler::ExpertCounters* counters, profiler::CpuTrace& trace, DeviceArena* arena = nullptr);
   ~HostExperts();
   HostExperts(const HostExperts&) = delete;
   HostExperts& operator=(const HostExperts&) = delete;
@@ -66,6 +87,23 @@ class HostExperts {
   // their count; mask() flags them. 0: the forward takes the device path alone.
   int plan(int step, int layer, const int32_t* ids, int pairs, int m);
   std::span<const char> mask() const { return mask_; }
+  // The plan's split expert (flagged in mask() too; the host computes rows
+  // [0, split_host_rows()) of it), or -1.
+  int split_expert() const { return split_expert_; }
+  int64_t split_host_rows() const { return split_rows_; }
+  int64_t split_device_rows() const { return store_.inter() - split_rows_; }
+  // Enqueues the split expert's copied part on the provider's copy stream (after the
+  // scratch's previous reader); wait_split_copy makes `compute` wait for it (just before
+  // the GPU's part, so the device experts need not wait).
+  void issue_split_copy(int layer);
+  void wait_split_copy(cudaStream_t compute);
+  // The scratch as a one-expert pointer table (w1s, w3s, w2s: one device pointer each,
+  // rows split_device_rows()) and the device rows (kHostMixMaxGpuPairs, hidden) fp32
+  // the GPU's part goes to.
+  const void* const* split_table() const { return split_table_; }
+  float* split_y() const { return split_y_; }
+  // The GPU's reads of the scratch are enqueued on `compute`: the next copy waits for them.
+  void split_done(cudaStream_t compute);
 
   // hybrid: drops from `ids` (the next layer's predictions) the not resident experts the
   // link should not copy ahead (hybrid_prefetch_count, with this layer's plan); other
@@ -81,6 +119,9 @@ class HostExperts {
   // section's wall time less the kernels').
   void note_overhead(int layer, int64_t ns);
   int64_t last_kernel_ns() const { return last_kernel_ns_; }
+  // Blocks until the split copies issued so far finished and adds them to the counters
+  // (the provider's sync_counters does the same for its loads).
+  void sync_counters();
 
   HybridRates rates() const;
   // The host kernel's rate measured for the store (engine/host_kernel_rate.h).
@@ -91,6 +132,12 @@ class HostExperts {
  private:
   void run_on_worker(const std::function<void()>& job);
   void stop_worker();
+  void destroy_split() noexcept;
+  // With a split scratch: the copy link's and the host kernel's rates while both read
+  // host memory at once (diagnostic, in describe()).
+  void measure_both_links();
+  double both_copy_gbps_ = 0, both_host_gbps_ = 0;
+  bool both_overlapped_ = false;
   // On the worker: pins thread i of its OpenMP team to the i-th CPU it may run on.
   void pin_team();
 
@@ -103,7 +150,27 @@ class HostExperts {
   cpu::CpuIsa isa_;
   std::vector<char> mask_;
   std::vector<int32_t> misses_, kept_;
-  int last_n_host_ = 0;  // the plan of the current layer
+  HybridPlan plan_;  // the plan of the current layer
+  // split experts
+  int split_units_ = 1;
+  bool split_half_ = false;    // MOEBENCH_HYBRID_SPLIT=half
+  bool split_copies_ = false;  // MOEBENCH_HYBRID_SPLIT=all
+  int split_expert_ = -1;
+  int64_t split_rows_ = 0;
+  uint8_t* split_scratch_ = nullptr;                 // device: w1' | w3' | w2' of a dense part, each at its whole size
+  const void** split_table_ = nullptr;         // device: the three pointers
+  float* split_y_ = nullptr;                   // device (kHostMixMaxGpuPairs, hidden)
+  cudaEvent_t scratch_free_ = nullptr;
+  struct SplitCopy {
+    int layer;
+    int64_t bytes;
+    cudaEvent_t start, end;
+  };
+  std::vector<SplitCopy> split_pending_;
+  MeasuredRate split_rate_;                    // the split copies that finished
+  std::vector<cudaEvent_t> split_events_;      // free timing events
+  // Adds finished split copies to the counters (wait: block for all).
+  void collect_split_copies(bool wait);
   MeasuredRate host_rate_;
   profiler::HostKernelRate measured_;
   bool pin_ = true;  // MOEBENCH_HOST_PIN=0 leaves the team unpinned

@@ -9,7 +9,9 @@
 //      with k = 1) into moe_y rows [0, n_device);
 //   5. the next layer's prefetches are issued (they queue behind this layer's copies);
 //   6. the host computes its pairs into moe_y rows [n_device, pairs) — beside the copies
-//      and the device work already enqueued — and sends them up;
+//      and the device work already enqueued — and sends them up; a split expert's pairs
+//      come first there, and the GPU's part of it (copied into the scratch after this
+//      layer's copies, computed after the device pairs into split_y) is added to them;
 //   7. the combine, with inv mapping each (token, slot) pair to its row, weights as the
 //      router gave them: out[t] += sum_j w[t,j] * y[row(t,j)] in slot order, as always.
 #include <algorithm>
@@ -77,21 +79,33 @@ bool MoeLayer::run_with_host(int step, int layer, ForwardBuffers& b, float* x, i
       dev_ids[n_dev] = ids_h_[p];
       inv[p] = n_dev++;
     }
-  int n_host = 0;
+  // Host rows: the split expert's pairs first (the GPU computes their other part too,
+  // into split_y, rows in the same order), then the other host pairs.
+  const int split_e = host_->split_expert();
+  int n_split = 0;
   for (int p = 0; p < pairs; ++p)
-    if (mask[ids_h_[p]]) inv[p] = n_dev + n_host++;
+    if (ids_h_[p] == split_e) {
+      perm[n_dev + n_split] = p;
+      dev_ids[n_dev + n_split] = 0;  // the scratch's one expert
+      inv[p] = n_dev + n_split++;
+    }
+  if (n_split > kHostMixMaxGpuPairs) fail("moe: a split expert with {} pairs, over the {} its rows hold", n_split, kHostMixMaxGpuPairs);
+  int n_host = n_split;
+  for (int p = 0; p < pairs; ++p)
+    if (mask[ids_h_[p]] && ids_h_[p] != split_e) inv[p] = n_dev + n_host++;
   CUDA_CHECK(cudaMemcpyAsync(host_x_, b.h, static_cast<size_t>(m) * H * sizeof(uint16_t), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaEventRecord(host_x_ready_, stream_));
   CUDA_CHECK(cudaMemcpyAsync(b.inv, inv, pairs * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  if (n_dev > 0) {
-    CUDA_CHECK(cudaMemcpyAsync(b.perm, perm, n_dev * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-    CUDA_CHECK(cudaMemcpyAsync(b.ids, dev_ids, n_dev * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  if (n_dev + n_split > 0) {
+    CUDA_CHECK(cudaMemcpyAsync(b.perm, perm, (n_dev + n_split) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    CUDA_CHECK(cudaMemcpyAsync(b.ids, dev_ids, (n_dev + n_split) * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   }
   {
     ScopedRange r(trace_, RangeKind::expert_load, layer);
     for (auto& g : got_) g = ExpertWeights{};
     static_cast<OffloadProvider&>(provider_).acquire_masked(step, layer, ids_h_, pairs, got_.data(), stream_, mask);
   }
+  if (n_split > 0) host_->issue_split_copy(layer);  // behind this layer's copies, before the next layer's
   if (n_dev > 0) {
     moe_gather_rows(b.h, b.perm, K, b.moe_xin, n_dev, H, stream_);
     ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "device experts beside the host");
@@ -102,6 +116,16 @@ bool MoeLayer::run_with_host(int step, int layer, ForwardBuffers& b, float* x, i
       moe_decode_experts(b.moe_xin, b.ids, t, t + E, t + 2 * E, b.moe_h, b.moe_y, n_dev, 1, E, H, I, stream_);
     }
   }
+  if (n_split > 0) {  // the split expert's device part: a dense expert of the scratch's rows
+    const int64_t off = static_cast<int64_t>(n_dev) * H;
+    moe_gather_rows(b.h, b.perm + n_dev, K, b.moe_xin + off, n_split, H, stream_);
+    host_->wait_split_copy(stream_);
+    ScopedRange r(trace_, RangeKind::expert_compute, layer, host_->split_expert(), "device part of a split expert");
+    const bf16* const* t = reinterpret_cast<const bf16* const*>(host_->split_table());
+    moe_decode_experts(b.moe_xin + off, b.ids + n_dev, t, t + 1, t + 2, b.moe_h, host_->split_y(), n_split, 1, 1, H,
+                       static_cast<int>(host_->split_device_rows()), stream_);
+    host_->split_done(stream_);
+  }
   provider_.release(layer, stream_);
   if (predict && host_->prefetch_allowed(layer + 1)) prefetch_next(step, layer, m, gate_predicted);
   CUDA_CHECK(cudaEventSynchronize(host_x_ready_));
@@ -110,6 +134,7 @@ bool MoeLayer::run_with_host(int step, int layer, ForwardBuffers& b, float* x, i
   CUDA_CHECK(cudaMemcpyAsync(b.moe_y + static_cast<int64_t>(n_dev) * H, host_y_ + static_cast<int64_t>(n_dev) * H,
                              static_cast<size_t>(n_host) * H * sizeof(float), cudaMemcpyHostToDevice, stream_));
   CUDA_CHECK(cudaEventRecord(host_y_sent_, stream_));
+  if (n_split > 0) add_inplace(b.moe_y + static_cast<int64_t>(n_dev) * H, host_->split_y(), n_split, H, stream_);
   combine(b, x, m, true);
   return true;
 }

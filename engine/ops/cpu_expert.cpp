@@ -13,6 +13,8 @@
 
 namespace moebench::cpu {
 
+using expert_detail::row_stride;
+
 namespace expert_detail {
 namespace {
 
@@ -74,6 +76,9 @@ void check_matrix(const CpuMatrix& w, const char* name) {
     fail("cpu expert {}: {} matrix without scales", name, quant_format_name(w.format));
   if (w.format == QuantFormat::int4 && w.cols % 8 != 0)
     fail("cpu expert {}: int4 packs 8 inputs per int32: {} inputs is not a multiple of 8", name, w.cols);
+  if (w.ld != 0 && (w.format != QuantFormat::bf16 || w.ld < w.cols))
+    fail("cpu expert {}: row stride {} on a {} matrix of {} columns: expected 0, or bf16 and >= the columns", name,
+         w.ld, quant_format_name(w.format), w.cols);
 }
 
 }  // namespace
@@ -130,6 +135,21 @@ void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuI
     const int64_t r0 = b * kCpuExpertRowBlock;
     fn(w, r0, r0 + kCpuExpertRowBlock < w.rows ? r0 + kCpuExpertRowBlock : w.rows, xin, n, y);
   }
+}
+
+CpuExpert cpu_expert_rows(const CpuExpert& e, int64_t r0, int64_t r1) {
+  if (e.w1.format != QuantFormat::bf16 || e.w3.format != QuantFormat::bf16 || e.w2.format != QuantFormat::bf16)
+    fail("cpu expert: a part of an expert's rows needs bf16 weights, got {}", quant_format_name(e.w1.format));
+  if (r0 < 0 || r1 <= r0 || r1 > e.w1.rows || e.w3.rows != e.w1.rows || e.w2.cols != e.w1.rows)
+    fail("cpu expert: rows [{}, {}) of an expert of {} intermediate rows", r0, r1, e.w1.rows);
+  CpuExpert p = e;
+  p.w1.q += 2 * r0 * row_stride(e.w1);
+  p.w3.q += 2 * r0 * row_stride(e.w3);
+  p.w1.rows = p.w3.rows = r1 - r0;
+  p.w2.q += 2 * r0;
+  p.w2.ld = row_stride(e.w2);
+  p.w2.cols = r1 - r0;
+  return p;
 }
 
 size_t cpu_expert_scratch_floats(int n, int64_t inter) { return 2 * static_cast<size_t>(n) * static_cast<size_t>(inter); }

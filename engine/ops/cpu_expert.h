@@ -31,10 +31,12 @@ constexpr int64_t kCpuExpertRowBlock = 8;  // output rows per unit of thread wor
 constexpr int kCpuExpertTokenBlock = 8;    // tokens that share one pass over a row block
 
 // A matrix W (rows = outputs, cols = inputs) in one format, its parts where they lie
-// (the layouts of engine/quant.h); zero is null unless int4 with zero points.
+// (the layouts of engine/quant.h); zero is null unless int4 with zero points. ld: bf16
+// only, elements from one row's start to the next (0: cols), so that W may be a block of
+// columns of a wider matrix (a split expert's part of w2).
 struct CpuMatrix {
   QuantFormat format = QuantFormat::bf16;
-  int64_t rows = 0, cols = 0;
+  int64_t rows = 0, cols = 0, ld = 0;
   const uint8_t* q = nullptr;
   const uint8_t* scale = nullptr;
   const uint8_t* zero = nullptr;
@@ -50,6 +52,12 @@ struct CpuExpert {
 // select_cpu_isa pick one). Throws Error on an ISA this CPU lacks, or a matrix its
 // format cannot hold (int4 with cols % 8 != 0, missing parts).
 void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuIsa isa);
+
+// The expert restricted to intermediate rows [r0, r1): those rows of w1 and w3, those
+// columns of w2 (bf16 only: Error otherwise, or for an empty range or one outside
+// [0, inter)). Its forward is that part's share of the whole expert's output: the
+// forwards of a partition of the rows sum to it.
+CpuExpert cpu_expert_rows(const CpuExpert& e, int64_t r0, int64_t r1);
 
 // Floats of scratch cpu_expert_forward needs: two (n, inter) activations.
 size_t cpu_expert_scratch_floats(int n, int64_t inter);

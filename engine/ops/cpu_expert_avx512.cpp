@@ -62,14 +62,15 @@ struct V {
 template <int R, int NT>
 MB_BF16_TARGET void row_dot_bf16dp(const CpuMatrix& w, int64_t r0, const uint16_t* x, float* y) {
   const int64_t cols = w.cols;
-  const uint16_t* wr = reinterpret_cast<const uint16_t*>(w.q) + r0 * cols;
+  const int64_t ld = row_stride(w);  // weights: a bf16 row every ld elements
+  const uint16_t* wr = reinterpret_cast<const uint16_t*>(w.q) + r0 * ld;
   __m512 acc[R][NT];
   for (int i = 0; i < R; ++i)
     for (int t = 0; t < NT; ++t) acc[i][t] = _mm512_setzero_ps();
   int64_t c = 0;
   for (; c + 32 <= cols; c += 32) {
     __m512bh wv[R];
-    for (int i = 0; i < R; ++i) wv[i] = (__m512bh)_mm512_loadu_si512(wr + i * cols + c);
+    for (int i = 0; i < R; ++i) wv[i] = (__m512bh)_mm512_loadu_si512(wr + i * ld + c);
     for (int t = 0; t < NT; ++t) {
       const __m512bh xv = (__m512bh)_mm512_loadu_si512(x + t * cols + c);
       for (int i = 0; i < R; ++i) acc[i][t] = _mm512_dpbf16_ps(acc[i][t], wv[i], xv);
@@ -78,7 +79,7 @@ MB_BF16_TARGET void row_dot_bf16dp(const CpuMatrix& w, int64_t r0, const uint16_
   if (c < cols) {
     const __mmask32 m = static_cast<__mmask32>((1u << (cols - c)) - 1u);
     __m512bh wv[R];
-    for (int i = 0; i < R; ++i) wv[i] = (__m512bh)_mm512_maskz_loadu_epi16(m, wr + i * cols + c);
+    for (int i = 0; i < R; ++i) wv[i] = (__m512bh)_mm512_maskz_loadu_epi16(m, wr + i * ld + c);
     for (int t = 0; t < NT; ++t) {
       const __m512bh xv = (__m512bh)_mm512_maskz_loadu_epi16(m, x + t * cols + c);
       for (int i = 0; i < R; ++i) acc[i][t] = _mm512_dpbf16_ps(acc[i][t], wv[i], xv);

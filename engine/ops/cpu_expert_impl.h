@@ -72,6 +72,9 @@ inline void for_token_groups(const CpuMatrix& w, const T* x, int n, float* y, Fn
 
 inline int64_t groups_of(int64_t cols) { return (cols + 127) / 128; }
 
+// Elements from one row's start to the next (CpuMatrix::ld; 0 means cols).
+inline int64_t row_stride(const CpuMatrix& w) { return w.ld > 0 ? w.ld : w.cols; }
+
 inline float load_f32(const uint8_t* p, int64_t i) {
   float s;
   std::memcpy(&s, p + 4 * i, 4);
@@ -95,7 +98,7 @@ inline float weight_e4m3(uint8_t code) {
 template <QuantFormat F>
 inline float weight_value(const CpuMatrix& w, int64_t r, int64_t c) {
   if constexpr (F == QuantFormat::bf16) {
-    return load_bf16_f32(w.q, r * w.cols + c);
+    return load_bf16_f32(w.q, r * row_stride(w) + c);
   } else if constexpr (F == QuantFormat::int8) {
     return static_cast<float>(static_cast<int8_t>(w.q[r * w.cols + c]));
   } else if constexpr (F == QuantFormat::int4) {

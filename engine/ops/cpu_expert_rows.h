@@ -50,7 +50,7 @@ MB_CPU_TARGET void row_dot(const CpuMatrix& w, int64_t r0, const float* x, float
       for (int i = 0; i < R; ++i) {
         const int64_t r = r0 + i;
         if constexpr (F == QuantFormat::bf16) {
-          wv[i] = V::bf16(w.q + 2 * (r * cols + c));
+          wv[i] = V::bf16(w.q + 2 * (r * expert_detail::row_stride(w) + c));
         } else if constexpr (F == QuantFormat::int8) {
           wv[i] = V::i8(w.q + r * cols + c);
         } else if constexpr (F == QuantFormat::int4) {
