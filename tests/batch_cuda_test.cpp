@@ -41,6 +41,7 @@
 #include "common/error.h"
 #include "engine/ops/ops.h"
 #include "engine/weight_source.h"
+#include "device_copy.h"
 
 using namespace moebench;
 
@@ -85,16 +86,11 @@ struct Dev {
   cuda::DeviceArena arena{1ull << 30, "test arena"};
   template <typename T>
   T* up(const std::vector<T>& v) {
-    T* d = arena.alloc_n<T>(std::max<size_t>(v.size(), 1), "test buffer");
-    CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-    return d;
+    return test::upload(arena, v);
   }
   template <typename T>
   std::vector<T> down(const T* d, size_t n) {
-    CUDA_CHECK(cudaDeviceSynchronize());
-    std::vector<T> v(n);
-    CUDA_CHECK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-    return v;
+    return test::download(d, n);
   }
   std::vector<float> down_bf16(const void* d, size_t n) {
     auto b = down(static_cast<const uint16_t*>(d), n);

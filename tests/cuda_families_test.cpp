@@ -44,6 +44,7 @@
 #include "engine/generate.h"
 #include "bf16_checkpoint.h"
 #include "cuda_ctx.h"
+#include "device_copy.h"
 #include "routing_log.h"
 #include "test_util.h"
 #include "variants/routing_trace.h"
@@ -157,21 +158,8 @@ void logits_against_cpu(const WeightSource& w, const std::vector<int32_t>& promp
   }
 }
 
-// A host vector copied into a new buffer of `arena`; a device buffer's first count values
-// back on the host (after the stream's work so far).
-template <typename T>
-T* upload(cuda::DeviceArena& arena, const std::vector<T>& v) {
-  T* d = arena.alloc_n<T>(std::max<size_t>(v.size(), 1), "test input");
-  CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-template <typename T>
-std::vector<T> download(const T* d, size_t count) {
-  CUDA_CHECK(cudaDeviceSynchronize());
-  std::vector<T> v(count);
-  CUDA_CHECK(cudaMemcpy(v.data(), d, count * sizeof(T), cudaMemcpyDeviceToHost));
-  return v;
-}
+using test::download;
+using test::upload;
 
 const std::vector<int32_t> kPrompt = {1, 415, 293, 90, 285, 114, 287, 461, 75, 2, 3001, 17};
 

@@ -32,6 +32,7 @@
 #include "engine/dtype.h"
 #include "common/error.h"
 #include "engine/quant.h"
+#include "device_copy.h"
 
 using namespace moebench;
 
@@ -355,14 +356,6 @@ TEST_F(QuantCuda, BadShapesAreOneLineErrors) {
 
 namespace {
 
-template <typename T>
-std::vector<T> down(const T* d, size_t n) {
-  std::vector<T> v(n);
-  CUDA_CHECK(cudaDeviceSynchronize());
-  CUDA_CHECK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return v;
-}
-
 double silu_d(double a) { return a / (1.0 + std::exp(-a)); }
 
 }  // namespace
@@ -401,14 +394,14 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
         auto* h_ref = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
         cuda::quant_moe_gemv(ex.qe, x, false, d_ids, pairs, k, 2 * I, H, E, gu, nullptr);
         cuda::silu_mul_gate_up(gu, h_ref, pairs, I, nullptr);
-        const std::vector<uint16_t> want = down(reinterpret_cast<const uint16_t*>(h_ref), n);
+        const std::vector<uint16_t> want = test::download(reinterpret_cast<const uint16_t*>(h_ref), n);
         for (int pf : {0, 2, 3}) {  // 3: prefetch 2 with 2 tiles taken in turn
           auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
           cuda::QuantGemvShape shape;
           shape.pf = pf == 3 ? 2 : pf;
           shape.seq = pf == 3 ? 2 : 0;
           cuda::quant_moe_gemv_gate_up_shaped(ex.qe, x, d_ids, pairs, k, I, H, E, h, shape, nullptr);
-          EXPECT_EQ(down(reinterpret_cast<const uint16_t*>(h), n), want) << "prefetch " << pf;
+          EXPECT_EQ(test::download(reinterpret_cast<const uint16_t*>(h), n), want) << "prefetch " << pf;
         }
         size_t bad = 0;
         for (int p = 0; p < pairs; ++p)
@@ -462,12 +455,12 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
         float* res_ref = dev.up(res0);
         cuda::quant_moe_gemv(ex.qe, h, true, d_ids, pairs, k, N, K, E, y, nullptr);
         cuda::moe_combine_all(y, nullptr, d_w, n_tok, k, res_ref, N, nullptr);
-        const std::vector<float> want = down(res_ref, res0.size());
+        const std::vector<float> want = test::download(res_ref, res0.size());
         for (bool early : {false, true})
           for (int pf : {0, 2}) {
             float* res = dev.up(res0);
             cuda::quant_moe_down_combine(ex.qe, h, d_ids, d_w, pairs, k, N, K, E, res, early, nullptr, pf);
-            EXPECT_EQ(down(res, res0.size()), want) << "ids early " << early << ", prefetch " << pf;
+            EXPECT_EQ(test::download(res, res0.size()), want) << "ids early " << early << ", prefetch " << pf;
           }
         size_t bad = 0;
         for (int t = 0; t < n_tok; ++t)
