@@ -16,4 +16,10 @@ void throw_cublas(cublasStatus_t s, const char* what, const char* file, int line
   fail("{}:{}: {} failed: {} ({})", file, line, what, cublasGetStatusName(s), cublasGetStatusString(s));
 }
 
+int64_t event_elapsed_ns(cudaEvent_t start, cudaEvent_t end) {
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, start, end));
+  return static_cast<int64_t>(static_cast<double>(ms) * 1e6);
+}
+
 }  // namespace moebench::cuda

@@ -8,6 +8,7 @@
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
 
+#include <cstdint>
 #include <nvtx3/nvtx3.hpp>
 #include <sstream>
 #include <string>
@@ -22,6 +23,9 @@ struct nvtx_domain {
 [[noreturn]] void fail_msg(const std::string& message);
 [[noreturn]] void throw_cuda(cudaError_t e, const char* what, const char* file, int line);
 [[noreturn]] void throw_cublas(cublasStatus_t s, const char* what, const char* file, int line);
+
+// Nanoseconds between two recorded (and completed) events.
+int64_t event_elapsed_ns(cudaEvent_t start, cudaEvent_t end);
 
 // msg("n = ", n, " is too large") — a message without fmt.
 template <typename... Args>

@@ -152,11 +152,7 @@ void CudaModel::read_collective_times(bool decode) {
   if (!tp_ || !tp_timing_) return;  // an untimed graph replay recorded no events
   int64_t ns = 0;
   const int64_t calls = static_cast<int64_t>(tp_events_used_ / 2);
-  for (size_t i = 0; i + 1 < tp_events_used_; i += 2) {
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, tp_events_[i], tp_events_[i + 1]));
-    ns += static_cast<int64_t>(static_cast<double>(ms) * 1e6);
-  }
+  for (size_t i = 0; i + 1 < tp_events_used_; i += 2) ns += event_elapsed_ns(tp_events_[i], tp_events_[i + 1]);
   tp_events_used_ = 0;
   collective_ns_ += ns;
   collective_calls_ += calls;

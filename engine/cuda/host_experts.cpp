@@ -28,9 +28,8 @@ constexpr double kUnmeasuredCopyGbps = 25.0;
 
 // The split scratch: the dense part's three matrices, each at its whole size (256-byte
 // aligned), then the pointer table, then the GPU part's output rows.
-uint64_t align256(uint64_t b) { return (b + 255) / 256 * 256; }
 uint64_t matrix_bytes(const ExpertHostStore& s) {
-  return align256(static_cast<uint64_t>(s.hidden()) * static_cast<uint64_t>(s.inter()) * 2);
+  return round256(static_cast<uint64_t>(s.hidden()) * static_cast<uint64_t>(s.inter()) * 2);
 }
 
 // MOEBENCH_HYBRID_SPLIT: 1 (default) a host expert may give parts to the link; all:
@@ -50,11 +49,6 @@ SplitMode split_mode() {
        v);
 }
 
-int64_t event_ns(cudaEvent_t a, cudaEvent_t b) {
-  float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  return static_cast<int64_t>(static_cast<double>(ms) * 1e6);
-}
 }  // namespace
 
 uint64_t HostExperts::split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store) {
@@ -62,7 +56,7 @@ uint64_t HostExperts::split_scratch_bytes(ExpertExec exec, const ExpertHostStore
       split_units_for(store.inter()) <= 1)
     return 0;
   return 3 * matrix_bytes(store) + 256 +
-         align256(static_cast<uint64_t>(kHostMixMaxGpuPairs) * static_cast<uint64_t>(store.hidden()) * sizeof(float));
+         round256(static_cast<uint64_t>(kHostMixMaxGpuPairs) * static_cast<uint64_t>(store.hidden()) * sizeof(float));
 }
 
 HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
@@ -153,7 +147,7 @@ void HostExperts::measure_both_links() {
     run_on_worker([&] { host = measure_host_kernel_rate(store_, isa_); });
     const bool copies_outlasted = cudaEventQuery(b) == cudaErrorNotReady;
     CUDA_CHECK(cudaEventSynchronize(b));
-    both_copy_gbps_ = static_cast<double>(kCopies * bytes) / static_cast<double>(std::max<int64_t>(1, event_ns(a, b)));
+    both_copy_gbps_ = static_cast<double>(kCopies * bytes) / static_cast<double>(std::max<int64_t>(1, event_elapsed_ns(a, b)));
     both_host_gbps_ = host.median_gbps;
     both_overlapped_ = copies_outlasted;
   } catch (...) {
@@ -326,7 +320,7 @@ void HostExperts::collect_split_copies(bool wait) {
     const cudaError_t q = cudaEventQuery(c.end);
     if (q == cudaErrorNotReady) break;
     CUDA_CHECK(q);
-    const int64_t ns = event_ns(c.start, c.end);
+    const int64_t ns = event_elapsed_ns(c.start, c.end);
     split_rate_.add(c.bytes, ns);
     if (counters_) counters_->part_load(c.layer, c.bytes, ns);
     split_events_.push_back(c.start);

@@ -19,12 +19,6 @@ int64_t now_ns() {
       .count();
 }
 
-int64_t elapsed_ns(cudaEvent_t a, cudaEvent_t b) {
-  float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  return static_cast<int64_t>(static_cast<double>(ms) * 1e6);
-}
-
 // cudaEventQuery: true when complete, false when not yet; throws on a real error.
 bool event_done(cudaEvent_t e) {
   const cudaError_t r = cudaEventQuery(e);
@@ -340,7 +334,7 @@ void OffloadProvider::collect_counters(bool wait) {
       CUDA_CHECK(cudaEventSynchronize(p.end));
     else if (!event_done(p.end))
       break;  // one stream: later loads are not done either
-    const int64_t copy = elapsed_ns(p.start, p.end);
+    const int64_t copy = event_elapsed_ns(p.start, p.end);
     const int64_t bytes = static_cast<int64_t>(store_.expert_bytes());
     stats_.bytes += bytes;
     stats_.copy_ns += copy;
@@ -356,7 +350,7 @@ void OffloadProvider::collect_counters(bool wait) {
       CUDA_CHECK(cudaEventSynchronize(s.got));
     else if (!event_done(s.got))
       break;
-    const int64_t ns = elapsed_ns(s.wanted, s.got);
+    const int64_t ns = event_elapsed_ns(s.wanted, s.got);
     stats_.stall_ns += ns;
     ++stats_.stalls;
     counters_->stall(s.layer, ns);
