@@ -61,37 +61,6 @@ __global__ void __launch_bounds__(W * 32) gemv_kernel(const bf16* __restrict__ x
   gemv_rows<M, R, U, PF>(x, w, y, m, K, N, row0, lane, accumulate);
 }
 
-// The one-row GEMV for few rows (gemv_splitk): each row's length split over S warps of a
-// block, kGemvWarps / S rows per block, so S times gemv's warps (and loads in flight) over
-// the same rows; each warp's partial dot as gemv_dot gives it, the S partials added in warp
-// order through shared memory (deterministic; rounded differently from gemv_kernel).
-template <int S, int U>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_splitk_kernel(const bf16* __restrict__ x,
-                                                                    const bf16* __restrict__ w, float* __restrict__ y,
-                                                                    int K, int N, bool accumulate) {
-  constexpr int RB = kGemvWarps / S;
-  __shared__ float part[kGemvWarps];
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int row = static_cast<int>(blockIdx.x) * RB + warp / S, s = warp % S;
-  const int K8 = K / 8 / S;  // chunks of 8 of each warp's piece of the row
-  const bf16* wr[1] = {w + static_cast<int64_t>(min(row, N - 1)) * K + static_cast<int64_t>(s) * K8 * 8};
-  const bf16* xr[1] = {x + static_cast<int64_t>(s) * K8 * 8};
-  pdl_wait();  // x and (accumulate) y come from the previous kernel
-  pdl_trigger();
-  float acc[1][1];
-  detail::gemv_dot<1, 1, U>(wr, xr, 1, K8, lane, acc);
-  const float d = warp_sum(acc[0][0]);
-  if (lane == 0) part[warp] = d;
-  __syncthreads();
-  const int r = static_cast<int>(blockIdx.x) * RB + static_cast<int>(threadIdx.x);
-  if (threadIdx.x < RB && r < N) {
-    float t = 0;
-#pragma unroll
-    for (int j = 0; j < S; ++j) t += part[threadIdx.x * S + j];
-    y[r] = accumulate ? y[r] + t : t;
-  }
-}
-
 // Several weight matrices of the same `in` against the same x in one launch (q/k/v):
 // blocks [first[s], first[s+1]) compute segment s. Per row, the same arithmetic as
 // gemv_kernel (bit-identical outputs).
@@ -308,20 +277,6 @@ void gemv_shaped(const bf16* x, const bf16* w, float* y, int in, int out, bool a
     fail_msg(msg("cuda::gemv_shaped: needs in % 8 == 0 (got ", in, ") and 16-byte aligned x and w"));
   find_gemv_shape(shape).launch(x, w, y, in, out, accumulate, stream);
   CUDA_CHECK_LAUNCH("gemv_kernel");
-}
-
-void gemv_splitk(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, int splits,
-                 cudaStream_t stream) {
-  MB_NVTX_RANGE("gemv_splitk");
-  if (out <= 0) return;
-  if ((splits != 2 && splits != 4 && splits != 8) || in % (8 * splits) != 0 || !aligned16(x) || !aligned16(w))
-    fail_msg(msg("cuda::gemv_splitk: needs splits 2, 4 or 8 (got ", splits, "), in % (8 x splits) == 0 (got in ", in,
-                 ") and 16-byte aligned x and w"));
-  const dim3 grid(static_cast<unsigned>(ceil_div(out, kGemvWarps / splits)));
-  if (splits == 2) launch_pdl(gemv_splitk_kernel<2, 4>, grid, dim3(kGemvWarps * 32), 0, stream, x, w, y, in, out, accumulate);
-  else if (splits == 4) launch_pdl(gemv_splitk_kernel<4, 4>, grid, dim3(kGemvWarps * 32), 0, stream, x, w, y, in, out, accumulate);
-  else launch_pdl(gemv_splitk_kernel<8, 4>, grid, dim3(kGemvWarps * 32), 0, stream, x, w, y, in, out, accumulate);
-  CUDA_CHECK_LAUNCH("gemv_splitk_kernel");
 }
 
 void linear_multi(const bf16* x, const bf16* const* w, float* const* y, const int* out, int n_mats, int n, int in,

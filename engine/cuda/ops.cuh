@@ -126,12 +126,6 @@ struct GemvShape {
 const std::vector<GemvShape>& gemv_shapes();
 void gemv_shaped(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, GemvShape shape,
                  cudaStream_t stream);
-// The one-row GEMV with each row's length split over `splits` (2, 4, 8) warps, for few
-// rows (k/v projections: 1024 rows are 1024 warps of gemv, under 8 per SM on an H200):
-// deterministic, rounded differently from gemv (the partials added in warp order).
-// in % (8 x splits) == 0, x and w 16-byte aligned; else an Error.
-void gemv_splitk(const bf16* x, const bf16* w, float* y, int in, int out, bool accumulate, int splits,
-                 cudaStream_t stream);
 // The shape gemv takes at n = 1 for `out` rows.
 GemvShape gemv_default_shape(int out);
 // linear_multi's one launch (n = 1) with its shape given; the same bits as linear_multi.

@@ -171,14 +171,6 @@ void bm_gemv_shape(benchmark::State& state, Shape s, cuda::GemvShape shape) {
       2.0 * s.out * s.in + 2.0 * s.in + 4.0 * s.out, 2.0 * s.out * s.in);
 }
 
-// The one-row GEMV with each row split over `splits` warps (ops.cuh gemv_splitk).
-void bm_gemv_splitk(benchmark::State& state, Shape s, int splits) {
-  Buf w(2ull * s.out * s.in), x(2ull * s.in), y(4ull * s.out, false);
-  timed(
-      state, [&] { cuda::gemv_splitk(x.as<bf16>(), w.as<bf16>(), y.as<float>(), s.in, s.out, false, splits, g->stream); },
-      2.0 * s.out * s.in + 2.0 * s.in + 4.0 * s.out, 2.0 * s.out * s.in);
-}
-
 // "/PF:<n>" for a shape that prefetches n iterations ahead (none for the others).
 std::string prefetch_suffix(const cuda::GemvShape& gs) {
   return gs.prefetch > 0 ? "/PF:" + std::to_string(gs.prefetch) : std::string();
@@ -569,10 +561,6 @@ void register_all() {
       reg(std::string("linear/gemv_shape/") + s.name + "/M:1/R:" + std::to_string(gs.rows_per_warp) +
               "/U:" + std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
           [s, gs](benchmark::State& st) { bm_gemv_shape(st, s, gs); });
-  for (const Shape& s : kShapes)
-    for (int splits : {2, 4, 8})
-      reg(std::string("linear/gemv_splitk/") + s.name + "/M:1/S:" + std::to_string(splits),
-          [s, splits](benchmark::State& st) { bm_gemv_splitk(st, s, splits); });
   reg("linear/gemv_multi/qkv/M:1", [](benchmark::State& st) { bm_linear_multi_qkv(st, nullptr); });
   for (const cuda::GemvShape& gs : cuda::gemv_shapes())
     reg("linear/gemv_multi_shape/qkv/M:1/R:" + std::to_string(gs.rows_per_warp) + "/U:" + std::to_string(gs.depth) +
