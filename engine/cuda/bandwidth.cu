@@ -20,30 +20,36 @@ __global__ void copy_kernel(const int4* __restrict__ src, int4* __restrict__ dst
 // buffer cannot produce (the buffer is memset to 1s), so no load can be dropped and
 // almost nothing is written.
 constexpr int kLoads = 4;
-// One round: the loads at i, i + stride, ... (Tail: those that lie below n), all issued
-// before any is used, folded into acc.
-template <bool Tail>
-__device__ __forceinline__ void read_round(const int4* __restrict__ src, size_t i, size_t stride, size_t n,
-                                           int4& acc) {
-  int4 v[kLoads];
-#pragma unroll
-  for (int k = 0; k < kLoads; ++k) v[k] = !Tail || i + k * stride < n ? src[i + k * stride] : make_int4(0, 0, 0, 0);
-#pragma unroll
-  for (int k = 0; k < kLoads; ++k) {
-    acc.x ^= v[k].x;
-    acc.y ^= v[k].y;
-    acc.z ^= v[k].z;
-    acc.w ^= v[k].w;
-  }
-}
 __global__ void read_kernel(const int4* __restrict__ src, size_t n, int4* __restrict__ sink) {
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
   int4 acc = make_int4(0, 0, 0, 0);
-  // Whole rounds, then the last, partial one with its remaining loads issued together (one
-  // at a time, a small buffer's tail would cost a memory round trip per load).
-  for (; i + (kLoads - 1) * stride < n; i += kLoads * stride) read_round<false>(src, i, stride, n, acc);
-  if (i < n) read_round<true>(src, i, stride, n, acc);
+  for (; i + (kLoads - 1) * stride < n; i += kLoads * stride) {
+    int4 v[kLoads];
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) v[k] = src[i + k * stride];
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      acc.x ^= v[k].x;
+      acc.y ^= v[k].y;
+      acc.z ^= v[k].z;
+      acc.w ^= v[k].w;
+    }
+  }
+  // The last, partial round: the loads that remain, all issued before any is used (one at
+  // a time, a small buffer's tail would cost a memory round trip per load).
+  if (i < n) {
+    int4 v[kLoads];
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) v[k] = i + k * stride < n ? src[i + k * stride] : make_int4(0, 0, 0, 0);
+#pragma unroll
+    for (int k = 0; k < kLoads; ++k) {
+      acc.x ^= v[k].x;
+      acc.y ^= v[k].y;
+      acc.z ^= v[k].z;
+      acc.w ^= v[k].w;
+    }
+  }
   if (acc.x == 0x5a5a5a5a && acc.y == 0x5a5a5a5a) *sink = acc;
 }
 
