@@ -36,19 +36,12 @@ __global__ void read_kernel(const int4* __restrict__ src, size_t n, int4* __rest
       acc.w ^= v[k].w;
     }
   }
-  // The last, partial round: the loads that remain, all issued before any is used (one at
-  // a time, a small buffer's tail would cost a memory round trip per load).
-  if (i < n) {
-    int4 v[kLoads];
-#pragma unroll
-    for (int k = 0; k < kLoads; ++k) v[k] = i + k * stride < n ? src[i + k * stride] : make_int4(0, 0, 0, 0);
-#pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      acc.x ^= v[k].x;
-      acc.y ^= v[k].y;
-      acc.z ^= v[k].z;
-      acc.w ^= v[k].w;
-    }
+  for (; i < n; i += stride) {
+    const int4 v = src[i];
+    acc.x ^= v.x;
+    acc.y ^= v.y;
+    acc.z ^= v.z;
+    acc.w ^= v.w;
   }
   if (acc.x == 0x5a5a5a5a && acc.y == 0x5a5a5a5a) *sink = acc;
 }
