@@ -516,8 +516,8 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       const bool folded =  // Qwen3-MoE: the q/k norm, RoPE and store inside the attention launch
           decode && family_decode_attention(L, b, 1, zero_i32_, 1, zero_i32_, b.pos, L.k_cache, L.v_cache, max_len_,
                                             decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws);
-      // MOEBENCH_ROPE_IN_ATTENTION=1 (launch_env.h): RoPE and the KV store inside the decode
-      // attention launch for models without q/k bias or norm (the same bits).
+      // RoPE and the KV store inside the decode attention launch for models without q/k bias
+      // or norm (the same bits; MOEBENCH_ROPE_IN_ATTENTION=0, launch_env.h: a launch before it).
       const bool rope_folded = !folded && decode && rope_in_attention_from_env() && !L.bq &&
                                c.qk_norm == QkNorm::none && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache);
       if (!folded && !rope_folded) family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);

@@ -80,7 +80,7 @@ bool attention_merge_in_last_split_from_env() {
 }
 
 bool rope_in_attention_from_env() {
-  static const bool on = env_choice("MOEBENCH_ROPE_IN_ATTENTION", {0, 1}, 0) == 1;
+  static const bool on = env_choice("MOEBENCH_ROPE_IN_ATTENTION", {0, 1}, 1) == 1;
   return on;
 }
 
