@@ -516,9 +516,17 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       const bool folded =  // Qwen3-MoE: the q/k norm, RoPE and store inside the attention launch
           decode && family_decode_attention(L, b, 1, zero_i32_, 1, zero_i32_, b.pos, L.k_cache, L.v_cache, max_len_,
                                             decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws);
-      if (!folded) family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
+      // RoPE and the KV store inside the decode attention launch for models without q/k bias
+      // or norm (the same bits; MOEBENCH_ROPE_IN_ATTENTION=0, launch_env.h: a launch before it).
+      const bool rope_folded = !folded && decode && rope_in_attention_from_env() && !L.bq &&
+                               c.qk_norm == QkNorm::none && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache);
+      if (!folded && !rope_folded) family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
       if (folded) {
         // the attention ran with the q/k norm, RoPE and KV store in its launch
+      } else if (rope_folded) {
+        decode_attention_folded(b.q, b.k, b.v, c.rope_theta, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att,
+                                1, nh, nkv, hd, max_len_, decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws,
+                                true, attention_merge_in_last_split_from_env(), s);
       } else if (decode && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache))  // no merge launch for few keys
         decode_attention(b.q, L.k_cache, L.v_cache, zero_i32_, 1, zero_i32_, b.pos, b.att, 1, nh, nkv, hd, max_len_,
                          decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws, s);

@@ -8,6 +8,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/pdl.cuh"
 #include "engine/cuda/split_merge.cuh"
@@ -51,8 +52,9 @@ __device__ __forceinline__ void load_dims(const bf16* p, float f[P]) {
 constexpr int kMergeCounters = 4096;
 __device__ unsigned int g_merge_done[kMergeCounters];
 
-// Per-head q/k RMSNorm and RoPE inside the attention launch (decode_attention_qk_norm):
-// the projections of the new token and the norms' weights.
+// Per-head q/k RMSNorm and RoPE inside the attention launch (decode_attention_qk_norm),
+// or RoPE alone (decode_attention_folded): the projections of the new token and the
+// norms' weights (null for RoPE alone).
 struct QkNormRope {
   const float* k;  // (m, n_kv, head_dim) fp32, not normed or rotated
   const float* v;
@@ -60,6 +62,10 @@ struct QkNormRope {
   const bf16* wk;
   float theta, eps;
 };
+
+// What the attention launch does with the new token's q and k: QK_NONE (q rotated, the new
+// key and value in the pool already), QK_NORM_ROPE (per-head norm and RoPE), QK_ROPE (RoPE).
+constexpr int QK_NONE = 0, QK_NORM_ROPE = 1, QK_ROPE = 2;
 
 // One head of 32 P fp32 values at src, normed and rotated, this lane's dims lane P ..
 // lane P + P - 1 into out: qk_norm_rope_kv_store_paged_kernel's arithmetic (family_ops.cu)
@@ -85,25 +91,54 @@ __device__ __forceinline__ void norm_rope_head(const float* __restrict__ src, co
   }
 }
 
+// This lane's RoPE angles of one head of 32 P dims at position p: dims lane P + pp pair with
+// the other half's dims in lane ^ 16 (rope_kv_store_paged_kernel's pair (j, j + head_dim / 2),
+// the angle of j). Only the position is needed, so they are taken before the wait.
+template <int P>
+__device__ __forceinline__ void rope_head_angles(float p, int lane, float theta, RopeAngle (&ang)[P]) {
+  constexpr int HD = 32 * P, half = HD / 2;
+#pragma unroll
+  for (int pp = 0; pp < P; ++pp) {
+    const int d = lane * P + pp;
+    ang[pp] = rope_angle(p, lane < 16 ? d : d - half, HD, theta);
+  }
+}
+
+// One head of 32 P fp32 values at src rotated, this lane's dims into out: rope_rotate of the
+// pair as rope_kv_store_paged_kernel does it (the same bits). Warp-wide.
+template <int P>
+__device__ __forceinline__ void rope_head(const float* __restrict__ src, int lane, const RopeAngle (&ang)[P],
+                                          float (&out)[P]) {
+#pragma unroll
+  for (int pp = 0; pp < P; ++pp) {
+    const float x = src[lane * P + pp];
+    const float other = __shfl_xor_sync(0xffffffffu, x, 16);
+    out[pp] = lane < 16 ? rope_rotate(x, other, ang[pp]).x : rope_rotate(other, x, ang[pp]).y;
+  }
+}
+
 // grid (m, n_heads / hpb, n_splits), block kWarps x 32: each block takes hpb query heads of
 // one KV head (hpb = n_heads / n_kv: the whole group; or a divisor of it, so that a
 // group of many heads is spread over more blocks: a head's arithmetic does not depend on
 // the block it is in). G >= hpb (a power of two), head_dim = 32 P, K keys per warp per
 // round. merge_here: the last used split of a (token, block of heads) to finish merges
-// the splits itself (merge_splits, the merge kernel's arithmetic: the same bits), so no
-// merge kernel is launched.
-// QKN (one head per block): q and the new token's key and value come as the projections
-// (nqr), normed and rotated here; the new key and value are used from registers (rounded
-// to bf16 as the pool holds them) and the first block of each KV head (split 0) stores them
-// into the pool at the row the block table gives the token's position.
-template <int G, int P, int K, bool QKN = false>
+// the splits of its heads itself (merge_splits, the merge kernel's arithmetic: the same
+// bits), so no merge kernel is launched.
+// QK_NORM_ROPE (one head per block) and QK_ROPE: q and the new token's key and value come
+// as the projections (nqr), normed and rotated (or only rotated) here; the new key and
+// value are used from registers (rounded to bf16 as the pool holds them) and the first
+// block of each KV head (split 0) stores them into the pool at the row the block table
+// gives the token's position.
+template <int G, int P, int K, int QK = QK_NONE>
 __global__ void __launch_bounds__(kWarps * 32)
     decode_attention_kernel(const float* __restrict__ q, bf16* __restrict__ kp, bf16* __restrict__ vp,
                             const int32_t* __restrict__ tables, int table_width, const int32_t* __restrict__ seq_row,
                             const int32_t* __restrict__ pos, bf16* __restrict__ out, float* __restrict__ part,
                             int n_heads, int n_kv, int hpb, int block_size, float scale, bool merge_here,
                             QkNormRope nqr) {
-  static_assert(!QKN || G == 1, "the folded q/k norm takes one head per block");
+  static_assert(QK != QK_NORM_ROPE || G == 1, "the folded q/k norm takes one head per block");
+  static_assert(G <= kWarps, "the last split merges a head per warp");
+  constexpr bool QKN = QK != QK_NONE;
   constexpr int HD = 32 * P;
   __shared__ float Ws[kWarps][G][HD + 2];  // per warp and head: acc (HD), max, sum
   const int i = blockIdx.x, split = blockIdx.z, n_splits = gridDim.z;
@@ -114,13 +149,36 @@ __global__ void __launch_bounds__(kWarps * 32)
   // before its first kernel), so that after it only q and the K/V rows are loaded.
   const int len = pos[i] + 1;
   const int32_t* table = tables + static_cast<int64_t>(seq_row[i]) * table_width;
-  pdl_wait();  // q and the new key/value come from the previous kernel
-  pdl_trigger();
+  RopeAngle ang[P];  // QK_ROPE: this lane's angles at the new token's position
+  if constexpr (QK == QK_ROPE) rope_head_angles<P>(static_cast<float>(len - 1), threadIdx.x & 31, nqr.theta, ang);
   const int used = used_splits(len, n_splits);
-  if (split >= used) return;  // block-uniform
   const int chunk = static_cast<int>(ceil_div(len, used));
   const int k_begin = split * chunk, k_end = min(len, k_begin + chunk);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t kv_stride = static_cast<int64_t>(n_kv) * HD;
+  const int64_t head_off = static_cast<int64_t>(g) * HD + lane * P;
+  // The K key and value rows of the round at t0 (past the end: a valid row, not used), all
+  // loads issued before any is used.
+  auto load_round = [&](int t0, float (&kf)[K][P], float (&vf)[K][P]) {
+    const int nk = min(K, k_end - t0);
+#pragma unroll
+    for (int u = 0; u < K; ++u) {
+      const int t = u < nk ? t0 + u : t0;
+      const int64_t row =
+          (static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size) * kv_stride + head_off;
+      load_dims<P>(kp + row, kf[u]);
+      load_dims<P>(vp + row, vf[u]);
+    }
+  };
+  // QK_ROPE: no earlier kernel of the step writes this layer's pool (the new token's row
+  // comes from the projections below), so the warp's first round is loaded before the wait.
+  const int first_t0 = k_begin + warp * K;
+  float kf0[K][P], vf0[K][P];
+  if constexpr (QK == QK_ROPE)
+    if (split < used && first_t0 < k_end) load_round(first_t0, kf0, vf0);
+  pdl_wait();  // q and the new key/value come from the previous kernel
+  pdl_trigger();
+  if (split >= used) return;  // block-uniform
 
   float qr[G][P];
   if constexpr (!QKN) {
@@ -130,14 +188,24 @@ __global__ void __launch_bounds__(kWarps * 32)
       for (int p = 0; p < P; ++p)
         qr[h][p] = h < hpb ? q[(static_cast<int64_t>(i) * n_heads + head0 + h) * HD + lane * P + p] : 0.0f;
   }
-  const int64_t kv_stride = static_cast<int64_t>(n_kv) * HD;
-  const int64_t head_off = static_cast<int64_t>(g) * HD + lane * P;
   float knew[P], vnew[P];  // QKN: the new token's key and value, as the pool holds them
   if constexpr (QKN) {
     const float pf = static_cast<float>(len - 1);
-    norm_rope_head<P>(q + (static_cast<int64_t>(i) * n_heads + head0) * HD, nqr.wq, pf, lane, nqr.theta, nqr.eps, qr[0]);
     const int64_t in_kv = static_cast<int64_t>(i) * kv_stride + static_cast<int64_t>(g) * HD;
-    norm_rope_head<P>(nqr.k + in_kv, nqr.wk, pf, lane, nqr.theta, nqr.eps, knew);
+    if constexpr (QK == QK_NORM_ROPE) {
+      norm_rope_head<P>(q + (static_cast<int64_t>(i) * n_heads + head0) * HD, nqr.wq, pf, lane, nqr.theta, nqr.eps,
+                        qr[0]);
+      norm_rope_head<P>(nqr.k + in_kv, nqr.wk, pf, lane, nqr.theta, nqr.eps, knew);
+    } else {
+#pragma unroll
+      for (int h = 0; h < G; ++h) {
+        if (h < hpb) rope_head<P>(q + (static_cast<int64_t>(i) * n_heads + head0 + h) * HD, lane, ang, qr[h]);  // warp-uniform
+        else
+#pragma unroll
+          for (int p = 0; p < P; ++p) qr[h][p] = 0.0f;
+      }
+      rope_head<P>(nqr.k + in_kv, lane, ang, knew);
+    }
 #pragma unroll
     for (int p = 0; p < P; ++p) {
       const bf16 kb = __float2bfloat16_rn(knew[p]), vb = __float2bfloat16_rn(nqr.v[in_kv + lane * P + p]);
@@ -164,15 +232,17 @@ __global__ void __launch_bounds__(kWarps * 32)
 
   for (int t0 = k_begin + warp * K; t0 < k_end; t0 += kWarps * K) {
     const int nk = min(K, k_end - t0);
-    // The round's K key and value rows, all loads issued before any is used.
     float kf[K][P], vf[K][P];
+    if (QK == QK_ROPE && t0 == first_t0) {
 #pragma unroll
-    for (int u = 0; u < K; ++u) {
-      const int t = u < nk ? t0 + u : t0;  // past the end: a valid row, not used
-      const int64_t row =
-          (static_cast<int64_t>(table[t / block_size]) * block_size + t % block_size) * kv_stride + head_off;
-      load_dims<P>(kp + row, kf[u]);
-      load_dims<P>(vp + row, vf[u]);
+      for (int u = 0; u < K; ++u)
+#pragma unroll
+        for (int p = 0; p < P; ++p) {
+          kf[u][p] = kf0[u][p];
+          vf[u][p] = vf0[u][p];
+        }
+    } else {
+      load_round(t0, kf, vf);
     }
     if constexpr (QKN) {  // the new token's row: this launch's own values, not the pool's (stored concurrently)
 #pragma unroll
@@ -242,20 +312,23 @@ __global__ void __launch_bounds__(kWarps * 32)
     const int64_t qh = static_cast<int64_t>(i) * n_heads + head0 + h;
     split_result(part, out, used == 1, split, n_splits, static_cast<int64_t>(gridDim.x) * n_heads, qh, HD, d, M, L, A);
   }
-  if constexpr (G == 1) {  // (merge_here launches take one head per block only)
-    if (!merge_here || used == 1) return;  // block-uniform
-    __shared__ bool s_last;
-    const int64_t counter = static_cast<int64_t>(i) * gridDim.y + blockIdx.y;
-    __threadfence();  // this block's partials reach L2 before its count does
-    __syncthreads();
-    if (threadIdx.x == 0) s_last = atomicAdd(&g_merge_done[counter], 1u) == static_cast<unsigned>(used) - 1;
-    __syncthreads();
-    if (!s_last) return;
-    __threadfence();
+  if (!merge_here || used == 1) return;  // block-uniform
+  __shared__ bool s_last;
+  const int64_t counter = static_cast<int64_t>(i) * gridDim.y + blockIdx.y;
+  __threadfence();  // this block's partials reach L2 before its count does
+  __syncthreads();
+  if (threadIdx.x == 0) s_last = atomicAdd(&g_merge_done[counter], 1u) == static_cast<unsigned>(used) - 1;
+  __syncthreads();
+  if (!s_last) return;
+  __threadfence();
+  if (hpb == 1) {
     merge_splits(part, out, static_cast<int64_t>(i) * n_heads + head0, used, n_splits,
                  static_cast<int64_t>(gridDim.x) * n_heads, HD);
-    if (threadIdx.x == 0) g_merge_done[counter] = 0;
+  } else if (warp < hpb) {  // a head per warp (hpb <= G <= kWarps), its lanes over the dims
+    merge_splits(part, out, static_cast<int64_t>(i) * n_heads + head0 + warp, used, n_splits,
+                 static_cast<int64_t>(gridDim.x) * n_heads, HD, lane, 32);
   }
+  if (threadIdx.x == 0) g_merge_done[counter] = 0;
 }
 
 // grid (m * n_heads), block 128: merges the used splits of one (token, head) in split
@@ -283,12 +356,18 @@ void launch(const float* q, const bf16* kp, const bf16* vp, const int32_t* table
   bf16* kw = const_cast<bf16*>(kp);
   bf16* vw = const_cast<bf16*>(vp);
   if constexpr (G == 1) {
-    if (nqr.k) {
-      launch_pdl(decode_attention_kernel<G, P, K, true>, grid, dim3(kWarps * 32), 0, stream, q, kw, vw, tables, W, seq_row,
-                 pos, out, part, n_heads, n_kv, hpb, bs, scale, merge_here, nqr);
+    if (nqr.k && nqr.wq) {
+      launch_pdl(decode_attention_kernel<G, P, K, QK_NORM_ROPE>, grid, dim3(kWarps * 32), 0, stream, q, kw, vw, tables,
+                 W, seq_row, pos, out, part, n_heads, n_kv, hpb, bs, scale, merge_here, nqr);
       CUDA_CHECK_LAUNCH("decode_attention_kernel");
       return;
     }
+  }
+  if (nqr.k) {
+    launch_pdl(decode_attention_kernel<G, P, K, QK_ROPE>, grid, dim3(kWarps * 32), 0, stream, q, kw, vw, tables, W,
+               seq_row, pos, out, part, n_heads, n_kv, hpb, bs, scale, merge_here, nqr);
+    CUDA_CHECK_LAUNCH("decode_attention_kernel");
+    return;
   }
   launch_pdl(decode_attention_kernel<G, P, K>, grid, dim3(kWarps * 32), 0, stream, q, kw, vw, tables, W, seq_row, pos, out,
              part, n_heads, n_kv, hpb, bs, scale, merge_here, nqr);
@@ -326,7 +405,7 @@ namespace {
 void run_decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, const int32_t* block_tables,
                           int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m, int n_heads,
                           int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream,
-                          const QkNormRope& nqr) {
+                          const QkNormRope& nqr, bool merge_in_last_split) {
   if (m <= 0) return;
   if (!decode_attention_supported(n_heads, n_kv, head_dim, k_pool, v_pool))
     fail_msg(msg("cuda::decode_attention: ", n_heads, " heads, ", n_kv, " KV heads, head_dim ", head_dim,
@@ -336,12 +415,14 @@ void run_decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool
   const int splits = workspace ? paged_attention_splits(m, n_kv, max_keys) : 1;
   float* part = splits > 1 ? workspace : nullptr;
   const int group = n_heads / n_kv, hpb = decode_attention_heads_per_block(n_heads, n_kv);
-  // One head per block (many heads per KV head): the splits merge themselves, no merge launch.
-  const bool merge_here = splits > 1 && hpb == 1 && static_cast<int64_t>(m) * n_heads <= kMergeCounters;
+  // One head per block (many heads per KV head), or merge_in_last_split: the splits merge
+  // themselves, no merge launch.
+  const bool merge_here =
+      splits > 1 && (hpb == 1 || merge_in_last_split) && static_cast<int64_t>(m) * n_heads <= kMergeCounters;
   if (hpb == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
-  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, false, stream);
-  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, false, stream);
-  else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, false, stream);
+  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
+  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
+  else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
   if (splits > 1 && !merge_here) {
     launch_pdl(decode_attention_merge_kernel, dim3(static_cast<unsigned>(static_cast<int64_t>(m) * n_heads)), dim3(128), 0,
                stream, part, pos, out, m, n_heads, head_dim, splits);
@@ -355,8 +436,21 @@ void decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool, co
                       int table_width, const int32_t* seq_row, const int32_t* pos, bf16* out, int m, int n_heads,
                       int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream) {
   MB_NVTX_RANGE("decode_attention");
+  static const bool merge_in_last_split = attention_merge_in_last_split_from_env();  // MOEBENCH_ATTN_MERGE_HERE
   run_decode_attention(q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, m, n_heads, n_kv, head_dim,
-                       block_size, workspace, stream, QkNormRope{});
+                       block_size, workspace, stream, QkNormRope{}, merge_in_last_split);
+}
+
+void decode_attention_folded(const float* q, const float* k, const float* v, float theta, bf16* k_pool, bf16* v_pool,
+                             const int32_t* block_tables, int table_width, const int32_t* seq_row, const int32_t* pos,
+                             bf16* out, int m, int n_heads, int n_kv, int head_dim, int block_size, float* workspace,
+                             bool rope, bool merge_in_last_split, cudaStream_t stream) {
+  MB_NVTX_RANGE("decode_attention_folded");
+  if (rope && (!k || !v))
+    fail_msg(msg("cuda::decode_attention_folded: RoPE in the launch needs the new key and value projections"));
+  run_decode_attention(q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, m, n_heads, n_kv, head_dim,
+                       block_size, workspace, stream,
+                       rope ? QkNormRope{k, v, nullptr, nullptr, theta, 0.0f} : QkNormRope{}, merge_in_last_split);
 }
 
 bool decode_attention_qk_norm_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool) {
@@ -375,7 +469,7 @@ void decode_attention_qk_norm(const float* q, const float* k, const float* v, co
     fail_msg(msg("cuda::decode_attention_qk_norm: ", n_heads, " heads, ", n_kv, " KV heads, head_dim ", head_dim,
                  " not supported (decode_attention's shapes with one query head per block)"));
   run_decode_attention(q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, m, n_heads, n_kv, head_dim,
-                       block_size, workspace, stream, QkNormRope{k, v, q_norm, k_norm, theta, eps});
+                       block_size, workspace, stream, QkNormRope{k, v, q_norm, k_norm, theta, eps}, false);
 }
 
 }  // namespace moebench::cuda

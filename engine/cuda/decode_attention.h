@@ -62,4 +62,20 @@ void decode_attention_qk_norm(const float* q, const float* k, const float* v, co
                               const int32_t* seq_row, const int32_t* pos, __nv_bfloat16* out, int m, int n_heads,
                               int n_kv, int head_dim, int block_size, float* workspace, cudaStream_t stream);
 
+// decode_attention with the new token's RoPE and KV store in its launch (rope; models
+// without q/k bias or norm) and/or its key splits merged by the last split of each block
+// of heads to finish (merge_in_last_split: a head per warp, no merge launch). With rope,
+// q, k, v are the new token's fp32 projections, q and k not rotated; each block rotates
+// its query heads, takes the new key (rotated) and value as bf16 from the projections
+// rather than the pool, and the first block of each KV head stores them into the pool at
+// the row the block table gives the token's position. Bit for bit rope_kv_store_paged
+// (ops.cuh, the slot being that row) followed by decode_attention; without rope, k and v
+// are not read and q must be rotated already. decode_attention itself merges in the last
+// split when MOEBENCH_ATTN_MERGE_HERE=1 (launch_env.h).
+void decode_attention_folded(const float* q, const float* k, const float* v, float theta, __nv_bfloat16* k_pool,
+                             __nv_bfloat16* v_pool, const int32_t* block_tables, int table_width,
+                             const int32_t* seq_row, const int32_t* pos, __nv_bfloat16* out, int m, int n_heads,
+                             int n_kv, int head_dim, int block_size, float* workspace, bool rope,
+                             bool merge_in_last_split, cudaStream_t stream);
+
 }  // namespace moebench::cuda

@@ -74,4 +74,14 @@ bool graph_pdl_from_env() {
   return on;
 }
 
+bool attention_merge_in_last_split_from_env() {
+  static const bool on = env_choice("MOEBENCH_ATTN_MERGE_HERE", {0, 1}, 0) == 1;
+  return on;
+}
+
+bool rope_in_attention_from_env() {
+  static const bool on = env_choice("MOEBENCH_ROPE_IN_ATTENTION", {0, 1}, 1) == 1;
+  return on;
+}
+
 }  // namespace moebench::cuda

@@ -24,7 +24,14 @@
 //                            w2 before the wait: 0 (unset) or 1;
 //   MOEBENCH_DOWN_TRIGGER    where the grouped MoE down kernel lets the next kernel's
 //                            blocks start: 0 (unset: once its dot products are done) or 1
-//                            (right after its wait).
+//                            (right after its wait);
+//   MOEBENCH_ATTN_MERGE_HERE decode attention's key splits merged by the last split of each
+//                            block of heads to finish (a head per warp) instead of by a
+//                            merge kernel: 0 (unset) or 1;
+//   MOEBENCH_ROPE_IN_ATTENTION the single-sequence decode step rotates q and k and stores the
+//                            new key and value inside the decode attention launch (models
+//                            without q/k bias or norm) instead of a RoPE + store launch
+//                            before it: 1 (unset) or 0.
 // Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
 #include <initializer_list>
@@ -46,5 +53,7 @@ int gate_up_rows_from_env();             // MOEBENCH_GATEUP_ROWS (0: by size)
 int down_rows_from_env();                // MOEBENCH_DOWN_ROWS (0: by size)
 bool down_preload_from_env();            // MOEBENCH_DOWN_PRELOAD == 1
 int l2_prefetch_warps_from_env();        // MOEBENCH_L2_PREFETCH_WARPS
+bool attention_merge_in_last_split_from_env();  // MOEBENCH_ATTN_MERGE_HERE == 1
+bool rope_in_attention_from_env();       // MOEBENCH_ROPE_IN_ATTENTION != 0
 
 }  // namespace moebench::cuda

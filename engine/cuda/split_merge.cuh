@@ -29,16 +29,18 @@ __device__ __forceinline__ void split_result(float* __restrict__ part, __nv_bflo
   }
 }
 
-// Merges the first `used` splits of head row qh in split order into out (bf16); the
-// block's threads take the dims. The partials are read from L2 (__ldcg): a block of the
+// Merges the first `used` splits of head row qh in split order into out (bf16); threads
+// t, t + nt, ... take the dims (by default the block's threads; a warp's lanes where each
+// warp merges a head of its own). The same arithmetic per dim either way. The partials are read from L2 (__ldcg): a block of the
 // kernel that wrote them may merge them (decode_attention's last split), and its L1 is not
 // kept coherent with the other blocks' writes.
 __device__ __forceinline__ void merge_splits(const float* __restrict__ part, __nv_bfloat16* __restrict__ out,
-                                             int64_t qh, int used, int n_splits, int64_t per_split, int hd) {
+                                             int64_t qh, int used, int n_splits, int64_t per_split, int hd,
+                                             int t = threadIdx.x, int nt = blockDim.x) {
   const float* ml = part + n_splits * per_split * hd;
   float M = -INFINITY;
   for (int s = 0; s < used; ++s) M = fmaxf(M, __ldcg(ml + (s * per_split + qh) * 2));
-  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+  for (int d = t; d < hd; d += nt) {
     float L = 0, A = 0;
     for (int s = 0; s < used; ++s) {
       const float ms = __ldcg(ml + (s * per_split + qh) * 2);

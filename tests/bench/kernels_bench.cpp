@@ -37,6 +37,7 @@
 #include "engine/cuda/bandwidth.h"
 #include "engine/cuda/blas.h"
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
@@ -453,6 +454,34 @@ void bm_paged_attention(benchmark::State& state, int b, int len, bool split) {
   state.counters["splits"] = split ? cuda::paged_attention_splits(b, kKv, kMaxLen) : 1;
 }
 
+// One decode token's RoPE + KV store and attention at position len - 1 of the contiguous
+// cache (one block of kMaxLen keys, split over keys as the decode step does): the two
+// launches and the merge kernel (fold 0), or decode_attention_folded with RoPE and the store
+// in the attention launch (fold & 1) and/or the splits merged by the last split (fold & 2).
+void bm_decode_attention_fold(benchmark::State& state, int len, int fold) {
+  constexpr int kMaxLen = 4608;
+  const size_t pool = static_cast<size_t>(kMaxLen) * kKv * kHd;
+  Buf q(4ull * kHeads * kHd), k(4ull * kKv * kHd), v(4ull * kKv * kHd), kp(2 * pool), vp(2 * pool),
+      out(2ull * kHeads * kHd, false), zero(4, false), pos(4, false);
+  const int32_t p = len - 1;
+  CUDA_CHECK(cudaMemcpy(pos.p, &p, 4, cudaMemcpyHostToDevice));
+  const size_t ws_n = cuda::paged_attention_workspace_floats(1, kHeads, kKv, kHd, kMaxLen);
+  Buf ws(4 * std::max<size_t>(ws_n, 1), false);
+  float* w = cuda::decode_attention_one_split(len) ? nullptr : ws.as<float>();
+  const bool rope = fold & 1, merge = fold & 2;
+  timed(
+      state,
+      [&] {
+        if (!rope)
+          cuda::rope_kv_store_paged(q.as<float>(), k.as<float>(), v.as<float>(), pos.as<int32_t>(), pos.as<int32_t>(),
+                                    kp.as<bf16>(), vp.as<bf16>(), 1, kHeads, kKv, kHd, 1e6f, g->stream);
+        cuda::decode_attention_folded(q.as<float>(), k.as<float>(), v.as<float>(), 1e6f, kp.as<bf16>(), vp.as<bf16>(),
+                                      zero.as<int32_t>(), 1, zero.as<int32_t>(), pos.as<int32_t>(), out.as<bf16>(), 1,
+                                      kHeads, kKv, kHd, kMaxLen, w, rope, merge, g->stream);
+      },
+      4.0 * len * kKv * kHd + 4.0 * kHeads * kHd + 8.0 * kKv * kHd + 2.0 * kHeads * kHd, 4.0 * len * kHeads * kHd);
+}
+
 void bm_rope_kv_store_paged(benchmark::State& state, int n) {
   Buf q(4ull * n * kHeads * kHd, false), k(4ull * n * kKv * kHd, false), v(4ull * n * kKv * kHd, false),
       pos(4ull * n, false), kp(2ull * n * kKv * kHd, false), vp(2ull * n * kKv * kHd, false);
@@ -646,6 +675,11 @@ void register_all() {
         reg("paged_attention/" + std::string(split ? "split" : "unsplit") + "/B:" + std::to_string(b) +
                 "/len:" + std::to_string(len),
             [b, len, split](benchmark::State& st) { bm_paged_attention(st, b, len, split); });
+  for (int len : {50, 178, 1025})
+    for (int fold : {0, 1, 2, 3})
+      reg("decode_attention_fold/" + std::string(fold == 0 ? "launches" : fold == 1 ? "rope_in" : fold == 2 ? "merge_in" : "both") +
+              "/len:" + std::to_string(len),
+          [len, fold](benchmark::State& st) { bm_decode_attention_fold(st, len, fold); });
   for (int n : {1, 64}) {
     const std::string sn = std::to_string(n);
     reg("rope_kv_store_paged/n:" + sn, [n](benchmark::State& st) { bm_rope_kv_store_paged(st, n); });
