@@ -421,11 +421,12 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
       }
 }
 
-// The inner-loop variants (early scales, interleaved mma chains, both): bit for bit the
-// plain loop for the GEMV over the selected experts (per token and per pair, tails of the
-// row and of the tiles: 1000 rows, 2080 inputs), the fused gate/up and the down/combine,
-// 4 warps (many tiles) and 16 (few), with zero points for int4; and an explicit variant
-// where none is compiled (8 warps) is a one-line Error.
+// The inner-loop variants (early scales, interleaved mma chains, double-buffered batches,
+// and their sums): bit for bit the plain loop for the GEMV over the selected experts (per
+// token and per pair, tails of the row and of the tiles: 1000 rows, 2080 inputs; K 4096:
+// several passes a warp, so both registers' batches), the fused gate/up and the
+// down/combine, 4 warps (many tiles) and 16 (few), with zero points for int4; and an
+// explicit variant where none is compiled (8 warps) is a one-line Error.
 TEST_F(QuantCuda, InnerLoopVariantsAreBitForBitThePlainLoop) {
   const std::vector<int32_t> ids = {2, 0, 2, 3, 1, 2};
   const int pairs = static_cast<int>(ids.size()), k = 2, E = 4;
@@ -469,7 +470,7 @@ TEST_F(QuantCuda, InnerLoopVariantsAreBitForBitThePlainLoop) {
       };
       const std::vector<float> tok0 = gemv(false, 0), pair0 = gemv(true, 0), down0 = down(0);
       const std::vector<uint16_t> gu0 = gate_up(0);
-      for (int var : {1, 2, 3}) {
+      for (int var = 1; var < 8; ++var) {
         EXPECT_EQ(gemv(false, var), tok0) << "variant " << var << ", per token";
         EXPECT_EQ(gemv(true, var), pair0) << "variant " << var << ", per pair";
         EXPECT_EQ(gate_up(var), gu0) << "variant " << var << ", fused gate/up";

@@ -343,8 +343,13 @@ struct Batch {
 // Inner-loop variants of the plain and the down/combine kernels (QuantGemvShape::var, the
 // model's MOEBENCH_QUANT_VARIANT), bits of one number; none changes a sum's bits:
 // kVarEarlyScales: a batch's scale words are loaded with its weights (before any is used);
-// kVarInterleave: Batch::dot_interleaved (independent mma chains side by side).
-constexpr int kVarEarlyScales = 1, kVarInterleave = 2;
+// kVarInterleave: Batch::dot_interleaved (independent mma chains side by side);
+// kVarDoubleBuffer: two batches in registers, the next one's loads issued before the
+// current one's products (warp_tile_sums); at least 12 warps an SM instead of 16 (room
+// for the second batch's registers).
+constexpr int kVarEarlyScales = 1, kVarInterleave = 2, kVarDoubleBuffer = 4, kVariants = 8;
+// Warps an SM the plain and down/combine kernels are compiled to fit (launch bounds).
+constexpr int resident_warps(int var) { return (var & kVarDoubleBuffer) != 0 ? 12 : 16; }
 
 // The block's start, shared by both kernels: its expert (grid row y: the y-th distinct
 // expert of ids; ids null: the one matrix `single`) and the pairs that chose it, into
@@ -489,14 +494,40 @@ __device__ __forceinline__ void warp_tile_sums(float (&tot)[kRT][4], const uint8
   for (int tt = 0; tt < kRT; ++tt)
 #pragma unroll
     for (int i = 0; i < 4; ++i) tot[tt][i] = 0;
-  int pass = 0;
-  for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kWarps * kDepth, ++pass) {
+  using B = Batch<F, kDepth, kRT, (kVar & kVarEarlyScales) != 0>;
+  auto prefetch = [&](int pass) {
     if (first && pf > 0 && (pass + pf) % kWarps == warp)
       prefetch_pass<kRT>(q, row_bytes, kPassBytes, pass + pf, row0, N, gu_inter, lane);
-    Batch<F, kDepth, kRT, (kVar & kVarEarlyScales) != 0> b;
-    b.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
+  };
+  auto dot = [&](const B& b, int ss0) {
     if constexpr ((kVar & kVarInterleave) != 0) b.dot_interleaved(tot, xr, has_x, ss0, chunks, steps, t);
     else b.dot(tot, xr, has_x, ss0, chunks, steps, t);
+  };
+  constexpr int kStride = kWarps * kDepth;  // super-steps from one pass of a warp to its next
+  if constexpr ((kVar & kVarDoubleBuffer) != 0) {
+    // Two batches in registers: the next pass's loads are issued before this pass's
+    // products, so a warp has weights in flight while it computes. The passes' products
+    // and their order are the plain loop's.
+    B b0, b1;
+    int ss0 = warp * kDepth, pass = 0;
+    if (ss0 < steps) b0.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
+    for (; ss0 < steps; ss0 += 2 * kStride, pass += 2) {
+      prefetch(pass);
+      if (ss0 + kStride < steps) b1.load(qa, qb, ra, rb, scale, zero, ss0 + kStride, chunks, steps, t, K);
+      dot(b0, ss0);
+      if (ss0 + kStride >= steps) break;
+      prefetch(pass + 1);
+      if (ss0 + 2 * kStride < steps) b0.load(qa, qb, ra, rb, scale, zero, ss0 + 2 * kStride, chunks, steps, t, K);
+      dot(b1, ss0 + kStride);
+    }
+  } else {
+    int pass = 0;
+    for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kStride, ++pass) {
+      prefetch(pass);
+      B b;
+      b.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
+      dot(b, ss0);
+    }
   }
 }
 
@@ -525,7 +556,8 @@ __device__ __forceinline__ void prefetch_tile_start(const uint8_t* q, const uint
 // kernel writes comes after pdl_wait().
 // At least 16 / kRT warps per SM (two tiles a block: twice the registers for loads).
 template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1, int kVar = 0>
-__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWarps / kRT : 1)
+__global__ void __launch_bounds__(kWarps * 32,
+                                  resident_warps(kVar) / kWarps / kRT > 0 ? resident_warps(kVar) / kWarps / kRT : 1)
     quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const uint8_t* __restrict__ single_scale,
                           const bf16* __restrict__ x,
                           int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
@@ -612,7 +644,9 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWar
 // (the router's, two launches back), so a block finds its experts and asks L2 for its
 // first weights before pdl_wait, while the previous kernel finishes.
 template <QuantFormat F, int kWarps, int kGroups, int kVar = 0, int kDepth = Codes<F>::kDepth>
-__global__ void __launch_bounds__(kWarps * kGroups * 32, 16 / kWarps / kGroups > 0 ? 16 / kWarps / kGroups : 1)
+__global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / kWarps / kGroups > 0
+                                                             ? resident_warps(kVar) / kWarps / kGroups
+                                                             : 1)
     quant_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
                               const float* __restrict__ weights, int n_pairs, int k, int N, int K,
                               float* __restrict__ out, int pf, int ids_early) {
@@ -809,14 +843,19 @@ constexpr bool variants_compiled(int depth, int tiles_per_block, int warps) {
   return F != QuantFormat::bf16 && depth == Codes<F>::kDepth && tiles_per_block == 1 && (warps == 4 || warps == 16);
 }
 
-// fn(std::integral_constant<int, var>) for var = 0 .. 3 (no variant elsewhere: 0).
+// fn(std::integral_constant<int, var>) for var = 0 .. kVariants - 1 (where none is
+// compiled: 0).
 template <bool kCompiled, typename Fn>
 void with_variant(int var, Fn&& fn) {
   if constexpr (kCompiled) {
     switch (var) {
-      case kVarEarlyScales: return fn(std::integral_constant<int, kVarEarlyScales>{});
-      case kVarInterleave: return fn(std::integral_constant<int, kVarInterleave>{});
-      case kVarEarlyScales | kVarInterleave: return fn(std::integral_constant<int, kVarEarlyScales | kVarInterleave>{});
+      case 1: return fn(std::integral_constant<int, 1>{});
+      case 2: return fn(std::integral_constant<int, 2>{});
+      case 3: return fn(std::integral_constant<int, 3>{});
+      case 4: return fn(std::integral_constant<int, 4>{});
+      case 5: return fn(std::integral_constant<int, 5>{});
+      case 6: return fn(std::integral_constant<int, 6>{});
+      case 7: return fn(std::integral_constant<int, 7>{});
       default: break;
     }
   }
@@ -859,14 +898,14 @@ int prefetch_passes(const QuantGemvShape& shape) {
   return pf;
 }
 
-// The inner-loop variant when the shape leaves it (-1): MOEBENCH_QUANT_VARIANT (0 .. 3;
+// The inner-loop variant when the shape leaves it (-1): MOEBENCH_QUANT_VARIANT (0 .. 7;
 // unset: kDefaultQuantVariant). Any other value is a one-line Error.
 int inner_variant(int var) {
   if (var < 0) {
-    static const int v = env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3}, kDefaultQuantVariant);
+    static const int v = env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7}, kDefaultQuantVariant);
     return v;
   }
-  if (var > 3) fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. 3"));
+  if (var >= kVariants) fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. ", kVariants - 1));
   return var;
 }
 
