@@ -281,10 +281,10 @@ struct Batch {
   // words of those super-steps are asked for first, the activations one 16-byte word (two
   // mma steps) at a time. Each super-step's chain (from zero, steps in order) and the
   // additions into tot (super-steps in order) are dot()'s: the same sums, bit for bit.
-  static constexpr int kChains = F == QuantFormat::int8 ? kDepth : kDepth >= 2 ? 2 : 1;
   __device__ void dot_interleaved(float (&tot)[kRT][4], const bf16* x_row, bool has_x, int ss0, int chunks,
                                   int steps, int t) const {
     static_assert(C::kScaled, "the interleaved dot is for the scaled (quantised) formats");
+    constexpr int kChains = F == QuantFormat::int8 ? kDepth : kDepth >= 2 ? 2 : 1;
     static_assert(kDepth % kChains == 0, "super-steps in whole groups");
     constexpr int V = C::kValues;
 #pragma unroll
