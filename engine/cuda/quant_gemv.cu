@@ -898,12 +898,32 @@ int prefetch_passes(const QuantGemvShape& shape) {
   return pf;
 }
 
-// The inner-loop variant when the shape leaves it (-1): MOEBENCH_QUANT_VARIANT (0 .. 7;
-// unset: kDefaultQuantVariant). Any other value is a one-line Error.
-int inner_variant(int var) {
+// The launches whose default variant was measured apart.
+enum class QuantLaunch { gemv, gate_up, down_combine };
+
+// A launch's variant where neither its shape nor MOEBENCH_QUANT_VARIANT names one, as
+// measured on an H200 (Mixtral-8x7B shapes, all eight variants side by side in one
+// binary, microseconds at one token / at 8 tokens):
+// - fused gate/up: fp8 interleaved (2: 78.9 / 286.6 against 80.7 / 288.3); int8 and
+//   int4 the plain loop (int8 78.9 against 81.3-94.9 for the others, int4 59.9 against
+//   60.8-84.0);
+// - down + combine: int8 early scales and interleaved (3: 43.3 / 149.8 against 48.0 /
+//   182.7), fp8 interleaved (2: 44.6 / 161.3 against 47.7 / 182.4), int4 the plain loop
+//   (34.8 against 35.1-49.0);
+// - the plain GEMV (and the attention projections' quant_gemv): kDefaultQuantVariant.
+// Double buffering (4) was slower everywhere (12 warps an SM).
+int default_variant(QuantFormat f, QuantLaunch l) {
+  if (f == QuantFormat::fp8 && l != QuantLaunch::gemv) return kVarInterleave;
+  if (f == QuantFormat::int8 && l == QuantLaunch::down_combine) return kVarEarlyScales | kVarInterleave;
+  return kDefaultQuantVariant;
+}
+
+// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7), unset
+// the launch's default dflt. Any other value is a one-line Error.
+int inner_variant(int var, int dflt) {
   if (var < 0) {
-    static const int v = env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7}, kDefaultQuantVariant);
-    return v;
+    static const int v = env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7}, -1);
+    return v >= 0 ? v : dflt;
   }
   if (var >= kVariants) fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. ", kVariants - 1));
   return var;
@@ -983,8 +1003,9 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   const int depth = shape.depth ? shape.depth : D;
   // The environment's variant applies where it is compiled; a shape's own var must be.
   int var = 0;
-  if (F != QuantFormat::bf16 && shape.var >= 0) var = inner_variant(shape.var);
-  else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps)) var = inner_variant(-1);
+  if (F != QuantFormat::bf16 && shape.var >= 0) var = inner_variant(shape.var, 0);
+  else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps))
+    var = inner_variant(-1, default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv));
   const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h, shape.seq > 0 ? shape.seq : 1, var};
   if (out_h && rt != 1) fail_msg("quant_moe_gemv_gate_up: the fused gate/up form takes one tile a block");
   if (var != 0 && !variants_compiled<F>(depth, rt, warps))
@@ -1113,7 +1134,8 @@ void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t*
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     const int passes = pf >= 0 ? pf : prefetch_passes<F>(kDefaultQuantGemvShape);
-    launch_down_combine<F>(w, h, ids, weights, n_pairs, k, N, K, out, passes, inner_variant(var), ids_early, stream);
+    launch_down_combine<F>(w, h, ids, weights, n_pairs, k, N, K, out, passes,
+                           inner_variant(var, default_variant(F, QuantLaunch::down_combine)), ids_early, stream);
   };
   for_expert_format(w.format, "quant_moe_down_combine", run);
 }

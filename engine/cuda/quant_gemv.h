@@ -68,7 +68,9 @@ inline constexpr int kDefaultQuantPrefetch = 0;
 // independent mma chains are in flight instead of one chain of kValues / 4 dependent mma
 // per super-step; 4 (double-buffered): two batches in registers, the next one's loads
 // issued before the current one's products (12 warps an SM instead of 16). None changes a
-// sum's bits.
+// sum's bits. Defaults (measured on an H200, quant_gemv.cu's default_variant): the plain
+// GEMV kDefaultQuantVariant (the plain loop); the fused gate/up interleaved for fp8; the
+// down/combine interleaved for fp8, with early scales too for int8; int4 the plain loop.
 inline constexpr int kDefaultQuantVariant = 0;
 struct QuantGemvShape {
   int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0, var = -1;
