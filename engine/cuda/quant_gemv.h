@@ -60,8 +60,8 @@ void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pa
 // 78.9 against 88.6-96.1; int4 down/combine 34.8 against 35.9-40.3).
 inline constexpr int kDefaultQuantPrefetch = 0;
 // var (plain kernel at the format's depth, one tile, 4 or 16 warps; and the down/combine
-// kernel): the inner loop's variant, a sum of bits 0 .. 7 (-1: the default,
-// MOEBENCH_QUANT_VARIANT = 0 .. 7, unset kDefaultQuantVariant). 1 (early scales): a
+// kernel): the inner loop's variant, a sum of the bits 1, 2, 4 (0 .. 7; -1: the default,
+// MOEBENCH_QUANT_VARIANT = 0 .. 7, unset the launch's default below). 1 (early scales): a
 // batch's scale words are loaded with its weight chunks, before any product; 2
 // (interleaved): the mma steps of a batch's super-steps run side by side, super-step u's
 // step s beside u + 1's (int8: 4 super-steps, int4 and fp8: 2), so that several
