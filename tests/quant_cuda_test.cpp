@@ -421,6 +421,75 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
       }
 }
 
+// The inner-loop variants (early scales, interleaved mma chains, double-buffered batches,
+// and their sums): bit for bit the plain loop for the GEMV over the selected experts (per
+// token and per pair, tails of the row and of the tiles: 1000 rows, 2080 inputs; K 4096:
+// several passes a warp, so both registers' batches), the fused gate/up and the
+// down/combine, 4 warps (many tiles) and 16 (few), with zero points for int4; and an
+// explicit variant where none is compiled (8 warps) is a one-line Error.
+TEST_F(QuantCuda, InnerLoopVariantsAreBitForBitThePlainLoop) {
+  const std::vector<int32_t> ids = {2, 0, 2, 3, 1, 2};
+  const int pairs = static_cast<int>(ids.size()), k = 2, E = 4;
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [N, K] : {std::pair<int, int>{4096, 512}, {1000, 2080}, {300, 4096}}) {
+      const bool zp = f == QuantFormat::int4 && N == 1000;
+      SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zp ? " zp" : "") << " N=" << N << " K=" << K);
+      std::mt19937 g(static_cast<uint32_t>(N + K));
+      std::normal_distribution<float> nd(0.0f, 0.05f);
+      DeviceBuffers dev;
+      const Experts ex(dev, f, zp, N, K, E, g);
+      std::vector<uint16_t> xb(static_cast<size_t>(pairs) * K);
+      for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
+      std::vector<float> wts(pairs), res0(static_cast<size_t>(pairs / k) * N);
+      for (auto& v : wts) v = 0.2f + std::fabs(nd(g)) * 8;
+      for (auto& v : res0) v = nd(g) * 10;
+      const auto* x = reinterpret_cast<const __nv_bfloat16*>(dev.up(xb));
+      const int32_t* d_ids = dev.up(ids);
+      const float* d_w = dev.up(wts);
+      const size_t n_out = static_cast<size_t>(pairs) * N, n_h = static_cast<size_t>(pairs) * (N / 2);
+      std::vector<float> zeros(n_out, 0.0f);
+      std::vector<uint16_t> nan(n_h, 0xffff);
+      auto gemv = [&](bool per_pair, int var) {
+        float* y = dev.up(zeros);
+        cuda::QuantGemvShape shape;
+        shape.var = var;
+        cuda::quant_moe_gemv_shaped(ex.qe, x, per_pair, d_ids, pairs, k, N, K, E, y, shape, nullptr);
+        return test::download(y, n_out);
+      };
+      auto gate_up = [&](int var) {
+        auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
+        cuda::QuantGemvShape shape;
+        shape.var = var;
+        cuda::quant_moe_gemv_gate_up_shaped(ex.qe, x, d_ids, pairs, k, N / 2, K, E, h, shape, nullptr);
+        return test::download(reinterpret_cast<const uint16_t*>(h), n_h);
+      };
+      auto down = [&](int var) {
+        float* res = dev.up(res0);
+        cuda::quant_moe_down_combine(ex.qe, x, d_ids, d_w, pairs, k, N, K, E, res, false, nullptr, 0, var);
+        return test::download(res, res0.size());
+      };
+      const std::vector<float> tok0 = gemv(false, 0), pair0 = gemv(true, 0), down0 = down(0);
+      const std::vector<uint16_t> gu0 = gate_up(0);
+      for (int var = 1; var < 8; ++var) {
+        EXPECT_EQ(gemv(false, var), tok0) << "variant " << var << ", per token";
+        EXPECT_EQ(gemv(true, var), pair0) << "variant " << var << ", per pair";
+        EXPECT_EQ(gate_up(var), gu0) << "variant " << var << ", fused gate/up";
+        EXPECT_EQ(down(var), down0) << "variant " << var << ", down/combine";
+      }
+    }
+  cuda::QuantExperts qe;
+  qe.format = QuantFormat::int8;
+  try {
+    cuda::quant_moe_gemv_shaped(qe, nullptr, false, nullptr, 2, 2, 64, 64, 4, nullptr,
+                                cuda::QuantGemvShape{8, 0, 0, 0, -1, 0, 2}, nullptr);
+    ADD_FAILURE() << "no error for a variant at 8 warps";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("variant 2"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
+}
+
 // The down projection with the combine (quant_moe_down_combine): bit for bit the plain
 // GEMV over the pairs (one input row each) followed by moe_combine_all into the same
 // residual, for the ids read before or after the wait and with and without the L2

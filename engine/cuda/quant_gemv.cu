@@ -273,7 +273,83 @@ struct Batch {
       }
     }
   }
+
+  // dot() with the batch's super-steps side by side (quantised formats): mma step s of
+  // kChains super-steps, then step s + 1, so kChains independent mma chains advance
+  // together where dot() runs one chain of kValues / 4 dependent mma at a time (int8: all
+  // 4 super-steps of a batch; int4 and fp8: 2 at a time, 4 spill registers); the scale
+  // words of those super-steps are asked for first, the activations one 16-byte word (two
+  // mma steps) at a time. Each super-step's chain (from zero, steps in order) and the
+  // additions into tot (super-steps in order) are dot()'s: the same sums, bit for bit.
+  __device__ void dot_interleaved(float (&tot)[kRT][4], const bf16* x_row, bool has_x, int ss0, int chunks,
+                                  int steps, int t) const {
+    static_assert(C::kScaled, "the interleaved dot is for the scaled (quantised) formats");
+    constexpr int kChains = F == QuantFormat::int8 ? kDepth : kDepth >= 2 ? 2 : 1;
+    static_assert(kDepth % kChains == 0, "super-steps in whole groups");
+    constexpr int V = C::kValues;
+#pragma unroll
+    for (int tt = 0; tt < kRT; ++tt)
+#pragma unroll
+      for (int u0 = 0; u0 < kDepth; u0 += kChains) {
+        if (ss0 + u0 >= steps) break;  // warp-uniform
+        typename C::Row pa[kChains], pb[kChains];
+        float d[kChains][4];
+#pragma unroll
+        for (int i = 0; i < kChains; ++i) {
+          const int ss = min(ss0 + u0 + i, steps - 1);  // past the row end: any valid group (never added)
+          pa[i] = C::row(kEarlyScales ? sa[tt][u0 + i] : C::raw(scale_, zero_, ra_[tt], ss, K_));
+          pb[i] = C::row(kEarlyScales ? sb[tt][u0 + i] : C::raw(scale_, zero_, rb_[tt], ss, K_));
+#pragma unroll
+          for (int q = 0; q < 4; ++q) d[i][q] = 0;
+        }
+#pragma unroll
+        for (int j = 0; j < V / 8; ++j) {  // activation word j of the chunk: mma steps 2j and 2j + 1
+          uint32_t xw[kChains][V / 2];
+#pragma unroll
+          for (int i = 0; i < kChains; ++i) {
+            const int c = (ss0 + u0 + i) * 4 + t;
+            uint4 v = make_uint4(0, 0, 0, 0);
+            if (has_x && c < chunks && ss0 + u0 + i < steps)
+              v = *reinterpret_cast<const uint4*>(x_row + static_cast<int64_t>(c) * V + 8 * j);
+            xw[i][4 * j] = v.x;
+            xw[i][4 * j + 1] = v.y;
+            xw[i][4 * j + 2] = v.z;
+            xw[i][4 * j + 3] = v.w;
+          }
+#pragma unroll
+          for (int s = 2 * j; s < 2 * j + 2; ++s)
+#pragma unroll
+            for (int i = 0; i < kChains; ++i) {
+              if (ss0 + u0 + i >= steps) continue;  // warp-uniform
+              uint32_t a0, a1, a2, a3, b0, b1;
+              C::a_regs(wa[tt][u0 + i], s, pa[i], a0, a2);
+              C::a_regs(wb[tt][u0 + i], s, pb[i], a1, a3);
+              C::b_regs(xw[i], s, b0, b1);
+              detail::mma_bf16_16x8x16(d[i], a0, a1, a2, a3, b0, b1);
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < kChains; ++i) {
+          if (ss0 + u0 + i >= steps) break;  // warp-uniform
+          tot[tt][0] = fmaf(pa[i].s, d[i][0], tot[tt][0]);
+          tot[tt][1] = fmaf(pa[i].s, d[i][1], tot[tt][1]);
+          tot[tt][2] = fmaf(pb[i].s, d[i][2], tot[tt][2]);
+          tot[tt][3] = fmaf(pb[i].s, d[i][3], tot[tt][3]);
+        }
+      }
+  }
 };
+
+// Inner-loop variants of the plain and the down/combine kernels (QuantGemvShape::var, the
+// model's MOEBENCH_QUANT_VARIANT), bits of one number; none changes a sum's bits:
+// kVarEarlyScales: a batch's scale words are loaded with its weights (before any is used);
+// kVarInterleave: Batch::dot_interleaved (independent mma chains side by side);
+// kVarDoubleBuffer: two batches in registers, the next one's loads issued before the
+// current one's products (warp_tile_sums); at least 12 warps an SM instead of 16 (room
+// for the second batch's registers).
+constexpr int kVarEarlyScales = 1, kVarInterleave = 2, kVarDoubleBuffer = 4, kVariants = 8;
+// Warps an SM the plain and down/combine kernels are compiled to fit (launch bounds).
+constexpr int resident_warps(int var) { return (var & kVarDoubleBuffer) != 0 ? 12 : 16; }
 
 // The block's start, shared by both kernels: its expert (grid row y: the y-th distinct
 // expert of ids; ids null: the one matrix `single`) and the pairs that chose it, into
@@ -403,7 +479,7 @@ __device__ __forceinline__ void prefetch_tile_scales(const uint8_t* scale, const
 // the down/combine kernel's): warp `warp` of kWarps takes the super-steps warp * kDepth
 // + i * kWarps * kDepth, kDepth at a time; with pf > 0 (first: the block's first pass
 // over these weights) the warp whose turn it is asks L2 for the pass pf ahead.
-template <QuantFormat F, int kWarps, int kDepth, int kRT>
+template <QuantFormat F, int kWarps, int kDepth, int kRT, int kVar = 0>
 __device__ __forceinline__ void warp_tile_sums(float (&tot)[kRT][4], const uint8_t* const (&qa)[kRT],
                                                const uint8_t* const (&qb)[kRT], const int (&ra)[kRT],
                                                const int (&rb)[kRT], const uint8_t* q, const uint8_t* scale,
@@ -418,13 +494,40 @@ __device__ __forceinline__ void warp_tile_sums(float (&tot)[kRT][4], const uint8
   for (int tt = 0; tt < kRT; ++tt)
 #pragma unroll
     for (int i = 0; i < 4; ++i) tot[tt][i] = 0;
-  int pass = 0;
-  for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kWarps * kDepth, ++pass) {
+  using B = Batch<F, kDepth, kRT, (kVar & kVarEarlyScales) != 0>;
+  auto prefetch = [&](int pass) {
     if (first && pf > 0 && (pass + pf) % kWarps == warp)
       prefetch_pass<kRT>(q, row_bytes, kPassBytes, pass + pf, row0, N, gu_inter, lane);
-    Batch<F, kDepth, kRT, false> b;
-    b.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
-    b.dot(tot, xr, has_x, ss0, chunks, steps, t);
+  };
+  auto dot = [&](const B& b, int ss0) {
+    if constexpr ((kVar & kVarInterleave) != 0) b.dot_interleaved(tot, xr, has_x, ss0, chunks, steps, t);
+    else b.dot(tot, xr, has_x, ss0, chunks, steps, t);
+  };
+  constexpr int kStride = kWarps * kDepth;  // super-steps from one pass of a warp to its next
+  if constexpr ((kVar & kVarDoubleBuffer) != 0) {
+    // Two batches in registers: the next pass's loads are issued before this pass's
+    // products, so a warp has weights in flight while it computes. The passes' products
+    // and their order are the plain loop's.
+    B b0, b1;
+    int ss0 = warp * kDepth, pass = 0;
+    if (ss0 < steps) b0.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
+    for (; ss0 < steps; ss0 += 2 * kStride, pass += 2) {
+      prefetch(pass);
+      if (ss0 + kStride < steps) b1.load(qa, qb, ra, rb, scale, zero, ss0 + kStride, chunks, steps, t, K);
+      dot(b0, ss0);
+      if (ss0 + kStride >= steps) break;
+      prefetch(pass + 1);
+      if (ss0 + 2 * kStride < steps) b0.load(qa, qb, ra, rb, scale, zero, ss0 + 2 * kStride, chunks, steps, t, K);
+      dot(b1, ss0 + kStride);
+    }
+  } else {
+    int pass = 0;
+    for (int ss0 = warp * kDepth; ss0 < steps; ss0 += kStride, ++pass) {
+      prefetch(pass);
+      B b;
+      b.load(qa, qb, ra, rb, scale, zero, ss0, chunks, steps, t, K);
+      dot(b, ss0);
+    }
   }
 }
 
@@ -452,8 +555,9 @@ __device__ __forceinline__ void prefetch_tile_start(const uint8_t* q, const uint
 // start per seq tiles. Launched with launch_pdl: everything it reads that an earlier
 // kernel writes comes after pdl_wait().
 // At least 16 / kRT warps per SM (two tiles a block: twice the registers for loads).
-template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1>
-__global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWarps / kRT : 1)
+template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1, int kVar = 0>
+__global__ void __launch_bounds__(kWarps * 32,
+                                  resident_warps(kVar) / kWarps / kRT > 0 ? resident_warps(kVar) / kWarps / kRT : 1)
     quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const uint8_t* __restrict__ single_scale,
                           const bf16* __restrict__ x,
                           int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
@@ -498,8 +602,8 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWar
       const int px = s_pair[p0 + min(gr, m - 1)];
       const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
       float tot[kRT][4];
-      warp_tile_sums<F, kWarps, kDepth, kRT>(tot, qa, qb, ra, rb, q, scale, zero, xr, has_x, warp, lane, row0, N,
-                                             gu_inter, K, pf, p0 == 0);
+      warp_tile_sums<F, kWarps, kDepth, kRT, kVar>(tot, qa, qb, ra, rb, q, scale, zero, xr, has_x, warp, lane, row0,
+                                                   N, gu_inter, K, pf, p0 == 0);
 #pragma unroll
       for (int tt = 0; tt < kRT; ++tt)
 #pragma unroll
@@ -539,8 +643,10 @@ __global__ void __launch_bounds__(kWarps * 32, 16 / kWarps / kRT > 0 ? 16 / kWar
 // block combines them. ids_early: the ids were written before the previous kernel began
 // (the router's, two launches back), so a block finds its experts and asks L2 for its
 // first weights before pdl_wait, while the previous kernel finishes.
-template <QuantFormat F, int kWarps, int kGroups, int kDepth = Codes<F>::kDepth>
-__global__ void __launch_bounds__(kWarps * kGroups * 32, 16 / kWarps / kGroups > 0 ? 16 / kWarps / kGroups : 1)
+template <QuantFormat F, int kWarps, int kGroups, int kVar = 0, int kDepth = Codes<F>::kDepth>
+__global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / kWarps / kGroups > 0
+                                                             ? resident_warps(kVar) / kWarps / kGroups
+                                                             : 1)
     quant_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
                               const float* __restrict__ weights, int n_pairs, int k, int N, int K,
                               float* __restrict__ out, int pf, int ids_early) {
@@ -590,8 +696,8 @@ __global__ void __launch_bounds__(kWarps * kGroups * 32, 16 / kWarps / kGroups >
       const bool has_x = gr < m;
       const int px = s_pairs[u][p0 + min(gr, m - 1)];
       float tot[1][4];
-      warp_tile_sums<F, kWarps, kDepth, 1>(tot, qa, qb, ra, rb, q, scale, zero, h + static_cast<int64_t>(px) * K, has_x,
-                                           warp, lane, row0, N, 0, K, pf, p0 == 0);
+      warp_tile_sums<F, kWarps, kDepth, 1, kVar>(tot, qa, qb, ra, rb, q, scale, zero, h + static_cast<int64_t>(px) * K,
+                                                 has_x, warp, lane, row0, N, 0, K, pf, p0 == 0);
 #pragma unroll
       for (int i = 0; i < 4; ++i) s_part[group][warp][lane][i] = tot[0][i];
       asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(kWarps * 32) : "memory");
@@ -727,7 +833,34 @@ struct PlainExtra {
   int pf = 0, gu_inter = 0;
   bf16* out_h = nullptr;
   int seq = 1;  // tiles a block takes in turn
+  int var = 0;  // inner-loop variant (kVarEarlyScales | kVarInterleave)
 };
+
+// Whether the inner-loop variants are compiled for this launch: the quantised formats at
+// their default depth, one tile a block, 4 or 16 warps (the warps default_warps picks).
+template <QuantFormat F>
+constexpr bool variants_compiled(int depth, int tiles_per_block, int warps) {
+  return F != QuantFormat::bf16 && depth == Codes<F>::kDepth && tiles_per_block == 1 && (warps == 4 || warps == 16);
+}
+
+// fn(std::integral_constant<int, var>) for var = 0 .. kVariants - 1 (where none is
+// compiled: 0).
+template <bool kCompiled, typename Fn>
+void with_variant(int var, Fn&& fn) {
+  if constexpr (kCompiled) {
+    switch (var) {
+      case 1: return fn(std::integral_constant<int, 1>{});
+      case 2: return fn(std::integral_constant<int, 2>{});
+      case 3: return fn(std::integral_constant<int, 3>{});
+      case 4: return fn(std::integral_constant<int, 4>{});
+      case 5: return fn(std::integral_constant<int, 5>{});
+      case 6: return fn(std::integral_constant<int, 6>{});
+      case 7: return fn(std::integral_constant<int, 7>{});
+      default: break;
+    }
+  }
+  fn(std::integral_constant<int, 0>{});
+}
 
 template <QuantFormat F, int kDepth, int kRT>
 void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const uint8_t* single,
@@ -739,8 +872,11 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(slots));
   auto launch = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
-    launch_pdl(quant_moe_gemv_kernel<F, kWarps, kDepth, kRT>, grid, dim3(kWarps * 32), 0, stream, w, single,
-               single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex.pf, ex.gu_inter, ex.out_h, ex.seq);
+    with_variant<variants_compiled<F>(kDepth, kRT, kWarps)>(ex.var, [&](auto var_c) {
+      launch_pdl(quant_moe_gemv_kernel<F, kWarps, kDepth, kRT, decltype(var_c)::value>, grid, dim3(kWarps * 32), 0,
+                 stream, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex.pf, ex.gu_inter,
+                 ex.out_h, ex.seq);
+    });
   };
   switch (warps) {
     case 2: return launch(std::integral_constant<int, 2>{});
@@ -760,6 +896,37 @@ int prefetch_passes(const QuantGemvShape& shape) {
   if (F == QuantFormat::bf16) return 0;
   static const int pf = env_choice("MOEBENCH_QUANT_PREFETCH", {0, 1, 2, 4}, kDefaultQuantPrefetch);
   return pf;
+}
+
+// The launches whose default variant was measured apart.
+enum class QuantLaunch { gemv, gate_up, down_combine };
+
+// A launch's variant where neither its shape nor MOEBENCH_QUANT_VARIANT names one, as
+// measured on an H200 (Mixtral-8x7B shapes, all eight variants side by side in one
+// binary, microseconds at one token / at 8 tokens):
+// - fused gate/up: fp8 interleaved (2: 78.9 / 286.6 against 80.7 / 288.3); int8 and
+//   int4 the plain loop (int8 78.9 against 81.3-94.9 for the others, int4 59.9 against
+//   60.8-84.0);
+// - down + combine: int8 early scales and interleaved (3: 43.3 / 149.8 against 48.0 /
+//   182.7), fp8 interleaved (2: 44.6 / 161.3 against 47.7 / 182.4), int4 the plain loop
+//   (34.8 against 35.1-49.0);
+// - the plain GEMV (and the attention projections' quant_gemv): kDefaultQuantVariant.
+// Double buffering (4) was slower everywhere (12 warps an SM).
+int default_variant(QuantFormat f, QuantLaunch l) {
+  if (f == QuantFormat::fp8 && l != QuantLaunch::gemv) return kVarInterleave;
+  if (f == QuantFormat::int8 && l == QuantLaunch::down_combine) return kVarEarlyScales | kVarInterleave;
+  return kDefaultQuantVariant;
+}
+
+// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7), unset
+// the launch's default dflt. Any other value is a one-line Error.
+int inner_variant(int var, int dflt) {
+  if (var < 0) {
+    static const int v = env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7}, -1);
+    return v >= 0 ? v : dflt;
+  }
+  if (var >= kVariants) fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. ", kVariants - 1));
+  return var;
 }
 
 // The pipelined kernel's grid: as many blocks per used expert as fit on the GPU at once
@@ -834,8 +1001,16 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   const int rt = shape.tiles ? shape.tiles : 1;
   constexpr int D = Codes<F>::kDepth;
   const int depth = shape.depth ? shape.depth : D;
-  const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h, shape.seq > 0 ? shape.seq : 1};
+  // The environment's variant applies where it is compiled; a shape's own var must be.
+  int var = 0;
+  if (F != QuantFormat::bf16 && shape.var >= 0) var = inner_variant(shape.var, 0);
+  else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps))
+    var = inner_variant(-1, default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv));
+  const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h, shape.seq > 0 ? shape.seq : 1, var};
   if (out_h && rt != 1) fail_msg("quant_moe_gemv_gate_up: the fused gate/up form takes one tile a block");
+  if (var != 0 && !variants_compiled<F>(depth, rt, warps))
+    fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, " is compiled for depth ", D,
+                 ", one tile and 4 or 16 warps, not depth ", depth, " x ", rt, " tiles x ", warps, " warps"));
   if (depth == D && rt == 1) {
     launch_depth<F, D, 1>(warps, tiles, slots, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex, stream);
     return;
@@ -863,14 +1038,16 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
 // quantised format at Mixtral's w2 and above 132 tiles; 8 or 16 below, as default_warps).
 template <QuantFormat F>
 void launch_down_combine(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
-                         int k, int N, int K, float* out, int pf, bool ids_early, cudaStream_t stream) {
+                         int k, int N, int K, float* out, int pf, int var, bool ids_early, cudaStream_t stream) {
   const int tiles = static_cast<int>(ceil_div(N, kTileRows));
   auto go = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
     constexpr int kGroups = kWarps == 4 ? 2 : 1;
-    launch_pdl(quant_down_combine_kernel<F, kWarps, kGroups>, dim3(static_cast<unsigned>(tiles)),
-               dim3(kWarps * kGroups * 32), 0, stream, w, h, ids, weights, n_pairs, k, N, K, out, pf,
-               ids_early ? 1 : 0);
+    with_variant<true>(var, [&](auto var_c) {
+      launch_pdl(quant_down_combine_kernel<F, kWarps, kGroups, decltype(var_c)::value>,
+                 dim3(static_cast<unsigned>(tiles)), dim3(kWarps * kGroups * 32), 0, stream, w, h, ids, weights,
+                 n_pairs, k, N, K, out, pf, ids_early ? 1 : 0);
+    });
   };
   switch (default_warps<F>(tiles)) {
     case 4: return go(std::integral_constant<int, 4>{});
@@ -950,14 +1127,15 @@ bool quant_decode_fused_from_env() {
 
 void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
                             int k, int N, int K, int n_experts, float* out, bool ids_early, cudaStream_t stream,
-                            int pf) {
+                            int pf, int var) {
   MB_NVTX_RANGE("quant_moe_down_combine");
   check_args(w, h, n_pairs, N, K, n_experts, k);
   if (n_pairs % k != 0) fail_msg(msg("quant_moe_down_combine: ", n_pairs, " pairs is not a multiple of k ", k));
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     const int passes = pf >= 0 ? pf : prefetch_passes<F>(kDefaultQuantGemvShape);
-    launch_down_combine<F>(w, h, ids, weights, n_pairs, k, N, K, out, passes, ids_early, stream);
+    launch_down_combine<F>(w, h, ids, weights, n_pairs, k, N, K, out, passes,
+                           inner_variant(var, default_variant(F, QuantLaunch::down_combine)), ids_early, stream);
   };
   for_expert_format(w.format, "quant_moe_down_combine", run);
 }

@@ -59,8 +59,21 @@ void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pa
 // format's launches slower (int4 fused gate/up 59.7 us without, 65.2-65.7 with; int8
 // 78.9 against 88.6-96.1; int4 down/combine 34.8 against 35.9-40.3).
 inline constexpr int kDefaultQuantPrefetch = 0;
+// var (plain kernel at the format's depth, one tile, 4 or 16 warps; and the down/combine
+// kernel): the inner loop's variant, a sum of the bits 1, 2, 4 (0 .. 7; -1: the default,
+// MOEBENCH_QUANT_VARIANT = 0 .. 7, unset the launch's default below). 1 (early scales): a
+// batch's scale words are loaded with its weight chunks, before any product; 2
+// (interleaved): the mma steps of a batch's super-steps run side by side, super-step u's
+// step s beside u + 1's (int8: 4 super-steps, int4 and fp8: 2), so that several
+// independent mma chains are in flight instead of one chain of kValues / 4 dependent mma
+// per super-step; 4 (double-buffered): two batches in registers, the next one's loads
+// issued before the current one's products (12 warps an SM instead of 16). None changes a
+// sum's bits. Defaults (measured on an H200, quant_gemv.cu's default_variant): the plain
+// GEMV kDefaultQuantVariant (the plain loop); the fused gate/up interleaved for fp8; the
+// down/combine interleaved for fp8, with early scales too for int8; int4 the plain loop.
+inline constexpr int kDefaultQuantVariant = 0;
 struct QuantGemvShape {
-  int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0;
+  int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0, var = -1;
 };
 inline constexpr QuantGemvShape kDefaultQuantGemvShape{};
 inline constexpr QuantGemvShape kPipelinedQuantGemvShape{0, 0, 0, 1};
@@ -97,10 +110,11 @@ void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const __nv_bfloat16* x
 // shape) followed by moe_combine_all (no permutation) into out. A block owns 16 output
 // rows for every used expert. ids_early: ids were written before the previous kernel on
 // the stream began (then a block reads them and asks L2 for its first weights while that
-// kernel finishes). pf: the prefetch window (-1: the default, as QuantGemvShape).
+// kernel finishes). pf: the prefetch window, var: the inner-loop variant (-1: the
+// defaults, as QuantGemvShape).
 void quant_moe_down_combine(const QuantExperts& w, const __nv_bfloat16* h, const int32_t* ids, const float* weights,
                             int n_pairs, int k, int N, int K, int n_experts, float* out, bool ids_early,
-                            cudaStream_t stream, int pf = -1);
+                            cudaStream_t stream, int pf = -1, int var = -1);
 
 // Whether the quantised MoE decode runs the fused kernels (quant_moe_gemv_gate_up and,
 // with the fused combine, quant_moe_down_combine) or, with MOEBENCH_QUANT_FUSED=0, the

@@ -403,7 +403,7 @@ void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int
                                               out.as<bf16>(), shape, g->stream);
         else if (mat == QuantMat::down_combine)
           cuda::quant_moe_down_combine(qe, x.as<bf16>(), dids.as<int32_t>(), wts.as<float>(), pairs, kTopK, N, K,
-                                       kExperts, out.as<float>(), false, g->stream, shape.pf);
+                                       kExperts, out.as<float>(), false, g->stream, shape.pf, shape.var);
         else
           cuda::quant_moe_gemv_shaped(qe, x.as<bf16>(), down, dids.as<int32_t>(), pairs, kTopK, N, K, kExperts,
                                       out.as<float>(), shape, g->stream);
@@ -622,6 +622,19 @@ void register_all() {
               shape.pf = pf;
               bm_quant_moe_gemv(st, f, mat, 1, shape);
             });
+  // The inner-loop variants side by side (var:0 the plain loop; bits 1 early scales, 2 the
+  // super-steps' mma chains interleaved, 4 double-buffered batches), batch 1 and 8 tokens.
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [mat, mname] : pfmats)
+      for (int n : {1, 8})
+        for (int var = 0; var < 8; ++var)
+          reg(std::string("quant_moe_gemv_var/") + quant_format_name(f) + mname + "/n:" + std::to_string(n) +
+                  "/var:" + std::to_string(var),
+              [f, mat, n, var](benchmark::State& st) {
+                cuda::QuantGemvShape shape;
+                shape.var = var;
+                bm_quant_moe_gemv(st, f, mat, n, shape);
+              });
   // The plain kernel with a block taking seq tiles in turn (one start per seq tiles).
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : pfmats)
