@@ -180,6 +180,7 @@ struct SimulateArgs {
   double joint_copy_gbps = 0, joint_host_gbps = 0;
   int cpu_moe_layers = 0;
   int prefill_tokens = 0;
+  int runs = 1, warmup_runs = 0;
   bool json = false;
 };
 
@@ -206,6 +207,8 @@ int run_simulate(const SimulateArgs& a) {
   opt.link.joint_copy_gbps = a.joint_copy_gbps;
   opt.link.joint_host_gbps = a.joint_host_gbps;
   opt.prefill_tokens = a.prefill_tokens;
+  opt.runs = a.runs;
+  opt.warmup_runs = a.warmup_runs;
   if ((a.joint_copy_gbps > 0) != (a.joint_host_gbps > 0))
     fail("--joint-copy-gbps {} / --joint-host-gbps {}: give both (the two links' rates measured at once) or neither",
          a.joint_copy_gbps, a.joint_host_gbps);
@@ -234,7 +237,9 @@ int run_simulate(const SimulateArgs& a) {
                  {"split_copies", opt.link.split_copies},
                  {"joint_copy_gbps", opt.link.joint_copy_gbps},
                  {"joint_host_gbps", opt.link.joint_host_gbps},
-                 {"prefill_tokens", opt.prefill_tokens}};
+                 {"prefill_tokens", opt.prefill_tokens},
+                 {"runs", opt.runs},
+                 {"warmup_runs", opt.warmup_runs}};
     j["prediction"] = {{"accuracy", opt.prediction.accuracy}, {"seed", opt.prediction.seed}};
     j["simulation_ns"] = sim_ns;
     nlohmann::ordered_json arr = nlohmann::ordered_json::array();
@@ -440,7 +445,14 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                                   "the first N tokens of the trace are the prompt: run through the cache before "
                                   "decode (chunked, every miss loaded, not timed), as the engine's prefill")
                        ->check(CLI::NonNegativeNumber);
-                                      sub.add_option("--cpu-moe-layers", a->cpu_moe_layers, "the first N layers' experts stay on the host")
+                   sub.add_option("--runs", a->runs,
+                                  "replay the trace (prompt, then decode) this many timed times on one cache, as a "
+                                  "case's repetitions (default 1)")
+                       ->check(CLI::PositiveNumber);
+                   sub.add_option("--warmup-runs", a->warmup_runs,
+                                  "untimed replays before the timed ones, as a case's warm-up runs (default 0)")
+                       ->check(CLI::NonNegativeNumber);
+                   sub.add_option("--cpu-moe-layers", a->cpu_moe_layers, "the first N layers' experts stay on the host")
                        ->check(CLI::NonNegativeNumber);
                    sub.add_flag("--json", a->json, "print JSON instead of a table");
                    sub.callback([a] {

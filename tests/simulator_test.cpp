@@ -348,3 +348,28 @@ TEST(Simulator, PrefillFillsTheCacheBeforeDecode) {
   o.prefill_tokens = 3;  // nothing left to decode
   EXPECT_THROW(simulate(t, "lru", 4, o), Error);
 }
+
+TEST(Simulator, RunsReplayTheTraceOnOneCache) {
+  // One layer, top-1: the prompt routes to 3, decode to 5 (1000 ns a copy, 100 ns of
+  // compute). Replayed as a case's warm-up and repetition: the warm-up's decode loads 5,
+  // the timed run hits it; two timed runs: a miss, then a hit.
+  RoutingTrace t = hand(1, 1, {{3}, {5}});
+  SimOptions o = opts(1.0, 1000, 100);
+  o.prefill_tokens = 1;
+  o.warmup_runs = 1;
+  SimResult warm = simulate(t, "lru", 4, o);
+  EXPECT_EQ(warm.tokens, 1);
+  EXPECT_EQ(warm.decode_ns, 100);
+  EXPECT_EQ(warm.counters.misses, 0);
+  EXPECT_EQ(warm.counters.hits, 1);
+  o.warmup_runs = 0;
+  o.runs = 2;
+  SimResult two = simulate(t, "lru", 4, o);
+  EXPECT_EQ(two.tokens, 2);
+  EXPECT_EQ(two.decode_ns, 1100 + 100);
+  EXPECT_EQ(two.counters.misses, 1);
+  EXPECT_EQ(two.counters.hits, 1);
+  EXPECT_EQ(two.demand_bytes, 1000);
+  o.runs = 0;
+  EXPECT_THROW(simulate(t, "lru", 4, o), Error);
+}

@@ -14,8 +14,9 @@ file or the case when a field it needs is missing.
 
 By default each case is simulated as the engine runs it: its prompt through the cache
 first (--prefill-tokens: decode starts with the cache the prefill left), then its
-new_tokens - 1 decode steps (--cold: the old way, --tokens decode steps from an empty
-cache). A hybrid case whose results carry both links' joint rates (joint_copy_gbps,
+new_tokens - 1 decode steps, replayed for its warm-up runs (untimed) and repetitions
+(timed) on one cache, the routing restarting each time as the engine's does (--cold: the
+old way, --tokens decode steps from an empty cache). A hybrid case whose results carry both links' joint rates (joint_copy_gbps,
 joint_host_gbps, measured at load) is simulated with the joint model: the copies at the
 device's host->device rate alone and the joint one beside the host; the host at its
 solo decode rate — the cpu-mode case's of the same file and format where there is one,
@@ -79,7 +80,9 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
         prompt, new = need(c, "prompt_tokens", name), need(c, "new_tokens", name)
         if new < 2:
             sys.exit(f"hybrid_simulate: case {name} decoded {new} token(s): nothing to simulate after its prefill")
-        args += ["--tokens", str(prompt + new - 1), "--prefill-tokens", str(prompt)]
+        runs, warmup = max(1, int(c.get("repetitions", 1))), max(0, int(c.get("warmup", 0)))
+        args += ["--tokens", str(prompt + new - 1), "--prefill-tokens", str(prompt),
+                 "--runs", str(runs), "--warmup-runs", str(warmup)]
     if exe != "gpu" or cpu_layers > 0:
         hb, hns = e.get("decode_host_bytes", 0), e.get("decode_host_busy_ns", 0)
         host = hb / hns if hb > 0 and hns > 0 else e.get("host_kernel_gbps", 0)

@@ -66,6 +66,16 @@ class FluidLinks {
     while ((last >= popped_ && !q_.empty()) || host_left_ > 0) step(std::numeric_limits<double>::infinity());
     return t_;
   }
+  // Runs both to `t`, then lands every copy still queued and ends the host's work there
+  // (an untimed prompt follows: what was in flight is through by its end).
+  void settle(double t) {
+    run_to(t);
+    for (const Item& i : q_)
+      if (i.key >= 0) ready_at_[static_cast<size_t>(i.key)] = std::llround(t_);
+    popped_ = next_;
+    q_.clear();
+    host_left_ = 0;
+  }
   double now() const { return t_; }
   double copy_busy() const { return copy_busy_; }
   double host_busy() const { return host_busy_; }
@@ -167,6 +177,9 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   HybridRates rates{link.h2d_gbps,    link.host_gbps,    link.expert_bytes,    link.host_overhead_ns,
                     link.split_units, link.split_copies, link.joint_copy_gbps, link.joint_host_gbps};
   if (host_link) check_hybrid_rates(rates, "simulate (host link)");
+  if (opt.runs < 1 || opt.warmup_runs < 0)
+    fail("simulate: runs {} and warmup_runs {}: expected at least one timed run and no negative count", opt.runs,
+         opt.warmup_runs);
   if (opt.prefill_tokens < 0 || opt.prefill_tokens >= trace.n_steps())
     fail("simulate: prefill_tokens is {}, expected 0 .. {} (the trace's steps less one to decode)", opt.prefill_tokens,
          trace.n_steps() - 1);
@@ -195,8 +208,6 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   std::vector<char> host;
 
   cache.warm_up();  // before step 0: not timed
-  run_prefill(trace, opt.prefill_tokens, opt.cpu_moe_layers, cache);
-  const CacheCounters after_prefill = cache.counters();
   const bool spec = cache.speculative();
   FluidLinks links(fluid ? std::clamp(rates.joint_copy_gbps / rates.copy_gbps, 1e-6, 1.0) : 1.0,
                    fluid ? std::clamp(rates.joint_host_gbps / rates.host_gbps, 1e-6, 1.0) : 1.0, ready_at);
@@ -205,122 +216,160 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   std::vector<AccessResult> res, pre;
   std::vector<int32_t> predicted;
 
-  for (int s = opt.prefill_tokens; s < trace.n_steps(); ++s) {
-    const int n_tok = trace.steps[s].n_tokens;
-    tokens += n_tok;
-    for (int l = 0; l < trace.n_layers; ++l) {
-      if (fluid) {  // the joint model: both links on one clock (simulator.h)
-        links.run_to(static_cast<double>(now));
-        distinct_misses(cache, l, trace.ids(s, l), misses);
-        const HybridPlan plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                                                links.backlog_ns(), rates);
-        mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
-        cache.access_layer(s, l, trace.ids(s, l), res, host);
-        int64_t last = -1;  // the last copy this layer waits for
+  // The runs (simulator.h): each its prompt (untimed, after what is still in flight has
+  // landed) then its decode; the timed runs' decode time, tokens, counters and work add up.
+  const int n_runs = opt.warmup_runs + opt.runs;
+  CacheCounters timed;
+  int64_t timed_ns = 0, timed_stall = 0, timed_tokens = 0, timed_host_parts = 0, timed_split_parts = 0;
+  double timed_host_busy = 0, timed_copy_busy = 0;
+  for (int run = 0; run < n_runs; ++run) {
+    if (run > 0 || opt.prefill_tokens > 0) {
+      if (fluid) {
+        links.settle(static_cast<double>(now));
+      } else {
+        for (int64_t& t : ready_at) t = std::min(t, now);
+        link_free = std::min(link_free, now);
+        host_free = std::min(host_free, now);
+      }
+    }
+    run_prefill(trace, opt.prefill_tokens, opt.cpu_moe_layers, cache);
+    if (run > 0) rng = prediction_rng(opt.prediction.seed);  // the engine's routing restarts every generation
+    const CacheCounters run_counters = cache.counters();
+    const int64_t run_now = now, run_stall = stall, run_tokens = tokens, run_host_parts = host_parts,
+                  run_split_parts = split_parts;
+    const double run_host_busy = fluid ? links.host_busy() : static_cast<double>(host_busy),
+                 run_copy_busy = fluid ? links.copy_busy() : static_cast<double>(copy_busy);
+    for (int s = opt.prefill_tokens; s < trace.n_steps(); ++s) {
+      const int n_tok = trace.steps[s].n_tokens;
+      tokens += n_tok;
+      for (int l = 0; l < trace.n_layers; ++l) {
+        if (fluid) {  // the joint model: both links on one clock (simulator.h)
+          links.run_to(static_cast<double>(now));
+          distinct_misses(cache, l, trace.ids(s, l), misses);
+          const HybridPlan plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
+                                                  links.backlog_ns(), rates);
+          mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
+          cache.access_layer(s, l, trace.ids(s, l), res, host);
+          int64_t last = -1;  // the last copy this layer waits for
+          for (const AccessResult& r : res) {
+            if (r.host) continue;
+            const KeyIndex k = shape.index(r.key);
+            if (!r.hit) copy_no[k] = links.copy(k, load_ns);
+            if (copy_no[k] >= 0 && links.in_flight(copy_no[k])) last = std::max(last, copy_no[k]);
+          }
+          if (plan.split_parts > 0) {  // the split expert's copied parts: after this layer's copies
+            last = std::max(last, links.copy(-1, plan_split_copy_ns(plan, rates)));
+            split_parts += plan.split_units - plan.split_parts;
+          }
+          if (plan.host_parts() > 0) {
+            links.host(rates.host_overhead_ns, plan_host_work_ns(plan, rates));
+            host_parts += plan.host_parts();
+          }
+          if (spec && l + 1 < trace.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
+            degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
+            if (opt.exec == ExpertExec::hybrid) {
+              distinct_misses(cache, l + 1, predicted, misses);
+              const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), links.backlog_ns(), plan, rates);
+              keep_prefetches(cache, l + 1, predicted, k, kept);
+              cache.prefetch(s, l + 1, kept, pre);
+            } else {
+              cache.prefetch(s, l + 1, predicted, pre);
+            }
+            for (const AccessResult& r : pre) {  // issued as the layer starts, behind its copies
+              const KeyIndex k = shape.index(r.key);
+              copy_no[k] = links.copy(k, load_ns);
+            }
+          }
+          const int64_t ready = std::max(now, static_cast<int64_t>(std::llround(links.run_until_done(last))));
+          stall = add_ns(stall, ready - now);
+          now = add_ns(ready, times(link.compute_ns_per_layer, n_tok, "the compute time of a step"));
+          continue;
+        }
+        HybridPlan plan;
+        if (host_link) {
+          distinct_misses(cache, l, trace.ids(s, l), misses);
+          plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
+                                 std::max<int64_t>(0, link_free - now), rates);
+          mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
+          cache.access_layer(s, l, trace.ids(s, l), res, host);
+        } else {
+          cache.access_layer(s, l, trace.ids(s, l), res);
+        }
+        int64_t ready = now;
         for (const AccessResult& r : res) {
           if (r.host) continue;
-          const KeyIndex k = shape.index(r.key);
-          if (!r.hit) copy_no[k] = links.copy(k, load_ns);
-          if (copy_no[k] >= 0 && links.in_flight(copy_no[k])) last = std::max(last, copy_no[k]);
+          KeyIndex k = shape.index(r.key);
+          if (!r.hit) {
+            link_free = add_ns(std::max(link_free, now), load_ns);
+            copy_busy = add_ns(copy_busy, load_ns);
+            ready_at[k] = link_free;
+          }
+          ready = std::max(ready, ready_at[k]);
         }
         if (plan.split_parts > 0) {  // the split expert's copied parts: after this layer's copies
-          last = std::max(last, links.copy(-1, plan_split_copy_ns(plan, rates)));
+          const int64_t part = plan_split_copy_ns(plan, rates);
+          link_free = add_ns(std::max(link_free, now), part);
+          copy_busy = add_ns(copy_busy, part);
           split_parts += plan.split_units - plan.split_parts;
+          ready = std::max(ready, link_free);
         }
         if (plan.host_parts() > 0) {
-          links.host(rates.host_overhead_ns, plan_host_work_ns(plan, rates));
+          const int64_t work = plan_host_ns(plan, rates);
+          host_free = add_ns(std::max(host_free, now), work);
+          host_busy = add_ns(host_busy, work);
           host_parts += plan.host_parts();
+          ready = std::max(ready, host_free);
         }
+        stall = add_ns(stall, ready - now);
         if (spec && l + 1 < trace.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
           degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
-          if (opt.exec == ExpertExec::hybrid) {
+          if (opt.exec == ExpertExec::hybrid) {  // copy ahead only what beats the host (hybrid_split.h)
+            const int64_t backlog = std::max<int64_t>(0, link_free - now);
             distinct_misses(cache, l + 1, predicted, misses);
-            const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), links.backlog_ns(), plan, rates);
+            const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), backlog,
+                                                hybrid_layer_left_ns(backlog, plan, rates), rates);
             keep_prefetches(cache, l + 1, predicted, k, kept);
             cache.prefetch(s, l + 1, kept, pre);
           } else {
             cache.prefetch(s, l + 1, predicted, pre);
           }
-          for (const AccessResult& r : pre) {  // issued as the layer starts, behind its copies
-            const KeyIndex k = shape.index(r.key);
-            copy_no[k] = links.copy(k, load_ns);
+          // With the host link the engine issues the prefetches as the layer starts (before
+          // the host computes): they queue behind the copies, not behind the layer.
+          const int64_t issue = host_link ? now : ready;
+          for (const AccessResult& r : pre) {
+            link_free = add_ns(std::max(link_free, issue), load_ns);
+            copy_busy = add_ns(copy_busy, load_ns);
+            ready_at[shape.index(r.key)] = link_free;
           }
         }
-        const int64_t ready = std::max(now, static_cast<int64_t>(std::llround(links.run_until_done(last))));
-        stall = add_ns(stall, ready - now);
         now = add_ns(ready, times(link.compute_ns_per_layer, n_tok, "the compute time of a step"));
-        continue;
       }
-      HybridPlan plan;
-      if (host_link) {
-        distinct_misses(cache, l, trace.ids(s, l), misses);
-        plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                               std::max<int64_t>(0, link_free - now), rates);
-        mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
-        cache.access_layer(s, l, trace.ids(s, l), res, host);
-      } else {
-        cache.access_layer(s, l, trace.ids(s, l), res);
-      }
-      int64_t ready = now;
-      for (const AccessResult& r : res) {
-        if (r.host) continue;
-        KeyIndex k = shape.index(r.key);
-        if (!r.hit) {
-          link_free = add_ns(std::max(link_free, now), load_ns);
-          copy_busy = add_ns(copy_busy, load_ns);
-          ready_at[k] = link_free;
-        }
-        ready = std::max(ready, ready_at[k]);
-      }
-      if (plan.split_parts > 0) {  // the split expert's copied parts: after this layer's copies
-        const int64_t part = plan_split_copy_ns(plan, rates);
-        link_free = add_ns(std::max(link_free, now), part);
-        copy_busy = add_ns(copy_busy, part);
-        split_parts += plan.split_units - plan.split_parts;
-        ready = std::max(ready, link_free);
-      }
-      if (plan.host_parts() > 0) {
-        const int64_t work = plan_host_ns(plan, rates);
-        host_free = add_ns(std::max(host_free, now), work);
-        host_busy = add_ns(host_busy, work);
-        host_parts += plan.host_parts();
-        ready = std::max(ready, host_free);
-      }
-      stall = add_ns(stall, ready - now);
-      if (spec && l + 1 < trace.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
-        degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
-        if (opt.exec == ExpertExec::hybrid) {  // copy ahead only what beats the host (hybrid_split.h)
-          const int64_t backlog = std::max<int64_t>(0, link_free - now);
-          distinct_misses(cache, l + 1, predicted, misses);
-          const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), backlog,
-                                              hybrid_layer_left_ns(backlog, plan, rates), rates);
-          keep_prefetches(cache, l + 1, predicted, k, kept);
-          cache.prefetch(s, l + 1, kept, pre);
-        } else {
-          cache.prefetch(s, l + 1, predicted, pre);
-        }
-        // With the host link the engine issues the prefetches as the layer starts (before
-        // the host computes): they queue behind the copies, not behind the layer.
-        const int64_t issue = host_link ? now : ready;
-        for (const AccessResult& r : pre) {
-          link_free = add_ns(std::max(link_free, issue), load_ns);
-          copy_busy = add_ns(copy_busy, load_ns);
-          ready_at[shape.index(r.key)] = link_free;
-        }
-      }
-      now = add_ns(ready, times(link.compute_ns_per_layer, n_tok, "the compute time of a step"));
+    }
+    if (run + 1 == n_runs) cache.finish();  // the unused prefetches left count with the last run
+    if (run >= opt.warmup_runs) {
+      timed += counters_minus(cache.counters(), run_counters);
+      timed_ns = add_ns(timed_ns, now - run_now);
+      timed_stall = add_ns(timed_stall, stall - run_stall);
+      timed_tokens += tokens - run_tokens;
+      timed_host_parts += host_parts - run_host_parts;
+      timed_split_parts += split_parts - run_split_parts;
+      timed_host_busy += (fluid ? links.host_busy() : static_cast<double>(host_busy)) - run_host_busy;
+      timed_copy_busy += (fluid ? links.copy_busy() : static_cast<double>(copy_busy)) - run_copy_busy;
     }
   }
-  cache.finish();
+  timed.warm_loads = cache.counters().warm_loads;
 
   SimResult out;
   out.policy = policy;
   out.capacity = capacity;
-  out.counters = counters_minus(cache.counters(), after_prefill);
-  if (fluid) {
-    host_busy = std::llround(links.host_busy());
-    copy_busy = std::llround(links.copy_busy());
-  }
+  out.counters = timed;
+  host_busy = std::llround(timed_host_busy);
+  copy_busy = std::llround(timed_copy_busy);
+  host_parts = timed_host_parts;
+  split_parts = timed_split_parts;
+  now = timed_ns;
+  stall = timed_stall;
+  tokens = timed_tokens;
   out.tokens = tokens;
   out.demand_bytes = times(out.counters.misses, link.expert_bytes, "the demand bytes");
   out.prefetch_bytes = times(out.counters.prefetch_loads, link.expert_bytes, "the prefetched bytes");

@@ -40,7 +40,9 @@
 // the prefill, run through the cache before decode as the engine runs it — chunks of
 // max(1, capacity / top_k) tokens a forward, every miss loaded (the cpu layers' on the
 // host), no prefetch, not timed — so decode starts with the cache the prefill left; the
-// counters and bytes are decode's alone.
+// counters and bytes are decode's alone. With runs / warmup_runs the whole trace is
+// replayed (each run: what is in flight lands, the prompt, the decode; the prediction
+// draws restart), the timed runs' decode adding up.
 // Predictions for `prefetch`: the true choices of layer l+1 at the same step from
 // the trace, each predicted id kept with probability `accuracy`, otherwise
 // replaced by a random expert outside the token's true top-k (seeded). accuracy 1
@@ -105,6 +107,11 @@ struct SimOptions {
   ExpertExec exec = ExpertExec::gpu;  // where misses are computed (hybrid_split.h)
   int cpu_moe_layers = 0;             // layers whose experts all stay on the host
   int prefill_tokens = 0;             // the trace's first steps that are the prompt (not timed)
+  // The trace (its prompt, then its decode) replayed warmup_runs + runs times on one cache,
+  // as the engine runs a case's warm-up and repetitions (the routing restarts every
+  // generation; the cache keeps what it holds); only the last `runs` are timed.
+  int runs = 1;
+  int warmup_runs = 0;
 };
 
 // One policy at one capacity. Throws Error for a bad policy name, a capacity below
