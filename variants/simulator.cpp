@@ -137,11 +137,14 @@ CacheCounters counters_minus(CacheCounters a, const CacheCounters& b) {
   return a;  // warm_loads: before the prompt, kept
 }
 
-// The prompt (SimOptions::prefill_tokens): its steps in chunks through every layer, every
+// The prompt (SimOptions::prefill_tokens): its steps in forwards through every layer, every
 // miss loaded (the cpu layers' on the host), no prefetch; not timed.
 void run_prefill(const RoutingTrace& trace, int prefill_tokens, int cpu_moe_layers, ExpertCache& cache) {
   const CacheShape& shape = cache.shape();
-  const int chunk = std::max(1, shape.capacity / std::max(1, shape.top_k));
+  // As the engine: the whole prompt in one forward when a layer's experts all fit in the
+  // slots, else chunks of capacity / top_k tokens (each chunk's experts fit at once).
+  const int chunk = shape.capacity >= shape.n_experts ? std::max(1, prefill_tokens)
+                                                      : std::max(1, shape.capacity / std::max(1, shape.top_k));
   std::vector<int32_t> ids, misses;
   std::vector<char> host;
   std::vector<AccessResult> res;

@@ -37,8 +37,9 @@
 // clock: the copies FIFO, the host's work of a layer after its fixed cost; a copy lands
 // when its bytes are through. Without joint rates each runs at its own rate as above.
 // The prompt (SimOptions::prefill_tokens > 0): the trace's first prefill_tokens steps are
-// the prefill, run through the cache before decode as the engine runs it — chunks of
-// max(1, capacity / top_k) tokens a forward, every miss loaded (the cpu layers' on the
+// the prefill, run through the cache before decode as the engine runs it — one forward
+// for the whole prompt when the slots hold a layer's experts, else chunks of
+// max(1, capacity / top_k) tokens, every miss loaded (the cpu layers' on the
 // host), no prefetch, not timed — so decode starts with the cache the prefill left; the
 // counters and bytes are decode's alone. With runs / warmup_runs the whole trace is
 // replayed (each run: what is in flight lands, the prompt, the decode; the prediction
