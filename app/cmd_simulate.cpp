@@ -177,7 +177,10 @@ struct SimulateArgs {
   double host_overhead_us = 0;
   int split_units = 1;
   bool split_copies = false;
+  double joint_copy_gbps = 0, joint_host_gbps = 0;
   int cpu_moe_layers = 0;
+  int prefill_tokens = 0;
+  int runs = 1, warmup_runs = 0;
   bool json = false;
 };
 
@@ -201,6 +204,14 @@ int run_simulate(const SimulateArgs& a) {
   opt.link.host_overhead_ns = std::llround(a.host_overhead_us * 1e3);
   opt.link.split_units = a.split_units;
   opt.link.split_copies = a.split_copies;
+  opt.link.joint_copy_gbps = a.joint_copy_gbps;
+  opt.link.joint_host_gbps = a.joint_host_gbps;
+  opt.prefill_tokens = a.prefill_tokens;
+  opt.runs = a.runs;
+  opt.warmup_runs = a.warmup_runs;
+  if ((a.joint_copy_gbps > 0) != (a.joint_host_gbps > 0))
+    fail("--joint-copy-gbps {} / --joint-host-gbps {}: give both (the two links' rates measured at once) or neither",
+         a.joint_copy_gbps, a.joint_host_gbps);
   if ((opt.exec != ExpertExec::gpu || opt.cpu_moe_layers > 0) && !(a.host_gbps > 0))
     fail("--expert-exec {} / --cpu-moe-layers {}: the host link needs --host-gbps (the host kernel's rate, GB/s)",
          a.expert_exec, a.cpu_moe_layers);
@@ -223,7 +234,12 @@ int run_simulate(const SimulateArgs& a) {
                  {"host_gbps", opt.link.host_gbps},
                  {"host_overhead_ns", opt.link.host_overhead_ns},
                  {"split_units", opt.link.split_units},
-                 {"split_copies", opt.link.split_copies}};
+                 {"split_copies", opt.link.split_copies},
+                 {"joint_copy_gbps", opt.link.joint_copy_gbps},
+                 {"joint_host_gbps", opt.link.joint_host_gbps},
+                 {"prefill_tokens", opt.prefill_tokens},
+                 {"runs", opt.runs},
+                 {"warmup_runs", opt.warmup_runs}};
     j["prediction"] = {{"accuracy", opt.prediction.accuracy}, {"seed", opt.prediction.seed}};
     j["simulation_ns"] = sim_ns;
     nlohmann::ordered_json arr = nlohmann::ordered_json::array();
@@ -418,6 +434,24 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                    sub.add_flag("--split-copies", a->split_copies,
                                 "hybrid with --split-units: parts may replace whole copies too (the engine's "
                                 "MOEBENCH_HYBRID_SPLIT=all), not only host experts' parts");
+                   sub.add_option("--joint-copy-gbps", a->joint_copy_gbps,
+                                  "host link: the copies' rate while the host kernel reads too, GB/s (with "
+                                  "--joint-host-gbps: both links on one clock, each slower beside the other)")
+                       ->check(CLI::NonNegativeNumber);
+                   sub.add_option("--joint-host-gbps", a->joint_host_gbps,
+                                  "host link: the host kernel's rate while copies run too, GB/s")
+                       ->check(CLI::NonNegativeNumber);
+                   sub.add_option("--prefill-tokens", a->prefill_tokens,
+                                  "the first N tokens of the trace are the prompt: run through the cache before "
+                                  "decode (chunked, every miss loaded, not timed), as the engine's prefill")
+                       ->check(CLI::NonNegativeNumber);
+                   sub.add_option("--runs", a->runs,
+                                  "replay the trace (prompt, then decode) this many timed times on one cache, as a "
+                                  "case's repetitions (default 1)")
+                       ->check(CLI::PositiveNumber);
+                   sub.add_option("--warmup-runs", a->warmup_runs,
+                                  "untimed replays before the timed ones, as a case's warm-up runs (default 0)")
+                       ->check(CLI::NonNegativeNumber);
                    sub.add_option("--cpu-moe-layers", a->cpu_moe_layers, "the first N layers' experts stay on the host")
                        ->check(CLI::NonNegativeNumber);
                    sub.add_flag("--json", a->json, "print JSON instead of a table");

@@ -129,6 +129,37 @@ profiler::HostKernelRate measure_host_kernel_rate(const ExpertHostStore& store, 
   return r;
 }
 
+std::vector<ExpertKey> host_read_order(int n_layers, int n_experts, const std::vector<ExpertKey>& skip) {
+  if (n_layers <= 0 || n_experts <= 0)
+    fail("host kernel rate: {} layers x {} experts: expected positive sizes", n_layers, n_experts);
+  std::vector<ExpertKey> out;
+  const int64_t total = static_cast<int64_t>(n_layers) * n_experts;
+  for (int64_t i = 0; i < total; ++i) {
+    const ExpertKey k{static_cast<int>(i % n_layers), static_cast<int>(i / n_layers)};
+    if (std::find(skip.begin(), skip.end(), k) == skip.end()) out.push_back(k);
+  }
+  return out;
+}
+
+HostReadSum measure_host_kernel_while(const ExpertHostStore& store, cpu::CpuIsa isa, const std::vector<ExpertKey>& skip,
+                                      const std::function<bool()>& running) {
+  if (store.tier() != HostTier::pinned)
+    fail("host kernel rate: needs the pinned tier's experts in memory, the store is {}", host_tier_name(store.tier()));
+  const int64_t bytes = static_cast<int64_t>(store.expert_bytes());
+  std::vector<float> x(static_cast<size_t>(store.hidden()), 0.01f), y(x.size());
+  std::vector<float> scratch(cpu::cpu_expert_scratch_floats(1, store.inter()));
+  const std::vector<ExpertKey> order = host_read_order(store.n_layers(), store.n_experts(), skip);
+  HostReadSum sum;
+  for (size_t s = 0; s < order.size() && running(); ++s) {
+    const cpu::CpuExpert e = host_store_expert(store, order[s].layer, order[s].expert);
+    const int64_t t0 = profiler::now_ns();
+    cpu::cpu_expert_forward(e, x.data(), y.data(), scratch.data(), 1, isa);
+    const int64_t ns = std::max<int64_t>(1, profiler::now_ns() - t0);
+    if (s > 0 && running()) sum.bytes += bytes, sum.ns += ns, ++sum.samples;
+  }
+  return sum;
+}
+
 profiler::HostKernelRate host_kernel_rate(const ExpertHostStore& store, cpu::CpuIsa isa) {
   static std::mutex mu;
   static std::map<std::string, profiler::HostKernelRate> measured;

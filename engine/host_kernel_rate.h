@@ -19,6 +19,7 @@
 // step's host work cannot beat on average. Median and worst give the spread.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "engine/expert_host_store.h"
@@ -53,6 +54,21 @@ HostRatePlan host_rate_plan(int n_layers, int n_experts, int64_t expert_bytes, i
 // fewer experts than `count` — every key within the store. Throws Error on
 // non-positive sizes.
 std::vector<ExpertKey> both_links_copy_experts(int n_layers, int n_experts, int count);
+// The host kernel's reads while something else runs (both links at once): cold experts of
+// the store in host_rate_plan's order, the ones in `skip` left out, the first unmeasured
+// (it wakes the team), then one sample after another while `running()` holds; a sample
+// counts when running() still holds after it. Bytes and kernel time summed over the
+// counted samples (samples 0: none finished in time).
+struct HostReadSum {
+  int64_t bytes = 0, ns = 0;
+  int samples = 0;
+  double gbps() const { return ns > 0 ? static_cast<double>(bytes) / static_cast<double>(ns) : 0.0; }
+};
+HostReadSum measure_host_kernel_while(const ExpertHostStore& store, cpu::CpuIsa isa, const std::vector<ExpertKey>& skip,
+                                      const std::function<bool()>& running);
+// The experts measure_host_kernel_while reads, in order (the first is the unmeasured one).
+std::vector<ExpertKey> host_read_order(int n_layers, int n_experts, const std::vector<ExpertKey>& skip);
+
 // Best, median and worst of the per-sample rates (GB/s); throws Error on an empty or
 // non-positive list.
 profiler::HostKernelRate summarize_host_rates(std::vector<double> gbps);

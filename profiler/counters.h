@@ -65,6 +65,10 @@ struct HostKernelRate {
   int samples = 0, threads = 0;
   bool cold = false;
   int64_t cache_bytes = 0;
+  // Both links at once (a model with a device buffer to copy into measures it): the
+  // host->device copies' rate and the host kernel's over the same time, GB/s, and the
+  // copies' rate alone just before; 0: not measured.
+  double joint_copy_gbps = 0, joint_host_gbps = 0, solo_copy_gbps = 0;
 };
 
 class ExpertCounters {

@@ -120,6 +120,10 @@ struct ExpertCounters {
   double host_kernel_median_gbps = 0, host_kernel_worst_gbps = 0;  // its spread over
   int64_t host_kernel_samples = 0;                                 // these many experts (0: not recorded)
   bool host_kernel_cold = false;  // they exceeded the last-level cache several times (a memory rate)
+  // Both links at once, measured at model load (host->device copies beside the host
+  // kernel, over the same time), GB/s: their sum is the hybrid bound's joint read of host
+  // memory. 0: not measured (files from before, or a model without a copy scratch).
+  double joint_copy_gbps = 0, joint_host_gbps = 0;
   int64_t slots = 0;            // expert slots of the offloaded cache (0: not recorded, or resident)
   std::vector<int64_t> hits_per_layer;          // (n_layers)
   std::vector<int64_t> misses_per_layer;        // (n_layers)

@@ -152,13 +152,25 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
                                                         cfg.num_experts_per_tok * static_cast<int64_t>(expert_bytes(cfg, f)));
     const double idle_s = std::max(0.0, dense) / (dev.hbm_gbps * 1e9);
     if (exec == "hybrid") {
-      copy_s = hybrid_link_seconds(moved + host, link, host_gbps, idle_s);
+      // Both links read host memory: where their joint read was measured at load, they
+      // carry at most that much together while both run.
+      const double joint = c.experts.joint_copy_gbps > 0 && c.experts.joint_host_gbps > 0
+                               ? c.experts.joint_copy_gbps + c.experts.joint_host_gbps
+                               : 0.0;
+      copy_s = hybrid_link_seconds(moved + host, link, host_gbps, idle_s, joint);
       host_text = fmt::format("hybrid: {}/token of missed experts (copied {} + host {}, measured, decode), best split "
-                              "over {} host->device + {} host kernel ({}), the host idle {:.2f} ms/token (the "
+                              "over {} host->device + {} host kernel ({}){}, the host idle {:.2f} ms/token (the "
                               "non-expert weights over HBM)",
                               profiler::format_bytes(moved + host), profiler::format_bytes(moved),
                               profiler::format_bytes(host), profiler::format_gbps(link), profiler::format_gbps(host_gbps),
-                              measured, idle_s * 1e3);
+                              measured,
+                              joint > 0 ? fmt::format(", at most {} together while both run (measured at load: copies "
+                                                      "{} beside the host kernel's {})",
+                                                      profiler::format_gbps(std::min(joint, link + host_gbps)),
+                                                      profiler::format_gbps(c.experts.joint_copy_gbps),
+                                                      profiler::format_gbps(c.experts.joint_host_gbps))
+                                        : std::string(),
+                              idle_s * 1e3);
     } else {
       copy_s = std::max(copy_s, host > 0 ? host / (host_gbps * 1e9) + idle_s : 0.0);
       host_text = fmt::format("host link beside the copies: max of {}/token copied / {} host->device, {}/token on the "
@@ -174,6 +186,8 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
   b.bandwidth_gbps = {{"h2d", dev.h2d_gbps}, {"hbm", dev.hbm_gbps}};
   if (disk) b.bandwidth_gbps["disk_read"] = dev.disk_read_gbps;
   if (host_link) b.bandwidth_gbps["host_kernel"] = c.experts.host_kernel_gbps;
+  if (host_link && exec == "hybrid" && c.experts.joint_copy_gbps > 0 && c.experts.joint_host_gbps > 0)
+    b.bandwidth_gbps["joint_host_read"] = c.experts.joint_copy_gbps + c.experts.joint_host_gbps;
   const std::string copies = host_link ? host_text : fmt::format(
       "{}/token of expert copies (measured, decode) / {} {}", profiler::format_bytes(moved), profiler::format_gbps(link),
       link < dev.h2d_gbps ? "disk read (measured; host->device is faster)" : "host->device");

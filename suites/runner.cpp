@@ -121,6 +121,11 @@ void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCount
     e.host_kernel_samples = k.samples;
     e.host_kernel_cold = k.cold;
   }
+  if (const profiler::HostKernelRate& k = p.host_kernel();
+      k.joint_copy_gbps + k.joint_host_gbps > e.joint_copy_gbps + e.joint_host_gbps) {
+    e.joint_copy_gbps = k.joint_copy_gbps;
+    e.joint_host_gbps = k.joint_host_gbps;
+  }
   e.slots = std::max<int64_t>(e.slots, p.slots());
   e.load_time_ns += t.load_ns;
   e.stall_ns += t.stall_ns;

@@ -573,6 +573,32 @@ TEST(Bound, HybridSplitsTheMissedBytesOverBothLinks) {
                                 "GB/s, worst 61.5 GB/s)"),
             std::string::npos)
       << b->description;
+  // Both links measured at once at load (copies 20 GB/s beside the host kernel's 70): while
+  // the host may run they carry at most 90 GB/s together, not 125, and the bound is lower.
+  c.experts.joint_copy_gbps = 20;
+  c.experts.joint_host_gbps = 70;
+  b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 1.0 / (idle + (1e9 - 50e9 * idle) / 90e9), 1e-6);
+  EXPECT_LT(b->value, want);
+  EXPECT_EQ(b->bandwidth_gbps.at("joint_host_read"), 90);
+  EXPECT_NE(b->description.find("at most 90.0 GB/s together while both run"), std::string::npos) << b->description;
+  {
+    reports::Results r;
+    r.device = d;
+    r.cases.push_back(c);
+    r.cases.back().repetitions = static_cast<int>(c.samples.size());
+    const reports::Results back = reports::results_from_json(reports::to_json(r), "round trip");
+    EXPECT_EQ(back.cases[0].experts.joint_copy_gbps, 20);
+    EXPECT_EQ(back.cases[0].experts.joint_host_gbps, 70);
+  }
+  // A joint read above the two solo rates added changes nothing.
+  c.experts.joint_copy_gbps = 60;
+  c.experts.joint_host_gbps = 80;
+  b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, want, 1e-6);
+  c.experts.joint_copy_gbps = c.experts.joint_host_gbps = 0;
   // cpu: the host carries its 0.4 GB at 75 GB/s beside 0.6 GB at 50 GB/s: the slower is 12 ms.
   c.settings.knobs["expert_exec"] = "cpu";
   b = physical_bound(c, cfg, "cuda", d);

@@ -5,6 +5,7 @@
 // numbers). No verdict depends on how fast this machine is.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <set>
 #include <utility>
 
@@ -122,4 +123,36 @@ TEST(HostKernelRate, StoreIsMeasuredOncePerRun) {
                                             static_cast<int64_t>(other->expert_bytes()), last_level_cache_bytes());
   EXPECT_EQ(c.samples, static_cast<int>(plan4.experts.size()) - plan4.flush);  // its own plan, its own measurement
   EXPECT_GT(c.best_gbps, 0);
+}
+
+// Both links at once: the host reads every expert but the copied ones, layer by layer;
+// a sample counts only while the copies still run after it (running() is asked before
+// each read and after it), the first read is never a sample.
+TEST(HostKernelRate, HostBesideTheCopiesCountsOnlyOverlappedSamples) {
+  const std::vector<ExpertKey> skip = both_links_copy_experts(2, 4, 3);  // (1,3) (1,2) (1,1)
+  const std::vector<ExpertKey> order = host_read_order(2, 4, skip);
+  ASSERT_EQ(order.size(), 5u);
+  EXPECT_EQ(order[0], (ExpertKey{0, 0}));
+  EXPECT_EQ(order[1], (ExpertKey{1, 0}));
+  EXPECT_EQ(order[2], (ExpertKey{0, 1}));
+  for (const ExpertKey& k : order) EXPECT_EQ(std::count(skip.begin(), skip.end(), k), 0);
+  EXPECT_THROW(host_read_order(0, 4, {}), Error);
+
+  const WeightSource w = WeightSource::open("synthetic:micro", 3);
+  HostStoreOptions o;
+  o.progress = 0;
+  auto st = ExpertHostStore::pinned(w, aligned_host_allocator(), o);
+  const cpu::CpuIsa isa = cpu::select_cpu_isa("", cpu::host_cpu_features(), "test");
+  // running() true for its first 4 calls: before read 0 (unmeasured: not asked after it),
+  // before read 1 and after it (a sample), before read 2 but not after it (not counted);
+  // then the loop stops.
+  int calls = 0;
+  HostReadSum s = measure_host_kernel_while(*st, isa, {}, [&] { return ++calls <= 4; });
+  EXPECT_EQ(s.samples, 1);
+  EXPECT_EQ(s.bytes, static_cast<int64_t>(st->expert_bytes()));
+  EXPECT_GT(s.gbps(), 0);
+  calls = 0;
+  s = measure_host_kernel_while(*st, isa, {}, [&] { return ++calls <= 1; });  // copies done after the first read
+  EXPECT_EQ(s.samples, 0);
+  EXPECT_EQ(s.gbps(), 0);
 }

@@ -162,6 +162,49 @@ TEST(HybridSplit, PrefetchCopiesAheadOnlyWhatBeatsTheHost) {
   EXPECT_EQ(kept, (std::vector<int32_t>{4}));
 }
 
+TEST(HybridSplit, JointRatesSlowBothLinksWhileBothRun) {
+  // copy 1000 ns, host 500 ns per expert alone; while both run the copies go at half
+  // their speed (0.5 of 1.0 GB/s) and the host at three quarters (1.5 of 2.0).
+  HybridRates r = rates(1.0, 2.0);
+  TwoLinkTimes t = two_link_times(1000, 500, r);
+  EXPECT_EQ(t.copy_end_ns, 1000);  // no joint rates: each alone
+  EXPECT_EQ(t.host_end_ns, 500);
+  EXPECT_EQ(two_link_times(1000, 0, r).host_end_ns, 0);
+  r.joint_copy_gbps = 0.5;
+  r.joint_host_gbps = 1.5;
+  t = two_link_times(1000, 500, r);
+  EXPECT_EQ(t.host_end_ns, 667);   // 500 / 0.75, both running
+  EXPECT_EQ(t.copy_end_ns, 1333);  // 333 done by then, 667 alone after
+  EXPECT_EQ(two_link_copy_left_ns(1000, 500, r, 400), 800);
+  EXPECT_EQ(two_link_copy_left_ns(1000, 500, r, 2000), 0);
+  EXPECT_EQ(two_link_copy_left_ns(1000, 0, r, 400), 600);  // no host work: the copies alone
+  // The host's fixed cost: the copies run alone meanwhile.
+  r.host_overhead_ns = 200;
+  t = two_link_times(1000, 500, r);
+  EXPECT_EQ(t.host_end_ns, 867);
+  EXPECT_EQ(t.copy_end_ns, 1333);  // 200 alone, 333 beside the host (in 667 ns), 467 alone
+  r.host_overhead_ns = 0;
+  // Two misses: alone the links would take one each (1000, 500: a tie with both on the
+  // host, 1000, and ties go to fewer host experts); with the joint rates the copy would
+  // end at 1333, so both go to the host — copies that only slow the host are not made.
+  EXPECT_EQ(hybrid_host_count(2, 0, rates(1.0, 2.0)), 1);
+  EXPECT_EQ(hybrid_host_count(2, 0, r), 2);
+  EXPECT_EQ(hybrid_split_end_ns(2, 0, r), 1000);
+  // Copies ahead beside a long layer (4 host experts, 2000 ns): alone a copy ahead is
+  // free (it lands before the layer ends); with the host slowed to 0.6 of its speed while
+  // it runs it delays the layer more than it gains (2800 against 2500); at 0.9 it gains.
+  const HybridPlan four{4, 0, 1};
+  EXPECT_EQ(hybrid_prefetch_count(1, 0, four, rates(1.0, 2.0)), 1);
+  r.joint_host_gbps = 1.2;
+  EXPECT_EQ(hybrid_prefetch_count(1, 0, four, r), 0);
+  r.joint_host_gbps = 1.8;
+  EXPECT_EQ(hybrid_prefetch_count(1, 0, four, r), 1);
+  EXPECT_EQ(hybrid_layer_left_ns(0, four, r), 2000);
+  EXPECT_EQ(hybrid_layer_left_ns(1000, four, r), 2200);  // 2000 beside the copy (0.9), 200 alone
+  r.joint_host_gbps = -1;
+  EXPECT_THROW(check_hybrid_rates(r, "t"), Error);
+}
+
 TEST(HybridSplit, ExecModes) {
   const HybridRates r = rates(1.0, 1.0);
   EXPECT_EQ(host_count_for(ExpertExec::gpu, 0, 3, 4, 0, r), 0);
@@ -191,6 +234,11 @@ TEST(HybridSplit, LinkSecondsIsTheSumOfRates) {
   EXPECT_DOUBLE_EQ(hybrid_link_seconds(110e9, 55, 55, 0.5), 1.25);
   EXPECT_DOUBLE_EQ(hybrid_link_seconds(20e9, 55, 55, 0.5), 20.0 / 55);
   EXPECT_DOUBLE_EQ(hybrid_link_seconds(27.5e9, 55, 55, 0.5), 0.5);  // the two forms meet
+  // The two links' joint read of host memory measured at 80 GB/s (55 + 55 alone): while
+  // the host may run they carry 80 together, so 110 GB takes 0.5 + (110 - 27.5) / 80 s.
+  EXPECT_DOUBLE_EQ(hybrid_link_seconds(110e9, 55, 55, 0.5, 80), 0.5 + 82.5 / 80);
+  EXPECT_DOUBLE_EQ(hybrid_link_seconds(110e9, 55, 55, 0.5, 200), 1.25);  // above the sum: the sum
+  EXPECT_DOUBLE_EQ(hybrid_link_seconds(110e9, 55, 55, 0, 30), 2.0);      // below a link alone: that link
   MeasuredRate m(3.0);
   EXPECT_DOUBLE_EQ(m.gbps(), 3.0);
   m.add(1000, 500);

@@ -295,3 +295,81 @@ TEST(Simulator, HybridBeatsCopiesOnMixtralLocality) {
   o.link.split_units = 56;
   EXPECT_GT(simulate(t, "lfu-prefetch", 57, o).tokens_per_s, hyb);
 }
+
+TEST(Simulator, JointRatesSlowTheLinksBesideEachOther) {
+  // One layer, top-2, two misses; copy 1000 ns, host 500 ns per expert alone. Alone the
+  // links tie at 1000 ns (one each way); with the copies at half speed and the host at
+  // three quarters while both run, a copy beside the host would end at 1333, so both go
+  // to the host (1000) and nothing is copied.
+  RoutingTrace t = hand(1, 2, {{3, 5}});
+  SimOptions o = host_opts(ExpertExec::hybrid, 1.0, 2.0);
+  SimResult solo = simulate(t, "lru", 4, o);
+  EXPECT_EQ(solo.decode_ns, 1000);
+  EXPECT_EQ(solo.copy_busy_ns, 1000);
+  o.link.joint_copy_gbps = 0.5;
+  o.link.joint_host_gbps = 1.5;
+  SimResult joint = simulate(t, "lru", 4, o);
+  EXPECT_EQ(joint.decode_ns, 1000);
+  EXPECT_EQ(joint.copy_busy_ns, 0);
+  EXPECT_EQ(joint.host_bytes, 2000);
+  // One miss split in tenths (copy 1000, host 500 alone; 0.8 and 0.9 of that beside each
+  // other): 7 parts on the host, 3 over the link, both running for 375 ns and the host
+  // 12.5 ns alone after — the simulator's clock ends the layer where the model does.
+  RoutingTrace one = hand(1, 1, {{3}});
+  o.link.joint_copy_gbps = 0.8;
+  o.link.joint_host_gbps = 1.8;
+  o.link.split_units = 10;
+  SimResult split = simulate(one, "lru", 4, o);
+  EXPECT_EQ(split.host_bytes, 700);
+  EXPECT_EQ(split.split_bytes, 300);
+  const HybridRates r{1.0, 2.0, 1000, 0, 10, false, 0.8, 1.8};
+  EXPECT_NEAR(static_cast<double>(split.decode_ns), static_cast<double>(hybrid_split_end_ns(1, 0, r)), 1.0);
+  EXPECT_NEAR(static_cast<double>(split.decode_ns), 387.5, 1.0);
+  EXPECT_NEAR(static_cast<double>(split.copy_busy_ns), 375, 1.0);
+}
+
+TEST(Simulator, PrefillFillsTheCacheBeforeDecode) {
+  // One layer, top-1: the prompt routes to 3 and 5, decode to 3. Without the prompt the
+  // cpu mode computes all three tokens' experts on the host; with it (the first two steps)
+  // the prefill loads 3 and 5 and the one decode token hits.
+  RoutingTrace t = hand(1, 1, {{3}, {5}, {3}});
+  SimOptions o = host_opts(ExpertExec::cpu, 1.0, 1.0, 100);
+  SimResult cold = simulate(t, "lru", 4, o);
+  EXPECT_EQ(cold.tokens, 3);
+  EXPECT_EQ(cold.counters.host_computed, 3);  // cpu mode takes no slot in decode
+  o.prefill_tokens = 2;
+  SimResult warm = simulate(t, "lru", 4, o);
+  EXPECT_EQ(warm.tokens, 1);
+  EXPECT_EQ(warm.counters.hits, 1);
+  EXPECT_EQ(warm.counters.misses, 0);
+  EXPECT_EQ(warm.counters.host_computed, 0);
+  EXPECT_EQ(warm.decode_ns, 100);  // the compute alone: the prefill is not timed
+  EXPECT_EQ(warm.demand_bytes, 0);
+  o.prefill_tokens = 3;  // nothing left to decode
+  EXPECT_THROW(simulate(t, "lru", 4, o), Error);
+}
+
+TEST(Simulator, RunsReplayTheTraceOnOneCache) {
+  // One layer, top-1: the prompt routes to 3, decode to 5 (1000 ns a copy, 100 ns of
+  // compute). Replayed as a case's warm-up and repetition: the warm-up's decode loads 5,
+  // the timed run hits it; two timed runs: a miss, then a hit.
+  RoutingTrace t = hand(1, 1, {{3}, {5}});
+  SimOptions o = opts(1.0, 1000, 100);
+  o.prefill_tokens = 1;
+  o.warmup_runs = 1;
+  SimResult warm = simulate(t, "lru", 4, o);
+  EXPECT_EQ(warm.tokens, 1);
+  EXPECT_EQ(warm.decode_ns, 100);
+  EXPECT_EQ(warm.counters.misses, 0);
+  EXPECT_EQ(warm.counters.hits, 1);
+  o.warmup_runs = 0;
+  o.runs = 2;
+  SimResult two = simulate(t, "lru", 4, o);
+  EXPECT_EQ(two.tokens, 2);
+  EXPECT_EQ(two.decode_ns, 1100 + 100);
+  EXPECT_EQ(two.counters.misses, 1);
+  EXPECT_EQ(two.counters.hits, 1);
+  EXPECT_EQ(two.demand_bytes, 1000);
+  o.runs = 0;
+  EXPECT_THROW(simulate(t, "lru", 4, o), Error);
+}

@@ -10,8 +10,19 @@ parts (variants/hybrid_split.h split_units_for; --no-split for a run with
 MOEBENCH_HYBRID_SPLIT=0) — and prints the predicted decode tok/s beside the
 measured one. The device work per token is not in the file: pass the resident decode
 step time of the same model and expert format (docs/HYBRID.md). Exits 1 naming the
-file or the case when a field it needs is missing."""
-import argparse, json, subprocess, sys
+file or the case when a field it needs is missing.
+
+By default each case is simulated as the engine runs it: its prompt through the cache
+first (--prefill-tokens: decode starts with the cache the prefill left), then its
+new_tokens - 1 decode steps, replayed for its warm-up runs (untimed) and repetitions
+(timed) on one cache, the routing restarting each time as the engine's does (--cold: the
+old way, --tokens decode steps from an empty cache). A hybrid case whose results carry both links' joint rates (joint_copy_gbps,
+joint_host_gbps, measured at load) is simulated with the joint model: the copies at the
+device's host->device rate alone and the joint one beside the host; the host at its
+solo decode rate — the cpu-mode case's of the same file and format where there is one,
+else the host kernel's median at load — and beside copies at that times the joint
+measurement's share (--no-joint: each link at its decode rate, as before)."""
+import argparse, json, os, subprocess, sys
 
 
 def need(obj, key, where):
@@ -20,7 +31,19 @@ def need(obj, key, where):
     return obj[key]
 
 
-def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=False):
+def cpu_mode_host_gbps(r, dtype):
+    """The decode host rate of the file's cpu-mode case of this expert format (None if none)."""
+    for c in r.get("cases", []):
+        k = c.get("settings", {}).get("knobs", {})
+        e = c.get("experts", {})
+        if c.get("status") == "ok" and k.get("expert_exec") == "cpu" and k.get("expert_dtype") == dtype:
+            hb, hns = e.get("decode_host_bytes", 0), e.get("decode_host_busy_ns", 0)
+            if hb > 0 and hns > 0:
+                return hb / hns
+    return None
+
+
+def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=False, cold=False, no_joint=False):
     name = c.get("name", "?")
     knobs = need(need(c, "settings", name), "knobs", name)
     e = need(c, "experts", name)
@@ -45,15 +68,32 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
     h2d = copy_bytes / copy_ns if copy_ns > 0 and copy_bytes > 0 else need(need(r, "device", "results"), "h2d_gbps", "device")
     args = ["--routing", knobs.get("routing", "mixtral-locality"),
             "--layers", str(cfg["num_hidden_layers"]), "--experts", str(cfg["num_local_experts"]),
-            "--top-k", str(cfg["num_experts_per_tok"]), "--tokens", str(tokens),
+            "--top-k", str(cfg["num_experts_per_tok"]),
             "--seed", str(knobs.get("routing_seed", 1)),
             "--policy", knobs["cache_policy"], "--capacity", str(slots),
             "--expert-bytes", str(expert_bytes), "--h2d-gbps", f"{h2d:.3f}",
             "--prefetch-accuracy", str(knobs.get("prefetch_accuracy", 0.8)),
             "--compute-ms-per-token", str(compute_ms), "--json"]
+    if cold:
+        args += ["--tokens", str(tokens)]
+    else:
+        prompt, new = need(c, "prompt_tokens", name), need(c, "new_tokens", name)
+        if new < 2:
+            sys.exit(f"hybrid_simulate: case {name} decoded {new} token(s): nothing to simulate after its prefill")
+        runs, warmup = max(1, int(c.get("repetitions", 1))), max(0, int(c.get("warmup", 0)))
+        args += ["--tokens", str(prompt + new - 1), "--prefill-tokens", str(prompt),
+                 "--runs", str(runs), "--warmup-runs", str(warmup)]
     if exe != "gpu" or cpu_layers > 0:
         hb, hns = e.get("decode_host_bytes", 0), e.get("decode_host_busy_ns", 0)
         host = hb / hns if hb > 0 and hns > 0 else e.get("host_kernel_gbps", 0)
+        jc, jh, median = e.get("joint_copy_gbps", 0), e.get("joint_host_gbps", 0), e.get("host_kernel_median_gbps", 0)
+        joint = exe == "hybrid" and jc > 0 and jh > 0 and median > 0 and not no_joint
+        if joint:
+            solo = cpu_mode_host_gbps(r, knobs.get("expert_dtype")) or median
+            h2d = need(need(r, "device", "results"), "h2d_gbps", "device")
+            args[args.index("--h2d-gbps") + 1] = f"{h2d:.3f}"
+            host = solo
+            args += ["--joint-copy-gbps", f"{min(jc, h2d):.3f}", "--joint-host-gbps", f"{min(solo, jh * solo / median):.3f}"]
         if not host > 0:
             sys.exit(f"hybrid_simulate: case {name} has the host link but no host rate")
         layers = e.get("decode_host_layers", 0)
@@ -76,6 +116,12 @@ def main():
                     help="the case ran with MOEBENCH_HYBRID_SPLIT=0 (whole experts per link)")
     ap.add_argument("--split-copies", action="store_true",
                     help="the case ran with MOEBENCH_HYBRID_SPLIT=all (copies may give way to parts)")
+    ap.add_argument("--json", default="",
+                    help="also write every case's measured and simulated tok/s and the simulator's JSON to this file")
+    ap.add_argument("--cold", action="store_true",
+                    help="decode --tokens steps from an empty cache (no prefill), as before")
+    ap.add_argument("--no-joint", action="store_true",
+                    help="each link at its decode rate (the case ran with MOEBENCH_HYBRID_JOINT=0, or as before)")
     a = ap.parse_args()
     try:
         with open(a.results) as f:
@@ -87,16 +133,25 @@ def main():
              and (not a.case or c.get("name") == a.case)]
     if not cases:
         sys.exit(f"hybrid_simulate: {a.results}: no ok pinned-tier case{' named ' + a.case if a.case else ''}")
+    rows = []
     print(f"{'case':<40} {'measured tok/s':>15} {'simulated tok/s':>16} {'difference':>11}")
     for c in cases:
-        args = simulate_args(r, c, a.tokens, a.compute_ms_per_token, a.no_split, a.split_copies)
+        args = simulate_args(r, c, a.tokens, a.compute_ms_per_token, a.no_split, a.split_copies, a.cold, a.no_joint)
         out = subprocess.run([a.moebench, "simulate"] + args, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"hybrid_simulate: case {c['name']}: moebench simulate {' '.join(args)}: {out.stderr.strip()}")
-        sim = json.loads(out.stdout)["results"][0]["tokens_per_s"]
+        simulated = json.loads(out.stdout)
+        sim = simulated["results"][0]["tokens_per_s"]
         measured = c["aggregates"]["decode_tok_s"]
+        rows.append({"case": c["name"], "measured_tok_s": measured, "simulated_tok_s": sim,
+                     "difference": sim / measured - 1, "args": args, "simulate": simulated})
         print(f"{c['name']:<40} {measured:>15.2f} {sim:>16.2f} {100 * (sim / measured - 1):>+10.1f}%")
         print(f"  moebench simulate {' '.join(args)}")
+    if a.json:
+        tmp = a.json + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"results": a.results, "cases": rows}, f, indent=2)
+        os.replace(tmp, a.json)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <tuple>
 #include <utility>
 
 #include "common/error.h"
@@ -32,6 +33,8 @@ void check_hybrid_rates(const HybridRates& r, const std::string& what) {
   if (r.host_overhead_ns < 0) fail("{}: host_overhead_ns is {}, expected >= 0", what, r.host_overhead_ns);
   if (r.split_units < 1 || r.split_units > 4096)
     fail("{}: split_units is {}, expected 1 (whole experts) .. 4096", what, r.split_units);
+  if (r.joint_copy_gbps < 0 || r.joint_host_gbps < 0)
+    fail("{}: joint rates {} / {} GB/s, expected >= 0 (0: not measured)", what, r.joint_copy_gbps, r.joint_host_gbps);
   const double slowest = static_cast<double>(r.expert_bytes) / std::min(r.copy_gbps, r.host_gbps);
   if (!(slowest < 0x1p52))
     fail("{}: one expert takes {:.3g} ns on the slower link, over the 2^52 ns the model holds", what, slowest);
@@ -52,6 +55,68 @@ int split_units_for(int64_t inter) {
 
 namespace {
 
+// Each link's speed while both run, as a share of its solo speed (1 without joint rates).
+std::pair<double, double> joint_shares(const HybridRates& r) {
+  if (!r.joint()) return {1.0, 1.0};
+  return {std::clamp(r.joint_copy_gbps / r.copy_gbps, 1e-6, 1.0), std::clamp(r.joint_host_gbps / r.host_gbps, 1e-6, 1.0)};
+}
+
+// The two-phase schedule of two_link_times: (the time both run, the copy's solo ns done
+// by then) after the host's fixed cost `o`.
+struct Phases {
+  double o = 0, both = 0, copy_left = 0, host = 0, fc = 1, fh = 1;
+};
+Phases phases(int64_t copy_ns, int64_t host_ns, const HybridRates& r) {
+  Phases p;
+  std::tie(p.fc, p.fh) = joint_shares(r);
+  p.o = static_cast<double>(r.host_overhead_ns);
+  p.copy_left = std::max(0.0, static_cast<double>(std::max<int64_t>(0, copy_ns)) - p.o);  // after the fixed cost
+  p.host = static_cast<double>(std::max<int64_t>(0, host_ns));
+  p.both = std::min(p.copy_left / p.fc, p.host / p.fh);
+  return p;
+}
+
+}  // namespace
+
+TwoLinkTimes two_link_times(int64_t copy_ns, int64_t host_ns, const HybridRates& r) {
+  TwoLinkTimes t;
+  copy_ns = std::max<int64_t>(0, copy_ns);
+  if (host_ns <= 0) {
+    t.copy_end_ns = copy_ns;
+    return t;
+  }
+  if (!r.joint()) {
+    t.copy_end_ns = copy_ns;
+    t.host_end_ns = r.host_overhead_ns + host_ns;
+    return t;
+  }
+  const Phases p = phases(copy_ns, host_ns, r);
+  // both run for p.both, then the one left runs alone
+  const double copy_end = p.copy_left > 0 ? p.o + p.both + (p.copy_left - p.both * p.fc) : static_cast<double>(copy_ns);
+  const double host_end = p.o + p.both + (p.host - p.both * p.fh);
+  t.copy_end_ns = std::llround(copy_end);
+  t.host_end_ns = std::llround(host_end);
+  return t;
+}
+
+int64_t two_link_copy_left_ns(int64_t copy_ns, int64_t host_ns, const HybridRates& r, int64_t at_ns) {
+  copy_ns = std::max<int64_t>(0, copy_ns);
+  const double at = static_cast<double>(std::max<int64_t>(0, at_ns));
+  if (host_ns <= 0 || !r.joint()) return std::max<int64_t>(0, copy_ns - std::max<int64_t>(0, at_ns));
+  const Phases p = phases(copy_ns, host_ns, r);
+  double done = std::min(at, p.o);                          // alone during the fixed cost
+  done += std::min(std::max(0.0, at - p.o), p.both) * p.fc;  // beside the host
+  done += std::max(0.0, at - p.o - p.both);                  // alone again
+  return std::max<int64_t>(0, std::llround(static_cast<double>(copy_ns) - done));
+}
+
+namespace {
+
+// The end of a layer whose link has copy_ns queued and whose host has host_ns of work.
+int64_t layer_end(int64_t copy_ns, int64_t host_ns, const HybridRates& r) {
+  return two_link_times(copy_ns, host_ns, r).end_ns();
+}
+
 // The best split of n misses: (host parts, the end of the slower link). First whole
 // experts (the h in 0..n); then, with parts (U > 1) and h > 0, the first of the h host
 // experts may give parts back to the link: its u in ((h - 1) U, h U) host parts, where
@@ -66,21 +131,20 @@ std::pair<int64_t, int64_t> best_split(int n_miss, int64_t backlog_ns, const Hyb
   int best = 0;
   int64_t best_end = backlog + n * c;
   for (int n_host = 1; n_host <= n; ++n_host) {
-    const int64_t end = std::max(backlog + (n - n_host) * c, r.host_overhead_ns + n_host * h);
+    const int64_t end = layer_end(backlog + (n - n_host) * c, n_host * h, r);
     if (end < best_end) best = n_host, best_end = end;
   }
   int64_t best_u = best * U;
   if (U > 1 && r.split_copies) {  // any parts: copies may give way to parts too
     const int64_t parts = static_cast<int64_t>(n) * U;
     for (int64_t u = 0; u <= parts; ++u) {
-      const int64_t end = u > 0 ? std::max(backlog + (parts - u) * c / U, r.host_overhead_ns + u * h / U)
-                                : backlog + parts * c / U;
+      const int64_t end = layer_end(backlog + (parts - u) * c / U, u * h / U, r);
       if (end < best_end) best_u = u, best_end = end;
     }
   } else if (U > 1 && best > 0) {
     const int64_t copied_end = backlog + (n - best) * c;
     for (int64_t u = best * U - 1; u > (best - 1) * U; --u) {
-      const int64_t end = std::max(copied_end + (best * U - u) * c / U, r.host_overhead_ns + u * h / U);
+      const int64_t end = layer_end(copied_end + (best * U - u) * c / U, u * h / U, r);
       if (end < best_end) best_u = u, best_end = end;
     }
   }
@@ -113,6 +177,10 @@ HybridPlan hybrid_plan_for(ExpertExec exec, int cpu_moe_layers, int layer, int n
 int64_t plan_host_ns(const HybridPlan& p, const HybridRates& r) {
   const int64_t parts = p.host_parts();
   return parts > 0 ? r.host_overhead_ns + parts * host_ns_per_expert(r) / p.split_units : 0;
+}
+
+int64_t plan_host_work_ns(const HybridPlan& p, const HybridRates& r) {
+  return p.host_parts() * host_ns_per_expert(r) / p.split_units;
 }
 
 int64_t plan_split_copy_ns(const HybridPlan& p, const HybridRates& r) {
@@ -148,13 +216,29 @@ int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, int64_t layer_left_ns,
   return best;
 }
 
+int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, const HybridPlan& p, const HybridRates& r) {
+  if (!r.joint()) return hybrid_prefetch_count(n_pred, backlog_ns, hybrid_layer_left_ns(backlog_ns, p, r), r);
+  const int64_t c = copy_ns_per_expert(r), backlog = std::max<int64_t>(0, backlog_ns);
+  const int64_t host = plan_host_work_ns(p, r);
+  const int64_t backlog_end = two_link_times(backlog, host, r).copy_end_ns;  // copies ahead queue after it
+  int best = 0;
+  int64_t best_end = INT64_MAX;
+  for (int k = 0; k <= n_pred; ++k) {
+    const int64_t queue = backlog + k * c;
+    const int64_t this_end = std::max(backlog_end, host > 0 ? two_link_times(queue, host, r).host_end_ns : 0);
+    const int64_t queued = two_link_copy_left_ns(queue, host, r, this_end);
+    const int64_t end = this_end + std::max(queued, hybrid_split_end_ns(n_pred - k, queued, r));
+    if (end < best_end) best = k, best_end = end;  // ties: leave it
+  }
+  return best;
+}
+
 int64_t hybrid_layer_left_ns(int64_t backlog_ns, int n_host, const HybridRates& r) {
-  const int64_t host = n_host > 0 ? r.host_overhead_ns + n_host * host_ns_per_expert(r) : 0;
-  return std::max(std::max<int64_t>(0, backlog_ns), host);
+  return layer_end(backlog_ns, n_host > 0 ? n_host * host_ns_per_expert(r) : 0, r);
 }
 
 int64_t hybrid_layer_left_ns(int64_t backlog_ns, const HybridPlan& p, const HybridRates& r) {
-  return std::max(std::max<int64_t>(0, backlog_ns), plan_host_ns(p, r));
+  return layer_end(backlog_ns, plan_host_work_ns(p, r), r);
 }
 
 void keep_prefetches(const ExpertCache& cache, int layer, std::span<const int32_t> ids, int k,
@@ -194,12 +278,14 @@ void mark_host_experts(std::span<const int32_t> misses, int n_host, int n_expert
   for (int i = n - n_host; i < n; ++i) host[misses[i]] = 1;
 }
 
-double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps, double host_idle_s) {
+double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps, double host_idle_s, double joint_gbps) {
   const double c = std::max(0.0, copy_gbps) * 1e9, h = std::max(0.0, host_gbps) * 1e9;
   if (!(c + h > 0)) fail("hybrid bound: no link has a positive bandwidth");
   const double idle = std::max(0.0, host_idle_s);
   if (c > 0 && bytes < c * idle) return bytes / c;  // the link alone is done before the host could start
-  return (bytes + h * idle) / (c + h);
+  // both links at once: their solo rates added, or less where their joint read is measured
+  const double both = joint_gbps > 0 ? std::min(c + h, std::max({joint_gbps * 1e9, c, h})) : c + h;
+  return idle + (bytes - c * idle) / both;
 }
 
 }  // namespace moebench

@@ -25,6 +25,14 @@
 // overhead_ns + (n_host - 1 + j / U) x host_ns. With split_copies the parts run over
 // all n x U parts of the layer (copies may give way to parts: both links end together,
 // but nothing new lands in the cache).
+//
+// The joint model (HybridRates joint_copy_gbps, joint_host_gbps > 0): both links read the
+// same host memory, so while both run each is slower than alone (measured at load: the
+// copies and the host kernel at once). The layer's times then come from
+// two_link_times(): the link alone during the host's fixed cost, both at their joint
+// rates until one is done, the other alone to its end. The splits and the copies ahead
+// above compare those ends instead of each link's solo end; without joint rates they are
+// the solo ends (each link at its own rate, max of the two).
 #pragma once
 #include <cstdint>
 #include <span>
@@ -48,7 +56,26 @@ struct HybridRates {
   int64_t host_overhead_ns = 0;  // fixed cost of a layer with host work
   int split_units = 1;           // parts one expert's rows may be split into (1: whole experts)
   bool split_copies = false;     // parts may replace whole copies too (else only host experts split)
+  // Each link's rate while the other runs too (both read host memory); 0: not measured,
+  // each link at its solo rate whatever the other does.
+  double joint_copy_gbps = 0;
+  double joint_host_gbps = 0;
+  bool joint() const { return joint_copy_gbps > 0 && joint_host_gbps > 0; }
 };
+
+// When a layer's two links end, from the layer's start: the link has `copy_ns` of copies
+// queued (solo time), the host `host_ns` of kernel work (solo time, 0: none) that starts
+// after host_overhead_ns. With joint rates, while both run the copies progress at
+// joint_copy / copy of their solo speed and the host at joint_host / host; without, each
+// at its own (copy_end = copy_ns, host_end = overhead + host_ns).
+struct TwoLinkTimes {
+  int64_t copy_end_ns = 0;
+  int64_t host_end_ns = 0;  // 0 without host work
+  int64_t end_ns() const { return copy_end_ns > host_end_ns ? copy_end_ns : host_end_ns; }
+};
+TwoLinkTimes two_link_times(int64_t copy_ns, int64_t host_ns, const HybridRates& r);
+// The link's queue (solo ns) still left at `at_ns` after the layer's start, as above.
+int64_t two_link_copy_left_ns(int64_t copy_ns, int64_t host_ns, const HybridRates& r, int64_t at_ns);
 
 // The parts an expert of `inter` intermediate rows splits into: parts of 256 rows (a
 // part's w2 columns are a 512-byte run of each bf16 row) where inter is a multiple of
@@ -90,6 +117,8 @@ HybridPlan hybrid_plan_for(ExpertExec exec, int cpu_moe_layers, int layer, int n
 // The host's time for a plan (overhead + host parts x host_ns / U; 0 without host work)
 // and the link's for the split expert's copied parts ((U - split_parts) x copy_ns / U).
 int64_t plan_host_ns(const HybridPlan& p, const HybridRates& r);
+// The host's kernel work of a plan alone (plan_host_ns without the fixed cost).
+int64_t plan_host_work_ns(const HybridPlan& p, const HybridRates& r);
 int64_t plan_split_copy_ns(const HybridPlan& p, const HybridRates& r);
 
 // The end of the slower link for the best split of n misses (0 for none).
@@ -104,10 +133,18 @@ int64_t hybrid_split_end_ns(int n_miss, int64_t backlog_ns, const HybridRates& r
 // q(k))): the k with the earliest end, ties to the smaller k (a prediction may be wrong:
 // a copy ahead that gains nothing spends link time on a guess).
 int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, int64_t layer_left_ns, const HybridRates& r);
+// The same with the current layer's plan, for the joint model: copying k ahead may slow
+// this layer's host work (both read host memory), so the current layer ends at LE(k) =
+// max(the host's end with backlog + k copies queued, the backlog's end) and the next
+// starts with q(k) = the queue left then; the k with the smallest LE(k) + the next
+// layer's end from q(k), ties to the smaller k. Without joint rates LE(k) is the same for
+// every k and this is the count above with layer_left = hybrid_layer_left_ns(backlog, p).
+int hybrid_prefetch_count(int n_pred, int64_t backlog_ns, const HybridPlan& p, const HybridRates& r);
 // The time until a layer ends by the model: the slower of the link's queue and the
 // host's work (overhead + n_host x host_ns, or 0 without host experts).
 int64_t hybrid_layer_left_ns(int64_t backlog_ns, int n_host, const HybridRates& r);
-// The same for a plan with a split expert (its host parts counted).
+// The same for a plan with a split expert (its host parts counted); with joint rates the
+// end of two_link_times(backlog, the plan's host work).
 int64_t hybrid_layer_left_ns(int64_t backlog_ns, const HybridPlan& p, const HybridRates& r);
 // `ids` ((n_tokens, top_k) predicted for `layer`) with the not resident experts after
 // the first `k` distinct ones removed: what to pass to the cache's prefetch.
@@ -132,8 +169,11 @@ void mark_host_experts(std::span<const int32_t> misses, int n_host, int n_expert
 // device work. With T the time, the host carries at most host x (T - idle) and the link
 // copy x T, so T >= (bytes + host x idle) / (copy + host) when that leaves the host work
 // (bytes >= copy x idle), else bytes / copy. idle 0: bytes / (copy + host). The hybrid
-// bound's link term.
-double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps, double host_idle_s = 0);
+// bound's link term. joint_gbps > 0: the two links' reads of host memory together when
+// both run (measured), so while the host may run both carry at most
+// min(copy + host, max(joint, copy, host)): T >= idle + (bytes - copy x idle) / that.
+double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps, double host_idle_s = 0,
+                           double joint_gbps = 0);
 
 // A rate measured as it goes: bytes and busy time summed; gbps() falls back to
 // `initial` until something was measured.

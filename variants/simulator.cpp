@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <deque>
 #include <limits>
 
 #include "common/error.h"
@@ -29,6 +30,140 @@ int64_t times(int64_t a, int64_t b, const char* what) {
   return r;
 }
 
+// The two links as fluid queues on one clock (the joint model, simulator.h): copies FIFO
+// at full speed alone and at `fc` of it beside the host's kernel; the host's work after
+// its fixed cost at full speed alone and at `fh` beside copies. Times in ns (double).
+class FluidLinks {
+ public:
+  FluidLinks(double fc, double fh, std::vector<int64_t>& ready_at) : fc_(fc), fh_(fh), ready_at_(ready_at) {}
+  // Queues a copy of `solo_ns` (key -1: a split part, nothing lands); returns its number.
+  int64_t copy(int64_t key, int64_t solo_ns) {
+    q_.push_back(Item{key, static_cast<double>(solo_ns), next_++});
+    return next_ - 1;
+  }
+  bool in_flight(int64_t n) const { return n >= popped_; }
+  // The copies still queued, in solo ns (the split's backlog).
+  int64_t backlog_ns() const {
+    double sum = 0;
+    for (const Item& i : q_) sum += i.left;
+    return std::llround(sum);
+  }
+  // The host starts `work_ns` of kernel work after `overhead_ns` from now.
+  void host(int64_t overhead_ns, int64_t work_ns) {
+    host_from_ = t_ + static_cast<double>(overhead_ns);
+    host_left_ = static_cast<double>(work_ns);
+    host_busy_ += static_cast<double>(overhead_ns);
+  }
+  // Runs both to time `t` (nothing past it).
+  void run_to(double t) {
+    while (t_ < t && step(t)) {
+    }
+    t_ = std::max(t_, t);
+  }
+  // Runs until copy number `last` (and every one before it) has landed and the host is
+  // done; returns the time.
+  double run_until_done(int64_t last) {
+    while ((last >= popped_ && !q_.empty()) || host_left_ > 0) step(std::numeric_limits<double>::infinity());
+    return t_;
+  }
+  // Runs both to `t`, then lands every copy still queued and ends the host's work there
+  // (an untimed prompt follows: what was in flight is through by its end).
+  void settle(double t) {
+    run_to(t);
+    for (const Item& i : q_)
+      if (i.key >= 0) ready_at_[static_cast<size_t>(i.key)] = std::llround(t_);
+    popped_ = next_;
+    q_.clear();
+    host_left_ = 0;
+  }
+  double now() const { return t_; }
+  double copy_busy() const { return copy_busy_; }
+  double host_busy() const { return host_busy_; }
+
+ private:
+  struct Item {
+    int64_t key;
+    double left;
+    int64_t n;
+  };
+  // One event: the head copy lands, the host finishes or starts, or `limit`. False when
+  // nothing runs before `limit`.
+  bool step(double limit) {
+    const bool host_waits = host_left_ > 0 && t_ < host_from_;
+    const bool host_on = host_left_ > 0 && !host_waits;
+    const bool copy_on = !q_.empty();
+    if (!host_on && !copy_on && !host_waits) return false;
+    const double rc = host_on ? fc_ : 1.0, rh = copy_on ? fh_ : 1.0;
+    double dt = limit - t_;
+    if (host_waits) dt = std::min(dt, host_from_ - t_);
+    if (copy_on) dt = std::min(dt, q_.front().left / rc);
+    if (host_on) dt = std::min(dt, host_left_ / rh);
+    dt = std::max(0.0, dt);
+    t_ += dt;
+    if (copy_on) {
+      copy_busy_ += dt;
+      Item& f = q_.front();
+      f.left -= dt * rc;
+      if (f.left <= 1e-6 * std::max(1.0, dt)) {
+        if (f.key >= 0) ready_at_[static_cast<size_t>(f.key)] = std::llround(t_);
+        popped_ = f.n + 1;
+        q_.pop_front();
+      }
+    }
+    if (host_on) {
+      host_busy_ += dt;
+      host_left_ -= dt * rh;
+      if (host_left_ <= 1e-6 * std::max(1.0, dt)) host_left_ = 0;
+    }
+    return true;
+  }
+  double fc_, fh_;
+  std::vector<int64_t>& ready_at_;
+  std::deque<Item> q_;
+  int64_t next_ = 0, popped_ = 0;
+  double t_ = 0, host_from_ = 0, host_left_ = 0, copy_busy_ = 0, host_busy_ = 0;
+};
+
+CacheCounters counters_minus(CacheCounters a, const CacheCounters& b) {
+  a.accesses -= b.accesses;
+  a.hits -= b.hits;
+  a.misses -= b.misses;
+  a.prefetch_loads -= b.prefetch_loads;
+  a.evictions -= b.evictions;
+  a.prefetch_hits -= b.prefetch_hits;
+  a.prefetch_wasted -= b.prefetch_wasted;
+  a.prefetch_skipped -= b.prefetch_skipped;
+  a.host_computed -= b.host_computed;
+  return a;  // warm_loads: before the prompt, kept
+}
+
+// The prompt (SimOptions::prefill_tokens): its steps in forwards through every layer, every
+// miss loaded (the cpu layers' on the host), no prefetch; not timed.
+void run_prefill(const RoutingTrace& trace, int prefill_tokens, int cpu_moe_layers, ExpertCache& cache) {
+  const CacheShape& shape = cache.shape();
+  // As the engine: the whole prompt in one forward when a layer's experts all fit in the
+  // slots, else chunks of capacity / top_k tokens (each chunk's experts fit at once).
+  const int chunk = shape.capacity >= shape.n_experts ? std::max(1, prefill_tokens)
+                                                      : std::max(1, shape.capacity / std::max(1, shape.top_k));
+  std::vector<int32_t> ids, misses;
+  std::vector<char> host;
+  std::vector<AccessResult> res;
+  for (int s0 = 0; s0 < prefill_tokens; s0 += chunk) {
+    const int s1 = std::min(prefill_tokens, s0 + chunk);
+    for (int l = 0; l < trace.n_layers; ++l) {
+      ids.clear();
+      for (int s = s0; s < s1; ++s) ids.insert(ids.end(), trace.ids(s, l).begin(), trace.ids(s, l).end());
+      if (l < cpu_moe_layers) {
+        distinct_misses(cache, l, ids, misses);
+        mark_host_experts(misses, static_cast<int>(misses.size()), trace.n_experts, host);
+        cache.access_layer(s0, l, ids, res, host);
+      } else {
+        cache.access_layer(s0, l, ids, res);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 SimResult simulate(const RoutingTrace& trace, const std::string& policy, int capacity, const SimOptions& opt) {
@@ -42,9 +177,20 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
 
   const bool host_link = opt.exec != ExpertExec::gpu || opt.cpu_moe_layers > 0;
   if (opt.cpu_moe_layers < 0) fail("simulate: cpu_moe_layers is {}, expected >= 0", opt.cpu_moe_layers);
-  HybridRates rates{link.h2d_gbps,        link.host_gbps,   link.expert_bytes, link.host_overhead_ns,
-                    link.split_units, link.split_copies};
+  HybridRates rates{link.h2d_gbps,    link.host_gbps,    link.expert_bytes,    link.host_overhead_ns,
+                    link.split_units, link.split_copies, link.joint_copy_gbps, link.joint_host_gbps};
   if (host_link) check_hybrid_rates(rates, "simulate (host link)");
+  if (opt.runs < 1 || opt.warmup_runs < 0)
+    fail("simulate: runs {} and warmup_runs {}: expected at least one timed run and no negative count", opt.runs,
+         opt.warmup_runs);
+  if (opt.prefill_tokens < 0 || opt.prefill_tokens >= trace.n_steps())
+    fail("simulate: prefill_tokens is {}, expected 0 .. {} (the trace's steps less one to decode)", opt.prefill_tokens,
+         trace.n_steps() - 1);
+  if (opt.prefill_tokens > 0)
+    for (int s = 0; s < opt.prefill_tokens; ++s)
+      if (trace.steps[s].n_tokens != 1)
+        fail("simulate: prefill_tokens needs a trace of one token a step; step {} has {}", s, trace.steps[s].n_tokens);
+  const bool fluid = host_link && rates.joint();
 
   CacheShape shape{trace.n_layers, trace.n_experts, trace.top_k, capacity};
   PolicyContext ctx{shape, &trace, opt.static_usage};
@@ -66,80 +212,167 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
 
   cache.warm_up();  // before step 0: not timed
   const bool spec = cache.speculative();
+  FluidLinks links(fluid ? std::clamp(rates.joint_copy_gbps / rates.copy_gbps, 1e-6, 1.0) : 1.0,
+                   fluid ? std::clamp(rates.joint_host_gbps / rates.host_gbps, 1e-6, 1.0) : 1.0, ready_at);
+  std::vector<int64_t> copy_no(shape.n_keys(), -1);  // fluid: each key's last copy
   Rng rng = prediction_rng(opt.prediction.seed);
   std::vector<AccessResult> res, pre;
   std::vector<int32_t> predicted;
 
-  for (int s = 0; s < trace.n_steps(); ++s) {
-    const int n_tok = trace.steps[s].n_tokens;
-    tokens += n_tok;
-    for (int l = 0; l < trace.n_layers; ++l) {
-      HybridPlan plan;
-      if (host_link) {
-        distinct_misses(cache, l, trace.ids(s, l), misses);
-        plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                               std::max<int64_t>(0, link_free - now), rates);
-        mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
-        cache.access_layer(s, l, trace.ids(s, l), res, host);
+  // The runs (simulator.h): each its prompt (untimed, after what is still in flight has
+  // landed) then its decode; the timed runs' decode time, tokens, counters and work add up.
+  const int n_runs = opt.warmup_runs + opt.runs;
+  CacheCounters timed;
+  int64_t timed_ns = 0, timed_stall = 0, timed_tokens = 0, timed_host_parts = 0, timed_split_parts = 0;
+  double timed_host_busy = 0, timed_copy_busy = 0;
+  for (int run = 0; run < n_runs; ++run) {
+    if (run > 0 || opt.prefill_tokens > 0) {
+      if (fluid) {
+        links.settle(static_cast<double>(now));
       } else {
-        cache.access_layer(s, l, trace.ids(s, l), res);
+        for (int64_t& t : ready_at) t = std::min(t, now);
+        link_free = std::min(link_free, now);
+        host_free = std::min(host_free, now);
       }
-      int64_t ready = now;
-      for (const AccessResult& r : res) {
-        if (r.host) continue;
-        KeyIndex k = shape.index(r.key);
-        if (!r.hit) {
-          link_free = add_ns(std::max(link_free, now), load_ns);
-          copy_busy = add_ns(copy_busy, load_ns);
-          ready_at[k] = link_free;
+    }
+    run_prefill(trace, opt.prefill_tokens, opt.cpu_moe_layers, cache);
+    if (run > 0) rng = prediction_rng(opt.prediction.seed);  // the engine's routing restarts every generation
+    const CacheCounters run_counters = cache.counters();
+    const int64_t run_now = now, run_stall = stall, run_tokens = tokens, run_host_parts = host_parts,
+                  run_split_parts = split_parts;
+    const double run_host_busy = fluid ? links.host_busy() : static_cast<double>(host_busy),
+                 run_copy_busy = fluid ? links.copy_busy() : static_cast<double>(copy_busy);
+    for (int s = opt.prefill_tokens; s < trace.n_steps(); ++s) {
+      const int n_tok = trace.steps[s].n_tokens;
+      tokens += n_tok;
+      for (int l = 0; l < trace.n_layers; ++l) {
+        if (fluid) {  // the joint model: both links on one clock (simulator.h)
+          links.run_to(static_cast<double>(now));
+          distinct_misses(cache, l, trace.ids(s, l), misses);
+          const HybridPlan plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
+                                                  links.backlog_ns(), rates);
+          mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
+          cache.access_layer(s, l, trace.ids(s, l), res, host);
+          int64_t last = -1;  // the last copy this layer waits for
+          for (const AccessResult& r : res) {
+            if (r.host) continue;
+            const KeyIndex k = shape.index(r.key);
+            if (!r.hit) copy_no[k] = links.copy(k, load_ns);
+            if (copy_no[k] >= 0 && links.in_flight(copy_no[k])) last = std::max(last, copy_no[k]);
+          }
+          if (plan.split_parts > 0) {  // the split expert's copied parts: after this layer's copies
+            last = std::max(last, links.copy(-1, plan_split_copy_ns(plan, rates)));
+            split_parts += plan.split_units - plan.split_parts;
+          }
+          if (plan.host_parts() > 0) {
+            links.host(rates.host_overhead_ns, plan_host_work_ns(plan, rates));
+            host_parts += plan.host_parts();
+          }
+          if (spec && l + 1 < trace.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
+            degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
+            if (opt.exec == ExpertExec::hybrid) {
+              distinct_misses(cache, l + 1, predicted, misses);
+              const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), links.backlog_ns(), plan, rates);
+              keep_prefetches(cache, l + 1, predicted, k, kept);
+              cache.prefetch(s, l + 1, kept, pre);
+            } else {
+              cache.prefetch(s, l + 1, predicted, pre);
+            }
+            for (const AccessResult& r : pre) {  // issued as the layer starts, behind its copies
+              const KeyIndex k = shape.index(r.key);
+              copy_no[k] = links.copy(k, load_ns);
+            }
+          }
+          const int64_t ready = std::max(now, static_cast<int64_t>(std::llround(links.run_until_done(last))));
+          stall = add_ns(stall, ready - now);
+          now = add_ns(ready, times(link.compute_ns_per_layer, n_tok, "the compute time of a step"));
+          continue;
         }
-        ready = std::max(ready, ready_at[k]);
-      }
-      if (plan.split_parts > 0) {  // the split expert's copied parts: after this layer's copies
-        const int64_t part = plan_split_copy_ns(plan, rates);
-        link_free = add_ns(std::max(link_free, now), part);
-        copy_busy = add_ns(copy_busy, part);
-        split_parts += plan.split_units - plan.split_parts;
-        ready = std::max(ready, link_free);
-      }
-      if (plan.host_parts() > 0) {
-        const int64_t work = plan_host_ns(plan, rates);
-        host_free = add_ns(std::max(host_free, now), work);
-        host_busy = add_ns(host_busy, work);
-        host_parts += plan.host_parts();
-        ready = std::max(ready, host_free);
-      }
-      stall = add_ns(stall, ready - now);
-      if (spec && l + 1 < trace.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
-        degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
-        if (opt.exec == ExpertExec::hybrid) {  // copy ahead only what beats the host (hybrid_split.h)
-          const int64_t backlog = std::max<int64_t>(0, link_free - now);
-          distinct_misses(cache, l + 1, predicted, misses);
-          const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), backlog,
-                                              hybrid_layer_left_ns(backlog, plan, rates), rates);
-          keep_prefetches(cache, l + 1, predicted, k, kept);
-          cache.prefetch(s, l + 1, kept, pre);
+        HybridPlan plan;
+        if (host_link) {
+          distinct_misses(cache, l, trace.ids(s, l), misses);
+          plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
+                                 std::max<int64_t>(0, link_free - now), rates);
+          mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
+          cache.access_layer(s, l, trace.ids(s, l), res, host);
         } else {
-          cache.prefetch(s, l + 1, predicted, pre);
+          cache.access_layer(s, l, trace.ids(s, l), res);
         }
-        // With the host link the engine issues the prefetches as the layer starts (before
-        // the host computes): they queue behind the copies, not behind the layer.
-        const int64_t issue = host_link ? now : ready;
-        for (const AccessResult& r : pre) {
-          link_free = add_ns(std::max(link_free, issue), load_ns);
-          copy_busy = add_ns(copy_busy, load_ns);
-          ready_at[shape.index(r.key)] = link_free;
+        int64_t ready = now;
+        for (const AccessResult& r : res) {
+          if (r.host) continue;
+          KeyIndex k = shape.index(r.key);
+          if (!r.hit) {
+            link_free = add_ns(std::max(link_free, now), load_ns);
+            copy_busy = add_ns(copy_busy, load_ns);
+            ready_at[k] = link_free;
+          }
+          ready = std::max(ready, ready_at[k]);
         }
+        if (plan.split_parts > 0) {  // the split expert's copied parts: after this layer's copies
+          const int64_t part = plan_split_copy_ns(plan, rates);
+          link_free = add_ns(std::max(link_free, now), part);
+          copy_busy = add_ns(copy_busy, part);
+          split_parts += plan.split_units - plan.split_parts;
+          ready = std::max(ready, link_free);
+        }
+        if (plan.host_parts() > 0) {
+          const int64_t work = plan_host_ns(plan, rates);
+          host_free = add_ns(std::max(host_free, now), work);
+          host_busy = add_ns(host_busy, work);
+          host_parts += plan.host_parts();
+          ready = std::max(ready, host_free);
+        }
+        stall = add_ns(stall, ready - now);
+        if (spec && l + 1 < trace.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
+          degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
+          if (opt.exec == ExpertExec::hybrid) {  // copy ahead only what beats the host (hybrid_split.h)
+            const int64_t backlog = std::max<int64_t>(0, link_free - now);
+            distinct_misses(cache, l + 1, predicted, misses);
+            const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), backlog,
+                                                hybrid_layer_left_ns(backlog, plan, rates), rates);
+            keep_prefetches(cache, l + 1, predicted, k, kept);
+            cache.prefetch(s, l + 1, kept, pre);
+          } else {
+            cache.prefetch(s, l + 1, predicted, pre);
+          }
+          // With the host link the engine issues the prefetches as the layer starts (before
+          // the host computes): they queue behind the copies, not behind the layer.
+          const int64_t issue = host_link ? now : ready;
+          for (const AccessResult& r : pre) {
+            link_free = add_ns(std::max(link_free, issue), load_ns);
+            copy_busy = add_ns(copy_busy, load_ns);
+            ready_at[shape.index(r.key)] = link_free;
+          }
+        }
+        now = add_ns(ready, times(link.compute_ns_per_layer, n_tok, "the compute time of a step"));
       }
-      now = add_ns(ready, times(link.compute_ns_per_layer, n_tok, "the compute time of a step"));
+    }
+    if (run + 1 == n_runs) cache.finish();  // the unused prefetches left count with the last run
+    if (run >= opt.warmup_runs) {
+      timed += counters_minus(cache.counters(), run_counters);
+      timed_ns = add_ns(timed_ns, now - run_now);
+      timed_stall = add_ns(timed_stall, stall - run_stall);
+      timed_tokens += tokens - run_tokens;
+      timed_host_parts += host_parts - run_host_parts;
+      timed_split_parts += split_parts - run_split_parts;
+      timed_host_busy += (fluid ? links.host_busy() : static_cast<double>(host_busy)) - run_host_busy;
+      timed_copy_busy += (fluid ? links.copy_busy() : static_cast<double>(copy_busy)) - run_copy_busy;
     }
   }
-  cache.finish();
+  timed.warm_loads = cache.counters().warm_loads;
 
   SimResult out;
   out.policy = policy;
   out.capacity = capacity;
-  out.counters = cache.counters();
+  out.counters = timed;
+  host_busy = std::llround(timed_host_busy);
+  copy_busy = std::llround(timed_copy_busy);
+  host_parts = timed_host_parts;
+  split_parts = timed_split_parts;
+  now = timed_ns;
+  stall = timed_stall;
+  tokens = timed_tokens;
   out.tokens = tokens;
   out.demand_bytes = times(out.counters.misses, link.expert_bytes, "the demand bytes");
   out.prefetch_bytes = times(out.counters.prefetch_loads, link.expert_bytes, "the prefetched bytes");

@@ -30,6 +30,20 @@
 // with the host link the prefetches queue from the layer's start (the engine issues
 // them before the host computes), and hybrid copies ahead only the predicted experts
 // hybrid_prefetch_count allows (the rest are left for the split when needed).
+// The joint model (LinkParams joint_copy_gbps, joint_host_gbps > 0, with the host link):
+// both links read host memory, so while the host computes and copies run each goes at its
+// joint rate (the copies at joint_copy / h2d of their speed, the host at joint_host /
+// host), alone at its own. The link and the host then run as two fluid queues over one
+// clock: the copies FIFO, the host's work of a layer after its fixed cost; a copy lands
+// when its bytes are through. Without joint rates each runs at its own rate as above.
+// The prompt (SimOptions::prefill_tokens > 0): the trace's first prefill_tokens steps are
+// the prefill, run through the cache before decode as the engine runs it — one forward
+// for the whole prompt when the slots hold a layer's experts, else chunks of
+// max(1, capacity / top_k) tokens, every miss loaded (the cpu layers' on the
+// host), no prefetch, not timed — so decode starts with the cache the prefill left; the
+// counters and bytes are decode's alone. With runs / warmup_runs the whole trace is
+// replayed (each run: what is in flight lands, the prompt, the decode; the prediction
+// draws restart), the timed runs' decode adding up.
 // Predictions for `prefetch`: the true choices of layer l+1 at the same step from
 // the trace, each predicted id kept with probability `accuracy`, otherwise
 // replaced by a random expert outside the token's true top-k (seeded). accuracy 1
@@ -56,6 +70,8 @@ struct LinkParams {
   int64_t host_overhead_ns = 0;                    // fixed cost of a layer with host work
   int split_units = 1;                             // hybrid: parts an expert may be split into (1: whole)
   bool split_copies = false;                       // hybrid: parts may replace whole copies (hybrid_split.h)
+  double joint_copy_gbps = 0;                      // the copies' rate while the host computes too (0: none)
+  double joint_host_gbps = 0;                      // the host's rate while copies run too (0: none)
 };
 
 struct PrefetchPrediction {
@@ -91,6 +107,12 @@ struct SimOptions {
   std::vector<int64_t> static_usage;
   ExpertExec exec = ExpertExec::gpu;  // where misses are computed (hybrid_split.h)
   int cpu_moe_layers = 0;             // layers whose experts all stay on the host
+  int prefill_tokens = 0;             // the trace's first steps that are the prompt (not timed)
+  // The trace (its prompt, then its decode) replayed warmup_runs + runs times on one cache,
+  // as the engine runs a case's warm-up and repetitions (the routing restarts every
+  // generation; the cache keeps what it holds); only the last `runs` are timed.
+  int runs = 1;
+  int warmup_runs = 0;
 };
 
 // One policy at one capacity. Throws Error for a bad policy name, a capacity below

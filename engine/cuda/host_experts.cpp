@@ -49,6 +49,18 @@ SplitMode split_mode() {
        v);
 }
 
+// MOEBENCH_HYBRID_JOINT: 1 (default) the split and the copies ahead use the joint model
+// (each link alone and both at once, measured at load) where it was measured; 0: each
+// link at the rate measured in the run, whatever the other does (as before).
+bool joint_model() {
+  const std::string v = env_str("MOEBENCH_HYBRID_JOINT");
+  if (v.empty() || v == "1") return true;
+  if (v == "0") return false;
+  fail("MOEBENCH_HYBRID_JOINT={}: expected 1 (the split uses both links' joint rates measured at load, the default) "
+       "or 0 (each link's rate measured in the run)",
+       v);
+}
+
 }  // namespace
 
 uint64_t HostExperts::split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store) {
@@ -120,6 +132,7 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
       split_units_ = split_units_for(store.inter());
       split_half_ = split_mode() == SplitMode::half;
       split_copies_ = split_mode() == SplitMode::all;
+      joint_ = joint_model();
       measure_both_links();
     } catch (...) {
       destroy_split();
@@ -130,33 +143,55 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
 }
 
 void HostExperts::measure_both_links() {
-  // Copies of whole experts into the scratch (which holds one) back to back, and the host
-  // kernel's cold measurement beside them: both read host memory at once, as in decode.
+  // Into the scratch (it holds one expert): first kSoloCopies copies alone (the link's
+  // solo rate), then enough copies back to back to outlast a few dozen host experts,
+  // with the host kernel measuring cold experts beside them until the last copy lands:
+  // both read host memory at once over the same time, as in decode.
   cudaStream_t cs = provider_.copy_stream();
-  cudaEvent_t a = nullptr, b = nullptr;
-  CUDA_CHECK(cudaEventCreate(&a));
-  CUDA_CHECK(cudaEventCreate(&b));
+  std::vector<cudaEvent_t> ev(4, nullptr);
+  for (cudaEvent_t& e : ev) CUDA_CHECK(cudaEventCreate(&e));
   try {
-    constexpr int kCopies = 8;
+    constexpr int kSoloCopies = 4;
+    constexpr int64_t kJointCopyBytes = 4ll << 30;
     const size_t bytes = std::min<size_t>(store_.expert_bytes(), 3 * matrix_bytes(store_));  // what the scratch holds
-    CUDA_CHECK(cudaEventRecord(a, cs));
-    for (const ExpertKey& k : both_links_copy_experts(store_.n_layers(), store_.n_experts(), kCopies))
-      CUDA_CHECK(cudaMemcpyAsync(split_scratch_, store_.expert(k.layer, k.expert), bytes, cudaMemcpyHostToDevice, cs));
-    CUDA_CHECK(cudaEventRecord(b, cs));
-    profiler::HostKernelRate host;
-    run_on_worker([&] { host = measure_host_kernel_rate(store_, isa_); });
-    const bool copies_outlasted = cudaEventQuery(b) == cudaErrorNotReady;
-    CUDA_CHECK(cudaEventSynchronize(b));
-    both_copy_gbps_ = static_cast<double>(kCopies * bytes) / static_cast<double>(std::max<int64_t>(1, event_elapsed_ns(a, b)));
-    both_host_gbps_ = host.median_gbps;
-    both_overlapped_ = copies_outlasted;
+    const int total = store_.n_layers() * store_.n_experts();
+    const int n_joint = std::clamp(static_cast<int>((kJointCopyBytes + static_cast<int64_t>(bytes) - 1) /
+                                                    static_cast<int64_t>(bytes)),
+                                   8, std::max(8, total / 2));
+    const std::vector<ExpertKey> copied = both_links_copy_experts(store_.n_layers(), store_.n_experts(), n_joint);
+    auto copy_all = [&](int n) {
+      for (int i = 0; i < n; ++i)
+        CUDA_CHECK(cudaMemcpyAsync(split_scratch_, store_.expert(copied[i].layer, copied[i].expert), bytes,
+                                   cudaMemcpyHostToDevice, cs));
+    };
+    CUDA_CHECK(cudaEventRecord(ev[0], cs));
+    copy_all(kSoloCopies);
+    CUDA_CHECK(cudaEventRecord(ev[1], cs));
+    CUDA_CHECK(cudaEventSynchronize(ev[1]));
+    solo_copy_gbps_ = static_cast<double>(kSoloCopies * bytes) / static_cast<double>(std::max<int64_t>(1, event_elapsed_ns(ev[0], ev[1])));
+    CUDA_CHECK(cudaEventRecord(ev[2], cs));
+    copy_all(n_joint);
+    CUDA_CHECK(cudaEventRecord(ev[3], cs));
+    HostReadSum host;
+    run_on_worker([&] {
+      host = measure_host_kernel_while(store_, isa_, copied, [&] { return cudaEventQuery(ev[3]) == cudaErrorNotReady; });
+    });
+    CUDA_CHECK(cudaEventSynchronize(ev[3]));
+    both_copy_gbps_ = static_cast<double>(static_cast<int64_t>(n_joint) * static_cast<int64_t>(bytes)) /
+                      static_cast<double>(std::max<int64_t>(1, event_elapsed_ns(ev[2], ev[3])));
+    both_host_gbps_ = host.gbps();
+    both_samples_ = host.samples;
+    both_overlapped_ = host.samples > 0;
   } catch (...) {
-    cudaEventDestroy(a);
-    cudaEventDestroy(b);
+    for (cudaEvent_t e : ev) cudaEventDestroy(e);
     throw;
   }
-  cudaEventDestroy(a);
-  cudaEventDestroy(b);
+  for (cudaEvent_t e : ev) cudaEventDestroy(e);
+  if (both_overlapped_) {
+    measured_.joint_copy_gbps = both_copy_gbps_;
+    measured_.joint_host_gbps = both_host_gbps_;
+    measured_.solo_copy_gbps = solo_copy_gbps_;
+  }
 }
 
 HostExperts::~HostExperts() {
@@ -218,6 +253,19 @@ void HostExperts::pin_team() {
 HybridRates HostExperts::rates() const {
   const OffloadStats& s = provider_.stats();
   HybridRates r;
+  if (joint_ && both_overlapped_) {
+    // The joint model: each link's rate alone and both at once, as measured at load (the
+    // rates seen in decode mix the two); the fixed cost as measured in the run.
+    r.copy_gbps = solo_copy_gbps_;
+    r.host_gbps = measured_.median_gbps;
+    r.joint_copy_gbps = both_copy_gbps_;
+    r.joint_host_gbps = both_host_gbps_;
+    r.expert_bytes = static_cast<int64_t>(store_.expert_bytes());
+    r.host_overhead_ns = overhead_n_ > 0 ? overhead_sum_ns_ / overhead_n_ : 0;
+    r.split_units = split_units_;
+    r.split_copies = split_copies_;
+    return r;
+  }
   // whole loads and split parts (pitched copies) together: the rate the link gave this run
   const int64_t copy_bytes = s.bytes + split_rate_.bytes(), copy_ns = s.copy_ns + split_rate_.ns();
   r.copy_gbps = copy_ns > 0 && copy_bytes > 0 ? static_cast<double>(copy_bytes) / static_cast<double>(copy_ns)
@@ -271,8 +319,7 @@ void HostExperts::filter_prefetch(int next_layer, std::vector<int32_t>& ids) {
   if (misses_.empty()) return;
   const HybridRates r = rates();
   const int64_t backlog = static_cast<int64_t>(provider_.loads_in_flight()) * copy_ns_per_expert(r);
-  const int k = hybrid_prefetch_count(static_cast<int>(misses_.size()), backlog,
-                                      hybrid_layer_left_ns(backlog, plan_, r), r);
+  const int k = hybrid_prefetch_count(static_cast<int>(misses_.size()), backlog, plan_, r);
   keep_prefetches(provider_.cache(), next_layer, ids, k, kept_);
   ids.swap(kept_);
 }
@@ -389,12 +436,15 @@ std::string HostExperts::describe() const {
                      host_rate_.ns() > 0 ? "measured in decode" : "the split's rate until the host computes:",
                      r.host_gbps, r.copy_gbps, copied ? "" : " (assumed until a copy has finished)",
                      split_units_ > 1
-                         ? fmt::format("a miss may split its rows between the links ({} parts of {} rows{}); both links "
-                                       "at once: copies {:.1f} GB/s, host kernel {:.1f} GB/s (median){}",
+                         ? fmt::format("a miss may split its rows between the links ({} parts of {} rows{}); copies "
+                                       "alone {:.1f} GB/s; both links at once: copies {:.1f} GB/s beside the host "
+                                       "kernel's {:.1f} GB/s ({} experts){}; the split's model: {}",
                                        split_units_, store_.inter() / split_units_,
-                                       split_copies_ ? ", copies too" : ", host experts only", both_copy_gbps_,
-                                       both_host_gbps_,
-                                       both_overlapped_ ? "" : " (the copies ended before the host's samples)")
+                                       split_copies_ ? ", copies too" : ", host experts only", solo_copy_gbps_,
+                                       both_copy_gbps_, both_host_gbps_, both_samples_,
+                                       both_overlapped_ ? "" : " (no host expert finished before the copies)",
+                                       joint_ && both_overlapped_ ? "joint (MOEBENCH_HYBRID_JOINT=1)"
+                                                                  : "each link alone (MOEBENCH_HYBRID_JOINT=0 or not measured)")
                          : std::string("whole experts per link"));
 }
 

@@ -8,7 +8,11 @@
 // with the rates measured so far in this run — the copy link's from the provider's
 // finished copies (OffloadStats), the host's from its own finished expert work (before
 // that, the best cold rate measured for the store: engine/host_kernel_rate.h) — and the copy link's
-// backlog (loads still in flight x the copy time of one). Decode only: a forward whose
+// backlog (loads still in flight x the copy time of one). With a split scratch the
+// model also measures both links at once at load (the copies alone, then copies and
+// the host kernel together over the same time); with those rates (and
+// MOEBENCH_HYBRID_JOINT not 0) the split uses the joint model of hybrid_split.h instead:
+// each link's solo rate at load and both links' joint rates. Decode only: a forward whose
 // device part would exceed kHostMixMaxGpuPairs (expert, token) pairs keeps every miss on
 // the copy path, except in the layers below cpu_moe_layers, where the host computes
 // every pair (nothing of those layers is cached).
@@ -133,11 +137,14 @@ class HostExperts {
   void run_on_worker(const std::function<void()>& job);
   void stop_worker();
   void destroy_split() noexcept;
-  // With a split scratch: the copy link's and the host kernel's rates while both read
-  // host memory at once (diagnostic, in describe()).
+  // With a split scratch: the copy link's rate alone, and both links' rates while both
+  // read host memory at once (in describe(), the results and the joint model).
   void measure_both_links();
-  double both_copy_gbps_ = 0, both_host_gbps_ = 0;
-  bool both_overlapped_ = false;
+  // With the joint rates measured (and MOEBENCH_HYBRID_JOINT not 0) rates() gives the
+  // joint model: copies alone, the host's median cold rate, both at once.
+  double both_copy_gbps_ = 0, both_host_gbps_ = 0, solo_copy_gbps_ = 0;
+  int both_samples_ = 0;
+  bool both_overlapped_ = false, joint_ = false;
   // On the worker: pins thread i of its OpenMP team to the i-th CPU it may run on.
   void pin_team();
 
