@@ -240,7 +240,7 @@ int resident_blocks(size_t smem) {
 
 namespace {
 int block_mode() {
-  static const int mode = env_choice("MOEBENCH_SMALL_MOE_BLOCK", {0, 1, 2, 3}, 0);
+  static const int mode = env_choice("MOEBENCH_SMALL_MOE_BLOCK", {0, 1, 2, 3, 4}, 0);
   return mode;
 }
 
@@ -277,7 +277,8 @@ void launch_block(float* x_in, const __nv_bfloat16* att, const __nv_bfloat16* wo
 }  // namespace
 
 bool moe_small_block_enabled() { return block_mode() != 0; }
-bool moe_small_block_o_proj_enabled() { return block_mode() == 3; }
+bool moe_small_block_o_proj_enabled() { return block_mode() >= 3; }
+bool moe_small_block_skips_side_prefetch() { return block_mode() == 4; }
 
 bool moe_small_block_supported(int n, int k, int n_experts, int hidden, int inter, const void* gate, const void* h) {
   return small_experts_supported(n, k, n_experts, hidden, inter) && k <= kMaxSlots && n_experts <= kMaxExperts &&

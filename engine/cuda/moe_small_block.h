@@ -27,9 +27,13 @@ namespace moebench::cuda {
 // layer routes with its own gate, resident experts), a grid of every block the SMs hold
 // at once; 2 the same with one block per SM (the phases loop over their rows; room on
 // each SM for the next kernel's early blocks); 3 as 1 with the attention's output
-// projection in the same launch (moe_small_block_o_proj); 0 or unset: the three launches.
+// projection in the same launch (moe_small_block_o_proj); 4 as 3 and the decode step
+// skips its side-stream L2 prefetch of o_proj's weights and the gate (the launch asks L2
+// for them itself, and a concurrent kernel would hold SMs its grid waits for); 0 or
+// unset: the three launches.
 bool moe_small_block_enabled();
 bool moe_small_block_o_proj_enabled();
+bool moe_small_block_skips_side_prefetch();
 // One token, the shapes small_experts_supported takes, hidden <= 16384, gate and h
 // 16-byte aligned.
 bool moe_small_block_supported(int n, int k, int n_experts, int hidden, int inter, const void* gate, const void* h);
