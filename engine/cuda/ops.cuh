@@ -217,7 +217,8 @@ void moe_combine_all(const float* y, const int32_t* inv, const float* weights, i
 // holding a NaN or an infinity (no token is made up from non-finite logits).
 void argmax(const float* logits, int32_t* ids, int n, int vocab, cudaStream_t stream);
 // The same ids from a block per 4096-logit slice of a row, the row's last block reducing
-// (MOEBENCH_ARGMAX_SPLIT=1: argmax takes it where supported): 1..8 rows, 4097..524288 logits.
+// (argmax takes it where supported for 65536 logits and more; MOEBENCH_ARGMAX_SPLIT=0
+// never, =1 for any): 1..8 rows, 4097..524288 logits.
 bool argmax_sliced_supported(int n, int vocab);
 void argmax_sliced(const float* logits, int32_t* ids, int n, int vocab, cudaStream_t stream);
 
