@@ -12,6 +12,7 @@
 #include "engine/cuda/decode_attention.h"
 #include "engine/cuda/l2_prefetch.h"
 #include "engine/cuda/launch_env.h"
+#include "engine/cuda/moe_small_block.h"
 #include "engine/cuda/offload_provider.h"
 #include "engine/cuda/parallel_model.h"
 #include "engine/cuda/ops.cuh"
@@ -495,6 +496,7 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const Layer& L = layers_[l];
     ScopedRange lr(trace(), RangeKind::layer, l);
+    bool moe_done = false;
     {
       ScopedRange ar(trace(), RangeKind::attention, l);
       {  // one GEMV launch at m = 1 (bit-identical to three), decode's with the norm in it
@@ -510,7 +512,8 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
           linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
         }
       }
-      if (decode && (!tp_ || expert_parallel())) prefetch_attention_out(L);  // expert parallel: one GPU's attention
+      if (decode && (!tp_ || expert_parallel()) && !moe_small_block_skips_side_prefetch())
+        prefetch_attention_out(L);  // expert parallel: one GPU's attention
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
       const bool folded =  // Qwen3-MoE: the q/k norm, RoPE and store inside the attention launch
@@ -535,9 +538,13 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
                         b.attn_ws, s);
       else
         attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
-      o_proj(L, b, m);  // x += att @ wo^T
+      // Decode over many small experts (MOEBENCH_SMALL_MOE_BLOCK=3, 4): o_proj inside the MoE launch.
+      moe_done = decode && !tp_ && L.lw[3].format == QuantFormat::bf16 &&
+                 moe_->run_norm_o_proj(static_cast<int>(step), l, b.att, L.wo, Q, b.x, L.ffn_norm, eps, L.gate, b);
+      if (!moe_done) o_proj(L, b, m);  // x += att @ wo^T
     }
-    moe_block(step, l, pos0, b, m);  // x += moe(rmsnorm(x))
+    if (moe_done) family_shared_expert(L, b, m);
+    else moe_block(step, l, pos0, b, m);  // x += moe(rmsnorm(x))
   }
   if (all_logits) {
     rmsnorm(b.x, norm_, b.h, m, H, eps, s);

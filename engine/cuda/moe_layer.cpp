@@ -9,6 +9,7 @@
 #include "engine/cuda/ep_ops.h"
 #include "engine/cuda/gate_up.h"
 #include "engine/cuda/host_experts.h"
+#include "engine/cuda/moe_small_block.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/ops.cuh"
@@ -228,10 +229,51 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
 void MoeLayer::run_norm(int step, int layer, int pos0, const float* x_in, const bf16* norm_w, float eps,
                         const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x, int m) {
   const FusedNorm fused{x_in, norm_w, eps};
+  if (small_block_ok(m, gate, b)) {
+    small_block(step, layer, nullptr, nullptr, 0, x_in, norm_w, eps, gate, b, x);
+    return;
+  }
   const bool one_launch = norm_router_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h) ||
                           norm_router_wide_supported(m, d_.hidden, d_.n_experts, d_.top_k, gate, b.h);
   if (!one_launch) rmsnorm(x_in, norm_w, b.h, m, d_.hidden, eps, stream_);
   run(step, layer, pos0, gate, next_gate, b, x, m, one_launch ? &fused : nullptr);
+}
+
+bool MoeLayer::small_block_ok(int m, const bf16* gate, const ForwardBuffers& b) const {
+  // One token over many small resident experts, routed by its own gate and seen by no host
+  // consumer: the norm, router and experts in one launch (moe_small_block.h).
+  return m == 1 && moe_small_block_enabled() && small_experts_enabled() && !quantised() &&
+         dispatch_ == Dispatch::fused && combine_ == Combine::fused && fused_decode_ok(m) && !routing_ &&
+         !observer_ && !filter_ && !host_ && !provider_.needs_ids() && !provider_.wants_prediction() &&
+         moe_small_block_supported(m, d_.top_k, d_.n_experts, d_.hidden, d_.inter, gate, b.h);
+}
+
+void MoeLayer::small_block(int step, int layer, const bf16* att, const bf16* wo, int q_dim, const float* x_in,
+                           const bf16* norm_w, float eps, const bf16* gate, ForwardBuffers& b, float* x) {
+  const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter;
+  {
+    ScopedRange r(trace_, RangeKind::expert_load, layer);
+    for (auto& g : got_) g = ExpertWeights{};
+    provider_.acquire(step, layer, nullptr, 0, got_.data(), stream_);
+  }
+  const bf16* const* t = reinterpret_cast<const bf16* const*>(tables(layer));
+  ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "moe_small_block");
+  if (att)
+    moe_small_block_o_proj(att, wo, q_dim, x, norm_w, eps, gate, b.h, b.router_logits, b.ids, b.wts, t, t + E,
+                           t + 2 * E, b.moe_h, K, E, H, I, d_.norm_topk_prob, stream_);
+  else
+    moe_small_block(x_in, norm_w, eps, gate, b.h, b.router_logits, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, K,
+                    E, H, I, d_.norm_topk_prob, stream_);
+  provider_.release(layer, stream_);
+}
+
+bool MoeLayer::run_norm_o_proj(int step, int layer, const bf16* att, const bf16* wo, int q_dim, float* x,
+                               const bf16* norm_w, float eps, const bf16* gate, ForwardBuffers& b) {
+  if (!moe_small_block_o_proj_enabled() || !small_block_ok(1, gate, b) ||
+      !moe_small_block_o_proj_supported(q_dim, att, wo))
+    return false;
+  small_block(step, layer, att, wo, q_dim, x, norm_w, eps, gate, b, x);
+  return true;
 }
 
 void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x,

@@ -82,6 +82,12 @@ class MoeLayer {
   // Called after the router of every layer with its choice (ids, weights (m, k), host
   // memory). Costs a device->host copy and a sync per layer: for tests and routing traces.
   using Observer = std::function<void(int layer, int pos0, int m, const int32_t* ids, const float* weights)>;
+  // Decode, one token: x += wo att (the attention's output projection, att q_dim bf16, wo
+  // bf16 hidden x q_dim) and then run_norm's work on x, in one launch
+  // (moe_small_block_o_proj, MOEBENCH_SMALL_MOE_BLOCK=3); false, nothing done, where that
+  // launch is not taken (the caller runs o_proj and run_norm).
+  bool run_norm_o_proj(int step, int layer, const __nv_bfloat16* att, const __nv_bfloat16* wo, int q_dim, float* x,
+                       const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate, ForwardBuffers& b);
   void set_observer(Observer o) { observer_ = std::move(o); }
   // Whether this forward would copy ids to the host (a sync): tests and CUDA graphs.
   bool syncs(int m) const;
@@ -154,6 +160,11 @@ class MoeLayer {
   void combine(ForwardBuffers& b, float* x, int m, bool sorted);
   void ensure_host(int pairs);
   bool fused_decode_ok(int m) const;
+  // The one-launch MoE block (moe_small_block.h) for this forward; the launch (att null:
+  // without the output projection).
+  bool small_block_ok(int m, const __nv_bfloat16* gate, const ForwardBuffers& b) const;
+  void small_block(int step, int layer, const __nv_bfloat16* att, const __nv_bfloat16* wo, int q_dim, const float* x_in,
+                   const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate, ForwardBuffers& b, float* x);
 
   MoeDims d_;
   Dispatch dispatch_;

@@ -16,16 +16,6 @@ constexpr int kMaxTokens = 8;
 constexpr int kMaxExperts = 64;
 constexpr int kChunks = 8;  // 16-byte chunks of a gate row in flight per lane
 
-// A gate dot product's 8 terms of one 16-byte chunk, added to acc in element order.
-__device__ __forceinline__ float add_chunk_dot(const bf16x8& g, const bf16x8& h, float acc) {
-  float gf[8], hf[8];
-  to_float8(g, gf);
-  to_float8(h, hf);
-#pragma unroll
-  for (int j = 0; j < 8; ++j) acc = fmaf(hf[j], gf[j], acc);
-  return acc;
-}
-
 // Warp-wide: the logit of token i and expert e from the lanes' partial sums, kept in
 // s_logits and written out by lane 0.
 __device__ __forceinline__ void put_logit(float acc, int i, int e, int n_experts, float* s_logits,
@@ -75,7 +65,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < kChunks; ++u) {
         if (c0 + 32 * u >= chunks) break;
-        acc = add_chunk_dot(gw[u], hv[u], acc);
+        acc = router_chunk_dot(gw[u], hv[u], acc);
       }
     }
     put_logit(acc, i, e, n_experts, s_logits, logits);
@@ -138,7 +128,7 @@ __global__ void __launch_bounds__(kThreads)
     float acc = 0;
 #pragma unroll
     for (int u = 0; u < kRegsPer; ++u)
-      if (u < per) acc = add_chunk_dot(gw[u], load8(s_h + 8 * (lane + 32 * u)), acc);
+      if (u < per) acc = router_chunk_dot(gw[u], load8(s_h + 8 * (lane + 32 * u)), acc);
     put_logit(acc, i, warp, n_experts, s_logits, logits);
   }
   topk_of_block(s_logits, i, n_experts, k, ids, weights, renormalise);
@@ -210,8 +200,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int u = 0; u < kChunks; ++u) {
         if (c0 + 32 * u >= chunks) break;
-        acc0 = add_chunk_dot(w0[u], hv[u], acc0);
-        acc1 = add_chunk_dot(w1[u], hv[u], acc1);
+        acc0 = router_chunk_dot(w0[u], hv[u], acc0);
+        acc1 = router_chunk_dot(w1[u], hv[u], acc1);
       }
     }
     acc0 = warp_sum(acc0);

@@ -216,6 +216,11 @@ void moe_combine_all(const float* y, const int32_t* inv, const float* weights, i
 // logits (n, vocab) fp32 -> ids (n) = argmax (ties to the lower index); -1 for a row
 // holding a NaN or an infinity (no token is made up from non-finite logits).
 void argmax(const float* logits, int32_t* ids, int n, int vocab, cudaStream_t stream);
+// The same ids from a block per 4096-logit slice of a row, the row's last block reducing
+// (argmax takes it where supported for 65536 logits and more; MOEBENCH_ARGMAX_SPLIT=0
+// never, =1 for any): 1..8 rows, 4097..524288 logits.
+bool argmax_sliced_supported(int n, int vocab);
+void argmax_sliced(const float* logits, int32_t* ids, int n, int vocab, cudaStream_t stream);
 
 // ---- synth_fill.cu ----
 // dst[i] = bf16(synth::value(key, begin + i, scale, offset)) for i < count: bit-identical

@@ -11,6 +11,17 @@
 namespace moebench::cuda {
 
 constexpr int kRouterMaxPerLane = 8;  // 256 experts
+
+// A gate dot product's 8 terms of one 16-byte chunk (gate row g, normed token h), added to
+// acc in element order: the router logits' arithmetic (norm_router.cu, moe_small_block.cu).
+__device__ __forceinline__ float router_chunk_dot(const bf16x8& g, const bf16x8& h, float acc) {
+  float gf[8], hf[8];
+  to_float8(g, gf);
+  to_float8(h, hf);
+#pragma unroll
+  for (int j = 0; j < 8; ++j) acc = fmaf(hf[j], gf[j], acc);
+  return acc;
+}
 // One warp (all 32 lanes) takes one token: li (n_experts) logits -> ids_i, w_i (k).
 __device__ __forceinline__ void router_topk_warp(const float* __restrict__ li, int n_experts, int k,
                                                  int32_t* __restrict__ ids_i, float* __restrict__ w_i,
