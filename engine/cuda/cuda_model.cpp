@@ -466,12 +466,12 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   std::copy(tokens, tokens + m, tok_h);
   for (int i = 0; i < m; ++i) pos_h[i] = pos0 + i;
   if (decode_graph_ok(m, logits, all_logits, next)) {
-    decode_graph_step(b, pos0, step);  // forward_body below, captured once and replayed
+    decode_graph_step(b, pos0, step, next ? host_io_ + 2 * pool_tokens_ : nullptr);  // forward_body, replayed
   } else {
     forward_body(b, m, pos0, step, logits, all_logits, next);
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     read_collective_times(decode);
-    if (decode && expert_parallel()) ++ep_decode_steps_;
+    if (decode) note_decode_step(1);
   }
   if (next) *next = host_io_[2 * pool_tokens_];
   ws_->end();
