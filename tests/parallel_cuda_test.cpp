@@ -334,6 +334,17 @@ void compare_lsa_with_nccl(const std::string& model, const std::string& budget, 
   EXPECT_EQ(b.batched_graphed, b.batched.tokens);
 }
 
+// A resident model of w in layout lay (12 GiB per GPU) after a prompt and `steps` greedy
+// single-sequence decode steps (forward_argmax).
+std::unique_ptr<Model> after_greedy_steps(const WeightSource& w, Layout lay, int steps) {
+  EngineContext ctx = ctx_for(w, lay, "12GiB", "resident");
+  auto model = create_model(ctx);
+  const std::vector<int32_t> prompt = prompt_of(0, w.config().vocab_size);
+  int32_t t = model->forward_argmax(prompt.data(), static_cast<int>(prompt.size()), 0);
+  for (int j = 0; j < steps; ++j) t = model->forward_argmax(&t, 1, static_cast<int>(prompt.size()) + j);
+  return model;
+}
+
 }  // namespace
 
 TEST(TensorParallelCuda, TinyMatchesOneGpu) { compare_with_one_gpu("synthetic:tiny", "1GiB"); }
@@ -395,12 +406,8 @@ TEST(ExpertParallelCuda, CountersSplitThePairs) {
   if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: multi-GPU tests skipped";
   const WeightSource w = WeightSource::open("synthetic:mixtral-8x7b:layers=2", 1);
   const ModelConfig& c = w.config();
-  EngineContext ctx = ctx_for(w, Layout{1, 2}, "12GiB", "resident");
-  auto model = create_model(ctx);
-  const std::vector<int32_t> prompt = prompt_of(0, c.vocab_size);
-  int32_t t = model->forward_argmax(prompt.data(), static_cast<int>(prompt.size()), 0);
   const int steps = 6;
-  for (int j = 0; j < steps; ++j) t = model->forward_argmax(&t, 1, static_cast<int>(prompt.size()) + j);
+  auto model = after_greedy_steps(w, Layout{1, 2}, steps);
   const auto g = model->gpu_ranks();
   ASSERT_EQ(g.size(), 2u);
   int64_t pairs = 0, held = 0;
@@ -426,12 +433,8 @@ TEST(TensorParallelCuda, CountersCountTheExpertsRun) {
   if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: multi-GPU tests skipped";
   const WeightSource w = WeightSource::open("synthetic:mixtral-8x7b:layers=2", 1);
   const ModelConfig& c = w.config();
-  EngineContext ctx = ctx_for(w, Layout{2, 1}, "12GiB", "resident");
-  auto model = create_model(ctx);
-  const std::vector<int32_t> prompt = prompt_of(0, c.vocab_size);
-  int32_t t = model->forward_argmax(prompt.data(), static_cast<int>(prompt.size()), 0);
   const int steps = 6;
-  for (int j = 0; j < steps; ++j) t = model->forward_argmax(&t, 1, static_cast<int>(prompt.size()) + j);
+  auto model = after_greedy_steps(w, Layout{2, 1}, steps);
   const auto g = model->gpu_ranks();
   ASSERT_EQ(g.size(), 2u);
   const int64_t layer_k = static_cast<int64_t>(c.num_hidden_layers) * c.num_experts_per_tok;
