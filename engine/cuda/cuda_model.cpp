@@ -510,7 +510,11 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
           linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
         }
       }
-      if (decode && (!tp_ || expert_parallel())) prefetch_attention_out(L);  // expert parallel: one GPU's attention
+      // Expert parallel: one GPU's attention. Tensor parallel: its shard's o_proj and the
+      // router's weights too where MOEBENCH_TP_L2_PREFETCH=1 (unset: 0), an A/B of the
+      // prefetch on the smaller shapes.
+      static const bool tp_prefetch = env_choice("MOEBENCH_TP_L2_PREFETCH", {0, 1}, 0) == 1;
+      if (decode && (!tp_ || expert_parallel() || tp_prefetch)) prefetch_attention_out(L);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
       const bool folded =  // Qwen3-MoE: the q/k norm, RoPE and store inside the attention launch
