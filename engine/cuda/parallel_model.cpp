@@ -97,9 +97,13 @@ ParallelModel::~ParallelModel() {
     cudaSetDevice(static_cast<int>(r));
     ranks_[r].reset();
   }
-  for (size_t r = 0; r < lsa_.size(); ++r) {  // before the communicators they were made from
-    cudaSetDevice(static_cast<int>(r));
-    lsa_[r].reset();
+  // The device communicators before the communicators they were made from, every rank's
+  // at once on its own thread: ncclDevCommDestroy deregisters a window, a collective.
+  if (!lsa_.empty() && threads_) {
+    try {
+      threads_->run([&](int r) { lsa_[r].reset(); });
+    } catch (...) {  // a destructor does not throw; what is left goes with the communicators
+    }
   }
   threads_.reset();
   comms_.reset();

@@ -49,14 +49,19 @@ LsaAllReduce::LsaAllReduce(NcclComms& comms, int rank, void* buffer, void* windo
          text ? text(e) : fmt::format("NCCL error {}", static_cast<int>(e)));
   }
   m.made = true;
-  if (m.dev.lsaSize != comms.size())
+  if (m.dev.lsaSize != comms.size()) {  // released here, where every rank's thread is (a collective)
+    reinterpret_cast<decltype(&ncclDevCommDestroy)>(NcclComms::symbol("ncclDevCommDestroy"))(m.comm, &m.dev);
+    m.made = false;
     fail("setting tp_allreduce=lsa: {} of the {} GPUs are load/store accessible to GPU {} (expected all)", m.dev.lsaSize,
          comms.size(), comms.device(rank));
+  }
   m.turns = reinterpret_cast<uint32_t*>(static_cast<char*>(buffer) + lsa_slot_offset(2, 0, comms.size(), cap_floats));
   CUDA_CHECK(cudaMemset(m.turns, 0, kLsaBlocks * sizeof(uint32_t)));
   CUDA_CHECK(cudaDeviceSynchronize());
 }
 
+// ncclDevCommDestroy deregisters a window, a collective: the owner destroys every rank's
+// at once, each on its rank's thread (parallel_model.cpp).
 LsaAllReduce::~LsaAllReduce() {
   if (!impl_->made) return;
   auto destroy = reinterpret_cast<decltype(&ncclDevCommDestroy)>(NcclComms::symbol("ncclDevCommDestroy"));
