@@ -186,6 +186,8 @@ void CudaModel::plan_memory(bool resident, bool own_slots) {
   if (tp_) in.fixed.workspace += round256(static_cast<uint64_t>(pool_tokens_) * c.hidden_size * sizeof(float));
   if (expert_parallel())  // which experts are here, and the decode counters (cuda_model_tp.cpp)
     in.fixed.workspace += round256(static_cast<uint64_t>(c.num_hidden_layers) * c.num_local_experts) + round256(16);
+  else if (tp_)  // tensor parallel: one layer's table (every expert held) and the counters
+    in.fixed.workspace += round256(static_cast<uint64_t>(c.num_local_experts)) + round256(16);
   std::string budget_from;
   if (!settings_.gpu_mem_budget.empty()) {
     in.budget_bytes = parse_bytes(settings_.gpu_mem_budget);
