@@ -64,8 +64,12 @@ ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->confi
 const char* ParallelModel::allreduce_name() const { return !lsa_.empty() ? "lsa" : symmetric_ ? "symmetric" : "plain"; }
 
 void ParallelModel::make_lsa(const EngineContext& ctx) {
-  if (ctx.settings.tp_allreduce != "lsa") return;
+  const std::string& mode = ctx.settings.tp_allreduce;
   const int n = comms_->size();
+  // auto: at two GPUs over symmetric memory, where the library has the device API (measured
+  // on two H200: faster than NCCL's all-reduce in every layout and batch, PARALLEL.md).
+  const bool autolsa = mode == "auto" && n == 2 && symmetric_ && NcclComms::symbol("ncclDevCommCreate");
+  if (mode != "lsa" && !autolsa) return;
   const int rows = std::min(LsaAllReduce::kMaxRows, CudaModel::pool_tokens_for(ctx));
   const size_t cap = static_cast<size_t>(rows) * static_cast<size_t>(cfg_.hidden_size);
   std::string why;
