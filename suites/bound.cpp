@@ -244,19 +244,35 @@ Bound multi_gpu_bound(int batch, double bytes, int64_t coll_ns, const DeviceInfo
 }
 
 // Tensor parallel over n GPUs, a step of `batch` tokens: the largest rank's weight bytes
-// of one token (its heads, its block of top_k experts' intermediate dimension, every
-// replicated weight) over HBM, plus the least all-reduce time per step.
+// (its heads, every replicated weight, and its block of the intermediate dimension of
+// every expert the step ran) over HBM, plus the least all-reduce time per step. The
+// experts a step ran per layer are the distinct experts of its tokens, as the GPUs
+// counted them (`gpus`, experts_run_per_step: every rank runs its block of the same
+// experts; the most any GPU counted), counted the same way as expert parallel's; where
+// no GPU counted them (files from before the count), one token's top_k per layer, which
+// no step of one or more tokens reads less than, so the bound stays a limit.
 std::optional<Bound> tp_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s, int n,
                               int batch, const std::vector<reports::GpuRank>& gpus, std::string& why) {
   const std::optional<int64_t> coll = least_collective_ns(dev, "tensor_parallel", n, gpus, why);
   if (!coll) return std::nullopt;
   const int64_t coll_ns = *coll;
-  const int64_t bytes = device_bytes_per_decode_token(tp_rank_config(cfg, 0, n), s);
-  Bound b = multi_gpu_bound(batch, static_cast<double>(bytes), coll_ns, dev);
+  const ModelConfig rank = tp_rank_config(cfg, 0, n);
+  const int64_t one_token = device_bytes_per_decode_token(rank, s);
+  const double top_k = static_cast<double>(rank.num_hidden_layers) * rank.num_experts_per_tok;
+  double experts = 0;
+  for (const reports::GpuRank& g : gpus)
+    if (g.experts_held > 0) experts = std::max(experts, g.experts_run_per_step);
+  const bool counted = experts > 0;
+  if (!counted) experts = top_k;
+  const double block = static_cast<double>(expert_bytes(rank, knob_format(s, "expert_dtype")));
+  const double bytes = static_cast<double>(one_token) + (experts - top_k) * block;
+  Bound b = multi_gpu_bound(batch, bytes, coll_ns, dev);
   b.description = fmt::format(
-      "tensor parallel over {} GPUs, {} token(s) per step: the largest rank's {}/step of bf16 weights / {} + {:.1f} us "
-      "of all-reduces per step (measured, CUDA events, the least of the ranks)",
-      n, batch, profiler::format_bytes(static_cast<double>(bytes)), hbm_text(dev), static_cast<double>(coll_ns) / 1e3);
+      "tensor parallel over {} GPUs, {} token(s) per step: the largest rank's {}/step of bf16 weights ({:.1f} experts "
+      "run per step, {}: its block of each) / {} + {:.1f} us of all-reduces per step (measured, CUDA events, the least "
+      "of the ranks)",
+      n, batch, profiler::format_bytes(bytes), experts, counted ? "measured" : "top_k per layer",
+      hbm_text(dev), static_cast<double>(coll_ns) / 1e3);
   return b;
 }
 

@@ -428,6 +428,31 @@ TEST(ParallelBound, ResidentIsTheLargestRanksBytesPlusTheLeastCollectiveTime) {
   EXPECT_NEAR(bb->percent, 800 / bb->value * 100, 1e-9);
 }
 
+// A batched step reads the rank's block of every distinct expert its tokens chose: with
+// the GPUs' counts (experts_run_per_step, the same count expert parallel's bound takes),
+// the tensor-parallel bound's bytes are the rank's non-expert bytes plus that many blocks
+// (the most any GPU counted), not one token's top_k per layer.
+TEST(ParallelBound, TensorParallelCountsTheExpertsTheStepRan) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");
+  reports::Case c = tp_case("resident", "lru");
+  c.gpus = two_gpus(900'000, 1'100'000);
+  auto one = bench_decode_bound(cfg, h200(), c.settings, 8, 100, c.gpus);  // not counted: top_k per layer
+  ASSERT_TRUE(one.has_value());
+  EXPECT_NE(one->description.find("top_k per layer"), std::string::npos) << one->description;
+  c.gpus[0].experts_held = c.gpus[1].experts_held = 256;  // a block of each of 32 x 8 experts
+  c.gpus[0].experts_run_per_step = 150;
+  c.gpus[1].experts_run_per_step = 149;
+  auto b = bench_decode_bound(cfg, h200(), c.settings, 8, 100, c.gpus);
+  ASSERT_TRUE(b.has_value());
+  const ModelConfig rank = tp_rank_config(cfg, 0, 2);
+  const double block = static_cast<double>(expert_bytes(rank, QuantFormat::bf16));
+  EXPECT_NEAR(block, static_cast<double>(expert_bytes(cfg, QuantFormat::bf16)) / 2, 1.0);
+  const double rank_bytes = static_cast<double>(bytes_per_decode_token(rank, 2));
+  EXPECT_NEAR(b->value, 8.0 / ((rank_bytes + (150 - 64) * block) / 4400e9 + 900e-6), 1e-6) << b->description;
+  EXPECT_LT(b->value, one->value);  // more bytes per step than one token's
+  EXPECT_NE(b->description.find("150.0 experts run per step, measured"), std::string::npos) << b->description;
+}
+
 TEST(ParallelBound, NoPerGpuFiguresNoBound) {
   const ModelConfig cfg = preset_config("mixtral-8x7b");
   reports::Case c = tp_case("resident", "lru");

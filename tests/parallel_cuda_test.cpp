@@ -26,9 +26,11 @@
 // twice the tolerance); a sequence whose token differs at a near-tie is left from there
 // on, and the test prints its margin and the logit difference there. A rank routing from
 // another input than its peers, or a wrong shard, moves logits far past the tolerance.
-// The graphed decode steps (no logits asked) must give the tokens of the same run asked
-// for logits (eager), bit for bit, and replay on every rank alike with a profiler that
-// does not trace attached (as the suite runner and bench attach one).
+// The graphed decode steps (no logits asked; batched, and single-sequence through
+// forward_argmax) must give the tokens of the same run asked for logits (eager), bit for
+// bit, and replay on every rank alike with a profiler that does not trace attached (as
+// the suite runner and bench attach one). tp_allreduce=lsa gives the same bits as NCCL's
+// all-reduce (two GPUs: a sum of two is the same in any order).
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_NCCL
@@ -64,6 +66,7 @@ int visible_gpus() {
 struct Layout {
   int tp = 1, ep = 1;
   const char* reduce = "residual";  // settings tp_reduce
+  const char* allreduce = "auto";    // settings tp_allreduce
   int gpus() const { return std::max(tp, ep); }
 };
 
@@ -77,6 +80,7 @@ EngineContext ctx_for(const WeightSource& w, Layout lay, const std::string& budg
   ctx.settings.tensor_parallel = lay.tp;
   ctx.settings.expert_parallel = lay.ep;
   ctx.settings.tp_reduce = lay.reduce;
+  ctx.settings.tp_allreduce = lay.allreduce;
   if (tier != "resident") {  // offloaded: 8 slots of the tiny model's 4 x 8 experts, so experts miss and are copied in
     ctx.settings.expert_tier = tier;
     ctx.settings.cache_slots = 8;
@@ -93,6 +97,7 @@ struct Greedy {
 struct Outcome {
   std::vector<float> prompt_logits;  // the last prompt position's
   Greedy single;                     // one sequence, Model::forward per step
+  std::vector<int32_t> single_graphed;  // the same, forward_argmax (decode steps graphed where resident)
   Greedy batched;                    // 4 sequences, paged KV, eager (logits asked)
   std::vector<std::vector<int32_t>> batched_graphed;  // the same requests, no logits asked
 };
@@ -129,6 +134,18 @@ std::vector<int64_t> graph_replays(Model& m, int tp) {
     out.push_back(cm->graph_replays());
   }
   EXPECT_EQ(static_cast<int>(out.size()), tp);
+  out.resize(static_cast<size_t>(tp), 0);
+  return out;
+}
+
+// Single-sequence decode graph replays so far of each rank (one GPU: the model's).
+std::vector<int64_t> step_replays(Model& m, int tp) {
+  std::vector<int64_t> out;
+  if (auto* pm = dynamic_cast<cuda::ParallelModel*>(&m)) {
+    for (int r = 0; r < tp; ++r) out.push_back(pm->rank(r).decode_graph_replays());
+  } else if (auto* cm = dynamic_cast<cuda::CudaModel*>(&m)) {
+    out.push_back(cm->decode_graph_replays());
+  }
   out.resize(static_cast<size_t>(tp), 0);
   return out;
 }
@@ -184,6 +201,23 @@ Outcome run(const WeightSource& w, Layout lay, const std::string& budget, const 
     o.single.tokens[0].push_back(t);
     o.single.logits[0].push_back(l);
     if (j + 1 < 16) model->forward(&t, 1, static_cast<int>(prompt.size()) + j, l.data());
+  }
+  // The same greedy run through forward_argmax: decode steps replayed from CUDA graphs
+  // (resident), on every rank alike, the tokens of the eager run bit for bit.
+  model->reset();
+  const std::vector<int64_t> steps0 = step_replays(*model, tp);
+  int32_t t = model->forward_argmax(prompt.data(), static_cast<int>(prompt.size()), 0);
+  o.single_graphed.push_back(t);
+  for (int j = 0; j + 1 < 16; ++j) {
+    t = model->forward_argmax(&t, 1, static_cast<int>(prompt.size()) + j);
+    o.single_graphed.push_back(t);
+  }
+  const std::vector<int64_t> steps1 = step_replays(*model, tp);
+  if (tier == "resident") {
+    for (int r = 0; r < tp; ++r) {
+      EXPECT_GT(steps1[r], steps0[r]) << "rank " << r << " replayed no single-sequence decode step";
+      EXPECT_EQ(steps1[r] - steps0[r], steps1[0] - steps0[0]) << "rank " << r << " replayed other steps than rank 0";
+    }
   }
   auto* bm = dynamic_cast<BatchModel*>(model.get());
   EXPECT_NE(bm, nullptr);
@@ -272,6 +306,43 @@ void compare_with_one_gpu(const std::string& model, const std::string& budget, c
   // Graph replays against the eager run of the same model: the same launches, the same bits.
   EXPECT_EQ(one.batched_graphed, one.batched.tokens);
   EXPECT_EQ(two.batched_graphed, two.batched.tokens);
+  EXPECT_EQ(one.single_graphed, one.single.tokens[0]);
+  EXPECT_EQ(two.single_graphed, two.single.tokens[0]);
+}
+
+// tp_allreduce=lsa (decode's all-reduces in a kernel over NCCL's device API) against
+// NCCL's all-reduce (plain) in the same layout on two GPUs: a sum of two floats is the
+// same in any order, so every logit and token must be the same bits, eager and graphed,
+// single-sequence and batched (the prompts and decode steps here are all within the
+// kernel's 64 rows, so every all-reduce of the lsa run goes through it).
+void compare_lsa_with_nccl(const std::string& model, const std::string& budget, Layout lay) {
+  if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: multi-GPU tests skipped";
+  const WeightSource w = WeightSource::open(model, 1);
+  Layout plain = lay, lsa = lay;
+  plain.allreduce = "plain";
+  lsa.allreduce = "lsa";
+  const Outcome a = run(w, plain, budget, "resident");
+  const Outcome b = run(w, lsa, budget, "resident");
+  EXPECT_EQ(a.prompt_logits, b.prompt_logits);
+  EXPECT_EQ(a.single.tokens, b.single.tokens);
+  EXPECT_EQ(a.single.logits, b.single.logits);
+  EXPECT_EQ(a.single_graphed, b.single_graphed);
+  EXPECT_EQ(a.batched.tokens, b.batched.tokens);
+  EXPECT_EQ(a.batched.logits, b.batched.logits);
+  EXPECT_EQ(a.batched_graphed, b.batched_graphed);
+  EXPECT_EQ(b.single_graphed, b.single.tokens[0]);
+  EXPECT_EQ(b.batched_graphed, b.batched.tokens);
+}
+
+// A resident model of w in layout lay (12 GiB per GPU) after a prompt and `steps` greedy
+// single-sequence decode steps (forward_argmax).
+std::unique_ptr<Model> after_greedy_steps(const WeightSource& w, Layout lay, int steps) {
+  EngineContext ctx = ctx_for(w, lay, "12GiB", "resident");
+  auto model = create_model(ctx);
+  const std::vector<int32_t> prompt = prompt_of(0, w.config().vocab_size);
+  int32_t t = model->forward_argmax(prompt.data(), static_cast<int>(prompt.size()), 0);
+  for (int j = 0; j < steps; ++j) t = model->forward_argmax(&t, 1, static_cast<int>(prompt.size()) + j);
+  return model;
 }
 
 }  // namespace
@@ -280,6 +351,46 @@ TEST(TensorParallelCuda, TinyMatchesOneGpu) { compare_with_one_gpu("synthetic:ti
 
 // Pinned tier, 8 slots per GPU (a prefill step of a layer may need all 8 experts): each GPU caches and copies its slices of the experts.
 TEST(TensorParallelCuda, TinyPinnedMatchesOneGpu) { compare_with_one_gpu("synthetic:tiny", "1GiB", "pinned"); }
+
+TEST(TensorParallelCuda, LsaAllReduceSameBitsAsNccl) {
+  compare_lsa_with_nccl("synthetic:tiny", "1GiB", Layout{2, 1});
+  compare_lsa_with_nccl("synthetic:mixtral-8x7b:layers=2", "12GiB", Layout{2, 1});
+}
+// NCCL's all-reduce in symmetric memory (the default at two GPUs before lsa).
+TEST(TensorParallelCuda, TinySymmetricMatchesOneGpu) {
+  Layout lay{2, 1};
+  lay.allreduce = "symmetric";
+  compare_with_one_gpu("synthetic:tiny", "1GiB", "resident", lay);
+}
+TEST(ExpertParallelCuda, LsaAllReduceSameBitsAsNccl) { compare_lsa_with_nccl("synthetic:tiny", "1GiB", Layout{1, 2}); }
+
+// The model says which all-reduce it runs (auto at two GPUs: lsa); lsa's kernel takes
+// decode's rows, not more.
+TEST(TensorParallelCuda, LsaAllReduceIsNamedAndBounded) {
+  if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: multi-GPU tests skipped";
+  const WeightSource w = WeightSource::open("synthetic:tiny", 1);
+  Layout lay{2, 1};
+  lay.allreduce = "lsa";
+  EngineContext ctx = ctx_for(w, lay, "1GiB", "resident");
+  auto model = create_model(ctx);
+  EXPECT_NE(model->experts_describe().find("lsa all-reduce"), std::string::npos) << model->experts_describe();
+  // A 100-token prompt: its all-reduces (100 rows, more than the kernel takes) go through
+  // NCCL, with the same logits as the plain run's.
+  std::vector<int32_t> prompt(100);
+  for (int j = 0; j < 100; ++j) prompt[j] = (1 + 7919 * j) % w.config().vocab_size;
+  std::vector<float> la(static_cast<size_t>(w.config().vocab_size)), lb = la;
+  model->forward(prompt.data(), 100, 0, la.data());
+  lay.allreduce = "plain";
+  EngineContext ctx2 = ctx_for(w, lay, "1GiB", "resident");
+  model.reset();
+  auto plain = create_model(ctx2);
+  plain->forward(prompt.data(), 100, 0, lb.data());
+  EXPECT_EQ(la, lb);
+  plain.reset();
+  lay.allreduce = "auto";  // at two GPUs auto takes lsa too (where the library has the device API, as here)
+  const std::string described = create_model(ctx_for(w, lay, "1GiB", "resident"))->experts_describe();
+  EXPECT_NE(described.find("lsa all-reduce"), std::string::npos) << described;
+}
 
 TEST(TensorParallelCuda, TwoLayerMixtralShapeMatchesOneGpu) {
   compare_with_one_gpu("synthetic:mixtral-8x7b:layers=2", "12GiB");
@@ -306,12 +417,8 @@ TEST(ExpertParallelCuda, CountersSplitThePairs) {
   if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: multi-GPU tests skipped";
   const WeightSource w = WeightSource::open("synthetic:mixtral-8x7b:layers=2", 1);
   const ModelConfig& c = w.config();
-  EngineContext ctx = ctx_for(w, Layout{1, 2}, "12GiB", "resident");
-  auto model = create_model(ctx);
-  const std::vector<int32_t> prompt = prompt_of(0, c.vocab_size);
-  int32_t t = model->forward_argmax(prompt.data(), static_cast<int>(prompt.size()), 0);
   const int steps = 6;
-  for (int j = 0; j < steps; ++j) t = model->forward_argmax(&t, 1, static_cast<int>(prompt.size()) + j);
+  auto model = after_greedy_steps(w, Layout{1, 2}, steps);
   const auto g = model->gpu_ranks();
   ASSERT_EQ(g.size(), 2u);
   int64_t pairs = 0, held = 0;
@@ -328,6 +435,40 @@ TEST(ExpertParallelCuda, CountersSplitThePairs) {
   // Two distinct experts per token and layer, wherever they are.
   EXPECT_EQ(g[0].decode_experts_run + g[1].decode_experts_run,
             static_cast<int64_t>(steps) * c.num_hidden_layers * c.num_experts_per_tok);
+}
+
+// Tensor parallel: every GPU holds a block of every expert; one token's decode step runs
+// top_k experts a layer, a batched step between that and all of them, and the GPUs count
+// the same (the bound's experts per step, suites/bound.cpp).
+TEST(TensorParallelCuda, CountersCountTheExpertsRun) {
+  if (visible_gpus() < 2) GTEST_SKIP() << "fewer than 2 GPUs: multi-GPU tests skipped";
+  const WeightSource w = WeightSource::open("synthetic:mixtral-8x7b:layers=2", 1);
+  const ModelConfig& c = w.config();
+  const int steps = 6;
+  auto model = after_greedy_steps(w, Layout{2, 1}, steps);
+  const auto g = model->gpu_ranks();
+  ASSERT_EQ(g.size(), 2u);
+  const int64_t layer_k = static_cast<int64_t>(c.num_hidden_layers) * c.num_experts_per_tok;
+  for (const auto& r : g) {
+    EXPECT_EQ(r.experts_held, c.num_hidden_layers * c.num_local_experts) << r.device;
+    EXPECT_EQ(r.ep_decode_steps, steps) << r.device;
+    EXPECT_EQ(r.decode_experts_run, steps * layer_k) << r.device;
+    EXPECT_EQ(r.decode_expert_pairs, steps * layer_k) << r.device;
+  }
+  auto* bm = dynamic_cast<BatchModel*>(model.get());
+  ASSERT_NE(bm, nullptr);
+  model->reset();
+  generate_batch(*bm, batch_scheduler(), batch_requests(c.vocab_size));
+  const auto h = model->gpu_ranks();
+  ASSERT_EQ(h.size(), 2u);
+  const int64_t batched_steps = h[0].ep_decode_steps - g[0].ep_decode_steps;
+  const int64_t run = h[0].decode_experts_run - g[0].decode_experts_run;
+  EXPECT_GT(batched_steps, 0);
+  EXPECT_GE(run, batched_steps * layer_k);
+  EXPECT_LE(run, batched_steps * c.num_hidden_layers * c.num_local_experts);
+  EXPECT_GT(run, batched_steps * layer_k) << "4 sequences never chose more than one token's experts";
+  EXPECT_EQ(h[1].decode_experts_run - g[1].decode_experts_run, run);
+  EXPECT_EQ(h[1].ep_decode_steps - g[1].ep_decode_steps, batched_steps);
 }
 
 #else

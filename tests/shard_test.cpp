@@ -197,7 +197,7 @@ TEST(Shard, KnobIsParsedAndCheckedWithOneLine) {
 TEST(Shard, AllReduceMemoryKnob) {
   EngineSettings s;
   EXPECT_EQ(s.tp_allreduce, "auto");
-  for (const char* v : {"symmetric", "plain", "auto"}) {
+  for (const char* v : {"symmetric", "plain", "lsa", "auto"}) {
     s.set("tp_allreduce", v);
     EXPECT_EQ(s.tp_allreduce, v);
   }
@@ -205,7 +205,7 @@ TEST(Shard, AllReduceMemoryKnob) {
     s.set("tp_allreduce", "nvls");
     FAIL() << "tp_allreduce=nvls accepted";
   } catch (const Error& e) {
-    EXPECT_STREQ(e.what(), "setting tp_allreduce=nvls: expected one of auto|symmetric|plain");
+    EXPECT_STREQ(e.what(), "setting tp_allreduce=nvls: expected one of auto|symmetric|plain|lsa");
   }
   bool listed = false;
   for (auto& [k, v] : s.to_list()) listed = listed || (k == "tp_allreduce" && v == "auto");

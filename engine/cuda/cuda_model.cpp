@@ -187,6 +187,8 @@ void CudaModel::plan_memory(bool resident, bool own_slots) {
   if (tp_) in.fixed.workspace += round256(static_cast<uint64_t>(pool_tokens_) * c.hidden_size * sizeof(float));
   if (expert_parallel())  // which experts are here, and the decode counters (cuda_model_tp.cpp)
     in.fixed.workspace += round256(static_cast<uint64_t>(c.num_hidden_layers) * c.num_local_experts) + round256(16);
+  else if (tp_)  // tensor parallel: one layer's table (every expert held) and the counters
+    in.fixed.workspace += round256(static_cast<uint64_t>(c.num_local_experts)) + round256(16);
   std::string budget_from;
   if (!settings_.gpu_mem_budget.empty()) {
     in.budget_bytes = parse_bytes(settings_.gpu_mem_budget);
@@ -467,12 +469,12 @@ void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits,
   std::copy(tokens, tokens + m, tok_h);
   for (int i = 0; i < m; ++i) pos_h[i] = pos0 + i;
   if (decode_graph_ok(m, logits, all_logits, next)) {
-    decode_graph_step(b, pos0, step);  // forward_body below, captured once and replayed
+    decode_graph_step(b, pos0, step, next ? host_io_ + 2 * pool_tokens_ : nullptr);  // forward_body, replayed
   } else {
     forward_body(b, m, pos0, step, logits, all_logits, next);
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     read_collective_times(decode);
-    if (decode && expert_parallel()) ++ep_decode_steps_;
+    if (decode) note_decode_step(1);
   }
   if (next) *next = host_io_[2 * pool_tokens_];
   ws_->end();
@@ -512,8 +514,12 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
           linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
         }
       }
-      if (decode && (!tp_ || expert_parallel()) && !moe_small_block_skips_side_prefetch())
-        prefetch_attention_out(L);  // expert parallel: one GPU's attention
+      // Expert parallel: one GPU's attention. Tensor parallel: its shard's o_proj and the
+      // router's weights too where MOEBENCH_TP_L2_PREFETCH=1 (unset: 0), an A/B of the
+      // prefetch on the smaller shapes.
+      static const bool tp_prefetch = env_choice("MOEBENCH_TP_L2_PREFETCH", {0, 1}, 0) == 1;
+      if (decode && (!tp_ || expert_parallel() || tp_prefetch) && !moe_small_block_skips_side_prefetch())
+        prefetch_attention_out(L);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
       const bool folded =  // Qwen3-MoE: the q/k norm, RoPE and store inside the attention launch

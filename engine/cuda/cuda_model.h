@@ -118,10 +118,11 @@ class CudaModel : public Model, public BatchModel {
   int64_t decode_collective_ns() const { return decode_collective_ns_; }
   int64_t decode_collective_calls() const { return decode_collective_calls_; }
   int64_t decode_forwards() const { return decode_forwards_; }
-  // Expert parallel: the experts this rank holds (all layers), and over its decode steps
-  // (every one, graphed or not) the distinct held experts it ran (summed over layers),
-  // the (token, expert) pairs it computed, and the steps: ep_counters() reads the device
-  // counters (a copy and a sync on this rank's stream; from the rank's thread).
+  // Multi-GPU: the experts this rank holds (all layers; tensor parallel: every expert, a
+  // block of each), and over its decode steps (every one, graphed or not) the distinct
+  // held experts it ran (summed over layers), the (token, expert) pairs it computed,
+  // and the steps: ep_counters() reads the device counters (a copy and
+  // a sync on this rank's stream; from the rank's thread).
   struct EpCounters {
     int64_t experts_held = 0, decode_steps = 0, experts_run = 0, pairs = 0;
   };
@@ -134,6 +135,11 @@ class CudaModel : public Model, public BatchModel {
   // (engine/cuda/cuda_model_graph.cpp).
   void set_decode_graphs(bool on) { decode_graphs_on_ = on; }
   int64_t decode_graph_replays() const { return decode_graph_replays_; }
+  // Multi-GPU, a rank > 0's part of rank 0's forward_argmax: the same forward without
+  // the lm_head (rank 0 alone gives the token); its single-sequence decode steps run as
+  // CUDA graphs where rank 0's do (`graphs`: rank 0's profiler does not trace) and this
+  // rank's own conditions allow (engine/cuda/cuda_model_graph.cpp).
+  void forward_follow(const int32_t* tokens, int n, int pos0, bool graphs);
 
   // Introspection (tests, bench, results).
   DeviceArena& arena() { return *arena_; }
@@ -218,7 +224,8 @@ class CudaModel : public Model, public BatchModel {
   // the host inside the step), and the step itself: forward_body captured once per
   // attention launch shape (one key split or several), replayed, synced.
   bool decode_graph_ok(int m, const float* logits, const float* all_logits, const int32_t* next) const;
-  void decode_graph_step(ForwardBuffers& b, int pos0, int64_t step);
+  // next: where the argmax goes (host_io_), or null on a rank > 0 (forward_follow).
+  void decode_graph_step(ForwardBuffers& b, int pos0, int64_t step, int32_t* next);
   // x += att @ wo^T and x += moe(h); tensor parallel: the rank's partial sum goes into
   // tp_sum_, is all-reduced, then added (engine/cuda/cuda_model_tp.cpp).
   void o_proj(const Layer& L, ForwardBuffers& b, int m);
@@ -235,7 +242,8 @@ class CudaModel : public Model, public BatchModel {
   // device table of that (n_layers, n_experts) and the MoE layer's pair filter; the config
   // a rank runs (tensor parallel: its shard's; expert parallel: the whole model's).
   bool holds_expert(int l, int e) const;
-  void setup_expert_parallel();
+  void setup_expert_parallel();  // expert parallel, and tensor parallel's expert counters
+  void note_decode_step(int m);  // multi-GPU: a decode step of m tokens into the expert counters
   static ModelConfig rank_config(const ModelConfig& full, const TpRank* tp);
   // Decode, once q/k/v are written: o_proj's weights and the router's norm and gate of
   // layer L into L2 on a side stream while RoPE and attention run (l2_prefetch.h).
@@ -306,8 +314,12 @@ class CudaModel : public Model, public BatchModel {
   bool observed_ = false;
   bool use_graphs_ = true;
   bool decode_graphs_on_ = false;                  // set from the environment at construction
-  cudaGraphExec_t decode_graph_[2] = {};           // by decode_attention_one_split: several splits, one
+  // By 2 x decode_attention_one_split (several splits, one) + timed (multi-GPU: with the
+  // all-reduces' timing events, see kTpTimedEvery; one GPU: always 1).
+  cudaGraphExec_t decode_graph_[4] = {};
+  size_t decode_graph_events_[4] = {};             // multi-GPU: the timing events each graph records
   bool decode_seen_[2] = {};                       // run once eagerly (tables uploaded) before the capture
+  bool follow_step_ = false;                       // inside forward_follow
   int64_t decode_graph_replays_ = 0;
   // Tensor parallel (absent: one GPU).
   std::optional<TpRank> tp_;
@@ -325,6 +337,7 @@ class CudaModel : public Model, public BatchModel {
   int64_t* ep_counts_ = nullptr;
   bool ep_count_ = false;
   int64_t ep_decode_steps_ = 0;
+  int64_t tp_token_experts_ = 0;  // tensor parallel: the experts (and pairs) of its one-token decode steps
 };
 
 }  // namespace moebench::cuda

@@ -233,7 +233,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
     }
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     read_collective_times(all_decode);
-    if (all_decode && expert_parallel()) ++ep_decode_steps_;
+    if (all_decode) note_decode_step(m);
   } catch (...) {
     tp_timing_ = true;
     ws_->end();

@@ -13,6 +13,11 @@
 // MOEBENCH_GRAPH_PDL=0: plain dependencies); MOEBENCH_STEP_GRAPH=0 runs every step
 // eagerly. The L2 prefetches of decode (prefetch_attention_out) run on a side stream:
 // inside a capture its branch joins the step's stream before the end.
+// Multi-GPU (tensor or expert parallel): every rank captures its own step on its own
+// thread, all-reduces included (NCCL calls are capturable, as are the kernels of
+// tp_allreduce=lsa); a rank > 0 runs rank 0's step without the lm_head (forward_follow)
+// and graphs it when rank 0 does. As on the batched path, one replay in kTpTimedEvery
+// runs a graph with the all-reduces' timing events, the others one without.
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/decode_attention.h"
@@ -23,32 +28,54 @@ namespace moebench::cuda {
 
 bool CudaModel::decode_graph_ok(int m, const float* logits, const float* all_logits, const int32_t* next) const {
   const bool tracing = prof_ && prof_->trace.enabled();
-  return decode_graphs_on_ && m == 1 && next && !logits && !all_logits && !tracing && !observed_ && !tp_ &&
+  return decode_graphs_on_ && m == 1 && (next || follow_step_) && !logits && !all_logits && !tracing && !observed_ &&
          !host_experts_ && ws_->pooled() && settings_.expert_tier == "resident" && !moe_->syncs(1);
 }
 
-void CudaModel::decode_graph_step(ForwardBuffers& b, int pos0, int64_t step) {
-  int32_t* next = host_io_ + 2 * pool_tokens_;
-  const int key = decode_attention_one_split(pos0 + 1) ? 1 : 0;
-  if (decode_graph_[key]) {
-    CUDA_CHECK(cudaGraphLaunch(decode_graph_[key], stream_));
-    ++decode_graph_replays_;
-  } else if (!decode_seen_[key]) {
-    forward_body(b, 1, pos0, step, nullptr, nullptr, next);
-    decode_seen_[key] = true;
-  } else {
-    cudaGraphExec_t exec = capture_graph(stream_, [&] {
-      forward_body(b, 1, pos0, step, nullptr, nullptr, next);
-      if (prefetch_stream_) {  // join the side stream's branch (every prefetch of the step is on it, in order)
-        CUDA_CHECK(cudaEventRecord(prefetch_event_, prefetch_stream_));
-        CUDA_CHECK(cudaStreamWaitEvent(stream_, prefetch_event_, 0));
-      }
-    });
-    decode_graph_[key] = exec;
-    CUDA_CHECK(cudaGraphLaunch(exec, stream_));
-    ++decode_graph_replays_;
+void CudaModel::forward_follow(const int32_t* tokens, int n, int pos0, bool graphs) {
+  follow_step_ = graphs;
+  try {
+    run_chunks(tokens, n, pos0, nullptr, nullptr, nullptr);
+  } catch (...) {
+    follow_step_ = false;
+    throw;
   }
-  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  follow_step_ = false;
+}
+
+void CudaModel::decode_graph_step(ForwardBuffers& b, int pos0, int64_t step, int32_t* next) {
+  const int split = decode_attention_one_split(pos0 + 1) ? 1 : 0;
+  tp_timing_ = !tp_ || decode_graph_replays_ % kTpTimedEvery == 0;  // one GPU: no events, always "timed"
+  const int key = 2 * split + (tp_timing_ ? 1 : 0);
+  try {
+    if (decode_graph_[key]) {
+      CUDA_CHECK(cudaGraphLaunch(decode_graph_[key], stream_));
+      ++decode_graph_replays_;
+      tp_events_used_ = decode_graph_events_[key];  // recorded again by the replay (none when untimed)
+    } else if (!decode_seen_[split]) {
+      forward_body(b, 1, pos0, step, nullptr, nullptr, next);
+      decode_seen_[split] = true;
+    } else {
+      cudaGraphExec_t exec = capture_graph(stream_, [&] {
+        forward_body(b, 1, pos0, step, nullptr, nullptr, next);
+        if (prefetch_stream_) {  // join the side stream's branch (every prefetch of the step is on it, in order)
+          CUDA_CHECK(cudaEventRecord(prefetch_event_, prefetch_stream_));
+          CUDA_CHECK(cudaStreamWaitEvent(stream_, prefetch_event_, 0));
+        }
+      });
+      decode_graph_[key] = exec;
+      decode_graph_events_[key] = tp_events_used_;
+      CUDA_CHECK(cudaGraphLaunch(exec, stream_));
+      ++decode_graph_replays_;
+    }
+    CUDA_CHECK(cudaStreamSynchronize(stream_));
+    read_collective_times(true);
+    note_decode_step(1);
+  } catch (...) {
+    tp_timing_ = true;
+    throw;
+  }
+  tp_timing_ = true;  // every other forward is timed
 }
 
 }  // namespace moebench::cuda

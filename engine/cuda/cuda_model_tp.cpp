@@ -15,6 +15,10 @@
 //   partial   the partial outputs in tp_sum_, all-reduced, then added to the residual
 //             and cleared in one launch (add_and_clear; the MoE block's combine adds
 //             into the cleared buffer).
+// Expert counters (ep_counters): expert parallel counts the distinct held experts each
+// decode step ran (ep_ops.h, after the router); tensor parallel holds a block of every
+// expert and counts the distinct experts of a batched decode step the same way (one
+// more one-block launch a layer), one token's top_k on the host (distinct by the top-k).
 // CUDA events around each all-reduce give the collective time of a forward. Batched
 // decode steps are captured in CUDA graphs with their all-reduces (NCCL calls are
 // capturable; each rank captures its own stream on its own thread), once with the
@@ -41,18 +45,35 @@ bool CudaModel::holds_expert(int l, int e) const { return !expert_parallel() || 
 void CudaModel::setup_pair_filter() {
   const ModelConfig& c = cfg_;
   const bool clear = tp_residual_ && tp_->rank > 0;  // see the file comment
-  if (expert_parallel()) setup_expert_parallel();
-  if (!clear && !expert_parallel()) return;
+  setup_expert_parallel();
   const int E = c.num_local_experts, K = c.num_experts_per_tok, H = c.hidden_size;
   moe_->set_pair_filter([this, clear, E, K, H](int layer, int32_t* ids, int pairs, cudaStream_t s) {
     if (expert_parallel())
       ep_mark_foreign(ids, pairs, ep_local_ + static_cast<size_t>(layer) * E, E, ep_count_ ? ep_counts_ : nullptr, s);
+    else if (ep_count_ && pairs > K)  // tensor parallel, several tokens: count the distinct experts (every one held)
+      ep_mark_foreign(ids, pairs, ep_local_, E, ep_counts_, s);
     if (clear) CUDA_CHECK(cudaMemsetAsync(tp_sum_, 0, static_cast<size_t>(pairs / K) * H * sizeof(float), s));
   });
 }
 
+void CudaModel::note_decode_step(int m) {
+  if (!tp_) return;
+  // Tensor parallel, one token: its top_k experts, distinct (the router's top-k), uncounted on the device.
+  if (!expert_parallel() && m == 1)
+    tp_token_experts_ += static_cast<int64_t>(cfg_.num_hidden_layers) * cfg_.num_experts_per_tok;
+  ++ep_decode_steps_;
+}
+
 void CudaModel::setup_expert_parallel() {
   const ModelConfig& c = cfg_;
+  ep_counts_ = arena_->alloc_n<int64_t>(2, "expert counters");
+  CUDA_CHECK(cudaMemset(ep_counts_, 0, 2 * sizeof(int64_t)));
+  if (!expert_parallel()) {  // tensor parallel: every expert held (a block of each), one layer's table serves all
+    const std::vector<uint8_t> all(static_cast<size_t>(c.num_local_experts), 1);
+    ep_local_ = arena_->alloc_n<uint8_t>(all.size(), "tensor-parallel held experts");
+    CUDA_CHECK(cudaMemcpy(ep_local_, all.data(), all.size(), cudaMemcpyHostToDevice));
+    return;
+  }
   const ExpertPlacement& p = *tp_->placement;
   if (p.n_layers != c.num_hidden_layers || p.n_experts != c.num_local_experts || p.n_ranks != tp_->world)
     fail("expert parallel: a placement of {} layers x {} experts over {} ranks for a model of {} x {} on {}", p.n_layers,
@@ -62,22 +83,20 @@ void CudaModel::setup_expert_parallel() {
   for (int l = 0; l < c.num_hidden_layers; ++l)
     for (int e = 0; e < c.num_local_experts; ++e) local[static_cast<size_t>(l) * c.num_local_experts + e] = holds_expert(l, e);
   ep_local_ = arena_->alloc_n<uint8_t>(n, "expert-parallel held experts");
-  ep_counts_ = arena_->alloc_n<int64_t>(2, "expert-parallel counters");
   CUDA_CHECK(cudaMemcpy(ep_local_, local.data(), n, cudaMemcpyHostToDevice));
-  CUDA_CHECK(cudaMemset(ep_counts_, 0, 2 * sizeof(int64_t)));
 }
 
 CudaModel::EpCounters CudaModel::ep_counters() {
   EpCounters out;
-  if (!expert_parallel()) return out;
+  if (!tp_) return out;
   for (int l = 0; l < cfg_.num_hidden_layers; ++l)
     for (int e = 0; e < cfg_.num_local_experts; ++e) out.experts_held += holds_expert(l, e) ? 1 : 0;
   int64_t counts[2] = {0, 0};
   CUDA_CHECK(cudaMemcpyAsync(counts, ep_counts_, sizeof counts, cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
   out.decode_steps = ep_decode_steps_;
-  out.experts_run = counts[0];
-  out.pairs = counts[1];
+  out.experts_run = counts[0] + tp_token_experts_;
+  out.pairs = counts[1] + tp_token_experts_;  // one token: as many pairs as experts
   return out;
 }
 

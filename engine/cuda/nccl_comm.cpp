@@ -18,6 +18,7 @@ namespace moebench::cuda {
 namespace {
 
 struct NcclApi {
+  void* lib = nullptr;
   decltype(&ncclGetVersion) GetVersion = nullptr;
   decltype(&ncclCommInitAll) CommInitAll = nullptr;
   decltype(&ncclCommDestroy) CommDestroy = nullptr;
@@ -57,6 +58,7 @@ NcclApi load_api() {
     fail("NCCL could not be opened (tried {}: {}); more than one GPU needs libnccl.so.2: put its folder on "
          "LD_LIBRARY_PATH",
          tried, dlerror());
+  a.lib = lib;
   bind_symbol(lib, "ncclGetVersion", a.GetVersion, path);
   bind_symbol(lib, "ncclCommInitAll", a.CommInitAll, path);
   bind_symbol(lib, "ncclCommDestroy", a.CommDestroy, path);
@@ -226,7 +228,11 @@ void NcclComms::all_to_all_rows(int rank, const void* send, std::span<const int6
 
 void NcclComms::synchronize(int rank) { CUDA_CHECK(cudaStreamSynchronize(stream(rank))); }
 
-std::vector<void*> NcclComms::alloc_symmetric(size_t bytes, std::string* why) {
+void* NcclComms::handle(int rank) const { return impl_->comms.at(rank); }
+
+void* NcclComms::symbol(const char* name) { return dlsym(api().lib, name); }
+
+std::vector<void*> NcclComms::alloc_symmetric(size_t bytes, std::string* why, std::vector<void*>* windows) {
   const NcclApi& a = api();
   auto refuse = [&](std::string reason) {
     if (why) *why = std::move(reason);
@@ -270,6 +276,7 @@ std::vector<void*> NcclComms::alloc_symmetric(size_t bytes, std::string* why) {
   CUDA_CHECK(cudaSetDevice(current));
   impl_->sym_buffers.push_back(bufs);
   impl_->sym_windows.push_back(wins);
+  if (windows) windows->assign(wins.begin(), wins.end());
   return bufs;
 }
 

@@ -65,7 +65,14 @@ class NcclComms {
   // group, from this thread), so NCCL (2.27 and later) runs its low-latency symmetric
   // kernels on collectives over them. Empty, with the reason in *why, where the library
   // lacks the calls or a step fails (nothing is kept then). Freed with the communicators.
-  std::vector<void*> alloc_symmetric(size_t bytes, std::string* why);
+  // windows (may be null): each rank's window (ncclWindow_t) of the buffers, for kernels
+  // of ours that reach the peers' buffers through NCCL's device API (tp_lsa_reduce.h).
+  std::vector<void*> alloc_symmetric(size_t bytes, std::string* why, std::vector<void*>* windows = nullptr);
+
+  // Rank `rank`'s communicator (an ncclComm_t), and an entry point of the library opened
+  // (null where it lacks it): for the device API's host calls (tp_lsa_reduce.cu).
+  void* handle(int rank) const;
+  static void* symbol(const char* name);
 
   static std::string library_version();  // e.g. "2.28.9", of the library opened
 

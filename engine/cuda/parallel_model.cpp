@@ -8,6 +8,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/nccl_comm.h"
+#include "engine/cuda/tp_lsa_reduce.h"
 #include "engine/rank_threads.h"
 #include "engine/shard.h"
 #include "profiler/counters.h"
@@ -32,6 +33,7 @@ ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->confi
   NcclComms* comms = comms_.get();
   threads_ = std::make_unique<RankThreads>(n, [comms](int r) { CUDA_CHECK(cudaSetDevice(comms->device(r))); });
   std::vector<void*> sums = symmetric_sums(ctx);
+  make_lsa(ctx);
   ranks_.resize(n);
   device_names_.resize(n);
   next_scratch_.resize(n);
@@ -44,7 +46,9 @@ ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->confi
     TpRank tp;
     tp.rank = r;
     tp.world = n;
-    tp.all_reduce = [comms, r](float* x, size_t count_f, cudaStream_t s) {
+    LsaAllReduce* lsa = lsa_.empty() ? nullptr : lsa_[r].get();
+    tp.all_reduce = [comms, r, lsa](float* x, size_t count_f, cudaStream_t s) {
+      if (lsa && lsa->takes(x, count_f)) return lsa->run(x, count_f, s);  // tp_allreduce=lsa: decode's
       comms->all_reduce_sum(r, x, x, count_f, DType::f32, s);
     };
     if (!sums.empty()) tp.sum_buffer = static_cast<float*>(sums[r]);
@@ -53,8 +57,28 @@ ParallelModel::ParallelModel(const EngineContext& ctx) : cfg_(ctx.weights->confi
   });
   std::string names;
   for (int r = 0; r < n; ++r) names += fmt::format("{}{}: {}", r ? ", " : "", r, device_names_[r]);
-  log::info("{} parallel over {} GPUs (NCCL {}, all-reduces in {} memory): {}", ep ? "expert" : "tensor", n, NcclComms::library_version(),
-            symmetric_ ? "symmetric" : "plain", names);
+  log::info("{} parallel over {} GPUs (NCCL {}, {} all-reduces): {}", ep ? "expert" : "tensor", n,
+            NcclComms::library_version(), allreduce_name(), names);
+}
+
+const char* ParallelModel::allreduce_name() const { return !lsa_.empty() ? "lsa" : symmetric_ ? "symmetric" : "plain"; }
+
+void ParallelModel::make_lsa(const EngineContext& ctx) {
+  const std::string& mode = ctx.settings.tp_allreduce;
+  const int n = comms_->size();
+  // auto: at two GPUs over symmetric memory, where the library has the device API (measured
+  // on two H200: faster than NCCL's all-reduce in every layout and batch, PARALLEL.md).
+  const bool autolsa = mode == "auto" && n == 2 && symmetric_ && NcclComms::symbol("ncclDevCommCreate");
+  if (mode != "lsa" && !autolsa) return;
+  const int rows = std::min(LsaAllReduce::kMaxRows, CudaModel::pool_tokens_for(ctx));
+  const size_t cap = static_cast<size_t>(rows) * static_cast<size_t>(cfg_.hidden_size);
+  std::string why;
+  std::vector<void*> windows;
+  const std::vector<void*> bufs = comms_->alloc_symmetric(LsaAllReduce::buffer_bytes(cap, n), &why, &windows);
+  if (bufs.empty()) fail("setting tp_allreduce=lsa: {}", why);
+  lsa_.resize(n);
+  NcclComms* comms = comms_.get();
+  each_rank([&](int r) { lsa_[r] = std::make_unique<LsaAllReduce>(*comms, r, bufs[r], windows[r], cap); });
 }
 
 std::vector<void*> ParallelModel::symmetric_sums(const EngineContext& ctx) {
@@ -63,7 +87,7 @@ std::vector<void*> ParallelModel::symmetric_sums(const EngineContext& ctx) {
   std::string why;
   std::vector<void*> sums = comms_->alloc_symmetric(CudaModel::tp_sum_floats(ctx) * sizeof(float), &why);
   if (sums.empty()) {
-    if (mode == "symmetric") fail("setting tp_allreduce=symmetric: {}", why);
+    if (mode != "auto") fail("setting tp_allreduce={}: {}", mode, why);
     log::info("tp_allreduce=auto: the all-reduces use plain device memory ({})", why);
   }
   symmetric_ = !sums.empty();
@@ -77,6 +101,14 @@ ParallelModel::~ParallelModel() {
     cudaSetDevice(static_cast<int>(r));
     ranks_[r].reset();
   }
+  // The device communicators before the communicators they were made from, every rank's
+  // at once on its own thread: ncclDevCommDestroy deregisters a window, a collective.
+  if (!lsa_.empty() && threads_) {
+    try {
+      threads_->run([&](int r) { lsa_[r].reset(); });
+    } catch (...) {  // a destructor does not throw; what is left goes with the communicators
+    }
+  }
   threads_.reset();
   comms_.reset();
 }
@@ -89,11 +121,14 @@ void ParallelModel::forward(const int32_t* tokens, int n, int pos0, float* logit
 
 int32_t ParallelModel::forward_argmax(const int32_t* tokens, int n, int pos0) {
   int32_t next = 0;
+  // Single-sequence decode steps run as CUDA graphs on every rank or on none: rank 0 runs
+  // eagerly when its profiler traces (cuda_model_graph.cpp), so then the others do too.
+  const bool graphs = !(prof_ && prof_->trace.enabled());
   each_rank([&](int r) {
     if (r == 0)
       next = ranks_[0]->forward_argmax(tokens, n, pos0);
     else
-      ranks_[r]->forward(tokens, n, pos0, nullptr, nullptr);
+      ranks_[r]->forward_follow(tokens, n, pos0, graphs);
   });
   return next;
 }
@@ -108,9 +143,8 @@ int ParallelModel::max_seq_len() const { return ranks_[0]->max_seq_len(); }
 std::string ParallelModel::experts_describe() const {
   if (placement_)
     return fmt::format("{}, expert parallel x{} ({} placement, {} all-reduce)", ranks_[0]->experts_describe(), world(),
-                       placement_->policy, symmetric_ ? "symmetric" : "plain");
-  return fmt::format("{}, tensor parallel x{} ({} all-reduce)", ranks_[0]->experts_describe(), world(),
-                     symmetric_ ? "symmetric" : "plain");
+                       placement_->policy, allreduce_name());
+  return fmt::format("{}, tensor parallel x{} ({} all-reduce)", ranks_[0]->experts_describe(), world(), allreduce_name());
 }
 
 void ParallelModel::setup_kv_blocks(int block_size, int num_blocks, int max_seqs) {
@@ -135,7 +169,7 @@ void ParallelModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* ne
 
 std::vector<Model::GpuRankStats> ParallelModel::gpu_ranks() const {
   std::vector<CudaModel::EpCounters> ep(ranks_.size());
-  if (placement_) threads_->run([&](int r) { ep[r] = ranks_[r]->ep_counters(); });  // each on its GPU's thread
+  threads_->run([&](int r) { ep[r] = ranks_[r]->ep_counters(); });  // each on its GPU's thread
   std::vector<GpuRankStats> out;
   for (int r = 0; r < world(); ++r) {
     const CudaModel& m = *ranks_[r];

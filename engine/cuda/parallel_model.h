@@ -10,7 +10,9 @@
 // on every rank, so every rank picks the same experts. Rank 0 returns the logits and
 // the argmax (lm_head is replicated; the other ranks skip it); rank 0 alone reports to
 // the profiler. The partial sums live in NCCL symmetric memory where settings
-// tp_allreduce asks for it (NCCL's low-latency kernels for small all-reduces).
+// tp_allreduce asks for it (NCCL's low-latency kernels for small all-reduces);
+// tp_allreduce=lsa runs decode's all-reduces in a kernel of ours over NCCL's device API
+// (engine/cuda/tp_lsa_reduce.h), larger ones through NCCL in symmetric memory.
 //
 // Expert parallel (settings.expert_parallel = N): rank r holds the whole model but the
 // experts that the placement (settings.ep_placement, engine/shard.h ep_placement_for)
@@ -43,6 +45,7 @@ struct ExpertPlacement;
 namespace moebench::cuda {
 
 class CudaModel;
+class LsaAllReduce;
 class NcclComms;
 
 class ParallelModel : public Model, public BatchModel {
@@ -80,11 +83,16 @@ class ParallelModel : public Model, public BatchModel {
   // The ranks' partial-sum buffers in NCCL symmetric memory (settings tp_allreduce), or
   // empty: each rank's arena.
   std::vector<void*> symmetric_sums(const EngineContext& ctx);
+  // settings tp_allreduce=lsa: each rank's all-reduce kernel over NCCL's device API
+  // (engine/cuda/tp_lsa_reduce.h) for all-reduces of up to LsaAllReduce::kMaxRows rows.
+  void make_lsa(const EngineContext& ctx);
+  const char* allreduce_name() const;  // lsa, symmetric or plain
   ModelConfig cfg_;
   profiler::Profiler* prof_ = nullptr;  // rank 0's (the others have none)
   std::unique_ptr<ExpertPlacement> placement_;  // expert parallel (null: tensor parallel)
   bool symmetric_ = false;
   std::unique_ptr<NcclComms> comms_;
+  std::vector<std::unique_ptr<LsaAllReduce>> lsa_;  // tp_allreduce=lsa (else empty)
   std::unique_ptr<RankThreads> threads_;  // one per GPU, its device current; every rank's calls run there
   std::vector<std::unique_ptr<CudaModel>> ranks_;
   std::vector<std::string> device_names_;
