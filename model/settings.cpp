@@ -102,7 +102,7 @@ const std::vector<Knob>& knobs() {
        [](auto& s, auto& v) { s.weight_dtype = one_of("weight_dtype", v, {"bf16", "fp8", "int8"}); }},
       {"tensor_parallel", "integer >= 1: GPUs, tensor-parallel (1: one GPU)", [](auto& s) { return std::to_string(s.tensor_parallel); },
        [](auto& s, auto& v) { s.tensor_parallel = parse_int("tensor_parallel", v, 1); }},
-      {"tp_allreduce", "auto|symmetric|plain|lsa (the multi-GPU all-reduces: NCCL's in symmetric or plain memory, or lsa: decode's in a kernel over NCCL's device API; auto: lsa at 2 GPUs where NCCL has it, else symmetric)",
+      {"tp_allreduce", "auto|symmetric|plain|lsa (the multi-GPU all-reduces: NCCL's in symmetric or plain memory, or lsa: decode's in a kernel over NCCL's device API; auto: symmetric at 2 GPUs, else plain)",
        [](auto& s) { return s.tp_allreduce; },
        [](auto& s, auto& v) { s.tp_allreduce = one_of("tp_allreduce", v, {"auto", "symmetric", "plain", "lsa"}); }},
       {"tp_reduce", "residual|partial (what the multi-GPU all-reduces sum)", [](auto& s) { return s.tp_reduce; },

@@ -64,8 +64,8 @@ struct EngineSettings {
   // model's device arena), lsa (the all-reduces of up to 64 rows, decode's, in a kernel
   // of ours over NCCL's device API: stores into the peers' symmetric memory, an LSA
   // barrier, a sum in rank order; larger ones as symmetric; engine/cuda/tp_lsa_reduce.h),
-  // auto (at 2 GPUs, where a sum of two is the same bits in any order: lsa where NCCL
-  // has the device API, else symmetric, falling back to plain; plain above 2).
+  // auto (symmetric at 2 GPUs, where a sum of two is the same bits in any order, falling
+  // back to plain; plain above 2; lsa only when asked for, PARALLEL.md says why).
   std::string tp_allreduce = "auto";
   // What a multi-GPU model all-reduces (engine/cuda/cuda_model_tp.cpp): residual (the
   // residual stream itself: GPU 0 adds its partial output into it as one GPU does, the
