@@ -285,7 +285,8 @@ void print_table(const reports::Results& res, const EngineSettings& s) {
                                            rows));
   fmt::print("\nbound: single-sequence cases: suites/bound.h (CUDA: weights one token reads / HBM; CPU: a read "
              "stream over the fp32 weights a token reads); batch B: B tokens per step over the least a step reads "
-             "(every non-expert weight, top_k experts per layer); prefill cases (new tokens = 1): the time to read "
+             "(every non-expert weight, top_k experts per layer; over two or more GPUs: the busiest GPU's share, with the "
+             "experts each step ran, plus the measured all-reduce time); prefill cases (new tokens = 1): the time to read "
              "that least; % = bound time / achieved time.\n");
 }
 
