@@ -45,6 +45,7 @@
 #include "bf16_checkpoint.h"
 #include "cuda_ctx.h"
 #include "device_copy.h"
+#include "paged_steps.h"
 #include "routing_log.h"
 #include "test_util.h"
 #include "variants/routing_trace.h"
@@ -523,16 +524,7 @@ TEST(CudaFamilyKernels, QkNormInsideDecodeAttentionIsBitIdentical) {
                        std::to_string(sh.hd) + " block " + std::to_string(bs) + " len " + std::to_string(len) +
                        (split ? " split" : " unsplit"));
           const int hd = sh.hd, width = max_len / bs, m = bs == max_len ? 1 : 2;
-          std::vector<int32_t> table(static_cast<size_t>(m) * width);
-          for (int b = 0; b < m * width; ++b) table[b] = b;
-          std::shuffle(table.begin(), table.end(), rng);
-          std::vector<int32_t> pos, seq_row, slot;
-          for (int i = 0; i < m; ++i) {
-            const int t = i == 0 ? len - 1 : len / 2;
-            pos.push_back(t);
-            seq_row.push_back(i);
-            slot.push_back(table[static_cast<size_t>(i) * width + t / bs] * bs + t % bs);
-          }
+          const auto& [table, pos, seq_row, slot] = paged_steps(m, width, bs, len, rng);
           const size_t nq = static_cast<size_t>(m) * sh.heads * hd, nk = static_cast<size_t>(sh.kv) * hd;
           const size_t pool = static_cast<size_t>(m) * max_len * nk;
           std::vector<float> q(nq), k(m * nk), v(m * nk);
