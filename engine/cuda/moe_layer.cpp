@@ -200,7 +200,7 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
     // The first chosen expert's first gate/up rows into L2 from the router's block
     // (MOEBENCH_ROUTER_PREFETCH_MB): resident bf16 experts whose table is already on the device.
     GateUpPrefetch pf;
-    const uint64_t pf_bytes = router_prefetch_bytes_from_env();
+    const uint64_t pf_bytes = router_prefetch_bytes();
     if (pf_bytes > 0 && !quantised() && !provider_.needs_ids() && !host_ && table_rows_ == 3 && table_valid_[layer]) {
       const void* const* t = table_d_ + static_cast<size_t>(layer) * table_rows_ * E;
       pf = GateUpPrefetch{t, t + E, std::min<uint64_t>(pf_bytes / 2, static_cast<uint64_t>(d_.inter) * H * 2)};
