@@ -24,6 +24,7 @@
 #include "engine/engine.h"
 #include "engine/ops/ops.h"
 #include "engine/weight_source.h"
+#include "tests/cuda_ctx.h"
 #include "tests/device_copy.h"
 
 using namespace moebench;
@@ -170,12 +171,7 @@ TEST(CudaOProjRouter, ModelStepsMatchTheTwoLaunches) {
       auto run = [&](bool fused, std::vector<float>& logits) {
         cuda::set_o_proj_router(fused ? 1 : 0);
         cuda::set_step_prefetch(fused ? 2 : 0, fused ? 1 : 0);  // both prefetches with the fold
-        EngineContext ctx;
-        ctx.weights = &src;
-        ctx.backend = "cuda";
-        ctx.settings.max_model_len = 64;
-        ctx.settings.max_num_batched_tokens = 16;
-        ctx.settings.gpu_mem_budget = "1GiB";
+        EngineContext ctx = test::cuda_ctx(src);
         ctx.settings.expert_dtype = dtype;
         ctx.settings.routing = routing;
         ctx.settings.routing_seed = 3;
