@@ -117,6 +117,11 @@ uint64_t down_l2_prefetch_bytes() {
   return static_cast<uint64_t>(set < 0 ? env : set) << 10;
 }
 
+int down_l2_prefetch_blocks_from_env() {
+  static const int blocks = env_choice("MOEBENCH_DOWN_L2_BLOCKS", {64, 128, 256}, 128);
+  return blocks;
+}
+
 void set_step_prefetch(int router_mb, int down_kb) {
   g_router_prefetch_mb.store(router_mb < 0 ? -1 : router_mb);
   g_down_l2_kb.store(down_kb < 0 ? -1 : down_kb);

@@ -41,7 +41,9 @@
 //                            resident): 0 (unset: none), 2, 4, 8 or 16;
 //   MOEBENCH_DOWN_L2_KB      the fused MoE gate/up launch's last 128 blocks to finish ask L2
 //                            for the first KiB of each w2 row of the used experts, for the
-//                            grouped down kernel after it: 0 (unset: none), 1, 2 or 4.
+//                            grouped down kernel after it: 0 (unset: none), 1, 2 or 4;
+//   MOEBENCH_DOWN_L2_BLOCKS  how many of gate/up's last blocks to finish share those
+//                            requests: 128 (unset), 64 or 256.
 // Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
 #include <cstdint>
@@ -73,6 +75,7 @@ bool o_proj_router_on();
 void set_o_proj_router(int on);
 uint64_t router_prefetch_bytes();     // MOEBENCH_ROUTER_PREFETCH_MB, in bytes
 uint64_t down_l2_prefetch_bytes();    // MOEBENCH_DOWN_L2_KB, in bytes
+int down_l2_prefetch_blocks_from_env();  // MOEBENCH_DOWN_L2_BLOCKS
 // Tests: the two prefetches' sizes from here on (MB, KiB as the variables; -1: the
 // environment's again).
 void set_step_prefetch(int router_mb, int down_kb);

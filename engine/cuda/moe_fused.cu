@@ -338,14 +338,15 @@ void gate_up_any(const bf16* x, const int32_t* ids, const bf16* const* w1s, cons
 }
 
 // The down prefetch the grouped down kernel gets from gate/up (MOEBENCH_DOWN_L2_KB): the
-// first KiB of each w2 row, requested by gate/up's last 128 blocks to finish.
+// first KiB of each w2 row, requested by gate/up's last 128 blocks to finish
+// (MOEBENCH_DOWN_L2_BLOCKS).
 DownPrefetch down_prefetch(const bf16* const* w2s, int hidden, int inter) {
   DownPrefetch pf;
   const uint64_t want = down_l2_prefetch_bytes();
   if (want == 0) return pf;
   pf.w2s = w2s;
   pf.row_bytes = static_cast<unsigned>(std::min<uint64_t>(want, static_cast<uint64_t>(inter) * 2 / 16 * 16));
-  pf.blocks = 128;
+  pf.blocks = down_l2_prefetch_blocks_from_env();
   pf.hidden = hidden;
   pf.inter = inter;
   if (pf.row_bytes == 0) pf = DownPrefetch{};
