@@ -156,10 +156,9 @@ TEST(CudaOProjRouter, MatchesGemvThenNormRouterAndTheCpuReference) {
 }
 
 // The model with the switch on and off (synthetic:small: hidden 512, 8 experts, top-2, the
-// shape the launch takes), on: with the router's gate/up prefetch and gate/up's w2 prefetch
-// (MOEBENCH_ROUTER_PREFETCH_MB, MOEBENCH_DOWN_L2_KB); bf16 and int8 experts, the gate's
-// routing and a routing source's (the router's top-k left out, its logits reweighed); eager
-// steps' logits and the graph-replayed greedy tokens identical, bit for bit.
+// shape the launch takes): bf16 and int8 experts, the gate's routing and a routing source's
+// (the router's top-k left out, its logits reweighed); eager steps' logits and the
+// graph-replayed greedy tokens identical, bit for bit.
 TEST(CudaOProjRouter, ModelStepsMatchTheTwoLaunches) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA o_proj + router test skipped";
   auto src = WeightSource::open("synthetic:small", 5);
@@ -170,7 +169,6 @@ TEST(CudaOProjRouter, ModelStepsMatchTheTwoLaunches) {
       SCOPED_TRACE("expert_dtype " + dtype + ", routing " + routing);
       auto run = [&](bool fused, std::vector<float>& logits) {
         cuda::set_o_proj_router(fused ? 1 : 0);
-        cuda::set_step_prefetch(fused ? 2 : 0, fused ? 1 : 0);  // both prefetches with the fold
         EngineContext ctx = test::cuda_ctx(src);
         ctx.settings.expert_dtype = dtype;
         ctx.settings.routing = routing;
@@ -198,65 +196,10 @@ TEST(CudaOProjRouter, ModelStepsMatchTheTwoLaunches) {
       const auto two = run(false, l_two);
       const auto one = run(true, l_one);
       cuda::set_o_proj_router(-1);
-      cuda::set_step_prefetch(-1, -1);
       ASSERT_EQ(l_two.size(), l_one.size());
       EXPECT_TRUE(l_two == l_one) << "decode logits differ between one launch and two";
       EXPECT_EQ(two, one) << "greedy tokens differ between one launch and two";
     }
-}
-
-// The fused MoE decode with gate/up's w2 prefetch (MOEBENCH_DOWN_L2_KB) against without:
-// h and the residual bit for bit, one and three tokens (the used experts in first-use
-// order), each launched twice, so gate/up's finishing counter must be back at zero.
-TEST(CudaOProjRouter, GateUpDownPrefetchChangesNoBits) {
-  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA o_proj + router test skipped";
-  const int H = 1024, I = 2048, E = 8, k = 2;
-  std::mt19937 rng(31);
-  std::normal_distribution<float> nd(0.0f, 1.0f);
-  cuda::DeviceArena arena(256ull << 20, "gate/up prefetch test");
-  std::vector<const __nv_bfloat16*> w1(E), w3(E), w2(E);
-  auto weights = [&](size_t count) {
-    std::vector<uint16_t> v(count);
-    for (auto& b : v) b = f32_to_bf16(0.03f * nd(rng));
-    return reinterpret_cast<const __nv_bfloat16*>(upload(arena, v));
-  };
-  for (int e = 0; e < E; ++e) {
-    w1[e] = weights(static_cast<size_t>(I) * H);
-    w3[e] = weights(static_cast<size_t>(I) * H);
-    w2[e] = weights(static_cast<size_t>(H) * I);
-  }
-  const auto* w1d = upload(arena, w1);
-  const auto* w3d = upload(arena, w3);
-  const auto* w2d = upload(arena, w2);
-  for (const int n : {1, 3}) {
-    SCOPED_TRACE(std::to_string(n) + " tokens");
-    std::vector<uint16_t> x(static_cast<size_t>(n) * H);
-    for (auto& b : x) b = f32_to_bf16(nd(rng));
-    std::vector<float> res(static_cast<size_t>(n) * H);
-    for (auto& v : res) v = nd(rng);
-    const std::vector<int32_t> ids = n == 1 ? std::vector<int32_t>{5, 2} : std::vector<int32_t>{5, 2, 2, 7, 0, 5};
-    const std::vector<float> wts = n == 1 ? std::vector<float>{0.6f, 0.4f}
-                                          : std::vector<float>{0.7f, 0.3f, 0.55f, 0.45f, 0.5f, 0.5f};
-    const auto* xd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, x));
-    const auto* idd = upload(arena, ids);
-    const auto* wd = upload(arena, wts);
-    auto* hd = arena.alloc_n<__nv_bfloat16>(static_cast<size_t>(n) * k * I, "h");
-    float* out = arena.alloc_n<float>(res.size(), "residual");
-    auto run = [&](int kb) {
-      cuda::set_step_prefetch(-1, kb);
-      CUDA_CHECK(cudaMemcpy(out, res.data(), res.size() * sizeof(float), cudaMemcpyHostToDevice));
-      cuda::moe_decode_fused(xd, idd, wd, w1d, w3d, w2d, hd, out, n, k, E, H, I, nullptr);
-      return std::make_pair(download(reinterpret_cast<const uint16_t*>(hd), static_cast<size_t>(n) * k * I),
-                            download(out, res.size()));
-    };
-    const auto plain = run(0);
-    for (const int kb : {1, 4, 4}) {
-      const auto pf = run(kb);
-      EXPECT_EQ(plain.first, pf.first) << "h differs with a " << kb << " KiB prefetch";
-      EXPECT_EQ(plain.second, pf.second) << "the residual differs with a " << kb << " KiB prefetch";
-    }
-    cuda::set_step_prefetch(-1, -1);
-  }
 }
 
 }  // namespace

@@ -101,30 +101,4 @@ bool o_proj_router_on() {
 
 void set_o_proj_router(int on) { g_o_proj_router.store(on < 0 ? -1 : on != 0); }
 
-namespace {
-std::atomic<int> g_router_prefetch_mb{-1}, g_down_l2_kb{-1};
-}
-
-uint64_t router_prefetch_bytes() {
-  static const int env = env_choice("MOEBENCH_ROUTER_PREFETCH_MB", {0, 2, 4, 8, 16}, 0);
-  const int set = g_router_prefetch_mb.load();
-  return static_cast<uint64_t>(set < 0 ? env : set) << 20;
-}
-
-uint64_t down_l2_prefetch_bytes() {
-  static const int env = env_choice("MOEBENCH_DOWN_L2_KB", {0, 1, 2, 4}, 0);
-  const int set = g_down_l2_kb.load();
-  return static_cast<uint64_t>(set < 0 ? env : set) << 10;
-}
-
-int down_l2_prefetch_blocks_from_env() {
-  static const int blocks = env_choice("MOEBENCH_DOWN_L2_BLOCKS", {64, 128, 256}, 128);
-  return blocks;
-}
-
-void set_step_prefetch(int router_mb, int down_kb) {
-  g_router_prefetch_mb.store(router_mb < 0 ? -1 : router_mb);
-  g_down_l2_kb.store(down_kb < 0 ? -1 : down_kb);
-}
-
 }  // namespace moebench::cuda

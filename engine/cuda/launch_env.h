@@ -35,18 +35,9 @@
 //   MOEBENCH_OPROJ_ROUTER    the single-sequence decode step runs o_proj and the MoE
 //                            block's norm + router in one launch (o_proj_router.h: the last
 //                            o_proj block to finish takes the router) instead of two: 0
-//                            (unset) or 1;
-//   MOEBENCH_ROUTER_PREFETCH_MB in that launch, the router's block asks L2 for the first
-//                            MB / 2 of w1 and of w3 of the first chosen expert (bf16 experts,
-//                            resident): 0 (unset: none), 2, 4, 8 or 16;
-//   MOEBENCH_DOWN_L2_KB      the fused MoE gate/up launch's last 128 blocks to finish ask L2
-//                            for the first KiB of each w2 row of the used experts, for the
-//                            grouped down kernel after it: 0 (unset: none), 1, 2 or 4;
-//   MOEBENCH_DOWN_L2_BLOCKS  how many of gate/up's last blocks to finish share those
-//                            requests: 128 (unset), 64 or 256.
+//                            (unset) or 1.
 // Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
-#include <cstdint>
 #include <initializer_list>
 
 namespace moebench::cuda {
@@ -73,11 +64,5 @@ bool o_proj_router_from_env();           // MOEBENCH_OPROJ_ROUTER == 1
 // or what set_o_proj_router said last (tests: 1 on, 0 off, -1 the environment again).
 bool o_proj_router_on();
 void set_o_proj_router(int on);
-uint64_t router_prefetch_bytes();     // MOEBENCH_ROUTER_PREFETCH_MB, in bytes
-uint64_t down_l2_prefetch_bytes();    // MOEBENCH_DOWN_L2_KB, in bytes
-int down_l2_prefetch_blocks_from_env();  // MOEBENCH_DOWN_L2_BLOCKS
-// Tests: the two prefetches' sizes from here on (MB, KiB as the variables; -1: the
-// environment's again).
-void set_step_prefetch(int router_mb, int down_kb);
 
 }  // namespace moebench::cuda

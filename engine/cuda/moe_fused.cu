@@ -28,53 +28,13 @@ using detail::silu;
 constexpr int kMaxPairs = detail::kMaxSlotPairs;
 constexpr int kSharedTableExperts = 64;  // gate/up keeps the expert table in shared memory up to this many experts
 
-// The gate/up launch's last blocks to finish ask L2 for the first row_bytes of each w2 row
-// of the used experts (MOEBENCH_DOWN_L2_KB): the bytes the grouped down kernel's blocks,
-// all resident from its start, read first, fetched through gate/up's tail, when fewer and
-// fewer of its blocks stream. Only a block's finishing order decides (a counter, reset by
-// the block that counts last), so nothing computed changes. row_bytes 0: none.
-struct DownPrefetch {
-  const bf16* const* w2s = nullptr;
-  unsigned row_bytes = 0;
-  int blocks = 0;  // the last `blocks` blocks to finish share the rows
-  int hidden = 0, inter = 0;
-};
-__device__ unsigned int g_gate_up_done;
-
-__device__ __forceinline__ void down_prefetch_when_last(const int32_t* ids, int n_pairs, const DownPrefetch& pf) {
-  __shared__ unsigned s_ticket;
-  __syncthreads();  // the block's rows are done
-  const unsigned total = gridDim.x * gridDim.y;
-  if (threadIdx.x == 0) {
-    const unsigned t = atomicAdd(&g_gate_up_done, 1u);
-    if (t == total - 1) g_gate_up_done = 0;  // every block has counted: the next launch starts from zero
-    s_ticket = t;
-  }
-  __syncthreads();
-  const unsigned first = total > static_cast<unsigned>(pf.blocks) ? total - pf.blocks : 0;
-  if (s_ticket < first || threadIdx.x >= 32) return;
-  const int nb = static_cast<int>(total - first), j = static_cast<int>(s_ticket - first);
-  const int rows_per = static_cast<int>(ceil_div(pf.hidden, nb));
-  const int r_end = min(pf.hidden, (j + 1) * rows_per);
-  int id[detail::kSlotWords];
-  unsigned firsts[detail::kSlotWords];
-  detail::pair_first_uses(ids, n_pairs, id, firsts);
-  for (int slot = 0;; ++slot) {
-    const int e = detail::nth_first_use(id, firsts, slot);  // warp-uniform
-    if (e < 0) break;
-    const char* w2 = reinterpret_cast<const char*>(pf.w2s[e]);
-    for (int r = j * rows_per + static_cast<int>(threadIdx.x); r < r_end; r += 32)
-      l2_prefetch_bulk(w2 + static_cast<int64_t>(r) * pf.inter * 2, pf.row_bytes);
-  }
-}
-
-template <int M, int R, bool kDownPf = false>
+template <int M, int R>
 __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16* __restrict__ x,
                                                                      const int32_t* __restrict__ ids,
                                                                      const bf16* const* __restrict__ w1s,
                                                                      const bf16* const* __restrict__ w3s,
                                                                      bf16* __restrict__ h, int n, int k, int K, int N,
-                                                                     int n_experts, DownPrefetch pf) {
+                                                                     int n_experts) {
   constexpr int U = 4 / R > 0 ? 4 / R : 1;
   __shared__ int s_tok[M], s_pair[M];
   // The expert table (written before the previous kernel began) before the wait; read
@@ -91,34 +51,32 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16
   pdl_trigger();
   int m = 0;
   const int e = detail::used_expert_pairs<M>(ids, n * k, k, blockIdx.y, s_tok, s_pair, m);
+  if (e < 0 || m == 0) return;  // the whole block: fewer experts used than grid rows
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (blockIdx.x * kGemvWarps + warp) * R;
-  // e < 0 || m == 0: the whole block (fewer experts used than grid rows); row0 >= N: the warp.
-  if (e >= 0 && m > 0 && row0 < N) {
-    const bf16* w1 = table_shared ? s_w1[e] : w1s[e];
-    const bf16* w3 = table_shared ? s_w3[e] : w3s[e];
-    const bf16* wr[2 * R];
+  if (row0 >= N) return;
+  const bf16* w1 = table_shared ? s_w1[e] : w1s[e];
+  const bf16* w3 = table_shared ? s_w3[e] : w3s[e];
+  const bf16* wr[2 * R];
 #pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int64_t row = min(row0 + r, N - 1);
-      wr[r] = w1 + row * K;
-      wr[R + r] = w3 + row * K;
-    }
-    const bf16* xr[M];
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(s_tok[min(mm, m - 1)]) * K;
-    float acc[2 * R][M];
-    detail::gemv_dot<2 * R, M, U>(wr, xr, m, K / 8, lane, acc);
-#pragma unroll
-    for (int r = 0; r < R; ++r)
-#pragma unroll
-      for (int mm = 0; mm < M; ++mm) {
-        const float g = warp_sum(acc[r][mm]), u = warp_sum(acc[R + r][mm]);
-        if (lane == 0 && mm < m && row0 + r < N)
-          h[static_cast<int64_t>(s_pair[mm]) * N + row0 + r] = __float2bfloat16_rn(silu(g) * u);
-      }
+  for (int r = 0; r < R; ++r) {
+    const int64_t row = min(row0 + r, N - 1);
+    wr[r] = w1 + row * K;
+    wr[R + r] = w3 + row * K;
   }
-  if constexpr (kDownPf) down_prefetch_when_last(ids, n * k, pf);
+  const bf16* xr[M];
+#pragma unroll
+  for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(s_tok[min(mm, m - 1)]) * K;
+  float acc[2 * R][M];
+  detail::gemv_dot<2 * R, M, U>(wr, xr, m, K / 8, lane, acc);
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) {
+      const float g = warp_sum(acc[r][mm]), u = warp_sum(acc[R + r][mm]);
+      if (lane == 0 && mm < m && row0 + r < N)
+        h[static_cast<int64_t>(s_pair[mm]) * N + row0 + r] = __float2bfloat16_rn(silu(g) * u);
+    }
 }
 
 template <int R>
@@ -309,17 +267,17 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_pairs_kernel(const b
 
 template <int M>
 void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
-                    int k, int n_experts, int hidden, int inter, cudaStream_t stream, const DownPrefetch& pf = {}) {
+                    int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
   // A block per (row block, used-expert slot): slot y computes the y-th distinct expert of ids.
   const int knob = gate_up_rows_from_env();  // MOEBENCH_GATEUP_ROWS (launch_env.h), 0: by size
   const int R = knob > 0 ? knob : inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
   dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), static_cast<unsigned>(std::min(n * k, n_experts)));
-  using Kernel = void (*)(const bf16*, const int32_t*, const bf16* const*, const bf16* const*, bf16*, int, int, int, int,
-                          int, DownPrefetch);
-  const bool down_pf = pf.row_bytes > 0;
-  const Kernel kernel = R == 2 ? (down_pf ? moe_gate_up_kernel<M, 2, true> : moe_gate_up_kernel<M, 2, false>)
-                               : (down_pf ? moe_gate_up_kernel<M, 1, true> : moe_gate_up_kernel<M, 1, false>);
-  launch_pdl(kernel, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter, n_experts, pf);
+  if (R == 2)
+    launch_pdl(moe_gate_up_kernel<M, 2>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
+               n_experts);
+  else
+    launch_pdl(moe_gate_up_kernel<M, 1>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
+               n_experts);
   CUDA_CHECK_LAUNCH("moe_gate_up_kernel");
 }
 
@@ -330,27 +288,11 @@ void check_shape(const char* what, int n, int k, int hidden, int inter) {
 }
 
 void gate_up_any(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
-                 int k, int n_experts, int hidden, int inter, cudaStream_t stream, const DownPrefetch& pf = {}) {
-  if (n == 1) launch_gate_up<1>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream, pf);
-  else if (n == 2) launch_gate_up<2>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream, pf);
-  else if (n <= 4) launch_gate_up<4>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream, pf);
-  else launch_gate_up<8>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream, pf);
-}
-
-// The down prefetch the grouped down kernel gets from gate/up (MOEBENCH_DOWN_L2_KB): the
-// first KiB of each w2 row, requested by gate/up's last 128 blocks to finish
-// (MOEBENCH_DOWN_L2_BLOCKS).
-DownPrefetch down_prefetch(const bf16* const* w2s, int hidden, int inter) {
-  DownPrefetch pf;
-  const uint64_t want = down_l2_prefetch_bytes();
-  if (want == 0) return pf;
-  pf.w2s = w2s;
-  pf.row_bytes = static_cast<unsigned>(std::min<uint64_t>(want, static_cast<uint64_t>(inter) * 2 / 16 * 16));
-  pf.blocks = down_l2_prefetch_blocks_from_env();
-  pf.hidden = hidden;
-  pf.inter = inter;
-  if (pf.row_bytes == 0) pf = DownPrefetch{};
-  return pf;
+                 int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
+  if (n == 1) launch_gate_up<1>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  else if (n == 2) launch_gate_up<2>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  else if (n <= 4) launch_gate_up<4>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  else launch_gate_up<8>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
 }
 }  // namespace
 
@@ -360,8 +302,7 @@ void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, c
   MB_NVTX_RANGE("moe_decode_fused");
   if (n <= 0) return;
   check_shape("moe_decode_fused", n, k, hidden, inter);
-  gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream,
-              down != MoeDownAlgo::per_pair ? down_prefetch(w2s, hidden, inter) : DownPrefetch{});
+  gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
   const bool early = down == MoeDownAlgo::grouped_early_trigger ||
                      (down == MoeDownAlgo::grouped && down_early_trigger_from_env());
   const bool preload = down == MoeDownAlgo::grouped_preload || (down == MoeDownAlgo::grouped && down_preload_from_env());

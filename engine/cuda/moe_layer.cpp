@@ -197,16 +197,8 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
     if (!norm || m != 1 || norm->x != o.x)
       fail("moe: layer {}: an o_proj left to the router's launch but the router runs {} tokens {} the fused norm",
            layer, m, norm ? "of another x with" : "without");
-    // The first chosen expert's first gate/up rows into L2 from the router's block
-    // (MOEBENCH_ROUTER_PREFETCH_MB): resident bf16 experts whose table is already on the device.
-    GateUpPrefetch pf;
-    const uint64_t pf_bytes = router_prefetch_bytes();
-    if (pf_bytes > 0 && !quantised() && !provider_.needs_ids() && !host_ && table_rows_ == 3 && table_valid_[layer]) {
-      const void* const* t = table_d_ + static_cast<size_t>(layer) * table_rows_ * E;
-      pf = GateUpPrefetch{t, t + E, std::min<uint64_t>(pf_bytes / 2, static_cast<uint64_t>(d_.inter) * H * 2)};
-    }
     o_proj_norm_router(o.att, o.wo, o.q_dim, o.x, norm->w, norm->eps, gate, b.h, b.router_logits,
-                       staged ? nullptr : b.ids, b.wts, H, E, K, stream_, d_.norm_topk_prob, pf);
+                       staged ? nullptr : b.ids, b.wts, H, E, K, stream_, d_.norm_topk_prob);
   } else if (norm) {  // h, the logits and (the gate routing) the top-k in one launch
     norm_router(norm->x, norm->w, norm->eps, gate, b.h, b.router_logits, staged ? nullptr : b.ids, b.wts, m, H, E, K,
                 stream_, d_.norm_topk_prob);

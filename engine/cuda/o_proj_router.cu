@@ -14,7 +14,6 @@ using detail::kGemvWarps;
 static_assert(kGemvWarps * 32 == kNormRouterThreads, "the router's block is the GEMV's block");
 
 __device__ unsigned int g_o_proj_done;
-constexpr unsigned kPrefetchChunk = 8192;  // bytes per L2 request of the gate/up prefetch
 
 // R rows per warp, U chunks deep: gemv_kernel<1, R, U, kGemvWarps> for o_proj (the same
 // gemv_rows, so the same y), then the last block takes the norm + router of the new x.
@@ -25,10 +24,14 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
                          float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
                          const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ h,
                          float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights, int hidden,
-                         int n_experts, int k, bool renormalise, GateUpPrefetch prefetch) {
+                         int n_experts, int k, bool renormalise) {
   __shared__ bool s_last;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int row0 = (static_cast<int>(blockIdx.x) * kGemvWarps + warp) * R;
+  // Every block loads the gate rows before its wait, as the one-block router launch does:
+  // only the last block to finish uses them, and none knows beforehand that it is last.
+  bf16x8 gw[kNormRouterRegsPer];
+  norm_router_gate_rows(gate, hidden, n_experts, gw);
   pdl_wait();  // att and x come from the kernels before
   pdl_trigger();
   if (row0 < hidden) detail::gemv_rows<1, R, U>(att, wo, x, 1, q_dim, hidden, row0, lane, true);
@@ -39,23 +42,11 @@ __global__ void __launch_bounds__(kGemvWarps * 32)
   if (!s_last) return;  // block-uniform
   __threadfence();
   if (threadIdx.x == 0) g_o_proj_done = 0;  // the next launch starts from zero
-  bf16x8 gw[kNormRouterRegsPer];
-  norm_router_gate_rows(gate, hidden, n_experts, gw);  // from L2 where the side stream's prefetch put it
   norm_router_from_regs<true>(x, norm_w, eps, gw, h, logits, ids, weights, 0, hidden, n_experts, k, renormalise);
-  if (prefetch.bytes == 0 || !ids) return;  // block-uniform
-  __syncthreads();  // warp 0 wrote the top-k
-  const int e = __ldcg(ids);
-  const char* const starts[2] = {static_cast<const char*>(prefetch.w1[e]), static_cast<const char*>(prefetch.w3[e])};
-#pragma unroll
-  for (int m = 0; m < 2; ++m)
-    for (uint64_t off = static_cast<uint64_t>(threadIdx.x) * kPrefetchChunk; off < prefetch.bytes;
-         off += static_cast<uint64_t>(blockDim.x) * kPrefetchChunk)
-      l2_prefetch_bulk(starts[m] + off, static_cast<unsigned>(min(static_cast<uint64_t>(kPrefetchChunk), prefetch.bytes - off)));
 }
 
 using Launch = void (*)(const __nv_bfloat16*, const __nv_bfloat16*, int, float*, const __nv_bfloat16*, float,
-                        const __nv_bfloat16*, __nv_bfloat16*, float*, int32_t*, float*, int, int, int, bool,
-                        GateUpPrefetch);
+                        const __nv_bfloat16*, __nv_bfloat16*, float*, int32_t*, float*, int, int, int, bool);
 // The kernel for gemv()'s shape of `hidden` rows; null where none is compiled.
 Launch kernel_for(int hidden, int* rows_per_warp) {
   const GemvShape s = gemv_default_shape(hidden);
@@ -80,19 +71,12 @@ bool o_proj_norm_router_supported(int q_dim, int hidden, int n_experts, int k, c
 void o_proj_norm_router(const __nv_bfloat16* att, const __nv_bfloat16* wo, int q_dim, float* x,
                         const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate, __nv_bfloat16* h,
                         float* logits, int32_t* ids, float* weights, int hidden, int n_experts, int k,
-                        cudaStream_t stream, bool renormalise, const GateUpPrefetch& prefetch) {
+                        cudaStream_t stream, bool renormalise) {
   MB_NVTX_RANGE("o_proj_norm_router");
-  if (prefetch.bytes > 0 && (!prefetch.w1 || !prefetch.w3 || prefetch.bytes % 16 != 0))
-    fail_msg(msg("cuda::o_proj_norm_router: a gate/up prefetch of ", prefetch.bytes,
-                 " bytes needs both expert tables and a multiple of 16 bytes"));
-  if (!o_proj_norm_router_supported(q_dim, hidden, n_experts, k, att, wo, gate, h))
-    fail_msg(msg("cuda::o_proj_norm_router: q_dim ", q_dim, ", hidden ", hidden, ", ", n_experts, " experts, top-", k,
-                 " not supported (q_dim % 8 == 0, hidden a multiple of 256 up to 4096, <= 8 experts, k <= experts, "
-                 "16-byte aligned att, wo, gate and h, a compiled GEMV shape)"));
   int R = 1;
   const Launch kernel = kernel_for(hidden, &R);
   launch_pdl(kernel, dim3(static_cast<unsigned>(ceil_div(hidden, kGemvWarps * R))), dim3(kGemvWarps * 32), 0, stream,
-             att, wo, q_dim, x, norm_w, eps, gate, h, logits, ids, weights, hidden, n_experts, k, renormalise, prefetch);
+             att, wo, q_dim, x, norm_w, eps, gate, h, logits, ids, weights, hidden, n_experts, k, renormalise);
   CUDA_CHECK_LAUNCH("o_proj_router_kernel");
 }
 

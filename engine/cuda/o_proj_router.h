@@ -21,23 +21,12 @@ namespace moebench::cuda {
 bool o_proj_norm_router_supported(int q_dim, int hidden, int n_experts, int k, const void* att, const void* wo,
                                   const void* gate, const void* h);
 
-// What the router's block asks L2 for once it has the top-k (ids given): the first `bytes`
-// of w1 and of w3 of the first chosen expert (ids[0], the expert whose rows the gate/up
-// launch streams first), from the device tables w1[e], w3[e] (bf16 experts). Bytes the
-// gate/up launch would read from HBM anyway, fetched while HBM idles between the launches;
-// nothing computed depends on whether they landed. bytes 0: no prefetch.
-struct GateUpPrefetch {
-  const void* const* w1 = nullptr;
-  const void* const* w3 = nullptr;
-  uint64_t bytes = 0;
-};
-
 // att (q_dim) bf16, wo (hidden, q_dim) bf16: x (hidden) fp32 += att @ wo^T; then norm_w
 // (hidden) bf16, gate (n_experts, hidden) bf16 -> h (hidden) bf16, logits (n_experts) fp32
 // and (ids non-null) ids, weights (k). An unsupported shape is an Error.
 void o_proj_norm_router(const __nv_bfloat16* att, const __nv_bfloat16* wo, int q_dim, float* x,
                         const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate, __nv_bfloat16* h,
                         float* logits, int32_t* ids, float* weights, int hidden, int n_experts, int k,
-                        cudaStream_t stream, bool renormalise = true, const GateUpPrefetch& prefetch = {});
+                        cudaStream_t stream, bool renormalise = true);
 
 }  // namespace moebench::cuda

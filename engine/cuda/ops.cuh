@@ -179,8 +179,7 @@ void swiglu_gate_up(const bf16* x, const bf16* w1, const bf16* w3, bf16* h, int 
 // after its wait with MOEBENCH_DOWN_TRIGGER=1 (launch_env.h), and with
 // MOEBENCH_DOWN_PRELOAD=1 loads each warp's first w2 chunks before that wait;
 // grouped_early_trigger and grouped_preload are grouped with the one or the other
-// whatever the environment says. MOEBENCH_DOWN_L2_KB (launch_env.h): gate/up's last blocks
-// to finish ask L2 for the first KiB of each w2 row of the grouped down kernels.
+// whatever the environment says.
 enum class MoeDownAlgo { grouped, per_pair, grouped_early_trigger, grouped_preload };
 void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
