@@ -547,7 +547,10 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       // Decode over many small experts (MOEBENCH_SMALL_MOE_BLOCK=3, 4): o_proj inside the MoE launch.
       moe_done = decode && !tp_ && L.lw[3].format == QuantFormat::bf16 &&
                  moe_->run_norm_o_proj(static_cast<int>(step), l, b.att, L.wo, Q, b.x, L.ffn_norm, eps, L.gate, b);
-      if (!moe_done) o_proj(L, b, m);  // x += att @ wo^T
+      // x += att @ wo^T, or (MOEBENCH_OPROJ_ROUTER=1) in the launch of the MoE block's norm + router.
+      const bool o_proj_deferred = !moe_done && decode && !tp_ && L.lw[3].format == QuantFormat::bf16 &&
+                                   moe_->defer_o_proj(b.att, L.wo, Q, b.x, L.gate, b);
+      if (!moe_done && !o_proj_deferred) o_proj(L, b, m);
     }
     if (moe_done) family_shared_expert(L, b, m);
     else moe_block(step, l, pos0, b, m);  // x += moe(rmsnorm(x))

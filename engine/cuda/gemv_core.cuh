@@ -278,6 +278,33 @@ __device__ __forceinline__ void clamped_rows(const __nv_bfloat16* w, int row0, i
   for (int r = 0; r < R; ++r) wr[r] = w + static_cast<int64_t>(min(row0 + r, N - 1)) * K;
 }
 
+// (the bf16 GEMV's kernels, linear.cu, and o_proj with the norm + router after it,
+// o_proj_router.cu.) One warp's R rows row0 .. row0 + R - 1 of y (M activation rows, m used) of an (N, K)
+// row-major W: U chunks of 16 bytes deep per row (R * U loads in flight per lane, gemv_core.cuh),
+// rows past N read row N - 1 and are not written. Per row the same lane order whatever R,
+// U or the block size, so every launch shape gives the same bits.
+template <int M, int R, int U, int PF = 0>
+__device__ __forceinline__ void gemv_rows(const __nv_bfloat16* x, const __nv_bfloat16* w, float* y, int m, int K, int N,
+                                          int row0, int lane, bool accumulate) {
+  const __nv_bfloat16* wr[R];
+  clamped_rows<R>(w, row0, N, K, wr);
+  const __nv_bfloat16* xr[M];
+#pragma unroll
+  for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(min(mm, m - 1)) * K;
+  float acc[R][M];
+  gemv_dot<R, M, U, PF>(wr, xr, m, K / 8, lane, acc);
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+#pragma unroll
+    for (int mm = 0; mm < M; ++mm) {
+      const float s = warp_sum(acc[r][mm]);
+      if (lane == 0 && mm < m && row0 + r < N) {
+        float* yp = y + static_cast<int64_t>(mm) * N + row0 + r;
+        *yp = accumulate ? *yp + s : s;
+      }
+    }
+}
+
 // Rows per warp for an output of `rows`: more rows per warp (more loads in flight) when
 // there are enough rows to keep ~2 blocks per SM busy anyway.
 inline int gemv_rows_per_warp(int rows) {

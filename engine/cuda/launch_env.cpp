@@ -1,6 +1,7 @@
 // launch_env.cpp: see launch_env.h.
 #include "engine/cuda/launch_env.h"
 
+#include <atomic>
 #include <string>
 
 #include "common/env.h"
@@ -83,5 +84,21 @@ bool rope_in_attention_from_env() {
   static const bool on = env_choice("MOEBENCH_ROPE_IN_ATTENTION", {0, 1}, 1) == 1;
   return on;
 }
+
+bool o_proj_router_from_env() {
+  static const bool on = env_choice("MOEBENCH_OPROJ_ROUTER", {0, 1}, 0) == 1;
+  return on;
+}
+
+namespace {
+std::atomic<int> g_o_proj_router{-1};
+}
+
+bool o_proj_router_on() {
+  const int set = g_o_proj_router.load();
+  return set < 0 ? o_proj_router_from_env() : set == 1;
+}
+
+void set_o_proj_router(int on) { g_o_proj_router.store(on < 0 ? -1 : on != 0); }
 
 }  // namespace moebench::cuda

@@ -31,7 +31,11 @@
 //   MOEBENCH_ROPE_IN_ATTENTION the single-sequence decode step rotates q and k and stores the
 //                            new key and value inside the decode attention launch (models
 //                            without q/k bias or norm) instead of a RoPE + store launch
-//                            before it: 1 (unset) or 0.
+//                            before it: 1 (unset) or 0;
+//   MOEBENCH_OPROJ_ROUTER    the single-sequence decode step runs o_proj and the MoE
+//                            block's norm + router in one launch (o_proj_router.h: the last
+//                            o_proj block to finish takes the router) instead of two: 0
+//                            (unset) or 1.
 // Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
 #include <initializer_list>
@@ -55,5 +59,10 @@ bool down_preload_from_env();            // MOEBENCH_DOWN_PRELOAD == 1
 int l2_prefetch_warps_from_env();        // MOEBENCH_L2_PREFETCH_WARPS
 bool attention_merge_in_last_split_from_env();  // MOEBENCH_ATTN_MERGE_HERE == 1
 bool rope_in_attention_from_env();       // MOEBENCH_ROPE_IN_ATTENTION != 0
+bool o_proj_router_from_env();           // MOEBENCH_OPROJ_ROUTER == 1
+// Whether decode takes o_proj with the norm + router in one launch: MOEBENCH_OPROJ_ROUTER,
+// or what set_o_proj_router said last (tests: 1 on, 0 off, -1 the environment again).
+bool o_proj_router_on();
+void set_o_proj_router(int on);
 
 }  // namespace moebench::cuda

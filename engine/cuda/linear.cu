@@ -20,34 +20,9 @@
 namespace moebench::cuda {
 
 namespace {
+using detail::gemv_rows;
 using detail::kGemvWarps;
 constexpr int kGemvMaxSegs = 4;
-
-// One warp's R rows row0 .. row0 + R - 1 of y (M activation rows, m used) of an (N, K)
-// row-major W: U chunks of 16 bytes deep per row (R * U loads in flight per lane, gemv_core.cuh),
-// rows past N read row N - 1 and are not written. Per row the same lane order whatever R,
-// U or the block size, so every launch shape gives the same bits.
-template <int M, int R, int U, int PF = 0>
-__device__ __forceinline__ void gemv_rows(const bf16* x, const bf16* w, float* y, int m, int K, int N, int row0,
-                                          int lane, bool accumulate) {
-  const bf16* wr[R];
-  detail::clamped_rows<R>(w, row0, N, K, wr);
-  const bf16* xr[M];
-#pragma unroll
-  for (int mm = 0; mm < M; ++mm) xr[mm] = x + static_cast<int64_t>(min(mm, m - 1)) * K;
-  float acc[R][M];
-  detail::gemv_dot<R, M, U, PF>(wr, xr, m, K / 8, lane, acc);
-#pragma unroll
-  for (int r = 0; r < R; ++r)
-#pragma unroll
-    for (int mm = 0; mm < M; ++mm) {
-      const float s = warp_sum(acc[r][mm]);
-      if (lane == 0 && mm < m && row0 + r < N) {
-        float* yp = y + static_cast<int64_t>(mm) * N + row0 + r;
-        *yp = accumulate ? *yp + s : s;
-      }
-    }
-}
 
 // W warps per block, R rows per warp, U chunks deep.
 template <int M, int R, int U = 8 / R, int W = kGemvWarps, int PF = 0>

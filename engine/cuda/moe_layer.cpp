@@ -9,9 +9,11 @@
 #include "engine/cuda/ep_ops.h"
 #include "engine/cuda/gate_up.h"
 #include "engine/cuda/host_experts.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/moe_small_block.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
+#include "engine/cuda/o_proj_router.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
@@ -189,7 +191,15 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, pairs = m * K;
   ScopedRange r(trace_, RangeKind::router, layer);
   const bool staged = routing_ && staged_step_ == step && staged_m_ == m;
-  if (norm) {  // h, the logits and (the gate routing) the top-k in one launch
+  if (deferred_.att) {  // defer_o_proj's o_proj, then the norm and the router, in one launch
+    const DeferredOProj o = deferred_;
+    deferred_ = DeferredOProj{};
+    if (!norm || m != 1 || norm->x != o.x)
+      fail("moe: layer {}: an o_proj left to the router's launch but the router runs {} tokens {} the fused norm",
+           layer, m, norm ? "of another x with" : "without");
+    o_proj_norm_router(o.att, o.wo, o.q_dim, o.x, norm->w, norm->eps, gate, b.h, b.router_logits,
+                       staged ? nullptr : b.ids, b.wts, H, E, K, stream_, d_.norm_topk_prob);
+  } else if (norm) {  // h, the logits and (the gate routing) the top-k in one launch
     norm_router(norm->x, norm->w, norm->eps, gate, b.h, b.router_logits, staged ? nullptr : b.ids, b.wts, m, H, E, K,
                 stream_, d_.norm_topk_prob);
   } else {
@@ -230,6 +240,7 @@ void MoeLayer::run_norm(int step, int layer, int pos0, const float* x_in, const 
                         const bf16* gate, const bf16* next_gate, ForwardBuffers& b, float* x, int m) {
   const FusedNorm fused{x_in, norm_w, eps};
   if (small_block_ok(m, gate, b)) {
+    if (deferred_.att) fail("moe: layer {}: an o_proj left to the router's launch but the small-block launch runs", layer);
     small_block(step, layer, nullptr, nullptr, 0, x_in, norm_w, eps, gate, b, x);
     return;
   }
@@ -265,6 +276,15 @@ void MoeLayer::small_block(int step, int layer, const bf16* att, const bf16* wo,
     moe_small_block(x_in, norm_w, eps, gate, b.h, b.router_logits, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, K,
                     E, H, I, d_.norm_topk_prob, stream_);
   provider_.release(layer, stream_);
+}
+
+bool MoeLayer::defer_o_proj(const bf16* att, const bf16* wo, int q_dim, float* x, const bf16* gate,
+                            const ForwardBuffers& b) {
+  if (!o_proj_router_on() || small_block_ok(1, gate, b) ||
+      !o_proj_norm_router_supported(q_dim, d_.hidden, d_.n_experts, d_.top_k, att, wo, gate, b.h))
+    return false;
+  deferred_ = DeferredOProj{att, wo, q_dim, x};
+  return true;
 }
 
 bool MoeLayer::run_norm_o_proj(int step, int layer, const bf16* att, const bf16* wo, int q_dim, float* x,

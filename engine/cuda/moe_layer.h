@@ -88,6 +88,12 @@ class MoeLayer {
   // launch is not taken (the caller runs o_proj and run_norm).
   bool run_norm_o_proj(int step, int layer, const __nv_bfloat16* att, const __nv_bfloat16* wo, int q_dim, float* x,
                        const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate, ForwardBuffers& b);
+  // Decode, one token: leaves x += wo att (att q_dim bf16, wo bf16 hidden x q_dim; x the
+  // x_in of the run_norm that follows) to that run_norm's router launch, o_proj and the norm
+  // + router in one (o_proj_router.h, MOEBENCH_OPROJ_ROUTER=1); false, nothing kept, where
+  // that launch would not take it (the caller runs o_proj).
+  bool defer_o_proj(const __nv_bfloat16* att, const __nv_bfloat16* wo, int q_dim, float* x, const __nv_bfloat16* gate,
+                    const ForwardBuffers& b);
   void set_observer(Observer o) { observer_ = std::move(o); }
   // Whether this forward would copy ids to the host (a sync): tests and CUDA graphs.
   bool syncs(int m) const;
@@ -128,6 +134,14 @@ class MoeLayer {
     const __nv_bfloat16* w;
     float eps;
   };
+  // The o_proj defer_o_proj kept for the next router launch (att null: none).
+  struct DeferredOProj {
+    const __nv_bfloat16* att = nullptr;
+    const __nv_bfloat16* wo = nullptr;
+    int q_dim = 0;
+    float* x = nullptr;
+  };
+  DeferredOProj deferred_;
   // run_norm after the norm: norm null when b.h holds the normed input, else the norm to
   // fuse into the router's launch.
   void run(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,

@@ -4,39 +4,18 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/pdl.cuh"
+#include "engine/cuda/norm_router_block.cuh"
 #include "engine/cuda/rmsnorm_row.cuh"
 #include "engine/cuda/router_topk.cuh"
 
 namespace moebench::cuda {
 
 namespace {
-constexpr int kThreads = 256;  // rmsnorm()'s block, so the norm's sums are ordered alike
-constexpr int kWarps = kThreads / 32;
+constexpr int kThreads = kNormRouterThreads;
+constexpr int kWarps = kNormRouterWarps;
 constexpr int kMaxTokens = 8;
 constexpr int kMaxExperts = 64;
 constexpr int kChunks = 8;  // 16-byte chunks of a gate row in flight per lane
-
-// Warp-wide: the logit of token i and expert e from the lanes' partial sums, kept in
-// s_logits and written out by lane 0.
-__device__ __forceinline__ void put_logit(float acc, int i, int e, int n_experts, float* s_logits,
-                                          float* __restrict__ logits) {
-  acc = warp_sum(acc);
-  if ((threadIdx.x & 31) == 0) {
-    s_logits[e] = acc;
-    logits[static_cast<int64_t>(i) * n_experts + e] = acc;
-  }
-}
-
-// Block-wide, after the logits: (ids given) warp 0's softmax top-k of token i.
-__device__ __forceinline__ void topk_of_block(const float* s_logits, int i, int n_experts, int k,
-                                              int32_t* __restrict__ ids, float* __restrict__ weights,
-                                              bool renormalise) {
-  if (!ids) return;  // block-uniform
-  __syncthreads();
-  if (threadIdx.x < 32)
-    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
-                     renormalise);
-}
 
 __global__ void __launch_bounds__(kThreads)
     norm_router_kernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
@@ -72,66 +51,21 @@ __global__ void __launch_bounds__(kThreads)
   }
   topk_of_block(s_logits, i, n_experts, k, ids, weights, renormalise);
 }
-// The Mixtral shape (n_experts <= kWarps, hidden a multiple of kThreads up to
-// kRegsMaxHidden): the same results, bit for bit, with every load issued before any is
-// used. Warp e's lanes load gate row e's chunks (lane + 32 u, u in order: the general
-// kernel's chunk order) and each thread its strided x and norm weights (rmsnorm_row's
-// order) at once; the sum of squares and h follow from registers (rmsnorm_inv: the same
-// sums), h goes to global memory and to shared memory, and the gate dots read h from
-// there. One round trip to memory where the general kernel makes several in a row; launched
-// programmatically (pdl.cuh), the gate loads overlap the end of the kernel before.
-constexpr int kRegsPer = 16;  // x elements per thread and gate chunks per lane
-constexpr int kRegsMaxHidden = kThreads * kRegsPer;
-
+// The Mixtral shape (norm_router_regs_shape): the same results, bit for bit, with every
+// load issued before any is used (norm_router_block.cuh). One round trip to memory where the
+// general kernel makes several in a row; launched programmatically (pdl.cuh), the gate loads
+// overlap the end of the kernel before.
 __global__ void __launch_bounds__(kThreads)
     norm_router_regs_kernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
                             const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ h,
                             float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights,
                             int hidden, int n_experts, int k, bool renormalise) {
-  __shared__ __align__(16) __nv_bfloat16 s_h[kRegsMaxHidden];
-  __shared__ float s_logits[kWarps];
-  const int i = blockIdx.x, warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int per = hidden / kThreads;  // also the gate chunks per lane: hidden / 8 / 32
-  const bool has_expert = warp < n_experts;
-  bf16x8 gw[kRegsPer];
-  const __nv_bfloat16* g = gate + static_cast<int64_t>(has_expert ? warp : 0) * hidden;
-#pragma unroll
-  for (int u = 0; u < kRegsPer; ++u)
-    if (has_expert && u < per) gw[u] = load8_stream(g + 8 * (lane + 32 * u));
+  bf16x8 gw[kNormRouterRegsPer];
+  norm_router_gate_rows(gate, hidden, n_experts, gw);
   pdl_wait();  // the gate loads above overlap the previous kernel's end; x comes from it
   pdl_trigger();
-  const float* xi = x + static_cast<int64_t>(i) * hidden;
-  float xv[kRegsPer];
-  __nv_bfloat16 wv[kRegsPer];
-#pragma unroll
-  for (int u = 0; u < kRegsPer; ++u)
-    if (u < per) {
-      xv[u] = xi[threadIdx.x + kThreads * u];
-      wv[u] = norm_w[threadIdx.x + kThreads * u];
-    }
-  float ss = 0;
-#pragma unroll
-  for (int u = 0; u < kRegsPer; ++u)
-    if (u < per) ss = fmaf(xv[u], xv[u], ss);
-  const float inv = rmsnorm_inv<kThreads>(ss, hidden, eps);
-  __nv_bfloat16* hi = h + static_cast<int64_t>(i) * hidden;
-#pragma unroll
-  for (int u = 0; u < kRegsPer; ++u)
-    if (u < per) {
-      const int d = threadIdx.x + kThreads * u;
-      const __nv_bfloat16 o = __float2bfloat16_rn((xv[u] * inv) * __bfloat162float(wv[u]));
-      s_h[d] = o;
-      hi[d] = o;
-    }
-  __syncthreads();
-  if (has_expert) {
-    float acc = 0;
-#pragma unroll
-    for (int u = 0; u < kRegsPer; ++u)
-      if (u < per) acc = router_chunk_dot(gw[u], load8(s_h + 8 * (lane + 32 * u)), acc);
-    put_logit(acc, i, warp, n_experts, s_logits, logits);
-  }
-  topk_of_block(s_logits, i, n_experts, k, ids, weights, renormalise);
+  norm_router_from_regs<false>(x, norm_w, eps, gw, h, logits, ids, weights, static_cast<int>(blockIdx.x), hidden,
+                               n_experts, k, renormalise);
 }
 
 // The many-expert launch (32 <= n_experts <= 256; fewer take the one-block kernel): grid
@@ -251,7 +185,7 @@ void norm_router(const float* x, const __nv_bfloat16* norm_w, float eps, const _
     fail_msg(msg("cuda::norm_router: ", n, " tokens, hidden ", hidden, ", ", n_experts, " experts, top-", k,
                  " not supported (<= 8 tokens, hidden % 8 == 0 (<= 16384 beyond 64 experts), <= 256 experts, k <= 8, "
                  "16-byte aligned gate and h)"));
-  if (n_experts <= kWarps && hidden % kThreads == 0 && hidden <= kRegsMaxHidden) {
+  if (norm_router_regs_shape(hidden, n_experts)) {
     launch_pdl(norm_router_regs_kernel, dim3(static_cast<unsigned>(n)), dim3(kThreads), 0, stream, x, norm_w, eps, gate, h,
                logits, ids, weights, hidden, n_experts, k, renormalise);
     CUDA_CHECK_LAUNCH("norm_router_regs_kernel");

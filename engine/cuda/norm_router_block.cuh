@@ -1,0 +1,113 @@
+// norm_router_block.cuh: the fused norm + router of one token in one block of 256 threads,
+// for the Mixtral shape (at most 8 experts, hidden a multiple of 256 up to 4096): norm_router's
+// one-block launch (norm_router.cu) and the last block of o_proj with the router after it
+// (o_proj_router.cu) run the same code, so both give the same h, logits and top-k, bit for
+// bit. The gate rows go to registers first (norm_router_gate_rows: warp e's lanes take row
+// e's chunks lane + 32 u, u in order), then norm_router_from_regs loads the token's x and the
+// norm weights at once (each thread its strided elements, rmsnorm_row's order), takes the sum
+// of squares and h from registers (rmsnorm_inv: the same sums), writes h to global and shared
+// memory, and dots the gate rows against h there. .cu only.
+#pragma once
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/rmsnorm_row.cuh"
+#include "engine/cuda/router_topk.cuh"
+
+namespace moebench::cuda {
+
+constexpr int kNormRouterThreads = 256;  // rmsnorm()'s block, so the norm's sums are ordered alike
+constexpr int kNormRouterWarps = kNormRouterThreads / 32;
+constexpr int kNormRouterRegsPer = 16;  // x elements per thread and gate chunks per lane
+constexpr int kNormRouterRegsMaxHidden = kNormRouterThreads * kNormRouterRegsPer;
+
+// The shapes the register path takes.
+__host__ __device__ constexpr bool norm_router_regs_shape(int hidden, int n_experts) {
+  return n_experts >= 1 && n_experts <= kNormRouterWarps && hidden > 0 && hidden % kNormRouterThreads == 0 &&
+         hidden <= kNormRouterRegsMaxHidden;
+}
+
+// Warp-wide: the logit of token i and expert e from the lanes' partial sums, kept in
+// s_logits and written out by lane 0.
+__device__ __forceinline__ void put_logit(float acc, int i, int e, int n_experts, float* s_logits,
+                                          float* __restrict__ logits) {
+  acc = warp_sum(acc);
+  if ((threadIdx.x & 31) == 0) {
+    s_logits[e] = acc;
+    logits[static_cast<int64_t>(i) * n_experts + e] = acc;
+  }
+}
+
+// Block-wide, after the logits: (ids given) warp 0's softmax top-k of token i.
+__device__ __forceinline__ void topk_of_block(const float* s_logits, int i, int n_experts, int k,
+                                              int32_t* __restrict__ ids, float* __restrict__ weights,
+                                              bool renormalise) {
+  if (!ids) return;  // block-uniform
+  __syncthreads();
+  if (threadIdx.x < 32)
+    router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
+                     renormalise);
+}
+
+// This warp's gate row (warp < n_experts) into registers.
+__device__ __forceinline__ void norm_router_gate_rows(const __nv_bfloat16* __restrict__ gate, int hidden, int n_experts,
+                                                      bf16x8 (&gw)[kNormRouterRegsPer]) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int per = hidden / kNormRouterThreads;  // also the gate chunks per lane: hidden / 8 / 32
+  if (warp >= n_experts) return;
+  const __nv_bfloat16* g = gate + static_cast<int64_t>(warp) * hidden;
+#pragma unroll
+  for (int u = 0; u < kNormRouterRegsPer; ++u)
+    if (u < per) gw[u] = load8_stream(g + 8 * (lane + 32 * u));
+}
+
+// Token i: h, its logits and (ids given) its top-k from the gate rows in gw. kFresh: x was
+// written by other blocks of the running kernel (loads from L2, past this SM's L1).
+template <bool kFresh>
+__device__ __forceinline__ void norm_router_from_regs(const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w,
+                                                      float eps, const bf16x8 (&gw)[kNormRouterRegsPer],
+                                                      __nv_bfloat16* __restrict__ h, float* __restrict__ logits,
+                                                      int32_t* __restrict__ ids, float* __restrict__ weights, int i,
+                                                      int hidden, int n_experts, int k, bool renormalise) {
+  __shared__ __align__(16) __nv_bfloat16 s_h[kNormRouterRegsMaxHidden];
+  __shared__ float s_logits[kNormRouterWarps];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int per = hidden / kNormRouterThreads;
+  const float* xi = x + static_cast<int64_t>(i) * hidden;
+  float xv[kNormRouterRegsPer];
+  __nv_bfloat16 wv[kNormRouterRegsPer];
+#pragma unroll
+  for (int u = 0; u < kNormRouterRegsPer; ++u)
+    if (u < per) {
+      const int d = threadIdx.x + kNormRouterThreads * u;
+      xv[u] = kFresh ? __ldcg(xi + d) : xi[d];
+      wv[u] = norm_w[d];
+    }
+  float ss = 0;
+#pragma unroll
+  for (int u = 0; u < kNormRouterRegsPer; ++u)
+    if (u < per) ss = fmaf(xv[u], xv[u], ss);
+  const float inv = rmsnorm_inv<kNormRouterThreads>(ss, hidden, eps);
+  __nv_bfloat16* hi = h + static_cast<int64_t>(i) * hidden;
+#pragma unroll
+  for (int u = 0; u < kNormRouterRegsPer; ++u)
+    if (u < per) {
+      const int d = threadIdx.x + kNormRouterThreads * u;
+      const __nv_bfloat16 o = __float2bfloat16_rn((xv[u] * inv) * __bfloat162float(wv[u]));
+      s_h[d] = o;
+      hi[d] = o;
+    }
+  __syncthreads();
+  if (warp < n_experts) {
+    float acc = 0;
+#pragma unroll
+    for (int u = 0; u < kNormRouterRegsPer; ++u)
+      if (u < per) acc = router_chunk_dot(gw[u], load8(s_h + 8 * (lane + 32 * u)), acc);
+    put_logit(acc, i, warp, n_experts, s_logits, logits);
+  }
+  topk_of_block(s_logits, i, n_experts, k, ids, weights, renormalise);
+}
+
+}  // namespace moebench::cuda
