@@ -61,12 +61,31 @@ __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __res
   }
 }
 
+// load8_stream with L2's evict-first priority: a routed expert's rows are read once per
+// step, so they need not push out of L2 what is read again soon (the next layer's dense
+// weights asked for ahead of their use).
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ bf16x8 load8_stream_evict_first(const bf16* p, uint64_t policy) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p), "l"(policy));
+  bf16x8 out;
+  memcpy(&out, &r, 16);
+  return out;
+}
+
 // A warp per output row: for the slots in groups of G (G rows of w2 in flight, U chunks
 // deep), each slot's dot with h[slot] in gemv_warp's lane order (chunks c = lane, lane +
 // 32, ... ascending, acc += dot8), warp_sum, then total = fmaf(weight, dot, total) in slot
 // order and out = out + total: moe_down_grouped_kernel's bits. The first iteration's
-// weight loads are issued before the wait on gate/up (they read no h).
-template <int G, int U, int W>
+// weight loads are issued before the wait on gate/up (they read no h). EF: w2 loaded with
+// L2's evict-first priority (the same values).
+template <int G, int U, int W, bool EF = false>
 __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restrict__ h,
                                                             const int32_t* __restrict__ ids,
                                                             const float* __restrict__ weights,
@@ -86,6 +105,7 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
   if (row >= N) return;
   const float old = lane == 0 ? out[row] : 0.0f;
   const int K8 = K / 8;
+  const uint64_t policy = EF ? l2_evict_first_policy() : 0;
   bool waited = false;
   if (lane >= K8) {  // no chunk of its own (K < 256): waits here, not in the loop
     pdl_wait();
@@ -105,7 +125,8 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
 #pragma unroll
         for (int g = 0; g < G; ++g)
           if (c < K8 && j0 + g < k)
-            wv[u][g] = load8_stream(s_w2[j0 + g] + static_cast<int64_t>(row) * K + 8 * static_cast<int64_t>(c));
+            wv[u][g] = EF ? load8_stream_evict_first(s_w2[j0 + g] + static_cast<int64_t>(row) * K + 8 * static_cast<int64_t>(c), policy)
+                          : load8_stream(s_w2[j0 + g] + static_cast<int64_t>(row) * K + 8 * static_cast<int64_t>(c));
       }
       if (!waited) {  // h comes from gate/up
         pdl_wait();
@@ -141,6 +162,7 @@ struct GateUpShape {
 };
 struct DownShape {
   int G, U, W;
+  bool evict_first;
   void (*kernel)(const bf16*, const int32_t*, const float*, const bf16* const*, float*, int, int, int);
 };
 // 16 loads in flight per lane (2R rows x U; G x U) in the first of each, fewer or more after.
@@ -155,10 +177,11 @@ const GateUpShape kGateUpShapes[] = {
     {1, 8, 4, small_gate_up_kernel<1, 8, 4>},
 };
 const DownShape kDownShapes[] = {
-    {4, 4, 8, small_down_kernel<4, 4, 8>},
-    {2, 4, 8, small_down_kernel<2, 4, 8>},
-    {8, 2, 8, small_down_kernel<8, 2, 8>},
-    {4, 4, 4, small_down_kernel<4, 4, 4>},
+    {4, 4, 8, false, small_down_kernel<4, 4, 8>},
+    {2, 4, 8, false, small_down_kernel<2, 4, 8>},
+    {8, 2, 8, false, small_down_kernel<8, 2, 8>},
+    {4, 4, 4, false, small_down_kernel<4, 4, 4>},
+    {4, 4, 8, true, small_down_kernel<4, 4, 8, true>},
 };
 static_assert(kMaxRowsPerWarp == 4, "small_experts_supported's inter % 4");
 
@@ -170,9 +193,9 @@ const GateUpShape& find_gate_up(const SmallExpertShape& s) {
 }
 const DownShape& find_down(const SmallExpertShape& s) {
   for (const DownShape& d : kDownShapes)
-    if (d.G == s.down_slots && d.W == s.down_warps) return d;
+    if (d.G == s.down_slots && d.W == s.down_warps && d.evict_first == s.down_evict_first) return d;
   fail_msg(msg("cuda::moe_decode_small: no compiled down shape with ", s.down_slots, " slots in flight, ",
-               s.down_warps, " warps"));
+               s.down_warps, " warps", s.down_evict_first ? ", evict-first loads" : ""));
 }
 }  // namespace
 
@@ -180,7 +203,7 @@ const std::vector<SmallExpertShape>& small_expert_shapes() {
   static const std::vector<SmallExpertShape> shapes = [] {
     std::vector<SmallExpertShape> v;
     for (const GateUpShape& g : kGateUpShapes)
-      for (const DownShape& d : kDownShapes) v.push_back(SmallExpertShape{g.R, g.U, g.W, d.G, d.W});
+      for (const DownShape& d : kDownShapes) v.push_back(SmallExpertShape{g.R, g.U, g.W, d.G, d.W, d.evict_first});
     return v;
   }();
   return shapes;
@@ -188,10 +211,10 @@ const std::vector<SmallExpertShape>& small_expert_shapes() {
 
 SmallExpertShape small_expert_shape_from_env() {
   static const SmallExpertShape s = [] {
-    static_assert(std::size(kGateUpShapes) == 5 && std::size(kDownShapes) == 4, "the lists below");
+    static_assert(std::size(kGateUpShapes) == 5 && std::size(kDownShapes) == 5, "the lists below");
     const GateUpShape& g = kGateUpShapes[env_choice("MOEBENCH_SMALL_GATE_UP_SHAPE", {0, 1, 2, 3, 4}, 0)];
-    const DownShape& d = kDownShapes[env_choice("MOEBENCH_SMALL_DOWN_SHAPE", {0, 1, 2, 3}, 0)];
-    return SmallExpertShape{g.R, g.U, g.W, d.G, d.W};
+    const DownShape& d = kDownShapes[env_choice("MOEBENCH_SMALL_DOWN_SHAPE", {0, 1, 2, 3, 4}, 0)];
+    return SmallExpertShape{g.R, g.U, g.W, d.G, d.W, d.evict_first};
   }();
   return s;
 }
@@ -209,7 +232,8 @@ bool small_experts_supported(int n, int k, int n_experts, int hidden, int inter)
 
 void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int k, int n_experts,
-                      int hidden, int inter, cudaStream_t stream, SmallExpertShape shape) {
+                      int hidden, int inter, cudaStream_t stream, SmallExpertShape shape,
+                      const std::function<void()>* between) {
   MB_NVTX_RANGE("moe_decode_small");
   if (!small_experts_supported(1, k, n_experts, hidden, inter) || !aligned16(x) || !aligned16(h))
     fail_msg(msg("cuda::moe_decode_small: top-", k, " of ", n_experts, " experts, hidden ", hidden, ", inter ", inter,
@@ -220,6 +244,7 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
   launch_pdl(gu.kernel, dim3(static_cast<unsigned>(ceil_div(rows, gu.W * gu.R))), dim3(gu.W * 32), 0, stream, x, ids,
              w1s, w3s, h, k, hidden, inter, n_experts);
   CUDA_CHECK_LAUNCH("small_gate_up_kernel");
+  if (between && *between) (*between)();
   const DownShape& dn = find_down(shape);
   launch_pdl(dn.kernel, dim3(static_cast<unsigned>(ceil_div(hidden, dn.W))), dim3(dn.W * 32), 0, stream, h, ids,
              weights, w2s, out, k, inter, hidden);
@@ -228,9 +253,9 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
 
 void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int k, int n_experts,
-                      int hidden, int inter, cudaStream_t stream) {
+                      int hidden, int inter, cudaStream_t stream, const std::function<void()>* between) {
   moe_decode_small(x, ids, weights, w1s, w3s, w2s, h, out, k, n_experts, hidden, inter, stream,
-                   small_expert_shape_from_env());
+                   small_expert_shape_from_env(), between);
 }
 
 }  // namespace moebench::cuda
