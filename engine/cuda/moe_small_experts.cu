@@ -18,11 +18,30 @@ constexpr int kMaxExperts = 256;  // the expert table in shared memory: 2 x 2 Ki
 constexpr int kMaxSlots = 8;
 constexpr int kMaxRowsPerWarp = 4;
 
+// load8_stream with L2's evict-first priority: a routed expert's rows are read once per
+// step, so they need not push out of L2 what is read again soon (the next layer's dense
+// weights asked for ahead of their use).
+__device__ __forceinline__ uint64_t l2_evict_first_policy() {
+  uint64_t policy;
+  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  return policy;
+}
+__device__ __forceinline__ bf16x8 load8_stream_evict_first(const bf16* p, uint64_t policy) {
+  uint4 r;
+  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p), "l"(policy));
+  bf16x8 out;
+  memcpy(&out, &r, 16);
+  return out;
+}
+
 // Warp w of the grid takes rows [R w, R w + R) of the flat list of the k slots' inter rows
 // (inter % R == 0: one slot per warp) and writes h[slot][row] = silu(w1 x) * (w3 x) in
 // bf16: moe_gate_up_kernel's warp at one token (gemv_dot over 2R rows, U deep, the same
-// lane order), without its bookkeeping (at one token pair j is slot j).
-template <int R, int U, int W>
+// lane order), without its bookkeeping (at one token pair j is slot j). EF: the rows
+// loaded with L2's evict-first priority (gemv_warp's loop with that load: the same sums).
+template <int R, int U, int W, bool EF = false>
 __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __restrict__ x,
                                                                const int32_t* __restrict__ ids,
                                                                const bf16* const* __restrict__ w1s,
@@ -53,30 +72,30 @@ __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __res
   }
   const bf16* xr[1] = {x};
   float acc[2 * R][1];
-  detail::gemv_dot<2 * R, 1, U>(wr, xr, 1, K / 8, lane, acc);
+  if constexpr (EF) {
+    const uint64_t policy = l2_evict_first_policy();
+    const int K8 = K / 8;
+#pragma unroll
+    for (int r = 0; r < 2 * R; ++r) acc[r][0] = 0;
+    for (int c0 = lane; c0 < K8; c0 += 32 * U) {
+      bf16x8 wv[U][2 * R];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int c = c0 + 32 * u;
+#pragma unroll
+        for (int r = 0; r < 2 * R; ++r)
+          if (c < K8) wv[u][r] = load8_stream_evict_first(wr[r] + 8 * static_cast<int64_t>(c), policy);
+      }
+      detail::gemv_fmas<2 * R, 1, U>(wv, xr, 1, c0, K8, acc);
+    }
+  } else {
+    detail::gemv_dot<2 * R, 1, U>(wr, xr, 1, K / 8, lane, acc);
+  }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float g = warp_sum(acc[r][0]), u = warp_sum(acc[R + r][0]);
     if (lane == 0) h[static_cast<int64_t>(slot) * N + row0 + r] = __float2bfloat16_rn(silu(g) * u);
   }
-}
-
-// load8_stream with L2's evict-first priority: a routed expert's rows are read once per
-// step, so they need not push out of L2 what is read again soon (the next layer's dense
-// weights asked for ahead of their use).
-__device__ __forceinline__ uint64_t l2_evict_first_policy() {
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-  return policy;
-}
-__device__ __forceinline__ bf16x8 load8_stream_evict_first(const bf16* p, uint64_t policy) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p), "l"(policy));
-  bf16x8 out;
-  memcpy(&out, &r, 16);
-  return out;
 }
 
 // A warp per output row: for the slots in groups of G (G rows of w2 in flight, U chunks
@@ -124,9 +143,10 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
         const int c = c0 + 32 * u;
 #pragma unroll
         for (int g = 0; g < G; ++g)
-          if (c < K8 && j0 + g < k)
-            wv[u][g] = EF ? load8_stream_evict_first(s_w2[j0 + g] + static_cast<int64_t>(row) * K + 8 * static_cast<int64_t>(c), policy)
-                          : load8_stream(s_w2[j0 + g] + static_cast<int64_t>(row) * K + 8 * static_cast<int64_t>(c));
+          if (c < K8 && j0 + g < k) {
+            const bf16* p = s_w2[j0 + g] + static_cast<int64_t>(row) * K + 8 * static_cast<int64_t>(c);
+            wv[u][g] = EF ? load8_stream_evict_first(p, policy) : load8_stream(p);
+          }
       }
       if (!waited) {  // h comes from gate/up
         pdl_wait();
@@ -158,6 +178,7 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
 
 struct GateUpShape {
   int R, U, W;
+  bool evict_first;
   void (*kernel)(const bf16*, const int32_t*, const bf16* const*, const bf16* const*, bf16*, int, int, int, int);
 };
 struct DownShape {
@@ -172,9 +193,9 @@ struct DownShape {
 // 257.2 (G 4, 4 warps); standalone (moe_small/qwen3) R 4 U 2 + G 4 took 34.1 us, the fused
 // kernels 35.4.
 const GateUpShape kGateUpShapes[] = {
-    {4, 2, 8, small_gate_up_kernel<4, 2, 8>}, {1, 8, 8, small_gate_up_kernel<1, 8, 8>},
-    {2, 4, 8, small_gate_up_kernel<2, 4, 8>}, {1, 4, 8, small_gate_up_kernel<1, 4, 8>},
-    {1, 8, 4, small_gate_up_kernel<1, 8, 4>},
+    {4, 2, 8, false, small_gate_up_kernel<4, 2, 8>}, {1, 8, 8, false, small_gate_up_kernel<1, 8, 8>},
+    {2, 4, 8, false, small_gate_up_kernel<2, 4, 8>}, {1, 4, 8, false, small_gate_up_kernel<1, 4, 8>},
+    {1, 8, 4, false, small_gate_up_kernel<1, 8, 4>}, {4, 2, 8, true, small_gate_up_kernel<4, 2, 8, true>},
 };
 const DownShape kDownShapes[] = {
     {4, 4, 8, false, small_down_kernel<4, 4, 8>},
@@ -187,9 +208,9 @@ static_assert(kMaxRowsPerWarp == 4, "small_experts_supported's inter % 4");
 
 const GateUpShape& find_gate_up(const SmallExpertShape& s) {
   for (const GateUpShape& g : kGateUpShapes)
-    if (g.R == s.gu_rows && g.U == s.gu_depth && g.W == s.gu_warps) return g;
+    if (g.R == s.gu_rows && g.U == s.gu_depth && g.W == s.gu_warps && g.evict_first == s.gu_evict_first) return g;
   fail_msg(msg("cuda::moe_decode_small: no compiled gate/up shape with ", s.gu_rows, " rows per warp, depth ",
-               s.gu_depth, ", ", s.gu_warps, " warps"));
+               s.gu_depth, ", ", s.gu_warps, " warps", s.gu_evict_first ? ", evict-first loads" : ""));
 }
 const DownShape& find_down(const SmallExpertShape& s) {
   for (const DownShape& d : kDownShapes)
@@ -203,7 +224,8 @@ const std::vector<SmallExpertShape>& small_expert_shapes() {
   static const std::vector<SmallExpertShape> shapes = [] {
     std::vector<SmallExpertShape> v;
     for (const GateUpShape& g : kGateUpShapes)
-      for (const DownShape& d : kDownShapes) v.push_back(SmallExpertShape{g.R, g.U, g.W, d.G, d.W, d.evict_first});
+      for (const DownShape& d : kDownShapes)
+        v.push_back(SmallExpertShape{g.R, g.U, g.W, g.evict_first, d.G, d.W, d.evict_first});
     return v;
   }();
   return shapes;
@@ -211,10 +233,10 @@ const std::vector<SmallExpertShape>& small_expert_shapes() {
 
 SmallExpertShape small_expert_shape_from_env() {
   static const SmallExpertShape s = [] {
-    static_assert(std::size(kGateUpShapes) == 5 && std::size(kDownShapes) == 5, "the lists below");
-    const GateUpShape& g = kGateUpShapes[env_choice("MOEBENCH_SMALL_GATE_UP_SHAPE", {0, 1, 2, 3, 4}, 0)];
+    static_assert(std::size(kGateUpShapes) == 6 && std::size(kDownShapes) == 5, "the lists below");
+    const GateUpShape& g = kGateUpShapes[env_choice("MOEBENCH_SMALL_GATE_UP_SHAPE", {0, 1, 2, 3, 4, 5}, 0)];
     const DownShape& d = kDownShapes[env_choice("MOEBENCH_SMALL_DOWN_SHAPE", {0, 1, 2, 3, 4}, 0)];
-    return SmallExpertShape{g.R, g.U, g.W, d.G, d.W, d.evict_first};
+    return SmallExpertShape{g.R, g.U, g.W, g.evict_first, d.G, d.W, d.evict_first};
   }();
   return s;
 }

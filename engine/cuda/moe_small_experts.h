@@ -25,20 +25,21 @@
 namespace moebench::cuda {
 
 // A launch shape: gate/up rows per warp and warps per block (depth: 16-byte chunks of a
-// row in flight per lane); down slots in flight per warp and warps per block, and whether
-// down loads w2 with L2's evict-first priority (the same values; what else L2 holds, such
-// as weights asked for ahead of their use, then stays longer).
+// row in flight per lane); down slots in flight per warp and warps per block; and whether
+// each loads its weights with L2's evict-first priority (the same values; what else L2
+// holds, such as weights asked for ahead of their use, then stays longer).
 struct SmallExpertShape {
   int gu_rows = 4, gu_depth = 2, gu_warps = 8;
+  bool gu_evict_first = false;
   int down_slots = 4, down_warps = 8;
   bool down_evict_first = false;
 };
 // The compiled shapes (benchmarks and tests run every one); the first is the default.
 const std::vector<SmallExpertShape>& small_expert_shapes();
-// The shape the model runs: the gate/up half from MOEBENCH_SMALL_GATE_UP_SHAPE (0..4, an
+// The shape the model runs: the gate/up half from MOEBENCH_SMALL_GATE_UP_SHAPE (0..5, an
 // index into the compiled gate/up shapes in the order small_expert_shapes() goes through
-// them), the down half from MOEBENCH_SMALL_DOWN_SHAPE (0..4; 4 is 0 with evict-first
-// loads); unset: 0, the default.
+// them; 5 is 0 with evict-first loads), the down half from MOEBENCH_SMALL_DOWN_SHAPE
+// (0..4; 4 is 0 with evict-first loads); unset: 0, the default.
 SmallExpertShape small_expert_shape_from_env();
 // MOEBENCH_SMALL_EXPERTS=0 keeps the fused kernels (to measure one build both ways); 1 or
 // unset: the model takes these kernels where small_experts_supported says so.
