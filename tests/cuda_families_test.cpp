@@ -551,7 +551,8 @@ TEST(CudaFamilyKernels, SmallExpertsBitIdenticalToTheFusedKernels) {
     ASSERT_NE(want_out, o) << "the fused kernels added nothing";
     for (const cuda::SmallExpertShape& s : cuda::small_expert_shapes()) {
       SCOPED_TRACE("gate/up R " + std::to_string(s.gu_rows) + " U " + std::to_string(s.gu_depth) + " W " +
-                   std::to_string(s.gu_warps) + (s.gu_evict_first ? " evict-first" : "") + ", down G " + std::to_string(s.down_slots) + " W " +
+                   std::to_string(s.gu_warps) + (s.gu_evict_first ? " evict-first" : "") +
+                   (s.gu_prefetch_down ? " prefetch-down " + std::to_string(s.gu_prefetch_down) : "") + ", down G " + std::to_string(s.down_slots) + " W " +
                    std::to_string(s.down_warps) + (s.down_evict_first ? " evict-first" : ""));
       auto* h = arena.alloc_n<__nv_bfloat16>(hn, "h");
       float* out = upload(arena, o);

@@ -41,18 +41,26 @@ __device__ __forceinline__ bf16x8 load8_stream_evict_first(const bf16* p, uint64
 // bf16: moe_gate_up_kernel's warp at one token (gemv_dot over 2R rows, U deep, the same
 // lane order), without its bookkeeping (at one token pair j is slot j). EF: the rows
 // loaded with L2's evict-first priority (gemv_warp's loop with that load: the same sums).
-template <int R, int U, int W, bool EF = false>
+// PD 1 or 2: the grid also asks L2 for the k slots' w2 (down's weights, known once the
+// ids are), each warp's lanes a share of kDownPrefetchBytes pieces, at its start (1) or
+// once its own rows are summed (2), so that down reads them from L2; nothing computed
+// changes.
+constexpr int64_t kDownPrefetchBytes = 8192;
+template <int R, int U, int W, bool EF = false, int PD = 0>
 __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __restrict__ x,
                                                                const int32_t* __restrict__ ids,
                                                                const bf16* const* __restrict__ w1s,
                                                                const bf16* const* __restrict__ w3s,
+                                                               const bf16* const* __restrict__ w2s,
                                                                bf16* __restrict__ h, int k, int K, int N,
                                                                int n_experts) {
   __shared__ const bf16* s_w1[kMaxExperts];
   __shared__ const bf16* s_w3[kMaxExperts];
+  __shared__ const bf16* s_w2[PD != 0 ? kMaxExperts : 1];
   for (int t = threadIdx.x; t < n_experts; t += W * 32) {  // the table: written before the router began
     s_w1[t] = w1s[t];
     s_w3[t] = w3s[t];
+    if constexpr (PD != 0) s_w2[t] = w2s[t];
   }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int flat = (blockIdx.x * W + warp) * R;
@@ -62,6 +70,19 @@ __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __res
   const int slot = active ? flat / N : 0;
   const int e = active ? ids[slot] : 0;
   __syncthreads();  // the table
+  auto prefetch_down = [&] {
+    if constexpr (PD != 0) {
+      const int64_t bytes = static_cast<int64_t>(K) * N * 2, per_slot = (bytes + kDownPrefetchBytes - 1) / kDownPrefetchBytes;
+      const int64_t warps = static_cast<int64_t>(gridDim.x) * W;
+      for (int64_t q = lane * warps + blockIdx.x * W + warp; q < per_slot * k; q += 32 * warps) {
+        const int s = static_cast<int>(q / per_slot);
+        const int64_t at = (q - s * per_slot) * kDownPrefetchBytes;
+        l2_prefetch_bulk(reinterpret_cast<const char*>(s_w2[ids[s]]) + at,
+                         static_cast<unsigned>(bytes - at < kDownPrefetchBytes ? bytes - at : kDownPrefetchBytes));
+      }
+    }
+  };
+  if (PD == 1 || !active) prefetch_down();
   if (!active) return;
   const int row0 = flat - slot * N;
   const bf16* wr[2 * R];
@@ -91,6 +112,7 @@ __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __res
   } else {
     detail::gemv_dot<2 * R, 1, U>(wr, xr, 1, K / 8, lane, acc);
   }
+  if (PD == 2) prefetch_down();
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float g = warp_sum(acc[r][0]), u = warp_sum(acc[R + r][0]);
@@ -179,7 +201,9 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
 struct GateUpShape {
   int R, U, W;
   bool evict_first;
-  void (*kernel)(const bf16*, const int32_t*, const bf16* const*, const bf16* const*, bf16*, int, int, int, int);
+  int prefetch_down;
+  void (*kernel)(const bf16*, const int32_t*, const bf16* const*, const bf16* const*, const bf16* const*, bf16*, int,
+                 int, int, int);
 };
 struct DownShape {
   int G, U, W;
@@ -193,9 +217,17 @@ struct DownShape {
 // 257.2 (G 4, 4 warps); standalone (moe_small/qwen3) R 4 U 2 + G 4 took 34.1 us, the fused
 // kernels 35.4.
 const GateUpShape kGateUpShapes[] = {
-    {4, 2, 8, false, small_gate_up_kernel<4, 2, 8>}, {1, 8, 8, false, small_gate_up_kernel<1, 8, 8>},
-    {2, 4, 8, false, small_gate_up_kernel<2, 4, 8>}, {1, 4, 8, false, small_gate_up_kernel<1, 4, 8>},
-    {1, 8, 4, false, small_gate_up_kernel<1, 8, 4>}, {4, 2, 8, true, small_gate_up_kernel<4, 2, 8, true>},
+    {4, 2, 8, false, 0, small_gate_up_kernel<4, 2, 8>},
+    {1, 8, 8, false, 0, small_gate_up_kernel<1, 8, 8>},
+    {2, 4, 8, false, 0, small_gate_up_kernel<2, 4, 8>},
+    {1, 4, 8, false, 0, small_gate_up_kernel<1, 4, 8>},
+    {1, 8, 4, false, 0, small_gate_up_kernel<1, 8, 4>},
+    {4, 2, 8, true, 0, small_gate_up_kernel<4, 2, 8, true>},
+    // The default with down's weights asked of L2: at the start (6, 8) or the end (7) of
+    // each warp, with gate/up's own loads evict-first (6, 7) so they do not push them out.
+    {4, 2, 8, true, 1, small_gate_up_kernel<4, 2, 8, true, 1>},
+    {4, 2, 8, true, 2, small_gate_up_kernel<4, 2, 8, true, 2>},
+    {4, 2, 8, false, 1, small_gate_up_kernel<4, 2, 8, false, 1>},
 };
 const DownShape kDownShapes[] = {
     {4, 4, 8, false, small_down_kernel<4, 4, 8>},
@@ -203,14 +235,22 @@ const DownShape kDownShapes[] = {
     {8, 2, 8, false, small_down_kernel<8, 2, 8>},
     {4, 4, 4, false, small_down_kernel<4, 4, 4>},
     {4, 4, 8, true, small_down_kernel<4, 4, 8, true>},
+    // Every slot's rows in flight at once, 3 chunks deep: at Qwen3-30B-A3B's 768 (96 chunks
+    // per row) all of a warp's w2 loads are issued before the wait on gate/up, so down's
+    // 25 MB stream while gate/up runs instead of after it.
+    {8, 3, 8, false, small_down_kernel<8, 3, 8>},
+    {8, 3, 4, false, small_down_kernel<8, 3, 4>},
 };
 static_assert(kMaxRowsPerWarp == 4, "small_experts_supported's inter % 4");
 
 const GateUpShape& find_gate_up(const SmallExpertShape& s) {
   for (const GateUpShape& g : kGateUpShapes)
-    if (g.R == s.gu_rows && g.U == s.gu_depth && g.W == s.gu_warps && g.evict_first == s.gu_evict_first) return g;
+    if (g.R == s.gu_rows && g.U == s.gu_depth && g.W == s.gu_warps && g.evict_first == s.gu_evict_first &&
+        g.prefetch_down == s.gu_prefetch_down)
+      return g;
   fail_msg(msg("cuda::moe_decode_small: no compiled gate/up shape with ", s.gu_rows, " rows per warp, depth ",
-               s.gu_depth, ", ", s.gu_warps, " warps", s.gu_evict_first ? ", evict-first loads" : ""));
+               s.gu_depth, ", ", s.gu_warps, " warps", s.gu_evict_first ? ", evict-first loads" : "",
+               s.gu_prefetch_down ? ", down's weights prefetched" : ""));
 }
 const DownShape& find_down(const SmallExpertShape& s) {
   for (const DownShape& d : kDownShapes)
@@ -225,7 +265,7 @@ const std::vector<SmallExpertShape>& small_expert_shapes() {
     std::vector<SmallExpertShape> v;
     for (const GateUpShape& g : kGateUpShapes)
       for (const DownShape& d : kDownShapes)
-        v.push_back(SmallExpertShape{g.R, g.U, g.W, g.evict_first, d.G, d.W, d.evict_first});
+        v.push_back(SmallExpertShape{g.R, g.U, g.W, g.evict_first, g.prefetch_down, d.G, d.W, d.evict_first});
     return v;
   }();
   return shapes;
@@ -233,10 +273,10 @@ const std::vector<SmallExpertShape>& small_expert_shapes() {
 
 SmallExpertShape small_expert_shape_from_env() {
   static const SmallExpertShape s = [] {
-    static_assert(std::size(kGateUpShapes) == 6 && std::size(kDownShapes) == 5, "the lists below");
-    const GateUpShape& g = kGateUpShapes[env_choice("MOEBENCH_SMALL_GATE_UP_SHAPE", {0, 1, 2, 3, 4, 5}, 0)];
-    const DownShape& d = kDownShapes[env_choice("MOEBENCH_SMALL_DOWN_SHAPE", {0, 1, 2, 3, 4}, 0)];
-    return SmallExpertShape{g.R, g.U, g.W, g.evict_first, d.G, d.W, d.evict_first};
+    static_assert(std::size(kGateUpShapes) == 9 && std::size(kDownShapes) == 7, "the lists below");
+    const GateUpShape& g = kGateUpShapes[env_choice("MOEBENCH_SMALL_GATE_UP_SHAPE", {0, 1, 2, 3, 4, 5, 6, 7, 8}, 0)];
+    const DownShape& d = kDownShapes[env_choice("MOEBENCH_SMALL_DOWN_SHAPE", {0, 1, 2, 3, 4, 5, 6}, 0)];
+    return SmallExpertShape{g.R, g.U, g.W, g.evict_first, g.prefetch_down, d.G, d.W, d.evict_first};
   }();
   return s;
 }
@@ -264,7 +304,7 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
   const GateUpShape& gu = find_gate_up(shape);
   const int rows = k * inter;
   launch_pdl(gu.kernel, dim3(static_cast<unsigned>(ceil_div(rows, gu.W * gu.R))), dim3(gu.W * 32), 0, stream, x, ids,
-             w1s, w3s, h, k, hidden, inter, n_experts);
+             w1s, w3s, w2s, h, k, hidden, inter, n_experts);
   CUDA_CHECK_LAUNCH("small_gate_up_kernel");
   if (between && *between) (*between)();
   const DownShape& dn = find_down(shape);

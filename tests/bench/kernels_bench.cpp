@@ -589,7 +589,8 @@ void register_all() {
   reg("moe_small/qwen3/fused", [](benchmark::State& st) { bm_moe_small(st, nullptr); });
   for (const cuda::SmallExpertShape& ss : cuda::small_expert_shapes())
     reg("moe_small/qwen3/gate_up:R" + std::to_string(ss.gu_rows) + "U" + std::to_string(ss.gu_depth) + "W" +
-            std::to_string(ss.gu_warps) + (ss.gu_evict_first ? "EF" : "") + "/down:G" + std::to_string(ss.down_slots) + "W" +
+            std::to_string(ss.gu_warps) + (ss.gu_evict_first ? "EF" : "") +
+            (ss.gu_prefetch_down ? "PD" + std::to_string(ss.gu_prefetch_down) : "") + "/down:G" + std::to_string(ss.down_slots) + "W" +
             std::to_string(ss.down_warps) + (ss.down_evict_first ? "EF" : ""),
         [ss](benchmark::State& st) { bm_moe_small(st, &ss); });
   const std::pair<QuantMat, const char*> mats[] = {{QuantMat::w1, "/w1"}, {QuantMat::w2, "/w2"}};
