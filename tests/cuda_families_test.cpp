@@ -290,6 +290,33 @@ TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
   batched_path_against_single_sequence(WeightSource::synthetic(preset_config(GetParam()), 22));
 }
 
+namespace {
+// One norm + router input: x (n, hidden) fp32 ~ 3 N(0, 1), the norm weights ~ 1 + 0.1 N
+// and the gate (n_experts, hidden) ~ 0.05 N in bf16, drawn from nd in that order, on the
+// host and in arena.
+struct NormRouterCase {
+  std::vector<float> x;
+  std::vector<uint16_t> nw, gate;
+  const float* xd = nullptr;
+  const __nv_bfloat16* nwd = nullptr;
+  const __nv_bfloat16* gd = nullptr;
+};
+NormRouterCase norm_router_case(std::mt19937& rng, std::normal_distribution<float>& nd, int n, int hidden,
+                                int n_experts, cuda::DeviceArena& arena) {
+  NormRouterCase c;
+  c.x.resize(static_cast<size_t>(n) * hidden);
+  for (auto& v : c.x) v = nd(rng) * 3;
+  c.nw.resize(hidden);
+  c.gate.resize(static_cast<size_t>(n_experts) * hidden);
+  for (auto& v : c.nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
+  for (auto& v : c.gate) v = f32_to_bf16(0.05f * nd(rng));
+  c.xd = upload(arena, c.x);
+  c.nwd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, c.nw));
+  c.gd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, c.gate));
+  return c;
+}
+}  // namespace
+
 // The many-expert fused norm + router (32 <= experts <= 256; Qwen3-30B-A3B: 128, top-8):
 // h bit for bit rmsnorm()'s; every logit within fp32 summation error of the exact dot of
 // h and the gate row (double on the host); ids and weights bit for bit those
@@ -310,16 +337,12 @@ TEST(CudaFamilyKernels, NormRouterWideMatchesItsHostReference) {
     SCOPED_TRACE("n " + std::to_string(sh.n) + " hidden " + std::to_string(sh.hidden) + " experts " +
                  std::to_string(sh.experts) + " k " + std::to_string(sh.k));
     const int n = sh.n, H = sh.hidden, E = sh.experts, k = sh.k;
-    std::vector<float> x(static_cast<size_t>(n) * H);
-    for (auto& v : x) v = nd(rng) * 3;
-    std::vector<uint16_t> nw(H), gate(static_cast<size_t>(E) * H);
-    for (auto& v : nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
-    for (auto& v : gate) v = f32_to_bf16(0.05f * nd(rng));
     cuda::DeviceArena arena(64ull << 20, "norm_router test");
+    const NormRouterCase c = norm_router_case(rng, nd, n, H, E, arena);
+    const std::vector<uint16_t>& gate = c.gate;
+    const float* xd = c.xd;
+    const __nv_bfloat16 *nwd = c.nwd, *gd = c.gd;
     const size_t hn = static_cast<size_t>(n) * H, ln = static_cast<size_t>(n) * E, kn = static_cast<size_t>(n) * k;
-    const float* xd = upload(arena, x);
-    const auto* nwd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, nw));
-    const auto* gd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, gate));
     auto* h1 = arena.alloc_n<__nv_bfloat16>(hn, "h");
     auto* h2 = arena.alloc_n<__nv_bfloat16>(hn, "h fused");
     float* l2 = arena.alloc_n<float>(ln, "logits fused");
@@ -402,16 +425,11 @@ TEST(CudaFamilyKernels, NormRouterClusterBitIdenticalToTheWideLaunch) {
     SCOPED_TRACE("n " + std::to_string(sh.n) + " hidden " + std::to_string(sh.hidden) + " experts " +
                  std::to_string(sh.experts) + " k " + std::to_string(sh.k));
     const int n = sh.n, H = sh.hidden, E = sh.experts, k = sh.k;
-    std::vector<float> x(static_cast<size_t>(n) * H);
-    for (auto& v : x) v = nd(rng) * 3;
-    std::vector<uint16_t> nw(H), gate(static_cast<size_t>(E) * H);
-    for (auto& v : nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
-    for (auto& v : gate) v = f32_to_bf16(0.05f * nd(rng));
     cuda::DeviceArena arena(64ull << 20, "norm_router cluster test");
+    const NormRouterCase c = norm_router_case(rng, nd, n, H, E, arena);
+    const float* xd = c.xd;
+    const __nv_bfloat16 *nwd = c.nwd, *gd = c.gd;
     const size_t hn = static_cast<size_t>(n) * H, ln = static_cast<size_t>(n) * E, kn = static_cast<size_t>(n) * k;
-    const float* xd = upload(arena, x);
-    const auto* nwd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, nw));
-    const auto* gd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, gate));
     auto* h1 = arena.alloc_n<__nv_bfloat16>(hn, "h wide");
     auto* h2 = arena.alloc_n<__nv_bfloat16>(hn, "h cluster");
     float* l1 = arena.alloc_n<float>(ln, "logits wide");
