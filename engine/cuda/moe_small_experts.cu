@@ -72,7 +72,8 @@ __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __res
   __syncthreads();  // the table
   auto prefetch_down = [&] {
     if constexpr (PD != 0) {
-      const int64_t bytes = static_cast<int64_t>(K) * N * 2, per_slot = (bytes + kDownPrefetchBytes - 1) / kDownPrefetchBytes;
+      const int64_t bytes = static_cast<int64_t>(K) * N * 2;  // one slot's w2 (K x N bf16)
+      const int64_t per_slot = (bytes + kDownPrefetchBytes - 1) / kDownPrefetchBytes;
       const int64_t warps = static_cast<int64_t>(gridDim.x) * W;
       for (int64_t q = lane * warps + blockIdx.x * W + warp; q < per_slot * k; q += 32 * warps) {
         const int s = static_cast<int>(q / per_slot);
