@@ -315,6 +315,16 @@ NormRouterCase norm_router_case(std::mt19937& rng, std::normal_distribution<floa
   c.gd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, c.gate));
   return c;
 }
+
+// Which many-expert launch norm_router takes while this lives (the cluster launch or the
+// wide one), the process's setting back after.
+struct ClusterRouterSetting {
+  explicit ClusterRouterSetting(bool on) : was(cuda::norm_router_cluster_enabled()) {
+    cuda::set_norm_router_cluster(on);
+  }
+  ~ClusterRouterSetting() { cuda::set_norm_router_cluster(was); }
+  bool was;
+};
 }  // namespace
 
 // The many-expert fused norm + router (32 <= experts <= 256; Qwen3-30B-A3B: 128, top-8):
@@ -326,6 +336,7 @@ NormRouterCase norm_router_case(std::mt19937& rng, std::normal_distribution<floa
 // it gives the same bytes: the per-token completion counters are left at zero.
 TEST(CudaFamilyKernels, NormRouterWideMatchesItsHostReference) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  const ClusterRouterSetting wide(false);  // the wide launch (the cluster one is held to it below)
   struct Shape {
     int n, hidden, experts, k;
   };
@@ -406,15 +417,14 @@ TEST(CudaFamilyKernels, NormRouterWideMatchesItsHostReference) {
   EXPECT_FALSE(cuda::norm_router_wide_supported(1, 16392, 128, 8, nullptr, nullptr));  // h beyond shared memory
 }
 
-// The cluster launch of the many-expert norm + router (MOEBENCH_NORM_ROUTER_CLUSTER=1)
-// against the wide launch norm_router takes by default: h, the logits, ids and weights
-// bit for bit, renormalised and not, for Qwen3-30B-A3B's and OLMoE's shapes, several
-// tokens, expert counts that leave a block's rows partly empty and a hidden below 2048;
-// launched twice (a logits-only launch between) it gives the same bytes.
+// The cluster launch of the many-expert norm + router (norm_router's default) against the
+// wide launch (MOEBENCH_NORM_ROUTER_CLUSTER=0): h, the logits, ids and weights bit for
+// bit, renormalised and not, for Qwen3-30B-A3B's and OLMoE's shapes, several tokens,
+// expert counts that leave a block's rows partly empty and a hidden below 2048; launched
+// twice (a logits-only launch between) it gives the same bytes.
 TEST(CudaFamilyKernels, NormRouterClusterBitIdenticalToTheWideLaunch) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
-  if (cuda::norm_router_cluster_enabled())
-    GTEST_SKIP() << "MOEBENCH_NORM_ROUTER_CLUSTER=1: norm_router takes the cluster launch itself, no reference";
+  const ClusterRouterSetting wide(false);  // norm_router: the wide launch, the reference
   struct Shape {
     int n, hidden, experts, k;
   };

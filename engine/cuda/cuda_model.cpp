@@ -434,23 +434,19 @@ void CudaModel::note_arena() {
     prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
 }
 
-void CudaModel::side_l2_prefetch(const L2Range* ranges, int n) {
+void CudaModel::prefetch_attention_out(const Layer& L) {
+  const ModelConfig& c = cfg_;
   if (!prefetch_stream_) {
     CUDA_CHECK(cudaStreamCreateWithFlags(&prefetch_stream_, cudaStreamNonBlocking));
     CUDA_CHECK(cudaEventCreateWithFlags(&prefetch_event_, cudaEventDisableTiming));
   }
   CUDA_CHECK(cudaEventRecord(prefetch_event_, stream_));
   CUDA_CHECK(cudaStreamWaitEvent(prefetch_stream_, prefetch_event_, 0));
-  l2_prefetch(ranges, n, prefetch_stream_);
-}
-
-void CudaModel::prefetch_attention_out(const Layer& L) {
-  const ModelConfig& c = cfg_;
   const size_t H = static_cast<size_t>(c.hidden_size);
   auto range = [](const bf16* p, size_t elems) { return L2Range{p, p ? elems * sizeof(bf16) : 0}; };
   const L2Range ranges[] = {range(L.wo, H * static_cast<size_t>(c.q_dim())), range(L.ffn_norm, H),
                             range(L.gate, H * static_cast<size_t>(c.num_local_experts))};
-  side_l2_prefetch(ranges, 3);
+  l2_prefetch(ranges, 3, prefetch_stream_);
 }
 
 void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next) {
@@ -553,11 +549,8 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
                  moe_->run_norm_o_proj(static_cast<int>(step), l, b.att, L.wo, Q, b.x, L.ffn_norm, eps, L.gate, b);
       if (!moe_done) o_proj(L, b, m);  // x += att @ wo^T
     }
-    if (moe_done) {
-      family_shared_expert(L, b, m);
-    } else {
-      family_next_qkv_prefetch_around_moe(l, decode, [&] { moe_block(step, l, pos0, b, m); });  // x += moe(rmsnorm(x))
-    }
+    if (moe_done) family_shared_expert(L, b, m);
+    else moe_block(step, l, pos0, b, m);  // x += moe(rmsnorm(x))
   }
   if (all_logits) {
     rmsnorm(b.x, norm_, b.h, m, H, eps, s);

@@ -36,7 +36,6 @@
 #include "engine/cuda/arena.h"
 #include "engine/cuda/blas.h"
 #include "engine/cuda/host_experts.h"
-#include "engine/cuda/l2_prefetch.h"
 #include "engine/cuda/moe_layer.h"
 #include "engine/cuda/quant_linear.h"
 #include "engine/cuda/workspace.h"
@@ -249,13 +248,6 @@ class CudaModel : public Model, public BatchModel {
   // Decode, once q/k/v are written: o_proj's weights and the router's norm and gate of
   // layer L into L2 on a side stream while RoPE and attention run (l2_prefetch.h).
   void prefetch_attention_out(const Layer& L);
-  // n ranges into L2 on the side stream once the work launched on stream_ so far is done.
-  void side_l2_prefetch(const L2Range* ranges, int n);
-  // Runs moe (layer l's MoE block); at a single-sequence decode step with
-  // MOEBENCH_NEXT_QKV_PREFETCH=1 or 2 also asks L2, on the side stream, for layer l + 1's
-  // input norm and q/k/v weights: 1 from the start of the MoE block, 2 from the end of the
-  // small-expert gate/up launch (cuda_model_family.cpp).
-  void family_next_qkv_prefetch_around_moe(int l, bool decode, const std::function<void()>& moe);
   // After a stream sync: the events of this forward into the collective counters (an
   // untimed forward, see tp_timing_, adds nothing).
   void read_collective_times(bool decode);

@@ -4,9 +4,7 @@
 // behind its sigmoid gate (Qwen2-MoE) after the routed experts. Same order of operations
 // as CpuModel. Mixtral layers have none of them: every step below is then skipped. At a
 // decode step the per-head norm, RoPE and store can run inside the attention launch
-// (family_decode_attention, MOEBENCH_QK_NORM_IN_ATTENTION=1). The next layer's q/k/v
-// weights can be asked of L2 while a decode step's MoE block runs
-// (MOEBENCH_NEXT_QKV_PREFETCH=1, 2).
+// (family_decode_attention, MOEBENCH_QK_NORM_IN_ATTENTION=1).
 #include <algorithm>
 
 #include "common/error.h"
@@ -87,40 +85,6 @@ bool CudaModel::family_decode_attention(const Layer& L, ForwardBuffers& b, int m
   decode_attention_qk_norm(b.q, b.k, b.v, L.q_norm, L.k_norm, c.rope_theta, c.rms_norm_eps, k_pool, v_pool, tables,
                            table_width, seq_row, pos, b.att, m, nh, nkv, hd, block_size, workspace, stream_);
   return true;
-}
-
-void CudaModel::family_next_qkv_prefetch_around_moe(int l, bool decode, const std::function<void()>& moe) {
-  // Off unless MOEBENCH_NEXT_QKV_PREFETCH=1 or 2. A step of many small experts leaves HBM
-  // idle for much of its dependent chain (norm + router, the kernels' ramps and tails);
-  // the next layer's q/k/v GEMV then starts cold. This asks L2 for its weights while the
-  // MoE block runs: 1 from the block's start (the side stream waits for o_proj), 2 from
-  // the end of gate/up (during down, so that fewer expert rows pass through L2 after it).
-  // Only where they take a fraction of L2 (at most 32 MiB: Qwen3-30B-A3B 20 MiB, OLMoE
-  // 24 MiB, not Mixtral's 96 MiB). Nothing computed changes.
-  static const int mode = env_choice("MOEBENCH_NEXT_QKV_PREFETCH", {0, 1, 2}, 0);
-  const ModelConfig& c = cfg_;
-  const size_t H = static_cast<size_t>(c.hidden_size);
-  const size_t qkv_bytes = H * static_cast<size_t>(c.q_dim() + 2 * c.kv_dim()) * sizeof(bf16);
-  const bool on = mode != 0 && decode && !tp_ && l + 1 < c.num_hidden_layers && qkv_bytes <= (32u << 20) &&
-                  layers_[l + 1].wq && layers_[l + 1].lw[0].format == QuantFormat::bf16;
-  if (!on) return moe();
-  const Layer& N = layers_[l + 1];
-  const L2Range ranges[] = {{N.attn_norm, H * sizeof(bf16)},
-                            {N.wq, H * static_cast<size_t>(c.q_dim()) * sizeof(bf16)},
-                            {N.wk, H * static_cast<size_t>(c.kv_dim()) * sizeof(bf16)},
-                            {N.wv, H * static_cast<size_t>(c.kv_dim()) * sizeof(bf16)}};
-  if (mode == 1) {
-    side_l2_prefetch(ranges, 4);
-    return moe();
-  }
-  moe_->set_between_gate_up_and_down([&] { side_l2_prefetch(ranges, 4); });
-  try {
-    moe();
-  } catch (...) {
-    moe_->set_between_gate_up_and_down(nullptr);
-    throw;
-  }
-  moe_->set_between_gate_up_and_down(nullptr);
 }
 
 void CudaModel::family_shared_expert(const Layer& L, ForwardBuffers& b, int m) {

@@ -316,8 +316,7 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
     ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "moe_decode_fused");
     if (combine_ == Combine::fused) {
       if (small_experts_enabled() && small_experts_supported(m, K, E, H, I)) {  // many small experts, one token
-        moe_decode_small(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, K, E, H, I, stream_,
-                         between_ ? &between_ : nullptr);
+        moe_decode_small(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, K, E, H, I, stream_);
         return;
       }
       moe_decode_fused(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, m, K, E, H, I, stream_);

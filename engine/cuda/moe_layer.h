@@ -116,10 +116,6 @@ class MoeLayer {
   // combines with moe_combine_held (the same bits as the combine knob's, marks skipped).
   using PairFilter = std::function<void(int layer, int32_t* ids, int pairs, cudaStream_t stream)>;
   void set_pair_filter(PairFilter f) { filter_ = std::move(f); }
-  // Called on the host between the two launches of a one-token small-expert MoE
-  // (moe_small_experts.h: after gate/up is launched, before down), for work to fork off
-  // the stream there; empty: nothing.
-  void set_between_gate_up_and_down(std::function<void()> f) { between_ = std::move(f); }
 
  private:
   void ids_to_host(const ForwardBuffers& b, int pairs);
@@ -203,7 +199,6 @@ class MoeLayer {
   int32_t* pred_ids_d_ = nullptr;    // (pool, top_k)
   HostExperts* host_ = nullptr;
   PairFilter filter_;                // expert parallelism: see set_pair_filter
-  std::function<void()> between_;    // see set_between_gate_up_and_down
   uint16_t* host_x_ = nullptr;       // pinned (pool, hidden) bf16: the activations for the host
   float* host_y_ = nullptr;          // pinned (pairs, hidden): the host experts' outputs
   int32_t* host_idx_ = nullptr;      // pinned (3, pairs): perm, inv, device ids

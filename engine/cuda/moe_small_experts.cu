@@ -295,8 +295,7 @@ bool small_experts_supported(int n, int k, int n_experts, int hidden, int inter)
 
 void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int k, int n_experts,
-                      int hidden, int inter, cudaStream_t stream, SmallExpertShape shape,
-                      const std::function<void()>* between) {
+                      int hidden, int inter, cudaStream_t stream, SmallExpertShape shape) {
   MB_NVTX_RANGE("moe_decode_small");
   if (!small_experts_supported(1, k, n_experts, hidden, inter) || !aligned16(x) || !aligned16(h))
     fail_msg(msg("cuda::moe_decode_small: top-", k, " of ", n_experts, " experts, hidden ", hidden, ", inter ", inter,
@@ -307,7 +306,6 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
   launch_pdl(gu.kernel, dim3(static_cast<unsigned>(ceil_div(rows, gu.W * gu.R))), dim3(gu.W * 32), 0, stream, x, ids,
              w1s, w3s, w2s, h, k, hidden, inter, n_experts);
   CUDA_CHECK_LAUNCH("small_gate_up_kernel");
-  if (between && *between) (*between)();
   const DownShape& dn = find_down(shape);
   launch_pdl(dn.kernel, dim3(static_cast<unsigned>(ceil_div(hidden, dn.W))), dim3(dn.W * 32), 0, stream, h, ids,
              weights, w2s, out, k, inter, hidden);
@@ -316,9 +314,9 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
 
 void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int k, int n_experts,
-                      int hidden, int inter, cudaStream_t stream, const std::function<void()>* between) {
+                      int hidden, int inter, cudaStream_t stream) {
   moe_decode_small(x, ids, weights, w1s, w3s, w2s, h, out, k, n_experts, hidden, inter, stream,
-                   small_expert_shape_from_env(), between);
+                   small_expert_shape_from_env());
 }
 
 }  // namespace moebench::cuda

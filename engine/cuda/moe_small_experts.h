@@ -19,7 +19,6 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <functional>
 #include <vector>
 
 namespace moebench::cuda {
@@ -57,13 +56,11 @@ bool small_experts_supported(int n, int k, int n_experts, int hidden, int inter)
 void moe_decode_small(const __nv_bfloat16* x, const int32_t* ids, const float* weights,
                       const __nv_bfloat16* const* w1s, const __nv_bfloat16* const* w3s,
                       const __nv_bfloat16* const* w2s, __nv_bfloat16* h, float* out, int k, int n_experts, int hidden,
-                      int inter, cudaStream_t stream, SmallExpertShape shape,
-                      const std::function<void()>* between = nullptr);
-// The same with the environment's shape. between (if given) is called on the host after
-// the gate/up launch, before the down launch (to fork work off the stream there).
+                      int inter, cudaStream_t stream, SmallExpertShape shape);
+// The same with the environment's shape.
 void moe_decode_small(const __nv_bfloat16* x, const int32_t* ids, const float* weights,
                       const __nv_bfloat16* const* w1s, const __nv_bfloat16* const* w3s,
                       const __nv_bfloat16* const* w2s, __nv_bfloat16* h, float* out, int k, int n_experts, int hidden,
-                      int inter, cudaStream_t stream, const std::function<void()>* between = nullptr);
+                      int inter, cudaStream_t stream);
 
 }  // namespace moebench::cuda

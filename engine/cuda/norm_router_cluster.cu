@@ -3,6 +3,8 @@
 
 #include <cooperative_groups.h>
 
+#include <atomic>
+
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/launch_env.h"
@@ -119,10 +121,20 @@ bool norm_router_cluster_supported(int n, int hidden, int n_experts, int k, cons
          aligned16(gate) && aligned16(h);
 }
 
+namespace {
+std::atomic<int> g_cluster{-1};  // -1: from the environment on first use
+}  // namespace
+
 bool norm_router_cluster_enabled() {
-  static const bool on = env_choice("MOEBENCH_NORM_ROUTER_CLUSTER", {0, 1}, 0) == 1;
-  return on;
+  int on = g_cluster.load(std::memory_order_relaxed);
+  if (on < 0) {
+    on = env_choice("MOEBENCH_NORM_ROUTER_CLUSTER", {0, 1}, 1);
+    g_cluster.store(on, std::memory_order_relaxed);
+  }
+  return on == 1;
 }
+
+void set_norm_router_cluster(bool on) { g_cluster.store(on ? 1 : 0, std::memory_order_relaxed); }
 
 void norm_router_cluster(const float* x, const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate,
                          __nv_bfloat16* h, float* logits, int32_t* ids, float* weights, int n, int hidden,
