@@ -579,9 +579,8 @@ TEST(CudaFamilyKernels, SmallExpertsBitIdenticalToTheFusedKernels) {
     ASSERT_NE(want_out, o) << "the fused kernels added nothing";
     for (const cuda::SmallExpertShape& s : cuda::small_expert_shapes()) {
       SCOPED_TRACE("gate/up R " + std::to_string(s.gu_rows) + " U " + std::to_string(s.gu_depth) + " W " +
-                   std::to_string(s.gu_warps) + (s.gu_evict_first ? " evict-first" : "") +
-                   (s.gu_prefetch_down ? " prefetch-down " + std::to_string(s.gu_prefetch_down) : "") + ", down G " + std::to_string(s.down_slots) + " W " +
-                   std::to_string(s.down_warps) + (s.down_evict_first ? " evict-first" : ""));
+                   std::to_string(s.gu_warps) + ", down G " + std::to_string(s.down_slots) + " W " +
+                   std::to_string(s.down_warps));
       auto* h = arena.alloc_n<__nv_bfloat16>(hn, "h");
       float* out = upload(arena, o);
       cuda::moe_decode_small(xd, idd, wd, d1, d3, d2, h, out, k, E, H, I, nullptr, s);

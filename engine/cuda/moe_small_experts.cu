@@ -18,49 +18,22 @@ constexpr int kMaxExperts = 256;  // the expert table in shared memory: 2 x 2 Ki
 constexpr int kMaxSlots = 8;
 constexpr int kMaxRowsPerWarp = 4;
 
-// load8_stream with L2's evict-first priority: a routed expert's rows are read once per
-// step, so they need not push out of L2 what is read again soon (the next layer's dense
-// weights asked for ahead of their use).
-__device__ __forceinline__ uint64_t l2_evict_first_policy() {
-  uint64_t policy;
-  asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
-  return policy;
-}
-__device__ __forceinline__ bf16x8 load8_stream_evict_first(const bf16* p, uint64_t policy) {
-  uint4 r;
-  asm volatile("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0,%1,%2,%3}, [%4], %5;"
-               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
-               : "l"(p), "l"(policy));
-  bf16x8 out;
-  memcpy(&out, &r, 16);
-  return out;
-}
-
 // Warp w of the grid takes rows [R w, R w + R) of the flat list of the k slots' inter rows
 // (inter % R == 0: one slot per warp) and writes h[slot][row] = silu(w1 x) * (w3 x) in
 // bf16: moe_gate_up_kernel's warp at one token (gemv_dot over 2R rows, U deep, the same
-// lane order), without its bookkeeping (at one token pair j is slot j). EF: the rows
-// loaded with L2's evict-first priority (gemv_warp's loop with that load: the same sums).
-// PD 1 or 2: the grid also asks L2 for the k slots' w2 (down's weights, known once the
-// ids are), each warp's lanes a share of kDownPrefetchBytes pieces, at its start (1) or
-// once its own rows are summed (2), so that down reads them from L2; nothing computed
-// changes.
-constexpr int64_t kDownPrefetchBytes = 8192;
-template <int R, int U, int W, bool EF = false, int PD = 0>
+// lane order), without its bookkeeping (at one token pair j is slot j).
+template <int R, int U, int W>
 __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __restrict__ x,
                                                                const int32_t* __restrict__ ids,
                                                                const bf16* const* __restrict__ w1s,
                                                                const bf16* const* __restrict__ w3s,
-                                                               const bf16* const* __restrict__ w2s,
                                                                bf16* __restrict__ h, int k, int K, int N,
                                                                int n_experts) {
   __shared__ const bf16* s_w1[kMaxExperts];
   __shared__ const bf16* s_w3[kMaxExperts];
-  __shared__ const bf16* s_w2[PD != 0 ? kMaxExperts : 1];
   for (int t = threadIdx.x; t < n_experts; t += W * 32) {  // the table: written before the router began
     s_w1[t] = w1s[t];
     s_w3[t] = w3s[t];
-    if constexpr (PD != 0) s_w2[t] = w2s[t];
   }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int flat = (blockIdx.x * W + warp) * R;
@@ -70,20 +43,6 @@ __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __res
   const int slot = active ? flat / N : 0;
   const int e = active ? ids[slot] : 0;
   __syncthreads();  // the table
-  auto prefetch_down = [&] {
-    if constexpr (PD != 0) {
-      const int64_t bytes = static_cast<int64_t>(K) * N * 2;  // one slot's w2 (K x N bf16)
-      const int64_t per_slot = (bytes + kDownPrefetchBytes - 1) / kDownPrefetchBytes;
-      const int64_t warps = static_cast<int64_t>(gridDim.x) * W;
-      for (int64_t q = lane * warps + blockIdx.x * W + warp; q < per_slot * k; q += 32 * warps) {
-        const int s = static_cast<int>(q / per_slot);
-        const int64_t at = (q - s * per_slot) * kDownPrefetchBytes;
-        l2_prefetch_bulk(reinterpret_cast<const char*>(s_w2[ids[s]]) + at,
-                         static_cast<unsigned>(bytes - at < kDownPrefetchBytes ? bytes - at : kDownPrefetchBytes));
-      }
-    }
-  };
-  if (PD == 1 || !active) prefetch_down();
   if (!active) return;
   const int row0 = flat - slot * N;
   const bf16* wr[2 * R];
@@ -94,26 +53,7 @@ __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __res
   }
   const bf16* xr[1] = {x};
   float acc[2 * R][1];
-  if constexpr (EF) {
-    const uint64_t policy = l2_evict_first_policy();
-    const int K8 = K / 8;
-#pragma unroll
-    for (int r = 0; r < 2 * R; ++r) acc[r][0] = 0;
-    for (int c0 = lane; c0 < K8; c0 += 32 * U) {
-      bf16x8 wv[U][2 * R];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + 32 * u;
-#pragma unroll
-        for (int r = 0; r < 2 * R; ++r)
-          if (c < K8) wv[u][r] = load8_stream_evict_first(wr[r] + 8 * static_cast<int64_t>(c), policy);
-      }
-      detail::gemv_fmas<2 * R, 1, U>(wv, xr, 1, c0, K8, acc);
-    }
-  } else {
-    detail::gemv_dot<2 * R, 1, U>(wr, xr, 1, K / 8, lane, acc);
-  }
-  if (PD == 2) prefetch_down();
+  detail::gemv_dot<2 * R, 1, U>(wr, xr, 1, K / 8, lane, acc);
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float g = warp_sum(acc[r][0]), u = warp_sum(acc[R + r][0]);
@@ -125,9 +65,8 @@ __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __res
 // deep), each slot's dot with h[slot] in gemv_warp's lane order (chunks c = lane, lane +
 // 32, ... ascending, acc += dot8), warp_sum, then total = fmaf(weight, dot, total) in slot
 // order and out = out + total: moe_down_grouped_kernel's bits. The first iteration's
-// weight loads are issued before the wait on gate/up (they read no h). EF: w2 loaded with
-// L2's evict-first priority (the same values).
-template <int G, int U, int W, bool EF = false>
+// weight loads are issued before the wait on gate/up (they read no h).
+template <int G, int U, int W>
 __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restrict__ h,
                                                             const int32_t* __restrict__ ids,
                                                             const float* __restrict__ weights,
@@ -147,7 +86,6 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
   if (row >= N) return;
   const float old = lane == 0 ? out[row] : 0.0f;
   const int K8 = K / 8;
-  const uint64_t policy = EF ? l2_evict_first_policy() : 0;
   bool waited = false;
   if (lane >= K8) {  // no chunk of its own (K < 256): waits here, not in the loop
     pdl_wait();
@@ -166,10 +104,8 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
         const int c = c0 + 32 * u;
 #pragma unroll
         for (int g = 0; g < G; ++g)
-          if (c < K8 && j0 + g < k) {
-            const bf16* p = s_w2[j0 + g] + static_cast<int64_t>(row) * K + 8 * static_cast<int64_t>(c);
-            wv[u][g] = EF ? load8_stream_evict_first(p, policy) : load8_stream(p);
-          }
+          if (c < K8 && j0 + g < k)
+            wv[u][g] = load8_stream(s_w2[j0 + g] + static_cast<int64_t>(row) * K + 8 * static_cast<int64_t>(c));
       }
       if (!waited) {  // h comes from gate/up
         pdl_wait();
@@ -201,14 +137,10 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
 
 struct GateUpShape {
   int R, U, W;
-  bool evict_first;
-  int prefetch_down;
-  void (*kernel)(const bf16*, const int32_t*, const bf16* const*, const bf16* const*, const bf16* const*, bf16*, int,
-                 int, int, int);
+  void (*kernel)(const bf16*, const int32_t*, const bf16* const*, const bf16* const*, bf16*, int, int, int, int);
 };
 struct DownShape {
   int G, U, W;
-  bool evict_first;
   void (*kernel)(const bf16*, const int32_t*, const float*, const bf16* const*, float*, int, int, int);
 };
 // 16 loads in flight per lane (2R rows x U; G x U) in the first of each, fewer or more after.
@@ -218,46 +150,29 @@ struct DownShape {
 // 257.2 (G 4, 4 warps); standalone (moe_small/qwen3) R 4 U 2 + G 4 took 34.1 us, the fused
 // kernels 35.4.
 const GateUpShape kGateUpShapes[] = {
-    {4, 2, 8, false, 0, small_gate_up_kernel<4, 2, 8>},
-    {1, 8, 8, false, 0, small_gate_up_kernel<1, 8, 8>},
-    {2, 4, 8, false, 0, small_gate_up_kernel<2, 4, 8>},
-    {1, 4, 8, false, 0, small_gate_up_kernel<1, 4, 8>},
-    {1, 8, 4, false, 0, small_gate_up_kernel<1, 8, 4>},
-    {4, 2, 8, true, 0, small_gate_up_kernel<4, 2, 8, true>},
-    // The default with down's weights asked of L2: at the start (6, 8) or the end (7) of
-    // each warp, with gate/up's own loads evict-first (6, 7) so they do not push them out.
-    {4, 2, 8, true, 1, small_gate_up_kernel<4, 2, 8, true, 1>},
-    {4, 2, 8, true, 2, small_gate_up_kernel<4, 2, 8, true, 2>},
-    {4, 2, 8, false, 1, small_gate_up_kernel<4, 2, 8, false, 1>},
+    {4, 2, 8, small_gate_up_kernel<4, 2, 8>}, {1, 8, 8, small_gate_up_kernel<1, 8, 8>},
+    {2, 4, 8, small_gate_up_kernel<2, 4, 8>}, {1, 4, 8, small_gate_up_kernel<1, 4, 8>},
+    {1, 8, 4, small_gate_up_kernel<1, 8, 4>},
 };
 const DownShape kDownShapes[] = {
-    {4, 4, 8, false, small_down_kernel<4, 4, 8>},
-    {2, 4, 8, false, small_down_kernel<2, 4, 8>},
-    {8, 2, 8, false, small_down_kernel<8, 2, 8>},
-    {4, 4, 4, false, small_down_kernel<4, 4, 4>},
-    {4, 4, 8, true, small_down_kernel<4, 4, 8, true>},
-    // Every slot's rows in flight at once, 3 chunks deep: at Qwen3-30B-A3B's 768 (96 chunks
-    // per row) all of a warp's w2 loads are issued before the wait on gate/up, so down's
-    // 25 MB stream while gate/up runs instead of after it.
-    {8, 3, 8, false, small_down_kernel<8, 3, 8>},
-    {8, 3, 4, false, small_down_kernel<8, 3, 4>},
+    {4, 4, 8, small_down_kernel<4, 4, 8>},
+    {2, 4, 8, small_down_kernel<2, 4, 8>},
+    {8, 2, 8, small_down_kernel<8, 2, 8>},
+    {4, 4, 4, small_down_kernel<4, 4, 4>},
 };
 static_assert(kMaxRowsPerWarp == 4, "small_experts_supported's inter % 4");
 
 const GateUpShape& find_gate_up(const SmallExpertShape& s) {
   for (const GateUpShape& g : kGateUpShapes)
-    if (g.R == s.gu_rows && g.U == s.gu_depth && g.W == s.gu_warps && g.evict_first == s.gu_evict_first &&
-        g.prefetch_down == s.gu_prefetch_down)
-      return g;
+    if (g.R == s.gu_rows && g.U == s.gu_depth && g.W == s.gu_warps) return g;
   fail_msg(msg("cuda::moe_decode_small: no compiled gate/up shape with ", s.gu_rows, " rows per warp, depth ",
-               s.gu_depth, ", ", s.gu_warps, " warps", s.gu_evict_first ? ", evict-first loads" : "",
-               s.gu_prefetch_down ? ", down's weights prefetched" : ""));
+               s.gu_depth, ", ", s.gu_warps, " warps"));
 }
 const DownShape& find_down(const SmallExpertShape& s) {
   for (const DownShape& d : kDownShapes)
-    if (d.G == s.down_slots && d.W == s.down_warps && d.evict_first == s.down_evict_first) return d;
+    if (d.G == s.down_slots && d.W == s.down_warps) return d;
   fail_msg(msg("cuda::moe_decode_small: no compiled down shape with ", s.down_slots, " slots in flight, ",
-               s.down_warps, " warps", s.down_evict_first ? ", evict-first loads" : ""));
+               s.down_warps, " warps"));
 }
 }  // namespace
 
@@ -265,8 +180,7 @@ const std::vector<SmallExpertShape>& small_expert_shapes() {
   static const std::vector<SmallExpertShape> shapes = [] {
     std::vector<SmallExpertShape> v;
     for (const GateUpShape& g : kGateUpShapes)
-      for (const DownShape& d : kDownShapes)
-        v.push_back(SmallExpertShape{g.R, g.U, g.W, g.evict_first, g.prefetch_down, d.G, d.W, d.evict_first});
+      for (const DownShape& d : kDownShapes) v.push_back(SmallExpertShape{g.R, g.U, g.W, d.G, d.W});
     return v;
   }();
   return shapes;
@@ -274,10 +188,10 @@ const std::vector<SmallExpertShape>& small_expert_shapes() {
 
 SmallExpertShape small_expert_shape_from_env() {
   static const SmallExpertShape s = [] {
-    static_assert(std::size(kGateUpShapes) == 9 && std::size(kDownShapes) == 7, "the lists below");
-    const GateUpShape& g = kGateUpShapes[env_choice("MOEBENCH_SMALL_GATE_UP_SHAPE", {0, 1, 2, 3, 4, 5, 6, 7, 8}, 0)];
-    const DownShape& d = kDownShapes[env_choice("MOEBENCH_SMALL_DOWN_SHAPE", {0, 1, 2, 3, 4, 5, 6}, 0)];
-    return SmallExpertShape{g.R, g.U, g.W, g.evict_first, g.prefetch_down, d.G, d.W, d.evict_first};
+    static_assert(std::size(kGateUpShapes) == 5 && std::size(kDownShapes) == 4, "the lists below");
+    const GateUpShape& g = kGateUpShapes[env_choice("MOEBENCH_SMALL_GATE_UP_SHAPE", {0, 1, 2, 3, 4}, 0)];
+    const DownShape& d = kDownShapes[env_choice("MOEBENCH_SMALL_DOWN_SHAPE", {0, 1, 2, 3}, 0)];
+    return SmallExpertShape{g.R, g.U, g.W, d.G, d.W};
   }();
   return s;
 }
@@ -304,7 +218,7 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
   const GateUpShape& gu = find_gate_up(shape);
   const int rows = k * inter;
   launch_pdl(gu.kernel, dim3(static_cast<unsigned>(ceil_div(rows, gu.W * gu.R))), dim3(gu.W * 32), 0, stream, x, ids,
-             w1s, w3s, w2s, h, k, hidden, inter, n_experts);
+             w1s, w3s, h, k, hidden, inter, n_experts);
   CUDA_CHECK_LAUNCH("small_gate_up_kernel");
   const DownShape& dn = find_down(shape);
   launch_pdl(dn.kernel, dim3(static_cast<unsigned>(ceil_div(hidden, dn.W))), dim3(dn.W * 32), 0, stream, h, ids,

@@ -338,8 +338,10 @@ void bm_moe_small(benchmark::State& state, const cuda::SmallExpertShape* shape) 
 }
 
 // The MoE entry of a Qwen3-30B-A3B decode step: norm, the 128 x 2048 gate, top-8 (the wide
-// kernel; cluster: the cluster launch, norm_router_cluster.h).
+// kernel; cluster: the cluster launch, norm_router_cluster.h, norm_router's default).
 void bm_norm_router_wide(benchmark::State& state, bool cluster = false) {
+  const bool was = cuda::norm_router_cluster_enabled();
+  cuda::set_norm_router_cluster(false);  // norm_router below: the wide launch
   Buf x(4ull * kQwenHidden, false), nw(2ull * kQwenHidden), gate(2ull * kQwenExperts * kQwenHidden),
       h(2ull * kQwenHidden, false), logits(4ull * kQwenExperts, false), ids(4ull * kQwenTopK, false),
       wts(4ull * kQwenTopK, false);
@@ -355,6 +357,7 @@ void bm_norm_router_wide(benchmark::State& state, bool cluster = false) {
                             ids.as<int32_t>(), wts.as<float>(), 1, kQwenHidden, kQwenExperts, kQwenTopK, g->stream);
       },
       2.0 * kQwenExperts * kQwenHidden + 4.0 * kQwenHidden + 2.0 * kQwenHidden * 2, 2.0 * kQwenExperts * kQwenHidden);
+  cuda::set_norm_router_cluster(was);
 }
 
 // The dequantising decode GEMV over the selected experts (quant_gemv.h) at a Mixtral-8x7B
@@ -597,9 +600,8 @@ void register_all() {
   reg("moe_small/qwen3/fused", [](benchmark::State& st) { bm_moe_small(st, nullptr); });
   for (const cuda::SmallExpertShape& ss : cuda::small_expert_shapes())
     reg("moe_small/qwen3/gate_up:R" + std::to_string(ss.gu_rows) + "U" + std::to_string(ss.gu_depth) + "W" +
-            std::to_string(ss.gu_warps) + (ss.gu_evict_first ? "EF" : "") +
-            (ss.gu_prefetch_down ? "PD" + std::to_string(ss.gu_prefetch_down) : "") + "/down:G" + std::to_string(ss.down_slots) + "W" +
-            std::to_string(ss.down_warps) + (ss.down_evict_first ? "EF" : ""),
+            std::to_string(ss.gu_warps) + "/down:G" + std::to_string(ss.down_slots) + "W" +
+            std::to_string(ss.down_warps),
         [ss](benchmark::State& st) { bm_moe_small(st, &ss); });
   const std::pair<QuantMat, const char*> mats[] = {{QuantMat::w1, "/w1"}, {QuantMat::w2, "/w2"}};
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
