@@ -38,6 +38,7 @@
 #include "engine/cuda/device.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
+#include "engine/cuda/norm_router_cluster.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/dtype.h"
 #include "engine/engine.h"
@@ -289,6 +290,43 @@ TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
   batched_path_against_single_sequence(WeightSource::synthetic(preset_config(GetParam()), 22));
 }
 
+namespace {
+// One norm + router input: x (n, hidden) fp32 ~ 3 N(0, 1), the norm weights ~ 1 + 0.1 N
+// and the gate (n_experts, hidden) ~ 0.05 N in bf16, drawn from nd in that order, on the
+// host and in arena.
+struct NormRouterCase {
+  std::vector<float> x;
+  std::vector<uint16_t> nw, gate;
+  const float* xd = nullptr;
+  const __nv_bfloat16* nwd = nullptr;
+  const __nv_bfloat16* gd = nullptr;
+};
+NormRouterCase norm_router_case(std::mt19937& rng, std::normal_distribution<float>& nd, int n, int hidden,
+                                int n_experts, cuda::DeviceArena& arena) {
+  NormRouterCase c;
+  c.x.resize(static_cast<size_t>(n) * hidden);
+  for (auto& v : c.x) v = nd(rng) * 3;
+  c.nw.resize(hidden);
+  c.gate.resize(static_cast<size_t>(n_experts) * hidden);
+  for (auto& v : c.nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
+  for (auto& v : c.gate) v = f32_to_bf16(0.05f * nd(rng));
+  c.xd = upload(arena, c.x);
+  c.nwd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, c.nw));
+  c.gd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, c.gate));
+  return c;
+}
+
+// Which many-expert launch norm_router takes while this lives (the cluster launch or the
+// wide one), the process's setting back after.
+struct ClusterRouterSetting {
+  explicit ClusterRouterSetting(bool on) : was(cuda::norm_router_cluster_enabled()) {
+    cuda::set_norm_router_cluster(on);
+  }
+  ~ClusterRouterSetting() { cuda::set_norm_router_cluster(was); }
+  bool was;
+};
+}  // namespace
+
 // The many-expert fused norm + router (32 <= experts <= 256; Qwen3-30B-A3B: 128, top-8):
 // h bit for bit rmsnorm()'s; every logit within fp32 summation error of the exact dot of
 // h and the gate row (double on the host); ids and weights bit for bit those
@@ -298,6 +336,7 @@ TEST_P(CudaFamilies, BatchedPathAgreesWithTheSingleSequencePath) {
 // it gives the same bytes: the per-token completion counters are left at zero.
 TEST(CudaFamilyKernels, NormRouterWideMatchesItsHostReference) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  const ClusterRouterSetting wide(false);  // the wide launch (the cluster one is held to it below)
   struct Shape {
     int n, hidden, experts, k;
   };
@@ -309,16 +348,12 @@ TEST(CudaFamilyKernels, NormRouterWideMatchesItsHostReference) {
     SCOPED_TRACE("n " + std::to_string(sh.n) + " hidden " + std::to_string(sh.hidden) + " experts " +
                  std::to_string(sh.experts) + " k " + std::to_string(sh.k));
     const int n = sh.n, H = sh.hidden, E = sh.experts, k = sh.k;
-    std::vector<float> x(static_cast<size_t>(n) * H);
-    for (auto& v : x) v = nd(rng) * 3;
-    std::vector<uint16_t> nw(H), gate(static_cast<size_t>(E) * H);
-    for (auto& v : nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
-    for (auto& v : gate) v = f32_to_bf16(0.05f * nd(rng));
     cuda::DeviceArena arena(64ull << 20, "norm_router test");
+    const NormRouterCase c = norm_router_case(rng, nd, n, H, E, arena);
+    const std::vector<uint16_t>& gate = c.gate;
+    const float* xd = c.xd;
+    const __nv_bfloat16 *nwd = c.nwd, *gd = c.gd;
     const size_t hn = static_cast<size_t>(n) * H, ln = static_cast<size_t>(n) * E, kn = static_cast<size_t>(n) * k;
-    const float* xd = upload(arena, x);
-    const auto* nwd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, nw));
-    const auto* gd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, gate));
     auto* h1 = arena.alloc_n<__nv_bfloat16>(hn, "h");
     auto* h2 = arena.alloc_n<__nv_bfloat16>(hn, "h fused");
     float* l2 = arena.alloc_n<float>(ln, "logits fused");
@@ -380,6 +415,65 @@ TEST(CudaFamilyKernels, NormRouterWideMatchesItsHostReference) {
   EXPECT_FALSE(cuda::norm_router_wide_supported(1, 2048, 16, 8, nullptr, nullptr));    // the one-block kernel's
   EXPECT_FALSE(cuda::norm_router_wide_supported(1, 2048, 257, 8, nullptr, nullptr));   // > 256 experts
   EXPECT_FALSE(cuda::norm_router_wide_supported(1, 16392, 128, 8, nullptr, nullptr));  // h beyond shared memory
+}
+
+// The cluster launch of the many-expert norm + router (norm_router's default) against the
+// wide launch (MOEBENCH_NORM_ROUTER_CLUSTER=0): h, the logits, ids and weights bit for
+// bit, renormalised and not, for Qwen3-30B-A3B's and OLMoE's shapes, several tokens,
+// expert counts that leave a block's rows partly empty and a hidden below 2048; launched
+// twice (a logits-only launch between) it gives the same bytes.
+TEST(CudaFamilyKernels, NormRouterClusterBitIdenticalToTheWideLaunch) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  const ClusterRouterSetting wide(false);  // norm_router: the wide launch, the reference
+  struct Shape {
+    int n, hidden, experts, k;
+  };
+  std::mt19937 rng(41);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Shape sh : {Shape{1, 2048, 128, 8}, Shape{8, 2048, 128, 8}, Shape{1, 2048, 64, 8}, Shape{3, 1024, 96, 8},
+                         Shape{2, 256, 33, 4}, Shape{4, 2048, 65, 1}, Shape{5, 1792, 120, 6}}) {
+    SCOPED_TRACE("n " + std::to_string(sh.n) + " hidden " + std::to_string(sh.hidden) + " experts " +
+                 std::to_string(sh.experts) + " k " + std::to_string(sh.k));
+    const int n = sh.n, H = sh.hidden, E = sh.experts, k = sh.k;
+    cuda::DeviceArena arena(64ull << 20, "norm_router cluster test");
+    const NormRouterCase c = norm_router_case(rng, nd, n, H, E, arena);
+    const float* xd = c.xd;
+    const __nv_bfloat16 *nwd = c.nwd, *gd = c.gd;
+    const size_t hn = static_cast<size_t>(n) * H, ln = static_cast<size_t>(n) * E, kn = static_cast<size_t>(n) * k;
+    auto* h1 = arena.alloc_n<__nv_bfloat16>(hn, "h wide");
+    auto* h2 = arena.alloc_n<__nv_bfloat16>(hn, "h cluster");
+    float* l1 = arena.alloc_n<float>(ln, "logits wide");
+    float* l2 = arena.alloc_n<float>(ln, "logits cluster");
+    int32_t* i1 = arena.alloc_n<int32_t>(kn, "ids wide");
+    int32_t* i2 = arena.alloc_n<int32_t>(kn, "ids cluster");
+    float* w1 = arena.alloc_n<float>(kn, "weights wide");
+    float* w2 = arena.alloc_n<float>(kn, "weights cluster");
+    ASSERT_TRUE(cuda::norm_router_wide_supported(n, H, E, k, gd, h1));
+    ASSERT_TRUE(cuda::norm_router_cluster_supported(n, H, E, k, gd, h2));
+    for (const bool renorm : {true, false}) {
+      SCOPED_TRACE(renorm ? "renormalised" : "softmax weights");
+      cuda::norm_router(xd, nwd, 1e-5f, gd, h1, l1, i1, w1, n, H, E, k, nullptr, renorm);
+      const auto want_h = download(reinterpret_cast<const uint16_t*>(h1), hn);
+      const auto want_l = download(l1, ln);
+      const auto want_i = download(i1, kn);
+      const auto want_w = download(w1, kn);
+      for (int rep = 0; rep < 2; ++rep) {
+        SCOPED_TRACE("launch " + std::to_string(rep + 1));
+        if (rep == 1) cuda::norm_router_cluster(xd, nwd, 1e-5f, gd, h2, l2, nullptr, nullptr, n, H, E, k, nullptr, renorm);
+        cuda::norm_router_cluster(xd, nwd, 1e-5f, gd, h2, l2, i2, w2, n, H, E, k, nullptr, renorm);
+        EXPECT_EQ(want_h, download(reinterpret_cast<const uint16_t*>(h2), hn)) << "h";
+        const auto got_l = download(l2, ln);
+        EXPECT_EQ(0, std::memcmp(got_l.data(), want_l.data(), ln * sizeof(float))) << "logits";
+        EXPECT_EQ(want_i, download(i2, kn)) << "ids";
+        const auto got_w = download(w2, kn);
+        EXPECT_EQ(0, std::memcmp(got_w.data(), want_w.data(), kn * sizeof(float))) << "weights";
+      }
+    }
+  }
+  EXPECT_FALSE(cuda::norm_router_cluster_supported(1, 2048, 129, 8, nullptr, nullptr));  // > 8 blocks
+  EXPECT_FALSE(cuda::norm_router_cluster_supported(1, 2304, 128, 8, nullptr, nullptr));  // x beyond registers
+  EXPECT_FALSE(cuda::norm_router_cluster_supported(1, 2040, 128, 8, nullptr, nullptr));  // not a multiple of 256
+  EXPECT_FALSE(cuda::norm_router_cluster_supported(9, 2048, 128, 8, nullptr, nullptr));  // 9 tokens
 }
 
 // Per-head q/k norm inside the rope + KV-store launch (Qwen3-MoE) against qk_rmsnorm then

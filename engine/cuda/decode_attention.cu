@@ -71,11 +71,12 @@ constexpr int QK_NONE = 0, QK_NORM_ROPE = 1, QK_ROPE = 2;
 // lane P + P - 1 into out: qk_norm_rope_kv_store_paged_kernel's arithmetic (family_ops.cu)
 // bit for bit: the sum of squares lane-strided (dims lane, lane + 32, ...) then warp_sum,
 // (x * inv) * w, rope_rotate of the pair (j, j + head_dim / 2), whose other half lane ^ 16
-// holds. Warp-wide.
+// holds. w: this lane's norm weights (dims lane P + pp), ang: its angles
+// (rope_head_angles), both taken before the wait. Warp-wide.
 template <int P>
-__device__ __forceinline__ void norm_rope_head(const float* __restrict__ src, const bf16* __restrict__ w, float p,
-                                               int lane, float theta, float eps, float (&out)[P]) {
-  constexpr int HD = 32 * P, half = HD / 2;
+__device__ __forceinline__ void norm_rope_head(const float* __restrict__ src, const float (&w)[P],
+                                               const RopeAngle (&ang)[P], int lane, float eps, float (&out)[P]) {
+  constexpr int HD = 32 * P;
   float ss = 0;
 #pragma unroll
   for (int t = 0; t < P; ++t) ss = fmaf(src[lane + 32 * t], src[lane + 32 * t], ss);
@@ -83,11 +84,9 @@ __device__ __forceinline__ void norm_rope_head(const float* __restrict__ src, co
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(HD) + eps);
 #pragma unroll
   for (int pp = 0; pp < P; ++pp) {
-    const int d = lane * P + pp;
-    const float nv = (src[d] * inv) * __bfloat162float(w[d]);
+    const float nv = (src[lane * P + pp] * inv) * w[pp];
     const float other = __shfl_xor_sync(0xffffffffu, nv, 16);
-    if (lane < 16) out[pp] = rope_rotate(nv, other, rope_angle(p, d, HD, theta)).x;
-    else out[pp] = rope_rotate(other, nv, rope_angle(p, d - half, HD, theta)).y;
+    out[pp] = lane < 16 ? rope_rotate(nv, other, ang[pp]).x : rope_rotate(other, nv, ang[pp]).y;
   }
 }
 
@@ -150,7 +149,14 @@ __global__ void __launch_bounds__(kWarps * 32)
   const int len = pos[i] + 1;
   const int32_t* table = tables + static_cast<int64_t>(seq_row[i]) * table_width;
   RopeAngle ang[P];  // QK_ROPE: this lane's angles at the new token's position
-  if constexpr (QK == QK_ROPE) rope_head_angles<P>(static_cast<float>(len - 1), threadIdx.x & 31, nqr.theta, ang);
+  if constexpr (QKN) rope_head_angles<P>(static_cast<float>(len - 1), threadIdx.x & 31, nqr.theta, ang);
+  float wq[P], wk[P];  // QK_NORM_ROPE: this lane's q and k norm weights
+  if constexpr (QK == QK_NORM_ROPE)
+#pragma unroll
+    for (int pp = 0; pp < P; ++pp) {
+      wq[pp] = __bfloat162float(nqr.wq[(threadIdx.x & 31) * P + pp]);
+      wk[pp] = __bfloat162float(nqr.wk[(threadIdx.x & 31) * P + pp]);
+    }
   const int used = used_splits(len, n_splits);
   const int chunk = static_cast<int>(ceil_div(len, used));
   const int k_begin = split * chunk, k_end = min(len, k_begin + chunk);
@@ -170,11 +176,12 @@ __global__ void __launch_bounds__(kWarps * 32)
       load_dims<P>(vp + row, vf[u]);
     }
   };
-  // QK_ROPE: no earlier kernel of the step writes this layer's pool (the new token's row
-  // comes from the projections below), so the warp's first round is loaded before the wait.
+  // QK_ROPE, QK_NORM_ROPE: no earlier kernel of the step writes this layer's pool (the new
+  // token's row comes from the projections below), so the warp's first round is loaded
+  // before the wait.
   const int first_t0 = k_begin + warp * K;
   float kf0[K][P], vf0[K][P];
-  if constexpr (QK == QK_ROPE)
+  if constexpr (QKN)
     if (split < used && first_t0 < k_end) load_round(first_t0, kf0, vf0);
   pdl_wait();  // q and the new key/value come from the previous kernel
   pdl_trigger();
@@ -190,12 +197,10 @@ __global__ void __launch_bounds__(kWarps * 32)
   }
   float knew[P], vnew[P];  // QKN: the new token's key and value, as the pool holds them
   if constexpr (QKN) {
-    const float pf = static_cast<float>(len - 1);
     const int64_t in_kv = static_cast<int64_t>(i) * kv_stride + static_cast<int64_t>(g) * HD;
     if constexpr (QK == QK_NORM_ROPE) {
-      norm_rope_head<P>(q + (static_cast<int64_t>(i) * n_heads + head0) * HD, nqr.wq, pf, lane, nqr.theta, nqr.eps,
-                        qr[0]);
-      norm_rope_head<P>(nqr.k + in_kv, nqr.wk, pf, lane, nqr.theta, nqr.eps, knew);
+      norm_rope_head<P>(q + (static_cast<int64_t>(i) * n_heads + head0) * HD, wq, ang, lane, nqr.eps, qr[0]);
+      norm_rope_head<P>(nqr.k + in_kv, wk, ang, lane, nqr.eps, knew);
     } else {
 #pragma unroll
       for (int h = 0; h < G; ++h) {
@@ -233,7 +238,7 @@ __global__ void __launch_bounds__(kWarps * 32)
   for (int t0 = k_begin + warp * K; t0 < k_end; t0 += kWarps * K) {
     const int nk = min(K, k_end - t0);
     float kf[K][P], vf[K][P];
-    if (QK == QK_ROPE && t0 == first_t0) {
+    if (QKN && t0 == first_t0) {
 #pragma unroll
       for (int u = 0; u < K; ++u)
 #pragma unroll

@@ -59,7 +59,9 @@ __global__ void qk_rmsnorm_kernel(float* __restrict__ q, const bf16* __restrict_
 // (lane-strided fmaf over head_dim, then warp_sum: the same sum in each warp), then
 // normalises its pairs ((x * inv) * w, in registers) and rotates them (rope_angle,
 // rope_rotate: paged_kv.cu's arithmetic). k itself is left as the projection wrote it
-// (nothing reads it after the pool). A programmatic launch (pdl.cuh), as rope_kv_store_paged's.
+// (nothing reads it after the pool). A programmatic launch (pdl.cuh), as rope_kv_store_paged's:
+// the position and slot (copied before the step's first kernel), the norm weights and the
+// first pair's angle are loaded before the wait, so after it only the projections are.
 __global__ void qk_norm_rope_kv_store_paged_kernel(float* __restrict__ q, const float* __restrict__ k,
                                                    const float* __restrict__ v, const bf16* __restrict__ wq,
                                                    const bf16* __restrict__ wk, const int32_t* __restrict__ pos,
@@ -67,8 +69,6 @@ __global__ void qk_norm_rope_kv_store_paged_kernel(float* __restrict__ q, const 
                                                    bf16* __restrict__ vp, int n_heads, int n_kv, int head_dim,
                                                    float theta, float eps) {
   const int i = blockIdx.x, y = blockIdx.y, half = head_dim / 2, lane = threadIdx.x & 31;
-  pdl_wait();  // q, k, v come from the previous kernel
-  pdl_trigger();
   const bool is_q = y < n_heads;
   const int h = is_q ? y : y - n_heads;
   const int64_t kv_row = static_cast<int64_t>(n_kv) * head_dim;
@@ -77,16 +77,27 @@ __global__ void qk_norm_rope_kv_store_paged_kernel(float* __restrict__ q, const 
   float* x = is_q ? q + (static_cast<int64_t>(i) * n_heads + h) * head_dim : nullptr;
   const float* src = is_q ? x : k + in_kv;
   const bf16* w = is_q ? wq : wk;
+  const float p = static_cast<float>(pos[i]);
+  const int j0 = threadIdx.x;  // this thread's first pair (blockDim.x <= half unless half < 32)
+  RopeAngle ang0{};
+  float w0a = 0, w0b = 0;
+  if (j0 < half) {
+    ang0 = rope_angle(p, j0, head_dim, theta);
+    w0a = __bfloat162float(w[j0]);
+    w0b = __bfloat162float(w[j0 + half]);
+  }
+  pdl_wait();  // q, k, v come from the previous kernel
+  pdl_trigger();
   float ss = 0;
   for (int d = lane; d < head_dim; d += 32) ss = fmaf(src[d], src[d], ss);
   ss = warp_sum(ss);
   const float inv = 1.0f / sqrtf(ss / static_cast<float>(head_dim) + eps);
   __syncthreads();  // every warp has read the query head before it is overwritten
-  const float p = static_cast<float>(pos[i]);
-  for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const float a = (src[j] * inv) * __bfloat162float(w[j]);
-    const float b = (src[j + half] * inv) * __bfloat162float(w[j + half]);
-    const float2 r = rope_rotate(a, b, rope_angle(p, j, head_dim, theta));
+  for (int j = j0; j < half; j += blockDim.x) {
+    const bool first = j == j0;
+    const float a = (src[j] * inv) * (first ? w0a : __bfloat162float(w[j]));
+    const float b = (src[j + half] * inv) * (first ? w0b : __bfloat162float(w[j + half]));
+    const float2 r = rope_rotate(a, b, first ? ang0 : rope_angle(p, j, head_dim, theta));
     if (is_q) {
       x[j] = r.x;
       x[j + half] = r.y;

@@ -3,6 +3,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/norm_router_cluster.h"
 #include "engine/cuda/pdl.cuh"
 #include "engine/cuda/norm_router_block.cuh"
 #include "engine/cuda/rmsnorm_row.cuh"
@@ -175,6 +176,9 @@ void norm_router(const float* x, const __nv_bfloat16* norm_w, float eps, const _
                  cudaStream_t stream, bool renormalise) {
   MB_NVTX_RANGE("norm_router");
   if (norm_router_wide_supported(n, hidden, n_experts, k, gate, h)) {
+    if (norm_router_cluster_enabled() && norm_router_cluster_supported(n, hidden, n_experts, k, gate, h))
+      return norm_router_cluster(x, norm_w, eps, gate, h, logits, ids, weights, n, hidden, n_experts, k, stream,
+                                 renormalise);  // the same results (norm_router_cluster.h)
     const dim3 grid(static_cast<unsigned>(n), static_cast<unsigned>(ceil_div(n_experts, kWideRows)));
     launch_pdl(norm_router_wide_kernel, grid, dim3(kThreads), static_cast<size_t>(hidden) * 2, stream, x, norm_w, eps,
                gate, h, logits, ids, weights, hidden, n_experts, k, renormalise);

@@ -22,7 +22,8 @@ bool norm_router_supported(int n, int hidden, int n_experts, int k, const void* 
 // per warp), each block norming its token itself (the same h); the last block of a token
 // to finish takes its top-k. The same h, logits (each row summed in the one-block kernel's
 // order) and router_topk, bit for bit, as the one-block kernel where both apply; norm_router
-// takes this launch wherever it applies, else the one-block kernel.
+// takes this launch wherever it applies (or, where that applies and is enabled, its
+// cluster form: norm_router_cluster.h, the same results), else the one-block kernel.
 bool norm_router_wide_supported(int n, int hidden, int n_experts, int k, const void* gate, const void* h);
 
 // x (n, hidden) fp32; norm_w (hidden) bf16; gate (n_experts, hidden) bf16 -> h (n, hidden)

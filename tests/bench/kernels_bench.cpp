@@ -41,6 +41,7 @@
 #include "engine/cuda/device.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
+#include "engine/cuda/norm_router_cluster.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/quant.h"
@@ -336,18 +337,27 @@ void bm_moe_small(benchmark::State& state, const cuda::SmallExpertShape* shape) 
       bytes, bytes);
 }
 
-// The MoE entry of a Qwen3-30B-A3B decode step: norm, the 128 x 2048 gate, top-8 (the wide kernel).
-void bm_norm_router_wide(benchmark::State& state) {
+// The MoE entry of a Qwen3-30B-A3B decode step: norm, the 128 x 2048 gate, top-8 (the wide
+// kernel; cluster: the cluster launch, norm_router_cluster.h, norm_router's default).
+void bm_norm_router_wide(benchmark::State& state, bool cluster = false) {
+  const bool was = cuda::norm_router_cluster_enabled();
+  cuda::set_norm_router_cluster(false);  // norm_router below: the wide launch
   Buf x(4ull * kQwenHidden, false), nw(2ull * kQwenHidden), gate(2ull * kQwenExperts * kQwenHidden),
       h(2ull * kQwenHidden, false), logits(4ull * kQwenExperts, false), ids(4ull * kQwenTopK, false),
       wts(4ull * kQwenTopK, false);
   timed(
       state,
       [&] {
-        cuda::norm_router(x.as<float>(), nw.as<bf16>(), 1e-6f, gate.as<bf16>(), h.as<bf16>(), logits.as<float>(),
-                          ids.as<int32_t>(), wts.as<float>(), 1, kQwenHidden, kQwenExperts, kQwenTopK, g->stream);
+        if (cluster)
+          cuda::norm_router_cluster(x.as<float>(), nw.as<bf16>(), 1e-6f, gate.as<bf16>(), h.as<bf16>(),
+                                    logits.as<float>(), ids.as<int32_t>(), wts.as<float>(), 1, kQwenHidden,
+                                    kQwenExperts, kQwenTopK, g->stream);
+        else
+          cuda::norm_router(x.as<float>(), nw.as<bf16>(), 1e-6f, gate.as<bf16>(), h.as<bf16>(), logits.as<float>(),
+                            ids.as<int32_t>(), wts.as<float>(), 1, kQwenHidden, kQwenExperts, kQwenTopK, g->stream);
       },
       2.0 * kQwenExperts * kQwenHidden + 4.0 * kQwenHidden + 2.0 * kQwenHidden * 2, 2.0 * kQwenExperts * kQwenHidden);
+  cuda::set_norm_router_cluster(was);
 }
 
 // The dequantising decode GEMV over the selected experts (quant_gemv.h) at a Mixtral-8x7B
@@ -586,6 +596,7 @@ void register_all() {
     reg("swiglu_expert/M:" + std::to_string(m), [m](benchmark::State& st) { bm_swiglu_expert(st, m); });
   for (int n : {1, 2, 4, 8}) reg("moe_decode_fused/n:" + std::to_string(n), [n](benchmark::State& st) { bm_moe_fused(st, n); });
   reg("norm_router/qwen3/M:1", [](benchmark::State& st) { bm_norm_router_wide(st); });
+  reg("norm_router/qwen3/cluster/M:1", [](benchmark::State& st) { bm_norm_router_wide(st, true); });
   reg("moe_small/qwen3/fused", [](benchmark::State& st) { bm_moe_small(st, nullptr); });
   for (const cuda::SmallExpertShape& ss : cuda::small_expert_shapes())
     reg("moe_small/qwen3/gate_up:R" + std::to_string(ss.gu_rows) + "U" + std::to_string(ss.gu_depth) + "W" +
