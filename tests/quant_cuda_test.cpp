@@ -425,13 +425,16 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
 // and their sums): bit for bit the plain loop for the GEMV over the selected experts (per
 // token and per pair, tails of the row and of the tiles: 1000 rows, 2080 inputs; K 4096:
 // several passes a warp, so both registers' batches), the fused gate/up and the
-// down/combine, 4 warps (many tiles) and 16 (few), with zero points for int4; and an
+// down/combine, 4 warps (many tiles) and 16 (few), with zero points for int4; the staged
+// variants (8, 10, 11) take their ring where every warp has a batch of every tile (8192 x
+// 2048 at 4 warps: int4 too, several tiles a block; 300 x 4096 at 16 warps: int8, fp8)
+// and the plain loop elsewhere (3 tokens share expert 2 there, so 3 pairs); and an
 // explicit variant where none is compiled (8 warps) is a one-line Error.
 TEST_F(QuantCuda, InnerLoopVariantsAreBitForBitThePlainLoop) {
   const std::vector<int32_t> ids = {2, 0, 2, 3, 1, 2};
   const int pairs = static_cast<int>(ids.size()), k = 2, E = 4;
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
-    for (auto [N, K] : {std::pair<int, int>{4096, 512}, {1000, 2080}, {300, 4096}}) {
+    for (auto [N, K] : {std::pair<int, int>{4096, 512}, {1000, 2080}, {300, 4096}, {8192, 2048}}) {
       const bool zp = f == QuantFormat::int4 && N == 1000;
       SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zp ? " zp" : "") << " N=" << N << " K=" << K);
       std::mt19937 g(static_cast<uint32_t>(N + K));
@@ -470,7 +473,7 @@ TEST_F(QuantCuda, InnerLoopVariantsAreBitForBitThePlainLoop) {
       };
       const std::vector<float> tok0 = gemv(false, 0), pair0 = gemv(true, 0), down0 = down(0);
       const std::vector<uint16_t> gu0 = gate_up(0);
-      for (int var = 1; var < 8; ++var) {
+      for (int var : {1, 2, 3, 4, 5, 6, 7, 8, 10, 11}) {
         EXPECT_EQ(gemv(false, var), tok0) << "variant " << var << ", per token";
         EXPECT_EQ(gemv(true, var), pair0) << "variant " << var << ", per pair";
         EXPECT_EQ(gate_up(var), gu0) << "variant " << var << ", fused gate/up";

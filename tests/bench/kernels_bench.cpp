@@ -623,11 +623,12 @@ void register_all() {
               bm_quant_moe_gemv(st, f, mat, 1, shape);
             });
   // The inner-loop variants side by side (var:0 the plain loop; bits 1 early scales, 2 the
-  // super-steps' mma chains interleaved, 4 double-buffered batches), batch 1 and 8 tokens.
+  // super-steps' mma chains interleaved, 4 double-buffered batches, 8 the batches staged
+  // through a ring in shared memory), batch 1 and 8 tokens.
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : pfmats)
       for (int n : {1, 8})
-        for (int var = 0; var < 8; ++var)
+        for (int var : {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11})
           reg(std::string("quant_moe_gemv_var/") + quant_format_name(f) + mname + "/n:" + std::to_string(n) +
                   "/var:" + std::to_string(var),
               [f, mat, n, var](benchmark::State& st) {
