@@ -15,6 +15,7 @@
 #include <random>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
 #include "engine/cuda/quant_dequant.h"
@@ -79,6 +80,45 @@ TEST_F(QuantDequantCuda, EveryFormatIsBitIdenticalToTheCpuDefinitionRoundedToBf1
     for (size_t i = 0; i < got.size(); ++i)
       if (got[i] != f32_to_bf16(ref[i]) && wrong++ == 0) first = static_cast<int64_t>(i);
     EXPECT_EQ(wrong, 0) << "first at (" << first / cols << ", " << first % cols << ")";
+  }
+}
+
+// int4 codes reordered into the paired word order on the device (int4_pair_words) and
+// dequantised as paired: the same bf16 values as the codes as stored (a wrong nibble
+// slot shows at once); a part that is not whole 32-bit words is a one-line Error.
+TEST_F(QuantDequantCuda, PairedInt4DequantisesToTheSameValues) {
+  const int64_t rows = 200, cols = 328;
+  std::mt19937 g(6);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (auto& v : w) v = nd(g);
+  for (bool zp : {false, true}) {
+    SCOPED_TRACE(zp ? "zero points" : "symmetric");
+    const QuantMatrix m = quantize(QuantFormat::int4, w.data(), rows, cols, zp);
+    std::vector<float> ref(w.size());
+    dequantize(m, ref.data());
+    Dev dev;
+    auto* out = static_cast<__nv_bfloat16*>(dev.alloc(w.size() * 2));
+    auto* q = const_cast<uint8_t*>(dev.up(m.q));
+    cuda::int4_pair_words(q, static_cast<int64_t>(m.q.size()), nullptr);
+    std::vector<uint8_t> paired(m.q.size());
+    CUDA_CHECK(cudaMemcpy(paired.data(), q, paired.size(), cudaMemcpyDeviceToHost));
+    EXPECT_NE(paired, m.q);  // reordered
+    cuda::dequantize_bf16(QuantFormat::int4, rows, cols, q, dev.up(m.scale), zp ? dev.up(m.zero) : nullptr, out,
+                          nullptr, true);
+    std::vector<uint16_t> got(w.size());
+    CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
+    int64_t wrong = 0, first = -1;
+    for (size_t i = 0; i < got.size(); ++i)
+      if (got[i] != f32_to_bf16(ref[i]) && wrong++ == 0) first = static_cast<int64_t>(i);
+    EXPECT_EQ(wrong, 0) << "first at (" << first / cols << ", " << first % cols << ")";
+  }
+  try {
+    Dev dev;
+    cuda::int4_pair_words(static_cast<uint8_t*>(dev.alloc(16)), 6, nullptr);
+    ADD_FAILURE() << "no error for 6 bytes";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
   }
 }
 

@@ -65,7 +65,8 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
 // issuing them stalls nothing); row(): what the loop needs from them;
 // mma step s (of kValues / 4) of a chunk as A registers (lo: k slots 2t, 2t+1; hi: 2t+8,
 // 2t+9) and the matching activation registers from the chunk's kValues / 2 x words.
-template <QuantFormat F>
+// kPaired (int4 only): the codes in the paired word order (int4_pair_words).
+template <QuantFormat F, bool kPaired = false>
 struct Codes;
 
 // Step s takes the chunk's elements 4s .. 4s + 3 in memory order, and so the activations.
@@ -182,6 +183,17 @@ struct Codes<QuantFormat::int4> {
   }
 };
 
+// int4 in the paired word order (int4_pair_words: e_2j at nibble j, e_2j+1 at j + 4): the
+// same shifts and masks give (e0, e1 | e2, e3) for step 2v and (e4, e5 | e6, e7) for 2v + 1,
+// the order of the activations in memory, so their words go to the mma as loaded (no
+// byte permutes). The products are the same; the mma adds them in another grouping.
+template <>
+struct Codes<QuantFormat::int4, true> : Codes<QuantFormat::int4, false> {
+  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
+    InOrder::b_regs(xw, s, b0, b1);
+  }
+};
+
 // One warp's share of a tile pass: kDepth super-steps of weight chunks for the rows
 // ra / rb of kRT tiles (lane t: chunk 4 ss + t), and the raw scale words of those rows and
 // super-steps. load() issues the weight loads and uses none of them (a warp stalls only
@@ -189,9 +201,9 @@ struct Codes<QuantFormat::int4> {
 // together); dot() dequantises, multiplies and adds into tot. kEarlyScales: the scale
 // words are loaded in load() with the weights (the pipelined kernel); otherwise in dot()
 // where each super-step needs them (the plain kernel, as measured at its best).
-template <QuantFormat F, int kDepth, int kRT, bool kEarlyScales>
+template <QuantFormat F, int kDepth, int kRT, bool kEarlyScales, bool kPaired = false>
 struct Batch {
-  using C = Codes<F>;
+  using C = Codes<F, kPaired>;
   uint4 wa[kRT][kDepth], wb[kRT][kDepth];
   typename C::Raw sa[kRT][kDepth], sb[kRT][kDepth];
   // !kEarlyScales: what dot() needs to load them.
@@ -379,7 +391,9 @@ struct Batch {
 // tiles (the plain kernel's blocks then stay resident and take several tiles each) and
 // of experts (down/combine); the batches, their super-steps and the order of the sums
 // are the plain loop's (Staged below). Compiled as 8, 8 | 2 and 8 | 3.
-constexpr int kVarEarlyScales = 1, kVarInterleave = 2, kVarDoubleBuffer = 4, kVarStaged = 8;
+// kVarPaired: int4 codes in the paired word order (QuantExperts::int4_paired; not a
+// choice of the loop but of the data, set from the weights), compiled with 0 and 8.
+constexpr int kVarEarlyScales = 1, kVarInterleave = 2, kVarDoubleBuffer = 4, kVarStaged = 8, kVarPaired = 16;
 constexpr bool variant_compiled(int var) { return (var >= 0 && var < 8) || var == 8 || var == 10 || var == 11; }
 // Warps an SM the plain and down/combine kernels are compiled to fit (launch bounds).
 constexpr int resident_warps(int var) { return (var & kVarDoubleBuffer) != 0 ? 12 : 16; }
@@ -527,7 +541,7 @@ __device__ __forceinline__ void warp_tile_sums(float (&tot)[kRT][4], const uint8
   for (int tt = 0; tt < kRT; ++tt)
 #pragma unroll
     for (int i = 0; i < 4; ++i) tot[tt][i] = 0;
-  using B = Batch<F, kDepth, kRT, (kVar & kVarEarlyScales) != 0>;
+  using B = Batch<F, kDepth, kRT, (kVar & kVarEarlyScales) != 0, (kVar & kVarPaired) != 0>;
   auto prefetch = [&](int pass) {
     if (first && pf > 0 && (pass + pf) % kWarps == warp)
       prefetch_pass<kRT>(q, row_bytes, kPassBytes, pass + pf, row0, N, gu_inter, lane);
@@ -598,9 +612,9 @@ struct StagedItem {
 // j + kR into the slot it leaves, so kR - 1 batches are in flight while one is used.
 // item(j) names item j. The batch, its super-steps and scale words are those
 // Batch::load gives the plain loop: the same sums.
-template <QuantFormat F, int kDepth, int kR, bool kEarly>
+template <QuantFormat F, int kDepth, int kR, bool kEarly, bool kPaired>
 struct StagedRing {
-  using B = Batch<F, kDepth, 1, kEarly>;
+  using B = Batch<F, kDepth, 1, kEarly, kPaired>;
   uint4* ring;
   int n_items, lane, chunks, steps, K;
   int64_t row_bytes;
@@ -769,7 +783,7 @@ __global__ void __launch_bounds__(kWarps * 32,
         it.ss0 = warp * kDepth + (j % np) * kStride;
         return it;
       };
-      const StagedRing<F, kDepth, kR, (kVar & kVarEarlyScales) != 0> ring{
+      const StagedRing<F, kDepth, kR, (kVar & kVarEarlyScales) != 0, (kVar & kVarPaired) != 0> ring{
           ring_all + warp * kR * kDepth * 2 * 32, n_tiles * np, lane, chunks, steps, K, row_bytes};
       ring.prime(item);
       float tot[1][4] = {};
@@ -903,7 +917,7 @@ __global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / 
         it.ss0 = warp * kDepth + (j % np) * kStride;
         return it;
       };
-      const StagedRing<F, kDepth, kR, (kVar & kVarEarlyScales) != 0> ring{
+      const StagedRing<F, kDepth, kR, (kVar & kVarEarlyScales) != 0, (kVar & kVarPaired) != 0> ring{
           ring_all + warp_all * kR * kDepth * 2 * 32, n_e * np, lane, chunks, steps, K, row_bytes};
       ring.prime(item);
       if (ids_early) pdl_wait();  // h, out
@@ -1076,8 +1090,18 @@ constexpr bool variants_compiled(int depth, int tiles_per_block, int warps) {
 
 // fn(std::integral_constant<int, var>) for the compiled variants (variant_compiled; where
 // none is compiled: 0).
-template <bool kCompiled, typename Fn>
+template <bool kCompiled, bool kPairedCompiled, typename Fn>
 void with_variant(int var, Fn&& fn) {
+  if constexpr (kCompiled && kPairedCompiled) {
+    switch (var) {
+      case kVarPaired: return fn(std::integral_constant<int, kVarPaired>{});
+      case kVarPaired | kVarStaged: return fn(std::integral_constant<int, kVarPaired | kVarStaged>{});
+      default: break;
+    }
+  }
+  if ((var & kVarPaired) != 0)
+    fail_msg(msg("quant_moe_gemv: int4 codes in the paired order run inner-loop variant 0 or 8 at the format's depth, one "
+                 "tile and 4 or 16 warps, not variant ", var & ~kVarPaired));
   if constexpr (kCompiled) {
     switch (var) {
       case 1: return fn(std::integral_constant<int, 1>{});
@@ -1122,7 +1146,7 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(slots));
   auto launch = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
-    with_variant<variants_compiled<F>(kDepth, kRT, kWarps)>(ex.var, [&](auto var_c) {
+    with_variant<variants_compiled<F>(kDepth, kRT, kWarps), F == QuantFormat::int4>(ex.var, [&](auto var_c) {
       constexpr int kVar = decltype(var_c)::value;
       auto* kernel = quant_moe_gemv_kernel<F, kWarps, kDepth, kRT, kVar>;
       if constexpr ((kVar & kVarStaged) != 0) {
@@ -1234,6 +1258,7 @@ template <QuantFormat F>
 void launch_pipelined(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
                       int N, int K, int n_experts, float* out, bf16* out_h, QuantGemvShape shape,
                       cudaStream_t stream) {
+  if (w.int4_paired) fail_msg("quant_moe_gemv: the pipelined kernel reads int4 codes as stored, not in the paired order");
   const int slots = std::min(n_pairs, n_experts), pp = x_per_pair ? 1 : 0;
   const int warps = shape.warps ? shape.warps : 4;
   constexpr int D = Codes<F>::kDepth;
@@ -1271,9 +1296,10 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   if (F != QuantFormat::bf16 && shape.var >= 0) var = inner_variant(shape.var, 0);
   else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps))
     var = inner_variant(-1, default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv));
+  if (F == QuantFormat::int4 && w.int4_paired) var |= kVarPaired;
   const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h, shape.seq > 0 ? shape.seq : 1, var};
   if (out_h && rt != 1) fail_msg("quant_moe_gemv_gate_up: the fused gate/up form takes one tile a block");
-  if (var != 0 && !variants_compiled<F>(depth, rt, warps))
+  if ((var & ~kVarPaired) != 0 && !variants_compiled<F>(depth, rt, warps))
     fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, " is compiled for depth ", D,
                  ", one tile and 4 or 16 warps, not depth ", depth, " x ", rt, " tiles x ", warps, " warps"));
   if (depth == D && rt == 1) {
@@ -1308,7 +1334,7 @@ void launch_down_combine(const QuantExperts& w, const bf16* h, const int32_t* id
   auto go = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
     constexpr int kGroups = kWarps == 4 ? 2 : 1;
-    with_variant<true>(var, [&](auto var_c) {
+    with_variant<true, F == QuantFormat::int4>(var, [&](auto var_c) {
       constexpr int kVar = decltype(var_c)::value;
       auto* kernel = quant_down_combine_kernel<F, kWarps, kGroups, kVar>;
       size_t smem = 0;
@@ -1405,8 +1431,9 @@ void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t*
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     const int passes = pf >= 0 ? pf : prefetch_passes<F>(kDefaultQuantGemvShape);
+    const int v = inner_variant(var, default_variant(F, QuantLaunch::down_combine));
     launch_down_combine<F>(w, h, ids, weights, n_pairs, k, N, K, out, passes,
-                           inner_variant(var, default_variant(F, QuantLaunch::down_combine)), ids_early, stream);
+                           F == QuantFormat::int4 && w.int4_paired ? v | kVarPaired : v, ids_early, stream);
   };
   for_expert_format(w.format, "quant_moe_down_combine", run);
 }

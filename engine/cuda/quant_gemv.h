@@ -24,6 +24,9 @@ struct QuantExperts {
   const uint8_t* const* q = nullptr;
   const uint8_t* const* scale = nullptr;
   const uint8_t* const* zero = nullptr;  // null: symmetric
+  // int4: the codes in the paired word order (quant_dequant.h int4_pair_words) instead of
+  // as stored; the kernels run the plain or the staged loop (variant 0 or 8) on them.
+  bool int4_paired = false;
 };
 
 // For every pair p < n_pairs (a token's slot: ids is (n_tokens, k) flat):
