@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/error.h"
@@ -46,6 +47,16 @@ struct Dev {
   }
 };
 
+// Elements of got (bf16 bits) that are not ref rounded to bf16 (none: ""), with the first's place.
+std::string mismatches(const std::vector<uint16_t>& got, const std::vector<float>& ref, int64_t cols) {
+  int64_t wrong = 0, first = -1;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != f32_to_bf16(ref[i]) && wrong++ == 0) first = static_cast<int64_t>(i);
+  if (wrong == 0) return "";
+  return std::to_string(wrong) + " wrong, the first at (" + std::to_string(first / cols) + ", " +
+         std::to_string(first % cols) + ")";
+}
+
 class QuantDequantCuda : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -76,10 +87,7 @@ TEST_F(QuantDequantCuda, EveryFormatIsBitIdenticalToTheCpuDefinitionRoundedToBf1
     cuda::dequantize_bf16(c.f, rows, cols, dev.up(m.q), dev.up(m.scale), c.zp ? dev.up(m.zero) : nullptr, out, nullptr);
     std::vector<uint16_t> got(w.size());
     CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
-    int64_t wrong = 0, first = -1;
-    for (size_t i = 0; i < got.size(); ++i)
-      if (got[i] != f32_to_bf16(ref[i]) && wrong++ == 0) first = static_cast<int64_t>(i);
-    EXPECT_EQ(wrong, 0) << "first at (" << first / cols << ", " << first % cols << ")";
+    EXPECT_EQ(mismatches(got, ref, cols), "");
   }
 }
 
@@ -108,10 +116,7 @@ TEST_F(QuantDequantCuda, PairedInt4DequantisesToTheSameValues) {
                           nullptr, true);
     std::vector<uint16_t> got(w.size());
     CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
-    int64_t wrong = 0, first = -1;
-    for (size_t i = 0; i < got.size(); ++i)
-      if (got[i] != f32_to_bf16(ref[i]) && wrong++ == 0) first = static_cast<int64_t>(i);
-    EXPECT_EQ(wrong, 0) << "first at (" << first / cols << ", " << first % cols << ")";
+    EXPECT_EQ(mismatches(got, ref, cols), "");
   }
   try {
     Dev dev;

@@ -663,6 +663,19 @@ struct StagedRing {
   }
 };
 
+// The ring of warp `warp` (of the block) over n_items items, kR batches, the variant's
+// loop; and the batches a warp takes of each tile (every warp at least one where the
+// staged loop runs: steps >= kWarps x kDepth).
+template <QuantFormat F, int kDepth, int kR, int kVar>
+__device__ __forceinline__ StagedRing<F, kDepth, kR, (kVar & kVarEarlyScales) != 0, (kVar & kVarPaired) != 0>
+staged_ring(uint4* ring_all, int warp, int n_items, int lane, int chunks, int steps, int K, int64_t row_bytes) {
+  return {ring_all + warp * kR * kDepth * 2 * 32, n_items, lane, chunks, steps, K, row_bytes};
+}
+template <int kWarps, int kDepth>
+__device__ __forceinline__ int staged_batches(int steps, int warp) {
+  return (steps - warp * kDepth + kWarps * kDepth - 1) / (kWarps * kDepth);
+}
+
 // The batch's products into tot, by the variant's loop.
 template <int kVar, typename B>
 __device__ __forceinline__ void staged_dot(const B& b, float (&tot)[1][4], const bf16* xr, bool has_x, int ss0,
@@ -762,7 +775,7 @@ __global__ void __launch_bounds__(kWarps * 32,
       extern __shared__ uint4 ring_all[];
       int n_tiles = 0;
       while (n_tiles < seq && (static_cast<int>(blockIdx.x) * seq + n_tiles) * tile_rows_n < row_end) ++n_tiles;
-      const int np = (steps - warp * kDepth + kStride - 1) / kStride;  // batches a tile (>= 1)
+      const int np = staged_batches<kWarps, kDepth>(steps, warp);  // batches a tile (>= 1)
       const bool has_x = gr < cnt;
       const int px = s_pair[min(gr, cnt - 1)];
       const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
@@ -783,8 +796,7 @@ __global__ void __launch_bounds__(kWarps * 32,
         it.ss0 = warp * kDepth + (j % np) * kStride;
         return it;
       };
-      const StagedRing<F, kDepth, kR, (kVar & kVarEarlyScales) != 0, (kVar & kVarPaired) != 0> ring{
-          ring_all + warp * kR * kDepth * 2 * 32, n_tiles * np, lane, chunks, steps, K, row_bytes};
+      const auto ring = staged_ring<F, kDepth, kR, kVar>(ring_all, warp, n_tiles * np, lane, chunks, steps, K, row_bytes);
       ring.prime(item);
       float tot[1][4] = {};
       ring.walk(item, [&](int j, const auto& b, const StagedItem& it) {
@@ -905,7 +917,7 @@ __global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / 
     if (staged) {
       extern __shared__ uint4 ring_all[];
       const int n_e = used > group ? (used - group + kGroups - 1) / kGroups : 0;  // the group's experts
-      const int np = (steps - warp * kDepth + kStride - 1) / kStride;
+      const int np = staged_batches<kWarps, kDepth>(steps, warp);
       auto item = [&](int j) {
         StagedItem it;
         const int e = s_exp[group + (j / np) * kGroups];
@@ -917,8 +929,7 @@ __global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / 
         it.ss0 = warp * kDepth + (j % np) * kStride;
         return it;
       };
-      const StagedRing<F, kDepth, kR, (kVar & kVarEarlyScales) != 0, (kVar & kVarPaired) != 0> ring{
-          ring_all + warp_all * kR * kDepth * 2 * 32, n_e * np, lane, chunks, steps, K, row_bytes};
+      const auto ring = staged_ring<F, kDepth, kR, kVar>(ring_all, warp_all, n_e * np, lane, chunks, steps, K, row_bytes);
       ring.prime(item);
       if (ids_early) pdl_wait();  // h, out
       pdl_trigger();
