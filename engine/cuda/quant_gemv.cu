@@ -590,11 +590,12 @@ __device__ __forceinline__ void cp_async_wait() {
   asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
 }
 
-// Batches a warp's ring holds (3; 2 for blocks of 16 warps, to fit shared memory), and
+// Batches a warp's ring holds (3; 2 for blocks of 8 or 16 warps, so that two blocks of
+// the down/combine's 8 warps fit an SM beside their static shared memory), and
 // the ring's shared bytes for a block of `warps` warps at depth `depth`: per warp and
 // slot, depth super-steps x 2 rows x 32 lanes x 16 bytes, lanes adjacent (no bank
 // conflicts).
-constexpr int ring_slots(int warps) { return warps >= 16 ? 2 : 3; }
+constexpr int ring_slots(int warps) { return warps >= 8 ? 2 : 3; }
 constexpr size_t ring_bytes(int warps, int depth) {
   return static_cast<size_t>(warps) * ring_slots(warps) * depth * 2 * 32 * 16;
 }
@@ -1134,9 +1135,10 @@ void with_variant(int var, Fn&& fn) {
 // A staged kernel's blocks resident on the GPU at once with `smem` bytes of ring (its
 // shared-memory limit raised to that on first use; one value per kernel: the GPUs of a
 // run are of one kind).
-template <typename Kernel>
-int staged_resident_blocks(Kernel* kernel, int warps, size_t smem) {
-  static const int n = [&] {
+template <auto kKernel>
+int staged_resident_blocks(int warps, size_t smem) {
+  static const int n = [&] {  // one per kernel (kernels of one signature share a function type)
+    auto* kernel = kKernel;
     int dev = 0, sms = 0, per_sm = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -1165,7 +1167,7 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
         // shared out among as many blocks as fit beside the other slots'), each taking
         // consecutive tiles.
         constexpr size_t smem = ring_bytes(kWarps, kDepth);
-        const int per_gpu = staged_resident_blocks(kernel, kWarps, smem);
+        const int per_gpu = staged_resident_blocks<quant_moe_gemv_kernel<F, kWarps, kDepth, kRT, kVar>>(kWarps, smem);
         const int per_slot = std::max(1, per_gpu / std::max(1, slots));
         const int seq = static_cast<int>(ceil_div(units, per_slot));
         const dim3 sgrid(static_cast<unsigned>(ceil_div(units, seq)), static_cast<unsigned>(slots));
@@ -1351,7 +1353,7 @@ void launch_down_combine(const QuantExperts& w, const bf16* h, const int32_t* id
       size_t smem = 0;
       if constexpr ((kVar & kVarStaged) != 0) {
         smem = ring_bytes(kWarps * kGroups, Codes<F>::kDepth);
-        staged_resident_blocks(kernel, kWarps * kGroups, smem);  // raises the kernel's limit
+        staged_resident_blocks<quant_down_combine_kernel<F, kWarps, kGroups, kVar>>(kWarps * kGroups, smem);  // its limit
       }
       launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(kWarps * kGroups * 32), smem, stream, w, h, ids,
                  weights, n_pairs, k, N, K, out, (kVar & kVarStaged) != 0 ? 0 : pf, ids_early ? 1 : 0);
