@@ -1,7 +1,8 @@
 // quant_dequant_test.cpp: the device dequantisation prefill uses for quantised experts
 // (engine/cuda/quant_dequant.h) is bit-identical to the CPU's definition: dequantize()
 // (engine/quant.h) rounded to bf16, for fp8 (partial 128x128 blocks), int8, int4
-// symmetric and with zero points (partial groups); and the SwiGLU product of decode
+// symmetric and with zero points (partial groups), int4 codes reordered into the
+// decode GEMV's paired word order too; and the SwiGLU product of decode
 // agrees with silu(g) * u within bf16 rounding plus the fast exponential's error.
 // Skipped, with a message, when no GPU is present.
 #include <gtest/gtest.h>
