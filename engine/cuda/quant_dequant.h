@@ -30,8 +30,9 @@ void int4_pair_words(uint8_t* q, int64_t bytes, cudaStream_t stream);
 
 // Whether resident int4 experts are reordered into the paired word order on upload
 // (MOEBENCH_INT4_PAIRED = 0 or 1, unset kDefaultInt4Paired); for measuring one build both
-// ways. Read once.
-inline constexpr bool kDefaultInt4Paired = false;
+// ways. Read once. On by default: measured on an H200 at Mixtral's shapes, one token, the
+// fused gate/up took 57.0 us against 58.4 as stored, the down + combine 32.0 against 33.0.
+inline constexpr bool kDefaultInt4Paired = true;
 bool int4_paired_from_env();
 
 // h[i] (bf16) = silu(g[i]) * u[i] for i < n, silu(a) = a / (1 + exp(-a)), as the bf16
