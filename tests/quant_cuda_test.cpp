@@ -3,7 +3,8 @@
 // then an fp32 dot product in double, for int8, int4 (symmetric and with zero points)
 // and fp8 (and one int8 / fp8 matrix through linear_weight, weight_dtype's path; the
 // fused gate/up and down/combine kernels of decode), with odd row counts, partial fp8 blocks / int4 groups, several tokens
-// sharing an expert, inputs per token (w1/w3) and per pair (w2). Skipped, with a
+// sharing an expert, inputs per token (w1/w3) and per pair (w2), int4 codes in the paired
+// word order of the resident model (int4_pair_words). Skipped, with a
 // message, when no GPU is present.
 // Tolerance: the reference multiplies the dequantised fp32 weights (code x scale, rounded
 // to fp32) by the bf16 activations and sums in double; the GPU multiplies the codes by
@@ -27,6 +28,7 @@
 #include "engine/cuda/blas.h"
 #include "engine/cuda/gate_up.h"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/cuda/quant_linear.h"
 #include "engine/dtype.h"
@@ -80,6 +82,15 @@ struct Experts {
     qe.q = dev.up(q);
     qe.scale = dev.up(sc);
     qe.zero = zero_points ? dev.up(zp) : nullptr;
+    dev_q = q;
+  }
+  std::vector<const uint8_t*> dev_q;  // each expert's codes on the device
+  // int4: the codes reordered into the paired word order on the device (the resident model's).
+  void pair() {
+    for (size_t e = 0; e < mats.size(); ++e)
+      cuda::int4_pair_words(const_cast<uint8_t*>(dev_q[e]), static_cast<int64_t>(mats[e].q.size()), nullptr);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    qe.int4_paired = true;
   }
   // Row r of expert e, dequantised, dotted with x in double; mag: sum |w x|.
   double dot(int e, int r, int K, const uint16_t* x, double& mag) const {
@@ -96,17 +107,18 @@ struct Experts {
 };
 
 void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::vector<int32_t>& ids, int k,
-              bool x_per_pair, uint32_t seed, cuda::QuantGemvShape shape = {}) {
+              bool x_per_pair, uint32_t seed, cuda::QuantGemvShape shape = {}, bool paired = false) {
   SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zero_points ? " zp" : "") << " N=" << N << " K=" << K
                                   << (x_per_pair ? " per pair" : " per token") << " warps " << shape.warps
                                   << " depth " << shape.depth << " tiles " << shape.tiles
                                   << (shape.pipe ? " pipelined" : "") << " prefetch " << shape.pf << " seq "
-                                  << shape.seq);
+                                  << shape.seq << " var " << shape.var << (paired ? " paired" : ""));
   std::mt19937 g(seed);
   std::normal_distribution<float> nd(0.0f, 0.05f);
   const int pairs = static_cast<int>(ids.size()), n_x = x_per_pair ? pairs : pairs / k;
   DeviceBuffers dev;
-  const Experts ex(dev, f, zero_points, N, K, E, g);
+  Experts ex(dev, f, zero_points, N, K, E, g);
+  if (paired) ex.pair();
   const cuda::QuantExperts& qe = ex.qe;
   std::vector<uint16_t> xb(static_cast<size_t>(n_x) * K);
   for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
@@ -114,7 +126,7 @@ void run_case(QuantFormat f, bool zero_points, int N, int K, int E, const std::v
   const int32_t* d_ids = dev.up(ids);
   std::vector<float> sentinel(static_cast<size_t>(pairs) * N, -12345.0f);
   float* out = dev.up(sentinel);
-  if (shape.warps || shape.depth || shape.tiles || shape.pipe || shape.pf >= 0 || shape.seq)
+  if (shape.warps || shape.depth || shape.tiles || shape.pipe || shape.pf >= 0 || shape.seq || shape.var >= 0)
     cuda::quant_moe_gemv_shaped(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, shape, nullptr);
   else
     cuda::quant_moe_gemv(qe, x, x_per_pair, d_ids, pairs, k, N, K, E, out, nullptr);
@@ -154,6 +166,41 @@ TEST_F(QuantCuda, GemvMatchesTheCpuReference) {
         run_case(f, false, N, K, 5, ids, 2, per_pair, static_cast<uint32_t>(N + K));
         if (f == QuantFormat::int4) run_case(f, true, N, K, 5, ids, 2, per_pair, static_cast<uint32_t>(N * K));
       }
+}
+
+// int4 codes in the paired word order (the resident model's, int4_pair_words): the plain
+// and the staged loop (variant 0 and 8) within the CPU reference's bound, symmetric and
+// with zero points, per token and per pair, where the staged loop takes its ring (2112
+// rows at 4 warps, 2048 inputs) and where it falls back (200 x 384); another variant on
+// paired codes is a one-line Error.
+TEST_F(QuantCuda, PairedInt4MatchesTheCpuReference) {
+  const std::vector<int32_t> ids = {1, 2, 1, 4};
+  for (auto [N, K] : {std::pair<int, int>{200, 384}, {2112, 2048}})
+    for (int var : {0, 8})
+      for (bool zp : {false, true})
+        for (bool per_pair : {false, true}) {
+          cuda::QuantGemvShape shape;
+          shape.var = var;
+          run_case(QuantFormat::int4, zp, N, K, 5, ids, 2, per_pair, static_cast<uint32_t>(N + K + var), shape, true);
+        }
+  std::mt19937 g(3);
+  DeviceBuffers dev;
+  Experts ex(dev, QuantFormat::int4, false, 64, 256, 2, g);
+  ex.pair();
+  std::vector<uint16_t> xb(256, f32_to_bf16(0.5f));
+  const std::vector<int32_t> one = {0, 1};
+  std::vector<float> y(2 * 64);
+  cuda::QuantGemvShape shape;
+  shape.var = 2;
+  try {
+    cuda::quant_moe_gemv_shaped(ex.qe, reinterpret_cast<const __nv_bfloat16*>(dev.up(xb)), false, dev.up(one), 2, 2,
+                                64, 256, 2, dev.up(y), shape, nullptr);
+    ADD_FAILURE() << "no error for variant 2 on paired codes";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("paired"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+  }
 }
 
 TEST_F(QuantCuda, TokensSharingAnExpert) {
@@ -425,13 +472,16 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
 // and their sums): bit for bit the plain loop for the GEMV over the selected experts (per
 // token and per pair, tails of the row and of the tiles: 1000 rows, 2080 inputs; K 4096:
 // several passes a warp, so both registers' batches), the fused gate/up and the
-// down/combine, 4 warps (many tiles) and 16 (few), with zero points for int4; and an
+// down/combine, 4 warps (many tiles) and 16 (few), with zero points for int4; the staged
+// variants (8, 10, 11) take their ring where every warp has a batch of every tile (8192 x
+// 2048 at 4 warps: int4 too, several tiles a block; 300 x 4096 at 16 warps: int8, fp8)
+// and the plain loop elsewhere (3 tokens share expert 2 there, so 3 pairs); and an
 // explicit variant where none is compiled (8 warps) is a one-line Error.
 TEST_F(QuantCuda, InnerLoopVariantsAreBitForBitThePlainLoop) {
   const std::vector<int32_t> ids = {2, 0, 2, 3, 1, 2};
   const int pairs = static_cast<int>(ids.size()), k = 2, E = 4;
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
-    for (auto [N, K] : {std::pair<int, int>{4096, 512}, {1000, 2080}, {300, 4096}}) {
+    for (auto [N, K] : {std::pair<int, int>{4096, 512}, {1000, 2080}, {300, 4096}, {8192, 2048}}) {
       const bool zp = f == QuantFormat::int4 && N == 1000;
       SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zp ? " zp" : "") << " N=" << N << " K=" << K);
       std::mt19937 g(static_cast<uint32_t>(N + K));
@@ -470,7 +520,7 @@ TEST_F(QuantCuda, InnerLoopVariantsAreBitForBitThePlainLoop) {
       };
       const std::vector<float> tok0 = gemv(false, 0), pair0 = gemv(true, 0), down0 = down(0);
       const std::vector<uint16_t> gu0 = gate_up(0);
-      for (int var = 1; var < 8; ++var) {
+      for (int var : {1, 2, 3, 4, 5, 6, 7, 8, 10, 11}) {
         EXPECT_EQ(gemv(false, var), tok0) << "variant " << var << ", per token";
         EXPECT_EQ(gemv(true, var), pair0) << "variant " << var << ", per pair";
         EXPECT_EQ(gate_up(var), gu0) << "variant " << var << ", fused gate/up";

@@ -1,7 +1,8 @@
 // quant_dequant_test.cpp: the device dequantisation prefill uses for quantised experts
 // (engine/cuda/quant_dequant.h) is bit-identical to the CPU's definition: dequantize()
 // (engine/quant.h) rounded to bf16, for fp8 (partial 128x128 blocks), int8, int4
-// symmetric and with zero points (partial groups); and the SwiGLU product of decode
+// symmetric and with zero points (partial groups), int4 codes reordered into the
+// decode GEMV's paired word order too; and the SwiGLU product of decode
 // agrees with silu(g) * u within bf16 rounding plus the fast exponential's error.
 // Skipped, with a message, when no GPU is present.
 #include <gtest/gtest.h>
@@ -13,8 +14,10 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
+#include "common/error.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/device.h"
 #include "engine/cuda/quant_dequant.h"
@@ -44,6 +47,16 @@ struct Dev {
     return static_cast<const uint8_t*>(d);
   }
 };
+
+// Elements of got (bf16 bits) that are not ref rounded to bf16 (none: ""), with the first's place.
+std::string mismatches(const std::vector<uint16_t>& got, const std::vector<float>& ref, int64_t cols) {
+  int64_t wrong = 0, first = -1;
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != f32_to_bf16(ref[i]) && wrong++ == 0) first = static_cast<int64_t>(i);
+  if (wrong == 0) return "";
+  return std::to_string(wrong) + " wrong, the first at (" + std::to_string(first / cols) + ", " +
+         std::to_string(first % cols) + ")";
+}
 
 class QuantDequantCuda : public ::testing::Test {
  protected:
@@ -75,10 +88,43 @@ TEST_F(QuantDequantCuda, EveryFormatIsBitIdenticalToTheCpuDefinitionRoundedToBf1
     cuda::dequantize_bf16(c.f, rows, cols, dev.up(m.q), dev.up(m.scale), c.zp ? dev.up(m.zero) : nullptr, out, nullptr);
     std::vector<uint16_t> got(w.size());
     CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
-    int64_t wrong = 0, first = -1;
-    for (size_t i = 0; i < got.size(); ++i)
-      if (got[i] != f32_to_bf16(ref[i]) && wrong++ == 0) first = static_cast<int64_t>(i);
-    EXPECT_EQ(wrong, 0) << "first at (" << first / cols << ", " << first % cols << ")";
+    EXPECT_EQ(mismatches(got, ref, cols), "");
+  }
+}
+
+// int4 codes reordered into the paired word order on the device (int4_pair_words) and
+// dequantised as paired: the same bf16 values as the codes as stored (a wrong nibble
+// slot shows at once); a part that is not whole 32-bit words is a one-line Error.
+TEST_F(QuantDequantCuda, PairedInt4DequantisesToTheSameValues) {
+  const int64_t rows = 200, cols = 328;
+  std::mt19937 g(6);
+  std::normal_distribution<float> nd(0.0f, 0.05f);
+  std::vector<float> w(static_cast<size_t>(rows * cols));
+  for (auto& v : w) v = nd(g);
+  for (bool zp : {false, true}) {
+    SCOPED_TRACE(zp ? "zero points" : "symmetric");
+    const QuantMatrix m = quantize(QuantFormat::int4, w.data(), rows, cols, zp);
+    std::vector<float> ref(w.size());
+    dequantize(m, ref.data());
+    Dev dev;
+    auto* out = static_cast<__nv_bfloat16*>(dev.alloc(w.size() * 2));
+    auto* q = const_cast<uint8_t*>(dev.up(m.q));
+    cuda::int4_pair_words(q, static_cast<int64_t>(m.q.size()), nullptr);
+    std::vector<uint8_t> paired(m.q.size());
+    CUDA_CHECK(cudaMemcpy(paired.data(), q, paired.size(), cudaMemcpyDeviceToHost));
+    EXPECT_NE(paired, m.q);  // reordered
+    cuda::dequantize_bf16(QuantFormat::int4, rows, cols, q, dev.up(m.scale), zp ? dev.up(m.zero) : nullptr, out,
+                          nullptr, true);
+    std::vector<uint16_t> got(w.size());
+    CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
+    EXPECT_EQ(mismatches(got, ref, cols), "");
+  }
+  try {
+    Dev dev;
+    cuda::int4_pair_words(static_cast<uint8_t*>(dev.alloc(16)), 6, nullptr);
+    ADD_FAILURE() << "no error for 6 bytes";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
   }
 }
 

@@ -15,6 +15,7 @@
 #include "engine/cuda/moe_small_block.h"
 #include "engine/cuda/offload_provider.h"
 #include "engine/cuda/parallel_model.h"
+#include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/resident_provider.h"
 #include "engine/cuda/weight_upload.h"
@@ -294,6 +295,10 @@ uint64_t CudaModel::upload_quant_experts(const WeightSource& src) {
   const ExpertLayout D = gate_up_layout(L, c.intermediate_size);
   const bool same = std::memcmp(D.offset, L.offset, sizeof L.offset) == 0 && D.total_bytes == L.total_bytes;
   md_.layout = D;
+  // int4 on the device in the paired word order (MOEBENCH_INT4_PAIRED): each matrix's
+  // codes reordered in place after the copy; the kernels and the prefill's dequantising
+  // read them that way (MoeDims::int4_paired).
+  md_.int4_paired = expert_fmt_ == QuantFormat::int4 && int4_paired_from_env();
   uint64_t bytes = 0;
   for (int l = 0; l < c.num_hidden_layers; ++l)
     for (int e = 0; e < c.num_local_experts; ++e) {
@@ -309,9 +314,12 @@ uint64_t CudaModel::upload_quant_experts(const WeightSource& src) {
             CUDA_CHECK(cudaMemcpy(d + D.offset[mat][part], h + L.offset[mat][part], L.bytes[mat][part],
                                   cudaMemcpyHostToDevice));
       }
+      if (md_.int4_paired)
+        for (int mat = 0; mat < 3; ++mat) int4_pair_words(d + D.offset[mat][0], static_cast<int64_t>(D.bytes[mat][0]), nullptr);
       resident_experts_[l][e] = ExpertWeights{d + D.matrix_offset(0), d + D.matrix_offset(1), d + D.matrix_offset(2)};
       bytes += round256(D.total_bytes);
     }
+  if (md_.int4_paired) CUDA_CHECK(cudaDeviceSynchronize());  // the reordering, before any stream reads the codes
   return bytes;
 }
 

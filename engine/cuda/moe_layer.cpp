@@ -361,6 +361,7 @@ bool MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const i
     q.q = t + static_cast<size_t>(3 * w) * E;
     q.scale = t + static_cast<size_t>(3 * w + 1) * E;
     q.zero = d_.layout.n_parts > 2 ? t + static_cast<size_t>(3 * w + 2) * E : nullptr;
+    q.int4_paired = d_.int4_paired;
     return q;
   };
   // g, u (pairs, inter) fp32 in the SwiGLU scratch (it holds two such arrays and more).
@@ -402,7 +403,7 @@ void MoeLayer::bf16_expert(int layer, int e, const bf16* w[3]) {
     const auto* base = static_cast<const uint8_t*>(src[i]) - L.offset[i][0];  // the expert's start
     bf16* out = deq_ + static_cast<int64_t>(i) * H * I;
     dequantize_bf16(d_.format, rows[i], cols[i], base + L.offset[i][0], base + L.offset[i][1],
-                    L.n_parts > 2 ? base + L.offset[i][2] : nullptr, out, stream_);
+                    L.n_parts > 2 ? base + L.offset[i][2] : nullptr, out, stream_, d_.int4_paired);
     w[i] = out;
   }
 }

@@ -54,6 +54,7 @@ struct MoeDims {
   QuantFormat format = QuantFormat::bf16;  // the experts' format
   ExpertLayout layout{};                   // where each matrix's parts lie in an expert (quantised formats)
   bool norm_topk_prob = true;              // top-k weights renormalised (Mixtral) or the softmax's
+  bool int4_paired = false;                // int4 codes on the device in the paired word order (quant_dequant.h)
 };
 
 class MoeLayer {

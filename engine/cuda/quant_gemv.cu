@@ -65,7 +65,8 @@ __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
 // issuing them stalls nothing); row(): what the loop needs from them;
 // mma step s (of kValues / 4) of a chunk as A registers (lo: k slots 2t, 2t+1; hi: 2t+8,
 // 2t+9) and the matching activation registers from the chunk's kValues / 2 x words.
-template <QuantFormat F>
+// kPaired (int4 only): the codes in the paired word order (int4_pair_words).
+template <QuantFormat F, bool kPaired = false>
 struct Codes;
 
 // Step s takes the chunk's elements 4s .. 4s + 3 in memory order, and so the activations.
@@ -182,6 +183,17 @@ struct Codes<QuantFormat::int4> {
   }
 };
 
+// int4 in the paired word order (int4_pair_words: e_2j at nibble j, e_2j+1 at j + 4): the
+// same shifts and masks give (e0, e1 | e2, e3) for step 2v and (e4, e5 | e6, e7) for 2v + 1,
+// the order of the activations in memory, so their words go to the mma as loaded (no
+// byte permutes). The products are the same; the mma adds them in another grouping.
+template <>
+struct Codes<QuantFormat::int4, true> : Codes<QuantFormat::int4, false> {
+  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
+    InOrder::b_regs(xw, s, b0, b1);
+  }
+};
+
 // One warp's share of a tile pass: kDepth super-steps of weight chunks for the rows
 // ra / rb of kRT tiles (lane t: chunk 4 ss + t), and the raw scale words of those rows and
 // super-steps. load() issues the weight loads and uses none of them (a warp stalls only
@@ -189,9 +201,9 @@ struct Codes<QuantFormat::int4> {
 // together); dot() dequantises, multiplies and adds into tot. kEarlyScales: the scale
 // words are loaded in load() with the weights (the pipelined kernel); otherwise in dot()
 // where each super-step needs them (the plain kernel, as measured at its best).
-template <QuantFormat F, int kDepth, int kRT, bool kEarlyScales>
+template <QuantFormat F, int kDepth, int kRT, bool kEarlyScales, bool kPaired = false>
 struct Batch {
-  using C = Codes<F>;
+  using C = Codes<F, kPaired>;
   uint4 wa[kRT][kDepth], wb[kRT][kDepth];
   typename C::Raw sa[kRT][kDepth], sb[kRT][kDepth];
   // !kEarlyScales: what dot() needs to load them.
@@ -220,6 +232,33 @@ struct Batch {
       }
     }
     if constexpr (!kEarlyScales) {
+      scale_ = scale;
+      zero_ = zero;
+      K_ = K;
+#pragma unroll
+      for (int tt = 0; tt < kRT; ++tt) {
+        ra_[tt] = ra[tt];
+        rb_[tt] = rb[tt];
+      }
+    }
+  }
+
+  // What dot() needs besides the weights when they come from elsewhere (the staged
+  // ring): the rows' scale words (early scales: loaded now, as load() would) or where
+  // dot() loads them.
+  __device__ void set_rows(const int (&ra)[kRT], const int (&rb)[kRT], const uint8_t* scale, const uint8_t* zero,
+                           int ss0, int steps, int K) {
+    if constexpr (kEarlyScales) {
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u) {
+        const int ss = min(ss0 + u, steps - 1);
+#pragma unroll
+        for (int tt = 0; tt < kRT; ++tt) {
+          sa[tt][u] = C::raw(scale, zero, ra[tt], ss, K);
+          sb[tt][u] = C::raw(scale, zero, rb[tt], ss, K);
+        }
+      }
+    } else {
       scale_ = scale;
       zero_ = zero;
       K_ = K;
@@ -347,7 +386,15 @@ struct Batch {
 // kVarDoubleBuffer: two batches in registers, the next one's loads issued before the
 // current one's products (warp_tile_sums); at least 12 warps an SM instead of 16 (room
 // for the second batch's registers).
-constexpr int kVarEarlyScales = 1, kVarInterleave = 2, kVarDoubleBuffer = 4, kVariants = 8;
+// kVarStaged: the weights go through a ring of batches in shared memory (cp.async), a
+// warp's next kRing - 1 batches in flight while it computes one, across the ends of
+// tiles (the plain kernel's blocks then stay resident and take several tiles each) and
+// of experts (down/combine); the batches, their super-steps and the order of the sums
+// are the plain loop's (Staged below). Compiled as 8, 8 | 2 and 8 | 3.
+// kVarPaired: int4 codes in the paired word order (QuantExperts::int4_paired; not a
+// choice of the loop but of the data, set from the weights), compiled with 0 and 8.
+constexpr int kVarEarlyScales = 1, kVarInterleave = 2, kVarDoubleBuffer = 4, kVarStaged = 8, kVarPaired = 16;
+constexpr bool variant_compiled(int var) { return (var >= 0 && var < 8) || var == 8 || var == 10 || var == 11; }
 // Warps an SM the plain and down/combine kernels are compiled to fit (launch bounds).
 constexpr int resident_warps(int var) { return (var & kVarDoubleBuffer) != 0 ? 12 : 16; }
 
@@ -494,7 +541,7 @@ __device__ __forceinline__ void warp_tile_sums(float (&tot)[kRT][4], const uint8
   for (int tt = 0; tt < kRT; ++tt)
 #pragma unroll
     for (int i = 0; i < 4; ++i) tot[tt][i] = 0;
-  using B = Batch<F, kDepth, kRT, (kVar & kVarEarlyScales) != 0>;
+  using B = Batch<F, kDepth, kRT, (kVar & kVarEarlyScales) != 0, (kVar & kVarPaired) != 0>;
   auto prefetch = [&](int pass) {
     if (first && pf > 0 && (pass + pf) % kWarps == warp)
       prefetch_pass<kRT>(q, row_bytes, kPassBytes, pass + pf, row0, N, gu_inter, lane);
@@ -531,6 +578,113 @@ __device__ __forceinline__ void warp_tile_sums(float (&tot)[kRT][4], const uint8
   }
 }
 
+// The staged variant's copies (kVarStaged): cp.async moves 16 bytes from global to
+// shared memory without holding a register (L2 only, .cg); src_ok false zero-fills.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool src_ok) {
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(d), "l"(src), "r"(src_ok ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+  asm volatile("cp.async.wait_group %0;" ::"n"(kPending) : "memory");
+}
+
+// Batches a warp's ring holds (3; 2 for blocks of 8 or 16 warps, so that two blocks of
+// the down/combine's 8 warps fit an SM beside their static shared memory), and
+// the ring's shared bytes for a block of `warps` warps at depth `depth`: per warp and
+// slot, depth super-steps x 2 rows x 32 lanes x 16 bytes, lanes adjacent (no bank
+// conflicts).
+constexpr int ring_slots(int warps) { return warps >= 8 ? 2 : 3; }
+constexpr size_t ring_bytes(int warps, int depth) {
+  return static_cast<size_t>(warps) * ring_slots(warps) * depth * 2 * 32 * 16;
+}
+
+// One item of a warp's staged walk: one batch (kDepth super-steps from ss0) of the rows
+// ra / rb of the matrix q (scale, zero: its scale parts).
+struct StagedItem {
+  const uint8_t *q = nullptr, *scale = nullptr, *zero = nullptr;
+  int ra = 0, rb = 0, ss0 = 0;
+};
+
+// A warp's ring of kR batches in shared memory (ring: the warp's part) over n_items items:
+// prime() issues the copies of the first kR; walk() then, for each item in turn, waits
+// for its copies, hands the batch to use(j, batch, item) and issues the copies of item
+// j + kR into the slot it leaves, so kR - 1 batches are in flight while one is used.
+// item(j) names item j. The batch, its super-steps and scale words are those
+// Batch::load gives the plain loop: the same sums.
+template <QuantFormat F, int kDepth, int kR, bool kEarly, bool kPaired>
+struct StagedRing {
+  using B = Batch<F, kDepth, 1, kEarly, kPaired>;
+  uint4* ring;
+  int n_items, lane, chunks, steps, K;
+  int64_t row_bytes;
+
+  __device__ uint4* slot(int s, int r, int u) const { return ring + ((s * 2 + r) * kDepth + u) * 32 + lane; }
+  template <typename Item>
+  __device__ void issue(int j, Item&& item) const {
+    if (j < n_items) {
+      const StagedItem it = item(j);
+      const uint8_t* qa = it.q + it.ra * row_bytes;
+      const uint8_t* qb = it.q + it.rb * row_bytes;
+      const int t = lane & 3;
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u) {
+        const int c = (it.ss0 + u) * 4 + t;
+        const bool ok = c < chunks;
+        const int64_t off = ok ? 16 * static_cast<int64_t>(c) : 0;
+        cp_async16(slot(j % kR, 0, u), qa + off, ok);
+        cp_async16(slot(j % kR, 1, u), qb + off, ok);
+      }
+    }
+    cp_async_commit();  // one group per item (empty past the end): wait_group counts items
+  }
+  template <typename Item>
+  __device__ void prime(Item&& item) const {
+#pragma unroll
+    for (int j = 0; j < kR; ++j) issue(j, item);
+  }
+  template <typename Item, typename Use>
+  __device__ void walk(Item&& item, Use&& use) const {
+    for (int i = 0; i < n_items; ++i) {
+      cp_async_wait<kR - 1>();  // item i's group is complete
+      const StagedItem it = item(i);
+      B b;
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u) {
+        b.wa[0][u] = *slot(i % kR, 0, u);
+        b.wb[0][u] = *slot(i % kR, 1, u);
+      }
+      const int ra[1] = {it.ra}, rb[1] = {it.rb};
+      b.set_rows(ra, rb, it.scale, it.zero, it.ss0, steps, K);
+      use(i, b, it);
+      issue(i + kR, item);  // into the slot just read (its values are used above)
+    }
+    cp_async_wait<0>();
+  }
+};
+
+// The ring of warp `warp` (of the block) over n_items items, kR batches, the variant's
+// loop; and the batches a warp takes of each tile (every warp at least one where the
+// staged loop runs: steps >= kWarps x kDepth).
+template <QuantFormat F, int kDepth, int kR, int kVar>
+__device__ __forceinline__ StagedRing<F, kDepth, kR, (kVar & kVarEarlyScales) != 0, (kVar & kVarPaired) != 0>
+staged_ring(uint4* ring_all, int warp, int n_items, int lane, int chunks, int steps, int K, int64_t row_bytes) {
+  return {ring_all + warp * kR * kDepth * 2 * 32, n_items, lane, chunks, steps, K, row_bytes};
+}
+template <int kWarps, int kDepth>
+__device__ __forceinline__ int staged_batches(int steps, int warp) {
+  return (steps - warp * kDepth + kWarps * kDepth - 1) / (kWarps * kDepth);
+}
+
+// The batch's products into tot, by the variant's loop.
+template <int kVar, typename B>
+__device__ __forceinline__ void staged_dot(const B& b, float (&tot)[1][4], const bf16* xr, bool has_x, int ss0,
+                                           int chunks, int steps, int t) {
+  if constexpr ((kVar & kVarInterleave) != 0) b.dot_interleaved(tot, xr, has_x, ss0, chunks, steps, t);
+  else b.dot(tot, xr, has_x, ss0, chunks, steps, t);
+}
+
 // The first pf passes of a tile and its scales, spread over the block's (or group's) warps.
 template <QuantFormat F, int kWarps, int kDepth, int kRT>
 __device__ __forceinline__ void prefetch_tile_start(const uint8_t* q, const uint8_t* scale, const uint8_t* zero,
@@ -539,6 +693,41 @@ __device__ __forceinline__ void prefetch_tile_start(const uint8_t* q, const uint
   for (int pass = warp; pass < pf; pass += kWarps)
     prefetch_pass<kRT>(q, row_bytes, kWarps * kDepth * 64, pass, row0, N, gu_inter, lane);
   if (warp == kWarps - 1) prefetch_tile_scales<F, kRT>(scale, zero, row0, N, gu_inter, K, lane);
+}
+
+// The end of a tile pass of the plain kernel: the warps' sums (tot) through s_part,
+// added in warp order by warp 0 and written (out, or h = silu(g) * u with the fused
+// gate/up); s_part is free again when it returns.
+template <int kWarps, int kRT>
+__device__ __forceinline__ void tile_epilogue(float (*s_part)[32][4 * kRT], const float (&tot)[kRT][4], int warp,
+                                              int lane, const int* s_pair, int p0, int m, int row0, int N,
+                                              int gu_inter, float* out, bf16* out_h, int accumulate) {
+  const int gr = lane >> 2, t = lane & 3;
+#pragma unroll
+  for (int tt = 0; tt < kRT; ++tt)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) s_part[warp][lane][4 * tt + i] = tot[tt][i];
+  __syncthreads();
+  if (warp == 0) {
+    if (gu_inter > 0) {
+      float v[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        v[i] = s_part[0][lane][i];
+#pragma unroll
+        for (int wi = 1; wi < kWarps; ++wi) v[i] += s_part[wi][lane][i];
+      }
+      const int r = row0 + gr;  // g in v[0], v[1] (pairs 2t, 2t + 1), u in v[2], v[3]
+#pragma unroll
+      for (int c = 0; c < 2; ++c)
+        if (2 * t + c < m && r < gu_inter)
+          out_h[static_cast<int64_t>(s_pair[p0 + 2 * t + c]) * gu_inter + r] =
+              __float2bfloat16_rn(detail::silu(v[c]) * v[2 + c]);
+    } else {
+      write_tile<kWarps, kRT>(s_part, s_pair, p0, m, row0, kTileRows, N, lane, out, accumulate);
+    }
+  }
+  __syncthreads();  // s_part is reused by the next pass
 }
 
 // ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc,
@@ -578,6 +767,50 @@ __global__ void __launch_bounds__(kWarps * 32,
   const uint8_t* q = single ? single : w.q[e];
   const uint8_t* scale = !C::kScaled ? nullptr : single ? single_scale : w.scale[e];
   const uint8_t* zero = C::kScaled && !single && w.zero ? w.zero[e] : nullptr;
+  if constexpr ((kVar & kVarStaged) != 0 && kRT == 1) {
+    // Staged: the block's seq tiles through each warp's ring (one pass of pairs, every
+    // warp at least one batch a tile; else the plain loop below).
+    constexpr int kStride = kWarps * kDepth, kR = ring_slots(kWarps);
+    const int chunks = static_cast<int>(row_bytes / 16), steps = (chunks + 3) / 4;
+    if (cnt <= kTileCols && steps >= kStride) {  // block-uniform
+      extern __shared__ uint4 ring_all[];
+      int n_tiles = 0;
+      while (n_tiles < seq && (static_cast<int>(blockIdx.x) * seq + n_tiles) * tile_rows_n < row_end) ++n_tiles;
+      const int np = staged_batches<kWarps, kDepth>(steps, warp);  // batches a tile (>= 1)
+      const bool has_x = gr < cnt;
+      const int px = s_pair[min(gr, cnt - 1)];
+      const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
+      auto row0_of = [&](int ti) { return (static_cast<int>(blockIdx.x) * seq + ti) * tile_rows_n; };
+      auto item = [&](int j) {
+        StagedItem it;
+        const int row0 = row0_of(j / np);
+        it.q = q;
+        it.scale = scale;
+        it.zero = zero;
+        if (gu_inter > 0) {
+          it.ra = min(row0 + gr, gu_inter - 1);
+          it.rb = gu_inter + it.ra;
+        } else {
+          it.ra = min(row0 + gr, N - 1);
+          it.rb = min(row0 + gr + 8, N - 1);
+        }
+        it.ss0 = warp * kDepth + (j % np) * kStride;
+        return it;
+      };
+      const auto ring = staged_ring<F, kDepth, kR, kVar>(ring_all, warp, n_tiles * np, lane, chunks, steps, K, row_bytes);
+      ring.prime(item);
+      float tot[1][4] = {};
+      ring.walk(item, [&](int j, const auto& b, const StagedItem& it) {
+        staged_dot<kVar>(b, tot, xr, has_x, it.ss0, chunks, steps, t);
+        if (j % np != np - 1) return;  // the tile's last batch: its sums
+        tile_epilogue<kWarps, 1>(s_part, tot, warp, lane, s_pair, 0, cnt, row0_of(j / np), N, gu_inter, out, out_h,
+                                 accumulate);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) tot[0][i] = 0;
+      });
+      return;
+    }
+  }
   for (int ti = 0; ti < seq; ++ti) {
     const int row0 = (static_cast<int>(blockIdx.x) * seq + ti) * tile_rows_n;
     if (row0 >= row_end) break;  // block-uniform
@@ -602,33 +835,9 @@ __global__ void __launch_bounds__(kWarps * 32,
       const int px = s_pair[p0 + min(gr, m - 1)];
       const bf16* xr = x + static_cast<int64_t>(x_per_pair ? px : px / k) * K;
       float tot[kRT][4];
-      warp_tile_sums<F, kWarps, kDepth, kRT, kVar>(tot, qa, qb, ra, rb, q, scale, zero, xr, has_x, warp, lane, row0,
-                                                   N, gu_inter, K, pf, p0 == 0);
-#pragma unroll
-      for (int tt = 0; tt < kRT; ++tt)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) s_part[warp][lane][4 * tt + i] = tot[tt][i];
-      __syncthreads();
-      if (warp == 0) {
-        if (gu_inter > 0) {
-          float v[4];
-#pragma unroll
-          for (int i = 0; i < 4; ++i) {
-            v[i] = s_part[0][lane][i];
-#pragma unroll
-            for (int wi = 1; wi < kWarps; ++wi) v[i] += s_part[wi][lane][i];
-          }
-          const int r = row0 + gr;  // g in v[0], v[1] (pairs 2t, 2t + 1), u in v[2], v[3]
-#pragma unroll
-          for (int c = 0; c < 2; ++c)
-            if (2 * t + c < m && r < gu_inter)
-              out_h[static_cast<int64_t>(s_pair[p0 + 2 * t + c]) * gu_inter + r] =
-                  __float2bfloat16_rn(detail::silu(v[c]) * v[2 + c]);
-        } else {
-          write_tile<kWarps, kRT>(s_part, s_pair, p0, m, row0, kTileRows, N, lane, out, accumulate);
-        }
-      }
-      __syncthreads();  // s_part is reused by the next pass
+      warp_tile_sums<F, kWarps, kDepth, kRT, kVar & ~kVarStaged>(tot, qa, qb, ra, rb, q, scale, zero, xr, has_x,
+                                                                 warp, lane, row0, N, gu_inter, K, pf, p0 == 0);
+      tile_epilogue<kWarps, kRT>(s_part, tot, warp, lane, s_pair, p0, m, row0, N, gu_inter, out, out_h, accumulate);
     }
   }
 }
@@ -680,6 +889,64 @@ __global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / 
   if (pf > 0 && group < used)  // the group's first expert, before the wait
     prefetch_tile_start<F, kWarps, kDepth, 1>(w.q[s_exp[group]], w.scale[s_exp[group]],
                                               w.zero ? w.zero[s_exp[group]] : nullptr, warp, lane, row0, N, 0, K, pf);
+  // The group's sums of expert slot u, pairs p0 .. p0 + m - 1 (tot) into s_y.
+  auto finish = [&](int u, int p0, int m, const float (&tot)[1][4]) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) s_part[group][warp][lane][i] = tot[0][i];
+    asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(kWarps * 32) : "memory");
+    if (warp == 0)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        float v = s_part[group][0][lane][i];
+#pragma unroll
+        for (int wi = 1; wi < kWarps; ++wi) v += s_part[group][wi][lane][i];
+        const int col = 2 * t + (i & 1), r = gr + (i >= 2 ? 8 : 0);
+        if (col < m) s_y[s_pairs[u][p0 + col]][r] = v;
+      }
+    asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(kWarps * 32) : "memory");
+  };
+  bool staged = false;
+  if constexpr ((kVar & kVarStaged) != 0) {
+    // Staged: the group's experts one after the other through each warp's ring (every
+    // expert one pass of pairs, every warp at least one batch; else the loop below). With
+    // ids_early the first batches are asked for before the wait.
+    constexpr int kStride = kWarps * kDepth, kR = ring_slots(kWarps * kGroups);
+    const int chunks = static_cast<int>(row_bytes / 16), steps = (chunks + 3) / 4;
+    int max_cnt = 0;
+    for (int u = 0; u < used; ++u) max_cnt = max(max_cnt, s_cnt[u]);
+    staged = max_cnt <= kTileCols && steps >= kStride;  // block-uniform
+    if (staged) {
+      extern __shared__ uint4 ring_all[];
+      const int n_e = used > group ? (used - group + kGroups - 1) / kGroups : 0;  // the group's experts
+      const int np = staged_batches<kWarps, kDepth>(steps, warp);
+      auto item = [&](int j) {
+        StagedItem it;
+        const int e = s_exp[group + (j / np) * kGroups];
+        it.q = w.q[e];
+        it.scale = w.scale[e];
+        it.zero = w.zero ? w.zero[e] : nullptr;
+        it.ra = min(row0 + gr, N - 1);
+        it.rb = min(row0 + gr + 8, N - 1);
+        it.ss0 = warp * kDepth + (j % np) * kStride;
+        return it;
+      };
+      const auto ring = staged_ring<F, kDepth, kR, kVar>(ring_all, warp_all, n_e * np, lane, chunks, steps, K, row_bytes);
+      ring.prime(item);
+      if (ids_early) pdl_wait();  // h, out
+      pdl_trigger();
+      float tot[1][4] = {};
+      ring.walk(item, [&](int j, const auto& b, const StagedItem& it) {
+        const int u = group + (j / np) * kGroups, cnt = s_cnt[u];
+        const int px = s_pairs[u][min(gr, cnt - 1)];
+        staged_dot<kVar>(b, tot, h + static_cast<int64_t>(px) * K, gr < cnt, it.ss0, chunks, steps, t);
+        if (j % np != np - 1) return;  // the expert's last batch
+        finish(u, 0, cnt, tot);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) tot[0][i] = 0;
+      });
+    }
+  }
+  if (!staged) {
   if (ids_early) pdl_wait();  // h, out
   pdl_trigger();
   for (int u = group; u < used; u += kGroups) {
@@ -696,22 +963,12 @@ __global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / 
       const bool has_x = gr < m;
       const int px = s_pairs[u][p0 + min(gr, m - 1)];
       float tot[1][4];
-      warp_tile_sums<F, kWarps, kDepth, 1, kVar>(tot, qa, qb, ra, rb, q, scale, zero, h + static_cast<int64_t>(px) * K,
-                                                 has_x, warp, lane, row0, N, 0, K, pf, p0 == 0);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) s_part[group][warp][lane][i] = tot[0][i];
-      asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(kWarps * 32) : "memory");
-      if (warp == 0)
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          float v = s_part[group][0][lane][i];
-#pragma unroll
-          for (int wi = 1; wi < kWarps; ++wi) v += s_part[group][wi][lane][i];
-          const int col = 2 * t + (i & 1), r = gr + (i >= 2 ? 8 : 0);
-          if (col < m) s_y[s_pairs[u][p0 + col]][r] = v;
-        }
-      asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(kWarps * 32) : "memory");
+      warp_tile_sums<F, kWarps, kDepth, 1, kVar & ~kVarStaged>(tot, qa, qb, ra, rb, q, scale, zero,
+                                                               h + static_cast<int64_t>(px) * K, has_x, warp, lane,
+                                                               row0, N, 0, K, pf, p0 == 0);
+      finish(u, p0, m, tot);
     }
+  }
   }
   __syncthreads();
   const int n_tok = n_pairs / k;
@@ -843,10 +1100,20 @@ constexpr bool variants_compiled(int depth, int tiles_per_block, int warps) {
   return F != QuantFormat::bf16 && depth == Codes<F>::kDepth && tiles_per_block == 1 && (warps == 4 || warps == 16);
 }
 
-// fn(std::integral_constant<int, var>) for var = 0 .. kVariants - 1 (where none is
-// compiled: 0).
-template <bool kCompiled, typename Fn>
+// fn(std::integral_constant<int, var>) for the compiled variants (variant_compiled; where
+// none is compiled: 0).
+template <bool kCompiled, bool kPairedCompiled, typename Fn>
 void with_variant(int var, Fn&& fn) {
+  if constexpr (kCompiled && kPairedCompiled) {
+    switch (var) {
+      case kVarPaired: return fn(std::integral_constant<int, kVarPaired>{});
+      case kVarPaired | kVarStaged: return fn(std::integral_constant<int, kVarPaired | kVarStaged>{});
+      default: break;
+    }
+  }
+  if ((var & kVarPaired) != 0)
+    fail_msg(msg("quant_moe_gemv: int4 codes in the paired order run inner-loop variant 0 or 8 at the format's depth, one "
+                 "tile and 4 or 16 warps, not variant ", var & ~kVarPaired));
   if constexpr (kCompiled) {
     switch (var) {
       case 1: return fn(std::integral_constant<int, 1>{});
@@ -856,10 +1123,30 @@ void with_variant(int var, Fn&& fn) {
       case 5: return fn(std::integral_constant<int, 5>{});
       case 6: return fn(std::integral_constant<int, 6>{});
       case 7: return fn(std::integral_constant<int, 7>{});
+      case 8: return fn(std::integral_constant<int, 8>{});
+      case 10: return fn(std::integral_constant<int, 10>{});
+      case 11: return fn(std::integral_constant<int, 11>{});
       default: break;
     }
   }
   fn(std::integral_constant<int, 0>{});
+}
+
+// A staged kernel's blocks resident on the GPU at once with `smem` bytes of ring (its
+// shared-memory limit raised to that on first use; one value per kernel: the GPUs of a
+// run are of one kind).
+template <auto kKernel>
+int staged_resident_blocks(int warps, size_t smem) {
+  static const int n = [&] {  // one per kernel (kernels of one signature share a function type)
+    auto* kernel = kKernel;
+    int dev = 0, sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, warps * 32, smem));
+    return std::max(1, sms * per_sm);
+  }();
+  return n;
 }
 
 template <QuantFormat F, int kDepth, int kRT>
@@ -872,10 +1159,24 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(slots));
   auto launch = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
-    with_variant<variants_compiled<F>(kDepth, kRT, kWarps)>(ex.var, [&](auto var_c) {
-      launch_pdl(quant_moe_gemv_kernel<F, kWarps, kDepth, kRT, decltype(var_c)::value>, grid, dim3(kWarps * 32), 0,
-                 stream, w, single, single_scale, x, pp, ids, n_pairs, k, N, K, out, acc, ex.pf, ex.gu_inter,
-                 ex.out_h, ex.seq);
+    with_variant<variants_compiled<F>(kDepth, kRT, kWarps), F == QuantFormat::int4>(ex.var, [&](auto var_c) {
+      constexpr int kVar = decltype(var_c)::value;
+      auto* kernel = quant_moe_gemv_kernel<F, kWarps, kDepth, kRT, kVar>;
+      if constexpr ((kVar & kVarStaged) != 0) {
+        // Staged: the ring in dynamic shared memory, the blocks resident (a slot's tiles
+        // shared out among as many blocks as fit beside the other slots'), each taking
+        // consecutive tiles.
+        constexpr size_t smem = ring_bytes(kWarps, kDepth);
+        const int per_gpu = staged_resident_blocks<quant_moe_gemv_kernel<F, kWarps, kDepth, kRT, kVar>>(kWarps, smem);
+        const int per_slot = std::max(1, per_gpu / std::max(1, slots));
+        const int seq = static_cast<int>(ceil_div(units, per_slot));
+        const dim3 sgrid(static_cast<unsigned>(ceil_div(units, seq)), static_cast<unsigned>(slots));
+        launch_pdl(kernel, sgrid, dim3(kWarps * 32), smem, stream, w, single, single_scale, x, pp, ids, n_pairs, k,
+                   N, K, out, acc, 0, ex.gu_inter, ex.out_h, seq);
+      } else {
+        launch_pdl(kernel, grid, dim3(kWarps * 32), 0, stream, w, single, single_scale, x, pp, ids, n_pairs, k, N, K,
+                   out, acc, ex.pf, ex.gu_inter, ex.out_h, ex.seq);
+      }
     });
   };
   switch (warps) {
@@ -922,10 +1223,11 @@ int default_variant(QuantFormat f, QuantLaunch l) {
 // the launch's default dflt. Any other value is a one-line Error.
 int inner_variant(int var, int dflt) {
   if (var < 0) {
-    static const int v = env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7}, -1);
+    static const int v = env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11}, -1);
     return v >= 0 ? v : dflt;
   }
-  if (var >= kVariants) fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. ", kVariants - 1));
+  if (!variant_compiled(var))
+    fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. 7, 8, 10 or 11"));
   return var;
 }
 
@@ -969,6 +1271,7 @@ template <QuantFormat F>
 void launch_pipelined(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
                       int N, int K, int n_experts, float* out, bf16* out_h, QuantGemvShape shape,
                       cudaStream_t stream) {
+  if (w.int4_paired) fail_msg("quant_moe_gemv: the pipelined kernel reads int4 codes as stored, not in the paired order");
   const int slots = std::min(n_pairs, n_experts), pp = x_per_pair ? 1 : 0;
   const int warps = shape.warps ? shape.warps : 4;
   constexpr int D = Codes<F>::kDepth;
@@ -1006,9 +1309,10 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   if (F != QuantFormat::bf16 && shape.var >= 0) var = inner_variant(shape.var, 0);
   else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps))
     var = inner_variant(-1, default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv));
+  if (F == QuantFormat::int4 && w.int4_paired) var |= kVarPaired;
   const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h, shape.seq > 0 ? shape.seq : 1, var};
   if (out_h && rt != 1) fail_msg("quant_moe_gemv_gate_up: the fused gate/up form takes one tile a block");
-  if (var != 0 && !variants_compiled<F>(depth, rt, warps))
+  if ((var & ~kVarPaired) != 0 && !variants_compiled<F>(depth, rt, warps))
     fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, " is compiled for depth ", D,
                  ", one tile and 4 or 16 warps, not depth ", depth, " x ", rt, " tiles x ", warps, " warps"));
   if (depth == D && rt == 1) {
@@ -1043,10 +1347,16 @@ void launch_down_combine(const QuantExperts& w, const bf16* h, const int32_t* id
   auto go = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
     constexpr int kGroups = kWarps == 4 ? 2 : 1;
-    with_variant<true>(var, [&](auto var_c) {
-      launch_pdl(quant_down_combine_kernel<F, kWarps, kGroups, decltype(var_c)::value>,
-                 dim3(static_cast<unsigned>(tiles)), dim3(kWarps * kGroups * 32), 0, stream, w, h, ids, weights,
-                 n_pairs, k, N, K, out, pf, ids_early ? 1 : 0);
+    with_variant<true, F == QuantFormat::int4>(var, [&](auto var_c) {
+      constexpr int kVar = decltype(var_c)::value;
+      auto* kernel = quant_down_combine_kernel<F, kWarps, kGroups, kVar>;
+      size_t smem = 0;
+      if constexpr ((kVar & kVarStaged) != 0) {
+        smem = ring_bytes(kWarps * kGroups, Codes<F>::kDepth);
+        staged_resident_blocks<quant_down_combine_kernel<F, kWarps, kGroups, kVar>>(kWarps * kGroups, smem);  // its limit
+      }
+      launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(kWarps * kGroups * 32), smem, stream, w, h, ids,
+                 weights, n_pairs, k, N, K, out, (kVar & kVarStaged) != 0 ? 0 : pf, ids_early ? 1 : 0);
     });
   };
   switch (default_warps<F>(tiles)) {
@@ -1134,8 +1444,9 @@ void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t*
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     const int passes = pf >= 0 ? pf : prefetch_passes<F>(kDefaultQuantGemvShape);
+    const int v = inner_variant(var, default_variant(F, QuantLaunch::down_combine));
     launch_down_combine<F>(w, h, ids, weights, n_pairs, k, N, K, out, passes,
-                           inner_variant(var, default_variant(F, QuantLaunch::down_combine)), ids_early, stream);
+                           F == QuantFormat::int4 && w.int4_paired ? v | kVarPaired : v, ids_early, stream);
   };
   for_expert_format(w.format, "quant_moe_down_combine", run);
 }

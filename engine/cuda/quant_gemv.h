@@ -24,6 +24,9 @@ struct QuantExperts {
   const uint8_t* const* q = nullptr;
   const uint8_t* const* scale = nullptr;
   const uint8_t* const* zero = nullptr;  // null: symmetric
+  // int4: the codes in the paired word order (quant_dequant.h int4_pair_words) instead of
+  // as stored; the kernels run the plain or the staged loop (variant 0 or 8) on them.
+  bool int4_paired = false;
 };
 
 // For every pair p < n_pairs (a token's slot: ids is (n_tokens, k) flat):
@@ -60,15 +63,18 @@ void quant_moe_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pa
 // 78.9 against 88.6-96.1; int4 down/combine 34.8 against 35.9-40.3).
 inline constexpr int kDefaultQuantPrefetch = 0;
 // var (plain kernel at the format's depth, one tile, 4 or 16 warps; and the down/combine
-// kernel): the inner loop's variant, a sum of the bits 1, 2, 4 (0 .. 7; -1: the default,
-// MOEBENCH_QUANT_VARIANT = 0 .. 7, unset the launch's default below). 1 (early scales): a
+// kernel): the inner loop's variant, a sum of the bits 1, 2, 4 (0 .. 7) or 8 with 0, 2 or
+// 3 (-1: the default, MOEBENCH_QUANT_VARIANT = 0 .. 7, 8, 10, 11, unset the launch's
+// default below). 1 (early scales): a
 // batch's scale words are loaded with its weight chunks, before any product; 2
 // (interleaved): the mma steps of a batch's super-steps run side by side, super-step u's
 // step s beside u + 1's (int8: 4 super-steps, int4 and fp8: 2), so that several
 // independent mma chains are in flight instead of one chain of kValues / 4 dependent mma
 // per super-step; 4 (double-buffered): two batches in registers, the next one's loads
-// issued before the current one's products (12 warps an SM instead of 16). None changes a
-// sum's bits. Defaults (measured on an H200, quant_gemv.cu's default_variant): the plain
+// issued before the current one's products (12 warps an SM instead of 16); 8 (staged,
+// compiled as 8, 10 and 11): the batches go through a ring of 3 in shared memory
+// (cp.async), two in flight while one is computed, across tiles (resident blocks taking
+// several tiles) and the down/combine's experts. None changes a sum's bits. Defaults (measured on an H200, quant_gemv.cu's default_variant): the plain
 // GEMV kDefaultQuantVariant (the plain loop); the fused gate/up interleaved for fp8; the
 // down/combine interleaved for fp8, with early scales too for int8; int4 the plain loop.
 inline constexpr int kDefaultQuantVariant = 0;

@@ -370,8 +370,10 @@ void bm_norm_router_wide(benchmark::State& state, bool cluster = false) {
 // read, not on the values. bytes = the used experts' values + scales + the activations +
 // the outputs (the residual read and written, and the routing weights, for down_combine).
 // shape.pf: the L2 prefetch window (-1: the default); shape.seq: tiles a block takes in turn.
+// int4_paired: int4 codes read in the paired word order (the values are arbitrary either way).
 enum class QuantMat { w1, w2, gate_up, gate_up_silu, down_combine };
-void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int n, cuda::QuantGemvShape shape = {}) {
+void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int n, cuda::QuantGemvShape shape = {},
+                       bool int4_paired = false) {
   const bool down = mat == QuantMat::w2 || mat == QuantMat::down_combine;
   const bool gate_up = mat == QuantMat::gate_up || mat == QuantMat::gate_up_silu;
   const bool writes_h = mat == QuantMat::gate_up_silu || (mat == QuantMat::gate_up && shape.pipe);
@@ -402,6 +404,7 @@ void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int
   qe.format = f;
   qe.q = t;
   qe.scale = t + kExperts;
+  qe.int4_paired = int4_paired;
   const double out_bytes = writes_h                         ? 2.0 * pairs * kInter
                            : mat == QuantMat::down_combine ? 8.0 * n * N + 4.0 * pairs
                                                             : 4.0 * pairs * N;
@@ -634,11 +637,12 @@ void register_all() {
               bm_quant_moe_gemv(st, f, mat, 1, shape);
             });
   // The inner-loop variants side by side (var:0 the plain loop; bits 1 early scales, 2 the
-  // super-steps' mma chains interleaved, 4 double-buffered batches), batch 1 and 8 tokens.
+  // super-steps' mma chains interleaved, 4 double-buffered batches, 8 the batches staged
+  // through a ring in shared memory), batch 1 and 8 tokens.
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : pfmats)
       for (int n : {1, 8})
-        for (int var = 0; var < 8; ++var)
+        for (int var : {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11})
           reg(std::string("quant_moe_gemv_var/") + quant_format_name(f) + mname + "/n:" + std::to_string(n) +
                   "/var:" + std::to_string(var),
               [f, mat, n, var](benchmark::State& st) {
@@ -646,6 +650,17 @@ void register_all() {
                 shape.var = var;
                 bm_quant_moe_gemv(st, f, mat, n, shape);
               });
+  // int4 in the paired word order (the resident model's with MOEBENCH_INT4_PAIRED=1): the
+  // plain and the staged loop.
+  for (auto [mat, mname] : pfmats)
+    for (int n : {1, 8})
+      for (int var : {0, 8})
+        reg(std::string("quant_moe_gemv_var/int4p") + mname + "/n:" + std::to_string(n) + "/var:" + std::to_string(var),
+            [mat, n, var](benchmark::State& st) {
+              cuda::QuantGemvShape shape;
+              shape.var = var;
+              bm_quant_moe_gemv(st, QuantFormat::int4, mat, n, shape, true);
+            });
   // The plain kernel with a block taking seq tiles in turn (one start per seq tiles).
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : pfmats)
