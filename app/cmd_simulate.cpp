@@ -178,6 +178,7 @@ struct SimulateArgs {
   int split_units = 1;
   bool split_copies = false;
   double joint_copy_gbps = 0, joint_host_gbps = 0;
+  double model_copy_gbps = 0;
   int cpu_moe_layers = 0;
   int prefill_tokens = 0;
   int runs = 1, warmup_runs = 0;
@@ -206,6 +207,7 @@ int run_simulate(const SimulateArgs& a) {
   opt.link.split_copies = a.split_copies;
   opt.link.joint_copy_gbps = a.joint_copy_gbps;
   opt.link.joint_host_gbps = a.joint_host_gbps;
+  opt.link.model_copy_gbps = a.model_copy_gbps;
   opt.prefill_tokens = a.prefill_tokens;
   opt.runs = a.runs;
   opt.warmup_runs = a.warmup_runs;
@@ -237,6 +239,7 @@ int run_simulate(const SimulateArgs& a) {
                  {"split_copies", opt.link.split_copies},
                  {"joint_copy_gbps", opt.link.joint_copy_gbps},
                  {"joint_host_gbps", opt.link.joint_host_gbps},
+                 {"model_copy_gbps", opt.link.model_copy_gbps},
                  {"prefill_tokens", opt.prefill_tokens},
                  {"runs", opt.runs},
                  {"warmup_runs", opt.warmup_runs}};
@@ -440,6 +443,10 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                        ->check(CLI::NonNegativeNumber);
                    sub.add_option("--joint-host-gbps", a->joint_host_gbps,
                                   "host link: the host kernel's rate while copies run too, GB/s")
+                       ->check(CLI::NonNegativeNumber);
+                   sub.add_option("--model-copy-gbps", a->model_copy_gbps,
+                                  "hybrid: the copy rate the split decides with, GB/s (default: --h2d-gbps, the "
+                                  "rate the copies run at; an engine's own measured solo rate, to replay its choices)")
                        ->check(CLI::NonNegativeNumber);
                    sub.add_option("--prefill-tokens", a->prefill_tokens,
                                   "the first N tokens of the trace are the prompt: run through the cache before "

@@ -122,6 +122,7 @@ json counters_json(const ExpertCounters& e) {
               {"host_kernel_cold", e.host_kernel_cold},
               {"joint_copy_gbps", num(e.joint_copy_gbps)},
               {"joint_host_gbps", num(e.joint_host_gbps)},
+              {"solo_copy_gbps", num(e.solo_copy_gbps)},
               {"slots", e.slots},
               {"hits_per_layer", e.hits_per_layer},
               {"misses_per_layer", e.misses_per_layer},
@@ -494,7 +495,8 @@ ExpertCounters read_counters(const Reader& rd, const json& j, const std::string&
                           std::pair{"host_kernel_median_gbps", &e.host_kernel_median_gbps},
                           std::pair{"host_kernel_worst_gbps", &e.host_kernel_worst_gbps},
                           std::pair{"joint_copy_gbps", &e.joint_copy_gbps},
-                          std::pair{"joint_host_gbps", &e.joint_host_gbps}})
+                          std::pair{"joint_host_gbps", &e.joint_host_gbps},
+                          std::pair{"solo_copy_gbps", &e.solo_copy_gbps}})
     if (const json* d = o.opt(key)) *dst = rd.f64(*d, path + "." + key);
   if (const json* d = o.opt("host_kernel_cold")) e.host_kernel_cold = rd.boolean(*d, path + ".host_kernel_cold");
   std::pair<const char*, std::vector<int64_t>*> per_layer[] = {

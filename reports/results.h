@@ -124,6 +124,7 @@ struct ExpertCounters {
   // kernel, over the same time), GB/s: their sum is the hybrid bound's joint read of host
   // memory. 0: not measured (files from before, or a model without a copy scratch).
   double joint_copy_gbps = 0, joint_host_gbps = 0;
+  double solo_copy_gbps = 0;  // the copies alone, measured with the joint rates (0: not measured)
   int64_t slots = 0;            // expert slots of the offloaded cache (0: not recorded, or resident)
   std::vector<int64_t> hits_per_layer;          // (n_layers)
   std::vector<int64_t> misses_per_layer;        // (n_layers)

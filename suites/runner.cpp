@@ -125,6 +125,7 @@ void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCount
       k.joint_copy_gbps + k.joint_host_gbps > e.joint_copy_gbps + e.joint_host_gbps) {
     e.joint_copy_gbps = k.joint_copy_gbps;
     e.joint_host_gbps = k.joint_host_gbps;
+    e.solo_copy_gbps = k.solo_copy_gbps;
   }
   e.slots = std::max<int64_t>(e.slots, p.slots());
   e.load_time_ns += t.load_ns;

@@ -245,6 +245,79 @@ TEST(HybridSplit, LinkSecondsIsTheSumOfRates) {
   EXPECT_DOUBLE_EQ(m.gbps(), 2.0);
 }
 
+// hybrid_rates=decode: the rates decode measures replace the load-time ones, recent
+// samples weighing more; samples that mix a link alone with both at once are not counted.
+TEST(HybridSplit, DecodeLearnsTheJointRates) {
+  DecayingRate d(0.5, 2, 7.0);
+  EXPECT_DOUBLE_EQ(d.gbps(), 7.0);
+  d.add(1000, 100);  // 10 GB/s
+  EXPECT_FALSE(d.learned());
+  EXPECT_DOUBLE_EQ(d.gbps(), 7.0);  // one sample: not yet
+  d.add(0, 100);                    // nothing measured: no sample
+  EXPECT_EQ(d.samples(), 1);
+  d.add(2000, 100);  // 20 GB/s: (1000 x 0.5 + 2000) / (100 x 0.5 + 100)
+  EXPECT_TRUE(d.learned());
+  EXPECT_DOUBLE_EQ(d.gbps(), 2500.0 / 150.0);
+  for (int i = 0; i < 40; ++i) d.add(3000, 100);  // the old samples fade
+  EXPECT_NEAR(d.gbps(), 30.0, 1e-6);
+  EXPECT_THROW(DecayingRate(0.0), Error);
+  EXPECT_THROW(DecayingRate(0.5, 0), Error);
+
+  HybridRates load;
+  load.copy_gbps = 55;
+  load.host_gbps = 90;
+  load.joint_copy_gbps = 45;
+  load.joint_host_gbps = 79;
+  load.expert_bytes = 352321536;
+  DecodeLinkRates dl(0.8, 2);
+  auto same = [](const HybridRates& a, const HybridRates& b) {
+    return a.copy_gbps == b.copy_gbps && a.host_gbps == b.host_gbps && a.joint_copy_gbps == b.joint_copy_gbps &&
+           a.joint_host_gbps == b.joint_host_gbps;
+  };
+  EXPECT_TRUE(same(dl.apply(load), load));  // nothing learned yet
+  dl.copies(480, 10, true);
+  dl.copies(480, 10, true);   // 48 GB/s beside the host
+  dl.copies(5500, 100, false);  // alone: not a joint sample
+  dl.host(720, 10, true, true);
+  dl.host(720, 10, true, true);  // 72 GB/s beside copies
+  dl.host(10000, 10, true, false);  // copies ended during it: mixed, not counted
+  dl.host(900, 10, false, true);    // no copy at its start: alone (the thread that issues copies waits for the host)
+  dl.host(850, 10, false, false);   // 85 alone
+  const HybridRates r = dl.apply(load);
+  EXPECT_DOUBLE_EQ(r.joint_copy_gbps, 48.0);
+  EXPECT_DOUBLE_EQ(r.joint_host_gbps, 72.0);
+  EXPECT_DOUBLE_EQ(r.copy_gbps, 55.0);  // the solo copy rate stays the load's
+  EXPECT_DOUBLE_EQ(r.host_gbps, (900 * 0.8 + 850) / (10 * 0.8 + 10));
+  EXPECT_EQ(dl.joint_copy().samples(), 2);
+  EXPECT_EQ(dl.joint_host().samples(), 2);
+  EXPECT_EQ(dl.solo_host().samples(), 2);
+  // Without the joint rates measured at load there is nothing to learn them into.
+  HybridRates plain = load;
+  plain.joint_copy_gbps = plain.joint_host_gbps = 0;
+  EXPECT_TRUE(same(dl.apply(plain), plain));
+  // A solo rate measured under the joint one was disturbed: the joint one is the floor.
+  EXPECT_DOUBLE_EQ(solo_rate_for_joint(26.9, 45.0), 45.0);
+  EXPECT_DOUBLE_EQ(solo_rate_for_joint(55.0, 45.0), 55.0);
+}
+
+// With the solo copy rate measured low (26.9 GB/s where the copies beside the host gave
+// 45) the joint model took every copy for twice as slow as it is and gave the host the
+// misses; with the floor above, the same layer sends its second miss to the link.
+TEST(HybridSplit, SoloCopyFloorMovesMissesToTheLink) {
+  HybridRates r;
+  r.copy_gbps = 26.9;
+  r.host_gbps = 90.2;
+  r.joint_copy_gbps = 45.0;
+  r.joint_host_gbps = 79.3;
+  r.expert_bytes = 352321536;
+  r.host_overhead_ns = 135000;
+  const int low = hybrid_host_count(2, 0, r);
+  r.copy_gbps = solo_rate_for_joint(26.9, 45.0);
+  const int floored = hybrid_host_count(2, 0, r);
+  EXPECT_EQ(low, 2);
+  EXPECT_EQ(floored, 1);
+}
+
 TEST(HybridSplit, CacheLeavesHostExpertsUnloaded) {
   CacheShape shape{2, 8, 2, 4};
   ExpertCache cache(shape, make_cache_policy("lru", PolicyContext{shape, nullptr, {}}));
@@ -293,6 +366,14 @@ TEST(HybridSplit, SettingsKnobs) {
     EXPECT_STREQ(e.what(), "setting expert_exec=host: expected one of gpu|cpu|hybrid");
   }
   EXPECT_THROW(s.set("cpu_moe_layers", "-1"), Error);
+  EXPECT_EQ(s.hybrid_rates, "decode");
+  s.set("hybrid_rates", "load");
+  EXPECT_EQ(s.hybrid_rates, "load");
+  EXPECT_THROW(s.set("hybrid_rates", "measured"), Error);
+  EXPECT_EQ(s.hybrid_split, "host");
+  s.set("hybrid_split", "all");
+  EXPECT_EQ(s.hybrid_split, "all");
+  EXPECT_THROW(s.set("hybrid_split", "half"), Error);  // tests only, through MOEBENCH_HYBRID_SPLIT
   bool listed = false;
   for (auto& d : setting_docs()) listed |= d.key == "expert_exec";
   EXPECT_TRUE(listed);

@@ -18,7 +18,8 @@ new_tokens - 1 decode steps, replayed for its warm-up runs (untimed) and repetit
 (timed) on one cache, the routing restarting each time as the engine's does (--cold: the
 old way, --tokens decode steps from an empty cache). A hybrid case whose results carry both links' joint rates (joint_copy_gbps,
 joint_host_gbps, measured at load) is simulated with the joint model: the copies at the
-device's host->device rate alone and the joint one beside the host; the host at its
+device's host->device rate alone and the joint one beside the host (the split deciding with
+the solo copy rate the engine measured, solo_copy_gbps, where recorded); the host at its
 solo decode rate — the cpu-mode case's of the same file and format where there is one,
 else the host kernel's median at load — and beside copies at that times the joint
 measurement's share (--no-joint: each link at its decode rate, as before)."""
@@ -94,6 +95,11 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
             args[args.index("--h2d-gbps") + 1] = f"{h2d:.3f}"
             host = solo
             args += ["--joint-copy-gbps", f"{min(jc, h2d):.3f}", "--joint-host-gbps", f"{min(solo, jh * solo / median):.3f}"]
+            # The engine's split decides with the copies' solo rate measured at its load (never under the
+            # joint one); the simulator's copies run at the device's h2d.
+            solo_copy = e.get("solo_copy_gbps", 0)
+            if solo_copy > 0:
+                args += ["--model-copy-gbps", f"{max(solo_copy, jc):.3f}"]
         if not host > 0:
             sys.exit(f"hybrid_simulate: case {name} has the host link but no host rate")
         layers = e.get("decode_host_layers", 0)

@@ -180,6 +180,10 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   HybridRates rates{link.h2d_gbps,    link.host_gbps,    link.expert_bytes,    link.host_overhead_ns,
                     link.split_units, link.split_copies, link.joint_copy_gbps, link.joint_host_gbps};
   if (host_link) check_hybrid_rates(rates, "simulate (host link)");
+  // The split's decisions may take the copies at another rate than the clock runs them at
+  // (model_copy_gbps: e.g. an engine's measured solo rate): decisions use `model`.
+  HybridRates model = rates;
+  if (link.model_copy_gbps > 0) model.copy_gbps = link.model_copy_gbps;
   if (opt.runs < 1 || opt.warmup_runs < 0)
     fail("simulate: runs {} and warmup_runs {}: expected at least one timed run and no negative count", opt.runs,
          opt.warmup_runs);
@@ -250,7 +254,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
           links.run_to(static_cast<double>(now));
           distinct_misses(cache, l, trace.ids(s, l), misses);
           const HybridPlan plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                                                  links.backlog_ns(), rates);
+                                                  links.backlog_ns(), model);
           mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
           cache.access_layer(s, l, trace.ids(s, l), res, host);
           int64_t last = -1;  // the last copy this layer waits for
@@ -272,7 +276,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
             degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
             if (opt.exec == ExpertExec::hybrid) {
               distinct_misses(cache, l + 1, predicted, misses);
-              const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), links.backlog_ns(), plan, rates);
+              const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), links.backlog_ns(), plan, model);
               keep_prefetches(cache, l + 1, predicted, k, kept);
               cache.prefetch(s, l + 1, kept, pre);
             } else {
@@ -292,7 +296,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
         if (host_link) {
           distinct_misses(cache, l, trace.ids(s, l), misses);
           plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                                 std::max<int64_t>(0, link_free - now), rates);
+                                 std::max<int64_t>(0, link_free - now), model);
           mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
           cache.access_layer(s, l, trace.ids(s, l), res, host);
         } else {
@@ -330,7 +334,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
             const int64_t backlog = std::max<int64_t>(0, link_free - now);
             distinct_misses(cache, l + 1, predicted, misses);
             const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), backlog,
-                                                hybrid_layer_left_ns(backlog, plan, rates), rates);
+                                                hybrid_layer_left_ns(backlog, plan, model), model);
             keep_prefetches(cache, l + 1, predicted, k, kept);
             cache.prefetch(s, l + 1, kept, pre);
           } else {

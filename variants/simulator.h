@@ -72,6 +72,7 @@ struct LinkParams {
   bool split_copies = false;                       // hybrid: parts may replace whole copies (hybrid_split.h)
   double joint_copy_gbps = 0;                      // the copies' rate while the host computes too (0: none)
   double joint_host_gbps = 0;                      // the host's rate while copies run too (0: none)
+  double model_copy_gbps = 0;  // hybrid: the copy rate the split decides with (0: h2d_gbps, the rate copies run at)
 };
 
 struct PrefetchPrediction {
