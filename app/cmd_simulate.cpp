@@ -68,8 +68,8 @@ void check_shape_args(const ShapeArgs& a) {
                                                " expert ids (tokens x layers x top-k), expected at most 268435456");
 }
 
-RoutingTrace synth_trace(const ShapeArgs& a) {
-  RoutingParams p{a.layers, a.experts, a.top_k, a.seed, ""};
+RoutingTrace synth_trace(const ShapeArgs& a, uint64_t stream = 0) {
+  RoutingParams p{a.layers, a.experts, a.top_k, a.seed, "", stream};
   auto src = make_routing_source(parse_routing_spec(a.routing), p);
   return generate_trace(*src, p, (a.tokens + a.tokens_per_step - 1) / a.tokens_per_step, a.tokens_per_step);
 }
@@ -211,6 +211,13 @@ int run_simulate(const SimulateArgs& a) {
   opt.prefill_tokens = a.prefill_tokens;
   opt.runs = a.runs;
   opt.warmup_runs = a.warmup_runs;
+  // The engine's warm-ups draw a synthetic source's choices from routing stream 1, the
+  // measured generations from stream 0 (a recorded trace replays itself either way).
+  RoutingTrace warmup_trace;
+  if (a.trace.empty() && a.warmup_runs > 0) {
+    warmup_trace = synth_trace(a.shape, 1);
+    opt.warmup_trace = &warmup_trace;
+  }
   if ((a.joint_copy_gbps > 0) != (a.joint_host_gbps > 0))
     fail("--joint-copy-gbps {} / --joint-host-gbps {}: give both (the two links' rates measured at once) or neither",
          a.joint_copy_gbps, a.joint_host_gbps);
@@ -457,7 +464,8 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                                   "case's repetitions (default 1)")
                        ->check(CLI::PositiveNumber);
                    sub.add_option("--warmup-runs", a->warmup_runs,
-                                  "untimed replays before the timed ones, as a case's warm-up runs (default 0)")
+                                  "untimed runs before the timed ones, as a case's warm-up runs (a synthetic routing's choices drawn "
+                                  "from routing stream 1, as the engine's warm-ups; default 0)")
                        ->check(CLI::NonNegativeNumber);
                    sub.add_option("--cpu-moe-layers", a->cpu_moe_layers, "the first N layers' experts stay on the host")
                        ->check(CLI::NonNegativeNumber);

@@ -114,6 +114,10 @@ struct SimOptions {
   // generation; the cache keeps what it holds); only the last `runs` are timed.
   int runs = 1;
   int warmup_runs = 0;
+  // The warm-up runs' routing (null: `trace` itself). The engine's warm-ups draw other
+  // choices (another routing stream of the same source) so that the cache is not trained
+  // on the very tokens it is then measured on; same shape and steps as the trace.
+  const RoutingTrace* warmup_trace = nullptr;
 };
 
 // One policy at one capacity. Throws Error for a bad policy name, a capacity below
