@@ -123,6 +123,10 @@ json counters_json(const ExpertCounters& e) {
               {"joint_copy_gbps", num(e.joint_copy_gbps)},
               {"joint_host_gbps", num(e.joint_host_gbps)},
               {"solo_copy_gbps", num(e.solo_copy_gbps)},
+              {"decode_joint_copy_bytes", e.decode_joint_copy_bytes},
+              {"decode_joint_copy_ns", e.decode_joint_copy_ns},
+              {"decode_joint_host_bytes", e.decode_joint_host_bytes},
+              {"decode_joint_host_ns", e.decode_joint_host_ns},
               {"slots", e.slots},
               {"hits_per_layer", e.hits_per_layer},
               {"misses_per_layer", e.misses_per_layer},
@@ -488,6 +492,10 @@ ExpertCounters read_counters(const Reader& rd, const json& j, const std::string&
                                                   {"decode_host_layers", &e.decode_host_layers},
                                                   {"decode_host_overhead_ns", &e.decode_host_overhead_ns},
                                                   {"host_kernel_samples", &e.host_kernel_samples},
+                                                  {"decode_joint_copy_bytes", &e.decode_joint_copy_bytes},
+                                                  {"decode_joint_copy_ns", &e.decode_joint_copy_ns},
+                                                  {"decode_joint_host_bytes", &e.decode_joint_host_bytes},
+                                                  {"decode_joint_host_ns", &e.decode_joint_host_ns},
                                                   {"slots", &e.slots}};
   for (auto& [key, dst] : host_link)
     if (const json* d = o.opt(key)) *dst = rd.i64(*d, path + "." + key);

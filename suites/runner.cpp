@@ -110,6 +110,10 @@ void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCount
     e.decode_load_time_ns += steps[i].load_ns;
     e.decode_host_layers += steps[i].host_layers;
     e.decode_host_overhead_ns += steps[i].host_overhead_ns;
+    e.decode_joint_copy_bytes += steps[i].joint_copy_bytes;
+    e.decode_joint_copy_ns += steps[i].joint_copy_ns;
+    e.decode_joint_host_bytes += steps[i].joint_host_bytes;
+    e.decode_joint_host_ns += steps[i].joint_host_ns;
   }
   e.host_experts += t.host_experts;
   e.host_bytes += t.host_bytes;

@@ -452,6 +452,8 @@ TEST(HybridSplit, HostCountersReachTheResults) {
   p.host_route(0, 3);
   p.host_work(0, 1000, 10);
   p.host_overhead(0, 3);
+  p.both_links(0, 480, 10, 0, 0);   // copies beside the host
+  p.both_links(0, 0, 0, 720, 10);   // the host beside copies
   p.end_token();
   EXPECT_EQ(p.total().misses, 2);
   EXPECT_EQ(p.total().host_experts, 2);
@@ -466,6 +468,10 @@ TEST(HybridSplit, HostCountersReachTheResults) {
   EXPECT_EQ(e.decode_host_busy_ns, 10);
   EXPECT_EQ(e.decode_host_layers, 1);
   EXPECT_EQ(e.decode_host_overhead_ns, 3);
+  EXPECT_EQ(e.decode_joint_copy_bytes, 480);
+  EXPECT_EQ(e.decode_joint_copy_ns, 10);
+  EXPECT_EQ(e.decode_joint_host_bytes, 720);
+  EXPECT_EQ(e.decode_joint_host_ns, 10);
   EXPECT_EQ(e.host_kernel_gbps, 80);
   EXPECT_EQ(e.slots, 57);
   p.reset();

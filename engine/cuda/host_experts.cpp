@@ -303,7 +303,11 @@ int HostExperts::plan(int step, int layer, const int32_t* ids, int pairs, int m)
   // work if it had any (hybrid_rates=decode learns the joint copy rate from them).
   const OffloadStats& st = provider_.stats();
   const int64_t copy_bytes = st.bytes + split_rate_.bytes(), copy_ns = st.copy_ns + split_rate_.ns();
-  if (decode && prev_decode_) learned_.copies(copy_bytes - seen_copy_bytes_, copy_ns - seen_copy_ns_, prev_host_work_);
+  if (decode && prev_decode_) {
+    learned_.copies(copy_bytes - seen_copy_bytes_, copy_ns - seen_copy_ns_, prev_host_work_);
+    if (prev_host_work_ && counters_ && copy_ns > seen_copy_ns_)
+      counters_->both_links(layer, copy_bytes - seen_copy_bytes_, copy_ns - seen_copy_ns_, 0, 0);
+  }
   seen_copy_bytes_ = copy_bytes;
   seen_copy_ns_ = copy_ns;
   const int n = plan_layer(step, layer, ids, pairs, m);
@@ -454,7 +458,11 @@ void HostExperts::compute(int layer, const uint16_t* x, int m, const int32_t* id
   });
   last_kernel_ns_ = kernel_ns;
   host_rate_.add(bytes, kernel_ns);
-  if (m <= kHostMixMaxGpuPairs) learned_.host(bytes, kernel_ns, copies_at_start, copies_in_flight());
+  if (m <= kHostMixMaxGpuPairs) {
+    const bool copies_at_end = copies_in_flight();
+    learned_.host(bytes, kernel_ns, copies_at_start, copies_at_end);
+    if (copies_at_start && copies_at_end && counters_) counters_->both_links(layer, 0, 0, bytes, kernel_ns);
+  }
   if (counters_) counters_->host_work(layer, bytes, kernel_ns);
 }
 
