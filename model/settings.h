@@ -95,10 +95,11 @@ struct EngineSettings {
   // and the host's alone, smoothed over the recent layers). docs/HYBRID.md.
   std::string hybrid_rates = "decode";
   // Which misses expert_exec=hybrid may share between the links, a split expert's rows
-  // in parts (bf16): host (a host expert may give parts to the link), all (copies may give
-  // way to parts too: nothing new is cached in decode), off (whole experts per link, no
+  // in parts (bf16): all (any miss: copies may give way to parts too, so both links end
+  // each layer together; a copy still lands in the cache where a whole one is best), host
+  // (only a host expert may give parts to the link), off (whole experts per link, no
   // scratch slot). MOEBENCH_HYBRID_SPLIT in the environment, when set, wins.
-  std::string hybrid_split = "host";
+  std::string hybrid_split = "all";
 
   // All knobs as strings (for results, logs and the UI), in a fixed order.
   std::vector<std::pair<std::string, std::string>> to_list() const;

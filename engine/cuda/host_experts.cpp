@@ -40,10 +40,10 @@ enum class SplitMode { off, model, all, half };
 SplitMode split_mode(const std::string& setting) {
   const std::string v = env_str("MOEBENCH_HYBRID_SPLIT");
   if (v.empty()) {
-    if (setting == "host") return SplitMode::model;
     if (setting == "all") return SplitMode::all;
+    if (setting == "host") return SplitMode::model;
     if (setting == "off") return SplitMode::off;
-    fail("setting hybrid_split={}: expected host, all or off", setting);
+    fail("setting hybrid_split={}: expected all, host or off", setting);
   }
   if (v == "1") return SplitMode::model;
   if (v == "0") return SplitMode::off;
