@@ -6,8 +6,8 @@ count, expert bytes per load, the copy link's decode rate (decode bytes moved / 
 copy time), and with the host link (expert_exec cpu | hybrid, cpu_moe_layers) the host
 kernel's decode rate (decode host bytes / decode host busy time) and the mean fixed
 cost of a layer with host work, and for hybrid on bf16 the split of a miss's rows into
-parts (variants/hybrid_split.h split_units_for; --no-split for a run with
-MOEBENCH_HYBRID_SPLIT=0) — and prints the predicted decode tok/s beside the
+parts (variants/hybrid_split.h split_units_for) by the case's hybrid_split rule (--no-split
+/ --split-copies for a run with MOEBENCH_HYBRID_SPLIT=0 / all) — and prints the predicted decode tok/s beside the
 measured one. The device work per token is not in the file: pass the resident decode
 step time of the same model and expert format (docs/HYBRID.md). Exits 1 naming the
 file or the case when a field it needs is missing.
@@ -58,7 +58,12 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
     # hybrid on bf16 splits a miss's rows (parts of 256 rows, 32 for small models) and copies parts that are no
     # load: the expert size is the bf16 shape's, not bytes moved per load.
     units = next((inter // rows for rows in (256, 32) if inter >= 2 * rows and inter % rows == 0), 1)
-    split = exe == "hybrid" and knobs.get("expert_dtype") == "bf16" and units > 1 and not a_no_split
+    # The split rule the case ran with: its hybrid_split knob (files from before it: host experts' parts, or what
+    # --no-split / --split-copies say).
+    rule = knobs.get("hybrid_split", "host")
+    split = (exe == "hybrid" and knobs.get("expert_dtype") == "bf16" and units > 1 and not a_no_split
+             and rule != "off")
+    split_copies = a_split_copies or rule == "all"
     if split:
         expert_bytes = 3 * hidden * inter * 2
     elif loads > 0:
@@ -107,7 +112,7 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
         args += ["--expert-exec", exe, "--cpu-moe-layers", str(cpu_layers), "--host-gbps", f"{host:.3f}",
                  "--host-overhead-us", f"{overhead_us:.1f}"]
         if split:
-            args += ["--split-units", str(units)] + (["--split-copies"] if a_split_copies else [])
+            args += ["--split-units", str(units)] + (["--split-copies"] if split_copies else [])
     return args
 
 
