@@ -245,6 +245,19 @@ TEST(HybridSplit, LinkSecondsIsTheSumOfRates) {
   EXPECT_DOUBLE_EQ(m.gbps(), 2.0);
 }
 
+namespace {
+// Mixtral bf16 experts with both links' solo and joint rates (GB/s).
+HybridRates joint_rates(double copy, double host, double joint_copy, double joint_host) {
+  HybridRates r;
+  r.copy_gbps = copy;
+  r.host_gbps = host;
+  r.joint_copy_gbps = joint_copy;
+  r.joint_host_gbps = joint_host;
+  r.expert_bytes = 352321536;
+  return r;
+}
+}  // namespace
+
 // hybrid_rates=decode: the rates decode measures replace the load-time ones, recent
 // samples weighing more; samples that mix a link alone with both at once are not counted.
 TEST(HybridSplit, DecodeLearnsTheJointRates) {
@@ -263,12 +276,7 @@ TEST(HybridSplit, DecodeLearnsTheJointRates) {
   EXPECT_THROW(DecayingRate(0.0), Error);
   EXPECT_THROW(DecayingRate(0.5, 0), Error);
 
-  HybridRates load;
-  load.copy_gbps = 55;
-  load.host_gbps = 90;
-  load.joint_copy_gbps = 45;
-  load.joint_host_gbps = 79;
-  load.expert_bytes = 352321536;
+  const HybridRates load = joint_rates(55, 90, 45, 79);
   DecodeLinkRates dl(0.8, 2);
   auto same = [](const HybridRates& a, const HybridRates& b) {
     return a.copy_gbps == b.copy_gbps && a.host_gbps == b.host_gbps && a.joint_copy_gbps == b.joint_copy_gbps &&
@@ -304,12 +312,7 @@ TEST(HybridSplit, DecodeLearnsTheJointRates) {
 // 45) the joint model took every copy for twice as slow as it is and gave the host the
 // misses; with the floor above, the same layer sends its second miss to the link.
 TEST(HybridSplit, SoloCopyFloorMovesMissesToTheLink) {
-  HybridRates r;
-  r.copy_gbps = 26.9;
-  r.host_gbps = 90.2;
-  r.joint_copy_gbps = 45.0;
-  r.joint_host_gbps = 79.3;
-  r.expert_bytes = 352321536;
+  HybridRates r = joint_rates(26.9, 90.2, 45.0, 79.3);
   r.host_overhead_ns = 135000;
   const int low = hybrid_host_count(2, 0, r);
   r.copy_gbps = solo_rate_for_joint(26.9, 45.0);
