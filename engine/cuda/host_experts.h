@@ -148,7 +148,7 @@ class HostExperts {
   // read host memory at once (in describe(), the results and the joint model).
   void measure_both_links();
   // With the joint rates measured (and MOEBENCH_HYBRID_JOINT not 0) rates() gives the
-  // joint model: copies alone, the host's median cold rate, both at once.
+  // joint model: copies alone, the host's best cold rate, both at once.
   double both_copy_gbps_ = 0, both_host_gbps_ = 0, solo_copy_gbps_ = 0;
   std::vector<double> solo_copy_samples_gbps_;  // each solo copy's rate (the best is solo_copy_gbps_)
   // hybrid_rates=decode
