@@ -68,8 +68,8 @@ void check_shape_args(const ShapeArgs& a) {
                                                " expert ids (tokens x layers x top-k), expected at most 268435456");
 }
 
-RoutingTrace synth_trace(const ShapeArgs& a) {
-  RoutingParams p{a.layers, a.experts, a.top_k, a.seed, ""};
+RoutingTrace synth_trace(const ShapeArgs& a, uint64_t stream = 0) {
+  RoutingParams p{a.layers, a.experts, a.top_k, a.seed, "", stream};
   auto src = make_routing_source(parse_routing_spec(a.routing), p);
   return generate_trace(*src, p, (a.tokens + a.tokens_per_step - 1) / a.tokens_per_step, a.tokens_per_step);
 }
@@ -178,6 +178,7 @@ struct SimulateArgs {
   int split_units = 1;
   bool split_copies = false;
   double joint_copy_gbps = 0, joint_host_gbps = 0;
+  double model_copy_gbps = 0;
   int cpu_moe_layers = 0;
   int prefill_tokens = 0;
   int runs = 1, warmup_runs = 0;
@@ -206,9 +207,17 @@ int run_simulate(const SimulateArgs& a) {
   opt.link.split_copies = a.split_copies;
   opt.link.joint_copy_gbps = a.joint_copy_gbps;
   opt.link.joint_host_gbps = a.joint_host_gbps;
+  opt.link.model_copy_gbps = a.model_copy_gbps;
   opt.prefill_tokens = a.prefill_tokens;
   opt.runs = a.runs;
   opt.warmup_runs = a.warmup_runs;
+  // The engine's warm-ups draw a synthetic source's choices from routing stream 1, the
+  // measured generations from stream 0 (a recorded trace replays itself either way).
+  RoutingTrace warmup_trace;
+  if (a.trace.empty() && a.warmup_runs > 0) {
+    warmup_trace = synth_trace(a.shape, 1);
+    opt.warmup_trace = &warmup_trace;
+  }
   if ((a.joint_copy_gbps > 0) != (a.joint_host_gbps > 0))
     fail("--joint-copy-gbps {} / --joint-host-gbps {}: give both (the two links' rates measured at once) or neither",
          a.joint_copy_gbps, a.joint_host_gbps);
@@ -237,6 +246,7 @@ int run_simulate(const SimulateArgs& a) {
                  {"split_copies", opt.link.split_copies},
                  {"joint_copy_gbps", opt.link.joint_copy_gbps},
                  {"joint_host_gbps", opt.link.joint_host_gbps},
+                 {"model_copy_gbps", opt.link.model_copy_gbps},
                  {"prefill_tokens", opt.prefill_tokens},
                  {"runs", opt.runs},
                  {"warmup_runs", opt.warmup_runs}};
@@ -441,6 +451,10 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                    sub.add_option("--joint-host-gbps", a->joint_host_gbps,
                                   "host link: the host kernel's rate while copies run too, GB/s")
                        ->check(CLI::NonNegativeNumber);
+                   sub.add_option("--model-copy-gbps", a->model_copy_gbps,
+                                  "hybrid: the copy rate the split decides with, GB/s (default: --h2d-gbps, the "
+                                  "rate the copies run at; an engine's own measured solo rate, to replay its choices)")
+                       ->check(CLI::NonNegativeNumber);
                    sub.add_option("--prefill-tokens", a->prefill_tokens,
                                   "the first N tokens of the trace are the prompt: run through the cache before "
                                   "decode (chunked, every miss loaded, not timed), as the engine's prefill")
@@ -450,7 +464,8 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                                   "case's repetitions (default 1)")
                        ->check(CLI::PositiveNumber);
                    sub.add_option("--warmup-runs", a->warmup_runs,
-                                  "untimed replays before the timed ones, as a case's warm-up runs (default 0)")
+                                  "untimed runs before the timed ones, as a case's warm-up runs (a synthetic routing's choices drawn "
+                                  "from routing stream 1, as the engine's warm-ups; default 0)")
                        ->check(CLI::NonNegativeNumber);
                    sub.add_option("--cpu-moe-layers", a->cpu_moe_layers, "the first N layers' experts stay on the host")
                        ->check(CLI::NonNegativeNumber);

@@ -118,6 +118,12 @@ const std::vector<Knob>& knobs() {
       {"cpu_moe_layers", "integer >= 0 (the first N layers' experts stay on the host)",
        [](auto& s) { return std::to_string(s.cpu_moe_layers); },
        [](auto& s, auto& v) { s.cpu_moe_layers = parse_int("cpu_moe_layers", v, 0); }},
+      {"hybrid_rates", "load|decode (the rates expert_exec=hybrid splits with: measured at load, or learned from decode)",
+       [](auto& s) { return s.hybrid_rates; },
+       [](auto& s, auto& v) { s.hybrid_rates = one_of("hybrid_rates", v, {"load", "decode"}); }},
+      {"hybrid_split", "all|host|off (which misses expert_exec=hybrid may split between the links: any, host experts', none)",
+       [](auto& s) { return s.hybrid_split; },
+       [](auto& s, auto& v) { s.hybrid_split = one_of("hybrid_split", v, {"host", "all", "off"}); }},
   };
   return k;
 }

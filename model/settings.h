@@ -89,6 +89,17 @@ struct EngineSettings {
   // The first N layers keep every expert on the host and compute them there (no slot,
   // no copy), whatever expert_exec says for the other layers. 0 = none.
   int cpu_moe_layers = 0;
+  // The rates expert_exec=hybrid splits with: load (each link alone and both at once,
+  // measured when the model loads) or decode (the same, then replaced by what the decode
+  // steps themselves measure: the copies' and the host kernel's rates beside each other,
+  // and the host's alone, smoothed over the recent layers). docs/HYBRID.md.
+  std::string hybrid_rates = "decode";
+  // Which misses expert_exec=hybrid may share between the links, a split expert's rows
+  // in parts (bf16): all (any miss: copies may give way to parts too, so both links end
+  // each layer together; a copy still lands in the cache where a whole one is best), host
+  // (only a host expert may give parts to the link), off (whole experts per link, no
+  // scratch slot). MOEBENCH_HYBRID_SPLIT in the environment, when set, wins.
+  std::string hybrid_split = "all";
 
   // All knobs as strings (for results, logs and the UI), in a fixed order.
   std::vector<std::pair<std::string, std::string>> to_list() const;

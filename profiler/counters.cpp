@@ -59,6 +59,10 @@ ExpertStats& ExpertStats::operator+=(const ExpertStats& o) {
   host_ns += o.host_ns;
   host_layers += o.host_layers;
   host_overhead_ns += o.host_overhead_ns;
+  joint_copy_bytes += o.joint_copy_bytes;
+  joint_copy_ns += o.joint_copy_ns;
+  joint_host_bytes += o.joint_host_bytes;
+  joint_host_ns += o.joint_host_ns;
   return *this;
 }
 
@@ -74,6 +78,10 @@ ExpertStats operator-(ExpertStats a, const ExpertStats& b) {
   a.host_ns -= b.host_ns;
   a.host_layers -= b.host_layers;
   a.host_overhead_ns -= b.host_overhead_ns;
+  a.joint_copy_bytes -= b.joint_copy_bytes;
+  a.joint_copy_ns -= b.joint_copy_ns;
+  a.joint_host_bytes -= b.joint_host_bytes;
+  a.joint_host_ns -= b.joint_host_ns;
   return a;
 }
 
@@ -149,6 +157,17 @@ void ExpertCounters::host_overhead(int32_t layer, int64_t ns) {
   ++total_.host_layers;
   l.host_overhead_ns += ns;
   total_.host_overhead_ns += ns;
+}
+
+void ExpertCounters::both_links(int32_t layer, int64_t copy_bytes, int64_t copy_ns, int64_t host_bytes,
+                                int64_t host_ns) {
+  check(layer, -1, "both links");
+  for (ExpertStats* s : {&layers_[static_cast<size_t>(layer)], &total_}) {
+    s->joint_copy_bytes += copy_bytes;
+    s->joint_copy_ns += copy_ns;
+    s->joint_host_bytes += host_bytes;
+    s->joint_host_ns += host_ns;
+  }
 }
 
 void ExpertCounters::stall(int32_t layer, int64_t stall_ns) {

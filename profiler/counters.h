@@ -49,6 +49,9 @@ struct ExpertStats {
   int64_t host_ns = 0;      // the host kernel's busy time on those experts
   int64_t host_layers = 0;  // layer forwards with host work
   int64_t host_overhead_ns = 0;  // their fixed cost: host section wall time less the kernels'
+  // Both links at once in decode (hybrid): copies that ran beside the host's work and host
+  // work that ran beside copies, their bytes and busy times (HostExperts' samples).
+  int64_t joint_copy_bytes = 0, joint_copy_ns = 0, joint_host_bytes = 0, joint_host_ns = 0;
 
   double hit_rate() const;  // hits / (hits + misses); 1 when nothing routed
   ExpertStats& operator+=(const ExpertStats& o);
@@ -94,6 +97,9 @@ class ExpertCounters {
   // One layer forward with host work cost this much beyond its kernels (activations
   // down, waits, conversion).
   void host_overhead(int32_t layer, int64_t ns);
+  // Decode's samples of both links at once: copies that finished beside host work, or
+  // host work that ran beside copies (either pair may be 0).
+  void both_links(int32_t layer, int64_t copy_bytes, int64_t copy_ns, int64_t host_bytes, int64_t host_ns);
   // The host expert kernel's read rate measured for the model (GB/s; best: the host
   // link of the hybrid bound). Kept across configure() and reset(); 0 = none.
   void note_host_kernel(const HostKernelRate& r) { host_kernel_ = r; }

@@ -122,6 +122,11 @@ json counters_json(const ExpertCounters& e) {
               {"host_kernel_cold", e.host_kernel_cold},
               {"joint_copy_gbps", num(e.joint_copy_gbps)},
               {"joint_host_gbps", num(e.joint_host_gbps)},
+              {"solo_copy_gbps", num(e.solo_copy_gbps)},
+              {"decode_joint_copy_bytes", e.decode_joint_copy_bytes},
+              {"decode_joint_copy_ns", e.decode_joint_copy_ns},
+              {"decode_joint_host_bytes", e.decode_joint_host_bytes},
+              {"decode_joint_host_ns", e.decode_joint_host_ns},
               {"slots", e.slots},
               {"hits_per_layer", e.hits_per_layer},
               {"misses_per_layer", e.misses_per_layer},
@@ -487,6 +492,10 @@ ExpertCounters read_counters(const Reader& rd, const json& j, const std::string&
                                                   {"decode_host_layers", &e.decode_host_layers},
                                                   {"decode_host_overhead_ns", &e.decode_host_overhead_ns},
                                                   {"host_kernel_samples", &e.host_kernel_samples},
+                                                  {"decode_joint_copy_bytes", &e.decode_joint_copy_bytes},
+                                                  {"decode_joint_copy_ns", &e.decode_joint_copy_ns},
+                                                  {"decode_joint_host_bytes", &e.decode_joint_host_bytes},
+                                                  {"decode_joint_host_ns", &e.decode_joint_host_ns},
                                                   {"slots", &e.slots}};
   for (auto& [key, dst] : host_link)
     if (const json* d = o.opt(key)) *dst = rd.i64(*d, path + "." + key);
@@ -494,7 +503,8 @@ ExpertCounters read_counters(const Reader& rd, const json& j, const std::string&
                           std::pair{"host_kernel_median_gbps", &e.host_kernel_median_gbps},
                           std::pair{"host_kernel_worst_gbps", &e.host_kernel_worst_gbps},
                           std::pair{"joint_copy_gbps", &e.joint_copy_gbps},
-                          std::pair{"joint_host_gbps", &e.joint_host_gbps}})
+                          std::pair{"joint_host_gbps", &e.joint_host_gbps},
+                          std::pair{"solo_copy_gbps", &e.solo_copy_gbps}})
     if (const json* d = o.opt(key)) *dst = rd.f64(*d, path + "." + key);
   if (const json* d = o.opt("host_kernel_cold")) e.host_kernel_cold = rd.boolean(*d, path + ".host_kernel_cold");
   std::pair<const char*, std::vector<int64_t>*> per_layer[] = {

@@ -124,6 +124,11 @@ struct ExpertCounters {
   // kernel, over the same time), GB/s: their sum is the hybrid bound's joint read of host
   // memory. 0: not measured (files from before, or a model without a copy scratch).
   double joint_copy_gbps = 0, joint_host_gbps = 0;
+  double solo_copy_gbps = 0;  // the copies alone, measured with the joint rates (0: not measured)
+  // Both links at once in decode (hybrid): the copies that ran beside host work and the
+  // host work that ran beside copies, bytes and busy time; their rates added are the joint
+  // read decode itself reached (the bound takes the larger of it and the load's).
+  int64_t decode_joint_copy_bytes = 0, decode_joint_copy_ns = 0, decode_joint_host_bytes = 0, decode_joint_host_ns = 0;
   int64_t slots = 0;            // expert slots of the offloaded cache (0: not recorded, or resident)
   std::vector<int64_t> hits_per_layer;          // (n_layers)
   std::vector<int64_t> misses_per_layer;        // (n_layers)

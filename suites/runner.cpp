@@ -110,6 +110,10 @@ void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCount
     e.decode_load_time_ns += steps[i].load_ns;
     e.decode_host_layers += steps[i].host_layers;
     e.decode_host_overhead_ns += steps[i].host_overhead_ns;
+    e.decode_joint_copy_bytes += steps[i].joint_copy_bytes;
+    e.decode_joint_copy_ns += steps[i].joint_copy_ns;
+    e.decode_joint_host_bytes += steps[i].joint_host_bytes;
+    e.decode_joint_host_ns += steps[i].joint_host_ns;
   }
   e.host_experts += t.host_experts;
   e.host_bytes += t.host_bytes;
@@ -125,6 +129,7 @@ void add_expert_counters(reports::ExpertCounters& e, const profiler::ExpertCount
       k.joint_copy_gbps + k.joint_host_gbps > e.joint_copy_gbps + e.joint_host_gbps) {
     e.joint_copy_gbps = k.joint_copy_gbps;
     e.joint_host_gbps = k.joint_host_gbps;
+    e.solo_copy_gbps = k.solo_copy_gbps;
   }
   e.slots = std::max<int64_t>(e.slots, p.slots());
   e.load_time_ns += t.load_ns;

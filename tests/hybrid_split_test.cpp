@@ -245,6 +245,82 @@ TEST(HybridSplit, LinkSecondsIsTheSumOfRates) {
   EXPECT_DOUBLE_EQ(m.gbps(), 2.0);
 }
 
+namespace {
+// Mixtral bf16 experts with both links' solo and joint rates (GB/s).
+HybridRates joint_rates(double copy, double host, double joint_copy, double joint_host) {
+  HybridRates r;
+  r.copy_gbps = copy;
+  r.host_gbps = host;
+  r.joint_copy_gbps = joint_copy;
+  r.joint_host_gbps = joint_host;
+  r.expert_bytes = 352321536;
+  return r;
+}
+}  // namespace
+
+// hybrid_rates=decode: the rates decode measures replace the load-time ones, recent
+// samples weighing more; samples that mix a link alone with both at once are not counted.
+TEST(HybridSplit, DecodeLearnsTheJointRates) {
+  DecayingRate d(0.5, 2, 7.0);
+  EXPECT_DOUBLE_EQ(d.gbps(), 7.0);
+  d.add(1000, 100);  // 10 GB/s
+  EXPECT_FALSE(d.learned());
+  EXPECT_DOUBLE_EQ(d.gbps(), 7.0);  // one sample: not yet
+  d.add(0, 100);                    // nothing measured: no sample
+  EXPECT_EQ(d.samples(), 1);
+  d.add(2000, 100);  // 20 GB/s: (1000 x 0.5 + 2000) / (100 x 0.5 + 100)
+  EXPECT_TRUE(d.learned());
+  EXPECT_DOUBLE_EQ(d.gbps(), 2500.0 / 150.0);
+  for (int i = 0; i < 40; ++i) d.add(3000, 100);  // the old samples fade
+  EXPECT_NEAR(d.gbps(), 30.0, 1e-6);
+  EXPECT_THROW(DecayingRate(0.0), Error);
+  EXPECT_THROW(DecayingRate(0.5, 0), Error);
+
+  const HybridRates load = joint_rates(55, 90, 45, 79);
+  DecodeLinkRates dl(0.8, 2);
+  auto same = [](const HybridRates& a, const HybridRates& b) {
+    return a.copy_gbps == b.copy_gbps && a.host_gbps == b.host_gbps && a.joint_copy_gbps == b.joint_copy_gbps &&
+           a.joint_host_gbps == b.joint_host_gbps;
+  };
+  EXPECT_TRUE(same(dl.apply(load), load));  // nothing learned yet
+  dl.copies(480, 10, true);
+  dl.copies(480, 10, true);   // 48 GB/s beside the host
+  dl.copies(5500, 100, false);  // alone: not a joint sample
+  dl.host(720, 10, true, true);
+  dl.host(720, 10, true, true);  // 72 GB/s beside copies
+  dl.host(10000, 10, true, false);  // copies ended during it: mixed, not counted
+  dl.host(900, 10, false, true);    // no copy at its start: alone (the thread that issues copies waits for the host)
+  dl.host(850, 10, false, false);   // 85 alone
+  const HybridRates r = dl.apply(load);
+  EXPECT_DOUBLE_EQ(r.joint_copy_gbps, 48.0);
+  EXPECT_DOUBLE_EQ(r.joint_host_gbps, 72.0);
+  EXPECT_DOUBLE_EQ(r.copy_gbps, 55.0);  // the solo copy rate stays the load's
+  EXPECT_DOUBLE_EQ(r.host_gbps, (900 * 0.8 + 850) / (10 * 0.8 + 10));
+  EXPECT_EQ(dl.joint_copy().samples(), 2);
+  EXPECT_EQ(dl.joint_host().samples(), 2);
+  EXPECT_EQ(dl.solo_host().samples(), 2);
+  // Without the joint rates measured at load there is nothing to learn them into.
+  HybridRates plain = load;
+  plain.joint_copy_gbps = plain.joint_host_gbps = 0;
+  EXPECT_TRUE(same(dl.apply(plain), plain));
+  // A solo rate measured under the joint one was disturbed: the joint one is the floor.
+  EXPECT_DOUBLE_EQ(solo_rate_for_joint(26.9, 45.0), 45.0);
+  EXPECT_DOUBLE_EQ(solo_rate_for_joint(55.0, 45.0), 55.0);
+}
+
+// With the solo copy rate measured low (26.9 GB/s where the copies beside the host gave
+// 45) the joint model took every copy for twice as slow as it is and gave the host the
+// misses; with the floor above, the same layer sends its second miss to the link.
+TEST(HybridSplit, SoloCopyFloorMovesMissesToTheLink) {
+  HybridRates r = joint_rates(26.9, 90.2, 45.0, 79.3);
+  r.host_overhead_ns = 135000;
+  const int low = hybrid_host_count(2, 0, r);
+  r.copy_gbps = solo_rate_for_joint(26.9, 45.0);
+  const int floored = hybrid_host_count(2, 0, r);
+  EXPECT_EQ(low, 2);
+  EXPECT_EQ(floored, 1);
+}
+
 TEST(HybridSplit, CacheLeavesHostExpertsUnloaded) {
   CacheShape shape{2, 8, 2, 4};
   ExpertCache cache(shape, make_cache_policy("lru", PolicyContext{shape, nullptr, {}}));
@@ -293,6 +369,14 @@ TEST(HybridSplit, SettingsKnobs) {
     EXPECT_STREQ(e.what(), "setting expert_exec=host: expected one of gpu|cpu|hybrid");
   }
   EXPECT_THROW(s.set("cpu_moe_layers", "-1"), Error);
+  EXPECT_EQ(s.hybrid_rates, "decode");
+  s.set("hybrid_rates", "load");
+  EXPECT_EQ(s.hybrid_rates, "load");
+  EXPECT_THROW(s.set("hybrid_rates", "measured"), Error);
+  EXPECT_EQ(s.hybrid_split, "all");
+  s.set("hybrid_split", "host");
+  EXPECT_EQ(s.hybrid_split, "host");
+  EXPECT_THROW(s.set("hybrid_split", "half"), Error);  // tests only, through MOEBENCH_HYBRID_SPLIT
   bool listed = false;
   for (auto& d : setting_docs()) listed |= d.key == "expert_exec";
   EXPECT_TRUE(listed);
@@ -371,6 +455,8 @@ TEST(HybridSplit, HostCountersReachTheResults) {
   p.host_route(0, 3);
   p.host_work(0, 1000, 10);
   p.host_overhead(0, 3);
+  p.both_links(0, 480, 10, 0, 0);   // copies beside the host
+  p.both_links(0, 0, 0, 720, 10);   // the host beside copies
   p.end_token();
   EXPECT_EQ(p.total().misses, 2);
   EXPECT_EQ(p.total().host_experts, 2);
@@ -385,6 +471,10 @@ TEST(HybridSplit, HostCountersReachTheResults) {
   EXPECT_EQ(e.decode_host_busy_ns, 10);
   EXPECT_EQ(e.decode_host_layers, 1);
   EXPECT_EQ(e.decode_host_overhead_ns, 3);
+  EXPECT_EQ(e.decode_joint_copy_bytes, 480);
+  EXPECT_EQ(e.decode_joint_copy_ns, 10);
+  EXPECT_EQ(e.decode_joint_host_bytes, 720);
+  EXPECT_EQ(e.decode_joint_host_ns, 10);
   EXPECT_EQ(e.host_kernel_gbps, 80);
   EXPECT_EQ(e.slots, 57);
   p.reset();

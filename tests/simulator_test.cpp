@@ -373,3 +373,25 @@ TEST(Simulator, RunsReplayTheTraceOnOneCache) {
   o.runs = 0;
   EXPECT_THROW(simulate(t, "lru", 4, o), Error);
 }
+
+TEST(Simulator, WarmupRunsOnTheirOwnTrace) {
+  // As above, but the warm-up draws other choices (the engine's routing stream 1): its
+  // decode routes to 6, so the timed run's 5 misses — the warm-up does not train the cache
+  // on the measured tokens. The warm-up trace must have the trace's shape.
+  RoutingTrace t = hand(1, 1, {{3}, {5}});
+  RoutingTrace w = hand(1, 1, {{3}, {6}});
+  SimOptions o = opts(1.0, 1000, 100);
+  o.prefill_tokens = 1;
+  o.warmup_runs = 1;
+  o.warmup_trace = &w;
+  SimResult r = simulate(t, "lru", 4, o);
+  EXPECT_EQ(r.tokens, 1);
+  EXPECT_EQ(r.counters.misses, 1);
+  EXPECT_EQ(r.counters.hits, 0);
+  EXPECT_EQ(r.decode_ns, 1100);
+  o.warmup_trace = &t;  // its own trace: as without one
+  EXPECT_EQ(simulate(t, "lru", 4, o).counters.hits, 1);
+  RoutingTrace longer = hand(1, 1, {{3}, {6}, {6}});
+  o.warmup_trace = &longer;
+  EXPECT_THROW(simulate(t, "lru", 4, o), Error);
+}

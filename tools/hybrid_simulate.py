@@ -6,8 +6,8 @@ count, expert bytes per load, the copy link's decode rate (decode bytes moved / 
 copy time), and with the host link (expert_exec cpu | hybrid, cpu_moe_layers) the host
 kernel's decode rate (decode host bytes / decode host busy time) and the mean fixed
 cost of a layer with host work, and for hybrid on bf16 the split of a miss's rows into
-parts (variants/hybrid_split.h split_units_for; --no-split for a run with
-MOEBENCH_HYBRID_SPLIT=0) — and prints the predicted decode tok/s beside the
+parts (variants/hybrid_split.h split_units_for) by the case's hybrid_split rule (--no-split
+/ --split-copies for a run with MOEBENCH_HYBRID_SPLIT=0 / all) — and prints the predicted decode tok/s beside the
 measured one. The device work per token is not in the file: pass the resident decode
 step time of the same model and expert format (docs/HYBRID.md). Exits 1 naming the
 file or the case when a field it needs is missing.
@@ -18,7 +18,8 @@ new_tokens - 1 decode steps, replayed for its warm-up runs (untimed) and repetit
 (timed) on one cache, the routing restarting each time as the engine's does (--cold: the
 old way, --tokens decode steps from an empty cache). A hybrid case whose results carry both links' joint rates (joint_copy_gbps,
 joint_host_gbps, measured at load) is simulated with the joint model: the copies at the
-device's host->device rate alone and the joint one beside the host; the host at its
+device's host->device rate alone and the joint one beside the host (the split deciding with
+the solo copy rate the engine measured, solo_copy_gbps, where recorded); the host at its
 solo decode rate — the cpu-mode case's of the same file and format where there is one,
 else the host kernel's median at load — and beside copies at that times the joint
 measurement's share (--no-joint: each link at its decode rate, as before)."""
@@ -57,7 +58,12 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
     # hybrid on bf16 splits a miss's rows (parts of 256 rows, 32 for small models) and copies parts that are no
     # load: the expert size is the bf16 shape's, not bytes moved per load.
     units = next((inter // rows for rows in (256, 32) if inter >= 2 * rows and inter % rows == 0), 1)
-    split = exe == "hybrid" and knobs.get("expert_dtype") == "bf16" and units > 1 and not a_no_split
+    # The split rule the case ran with: its hybrid_split knob (files from before it: host experts' parts, or what
+    # --no-split / --split-copies say).
+    rule = knobs.get("hybrid_split", "host")
+    split = (exe == "hybrid" and knobs.get("expert_dtype") == "bf16" and units > 1 and not a_no_split
+             and rule != "off")
+    split_copies = a_split_copies or rule == "all"
     if split:
         expert_bytes = 3 * hidden * inter * 2
     elif loads > 0:
@@ -94,6 +100,11 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
             args[args.index("--h2d-gbps") + 1] = f"{h2d:.3f}"
             host = solo
             args += ["--joint-copy-gbps", f"{min(jc, h2d):.3f}", "--joint-host-gbps", f"{min(solo, jh * solo / median):.3f}"]
+            # The engine's split decides with the copies' solo rate measured at its load (never under the
+            # joint one); the simulator's copies run at the device's h2d.
+            solo_copy = e.get("solo_copy_gbps", 0)
+            if solo_copy > 0:
+                args += ["--model-copy-gbps", f"{max(solo_copy, jc):.3f}"]
         if not host > 0:
             sys.exit(f"hybrid_simulate: case {name} has the host link but no host rate")
         layers = e.get("decode_host_layers", 0)
@@ -101,7 +112,7 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
         args += ["--expert-exec", exe, "--cpu-moe-layers", str(cpu_layers), "--host-gbps", f"{host:.3f}",
                  "--host-overhead-us", f"{overhead_us:.1f}"]
         if split:
-            args += ["--split-units", str(units)] + (["--split-copies"] if a_split_copies else [])
+            args += ["--split-units", str(units)] + (["--split-copies"] if split_copies else [])
     return args
 
 

@@ -288,4 +288,44 @@ double hybrid_link_seconds(double bytes, double copy_gbps, double host_gbps, dou
   return idle + (bytes - c * idle) / both;
 }
 
+DecayingRate::DecayingRate(double keep, int min_samples, double initial_gbps)
+    : keep_(keep), initial_(initial_gbps), min_samples_(min_samples) {
+  if (!(keep > 0 && keep <= 1)) fail("decaying rate: keep {} expected in (0, 1]", keep);
+  if (min_samples < 1) fail("decaying rate: min_samples {} expected >= 1", min_samples);
+}
+
+void DecayingRate::add(int64_t bytes, int64_t ns) {
+  if (bytes <= 0 || ns <= 0) return;  // nothing measured
+  bytes_ = bytes_ * keep_ + static_cast<double>(bytes);
+  ns_ = ns_ * keep_ + static_cast<double>(ns);
+  ++samples_;
+}
+
+double DecayingRate::gbps() const { return learned() && ns_ > 0 ? bytes_ / ns_ : initial_; }
+
+DecodeLinkRates::DecodeLinkRates(double keep, int min_samples)
+    : joint_copy_(keep, min_samples), joint_host_(keep, min_samples), solo_host_(keep, min_samples) {}
+
+void DecodeLinkRates::copies(int64_t bytes, int64_t ns, bool host_busy) {
+  if (host_busy) joint_copy_.add(bytes, ns);
+}
+
+void DecodeLinkRates::host(int64_t bytes, int64_t ns, bool copies_at_start, bool copies_at_end) {
+  if (copies_at_start && copies_at_end)
+    joint_host_.add(bytes, ns);
+  else if (!copies_at_start)
+    solo_host_.add(bytes, ns);
+}
+
+HybridRates DecodeLinkRates::apply(const HybridRates& load) const {
+  HybridRates r = load;
+  if (!load.joint()) return r;
+  if (joint_copy_.learned()) r.joint_copy_gbps = joint_copy_.gbps();
+  if (joint_host_.learned()) r.joint_host_gbps = joint_host_.gbps();
+  if (solo_host_.learned()) r.host_gbps = solo_host_.gbps();
+  return r;
+}
+
+double solo_rate_for_joint(double solo_gbps, double joint_gbps) { return std::max(solo_gbps, joint_gbps); }
+
 }  // namespace moebench

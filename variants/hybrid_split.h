@@ -193,4 +193,55 @@ class MeasuredRate {
   int64_t bytes_ = 0, ns_ = 0;
 };
 
+// A rate learned as it goes, recent samples weighing more: before each sample is added
+// the bytes and the busy time summed so far are multiplied by `keep` (in (0, 1]; 1: the
+// plain sum of MeasuredRate), so the rate is bytes over time with older samples fading.
+// gbps() falls back to `initial` until `min_samples` samples were added.
+class DecayingRate {
+ public:
+  explicit DecayingRate(double keep = 0.8, int min_samples = 4, double initial_gbps = 0);
+  void add(int64_t bytes, int64_t ns);
+  double gbps() const;
+  bool learned() const { return samples_ >= min_samples_; }
+  int samples() const { return samples_; }
+
+ private:
+  double keep_ = 0.8, initial_ = 0, bytes_ = 0, ns_ = 0;
+  int min_samples_ = 4, samples_ = 0;
+};
+
+// The joint model's rates learned from decode's own steps (setting hybrid_rates=decode):
+// what the two links give beside each other in decode, where the load-time measurement
+// (one window of whole-expert copies beside cold host experts, the device otherwise idle)
+// may differ — the host ran at 72 GB/s beside decode's copies against 88.6 in the
+// measurement of the same load. Samples:
+// - copies(): the copies that finished between two decode layers, with whether the host
+//   had work in that interval (the copies then ran beside it: the joint copy rate; else
+//   none is learned from them — a copy alone is at the solo rate, measured at load);
+// - host(): one layer's host kernel work, with whether copies were in flight when it
+//   started and when it ended (both: it ran beside copies, the joint host rate; neither
+//   at the start: alone, the host's solo rate; else mixed and not counted).
+// apply() puts each learned rate in place of the load-time one once it has its samples.
+class DecodeLinkRates {
+ public:
+  explicit DecodeLinkRates(double keep = 0.8, int min_samples = 4);
+  void copies(int64_t bytes, int64_t ns, bool host_busy);
+  void host(int64_t bytes, int64_t ns, bool copies_at_start, bool copies_at_end);
+  // `load` with the learned rates (joint_copy_gbps, joint_host_gbps, host_gbps) in place
+  // where learned; unchanged without joint rates (nothing to learn them into).
+  HybridRates apply(const HybridRates& load) const;
+  const DecayingRate& joint_copy() const { return joint_copy_; }
+  const DecayingRate& joint_host() const { return joint_host_; }
+  const DecayingRate& solo_host() const { return solo_host_; }
+
+ private:
+  DecayingRate joint_copy_, joint_host_, solo_host_;
+};
+
+// A link's solo rate for the joint model: at least what it measured beside the other link
+// (alone it cannot be slower; a solo measurement under the joint one was disturbed — on
+// the 16-core H200 host the 4 solo copies after the host kernel's measurement gave 26.9
+// and 27.6 GB/s in two loads where the copies beside the host gave 45.0 and 47.7).
+double solo_rate_for_joint(double solo_gbps, double joint_gbps);
+
 }  // namespace moebench

@@ -180,6 +180,10 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   HybridRates rates{link.h2d_gbps,    link.host_gbps,    link.expert_bytes,    link.host_overhead_ns,
                     link.split_units, link.split_copies, link.joint_copy_gbps, link.joint_host_gbps};
   if (host_link) check_hybrid_rates(rates, "simulate (host link)");
+  // The split's decisions may take the copies at another rate than the clock runs them at
+  // (model_copy_gbps: e.g. an engine's measured solo rate): decisions use `model`.
+  HybridRates model = rates;
+  if (link.model_copy_gbps > 0) model.copy_gbps = link.model_copy_gbps;
   if (opt.runs < 1 || opt.warmup_runs < 0)
     fail("simulate: runs {} and warmup_runs {}: expected at least one timed run and no negative count", opt.runs,
          opt.warmup_runs);
@@ -190,6 +194,19 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
     for (int s = 0; s < opt.prefill_tokens; ++s)
       if (trace.steps[s].n_tokens != 1)
         fail("simulate: prefill_tokens needs a trace of one token a step; step {} has {}", s, trace.steps[s].n_tokens);
+  if (opt.warmup_trace) {
+    const RoutingTrace& w = *opt.warmup_trace;
+    if (w.n_layers != trace.n_layers || w.n_experts != trace.n_experts || w.top_k != trace.top_k ||
+        w.n_steps() != trace.n_steps())
+      fail("simulate: the warm-up trace ({} layers, {} experts, top-{}, {} steps) is not the trace's shape ({}, {}, "
+           "top-{}, {} steps)",
+           w.n_layers, w.n_experts, w.top_k, w.n_steps(), trace.n_layers, trace.n_experts, trace.top_k,
+           trace.n_steps());
+    for (int st = 0; st < trace.n_steps(); ++st)
+      if (w.steps[st].n_tokens != trace.steps[st].n_tokens)
+        fail("simulate: the warm-up trace's step {} has {} tokens, the trace's {}", st, w.steps[st].n_tokens,
+             trace.steps[st].n_tokens);
+  }
   const bool fluid = host_link && rates.joint();
 
   CacheShape shape{trace.n_layers, trace.n_experts, trace.top_k, capacity};
@@ -226,6 +243,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   int64_t timed_ns = 0, timed_stall = 0, timed_tokens = 0, timed_host_parts = 0, timed_split_parts = 0;
   double timed_host_busy = 0, timed_copy_busy = 0;
   for (int run = 0; run < n_runs; ++run) {
+    const RoutingTrace& tr = run < opt.warmup_runs && opt.warmup_trace ? *opt.warmup_trace : trace;
     if (run > 0 || opt.prefill_tokens > 0) {
       if (fluid) {
         links.settle(static_cast<double>(now));
@@ -235,24 +253,24 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
         host_free = std::min(host_free, now);
       }
     }
-    run_prefill(trace, opt.prefill_tokens, opt.cpu_moe_layers, cache);
+    run_prefill(tr, opt.prefill_tokens, opt.cpu_moe_layers, cache);
     if (run > 0) rng = prediction_rng(opt.prediction.seed);  // the engine's routing restarts every generation
     const CacheCounters run_counters = cache.counters();
     const int64_t run_now = now, run_stall = stall, run_tokens = tokens, run_host_parts = host_parts,
                   run_split_parts = split_parts;
     const double run_host_busy = fluid ? links.host_busy() : static_cast<double>(host_busy),
                  run_copy_busy = fluid ? links.copy_busy() : static_cast<double>(copy_busy);
-    for (int s = opt.prefill_tokens; s < trace.n_steps(); ++s) {
-      const int n_tok = trace.steps[s].n_tokens;
+    for (int s = opt.prefill_tokens; s < tr.n_steps(); ++s) {
+      const int n_tok = tr.steps[s].n_tokens;
       tokens += n_tok;
-      for (int l = 0; l < trace.n_layers; ++l) {
+      for (int l = 0; l < tr.n_layers; ++l) {
         if (fluid) {  // the joint model: both links on one clock (simulator.h)
           links.run_to(static_cast<double>(now));
-          distinct_misses(cache, l, trace.ids(s, l), misses);
+          distinct_misses(cache, l, tr.ids(s, l), misses);
           const HybridPlan plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                                                  links.backlog_ns(), rates);
-          mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
-          cache.access_layer(s, l, trace.ids(s, l), res, host);
+                                                  links.backlog_ns(), model);
+          mark_host_experts(misses, plan.flagged(), tr.n_experts, host);
+          cache.access_layer(s, l, tr.ids(s, l), res, host);
           int64_t last = -1;  // the last copy this layer waits for
           for (const AccessResult& r : res) {
             if (r.host) continue;
@@ -268,11 +286,11 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
             links.host(rates.host_overhead_ns, plan_host_work_ns(plan, rates));
             host_parts += plan.host_parts();
           }
-          if (spec && l + 1 < trace.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
-            degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
+          if (spec && l + 1 < tr.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
+            degrade_prediction(tr.ids(s, l + 1), tr.top_k, tr.n_experts, opt.prediction.accuracy, rng, predicted);
             if (opt.exec == ExpertExec::hybrid) {
               distinct_misses(cache, l + 1, predicted, misses);
-              const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), links.backlog_ns(), plan, rates);
+              const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), links.backlog_ns(), plan, model);
               keep_prefetches(cache, l + 1, predicted, k, kept);
               cache.prefetch(s, l + 1, kept, pre);
             } else {
@@ -290,13 +308,13 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
         }
         HybridPlan plan;
         if (host_link) {
-          distinct_misses(cache, l, trace.ids(s, l), misses);
+          distinct_misses(cache, l, tr.ids(s, l), misses);
           plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                                 std::max<int64_t>(0, link_free - now), rates);
-          mark_host_experts(misses, plan.flagged(), trace.n_experts, host);
-          cache.access_layer(s, l, trace.ids(s, l), res, host);
+                                 std::max<int64_t>(0, link_free - now), model);
+          mark_host_experts(misses, plan.flagged(), tr.n_experts, host);
+          cache.access_layer(s, l, tr.ids(s, l), res, host);
         } else {
-          cache.access_layer(s, l, trace.ids(s, l), res);
+          cache.access_layer(s, l, tr.ids(s, l), res);
         }
         int64_t ready = now;
         for (const AccessResult& r : res) {
@@ -324,13 +342,13 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
           ready = std::max(ready, host_free);
         }
         stall = add_ns(stall, ready - now);
-        if (spec && l + 1 < trace.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
-          degrade_prediction(trace.ids(s, l + 1), trace.top_k, trace.n_experts, opt.prediction.accuracy, rng, predicted);
+        if (spec && l + 1 < tr.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
+          degrade_prediction(tr.ids(s, l + 1), tr.top_k, tr.n_experts, opt.prediction.accuracy, rng, predicted);
           if (opt.exec == ExpertExec::hybrid) {  // copy ahead only what beats the host (hybrid_split.h)
             const int64_t backlog = std::max<int64_t>(0, link_free - now);
             distinct_misses(cache, l + 1, predicted, misses);
             const int k = hybrid_prefetch_count(static_cast<int>(misses.size()), backlog,
-                                                hybrid_layer_left_ns(backlog, plan, rates), rates);
+                                                hybrid_layer_left_ns(backlog, plan, model), model);
             keep_prefetches(cache, l + 1, predicted, k, kept);
             cache.prefetch(s, l + 1, kept, pre);
           } else {

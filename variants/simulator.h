@@ -72,6 +72,7 @@ struct LinkParams {
   bool split_copies = false;                       // hybrid: parts may replace whole copies (hybrid_split.h)
   double joint_copy_gbps = 0;                      // the copies' rate while the host computes too (0: none)
   double joint_host_gbps = 0;                      // the host's rate while copies run too (0: none)
+  double model_copy_gbps = 0;  // hybrid: the copy rate the split decides with (0: h2d_gbps, the rate copies run at)
 };
 
 struct PrefetchPrediction {
@@ -113,6 +114,10 @@ struct SimOptions {
   // generation; the cache keeps what it holds); only the last `runs` are timed.
   int runs = 1;
   int warmup_runs = 0;
+  // The warm-up runs' routing (null: `trace` itself). The engine's warm-ups draw other
+  // choices (another routing stream of the same source) so that the cache is not trained
+  // on the very tokens it is then measured on; same shape and steps as the trace.
+  const RoutingTrace* warmup_trace = nullptr;
 };
 
 // One policy at one capacity. Throws Error for a bad policy name, a capacity below

@@ -337,7 +337,8 @@ void CudaModel::make_provider(const WeightSource& src, bool resident, const Expe
     const uint64_t used = arena_->stats().used_bytes;
     // hybrid's split experts take a scratch slot of their own out of the slots' budget.
     const uint64_t split = store_ ? HostExperts::split_scratch_bytes(
-                                        parse_expert_exec(settings_.expert_exec, "setting expert_exec"), *store_)
+                                        parse_expert_exec(settings_.expert_exec, "setting expert_exec"), *store_,
+                                        settings_.hybrid_split)
                                   : 0;
     const uint64_t slot_budget =
         arena_->capacity() > used + rest + split ? arena_->capacity() - used - rest - split : 0;
@@ -375,7 +376,8 @@ void CudaModel::make_host_experts() {
   }
   host_experts_ = std::make_unique<HostExperts>(*store_, *off, parse_expert_exec(settings_.expert_exec, "setting expert_exec"),
                                                 settings_.cpu_moe_layers, prof_ ? &prof_->experts : nullptr, trace(),
-                                                arena_.get());
+                                                arena_.get(), settings_.hybrid_split);
+  host_experts_->learn_rates_in_decode(settings_.hybrid_rates == "decode");
   moe_->set_host_experts(host_experts_.get());
   if (prof_) prof_->experts.note_host_kernel(host_experts_->host_kernel());
   log::info("host experts: {}", host_experts_->describe());

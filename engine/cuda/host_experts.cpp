@@ -32,14 +32,20 @@ uint64_t matrix_bytes(const ExpertHostStore& s) {
   return round256(static_cast<uint64_t>(s.hidden()) * static_cast<uint64_t>(s.inter()) * 2);
 }
 
-// MOEBENCH_HYBRID_SPLIT: 1 (default) a host expert may give parts to the link; all:
-// copies may give way to parts too (hybrid_split.h split_copies); 0 never (whole experts
-// per link); half (tests) every decode layer with a miss splits its last one in half and
-// copies the others, whatever the rates.
+// The setting hybrid_split (host, all, off), unless MOEBENCH_HYBRID_SPLIT is set: 1 a host
+// expert may give parts to the link; all: copies may give way to parts too (hybrid_split.h
+// split_copies); 0 never (whole experts per link); half (tests) every decode layer with a
+// miss splits its last one in half and copies the others, whatever the rates.
 enum class SplitMode { off, model, all, half };
-SplitMode split_mode() {
+SplitMode split_mode(const std::string& setting) {
   const std::string v = env_str("MOEBENCH_HYBRID_SPLIT");
-  if (v.empty() || v == "1") return SplitMode::model;
+  if (v.empty()) {
+    if (setting == "all") return SplitMode::all;
+    if (setting == "host") return SplitMode::model;
+    if (setting == "off") return SplitMode::off;
+    fail("setting hybrid_split={}: expected all, host or off", setting);
+  }
+  if (v == "1") return SplitMode::model;
   if (v == "0") return SplitMode::off;
   if (v == "all") return SplitMode::all;
   if (v == "half") return SplitMode::half;
@@ -63,8 +69,8 @@ bool joint_model() {
 
 }  // namespace
 
-uint64_t HostExperts::split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store) {
-  if (split_mode() == SplitMode::off || exec != ExpertExec::hybrid || store.format() != QuantFormat::bf16 ||
+uint64_t HostExperts::split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store, const std::string& split) {
+  if (split_mode(split) == SplitMode::off || exec != ExpertExec::hybrid || store.format() != QuantFormat::bf16 ||
       split_units_for(store.inter()) <= 1)
     return 0;
   return 3 * matrix_bytes(store) + 256 +
@@ -72,7 +78,8 @@ uint64_t HostExperts::split_scratch_bytes(ExpertExec exec, const ExpertHostStore
 }
 
 HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
-                         profiler::ExpertCounters* counters, profiler::CpuTrace& trace, DeviceArena* arena)
+                         profiler::ExpertCounters* counters, profiler::CpuTrace& trace, DeviceArena* arena,
+                         const std::string& split)
     : store_(store),
       provider_(provider),
       exec_(exec),
@@ -120,7 +127,7 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
     throw;
   }
   host_rate_ = MeasuredRate(measured_.best_gbps);
-  if (const uint64_t bytes = split_scratch_bytes(exec, store); bytes > 0 && arena) {
+  if (const uint64_t bytes = split_scratch_bytes(exec, store, split); bytes > 0 && arena) {
     try {
       split_scratch_ = static_cast<uint8_t*>(arena->alloc(bytes, "split expert scratch"));
       const uint64_t mb = matrix_bytes(store);
@@ -130,8 +137,8 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
       CUDA_CHECK(cudaMemcpy(split_table_, table, sizeof table, cudaMemcpyHostToDevice));
       CUDA_CHECK(cudaEventCreateWithFlags(&scratch_free_, cudaEventDisableTiming));
       split_units_ = split_units_for(store.inter());
-      split_half_ = split_mode() == SplitMode::half;
-      split_copies_ = split_mode() == SplitMode::all;
+      split_half_ = split_mode(split) == SplitMode::half;
+      split_copies_ = split_mode(split) == SplitMode::all;
       joint_ = joint_model();
       measure_both_links();
     } catch (...) {
@@ -143,45 +150,58 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
 }
 
 void HostExperts::measure_both_links() {
-  // Into the scratch (it holds one expert): first kSoloCopies copies alone (the link's
-  // solo rate), then enough copies back to back to outlast a few dozen host experts,
-  // with the host kernel measuring cold experts beside them until the last copy lands:
-  // both read host memory at once over the same time, as in decode.
+  // Into the scratch (it holds one expert): first kWakeCopies copies untimed (the link and
+  // the copy engine have been idle through the host kernel's measurement), then enough
+  // copies back to back to outlast a few dozen host experts, with the host kernel
+  // measuring cold experts beside them until the last copy lands: both read host memory at
+  // once over the same time, as in decode; then kSoloCopies copies alone, each timed (the
+  // link's solo rate: the best of them).
   cudaStream_t cs = provider_.copy_stream();
-  std::vector<cudaEvent_t> ev(4, nullptr);
+  constexpr int kWakeCopies = 2, kSoloCopies = 4;
+  std::vector<cudaEvent_t> ev(kSoloCopies + 3, nullptr);  // solo: kSoloCopies + 1; both: 2
   for (cudaEvent_t& e : ev) CUDA_CHECK(cudaEventCreate(&e));
   try {
-    constexpr int kSoloCopies = 4;
     constexpr int64_t kJointCopyBytes = 4ll << 30;
     const size_t bytes = std::min<size_t>(store_.expert_bytes(), 3 * matrix_bytes(store_));  // what the scratch holds
     const int total = store_.n_layers() * store_.n_experts();
     const int n_joint = std::clamp(static_cast<int>((kJointCopyBytes + static_cast<int64_t>(bytes) - 1) /
                                                     static_cast<int64_t>(bytes)),
                                    8, std::max(8, total / 2));
-    const std::vector<ExpertKey> copied = both_links_copy_experts(store_.n_layers(), store_.n_experts(), n_joint);
-    auto copy_all = [&](int n) {
-      for (int i = 0; i < n; ++i)
-        CUDA_CHECK(cudaMemcpyAsync(split_scratch_, store_.expert(copied[i].layer, copied[i].expert), bytes,
-                                   cudaMemcpyHostToDevice, cs));
+    const std::vector<ExpertKey> copied =
+        both_links_copy_experts(store_.n_layers(), store_.n_experts(), std::max(n_joint, kWakeCopies + kSoloCopies));
+    auto copy_one = [&](int i) {
+      CUDA_CHECK(cudaMemcpyAsync(split_scratch_, store_.expert(copied[i].layer, copied[i].expert), bytes,
+                                 cudaMemcpyHostToDevice, cs));
     };
-    CUDA_CHECK(cudaEventRecord(ev[0], cs));
-    copy_all(kSoloCopies);
-    CUDA_CHECK(cudaEventRecord(ev[1], cs));
-    CUDA_CHECK(cudaEventSynchronize(ev[1]));
-    solo_copy_gbps_ = static_cast<double>(kSoloCopies * bytes) / static_cast<double>(std::max<int64_t>(1, event_elapsed_ns(ev[0], ev[1])));
-    CUDA_CHECK(cudaEventRecord(ev[2], cs));
-    copy_all(n_joint);
-    CUDA_CHECK(cudaEventRecord(ev[3], cs));
+    for (int i = 0; i < kWakeCopies; ++i) copy_one(i);
+    cudaEvent_t both_start = ev[kSoloCopies + 1], both_end = ev[kSoloCopies + 2];
+    CUDA_CHECK(cudaEventRecord(both_start, cs));
+    for (int i = 0; i < n_joint; ++i) copy_one(i);
+    CUDA_CHECK(cudaEventRecord(both_end, cs));
     HostReadSum host;
     run_on_worker([&] {
-      host = measure_host_kernel_while(store_, isa_, copied, [&] { return cudaEventQuery(ev[3]) == cudaErrorNotReady; });
+      host = measure_host_kernel_while(store_, isa_, copied, [&] { return cudaEventQuery(both_end) == cudaErrorNotReady; });
     });
-    CUDA_CHECK(cudaEventSynchronize(ev[3]));
+    CUDA_CHECK(cudaEventSynchronize(both_end));
     both_copy_gbps_ = static_cast<double>(static_cast<int64_t>(n_joint) * static_cast<int64_t>(bytes)) /
-                      static_cast<double>(std::max<int64_t>(1, event_elapsed_ns(ev[2], ev[3])));
+                      static_cast<double>(std::max<int64_t>(1, event_elapsed_ns(both_start, both_end)));
     both_host_gbps_ = host.gbps();
     both_samples_ = host.samples;
     both_overlapped_ = host.samples > 0;
+    // The solo copies right after the joint ones, the link still busy: after an idle spell
+    // the first copies ran at half the rate (27.7 GB/s, three in a row, on the 16-core
+    // H200 host), which is the link waking, not its rate alone.
+    CUDA_CHECK(cudaEventRecord(ev[0], cs));
+    for (int i = 0; i < kSoloCopies; ++i) {
+      copy_one(kWakeCopies + i);
+      CUDA_CHECK(cudaEventRecord(ev[i + 1], cs));
+    }
+    CUDA_CHECK(cudaEventSynchronize(ev[kSoloCopies]));
+    solo_copy_samples_gbps_.clear();
+    for (int i = 0; i < kSoloCopies; ++i)
+      solo_copy_samples_gbps_.push_back(static_cast<double>(bytes) /
+                                        static_cast<double>(std::max<int64_t>(1, event_elapsed_ns(ev[i], ev[i + 1]))));
+    solo_copy_gbps_ = *std::max_element(solo_copy_samples_gbps_.begin(), solo_copy_samples_gbps_.end());
   } catch (...) {
     for (cudaEvent_t e : ev) cudaEventDestroy(e);
     throw;
@@ -256,15 +276,18 @@ HybridRates HostExperts::rates() const {
   if (joint_ && both_overlapped_) {
     // The joint model: each link's rate alone and both at once, as measured at load (the
     // rates seen in decode mix the two); the fixed cost as measured in the run.
-    r.copy_gbps = solo_copy_gbps_;
-    r.host_gbps = measured_.median_gbps;
+    r.copy_gbps = solo_rate_for_joint(solo_copy_gbps_, both_copy_gbps_);
+    // The host alone: its best cold expert (the bound's rate; decode's cpu mode read 95.5
+    // GB/s where the median at load was 84.6 and the best 98.8: below it, the model saw
+    // almost no slowdown beside copies and copied too much).
+    r.host_gbps = measured_.best_gbps;
     r.joint_copy_gbps = both_copy_gbps_;
     r.joint_host_gbps = both_host_gbps_;
     r.expert_bytes = static_cast<int64_t>(store_.expert_bytes());
     r.host_overhead_ns = overhead_n_ > 0 ? overhead_sum_ns_ / overhead_n_ : 0;
     r.split_units = split_units_;
     r.split_copies = split_copies_;
-    return r;
+    return learn_ ? learned_.apply(r) : r;
   }
   // whole loads and split parts (pitched copies) together: the rate the link gave this run
   const int64_t copy_bytes = s.bytes + split_rate_.bytes(), copy_ns = s.copy_ns + split_rate_.ns();
@@ -279,11 +302,36 @@ HybridRates HostExperts::rates() const {
 }
 
 int HostExperts::plan(int step, int layer, const int32_t* ids, int pairs, int m) {
+  const bool decode = m <= kHostMixMaxGpuPairs;
+  collect_split_copies(false);
+  provider_.collect_counters(false);
+  // The copies that finished since the previous decode layer: beside that layer's host
+  // work if it had any (hybrid_rates=decode learns the joint copy rate from them).
+  const OffloadStats& st = provider_.stats();
+  const int64_t copy_bytes = st.bytes + split_rate_.bytes(), copy_ns = st.copy_ns + split_rate_.ns();
+  if (decode && prev_decode_) {
+    learned_.copies(copy_bytes - seen_copy_bytes_, copy_ns - seen_copy_ns_, prev_host_work_);
+    if (prev_host_work_ && counters_ && copy_ns > seen_copy_ns_)
+      counters_->both_links(layer, copy_bytes - seen_copy_bytes_, copy_ns - seen_copy_ns_, 0, 0);
+  }
+  seen_copy_bytes_ = copy_bytes;
+  seen_copy_ns_ = copy_ns;
+  const int n = plan_layer(step, layer, ids, pairs, m);
+  prev_decode_ = decode;
+  prev_host_work_ = n > 0;
+  return n;
+}
+
+bool HostExperts::copies_in_flight() const {
+  if (provider_.loads_in_flight() > 0) return true;
+  return !split_pending_.empty() && cudaEventQuery(split_pending_.back().end) == cudaErrorNotReady;
+}
+
+int HostExperts::plan_layer(int step, int layer, const int32_t* ids, int pairs, int m) {
   (void)step;
   plan_ = HybridPlan{};
   split_expert_ = -1;
   split_rows_ = 0;
-  collect_split_copies(false);
   std::fill(mask_.begin(), mask_.end(), 0);
   const std::span<const int32_t> id_span(ids, static_cast<size_t>(pairs));
   distinct_misses(provider_.cache(), layer, id_span, misses_);
@@ -384,6 +432,7 @@ void HostExperts::compute(int layer, const uint16_t* x, int m, const int32_t* id
   xf_.resize(static_cast<size_t>(m) * H);
   for (size_t i = 0; i < xf_.size(); ++i) xf_[i] = bf16_to_f32(x[i]);
   int64_t kernel_ns = 0, bytes = 0;
+  const bool copies_at_start = copies_in_flight();
   run_on_worker([&] {
     for (int e = 0; e < store_.n_experts(); ++e) {
       if (!mask_[e]) continue;
@@ -415,6 +464,11 @@ void HostExperts::compute(int layer, const uint16_t* x, int m, const int32_t* id
   });
   last_kernel_ns_ = kernel_ns;
   host_rate_.add(bytes, kernel_ns);
+  if (m <= kHostMixMaxGpuPairs) {
+    const bool copies_at_end = copies_in_flight();
+    learned_.host(bytes, kernel_ns, copies_at_start, copies_at_end);
+    if (copies_at_start && copies_at_end && counters_) counters_->both_links(layer, 0, 0, bytes, kernel_ns);
+  }
   if (counters_) counters_->host_work(layer, bytes, kernel_ns);
 }
 
@@ -437,14 +491,19 @@ std::string HostExperts::describe() const {
                      r.host_gbps, r.copy_gbps, copied ? "" : " (assumed until a copy has finished)",
                      split_units_ > 1
                          ? fmt::format("a miss may split its rows between the links ({} parts of {} rows{}); copies "
-                                       "alone {:.1f} GB/s; both links at once: copies {:.1f} GB/s beside the host "
-                                       "kernel's {:.1f} GB/s ({} experts){}; the split's model: {}",
+                                       "alone {:.1f} GB/s (best of {:.1f}); both links at once: copies {:.1f} GB/s beside the host "
+                                       "kernel's {:.1f} GB/s ({} experts){}; the split's model: {}{}",
                                        split_units_, store_.inter() / split_units_,
                                        split_copies_ ? ", copies too" : ", host experts only", solo_copy_gbps_,
+                                       fmt::join(solo_copy_samples_gbps_, " "),
                                        both_copy_gbps_, both_host_gbps_, both_samples_,
                                        both_overlapped_ ? "" : " (no host expert finished before the copies)",
                                        joint_ && both_overlapped_ ? "joint (MOEBENCH_HYBRID_JOINT=1)"
-                                                                  : "each link alone (MOEBENCH_HYBRID_JOINT=0 or not measured)")
+                                                                  : "each link alone (MOEBENCH_HYBRID_JOINT=0 or not measured)",
+                                       joint_ && both_overlapped_
+                                           ? (learn_ ? ", rates learned in decode (hybrid_rates=decode)"
+                                                     : ", rates from the load (hybrid_rates=load)")
+                                           : "")
                          : std::string("whole experts per link"));
 }
 

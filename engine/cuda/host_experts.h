@@ -24,9 +24,10 @@
 // slot as a dense expert of inter - split_host_rows rows (issue_split_copy), which the
 // GPU computes into split_y(); the MoE layer adds that to the host's partial rows before
 // the combine. The scratch is not cached: the split expert stays a miss. The slot
-// budget gives up split_scratch_bytes() for it (MOEBENCH_HYBRID_SPLIT=0: no split, no
-// scratch, whole experts per link as before; =all: copies may give way to parts too; =half, for tests: every decode layer with
-// a miss splits its last miss in half and copies the others).
+// budget gives up split_scratch_bytes() for it (the setting hybrid_split: all, the default:
+// copies may give way to parts too; host: only host experts give parts to the link; off: no
+// split, no scratch, whole experts per link as before. MOEBENCH_HYBRID_SPLIT, when set, wins: 1, 0, all, or half for tests: every
+// decode layer with a miss splits its last miss in half and copies the others).
 //
 // compute() runs the host's share on a worker thread of its own (named "host experts":
 // its own track in the trace, one range per expert) with the kernels' OpenMP team and
@@ -71,13 +72,15 @@ class HostExperts {
   // Bytes of the split experts' scratch slot for this mode and store (0: no split —
   // not hybrid, not bf16, an intermediate size split_units_for cannot cut, or
   // MOEBENCH_HYBRID_SPLIT=0). Throws Error on a bad MOEBENCH_HYBRID_SPLIT.
-  static uint64_t split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store);
+  // split: the setting hybrid_split (all | host | off; MOEBENCH_HYBRID_SPLIT, when set, wins).
+  static uint64_t split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store, const std::string& split);
 
   // The store must be the pinned tier and outlive this; counters may be null. arena:
   // where the split scratch comes from (split_scratch_bytes of it must be free), or null
   // for no split.
   HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
-              profiler::ExpertCounters* counters, profiler::CpuTrace& trace, DeviceArena* arena = nullptr);
+              profiler::ExpertCounters* counters, profiler::CpuTrace& trace, DeviceArena* arena = nullptr,
+              const std::string& split = "all");
   ~HostExperts();
   HostExperts(const HostExperts&) = delete;
   HostExperts& operator=(const HostExperts&) = delete;
@@ -90,6 +93,10 @@ class HostExperts {
   // Which experts of this forward (ids (pairs), m tokens) the host computes: returns
   // their count; mask() flags them. 0: the forward takes the device path alone.
   int plan(int step, int layer, const int32_t* ids, int pairs, int m);
+  // hybrid_rates=decode: the joint model's rates learned from the decode steps
+  // (DecodeLinkRates, variants/hybrid_split.h) replace the load-time ones as they come in;
+  // false (hybrid_rates=load): the load-time ones throughout.
+  void learn_rates_in_decode(bool on) { learn_ = on; }
   std::span<const char> mask() const { return mask_; }
   // The plan's split expert (flagged in mask() too; the host computes rows
   // [0, split_host_rows()) of it), or -1.
@@ -141,8 +148,17 @@ class HostExperts {
   // read host memory at once (in describe(), the results and the joint model).
   void measure_both_links();
   // With the joint rates measured (and MOEBENCH_HYBRID_JOINT not 0) rates() gives the
-  // joint model: copies alone, the host's median cold rate, both at once.
+  // joint model: copies alone, the host's best cold rate, both at once.
   double both_copy_gbps_ = 0, both_host_gbps_ = 0, solo_copy_gbps_ = 0;
+  std::vector<double> solo_copy_samples_gbps_;  // each solo copy's rate (the best is solo_copy_gbps_)
+  // hybrid_rates=decode
+  bool learn_ = false;
+  DecodeLinkRates learned_;
+  int64_t seen_copy_bytes_ = 0, seen_copy_ns_ = 0;  // the copy totals at the previous plan()
+  bool prev_decode_ = false, prev_host_work_ = false;
+  int plan_layer(int step, int layer, const int32_t* ids, int pairs, int m);
+  // Whether a load or a split copy is still running on the copy stream.
+  bool copies_in_flight() const;
   int both_samples_ = 0;
   bool both_overlapped_ = false, joint_ = false;
   // On the worker: pins thread i of its OpenMP team to the i-th CPU it may run on.
