@@ -1219,7 +1219,7 @@ int default_variant(QuantFormat f, QuantLaunch l) {
   return kDefaultQuantVariant;
 }
 
-// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7), unset
+// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7, 8, 10, 11), unset
 // the launch's default dflt. Any other value is a one-line Error.
 int inner_variant(int var, int dflt) {
   if (var < 0) {
