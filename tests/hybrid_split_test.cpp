@@ -373,9 +373,9 @@ TEST(HybridSplit, SettingsKnobs) {
   s.set("hybrid_rates", "load");
   EXPECT_EQ(s.hybrid_rates, "load");
   EXPECT_THROW(s.set("hybrid_rates", "measured"), Error);
-  EXPECT_EQ(s.hybrid_split, "all");
-  s.set("hybrid_split", "host");
   EXPECT_EQ(s.hybrid_split, "host");
+  s.set("hybrid_split", "all");
+  EXPECT_EQ(s.hybrid_split, "all");
   EXPECT_THROW(s.set("hybrid_split", "half"), Error);  // tests only, through MOEBENCH_HYBRID_SPLIT
   bool listed = false;
   for (auto& d : setting_docs()) listed |= d.key == "expert_exec";

@@ -43,7 +43,7 @@ SplitMode split_mode(const std::string& setting) {
     if (setting == "all") return SplitMode::all;
     if (setting == "host") return SplitMode::model;
     if (setting == "off") return SplitMode::off;
-    fail("setting hybrid_split={}: expected all, host or off", setting);
+    fail("setting hybrid_split={}: expected host, all or off", setting);
   }
   if (v == "1") return SplitMode::model;
   if (v == "0") return SplitMode::off;

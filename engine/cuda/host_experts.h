@@ -24,8 +24,8 @@
 // slot as a dense expert of inter - split_host_rows rows (issue_split_copy), which the
 // GPU computes into split_y(); the MoE layer adds that to the host's partial rows before
 // the combine. The scratch is not cached: the split expert stays a miss. The slot
-// budget gives up split_scratch_bytes() for it (the setting hybrid_split: all, the default:
-// copies may give way to parts too; host: only host experts give parts to the link; off: no
+// budget gives up split_scratch_bytes() for it (the setting hybrid_split: host, the default:
+// only host experts give parts to the link; all: copies may give way to parts too; off: no
 // split, no scratch, whole experts per link as before. MOEBENCH_HYBRID_SPLIT, when set, wins: 1, 0, all, or half for tests: every
 // decode layer with a miss splits its last miss in half and copies the others).
 //
@@ -72,7 +72,7 @@ class HostExperts {
   // Bytes of the split experts' scratch slot for this mode and store (0: no split —
   // not hybrid, not bf16, an intermediate size split_units_for cannot cut, or
   // MOEBENCH_HYBRID_SPLIT=0). Throws Error on a bad MOEBENCH_HYBRID_SPLIT.
-  // split: the setting hybrid_split (all | host | off; MOEBENCH_HYBRID_SPLIT, when set, wins).
+  // split: the setting hybrid_split (host | all | off; MOEBENCH_HYBRID_SPLIT, when set, wins).
   static uint64_t split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store, const std::string& split);
 
   // The store must be the pinned tier and outlive this; counters may be null. arena:
@@ -80,7 +80,7 @@ class HostExperts {
   // for no split.
   HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
               profiler::ExpertCounters* counters, profiler::CpuTrace& trace, DeviceArena* arena = nullptr,
-              const std::string& split = "all");
+              const std::string& split = "host");
   ~HostExperts();
   HostExperts(const HostExperts&) = delete;
   HostExperts& operator=(const HostExperts&) = delete;
