@@ -3,10 +3,11 @@
 // one-block launch (norm_router.cu) and the last block of o_proj with the router after it
 // (o_proj_router.cu) run the same code, so both give the same h, logits and top-k, bit for
 // bit. The gate rows go to registers first (norm_router_gate_rows: warp e's lanes take row
-// e's chunks lane + 32 u, u in order), then norm_router_from_regs loads the token's x and the
-// norm weights at once (each thread its strided elements, rmsnorm_row's order), takes the sum
-// of squares and h from registers (rmsnorm_inv: the same sums), writes h to global and shared
-// memory, and dots the gate rows against h there. .cu only.
+// e's chunks lane + 32 u, u in order), then norm_router_from_regs loads the norm weights and
+// the token's x (norm_row_regs: each thread its strided elements, rmsnorm_row's order), takes
+// the sum of squares and h from registers (rmsnorm_inv: the same sums), writes h to global
+// and shared memory, and dots the gate rows against h there. The many-expert cluster launch
+// (norm_router_cluster.cu) norms through norm_row_regs too. .cu only.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -63,6 +64,48 @@ __device__ __forceinline__ void norm_router_gate_rows(const __nv_bfloat16* __res
     if (u < per) gw[u] = load8_stream(g + 8 * (lane + 32 * u));
 }
 
+// This thread's norm weights: element threadIdx.x + kThreads u for u < per.
+template <int kThreads, int kPer>
+__device__ __forceinline__ void norm_weights_regs(const __nv_bfloat16* __restrict__ norm_w, int per,
+                                                  __nv_bfloat16 (&nw)[kPer]) {
+#pragma unroll
+  for (int u = 0; u < kPer; ++u)
+    if (u < per) nw[u] = norm_w[threadIdx.x + kThreads * u];
+}
+
+// Block-wide: one token's row xi normed from registers. Each thread loads its elements
+// threadIdx.x + kThreads u (u < per = hidden / kThreads: rmsnorm_row's order), takes its sum
+// of squares and 1 / rms by rmsnorm_inv (the same sums), and writes (x * inv) * w rounded to
+// bf16 into s_h and, where hi is given (block-uniform), into hi; no barrier after. nw: the
+// norm weights (norm_weights_regs), loaded when the caller chose (before a programmatic
+// wait, or not). kFresh: x was written by other blocks of the running kernel (loads from L2,
+// past this SM's L1).
+template <int kThreads, bool kFresh, int kPer>
+__device__ __forceinline__ void norm_row_regs(const float* __restrict__ xi, const __nv_bfloat16 (&nw)[kPer], int per,
+                                              int hidden, float eps, __nv_bfloat16* s_h,
+                                              __nv_bfloat16* __restrict__ hi) {
+  float xv[kPer];
+#pragma unroll
+  for (int u = 0; u < kPer; ++u)
+    if (u < per) {
+      const int d = threadIdx.x + kThreads * u;
+      xv[u] = kFresh ? __ldcg(xi + d) : xi[d];
+    }
+  float ss = 0;
+#pragma unroll
+  for (int u = 0; u < kPer; ++u)
+    if (u < per) ss = fmaf(xv[u], xv[u], ss);
+  const float inv = rmsnorm_inv<kThreads>(ss, hidden, eps);
+#pragma unroll
+  for (int u = 0; u < kPer; ++u)
+    if (u < per) {
+      const int d = threadIdx.x + kThreads * u;
+      const __nv_bfloat16 o = __float2bfloat16_rn((xv[u] * inv) * __bfloat162float(nw[u]));
+      s_h[d] = o;
+      if (hi) hi[d] = o;
+    }
+}
+
 // Token i: h, its logits and (ids given) its top-k from the gate rows in gw. kFresh: x was
 // written by other blocks of the running kernel (loads from L2, past this SM's L1).
 template <bool kFresh>
@@ -75,30 +118,10 @@ __device__ __forceinline__ void norm_router_from_regs(const float* __restrict__ 
   __shared__ float s_logits[kNormRouterWarps];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int per = hidden / kNormRouterThreads;
-  const float* xi = x + static_cast<int64_t>(i) * hidden;
-  float xv[kNormRouterRegsPer];
   __nv_bfloat16 wv[kNormRouterRegsPer];
-#pragma unroll
-  for (int u = 0; u < kNormRouterRegsPer; ++u)
-    if (u < per) {
-      const int d = threadIdx.x + kNormRouterThreads * u;
-      xv[u] = kFresh ? __ldcg(xi + d) : xi[d];
-      wv[u] = norm_w[d];
-    }
-  float ss = 0;
-#pragma unroll
-  for (int u = 0; u < kNormRouterRegsPer; ++u)
-    if (u < per) ss = fmaf(xv[u], xv[u], ss);
-  const float inv = rmsnorm_inv<kNormRouterThreads>(ss, hidden, eps);
-  __nv_bfloat16* hi = h + static_cast<int64_t>(i) * hidden;
-#pragma unroll
-  for (int u = 0; u < kNormRouterRegsPer; ++u)
-    if (u < per) {
-      const int d = threadIdx.x + kNormRouterThreads * u;
-      const __nv_bfloat16 o = __float2bfloat16_rn((xv[u] * inv) * __bfloat162float(wv[u]));
-      s_h[d] = o;
-      hi[d] = o;
-    }
+  norm_weights_regs<kNormRouterThreads>(norm_w, per, wv);
+  norm_row_regs<kNormRouterThreads, kFresh>(x + static_cast<int64_t>(i) * hidden, wv, per, hidden, eps, s_h,
+                                            h + static_cast<int64_t>(i) * hidden);
   __syncthreads();
   if (warp < n_experts) {
     float acc = 0;

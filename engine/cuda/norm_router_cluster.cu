@@ -8,6 +8,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/launch_env.h"
+#include "engine/cuda/norm_router_block.cuh"
 #include "engine/cuda/pdl.cuh"
 #include "engine/cuda/rmsnorm_row.cuh"
 #include "engine/cuda/router_topk.cuh"
@@ -53,36 +54,20 @@ __global__ void __launch_bounds__(kThreads)
   const __nv_bfloat16* g1 = rows > 1 ? g0 + hidden : g0;
   bf16x8 w0[kPer], w1[kPer];
   __nv_bfloat16 nw[kPer];
+  if (rows > 0) {
 #pragma unroll
-  for (int u = 0; u < kPer; ++u)
-    if (u < per) {
-      if (rows > 0) {
+    for (int u = 0; u < kPer; ++u)
+      if (u < per) {
         w0[u] = load8_stream(g0 + 8 * (lane + 32 * u));
         w1[u] = load8_stream(g1 + 8 * (lane + 32 * u));
       }
-      nw[u] = norm_w[threadIdx.x + kThreads * u];
-    }
+  }
+  norm_weights_regs<kThreads>(norm_w, per, nw);
   pdl_wait();  // x comes from the previous kernel
   pdl_trigger();
-  const float* xi = x + static_cast<int64_t>(i) * hidden;
-  float xv[kPer];
-#pragma unroll
-  for (int u = 0; u < kPer; ++u)
-    if (u < per) xv[u] = xi[threadIdx.x + kThreads * u];
-  float ss = 0;
-#pragma unroll
-  for (int u = 0; u < kPer; ++u)
-    if (u < per) ss = fmaf(xv[u], xv[u], ss);
-  const float inv = rmsnorm_inv<kThreads>(ss, hidden, eps);
-  __nv_bfloat16* hi = h + static_cast<int64_t>(i) * hidden;
-#pragma unroll
-  for (int u = 0; u < kPer; ++u)
-    if (u < per) {
-      const int d = threadIdx.x + kThreads * u;
-      const __nv_bfloat16 o = __float2bfloat16_rn((xv[u] * inv) * __bfloat162float(nw[u]));
-      s_h[d] = o;
-      if (blockIdx.y == 0) hi[d] = o;
-    }
+  // x: plain loads (the previous kernel wrote it); block 0 writes h out.
+  norm_row_regs<kThreads, false>(x + static_cast<int64_t>(i) * hidden, nw, per, hidden, eps, s_h,
+                                 blockIdx.y == 0 ? h + static_cast<int64_t>(i) * hidden : nullptr);
   __syncthreads();
   float* lead = cluster.map_shared_rank(&s_logits[0], 0);
   float acc0 = 0, acc1 = 0;
