@@ -529,7 +529,7 @@ TEST(CudaFamilyKernels, QkNormInsideRopeKvStoreIsBitIdentical) {
 // experts of 768 rows, top-8), OLMoE's count and rows, a hidden and inter that leave
 // partial blocks and chunks, and an inter of 32 (4 chunks: most lanes own none). Distinct
 // experts in the slots, as a top-k gives them (the fused kernels at one token keep one pair
-// per expert).
+// per expert). The one-launch form (moe_decode_small_one) too, launched twice per shape.
 TEST(CudaFamilyKernels, SmallExpertsBitIdenticalToTheFusedKernels) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
   struct Shape {
@@ -584,6 +584,16 @@ TEST(CudaFamilyKernels, SmallExpertsBitIdenticalToTheFusedKernels) {
       auto* h = arena.alloc_n<__nv_bfloat16>(hn, "h");
       float* out = upload(arena, o);
       cuda::moe_decode_small(xd, idd, wd, d1, d3, d2, h, out, k, E, H, I, nullptr, s);
+      EXPECT_EQ(want_h, download(reinterpret_cast<const uint16_t*>(h), hn)) << "h";
+      const auto got = download(out, o.size());
+      EXPECT_EQ(0, std::memcmp(got.data(), want_out.data(), got.size() * sizeof(float))) << "out";
+    }
+    // The one-launch form, twice: its per-slot counters and tickets must be back at zero.
+    for (int rep = 0; rep < 2; ++rep) {
+      SCOPED_TRACE("one launch, run " + std::to_string(rep + 1));
+      auto* h = arena.alloc_n<__nv_bfloat16>(hn, "h one");
+      float* out = upload(arena, o);
+      cuda::moe_decode_small_one(xd, idd, wd, d1, d3, d2, h, out, k, E, H, I, nullptr);
       EXPECT_EQ(want_h, download(reinterpret_cast<const uint16_t*>(h), hn)) << "h";
       const auto got = download(out, o.size());
       EXPECT_EQ(0, std::memcmp(got.data(), want_out.data(), got.size() * sizeof(float))) << "out";

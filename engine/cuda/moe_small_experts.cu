@@ -5,6 +5,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/moe_small_rows.cuh"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/pdl.cuh"
@@ -12,7 +13,6 @@
 namespace moebench::cuda {
 
 namespace {
-using detail::silu;
 constexpr int kMinExperts = 32;   // below, the fused kernels' blocks per expert are long enough
 constexpr int kMaxExperts = 256;  // the expert table in shared memory: 2 x 2 KiB
 constexpr int kMaxSlots = 8;
@@ -20,8 +20,8 @@ constexpr int kMaxRowsPerWarp = 4;
 
 // Warp w of the grid takes rows [R w, R w + R) of the flat list of the k slots' inter rows
 // (inter % R == 0: one slot per warp) and writes h[slot][row] = silu(w1 x) * (w3 x) in
-// bf16: moe_gate_up_kernel's warp at one token (gemv_dot over 2R rows, U deep, the same
-// lane order), without its bookkeeping (at one token pair j is slot j).
+// bf16: moe_gate_up_kernel's warp at one token (small_rows::gate_up_warp), without its
+// bookkeeping (at one token pair j is slot j).
 template <int R, int U, int W>
 __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __restrict__ x,
                                                                const int32_t* __restrict__ ids,
@@ -44,28 +44,13 @@ __global__ void __launch_bounds__(W * 32) small_gate_up_kernel(const bf16* __res
   const int e = active ? ids[slot] : 0;
   __syncthreads();  // the table
   if (!active) return;
-  const int row0 = flat - slot * N;
-  const bf16* wr[2 * R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    wr[r] = s_w1[e] + static_cast<int64_t>(row0 + r) * K;
-    wr[R + r] = s_w3[e] + static_cast<int64_t>(row0 + r) * K;
-  }
-  const bf16* xr[1] = {x};
-  float acc[2 * R][1];
-  detail::gemv_dot<2 * R, 1, U>(wr, xr, 1, K / 8, lane, acc);
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float g = warp_sum(acc[r][0]), u = warp_sum(acc[R + r][0]);
-    if (lane == 0) h[static_cast<int64_t>(slot) * N + row0 + r] = __float2bfloat16_rn(silu(g) * u);
-  }
+  small_rows::gate_up_warp<R, U>(x, s_w1[e], s_w3[e], h, slot, flat - slot * N, K, N, lane);
 }
 
-// A warp per output row: for the slots in groups of G (G rows of w2 in flight, U chunks
-// deep), each slot's dot with h[slot] in gemv_warp's lane order (chunks c = lane, lane +
-// 32, ... ascending, acc += dot8), warp_sum, then total = fmaf(weight, dot, total) in slot
-// order and out = out + total: moe_down_grouped_kernel's bits. The first iteration's
-// weight loads are issued before the wait on gate/up (they read no h).
+// A warp per output row (small_rows::down_row: G slots' rows of w2 in flight, U chunks
+// deep, the routing-weighted sum in slot order), then out = out + total:
+// moe_down_grouped_kernel's bits. The first group's weight loads are issued before the
+// wait on gate/up (they read no h).
 template <int G, int U, int W>
 __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restrict__ h,
                                                             const int32_t* __restrict__ ids,
@@ -85,54 +70,105 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
   const int row = blockIdx.x * W + warp;
   if (row >= N) return;
   const float old = lane == 0 ? out[row] : 0.0f;
-  const int K8 = K / 8;
   bool waited = false;
-  if (lane >= K8) {  // no chunk of its own (K < 256): waits here, not in the loop
-    pdl_wait();
-    pdl_trigger();
-    waited = true;
-  }
-  float total = 0;
-  for (int j0 = 0; j0 < k; j0 += G) {
-    float acc[G];
-#pragma unroll
-    for (int g = 0; g < G; ++g) acc[g] = 0;
-    for (int c0 = lane; c0 < K8; c0 += 32 * U) {
-      bf16x8 wv[U][G];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + 32 * u;
-#pragma unroll
-        for (int g = 0; g < G; ++g)
-          if (c < K8 && j0 + g < k)
-            wv[u][g] = load8_stream(s_w2[j0 + g] + static_cast<int64_t>(row) * K + 8 * static_cast<int64_t>(c));
-      }
-      if (!waited) {  // h comes from gate/up
-        pdl_wait();
-        pdl_trigger();
-        waited = true;
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int c = c0 + 32 * u;
-        if (c >= K8) break;
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-          if (j0 + g >= k) break;
-          float wf[8], xf[8];
-          to_float8(wv[u][g], wf);
-          to_float8(load8(h + static_cast<int64_t>(j0 + g) * K + 8 * c), xf);
-          acc[g] += dot8(wf, xf);
-        }
-      }
+  auto wait_once = [&](int, int) {  // h comes from gate/up
+    if (!waited) {
+      pdl_wait();
+      pdl_trigger();
+      waited = true;
     }
-#pragma unroll
-    for (int g = 0; g < G; ++g) {
-      if (j0 + g >= k) break;
-      total = fmaf(s_wt[j0 + g], warp_sum(acc[g]), total);
-    }
-  }
+  };
+  if (lane >= K / 8) wait_once(0, 0);  // no chunk of its own (K < 256): waits here, not in the loop
+  const float total = small_rows::down_row<G, U, false>(h, s_w2, s_wt, row, k, K, lane, wait_once);
   if (lane == 0) out[row] = old + total;
+}
+
+// The one-launch form: rows done per slot (gate/up warps add R each), the ticket (a
+// block's tile in the order blocks start) and the blocks out; zero between launches.
+__device__ unsigned int g_small_one[kMaxSlots + 2];
+
+__device__ __forceinline__ unsigned ld_acquire_u32(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+
+// gate/up and down in one launch. Each block takes a ticket as it starts: tickets below
+// gu_tiles are small_gate_up_kernel's blocks, the rest small_down_kernel's. A gate/up warp
+// counts its R rows done on its slot's counter (after a fence); a down warp, after issuing
+// a group's first w2 loads, waits until that group's slots have all N rows, so its first
+// slots' dot products overlap the last slots' gate/up and no kernel boundary separates the
+// two. A down tile waits only on tiles with smaller tickets, which run already: no
+// deadlock whatever the grid's residency. The same per-warp bodies as the two launches:
+// the same bits.
+template <int R, int U, int G, int UD, int W>
+__global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restrict__ x,
+                                                           const int32_t* __restrict__ ids,
+                                                           const float* __restrict__ weights,
+                                                           const bf16* const* __restrict__ w1s,
+                                                           const bf16* const* __restrict__ w3s,
+                                                           const bf16* const* __restrict__ w2s, bf16* h,
+                                                           float* __restrict__ out, int k, int hidden, int inter,
+                                                           int n_experts, unsigned gu_tiles) {
+  __shared__ const bf16* s_w1[kMaxExperts];
+  __shared__ const bf16* s_w3[kMaxExperts];
+  __shared__ const bf16* s_w2[kMaxSlots];
+  __shared__ float s_wt[kMaxSlots];
+  __shared__ unsigned s_tile;
+  unsigned* done = g_small_one;
+  if (threadIdx.x == 0) s_tile = atomicAdd(&g_small_one[kMaxSlots], 1u);
+  __syncthreads();
+  const unsigned tile = s_tile;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  if (tile < gu_tiles) {
+    for (int t = threadIdx.x; t < n_experts; t += W * 32) {  // the table: written before the router began
+      s_w1[t] = w1s[t];
+      s_w3[t] = w3s[t];
+    }
+    const int flat = (static_cast<int>(tile) * W + warp) * R;
+    const bool active = flat < k * inter;
+    pdl_wait();  // ids and x come from the router
+    pdl_trigger();
+    const int slot = active ? flat / inter : 0;
+    const int e = active ? ids[slot] : 0;
+    __syncthreads();  // the table
+    if (active) {
+      small_rows::gate_up_warp<R, U>(x, s_w1[e], s_w3[e], h, slot, flat - slot * inter, hidden, inter, lane);
+      if (lane == 0) {
+        __threadfence();
+        atomicAdd(&done[slot], static_cast<unsigned>(R));
+      }
+    }
+  } else {
+    pdl_wait();  // ids, weights and out come from the router and before
+    pdl_trigger();
+    if (threadIdx.x < k) {
+      s_w2[threadIdx.x] = w2s[ids[threadIdx.x]];
+      s_wt[threadIdx.x] = weights[threadIdx.x];
+    }
+    __syncthreads();
+    const int row = static_cast<int>(tile - gu_tiles) * W + warp;
+    if (row < hidden) {
+      const float old = lane == 0 ? out[row] : 0.0f;
+      auto slots_done = [&](int j0, int count) {
+        for (int g = 0; g < count; ++g)
+          while (ld_acquire_u32(&done[j0 + g]) < static_cast<unsigned>(inter)) {
+          }
+      };
+      const float total = small_rows::down_row<G, UD, true>(h, s_w2, s_wt, row, k, inter, lane, slots_done);
+      if (lane == 0) out[row] = old + total;
+    }
+  }
+  // The last block out zeroes the counters: every block has its ticket and has read the
+  // slot counters for the last time.
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    if (atomicAdd(&g_small_one[kMaxSlots + 1], 1u) == gridDim.x - 1) {
+      for (int j = 0; j < kMaxSlots + 2; ++j) g_small_one[j] = 0;
+      __threadfence();
+    }
+  }
 }
 
 struct GateUpShape {
@@ -226,9 +262,34 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
   CUDA_CHECK_LAUNCH("small_down_kernel");
 }
 
+bool small_one_launch_enabled() {
+  static const bool on = env_choice("MOEBENCH_SMALL_ONE_LAUNCH", {0, 1}, 0) == 1;
+  return on;
+}
+
+void moe_decode_small_one(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
+                          const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int k, int n_experts,
+                          int hidden, int inter, cudaStream_t stream) {
+  MB_NVTX_RANGE("moe_decode_small_one");
+  if (!small_experts_supported(1, k, n_experts, hidden, inter) || !aligned16(x) || !aligned16(h))
+    fail_msg(msg("cuda::moe_decode_small_one: top-", k, " of ", n_experts, " experts, hidden ", hidden, ", inter ",
+                 inter, " not supported (k <= 8, ", kMinExperts, "..", kMaxExperts,
+                 " experts, hidden % 8 == 0, inter % 8 == 0, 16-byte aligned x and h)"));
+  constexpr int R = 4, U = 2, G = 4, UD = 4, W = 8;  // the default shapes of the two launches
+  const unsigned gu_tiles = static_cast<unsigned>(ceil_div(k * inter, W * R));
+  const unsigned down_tiles = static_cast<unsigned>(ceil_div(hidden, W));
+  launch_pdl(small_one_kernel<R, U, G, UD, W>, dim3(gu_tiles + down_tiles), dim3(W * 32), 0, stream, x, ids, weights,
+             w1s, w3s, w2s, h, out, k, hidden, inter, n_experts, gu_tiles);
+  CUDA_CHECK_LAUNCH("small_one_kernel");
+}
+
 void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int k, int n_experts,
                       int hidden, int inter, cudaStream_t stream) {
+  if (small_one_launch_enabled()) {
+    moe_decode_small_one(x, ids, weights, w1s, w3s, w2s, h, out, k, n_experts, hidden, inter, stream);
+    return;
+  }
   moe_decode_small(x, ids, weights, w1s, w3s, w2s, h, out, k, n_experts, hidden, inter, stream,
                    small_expert_shape_from_env());
 }

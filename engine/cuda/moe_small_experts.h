@@ -49,7 +49,18 @@ void moe_decode_small(const __nv_bfloat16* x, const int32_t* ids, const float* w
                       const __nv_bfloat16* const* w1s, const __nv_bfloat16* const* w3s,
                       const __nv_bfloat16* const* w2s, __nv_bfloat16* h, float* out, int k, int n_experts, int hidden,
                       int inter, cudaStream_t stream, SmallExpertShape shape);
-// The same with the environment's shape.
+// The same in one launch (the default shapes of both halves): each block takes its tile as
+// it starts (gate/up tiles first), gate/up warps count their rows done per slot, and a down
+// warp waits only for the slots of its group of G, after issuing that group's first w2
+// loads, instead of for the whole gate/up launch. The same bits as the two launches.
+void moe_decode_small_one(const __nv_bfloat16* x, const int32_t* ids, const float* weights,
+                          const __nv_bfloat16* const* w1s, const __nv_bfloat16* const* w3s,
+                          const __nv_bfloat16* const* w2s, __nv_bfloat16* h, float* out, int k, int n_experts,
+                          int hidden, int inter, cudaStream_t stream);
+// MOEBENCH_SMALL_ONE_LAUNCH=1: the model's moe_decode_small (the environment's overload
+// below) runs moe_decode_small_one; 0 or unset: the two launches.
+bool small_one_launch_enabled();
+// The same with the environment's shape (or in one launch where small_one_launch_enabled).
 void moe_decode_small(const __nv_bfloat16* x, const int32_t* ids, const float* weights,
                       const __nv_bfloat16* const* w1s, const __nv_bfloat16* const* w3s,
                       const __nv_bfloat16* const* w2s, __nv_bfloat16* h, float* out, int k, int n_experts, int hidden,
