@@ -83,9 +83,12 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
   if (lane == 0) out[row] = old + total;
 }
 
-// The one-launch form: rows done per slot (gate/up warps add R each), the ticket (a
-// block's tile in the order blocks start) and the blocks out; zero between launches.
-__device__ unsigned int g_small_one[kMaxSlots + 2];
+// The one-launch form's counters, each in its own 128-byte line (index j * kLine): rows done
+// per slot (gate/up warps add R each), the ticket (a block's tile in the order blocks start)
+// and the blocks out; zero between launches.
+constexpr int kLine = 32;
+constexpr int kTicket = kMaxSlots, kOut = kMaxSlots + 1;
+__device__ unsigned int g_small_one[(kMaxSlots + 2) * kLine];
 
 __device__ __forceinline__ unsigned ld_acquire_u32(const unsigned* p) {
   unsigned v;
@@ -101,7 +104,7 @@ __device__ __forceinline__ unsigned ld_acquire_u32(const unsigned* p) {
 // two. A down tile waits only on tiles with smaller tickets, which run already: no
 // deadlock whatever the grid's residency. The same per-warp bodies as the two launches:
 // the same bits.
-template <int R, int U, int G, int UD, int W>
+template <int R, int U, int G, int UD, int W, int kSleepNs>
 __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restrict__ x,
                                                            const int32_t* __restrict__ ids,
                                                            const float* __restrict__ weights,
@@ -115,8 +118,7 @@ __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restric
   __shared__ const bf16* s_w2[kMaxSlots];
   __shared__ float s_wt[kMaxSlots];
   __shared__ unsigned s_tile;
-  unsigned* done = g_small_one;
-  if (threadIdx.x == 0) s_tile = atomicAdd(&g_small_one[kMaxSlots], 1u);
+  if (threadIdx.x == 0) s_tile = atomicAdd(&g_small_one[kTicket * kLine], 1u);
   __syncthreads();
   const unsigned tile = s_tile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -136,7 +138,7 @@ __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restric
       small_rows::gate_up_warp<R, U>(x, s_w1[e], s_w3[e], h, slot, flat - slot * inter, hidden, inter, lane);
       if (lane == 0) {
         __threadfence();
-        atomicAdd(&done[slot], static_cast<unsigned>(R));
+        atomicAdd(&g_small_one[slot * kLine], static_cast<unsigned>(R));
       }
     }
   } else {
@@ -152,8 +154,8 @@ __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restric
       const float old = lane == 0 ? out[row] : 0.0f;
       auto slots_done = [&](int j0, int count) {
         for (int g = 0; g < count; ++g)
-          while (ld_acquire_u32(&done[j0 + g]) < static_cast<unsigned>(inter)) {
-          }
+          while (ld_acquire_u32(&g_small_one[(j0 + g) * kLine]) < static_cast<unsigned>(inter))
+            if (kSleepNs > 0) __nanosleep(kSleepNs);
       };
       const float total = small_rows::down_row<G, UD, true>(h, s_w2, s_wt, row, k, inter, lane, slots_done);
       if (lane == 0) out[row] = old + total;
@@ -164,8 +166,8 @@ __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restric
   __syncthreads();
   if (threadIdx.x == 0) {
     __threadfence();
-    if (atomicAdd(&g_small_one[kMaxSlots + 1], 1u) == gridDim.x - 1) {
-      for (int j = 0; j < kMaxSlots + 2; ++j) g_small_one[j] = 0;
+    if (atomicAdd(&g_small_one[kOut * kLine], 1u) == gridDim.x - 1) {
+      for (int j = 0; j < kMaxSlots + 2; ++j) g_small_one[j * kLine] = 0;
       __threadfence();
     }
   }
@@ -262,10 +264,14 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
   CUDA_CHECK_LAUNCH("small_down_kernel");
 }
 
-bool small_one_launch_enabled() {
-  static const bool on = env_choice("MOEBENCH_SMALL_ONE_LAUNCH", {0, 1}, 0) == 1;
-  return on;
+namespace {
+int small_one_mode() {
+  static const int mode = env_choice("MOEBENCH_SMALL_ONE_LAUNCH", {0, 1, 2}, 0);
+  return mode;
 }
+}  // namespace
+
+bool small_one_launch_enabled() { return small_one_mode() != 0; }
 
 void moe_decode_small_one(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                           const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int k, int n_experts,
@@ -278,8 +284,10 @@ void moe_decode_small_one(const bf16* x, const int32_t* ids, const float* weight
   constexpr int R = 4, U = 2, G = 4, UD = 4, W = 8;  // the default shapes of the two launches
   const unsigned gu_tiles = static_cast<unsigned>(ceil_div(k * inter, W * R));
   const unsigned down_tiles = static_cast<unsigned>(ceil_div(hidden, W));
-  launch_pdl(small_one_kernel<R, U, G, UD, W>, dim3(gu_tiles + down_tiles), dim3(W * 32), 0, stream, x, ids, weights,
-             w1s, w3s, w2s, h, out, k, hidden, inter, n_experts, gu_tiles);
+  // Spinning on the slot counters, or (MOEBENCH_SMALL_ONE_LAUNCH=2) polling every 200 ns.
+  launch_pdl(small_one_mode() == 2 ? small_one_kernel<R, U, G, UD, W, 200> : small_one_kernel<R, U, G, UD, W, 0>,
+             dim3(gu_tiles + down_tiles), dim3(W * 32), 0, stream, x, ids, weights, w1s, w3s, w2s, h, out, k, hidden,
+             inter, n_experts, gu_tiles);
   CUDA_CHECK_LAUNCH("small_one_kernel");
 }
 
