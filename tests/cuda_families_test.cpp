@@ -421,55 +421,74 @@ TEST(CudaFamilyKernels, NormRouterWideMatchesItsHostReference) {
 // wide launch (MOEBENCH_NORM_ROUTER_CLUSTER=0): h, the logits, ids and weights bit for
 // bit, renormalised and not, for Qwen3-30B-A3B's and OLMoE's shapes, several tokens,
 // expert counts that leave a block's rows partly empty and a hidden below 2048; launched
-// twice (a logits-only launch between) it gives the same bytes.
+// twice (a logits-only launch between) it gives the same bytes. Both ways of taking the
+// top-k (one warp's rounds, or by rank with the whole block: MOEBENCH_ROUTER_TOPK_RANK), and
+// a gate of repeated rows (exactly tied logits: the lower index first).
 TEST(CudaFamilyKernels, NormRouterClusterBitIdenticalToTheWideLaunch) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
   const ClusterRouterSetting wide(false);  // norm_router: the wide launch, the reference
+  const bool rank_was = cuda::router_topk_by_rank_enabled();
   struct Shape {
-    int n, hidden, experts, k;
+    int n, hidden, experts, k, distinct;  // distinct > 0: gate row e repeats row e % distinct
   };
   std::mt19937 rng(41);
   std::normal_distribution<float> nd(0.0f, 1.0f);
-  for (const Shape sh : {Shape{1, 2048, 128, 8}, Shape{8, 2048, 128, 8}, Shape{1, 2048, 64, 8}, Shape{3, 1024, 96, 8},
-                         Shape{2, 256, 33, 4}, Shape{4, 2048, 65, 1}, Shape{5, 1792, 120, 6}}) {
-    SCOPED_TRACE("n " + std::to_string(sh.n) + " hidden " + std::to_string(sh.hidden) + " experts " +
-                 std::to_string(sh.experts) + " k " + std::to_string(sh.k));
-    const int n = sh.n, H = sh.hidden, E = sh.experts, k = sh.k;
-    cuda::DeviceArena arena(64ull << 20, "norm_router cluster test");
-    const NormRouterCase c = norm_router_case(rng, nd, n, H, E, arena);
-    const float* xd = c.xd;
-    const __nv_bfloat16 *nwd = c.nwd, *gd = c.gd;
-    const size_t hn = static_cast<size_t>(n) * H, ln = static_cast<size_t>(n) * E, kn = static_cast<size_t>(n) * k;
-    auto* h1 = arena.alloc_n<__nv_bfloat16>(hn, "h wide");
-    auto* h2 = arena.alloc_n<__nv_bfloat16>(hn, "h cluster");
-    float* l1 = arena.alloc_n<float>(ln, "logits wide");
-    float* l2 = arena.alloc_n<float>(ln, "logits cluster");
-    int32_t* i1 = arena.alloc_n<int32_t>(kn, "ids wide");
-    int32_t* i2 = arena.alloc_n<int32_t>(kn, "ids cluster");
-    float* w1 = arena.alloc_n<float>(kn, "weights wide");
-    float* w2 = arena.alloc_n<float>(kn, "weights cluster");
-    ASSERT_TRUE(cuda::norm_router_wide_supported(n, H, E, k, gd, h1));
-    ASSERT_TRUE(cuda::norm_router_cluster_supported(n, H, E, k, gd, h2));
-    for (const bool renorm : {true, false}) {
-      SCOPED_TRACE(renorm ? "renormalised" : "softmax weights");
-      cuda::norm_router(xd, nwd, 1e-5f, gd, h1, l1, i1, w1, n, H, E, k, nullptr, renorm);
-      const auto want_h = download(reinterpret_cast<const uint16_t*>(h1), hn);
-      const auto want_l = download(l1, ln);
-      const auto want_i = download(i1, kn);
-      const auto want_w = download(w1, kn);
-      for (int rep = 0; rep < 2; ++rep) {
-        SCOPED_TRACE("launch " + std::to_string(rep + 1));
-        if (rep == 1) cuda::norm_router_cluster(xd, nwd, 1e-5f, gd, h2, l2, nullptr, nullptr, n, H, E, k, nullptr, renorm);
-        cuda::norm_router_cluster(xd, nwd, 1e-5f, gd, h2, l2, i2, w2, n, H, E, k, nullptr, renorm);
-        EXPECT_EQ(want_h, download(reinterpret_cast<const uint16_t*>(h2), hn)) << "h";
-        const auto got_l = download(l2, ln);
-        EXPECT_EQ(0, std::memcmp(got_l.data(), want_l.data(), ln * sizeof(float))) << "logits";
-        EXPECT_EQ(want_i, download(i2, kn)) << "ids";
-        const auto got_w = download(w2, kn);
-        EXPECT_EQ(0, std::memcmp(got_w.data(), want_w.data(), kn * sizeof(float))) << "weights";
+  for (const Shape sh : {Shape{1, 2048, 128, 8, 0}, Shape{8, 2048, 128, 8, 0}, Shape{1, 2048, 64, 8, 0},
+                         Shape{3, 1024, 96, 8, 0}, Shape{2, 256, 33, 4, 0}, Shape{4, 2048, 65, 1, 0},
+                         Shape{5, 1792, 120, 6, 0}, Shape{2, 2048, 128, 8, 16}, Shape{3, 512, 64, 8, 5}})
+    for (const bool by_rank : {false, true}) {
+      cuda::set_router_topk_by_rank(by_rank);
+      SCOPED_TRACE("n " + std::to_string(sh.n) + " hidden " + std::to_string(sh.hidden) + " experts " +
+                   std::to_string(sh.experts) + " k " + std::to_string(sh.k) + " distinct rows " +
+                   std::to_string(sh.distinct) + (by_rank ? ", top-k by rank" : ", top-k by rounds"));
+      const int n = sh.n, H = sh.hidden, E = sh.experts, k = sh.k;
+      cuda::DeviceArena arena(64ull << 20, "norm_router cluster test");
+      NormRouterCase c = norm_router_case(rng, nd, n, H, E, arena);
+      if (sh.distinct > 0) {
+        for (int e = sh.distinct; e < E; ++e)
+          std::copy_n(c.gate.begin() + static_cast<ptrdiff_t>(e % sh.distinct) * H, H,
+                      c.gate.begin() + static_cast<ptrdiff_t>(e) * H);
+        c.gd = reinterpret_cast<const __nv_bfloat16*>(upload(arena, c.gate));
+      }
+      const float* xd = c.xd;
+      const __nv_bfloat16 *nwd = c.nwd, *gd = c.gd;
+      const size_t hn = static_cast<size_t>(n) * H, ln = static_cast<size_t>(n) * E, kn = static_cast<size_t>(n) * k;
+      auto* h1 = arena.alloc_n<__nv_bfloat16>(hn, "h wide");
+      auto* h2 = arena.alloc_n<__nv_bfloat16>(hn, "h cluster");
+      float* l1 = arena.alloc_n<float>(ln, "logits wide");
+      float* l2 = arena.alloc_n<float>(ln, "logits cluster");
+      int32_t* i1 = arena.alloc_n<int32_t>(kn, "ids wide");
+      int32_t* i2 = arena.alloc_n<int32_t>(kn, "ids cluster");
+      float* w1 = arena.alloc_n<float>(kn, "weights wide");
+      float* w2 = arena.alloc_n<float>(kn, "weights cluster");
+      ASSERT_TRUE(cuda::norm_router_wide_supported(n, H, E, k, gd, h1));
+      ASSERT_TRUE(cuda::norm_router_cluster_supported(n, H, E, k, gd, h2));
+      for (const bool renorm : {true, false}) {
+        SCOPED_TRACE(renorm ? "renormalised" : "softmax weights");
+        cuda::norm_router(xd, nwd, 1e-5f, gd, h1, l1, i1, w1, n, H, E, k, nullptr, renorm);
+        const auto want_h = download(reinterpret_cast<const uint16_t*>(h1), hn);
+        const auto want_l = download(l1, ln);
+        const auto want_i = download(i1, kn);
+        const auto want_w = download(w1, kn);
+        for (int rep = 0; rep < 2; ++rep) {
+          SCOPED_TRACE("launch " + std::to_string(rep + 1));
+          if (rep == 1)
+            cuda::norm_router_cluster(xd, nwd, 1e-5f, gd, h2, l2, nullptr, nullptr, n, H, E, k, nullptr, renorm);
+          cuda::norm_router_cluster(xd, nwd, 1e-5f, gd, h2, l2, i2, w2, n, H, E, k, nullptr, renorm);
+          EXPECT_EQ(want_h, download(reinterpret_cast<const uint16_t*>(h2), hn)) << "h";
+          const auto got_l = download(l2, ln);
+          EXPECT_EQ(0, std::memcmp(got_l.data(), want_l.data(), ln * sizeof(float))) << "logits";
+          EXPECT_EQ(want_i, download(i2, kn)) << "ids";
+          const auto got_w = download(w2, kn);
+          EXPECT_EQ(0, std::memcmp(got_w.data(), want_w.data(), kn * sizeof(float))) << "weights";
+        }
+        if (sh.distinct > 0 && renorm) {  // the ties are there: the k chosen share one logit
+          const auto l = download(l2, ln);
+          EXPECT_EQ(l[want_i[0]], l[want_i[1]]) << "no tie among the first two chosen";
+        }
       }
     }
-  }
+  cuda::set_router_topk_by_rank(rank_was);
   EXPECT_FALSE(cuda::norm_router_cluster_supported(1, 2048, 129, 8, nullptr, nullptr));  // > 8 blocks
   EXPECT_FALSE(cuda::norm_router_cluster_supported(1, 2304, 128, 8, nullptr, nullptr));  // x beyond registers
   EXPECT_FALSE(cuda::norm_router_cluster_supported(1, 2040, 128, 8, nullptr, nullptr));  // not a multiple of 256

@@ -28,6 +28,50 @@ constexpr int kMaxExperts = kRows * kMaxBlocks;
 constexpr int kPer = 8;  // x elements per thread and gate chunks per lane: hidden <= 2048
 constexpr int kMaxHidden = kThreads * kPer;
 
+// Block-wide (every thread): the softmax top-k of one token's logits li, the same ids and
+// weights as router_topk_warp. Warp 0 takes the softmax (router_softmax_warp: the same
+// probabilities); then each expert's thread counts the experts ahead of it (a higher
+// probability, or the same at a lower index: the order in which router_topk_warp's rounds
+// take them) and, with fewer than k ahead, puts itself at that place; thread 0 writes the k
+// out and sums their weights in place order, as the rounds do. One pass of comparisons side
+// by side instead of k dependent rounds of warp reductions.
+__device__ __forceinline__ void topk_by_rank(const float* li, int n_experts, int k, int32_t* __restrict__ ids_i,
+                                             float* __restrict__ w_i, bool renormalise) {
+  __shared__ float s_p[kMaxExperts];
+  __shared__ int s_id[8];
+  __shared__ float s_w[8];
+  if (threadIdx.x < 32) {
+    float v[kRouterMaxPerLane];
+    router_softmax_warp(li, n_experts, v);
+#pragma unroll
+    for (int c = 0; c < kRouterMaxPerLane; ++c)
+      if (threadIdx.x + 32 * c < n_experts) s_p[threadIdx.x + 32 * c] = v[c];
+  }
+  __syncthreads();
+  for (int e = threadIdx.x; e < n_experts; e += kThreads) {
+    const float pe = s_p[e];
+    int ahead = 0;
+#pragma unroll 4
+    for (int o = 0; o < n_experts; ++o) {
+      const float po = s_p[o];
+      ahead += (po > pe || (po == pe && o < e)) ? 1 : 0;
+    }
+    if (ahead < k) {
+      s_id[ahead] = e;
+      s_w[ahead] = pe;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float wsum = 0;
+    for (int j = 0; j < k; ++j) {
+      ids_i[j] = s_id[j];
+      wsum += s_w[j];
+    }
+    for (int j = 0; j < k; ++j) w_i[j] = renormalise ? s_w[j] / wsum : s_w[j];
+  }
+}
+
 // Grid (n, ceil(n_experts / kRows)), clusters (1, gridDim.y): one cluster per token. Warp
 // w of block y takes expert rows 16 y + 2 w and + 1 with both rows' chunks (lane + 32 u,
 // u in order: the wide launch's single iteration at hidden <= 2048) and the norm weights
@@ -39,7 +83,7 @@ __global__ void __launch_bounds__(kThreads)
     norm_router_cluster_kernel(const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
                                const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ h,
                                float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights,
-                               int hidden, int n_experts, int k, bool renormalise) {
+                               int hidden, int n_experts, int k, bool renormalise, bool by_rank) {
   __shared__ __align__(16) __nv_bfloat16 s_h[kMaxHidden];
   __shared__ float s_logits[kMaxExperts];  // block 0's: the token's every logit
   cg::cluster_group cluster = cg::this_cluster();
@@ -94,7 +138,11 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   cluster.sync();  // every block's logits in block 0's shared memory; no block leaves before
-  if (ids && cluster.block_rank() == 0 && threadIdx.x < 32)
+  if (!ids || cluster.block_rank() != 0) return;  // block-uniform
+  if (by_rank)
+    topk_by_rank(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
+                 renormalise);
+  else if (threadIdx.x < 32)
     router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
                      renormalise);
 }
@@ -121,6 +169,21 @@ bool norm_router_cluster_enabled() {
 
 void set_norm_router_cluster(bool on) { g_cluster.store(on ? 1 : 0, std::memory_order_relaxed); }
 
+namespace {
+std::atomic<int> g_rank{-1};  // -1: from the environment on first use
+}  // namespace
+
+bool router_topk_by_rank_enabled() {
+  int on = g_rank.load(std::memory_order_relaxed);
+  if (on < 0) {
+    on = env_choice("MOEBENCH_ROUTER_TOPK_RANK", {0, 1}, 0);
+    g_rank.store(on, std::memory_order_relaxed);
+  }
+  return on == 1;
+}
+
+void set_router_topk_by_rank(bool on) { g_rank.store(on ? 1 : 0, std::memory_order_relaxed); }
+
 void norm_router_cluster(const float* x, const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate,
                          __nv_bfloat16* h, float* logits, int32_t* ids, float* weights, int n, int hidden,
                          int n_experts, int k, cudaStream_t stream, bool renormalise) {
@@ -145,7 +208,7 @@ void norm_router_cluster(const float* x, const __nv_bfloat16* norm_w, float eps,
   cfg.attrs = attr;
   cfg.numAttrs = pdl_enabled(stream) ? 2 : 1;
   CUDA_CHECK(cudaLaunchKernelEx(&cfg, norm_router_cluster_kernel, x, norm_w, eps, gate, h, logits, ids, weights, hidden,
-                                n_experts, k, renormalise));
+                                n_experts, k, renormalise, router_topk_by_rank_enabled()));
   CUDA_CHECK_LAUNCH("norm_router_cluster_kernel");
 }
 

@@ -29,6 +29,13 @@ bool norm_router_cluster_enabled();
 // Sets for the process what norm_router() takes (tests run both launches in one process).
 void set_norm_router_cluster(bool on);
 
+// Whether the cluster launch takes its top-k with the whole first block (each expert's
+// thread counts the experts ahead of it) instead of one warp's k rounds of argmax: the same
+// ids and weights. MOEBENCH_ROUTER_TOPK_RANK=1 (0 or unset: the warp's rounds).
+bool router_topk_by_rank_enabled();
+// Sets it for the process (tests run both in one process).
+void set_router_topk_by_rank(bool on);
+
 // norm_router's arguments and results (norm_router.h).
 void norm_router_cluster(const float* x, const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate,
                          __nv_bfloat16* h, float* logits, int32_t* ids, float* weights, int n, int hidden,

@@ -2,7 +2,8 @@
 // (router.cu's kernel and the fused norm + router of decode, norm_router.cu, share it):
 // softmax in fp32 (max subtracted), k rounds of a warp argmax (ties to the lower expert
 // index), weights renormalised over the k chosen in j order (or left as the softmax's
-// probabilities: renormalise false, a family's norm_topk_prob). .cu only.
+// probabilities: renormalise false, a family's norm_topk_prob). The softmax is a routine of
+// its own (router_softmax_warp) for launches that select the k in parallel. .cu only.
 #pragma once
 #include <cstdint>
 
@@ -22,12 +23,11 @@ __device__ __forceinline__ float router_chunk_dot(const bf16x8& g, const bf16x8&
   for (int j = 0; j < 8; ++j) acc = fmaf(hf[j], gf[j], acc);
   return acc;
 }
-// One warp (all 32 lanes) takes one token: li (n_experts) logits -> ids_i, w_i (k).
-__device__ __forceinline__ void router_topk_warp(const float* __restrict__ li, int n_experts, int k,
-                                                 int32_t* __restrict__ ids_i, float* __restrict__ w_i,
-                                                 bool renormalise = true) {
+// One warp (all 32 lanes): the softmax of li (n_experts logits) in fp32, max subtracted;
+// lane's v[c] is expert lane + 32 c's probability (0 past n_experts).
+__device__ __forceinline__ void router_softmax_warp(const float* __restrict__ li, int n_experts,
+                                                    float (&v)[kRouterMaxPerLane]) {
   const int lane = threadIdx.x & 31;
-  float v[kRouterMaxPerLane];
   float mx = -INFINITY;
 #pragma unroll
   for (int c = 0; c < kRouterMaxPerLane; ++c) {
@@ -44,12 +44,20 @@ __device__ __forceinline__ void router_topk_warp(const float* __restrict__ li, i
     sum += v[c];
   }
   sum = warp_sum(sum);
+#pragma unroll
+  for (int c = 0; c < kRouterMaxPerLane; ++c) v[c] = v[c] / sum;
+}
+
+// One warp (all 32 lanes) takes one token: li (n_experts) logits -> ids_i, w_i (k).
+__device__ __forceinline__ void router_topk_warp(const float* __restrict__ li, int n_experts, int k,
+                                                 int32_t* __restrict__ ids_i, float* __restrict__ w_i,
+                                                 bool renormalise = true) {
+  const int lane = threadIdx.x & 31;
+  float v[kRouterMaxPerLane];
+  router_softmax_warp(li, n_experts, v);
   bool taken[kRouterMaxPerLane];
 #pragma unroll
-  for (int c = 0; c < kRouterMaxPerLane; ++c) {
-    v[c] = v[c] / sum;
-    taken[c] = lane + 32 * c >= n_experts;
-  }
+  for (int c = 0; c < kRouterMaxPerLane; ++c) taken[c] = lane + 32 * c >= n_experts;
   float wsum = 0;
   for (int j = 0; j < k; ++j) {
     float best = -1.0f;
