@@ -115,26 +115,35 @@ __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restric
                                                            int n_experts, unsigned gu_tiles) {
   __shared__ const bf16* s_w1[kMaxExperts];
   __shared__ const bf16* s_w3[kMaxExperts];
+  __shared__ const bf16* s_w2t[kMaxExperts];
   __shared__ const bf16* s_w2[kMaxSlots];
+  __shared__ int s_ids[kMaxSlots];
   __shared__ float s_wt[kMaxSlots];
   __shared__ unsigned s_tile;
+  // The ticket, the expert tables (written before the router began) and, after the wait,
+  // the ids and weights are requested side by side: a block that starts late (the down
+  // tiles past what the SMs hold beside gate/up) pays one round trip before its w2 loads.
+  // The ticket is the one write before the wait: the counters are this kernel's alone, and
+  // the previous launch of it completed before the kernel this one follows began (pdl.cuh).
   if (threadIdx.x == 0) s_tile = atomicAdd(&g_small_one[kTicket * kLine], 1u);
+  for (int t = threadIdx.x; t < n_experts; t += W * 32) {
+    s_w1[t] = w1s[t];
+    s_w3[t] = w3s[t];
+    s_w2t[t] = w2s[t];
+  }
+  pdl_wait();  // ids, weights and x come from the router, out from before
+  pdl_trigger();
+  if (threadIdx.x < k) {
+    s_ids[threadIdx.x] = ids[threadIdx.x];
+    s_wt[threadIdx.x] = weights[threadIdx.x];
+  }
   __syncthreads();
   const unsigned tile = s_tile;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   if (tile < gu_tiles) {
-    for (int t = threadIdx.x; t < n_experts; t += W * 32) {  // the table: written before the router began
-      s_w1[t] = w1s[t];
-      s_w3[t] = w3s[t];
-    }
     const int flat = (static_cast<int>(tile) * W + warp) * R;
-    const bool active = flat < k * inter;
-    pdl_wait();  // ids and x come from the router
-    pdl_trigger();
-    const int slot = active ? flat / inter : 0;
-    const int e = active ? ids[slot] : 0;
-    __syncthreads();  // the table
-    if (active) {
+    if (flat < k * inter) {
+      const int slot = flat / inter, e = s_ids[slot];
       small_rows::gate_up_warp<R, U>(x, s_w1[e], s_w3[e], h, slot, flat - slot * inter, hidden, inter, lane);
       if (lane == 0) {
         __threadfence();
@@ -142,12 +151,7 @@ __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restric
       }
     }
   } else {
-    pdl_wait();  // ids, weights and out come from the router and before
-    pdl_trigger();
-    if (threadIdx.x < k) {
-      s_w2[threadIdx.x] = w2s[ids[threadIdx.x]];
-      s_wt[threadIdx.x] = weights[threadIdx.x];
-    }
+    if (threadIdx.x < k) s_w2[threadIdx.x] = s_w2t[s_ids[threadIdx.x]];
     __syncthreads();
     const int row = static_cast<int>(tile - gu_tiles) * W + warp;
     if (row < hidden) {
