@@ -7,6 +7,7 @@
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/moe_small_experts.h"
+#include "engine/cuda/moe_small_rows.cuh"
 #include "engine/cuda/pdl.cuh"
 #include "engine/cuda/rmsnorm_row.cuh"
 #include "engine/cuda/router_topk.cuh"
@@ -14,7 +15,6 @@
 namespace moebench::cuda {
 
 namespace {
-using detail::silu;
 constexpr int kThreads = 256;  // norm_router's block: the norm's sums are ordered alike
 constexpr int kWarps = kThreads / 32;
 constexpr int kMaxExperts = kRouterMaxPerLane * 32;
@@ -46,13 +46,6 @@ __device__ __forceinline__ void grid_barrier(unsigned* count, unsigned blocks) {
     __threadfence();
   }
   __syncthreads();
-}
-
-__device__ __forceinline__ bf16x8 load8_l2(const __nv_bfloat16* p) {
-  const uint4 r = __ldcg(reinterpret_cast<const uint4*>(p));
-  bf16x8 out;
-  memcpy(&out, &r, 16);
-  return out;
 }
 
 __global__ void __launch_bounds__(kThreads, 2)
@@ -133,30 +126,14 @@ __global__ void __launch_bounds__(kThreads, 2)
       weights[threadIdx.x] = s_wts[threadIdx.x];
     }
   }
-  const int K8 = hidden / 8;
   for (int t = gwarp; t * kGuRows < k * inter; t += total_warps) {
-    const int flat = t * kGuRows, slot = flat / inter, row0 = flat - slot * inter;
+    const int flat = t * kGuRows, slot = flat / inter;
     const int e = s_ids[slot];
-    const __nv_bfloat16* w1 = w1s[e];
-    const __nv_bfloat16* w3 = w3s[e];
-    const __nv_bfloat16* wr[2 * kGuRows];
-#pragma unroll
-    for (int r = 0; r < kGuRows; ++r) {
-      wr[r] = w1 + static_cast<int64_t>(row0 + r) * hidden;
-      wr[kGuRows + r] = w3 + static_cast<int64_t>(row0 + r) * hidden;
-    }
-    const __nv_bfloat16* xr[1] = {hs};
-    float acc[2 * kGuRows][1];
-    detail::gemv_dot<2 * kGuRows, 1, kGuDepth>(wr, xr, 1, K8, lane, acc);
-#pragma unroll
-    for (int r = 0; r < kGuRows; ++r) {
-      const float gsum = warp_sum(acc[r][0]), usum = warp_sum(acc[kGuRows + r][0]);
-      if (lane == 0) moe_h[static_cast<int64_t>(slot) * inter + row0 + r] = __float2bfloat16_rn(silu(gsum) * usum);
-    }
+    small_rows::gate_up_warp<kGuRows, kGuDepth>(hs, w1s[e], w3s[e], moe_h, slot, flat - slot * inter, hidden, inter,
+                                                lane);
   }
   // The first down row's k slot rows (weights) requested into L2 before the barrier: lane
   // j takes slot j's row, one bulk prefetch each, no registers held across the wait.
-  const int I8 = inter / 8;
   __syncthreads();  // s_w2
   if (gwarp < hidden && lane < k)
     l2_prefetch_bulk(s_w2[lane] + static_cast<int64_t>(gwarp) * inter, static_cast<unsigned>(inter) * 2u);
@@ -165,41 +142,8 @@ __global__ void __launch_bounds__(kThreads, 2)
   // C: a warp per output row over all k slots (small_down_kernel's sums), into out.
   for (int row = gwarp; row < hidden; row += total_warps) {
     const float old = lane == 0 ? out[row] : 0.0f;
-    float total = 0;
-    for (int j0 = 0; j0 < k; j0 += kDnSlots) {
-      float acc[kDnSlots];
-#pragma unroll
-      for (int gg = 0; gg < kDnSlots; ++gg) acc[gg] = 0;
-      for (int c0 = lane; c0 < I8; c0 += 32 * kDnDepth) {
-        bf16x8 wv[kDnDepth][kDnSlots];
-#pragma unroll
-        for (int u = 0; u < kDnDepth; ++u) {
-          const int c = c0 + 32 * u;
-#pragma unroll
-          for (int gg = 0; gg < kDnSlots; ++gg)
-            if (c < I8 && j0 + gg < k)
-              wv[u][gg] = load8_stream(s_w2[j0 + gg] + static_cast<int64_t>(row) * inter + 8 * c);
-        }
-#pragma unroll
-        for (int u = 0; u < kDnDepth; ++u) {
-          const int c = c0 + 32 * u;
-          if (c >= I8) break;
-#pragma unroll
-          for (int gg = 0; gg < kDnSlots; ++gg) {
-            if (j0 + gg >= k) break;
-            float wf[8], xf[8];
-            to_float8(wv[u][gg], wf);
-            to_float8(load8_l2(moe_h + static_cast<int64_t>(j0 + gg) * inter + 8 * c), xf);
-            acc[gg] += dot8(wf, xf);
-          }
-        }
-      }
-#pragma unroll
-      for (int gg = 0; gg < kDnSlots; ++gg) {
-        if (j0 + gg >= k) break;
-        total = fmaf(s_wts[j0 + gg], warp_sum(acc[gg]), total);
-      }
-    }
+    const float total =
+        small_rows::down_row<kDnSlots, kDnDepth, true>(moe_h, s_w2, s_wts, row, k, inter, lane, [](int, int) {});
     if (lane == 0) out[row] = old + total;
   }
 
