@@ -155,34 +155,29 @@ bool norm_router_cluster_supported(int n, int hidden, int n_experts, int k, cons
 }
 
 namespace {
-std::atomic<int> g_cluster{-1};  // -1: from the environment on first use
+// A 0/1 switch of the process: from the environment variable on first use, or as a test set it.
+struct EnvSwitch {
+  const char* name;
+  int fallback;
+  std::atomic<int> value{-1};  // -1: not read yet
+  bool get() {
+    int on = value.load(std::memory_order_relaxed);
+    if (on < 0) {
+      on = env_choice(name, {0, 1}, fallback);
+      value.store(on, std::memory_order_relaxed);
+    }
+    return on == 1;
+  }
+  void set(bool on) { value.store(on ? 1 : 0, std::memory_order_relaxed); }
+};
+EnvSwitch g_cluster{"MOEBENCH_NORM_ROUTER_CLUSTER", 1};
+EnvSwitch g_rank{"MOEBENCH_ROUTER_TOPK_RANK", 0};
 }  // namespace
 
-bool norm_router_cluster_enabled() {
-  int on = g_cluster.load(std::memory_order_relaxed);
-  if (on < 0) {
-    on = env_choice("MOEBENCH_NORM_ROUTER_CLUSTER", {0, 1}, 1);
-    g_cluster.store(on, std::memory_order_relaxed);
-  }
-  return on == 1;
-}
-
-void set_norm_router_cluster(bool on) { g_cluster.store(on ? 1 : 0, std::memory_order_relaxed); }
-
-namespace {
-std::atomic<int> g_rank{-1};  // -1: from the environment on first use
-}  // namespace
-
-bool router_topk_by_rank_enabled() {
-  int on = g_rank.load(std::memory_order_relaxed);
-  if (on < 0) {
-    on = env_choice("MOEBENCH_ROUTER_TOPK_RANK", {0, 1}, 0);
-    g_rank.store(on, std::memory_order_relaxed);
-  }
-  return on == 1;
-}
-
-void set_router_topk_by_rank(bool on) { g_rank.store(on ? 1 : 0, std::memory_order_relaxed); }
+bool norm_router_cluster_enabled() { return g_cluster.get(); }
+void set_norm_router_cluster(bool on) { g_cluster.set(on); }
+bool router_topk_by_rank_enabled() { return g_rank.get(); }
+void set_router_topk_by_rank(bool on) { g_rank.set(on); }
 
 void norm_router_cluster(const float* x, const __nv_bfloat16* norm_w, float eps, const __nv_bfloat16* gate,
                          __nv_bfloat16* h, float* logits, int32_t* ids, float* weights, int n, int hidden,
