@@ -36,6 +36,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
+#include "engine/cuda/family_ops.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/norm_router_cluster.h"
@@ -541,6 +542,75 @@ TEST(CudaFamilyKernels, QkNormInsideRopeKvStoreIsBitIdentical) {
     EXPECT_EQ(down(vp1, pool), down(vp2, pool)) << "value pool";
     EXPECT_NE(down(kp2, pool), zero) << "nothing stored";
   }
+}
+
+// The one-launch attention entry (qkv_qk_norm_rope, family_ops.h) against
+// rmsnorm_linear_multi then qk_norm_rope_kv_store_paged: h, q, both pools and the value
+// projection bit for bit, for Qwen3-30B-A3B's heads (32 / 4 of 128 over hidden 2048), 8 / 2
+// of 64 and 4 / 1 of 32 (one block per head); launched twice (the per-head counters must be
+// back at zero), the second time at another position and slot.
+TEST(CudaFamilyKernels, QkvWithQkNormRopeInOneLaunchIsBitIdentical) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA family tests skipped";
+  struct Shape {
+    int hidden, heads, kv, hd;
+  };
+  std::mt19937 rng(61);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (const Shape sh : {Shape{2048, 32, 4, 128}, Shape{512, 8, 2, 64}, Shape{264, 4, 1, 32}}) {
+    SCOPED_TRACE("hidden " + std::to_string(sh.hidden) + " heads " + std::to_string(sh.heads) + "/" +
+                 std::to_string(sh.kv) + " head_dim " + std::to_string(sh.hd));
+    const int H = sh.hidden, hd = sh.hd, Q = sh.heads * hd, KV = sh.kv * hd, slots = 16;
+    const size_t pool = static_cast<size_t>(slots) * KV;
+    cuda::DeviceArena arena(64ull << 20, "qkv qk norm test");
+    auto bf_random = [&](size_t count, float scale, float offset) {
+      std::vector<uint16_t> m(count);
+      for (auto& v : m) v = f32_to_bf16(offset + scale * nd(rng));
+      return reinterpret_cast<const __nv_bfloat16*>(upload(arena, m));
+    };
+    const __nv_bfloat16* wq = bf_random(static_cast<size_t>(Q) * H, 0.05f, 0.0f);
+    const __nv_bfloat16* wk = bf_random(static_cast<size_t>(KV) * H, 0.05f, 0.0f);
+    const __nv_bfloat16* wv = bf_random(static_cast<size_t>(KV) * H, 0.05f, 0.0f);
+    const __nv_bfloat16* norm_w = bf_random(H, 0.1f, 1.0f);
+    const __nv_bfloat16* q_norm = bf_random(hd, 0.1f, 1.0f);
+    const __nv_bfloat16* k_norm = bf_random(hd, 0.1f, 1.0f);
+    ASSERT_TRUE(cuda::qkv_qk_norm_rope_supported(H, sh.heads, sh.kv, hd, arena.alloc_n<__nv_bfloat16>(H, "probe"), wq,
+                                                 wk, wv));
+    const std::vector<uint16_t> zero(pool, 0);
+    auto* kp1 = reinterpret_cast<__nv_bfloat16*>(upload(arena, zero));
+    auto* kp2 = reinterpret_cast<__nv_bfloat16*>(upload(arena, zero));
+    auto* vp1 = reinterpret_cast<__nv_bfloat16*>(upload(arena, zero));
+    auto* vp2 = reinterpret_cast<__nv_bfloat16*>(upload(arena, zero));
+    auto down = [](const auto* d, size_t count) { return download(reinterpret_cast<const uint16_t*>(d), count); };
+    for (int rep = 0; rep < 2; ++rep) {
+      SCOPED_TRACE("launch " + std::to_string(rep + 1));
+      std::vector<float> x(H);
+      for (auto& v : x) v = 3 * nd(rng);
+      const float* xd = upload(arena, x);
+      const int32_t* posd = upload(arena, std::vector<int32_t>{rep == 0 ? 9 : 200});
+      const int32_t* slotd = upload(arena, std::vector<int32_t>{rep == 0 ? 3 : 11});
+      auto* h1 = arena.alloc_n<__nv_bfloat16>(H, "h two launches");
+      auto* h2 = arena.alloc_n<__nv_bfloat16>(H, "h one launch");
+      float *q1 = arena.alloc_n<float>(Q, "q1"), *q2 = arena.alloc_n<float>(Q, "q2");
+      float *k1 = arena.alloc_n<float>(KV, "k1"), *k2 = arena.alloc_n<float>(KV, "k2");
+      float *v1 = arena.alloc_n<float>(KV, "v1"), *v2 = arena.alloc_n<float>(KV, "v2");
+      const __nv_bfloat16* w[3] = {wq, wk, wv};
+      float* y[3] = {q1, k1, v1};
+      const int out[3] = {Q, KV, KV};
+      ASSERT_TRUE(cuda::rmsnorm_linear_multi_supported(h1, w, out, 3, H));
+      cuda::rmsnorm_linear_multi(xd, norm_w, 1e-6f, h1, w, y, out, 3, H, nullptr);
+      cuda::qk_norm_rope_kv_store_paged(q1, k1, v1, q_norm, k_norm, posd, slotd, kp1, vp1, 1, sh.heads, sh.kv, hd, 1e6f,
+                                        1e-6f, nullptr);
+      cuda::qkv_qk_norm_rope(xd, norm_w, 1e-6f, h2, wq, wk, wv, q2, k2, v2, q_norm, k_norm, posd, slotd, kp2, vp2, H,
+                             sh.heads, sh.kv, hd, 1e6f, nullptr);
+      EXPECT_EQ(down(h1, H), down(h2, H)) << "h";
+      EXPECT_EQ(down(q1, 2 * static_cast<size_t>(Q)), down(q2, 2 * static_cast<size_t>(Q))) << "q";
+      EXPECT_EQ(down(v1, 2 * static_cast<size_t>(KV)), down(v2, 2 * static_cast<size_t>(KV))) << "v";
+      EXPECT_EQ(down(kp1, pool), down(kp2, pool)) << "key pool";
+      EXPECT_EQ(down(vp1, pool), down(vp2, pool)) << "value pool";
+      EXPECT_NE(down(kp2, pool), zero) << "nothing stored";
+    }
+  }
+  EXPECT_FALSE(cuda::qkv_qk_norm_rope_supported(2048, 32, 4, 100, nullptr, nullptr, nullptr, nullptr));  // head_dim
 }
 
 // The one-token MoE over many small experts (moe_small_experts.h) against moe_decode_fused:

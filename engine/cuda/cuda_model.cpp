@@ -509,6 +509,7 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
     const Layer& L = layers_[l];
     ScopedRange lr(trace(), RangeKind::layer, l);
     bool moe_done = false;
+    bool qkv_roped = false;  // Qwen3-MoE: the q/k norm, RoPE and KV store in the q/k/v launch
     {
       ScopedRange ar(trace(), RangeKind::attention, l);
       {  // one GEMV launch at m = 1 (bit-identical to three), decode's with the norm in it
@@ -517,7 +518,9 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
         const int out[3] = {Q, KV, KV};
         const bool bf16_weights = L.lw[0].format == QuantFormat::bf16 && L.lw[1].format == QuantFormat::bf16 &&
                                   L.lw[2].format == QuantFormat::bf16;
-        if (decode && bf16_weights && rmsnorm_linear_multi_supported(b.h, w, out, 3, H)) {
+        if (decode && bf16_weights && family_qkv_norm_rope(L, b)) {
+          qkv_roped = true;
+        } else if (decode && bf16_weights && rmsnorm_linear_multi_supported(b.h, w, out, 3, H)) {
           rmsnorm_linear_multi(b.x, L.attn_norm, eps, b.h, w, y, out, 3, H, s);
         } else {
           rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
@@ -533,13 +536,14 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
       const bool folded =  // Qwen3-MoE: the q/k norm, RoPE and store inside the attention launch
-          decode && family_decode_attention(L, b, 1, zero_i32_, 1, zero_i32_, b.pos, L.k_cache, L.v_cache, max_len_,
-                                            decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws);
+          !qkv_roped && decode &&
+          family_decode_attention(L, b, 1, zero_i32_, 1, zero_i32_, b.pos, L.k_cache, L.v_cache, max_len_,
+                                  decode_attention_one_split(pos0 + 1) ? nullptr : b.attn_ws);
       // RoPE and the KV store inside the decode attention launch for models without q/k bias
       // or norm (the same bits; MOEBENCH_ROPE_IN_ATTENTION=0, launch_env.h: a launch before it).
-      const bool rope_folded = !folded && decode && rope_in_attention_from_env() && !L.bq &&
+      const bool rope_folded = !folded && !qkv_roped && decode && rope_in_attention_from_env() && !L.bq &&
                                c.qk_norm == QkNorm::none && decode_attention_supported(nh, nkv, hd, L.k_cache, L.v_cache);
-      if (!folded && !rope_folded) family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
+      if (!folded && !rope_folded && !qkv_roped) family_attention_rope(L, b, m, b.pos, b.pos, L.k_cache, L.v_cache);
       if (folded) {
         // the attention ran with the q/k norm, RoPE and KV store in its launch
       } else if (rope_folded) {

@@ -11,6 +11,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/decode_attention.h"
+#include "engine/cuda/family_ops.h"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/weights.h"
@@ -66,6 +67,18 @@ void CudaModel::family_attention_rope(const Layer& L, ForwardBuffers& b, int m, 
   }
   if (c.qk_norm == QkNorm::whole) qk_rmsnorm(b.q, L.q_norm, m, Q, b.k, L.k_norm, m, KV, c.rms_norm_eps, s);
   rope_kv_store_paged(b.q, b.k, b.v, pos, slot, k_pool, v_pool, m, nh, nkv, c.head_dim, c.rope_theta, s);
+}
+
+bool CudaModel::family_qkv_norm_rope(const Layer& L, ForwardBuffers& b) {
+  const ModelConfig& c = cfg_;
+  const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
+  if (!qkv_qk_norm_rope_enabled() || c.qk_norm != QkNorm::per_head || L.bq ||
+      !qkv_qk_norm_rope_supported(c.hidden_size, nh, nkv, hd, b.h, L.wq, L.wk, L.wv))
+    return false;
+  // The contiguous cache: the slot is the position (as family_attention_rope's caller gives it).
+  qkv_qk_norm_rope(b.x, L.attn_norm, c.rms_norm_eps, b.h, L.wq, L.wk, L.wv, b.q, b.k, b.v, L.q_norm, L.k_norm, b.pos,
+                   b.pos, L.k_cache, L.v_cache, c.hidden_size, nh, nkv, hd, c.rope_theta, stream_);
+  return true;
 }
 
 bool CudaModel::family_decode_attention(const Layer& L, ForwardBuffers& b, int m, const int32_t* tables,
