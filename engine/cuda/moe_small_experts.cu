@@ -270,7 +270,7 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
 
 namespace {
 int small_one_mode() {
-  static const int mode = env_choice("MOEBENCH_SMALL_ONE_LAUNCH", {0, 1, 2}, 0);
+  static const int mode = env_choice("MOEBENCH_SMALL_ONE_LAUNCH", {0, 1, 2, 3}, 0);
   return mode;
 }
 }  // namespace
@@ -285,13 +285,19 @@ void moe_decode_small_one(const bf16* x, const int32_t* ids, const float* weight
     fail_msg(msg("cuda::moe_decode_small_one: top-", k, " of ", n_experts, " experts, hidden ", hidden, ", inter ",
                  inter, " not supported (k <= 8, ", kMinExperts, "..", kMaxExperts,
                  " experts, hidden % 8 == 0, inter % 8 == 0, 16-byte aligned x and h)"));
-  constexpr int R = 4, U = 2, G = 4, UD = 4, W = 8;  // the default shapes of the two launches
+  // The default shapes of the two launches (gate/up R 4 U 2, down G 4 U 4, 8 warps), spinning
+  // on the slot counters; MOEBENCH_SMALL_ONE_LAUNCH=2 polling every 200 ns; =3 gate/up R 2 U 4
+  // (twice the tiles, Qwen3's 192 in 384: the SMs' shares of gate/up more even).
+  constexpr int G = 4, UD = 4, W = 8;
+  const int mode = small_one_mode();
+  const int R = mode == 3 ? 2 : 4;
   const unsigned gu_tiles = static_cast<unsigned>(ceil_div(k * inter, W * R));
   const unsigned down_tiles = static_cast<unsigned>(ceil_div(hidden, W));
-  // Spinning on the slot counters, or (MOEBENCH_SMALL_ONE_LAUNCH=2) polling every 200 ns.
-  launch_pdl(small_one_mode() == 2 ? small_one_kernel<R, U, G, UD, W, 200> : small_one_kernel<R, U, G, UD, W, 0>,
-             dim3(gu_tiles + down_tiles), dim3(W * 32), 0, stream, x, ids, weights, w1s, w3s, w2s, h, out, k, hidden,
-             inter, n_experts, gu_tiles);
+  auto kernel = mode == 3 ? small_one_kernel<2, 4, G, UD, W, 0>
+                : mode == 2 ? small_one_kernel<4, 2, G, UD, W, 200>
+                            : small_one_kernel<4, 2, G, UD, W, 0>;
+  launch_pdl(kernel, dim3(gu_tiles + down_tiles), dim3(W * 32), 0, stream, x, ids, weights, w1s, w3s, w2s, h, out, k,
+             hidden, inter, n_experts, gu_tiles);
   CUDA_CHECK_LAUNCH("small_one_kernel");
 }
 
