@@ -518,7 +518,7 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
         const int out[3] = {Q, KV, KV};
         const bool bf16_weights = L.lw[0].format == QuantFormat::bf16 && L.lw[1].format == QuantFormat::bf16 &&
                                   L.lw[2].format == QuantFormat::bf16;
-        if (decode && bf16_weights && family_qkv_norm_rope(L, b)) {
+        if (decode && family_qkv_norm_rope(L, b, b.pos, b.pos, L.k_cache, L.v_cache)) {  // slot: the position
           qkv_roped = true;
         } else if (decode && bf16_weights && rmsnorm_linear_multi_supported(b.h, w, out, 3, H)) {
           rmsnorm_linear_multi(b.x, L.attn_norm, eps, b.h, w, y, out, 3, H, s);

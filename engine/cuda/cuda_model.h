@@ -198,10 +198,12 @@ class CudaModel : public Model, public BatchModel {
   // the MoE. Launches only (CUDA-graph safe).
   void family_attention_rope(const Layer& L, ForwardBuffers& b, int m, const int32_t* pos, const int32_t* slot,
                              __nv_bfloat16* k_pool, __nv_bfloat16* v_pool);
-  // Single-sequence decode, bf16 q/k/v: the input norm, q/k/v, the per-head q/k norm, RoPE
-  // and the KV store in one launch where MOEBENCH_QKV_QK_NORM=1 and the model has per-head
-  // q/k norm (family_ops.h); false: the caller runs its launches.
-  bool family_qkv_norm_rope(const Layer& L, ForwardBuffers& b);
+  // One decode token, bf16 q/k/v: the input norm, q/k/v, the per-head q/k norm, RoPE and the
+  // store of the new key and value at pool row slot[0] in one launch where
+  // MOEBENCH_QKV_QK_NORM=1 and the model has per-head q/k norm (family_ops.h); false:
+  // nothing launched, the caller runs its launches.
+  bool family_qkv_norm_rope(const Layer& L, ForwardBuffers& b, const int32_t* pos, const int32_t* slot,
+                            __nv_bfloat16* k_pool, __nv_bfloat16* v_pool);
   // The attention of m decode rows (one per sequence; decode_attention's arguments) with
   // the per-head q/k norm, RoPE and KV store in its launch (decode_attention_qk_norm) where
   // the layer takes it and MOEBENCH_QK_NORM_IN_ATTENTION=1; false: nothing launched, the

@@ -116,13 +116,18 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
   const int64_t step = step_++;
   for (int l = 0; l < c.num_hidden_layers; ++l) {
     const Layer& L = layers_[l];
-    rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
-    float* y[3] = {b.q, b.k, b.v};
-    const int out[3] = {Q, KV, KV};
-    linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
-    const bool folded = m == n_seqs && family_decode_attention(L, b, m, tables, P.width, seq_row, pos, P.k[l], P.v[l],
-                                                               P.block_size, b.attn_ws);  // Qwen3-MoE: norm + RoPE inside
-    if (!folded) family_attention_rope(L, b, m, pos, slot, P.k[l], P.v[l]);
+    // Qwen3-MoE, one decode row: the q/k norm, RoPE and KV store in the q/k/v launch.
+    const bool qkv_roped = m == 1 && n_seqs == 1 && family_qkv_norm_rope(L, b, pos, slot, P.k[l], P.v[l]);
+    if (!qkv_roped) {
+      rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
+      float* y[3] = {b.q, b.k, b.v};
+      const int out[3] = {Q, KV, KV};
+      linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
+    }
+    const bool folded = !qkv_roped && m == n_seqs &&
+                        family_decode_attention(L, b, m, tables, P.width, seq_row, pos, P.k[l], P.v[l], P.block_size,
+                                                b.attn_ws);  // Qwen3-MoE: norm + RoPE inside
+    if (!folded && !qkv_roped) family_attention_rope(L, b, m, pos, slot, P.k[l], P.v[l]);
     if (folded) {
       // the attention ran with the q/k norm, RoPE and KV store in its launch
     } else if (m == n_seqs && decode_attention_supported(nh, nkv, hd, P.k[l], P.v[l]))  // decode rows only

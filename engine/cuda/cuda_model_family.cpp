@@ -69,15 +69,17 @@ void CudaModel::family_attention_rope(const Layer& L, ForwardBuffers& b, int m, 
   rope_kv_store_paged(b.q, b.k, b.v, pos, slot, k_pool, v_pool, m, nh, nkv, c.head_dim, c.rope_theta, s);
 }
 
-bool CudaModel::family_qkv_norm_rope(const Layer& L, ForwardBuffers& b) {
+bool CudaModel::family_qkv_norm_rope(const Layer& L, ForwardBuffers& b, const int32_t* pos, const int32_t* slot,
+                                     bf16* k_pool, bf16* v_pool) {
   const ModelConfig& c = cfg_;
   const int nh = c.num_attention_heads, nkv = c.num_key_value_heads, hd = c.head_dim;
-  if (!qkv_qk_norm_rope_enabled() || c.qk_norm != QkNorm::per_head || L.bq ||
+  const bool bf16_weights = L.lw[0].format == QuantFormat::bf16 && L.lw[1].format == QuantFormat::bf16 &&
+                            L.lw[2].format == QuantFormat::bf16;
+  if (!qkv_qk_norm_rope_enabled() || !bf16_weights || c.qk_norm != QkNorm::per_head || L.bq ||
       !qkv_qk_norm_rope_supported(c.hidden_size, nh, nkv, hd, b.h, L.wq, L.wk, L.wv))
     return false;
-  // The contiguous cache: the slot is the position (as family_attention_rope's caller gives it).
-  qkv_qk_norm_rope(b.x, L.attn_norm, c.rms_norm_eps, b.h, L.wq, L.wk, L.wv, b.q, b.k, b.v, L.q_norm, L.k_norm, b.pos,
-                   b.pos, L.k_cache, L.v_cache, c.hidden_size, nh, nkv, hd, c.rope_theta, stream_);
+  qkv_qk_norm_rope(b.x, L.attn_norm, c.rms_norm_eps, b.h, L.wq, L.wk, L.wv, b.q, b.k, b.v, L.q_norm, L.k_norm, pos,
+                   slot, k_pool, v_pool, c.hidden_size, nh, nkv, hd, c.rope_theta, stream_);
   return true;
 }
 
