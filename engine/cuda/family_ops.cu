@@ -150,7 +150,7 @@ __device__ unsigned int g_qkv_head_blocks[kQkvMaxHeads];
 // between. Blocks: head-major, head_dim / (8 warps x R rows) per head over the q heads, the k
 // heads, then the v heads. Before the wait: the block's weight rows asked of L2 (as the
 // q/k/v GEMV does), the position, slot, norm weights and this thread's first pair's angle.
-template <int R, int U>
+template <int R, int U, bool kLateTrigger>
 __global__ void __launch_bounds__(detail::kGemvWarps * 32)
     qkv_qk_norm_rope_kernel(const float* __restrict__ x, const bf16* __restrict__ norm_w, float eps,
                             bf16* __restrict__ h, const bf16* __restrict__ wq, const bf16* __restrict__ wk,
@@ -186,7 +186,7 @@ __global__ void __launch_bounds__(detail::kGemvWarps * 32)
     w0b = __bfloat162float(nw[j0 + half]);
   }
   pdl_wait();  // x comes from the previous kernel
-  pdl_trigger();
+  if (!kLateTrigger) pdl_trigger();  // else once the block's rows are written (below)
   rmsnorm_row<detail::kGemvWarps * 32>(x, norm_w, hs, K, eps);
   __syncthreads();
   if (blockIdx.x == 0)
@@ -194,6 +194,7 @@ __global__ void __launch_bounds__(detail::kGemvWarps * 32)
       *reinterpret_cast<bf16x8*>(h + 8 * c) = *reinterpret_cast<const bf16x8*>(hs + 8 * c);
   detail::gemv_rows<1, R, U, 0>(hs, w, y, 1, K, N, row0, lane, false);
   __syncthreads();  // every warp's rows written
+  if (kLateTrigger) pdl_trigger();  // the attention's blocks start as the heads' last blocks finish
   if (threadIdx.x == 0) {
     __threadfence();
     s_last = atomicAdd(&g_qkv_head_blocks[head], 1u) == static_cast<unsigned>(per_head - 1);
@@ -268,10 +269,14 @@ bool qkv_qk_norm_rope_supported(int hidden, int n_heads, int n_kv, int head_dim,
          aligned16(h) && aligned16(wq) && aligned16(wk) && aligned16(wv);
 }
 
-bool qkv_qk_norm_rope_enabled() {
-  static const bool on = env_choice("MOEBENCH_QKV_QK_NORM", {0, 1}, 0) == 1;
-  return on;
+namespace {
+int qkv_mode() {
+  static const int mode = env_choice("MOEBENCH_QKV_QK_NORM", {0, 1, 2}, 0);
+  return mode;
 }
+}  // namespace
+
+bool qkv_qk_norm_rope_enabled() { return qkv_mode() != 0; }
 
 void qkv_qk_norm_rope(const float* x, const bf16* norm_w, float eps, bf16* h, const bf16* wq, const bf16* wk,
                       const bf16* wv, float* q, float* k, float* v, const bf16* q_norm, const bf16* k_norm,
@@ -284,7 +289,11 @@ void qkv_qk_norm_rope(const float* x, const bf16* norm_w, float eps, bf16* h, co
                  " bytes, head_dim a multiple of ", kQkvBlockRows, ", at most ", kQkvMaxHeads,
                  " heads in all, 16-byte aligned h and weights)"));
   const int blocks = (n_heads + 2 * n_kv) * (head_dim / kQkvBlockRows);
-  launch_pdl(qkv_qk_norm_rope_kernel<kQkvRows, kQkvDepth>, dim3(static_cast<unsigned>(blocks)),
+  // The next kernel's blocks may start once every block has passed its wait, or (=2) once
+  // every block has written its rows.
+  launch_pdl(qkv_mode() == 2 ? qkv_qk_norm_rope_kernel<kQkvRows, kQkvDepth, true>
+                             : qkv_qk_norm_rope_kernel<kQkvRows, kQkvDepth, false>,
+             dim3(static_cast<unsigned>(blocks)),
              dim3(detail::kGemvWarps * 32),
              static_cast<size_t>(hidden) * sizeof(bf16), stream, x, norm_w, eps, h, wq, wk, wv, q, k, v, q_norm, k_norm,
              pos, slot, k_pool, v_pool, hidden, n_heads, n_kv, head_dim, theta, qkv_prefetch_bytes_from_env());

@@ -15,8 +15,9 @@ namespace moebench::cuda {
 // together), h and the weights 16-byte aligned.
 bool qkv_qk_norm_rope_supported(int hidden, int n_heads, int n_kv, int head_dim, const void* h,
                                 const __nv_bfloat16* wq, const __nv_bfloat16* wk, const __nv_bfloat16* wv);
-// MOEBENCH_QKV_QK_NORM=1: the single-sequence decode step takes qkv_qk_norm_rope (0 or
-// unset: rmsnorm_linear_multi, then qk_norm_rope_kv_store_paged).
+// MOEBENCH_QKV_QK_NORM=1: a one-token decode step takes qkv_qk_norm_rope (=2: its next
+// kernel let start only once every block has written its rows; 0 or unset:
+// rmsnorm_linear_multi, then qk_norm_rope_kv_store_paged).
 bool qkv_qk_norm_rope_enabled();
 
 // One token: h (hidden) bf16 = rmsnorm(x) * norm_w, q (n_heads x head_dim), k, v (n_kv x

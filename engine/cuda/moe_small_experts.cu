@@ -104,7 +104,7 @@ __device__ __forceinline__ unsigned ld_acquire_u32(const unsigned* p) {
 // two. A down tile waits only on tiles with smaller tickets, which run already: no
 // deadlock whatever the grid's residency. The same per-warp bodies as the two launches:
 // the same bits.
-template <int R, int U, int G, int UD, int W, int kSleepNs>
+template <int R, int U, int G, int UD, int W, int kSleepNs, bool kLateTrigger = false>
 __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restrict__ x,
                                                            const int32_t* __restrict__ ids,
                                                            const float* __restrict__ weights,
@@ -132,7 +132,10 @@ __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restric
     s_w2t[t] = w2s[t];
   }
   pdl_wait();  // ids, weights and x come from the router, out from before
-  pdl_trigger();
+  // The next kernel's blocks may start now, or (kLateTrigger) only once every gate/up row is
+  // done: where the two launches let them, after the down kernel's wait (they would take
+  // the SMs of retiring gate/up tiles while down still streams).
+  if (!kLateTrigger) pdl_trigger();
   if (threadIdx.x < k) {
     s_ids[threadIdx.x] = ids[threadIdx.x];
     s_wt[threadIdx.x] = weights[threadIdx.x];
@@ -160,6 +163,7 @@ __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restric
         for (int g = 0; g < count; ++g)
           while (ld_acquire_u32(&g_small_one[(j0 + g) * kLine]) < static_cast<unsigned>(inter))
             if (kSleepNs > 0) __nanosleep(kSleepNs);
+        if (kLateTrigger && j0 + count == k) pdl_trigger();  // every slot done
       };
       const float total = small_rows::down_row<G, UD, true>(h, s_w2, s_wt, row, k, inter, lane, slots_done);
       if (lane == 0) out[row] = old + total;
@@ -270,7 +274,7 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
 
 namespace {
 int small_one_mode() {
-  static const int mode = env_choice("MOEBENCH_SMALL_ONE_LAUNCH", {0, 1, 2, 3}, 0);
+  static const int mode = env_choice("MOEBENCH_SMALL_ONE_LAUNCH", {0, 1, 2, 3, 4}, 0);
   return mode;
 }
 }  // namespace
@@ -287,13 +291,15 @@ void moe_decode_small_one(const bf16* x, const int32_t* ids, const float* weight
                  " experts, hidden % 8 == 0, inter % 8 == 0, 16-byte aligned x and h)"));
   // The default shapes of the two launches (gate/up R 4 U 2, down G 4 U 4, 8 warps), spinning
   // on the slot counters; MOEBENCH_SMALL_ONE_LAUNCH=2 polling every 200 ns; =3 gate/up R 2 U 4
-  // (twice the tiles, Qwen3's 192 in 384: the SMs' shares of gate/up more even).
+  // (twice the tiles, Qwen3's 192 in 384: the SMs' shares of gate/up more even); =4 as 1 with
+  // the next kernel let start only by down tiles that saw every slot done.
   constexpr int G = 4, UD = 4, W = 8;
   const int mode = small_one_mode();
   const int R = mode == 3 ? 2 : 4;
   const unsigned gu_tiles = static_cast<unsigned>(ceil_div(k * inter, W * R));
   const unsigned down_tiles = static_cast<unsigned>(ceil_div(hidden, W));
-  auto kernel = mode == 3 ? small_one_kernel<2, 4, G, UD, W, 0>
+  auto kernel = mode == 4   ? small_one_kernel<4, 2, G, UD, W, 0, true>
+                : mode == 3 ? small_one_kernel<2, 4, G, UD, W, 0>
                 : mode == 2 ? small_one_kernel<4, 2, G, UD, W, 200>
                             : small_one_kernel<4, 2, G, UD, W, 0>;
   launch_pdl(kernel, dim3(gu_tiles + down_tiles), dim3(W * 32), 0, stream, x, ids, weights, w1s, w3s, w2s, h, out, k,

@@ -59,8 +59,8 @@ void moe_decode_small_one(const __nv_bfloat16* x, const int32_t* ids, const floa
                           int hidden, int inter, cudaStream_t stream);
 // MOEBENCH_SMALL_ONE_LAUNCH=1: the model's moe_decode_small (the environment's overload
 // below) runs moe_decode_small_one, its down warps spinning on the slot counters; =2 the same
-// polling every 200 ns; =3 spinning, gate/up warps of 2 rows (twice the tiles); 0 or unset:
-// the two launches.
+// polling every 200 ns; =3 spinning, gate/up warps of 2 rows (twice the tiles); =4 as 1, the
+// next kernel let start only once every gate/up row is done; 0 or unset: the two launches.
 bool small_one_launch_enabled();
 // The same with the environment's shape (or in one launch where small_one_launch_enabled).
 void moe_decode_small(const __nv_bfloat16* x, const int32_t* ids, const float* weights,
