@@ -56,7 +56,8 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
                                                             const int32_t* __restrict__ ids,
                                                             const float* __restrict__ weights,
                                                             const bf16* const* __restrict__ w2s,
-                                                            float* __restrict__ out, int k, int K, int N) {
+                                                            float* __restrict__ out, int k, int K, int N,
+                                                            bool late_trigger) {
   __shared__ const bf16* s_w2[kMaxSlots];
   __shared__ float s_wt[kMaxSlots];
   // ids, weights, the table and out were written before gate/up began (pdl.cuh): read
@@ -74,12 +75,13 @@ __global__ void __launch_bounds__(W * 32) small_down_kernel(const bf16* __restri
   auto wait_once = [&](int, int) {  // h comes from gate/up
     if (!waited) {
       pdl_wait();
-      pdl_trigger();
+      if (!late_trigger) pdl_trigger();
       waited = true;
     }
   };
   if (lane >= K / 8) wait_once(0, 0);  // no chunk of its own (K < 256): waits here, not in the loop
   const float total = small_rows::down_row<G, U, false>(h, s_w2, s_wt, row, k, K, lane, wait_once);
+  if (late_trigger) pdl_trigger();  // the next kernel's blocks start as down's warps finish
   if (lane == 0) out[row] = old + total;
 }
 
@@ -187,7 +189,7 @@ struct GateUpShape {
 };
 struct DownShape {
   int G, U, W;
-  void (*kernel)(const bf16*, const int32_t*, const float*, const bf16* const*, float*, int, int, int);
+  void (*kernel)(const bf16*, const int32_t*, const float*, const bf16* const*, float*, int, int, int, bool);
 };
 // 16 loads in flight per lane (2R rows x U; G x U) in the first of each, fewer or more after.
 // The first of each list is the default: measured on an H200 (Qwen3-30B-A3B shape, batch 1,
@@ -242,6 +244,16 @@ SmallExpertShape small_expert_shape_from_env() {
   return s;
 }
 
+// MOEBENCH_SMALL_DOWN_TRIGGER=1: the down kernel lets the next kernel's blocks start only
+// as its warps finish their sums (0 or unset: right after its wait on gate/up, so the next
+// layer's q/k/v blocks take SMs and ask L2 for their rows while down streams).
+namespace {
+bool small_down_late_trigger() {
+  static const bool on = env_choice("MOEBENCH_SMALL_DOWN_TRIGGER", {0, 1}, 0) == 1;
+  return on;
+}
+}  // namespace
+
 bool small_experts_enabled() {
   static const bool on = env_choice("MOEBENCH_SMALL_EXPERTS", {0, 1}, 1) == 1;
   return on;
@@ -268,7 +280,8 @@ void moe_decode_small(const bf16* x, const int32_t* ids, const float* weights, c
   CUDA_CHECK_LAUNCH("small_gate_up_kernel");
   const DownShape& dn = find_down(shape);
   launch_pdl(dn.kernel, dim3(static_cast<unsigned>(ceil_div(hidden, dn.W))), dim3(dn.W * 32), 0, stream, h, ids,
-             weights, w2s, out, k, inter, hidden);
+             weights, w2s, out, k, inter, hidden,
+             small_down_late_trigger());
   CUDA_CHECK_LAUNCH("small_down_kernel");
 }
 
