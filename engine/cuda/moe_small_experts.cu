@@ -244,12 +244,14 @@ SmallExpertShape small_expert_shape_from_env() {
   return s;
 }
 
-// MOEBENCH_SMALL_DOWN_TRIGGER=1: the down kernel lets the next kernel's blocks start only
-// as its warps finish their sums (0 or unset: right after its wait on gate/up, so the next
-// layer's q/k/v blocks take SMs and ask L2 for their rows while down streams).
+// The down kernel lets the next kernel's blocks start only as its warps finish their sums
+// (1 or unset); MOEBENCH_SMALL_DOWN_TRIGGER=0: right after its wait on gate/up, so the next
+// layer's q/k/v blocks take SMs and ask L2 for their rows while down streams. Measured on an
+// H200 (Qwen3-30B-A3B shape, batch 1, 128 new tokens): 342.2 and 342.4 tok/s single-sequence
+// against 325.1-327.4 with 0; the batched path within 0.1 %.
 namespace {
 bool small_down_late_trigger() {
-  static const bool on = env_choice("MOEBENCH_SMALL_DOWN_TRIGGER", {0, 1}, 0) == 1;
+  static const bool on = env_choice("MOEBENCH_SMALL_DOWN_TRIGGER", {0, 1}, 1) == 1;
   return on;
 }
 }  // namespace

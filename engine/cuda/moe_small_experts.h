@@ -35,8 +35,8 @@ const std::vector<SmallExpertShape>& small_expert_shapes();
 // index into the compiled gate/up shapes in the order small_expert_shapes() goes through
 // them), the down half from MOEBENCH_SMALL_DOWN_SHAPE (0..3); unset: 0, the default.
 SmallExpertShape small_expert_shape_from_env();
-// MOEBENCH_SMALL_DOWN_TRIGGER=1: the down launch lets the next kernel's blocks start only as
-// its warps finish their sums (0 or unset: right after its wait on gate/up).
+// The down launch lets the next kernel's blocks start only as its warps finish their sums
+// (MOEBENCH_SMALL_DOWN_TRIGGER=0: right after its wait on gate/up, as before).
 // MOEBENCH_SMALL_EXPERTS=0 keeps the fused kernels (to measure one build both ways); 1 or
 // unset: the model takes these kernels where small_experts_supported says so.
 bool small_experts_enabled();
