@@ -30,6 +30,7 @@
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
+#include "engine/cuda/quant_gemv_rows.h"
 #include "engine/cuda/quant_linear.h"
 #include "engine/dtype.h"
 #include "common/error.h"
@@ -598,6 +599,120 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
           }
         EXPECT_EQ(bad, 0u);
       }
+}
+
+// The warp-row kernels (quant_gemv_rows.h, variants 32 .. 35: a warp owns two whole rows,
+// the mma's pair columns used for 8 segments of the row): the GEMV over the selected
+// experts within the CPU reference's bound, for every launch shape and format (int4
+// symmetric, with zero points, and in the paired order), per token and per pair, with
+// pairs sharing an expert, odd row counts, rows shorter than one 512-byte batch (160
+// inputs), partial batches (2080) and many batches (14336); the fused gate/up bit for bit
+// the same variant's GEMV over [w1; w3] followed by silu_mul_gate_up; the down + combine
+// within the bound of the combine test for top-1, 2 and 4 (the row split into 8, 4 and 2
+// parts; parts without batches at 512 inputs), 1, 3 and 8 tokens, ids read before or
+// after the wait.
+TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
+  const std::vector<int32_t> ids = {1, 2, 1, 4};
+  for (int var = cuda::kQuantVariantRows; var < cuda::kQuantVariantRows + 4; ++var) {
+    cuda::QuantGemvShape shape;
+    shape.var = var;
+    for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
+      for (auto [N, K] : {std::pair<int, int>{33, 2080}, {40, 14336}, {7, 160}})
+        for (bool per_pair : {false, true}) {
+          const uint32_t seed = static_cast<uint32_t>(N + K + var + per_pair);
+          run_case(f, false, N, K, 5, ids, 2, per_pair, seed, shape);
+          if (f != QuantFormat::int4 || K == 14336) continue;
+          run_case(f, true, N, K, 5, ids, 2, per_pair, seed + 1, shape);
+          run_case(f, false, N, K, 5, ids, 2, per_pair, seed + 2, shape, true);
+          run_case(f, true, N, K, 5, ids, 2, per_pair, seed + 3, shape, true);
+        }
+  }
+  // Fused gate/up: the same variant's GEMV rows, bit for bit.
+  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 2})
+    for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+      for (bool paired : {false, true}) {
+        if (paired && f != QuantFormat::int4) continue;
+        const std::vector<int32_t> gids = {2, 0, 2, 3, 1, 2};
+        const int pairs = static_cast<int>(gids.size()), k = 2, E = 4, I = 1000, H = 2080;
+        SCOPED_TRACE(testing::Message() << quant_format_name(f) << " gate/up var " << var << (paired ? " paired" : ""));
+        std::mt19937 g(static_cast<uint32_t>(var + paired));
+        std::normal_distribution<float> nd(0.0f, 0.05f);
+        DeviceBuffers dev;
+        Experts ex(dev, f, f == QuantFormat::int4, 2 * I, H, E, g);
+        if (paired) ex.pair();
+        std::vector<uint16_t> xb(static_cast<size_t>(pairs / k) * H);
+        for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
+        const auto* x = reinterpret_cast<const __nv_bfloat16*>(dev.up(xb));
+        const int32_t* d_ids = dev.up(gids);
+        const size_t n = static_cast<size_t>(pairs) * I;
+        std::vector<float> gu0(2 * n, 0.0f);
+        std::vector<uint16_t> nan(n, 0xffff);
+        float* gu = dev.up(gu0);
+        auto* h_ref = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
+        auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
+        cuda::QuantGemvShape shape;
+        shape.var = var;
+        cuda::quant_moe_gemv_shaped(ex.qe, x, false, d_ids, pairs, k, 2 * I, H, E, gu, shape, nullptr);
+        cuda::silu_mul_gate_up(gu, h_ref, pairs, I, nullptr);
+        cuda::quant_moe_gemv_gate_up_shaped(ex.qe, x, d_ids, pairs, k, I, H, E, h, shape, nullptr);
+        EXPECT_EQ(test::download(reinterpret_cast<const uint16_t*>(h), n),
+                  test::download(reinterpret_cast<const uint16_t*>(h_ref), n));
+      }
+  // Down + combine against the CPU reference.
+  struct DownCase {
+    int k;
+    std::vector<int32_t> ids;
+  };
+  const std::vector<DownCase> cases = {{2, {3, 5}},
+                                       {2, {2, 0, 2, 3, 1, 2}},
+                                       {2, {0, 1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1, 0}},
+                                       {1, {6}},
+                                       {4, {0, 3, 5, 6, 1, 3, 2, 7}}};
+  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 1, cuda::kQuantVariantRows + 3})
+    for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+      for (auto [N, K] : {std::pair<int, int>{301, 2080}, {64, 14336}, {40, 512}})
+        for (const DownCase& dc : cases) {
+          const int k = dc.k, E = 8, pairs = static_cast<int>(dc.ids.size()), n_tok = pairs / k;
+          const bool zp = f == QuantFormat::int4 && pairs == 6, paired = f == QuantFormat::int4 && pairs == 2;
+          SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zp ? " zp" : "") << (paired ? " paired" : "")
+                                          << " down var " << var << " N=" << N << " K=" << K << " k " << k
+                                          << " pairs " << pairs);
+          std::mt19937 g(static_cast<uint32_t>(N + K + pairs + var));
+          std::normal_distribution<float> nd(0.0f, 0.05f);
+          DeviceBuffers dev;
+          Experts ex(dev, f, zp, N, K, E, g);
+          if (paired) ex.pair();
+          std::vector<uint16_t> hb(static_cast<size_t>(pairs) * K);
+          for (auto& v : hb) v = f32_to_bf16(nd(g) * 20);
+          std::vector<float> wts(pairs), res0(static_cast<size_t>(n_tok) * N);
+          for (auto& v : wts) v = 0.2f + std::fabs(nd(g)) * 8;
+          for (auto& v : res0) v = nd(g) * 10;
+          const auto* h = reinterpret_cast<const __nv_bfloat16*>(dev.up(hb));
+          const int32_t* d_ids = dev.up(dc.ids);
+          const float* d_w = dev.up(wts);
+          for (bool early : {false, true}) {
+            float* res = dev.up(res0);
+            cuda::quant_moe_down_combine(ex.qe, h, d_ids, d_w, pairs, k, N, K, E, res, early, nullptr, 0, var);
+            const std::vector<float> got = test::download(res, res0.size());
+            size_t bad = 0;
+            for (int t = 0; t < n_tok; ++t)
+              for (int r = 0; r < N; ++r) {
+                double ref = res0[static_cast<size_t>(t) * N + r], tol = std::fabs(ref) * (k + 1) * std::ldexp(1.0, -24);
+                for (int j = 0; j < k; ++j) {
+                  const int p = t * k + j;
+                  double mag = 0;
+                  const double d = ex.dot(dc.ids[p], r, K, hb.data() + static_cast<size_t>(p) * K, mag);
+                  ref += wts[p] * d;
+                  tol += wts[p] * (mag * K * std::ldexp(1.0, -24) + std::fabs(d) * (k + 1) * std::ldexp(1.0, -24));
+                }
+                const double v = got[static_cast<size_t>(t) * N + r];
+                if (!(std::fabs(v - ref) <= tol + 1e-30) && bad++ < 5)
+                  ADD_FAILURE() << "ids early " << early << " token " << t << " row " << r << ": got " << v
+                                << ", ref " << ref;
+              }
+            EXPECT_EQ(bad, 0u);
+          }
+        }
 }
 
 #endif  // MOEBENCH_HAVE_CUDA
