@@ -633,7 +633,7 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
       }
 }
 
-// The warp-row kernels (quant_gemv_rows.h, variants 32 .. 35: a warp owns two whole rows,
+// The warp-row kernels (quant_gemv_rows.h, variants 32 .. 38: a warp owns two whole rows,
 // the mma's pair columns used for 8 segments of the row): the GEMV over the selected
 // experts within the CPU reference's bound, for every launch shape and format (int4
 // symmetric, with zero points, and in the paired order), per token and per pair, with
@@ -645,7 +645,7 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
 // after the wait.
 TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
   const std::vector<int32_t> ids = {1, 2, 1, 4};
-  for (int var = cuda::kQuantVariantRows; var < cuda::kQuantVariantRows + 4; ++var) {
+  for (int var = cuda::kQuantVariantRows; var < cuda::kQuantVariantRows + cuda::kQuantRowsShapes; ++var) {
     cuda::QuantGemvShape shape;
     shape.var = var;
     for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
@@ -660,7 +660,7 @@ TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
         }
   }
   // Fused gate/up: the same variant's GEMV rows, bit for bit.
-  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 2})
+  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 2, cuda::kQuantVariantRows + 4})
     for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
       for (bool paired : {false, true}) {
         if (paired && f != QuantFormat::int4) continue;
@@ -694,7 +694,8 @@ TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
                                        {2, {0, 1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1, 0}},
                                        {1, {6}},
                                        {4, {0, 3, 5, 6, 1, 3, 2, 7}}};
-  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 1, cuda::kQuantVariantRows + 3})
+  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 1, cuda::kQuantVariantRows + 3,
+                  cuda::kQuantVariantRows + 4, cuda::kQuantVariantRows + 6})
     for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
       for (auto [N, K] : {std::pair<int, int>{301, 2080}, {64, 14336}, {40, 512}})
         for (const DownCase& dc : cases) {

@@ -965,7 +965,7 @@ void with_variant(int var, Fn&& fn) {
     }
   }
   if ((var & kVarPaired) != 0)
-    fail_msg(msg("quant_moe_gemv: int4 codes in the paired order run inner-loop variant 0, 8 or 32 .. 35 (0 and 8 at "
+    fail_msg(msg("quant_moe_gemv: int4 codes in the paired order run inner-loop variant 0, 8 or 32 .. 38 (0 and 8 at "
                  "the format's depth, one tile and 4 or 16 warps), not variant ", var & ~kVarPaired));
   if constexpr (kCompiled) {
     switch (var) {
@@ -1078,17 +1078,17 @@ int default_variant(QuantFormat f, QuantLaunch l, bool one_token) {
   return kDefaultQuantVariant;
 }
 
-// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7, 8, 10, 11), unset
+// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7, 8, 10, 11, 32 .. 38), unset
 // the launch's default dflt. Any other value is a one-line Error.
 int inner_variant(int var, int dflt) {
   if (var < 0) {
     static const int v =
-        env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35}, -1);
+        env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38}, -1);
     return v >= 0 ? v : dflt;
   }
   if (!variant_compiled(var))
     fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. 7, 8, 10, 11 or ", kQuantVariantRows,
-                 " .. ", kQuantVariantRows + 3, " (the warp-row kernels)"));
+                 " .. ", kQuantVariantRows + kQuantRowsShapes - 1, " (the warp-row kernels)"));
   return var;
 }
 

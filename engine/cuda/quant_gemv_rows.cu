@@ -31,55 +31,65 @@ constexpr int kBatchChunks = 32;  // chunks of one row a batch: one per lane
 constexpr int kMaxPairs = detail::kMaxSlotPairs;
 
 // The compiled launch shapes (cfg = variant - kQuantVariantRows): batches of both rows
-// whose loads a warp issues together (depth: 32 bytes a lane each), and blocks an SM the
-// launch bounds ask for (registers a thread: 65536 / (256 x blocks)).
+// whose loads a warp issues together (depth: 32 bytes a lane each), blocks an SM the
+// launch bounds ask for (registers a thread: 65536 / (256 x blocks)), and whether a
+// warp's next group is issued before the current one is computed (pipe, walk_items).
 //   0: depth 4, 2 blocks (16 warps an SM, 128 B a lane in flight)
 //   1: depth 4, 3 blocks (24 warps; int4 spills a few registers at 80)
 //   2: depth 2, 4 blocks (32 warps, 64 registers, 64 B a lane)
 //   3: depth 8, 2 blocks (16 warps, 256 B a lane)
-constexpr int kRowsCfgs = 4;
-constexpr int cfg_depth(int cfg) { return cfg == 2 ? 2 : cfg == 3 ? 8 : 4; }
-constexpr int cfg_blocks(int cfg) { return cfg == 1 ? 3 : cfg == 2 ? 4 : 2; }
+//   4: depth 2, 2 blocks, pipelined (16 warps, 64 - 128 B a lane)
+//   5: depth 2, 3 blocks, pipelined (24 warps)
+//   6: depth 4, 2 blocks, pipelined (16 warps, 128 - 256 B a lane)
+constexpr int kRowsCfgs = kQuantRowsShapes;
+constexpr int cfg_depth(int cfg) { return cfg == 2 || cfg == 4 || cfg == 5 ? 2 : cfg == 3 ? 8 : 4; }
+constexpr int cfg_blocks(int cfg) { return cfg == 1 || cfg == 5 ? 3 : cfg == 2 ? 4 : 2; }
+constexpr bool cfg_pipe(int cfg) { return cfg >= 4; }
 
 template <QuantFormat F>
 __device__ __forceinline__ int64_t row_bytes_of(int K) {
   return F == QuantFormat::int4 ? K / 2 : static_cast<int64_t>(K);
 }
 
-// Rows a and b (codes qa, qb; matrix rows ra, rb for the scale words) times x over batches
-// [b0, b1): this lane's share of the totals in ta, tb (meaningful on the diagonal lanes
-// only; diag_total adds them). wait_pending: pdl_wait() (and pdl_trigger()) once the first
-// loads are issued (the weights may be read before the previous kernel ends, x may not).
+// One work item's rows: a and b (codes qa, qb; matrix rows ra, rb for the scale words),
+// their scales / zero points and the activations x.
+struct RowItem {
+  const uint8_t *qa, *qb, *scale, *zero;
+  const bf16* x;
+  int ra, rb;
+};
+
+// A group: kDepth batches of both rows from batch j0 (those below b1), in registers.
+// issue() loads the codes and the scale words and uses none of them; compute() adds this
+// lane's share of the batches' sums of rows a and b into ta, tb (meaningful on the
+// diagonal lanes only; diag_total adds them).
 template <QuantFormat F, bool kPaired, int kDepth>
-__device__ __forceinline__ void row_pair_sums(const uint8_t* __restrict__ qa, const uint8_t* __restrict__ qb, int ra,
-                                              int rb, const uint8_t* scale, const uint8_t* zero,
-                                              const bf16* __restrict__ x, int K, int chunks, int b0, int b1,
-                                              int lane, bool& wait_pending, float& ta, float& tb) {
+struct RowGroup {
   using C = Codes<F, kPaired>;
-  constexpr int V = C::kValues;
-  const int g = lane >> 2, steps = (chunks + 3) / 4;
-  const bool odd = (g & 1) != 0;
-  for (int j0 = b0; j0 < b1; j0 += kDepth) {
-    uint4 wa[kDepth], wb[kDepth];
-    typename C::Raw sa[kDepth], sb[kDepth];
+  uint4 wa[kDepth], wb[kDepth];
+  typename C::Raw sa[kDepth], sb[kDepth];
+
+  __device__ __forceinline__ void issue(const RowItem& r, int j0, int b1, int chunks, int K, int lane) {
+    const int g = lane >> 2, steps = (chunks + 3) / 4;
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) {
       const int c = (j0 + u) * kBatchChunks + lane;
       if (j0 + u < b1 && c < chunks) {
-        wa[u] = load16_stream(qa + 16 * static_cast<int64_t>(c));
-        wb[u] = load16_stream(qb + 16 * static_cast<int64_t>(c));
+        wa[u] = load16_stream(r.qa + 16 * static_cast<int64_t>(c));
+        wb[u] = load16_stream(r.qb + 16 * static_cast<int64_t>(c));
       } else {
         wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
       }
       const int ss = min((j0 + u) * 8 + g, steps - 1);  // past the row end: any valid group (its sum is zero)
-      sa[u] = C::raw(scale, zero, ra, ss, K);
-      sb[u] = C::raw(scale, zero, rb, ss, K);
+      sa[u] = C::raw(r.scale, r.zero, r.ra, ss, K);
+      sb[u] = C::raw(r.scale, r.zero, r.rb, ss, K);
     }
-    if (wait_pending) {
-      pdl_wait();
-      pdl_trigger();
-      wait_pending = false;
-    }
+  }
+
+  __device__ __forceinline__ void compute(const RowItem& r, int j0, int b1, int chunks, int lane, float& ta,
+                                          float& tb) const {
+    constexpr int V = C::kValues;
+    const bool odd = ((lane >> 2) & 1) != 0;
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) {
       const int j = j0 + u;
@@ -89,7 +99,7 @@ __device__ __forceinline__ void row_pair_sums(const uint8_t* __restrict__ qa, co
 #pragma unroll
       for (int i = 0; i < V / 8; ++i) {
         uint4 v = make_uint4(0, 0, 0, 0);  // past the row end: zero activations
-        if (c < chunks) v = __ldg(reinterpret_cast<const uint4*>(x + static_cast<int64_t>(c) * V) + i);
+        if (c < chunks) v = __ldg(reinterpret_cast<const uint4*>(r.x + static_cast<int64_t>(c) * V) + i);
         xw[4 * i] = v.x;
         xw[4 * i + 1] = v.y;
         xw[4 * i + 2] = v.z;
@@ -107,6 +117,75 @@ __device__ __forceinline__ void row_pair_sums(const uint8_t* __restrict__ qa, co
       }
       ta = fmaf(pa.s, odd ? d[1] : d[0], ta);
       tb = fmaf(pb.s, odd ? d[3] : d[2], tb);
+    }
+  }
+};
+
+// A warp's walk over its items it = first, first + stride, ... < items, batches [b0, b1)
+// of each (at least one group an item, empty where b0 == b1): item(it) gives the rows,
+// finish(it, ta, tb) takes the item's totals (called by every lane). Without kPipe a
+// group's loads are issued, then used; with kPipe the next group's (of this item or the
+// next) are issued before the current one is computed, two groups alternating in
+// registers, so a warp's loads stay in flight while it computes, across items. The sums
+// are the same either way. wait_pending: pdl_wait() and pdl_trigger() once the first
+// loads are issued (the weights may be read before the previous kernel ends, x may not).
+template <QuantFormat F, bool kPaired, int kDepth, bool kPipe, typename ItemFn, typename FinishFn>
+__device__ __forceinline__ void walk_items(int first, int stride, int items, int b0, int b1, int chunks, int K,
+                                           int lane, bool wait_pending, ItemFn&& item, FinishFn&& finish) {
+  using G = RowGroup<F, kPaired, kDepth>;
+  auto settle = [&] {
+    if (wait_pending) {
+      pdl_wait();
+      pdl_trigger();
+      wait_pending = false;
+    }
+  };
+  if constexpr (!kPipe) {
+    for (int it = first; it < items; it += stride) {
+      const RowItem r = item(it);
+      float ta = 0, tb = 0;
+      int j0 = b0;
+      do {
+        G grp;
+        grp.issue(r, j0, b1, chunks, K, lane);
+        settle();
+        grp.compute(r, j0, b1, chunks, lane, ta, tb);
+        j0 += kDepth;
+      } while (j0 < b1);
+      finish(it, ta, tb);
+    }
+  } else {
+    // A unit: (item it, group from batch j0); the next unit is the item's next group or
+    // the next item's first.
+    int it = first, j0 = b0;
+    if (it >= items) return;
+    RowItem r = item(it);
+    G ga, gb;
+    ga.issue(r, j0, b1, chunks, K, lane);
+    float ta = 0, tb = 0;
+    // step(cur, nxt): issue the unit after (it, j0) into nxt, compute cur, finish an item;
+    // false when (it, j0) was the warp's last unit.
+    auto step = [&](G& cur, G& nxt) {
+      int it2 = it, j2 = j0 + kDepth;
+      if (j2 >= b1) {
+        it2 = it + stride;
+        j2 = b0;
+      }
+      const bool more = it2 < items;
+      const RowItem r2 = more ? item(it2) : r;
+      if (more) nxt.issue(r2, j2, b1, chunks, K, lane);
+      settle();
+      cur.compute(r, j0, b1, chunks, lane, ta, tb);
+      if (it2 != it) {
+        finish(it, ta, tb);
+        ta = tb = 0;
+      }
+      it = it2;
+      j0 = j2;
+      r = r2;
+      return more;
+    };
+    while (step(ga, gb) && step(gb, ga)) {
     }
   }
 }
@@ -153,25 +232,25 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int per_pair = gu_inter > 0 ? gu_inter : (N + 1) / 2, items = n_pairs * per_pair;
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16), nb = (chunks + kBatchChunks - 1) / kBatchChunks;
-  bool no_wait = false;
-  for (int it = blockIdx.x * kWarps + (threadIdx.x >> 5); it < items; it += gridDim.x * kWarps) {
-    const int p = it / per_pair, i = it - p * per_pair;
-    const int ra = gu_inter > 0 ? i : 2 * i, rb = gu_inter > 0 ? gu_inter + i : min(2 * i + 1, N - 1);
-    const uint8_t* q = s.q[p];
-    float ta = 0, tb = 0;
-    row_pair_sums<F, kPaired, cfg_depth(kCfg)>(q + ra * row_bytes, q + rb * row_bytes, ra, rb, s.scale[p], s.zero[p],
-                                               x + static_cast<int64_t>(x_per_pair ? p : p / k) * K, K, chunks, 0, nb, lane, no_wait,
-                              ta, tb);
-    const float ya = diag_total(ta, lane), yb = diag_total(tb, lane);
-    if (lane == 0) {
-      if (gu_inter > 0) {
-        out_h[static_cast<int64_t>(p) * gu_inter + i] = __float2bfloat16_rn(detail::silu(ya) * yb);
-      } else {
-        out[static_cast<int64_t>(p) * N + ra] = ya;
-        if (2 * i + 1 < N) out[static_cast<int64_t>(p) * N + 2 * i + 1] = yb;
-      }
-    }
-  }
+  walk_items<F, kPaired, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+      blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, nb, chunks, K, lane, false,
+      [&](int it) {
+        const int p = it / per_pair, i = it - p * per_pair;
+        const int ra = gu_inter > 0 ? i : 2 * i, rb = gu_inter > 0 ? gu_inter + i : min(2 * i + 1, N - 1);
+        return RowItem{s.q[p] + ra * row_bytes, s.q[p] + rb * row_bytes, s.scale[p], s.zero[p],
+                       x + static_cast<int64_t>(x_per_pair ? p : p / k) * K, ra, rb};
+      },
+      [&](int it, float ta, float tb) {
+        const float ya = diag_total(ta, lane), yb = diag_total(tb, lane);
+        if (lane != 0) return;
+        const int p = it / per_pair, i = it - p * per_pair;
+        if (gu_inter > 0) {
+          out_h[static_cast<int64_t>(p) * gu_inter + i] = __float2bfloat16_rn(detail::silu(ya) * yb);
+        } else {
+          out[static_cast<int64_t>(p) * N + 2 * i] = ya;
+          if (2 * i + 1 < N) out[static_cast<int64_t>(p) * N + 2 * i + 1] = yb;
+        }
+      });
 }
 
 // Down + combine: work item it = (token, row pair i); warp w of the block takes slot
@@ -198,40 +277,37 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16), nb = (chunks + kBatchChunks - 1) / kBatchChunks;
   const int b0 = part * nb / kParts, b1 = (part + 1) * nb / kParts;
-  bool wait_pending = ids_early != 0;
   int buf = 0;
-  for (int it = blockIdx.x; it < items; it += gridDim.x, buf ^= 1) {
-    const int tok = it / per_tok, i = it - tok * per_tok, p = tok * kK + slot;
-    const int ra = 2 * i, rb = min(2 * i + 1, N - 1);
-    const uint8_t* q = s.q[p];
-    float ta = 0, tb = 0;
-    row_pair_sums<F, kPaired, cfg_depth(kCfg)>(q + ra * row_bytes, q + rb * row_bytes, ra, rb, s.scale[p], s.zero[p],
-                                               h + static_cast<int64_t>(p) * K, K, chunks, b0, b1, lane, wait_pending, ta, tb);
-    if (wait_pending) {  // a part without batches (rows shorter than the parts)
-      pdl_wait();
-      pdl_trigger();
-      wait_pending = false;
-    }
-    const float ya = diag_total(ta, lane), yb = diag_total(tb, lane);
-    if (lane == 0) {
-      s_y[buf][warp][0] = ya;
-      s_y[buf][warp][1] = yb;
-    }
-    __syncthreads();
-    const int r = threadIdx.x;
-    if (r < 2 && 2 * i + r < N) {
-      float acc = 0;
+  walk_items<F, kPaired, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+      blockIdx.x, gridDim.x, items, b0, b1, chunks, K, lane, ids_early != 0,
+      [&](int it) {
+        const int tok = it / per_tok, i = it - tok * per_tok, p = tok * kK + slot;
+        const int ra = 2 * i, rb = min(2 * i + 1, N - 1);
+        return RowItem{s.q[p] + ra * row_bytes, s.q[p] + rb * row_bytes, s.scale[p], s.zero[p],
+                       h + static_cast<int64_t>(p) * K, ra, rb};
+      },
+      [&](int it, float ta, float tb) {
+        const float ya = diag_total(ta, lane), yb = diag_total(tb, lane);
+        if (lane == 0) {
+          s_y[buf][warp][0] = ya;
+          s_y[buf][warp][1] = yb;
+        }
+        __syncthreads();
+        const int tok = it / per_tok, i = it - tok * per_tok, r = threadIdx.x;
+        if (r < 2 && 2 * i + r < N) {
+          float acc = 0;
 #pragma unroll
-      for (int j = 0; j < kK; ++j) {
-        float y = s_y[buf][j * kParts][r];
+          for (int j = 0; j < kK; ++j) {
+            float y = s_y[buf][j * kParts][r];
 #pragma unroll
-        for (int q2 = 1; q2 < kParts; ++q2) y += s_y[buf][j * kParts + q2][r];
-        acc = fmaf(weights[tok * kK + j], y, acc);
-      }
-      out[static_cast<int64_t>(tok) * N + 2 * i + r] += acc;
-    }
-  }
-  if (wait_pending) {  // a block without items
+            for (int q2 = 1; q2 < kParts; ++q2) y += s_y[buf][j * kParts + q2][r];
+            acc = fmaf(weights[tok * kK + j], y, acc);
+          }
+          out[static_cast<int64_t>(tok) * N + 2 * i + r] += acc;
+        }
+        buf ^= 1;
+      });
+  if (ids_early && blockIdx.x >= items) {  // a block without items (never the case: the grid is at most items)
     pdl_wait();
     pdl_trigger();
   }
@@ -284,7 +360,10 @@ void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
       case 0: return fn(f_c, p_c, std::integral_constant<int, 0>{});
       case 1: return fn(f_c, p_c, std::integral_constant<int, 1>{});
       case 2: return fn(f_c, p_c, std::integral_constant<int, 2>{});
-      default: return fn(f_c, p_c, std::integral_constant<int, 3>{});
+      case 3: return fn(f_c, p_c, std::integral_constant<int, 3>{});
+      case 4: return fn(f_c, p_c, std::integral_constant<int, 4>{});
+      case 5: return fn(f_c, p_c, std::integral_constant<int, 5>{});
+      default: return fn(f_c, p_c, std::integral_constant<int, 6>{});
     }
   };
   using FC = std::integral_constant<QuantFormat, QuantFormat::int4>;

@@ -10,9 +10,9 @@
 // scaled by its own scale), and 4 shuffles add the 8 segments. Exact products, fp32
 // sums per scale group, as the tile kernels: the same bound against the CPU reference,
 // another order of additions. Selected by the inner-loop variants kQuantVariantRows ..
-// + 3 (MOEBENCH_QUANT_VARIANT=32 .. 35, QuantGemvShape::var), which differ only in the
-// launch shape (loads in flight a warp, warps an SM: quant_gemv_rows.cu); quant_gemv.cu
-// dispatches.
+// + 6 (MOEBENCH_QUANT_VARIANT=32 .. 38, QuantGemvShape::var), which differ only in the
+// launch shape (loads in flight a warp, warps an SM, the next group's loads issued
+// before the current one's products: quant_gemv_rows.cu); quant_gemv.cu dispatches.
 // Includable from host C++.
 #pragma once
 #include <cuda_bf16.h>
@@ -25,7 +25,8 @@
 namespace moebench::cuda {
 
 inline constexpr int kQuantVariantRows = 32;
-constexpr bool is_rows_variant(int var) { return var >= kQuantVariantRows && var < kQuantVariantRows + 4; }
+inline constexpr int kQuantRowsShapes = 7;  // variants kQuantVariantRows .. + 6
+constexpr bool is_rows_variant(int var) { return var >= kQuantVariantRows && var < kQuantVariantRows + kQuantRowsShapes; }
 
 // quant_moe_gemv's product (out[p, :] = W[ids[p]] . x_p, fp32) or, out_h non-null, the
 // fused gate/up (N = 2 inter rows [w1; w3], h[p, r] = bf16(silu(g) * u)), one work item
