@@ -694,28 +694,29 @@ TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
                                        {2, {0, 1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1, 0}},
                                        {1, {6}},
                                        {4, {0, 3, 5, 6, 1, 3, 2, 7}}};
-  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 1, cuda::kQuantVariantRows + 3,
-                  cuda::kQuantVariantRows + 4, cuda::kQuantVariantRows + 6})
-    for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
-      for (auto [N, K] : {std::pair<int, int>{301, 2080}, {64, 14336}, {40, 512}})
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [N, K] : {std::pair<int, int>{301, 2080}, {64, 14336}, {40, 512}})
+      for (int mode = 0; mode < (f == QuantFormat::int4 ? 3 : 1); ++mode) {  // int4: 1 zero points, 2 paired
+        const int E = 8;
+        std::mt19937 g(static_cast<uint32_t>(N + K + mode));
+        DeviceBuffers dev;
+        Experts ex(dev, f, mode == 1, N, K, E, g);
+        if (mode == 2) ex.pair();
         for (const DownCase& dc : cases) {
-          const int k = dc.k, E = 8, pairs = static_cast<int>(dc.ids.size());
-          const bool zp = f == QuantFormat::int4 && pairs == 6, paired = f == QuantFormat::int4 && pairs == 2;
-          SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zp ? " zp" : "") << (paired ? " paired" : "")
-                                          << " down var " << var << " N=" << N << " K=" << K << " k " << k
-                                          << " pairs " << pairs);
-          std::mt19937 g(static_cast<uint32_t>(N + K + pairs + var));
-          DeviceBuffers dev;
-          Experts ex(dev, f, zp, N, K, E, g);
-          if (paired) ex.pair();
+          const int k = dc.k, pairs = static_cast<int>(dc.ids.size());
           const DownInputs in(dev, dc.ids, k, N, K, g);
-          for (bool early : {false, true}) {
-            SCOPED_TRACE(testing::Message() << "ids early " << early);
-            float* res = dev.up(in.res0);
-            cuda::quant_moe_down_combine(ex.qe, in.h, in.ids, in.w, pairs, k, N, K, E, res, early, nullptr, 0, var);
-            EXPECT_EQ(down_combine_misses(ex, dc.ids, in, test::download(res, in.res0.size()), k, N, K, 1), 0u);
-          }
+          for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 1, cuda::kQuantVariantRows + 3,
+                          cuda::kQuantVariantRows + 4, cuda::kQuantVariantRows + 6})
+            for (bool early : {false, true}) {
+              SCOPED_TRACE(testing::Message() << quant_format_name(f) << (mode == 1 ? " zp" : mode == 2 ? " paired" : "")
+                                              << " down var " << var << " N=" << N << " K=" << K << " k " << k
+                                              << " pairs " << pairs << " ids early " << early);
+              float* res = dev.up(in.res0);
+              cuda::quant_moe_down_combine(ex.qe, in.h, in.ids, in.w, pairs, k, N, K, E, res, early, nullptr, 0, var);
+              EXPECT_EQ(down_combine_misses(ex, dc.ids, in, test::download(res, in.res0.size()), k, N, K, 1), 0u);
+            }
         }
+      }
 }
 
 #endif  // MOEBENCH_HAVE_CUDA
