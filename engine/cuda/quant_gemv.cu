@@ -1066,13 +1066,7 @@ enum class QuantLaunch { gemv, gate_up, down_combine };
 //   (34.8 against 35.1-49.0);
 // - the plain GEMV (and the attention projections' quant_gemv): kDefaultQuantVariant.
 // Double buffering (4) was slower everywhere (12 warps an SM).
-// The warp-row kernels (quant_gemv_rows.h) for the launches of one token (every used
-// expert one pair): their launch shape per format (variant - kQuantVariantRows), -1 where
-// the tile kernels stay the default.
-int rows_default_cfg(QuantFormat) { return -1; }
-
-int default_variant(QuantFormat f, QuantLaunch l, bool one_token) {
-  if (one_token && rows_default_cfg(f) >= 0) return kQuantVariantRows + rows_default_cfg(f);
+int default_variant(QuantFormat f, QuantLaunch l) {
   if (f == QuantFormat::fp8 && l != QuantLaunch::gemv) return kVarInterleave;
   if (f == QuantFormat::int8 && l == QuantLaunch::down_combine) return kVarEarlyScales | kVarInterleave;
   return kDefaultQuantVariant;
@@ -1169,8 +1163,7 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   int var = 0;
   if (F != QuantFormat::bf16 && shape.var >= 0) var = inner_variant(shape.var, 0);
   else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps))
-    var = inner_variant(-1, default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv,
-                                            ids != nullptr && n_pairs == k));
+    var = inner_variant(-1, default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv));
   if (is_rows_variant(var)) {
     if (F != QuantFormat::bf16 && !single && !accumulate) {
       quant_rows_gemv(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, var, stream);
@@ -1313,7 +1306,7 @@ void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t*
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     const int passes = pf >= 0 ? pf : prefetch_passes<F>(kDefaultQuantGemvShape);
-    int v = inner_variant(var, default_variant(F, QuantLaunch::down_combine, n_pairs == k));
+    int v = inner_variant(var, default_variant(F, QuantLaunch::down_combine));
     if (is_rows_variant(v)) {
       if (quant_rows_down_combine_takes(k)) {
         quant_rows_down_combine(w, h, ids, weights, n_pairs, k, N, K, out, ids_early, v, stream);
