@@ -4,8 +4,8 @@
 // and fp8 (and one int8 / fp8 matrix through linear_weight, weight_dtype's path; the
 // fused gate/up and down/combine kernels of decode), with odd row counts, partial fp8 blocks / int4 groups, several tokens
 // sharing an expert, inputs per token (w1/w3) and per pair (w2), int4 codes in the paired
-// word order of the resident model (int4_pair_words). Skipped, with a
-// message, when no GPU is present.
+// word order of the resident model (int4_pair_words); and the warp-row kernels
+// (quant_gemv_rows.h) the same way. Skipped, with a message, when no GPU is present.
 // Tolerance: the reference multiplies the dequantised fp32 weights (code x scale, rounded
 // to fp32) by the bf16 activations and sums in double; the GPU multiplies the codes by
 // the activations exactly, sums them in fp32 per scale group (tensor cores), scales each
