@@ -4,8 +4,8 @@
 // and fp8 (and one int8 / fp8 matrix through linear_weight, weight_dtype's path; the
 // fused gate/up and down/combine kernels of decode), with odd row counts, partial fp8 blocks / int4 groups, several tokens
 // sharing an expert, inputs per token (w1/w3) and per pair (w2), int4 codes in the paired
-// word order of the resident model (int4_pair_words). Skipped, with a
-// message, when no GPU is present.
+// word order of the resident model (int4_pair_words); and the warp-row kernels
+// (quant_gemv_rows.h) the same way. Skipped, with a message, when no GPU is present.
 // Tolerance: the reference multiplies the dequantised fp32 weights (code x scale, rounded
 // to fp32) by the bf16 activations and sums in double; the GPU multiplies the codes by
 // the activations exactly, sums them in fp32 per scale group (tensor cores), scales each
@@ -30,6 +30,7 @@
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
+#include "engine/cuda/quant_gemv_rows.h"
 #include "engine/cuda/quant_linear.h"
 #include "engine/dtype.h"
 #include "common/error.h"
@@ -405,6 +406,62 @@ namespace {
 
 double silu_d(double a) { return a / (1.0 + std::exp(-a)); }
 
+// h = silu(g) * u through the GEMV over [w1; w3] (2 inter rows, the given shape) and
+// silu_mul_gate_up, downloaded: what a fused gate/up launch of that shape must write.
+std::vector<uint16_t> gate_up_via_gemv(DeviceBuffers& dev, const cuda::QuantExperts& qe, const __nv_bfloat16* x,
+                                       const int32_t* d_ids, int pairs, int k, int inter, int hidden, int E,
+                                       cuda::QuantGemvShape shape = {}) {
+  const size_t n = static_cast<size_t>(pairs) * inter;
+  float* gu = dev.up(std::vector<float>(2 * n, 0.0f));
+  auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(std::vector<uint16_t>(n, 0xffff)));
+  cuda::quant_moe_gemv_shaped(qe, x, false, d_ids, pairs, k, 2 * inter, hidden, E, gu, shape, nullptr);
+  cuda::silu_mul_gate_up(gu, h, pairs, inter, nullptr);
+  return test::download(reinterpret_cast<const uint16_t*>(h), n);
+}
+
+// A down + combine case on the device: h (pairs x K), the router weights and the residual
+// before (tokens x N), random, and their uploads.
+struct DownInputs {
+  std::vector<uint16_t> hb;
+  std::vector<float> wts, res0;
+  const __nv_bfloat16* h = nullptr;
+  const int32_t* ids = nullptr;
+  const float* w = nullptr;
+  DownInputs(DeviceBuffers& dev, const std::vector<int32_t>& id, int k, int N, int K, std::mt19937& g)
+      : hb(id.size() * K), wts(id.size()), res0(id.size() / k * N) {
+    std::normal_distribution<float> nd(0.0f, 0.05f);
+    for (auto& v : hb) v = f32_to_bf16(nd(g) * 20);
+    for (auto& v : wts) v = 0.2f + std::fabs(nd(g)) * 8;
+    for (auto& v : res0) v = nd(g) * 10;
+    h = reinterpret_cast<const __nv_bfloat16*>(dev.up(hb));
+    ids = dev.up(id);
+    w = dev.up(wts);
+  }
+};
+
+// Rows (every row_step-th) of a down + combine result outside the CPU reference's bound:
+// each slot's fp32 summation bound times its weight, plus the rounding of the k + 1
+// additions; the first 5 are reported.
+size_t down_combine_misses(const Experts& ex, const std::vector<int32_t>& ids, const DownInputs& in,
+                           const std::vector<float>& got, int k, int N, int K, int row_step) {
+  size_t bad = 0;
+  for (int t = 0; t < static_cast<int>(ids.size()) / k; ++t)
+    for (int r = 0; r < N; r += row_step) {
+      double ref = in.res0[static_cast<size_t>(t) * N + r], tol = std::fabs(ref) * (k + 1) * std::ldexp(1.0, -24);
+      for (int j = 0; j < k; ++j) {
+        const int p = t * k + j;
+        double mag = 0;
+        const double d = ex.dot(ids[p], r, K, in.hb.data() + static_cast<size_t>(p) * K, mag);
+        ref += in.wts[p] * d;
+        tol += in.wts[p] * (mag * K * std::ldexp(1.0, -24) + std::fabs(d) * (k + 1) * std::ldexp(1.0, -24));
+      }
+      const double v = got[static_cast<size_t>(t) * N + r];
+      if (!(std::fabs(v - ref) <= tol + 1e-30) && bad++ < 5)
+        ADD_FAILURE() << "token " << t << " row " << r << ": got " << v << ", ref " << ref;
+    }
+  return bad;
+}
+
 }  // namespace
 
 // The fused gate/up of the plain kernel (a tile: 8 rows of w1 and the same rows of w3,
@@ -435,13 +492,8 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
         const auto* x = reinterpret_cast<const __nv_bfloat16*>(dev.up(xb));
         const int32_t* d_ids = dev.up(ids);
         const size_t n = static_cast<size_t>(pairs) * I;
-        std::vector<float> gu0(2 * n, 0.0f);
         std::vector<uint16_t> nan(n, 0xffff);
-        float* gu = dev.up(gu0);
-        auto* h_ref = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
-        cuda::quant_moe_gemv(ex.qe, x, false, d_ids, pairs, k, 2 * I, H, E, gu, nullptr);
-        cuda::silu_mul_gate_up(gu, h_ref, pairs, I, nullptr);
-        const std::vector<uint16_t> want = test::download(reinterpret_cast<const uint16_t*>(h_ref), n);
+        const std::vector<uint16_t> want = gate_up_via_gemv(dev, ex.qe, x, d_ids, pairs, k, I, H, E);
         for (int pf : {0, 2, 3}) {  // 3: prefetch 2 with 2 tiles taken in turn
           auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
           cuda::QuantGemvShape shape;
@@ -558,17 +610,13 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
         const int pairs = static_cast<int>(ids.size()), n_tok = pairs / k;
         SCOPED_TRACE(testing::Message() << quant_format_name(f) << " N=" << N << " K=" << K << " pairs " << pairs);
         std::mt19937 g(static_cast<uint32_t>(N + K + pairs));
-        std::normal_distribution<float> nd(0.0f, 0.05f);
         DeviceBuffers dev;
         const Experts ex(dev, f, f == QuantFormat::int4 && pairs == 6, N, K, E, g);
-        std::vector<uint16_t> hb(static_cast<size_t>(pairs) * K);
-        for (auto& v : hb) v = f32_to_bf16(nd(g) * 20);
-        std::vector<float> wts(pairs), res0(static_cast<size_t>(n_tok) * N);
-        for (auto& v : wts) v = 0.2f + std::fabs(nd(g)) * 8;
-        for (auto& v : res0) v = nd(g) * 10;
-        const auto* h = reinterpret_cast<const __nv_bfloat16*>(dev.up(hb));
-        const int32_t* d_ids = dev.up(ids);
-        const float* d_w = dev.up(wts);
+        const DownInputs in(dev, ids, k, N, K, g);
+        const std::vector<float>& res0 = in.res0;
+        const __nv_bfloat16* h = in.h;
+        const int32_t* d_ids = in.ids;
+        const float* d_w = in.w;
         std::vector<float> y0(static_cast<size_t>(pairs) * N, 0.0f);
         float* y = dev.up(y0);
         float* res_ref = dev.up(res0);
@@ -581,22 +629,93 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
             cuda::quant_moe_down_combine(ex.qe, h, d_ids, d_w, pairs, k, N, K, E, res, early, nullptr, pf);
             EXPECT_EQ(test::download(res, res0.size()), want) << "ids early " << early << ", prefetch " << pf;
           }
-        size_t bad = 0;
-        for (int t = 0; t < n_tok; ++t)
-          for (int r = 0; r < N; r += (N > 300 ? 5 : 1)) {
-            double ref = res0[static_cast<size_t>(t) * N + r], tol = std::fabs(ref) * (k + 1) * std::ldexp(1.0, -24);
-            for (int j = 0; j < k; ++j) {
-              const int p = t * k + j;
-              double mag = 0;
-              const double d = ex.dot(ids[p], r, K, hb.data() + static_cast<size_t>(p) * K, mag);
-              ref += wts[p] * d;
-              tol += wts[p] * (mag * K * std::ldexp(1.0, -24) + std::fabs(d) * (k + 1) * std::ldexp(1.0, -24));
+        EXPECT_EQ(down_combine_misses(ex, ids, in, want, k, N, K, N > 300 ? 5 : 1), 0u);
+      }
+}
+
+// The warp-row kernels (quant_gemv_rows.h, variants 32 .. 38: a warp owns two whole rows,
+// the mma's pair columns used for 8 segments of the row): the GEMV over the selected
+// experts within the CPU reference's bound, for every launch shape and format (int4
+// symmetric, with zero points, and in the paired order), per token and per pair, with
+// pairs sharing an expert, odd row counts, rows shorter than one 512-byte batch (160
+// inputs), partial batches (2080) and many batches (14336); the fused gate/up bit for bit
+// the same variant's GEMV over [w1; w3] followed by silu_mul_gate_up; the down + combine
+// within the bound of the combine test for top-1, 2 and 4 (the row split into 8, 4 and 2
+// parts; parts without batches at 512 inputs), 1, 3 and 8 tokens, ids read before or
+// after the wait.
+TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
+  const std::vector<int32_t> ids = {1, 2, 1, 4};
+  for (int var = cuda::kQuantVariantRows; var < cuda::kQuantVariantRows + cuda::kQuantRowsShapes; ++var) {
+    cuda::QuantGemvShape shape;
+    shape.var = var;
+    for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
+      for (auto [N, K] : {std::pair<int, int>{33, 2080}, {40, 14336}, {7, 160}})
+        for (bool per_pair : {false, true}) {
+          const uint32_t seed = static_cast<uint32_t>(N + K + var + per_pair);
+          run_case(f, false, N, K, 5, ids, 2, per_pair, seed, shape);
+          if (f != QuantFormat::int4 || K == 14336) continue;
+          run_case(f, true, N, K, 5, ids, 2, per_pair, seed + 1, shape);
+          run_case(f, false, N, K, 5, ids, 2, per_pair, seed + 2, shape, true);
+          run_case(f, true, N, K, 5, ids, 2, per_pair, seed + 3, shape, true);
+        }
+  }
+  // Fused gate/up: the same variant's GEMV rows, bit for bit.
+  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 2, cuda::kQuantVariantRows + 4})
+    for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+      for (bool paired : {false, true}) {
+        if (paired && f != QuantFormat::int4) continue;
+        const std::vector<int32_t> gids = {2, 0, 2, 3, 1, 2};
+        const int pairs = static_cast<int>(gids.size()), k = 2, E = 4, I = 1000, H = 2080;
+        SCOPED_TRACE(testing::Message() << quant_format_name(f) << " gate/up var " << var << (paired ? " paired" : ""));
+        std::mt19937 g(static_cast<uint32_t>(var + paired));
+        DeviceBuffers dev;
+        Experts ex(dev, f, f == QuantFormat::int4, 2 * I, H, E, g);
+        if (paired) ex.pair();
+        const int32_t* d_ids = dev.up(gids);
+        cuda::QuantGemvShape shape;
+        shape.var = var;
+        const size_t n = static_cast<size_t>(pairs) * I;
+        auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(std::vector<uint16_t>(n, 0xffff)));
+        std::normal_distribution<float> nd(0.0f, 0.05f);
+        std::vector<uint16_t> xb(static_cast<size_t>(pairs / k) * H);
+        for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
+        const auto* x = reinterpret_cast<const __nv_bfloat16*>(dev.up(xb));
+        cuda::quant_moe_gemv_gate_up_shaped(ex.qe, x, d_ids, pairs, k, I, H, E, h, shape, nullptr);
+        EXPECT_EQ(test::download(reinterpret_cast<const uint16_t*>(h), n),
+                  gate_up_via_gemv(dev, ex.qe, x, d_ids, pairs, k, I, H, E, shape));
+      }
+  // Down + combine against the CPU reference.
+  struct DownCase {
+    int k;
+    std::vector<int32_t> ids;
+  };
+  const std::vector<DownCase> cases = {{2, {3, 5}},
+                                       {2, {2, 0, 2, 3, 1, 2}},
+                                       {2, {0, 1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1, 0}},
+                                       {1, {6}},
+                                       {4, {0, 3, 5, 6, 1, 3, 2, 7}}};
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [N, K] : {std::pair<int, int>{301, 2080}, {64, 14336}, {40, 512}})
+      for (int mode = 0; mode < (f == QuantFormat::int4 ? 3 : 1); ++mode) {  // int4: 1 zero points, 2 paired
+        const int E = 8;
+        std::mt19937 g(static_cast<uint32_t>(N + K + mode));
+        DeviceBuffers dev;
+        Experts ex(dev, f, mode == 1, N, K, E, g);
+        if (mode == 2) ex.pair();
+        for (const DownCase& dc : cases) {
+          const int k = dc.k, pairs = static_cast<int>(dc.ids.size());
+          const DownInputs in(dev, dc.ids, k, N, K, g);
+          for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 1, cuda::kQuantVariantRows + 3,
+                          cuda::kQuantVariantRows + 4, cuda::kQuantVariantRows + 6})
+            for (bool early : {false, true}) {
+              SCOPED_TRACE(testing::Message() << quant_format_name(f) << (mode == 1 ? " zp" : mode == 2 ? " paired" : "")
+                                              << " down var " << var << " N=" << N << " K=" << K << " k " << k
+                                              << " pairs " << pairs << " ids early " << early);
+              float* res = dev.up(in.res0);
+              cuda::quant_moe_down_combine(ex.qe, in.h, in.ids, in.w, pairs, k, N, K, E, res, early, nullptr, 0, var);
+              EXPECT_EQ(down_combine_misses(ex, dc.ids, in, test::download(res, in.res0.size()), k, N, K, 1), 0u);
             }
-            const double got = want[static_cast<size_t>(t) * N + r];
-            if (!(std::fabs(got - ref) <= tol + 1e-30) && bad++ < 5)
-              ADD_FAILURE() << "token " << t << " row " << r << ": got " << got << ", ref " << ref;
-          }
-        EXPECT_EQ(bad, 0u);
+        }
       }
 }
 

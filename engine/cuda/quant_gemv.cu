@@ -31,7 +31,9 @@
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/pdl.cuh"
+#include "engine/cuda/quant_codes.cuh"
 #include "engine/cuda/quant_gemv.h"
+#include "engine/cuda/quant_gemv_rows.h"
 
 namespace moebench::cuda {
 
@@ -41,158 +43,7 @@ constexpr int kTileCols = 8;   // mma N: pairs per pass over the weights
 constexpr int kMaxPairs = detail::kMaxSlotPairs;  // pairs per launch
 constexpr int kPipeDepth = 2;  // the pipelined kernel's default batch: two in registers
 
-__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) {
-  uint32_t u;
-  memcpy(&u, &v, 4);
-  return u;
-}
-__device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t u) {
-  __nv_bfloat162 v;
-  memcpy(&v, &u, 4);
-  return v;
-}
-__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
-  return bf16x2_bits(__floats2bfloat162_rn(lo, hi));
-}
-__device__ __forceinline__ uint32_t word(const uint4& v, int i) {
-  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
-}
-
-// Per format: kValues codes per 16-byte chunk; kDepth super-steps whose weight loads
-// are issued together; kScaled: whether a scale multiplies each
-// super-step's sum (else the sums go straight into the totals); raw(): the loads of the
-// scale words of row `row` for super-step ss, as loaded (no arithmetic on them, so that
-// issuing them stalls nothing); row(): what the loop needs from them;
-// mma step s (of kValues / 4) of a chunk as A registers (lo: k slots 2t, 2t+1; hi: 2t+8,
-// 2t+9) and the matching activation registers from the chunk's kValues / 2 x words.
-// kPaired (int4 only): the codes in the paired word order (int4_pair_words).
-template <QuantFormat F, bool kPaired = false>
-struct Codes;
-
-// Step s takes the chunk's elements 4s .. 4s + 3 in memory order, and so the activations.
-struct InOrder {
-  struct Row {
-    float s;
-  };
-  using Raw = float;
-  __device__ static Row row(Raw r) { return {r}; }
-  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
-    b0 = xw[2 * s];
-    b1 = xw[2 * s + 1];
-  }
-};
-
-// bf16 weights: the codes are the weights, 8 per chunk.
-template <>
-struct Codes<QuantFormat::bf16> : InOrder {
-  static constexpr int kValues = 8;
-  static constexpr int kDepth = 8;  // super-steps whose weight loads are issued together
-  static constexpr bool kScaled = false;
-  __device__ static Raw raw(const uint8_t*, const uint8_t*, int, int, int) { return 1.0f; }
-  __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
-    lo = word(raw, 2 * s);
-    hi = word(raw, 2 * s + 1);
-  }
-};
-
-// int8, per-row fp32 scale. Code byte i = q_i; q + 128 = byte ^ 0x80 goes into the low
-// mantissa bits of 2^23 (0x4B000000) and 2^23 + 128 comes off again: exact, no I2F.
-template <>
-struct Codes<QuantFormat::int8> : InOrder {
-  static constexpr int kValues = 16;
-  static constexpr int kDepth = 4;
-  static constexpr bool kScaled = true;
-  __device__ static Raw raw(const uint8_t* scale, const uint8_t*, int row, int, int) {
-    return __ldg(reinterpret_cast<const float*>(scale) + row);
-  }
-  __device__ static float code(uint32_t biased, int i) {
-    return __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7440u + i)) - 8388736.0f;  // 2^23 + 128
-  }
-  __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
-    const uint32_t b = word(raw, s) ^ 0x80808080u;
-    lo = pack_bf16x2(code(b, 0), code(b, 1));
-    hi = pack_bf16x2(code(b, 2), code(b, 3));
-  }
-};
-
-// fp8 e4m3, fp32 scale per 128x128 block; e4m3 -> f16 (hardware) -> fp32 -> bf16, exact.
-template <>
-struct Codes<QuantFormat::fp8> : InOrder {
-  static constexpr int kValues = 16;
-  static constexpr int kDepth = 4;
-  static constexpr bool kScaled = true;
-  __device__ static Raw raw(const uint8_t* scale, const uint8_t*, int row, int ss, int K) {
-    const int cb = (K + static_cast<int>(kFp8Block) - 1) / static_cast<int>(kFp8Block);
-    const int block = (ss * 4 * kValues) / static_cast<int>(kFp8Block);
-    return __ldg(reinterpret_cast<const float*>(scale) + (row / static_cast<int>(kFp8Block)) * cb + block);
-  }
-  __device__ static uint32_t pair(uint32_t w16) {
-    const float2 f = __half22float2(
-        __half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w16), __NV_E4M3)));
-    return pack_bf16x2(f.x, f.y);
-  }
-  __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
-    const uint32_t w = word(raw, s);
-    lo = pair(w & 0xffffu);
-    hi = pair(w >> 16);
-  }
-};
-
-// int4, bf16 scale and optional zero point per group of 128 inputs of a row; element 2i
-// in the low nibble of byte i, 2i + 1 in the high one. A 32-bit word holds elements
-// e0..e7; (w >> 4j) & 0x000F000F puts e_j and e_{j+4} into the low mantissa bits of two
-// bf16 128.0s (0x4300), and subtracting 128 + zero leaves q - zero exactly. Step 2v of
-// word v takes (e0, e4 | e1, e5), step 2v + 1 (e2, e6 | e3, e7); the activations are
-// paired the same way with byte permutes.
-template <>
-struct Codes<QuantFormat::int4> {
-  static constexpr int kValues = 32;
-  static constexpr int kDepth = 4;
-  static constexpr bool kScaled = true;
-  struct Row {
-    float s;
-    uint32_t bias;  // bf16x2 (128 + zero, 128 + zero)
-  };
-  struct Raw {
-    uint32_t s, z;  // the scale's bf16 bits, the zero point (8: symmetric)
-  };
-  __device__ static Raw raw(const uint8_t* scale, const uint8_t* zero, int row, int ss, int K) {
-    const int groups = (K + static_cast<int>(kInt4Group) - 1) / static_cast<int>(kInt4Group);
-    const int g = row * groups + ss;
-    return {__ldg(reinterpret_cast<const unsigned short*>(scale) + g), zero ? __ldg(zero + g) : 8u};
-  }
-  __device__ static Row row(Raw r) {
-    const uint32_t b = 0x4300u + r.z;  // bf16 of 128 + z (z <= 15)
-    return {__uint_as_float(r.s << 16), b | (b << 16)};
-  }
-  __device__ static uint32_t nibbles(uint32_t w, int shift, uint32_t bias) {
-    const uint32_t v = ((w >> shift) & 0x000F000Fu) | 0x43004300u;
-    return bf16x2_bits(__hsub2(bits_bf16x2(v), bits_bf16x2(bias)));
-  }
-  __device__ static void a_regs(const uint4& raw, int s, const Row& r, uint32_t& lo, uint32_t& hi) {
-    const uint32_t w = word(raw, s >> 1);
-    const int sh = (s & 1) * 8;
-    lo = nibbles(w, sh, r.bias);
-    hi = nibbles(w, sh + 4, r.bias);
-  }
-  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
-    const uint32_t* x8 = xw + 4 * (s >> 1);  // x of the word's 8 elements: (x0,x1) (x2,x3) (x4,x5) (x6,x7)
-    const uint32_t a = x8[s & 1], c = x8[2 + (s & 1)];
-    b0 = __byte_perm(a, c, 0x5410u);  // (x0, x4) or (x2, x6)
-    b1 = __byte_perm(a, c, 0x7632u);  // (x1, x5) or (x3, x7)
-  }
-};
-
-// int4 in the paired word order (int4_pair_words: e_2j at nibble j, e_2j+1 at j + 4): the
-// same shifts and masks give (e0, e1 | e2, e3) for step 2v and (e4, e5 | e6, e7) for 2v + 1,
-// the order of the activations in memory, so their words go to the mma as loaded (no
-// byte permutes). The products are the same; the mma adds them in another grouping.
-template <>
-struct Codes<QuantFormat::int4, true> : Codes<QuantFormat::int4, false> {
-  __device__ static void b_regs(const uint32_t* xw, int s, uint32_t& b0, uint32_t& b1) {
-    InOrder::b_regs(xw, s, b0, b1);
-  }
-};
+using namespace qcodes;  // Codes and the bf16 word helpers (quant_codes.cuh)
 
 // One warp's share of a tile pass: kDepth super-steps of weight chunks for the rows
 // ra / rb of kRT tiles (lane t: chunk 4 ss + t), and the raw scale words of those rows and
@@ -394,7 +245,9 @@ struct Batch {
 // kVarPaired: int4 codes in the paired word order (QuantExperts::int4_paired; not a
 // choice of the loop but of the data, set from the weights), compiled with 0 and 8.
 constexpr int kVarEarlyScales = 1, kVarInterleave = 2, kVarDoubleBuffer = 4, kVarStaged = 8, kVarPaired = 16;
-constexpr bool variant_compiled(int var) { return (var >= 0 && var < 8) || var == 8 || var == 10 || var == 11; }
+constexpr bool variant_compiled(int var) {
+  return (var >= 0 && var < 8) || var == 8 || var == 10 || var == 11 || is_rows_variant(var);
+}
 // Warps an SM the plain and down/combine kernels are compiled to fit (launch bounds).
 constexpr int resident_warps(int var) { return (var & kVarDoubleBuffer) != 0 ? 12 : 16; }
 
@@ -1112,8 +965,8 @@ void with_variant(int var, Fn&& fn) {
     }
   }
   if ((var & kVarPaired) != 0)
-    fail_msg(msg("quant_moe_gemv: int4 codes in the paired order run inner-loop variant 0 or 8 at the format's depth, one "
-                 "tile and 4 or 16 warps, not variant ", var & ~kVarPaired));
+    fail_msg(msg("quant_moe_gemv: int4 codes in the paired order run inner-loop variant 0, 8 or 32 .. 38 (0 and 8 at "
+                 "the format's depth, one tile and 4 or 16 warps), not variant ", var & ~kVarPaired));
   if constexpr (kCompiled) {
     switch (var) {
       case 1: return fn(std::integral_constant<int, 1>{});
@@ -1219,15 +1072,17 @@ int default_variant(QuantFormat f, QuantLaunch l) {
   return kDefaultQuantVariant;
 }
 
-// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7, 8, 10, 11), unset
+// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7, 8, 10, 11, 32 .. 38), unset
 // the launch's default dflt. Any other value is a one-line Error.
 int inner_variant(int var, int dflt) {
   if (var < 0) {
-    static const int v = env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11}, -1);
+    static const int v =
+        env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38}, -1);
     return v >= 0 ? v : dflt;
   }
   if (!variant_compiled(var))
-    fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. 7, 8, 10 or 11"));
+    fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. 7, 8, 10, 11 or ", kQuantVariantRows,
+                 " .. ", kQuantVariantRows + kQuantRowsShapes - 1, " (the warp-row kernels)"));
   return var;
 }
 
@@ -1309,6 +1164,13 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   if (F != QuantFormat::bf16 && shape.var >= 0) var = inner_variant(shape.var, 0);
   else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps))
     var = inner_variant(-1, default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv));
+  if (is_rows_variant(var)) {
+    if (F != QuantFormat::bf16 && !single && !accumulate) {
+      quant_rows_gemv(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, var, stream);
+      return;
+    }
+    var = 0;  // one matrix (quant_gemv, gemv_tc): the tile kernel
+  }
   if (F == QuantFormat::int4 && w.int4_paired) var |= kVarPaired;
   const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h, shape.seq > 0 ? shape.seq : 1, var};
   if (out_h && rt != 1) fail_msg("quant_moe_gemv_gate_up: the fused gate/up form takes one tile a block");
@@ -1444,7 +1306,14 @@ void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t*
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     const int passes = pf >= 0 ? pf : prefetch_passes<F>(kDefaultQuantGemvShape);
-    const int v = inner_variant(var, default_variant(F, QuantLaunch::down_combine));
+    int v = inner_variant(var, default_variant(F, QuantLaunch::down_combine));
+    if (is_rows_variant(v)) {
+      if (quant_rows_down_combine_takes(k)) {
+        quant_rows_down_combine(w, h, ids, weights, n_pairs, k, N, K, out, ids_early, v, stream);
+        return;
+      }
+      v = 0;  // a top-k that does not split 8 warps: the tile kernel
+    }
     launch_down_combine<F>(w, h, ids, weights, n_pairs, k, N, K, out, passes,
                            F == QuantFormat::int4 && w.int4_paired ? v | kVarPaired : v, ids_early, stream);
   };

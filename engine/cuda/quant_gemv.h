@@ -74,7 +74,9 @@ inline constexpr int kDefaultQuantPrefetch = 0;
 // issued before the current one's products (12 warps an SM instead of 16); 8 (staged,
 // compiled as 8, 10 and 11): the batches go through a ring of 3 in shared memory
 // (cp.async), two in flight while one is computed, across tiles (resident blocks taking
-// several tiles) and the down/combine's experts. None changes a sum's bits. Defaults (measured on an H200, quant_gemv.cu's default_variant): the plain
+// several tiles) and the down/combine's experts. None changes a sum's bits. 32 .. 38: the
+// warp-row kernels instead (quant_gemv_rows.h; another order of additions, the same
+// bound). Defaults (measured on an H200, quant_gemv.cu's default_variant): the plain
 // GEMV kDefaultQuantVariant (the plain loop); the fused gate/up interleaved for fp8; the
 // down/combine interleaved for fp8, with early scales too for int8; int4 the plain loop.
 inline constexpr int kDefaultQuantVariant = 0;

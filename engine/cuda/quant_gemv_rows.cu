@@ -1,0 +1,412 @@
+// quant_gemv_rows.cu: see quant_gemv_rows.h. The warp-row kernels.
+//
+// Batch j of a row is its 16-byte chunks 32 j .. 32 j + 31 (512 bytes), lane i reading
+// chunk 32 j + i of both rows a and b of the warp. Lane (g, t) = (lane / 4, lane % 4)
+// holds chunks 32 j + 4 g + t, t = 0..3: segment g of the batch, the 4 chunks of one
+// super-step (ss = 8 j + g: int4 128 inputs = one group; int8 / fp8 64 inputs, inside one
+// 128 x 128 fp8 block). Each mma step takes the lane's codes of rows a and b as A rows g
+// and g + 8 (quant_codes.cuh, as the tile kernels) and the lane's own activations as B
+// column g, so D[g][g] and D[g + 8][g], held by lane (g, g / 2), are segment g's sums for
+// rows a and b; that lane scales them by the segment's scale (every lane loads the scale
+// words of its own segment, which also hold int4's zero point for its codes). After the
+// row, the 8 diagonal lanes' totals are added by shuffles.
+#include "engine/cuda/quant_gemv_rows.h"
+
+#include <algorithm>
+
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/pdl.cuh"
+#include "engine/cuda/quant_codes.cuh"
+
+namespace moebench::cuda {
+
+namespace {
+using namespace qcodes;
+using bf16 = __nv_bfloat16;
+
+constexpr int kWarps = 8;         // warps a block
+constexpr int kBatchChunks = 32;  // chunks of one row a batch: one per lane
+constexpr int kMaxPairs = detail::kMaxSlotPairs;
+
+// The compiled launch shapes (cfg = variant - kQuantVariantRows): batches of both rows
+// whose loads a warp issues together (depth: 32 bytes a lane each), blocks an SM the
+// launch bounds ask for (registers a thread: 65536 / (256 x blocks)), and whether a
+// warp's next group is issued before the current one is computed (pipe, walk_items).
+//   0: depth 4, 2 blocks (16 warps an SM, 128 B a lane in flight)
+//   1: depth 4, 3 blocks (24 warps; int4 spills a few registers at 80)
+//   2: depth 2, 4 blocks (32 warps, 64 registers, 64 B a lane)
+//   3: depth 8, 2 blocks (16 warps, 256 B a lane)
+//   4: depth 2, 2 blocks, pipelined (16 warps, 64 - 128 B a lane)
+//   5: depth 2, 3 blocks, pipelined (24 warps)
+//   6: depth 4, 2 blocks, pipelined (16 warps, 128 - 256 B a lane)
+constexpr int kRowsCfgs = kQuantRowsShapes;
+constexpr int cfg_depth(int cfg) { return cfg == 2 || cfg == 4 || cfg == 5 ? 2 : cfg == 3 ? 8 : 4; }
+constexpr int cfg_blocks(int cfg) { return cfg == 1 || cfg == 5 ? 3 : cfg == 2 ? 4 : 2; }
+constexpr bool cfg_pipe(int cfg) { return cfg >= 4; }
+
+template <QuantFormat F>
+__device__ __forceinline__ int64_t row_bytes_of(int K) {
+  return F == QuantFormat::int4 ? K / 2 : static_cast<int64_t>(K);
+}
+
+// One work item's rows: a and b (codes qa, qb; matrix rows ra, rb for the scale words),
+// their scales / zero points and the activations x.
+struct RowItem {
+  const uint8_t *qa, *qb, *scale, *zero;
+  const bf16* x;
+  int ra, rb;
+};
+
+// A group: kDepth batches of both rows from batch j0 (those below b1), in registers.
+// issue() loads the codes and the scale words and uses none of them; compute() adds this
+// lane's share of the batches' sums of rows a and b into ta, tb (meaningful on the
+// diagonal lanes only; diag_total adds them).
+template <QuantFormat F, bool kPaired, int kDepth>
+struct RowGroup {
+  using C = Codes<F, kPaired>;
+  uint4 wa[kDepth], wb[kDepth];
+  typename C::Raw sa[kDepth], sb[kDepth];
+
+  __device__ __forceinline__ void issue(const RowItem& r, int j0, int b1, int chunks, int K, int lane) {
+    const int g = lane >> 2, steps = (chunks + 3) / 4;
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) {
+      const int c = (j0 + u) * kBatchChunks + lane;
+      if (j0 + u < b1 && c < chunks) {
+        wa[u] = load16_stream(r.qa + 16 * static_cast<int64_t>(c));
+        wb[u] = load16_stream(r.qb + 16 * static_cast<int64_t>(c));
+      } else {
+        wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
+      }
+      const int ss = min((j0 + u) * 8 + g, steps - 1);  // past the row end: any valid group (its sum is zero)
+      sa[u] = C::raw(r.scale, r.zero, r.ra, ss, K);
+      sb[u] = C::raw(r.scale, r.zero, r.rb, ss, K);
+    }
+  }
+
+  __device__ __forceinline__ void compute(const RowItem& r, int j0, int b1, int chunks, int lane, float& ta,
+                                          float& tb) const {
+    constexpr int V = C::kValues;
+    const bool odd = ((lane >> 2) & 1) != 0;
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) {
+      const int j = j0 + u;
+      if (j >= b1) break;  // warp-uniform
+      const int c = j * kBatchChunks + lane;
+      uint32_t xw[V / 2];
+#pragma unroll
+      for (int i = 0; i < V / 8; ++i) {
+        uint4 v = make_uint4(0, 0, 0, 0);  // past the row end: zero activations
+        if (c < chunks) v = __ldg(reinterpret_cast<const uint4*>(r.x + static_cast<int64_t>(c) * V) + i);
+        xw[4 * i] = v.x;
+        xw[4 * i + 1] = v.y;
+        xw[4 * i + 2] = v.z;
+        xw[4 * i + 3] = v.w;
+      }
+      const typename C::Row pa = C::row(sa[u]), pb = C::row(sb[u]);
+      float d[4] = {0, 0, 0, 0};
+#pragma unroll
+      for (int s = 0; s < V / 4; ++s) {
+        uint32_t a0, a1, a2, a3, x0, x1;
+        C::a_regs(wa[u], s, pa, a0, a2);
+        C::a_regs(wb[u], s, pb, a1, a3);
+        C::b_regs(xw, s, x0, x1);
+        detail::mma_bf16_16x8x16(d, a0, a1, a2, a3, x0, x1);
+      }
+      ta = fmaf(pa.s, odd ? d[1] : d[0], ta);
+      tb = fmaf(pb.s, odd ? d[3] : d[2], tb);
+    }
+  }
+};
+
+// A warp's walk over its items it = first, first + stride, ... < items, batches [b0, b1)
+// of each (at least one group an item, empty where b0 == b1): item(it) gives the rows,
+// finish(it, ta, tb) takes the item's totals (called by every lane). Without kPipe a
+// group's loads are issued, then used; with kPipe the next group's (of this item or the
+// next) are issued before the current one is computed, two groups alternating in
+// registers, so a warp's loads stay in flight while it computes, across items. The sums
+// are the same either way. wait_pending: pdl_wait() and pdl_trigger() once the first
+// loads are issued (the weights may be read before the previous kernel ends, x may not).
+template <QuantFormat F, bool kPaired, int kDepth, bool kPipe, typename ItemFn, typename FinishFn>
+__device__ __forceinline__ void walk_items(int first, int stride, int items, int b0, int b1, int chunks, int K,
+                                           int lane, bool wait_pending, ItemFn&& item, FinishFn&& finish) {
+  using G = RowGroup<F, kPaired, kDepth>;
+  auto settle = [&] {
+    if (wait_pending) {
+      pdl_wait();
+      pdl_trigger();
+      wait_pending = false;
+    }
+  };
+  if constexpr (!kPipe) {
+    for (int it = first; it < items; it += stride) {
+      const RowItem r = item(it);
+      float ta = 0, tb = 0;
+      int j0 = b0;
+      do {
+        G grp;
+        grp.issue(r, j0, b1, chunks, K, lane);
+        settle();
+        grp.compute(r, j0, b1, chunks, lane, ta, tb);
+        j0 += kDepth;
+      } while (j0 < b1);
+      finish(it, ta, tb);
+    }
+  } else {
+    // A unit: (item it, group from batch j0); the next unit is the item's next group or
+    // the next item's first.
+    int it = first, j0 = b0;
+    if (it >= items) return;
+    RowItem r = item(it);
+    G ga, gb;
+    ga.issue(r, j0, b1, chunks, K, lane);
+    float ta = 0, tb = 0;
+    // step(cur, nxt): issue the unit after (it, j0) into nxt, compute cur, finish an item;
+    // false when (it, j0) was the warp's last unit.
+    auto step = [&](G& cur, G& nxt) {
+      int it2 = it, j2 = j0 + kDepth;
+      if (j2 >= b1) {
+        it2 = it + stride;
+        j2 = b0;
+      }
+      const bool more = it2 < items;
+      const RowItem r2 = more ? item(it2) : r;
+      if (more) nxt.issue(r2, j2, b1, chunks, K, lane);
+      settle();
+      cur.compute(r, j0, b1, chunks, lane, ta, tb);
+      if (it2 != it) {
+        finish(it, ta, tb);
+        ta = tb = 0;
+      }
+      it = it2;
+      j0 = j2;
+      r = r2;
+      return more;
+    };
+    while (step(ga, gb) && step(gb, ga)) {
+    }
+  }
+}
+
+// The sum of the 8 diagonal lanes' totals (lane 4 g + g / 2 for segment g), in every lane.
+__device__ __forceinline__ float diag_total(float t, int lane) {
+  const int g = lane & 7;
+  float v = __shfl_sync(0xffffffffu, t, 4 * g + (g >> 1));
+  v += __shfl_xor_sync(0xffffffffu, v, 1);
+  v += __shfl_xor_sync(0xffffffffu, v, 2);
+  v += __shfl_xor_sync(0xffffffffu, v, 4);
+  return v;
+}
+
+// Each pair's expert's parts (one lookup a block instead of one a work item).
+struct PairParts {
+  const uint8_t* q[kMaxPairs];
+  const uint8_t* scale[kMaxPairs];
+  const uint8_t* zero[kMaxPairs];
+};
+__device__ __forceinline__ void load_pair_parts(const QuantExperts& w, const int32_t* ids, int n_pairs, PairParts& s) {
+  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
+    const int e = ids[p];
+    s.q[p] = w.q[e];
+    s.scale[p] = w.scale[e];
+    s.zero[p] = w.zero ? w.zero[e] : nullptr;
+  }
+  __syncthreads();
+}
+
+// Work item it (pair p, row pair i): rows 2 i and 2 i + 1 (clamped; the second written only
+// below N), or with gu_inter > 0 rows i of w1 and gu_inter + i of w3, written as h[p, i] =
+// bf16(silu(g) * u). Warps take the items it = warp, warp + all warps, ...
+template <QuantFormat F, bool kPaired, int kCfg>
+__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
+    quant_rows_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
+                      int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
+                      bf16* __restrict__ out_h) {
+  __shared__ PairParts s;
+  pdl_wait();  // ids (the router's) and x come from the kernels before
+  pdl_trigger();
+  load_pair_parts(w, ids, n_pairs, s);
+  const int lane = threadIdx.x & 31;
+  const int per_pair = gu_inter > 0 ? gu_inter : (N + 1) / 2, items = n_pairs * per_pair;
+  const int64_t row_bytes = row_bytes_of<F>(K);
+  const int chunks = static_cast<int>(row_bytes / 16), nb = (chunks + kBatchChunks - 1) / kBatchChunks;
+  walk_items<F, kPaired, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+      blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, nb, chunks, K, lane, false,
+      [&](int it) {
+        const int p = it / per_pair, i = it - p * per_pair;
+        const int ra = gu_inter > 0 ? i : 2 * i, rb = gu_inter > 0 ? gu_inter + i : min(2 * i + 1, N - 1);
+        return RowItem{s.q[p] + ra * row_bytes, s.q[p] + rb * row_bytes, s.scale[p], s.zero[p],
+                       x + static_cast<int64_t>(x_per_pair ? p : p / k) * K, ra, rb};
+      },
+      [&](int it, float ta, float tb) {
+        const float ya = diag_total(ta, lane), yb = diag_total(tb, lane);
+        if (lane != 0) return;
+        const int p = it / per_pair, i = it - p * per_pair;
+        if (gu_inter > 0) {
+          out_h[static_cast<int64_t>(p) * gu_inter + i] = __float2bfloat16_rn(detail::silu(ya) * yb);
+        } else {
+          out[static_cast<int64_t>(p) * N + 2 * i] = ya;
+          if (2 * i + 1 < N) out[static_cast<int64_t>(p) * N + 2 * i + 1] = yb;
+        }
+      });
+}
+
+// Down + combine: work item it = (token, row pair i); warp w of the block takes slot
+// w / (8 / kK) of the token and part w % (8 / kK) of the row's batches; the parts' sums
+// meet in s_y (two buffers, alternating items: one barrier an item), and threads 0 and 1
+// add each slot's parts in order and the slots as moe_combine_all does (fmaf from 0 in
+// slot order, then added to out). ids_early: the ids were written before the previous
+// kernel began, so the first weights are asked for before pdl_wait.
+template <QuantFormat F, bool kPaired, int kK, int kCfg>
+__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
+    quant_rows_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
+                                   const float* __restrict__ weights, int n_pairs, int N, int K,
+                                   float* __restrict__ out, int ids_early) {
+  constexpr int kParts = kWarps / kK;
+  __shared__ PairParts s;
+  __shared__ float s_y[2][kWarps][2];
+  if (!ids_early) {
+    pdl_wait();
+    pdl_trigger();
+  }
+  load_pair_parts(w, ids, n_pairs, s);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, slot = warp / kParts, part = warp % kParts;
+  const int per_tok = (N + 1) / 2, items = (n_pairs / kK) * per_tok;
+  const int64_t row_bytes = row_bytes_of<F>(K);
+  const int chunks = static_cast<int>(row_bytes / 16), nb = (chunks + kBatchChunks - 1) / kBatchChunks;
+  const int b0 = part * nb / kParts, b1 = (part + 1) * nb / kParts;
+  int buf = 0;
+  walk_items<F, kPaired, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+      blockIdx.x, gridDim.x, items, b0, b1, chunks, K, lane, ids_early != 0,
+      [&](int it) {
+        const int tok = it / per_tok, i = it - tok * per_tok, p = tok * kK + slot;
+        const int ra = 2 * i, rb = min(2 * i + 1, N - 1);
+        return RowItem{s.q[p] + ra * row_bytes, s.q[p] + rb * row_bytes, s.scale[p], s.zero[p],
+                       h + static_cast<int64_t>(p) * K, ra, rb};
+      },
+      [&](int it, float ta, float tb) {
+        const float ya = diag_total(ta, lane), yb = diag_total(tb, lane);
+        if (lane == 0) {
+          s_y[buf][warp][0] = ya;
+          s_y[buf][warp][1] = yb;
+        }
+        __syncthreads();
+        const int tok = it / per_tok, i = it - tok * per_tok, r = threadIdx.x;
+        if (r < 2 && 2 * i + r < N) {
+          float acc = 0;
+#pragma unroll
+          for (int j = 0; j < kK; ++j) {
+            float y = s_y[buf][j * kParts][r];
+#pragma unroll
+            for (int q2 = 1; q2 < kParts; ++q2) y += s_y[buf][j * kParts + q2][r];
+            acc = fmaf(weights[tok * kK + j], y, acc);
+          }
+          out[static_cast<int64_t>(tok) * N + 2 * i + r] += acc;
+        }
+        buf ^= 1;
+      });
+  if (ids_early && blockIdx.x >= items) {  // a block without items (never the case: the grid is at most items)
+    pdl_wait();
+    pdl_trigger();
+  }
+}
+
+// Blocks of a kernel resident on the GPU at once (taken on first use; the GPUs of a run
+// are of one kind).
+template <auto kKernel>
+int resident_blocks() {
+  static const int n = [] {
+    int dev = 0, sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kWarps * 32, 0));
+    return std::max(1, sms * per_sm);
+  }();
+  return n;
+}
+
+template <QuantFormat F, bool kPaired, int kCfg>
+void launch_rows(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k, int N,
+                 int K, float* out, bf16* out_h, cudaStream_t stream) {
+  constexpr auto kernel = quant_rows_kernel<F, kPaired, kCfg>;
+  const int gu_inter = out_h ? N / 2 : 0;
+  const int64_t items = static_cast<int64_t>(n_pairs) * (out_h ? gu_inter : (N + 1) / 2);
+  const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks<kernel>()));
+  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, w, x, x_per_pair ? 1 : 0, ids,
+             n_pairs, k, N, K, out, gu_inter, out_h);
+}
+
+template <QuantFormat F, bool kPaired, int kK, int kCfg>
+void launch_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs, int N,
+                 int K, float* out, bool ids_early, cudaStream_t stream) {
+  constexpr auto kernel = quant_rows_down_combine_kernel<F, kPaired, kK, kCfg>;
+  const int64_t items = static_cast<int64_t>(n_pairs / kK) * ((N + 1) / 2);
+  const int blocks = static_cast<int>(std::min<int64_t>(items, resident_blocks<kernel>()));
+  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, w, h, ids, weights, n_pairs, N,
+             K, out, ids_early ? 1 : 0);
+}
+
+// fn(format constant, paired constant, cfg constant) for w's format and int4 order and
+// the launch shape of variant var.
+template <typename Fn>
+void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
+  const int cfg = var - kQuantVariantRows;
+  if (cfg < 0 || cfg >= kRowsCfgs)
+    fail_msg(msg(what, ": variant ", var, ", expected ", kQuantVariantRows, " .. ", kQuantVariantRows + kRowsCfgs - 1));
+  auto with_cfg = [&](auto f_c, auto p_c) {
+    switch (cfg) {
+      case 0: return fn(f_c, p_c, std::integral_constant<int, 0>{});
+      case 1: return fn(f_c, p_c, std::integral_constant<int, 1>{});
+      case 2: return fn(f_c, p_c, std::integral_constant<int, 2>{});
+      case 3: return fn(f_c, p_c, std::integral_constant<int, 3>{});
+      case 4: return fn(f_c, p_c, std::integral_constant<int, 4>{});
+      case 5: return fn(f_c, p_c, std::integral_constant<int, 5>{});
+      default: return fn(f_c, p_c, std::integral_constant<int, 6>{});
+    }
+  };
+  using FC = std::integral_constant<QuantFormat, QuantFormat::int4>;
+  switch (w.format) {
+    case QuantFormat::int4:
+      if (w.int4_paired) with_cfg(FC{}, std::true_type{});
+      else with_cfg(FC{}, std::false_type{});
+      break;
+    case QuantFormat::int8: with_cfg(std::integral_constant<QuantFormat, QuantFormat::int8>{}, std::false_type{}); break;
+    case QuantFormat::fp8: with_cfg(std::integral_constant<QuantFormat, QuantFormat::fp8>{}, std::false_type{}); break;
+    default: fail_msg(msg(what, ": format ", quant_format_name(w.format), " is not quantised"));
+  }
+  CUDA_CHECK_LAUNCH(what);
+}
+}  // namespace
+
+void quant_rows_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
+                     int N, int K, float* out, bf16* out_h, int var, cudaStream_t stream) {
+  if (out_h && N % 2 != 0) fail_msg(msg("quant_rows_gemv: the fused gate/up takes 2 inter rows, not ", N));
+  for_format(w, var, "quant_rows_gemv", [&](auto f_c, auto p_c, auto c_c) {
+    launch_rows<decltype(f_c)::value, decltype(p_c)::value, decltype(c_c)::value>(w, x, x_per_pair, ids, n_pairs, k,
+                                                                                  N, K, out, out_h, stream);
+  });
+}
+
+bool quant_rows_down_combine_takes(int k) { return k == 1 || k == 2 || k == 4 || k == 8; }
+
+void quant_rows_down_combine(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights,
+                             int n_pairs, int k, int N, int K, float* out, bool ids_early, int var,
+                             cudaStream_t stream) {
+  if (!quant_rows_down_combine_takes(k))
+    fail_msg(msg("quant_rows_down_combine: top-k ", k, ", expected 1, 2, 4 or 8 (the slots split a block's 8 warps)"));
+  for_format(w, var, "quant_rows_down_combine", [&](auto f_c, auto p_c, auto c_c) {
+    constexpr QuantFormat F = decltype(f_c)::value;
+    constexpr bool P = decltype(p_c)::value;
+    constexpr int C = decltype(c_c)::value;
+    switch (k) {
+      case 1: return launch_down<F, P, 1, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+      case 2: return launch_down<F, P, 2, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+      case 4: return launch_down<F, P, 4, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+      default: return launch_down<F, P, 8, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+    }
+  });
+}
+
+}  // namespace moebench::cuda

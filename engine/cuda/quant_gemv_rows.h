@@ -1,0 +1,46 @@
+// quant_gemv_rows.h: the warp-row kernels of quantised decode, a second design of the
+// dequantising GEMV beside the tile kernels of quant_gemv.cu, for few tokens an expert
+// (batch-1 decode: every used expert has one pair). A warp owns two whole weight rows
+// and reads each row 512 contiguous bytes per load instruction (lane i: 16-byte chunk i),
+// four such batches of both rows in flight before the first use; blocks stay resident
+// and walk their work items. The codes go through the same tensor-core step as the tile
+// kernels, with the 8 pair columns of the mma used for 8 segments of the row: lanes of
+// row group g feed segment g's activations as column g, so the diagonal of the 16 x 8
+// result holds each segment's sum (one int4 group / fp8 block part / int8 super-step,
+// scaled by its own scale), and 4 shuffles add the 8 segments. Exact products, fp32
+// sums per scale group, as the tile kernels: the same bound against the CPU reference,
+// another order of additions. Selected by the inner-loop variants kQuantVariantRows ..
+// + 6 (MOEBENCH_QUANT_VARIANT=32 .. 38, QuantGemvShape::var), which differ only in the
+// launch shape (loads in flight a warp, warps an SM, the next group's loads issued
+// before the current one's products: quant_gemv_rows.cu); quant_gemv.cu dispatches.
+// Includable from host C++.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "engine/cuda/quant_gemv.h"
+
+namespace moebench::cuda {
+
+inline constexpr int kQuantVariantRows = 32;
+inline constexpr int kQuantRowsShapes = 7;  // variants kQuantVariantRows .. + 6
+constexpr bool is_rows_variant(int var) { return var >= kQuantVariantRows && var < kQuantVariantRows + kQuantRowsShapes; }
+
+// quant_moe_gemv's product (out[p, :] = W[ids[p]] . x_p, fp32) or, out_h non-null, the
+// fused gate/up (N = 2 inter rows [w1; w3], h[p, r] = bf16(silu(g) * u)), one work item
+// per (pair, row pair): pairs sharing an expert read its rows once each.
+void quant_rows_gemv(const QuantExperts& w, const __nv_bfloat16* x, bool x_per_pair, const int32_t* ids, int n_pairs,
+                     int k, int N, int K, float* out, __nv_bfloat16* out_h, int var, cudaStream_t stream);
+
+// quant_moe_down_combine's product: out[t, :] += sum over j < k, in order, of
+// weights[t k + j] * (W[ids[t k + j]] . h[t k + j]). A block owns two output rows of one
+// token at a time: its 8 warps are k slots x 8 / k parts of the row length, the parts
+// added in order through shared memory. k must divide 8 (quant_rows_down_combine_takes).
+void quant_rows_down_combine(const QuantExperts& w, const __nv_bfloat16* h, const int32_t* ids,
+                             const float* weights, int n_pairs, int k, int N, int K, float* out, bool ids_early,
+                             int var, cudaStream_t stream);
+bool quant_rows_down_combine_takes(int k);
+
+}  // namespace moebench::cuda
