@@ -99,8 +99,10 @@ struct EngineSettings {
   // on the 16-core H200 host it measured 6.33 and 6.32 tok/s against all's 5.71 and 5.65 in
   // two calls, docs/HYBRID.md), all (any miss: copies may give way to parts too, so both
   // links end each layer together; a copy still lands in the cache where a whole one is
-  // best), off (whole experts per link, no scratch slot). MOEBENCH_HYBRID_SPLIT in the
-  // environment, when set, wins.
+  // best), balance (cpu mode's schedule, nothing copied ahead, the link taking the share of
+  // each layer's misses a feedback loop on the layers' own finish times sets), off (whole
+  // experts per link, no scratch slot). MOEBENCH_HYBRID_SPLIT in the environment, when set,
+  // wins.
   std::string hybrid_split = "host";
 
   // All knobs as strings (for results, logs and the UI), in a fixed order.

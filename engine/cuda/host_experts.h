@@ -44,6 +44,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -87,8 +88,11 @@ class HostExperts {
 
   ExpertExec exec() const { return exec_; }
   int cpu_moe_layers() const { return cpu_layers_; }
-  // Whether prefetches may load experts of `layer` (not in cpu layers, not in cpu mode).
-  bool prefetch_allowed(int layer) const { return moebench::prefetch_allowed(exec_, cpu_layers_, layer); }
+  // Whether prefetches may load experts of `layer` (not in cpu layers, not in cpu mode, not
+  // with hybrid_split=balance: it starts from cpu mode's schedule).
+  bool prefetch_allowed(int layer) const {
+    return !balance_ && moebench::prefetch_allowed(exec_, cpu_layers_, layer);
+  }
 
   // Which experts of this forward (ids (pairs), m tokens) the host computes: returns
   // their count; mask() flags them. 0: the forward takes the device path alone.
@@ -178,6 +182,8 @@ class HostExperts {
   int split_units_ = 1;
   bool split_half_ = false;    // MOEBENCH_HYBRID_SPLIT=half
   bool split_copies_ = false;  // MOEBENCH_HYBRID_SPLIT=all
+  std::optional<BalanceShare> balance_;  // hybrid_split=balance
+  int balance_misses_ = 0;               // the current layer's misses when balance_ planned it
   int split_expert_ = -1;
   int64_t split_rows_ = 0;
   uint8_t* split_scratch_ = nullptr;                 // device: w1' | w3' | w2' of a dense part, each at its whole size
