@@ -129,6 +129,13 @@ const std::vector<Field>& fields() {
       {"host_bytes", "host", [](R r) { return J(r.host_bytes); }, [](R r) { return fmt_bytes(r.host_bytes); }},
       {"host_busy_ns", "host busy", [](R r) { return J(r.host_busy_ns); }, [](R r) { return fmt_ns(r.host_busy_ns); }},
       {"copy_busy_ns", "copy busy", [](R r) { return J(r.copy_busy_ns); }, [](R r) { return fmt_ns(r.copy_busy_ns); }},
+      {"balance_link_units", "balance parts",
+       [](R r) { return r.balance_link_units.empty() ? J(nullptr) : J(r.balance_link_units); },
+       [](R r) {
+         return r.balance_link_units.size() == 2
+                    ? fmt::format("{}/{}", r.balance_link_units[0], r.balance_link_units[1])
+                    : std::string("-");
+       }},
       {"stall_ns", "stall", [](R r) { return J(r.stall_ns); }, [](R r) { return fmt_ns(r.stall_ns); }},
       {"decode_ns", "decode", [](R r) { return J(r.decode_ns); }, [](R r) { return fmt_ns(r.decode_ns); }},
       {"tokens_per_s", "tok/s",

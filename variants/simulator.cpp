@@ -417,6 +417,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   out.host_bytes = times(host_parts, link.expert_bytes, "the host bytes") / std::max(1, link.split_units);
   out.split_bytes = times(split_parts, link.expert_bytes, "the split bytes") / std::max(1, link.split_units);
   out.host_busy_ns = host_busy;
+  if (balance) out.balance_link_units = {balance->link_units(1), balance->link_units(2)};
   out.copy_busy_ns = copy_busy;
   out.decode_ns = now;
   out.stall_ns = stall;

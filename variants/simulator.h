@@ -99,6 +99,8 @@ struct SimResult {
   int64_t split_bytes = 0;     // split experts' parts copied to the scratch slot (not cached)
   int64_t host_busy_ns = 0;    // the host link's busy time
   int64_t copy_busy_ns = 0;    // the copy link's busy time (warm-up excluded)
+  // split_balance: the link's parts at the end for a layer of 1, 2 misses (empty without)
+  std::vector<int> balance_link_units;
   std::string error;           // sweep only: why this case could not run (e.g. preload-all too big)
   double hit_rate() const { return counters.hit_rate(); }
   int64_t bytes_moved() const { return demand_bytes + prefetch_bytes + warm_bytes + split_bytes; }

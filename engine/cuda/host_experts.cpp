@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/env.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/offload_provider.h"
@@ -145,8 +146,10 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
       split_copies_ = split_mode(split) == SplitMode::all;
       joint_ = joint_model();
       measure_both_links();
-      if (split_mode(split) == SplitMode::balance)
-        balance_.emplace(split_units_, balance_initial_share(rates()));
+      if (split_mode(split) == SplitMode::balance) {
+        balance_start_ = balance_initial_share(rates());
+        balance_.emplace(split_units_, balance_start_);
+      }
     } catch (...) {
       destroy_split();
       stop_worker();
@@ -221,6 +224,11 @@ void HostExperts::measure_both_links() {
 }
 
 HostExperts::~HostExperts() {
+  if (balance_) try {  // where the feedback left the link's share (the simulator's is comparable)
+      log::info("host experts: hybrid_split=balance left the link {} of 1 miss's {} parts, {} of 2 misses' {}",
+                balance_->link_units(1), split_units_, balance_->link_units(2), 2 * split_units_);
+    } catch (...) {
+    }
   destroy_split();
   stop_worker();
 }
@@ -508,7 +516,7 @@ std::string HostExperts::describe() const {
                                        split_units_, store_.inter() / split_units_,
                                        balance_ ? fmt::format(", the link's share by feedback from {:.2f} of a layer's "
                                                               "parts, nothing copied ahead (hybrid_split=balance)",
-                                                              balance_initial_share(rates()))
+                                                              balance_start_)
                                        : split_copies_ ? ", copies too"
                                                        : ", host experts only",
                                        solo_copy_gbps_,

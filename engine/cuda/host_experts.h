@@ -184,6 +184,7 @@ class HostExperts {
   bool split_copies_ = false;  // MOEBENCH_HYBRID_SPLIT=all
   std::optional<BalanceShare> balance_;  // hybrid_split=balance
   int balance_misses_ = 0;               // the current layer's misses when balance_ planned it
+  double balance_start_ = 0;             // its starting share
   int split_expert_ = -1;
   int64_t split_rows_ = 0;
   uint8_t* split_scratch_ = nullptr;                 // device: w1' | w3' | w2' of a dense part, each at its whole size
