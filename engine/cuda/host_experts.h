@@ -25,9 +25,13 @@
 // GPU computes into split_y(); the MoE layer adds that to the host's partial rows before
 // the combine. The scratch is not cached: the split expert stays a miss. The slot
 // budget gives up split_scratch_bytes() for it (the setting hybrid_split: host, the default:
-// only host experts give parts to the link; all: copies may give way to parts too; off: no
-// split, no scratch, whole experts per link as before. MOEBENCH_HYBRID_SPLIT, when set, wins: 1, 0, all, or half for tests: every
-// decode layer with a miss splits its last miss in half and copies the others).
+// only host experts give parts to the link; all: copies may give way to parts too; balance:
+// cpu mode's schedule, nothing copied ahead, the link's share of each layer's parts set by
+// feedback (BalanceShare, variants/hybrid_split.h): compute() tells it whether the layer's
+// copies were still in flight when the host's work ended; off: no split, no scratch, whole
+// experts per link as before. MOEBENCH_HYBRID_SPLIT, when set, wins: 1, 0, all, balance, or
+// half for tests: every decode layer with a miss splits its last miss in half and copies the
+// others).
 //
 // compute() runs the host's share on a worker thread of its own (named "host experts":
 // its own track in the trace, one range per expert) with the kernels' OpenMP team and
