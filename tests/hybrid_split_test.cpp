@@ -373,7 +373,7 @@ TEST(HybridSplit, SettingsKnobs) {
   s.set("hybrid_rates", "load");
   EXPECT_EQ(s.hybrid_rates, "load");
   EXPECT_THROW(s.set("hybrid_rates", "measured"), Error);
-  EXPECT_EQ(s.hybrid_split, "host");
+  EXPECT_EQ(s.hybrid_split, "balance");
   s.set("hybrid_split", "all");
   EXPECT_EQ(s.hybrid_split, "all");
   s.set("hybrid_split", "balance");

@@ -24,9 +24,9 @@
 // slot as a dense expert of inter - split_host_rows rows (issue_split_copy), which the
 // GPU computes into split_y(); the MoE layer adds that to the host's partial rows before
 // the combine. The scratch is not cached: the split expert stays a miss. The slot
-// budget gives up split_scratch_bytes() for it (the setting hybrid_split: host, the default:
-// only host experts give parts to the link; all: copies may give way to parts too; balance:
-// cpu mode's schedule, nothing copied ahead, the link's share of each layer's parts set by
+// budget gives up split_scratch_bytes() for it (the setting hybrid_split: host: only host
+// experts give parts to the link; all: copies may give way to parts too; balance, the
+// default: cpu mode's schedule, nothing copied ahead, the link's share of each layer's parts set by
 // feedback (BalanceShare, variants/hybrid_split.h): compute() tells it whether the layer's
 // copies were still in flight when the host's work ended; off: no split, no scratch, whole
 // experts per link as before. MOEBENCH_HYBRID_SPLIT, when set, wins: 1, 0, all, balance, or
@@ -77,7 +77,7 @@ class HostExperts {
   // Bytes of the split experts' scratch slot for this mode and store (0: no split —
   // not hybrid, not bf16, an intermediate size split_units_for cannot cut, or
   // MOEBENCH_HYBRID_SPLIT=0). Throws Error on a bad MOEBENCH_HYBRID_SPLIT.
-  // split: the setting hybrid_split (host | all | off; MOEBENCH_HYBRID_SPLIT, when set, wins).
+  // split: the setting hybrid_split (balance | host | all | off; MOEBENCH_HYBRID_SPLIT, when set, wins).
   static uint64_t split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store, const std::string& split);
 
   // The store must be the pinned tier and outlive this; counters may be null. arena:
@@ -85,7 +85,7 @@ class HostExperts {
   // for no split.
   HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
               profiler::ExpertCounters* counters, profiler::CpuTrace& trace, DeviceArena* arena = nullptr,
-              const std::string& split = "host");
+              const std::string& split = "balance");
   ~HostExperts();
   HostExperts(const HostExperts&) = delete;
   HostExperts& operator=(const HostExperts&) = delete;
