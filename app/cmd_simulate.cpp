@@ -129,6 +129,13 @@ const std::vector<Field>& fields() {
       {"host_bytes", "host", [](R r) { return J(r.host_bytes); }, [](R r) { return fmt_bytes(r.host_bytes); }},
       {"host_busy_ns", "host busy", [](R r) { return J(r.host_busy_ns); }, [](R r) { return fmt_ns(r.host_busy_ns); }},
       {"copy_busy_ns", "copy busy", [](R r) { return J(r.copy_busy_ns); }, [](R r) { return fmt_ns(r.copy_busy_ns); }},
+      {"balance_link_units", "balance parts",
+       [](R r) { return r.balance_link_units.empty() ? J(nullptr) : J(r.balance_link_units); },
+       [](R r) {
+         return r.balance_link_units.size() == 2
+                    ? fmt::format("{}/{}", r.balance_link_units[0], r.balance_link_units[1])
+                    : std::string("-");
+       }},
       {"stall_ns", "stall", [](R r) { return J(r.stall_ns); }, [](R r) { return fmt_ns(r.stall_ns); }},
       {"decode_ns", "decode", [](R r) { return J(r.decode_ns); }, [](R r) { return fmt_ns(r.decode_ns); }},
       {"tokens_per_s", "tok/s",
@@ -177,6 +184,7 @@ struct SimulateArgs {
   double host_overhead_us = 0;
   int split_units = 1;
   bool split_copies = false;
+  bool split_balance = false;
   double joint_copy_gbps = 0, joint_host_gbps = 0;
   double model_copy_gbps = 0;
   int cpu_moe_layers = 0;
@@ -205,6 +213,7 @@ int run_simulate(const SimulateArgs& a) {
   opt.link.host_overhead_ns = std::llround(a.host_overhead_us * 1e3);
   opt.link.split_units = a.split_units;
   opt.link.split_copies = a.split_copies;
+  opt.link.split_balance = a.split_balance;
   opt.link.joint_copy_gbps = a.joint_copy_gbps;
   opt.link.joint_host_gbps = a.joint_host_gbps;
   opt.link.model_copy_gbps = a.model_copy_gbps;
@@ -244,6 +253,7 @@ int run_simulate(const SimulateArgs& a) {
                  {"host_overhead_ns", opt.link.host_overhead_ns},
                  {"split_units", opt.link.split_units},
                  {"split_copies", opt.link.split_copies},
+                 {"split_balance", opt.link.split_balance},
                  {"joint_copy_gbps", opt.link.joint_copy_gbps},
                  {"joint_host_gbps", opt.link.joint_host_gbps},
                  {"model_copy_gbps", opt.link.model_copy_gbps},
@@ -444,6 +454,9 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                    sub.add_flag("--split-copies", a->split_copies,
                                 "hybrid with --split-units: parts may replace whole copies too (the engine's "
                                 "MOEBENCH_HYBRID_SPLIT=all), not only host experts' parts");
+                   sub.add_flag("--split-balance", a->split_balance,
+                                "hybrid with --split-units: the engine's hybrid_split=balance (the link's share of "
+                                "each layer's parts set by feedback on which link ended later; nothing copied ahead)");
                    sub.add_option("--joint-copy-gbps", a->joint_copy_gbps,
                                   "host link: the copies' rate while the host kernel reads too, GB/s (with "
                                   "--joint-host-gbps: both links on one clock, each slower beside the other)")

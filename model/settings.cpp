@@ -121,9 +121,10 @@ const std::vector<Knob>& knobs() {
       {"hybrid_rates", "load|decode (the rates expert_exec=hybrid splits with: measured at load, or learned from decode)",
        [](auto& s) { return s.hybrid_rates; },
        [](auto& s, auto& v) { s.hybrid_rates = one_of("hybrid_rates", v, {"load", "decode"}); }},
-      {"hybrid_split", "host|all|off (which misses expert_exec=hybrid may split between the links: host experts', any, none)",
+      {"hybrid_split", "host|all|balance|off (which misses expert_exec=hybrid may split between the links: host experts', "
+                       "any, any by a feedback share with nothing copied ahead, none)",
        [](auto& s) { return s.hybrid_split; },
-       [](auto& s, auto& v) { s.hybrid_split = one_of("hybrid_split", v, {"host", "all", "off"}); }},
+       [](auto& s, auto& v) { s.hybrid_split = one_of("hybrid_split", v, {"host", "all", "balance", "off"}); }},
   };
   return k;
 }

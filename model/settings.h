@@ -95,13 +95,15 @@ struct EngineSettings {
   // and the host's alone, smoothed over the recent layers). docs/HYBRID.md.
   std::string hybrid_rates = "decode";
   // Which misses expert_exec=hybrid may share between the links, a split expert's rows
-  // in parts (bf16): host (only a host expert may give parts to the link; the default:
-  // on the 16-core H200 host it measured 6.33 and 6.32 tok/s against all's 5.71 and 5.65 in
-  // two calls, docs/HYBRID.md), all (any miss: copies may give way to parts too, so both
-  // links end each layer together; a copy still lands in the cache where a whole one is
-  // best), off (whole experts per link, no scratch slot). MOEBENCH_HYBRID_SPLIT in the
+  // in parts (bf16): balance (the default: cpu mode's schedule, nothing copied ahead, the
+  // link taking the share of each layer's misses a feedback loop on the layers' own finish
+  // times sets; on the 16-core H200 host 8.60 tok/s against host's 5.62 and cpu mode's 7.20
+  // in one call, docs/HYBRID.md), host (only a host expert may give parts to the link, by
+  // the rate model), all (any miss: copies may give way to parts too), off (whole experts
+  // per link, no scratch slot). Quantised experts do not split: there every value is the
+  // whole-expert rate model with its copies ahead. MOEBENCH_HYBRID_SPLIT in the
   // environment, when set, wins.
-  std::string hybrid_split = "host";
+  std::string hybrid_split = "balance";
 
   // All knobs as strings (for results, logs and the UI), in a fixed order.
   std::vector<std::pair<std::string, std::string>> to_list() const;

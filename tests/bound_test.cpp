@@ -650,6 +650,28 @@ TEST(Bound, HybridSplitsTheMissedBytesOverBothLinks) {
   b = physical_bound(c, cfg, "cuda", d);
   ASSERT_TRUE(b.has_value());
   EXPECT_NEAR(b->value, 1.0 / std::max(0.6 / 50, 0.4 / 75), 1e-6);
+  // Decode's host work read faster than the load's best cold expert (0.4 GB a token in
+  // 16 ms of kernel time: 25 GB/s against 20 at load): the bound takes decode's rate, in
+  // cpu mode (the host link, 16 ms, now sets it beside the 12 ms of copies) and in hybrid.
+  c.experts.host_kernel_gbps = 20;
+  c.experts.decode_host_busy_ns = c.experts.decode_host_bytes / 25;
+  b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 1.0 / (0.4 / 25 + idle), 1e-6);
+  EXPECT_EQ(b->bandwidth_gbps.at("host_kernel"), 25);
+  EXPECT_NE(b->description.find("25.0 GB/s in decode, the larger"), std::string::npos) << b->description;
+  c.settings.knobs["expert_exec"] = "hybrid";
+  b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 1.0 / ((1e9 + 25e9 * idle) / 75e9), 1e-6);
+  // Slower in decode than at load (beside copies): the load's best stays.
+  c.experts.decode_host_busy_ns = c.experts.decode_host_bytes / 10;
+  b = physical_bound(c, cfg, "cuda", d);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_EQ(b->bandwidth_gbps.at("host_kernel"), 20);
+  EXPECT_NEAR(b->value, 1.0 / ((1e9 + 20e9 * idle) / 70e9), 1e-6);
+  c.experts.host_kernel_gbps = 75;
+  c.experts.decode_host_busy_ns = 0;
   // The copy-only case is unchanged by the host fields.
   c.settings.knobs["expert_exec"] = "gpu";
   b = physical_bound(c, cfg, "cuda", d);

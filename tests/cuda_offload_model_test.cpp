@@ -283,6 +283,25 @@ TEST_F(CudaOffloadModel, SplitExpertsMatchTheGpuPathWithinTolerance) {
   unsetenv("MOEBENCH_HYBRID_SPLIT");
 }
 
+// hybrid_split=balance: cpu mode's schedule, the link taking the share of each layer's
+// parts a feedback loop on the layers' finish times sets (how much depends on the
+// machine's speeds; the host keeps at least one part of every layer with a miss). Same
+// tolerance, whatever the share, and the host did work.
+TEST_F(CudaOffloadModel, BalancedSplitMatchesTheGpuPathWithinTolerance) {
+  auto w = WeightSource::synthetic(preset_config("micro"), 3);
+  const ModelConfig& c = w.config();
+  const auto ref = logits_of(w, host_link_settings("gpu", 0, "bf16"));
+  EngineSettings s = host_link_settings("hybrid", 0, "bf16");
+  s.hybrid_split = "balance";
+  profiler::Profiler p;
+  const auto got = logits_of(w, s, nullptr, &p);
+  expect_within_tolerance(ref, got, c.vocab_size, "hybrid, hybrid_split=balance");
+  const profiler::ExpertStats& t = p.experts.total();
+  EXPECT_GT(t.host_experts, 0);
+  EXPECT_GT(t.host_bytes, 0);
+  EXPECT_GT(t.host_layers, 0);
+}
+
 #else
 TEST(CudaOffloadModel, SkippedWithoutCuda) { GTEST_SKIP() << "built without CUDA: CUDA offload model tests skipped"; }
 #endif

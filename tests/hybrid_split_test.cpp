@@ -373,13 +373,56 @@ TEST(HybridSplit, SettingsKnobs) {
   s.set("hybrid_rates", "load");
   EXPECT_EQ(s.hybrid_rates, "load");
   EXPECT_THROW(s.set("hybrid_rates", "measured"), Error);
-  EXPECT_EQ(s.hybrid_split, "host");
+  EXPECT_EQ(s.hybrid_split, "balance");
   s.set("hybrid_split", "all");
   EXPECT_EQ(s.hybrid_split, "all");
+  s.set("hybrid_split", "balance");
+  EXPECT_EQ(s.hybrid_split, "balance");
   EXPECT_THROW(s.set("hybrid_split", "half"), Error);  // tests only, through MOEBENCH_HYBRID_SPLIT
   bool listed = false;
   for (auto& d : setting_docs()) listed |= d.key == "expert_exec";
   EXPECT_TRUE(listed);
+}
+
+// hybrid_split=balance: the plan for a share of a layer's parts (whole copies first, then
+// one split expert, the rest on the host), and the feedback that moves the share one part
+// toward the link that finished first.
+TEST(HybridSplit, BalanceSharePlansTheLinksShareAndFollowsTheLaterLink) {
+  BalanceShare b(4, 0.5);
+  HybridPlan p = b.plan(1);  // 2 of 4 parts to the link: one split expert, 2 parts on the host
+  EXPECT_EQ(b.link_units(1), 2);
+  EXPECT_EQ(p.n_host, 0);
+  EXPECT_EQ(p.split_parts, 2);
+  EXPECT_EQ(p.flagged(), 1);
+  p = b.plan(2);  // 4 of 8: the first miss copied whole, the second on the host
+  EXPECT_EQ(p.n_host, 1);
+  EXPECT_EQ(p.split_parts, 0);
+  EXPECT_EQ(p.host_parts(), 4);
+  b.observe(2, false);  // the link was done first: one more part to it
+  p = b.plan(2);        // 5 of 8: one copied, the other split with 3 parts on the host
+  EXPECT_EQ(b.link_units(2), 5);
+  EXPECT_EQ(p.n_host, 0);
+  EXPECT_EQ(p.split_parts, 3);
+  EXPECT_EQ(p.flagged(), 1);
+  b.observe(2, true);
+  b.observe(2, true);
+  EXPECT_EQ(b.link_units(2), 3);
+  EXPECT_EQ(b.link_units(1), 2);  // each miss count has its own share
+  // the host always keeps a part (its layer reports the outcome), the link may get none
+  for (int i = 0; i < 20; ++i) b.observe(1, false);
+  EXPECT_EQ(b.link_units(1), 3);
+  EXPECT_EQ(b.plan(1).split_parts, 1);
+  for (int i = 0; i < 20; ++i) b.observe(1, true);
+  EXPECT_EQ(b.link_units(1), 0);
+  p = b.plan(1);  // cpu mode's plan: the miss whole on the host
+  EXPECT_EQ(p.n_host, 1);
+  EXPECT_EQ(p.split_parts, 0);
+  EXPECT_EQ(b.plan(0).flagged(), 0);
+  // the starting share: the link's part of the joint read
+  HybridRates r{50, 100, 1000, 0, 4, false, 40, 80};
+  EXPECT_NEAR(balance_initial_share(r), 40.0 / 120.0, 1e-12);
+  EXPECT_THROW(BalanceShare(1, 0.5), Error);
+  EXPECT_THROW(BalanceShare(4, 1.5), Error);
 }
 
 // The CPU backend computes every expert on the host already: expert_exec and

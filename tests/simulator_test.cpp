@@ -296,6 +296,46 @@ TEST(Simulator, HybridBeatsCopiesOnMixtralLocality) {
   EXPECT_GT(simulate(t, "lfu-prefetch", 57, o).tokens_per_s, hyb);
 }
 
+TEST(Simulator, BalanceShareFollowsTheLaterLink) {
+  // One miss a step (a split expert is not cached, so it misses again), copy 1000 ns and
+  // host 500 ns per expert, parts of a tenth: the best split is 7 parts on the host (350
+  // ns) and 3 over the link (300 ns); 6 and 4 end at 400. The feedback share starts at the
+  // link's third of the two rates (3 parts), grows while the link ends first and shrinks
+  // when it ends later: it alternates between 3 and 4 parts, 350 and 400 ns a layer.
+  RoutingTrace t = hand(1, 1, std::vector<std::vector<int>>(20, std::vector<int>{3}));
+  SimOptions o = host_opts(ExpertExec::hybrid, 1.0, 2.0);
+  o.link.split_units = 10;
+  o.link.split_balance = true;
+  SimResult r = simulate(t, "lru", 4, o);
+  EXPECT_EQ(r.decode_ns, 10 * 350 + 10 * 400);
+  EXPECT_EQ(r.host_bytes, 10 * 700 + 10 * 600);
+  EXPECT_EQ(r.split_bytes, 10 * 300 + 10 * 400);
+  EXPECT_EQ(r.demand_bytes, 0);
+  EXPECT_EQ(r.counters.host_computed, 20);
+  // The stage's shape: nothing copied ahead (cpu mode's schedule), and the link's share
+  // makes it faster than cpu mode.
+  RoutingTrace m = synth("mixtral-locality", 32, 64, 1);
+  SimOptions h = host_opts(ExpertExec::cpu, 55, 81, 10000);
+  h.link.expert_bytes = kMixtral8x7bExpertBytes;
+  h.link.split_units = 56;
+  const double cpu = simulate(m, "lfu-prefetch", 57, h).tokens_per_s;
+  h.exec = ExpertExec::hybrid;
+  h.link.split_balance = true;
+  const SimResult b = simulate(m, "lfu-prefetch", 57, h);
+  EXPECT_EQ(b.counters.prefetch_loads, 0);
+  EXPECT_GT(b.split_bytes, 0);
+  EXPECT_GT(b.tokens_per_s, cpu);
+  // with joint rates too (both links on one clock)
+  h.link.joint_copy_gbps = 45;
+  h.link.joint_host_gbps = 70;
+  const SimResult bj = simulate(m, "lfu-prefetch", 57, h);
+  EXPECT_EQ(bj.counters.prefetch_loads, 0);
+  EXPECT_GT(bj.tokens_per_s, cpu);
+  // a whole-expert model cannot balance parts
+  h.link.split_units = 1;
+  EXPECT_THROW(simulate(m, "lfu-prefetch", 57, h), Error);
+}
+
 TEST(Simulator, JointRatesSlowTheLinksBesideEachOther) {
   // One layer, top-2, two misses; copy 1000 ns, host 500 ns per expert alone. Alone the
   // links tie at 1000 ns (one each way); with the copies at half speed and the host at

@@ -21,8 +21,11 @@ joint_host_gbps, measured at load) is simulated with the joint model: the copies
 device's host->device rate alone and the joint one beside the host (the split deciding with
 the solo copy rate the engine measured, solo_copy_gbps, where recorded); the host at its
 solo decode rate — the cpu-mode case's of the same file and format where there is one,
-else the host kernel's median at load — and beside copies at that times the joint
-measurement's share (--no-joint: each link at its decode rate, as before)."""
+else the host kernel's median at load — and beside each other at the rates the case's decode
+reached with both links at once (decode_joint_*; --load-joint, or a file without them: the
+load's joint copy rate, and the host's solo rate times the load measurement's share); a case
+run with hybrid_split=balance with the same feedback share (--split-balance; --no-joint: each
+link at its decode rate, as before)."""
 import argparse, json, os, subprocess, sys
 
 
@@ -44,7 +47,8 @@ def cpu_mode_host_gbps(r, dtype):
     return None
 
 
-def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=False, cold=False, no_joint=False):
+def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=False, cold=False, no_joint=False,
+                  load_joint=False):
     name = c.get("name", "?")
     knobs = need(need(c, "settings", name), "knobs", name)
     e = need(c, "experts", name)
@@ -99,7 +103,16 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
             h2d = need(need(r, "device", "results"), "h2d_gbps", "device")
             args[args.index("--h2d-gbps") + 1] = f"{h2d:.3f}"
             host = solo
-            args += ["--joint-copy-gbps", f"{min(jc, h2d):.3f}", "--joint-host-gbps", f"{min(solo, jh * solo / median):.3f}"]
+            # Beside each other: what the case's decode reached with both links at once where recorded (its
+            # copies that finished beside host work, its host work with copies in flight at both ends), else
+            # the load-time measurement (the host's share of it applied to its solo decode rate).
+            dcb, dcn = e.get("decode_joint_copy_bytes", 0), e.get("decode_joint_copy_ns", 0)
+            dhb, dhn = e.get("decode_joint_host_bytes", 0), e.get("decode_joint_host_ns", 0)
+            if dcb > 0 and dcn > 0 and dhb > 0 and dhn > 0 and not load_joint:
+                jc_use, jh_use = dcb / dcn, dhb / dhn
+            else:
+                jc_use, jh_use = jc, jh * solo / median
+            args += ["--joint-copy-gbps", f"{min(jc_use, h2d):.3f}", "--joint-host-gbps", f"{min(solo, jh_use):.3f}"]
             # The engine's split decides with the copies' solo rate measured at its load (never under the
             # joint one); the simulator's copies run at the device's h2d.
             solo_copy = e.get("solo_copy_gbps", 0)
@@ -113,6 +126,8 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
                  "--host-overhead-us", f"{overhead_us:.1f}"]
         if split:
             args += ["--split-units", str(units)] + (["--split-copies"] if split_copies else [])
+            if rule == "balance":
+                args += ["--split-balance"]
     return args
 
 
@@ -131,6 +146,8 @@ def main():
                     help="also write every case's measured and simulated tok/s and the simulator's JSON to this file")
     ap.add_argument("--cold", action="store_true",
                     help="decode --tokens steps from an empty cache (no prefill), as before")
+    ap.add_argument("--load-joint", action="store_true",
+                    help="the joint rates from the load-time measurement even where the case's decode recorded them")
     ap.add_argument("--no-joint", action="store_true",
                     help="each link at its decode rate (the case ran with MOEBENCH_HYBRID_JOINT=0, or as before)")
     a = ap.parse_args()
@@ -147,7 +164,8 @@ def main():
     rows = []
     print(f"{'case':<40} {'measured tok/s':>15} {'simulated tok/s':>16} {'difference':>11}")
     for c in cases:
-        args = simulate_args(r, c, a.tokens, a.compute_ms_per_token, a.no_split, a.split_copies, a.cold, a.no_joint)
+        args = simulate_args(r, c, a.tokens, a.compute_ms_per_token, a.no_split, a.split_copies, a.cold, a.no_joint,
+                             a.load_joint)
         out = subprocess.run([a.moebench, "simulate"] + args, capture_output=True, text=True)
         if out.returncode != 0:
             sys.exit(f"hybrid_simulate: case {c['name']}: moebench simulate {' '.join(args)}: {out.stderr.strip()}")

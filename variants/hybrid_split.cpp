@@ -326,6 +326,44 @@ HybridRates DecodeLinkRates::apply(const HybridRates& load) const {
   return r;
 }
 
+BalanceShare::BalanceShare(int split_units, double initial_share) : units_(split_units), initial_(initial_share) {
+  if (split_units < 2 || split_units > 4096)
+    fail("hybrid_split=balance: split_units is {}, expected 2 .. 4096 (an expert's rows in parts)", split_units);
+  if (!(initial_share >= 0 && initial_share <= 1))
+    fail("hybrid_split=balance: initial share {}, expected a share in [0, 1]", initial_share);
+}
+
+int BalanceShare::link_units(int n_miss) const {
+  if (n_miss <= 0) return 0;
+  const int b = std::min(n_miss, kMaxMisses);
+  const int total = n_miss * units_;
+  const int units = seen_[b] ? link_[b] : static_cast<int>(std::lround(initial_ * total));
+  return std::clamp(units, 0, total - 1);
+}
+
+HybridPlan BalanceShare::plan(int n_miss) const {
+  HybridPlan p;
+  p.split_units = units_;
+  if (n_miss <= 0) return p;
+  const int l = link_units(n_miss), copied = l / units_, rest = l % units_;
+  p.split_parts = rest > 0 ? units_ - rest : 0;           // the split expert's parts on the host
+  p.n_host = n_miss - copied - (rest > 0 ? 1 : 0);        // whole on the host
+  return p;
+}
+
+void BalanceShare::observe(int n_miss, bool link_late) {
+  if (n_miss <= 0) return;
+  const int b = std::min(n_miss, kMaxMisses);
+  const int units = link_units(n_miss) + (link_late ? -1 : 1);
+  link_[b] = std::clamp(units, 0, n_miss * units_ - 1);
+  seen_[b] = true;
+}
+
+double balance_initial_share(const HybridRates& r) {
+  const double c = r.joint() ? r.joint_copy_gbps : r.copy_gbps, h = r.joint() ? r.joint_host_gbps : r.host_gbps;
+  return c > 0 && h > 0 ? c / (c + h) : 0;
+}
+
 double solo_rate_for_joint(double solo_gbps, double joint_gbps) { return std::max(solo_gbps, joint_gbps); }
 
 }  // namespace moebench

@@ -238,6 +238,38 @@ class DecodeLinkRates {
   DecayingRate joint_copy_, joint_host_, solo_host_;
 };
 
+// hybrid_split=balance: the link's share of a layer's misses set by feedback from the
+// layers' own outcome instead of by rates. It starts from cpu mode's schedule (every miss
+// on the host, nothing copied ahead) and gives the link `link_units(n)` of the layer's
+// n x U parts (U = split_units): the first whole experts copied, then one expert split
+// (its last parts copied, its first kept on the host), the rest whole on the host; the
+// host always keeps at least one part (a layer must give the loop its outcome). After
+// each layer observe() says whether the link's share was still in flight when the host
+// finished: then the link was the later one and its share shrinks by one part, else it
+// grows by one — so both links end each layer together, as nearly as one part allows,
+// at whatever rates they reach beside each other (no rate model, no calibration). One
+// share per miss count (1 .. kMaxMisses; more share the last), each starting at
+// `initial_share` of the layer's parts.
+class BalanceShare {
+ public:
+  static constexpr int kMaxMisses = 8;
+  // Throws Error naming the value when split_units < 2 or initial_share is not in [0, 1].
+  BalanceShare(int split_units, double initial_share);
+  int link_units(int n_miss) const;
+  HybridPlan plan(int n_miss) const;
+  void observe(int n_miss, bool link_late);
+  int split_units() const { return units_; }
+
+ private:
+  int units_ = 1;
+  double initial_ = 0;
+  int link_[kMaxMisses + 1] = {};
+  bool seen_[kMaxMisses + 1] = {};
+};
+// The starting share for BalanceShare: the link's part of both links' joint read
+// (joint_copy / (joint_copy + joint_host); each link's solo rate without joint rates).
+double balance_initial_share(const HybridRates& r);
+
 // A link's solo rate for the joint model: at least what it measured beside the other link
 // (alone it cannot be slower; a solo measurement under the joint one was disturbed — on
 // the 16-core H200 host the 4 solo copies after the host kernel's measurement gave 26.9

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <deque>
 #include <limits>
+#include <optional>
 
 #include "common/error.h"
 #include "variants/prediction.h"
@@ -59,6 +60,10 @@ class FluidLinks {
     while (t_ < t && step(t)) {
     }
     t_ = std::max(t_, t);
+  }
+  // Runs until the host's work is done (the copies beside it as far as they get).
+  void run_until_host_done() {
+    while (host_left_ > 0) step(std::numeric_limits<double>::infinity());
   }
   // Runs until copy number `last` (and every one before it) has landed and the host is
   // done; returns the time.
@@ -208,6 +213,11 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
              trace.steps[st].n_tokens);
   }
   const bool fluid = host_link && rates.joint();
+  // hybrid_split=balance: the link's share by feedback, as the engine's (hybrid_split.h)
+  std::optional<BalanceShare> balance;
+  if (link.split_balance && opt.exec == ExpertExec::hybrid)
+    balance.emplace(link.split_units, balance_initial_share(model));
+  auto balanced = [&](int l) { return balance.has_value() && l >= opt.cpu_moe_layers; };
 
   CacheShape shape{trace.n_layers, trace.n_experts, trace.top_k, capacity};
   PolicyContext ctx{shape, &trace, opt.static_usage};
@@ -267,8 +277,10 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
         if (fluid) {  // the joint model: both links on one clock (simulator.h)
           links.run_to(static_cast<double>(now));
           distinct_misses(cache, l, tr.ids(s, l), misses);
-          const HybridPlan plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                                                  links.backlog_ns(), model);
+          const int n_miss = static_cast<int>(misses.size());
+          const HybridPlan plan = balanced(l) ? balance->plan(n_miss)
+                                              : hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, n_miss,
+                                                                links.backlog_ns(), model);
           mark_host_experts(misses, plan.flagged(), tr.n_experts, host);
           cache.access_layer(s, l, tr.ids(s, l), res, host);
           int64_t last = -1;  // the last copy this layer waits for
@@ -286,7 +298,11 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
             links.host(rates.host_overhead_ns, plan_host_work_ns(plan, rates));
             host_parts += plan.host_parts();
           }
-          if (spec && l + 1 < tr.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
+          if (balanced(l) && n_miss > 0) {  // was the link still copying when the host was done?
+            links.run_until_host_done();
+            balance->observe(n_miss, last >= 0 && links.in_flight(last));
+          }
+          if (spec && !balance && l + 1 < tr.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
             degrade_prediction(tr.ids(s, l + 1), tr.top_k, tr.n_experts, opt.prediction.accuracy, rng, predicted);
             if (opt.exec == ExpertExec::hybrid) {
               distinct_misses(cache, l + 1, predicted, misses);
@@ -309,8 +325,9 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
         HybridPlan plan;
         if (host_link) {
           distinct_misses(cache, l, tr.ids(s, l), misses);
-          plan = hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
-                                 std::max<int64_t>(0, link_free - now), model);
+          plan = balanced(l) ? balance->plan(static_cast<int>(misses.size()))
+                             : hybrid_plan_for(opt.exec, opt.cpu_moe_layers, l, static_cast<int>(misses.size()),
+                                               std::max<int64_t>(0, link_free - now), model);
           mark_host_experts(misses, plan.flagged(), tr.n_experts, host);
           cache.access_layer(s, l, tr.ids(s, l), res, host);
         } else {
@@ -341,8 +358,10 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
           host_parts += plan.host_parts();
           ready = std::max(ready, host_free);
         }
+        if (balanced(l) && !misses.empty())  // each link at its own rate: the link later than the host?
+          balance->observe(static_cast<int>(misses.size()), link_free > host_free);
         stall = add_ns(stall, ready - now);
-        if (spec && l + 1 < tr.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
+        if (spec && !balance && l + 1 < tr.n_layers && prefetch_allowed(opt.exec, opt.cpu_moe_layers, l + 1)) {
           degrade_prediction(tr.ids(s, l + 1), tr.top_k, tr.n_experts, opt.prediction.accuracy, rng, predicted);
           if (opt.exec == ExpertExec::hybrid) {  // copy ahead only what beats the host (hybrid_split.h)
             const int64_t backlog = std::max<int64_t>(0, link_free - now);
@@ -398,6 +417,7 @@ SimResult simulate(const RoutingTrace& trace, const std::string& policy, int cap
   out.host_bytes = times(host_parts, link.expert_bytes, "the host bytes") / std::max(1, link.split_units);
   out.split_bytes = times(split_parts, link.expert_bytes, "the split bytes") / std::max(1, link.split_units);
   out.host_busy_ns = host_busy;
+  if (balance) out.balance_link_units = {balance->link_units(1), balance->link_units(2)};
   out.copy_busy_ns = copy_busy;
   out.decode_ns = now;
   out.stall_ns = stall;

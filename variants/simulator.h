@@ -70,6 +70,10 @@ struct LinkParams {
   int64_t host_overhead_ns = 0;                    // fixed cost of a layer with host work
   int split_units = 1;                             // hybrid: parts an expert may be split into (1: whole)
   bool split_copies = false;                       // hybrid: parts may replace whole copies (hybrid_split.h)
+  // hybrid with split_units > 1: the engine's hybrid_split=balance — the link's share of each
+  // layer's parts from BalanceShare (hybrid_split.h), fed whether the layer's copies were
+  // still running when its host work ended; nothing copied ahead.
+  bool split_balance = false;
   double joint_copy_gbps = 0;                      // the copies' rate while the host computes too (0: none)
   double joint_host_gbps = 0;                      // the host's rate while copies run too (0: none)
   double model_copy_gbps = 0;  // hybrid: the copy rate the split decides with (0: h2d_gbps, the rate copies run at)
@@ -95,6 +99,8 @@ struct SimResult {
   int64_t split_bytes = 0;     // split experts' parts copied to the scratch slot (not cached)
   int64_t host_busy_ns = 0;    // the host link's busy time
   int64_t copy_busy_ns = 0;    // the copy link's busy time (warm-up excluded)
+  // split_balance: the link's parts at the end for a layer of 1, 2 misses (empty without)
+  std::vector<int> balance_link_units;
   std::string error;           // sweep only: why this case could not run (e.g. preload-all too big)
   double hit_rate() const { return counters.hit_rate(); }
   int64_t bytes_moved() const { return demand_bytes + prefetch_bytes + warm_bytes + split_bytes; }

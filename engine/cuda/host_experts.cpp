@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "common/env.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/offload_provider.h"
@@ -32,26 +33,30 @@ uint64_t matrix_bytes(const ExpertHostStore& s) {
   return round256(static_cast<uint64_t>(s.hidden()) * static_cast<uint64_t>(s.inter()) * 2);
 }
 
-// The setting hybrid_split (host, all, off), unless MOEBENCH_HYBRID_SPLIT is set: 1 a host
-// expert may give parts to the link; all: copies may give way to parts too (hybrid_split.h
-// split_copies); 0 never (whole experts per link); half (tests) every decode layer with a
-// miss splits its last one in half and copies the others, whatever the rates.
-enum class SplitMode { off, model, all, half };
+// The setting hybrid_split (host, all, balance, off), unless MOEBENCH_HYBRID_SPLIT is set: 1 a
+// host expert may give parts to the link; all: copies may give way to parts too
+// (hybrid_split.h split_copies); balance: the link's share of each layer's misses set by
+// feedback (hybrid_split.h BalanceShare), nothing copied ahead; 0 never (whole experts per
+// link); half (tests) every decode layer with a miss splits its last one in half and copies
+// the others, whatever the rates.
+enum class SplitMode { off, model, all, balance, half };
 SplitMode split_mode(const std::string& setting) {
   const std::string v = env_str("MOEBENCH_HYBRID_SPLIT");
   if (v.empty()) {
     if (setting == "all") return SplitMode::all;
     if (setting == "host") return SplitMode::model;
+    if (setting == "balance") return SplitMode::balance;
     if (setting == "off") return SplitMode::off;
-    fail("setting hybrid_split={}: expected host, all or off", setting);
+    fail("setting hybrid_split={}: expected host, all, balance or off", setting);
   }
   if (v == "1") return SplitMode::model;
   if (v == "0") return SplitMode::off;
   if (v == "all") return SplitMode::all;
   if (v == "half") return SplitMode::half;
+  if (v == "balance") return SplitMode::balance;
   fail("MOEBENCH_HYBRID_SPLIT={}: expected 1 (a host expert may give parts of its rows to the link, the default), "
-       "all (copies may give way to parts too), 0 (whole experts per link) or half (tests: split the last miss of "
-       "every layer in half)",
+       "all (copies may give way to parts too), balance (the link's share set by feedback), 0 (whole experts per "
+       "link) or half (tests: split the last miss of every layer in half)",
        v);
 }
 
@@ -141,6 +146,10 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
       split_copies_ = split_mode(split) == SplitMode::all;
       joint_ = joint_model();
       measure_both_links();
+      if (split_mode(split) == SplitMode::balance) {
+        balance_start_ = balance_initial_share(rates());
+        balance_.emplace(split_units_, balance_start_);
+      }
     } catch (...) {
       destroy_split();
       stop_worker();
@@ -215,6 +224,11 @@ void HostExperts::measure_both_links() {
 }
 
 HostExperts::~HostExperts() {
+  if (balance_) try {  // where the feedback left the link's share (the simulator's is comparable)
+      log::info("host experts: hybrid_split=balance left the link {} of 1 miss's {} parts, {} of 2 misses' {}",
+                balance_->link_units(1), split_units_, balance_->link_units(2), 2 * split_units_);
+    } catch (...) {
+    }
   destroy_split();
   stop_worker();
 }
@@ -330,6 +344,7 @@ bool HostExperts::copies_in_flight() const {
 int HostExperts::plan_layer(int step, int layer, const int32_t* ids, int pairs, int m) {
   (void)step;
   plan_ = HybridPlan{};
+  balance_misses_ = 0;
   split_expert_ = -1;
   split_rows_ = 0;
   std::fill(mask_.begin(), mask_.end(), 0);
@@ -345,6 +360,8 @@ int HostExperts::plan_layer(int step, int layer, const int32_t* ids, int pairs, 
   const int n_miss = static_cast<int>(misses_.size());
   HybridPlan p = hybrid_plan_for(exec_, cpu_layers_, layer, n_miss, backlog, r);
   if (split_half_ && !cpu_layer) p = HybridPlan{0, r.split_units / 2, r.split_units};
+  const bool balanced = balance_ && !cpu_layer && exec_ == ExpertExec::hybrid;
+  if (balanced) p = balance_->plan(n_miss);
   if (p.flagged() == 0) return 0;
   mark_host_experts(misses_, p.flagged(), store_.n_experts(), mask_);
   int gpu_pairs = 0;
@@ -354,6 +371,7 @@ int HostExperts::plan_layer(int step, int layer, const int32_t* ids, int pairs, 
     return 0;
   }
   plan_ = p;
+  balance_misses_ = balanced ? n_miss : 0;
   if (p.split_parts > 0) {
     split_expert_ = misses_[static_cast<size_t>(n_miss - p.flagged())];
     split_rows_ = static_cast<int64_t>(p.split_parts) * (store_.inter() / p.split_units);
@@ -466,6 +484,8 @@ void HostExperts::compute(int layer, const uint16_t* x, int m, const int32_t* id
   host_rate_.add(bytes, kernel_ns);
   if (m <= kHostMixMaxGpuPairs) {
     const bool copies_at_end = copies_in_flight();
+    // balance: with nothing copied ahead, what is in flight now is this layer's share
+    if (balance_ && balance_misses_ > 0) balance_->observe(balance_misses_, copies_at_end);
     learned_.host(bytes, kernel_ns, copies_at_start, copies_at_end);
     if (copies_at_start && copies_at_end && counters_) counters_->both_links(layer, 0, 0, bytes, kernel_ns);
   }
@@ -494,7 +514,12 @@ std::string HostExperts::describe() const {
                                        "alone {:.1f} GB/s (best of {:.1f}); both links at once: copies {:.1f} GB/s beside the host "
                                        "kernel's {:.1f} GB/s ({} experts){}; the split's model: {}{}",
                                        split_units_, store_.inter() / split_units_,
-                                       split_copies_ ? ", copies too" : ", host experts only", solo_copy_gbps_,
+                                       balance_ ? fmt::format(", the link's share by feedback from {:.2f} of a layer's "
+                                                              "parts, nothing copied ahead (hybrid_split=balance)",
+                                                              balance_start_)
+                                       : split_copies_ ? ", copies too"
+                                                       : ", host experts only",
+                                       solo_copy_gbps_,
                                        fmt::join(solo_copy_samples_gbps_, " "),
                                        both_copy_gbps_, both_host_gbps_, both_samples_,
                                        both_overlapped_ ? "" : " (no host expert finished before the copies)",

@@ -24,10 +24,14 @@
 // slot as a dense expert of inter - split_host_rows rows (issue_split_copy), which the
 // GPU computes into split_y(); the MoE layer adds that to the host's partial rows before
 // the combine. The scratch is not cached: the split expert stays a miss. The slot
-// budget gives up split_scratch_bytes() for it (the setting hybrid_split: host, the default:
-// only host experts give parts to the link; all: copies may give way to parts too; off: no
-// split, no scratch, whole experts per link as before. MOEBENCH_HYBRID_SPLIT, when set, wins: 1, 0, all, or half for tests: every
-// decode layer with a miss splits its last miss in half and copies the others).
+// budget gives up split_scratch_bytes() for it (the setting hybrid_split: host: only host
+// experts give parts to the link; all: copies may give way to parts too; balance, the
+// default: cpu mode's schedule, nothing copied ahead, the link's share of each layer's parts set by
+// feedback (BalanceShare, variants/hybrid_split.h): compute() tells it whether the layer's
+// copies were still in flight when the host's work ended; off: no split, no scratch, whole
+// experts per link as before. MOEBENCH_HYBRID_SPLIT, when set, wins: 1, 0, all, balance, or
+// half for tests: every decode layer with a miss splits its last miss in half and copies the
+// others).
 //
 // compute() runs the host's share on a worker thread of its own (named "host experts":
 // its own track in the trace, one range per expert) with the kernels' OpenMP team and
@@ -44,6 +48,7 @@
 #include <cstdint>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <thread>
@@ -72,7 +77,7 @@ class HostExperts {
   // Bytes of the split experts' scratch slot for this mode and store (0: no split —
   // not hybrid, not bf16, an intermediate size split_units_for cannot cut, or
   // MOEBENCH_HYBRID_SPLIT=0). Throws Error on a bad MOEBENCH_HYBRID_SPLIT.
-  // split: the setting hybrid_split (host | all | off; MOEBENCH_HYBRID_SPLIT, when set, wins).
+  // split: the setting hybrid_split (balance | host | all | off; MOEBENCH_HYBRID_SPLIT, when set, wins).
   static uint64_t split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store, const std::string& split);
 
   // The store must be the pinned tier and outlive this; counters may be null. arena:
@@ -80,15 +85,18 @@ class HostExperts {
   // for no split.
   HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
               profiler::ExpertCounters* counters, profiler::CpuTrace& trace, DeviceArena* arena = nullptr,
-              const std::string& split = "host");
+              const std::string& split = "balance");
   ~HostExperts();
   HostExperts(const HostExperts&) = delete;
   HostExperts& operator=(const HostExperts&) = delete;
 
   ExpertExec exec() const { return exec_; }
   int cpu_moe_layers() const { return cpu_layers_; }
-  // Whether prefetches may load experts of `layer` (not in cpu layers, not in cpu mode).
-  bool prefetch_allowed(int layer) const { return moebench::prefetch_allowed(exec_, cpu_layers_, layer); }
+  // Whether prefetches may load experts of `layer` (not in cpu layers, not in cpu mode, not
+  // with hybrid_split=balance: it starts from cpu mode's schedule).
+  bool prefetch_allowed(int layer) const {
+    return !balance_ && moebench::prefetch_allowed(exec_, cpu_layers_, layer);
+  }
 
   // Which experts of this forward (ids (pairs), m tokens) the host computes: returns
   // their count; mask() flags them. 0: the forward takes the device path alone.
@@ -178,6 +186,9 @@ class HostExperts {
   int split_units_ = 1;
   bool split_half_ = false;    // MOEBENCH_HYBRID_SPLIT=half
   bool split_copies_ = false;  // MOEBENCH_HYBRID_SPLIT=all
+  std::optional<BalanceShare> balance_;  // hybrid_split=balance
+  int balance_misses_ = 0;               // the current layer's misses when balance_ planned it
+  double balance_start_ = 0;             // its starting share
   int split_expert_ = -1;
   int64_t split_rows_ = 0;
   uint8_t* split_scratch_ = nullptr;                 // device: w1' | w3' | w2' of a dense part, each at its whole size
