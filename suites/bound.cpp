@@ -46,14 +46,17 @@ double decode_host_gbps(const reports::ExpertCounters& e) {
   return e.decode_host_busy_ns > 0 ? static_cast<double>(e.decode_host_bytes) / static_cast<double>(e.decode_host_busy_ns)
                                    : 0.0;
 }
+// The host link's rate in a bound: the larger of the load's best cold expert and what
+// decode's own host work read at (a decode faster than the load's measurement shows the
+// measurement short of the limit; a rate reached is not above it).
+double host_link_gbps(const reports::ExpertCounters& e) { return std::max(e.host_kernel_gbps, decode_host_gbps(e)); }
 double decode_joint_gbps(const reports::ExpertCounters& e) {
   const double c = decode_joint_copy_gbps(e), h = decode_joint_host_gbps(e);
   return c > 0 && h > 0 ? c + h : 0.0;
 }
 
 std::string host_kernel_text(const reports::ExpertCounters& e) {
-  // decode's own rate above the load's best: a rate reached is not above the limit
-  const double d = decode_host_gbps(e);
+  const double d = host_link_gbps(e);
   const std::string in_decode =
       d > e.host_kernel_gbps ? fmt::format(", {} in decode, the larger", profiler::format_gbps(d)) : std::string();
   if (e.host_kernel_samples <= 0) return "measured at load" + in_decode;
@@ -162,9 +165,7 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
   const bool host_link = !disk && (exec == "cpu" || exec == "hybrid" || cpu_layers);
   std::string host_text;
   if (host_link) {
-    // The larger of the load's best cold expert and what decode's own host work read at: a
-    // decode faster than the load's measurement shows the measurement short of the limit.
-    const double host_gbps = std::max(c.experts.host_kernel_gbps, decode_host_gbps(c.experts));
+    const double host_gbps = host_link_gbps(c.experts);
     if (!(c.experts.host_kernel_gbps > 0)) {
       why = "the host expert kernel's rate was not measured";
       return std::nullopt;
@@ -219,7 +220,7 @@ std::optional<Bound> offloaded_bound(const Case& c, const ModelConfig& cfg, cons
   b.value = 1.0 / (overlap ? std::max(copy_s, hbm_s + coll_s) : copy_s + hbm_s + coll_s);
   b.bandwidth_gbps = {{"h2d", dev.h2d_gbps}, {"hbm", dev.hbm_gbps}};
   if (disk) b.bandwidth_gbps["disk_read"] = dev.disk_read_gbps;
-  if (host_link) b.bandwidth_gbps["host_kernel"] = std::max(c.experts.host_kernel_gbps, decode_host_gbps(c.experts));
+  if (host_link) b.bandwidth_gbps["host_kernel"] = host_link_gbps(c.experts);
   if (host_link && exec == "hybrid" && c.experts.joint_copy_gbps > 0 && c.experts.joint_host_gbps > 0)
     b.bandwidth_gbps["joint_host_read"] =
         std::max(c.experts.joint_copy_gbps + c.experts.joint_host_gbps, decode_joint_gbps(c.experts));
