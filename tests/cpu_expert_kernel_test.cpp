@@ -27,6 +27,8 @@
 
 #include "engine/dtype.h"
 #include "common/error.h"
+#include "engine/device_plan.h"
+#include "engine/expert_part.h"
 #include "engine/ops/cpu_expert.h"
 #include "engine/ops/cpu_isa.h"
 #include "engine/ops/ops.h"
@@ -336,11 +338,104 @@ TEST(CpuExpertKernel, RowPartsReadW2InPlaceAndSumToTheExpert) {
   EXPECT_THROW(cpu_expert_rows(e, 0, inter + 1), Error);
   EXPECT_THROW(cpu_expert_rows(e, 5, 5), Error);
   const Weights q = make_weights(QuantFormat::int8, false, 64, 32, 5);
-  EXPECT_THROW(cpu_expert_rows(CpuExpert{cpu_matrix(q.w1), cpu_matrix(q.w3), cpu_matrix(q.w2)}, 0, 16), Error);
   CpuMatrix strided = cpu_matrix(q.w1);
-  strided.ld = 64;
+  strided.ld = 63;
   std::vector<float> xx(64), yy(32);
-  EXPECT_THROW(cpu_expert_linear(strided, xx.data(), yy.data(), 1, CpuIsa::generic), Error);  // ld on int8
+  EXPECT_THROW(cpu_expert_linear(strided, xx.data(), yy.data(), 1, CpuIsa::generic), Error);  // ld < cols
+}
+
+// The quantised formats' split: the expert as the host store lays it out (ExpertLayout);
+// for each part of a partition of its rows, the host's forward of cpu_expert_rows (w2's
+// columns read in place through the row strides) equals, bit for bit on every ISA, the
+// forward of the part the link copies (expert_part_plan's copies gathered into a buffer:
+// a dense expert of that many rows), and the parts sum to the whole expert within its
+// bound. The last part ends in a partial scale group; hidden has column tails too.
+TEST(CpuExpertKernel, QuantisedRowPartsEqualTheirPackedCopiesAndSumToTheExpert) {
+  const int hidden = 264, inter = 424;  // int4 w2 groups: 128, 128, 128, 40
+  const std::vector<std::pair<int, int>> parts = {{0, 128}, {128, 256}, {256, inter}};
+  struct Fmt {
+    QuantFormat f;
+    bool zp;
+  };
+  for (const Fmt fm : {Fmt{QuantFormat::int4, false}, Fmt{QuantFormat::int4, true}, Fmt{QuantFormat::int8, false},
+                       Fmt{QuantFormat::fp8, false}}) {
+    const std::string name = std::string(quant_format_name(fm.f)) + (fm.zp ? "+zp" : "");
+    const Weights w = make_weights(fm.f, fm.zp, hidden, inter, 41);
+    ModelConfig cfg;
+    cfg.hidden_size = hidden;
+    cfg.intermediate_size = inter;
+    const ExpertLayout L = expert_layout(cfg, fm.f, fm.zp);
+    std::vector<uint8_t> whole(L.total_bytes, 0);
+    const QuantMatrix* mats[3] = {&w.w1, &w.w3, &w.w2};
+    for (int m = 0; m < 3; ++m) {
+      const std::vector<uint8_t>* src[3] = {&mats[m]->q, &mats[m]->scale, &mats[m]->zero};
+      for (int p = 0; p < L.n_parts; ++p) {
+        ASSERT_EQ(src[p]->size(), L.bytes[m][p]) << name;
+        std::memcpy(whole.data() + L.offset[m][p], src[p]->data(), src[p]->size());
+      }
+    }
+    auto expert_at = [&](const uint8_t* base, const uint64_t (&off)[3][3], int64_t rows) {
+      auto mat = [&](int m, int64_t r, int64_t c) {
+        CpuMatrix x;
+        x.format = fm.f;
+        x.rows = r, x.cols = c;
+        x.q = base + off[m][0];
+        x.scale = L.n_parts > 1 ? base + off[m][1] : nullptr;
+        x.zero = L.n_parts > 2 ? base + off[m][2] : nullptr;
+        return x;
+      };
+      return CpuExpert{mat(0, rows, hidden), mat(1, rows, hidden), mat(2, hidden, rows)};
+    };
+    const CpuExpert e = expert_at(whole.data(), L.offset, inter);
+    const int n = 3;
+    const auto x = random_floats(static_cast<size_t>(n) * hidden, 1.0f, 12);
+    std::vector<float> ref(static_cast<size_t>(n) * hidden), rs(2 * static_cast<size_t>(n) * inter);
+    swiglu_expert(x.data(), w.d1.data(), w.d3.data(), w.d2.data(), ref.data(), rs.data(), n, hidden, inter);
+    const auto b32 = error_bound(w, x, n, hidden, inter, 0.0);
+    uint64_t part_bytes = 0;
+    for (auto [r0, r1] : parts) part_bytes += expert_part_plan(L, hidden, inter, r0, r1).bytes;
+    // every byte once, but int8's row scales of w2, which every part needs whole
+    const uint64_t expected = w.w1.nbytes() + w.w3.nbytes() + w.w2.nbytes() +
+                              (fm.f == QuantFormat::int8 ? (parts.size() - 1) * w.w2.scale.size() : 0);
+    EXPECT_EQ(part_bytes, expected) << name;
+    for (CpuIsa isa : runnable_isas()) {
+      std::vector<float> sum(ref.size(), 0.0f);
+      for (auto [r0, r1] : parts) {
+        const ExpertPartPlan plan = expert_part_plan(L, hidden, inter, r0, r1);
+        std::vector<uint8_t> packed(L.total_bytes, 0xff);
+        for (const PartCopy& c : plan.copies)
+          for (uint64_t h = 0; h < c.height; ++h)
+            std::memcpy(packed.data() + c.dst + h * c.width, whole.data() + c.src + h * c.src_pitch, c.width);
+        std::vector<float> a(ref.size(), NAN), b(ref.size(), NAN), s(cpu_expert_scratch_floats(n, r1 - r0));
+        cpu_expert_forward(cpu_expert_rows(e, r0, r1), x.data(), a.data(), s.data(), n, isa);
+        cpu_expert_forward(expert_at(packed.data(), plan.dst, r1 - r0), x.data(), b.data(), s.data(), n, isa);
+        EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0)
+            << name << " " << cpu_isa_name(isa) << " rows " << r0;
+        for (size_t i = 0; i < sum.size(); ++i) sum[i] += a[i];
+      }
+      int bad = 0;
+      for (size_t i = 0; i < sum.size(); ++i)
+        if (!(std::fabs(static_cast<double>(sum[i]) - ref[i]) <= 2 * b32[i] + 1e-30)) ++bad;
+      EXPECT_EQ(bad, 0) << name << " " << cpu_isa_name(isa);
+    }
+    // int4 and fp8 cut only at their 128-row scale groups; int8 anywhere
+    if (fm.f == QuantFormat::int8) {
+      EXPECT_NO_THROW(cpu_expert_rows(e, 0, 64));
+      EXPECT_NO_THROW(expert_part_plan(L, hidden, inter, 64, inter));
+    } else {
+      EXPECT_THROW(cpu_expert_rows(e, 0, 64), Error) << name;
+      EXPECT_THROW(cpu_expert_rows(e, 64, inter), Error) << name;
+      EXPECT_THROW(expert_part_plan(L, hidden, inter, 64, inter), Error) << name;
+      EXPECT_THROW(expert_part_plan(L, hidden, inter, 0, 200), Error) << name;
+    }
+    EXPECT_THROW(cpu_expert_rows(e, 128, inter + 128), Error) << name;
+    EXPECT_THROW(expert_part_plan(L, hidden, inter, 256, 256), Error) << name;
+  }
+  EXPECT_TRUE(expert_part_cuts_at(QuantFormat::int4, 256));
+  EXPECT_FALSE(expert_part_cuts_at(QuantFormat::int4, 32));
+  EXPECT_FALSE(expert_part_cuts_at(QuantFormat::fp8, 64));
+  EXPECT_TRUE(expert_part_cuts_at(QuantFormat::int8, 32));
+  EXPECT_TRUE(expert_part_cuts_at(QuantFormat::bf16, 32));
 }
 
 TEST(CpuIsa, ForcedIsaTheCpuLacksIsRefusedInOneLine) {

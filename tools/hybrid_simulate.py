@@ -5,9 +5,10 @@ for every offloaded case of a `moebench run` results file (or the one named), ru
 count, expert bytes per load, the copy link's decode rate (decode bytes moved / decode
 copy time), and with the host link (expert_exec cpu | hybrid, cpu_moe_layers) the host
 kernel's decode rate (decode host bytes / decode host busy time) and the mean fixed
-cost of a layer with host work, and for hybrid on bf16 the split of a miss's rows into
+cost of a layer with host work, and for hybrid the split of a miss's rows into
 parts (variants/hybrid_split.h split_units_for) by the case's hybrid_split rule (--no-split
-/ --split-copies for a run with MOEBENCH_HYBRID_SPLIT=0 / all) — and prints the predicted decode tok/s beside the
+/ --split-copies for a run with MOEBENCH_HYBRID_SPLIT=0 / all; --no-split too for a quantised
+run with MOEBENCH_SPLIT_QUANT=0) — and prints the predicted decode tok/s beside the
 measured one. The device work per token is not in the file: pass the resident decode
 step time of the same model and expert format (docs/HYBRID.md). Exits 1 naming the
 file or the case when a field it needs is missing.
@@ -47,6 +48,21 @@ def cpu_mode_host_gbps(r, dtype):
     return None
 
 
+def matrix_bytes(dtype, rows, cols):
+    """Bytes of one expert matrix (rows x cols) in an expert format (engine/quant.h quant_parts; int4 without zero
+    points, as the synthetic and bf16-converted stores hold it)."""
+    groups = -(-cols // 128)
+    if dtype == "bf16":
+        return 2 * rows * cols
+    if dtype == "int8":
+        return rows * cols + 4 * rows
+    if dtype == "fp8":
+        return rows * cols + 4 * -(-rows // 128) * groups
+    if dtype == "int4":
+        return rows * cols // 2 + 2 * rows * groups
+    sys.exit(f"hybrid_simulate: expert_dtype {dtype}: expected bf16, fp8, int8 or int4")
+
+
 def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=False, cold=False, no_joint=False,
                   load_joint=False):
     name = c.get("name", "?")
@@ -59,17 +75,19 @@ def simulate_args(r, c, tokens, compute_ms, a_no_split=False, a_split_copies=Fal
     loads, moved = need(e, "loads", name), need(e, "bytes_moved", name)
     exe, cpu_layers = knobs.get("expert_exec", "gpu"), int(knobs.get("cpu_moe_layers", 0))
     hidden, inter = need(cfg, "hidden_size", "model config"), need(cfg, "intermediate_size", "model config")
-    # hybrid on bf16 splits a miss's rows (parts of 256 rows, 32 for small models) and copies parts that are no
-    # load: the expert size is the bf16 shape's, not bytes moved per load.
+    # hybrid splits a miss's rows (parts of 256 rows, 32 for small models; int4 and fp8 only where a part is a
+    # multiple of their 128-row scale groups) and copies parts that are no load: the expert size is the format's
+    # shape's, not bytes moved per load.
     units = next((inter // rows for rows in (256, 32) if inter >= 2 * rows and inter % rows == 0), 1)
+    dtype = knobs.get("expert_dtype", "bf16")
+    cuts = units > 1 and (dtype in ("bf16", "int8") or (inter // units) % 128 == 0)
     # The split rule the case ran with: its hybrid_split knob (files from before it: host experts' parts, or what
-    # --no-split / --split-copies say).
+    # --no-split / --split-copies say; files from before quantised experts split: --no-split).
     rule = knobs.get("hybrid_split", "host")
-    split = (exe == "hybrid" and knobs.get("expert_dtype") == "bf16" and units > 1 and not a_no_split
-             and rule != "off")
+    split = exe == "hybrid" and cuts and not a_no_split and rule != "off"
     split_copies = a_split_copies or rule == "all"
     if split:
-        expert_bytes = 3 * hidden * inter * 2
+        expert_bytes = 2 * matrix_bytes(dtype, inter, hidden) + matrix_bytes(dtype, hidden, inter)
     elif loads > 0:
         expert_bytes = moved // loads
     else:

@@ -17,6 +17,7 @@
 #include "engine/cuda/offload_provider.h"
 #include "engine/host_kernel_rate.h"
 #include "engine/dtype.h"
+#include "engine/expert_part.h"
 #include "profiler/counters.h"
 #include "profiler/cpu_trace.h"
 
@@ -27,10 +28,27 @@ namespace {
 // prefill's copies and the warm-up replace it before the first decode step.
 constexpr double kUnmeasuredCopyGbps = 25.0;
 
-// The split scratch: the dense part's three matrices, each at its whole size (256-byte
-// aligned), then the pointer table, then the GPU part's output rows.
+// The split scratch: the dense part's three matrices (bf16: each at its whole size,
+// 256-byte aligned; quantised formats: the whole expert's layout, each part at its
+// offset there: expert_part.h), then the pointer table (bf16: w1, w3, w2; quantised: the
+// nine rows of quant_decode's table, one expert each), then the GPU part's output rows.
 uint64_t matrix_bytes(const ExpertHostStore& s) {
   return round256(static_cast<uint64_t>(s.hidden()) * static_cast<uint64_t>(s.inter()) * 2);
+}
+uint64_t part_region_bytes(const ExpertHostStore& s) {
+  return s.format() == QuantFormat::bf16 ? 3 * matrix_bytes(s) : round256(s.layout().total_bytes);
+}
+
+// MOEBENCH_SPLIT_QUANT: 1 (default) quantised experts split their rows between the links
+// like bf16 ones; 0: whole experts per link for the quantised formats (as before), for
+// measuring one build both ways.
+bool split_quantised() {
+  const std::string v = env_str("MOEBENCH_SPLIT_QUANT");
+  if (v.empty() || v == "1") return true;
+  if (v == "0") return false;
+  fail("MOEBENCH_SPLIT_QUANT={}: expected 1 (quantised experts split their rows between the links, the default) or 0 "
+       "(whole experts per link for the quantised formats)",
+       v);
 }
 
 // The setting hybrid_split (host, all, balance, off), unless MOEBENCH_HYBRID_SPLIT is set: 1 a
@@ -75,10 +93,13 @@ bool joint_model() {
 }  // namespace
 
 uint64_t HostExperts::split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store, const std::string& split) {
-  if (split_mode(split) == SplitMode::off || exec != ExpertExec::hybrid || store.format() != QuantFormat::bf16 ||
-      split_units_for(store.inter()) <= 1)
+  if (split_mode(split) == SplitMode::off || exec != ExpertExec::hybrid || split_units_for(store.inter()) <= 1)
     return 0;
-  return 3 * matrix_bytes(store) + 256 +
+  // int4 and fp8 cut only at their 128-row scale groups (expert_part.h)
+  if (store.format() != QuantFormat::bf16 &&
+      (!split_quantised() || !expert_part_cuts_at(store.format(), store.inter() / split_units_for(store.inter()))))
+    return 0;
+  return part_region_bytes(store) + 256 +
          round256(static_cast<uint64_t>(kHostMixMaxGpuPairs) * static_cast<uint64_t>(store.hidden()) * sizeof(float));
 }
 
@@ -135,11 +156,19 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
   if (const uint64_t bytes = split_scratch_bytes(exec, store, split); bytes > 0 && arena) {
     try {
       split_scratch_ = static_cast<uint8_t*>(arena->alloc(bytes, "split expert scratch"));
-      const uint64_t mb = matrix_bytes(store);
-      split_table_ = reinterpret_cast<const void**>(split_scratch_ + 3 * mb);
-      split_y_ = reinterpret_cast<float*>(split_scratch_ + 3 * mb + 256);
-      const void* table[3] = {split_scratch_, split_scratch_ + mb, split_scratch_ + 2 * mb};
-      CUDA_CHECK(cudaMemcpy(split_table_, table, sizeof table, cudaMemcpyHostToDevice));
+      const uint64_t mb = matrix_bytes(store), region = part_region_bytes(store);
+      split_table_ = reinterpret_cast<const void**>(split_scratch_ + region);
+      split_y_ = reinterpret_cast<float*>(split_scratch_ + region + 256);
+      if (store.format() == QuantFormat::bf16) {
+        const void* table[3] = {split_scratch_, split_scratch_ + mb, split_scratch_ + 2 * mb};
+        CUDA_CHECK(cudaMemcpy(split_table_, table, sizeof table, cudaMemcpyHostToDevice));
+      } else {  // [3 m + p]: matrix m's part p (values, scales, zero points; null where the format has none)
+        const ExpertLayout& L = store.layout();
+        const void* table[9] = {};
+        for (int m = 0; m < 3; ++m)
+          for (int p = 0; p < L.n_parts; ++p) table[3 * m + p] = split_scratch_ + L.offset[m][p];
+        CUDA_CHECK(cudaMemcpy(split_table_, table, sizeof table, cudaMemcpyHostToDevice));
+      }
       CUDA_CHECK(cudaEventCreateWithFlags(&scratch_free_, cudaEventDisableTiming));
       split_units_ = split_units_for(store.inter());
       split_half_ = split_mode(split) == SplitMode::half;
@@ -171,7 +200,7 @@ void HostExperts::measure_both_links() {
   for (cudaEvent_t& e : ev) CUDA_CHECK(cudaEventCreate(&e));
   try {
     constexpr int64_t kJointCopyBytes = 4ll << 30;
-    const size_t bytes = std::min<size_t>(store_.expert_bytes(), 3 * matrix_bytes(store_));  // what the scratch holds
+    const size_t bytes = std::min<size_t>(store_.expert_bytes(), part_region_bytes(store_));  // what the scratch holds
     const int total = store_.n_layers() * store_.n_experts();
     const int n_joint = std::clamp(static_cast<int>((kJointCopyBytes + static_cast<int64_t>(bytes) - 1) /
                                                     static_cast<int64_t>(bytes)),
@@ -401,12 +430,27 @@ void HostExperts::issue_split_copy(int layer) {
     CUDA_CHECK(cudaEventCreate(&ev));
     split_events_.push_back(ev);
   }
-  SplitCopy c{layer, 3 * rows * H * 2, split_events_.back(), nullptr};
+  const bool quant = store_.format() != QuantFormat::bf16;
+  const ExpertPartPlan plan = quant ? expert_part_plan(store_.layout(), H, I, a, I) : ExpertPartPlan{};
+  SplitCopy c{layer, quant ? static_cast<int64_t>(plan.bytes) : 3 * rows * H * 2, split_events_.back(), nullptr};
   split_events_.pop_back();
   c.end = split_events_.back();
   split_events_.pop_back();
   CUDA_CHECK(cudaStreamWaitEvent(cs, scratch_free_, 0));  // the previous split's GPU part has read the scratch
   CUDA_CHECK(cudaEventRecord(c.start, cs));
+  if (quant) {  // each part of w1 and w3 one run of rows; w2's a block of columns of every row (pitched)
+    const auto* src = static_cast<const uint8_t*>(store_.expert(layer, split_expert_));
+    for (const PartCopy& p : plan.copies) {
+      if (p.height == 1)
+        CUDA_CHECK(cudaMemcpyAsync(split_scratch_ + p.dst, src + p.src, p.width, cudaMemcpyHostToDevice, cs));
+      else
+        CUDA_CHECK(cudaMemcpy2DAsync(split_scratch_ + p.dst, p.width, src + p.src, p.src_pitch, p.width, p.height,
+                                     cudaMemcpyHostToDevice, cs));
+    }
+    CUDA_CHECK(cudaEventRecord(c.end, cs));
+    split_pending_.push_back(c);
+    return;
+  }
   const size_t rows_bytes = static_cast<size_t>(rows * H * 2);
   CUDA_CHECK(cudaMemcpyAsync(split_scratch_, e.w1.q + 2 * a * H, rows_bytes, cudaMemcpyHostToDevice, cs));
   CUDA_CHECK(cudaMemcpyAsync(split_scratch_ + mb, e.w3.q + 2 * a * H, rows_bytes, cudaMemcpyHostToDevice, cs));
@@ -472,9 +516,12 @@ void HostExperts::compute(int layer, const uint16_t* x, int m, const int32_t* id
       cpu::cpu_expert_forward(split ? cpu::cpu_expert_rows(whole, 0, split_rows_) : whole, xin_.data(), yout_.data(),
                               scratch_.data(), n, isa_);
       kernel_ns += profiler::now_ns() - t0;
-      // a split expert's part: its share of the expert's bytes (rows of w1, w3, columns of w2)
-      bytes += split ? static_cast<int64_t>(store_.expert_bytes()) / I * split_rows_
-                     : static_cast<int64_t>(store_.expert_bytes());
+      // a split expert's part: its share of the expert's bytes (rows of w1, w3, columns of w2,
+      // with their scales and zero points)
+      bytes += !split ? static_cast<int64_t>(store_.expert_bytes())
+               : store_.format() == QuantFormat::bf16
+                   ? static_cast<int64_t>(store_.expert_bytes()) / I * split_rows_
+                   : static_cast<int64_t>(expert_part_plan(store_.layout(), H, I, 0, split_rows_).bytes);
       for (int i = 0; i < n; ++i)
         std::copy_n(yout_.data() + static_cast<int64_t>(i) * H, H, y + static_cast<int64_t>(row[pairs_of_[i]]) * H);
       if (counters_) counters_->host_route(layer, e);

@@ -17,13 +17,18 @@
 // the copy path, except in the layers below cpu_moe_layers, where the host computes
 // every pair (nothing of those layers is cached).
 //
-// Split experts (hybrid, bf16, with a scratch slot from the arena): the plan may share
+// Split experts (hybrid, with a scratch slot from the arena): the plan may share
 // one miss between the links (hybrid_plan_for): the host computes its first rows
 // [0, split_host_rows) with the CPU kernel (cpu_expert_rows), the rest — rows of w1 and
 // w3, the matching columns of w2 (a pitched copy) — goes over the link into the scratch
 // slot as a dense expert of inter - split_host_rows rows (issue_split_copy), which the
 // GPU computes into split_y(); the MoE layer adds that to the host's partial rows before
-// the combine. The scratch is not cached: the split expert stays a miss. The slot
+// the combine. Every expert format splits: bf16 as three matrices, the quantised ones
+// with their scales and zero points (engine/expert_part.h: the scratch holds the whole
+// expert's layout, each part packed at its offset there; the quantised decode kernels run
+// it as a one-expert table), int4 and fp8 only where a part is a multiple of their
+// 128-row scale groups (whole experts per link otherwise). MOEBENCH_SPLIT_QUANT=0 keeps
+// whole experts per link for the quantised formats (for measuring one build both ways). The scratch is not cached: the split expert stays a miss. The slot
 // budget gives up split_scratch_bytes() for it (the setting hybrid_split: host: only host
 // experts give parts to the link; all: copies may give way to parts too; balance, the
 // default: cpu mode's schedule, nothing copied ahead, the link's share of each layer's parts set by
@@ -75,8 +80,9 @@ constexpr int kHostMixMaxGpuPairs = 8;
 class HostExperts {
  public:
   // Bytes of the split experts' scratch slot for this mode and store (0: no split —
-  // not hybrid, not bf16, an intermediate size split_units_for cannot cut, or
-  // MOEBENCH_HYBRID_SPLIT=0). Throws Error on a bad MOEBENCH_HYBRID_SPLIT.
+  // not hybrid, an intermediate size split_units_for cannot cut (int4 and fp8: parts not
+  // a multiple of 128 rows), MOEBENCH_HYBRID_SPLIT=0, or a quantised store with
+  // MOEBENCH_SPLIT_QUANT=0). Throws Error on a bad MOEBENCH_HYBRID_SPLIT or MOEBENCH_SPLIT_QUANT.
   // split: the setting hybrid_split (balance | host | all | off; MOEBENCH_HYBRID_SPLIT, when set, wins).
   static uint64_t split_scratch_bytes(ExpertExec exec, const ExpertHostStore& store, const std::string& split);
 
@@ -116,8 +122,9 @@ class HostExperts {
   // the GPU's part, so the device experts need not wait).
   void issue_split_copy(int layer);
   void wait_split_copy(cudaStream_t compute);
-  // The scratch as a one-expert pointer table (w1s, w3s, w2s: one device pointer each,
-  // rows split_device_rows()) and the device rows (kHostMixMaxGpuPairs, hidden) fp32
+  // The scratch as a one-expert pointer table (bf16: w1s, w3s, w2s, one device pointer
+  // each; quantised: MoeLayer::tables()'s nine rows, values / scales / zero points of each
+  // matrix; rows split_device_rows()) and the device rows (kHostMixMaxGpuPairs, hidden) fp32
   // the GPU's part goes to.
   const void* const* split_table() const { return split_table_; }
   float* split_y() const { return split_y_; }
@@ -191,7 +198,7 @@ class HostExperts {
   double balance_start_ = 0;             // its starting share
   int split_expert_ = -1;
   int64_t split_rows_ = 0;
-  uint8_t* split_scratch_ = nullptr;                 // device: w1' | w3' | w2' of a dense part, each at its whole size
+  uint8_t* split_scratch_ = nullptr;                 // device: w1' | w3' | w2' of a dense part, each at its whole size (quantised: in the expert's layout)
   const void** split_table_ = nullptr;         // device: the three pointers
   float* split_y_ = nullptr;                   // device (kHostMixMaxGpuPairs, hidden)
   cudaEvent_t scratch_free_ = nullptr;

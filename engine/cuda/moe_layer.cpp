@@ -353,15 +353,22 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
 
 bool MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const int32_t* ids, int pairs, int K,
                             float* residual) {
-  const int E = d_.n_experts, H = d_.hidden, I = d_.inter;
-  const auto* t = reinterpret_cast<const uint8_t* const*>(tables(layer));
+  return quant_decode_table(tables(layer), d_.n_experts, d_.inter, gate_up_adjacent(d_.layout), d_.int4_paired, b, x,
+                            ids, pairs, K, residual, b.moe_y);
+}
+
+bool MoeLayer::quant_decode_table(const void* const* table, int E, int I, bool adjacent, bool paired,
+                                  ForwardBuffers& b, const bf16* x, const int32_t* ids, int pairs, int K,
+                                  float* residual, float* out) {
+  const int H = d_.hidden;
+  const auto* t = reinterpret_cast<const uint8_t* const*>(table);
   auto mat = [&](int w) {
     QuantExperts q;
     q.format = d_.format;
     q.q = t + static_cast<size_t>(3 * w) * E;
     q.scale = t + static_cast<size_t>(3 * w + 1) * E;
     q.zero = d_.layout.n_parts > 2 ? t + static_cast<size_t>(3 * w + 2) * E : nullptr;
-    q.int4_paired = d_.int4_paired;
+    q.int4_paired = paired;
     return q;
   };
   // g, u (pairs, inter) fp32 in the SwiGLU scratch (it holds two such arrays and more).
@@ -369,7 +376,7 @@ bool MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const i
   float* u = g + static_cast<size_t>(pairs) * I;
   const bool fused = quant_decode_fused_from_env();
   ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
-  if (gate_up_adjacent(d_.layout)) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
+  if (adjacent) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
     if (fused) {
       quant_moe_gemv_gate_up(mat(0), x, ids, pairs, K, I, H, E, b.moe_h, stream_);
     } else {
@@ -385,7 +392,7 @@ bool MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const i
     quant_moe_down_combine(mat(2), b.moe_h, ids, b.wts, pairs, K, H, I, E, residual, true, stream_);
     return true;
   }
-  quant_moe_gemv(mat(2), b.moe_h, true, ids, pairs, K, H, I, E, b.moe_y, stream_);
+  quant_moe_gemv(mat(2), b.moe_h, true, ids, pairs, K, H, I, E, out, stream_);
   return false;
 }
 

@@ -161,6 +161,13 @@ class MoeLayer {
   // (the fused combine), and true returned.
   bool quant_decode(int layer, ForwardBuffers& b, const __nv_bfloat16* x, const int32_t* ids, int pairs, int k,
                     float* residual = nullptr);
+  // The same on a given table (the layout of tables(), n_experts experts of `inter` rows;
+  // adjacent: w3's parts directly follow w1's, gate_up.h; paired: int4 codes in the paired
+  // word order) with y into `out`: quant_decode runs it on the layer's table, the split
+  // expert's device part on its one-expert scratch.
+  bool quant_decode_table(const void* const* table, int n_experts, int inter, bool adjacent, bool paired,
+                          ForwardBuffers& b, const __nv_bfloat16* x, const int32_t* ids, int pairs, int k,
+                          float* residual, float* out);
   // The forward with host experts (see set_host_experts); false when the plan has none
   // (nothing done: the device path runs).
   void free_host_buffers();

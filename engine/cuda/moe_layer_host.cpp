@@ -121,9 +121,15 @@ bool MoeLayer::run_with_host(int step, int layer, ForwardBuffers& b, float* x, i
     moe_gather_rows(b.h, b.perm + n_dev, K, b.moe_xin + off, n_split, H, stream_);
     host_->wait_split_copy(stream_);
     ScopedRange r(trace_, RangeKind::expert_compute, layer, host_->split_expert(), "device part of a split expert");
-    const bf16* const* t = reinterpret_cast<const bf16* const*>(host_->split_table());
-    moe_decode_experts(b.moe_xin + off, b.ids + n_dev, t, t + 1, t + 2, b.moe_h, host_->split_y(), n_split, 1, 1, H,
-                       static_cast<int>(host_->split_device_rows()), stream_);
+    const int rows = static_cast<int>(host_->split_device_rows());
+    if (quantised()) {  // the scratch's parts packed apart (not gate/up adjacent), codes as stored (not paired)
+      quant_decode_table(host_->split_table(), 1, rows, false, false, b, b.moe_xin + off, b.ids + n_dev, n_split, 1,
+                         nullptr, host_->split_y());
+    } else {
+      const bf16* const* t = reinterpret_cast<const bf16* const*>(host_->split_table());
+      moe_decode_experts(b.moe_xin + off, b.ids + n_dev, t, t + 1, t + 2, b.moe_h, host_->split_y(), n_split, 1, 1, H,
+                         rows, stream_);
+    }
     host_->split_done(stream_);
   }
   provider_.release(layer, stream_);

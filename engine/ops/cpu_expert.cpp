@@ -76,9 +76,9 @@ void check_matrix(const CpuMatrix& w, const char* name) {
     fail("cpu expert {}: {} matrix without scales", name, quant_format_name(w.format));
   if (w.format == QuantFormat::int4 && w.cols % 8 != 0)
     fail("cpu expert {}: int4 packs 8 inputs per int32: {} inputs is not a multiple of 8", name, w.cols);
-  if (w.ld != 0 && (w.format != QuantFormat::bf16 || w.ld < w.cols))
-    fail("cpu expert {}: row stride {} on a {} matrix of {} columns: expected 0, or bf16 and >= the columns", name,
-         w.ld, quant_format_name(w.format), w.cols);
+  if (w.ld != 0 && (w.ld < w.cols || (w.format == QuantFormat::int4 && w.ld % 2 != 0)))
+    fail("cpu expert {}: row stride {} on a {} matrix of {} columns: expected 0, or >= the columns{}", name, w.ld,
+         quant_format_name(w.format), w.cols, w.format == QuantFormat::int4 ? " and even (two int4 codes a byte)" : "");
 }
 
 }  // namespace
@@ -137,19 +137,58 @@ void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuI
   }
 }
 
-CpuExpert cpu_expert_rows(const CpuExpert& e, int64_t r0, int64_t r1) {
-  if (e.w1.format != QuantFormat::bf16 || e.w3.format != QuantFormat::bf16 || e.w2.format != QuantFormat::bf16)
-    fail("cpu expert: a part of an expert's rows needs bf16 weights, got {}", quant_format_name(e.w1.format));
-  if (r0 < 0 || r1 <= r0 || r1 > e.w1.rows || e.w3.rows != e.w1.rows || e.w2.cols != e.w1.rows)
-    fail("cpu expert: rows [{}, {}) of an expert of {} intermediate rows", r0, r1, e.w1.rows);
-  CpuExpert p = e;
-  p.w1.q += 2 * r0 * row_stride(e.w1);
-  p.w3.q += 2 * r0 * row_stride(e.w3);
-  p.w1.rows = p.w3.rows = r1 - r0;
-  p.w2.q += 2 * r0;
-  p.w2.ld = row_stride(e.w2);
-  p.w2.cols = r1 - r0;
+namespace {
+
+// w's rows [r0, r1): every part moves down by r0 rows (fp8 scales by r0 / 128 block rows).
+CpuMatrix matrix_rows(const CpuMatrix& w, int64_t r0, int64_t r1) {
+  const int64_t ld = row_stride(w), ng = expert_detail::scale_stride(w);
+  CpuMatrix p = w;
+  p.rows = r1 - r0;
+  switch (w.format) {
+    case QuantFormat::bf16: p.q += 2 * r0 * ld; break;
+    case QuantFormat::int8: p.q += r0 * ld, p.scale += 4 * r0; break;
+    case QuantFormat::fp8: p.q += r0 * ld, p.scale += 4 * (r0 / kFp8Block) * ng; break;
+    case QuantFormat::int4:
+      p.q += r0 * (ld / 2), p.scale += 2 * r0 * ng;
+      if (p.zero) p.zero += r0 * ng;
+      break;
+  }
   return p;
+}
+
+// w's columns [c0, c1), read in place: ld keeps the whole row's stride, every part moves
+// right to c0 (int4 and fp8 scales by c0 / 128 groups; int8's row scales stay).
+CpuMatrix matrix_cols(const CpuMatrix& w, int64_t c0, int64_t c1) {
+  CpuMatrix p = w;
+  p.ld = row_stride(w);
+  p.cols = c1 - c0;
+  switch (w.format) {
+    case QuantFormat::bf16: p.q += 2 * c0; break;
+    case QuantFormat::int8: p.q += c0; break;
+    case QuantFormat::fp8: p.q += c0, p.scale += 4 * (c0 / kFp8Block); break;
+    case QuantFormat::int4:
+      p.q += c0 / 2, p.scale += 2 * (c0 / kInt4Group);
+      if (p.zero) p.zero += c0 / kInt4Group;
+      break;
+  }
+  return p;
+}
+
+}  // namespace
+
+CpuExpert cpu_expert_rows(const CpuExpert& e, int64_t r0, int64_t r1) {
+  const QuantFormat f = e.w1.format;
+  if (e.w3.format != f || e.w2.format != f)
+    fail("cpu expert: a part of an expert's rows: formats w1 {}, w3 {}, w2 {}: expected one format",
+         quant_format_name(f), quant_format_name(e.w3.format), quant_format_name(e.w2.format));
+  const int64_t inter = e.w1.rows;
+  if (r0 < 0 || r1 <= r0 || r1 > inter || e.w3.rows != inter || e.w2.cols != inter)
+    fail("cpu expert: rows [{}, {}) of an expert of {} intermediate rows", r0, r1, inter);
+  if ((f == QuantFormat::int4 || f == QuantFormat::fp8) && (r0 % 128 != 0 || (r1 != inter && r1 % 128 != 0)))
+    fail("cpu expert: rows [{}, {}) of a {} expert of {} rows: {} cuts only at multiples of 128 rows (its scale "
+         "groups) or at the end",
+         r0, r1, quant_format_name(f), inter, quant_format_name(f));
+  return CpuExpert{matrix_rows(e.w1, r0, r1), matrix_rows(e.w3, r0, r1), matrix_cols(e.w2, r0, r1)};
 }
 
 size_t cpu_expert_scratch_floats(int n, int64_t inter) { return 2 * static_cast<size_t>(n) * static_cast<size_t>(inter); }

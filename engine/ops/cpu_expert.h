@@ -31,9 +31,14 @@ constexpr int64_t kCpuExpertRowBlock = 8;  // output rows per unit of thread wor
 constexpr int kCpuExpertTokenBlock = 8;    // tokens that share one pass over a row block
 
 // A matrix W (rows = outputs, cols = inputs) in one format, its parts where they lie
-// (the layouts of engine/quant.h); zero is null unless int4 with zero points. ld: bf16
-// only, elements from one row's start to the next (0: cols), so that W may be a block of
-// columns of a wider matrix (a split expert's part of w2).
+// (the layouts of engine/quant.h); zero is null unless int4 with zero points.
+// ld: elements from one row's start to the next (0: cols; else >= cols), so that W may be
+// a block of columns of a wider matrix (a split expert's part of w2). Every part's row
+// stride follows from ld as if W were ld columns wide: values ld bf16 / int8 / e4m3 codes
+// (int4: ld / 2 bytes, ld even); int4 scales and zero points groups_of(ld) = ceil(ld / 128)
+// per row; fp8 scales ceil(ld / 128) per block row of 128 rows; int8 scales one per row
+// (no stride). A block of columns starting at column c0 points q at c0's code and, int4
+// and fp8, scale / zero at c0's group (c0 % 128 == 0): cpu_expert_rows does that.
 struct CpuMatrix {
   QuantFormat format = QuantFormat::bf16;
   int64_t rows = 0, cols = 0, ld = 0;
@@ -54,9 +59,10 @@ struct CpuExpert {
 void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuIsa isa);
 
 // The expert restricted to intermediate rows [r0, r1): those rows of w1 and w3, those
-// columns of w2 (bf16 only: Error otherwise, or for an empty range or one outside
-// [0, inter)). Its forward is that part's share of the whole expert's output: the
-// forwards of a partition of the rows sum to it.
+// columns of w2 (read in place through ld), in every format. int4 and fp8 cut only at
+// their scale groups: r0 a multiple of 128, r1 one too or inter. Error for a cut there,
+// an empty range or one outside [0, inter), or mixed formats. Its forward is that part's
+// share of the whole expert's output: the forwards of a partition of the rows sum to it.
 CpuExpert cpu_expert_rows(const CpuExpert& e, int64_t r0, int64_t r1);
 
 // Floats of scratch cpu_expert_forward needs: two (n, inter) activations.

@@ -115,7 +115,7 @@ MB_BF16_TARGET void row_block_bf16dp_impl(const CpuMatrix& w, int64_t r0, int64_
 // half of the chunk's x. The last cols % 32 columns go through weight_value.
 template <int R, int NT>
 MB_INT4_TARGET void row_dot_int4(const CpuMatrix& w, int64_t r0, const float* x, float* y) {
-  const int64_t cols = w.cols, rows = w.rows, chunks = cols / 32, ng = groups_of(cols);
+  const int64_t cols = w.cols, rows = w.rows, chunks = cols / 32, ng = scale_stride(w), ld = row_stride(w);
   constexpr int64_t kChunksPerGroup = kInt4Group / 32;
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
   __m512 acc[R][NT];
@@ -134,7 +134,7 @@ MB_INT4_TARGET void row_dot_int4(const CpuMatrix& w, int64_t r0, const float* x,
       __m512 lo[R], hi[R];
       for (int i = 0; i < R; ++i) {
         const __m512i b = _mm512_cvtepu8_epi32(
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.q + (r0 + i) * (cols / 2) + k * 16)));
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(w.q + (r0 + i) * (ld / 2) + k * 16)));
         lo[i] = _mm512_permutexvar_ps(b, lut[i]);
         hi[i] = _mm512_permutexvar_ps(_mm512_srli_epi32(b, 4), lut[i]);
       }

@@ -74,6 +74,8 @@ inline int64_t groups_of(int64_t cols) { return (cols + 127) / 128; }
 
 // Elements from one row's start to the next (CpuMatrix::ld; 0 means cols).
 inline int64_t row_stride(const CpuMatrix& w) { return w.ld > 0 ? w.ld : w.cols; }
+// Scale (and int4 zero point) entries from one row's (fp8: block row's) start to the next.
+inline int64_t scale_stride(const CpuMatrix& w) { return groups_of(row_stride(w)); }
 
 inline float load_f32(const uint8_t* p, int64_t i) {
   float s;
@@ -100,15 +102,15 @@ inline float weight_value(const CpuMatrix& w, int64_t r, int64_t c) {
   if constexpr (F == QuantFormat::bf16) {
     return load_bf16_f32(w.q, r * row_stride(w) + c);
   } else if constexpr (F == QuantFormat::int8) {
-    return static_cast<float>(static_cast<int8_t>(w.q[r * w.cols + c]));
+    return static_cast<float>(static_cast<int8_t>(w.q[r * row_stride(w) + c]));
   } else if constexpr (F == QuantFormat::int4) {
-    const int64_t g = r * groups_of(w.cols) + c / kInt4Group;
-    const uint8_t b = w.q[r * (w.cols / 2) + c / 2];
+    const int64_t g = r * scale_stride(w) + c / kInt4Group;
+    const uint8_t b = w.q[r * (row_stride(w) / 2) + c / 2];
     const int u = (c & 1) ? b >> 4 : b & 0xf;
     return static_cast<float>(u - (w.zero ? w.zero[g] : 8)) * load_bf16_f32(w.scale, g);
   } else {
-    const float s = load_f32(w.scale, (r / kFp8Block) * groups_of(w.cols) + c / kFp8Block);
-    return weight_e4m3(w.q[r * w.cols + c]) * s;
+    const float s = load_f32(w.scale, (r / kFp8Block) * scale_stride(w) + c / kFp8Block);
+    return weight_e4m3(w.q[r * row_stride(w) + c]) * s;
   }
 }
 

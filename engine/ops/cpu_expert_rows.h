@@ -16,8 +16,8 @@
 
 template <QuantFormat F, int R, int NT>
 MB_CPU_TARGET void row_dot(const CpuMatrix& w, int64_t r0, const float* x, float* y) {
-  using expert_detail::groups_of;
   const int64_t cols = w.cols, rows = w.rows;
+  const int64_t ld = expert_detail::row_stride(w), ng = expert_detail::scale_stride(w);  // CpuMatrix's strides
   constexpr int L = V::kLanes;
   typename V::vec acc[R][NT];
   float tail[R][NT];
@@ -36,11 +36,11 @@ MB_CPU_TARGET void row_dot(const CpuMatrix& w, int64_t r0, const float* x, float
       float s = 1.0f;
       z[i] = 8;
       if constexpr (F == QuantFormat::int4) {
-        const int64_t g = r * groups_of(cols) + c0 / kInt4Group;
+        const int64_t g = r * ng + c0 / kInt4Group;
         s = expert_detail::load_bf16_f32(w.scale, g);
         if (w.zero) z[i] = w.zero[g];
       } else if constexpr (F == QuantFormat::fp8) {
-        s = expert_detail::load_f32(w.scale, (r / kFp8Block) * groups_of(cols) + c0 / kFp8Block) * 256.0f;
+        s = expert_detail::load_f32(w.scale, (r / kFp8Block) * ng + c0 / kFp8Block) * 256.0f;
       }
       sv[i] = V::set1(s);
     }
@@ -50,13 +50,13 @@ MB_CPU_TARGET void row_dot(const CpuMatrix& w, int64_t r0, const float* x, float
       for (int i = 0; i < R; ++i) {
         const int64_t r = r0 + i;
         if constexpr (F == QuantFormat::bf16) {
-          wv[i] = V::bf16(w.q + 2 * (r * expert_detail::row_stride(w) + c));
+          wv[i] = V::bf16(w.q + 2 * (r * ld + c));
         } else if constexpr (F == QuantFormat::int8) {
-          wv[i] = V::i8(w.q + r * cols + c);
+          wv[i] = V::i8(w.q + r * ld + c);
         } else if constexpr (F == QuantFormat::int4) {
-          wv[i] = V::mul(V::i4(w.q + r * (cols / 2) + c / 2, z[i]), sv[i]);
+          wv[i] = V::mul(V::i4(w.q + r * (ld / 2) + c / 2, z[i]), sv[i]);
         } else {
-          wv[i] = V::mul(V::e4m3(w.q + r * cols + c), sv[i]);
+          wv[i] = V::mul(V::e4m3(w.q + r * ld + c), sv[i]);
         }
       }
       for (int t = 0; t < NT; ++t) {
