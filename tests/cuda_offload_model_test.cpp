@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <functional>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -318,7 +319,7 @@ TEST_F(CudaOffloadModel, QuantisedSplitExpertsMatchTheGpuPathWithinTolerance) {
   c.intermediate_size = 512;
   auto w = WeightSource::synthetic(c, 3);
   struct Env {  // sets the variables for one model, unsets them however it ends
-    explicit Env(std::vector<std::pair<const char*, const char*>> v) : vars(std::move(v)) {
+    Env(std::initializer_list<std::pair<const char*, const char*>> v) : vars(v) {
       for (const auto& kv : vars) setenv(kv.first, kv.second, 1);
     }
     ~Env() {
@@ -339,7 +340,7 @@ TEST_F(CudaOffloadModel, QuantisedSplitExpertsMatchTheGpuPathWithinTolerance) {
       profiler::Profiler p;
       std::vector<float> got;
       {
-        Env env({{"MOEBENCH_HYBRID_SPLIT", "half"}});
+        Env env{{"MOEBENCH_HYBRID_SPLIT", "half"}};
         got = logits_of(w, host_link_settings("hybrid", 0, dtype), nullptr, &p);
       }
       expect_within_tolerance(ref, got, c.vocab_size, std::string(dtype) + " hybrid, split in half");
@@ -356,7 +357,7 @@ TEST_F(CudaOffloadModel, QuantisedSplitExpertsMatchTheGpuPathWithinTolerance) {
       profiler::Profiler p;
       std::vector<float> got;
       {
-        Env env({{"MOEBENCH_HYBRID_SPLIT", "half"}, {"MOEBENCH_SPLIT_QUANT", "0"}});
+        Env env{{"MOEBENCH_HYBRID_SPLIT", "half"}, {"MOEBENCH_SPLIT_QUANT", "0"}};
         got = logits_of(w, host_link_settings("hybrid", 0, dtype), nullptr, &p);
       }
       expect_within_tolerance(ref, got, c.vocab_size, std::string(dtype) + " hybrid, whole experts");
@@ -372,7 +373,7 @@ TEST_F(CudaOffloadModel, QuantisedSplitExpertsMatchTheGpuPathWithinTolerance) {
     EXPECT_GT(p.experts.total().host_bytes, 0) << dtype;
   }
   // A bad value of the switch is one clear error.
-  Env env({{"MOEBENCH_SPLIT_QUANT", "yes"}});
+  Env env{{"MOEBENCH_SPLIT_QUANT", "yes"}};
   EXPECT_THROW(logits_of(w, host_link_settings("hybrid", 0, "int4")), Error);
 }
 

@@ -439,7 +439,7 @@ void HostExperts::issue_split_copy(int layer) {
   CUDA_CHECK(cudaStreamWaitEvent(cs, scratch_free_, 0));  // the previous split's GPU part has read the scratch
   CUDA_CHECK(cudaEventRecord(c.start, cs));
   if (quant) {  // each part of w1 and w3 one run of rows; w2's a block of columns of every row (pitched)
-    const auto* src = static_cast<const uint8_t*>(store_.expert(layer, split_expert_));
+    const auto* src = reinterpret_cast<const uint8_t*>(store_.expert(layer, split_expert_));
     for (const PartCopy& p : plan.copies) {
       if (p.height == 1)
         CUDA_CHECK(cudaMemcpyAsync(split_scratch_ + p.dst, src + p.src, p.width, cudaMemcpyHostToDevice, cs));

@@ -353,6 +353,7 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
 
 bool MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const int32_t* ids, int pairs, int K,
                             float* residual) {
+  ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
   return quant_decode_table(tables(layer), d_.n_experts, d_.inter, gate_up_adjacent(d_.layout), d_.int4_paired, b, x,
                             ids, pairs, K, residual, b.moe_y);
 }
@@ -375,7 +376,6 @@ bool MoeLayer::quant_decode_table(const void* const* table, int E, int I, bool a
   float* g = static_cast<float*>(b.swiglu);
   float* u = g + static_cast<size_t>(pairs) * I;
   const bool fused = quant_decode_fused_from_env();
-  ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
   if (adjacent) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
     if (fused) {
       quant_moe_gemv_gate_up(mat(0), x, ids, pairs, K, I, H, E, b.moe_h, stream_);
