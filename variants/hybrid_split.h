@@ -78,9 +78,9 @@ TwoLinkTimes two_link_times(int64_t copy_ns, int64_t host_ns, const HybridRates&
 int64_t two_link_copy_left_ns(int64_t copy_ns, int64_t host_ns, const HybridRates& r, int64_t at_ns);
 
 // The parts an expert of `inter` intermediate rows splits into: parts of 256 rows (a
-// part's w2 columns are a 512-byte run of each bf16 row) where inter is a multiple of
-// 256 and at least two parts, else parts of 32 rows likewise (small test models), else 1
-// (no split).
+// part's w2 columns are a 512-byte run of each bf16 row, two whole int4 / fp8 scale
+// groups) where inter is a multiple of 256 and at least two parts, else parts of 32 rows
+// likewise (small test models; bf16 and int8 only, engine/expert_part.h), else 1 (no split).
 int split_units_for(int64_t inter);
 
 // One layer's plan: the last n_host misses whole on the host and, with split_parts > 0,
