@@ -39,16 +39,20 @@ uint64_t part_region_bytes(const ExpertHostStore& s) {
   return s.format() == QuantFormat::bf16 ? 3 * matrix_bytes(s) : round256(s.layout().total_bytes);
 }
 
+// A 0/1 switch in the environment, on when unset; any other value fails naming both.
+bool env_switch(const char* name, const char* on, const char* off) {
+  const std::string v = env_str(name);
+  if (v.empty() || v == "1") return true;
+  if (v == "0") return false;
+  fail("{}={}: expected 1 ({}, the default) or 0 ({})", name, v, on, off);
+}
+
 // MOEBENCH_SPLIT_QUANT: 1 (default) quantised experts split their rows between the links
 // like bf16 ones; 0: whole experts per link for the quantised formats (as before), for
 // measuring one build both ways.
 bool split_quantised() {
-  const std::string v = env_str("MOEBENCH_SPLIT_QUANT");
-  if (v.empty() || v == "1") return true;
-  if (v == "0") return false;
-  fail("MOEBENCH_SPLIT_QUANT={}: expected 1 (quantised experts split their rows between the links, the default) or 0 "
-       "(whole experts per link for the quantised formats)",
-       v);
+  return env_switch("MOEBENCH_SPLIT_QUANT", "quantised experts split their rows between the links",
+                    "whole experts per link for the quantised formats");
 }
 
 // The setting hybrid_split (host, all, balance, off), unless MOEBENCH_HYBRID_SPLIT is set: 1 a
@@ -82,12 +86,8 @@ SplitMode split_mode(const std::string& setting) {
 // (each link alone and both at once, measured at load) where it was measured; 0: each
 // link at the rate measured in the run, whatever the other does (as before).
 bool joint_model() {
-  const std::string v = env_str("MOEBENCH_HYBRID_JOINT");
-  if (v.empty() || v == "1") return true;
-  if (v == "0") return false;
-  fail("MOEBENCH_HYBRID_JOINT={}: expected 1 (the split uses both links' joint rates measured at load, the default) "
-       "or 0 (each link's rate measured in the run)",
-       v);
+  return env_switch("MOEBENCH_HYBRID_JOINT", "the split uses both links' joint rates measured at load",
+                    "each link's rate measured in the run");
 }
 
 }  // namespace
