@@ -253,6 +253,11 @@ void HostExperts::measure_both_links() {
 }
 
 HostExperts::~HostExperts() {
+  if (split_rate_.ns() > 0) try {  // the link's parts alone (pitched copies: their own rate)
+      log::info("host experts: the split experts' copied parts: {:.1f} MiB at {:.1f} GB/s",
+                static_cast<double>(split_rate_.bytes()) / (1 << 20), split_rate_.gbps());
+    } catch (...) {
+    }
   if (balance_) try {  // where the feedback left the link's share (the simulator's is comparable)
       log::info("host experts: hybrid_split=balance left the link {} of 1 miss's {} parts, {} of 2 misses' {}",
                 balance_->link_units(1), split_units_, balance_->link_units(2), 2 * split_units_);

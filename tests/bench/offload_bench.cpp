@@ -6,6 +6,9 @@
 //                        CUDA events around the copy; one Mixtral-8x7B expert
 //                        (3 x 4096 x 14336 x 2 = 352,321,536 B) and smaller sizes
 //   h2d_pageable/BYTES   the same from ordinary memory (what never to use)
+//   h2d_pitched/W/P      a 2D copy of 4096 rows of W bytes, P apart, from page-locked
+//                        memory (a split expert's w2 block); d2d_pitched/W/P the same
+//                        from device memory
 //   provider_miss/TIER   OffloadProvider::acquire of 2 experts that both miss (LRU,
 //                        2 slots, Mixtral-shaped experts), timed from acquire() to the
 //                        compute stream passing its waits (events on the compute stream
@@ -25,6 +28,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "engine/cuda/arena.h"
@@ -66,6 +70,34 @@ void bm_h2d(benchmark::State& state, bool pinned) {
   }
   state.counters["bytes"] = benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
+}
+
+// A split expert's pitched copy (w2's block of columns): kPitchedRows rows of WIDTH bytes,
+// PITCH apart at the source, packed at the destination; from page-locked memory
+// (h2d_pitched) or from device memory (d2d_pitched: the same packing done on the device
+// after one contiguous copy). Mixtral's int4 w2 rows: values 7168 B (a 256-row part 128
+// B), scales 224 B (a part 4 B).
+constexpr int64_t kPitchedRows = 4096;
+void bm_pitched(benchmark::State& state, bool from_host) {
+  const uint64_t width = static_cast<uint64_t>(state.range(0)), pitch = static_cast<uint64_t>(state.range(1));
+  const uint8_t* src = from_host ? static_cast<const uint8_t*>(g->pinned) : static_cast<const uint8_t*>(g->dev) + kExpertBytes / 2;
+  auto copy = [&] {
+    CUDA_CHECK(cudaMemcpy2DAsync(g->dev, width, src, pitch, width, kPitchedRows,
+                                 from_host ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice, g->stream));
+  };
+  copy();  // warm-up
+  CUDA_CHECK(cudaStreamSynchronize(g->stream));
+  for (auto _ : state) {
+    CUDA_CHECK(cudaEventRecord(g->start, g->stream));
+    copy();
+    CUDA_CHECK(cudaEventRecord(g->stop, g->stream));
+    CUDA_CHECK(cudaEventSynchronize(g->stop));
+    float ms = 0;
+    CUDA_CHECK(cudaEventElapsedTime(&ms, g->start, g->stop));
+    state.SetIterationTime(ms * 1e-3);
+  }
+  state.counters["bytes"] = benchmark::Counter(static_cast<double>(width * kPitchedRows),
+                                               benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
 // Mixtral-shaped, one layer, 8 experts.
@@ -162,6 +194,17 @@ int main(int argc, char** argv) {
         ->UseManualTime()
         ->Unit(benchmark::kMillisecond)
         ->MinTime(0.3);
+  }
+  for (const auto& [width, pitch] : std::vector<std::pair<int64_t, int64_t>>{
+           {4, 224}, {56, 224}, {112, 224}, {128, 7168}, {512, 7168}, {1792, 7168}, {3584, 7168}}) {
+    for (bool host : {true, false})
+      benchmark::RegisterBenchmark(
+          (std::string(host ? "h2d_pitched/" : "d2d_pitched/") + std::to_string(width) + "/" + std::to_string(pitch)).c_str(),
+          bm_pitched, host)
+          ->Args({width, pitch})
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond)
+          ->MinTime(0.1);
   }
   benchmark::RegisterBenchmark("h2d_pageable/352321536", bm_h2d, false)
       ->Arg(static_cast<int64_t>(kExpertBytes))
