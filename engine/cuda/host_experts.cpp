@@ -38,17 +38,6 @@ uint64_t matrix_bytes(const ExpertHostStore& s) {
 uint64_t part_region_bytes(const ExpertHostStore& s) {
   return s.format() == QuantFormat::bf16 ? 3 * matrix_bytes(s) : round256(s.layout().total_bytes);
 }
-// After the output rows (quantised formats): room for w2's scales and zero points whole,
-// where MOEBENCH_SPLIT_STAGE=1 lands them before packing their columns on the device.
-uint64_t staging_bytes(const ExpertHostStore& s) {
-  if (s.format() == QuantFormat::bf16) return 0;
-  uint64_t b = 0;
-  for (int p = 1; p < s.layout().n_parts; ++p) b += round256(s.layout().bytes[2][p]);
-  return b;
-}
-uint64_t output_rows_bytes(const ExpertHostStore& s) {
-  return round256(static_cast<uint64_t>(kHostMixMaxGpuPairs) * static_cast<uint64_t>(s.hidden()) * sizeof(float));
-}
 
 // A 0/1 switch in the environment, on when unset; any other value fails naming both.
 bool env_switch(const char* name, const char* on, const char* off) {
@@ -56,14 +45,6 @@ bool env_switch(const char* name, const char* on, const char* off) {
   if (v.empty() || v == "1") return true;
   if (v == "0") return false;
   fail("{}={}: expected 1 ({}, the default) or 0 ({})", name, v, on, off);
-}
-
-// The same, off when unset.
-bool env_switch_off(const char* name, const char* on, const char* off) {
-  const std::string v = env_str(name);
-  if (v.empty() || v == "0") return false;
-  if (v == "1") return true;
-  fail("{}={}: expected 0 ({}, the default) or 1 ({})", name, v, off, on);
 }
 
 // MOEBENCH_SPLIT_QUANT: 1 (default) quantised experts split their rows between the links
@@ -118,7 +99,8 @@ uint64_t HostExperts::split_scratch_bytes(ExpertExec exec, const ExpertHostStore
   if (store.format() != QuantFormat::bf16 &&
       (!split_quantised() || !expert_part_cuts_at(store.format(), store.inter() / split_units_for(store.inter()))))
     return 0;
-  return part_region_bytes(store) + 256 + output_rows_bytes(store) + staging_bytes(store);
+  return part_region_bytes(store) + 256 +
+         round256(static_cast<uint64_t>(kHostMixMaxGpuPairs) * static_cast<uint64_t>(store.hidden()) * sizeof(float));
 }
 
 HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider, ExpertExec exec, int cpu_moe_layers,
@@ -177,11 +159,6 @@ HostExperts::HostExperts(const ExpertHostStore& store, OffloadProvider& provider
       const uint64_t mb = matrix_bytes(store), region = part_region_bytes(store);
       split_table_ = reinterpret_cast<const void**>(split_scratch_ + region);
       split_y_ = reinterpret_cast<float*>(split_scratch_ + region + 256);
-      split_staging_ = split_scratch_ + region + 256 + output_rows_bytes(store);
-      split_stage_ = env_switch_off("MOEBENCH_SPLIT_STAGE",
-                                    "w2's scales and zero points of a split's part cross the link whole, contiguous, and "
-                                    "are packed on the device",
-                                    "they cross the link as pitched copies of the part's columns");
       if (store.format() == QuantFormat::bf16) {
         const void* table[3] = {split_scratch_, split_scratch_ + mb, split_scratch_ + 2 * mb};
         CUDA_CHECK(cudaMemcpy(split_table_, table, sizeof table, cudaMemcpyHostToDevice));
@@ -468,23 +445,12 @@ void HostExperts::issue_split_copy(int layer) {
   CUDA_CHECK(cudaEventRecord(c.start, cs));
   if (quant) {  // each part of w1 and w3 one run of rows; w2's a block of columns of every row (pitched)
     const auto* src = reinterpret_cast<const uint8_t*>(store_.expert(layer, split_expert_));
-    const ExpertLayout& L = store_.layout();
-    uint8_t* staged = split_staging_;
-    for (size_t i = 0; i < plan.copies.size(); ++i) {
-      const PartCopy& p = plan.copies[i];
-      const int m = static_cast<int>(i) / L.n_parts, part = static_cast<int>(i) % L.n_parts;  // ExpertLayout's order
-      if (p.height == 1) {
+    for (const PartCopy& p : plan.copies) {
+      if (p.height == 1)
         CUDA_CHECK(cudaMemcpyAsync(split_scratch_ + p.dst, src + p.src, p.width, cudaMemcpyHostToDevice, cs));
-      } else if (split_stage_ && m == 2 && part > 0) {  // the part whole, then its columns packed on the device
-        CUDA_CHECK(cudaMemcpyAsync(staged, src + L.offset[m][part], L.bytes[m][part], cudaMemcpyHostToDevice, cs));
-        CUDA_CHECK(cudaMemcpy2DAsync(split_scratch_ + p.dst, p.width, staged + (p.src - L.offset[m][part]), p.src_pitch,
-                                     p.width, p.height, cudaMemcpyDeviceToDevice, cs));
-        c.bytes += static_cast<int64_t>(L.bytes[m][part]) - static_cast<int64_t>(p.width * p.height);
-        staged += round256(L.bytes[m][part]);
-      } else {
+      else
         CUDA_CHECK(cudaMemcpy2DAsync(split_scratch_ + p.dst, p.width, src + p.src, p.src_pitch, p.width, p.height,
                                      cudaMemcpyHostToDevice, cs));
-      }
     }
     CUDA_CHECK(cudaEventRecord(c.end, cs));
     split_pending_.push_back(c);

@@ -28,10 +28,7 @@
 // expert's layout, each part packed at its offset there; the quantised decode kernels run
 // it as a one-expert table), int4 and fp8 only where a part is a multiple of their
 // 128-row scale groups (whole experts per link otherwise). MOEBENCH_SPLIT_QUANT=0 keeps
-// whole experts per link for the quantised formats (for measuring one build both ways).
-// MOEBENCH_SPLIT_STAGE=1: a quantised part's w2 scales and zero points (rows of a few
-// bytes each) cross the link whole in one contiguous copy and their columns are packed
-// on the device, instead of one pitched copy of narrow rows from the host. The scratch is not cached: the split expert stays a miss. The slot
+// whole experts per link for the quantised formats (for measuring one build both ways). The scratch is not cached: the split expert stays a miss. The slot
 // budget gives up split_scratch_bytes() for it (the setting hybrid_split: host: only host
 // experts give parts to the link; all: copies may give way to parts too; balance, the
 // default: cpu mode's schedule, nothing copied ahead, the link's share of each layer's parts set by
@@ -204,8 +201,6 @@ class HostExperts {
   uint8_t* split_scratch_ = nullptr;                 // device: w1' | w3' | w2' of a dense part, each at its whole size (quantised: in the expert's layout)
   const void** split_table_ = nullptr;         // device: the three pointers
   float* split_y_ = nullptr;                   // device (kHostMixMaxGpuPairs, hidden)
-  uint8_t* split_staging_ = nullptr;           // device: w2's scales / zero points whole (quantised formats)
-  bool split_stage_ = false;                   // MOEBENCH_SPLIT_STAGE=1: they cross whole and are packed on the device
   cudaEvent_t scratch_free_ = nullptr;
   struct SplitCopy {
     int layer;
