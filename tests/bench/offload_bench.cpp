@@ -54,14 +54,15 @@ struct Ctx {
 };
 Ctx* g = nullptr;
 
-void bm_h2d(benchmark::State& state, bool pinned) {
-  const uint64_t bytes = static_cast<uint64_t>(state.range(0));
-  const void* src = pinned ? g->pinned : static_cast<const void*>(g->pageable.data());
-  CUDA_CHECK(cudaMemcpyAsync(g->dev, src, bytes, cudaMemcpyHostToDevice, g->stream));  // warm-up
+// Times `copy` (enqueued on the stream) with CUDA events around it, after one untimed
+// warm-up; reports `bytes` per copy as a rate.
+template <class Copy>
+void time_copies(benchmark::State& state, uint64_t bytes, Copy&& copy) {
+  copy();
   CUDA_CHECK(cudaStreamSynchronize(g->stream));
   for (auto _ : state) {
     CUDA_CHECK(cudaEventRecord(g->start, g->stream));
-    CUDA_CHECK(cudaMemcpyAsync(g->dev, src, bytes, cudaMemcpyHostToDevice, g->stream));
+    copy();
     CUDA_CHECK(cudaEventRecord(g->stop, g->stream));
     CUDA_CHECK(cudaEventSynchronize(g->stop));
     float ms = 0;
@@ -70,6 +71,12 @@ void bm_h2d(benchmark::State& state, bool pinned) {
   }
   state.counters["bytes"] = benchmark::Counter(static_cast<double>(bytes), benchmark::Counter::kIsIterationInvariantRate,
                                                benchmark::Counter::kIs1000);
+}
+
+void bm_h2d(benchmark::State& state, bool pinned) {
+  const uint64_t bytes = static_cast<uint64_t>(state.range(0));
+  const void* src = pinned ? g->pinned : static_cast<const void*>(g->pageable.data());
+  time_copies(state, bytes, [&] { CUDA_CHECK(cudaMemcpyAsync(g->dev, src, bytes, cudaMemcpyHostToDevice, g->stream)); });
 }
 
 // A split expert's pitched copy (w2's block of columns): kPitchedRows rows of WIDTH bytes,
@@ -81,23 +88,10 @@ constexpr int64_t kPitchedRows = 4096;
 void bm_pitched(benchmark::State& state, bool from_host) {
   const uint64_t width = static_cast<uint64_t>(state.range(0)), pitch = static_cast<uint64_t>(state.range(1));
   const uint8_t* src = from_host ? static_cast<const uint8_t*>(g->pinned) : static_cast<const uint8_t*>(g->dev) + kExpertBytes / 2;
-  auto copy = [&] {
+  time_copies(state, width * kPitchedRows, [&] {
     CUDA_CHECK(cudaMemcpy2DAsync(g->dev, width, src, pitch, width, kPitchedRows,
                                  from_host ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice, g->stream));
-  };
-  copy();  // warm-up
-  CUDA_CHECK(cudaStreamSynchronize(g->stream));
-  for (auto _ : state) {
-    CUDA_CHECK(cudaEventRecord(g->start, g->stream));
-    copy();
-    CUDA_CHECK(cudaEventRecord(g->stop, g->stream));
-    CUDA_CHECK(cudaEventSynchronize(g->stop));
-    float ms = 0;
-    CUDA_CHECK(cudaEventElapsedTime(&ms, g->start, g->stop));
-    state.SetIterationTime(ms * 1e-3);
-  }
-  state.counters["bytes"] = benchmark::Counter(static_cast<double>(width * kPitchedRows),
-                                               benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
+  });
 }
 
 // Mixtral-shaped, one layer, 8 experts.
