@@ -7,6 +7,9 @@
 // function (suites/machine.h measure_read_gbps, all OpenMP threads) and printed in the
 // context as host_read_gbps. Each call reads the next of several copies of the expert
 // (at least 768 MiB in all), so the weights come from memory, not the last-level cache.
+// int4 on the AVX-512 ISAs runs once per --int4_kernels value (MOEBENCH_CPU_INT4, set
+// for that benchmark only; default old,new), under avx512_bf16 as well: the ISA the
+// engine picks on such a CPU.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
