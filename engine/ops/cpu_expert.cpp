@@ -139,7 +139,7 @@ void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuI
   for (int64_t b = 0; b < blocks; ++b) {
     const int64_t r0 = b * block, r1 = r0 + block < w.rows ? r0 + block : w.rows;
     if (int4.stripes)
-      row_block_avx512_int4_stripes(w, r0, r1, static_cast<const float*>(xin), n, y, int4.prefetch);
+      row_block_avx512_int4_stripes(w, r0, r1, static_cast<const float*>(xin), n, y, int4);
     else
       fn(w, r0, r1, xin, n, y);
   }

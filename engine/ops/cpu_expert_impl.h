@@ -26,19 +26,21 @@ void row_block_avx512_int4(const CpuMatrix& w, int64_t r0, int64_t r1, const voi
 
 // Which int4 kernel the avx512 ISAs run (MOEBENCH_CPU_INT4): old = the table kernel above
 // in blocks of kCpuExpertRowBlock rows; new = the same arithmetic in blocks of `rows`
-// rows read as stripes, each prefetching the stripe `prefetch` stripes ahead (0: none)
-// (cpu_expert_int4_avx512.cpp). Spelled "old" or "new[:rows=N][:prefetch=N]"; unset is
-// the default below.
+// rows read as stripes, each prefetching the stripe `prefetch` stripes ahead (0: none),
+// a block's first stripe its own rows `lead` cache lines ahead (0: none)
+// (cpu_expert_int4_avx512.cpp). Spelled "old" or "new[:rows=N][:prefetch=N][:lead=N]";
+// unset is the default below.
 struct Int4Kernel {
   bool stripes = false;
   int64_t rows = 32;
   int prefetch = 1;
+  int lead = 0;
 };
 Int4Kernel parse_int4_kernel(const std::string& spec);  // Error in one line on a bad spec
 Int4Kernel int4_kernel_from_env();
 // Rows r0..r1 (one block) with the stripe kernel; x fp32 in int4_chunk_order.
 void row_block_avx512_int4_stripes(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
-                                   int prefetch);
+                                   const Int4Kernel& k);
 
 // The int4 table kernel's input order: every full 32-column chunk of each token's row
 // (columns 32k .. 32k+31) as its 16 even columns then its 16 odd ones — the order the

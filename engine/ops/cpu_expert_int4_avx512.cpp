@@ -38,10 +38,13 @@ namespace {
 #define MB_INT4S_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 
 // Rows r0..r0+R of int4 weights against NT fp32 token rows in int4_chunk_order;
-// pf: the values of the stripe to prefetch meanwhile (row i at pf + i * qstride), or null.
+// pf: the values of the stripe to prefetch meanwhile (row i at pf + i * qstride), or null;
+// lead: lines of the stripe's own rows to prefetch ahead of the reads (a block's first
+// stripe, which no stripe before it prefetched), or 0.
 // Z: the matrix has zero points (else every group's is 8 and the table only scales).
 template <int R, int NT, bool Z>
-MB_INT4S_TARGET void stripe_int4(const CpuMatrix& w, int64_t r0, const float* x, float* y, const uint8_t* pf) {
+MB_INT4S_TARGET void stripe_int4(const CpuMatrix& w, int64_t r0, const float* x, float* y, const uint8_t* pf,
+                                 int lead) {
   const int64_t cols = w.cols, rows = w.rows, chunks = cols / 32;
   const int64_t ld = row_stride(w), qstride = ld / 2, ng = groups_of(ld);
   constexpr int A = NT == 1 ? 2 : 1;  // accumulators per row and token: low / high nibbles apart at 1 token
@@ -72,6 +75,9 @@ MB_INT4S_TARGET void stripe_int4(const CpuMatrix& w, int64_t r0, const float* x,
     }
     if (pf)
       for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(pf + i * qstride + g * 64), _MM_HINT_T0);
+    if (lead > 0 && (g + lead) * 64 < qstride)
+      for (int i = 0; i < R; ++i)
+        _mm_prefetch(reinterpret_cast<const char*>(q + i * qstride + (g + lead) * 64), _MM_HINT_T0);
     const int64_t k0 = g * kChunksPerGroup;
     const int64_t kn = chunks - k0 < kChunksPerGroup ? chunks - k0 : kChunksPerGroup;
 #pragma GCC unroll 4
@@ -110,25 +116,26 @@ MB_INT4S_TARGET void stripe_int4(const CpuMatrix& w, int64_t r0, const float* x,
 // Rows r0..r1 (one block) for NT tokens: stripes of R rows, each prefetching the one
 // `prefetch` stripes further down the block, then single rows.
 template <int NT, bool Z>
-MB_INT4S_TARGET void block_int4(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, float* y, int prefetch) {
+MB_INT4S_TARGET void block_int4(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, float* y,
+                                const Int4Kernel& k) {
   constexpr int R = NT <= 2 ? 4 : 2;
   const int64_t qstride = row_stride(w) / 2;
   int64_t r = r0;
   for (; r + R <= r1; r += R) {
-    const int64_t p = r + static_cast<int64_t>(prefetch) * R;
-    const uint8_t* pf = prefetch > 0 && p + R <= r1 ? w.q + p * qstride : nullptr;
-    stripe_int4<R, NT, Z>(w, r, x, y, pf);
+    const int64_t p = r + static_cast<int64_t>(k.prefetch) * R;
+    const uint8_t* pf = k.prefetch > 0 && p + R <= r1 ? w.q + p * qstride : nullptr;
+    stripe_int4<R, NT, Z>(w, r, x, y, pf, r == r0 ? k.lead : 0);
   }
-  for (; r < r1; ++r) stripe_int4<1, NT, Z>(w, r, x, y, nullptr);
+  for (; r < r1; ++r) stripe_int4<1, NT, Z>(w, r, x, y, nullptr, 0);
 }
 
 MB_INT4S_TARGET void block_int4_impl(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
-                                     int prefetch) {
+                                     const Int4Kernel& k4) {
   for_token_groups(w, x, n, y, [&](auto k, const float* xt, float* yt) {
     if (w.zero)
-      block_int4<decltype(k)::value, true>(w, r0, r1, xt, yt, prefetch);
+      block_int4<decltype(k)::value, true>(w, r0, r1, xt, yt, k4);
     else
-      block_int4<decltype(k)::value, false>(w, r0, r1, xt, yt, prefetch);
+      block_int4<decltype(k)::value, false>(w, r0, r1, xt, yt, k4);
   });
 }
 
@@ -153,20 +160,23 @@ Int4Kernel parse_int4_kernel(const std::string& spec) {
   if (name == "old" || name == "new") {
     k.stripes = name == "new";
   } else {
-    fail("MOEBENCH_CPU_INT4={}: expected old, or new[:rows=N][:prefetch=N]", spec);
+    fail("MOEBENCH_CPU_INT4={}: expected old, or new[:rows=N][:prefetch=N][:lead=N]", spec);
   }
   while (pos != std::string::npos) {
     const size_t next = spec.find(':', pos + 1);
     const std::string field = spec.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
     const size_t eq = field.find('=');
     const std::string key = field.substr(0, eq), value = eq == std::string::npos ? "" : field.substr(eq + 1);
-    if (!k.stripes || eq == std::string::npos || (key != "rows" && key != "prefetch"))
-      fail("MOEBENCH_CPU_INT4={}: unexpected field '{}' (expected old, or new[:rows=N][:prefetch=N])", spec, field);
+    if (!k.stripes || eq == std::string::npos || (key != "rows" && key != "prefetch" && key != "lead"))
+      fail("MOEBENCH_CPU_INT4={}: unexpected field '{}' (expected old, or new[:rows=N][:prefetch=N][:lead=N])", spec,
+           field);
     if (key == "rows") {
       k.rows = int4_field(spec, value, 4, 4096);
       if (k.rows % 4 != 0) fail("MOEBENCH_CPU_INT4={}: rows={} is not a multiple of 4", spec, k.rows);
-    } else {
+    } else if (key == "prefetch") {
       k.prefetch = static_cast<int>(int4_field(spec, value, 0, 64));
+    } else {
+      k.lead = static_cast<int>(int4_field(spec, value, 0, 256));
     }
     pos = next;
   }
@@ -176,8 +186,8 @@ Int4Kernel parse_int4_kernel(const std::string& spec) {
 Int4Kernel int4_kernel_from_env() { return parse_int4_kernel(env_str("MOEBENCH_CPU_INT4")); }
 
 void row_block_avx512_int4_stripes(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
-                                   int prefetch) {
-  block_int4_impl(w, r0, r1, x, n, y, prefetch);
+                                   const Int4Kernel& k) {
+  block_int4_impl(w, r0, r1, x, n, y, k);
 }
 
 }  // namespace moebench::cpu::expert_detail
