@@ -245,7 +245,7 @@ struct Int4KernelEnv {
 // partial stripe and single rows (rows 12: three stripes of 4, six of 2; 37 and 130 rows
 // leave tails), prefetch 2 stripes ahead and none, a first stripe's lead; and the table
 // kernel.
-constexpr const char* kInt4Kernels[] = {"old", "new", "new:rows=12:prefetch=2:lead=2", "new:rows=4:prefetch=1",
+constexpr const char* kInt4Kernels[] = {"old", "new", "new:rows=12:prefetch=2:lead=2", "new:rows=4:prefetch=1:l2=1",
                                         "new:prefetch=0:lead=1"};
 
 // Both int4 kernels of the AVX-512 ISAs (the others ignore the switch) against exact sums
@@ -309,7 +309,7 @@ TEST(CpuExpertKernel, Int4StripeKernelReadsColumnBlocksThroughLd) {
     const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 40 + n);
     std::vector<float> xo(x.size()), a(static_cast<size_t>(n) * rows, NAN), b(a.size(), NAN);
     expert_detail::int4_chunk_order(x.data(), n, cols, xo.data());
-    const expert_detail::Int4Kernel k{true, rows, 1, 2};
+    const expert_detail::Int4Kernel k{true, rows, 1, 2, true};
     expert_detail::row_block_avx512_int4_stripes(view, 0, rows, xo.data(), n, a.data(), k);
     expert_detail::row_block_avx512_int4_stripes(dense, 0, rows, xo.data(), n, b.data(), k);
     EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << "n=" << n;
@@ -322,11 +322,12 @@ TEST(CpuExpertKernel, Int4StripeKernelReadsColumnBlocksThroughLd) {
 TEST(CpuExpertKernel, Int4KernelSwitchRefusesBadValuesInOneLine) {
   EXPECT_TRUE(expert_detail::parse_int4_kernel("new").stripes);
   EXPECT_FALSE(expert_detail::parse_int4_kernel("old").stripes);
-  const auto k = expert_detail::parse_int4_kernel("new:rows=64:prefetch=3:lead=8");
+  const auto k = expert_detail::parse_int4_kernel("new:rows=64:prefetch=3:lead=8:l2=1");
   EXPECT_EQ(k.rows, 64);
   EXPECT_EQ(k.prefetch, 3);
   EXPECT_EQ(k.lead, 8);
-  for (const char* bad : {"fast", "new:rows=6", "new:rows=x", "new:prefetch=-1", "old:rows=8", "new:depth=2", "new:"}) {
+  EXPECT_TRUE(k.l2);
+  for (const char* bad : {"fast", "new:rows=6", "new:rows=x", "new:prefetch=-1", "old:rows=8", "new:depth=2", "new:", "new:l2=2"}) {
     try {
       expert_detail::parse_int4_kernel(bad);
       ADD_FAILURE() << bad << " accepted";

@@ -27,14 +27,15 @@ void row_block_avx512_int4(const CpuMatrix& w, int64_t r0, int64_t r1, const voi
 // Which int4 kernel the avx512 ISAs run (MOEBENCH_CPU_INT4): old = the table kernel above
 // in blocks of kCpuExpertRowBlock rows; new = the same arithmetic in blocks of `rows`
 // rows read as stripes, each prefetching the stripe `prefetch` stripes ahead (0: none),
-// a block's first stripe its own rows `lead` cache lines ahead (0: none)
-// (cpu_expert_int4_avx512.cpp). Spelled "old" or "new[:rows=N][:prefetch=N][:lead=N]";
-// unset is the default below.
+// a block's first stripe its own rows `lead` cache lines ahead (0: none), into L1 or
+// (l2) into L2 only (cpu_expert_int4_avx512.cpp). Spelled "old" or
+// "new[:rows=N][:prefetch=N][:lead=N][:l2=0|1]"; unset is the default below.
 struct Int4Kernel {
   bool stripes = false;
   int64_t rows = 32;
   int prefetch = 1;
   int lead = 0;
+  bool l2 = false;
 };
 Int4Kernel parse_int4_kernel(const std::string& spec);  // Error in one line on a bad spec
 Int4Kernel int4_kernel_from_env();

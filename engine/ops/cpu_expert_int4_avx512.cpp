@@ -37,14 +37,22 @@ namespace {
 
 #define MB_INT4S_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
 
+// One cache line asked for: into L1 (prefetcht0), or only into L2 (prefetcht1).
+inline void prefetch_line(const uint8_t* p, bool l2) {
+  if (l2)
+    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T1);
+  else
+    _mm_prefetch(reinterpret_cast<const char*>(p), _MM_HINT_T0);
+}
+
 // Rows r0..r0+R of int4 weights against NT fp32 token rows in int4_chunk_order;
 // pf: the values of the stripe to prefetch meanwhile (row i at pf + i * qstride), or null;
 // lead: lines of the stripe's own rows to prefetch ahead of the reads (a block's first
-// stripe, which no stripe before it prefetched), or 0.
+// stripe, which no stripe before it prefetched), or 0; l2: the next stripe into L2 only.
 // Z: the matrix has zero points (else every group's is 8 and the table only scales).
 template <int R, int NT, bool Z>
 MB_INT4S_TARGET void stripe_int4(const CpuMatrix& w, int64_t r0, const float* x, float* y, const uint8_t* pf,
-                                 int lead) {
+                                 int lead, bool l2) {
   const int64_t cols = w.cols, rows = w.rows, chunks = cols / 32;
   const int64_t ld = row_stride(w), qstride = ld / 2, ng = groups_of(ld);
   constexpr int A = NT == 1 ? 2 : 1;  // accumulators per row and token: low / high nibbles apart at 1 token
@@ -57,9 +65,9 @@ MB_INT4S_TARGET void stripe_int4(const CpuMatrix& w, int64_t r0, const float* x,
   if (pf) {  // the prefetched stripe's scales and zero points: a few lines per row
     const int64_t off = (pf - q) / qstride * ng;  // its first row's group index, relative to r0's
     for (int i = 0; i < R; ++i) {
-      for (int64_t b = 0; b < 2 * ng; b += 64) _mm_prefetch(reinterpret_cast<const char*>(sc + 2 * (off + i * ng) + b), _MM_HINT_T0);
+      for (int64_t b = 0; b < 2 * ng; b += 64) prefetch_line(sc + 2 * (off + i * ng) + b, l2);
       if constexpr (Z)
-        for (int64_t b = 0; b < ng; b += 64) _mm_prefetch(reinterpret_cast<const char*>(zp + off + i * ng + b), _MM_HINT_T0);
+        for (int64_t b = 0; b < ng; b += 64) prefetch_line(zp + off + i * ng + b, l2);
     }
   }
   __m512 acc[A][R][NT];
@@ -74,7 +82,7 @@ MB_INT4S_TARGET void stripe_int4(const CpuMatrix& w, int64_t r0, const float* x,
       lut[i] = _mm512_mul_ps(codes, _mm512_set1_ps(load_bf16_f32(sc, gi)));
     }
     if (pf)
-      for (int i = 0; i < R; ++i) _mm_prefetch(reinterpret_cast<const char*>(pf + i * qstride + g * 64), _MM_HINT_T0);
+      for (int i = 0; i < R; ++i) prefetch_line(pf + i * qstride + g * 64, l2);
     if (lead > 0 && (g + lead) * 64 < qstride)
       for (int i = 0; i < R; ++i)
         _mm_prefetch(reinterpret_cast<const char*>(q + i * qstride + (g + lead) * 64), _MM_HINT_T0);
@@ -124,9 +132,9 @@ MB_INT4S_TARGET void block_int4(const CpuMatrix& w, int64_t r0, int64_t r1, cons
   for (; r + R <= r1; r += R) {
     const int64_t p = r + static_cast<int64_t>(k.prefetch) * R;
     const uint8_t* pf = k.prefetch > 0 && p + R <= r1 ? w.q + p * qstride : nullptr;
-    stripe_int4<R, NT, Z>(w, r, x, y, pf, r == r0 ? k.lead : 0);
+    stripe_int4<R, NT, Z>(w, r, x, y, pf, r == r0 ? k.lead : 0, k.l2);
   }
-  for (; r < r1; ++r) stripe_int4<1, NT, Z>(w, r, x, y, nullptr, 0);
+  for (; r < r1; ++r) stripe_int4<1, NT, Z>(w, r, x, y, nullptr, 0, false);
 }
 
 MB_INT4S_TARGET void block_int4_impl(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
@@ -160,23 +168,25 @@ Int4Kernel parse_int4_kernel(const std::string& spec) {
   if (name == "old" || name == "new") {
     k.stripes = name == "new";
   } else {
-    fail("MOEBENCH_CPU_INT4={}: expected old, or new[:rows=N][:prefetch=N][:lead=N]", spec);
+    fail("MOEBENCH_CPU_INT4={}: expected old, or new[:rows=N][:prefetch=N][:lead=N][:l2=0|1]", spec);
   }
   while (pos != std::string::npos) {
     const size_t next = spec.find(':', pos + 1);
     const std::string field = spec.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
     const size_t eq = field.find('=');
     const std::string key = field.substr(0, eq), value = eq == std::string::npos ? "" : field.substr(eq + 1);
-    if (!k.stripes || eq == std::string::npos || (key != "rows" && key != "prefetch" && key != "lead"))
-      fail("MOEBENCH_CPU_INT4={}: unexpected field '{}' (expected old, or new[:rows=N][:prefetch=N][:lead=N])", spec,
-           field);
+    if (!k.stripes || eq == std::string::npos || (key != "rows" && key != "prefetch" && key != "lead" && key != "l2"))
+      fail("MOEBENCH_CPU_INT4={}: unexpected field '{}' (expected old, or new[:rows=N][:prefetch=N][:lead=N][:l2=0|1])",
+           spec, field);
     if (key == "rows") {
       k.rows = int4_field(spec, value, 4, 4096);
       if (k.rows % 4 != 0) fail("MOEBENCH_CPU_INT4={}: rows={} is not a multiple of 4", spec, k.rows);
     } else if (key == "prefetch") {
       k.prefetch = static_cast<int>(int4_field(spec, value, 0, 64));
-    } else {
+    } else if (key == "lead") {
       k.lead = static_cast<int>(int4_field(spec, value, 0, 256));
+    } else {
+      k.l2 = int4_field(spec, value, 0, 1) == 1;
     }
     pos = next;
   }
