@@ -243,10 +243,10 @@ struct Int4KernelEnv {
 
 // The stripe kernel's settings the tests run: the default, blocks that end in a
 // partial stripe and single rows (rows 12: three stripes of 4, six of 2; 37 and 130 rows
-// leave tails), prefetch 2 stripes ahead and none, a first stripe's lead; and the table
-// kernel.
+// leave tails), prefetch 2 stripes ahead and none, a first stripe's lead, one block per
+// thread; and the table kernel.
 constexpr const char* kInt4Kernels[] = {"old", "new", "new:rows=12:prefetch=2:lead=2", "new:rows=4:prefetch=1:l2=1",
-                                        "new:prefetch=0:lead=1"};
+                                        "new:prefetch=0:lead=1", "new:rows=0"};
 
 // Both int4 kernels of the AVX-512 ISAs (the others ignore the switch) against exact sums
 // for every token count 1..9 (each stripe width, a second token group), with and without
@@ -327,6 +327,9 @@ TEST(CpuExpertKernel, Int4KernelSwitchRefusesBadValuesInOneLine) {
   EXPECT_EQ(k.prefetch, 3);
   EXPECT_EQ(k.lead, 8);
   EXPECT_TRUE(k.l2);
+  EXPECT_EQ(expert_detail::int4_block_rows(k, 1000, 16), 64);
+  EXPECT_EQ(expert_detail::int4_block_rows(expert_detail::parse_int4_kernel("new:rows=0"), 1000, 16), 64);  // 62.5 up
+  EXPECT_EQ(expert_detail::int4_block_rows(expert_detail::parse_int4_kernel("new:rows=0"), 14336, 16), 896);
   for (const char* bad : {"fast", "new:rows=6", "new:rows=x", "new:prefetch=-1", "old:rows=8", "new:depth=2", "new:", "new:l2=2"}) {
     try {
       expert_detail::parse_int4_kernel(bad);

@@ -3,6 +3,8 @@
 // on 4-lane vectors, what an x86-64 without AVX2 runs.
 #include "engine/ops/cpu_expert.h"
 
+#include <omp.h>
+
 #include <array>
 #include <cmath>
 #include <string>
@@ -129,7 +131,7 @@ void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuI
     int4_chunk_order(x, n, w.cols, xo.data());
     xin = xo.data();
   }
-  const int64_t block = int4.stripes ? int4.rows : kCpuExpertRowBlock;
+  const int64_t block = int4.stripes ? int4_block_rows(int4, w.rows, omp_get_max_threads()) : kCpuExpertRowBlock;
   const int64_t blocks = (w.rows + block - 1) / block;
   const int chunk = block < 4 * kCpuExpertRowBlock ? static_cast<int>(4 * kCpuExpertRowBlock / block) : 1;
   const double work = static_cast<double>(n) * static_cast<double>(w.rows) * static_cast<double>(w.cols);

@@ -26,7 +26,7 @@ void row_block_avx512_int4(const CpuMatrix& w, int64_t r0, int64_t r1, const voi
 
 // Which int4 kernel the avx512 ISAs run (MOEBENCH_CPU_INT4): old = the table kernel above
 // in blocks of kCpuExpertRowBlock rows; new = the same arithmetic in blocks of `rows`
-// rows read as stripes, each prefetching the stripe `prefetch` stripes ahead (0: none),
+// rows (0: one block per thread) read as stripes, each prefetching the stripe `prefetch` stripes ahead (0: none),
 // a block's first stripe its own rows `lead` cache lines ahead (0: none), into L1 or
 // (l2) into L2 only (cpu_expert_int4_avx512.cpp). Spelled "old" or
 // "new[:rows=N][:prefetch=N][:lead=N][:l2=0|1]"; unset is the default below.
@@ -39,6 +39,8 @@ struct Int4Kernel {
 };
 Int4Kernel parse_int4_kernel(const std::string& spec);  // Error in one line on a bad spec
 Int4Kernel int4_kernel_from_env();
+// The stripe kernel's rows per block of a matrix of `rows` rows on `threads` threads.
+int64_t int4_block_rows(const Int4Kernel& k, int64_t rows, int threads);
 // Rows r0..r1 (one block) with the stripe kernel; x fp32 in int4_chunk_order.
 void row_block_avx512_int4_stripes(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
                                    const Int4Kernel& k);

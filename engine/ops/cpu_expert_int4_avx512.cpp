@@ -179,7 +179,7 @@ Int4Kernel parse_int4_kernel(const std::string& spec) {
       fail("MOEBENCH_CPU_INT4={}: unexpected field '{}' (expected old, or new[:rows=N][:prefetch=N][:lead=N][:l2=0|1])",
            spec, field);
     if (key == "rows") {
-      k.rows = int4_field(spec, value, 4, 4096);
+      k.rows = int4_field(spec, value, 0, 4096);
       if (k.rows % 4 != 0) fail("MOEBENCH_CPU_INT4={}: rows={} is not a multiple of 4", spec, k.rows);
     } else if (key == "prefetch") {
       k.prefetch = static_cast<int>(int4_field(spec, value, 0, 64));
@@ -194,6 +194,12 @@ Int4Kernel parse_int4_kernel(const std::string& spec) {
 }
 
 Int4Kernel int4_kernel_from_env() { return parse_int4_kernel(env_str("MOEBENCH_CPU_INT4")); }
+
+int64_t int4_block_rows(const Int4Kernel& k, int64_t rows, int threads) {
+  if (k.rows > 0) return k.rows;
+  const int64_t per_thread = (rows + threads - 1) / (threads > 0 ? threads : 1);
+  return (per_thread + 3) / 4 * 4;
+}
 
 void row_block_avx512_int4_stripes(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
                                    const Int4Kernel& k) {
