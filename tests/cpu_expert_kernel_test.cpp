@@ -17,6 +17,7 @@
 // The kernel's and the reference's bounds add (the reference with e_act = 0). Weights
 // are dequantised bit for bit alike, so they add nothing.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -244,9 +245,9 @@ struct Int4KernelEnv {
 // The stripe kernel's settings the tests run: the default, blocks that end in a
 // partial stripe and single rows (rows 12: three stripes of 4, six of 2; 37 and 130 rows
 // leave tails), prefetch 2 stripes ahead and none, a first stripe's lead, one block per
-// thread; and the table kernel.
+// thread, ranges of blocks with stealing; and the table kernel.
 constexpr const char* kInt4Kernels[] = {"old", "new", "new:rows=12:prefetch=2:lead=2", "new:rows=4:prefetch=1:l2=1",
-                                        "new:prefetch=0:lead=1", "new:rows=0"};
+                                        "new:prefetch=0:lead=1", "new:rows=0", "new:rows=8:steal=1:lead=2"};
 
 // Both int4 kernels of the AVX-512 ISAs (the others ignore the switch) against exact sums
 // for every token count 1..9 (each stripe width, a second token group), with and without
@@ -309,7 +310,7 @@ TEST(CpuExpertKernel, Int4StripeKernelReadsColumnBlocksThroughLd) {
     const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 40 + n);
     std::vector<float> xo(x.size()), a(static_cast<size_t>(n) * rows, NAN), b(a.size(), NAN);
     expert_detail::int4_chunk_order(x.data(), n, cols, xo.data());
-    const expert_detail::Int4Kernel k{true, rows, 1, 2, true};
+    const expert_detail::Int4Kernel k{true, rows, 1, 2, true, false};
     expert_detail::row_block_avx512_int4_stripes(view, 0, rows, xo.data(), n, a.data(), k);
     expert_detail::row_block_avx512_int4_stripes(dense, 0, rows, xo.data(), n, b.data(), k);
     EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << "n=" << n;
@@ -319,14 +320,41 @@ TEST(CpuExpertKernel, Int4StripeKernelReadsColumnBlocksThroughLd) {
   }
 }
 
+// However the threads share the blocks (one at a time, or ranges with stealing, more
+// threads than cores so that some start late), every row is computed once and the same
+// way: the threaded result equals the single-threaded one bit for bit.
+TEST(CpuExpertKernel, Int4StripeKernelThreadsGiveTheSerialResult) {
+  if (!cpu_isa_missing(CpuIsa::avx512, host_cpu_features()).empty()) GTEST_SKIP() << "no AVX-512 here";
+  const int rows = 522, cols = 1024;  // 522 = 130 blocks of 4 and 2 rows
+  auto src = random_floats(static_cast<size_t>(rows) * cols, 0.1f, 9);
+  const QuantMatrix m = quantize(QuantFormat::int4, src.data(), rows, cols, true);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(8);
+  for (const char* spec : {"new:rows=4:steal=1", "new:rows=8:steal=1:prefetch=2", "new:rows=4", "new:rows=0"})
+    for (int n : {1, 4}) {
+      const auto k = expert_detail::parse_int4_kernel(spec);
+      const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 60 + n);
+      std::vector<float> xo(x.size()), a(static_cast<size_t>(n) * rows, NAN), b(a.size(), NAN);
+      expert_detail::int4_chunk_order(x.data(), n, cols, xo.data());
+      expert_detail::int4_stripes_linear(cpu_matrix(m), xo.data(), n, a.data(), k, true);
+      expert_detail::int4_stripes_linear(cpu_matrix(m), xo.data(), n, b.data(), k, false);
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << spec << " n=" << n;
+      int nan = 0;
+      for (float v : a) nan += std::isnan(v) ? 1 : 0;
+      EXPECT_EQ(nan, 0) << spec << " n=" << n;
+    }
+  omp_set_num_threads(threads);
+}
+
 TEST(CpuExpertKernel, Int4KernelSwitchRefusesBadValuesInOneLine) {
   EXPECT_TRUE(expert_detail::parse_int4_kernel("new").stripes);
   EXPECT_FALSE(expert_detail::parse_int4_kernel("old").stripes);
-  const auto k = expert_detail::parse_int4_kernel("new:rows=64:prefetch=3:lead=8:l2=1");
+  const auto k = expert_detail::parse_int4_kernel("new:rows=64:prefetch=3:lead=8:l2=1:steal=1");
   EXPECT_EQ(k.rows, 64);
   EXPECT_EQ(k.prefetch, 3);
   EXPECT_EQ(k.lead, 8);
   EXPECT_TRUE(k.l2);
+  EXPECT_TRUE(k.steal);
   EXPECT_EQ(expert_detail::int4_block_rows(k, 1000, 16), 64);
   EXPECT_EQ(expert_detail::int4_block_rows(expert_detail::parse_int4_kernel("new:rows=0"), 1000, 16), 64);  // 62.5 up
   EXPECT_EQ(expert_detail::int4_block_rows(expert_detail::parse_int4_kernel("new:rows=0"), 14336, 16), 896);

@@ -3,8 +3,6 @@
 // on 4-lane vectors, what an x86-64 without AVX2 runs.
 #include "engine/ops/cpu_expert.h"
 
-#include <omp.h>
-
 #include <array>
 #include <cmath>
 #include <string>
@@ -123,27 +121,22 @@ void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuI
     for (int64_t i = 0; i < count; ++i) xb[i] = f32_to_bf16(x[i]);
     xin = xb.data();
   }
-  Int4Kernel int4;  // stripes: the int4 stripe kernel, in blocks of int4.rows
+  const double work = static_cast<double>(n) * static_cast<double>(w.rows) * static_cast<double>(w.cols);
   if (w.format == QuantFormat::int4 && (isa == CpuIsa::avx512 || isa == CpuIsa::avx512_bf16)) {
-    int4 = int4_kernel_from_env();
     fn = row_block_avx512_int4;
     xo.resize(static_cast<size_t>(count));
     int4_chunk_order(x, n, w.cols, xo.data());
     xin = xo.data();
+    const Int4Kernel int4 = int4_kernel_from_env();
+    if (int4.stripes) return int4_stripes_linear(w, xo.data(), n, y, int4, work > (1 << 18));
   }
-  const int64_t block = int4.stripes ? int4_block_rows(int4, w.rows, omp_get_max_threads()) : kCpuExpertRowBlock;
-  const int64_t blocks = (w.rows + block - 1) / block;
-  const int chunk = block < 4 * kCpuExpertRowBlock ? static_cast<int>(4 * kCpuExpertRowBlock / block) : 1;
-  const double work = static_cast<double>(n) * static_cast<double>(w.rows) * static_cast<double>(w.cols);
-  // Dynamic chunks of a few blocks (of about 32 rows): a thread the scheduler delays (the
-  // CUDA driver's, the caller's own) leaves its blocks to the others instead of holding the team.
-#pragma omp parallel for schedule(dynamic, chunk) if (work > (1 << 18))
+  const int64_t blocks = (w.rows + kCpuExpertRowBlock - 1) / kCpuExpertRowBlock;
+  // Dynamic chunks of a few blocks: a thread the scheduler delays (the CUDA driver's,
+  // the caller's own) leaves its blocks to the others instead of holding the team.
+#pragma omp parallel for schedule(dynamic, 4) if (work > (1 << 18))
   for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t r0 = b * block, r1 = r0 + block < w.rows ? r0 + block : w.rows;
-    if (int4.stripes)
-      row_block_avx512_int4_stripes(w, r0, r1, static_cast<const float*>(xin), n, y, int4);
-    else
-      fn(w, r0, r1, xin, n, y);
+    const int64_t r0 = b * kCpuExpertRowBlock;
+    fn(w, r0, r0 + kCpuExpertRowBlock < w.rows ? r0 + kCpuExpertRowBlock : w.rows, xin, n, y);
   }
 }
 

@@ -19,9 +19,12 @@
 // Row strides follow CpuMatrix::ld: values ld / 2 bytes, scales and zero points
 // ceil(ld / 128) entries (ld 0: cols). The last cols % 32 columns are summed in scalar.
 #include <immintrin.h>
+#include <omp.h>
 
+#include <atomic>
 #include <charconv>
 #include <string>
+#include <vector>
 
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as a masked builtin's unused
 // source, which -W(maybe-)uninitialized reports at every inlined use.
@@ -122,28 +125,29 @@ MB_INT4S_TARGET void stripe_int4(const CpuMatrix& w, int64_t r0, const float* x,
 }
 
 // Rows r0..r1 (one block) for NT tokens: stripes of R rows, each prefetching the one
-// `prefetch` stripes further down the block, then single rows.
+// `prefetch` stripes further down (rows before pf_end: the block's end, or further where
+// the same thread goes on there), then single rows. lead: the first stripe's.
 template <int NT, bool Z>
 MB_INT4S_TARGET void block_int4(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, float* y,
-                                const Int4Kernel& k) {
+                                const Int4Kernel& k, int64_t pf_end, int lead) {
   constexpr int R = NT <= 2 ? 4 : 2;
   const int64_t qstride = row_stride(w) / 2;
   int64_t r = r0;
   for (; r + R <= r1; r += R) {
     const int64_t p = r + static_cast<int64_t>(k.prefetch) * R;
-    const uint8_t* pf = k.prefetch > 0 && p + R <= r1 ? w.q + p * qstride : nullptr;
-    stripe_int4<R, NT, Z>(w, r, x, y, pf, r == r0 ? k.lead : 0, k.l2);
+    const uint8_t* pf = k.prefetch > 0 && p + R <= pf_end ? w.q + p * qstride : nullptr;
+    stripe_int4<R, NT, Z>(w, r, x, y, pf, r == r0 ? lead : 0, k.l2);
   }
   for (; r < r1; ++r) stripe_int4<1, NT, Z>(w, r, x, y, nullptr, 0, false);
 }
 
 MB_INT4S_TARGET void block_int4_impl(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
-                                     const Int4Kernel& k4) {
+                                     const Int4Kernel& k4, int64_t pf_end, int lead) {
   for_token_groups(w, x, n, y, [&](auto k, const float* xt, float* yt) {
     if (w.zero)
-      block_int4<decltype(k)::value, true>(w, r0, r1, xt, yt, k4);
+      block_int4<decltype(k)::value, true>(w, r0, r1, xt, yt, k4, pf_end, lead);
     else
-      block_int4<decltype(k)::value, false>(w, r0, r1, xt, yt, k4);
+      block_int4<decltype(k)::value, false>(w, r0, r1, xt, yt, k4, pf_end, lead);
   });
 }
 
@@ -168,15 +172,17 @@ Int4Kernel parse_int4_kernel(const std::string& spec) {
   if (name == "old" || name == "new") {
     k.stripes = name == "new";
   } else {
-    fail("MOEBENCH_CPU_INT4={}: expected old, or new[:rows=N][:prefetch=N][:lead=N][:l2=0|1]", spec);
+    fail("MOEBENCH_CPU_INT4={}: expected old, or new[:rows=N][:prefetch=N][:lead=N][:l2=0|1][:steal=0|1]", spec);
   }
   while (pos != std::string::npos) {
     const size_t next = spec.find(':', pos + 1);
     const std::string field = spec.substr(pos + 1, next == std::string::npos ? std::string::npos : next - pos - 1);
     const size_t eq = field.find('=');
     const std::string key = field.substr(0, eq), value = eq == std::string::npos ? "" : field.substr(eq + 1);
-    if (!k.stripes || eq == std::string::npos || (key != "rows" && key != "prefetch" && key != "lead" && key != "l2"))
-      fail("MOEBENCH_CPU_INT4={}: unexpected field '{}' (expected old, or new[:rows=N][:prefetch=N][:lead=N][:l2=0|1])",
+    if (!k.stripes || eq == std::string::npos ||
+        (key != "rows" && key != "prefetch" && key != "lead" && key != "l2" && key != "steal"))
+      fail("MOEBENCH_CPU_INT4={}: unexpected field '{}' (expected old, or "
+           "new[:rows=N][:prefetch=N][:lead=N][:l2=0|1][:steal=0|1])",
            spec, field);
     if (key == "rows") {
       k.rows = int4_field(spec, value, 0, 4096);
@@ -185,8 +191,10 @@ Int4Kernel parse_int4_kernel(const std::string& spec) {
       k.prefetch = static_cast<int>(int4_field(spec, value, 0, 64));
     } else if (key == "lead") {
       k.lead = static_cast<int>(int4_field(spec, value, 0, 256));
-    } else {
+    } else if (key == "l2") {
       k.l2 = int4_field(spec, value, 0, 1) == 1;
+    } else {
+      k.steal = int4_field(spec, value, 0, 1) == 1;
     }
     pos = next;
   }
@@ -203,7 +211,63 @@ int64_t int4_block_rows(const Int4Kernel& k, int64_t rows, int threads) {
 
 void row_block_avx512_int4_stripes(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
                                    const Int4Kernel& k) {
-  block_int4_impl(w, r0, r1, x, n, y, k);
+  block_int4_impl(w, r0, r1, x, n, y, k, r1, k.lead);
+}
+
+namespace {
+
+// A thread's range of blocks [front, back) in one word: the owner takes from the front,
+// the others, once their own range is done, from the back.
+struct alignas(64) BlockRange {
+  std::atomic<uint64_t> v{0};
+  void set(uint32_t front, uint32_t back) { v.store(uint64_t{front} << 32 | back, std::memory_order_relaxed); }
+  bool take(bool front, uint32_t& out) {
+    uint64_t cur = v.load(std::memory_order_relaxed);
+    for (;;) {
+      const uint32_t f = static_cast<uint32_t>(cur >> 32), b = static_cast<uint32_t>(cur);
+      if (f >= b) return false;
+      const uint64_t next = front ? (uint64_t{f + 1} << 32 | b) : (uint64_t{f} << 32 | (b - 1));
+      if (v.compare_exchange_weak(cur, next, std::memory_order_relaxed)) {
+        out = front ? f : b - 1;
+        return true;
+      }
+    }
+  }
+};
+
+}  // namespace
+
+void int4_stripes_linear(const CpuMatrix& w, const float* x, int n, float* y, const Int4Kernel& k, bool parallel) {
+  const int threads = parallel ? omp_get_max_threads() : 1;
+  const int64_t block = int4_block_rows(k, w.rows, threads), blocks = (w.rows + block - 1) / block;
+  auto run = [&](int64_t b, int64_t pf_end_block, bool first) {
+    const int64_t r0 = b * block, r1 = r0 + block < w.rows ? r0 + block : w.rows;
+    const int64_t pf_end = pf_end_block * block < w.rows ? pf_end_block * block : w.rows;
+    block_int4_impl(w, r0, r1, x, n, y, k, pf_end > r1 ? pf_end : r1, first ? k.lead : 0);
+  };
+  if (!k.steal) {
+#pragma omp parallel for schedule(dynamic, 1) if (parallel)
+    for (int64_t b = 0; b < blocks; ++b) run(b, b + 1, true);
+    return;
+  }
+  std::vector<BlockRange> ranges(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads) if (parallel)
+  {
+    const int nt = omp_get_num_threads(), t = omp_get_thread_num();
+#pragma omp single
+    for (int i = 0; i < nt; ++i)
+      ranges[i].set(static_cast<uint32_t>(blocks * i / nt), static_cast<uint32_t>(blocks * (i + 1) / nt));
+    // (the single's barrier: every range is set before any is taken from)
+    const int64_t own_end = blocks * (t + 1) / nt;
+    uint32_t b = 0;
+    bool first = true;
+    while (ranges[t].take(true, b)) {  // its own range, in order: prefetch runs on into the next block
+      run(b, own_end, first);
+      first = false;
+    }
+    for (int d = 1; d < nt; ++d)  // then the others' last blocks
+      while (ranges[(t + d) % nt].take(false, b)) run(b, b + 1, true);
+  }
 }
 
 }  // namespace moebench::cpu::expert_detail
