@@ -308,11 +308,10 @@ TEST(CpuExpertKernel, Int4StripeKernelReadsColumnBlocksThroughLd) {
   dense.cols = cols, dense.q = q.data(), dense.scale = sc.data(), dense.zero = z.data();
   for (int n : {1, 2, 5}) {
     const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 40 + n);
-    std::vector<float> xo(x.size()), a(static_cast<size_t>(n) * rows, NAN), b(a.size(), NAN);
-    expert_detail::int4_chunk_order(x.data(), n, cols, xo.data());
-    const expert_detail::Int4Kernel k{true, rows, 1, 2, true, false};
-    expert_detail::row_block_avx512_int4_stripes(view, 0, rows, xo.data(), n, a.data(), k);
-    expert_detail::row_block_avx512_int4_stripes(dense, 0, rows, xo.data(), n, b.data(), k);
+    std::vector<float> a(static_cast<size_t>(n) * rows, NAN), b(a.size(), NAN);
+    const expert_detail::Int4Kernel k{true, 16, 1, 2, true, false};
+    expert_detail::int4_stripes_linear(view, x.data(), n, a.data(), k, false);
+    expert_detail::int4_stripes_linear(dense, x.data(), n, b.data(), k, false);
     EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << "n=" << n;
     double mean_abs = 0;
     for (float v : b) mean_abs += std::fabs(v);
@@ -334,10 +333,9 @@ TEST(CpuExpertKernel, Int4StripeKernelThreadsGiveTheSerialResult) {
     for (int n : {1, 4}) {
       const auto k = expert_detail::parse_int4_kernel(spec);
       const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 60 + n);
-      std::vector<float> xo(x.size()), a(static_cast<size_t>(n) * rows, NAN), b(a.size(), NAN);
-      expert_detail::int4_chunk_order(x.data(), n, cols, xo.data());
-      expert_detail::int4_stripes_linear(cpu_matrix(m), xo.data(), n, a.data(), k, true);
-      expert_detail::int4_stripes_linear(cpu_matrix(m), xo.data(), n, b.data(), k, false);
+      std::vector<float> a(static_cast<size_t>(n) * rows, NAN), b(a.size(), NAN);
+      expert_detail::int4_stripes_linear(cpu_matrix(m), x.data(), n, a.data(), k, true);
+      expert_detail::int4_stripes_linear(cpu_matrix(m), x.data(), n, b.data(), k, false);
       EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << spec << " n=" << n;
       int nan = 0;
       for (float v : a) nan += std::isnan(v) ? 1 : 0;

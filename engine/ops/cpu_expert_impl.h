@@ -44,10 +44,8 @@ Int4Kernel parse_int4_kernel(const std::string& spec);  // Error in one line on 
 Int4Kernel int4_kernel_from_env();
 // The stripe kernel's rows per block of a matrix of `rows` rows on `threads` threads.
 int64_t int4_block_rows(const Int4Kernel& k, int64_t rows, int threads);
-// Rows r0..r1 (one block) with the stripe kernel; x fp32 in int4_chunk_order.
-void row_block_avx512_int4_stripes(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
-                                   const Int4Kernel& k);
-// y (n, w.rows) = x W^T with the stripe kernel, all rows (OpenMP threads when parallel).
+// y (n, w.rows) = x (n, w.cols) W^T with the stripe kernel, all rows (OpenMP threads
+// when parallel); x as given (it puts a copy in int4_chunk_order).
 void int4_stripes_linear(const CpuMatrix& w, const float* x, int n, float* y, const Int4Kernel& k, bool parallel);
 
 // The int4 table kernel's input order: every full 32-column chunk of each token's row

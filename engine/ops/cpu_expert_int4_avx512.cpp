@@ -151,6 +151,23 @@ MB_INT4S_TARGET void block_int4_impl(const CpuMatrix& w, int64_t r0, int64_t r1,
   });
 }
 
+// int4_chunk_order (cpu_expert_impl.h) with two permutes per 32 columns.
+MB_INT4S_TARGET void chunk_order_avx512(const float* x, int n, int64_t cols, float* out) {
+  const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+  const __m512i odd = _mm512_set_epi32(31, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1);
+  const int64_t full = cols / 32 * 32;
+  for (int t = 0; t < n; ++t) {
+    const float* xt = x + t * cols;
+    float* ot = out + t * cols;
+    for (int64_t c = 0; c < full; c += 32) {
+      const __m512 a = _mm512_loadu_ps(xt + c), b = _mm512_loadu_ps(xt + c + 16);
+      _mm512_storeu_ps(ot + c, _mm512_permutex2var_ps(a, even, b));
+      _mm512_storeu_ps(ot + c + 16, _mm512_permutex2var_ps(a, odd, b));
+    }
+    for (int64_t c = full; c < cols; ++c) ot[c] = xt[c];
+  }
+}
+
 #undef MB_INT4S_TARGET
 
 // A non-negative integer field of MOEBENCH_CPU_INT4; Error naming the value otherwise.
@@ -209,11 +226,6 @@ int64_t int4_block_rows(const Int4Kernel& k, int64_t rows, int threads) {
   return (per_thread + 3) / 4 * 4;
 }
 
-void row_block_avx512_int4_stripes(const CpuMatrix& w, int64_t r0, int64_t r1, const float* x, int n, float* y,
-                                   const Int4Kernel& k) {
-  block_int4_impl(w, r0, r1, x, n, y, k, r1, k.lead);
-}
-
 namespace {
 
 // A thread's range of blocks [front, back) in one word: the owner takes from the front,
@@ -237,7 +249,10 @@ struct alignas(64) BlockRange {
 
 }  // namespace
 
-void int4_stripes_linear(const CpuMatrix& w, const float* x, int n, float* y, const Int4Kernel& k, bool parallel) {
+void int4_stripes_linear(const CpuMatrix& w, const float* x_in, int n, float* y, const Int4Kernel& k, bool parallel) {
+  std::vector<float> xo(static_cast<size_t>(n) * static_cast<size_t>(w.cols));
+  chunk_order_avx512(x_in, n, w.cols, xo.data());
+  const float* x = xo.data();
   const int threads = parallel ? omp_get_max_threads() : 1;
   const int64_t block = int4_block_rows(k, w.rows, threads), blocks = (w.rows + block - 1) / block;
   auto run = [&](int64_t b, int64_t pf_end_block, bool first) {
