@@ -242,12 +242,18 @@ struct Int4KernelEnv {
   ~Int4KernelEnv() { unsetenv("MOEBENCH_CPU_INT4"); }
 };
 
-// The stripe kernel's settings the tests run: the default, blocks that end in a
-// partial stripe and single rows (rows 12: three stripes of 4, six of 2; 37 and 130 rows
-// leave tails), prefetch 2 stripes ahead and none, a first stripe's lead, one block per
-// thread, ranges of blocks with stealing; and the table kernel.
-constexpr const char* kInt4Kernels[] = {"old", "new", "new:rows=12:prefetch=2:lead=2", "new:rows=4:prefetch=1:l2=1",
-                                        "new:prefetch=0:lead=1", "new:rows=0", "new:rows=8:steal=1:lead=2"};
+// The stripe kernel's settings the tests run: the default (ranges of blocks with
+// stealing, a first stripe's lead), blocks that end in a partial stripe and single rows
+// (rows 12: three stripes of 4, six of 2; 37 and 130 rows leave tails), prefetch 2
+// stripes ahead and none, into L2, blocks one at a time, one block per thread; and the
+// table kernel.
+constexpr const char* kInt4Kernels[] = {"old",
+                                        "new",
+                                        "new:rows=12:prefetch=2:lead=2:steal=0",
+                                        "new:rows=4:prefetch=1:l2=1",
+                                        "new:prefetch=0:lead=0:steal=0",
+                                        "new:rows=0:steal=0",
+                                        "new:rows=8:lead=2"};
 
 // Both int4 kernels of the AVX-512 ISAs (the others ignore the switch) against exact sums
 // for every token count 1..9 (each stripe width, a second token group), with and without
@@ -329,7 +335,7 @@ TEST(CpuExpertKernel, Int4StripeKernelThreadsGiveTheSerialResult) {
   const QuantMatrix m = quantize(QuantFormat::int4, src.data(), rows, cols, true);
   const int threads = omp_get_max_threads();
   omp_set_num_threads(8);
-  for (const char* spec : {"new:rows=4:steal=1", "new:rows=8:steal=1:prefetch=2", "new:rows=4", "new:rows=0"})
+  for (const char* spec : {"new:rows=4", "new:rows=8:prefetch=2:lead=0", "new:rows=4:steal=0", "new:rows=0:steal=0"})
     for (int n : {1, 4}) {
       const auto k = expert_detail::parse_int4_kernel(spec);
       const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 60 + n);
@@ -346,6 +352,8 @@ TEST(CpuExpertKernel, Int4StripeKernelThreadsGiveTheSerialResult) {
 
 TEST(CpuExpertKernel, Int4KernelSwitchRefusesBadValuesInOneLine) {
   EXPECT_TRUE(expert_detail::parse_int4_kernel("new").stripes);
+  EXPECT_TRUE(expert_detail::parse_int4_kernel("").stripes);  // unset: the stripe kernel
+  EXPECT_FALSE(expert_detail::parse_int4_kernel("new:steal=0").steal);
   EXPECT_FALSE(expert_detail::parse_int4_kernel("old").stripes);
   const auto k = expert_detail::parse_int4_kernel("new:rows=64:prefetch=3:lead=8:l2=1:steal=1");
   EXPECT_EQ(k.rows, 64);
