@@ -17,6 +17,7 @@
 // The kernel's and the reference's bounds add (the reference with e_act = 0). Weights
 // are dequantised bit for bit alike, so they add nothing.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -30,6 +31,7 @@
 #include "engine/device_plan.h"
 #include "engine/expert_part.h"
 #include "engine/ops/cpu_expert.h"
+#include "engine/ops/cpu_expert_impl.h"
 #include "engine/ops/cpu_isa.h"
 #include "engine/ops/ops.h"
 #include "engine/quant.h"
@@ -167,12 +169,12 @@ void check_case(const Case& c) {
 // One matrix: y = x W^T against sums in double of the kernel's own inputs (x, or x
 // rounded to bf16 where the path takes bf16 activations) with the weights dequantised:
 // fp32 products (exact for bf16 x bf16) summed in fp32 are within gamma(K + 2) sum |w x|.
-void check_linear(QuantFormat f, bool zp, int rows, int cols) {
+void check_linear(QuantFormat f, bool zp, int rows, int cols, const std::vector<int>& ns = {1, 3, 8, 37}) {
   auto src = random_floats(static_cast<size_t>(rows) * cols, 0.1f, 31 + cols);
   const QuantMatrix m = quantize(f, src.data(), rows, cols, zp);
   std::vector<float> d(src.size());
   dequantize(m, d.data());
-  for (int n : {1, 3, 8, 37}) {
+  for (int n : ns) {
     const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 5 + n);
     for (CpuIsa isa : runnable_isas()) {
       const bool bf16_act = cpu_expert_rounds_activations(isa, f);
@@ -236,6 +238,155 @@ TEST(CpuExpertKernel, Int4MatchesReference) {  // int4 needs columns % 8 == 0
   check_case({QuantFormat::int4, true, 200, 328});
   check_case({QuantFormat::int4, true, 264, 136});
 }
+// MOEBENCH_CPU_INT4 for one scope (the kernels read it at every call).
+struct Int4KernelEnv {
+  explicit Int4KernelEnv(const char* spec) { setenv("MOEBENCH_CPU_INT4", spec, 1); }
+  ~Int4KernelEnv() { unsetenv("MOEBENCH_CPU_INT4"); }
+};
+
+// The stripe kernel's settings the tests run: the default (ranges of blocks with
+// stealing, a first stripe's lead), blocks that end in a partial stripe and single rows
+// (rows 12: three stripes of 4, six of 2; 37 and 130 rows leave tails), prefetch 2
+// stripes ahead and none, into L2, blocks one at a time, one block per thread; and the
+// table kernel.
+constexpr const char* kInt4Kernels[] = {"old",
+                                        "new",
+                                        "new:rows=12:prefetch=2:lead=2:steal=0",
+                                        "new:rows=4:prefetch=1:l2=1",
+                                        "new:prefetch=0:lead=0:steal=0",
+                                        "new:rows=0:steal=0",
+                                        "new:rows=8:lead=2"};
+
+// Both int4 kernels of the AVX-512 ISAs (the others ignore the switch) against exact sums
+// for every token count 1..9 (each stripe width, a second token group), with and without
+// zero points, a partial last group (200, 264 columns) and a column tail (264 % 32 = 8);
+// and the whole expert against the reference.
+TEST(CpuExpertKernel, Int4KernelsMatchReference) {
+  for (const char* k : kInt4Kernels) {
+    SCOPED_TRACE(k);
+    const Int4KernelEnv env(k);
+    check_linear(QuantFormat::int4, false, 37, 264, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+    check_linear(QuantFormat::int4, true, 130, 200, {1, 2, 3, 4, 5, 6, 7, 8, 9});
+    check_case({QuantFormat::int4, true, 264, 136});
+  }
+}
+
+// Every nibble against every zero point, through stripes of 4 rows: a one-hot x reads
+// back each weight exactly.
+TEST(CpuExpertKernel, Int4KernelsDequantiseEveryCodeExactly) {
+  const int cols = 256, rows = 12;
+  auto src = random_floats(static_cast<size_t>(rows) * cols, 3.0f, 8);
+  QuantMatrix m = quantize(QuantFormat::int4, src.data(), rows, cols, true);
+  for (size_t i = 0; i < m.zero.size(); ++i) m.zero[i] = static_cast<uint8_t>(i * 5 % 16);
+  for (size_t i = 0; i < m.q.size(); ++i) m.q[i] = static_cast<uint8_t>(i * 7 % 256);
+  std::vector<float> want(static_cast<size_t>(rows) * cols);
+  dequantize(m, want.data());
+  for (const char* k : kInt4Kernels) {
+    const Int4KernelEnv env(k);
+    for (CpuIsa isa : runnable_isas())
+      for (int c = 0; c < cols; ++c) {
+        std::vector<float> x(cols, 0.0f), y(rows, NAN);
+        x[c] = 1.0f;
+        cpu_expert_linear(cpu_matrix(m), x.data(), y.data(), 1, isa);
+        for (int r = 0; r < rows; ++r)
+          ASSERT_EQ(y[r], want[static_cast<size_t>(r) * cols + c]) << k << " " << cpu_isa_name(isa) << " row " << r
+                                                                    << " col " << c;
+      }
+  }
+}
+
+// The stripe kernel takes its row strides from ld (values ld / 2 bytes, scales and zero
+// points ceil(ld / 128) per row): a block of columns of a wider matrix, read in place,
+// gives bit for bit what a dense copy of those columns gives.
+TEST(CpuExpertKernel, Int4StripeKernelReadsColumnBlocksThroughLd) {
+  if (!cpu_isa_missing(CpuIsa::avx512, host_cpu_features()).empty()) GTEST_SKIP() << "no AVX-512 here";
+  const int rows = 40, wide = 520, c0 = 128, cols = 264;  // columns [128, 392) of 520 (5 groups a row)
+  auto src = random_floats(static_cast<size_t>(rows) * wide, 0.1f, 3);
+  const QuantMatrix m = quantize(QuantFormat::int4, src.data(), rows, wide, true);
+  const int64_t ng = (wide + 127) / 128;
+  std::vector<uint8_t> q(static_cast<size_t>(rows) * cols / 2), sc(2 * static_cast<size_t>(rows) * 3), z(rows * 3);
+  for (int r = 0; r < rows; ++r) {
+    std::memcpy(q.data() + r * cols / 2, m.q.data() + r * wide / 2 + c0 / 2, cols / 2);
+    std::memcpy(sc.data() + 2 * r * 3, m.scale.data() + 2 * (r * ng + c0 / 128), 2 * 3);
+    std::memcpy(z.data() + r * 3, m.zero.data() + r * ng + c0 / 128, 3);
+  }
+  CpuMatrix view = cpu_matrix(m), dense = view;
+  view.cols = cols, view.ld = wide;
+  view.q += c0 / 2, view.scale += 2 * (c0 / 128), view.zero += c0 / 128;
+  dense.cols = cols, dense.q = q.data(), dense.scale = sc.data(), dense.zero = z.data();
+  for (int n : {1, 2, 5}) {
+    const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 40 + n);
+    std::vector<float> a(static_cast<size_t>(n) * rows, NAN), b(a.size(), NAN);
+    const expert_detail::Int4Kernel k{true, 16, 1, 2, true, false};
+    expert_detail::int4_stripes_linear(view, x.data(), n, a.data(), k, false);
+    expert_detail::int4_stripes_linear(dense, x.data(), n, b.data(), k, false);
+    EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << "n=" << n;
+    double mean_abs = 0;
+    for (float v : b) mean_abs += std::fabs(v);
+    EXPECT_GT(mean_abs, 0.0);
+  }
+}
+
+// However the threads share the blocks (one at a time, or ranges with stealing, more
+// threads than cores so that some start late), every row is computed once and the same
+// way: the threaded result equals the single-threaded one bit for bit.
+TEST(CpuExpertKernel, Int4StripeKernelThreadsGiveTheSerialResult) {
+  if (!cpu_isa_missing(CpuIsa::avx512, host_cpu_features()).empty()) GTEST_SKIP() << "no AVX-512 here";
+  const int rows = 522, cols = 1024;  // 522 = 130 blocks of 4 and 2 rows
+  auto src = random_floats(static_cast<size_t>(rows) * cols, 0.1f, 9);
+  const QuantMatrix m = quantize(QuantFormat::int4, src.data(), rows, cols, true);
+  const int threads = omp_get_max_threads();
+  omp_set_num_threads(8);
+  for (const char* spec : {"new:rows=4", "new:rows=8:prefetch=2:lead=0", "new:rows=4:steal=0", "new:rows=0:steal=0"})
+    for (int n : {1, 4}) {
+      const auto k = expert_detail::parse_int4_kernel(spec);
+      const auto x = random_floats(static_cast<size_t>(n) * cols, 1.0f, 60 + n);
+      std::vector<float> a(static_cast<size_t>(n) * rows, NAN), b(a.size(), NAN);
+      expert_detail::int4_stripes_linear(cpu_matrix(m), x.data(), n, a.data(), k, true);
+      expert_detail::int4_stripes_linear(cpu_matrix(m), x.data(), n, b.data(), k, false);
+      EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0) << spec << " n=" << n;
+      int nan = 0;
+      for (float v : a) nan += std::isnan(v) ? 1 : 0;
+      EXPECT_EQ(nan, 0) << spec << " n=" << n;
+    }
+  omp_set_num_threads(threads);
+}
+
+TEST(CpuExpertKernel, Int4KernelSwitchRefusesBadValuesInOneLine) {
+  EXPECT_TRUE(expert_detail::parse_int4_kernel("new").stripes);
+  EXPECT_TRUE(expert_detail::parse_int4_kernel("").stripes);  // unset: the stripe kernel
+  EXPECT_FALSE(expert_detail::parse_int4_kernel("new:steal=0").steal);
+  EXPECT_FALSE(expert_detail::parse_int4_kernel("old").stripes);
+  const auto k = expert_detail::parse_int4_kernel("new:rows=64:prefetch=3:lead=8:l2=1:steal=1");
+  EXPECT_EQ(k.rows, 64);
+  EXPECT_EQ(k.prefetch, 3);
+  EXPECT_EQ(k.lead, 8);
+  EXPECT_TRUE(k.l2);
+  EXPECT_TRUE(k.steal);
+  EXPECT_EQ(expert_detail::int4_block_rows(k, 1000, 16), 64);
+  EXPECT_EQ(expert_detail::int4_block_rows(expert_detail::parse_int4_kernel("new:rows=0"), 1000, 16), 64);  // 62.5 up
+  EXPECT_EQ(expert_detail::int4_block_rows(expert_detail::parse_int4_kernel("new:rows=0"), 14336, 16), 896);
+  for (const char* bad : {"fast", "new:rows=6", "new:rows=x", "new:prefetch=-1", "old:rows=8", "new:depth=2", "new:", "new:l2=2"}) {
+    try {
+      expert_detail::parse_int4_kernel(bad);
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      const std::string m = e.what();
+      EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+      EXPECT_EQ(m.rfind(std::string("MOEBENCH_CPU_INT4=") + bad + ":", 0), 0u) << m;
+    }
+  }
+  const Int4KernelEnv env("nope");
+  std::vector<float> x(256, 1.0f), y(2);
+  auto src = random_floats(512, 1.0f, 2);
+  const QuantMatrix m = quantize(QuantFormat::int4, src.data(), 2, 256, false);
+  for (CpuIsa isa : runnable_isas()) {
+    if (isa == CpuIsa::avx512 || isa == CpuIsa::avx512_bf16) {
+      EXPECT_THROW(cpu_expert_linear(cpu_matrix(m), x.data(), y.data(), 1, isa), Error);
+    }
+  }
+}
+
 TEST(CpuExpertKernel, Fp8MatchesReference) {
   check_case({QuantFormat::fp8, false, 200, 328});
   check_case({QuantFormat::fp8, false, 203, 77});

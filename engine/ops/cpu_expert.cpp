@@ -120,14 +120,17 @@ void cpu_expert_linear(const CpuMatrix& w, const float* x, float* y, int n, CpuI
     xb.resize(static_cast<size_t>(count));
     for (int64_t i = 0; i < count; ++i) xb[i] = f32_to_bf16(x[i]);
     xin = xb.data();
-  } else if (w.format == QuantFormat::int4 && (isa == CpuIsa::avx512 || isa == CpuIsa::avx512_bf16)) {
+  }
+  const double work = static_cast<double>(n) * static_cast<double>(w.rows) * static_cast<double>(w.cols);
+  if (w.format == QuantFormat::int4 && (isa == CpuIsa::avx512 || isa == CpuIsa::avx512_bf16)) {
+    const Int4Kernel int4 = int4_kernel_from_env();
+    if (int4.stripes) return int4_stripes_linear(w, x, n, y, int4, work > (1 << 18));
     fn = row_block_avx512_int4;
     xo.resize(static_cast<size_t>(count));
     int4_chunk_order(x, n, w.cols, xo.data());
     xin = xo.data();
   }
   const int64_t blocks = (w.rows + kCpuExpertRowBlock - 1) / kCpuExpertRowBlock;
-  const double work = static_cast<double>(n) * static_cast<double>(w.rows) * static_cast<double>(w.cols);
   // Dynamic chunks of a few blocks: a thread the scheduler delays (the CUDA driver's,
   // the caller's own) leaves its blocks to the others instead of holding the team.
 #pragma omp parallel for schedule(dynamic, 4) if (work > (1 << 18))

@@ -10,7 +10,9 @@
 // instead of holding the team at the barrier); inside a
 // block the tokens go in groups of up to kCpuExpertTokenBlock, each group one pass over
 // the block's rows (which stay in the core's cache), so a prefill still reads every
-// weight from memory once.
+// weight from memory once. int4 on the AVX-512 ISAs may instead run the stripe kernel
+// (MOEBENCH_CPU_INT4=new, cpu_expert_int4_avx512.cpp): larger blocks read 4 rows side by
+// side, prefetching the next 4; the same values.
 //
 // Values: on every ISA but avx512_bf16 the dequantised weights equal dequantize()'s
 // bit for bit and only the order of the fp32 sums differs from the reference. On

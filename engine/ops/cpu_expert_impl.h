@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <type_traits>
 
 #include "engine/dtype.h"
@@ -22,6 +23,31 @@ void row_block_avx512_bf16dp(const CpuMatrix& w, int64_t r0, int64_t r1, const v
 // int4 through a per-group table of the 16 dequantised values (vpermps): x fp32 in
 // int4_chunk_order.
 void row_block_avx512_int4(const CpuMatrix& w, int64_t r0, int64_t r1, const void* x, int n, float* y);
+
+// Which int4 kernel the avx512 ISAs run (MOEBENCH_CPU_INT4): old = the table kernel above
+// in blocks of kCpuExpertRowBlock rows; new (the default) = the same arithmetic in blocks
+// of `rows` rows (0: one block per thread) read as stripes, each prefetching the stripe
+// `prefetch` stripes ahead (0: none), a block's first stripe its own rows `lead` cache
+// lines ahead (0: none), into L1 or (l2) into L2 only; threads take blocks one at a time,
+// or (steal) each a contiguous range of them in order, prefetching on across its blocks,
+// then the others' last ones (cpu_expert_int4_avx512.cpp). Spelled "old" or
+// "new[:rows=N][:prefetch=N][:lead=N][:l2=0|1][:steal=0|1]", unset fields (and an unset
+// variable) as below: the best of the settings measured on a 16-core Sapphire Rapids.
+struct Int4Kernel {
+  bool stripes = true;
+  int64_t rows = 32;
+  int prefetch = 1;
+  int lead = 8;
+  bool l2 = false;
+  bool steal = true;
+};
+Int4Kernel parse_int4_kernel(const std::string& spec);  // Error in one line on a bad spec
+Int4Kernel int4_kernel_from_env();
+// The stripe kernel's rows per block of a matrix of `rows` rows on `threads` threads.
+int64_t int4_block_rows(const Int4Kernel& k, int64_t rows, int threads);
+// y (n, w.rows) = x (n, w.cols) W^T with the stripe kernel, all rows (OpenMP threads
+// when parallel); x as given (it puts a copy in int4_chunk_order).
+void int4_stripes_linear(const CpuMatrix& w, const float* x, int n, float* y, const Int4Kernel& k, bool parallel);
 
 // The int4 table kernel's input order: every full 32-column chunk of each token's row
 // (columns 32k .. 32k+31) as its 16 even columns then its 16 odd ones — the order the

@@ -7,12 +7,16 @@
 // function (suites/machine.h measure_read_gbps, all OpenMP threads) and printed in the
 // context as host_read_gbps. Each call reads the next of several copies of the expert
 // (at least 768 MiB in all), so the weights come from memory, not the last-level cache.
+// int4 on the AVX-512 ISAs runs once per --int4_kernels value (MOEBENCH_CPU_INT4, set
+// for that benchmark only; default old,new), under avx512_bf16 as well: the ISA the
+// engine picks on such a CPU.
 #include <benchmark/benchmark.h>
 #include <omp.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,7 +73,28 @@ const Experts& experts_of(QuantFormat f) {
   return g_experts;
 }
 
-void bm_expert(benchmark::State& state, QuantFormat f, CpuIsa isa, int n) {
+// Sets an environment variable for one benchmark's run and puts the old value back.
+struct ScopedEnv {
+  std::string name, old;
+  bool had = false, set = false;
+  ScopedEnv(const char* n, const std::string& value) : name(n) {
+    if (value.empty()) return;
+    if (const char* v = std::getenv(n)) had = true, old = v;
+    setenv(n, value.c_str(), 1);
+    set = true;
+  }
+  ~ScopedEnv() {
+    if (!set) return;
+    if (had)
+      setenv(name.c_str(), old.c_str(), 1);
+    else
+      unsetenv(name.c_str());
+  }
+};
+
+// int4_kernel: a MOEBENCH_CPU_INT4 value for this benchmark ("" leaves the variable as is).
+void bm_expert(benchmark::State& state, QuantFormat f, CpuIsa isa, int n, const std::string& int4_kernel) {
+  const ScopedEnv env("MOEBENCH_CPU_INT4", int4_kernel);
   const Experts& e = experts_of(f);
   std::vector<float> x(static_cast<size_t>(n * kHidden)), out(static_cast<size_t>(n * kHidden));
   std::vector<float> scratch(cpu_expert_scratch_floats(n, kInter));
@@ -98,6 +123,25 @@ void bm_expert(benchmark::State& state, QuantFormat f, CpuIsa isa, int n) {
 
 int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
+  // --int4_kernels=A,B,...: the int4 benchmarks on the AVX-512 ISAs once per
+  // MOEBENCH_CPU_INT4 value (default old,new: both kernels in one run).
+  std::vector<std::string> int4_kernels = {"old", "new"};
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i], flag = "--int4_kernels=";
+    if (a.rfind(flag, 0) != 0) {
+      argv[kept++] = argv[i];
+      continue;
+    }
+    int4_kernels.clear();
+    for (size_t p = flag.size(); p <= a.size();) {
+      const size_t c = a.find(',', p);
+      const std::string v = a.substr(p, c == std::string::npos ? std::string::npos : c - p);
+      if (!v.empty()) int4_kernels.push_back(v);
+      p = c == std::string::npos ? a.size() + 1 : c + 1;
+    }
+  }
+  argc = kept;
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   const CpuFeatures have = host_cpu_features();
   std::string isas;
@@ -113,15 +157,19 @@ int main(int argc, char** argv) {
   for (QuantFormat f : {QuantFormat::bf16, QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
     for (CpuIsa isa : kCpuIsas) {
       if (!cpu_isa_missing(isa, have).empty()) continue;
-      if (isa == CpuIsa::avx512_bf16 && f != QuantFormat::bf16) continue;  // the avx512 kernel again
-      for (int n : {1, 8}) {
-        const std::string name = std::string("cpu_expert/") + quant_format_name(f) + "/" + cpu_isa_name(isa) +
-                                 "/n:" + std::to_string(n);
-        benchmark::RegisterBenchmark(name.c_str(), [f, isa, n](benchmark::State& st) { bm_expert(st, f, isa, n); })
-            ->UseManualTime()
-            ->Unit(benchmark::kMillisecond)
-            ->MinTime(0.3);
-      }
+      // int8 and fp8 run avx512's kernels under avx512_bf16; int4 is registered under both
+      // (avx512_bf16 is what the engine picks on such a CPU), once per int4 kernel.
+      if (isa == CpuIsa::avx512_bf16 && f != QuantFormat::bf16 && f != QuantFormat::int4) continue;
+      const bool int4_avx512 = f == QuantFormat::int4 && (isa == CpuIsa::avx512 || isa == CpuIsa::avx512_bf16);
+      for (const std::string& k : int4_avx512 ? int4_kernels : std::vector<std::string>{""})
+        for (int n : {1, 8}) {
+          const std::string name = std::string("cpu_expert/") + quant_format_name(f) + "/" + cpu_isa_name(isa) +
+                                   "/n:" + std::to_string(n) + (k.empty() ? "" : "/int4:" + k);
+          benchmark::RegisterBenchmark(name.c_str(), [f, isa, n, k](benchmark::State& st) { bm_expert(st, f, isa, n, k); })
+              ->UseManualTime()
+              ->Unit(benchmark::kMillisecond)
+              ->MinTime(0.3);
+        }
     }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
