@@ -13,6 +13,7 @@
 #include "engine/cuda/quant_gemv_rows.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
@@ -121,6 +122,117 @@ struct RowGroup {
   }
 };
 
+// The exact warp kernels (variants kQuantVariantExact ..): the tile kernels' sums, bit for
+// bit. The tile kernel at its default shape (4 warps a block, 4 super-steps a batch, one
+// tile) gives tile warp w the super-steps ss = 16 i + 4 w + u (u = 0..3, i = 0, 1, ...),
+// and its total for a row is ((T0 + T1) + T2) + T3, where T_w = fmaf(scale(ss), d(ss), T_w)
+// over warp w's super-steps in order, from 0, and d(ss) the super-step's mma chain (from
+// 0, its kValues / 4 steps in order). Here a warp computes the four chains of its two
+// rows itself: lane (g, t) is slot g = (chain c = g & 3, offset e = g >> 2) and batch b
+// (i = b / 2, u0 = 2 (b % 2)) gives it super-step ss = 16 i + 4 c + u0 + e, chunk 4 ss + t
+// of rows a and b (per row and load instruction: four 128-byte lines, 256 bytes apart).
+// Each mma step takes the slot's codes as A rows g and g + 8 and its activations as B
+// column g, exactly as the tile kernel's lane (gr, t) takes its chunk for its pair's column
+// (an mma output element depends only on its A row, B column and accumulator), so
+// D[g][g] and D[g + 8][g] are d(ss) of rows a and b, bit for bit. The lane of chain c
+// (slot c, diagonal lane 4 c + c / 2) adds its own d(ss) and then, fetched by a shuffle
+// from slot c + 4, d(ss + 1) into T_c: the chain in the tile warp's order. Blocks walk
+// their items as the warp-row kernels do (walk_items); no shared memory, no barrier.
+constexpr int kExactChains = 4;                      // the tile kernel's warps: the chains a row has
+constexpr int kExactStride = 4 * kExactChains;       // super-steps from one tile batch of a warp to its next
+__device__ __forceinline__ int exact_batches(int chunks) {
+  const int steps = (chunks + 3) / 4;
+  return 2 * ((steps + kExactStride - 1) / kExactStride);
+}
+// Slot g's super-step in batch b.
+__device__ __forceinline__ int exact_ss(int b, int g) { return kExactStride * (b >> 1) + 4 * (g & 3) + 2 * (b & 1) + (g >> 2); }
+
+template <QuantFormat F, bool kPaired, int kDepth>
+struct ExactGroup {
+  using C = Codes<F, kPaired>;
+  static_assert(C::kDepth == 4, "the exact kernels follow the tile kernel's 4 super-steps a batch");
+  uint4 wa[kDepth], wb[kDepth];
+  typename C::Raw sa[kDepth], sb[kDepth];
+  // int4: the scale words of super-step ss + 1 (another group); int8 / fp8: the same scale
+  // (one per row; ss even and ss + 1 share a 128-input fp8 block).
+  typename C::Raw na[F == QuantFormat::int4 ? kDepth : 1], nb[F == QuantFormat::int4 ? kDepth : 1];
+
+  __device__ __forceinline__ void issue(const RowItem& r, int j0, int b1, int chunks, int K, int lane) {
+    const int g = lane >> 2, t = lane & 3, steps = (chunks + 3) / 4;
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) {
+      const int ss = exact_ss(j0 + u, g), c = 4 * ss + t;
+      if (j0 + u < b1 && c < chunks) {
+        wa[u] = load16_stream(r.qa + 16 * static_cast<int64_t>(c));
+        wb[u] = load16_stream(r.qb + 16 * static_cast<int64_t>(c));
+      } else {
+        wa[u] = wb[u] = make_uint4(0, 0, 0, 0);
+      }
+      const int sc = min(ss, steps - 1);  // past the row end: any valid group (never added)
+      sa[u] = C::raw(r.scale, r.zero, r.ra, sc, K);
+      sb[u] = C::raw(r.scale, r.zero, r.rb, sc, K);
+      if constexpr (F == QuantFormat::int4) {
+        const int sn = min(ss + 1, steps - 1);
+        na[u] = C::raw(r.scale, r.zero, r.ra, sn, K);
+        nb[u] = C::raw(r.scale, r.zero, r.rb, sn, K);
+      }
+    }
+  }
+
+  // ta, tb: chain c's totals of rows a and b (meaningful in the chain lanes 4 c + c / 2,
+  // c < 4; exact_total adds them).
+  __device__ __forceinline__ void compute(const RowItem& r, int j0, int b1, int chunks, int lane, float& ta,
+                                          float& tb) const {
+    constexpr int V = C::kValues;
+    const int g = lane >> 2, t = lane & 3, steps = (chunks + 3) / 4;
+    const bool odd = (g & 1) != 0, chain_lane = g < 4 && t == (g >> 1);
+    const int src = 4 * (g | 4) + ((g | 4) >> 1);  // slot g + 4's diagonal lane (read by slot g < 4)
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) {
+      const int b = j0 + u;
+      if (b >= b1) break;  // warp-uniform
+      const int ss = exact_ss(b, g), c = 4 * ss + t;
+      uint32_t xw[V / 2];
+#pragma unroll
+      for (int i = 0; i < V / 8; ++i) {
+        uint4 v = make_uint4(0, 0, 0, 0);  // past the row end: zero activations, as the tile kernel
+        if (c < chunks) v = __ldg(reinterpret_cast<const uint4*>(r.x + static_cast<int64_t>(c) * V) + i);
+        xw[4 * i] = v.x;
+        xw[4 * i + 1] = v.y;
+        xw[4 * i + 2] = v.z;
+        xw[4 * i + 3] = v.w;
+      }
+      const typename C::Row pa = C::row(sa[u]), pb = C::row(sb[u]);
+      float d[4] = {0, 0, 0, 0};
+#pragma unroll
+      for (int s = 0; s < V / 4; ++s) {
+        uint32_t a0, a1, a2, a3, x0, x1;
+        C::a_regs(wa[u], s, pa, a0, a2);
+        C::a_regs(wb[u], s, pb, a1, a3);
+        C::b_regs(xw, s, x0, x1);
+        detail::mma_bf16_16x8x16(d, a0, a1, a2, a3, x0, x1);
+      }
+      const float da = odd ? d[1] : d[0], db = odd ? d[3] : d[2];
+      const float da1 = __shfl_sync(0xffffffffu, da, src), db1 = __shfl_sync(0xffffffffu, db, src);
+      if (chain_lane) {
+        if (ss < steps) {
+          ta = fmaf(pa.s, da, ta);
+          tb = fmaf(pb.s, db, tb);
+        }
+        if (ss + 1 < steps) {
+          float s1a = pa.s, s1b = pb.s;
+          if constexpr (F == QuantFormat::int4) {
+            s1a = C::row(na[u]).s;
+            s1b = C::row(nb[u]).s;
+          }
+          ta = fmaf(s1a, da1, ta);
+          tb = fmaf(s1b, db1, tb);
+        }
+      }
+    }
+  }
+};
+
 // A warp's walk over its items it = first, first + stride, ... < items, batches [b0, b1)
 // of each (at least one group an item, empty where b0 == b1): item(it) gives the rows,
 // finish(it, ta, tb) takes the item's totals (called by every lane). Without kPipe a
@@ -129,10 +241,10 @@ struct RowGroup {
 // registers, so a warp's loads stay in flight while it computes, across items. The sums
 // are the same either way. wait_pending: pdl_wait() and pdl_trigger() once the first
 // loads are issued (the weights may be read before the previous kernel ends, x may not).
-template <QuantFormat F, bool kPaired, int kDepth, bool kPipe, typename ItemFn, typename FinishFn>
+// G: the group (RowGroup or ExactGroup), kDepth its batches.
+template <typename G, int kDepth, bool kPipe, typename ItemFn, typename FinishFn>
 __device__ __forceinline__ void walk_items(int first, int stride, int items, int b0, int b1, int chunks, int K,
                                            int lane, bool wait_pending, ItemFn&& item, FinishFn&& finish) {
-  using G = RowGroup<F, kPaired, kDepth>;
   auto settle = [&] {
     if (wait_pending) {
       pdl_wait();
@@ -200,6 +312,14 @@ __device__ __forceinline__ float diag_total(float t, int lane) {
   return v;
 }
 
+// The tile kernel's total of a row from the four chain lanes: ((T0 + T1) + T2) + T3, in
+// every lane.
+__device__ __forceinline__ float exact_total(float t) {
+  const float t0 = __shfl_sync(0xffffffffu, t, 0), t1 = __shfl_sync(0xffffffffu, t, 4);
+  const float t2 = __shfl_sync(0xffffffffu, t, 9), t3 = __shfl_sync(0xffffffffu, t, 13);
+  return ((t0 + t1) + t2) + t3;
+}
+
 // Each pair's expert's parts (one lookup a block instead of one a work item).
 struct PairParts {
   const uint8_t* q[kMaxPairs];
@@ -216,10 +336,24 @@ __device__ __forceinline__ void load_pair_parts(const QuantExperts& w, const int
   __syncthreads();
 }
 
+// A family's group, batches of a row and row total (kExact: the exact kernels; else the
+// warp-row kernels).
+template <QuantFormat F, bool kPaired, int kCfg, bool kExact>
+using WarpGroup = std::conditional_t<kExact, ExactGroup<F, kPaired, cfg_depth(kCfg)>,
+                                     RowGroup<F, kPaired, cfg_depth(kCfg)>>;
+template <bool kExact>
+__device__ __forceinline__ int warp_batches(int chunks) {
+  return kExact ? exact_batches(chunks) : (chunks + kBatchChunks - 1) / kBatchChunks;
+}
+template <bool kExact>
+__device__ __forceinline__ float warp_total(float t, int lane) {
+  return kExact ? exact_total(t) : diag_total(t, lane);
+}
+
 // Work item it (pair p, row pair i): rows 2 i and 2 i + 1 (clamped; the second written only
 // below N), or with gu_inter > 0 rows i of w1 and gu_inter + i of w3, written as h[p, i] =
 // bf16(silu(g) * u). Warps take the items it = warp, warp + all warps, ...
-template <QuantFormat F, bool kPaired, int kCfg>
+template <QuantFormat F, bool kPaired, int kCfg, bool kExact>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_rows_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
                       int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
@@ -231,8 +365,8 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int lane = threadIdx.x & 31;
   const int per_pair = gu_inter > 0 ? gu_inter : (N + 1) / 2, items = n_pairs * per_pair;
   const int64_t row_bytes = row_bytes_of<F>(K);
-  const int chunks = static_cast<int>(row_bytes / 16), nb = (chunks + kBatchChunks - 1) / kBatchChunks;
-  walk_items<F, kPaired, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+  const int chunks = static_cast<int>(row_bytes / 16), nb = warp_batches<kExact>(chunks);
+  walk_items<WarpGroup<F, kPaired, kCfg, kExact>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
       blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, nb, chunks, K, lane, false,
       [&](int it) {
         const int p = it / per_pair, i = it - p * per_pair;
@@ -241,7 +375,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
                        x + static_cast<int64_t>(x_per_pair ? p : p / k) * K, ra, rb};
       },
       [&](int it, float ta, float tb) {
-        const float ya = diag_total(ta, lane), yb = diag_total(tb, lane);
+        const float ya = warp_total<kExact>(ta, lane), yb = warp_total<kExact>(tb, lane);
         if (lane != 0) return;
         const int p = it / per_pair, i = it - p * per_pair;
         if (gu_inter > 0) {
@@ -278,7 +412,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int chunks = static_cast<int>(row_bytes / 16), nb = (chunks + kBatchChunks - 1) / kBatchChunks;
   const int b0 = part * nb / kParts, b1 = (part + 1) * nb / kParts;
   int buf = 0;
-  walk_items<F, kPaired, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+  walk_items<RowGroup<F, kPaired, cfg_depth(kCfg)>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
       blockIdx.x, gridDim.x, items, b0, b1, chunks, K, lane, ids_early != 0,
       [&](int it) {
         const int tok = it / per_tok, i = it - tok * per_tok, p = tok * kK + slot;
@@ -313,6 +447,58 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   }
 }
 
+// Down + combine, exact: the tile kernel's down + combine (its GEMV sums, then fmaf from 0 in
+// slot order, added to out), bit for bit. A block item is (token, 8 / k row pairs); warp w
+// takes slot w / (8 / k) of the token and row pair w % (8 / k), the whole row (the four
+// chains, as ExactGroup); the rows' sums meet in s_y (two buffers, alternating items: one
+// barrier an item) and threads 0 .. 2 (8 / k) - 1 add the slots. k must divide 8.
+template <QuantFormat F, bool kPaired, int kCfg>
+__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
+    quant_exact_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
+                                    const float* __restrict__ weights, int n_pairs, int k, int N, int K,
+                                    float* __restrict__ out, int ids_early) {
+  __shared__ PairParts s;
+  __shared__ float s_y[2][kWarps][2];
+  if (!ids_early) {
+    pdl_wait();
+    pdl_trigger();
+  }
+  load_pair_parts(w, ids, n_pairs, s);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, rp = kWarps / k, slot = warp / rp, q = warp % rp;
+  const int pairs_of_rows = (N + 1) / 2, per_tok = (pairs_of_rows + rp - 1) / rp, items = (n_pairs / k) * per_tok;
+  const int64_t row_bytes = row_bytes_of<F>(K);
+  const int chunks = static_cast<int>(row_bytes / 16), nb = exact_batches(chunks);
+  int buf = 0;
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg)>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+      blockIdx.x, gridDim.x, items, 0, nb, chunks, K, lane, ids_early != 0,
+      [&](int it) {
+        const int tok = it / per_tok, i = (it - tok * per_tok) * rp + q, p = tok * k + slot;
+        const int ra = min(2 * i, N - 1), rb = min(2 * i + 1, N - 1);
+        return RowItem{s.q[p] + ra * row_bytes, s.q[p] + rb * row_bytes, s.scale[p], s.zero[p],
+                       h + static_cast<int64_t>(p) * K, ra, rb};
+      },
+      [&](int it, float ta, float tb) {
+        const float ya = exact_total(ta), yb = exact_total(tb);
+        if (lane == 0) {
+          s_y[buf][warp][0] = ya;
+          s_y[buf][warp][1] = yb;
+        }
+        __syncthreads();
+        const int tok = it / per_tok, r = threadIdx.x, qr = r >> 1;
+        const int row = 2 * ((it - tok * per_tok) * rp + qr) + (r & 1);
+        if (r < 2 * rp && row < N) {
+          float acc = 0;
+          for (int j = 0; j < k; ++j) acc = fmaf(weights[tok * k + j], s_y[buf][j * rp + qr][r & 1], acc);
+          out[static_cast<int64_t>(tok) * N + row] += acc;
+        }
+        buf ^= 1;
+      });
+  if (ids_early && blockIdx.x >= items) {  // a block without items (never the case: the grid is at most items)
+    pdl_wait();
+    pdl_trigger();
+  }
+}
+
 // Blocks of a kernel resident on the GPU at once (taken on first use; the GPUs of a run
 // are of one kind).
 template <auto kKernel>
@@ -327,10 +513,10 @@ int resident_blocks() {
   return n;
 }
 
-template <QuantFormat F, bool kPaired, int kCfg>
+template <QuantFormat F, bool kPaired, int kCfg, bool kExact>
 void launch_rows(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k, int N,
                  int K, float* out, bf16* out_h, cudaStream_t stream) {
-  constexpr auto kernel = quant_rows_kernel<F, kPaired, kCfg>;
+  constexpr auto kernel = quant_rows_kernel<F, kPaired, kCfg, kExact>;
   const int gu_inter = out_h ? N / 2 : 0;
   const int64_t items = static_cast<int64_t>(n_pairs) * (out_h ? gu_inter : (N + 1) / 2);
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks<kernel>()));
@@ -348,22 +534,43 @@ void launch_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const
              K, out, ids_early ? 1 : 0);
 }
 
-// fn(format constant, paired constant, cfg constant) for w's format and int4 order and
-// the launch shape of variant var.
+template <QuantFormat F, bool kPaired, int kCfg>
+void launch_exact_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
+                       int k, int N, int K, float* out, bool ids_early, cudaStream_t stream) {
+  constexpr auto kernel = quant_exact_down_combine_kernel<F, kPaired, kCfg>;
+  const int rp = kWarps / k;
+  const int64_t items = static_cast<int64_t>(n_pairs / k) * ceil_div((N + 1) / 2, rp);
+  const int blocks = static_cast<int>(std::min<int64_t>(items, resident_blocks<kernel>()));
+  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, w, h, ids, weights, n_pairs, k,
+             N, K, out, ids_early ? 1 : 0);
+}
+
+// The exact variants' launch shapes (variant kQuantVariantExact + i -> cfg): depth 2 at 32
+// warps an SM (as the warp-row variant 34), depth 4 at 16 (32), depth 2 pipelined at 24 (37).
+constexpr int kExactCfg[kQuantExactShapes] = {2, 0, 5};
+
+// fn(format constant, paired constant, cfg constant, exact constant) for w's format and
+// int4 order and the family and launch shape of variant var.
 template <typename Fn>
 void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
-  const int cfg = var - kQuantVariantRows;
-  if (cfg < 0 || cfg >= kRowsCfgs)
-    fail_msg(msg(what, ": variant ", var, ", expected ", kQuantVariantRows, " .. ", kQuantVariantRows + kRowsCfgs - 1));
+  if (!is_rows_variant(var) && !is_exact_variant(var))
+    fail_msg(msg(what, ": variant ", var, ", expected ", kQuantVariantRows, " .. ", kQuantVariantRows + kRowsCfgs - 1,
+                 " or ", kQuantVariantExact, " .. ", kQuantVariantExact + kQuantExactShapes - 1));
+  const int kind = is_exact_variant(var) ? 16 + kExactCfg[var - kQuantVariantExact] : var - kQuantVariantRows;
   auto with_cfg = [&](auto f_c, auto p_c) {
-    switch (cfg) {
-      case 0: return fn(f_c, p_c, std::integral_constant<int, 0>{});
-      case 1: return fn(f_c, p_c, std::integral_constant<int, 1>{});
-      case 2: return fn(f_c, p_c, std::integral_constant<int, 2>{});
-      case 3: return fn(f_c, p_c, std::integral_constant<int, 3>{});
-      case 4: return fn(f_c, p_c, std::integral_constant<int, 4>{});
-      case 5: return fn(f_c, p_c, std::integral_constant<int, 5>{});
-      default: return fn(f_c, p_c, std::integral_constant<int, 6>{});
+    using R = std::false_type;
+    using E = std::true_type;
+    switch (kind) {
+      case 0: return fn(f_c, p_c, std::integral_constant<int, 0>{}, R{});
+      case 1: return fn(f_c, p_c, std::integral_constant<int, 1>{}, R{});
+      case 2: return fn(f_c, p_c, std::integral_constant<int, 2>{}, R{});
+      case 3: return fn(f_c, p_c, std::integral_constant<int, 3>{}, R{});
+      case 4: return fn(f_c, p_c, std::integral_constant<int, 4>{}, R{});
+      case 5: return fn(f_c, p_c, std::integral_constant<int, 5>{}, R{});
+      case 6: return fn(f_c, p_c, std::integral_constant<int, 6>{}, R{});
+      case 16 + kExactCfg[0]: return fn(f_c, p_c, std::integral_constant<int, kExactCfg[0]>{}, E{});
+      case 16 + kExactCfg[1]: return fn(f_c, p_c, std::integral_constant<int, kExactCfg[1]>{}, E{});
+      default: return fn(f_c, p_c, std::integral_constant<int, kExactCfg[2]>{}, E{});
     }
   };
   using FC = std::integral_constant<QuantFormat, QuantFormat::int4>;
@@ -383,9 +590,9 @@ void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
 void quant_rows_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
                      int N, int K, float* out, bf16* out_h, int var, cudaStream_t stream) {
   if (out_h && N % 2 != 0) fail_msg(msg("quant_rows_gemv: the fused gate/up takes 2 inter rows, not ", N));
-  for_format(w, var, "quant_rows_gemv", [&](auto f_c, auto p_c, auto c_c) {
-    launch_rows<decltype(f_c)::value, decltype(p_c)::value, decltype(c_c)::value>(w, x, x_per_pair, ids, n_pairs, k,
-                                                                                  N, K, out, out_h, stream);
+  for_format(w, var, "quant_rows_gemv", [&](auto f_c, auto p_c, auto c_c, auto e_c) {
+    launch_rows<decltype(f_c)::value, decltype(p_c)::value, decltype(c_c)::value, decltype(e_c)::value>(
+        w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, stream);
   });
 }
 
@@ -396,15 +603,19 @@ void quant_rows_down_combine(const QuantExperts& w, const bf16* h, const int32_t
                              cudaStream_t stream) {
   if (!quant_rows_down_combine_takes(k))
     fail_msg(msg("quant_rows_down_combine: top-k ", k, ", expected 1, 2, 4 or 8 (the slots split a block's 8 warps)"));
-  for_format(w, var, "quant_rows_down_combine", [&](auto f_c, auto p_c, auto c_c) {
+  for_format(w, var, "quant_rows_down_combine", [&](auto f_c, auto p_c, auto c_c, auto e_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     constexpr bool P = decltype(p_c)::value;
     constexpr int C = decltype(c_c)::value;
-    switch (k) {
-      case 1: return launch_down<F, P, 1, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
-      case 2: return launch_down<F, P, 2, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
-      case 4: return launch_down<F, P, 4, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
-      default: return launch_down<F, P, 8, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+    if constexpr (decltype(e_c)::value) {
+      launch_exact_down<F, P, C>(w, h, ids, weights, n_pairs, k, N, K, out, ids_early, stream);
+    } else {
+      switch (k) {
+        case 1: return launch_down<F, P, 1, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+        case 2: return launch_down<F, P, 2, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+        case 4: return launch_down<F, P, 4, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+        default: return launch_down<F, P, 8, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+      }
     }
   });
 }
