@@ -153,9 +153,6 @@ struct ExactGroup {
   static_assert(C::kDepth == 4, "the exact kernels follow the tile kernel's 4 super-steps a batch");
   uint4 wa[kDepth], wb[kDepth];
   typename C::Raw sa[kDepth], sb[kDepth];
-  // int4: the scale words of super-step ss + 1 (another group); int8 / fp8: the same scale
-  // (one per row; ss even and ss + 1 share a 128-input fp8 block).
-  typename C::Raw na[F == QuantFormat::int4 ? kDepth : 1], nb[F == QuantFormat::int4 ? kDepth : 1];
 
   __device__ __forceinline__ void issue(const RowItem& r, int j0, int b1, int chunks, int K, int lane) {
     const int g = lane >> 2, t = lane & 3, steps = (chunks + 3) / 4;
@@ -171,11 +168,6 @@ struct ExactGroup {
       const int sc = min(ss, steps - 1);  // past the row end: any valid group (never added)
       sa[u] = C::raw(r.scale, r.zero, r.ra, sc, K);
       sb[u] = C::raw(r.scale, r.zero, r.rb, sc, K);
-      if constexpr (F == QuantFormat::int4) {
-        const int sn = min(ss + 1, steps - 1);
-        na[u] = C::raw(r.scale, r.zero, r.ra, sn, K);
-        nb[u] = C::raw(r.scale, r.zero, r.rb, sn, K);
-      }
     }
   }
 
@@ -214,17 +206,20 @@ struct ExactGroup {
       }
       const float da = odd ? d[1] : d[0], db = odd ? d[3] : d[2];
       const float da1 = __shfl_sync(0xffffffffu, da, src), db1 = __shfl_sync(0xffffffffu, db, src);
+      // The scales of super-step ss + 1: int4 another group's (slot g + 4's, shuffled);
+      // int8 and fp8 the same as ss's (one per row; ss even and ss + 1 share a 128-input
+      // fp8 block).
+      float s1a = pa.s, s1b = pb.s;
+      if constexpr (F == QuantFormat::int4) {
+        s1a = __shfl_sync(0xffffffffu, pa.s, src);
+        s1b = __shfl_sync(0xffffffffu, pb.s, src);
+      }
       if (chain_lane) {
         if (ss < steps) {
           ta = fmaf(pa.s, da, ta);
           tb = fmaf(pb.s, db, tb);
         }
         if (ss + 1 < steps) {
-          float s1a = pa.s, s1b = pb.s;
-          if constexpr (F == QuantFormat::int4) {
-            s1a = C::row(na[u]).s;
-            s1b = C::row(nb[u]).s;
-          }
           ta = fmaf(s1a, da1, ta);
           tb = fmaf(s1b, db1, tb);
         }
