@@ -1077,7 +1077,7 @@ int default_variant(QuantFormat f, QuantLaunch l) {
 int inner_variant(int var, int dflt) {
   if (var < 0) {
     static const int v = env_choice("MOEBENCH_QUANT_VARIANT",
-                                    {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42}, -1);
+                                    {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44}, -1);
     return v >= 0 ? v : dflt;
   }
   if (!variant_compiled(var))
@@ -1089,11 +1089,11 @@ int inner_variant(int var, int dflt) {
 
 // The exact warp kernel a one-token launch takes where the tile kernel would run its
 // default shape (4 warps, the format's depth, one tile), so that the result is the same
-// bit for bit: MOEBENCH_QUANT_EXACT = 0 (the tile kernel), 40, 41 or 42; unset
+// bit for bit: MOEBENCH_QUANT_EXACT = 0 (the tile kernel) or 40 .. 44; unset
 // kDefaultQuantExact for int8 and fp8 (measured faster, below), the tile kernel for int4.
 // MOEBENCH_QUANT_VARIANT, where set, decides instead.
 int exact_default(QuantFormat f) {
-  static const int env = env_choice("MOEBENCH_QUANT_EXACT", {0, 40, 41, 42}, -1);
+  static const int env = env_choice("MOEBENCH_QUANT_EXACT", {0, 40, 41, 42, 43, 44}, -1);
   if (env >= 0) return env;
   return f == QuantFormat::int4 ? 0 : kDefaultQuantExact;
 }

@@ -82,7 +82,7 @@ inline constexpr int kDefaultQuantPrefetch = 0;
 inline constexpr int kDefaultQuantVariant = 0;
 // 40 .. 42: the exact warp kernels (quant_gemv_rows.h): the tile kernel's sums bit for bit
 // where it runs 4 warps at the format's depth, one tile. A one-token launch there takes
-// kDefaultQuantExact for int8 and fp8 (MOEBENCH_QUANT_EXACT = 0, 40, 41, 42 overrides;
+// kDefaultQuantExact for int8 and fp8 (MOEBENCH_QUANT_EXACT = 0, 40 .. 44 overrides;
 // 0: the tile kernel), the tile kernel for int4.
 inline constexpr int kDefaultQuantExact = 40;
 struct QuantGemvShape {

@@ -34,9 +34,10 @@ constexpr bool is_rows_variant(int var) { return var >= kQuantVariantRows && var
 // tile: Mixtral's w1, w3 and w2): per row the tile's four warps' chains of scaled
 // super-step sums, each super-step's mma chain laid out as the tile's, the chains added in
 // warp order; the down + combine adds the slots as the tile kernel does. 40: depth 2 at 32
-// warps an SM, 41: depth 4 at 16, 42: depth 2 pipelined at 24.
+// warps an SM, 41: depth 4 at 16, 42: depth 2 pipelined at 24; two row pairs a warp (one
+// activation load for both, two independent mma chains): 43 depth 2 at 24, 44 depth 2 at 16.
 inline constexpr int kQuantVariantExact = 40;
-inline constexpr int kQuantExactShapes = 3;
+inline constexpr int kQuantExactShapes = 5;
 constexpr bool is_exact_variant(int var) {
   return var >= kQuantVariantExact && var < kQuantVariantExact + kQuantExactShapes;
 }
