@@ -745,53 +745,63 @@ TEST_F(QuantCuda, ExactWarpKernelsAreBitForBitTheTileKernel) {
     std::vector<int32_t> ids;
   };
   const std::vector<IdCase> cases = {{2, {3, 1}}, {1, {2}}, {4, {0, 3, 1, 2}}, {2, {2, 0, 2, 3, 1, 2}}};
-  for (QuantFormat f : {QuantFormat::int8, QuantFormat::fp8, QuantFormat::int4})
-    for (int mode = 0; mode < (f == QuantFormat::int4 ? 3 : 1); ++mode)  // int4: 1 zero points, 2 paired
-      for (auto [N, K] : {std::pair<int, int>{2113, 2080}, {2112, 4096}, {2112, 14336}}) {
-        if (K == 14336 && f == QuantFormat::int4) continue;  // int4's long rows: 4096 inputs cover several chains
-        const int E = 4;
-        std::mt19937 g(static_cast<uint32_t>(N + K + mode));
-        DeviceBuffers dev;
-        Experts ex(dev, f, mode == 1, N, K, E, g);
-        if (mode == 2) ex.pair();
-        for (const IdCase& ic : cases) {
-          const int k = ic.k, pairs = static_cast<int>(ic.ids.size());
-          SCOPED_TRACE(testing::Message() << quant_format_name(f) << (mode == 1 ? " zp" : mode == 2 ? " paired" : "")
-                                          << " N=" << N << " K=" << K << " k " << k << " pairs " << pairs);
-          const DownInputs in(dev, ic.ids, k, N, K, g);  // h: one input row a pair (also the GEMV's x)
-          const size_t n_out = static_cast<size_t>(pairs) * N, n_h = static_cast<size_t>(pairs) * (N / 2);
-          auto gemv = [&](bool per_pair, int var) {
-            float* y = dev.up(std::vector<float>(n_out, -1.0f));
-            cuda::QuantGemvShape shape;
-            shape.var = var;
-            cuda::quant_moe_gemv_shaped(ex.qe, in.h, per_pair, in.ids, pairs, k, N, K, E, y, shape, nullptr);
-            return test::download(y, n_out);
-          };
-          auto gate_up = [&](int var) {
-            auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(std::vector<uint16_t>(n_h, 0xffff)));
-            cuda::QuantGemvShape shape;
-            shape.var = var;
-            cuda::quant_moe_gemv_gate_up_shaped(ex.qe, in.h, in.ids, pairs, k, N / 2, K, E, h, shape, nullptr);
-            return test::download(reinterpret_cast<const uint16_t*>(h), n_h);
-          };
-          auto down = [&](int var, bool early) {
-            float* res = dev.up(in.res0);
-            cuda::quant_moe_down_combine(ex.qe, in.h, in.ids, in.w, pairs, k, N, K, E, res, early, nullptr, 0, var);
-            return test::download(res, in.res0.size());
-          };
-          const std::vector<float> tok0 = gemv(false, 0), pair0 = gemv(true, 0), down0 = down(0, false);
-          const std::vector<uint16_t> gu0 = gate_up(0);
-          for (int var = -1; var < cuda::kQuantVariantExact + cuda::kQuantExactShapes; ++var) {
-            if (var >= 0 && !cuda::is_exact_variant(var)) var = cuda::kQuantVariantExact;
-            EXPECT_EQ(gemv(false, var), tok0) << "variant " << var << ", per token";
-            EXPECT_EQ(gemv(true, var), pair0) << "variant " << var << ", per pair";
-            EXPECT_EQ(gate_up(var), gu0) << "variant " << var << ", fused gate/up";
-            if (!cuda::quant_rows_down_combine_takes(k)) continue;
-            for (bool early : {false, true})
-              EXPECT_EQ(down(var, early), down0) << "variant " << var << ", down/combine, ids early " << early;
-          }
+  struct Fmt {
+    QuantFormat f;
+    bool zero_points, paired;
+  };
+  const Fmt fmts[] = {{QuantFormat::int8, false, false},
+                      {QuantFormat::fp8, false, false},
+                      {QuantFormat::int4, false, false},
+                      {QuantFormat::int4, true, false},
+                      {QuantFormat::int4, false, true}};
+  for (const Fmt& fm : fmts)
+    for (auto [N, K] : {std::pair<int, int>{2113, 2080}, {2112, 4096}, {2112, 14336}}) {
+      const QuantFormat f = fm.f;
+      if (K == 14336 && f == QuantFormat::int4) continue;  // int4's long rows: 4096 inputs cover several chains
+      std::mt19937 rng(static_cast<uint32_t>(N + K + 2 * fm.zero_points + fm.paired));
+      DeviceBuffers dev;
+      const int E = 4;
+      Experts ex(dev, f, fm.zero_points, N, K, E, rng);
+      if (fm.paired) ex.pair();
+      for (const IdCase& ic : cases) {
+        const int k = ic.k, pairs = static_cast<int>(ic.ids.size());
+        SCOPED_TRACE(testing::Message() << quant_format_name(f) << (fm.zero_points ? " zp" : "")
+                                        << (fm.paired ? " paired" : "") << " N=" << N << " K=" << K << " k " << k
+                                        << " pairs " << pairs);
+        const DownInputs in(dev, ic.ids, k, N, K, rng);  // h: one input row a pair (also the GEMV's x)
+        const size_t n_out = static_cast<size_t>(pairs) * N, n_h = static_cast<size_t>(pairs) * (N / 2);
+        auto gemv = [&](bool per_pair, int var) {
+          float* y = dev.up(std::vector<float>(n_out, -1.0f));
+          cuda::QuantGemvShape shape;
+          shape.var = var;
+          cuda::quant_moe_gemv_shaped(ex.qe, in.h, per_pair, in.ids, pairs, k, N, K, E, y, shape, nullptr);
+          return test::download(y, n_out);
+        };
+        auto gate_up = [&](int var) {
+          auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(std::vector<uint16_t>(n_h, 0xffff)));
+          cuda::QuantGemvShape shape;
+          shape.var = var;
+          cuda::quant_moe_gemv_gate_up_shaped(ex.qe, in.h, in.ids, pairs, k, N / 2, K, E, h, shape, nullptr);
+          return test::download(reinterpret_cast<const uint16_t*>(h), n_h);
+        };
+        auto down = [&](int var, bool early) {
+          float* res = dev.up(in.res0);
+          cuda::quant_moe_down_combine(ex.qe, in.h, in.ids, in.w, pairs, k, N, K, E, res, early, nullptr, 0, var);
+          return test::download(res, in.res0.size());
+        };
+        const std::vector<float> tok0 = gemv(false, 0), pair0 = gemv(true, 0), down0 = down(0, false);
+        const std::vector<uint16_t> gu0 = gate_up(0);
+        for (int var = -1; var < cuda::kQuantVariantExact + cuda::kQuantExactShapes; ++var) {
+          if (var >= 0 && !cuda::is_exact_variant(var)) var = cuda::kQuantVariantExact;
+          EXPECT_EQ(gemv(false, var), tok0) << "variant " << var << ", per token";
+          EXPECT_EQ(gemv(true, var), pair0) << "variant " << var << ", per pair";
+          EXPECT_EQ(gate_up(var), gu0) << "variant " << var << ", fused gate/up";
+          if (!cuda::quant_rows_down_combine_takes(k)) continue;
+          for (bool early : {false, true})
+            EXPECT_EQ(down(var, early), down0) << "variant " << var << ", down/combine, ids early " << early;
         }
       }
+    }
 }
 
 #endif  // MOEBENCH_HAVE_CUDA

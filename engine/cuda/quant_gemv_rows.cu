@@ -353,6 +353,15 @@ __device__ __forceinline__ void load_pair_parts(const QuantExperts& w, const int
   __syncthreads();
 }
 
+// The GEMV / gate-up kernels' start: after the kernels before (the router's ids, x), each
+// pair's expert's parts into s.
+__device__ __forceinline__ void start_after_router(const QuantExperts& w, const int32_t* ids, int n_pairs,
+                                                   PairParts& s) {
+  pdl_wait();
+  pdl_trigger();
+  load_pair_parts(w, ids, n_pairs, s);
+}
+
 // Work item it (pair p, row pair i): rows 2 i and 2 i + 1 (clamped; the second written only
 // below N), or with gu_inter > 0 rows i of w1 and gu_inter + i of w3, written as h[p, i] =
 // bf16(silu(g) * u). Warps take the items it = warp, warp + all warps, ...
@@ -362,9 +371,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
                       int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
                       bf16* __restrict__ out_h) {
   __shared__ PairParts s;
-  pdl_wait();  // ids (the router's) and x come from the kernels before
-  pdl_trigger();
-  load_pair_parts(w, ids, n_pairs, s);
+  start_after_router(w, ids, n_pairs, s);
   const int lane = threadIdx.x & 31;
   const int per_pair = gu_inter > 0 ? gu_inter : (N + 1) / 2, items = n_pairs * per_pair;
   const int64_t row_bytes = row_bytes_of<F>(K);
@@ -400,9 +407,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
                        int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
                        bf16* __restrict__ out_h) {
   __shared__ PairParts s;
-  pdl_wait();  // ids (the router's) and x come from the kernels before
-  pdl_trigger();
-  load_pair_parts(w, ids, n_pairs, s);
+  start_after_router(w, ids, n_pairs, s);
   const int lane = threadIdx.x & 31;
   const int rows = gu_inter > 0 ? gu_inter : (N + 1) / 2;  // row pairs of a pair
   const int per_pair = (rows + kRP - 1) / kRP, items = n_pairs * per_pair;
