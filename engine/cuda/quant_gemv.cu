@@ -1089,13 +1089,21 @@ int inner_variant(int var, int dflt) {
 
 // The exact warp kernel a one-token launch takes where the tile kernel would run its
 // default shape (4 warps, the format's depth, one tile), so that the result is the same
-// bit for bit: MOEBENCH_QUANT_EXACT = 0 (the tile kernel) or 40 .. 44; unset
-// kDefaultQuantExact for int8 and fp8 (measured faster, below), the tile kernel for int4.
+// bit for bit (0: the tile kernel): MOEBENCH_QUANT_EXACT = 0 or 40 .. 44 for every launch;
+// unset, the fastest measured on an H200 (Mixtral shapes, one token, microseconds, tile
+// default against exact):
+// - fp8: gate/up + silu 40 (76.2 against 77.2), down + combine 40 (39.4 against 42.8);
+//   the plain GEMV 40;
+// - int8: gate/up the tile kernel (76.8; 40 and 43 79.4, 78.2), down + combine 44 (41.2
+//   against 41.6); the plain GEMV the tile kernel;
+// - int4: gate/up the tile kernel (57.1; 40 and 44 66.5, 60.6), down + combine 44 (31.7
+//   against 32.1); the plain GEMV the tile kernel.
 // MOEBENCH_QUANT_VARIANT, where set, decides instead.
-int exact_default(QuantFormat f) {
+int exact_default(QuantFormat f, QuantLaunch l) {
   static const int env = env_choice("MOEBENCH_QUANT_EXACT", {0, 40, 41, 42, 43, 44}, -1);
   if (env >= 0) return env;
-  return f == QuantFormat::int4 ? 0 : kDefaultQuantExact;
+  if (f == QuantFormat::fp8) return kDefaultQuantExact;
+  return l == QuantLaunch::down_combine ? kQuantVariantExact + 4 : 0;
 }
 
 // The pipelined kernel's grid: as many blocks per used expert as fit on the GPU at once
@@ -1179,7 +1187,8 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
     int dflt = default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv);
     // One token (each used expert one pair), the tile kernel's default shape: the exact
     // warp kernel computes the same bits.
-    if (!single && !accumulate && n_pairs <= k && warps == 4 && exact_default(F) != 0) dflt = exact_default(F);
+    const QuantLaunch l = out_h ? QuantLaunch::gate_up : QuantLaunch::gemv;
+    if (!single && !accumulate && n_pairs <= k && warps == 4 && exact_default(F, l) != 0) dflt = exact_default(F, l);
     var = inner_variant(-1, dflt);
   }
   if (is_warp_variant(var)) {
@@ -1327,8 +1336,9 @@ void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t*
     int dflt = default_variant(F, QuantLaunch::down_combine);
     // One token at the tile kernel's 4-warp shape: the exact warp kernel, the same bits.
     if (var < 0 && n_pairs == k && quant_rows_down_combine_takes(k) &&
-        default_warps<F>(static_cast<int>(ceil_div(N, kTileRows))) == 4 && exact_default(F) != 0)
-      dflt = exact_default(F);
+        default_warps<F>(static_cast<int>(ceil_div(N, kTileRows))) == 4 &&
+        exact_default(F, QuantLaunch::down_combine) != 0)
+      dflt = exact_default(F, QuantLaunch::down_combine);
     int v = inner_variant(var, dflt);
     if (is_warp_variant(v)) {
       if (quant_rows_down_combine_takes(k)) {
