@@ -1077,7 +1077,7 @@ int default_variant(QuantFormat f, QuantLaunch l) {
 int inner_variant(int var, int dflt) {
   if (var < 0) {
     static const int v = env_choice("MOEBENCH_QUANT_VARIANT",
-                                    {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44}, -1);
+                                    {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44, 45}, -1);
     return v >= 0 ? v : dflt;
   }
   if (!variant_compiled(var))
@@ -1089,7 +1089,7 @@ int inner_variant(int var, int dflt) {
 
 // The exact warp kernel a one-token launch takes where the tile kernel would run its
 // default shape (4 warps, the format's depth, one tile), so that the result is the same
-// bit for bit (0: the tile kernel): MOEBENCH_QUANT_EXACT = 0 or 40 .. 44 for every launch;
+// bit for bit (0: the tile kernel): MOEBENCH_QUANT_EXACT = 0 or 40 .. 45 for every launch;
 // unset, the fastest measured on an H200 (Mixtral shapes, one token, microseconds, tile
 // default against exact):
 // - fp8: gate/up + silu 40 (76.2 against 77.2), down + combine 40 (39.4 against 42.8);
@@ -1100,7 +1100,7 @@ int inner_variant(int var, int dflt) {
 //   against 32.1); the plain GEMV the tile kernel.
 // MOEBENCH_QUANT_VARIANT, where set, decides instead.
 int exact_default(QuantFormat f, QuantLaunch l) {
-  static const int env = env_choice("MOEBENCH_QUANT_EXACT", {0, 40, 41, 42, 43, 44}, -1);
+  static const int env = env_choice("MOEBENCH_QUANT_EXACT", {0, 40, 41, 42, 43, 44, 45}, -1);
   if (env >= 0) return env;
   if (f == QuantFormat::fp8) return kDefaultQuantExact;
   return l == QuantLaunch::down_combine ? kQuantVariantExact + 4 : 0;

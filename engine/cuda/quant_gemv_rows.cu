@@ -151,9 +151,10 @@ struct RowGroup {
 // (walk_items); the GEMV and the gate/up need no shared memory and no barrier.
 constexpr int kExactChains = 4;                 // the tile kernel's warps: the chains a row has
 constexpr int kExactStride = 4 * kExactChains;  // super-steps from one tile batch of a warp to its next
+template <bool kContig = false>
 __device__ __forceinline__ int exact_batches(int chunks) {
   const int steps = (chunks + 3) / 4;
-  return 2 * ((steps + kExactStride - 1) / kExactStride);
+  return kContig ? (steps + 7) / 8 : 2 * ((steps + kExactStride - 1) / kExactStride);
 }
 // Slot g's super-step in batch b.
 __device__ __forceinline__ int exact_ss(int b, int g) { return kExactStride * (b >> 1) + 4 * (g & 3) + 2 * (b & 1) + (g >> 2); }
@@ -167,7 +168,11 @@ struct ExactItem {
   const bf16* x;
 };
 
-template <QuantFormat F, bool kPaired, int kDepth, int kRP>
+// kContig: batch b is chunks 32 b .. 32 b + 31 of a row (lane i: chunk 32 b + i, 512
+// contiguous bytes a load instruction, as the warp-row kernels), slot g super-step 8 b + g:
+// slots 0 .. 3 are the next four super-steps of chain (2 b) % 4, slots 4 .. 7 of chain
+// (2 b + 1) % 4, and each chain's lane gathers its four sums (and their scales) by shuffles.
+template <QuantFormat F, bool kPaired, int kDepth, int kRP, bool kContig = false>
 struct ExactGroup {
   using C = Codes<F, kPaired>;
   using Tot = Totals<2 * kRP>;  // row j's chain c in lane 4 c + c / 2 (c < 4); exact_total adds them
@@ -179,7 +184,7 @@ struct ExactGroup {
     const int g = lane >> 2, t = lane & 3, steps = (chunks + 3) / 4;
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) {
-      const int ss = exact_ss(j0 + u, g), c = 4 * ss + t;
+      const int ss = kContig ? 8 * (j0 + u) + g : exact_ss(j0 + u, g), c = 4 * ss + t;
       const bool ok = j0 + u < b1 && c < chunks;
       const int sc = min(ss, steps - 1);  // past the row end: any valid group (never added)
 #pragma unroll
@@ -200,7 +205,7 @@ struct ExactGroup {
     for (int u = 0; u < kDepth; ++u) {
       const int b = j0 + u;
       if (b >= b1) break;  // warp-uniform
-      const int ss = exact_ss(b, g), c = 4 * ss + t;
+      const int ss = kContig ? 8 * b + g : exact_ss(b, g), c = 4 * ss + t;
       uint32_t xw[V / 2];
 #pragma unroll
       for (int i = 0; i < V / 8; ++i) {
@@ -229,6 +234,27 @@ struct ExactGroup {
           C::b_regs(xw, s, x0, x1);
           detail::mma_bf16_16x8x16(d[h], a0, a1, a2, a3, x0, x1);
         }
+      if constexpr (kContig) {
+        // Chain lane c takes chain (2 b) % 4 from slots 0 .. 3 or (2 b + 1) % 4 from 4 .. 7.
+        const int half = g == ((2 * b) & 3) ? 0 : 1;
+        const bool active = chain_lane && (g == ((2 * b) & 3) || g == ((2 * b + 1) & 3));
+#pragma unroll
+        for (int h = 0; h < kRP; ++h)
+#pragma unroll
+          for (int k2 = 0; k2 < 2; ++k2) {
+            const int j = 2 * h + k2;
+            const float dv = odd ? d[h][2 * k2 + 1] : d[h][2 * k2];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              const int sl = 4 * half + q, from = 4 * sl + (sl >> 1);
+              const float dq = __shfl_sync(0xffffffffu, dv, from);
+              float sq = pr[j].s;  // int8: one scale a row
+              if constexpr (F != QuantFormat::int8) sq = __shfl_sync(0xffffffffu, pr[j].s, from);
+              if (active && 8 * b + sl < steps) tot.v[j] = fmaf(sq, dq, tot.v[j]);
+            }
+          }
+        continue;
+      }
 #pragma unroll
       for (int h = 0; h < kRP; ++h)
 #pragma unroll
@@ -401,7 +427,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 // 2 kRP i .. 2 kRP i + 2 kRP - 1 (clamped; written only below N), or with gu_inter > 0 rows
 // kRP i + h of w1 and of w3 (h < kRP), written as h[p, r] = bf16(silu(g) * u) as the tile
 // kernel writes it. Warps take the items it = warp, warp + all warps, ...
-template <QuantFormat F, bool kPaired, int kCfg, int kRP>
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_exact_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
                        int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
@@ -413,9 +439,9 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int per_pair = (rows + kRP - 1) / kRP, items = n_pairs * per_pair;
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16);
-  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
-      blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, exact_batches(chunks), chunks, K,
-      lane, false,
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+      blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, exact_batches<kContig>(chunks), chunks,
+      K, lane, false,
       [&](int it) {
         const int p = it / per_pair, i = it - p * per_pair;
         ExactItem<kRP> r;
@@ -518,7 +544,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 // the whole rows (the four chains, as ExactGroup); the rows' sums meet in s_y (two
 // buffers, alternating items: one barrier an item) and threads 0 .. 2 kRP (8 / k) - 1 add
 // the slots. k must divide 8.
-template <QuantFormat F, bool kPaired, int kCfg, int kRP>
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_exact_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
                                     const float* __restrict__ weights, int n_pairs, int k, int N, int K,
@@ -536,8 +562,8 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16);
   int buf = 0;
-  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
-      blockIdx.x, gridDim.x, items, 0, exact_batches(chunks), chunks, K, lane, ids_early != 0,
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+      blockIdx.x, gridDim.x, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, ids_early != 0,
       [&](int it) {
         const int tok = it / per_tok, i0 = (it - tok * per_tok) * per_item + q * kRP, p = tok * k + slot;
         ExactItem<kRP> r;
@@ -599,10 +625,10 @@ void launch_rows(const QuantExperts& w, const bf16* x, bool x_per_pair, const in
              n_pairs, k, N, K, out, gu_inter, out_h);
 }
 
-template <QuantFormat F, bool kPaired, int kCfg, int kRP>
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
 void launch_exact(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k, int N,
                   int K, float* out, bf16* out_h, cudaStream_t stream) {
-  constexpr auto kernel = quant_exact_kernel<F, kPaired, kCfg, kRP>;
+  constexpr auto kernel = quant_exact_kernel<F, kPaired, kCfg, kRP, kContig>;
   const int gu_inter = out_h ? N / 2 : 0;
   const int64_t items = static_cast<int64_t>(n_pairs) * ceil_div(out_h ? gu_inter : (N + 1) / 2, kRP);
   const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks<kernel>()));
@@ -620,10 +646,10 @@ void launch_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const
              K, out, ids_early ? 1 : 0);
 }
 
-template <QuantFormat F, bool kPaired, int kCfg, int kRP>
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
 void launch_exact_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
                        int k, int N, int K, float* out, bool ids_early, cudaStream_t stream) {
-  constexpr auto kernel = quant_exact_down_combine_kernel<F, kPaired, kCfg, kRP>;
+  constexpr auto kernel = quant_exact_down_combine_kernel<F, kPaired, kCfg, kRP, kContig>;
   const int64_t items = static_cast<int64_t>(n_pairs / k) * ceil_div((N + 1) / 2, kWarps / k * kRP);
   const int blocks = static_cast<int>(std::min<int64_t>(items, resident_blocks<kernel>()));
   launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, w, h, ids, weights, n_pairs, k,
@@ -633,10 +659,13 @@ void launch_exact_down(const QuantExperts& w, const bf16* h, const int32_t* ids,
 // The exact variants' launch shapes (variant kQuantVariantExact + i): cfg and row pairs a
 // warp. 40: depth 2 at 32 warps an SM (as the warp-row variant 34), 41: depth 4 at 16 (32),
 // 42: depth 2 pipelined at 24 (37); two row pairs a warp: 43 depth 2 at 24, 44 depth 2 at 16.
+// 45: depth 2 at 32 warps with the contiguous batches (ExactGroup kContig).
 struct ExactShape {
   int cfg, rp;
+  bool contig;
 };
-constexpr ExactShape kExactShapes[kQuantExactShapes] = {{2, 1}, {0, 1}, {5, 1}, {7, 2}, {8, 2}};
+constexpr ExactShape kExactShapes[kQuantExactShapes] = {
+    {2, 1, false}, {0, 1, false}, {5, 1, false}, {7, 2, false}, {8, 2, false}, {2, 1, true}};
 
 // fn(format constant, paired constant, cfg constant, row pairs constant: 0 for the warp-row
 // kernels) for w's format and int4 order and the family and launch shape of variant var.
@@ -646,29 +675,31 @@ void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
     fail_msg(msg(what, ": variant ", var, ", expected ", kQuantVariantRows, " .. ", kQuantVariantRows + kRowsCfgs - 1,
                  " or ", kQuantVariantExact, " .. ", kQuantVariantExact + kQuantExactShapes - 1));
   auto with_cfg = [&](auto f_c, auto p_c) {
-    auto go = [&](auto cfg_c, auto rp_c) { fn(f_c, p_c, cfg_c, rp_c); };
+    auto go = [&](auto cfg_c, auto rp_c, auto contig_c) { fn(f_c, p_c, cfg_c, rp_c, contig_c); };
     using R = std::integral_constant<int, 0>;
     switch (var) {
-      case kQuantVariantRows + 0: return go(std::integral_constant<int, 0>{}, R{});
-      case kQuantVariantRows + 1: return go(std::integral_constant<int, 1>{}, R{});
-      case kQuantVariantRows + 2: return go(std::integral_constant<int, 2>{}, R{});
-      case kQuantVariantRows + 3: return go(std::integral_constant<int, 3>{}, R{});
-      case kQuantVariantRows + 4: return go(std::integral_constant<int, 4>{}, R{});
-      case kQuantVariantRows + 5: return go(std::integral_constant<int, 5>{}, R{});
-      case kQuantVariantRows + 6: return go(std::integral_constant<int, 6>{}, R{});
+      case kQuantVariantRows + 0: return go(std::integral_constant<int, 0>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 1: return go(std::integral_constant<int, 1>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 2: return go(std::integral_constant<int, 2>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 3: return go(std::integral_constant<int, 3>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 4: return go(std::integral_constant<int, 4>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 5: return go(std::integral_constant<int, 5>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 6: return go(std::integral_constant<int, 6>{}, R{}, std::false_type{});
 #define MB_EXACT_CASE(i)                                                           \
   case kQuantVariantExact + i:                                                     \
-    return go(std::integral_constant<int, kExactShapes[i].cfg>{}, std::integral_constant<int, kExactShapes[i].rp>{});
+    return go(std::integral_constant<int, kExactShapes[i].cfg>{}, std::integral_constant<int, kExactShapes[i].rp>{}, \
+              std::bool_constant<kExactShapes[i].contig>{});
       MB_EXACT_CASE(0)
       MB_EXACT_CASE(1)
       MB_EXACT_CASE(2)
       MB_EXACT_CASE(3)
       MB_EXACT_CASE(4)
+      MB_EXACT_CASE(5)
 #undef MB_EXACT_CASE
       default: break;
     }
   };
-  static_assert(kQuantExactShapes == 5, "one case a shape above");
+  static_assert(kQuantExactShapes == 6, "one case a shape above");
   using FC = std::integral_constant<QuantFormat, QuantFormat::int4>;
   switch (w.format) {
     case QuantFormat::int4:
@@ -686,11 +717,11 @@ void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
 void quant_rows_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
                      int N, int K, float* out, bf16* out_h, int var, cudaStream_t stream) {
   if (out_h && N % 2 != 0) fail_msg(msg("quant_rows_gemv: the fused gate/up takes 2 inter rows, not ", N));
-  for_format(w, var, "quant_rows_gemv", [&](auto f_c, auto p_c, auto c_c, auto rp_c) {
+  for_format(w, var, "quant_rows_gemv", [&](auto f_c, auto p_c, auto c_c, auto rp_c, auto contig_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     constexpr bool P = decltype(p_c)::value;
     constexpr int C = decltype(c_c)::value, RP = decltype(rp_c)::value;
-    if constexpr (RP > 0) launch_exact<F, P, C, RP>(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, stream);
+    if constexpr (RP > 0) launch_exact<F, P, C, RP, decltype(contig_c)::value>(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, stream);
     else launch_rows<F, P, C>(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, stream);
   });
 }
@@ -702,12 +733,12 @@ void quant_rows_down_combine(const QuantExperts& w, const bf16* h, const int32_t
                              cudaStream_t stream) {
   if (!quant_rows_down_combine_takes(k))
     fail_msg(msg("quant_rows_down_combine: top-k ", k, ", expected 1, 2, 4 or 8 (the slots split a block's 8 warps)"));
-  for_format(w, var, "quant_rows_down_combine", [&](auto f_c, auto p_c, auto c_c, auto rp_c) {
+  for_format(w, var, "quant_rows_down_combine", [&](auto f_c, auto p_c, auto c_c, auto rp_c, auto contig_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     constexpr bool P = decltype(p_c)::value;
     constexpr int C = decltype(c_c)::value, RP = decltype(rp_c)::value;
     if constexpr (RP > 0) {
-      launch_exact_down<F, P, C, RP>(w, h, ids, weights, n_pairs, k, N, K, out, ids_early, stream);
+      launch_exact_down<F, P, C, RP, decltype(contig_c)::value>(w, h, ids, weights, n_pairs, k, N, K, out, ids_early, stream);
     } else {
       switch (k) {
         case 1: return launch_down<F, P, 1, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);

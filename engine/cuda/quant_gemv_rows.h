@@ -35,9 +35,11 @@ constexpr bool is_rows_variant(int var) { return var >= kQuantVariantRows && var
 // super-step sums, each super-step's mma chain laid out as the tile's, the chains added in
 // warp order; the down + combine adds the slots as the tile kernel does. 40: depth 2 at 32
 // warps an SM, 41: depth 4 at 16, 42: depth 2 pipelined at 24; two row pairs a warp (one
-// activation load for both, two independent mma chains): 43 depth 2 at 24, 44 depth 2 at 16.
+// activation load for both, two independent mma chains): 43 depth 2 at 24, 44 depth 2 at 16;
+// 45 depth 2 at 32 with contiguous batches (512 bytes of a row a load instruction, each
+// chain's four sums of a batch gathered by shuffles).
 inline constexpr int kQuantVariantExact = 40;
-inline constexpr int kQuantExactShapes = 5;
+inline constexpr int kQuantExactShapes = 6;
 constexpr bool is_exact_variant(int var) {
   return var >= kQuantVariantExact && var < kQuantVariantExact + kQuantExactShapes;
 }

@@ -643,7 +643,7 @@ void register_all() {
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : pfmats)
       for (int n : {1, 8})
-        for (int var : {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44})
+        for (int var : {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44, 45})
           reg(std::string("quant_moe_gemv_var/") + quant_format_name(f) + mname + "/n:" + std::to_string(n) +
                   "/var:" + std::to_string(var),
               [f, mat, n, var](benchmark::State& st) {
@@ -655,7 +655,7 @@ void register_all() {
   // plain and the staged loop and the warp-row kernels.
   for (auto [mat, mname] : pfmats)
     for (int n : {1, 8})
-      for (int var : {0, 8, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44})
+      for (int var : {0, 8, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44, 45})
         reg(std::string("quant_moe_gemv_var/int4p") + mname + "/n:" + std::to_string(n) + "/var:" + std::to_string(var),
             [mat, n, var](benchmark::State& st) {
               cuda::QuantGemvShape shape;
