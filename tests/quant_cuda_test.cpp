@@ -5,7 +5,8 @@
 // fused gate/up and down/combine kernels of decode), with odd row counts, partial fp8 blocks / int4 groups, several tokens
 // sharing an expert, inputs per token (w1/w3) and per pair (w2), int4 codes in the paired
 // word order of the resident model (int4_pair_words); and the warp-row kernels
-// (quant_gemv_rows.h) the same way. Skipped, with a message, when no GPU is present.
+// (quant_gemv_rows.h) the same way; the exact warp kernels bit for bit against the tile
+// kernel. Skipped, with a message, when no GPU is present.
 // Tolerance: the reference multiplies the dequantised fp32 weights (code x scale, rounded
 // to fp32) by the bf16 activations and sums in double; the GPU multiplies the codes by
 // the activations exactly, sums them in fp32 per scale group (tensor cores), scales each
@@ -634,7 +635,8 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
 }
 
 // The warp-row kernels (quant_gemv_rows.h, variants 32 .. 38: a warp owns two whole rows,
-// the mma's pair columns used for 8 segments of the row): the GEMV over the selected
+// the mma's pair columns used for 8 segments of the row; and the exact ones, 40 .. 42, at
+// shapes where the tile kernel would take 16 warps, so they add in another order than it): the GEMV over the selected
 // experts within the CPU reference's bound, for every launch shape and format (int4
 // symmetric, with zero points, and in the paired order), per token and per pair, with
 // pairs sharing an expert, odd row counts, rows shorter than one 512-byte batch (160
@@ -645,7 +647,12 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
 // after the wait.
 TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
   const std::vector<int32_t> ids = {1, 2, 1, 4};
-  for (int var = cuda::kQuantVariantRows; var < cuda::kQuantVariantRows + cuda::kQuantRowsShapes; ++var) {
+  std::vector<int> vars;
+  for (int var = cuda::kQuantVariantRows; var < cuda::kQuantVariantRows + cuda::kQuantRowsShapes; ++var)
+    vars.push_back(var);
+  for (int var = cuda::kQuantVariantExact; var < cuda::kQuantVariantExact + cuda::kQuantExactShapes; ++var)
+    vars.push_back(var);
+  for (int var : vars) {
     cuda::QuantGemvShape shape;
     shape.var = var;
     for (QuantFormat f : {QuantFormat::int8, QuantFormat::int4, QuantFormat::fp8})
@@ -660,7 +667,8 @@ TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
         }
   }
   // Fused gate/up: the same variant's GEMV rows, bit for bit.
-  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 2, cuda::kQuantVariantRows + 4})
+  for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 2, cuda::kQuantVariantRows + 4,
+                  cuda::kQuantVariantExact, cuda::kQuantVariantExact + 2})
     for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
       for (bool paired : {false, true}) {
         if (paired && f != QuantFormat::int4) continue;
@@ -706,7 +714,8 @@ TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
           const int k = dc.k, pairs = static_cast<int>(dc.ids.size());
           const DownInputs in(dev, dc.ids, k, N, K, g);
           for (int var : {cuda::kQuantVariantRows, cuda::kQuantVariantRows + 1, cuda::kQuantVariantRows + 3,
-                          cuda::kQuantVariantRows + 4, cuda::kQuantVariantRows + 6})
+                          cuda::kQuantVariantRows + 4, cuda::kQuantVariantRows + 6, cuda::kQuantVariantExact,
+                          cuda::kQuantVariantExact + 1, cuda::kQuantVariantExact + 2})
             for (bool early : {false, true}) {
               SCOPED_TRACE(testing::Message() << quant_format_name(f) << (mode == 1 ? " zp" : mode == 2 ? " paired" : "")
                                               << " down var " << var << " N=" << N << " K=" << K << " k " << k
@@ -717,6 +726,82 @@ TEST_F(QuantCuda, WarpRowKernelsMatchTheCpuReference) {
             }
         }
       }
+}
+
+// The exact warp kernels (quant_gemv_rows.h, variants 40 .. 42, the one-token default for
+// int8 and fp8): bit for bit the tile kernel's plain loop (variant 0) at its default shape,
+// 4 warps a block (from 132 row tiles on): the GEMV per token and per pair, the fused
+// gate/up and the down + combine (ids read before and after the wait), with an odd row
+// count (2113: a last row pair of one row), rows whose super-steps do not fill the four
+// tile warps' chains evenly and end in a partial super-step (2080 inputs), Mixtral's
+// gate/up width (4096) and down width (14336, int8 and fp8); int4 symmetric, with zero
+// points and in the paired order; top-1, 2 and 4 at one token, and 3 tokens sharing an
+// expert (several pairs an expert: the tile kernel puts them in other mma columns). And
+// the default launches (no variant named) equal variant 0 where the exact kernel is their
+// default.
+TEST_F(QuantCuda, ExactWarpKernelsAreBitForBitTheTileKernel) {
+  struct IdCase {
+    int k;
+    std::vector<int32_t> ids;
+  };
+  const std::vector<IdCase> cases = {{2, {3, 1}}, {1, {2}}, {4, {0, 3, 1, 2}}, {2, {2, 0, 2, 3, 1, 2}}};
+  struct Fmt {
+    QuantFormat f;
+    bool zero_points, paired;
+  };
+  const Fmt fmts[] = {{QuantFormat::int8, false, false},
+                      {QuantFormat::fp8, false, false},
+                      {QuantFormat::int4, false, false},
+                      {QuantFormat::int4, true, false},
+                      {QuantFormat::int4, false, true}};
+  for (const Fmt& fm : fmts)
+    for (auto [N, K] : {std::pair<int, int>{2113, 2080}, {2112, 4096}, {2112, 14336}}) {
+      const QuantFormat f = fm.f;
+      if (K == 14336 && f == QuantFormat::int4) continue;  // int4's long rows: 4096 inputs cover several chains
+      std::mt19937 rng(static_cast<uint32_t>(N + K + 2 * fm.zero_points + fm.paired));
+      DeviceBuffers dev;
+      const int E = 4;
+      Experts ex(dev, f, fm.zero_points, N, K, E, rng);
+      if (fm.paired) ex.pair();
+      for (const IdCase& ic : cases) {
+        const int k = ic.k, pairs = static_cast<int>(ic.ids.size());
+        SCOPED_TRACE(testing::Message() << quant_format_name(f) << (fm.zero_points ? " zp" : "")
+                                        << (fm.paired ? " paired" : "") << " N=" << N << " K=" << K << " k " << k
+                                        << " pairs " << pairs);
+        const DownInputs in(dev, ic.ids, k, N, K, rng);  // h: one input row a pair (also the GEMV's x)
+        const size_t n_out = static_cast<size_t>(pairs) * N, n_h = static_cast<size_t>(pairs) * (N / 2);
+        auto gemv = [&](bool per_pair, int var) {
+          float* y = dev.up(std::vector<float>(n_out, -1.0f));
+          cuda::QuantGemvShape shape;
+          shape.var = var;
+          cuda::quant_moe_gemv_shaped(ex.qe, in.h, per_pair, in.ids, pairs, k, N, K, E, y, shape, nullptr);
+          return test::download(y, n_out);
+        };
+        auto gate_up = [&](int var) {
+          auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(std::vector<uint16_t>(n_h, 0xffff)));
+          cuda::QuantGemvShape shape;
+          shape.var = var;
+          cuda::quant_moe_gemv_gate_up_shaped(ex.qe, in.h, in.ids, pairs, k, N / 2, K, E, h, shape, nullptr);
+          return test::download(reinterpret_cast<const uint16_t*>(h), n_h);
+        };
+        auto down = [&](int var, bool early) {
+          float* res = dev.up(in.res0);
+          cuda::quant_moe_down_combine(ex.qe, in.h, in.ids, in.w, pairs, k, N, K, E, res, early, nullptr, 0, var);
+          return test::download(res, in.res0.size());
+        };
+        const std::vector<float> tok0 = gemv(false, 0), pair0 = gemv(true, 0), down0 = down(0, false);
+        const std::vector<uint16_t> gu0 = gate_up(0);
+        for (int var = -1; var < cuda::kQuantVariantExact + cuda::kQuantExactShapes; ++var) {
+          if (var >= 0 && !cuda::is_exact_variant(var)) var = cuda::kQuantVariantExact;
+          EXPECT_EQ(gemv(false, var), tok0) << "variant " << var << ", per token";
+          EXPECT_EQ(gemv(true, var), pair0) << "variant " << var << ", per pair";
+          EXPECT_EQ(gate_up(var), gu0) << "variant " << var << ", fused gate/up";
+          if (!cuda::quant_rows_down_combine_takes(k)) continue;
+          for (bool early : {false, true})
+            EXPECT_EQ(down(var, early), down0) << "variant " << var << ", down/combine, ids early " << early;
+        }
+      }
+    }
 }
 
 #endif  // MOEBENCH_HAVE_CUDA

@@ -246,7 +246,7 @@ struct Batch {
 // choice of the loop but of the data, set from the weights), compiled with 0 and 8.
 constexpr int kVarEarlyScales = 1, kVarInterleave = 2, kVarDoubleBuffer = 4, kVarStaged = 8, kVarPaired = 16;
 constexpr bool variant_compiled(int var) {
-  return (var >= 0 && var < 8) || var == 8 || var == 10 || var == 11 || is_rows_variant(var);
+  return (var >= 0 && var < 8) || var == 8 || var == 10 || var == 11 || is_warp_variant(var);
 }
 // Warps an SM the plain and down/combine kernels are compiled to fit (launch bounds).
 constexpr int resident_warps(int var) { return (var & kVarDoubleBuffer) != 0 ? 12 : 16; }
@@ -1072,18 +1072,38 @@ int default_variant(QuantFormat f, QuantLaunch l) {
   return kDefaultQuantVariant;
 }
 
-// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7, 8, 10, 11, 32 .. 38), unset
-// the launch's default dflt. Any other value is a one-line Error.
+// The inner-loop variant: var, or when it is -1, MOEBENCH_QUANT_VARIANT (0 .. 7, 8, 10, 11, 32 .. 38, 40 .. 42),
+// unset the launch's default dflt. Any other value is a one-line Error.
 int inner_variant(int var, int dflt) {
   if (var < 0) {
-    static const int v =
-        env_choice("MOEBENCH_QUANT_VARIANT", {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38}, -1);
+    static const int v = env_choice("MOEBENCH_QUANT_VARIANT",
+                                    {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44, 45}, -1);
     return v >= 0 ? v : dflt;
   }
   if (!variant_compiled(var))
-    fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. 7, 8, 10, 11 or ", kQuantVariantRows,
-                 " .. ", kQuantVariantRows + kQuantRowsShapes - 1, " (the warp-row kernels)"));
+    fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, ", expected 0 .. 7, 8, 10, 11, ", kQuantVariantRows,
+                 " .. ", kQuantVariantRows + kQuantRowsShapes - 1, " (the warp-row kernels) or ", kQuantVariantExact,
+                 " .. ", kQuantVariantExact + kQuantExactShapes - 1, " (the exact warp kernels)"));
   return var;
+}
+
+// The exact warp kernel a one-token launch takes where the tile kernel would run its
+// default shape (4 warps, the format's depth, one tile), so that the result is the same
+// bit for bit (0: the tile kernel): MOEBENCH_QUANT_EXACT = 0 or 40 .. 45 for every launch;
+// unset, the fastest measured on an H200 (Mixtral shapes, one token, microseconds, tile
+// default against exact):
+// - fp8: gate/up + silu 40 (76.2 against 77.2), down + combine 40 (39.4 against 42.8);
+//   the plain GEMV 40;
+// - int8: gate/up the tile kernel (76.8; 40 and 43 79.4, 78.2), down + combine 44 (41.2
+//   against 41.6); the plain GEMV the tile kernel;
+// - int4: gate/up the tile kernel (57.1; 40 and 44 66.5, 60.6), down + combine 44 (31.7
+//   against 32.1); the plain GEMV the tile kernel.
+// MOEBENCH_QUANT_VARIANT, where set, decides instead.
+int exact_default(QuantFormat f, QuantLaunch l) {
+  static const int env = env_choice("MOEBENCH_QUANT_EXACT", {0, 40, 41, 42, 43, 44, 45}, -1);
+  if (env >= 0) return env;
+  if (f == QuantFormat::fp8) return kDefaultQuantExact;
+  return l == QuantLaunch::down_combine ? kQuantVariantExact + 4 : 0;
 }
 
 // The pipelined kernel's grid: as many blocks per used expert as fit on the GPU at once
@@ -1161,10 +1181,17 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   const int depth = shape.depth ? shape.depth : D;
   // The environment's variant applies where it is compiled; a shape's own var must be.
   int var = 0;
-  if (F != QuantFormat::bf16 && shape.var >= 0) var = inner_variant(shape.var, 0);
-  else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps))
-    var = inner_variant(-1, default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv));
-  if (is_rows_variant(var)) {
+  if (F != QuantFormat::bf16 && shape.var >= 0) {
+    var = inner_variant(shape.var, 0);
+  } else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps)) {
+    int dflt = default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv);
+    // One token (each used expert one pair), the tile kernel's default shape: the exact
+    // warp kernel computes the same bits.
+    const QuantLaunch l = out_h ? QuantLaunch::gate_up : QuantLaunch::gemv;
+    if (!single && !accumulate && n_pairs <= k && warps == 4 && exact_default(F, l) != 0) dflt = exact_default(F, l);
+    var = inner_variant(-1, dflt);
+  }
+  if (is_warp_variant(var)) {
     if (F != QuantFormat::bf16 && !single && !accumulate) {
       quant_rows_gemv(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, var, stream);
       return;
@@ -1306,8 +1333,14 @@ void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t*
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     const int passes = pf >= 0 ? pf : prefetch_passes<F>(kDefaultQuantGemvShape);
-    int v = inner_variant(var, default_variant(F, QuantLaunch::down_combine));
-    if (is_rows_variant(v)) {
+    int dflt = default_variant(F, QuantLaunch::down_combine);
+    // One token at the tile kernel's 4-warp shape: the exact warp kernel, the same bits.
+    if (var < 0 && n_pairs == k && quant_rows_down_combine_takes(k) &&
+        default_warps<F>(static_cast<int>(ceil_div(N, kTileRows))) == 4 &&
+        exact_default(F, QuantLaunch::down_combine) != 0)
+      dflt = exact_default(F, QuantLaunch::down_combine);
+    int v = inner_variant(var, dflt);
+    if (is_warp_variant(v)) {
       if (quant_rows_down_combine_takes(k)) {
         quant_rows_down_combine(w, h, ids, weights, n_pairs, k, N, K, out, ids_early, v, stream);
         return;

@@ -80,6 +80,12 @@ inline constexpr int kDefaultQuantPrefetch = 0;
 // GEMV kDefaultQuantVariant (the plain loop); the fused gate/up interleaved for fp8; the
 // down/combine interleaved for fp8, with early scales too for int8; int4 the plain loop.
 inline constexpr int kDefaultQuantVariant = 0;
+// 40 .. 45: the exact warp kernels (quant_gemv_rows.h): the tile kernel's sums bit for bit
+// where it runs 4 warps at the format's depth, one tile. A one-token launch there takes
+// kDefaultQuantExact at fp8, 44 for the int8 and int4 down + combine, elsewhere the tile
+// kernel (quant_gemv.cu exact_default; MOEBENCH_QUANT_EXACT = 0, 40 .. 45 overrides, 0:
+// the tile kernel).
+inline constexpr int kDefaultQuantExact = 40;
 struct QuantGemvShape {
   int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0, var = -1;
 };

@@ -13,6 +13,7 @@
 #include "engine/cuda/quant_gemv_rows.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
@@ -41,10 +42,12 @@ constexpr int kMaxPairs = detail::kMaxSlotPairs;
 //   4: depth 2, 2 blocks, pipelined (16 warps, 64 - 128 B a lane)
 //   5: depth 2, 3 blocks, pipelined (24 warps)
 //   6: depth 4, 2 blocks, pipelined (16 warps, 128 - 256 B a lane)
-constexpr int kRowsCfgs = kQuantRowsShapes;
-constexpr int cfg_depth(int cfg) { return cfg == 2 || cfg == 4 || cfg == 5 ? 2 : cfg == 3 ? 8 : 4; }
-constexpr int cfg_blocks(int cfg) { return cfg == 1 || cfg == 5 ? 3 : cfg == 2 ? 4 : 2; }
-constexpr bool cfg_pipe(int cfg) { return cfg >= 4; }
+//   7: depth 2, 3 blocks (24 warps; the exact kernels with two row pairs a warp)
+//   8: depth 2, 2 blocks (16 warps; the same)
+constexpr int kRowsCfgs = kQuantRowsShapes;  // 0 .. 6: the warp-row variants' shapes
+constexpr int cfg_depth(int cfg) { return cfg == 2 || cfg == 4 || cfg == 5 || cfg >= 7 ? 2 : cfg == 3 ? 8 : 4; }
+constexpr int cfg_blocks(int cfg) { return cfg == 1 || cfg == 5 || cfg == 7 ? 3 : cfg == 2 ? 4 : 2; }
+constexpr bool cfg_pipe(int cfg) { return cfg >= 4 && cfg <= 6; }
 
 template <QuantFormat F>
 __device__ __forceinline__ int64_t row_bytes_of(int K) {
@@ -59,6 +62,12 @@ struct RowItem {
   int ra, rb;
 };
 
+// A work item's running totals, one a row (meaningful in the lanes that hold them).
+template <int kN>
+struct Totals {
+  float v[kN] = {};
+};
+
 // A group: kDepth batches of both rows from batch j0 (those below b1), in registers.
 // issue() loads the codes and the scale words and uses none of them; compute() adds this
 // lane's share of the batches' sums of rows a and b into ta, tb (meaningful on the
@@ -66,6 +75,7 @@ struct RowItem {
 template <QuantFormat F, bool kPaired, int kDepth>
 struct RowGroup {
   using C = Codes<F, kPaired>;
+  using Tot = Totals<2>;
   uint4 wa[kDepth], wb[kDepth];
   typename C::Raw sa[kDepth], sb[kDepth];
 
@@ -86,10 +96,10 @@ struct RowGroup {
     }
   }
 
-  __device__ __forceinline__ void compute(const RowItem& r, int j0, int b1, int chunks, int lane, float& ta,
-                                          float& tb) const {
+  __device__ __forceinline__ void compute(const RowItem& r, int j0, int b1, int chunks, int lane, Tot& tot) const {
     constexpr int V = C::kValues;
     const bool odd = ((lane >> 2) & 1) != 0;
+    float &ta = tot.v[0], &tb = tot.v[1];
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) {
       const int j = j0 + u;
@@ -121,18 +131,171 @@ struct RowGroup {
   }
 };
 
+// The exact warp kernels (variants kQuantVariantExact ..): the tile kernels' sums, bit for
+// bit. The tile kernel at its default shape (4 warps a block, 4 super-steps a batch, one
+// tile) gives tile warp w the super-steps ss = 16 i + 4 w + u (u = 0..3, i = 0, 1, ...),
+// and its total for a row is ((T0 + T1) + T2) + T3, where T_w = fmaf(scale(ss), d(ss), T_w)
+// over warp w's super-steps in order, from 0, and d(ss) the super-step's mma chain (from
+// 0, its kValues / 4 steps in order). Here a warp computes the four chains of its rows
+// itself: lane (g, t) is slot g = (chain c = g & 3, offset e = g >> 2) and batch b
+// (i = b / 2, u0 = 2 (b % 2)) gives it super-step ss = 16 i + 4 c + u0 + e, chunk 4 ss + t
+// of each of its rows (per row and load instruction: four 128-byte lines, 256 bytes apart).
+// Each mma step takes the slot's codes of a row pair (a, b) as A rows g and g + 8 and its
+// activations as B column g, exactly as the tile kernel's lane (gr, t) takes its chunk for
+// its pair's column (an mma output element depends only on its A row, B column and
+// accumulator), so D[g][g] and D[g + 8][g] are d(ss) of rows a and b, bit for bit. The lane
+// of chain c (slot c, diagonal lane 4 c + c / 2) adds its own d(ss) and then, fetched by a
+// shuffle from slot c + 4, d(ss + 1) into T_c: the chain in the tile warp's order. A warp
+// owns kRP row pairs (1 or 2: two pairs share each activation load and run two
+// independent mma chains). Blocks walk their items as the warp-row kernels do
+// (walk_items); the GEMV and the gate/up need no shared memory and no barrier.
+constexpr int kExactChains = 4;                 // the tile kernel's warps: the chains a row has
+constexpr int kExactStride = 4 * kExactChains;  // super-steps from one tile batch of a warp to its next
+template <bool kContig = false>
+__device__ __forceinline__ int exact_batches(int chunks) {
+  const int steps = (chunks + 3) / 4;
+  return kContig ? (steps + 7) / 8 : 2 * ((steps + kExactStride - 1) / kExactStride);
+}
+// Slot g's super-step in batch b.
+__device__ __forceinline__ int exact_ss(int b, int g) { return kExactStride * (b >> 1) + 4 * (g & 3) + 2 * (b & 1) + (g >> 2); }
+
+// An exact work item: kRP row pairs (rows row[2 h], row[2 h + 1] at q[...]) of one matrix.
+template <int kRP>
+struct ExactItem {
+  const uint8_t* q[2 * kRP];
+  int row[2 * kRP];
+  const uint8_t *scale, *zero;
+  const bf16* x;
+};
+
+// kContig: batch b is chunks 32 b .. 32 b + 31 of a row (lane i: chunk 32 b + i, 512
+// contiguous bytes a load instruction, as the warp-row kernels), slot g super-step 8 b + g:
+// slots 0 .. 3 are the next four super-steps of chain (2 b) % 4, slots 4 .. 7 of chain
+// (2 b + 1) % 4, and each chain's lane gathers its four sums (and their scales) by shuffles.
+template <QuantFormat F, bool kPaired, int kDepth, int kRP, bool kContig = false>
+struct ExactGroup {
+  using C = Codes<F, kPaired>;
+  using Tot = Totals<2 * kRP>;  // row j's chain c in lane 4 c + c / 2 (c < 4); exact_total adds them
+  static_assert(C::kDepth == 4, "the exact kernels follow the tile kernel's 4 super-steps a batch");
+  uint4 w[2 * kRP][kDepth];
+  typename C::Raw sw[2 * kRP][kDepth];
+
+  __device__ __forceinline__ void issue(const ExactItem<kRP>& r, int j0, int b1, int chunks, int K, int lane) {
+    const int g = lane >> 2, t = lane & 3, steps = (chunks + 3) / 4;
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) {
+      const int ss = kContig ? 8 * (j0 + u) + g : exact_ss(j0 + u, g), c = 4 * ss + t;
+      const bool ok = j0 + u < b1 && c < chunks;
+      const int sc = min(ss, steps - 1);  // past the row end: any valid group (never added)
+#pragma unroll
+      for (int j = 0; j < 2 * kRP; ++j) {
+        w[j][u] = ok ? load16_stream(r.q[j] + 16 * static_cast<int64_t>(c)) : make_uint4(0, 0, 0, 0);
+        sw[j][u] = C::raw(r.scale, r.zero, r.row[j], sc, K);
+      }
+    }
+  }
+
+  __device__ __forceinline__ void compute(const ExactItem<kRP>& r, int j0, int b1, int chunks, int lane,
+                                          Tot& tot) const {
+    constexpr int V = C::kValues;
+    const int g = lane >> 2, t = lane & 3, steps = (chunks + 3) / 4;
+    const bool odd = (g & 1) != 0, chain_lane = g < 4 && t == (g >> 1);
+    const int src = 4 * (g | 4) + ((g | 4) >> 1);  // slot g + 4's diagonal lane (read by slot g < 4)
+#pragma unroll
+    for (int u = 0; u < kDepth; ++u) {
+      const int b = j0 + u;
+      if (b >= b1) break;  // warp-uniform
+      const int ss = kContig ? 8 * b + g : exact_ss(b, g), c = 4 * ss + t;
+      uint32_t xw[V / 2];
+#pragma unroll
+      for (int i = 0; i < V / 8; ++i) {
+        uint4 v = make_uint4(0, 0, 0, 0);  // past the row end: zero activations, as the tile kernel
+        if (c < chunks) v = __ldg(reinterpret_cast<const uint4*>(r.x + static_cast<int64_t>(c) * V) + i);
+        xw[4 * i] = v.x;
+        xw[4 * i + 1] = v.y;
+        xw[4 * i + 2] = v.z;
+        xw[4 * i + 3] = v.w;
+      }
+      typename C::Row pr[2 * kRP];
+      float d[kRP][4];
+#pragma unroll
+      for (int j = 0; j < 2 * kRP; ++j) pr[j] = C::row(sw[j][u]);
+#pragma unroll
+      for (int h = 0; h < kRP; ++h)
+#pragma unroll
+        for (int q = 0; q < 4; ++q) d[h][q] = 0;
+#pragma unroll
+      for (int s = 0; s < V / 4; ++s)
+#pragma unroll
+        for (int h = 0; h < kRP; ++h) {  // kRP independent chains, each its steps in order
+          uint32_t a0, a1, a2, a3, x0, x1;
+          C::a_regs(w[2 * h][u], s, pr[2 * h], a0, a2);
+          C::a_regs(w[2 * h + 1][u], s, pr[2 * h + 1], a1, a3);
+          C::b_regs(xw, s, x0, x1);
+          detail::mma_bf16_16x8x16(d[h], a0, a1, a2, a3, x0, x1);
+        }
+      if constexpr (kContig) {
+        // Chain lane c takes chain (2 b) % 4 from slots 0 .. 3 or (2 b + 1) % 4 from 4 .. 7.
+        const int half = g == ((2 * b) & 3) ? 0 : 1;
+        const bool active = chain_lane && (g == ((2 * b) & 3) || g == ((2 * b + 1) & 3));
+#pragma unroll
+        for (int h = 0; h < kRP; ++h)
+#pragma unroll
+          for (int k2 = 0; k2 < 2; ++k2) {
+            const int j = 2 * h + k2;
+            const float dv = odd ? d[h][2 * k2 + 1] : d[h][2 * k2];
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+              const int sl = 4 * half + q, from = 4 * sl + (sl >> 1);
+              const float dq = __shfl_sync(0xffffffffu, dv, from);
+              float sq = pr[j].s;  // int8: one scale a row
+              if constexpr (F != QuantFormat::int8) sq = __shfl_sync(0xffffffffu, pr[j].s, from);
+              if (active && 8 * b + sl < steps) tot.v[j] = fmaf(sq, dq, tot.v[j]);
+            }
+          }
+        continue;
+      }
+#pragma unroll
+      for (int h = 0; h < kRP; ++h)
+#pragma unroll
+        for (int k2 = 0; k2 < 2; ++k2) {  // row 2 h + k2: D[g][g] (k2 0) or D[g + 8][g] (k2 1)
+          const int j = 2 * h + k2;
+          const float dv = odd ? d[h][2 * k2 + 1] : d[h][2 * k2];
+          const float dn = __shfl_sync(0xffffffffu, dv, src);
+          // The scale of super-step ss + 1: int4 another group's (slot g + 4's, shuffled);
+          // int8 and fp8 the same as ss's (one per row; ss even and ss + 1 share a
+          // 128-input fp8 block).
+          float sn = pr[j].s;
+          if constexpr (F == QuantFormat::int4) sn = __shfl_sync(0xffffffffu, pr[j].s, src);
+          if (chain_lane) {
+            if (ss < steps) tot.v[j] = fmaf(pr[j].s, dv, tot.v[j]);
+            if (ss + 1 < steps) tot.v[j] = fmaf(sn, dn, tot.v[j]);
+          }
+        }
+    }
+  }
+};
+
+// The tile kernel's total of a row from the four chain lanes: ((T0 + T1) + T2) + T3, in
+// every lane.
+__device__ __forceinline__ float exact_total(float t) {
+  const float t0 = __shfl_sync(0xffffffffu, t, 0), t1 = __shfl_sync(0xffffffffu, t, 4);
+  const float t2 = __shfl_sync(0xffffffffu, t, 9), t3 = __shfl_sync(0xffffffffu, t, 13);
+  return ((t0 + t1) + t2) + t3;
+}
+
 // A warp's walk over its items it = first, first + stride, ... < items, batches [b0, b1)
 // of each (at least one group an item, empty where b0 == b1): item(it) gives the rows,
-// finish(it, ta, tb) takes the item's totals (called by every lane). Without kPipe a
+// finish(it, tot) takes the item's totals (G::Tot) (called by every lane). Without kPipe a
 // group's loads are issued, then used; with kPipe the next group's (of this item or the
 // next) are issued before the current one is computed, two groups alternating in
 // registers, so a warp's loads stay in flight while it computes, across items. The sums
 // are the same either way. wait_pending: pdl_wait() and pdl_trigger() once the first
 // loads are issued (the weights may be read before the previous kernel ends, x may not).
-template <QuantFormat F, bool kPaired, int kDepth, bool kPipe, typename ItemFn, typename FinishFn>
+// G: the group (RowGroup or ExactGroup), kDepth its batches.
+template <typename G, int kDepth, bool kPipe, typename ItemFn, typename FinishFn>
 __device__ __forceinline__ void walk_items(int first, int stride, int items, int b0, int b1, int chunks, int K,
                                            int lane, bool wait_pending, ItemFn&& item, FinishFn&& finish) {
-  using G = RowGroup<F, kPaired, kDepth>;
   auto settle = [&] {
     if (wait_pending) {
       pdl_wait();
@@ -142,27 +305,27 @@ __device__ __forceinline__ void walk_items(int first, int stride, int items, int
   };
   if constexpr (!kPipe) {
     for (int it = first; it < items; it += stride) {
-      const RowItem r = item(it);
-      float ta = 0, tb = 0;
+      const auto r = item(it);
+      typename G::Tot tot;
       int j0 = b0;
       do {
         G grp;
         grp.issue(r, j0, b1, chunks, K, lane);
         settle();
-        grp.compute(r, j0, b1, chunks, lane, ta, tb);
+        grp.compute(r, j0, b1, chunks, lane, tot);
         j0 += kDepth;
       } while (j0 < b1);
-      finish(it, ta, tb);
+      finish(it, tot);
     }
   } else {
     // A unit: (item it, group from batch j0); the next unit is the item's next group or
     // the next item's first.
     int it = first, j0 = b0;
     if (it >= items) return;
-    RowItem r = item(it);
+    auto r = item(it);
     G ga, gb;
     ga.issue(r, j0, b1, chunks, K, lane);
-    float ta = 0, tb = 0;
+    typename G::Tot tot;
     // step(cur, nxt): issue the unit after (it, j0) into nxt, compute cur, finish an item;
     // false when (it, j0) was the warp's last unit.
     auto step = [&](G& cur, G& nxt) {
@@ -172,13 +335,13 @@ __device__ __forceinline__ void walk_items(int first, int stride, int items, int
         j2 = b0;
       }
       const bool more = it2 < items;
-      const RowItem r2 = more ? item(it2) : r;
+      const auto r2 = more ? item(it2) : r;
       if (more) nxt.issue(r2, j2, b1, chunks, K, lane);
       settle();
-      cur.compute(r, j0, b1, chunks, lane, ta, tb);
+      cur.compute(r, j0, b1, chunks, lane, tot);
       if (it2 != it) {
-        finish(it, ta, tb);
-        ta = tb = 0;
+        finish(it, tot);
+        tot = typename G::Tot{};
       }
       it = it2;
       j0 = j2;
@@ -216,6 +379,15 @@ __device__ __forceinline__ void load_pair_parts(const QuantExperts& w, const int
   __syncthreads();
 }
 
+// The GEMV / gate-up kernels' start: after the kernels before (the router's ids, x), each
+// pair's expert's parts into s.
+__device__ __forceinline__ void start_after_router(const QuantExperts& w, const int32_t* ids, int n_pairs,
+                                                   PairParts& s) {
+  pdl_wait();
+  pdl_trigger();
+  load_pair_parts(w, ids, n_pairs, s);
+}
+
 // Work item it (pair p, row pair i): rows 2 i and 2 i + 1 (clamped; the second written only
 // below N), or with gu_inter > 0 rows i of w1 and gu_inter + i of w3, written as h[p, i] =
 // bf16(silu(g) * u). Warps take the items it = warp, warp + all warps, ...
@@ -225,14 +397,12 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
                       int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
                       bf16* __restrict__ out_h) {
   __shared__ PairParts s;
-  pdl_wait();  // ids (the router's) and x come from the kernels before
-  pdl_trigger();
-  load_pair_parts(w, ids, n_pairs, s);
+  start_after_router(w, ids, n_pairs, s);
   const int lane = threadIdx.x & 31;
   const int per_pair = gu_inter > 0 ? gu_inter : (N + 1) / 2, items = n_pairs * per_pair;
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16), nb = (chunks + kBatchChunks - 1) / kBatchChunks;
-  walk_items<F, kPaired, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+  walk_items<RowGroup<F, kPaired, cfg_depth(kCfg)>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
       blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, nb, chunks, K, lane, false,
       [&](int it) {
         const int p = it / per_pair, i = it - p * per_pair;
@@ -240,8 +410,8 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         return RowItem{s.q[p] + ra * row_bytes, s.q[p] + rb * row_bytes, s.scale[p], s.zero[p],
                        x + static_cast<int64_t>(x_per_pair ? p : p / k) * K, ra, rb};
       },
-      [&](int it, float ta, float tb) {
-        const float ya = diag_total(ta, lane), yb = diag_total(tb, lane);
+      [&](int it, const auto& tot) {
+        const float ya = diag_total(tot.v[0], lane), yb = diag_total(tot.v[1], lane);
         if (lane != 0) return;
         const int p = it / per_pair, i = it - p * per_pair;
         if (gu_inter > 0) {
@@ -249,6 +419,61 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         } else {
           out[static_cast<int64_t>(p) * N + 2 * i] = ya;
           if (2 * i + 1 < N) out[static_cast<int64_t>(p) * N + 2 * i + 1] = yb;
+        }
+      });
+}
+
+// The exact GEMV / gate-up: work item it (pair p, group i of kRP row pairs): rows
+// 2 kRP i .. 2 kRP i + 2 kRP - 1 (clamped; written only below N), or with gu_inter > 0 rows
+// kRP i + h of w1 and of w3 (h < kRP), written as h[p, r] = bf16(silu(g) * u) as the tile
+// kernel writes it. Warps take the items it = warp, warp + all warps, ...
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
+__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
+    quant_exact_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
+                       int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
+                       bf16* __restrict__ out_h) {
+  __shared__ PairParts s;
+  start_after_router(w, ids, n_pairs, s);
+  const int lane = threadIdx.x & 31;
+  const int rows = gu_inter > 0 ? gu_inter : (N + 1) / 2;  // row pairs of a pair
+  const int per_pair = (rows + kRP - 1) / kRP, items = n_pairs * per_pair;
+  const int64_t row_bytes = row_bytes_of<F>(K);
+  const int chunks = static_cast<int>(row_bytes / 16);
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+      blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, exact_batches<kContig>(chunks), chunks,
+      K, lane, false,
+      [&](int it) {
+        const int p = it / per_pair, i = it - p * per_pair;
+        ExactItem<kRP> r;
+#pragma unroll
+        for (int h = 0; h < kRP; ++h) {
+          const int rp = min(kRP * i + h, rows - 1);  // row pair (clamped)
+          r.row[2 * h] = gu_inter > 0 ? rp : min(2 * rp, N - 1);
+          r.row[2 * h + 1] = gu_inter > 0 ? gu_inter + rp : min(2 * rp + 1, N - 1);
+        }
+#pragma unroll
+        for (int j = 0; j < 2 * kRP; ++j) r.q[j] = s.q[p] + r.row[j] * row_bytes;
+        r.scale = s.scale[p];
+        r.zero = s.zero[p];
+        r.x = x + static_cast<int64_t>(x_per_pair ? p : p / k) * K;
+        return r;
+      },
+      [&](int it, const auto& tot) {
+        float y[2 * kRP];
+#pragma unroll
+        for (int j = 0; j < 2 * kRP; ++j) y[j] = exact_total(tot.v[j]);
+        if (lane != 0) return;
+        const int p = it / per_pair, i = it - p * per_pair;
+#pragma unroll
+        for (int h = 0; h < kRP; ++h) {
+          const int rp = kRP * i + h;
+          if (rp >= rows) break;
+          if (gu_inter > 0) {
+            out_h[static_cast<int64_t>(p) * gu_inter + rp] = __float2bfloat16_rn(detail::silu(y[2 * h]) * y[2 * h + 1]);
+          } else {
+            out[static_cast<int64_t>(p) * N + 2 * rp] = y[2 * h];
+            if (2 * rp + 1 < N) out[static_cast<int64_t>(p) * N + 2 * rp + 1] = y[2 * h + 1];
+          }
         }
       });
 }
@@ -278,7 +503,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int chunks = static_cast<int>(row_bytes / 16), nb = (chunks + kBatchChunks - 1) / kBatchChunks;
   const int b0 = part * nb / kParts, b1 = (part + 1) * nb / kParts;
   int buf = 0;
-  walk_items<F, kPaired, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+  walk_items<RowGroup<F, kPaired, cfg_depth(kCfg)>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
       blockIdx.x, gridDim.x, items, b0, b1, chunks, K, lane, ids_early != 0,
       [&](int it) {
         const int tok = it / per_tok, i = it - tok * per_tok, p = tok * kK + slot;
@@ -286,8 +511,8 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         return RowItem{s.q[p] + ra * row_bytes, s.q[p] + rb * row_bytes, s.scale[p], s.zero[p],
                        h + static_cast<int64_t>(p) * K, ra, rb};
       },
-      [&](int it, float ta, float tb) {
-        const float ya = diag_total(ta, lane), yb = diag_total(tb, lane);
+      [&](int it, const auto& tot) {
+        const float ya = diag_total(tot.v[0], lane), yb = diag_total(tot.v[1], lane);
         if (lane == 0) {
           s_y[buf][warp][0] = ya;
           s_y[buf][warp][1] = yb;
@@ -304,6 +529,68 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
             acc = fmaf(weights[tok * kK + j], y, acc);
           }
           out[static_cast<int64_t>(tok) * N + 2 * i + r] += acc;
+        }
+        buf ^= 1;
+      });
+  if (ids_early && blockIdx.x >= items) {  // a block without items (never the case: the grid is at most items)
+    pdl_wait();
+    pdl_trigger();
+  }
+}
+
+// Down + combine, exact: the tile kernel's down + combine (its GEMV sums, then fmaf from 0 in
+// slot order, added to out), bit for bit. A block item is (token, 8 kRP / k row pairs);
+// warp w takes slot w / (8 / k) of the token and row pairs kRP (w % (8 / k)) .. + kRP - 1,
+// the whole rows (the four chains, as ExactGroup); the rows' sums meet in s_y (two
+// buffers, alternating items: one barrier an item) and threads 0 .. 2 kRP (8 / k) - 1 add
+// the slots. k must divide 8.
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
+__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
+    quant_exact_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
+                                    const float* __restrict__ weights, int n_pairs, int k, int N, int K,
+                                    float* __restrict__ out, int ids_early) {
+  __shared__ PairParts s;
+  __shared__ float s_y[2][kWarps][2 * kRP];
+  if (!ids_early) {
+    pdl_wait();
+    pdl_trigger();
+  }
+  load_pair_parts(w, ids, n_pairs, s);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wps = kWarps / k, slot = warp / wps, q = warp % wps;
+  const int rows = (N + 1) / 2, per_item = wps * kRP;  // row pairs of a token, of a block item
+  const int per_tok = (rows + per_item - 1) / per_item, items = (n_pairs / k) * per_tok;
+  const int64_t row_bytes = row_bytes_of<F>(K);
+  const int chunks = static_cast<int>(row_bytes / 16);
+  int buf = 0;
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+      blockIdx.x, gridDim.x, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, ids_early != 0,
+      [&](int it) {
+        const int tok = it / per_tok, i0 = (it - tok * per_tok) * per_item + q * kRP, p = tok * k + slot;
+        ExactItem<kRP> r;
+#pragma unroll
+        for (int j = 0; j < 2 * kRP; ++j) {
+          r.row[j] = min(2 * i0 + j, N - 1);
+          r.q[j] = s.q[p] + r.row[j] * row_bytes;
+        }
+        r.scale = s.scale[p];
+        r.zero = s.zero[p];
+        r.x = h + static_cast<int64_t>(p) * K;
+        return r;
+      },
+      [&](int it, const auto& tot) {
+        float y[2 * kRP];
+#pragma unroll
+        for (int j = 0; j < 2 * kRP; ++j) y[j] = exact_total(tot.v[j]);
+        if (lane == 0)
+#pragma unroll
+          for (int j = 0; j < 2 * kRP; ++j) s_y[buf][warp][j] = y[j];
+        __syncthreads();
+        const int tok = it / per_tok, r = threadIdx.x, qr = r / (2 * kRP), j = r % (2 * kRP);
+        const int row = 2 * ((it - tok * per_tok) * per_item + qr * kRP) + j;
+        if (r < 2 * per_item && row < N) {
+          float acc = 0;
+          for (int sl = 0; sl < k; ++sl) acc = fmaf(weights[tok * k + sl], s_y[buf][sl * wps + qr][j], acc);
+          out[static_cast<int64_t>(tok) * N + row] += acc;
         }
         buf ^= 1;
       });
@@ -338,6 +625,17 @@ void launch_rows(const QuantExperts& w, const bf16* x, bool x_per_pair, const in
              n_pairs, k, N, K, out, gu_inter, out_h);
 }
 
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
+void launch_exact(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k, int N,
+                  int K, float* out, bf16* out_h, cudaStream_t stream) {
+  constexpr auto kernel = quant_exact_kernel<F, kPaired, kCfg, kRP, kContig>;
+  const int gu_inter = out_h ? N / 2 : 0;
+  const int64_t items = static_cast<int64_t>(n_pairs) * ceil_div(out_h ? gu_inter : (N + 1) / 2, kRP);
+  const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks<kernel>()));
+  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, w, x, x_per_pair ? 1 : 0, ids,
+             n_pairs, k, N, K, out, gu_inter, out_h);
+}
+
 template <QuantFormat F, bool kPaired, int kK, int kCfg>
 void launch_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs, int N,
                  int K, float* out, bool ids_early, cudaStream_t stream) {
@@ -348,24 +646,60 @@ void launch_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const
              K, out, ids_early ? 1 : 0);
 }
 
-// fn(format constant, paired constant, cfg constant) for w's format and int4 order and
-// the launch shape of variant var.
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
+void launch_exact_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
+                       int k, int N, int K, float* out, bool ids_early, cudaStream_t stream) {
+  constexpr auto kernel = quant_exact_down_combine_kernel<F, kPaired, kCfg, kRP, kContig>;
+  const int64_t items = static_cast<int64_t>(n_pairs / k) * ceil_div((N + 1) / 2, kWarps / k * kRP);
+  const int blocks = static_cast<int>(std::min<int64_t>(items, resident_blocks<kernel>()));
+  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, w, h, ids, weights, n_pairs, k,
+             N, K, out, ids_early ? 1 : 0);
+}
+
+// The exact variants' launch shapes (variant kQuantVariantExact + i): cfg and row pairs a
+// warp. 40: depth 2 at 32 warps an SM (as the warp-row variant 34), 41: depth 4 at 16 (32),
+// 42: depth 2 pipelined at 24 (37); two row pairs a warp: 43 depth 2 at 24, 44 depth 2 at 16.
+// 45: depth 2 at 32 warps with the contiguous batches (ExactGroup kContig).
+struct ExactShape {
+  int cfg, rp;
+  bool contig;
+};
+constexpr ExactShape kExactShapes[kQuantExactShapes] = {
+    {2, 1, false}, {0, 1, false}, {5, 1, false}, {7, 2, false}, {8, 2, false}, {2, 1, true}};
+
+// fn(format constant, paired constant, cfg constant, row pairs constant: 0 for the warp-row
+// kernels) for w's format and int4 order and the family and launch shape of variant var.
 template <typename Fn>
 void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
-  const int cfg = var - kQuantVariantRows;
-  if (cfg < 0 || cfg >= kRowsCfgs)
-    fail_msg(msg(what, ": variant ", var, ", expected ", kQuantVariantRows, " .. ", kQuantVariantRows + kRowsCfgs - 1));
+  if (!is_warp_variant(var))
+    fail_msg(msg(what, ": variant ", var, ", expected ", kQuantVariantRows, " .. ", kQuantVariantRows + kRowsCfgs - 1,
+                 " or ", kQuantVariantExact, " .. ", kQuantVariantExact + kQuantExactShapes - 1));
   auto with_cfg = [&](auto f_c, auto p_c) {
-    switch (cfg) {
-      case 0: return fn(f_c, p_c, std::integral_constant<int, 0>{});
-      case 1: return fn(f_c, p_c, std::integral_constant<int, 1>{});
-      case 2: return fn(f_c, p_c, std::integral_constant<int, 2>{});
-      case 3: return fn(f_c, p_c, std::integral_constant<int, 3>{});
-      case 4: return fn(f_c, p_c, std::integral_constant<int, 4>{});
-      case 5: return fn(f_c, p_c, std::integral_constant<int, 5>{});
-      default: return fn(f_c, p_c, std::integral_constant<int, 6>{});
+    auto go = [&](auto cfg_c, auto rp_c, auto contig_c) { fn(f_c, p_c, cfg_c, rp_c, contig_c); };
+    using R = std::integral_constant<int, 0>;
+    switch (var) {
+      case kQuantVariantRows + 0: return go(std::integral_constant<int, 0>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 1: return go(std::integral_constant<int, 1>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 2: return go(std::integral_constant<int, 2>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 3: return go(std::integral_constant<int, 3>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 4: return go(std::integral_constant<int, 4>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 5: return go(std::integral_constant<int, 5>{}, R{}, std::false_type{});
+      case kQuantVariantRows + 6: return go(std::integral_constant<int, 6>{}, R{}, std::false_type{});
+#define MB_EXACT_CASE(i)                                                           \
+  case kQuantVariantExact + i:                                                     \
+    return go(std::integral_constant<int, kExactShapes[i].cfg>{}, std::integral_constant<int, kExactShapes[i].rp>{}, \
+              std::bool_constant<kExactShapes[i].contig>{});
+      MB_EXACT_CASE(0)
+      MB_EXACT_CASE(1)
+      MB_EXACT_CASE(2)
+      MB_EXACT_CASE(3)
+      MB_EXACT_CASE(4)
+      MB_EXACT_CASE(5)
+#undef MB_EXACT_CASE
+      default: break;
     }
   };
+  static_assert(kQuantExactShapes == 6, "one case a shape above");
   using FC = std::integral_constant<QuantFormat, QuantFormat::int4>;
   switch (w.format) {
     case QuantFormat::int4:
@@ -383,9 +717,12 @@ void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
 void quant_rows_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
                      int N, int K, float* out, bf16* out_h, int var, cudaStream_t stream) {
   if (out_h && N % 2 != 0) fail_msg(msg("quant_rows_gemv: the fused gate/up takes 2 inter rows, not ", N));
-  for_format(w, var, "quant_rows_gemv", [&](auto f_c, auto p_c, auto c_c) {
-    launch_rows<decltype(f_c)::value, decltype(p_c)::value, decltype(c_c)::value>(w, x, x_per_pair, ids, n_pairs, k,
-                                                                                  N, K, out, out_h, stream);
+  for_format(w, var, "quant_rows_gemv", [&](auto f_c, auto p_c, auto c_c, auto rp_c, auto contig_c) {
+    constexpr QuantFormat F = decltype(f_c)::value;
+    constexpr bool P = decltype(p_c)::value;
+    constexpr int C = decltype(c_c)::value, RP = decltype(rp_c)::value;
+    if constexpr (RP > 0) launch_exact<F, P, C, RP, decltype(contig_c)::value>(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, stream);
+    else launch_rows<F, P, C>(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, stream);
   });
 }
 
@@ -396,15 +733,19 @@ void quant_rows_down_combine(const QuantExperts& w, const bf16* h, const int32_t
                              cudaStream_t stream) {
   if (!quant_rows_down_combine_takes(k))
     fail_msg(msg("quant_rows_down_combine: top-k ", k, ", expected 1, 2, 4 or 8 (the slots split a block's 8 warps)"));
-  for_format(w, var, "quant_rows_down_combine", [&](auto f_c, auto p_c, auto c_c) {
+  for_format(w, var, "quant_rows_down_combine", [&](auto f_c, auto p_c, auto c_c, auto rp_c, auto contig_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     constexpr bool P = decltype(p_c)::value;
-    constexpr int C = decltype(c_c)::value;
-    switch (k) {
-      case 1: return launch_down<F, P, 1, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
-      case 2: return launch_down<F, P, 2, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
-      case 4: return launch_down<F, P, 4, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
-      default: return launch_down<F, P, 8, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+    constexpr int C = decltype(c_c)::value, RP = decltype(rp_c)::value;
+    if constexpr (RP > 0) {
+      launch_exact_down<F, P, C, RP, decltype(contig_c)::value>(w, h, ids, weights, n_pairs, k, N, K, out, ids_early, stream);
+    } else {
+      switch (k) {
+        case 1: return launch_down<F, P, 1, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+        case 2: return launch_down<F, P, 2, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+        case 4: return launch_down<F, P, 4, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+        default: return launch_down<F, P, 8, C>(w, h, ids, weights, n_pairs, N, K, out, ids_early, stream);
+      }
     }
   });
 }

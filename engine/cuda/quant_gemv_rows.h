@@ -28,6 +28,23 @@ inline constexpr int kQuantVariantRows = 32;
 inline constexpr int kQuantRowsShapes = 7;  // variants kQuantVariantRows .. + 6
 constexpr bool is_rows_variant(int var) { return var >= kQuantVariantRows && var < kQuantVariantRows + kQuantRowsShapes; }
 
+// The exact warp kernels (variants kQuantVariantExact .. + 2; the functions below take them
+// too): a warp owns two whole rows as above, but computes the tile kernel's sums bit for bit
+// where the tile kernel runs its default shape (4 warps a block, the format's depth, one
+// tile: Mixtral's w1, w3 and w2): per row the tile's four warps' chains of scaled
+// super-step sums, each super-step's mma chain laid out as the tile's, the chains added in
+// warp order; the down + combine adds the slots as the tile kernel does. 40: depth 2 at 32
+// warps an SM, 41: depth 4 at 16, 42: depth 2 pipelined at 24; two row pairs a warp (one
+// activation load for both, two independent mma chains): 43 depth 2 at 24, 44 depth 2 at 16;
+// 45 depth 2 at 32 with contiguous batches (512 bytes of a row a load instruction, each
+// chain's four sums of a batch gathered by shuffles).
+inline constexpr int kQuantVariantExact = 40;
+inline constexpr int kQuantExactShapes = 6;
+constexpr bool is_exact_variant(int var) {
+  return var >= kQuantVariantExact && var < kQuantVariantExact + kQuantExactShapes;
+}
+constexpr bool is_warp_variant(int var) { return is_rows_variant(var) || is_exact_variant(var); }
+
 // quant_moe_gemv's product (out[p, :] = W[ids[p]] . x_p, fp32) or, out_h non-null, the
 // fused gate/up (N = 2 inter rows [w1; w3], h[p, r] = bf16(silu(g) * u)), one work item
 // per (pair, row pair): pairs sharing an expert read its rows once each.

@@ -638,12 +638,12 @@ void register_all() {
             });
   // The inner-loop variants side by side (var:0 the plain loop; bits 1 early scales, 2 the
   // super-steps' mma chains interleaved, 4 double-buffered batches, 8 the batches staged
-  // through a ring in shared memory; 32 .. 38 the warp-row kernels' launch shapes,
-  // quant_gemv_rows.h), batch 1 and 8 tokens.
+  // through a ring in shared memory; 32 .. 38 the warp-row kernels' launch shapes, 40 .. 42
+  // the exact warp kernels', quant_gemv_rows.h), batch 1 and 8 tokens.
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : pfmats)
       for (int n : {1, 8})
-        for (int var : {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38})
+        for (int var : {0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44, 45})
           reg(std::string("quant_moe_gemv_var/") + quant_format_name(f) + mname + "/n:" + std::to_string(n) +
                   "/var:" + std::to_string(var),
               [f, mat, n, var](benchmark::State& st) {
@@ -655,7 +655,7 @@ void register_all() {
   // plain and the staged loop and the warp-row kernels.
   for (auto [mat, mname] : pfmats)
     for (int n : {1, 8})
-      for (int var : {0, 8, 32, 33, 34, 35, 36, 37, 38})
+      for (int var : {0, 8, 32, 33, 34, 35, 36, 37, 38, 40, 41, 42, 43, 44, 45})
         reg(std::string("quant_moe_gemv_var/int4p") + mname + "/n:" + std::to_string(n) + "/var:" + std::to_string(var),
             [mat, n, var](benchmark::State& st) {
               cuda::QuantGemvShape shape;
