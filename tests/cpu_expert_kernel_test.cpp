@@ -238,7 +238,7 @@ TEST(CpuExpertKernel, Int4MatchesReference) {  // int4 needs columns % 8 == 0
   check_case({QuantFormat::int4, true, 200, 328});
   check_case({QuantFormat::int4, true, 264, 136});
 }
-// MOEBENCH_CPU_INT4 for one scope (the kernels read it at every call).
+// MOEBENCH_CPU_INT4 for one scope (the kernels read it at every call; a new value is parsed).
 struct Int4KernelEnv {
   explicit Int4KernelEnv(const char* spec) { setenv("MOEBENCH_CPU_INT4", spec, 1); }
   ~Int4KernelEnv() { unsetenv("MOEBENCH_CPU_INT4"); }

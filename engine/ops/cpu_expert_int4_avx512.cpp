@@ -23,6 +23,7 @@
 
 #include <atomic>
 #include <charconv>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -57,7 +58,7 @@ template <int R, int NT, bool Z>
 MB_INT4S_TARGET void stripe_int4(const CpuMatrix& w, int64_t r0, const float* x, float* y, const uint8_t* pf,
                                  int lead, bool l2) {
   const int64_t cols = w.cols, rows = w.rows, chunks = cols / 32;
-  const int64_t ld = row_stride(w), qstride = ld / 2, ng = groups_of(ld);
+  const int64_t ld = row_stride(w), qstride = ld / 2, ng = scale_stride(w);
   constexpr int A = NT == 1 ? 2 : 1;  // accumulators per row and token: low / high nibbles apart at 1 token
   constexpr int64_t kChunksPerGroup = kInt4Group / 32;
   const __m512i iota = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
@@ -218,7 +219,22 @@ Int4Kernel parse_int4_kernel(const std::string& spec) {
   return k;
 }
 
-Int4Kernel int4_kernel_from_env() { return parse_int4_kernel(env_str("MOEBENCH_CPU_INT4")); }
+Int4Kernel int4_kernel_from_env() {
+  // Parsed again only when the value changed (every expert product asks; tests set the
+  // variable between calls).
+  static std::mutex mu;
+  static std::string last;
+  static Int4Kernel parsed;
+  static bool have = false;
+  const std::string spec = env_str("MOEBENCH_CPU_INT4");
+  std::lock_guard<std::mutex> lock(mu);
+  if (!have || spec != last) {
+    parsed = parse_int4_kernel(spec);  // throws on a bad value: nothing cached
+    last = spec;
+    have = true;
+  }
+  return parsed;
+}
 
 int64_t int4_block_rows(const Int4Kernel& k, int64_t rows, int threads) {
   if (k.rows > 0) return k.rows;
