@@ -30,6 +30,12 @@
 #              finished cases stay in NAME.partial.json)
 #   disk       make-model writes LAYERS Mixtral-8x7B layers to /tmp (default: as many as the
 #              free space holds, 2 GB spare), then the disk-baseline suite reads them
+#   scaleout   on a host of 4 or 8 GPUs (nvidia-h200-x4, -x8): the multi-GPU tests, then the
+#              resident 32-layer Mixtral shape at TP = 1, 2, 4 (and 8) for batch 1, 8, 32 and at
+#              EP = 4 (and 8) against one GPU for batch 8, 32, 128 (`moebench bench`), the
+#              parallel-offload-x4 suite (P2, 22 GiB per GPU, one GPU against four), and the
+#              scaling table with the simulator's prediction beside each row
+#              (tools/scaleout_table.py: scaleout_table.md / .json); docs/PARALLEL.md
 #   OUT=$OUT BIN=.devbin PARTS="info tests kernels" bash tools/device_run.sh
 #   OUT=$OUT PARTS=suites SUITES="stages-gpu@synthetic:mixtral-8x7b" bash tools/device_run.sh
 set -uo pipefail
@@ -40,6 +46,8 @@ mkdir -p "$OUT"
 [[ -d "$BIN" || ! -f "$BIN.tar.xz" ]] || tar -xJf "$BIN.tar.xz"
 export LD_LIBRARY_PATH="$PWD/$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
 export MOEBENCH_SOURCE_DIR="$PWD" MOEBENCH_SUITES_DIR="$PWD/suites"
+# NVLink multicast stays off on the lent hosts (a program using it can take the GPUs out of service).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 # NCCL: the GPU host's CUDA toolkit has no libnccl; PyTorch's copy serves (opened at run time).
 nccl_lib=$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(m.__path__[0], "lib"))' 2>/dev/null) &&
   export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$nccl_lib"
@@ -104,6 +112,29 @@ disk() {
   timeout -s INT "${DISK_TIMEOUT:-300}" "$BIN/moebench" run --suite suites/disk-baseline.json \
     --model "/tmp/mixtral_l$layers" --out "$OUT/disk_baseline_l$layers.json"
 }
+scaleout() {
+  local n tps="1 2 4" eps="4" f
+  n=$(nvidia-smi -L | grep -c '^GPU')
+  (( n >= 4 )) || { echo "scaleout: $n GPU(s) here; it needs 4 or 8 (nvidia-h200-x4, -x8)"; return 1; }
+  (( n >= 8 )) && tps="1 2 4 8" && eps="4 8"
+  nvidia-smi topo -m >"$OUT/topo.txt" 2>&1
+  "$BIN/moebench_tests" --gtest_filter='Nccl.*:TensorParallelCuda.*:ExpertParallelCuda.*:CudaOps.ExpertParallel*' \
+    --gtest_output="xml:$OUT/scaleout_tests.xml" >"$OUT/scaleout_tests.log" 2>&1 || { tail -20 "$OUT/scaleout_tests.log"; return 1; }
+  for t in $tps; do
+    timeout -s INT "${BENCH_TIMEOUT:-300}" "$BIN/moebench" bench --model synthetic:mixtral-8x7b --batch 1,8,32 \
+      --prompt-tokens 50 --new-tokens 64 --no-quality --set tensor_parallel="$t" --out "$OUT/scaleout_tp$t.json" || return 1
+  done
+  for e in 1 $eps; do
+    timeout -s INT "${BENCH_TIMEOUT:-300}" "$BIN/moebench" bench --model synthetic:mixtral-8x7b --batch 8,32,128 \
+      --prompt-tokens 50 --new-tokens 64 --no-quality --set expert_parallel="$e" --out "$OUT/scaleout_ep$e.json" || return 1
+  done
+  SUITE_TIMEOUT="${SUITE_TIMEOUT:-600}" run_suite parallel-offload-x4 || return 1
+  for f in tp ep; do
+    python3 tools/scaleout_table.py --moebench "$BIN/moebench" "$OUT"/scaleout_"$f"*.json \
+      --json "$OUT/scaleout_table_$f.json" >"$OUT/scaleout_table_$f.md" || return 1
+    cat "$OUT/scaleout_table_$f.md"
+  done
+}
 for part in $PARTS; do
   case "$part" in
     info)
@@ -135,6 +166,8 @@ for part in $PARTS; do
       for s in ${SUITES:?suites: set SUITES to SUITE[@MODEL] entries}; do step "suite_${s%%@*}" run_suite "$s"; done ;;
     disk)
       step disk disk ;;
+    scaleout)
+      step scaleout scaleout ;;
     *) note "unknown part '$part'"; rc=2 ;;
   esac
 done
