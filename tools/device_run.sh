@@ -30,6 +30,12 @@
 #              finished cases stay in NAME.partial.json)
 #   disk       make-model writes LAYERS Mixtral-8x7B layers to /tmp (default: as many as the
 #              free space holds, 2 GB spare), then the disk-baseline suite reads them
+#   ncu        Nsight Compute on single kernels of the microbenchmarks: each entry of NCU_BENCH,
+#              "KERNEL_REGEX@BENCHMARK_FILTER", profiles the first launch whose kernel matches after
+#              3 launches (--clock-control none; the SpeedOfLight, ComputeWorkloadAnalysis,
+#              MemoryWorkloadAnalysis, Occupancy, LaunchStats, WarpStateStats, SchedulerStats and
+#              InstructionStats sections), keeps the raw CSV and details page of each, and writes
+#              ncu_summary.md (tools/ncu_summary.py) over them
 #   scaleout   on a host of 4 or 8 GPUs (nvidia-h200-x4, -x8): the multi-GPU tests, then the
 #              resident 32-layer Mixtral shape at TP = 1, 2, 4 (and 8) for batch 1, 8, 32 and at
 #              EP = 4 (and 8) against one GPU for batch 8, 32, 128 (`moebench bench`), the
@@ -112,6 +118,29 @@ disk() {
   timeout -s INT "${DISK_TIMEOUT:-300}" "$BIN/moebench" run --suite suites/disk-baseline.json \
     --model "/tmp/mixtral_l$layers" --out "$OUT/disk_baseline_l$layers.json"
 }
+ncu_part() {
+  local ncu i=0 entry csvs=()
+  ncu=$(command -v ncu || ls /usr/local/cuda/bin/ncu /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+  [[ -x "$ncu" ]] || { echo "ncu: Nsight Compute not found"; return 1; }
+  mkdir -p "$OUT/ncu"
+  for entry in ${NCU_BENCH:?ncu: set NCU_BENCH to KERNEL_REGEX@BENCHMARK_FILTER entries}; do
+    i=$((i + 1))
+    timeout "${NCU_TIMEOUT:-90}" "$ncu" --clock-control none -k "regex:${entry%%@*}" -c 1 --launch-skip 3 \
+      --section SpeedOfLight --section ComputeWorkloadAnalysis --section MemoryWorkloadAnalysis --section Occupancy \
+      --section LaunchStats --section WarpStateStats --section SchedulerStats --section InstructionStats \
+      -o "/tmp/ncu_$i" -f "$BIN/moebench_bench" --benchmark_filter="${entry#*@}" >"$OUT/ncu/k$i.log" 2>&1
+    if [[ -f "/tmp/ncu_$i.ncu-rep" ]]; then
+      "$ncu" -i "/tmp/ncu_$i.ncu-rep" --csv --page raw >"$OUT/ncu/k${i}_raw.csv"
+      "$ncu" -i "/tmp/ncu_$i.ncu-rep" --page details >"$OUT/ncu/k${i}_details.txt"
+      rm -f "/tmp/ncu_$i.ncu-rep"
+      csvs+=("$OUT/ncu/k${i}_raw.csv")
+    else
+      echo "ncu: nothing profiled for '$entry' (ncu/k$i.log)"
+    fi
+  done
+  (( ${#csvs[@]} > 0 )) || return 1
+  python3 tools/ncu_summary.py "${csvs[@]}" | tee "$OUT/ncu_summary.md"
+}
 scaleout() {
   local n tps="1 2 4" eps="4" f
   n=$(nvidia-smi -L | grep -c '^GPU')
@@ -166,6 +195,8 @@ for part in $PARTS; do
       for s in ${SUITES:?suites: set SUITES to SUITE[@MODEL] entries}; do step "suite_${s%%@*}" run_suite "$s"; done ;;
     disk)
       step disk disk ;;
+    ncu)
+      step ncu ncu_part ;;
     scaleout)
       step scaleout scaleout ;;
     *) note "unknown part '$part'"; rc=2 ;;
