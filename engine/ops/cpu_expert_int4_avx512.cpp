@@ -23,7 +23,6 @@
 
 #include <atomic>
 #include <charconv>
-#include <mutex>
 #include <string>
 #include <vector>
 
@@ -221,17 +220,13 @@ Int4Kernel parse_int4_kernel(const std::string& spec) {
 
 Int4Kernel int4_kernel_from_env() {
   // Parsed again only when the value changed (every expert product asks; tests set the
-  // variable between calls).
-  static std::mutex mu;
-  static std::string last;
-  static Int4Kernel parsed;
-  static bool have = false;
+  // variable between calls). Per thread, so no lock; "" (unset) is the default kernel.
+  thread_local std::string last;
+  thread_local Int4Kernel parsed;
   const std::string spec = env_str("MOEBENCH_CPU_INT4");
-  std::lock_guard<std::mutex> lock(mu);
-  if (!have || spec != last) {
+  if (spec != last) {
     parsed = parse_int4_kernel(spec);  // throws on a bad value: nothing cached
     last = spec;
-    have = true;
   }
   return parsed;
 }
