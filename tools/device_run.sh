@@ -142,20 +142,24 @@ ncu_part() {
   python3 tools/ncu_summary.py "${csvs[@]}" | tee "$OUT/ncu_summary.md"
 }
 scaleout() {
-  local n tps="1 2 4" eps="4" f
+  local n tps="2 4" eps="4" f
   n=$(nvidia-smi -L | grep -c '^GPU')
   (( n >= 4 )) || { echo "scaleout: $n GPU(s) here; it needs 4 or 8 (nvidia-h200-x4, -x8)"; return 1; }
-  (( n >= 8 )) && tps="1 2 4 8" && eps="4 8"
+  (( n >= 8 )) && tps="2 4 8" && eps="4 8"
   nvidia-smi topo -m >"$OUT/topo.txt" 2>&1
   "$BIN/moebench_tests" --gtest_filter='Nccl.*:TensorParallelCuda.*:ExpertParallelCuda.*:CudaOps.ExpertParallel*' \
     --gtest_output="xml:$OUT/scaleout_tests.xml" >"$OUT/scaleout_tests.log" 2>&1 || { tail -20 "$OUT/scaleout_tests.log"; return 1; }
+  # One GPU once, at every batch of both tables (the 1x of their rows).
+  local common=(--model synthetic:mixtral-8x7b --prompt-tokens 50 --new-tokens 64 --no-quality)
+  timeout -s INT "${BENCH_TIMEOUT:-300}" "$BIN/moebench" bench "${common[@]}" --batch 1,8,32,128 \
+    --out "$OUT/scaleout_one.json" || return 1
   for t in $tps; do
-    timeout -s INT "${BENCH_TIMEOUT:-300}" "$BIN/moebench" bench --model synthetic:mixtral-8x7b --batch 1,8,32 \
-      --prompt-tokens 50 --new-tokens 64 --no-quality --set tensor_parallel="$t" --out "$OUT/scaleout_tp$t.json" || return 1
+    timeout -s INT "${BENCH_TIMEOUT:-300}" "$BIN/moebench" bench "${common[@]}" --batch 1,8,32 \
+      --set tensor_parallel="$t" --out "$OUT/scaleout_tp$t.json" || return 1
   done
-  for e in 1 $eps; do
-    timeout -s INT "${BENCH_TIMEOUT:-300}" "$BIN/moebench" bench --model synthetic:mixtral-8x7b --batch 8,32,128 \
-      --prompt-tokens 50 --new-tokens 64 --no-quality --set expert_parallel="$e" --out "$OUT/scaleout_ep$e.json" || return 1
+  for e in $eps; do
+    timeout -s INT "${BENCH_TIMEOUT:-300}" "$BIN/moebench" bench "${common[@]}" --batch 8,32,128 \
+      --set expert_parallel="$e" --out "$OUT/scaleout_ep$e.json" || return 1
   done
   # The offloaded suite fills an 84 GiB pinned store twice (several minutes): SCALEOUT_OFFLOAD=0 leaves it for a
   # second call (PARTS=suites SUITES=parallel-offload-x4) when one call's time limit is near.
@@ -163,7 +167,7 @@ scaleout() {
     SUITE_TIMEOUT="${SUITE_TIMEOUT:-600}" run_suite parallel-offload-x4 || return 1
   fi
   for f in tp ep; do
-    python3 tools/scaleout_table.py --moebench "$BIN/moebench" "$OUT"/scaleout_"$f"*.json \
+    python3 tools/scaleout_table.py --moebench "$BIN/moebench" "$OUT/scaleout_one.json" "$OUT"/scaleout_"$f"*.json \
       --json "$OUT/scaleout_table_$f.json" >"$OUT/scaleout_table_$f.md" || return 1
     cat "$OUT/scaleout_table_$f.md"
   done
