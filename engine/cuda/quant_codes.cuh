@@ -139,8 +139,12 @@ struct Codes<QuantFormat::int4> {
     const uint32_t b = 0x4300u + r.z;  // bf16 of 128 + z (z <= 15)
     return {__uint_as_float(r.s << 16), b | (b << 16)};
   }
+  // (w >> shift) & 0x000F000F | 0x43004300 as ONE lop3: written in C++, the compiler
+  // emits an AND and an OR (a LOP3 takes one immediate), 8 integer instructions a word
+  // where 4 do, on the integer pipe that bounds these kernels (docs/QUANT.md).
   __device__ static uint32_t nibbles(uint32_t w, int shift, uint32_t bias) {
-    const uint32_t v = ((w >> shift) & 0x000F000Fu) | 0x43004300u;
+    uint32_t v;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(w >> shift), "r"(0x000F000Fu), "r"(0x43004300u));  // (a & b) | c
     return bf16x2_bits(__hsub2(bits_bf16x2(v), bits_bf16x2(bias)));
   }
   __device__ static void a_regs(const uint4& raw, int s, const Row& r, uint32_t& lo, uint32_t& hi) {
