@@ -36,6 +36,9 @@
 #              MemoryWorkloadAnalysis, Occupancy, LaunchStats, WarpStateStats, SchedulerStats and
 #              InstructionStats sections), keeps the raw CSV and details page of each, and writes
 #              ncu_summary.md (tools/ncu_summary.py) over them
+#   sass       the machine code of the kernels in moebench_bench whose mangled names match each regular
+#              expression of SASS_KERNELS (cuobjdump -sass; the matching functions kept gzipped), and their loops' instruction mix
+#              (tools/sass_loops.py: sass_summary.md), to check what the compiler made of a loop
 #   scaleout   on a host of 4 or 8 GPUs (nvidia-h200-x4, -x8): the multi-GPU tests, then the
 #              resident 32-layer Mixtral shape at TP = 1, 2, 4 (and 8) for batch 1, 8, 32 and at
 #              EP = 4 (and 8) against one GPU for batch 8, 32, 128 (`moebench bench`), the
@@ -172,6 +175,20 @@ scaleout() {
     cat "$OUT/scaleout_table_$f.md"
   done
 }
+sass_part() {
+  local co i=0 re
+  co=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null | head -1)
+  [[ -x "$co" ]] || { echo "sass: cuobjdump not found"; return 1; }
+  mkdir -p "$OUT/sass"
+  "$co" -sass "$BIN/moebench_bench" >/tmp/all.sass || return 1
+  : >"$OUT/sass_summary.md"
+  for re in ${SASS_KERNELS:?sass: set SASS_KERNELS to regular expressions on mangled kernel names}; do
+    i=$((i + 1))
+    python3 tools/sass_loops.py --kernel "$re" --json "$OUT/sass/k$i.json" --keep "$OUT/sass/k$i.sass.gz" /tmp/all.sass \
+      >>"$OUT/sass_summary.md" || return 1
+  done
+  cat "$OUT/sass_summary.md"
+}
 for part in $PARTS; do
   case "$part" in
     info)
@@ -205,6 +222,8 @@ for part in $PARTS; do
       step disk disk ;;
     ncu)
       step ncu ncu_part ;;
+    sass)
+      step sass sass_part ;;
     scaleout)
       step scaleout scaleout ;;
     *) note "unknown part '$part'"; rc=2 ;;
