@@ -37,8 +37,9 @@
 #              InstructionStats sections), keeps the raw CSV and details page of each, and writes
 #              ncu_summary.md (tools/ncu_summary.py) over them
 #   sass       the machine code of the kernels in moebench_bench whose mangled names match each regular
-#              expression of SASS_KERNELS (cuobjdump -sass; the matching functions kept gzipped), and their loops' instruction mix
-#              (tools/sass_loops.py: sass_summary.md), to check what the compiler made of a loop
+#              expression of SASS_KERNELS (cuobjdump -sass; the matching functions kept gzipped in
+#              sass_kernels.sass.gz), and their loops' instruction mix (tools/sass_loops.py:
+#              sass_summary.md / .json), to check what the compiler made of a loop
 #   scaleout   on a host of 4 or 8 GPUs (nvidia-h200-x4, -x8): the multi-GPU tests, then the
 #              resident 32-layer Mixtral shape at TP = 1, 2, 4 (and 8) for batch 1, 8, 32 and at
 #              EP = 4 (and 8) against one GPU for batch 8, 32, 128 (`moebench bench`), the
@@ -176,18 +177,14 @@ scaleout() {
   done
 }
 sass_part() {
-  local co i=0 re
+  local co re
   co=$(command -v cuobjdump || ls /usr/local/cuda/bin/cuobjdump 2>/dev/null | head -1)
   [[ -x "$co" ]] || { echo "sass: cuobjdump not found"; return 1; }
-  mkdir -p "$OUT/sass"
+  re=${SASS_KERNELS:?sass: set SASS_KERNELS to regular expressions on mangled kernel names}
+  re="(${re// /)|(})"  # every expression in one pass over the dump
   "$co" -sass "$BIN/moebench_bench" >/tmp/all.sass || return 1
-  : >"$OUT/sass_summary.md"
-  for re in ${SASS_KERNELS:?sass: set SASS_KERNELS to regular expressions on mangled kernel names}; do
-    i=$((i + 1))
-    python3 tools/sass_loops.py --kernel "$re" --json "$OUT/sass/k$i.json" --keep "$OUT/sass/k$i.sass.gz" /tmp/all.sass \
-      >>"$OUT/sass_summary.md" || return 1
-  done
-  cat "$OUT/sass_summary.md"
+  python3 tools/sass_loops.py --kernel "$re" --json "$OUT/sass_summary.json" --keep "$OUT/sass_kernels.sass.gz" \
+    /tmp/all.sass | tee "$OUT/sass_summary.md"
 }
 for part in $PARTS; do
   case "$part" in

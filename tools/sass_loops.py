@@ -3,9 +3,9 @@
 BINARY > FILE.sass`, on a machine with the CUDA toolkit's cuobjdump; gzip accepted). For each
 function whose (mangled) name matches REGEX: every loop (a branch back to an earlier address)
 with its address range, how deep it sits in other loops, its instruction count and the
-opcodes that fill it, in address order. The point is to check the machine code against what the source asks for: the int4
-nibble conversion's mask-and-or, written as one expression, had become two LOP3 per pair
-(docs/QUANT.md), which only this count showed.
+opcodes that fill it, in address order. The point is to check the machine code against what
+the source asks for: the int4 nibble conversion's mask-and-or, written as one expression, had
+become two LOP3 per pair (docs/QUANT.md), which only this count showed.
 
   python3 tools/sass_loops.py [--kernel REGEX] [--min-size N] [--top N] [--json OUT] [--keep OUT.sass.gz] FILE.sass
 
@@ -42,21 +42,25 @@ def read_lines(path):
         fail(f"{path}: cannot read it ({e.strerror or e})")
 
 
-def functions(lines):
-    """{name: [(address, instruction text), ...]} in file order."""
-    out, name = {}, None
+def functions(lines, pattern):
+    """({name: [(address, instruction text), ...]} of the functions whose name matches, in file
+    order; how many functions the file has). Only the matching functions' instructions are
+    parsed: a whole binary's dump is hundreds of MB."""
+    out, name, total = {}, None, 0
     for line in lines:
         m = FUNC.match(line)
         if m:
-            name = m.group(1)
-            out[name] = []
+            total += 1
+            name = m.group(1) if pattern.search(m.group(1)) else None
+            if name is not None:
+                out[name] = []
             continue
         if name is None:
             continue
         m = INSN.match(line)
         if m:
             out[name].append((int(m.group(1), 16), m.group(2)))
-    return out
+    return out, total
 
 
 def keep(path, chosen):
@@ -112,12 +116,11 @@ def main():
         pattern = re.compile(a.kernel)
     except re.error as e:
         fail(f"--kernel '{a.kernel}': not a regular expression ({e})")
-    funcs = functions(read_lines(a.file))
-    if not funcs:
+    chosen, total = functions(read_lines(a.file), pattern)
+    if not total:
         fail(f"{a.file}: no 'Function :' header (expected the output of cuobjdump -sass)")
-    chosen = {n: i for n, i in funcs.items() if pattern.search(n)}
     if not chosen:
-        fail(f"{a.file}: no function matches '{a.kernel}' (of {len(funcs)})")
+        fail(f"{a.file}: no function matches '{a.kernel}' (of {total})")
     out = [summarise(n, i, a.min_size, a.top) for n, i in chosen.items()]
     for s in out:
         print(f"### {s['function']}\n")
