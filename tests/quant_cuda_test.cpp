@@ -804,4 +804,81 @@ TEST_F(QuantCuda, ExactWarpKernelsAreBitForBitTheTileKernel) {
     }
 }
 
+// The exact kernels' fp16 form (the default; quant_gemv_rows.cu stage_half) scales each
+// activation row by a power of two into fp16: bit for bit the tile kernel's bf16 sums for
+// rows far above or below fp16's range and for a row of zeros; a row whose values span more
+// than fp16 holds exactly (one large value, the rest 2^-40 of it) stays within the bound
+// stage_half states for the values below its line (2^-24 of the largest each).
+TEST_F(QuantCuda, ExactFp16FormAcrossActivationRanges) {
+  const int N = 2112, K = 4096, E = 4, k = 2;
+  const std::vector<int32_t> ids = {3, 1};
+  for (QuantFormat f : {QuantFormat::int8, QuantFormat::fp8, QuantFormat::int4}) {
+    std::mt19937 rng(77);
+    DeviceBuffers dev;
+    Experts ex(dev, f, false, N, K, E, rng);
+    if (f == QuantFormat::int4) ex.pair();
+    DownInputs in(dev, ids, k, N, K, rng);
+    std::uniform_int_distribution<int> spread(-6, 6);
+    std::uniform_real_distribution<float> unit(0.0f, 1.0f);
+    struct Rows {
+      const char* what;
+      double scale0, scale1;  // each pair's row: the inputs times scale 2^spread (0: zeros)
+      bool exact;
+    };
+    for (const Rows& rc : {Rows{"2^30 and 2^-30", std::ldexp(1.0, 30), std::ldexp(1.0, -30), true},
+                           Rows{"2^-60 and zeros", std::ldexp(1.0, -60), 0.0, true},
+                           Rows{"one large value over 2^-40", -1.0, 1.0, false}}) {
+      SCOPED_TRACE(testing::Message() << quant_format_name(f) << ": " << rc.what);
+      std::vector<uint16_t> hb = in.hb;
+      for (int p = 0; p < 2; ++p) {
+        const double sc = p == 0 ? rc.scale0 : rc.scale1;
+        for (int i = 0; i < K; ++i) {
+          uint16_t& v = hb[static_cast<size_t>(p) * K + i];
+          if (sc < 0) v = f32_to_bf16(i == 5 ? 3.0f : std::ldexp(bf16_to_f32(v), -40));
+          else  // +-(1 + u) 2^spread times the scale: every value within 2^-13 of the row's largest
+            v = f32_to_bf16(static_cast<float>((unit(rng) < 0.5f ? -1.0 : 1.0) * (1.0 + unit(rng)) * sc *
+                                               std::ldexp(1.0, spread(rng))));
+        }
+      }
+      const auto* h = reinterpret_cast<const __nv_bfloat16*>(dev.up(hb));
+      const size_t n_out = 2 * static_cast<size_t>(N), n_h = 2 * static_cast<size_t>(N / 2);
+      auto gemv = [&](int var) {
+        float* y = dev.up(std::vector<float>(n_out, -1.0f));
+        cuda::QuantGemvShape shape;
+        shape.var = var;
+        cuda::quant_moe_gemv_shaped(ex.qe, h, true, in.ids, 2, k, N, K, E, y, shape, nullptr);
+        return test::download(y, n_out);
+      };
+      auto gate_up = [&](int var) {
+        auto* o = reinterpret_cast<__nv_bfloat16*>(dev.up(std::vector<uint16_t>(n_h, 0xffff)));
+        cuda::QuantGemvShape shape;
+        shape.var = var;
+        cuda::quant_moe_gemv_gate_up_shaped(ex.qe, h, in.ids, 2, k, N / 2, K, E, o, shape, nullptr);
+        return test::download(reinterpret_cast<const uint16_t*>(o), n_h);
+      };
+      auto down = [&](int var) {
+        float* res = dev.up(in.res0);
+        cuda::quant_moe_down_combine(ex.qe, h, in.ids, in.w, 2, k, N, K, E, res, false, nullptr, 0, var);
+        return test::download(res, in.res0.size());
+      };
+      const std::vector<float> tile = gemv(0), tile_down = down(0);
+      for (int var : {cuda::kQuantVariantExact, cuda::kQuantVariantExact + 4}) {
+        SCOPED_TRACE(testing::Message() << "variant " << var);
+        const std::vector<float> got = gemv(var), got_down = down(var);
+        if (rc.exact) {
+          EXPECT_EQ(got, tile);
+          EXPECT_EQ(got_down, tile_down);
+          EXPECT_EQ(gate_up(var), gate_up(0));
+          continue;
+        }
+        // Below the line: each of the K - 1 small values moves by at most 2^-39 of the largest
+        // (3), times a weight of at most |code x scale| <= 1 here, and the fp32 sums of the two
+        // forms round apart by a few units of the last place of a total of at most ~3.
+        const double tol = (K - 1) * 3.0 * std::ldexp(1.0, -39) + 8 * 3.0 * std::ldexp(1.0, -24);
+        for (size_t i = 0; i < n_out; ++i) ASSERT_LE(std::fabs(got[i] - tile[i]), tol) << "output " << i;
+      }
+    }
+  }
+}
+
 #endif  // MOEBENCH_HAVE_CUDA

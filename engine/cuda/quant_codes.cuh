@@ -172,4 +172,89 @@ struct Codes<QuantFormat::int4, true> : Codes<QuantFormat::int4, false> {
   }
 };
 
+// The fp16 form of the codes (the exact warp kernels' default, quant_gemv_rows.cu): the
+// same exact values as Codes<F, kPaired>, as fp16 pairs for mma.f16 with activations that
+// were scaled per row by a power of two into fp16 (stage_half). fp16's 10-bit mantissa
+// takes a byte or two nibbles where bf16's 7 bits take one nibble, so the conversions are
+// shorter (per 32-bit word of codes, integer-pipe instructions: int8 1 xor + 2 permutes
+// against 4 permutes, 4 fp32 subtractions and 2 packs; fp8 one hardware e4m3x2 -> f16x2
+// conversion a pair against that plus two f16 -> f32 and a pack; int4 1 shift + 4 lop3
+// against 3 + 4). Every code is an integer or an e4m3 value, exact in fp16 as in bf16.
+// The activations and the weights' scales are those of Codes; b_regs moves 16-bit
+// elements, whatever they hold.
+__device__ __forceinline__ uint32_t half2_bits(__half2 v) {
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
+}
+__device__ __forceinline__ __half2 bits_half2(uint32_t u) {
+  __half2 v;
+  memcpy(&v, &u, 4);
+  return v;
+}
+
+template <QuantFormat F, bool kPaired = false>
+struct Codes16;
+
+// int8: (q + 128) into the low mantissa bits of fp16 1024.0 (0x6400, one ulp = 1), then
+// 1024 + 128 subtracted: q exactly.
+template <>
+struct Codes16<QuantFormat::int8> : Codes<QuantFormat::int8> {
+  __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
+    const uint32_t b = word(raw, s) ^ 0x80808080u;
+    const __half2 bias = bits_half2(0x64806480u);  // 1152 = 1024 + 128
+    lo = half2_bits(__hsub2(bits_half2(__byte_perm(b, 0x64646464u, 0x5140u)), bias));
+    hi = half2_bits(__hsub2(bits_half2(__byte_perm(b, 0x64646464u, 0x7362u)), bias));
+  }
+};
+
+// fp8 e4m3: the hardware's e4m3x2 -> f16x2, exact.
+template <>
+struct Codes16<QuantFormat::fp8> : Codes<QuantFormat::fp8> {
+  __device__ static uint32_t pair(uint32_t w16) {
+    const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w16), __NV_E4M3);
+    uint32_t u;
+    memcpy(&u, &h, 4);
+    return u;
+  }
+  __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
+    const uint32_t w = word(raw, s);
+    lo = pair(w & 0xffffu);
+    hi = pair(w >> 16);
+  }
+};
+
+// int4: a word's nibbles j and j + 4 sit in bits 4j and 16 + 4j. Masked with 0x000F000F
+// and or-ed into 1024.0 they give 1024 + q (nibbles 0 / 4); masked with 0x00F000F0,
+// 1024 + 16 q (nibbles 1 / 5), which one fma by 1/16 minus 64 + zero takes to q - zero
+// exactly; the word shifted by 8 gives nibbles 2 / 6 and 3 / 7 the same way. The pairs
+// are Codes<int4>'s: step 2v takes (e0, e4 | e1, e5), step 2v + 1 (e2, e6 | e3, e7).
+template <bool kPaired>
+struct Codes16Int4 : Codes<QuantFormat::int4, kPaired> {
+  using Base = Codes<QuantFormat::int4, kPaired>;
+  using Raw = typename Base::Raw;
+  struct Row {
+    float s;
+    uint32_t lo, hi;  // fp16x2 (1024 + zero), -(64 + zero)
+  };
+  __device__ static Row row(Raw r) {
+    const uint32_t lo = 0x6400u + r.z, hi = 0xD400u + 16u * r.z;  // 64 + z: one ulp is 1/16
+    return {__uint_as_float(r.s << 16), lo | (lo << 16), hi | (hi << 16)};
+  }
+  __device__ static uint32_t masked(uint32_t w, uint32_t mask) {
+    uint32_t v;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(w), "r"(mask), "r"(0x64006400u));  // (a & b) | c
+    return v;
+  }
+  __device__ static void a_regs(const uint4& raw, int s, const Row& r, uint32_t& lo, uint32_t& hi) {
+    const uint32_t w = word(raw, s >> 1) >> ((s & 1) * 8);
+    lo = half2_bits(__hsub2(bits_half2(masked(w, 0x000F000Fu)), bits_half2(r.lo)));
+    hi = half2_bits(__hfma2(bits_half2(masked(w, 0x00F000F0u)), bits_half2(0x2C002C00u), bits_half2(r.hi)));  // x 1/16
+  }
+};
+template <>
+struct Codes16<QuantFormat::int4, false> : Codes16Int4<false> {};
+template <>
+struct Codes16<QuantFormat::int4, true> : Codes16Int4<true> {};
+
 }  // namespace moebench::cuda::qcodes

@@ -1098,12 +1098,18 @@ int inner_variant(int var, int dflt) {
 //   against 41.6); the plain GEMV the tile kernel;
 // - int4: gate/up the tile kernel (57.1; 40 and 44 66.5, 60.6), down + combine 44 (31.7
 //   against 32.1); the plain GEMV the tile kernel.
+// With the exact kernels' fp16 form (quant_half_form, the default; session 15, one call,
+// microseconds, tile against bf16 form against fp16 form): gate/up + silu fp8 40 (79.2,
+// 76.3, 70.5), int8 40 (77.3, 79.4, 70.5), int4 (paired) 44 (53.7, 54.3, 52.8).
 // MOEBENCH_QUANT_VARIANT, where set, decides instead.
-int exact_default(QuantFormat f, QuantLaunch l) {
+int exact_default(QuantFormat f, QuantLaunch l, bool int4_paired = true) {
   static const int env = env_choice("MOEBENCH_QUANT_EXACT", {0, 40, 41, 42, 43, 44, 45}, -1);
   if (env >= 0) return env;
   if (f == QuantFormat::fp8) return kDefaultQuantExact;
-  return l == QuantLaunch::down_combine ? kQuantVariantExact + 4 : 0;
+  if (l == QuantLaunch::down_combine) return kQuantVariantExact + 4;
+  if (l == QuantLaunch::gate_up && quant_half_form() >= 1 && (f == QuantFormat::int8 || int4_paired))
+    return f == QuantFormat::int8 ? kQuantVariantExact : kQuantVariantExact + 4;  // int4: measured paired only
+  return 0;
 }
 
 // The pipelined kernel's grid: as many blocks per used expert as fit on the GPU at once
@@ -1188,7 +1194,8 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
     // One token (each used expert one pair), the tile kernel's default shape: the exact
     // warp kernel computes the same bits.
     const QuantLaunch l = out_h ? QuantLaunch::gate_up : QuantLaunch::gemv;
-    if (!single && !accumulate && n_pairs <= k && warps == 4 && exact_default(F, l) != 0) dflt = exact_default(F, l);
+    if (!single && !accumulate && n_pairs <= k && warps == 4 && exact_default(F, l, w.int4_paired) != 0)
+      dflt = exact_default(F, l, w.int4_paired);
     var = inner_variant(-1, dflt);
   }
   if (is_warp_variant(var)) {

@@ -13,11 +13,13 @@
 #include "engine/cuda/quant_gemv_rows.h"
 
 #include <algorithm>
+#include <atomic>
 #include <type_traits>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/gemv_core.cuh"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/pdl.cuh"
 #include "engine/cuda/quant_codes.cuh"
 
@@ -166,15 +168,76 @@ struct ExactItem {
   int row[2 * kRP];
   const uint8_t *scale, *zero;
   const bf16* x;
+  uint32_t xs = 0;  // the fp16 form: the shared-memory address of the staged row (stage_half)
 };
+
+// 16 bytes of shared memory at a shared-window address.
+__device__ __forceinline__ uint4 lds16(uint32_t addr) {
+  uint4 v;
+  asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(addr));
+  return v;
+}
+
+// The fp16 form's activations (ExactGroup kHalf): n rows of K bf16 values at x + r K, each
+// scaled by 2^e_r and rounded to fp16 into dst (row r at dst + r K / 8), 2^-e_r into inv[r].
+// e_r = 15 - (the exponent of the row's largest magnitude m, m = f 2^ex, 0.5 <= f < 1) puts
+// m 2^e_r in [2^14, 2^15): every value is exactly its bf16 value times 2^e_r (a power of
+// two: exact in fp32), and that product is an fp16 number exactly when it lies above fp16's
+// subnormal grid for its bits: for a bf16 value (8 significant bits) of at least m 2^-31.
+// Then the products code x activation are the bf16 form's times 2^e_r, their fp32 sums too
+// (scaling by a power of two commutes with rounding in the normal range), and the row's
+// total times 2^-e_r is the bf16 form's bit for bit. Smaller values are rounded to fp16's
+// grid (an error of at most 2^-39 m each). e_r is 0 for a row whose largest magnitude is 0 or
+// not finite, and at most 100 in magnitude (rows whose largest magnitude lies below 2^-85
+// or above 2^115 keep fewer exact bits). Every thread of the block calls it; it ends with
+// a barrier.
+__device__ void stage_half(const bf16* __restrict__ x, int n, int K, uint4* dst, float* inv) {
+  __shared__ float s_red[kWarps];
+  const int k8 = K / 8, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int r = 0; r < n; ++r) {
+    const uint4* src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(r) * K);
+    float m = 0;
+    for (int i = threadIdx.x; i < k8; i += blockDim.x) {
+      const uint4 v = src[i];
+      const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        m = fmaxf(m, fmaxf(fabsf(__uint_as_float(u[j] << 16)), fabsf(__uint_as_float(u[j] & 0xffff0000u))));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+    if (lane == 0) s_red[warp] = m;
+    __syncthreads();
+    m = s_red[0];
+    for (int w = 1; w < static_cast<int>(blockDim.x >> 5); ++w) m = fmaxf(m, s_red[w]);
+    int ex = 0;
+    frexpf(m, &ex);
+    const int e = m > 0 && m <= 3.0e38f ? min(100, max(-100, 15 - ex)) : 0;
+    const float sc = ldexpf(1.0f, e);
+    for (int i = threadIdx.x; i < k8; i += blockDim.x) {
+      const uint4 v = src[i];
+      const uint32_t u[4] = {v.x, v.y, v.z, v.w};
+      uint32_t h[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        h[j] = qcodes::half2_bits(
+            __floats2half2_rn(__uint_as_float(u[j] << 16) * sc, __uint_as_float(u[j] & 0xffff0000u) * sc));
+      dst[static_cast<int64_t>(r) * k8 + i] = make_uint4(h[0], h[1], h[2], h[3]);
+    }
+    if (threadIdx.x == 0) inv[r] = ldexpf(1.0f, -e);
+    __syncthreads();  // s_red is reused by the next row; dst and inv are read after this
+  }
+}
 
 // kContig: batch b is chunks 32 b .. 32 b + 31 of a row (lane i: chunk 32 b + i, 512
 // contiguous bytes a load instruction, as the warp-row kernels), slot g super-step 8 b + g:
 // slots 0 .. 3 are the next four super-steps of chain (2 b) % 4, slots 4 .. 7 of chain
 // (2 b + 1) % 4, and each chain's lane gathers its four sums (and their scales) by shuffles.
-template <QuantFormat F, bool kPaired, int kDepth, int kRP, bool kContig = false>
+// kHalf: the fp16 form (Codes16, activations staged by stage_half at r.xs): the same sums
+// times the row's 2^e, bit for bit in the range stage_half states.
+template <QuantFormat F, bool kPaired, int kDepth, int kRP, bool kContig = false, bool kHalf = false>
 struct ExactGroup {
-  using C = Codes<F, kPaired>;
+  using C = std::conditional_t<kHalf, Codes16<F, kPaired>, Codes<F, kPaired>>;
   using Tot = Totals<2 * kRP>;  // row j's chain c in lane 4 c + c / 2 (c < 4); exact_total adds them
   static_assert(C::kDepth == 4, "the exact kernels follow the tile kernel's 4 super-steps a batch");
   uint4 w[2 * kRP][kDepth];
@@ -210,7 +273,10 @@ struct ExactGroup {
 #pragma unroll
       for (int i = 0; i < V / 8; ++i) {
         uint4 v = make_uint4(0, 0, 0, 0);  // past the row end: zero activations, as the tile kernel
-        if (c < chunks) v = __ldg(reinterpret_cast<const uint4*>(r.x + static_cast<int64_t>(c) * V) + i);
+        if (c < chunks) {
+          if constexpr (kHalf) v = lds16(r.xs + static_cast<uint32_t>((c * V + 8 * i) * 2));
+          else v = __ldg(reinterpret_cast<const uint4*>(r.x + static_cast<int64_t>(c) * V) + i);
+        }
         xw[4 * i] = v.x;
         xw[4 * i + 1] = v.y;
         xw[4 * i + 2] = v.z;
@@ -232,7 +298,8 @@ struct ExactGroup {
           C::a_regs(w[2 * h][u], s, pr[2 * h], a0, a2);
           C::a_regs(w[2 * h + 1][u], s, pr[2 * h + 1], a1, a3);
           C::b_regs(xw, s, x0, x1);
-          detail::mma_bf16_16x8x16(d[h], a0, a1, a2, a3, x0, x1);
+          if constexpr (kHalf) detail::mma_f16_16x8x16(d[h], a0, a1, a2, a3, x0, x1);
+          else detail::mma_bf16_16x8x16(d[h], a0, a1, a2, a3, x0, x1);
         }
       if constexpr (kContig) {
         // Chain lane c takes chain (2 b) % 4 from slots 0 .. 3 or (2 b + 1) % 4 from 4 .. 7.
@@ -293,13 +360,19 @@ __device__ __forceinline__ float exact_total(float t) {
 // are the same either way. wait_pending: pdl_wait() and pdl_trigger() once the first
 // loads are issued (the weights may be read before the previous kernel ends, x may not).
 // G: the group (RowGroup or ExactGroup), kDepth its batches.
-template <typename G, int kDepth, bool kPipe, typename ItemFn, typename FinishFn>
+// after_wait() runs right after that pdl_wait() (every warp of the block must reach it).
+struct NoHook {
+  __device__ void operator()() const {}
+};
+template <typename G, int kDepth, bool kPipe, typename ItemFn, typename FinishFn, typename Hook = NoHook>
 __device__ __forceinline__ void walk_items(int first, int stride, int items, int b0, int b1, int chunks, int K,
-                                           int lane, bool wait_pending, ItemFn&& item, FinishFn&& finish) {
+                                           int lane, bool wait_pending, ItemFn&& item, FinishFn&& finish,
+                                           Hook&& after_wait = Hook{}) {
   auto settle = [&] {
     if (wait_pending) {
       pdl_wait();
       pdl_trigger();
+      after_wait();
       wait_pending = false;
     }
   };
@@ -427,19 +500,23 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 // 2 kRP i .. 2 kRP i + 2 kRP - 1 (clamped; written only below N), or with gu_inter > 0 rows
 // kRP i + h of w1 and of w3 (h < kRP), written as h[p, r] = bf16(silu(g) * u) as the tile
 // kernel writes it. Warps take the items it = warp, warp + all warps, ...
-template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_exact_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
                        int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
                        bf16* __restrict__ out_h) {
   __shared__ PairParts s;
+  __shared__ float s_inv[kMaxPairs];
+  extern __shared__ uint4 s_half[];  // kHalf: the activation rows in fp16 (stage_half)
   start_after_router(w, ids, n_pairs, s);
+  if constexpr (kHalf) stage_half(x, x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, s_half, s_inv);
+  const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
   const int lane = threadIdx.x & 31;
   const int rows = gu_inter > 0 ? gu_inter : (N + 1) / 2;  // row pairs of a pair
   const int per_pair = (rows + kRP - 1) / kRP, items = n_pairs * per_pair;
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16);
-  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
       blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, exact_batches<kContig>(chunks), chunks,
       K, lane, false,
       [&](int it) {
@@ -455,15 +532,18 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         for (int j = 0; j < 2 * kRP; ++j) r.q[j] = s.q[p] + r.row[j] * row_bytes;
         r.scale = s.scale[p];
         r.zero = s.zero[p];
-        r.x = x + static_cast<int64_t>(x_per_pair ? p : p / k) * K;
+        const int xr = x_per_pair ? p : p / k;
+        r.x = x + static_cast<int64_t>(xr) * K;
+        r.xs = xs0 + static_cast<uint32_t>(xr * K * 2);
         return r;
       },
       [&](int it, const auto& tot) {
+        const int p = it / per_pair, i = it - p * per_pair;
+        const float inv = kHalf ? s_inv[x_per_pair ? p : p / k] : 1.0f;
         float y[2 * kRP];
 #pragma unroll
-        for (int j = 0; j < 2 * kRP; ++j) y[j] = exact_total(tot.v[j]);
+        for (int j = 0; j < 2 * kRP; ++j) y[j] = kHalf ? exact_total(tot.v[j]) * inv : exact_total(tot.v[j]);
         if (lane != 0) return;
-        const int p = it / per_pair, i = it - p * per_pair;
 #pragma unroll
         for (int h = 0; h < kRP; ++h) {
           const int rp = kRP * i + h;
@@ -544,25 +624,30 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 // the whole rows (the four chains, as ExactGroup); the rows' sums meet in s_y (two
 // buffers, alternating items: one barrier an item) and threads 0 .. 2 kRP (8 / k) - 1 add
 // the slots. k must divide 8.
-template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_exact_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
                                     const float* __restrict__ weights, int n_pairs, int k, int N, int K,
                                     float* __restrict__ out, int ids_early) {
   __shared__ PairParts s;
   __shared__ float s_y[2][kWarps][2 * kRP];
+  __shared__ float s_inv[kMaxPairs];
+  extern __shared__ uint4 s_half[];  // kHalf: each pair's activation row in fp16 (stage_half)
   if (!ids_early) {
     pdl_wait();
     pdl_trigger();
   }
   load_pair_parts(w, ids, n_pairs, s);
+  if constexpr (kHalf)
+    if (!ids_early) stage_half(h, n_pairs, K, s_half, s_inv);
+  const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wps = kWarps / k, slot = warp / wps, q = warp % wps;
   const int rows = (N + 1) / 2, per_item = wps * kRP;  // row pairs of a token, of a block item
   const int per_tok = (rows + per_item - 1) / per_item, items = (n_pairs / k) * per_tok;
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16);
   int buf = 0;
-  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
       blockIdx.x, gridDim.x, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, ids_early != 0,
       [&](int it) {
         const int tok = it / per_tok, i0 = (it - tok * per_tok) * per_item + q * kRP, p = tok * k + slot;
@@ -575,12 +660,14 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         r.scale = s.scale[p];
         r.zero = s.zero[p];
         r.x = h + static_cast<int64_t>(p) * K;
+        r.xs = xs0 + static_cast<uint32_t>(p * K * 2);
         return r;
       },
       [&](int it, const auto& tot) {
+        const float inv = kHalf ? s_inv[(it / per_tok) * k + slot] : 1.0f;
         float y[2 * kRP];
 #pragma unroll
-        for (int j = 0; j < 2 * kRP; ++j) y[j] = exact_total(tot.v[j]);
+        for (int j = 0; j < 2 * kRP; ++j) y[j] = kHalf ? exact_total(tot.v[j]) * inv : exact_total(tot.v[j]);
         if (lane == 0)
 #pragma unroll
           for (int j = 0; j < 2 * kRP; ++j) s_y[buf][warp][j] = y[j];
@@ -593,6 +680,9 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
           out[static_cast<int64_t>(tok) * N + row] += acc;
         }
         buf ^= 1;
+      },
+      [&] {
+        if constexpr (kHalf) stage_half(h, n_pairs, K, s_half, s_inv);
       });
   if (ids_early && blockIdx.x >= items) {  // a block without items (never the case: the grid is at most items)
     pdl_wait();
@@ -625,15 +715,61 @@ void launch_rows(const QuantExperts& w, const bf16* x, bool x_per_pair, const in
              n_pairs, k, N, K, out, gu_inter, out_h);
 }
 
+// The fp16 form of the exact kernels where its staged rows fit in shared memory next to the
+// kernel's own (quant_half_form); the bytes to launch it with, or 0 for the bf16 form.
+size_t half_smem_bytes(int rows, int K, bool down) {
+  if (quant_half_form() < (down ? 2 : 1)) return 0;
+  static const int limit = [] {
+    int dev = 0, optin = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+    return optin - 4096;  // room for the kernels' static shared memory
+  }();
+  const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(K) * 2;
+  return K % 8 == 0 && rows <= kMaxPairs && bytes <= static_cast<size_t>(limit) ? bytes : 0;
+}
+
+// Blocks of a kernel with smem bytes of dynamic shared memory resident at once (the
+// attribute raised to the device's opt-in limit on first use; the last answer cached per
+// thread: a decode step asks with the same bytes every layer).
+template <auto kKernel>
+int resident_blocks_smem(size_t smem) {
+  static std::atomic<uint64_t> raised{0};  // a bit per device whose attribute is set
+  int cur = 0;
+  CUDA_CHECK(cudaGetDevice(&cur));
+  const uint64_t bit = uint64_t{1} << (cur & 63);
+  if (!(raised.load(std::memory_order_acquire) & bit)) {
+    int optin = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cur));
+    CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin - 4096));
+    raised.fetch_or(bit, std::memory_order_acq_rel);
+  }
+  thread_local size_t last_smem = ~size_t{0};
+  thread_local int last_n = 0;
+  if (smem != last_smem) {
+    int sms = 0, per_sm = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cur));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kWarps * 32, smem));
+    last_n = std::max(1, sms * per_sm);
+    last_smem = smem;
+  }
+  return last_n;
+}
+
 template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
 void launch_exact(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k, int N,
                   int K, float* out, bf16* out_h, cudaStream_t stream) {
-  constexpr auto kernel = quant_exact_kernel<F, kPaired, kCfg, kRP, kContig>;
   const int gu_inter = out_h ? N / 2 : 0;
   const int64_t items = static_cast<int64_t>(n_pairs) * ceil_div(out_h ? gu_inter : (N + 1) / 2, kRP);
-  const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks<kernel>()));
-  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, w, x, x_per_pair ? 1 : 0, ids,
-             n_pairs, k, N, K, out, gu_inter, out_h);
+  auto go = [&](auto half_c, size_t smem) {
+    constexpr auto kernel = quant_exact_kernel<F, kPaired, kCfg, kRP, kContig, decltype(half_c)::value>;
+    const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks_smem<kernel>(smem)));
+    launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, w, x, x_per_pair ? 1 : 0,
+               ids, n_pairs, k, N, K, out, gu_inter, out_h);
+  };
+  const size_t smem = half_smem_bytes(x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, false);
+  if (smem) go(std::true_type{}, smem);
+  else go(std::false_type{}, 0);
 }
 
 template <QuantFormat F, bool kPaired, int kK, int kCfg>
@@ -649,11 +785,16 @@ void launch_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const
 template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
 void launch_exact_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
                        int k, int N, int K, float* out, bool ids_early, cudaStream_t stream) {
-  constexpr auto kernel = quant_exact_down_combine_kernel<F, kPaired, kCfg, kRP, kContig>;
   const int64_t items = static_cast<int64_t>(n_pairs / k) * ceil_div((N + 1) / 2, kWarps / k * kRP);
-  const int blocks = static_cast<int>(std::min<int64_t>(items, resident_blocks<kernel>()));
-  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, w, h, ids, weights, n_pairs, k,
-             N, K, out, ids_early ? 1 : 0);
+  auto go = [&](auto half_c, size_t smem) {
+    constexpr auto kernel = quant_exact_down_combine_kernel<F, kPaired, kCfg, kRP, kContig, decltype(half_c)::value>;
+    const int blocks = static_cast<int>(std::min<int64_t>(items, resident_blocks_smem<kernel>(smem)));
+    launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, w, h, ids, weights,
+               n_pairs, k, N, K, out, ids_early ? 1 : 0);
+  };
+  const size_t smem = half_smem_bytes(n_pairs, K, true);
+  if (smem) go(std::true_type{}, smem);
+  else go(std::false_type{}, 0);
 }
 
 // The exact variants' launch shapes (variant kQuantVariantExact + i): cfg and row pairs a
@@ -713,6 +854,11 @@ void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
   CUDA_CHECK_LAUNCH(what);
 }
 }  // namespace
+
+int quant_half_form() {
+  static const int v = env_choice("MOEBENCH_QUANT_HALF", {1, 0, 2}, 1);
+  return v;
+}
 
 void quant_rows_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k,
                      int N, int K, float* out, bf16* out_h, int var, cudaStream_t stream) {

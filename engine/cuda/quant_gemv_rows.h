@@ -45,6 +45,15 @@ constexpr bool is_exact_variant(int var) {
 }
 constexpr bool is_warp_variant(int var) { return is_rows_variant(var) || is_exact_variant(var); }
 
+// The exact kernels' fp16 form (MOEBENCH_QUANT_HALF, read once; a value outside the list is
+// an error naming it): 1 (the default) for the GEMV and the fused gate/up, 2 for the down +
+// combine too, 0 never. Each block stages its activation rows into shared memory as fp16,
+// each row scaled by a power of two, and takes the codes as fp16 (fewer instructions a
+// code than bf16 for every format); the same bits as the bf16 form while every activation
+// of a row is at least 2^-31 of its largest. The down + combine's rows (14336 inputs a
+// pair for Mixtral) cost more to stage than the form saves, hence not by default.
+int quant_half_form();
+
 // quant_moe_gemv's product (out[p, :] = W[ids[p]] . x_p, fp32) or, out_h non-null, the
 // fused gate/up (N = 2 inter rows [w1; w3], h[p, r] = bf16(silu(g) * u)), one work item
 // per (pair, row pair): pairs sharing an expert read its rows once each.
