@@ -82,9 +82,10 @@ inline constexpr int kDefaultQuantPrefetch = 0;
 inline constexpr int kDefaultQuantVariant = 0;
 // 40 .. 45: the exact warp kernels (quant_gemv_rows.h): the tile kernel's sums bit for bit
 // where it runs 4 warps at the format's depth, one tile. A one-token launch there takes
-// kDefaultQuantExact at fp8, 44 for the int8 and int4 down + combine, elsewhere the tile
-// kernel (quant_gemv.cu exact_default; MOEBENCH_QUANT_EXACT = 0, 40 .. 45 overrides, 0:
-// the tile kernel).
+// kDefaultQuantExact at fp8, 44 for the int8 and int4 down + combine; with the exact
+// kernels' fp16 form (quant_half_form, the default) 40 for the int8 and 44 for the paired
+// int4 gate/up too; elsewhere the tile kernel (quant_gemv.cu exact_default;
+// MOEBENCH_QUANT_EXACT = 0, 40 .. 45 overrides, 0: the tile kernel).
 inline constexpr int kDefaultQuantExact = 40;
 struct QuantGemvShape {
   int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0, var = -1;
