@@ -165,21 +165,18 @@ __device__ __forceinline__ int group_pairs(const int32_t* ids, int n_pairs, int*
 // feeds A and B the same way: the slots {2t, 2t+1, 2t+8, 2t+9} belong to lanes t of every
 // group, which lets a lane bring the weights and activations of its own 16-byte chunk.
 // Products of bf16 are exact in fp32; sums are fp32.
-__device__ __forceinline__ void mma_bf16_16x8x16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                                 uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
+#define MB_MMA_16X8X16(NAME, T)                                                                                  \
+  __device__ __forceinline__ void NAME(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0, \
+                                       uint32_t b1) {                                                              \
+    asm("mma.sync.aligned.m16n8k16.row.col.f32." T "." T ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "             \
+        "{%0,%1,%2,%3};"                                                                                           \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                                           \
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));                                                   \
+  }
+MB_MMA_16X8X16(mma_bf16_16x8x16, "bf16")
 // The same tile with fp16 operands (the exact warp kernels' fp16 form, quant_codes.cuh Codes16).
-__device__ __forceinline__ void mma_f16_16x8x16(float (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
-                                                uint32_t b0, uint32_t b1) {
-  asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-      "{%0,%1,%2,%3};"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
+MB_MMA_16X8X16(mma_f16_16x8x16, "f16")
+#undef MB_MMA_16X8X16
 
 // One iteration of a warp at chunk c0 (its lane's chunks c0 + 32 u, u < U): the loads of
 // R rows' chunks (past K8: not loaded), then their products with the M activation rows,
