@@ -40,6 +40,15 @@
 #              expression of SASS_KERNELS (cuobjdump -sass; the matching functions kept gzipped in
 #              sass_kernels.sass.gz), and their loops' instruction mix (tools/sass_loops.py:
 #              sass_summary.md / .json), to check what the compiler made of a loop
+#   ab         `moebench bench` alternated between variants of one build or two: for each configuration
+#              of AB_SETS (space-separated `--set` values such as expert_dtype=int8; "-", the default,
+#              for none) and each of AB_ROUNDS rounds (default 2), one run of `moebench bench $AB_BENCH`
+#              per variant of AB_VARIANTS (space-separated; a variant is `default`, `before` (the
+#              moebench in $BIN/before) or comma-separated VAR=VALUE settings of the environment), each
+#              cut at AB_TIMEOUT seconds (default 150) and kept as it finishes (ab_SET_VARIANT_rN.json);
+#              then tools/ab_table.py: ab_summary.md / .json, every run's tok/s and % of bound, each
+#              variant's mean against the first, and whether the variants' greedy tokens agree
+#              (the part fails when they do not, or when a run failed)
 #   scaleout   on a host of 4 or 8 GPUs (nvidia-h200-x4, -x8): the multi-GPU tests, then the
 #              resident 32-layer Mixtral shape at TP = 1, 2, 4 (and 8) for batch 1, 8, 32 and at
 #              EP = 4 (and 8) against one GPU for batch 8, 32, 128 (`moebench bench`), the
@@ -48,6 +57,8 @@
 #              (tools/scaleout_table.py: scaleout_table.md / .json); docs/PARALLEL.md
 #   OUT=$OUT BIN=.devbin PARTS="info tests kernels" bash tools/device_run.sh
 #   OUT=$OUT PARTS=suites SUITES="stages-gpu@synthetic:mixtral-8x7b" bash tools/device_run.sh
+#   OUT=$OUT PARTS=ab AB_SETS="expert_dtype=int8 expert_dtype=int4" AB_VARIANTS="default MOEBENCH_QUANT_HALF=0" \
+#     bash tools/device_run.sh
 set -uo pipefail
 BIN="${BIN:-.devbin}"
 OUT="${OUT:-$PWD/gpu_out}"
@@ -186,6 +197,33 @@ sass_part() {
   python3 tools/sass_loops.py --kernel "$re" --json "$OUT/sass_summary.json" --keep "$OUT/sass_kernels.sass.gz" \
     /tmp/all.sass | tee "$OUT/sass_summary.md"
 }
+ab_part() {  # the A/B series (PARTS=ab): runs written to $OUT as they finish, indexed in ab_index.tsv
+  local bench=${AB_BENCH:---model synthetic:mixtral-8x7b --batch 1 --prompt-tokens 50 --new-tokens 128 --repetitions 2 --no-quality}
+  local set v r name bin envs r_rc index="$OUT/ab_index.tsv"
+  : >"$index"
+  for set in ${AB_SETS:--}; do
+    for ((r = 1; r <= ${AB_ROUNDS:-2}; r++)); do
+      for v in ${AB_VARIANTS:?ab: set AB_VARIANTS to variants (default, before or VAR=VALUE[,VAR=VALUE])}; do
+        name="ab_$(echo "${set}_${v}" | tr -c 'A-Za-z0-9._\n-' '_')_r$r"
+        bin="$BIN/moebench" envs=()
+        case "$v" in
+          default) ;;
+          before) bin="$BIN/before/moebench" ;;
+          *) IFS=, read -ra envs <<<"$v" ;;
+        esac
+        [[ -x "$bin" ]] || { echo "ab: $bin is missing"; return 1; }
+        # shellcheck disable=SC2086 # AB_BENCH is a list of arguments
+        env "${envs[@]}" timeout "${AB_TIMEOUT:-150}" "$bin" bench $bench $([[ "$set" != - ]] && echo "--set $set") \
+          --out "$OUT/$name.json" >"$OUT/$name.log" 2>&1
+        r_rc=$?
+        printf '%s\t%s\t%s\t%s\t%s\n' "$set" "$v" "$r" "$OUT/$name.json" "$r_rc" >>"$index"
+        echo "$set / $v round $r: exit $r_rc"
+        pack
+      done
+    done
+  done
+  python3 tools/ab_table.py "$index" --md "$OUT/ab_summary.md" --json "$OUT/ab_summary.json"
+}
 for part in $PARTS; do
   case "$part" in
     info)
@@ -221,6 +259,8 @@ for part in $PARTS; do
       step ncu ncu_part ;;
     sass)
       step sass sass_part ;;
+    ab)
+      step ab ab_part ;;
     scaleout)
       step scaleout scaleout ;;
     *) note "unknown part '$part'"; rc=2 ;;
