@@ -1,22 +1,32 @@
 #!/usr/bin/env bash
 # device_prep.sh: gathers, on THIS machine, what tools/device_run.sh needs on the GPU
-# machine into one folder to carry there (the device tool carries at most 64 MiB): the
-# stripped moebench, moebench_tests and moebench_bench of a CUDA build, and the shared
-# libraries they link that a bare GPU host may lack (found with ldd; the C/C++ runtime,
-# the CUDA driver and the CUDA toolkit's libraries are on the GPU host already). With BEFORE=DIR (a build/bin of an older commit), its
-# stripped moebench_bench goes to DEST/before for the before/after kernel comparison.
-# The folder is also packed as DEST.tar.xz (a third of the size): carry that when the
-# folder is over the carry limit; tools/device_run.sh unpacks it when DEST is absent.
+# machine into one folder to carry there (the device tool carries at most 64 MiB, the
+# working tree that travels included): the stripped binaries of a CUDA build (BINARIES,
+# default moebench moebench_tests moebench_bench moebench_cpu_bench; name fewer when the
+# call needs fewer), and the shared libraries they link that a bare GPU host may lack
+# (found with ldd; the C/C++ runtime, the CUDA driver and the CUDA toolkit's libraries are
+# on the GPU host already). With BEFORE=DIR (a build/bin of an older commit), its stripped
+# moebench_bench and moebench go to DEST/before, for the before/after kernel comparison
+# (PARTS=kernels) and the `before` variant of PARTS=ab.
+# The folder is also packed as DEST.tar.xz with xz -9e, whose window finds the bytes that
+# two builds of one binary share (a before/after pair packs to little more than one): carry
+# that, and device_run.sh unpacks it when DEST is absent there. The script prints the size
+# of the working tree that travels beside it and fails when the two exceed the limit.
 #   bash tools/device_prep.sh [BUILD_BIN=build/bin] [DEST=.devbin]
+#   BINARIES="moebench moebench_bench" BEFORE=/tmp/old/build/bin bash tools/device_prep.sh
 set -euo pipefail
 src="${1:-build/bin}"
 dest="${2:-.devbin}"
-for b in moebench moebench_tests moebench_bench moebench_cpu_bench; do
+bins="${BINARIES:-moebench moebench_tests moebench_bench moebench_cpu_bench}"
+for b in $bins; do
+  case "$b" in moebench|moebench_tests|moebench_bench|moebench_cpu_bench) ;;
+    *) echo "device_prep: BINARIES: '$b', expected moebench, moebench_tests, moebench_bench or moebench_cpu_bench" >&2; exit 1 ;;
+  esac
   [[ -x "$src/$b" ]] || { echo "device_prep: $src/$b is missing (build with MOEBENCH_CUDA=ON and MOEBENCH_BENCH=ON)" >&2; exit 1; }
 done
 rm -rf "$dest"
 mkdir -p "$dest"
-for b in moebench moebench_tests moebench_bench moebench_cpu_bench; do strip -o "$dest/$b" "$src/$b"; done
+for b in $bins; do strip -o "$dest/$b" "$src/$b"; done
 for lib in $(ldd "$dest"/moebench* | awk '/=> \// {print $3}' | grep -v '^/usr/local/cuda' | sort -u); do
   case "$(basename "$lib")" in
     libc.so*|libm.so*|libstdc++*|libgcc_s*|libpthread*|libdl.so*|librt.so*|libutil.so*|ld-linux*|libcuda.so*) ;;
@@ -25,8 +35,16 @@ for lib in $(ldd "$dest"/moebench* | awk '/=> \// {print $3}' | grep -v '^/usr/l
 done
 if [[ -n "${BEFORE:-}" ]]; then
   mkdir -p "$dest/before"
-  strip -o "$dest/before/moebench_bench" "$BEFORE/moebench_bench"
+  for b in moebench_bench moebench; do
+    [[ -x "$BEFORE/$b" ]] || { echo "device_prep: BEFORE: $BEFORE/$b is missing" >&2; exit 1; }
+    strip -o "$dest/before/$b" "$BEFORE/$b"
+  done
 fi
-tar -C "$(dirname "$dest")" -cJf "$dest.tar.xz" "$(basename "$dest")"
+tar -C "$(dirname "$dest")" -cf - "$(basename "$dest")" | xz -9e -T0 >"$dest.tar.xz"
 du -sh "$dest" "$dest.tar.xz"
-ls "$dest"
+ls -R "$dest"
+# What travels beside it: tracked files and untracked ones git does not ignore.
+tree=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-from=- 2>/dev/null | tail -1 | cut -f1)
+archive=$(stat -c %s "$dest.tar.xz")
+echo "device_prep: working tree $((tree >> 20)) MiB + $dest.tar.xz $((archive >> 20)) MiB of the 64 MiB a call carries"
+(( tree + archive <= 64 << 20 )) || { echo "device_prep: over the 64 MiB carry limit; name fewer BINARIES" >&2; exit 1; }
