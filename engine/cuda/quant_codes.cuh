@@ -15,23 +15,16 @@
 
 namespace moebench::cuda::qcodes {
 
-// A 32-bit value's bits and back (bf16 or fp16 pairs).
-template <typename T>
-__device__ __forceinline__ uint32_t bits32(T v) {
-  static_assert(sizeof(T) == 4, "a 32-bit value");
-  uint32_t u;
+// The same 32 bits as another type (a bf16 or fp16 pair and its bits, either way).
+template <typename To, typename From>
+__device__ __forceinline__ To bits32(From v) {
+  static_assert(sizeof(To) == 4 && sizeof(From) == 4, "32-bit values");
+  To u;
   memcpy(&u, &v, 4);
   return u;
 }
-template <typename T>
-__device__ __forceinline__ T from_bits32(uint32_t u) {
-  static_assert(sizeof(T) == 4, "a 32-bit value");
-  T v;
-  memcpy(&v, &u, 4);
-  return v;
-}
-__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) { return bits32(v); }
-__device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t u) { return from_bits32<__nv_bfloat162>(u); }
+__device__ __forceinline__ uint32_t bf16x2_bits(__nv_bfloat162 v) { return bits32<uint32_t>(v); }
+__device__ __forceinline__ __nv_bfloat162 bits_bf16x2(uint32_t u) { return bits32<__nv_bfloat162>(u); }
 __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return bf16x2_bits(__floats2bfloat162_rn(lo, hi));
 }
@@ -189,8 +182,8 @@ struct Codes<QuantFormat::int4, true> : Codes<QuantFormat::int4, false> {
 // against 3 + 4). Every code is an integer or an e4m3 value, exact in fp16 as in bf16.
 // The activations and the weights' scales are those of Codes; b_regs moves 16-bit
 // elements, whatever they hold.
-__device__ __forceinline__ uint32_t half2_bits(__half2 v) { return bits32(v); }
-__device__ __forceinline__ __half2 bits_half2(uint32_t u) { return from_bits32<__half2>(u); }
+__device__ __forceinline__ uint32_t half2_bits(__half2 v) { return bits32<uint32_t>(v); }
+__device__ __forceinline__ __half2 bits_half2(uint32_t u) { return bits32<__half2>(u); }
 
 template <QuantFormat F, bool kPaired = false>
 struct Codes16;
@@ -211,7 +204,7 @@ struct Codes16<QuantFormat::int8> : Codes<QuantFormat::int8> {
 template <>
 struct Codes16<QuantFormat::fp8> : Codes<QuantFormat::fp8> {
   __device__ static uint32_t pair(uint32_t w16) {
-    return bits32(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w16), __NV_E4M3));
+    return bits32<uint32_t>(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w16), __NV_E4M3));
   }
   __device__ static void a_regs(const uint4& raw, int s, const Row&, uint32_t& lo, uint32_t& hi) {
     const uint32_t w = word(raw, s);
