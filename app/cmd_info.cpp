@@ -1,11 +1,13 @@
 // cmd_info.cpp: `moebench info` prints the build, the backends, the devices, the
 // model presets and every setting with its values and default.
+#include <cstdlib>
 #include <thread>
 
 #include "cli/command.h"
 #include "engine/build_info.h"
 #include "model/config.h"
 #include "engine/device_info.h"
+#include "engine/env_switches.h"
 #include "model/settings.h"
 #include "variants/cache_policy.h"
 #include "variants/routing.h"
@@ -32,6 +34,13 @@ int run() {
   fmt::print("\nrouting sources:\n");
   for (const RoutingSourceInfo& r : routing_sources())
     fmt::print("  {:<24} {}\n", r.kind == RoutingKind::trace ? "trace:FILE" : r.name, r.description);
+  fmt::print("\nenvironment switches (read where they act; the values list the default first; a value outside them is\n"
+             "an error naming the variable; most measure one build several ways, tools/device_run.sh PARTS=ab):\n");
+  for (const EnvSwitchDoc& e : env_switch_docs()) {
+    const char* v = std::getenv(e.name);
+    fmt::print("  {:<30} {}{}\n      {} ({})\n", e.name, e.values, v && *v ? fmt::format("  [set here: {}]", v) : "",
+               e.what, e.doc);
+  }
   return 0;
 }
 }  // namespace
