@@ -862,13 +862,14 @@ TEST_F(QuantCuda, ExactFp16FormAcrossActivationRanges) {
         return test::download(res, in.res0.size());
       };
       const std::vector<float> tile = gemv(0), tile_down = down(0);
+      const std::vector<uint16_t> tile_gu = gate_up(0);
       for (int var : {cuda::kQuantVariantExact, cuda::kQuantVariantExact + 4}) {
         SCOPED_TRACE(testing::Message() << "variant " << var);
         const std::vector<float> got = gemv(var), got_down = down(var);
         if (rc.exact) {
           EXPECT_EQ(got, tile);
           EXPECT_EQ(got_down, tile_down);
-          EXPECT_EQ(gate_up(var), gate_up(0));
+          EXPECT_EQ(gate_up(var), tile_gu);
           continue;
         }
         // Below the line: each of the K - 1 small values moves by at most 2^-39 of the largest

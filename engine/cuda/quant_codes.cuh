@@ -31,6 +31,14 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
 __device__ __forceinline__ uint32_t word(const uint4& v, int i) {
   return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
+// (a & b) | c as ONE lop3. Written in C++ with b and c constants, the compiler emits an AND
+// and an OR (a LOP3 takes one immediate): twice the integer instructions of the int4
+// conversions, on the integer pipe that bounds those kernels (docs/QUANT.md).
+__device__ __forceinline__ uint32_t and_or(uint32_t a, uint32_t b, uint32_t c) {
+  uint32_t v;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(a), "r"(b), "r"(c));
+  return v;
+}
 
 // Per format: kValues codes per 16-byte chunk; kDepth super-steps whose weight loads
 // are issued together; kScaled: whether a scale multiplies each
@@ -139,13 +147,9 @@ struct Codes<QuantFormat::int4> {
     const uint32_t b = 0x4300u + r.z;  // bf16 of 128 + z (z <= 15)
     return {__uint_as_float(r.s << 16), b | (b << 16)};
   }
-  // (w >> shift) & 0x000F000F | 0x43004300 as ONE lop3: written in C++, the compiler
-  // emits an AND and an OR (a LOP3 takes one immediate), 8 integer instructions a word
-  // where 4 do, on the integer pipe that bounds these kernels (docs/QUANT.md).
+  // (w >> shift) & 0x000F000F | 0x43004300 (one lop3, and_or), minus 128 + zero.
   __device__ static uint32_t nibbles(uint32_t w, int shift, uint32_t bias) {
-    uint32_t v;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(w >> shift), "r"(0x000F000Fu), "r"(0x43004300u));  // (a & b) | c
-    return bf16x2_bits(__hsub2(bits_bf16x2(v), bits_bf16x2(bias)));
+    return bf16x2_bits(__hsub2(bits_bf16x2(and_or(w >> shift, 0x000F000Fu, 0x43004300u)), bits_bf16x2(bias)));
   }
   __device__ static void a_regs(const uint4& raw, int s, const Row& r, uint32_t& lo, uint32_t& hi) {
     const uint32_t w = word(raw, s >> 1);
@@ -230,15 +234,11 @@ struct Codes16Int4 : Codes<QuantFormat::int4, kPaired> {
     const uint32_t lo = 0x6400u + r.z, hi = 0xD400u + 16u * r.z;  // 64 + z: one ulp is 1/16
     return {__uint_as_float(r.s << 16), lo | (lo << 16), hi | (hi << 16)};
   }
-  __device__ static uint32_t masked(uint32_t w, uint32_t mask) {
-    uint32_t v;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(v) : "r"(w), "r"(mask), "r"(0x64006400u));  // (a & b) | c
-    return v;
-  }
   __device__ static void a_regs(const uint4& raw, int s, const Row& r, uint32_t& lo, uint32_t& hi) {
     const uint32_t w = word(raw, s >> 1) >> ((s & 1) * 8);
-    lo = half2_bits(__hsub2(bits_half2(masked(w, 0x000F000Fu)), bits_half2(r.lo)));
-    hi = half2_bits(__hfma2(bits_half2(masked(w, 0x00F000F0u)), bits_half2(0x2C002C00u), bits_half2(r.hi)));  // x 1/16
+    lo = half2_bits(__hsub2(bits_half2(and_or(w, 0x000F000Fu, 0x64006400u)), bits_half2(r.lo)));
+    hi = half2_bits(__hfma2(bits_half2(and_or(w, 0x00F000F0u, 0x64006400u)), bits_half2(0x2C002C00u),
+                            bits_half2(r.hi)));  // x 1/16
   }
 };
 template <>

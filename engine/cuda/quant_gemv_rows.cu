@@ -542,7 +542,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         const float inv = kHalf ? s_inv[x_per_pair ? p : p / k] : 1.0f;
         float y[2 * kRP];
 #pragma unroll
-        for (int j = 0; j < 2 * kRP; ++j) y[j] = kHalf ? exact_total(tot.v[j]) * inv : exact_total(tot.v[j]);
+        for (int j = 0; j < 2 * kRP; ++j) y[j] = exact_total(tot.v[j]) * inv;  // bf16 form: x 1, exactly
         if (lane != 0) return;
 #pragma unroll
         for (int h = 0; h < kRP; ++h) {
@@ -667,7 +667,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         const float inv = kHalf ? s_inv[(it / per_tok) * k + slot] : 1.0f;
         float y[2 * kRP];
 #pragma unroll
-        for (int j = 0; j < 2 * kRP; ++j) y[j] = kHalf ? exact_total(tot.v[j]) * inv : exact_total(tot.v[j]);
+        for (int j = 0; j < 2 * kRP; ++j) y[j] = exact_total(tot.v[j]) * inv;  // bf16 form: x 1, exactly
         if (lane == 0)
 #pragma unroll
           for (int j = 0; j < 2 * kRP; ++j) s_y[buf][warp][j] = y[j];
@@ -715,15 +715,22 @@ void launch_rows(const QuantExperts& w, const bf16* x, bool x_per_pair, const in
              n_pairs, k, N, K, out, gu_inter, out_h);
 }
 
+// The dynamic shared memory an exact kernel may take on device dev: the opt-in limit less
+// room for the kernels' static shared memory.
+int dynamic_smem_limit(int dev) {
+  int optin = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  return optin - 4096;
+}
+
 // The fp16 form of the exact kernels where its staged rows fit in shared memory next to the
 // kernel's own (quant_half_form); the bytes to launch it with, or 0 for the bf16 form.
 size_t half_smem_bytes(int rows, int K, bool down) {
   if (quant_half_form() < (down ? 2 : 1)) return 0;
   static const int limit = [] {
-    int dev = 0, optin = 0;
+    int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-    return optin - 4096;  // room for the kernels' static shared memory
+    return dynamic_smem_limit(dev);
   }();
   const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(K) * 2;
   return K % 8 == 0 && rows <= kMaxPairs && bytes <= static_cast<size_t>(limit) ? bytes : 0;
@@ -739,9 +746,7 @@ int resident_blocks_smem(size_t smem) {
   CUDA_CHECK(cudaGetDevice(&cur));
   const uint64_t bit = uint64_t{1} << (cur & 63);
   if (!(raised.load(std::memory_order_acquire) & bit)) {
-    int optin = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cur));
-    CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, optin - 4096));
+    CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_smem_limit(cur)));
     raised.fetch_or(bit, std::memory_order_acq_rel);
   }
   thread_local size_t last_smem = ~size_t{0};
