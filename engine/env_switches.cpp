@@ -79,6 +79,10 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "the exact warp kernels' fp16 form for the GEMV and the gate/up (0: the bf16 form, 2: the down + combine too; "
        "the same bits)",
        "docs/QUANT.md"},
+      {"MOEBENCH_QUANT_PLAIN", "1, 0",
+       "the exact warp kernels' loop without row-end conditions where rows fill whole batches, int4's zero point a "
+       "constant where none are stored (0: the general loop; the same bits)",
+       "docs/QUANT.md"},
       {"MOEBENCH_QUANT_PREFETCH", "0, 1, 2, 4", "L2 prefetch passes ahead of the quantised tile kernels",
        "docs/QUANT.md"},
       {"MOEBENCH_QUANT_VARIANT", "by launch, 0 .. 8, 10, 11, 32 .. 38, 40 .. 45",

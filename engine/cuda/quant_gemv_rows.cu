@@ -52,7 +52,7 @@ constexpr int cfg_blocks(int cfg) { return cfg == 1 || cfg == 5 || cfg == 7 ? 3 
 constexpr bool cfg_pipe(int cfg) { return cfg >= 4 && cfg <= 6; }
 
 template <QuantFormat F>
-__device__ __forceinline__ int64_t row_bytes_of(int K) {
+__host__ __device__ __forceinline__ int64_t row_bytes_of(int K) {
   return F == QuantFormat::int4 ? K / 2 : static_cast<int64_t>(K);
 }
 
@@ -154,7 +154,7 @@ struct RowGroup {
 constexpr int kExactChains = 4;                 // the tile kernel's warps: the chains a row has
 constexpr int kExactStride = 4 * kExactChains;  // super-steps from one tile batch of a warp to its next
 template <bool kContig = false>
-__device__ __forceinline__ int exact_batches(int chunks) {
+__host__ __device__ __forceinline__ int exact_batches(int chunks) {
   const int steps = (chunks + 3) / 4;
   return kContig ? (steps + 7) / 8 : 2 * ((steps + kExactStride - 1) / kExactStride);
 }
@@ -235,7 +235,11 @@ __device__ void stage_half(const bf16* __restrict__ x, int n, int K, uint4* dst,
 // (2 b + 1) % 4, and each chain's lane gathers its four sums (and their scales) by shuffles.
 // kHalf: the fp16 form (Codes16, activations staged by stage_half at r.xs): the same sums
 // times the row's 2^e, bit for bit in the range stage_half states.
-template <QuantFormat F, bool kPaired, int kDepth, int kRP, bool kContig = false, bool kHalf = false>
+// kPlain: every batch of a row lies inside it and the groups cover the batches exactly
+// (plain_rows), and int4 has no zero points: the row-end conditions and the zero point
+// (8) are constants, so the loop asks for none of them (the same sums).
+template <QuantFormat F, bool kPaired, int kDepth, int kRP, bool kContig = false, bool kHalf = false,
+          bool kPlain = false>
 struct ExactGroup {
   using C = std::conditional_t<kHalf, Codes16<F, kPaired>, Codes<F, kPaired>>;
   using Tot = Totals<2 * kRP>;  // row j's chain c in lane 4 c + c / 2 (c < 4); exact_total adds them
@@ -248,12 +252,12 @@ struct ExactGroup {
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) {
       const int ss = kContig ? 8 * (j0 + u) + g : exact_ss(j0 + u, g), c = 4 * ss + t;
-      const bool ok = j0 + u < b1 && c < chunks;
-      const int sc = min(ss, steps - 1);  // past the row end: any valid group (never added)
+      const bool ok = kPlain || (j0 + u < b1 && c < chunks);
+      const int sc = kPlain ? ss : min(ss, steps - 1);  // past the row end: any valid group (never added)
 #pragma unroll
       for (int j = 0; j < 2 * kRP; ++j) {
         w[j][u] = ok ? load16_stream(r.q[j] + 16 * static_cast<int64_t>(c)) : make_uint4(0, 0, 0, 0);
-        sw[j][u] = C::raw(r.scale, r.zero, r.row[j], sc, K);
+        sw[j][u] = C::raw(r.scale, kPlain ? nullptr : r.zero, r.row[j], sc, K);
       }
     }
   }
@@ -267,13 +271,13 @@ struct ExactGroup {
 #pragma unroll
     for (int u = 0; u < kDepth; ++u) {
       const int b = j0 + u;
-      if (b >= b1) break;  // warp-uniform
+      if (!kPlain && b >= b1) break;  // warp-uniform
       const int ss = kContig ? 8 * b + g : exact_ss(b, g), c = 4 * ss + t;
       uint32_t xw[V / 2];
 #pragma unroll
       for (int i = 0; i < V / 8; ++i) {
         uint4 v = make_uint4(0, 0, 0, 0);  // past the row end: zero activations, as the tile kernel
-        if (c < chunks) {
+        if (kPlain || c < chunks) {
           if constexpr (kHalf) v = lds16(r.xs + static_cast<uint32_t>((c * V + 8 * i) * 2));
           else v = __ldg(reinterpret_cast<const uint4*>(r.x + static_cast<int64_t>(c) * V) + i);
         }
@@ -317,7 +321,7 @@ struct ExactGroup {
               const float dq = __shfl_sync(0xffffffffu, dv, from);
               float sq = pr[j].s;  // int8: one scale a row
               if constexpr (F != QuantFormat::int8) sq = __shfl_sync(0xffffffffu, pr[j].s, from);
-              if (active && 8 * b + sl < steps) tot.v[j] = fmaf(sq, dq, tot.v[j]);
+              if (active && (kPlain || 8 * b + sl < steps)) tot.v[j] = fmaf(sq, dq, tot.v[j]);
             }
           }
         continue;
@@ -335,8 +339,8 @@ struct ExactGroup {
           float sn = pr[j].s;
           if constexpr (F == QuantFormat::int4) sn = __shfl_sync(0xffffffffu, pr[j].s, src);
           if (chain_lane) {
-            if (ss < steps) tot.v[j] = fmaf(pr[j].s, dv, tot.v[j]);
-            if (ss + 1 < steps) tot.v[j] = fmaf(sn, dn, tot.v[j]);
+            if (kPlain || ss < steps) tot.v[j] = fmaf(pr[j].s, dv, tot.v[j]);
+            if (kPlain || ss + 1 < steps) tot.v[j] = fmaf(sn, dn, tot.v[j]);
           }
         }
     }
@@ -500,7 +504,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 // 2 kRP i .. 2 kRP i + 2 kRP - 1 (clamped; written only below N), or with gu_inter > 0 rows
 // kRP i + h of w1 and of w3 (h < kRP), written as h[p, r] = bf16(silu(g) * u) as the tile
 // kernel writes it. Warps take the items it = warp, warp + all warps, ...
-template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf>
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_exact_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
                        int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
@@ -516,7 +520,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int per_pair = (rows + kRP - 1) / kRP, items = n_pairs * per_pair;
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16);
-  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf, kPlain>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
       blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, exact_batches<kContig>(chunks), chunks,
       K, lane, false,
       [&](int it) {
@@ -624,7 +628,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 // the whole rows (the four chains, as ExactGroup); the rows' sums meet in s_y (two
 // buffers, alternating items: one barrier an item) and threads 0 .. 2 kRP (8 / k) - 1 add
 // the slots. k must divide 8.
-template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf>
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_exact_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
                                     const float* __restrict__ weights, int n_pairs, int k, int N, int K,
@@ -647,7 +651,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16);
   int buf = 0;
-  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf, kPlain>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
       blockIdx.x, gridDim.x, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, ids_early != 0,
       [&](int it) {
         const int tok = it / per_tok, i0 = (it - tok * per_tok) * per_item + q * kRP, p = tok * k + slot;
@@ -736,6 +740,15 @@ size_t half_smem_bytes(int rows, int K, bool down) {
   return K % 8 == 0 && rows <= kMaxPairs && bytes <= static_cast<size_t>(limit) ? bytes : 0;
 }
 
+// The exact kernels' plain loop (ExactGroup kPlain, MOEBENCH_QUANT_PLAIN): rows of chunks
+// 16-byte chunks whose super-steps fill whole tile batches (a multiple of kExactStride) that
+// groups of depth batches cover exactly, and int4 without zero points.
+bool plain_rows(const QuantExperts& w, int chunks, int depth) {
+  if (!quant_plain_loop() || chunks % (4 * kExactStride) != 0) return false;
+  if (w.format == QuantFormat::int4 && w.zero) return false;
+  return exact_batches(chunks) % depth == 0;
+}
+
 // Blocks of a kernel with smem bytes of dynamic shared memory resident at once (the
 // attribute raised to the device's opt-in limit on first use; the last answer cached per
 // thread: a decode step asks with the same bytes every layer).
@@ -761,20 +774,39 @@ int resident_blocks_smem(size_t smem) {
   return last_n;
 }
 
+// fn(half constant, plain constant, smem bytes) for a launch of the exact kernels: the fp16
+// form where half_smem_bytes gives its bytes, the plain loop (ExactGroup kPlain) where
+// plain_rows holds, in the default shapes (40, 44) only.
+template <QuantFormat F, int kCfg, int kRP, bool kContig, typename Fn>
+void exact_forms(const QuantExperts& w, int rows, int K, bool down, Fn&& fn) {
+  const size_t smem = half_smem_bytes(rows, K, down);
+  constexpr bool kPlainShape = !kContig && ((kCfg == 2 && kRP == 1) || (kCfg == 8 && kRP == 2));
+  if constexpr (kPlainShape) {
+    const int chunks = static_cast<int>(row_bytes_of<F>(K) / 16);
+    if (plain_rows(w, chunks, cfg_depth(kCfg))) {
+      if (smem) fn(std::true_type{}, std::true_type{}, smem);
+      else fn(std::false_type{}, std::true_type{}, size_t{0});
+      return;
+    }
+  }
+  if (smem) fn(std::true_type{}, std::false_type{}, smem);
+  else fn(std::false_type{}, std::false_type{}, size_t{0});
+}
+
 template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
 void launch_exact(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k, int N,
                   int K, float* out, bf16* out_h, cudaStream_t stream) {
   const int gu_inter = out_h ? N / 2 : 0;
   const int64_t items = static_cast<int64_t>(n_pairs) * ceil_div(out_h ? gu_inter : (N + 1) / 2, kRP);
-  auto go = [&](auto half_c, size_t smem) {
-    constexpr auto kernel = quant_exact_kernel<F, kPaired, kCfg, kRP, kContig, decltype(half_c)::value>;
-    const int blocks = static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks_smem<kernel>(smem)));
-    launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, w, x, x_per_pair ? 1 : 0,
-               ids, n_pairs, k, N, K, out, gu_inter, out_h);
-  };
-  const size_t smem = half_smem_bytes(x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, false);
-  if (smem) go(std::true_type{}, smem);
-  else go(std::false_type{}, 0);
+  exact_forms<F, kCfg, kRP, kContig>(
+      w, x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, false, [&](auto half_c, auto plain_c, size_t smem) {
+        constexpr auto kernel =
+            quant_exact_kernel<F, kPaired, kCfg, kRP, kContig, decltype(half_c)::value, decltype(plain_c)::value>;
+        const int blocks =
+            static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks_smem<kernel>(smem)));
+        launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, w, x,
+                   x_per_pair ? 1 : 0, ids, n_pairs, k, N, K, out, gu_inter, out_h);
+      });
 }
 
 template <QuantFormat F, bool kPaired, int kK, int kCfg>
@@ -791,15 +823,13 @@ template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
 void launch_exact_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
                        int k, int N, int K, float* out, bool ids_early, cudaStream_t stream) {
   const int64_t items = static_cast<int64_t>(n_pairs / k) * ceil_div((N + 1) / 2, kWarps / k * kRP);
-  auto go = [&](auto half_c, size_t smem) {
-    constexpr auto kernel = quant_exact_down_combine_kernel<F, kPaired, kCfg, kRP, kContig, decltype(half_c)::value>;
+  exact_forms<F, kCfg, kRP, kContig>(w, n_pairs, K, true, [&](auto half_c, auto plain_c, size_t smem) {
+    constexpr auto kernel = quant_exact_down_combine_kernel<F, kPaired, kCfg, kRP, kContig, decltype(half_c)::value,
+                                                            decltype(plain_c)::value>;
     const int blocks = static_cast<int>(std::min<int64_t>(items, resident_blocks_smem<kernel>(smem)));
     launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, w, h, ids, weights,
                n_pairs, k, N, K, out, ids_early ? 1 : 0);
-  };
-  const size_t smem = half_smem_bytes(n_pairs, K, true);
-  if (smem) go(std::true_type{}, smem);
-  else go(std::false_type{}, 0);
+  });
 }
 
 // The exact variants' launch shapes (variant kQuantVariantExact + i): cfg and row pairs a
@@ -862,6 +892,11 @@ void for_format(const QuantExperts& w, int var, const char* what, Fn&& fn) {
 
 int quant_half_form() {
   static const int v = env_choice("MOEBENCH_QUANT_HALF", {1, 0, 2}, 1);
+  return v;
+}
+
+bool quant_plain_loop() {
+  static const bool v = env_choice("MOEBENCH_QUANT_PLAIN", {1, 0}, 1) == 1;
   return v;
 }
 

@@ -54,6 +54,12 @@ constexpr bool is_warp_variant(int var) { return is_rows_variant(var) || is_exac
 // pair for Mixtral) cost more to stage than the form saves, hence not by default.
 int quant_half_form();
 
+// The exact kernels' plain loop (MOEBENCH_QUANT_PLAIN, read once): 1 (the default) where a
+// launch's rows fill whole batches (every Mixtral shape) and int4 has no zero points, the
+// loop compiled without the row-end conditions and with the zero point 8 as a constant;
+// 0 the general loop everywhere. The same bits.
+bool quant_plain_loop();
+
 // quant_moe_gemv's product (out[p, :] = W[ids[p]] . x_p, fp32) or, out_h non-null, the
 // fused gate/up (N = 2 inter rows [w1; w3], h[p, r] = bf16(silu(g) * u)), one work item
 // per (pair, row pair): pairs sharing an expert read its rows once each.
