@@ -29,9 +29,11 @@ BandwidthResult measure_hbm_read(size_t buffer_bytes = 1ull << 30, int reps = 20
 // the stream next to kernels at the same byte count.
 void launch_read_stream(const void* src, size_t bytes, void* sink, cudaStream_t stream);
 // The same stream with blocks_per_sm blocks of 512 threads per SM (launch_read_stream: 8,
-// two waves of the 4 that fit; fewer give each thread more loads): a benchmark taking the
+// two waves of the 4 that fit; fewer give each thread more loads), and with spans: each
+// warp reading one contiguous span as a GEMV warp reads its rows: a benchmark taking the
 // best of a few holds a kernel against the fastest stream of its size.
-void launch_read_stream(const void* src, size_t bytes, void* sink, cudaStream_t stream, int blocks_per_sm);
+void launch_read_stream(const void* src, size_t bytes, void* sink, cudaStream_t stream, int blocks_per_sm,
+                        bool spans = false);
 // Pinned host -> device cudaMemcpyAsync of `bytes`.
 BandwidthResult measure_h2d_pinned(size_t bytes = 256ull << 20, int reps = 5);
 

@@ -8,7 +8,8 @@
 // The read stream a kernel is held against: the read-only stream of bandwidth.h over
 // exactly the kernel's byte count (rounded up to 16 bytes), timed under this same
 // harness (L2 flushed, one launch, mean of >= 30 and >= 50 ms; the best of three grid
-// sizes), once per byte count and kept. Every
+// sizes, each as a grid-wide stride and as a contiguous span a warp), once per byte count
+// and kept. Every
 // benchmark's counter "of_same_size_stream" is its bytes/s as a fraction of that
 // stream's ("same_size_stream_gbps"): a small read cannot reach a large one's rate
 // here (launch, ramp-up, the flush's dirty lines), so this is the fraction that says how
@@ -104,8 +105,12 @@ double same_size_stream_bps(double bytes) {
   if (auto it = g->same_size_stream_bps.find(b); it != g->same_size_stream_bps.end()) return it->second;
   Buf src(b), sink(16, false);
   double best = 0;
-  for (int blocks_per_sm : {2, 4, 8}) {
-    const std::function<void()> stream = [&] { cuda::launch_read_stream(src.p, b, sink.p, g->stream, blocks_per_sm); };
+  for (int shape = 0; shape < 6; ++shape) {
+    const int blocks_per_sm = 2 << (shape % 3);
+    const bool spans = shape >= 3;
+    const std::function<void()> stream = [&] {
+      cuda::launch_read_stream(src.p, b, sink.p, g->stream, blocks_per_sm, spans);
+    };
     stream();
     CUDA_CHECK(cudaStreamSynchronize(g->stream));
     double total_ms = 0;
