@@ -49,6 +49,15 @@
 #              then tools/ab_table.py: ab_summary.md / .json, every run's tok/s and % of bound, each
 #              variant's mean against the first, and whether the variants' greedy tokens agree
 #              (the part fails when they do not, or when a run failed)
+#   kab        the kernel microbenchmarks alternated between variants, round by round, in one call: for
+#              each of KAB_ROUNDS rounds (default 2), one run of moebench_bench over KERNEL_FILTER per
+#              variant of KAB_VARIANTS (space-separated; a variant is `default` ($BIN/moebench_bench), the
+#              name of a folder under $BIN holding another build's moebench_bench (`before`, `alt`:
+#              tools/device_prep.sh BEFORE=, ALT=), or comma-separated VAR=VALUE settings of the
+#              environment), each cut at KAB_TIMEOUT seconds (default 150) and kept as it finishes
+#              (kab_VARIANT_rN.json); then tools/kernel_ab_table.py: kab_summary.md / .json, every
+#              benchmark's time and same-size-stream fraction per variant over the rounds, and its mean
+#              against the first variant's (the part fails when a run failed)
 #   scaleout   on a host of 4 or 8 GPUs (nvidia-h200-x4, -x8): the multi-GPU tests, then the
 #              resident 32-layer Mixtral shape at TP = 1, 2, 4 (and 8) for batch 1, 8, 32 and at
 #              EP = 4 (and 8) against one GPU for batch 8, 32, 128 (`moebench bench`), the
@@ -59,6 +68,8 @@
 #   OUT=$OUT PARTS=suites SUITES="stages-gpu@synthetic:mixtral-8x7b" bash tools/device_run.sh
 #   OUT=$OUT PARTS=ab AB_SETS="expert_dtype=int8 expert_dtype=int4" AB_VARIANTS="default MOEBENCH_QUANT_HALF=0" \
 #     bash tools/device_run.sh
+#   OUT=$OUT PARTS=kab KAB_VARIANTS="before default MOEBENCH_QUANT_PLAIN=0" \
+#     KERNEL_FILTER='quant_moe_gemv/(int8|fp8)/(gate_up_silu|down_combine)/n:1/' bash tools/device_run.sh
 set -uo pipefail
 BIN="${BIN:-.devbin}"
 OUT="${OUT:-$PWD/gpu_out}"
@@ -224,6 +235,25 @@ ab_part() {  # the A/B series (PARTS=ab): runs written to $OUT as they finish, i
   done
   python3 tools/ab_table.py "$index" --md "$OUT/ab_summary.md" --json "$OUT/ab_summary.json"
 }
+kab_part() {  # the kernel A/B series (PARTS=kab): runs written to $OUT as they finish, indexed in kab_index.tsv
+  local v r name bin envs r_rc index="$OUT/kab_index.tsv"
+  : >"$index"
+  for ((r = 1; r <= ${KAB_ROUNDS:-2}; r++)); do
+    for v in ${KAB_VARIANTS:?kab: set KAB_VARIANTS to variants (default, a folder under \$BIN or VAR=VALUE[,VAR=VALUE])}; do
+      name="kab_$(echo "$v" | tr -c 'A-Za-z0-9._\n-' '_')_r$r"
+      bin="$BIN/moebench_bench" envs=()
+      if [[ "$v" != default && "$v" != *=* ]]; then bin="$BIN/$v/moebench_bench"; elif [[ "$v" == *=* ]]; then IFS=, read -ra envs <<<"$v"; fi
+      [[ -x "$bin" ]] || { echo "kab: $bin is missing"; return 1; }
+      env "${envs[@]}" timeout "${KAB_TIMEOUT:-150}" "$bin" --benchmark_filter="${KERNEL_FILTER:-.}" \
+        --benchmark_min_time=0.05 --benchmark_out="$OUT/$name.json" --benchmark_out_format=json >"$OUT/$name.log" 2>&1
+      r_rc=$?
+      printf '%s\t%s\t%s\t%s\n' "$v" "$r" "$OUT/$name.json" "$r_rc" >>"$index"
+      echo "$v round $r: exit $r_rc"
+      pack
+    done
+  done
+  python3 tools/kernel_ab_table.py "$index" --md "$OUT/kab_summary.md" --json "$OUT/kab_summary.json"
+}
 for part in $PARTS; do
   case "$part" in
     info)
@@ -261,6 +291,8 @@ for part in $PARTS; do
       step sass sass_part ;;
     ab)
       step ab ab_part ;;
+    kab)
+      step kab kab_part ;;
     scaleout)
       step scaleout scaleout ;;
     *) note "unknown part '$part'"; rc=2 ;;
