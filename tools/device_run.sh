@@ -75,7 +75,18 @@ BIN="${BIN:-.devbin}"
 OUT="${OUT:-$PWD/gpu_out}"
 PARTS="${PARTS:-info tests}"
 mkdir -p "$OUT"
-[[ -d "$BIN" || ! -f "$BIN.tar.xz" ]] || tar -xJf "$BIN.tar.xz"
+# $BIN.tar.xz (tools/device_prep.sh) is unpacked beside it whenever it is not the archive $BIN came
+# from: a machine kept warm between calls keeps the $BIN of the call before, which would
+# otherwise run in place of the binaries this call carried.
+if [[ -f "$BIN.tar.xz" ]]; then
+  sum=$(cksum <"$BIN.tar.xz")
+  if [[ ! -d "$BIN" || "$(cat "$BIN/.archive_cksum" 2>/dev/null)" != "$sum" ]]; then
+    rm -rf "$BIN"
+    tar -C "$(dirname "$BIN")" -xJf "$BIN.tar.xz" || { echo "device_run: cannot unpack $BIN.tar.xz"; exit 1; }
+    [[ -d "$BIN" ]] || { echo "device_run: $BIN.tar.xz holds no folder $(basename "$BIN")"; exit 1; }
+    echo "$sum" >"$BIN/.archive_cksum"
+  fi
+fi
 export LD_LIBRARY_PATH="$PWD/$BIN:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}" PYTHONUNBUFFERED=1
 export MOEBENCH_SOURCE_DIR="$PWD" MOEBENCH_SUITES_DIR="$PWD/suites"
 # NVLink multicast stays off on the lent hosts (a program using it can take the GPUs out of service).
