@@ -143,9 +143,16 @@ std::vector<std::string> check_evidence(const std::string& dir, const Manifest& 
       problems.push_back(fmt::format("{} backs no claim (add it to MANIFEST.json or delete it)", p));
     } else if (is_results_file(fs::path(dir) / p)) {
       const Claim& c = *it->second;
-      const std::string device = load_results((fs::path(dir) / p).string()).device.name;
-      if (device.find(c.device) == std::string::npos)
-        problems.push_back(fmt::format("{}: device '{}' does not match claim '{}' device '{}'", p, device, c.id, c.device));
+      const Results r = load_results((fs::path(dir) / p).string());
+      if (r.device.name.find(c.device) == std::string::npos)
+        problems.push_back(
+            fmt::format("{}: device '{}' does not match claim '{}' device '{}'", p, r.device.name, c.id, c.device));
+      for (const Case& k : r.cases)
+        if (k.bound && k.bound->percent > 100 + kBoundNoisePercent)
+          problems.push_back(fmt::format(
+              "{}: case '{}' ran at {:.1f}% of its bound ({}), more than {}% over it: a bound is a limit, so the bound "
+              "model or a bandwidth it was computed from is wrong",
+              p, k.name, k.bound->percent, k.bound->description, kBoundNoisePercent));
     }
   }
   return problems;
