@@ -44,12 +44,6 @@ struct Manifest {
 // what was expected.
 Manifest load_manifest(const std::string& path);
 
-// How far over its bound a committed case may run (percent points over 100) before the check
-// calls the bound wrong: a bound is a limit, and what it may be beaten by is the noise of the
-// bandwidths it was computed from (read streams and links measured in the same run vary by
-// one to two percent between runs of one host).
-inline constexpr double kBoundNoisePercent = 3.0;
-
 // The problems between `dir` and its manifest, one line each (empty: consistent): files
 // missing, stray or listed twice, a results file whose device is not its claim's, and a
 // results case above 100 + kBoundNoisePercent % of its bound.

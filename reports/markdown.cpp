@@ -148,10 +148,15 @@ std::string render_markdown(const Results& r) {
     if (c.status != CaseStatus::ok || (!c.bound && c.no_bound_reason.empty())) continue;
     if (!any_bound) out += "\nBounds:\n\n";
     any_bound = true;
-    if (c.bound)
+    if (c.bound) {
       out += fmt::format("- {}/{} ({}): {} = {} {}{}\n", c.suite, c.name, c.settings.stage, c.bound->description,
                          fmt::format("{:.4g}", c.bound->value), c.bound->unit, time_model_text(c.bound->time_model));
-    else
+      if (c.bound->percent > 100 + kBoundNoisePercent)
+        out += fmt::format(
+            "  **above its bound**: {:.1f}%, more than {}% over it: a bound is a limit, so the bound model or a "
+            "bandwidth it was computed from is wrong\n",
+            c.bound->percent, kBoundNoisePercent);
+    } else
       out += fmt::format("- {}/{} ({}): no bound: {}\n", c.suite, c.name, c.settings.stage, c.no_bound_reason);
   }
   return out;

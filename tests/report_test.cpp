@@ -149,6 +149,20 @@ TEST(Markdown, DeviceLineShowsOnlyFieldsThatApply) {
   EXPECT_EQ(memory_peak_bytes(c), 300LL << 20);
 }
 
+// A case above its bound by more than the bandwidths' noise says so under the bounds, naming
+// the figure; one within the noise (102%) does not.
+TEST(Markdown, CaseAboveItsBoundIsFlagged) {
+  Results r = make_results();
+  r.cases[0].bound->percent = 110.0;
+  r.cases[1].bound->percent = 102.0;
+  const std::string md = render_markdown(r);
+  const size_t flag = md.find("**above its bound**: 110.0%");
+  ASSERT_NE(flag, std::string::npos) << md;
+  EXPECT_GT(flag, md.find("- short/c0 (P0):"));
+  EXPECT_LT(flag, md.find("- short/c1 (P0):"));
+  EXPECT_EQ(md.find("above its bound", flag + 20), std::string::npos) << md;
+}
+
 TEST(Markdown, TableIsAligned) {
   std::string t = markdown_table({"a", "num"}, {false, true}, {{"xyz", "1"}, {"q", "12345"}});
   EXPECT_EQ(t,
