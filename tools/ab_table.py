@@ -11,28 +11,14 @@ import argparse
 import json
 import sys
 
-
-def fail(msg):
-    sys.exit(f"ab_table: {msg}")
+import run_index
 
 
 def read_index(path):
-    try:
-        lines = open(path).read().splitlines()
-    except OSError as e:
-        fail(f"{path}: {e}")
-    runs = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        f = line.split("\t")
-        if len(f) != 5 or not f[2].isdigit() or not f[4].lstrip("-").isdigit():
-            fail(f"{path}:{n}: expected 5 tab-separated fields (configuration, variant, round, "
-                 f"results JSON, exit status), got {line!r}")
-        runs.append({"set": f[0], "variant": f[1], "round": int(f[2]), "file": f[3], "rc": int(f[4])})
-    if not runs:
-        fail(f"{path}: no runs")
-    return runs
+    runs = run_index.read_index(path, "ab_table", ["configuration", "variant", "round", "results JSON", "exit status"],
+                                {"round", "exit status"})
+    return [{"set": r["configuration"], "variant": r["variant"], "round": r["round"], "file": r["results JSON"],
+             "rc": r["exit status"]} for r in runs]
 
 
 def load_cases(run):

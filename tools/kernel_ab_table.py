@@ -14,28 +14,14 @@ import argparse
 import json
 import sys
 
-
-def fail(msg):
-    sys.exit(f"kernel_ab_table: {msg}")
+import run_index
 
 
 def read_index(path):
-    try:
-        lines = open(path).read().splitlines()
-    except OSError as e:
-        fail(f"{path}: {e}")
-    runs = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        f = line.split("\t")
-        if len(f) != 4 or not f[1].isdigit() or not f[3].lstrip("-").isdigit():
-            fail(f"{path}:{n}: expected 4 tab-separated fields (variant, round, benchmark JSON, exit status), "
-                 f"got {line!r}")
-        runs.append({"variant": f[0], "round": int(f[1]), "file": f[2], "rc": int(f[3])})
-    if not runs:
-        fail(f"{path}: no runs")
-    return runs
+    runs = run_index.read_index(path, "kernel_ab_table", ["variant", "round", "benchmark JSON", "exit status"],
+                                {"round", "exit status"})
+    return [{"variant": r["variant"], "round": r["round"], "file": r["benchmark JSON"], "rc": r["exit status"]}
+            for r in runs]
 
 
 def load(run):

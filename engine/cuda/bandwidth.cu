@@ -20,6 +20,12 @@ __global__ void copy_kernel(const int4* __restrict__ src, int4* __restrict__ dst
 // buffer cannot produce (the buffer is memset to 1s), so no load can be dropped and
 // almost nothing is written.
 constexpr int kLoads = 4;
+__device__ __forceinline__ void fold(int4& acc, const int4& v) {
+  acc.x ^= v.x;
+  acc.y ^= v.y;
+  acc.z ^= v.z;
+  acc.w ^= v.w;
+}
 __global__ void read_kernel(const int4* __restrict__ src, size_t n, int4* __restrict__ sink) {
   const size_t stride = static_cast<size_t>(gridDim.x) * blockDim.x;
   size_t i = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x;
@@ -29,20 +35,9 @@ __global__ void read_kernel(const int4* __restrict__ src, size_t n, int4* __rest
 #pragma unroll
     for (int k = 0; k < kLoads; ++k) v[k] = src[i + k * stride];
 #pragma unroll
-    for (int k = 0; k < kLoads; ++k) {
-      acc.x ^= v[k].x;
-      acc.y ^= v[k].y;
-      acc.z ^= v[k].z;
-      acc.w ^= v[k].w;
-    }
+    for (int k = 0; k < kLoads; ++k) fold(acc, v[k]);
   }
-  for (; i < n; i += stride) {
-    const int4 v = src[i];
-    acc.x ^= v.x;
-    acc.y ^= v.y;
-    acc.z ^= v.z;
-    acc.w ^= v.w;
-  }
+  for (; i < n; i += stride) fold(acc, src[i]);
   if (acc.x == 0x5a5a5a5a && acc.y == 0x5a5a5a5a) *sink = acc;
 }
 
@@ -62,12 +57,7 @@ __global__ void read_kernel_spans(const int4* __restrict__ src, size_t n, int4* 
 #pragma unroll
     for (int k = 0; k < kSpanLoads; ++k) v[k] = i + 32 * k < end ? src[i + 32 * k] : make_int4(0, 0, 0, 0);
 #pragma unroll
-    for (int k = 0; k < kSpanLoads; ++k) {
-      acc.x ^= v[k].x;
-      acc.y ^= v[k].y;
-      acc.z ^= v[k].z;
-      acc.w ^= v[k].w;
-    }
+    for (int k = 0; k < kSpanLoads; ++k) fold(acc, v[k]);
   }
   if (acc.x == 0x5a5a5a5a && acc.y == 0x5a5a5a5a) *sink = acc;
 }
