@@ -148,11 +148,8 @@ std::vector<std::string> check_evidence(const std::string& dir, const Manifest& 
         problems.push_back(
             fmt::format("{}: device '{}' does not match claim '{}' device '{}'", p, r.device.name, c.id, c.device));
       for (const Case& k : r.cases)
-        if (k.bound && k.bound->percent > 100 + kBoundNoisePercent)
-          problems.push_back(fmt::format(
-              "{}: case '{}' ran at {:.1f}% of its bound ({}), more than {}% over it: a bound is a limit, so the bound "
-              "model or a bandwidth it was computed from is wrong",
-              p, k.name, k.bound->percent, k.bound->description, kBoundNoisePercent));
+        if (const std::string over = k.bound ? bound_exceeded(*k.bound) : ""; !over.empty())
+          problems.push_back(fmt::format("{}: case '{}' {}", p, k.name, over));
     }
   }
   return problems;

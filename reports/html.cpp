@@ -116,9 +116,12 @@ std::string case_section(const Case& c, bool open) {
                      escape(c.routing_source), c.prompt_tokens, c.new_tokens, c.repetitions, c.warmup,
                      escape(c.output_token_hash.empty() ? "-" : c.output_token_hash), escape(knobs.empty() ? "-" : knobs));
   if (c.status == CaseStatus::failed) out += "<p class=\"err\">failed: " + escape(c.error) + "</p>\n";
-  if (c.bound)
+  if (c.bound) {
     out += fmt::format("<p>Bound: {} = {:.4g} {}; reached {}</p>\n", escape(c.bound->description), c.bound->value,
                        escape(c.bound->unit), escape(profiler::format_percent(c.bound->percent / 100)));
+    if (const std::string over = bound_exceeded(*c.bound); !over.empty())
+      out += "<p class=\"err\">Above its bound: " + escape(over) + "</p>\n";
+  }
   if (!c.samples.empty()) {
     const Repetition& rep = c.samples.front();
     std::vector<int64_t> dec = decode_latencies(rep);

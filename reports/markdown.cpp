@@ -151,11 +151,7 @@ std::string render_markdown(const Results& r) {
     if (c.bound) {
       out += fmt::format("- {}/{} ({}): {} = {} {}{}\n", c.suite, c.name, c.settings.stage, c.bound->description,
                          fmt::format("{:.4g}", c.bound->value), c.bound->unit, time_model_text(c.bound->time_model));
-      if (c.bound->percent > 100 + kBoundNoisePercent)
-        out += fmt::format(
-            "  **above its bound**: {:.1f}%, more than {}% over it: a bound is a limit, so the bound model or a "
-            "bandwidth it was computed from is wrong\n",
-            c.bound->percent, kBoundNoisePercent);
+      if (const std::string over = bound_exceeded(*c.bound); !over.empty()) out += "  **above its bound**: " + over + "\n";
     } else
       out += fmt::format("- {}/{} ({}): no bound: {}\n", c.suite, c.name, c.settings.stage, c.no_bound_reason);
   }

@@ -752,6 +752,14 @@ Results results_from_json(const json& j, const std::string& source) {
   return r;
 }
 
+std::string bound_exceeded(const Bound& b) {
+  if (!(b.percent > 100 + kBoundNoisePercent)) return "";
+  return fmt::format(
+      "ran at {:.1f}% of its bound ({}), more than {}% over it: a bound is a limit, so the bound model or a bandwidth "
+      "it was computed from is wrong",
+      b.percent, b.description, kBoundNoisePercent);
+}
+
 Results load_results(const std::string& path) {
   std::string text = read_file(path);
   json j;

@@ -192,6 +192,11 @@ struct Aggregates {
 // is the noise of the bandwidths it was computed from (read streams and links measured in one
 // run vary by one to two percent between runs on one host).
 inline constexpr double kBoundNoisePercent = 3.0;
+struct Bound;
+// For a case that ran above its bound by more than kBoundNoisePercent, the sentence every
+// output says it with ("ran at 110.0% of its bound (...), more than 3% over it: ..."); "" for
+// any other.
+std::string bound_exceeded(const Bound& b);
 
 struct Bound {
   std::string description;  // "resident: 1.64 GB/token / 3.35 TB/s HBM"

@@ -149,18 +149,21 @@ TEST(Markdown, DeviceLineShowsOnlyFieldsThatApply) {
   EXPECT_EQ(memory_peak_bytes(c), 300LL << 20);
 }
 
-// A case above its bound by more than the bandwidths' noise says so under the bounds, naming
-// the figure; one within the noise (102%) does not.
+// A case above its bound by more than the bandwidths' noise says so under the bounds (Markdown) and
+// in its section (HTML), naming the figure; one within the noise (102%) does not.
 TEST(Markdown, CaseAboveItsBoundIsFlagged) {
   Results r = make_results();
   r.cases[0].bound->percent = 110.0;
   r.cases[1].bound->percent = 102.0;
   const std::string md = render_markdown(r);
-  const size_t flag = md.find("**above its bound**: 110.0%");
+  const size_t flag = md.find("**above its bound**: ran at 110.0% of its bound");
   ASSERT_NE(flag, std::string::npos) << md;
   EXPECT_GT(flag, md.find("- short/c0 (P0):"));
   EXPECT_LT(flag, md.find("- short/c1 (P0):"));
   EXPECT_EQ(md.find("above its bound", flag + 20), std::string::npos) << md;
+  const std::string html = render_html(r);
+  EXPECT_NE(html.find("<p class=\"err\">Above its bound: ran at 110.0% of its bound"), std::string::npos);
+  EXPECT_EQ(html.find("ran at 102.0%"), std::string::npos);
 }
 
 TEST(Markdown, TableIsAligned) {
