@@ -143,13 +143,9 @@ std::vector<std::string> check_evidence(const std::string& dir, const Manifest& 
       problems.push_back(fmt::format("{} backs no claim (add it to MANIFEST.json or delete it)", p));
     } else if (is_results_file(fs::path(dir) / p)) {
       const Claim& c = *it->second;
-      const Results r = load_results((fs::path(dir) / p).string());
-      if (r.device.name.find(c.device) == std::string::npos)
-        problems.push_back(
-            fmt::format("{}: device '{}' does not match claim '{}' device '{}'", p, r.device.name, c.id, c.device));
-      for (const Case& k : r.cases)
-        if (const std::string over = k.bound ? bound_exceeded(*k.bound) : ""; !over.empty())
-          problems.push_back(fmt::format("{}: case '{}' {}", p, k.name, over));
+      const std::string device = load_results((fs::path(dir) / p).string()).device.name;
+      if (device.find(c.device) == std::string::npos)
+        problems.push_back(fmt::format("{}: device '{}' does not match claim '{}' device '{}'", p, device, c.id, c.device));
     }
   }
   return problems;

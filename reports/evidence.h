@@ -45,8 +45,8 @@ struct Manifest {
 Manifest load_manifest(const std::string& path);
 
 // The problems between `dir` and its manifest, one line each (empty: consistent): files
-// missing, stray or listed twice, a results file whose device is not its claim's, and a
-// results case above 100 + kBoundNoisePercent % of its bound.
+// missing, stray or listed twice, a results file whose device is not its claim's. (The
+// committed cases against their bounds: tests/bound_test.cpp.)
 std::vector<std::string> check_evidence(const std::string& dir, const Manifest& m);
 
 // docs/RESULTS.md: the title, the intro, a contents list, then per claim its title,

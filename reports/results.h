@@ -188,7 +188,8 @@ struct Aggregates {
 // time from bandwidths measured in the same run, so percent above 100 (plus noise)
 // means the model of the limit is wrong.
 // How far over its bound a case may run (percent points over 100) before the bound is called
-// wrong (markdown output, `moebench evidence check`): a bound is a limit, and what may beat it
+// wrong (the results check of `run` and `report`, the Markdown and HTML outputs; suites/bound.h
+// kBoundNoise is the same as a fraction): a bound is a limit, and what may beat it
 // is the noise of the bandwidths it was computed from (read streams and links measured in one
 // run vary by one to two percent between runs on one host).
 inline constexpr double kBoundNoisePercent = 3.0;

@@ -493,11 +493,8 @@ std::vector<std::string> bound_warnings(const reports::Results& r) {
   std::vector<std::string> out;
   for (const Case& c : r.cases) {
     if (c.status != reports::CaseStatus::ok || !c.bound || !std::isfinite(c.bound->percent)) continue;
-    if (c.bound->percent <= 100 * (1 + kBoundNoise)) continue;
-    out.push_back(fmt::format(
-        "{}/{} ({}) reached {:.1f}% of its bound, more than the {:.0f}% measurement noise above it, so that bound is "
-        "not a limit: {}",
-        c.suite, c.name, c.settings.stage, c.bound->percent, kBoundNoise * 100, c.bound->description));
+    if (const std::string over = reports::bound_exceeded(*c.bound); !over.empty())
+      out.push_back(fmt::format("{}/{} ({}) {}", c.suite, c.name, c.settings.stage, over));
   }
   return out;
 }

@@ -35,7 +35,7 @@ namespace moebench::suites {
 
 // A case may exceed its bound by this fraction (timer and bandwidth measurement
 // noise) before the results check calls the bound wrong.
-inline constexpr double kBoundNoise = 0.03;
+inline constexpr double kBoundNoise = reports::kBoundNoisePercent / 100;  // reports/results.h
 
 // Weight bytes one decode token must read when everything is resident: every
 // layer's attention, norms and router, top_k experts per layer, the final norm,
