@@ -187,18 +187,6 @@ struct Aggregates {
 // The physical limit a case is held against (suites/bound.h): a lower limit on
 // time from bandwidths measured in the same run, so percent above 100 (plus noise)
 // means the model of the limit is wrong.
-// How far over its bound a case may run (percent points over 100) before the bound is called
-// wrong (the results check of `run` and `report`, the Markdown and HTML outputs; suites/bound.h
-// kBoundNoise is the same as a fraction): a bound is a limit, and what may beat it
-// is the noise of the bandwidths it was computed from (read streams and links measured in one
-// run vary by one to two percent between runs on one host).
-inline constexpr double kBoundNoisePercent = 3.0;
-struct Bound;
-// For a case that ran above its bound by more than kBoundNoisePercent, the sentence every
-// output says it with ("ran at 110.0% of its bound (...), more than 3% over it: ..."); "" for
-// any other.
-std::string bound_exceeded(const Bound& b);
-
 struct Bound {
   std::string description;  // "resident: 1.64 GB/token / 3.35 TB/s HBM"
   double value = 0;         // the limit, in `unit`
@@ -212,6 +200,17 @@ struct Bound {
   // "cpu_read"). Empty in files written before it was recorded.
   std::map<std::string, double> bandwidth_gbps;
 };
+
+// How far over its bound a case may run (percent points over 100) before the bound is called
+// wrong (the results check of `run` and `report`, the Markdown and HTML outputs, the committed
+// results' test): a bound is a limit, and what may beat it is the noise of the bandwidths it was
+// computed from (read streams and links measured in one run vary by one to two percent between
+// runs on one host).
+inline constexpr double kBoundNoisePercent = 3.0;
+// For a case that ran above its bound by more than kBoundNoisePercent, the sentence every
+// output says it with ("ran at 110.0% of its bound (...), more than 3% over it: ..."); "" for
+// any other.
+std::string bound_exceeded(const Bound& b);
 
 // What quantised experts cost in quality: the case's next-token distributions against
 // those of the same model with bf16 experts, over the teacher-forced positions of the

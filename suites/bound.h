@@ -1,7 +1,7 @@
 // bound.h: the physical limit a finished case is held against — one computation
 // for `run`, `bench` and the results check. A bound is a lower limit on time built
 // from bandwidths measured in the same run, so a case can reach it but not pass it
-// (beyond the measurement noise, kBoundNoise):
+// (beyond the measurement noise, reports::kBoundNoisePercent):
 //   - resident on CUDA: the weight bytes a decode token must read (bf16) / the
 //     device memory bandwidth, the best of a read-only stream and a copy kernel;
 //   - offloaded on CUDA (pinned or disk tier): per decode token, the expert bytes
@@ -32,10 +32,6 @@
 #include "reports/results.h"
 
 namespace moebench::suites {
-
-// A case may exceed its bound by this fraction (timer and bandwidth measurement
-// noise) before the results check calls the bound wrong.
-inline constexpr double kBoundNoise = reports::kBoundNoisePercent / 100;  // reports/results.h
 
 // Weight bytes one decode token must read when everything is resident: every
 // layer's attention, norms and router, top_k experts per layer, the final norm,
@@ -87,7 +83,7 @@ std::optional<reports::Bound> rederive_bound(const reports::Results& r, const re
 int rederive_recorded_bounds(reports::Results& r);
 
 // The results check: one line per ok case whose bound percent exceeds
-// 100 * (1 + kBoundNoise), naming the case, its percent and the bound.
+// 100 + reports::kBoundNoisePercent, naming the case, its percent and the bound.
 std::vector<std::string> bound_warnings(const reports::Results& r);
 
 }  // namespace moebench::suites
