@@ -740,9 +740,9 @@ size_t half_smem_bytes(int rows, int K, bool down) {
   return K % 8 == 0 && rows <= kMaxPairs && bytes <= static_cast<size_t>(limit) ? bytes : 0;
 }
 
-// The exact kernels' plain loop (ExactGroup kPlain, MOEBENCH_QUANT_PLAIN): rows of chunks
+// The exact kernels' plain loop (ExactGroup kPlain, MOEBENCH_QUANT_PLAIN): rows of `chunks`
 // 16-byte chunks whose super-steps fill whole tile batches (a multiple of kExactStride) that
-// groups of depth batches cover exactly, and int4 without zero points.
+// groups of `depth` batches cover exactly, and int4 without zero points.
 bool plain_rows(const QuantExperts& w, int chunks, int depth) {
   if (!quant_plain_loop() || chunks % (4 * kExactStride) != 0) return false;
   if (w.format == QuantFormat::int4 && w.zero) return false;
@@ -780,17 +780,14 @@ int resident_blocks_smem(size_t smem) {
 template <QuantFormat F, int kCfg, int kRP, bool kContig, typename Fn>
 void exact_forms(const QuantExperts& w, int rows, int K, bool down, Fn&& fn) {
   const size_t smem = half_smem_bytes(rows, K, down);
+  auto with_form = [&](auto plain_c) {
+    if (smem) fn(std::true_type{}, plain_c, smem);
+    else fn(std::false_type{}, plain_c, size_t{0});
+  };
   constexpr bool kPlainShape = !kContig && ((kCfg == 2 && kRP == 1) || (kCfg == 8 && kRP == 2));
-  if constexpr (kPlainShape) {
-    const int chunks = static_cast<int>(row_bytes_of<F>(K) / 16);
-    if (plain_rows(w, chunks, cfg_depth(kCfg))) {
-      if (smem) fn(std::true_type{}, std::true_type{}, smem);
-      else fn(std::false_type{}, std::true_type{}, size_t{0});
-      return;
-    }
-  }
-  if (smem) fn(std::true_type{}, std::false_type{}, smem);
-  else fn(std::false_type{}, std::false_type{}, size_t{0});
+  if constexpr (kPlainShape)
+    if (plain_rows(w, static_cast<int>(row_bytes_of<F>(K) / 16), cfg_depth(kCfg))) return with_form(std::true_type{});
+  with_form(std::false_type{});
 }
 
 template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
