@@ -9,7 +9,6 @@ results, or when the variants of one configuration disagree on a case's tokens (
 them); a malformed INDEX line is a one-line error naming the file and line."""
 import argparse
 import json
-import sys
 
 import run_index
 
@@ -87,18 +86,7 @@ def main():
             summary.append({"set": s, "case": name, "variants": variants, "mean_decode_tok_s": means,
                             "same_tokens": same, "hashes": sorted(hashes)})
         md.append("")
-    if problems:
-        md += ["Problems:", ""] + [f"- {p}" for p in problems] + [""]
-    text = "\n".join(md)
-    print(text)
-    if a.md:
-        open(a.md, "w").write(text + "\n")
-    if a.json:
-        json.dump({"runs": runs, "summary": summary, "problems": problems}, open(a.json, "w"), indent=1)
-    if problems:
-        for p in problems:
-            print(f"ab_table: {p}", file=sys.stderr)
-        sys.exit(1)
+    run_index.finish("ab_table", md, problems, a.md, a.json, {"runs": runs, "summary": summary})
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@
 # moebench_bench goes to DEST/alt: the `alt` variant of PARTS=kab.
 # The folder is also packed as DEST.tar.xz with xz -9e, whose window finds the bytes that
 # two builds of one binary share (a before/after pair packs to little more than one): carry
-# that, and device_run.sh unpacks it there (again whenever a new archive arrives). The script prints the size
-# of the working tree that travels beside it and fails when the two exceed the limit.
+# that, and device_run.sh unpacks it there (again whenever a new archive arrives). The script
+# prints the size of the working tree that travels beside it and fails when the two exceed
+# the limit.
 #   bash tools/device_prep.sh [BUILD_BIN=build/bin] [DEST=.devbin]
 #   BINARIES="moebench moebench_bench" BEFORE=/tmp/old/build/bin bash tools/device_prep.sh
 #   BINARIES=moebench_bench BEFORE=/tmp/old/build/bin ALT=/tmp/alt/build/bin bash tools/device_prep.sh

@@ -43,8 +43,9 @@
 #   ab         `moebench bench` alternated between variants of one build or two: for each configuration
 #              of AB_SETS (space-separated `--set` values such as expert_dtype=int8; "-", the default,
 #              for none) and each of AB_ROUNDS rounds (default 2), one run of `moebench bench $AB_BENCH`
-#              per variant of AB_VARIANTS (space-separated; a variant is `default`, `before` (the
-#              moebench in $BIN/before) or comma-separated VAR=VALUE settings of the environment), each
+#              per variant of AB_VARIANTS (space-separated; a variant is `default`, the name of a folder
+#              under $BIN holding another build's moebench (`before`: tools/device_prep.sh BEFORE=), or
+#              comma-separated VAR=VALUE settings of the environment), each
 #              cut at AB_TIMEOUT seconds (default 150) and kept as it finishes (ab_SET_VARIANT_rN.json);
 #              then tools/ab_table.py: ab_summary.md / .json, every run's tok/s and % of bound, each
 #              variant's mean against the first, and whether the variants' greedy tokens agree
@@ -219,20 +220,21 @@ sass_part() {
   python3 tools/sass_loops.py --kernel "$re" --json "$OUT/sass_summary.json" --keep "$OUT/sass_kernels.sass.gz" \
     /tmp/all.sass | tee "$OUT/sass_summary.md"
 }
+# variant V BINARY: the A/B parts' variant V as bin (BINARY of $BIN for `default` and for
+# VAR=VALUE[,VAR=VALUE] settings, else BINARY of the folder $BIN/V) and envs (V's settings).
+variant() {
+  bin="$BIN/$2" envs=()
+  if [[ "$1" == *=* ]]; then IFS=, read -ra envs <<<"$1"; elif [[ "$1" != default ]]; then bin="$BIN/$1/$2"; fi
+}
 ab_part() {  # the A/B series (PARTS=ab): runs written to $OUT as they finish, indexed in ab_index.tsv
   local bench=${AB_BENCH:---model synthetic:mixtral-8x7b --batch 1 --prompt-tokens 50 --new-tokens 128 --repetitions 2 --no-quality}
   local set v r name bin envs r_rc index="$OUT/ab_index.tsv"
   : >"$index"
   for set in ${AB_SETS:--}; do
     for ((r = 1; r <= ${AB_ROUNDS:-2}; r++)); do
-      for v in ${AB_VARIANTS:?ab: set AB_VARIANTS to variants (default, before or VAR=VALUE[,VAR=VALUE])}; do
+      for v in ${AB_VARIANTS:?ab: set AB_VARIANTS to variants (default, a folder under \$BIN or VAR=VALUE[,VAR=VALUE])}; do
         name="ab_$(echo "${set}_${v}" | tr -c 'A-Za-z0-9._\n-' '_')_r$r"
-        bin="$BIN/moebench" envs=()
-        case "$v" in
-          default) ;;
-          before) bin="$BIN/before/moebench" ;;
-          *) IFS=, read -ra envs <<<"$v" ;;
-        esac
+        variant "$v" moebench
         [[ -x "$bin" ]] || { echo "ab: $bin is missing"; return 1; }
         # shellcheck disable=SC2086 # AB_BENCH is a list of arguments
         env "${envs[@]}" timeout "${AB_TIMEOUT:-150}" "$bin" bench $bench $([[ "$set" != - ]] && echo "--set $set") \
@@ -252,8 +254,7 @@ kab_part() {  # the kernel A/B series (PARTS=kab): runs written to $OUT as they 
   for ((r = 1; r <= ${KAB_ROUNDS:-2}; r++)); do
     for v in ${KAB_VARIANTS:?kab: set KAB_VARIANTS to variants (default, a folder under \$BIN or VAR=VALUE[,VAR=VALUE])}; do
       name="kab_$(echo "$v" | tr -c 'A-Za-z0-9._\n-' '_')_r$r"
-      bin="$BIN/moebench_bench" envs=()
-      if [[ "$v" != default && "$v" != *=* ]]; then bin="$BIN/$v/moebench_bench"; elif [[ "$v" == *=* ]]; then IFS=, read -ra envs <<<"$v"; fi
+      variant "$v" moebench_bench
       [[ -x "$bin" ]] || { echo "kab: $bin is missing"; return 1; }
       env "${envs[@]}" timeout "${KAB_TIMEOUT:-150}" "$bin" --benchmark_filter="${KERNEL_FILTER:-.}" \
         --benchmark_min_time=0.05 --benchmark_out="$OUT/$name.json" --benchmark_out_format=json >"$OUT/$name.log" 2>&1

@@ -12,7 +12,6 @@ Exits 1 when a run failed or left no results (naming it); a malformed INDEX line
 one-line error naming the file and line."""
 import argparse
 import json
-import sys
 
 import run_index
 
@@ -101,18 +100,7 @@ def main():
     if over:
         md += ["`*`: more than 1% faster than the harness's same-size read stream, which is then no upper limit at "
                "that size (compare against `of_read_stream`, the 1 GiB stream).", ""]
-    if problems:
-        md += ["Problems:", ""] + [f"- {p}" for p in problems] + [""]
-    text = "\n".join(md)
-    print(text)
-    if a.md:
-        open(a.md, "w").write(text + "\n")
-    if a.json:
-        json.dump({"runs": runs, "summary": summary, "problems": problems}, open(a.json, "w"), indent=1)
-    if problems:
-        for p in problems:
-            print(f"kernel_ab_table: {p}", file=sys.stderr)
-        sys.exit(1)
+    run_index.finish("kernel_ab_table", md, problems, a.md, a.json, {"runs": runs, "summary": summary})
 
 
 if __name__ == "__main__":

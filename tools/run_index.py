@@ -1,5 +1,6 @@
 """run_index.py: the index files of tools/device_run.sh's A/B parts (ab_index.tsv, kab_index.tsv): one
 line per run, tab separated, read by tools/ab_table.py and tools/kernel_ab_table.py."""
+import json
 import sys
 
 
@@ -24,3 +25,21 @@ def read_index(path, prog, fields, ints):
     if not runs:
         sys.exit(f"{prog}: {path}: no runs")
     return runs
+
+
+def finish(prog, md, problems, md_path, json_path, doc):
+    """Prints the table (md: its lines) with the problems listed under it, writes it to md_path and
+    doc (with the problems) to json_path where given, and exits 1 naming each problem on stderr
+    when there are any."""
+    if problems:
+        md += ["Problems:", ""] + [f"- {p}" for p in problems] + [""]
+    text = "\n".join(md)
+    print(text)
+    if md_path:
+        open(md_path, "w").write(text + "\n")
+    if json_path:
+        json.dump(dict(doc, problems=problems), open(json_path, "w"), indent=1)
+    if problems:
+        for p in problems:
+            print(f"{prog}: {p}", file=sys.stderr)
+        sys.exit(1)
