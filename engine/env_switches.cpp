@@ -83,6 +83,10 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "the exact warp kernels' loop without row-end conditions where rows fill whole batches, int4's zero point a "
        "constant where none are stored (0: the general loop; the same bits)",
        "docs/QUANT.md"},
+      {"MOEBENCH_QUANT_WARP_ORDER", "1, 0, 2",
+       "which items the exact GEMV and gate/up warps take first: warp-major for int4 and block-major for int8 and fp8 "
+       "(0: block-major, 2: warp-major everywhere; the same bits)",
+       "docs/QUANT.md"},
       {"MOEBENCH_QUANT_PREFETCH", "0, 1, 2, 4", "L2 prefetch passes ahead of the quantised tile kernels",
        "docs/QUANT.md"},
       {"MOEBENCH_QUANT_VARIANT", "by launch, 0 .. 8, 10, 11, 32 .. 38, 40 .. 45",

@@ -87,6 +87,10 @@ struct Codes<QuantFormat::int8> : InOrder {
   __device__ static Raw raw(const uint8_t* scale, const uint8_t*, int row, int, int) {
     return __ldg(reinterpret_cast<const float*>(scale) + row);
   }
+  // The plain loop's scale words (no zero points): scale_at(scale, row, s0, K) the address of
+  // super-step s0's, raw_at(p, d) for super-step s0 + d, d even (what raw() loads for it).
+  __device__ static const uint8_t* scale_at(const uint8_t* scale, int row, int, int) { return scale + 4 * row; }
+  __device__ static Raw raw_at(const uint8_t* p, int) { return __ldg(reinterpret_cast<const float*>(p)); }
   __device__ static float code(uint32_t biased, int i) {
     return __uint_as_float(__byte_perm(biased, 0x4B000000u, 0x7440u + i)) - 8388736.0f;  // 2^23 + 128
   }
@@ -108,6 +112,14 @@ struct Codes<QuantFormat::fp8> : InOrder {
     const int block = (ss * 4 * kValues) / static_cast<int>(kFp8Block);
     return __ldg(reinterpret_cast<const float*>(scale) + (row / static_cast<int>(kFp8Block)) * cb + block);
   }
+  // Super-step ss's block is ss / 2 (64 inputs a super-step), and (s0 + d) / 2 = s0 / 2 + d / 2
+  // for even d.
+  static_assert(4 * kValues * 2 == kFp8Block, "two super-steps a 128-input block");
+  __device__ static const uint8_t* scale_at(const uint8_t* scale, int row, int s0, int K) {
+    const int cb = (K + static_cast<int>(kFp8Block) - 1) / static_cast<int>(kFp8Block);
+    return scale + 4 * ((row / static_cast<int>(kFp8Block)) * cb + s0 / 2);
+  }
+  __device__ static Raw raw_at(const uint8_t* p, int d) { return __ldg(reinterpret_cast<const float*>(p) + d / 2); }
   __device__ static uint32_t pair(uint32_t w16) {
     const float2 f = __half22float2(
         __half2(__nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w16), __NV_E4M3)));
@@ -142,6 +154,14 @@ struct Codes<QuantFormat::int4> {
     const int groups = (K + static_cast<int>(kInt4Group) - 1) / static_cast<int>(kInt4Group);
     const int g = row * groups + ss;
     return {__ldg(reinterpret_cast<const unsigned short*>(scale) + g), zero ? __ldg(zero + g) : 8u};
+  }
+  // The plain loop's (symmetric: zero point 8): one group a super-step.
+  __device__ static const uint8_t* scale_at(const uint8_t* scale, int row, int s0, int K) {
+    const int groups = (K + static_cast<int>(kInt4Group) - 1) / static_cast<int>(kInt4Group);
+    return scale + 2 * (row * groups + s0);  // the index raw() takes, in 32 bits as there
+  }
+  __device__ static Raw raw_at(const uint8_t* p, int d) {
+    return {__ldg(reinterpret_cast<const unsigned short*>(p) + d), 8u};
   }
   __device__ static Row row(Raw r) {
     const uint32_t b = 0x4300u + r.z;  // bf16 of 128 + z (z <= 15)

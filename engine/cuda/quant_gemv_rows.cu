@@ -160,6 +160,11 @@ __host__ __device__ __forceinline__ int exact_batches(int chunks) {
 }
 // Slot g's super-step in batch b.
 __device__ __forceinline__ int exact_ss(int b, int g) { return kExactStride * (b >> 1) + 4 * (g & 3) + 2 * (b & 1) + (g >> 2); }
+// The same for b = j0 + u with j0 even (the plain loop's groups start at multiples of their
+// even depth): 8 j0 + exact_ss_slot(g) + exact_ss_step(u), so that a group's loads are one
+// address a row plus constant offsets.
+__device__ __forceinline__ int exact_ss_slot(int g) { return 4 * (g & 3) + (g >> 2); }
+__host__ __device__ constexpr int exact_ss_step(int u) { return kExactStride * (u >> 1) + 2 * (u & 1); }
 
 // An exact work item: kRP row pairs (rows row[2 h], row[2 h + 1] at q[...]) of one matrix.
 template <int kRP>
@@ -237,7 +242,9 @@ __device__ void stage_half(const bf16* __restrict__ x, int n, int K, uint4* dst,
 // times the row's 2^e, bit for bit in the range stage_half states.
 // kPlain: every batch of a row lies inside it and the groups cover the batches exactly
 // (plain_rows), and int4 has no zero points: the row-end conditions and the zero point
-// (8) are constants, so the loop asks for none of them (the same sums).
+// (8) are constants, so the loop asks for none of them (the same sums); and a group's
+// super-steps are the lane's first plus constants (exact_ss_step), so each row's codes and
+// scale words are loaded at one address plus immediate offsets (C::scale_at, C::raw_at).
 template <QuantFormat F, bool kPaired, int kDepth, int kRP, bool kContig = false, bool kHalf = false,
           bool kPlain = false>
 struct ExactGroup {
@@ -249,15 +256,33 @@ struct ExactGroup {
 
   __device__ __forceinline__ void issue(const ExactItem<kRP>& r, int j0, int b1, int chunks, int K, int lane) {
     const int g = lane >> 2, t = lane & 3, steps = (chunks + 3) / 4;
-#pragma unroll
-    for (int u = 0; u < kDepth; ++u) {
-      const int ss = kContig ? 8 * (j0 + u) + g : exact_ss(j0 + u, g), c = 4 * ss + t;
-      const bool ok = kPlain || (j0 + u < b1 && c < chunks);
-      const int sc = kPlain ? ss : min(ss, steps - 1);  // past the row end: any valid group (never added)
+    static_assert(!kPlain || (kDepth % 2 == 0 && !kContig), "the plain loop's groups start at even batches");
+    if constexpr (kPlain) {  // a row's codes and scale words at one address each, plus constants of u
+      const int s0 = 8 * j0 + exact_ss_slot(g);
+      const uint8_t *qj[2 * kRP], *sj[2 * kRP];
 #pragma unroll
       for (int j = 0; j < 2 * kRP; ++j) {
-        w[j][u] = ok ? load16_stream(r.q[j] + 16 * static_cast<int64_t>(c)) : make_uint4(0, 0, 0, 0);
-        sw[j][u] = C::raw(r.scale, kPlain ? nullptr : r.zero, r.row[j], sc, K);
+        qj[j] = r.q[j] + 16 * static_cast<int64_t>(4 * s0 + t);
+        sj[j] = C::scale_at(r.scale, r.row[j], s0, K);
+      }
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u)
+#pragma unroll
+        for (int j = 0; j < 2 * kRP; ++j) {
+          w[j][u] = load16_stream(qj[j] + 64 * exact_ss_step(u));
+          sw[j][u] = C::raw_at(sj[j], exact_ss_step(u));
+        }
+    } else {
+#pragma unroll
+      for (int u = 0; u < kDepth; ++u) {
+        const int ss = kContig ? 8 * (j0 + u) + g : exact_ss(j0 + u, g), c = 4 * ss + t;
+        const bool ok = j0 + u < b1 && c < chunks;
+        const int sc = min(ss, steps - 1);  // past the row end: any valid group (never added)
+#pragma unroll
+        for (int j = 0; j < 2 * kRP; ++j) {
+          w[j][u] = ok ? load16_stream(r.q[j] + 16 * static_cast<int64_t>(c)) : make_uint4(0, 0, 0, 0);
+          sw[j][u] = C::raw(r.scale, r.zero, r.row[j], sc, K);
+        }
       }
     }
   }
@@ -272,7 +297,8 @@ struct ExactGroup {
     for (int u = 0; u < kDepth; ++u) {
       const int b = j0 + u;
       if (!kPlain && b >= b1) break;  // warp-uniform
-      const int ss = kContig ? 8 * b + g : exact_ss(b, g), c = 4 * ss + t;
+      const int ss = kPlain ? 8 * j0 + exact_ss_slot(g) + exact_ss_step(u) : kContig ? 8 * b + g : exact_ss(b, g);
+      const int c = 4 * ss + t;
       uint32_t xw[V / 2];
 #pragma unroll
       for (int i = 0; i < V / 8; ++i) {
@@ -348,11 +374,11 @@ struct ExactGroup {
 };
 
 // The tile kernel's total of a row from the four chain lanes: ((T0 + T1) + T2) + T3, in
-// every lane.
+// lane 0 (chain 0's lane; every lane must call it).
 __device__ __forceinline__ float exact_total(float t) {
-  const float t0 = __shfl_sync(0xffffffffu, t, 0), t1 = __shfl_sync(0xffffffffu, t, 4);
-  const float t2 = __shfl_sync(0xffffffffu, t, 9), t3 = __shfl_sync(0xffffffffu, t, 13);
-  return ((t0 + t1) + t2) + t3;
+  const float t1 = __shfl_sync(0xffffffffu, t, 4), t2 = __shfl_sync(0xffffffffu, t, 9);
+  const float t3 = __shfl_sync(0xffffffffu, t, 13);
+  return ((t + t1) + t2) + t3;
 }
 
 // A warp's walk over its items it = first, first + stride, ... < items, batches [b0, b1)
@@ -364,7 +390,8 @@ __device__ __forceinline__ float exact_total(float t) {
 // are the same either way. wait_pending: pdl_wait() and pdl_trigger() once the first
 // loads are issued (the weights may be read before the previous kernel ends, x may not).
 // G: the group (RowGroup or ExactGroup), kDepth its batches.
-// after_wait() runs right after that pdl_wait() (every warp of the block must reach it).
+// after_wait() runs right after that pdl_wait() (every warp of the block reaches it, those
+// without items too).
 struct NoHook {
   __device__ void operator()() const {}
 };
@@ -381,6 +408,7 @@ __device__ __forceinline__ void walk_items(int first, int stride, int items, int
     }
   };
   if constexpr (!kPipe) {
+    if (first >= items) settle();  // a warp without items still waits and runs the hook
     for (int it = first; it < items; it += stride) {
       const auto r = item(it);
       typename G::Tot tot;
@@ -398,7 +426,7 @@ __device__ __forceinline__ void walk_items(int first, int stride, int items, int
     // A unit: (item it, group from batch j0); the next unit is the item's next group or
     // the next item's first.
     int it = first, j0 = b0;
-    if (it >= items) return;
+    if (it >= items) return settle();
     auto r = item(it);
     G ga, gb;
     ga.issue(r, j0, b1, chunks, K, lane);
@@ -503,26 +531,29 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 // The exact GEMV / gate-up: work item it (pair p, group i of kRP row pairs): rows
 // 2 kRP i .. 2 kRP i + 2 kRP - 1 (clamped; written only below N), or with gu_inter > 0 rows
 // kRP i + h of w1 and of w3 (h < kRP), written as h[p, r] = bf16(silu(g) * u) as the tile
-// kernel writes it. Warps take the items it = warp, warp + all warps, ...
+// kernel writes it. Warps take the items it = first, first + all warps, ..., first the
+// warp's index block-major (warp_major 0: blockIdx.x kWarps + warp) or warp-major (1: warp
+// gridDim.x + blockIdx.x: quant_warp_order).
 template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_exact_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
                        int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
-                       bf16* __restrict__ out_h) {
+                       bf16* __restrict__ out_h, int warp_major) {
   __shared__ PairParts s;
   __shared__ float s_inv[kMaxPairs];
   extern __shared__ uint4 s_half[];  // kHalf: the activation rows in fp16 (stage_half)
   start_after_router(w, ids, n_pairs, s);
   if constexpr (kHalf) stage_half(x, x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, s_half, s_inv);
   const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
-  const int lane = threadIdx.x & 31;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int rows = gu_inter > 0 ? gu_inter : (N + 1) / 2;  // row pairs of a pair
   const int per_pair = (rows + kRP - 1) / kRP, items = n_pairs * per_pair;
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16);
+  const int first = warp_major ? warp * static_cast<int>(gridDim.x) + static_cast<int>(blockIdx.x)
+                               : static_cast<int>(blockIdx.x) * kWarps + warp;
   walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf, kPlain>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
-      blockIdx.x * kWarps + (threadIdx.x >> 5), gridDim.x * kWarps, items, 0, exact_batches<kContig>(chunks), chunks,
-      K, lane, false,
+      first, gridDim.x * kWarps, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, false,
       [&](int it) {
         const int p = it / per_pair, i = it - p * per_pair;
         ExactItem<kRP> r;
@@ -616,10 +647,6 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         }
         buf ^= 1;
       });
-  if (ids_early && blockIdx.x >= items) {  // a block without items (never the case: the grid is at most items)
-    pdl_wait();
-    pdl_trigger();
-  }
 }
 
 // Down + combine, exact: the tile kernel's down + combine (its GEMV sums, then fmaf from 0 in
@@ -688,10 +715,6 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
       [&] {
         if constexpr (kHalf) stage_half(h, n_pairs, K, s_half, s_inv);
       });
-  if (ids_early && blockIdx.x >= items) {  // a block without items (never the case: the grid is at most items)
-    pdl_wait();
-    pdl_trigger();
-  }
 }
 
 // Blocks of a kernel resident on the GPU at once (taken on first use; the GPUs of a run
@@ -801,8 +824,10 @@ void launch_exact(const QuantExperts& w, const bf16* x, bool x_per_pair, const i
             quant_exact_kernel<F, kPaired, kCfg, kRP, kContig, decltype(half_c)::value, decltype(plain_c)::value>;
         const int blocks =
             static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks_smem<kernel>(smem)));
+        const int order = quant_warp_order();
+        const bool warp_major = order == 2 || (order == 1 && F == QuantFormat::int4);
         launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, w, x,
-                   x_per_pair ? 1 : 0, ids, n_pairs, k, N, K, out, gu_inter, out_h);
+                   x_per_pair ? 1 : 0, ids, n_pairs, k, N, K, out, gu_inter, out_h, warp_major ? 1 : 0);
       });
 }
 
@@ -894,6 +919,11 @@ int quant_half_form() {
 
 bool quant_plain_loop() {
   static const bool v = env_choice("MOEBENCH_QUANT_PLAIN", {1, 0}, 1) == 1;
+  return v;
+}
+
+int quant_warp_order() {
+  static const int v = env_choice("MOEBENCH_QUANT_WARP_ORDER", {1, 0, 2}, 1);
   return v;
 }
 

@@ -60,6 +60,15 @@ int quant_half_form();
 // 0 the general loop everywhere. The same bits.
 bool quant_plain_loop();
 
+// Which items the exact GEMV and gate/up warps take first (MOEBENCH_QUANT_WARP_ORDER, read
+// once; the same bits every way). Items are dealt round-robin over the launch's warps, so
+// when they do not divide evenly the first warps take one more. Block-major (warp w of
+// block b first takes item b x 8 + w) gives those extra items to the first blocks, i.e.
+// whole SMs; warp-major (item w x blocks + b) spreads them over every SM. 1 (the default):
+// warp-major for int4, block-major for int8 and fp8 (the faster of the two for each in the
+// microbenchmarks); 0: block-major everywhere; 2: warp-major everywhere.
+int quant_warp_order();
+
 // quant_moe_gemv's product (out[p, :] = W[ids[p]] . x_p, fp32) or, out_h non-null, the
 // fused gate/up (N = 2 inter rows [w1; w3], h[p, r] = bf16(silu(g) * u)), one work item
 // per (pair, row pair): pairs sharing an expert read its rows once each.
