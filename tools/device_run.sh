@@ -5,7 +5,9 @@
 # them; optionally an older build in $BIN/before for before/after kernel comparisons).
 # PARTS (space-separated, run in this order) picks what to do; each part's logs and JSON
 # land in $OUT, and everything is packed into $OUT/device_run.tar.gz after every part,
-# so a call cut short still returns what finished.
+# so a call cut short still returns what finished. PACK_ONLY=1 leaves only that tarball in
+# $OUT at the end (a device call returns at most 8 files, and may leave the tarball out
+# when a part wrote more).
 #   info       nvidia-smi and `moebench info`
 #   cpu        the CPU expert kernels' microbenchmarks (moebench_cpu_bench, every core)
 #   tests      the GPU tests (every suite that skips without a GPU), gtest XML
@@ -311,4 +313,5 @@ for part in $PARTS; do
   esac
 done
 pack
+[[ -n "${PACK_ONLY:-}" ]] && find "$OUT" -mindepth 1 ! -name device_run.tar.gz -delete
 exit $rc
