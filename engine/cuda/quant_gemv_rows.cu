@@ -541,8 +541,11 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
                        bf16* __restrict__ out_h, int warp_major) {
   __shared__ PairParts s;
   __shared__ float s_inv[kMaxPairs];
+  __shared__ int s_xr[kMaxPairs];    // each pair's activation row: p, or its token p / k
   extern __shared__ uint4 s_half[];  // kHalf: the activation rows in fp16 (stage_half)
   start_after_router(w, ids, n_pairs, s);
+  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) s_xr[p] = x_per_pair ? p : p / k;
+  __syncthreads();
   if constexpr (kHalf) stage_half(x, x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, s_half, s_inv);
   const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -567,14 +570,14 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         for (int j = 0; j < 2 * kRP; ++j) r.q[j] = s.q[p] + r.row[j] * row_bytes;
         r.scale = s.scale[p];
         r.zero = s.zero[p];
-        const int xr = x_per_pair ? p : p / k;
+        const int xr = s_xr[p];
         r.x = x + static_cast<int64_t>(xr) * K;
         r.xs = xs0 + static_cast<uint32_t>(xr * K * 2);
         return r;
       },
       [&](int it, const auto& tot) {
         const int p = it / per_pair, i = it - p * per_pair;
-        const float inv = kHalf ? s_inv[x_per_pair ? p : p / k] : 1.0f;
+        const float inv = kHalf ? s_inv[s_xr[p]] : 1.0f;
         float y[2 * kRP];
 #pragma unroll
         for (int j = 0; j < 2 * kRP; ++j) y[j] = exact_total(tot.v[j]) * inv;  // bf16 form: x 1, exactly
