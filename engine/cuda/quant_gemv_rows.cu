@@ -161,9 +161,9 @@ __host__ __device__ __forceinline__ int exact_batches(int chunks) {
 // Slot g's super-step in batch b.
 __device__ __forceinline__ int exact_ss(int b, int g) { return kExactStride * (b >> 1) + 4 * (g & 3) + 2 * (b & 1) + (g >> 2); }
 // The same for b = j0 + u with j0 even (the plain loop's groups start at multiples of their
-// even depth): 8 j0 + exact_ss_slot(g) + exact_ss_step(u), so that a group's loads are one
+// even depth): exact_ss_first(j0, g) + exact_ss_step(u), so that a group's loads are one
 // address a row plus constant offsets.
-__device__ __forceinline__ int exact_ss_slot(int g) { return 4 * (g & 3) + (g >> 2); }
+__device__ __forceinline__ int exact_ss_first(int j0, int g) { return 8 * j0 + 4 * (g & 3) + (g >> 2); }
 __host__ __device__ constexpr int exact_ss_step(int u) { return kExactStride * (u >> 1) + 2 * (u & 1); }
 
 // An exact work item: kRP row pairs (rows row[2 h], row[2 h + 1] at q[...]) of one matrix.
@@ -258,7 +258,7 @@ struct ExactGroup {
     const int g = lane >> 2, t = lane & 3, steps = (chunks + 3) / 4;
     static_assert(!kPlain || (kDepth % 2 == 0 && !kContig), "the plain loop's groups start at even batches");
     if constexpr (kPlain) {  // a row's codes and scale words at one address each, plus constants of u
-      const int s0 = 8 * j0 + exact_ss_slot(g);
+      const int s0 = exact_ss_first(j0, g);
       const uint8_t *qj[2 * kRP], *sj[2 * kRP];
 #pragma unroll
       for (int j = 0; j < 2 * kRP; ++j) {
@@ -297,7 +297,7 @@ struct ExactGroup {
     for (int u = 0; u < kDepth; ++u) {
       const int b = j0 + u;
       if (!kPlain && b >= b1) break;  // warp-uniform
-      const int ss = kPlain ? 8 * j0 + exact_ss_slot(g) + exact_ss_step(u) : kContig ? 8 * b + g : exact_ss(b, g);
+      const int ss = kPlain ? exact_ss_first(j0, g) + exact_ss_step(u) : kContig ? 8 * b + g : exact_ss(b, g);
       const int c = 4 * ss + t;
       uint32_t xw[V / 2];
 #pragma unroll
