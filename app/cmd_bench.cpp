@@ -293,14 +293,20 @@ void print_table(const reports::Results& res, const EngineSettings& s) {
 void print_kernel_profile(const nlohmann::json& kprof) {
   for (auto& [name, t] : kprof.items()) {
     if (!t.is_object() || !t.contains("kernels")) continue;
-    fmt::print("\n## GPU time per decode step, {} ({:.1f} us of kernels per step)\n\n", name,
-               t["gpu_ns_per_step"].get<double>() / 1e3);
+    fmt::print("\n## GPU time per decode step, {} ({:.1f} us of kernels per step; {:.1f} us from first start to last "
+               "end, {:.1f} us of it idle)\n\n",
+               name, t["gpu_ns_per_step"].get<double>() / 1e3, t.value("span_ns_per_step", 0.0) / 1e3,
+               t.value("idle_ns_per_step", 0.0) / 1e3);
+    fmt::print("  {:>12}  {:>12}  {:>6}  {:>6}  kernel\n", "duration", "exposed", "count", "share");
     int shown = 0;
     for (auto& r : t["kernels"]) {
       if (shown++ == 12) break;
-      fmt::print("  {:>9.1f} us  {:>5.1f}x  {:>5.1f}%  {}\n", r["ns_per_step"].get<double>() / 1e3,
-                 r["launches_per_step"].get<double>(), r["share"].get<double>() * 100, r["kernel"].get<std::string>());
+      fmt::print("  {:>9.1f} us  {:>9.1f} us  {:>5.1f}x  {:>5.1f}%  {}\n", r["ns_per_step"].get<double>() / 1e3,
+                 r.value("exposed_ns_per_step", 0.0) / 1e3, r["launches_per_step"].get<double>(),
+                 r["share"].get<double>() * 100, r["kernel"].get<std::string>());
     }
+    fmt::print("\n  (exposed: the part of a kernel's time past the end of every kernel started before it: what it adds "
+               "to the step)\n");
   }
 }
 
