@@ -61,7 +61,10 @@ struct Ctx {
   void* flush = nullptr;
   static constexpr size_t kFlushBytes = 64ull << 20;
   double read_stream_bps = 0;  // the read-only stream's best, bytes/s
-  std::map<size_t, double> same_size_stream_bps;  // by byte count, bytes/s under this harness
+  std::map<size_t, double> same_size_stream_bps;  // by byte count (+ 1: L2 warm), bytes/s under this harness
+  // The l2_warm/ benchmarks: no flush between repetitions, so that data smaller than L2
+  // is read from it (the rate a launch reaches on weights an L2 prefetch brought in).
+  bool l2_warm = false;
 };
 Ctx* g = nullptr;
 
@@ -85,7 +88,7 @@ struct Buf {
 
 // One repetition: L2 flushed (memset of `flush_value`), then fn between two events; ms.
 float time_once(const std::function<void()>& fn, int flush_value) {
-  CUDA_CHECK(cudaMemsetAsync(g->flush, flush_value & 0xff, Ctx::kFlushBytes, g->stream));
+  if (!g->l2_warm) CUDA_CHECK(cudaMemsetAsync(g->flush, flush_value & 0xff, Ctx::kFlushBytes, g->stream));
   CUDA_CHECK(cudaEventRecord(g->start, g->stream));
   fn();
   CUDA_CHECK(cudaEventRecord(g->stop, g->stream));
@@ -101,8 +104,8 @@ float time_once(const std::function<void()>& fn, int flush_value) {
 // Its buffer comes after the kernel's in the arena and goes before the next benchmark, so
 // kernels' buffers lie where they would without it.
 double same_size_stream_bps(double bytes) {
-  const size_t b = (static_cast<size_t>(bytes) + 15) / 16 * 16;
-  if (auto it = g->same_size_stream_bps.find(b); it != g->same_size_stream_bps.end()) return it->second;
+  const size_t b = (static_cast<size_t>(bytes) + 15) / 16 * 16, key = b + (g->l2_warm ? 1 : 0);
+  if (auto it = g->same_size_stream_bps.find(key); it != g->same_size_stream_bps.end()) return it->second;
   Buf src(b), sink(16, false);
   double best = 0;
   for (int shape = 0; shape < 6; ++shape) {
@@ -118,7 +121,7 @@ double same_size_stream_bps(double bytes) {
     while (reps < 30 || total_ms < 50) total_ms += time_once(stream, reps++);
     best = std::max(best, static_cast<double>(b) / (total_ms / reps * 1e-3));
   }
-  g->same_size_stream_bps[b] = best;
+  g->same_size_stream_bps[key] = best;
   return best;
 }
 
@@ -595,6 +598,22 @@ void register_all() {
     reg("linear/gemv_multi_shape/qwen3_qkv/M:1/R:" + std::to_string(gs.rows_per_warp) + "/U:" +
             std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
         [gs](benchmark::State& st) { bm_linear_multi_qkv(st, &gs, true); });
+  // The same launches with L2 left warm between repetitions (Ctx::l2_warm): o_proj's 33.6 MB
+  // and a 32 MiB stream fit the H200's L2, the k/v projections' 8.4 MB too, q/k/v's 50 MB not.
+  auto warm = [](auto fn) {
+    return [fn](benchmark::State& st) {
+      g->l2_warm = true;
+      fn(st);
+      g->l2_warm = false;
+    };
+  };
+  reg("l2_warm/read_stream/MiB:8", warm([](benchmark::State& st) { bm_read_stream(st, 8); }));
+  reg("l2_warm/read_stream/MiB:32", warm([](benchmark::State& st) { bm_read_stream(st, 32); }));
+  for (const Shape& s : kShapes)
+    if (std::string(s.name) == "q_o_proj" || std::string(s.name) == "k_v_proj")
+      reg(std::string("l2_warm/linear/gemv/") + s.name + "/M:1",
+          warm([s](benchmark::State& st) { bm_linear(st, s, 1, cuda::LinearAlgo::gemv); }));
+  reg("l2_warm/rmsnorm_gemv_multi/qkv/fused/M:1", warm([](benchmark::State& st) { bm_rmsnorm_qkv(st, true); }));
   reg("rmsnorm_gemv_multi/qkv/fused/M:1", [](benchmark::State& st) { bm_rmsnorm_qkv(st, true); });
   reg("rmsnorm_gemv_multi/qkv/two_launches/M:1", [](benchmark::State& st) { bm_rmsnorm_qkv(st, false); });
   reg("norm_router/mixtral/M:1", [](benchmark::State& st) { bm_norm_router(st); });
