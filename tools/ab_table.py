@@ -4,7 +4,10 @@
 separated: configuration, variant, round, results JSON, exit status. Per configuration:
 every run's decode tok/s and % of bound for each case, then per case each variant's mean
 over its rounds and its ratio to the first variant's, and whether the variants' greedy
-tokens agree (each case's output token hash). Exits 1 when a run failed or left no
+tokens agree (each case's output token hash). Where a run has a kernel profile beside its
+results (NAME.kprof.json for NAME.json: `moebench bench --kernel-profile`, AB_PROFILE=1), per
+case each variant's mean exposed time per decode step of the kernels that add the most (what
+each launch adds to the step), with the span and the idle gaps. Exits 1 when a run failed or left no
 results, or when the variants of one configuration disagree on a case's tokens (naming
 them); a malformed INDEX line is a one-line error naming the file and line."""
 import argparse
@@ -38,6 +41,59 @@ def load_cases(run):
     return out if out else f"{run['file']}: no finished case with a decode rate"
 
 
+def load_profile(run):
+    """{case name: {kernel: exposed us, "(span)": us, "(idle)": us}} of the run's kernel profile
+    (NAME.kprof.json beside NAME.json), {} without one, or an error string."""
+    path = run["file"][:-len(".json")] + ".kprof.json" if run["file"].endswith(".json") else None
+    try:
+        doc = json.load(open(path)) if path else None
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        return f"{path}: {e}"
+    out = {}
+    for case, t in (doc or {}).items():
+        if not isinstance(t, dict) or "kernels" not in t:
+            continue
+        row = {k["kernel"]: k.get("exposed_ns_per_step", 0) / 1e3 for k in t["kernels"]}
+        row["(span)"] = t.get("span_ns_per_step", 0) / 1e3
+        row["(idle)"] = t.get("idle_ns_per_step", 0) / 1e3
+        out[case] = row
+    return out
+
+
+def profile_table(s, rs, variants, problems, top=10):
+    """Markdown lines and summary entries: per case, each variant's mean exposed us per step."""
+    md, summary = [], []
+    per = {}  # (variant, case) -> [row]
+    for r in rs:
+        if r["rc"] != 0:
+            continue
+        prof = load_profile(r)
+        if isinstance(prof, str):
+            problems.append(f"{s} / {r['variant']} round {r['round']}: {prof}")
+            continue
+        for case, row in prof.items():
+            per.setdefault((r["variant"], case), []).append(row)
+    for case in dict.fromkeys(c for (_, c) in per):
+        means = {}
+        for v in variants:
+            rows = per.get((v, case), [])
+            keys = dict.fromkeys(k for row in rows for k in row)
+            means[v] = {k: sum(row.get(k, 0) for row in rows) / len(rows) for k in keys} if rows else None
+        first = next(m for m in means.values() if m)
+        kernels = [k for k in sorted(first, key=lambda k: -first[k]) if not k.startswith("(")][:top]
+        md += [f"Exposed time per decode step, {case} (kernel profile, us; mean over the rounds):", "",
+               "| kernel | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
+        for k in kernels + ["(span)", "(idle)"]:
+            md.append(f"| {k} | " + " | ".join("-" if means[v] is None else f"{means[v].get(k, 0):.1f}"
+                                              for v in variants) + " |")
+        md.append("")
+        summary.append({"set": s, "case": case, "variants": variants,
+                        "exposed_us_per_step": {v: means[v] for v in variants}})
+    return md, summary
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("index")
@@ -45,7 +101,7 @@ def main():
     ap.add_argument("--json")
     a = ap.parse_args()
     runs = read_index(a.index)
-    problems, md, summary = [], [], []
+    problems, md, summary, profiles = [], [], [], []
     sets = list(dict.fromkeys(r["set"] for r in runs))
     for s in sets:
         rs = [r for r in runs if r["set"] == s]
@@ -86,7 +142,10 @@ def main():
             summary.append({"set": s, "case": name, "variants": variants, "mean_decode_tok_s": means,
                             "same_tokens": same, "hashes": sorted(hashes)})
         md.append("")
-    run_index.finish("ab_table", md, problems, a.md, a.json, {"runs": runs, "summary": summary})
+        pmd, psum = profile_table(s, rs, variants, problems)
+        md += pmd
+        profiles += psum
+    run_index.finish("ab_table", md, problems, a.md, a.json, {"runs": runs, "summary": summary, "profiles": profiles})
 
 
 if __name__ == "__main__":

@@ -49,9 +49,11 @@
 #              under $BIN holding another build's moebench (`before`: tools/device_prep.sh BEFORE=), or
 #              comma-separated VAR=VALUE settings of the environment), each
 #              cut at AB_TIMEOUT seconds (default 150) and kept as it finishes (ab_SET_VARIANT_rN.json);
-#              then tools/ab_table.py: ab_summary.md / .json, every run's tok/s and % of bound, each
-#              variant's mean against the first, and whether the variants' greedy tokens agree
-#              (the part fails when they do not, or when a run failed)
+#              AB_PROFILE=1 adds --kernel-profile to each run (ab_SET_VARIANT_rN.kprof.json: one more
+#              traced generation a case); then tools/ab_table.py: ab_summary.md / .json, every run's
+#              tok/s and % of bound, each variant's mean against the first, whether the variants'
+#              greedy tokens agree (the part fails when they do not, or when a run failed), and with
+#              profiles each variant's exposed time per kernel (what each launch adds to a step)
 #   kab        the kernel microbenchmarks alternated between variants, round by round, in one call: for
 #              each of KAB_ROUNDS rounds (default 2), one run of moebench_bench over KERNEL_FILTER per
 #              variant of KAB_VARIANTS (space-separated; a variant is `default` ($BIN/moebench_bench), the
@@ -240,6 +242,7 @@ ab_part() {  # the A/B series (PARTS=ab): runs written to $OUT as they finish, i
         [[ -x "$bin" ]] || { echo "ab: $bin is missing"; return 1; }
         # shellcheck disable=SC2086 # AB_BENCH is a list of arguments
         env "${envs[@]}" timeout "${AB_TIMEOUT:-150}" "$bin" bench $bench $([[ "$set" != - ]] && echo "--set $set") \
+          $([[ "${AB_PROFILE:-0}" == 1 ]] && echo "--kernel-profile $OUT/$name.kprof.json") \
           --out "$OUT/$name.json" >"$OUT/$name.log" 2>&1
         r_rc=$?
         printf '%s\t%s\t%s\t%s\t%s\n' "$set" "$v" "$r" "$OUT/$name.json" "$r_rc" >>"$index"
