@@ -531,7 +531,8 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       // router's weights too where MOEBENCH_TP_L2_PREFETCH=1 (unset: 0), an A/B of the
       // prefetch on the smaller shapes.
       static const bool tp_prefetch = env_choice("MOEBENCH_TP_L2_PREFETCH", {0, 1}, 0) == 1;
-      if (decode && (!tp_ || expert_parallel() || tp_prefetch) && !moe_small_block_skips_side_prefetch())
+      if (decode && (!tp_ || expert_parallel() || tp_prefetch) && !moe_small_block_skips_side_prefetch() &&
+          side_prefetch_from_env())
         prefetch_attention_out(L);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).

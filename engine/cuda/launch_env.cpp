@@ -35,6 +35,11 @@ int qkv_rows_from_env() {
   return r;
 }
 
+bool side_prefetch_from_env() {
+  static const bool on = env_choice("MOEBENCH_SIDE_PREFETCH", {1, 0}, 1) == 1;
+  return on;
+}
+
 unsigned qkv_prefetch_bytes_from_env() {
   static const unsigned b = 1024u * static_cast<unsigned>(env_choice("MOEBENCH_QKV_PREFETCH_KB", {2, 4, 8}, 2));
   return b;

@@ -35,7 +35,10 @@
 //   MOEBENCH_OPROJ_ROUTER    the single-sequence decode step runs o_proj and the MoE
 //                            block's norm + router in one launch (o_proj_router.h: the last
 //                            o_proj block to finish takes the router) instead of two: 0
-//                            (unset) or 1.
+//                            (unset) or 1;
+//   MOEBENCH_SIDE_PREFETCH   the single-sequence decode step's side-stream L2 prefetch of
+//                            o_proj's weights (and the router's norm and gate) during
+//                            attention: 1 (unset) or 0 (none).
 // Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
 #include <initializer_list>
@@ -60,6 +63,7 @@ int l2_prefetch_warps_from_env();        // MOEBENCH_L2_PREFETCH_WARPS
 bool attention_merge_in_last_split_from_env();  // MOEBENCH_ATTN_MERGE_HERE == 1
 bool rope_in_attention_from_env();       // MOEBENCH_ROPE_IN_ATTENTION != 0
 bool o_proj_router_from_env();           // MOEBENCH_OPROJ_ROUTER == 1
+bool side_prefetch_from_env();           // MOEBENCH_SIDE_PREFETCH != 0
 // Whether decode takes o_proj with the norm + router in one launch: MOEBENCH_OPROJ_ROUTER,
 // or what set_o_proj_router said last (tests: 1 on, 0 off, -1 the environment again).
 bool o_proj_router_on();
