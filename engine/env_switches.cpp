@@ -58,6 +58,10 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
       {"MOEBENCH_OPROJ_ROUTER", "0, 1",
        "o_proj and the MoE block's norm + router in one launch (the last o_proj block takes the router)",
        "docs/PERFORMANCE.md"},
+      {"MOEBENCH_OPROJ_STAGED", "by shape, 0, 1, 2",
+       "the decode step's o_proj stages its weights in shared memory during attention (2: from the attention's start; "
+       "unset: 2 where the SMs hold the whole matrix)",
+       "docs/PERFORMANCE.md"},
       {"MOEBENCH_PDL", "1, 0", "programmatic dependent launch of the decode kernels", "docs/PERFORMANCE.md"},
       {"MOEBENCH_QKV_PREFETCH_KB", "2, 4, 8",
        "how much of each q/k/v row the fused norm + q/k/v launch asks L2 for before its wait", "docs/PERFORMANCE.md"},

@@ -106,4 +106,20 @@ bool o_proj_router_on() {
 
 void set_o_proj_router(int on) { g_o_proj_router.store(on < 0 ? -1 : on != 0); }
 
+int o_proj_staged_from_env() {
+  static const int level = env_choice("MOEBENCH_OPROJ_STAGED", {0, 1, 2}, -1);  // unset: -1, by shape
+  return level;
+}
+
+namespace {
+std::atomic<int> g_o_proj_staged{-2};  // -2: the environment's
+}
+
+int o_proj_staged_level() {
+  const int set = g_o_proj_staged.load();
+  return set < -1 ? o_proj_staged_from_env() : set;
+}
+
+void set_o_proj_staged(int level) { g_o_proj_staged.store(level < -1 ? -2 : level > 2 ? 2 : level); }
+
 }  // namespace moebench::cuda
