@@ -25,6 +25,7 @@
 #include "engine/ops/ops.h"
 #include "engine/weight_source.h"
 #include "tests/cuda_ctx.h"
+#include "tests/cuda_decode_run.h"
 #include "tests/device_copy.h"
 
 using namespace moebench;
@@ -174,23 +175,7 @@ TEST(CudaOProjRouter, ModelStepsMatchTheTwoLaunches) {
         ctx.settings.routing = routing;
         ctx.settings.routing_seed = 3;
         cuda::CudaModel cm(ctx);
-        const int V = cm.config().vocab_size;
-        std::vector<float> l(V);
-        cm.forward(prompt.data(), static_cast<int>(prompt.size()), 0, l.data());
-        int32_t t = 0;
-        for (int pos = static_cast<int>(prompt.size()); pos < end / 2; ++pos) {  // eager, logits kept
-          t = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-          cm.forward(&t, 1, pos, l.data());
-          logits.insert(logits.end(), l.begin(), l.end());
-        }
-        std::vector<int32_t> tokens;
-        t = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
-        for (int pos = end / 2; pos < end; ++pos) {  // forward_argmax: graph replays
-          tokens.push_back(t);
-          t = cm.forward_argmax(&t, 1, pos);
-        }
-        tokens.push_back(t);
-        return tokens;
+        return test::eager_then_graph_decode(cm, prompt, end, logits);
       };
       std::vector<float> l_two, l_one;
       const auto two = run(false, l_two);

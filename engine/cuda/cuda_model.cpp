@@ -10,6 +10,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
+#include "engine/cuda/gemv_staged.h"
 #include "engine/cuda/l2_prefetch.h"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/moe_small_block.h"
@@ -444,7 +445,7 @@ void CudaModel::note_arena() {
     prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
 }
 
-void CudaModel::prefetch_attention_out(const Layer& L) {
+void CudaModel::prefetch_attention_out(const Layer& L, bool with_o_proj) {
   const ModelConfig& c = cfg_;
   if (!prefetch_stream_) {
     CUDA_CHECK(cudaStreamCreateWithFlags(&prefetch_stream_, cudaStreamNonBlocking));
@@ -454,7 +455,7 @@ void CudaModel::prefetch_attention_out(const Layer& L) {
   CUDA_CHECK(cudaStreamWaitEvent(prefetch_stream_, prefetch_event_, 0));
   const size_t H = static_cast<size_t>(c.hidden_size);
   auto range = [](const bf16* p, size_t elems) { return L2Range{p, p ? elems * sizeof(bf16) : 0}; };
-  const L2Range ranges[] = {range(L.wo, H * static_cast<size_t>(c.q_dim())), range(L.ffn_norm, H),
+  const L2Range ranges[] = {range(with_o_proj ? L.wo : nullptr, H * static_cast<size_t>(c.q_dim())), range(L.ffn_norm, H),
                             range(L.gate, H * static_cast<size_t>(c.num_local_experts))};
   l2_prefetch(ranges, 3, prefetch_stream_);
 }
@@ -531,8 +532,17 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       // router's weights too where MOEBENCH_TP_L2_PREFETCH=1 (unset: 0), an A/B of the
       // prefetch on the smaller shapes.
       static const bool tp_prefetch = env_choice("MOEBENCH_TP_L2_PREFETCH", {0, 1}, 0) == 1;
-      if (decode && (!tp_ || expert_parallel() || tp_prefetch) && !moe_small_block_skips_side_prefetch())
-        prefetch_attention_out(L);
+      // MOEBENCH_OPROJ_STAGED: o_proj stages its weights itself (gemv_staged.h), its blocks let
+      // in during attention (AttentionHandoff); the side stream then asks L2 only for the router's.
+      int staged = decode && !tp_ && L.lw[3].format == QuantFormat::bf16 && !o_proj_router_on() &&
+                           !moe_small_block_o_proj_enabled() && gemv_staged_supported(b.att, L.wo, Q, H)
+                       ? o_proj_staged_level()
+                       : 0;
+      if (staged < 0) staged = gemv_staged_holds_all(Q, H) ? 2 : 0;
+      if (decode && (!tp_ || expert_parallel() || tp_prefetch) && !moe_small_block_skips_side_prefetch() &&
+          side_prefetch_from_env())
+        prefetch_attention_out(L, staged == 0);
+      const AttentionHandoff handoff(staged);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).
       const bool folded =  // Qwen3-MoE: the q/k norm, RoPE and store inside the attention launch
@@ -559,12 +569,13 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       else
         attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
       // Decode over many small experts (MOEBENCH_SMALL_MOE_BLOCK=3, 4): o_proj inside the MoE launch.
-      moe_done = decode && !tp_ && L.lw[3].format == QuantFormat::bf16 &&
+      moe_done = !staged && decode && !tp_ && L.lw[3].format == QuantFormat::bf16 &&
                  moe_->run_norm_o_proj(static_cast<int>(step), l, b.att, L.wo, Q, b.x, L.ffn_norm, eps, L.gate, b);
       // x += att @ wo^T, or (MOEBENCH_OPROJ_ROUTER=1) in the launch of the MoE block's norm + router.
-      const bool o_proj_deferred = !moe_done && decode && !tp_ && L.lw[3].format == QuantFormat::bf16 &&
+      const bool o_proj_deferred = !staged && !moe_done && decode && !tp_ && L.lw[3].format == QuantFormat::bf16 &&
                                    moe_->defer_o_proj(b.att, L.wo, Q, b.x, L.gate, b);
-      if (!moe_done && !o_proj_deferred) o_proj(L, b, m);
+      if (staged) gemv_staged(b.att, L.wo, b.x, Q, H, s);  // x += att @ wo^T, gemv's bits
+      else if (!moe_done && !o_proj_deferred) o_proj(L, b, m);
     }
     if (moe_done) family_shared_expert(L, b, m);
     else moe_block(step, l, pos0, b, m);  // x += moe(rmsnorm(x))

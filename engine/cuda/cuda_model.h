@@ -253,7 +253,7 @@ class CudaModel : public Model, public BatchModel {
   static ModelConfig rank_config(const ModelConfig& full, const TpRank* tp);
   // Decode, once q/k/v are written: o_proj's weights and the router's norm and gate of
   // layer L into L2 on a side stream while RoPE and attention run (l2_prefetch.h).
-  void prefetch_attention_out(const Layer& L);
+  void prefetch_attention_out(const Layer& L, bool with_o_proj = true);  // with_o_proj: wo too
   // After a stream sync: the events of this forward into the collective counters (an
   // untimed forward, see tp_timing_, adds nothing).
   void read_collective_times(bool decode);

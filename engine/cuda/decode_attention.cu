@@ -50,6 +50,9 @@ __device__ __forceinline__ void load_dims(const bf16* p, float f[P]) {
 // merge_here launches (the last to count merges and resets it, so launches in a stream and
 // graph replays follow each other; one such launch runs on a device at a time).
 constexpr int kMergeCounters = 4096;
+
+// AttentionHandoff's level on this host thread (decode_attention.h).
+thread_local int t_handoff = 0;
 __device__ unsigned int g_merge_done[kMergeCounters];
 
 // Per-head q/k RMSNorm and RoPE inside the attention launch (decode_attention_qk_norm),
@@ -134,7 +137,7 @@ __global__ void __launch_bounds__(kWarps * 32)
                             const int32_t* __restrict__ tables, int table_width, const int32_t* __restrict__ seq_row,
                             const int32_t* __restrict__ pos, bf16* __restrict__ out, float* __restrict__ part,
                             int n_heads, int n_kv, int hpb, int block_size, float scale, bool merge_here,
-                            QkNormRope nqr) {
+                            bool early_trigger, QkNormRope nqr) {
   static_assert(QK != QK_NORM_ROPE || G == 1, "the folded q/k norm takes one head per block");
   static_assert(G <= kWarps, "the last split merges a head per warp");
   constexpr bool QKN = QK != QK_NONE;
@@ -183,8 +186,9 @@ __global__ void __launch_bounds__(kWarps * 32)
   float kf0[K][P], vf0[K][P];
   if constexpr (QKN)
     if (split < used && first_t0 < k_end) load_round(first_t0, kf0, vf0);
-  pdl_wait();  // q and the new key/value come from the previous kernel
-  pdl_trigger();
+  if (early_trigger) pdl_trigger();  // AttentionHandoff >= 2: the next launch reads only weights before its wait
+  pdl_wait();                        // q and the new key/value come from the previous kernel
+  if (!early_trigger) pdl_trigger();
   if (split >= used) return;  // block-uniform
 
   float qr[G][P];
@@ -339,12 +343,14 @@ __global__ void __launch_bounds__(kWarps * 32)
 // grid (m * n_heads), block 128: merges the used splits of one (token, head) in split
 // order; nothing to do where one split was used (that block wrote the output).
 __global__ void decode_attention_merge_kernel(const float* __restrict__ part, const int32_t* __restrict__ pos,
-                                              bf16* __restrict__ out, int m, int n_heads, int hd, int n_splits) {
+                                              bf16* __restrict__ out, int m, int n_heads, int hd, int n_splits,
+                                              bool early_trigger) {
   const int64_t qh = blockIdx.x;
   const int i = static_cast<int>(qh / n_heads);
   const int len = pos[i] + 1;  // a step input (copied before the step's first kernel): before the wait
-  pdl_wait();  // the splits' partials come from the previous kernel
-  pdl_trigger();
+  if (early_trigger) pdl_trigger();  // AttentionHandoff >= 1: the next launch reads only weights before its wait
+  pdl_wait();                        // the splits' partials come from the previous kernel
+  if (!early_trigger) pdl_trigger();
   const int used = used_splits(len, n_splits);
   if (used == 1) return;
   merge_splits(part, out, qh, used, n_splits, static_cast<int64_t>(m) * n_heads, hd);
@@ -363,19 +369,19 @@ void launch(const float* q, const bf16* kp, const bf16* vp, const int32_t* table
   if constexpr (G == 1) {
     if (nqr.k && nqr.wq) {
       launch_pdl(decode_attention_kernel<G, P, K, QK_NORM_ROPE>, grid, dim3(kWarps * 32), 0, stream, q, kw, vw, tables,
-                 W, seq_row, pos, out, part, n_heads, n_kv, hpb, bs, scale, merge_here, nqr);
+                 W, seq_row, pos, out, part, n_heads, n_kv, hpb, bs, scale, merge_here, t_handoff >= 2, nqr);
       CUDA_CHECK_LAUNCH("decode_attention_kernel");
       return;
     }
   }
   if (nqr.k) {
     launch_pdl(decode_attention_kernel<G, P, K, QK_ROPE>, grid, dim3(kWarps * 32), 0, stream, q, kw, vw, tables, W,
-               seq_row, pos, out, part, n_heads, n_kv, hpb, bs, scale, merge_here, nqr);
+               seq_row, pos, out, part, n_heads, n_kv, hpb, bs, scale, merge_here, t_handoff >= 2, nqr);
     CUDA_CHECK_LAUNCH("decode_attention_kernel");
     return;
   }
   launch_pdl(decode_attention_kernel<G, P, K>, grid, dim3(kWarps * 32), 0, stream, q, kw, vw, tables, W, seq_row, pos, out,
-             part, n_heads, n_kv, hpb, bs, scale, merge_here, nqr);
+             part, n_heads, n_kv, hpb, bs, scale, merge_here, t_handoff >= 2, nqr);
   CUDA_CHECK_LAUNCH("decode_attention_kernel");
 }
 
@@ -391,6 +397,9 @@ void launch_g(int hd, const float* q, const bf16* kp, const bf16* vp, const int3
     launch<G, 1>(q, kp, vp, tables, W, seq_row, pos, out, part, n_splits, m, n_heads, n_kv, hpb, bs, merge_here, stream, nqr);
 }
 }  // namespace
+
+AttentionHandoff::AttentionHandoff(int level) : prev_(t_handoff) { t_handoff = level; }
+AttentionHandoff::~AttentionHandoff() { t_handoff = prev_; }
 
 int decode_attention_heads_per_block(int n_heads, int n_kv) {
   const int group = n_kv > 0 ? n_heads / n_kv : 1;
@@ -430,7 +439,7 @@ void run_decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool
   else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
   if (splits > 1 && !merge_here) {
     launch_pdl(decode_attention_merge_kernel, dim3(static_cast<unsigned>(static_cast<int64_t>(m) * n_heads)), dim3(128), 0,
-               stream, part, pos, out, m, n_heads, head_dim, splits);
+               stream, part, pos, out, m, n_heads, head_dim, splits, t_handoff >= 1);
     CUDA_CHECK_LAUNCH("decode_attention_merge_kernel");
   }
 }

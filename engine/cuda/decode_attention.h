@@ -23,6 +23,22 @@
 
 namespace moebench::cuda {
 
+// Where this host thread's decode attention launches let the next launch's blocks start
+// (programmatic launch, pdl.h), for the scope of an AttentionHandoff: 0 (outside any) after
+// their wait, as every kernel; 1 the split merge launch right at its start; 2 the attention
+// launch too. Only for a next launch whose blocks read nothing but weights before their own
+// wait (gemv_staged.h): its blocks then start, and stage their weights, during attention.
+class AttentionHandoff {
+ public:
+  explicit AttentionHandoff(int level);
+  ~AttentionHandoff();
+  AttentionHandoff(const AttentionHandoff&) = delete;
+  AttentionHandoff& operator=(const AttentionHandoff&) = delete;
+
+ private:
+  int prev_;
+};
+
 // Whether decode_attention takes these shapes: head_dim 32, 64 or 128, at most 8 query
 // heads per KV head, the pools aligned to head_dim / 32 bf16.
 bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool);

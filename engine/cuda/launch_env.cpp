@@ -35,6 +35,11 @@ int qkv_rows_from_env() {
   return r;
 }
 
+bool side_prefetch_from_env() {
+  static const bool on = env_choice("MOEBENCH_SIDE_PREFETCH", {1, 0}, 1) == 1;
+  return on;
+}
+
 unsigned qkv_prefetch_bytes_from_env() {
   static const unsigned b = 1024u * static_cast<unsigned>(env_choice("MOEBENCH_QKV_PREFETCH_KB", {2, 4, 8}, 2));
   return b;
@@ -100,5 +105,21 @@ bool o_proj_router_on() {
 }
 
 void set_o_proj_router(int on) { g_o_proj_router.store(on < 0 ? -1 : on != 0); }
+
+int o_proj_staged_from_env() {
+  static const int level = env_choice("MOEBENCH_OPROJ_STAGED", {0, 1, 2}, -1);  // unset: -1, by shape
+  return level;
+}
+
+namespace {
+std::atomic<int> g_o_proj_staged{-2};  // -2: the environment's
+}
+
+int o_proj_staged_level() {
+  const int set = g_o_proj_staged.load();
+  return set < -1 ? o_proj_staged_from_env() : set;
+}
+
+void set_o_proj_staged(int level) { g_o_proj_staged.store(level < -1 ? -2 : level > 2 ? 2 : level); }
 
 }  // namespace moebench::cuda

@@ -35,7 +35,13 @@
 //   MOEBENCH_OPROJ_ROUTER    the single-sequence decode step runs o_proj and the MoE
 //                            block's norm + router in one launch (o_proj_router.h: the last
 //                            o_proj block to finish takes the router) instead of two: 0
-//                            (unset) or 1.
+//                            (unset) or 1;
+//   MOEBENCH_SIDE_PREFETCH   the single-sequence decode step's side-stream L2 prefetch of
+//                            o_proj's weights (and the router's norm and gate) during
+//                            attention: 1 (unset) or 0 (none);
+//   MOEBENCH_OPROJ_STAGED    the single-sequence decode step's o_proj with its weights staged
+//                            in shared memory during attention (gemv_staged.h): unset (by
+//                            shape), 0, 1 or 2 (below).
 // Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
 #include <initializer_list>
@@ -60,9 +66,21 @@ int l2_prefetch_warps_from_env();        // MOEBENCH_L2_PREFETCH_WARPS
 bool attention_merge_in_last_split_from_env();  // MOEBENCH_ATTN_MERGE_HERE == 1
 bool rope_in_attention_from_env();       // MOEBENCH_ROPE_IN_ATTENTION != 0
 bool o_proj_router_from_env();           // MOEBENCH_OPROJ_ROUTER == 1
+bool side_prefetch_from_env();           // MOEBENCH_SIDE_PREFETCH != 0
 // Whether decode takes o_proj with the norm + router in one launch: MOEBENCH_OPROJ_ROUTER,
 // or what set_o_proj_router said last (tests: 1 on, 0 off, -1 the environment again).
 bool o_proj_router_on();
 void set_o_proj_router(int on);
+// MOEBENCH_OPROJ_STAGED: 0 the one-row GEMV; 1 the single-sequence decode step's o_proj
+// takes gemv_staged (its weights staged in shared memory before its wait) and the split
+// merge launch before it lets its blocks start at once (AttentionHandoff 1); 2 the
+// attention launch too; unset (-1): 2 where the grid's shared memory holds the whole
+// matrix (gemv_staged_holds_all: Qwen3-30B-A3B's o_proj), else 0 (Mixtral's: a tail of
+// blocks waiting for attention's SMs costs what the staging saves, docs/PERFORMANCE.md).
+// o_proj_staged_level: that, or what set_o_proj_staged said last (tests: -1 by shape, 0,
+// 1, 2; -2 the environment again).
+int o_proj_staged_from_env();
+int o_proj_staged_level();
+void set_o_proj_staged(int level);
 
 }  // namespace moebench::cuda

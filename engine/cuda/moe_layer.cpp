@@ -370,6 +370,7 @@ bool MoeLayer::quant_decode_table(const void* const* table, int E, int I, bool a
     q.scale = t + static_cast<size_t>(3 * w + 1) * E;
     q.zero = d_.layout.n_parts > 2 ? t + static_cast<size_t>(3 * w + 2) * E : nullptr;
     q.int4_paired = paired;
+    q.n_experts = E;
     return q;
   };
   // g, u (pairs, inter) fp32 in the SwiGLU scratch (it holds two such arrays and more).

@@ -27,6 +27,10 @@ struct QuantExperts {
   // int4: the codes in the paired word order (quant_dequant.h int4_pair_words) instead of
   // as stored; the kernels run the plain or the staged loop (variant 0 or 8) on them.
   bool int4_paired = false;
+  // Entries of q, scale and zero (0: not given). The exact gate/up launch copies a table of
+  // at most 64 experts into shared memory before it waits for the router, so that only the
+  // ids are read after the wait.
+  int n_experts = 0;
 };
 
 // For every pair p < n_pairs (a token's slot: ids is (n_tokens, k) flat):

@@ -493,6 +493,40 @@ __device__ __forceinline__ void start_after_router(const QuantExperts& w, const 
   load_pair_parts(w, ids, n_pairs, s);
 }
 
+// The exact gate/up's start: the expert table (written before the previous kernel began)
+// into shared memory before the wait where it has at most kTableExperts experts; after the
+// wait each pair's parts from it (or from w's arrays) and its activation row (p, or its
+// token p / k) into xr, one barrier.
+constexpr int kTableExperts = 64;
+struct ExpertTable {
+  const uint8_t* q[kTableExperts];
+  const uint8_t* scale[kTableExperts];
+  const uint8_t* zero[kTableExperts];
+};
+__device__ __forceinline__ void start_after_router_table(const QuantExperts& w, const int32_t* ids, int n_pairs,
+                                                         bool x_per_pair, int k, ExpertTable& t, PairParts& s,
+                                                         int* xr) {
+  const bool table = w.n_experts > 0 && w.n_experts <= kTableExperts;
+  if (table) {
+    for (int e = threadIdx.x; e < w.n_experts; e += blockDim.x) {
+      t.q[e] = w.q[e];
+      t.scale[e] = w.scale[e];
+      t.zero[e] = w.zero ? w.zero[e] : nullptr;
+    }
+    __syncthreads();
+  }
+  pdl_wait();
+  pdl_trigger();
+  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
+    const int e = ids[p];
+    s.q[p] = table ? t.q[e] : w.q[e];
+    s.scale[p] = table ? t.scale[e] : w.scale[e];
+    s.zero[p] = table ? t.zero[e] : w.zero ? w.zero[e] : nullptr;
+    xr[p] = x_per_pair ? p : p / k;
+  }
+  __syncthreads();
+}
+
 // Work item it (pair p, row pair i): rows 2 i and 2 i + 1 (clamped; the second written only
 // below N), or with gu_inter > 0 rows i of w1 and gu_inter + i of w3, written as h[p, i] =
 // bf16(silu(g) * u). Warps take the items it = warp, warp + all warps, ...
@@ -542,10 +576,9 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   __shared__ PairParts s;
   __shared__ float s_inv[kMaxPairs];
   __shared__ int s_xr[kMaxPairs];    // each pair's activation row: p, or its token p / k
+  __shared__ ExpertTable s_table;
   extern __shared__ uint4 s_half[];  // kHalf: the activation rows in fp16 (stage_half)
-  start_after_router(w, ids, n_pairs, s);
-  for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) s_xr[p] = x_per_pair ? p : p / k;
-  __syncthreads();
+  start_after_router_table(w, ids, n_pairs, x_per_pair != 0, k, s_table, s, s_xr);
   if constexpr (kHalf) stage_half(x, x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, s_half, s_inv);
   const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;

@@ -1,0 +1,221 @@
+// gemv_staged.cu: the one-row GEMV with its weights staged in shared memory before the
+// programmatic wait (gemv_staged.h).
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/gemv_staged.h"
+#include "engine/cuda/pdl.cuh"
+
+namespace moebench::cuda {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kRows = 8;                    // rows of a chunk: one a warp
+constexpr int kStageBytes = 192 * 1024;     // shared memory a block stages at most
+constexpr int kMaxChunksStaged = 8;
+
+// The blocks' tickets: every launch takes exactly one a block, so the gridDim.x tickets of
+// one launch are consecutive and their residues mod gridDim.x are a permutation of the
+// ranks, whatever the launches before left (no reset; 64 bits do not wrap).
+__device__ unsigned long long g_staged_ticket = 0;
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+// One mbarrier of one arrival, expecting `bytes` of bulk copies; the init is made visible to
+// the copy engine (the async proxy) before the copies name it.
+__device__ __forceinline__ void mbar_init_expect(uint64_t* bar, unsigned bytes) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
+}
+// [dst, dst + bytes) of shared memory <- [src, src + bytes) (16-byte aligned, bytes % 16 == 0).
+__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
+  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                   smem_addr(dst)),
+               "l"(src), "r"(bytes), "r"(smem_addr(bar))
+               : "memory");
+}
+__device__ __forceinline__ void mbar_wait_phase0(uint64_t* bar) {
+  asm volatile(
+      "{\n"
+      ".reg .pred p;\n"
+      "WAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], 0;\n"
+      "@!p bra WAIT;\n"
+      "}\n" ::"r"(smem_addr(bar))
+      : "memory");
+}
+#endif
+
+// Row `row` of y += this warp's dot product: lane l holds chunks l + 32 j of the row (wv)
+// and of x (xv), added in j order from zero as gemv_warp adds them, then the warp sum.
+template <int J>
+__device__ __forceinline__ void finish_row(const bf16x8 (&wv)[J], const bf16x8 (&xv)[J], float* y, int row, int lane) {
+  float acc = 0;
+#pragma unroll
+  for (int j = 0; j < J; ++j) {
+    float wf[8], xf[8];
+    to_float8(wv[j], wf);
+    to_float8(xv[j], xf);
+    acc += dot8(wf, xf);
+  }
+  const float s = warp_sum(acc);
+  if (lane == 0) y[row] = y[row] + s;
+}
+
+// The rows of chunk c of this warp (its warp-th row), from global memory, into wv.
+template <int J>
+__device__ __forceinline__ void load_row(const bf16* w, int row, int lane, bf16x8 (&wv)[J]) {
+  constexpr int K = 256 * J;
+  const bf16* wr = w + static_cast<int64_t>(row) * K;
+#pragma unroll
+  for (int j = 0; j < J; ++j) wv[j] = load8_stream(wr + 8 * (lane + 32 * j));
+}
+
+// J 16-byte chunks a lane per row: K = 256 J inputs. A block's rank (its ticket mod the
+// grid: blocks that reach the SMs first take the low ranks) gives it a share of the chunks,
+// n_chunks / grid and one more for the first n_chunks % grid ranks, consecutive: the first
+// `stage` of them into shared memory and the next into registers (a row a warp) before the
+// wait, any more from global memory after it.
+template <int J>
+__global__ void __launch_bounds__(kRows * 32, 1)
+    gemv_staged_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, float* __restrict__ y, int N,
+                       int stage) {
+  constexpr int K8 = 32 * J, K = 8 * K8;
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ __align__(8) uint64_t bar;
+  __shared__ int s_rank;
+  const int n_chunks = (N + kRows - 1) / kRows, grid = static_cast<int>(gridDim.x);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  // Before the wait only the weights are read (and the ticket, which only these launches
+  // touch, one at a time).
+  if (threadIdx.x == 0) s_rank = static_cast<int>(atomicAdd(&g_staged_ticket, 1ull) % static_cast<unsigned>(grid));
+  __syncthreads();
+  const int rank = s_rank, base = n_chunks / grid, extra = n_chunks % grid;
+  const int first = rank * base + min(rank, extra), count = base + (rank < extra ? 1 : 0);
+  int in_smem = 0;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  in_smem = min(count, stage);
+  if (threadIdx.x == 0 && in_smem > 0) {
+    const int rows = min(in_smem * kRows, N - first * kRows);
+    mbar_init_expect(&bar, static_cast<unsigned>(rows) * K * 2u);
+    for (int c = 0; c < in_smem; ++c) {
+      const int r0 = (first + c) * kRows, n = min(kRows, N - r0);
+      bulk_copy(smem + static_cast<size_t>(c) * kRows * K * 2, w + static_cast<int64_t>(r0) * K,
+                static_cast<unsigned>(n) * K * 2u, &bar);
+    }
+  }
+  __syncthreads();  // the barrier's init before any thread waits on it
+#endif
+  const int reg_row = (first + in_smem) * kRows + warp;  // the chunk after the staged ones, a row a warp
+  const bool in_regs = in_smem < count && reg_row < N;
+  bf16x8 wreg[J];
+  if (in_regs) load_row<J>(w, reg_row, lane, wreg);
+  pdl_wait();  // x and y come from the kernels before
+  pdl_trigger();
+  bf16x8 xv[J];
+#pragma unroll
+  for (int j = 0; j < J; ++j) xv[j] = load8(x + 8 * (lane + 32 * j));
+  if (in_smem > 0) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    mbar_wait_phase0(&bar);
+#endif
+    const int rows = min(in_smem * kRows, N - first * kRows);
+    for (int r = warp; r < rows; r += kRows) {
+      const bf16x8* wr = reinterpret_cast<const bf16x8*>(smem) + static_cast<size_t>(r) * K8;
+      bf16x8 wv[J];
+#pragma unroll
+      for (int j = 0; j < J; ++j) wv[j] = wr[lane + 32 * j];
+      finish_row<J>(wv, xv, y, first * kRows + r, lane);
+    }
+  }
+  if (in_regs) finish_row<J>(wreg, xv, y, reg_row, lane);
+  for (int c = first + in_smem + 1; c < first + count; ++c) {  // past what a block holds: global memory
+    const int row = c * kRows + warp;
+    if (row >= N) break;
+    bf16x8 wv[J];
+    load_row<J>(w, row, lane, wv);
+    finish_row<J>(wv, xv, y, row, lane);
+  }
+}
+
+struct DeviceInfo {
+  int sms = 0;
+  bool hopper = false;
+};
+DeviceInfo device_info() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  static std::mutex mu;
+  static std::map<int, DeviceInfo> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = seen.find(dev);
+  if (it != seen.end()) return it->second;
+  int sms = 0, major = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  return seen[dev] = DeviceInfo{sms, major >= 9};
+}
+
+template <int J>
+void launch(const bf16* x, const bf16* w, float* y, int N, cudaStream_t stream) {
+  const DeviceInfo d = device_info();
+  const int stage = d.hopper ? gemv_staged_chunks(256 * J) : 0;
+  const size_t smem = static_cast<size_t>(stage) * kRows * 256 * J * 2;
+  {
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    static std::mutex mu;
+    static std::set<int> set_on;  // devices whose limit for this kernel is raised
+    std::lock_guard<std::mutex> lock(mu);
+    if (set_on.insert(dev).second)
+      CUDA_CHECK(cudaFuncSetAttribute(gemv_staged_kernel<J>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(static_cast<size_t>(gemv_staged_chunks(256 * J)) * kRows *
+                                                       256 * J * 2)));
+  }
+  launch_pdl(gemv_staged_kernel<J>, dim3(static_cast<unsigned>(d.sms)), dim3(kRows * 32), smem, stream, x, w, y, N,
+             stage);
+  CUDA_CHECK_LAUNCH("gemv_staged_kernel");
+}
+
+}  // namespace
+
+int gemv_staged_chunks(int K) {
+  const int chunk = kRows * K * 2;
+  return chunk <= 0 ? 0 : std::max(1, std::min(kMaxChunksStaged, kStageBytes / chunk));
+}
+
+bool gemv_staged_holds_all(int K, int N) {
+  const DeviceInfo d = device_info();
+  return d.hopper && (static_cast<int64_t>(N) + kRows - 1) / kRows <= static_cast<int64_t>(d.sms) * gemv_staged_chunks(K);
+}
+
+bool gemv_staged_supported(const void* x, const void* w, int K, int N) {
+  const int j = K / 256;
+  return K % 256 == 0 && (j == 1 || j == 2 || j == 4 || j == 8 || j == 16) && N >= 1 && aligned16(x) && aligned16(w);
+}
+
+void gemv_staged(const bf16* x, const bf16* w, float* y, int K, int N, cudaStream_t stream) {
+  MB_NVTX_RANGE("gemv_staged");
+  if (!gemv_staged_supported(x, w, K, N))
+    fail_msg(msg("cuda::gemv_staged: K ", K, ", N ", N,
+                 " not supported (K 256, 512, 1024, 2048 or 4096, N >= 1, x and w 16-byte aligned)"));
+  switch (K / 256) {
+    case 1: return launch<1>(x, w, y, N, stream);
+    case 2: return launch<2>(x, w, y, N, stream);
+    case 4: return launch<4>(x, w, y, N, stream);
+    case 8: return launch<8>(x, w, y, N, stream);
+    case 16: return launch<16>(x, w, y, N, stream);
+    default: return launch<16>(x, w, y, N, stream);  // K == 4096 (gemv_staged_supported)
+  }
+}
+
+}  // namespace moebench::cuda
