@@ -5,7 +5,11 @@
 # them; optionally an older build in $BIN/before for before/after kernel comparisons).
 # PARTS (space-separated, run in this order) picks what to do; each part's logs and JSON
 # land in $OUT, and everything is packed into $OUT/device_run.tar.gz after every part,
-# so a call cut short still returns what finished. PACK_ONLY=1 leaves only that tarball in
+# so a call cut short still returns what finished. RUN_BUDGET_S (seconds; unset: none) bounds
+# the whole script: every run and step is cut at what is left of it, and those that would
+# start with less than 5 s left are skipped (noted, exit 1), so that the packing below still
+# happens inside a device call's limit (wrapping the script in `timeout` instead kills it
+# before it packs, and a call returns none of more than 8 files). PACK_ONLY=1 leaves only that tarball in
 # $OUT at the end (a device call returns at most 8 files, and may leave the tarball out
 # when a part wrote more).
 #   info       nvidia-smi and `moebench info`
@@ -106,8 +110,18 @@ GPU_FILTER+=":*CudaFamil*:CudaArgmaxSliced.*:CudaMoeSmallBlock.*:CudaOProjRouter
 rc=0
 note() { echo "== $(date -u +%T) $*" | tee -a "$OUT/device_run.log"; }
 pack() { tar -C "$OUT" --exclude=device_run.tar.gz -czf "$OUT/device_run.tar.gz" . 2>/dev/null; }
+START_S=$(date +%s)
+# capped LIMIT: LIMIT, or the seconds RUN_BUDGET_S leaves when fewer; 0 when under 5 are left.
+capped() {
+  local limit=$1 left
+  [[ -z "${RUN_BUDGET_S:-}" ]] && { echo "$limit"; return; }
+  left=$((START_S + RUN_BUDGET_S - $(date +%s)))
+  ((left < 5)) && { echo 0; return; }
+  echo $((left < limit ? left : limit))
+}
 step() {  # step NAME CMD...: runs CMD with its output in $OUT/NAME.log, notes a failure
   local name=$1; shift
+  [[ $(capped 5) == 0 ]] && { note "$name: skipped, RUN_BUDGET_S spent"; rc=1; return; }
   note "$name"
   "$@" >"$OUT/$name.log" 2>&1
   local r=$?
@@ -142,7 +156,7 @@ run_suite() {  # run_suite SUITE[@MODEL]
   local suite=${1%%@*} model="" name
   [[ "$1" == *@* ]] && model=${1#*@}
   name=$suite${model:+_$(echo "$model" | tr -c 'A-Za-z0-9_.\n-' '_')}
-  timeout -s INT "${SUITE_TIMEOUT:-420}" "$BIN/moebench" run --suite "suites/$suite.json" ${model:+--model "$model"} \
+  timeout -s INT "$(capped "${SUITE_TIMEOUT:-420}")" "$BIN/moebench" run --suite "suites/$suite.json" ${model:+--model "$model"} \
     --out "$OUT/$name.json" --html "$OUT/$name.html" --trace "$OUT/${name}_trace.json"
 }
 disk() {
@@ -232,7 +246,7 @@ variant() {
 }
 ab_part() {  # the A/B series (PARTS=ab): runs written to $OUT as they finish, indexed in ab_index.tsv
   local bench=${AB_BENCH:---model synthetic:mixtral-8x7b --batch 1 --prompt-tokens 50 --new-tokens 128 --repetitions 2 --no-quality}
-  local set v r name bin envs r_rc index="$OUT/ab_index.tsv"
+  local set v r name bin envs r_rc t skipped=0 index="$OUT/ab_index.tsv"
   : >"$index"
   for set in ${AB_SETS:--}; do
     for ((r = 1; r <= ${AB_ROUNDS:-2}; r++)); do
@@ -240,8 +254,10 @@ ab_part() {  # the A/B series (PARTS=ab): runs written to $OUT as they finish, i
         name="ab_$(echo "${set}_${v}" | tr -c 'A-Za-z0-9._\n-' '_')_r$r"
         variant "$v" moebench
         [[ -x "$bin" ]] || { echo "ab: $bin is missing"; return 1; }
+        t=$(capped "${AB_TIMEOUT:-150}")
+        ((t == 0)) && { echo "$set / $v round $r: skipped, RUN_BUDGET_S spent"; skipped=1; continue; }
         # shellcheck disable=SC2086 # AB_BENCH is a list of arguments
-        env "${envs[@]}" timeout "${AB_TIMEOUT:-150}" "$bin" bench $bench $([[ "$set" != - ]] && echo "--set $set") \
+        env "${envs[@]}" timeout "$t" "$bin" bench $bench $([[ "$set" != - ]] && echo "--set $set") \
           $([[ "${AB_PROFILE:-0}" == 1 ]] && echo "--kernel-profile $OUT/$name.kprof.json") \
           --out "$OUT/$name.json" >"$OUT/$name.log" 2>&1
         r_rc=$?
@@ -251,17 +267,20 @@ ab_part() {  # the A/B series (PARTS=ab): runs written to $OUT as they finish, i
       done
     done
   done
-  python3 tools/ab_table.py "$index" --md "$OUT/ab_summary.md" --json "$OUT/ab_summary.json"
+  python3 tools/ab_table.py "$index" --md "$OUT/ab_summary.md" --json "$OUT/ab_summary.json" || return 1
+  return "$skipped"
 }
 kab_part() {  # the kernel A/B series (PARTS=kab): runs written to $OUT as they finish, indexed in kab_index.tsv
-  local v r name bin envs r_rc index="$OUT/kab_index.tsv"
+  local v r name bin envs r_rc t skipped=0 index="$OUT/kab_index.tsv"
   : >"$index"
   for ((r = 1; r <= ${KAB_ROUNDS:-2}; r++)); do
     for v in ${KAB_VARIANTS:?kab: set KAB_VARIANTS to variants (default, a folder under \$BIN or VAR=VALUE[,VAR=VALUE])}; do
       name="kab_$(echo "$v" | tr -c 'A-Za-z0-9._\n-' '_')_r$r"
       variant "$v" moebench_bench
       [[ -x "$bin" ]] || { echo "kab: $bin is missing"; return 1; }
-      env "${envs[@]}" timeout "${KAB_TIMEOUT:-150}" "$bin" --benchmark_filter="${KERNEL_FILTER:-.}" \
+      t=$(capped "${KAB_TIMEOUT:-150}")
+      ((t == 0)) && { echo "$v round $r: skipped, RUN_BUDGET_S spent"; skipped=1; continue; }
+      env "${envs[@]}" timeout "$t" "$bin" --benchmark_filter="${KERNEL_FILTER:-.}" \
         --benchmark_min_time=0.05 --benchmark_out="$OUT/$name.json" --benchmark_out_format=json >"$OUT/$name.log" 2>&1
       r_rc=$?
       printf '%s\t%s\t%s\t%s\n' "$v" "$r" "$OUT/$name.json" "$r_rc" >>"$index"
@@ -269,7 +288,8 @@ kab_part() {  # the kernel A/B series (PARTS=kab): runs written to $OUT as they 
       pack
     done
   done
-  python3 tools/kernel_ab_table.py "$index" --md "$OUT/kab_summary.md" --json "$OUT/kab_summary.json"
+  python3 tools/kernel_ab_table.py "$index" --md "$OUT/kab_summary.md" --json "$OUT/kab_summary.json" || return 1
+  return "$skipped"
 }
 for part in $PARTS; do
   case "$part" in
