@@ -40,6 +40,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
+#include "engine/cuda/gemv_staged.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/norm_router_cluster.h"
@@ -178,6 +179,17 @@ void bm_gemv_shape(benchmark::State& state, Shape s, cuda::GemvShape shape) {
       state,
       [&] { cuda::gemv_shaped(x.as<bf16>(), w.as<bf16>(), y.as<float>(), s.in, s.out, false, shape, g->stream); },
       2.0 * s.out * s.in + 2.0 * s.in + 4.0 * s.out, 2.0 * s.out * s.in);
+}
+
+// The one-row GEMV with its weights staged in shared memory (gemv_staged.h: y += x W^T).
+// Alone, no launch before it to overlap: its bulk copies and the rows after its wait in one
+// stream, beside the GEMV of the same shape; what it buys in the decode step is the copies
+// started during attention, which only the model A/B measures.
+void bm_gemv_staged(benchmark::State& state, Shape s) {
+  Buf w(2ull * s.out * s.in), x(2ull * s.in), y(4ull * s.out, false);
+  timed(
+      state, [&] { cuda::gemv_staged(x.as<bf16>(), w.as<bf16>(), y.as<float>(), s.in, s.out, g->stream); },
+      2.0 * s.out * s.in + 2.0 * s.in + 8.0 * s.out, 2.0 * s.out * s.in);
 }
 
 // "/PF:<n>" for a shape that prefetches n iterations ahead (none for the others).
@@ -593,6 +605,8 @@ void register_all() {
       reg(std::string("linear/gemv_shape/") + s.name + "/M:1/R:" + std::to_string(gs.rows_per_warp) +
               "/U:" + std::to_string(gs.depth) + "/W:" + std::to_string(gs.warps) + prefetch_suffix(gs),
           [s, gs](benchmark::State& st) { bm_gemv_shape(st, s, gs); });
+  for (const Shape& s : {Shape{"q_o_proj", 4096, 4096}, Shape{"qwen3_o_proj", 2048, 4096}})
+    reg(std::string("linear/gemv_staged/") + s.name + "/M:1", [s](benchmark::State& st) { bm_gemv_staged(st, s); });
   reg("linear/gemv_multi/qwen3_qkv/M:1", [](benchmark::State& st) { bm_linear_multi_qkv(st, nullptr, true); });
   for (const cuda::GemvShape& gs : cuda::gemv_shapes())
     reg("linear/gemv_multi_shape/qwen3_qkv/M:1/R:" + std::to_string(gs.rows_per_warp) + "/U:" +
