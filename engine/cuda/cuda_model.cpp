@@ -534,8 +534,9 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       static const bool tp_prefetch = env_choice("MOEBENCH_TP_L2_PREFETCH", {0, 1}, 0) == 1;
       // MOEBENCH_OPROJ_STAGED: o_proj stages its weights itself (gemv_staged.h), its blocks let
       // in during attention (AttentionHandoff); the side stream then asks L2 only for the router's.
-      int staged = decode && !tp_ && L.lw[3].format == QuantFormat::bf16 && !o_proj_router_on() &&
-                           !moe_small_block_o_proj_enabled() && gemv_staged_supported(b.att, L.wo, Q, H)
+      const bool bf16_o_proj = decode && !tp_ && L.lw[3].format == QuantFormat::bf16;  // decode on one GPU, bf16 o_proj
+      int staged = bf16_o_proj && !o_proj_router_on() && !moe_small_block_o_proj_enabled() &&
+                           gemv_staged_supported(b.att, L.wo, Q, H)
                        ? o_proj_staged_level()
                        : 0;
       if (staged < 0) staged = gemv_staged_holds_all(Q, H) ? 2 : 0;
@@ -569,10 +570,10 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       else
         attention(b.q, L.k_cache, L.v_cache, b.att, m, pos0, nh, nkv, hd, b.attn_ws, s);
       // Decode over many small experts (MOEBENCH_SMALL_MOE_BLOCK=3, 4): o_proj inside the MoE launch.
-      moe_done = !staged && decode && !tp_ && L.lw[3].format == QuantFormat::bf16 &&
+      moe_done = !staged && bf16_o_proj &&
                  moe_->run_norm_o_proj(static_cast<int>(step), l, b.att, L.wo, Q, b.x, L.ffn_norm, eps, L.gate, b);
       // x += att @ wo^T, or (MOEBENCH_OPROJ_ROUTER=1) in the launch of the MoE block's norm + router.
-      const bool o_proj_deferred = !staged && !moe_done && decode && !tp_ && L.lw[3].format == QuantFormat::bf16 &&
+      const bool o_proj_deferred = !staged && !moe_done && bf16_o_proj &&
                                    moe_->defer_o_proj(b.att, L.wo, Q, b.x, L.gate, b);
       if (staged) gemv_staged(b.att, L.wo, b.x, Q, H, s);  // x += att @ wo^T, gemv's bits
       else if (!moe_done && !o_proj_deferred) o_proj(L, b, m);

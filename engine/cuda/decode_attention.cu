@@ -50,10 +50,10 @@ __device__ __forceinline__ void load_dims(const bf16* p, float f[P]) {
 // merge_here launches (the last to count merges and resets it, so launches in a stream and
 // graph replays follow each other; one such launch runs on a device at a time).
 constexpr int kMergeCounters = 4096;
+__device__ unsigned int g_merge_done[kMergeCounters];
 
 // AttentionHandoff's level on this host thread (decode_attention.h).
 thread_local int t_handoff = 0;
-__device__ unsigned int g_merge_done[kMergeCounters];
 
 // Per-head q/k RMSNorm and RoPE inside the attention launch (decode_attention_qk_norm),
 // or RoPE alone (decode_attention_folded): the projections of the new token and the

@@ -517,6 +517,8 @@ __device__ __forceinline__ void start_after_router_table(const QuantExperts& w, 
   }
   pdl_wait();
   pdl_trigger();
+  // load_pair_parts's loop with the table read in place: handing it generic pointers to the
+  // table instead costs registers (a shape capped at 64 spills), so the loop is spelled out.
   for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
     const int e = ids[p];
     s.q[p] = table ? t.q[e] : w.q[e];
