@@ -6,9 +6,10 @@
 # PARTS (space-separated, run in this order) picks what to do; each part's logs and JSON
 # land in $OUT, and everything is packed into $OUT/device_run.tar.gz after every part,
 # so a call cut short still returns what finished. RUN_BUDGET_S (seconds; unset: none) bounds
-# the whole script: every run and step is cut at what is left of it, and those that would
-# start with less than 5 s left are skipped (noted, exit 1), so that the packing below still
-# happens inside a device call's limit (wrapping the script in `timeout` instead kills it
+# the script: the ab, kab and suite runs are cut at what is left of it, and a part or run that
+# would start with less than 5 s left is skipped (noted, exit 1), so that the packing below
+# still happens inside a device call's limit (a part already running otherwise, such as the
+# GPU tests, is not cut) (wrapping the script in `timeout` instead kills it
 # before it packs, and a call returns none of more than 8 files). PACK_ONLY=1 leaves only that tarball in
 # $OUT at the end (a device call returns at most 8 files, and may leave the tarball out
 # when a part wrote more).
