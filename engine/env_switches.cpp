@@ -73,6 +73,10 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "docs/PERFORMANCE.md"},
       {"MOEBENCH_QK_NORM_IN_ATTENTION", "0, 1",
        "Qwen3's per-head q/k norm, RoPE and KV store inside the decode attention launch", "docs/FAMILIES.md"},
+      {"MOEBENCH_QUANT_DOWN_TRIGGER", "1, 0",
+       "the quantised down + combine launch lets the next launch start only as its warps finish (0: right after its "
+       "wait)",
+       "docs/QUANT.md"},
       {"MOEBENCH_QUANT_EXACT", "by format and launch, 0, 40 .. 45",
        "the one-token quantised launches' exact warp kernel shape (0: the tile kernel; the same bits)",
        "docs/QUANT.md"},

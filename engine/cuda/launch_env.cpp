@@ -122,4 +122,16 @@ int o_proj_staged_level() {
 
 void set_o_proj_staged(int level) { g_o_proj_staged.store(level < -1 ? -2 : level > 2 ? 2 : level); }
 
+namespace {
+std::atomic<int> g_quant_down_trigger{-1};  // -1: the environment's
+}
+
+bool quant_down_late_trigger() {
+  static const bool env = env_choice("MOEBENCH_QUANT_DOWN_TRIGGER", {0, 1}, 1) == 1;
+  const int set = g_quant_down_trigger.load();
+  return set < 0 ? env : set == 1;
+}
+
+void set_quant_down_trigger(int on) { g_quant_down_trigger.store(on < 0 ? -1 : on != 0); }
+
 }  // namespace moebench::cuda

@@ -41,7 +41,10 @@
 //                            attention: 1 (unset) or 0 (none);
 //   MOEBENCH_OPROJ_STAGED    the single-sequence decode step's o_proj with its weights staged
 //                            in shared memory during attention (gemv_staged.h): unset (by
-//                            shape), 0, 1 or 2 (below).
+//                            shape), 0, 1 or 2 (below);
+//   MOEBENCH_QUANT_DOWN_TRIGGER where the quantised down + combine launch (the exact and
+//                            warp-row kernels) lets the next kernel's blocks start: 1 (unset:
+//                            as its warps finish their items) or 0 (right after its wait).
 // Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
 #include <initializer_list>
@@ -82,5 +85,10 @@ void set_o_proj_router(int on);
 int o_proj_staged_from_env();
 int o_proj_staged_level();
 void set_o_proj_staged(int level);
+// Whether the quantised down + combine launch lets the next kernel's blocks start only as its
+// warps finish (MOEBENCH_QUANT_DOWN_TRIGGER unset or 1; 0: right after its wait), or what set_quant_down_trigger said last
+// (tests: 0 or 1; -1: the environment's again).
+bool quant_down_late_trigger();
+void set_quant_down_trigger(int on);
 
 }  // namespace moebench::cuda

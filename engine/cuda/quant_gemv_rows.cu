@@ -387,8 +387,9 @@ __device__ __forceinline__ float exact_total(float t) {
 // group's loads are issued, then used; with kPipe the next group's (of this item or the
 // next) are issued before the current one is computed, two groups alternating in
 // registers, so a warp's loads stay in flight while it computes, across items. The sums
-// are the same either way. wait_pending: pdl_wait() and pdl_trigger() once the first
-// loads are issued (the weights may be read before the previous kernel ends, x may not).
+// are the same either way. wait_pending: 1, pdl_wait() and pdl_trigger() once the first
+// loads are issued (the weights may be read before the previous kernel ends, x may not);
+// 2, pdl_wait() alone there (the caller triggers later); 0, neither.
 // G: the group (RowGroup or ExactGroup), kDepth its batches.
 // after_wait() runs right after that pdl_wait() (every warp of the block reaches it, those
 // without items too).
@@ -397,14 +398,14 @@ struct NoHook {
 };
 template <typename G, int kDepth, bool kPipe, typename ItemFn, typename FinishFn, typename Hook = NoHook>
 __device__ __forceinline__ void walk_items(int first, int stride, int items, int b0, int b1, int chunks, int K,
-                                           int lane, bool wait_pending, ItemFn&& item, FinishFn&& finish,
+                                           int lane, int wait_pending, ItemFn&& item, FinishFn&& finish,
                                            Hook&& after_wait = Hook{}) {
   auto settle = [&] {
     if (wait_pending) {
       pdl_wait();
-      pdl_trigger();
+      if (wait_pending == 1) pdl_trigger();
       after_wait();
-      wait_pending = false;
+      wait_pending = 0;
     }
   };
   if constexpr (!kPipe) {
@@ -635,19 +636,22 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 // w / (8 / kK) of the token and part w % (8 / kK) of the row's batches; the parts' sums
 // meet in s_y (two buffers, alternating items: one barrier an item), and threads 0 and 1
 // add each slot's parts in order and the slots as moe_combine_all does (fmaf from 0 in
-// slot order, then added to out). ids_early: the ids were written before the previous
-// kernel began, so the first weights are asked for before pdl_wait.
+// slot order, then added to out). flags bit 0 (ids early): the ids were written before the
+// previous kernel began, so the first weights are asked for before pdl_wait; bit 1 (late
+// trigger, MOEBENCH_QUANT_DOWN_TRIGGER=1): the next kernel's blocks may start only as this
+// block's warps finish their items, not right after the wait (down_flags).
 template <QuantFormat F, bool kPaired, int kK, int kCfg>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_rows_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
                                    const float* __restrict__ weights, int n_pairs, int N, int K,
-                                   float* __restrict__ out, int ids_early) {
+                                   float* __restrict__ out, int flags) {
   constexpr int kParts = kWarps / kK;
   __shared__ PairParts s;
   __shared__ float s_y[2][kWarps][2];
+  const bool ids_early = flags & 1, late = flags & 2;
   if (!ids_early) {
     pdl_wait();
-    pdl_trigger();
+    if (!late) pdl_trigger();
   }
   load_pair_parts(w, ids, n_pairs, s);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, slot = warp / kParts, part = warp % kParts;
@@ -657,7 +661,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int b0 = part * nb / kParts, b1 = (part + 1) * nb / kParts;
   int buf = 0;
   walk_items<RowGroup<F, kPaired, cfg_depth(kCfg)>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
-      blockIdx.x, gridDim.x, items, b0, b1, chunks, K, lane, ids_early != 0,
+      blockIdx.x, gridDim.x, items, b0, b1, chunks, K, lane, ids_early ? (late ? 2 : 1) : 0,
       [&](int it) {
         const int tok = it / per_tok, i = it - tok * per_tok, p = tok * kK + slot;
         const int ra = 2 * i, rb = min(2 * i + 1, N - 1);
@@ -685,6 +689,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         }
         buf ^= 1;
       });
+  if (late) pdl_trigger();  // every warp of a block walks the same items
 }
 
 // Down + combine, exact: the tile kernel's down + combine (its GEMV sums, then fmaf from 0 in
@@ -692,19 +697,20 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 // warp w takes slot w / (8 / k) of the token and row pairs kRP (w % (8 / k)) .. + kRP - 1,
 // the whole rows (the four chains, as ExactGroup); the rows' sums meet in s_y (two
 // buffers, alternating items: one barrier an item) and threads 0 .. 2 kRP (8 / k) - 1 add
-// the slots. k must divide 8.
+// the slots. k must divide 8. flags: as the warp-row kernel's above.
 template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain>
 __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
     quant_exact_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
                                     const float* __restrict__ weights, int n_pairs, int k, int N, int K,
-                                    float* __restrict__ out, int ids_early) {
+                                    float* __restrict__ out, int flags) {
   __shared__ PairParts s;
   __shared__ float s_y[2][kWarps][2 * kRP];
   __shared__ float s_inv[kMaxPairs];
   extern __shared__ uint4 s_half[];  // kHalf: each pair's activation row in fp16 (stage_half)
+  const bool ids_early = flags & 1, late = flags & 2;
   if (!ids_early) {
     pdl_wait();
-    pdl_trigger();
+    if (!late) pdl_trigger();
   }
   load_pair_parts(w, ids, n_pairs, s);
   if constexpr (kHalf)
@@ -717,7 +723,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   const int chunks = static_cast<int>(row_bytes / 16);
   int buf = 0;
   walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf, kPlain>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
-      blockIdx.x, gridDim.x, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, ids_early != 0,
+      blockIdx.x, gridDim.x, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, ids_early ? (late ? 2 : 1) : 0,
       [&](int it) {
         const int tok = it / per_tok, i0 = (it - tok * per_tok) * per_item + q * kRP, p = tok * k + slot;
         ExactItem<kRP> r;
@@ -753,6 +759,7 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
       [&] {
         if constexpr (kHalf) stage_half(h, n_pairs, K, s_half, s_inv);
       });
+  if (late) pdl_trigger();  // every warp of a block walks the same items
 }
 
 // Blocks of a kernel resident on the GPU at once (taken on first use; the GPUs of a run
@@ -869,6 +876,10 @@ void launch_exact(const QuantExperts& w, const bf16* x, bool x_per_pair, const i
       });
 }
 
+// The down + combine kernels' flags: bit 0 the ids early, bit 1 the late trigger
+// (launch_env.h quant_down_late_trigger).
+inline int down_flags(bool ids_early) { return (ids_early ? 1 : 0) | (quant_down_late_trigger() ? 2 : 0); }
+
 template <QuantFormat F, bool kPaired, int kK, int kCfg>
 void launch_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs, int N,
                  int K, float* out, bool ids_early, cudaStream_t stream) {
@@ -876,7 +887,7 @@ void launch_down(const QuantExperts& w, const bf16* h, const int32_t* ids, const
   const int64_t items = static_cast<int64_t>(n_pairs / kK) * ((N + 1) / 2);
   const int blocks = static_cast<int>(std::min<int64_t>(items, resident_blocks<kernel>()));
   launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), 0, stream, w, h, ids, weights, n_pairs, N,
-             K, out, ids_early ? 1 : 0);
+             K, out, down_flags(ids_early));
 }
 
 template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
@@ -888,7 +899,7 @@ void launch_exact_down(const QuantExperts& w, const bf16* h, const int32_t* ids,
                                                             decltype(plain_c)::value>;
     const int blocks = static_cast<int>(std::min<int64_t>(items, resident_blocks_smem<kernel>(smem)));
     launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, w, h, ids, weights,
-               n_pairs, k, N, K, out, ids_early ? 1 : 0);
+               n_pairs, k, N, K, out, down_flags(ids_early));
   });
 }
 
