@@ -504,4 +504,33 @@ TEST(CudaLaunchEnv, ChoiceTakesListedValuesAndNamesTheVariableOtherwise) {
   unsetenv(name);
 }
 
+// The process switches (launch_env.h EnvSwitch): the variable read once on first use, the
+// fallback when unset, a test's set() until reset() hands it back to the variable, and a
+// value other than 0 or 1 refused naming the variable. No GPU needed.
+TEST(CudaLaunchEnv, SwitchReadsItsVariableOnceUntilSetOrReset) {
+  const char* name = "MOEBENCH_TEST_LAUNCH_SWITCH";
+  unsetenv(name);
+  cuda::EnvSwitch sw{name, 1};
+  EXPECT_TRUE(sw.get());  // the fallback
+  setenv(name, "0", 1);
+  EXPECT_TRUE(sw.get());  // read once: still the first value
+  sw.reset();
+  EXPECT_FALSE(sw.get());  // read again
+  sw.set(true);
+  EXPECT_TRUE(sw.get());
+  setenv(name, "1", 1);
+  sw.set(false);
+  EXPECT_FALSE(sw.get());  // a set value outlives the variable
+  setenv(name, "2", 1);
+  sw.reset();
+  try {
+    sw.get();
+    ADD_FAILURE() << "2 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MOEBENCH_TEST_LAUNCH_SWITCH=2: expected one of 0, 1"), std::string::npos)
+        << e.what();
+  }
+  unsetenv(name);
+}
+
 #endif  // MOEBENCH_HAVE_CUDA

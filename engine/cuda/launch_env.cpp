@@ -20,6 +20,15 @@ int env_choice(const char* name, std::initializer_list<int> allowed, int unset) 
   fail("{}={}: expected one of {}", name, v, list);
 }
 
+bool EnvSwitch::get() {
+  int on = value_.load(std::memory_order_relaxed);
+  if (on < 0) {
+    on = env_choice(name_, {0, 1}, fallback_);
+    value_.store(on, std::memory_order_relaxed);
+  }
+  return on == 1;
+}
+
 int gemv_prefetch_from_env() {
   static const int pf = env_choice("MOEBENCH_GEMV_PREFETCH", {0, 2, 4}, 0);
   return pf;
@@ -75,11 +84,6 @@ bool step_graph_from_env() {
   return on;
 }
 
-bool graph_pdl_from_env() {
-  static const bool on = env_choice("MOEBENCH_GRAPH_PDL", {0, 1}, 1) == 1;
-  return on;
-}
-
 bool attention_merge_in_last_split_from_env() {
   static const bool on = env_choice("MOEBENCH_ATTN_MERGE_HERE", {0, 1}, 0) == 1;
   return on;
@@ -90,21 +94,16 @@ bool rope_in_attention_from_env() {
   return on;
 }
 
-bool o_proj_router_from_env() {
-  static const bool on = env_choice("MOEBENCH_OPROJ_ROUTER", {0, 1}, 0) == 1;
-  return on;
-}
-
 namespace {
-std::atomic<int> g_o_proj_router{-1};
+EnvSwitch g_o_proj_router{"MOEBENCH_OPROJ_ROUTER", 0};
 }
 
-bool o_proj_router_on() {
-  const int set = g_o_proj_router.load();
-  return set < 0 ? o_proj_router_from_env() : set == 1;
-}
+bool o_proj_router_on() { return g_o_proj_router.get(); }
 
-void set_o_proj_router(int on) { g_o_proj_router.store(on < 0 ? -1 : on != 0); }
+void set_o_proj_router(int on) {
+  if (on < 0) g_o_proj_router.reset();
+  else g_o_proj_router.set(on != 0);
+}
 
 int o_proj_staged_from_env() {
   static const int level = env_choice("MOEBENCH_OPROJ_STAGED", {0, 1, 2}, -1);  // unset: -1, by shape
@@ -123,15 +122,14 @@ int o_proj_staged_level() {
 void set_o_proj_staged(int level) { g_o_proj_staged.store(level < -1 ? -2 : level > 2 ? 2 : level); }
 
 namespace {
-std::atomic<int> g_quant_down_trigger{-1};  // -1: the environment's
+EnvSwitch g_quant_down_trigger{"MOEBENCH_QUANT_DOWN_TRIGGER", 1};
 }
 
-bool quant_down_late_trigger() {
-  static const bool env = env_choice("MOEBENCH_QUANT_DOWN_TRIGGER", {0, 1}, 1) == 1;
-  const int set = g_quant_down_trigger.load();
-  return set < 0 ? env : set == 1;
-}
+bool quant_down_late_trigger() { return g_quant_down_trigger.get(); }
 
-void set_quant_down_trigger(int on) { g_quant_down_trigger.store(on < 0 ? -1 : on != 0); }
+void set_quant_down_trigger(int on) {
+  if (on < 0) g_quant_down_trigger.reset();
+  else g_quant_down_trigger.set(on != 0);
+}
 
 }  // namespace moebench::cuda

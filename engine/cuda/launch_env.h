@@ -47,6 +47,7 @@
 //                            as its warps finish their items) or 0 (right after its wait).
 // Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
+#include <atomic>
 #include <initializer_list>
 
 namespace moebench::cuda {
@@ -55,12 +56,27 @@ namespace moebench::cuda {
 // or empty.
 int env_choice(const char* name, std::initializer_list<int> allowed, int unset);
 
+// A 0/1 switch of the process: its environment variable (0 or 1; `fallback` when unset or
+// empty) read on first use, until a test sets it (set) or hands it back to the environment
+// (reset: read again on next use).
+class EnvSwitch {
+ public:
+  constexpr EnvSwitch(const char* name, int fallback) : name_(name), fallback_(fallback) {}
+  bool get();
+  void set(bool on) { value_.store(on ? 1 : 0, std::memory_order_relaxed); }
+  void reset() { value_.store(-1, std::memory_order_relaxed); }
+
+ private:
+  const char* name_;
+  int fallback_;
+  std::atomic<int> value_{-1};  // -1: not read yet
+};
+
 int gemv_prefetch_from_env();     // MOEBENCH_GEMV_PREFETCH
 int gemv_rows_from_env();         // MOEBENCH_GEMV_ROWS (0: the table's)
 int qkv_rows_from_env();          // MOEBENCH_QKV_ROWS (0: the table's)
 unsigned qkv_prefetch_bytes_from_env();  // MOEBENCH_QKV_PREFETCH_KB, in bytes
 bool down_early_trigger_from_env();      // MOEBENCH_DOWN_TRIGGER == 1
-bool graph_pdl_from_env();               // MOEBENCH_GRAPH_PDL != 0
 bool step_graph_from_env();              // MOEBENCH_STEP_GRAPH != 0
 int gate_up_rows_from_env();             // MOEBENCH_GATEUP_ROWS (0: by size)
 int down_rows_from_env();                // MOEBENCH_DOWN_ROWS (0: by size)
@@ -68,7 +84,6 @@ bool down_preload_from_env();            // MOEBENCH_DOWN_PRELOAD == 1
 int l2_prefetch_warps_from_env();        // MOEBENCH_L2_PREFETCH_WARPS
 bool attention_merge_in_last_split_from_env();  // MOEBENCH_ATTN_MERGE_HERE == 1
 bool rope_in_attention_from_env();       // MOEBENCH_ROPE_IN_ATTENTION != 0
-bool o_proj_router_from_env();           // MOEBENCH_OPROJ_ROUTER == 1
 bool side_prefetch_from_env();           // MOEBENCH_SIDE_PREFETCH != 0
 // Whether decode takes o_proj with the norm + router in one launch: MOEBENCH_OPROJ_ROUTER,
 // or what set_o_proj_router said last (tests: 1 on, 0 off, -1 the environment again).

@@ -155,21 +155,6 @@ bool norm_router_cluster_supported(int n, int hidden, int n_experts, int k, cons
 }
 
 namespace {
-// A 0/1 switch of the process: from the environment variable on first use, or as a test set it.
-struct EnvSwitch {
-  const char* name;
-  int fallback;
-  std::atomic<int> value{-1};  // -1: not read yet
-  bool get() {
-    int on = value.load(std::memory_order_relaxed);
-    if (on < 0) {
-      on = env_choice(name, {0, 1}, fallback);
-      value.store(on, std::memory_order_relaxed);
-    }
-    return on == 1;
-  }
-  void set(bool on) { value.store(on ? 1 : 0, std::memory_order_relaxed); }
-};
 EnvSwitch g_cluster{"MOEBENCH_NORM_ROUTER_CLUSTER", 1};
 EnvSwitch g_rank{"MOEBENCH_ROUTER_TOPK_RANK", 0};
 }  // namespace
