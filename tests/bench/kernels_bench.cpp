@@ -40,6 +40,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
+#include "engine/cuda/gemv_chain.h"
 #include "engine/cuda/gemv_staged.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
@@ -190,6 +191,69 @@ void bm_gemv_staged(benchmark::State& state, Shape s) {
   timed(
       state, [&] { cuda::gemv_staged(x.as<bf16>(), w.as<bf16>(), y.as<float>(), s.in, s.out, g->stream); },
       2.0 * s.out * s.in + 2.0 * s.in + 8.0 * s.out, 2.0 * s.out * s.in);
+}
+
+// A decode step's GEMVs as one chain of dependent ops (gemv_chain.h), layer after layer:
+// q/k/v, o_proj (its input the first q_dim of q/k/v's rows), the selected experts' gate/up
+// rows as one matrix, and their down projections as one matrix over the concatenated
+// activations (the same bytes as the experts' own matrices). No attention, norm or routing:
+// what the chain of dependencies costs a stream, in one persistent launch against one launch
+// an op (programmatic launch, the same kernel), and the persistent launch with no op
+// waiting for another ("independent": every op reads the chain's input) as the kernel's own
+// streaming rate. Layers: as many as the bench arena holds twice (the same-size stream).
+struct ChainModel {
+  const char* name;
+  int hidden, qkv_rows, q_dim, expert_rows, experts, layers;  // expert_rows: an expert's intermediate size
+};
+const ChainModel kChainModels[] = {{"qwen3-30b-a3b", 2048, 5120, 4096, 768, 8, 24},
+                                   {"mixtral-8x7b", 4096, 6144, 4096, 14336, 2, 4}};
+
+void bm_gemv_chain(benchmark::State& state, ChainModel m, cuda::GemvChainMode mode, bool independent) {
+  struct Op {
+    int rows, cols;
+  };
+  std::vector<Op> shapes;
+  for (int l = 0; l < m.layers; ++l)
+    for (const Op o : {Op{m.qkv_rows, m.hidden}, Op{m.hidden, m.q_dim}, Op{2 * m.experts * m.expert_rows, m.hidden},
+                       Op{m.hidden, m.experts * m.expert_rows}})
+      shapes.push_back(o);
+  int max_cols = 0;
+  double bytes = 0;
+  for (const Op o : shapes) {
+    max_cols = std::max(max_cols, o.cols);
+    bytes += 2.0 * o.rows * o.cols;
+  }
+  std::vector<std::unique_ptr<Buf>> w, y;
+  std::vector<cuda::GemvChainOp> ops;
+  for (size_t i = 0; i < shapes.size(); ++i) {
+    w.push_back(std::make_unique<Buf>(2ull * shapes[i].rows * shapes[i].cols));
+    y.push_back(std::make_unique<Buf>(4ull * shapes[i].rows, false));
+    cuda::GemvChainOp op;
+    op.w = w.back()->as<bf16>();
+    op.y = y.back()->as<float>();
+    op.rows = shapes[i].rows;
+    op.cols = shapes[i].cols;
+    op.dep = independent ? -1 : static_cast<int>(i) - 1;
+    ops.push_back(op);
+  }
+  const int n = static_cast<int>(ops.size());
+  std::string why;
+  if (!cuda::gemv_chain_supported(ops.data(), n, &why)) {
+    state.SkipWithError(why.c_str());
+    return;
+  }
+  Buf x0(4ull * max_cols, false), ops_dev(sizeof(cuda::GemvChainOp) * ops.size(), false),
+      counters(4 * cuda::gemv_chain_counter_words(n), false);
+  CUDA_CHECK(cudaStreamSynchronize(g->stream));
+  cuda::gemv_chain_upload(ops.data(), n, ops_dev.as<cuda::GemvChainOp>());
+  timed(
+      state,
+      [&] {
+        cuda::gemv_chain_run(ops.data(), n, x0.as<float>(), ops_dev.as<cuda::GemvChainOp>(), counters.as<uint32_t>(),
+                             mode, g->stream);
+      },
+      bytes, 0);
+  state.counters["ops"] = n;
 }
 
 // "/PF:<n>" for a shape that prefetches n iterations ahead (none for the others).
@@ -621,6 +685,13 @@ void register_all() {
       g->l2_warm = false;
     };
   };
+  for (const ChainModel& m : kChainModels) {
+    const std::string base = std::string("gemv_chain/") + m.name + "/layers:" + std::to_string(m.layers);
+    reg(base + "/persistent", [m](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, false); });
+    reg(base + "/per_op", [m](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::per_op, false); });
+    reg(base + "/independent",
+        [m](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, true); });
+  }
   reg("l2_warm/read_stream/MiB:8", warm([](benchmark::State& st) { bm_read_stream(st, 8); }));
   reg("l2_warm/read_stream/MiB:32", warm([](benchmark::State& st) { bm_read_stream(st, 32); }));
   for (const Shape& s : kShapes)

@@ -1,0 +1,380 @@
+// gemv_chain.cu: a chain of dependent one-row GEMVs in one persistent launch, or one launch
+// an op (gemv_chain.h).
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "engine/cuda/check.cuh"
+#include "engine/cuda/common.cuh"
+#include "engine/cuda/gemv_chain.h"
+#include "engine/cuda/pdl.cuh"
+
+namespace moebench::cuda {
+
+namespace {
+
+using bf16 = __nv_bfloat16;
+constexpr int kWarps = 8;                              // compute warps; one more copies
+constexpr int kChunk = kGemvChainChunkBytes;           // bytes of one ring slot
+constexpr int kMaxSlots = 32;
+constexpr int kAccRows = kGemvChainMaxRowsPerBlock;
+constexpr int kSub = kChunk / 2048;  // runs of 1024 inputs (a warp-wide 16-byte load each 4 times) a chunk
+static_assert(kChunk % 2048 == 0, "a chunk is whole runs of 1024 inputs, the cols granule");
+
+// A block's share of `rows`: rows / grid each, one more for the first rows % grid blocks.
+struct Share {
+  int r0, nr;
+};
+__host__ __device__ inline Share share_of(int rows, int grid, int b) {
+  const int base = rows / grid, extra = rows % grid;
+  return Share{b * base + (b < extra ? b : extra), base + (b < extra ? 1 : 0)};
+}
+// How many blocks hold rows of an op of `rows` (each increments its counter once).
+__host__ __device__ inline int holders(int rows, int grid) { return rows < grid ? rows : grid; }
+
+// acc += w . x over 8 inputs, in order.
+__device__ __forceinline__ void fma8(const bf16x8& w, const bf16x8& x, float& acc) {
+  float wf[8], xf[8];
+  to_float8(w, wf);
+  to_float8(x, xf);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) acc = fmaf(wf[i], xf[i], acc);
+}
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+__device__ __forceinline__ unsigned saddr(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
+__device__ __forceinline__ uint64_t now_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
+  return t;
+}
+// A wait that cannot hang a test machine: past 2 s something is wrong, and the launch traps
+// (an error the host reports) instead of spinning forever.
+constexpr uint64_t kWaitLimitNs = 2000000000ull;
+__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
+  uint32_t ok = 0;
+  uint64_t t0 = 0;
+  for (int spin = 0;; ++spin) {
+    asm volatile(
+        "{\n.reg .pred p;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, p;\n}\n"
+        : "=r"(ok)
+        : "r"(saddr(bar)), "r"(parity)
+        : "memory");
+    if (ok) return;
+    if ((spin & 1023) == 0) {
+      const uint64_t t = now_ns();
+      if (spin == 0) t0 = t;
+      else if (t - t0 > kWaitLimitNs) __trap();
+    }
+  }
+}
+__device__ __forceinline__ void wait_count(const uint32_t* p, uint32_t target) {
+  uint64_t t0 = 0;
+  for (int spin = 0;; ++spin) {
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    if (v >= target) return;
+    if ((spin & 1023) == 0) {
+      const uint64_t t = now_ns();
+      if (spin == 0) t0 = t;
+      else if (t - t0 > kWaitLimitNs) __trap();
+    }
+  }
+}
+__device__ __forceinline__ void compute_sync() {  // the compute warps only (the copy warp has left)
+  asm volatile("bar.sync 1, %0;" ::"n"(kWarps * 32) : "memory");
+}
+#endif
+
+// ops[op_begin .. op_end): the persistent launch takes them all, the per-op launches one
+// each. Dynamic shared memory: `slots` ring slots of kChunk, then max_cols bf16 of x, then
+// the compute warps' partial sums (kWarps x kAccRows fp32).
+__global__ void __launch_bounds__((kWarps + 1) * 32, 1)
+    gemv_chain_kernel(const GemvChainOp* __restrict__ ops, int op_begin, int op_end, const float* __restrict__ x0,
+                      uint32_t* counters, int n_ops, int slots, int max_cols, int persistent) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  extern __shared__ __align__(128) unsigned char smem[];
+  __shared__ __align__(8) uint64_t full[kMaxSlots], empty[kMaxSlots];
+  __shared__ uint32_t s_epoch;
+  unsigned char* ring = smem;
+  bf16* xs = reinterpret_cast<bf16*>(smem + static_cast<size_t>(slots) * kChunk);
+  float* acc = reinterpret_cast<float*>(smem + static_cast<size_t>(slots) * kChunk + static_cast<size_t>(max_cols) * 2);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int grid = static_cast<int>(gridDim.x), b = static_cast<int>(blockIdx.x);
+  // Each compute warp has its own per_warp slots, which it takes in turn: it waits on a slot's
+  // next phase only after it waited on the one before, so a wait never skips a phase.
+  const int per_warp = slots / kWarps;
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < slots; ++s) {
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(&full[s])) : "memory");
+      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(&empty[s])) : "memory");  // its warp
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+    uint32_t e = 0;
+    if (persistent) asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(e) : "l"(counters + n_ops) : "memory");
+    s_epoch = e;  // runs of this chain completed before this one
+  }
+  __syncthreads();
+  if (warp == kWarps) {  // the copy warp: every op's share, in order, as fast as slots free up
+    if (lane == 0) {
+      uint32_t taken[kWarps] = {};  // chunks each compute warp has been given so far
+      for (int i = op_begin; i < op_end; ++i) {
+        const GemvChainOp op = ops[i];
+        const Share sh = share_of(op.rows, grid, b);
+        const char* src = reinterpret_cast<const char*>(op.w + static_cast<int64_t>(sh.r0) * op.cols);
+        const int64_t bytes = static_cast<int64_t>(sh.nr) * op.cols * 2;
+        int c = 0;
+        for (int64_t off = 0; off < bytes; off += kChunk, ++c) {
+          const int w = c % kWarps;
+          const uint32_t k = taken[w]++;
+          const int slot = w * per_warp + static_cast<int>(k % static_cast<uint32_t>(per_warp));
+          const uint32_t use = k / static_cast<uint32_t>(per_warp);
+          if (use > 0) mbar_wait(&empty[slot], (use - 1) & 1u);
+          const unsigned n = static_cast<unsigned>(bytes - off < kChunk ? bytes - off : kChunk);
+          asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(&full[slot])), "r"(n)
+                       : "memory");
+          asm volatile(
+              "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
+                  saddr(ring + static_cast<size_t>(slot) * kChunk)),
+              "l"(src + off), "r"(n), "r"(saddr(&full[slot]))
+              : "memory");
+        }
+      }
+    }
+    return;
+  }
+  const uint32_t epoch = s_epoch;
+  uint32_t q = 0;  // chunks this warp has taken so far
+  float* my_acc = acc + warp * kAccRows;
+  for (int i = op_begin; i < op_end; ++i) {
+    const GemvChainOp op = ops[i];
+    const Share sh = share_of(op.rows, grid, b);
+    const float* xsrc = x0;
+    if (op.dep >= 0) {
+      const GemvChainOp& d = ops[op.dep];
+      xsrc = d.y;
+      if (persistent && threadIdx.x == 0)
+        wait_count(counters + op.dep, (epoch + 1) * static_cast<uint32_t>(holders(d.rows, grid)));
+    }
+    if (!persistent && i == op_begin) pdl_wait();  // x comes from the launches before
+    compute_sync();
+    // x: fp32 from L2 (written by other SMs in this launch), rounded to bf16 into shared memory.
+    for (int c = threadIdx.x * 8; c < op.cols; c += kWarps * 32 * 8) {
+      const float4 a = __ldcg(reinterpret_cast<const float4*>(xsrc + c));
+      const float4 bb = __ldcg(reinterpret_cast<const float4*>(xsrc + c + 4));
+      bf16x8 v;
+      v.h[0] = __floats2bfloat162_rn(a.x, a.y);
+      v.h[1] = __floats2bfloat162_rn(a.z, a.w);
+      v.h[2] = __floats2bfloat162_rn(bb.x, bb.y);
+      v.h[3] = __floats2bfloat162_rn(bb.z, bb.w);
+      *reinterpret_cast<bf16x8*>(xs + c) = v;
+    }
+    for (int r = lane; r < sh.nr; r += 32) my_acc[r] = 0.0f;
+    compute_sync();
+    const int64_t bytes = static_cast<int64_t>(sh.nr) * op.cols * 2;
+    const int cols = op.cols;
+    // Warp w takes the op's chunks w, w + kWarps, ... (so that eight chunks are in hand at
+    // once, not one), a lane its 16-byte vectors lane + 32 k of each 1024 inputs (one row:
+    // cols % 1024 == 0); a row's sum goes to the warp's partial when the row ends or the
+    // chunk does. The chunks a warp takes depend only on the op, never on the launch mode.
+    const int n_chunks = static_cast<int>((bytes + kChunk - 1) / kChunk);
+    for (int c = warp; c < n_chunks; c += kWarps, ++q) {
+      const int slot = warp * per_warp + static_cast<int>(q % static_cast<uint32_t>(per_warp));
+      mbar_wait(&full[slot], (q / static_cast<uint32_t>(per_warp)) & 1u);
+      const int64_t off = static_cast<int64_t>(c) * kChunk;
+      const int n_sub = static_cast<int>((bytes - off < kChunk ? bytes - off : kChunk) / 2048);  // rows: 2 KiB multiples
+      const bf16x8* wv = reinterpret_cast<const bf16x8*>(ring + static_cast<size_t>(slot) * kChunk);
+      const int e = c * (kChunk / 2);  // the chunk's first input in the block's rows (under 2^24)
+      int row = e / cols, col = e - row * cols;
+      float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
+      auto flush = [&] {
+        const float sum = warp_sum((a0 + a1) + (a2 + a3));
+        if (lane == 0) my_acc[row] += sum;
+        a0 = a1 = a2 = a3 = 0;
+      };
+      if (n_sub == kSub) {
+        // A whole chunk: its weights into registers first (16 loads in flight, not 4), the
+        // slot handed back before the sums. The same sums in the same order as below.
+        bf16x8 wr[kSub][4];
+#pragma unroll
+        for (int j = 0; j < kSub; ++j)
+#pragma unroll
+          for (int k = 0; k < 4; ++k) wr[j][k] = wv[j * 128 + lane + 32 * k];
+        __syncwarp();
+        if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(&empty[slot])) : "memory");
+#pragma unroll
+        for (int j = 0; j < kSub; ++j) {
+          if (col == cols) {  // warp-uniform
+            flush();
+            ++row;
+            col = 0;
+          }
+          const bf16x8* x8 = reinterpret_cast<const bf16x8*>(xs + col) + lane;
+          fma8(wr[j][0], x8[0], a0);
+          fma8(wr[j][1], x8[32], a1);
+          fma8(wr[j][2], x8[64], a2);
+          fma8(wr[j][3], x8[96], a3);
+          col += 1024;
+        }
+        flush();
+        continue;
+      }
+      for (int j = 0; j < n_sub; ++j) {
+        if (col == cols) {  // warp-uniform
+          flush();
+          ++row;
+          col = 0;
+        }
+        const bf16x8* w8 = wv + j * 128 + lane;
+        const bf16x8* x8 = reinterpret_cast<const bf16x8*>(xs + col) + lane;
+        fma8(w8[0], x8[0], a0);
+        fma8(w8[32], x8[32], a1);
+        fma8(w8[64], x8[64], a2);
+        fma8(w8[96], x8[96], a3);
+        col += 1024;
+      }
+      flush();
+      __syncwarp();
+      if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(&empty[slot])) : "memory");
+    }
+    compute_sync();
+    for (int r = threadIdx.x; r < sh.nr; r += kWarps * 32) {
+      float s = 0;
+#pragma unroll
+      for (int w = 0; w < kWarps; ++w) s += acc[w * kAccRows + r];
+      op.y[sh.r0 + r] = s;
+    }
+    compute_sync();
+    if (persistent && threadIdx.x == 0 && sh.nr > 0) {
+      __threadfence();
+      atomicAdd(counters + i, 1u);
+    }
+  }
+  if (!persistent) {
+    pdl_trigger();
+    return;
+  }
+  if (threadIdx.x == 0) {  // the last block of the launch to get here advances the run count
+    __threadfence();
+    const uint32_t done = atomicAdd(counters + n_ops + 1, 1u);
+    if (done == (epoch + 1) * static_cast<uint32_t>(grid) - 1) {
+      __threadfence();
+      atomicExch(counters + n_ops, epoch + 1);
+    }
+  }
+#endif
+}
+
+struct DeviceInfo {
+  int sms = 0, smem_optin = 0, smem_dynamic = 0;
+  bool hopper = false;
+};
+DeviceInfo device_info() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  static std::mutex mu;
+  static std::map<int, DeviceInfo> seen;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = seen.find(dev);
+  if (it != seen.end()) return it->second;
+  DeviceInfo d;
+  int major = 0;
+  CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  d.hopper = major >= 9;
+  if (d.hopper) {  // what a block may ask for beyond the kernel's own (static) shared memory
+    cudaFuncAttributes fa{};
+    CUDA_CHECK(cudaFuncGetAttributes(&fa, gemv_chain_kernel));
+    d.smem_dynamic = d.smem_optin - static_cast<int>(fa.sharedSizeBytes);
+    CUDA_CHECK(cudaFuncSetAttribute(gemv_chain_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_dynamic));
+  }
+  return seen[dev] = d;
+}
+
+int max_cols_of(const GemvChainOp* ops, int n_ops) {
+  int m = 256;
+  for (int i = 0; i < n_ops; ++i) m = std::max(m, ops[i].cols);
+  return m;
+}
+
+// Ring slots the dynamic shared memory a block may have leaves beside x and the partial sums.
+int ring_slots(const DeviceInfo& d, int max_cols) {
+  const int left = d.smem_dynamic - max_cols * 2 - kWarps * kAccRows * 4;
+  return std::min(kMaxSlots, left / kChunk) / kWarps * kWarps;  // the same number for each compute warp
+}
+
+}  // namespace
+
+int gemv_chain_blocks() { return device_info().sms; }
+
+bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why) {
+  auto no = [&](std::string m) {
+    if (why) *why = std::move(m);
+    return false;
+  };
+  const DeviceInfo d = device_info();
+  if (!d.hopper) return no("the chain needs Hopper or later (bulk copies, programmatic launch)");
+  if (n_ops <= 0) return no("no ops");
+  for (int i = 0; i < n_ops; ++i) {
+    const GemvChainOp& o = ops[i];
+    const std::string at = "op " + std::to_string(i) + ": ";
+    if (!o.w || !o.y || !aligned16(o.w) || !aligned16(o.y)) return no(at + "w and y must be 16-byte aligned device pointers");
+    if (o.cols <= 0 || o.cols % 1024 != 0 || o.cols > kGemvChainMaxCols)
+      return no(at + "cols " + std::to_string(o.cols) + " (expected a multiple of 1024 up to " +
+                std::to_string(kGemvChainMaxCols) + ")");
+    if (o.rows <= 0 || share_of(o.rows, d.sms, 0).nr > kGemvChainMaxRowsPerBlock)
+      return no(at + "rows " + std::to_string(o.rows) + " (expected 1 to " +
+                std::to_string(kGemvChainMaxRowsPerBlock) + " a block over " + std::to_string(d.sms) + " blocks)");
+    if (o.dep >= i) return no(at + "dep " + std::to_string(o.dep) + " is not an earlier op");
+    if (o.dep >= 0 && ops[o.dep].rows < o.cols)
+      return no(at + "its input is op " + std::to_string(o.dep) + "'s " + std::to_string(ops[o.dep].rows) +
+                " rows, fewer than its " + std::to_string(o.cols) + " cols");
+  }
+  if (ring_slots(d, max_cols_of(ops, n_ops)) < kWarps) return no("shared memory holds less than a ring slot a warp");
+  return true;
+}
+
+void gemv_chain_upload(const GemvChainOp* ops, int n_ops, GemvChainOp* ops_dev) {
+  CUDA_CHECK(cudaMemcpy(ops_dev, ops, sizeof(GemvChainOp) * static_cast<size_t>(n_ops), cudaMemcpyHostToDevice));
+}
+
+void gemv_chain_run(const GemvChainOp* ops, int n_ops, const float* x0, const GemvChainOp* ops_dev,
+                    uint32_t* counters, GemvChainMode mode, cudaStream_t stream) {
+  MB_NVTX_RANGE("gemv_chain");
+  std::string why;
+  if (!gemv_chain_supported(ops, n_ops, &why)) fail_msg(msg("cuda::gemv_chain_run: ", why));
+  const DeviceInfo d = device_info();
+  const int max_cols = max_cols_of(ops, n_ops), slots = ring_slots(d, max_cols);
+  const size_t smem = static_cast<size_t>(slots) * kChunk + static_cast<size_t>(max_cols) * 2 + kWarps * kAccRows * 4;
+  const dim3 grid(static_cast<unsigned>(d.sms)), block((kWarps + 1) * 32);
+  if (mode == GemvChainMode::per_op) {
+    for (int i = 0; i < n_ops; ++i)
+      launch_pdl(gemv_chain_kernel, grid, block, smem, stream, ops_dev, i, i + 1, x0, counters, n_ops, slots,
+                 max_cols, 0);
+    CUDA_CHECK_LAUNCH("gemv_chain_kernel (per op)");
+    return;
+  }
+  int per_sm = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_chain_kernel, block.x, smem));
+  if (per_sm < 1) fail_msg(msg("cuda::gemv_chain_run: a block of ", smem, " bytes of shared memory does not fit an SM"));
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;  // every block resident at once: the waits cannot deadlock
+  attr[0].val.cooperative = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_chain_kernel, ops_dev, 0, n_ops, x0, counters, n_ops, slots, max_cols, 1));
+  CUDA_CHECK_LAUNCH("gemv_chain_kernel (persistent)");
+}
+
+}  // namespace moebench::cuda
