@@ -40,7 +40,8 @@ Chain make_chain(cuda::DeviceArena& arena, std::mt19937& rng) {
   };
   std::vector<Shape> shapes;
   for (int l = 0; l < 3; ++l)
-    for (const Shape s : {Shape{1280, 1024}, Shape{1024, 1024}, Shape{3072, 1024}, Shape{1024, 3072}}) shapes.push_back(s);
+    for (const Shape s : {Shape{1280, 1024}, Shape{1024, 1024}, Shape{3072, 1024}, Shape{1024, 3072}})
+      shapes.push_back(s);
   shapes.push_back(Shape{7, 1024});
   Chain c;
   for (size_t i = 0; i < shapes.size(); ++i) {

@@ -187,7 +187,8 @@ __global__ void __launch_bounds__((kWarps + 1) * 32, 1)
       const int slot = warp * per_warp + static_cast<int>(q % static_cast<uint32_t>(per_warp));
       mbar_wait(&full[slot], (q / static_cast<uint32_t>(per_warp)) & 1u);
       const int64_t off = static_cast<int64_t>(c) * kChunk;
-      const int n_sub = static_cast<int>((bytes - off < kChunk ? bytes - off : kChunk) / 2048);  // rows: 2 KiB multiples
+      // Runs of 1024 inputs in the chunk (rows are multiples of 2 KiB, so whole runs).
+      const int n_sub = static_cast<int>((bytes - off < kChunk ? bytes - off : kChunk) / 2048);
       const bf16x8* wv = reinterpret_cast<const bf16x8*>(ring + static_cast<size_t>(slot) * kChunk);
       const int e = c * (kChunk / 2);  // the chunk's first input in the block's rows (under 2^24)
       int row = e / cols, col = e - row * cols;
@@ -324,7 +325,8 @@ bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why) {
   for (int i = 0; i < n_ops; ++i) {
     const GemvChainOp& o = ops[i];
     const std::string at = "op " + std::to_string(i) + ": ";
-    if (!o.w || !o.y || !aligned16(o.w) || !aligned16(o.y)) return no(at + "w and y must be 16-byte aligned device pointers");
+    if (!o.w || !o.y || !aligned16(o.w) || !aligned16(o.y))
+      return no(at + "w and y must be 16-byte aligned device pointers");
     if (o.cols <= 0 || o.cols % 1024 != 0 || o.cols > kGemvChainMaxCols)
       return no(at + "cols " + std::to_string(o.cols) + " (expected a multiple of 1024 up to " +
                 std::to_string(kGemvChainMaxCols) + ")");
@@ -362,7 +364,8 @@ void gemv_chain_run(const GemvChainOp* ops, int n_ops, const float* x0, const Ge
   }
   int per_sm = 0;
   CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_chain_kernel, block.x, smem));
-  if (per_sm < 1) fail_msg(msg("cuda::gemv_chain_run: a block of ", smem, " bytes of shared memory does not fit an SM"));
+  if (per_sm < 1)
+    fail_msg(msg("cuda::gemv_chain_run: a block of ", smem, " bytes of shared memory does not fit an SM"));
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeCooperative;  // every block resident at once: the waits cannot deadlock
   attr[0].val.cooperative = 1;

@@ -15,9 +15,12 @@
 // cols floats of op dep_i's output (rounded to bf16 as every GEMV input of the engine is) or
 // of the chain's fp32 input where dep_i < 0. Every block takes a contiguous share of every
 // op's rows (rows / grid, the first rows % grid blocks one more), so its weight bytes of an op
-// are one contiguous range, copied in chunks of kGemvChainChunkBytes. Per row: a warp's 1024
-// consecutive inputs of a chunk, summed in the warp (the same order whatever the launch mode), each warp's partials kept apart and added in warp order at the op's end,
-// so both modes and every repeat give the same bits.
+// are one contiguous range, copied in chunks of kGemvChainChunkBytes. Compute warp w takes
+// chunks w, w + 8, ... of an op through its own shared-memory slots; a lane sums its 16-byte
+// vectors of each 1024 inputs (one row: cols % 1024 == 0), the warp adds a row's sum to its
+// own partial when the row or the chunk ends, and the partials of the 8 warps are added in
+// warp order at the op's end: both modes and every repeat give the same bits. Measured in
+// the kernel microbenchmarks (gemv_chain/...): the chain is not used by the model.
 //
 // Modes: `persistent` runs every op in one cooperative launch; a block waits for op dep_i by
 // polling a counter that each block of dep_i increments once it has stored its rows (release

@@ -687,7 +687,8 @@ void register_all() {
   };
   for (const ChainModel& m : kChainModels) {
     const std::string base = std::string("gemv_chain/") + m.name + "/layers:" + std::to_string(m.layers);
-    reg(base + "/persistent", [m](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, false); });
+    reg(base + "/persistent",
+        [m](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, false); });
     reg(base + "/per_op", [m](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::per_op, false); });
     reg(base + "/independent",
         [m](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, true); });
