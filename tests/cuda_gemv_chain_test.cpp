@@ -108,16 +108,21 @@ TEST(CudaGemvChain, PersistentMatchesOneLaunchAnOpAndTheCpuReference) {
   auto clear = [&] {
     for (const auto& op : c.ops) CUDA_CHECK(cudaMemset(op.y, 0xff, static_cast<size_t>(op.rows) * sizeof(float)));
   };
-  for (int run = 0; run < 3; ++run) {
-    SCOPED_TRACE("run " + std::to_string(run + 1));
-    const auto x = new_input();
-    clear();
-    cuda::gemv_chain_run(c.ops.data(), n, x0, ops_dev, nullptr, cuda::GemvChainMode::per_op, nullptr);
-    const auto want = outputs(c);
-    expect_each_op_matches_the_reference(c, x, want);
-    clear();
-    cuda::gemv_chain_run(c.ops.data(), n, x0, ops_dev, counters, cuda::GemvChainMode::persistent, nullptr);
-    ASSERT_EQ(outputs(c), want) << "the persistent launch's outputs differ from one launch an op";
+  const cuda::GemvChainShape shapes[] = {{8, 8}, {8, 16}, {4, 16}, {4, 32}};
+  for (const cuda::GemvChainShape shape : shapes) {
+    ASSERT_TRUE(cuda::gemv_chain_supported(c.ops.data(), n, &why, shape)) << why;
+    for (int run = 0; run < 3; ++run) {
+      SCOPED_TRACE(std::to_string(shape.warps) + " warps, " + std::to_string(shape.chunk_kib) + " KiB slots, run " +
+                   std::to_string(run + 1));
+      const auto x = new_input();
+      clear();
+      cuda::gemv_chain_run(c.ops.data(), n, x0, ops_dev, nullptr, cuda::GemvChainMode::per_op, nullptr, shape);
+      const auto want = outputs(c);
+      expect_each_op_matches_the_reference(c, x, want);
+      clear();
+      cuda::gemv_chain_run(c.ops.data(), n, x0, ops_dev, counters, cuda::GemvChainMode::persistent, nullptr, shape);
+      ASSERT_EQ(outputs(c), want) << "the persistent launch's outputs differ from one launch an op";
+    }
   }
   // A graph of the persistent launch, replayed with a new input each time.
   cudaStream_t s;
@@ -143,6 +148,8 @@ TEST(CudaGemvChain, PersistentMatchesOneLaunchAnOpAndTheCpuReference) {
   CUDA_CHECK(cudaGraphDestroy(g));
   CUDA_CHECK(cudaStreamDestroy(s));
   // Shapes it refuses, each with a reason naming the op and the value.
+  EXPECT_FALSE(cuda::gemv_chain_supported(c.ops.data(), n, &why, cuda::GemvChainShape{4, 8}));
+  EXPECT_NE(why.find("4 warps and 8 KiB"), std::string::npos) << why;
   std::vector<cuda::GemvChainOp> bad = {c.ops[0], c.ops[1]};
   bad[1].cols = 1536;
   EXPECT_FALSE(cuda::gemv_chain_supported(bad.data(), 2, &why));

@@ -16,12 +16,8 @@ namespace moebench::cuda {
 namespace {
 
 using bf16 = __nv_bfloat16;
-constexpr int kWarps = 8;                              // compute warps; one more copies
-constexpr int kChunk = kGemvChainChunkBytes;           // bytes of one ring slot
 constexpr int kMaxSlots = 32;
 constexpr int kAccRows = kGemvChainMaxRowsPerBlock;
-constexpr int kSub = kChunk / 2048;  // runs of 1024 inputs (a warp-wide 16-byte load each 4 times) a chunk
-static_assert(kChunk % 2048 == 0, "a chunk is whole runs of 1024 inputs, the cols granule");
 
 // A block's share of `rows`: rows / grid each, one more for the first rows % grid blocks.
 struct Share {
@@ -85,29 +81,32 @@ __device__ __forceinline__ void wait_count(const uint32_t* p, uint32_t target) {
     }
   }
 }
+template <int W>
 __device__ __forceinline__ void compute_sync() {  // the compute warps only (the copy warp has left)
-  asm volatile("bar.sync 1, %0;" ::"n"(kWarps * 32) : "memory");
+  asm volatile("bar.sync 1, %0;" ::"n"(W * 32) : "memory");
 }
 #endif
 
 // ops[op_begin .. op_end): the persistent launch takes them all, the per-op launches one
-// each. Dynamic shared memory: `slots` ring slots of kChunk, then max_cols bf16 of x, then
-// the compute warps' partial sums (kWarps x kAccRows fp32).
-__global__ void __launch_bounds__((kWarps + 1) * 32, 1)
+// each; W compute warps, ring slots of CH bytes. Dynamic shared memory: `slots` ring slots,
+// then max_cols bf16 of x, then the compute warps' partial sums (W x kAccRows fp32).
+template <int W, int CH>
+__global__ void __launch_bounds__((W + 1) * 32, 1)
     gemv_chain_kernel(const GemvChainOp* __restrict__ ops, int op_begin, int op_end, const float* __restrict__ x0,
                       uint32_t* counters, int n_ops, int slots, int max_cols, int persistent) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr int kS = CH / 2048;  // runs of 1024 inputs a chunk
   extern __shared__ __align__(128) unsigned char smem[];
   __shared__ __align__(8) uint64_t full[kMaxSlots], empty[kMaxSlots];
   __shared__ uint32_t s_epoch;
   unsigned char* ring = smem;
-  bf16* xs = reinterpret_cast<bf16*>(smem + static_cast<size_t>(slots) * kChunk);
-  float* acc = reinterpret_cast<float*>(smem + static_cast<size_t>(slots) * kChunk + static_cast<size_t>(max_cols) * 2);
+  bf16* xs = reinterpret_cast<bf16*>(smem + static_cast<size_t>(slots) * CH);
+  float* acc = reinterpret_cast<float*>(smem + static_cast<size_t>(slots) * CH + static_cast<size_t>(max_cols) * 2);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int grid = static_cast<int>(gridDim.x), b = static_cast<int>(blockIdx.x);
   // Each compute warp has its own per_warp slots, which it takes in turn: it waits on a slot's
   // next phase only after it waited on the one before, so a wait never skips a phase.
-  const int per_warp = slots / kWarps;
+  const int per_warp = slots / W;
   if (threadIdx.x == 0) {
     for (int s = 0; s < slots; ++s) {
       asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(&full[s])) : "memory");
@@ -120,27 +119,27 @@ __global__ void __launch_bounds__((kWarps + 1) * 32, 1)
     s_epoch = e;  // runs of this chain completed before this one
   }
   __syncthreads();
-  if (warp == kWarps) {  // the copy warp: every op's share, in order, as fast as slots free up
+  if (warp == W) {  // the copy warp: every op's share, in order, as fast as slots free up
     if (lane == 0) {
-      uint32_t taken[kWarps] = {};  // chunks each compute warp has been given so far
+      uint32_t taken[W] = {};  // chunks each compute warp has been given so far
       for (int i = op_begin; i < op_end; ++i) {
         const GemvChainOp op = ops[i];
         const Share sh = share_of(op.rows, grid, b);
         const char* src = reinterpret_cast<const char*>(op.w + static_cast<int64_t>(sh.r0) * op.cols);
         const int64_t bytes = static_cast<int64_t>(sh.nr) * op.cols * 2;
         int c = 0;
-        for (int64_t off = 0; off < bytes; off += kChunk, ++c) {
-          const int w = c % kWarps;
+        for (int64_t off = 0; off < bytes; off += CH, ++c) {
+          const int w = c % W;
           const uint32_t k = taken[w]++;
           const int slot = w * per_warp + static_cast<int>(k % static_cast<uint32_t>(per_warp));
           const uint32_t use = k / static_cast<uint32_t>(per_warp);
           if (use > 0) mbar_wait(&empty[slot], (use - 1) & 1u);
-          const unsigned n = static_cast<unsigned>(bytes - off < kChunk ? bytes - off : kChunk);
+          const unsigned n = static_cast<unsigned>(bytes - off < CH ? bytes - off : CH);
           asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(&full[slot])), "r"(n)
                        : "memory");
           asm volatile(
               "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                  saddr(ring + static_cast<size_t>(slot) * kChunk)),
+                  saddr(ring + static_cast<size_t>(slot) * CH)),
               "l"(src + off), "r"(n), "r"(saddr(&full[slot]))
               : "memory");
         }
@@ -162,9 +161,9 @@ __global__ void __launch_bounds__((kWarps + 1) * 32, 1)
         wait_count(counters + op.dep, (epoch + 1) * static_cast<uint32_t>(holders(d.rows, grid)));
     }
     if (!persistent && i == op_begin) pdl_wait();  // x comes from the launches before
-    compute_sync();
+    compute_sync<W>();
     // x: fp32 from L2 (written by other SMs in this launch), rounded to bf16 into shared memory.
-    for (int c = threadIdx.x * 8; c < op.cols; c += kWarps * 32 * 8) {
+    for (int c = threadIdx.x * 8; c < op.cols; c += W * 32 * 8) {
       const float4 a = __ldcg(reinterpret_cast<const float4*>(xsrc + c));
       const float4 bb = __ldcg(reinterpret_cast<const float4*>(xsrc + c + 4));
       bf16x8 v;
@@ -175,22 +174,22 @@ __global__ void __launch_bounds__((kWarps + 1) * 32, 1)
       *reinterpret_cast<bf16x8*>(xs + c) = v;
     }
     for (int r = lane; r < sh.nr; r += 32) my_acc[r] = 0.0f;
-    compute_sync();
+    compute_sync<W>();
     const int64_t bytes = static_cast<int64_t>(sh.nr) * op.cols * 2;
     const int cols = op.cols;
-    // Warp w takes the op's chunks w, w + kWarps, ... (so that eight chunks are in hand at
+    // Warp w takes the op's chunks w, w + W, ... (so that eight chunks are in hand at
     // once, not one), a lane its 16-byte vectors lane + 32 k of each 1024 inputs (one row:
     // cols % 1024 == 0); a row's sum goes to the warp's partial when the row ends or the
     // chunk does. The chunks a warp takes depend only on the op, never on the launch mode.
-    const int n_chunks = static_cast<int>((bytes + kChunk - 1) / kChunk);
-    for (int c = warp; c < n_chunks; c += kWarps, ++q) {
+    const int n_chunks = static_cast<int>((bytes + CH - 1) / CH);
+    for (int c = warp; c < n_chunks; c += W, ++q) {
       const int slot = warp * per_warp + static_cast<int>(q % static_cast<uint32_t>(per_warp));
       mbar_wait(&full[slot], (q / static_cast<uint32_t>(per_warp)) & 1u);
-      const int64_t off = static_cast<int64_t>(c) * kChunk;
+      const int64_t off = static_cast<int64_t>(c) * CH;
       // Runs of 1024 inputs in the chunk (rows are multiples of 2 KiB, so whole runs).
-      const int n_sub = static_cast<int>((bytes - off < kChunk ? bytes - off : kChunk) / 2048);
-      const bf16x8* wv = reinterpret_cast<const bf16x8*>(ring + static_cast<size_t>(slot) * kChunk);
-      const int e = c * (kChunk / 2);  // the chunk's first input in the block's rows (under 2^24)
+      const int n_sub = static_cast<int>((bytes - off < CH ? bytes - off : CH) / 2048);
+      const bf16x8* wv = reinterpret_cast<const bf16x8*>(ring + static_cast<size_t>(slot) * CH);
+      const int e = c * (CH / 2);  // the chunk's first input in the block's rows (under 2^24)
       int row = e / cols, col = e - row * cols;
       float a0 = 0, a1 = 0, a2 = 0, a3 = 0;
       auto flush = [&] {
@@ -198,18 +197,18 @@ __global__ void __launch_bounds__((kWarps + 1) * 32, 1)
         if (lane == 0) my_acc[row] += sum;
         a0 = a1 = a2 = a3 = 0;
       };
-      if (n_sub == kSub) {
+      if (CH == 8192 && n_sub == kS) {
         // A whole chunk: its weights into registers first (16 loads in flight, not 4), the
         // slot handed back before the sums. The same sums in the same order as below.
-        bf16x8 wr[kSub][4];
+        bf16x8 wr[kS][4];
 #pragma unroll
-        for (int j = 0; j < kSub; ++j)
+        for (int j = 0; j < kS; ++j)
 #pragma unroll
           for (int k = 0; k < 4; ++k) wr[j][k] = wv[j * 128 + lane + 32 * k];
         __syncwarp();
         if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(&empty[slot])) : "memory");
 #pragma unroll
-        for (int j = 0; j < kSub; ++j) {
+        for (int j = 0; j < kS; ++j) {
           if (col == cols) {  // warp-uniform
             flush();
             ++row;
@@ -243,14 +242,14 @@ __global__ void __launch_bounds__((kWarps + 1) * 32, 1)
       __syncwarp();
       if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(&empty[slot])) : "memory");
     }
-    compute_sync();
-    for (int r = threadIdx.x; r < sh.nr; r += kWarps * 32) {
+    compute_sync<W>();
+    for (int r = threadIdx.x; r < sh.nr; r += W * 32) {
       float s = 0;
 #pragma unroll
-      for (int w = 0; w < kWarps; ++w) s += acc[w * kAccRows + r];
+      for (int w = 0; w < W; ++w) s += acc[w * kAccRows + r];
       op.y[sh.r0 + r] = s;
     }
-    compute_sync();
+    compute_sync<W>();
     if (persistent && threadIdx.x == 0 && sh.nr > 0) {
       __threadfence();
       atomicAdd(counters + i, 1u);
@@ -289,11 +288,13 @@ DeviceInfo device_info() {
   CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
   CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
   d.hopper = major >= 9;
-  if (d.hopper) {  // what a block may ask for beyond the kernel's own (static) shared memory
+  if (d.hopper) {  // what a block may ask for beyond the kernels' own (static) shared memory, the same for each
     cudaFuncAttributes fa{};
-    CUDA_CHECK(cudaFuncGetAttributes(&fa, gemv_chain_kernel));
+    CUDA_CHECK(cudaFuncGetAttributes(&fa, gemv_chain_kernel<8, 8192>));
     d.smem_dynamic = d.smem_optin - static_cast<int>(fa.sharedSizeBytes);
-    CUDA_CHECK(cudaFuncSetAttribute(gemv_chain_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_dynamic));
+    for (auto* k : {gemv_chain_kernel<8, 8192>, gemv_chain_kernel<8, 16384>, gemv_chain_kernel<4, 16384>,
+                    gemv_chain_kernel<4, 32768>})
+      CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_dynamic));
   }
   return seen[dev] = d;
 }
@@ -305,22 +306,61 @@ int max_cols_of(const GemvChainOp* ops, int n_ops) {
 }
 
 // Ring slots the dynamic shared memory a block may have leaves beside x and the partial sums.
-int ring_slots(const DeviceInfo& d, int max_cols) {
-  const int left = d.smem_dynamic - max_cols * 2 - kWarps * kAccRows * 4;
-  return std::min(kMaxSlots, left / kChunk) / kWarps * kWarps;  // the same number for each compute warp
+int ring_slots(const DeviceInfo& d, int max_cols, GemvChainShape sh) {
+  const int left = d.smem_dynamic - max_cols * 2 - sh.warps * kAccRows * 4;
+  return std::min(kMaxSlots, left / (sh.chunk_kib * 1024)) / sh.warps * sh.warps;  // the same number a compute warp
+}
+
+bool shape_compiled(GemvChainShape sh) {
+  return (sh.warps == 8 && (sh.chunk_kib == 8 || sh.chunk_kib == 16)) ||
+         (sh.warps == 4 && (sh.chunk_kib == 16 || sh.chunk_kib == 32));
+}
+
+template <int W, int CH>
+void launch_chain(const GemvChainOp* ops_dev, int n_ops, const float* x0, uint32_t* counters, GemvChainMode mode,
+                  cudaStream_t stream, int slots, int max_cols, int sms) {
+  const size_t smem = static_cast<size_t>(slots) * CH + static_cast<size_t>(max_cols) * 2 + W * kAccRows * 4;
+  const dim3 grid(static_cast<unsigned>(sms)), block((W + 1) * 32);
+  if (mode == GemvChainMode::per_op) {
+    for (int i = 0; i < n_ops; ++i)
+      launch_pdl(gemv_chain_kernel<W, CH>, grid, block, smem, stream, ops_dev, i, i + 1, x0, counters, n_ops, slots,
+                 max_cols, 0);
+    CUDA_CHECK_LAUNCH("gemv_chain_kernel (per op)");
+    return;
+  }
+  int per_sm = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_chain_kernel<W, CH>, block.x, smem));
+  if (per_sm < 1)
+    fail_msg(msg("cuda::gemv_chain_run: a block of ", smem, " bytes of shared memory does not fit an SM"));
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeCooperative;  // every block resident at once: the waits cannot deadlock
+  attr[0].val.cooperative = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  CUDA_CHECK(
+      cudaLaunchKernelEx(&cfg, gemv_chain_kernel<W, CH>, ops_dev, 0, n_ops, x0, counters, n_ops, slots, max_cols, 1));
+  CUDA_CHECK_LAUNCH("gemv_chain_kernel (persistent)");
 }
 
 }  // namespace
 
 int gemv_chain_blocks() { return device_info().sms; }
 
-bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why) {
+bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why, GemvChainShape shape) {
   auto no = [&](std::string m) {
     if (why) *why = std::move(m);
     return false;
   };
   const DeviceInfo d = device_info();
   if (!d.hopper) return no("the chain needs Hopper or later (bulk copies, programmatic launch)");
+  if (!shape_compiled(shape))
+    return no("shape of " + std::to_string(shape.warps) + " warps and " + std::to_string(shape.chunk_kib) +
+              " KiB chunks (expected 8 warps with 8 or 16, or 4 with 16 or 32)");
   if (n_ops <= 0) return no("no ops");
   for (int i = 0; i < n_ops; ++i) {
     const GemvChainOp& o = ops[i];
@@ -338,7 +378,8 @@ bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why) {
       return no(at + "its input is op " + std::to_string(o.dep) + "'s " + std::to_string(ops[o.dep].rows) +
                 " rows, fewer than its " + std::to_string(o.cols) + " cols");
   }
-  if (ring_slots(d, max_cols_of(ops, n_ops)) < kWarps) return no("shared memory holds less than a ring slot a warp");
+  if (ring_slots(d, max_cols_of(ops, n_ops), shape) < shape.warps)
+    return no("shared memory holds less than a ring slot a warp");
   return true;
 }
 
@@ -347,37 +388,17 @@ void gemv_chain_upload(const GemvChainOp* ops, int n_ops, GemvChainOp* ops_dev) 
 }
 
 void gemv_chain_run(const GemvChainOp* ops, int n_ops, const float* x0, const GemvChainOp* ops_dev,
-                    uint32_t* counters, GemvChainMode mode, cudaStream_t stream) {
+                    uint32_t* counters, GemvChainMode mode, cudaStream_t stream, GemvChainShape shape) {
   MB_NVTX_RANGE("gemv_chain");
   std::string why;
-  if (!gemv_chain_supported(ops, n_ops, &why)) fail_msg(msg("cuda::gemv_chain_run: ", why));
+  if (!gemv_chain_supported(ops, n_ops, &why, shape)) fail_msg(msg("cuda::gemv_chain_run: ", why));
   const DeviceInfo d = device_info();
-  const int max_cols = max_cols_of(ops, n_ops), slots = ring_slots(d, max_cols);
-  const size_t smem = static_cast<size_t>(slots) * kChunk + static_cast<size_t>(max_cols) * 2 + kWarps * kAccRows * 4;
-  const dim3 grid(static_cast<unsigned>(d.sms)), block((kWarps + 1) * 32);
-  if (mode == GemvChainMode::per_op) {
-    for (int i = 0; i < n_ops; ++i)
-      launch_pdl(gemv_chain_kernel, grid, block, smem, stream, ops_dev, i, i + 1, x0, counters, n_ops, slots,
-                 max_cols, 0);
-    CUDA_CHECK_LAUNCH("gemv_chain_kernel (per op)");
-    return;
-  }
-  int per_sm = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, gemv_chain_kernel, block.x, smem));
-  if (per_sm < 1)
-    fail_msg(msg("cuda::gemv_chain_run: a block of ", smem, " bytes of shared memory does not fit an SM"));
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeCooperative;  // every block resident at once: the waits cannot deadlock
-  attr[0].val.cooperative = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  CUDA_CHECK(cudaLaunchKernelEx(&cfg, gemv_chain_kernel, ops_dev, 0, n_ops, x0, counters, n_ops, slots, max_cols, 1));
-  CUDA_CHECK_LAUNCH("gemv_chain_kernel (persistent)");
+  const int max_cols = max_cols_of(ops, n_ops), slots = ring_slots(d, max_cols, shape);
+  const auto run = [&](auto launch) { launch(ops_dev, n_ops, x0, counters, mode, stream, slots, max_cols, d.sms); };
+  if (shape.warps == 8 && shape.chunk_kib == 8) return run(launch_chain<8, 8192>);
+  if (shape.warps == 8) return run(launch_chain<8, 16384>);
+  if (shape.chunk_kib == 16) return run(launch_chain<4, 16384>);
+  return run(launch_chain<4, 32768>);
 }
 
 }  // namespace moebench::cuda

@@ -15,10 +15,10 @@
 // cols floats of op dep_i's output (rounded to bf16 as every GEMV input of the engine is) or
 // of the chain's fp32 input where dep_i < 0. Every block takes a contiguous share of every
 // op's rows (rows / grid, the first rows % grid blocks one more), so its weight bytes of an op
-// are one contiguous range, copied in chunks of kGemvChainChunkBytes. Compute warp w takes
-// chunks w, w + 8, ... of an op through its own shared-memory slots; a lane sums its 16-byte
+// are one contiguous range, copied in chunks of a ring slot's size. Compute warp w of W takes
+// chunks w, w + W, ... of an op through its own shared-memory slots; a lane sums its 16-byte
 // vectors of each 1024 inputs (one row: cols % 1024 == 0), the warp adds a row's sum to its
-// own partial when the row or the chunk ends, and the partials of the 8 warps are added in
+// own partial when the row or the chunk ends, and the partials of the W warps are added in
 // warp order at the op's end: both modes and every repeat give the same bits. Measured in
 // the kernel microbenchmarks (gemv_chain/...): the chain is not used by the model.
 //
@@ -38,8 +38,6 @@
 
 namespace moebench::cuda {
 
-constexpr int kGemvChainChunkBytes = 8 * 1024;
-
 struct GemvChainOp {
   const __nv_bfloat16* w = nullptr;  // rows x cols, 16-byte aligned
   float* y = nullptr;                // rows
@@ -55,7 +53,13 @@ enum class GemvChainMode { persistent, per_op };
 // On false, *why says what is not.
 constexpr int kGemvChainMaxCols = 32768;
 constexpr int kGemvChainMaxRowsPerBlock = 512;
-bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why = nullptr);
+// The kernel's compiled shapes: compute warps (one more copies) and bytes a ring slot. The
+// default, 8 warps of 8 KiB slots, is what the measurements in the docs name unless they say.
+struct GemvChainShape {
+  int warps = 8;
+  int chunk_kib = 8;  // 8 warps: 8 or 16; 4 warps: 16 or 32
+};
+bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why = nullptr, GemvChainShape shape = {});
 
 // The blocks the chain runs on this device (one a multiprocessor).
 int gemv_chain_blocks();
@@ -70,6 +74,6 @@ inline size_t gemv_chain_counter_words(int n_ops) { return static_cast<size_t>(n
 // naming what) where gemv_chain_supported refuses.
 void gemv_chain_upload(const GemvChainOp* ops, int n_ops, GemvChainOp* ops_dev);
 void gemv_chain_run(const GemvChainOp* ops, int n_ops, const float* x0, const GemvChainOp* ops_dev,
-                    uint32_t* counters, GemvChainMode mode, cudaStream_t stream);
+                    uint32_t* counters, GemvChainMode mode, cudaStream_t stream, GemvChainShape shape = {});
 
 }  // namespace moebench::cuda

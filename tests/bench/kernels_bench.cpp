@@ -200,7 +200,8 @@ void bm_gemv_staged(benchmark::State& state, Shape s) {
 // what the chain of dependencies costs a stream, in one persistent launch against one launch
 // an op (programmatic launch, the same kernel), and the persistent launch with no op
 // waiting for another ("independent": every op reads the chain's input) as the kernel's own
-// streaming rate. Layers: as many as the bench arena holds twice (the same-size stream).
+// streaming rate; "/warps:W/slot_kib:K": the kernel's other compiled shapes (gemv_chain.h).
+// Layers: as many as the bench arena holds twice (the same-size stream).
 struct ChainModel {
   const char* name;
   int hidden, qkv_rows, q_dim, expert_rows, experts, layers;  // expert_rows: an expert's intermediate size
@@ -208,7 +209,8 @@ struct ChainModel {
 const ChainModel kChainModels[] = {{"qwen3-30b-a3b", 2048, 5120, 4096, 768, 8, 24},
                                    {"mixtral-8x7b", 4096, 6144, 4096, 14336, 2, 4}};
 
-void bm_gemv_chain(benchmark::State& state, ChainModel m, cuda::GemvChainMode mode, bool independent) {
+void bm_gemv_chain(benchmark::State& state, ChainModel m, cuda::GemvChainMode mode, bool independent,
+                   cuda::GemvChainShape shape = {}) {
   struct Op {
     int rows, cols;
   };
@@ -238,7 +240,7 @@ void bm_gemv_chain(benchmark::State& state, ChainModel m, cuda::GemvChainMode mo
   }
   const int n = static_cast<int>(ops.size());
   std::string why;
-  if (!cuda::gemv_chain_supported(ops.data(), n, &why)) {
+  if (!cuda::gemv_chain_supported(ops.data(), n, &why, shape)) {
     state.SkipWithError(why.c_str());
     return;
   }
@@ -250,7 +252,7 @@ void bm_gemv_chain(benchmark::State& state, ChainModel m, cuda::GemvChainMode mo
       state,
       [&] {
         cuda::gemv_chain_run(ops.data(), n, x0.as<float>(), ops_dev.as<cuda::GemvChainOp>(), counters.as<uint32_t>(),
-                             mode, g->stream);
+                             mode, g->stream, shape);
       },
       bytes, 0);
   state.counters["ops"] = n;
@@ -692,6 +694,14 @@ void register_all() {
     reg(base + "/per_op", [m](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::per_op, false); });
     reg(base + "/independent",
         [m](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, true); });
+    for (const cuda::GemvChainShape sh : {cuda::GemvChainShape{8, 16}, cuda::GemvChainShape{4, 16},
+                                          cuda::GemvChainShape{4, 32}}) {
+      const std::string tag = "/warps:" + std::to_string(sh.warps) + "/slot_kib:" + std::to_string(sh.chunk_kib);
+      reg(base + "/persistent" + tag,
+          [m, sh](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, false, sh); });
+      reg(base + "/independent" + tag,
+          [m, sh](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, true, sh); });
+    }
   }
   reg("l2_warm/read_stream/MiB:8", warm([](benchmark::State& st) { bm_read_stream(st, 8); }));
   reg("l2_warm/read_stream/MiB:32", warm([](benchmark::State& st) { bm_read_stream(st, 32); }));
