@@ -254,7 +254,9 @@ struct Case {
   ExpertCounters experts;
   MemoryInfo memory;
   HitRateSeries hit_rate;
-  std::map<std::string, int64_t> gpu_time_ns;  // CUPTI GPU time by category ("kernel", "memcpy_h2d", ...); empty if off
+  // CUPTI GPU time by category ("kernel", "memcpy_h2d", ...) of the traced generation(s) (--trace:
+  // not a measured repetition); empty without a trace
+  std::map<std::string, int64_t> gpu_time_ns;
   Aggregates aggregates;
   std::optional<Bound> bound;
   std::string no_bound_reason;    // why an ok case has no bound ("" when it has one or no reason was recorded)

@@ -248,10 +248,14 @@ class Runner {
     prof_.options.sample_device_memory = backend == "cuda";
     prof_.trace.name_this_thread("engine");
     if (!opt_.trace_path.empty() && backend == "cuda") {
+      // CUPTI collects only while a traced generation runs (traced_generation): its records
+      // would slow every measured step. Enabled once here to know whether it can be.
       cupti_ = std::make_unique<profiler::CuptiCollector>();
       if (!cupti_->enable()) {
         log::warn("--trace: no GPU activity in the trace: {}", cupti_->unavailable_reason());
         cupti_.reset();
+      } else {
+        cupti_->disable();
       }
     }
     if (ev_.on_plan) ev_.on_plan(static_cast<int>(instances.size()));
@@ -409,31 +413,20 @@ class Runner {
       if (!loaded_.error.empty()) return fail_case(p, loaded_.error);
       GenerateOptions g = generate_options(in);
       const bool tracing = !opt_.trace_path.empty();
+      int traced_rep = -1;  // the measured repetition the trace stands for, if this call ran it
       note_gpus(p, true);
       for (int k = 0; k < n; ++k) {
         const int rep = p.reps_done;
-        // The repetition the trace keeps: the last one, or the first of every instance.
-        const bool traced = tracing && (opt_.trace_every_instance ? rep == 0 : rep + 1 == in.repetitions);
         if (ev_.on_step) ev_.on_step(index, "repetition", rep, in.repetitions);
         prof_.reset_repetition();
-        prof_.trace.set_enabled(traced);
         LayerHitRates per_layer(prof_.experts, rep == 0 ? &p.c.hit_rate.per_layer : nullptr);
         GenerateResult r = generate(*loaded_.model, p.prompt, g, token_hook(index, rep, &per_layer));
-        prof_.trace.set_enabled(false);
         note_cold(p, r);
         Repetition sample = repetition_of(prof_);
         if (rep == 0 && p.cold_ns) sample.ttft_cold_ns = *p.cold_ns;
         p.c.samples.push_back(std::move(sample));
         add_expert_counters(p.c.experts, prof_.experts);
         note_memory(p.c, rep == 0, p.t0_ns);
-        std::vector<profiler::GpuEvent> events;
-        if (cupti_) {
-          cupti_->flush();
-          events = cupti_->take_events();
-          auto gt = profiler::aggregate_gpu_time(events);
-          for (int c = 0; c < profiler::kGpuCategoryCount; ++c)
-            if (gt.ns[c] > 0) p.c.gpu_time_ns[profiler::gpu_category_name(static_cast<profiler::GpuCategory>(c))] += gt.ns[c];
-        }
         if (rep == 0) {
           p.first_output = r.output;
           p.c.output_token_hash = token_hash(r.output);
@@ -443,13 +436,43 @@ class Runner {
           log::warn("{}/{}: repetition {} generated other tokens than repetition 0 (the hash is of repetition 0)",
                     p.c.suite, p.c.name, rep);
         }
-        if (traced) keep_trace(p.c, rep, std::move(events));
+        // The repetition the trace stands for: the last one, or the first of every instance.
+        if (tracing && (opt_.trace_every_instance ? rep == 0 : rep + 1 == in.repetitions)) traced_rep = rep;
         ++p.reps_done;
       }
       note_gpus(p, false);
+      if (traced_rep >= 0) traced_generation(index, p, g, traced_rep);
     } catch (const Error& e) {
       fail_case(p, e.what());
     }
+  }
+
+  // The trace: one more generation of the case's prompt after its measured repetitions, with
+  // the CPU ranges and (CUDA) CUPTI on, counted in no figure but the GPU time by category.
+  // Recording slows a step (no CUDA graph while ranges are recorded; CUPTI's kernel records
+  // delay launches), so tracing a measured repetition would change what it measures.
+  void traced_generation(int index, Pending& p, const GenerateOptions& g, int rep) {
+    const bool gpu = cupti_ && cupti_->enable();
+    prof_.reset_repetition();
+    prof_.trace.set_enabled(true);
+    try {
+      generate(*loaded_.model, p.prompt, g, token_hook(index, -1, nullptr));
+    } catch (...) {
+      prof_.trace.set_enabled(false);
+      if (gpu) cupti_->disable();
+      throw;
+    }
+    prof_.trace.set_enabled(false);
+    std::vector<profiler::GpuEvent> events;
+    if (gpu) {
+      cupti_->flush();
+      events = cupti_->take_events();
+      cupti_->disable();
+      const auto gt = profiler::aggregate_gpu_time(events);
+      for (int c = 0; c < profiler::kGpuCategoryCount; ++c)
+        if (gt.ns[c] > 0) p.c.gpu_time_ns[profiler::gpu_category_name(static_cast<profiler::GpuCategory>(c))] += gt.ns[c];
+    }
+    keep_trace(p.c, rep, std::move(events));
   }
 
   // The disk tier's bound needs what the checkpoint's disk can give: measured once per
@@ -546,15 +569,21 @@ class Runner {
     };
   }
 
-  // The traced repetition: the trace of the run (the last one), or one more part of it.
+  // The traced generation: the trace of the run (the last one), or one more part of it.
   void keep_trace(const Case& c, int rep, std::vector<profiler::GpuEvent> events) {
     profiler::TraceInput t = profiler::make_trace_input(prof_, std::move(events));
     if (!opt_.trace_every_instance) {
       trace_ = std::move(t);
-      trace_.metadata = {{"suite", c.suite}, {"case", c.name}, {"stage", c.settings.stage}, {"repetition", rep}};
+      trace_.metadata = {{"suite", c.suite},
+                         {"case", c.name},
+                         {"stage", c.settings.stage},
+                         {"traced", "one more generation after measured repetition " + std::to_string(rep) +
+                                        ", not measured"}};
     } else {
       append_trace(trace_, std::move(t));
-      trace_.metadata = {{"suite", c.suite}, {"cases", "every case's model load and first measured repetition"}};
+      trace_.metadata = {
+          {"suite", c.suite},
+          {"cases", "every case's model load and one more generation after its first measured repetition"}};
     }
     trace_pending_ = true;
   }
@@ -578,6 +607,9 @@ class Runner {
       WeightSource w = with_files_for_tier(WeightSource::open(in.model, in.seed), in.settings.expert_tier);
       const bool traced = !opt_.trace_path.empty() && opt_.trace_every_instance;
       prof_.trace.set_enabled(traced);
+      // --trace-every-instance asks for the load's GPU work in the trace: CUPTI is on during
+      // the load then (its time, and so the cold TTFT, includes the collection).
+      const bool load_gpu = traced && cupti_ && cupti_->enable();
       std::optional<profiler::ScopedRange> range;
       range.emplace(prof_.trace, profiler::RangeKind::other, -1, -1, "model load");
       int64_t (*clock)() = clock_of(in);
@@ -598,7 +630,13 @@ class Runner {
       loaded_.load_ns = clock() - t0 - shared;
       range.reset();
       prof_.trace.set_enabled(false);
-      if (traced) append_trace(trace_, profiler::make_trace_input(prof_));
+      std::vector<profiler::GpuEvent> load_events;
+      if (load_gpu) {
+        cupti_->flush();
+        load_events = cupti_->take_events();
+        cupti_->disable();
+      }
+      if (traced) append_trace(trace_, profiler::make_trace_input(prof_, std::move(load_events)));
       res.model.shared_setup_ns = std::max(res.model.shared_setup_ns, shared);
       prof_.model_load_ns = loaded_.load_ns;
       log::info("experts: {}", loaded_.model->experts_describe());
@@ -614,6 +652,7 @@ class Runner {
       }
     } catch (const Error& e) {
       prof_.trace.set_enabled(false);
+      if (cupti_) cupti_->disable();
       loaded_.model.reset();
       loaded_.error = fmt::format("loading {} on {}: {}", in.model, in.backend, e.what());
     }
@@ -723,7 +762,7 @@ class Runner {
   std::unique_ptr<Calibration> calib_;
   std::map<std::pair<int64_t, int>, double> cpu_read_gbps_;  // (bytes, threads) -> measured read stream
   profiler::TraceInput trace_;
-  bool trace_pending_ = false;  // trace_ holds the last repetition of an unfinished instance
+  bool trace_pending_ = false;  // trace_ holds the traced generation of an unfinished instance
   bool trace_ready_ = false;    // ... of the last finished instance: written at the end
 };
 

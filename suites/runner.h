@@ -66,8 +66,12 @@ using AfterInstance = std::function<void(const InstanceContext&, std::vector<rep
 struct RunOptions {
   std::string out_path;          // results JSON, written when the run is complete and not every instance failed ("" = not written)
   std::string progress_path;     // the results so far, rewritten after every instance ("" = none); removed once out_path is written
-  std::string trace_path;        // Chrome trace of the last repetition of the last finished instance, written with out_path; "" = off
-  bool trace_every_instance = false;  // the trace holds every instance's model load and first measured repetition instead
+  // Chrome trace of one more generation after the last finished instance's repetitions (CPU
+  // ranges, CUPTI on CUDA; in no figure but the case's gpu_time_ns), written with out_path; "" = off.
+  std::string trace_path;
+  // The trace holds every instance's model load (CUPTI on during it) and one more generation
+  // after its first measured repetition instead.
+  bool trace_every_instance = false;
   std::string tokenizer_path;    // "" = MODEL/tokenizer.json, else the built-in Mistral one
   double inject_slowdown = 1.0;  // test hook of the CI gate, see GenerateOptions
   bool measure_bandwidth = true; // device bandwidth measurement (about 0.1 s)

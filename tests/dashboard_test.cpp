@@ -409,7 +409,8 @@ TEST(DashboardLive, EngineRunProducesResultsTheViewsRead) {
   }, nullptr);
   ASSERT_EQ(o.state, LiveState::done) << o.error;
   ASSERT_EQ(o.results.cases.size(), 2u);
-  EXPECT_EQ(updates, 12 * (2 + 2 + 1));  // baseline: 2 reps; P1: warm-up + 2 reps
+  // baseline: 2 reps; P1: warm-up + 2 reps; each: one more generation for the trace
+  EXPECT_EQ(updates, 12 * (2 + 2 + 1 + 2));
   for (auto& c : o.results.cases) {
     ASSERT_EQ(c.status, reports::CaseStatus::ok) << c.error;
     ASSERT_EQ(c.samples.size(), 2u);

@@ -1,8 +1,8 @@
 // run_test.cpp: `moebench run` end to end on the tiny model: the ci suite writes a
 // results file that loads back; outputs are deterministic; SIGINT during a case
 // keeps the finished cases in the progress file, the outputs as they were, and
-// exits 130; a malformed suite is a one-line error. (The CI gate's tests are in
-// gate_test.cpp.)
+// exits 130; a malformed suite is a one-line error; --trace records one more generation,
+// not a measured one. (The CI gate's tests are in gate_test.cpp.)
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "common/error.h"
@@ -175,4 +176,36 @@ TEST(RunCli, SigintKeepsTheFinishedCasesInTheProgressFileAndExits130) {
   EXPECT_EQ(test::read_file(d.str("r.html")), "previous report");
   for (const auto& e : std::filesystem::directory_iterator(d.path))  // no temporary files left behind
     EXPECT_EQ(e.path().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+// --trace records one more generation after the measured repetitions: the measured ones run
+// exactly as without it (same count, same tokens), the traced one is reported as a
+// repetition -1 (like a warm-up), and the trace says which it is.
+TEST(Run, TheTraceIsOneMoreGenerationAfterTheMeasuredOnes) {
+  Suite s = parse_suite(R"({"name": "t", "defaults": {"model": "micro", "repetitions": 2},
+    "cases": [{"name": "a", "prompt_tokens": 4, "new_tokens": 3}]})",
+                        "t.json");
+  TempDir d;
+  auto run = [&](bool traced, std::map<int, int>& tokens_by_rep) {
+    RunOptions opt;
+    opt.measure_bandwidth = false;
+    opt.out_path = d.str(traced ? "traced.json" : "plain.json");
+    if (traced) opt.trace_path = d.str("trace.json");
+    RunEvents ev;
+    ev.on_token = [&](int, int rep, int64_t, reports::Phase) { ++tokens_by_rep[rep]; };
+    return run_suite(expand(s, {}, cpu), opt, ev);
+  };
+  std::map<int, int> plain, traced;
+  const RunOutcome a = run(false, plain), b = run(true, traced);
+  ASSERT_EQ(a.results.cases.size(), 1u);
+  ASSERT_EQ(b.results.cases.size(), 1u);
+  EXPECT_EQ(b.results.cases[0].samples.size(), 2u);
+  EXPECT_EQ(b.results.cases[0].output_token_hash, a.results.cases[0].output_token_hash);
+  EXPECT_EQ(traced[0], plain[0]);
+  EXPECT_EQ(traced[1], plain[1]);
+  EXPECT_EQ(traced[0], 3);
+  EXPECT_EQ(traced[-1], plain[-1] + 3) << "the traced generation is one more, not a measured one";
+  ASSERT_TRUE(b.trace_error.empty()) << b.trace_error;
+  const std::string trace = test::read_file(d.str("trace.json"));
+  EXPECT_NE(trace.find("one more generation after measured repetition 1, not measured"), std::string::npos);
 }
