@@ -447,6 +447,14 @@ class Runner {
     }
   }
 
+  // What CUPTI collected since it was enabled; collection stops.
+  std::vector<profiler::GpuEvent> stop_cupti() {
+    cupti_->flush();
+    std::vector<profiler::GpuEvent> events = cupti_->take_events();
+    cupti_->disable();
+    return events;
+  }
+
   // The trace: one more generation of the case's prompt after its measured repetitions, with
   // the CPU ranges and (CUDA) CUPTI on, counted in no figure but the GPU time by category.
   // Recording slows a step (no CUDA graph while ranges are recorded; CUPTI's kernel records
@@ -465,9 +473,7 @@ class Runner {
     prof_.trace.set_enabled(false);
     std::vector<profiler::GpuEvent> events;
     if (gpu) {
-      cupti_->flush();
-      events = cupti_->take_events();
-      cupti_->disable();
+      events = stop_cupti();
       const auto gt = profiler::aggregate_gpu_time(events);
       for (int c = 0; c < profiler::kGpuCategoryCount; ++c)
         if (gt.ns[c] > 0) p.c.gpu_time_ns[profiler::gpu_category_name(static_cast<profiler::GpuCategory>(c))] += gt.ns[c];
@@ -630,13 +636,11 @@ class Runner {
       loaded_.load_ns = clock() - t0 - shared;
       range.reset();
       prof_.trace.set_enabled(false);
-      std::vector<profiler::GpuEvent> load_events;
-      if (load_gpu) {
-        cupti_->flush();
-        load_events = cupti_->take_events();
-        cupti_->disable();
+      if (traced) {
+        std::vector<profiler::GpuEvent> load_events;
+        if (load_gpu) load_events = stop_cupti();
+        append_trace(trace_, profiler::make_trace_input(prof_, std::move(load_events)));
       }
-      if (traced) append_trace(trace_, profiler::make_trace_input(prof_, std::move(load_events)));
       res.model.shared_setup_ns = std::max(res.model.shared_setup_ns, shared);
       prof_.model_load_ns = loaded_.load_ns;
       log::info("experts: {}", loaded_.model->experts_describe());

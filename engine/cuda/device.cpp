@@ -1,5 +1,8 @@
-// device.cpp: gpu_available / device_info (see device.h).
+// device.cpp: gpu_available / device_info / device_info_cached (see device.h).
 #include "engine/cuda/device.h"
+
+#include <map>
+#include <mutex>
 
 #include "engine/cuda/check.cuh"
 
@@ -26,7 +29,19 @@ DeviceInfo device_info() {
   d.cc_minor = p.minor;
   d.total_bytes = p.totalGlobalMem;
   d.l2_bytes = static_cast<size_t>(p.l2CacheSize);
+  d.smem_optin = static_cast<int>(p.sharedMemPerBlockOptin);
   return d;
+}
+
+const DeviceInfo& device_info_cached() {
+  int dev = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  static std::mutex mu;
+  static std::map<int, DeviceInfo> seen;  // a map's elements stay where they are
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = seen.find(dev);
+  if (it != seen.end()) return it->second;
+  return seen.emplace(dev, device_info()).first->second;
 }
 
 }  // namespace moebench::cuda

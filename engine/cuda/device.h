@@ -13,8 +13,11 @@ struct DeviceInfo {
   int cc_major = 0, cc_minor = 0;
   size_t total_bytes = 0;
   size_t l2_bytes = 0;
+  int smem_optin = 0;  // shared memory a block may ask for, bytes (cudaFuncSetAttribute's limit)
 };
 // The current device (throws Error without one).
 DeviceInfo device_info();
+// The same, read once per device: for launch paths.
+const DeviceInfo& device_info_cached();
 
 }  // namespace moebench::cuda

@@ -1,13 +1,12 @@
 // gemv_chain.cu: a chain of dependent one-row GEMVs in one persistent launch, or one launch
 // an op (gemv_chain.h).
 #include <algorithm>
-#include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/device.h"
 #include "engine/cuda/gemv_chain.h"
 #include "engine/cuda/pdl.cuh"
 
@@ -270,33 +269,24 @@ __global__ void __launch_bounds__((W + 1) * 32, 1)
 #endif
 }
 
-struct DeviceInfo {
-  int sms = 0, smem_optin = 0, smem_dynamic = 0;
+// The device's figures the chain needs: its multiprocessors, whether it is Hopper or later,
+// and the dynamic shared memory a block may ask for beyond the kernels' own (static) shared
+// memory, which is the same for every compiled shape (the limit is raised on first use).
+struct ChainDevice {
+  int sms = 0, smem_dynamic = 0;
   bool hopper = false;
 };
-DeviceInfo device_info() {
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  static std::mutex mu;
-  static std::map<int, DeviceInfo> seen;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = seen.find(dev);
-  if (it != seen.end()) return it->second;
-  DeviceInfo d;
-  int major = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  d.hopper = major >= 9;
-  if (d.hopper) {  // what a block may ask for beyond the kernels' own (static) shared memory, the same for each
-    cudaFuncAttributes fa{};
-    CUDA_CHECK(cudaFuncGetAttributes(&fa, gemv_chain_kernel<8, 8192>));
-    d.smem_dynamic = d.smem_optin - static_cast<int>(fa.sharedSizeBytes);
-    for (auto* k : {gemv_chain_kernel<8, 8192>, gemv_chain_kernel<8, 16384>, gemv_chain_kernel<4, 16384>,
-                    gemv_chain_kernel<4, 32768>})
-      CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_dynamic));
-  }
-  return seen[dev] = d;
+ChainDevice chain_device() {
+  const DeviceInfo& info = device_info_cached();
+  ChainDevice d{info.sm_count, 0, info.cc_major >= 9};
+  if (!d.hopper) return d;
+  cudaFuncAttributes fa{};
+  CUDA_CHECK(cudaFuncGetAttributes(&fa, gemv_chain_kernel<8, 8192>));
+  d.smem_dynamic = info.smem_optin - static_cast<int>(fa.sharedSizeBytes);
+  for (auto* k : {gemv_chain_kernel<8, 8192>, gemv_chain_kernel<8, 16384>, gemv_chain_kernel<4, 16384>,
+                  gemv_chain_kernel<4, 32768>})
+    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_dynamic));
+  return d;
 }
 
 int max_cols_of(const GemvChainOp* ops, int n_ops) {
@@ -306,7 +296,7 @@ int max_cols_of(const GemvChainOp* ops, int n_ops) {
 }
 
 // Ring slots the dynamic shared memory a block may have leaves beside x and the partial sums.
-int ring_slots(const DeviceInfo& d, int max_cols, GemvChainShape sh) {
+int ring_slots(const ChainDevice& d, int max_cols, GemvChainShape sh) {
   const int left = d.smem_dynamic - max_cols * 2 - sh.warps * kAccRows * 4;
   return std::min(kMaxSlots, left / (sh.chunk_kib * 1024)) / sh.warps * sh.warps;  // the same number a compute warp
 }
@@ -335,28 +325,21 @@ void launch_chain(const GemvChainOp* ops_dev, int n_ops, const float* x0, uint32
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeCooperative;  // every block resident at once: the waits cannot deadlock
   attr[0].val.cooperative = 1;
-  cudaLaunchConfig_t cfg{};
-  cfg.gridDim = grid;
-  cfg.blockDim = block;
-  cfg.dynamicSmemBytes = smem;
-  cfg.stream = stream;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  CUDA_CHECK(
-      cudaLaunchKernelEx(&cfg, gemv_chain_kernel<W, CH>, ops_dev, 0, n_ops, x0, counters, n_ops, slots, max_cols, 1));
+  launch_with(gemv_chain_kernel<W, CH>, grid, block, smem, stream, attr, 1u, ops_dev, 0, n_ops, x0, counters, n_ops,
+              slots, max_cols, 1);
   CUDA_CHECK_LAUNCH("gemv_chain_kernel (persistent)");
 }
 
 }  // namespace
 
-int gemv_chain_blocks() { return device_info().sms; }
+int gemv_chain_blocks() { return device_info_cached().sm_count; }
 
 bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why, GemvChainShape shape) {
   auto no = [&](std::string m) {
     if (why) *why = std::move(m);
     return false;
   };
-  const DeviceInfo d = device_info();
+  const ChainDevice d = chain_device();
   if (!d.hopper) return no("the chain needs Hopper or later (bulk copies, programmatic launch)");
   if (!shape_compiled(shape))
     return no("shape of " + std::to_string(shape.warps) + " warps and " + std::to_string(shape.chunk_kib) +
@@ -392,7 +375,7 @@ void gemv_chain_run(const GemvChainOp* ops, int n_ops, const float* x0, const Ge
   MB_NVTX_RANGE("gemv_chain");
   std::string why;
   if (!gemv_chain_supported(ops, n_ops, &why, shape)) fail_msg(msg("cuda::gemv_chain_run: ", why));
-  const DeviceInfo d = device_info();
+  const ChainDevice d = chain_device();
   const int max_cols = max_cols_of(ops, n_ops), slots = ring_slots(d, max_cols, shape);
   const auto run = [&](auto launch) { launch(ops_dev, n_ops, x0, counters, mode, stream, slots, max_cols, d.sms); };
   if (shape.warps == 8 && shape.chunk_kib == 8) return run(launch_chain<8, 8192>);

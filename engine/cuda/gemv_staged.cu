@@ -1,12 +1,12 @@
 // gemv_staged.cu: the one-row GEMV with its weights staged in shared memory before the
 // programmatic wait (gemv_staged.h).
 #include <algorithm>
-#include <map>
 #include <mutex>
 #include <set>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/device.h"
 #include "engine/cuda/gemv_staged.h"
 #include "engine/cuda/pdl.cuh"
 
@@ -147,28 +147,11 @@ __global__ void __launch_bounds__(kRows * 32, 1)
   }
 }
 
-struct DeviceInfo {
-  int sms = 0;
-  bool hopper = false;
-};
-DeviceInfo device_info() {
-  int dev = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  static std::mutex mu;
-  static std::map<int, DeviceInfo> seen;
-  std::lock_guard<std::mutex> lock(mu);
-  const auto it = seen.find(dev);
-  if (it != seen.end()) return it->second;
-  int sms = 0, major = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  return seen[dev] = DeviceInfo{sms, major >= 9};
-}
-
 template <int J>
 void launch(const bf16* x, const bf16* w, float* y, int N, cudaStream_t stream) {
-  const DeviceInfo d = device_info();
-  const int stage = d.hopper ? gemv_staged_chunks(256 * J) : 0;
+  const DeviceInfo& d = device_info_cached();
+  const bool hopper = d.cc_major >= 9;
+  const int stage = hopper ? gemv_staged_chunks(256 * J) : 0;
   const size_t smem = static_cast<size_t>(stage) * kRows * 256 * J * 2;
   {
     int dev = 0;
@@ -181,8 +164,8 @@ void launch(const bf16* x, const bf16* w, float* y, int N, cudaStream_t stream) 
                                       static_cast<int>(static_cast<size_t>(gemv_staged_chunks(256 * J)) * kRows *
                                                        256 * J * 2)));
   }
-  launch_pdl(gemv_staged_kernel<J>, dim3(static_cast<unsigned>(d.sms)), dim3(kRows * 32), smem, stream, x, w, y, N,
-             stage);
+  launch_pdl(gemv_staged_kernel<J>, dim3(static_cast<unsigned>(d.sm_count)), dim3(kRows * 32), smem, stream, x, w, y,
+             N, stage);
   CUDA_CHECK_LAUNCH("gemv_staged_kernel");
 }
 
@@ -194,8 +177,9 @@ int gemv_staged_chunks(int K) {
 }
 
 bool gemv_staged_holds_all(int K, int N) {
-  const DeviceInfo d = device_info();
-  return d.hopper && (static_cast<int64_t>(N) + kRows - 1) / kRows <= static_cast<int64_t>(d.sms) * gemv_staged_chunks(K);
+  const DeviceInfo& d = device_info_cached();
+  return d.cc_major >= 9 &&
+         (static_cast<int64_t>(N) + kRows - 1) / kRows <= static_cast<int64_t>(d.sm_count) * gemv_staged_chunks(K);
 }
 
 bool gemv_staged_supported(const void* x, const void* w, int K, int N) {
