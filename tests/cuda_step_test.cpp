@@ -505,8 +505,9 @@ TEST(CudaLaunchEnv, ChoiceTakesListedValuesAndNamesTheVariableOtherwise) {
 }
 
 // The process switches (launch_env.h EnvSwitch): the variable read once on first use, the
-// fallback when unset, a test's set() until reset() hands it back to the variable, and a
-// value other than 0 or 1 refused naming the variable. No GPU needed.
+// fallback when unset, a test's set() until reset() hands it back to the variable, a value
+// other than 0 or 1 refused naming the variable, and force() (1, 0, or negative: reset). No
+// GPU needed.
 TEST(CudaLaunchEnv, SwitchReadsItsVariableOnceUntilSetOrReset) {
   const char* name = "MOEBENCH_TEST_LAUNCH_SWITCH";
   unsetenv(name);
@@ -530,6 +531,14 @@ TEST(CudaLaunchEnv, SwitchReadsItsVariableOnceUntilSetOrReset) {
     EXPECT_NE(std::string(e.what()).find("MOEBENCH_TEST_LAUNCH_SWITCH=2: expected one of 0, 1"), std::string::npos)
         << e.what();
   }
+  unsetenv(name);
+  sw.force(0);  // the tests' three-way setter
+  EXPECT_FALSE(sw.get());
+  sw.force(1);
+  EXPECT_TRUE(sw.get());
+  setenv(name, "0", 1);
+  sw.force(-1);  // the variable again
+  EXPECT_FALSE(sw.get());
   unsetenv(name);
 }
 

@@ -332,8 +332,6 @@ void launch_chain(const GemvChainOp* ops_dev, int n_ops, const float* x0, uint32
 
 }  // namespace
 
-int gemv_chain_blocks() { return device_info_cached().sm_count; }
-
 bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why, GemvChainShape shape) {
   auto no = [&](std::string m) {
     if (why) *why = std::move(m);

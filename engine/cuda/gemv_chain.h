@@ -61,9 +61,6 @@ struct GemvChainShape {
 };
 bool gemv_chain_supported(const GemvChainOp* ops, int n_ops, std::string* why = nullptr, GemvChainShape shape = {});
 
-// The blocks the chain runs on this device (one a multiprocessor).
-int gemv_chain_blocks();
-
 // Device room the chain's counters need for n_ops ops (zero it once, before the first run).
 inline size_t gemv_chain_counter_words(int n_ops) { return static_cast<size_t>(n_ops) + 2; }
 

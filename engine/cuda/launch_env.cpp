@@ -100,10 +100,7 @@ EnvSwitch g_o_proj_router{"MOEBENCH_OPROJ_ROUTER", 0};
 
 bool o_proj_router_on() { return g_o_proj_router.get(); }
 
-void set_o_proj_router(int on) {
-  if (on < 0) g_o_proj_router.reset();
-  else g_o_proj_router.set(on != 0);
-}
+void set_o_proj_router(int on) { g_o_proj_router.force(on); }
 
 int o_proj_staged_from_env() {
   static const int level = env_choice("MOEBENCH_OPROJ_STAGED", {0, 1, 2}, -1);  // unset: -1, by shape
@@ -127,9 +124,6 @@ EnvSwitch g_quant_down_trigger{"MOEBENCH_QUANT_DOWN_TRIGGER", 1};
 
 bool quant_down_late_trigger() { return g_quant_down_trigger.get(); }
 
-void set_quant_down_trigger(int on) {
-  if (on < 0) g_quant_down_trigger.reset();
-  else g_quant_down_trigger.set(on != 0);
-}
+void set_quant_down_trigger(int on) { g_quant_down_trigger.force(on); }
 
 }  // namespace moebench::cuda

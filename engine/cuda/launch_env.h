@@ -65,6 +65,8 @@ class EnvSwitch {
   bool get();
   void set(bool on) { value_.store(on ? 1 : 0, std::memory_order_relaxed); }
   void reset() { value_.store(-1, std::memory_order_relaxed); }
+  // The tests' three-way setter: 1 on, 0 off, negative the environment again.
+  void force(int on) { on < 0 ? reset() : set(on != 0); }
 
  private:
   const char* name_;

@@ -3,8 +3,6 @@
 
 #include <cooperative_groups.h>
 
-#include <atomic>
-
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/launch_env.h"
