@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/cuda/async_copy.cuh"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/device.h"
@@ -39,47 +40,6 @@ __device__ __forceinline__ void fma8(const bf16x8& w, const bf16x8& x, float& ac
 }
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ unsigned saddr(const void* p) { return static_cast<unsigned>(__cvta_generic_to_shared(p)); }
-__device__ __forceinline__ uint64_t now_ns() {
-  uint64_t t;
-  asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t));
-  return t;
-}
-// A wait that cannot hang a test machine: past 2 s something is wrong, and the launch traps
-// (an error the host reports) instead of spinning forever.
-constexpr uint64_t kWaitLimitNs = 2000000000ull;
-__device__ __forceinline__ void mbar_wait(uint64_t* bar, unsigned parity) {
-  uint32_t ok = 0;
-  uint64_t t0 = 0;
-  for (int spin = 0;; ++spin) {
-    asm volatile(
-        "{\n.reg .pred p;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, p;\n}\n"
-        : "=r"(ok)
-        : "r"(saddr(bar)), "r"(parity)
-        : "memory");
-    if (ok) return;
-    if ((spin & 1023) == 0) {
-      const uint64_t t = now_ns();
-      if (spin == 0) t0 = t;
-      else if (t - t0 > kWaitLimitNs) __trap();
-    }
-  }
-}
-__device__ __forceinline__ void wait_count(const uint32_t* p, uint32_t target) {
-  uint64_t t0 = 0;
-  for (int spin = 0;; ++spin) {
-    uint32_t v;
-    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-    if (v >= target) return;
-    if ((spin & 1023) == 0) {
-      const uint64_t t = now_ns();
-      if (spin == 0) t0 = t;
-      else if (t - t0 > kWaitLimitNs) __trap();
-    }
-  }
-}
 template <int W>
 __device__ __forceinline__ void compute_sync() {  // the compute warps only (the copy warp has left)
   asm volatile("bar.sync 1, %0;" ::"n"(W * 32) : "memory");
@@ -108,13 +68,11 @@ __global__ void __launch_bounds__((W + 1) * 32, 1)
   const int per_warp = slots / W;
   if (threadIdx.x == 0) {
     for (int s = 0; s < slots; ++s) {
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(&full[s])) : "memory");
-      asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(saddr(&empty[s])) : "memory");  // its warp
+      async::mbar_init(&full[s]);
+      async::mbar_init(&empty[s]);  // its warp
     }
-    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-    uint32_t e = 0;
-    if (persistent) asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(e) : "l"(counters + n_ops) : "memory");
+    async::mbar_fence_init();
+    const uint32_t e = persistent ? async::ld_acquire_u32(counters + n_ops) : 0u;
     s_epoch = e;  // runs of this chain completed before this one
   }
   __syncthreads();
@@ -132,15 +90,10 @@ __global__ void __launch_bounds__((W + 1) * 32, 1)
           const uint32_t k = taken[w]++;
           const int slot = w * per_warp + static_cast<int>(k % static_cast<uint32_t>(per_warp));
           const uint32_t use = k / static_cast<uint32_t>(per_warp);
-          if (use > 0) mbar_wait(&empty[slot], (use - 1) & 1u);
+          if (use > 0) async::mbar_wait_bounded(&empty[slot], (use - 1) & 1u);
           const unsigned n = static_cast<unsigned>(bytes - off < CH ? bytes - off : CH);
-          asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(saddr(&full[slot])), "r"(n)
-                       : "memory");
-          asm volatile(
-              "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                  saddr(ring + static_cast<size_t>(slot) * CH)),
-              "l"(src + off), "r"(n), "r"(saddr(&full[slot]))
-              : "memory");
+          async::mbar_arrive_expect(&full[slot], n);
+          async::bulk_copy(ring + static_cast<size_t>(slot) * CH, src + off, n, &full[slot]);
         }
       }
     }
@@ -157,7 +110,7 @@ __global__ void __launch_bounds__((W + 1) * 32, 1)
       const GemvChainOp& d = ops[op.dep];
       xsrc = d.y;
       if (persistent && threadIdx.x == 0)
-        wait_count(counters + op.dep, (epoch + 1) * static_cast<uint32_t>(holders(d.rows, grid)));
+        async::wait_count_bounded(counters + op.dep, (epoch + 1) * static_cast<uint32_t>(holders(d.rows, grid)));
     }
     if (!persistent && i == op_begin) pdl_wait();  // x comes from the launches before
     compute_sync<W>();
@@ -183,7 +136,7 @@ __global__ void __launch_bounds__((W + 1) * 32, 1)
     const int n_chunks = static_cast<int>((bytes + CH - 1) / CH);
     for (int c = warp; c < n_chunks; c += W, ++q) {
       const int slot = warp * per_warp + static_cast<int>(q % static_cast<uint32_t>(per_warp));
-      mbar_wait(&full[slot], (q / static_cast<uint32_t>(per_warp)) & 1u);
+      async::mbar_wait_bounded(&full[slot], (q / static_cast<uint32_t>(per_warp)) & 1u);
       const int64_t off = static_cast<int64_t>(c) * CH;
       // Runs of 1024 inputs in the chunk (rows are multiples of 2 KiB, so whole runs).
       const int n_sub = static_cast<int>((bytes - off < CH ? bytes - off : CH) / 2048);
@@ -205,7 +158,7 @@ __global__ void __launch_bounds__((W + 1) * 32, 1)
 #pragma unroll
           for (int k = 0; k < 4; ++k) wr[j][k] = wv[j * 128 + lane + 32 * k];
         __syncwarp();
-        if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(&empty[slot])) : "memory");
+        if (lane == 0) async::mbar_arrive(&empty[slot]);
 #pragma unroll
         for (int j = 0; j < kS; ++j) {
           if (col == cols) {  // warp-uniform
@@ -239,7 +192,7 @@ __global__ void __launch_bounds__((W + 1) * 32, 1)
       }
       flush();
       __syncwarp();
-      if (lane == 0) asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(saddr(&empty[slot])) : "memory");
+      if (lane == 0) async::mbar_arrive(&empty[slot]);
     }
     compute_sync<W>();
     for (int r = threadIdx.x; r < sh.nr; r += W * 32) {

@@ -4,6 +4,7 @@
 #include <mutex>
 #include <set>
 
+#include "engine/cuda/async_copy.cuh"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/device.h"
@@ -24,36 +25,6 @@ constexpr int kMaxChunksStaged = 8;
 // ranks, whatever the launches before left (no reset; 64 bits do not wrap).
 __device__ unsigned long long g_staged_ticket = 0;
 
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-  return static_cast<unsigned>(__cvta_generic_to_shared(p));
-}
-// One mbarrier of one arrival, expecting `bytes` of bulk copies; the init is made visible to
-// the copy engine (the async proxy) before the copies name it.
-__device__ __forceinline__ void mbar_init_expect(uint64_t* bar, unsigned bytes) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)), "r"(bytes) : "memory");
-}
-// [dst, dst + bytes) of shared memory <- [src, src + bytes) (16-byte aligned, bytes % 16 == 0).
-__device__ __forceinline__ void bulk_copy(void* dst, const void* src, unsigned bytes, uint64_t* bar) {
-  asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                   smem_addr(dst)),
-               "l"(src), "r"(bytes), "r"(smem_addr(bar))
-               : "memory");
-}
-__device__ __forceinline__ void mbar_wait_phase0(uint64_t* bar) {
-  asm volatile(
-      "{\n"
-      ".reg .pred p;\n"
-      "WAIT:\n"
-      "mbarrier.try_wait.parity.shared::cta.b64 p, [%0], 0;\n"
-      "@!p bra WAIT;\n"
-      "}\n" ::"r"(smem_addr(bar))
-      : "memory");
-}
-#endif
 
 // Row `row` of y += this warp's dot product: lane l holds chunks l + 32 j of the row (wv)
 // and of x (xv), added in j order from zero as gemv_warp adds them, then the warp sum.
@@ -106,11 +77,13 @@ __global__ void __launch_bounds__(kRows * 32, 1)
   in_smem = min(count, stage);
   if (threadIdx.x == 0 && in_smem > 0) {
     const int rows = min(in_smem * kRows, N - first * kRows);
-    mbar_init_expect(&bar, static_cast<unsigned>(rows) * K * 2u);
+    async::mbar_init(&bar);
+    async::mbar_fence_init();
+    async::mbar_arrive_expect(&bar, static_cast<unsigned>(rows) * K * 2u);
     for (int c = 0; c < in_smem; ++c) {
       const int r0 = (first + c) * kRows, n = min(kRows, N - r0);
-      bulk_copy(smem + static_cast<size_t>(c) * kRows * K * 2, w + static_cast<int64_t>(r0) * K,
-                static_cast<unsigned>(n) * K * 2u, &bar);
+      async::bulk_copy(smem + static_cast<size_t>(c) * kRows * K * 2, w + static_cast<int64_t>(r0) * K,
+                       static_cast<unsigned>(n) * K * 2u, &bar);
     }
   }
   __syncthreads();  // the barrier's init before any thread waits on it
@@ -126,7 +99,7 @@ __global__ void __launch_bounds__(kRows * 32, 1)
   for (int j = 0; j < J; ++j) xv[j] = load8(x + 8 * (lane + 32 * j));
   if (in_smem > 0) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    mbar_wait_phase0(&bar);
+    async::mbar_wait(&bar, 0);
 #endif
     const int rows = min(in_smem * kRows, N - first * kRows);
     for (int r = warp; r < rows; r += kRows) {

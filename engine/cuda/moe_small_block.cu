@@ -3,6 +3,7 @@
 
 #include <algorithm>
 
+#include "engine/cuda/async_copy.cuh"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/launch_env.h"
@@ -29,11 +30,6 @@ constexpr int kOprojDepth = 8;             // o_proj chunks in flight per lane
 // between launches.
 __device__ unsigned int g_block_bar[4];
 
-__device__ __forceinline__ unsigned ld_acquire(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 // Every block of the grid (all resident) arrives; none leaves before all have arrived.
 // What blocks wrote before is read after it through L2 (__ldcg), not L1.
 __device__ __forceinline__ void grid_barrier(unsigned* count, unsigned blocks) {
@@ -41,7 +37,7 @@ __device__ __forceinline__ void grid_barrier(unsigned* count, unsigned blocks) {
   if (threadIdx.x == 0) {
     __threadfence();
     atomicAdd(count, 1u);
-    while (ld_acquire(count) < blocks) {
+    while (async::ld_acquire_u32(count) < blocks) {
     }
     __threadfence();
   }

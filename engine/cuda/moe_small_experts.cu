@@ -3,6 +3,7 @@
 
 #include <iterator>
 
+#include "engine/cuda/async_copy.cuh"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/moe_small_rows.cuh"
@@ -92,11 +93,6 @@ constexpr int kLine = 32;
 constexpr int kTicket = kMaxSlots, kOut = kMaxSlots + 1;
 __device__ unsigned int g_small_one[(kMaxSlots + 2) * kLine];
 
-__device__ __forceinline__ unsigned ld_acquire_u32(const unsigned* p) {
-  unsigned v;
-  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
-  return v;
-}
 
 // gate/up and down in one launch. Each block takes a ticket as it starts: tickets below
 // gu_tiles are small_gate_up_kernel's blocks, the rest small_down_kernel's. A gate/up warp
@@ -163,7 +159,7 @@ __global__ void __launch_bounds__(W * 32) small_one_kernel(const bf16* __restric
       const float old = lane == 0 ? out[row] : 0.0f;
       auto slots_done = [&](int j0, int count) {
         for (int g = 0; g < count; ++g)
-          while (ld_acquire_u32(&g_small_one[(j0 + g) * kLine]) < static_cast<unsigned>(inter))
+          while (async::ld_acquire_u32(&g_small_one[(j0 + g) * kLine]) < static_cast<unsigned>(inter))
             if (kSleepNs > 0) __nanosleep(kSleepNs);
         if (kLateTrigger && j0 + count == k) pdl_trigger();  // every slot done
       };
