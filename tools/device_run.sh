@@ -15,7 +15,9 @@
 # when a part wrote more).
 #   info       nvidia-smi and `moebench info`
 #   cpu        the CPU expert kernels' microbenchmarks (moebench_cpu_bench, every core)
-#   tests      the GPU tests (every suite that skips without a GPU), gtest XML
+#   tests      the GPU tests (every suite that skips without a GPU: GPU_FILTER below, or
+#              TEST_FILTER; the ctest device_run_gpu_filter_covers_the_gpu_tests fails when
+#              a test that needs a GPU is outside GPU_FILTER), gtest XML
 #   kernels    the kernel microbenchmarks (Google Benchmark JSON; KERNEL_FILTER, KERNEL_REPS); when
 #              $BIN/before/moebench_bench exists it runs first, in the same call, into
 #              kernels_before.json (tools/kernel_diff.py compares the two by name)
@@ -107,7 +109,7 @@ nccl_lib=$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(m.__path_
 GPU_FILTER="BatchCuda.*:CudaMixtralStrategies.*:CudaModelTest.*:CudaOffloadModel.*:CudaOps.*:CudaArena.*:QuantCuda*:CudaQuant*"
 GPU_FILTER+=":QuantDequantCuda.*:Nccl.*:CpuExpertKernel.*:CpuIsa.*"
 GPU_FILTER+=":HostStore.*:OffloadPlan.*:Offload.*:CuptiCollector.*:HfFixture*:Machine.*:PhysicalBound.*"
-GPU_FILTER+=":*CudaFamil*:CudaArgmaxSliced.*:CudaMoeSmallBlock.*:CudaOProjRouter.*:CudaGemvStaged.*:CudaStep.*:CudaLaunchEnv*:CudaAttentionFold.*:TensorParallelCuda.*:ExpertParallelCuda.*:Shard.*:ParallelBound.*:HybridSplit.*"
+GPU_FILTER+=":*CudaFamil*:CudaArgmaxSliced.*:CudaMoeSmallBlock.*:CudaOProjRouter.*:CudaGemvStaged.*:CudaGemvChain.*:CudaStep.*:CudaLaunchEnv*:CudaAttentionFold.*:TensorParallelCuda.*:ExpertParallelCuda.*:Shard.*:ParallelBound.*:HybridSplit.*"
 rc=0
 note() { echo "== $(date -u +%T) $*" | tee -a "$OUT/device_run.log"; }
 pack() { tar -C "$OUT" --exclude=device_run.tar.gz -czf "$OUT/device_run.tar.gz" . 2>/dev/null; }
