@@ -247,17 +247,12 @@ class Runner {
     device_ = res.device;
     prof_.options.sample_device_memory = backend == "cuda";
     prof_.trace.name_this_thread("engine");
-    if (!opt_.trace_path.empty() && backend == "cuda") {
-      // CUPTI collects only while a traced generation runs (traced_generation): its records
-      // would slow every measured step. Enabled once here to know whether it can be.
-      cupti_ = std::make_unique<profiler::CuptiCollector>();
-      if (!cupti_->enable()) {
-        log::warn("--trace: no GPU activity in the trace: {}", cupti_->unavailable_reason());
-        cupti_.reset();
-      } else {
-        cupti_->disable();
-      }
-    }
+    cuda_run_ = backend == "cuda";
+    // CUPTI collects only while a traced generation (or, with --trace-every-instance, a traced
+    // load) runs. Once attached to the process it slows every later launch even while it
+    // collects nothing, so without --trace-every-instance it is attached only for the run's
+    // last generation (attach_cupti in traced_generation), after every measured one.
+    if (!opt_.trace_path.empty() && opt_.trace_every_instance) attach_cupti();
     if (ev_.on_plan) ev_.on_plan(static_cast<int>(instances.size()));
     const int rounds = instances.empty() ? 1 : std::max(1, instances.front().rounds);
     std::vector<Pending> pending(instances.size());
@@ -273,7 +268,7 @@ class Runner {
           if (round == 0) start(index, in, p, res);
           // Repetitions of this round: an even share, the remainder in the first rounds.
           int n = in.repetitions / rounds + (round < in.repetitions % rounds ? 1 : 0);
-          measure(index, in, p, n, res);
+          measure(index, in, p, n, res, last_round && i + 1 == instances.size());
           if (!last_round) continue;
           finish(in, p);
           for (Case& c : after_instance(in, p)) {
@@ -403,8 +398,9 @@ class Runner {
     loaded_.model->set_routing_stream(0);
   }
 
-  // `n` more measured repetitions of an instance.
-  void measure(int index, const Instance& in, Pending& p, int n, reports::Results& res) {
+  // `n` more measured repetitions of an instance; `last`: the run's last instance, in its last
+  // round (the one --trace traces).
+  void measure(int index, const Instance& in, Pending& p, int n, reports::Results& res, bool last) {
     if (p.done) return;
     if (in.spec->workload == Workload::calibration) return measure_calibration(index, in, p, n);
     try {
@@ -436,14 +432,28 @@ class Runner {
           log::warn("{}/{}: repetition {} generated other tokens than repetition 0 (the hash is of repetition 0)",
                     p.c.suite, p.c.name, rep);
         }
-        // The repetition the trace stands for: the last one, or the first of every instance.
-        if (tracing && (opt_.trace_every_instance ? rep == 0 : rep + 1 == in.repetitions)) traced_rep = rep;
+        // The repetition the trace stands for: the run's last one, or the first of every instance.
+        if (tracing && (opt_.trace_every_instance ? rep == 0 : last && rep + 1 == in.repetitions)) traced_rep = rep;
         ++p.reps_done;
       }
       note_gpus(p, false);
       if (traced_rep >= 0) traced_generation(index, p, g, traced_rep);
     } catch (const Error& e) {
       fail_case(p, e.what());
+    }
+  }
+
+  // CUPTI for the trace (CUDA runs; once a run): attached, enabled to know that it can be,
+  // then left disabled until a traced generation or load enables it.
+  void attach_cupti() {
+    cupti_tried_ = true;
+    if (!cuda_run_) return;
+    cupti_ = std::make_unique<profiler::CuptiCollector>();
+    if (!cupti_->enable()) {
+      log::warn("--trace: no GPU activity in the trace: {}", cupti_->unavailable_reason());
+      cupti_.reset();
+    } else {
+      cupti_->disable();
     }
   }
 
@@ -460,6 +470,7 @@ class Runner {
   // Recording slows a step (no CUDA graph while ranges are recorded; CUPTI's kernel records
   // delay launches), so tracing a measured repetition would change what it measures.
   void traced_generation(int index, Pending& p, const GenerateOptions& g, int rep) {
+    if (!cupti_tried_) attach_cupti();
     const bool gpu = cupti_ && cupti_->enable();
     prof_.reset_repetition();
     prof_.trace.set_enabled(true);
@@ -763,6 +774,8 @@ class Runner {
   Loaded loaded_;
   reports::DeviceInfo device_;
   std::unique_ptr<profiler::CuptiCollector> cupti_;
+  bool cupti_tried_ = false;  // attach_cupti ran
+  bool cuda_run_ = false;     // the run's instances are on the CUDA backend
   std::unique_ptr<Calibration> calib_;
   std::map<std::pair<int64_t, int>, double> cpu_read_gbps_;  // (bytes, threads) -> measured read stream
   profiler::TraceInput trace_;

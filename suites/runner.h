@@ -66,11 +66,14 @@ using AfterInstance = std::function<void(const InstanceContext&, std::vector<rep
 struct RunOptions {
   std::string out_path;          // results JSON, written when the run is complete and not every instance failed ("" = not written)
   std::string progress_path;     // the results so far, rewritten after every instance ("" = none); removed once out_path is written
-  // Chrome trace of one more generation after the last finished instance's repetitions (CPU
-  // ranges, CUPTI on CUDA; in no figure but the case's gpu_time_ns), written with out_path; "" = off.
+  // Chrome trace of one more generation after the run's last instance's repetitions (CPU
+  // ranges, CUPTI on CUDA; in no figure but that case's gpu_time_ns), written with out_path; ""
+  // = off. CUPTI is attached to the process only for that generation, after every measured
+  // one: once attached it slows every later launch, collecting or not.
   std::string trace_path;
   // The trace holds every instance's model load (CUPTI on during it) and one more generation
-  // after its first measured repetition instead.
+  // after its first measured repetition instead. CUPTI is then attached from the start, so
+  // every instance's figures carry its cost: a mode for looking, not for measuring.
   bool trace_every_instance = false;
   std::string tokenizer_path;    // "" = MODEL/tokenizer.json, else the built-in Mistral one
   double inject_slowdown = 1.0;  // test hook of the CI gate, see GenerateOptions

@@ -209,3 +209,34 @@ TEST(Run, TheTraceIsOneMoreGenerationAfterTheMeasuredOnes) {
   const std::string trace = test::read_file(d.str("trace.json"));
   EXPECT_NE(trace.find("one more generation after measured repetition 1, not measured"), std::string::npos);
 }
+
+// Of several instances only the run's last is traced: the traced generation (CUPTI attached
+// for it on CUDA) comes after every measured repetition of the run, so no instance's figures
+// carry what tracing costs; every instance generates exactly as without --trace.
+TEST(Run, OnlyTheRunsLastInstanceIsTraced) {
+  Suite s = parse_suite(R"({"name": "t", "defaults": {"model": "micro", "repetitions": 2},
+    "cases": [{"name": "a", "prompt_tokens": 4, "new_tokens": 3}, {"name": "b", "prompt_tokens": 5, "new_tokens": 2}]})",
+                        "t.json");
+  TempDir d;
+  auto run = [&](bool traced, std::map<std::pair<int, int>, int>& tokens) {
+    RunOptions opt;
+    opt.measure_bandwidth = false;
+    opt.out_path = d.str(traced ? "traced.json" : "plain.json");
+    if (traced) opt.trace_path = d.str("trace.json");
+    RunEvents ev;
+    ev.on_token = [&](int index, int rep, int64_t, reports::Phase) { ++tokens[{index, rep}]; };
+    return run_suite(expand(s, {}, cpu), opt, ev);
+  };
+  std::map<std::pair<int, int>, int> plain, traced;
+  const RunOutcome a = run(false, plain), b = run(true, traced);
+  ASSERT_EQ(b.results.cases.size(), 2u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(b.results.cases[i].output_token_hash, a.results.cases[i].output_token_hash);
+    EXPECT_EQ((traced[{i, 0}]), (plain[{i, 0}]));
+    EXPECT_EQ((traced[{i, 1}]), (plain[{i, 1}]));
+  }
+  EXPECT_EQ((traced[{0, -1}]), (plain[{0, -1}])) << "the first instance was traced";
+  EXPECT_EQ((traced[{1, -1}]), (plain[{1, -1}]) + 2) << "the last instance's traced generation";
+  ASSERT_TRUE(b.trace_error.empty()) << b.trace_error;
+  EXPECT_NE(test::read_file(d.str("trace.json")).find(R"("case":"b")"), std::string::npos) << "the trace is case b's";
+}
