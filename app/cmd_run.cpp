@@ -207,8 +207,8 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
   sub.add_option("--out", a->out, "results JSON (default results/SUITE-YYYYMMDD-HHMMSS.json)");
   sub.add_option("--html", a->html, "also write a self-contained HTML report");
   sub.add_option("--trace", a->trace,
-                 "Chrome trace (Perfetto) of one more generation after the last finished case's repetitions "
-                 "(not measured)");
+                 "Chrome trace (Perfetto) of one more generation after the run's last case's repetitions (not "
+                 "measured; CUDA: CUPTI attached only for it)");
   sub.add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: MODEL/tokenizer.json, else the built-in Mistral one)");
   return [a] { return run(*a); };
 });
