@@ -28,6 +28,7 @@
 #include "common/error.h"
 #include "engine/generate.h"
 #include "common/clock.h"
+#include "common/log.h"
 #include "profiler/cupti.h"
 #include "common/atomic_file.h"
 #include "reports/formats.h"
@@ -123,11 +124,24 @@ class BenchPass {
       if (single.bound) single.no_bound_reason.clear();
     }
     const bool keep_single = std::find(a_.batch.begin(), a_.batch.end(), 1) != a_.batch.end();
-    if (keep_single && want_profile()) kernel_profile[single.name] = profile_single(x, P);
     auto* bm = dynamic_cast<BatchModel*>(&x.model);
     std::vector<reports::Case> batched;
     if (bm)
       for (int B : a_.batch) batched.push_back(batched_case(x, *bm, B, P, single));
+    // The kernel profiles after every case of the instance is measured: CUPTI, once attached,
+    // slows every later launch of the process, collecting or not.
+    if (want_profile()) {
+      if (keep_single) kernel_profile[single.name] = profile_single(x, P);
+      for (size_t i = 0; bm && i < batched.size(); ++i) {
+        reports::Case& k = batched[i];
+        if (k.status != reports::CaseStatus::ok) continue;
+        try {
+          kernel_profile[k.name] = profile_batched(x, *bm, a_.batch[i], P);
+        } catch (const Error& e) {
+          kernel_profile[k.name] = {{"error", e.what()}};
+        }
+      }
+    }
     if (!keep_single) cases.clear();
     for (auto& c : batched) cases.push_back(std::move(c));
   }
@@ -194,7 +208,6 @@ class BenchPass {
       }
       k.output_token_hash = suites::token_hash(out);
       k.gpus = suites::gpu_ranks_between(gpus_before, x.model.gpu_ranks());
-      if (want_profile()) kernel_profile[k.name] = profile_batched(x, bm, B, P);
     } catch (const Error& e) {
       k.status = reports::CaseStatus::failed;
       k.error = e.what();
@@ -324,6 +337,10 @@ int run(const Args& a) {
     for (int b : a.batch)
       if (b != 1) fail("--batch {}: backend {} has no batched forward (only cuda has)", b, backend);
 
+  if (!a.kernel_profile.empty() && instances.size() > 1)
+    log::warn("--kernel-profile with {} configurations: CUPTI stays attached after the first one's profile, so the "
+              "figures of the others are measured slower; profile one configuration per run to compare figures",
+              instances.size());
   BenchPass pass(a);
   suites::RunOptions opt;
   opt.out_path = a.out;
@@ -370,7 +387,8 @@ MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured
   sub.add_option("--repetitions", a->repetitions, "Measured repetitions per case (after one warm-up)")
       ->check(CLI::PositiveNumber);
   sub.add_option("--kernel-profile", a->kernel_profile,
-                 "JSON of GPU time per decode step by kernel (one extra CUPTI-traced repetition per case)");
+                 "JSON of GPU time per decode step by kernel (one extra CUPTI-traced repetition per case, after "
+                 "the configuration's measured ones)");
   sub.add_option("-o,--format", a->format, "what is printed on stdout: md|csv|json|jsonl|html (default md)");
   sub.footer("Output paths are checked before the model loads. The results are written once every case ran, and not\n"
              "when every case failed. Exit status: 0 ok, 3 when some or all cases failed, 1 on an error, 2 on a usage error.");
