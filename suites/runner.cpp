@@ -247,12 +247,11 @@ class Runner {
     device_ = res.device;
     prof_.options.sample_device_memory = backend == "cuda";
     prof_.trace.name_this_thread("engine");
+    // CUPTI collects only while a traced generation (or, with trace_every_instance, a traced
+    // load) runs, and is attached to the process at the first of them (start_cupti): once
+    // attached it slows every later launch even while it collects nothing, so without
+    // trace_every_instance that is the run's last generation, after every measured one.
     cuda_run_ = backend == "cuda";
-    // CUPTI collects only while a traced generation (or, with --trace-every-instance, a traced
-    // load) runs. Once attached to the process it slows every later launch even while it
-    // collects nothing, so without --trace-every-instance it is attached only for the run's
-    // last generation (attach_cupti in traced_generation), after every measured one.
-    if (!opt_.trace_path.empty() && opt_.trace_every_instance) attach_cupti();
     if (ev_.on_plan) ev_.on_plan(static_cast<int>(instances.size()));
     const int rounds = instances.empty() ? 1 : std::max(1, instances.front().rounds);
     std::vector<Pending> pending(instances.size());
@@ -443,18 +442,18 @@ class Runner {
     }
   }
 
-  // CUPTI for the trace (CUDA runs; once a run): attached, enabled to know that it can be,
-  // then left disabled until a traced generation or load enables it.
-  void attach_cupti() {
-    cupti_tried_ = true;
-    if (!cuda_run_) return;
-    cupti_ = std::make_unique<profiler::CuptiCollector>();
-    if (!cupti_->enable()) {
-      log::warn("--trace: no GPU activity in the trace: {}", cupti_->unavailable_reason());
-      cupti_.reset();
-    } else {
-      cupti_->disable();
+  // CUPTI collecting for a traced generation or load: attached on first use (CUDA runs only);
+  // false when it cannot collect, warned once, and then never tried again.
+  bool start_cupti() {
+    if (!cupti_tried_) {
+      cupti_tried_ = true;
+      if (cuda_run_) cupti_ = std::make_unique<profiler::CuptiCollector>();
     }
+    if (!cupti_) return false;
+    if (cupti_->enable()) return true;
+    log::warn("--trace: no GPU activity in the trace: {}", cupti_->unavailable_reason());
+    cupti_.reset();
+    return false;
   }
 
   // What CUPTI collected since it was enabled; collection stops.
@@ -470,8 +469,7 @@ class Runner {
   // Recording slows a step (no CUDA graph while ranges are recorded; CUPTI's kernel records
   // delay launches), so tracing a measured repetition would change what it measures.
   void traced_generation(int index, Pending& p, const GenerateOptions& g, int rep) {
-    if (!cupti_tried_) attach_cupti();
-    const bool gpu = cupti_ && cupti_->enable();
+    const bool gpu = start_cupti();
     prof_.reset_repetition();
     prof_.trace.set_enabled(true);
     try {
@@ -624,9 +622,9 @@ class Runner {
       WeightSource w = with_files_for_tier(WeightSource::open(in.model, in.seed), in.settings.expert_tier);
       const bool traced = !opt_.trace_path.empty() && opt_.trace_every_instance;
       prof_.trace.set_enabled(traced);
-      // --trace-every-instance asks for the load's GPU work in the trace: CUPTI is on during
+      // trace_every_instance asks for the load's GPU work in the trace: CUPTI is on during
       // the load then (its time, and so the cold TTFT, includes the collection).
-      const bool load_gpu = traced && cupti_ && cupti_->enable();
+      const bool load_gpu = traced && start_cupti();
       std::optional<profiler::ScopedRange> range;
       range.emplace(prof_.trace, profiler::RangeKind::other, -1, -1, "model load");
       int64_t (*clock)() = clock_of(in);
@@ -774,7 +772,7 @@ class Runner {
   Loaded loaded_;
   reports::DeviceInfo device_;
   std::unique_ptr<profiler::CuptiCollector> cupti_;
-  bool cupti_tried_ = false;  // attach_cupti ran
+  bool cupti_tried_ = false;  // start_cupti ran
   bool cuda_run_ = false;     // the run's instances are on the CUDA backend
   std::unique_ptr<Calibration> calib_;
   std::map<std::pair<int64_t, int>, double> cpu_read_gbps_;  // (bytes, threads) -> measured read stream
