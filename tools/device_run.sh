@@ -10,9 +10,11 @@
 # would start with less than 5 s left is skipped (noted, exit 1), so that the packing below
 # still happens inside a device call's limit (a part already running otherwise, such as the
 # GPU tests, is not cut) (wrapping the script in `timeout` instead kills it
-# before it packs, and a call returns none of more than 8 files). PACK_ONLY=1 leaves only that tarball in
-# $OUT at the end (a device call returns at most 8 files, and may leave the tarball out
-# when a part wrote more).
+# before it packs, and a call returns none of more than 8 files). PACK_ONLY=1 keeps only that tarball in
+# $OUT, at every moment: the parts write into a work folder elsewhere (PACK_WORK, default a
+# new folder under /tmp, removed at the end) and each packing replaces the tarball in one
+# rename, so even a call cut at its limit returns the tarball of what had finished (a device
+# call returns at most 8 files, and may leave the tarball out when a part wrote more).
 #   info       nvidia-smi and `moebench info`
 #   cpu        the CPU expert kernels' microbenchmarks (moebench_cpu_bench, every core)
 #   tests      the GPU tests (every suite that skips without a GPU: GPU_FILTER below, or
@@ -87,6 +89,11 @@ BIN="${BIN:-.devbin}"
 OUT="${OUT:-$PWD/gpu_out}"
 PARTS="${PARTS:-info tests}"
 mkdir -p "$OUT"
+PACK_TO="$OUT/device_run.tar.gz"
+if [[ -n "${PACK_ONLY:-}" ]]; then
+  OUT="${PACK_WORK:-$(mktemp -d /tmp/device_run.XXXXXX)}"
+  mkdir -p "$OUT" || { echo "device_run: cannot make the work folder $OUT"; exit 1; }
+fi
 # $BIN.tar.xz (tools/device_prep.sh) is unpacked beside it whenever it is not the archive $BIN came
 # from: a machine kept warm between calls keeps the $BIN of the call before, which would
 # otherwise run in place of the binaries this call carried.
@@ -112,7 +119,9 @@ GPU_FILTER+=":HostStore.*:OffloadPlan.*:Offload.*:CuptiCollector.*:HfFixture*:Ma
 GPU_FILTER+=":*CudaFamil*:CudaArgmaxSliced.*:CudaMoeSmallBlock.*:CudaOProjRouter.*:CudaGemvStaged.*:CudaGemvChain.*:CudaStep.*:CudaLaunchEnv*:CudaAttentionFold.*:TensorParallelCuda.*:ExpertParallelCuda.*:Shard.*:ParallelBound.*:HybridSplit.*"
 rc=0
 note() { echo "== $(date -u +%T) $*" | tee -a "$OUT/device_run.log"; }
-pack() { tar -C "$OUT" --exclude=device_run.tar.gz -czf "$OUT/device_run.tar.gz" . 2>/dev/null; }
+pack() {  # the tarball replaced in one rename: a call cut meanwhile still returns the one before
+  tar -C "$OUT" --exclude=device_run.tar.gz -czf "$PACK_TO.part" . 2>/dev/null && mv -f "$PACK_TO.part" "$PACK_TO"
+}
 START_S=$(date +%s)
 # capped LIMIT: LIMIT, or the seconds RUN_BUDGET_S leaves when fewer; 0 when under 5 are left.
 capped() {
@@ -339,5 +348,5 @@ for part in $PARTS; do
   esac
 done
 pack
-[[ -n "${PACK_ONLY:-}" ]] && find "$OUT" -mindepth 1 ! -name device_run.tar.gz -delete
+[[ -n "${PACK_ONLY:-}" && -z "${PACK_WORK:-}" ]] && rm -rf "$OUT"  # the work folder this script made
 exit $rc
