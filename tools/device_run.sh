@@ -119,8 +119,12 @@ GPU_FILTER+=":HostStore.*:OffloadPlan.*:Offload.*:CuptiCollector.*:HfFixture*:Ma
 GPU_FILTER+=":*CudaFamil*:CudaArgmaxSliced.*:CudaMoeSmallBlock.*:CudaOProjRouter.*:CudaGemvStaged.*:CudaGemvChain.*:CudaStep.*:CudaLaunchEnv*:CudaAttentionFold.*:TensorParallelCuda.*:ExpertParallelCuda.*:Shard.*:ParallelBound.*:HybridSplit.*"
 rc=0
 note() { echo "== $(date -u +%T) $*" | tee -a "$OUT/device_run.log"; }
-pack() {  # the tarball replaced in one rename: a call cut meanwhile still returns the one before
-  tar -C "$OUT" --exclude=device_run.tar.gz -czf "$PACK_TO.part" . 2>/dev/null && mv -f "$PACK_TO.part" "$PACK_TO"
+# pack: the tarball replaced in one rename, so a call cut meanwhile still returns the one before. Without
+# PACK_ONLY the tarball is written inside the folder it packs, and tar may then end with status 1 ("file
+# changed as we read it": the folder itself); that tarball is complete, only status 2 and up is a failure.
+pack() {
+  tar -C "$OUT" --exclude=device_run.tar.gz --exclude=device_run.tar.gz.part -czf "$PACK_TO.part" . 2>/dev/null
+  (($? <= 1)) && mv -f "$PACK_TO.part" "$PACK_TO"
 }
 START_S=$(date +%s)
 # capped LIMIT: LIMIT, or the seconds RUN_BUDGET_S leaves when fewer; 0 when under 5 are left.
