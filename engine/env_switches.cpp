@@ -30,6 +30,18 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "the grouped MoE down kernel lets the next kernel's blocks start after its dot products (0) or right after its "
        "wait (1)",
        "docs/PERFORMANCE.md"},
+      {"MOEBENCH_EXPERT_PREDICT_AT", "1, 0, 2",
+       "who asks L2 for the guessed expert's rows: the side stream after its o_proj prefetch (1), the gate/up blocks "
+       "before their wait (0), both (2)",
+       "docs/PERFORMANCE.md"},
+      {"MOEBENCH_EXPERT_PREDICT_BYTES", "8192, 0, 4096, 16384, 32768, 65536",
+       "single-sequence decode scores the experts on the layer's input and the bf16 gate/up blocks ask L2 for that "
+       "many bytes of their w1 rows and of their w3 rows in the guessed expert while the router runs",
+       "docs/PERFORMANCE.md"},
+      {"MOEBENCH_EXPERT_PREDICT_STATS", "0, 1",
+       "eager decode steps count how often the experts scored on the layer's input are the router's choice, logged "
+       "when the model closes (a sync a layer)",
+       "docs/PERFORMANCE.md"},
       {"MOEBENCH_GATEUP_ROWS", "by size (2 from 1056 rows on, else 1), 1, 2",
        "rows of w1 (and of w3) per warp of the fused MoE gate/up kernel", "docs/PERFORMANCE.md"},
       {"MOEBENCH_GEMV_PREFETCH", "0, 2, 4", "the one-row GEMV also prefetches that many iterations ahead",

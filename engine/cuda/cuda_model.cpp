@@ -445,7 +445,9 @@ void CudaModel::note_arena() {
     prof_->memory.note_arena(static_cast<int64_t>(arena_->stats().used_bytes), static_cast<int64_t>(arena_->stats().peak_bytes));
 }
 
-void CudaModel::prefetch_attention_out(const Layer& L, bool with_o_proj) {
+int64_t CudaModel::expert_prediction_launches() const { return moe_ ? moe_->predicted_launches() : 0; }
+
+void CudaModel::prefetch_attention_out(const Layer& L, bool with_o_proj, int layer, const float* scored) {
   const ModelConfig& c = cfg_;
   if (!prefetch_stream_) {
     CUDA_CHECK(cudaStreamCreateWithFlags(&prefetch_stream_, cudaStreamNonBlocking));
@@ -458,6 +460,12 @@ void CudaModel::prefetch_attention_out(const Layer& L, bool with_o_proj) {
   const L2Range ranges[] = {range(with_o_proj ? L.wo : nullptr, H * static_cast<size_t>(c.q_dim())), range(L.ffn_norm, H),
                             range(L.gate, H * static_cast<size_t>(c.num_local_experts))};
   l2_prefetch(ranges, 3, prefetch_stream_);
+  // MOEBENCH_EXPERT_PREDICT_AT=1, 2: then the first bytes of every gate/up row of the expert
+  // the scores rank first (once the layer's expert table is settled).
+  const void* const* table = scored && expert_predict_at_from_env() != 0 ? moe_->settled_table(layer) : nullptr;
+  if (table)
+    l2_prefetch_predicted(scored, c.num_local_experts, table, c.intermediate_size, moe_gate_up_block_rows(c.intermediate_size),
+                          H * sizeof(bf16), expert_predict_bytes(), prefetch_stream_);
 }
 
 void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next) {
@@ -511,6 +519,7 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
     ScopedRange lr(trace(), RangeKind::layer, l);
     bool moe_done = false;
     bool qkv_roped = false;  // Qwen3-MoE: the q/k norm, RoPE and KV store in the q/k/v launch
+    const float* scored = nullptr;  // the experts scored on this layer's input (MOEBENCH_EXPERT_PREDICT_BYTES)
     {
       ScopedRange ar(trace(), RangeKind::attention, l);
       {  // one GEMV launch at m = 1 (bit-identical to three), decode's with the norm in it
@@ -522,7 +531,15 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
         if (decode && family_qkv_norm_rope(L, b, b.pos, b.pos, L.k_cache, L.v_cache)) {  // slot: the position
           qkv_roped = true;
         } else if (decode && bf16_weights && rmsnorm_linear_multi_supported(b.h, w, out, 3, H)) {
-          rmsnorm_linear_multi(b.x, L.attn_norm, eps, b.h, w, y, out, 3, H, s);
+          // MOEBENCH_EXPERT_PREDICT_BYTES: the experts scored on this input too, for the
+          // gate/up launch's L2 requests while the router runs (a hint: the same bits).
+          ExpertPredict pred;
+          auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
+          if (!tp_ && moe_->takes_prediction(m) && a16(L.ffn_norm) && a16(L.gate))
+            pred = ExpertPredict{L.ffn_norm, L.gate, b.pred_logits, c.num_local_experts};
+          rmsnorm_linear_multi(b.x, L.attn_norm, eps, b.h, w, y, out, 3, H, s, pred);
+          scored = pred.n_experts > 0 ? pred.logits : nullptr;
+          moe_->set_prediction(scored);
         } else {
           rmsnorm(b.x, L.attn_norm, b.h, m, H, eps, s);
           linear_multi_weight(L.lw, b.h, y, out, 3, m, H, attn_scratch_, blas, s);
@@ -542,7 +559,7 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
       if (staged < 0) staged = gemv_staged_holds_all(Q, H) ? 2 : 0;
       if (decode && (!tp_ || expert_parallel() || tp_prefetch) && !moe_small_block_skips_side_prefetch() &&
           side_prefetch_from_env())
-        prefetch_attention_out(L, staged == 0);
+        prefetch_attention_out(L, staged == 0, l, scored);
       const AttentionHandoff handoff(staged);
       // The contiguous cache is a paged pool whose slot is the position: bit-identical to
       // rope() + rope() + kv_store(), one launch (with the family's q/k bias and norm).

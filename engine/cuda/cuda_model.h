@@ -144,6 +144,9 @@ class CudaModel : public Model, public BatchModel {
   // Introspection (tests, bench, results).
   DeviceArena& arena() { return *arena_; }
   uint64_t arena_alloc_count() const { return arena_->alloc_count(); }
+  // MoE gate/up launches issued with the experts scored on the layer's input
+  // (MOEBENCH_EXPERT_PREDICT_BYTES; a captured graph's count once): tests.
+  int64_t expert_prediction_launches() const;
   ArenaStats arena_stats() const { return arena_->stats(); }
   const ExpertProvider& provider() const { return *provider_; }
   ExpertProvider& provider() { return *provider_; }
@@ -252,8 +255,11 @@ class CudaModel : public Model, public BatchModel {
   void note_decode_step(int m);  // multi-GPU: a decode step of m tokens into the expert counters
   static ModelConfig rank_config(const ModelConfig& full, const TpRank* tp);
   // Decode, once q/k/v are written: o_proj's weights and the router's norm and gate of
-  // layer L into L2 on a side stream while RoPE and attention run (l2_prefetch.h).
-  void prefetch_attention_out(const Layer& L, bool with_o_proj = true);  // with_o_proj: wo too
+  // layer L into L2 on a side stream while RoPE and attention run (l2_prefetch.h); with
+  // `scored` (the experts scored on the layer's input) and MOEBENCH_EXPERT_PREDICT_AT=1 or 2,
+  // then the first rows' bytes of the expert they rank first.
+  void prefetch_attention_out(const Layer& L, bool with_o_proj = true, int layer = -1,
+                              const float* scored = nullptr);  // with_o_proj: wo too
   // After a stream sync: the events of this forward into the collective counters (an
   // untimed forward, see tp_timing_, adds nothing).
   void read_collective_times(bool decode);

@@ -107,6 +107,39 @@ __device__ __forceinline__ int used_expert(const int32_t* ids, int n_pairs, int 
   return s_e;
 }
 
+// The gate/up launches' guess of their slot's expert before the router has chosen
+// (ops.cuh ExpertPredict): lane j < n_experts of each warp reads score j (L2, not L1: the
+// scores of another layer may sit in L1); returns the expert ranked slot-th (ties: the
+// lower index first), or -1. Every lane of the warp must call it.
+__device__ __forceinline__ int predicted_expert(const float* pred, int n_experts, int slot) {
+  const int lane = threadIdx.x & 31;
+  const float v = lane < n_experts ? __ldcg(pred + lane) : 0.0f;
+  int rank = 0;
+  for (int j = 0; j < n_experts; ++j) {
+    const float o = __shfl_sync(0xffffffffu, v, j);
+    rank += (o > v || (o == v && j < lane)) ? 1 : 0;
+  }
+  const unsigned hit = __ballot_sync(0xffffffffu, lane < n_experts && rank == slot);
+  return hit ? __ffs(static_cast<int>(hit)) - 1 : -1;
+}
+
+// That prefetch for one gate/up block (warp 0, lanes 0 and 1): the block's rows
+// row0 .. row0 + rows - 1 of w1 and of w3 of the guessed expert are two contiguous ranges;
+// L2 is asked for the first `bytes` of each, one bulk request a range (few large requests:
+// an SM's copy engine issues many small ones slowly).
+__device__ __forceinline__ void prefetch_predicted_block(const float* pred, int n_experts, int slot,
+                                                         const __nv_bfloat16* const* w1s,
+                                                         const __nv_bfloat16* const* w3s, int row0, int rows, int N,
+                                                         int K, unsigned bytes) {
+  if (threadIdx.x >= 32) return;
+  const int e = predicted_expert(pred, n_experts, slot);
+  const int lane = threadIdx.x;
+  if (e < 0 || lane >= 2 || row0 >= N) return;
+  const __nv_bfloat16* w = lane == 0 ? w1s[e] : w3s[e];
+  const unsigned range = static_cast<unsigned>(min(rows, N - row0)) * static_cast<unsigned>(K) * 2u;
+  if (w) l2_prefetch_bulk(w + static_cast<int64_t>(row0) * K, min(bytes, range));
+}
+
 // used_expert and the gather of the pairs that chose it, for the fused gate/up kernel,
 // with one block-wide barrier: warp 0 does the bookkeeping above, the block waits once.
 // Returns the slot-th used expert (-1 when fewer are used) and sets cnt (<= M: the pairs

@@ -126,4 +126,25 @@ bool quant_down_late_trigger() { return g_quant_down_trigger.get(); }
 
 void set_quant_down_trigger(int on) { g_quant_down_trigger.force(on); }
 
+namespace {
+std::atomic<int> g_expert_predict_bytes{-1};  // -1: the environment's
+}
+
+unsigned expert_predict_bytes() {
+  const int set = g_expert_predict_bytes.load(std::memory_order_relaxed);
+  if (set >= 0) return static_cast<unsigned>(set);
+  static const int env = env_choice("MOEBENCH_EXPERT_PREDICT_BYTES", {8192, 0, 4096, 16384, 32768, 65536}, 8192);
+  return static_cast<unsigned>(env);
+}
+
+int expert_predict_at_from_env() {
+  static const int at = env_choice("MOEBENCH_EXPERT_PREDICT_AT", {1, 0, 2}, 1);
+  return at;
+}
+
+void set_expert_predict_bytes(int bytes) {
+  if (bytes >= 0 && bytes % 16 != 0) fail("set_expert_predict_bytes: {} is not a multiple of 16", bytes);
+  g_expert_predict_bytes.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed);
+}
+
 }  // namespace moebench::cuda

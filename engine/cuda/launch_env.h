@@ -42,6 +42,16 @@
 //   MOEBENCH_OPROJ_STAGED    the single-sequence decode step's o_proj with its weights staged
 //                            in shared memory during attention (gemv_staged.h): unset (by
 //                            shape), 0, 1 or 2 (below);
+//   MOEBENCH_EXPERT_PREDICT_BYTES the single-sequence decode step scores the experts on the
+//                            layer's input in its norm + q/k/v launch, and each bf16 gate/up
+//                            block that starts while the router runs asks L2 for that many
+//                            bytes of its w1 rows and of its w3 rows in the expert ranked for
+//                            its slot (ops.cuh ExpertPredict): 8192 (unset), 0 (no scores,
+//                            no prefetch), 4096, 16384, 32768 or 65536;
+//   MOEBENCH_EXPERT_PREDICT_AT who asks for those bytes: 1 (unset) the side stream right after
+//                            its o_proj prefetch (for every block range of the expert ranked
+//                            first; resident experts), 0 the gate/up blocks before their
+//                            wait, 2 both;
 //   MOEBENCH_QUANT_DOWN_TRIGGER where the quantised down + combine launch (the exact and
 //                            warp-row kernels) lets the next kernel's blocks start: 1 (unset:
 //                            as its warps finish their items) or 0 (right after its wait).
@@ -107,5 +117,10 @@ void set_o_proj_staged(int level);
 // (tests: 0 or 1; -1: the environment's again).
 bool quant_down_late_trigger();
 void set_quant_down_trigger(int on);
+// MOEBENCH_EXPERT_PREDICT_BYTES, or what set_expert_predict_bytes said last (tests: the
+// bytes, one of the environment's values; negative: the environment's again).
+unsigned expert_predict_bytes();
+void set_expert_predict_bytes(int bytes);
+int expert_predict_at_from_env();  // MOEBENCH_EXPERT_PREDICT_AT
 
 }  // namespace moebench::cuda

@@ -80,10 +80,43 @@ __global__ void __launch_bounds__(W * 32) gemv_multi_kernel(const bf16* __restri
 // with rmsnorm_row over the block's 256 threads (the sums of rmsnorm()'s block, so h is
 // bit-identical), block 0 also writes h out, and the rows are taken against the shared h
 // as gemv_multi_kernel does (bit-identical y).
+// The launch's block row_blocks + e (e < pr.n_experts, blocks past the rows' own):
+// pr.logits[e] = sum_i x_i * pr.norm_w_i * pr.gate[e][i] (ops.cuh ExpertPredict), each
+// thread's 8-element chunks, then the warps.
+__device__ __forceinline__ void predict_expert_logit(const float* __restrict__ x, const ExpertPredict& pr, int e, int K) {
+  __shared__ float part[kGemvWarps];
+  const bf16* g = pr.gate + static_cast<int64_t>(e) * K;
+  float s = 0;
+  for (int c = threadIdx.x; c < K / 8; c += kGemvWarps * 32) {
+    const float4 a = reinterpret_cast<const float4*>(x)[2 * c], b = reinterpret_cast<const float4*>(x)[2 * c + 1];
+    const float xv[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
+    float nw[8], gw[8];
+    to_float8(load8(pr.norm_w + 8 * c), nw);
+    to_float8(load8(g + 8 * c), gw);
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s = fmaf(xv[i] * nw[i], gw[i], s);
+  }
+  s = warp_sum(s);
+  if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = s;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float t = 0;
+    for (int w = 0; w < kGemvWarps; ++w) t += part[w];
+    pr.logits[e] = t;
+  }
+}
+
 template <int R, int U, int PF>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_multi_norm_kernel(const float* __restrict__ x, const bf16* __restrict__ norm_w, float eps,
-                           bf16* __restrict__ h, GemvSegments sg, int K, unsigned prefetch_bytes) {
+                           bf16* __restrict__ h, GemvSegments sg, int K, unsigned prefetch_bytes, ExpertPredict pr,
+                           int row_blocks) {
+  if (static_cast<int>(blockIdx.x) >= row_blocks) {  // a block of its own for each expert's score (no tail added)
+    pdl_wait();  // x comes from the previous kernel
+    pdl_trigger();
+    predict_expert_logit(x, pr, static_cast<int>(blockIdx.x) - row_blocks, K);
+    return;
+  }
   extern __shared__ __align__(16) unsigned char smem[];
   bf16* hs = reinterpret_cast<bf16*>(smem);
   const GemvSegment seg = segment_of(sg, static_cast<int>(blockIdx.x));
@@ -305,12 +338,16 @@ bool rmsnorm_linear_multi_supported(const void* h, const bf16* const* w, const i
 }
 
 void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h, const bf16* const* w, float* const* y,
-                          const int* out, int n_mats, int in, cudaStream_t stream) {
+                          const int* out, int n_mats, int in, cudaStream_t stream, const ExpertPredict& predict) {
   MB_NVTX_RANGE("rmsnorm_gemv_multi");
   if (!rmsnorm_linear_multi_supported(h, w, out, n_mats, in))
     fail_msg(msg("cuda::rmsnorm_linear_multi: ", n_mats, " matrices of in = ", in,
                  " not supported (1..", kGemvMaxSegs, " matrices with rows, in % 8 == 0, in * 2 <= ",
                  kRmsnormGemvMaxSharedBytes, " bytes, 16-byte aligned h and w)"));
+  if (predict.n_experts < 0 || predict.n_experts > kExpertPredictMax ||
+      (predict.n_experts > 0 && (!predict.logits || !aligned16(x) || !aligned16(predict.norm_w) || !aligned16(predict.gate))))
+    fail_msg(msg("cuda::rmsnorm_linear_multi: an expert prediction of ", predict.n_experts, " experts (expected 0..",
+                 kExpertPredictMax, ", with logits and 16-byte aligned x, norm and gate)"));
   GemvSegments sg{};
   sg.n = n_mats;
   int total = 0;
@@ -324,10 +361,11 @@ void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h
   const int R = shape.rows_per_warp;
   sg.first[0] = 0;
   for (int s = 0; s < n_mats; ++s) sg.first[s + 1] = sg.first[s] + static_cast<int>(ceil_div(sg.rows[s], kGemvWarps * R));
-  const unsigned blocks = static_cast<unsigned>(sg.first[n_mats]);
+  const int row_blocks = sg.first[n_mats];
+  const unsigned blocks = static_cast<unsigned>(row_blocks + predict.n_experts);
   const size_t smem = static_cast<size_t>(in) * sizeof(bf16);
   // The one-warp-per-block shapes of the table (kGemvShapeTable), with and without prefetch.
-  using Kernel = void (*)(const float*, const bf16*, float, bf16*, GemvSegments, int, unsigned);
+  using Kernel = void (*)(const float*, const bf16*, float, bf16*, GemvSegments, int, unsigned, ExpertPredict, int);
   struct NormShape {
     int R, U, PF;
     Kernel kernel;
@@ -340,7 +378,7 @@ void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h
   for (const NormShape& k : kNormShapes)
     if (k.R == R && k.U == shape.depth && k.PF == shape.prefetch) {
       launch_pdl(k.kernel, dim3(blocks), dim3(kGemvWarps * 32), smem, stream, x, norm_w, eps, h, sg, in,
-                 qkv_prefetch_bytes_from_env());
+                 qkv_prefetch_bytes_from_env(), predict, row_blocks);
       CUDA_CHECK_LAUNCH("gemv_multi_norm_kernel");
       return;
     }

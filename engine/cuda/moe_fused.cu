@@ -34,7 +34,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16
                                                                      const bf16* const* __restrict__ w1s,
                                                                      const bf16* const* __restrict__ w3s,
                                                                      bf16* __restrict__ h, int n, int k, int K, int N,
-                                                                     int n_experts) {
+                                                                     int n_experts, const float* __restrict__ pred,
+                                                                     unsigned pred_bytes, int pred_blocks) {
   constexpr int U = 4 / R > 0 ? 4 / R : 1;
   __shared__ int s_tok[M], s_pair[M];
   // The expert table (written before the previous kernel began) before the wait; read
@@ -47,6 +48,9 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_gate_up_kernel(const bf16
       s_w1[t] = w1s[t];
       s_w3[t] = w3s[t];
     }
+  if (pred_bytes > 0 && static_cast<int>(blockIdx.y * gridDim.x + blockIdx.x) < pred_blocks)
+    detail::prefetch_predicted_block(pred, n_experts, static_cast<int>(blockIdx.y), w1s, w3s,
+                                     static_cast<int>(blockIdx.x) * kGemvWarps * R, kGemvWarps * R, N, K, pred_bytes);
   pdl_wait();  // ids and x come from the kernels before
   pdl_trigger();
   int m = 0;
@@ -265,19 +269,40 @@ __global__ void __launch_bounds__(kGemvWarps * 32) moe_down_pairs_kernel(const b
   }
 }
 
+// Blocks of `kernel` resident at once on this device: the blocks that can start before
+// the launch's wait, i.e. while the router still runs.
+template <typename Kernel>
+int resident_blocks(Kernel kernel) {
+  int per_sm = 0, device = 0, sms = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kGemvWarps * 32, 0));
+  CUDA_CHECK(cudaGetDevice(&device));
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  return per_sm * sms;
+}
+
+template <int M, int R>
+void launch_gate_up_r(dim3 grid, const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s,
+                      bf16* h, int n, int k, int n_experts, int hidden, int inter, const float* pred,
+                      unsigned pred_bytes, cudaStream_t stream) {
+  static const int pred_blocks = resident_blocks(moe_gate_up_kernel<M, R>);  // one device a process for these launches
+  launch_pdl(moe_gate_up_kernel<M, R>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
+             n_experts, pred, pred ? pred_bytes : 0u, pred_blocks);
+}
+
+int gate_up_rows_per_warp(int inter) {
+  const int knob = gate_up_rows_from_env();  // MOEBENCH_GATEUP_ROWS (launch_env.h), 0: by size
+  return knob > 0 ? knob : inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
+}
+
 template <int M>
 void launch_gate_up(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
-                    int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
+                    int k, int n_experts, int hidden, int inter, const float* pred, unsigned pred_bytes,
+                    cudaStream_t stream) {
   // A block per (row block, used-expert slot): slot y computes the y-th distinct expert of ids.
-  const int knob = gate_up_rows_from_env();  // MOEBENCH_GATEUP_ROWS (launch_env.h), 0: by size
-  const int R = knob > 0 ? knob : inter >= kGemvWarps * 2 * 132 / 2 ? 2 : 1;
+  const int R = gate_up_rows_per_warp(inter);
   dim3 grid(static_cast<unsigned>(ceil_div(inter, kGemvWarps * R)), static_cast<unsigned>(std::min(n * k, n_experts)));
-  if (R == 2)
-    launch_pdl(moe_gate_up_kernel<M, 2>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
-               n_experts);
-  else
-    launch_pdl(moe_gate_up_kernel<M, 1>, grid, dim3(kGemvWarps * 32), 0, stream, x, ids, w1s, w3s, h, n, k, hidden, inter,
-               n_experts);
+  if (R == 2) launch_gate_up_r<M, 2>(grid, x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, pred, pred_bytes, stream);
+  else launch_gate_up_r<M, 1>(grid, x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, pred, pred_bytes, stream);
   CUDA_CHECK_LAUNCH("moe_gate_up_kernel");
 }
 
@@ -288,21 +313,28 @@ void check_shape(const char* what, int n, int k, int hidden, int inter) {
 }
 
 void gate_up_any(const bf16* x, const int32_t* ids, const bf16* const* w1s, const bf16* const* w3s, bf16* h, int n,
-                 int k, int n_experts, int hidden, int inter, cudaStream_t stream) {
-  if (n == 1) launch_gate_up<1>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
-  else if (n == 2) launch_gate_up<2>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
-  else if (n <= 4) launch_gate_up<4>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
-  else launch_gate_up<8>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+                 int k, int n_experts, int hidden, int inter, cudaStream_t stream, const float* pred = nullptr,
+                 unsigned pred_bytes = 0) {
+  if (n == 1) launch_gate_up<1>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, pred, pred_bytes, stream);
+  else if (n == 2) launch_gate_up<2>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, nullptr, 0, stream);
+  else if (n <= 4) launch_gate_up<4>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, nullptr, 0, stream);
+  else launch_gate_up<8>(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, nullptr, 0, stream);
 }
 }  // namespace
 
+int moe_gate_up_block_rows(int inter) { return kGemvWarps * gate_up_rows_per_warp(inter); }
+
 void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
-                      int n_experts, int hidden, int inter, cudaStream_t stream, MoeDownAlgo down) {
+                      int n_experts, int hidden, int inter, cudaStream_t stream, MoeDownAlgo down,
+                      const float* pred_logits, unsigned pred_bytes) {
   MB_NVTX_RANGE("moe_decode_fused");
   if (n <= 0) return;
   check_shape("moe_decode_fused", n, k, hidden, inter);
-  gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream);
+  if (pred_logits && pred_bytes > 0 && (n != 1 || n_experts > kExpertPredictMax || pred_bytes % 16 != 0))
+    fail_msg(msg("cuda::moe_decode_fused: a prediction for ", n, " tokens over ", n_experts, " experts, ", pred_bytes,
+                 " bytes a row (expected 1 token, at most ", kExpertPredictMax, " experts, a multiple of 16 bytes)"));
+  gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream, pred_logits, pred_bytes);
   const bool early = down == MoeDownAlgo::grouped_early_trigger ||
                      (down == MoeDownAlgo::grouped && down_early_trigger_from_env());
   const bool preload = down == MoeDownAlgo::grouped_preload || (down == MoeDownAlgo::grouped && down_preload_from_env());

@@ -19,6 +19,7 @@
 #include "engine/cuda/quant_gemv.h"
 #include "engine/cuda/router_reweight.h"
 #include "common/error.h"
+#include "common/log.h"
 #include "engine/ops/ops.h"
 #include "profiler/cpu_trace.h"
 #include "variants/routing_driver.h"
@@ -50,6 +51,21 @@ bool MoeLayer::fused_decode_ok(int m) const {
 }
 
 bool MoeLayer::quant_decode_ok(int m) const { return m <= kGemvMaxRows && m * d_.top_k <= kFusedMaxPairs; }
+
+const void* const* MoeLayer::settled_table(int layer) const {
+  if (quantised() || table_rows_ != 3 || provider_.needs_ids() || layer < 0 ||
+      layer >= static_cast<int>(table_valid_.size()) || !table_valid_[layer])
+    return nullptr;
+  return table_d_ + static_cast<size_t>(layer) * table_rows_ * d_.n_experts;
+}
+
+bool MoeLayer::takes_prediction(int m) const {
+  // The side stream's requests (MOEBENCH_EXPERT_PREDICT_AT=1) need the resident experts' table.
+  return m == 1 && expert_predict_bytes() > 0 && (expert_predict_at_from_env() != 1 || !provider_.needs_ids()) &&
+         !quantised() && dispatch_ == Dispatch::fused &&
+         combine_ == Combine::fused && fused_decode_ok(m) && !routing_ && !host_ && !filter_ &&
+         d_.n_experts <= kExpertPredictMax && !(small_experts_enabled() && small_experts_supported(m, d_.top_k, d_.n_experts, d_.hidden, d_.inter));
+}
 
 uint64_t MoeLayer::device_bytes(const MoeDims& d, int pool_tokens) {
   auto r = [](uint64_t b) { return (b + 255) / 256 * 256; };
@@ -93,6 +109,10 @@ MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertP
 
 MoeLayer::~MoeLayer() {
   cudaStreamSynchronize(stream_);
+  if (pred_seen_ > 0)
+    log::warn("expert prediction (MOEBENCH_EXPERT_PREDICT_STATS): {} layer steps, slots guessed right {:.1f}%, experts guessed right {:.1f}%",
+             pred_seen_, 100.0 * static_cast<double>(pred_slot_right_) / static_cast<double>(pred_seen_ * d_.top_k),
+             100.0 * static_cast<double>(pred_expert_right_) / static_cast<double>(pred_seen_ * d_.top_k));
   if (ids_h_) cudaFreeHost(ids_h_);
   if (sort_h_) cudaFreeHost(sort_h_);
   if (wts_h_) cudaFreeHost(wts_h_);
@@ -316,6 +336,29 @@ void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* 
   if (predict) prefetch_next(step, layer, m, gate_predicted);  // after this layer's experts are launched
 }
 
+// MOEBENCH_EXPERT_PREDICT_STATS=1, eager forwards only (a sync): how often the scores on the
+// layer's input rank the router's choice, slot by slot and as a set.
+void MoeLayer::count_prediction(const float* pred, const int32_t* ids) {
+  static const bool stats = env_choice("MOEBENCH_EXPERT_PREDICT_STATS", {0, 1}, 0) == 1;
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));
+  if (!stats || capturing != cudaStreamCaptureStatusNone) return;
+  const int E = d_.n_experts, K = d_.top_k;
+  std::vector<float> p(E);
+  std::vector<int32_t> chosen(K);
+  CUDA_CHECK(cudaMemcpyAsync(p.data(), pred, E * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaMemcpyAsync(chosen.data(), ids, K * sizeof(int32_t), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::vector<int> order(E);
+  for (int e = 0; e < E; ++e) order[e] = e;
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return p[a] > p[b]; });
+  ++pred_seen_;
+  for (int j = 0; j < K; ++j) {
+    pred_slot_right_ += order[j] == chosen[j] ? 1 : 0;
+    pred_expert_right_ += std::find(chosen.begin(), chosen.end(), order[j]) != chosen.end() ? 1 : 0;
+  }
+}
+
 void MoeLayer::prefetch_next(int step, int layer, int m, bool gate_predicted) {
   const int pairs = m * d_.top_k;
   ScopedRange r(trace_, RangeKind::expert_load, layer + 1, -1, "prefetch");  // the loads overlap this layer's compute
@@ -339,7 +382,15 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
         moe_decode_small(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, K, E, H, I, stream_);
         return;
       }
-      moe_decode_fused(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, m, K, E, H, I, stream_);
+      const float* pred = m == 1 ? pred_logits_ : nullptr;
+      pred_logits_ = nullptr;
+      if (pred) {
+        ++predicted_launches_;
+        count_prediction(pred, b.ids);
+      }
+      const unsigned pred_bytes = pred && expert_predict_at_from_env() != 1 ? expert_predict_bytes() : 0u;
+      moe_decode_fused(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, m, K, E, H, I, stream_, MoeDownAlgo::grouped,
+                       pred, pred_bytes);
       return;
     }
     moe_decode_experts(b.h, b.ids, t, t + E, t + 2 * E, b.moe_h, b.moe_y, m, K, E, H, I, stream_);

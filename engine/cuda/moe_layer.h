@@ -123,6 +123,19 @@ class MoeLayer {
   // combines with moe_combine_held (the same bits as the combine knob's, marks skipped).
   using PairFilter = std::function<void(int layer, int32_t* ids, int pairs, cudaStream_t stream)>;
   void set_pair_filter(PairFilter f) { filter_ = std::move(f); }
+  // Decode, one token: whether this layer's experts would use scores of the experts taken
+  // on the layer's input (ops.cuh ExpertPredict, MOEBENCH_EXPERT_PREDICT_BYTES): the gate
+  // routes, the bf16 fused gate/up launch runs, at most kExpertPredictMax experts.
+  bool takes_prediction(int m) const;
+  // The scores for the next run_norm of one token (device, n_experts; null: none). The
+  // caller has them written before that launch; the next run_norm uses and forgets them.
+  void set_prediction(const float* logits) { pred_logits_ = logits; }
+  // Gate/up launches issued with such scores (captured graphs count once): tests.
+  int64_t predicted_launches() const { return predicted_launches_; }
+  // The device table of `layer`'s bf16 experts (w1 pointers, then w3's, then w2's) where an
+  // earlier forward has written it and the provider hands out the same experts whatever
+  // the ids (resident experts: needs no ids); else null.
+  const void* const* settled_table(int layer) const;
 
  private:
   void ids_to_host(const ForwardBuffers& b, int pairs);
@@ -150,6 +163,7 @@ class MoeLayer {
   bool route(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
              ForwardBuffers& b, int m, bool predict, const FusedNorm* norm);
   void experts(int layer, ForwardBuffers& b, float* x, int m);
+  void count_prediction(const float* pred, const int32_t* ids);
   // Device pointer table of `layer`: bf16 (3, n_experts) matrices; quantised (9, n_experts),
   // row 3 * matrix + part (values, scales, zero points; null where the part is absent).
   const void* const* tables(int layer);
@@ -212,6 +226,9 @@ class MoeLayer {
   std::vector<bool> table_valid_;
   Observer observer_;
   RoutingDriver* routing_ = nullptr;
+  const float* pred_logits_ = nullptr;  // set_prediction's, for one run_norm
+  int64_t predicted_launches_ = 0;
+  int64_t pred_seen_ = 0, pred_slot_right_ = 0, pred_expert_right_ = 0;  // MOEBENCH_EXPERT_PREDICT_STATS=1
   int pool_tokens_ = 0;
   int fused_max_tokens_ = 2;
   float* logits_h_ = nullptr;        // (pairs / top_k, n_experts) router logits, routing source only

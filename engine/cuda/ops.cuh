@@ -137,9 +137,23 @@ void linear_multi_shaped(const bf16* x, const bf16* const* w, float* const* y, c
 // in % 8 == 0, h kept in shared memory: in * 2 <= kRmsnormGemvMaxSharedBytes, 16-byte
 // aligned h and w); else an Error.
 constexpr size_t kRmsnormGemvMaxSharedBytes = 48 * 1024;
+//
+// With `predict` (its n_experts > 0), the launch also scores the MoE block's experts on
+// this x, before attention has added to it: n_experts more blocks write
+// logits[e] = sum_i x_i * norm_w_i * gate[e][i] (fp32; the router's logits on x without
+// its positive factor 1/rms, so in the same order). The MoE block's gate/up launch asks L2
+// for the experts these rank first while the router still runs (moe_decode_fused's
+// pred_logits). A hint only: h and y are the same bits with or without it.
+struct ExpertPredict {
+  const bf16* norm_w = nullptr;  // (in) the MoE block's norm weights
+  const bf16* gate = nullptr;    // (n_experts, in) the router's gate
+  float* logits = nullptr;       // (n_experts) out
+  int n_experts = 0;             // 0: no prediction; at most kExpertPredictMax
+};
+constexpr int kExpertPredictMax = 32;
 bool rmsnorm_linear_multi_supported(const void* h, const bf16* const* w, const int* out, int n_mats, int in);
 void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h, const bf16* const* w, float* const* y,
-                          const int* out, int n_mats, int in, cudaStream_t stream);
+                          const int* out, int n_mats, int in, cudaStream_t stream, const ExpertPredict& predict = {});
 // The same product on the tensor cores (defined in quant_gemv.cu, the dequantising GEMV's
 // tile with bf16 weights as their own codes): 16 weight rows x the n <= 8 rows of x per
 // mma, fp32 sums, the row length split over a block's warps and added in warp order
@@ -180,11 +194,20 @@ void swiglu_gate_up(const bf16* x, const bf16* w1, const bf16* w3, bf16* h, int 
 // MOEBENCH_DOWN_PRELOAD=1 loads each warp's first w2 chunks before that wait;
 // grouped_early_trigger and grouped_preload are grouped with the one or the other
 // whatever the environment says.
+// pred_logits (n == 1, n_experts <= kExpertPredictMax; rmsnorm_linear_multi's
+// ExpertPredict scores) with pred_bytes > 0: before its wait, each gate/up block that
+// starts while the router still runs asks L2 for the first pred_bytes of its w1 rows and
+// of its w3 rows (each a contiguous range of moe_gate_up_block_rows rows) in the expert
+// ranked y-th by the scores (y: its slot). Right guesses are then read from L2; the
+// results are the same bits whatever the guess.
 enum class MoeDownAlgo { grouped, per_pair, grouped_early_trigger, grouped_preload };
+// Rows of w1 (and of w3) one block of the fused gate/up launch takes at one token.
+int moe_gate_up_block_rows(int inter);
 void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, const bf16* const* w1s,
                       const bf16* const* w3s, const bf16* const* w2s, bf16* h, float* out, int n, int k,
                       int n_experts, int hidden, int inter, cudaStream_t stream,
-                      MoeDownAlgo down = MoeDownAlgo::grouped);
+                      MoeDownAlgo down = MoeDownAlgo::grouped, const float* pred_logits = nullptr,
+                      unsigned pred_bytes = 0);
 
 // The same experts without the combine: y (n * k, hidden) fp32, row p = t * k + j holds
 // expert_{ids[p]}(x_t) unweighted (for the loop / index_add combines). Same launch 1.

@@ -30,6 +30,7 @@ std::vector<Workspace::Slot> Workspace::slots(const WorkspaceDims& d, ForwardBuf
       {"ws.att", f(b.att), M * d.q_dim * 2},
       {"ws.attn_ws", f(b.attn_ws), std::max<uint64_t>(attn_floats, 1) * 4},
       {"ws.router_logits", f(b.router_logits), M * d.n_experts * 4},
+      {"ws.pred_logits", f(b.pred_logits), static_cast<uint64_t>(d.n_experts) * 4},
       {"ws.ids", f(b.ids), P * 4},
       {"ws.wts", f(b.wts), P * 4},
       {"ws.perm", f(b.perm), P * 4},

@@ -37,6 +37,7 @@ struct ForwardBuffers {
   __nv_bfloat16* att = nullptr;     // (m, q_dim)
   float* attn_ws = nullptr;         // attention_workspace_floats(m, pos0, ...) or paged_attention_workspace_floats(...)
   float* router_logits = nullptr;   // (m, n_experts)
+  float* pred_logits = nullptr;     // (n_experts) decode: the experts scored on the layer's input (ops.cuh ExpertPredict)
   int32_t* ids = nullptr;           // (m, top_k)
   float* wts = nullptr;             // (m, top_k)
   int32_t* perm = nullptr;          // (pairs) sorted row -> pair
