@@ -35,8 +35,8 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "before their wait (0), both (2)",
        "docs/PERFORMANCE.md"},
       {"MOEBENCH_EXPERT_PREDICT_BYTES", "8192, 0, 4096, 16384, 32768, 65536",
-       "single-sequence decode scores the experts on the layer's input and the bf16 gate/up blocks ask L2 for that "
-       "many bytes of their w1 rows and of their w3 rows in the guessed expert while the router runs",
+       "single-sequence decode scores the experts on the layer's input, and L2 is asked for that many bytes of every "
+       "bf16 gate/up block's w1 and w3 ranges of the guessed expert (who asks: MOEBENCH_EXPERT_PREDICT_AT)",
        "docs/PERFORMANCE.md"},
       {"MOEBENCH_EXPERT_PREDICT_STATS", "0, 1",
        "eager decode steps count how often the experts scored on the layer's input are the router's choice, logged "

@@ -460,8 +460,8 @@ void CudaModel::prefetch_attention_out(const Layer& L, bool with_o_proj, int lay
   const L2Range ranges[] = {range(with_o_proj ? L.wo : nullptr, H * static_cast<size_t>(c.q_dim())), range(L.ffn_norm, H),
                             range(L.gate, H * static_cast<size_t>(c.num_local_experts))};
   l2_prefetch(ranges, 3, prefetch_stream_);
-  // MOEBENCH_EXPERT_PREDICT_AT=1, 2: then the first bytes of every gate/up row of the expert
-  // the scores rank first (once the layer's expert table is settled).
+  // MOEBENCH_EXPERT_PREDICT_AT=1, 2: then the first bytes of every gate/up block's w1 and w3
+  // ranges of the expert the scores rank first (once the layer's expert table is settled).
   const void* const* table = scored && expert_predict_at_from_env() != 0 ? moe_->settled_table(layer) : nullptr;
   if (table)
     l2_prefetch_predicted(scored, c.num_local_experts, table, c.intermediate_size, moe_gate_up_block_rows(c.intermediate_size),
@@ -531,12 +531,13 @@ void CudaModel::forward_body(ForwardBuffers& b, int m, int pos0, int64_t step, f
         if (decode && family_qkv_norm_rope(L, b, b.pos, b.pos, L.k_cache, L.v_cache)) {  // slot: the position
           qkv_roped = true;
         } else if (decode && bf16_weights && rmsnorm_linear_multi_supported(b.h, w, out, 3, H)) {
-          // MOEBENCH_EXPERT_PREDICT_BYTES: the experts scored on this input too, for the
-          // gate/up launch's L2 requests while the router runs (a hint: the same bits).
+          // MOEBENCH_EXPERT_PREDICT_BYTES: the experts scored on this input too, for the L2
+          // requests of the guessed expert's rows during attention (a hint: the same bits).
           ExpertPredict pred;
-          auto a16 = [](const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; };
-          if (!tp_ && moe_->takes_prediction(m) && a16(L.ffn_norm) && a16(L.gate))
+          if (!tp_ && moe_->takes_prediction(m)) {
             pred = ExpertPredict{L.ffn_norm, L.gate, b.pred_logits, c.num_local_experts};
+            if (!expert_predict_supported(b.x, pred)) pred = ExpertPredict{};
+          }
           rmsnorm_linear_multi(b.x, L.attn_norm, eps, b.h, w, y, out, 3, H, s, pred);
           scored = pred.n_experts > 0 ? pred.logits : nullptr;
           moe_->set_prediction(scored);

@@ -6,6 +6,7 @@
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/l2_prefetch.h"
 #include "engine/cuda/launch_env.h"
+#include "engine/cuda/ops.cuh"
 
 namespace moebench::cuda {
 
@@ -52,9 +53,10 @@ __global__ void __launch_bounds__(kMaxThreads) l2_prefetch_predicted_kernel(cons
 
 void l2_prefetch_predicted(const float* pred, int n_experts, const void* const* tables, int rows, int range_rows,
                            size_t row_bytes, unsigned bytes, cudaStream_t stream) {
-  if (n_experts <= 0 || n_experts > 32 || bytes % 16 != 0 || row_bytes % 16 != 0 || range_rows <= 0)
+  if (n_experts <= 0 || n_experts > kExpertPredictMax || bytes % 16 != 0 || row_bytes % 16 != 0 || range_rows <= 0)
     fail_msg(msg("cuda::l2_prefetch_predicted: ", n_experts, " experts, ", bytes, " bytes of ", range_rows,
-                 " rows of ", row_bytes, " bytes (expected 1..32 experts, multiples of 16 bytes, rows)"));
+                 " rows of ", row_bytes, " bytes (expected 1..", kExpertPredictMax,
+                 " experts, multiples of 16 bytes, rows)"));
   if (rows <= 0 || bytes == 0) return;
   MB_NVTX_RANGE("l2_prefetch_predicted");
   // One warp a block: the requests spread over many SMs' copy engines (an SM issues them slowly).

@@ -29,7 +29,7 @@ void l2_prefetch(const L2Range* ranges, int n, cudaStream_t stream);
 constexpr size_t kL2PrefetchChunkBytes = 8 * 1024;
 
 // The experts' guess (ops.cuh ExpertPredict) on the side stream: w1 and w3 of the expert
-// that `pred` (n_experts <= 32 scores, device) ranks first, `rows` rows of row_bytes each,
+// that `pred` (n_experts <= kExpertPredictMax scores, device) ranks first, `rows` rows of row_bytes each,
 // seen as ranges of range_rows rows (a gate/up block's); L2 is asked for the first `bytes`
 // (a multiple of 16) of every range, one bulk request each. tables: the layer's device
 // table, n_experts w1 pointers then n_experts w3 pointers (null entries are skipped).

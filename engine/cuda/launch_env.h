@@ -43,11 +43,10 @@
 //                            in shared memory during attention (gemv_staged.h): unset (by
 //                            shape), 0, 1 or 2 (below);
 //   MOEBENCH_EXPERT_PREDICT_BYTES the single-sequence decode step scores the experts on the
-//                            layer's input in its norm + q/k/v launch, and each bf16 gate/up
-//                            block that starts while the router runs asks L2 for that many
-//                            bytes of its w1 rows and of its w3 rows in the expert ranked for
-//                            its slot (ops.cuh ExpertPredict): 8192 (unset), 0 (no scores,
-//                            no prefetch), 4096, 16384, 32768 or 65536;
+//                            layer's input in its norm + q/k/v launch, and L2 is asked for
+//                            that many bytes of every bf16 gate/up block's w1 and w3 ranges
+//                            of the guessed expert (ops.cuh ExpertPredict): 8192 (unset), 0
+//                            (no scores, no prefetch), 4096, 16384, 32768 or 65536;
 //   MOEBENCH_EXPERT_PREDICT_AT who asks for those bytes: 1 (unset) the side stream right after
 //                            its o_proj prefetch (for every block range of the expert ranked
 //                            first; resident experts), 0 the gate/up blocks before their

@@ -72,14 +72,6 @@ __global__ void __launch_bounds__(W * 32) gemv_multi_kernel(const bf16* __restri
   gemv_rows<1, R, U, PF>(x, seg.w, seg.y, 1, K, seg.rows, row0, lane, false);
 }
 
-// gemv_multi_kernel with the norm of its input folded in (decode's attention entry): each
-// block first asks L2 for the first prefetch_bytes of each of its weight rows (one bulk
-// prefetch per row, lanes < R of each warp: HBM streams while the norm is computed; 2 KiB
-// unless MOEBENCH_QKV_PREFETCH_KB says otherwise: a whole q/k/v of 50 MB at once would
-// crowd L2), then recomputes h = rmsnorm(x) * norm_w into shared memory
-// with rmsnorm_row over the block's 256 threads (the sums of rmsnorm()'s block, so h is
-// bit-identical), block 0 also writes h out, and the rows are taken against the shared h
-// as gemv_multi_kernel does (bit-identical y).
 // The launch's block row_blocks + e (e < pr.n_experts, blocks past the rows' own):
 // pr.logits[e] = sum_i x_i * pr.norm_w_i * pr.gate[e][i] (ops.cuh ExpertPredict), each
 // thread's 8-element chunks, then the warps.
@@ -106,6 +98,15 @@ __device__ __forceinline__ void predict_expert_logit(const float* __restrict__ x
   }
 }
 
+// gemv_multi_kernel with the norm of its input folded in (decode's attention entry): each
+// block first asks L2 for the first prefetch_bytes of each of its weight rows (one bulk
+// prefetch per row, lanes < R of each warp: HBM streams while the norm is computed; 2 KiB
+// unless MOEBENCH_QKV_PREFETCH_KB says otherwise: a whole q/k/v of 50 MB at once would
+// crowd L2), then recomputes h = rmsnorm(x) * norm_w into shared memory
+// with rmsnorm_row over the block's 256 threads (the sums of rmsnorm()'s block, so h is
+// bit-identical), block 0 also writes h out, and the rows are taken against the shared h
+// as gemv_multi_kernel does (bit-identical y). Blocks from row_blocks on score the experts
+// instead (predict_expert_logit), one each.
 template <int R, int U, int PF>
 __global__ void __launch_bounds__(kGemvWarps * 32)
     gemv_multi_norm_kernel(const float* __restrict__ x, const bf16* __restrict__ norm_w, float eps,
@@ -337,6 +338,12 @@ bool rmsnorm_linear_multi_supported(const void* h, const bf16* const* w, const i
   return ok && default_shape(total, qkv_rows_from_env()).warps == kGemvWarps;
 }
 
+bool expert_predict_supported(const float* x, const ExpertPredict& predict) {
+  return predict.n_experts == 0 ||
+         (predict.n_experts > 0 && predict.n_experts <= kExpertPredictMax && predict.logits && aligned16(x) &&
+          aligned16(predict.norm_w) && aligned16(predict.gate));
+}
+
 void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h, const bf16* const* w, float* const* y,
                           const int* out, int n_mats, int in, cudaStream_t stream, const ExpertPredict& predict) {
   MB_NVTX_RANGE("rmsnorm_gemv_multi");
@@ -344,8 +351,7 @@ void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h
     fail_msg(msg("cuda::rmsnorm_linear_multi: ", n_mats, " matrices of in = ", in,
                  " not supported (1..", kGemvMaxSegs, " matrices with rows, in % 8 == 0, in * 2 <= ",
                  kRmsnormGemvMaxSharedBytes, " bytes, 16-byte aligned h and w)"));
-  if (predict.n_experts < 0 || predict.n_experts > kExpertPredictMax ||
-      (predict.n_experts > 0 && (!predict.logits || !aligned16(x) || !aligned16(predict.norm_w) || !aligned16(predict.gate))))
+  if (!expert_predict_supported(x, predict))
     fail_msg(msg("cuda::rmsnorm_linear_multi: an expert prediction of ", predict.n_experts, " experts (expected 0..",
                  kExpertPredictMax, ", with logits and 16-byte aligned x, norm and gate)"));
   GemvSegments sg{};

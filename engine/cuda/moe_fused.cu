@@ -333,7 +333,7 @@ void moe_decode_fused(const bf16* x, const int32_t* ids, const float* weights, c
   check_shape("moe_decode_fused", n, k, hidden, inter);
   if (pred_logits && pred_bytes > 0 && (n != 1 || n_experts > kExpertPredictMax || pred_bytes % 16 != 0))
     fail_msg(msg("cuda::moe_decode_fused: a prediction for ", n, " tokens over ", n_experts, " experts, ", pred_bytes,
-                 " bytes a row (expected 1 token, at most ", kExpertPredictMax, " experts, a multiple of 16 bytes)"));
+                  " bytes a block range (expected 1 token, at most ", kExpertPredictMax, " experts, a multiple of 16 bytes)"));
   gate_up_any(x, ids, w1s, w3s, h, n, k, n_experts, hidden, inter, stream, pred_logits, pred_bytes);
   const bool early = down == MoeDownAlgo::grouped_early_trigger ||
                      (down == MoeDownAlgo::grouped && down_early_trigger_from_env());

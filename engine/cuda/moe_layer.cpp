@@ -340,9 +340,10 @@ void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* 
 // layer's input rank the router's choice, slot by slot and as a set.
 void MoeLayer::count_prediction(const float* pred, const int32_t* ids) {
   static const bool stats = env_choice("MOEBENCH_EXPERT_PREDICT_STATS", {0, 1}, 0) == 1;
+  if (!stats) return;
   cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(stream_, &capturing));
-  if (!stats || capturing != cudaStreamCaptureStatusNone) return;
+  if (capturing != cudaStreamCaptureStatusNone) return;
   const int E = d_.n_experts, K = d_.top_k;
   std::vector<float> p(E);
   std::vector<int32_t> chosen(K);

@@ -141,9 +141,10 @@ constexpr size_t kRmsnormGemvMaxSharedBytes = 48 * 1024;
 // With `predict` (its n_experts > 0), the launch also scores the MoE block's experts on
 // this x, before attention has added to it: n_experts more blocks write
 // logits[e] = sum_i x_i * norm_w_i * gate[e][i] (fp32; the router's logits on x without
-// its positive factor 1/rms, so in the same order). The MoE block's gate/up launch asks L2
-// for the experts these rank first while the router still runs (moe_decode_fused's
-// pred_logits). A hint only: h and y are the same bits with or without it.
+// its positive factor 1/rms, so in the same order). L2 is then asked for the first rows of
+// the experts these rank first while attention and the router run (l2_prefetch_predicted
+// on the side stream, or moe_decode_fused's pred_logits). A hint only: h and y are the same
+// bits with or without it.
 struct ExpertPredict {
   const bf16* norm_w = nullptr;  // (in) the MoE block's norm weights
   const bf16* gate = nullptr;    // (n_experts, in) the router's gate
@@ -151,6 +152,9 @@ struct ExpertPredict {
   int n_experts = 0;             // 0: no prediction; at most kExpertPredictMax
 };
 constexpr int kExpertPredictMax = 32;
+// Whether rmsnorm_linear_multi takes `predict` with this x: none (n_experts 0), or at most
+// kExpertPredictMax experts with logits and 16-byte aligned x, norm and gate.
+bool expert_predict_supported(const float* x, const ExpertPredict& predict);
 bool rmsnorm_linear_multi_supported(const void* h, const bf16* const* w, const int* out, int n_mats, int in);
 void rmsnorm_linear_multi(const float* x, const bf16* norm_w, float eps, bf16* h, const bf16* const* w, float* const* y,
                           const int* out, int n_mats, int in, cudaStream_t stream, const ExpertPredict& predict = {});
