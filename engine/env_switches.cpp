@@ -38,6 +38,11 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "single-sequence decode scores the experts on the layer's input, and L2 is asked for that many bytes of every "
        "bf16 gate/up block's w1 and w3 ranges of the guessed expert (who asks: MOEBENCH_EXPERT_PREDICT_AT)",
        "docs/PERFORMANCE.md"},
+      {"MOEBENCH_EXPERT_PREDICT_QUANT_BYTES", "1024, 0, 512, 2048, 4096",
+       "quantised experts: single-sequence decode scores the experts on the layer's input, and the side stream asks "
+       "L2 for that many bytes of each w1 and w3 row of the guessed expert that the gate/up launch's resident warps "
+       "take first (whole rows where it is at least a row; 0: off)",
+       "docs/QUANT.md"},
       {"MOEBENCH_EXPERT_PREDICT_STATS", "0, 1",
        "eager decode steps count how often the experts scored on the layer's input are the router's choice, logged "
        "when the model closes (a sync a layer)",

@@ -186,11 +186,18 @@ TEST(CudaExpertPredict, GateUpIsTheSameBitsWhateverTheGuess) {
   std::vector<const bf16*> table(p1);
   table.insert(table.end(), p3.begin(), p3.end());
   const auto* td = static_cast<const void* const*>(dev.up(table.data(), table.size() * sizeof(bf16*)));
-  cuda::l2_prefetch_predicted(pd, E, td, inter, cuda::moe_gate_up_block_rows(inter), hidden * 2, 8192, nullptr);
+  cuda::l2_prefetch_predicted(pd, E, td, 0, inter, cuda::moe_gate_up_block_rows(inter), hidden * 2, 8192, nullptr);
   CUDA_CHECK(cudaDeviceSynchronize());
   EXPECT_EQ(run(nullptr, 0), want);
-  EXPECT_THROW(cuda::l2_prefetch_predicted(pd, 33, td, inter, 16, hidden * 2, 8192, nullptr), Error);
-  EXPECT_THROW(cuda::l2_prefetch_predicted(pd, E, td, inter, 16, hidden * 2, 8200, nullptr), Error);
+  EXPECT_THROW(cuda::l2_prefetch_predicted(pd, 33, td, 0, inter, 16, hidden * 2, 8192, nullptr), Error);
+  EXPECT_THROW(cuda::l2_prefetch_predicted(pd, E, td, 0, inter, 16, hidden * 2, 8200, nullptr), Error);
+  // w1 and w3 as one matrix (the quantised gate/up's form): the table's first n_experts
+  // pointers, w3 at an offset; one row a range and several; an offset off 16 bytes is an Error.
+  cuda::l2_prefetch_predicted(pd, E, td, static_cast<size_t>(inter) * hidden, inter / 2, 1, hidden, 256, nullptr);
+  cuda::l2_prefetch_predicted(pd, E, td, static_cast<size_t>(inter) * hidden, inter / 2, 4, hidden, 4 * hidden, nullptr);
+  CUDA_CHECK(cudaDeviceSynchronize());
+  EXPECT_EQ(run(nullptr, 0), want);
+  EXPECT_THROW(cuda::l2_prefetch_predicted(pd, E, td, 24, inter, 1, hidden, 256, nullptr), Error);
 }
 
 // The model (synthetic:small: 8 experts, top-2, bf16 experts on the fused path) with the
@@ -219,6 +226,44 @@ TEST(CudaExpertPredict, ModelStepsAreTheSameBitsWithAndWithout) {
   ASSERT_EQ(l_off.size(), l_on.size());
   EXPECT_TRUE(l_off == l_on) << "decode logits differ with the prediction";
   EXPECT_EQ(off, on) << "greedy tokens differ with the prediction";
+}
+
+// The same with quantised experts (the side stream asks for the guessed expert's first rows
+// of the one gate/up matrix, MOEBENCH_EXPERT_PREDICT_QUANT_BYTES): whole rows, a prefix of
+// each row, and none give the same eager logits and graph-replayed greedy tokens, and the
+// scored launches are counted only when on.
+TEST(CudaExpertPredict, QuantisedModelStepsAreTheSameBitsWithAndWithout) {
+  if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA expert prediction test skipped";
+  auto src = WeightSource::open("synthetic:small", 5);
+  const std::vector<int32_t> prompt = {5, 9, 2, 17, 4, 11, 3};
+  const int end = 40;
+  for (const std::string dtype : {"int8", "int4", "fp8"}) {
+    SCOPED_TRACE("expert_dtype " + dtype);
+    auto run = [&](int bytes, std::vector<float>& logits, int64_t& launches) {
+      cuda::set_expert_predict_quant_bytes(bytes);
+      EngineContext ctx = test::cuda_ctx(src);
+      ctx.settings.expert_dtype = dtype;
+      cuda::CudaModel cm(ctx);
+      auto tokens = test::eager_then_graph_decode(cm, prompt, end, logits);
+      launches = cm.expert_prediction_launches();
+      return tokens;
+    };
+    std::vector<float> l_off, l_rows, l_prefix;
+    int64_t n_off = 0, n_rows = 0, n_prefix = 0;
+    const auto off = run(0, l_off, n_off);
+    const auto rows = run(4096, l_rows, n_rows);    // whole rows (a row is 256 or 512 bytes here)
+    const auto prefix = run(128, l_prefix, n_prefix);  // the first 128 bytes of each row
+    cuda::set_expert_predict_quant_bytes(-1);
+    EXPECT_EQ(n_off, 0);
+    EXPECT_GT(n_rows, 0) << "the model never scored the experts with whole rows asked for";
+    EXPECT_GT(n_prefix, 0) << "the model never scored the experts with row prefixes asked for";
+    ASSERT_EQ(l_off.size(), l_rows.size());
+    ASSERT_EQ(l_off.size(), l_prefix.size());
+    EXPECT_TRUE(l_off == l_rows) << "decode logits differ with whole rows asked for";
+    EXPECT_TRUE(l_off == l_prefix) << "decode logits differ with row prefixes asked for";
+    EXPECT_EQ(off, rows) << "greedy tokens differ with whole rows asked for";
+    EXPECT_EQ(off, prefix) << "greedy tokens differ with row prefixes asked for";
+  }
 }
 
 }  // namespace

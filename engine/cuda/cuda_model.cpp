@@ -460,12 +460,14 @@ void CudaModel::prefetch_attention_out(const Layer& L, bool with_o_proj, int lay
   const L2Range ranges[] = {range(with_o_proj ? L.wo : nullptr, H * static_cast<size_t>(c.q_dim())), range(L.ffn_norm, H),
                             range(L.gate, H * static_cast<size_t>(c.num_local_experts))};
   l2_prefetch(ranges, 3, prefetch_stream_);
-  // MOEBENCH_EXPERT_PREDICT_AT=1, 2: then the first bytes of every gate/up block's w1 and w3
-  // ranges of the expert the scores rank first (once the layer's expert table is settled).
-  const void* const* table = scored && expert_predict_at_from_env() != 0 ? moe_->settled_table(layer) : nullptr;
-  if (table)
-    l2_prefetch_predicted(scored, c.num_local_experts, table, c.intermediate_size, moe_gate_up_block_rows(c.intermediate_size),
-                          H * sizeof(bf16), expert_predict_bytes(), prefetch_stream_);
+  // MOEBENCH_EXPERT_PREDICT_AT=1, 2: then the first bytes of the gate/up's w1 and w3 ranges
+  // of the expert the scores rank first (once the layer's expert table is settled).
+  if (scored && expert_predict_at_from_env() != 0) {
+    const MoeLayer::PredictTarget t = moe_->prediction_target(layer);
+    if (t.table)
+      l2_prefetch_predicted(scored, c.num_local_experts, t.table, t.w3_offset, t.rows, t.range_rows, t.row_bytes, t.bytes,
+                            prefetch_stream_);
+  }
 }
 
 void CudaModel::run_chunk(const int32_t* tokens, int m, int pos0, float* logits, float* all_logits, int32_t* next) {

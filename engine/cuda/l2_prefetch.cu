@@ -38,31 +38,34 @@ __global__ void __launch_bounds__(kMaxThreads) l2_prefetch_kernel(Ranges rg) {
 // rows (t % ranges) * range_rows .. + range_rows - 1, the first `bytes` of them.
 __global__ void __launch_bounds__(kMaxThreads) l2_prefetch_predicted_kernel(const float* __restrict__ pred, int n_experts,
                                                                             const void* const* __restrict__ tables,
-                                                                            int rows, int range_rows, size_t row_bytes,
+                                                                            size_t w3_offset, int rows, int range_rows,
+                                                                            size_t row_bytes,
                                                                             unsigned bytes) {
   const int e = detail::predicted_expert(pred, n_experts, 0);
   const int ranges = (rows + range_rows - 1) / range_rows;
   const int64_t t = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (e < 0 || t >= 2 * static_cast<int64_t>(ranges)) return;
   const int mat = t < ranges ? 0 : 1, r = static_cast<int>(t - static_cast<int64_t>(mat) * ranges);
-  const char* w = static_cast<const char*>(tables[mat * n_experts + e]);
+  const char* w = static_cast<const char*>(w3_offset ? tables[e] : tables[mat * n_experts + e]);
+  if (w && w3_offset && mat == 1) w += w3_offset;
   const size_t left = static_cast<size_t>(rows - r * range_rows) * row_bytes;
   if (w) l2_prefetch_bulk(w + static_cast<size_t>(r) * range_rows * row_bytes, static_cast<unsigned>(left < bytes ? left : bytes));
 }
 }  // namespace
 
-void l2_prefetch_predicted(const float* pred, int n_experts, const void* const* tables, int rows, int range_rows,
-                           size_t row_bytes, unsigned bytes, cudaStream_t stream) {
-  if (n_experts <= 0 || n_experts > kExpertPredictMax || bytes % 16 != 0 || row_bytes % 16 != 0 || range_rows <= 0)
+void l2_prefetch_predicted(const float* pred, int n_experts, const void* const* tables, size_t w3_offset, int rows,
+                           int range_rows, size_t row_bytes, unsigned bytes, cudaStream_t stream) {
+  if (n_experts <= 0 || n_experts > kExpertPredictMax || bytes % 16 != 0 || row_bytes % 16 != 0 || range_rows <= 0 ||
+      w3_offset % 16 != 0)
     fail_msg(msg("cuda::l2_prefetch_predicted: ", n_experts, " experts, ", bytes, " bytes of ", range_rows,
-                 " rows of ", row_bytes, " bytes (expected 1..", kExpertPredictMax,
+                 " rows of ", row_bytes, " bytes, w3 at +", w3_offset, " (expected 1..", kExpertPredictMax,
                  " experts, multiples of 16 bytes, rows)"));
   if (rows <= 0 || bytes == 0) return;
   MB_NVTX_RANGE("l2_prefetch_predicted");
   // One warp a block: the requests spread over many SMs' copy engines (an SM issues them slowly).
   const int64_t threads = 2 * ceil_div(rows, range_rows);
   l2_prefetch_predicted_kernel<<<static_cast<unsigned>(ceil_div(threads, 32)), 32, 0, stream>>>(
-      pred, n_experts, tables, rows, range_rows, row_bytes, bytes);
+      pred, n_experts, tables, w3_offset, rows, range_rows, row_bytes, bytes);
   CUDA_CHECK_LAUNCH("l2_prefetch_predicted_kernel");
 }
 

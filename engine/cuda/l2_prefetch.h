@@ -29,12 +29,14 @@ void l2_prefetch(const L2Range* ranges, int n, cudaStream_t stream);
 constexpr size_t kL2PrefetchChunkBytes = 8 * 1024;
 
 // The experts' guess (ops.cuh ExpertPredict) on the side stream: w1 and w3 of the expert
-// that `pred` (n_experts <= kExpertPredictMax scores, device) ranks first, `rows` rows of row_bytes each,
-// seen as ranges of range_rows rows (a gate/up block's); L2 is asked for the first `bytes`
-// (a multiple of 16) of every range, one bulk request each. tables: the layer's device
-// table, n_experts w1 pointers then n_experts w3 pointers (null entries are skipped).
-// Nothing is written.
-void l2_prefetch_predicted(const float* pred, int n_experts, const void* const* tables, int rows, int range_rows,
-                           size_t row_bytes, unsigned bytes, cudaStream_t stream);
+// that `pred` (n_experts <= kExpertPredictMax scores, device) ranks first, `rows` rows of
+// row_bytes each, seen as ranges of range_rows rows (a bf16 gate/up block's; 1 for the
+// quantised gate/up's rows); L2 is asked for the first `bytes` (a multiple of 16) of every
+// range, one bulk request each. tables: the layer's device table, n_experts w1 pointers
+// then n_experts w3 pointers; or, with w3_offset > 0 (w1 and w3 one matrix), n_experts
+// pointers whose w3 starts w3_offset bytes further (null entries are skipped). Nothing is
+// written.
+void l2_prefetch_predicted(const float* pred, int n_experts, const void* const* tables, size_t w3_offset, int rows,
+                           int range_rows, size_t row_bytes, unsigned bytes, cudaStream_t stream);
 
 }  // namespace moebench::cuda

@@ -147,4 +147,20 @@ void set_expert_predict_bytes(int bytes) {
   g_expert_predict_bytes.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed);
 }
 
+namespace {
+std::atomic<int> g_expert_predict_quant_bytes{-1};  // -1: the environment's
+}
+
+unsigned expert_predict_quant_bytes() {
+  const int set = g_expert_predict_quant_bytes.load(std::memory_order_relaxed);
+  if (set >= 0) return static_cast<unsigned>(set);
+  static const int env = env_choice("MOEBENCH_EXPERT_PREDICT_QUANT_BYTES", {1024, 0, 512, 2048, 4096}, 1024);
+  return static_cast<unsigned>(env);
+}
+
+void set_expert_predict_quant_bytes(int bytes) {
+  if (bytes >= 0 && bytes % 16 != 0) fail("set_expert_predict_quant_bytes: {} is not a multiple of 16", bytes);
+  g_expert_predict_quant_bytes.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed);
+}
+
 }  // namespace moebench::cuda

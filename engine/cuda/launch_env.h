@@ -121,5 +121,11 @@ void set_quant_down_trigger(int on);
 unsigned expert_predict_bytes();
 void set_expert_predict_bytes(int bytes);
 int expert_predict_at_from_env();  // MOEBENCH_EXPERT_PREDICT_AT
+// MOEBENCH_EXPERT_PREDICT_QUANT_BYTES: for quantised experts, the bytes L2 is asked for of
+// each w1 and w3 row the gate/up launch's resident warps take first (whole rows where it is
+// at least a row), or what set_expert_predict_quant_bytes said last (tests: the bytes, a
+// multiple of 16; negative: the environment's again).
+unsigned expert_predict_quant_bytes();
+void set_expert_predict_quant_bytes(int bytes);
 
 }  // namespace moebench::cuda

@@ -6,6 +6,7 @@
 
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/device.h"
 #include "engine/cuda/ep_ops.h"
 #include "engine/cuda/gate_up.h"
 #include "engine/cuda/host_experts.h"
@@ -52,19 +53,45 @@ bool MoeLayer::fused_decode_ok(int m) const {
 
 bool MoeLayer::quant_decode_ok(int m) const { return m <= kGemvMaxRows && m * d_.top_k <= kFusedMaxPairs; }
 
-const void* const* MoeLayer::settled_table(int layer) const {
-  if (quantised() || table_rows_ != 3 || provider_.needs_ids() || layer < 0 ||
-      layer >= static_cast<int>(table_valid_.size()) || !table_valid_[layer])
-    return nullptr;
-  return table_d_ + static_cast<size_t>(layer) * table_rows_ * d_.n_experts;
+MoeLayer::PredictTarget MoeLayer::prediction_target(int layer) const {
+  PredictTarget t;
+  if (provider_.needs_ids() || layer < 0 || layer >= static_cast<int>(table_valid_.size()) || !table_valid_[layer])
+    return t;
+  const int E = d_.n_experts, I = d_.inter;
+  const void* const* base = table_d_ + static_cast<size_t>(layer) * table_rows_ * E;
+  if (!quantised()) {
+    t = PredictTarget{base, 0, I, moe_gate_up_block_rows(I), static_cast<size_t>(d_.hidden) * sizeof(bf16),
+                      expert_predict_bytes()};
+    return t;
+  }
+  const ExpertLayout& L = d_.layout;
+  const unsigned bytes = expert_predict_quant_bytes();
+  if (!gate_up_adjacent(L) || I <= 0 || bytes == 0 || L.bytes[0][0] % I != 0) return t;
+  const size_t row_bytes = L.bytes[0][0] / I;
+  if (row_bytes % 16 != 0) return t;
+  // The default exact gate/up launches (quant_gemv.cu exact_default) keep 32 warps an SM of
+  // one row pair each, or 16 of two: 32 rows of w1 and of w3 an SM come first.
+  const int first = std::min(I, 32 * device_info_cached().sm_count);
+  const int whole = static_cast<int>(std::max<size_t>(1, 16384 / row_bytes));  // rows a request, whole rows
+  t.table = base;  // row 0: w1's codes, w3's following them
+  t.w3_offset = L.offset[1][0] - L.offset[0][0];
+  t.rows = first;
+  t.row_bytes = row_bytes;
+  t.range_rows = bytes >= row_bytes ? whole : 1;
+  t.bytes = bytes >= row_bytes ? static_cast<unsigned>(whole * row_bytes) : bytes;
+  return t;
 }
 
 bool MoeLayer::takes_prediction(int m) const {
+  if (m != 1 || routing_ || host_ || filter_ || d_.n_experts > kExpertPredictMax) return false;
+  if (quantised())  // the side stream only, over the resident experts' table
+    return expert_predict_quant_bytes() > 0 && expert_predict_at_from_env() != 0 && !provider_.needs_ids() &&
+           quant_decode_ok(m) && combine_ == Combine::fused && quant_decode_fused_from_env() &&
+           gate_up_adjacent(d_.layout);
   // The side stream's requests (MOEBENCH_EXPERT_PREDICT_AT=1) need the resident experts' table.
-  return m == 1 && expert_predict_bytes() > 0 && (expert_predict_at_from_env() != 1 || !provider_.needs_ids()) &&
-         !quantised() && dispatch_ == Dispatch::fused &&
-         combine_ == Combine::fused && fused_decode_ok(m) && !routing_ && !host_ && !filter_ &&
-         d_.n_experts <= kExpertPredictMax && !(small_experts_enabled() && small_experts_supported(m, d_.top_k, d_.n_experts, d_.hidden, d_.inter));
+  return expert_predict_bytes() > 0 && (expert_predict_at_from_env() != 1 || !provider_.needs_ids()) &&
+         dispatch_ == Dispatch::fused && combine_ == Combine::fused && fused_decode_ok(m) &&
+         !(small_experts_enabled() && small_experts_supported(m, d_.top_k, d_.n_experts, d_.hidden, d_.inter));
 }
 
 uint64_t MoeLayer::device_bytes(const MoeDims& d, int pool_tokens) {
@@ -371,6 +398,14 @@ void MoeLayer::prefetch_next(int step, int layer, int m, bool gate_predicted) {
 
 void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, I = d_.inter;
+  // The scores of set_prediction: counted here (the requests went on the side stream, or
+  // the bf16 gate/up takes them), forgotten either way.
+  const float* pred = m == 1 ? pred_logits_ : nullptr;
+  pred_logits_ = nullptr;
+  if (pred) {
+    ++predicted_launches_;
+    count_prediction(pred, b.ids);
+  }
   if (quantised() && quant_decode_ok(m)) {
     if (!quant_decode(layer, b, b.h, b.ids, m * K, K, combine_ == Combine::fused ? x : nullptr)) combine(b, x, m, false);
     return;
@@ -382,12 +417,6 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
       if (small_experts_enabled() && small_experts_supported(m, K, E, H, I)) {  // many small experts, one token
         moe_decode_small(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, K, E, H, I, stream_);
         return;
-      }
-      const float* pred = m == 1 ? pred_logits_ : nullptr;
-      pred_logits_ = nullptr;
-      if (pred) {
-        ++predicted_launches_;
-        count_prediction(pred, b.ids);
       }
       const unsigned pred_bytes = pred && expert_predict_at_from_env() != 1 ? expert_predict_bytes() : 0u;
       moe_decode_fused(b.h, b.ids, b.wts, t, t + E, t + 2 * E, b.moe_h, x, m, K, E, H, I, stream_, MoeDownAlgo::grouped,

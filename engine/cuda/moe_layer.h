@@ -125,17 +125,30 @@ class MoeLayer {
   void set_pair_filter(PairFilter f) { filter_ = std::move(f); }
   // Decode, one token: whether this layer's experts would use scores of the experts taken
   // on the layer's input (ops.cuh ExpertPredict, MOEBENCH_EXPERT_PREDICT_BYTES): the gate
-  // routes, the bf16 fused gate/up launch runs, at most kExpertPredictMax experts.
+  // routes, the bf16 fused gate/up launch runs (or, quantised, the fused gate/up of one
+  // matrix, the side stream asking: MOEBENCH_EXPERT_PREDICT_QUANT_BYTES), at most
+  // kExpertPredictMax experts.
   bool takes_prediction(int m) const;
   // The scores for the next run_norm of one token (device, n_experts; null: none). The
   // caller has them written before that launch; the next run_norm uses and forgets them.
   void set_prediction(const float* logits) { pred_logits_ = logits; }
   // Gate/up launches issued with such scores (captured graphs count once): tests.
   int64_t predicted_launches() const { return predicted_launches_; }
-  // The device table of `layer`'s bf16 experts (w1 pointers, then w3's, then w2's) where an
+  // Where the side stream asks L2 for the guessed expert's gate/up rows at `layer`
+  // (l2_prefetch_predicted's arguments past the scores): the layer's device table where an
   // earlier forward has written it and the provider hands out the same experts whatever
-  // the ids (resident experts: needs no ids); else null.
-  const void* const* settled_table(int layer) const;
+  // the ids (resident experts: needs no ids); bf16: every gate/up block's w1 and w3 ranges,
+  // MOEBENCH_EXPERT_PREDICT_BYTES of each; quantised (w1 and w3 one matrix): the rows the
+  // gate/up launch's resident warps take first, MOEBENCH_EXPERT_PREDICT_QUANT_BYTES of each
+  // (whole rows, several a request, where that is at least a row). table null: none.
+  struct PredictTarget {
+    const void* const* table = nullptr;
+    size_t w3_offset = 0;  // 0: the table holds w3's pointers after w1's
+    int rows = 0, range_rows = 1;
+    size_t row_bytes = 0;
+    unsigned bytes = 0;
+  };
+  PredictTarget prediction_target(int layer) const;
 
  private:
   void ids_to_host(const ForwardBuffers& b, int pairs);
