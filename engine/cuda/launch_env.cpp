@@ -127,8 +127,15 @@ bool quant_down_late_trigger() { return g_quant_down_trigger.get(); }
 void set_quant_down_trigger(int on) { g_quant_down_trigger.force(on); }
 
 namespace {
-std::atomic<int> g_expert_predict_bytes{-1};  // -1: the environment's
+// The expert prediction's byte counts: what a test set last (a multiple of 16; -1: none,
+// the environment's value then, read only where no test has set one).
+std::atomic<int> g_expert_predict_bytes{-1}, g_expert_predict_quant_bytes{-1};
+
+void set_bytes(std::atomic<int>& set, int bytes, const char* what) {
+  if (bytes >= 0 && bytes % 16 != 0) fail("{}: {} is not a multiple of 16", what, bytes);
+  set.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed);
 }
+}  // namespace
 
 unsigned expert_predict_bytes() {
   const int set = g_expert_predict_bytes.load(std::memory_order_relaxed);
@@ -142,14 +149,7 @@ int expert_predict_at_from_env() {
   return at;
 }
 
-void set_expert_predict_bytes(int bytes) {
-  if (bytes >= 0 && bytes % 16 != 0) fail("set_expert_predict_bytes: {} is not a multiple of 16", bytes);
-  g_expert_predict_bytes.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed);
-}
-
-namespace {
-std::atomic<int> g_expert_predict_quant_bytes{-1};  // -1: the environment's
-}
+void set_expert_predict_bytes(int bytes) { set_bytes(g_expert_predict_bytes, bytes, "set_expert_predict_bytes"); }
 
 unsigned expert_predict_quant_bytes() {
   const int set = g_expert_predict_quant_bytes.load(std::memory_order_relaxed);
@@ -159,8 +159,7 @@ unsigned expert_predict_quant_bytes() {
 }
 
 void set_expert_predict_quant_bytes(int bytes) {
-  if (bytes >= 0 && bytes % 16 != 0) fail("set_expert_predict_quant_bytes: {} is not a multiple of 16", bytes);
-  g_expert_predict_quant_bytes.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed);
+  set_bytes(g_expert_predict_quant_bytes, bytes, "set_expert_predict_quant_bytes");
 }
 
 }  // namespace moebench::cuda

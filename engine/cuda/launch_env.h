@@ -51,6 +51,10 @@
 //                            its o_proj prefetch (for every block range of the expert ranked
 //                            first; resident experts), 0 the gate/up blocks before their
 //                            wait, 2 both;
+//   MOEBENCH_EXPERT_PREDICT_QUANT_BYTES the same for quantised experts, from the side stream:
+//                            that many bytes of each w1 and w3 row the gate/up launch's
+//                            resident warps take first (whole rows where it is at least a
+//                            row): 1024 (unset), 0 (none), 512, 2048 or 4096;
 //   MOEBENCH_QUANT_DOWN_TRIGGER where the quantised down + combine launch (the exact and
 //                            warp-row kernels) lets the next kernel's blocks start: 1 (unset:
 //                            as its warps finish their items) or 0 (right after its wait).

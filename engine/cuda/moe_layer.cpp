@@ -53,41 +53,39 @@ bool MoeLayer::fused_decode_ok(int m) const {
 
 bool MoeLayer::quant_decode_ok(int m) const { return m <= kGemvMaxRows && m * d_.top_k <= kFusedMaxPairs; }
 
+size_t MoeLayer::predict_row_bytes() const {
+  const ExpertLayout& L = d_.layout;
+  const int I = d_.inter;
+  if (!quantised() || !gate_up_adjacent(L) || I <= 0 || L.bytes[0][0] % I != 0) return 0;
+  const size_t row_bytes = L.bytes[0][0] / I;
+  return row_bytes % 16 == 0 ? row_bytes : 0;
+}
+
 MoeLayer::PredictTarget MoeLayer::prediction_target(int layer) const {
-  PredictTarget t;
   if (provider_.needs_ids() || layer < 0 || layer >= static_cast<int>(table_valid_.size()) || !table_valid_[layer])
-    return t;
+    return {};
   const int E = d_.n_experts, I = d_.inter;
   const void* const* base = table_d_ + static_cast<size_t>(layer) * table_rows_ * E;
-  if (!quantised()) {
-    t = PredictTarget{base, 0, I, moe_gate_up_block_rows(I), static_cast<size_t>(d_.hidden) * sizeof(bf16),
-                      expert_predict_bytes()};
-    return t;
-  }
-  const ExpertLayout& L = d_.layout;
+  if (!quantised())
+    return {base, 0, I, moe_gate_up_block_rows(I), static_cast<size_t>(d_.hidden) * sizeof(bf16), expert_predict_bytes()};
+  const size_t row_bytes = predict_row_bytes();
+  if (row_bytes == 0) return {};
   const unsigned bytes = expert_predict_quant_bytes();
-  if (!gate_up_adjacent(L) || I <= 0 || bytes == 0 || L.bytes[0][0] % I != 0) return t;
-  const size_t row_bytes = L.bytes[0][0] / I;
-  if (row_bytes % 16 != 0) return t;
   // The default exact gate/up launches (quant_gemv.cu exact_default) keep 32 warps an SM of
   // one row pair each, or 16 of two: 32 rows of w1 and of w3 an SM come first.
   const int first = std::min(I, 32 * device_info_cached().sm_count);
   const int whole = static_cast<int>(std::max<size_t>(1, 16384 / row_bytes));  // rows a request, whole rows
-  t.table = base;  // row 0: w1's codes, w3's following them
-  t.w3_offset = L.offset[1][0] - L.offset[0][0];
-  t.rows = first;
-  t.row_bytes = row_bytes;
-  t.range_rows = bytes >= row_bytes ? whole : 1;
-  t.bytes = bytes >= row_bytes ? static_cast<unsigned>(whole * row_bytes) : bytes;
-  return t;
+  const bool rows = bytes >= row_bytes;
+  // Row 0 of the table: w1's codes, w3's following them.
+  return {base, d_.layout.offset[1][0] - d_.layout.offset[0][0], first, rows ? whole : 1, row_bytes,
+          rows ? static_cast<unsigned>(whole * row_bytes) : bytes};
 }
 
 bool MoeLayer::takes_prediction(int m) const {
   if (m != 1 || routing_ || host_ || filter_ || d_.n_experts > kExpertPredictMax) return false;
   if (quantised())  // the side stream only, over the resident experts' table
     return expert_predict_quant_bytes() > 0 && expert_predict_at_from_env() != 0 && !provider_.needs_ids() &&
-           quant_decode_ok(m) && combine_ == Combine::fused && quant_decode_fused_from_env() &&
-           gate_up_adjacent(d_.layout);
+           quant_decode_ok(m) && combine_ == Combine::fused && quant_decode_fused_from_env() && predict_row_bytes() > 0;
   // The side stream's requests (MOEBENCH_EXPERT_PREDICT_AT=1) need the resident experts' table.
   return expert_predict_bytes() > 0 && (expert_predict_at_from_env() != 1 || !provider_.needs_ids()) &&
          dispatch_ == Dispatch::fused && combine_ == Combine::fused && fused_decode_ok(m) &&

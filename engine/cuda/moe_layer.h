@@ -132,7 +132,7 @@ class MoeLayer {
   // The scores for the next run_norm of one token (device, n_experts; null: none). The
   // caller has them written before that launch; the next run_norm uses and forgets them.
   void set_prediction(const float* logits) { pred_logits_ = logits; }
-  // Gate/up launches issued with such scores (captured graphs count once): tests.
+  // Layers whose experts ran with such scores given (captured graphs count once): tests.
   int64_t predicted_launches() const { return predicted_launches_; }
   // Where the side stream asks L2 for the guessed expert's gate/up rows at `layer`
   // (l2_prefetch_predicted's arguments past the scores): the layer's device table where an
@@ -181,6 +181,9 @@ class MoeLayer {
   // row 3 * matrix + part (values, scales, zero points; null where the part is absent).
   const void* const* tables(int layer);
   bool quantised() const { return d_.format != QuantFormat::bf16; }
+  // The quantised gate/up matrix's row bytes where the guess's requests can address its
+  // rows (w1 and w3 one matrix, rows a multiple of 16 bytes); else 0.
+  size_t predict_row_bytes() const;
   bool quant_decode_ok(int m) const;
   // g, u, h through quant_moe_gemv for `pairs` (expert, token) pairs of x ((pairs / k,
   // hidden), ids (pairs)); y (pairs, hidden) unweighted into b.moe_y. residual non-null
