@@ -7,7 +7,8 @@
 // the bf16 output's tolerance. Mixtral's heads (32 over 8, head_dim 128), groups of 2, 3
 // and 8 heads and one head per KV head, from one key to several splits' worth, one
 // sequence on the contiguous cache seen as one block and two sequences on scrambled block
-// tables of 16-key blocks. Skipped, with a message, without a GPU.
+// tables of 16-key blocks; the folded launch also with 1, 2, 3 and 4 query heads a block
+// where they divide the group (MOEBENCH_ATTN_HEADS_PER_BLOCK), the same bits. Skipped, with a message, without a GPU.
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_CUDA
@@ -23,6 +24,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/dtype.h"
 #include "engine/ops/ops.h"
@@ -50,11 +52,14 @@ TEST(CudaAttentionFold, RopeAndMergeInsideDecodeAttentionMatchTheLaunchesTheyRep
       for (const int len : {1, 50, 64, 65, 178, 300, 1000})
         for (const bool split : {false, true})
           for (const bool rope : {false, true})
-            for (const bool merge : {false, true}) {
-              if (!rope && !merge) continue;  // that is decode_attention itself
+            for (const bool merge : {false, true})
+              for (const int hpb : {0, 1, 2, 3, 4}) {  // MOEBENCH_ATTN_HEADS_PER_BLOCK for the folded launch (0: by shape)
+              if (!rope && !merge && hpb == 0) continue;  // that is decode_attention itself
+              if (hpb > 0 && (sh.heads / sh.kv) % hpb != 0) continue;  // not taken: the shape's own
               SCOPED_TRACE("heads " + std::to_string(sh.heads) + "/" + std::to_string(sh.kv) + " head_dim " +
                            std::to_string(sh.hd) + " block " + std::to_string(bs) + " len " + std::to_string(len) +
-                           (split ? " split" : " unsplit") + (rope ? " rope" : "") + (merge ? " merge" : ""));
+                           (split ? " split" : " unsplit") + (rope ? " rope" : "") + (merge ? " merge" : "") +
+                           " heads a block " + std::to_string(hpb));
               const int hd = sh.hd, width = max_len / bs, m = bs == max_len ? 1 : 2;
               const auto& [table, pos, seq_row, slot] = paged_steps(m, width, bs, len, rng);
               const size_t nq = static_cast<size_t>(m) * sh.heads * hd, nk = static_cast<size_t>(sh.kv) * hd;
@@ -85,8 +90,10 @@ TEST(CudaAttentionFold, RopeAndMergeInsideDecodeAttentionMatchTheLaunchesTheyRep
               cuda::decode_attention_folded(q1, nullptr, nullptr, theta, kp1, vp1, td, width, sd, pd, out1, m, sh.heads,
                                             sh.kv, hd, bs, ws, false, false, nullptr);
               if (!rope) cuda::rope_kv_store_paged(q2, k2, vd, pd, sl, kp2, vp2, m, sh.heads, sh.kv, hd, theta, nullptr);
+              cuda::set_attention_heads_per_block(hpb);
               cuda::decode_attention_folded(q2, k2, vd, theta, kp2, vp2, td, width, sd, pd, out2, m, sh.heads, sh.kv, hd,
                                             bs, ws, rope, merge, nullptr);
+              cuda::set_attention_heads_per_block(-1);
               auto down = [](const auto* d, size_t count) {
                 return download(reinterpret_cast<const uint16_t*>(d), count);
               };
@@ -120,6 +127,19 @@ TEST(CudaAttentionFold, RopeAndMergeInsideDecodeAttentionMatchTheLaunchesTheyRep
               }
               EXPECT_EQ(bad, 0u);
             }
+}
+
+// The count of heads a block by shape, and that one token of a group of up to 4 takes one
+// head a block (no GPU needed).
+TEST(CudaAttentionFold, HeadsPerBlockByShape) {
+  EXPECT_EQ(cuda::decode_attention_heads_per_block(32, 8, 1), 1);  // Mixtral, batch 1
+  EXPECT_EQ(cuda::decode_attention_heads_per_block(32, 8, 2), 4);  // the whole group
+  EXPECT_EQ(cuda::decode_attention_heads_per_block(12, 4, 1), 1);
+  EXPECT_EQ(cuda::decode_attention_heads_per_block(12, 4, 8), 3);
+  EXPECT_EQ(cuda::decode_attention_heads_per_block(32, 4, 1), 1);  // Qwen3-30B-A3B: one head at every m
+  EXPECT_EQ(cuda::decode_attention_heads_per_block(32, 4, 16), 1);
+  EXPECT_EQ(cuda::decode_attention_heads_per_block(12, 2, 1), 6);  // 6 heads: 4 keys a warp a round, kept
+  EXPECT_EQ(cuda::decode_attention_heads_per_block(16, 16, 4), 1);
 }
 
 TEST(CudaAttentionFold, RopeInsideAttentionNeedsTheProjections) {

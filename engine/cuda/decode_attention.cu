@@ -401,9 +401,13 @@ void launch_g(int hd, const float* q, const bf16* kp, const bf16* vp, const int3
 AttentionHandoff::AttentionHandoff(int level) : prev_(t_handoff) { t_handoff = level; }
 AttentionHandoff::~AttentionHandoff() { t_handoff = prev_; }
 
-int decode_attention_heads_per_block(int n_heads, int n_kv) {
+int decode_attention_heads_per_block(int n_heads, int n_kv, int m) {
   const int group = n_kv > 0 ? n_heads / n_kv : 1;
-  return group >= 8 ? 1 : group;
+  if (group >= 8) return 1;
+  // One token: n_heads blocks a key split rather than n_kv, and the splits merge themselves.
+  // Groups of up to 4 take K = 8 keys a warp a round either way: the same bits.
+  if (m == 1 && group <= 4) return 1;
+  return group;
 }
 
 bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool) {
@@ -428,14 +432,21 @@ void run_decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool
   const int max_keys = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(table_width) * block_size, INT32_MAX));
   const int splits = workspace ? paged_attention_splits(m, n_kv, max_keys) : 1;
   float* part = splits > 1 ? workspace : nullptr;
-  const int group = n_heads / n_kv, hpb = decode_attention_heads_per_block(n_heads, n_kv);
+  const int group = n_heads / n_kv;
+  int hpb = decode_attention_heads_per_block(n_heads, n_kv, m);
+  // MOEBENCH_ATTN_HEADS_PER_BLOCK: another count of heads a block where it divides the group
+  // (not with the folded q/k norm, which takes one head a block). A head's arithmetic does not
+  // depend on its block, and every G below 8 takes K = 8 keys a warp a round, so groups of up
+  // to 4 heads give the same bits either way.
+  if (const int want = attention_heads_per_block_setting(); want > 0 && group % want == 0 && !(nqr.wq && want != 1))
+    hpb = want;
   // One head per block (many heads per KV head), or merge_in_last_split: the splits merge
   // themselves, no merge launch.
   const bool merge_here =
       splits > 1 && (hpb == 1 || merge_in_last_split) && static_cast<int64_t>(m) * n_heads <= kMergeCounters;
   if (hpb == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
-  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
-  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
+  else if (hpb == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
+  else if (hpb <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
   else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
   if (splits > 1 && !merge_here) {
     launch_pdl(decode_attention_merge_kernel, dim3(static_cast<unsigned>(static_cast<int64_t>(m) * n_heads)), dim3(128), 0,
@@ -469,7 +480,7 @@ void decode_attention_folded(const float* q, const float* k, const float* v, flo
 
 bool decode_attention_qk_norm_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool) {
   return decode_attention_supported(n_heads, n_kv, head_dim, k_pool, v_pool) &&
-         decode_attention_heads_per_block(n_heads, n_kv) == 1;
+         n_heads / n_kv >= 8;  // one head a block at every batch size
 }
 
 void decode_attention_qk_norm(const float* q, const float* k, const float* v, const bf16* q_norm, const bf16* k_norm,
