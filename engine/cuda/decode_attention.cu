@@ -401,13 +401,9 @@ void launch_g(int hd, const float* q, const bf16* kp, const bf16* vp, const int3
 AttentionHandoff::AttentionHandoff(int level) : prev_(t_handoff) { t_handoff = level; }
 AttentionHandoff::~AttentionHandoff() { t_handoff = prev_; }
 
-int decode_attention_heads_per_block(int n_heads, int n_kv, int m) {
+int decode_attention_heads_per_block(int n_heads, int n_kv) {
   const int group = n_kv > 0 ? n_heads / n_kv : 1;
-  if (group >= 8) return 1;
-  // One token: n_heads blocks a key split rather than n_kv, and the splits merge themselves.
-  // Groups of up to 4 take K = 8 keys a warp a round either way: the same bits.
-  if (m == 1 && group <= 4) return 1;
-  return group;
+  return group >= 8 ? 1 : group;
 }
 
 bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool) {
@@ -433,7 +429,7 @@ void run_decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool
   const int splits = workspace ? paged_attention_splits(m, n_kv, max_keys) : 1;
   float* part = splits > 1 ? workspace : nullptr;
   const int group = n_heads / n_kv;
-  int hpb = decode_attention_heads_per_block(n_heads, n_kv, m);
+  int hpb = decode_attention_heads_per_block(n_heads, n_kv);
   // MOEBENCH_ATTN_HEADS_PER_BLOCK: another count of heads a block where it divides the group
   // (not with the folded q/k norm, which takes one head a block). A head's arithmetic does not
   // depend on its block, and every G below 8 takes K = 8 keys a warp a round, so groups of up
@@ -480,7 +476,7 @@ void decode_attention_folded(const float* q, const float* k, const float* v, flo
 
 bool decode_attention_qk_norm_supported(int n_heads, int n_kv, int head_dim, const void* k_pool, const void* v_pool) {
   return decode_attention_supported(n_heads, n_kv, head_dim, k_pool, v_pool) &&
-         n_heads / n_kv >= 8;  // one head a block at every batch size
+         decode_attention_heads_per_block(n_heads, n_kv) == 1;
 }
 
 void decode_attention_qk_norm(const float* q, const float* k, const float* v, const bf16* q_norm, const bf16* k_norm,

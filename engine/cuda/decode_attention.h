@@ -48,18 +48,17 @@ bool decode_attention_supported(int n_heads, int n_kv, int head_dim, const void*
 // get the same bits as with one.
 bool decode_attention_one_split(int keys);
 
-// Query heads one block takes for m tokens: the whole group of a KV head (the key and value
-// rows are read once per group), except
-// - groups of 8 or more heads (Qwen3-30B-A3B: 32 query heads over 4 KV heads), whose blocks
-//   take one head each at every m: a batch-1 step then runs n_heads blocks per key split
-//   instead of n_kv, each with an eighth of the dot products per key (the rows come again
-//   from L2), in a different key order per warp than the whole-group launch (K keys per warp
-//   per round);
-// - one token (m == 1) with groups of up to 4 (Mixtral: 32 over 8): one head a block too,
-//   the same bits as the whole group (both take 8 keys a warp a round); the 4x more blocks
-//   fill the SMs sooner and the key splits merge themselves (no merge launch). Measured on
-//   the H200 in docs/PERFORMANCE.md; MOEBENCH_ATTN_HEADS_PER_BLOCK picks another count.
-int decode_attention_heads_per_block(int n_heads, int n_kv, int m);
+// Query heads one block takes: the whole group of a KV head (the key and value rows are
+// read once per group), except for groups of 8 or more heads (Qwen3-30B-A3B: 32 query
+// heads over 4 KV heads), whose blocks take one head each: a batch-1 step then runs
+// n_heads blocks per key split instead of n_kv, each with an eighth of the dot products
+// per key (the rows come again from L2). The same arithmetic per head, in a different
+// key order per warp than the whole-group launch (its K keys per warp per round).
+// MOEBENCH_ATTN_HEADS_PER_BLOCK asks for another count (1, 2, 4) where it divides the
+// group; groups of up to 4 then give the same bits (8 keys a warp a round either way). One
+// head a block for Mixtral's batch-1 step was measured slower (docs/PERFORMANCE.md,
+// session 28).
+int decode_attention_heads_per_block(int n_heads, int n_kv);
 
 // As paged_attention (same arguments; `workspace` holds
 // paged_attention_workspace_floats(m, n_heads, n_kv, head_dim, table_width * block_size)
