@@ -35,6 +35,7 @@
 #include "engine/cuda/arena.h"
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/decode_attention.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/device.h"
 #include "engine/cuda/family_ops.h"
 #include "engine/cuda/moe_small_experts.h"
@@ -752,6 +753,16 @@ TEST(CudaFamilyKernels, QkNormInsideDecodeAttentionIsBitIdentical) {
           EXPECT_EQ(down(kp1, pool), down(kp2, pool)) << "key pool";
           EXPECT_EQ(down(vp1, pool), down(vp2, pool)) << "value pool";
           EXPECT_NE(down(kp2, pool), kpool) << "the new key was not stored";
+          // Four heads a block asked for (MOEBENCH_ATTN_HEADS_PER_BLOCK=4): not taken by the
+          // folded norm, which takes one head a block; the same bits.
+          float* q3 = upload(arena, q);
+          __nv_bfloat16 *kp3 = bf(kpool), *vp3 = bf(vpool);
+          auto* out3 = arena.alloc_n<__nv_bfloat16>(nq, "out folded, 4 heads a block asked for");
+          cuda::set_attention_heads_per_block(4);
+          cuda::decode_attention_qk_norm(q3, k2, vd, wqd, wkd, 1e6f, 1e-6f, kp3, vp3, td, width, sd, pd, out3, m,
+                                         sh.heads, sh.kv, hd, bs, ws, nullptr);
+          cuda::set_attention_heads_per_block(-1);
+          EXPECT_EQ(down(out2, nq), down(out3, nq)) << "attention output, 4 heads a block asked for";
         }
   EXPECT_FALSE(cuda::decode_attention_qk_norm_supported(32, 8, 128, nullptr, nullptr));  // 4 heads per block
 }

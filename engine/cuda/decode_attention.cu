@@ -428,14 +428,21 @@ void run_decode_attention(const float* q, const bf16* k_pool, const bf16* v_pool
   const int max_keys = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(table_width) * block_size, INT32_MAX));
   const int splits = workspace ? paged_attention_splits(m, n_kv, max_keys) : 1;
   float* part = splits > 1 ? workspace : nullptr;
-  const int group = n_heads / n_kv, hpb = decode_attention_heads_per_block(n_heads, n_kv);
+  const int group = n_heads / n_kv;
+  int hpb = decode_attention_heads_per_block(n_heads, n_kv);
+  // MOEBENCH_ATTN_HEADS_PER_BLOCK: another count of heads a block where it divides the group
+  // (not with the folded q/k norm, which takes one head a block). A head's arithmetic does not
+  // depend on its block, and every G below 8 takes K = 8 keys a warp a round, so groups of up
+  // to 4 heads give the same bits either way.
+  if (const int want = attention_heads_per_block_setting(); want > 0 && group % want == 0 && !(nqr.wq && want != 1))
+    hpb = want;
   // One head per block (many heads per KV head), or merge_in_last_split: the splits merge
   // themselves, no merge launch.
   const bool merge_here =
       splits > 1 && (hpb == 1 || merge_in_last_split) && static_cast<int64_t>(m) * n_heads <= kMergeCounters;
   if (hpb == 1) launch_g<1>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
-  else if (group == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
-  else if (group <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
+  else if (hpb == 2) launch_g<2>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
+  else if (hpb <= 4) launch_g<4>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
   else launch_g<8>(head_dim, q, k_pool, v_pool, block_tables, table_width, seq_row, pos, out, part, splits, m, n_heads, n_kv, hpb, block_size, merge_here, stream, nqr);
   if (splits > 1 && !merge_here) {
     launch_pdl(decode_attention_merge_kernel, dim3(static_cast<unsigned>(static_cast<int64_t>(m) * n_heads)), dim3(128), 0,

@@ -54,6 +54,10 @@ bool decode_attention_one_split(int keys);
 // n_heads blocks per key split instead of n_kv, each with an eighth of the dot products
 // per key (the rows come again from L2). The same arithmetic per head, in a different
 // key order per warp than the whole-group launch (its K keys per warp per round).
+// MOEBENCH_ATTN_HEADS_PER_BLOCK asks for another count (1, 2, 4) where it divides the
+// group; groups of up to 4 then give the same bits (8 keys a warp a round either way). One
+// head a block for Mixtral's batch-1 step was measured slower (docs/PERFORMANCE.md,
+// session 28).
 int decode_attention_heads_per_block(int n_heads, int n_kv);
 
 // As paged_attention (same arguments; `workspace` holds

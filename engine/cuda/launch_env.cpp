@@ -95,6 +95,18 @@ bool rope_in_attention_from_env() {
 }
 
 namespace {
+std::atomic<int> g_attention_hpb{-1};  // -1: the environment's
+}
+
+int attention_heads_per_block_setting() {
+  static const int env = env_choice("MOEBENCH_ATTN_HEADS_PER_BLOCK", {0, 1, 2, 4}, 0);
+  const int set = g_attention_hpb.load();
+  return set < 0 ? env : set;
+}
+
+void set_attention_heads_per_block(int hpb) { g_attention_hpb.store(hpb < 0 ? -1 : hpb); }
+
+namespace {
 EnvSwitch g_o_proj_router{"MOEBENCH_OPROJ_ROUTER", 0};
 }
 

@@ -99,6 +99,12 @@ bool down_preload_from_env();            // MOEBENCH_DOWN_PRELOAD == 1
 int l2_prefetch_warps_from_env();        // MOEBENCH_L2_PREFETCH_WARPS
 bool attention_merge_in_last_split_from_env();  // MOEBENCH_ATTN_MERGE_HERE == 1
 bool rope_in_attention_from_env();       // MOEBENCH_ROPE_IN_ATTENTION != 0
+// MOEBENCH_ATTN_HEADS_PER_BLOCK: the query heads a decode attention block takes (1, 2 or 4;
+// 0 or unset: by shape, decode_attention_heads_per_block), or what
+// set_attention_heads_per_block said last (tests: 0, 1, 2, 4; negative: the environment's
+// again). A value that does not divide a model's group of heads per KV head is not taken.
+int attention_heads_per_block_setting();
+void set_attention_heads_per_block(int hpb);
 bool side_prefetch_from_env();           // MOEBENCH_SIDE_PREFETCH != 0
 // Whether decode takes o_proj with the norm + router in one launch: MOEBENCH_OPROJ_ROUTER,
 // or what set_o_proj_router said last (tests: 1 on, 0 off, -1 the environment again).
