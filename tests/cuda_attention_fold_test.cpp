@@ -91,10 +91,11 @@ TEST(CudaAttentionFold, RopeAndMergeInsideDecodeAttentionMatchTheLaunchesTheyRep
               cuda::decode_attention_folded(q1, nullptr, nullptr, theta, kp1, vp1, td, width, sd, pd, out1, m, sh.heads,
                                             sh.kv, hd, bs, ws, false, false, nullptr);
               if (!rope) cuda::rope_kv_store_paged(q2, k2, vd, pd, sl, kp2, vp2, m, sh.heads, sh.kv, hd, theta, nullptr);
-              cuda::set_attention_heads_per_block(hpb);
-              cuda::decode_attention_folded(q2, k2, vd, theta, kp2, vp2, td, width, sd, pd, out2, m, sh.heads, sh.kv, hd,
-                                            bs, ws, rope, merge, nullptr);
-              cuda::set_attention_heads_per_block(-1);
+              {
+                const cuda::ScopedSwitch heads(cuda::set_attention_heads_per_block, hpb);
+                cuda::decode_attention_folded(q2, k2, vd, theta, kp2, vp2, td, width, sd, pd, out2, m, sh.heads,
+                                              sh.kv, hd, bs, ws, rope, merge, nullptr);
+              }
               auto down = [](const auto* d, size_t count) {
                 return download(reinterpret_cast<const uint16_t*>(d), count);
               };

@@ -209,7 +209,7 @@ TEST(CudaExpertPredict, ModelStepsAreTheSameBitsWithAndWithout) {
   const std::vector<int32_t> prompt = {5, 9, 2, 17, 4, 11, 3};
   const int end = 40;
   auto run = [&](int bytes, std::vector<float>& logits, int64_t& launches) {
-    cuda::set_expert_predict_bytes(bytes);
+    const cuda::ScopedSwitch predict(cuda::set_expert_predict_bytes, bytes);
     EngineContext ctx = test::cuda_ctx(src);
     cuda::CudaModel cm(ctx);
     auto tokens = test::eager_then_graph_decode(cm, prompt, end, logits);
@@ -220,7 +220,6 @@ TEST(CudaExpertPredict, ModelStepsAreTheSameBitsWithAndWithout) {
   int64_t n_off = 0, n_on = 0;
   const auto off = run(0, l_off, n_off);
   const auto on = run(8192, l_on, n_on);
-  cuda::set_expert_predict_bytes(-1);
   EXPECT_EQ(n_off, 0);
   EXPECT_GT(n_on, 0) << "the model never issued a gate/up launch with scores";
   ASSERT_EQ(l_off.size(), l_on.size());
@@ -240,7 +239,7 @@ TEST(CudaExpertPredict, QuantisedModelStepsAreTheSameBitsWithAndWithout) {
   for (const std::string dtype : {"int8", "int4", "fp8"}) {
     SCOPED_TRACE("expert_dtype " + dtype);
     auto run = [&](int bytes, std::vector<float>& logits, int64_t& launches) {
-      cuda::set_expert_predict_quant_bytes(bytes);
+      const cuda::ScopedSwitch predict(cuda::set_expert_predict_quant_bytes, bytes);
       EngineContext ctx = test::cuda_ctx(src);
       ctx.settings.expert_dtype = dtype;
       cuda::CudaModel cm(ctx);
@@ -253,7 +252,6 @@ TEST(CudaExpertPredict, QuantisedModelStepsAreTheSameBitsWithAndWithout) {
     const auto off = run(0, l_off, n_off);
     const auto rows = run(4096, l_rows, n_rows);    // whole rows (a row is 256 or 512 bytes here)
     const auto prefix = run(128, l_prefix, n_prefix);  // the first 128 bytes of each row
-    cuda::set_expert_predict_quant_bytes(-1);
     EXPECT_EQ(n_off, 0);
     EXPECT_GT(n_rows, 0) << "the model never scored the experts with whole rows asked for";
     EXPECT_GT(n_prefix, 0) << "the model never scored the experts with row prefixes asked for";

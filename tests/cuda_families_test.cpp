@@ -758,10 +758,11 @@ TEST(CudaFamilyKernels, QkNormInsideDecodeAttentionIsBitIdentical) {
           float* q3 = upload(arena, q);
           __nv_bfloat16 *kp3 = bf(kpool), *vp3 = bf(vpool);
           auto* out3 = arena.alloc_n<__nv_bfloat16>(nq, "out folded, 4 heads a block asked for");
-          cuda::set_attention_heads_per_block(4);
-          cuda::decode_attention_qk_norm(q3, k2, vd, wqd, wkd, 1e6f, 1e-6f, kp3, vp3, td, width, sd, pd, out3, m,
-                                         sh.heads, sh.kv, hd, bs, ws, nullptr);
-          cuda::set_attention_heads_per_block(-1);
+          {
+            const cuda::ScopedSwitch four(cuda::set_attention_heads_per_block, 4);
+            cuda::decode_attention_qk_norm(q3, k2, vd, wqd, wkd, 1e6f, 1e-6f, kp3, vp3, td, width, sd, pd, out3, m,
+                                           sh.heads, sh.kv, hd, bs, ws, nullptr);
+          }
           EXPECT_EQ(down(out2, nq), down(out3, nq)) << "attention output, 4 heads a block asked for";
         }
   EXPECT_FALSE(cuda::decode_attention_qk_norm_supported(32, 8, 128, nullptr, nullptr));  // 4 heads per block

@@ -98,7 +98,7 @@ TEST(CudaGemvStaged, ModelStepsMatchTheDefaultAtEachLevel) {
   const int end = 100;  // past the one-split range: the merge launch runs
   for (const std::string dtype : {"bf16", "int8"}) {
     auto run = [&](int level, std::vector<float>& logits) {
-      cuda::set_o_proj_staged(level);
+      const cuda::ScopedSwitch staged(cuda::set_o_proj_staged, level, -2);
       EngineContext ctx = test::cuda_ctx(src);
       ctx.settings.expert_dtype = dtype;
       cuda::CudaModel cm(ctx);
@@ -114,7 +114,6 @@ TEST(CudaGemvStaged, ModelStepsMatchTheDefaultAtEachLevel) {
       EXPECT_TRUE(l0 == l) << "decode logits differ from the one-row GEMV's";
       EXPECT_EQ(t0, t) << "greedy tokens differ from the one-row GEMV's";
     }
-    cuda::set_o_proj_staged(-2);
   }
 }
 

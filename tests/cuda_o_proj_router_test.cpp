@@ -169,7 +169,7 @@ TEST(CudaOProjRouter, ModelStepsMatchTheTwoLaunches) {
     for (const std::string routing : {"model", "mixtral-locality"}) {
       SCOPED_TRACE("expert_dtype " + dtype + ", routing " + routing);
       auto run = [&](bool fused, std::vector<float>& logits) {
-        cuda::set_o_proj_router(fused ? 1 : 0);
+        const cuda::ScopedSwitch router(cuda::set_o_proj_router, fused ? 1 : 0);
         EngineContext ctx = test::cuda_ctx(src);
         ctx.settings.expert_dtype = dtype;
         ctx.settings.routing = routing;
@@ -180,7 +180,6 @@ TEST(CudaOProjRouter, ModelStepsMatchTheTwoLaunches) {
       std::vector<float> l_two, l_one;
       const auto two = run(false, l_two);
       const auto one = run(true, l_one);
-      cuda::set_o_proj_router(-1);
       ASSERT_EQ(l_two.size(), l_one.size());
       EXPECT_TRUE(l_two == l_one) << "decode logits differ between one launch and two";
       EXPECT_EQ(two, one) << "greedy tokens differ between one launch and two";

@@ -29,7 +29,7 @@ TEST(CudaQuantDownTrigger, ModelStepsAreTheSameBitsEitherWay) {
   for (const std::string dtype : {"int8", "int4", "fp8"}) {
     SCOPED_TRACE("expert_dtype " + dtype);
     auto run = [&](int late, std::vector<float>& logits) {
-      cuda::set_quant_down_trigger(late);
+      const cuda::ScopedSwitch trigger(cuda::set_quant_down_trigger, late);
       EngineContext ctx = test::cuda_ctx(src);
       ctx.settings.expert_dtype = dtype;
       cuda::CudaModel cm(ctx);
@@ -38,7 +38,6 @@ TEST(CudaQuantDownTrigger, ModelStepsAreTheSameBitsEitherWay) {
     std::vector<float> l0, l1;
     const auto t0 = run(0, l0);
     const auto t1 = run(1, l1);
-    cuda::set_quant_down_trigger(-1);
     ASSERT_EQ(l0.size(), l1.size());
     EXPECT_TRUE(l0 == l1) << "decode logits differ between the early and the late trigger";
     EXPECT_EQ(t0, t1) << "greedy tokens differ between the early and the late trigger";

@@ -101,8 +101,9 @@ bool attention_merge_in_last_split_from_env();  // MOEBENCH_ATTN_MERGE_HERE == 1
 bool rope_in_attention_from_env();       // MOEBENCH_ROPE_IN_ATTENTION != 0
 // MOEBENCH_ATTN_HEADS_PER_BLOCK: the query heads a decode attention block takes (1, 2 or 4;
 // 0 or unset: by shape, decode_attention_heads_per_block), or what
-// set_attention_heads_per_block said last (tests: 0, 1, 2, 4; negative: the environment's
-// again). A value that does not divide a model's group of heads per KV head is not taken.
+// set_attention_heads_per_block said last (tests: any count, 0 by shape; negative: the
+// environment's again, read only then). A count that does not divide a model's group of
+// heads per KV head is not taken.
 int attention_heads_per_block_setting();
 void set_attention_heads_per_block(int hpb);
 bool side_prefetch_from_env();           // MOEBENCH_SIDE_PREFETCH != 0
@@ -137,5 +138,21 @@ int expert_predict_at_from_env();  // MOEBENCH_EXPERT_PREDICT_AT
 // multiple of 16; negative: the environment's again).
 unsigned expert_predict_quant_bytes();
 void set_expert_predict_quant_bytes(int bytes);
+
+// One of the setters above for one scope: set(value) now and set(reset) when the scope
+// ends, also when an exception or a failed test assertion leaves it, so that a setting
+// never carries into the next test. reset is the setter's "the environment's again" value
+// (-1 for all but set_o_proj_staged, whose is -2).
+class ScopedSwitch {
+ public:
+  ScopedSwitch(void (*set)(int), int value, int reset = -1) : set_(set), reset_(reset) { set_(value); }
+  ~ScopedSwitch() { set_(reset_); }
+  ScopedSwitch(const ScopedSwitch&) = delete;
+  ScopedSwitch& operator=(const ScopedSwitch&) = delete;
+
+ private:
+  void (*set_)(int);
+  int reset_;
+};
 
 }  // namespace moebench::cuda
