@@ -9,6 +9,10 @@ namespace moebench::cuda {
 void fail_msg(const std::string& message) { throw Error(message); }
 
 void throw_cuda(cudaError_t e, const char* what, const char* file, int line) {
+  // A failed call also stands as the thread's last error; taken here, it is reported once and a
+  // later launch check (after the exception was caught, as a test does) does not meet it again.
+  // Sticky errors (a fault in a kernel) stay whatever is done here.
+  (void)cudaGetLastError();
   fail("{}:{}: {} failed: {} ({})", file, line, what, cudaGetErrorName(e), cudaGetErrorString(e));
 }
 

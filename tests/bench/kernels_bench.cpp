@@ -41,6 +41,7 @@
 #include "engine/cuda/decode_attention.h"
 #include "engine/cuda/device.h"
 #include "engine/cuda/gemv_chain.h"
+#include "engine/cuda/handoff_probe.h"
 #include "engine/cuda/gemv_staged.h"
 #include "engine/cuda/moe_small_experts.h"
 #include "engine/cuda/norm_router.h"
@@ -256,6 +257,28 @@ void bm_gemv_chain(benchmark::State& state, ChainModel m, cuda::GemvChainMode mo
       },
       bytes, 0);
   state.counters["ops"] = n;
+}
+
+// What one dependency between launches costs (handoff_probe.h): a chain of 64 hops over a
+// 16 KiB vector, each hop reading all of it back from L2 and writing its slice, waiting for
+// the hop before by stream order, the programmatic launch's wait, a counter between
+// launches, or a counter inside one persistent launch. s_per_hop: the chain's time over its
+// hops. "/fills_sm:1": each block takes 200 / blocks_per_sm KiB of shared memory, so a hop's
+// blocks fill their SMs and the next launch's stay out until they leave (as beside the
+// decode step's expert launches); 0: the next launch's blocks fit beside them.
+void bm_handoff(benchmark::State& state, cuda::HandoffMode mode, cuda::HandoffShape shape) {
+  std::string why;
+  if (!cuda::handoff_probe_supported(mode, shape, &why)) {
+    state.SkipWithError(why.c_str());
+    return;
+  }
+  Buf a(4ull * shape.n, false), b(4ull * shape.n, false), counters(4 * cuda::handoff_probe_counter_words(shape), false);
+  timed(
+      state, [&] { cuda::handoff_probe_run(mode, shape, a.as<float>(), b.as<float>(), counters.as<uint32_t>(), g->stream); },
+      0, 0);
+  state.counters["hops"] = shape.hops;
+  state.counters["s_per_hop"] = benchmark::Counter(shape.hops, benchmark::Counter::kIsIterationInvariantRate |
+                                                                   benchmark::Counter::kInvert);
 }
 
 // "/PF:<n>" for a shape that prefetches n iterations ahead (none for the others).
@@ -703,6 +726,16 @@ void register_all() {
           [m, sh](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, true, sh); });
     }
   }
+  for (const auto& [mode, mname] : {std::pair{cuda::HandoffMode::stream, "stream"}, std::pair{cuda::HandoffMode::pdl, "pdl"},
+                                     std::pair{cuda::HandoffMode::counter, "counter"},
+                                     std::pair{cuda::HandoffMode::persistent, "persistent"}})
+    for (const int per_sm : {1, 2, 4})
+      for (const int fill : {0, 1}) {
+        const cuda::HandoffShape sh{per_sm, fill ? 200 / per_sm : 0, 64, 4096};
+        reg(std::string("handoff/") + mname + "/blocks_per_sm:" + std::to_string(per_sm) +
+                "/fills_sm:" + std::to_string(fill),
+            [mode, sh](benchmark::State& st) { bm_handoff(st, mode, sh); });
+      }
   reg("l2_warm/read_stream/MiB:8", warm([](benchmark::State& st) { bm_read_stream(st, 8); }));
   reg("l2_warm/read_stream/MiB:32", warm([](benchmark::State& st) { bm_read_stream(st, 32); }));
   for (const Shape& s : kShapes)
