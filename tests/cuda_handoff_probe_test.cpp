@@ -22,16 +22,6 @@ using test::download;
 
 namespace {
 
-const char* name_of(cuda::HandoffMode m) {
-  switch (m) {
-    case cuda::HandoffMode::stream: return "stream";
-    case cuda::HandoffMode::pdl: return "pdl";
-    case cuda::HandoffMode::counter: return "counter";
-    case cuda::HandoffMode::persistent: return "persistent";
-  }
-  return "?";
-}
-
 struct Probe {
   cuda::DeviceArena arena{16ull << 20, "handoff probe test"};
   float* a = nullptr;
@@ -67,14 +57,13 @@ TEST(CudaHandoffProbe, EveryModeCarriesEveryHop) {
   if (cuda::device_info_cached().cc_major < 9) GTEST_SKIP() << "the handoff probe needs Hopper";
   cudaStream_t s;
   CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
-  const cuda::HandoffMode modes[] = {cuda::HandoffMode::stream, cuda::HandoffMode::pdl, cuda::HandoffMode::counter,
-                                     cuda::HandoffMode::persistent};
   // Blocks beside the next launch's (no shared memory), and two blocks filling an SM.
   const cuda::HandoffShape shapes[] = {{4, 0, 33, 4096}, {2, 100, 64, 4096}, {1, 0, 7, 1000}};
   for (const cuda::HandoffShape& shape : shapes) {
     Probe p(shape.n, shape.hops);
-    for (const cuda::HandoffMode mode : modes) {
-      SCOPED_TRACE(std::string(name_of(mode)) + ", " + std::to_string(shape.blocks_per_sm) + " blocks an SM, " +
+    for (const cuda::HandoffMode mode : cuda::kHandoffModes) {
+      SCOPED_TRACE(std::string(cuda::handoff_mode_name(mode)) + ", " + std::to_string(shape.blocks_per_sm) +
+                   " blocks an SM, " +
                    std::to_string(shape.smem_kib) + " KiB, " + std::to_string(shape.hops) + " hops");
       std::string why;
       if (!cuda::handoff_probe_supported(mode, shape, &why)) {

@@ -31,6 +31,19 @@
 namespace moebench::cuda {
 
 enum class HandoffMode { stream, pdl, counter, persistent };
+inline constexpr HandoffMode kHandoffModes[] = {HandoffMode::stream, HandoffMode::pdl, HandoffMode::counter,
+                                                HandoffMode::persistent};
+
+// The mode's name as the header above spells it (tests and benchmark names).
+constexpr const char* handoff_mode_name(HandoffMode m) {
+  switch (m) {
+    case HandoffMode::stream: return "stream";
+    case HandoffMode::pdl: return "pdl";
+    case HandoffMode::counter: return "counter";
+    case HandoffMode::persistent: return "persistent";
+  }
+  return "?";
+}
 
 struct HandoffShape {
   int blocks_per_sm = 2;  // blocks of 256 threads a hop, per SM

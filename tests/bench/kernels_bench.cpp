@@ -726,13 +726,11 @@ void register_all() {
           [m, sh](benchmark::State& st) { bm_gemv_chain(st, m, cuda::GemvChainMode::persistent, true, sh); });
     }
   }
-  for (const auto& [mode, mname] : {std::pair{cuda::HandoffMode::stream, "stream"}, std::pair{cuda::HandoffMode::pdl, "pdl"},
-                                     std::pair{cuda::HandoffMode::counter, "counter"},
-                                     std::pair{cuda::HandoffMode::persistent, "persistent"}})
+  for (const cuda::HandoffMode mode : cuda::kHandoffModes)
     for (const int per_sm : {1, 2, 4})
       for (const int fill : {0, 1}) {
         const cuda::HandoffShape sh{per_sm, fill ? 200 / per_sm : 0, 64, 4096};
-        reg(std::string("handoff/") + mname + "/blocks_per_sm:" + std::to_string(per_sm) +
+        reg(std::string("handoff/") + cuda::handoff_mode_name(mode) + "/blocks_per_sm:" + std::to_string(per_sm) +
                 "/fills_sm:" + std::to_string(fill),
             [mode, sh](benchmark::State& st) { bm_handoff(st, mode, sh); });
       }
