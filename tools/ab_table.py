@@ -81,8 +81,11 @@ def profile_table(s, rs, variants, problems, top=10):
             rows = per.get((v, case), [])
             keys = dict.fromkeys(k for row in rows for k in row)
             means[v] = {k: sum(row.get(k, 0) for row in rows) / len(rows) for k in keys} if rows else None
-        first = next(m for m in means.values() if m)
-        kernels = [k for k in sorted(first, key=lambda k: -first[k]) if not k.startswith("(")][:top]
+        # Each variant's top kernels, the first variant's first: a kernel that only another
+        # variant launches (one launch in place of two) gets its row too.
+        def top_of(m):
+            return [k for k in sorted(m, key=lambda k: -m[k]) if not k.startswith("(")][:top]
+        kernels = list(dict.fromkeys(k for m in means.values() if m for k in top_of(m)))
         md += [f"Exposed time per decode step, {case} (kernel profile, us; mean over the rounds):", "",
                "| kernel | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
         for k in kernels + ["(span)", "(idle)"]:
