@@ -50,6 +50,10 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "eager decode steps count how often the experts scored on the layer's input are the router's choice, logged "
        "when the model closes (a sync a layer)",
        "docs/PERFORMANCE.md"},
+      {"MOEBENCH_GATEUP_ROUTER", "0, 1",
+       "the single-sequence step's quantised gate/up launch takes the MoE block's norm + router in every block "
+       "instead of a one-block launch before it",
+       "docs/QUANT.md"},
       {"MOEBENCH_GATEUP_ROWS", "by size (2 from 1056 rows on, else 1), 1, 2",
        "rows of w1 (and of w3) per warp of the fused MoE gate/up kernel", "docs/PERFORMANCE.md"},
       {"MOEBENCH_GEMV_PREFETCH", "0, 2, 4", "the one-row GEMV also prefetches that many iterations ahead",

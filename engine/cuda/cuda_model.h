@@ -147,6 +147,9 @@ class CudaModel : public Model, public BatchModel {
   // MoE gate/up launches issued with the experts scored on the layer's input
   // (MOEBENCH_EXPERT_PREDICT_BYTES; a captured graph's count once): tests.
   int64_t expert_prediction_launches() const;
+  // Quantised gate/up launches that took the MoE block's norm + router
+  // (MOEBENCH_GATEUP_ROUTER; a captured graph's count once): tests.
+  int64_t router_in_gate_up_launches() const;
   ArenaStats arena_stats() const { return arena_->stats(); }
   const ExpertProvider& provider() const { return *provider_; }
   ExpertProvider& provider() { return *provider_; }

@@ -117,6 +117,14 @@ bool o_proj_router_on() { return g_o_proj_router.get(); }
 
 void set_o_proj_router(int on) { g_o_proj_router.force(on); }
 
+namespace {
+EnvSwitch g_gate_up_router{"MOEBENCH_GATEUP_ROUTER", 0};
+}
+
+bool gate_up_router_on() { return g_gate_up_router.get(); }
+
+void set_gate_up_router(int on) { g_gate_up_router.force(on); }
+
 int o_proj_staged_from_env() {
   static const int level = env_choice("MOEBENCH_OPROJ_STAGED", {0, 1, 2}, -1);  // unset: -1, by shape
   return level;

@@ -55,6 +55,10 @@
 //                            that many bytes of each w1 and w3 row the gate/up launch's
 //                            resident warps take first (whole rows where it is at least a
 //                            row): 1024 (unset), 0 (none), 512, 2048 or 4096;
+//   MOEBENCH_GATEUP_ROUTER   the single-sequence decode step's quantised gate/up launch
+//                            takes the MoE block's norm + router itself (every block;
+//                            quant_gemv.h quant_moe_gemv_gate_up_router) instead of a
+//                            one-block launch before it: 0 (unset) or 1;
 //   MOEBENCH_QUANT_DOWN_TRIGGER where the quantised down + combine launch (the exact and
 //                            warp-row kernels) lets the next kernel's blocks start: 1 (unset:
 //                            as its warps finish their items) or 0 (right after its wait).
@@ -111,6 +115,10 @@ bool side_prefetch_from_env();           // MOEBENCH_SIDE_PREFETCH != 0
 // or what set_o_proj_router said last (tests: 1 on, 0 off, -1 the environment again).
 bool o_proj_router_on();
 void set_o_proj_router(int on);
+// Whether decode's quantised gate/up takes the norm + router: MOEBENCH_GATEUP_ROUTER, or
+// what set_gate_up_router said last (tests: 1 on, 0 off, -1 the environment again).
+bool gate_up_router_on();
+void set_gate_up_router(int on);
 // MOEBENCH_OPROJ_STAGED: 0 the one-row GEMV; 1 the single-sequence decode step's o_proj
 // takes gemv_staged (its weights staged in shared memory before its wait) and the split
 // merge launch before it lets its blocks start at once (AttentionHandoff 1); 2 the

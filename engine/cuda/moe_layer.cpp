@@ -51,6 +51,18 @@ bool MoeLayer::fused_decode_ok(int m) const {
   return m <= std::min(fused_max_tokens_, kGemvMaxRows) && m * d_.top_k <= kFusedMaxPairs;
 }
 
+bool MoeLayer::gate_up_takes_router(int m) const {
+  if (m != 1 || !gate_up_router_on() || !quantised() || !quant_decode_ok(m) || combine_ != Combine::fused ||
+      dispatch_ == Dispatch::grouped || !quant_decode_fused_from_env() || !gate_up_adjacent(d_.layout) || routing_ ||
+      observer_ || filter_ || host_ || provider_.needs_ids() || provider_.wants_prediction())
+    return false;
+  QuantExperts q;
+  q.format = d_.format;
+  q.int4_paired = d_.int4_paired;
+  q.n_experts = d_.n_experts;
+  return quant_moe_gemv_gate_up_router_supported(q, d_.top_k, d_.inter, d_.hidden, d_.n_experts);
+}
+
 bool MoeLayer::quant_decode_ok(int m) const { return m <= kGemvMaxRows && m * d_.top_k <= kFusedMaxPairs; }
 
 size_t MoeLayer::predict_row_bytes() const {
@@ -236,6 +248,11 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
   const int K = d_.top_k, E = d_.n_experts, H = d_.hidden, pairs = m * K;
   ScopedRange r(trace_, RangeKind::router, layer);
   const bool staged = routing_ && staged_step_ == step && staged_m_ == m;
+  if (router_in_gate_up_.gate) fail("moe: layer {}: a norm + router left to a gate/up launch that did not run", layer);
+  if (norm && !deferred_.att && !predict && gate_up_takes_router(m)) {  // the gate/up launch takes it
+    router_in_gate_up_ = DeferredRouter{norm->x, norm->w, norm->eps, gate};
+    return false;
+  }
   if (deferred_.att) {  // defer_o_proj's o_proj, then the norm and the router, in one launch
     const DeferredOProj o = deferred_;
     deferred_ = DeferredOProj{};
@@ -400,14 +417,18 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
   // the bf16 gate/up takes them), forgotten either way.
   const float* pred = m == 1 ? pred_logits_ : nullptr;
   pred_logits_ = nullptr;
+  // With the router inside the gate/up launch the ids exist only after that launch.
+  const bool ids_later = router_in_gate_up_.gate != nullptr;
   if (pred) {
     ++predicted_launches_;
-    count_prediction(pred, b.ids);
+    if (!ids_later) count_prediction(pred, b.ids);
   }
   if (quantised() && quant_decode_ok(m)) {
     if (!quant_decode(layer, b, b.h, b.ids, m * K, K, combine_ == Combine::fused ? x : nullptr)) combine(b, x, m, false);
+    if (pred && ids_later) count_prediction(pred, b.ids);
     return;
   }
+  if (ids_later) fail("moe: layer {}: a norm + router left to a quantised gate/up launch that does not run", layer);
   if (!quantised() && dispatch_ == Dispatch::fused && fused_decode_ok(m)) {
     const bf16* const* t = reinterpret_cast<const bf16* const*>(tables(layer));
     ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "moe_decode_fused");
@@ -433,13 +454,23 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
 bool MoeLayer::quant_decode(int layer, ForwardBuffers& b, const bf16* x, const int32_t* ids, int pairs, int K,
                             float* residual) {
   ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "quant_moe_gemv");
+  const DeferredRouter d = router_in_gate_up_;
+  router_in_gate_up_ = DeferredRouter{};
+  GateUpRouter router;
+  if (d.gate) {
+    if (!residual || pairs != K || x != b.h || ids != b.ids)
+      fail("moe: layer {}: the gate/up launch with the router takes one token into b.h and b.ids, fused combine",
+           layer);
+    router = GateUpRouter{d.x, d.w, d.eps, d.gate, b.h, b.router_logits, b.ids, b.wts, d_.n_experts,
+                          d_.norm_topk_prob ? 1 : 0};
+  }
   return quant_decode_table(tables(layer), d_.n_experts, d_.inter, gate_up_adjacent(d_.layout), d_.int4_paired, b, x,
-                            ids, pairs, K, residual, b.moe_y);
+                            ids, pairs, K, residual, b.moe_y, d.gate ? &router : nullptr);
 }
 
 bool MoeLayer::quant_decode_table(const void* const* table, int E, int I, bool adjacent, bool paired,
                                   ForwardBuffers& b, const bf16* x, const int32_t* ids, int pairs, int K,
-                                  float* residual, float* out) {
+                                  float* residual, float* out, const GateUpRouter* router) {
   const int H = d_.hidden;
   const auto* t = reinterpret_cast<const uint8_t* const*>(table);
   auto mat = [&](int w) {
@@ -456,8 +487,13 @@ bool MoeLayer::quant_decode_table(const void* const* table, int E, int I, bool a
   float* g = static_cast<float*>(b.swiglu);
   float* u = g + static_cast<size_t>(pairs) * I;
   const bool fused = quant_decode_fused_from_env();
+  if (router && !(adjacent && fused && residual))
+    fail("moe: the gate/up launch with the router needs the fused kernels, w1 and w3 adjacent and the fused combine");
   if (adjacent) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
-    if (fused) {
+    if (router) {
+      quant_moe_gemv_gate_up_router(mat(0), *router, K, I, H, b.moe_h, stream_);
+      ++router_in_gate_up_launches_;
+    } else if (fused) {
       quant_moe_gemv_gate_up(mat(0), x, ids, pairs, K, I, H, E, b.moe_h, stream_);
     } else {
       quant_moe_gemv(mat(0), x, false, ids, pairs, K, 2 * I, H, E, g, stream_);
@@ -468,8 +504,8 @@ bool MoeLayer::quant_decode_table(const void* const* table, int E, int I, bool a
     quant_moe_gemv(mat(1), x, false, ids, pairs, K, I, H, E, u, stream_);
     silu_mul_bf16(g, u, b.moe_h, static_cast<int64_t>(pairs) * I, stream_);
   }
-  if (residual && fused) {  // the ids came from the router, before the gate/up launch
-    quant_moe_down_combine(mat(2), b.moe_h, ids, b.wts, pairs, K, H, I, E, residual, true, stream_);
+  if (residual && fused) {  // the ids came from the router: before the gate/up launch, or inside it
+    quant_moe_down_combine(mat(2), b.moe_h, ids, b.wts, pairs, K, H, I, E, residual, router == nullptr, stream_);
     return true;
   }
   quant_moe_gemv(mat(2), b.moe_h, true, ids, pairs, K, H, I, E, out, stream_);

@@ -41,6 +41,8 @@ class CpuTrace;
 
 namespace moebench::cuda {
 
+struct GateUpRouter;  // quant_gemv.h
+
 class DeviceArena;
 class HostExperts;
 
@@ -134,6 +136,9 @@ class MoeLayer {
   void set_prediction(const float* logits) { pred_logits_ = logits; }
   // Layers whose experts ran with such scores given (captured graphs count once): tests.
   int64_t predicted_launches() const { return predicted_launches_; }
+  // Quantised gate/up launches issued with the norm + router inside (captured graphs count
+  // once): tests.
+  int64_t router_in_gate_up_launches() const { return router_in_gate_up_launches_; }
   // Where the side stream asks L2 for the guessed expert's gate/up rows at `layer`
   // (l2_prefetch_predicted's arguments past the scores): the layer's device table where an
   // earlier forward has written it and the provider hands out the same experts whatever
@@ -169,6 +174,21 @@ class MoeLayer {
     float* x = nullptr;
   };
   DeferredOProj deferred_;
+  // The norm + router route() left to the quantised gate/up launch (gate null: none;
+  // MOEBENCH_GATEUP_ROUTER=1, quant_gemv.h quant_moe_gemv_gate_up_router): taken by the
+  // next quant_decode.
+  struct DeferredRouter {
+    const float* x = nullptr;
+    const __nv_bfloat16* w = nullptr;
+    float eps = 0;
+    const __nv_bfloat16* gate = nullptr;
+  };
+  DeferredRouter router_in_gate_up_;
+  // Whether this one-token MoE block's norm + router may run inside its quantised gate/up
+  // launch: nothing between the router and the experts reads h or the ids (no routing
+  // source, observer, filter, host experts or consumer of the ids on the host), the fused
+  // quantised kernels with the fused combine, and a gate/up shape the launch takes.
+  bool gate_up_takes_router(int m) const;
   // run_norm after the norm: norm null when b.h holds the normed input, else the norm to
   // fuse into the router's launch.
   void run(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
@@ -197,7 +217,7 @@ class MoeLayer {
   // expert's device part on its one-expert scratch.
   bool quant_decode_table(const void* const* table, int n_experts, int inter, bool adjacent, bool paired,
                           ForwardBuffers& b, const __nv_bfloat16* x, const int32_t* ids, int pairs, int k,
-                          float* residual, float* out);
+                          float* residual, float* out, const GateUpRouter* router = nullptr);
   // The forward with host experts (see set_host_experts); false when the plan has none
   // (nothing done: the device path runs).
   void free_host_buffers();
@@ -244,6 +264,7 @@ class MoeLayer {
   RoutingDriver* routing_ = nullptr;
   const float* pred_logits_ = nullptr;  // set_prediction's, for one run_norm
   int64_t predicted_launches_ = 0;
+  int64_t router_in_gate_up_launches_ = 0;
   int64_t pred_seen_ = 0, pred_slot_right_ = 0, pred_expert_right_ = 0;  // MOEBENCH_EXPERT_PREDICT_STATS=1
   int pool_tokens_ = 0;
   int fused_max_tokens_ = 2;

@@ -7,7 +7,9 @@
 // the token's x (norm_row_regs: each thread its strided elements, rmsnorm_row's order), takes
 // the sum of squares and h from registers (rmsnorm_inv: the same sums), writes h to global
 // and shared memory, and dots the gate rows against h there. The many-expert cluster launch
-// (norm_router_cluster.cu) norms through norm_row_regs too. .cu only.
+// (norm_router_cluster.cu) norms through norm_row_regs too; the quantised gate/up launch
+// with the router inside it (quant_gemv_rows.cu) runs norm_router_in_block, the same sums
+// with each gate chunk loaded as its dot needs it. .cu only.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -131,6 +133,62 @@ __device__ __forceinline__ void norm_router_from_regs(const float* __restrict__ 
     put_logit(acc, i, warp, n_experts, s_logits, logits);
   }
   topk_of_block(s_logits, i, n_experts, k, ids, weights, renormalise);
+}
+
+// Before a programmatic wait: this warp's gate row (warp < n_experts) and this thread's
+// norm weights asked of L1 (they were written before the previous kernel began), for
+// norm_router_in_block after the wait.
+__device__ __forceinline__ void norm_router_prefetch_l1(const __nv_bfloat16* __restrict__ norm_w,
+                                                        const __nv_bfloat16* __restrict__ gate, int hidden,
+                                                        int n_experts) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int per = hidden / kNormRouterThreads;
+  if (warp < n_experts) {
+    const __nv_bfloat16* g = gate + static_cast<int64_t>(warp) * hidden;
+    for (int u = lane & 7; u < per; u += 8)  // 8 lanes' 16-byte chunks share a 128-byte line
+      asm volatile("prefetch.global.L1 [%0];" ::"l"(g + 8 * ((lane & ~7) + 32 * u)));
+  }
+  for (int d = 64 * threadIdx.x; d < hidden; d += 64 * kNormRouterThreads)
+    asm volatile("prefetch.global.L1 [%0];" ::"l"(norm_w + d));
+}
+
+// Block-wide (kNormRouterThreads threads), one token: norm_router_from_regs's h, logits and
+// top-k (kFresh: x read past L1) with each gate chunk loaded as its dot needs it (the same
+// chunks in the same order: the same bits), kept in this block's shared memory: h in s_h,
+// the logits in s_logits, the top-k in s_ids / s_w. Every block of a launch may run it;
+// the one with `out` also writes h, logits, ids and weights to global memory. Ends with a
+// barrier.
+template <bool kFresh>
+__device__ __forceinline__ void norm_router_in_block(
+    const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
+    const __nv_bfloat16* __restrict__ gate, int hidden, int n_experts, int k, bool renormalise, __nv_bfloat16* s_h,
+    float* s_logits, int32_t* s_ids, float* s_w, bool out, __nv_bfloat16* __restrict__ h, float* __restrict__ logits,
+    int32_t* __restrict__ ids, float* __restrict__ weights) {
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int per = hidden / kNormRouterThreads;
+  __nv_bfloat16 wv[kNormRouterRegsPer];
+  norm_weights_regs<kNormRouterThreads>(norm_w, per, wv);
+  norm_row_regs<kNormRouterThreads, kFresh>(x, wv, per, hidden, eps, s_h, out ? h : nullptr);
+  __syncthreads();
+  if (warp < n_experts) {
+    const __nv_bfloat16* g = gate + static_cast<int64_t>(warp) * hidden;
+    float acc = 0;
+#pragma unroll 8
+    for (int u = 0; u < kNormRouterRegsPer; ++u)
+      if (u < per) acc = router_chunk_dot(load8(g + 8 * (lane + 32 * u)), load8(s_h + 8 * (lane + 32 * u)), acc);
+    acc = warp_sum(acc);
+    if (lane == 0) {
+      s_logits[warp] = acc;
+      if (out) logits[warp] = acc;
+    }
+  }
+  __syncthreads();
+  if (threadIdx.x < 32) router_topk_warp(s_logits, n_experts, k, s_ids, s_w, renormalise);
+  __syncthreads();
+  if (out && static_cast<int>(threadIdx.x) < k) {
+    ids[threadIdx.x] = s_ids[threadIdx.x];
+    weights[threadIdx.x] = s_w[threadIdx.x];
+  }
 }
 
 }  // namespace moebench::cuda

@@ -1170,6 +1170,15 @@ void launch_pipelined(const QuantExperts& w, const bf16* x, bool x_per_pair, con
                out_h ? std::string(" (gate/up fused)") : msg(" or ", D)));
 }
 
+// A launch's variant where its shape names none (MOEBENCH_QUANT_VARIANT, else the default):
+// one token (each used expert one pair) at the tile kernel's default shape (exact_ok) takes
+// the exact warp kernel, which computes the same bits.
+int launch_variant(const QuantExperts& w, QuantLaunch l, bool exact_ok) {
+  int dflt = default_variant(w.format, l);
+  if (exact_ok && exact_default(w.format, l, w.int4_paired) != 0) dflt = exact_default(w.format, l, w.int4_paired);
+  return inner_variant(-1, dflt);
+}
+
 // shape.warps / shape.depth / shape.tiles 0: the defaults (default_warps, the format's
 // kDepth, one tile). Depth kDepth / 2 and 2 x kDepth and two tiles (at depth kDepth) are
 // compiled for the quantised formats only. out_h: the fused gate/up form (N = 2 inter,
@@ -1190,13 +1199,8 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   if (F != QuantFormat::bf16 && shape.var >= 0) {
     var = inner_variant(shape.var, 0);
   } else if (F != QuantFormat::bf16 && variants_compiled<F>(depth, rt, warps)) {
-    int dflt = default_variant(F, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv);
-    // One token (each used expert one pair), the tile kernel's default shape: the exact
-    // warp kernel computes the same bits.
-    const QuantLaunch l = out_h ? QuantLaunch::gate_up : QuantLaunch::gemv;
-    if (!single && !accumulate && n_pairs <= k && warps == 4 && exact_default(F, l, w.int4_paired) != 0)
-      dflt = exact_default(F, l, w.int4_paired);
-    var = inner_variant(-1, dflt);
+    var = launch_variant(w, out_h ? QuantLaunch::gate_up : QuantLaunch::gemv,
+                         !single && !accumulate && n_pairs <= k && warps == 4);
   }
   if (is_warp_variant(var)) {
     if (F != QuantFormat::bf16 && !single && !accumulate) {
@@ -1324,6 +1328,38 @@ void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const bf16* x, const i
 void quant_moe_gemv_gate_up(const QuantExperts& w, const bf16* x, const int32_t* ids, int n_pairs, int k, int inter,
                             int K, int n_experts, bf16* h, cudaStream_t stream) {
   quant_moe_gemv_gate_up_shaped(w, x, ids, n_pairs, k, inter, K, n_experts, h, kDefaultQuantGemvShape, stream);
+}
+
+namespace {
+// The variant a one-token fused gate/up launch takes (launch at the default shape), 0 where
+// it runs no exact kernel's shape with the router compiled.
+int gate_up_router_variant(const QuantExperts& w, int k, int inter, int K, int n_experts) {
+  if (w.format == QuantFormat::bf16) return 0;
+  const int tiles = static_cast<int>(ceil_div(2 * inter, kTileRows));
+  // Every quantised format's default warps (default_warps) and compiled variants
+  // (variants_compiled: 4 or 16 warps at the default depth, one tile) are alike.
+  const int warps = default_warps<QuantFormat::int8>(tiles);
+  if (!variants_compiled<QuantFormat::int8>(Codes<QuantFormat::int8>::kDepth, 1, warps)) return 0;
+  const int var = launch_variant(w, QuantLaunch::gate_up, warps == 4);  // one token: k pairs
+  return quant_rows_gate_up_router_takes(var, w, k, K, n_experts) ? var : 0;
+}
+}  // namespace
+
+bool quant_moe_gemv_gate_up_router_supported(const QuantExperts& w, int k, int inter, int K, int n_experts) {
+  return k >= 1 && k <= kMaxPairs && inter > 0 && gate_up_router_variant(w, k, inter, K, n_experts) != 0;
+}
+
+void quant_moe_gemv_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int k, int inter, int K, bf16* h,
+                                   cudaStream_t stream) {
+  MB_NVTX_RANGE("quant_moe_gemv_gate_up_router");
+  const int var = k >= 1 && k <= kMaxPairs && inter > 0 ? gate_up_router_variant(w, k, inter, K, r.n_experts) : 0;
+  if (var == 0)
+    fail_msg(msg("quant_moe_gemv_gate_up_router: ", quant_format_name(w.format), " experts of ", inter, " x ", K,
+                 ", ", r.n_experts, " experts, top-", k, ": the one-token gate/up runs no kernel with the router"));
+  check_args(w, h, k, 2 * inter, K, r.n_experts, k);
+  if (!r.x || !r.norm_w || !r.gate || !r.h || !r.logits || !r.ids || !r.weights)
+    fail_msg("quant_moe_gemv_gate_up_router: a router input or output is null");
+  quant_rows_gate_up_router(w, r, k, 2 * inter, K, h, var, stream);
 }
 
 bool quant_decode_fused_from_env() {

@@ -135,6 +135,35 @@ void quant_moe_down_combine(const QuantExperts& w, const __nv_bfloat16* h, const
                             int n_pairs, int k, int N, int K, int n_experts, float* out, bool ids_early,
                             cudaStream_t stream, int pf = -1, int var = -1);
 
+// The MoE block's norm + router of one token (norm_router.h's inputs and outputs): x the
+// residual (hidden fp32), its norm weight and eps, the gate (n_experts x hidden bf16); out
+// h (hidden bf16), the logits (n_experts fp32), the top-k's ids and weights.
+struct GateUpRouter {
+  const float* x = nullptr;
+  const __nv_bfloat16* norm_w = nullptr;
+  float eps = 0;
+  const __nv_bfloat16* gate = nullptr;
+  __nv_bfloat16* h = nullptr;
+  float* logits = nullptr;
+  int32_t* ids = nullptr;
+  float* weights = nullptr;
+  int n_experts = 0;
+  int renormalise = 1;  // norm_topk_prob
+};
+
+// One token: norm_router then quant_moe_gemv_gate_up (k pairs of that token, its top-k) as
+// one launch. Every block of the gate/up launch takes the norm + router itself (from L2
+// and L1: the residual, the gate rows, the norm weights) instead of waiting for a
+// one-block launch before it; block 0 writes h, the logits, ids and weights for the
+// launches after it. The same bits as the two launches (the same sums in the same order).
+// Only where the one-token gate/up runs an exact kernel of its default shapes in the fp16
+// form and the router fits norm_router's one-block shapes (_supported); MOEBENCH_GATEUP_ROUTER
+// (launch_env.h) turns it on in the model. The down + combine after it must not read the
+// ids before its wait (ids_early false).
+bool quant_moe_gemv_gate_up_router_supported(const QuantExperts& w, int k, int inter, int K, int n_experts);
+void quant_moe_gemv_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int k, int inter, int K,
+                                   __nv_bfloat16* h, cudaStream_t stream);
+
 // Whether the quantised MoE decode runs the fused kernels (quant_moe_gemv_gate_up and,
 // with the fused combine, quant_moe_down_combine) or, with MOEBENCH_QUANT_FUSED=0, the
 // GEMV over [w1; w3] + silu_mul_gate_up and the GEMV over w2 + the combine (the same

@@ -20,6 +20,7 @@
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/launch_env.h"
+#include "engine/cuda/norm_router_block.cuh"
 #include "engine/cuda/pdl.cuh"
 #include "engine/cuda/quant_codes.cuh"
 
@@ -504,9 +505,7 @@ struct ExpertTable {
   const uint8_t* scale[kTableExperts];
   const uint8_t* zero[kTableExperts];
 };
-__device__ __forceinline__ void start_after_router_table(const QuantExperts& w, const int32_t* ids, int n_pairs,
-                                                         bool x_per_pair, int k, ExpertTable& t, PairParts& s,
-                                                         int* xr) {
+__device__ __forceinline__ bool expert_table_before_wait(const QuantExperts& w, ExpertTable& t) {
   const bool table = w.n_experts > 0 && w.n_experts <= kTableExperts;
   if (table) {
     for (int e = threadIdx.x; e < w.n_experts; e += blockDim.x) {
@@ -516,8 +515,12 @@ __device__ __forceinline__ void start_after_router_table(const QuantExperts& w, 
     }
     __syncthreads();
   }
-  pdl_wait();
-  pdl_trigger();
+  return table;
+}
+// After the wait (and the ids): each pair's parts and activation row, one barrier.
+__device__ __forceinline__ void pair_parts_from_table(const QuantExperts& w, const int32_t* ids, int n_pairs,
+                                                      bool x_per_pair, int k, bool table, const ExpertTable& t,
+                                                      PairParts& s, int* xr) {
   // load_pair_parts's loop with the table read in place: handing it generic pointers to the
   // table instead costs registers (a shape capped at 64 spills), so the loop is spelled out.
   for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
@@ -528,6 +531,14 @@ __device__ __forceinline__ void start_after_router_table(const QuantExperts& w, 
     xr[p] = x_per_pair ? p : p / k;
   }
   __syncthreads();
+}
+__device__ __forceinline__ void start_after_router_table(const QuantExperts& w, const int32_t* ids, int n_pairs,
+                                                         bool x_per_pair, int k, ExpertTable& t, PairParts& s,
+                                                         int* xr) {
+  const bool table = expert_table_before_wait(w, t);
+  pdl_wait();
+  pdl_trigger();
+  pair_parts_from_table(w, ids, n_pairs, x_per_pair, k, table, t, s, xr);
 }
 
 // Work item it (pair p, row pair i): rows 2 i and 2 i + 1 (clamped; the second written only
@@ -565,23 +576,15 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
       });
 }
 
-// The exact GEMV / gate-up: work item it (pair p, group i of kRP row pairs): rows
-// 2 kRP i .. 2 kRP i + 2 kRP - 1 (clamped; written only below N), or with gu_inter > 0 rows
-// kRP i + h of w1 and of w3 (h < kRP), written as h[p, r] = bf16(silu(g) * u) as the tile
-// kernel writes it. Warps take the items it = first, first + all warps, ..., first the
-// warp's index block-major (warp_major 0: blockIdx.x kWarps + warp) or warp-major (1: warp
-// gridDim.x + blockIdx.x: quant_warp_order).
+// The exact GEMV / gate-up's work after its start (s and s_xr filled): x the activation
+// rows (global memory, or with kHalf any memory: only stage_half reads them).
 template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain>
-__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
-    quant_exact_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
-                       int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
-                       bf16* __restrict__ out_h, int warp_major) {
-  __shared__ PairParts s;
+__device__ __forceinline__ void exact_items(const QuantExperts& w, const bf16* __restrict__ x, bool x_per_pair,
+                                            int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
+                                            bf16* __restrict__ out_h, int warp_major, const PairParts& s,
+                                            const int* s_xr) {
   __shared__ float s_inv[kMaxPairs];
-  __shared__ int s_xr[kMaxPairs];    // each pair's activation row: p, or its token p / k
-  __shared__ ExpertTable s_table;
   extern __shared__ uint4 s_half[];  // kHalf: the activation rows in fp16 (stage_half)
-  start_after_router_table(w, ids, n_pairs, x_per_pair != 0, k, s_table, s, s_xr);
   if constexpr (kHalf) stage_half(x, x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, s_half, s_inv);
   const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -630,6 +633,54 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
           }
         }
       });
+}
+
+// The exact GEMV / gate-up: work item it (pair p, group i of kRP row pairs): rows
+// 2 kRP i .. 2 kRP i + 2 kRP - 1 (clamped; written only below N), or with gu_inter > 0 rows
+// kRP i + h of w1 and of w3 (h < kRP), written as h[p, r] = bf16(silu(g) * u) as the tile
+// kernel writes it. Warps take the items it = first, first + all warps, ..., first the
+// warp's index block-major (warp_major 0: blockIdx.x kWarps + warp) or warp-major (1: warp
+// gridDim.x + blockIdx.x: quant_warp_order).
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain>
+__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
+    quant_exact_kernel(QuantExperts w, const bf16* __restrict__ x, int x_per_pair, const int32_t* __restrict__ ids,
+                       int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
+                       bf16* __restrict__ out_h, int warp_major) {
+  __shared__ PairParts s;
+  __shared__ int s_xr[kMaxPairs];  // each pair's activation row: p, or its token p / k
+  __shared__ ExpertTable s_table;
+  start_after_router_table(w, ids, n_pairs, x_per_pair != 0, k, s_table, s, s_xr);
+  exact_items<F, kPaired, kCfg, kRP, kContig, kHalf, kPlain>(w, x, x_per_pair != 0, n_pairs, k, N, K, out, gu_inter,
+                                                            out_h, warp_major, s, s_xr);
+}
+
+// The fused gate/up of one token with the MoE block's norm + router before it
+// (quant_rows_gate_up_router): every block runs norm_router_in_block on x (the gate row
+// and norm weights asked of L1 before the wait), block 0 also writes h, the logits, the
+// ids and the weights; then the exact gate/up on the block's own h (kHalf: staged from
+// shared memory) and top-k, k pairs of one token.
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kPlain>
+__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
+    quant_exact_router_kernel(QuantExperts w, GateUpRouter r, int k, int N, int K, bf16* __restrict__ out_h,
+                              int warp_major) {
+  static_assert(kWarps * 32 == kNormRouterThreads, "norm_router_in_block sums in norm_router's block order");
+  __shared__ PairParts s;
+  __shared__ int s_xr[kMaxPairs];
+  __shared__ ExpertTable s_table;
+  __shared__ __align__(16) bf16 s_h[kNormRouterRegsMaxHidden];
+  __shared__ float s_logits[kNormRouterWarps];
+  __shared__ int32_t s_ids[kNormRouterWarps];
+  __shared__ float s_w[kNormRouterWarps];
+  const bool table = expert_table_before_wait(w, s_table);
+  norm_router_prefetch_l1(r.norm_w, r.gate, K, r.n_experts);
+  pdl_wait();
+  pdl_trigger();
+  // x was written by the launch before (o_proj): read after the wait, as norm_router reads it.
+  norm_router_in_block<false>(r.x, r.norm_w, r.eps, r.gate, K, r.n_experts, k, r.renormalise != 0, s_h, s_logits,
+                              s_ids, s_w, blockIdx.x == 0, r.h, r.logits, r.ids, r.weights);
+  pair_parts_from_table(w, s_ids, k, false, k, table, s_table, s, s_xr);
+  exact_items<F, kPaired, kCfg, kRP, false, true, kPlain>(w, s_h, false, k, k, N, K, nullptr, N / 2, out_h, warp_major,
+                                                         s, s_xr);
 }
 
 // Down + combine: work item it = (token, row pair i); warp w of the block takes slot
@@ -827,7 +878,14 @@ int resident_blocks_smem(size_t smem) {
   CUDA_CHECK(cudaGetDevice(&cur));
   const uint64_t bit = uint64_t{1} << (cur & 63);
   if (!(raised.load(std::memory_order_acquire) & bit)) {
-    CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, dynamic_smem_limit(cur)));
+    // The opt-in limit less this kernel's own static arrays (the router kernel's exceed
+    // dynamic_smem_limit's allowance; the launches ask for far less than either cap).
+    cudaFuncAttributes attr{};
+    CUDA_CHECK(cudaFuncGetAttributes(&attr, kKernel));
+    int optin = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cur));
+    CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    optin - static_cast<int>(attr.sharedSizeBytes)));
     raised.fetch_or(bit, std::memory_order_acq_rel);
   }
   thread_local size_t last_smem = ~size_t{0};
@@ -858,6 +916,12 @@ void exact_forms(const QuantExperts& w, int rows, int K, bool down, Fn&& fn) {
   with_form(std::false_type{});
 }
 
+// The exact GEMV and gate/up's item order (quant_warp_order): 1 warp-major, 0 block-major.
+int exact_warp_major(QuantFormat f) {
+  const int order = quant_warp_order();
+  return order == 2 || (order == 1 && f == QuantFormat::int4) ? 1 : 0;
+}
+
 template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig>
 void launch_exact(const QuantExperts& w, const bf16* x, bool x_per_pair, const int32_t* ids, int n_pairs, int k, int N,
                   int K, float* out, bf16* out_h, cudaStream_t stream) {
@@ -869,11 +933,32 @@ void launch_exact(const QuantExperts& w, const bf16* x, bool x_per_pair, const i
             quant_exact_kernel<F, kPaired, kCfg, kRP, kContig, decltype(half_c)::value, decltype(plain_c)::value>;
         const int blocks =
             static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks_smem<kernel>(smem)));
-        const int order = quant_warp_order();
-        const bool warp_major = order == 2 || (order == 1 && F == QuantFormat::int4);
         launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, w, x,
-                   x_per_pair ? 1 : 0, ids, n_pairs, k, N, K, out, gu_inter, out_h, warp_major ? 1 : 0);
+                   x_per_pair ? 1 : 0, ids, n_pairs, k, N, K, out, gu_inter, out_h, exact_warp_major(F));
       });
+}
+
+// The shapes quant_exact_router_kernel is compiled for: the one-token gate/up defaults (40
+// and 44, quant_gemv.h kDefaultQuantExact).
+constexpr bool router_shape(int cfg, int rp, bool contig) {
+  return !contig && ((cfg == 2 && rp == 1) || (cfg == 8 && rp == 2));
+}
+
+template <QuantFormat F, bool kPaired, int kCfg, int kRP>
+void launch_exact_router(const QuantExperts& w, const GateUpRouter& r, int k, int N, int K, bf16* out_h,
+                         cudaStream_t stream) {
+  const int64_t items = static_cast<int64_t>(k) * ceil_div(N / 2, kRP);
+  exact_forms<F, kCfg, kRP, false>(w, 1, K, false, [&](auto half_c, auto plain_c, size_t smem) {
+    if constexpr (!decltype(half_c)::value) {
+      fail_msg(msg("quant_rows_gate_up_router: ", K, " inputs have no fp16 form (MOEBENCH_QUANT_HALF=0?)"));
+    } else {
+      constexpr auto kernel = quant_exact_router_kernel<F, kPaired, kCfg, kRP, decltype(plain_c)::value>;
+      const int blocks =
+          static_cast<int>(std::min<int64_t>(ceil_div(items, kWarps), resident_blocks_smem<kernel>(smem)));
+      launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kWarps * 32), smem, stream, w, r, k, N, K, out_h,
+                 exact_warp_major(F));
+    }
+  });
 }
 
 // The down + combine kernels' flags: bit 0 the ids early, bit 1 the late trigger
@@ -985,6 +1070,28 @@ void quant_rows_gemv(const QuantExperts& w, const bf16* x, bool x_per_pair, cons
     constexpr int C = decltype(c_c)::value, RP = decltype(rp_c)::value;
     if constexpr (RP > 0) launch_exact<F, P, C, RP, decltype(contig_c)::value>(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, stream);
     else launch_rows<F, P, C>(w, x, x_per_pair, ids, n_pairs, k, N, K, out, out_h, stream);
+  });
+}
+
+bool quant_rows_gate_up_router_takes(int var, const QuantExperts& w, int k, int K, int n_experts) {
+  if (!is_exact_variant(var) || (w.format == QuantFormat::int4 && !w.int4_paired)) return false;
+  const ExactShape sh = kExactShapes[var - kQuantVariantExact];
+  return router_shape(sh.cfg, sh.rp, sh.contig) && norm_router_regs_shape(K, n_experts) && k >= 1 &&
+         k <= n_experts && half_smem_bytes(1, K, false) > 0;
+}
+
+void quant_rows_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int k, int N, int K, bf16* out_h,
+                               int var, cudaStream_t stream) {
+  if (!quant_rows_gate_up_router_takes(var, w, k, K, r.n_experts))
+    fail_msg(msg("quant_rows_gate_up_router: variant ", var, ", ", quant_format_name(w.format), ", ", K, " inputs, ",
+                 r.n_experts, " experts, top-", k, " is not a compiled shape"));
+  if (N % 2 != 0) fail_msg(msg("quant_rows_gate_up_router: the fused gate/up takes 2 inter rows, not ", N));
+  for_format(w, var, "quant_rows_gate_up_router", [&](auto f_c, auto p_c, auto c_c, auto rp_c, auto contig_c) {
+    constexpr QuantFormat F = decltype(f_c)::value;
+    constexpr bool P = decltype(p_c)::value;
+    constexpr int C = decltype(c_c)::value, RP = decltype(rp_c)::value;
+    if constexpr (RP > 0 && router_shape(C, RP, decltype(contig_c)::value) && (F != QuantFormat::int4 || P))
+      launch_exact_router<F, P, C, RP>(w, r, k, N, K, out_h, stream);
   });
 }
 

@@ -83,5 +83,12 @@ void quant_rows_down_combine(const QuantExperts& w, const __nv_bfloat16* h, cons
                              const float* weights, int n_pairs, int k, int N, int K, float* out, bool ids_early,
                              int var, cudaStream_t stream);
 bool quant_rows_down_combine_takes(int k);
+// One token's fused gate/up with the MoE block's norm + router inside the launch
+// (quant_gemv.h quant_moe_gemv_gate_up_router): whether exact variant var is compiled for
+// it at this format, hidden K, expert count and top-k (the gate/up defaults 40 and 44, the
+// fp16 form, norm_router's register shapes), and the launch.
+bool quant_rows_gate_up_router_takes(int var, const QuantExperts& w, int k, int K, int n_experts);
+void quant_rows_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int k, int N, int K,
+                               __nv_bfloat16* out_h, int var, cudaStream_t stream);
 
 }  // namespace moebench::cuda
