@@ -44,4 +44,12 @@ const DeviceInfo& device_info_cached() {
   return seen.emplace(dev, device_info()).first->second;
 }
 
+int allow_dynamic_smem(const void* kernel) {
+  cudaFuncAttributes fa{};
+  CUDA_CHECK(cudaFuncGetAttributes(&fa, kernel));
+  const int cap = device_info_cached().smem_optin - static_cast<int>(fa.sharedSizeBytes);
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, cap));
+  return cap;
+}
+
 }  // namespace moebench::cuda

@@ -19,5 +19,9 @@ struct DeviceInfo {
 DeviceInfo device_info();
 // The same, read once per device: for launch paths.
 const DeviceInfo& device_info_cached();
+// Lets `kernel` (a __global__ function's address) ask for as much dynamic shared memory as
+// the current device's opt-in limit leaves beside the kernel's own static arrays (above that
+// the attribute is refused), and returns that many bytes.
+int allow_dynamic_smem(const void* kernel);
 
 }  // namespace moebench::cuda

@@ -233,11 +233,8 @@ ChainDevice chain_device() {
   const DeviceInfo& info = device_info_cached();
   ChainDevice d{info.sm_count, 0, info.cc_major >= 9};
   if (!d.hopper) return d;
-  cudaFuncAttributes fa{};
-  CUDA_CHECK(cudaFuncGetAttributes(&fa, gemv_chain_kernel<8, 8192>));
-  d.smem_dynamic = info.smem_optin - static_cast<int>(fa.sharedSizeBytes);
-  for (auto* k : {gemv_chain_kernel<8, 8192>, gemv_chain_kernel<8, 16384>, gemv_chain_kernel<4, 16384>,
-                  gemv_chain_kernel<4, 32768>})
+  d.smem_dynamic = allow_dynamic_smem(reinterpret_cast<const void*>(gemv_chain_kernel<8, 8192>));
+  for (auto* k : {gemv_chain_kernel<8, 16384>, gemv_chain_kernel<4, 16384>, gemv_chain_kernel<4, 32768>})
     CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_dynamic));
   return d;
 }

@@ -59,13 +59,7 @@ __global__ void __launch_bounds__(kThreads)
 // The most dynamic shared memory a block may ask for: the opt-in limit less the kernel's static arrays (the
 // attribute is refused above that), set once so any shape up to it launches.
 int dynamic_smem_cap() {
-  static const int cap = [] {
-    cudaFuncAttributes fa{};
-    CUDA_CHECK(cudaFuncGetAttributes(&fa, handoff_hop_kernel));
-    const int c = device_info_cached().smem_optin - static_cast<int>(fa.sharedSizeBytes);
-    CUDA_CHECK(cudaFuncSetAttribute(handoff_hop_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, c));
-    return c;
-  }();
+  static const int cap = allow_dynamic_smem(reinterpret_cast<const void*>(handoff_hop_kernel));
   return cap;
 }
 

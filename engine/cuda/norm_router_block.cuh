@@ -33,13 +33,13 @@ __host__ __device__ constexpr bool norm_router_regs_shape(int hidden, int n_expe
 }
 
 // Warp-wide: the logit of token i and expert e from the lanes' partial sums, kept in
-// s_logits and written out by lane 0.
+// s_logits and written out (logits given) by lane 0.
 __device__ __forceinline__ void put_logit(float acc, int i, int e, int n_experts, float* s_logits,
                                           float* __restrict__ logits) {
   acc = warp_sum(acc);
   if ((threadIdx.x & 31) == 0) {
     s_logits[e] = acc;
-    logits[static_cast<int64_t>(i) * n_experts + e] = acc;
+    if (logits) logits[static_cast<int64_t>(i) * n_experts + e] = acc;
   }
 }
 
@@ -176,14 +176,9 @@ __device__ __forceinline__ void norm_router_in_block(
 #pragma unroll 8
     for (int u = 0; u < kNormRouterRegsPer; ++u)
       if (u < per) acc = router_chunk_dot(load8(g + 8 * (lane + 32 * u)), load8(s_h + 8 * (lane + 32 * u)), acc);
-    acc = warp_sum(acc);
-    if (lane == 0) {
-      s_logits[warp] = acc;
-      if (out) logits[warp] = acc;
-    }
+    put_logit(acc, 0, warp, n_experts, s_logits, out ? logits : nullptr);
   }
-  __syncthreads();
-  if (threadIdx.x < 32) router_topk_warp(s_logits, n_experts, k, s_ids, s_w, renormalise);
+  topk_of_block(s_logits, 0, n_experts, k, s_ids, s_w, renormalise);
   __syncthreads();
   if (out && static_cast<int>(threadIdx.x) < k) {
     ids[threadIdx.x] = s_ids[threadIdx.x];

@@ -1334,7 +1334,7 @@ namespace {
 // The variant a one-token fused gate/up launch takes (launch at the default shape), 0 where
 // it runs no exact kernel's shape with the router compiled.
 int gate_up_router_variant(const QuantExperts& w, int k, int inter, int K, int n_experts) {
-  if (w.format == QuantFormat::bf16) return 0;
+  if (w.format == QuantFormat::bf16 || k < 1 || k > kMaxPairs || inter <= 0) return 0;
   const int tiles = static_cast<int>(ceil_div(2 * inter, kTileRows));
   // Every quantised format's default warps (default_warps) and compiled variants
   // (variants_compiled: 4 or 16 warps at the default depth, one tile) are alike.
@@ -1346,13 +1346,13 @@ int gate_up_router_variant(const QuantExperts& w, int k, int inter, int K, int n
 }  // namespace
 
 bool quant_moe_gemv_gate_up_router_supported(const QuantExperts& w, int k, int inter, int K, int n_experts) {
-  return k >= 1 && k <= kMaxPairs && inter > 0 && gate_up_router_variant(w, k, inter, K, n_experts) != 0;
+  return gate_up_router_variant(w, k, inter, K, n_experts) != 0;
 }
 
 void quant_moe_gemv_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int k, int inter, int K, bf16* h,
                                    cudaStream_t stream) {
   MB_NVTX_RANGE("quant_moe_gemv_gate_up_router");
-  const int var = k >= 1 && k <= kMaxPairs && inter > 0 ? gate_up_router_variant(w, k, inter, K, r.n_experts) : 0;
+  const int var = gate_up_router_variant(w, k, inter, K, r.n_experts);
   if (var == 0)
     fail_msg(msg("quant_moe_gemv_gate_up_router: ", quant_format_name(w.format), " experts of ", inter, " x ", K,
                  ", ", r.n_experts, " experts, top-", k, ": the one-token gate/up runs no kernel with the router"));

@@ -18,6 +18,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/device.h"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/norm_router_block.cuh"
@@ -880,12 +881,7 @@ int resident_blocks_smem(size_t smem) {
   if (!(raised.load(std::memory_order_acquire) & bit)) {
     // The opt-in limit less this kernel's own static arrays (the router kernel's exceed
     // dynamic_smem_limit's allowance; the launches ask for far less than either cap).
-    cudaFuncAttributes attr{};
-    CUDA_CHECK(cudaFuncGetAttributes(&attr, kKernel));
-    int optin = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, cur));
-    CUDA_CHECK(cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    optin - static_cast<int>(attr.sharedSizeBytes)));
+    allow_dynamic_smem(reinterpret_cast<const void*>(kKernel));
     raised.fetch_or(bit, std::memory_order_acq_rel);
   }
   thread_local size_t last_smem = ~size_t{0};
