@@ -447,6 +447,8 @@ void CudaModel::note_arena() {
 
 int64_t CudaModel::expert_prediction_launches() const { return moe_ ? moe_->predicted_launches() : 0; }
 int64_t CudaModel::router_in_gate_up_launches() const { return moe_ ? moe_->router_in_gate_up_launches() : 0; }
+int64_t CudaModel::persistent_moe_launches() const { return moe_ ? moe_->persistent_launches() : 0; }
+int64_t CudaModel::persistent_moe_router_launches() const { return moe_ ? moe_->persistent_router_launches() : 0; }
 
 void CudaModel::prefetch_attention_out(const Layer& L, bool with_o_proj, int layer, const float* scored) {
   const ModelConfig& c = cfg_;

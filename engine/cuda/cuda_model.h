@@ -150,6 +150,10 @@ class CudaModel : public Model, public BatchModel {
   // Quantised gate/up launches that took the MoE block's norm + router
   // (MOEBENCH_GATEUP_ROUTER; a captured graph's count once): tests.
   int64_t router_in_gate_up_launches() const;
+  // One-token quantised MoE blocks run as one persistent launch, and those with the norm +
+  // router inside (MOEBENCH_QUANT_MOE_PERSISTENT; a captured graph's count once): tests.
+  int64_t persistent_moe_launches() const;
+  int64_t persistent_moe_router_launches() const;
   ArenaStats arena_stats() const { return arena_->stats(); }
   const ExpertProvider& provider() const { return *provider_; }
   ExpertProvider& provider() { return *provider_; }

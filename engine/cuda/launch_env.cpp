@@ -125,6 +125,21 @@ bool gate_up_router_on() { return g_gate_up_router.get(); }
 
 void set_gate_up_router(int on) { g_gate_up_router.force(on); }
 
+namespace {
+std::atomic<int> g_quant_moe_persistent{-1};  // -1: the environment's
+}
+
+int quant_moe_persistent() {
+  const int set = g_quant_moe_persistent.load(std::memory_order_relaxed);
+  if (set >= 0) return set;
+  static const int env = env_choice("MOEBENCH_QUANT_MOE_PERSISTENT", {0, 1, 2, 3}, 0);
+  return env;
+}
+
+void set_quant_moe_persistent(int level) {
+  g_quant_moe_persistent.store(level < 0 ? -1 : level, std::memory_order_relaxed);
+}
+
 int o_proj_staged_from_env() {
   static const int level = env_choice("MOEBENCH_OPROJ_STAGED", {0, 1, 2}, -1);  // unset: -1, by shape
   return level;

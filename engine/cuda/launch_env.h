@@ -59,6 +59,11 @@
 //                            takes the MoE block's norm + router itself (every block;
 //                            quant_gemv.h quant_moe_gemv_gate_up_router) instead of a
 //                            one-block launch before it: 0 (unset) or 1;
+//   MOEBENCH_QUANT_MOE_PERSISTENT the single-sequence decode step's quantised MoE block as
+//                            one persistent launch (quant_gemv.h quant_moe_block_persistent):
+//                            0 (unset) no, 1 the gate/up and the down + combine, 2 the norm +
+//                            router too (one block, the others waiting at a grid barrier), 3
+//                            the norm + router in every block;
 //   MOEBENCH_QUANT_DOWN_TRIGGER where the quantised down + combine launch (the exact and
 //                            warp-row kernels) lets the next kernel's blocks start: 1 (unset:
 //                            as its warps finish their items) or 0 (right after its wait).
@@ -119,6 +124,10 @@ void set_o_proj_router(int on);
 // what set_gate_up_router said last (tests: 1 on, 0 off, -1 the environment again).
 bool gate_up_router_on();
 void set_gate_up_router(int on);
+// MOEBENCH_QUANT_MOE_PERSISTENT (0 .. 3), or what set_quant_moe_persistent said last
+// (tests: 0 .. 3; -1 the environment again).
+int quant_moe_persistent();
+void set_quant_moe_persistent(int level);
 // MOEBENCH_OPROJ_STAGED: 0 the one-row GEMV; 1 the single-sequence decode step's o_proj
 // takes gemv_staged (its weights staged in shared memory before its wait) and the split
 // merge launch before it lets its blocks start at once (AttentionHandoff 1); 2 the

@@ -52,15 +52,30 @@ bool MoeLayer::fused_decode_ok(int m) const {
 }
 
 bool MoeLayer::gate_up_takes_router(int m) const {
-  if (m != 1 || !gate_up_router_on() || !quantised() || !quant_decode_ok(m) || combine_ != Combine::fused ||
-      dispatch_ == Dispatch::grouped || !quant_decode_fused_from_env() || !gate_up_adjacent(d_.layout) || routing_ ||
-      observer_ || filter_ || host_ || provider_.needs_ids() || provider_.wants_prediction())
+  const bool persistent = quant_moe_persistent() >= 2;
+  if (m != 1 || !(gate_up_router_on() || persistent) || !quantised() || !quant_decode_ok(m) ||
+      combine_ != Combine::fused || dispatch_ == Dispatch::grouped || !quant_decode_fused_from_env() ||
+      !gate_up_adjacent(d_.layout) || routing_ || observer_ || filter_ || host_ || provider_.needs_ids() ||
+      provider_.wants_prediction())
     return false;
+  if (persistent && persistent_takes(true)) return true;
   QuantExperts q;
   q.format = d_.format;
   q.int4_paired = d_.int4_paired;
   q.n_experts = d_.n_experts;
-  return quant_moe_gemv_gate_up_router_supported(q, d_.top_k, d_.inter, d_.hidden, d_.n_experts);
+  return gate_up_router_on() && quant_moe_gemv_gate_up_router_supported(q, d_.top_k, d_.inter, d_.hidden, d_.n_experts);
+}
+
+bool MoeLayer::persistent_takes(bool router) const {
+  if (!persist_counter_ || !gate_up_adjacent(d_.layout)) return false;
+  QuantExperts q;
+  q.format = d_.format;
+  q.int4_paired = d_.int4_paired;
+  // Only whether the experts have zero points matters here: any non-null table says they do.
+  static const uint8_t* const kZeroPoints = nullptr;
+  q.zero = d_.layout.n_parts > 2 ? &kZeroPoints : nullptr;
+  q.n_experts = d_.n_experts;
+  return quant_moe_block_persistent_supported(q, q, d_.top_k, d_.inter, d_.hidden, d_.n_experts, router);
 }
 
 bool MoeLayer::quant_decode_ok(int m) const { return m <= kGemvMaxRows && m * d_.top_k <= kFusedMaxPairs; }
@@ -128,6 +143,8 @@ MoeLayer::MoeLayer(const MoeDims& d, Dispatch dispatch, Combine combine, ExpertP
       fail("moe: expert layout is {}, the experts are {}", quant_format_name(d.layout.format),
            quant_format_name(d.format));
     deq_ = arena_.alloc_n<bf16>(3ull * d.hidden * d.inter, "moe dequantised expert (prefill)");
+    persist_counter_ = arena_.alloc_n<unsigned long long>(1, "moe persistent launch's barrier counter");
+    CUDA_CHECK(cudaMemsetAsync(persist_counter_, 0, sizeof(unsigned long long), stream_));
   }
   const uint64_t pool = static_cast<uint64_t>(pool_tokens_);
   pred_logits_d_ = arena_.alloc_n<float>(pool * d.n_experts, "moe next-layer router logits");
@@ -161,6 +178,7 @@ MoeLayer::~MoeLayer() {
   if (staged_d_) arena_.free(staged_d_);
   if (table_d_) arena_.free(table_d_);
   if (deq_) arena_.free(deq_);
+  if (persist_counter_) arena_.free(persist_counter_);
   if (pred_logits_d_) arena_.free(pred_logits_d_);
   if (pred_ids_d_) arena_.free(pred_ids_d_);
   if (pred_wts_d_) arena_.free(pred_wts_d_);
@@ -489,6 +507,15 @@ bool MoeLayer::quant_decode_table(const void* const* table, int E, int I, bool a
   const bool fused = quant_decode_fused_from_env();
   if (router && !(adjacent && fused && residual))
     fail("moe: the gate/up launch with the router needs the fused kernels, w1 and w3 adjacent and the fused combine");
+  const int persistent = quant_moe_persistent();
+  if (persistent >= 1 && adjacent && fused && residual && pairs == K && (!router || persistent >= 2) &&
+      persistent_takes(router != nullptr)) {  // the gate/up and the down + combine in one launch
+    quant_moe_block_persistent(mat(0), mat(2), router, x, ids, b.wts, K, I, H, E, b.moe_h, residual, persist_counter_,
+                               stream_, persistent == 3);
+    ++persistent_launches_;
+    if (router) ++persistent_router_launches_;
+    return true;
+  }
   if (adjacent) {  // w1 and w3 as one (2 inter, hidden) matrix: g, u of each pair side by side
     if (router) {
       quant_moe_gemv_gate_up_router(mat(0), *router, K, I, H, b.moe_h, stream_);

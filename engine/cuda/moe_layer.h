@@ -139,6 +139,10 @@ class MoeLayer {
   // Quantised gate/up launches issued with the norm + router inside (captured graphs count
   // once): tests.
   int64_t router_in_gate_up_launches() const { return router_in_gate_up_launches_; }
+  // One-token MoE blocks run as one persistent launch (MOEBENCH_QUANT_MOE_PERSISTENT), and
+  // those of them with the norm + router inside (captured graphs count once): tests.
+  int64_t persistent_launches() const { return persistent_launches_; }
+  int64_t persistent_router_launches() const { return persistent_router_launches_; }
   // Where the side stream asks L2 for the guessed expert's gate/up rows at `layer`
   // (l2_prefetch_predicted's arguments past the scores): the layer's device table where an
   // earlier forward has written it and the provider hands out the same experts whatever
@@ -187,8 +191,13 @@ class MoeLayer {
   // Whether this one-token MoE block's norm + router may run inside its quantised gate/up
   // launch: nothing between the router and the experts reads h or the ids (no routing
   // source, observer, filter, host experts or consumer of the ids on the host), the fused
-  // quantised kernels with the fused combine, and a gate/up shape the launch takes.
+  // quantised kernels with the fused combine, and a gate/up shape the launch takes (the
+  // persistent MoE launch with MOEBENCH_QUANT_MOE_PERSISTENT=2 or 3, or the gate/up with
+  // MOEBENCH_GATEUP_ROUTER=1).
   bool gate_up_takes_router(int m) const;
+  // Whether this layer's one-token quantised MoE block can run as one persistent launch
+  // (quant_gemv.h quant_moe_block_persistent; router: with the norm + router inside).
+  bool persistent_takes(bool router) const;
   // run_norm after the norm: norm null when b.h holds the normed input, else the norm to
   // fuse into the router's launch.
   void run(int step, int layer, int pos0, const __nv_bfloat16* gate, const __nv_bfloat16* next_gate,
@@ -265,6 +274,8 @@ class MoeLayer {
   const float* pred_logits_ = nullptr;  // set_prediction's, for one run_norm
   int64_t predicted_launches_ = 0;
   int64_t router_in_gate_up_launches_ = 0;
+  int64_t persistent_launches_ = 0, persistent_router_launches_ = 0;
+  unsigned long long* persist_counter_ = nullptr;  // quantised: the persistent launch's barrier counter
   int64_t pred_seen_ = 0, pred_slot_right_ = 0, pred_expert_right_ = 0;  // MOEBENCH_EXPERT_PREDICT_STATS=1
   int pool_tokens_ = 0;
   int fused_max_tokens_ = 2;

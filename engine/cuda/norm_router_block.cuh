@@ -43,12 +43,13 @@ __device__ __forceinline__ void put_logit(float acc, int i, int e, int n_experts
   }
 }
 
-// Block-wide, after the logits: (ids given) warp 0's softmax top-k of token i.
+// Block-wide (Sync's threads), after the logits: (ids given) warp 0's softmax top-k of token i.
+template <typename Sync = BlockSync>
 __device__ __forceinline__ void topk_of_block(const float* s_logits, int i, int n_experts, int k,
                                               int32_t* __restrict__ ids, float* __restrict__ weights,
                                               bool renormalise) {
   if (!ids) return;  // block-uniform
-  __syncthreads();
+  Sync::sync();
   if (threadIdx.x < 32)
     router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
                      renormalise);
@@ -82,7 +83,7 @@ __device__ __forceinline__ void norm_weights_regs(const __nv_bfloat16* __restric
 // norm weights (norm_weights_regs), loaded when the caller chose (before a programmatic
 // wait, or not). kFresh: x was written by other blocks of the running kernel (loads from L2,
 // past this SM's L1).
-template <int kThreads, bool kFresh, int kPer>
+template <int kThreads, bool kFresh, typename Sync = BlockSync, int kPer>
 __device__ __forceinline__ void norm_row_regs(const float* __restrict__ xi, const __nv_bfloat16 (&nw)[kPer], int per,
                                               int hidden, float eps, __nv_bfloat16* s_h,
                                               __nv_bfloat16* __restrict__ hi) {
@@ -97,7 +98,7 @@ __device__ __forceinline__ void norm_row_regs(const float* __restrict__ xi, cons
 #pragma unroll
   for (int u = 0; u < kPer; ++u)
     if (u < per) ss = fmaf(xv[u], xv[u], ss);
-  const float inv = rmsnorm_inv<kThreads>(ss, hidden, eps);
+  const float inv = rmsnorm_inv<kThreads, Sync>(ss, hidden, eps);
 #pragma unroll
   for (int u = 0; u < kPer; ++u)
     if (u < per) {
@@ -157,8 +158,9 @@ __device__ __forceinline__ void norm_router_prefetch_l1(const __nv_bfloat16* __r
 // chunks in the same order: the same bits), kept in this block's shared memory: h in s_h,
 // the logits in s_logits, the top-k in s_ids / s_w. Every block of a launch may run it;
 // the one with `out` also writes h, logits, ids and weights to global memory. Ends with a
-// barrier.
-template <bool kFresh>
+// barrier. Sync: the barrier of its kNormRouterThreads threads (the first of a larger block
+// take it with NamedSync; the rest must not call it).
+template <bool kFresh, typename Sync = BlockSync>
 __device__ __forceinline__ void norm_router_in_block(
     const float* __restrict__ x, const __nv_bfloat16* __restrict__ norm_w, float eps,
     const __nv_bfloat16* __restrict__ gate, int hidden, int n_experts, int k, bool renormalise, __nv_bfloat16* s_h,
@@ -168,8 +170,8 @@ __device__ __forceinline__ void norm_router_in_block(
   const int per = hidden / kNormRouterThreads;
   __nv_bfloat16 wv[kNormRouterRegsPer];
   norm_weights_regs<kNormRouterThreads>(norm_w, per, wv);
-  norm_row_regs<kNormRouterThreads, kFresh>(x, wv, per, hidden, eps, s_h, out ? h : nullptr);
-  __syncthreads();
+  norm_row_regs<kNormRouterThreads, kFresh, Sync>(x, wv, per, hidden, eps, s_h, out ? h : nullptr);
+  Sync::sync();
   if (warp < n_experts) {
     const __nv_bfloat16* g = gate + static_cast<int64_t>(warp) * hidden;
     float acc = 0;
@@ -178,8 +180,8 @@ __device__ __forceinline__ void norm_router_in_block(
       if (u < per) acc = router_chunk_dot(load8(g + 8 * (lane + 32 * u)), load8(s_h + 8 * (lane + 32 * u)), acc);
     put_logit(acc, 0, warp, n_experts, s_logits, out ? logits : nullptr);
   }
-  topk_of_block(s_logits, 0, n_experts, k, s_ids, s_w, renormalise);
-  __syncthreads();
+  topk_of_block<Sync>(s_logits, 0, n_experts, k, s_ids, s_w, renormalise);
+  Sync::sync();
   if (out && static_cast<int>(threadIdx.x) < k) {
     ids[threadIdx.x] = s_ids[threadIdx.x];
     weights[threadIdx.x] = s_w[threadIdx.x];

@@ -1362,6 +1362,42 @@ void quant_moe_gemv_gate_up_router(const QuantExperts& w, const GateUpRouter& r,
   quant_rows_gate_up_router(w, r, k, 2 * inter, K, h, var, stream);
 }
 
+bool quant_moe_block_persistent_supported(const QuantExperts& gu, const QuantExperts& dn, int k, int inter, int K,
+                                          int n_experts, bool router) {
+  if (gu.format == QuantFormat::bf16 || dn.format != gu.format || k < 1 || k > kMaxPairs || inter <= 0 || K <= 0)
+    return false;
+  // The one-token gate/up on an exact kernel (every exact shape gives the tile kernel's sums).
+  const int tiles_gu = static_cast<int>(ceil_div(2 * inter, kTileRows));
+  const int warps_gu = default_warps<QuantFormat::int8>(tiles_gu);  // alike for every quantised format
+  if (!variants_compiled<QuantFormat::int8>(Codes<QuantFormat::int8>::kDepth, 1, warps_gu) ||
+      !is_exact_variant(launch_variant(gu, QuantLaunch::gate_up, warps_gu == 4)))
+    return false;
+  // The one-token down + combine likewise (quant_moe_down_combine's choice).
+  if (default_warps<QuantFormat::int8>(static_cast<int>(ceil_div(K, kTileRows))) != 4 ||
+      exact_default(dn.format, QuantLaunch::down_combine) == 0 ||
+      !is_exact_variant(inner_variant(-1, exact_default(dn.format, QuantLaunch::down_combine))))
+    return false;
+  return quant_rows_moe_persistent_takes(gu, dn, k, inter, K, n_experts, router);
+}
+
+void quant_moe_block_persistent(const QuantExperts& gu, const QuantExperts& dn, const GateUpRouter* router,
+                                const bf16* x, const int32_t* ids, const float* weights, int k, int inter, int K,
+                                int n_experts, bf16* h, float* residual, unsigned long long* counter,
+                                cudaStream_t stream, bool router_every_block) {
+  MB_NVTX_RANGE("quant_moe_block_persistent");
+  if (!quant_moe_block_persistent_supported(gu, dn, k, inter, K, n_experts, router != nullptr))
+    fail_msg(msg("quant_moe_block_persistent: ", quant_format_name(gu.format), " experts of ", inter, " x ", K, ", ",
+                 n_experts, " experts, top-", k, router ? " with the router" : "",
+                 ": the one-token MoE block runs no persistent launch"));
+  check_args(gu, router ? router->h : x, k, 2 * inter, K, n_experts, k);
+  check_args(dn, h, k, K, inter, n_experts, k);
+  if (router && (!router->x || !router->norm_w || !router->gate || !router->h || !router->logits || !router->ids ||
+                 !router->weights))
+    fail_msg("quant_moe_block_persistent: a router input or output is null");
+  quant_rows_moe_persistent(gu, dn, router, x, ids, weights, k, inter, K, h, residual, counter, router_every_block,
+                            stream);
+}
+
 bool quant_decode_fused_from_env() {
   static const bool on = env_choice("MOEBENCH_QUANT_FUSED", {0, 1}, 1) == 1;
   return on;

@@ -164,6 +164,27 @@ bool quant_moe_gemv_gate_up_router_supported(const QuantExperts& w, int k, int i
 void quant_moe_gemv_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int k, int inter, int K,
                                    __nv_bfloat16* h, cudaStream_t stream);
 
+// One token's quantised MoE block as one persistent launch: the fused gate/up over gu (the
+// k pairs of ids, x the normed input) into h, then the down + combine over dn into residual,
+// with a grid barrier between them instead of a launch boundary (quant_gemv_rows.h
+// quant_rows_moe_persistent: one block an SM). With router non-null the launch runs the
+// norm + router first (block 0, the other blocks waiting for it at a grid barrier; with
+// router_every_block every block for itself, block 0 writing the outputs; router's h, ids
+// and weights are then its own outputs, and x, ids, weights here are not read). The same bits as norm_router (with the router),
+// quant_moe_gemv_gate_up and quant_moe_down_combine (ids_early as the model launches it).
+// _supported: where those one-token launches run the exact kernels (whose sums every exact
+// shape gives alike) and the persistent launch is compiled for the shape.
+// MOEBENCH_QUANT_MOE_PERSISTENT (launch_env.h) turns it on in the model (1: without the
+// router, 2: the router in block 0, 3: in every block). counter: a device
+// word, 0 before the first launch, each launch leaves it 0; not shared by launches that may
+// run at the same time.
+bool quant_moe_block_persistent_supported(const QuantExperts& gu, const QuantExperts& dn, int k, int inter, int K,
+                                          int n_experts, bool router);
+void quant_moe_block_persistent(const QuantExperts& gu, const QuantExperts& dn, const GateUpRouter* router,
+                                const __nv_bfloat16* x, const int32_t* ids, const float* weights, int k, int inter,
+                                int K, int n_experts, __nv_bfloat16* h, float* residual, unsigned long long* counter,
+                                cudaStream_t stream, bool router_every_block = false);
+
 // Whether the quantised MoE decode runs the fused kernels (quant_moe_gemv_gate_up and,
 // with the fused combine, quant_moe_down_combine) or, with MOEBENCH_QUANT_FUSED=0, the
 // GEMV over [w1; w3] + silu_mul_gate_up and the GEMV over w2 + the combine (the same

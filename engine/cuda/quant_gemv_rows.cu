@@ -197,15 +197,17 @@ __device__ __forceinline__ uint4 lds16(uint32_t addr) {
 // grid (an error of at most 2^-39 m each). e_r is 0 for a row whose largest magnitude is 0 or
 // not finite, and at most 100 in magnitude (rows whose largest magnitude lies below 2^-85
 // or above 2^115 keep fewer exact bits). Every thread of the block calls it; it ends with
-// a barrier.
+// a barrier. kMaxWarps: the block's warps at most; kFresh: x was written by other blocks of
+// the running kernel (loads from L2, past this SM's L1).
+template <int kMaxWarps = kWarps, bool kFresh = false>
 __device__ void stage_half(const bf16* __restrict__ x, int n, int K, uint4* dst, float* inv) {
-  __shared__ float s_red[kWarps];
+  __shared__ float s_red[kMaxWarps];
   const int k8 = K / 8, lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int r = 0; r < n; ++r) {
     const uint4* src = reinterpret_cast<const uint4*>(x + static_cast<int64_t>(r) * K);
     float m = 0;
     for (int i = threadIdx.x; i < k8; i += blockDim.x) {
-      const uint4 v = src[i];
+      const uint4 v = kFresh ? __ldcg(src + i) : src[i];
       const uint32_t u[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
       for (int j = 0; j < 4; ++j)
@@ -222,7 +224,7 @@ __device__ void stage_half(const bf16* __restrict__ x, int n, int K, uint4* dst,
     const int e = m > 0 && m <= 3.0e38f ? min(100, max(-100, 15 - ex)) : 0;
     const float sc = ldexpf(1.0f, e);
     for (int i = threadIdx.x; i < k8; i += blockDim.x) {
-      const uint4 v = src[i];
+      const uint4 v = kFresh ? __ldcg(src + i) : src[i];
       const uint32_t u[4] = {v.x, v.y, v.z, v.w};
       uint32_t h[4];
 #pragma unroll
@@ -247,8 +249,10 @@ __device__ void stage_half(const bf16* __restrict__ x, int n, int K, uint4* dst,
 // (8) are constants, so the loop asks for none of them (the same sums); and a group's
 // super-steps are the lane's first plus constants (exact_ss_step), so each row's codes and
 // scale words are loaded at one address plus immediate offsets (C::scale_at, C::raw_at).
+// kCg: the bf16 form's activations were written by other blocks of the running kernel (plain
+// cached loads, not the read-only path; the grid barrier's acquire makes them current).
 template <QuantFormat F, bool kPaired, int kDepth, int kRP, bool kContig = false, bool kHalf = false,
-          bool kPlain = false>
+          bool kPlain = false, bool kCg = false>
 struct ExactGroup {
   using C = std::conditional_t<kHalf, Codes16<F, kPaired>, Codes<F, kPaired>>;
   using Tot = Totals<2 * kRP>;  // row j's chain c in lane 4 c + c / 2 (c < 4); exact_total adds them
@@ -307,6 +311,7 @@ struct ExactGroup {
         uint4 v = make_uint4(0, 0, 0, 0);  // past the row end: zero activations, as the tile kernel
         if (kPlain || c < chunks) {
           if constexpr (kHalf) v = lds16(r.xs + static_cast<uint32_t>((c * V + 8 * i) * 2));
+          else if constexpr (kCg) v = __ldca(reinterpret_cast<const uint4*>(r.x + static_cast<int64_t>(c) * V) + i);
           else v = __ldg(reinterpret_cast<const uint4*>(r.x + static_cast<int64_t>(c) * V) + i);
         }
         xw[4 * i] = v.x;
@@ -395,16 +400,22 @@ __device__ __forceinline__ float exact_total(float t) {
 // G: the group (RowGroup or ExactGroup), kDepth its batches.
 // after_wait() runs right after that pdl_wait() (every warp of the block reaches it, those
 // without items too).
+// A hook whose type has kSkipPdlWait true replaces the pdl_wait() (its own wait, e.g. on
+// other blocks of the same launch: GridWait).
 struct NoHook {
   __device__ void operator()() const {}
 };
+template <typename H, typename = void>
+struct SkipsPdlWait : std::false_type {};
+template <typename H>
+struct SkipsPdlWait<H, std::void_t<decltype(H::kSkipPdlWait)>> : std::bool_constant<H::kSkipPdlWait> {};
 template <typename G, int kDepth, bool kPipe, typename ItemFn, typename FinishFn, typename Hook = NoHook>
 __device__ __forceinline__ void walk_items(int first, int stride, int items, int b0, int b1, int chunks, int K,
                                            int lane, int wait_pending, ItemFn&& item, FinishFn&& finish,
                                            Hook&& after_wait = Hook{}) {
   auto settle = [&] {
     if (wait_pending) {
-      pdl_wait();
+      if constexpr (!SkipsPdlWait<std::remove_cvref_t<Hook>>::value) pdl_wait();
       if (wait_pending == 1) pdl_trigger();
       after_wait();
       wait_pending = 0;
@@ -477,9 +488,11 @@ struct PairParts {
   const uint8_t* scale[kMaxPairs];
   const uint8_t* zero[kMaxPairs];
 };
+// kFresh: ids were written by other blocks of the running kernel (loads from L2).
+template <bool kFresh = false>
 __device__ __forceinline__ void load_pair_parts(const QuantExperts& w, const int32_t* ids, int n_pairs, PairParts& s) {
   for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
-    const int e = ids[p];
+    const int e = kFresh ? __ldcg(ids + p) : ids[p];
     s.q[p] = w.q[e];
     s.scale[p] = w.scale[e];
     s.zero[p] = w.zero ? w.zero[e] : nullptr;
@@ -518,14 +531,16 @@ __device__ __forceinline__ bool expert_table_before_wait(const QuantExperts& w, 
   }
   return table;
 }
-// After the wait (and the ids): each pair's parts and activation row, one barrier.
+// After the wait (and the ids): each pair's parts and activation row, one barrier. kFresh:
+// as load_pair_parts.
+template <bool kFresh = false>
 __device__ __forceinline__ void pair_parts_from_table(const QuantExperts& w, const int32_t* ids, int n_pairs,
                                                       bool x_per_pair, int k, bool table, const ExpertTable& t,
                                                       PairParts& s, int* xr) {
   // load_pair_parts's loop with the table read in place: handing it generic pointers to the
   // table instead costs registers (a shape capped at 64 spills), so the loop is spelled out.
   for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) {
-    const int e = ids[p];
+    const int e = kFresh ? __ldcg(ids + p) : ids[p];
     s.q[p] = table ? t.q[e] : w.q[e];
     s.scale[p] = table ? t.scale[e] : w.scale[e];
     s.zero[p] = table ? t.zero[e] : w.zero ? w.zero[e] : nullptr;
@@ -578,25 +593,31 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
 }
 
 // The exact GEMV / gate-up's work after its start (s and s_xr filled): x the activation
-// rows (global memory, or with kHalf any memory: only stage_half reads them).
-template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain>
+// rows (global memory, or with kHalf any memory: only stage_half reads them). kSub: the
+// block is kSub blocks of kWarps warps (warps kWarps j .. kWarps j + kWarps - 1 the launch's
+// block kSub blockIdx.x + j; the items go to the warps as in a launch of kSub gridDim.x
+// blocks); kFresh: x was written by other blocks of the running kernel.
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain, int kSub = 1,
+          bool kFresh = false>
 __device__ __forceinline__ void exact_items(const QuantExperts& w, const bf16* __restrict__ x, bool x_per_pair,
                                             int n_pairs, int k, int N, int K, float* __restrict__ out, int gu_inter,
                                             bf16* __restrict__ out_h, int warp_major, const PairParts& s,
                                             const int* s_xr) {
   __shared__ float s_inv[kMaxPairs];
   extern __shared__ uint4 s_half[];  // kHalf: the activation rows in fp16 (stage_half)
-  if constexpr (kHalf) stage_half(x, x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, s_half, s_inv);
+  if constexpr (kHalf)
+    stage_half<kSub * kWarps, kFresh>(x, x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, s_half, s_inv);
   const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) % kWarps;
+  const int vb = static_cast<int>(blockIdx.x) * kSub + static_cast<int>(threadIdx.x >> 5) / kWarps;
+  const int vgrid = static_cast<int>(gridDim.x) * kSub;
   const int rows = gu_inter > 0 ? gu_inter : (N + 1) / 2;  // row pairs of a pair
   const int per_pair = (rows + kRP - 1) / kRP, items = n_pairs * per_pair;
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16);
-  const int first = warp_major ? warp * static_cast<int>(gridDim.x) + static_cast<int>(blockIdx.x)
-                               : static_cast<int>(blockIdx.x) * kWarps + warp;
+  const int first = warp_major ? warp * vgrid + vb : vb * kWarps + warp;
   walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf, kPlain>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
-      first, gridDim.x * kWarps, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, false,
+      first, vgrid * kWarps, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, false,
       [&](int it) {
         const int p = it / per_pair, i = it - p * per_pair;
         ExactItem<kRP> r;
@@ -744,38 +765,36 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   if (late) pdl_trigger();  // every warp of a block walks the same items
 }
 
-// Down + combine, exact: the tile kernel's down + combine (its GEMV sums, then fmaf from 0 in
-// slot order, added to out), bit for bit. A block item is (token, 8 kRP / k row pairs);
-// warp w takes slot w / (8 / k) of the token and row pairs kRP (w % (8 / k)) .. + kRP - 1,
-// the whole rows (the four chains, as ExactGroup); the rows' sums meet in s_y (two
-// buffers, alternating items: one barrier an item) and threads 0 .. 2 kRP (8 / k) - 1 add
-// the slots. k must divide 8. flags: as the warp-row kernel's above.
-template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain>
-__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
-    quant_exact_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
-                                    const float* __restrict__ weights, int n_pairs, int k, int N, int K,
-                                    float* __restrict__ out, int flags) {
-  __shared__ PairParts s;
-  __shared__ float s_y[2][kWarps][2 * kRP];
-  __shared__ float s_inv[kMaxPairs];
-  extern __shared__ uint4 s_half[];  // kHalf: each pair's activation row in fp16 (stage_half)
-  const bool ids_early = flags & 1, late = flags & 2;
-  if (!ids_early) {
-    pdl_wait();
-    if (!late) pdl_trigger();
-  }
-  load_pair_parts(w, ids, n_pairs, s);
-  if constexpr (kHalf)
-    if (!ids_early) stage_half(h, n_pairs, K, s_half, s_inv);
-  const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, wps = kWarps / k, slot = warp / wps, q = warp % wps;
+// The barrier of a block's sub-block sub of kWarps warps (exact_items's kSub): the block's
+// own where it is one, else named barrier 1 + sub of its kWarps x 32 threads.
+template <int kSub>
+__device__ __forceinline__ void sub_block_sync(int sub) {
+  if constexpr (kSub == 1) __syncthreads();
+  else asm volatile("bar.sync %0, %1;" ::"r"(1 + sub), "n"(kWarps * 32) : "memory");
+}
+
+// The exact down + combine's walk after its start (s filled; with kHalf the rows staged at
+// xs0 with their s_inv): wait_pending and hook as walk_items's. kSub: as exact_items's;
+// kCgX: h was written by other blocks of the running kernel (plain cached loads, not the
+// read-only path); kFreshW: the weights too (loads from L2).
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain, int kSub = 1,
+          bool kCgX = false, bool kFreshW = false, typename Hook = NoHook>
+__device__ __forceinline__ void exact_down_items(const QuantExperts& w, const bf16* __restrict__ h,
+                                                 const float* __restrict__ weights, int n_pairs, int k, int N, int K,
+                                                 float* __restrict__ out, int wait_pending, const PairParts& s,
+                                                 uint32_t xs0, const float* s_inv, Hook&& hook = Hook{}) {
+  __shared__ float s_y[kSub][2][kWarps][2 * kRP];
+  const int sub = static_cast<int>(threadIdx.x >> 5) / kWarps, tid = static_cast<int>(threadIdx.x) - sub * kWarps * 32;
+  const int warp = tid >> 5, lane = tid & 31, wps = kWarps / k, slot = warp / wps, q = warp % wps;
   const int rows = (N + 1) / 2, per_item = wps * kRP;  // row pairs of a token, of a block item
   const int per_tok = (rows + per_item - 1) / per_item, items = (n_pairs / k) * per_tok;
   const int64_t row_bytes = row_bytes_of<F>(K);
   const int chunks = static_cast<int>(row_bytes / 16);
   int buf = 0;
-  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf, kPlain>, cfg_depth(kCfg), cfg_pipe(kCfg)>(
-      blockIdx.x, gridDim.x, items, 0, exact_batches<kContig>(chunks), chunks, K, lane, ids_early ? (late ? 2 : 1) : 0,
+  walk_items<ExactGroup<F, kPaired, cfg_depth(kCfg), kRP, kContig, kHalf, kPlain, kCgX>, cfg_depth(kCfg),
+             cfg_pipe(kCfg)>(
+      static_cast<int>(blockIdx.x) * kSub + sub, static_cast<int>(gridDim.x) * kSub, items, 0,
+      exact_batches<kContig>(chunks), chunks, K, lane, wait_pending,
       [&](int it) {
         const int tok = it / per_tok, i0 = (it - tok * per_tok) * per_item + q * kRP, p = tok * k + slot;
         ExactItem<kRP> r;
@@ -797,21 +816,146 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
         for (int j = 0; j < 2 * kRP; ++j) y[j] = exact_total(tot.v[j]) * inv;  // bf16 form: x 1, exactly
         if (lane == 0)
 #pragma unroll
-          for (int j = 0; j < 2 * kRP; ++j) s_y[buf][warp][j] = y[j];
-        __syncthreads();
-        const int tok = it / per_tok, r = threadIdx.x, qr = r / (2 * kRP), j = r % (2 * kRP);
+          for (int j = 0; j < 2 * kRP; ++j) s_y[sub][buf][warp][j] = y[j];
+        sub_block_sync<kSub>(sub);
+        const int tok = it / per_tok, r = tid, qr = r / (2 * kRP), j = r % (2 * kRP);
         const int row = 2 * ((it - tok * per_tok) * per_item + qr * kRP) + j;
         if (r < 2 * per_item && row < N) {
           float acc = 0;
-          for (int sl = 0; sl < k; ++sl) acc = fmaf(weights[tok * k + sl], s_y[buf][sl * wps + qr][j], acc);
+          for (int sl = 0; sl < k; ++sl) {
+            const float wt = kFreshW ? __ldcg(weights + tok * k + sl) : weights[tok * k + sl];
+            acc = fmaf(wt, s_y[sub][buf][sl * wps + qr][j], acc);
+          }
           out[static_cast<int64_t>(tok) * N + row] += acc;
         }
         buf ^= 1;
       },
-      [&] {
+      hook);
+}
+
+// Down + combine, exact: the tile kernel's down + combine (its GEMV sums, then fmaf from 0 in
+// slot order, added to out), bit for bit. A block item is (token, 8 kRP / k row pairs);
+// warp w takes slot w / (8 / k) of the token and row pairs kRP (w % (8 / k)) .. + kRP - 1,
+// the whole rows (the four chains, as ExactGroup); the rows' sums meet in s_y (two
+// buffers, alternating items: one barrier an item) and threads 0 .. 2 kRP (8 / k) - 1 add
+// the slots. k must divide 8. flags: as the warp-row kernel's above.
+template <QuantFormat F, bool kPaired, int kCfg, int kRP, bool kContig, bool kHalf, bool kPlain>
+__global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
+    quant_exact_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
+                                    const float* __restrict__ weights, int n_pairs, int k, int N, int K,
+                                    float* __restrict__ out, int flags) {
+  __shared__ PairParts s;
+  __shared__ float s_inv[kMaxPairs];
+  extern __shared__ uint4 s_half[];  // kHalf: each pair's activation row in fp16 (stage_half)
+  const bool ids_early = flags & 1, late = flags & 2;
+  if (!ids_early) {
+    pdl_wait();
+    if (!late) pdl_trigger();
+  }
+  load_pair_parts(w, ids, n_pairs, s);
+  if constexpr (kHalf)
+    if (!ids_early) stage_half(h, n_pairs, K, s_half, s_inv);
+  const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
+  exact_down_items<F, kPaired, kCfg, kRP, kContig, kHalf, kPlain>(
+      w, h, weights, n_pairs, k, N, K, out, ids_early ? (late ? 2 : 1) : 0, s, xs0, s_inv, [&] {
         if constexpr (kHalf) stage_half(h, n_pairs, K, s_half, s_inv);
       });
   if (late) pdl_trigger();  // every warp of a block walks the same items
+}
+
+// The persistent MoE block (quant_rows_moe_persistent): one block an SM of kPersistSub x
+// kWarps warps, each kWarps warps taking the items of one block of the launches it
+// replaces. The blocks meet at grid barriers on one 64-bit counter (every block adds 1
+// after its stores; a barrier's waiters wait, thread 0 polling, for the count of the
+// blocks times the barriers so far); after the last, every block adds 1 more and the block
+// that completes that round sets the counter back to 0, so each launch starts from 0.
+constexpr int kPersistSub = 4;
+constexpr int kPersistThreads = kPersistSub * kWarps * 32;
+
+__device__ __forceinline__ unsigned long long load_relaxed_gpu(const unsigned long long* p) {
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+// Every thread of the block: this block's stores before it, then its arrival.
+__device__ __forceinline__ void grid_arrive(unsigned long long* c) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(c, 1ull);
+  }
+}
+// A walk_items hook (replacing its pdl_wait) and a barrier: every thread of the block, until
+// the counter reaches target.
+struct GridWait {
+  static constexpr bool kSkipPdlWait = true;
+  const unsigned long long* c;
+  unsigned long long target;
+  __device__ void operator()() const {
+    if (threadIdx.x == 0) {
+      while (load_relaxed_gpu(c) < target) {
+      }
+      __threadfence();  // acquire: the other blocks' stores before their arrivals are visible after it
+    }
+    __syncthreads();
+  }
+};
+
+// kRouter 0: h (x), ids and weights come from the launches before. 1: block 0's first
+// kNormRouterThreads threads run the norm + router (norm_router's sums, as
+// quant_exact_router_kernel) and write h, logits, ids and weights; the other blocks wait for
+// them at a grid barrier. 2: every block's first kNormRouterThreads threads run it into the
+// block's shared memory (block 0 also writes the outputs), with no barrier. Then the exact
+// gate/up (shape 40, fp16 form) of the k pairs into hb, a grid barrier, and the exact down +
+// combine (shape 40, bf16 form) into out, its first weights asked for before that barrier.
+template <QuantFormat F, bool kPaired, bool kPlainGu, bool kPlainDown, int kRouter>
+__global__ void __launch_bounds__(kPersistThreads, 1)
+    quant_moe_persistent_kernel(QuantExperts wgu, QuantExperts wdn, GateUpRouter r, const bf16* __restrict__ x,
+                                const int32_t* __restrict__ ids, const float* __restrict__ weights, int k, int inter,
+                                int H, bf16* __restrict__ hb, float* __restrict__ out, unsigned long long* counter,
+                                int warp_major) {
+  static_assert(kWarps * 32 == kNormRouterThreads, "one sub-block runs norm_router's block");
+  __shared__ PairParts s_gu, s_dn;
+  __shared__ int s_xr[kMaxPairs];
+  __shared__ ExpertTable s_table;
+  __shared__ __align__(16) bf16 s_h[kRouter ? kNormRouterRegsMaxHidden : 8];
+  __shared__ float s_logits[kNormRouterWarps];
+  __shared__ int32_t s_ids[kNormRouterWarps];
+  __shared__ float s_w[kNormRouterWarps];
+  const bool table = expert_table_before_wait(wgu, s_table);
+  const unsigned long long G = gridDim.x;
+  const bool router_here = kRouter == 2 || (kRouter == 1 && blockIdx.x == 0);
+  if (kRouter && router_here && threadIdx.x < kNormRouterThreads)
+    norm_router_prefetch_l1(r.norm_w, r.gate, H, r.n_experts);
+  pdl_wait();
+  if constexpr (kRouter) {
+    if (router_here && threadIdx.x < kNormRouterThreads)
+      norm_router_in_block<false, NamedSync<1, kNormRouterThreads>>(r.x, r.norm_w, r.eps, r.gate, H, r.n_experts, k,
+                                                                   r.renormalise != 0, s_h, s_logits, s_ids, s_w,
+                                                                   blockIdx.x == 0, r.h, r.logits, r.ids, r.weights);
+    if constexpr (kRouter == 1) {
+      grid_arrive(counter);
+      GridWait{counter, G}();
+      x = r.h;
+      ids = r.ids;
+      weights = r.weights;
+    } else {
+      __syncthreads();
+      x = s_h;
+      ids = s_ids;
+      weights = s_w;
+    }
+  }
+  pair_parts_from_table<kRouter == 1>(wgu, ids, k, false, k, table, s_table, s_gu, s_xr);
+  load_pair_parts<kRouter == 1>(wdn, ids, k, s_dn);
+  exact_items<F, kPaired, 2, 1, false, true, kPlainGu, kPersistSub, kRouter == 1>(
+      wgu, x, false, k, k, 2 * inter, H, nullptr, inter, hb, warp_major, s_gu, s_xr);
+  grid_arrive(counter);
+  const unsigned long long last = (kRouter == 1 ? 2 : 1) * G;
+  exact_down_items<F, kPaired, 2, 1, false, false, kPlainDown, kPersistSub, true, kRouter == 1>(
+      wdn, hb, weights, k, k, H, inter, out, 2, s_dn, 0u, nullptr, GridWait{counter, last});
+  if (threadIdx.x == 0 && atomicAdd(counter, 1ull) == last + G - 1) atomicExch(counter, 0ull);
+  pdl_trigger();
 }
 
 // Blocks of a kernel resident on the GPU at once (taken on first use; the GPUs of a run
@@ -957,6 +1101,34 @@ void launch_exact_router(const QuantExperts& w, const GateUpRouter& r, int k, in
   });
 }
 
+// The persistent MoE block's grid: one block an SM where one fits (0 where none does).
+template <auto kKernel>
+int persistent_blocks(size_t smem) {
+  static std::atomic<uint64_t> raised{0};  // a bit per device whose attribute is set
+  int dev = 0, sms = 0, per_sm = 0;
+  CUDA_CHECK(cudaGetDevice(&dev));
+  const uint64_t bit = uint64_t{1} << (dev & 63);
+  if (!(raised.load(std::memory_order_acquire) & bit)) {
+    allow_dynamic_smem(reinterpret_cast<const void*>(kKernel));
+    raised.fetch_or(bit, std::memory_order_acq_rel);
+  }
+  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kPersistThreads, smem));
+  return per_sm >= 1 ? sms : 0;
+}
+
+template <QuantFormat F, bool kPaired, int kRouter>
+void launch_persistent(const QuantExperts& gu, const QuantExperts& dn, const GateUpRouter& r, const bf16* x,
+                       const int32_t* ids, const float* weights, int k, int inter, int H, bf16* hb, float* out,
+                       unsigned long long* counter, cudaStream_t stream) {
+  constexpr auto kernel = quant_moe_persistent_kernel<F, kPaired, true, true, kRouter>;
+  const size_t smem = half_smem_bytes(1, H, false);
+  const int blocks = persistent_blocks<kernel>(smem);
+  if (blocks == 0) fail_msg("quant_rows_moe_persistent: a block of the persistent MoE launch does not fit on an SM");
+  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kPersistThreads), smem, stream, gu, dn, r, x, ids,
+             weights, k, inter, H, hb, out, counter, exact_warp_major(F));
+}
+
 // The down + combine kernels' flags: bit 0 the ids early, bit 1 the late trigger
 // (launch_env.h quant_down_late_trigger).
 inline int down_flags(bool ids_early) { return (ids_early ? 1 : 0) | (quant_down_late_trigger() ? 2 : 0); }
@@ -1089,6 +1261,48 @@ void quant_rows_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int
     if constexpr (RP > 0 && router_shape(C, RP, decltype(contig_c)::value) && (F != QuantFormat::int4 || P))
       launch_exact_router<F, P, C, RP>(w, r, k, N, K, out_h, stream);
   });
+}
+
+bool quant_rows_moe_persistent_takes(const QuantExperts& gu, const QuantExperts& dn, int k, int inter, int H,
+                                     int n_experts, bool router) {
+  const QuantFormat f = gu.format;
+  if (dn.format != f || (f != QuantFormat::fp8 && f != QuantFormat::int8 && f != QuantFormat::int4)) return false;
+  if (f == QuantFormat::int4 && !(gu.int4_paired && dn.int4_paired)) return false;
+  if (!quant_rows_down_combine_takes(k) || k > n_experts || inter <= 0 || H <= 0) return false;
+  if (quant_half_form() != 1 || half_smem_bytes(1, H, false) == 0) return false;  // gate/up fp16, down bf16
+  const int64_t per = f == QuantFormat::int4 ? 2 : 1;  // inputs a byte
+  if (H % (16 * per) != 0 || inter % (16 * per) != 0) return false;
+  const int depth = cfg_depth(kExactShapes[0].cfg);
+  if (!plain_rows(gu, static_cast<int>(H / per / 16), depth) || !plain_rows(dn, static_cast<int>(inter / per / 16), depth))
+    return false;
+  return !router || norm_router_regs_shape(H, n_experts);
+}
+
+void quant_rows_moe_persistent(const QuantExperts& gu, const QuantExperts& dn, const GateUpRouter* router,
+                               const bf16* x, const int32_t* ids, const float* weights, int k, int inter, int H,
+                               bf16* h, float* out, unsigned long long* counter, bool router_every_block,
+                               cudaStream_t stream) {
+  const int E = router ? router->n_experts : gu.n_experts;
+  if (!quant_rows_moe_persistent_takes(gu, dn, k, inter, H, E, router != nullptr))
+    fail_msg(msg("quant_rows_moe_persistent: ", quant_format_name(gu.format), " experts of ", inter, " x ", H, ", ", E,
+                 " experts, top-", k, router ? " with the router" : "", " is not a compiled shape"));
+  if (!counter || !h || !out || (!router && (!x || !ids || !weights)))
+    fail_msg("quant_rows_moe_persistent: a buffer or the barrier counter is null");
+  const GateUpRouter r = router ? *router : GateUpRouter{};
+  auto go = [&](auto f_c, auto p_c) {
+    constexpr QuantFormat F = decltype(f_c)::value;
+    constexpr bool P = decltype(p_c)::value;
+    if (!router) launch_persistent<F, P, 0>(gu, dn, r, x, ids, weights, k, inter, H, h, out, counter, stream);
+    else if (router_every_block)
+      launch_persistent<F, P, 2>(gu, dn, r, x, ids, weights, k, inter, H, h, out, counter, stream);
+    else launch_persistent<F, P, 1>(gu, dn, r, x, ids, weights, k, inter, H, h, out, counter, stream);
+  };
+  switch (gu.format) {
+    case QuantFormat::fp8: go(std::integral_constant<QuantFormat, QuantFormat::fp8>{}, std::false_type{}); break;
+    case QuantFormat::int8: go(std::integral_constant<QuantFormat, QuantFormat::int8>{}, std::false_type{}); break;
+    default: go(std::integral_constant<QuantFormat, QuantFormat::int4>{}, std::true_type{}); break;
+  }
+  CUDA_CHECK_LAUNCH("quant_rows_moe_persistent");
 }
 
 bool quant_rows_down_combine_takes(int k) { return k == 1 || k == 2 || k == 4 || k == 8; }

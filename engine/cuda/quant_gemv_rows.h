@@ -91,4 +91,21 @@ bool quant_rows_gate_up_router_takes(int var, const QuantExperts& w, int k, int 
 void quant_rows_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int k, int N, int K,
                                __nv_bfloat16* out_h, int var, cudaStream_t stream);
 
+// The one-token quantised MoE block as one persistent launch (quant_gemv.h
+// quant_moe_block_persistent): one block an SM of 4 x 8 warps, each 8 warps taking the items
+// of a block of the exact kernels' shape 40; the gate/up (fp16 form) into h, a grid barrier,
+// then the down + combine (bf16 form) into out; with a router, block 0 runs the norm + router
+// first (its outputs in router->h, logits, ids, weights) and the other blocks wait for it at
+// a grid barrier, or with router_every_block every block runs it for itself (block 0
+// writing the outputs) and none waits. counter: a device word, 0 before the first launch (each launch leaves it
+// 0); launches that share it must not run at the same time. _takes: whether the shape is
+// compiled (fp8, int8 or paired int4 on both matrices, top-k dividing 8, rows of whole
+// plain-loop batches, the fp16 form for the gate/up only, norm_router's shapes).
+bool quant_rows_moe_persistent_takes(const QuantExperts& gu, const QuantExperts& dn, int k, int inter, int H,
+                                     int n_experts, bool router);
+void quant_rows_moe_persistent(const QuantExperts& gu, const QuantExperts& dn, const GateUpRouter* router,
+                               const __nv_bfloat16* x, const int32_t* ids, const float* weights, int k, int inter,
+                               int H, __nv_bfloat16* h, float* out, unsigned long long* counter,
+                               bool router_every_block, cudaStream_t stream);
+
 }  // namespace moebench::cuda

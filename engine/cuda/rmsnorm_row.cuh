@@ -10,20 +10,31 @@
 
 namespace moebench::cuda {
 
+// The barrier of the threads that share a row: the whole block (BlockSync), or, where a
+// block is larger than the threads that take the row, named barrier kId of the first
+// kThreads threads (NamedSync; the other threads must not call it).
+struct BlockSync {
+  __device__ __forceinline__ static void sync() { __syncthreads(); }
+};
+template <int kId, int kThreads>
+struct NamedSync {
+  __device__ __forceinline__ static void sync() { asm volatile("bar.sync %0, %1;" ::"n"(kId), "n"(kThreads) : "memory"); }
+};
+
 // 1 / sqrt(mean of squares + eps) from each thread's share ss of the sum of squares (its
 // strided elements in order): the warps' sums, then the block's; every thread gets it.
-template <int kThreads>
+template <int kThreads, typename Sync = BlockSync>
 __device__ __forceinline__ float rmsnorm_inv(float ss, int dim, float eps) {
   __shared__ float part[kThreads / 32];
   ss = warp_sum(ss);
   if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
-  __syncthreads();
+  Sync::sync();
   if (threadIdx.x < 32) {
     float v = threadIdx.x < kThreads / 32 ? part[threadIdx.x] : 0.0f;
     v = warp_sum(v);
     if (threadIdx.x == 0) part[0] = v;
   }
-  __syncthreads();
+  Sync::sync();
   return 1.0f / sqrtf(part[0] / static_cast<float>(dim) + eps);
 }
 
