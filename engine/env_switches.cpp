@@ -111,6 +111,11 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "the exact warp kernels' fp16 form for the GEMV and the gate/up (0: the bf16 form, 2: the down + combine too; "
        "the same bits)",
        "docs/QUANT.md"},
+      {"MOEBENCH_QUANT_MOE_PERSISTENT", "0, 1, 2, 3",
+       "the single-sequence step's quantised MoE block as one persistent launch, one block an SM (1: the gate/up and "
+       "the down + combine, 2: the norm + router too in one block behind a grid barrier, 3: in every block; the same "
+       "bits)",
+       "docs/QUANT.md"},
       {"MOEBENCH_QUANT_PLAIN", "1, 0",
        "the exact warp kernels' loop without row-end conditions where rows fill whole batches, int4's zero point a "
        "constant where none are stored (0: the general loop; the same bits)",
