@@ -1013,11 +1013,12 @@ bool plain_rows(const QuantExperts& w, int chunks, int depth) {
   return exact_batches(chunks) % depth == 0;
 }
 
-// Blocks of a kernel with smem bytes of dynamic shared memory resident at once (the
-// attribute raised to the device's opt-in limit on first use; the last answer cached per
-// thread: a decode step asks with the same bytes every layer).
-template <auto kKernel>
-int resident_blocks_smem(size_t smem) {
+// Blocks of kThreads threads of a kernel with smem bytes of dynamic shared memory resident on
+// one SM at once, and the SMs in sms (the attribute raised to the device's opt-in limit on
+// first use; the last answer cached per thread: a decode step asks with the same bytes every
+// layer).
+template <auto kKernel, int kThreads = kWarps * 32>
+int blocks_per_sm(size_t smem, int& sms) {
   static std::atomic<uint64_t> raised{0};  // a bit per device whose attribute is set
   int cur = 0;
   CUDA_CHECK(cudaGetDevice(&cur));
@@ -1029,15 +1030,21 @@ int resident_blocks_smem(size_t smem) {
     raised.fetch_or(bit, std::memory_order_acq_rel);
   }
   thread_local size_t last_smem = ~size_t{0};
-  thread_local int last_n = 0;
+  thread_local int last_per_sm = 0, last_sms = 0;
   if (smem != last_smem) {
-    int sms = 0, per_sm = 0;
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cur));
-    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kWarps * 32, smem));
-    last_n = std::max(1, sms * per_sm);
+    CUDA_CHECK(cudaDeviceGetAttribute(&last_sms, cudaDevAttrMultiProcessorCount, cur));
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&last_per_sm, kKernel, kThreads, smem));
     last_smem = smem;
   }
-  return last_n;
+  sms = last_sms;
+  return last_per_sm;
+}
+// The same, all SMs together (at least 1).
+template <auto kKernel>
+int resident_blocks_smem(size_t smem) {
+  int sms = 0;
+  const int per_sm = blocks_per_sm<kKernel>(smem, sms);
+  return std::max(1, sms * per_sm);
 }
 
 // fn(half constant, plain constant, smem bytes) for a launch of the exact kernels: the fp16
@@ -1104,17 +1111,8 @@ void launch_exact_router(const QuantExperts& w, const GateUpRouter& r, int k, in
 // The persistent MoE block's grid: one block an SM where one fits (0 where none does).
 template <auto kKernel>
 int persistent_blocks(size_t smem) {
-  static std::atomic<uint64_t> raised{0};  // a bit per device whose attribute is set
-  int dev = 0, sms = 0, per_sm = 0;
-  CUDA_CHECK(cudaGetDevice(&dev));
-  const uint64_t bit = uint64_t{1} << (dev & 63);
-  if (!(raised.load(std::memory_order_acquire) & bit)) {
-    allow_dynamic_smem(reinterpret_cast<const void*>(kKernel));
-    raised.fetch_or(bit, std::memory_order_acq_rel);
-  }
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kKernel, kPersistThreads, smem));
-  return per_sm >= 1 ? sms : 0;
+  int sms = 0;
+  return blocks_per_sm<kKernel, kPersistThreads>(smem, sms) >= 1 ? sms : 0;
 }
 
 template <QuantFormat F, bool kPaired, int kRouter>
