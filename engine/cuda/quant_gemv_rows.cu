@@ -908,7 +908,8 @@ struct GridWait {
 // block's shared memory (block 0 also writes the outputs), with no barrier. Then the exact
 // gate/up (shape 40, fp16 form) of the k pairs into hb, a grid barrier, and the exact down +
 // combine (shape 40, bf16 form) into out, its first weights asked for before that barrier.
-template <QuantFormat F, bool kPaired, bool kPlainGu, bool kPlainDown, int kRouter>
+// Both in the plain loop (quant_rows_moe_persistent_takes).
+template <QuantFormat F, bool kPaired, int kRouter>
 __global__ void __launch_bounds__(kPersistThreads, 1)
     quant_moe_persistent_kernel(QuantExperts wgu, QuantExperts wdn, GateUpRouter r, const bf16* __restrict__ x,
                                 const int32_t* __restrict__ ids, const float* __restrict__ weights, int k, int inter,
@@ -936,24 +937,23 @@ __global__ void __launch_bounds__(kPersistThreads, 1)
     if constexpr (kRouter == 1) {
       grid_arrive(counter);
       GridWait{counter, G}();
-      x = r.h;
-      ids = r.ids;
-      weights = r.weights;
     } else {
       __syncthreads();
-      x = s_h;
-      ids = s_ids;
-      weights = s_w;
     }
   }
-  pair_parts_from_table<kRouter == 1>(wgu, ids, k, false, k, table, s_table, s_gu, s_xr);
-  load_pair_parts<kRouter == 1>(wdn, ids, k, s_dn);
-  exact_items<F, kPaired, 2, 1, false, true, kPlainGu, kPersistSub, kRouter == 1>(
-      wgu, x, false, k, k, 2 * inter, H, nullptr, inter, hb, warp_major, s_gu, s_xr);
+  // The router's outputs: block 0's in global memory (written in this launch), the block's
+  // own in shared memory, or the launches' before.
+  const bf16* xin = kRouter == 1 ? r.h : kRouter == 2 ? s_h : x;
+  const int32_t* idin = kRouter == 1 ? r.ids : kRouter == 2 ? s_ids : ids;
+  const float* win = kRouter == 1 ? r.weights : kRouter == 2 ? s_w : weights;
+  pair_parts_from_table<kRouter == 1>(wgu, idin, k, false, k, table, s_table, s_gu, s_xr);
+  load_pair_parts<kRouter == 1>(wdn, idin, k, s_dn);
+  exact_items<F, kPaired, 2, 1, false, true, true, kPersistSub, kRouter == 1>(
+      wgu, xin, false, k, k, 2 * inter, H, nullptr, inter, hb, warp_major, s_gu, s_xr);
   grid_arrive(counter);
   const unsigned long long last = (kRouter == 1 ? 2 : 1) * G;
-  exact_down_items<F, kPaired, 2, 1, false, false, kPlainDown, kPersistSub, true, kRouter == 1>(
-      wdn, hb, weights, k, k, H, inter, out, 2, s_dn, 0u, nullptr, GridWait{counter, last});
+  exact_down_items<F, kPaired, 2, 1, false, false, true, kPersistSub, true, kRouter == 1>(
+      wdn, hb, win, k, k, H, inter, out, 2, s_dn, 0u, nullptr, GridWait{counter, last});
   if (threadIdx.x == 0 && atomicAdd(counter, 1ull) == last + G - 1) atomicExch(counter, 0ull);
   pdl_trigger();
 }
@@ -1119,7 +1119,7 @@ template <QuantFormat F, bool kPaired, int kRouter>
 void launch_persistent(const QuantExperts& gu, const QuantExperts& dn, const GateUpRouter& r, const bf16* x,
                        const int32_t* ids, const float* weights, int k, int inter, int H, bf16* hb, float* out,
                        unsigned long long* counter, cudaStream_t stream) {
-  constexpr auto kernel = quant_moe_persistent_kernel<F, kPaired, true, true, kRouter>;
+  constexpr auto kernel = quant_moe_persistent_kernel<F, kPaired, kRouter>;
   const size_t smem = half_smem_bytes(1, H, false);
   const int blocks = persistent_blocks<kernel>(smem);
   if (blocks == 0) fail_msg("quant_rows_moe_persistent: a block of the persistent MoE launch does not fit on an SM");
