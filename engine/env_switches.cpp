@@ -116,6 +116,10 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "the down + combine, 2: the norm + router too in one block behind a grid barrier, 3: in every block; the same "
        "bits)",
        "docs/QUANT.md"},
+      {"MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES", "1, 0",
+       "that persistent launch's shapes: 1, int4 in shape 44 (its launches' default) in blocks of 16 warps; 0, int4 "
+       "in shape 40 in blocks of 32 warps, as fp8 and int8 always (the same bits)",
+       "docs/QUANT.md"},
       {"MOEBENCH_QUANT_PLAIN", "1, 0",
        "the exact warp kernels' loop without row-end conditions where rows fill whole batches, int4's zero point a "
        "constant where none are stored (0: the general loop; the same bits)",

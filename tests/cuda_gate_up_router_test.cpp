@@ -20,7 +20,6 @@
 #include "engine/cuda/device.h"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/norm_router.h"
-#include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/dtype.h"
 #include "engine/engine.h"
@@ -29,40 +28,13 @@
 #include "tests/cuda_ctx.h"
 #include "tests/cuda_decode_run.h"
 #include "tests/device_copy.h"
+#include "tests/quant_experts_upload.h"
 
 using namespace moebench;
 using test::download;
 using test::upload;
 
 namespace {
-
-// E experts of [w1; w3] (2 inter x hidden), quantised on the host, their parts' device
-// addresses in tables of E entries.
-struct GateUpExperts {
-  cuda::QuantExperts qe;
-  GateUpExperts(cuda::DeviceArena& arena, QuantFormat f, bool zero_points, bool paired, int inter, int hidden, int E,
-                std::mt19937& rng) {
-    std::normal_distribution<float> nd(0.0f, 0.05f);
-    std::vector<const uint8_t*> q(E), sc(E), zp(E);
-    for (int e = 0; e < E; ++e) {
-      std::vector<float> w(static_cast<size_t>(2 * inter) * hidden);
-      for (auto& v : w) v = nd(rng);
-      const QuantMatrix m = quantize(f, w.data(), 2 * inter, hidden, zero_points);
-      uint8_t* qd = upload(arena, m.q);
-      if (paired) cuda::int4_pair_words(qd, static_cast<int64_t>(m.q.size()), nullptr);
-      q[e] = qd;
-      sc[e] = upload(arena, m.scale);
-      zp[e] = zero_points ? upload(arena, m.zero) : nullptr;
-    }
-    CUDA_CHECK(cudaDeviceSynchronize());
-    qe.format = f;
-    qe.q = upload(arena, q);
-    qe.scale = upload(arena, sc);
-    qe.zero = zero_points ? upload(arena, zp) : nullptr;
-    qe.int4_paired = paired;
-    qe.n_experts = E;
-  }
-};
 
 TEST(CudaGateUpRouter, MatchesNormRouterThenGateUpBitForBit) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA gate/up + router test skipped";
@@ -86,8 +58,10 @@ TEST(CudaGateUpRouter, MatchesNormRouterThenGateUpBitForBit) {
     std::normal_distribution<float> nd(0.0f, 1.0f);
     cuda::DeviceArena arena(256ull << 20, "gate/up + router test");
     const bool paired = c.f == QuantFormat::int4;
-    const GateUpExperts ex(arena, c.f, c.zero_points, paired, I, H, E, rng);
-    ASSERT_TRUE(cuda::quant_moe_gemv_gate_up_router_supported(ex.qe, k, I, H, E));
+    // E experts of [w1; w3] (2 inter x hidden).
+    const cuda::QuantExperts experts =
+        test::upload_random_experts(arena, c.f, 2 * I, H, E, c.zero_points, paired, rng);
+    ASSERT_TRUE(cuda::quant_moe_gemv_gate_up_router_supported(experts, k, I, H, E));
     std::vector<uint16_t> nw(H), gate(static_cast<size_t>(E) * H);
     std::vector<float> x(H);
     for (auto& v : nw) v = f32_to_bf16(1.0f + 0.1f * nd(rng));
@@ -114,9 +88,9 @@ TEST(CudaGateUpRouter, MatchesNormRouterThenGateUpBitForBit) {
         CUDA_CHECK(cudaMemset(one.gu, 0xff, static_cast<size_t>(k) * I * 2));
         CUDA_CHECK(cudaMemset(one.ids, 0xff, k * sizeof(int32_t)));
         cuda::norm_router(xd, nwd, 1e-5f, gd, two.h, two.logits, two.ids, two.w, 1, H, E, k, nullptr, renorm);
-        cuda::quant_moe_gemv_gate_up(ex.qe, two.h, two.ids, k, k, I, H, E, two.gu, nullptr);
+        cuda::quant_moe_gemv_gate_up(experts, two.h, two.ids, k, k, I, H, E, two.gu, nullptr);
         const cuda::GateUpRouter r{xd, nwd, 1e-5f, gd, one.h, one.logits, one.ids, one.w, E, renorm ? 1 : 0};
-        cuda::quant_moe_gemv_gate_up_router(ex.qe, r, k, I, H, one.gu, nullptr);
+        cuda::quant_moe_gemv_gate_up_router(experts, r, k, I, H, one.gu, nullptr);
         CUDA_CHECK(cudaDeviceSynchronize());
         auto u16 = [](const __nv_bfloat16* p, size_t n) { return download(reinterpret_cast<const uint16_t*>(p), n); };
         EXPECT_EQ(u16(two.h, H), u16(one.h, H)) << "h differs from norm_router's";

@@ -5,8 +5,9 @@
 // weights), the router run by block 0 or by every block. For fp8, int8 and paired int4, several shapes and top-k, each launched three
 // times on the same barrier counter, which every launch must leave at 0. The shapes it does
 // not take answered false and refused in one line; and the model with
-// MOEBENCH_QUANT_MOE_PERSISTENT at 0 .. 3: the same logits and greedy tokens, the
-// launch counted only where it is on. Skipped without a GPU.
+// MOEBENCH_QUANT_MOE_PERSISTENT at 0 .. 3 (and for int4 both
+// MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES): the same logits and greedy tokens, the launch
+// counted only where it is on. Skipped without a GPU.
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_CUDA
@@ -21,8 +22,8 @@
 #include "engine/cuda/device.h"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/norm_router.h"
-#include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
+#include "engine/cuda/quant_gemv_rows.h"
 #include "engine/dtype.h"
 #include "engine/engine.h"
 #include "engine/quant.h"
@@ -30,6 +31,7 @@
 #include "tests/cuda_ctx.h"
 #include "tests/cuda_decode_run.h"
 #include "tests/device_copy.h"
+#include "tests/quant_experts_upload.h"
 
 using namespace moebench;
 using test::download;
@@ -37,31 +39,10 @@ using test::upload;
 
 namespace {
 
-// E experts of one (rows x cols) matrix each, quantised on the host (int4 paired, no zero
-// points), their parts' device addresses in tables of E entries.
+// E experts of one (rows x cols) matrix each, int4 paired, no zero points.
 cuda::QuantExperts make_experts(cuda::DeviceArena& arena, QuantFormat f, int rows, int cols, int E,
                                 std::mt19937& rng) {
-  std::normal_distribution<float> nd(0.0f, 0.05f);
-  std::vector<const uint8_t*> q(E), sc(E);
-  const bool paired = f == QuantFormat::int4;
-  for (int e = 0; e < E; ++e) {
-    std::vector<float> w(static_cast<size_t>(rows) * cols);
-    for (auto& v : w) v = nd(rng);
-    const QuantMatrix m = quantize(f, w.data(), rows, cols, false);
-    uint8_t* qd = upload(arena, m.q);
-    if (paired) cuda::int4_pair_words(qd, static_cast<int64_t>(m.q.size()), nullptr);
-    q[e] = qd;
-    sc[e] = upload(arena, m.scale);
-  }
-  CUDA_CHECK(cudaDeviceSynchronize());
-  cuda::QuantExperts qe;
-  qe.format = f;
-  qe.q = upload(arena, q);
-  qe.scale = upload(arena, sc);
-  qe.zero = nullptr;
-  qe.int4_paired = paired;
-  qe.n_experts = E;
-  return qe;
+  return test::upload_random_experts(arena, f, rows, cols, E, false, f == QuantFormat::int4, rng);
 }
 
 std::vector<uint16_t> bits(const __nv_bfloat16* p, size_t n) { return download(reinterpret_cast<const uint16_t*>(p), n); }
@@ -117,13 +98,17 @@ TEST(CudaMoePersistent, MatchesTheLaunchesItReplacesBitForBit) {
       CUDA_CHECK(cudaMemcpy(o.x, x0, H * sizeof(float), cudaMemcpyDeviceToDevice));
       CUDA_CHECK(cudaMemset(o.hb, 0xff, static_cast<size_t>(k) * I * 2));
     };
+    // int4 in both persistent shapes (fp8 and int8 have one).
+    for (const int shapes : c.f == QuantFormat::int4 ? std::vector<int>{1, 0} : std::vector<int>{1})
     for (const int mode : {0, 1, 2})  // no router, the router in block 0, in every block
       for (const bool renorm : {true, false})
         for (int rep = 0; rep < 3; ++rep) {
           const bool router = mode > 0;
+          const cuda::ScopedSwitch shape_switch(cuda::set_quant_moe_persistent_shapes, shapes);
           SCOPED_TRACE(std::string(mode == 0 ? "without the router" : mode == 1 ? "the router in block 0"
                                                                                 : "the router in every block") +
-                       ", " + (renorm ? "renormalised" : "softmax weights") + ", launch " + std::to_string(rep + 1));
+                       ", " + (renorm ? "renormalised" : "softmax weights") + ", launch " + std::to_string(rep + 1) +
+                       ", MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES=" + std::to_string(shapes));
           fresh(ref);
           fresh(one);
           cuda::norm_router(ref.x, nwd, 1e-5f, gd, ref.h, ref.logits, ref.ids, ref.w, 1, H, E, k, nullptr, renorm);
@@ -219,10 +204,19 @@ TEST(CudaMoePersistent, ModelStepsMatchTheLaunchesItReplaces) {
     const auto t0 = run(0, l0, n0, r0);
     EXPECT_EQ(n0, 0);
     EXPECT_EQ(r0, 0);
-    // fp8 at every level; the integer formats with the router in every block (the other
-    // levels' launches are the same kernel with another first phase).
-    for (const int level : dtype == "fp8" ? std::vector<int>{1, 2, 3} : std::vector<int>{3}) {
-      SCOPED_TRACE("MOEBENCH_QUANT_MOE_PERSISTENT=" + std::to_string(level));
+    // fp8 at every level; int4 without the router in both shapes (quant_moe_persistent_shapes)
+    // and with the router in every block, int8 with it (level 2's launch is level 3's kernel
+    // with another first phase).
+    struct Setting {
+      int level, shapes;
+    };
+    const std::vector<Setting> settings = dtype == "fp8"    ? std::vector<Setting>{{1, 1}, {2, 1}, {3, 1}}
+                                          : dtype == "int4" ? std::vector<Setting>{{1, 1}, {1, 0}, {3, 1}}
+                                                            : std::vector<Setting>{{3, 1}};
+    for (const auto [level, shapes] : settings) {
+      const cuda::ScopedSwitch shape_switch(cuda::set_quant_moe_persistent_shapes, shapes);
+      SCOPED_TRACE("MOEBENCH_QUANT_MOE_PERSISTENT=" + std::to_string(level) +
+                   " MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES=" + std::to_string(shapes));
       std::vector<float> l;
       int64_t n = 0, r = 0;
       const auto t = run(level, l, n, r);

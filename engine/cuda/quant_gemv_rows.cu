@@ -863,14 +863,24 @@ __global__ void __launch_bounds__(kWarps * 32, cfg_blocks(kCfg))
   if (late) pdl_trigger();  // every warp of a block walks the same items
 }
 
-// The persistent MoE block (quant_rows_moe_persistent): one block an SM of kPersistSub x
-// kWarps warps, each kWarps warps taking the items of one block of the launches it
-// replaces. The blocks meet at grid barriers on one 64-bit counter (every block adds 1
+// The exact variants' launch shapes (variant kQuantVariantExact + i): cfg and row pairs a
+// warp. 40: depth 2 at 32 warps an SM (as the warp-row variant 34), 41: depth 4 at 16 (32),
+// 42: depth 2 pipelined at 24 (37); two row pairs a warp: 43 depth 2 at 24, 44 depth 2 at 16.
+// 45: depth 2 at 32 warps with the contiguous batches (ExactGroup kContig).
+struct ExactShape {
+  int cfg, rp;
+  bool contig;
+};
+constexpr ExactShape kExactShapes[kQuantExactShapes] = {
+    {2, 1, false}, {0, 1, false}, {5, 1, false}, {7, 2, false}, {8, 2, false}, {2, 1, true}};
+
+// The persistent MoE block (quant_rows_moe_persistent): one block an SM of kSub x kWarps
+// warps, each kWarps warps taking the items of one block of the launches it replaces
+// (persist_threads). The blocks meet at grid barriers on one 64-bit counter (every block adds 1
 // after its stores; a barrier's waiters wait, thread 0 polling, for the count of the
 // blocks times the barriers so far); after the last, every block adds 1 more and the block
 // that completes that round sets the counter back to 0, so each launch starts from 0.
-constexpr int kPersistSub = 4;
-constexpr int kPersistThreads = kPersistSub * kWarps * 32;
+constexpr int persist_threads(int sub) { return sub * kWarps * 32; }
 
 __device__ __forceinline__ unsigned long long load_relaxed_gpu(const unsigned long long* p) {
   unsigned long long v;
@@ -906,11 +916,13 @@ struct GridWait {
 // quant_exact_router_kernel) and write h, logits, ids and weights; the other blocks wait for
 // them at a grid barrier. 2: every block's first kNormRouterThreads threads run it into the
 // block's shared memory (block 0 also writes the outputs), with no barrier. Then the exact
-// gate/up (shape 40, fp16 form) of the k pairs into hb, a grid barrier, and the exact down +
-// combine (shape 40, bf16 form) into out, its first weights asked for before that barrier.
-// Both in the plain loop (quant_rows_moe_persistent_takes).
-template <QuantFormat F, bool kPaired, int kRouter>
-__global__ void __launch_bounds__(kPersistThreads, 1)
+// gate/up (exact shape kExactShapes[kGu], fp16 form) of the k pairs into hb, a grid barrier,
+// and the exact down + combine (shape kExactShapes[kDn], bf16 form) into out, its first
+// weights asked for before that barrier. Both in the plain loop
+// (quant_rows_moe_persistent_takes). kSub sub-blocks: 4 (32 warps, 64 registers a thread:
+// shape 40's budget) or 2 (16 warps, 128: shape 44's, two row pairs a warp).
+template <QuantFormat F, bool kPaired, int kRouter, int kSub, int kGu, int kDn>
+__global__ void __launch_bounds__(persist_threads(kSub), 1)
     quant_moe_persistent_kernel(QuantExperts wgu, QuantExperts wdn, GateUpRouter r, const bf16* __restrict__ x,
                                 const int32_t* __restrict__ ids, const float* __restrict__ weights, int k, int inter,
                                 int H, bf16* __restrict__ hb, float* __restrict__ out, unsigned long long* counter,
@@ -948,11 +960,12 @@ __global__ void __launch_bounds__(kPersistThreads, 1)
   const float* win = kRouter == 1 ? r.weights : kRouter == 2 ? s_w : weights;
   pair_parts_from_table<kRouter == 1>(wgu, idin, k, false, k, table, s_table, s_gu, s_xr);
   load_pair_parts<kRouter == 1>(wdn, idin, k, s_dn);
-  exact_items<F, kPaired, 2, 1, false, true, true, kPersistSub, kRouter == 1>(
+  exact_items<F, kPaired, kExactShapes[kGu].cfg, kExactShapes[kGu].rp, false, true, true, kSub, kRouter == 1>(
       wgu, xin, false, k, k, 2 * inter, H, nullptr, inter, hb, warp_major, s_gu, s_xr);
   grid_arrive(counter);
   const unsigned long long last = (kRouter == 1 ? 2 : 1) * G;
-  exact_down_items<F, kPaired, 2, 1, false, false, true, kPersistSub, true, kRouter == 1>(
+  exact_down_items<F, kPaired, kExactShapes[kDn].cfg, kExactShapes[kDn].rp, false, false, true, kSub, true,
+                   kRouter == 1>(
       wdn, hb, win, k, k, H, inter, out, 2, s_dn, 0u, nullptr, GridWait{counter, last});
   if (threadIdx.x == 0 && atomicAdd(counter, 1ull) == last + G - 1) atomicExch(counter, 0ull);
   pdl_trigger();
@@ -1109,22 +1122,35 @@ void launch_exact_router(const QuantExperts& w, const GateUpRouter& r, int k, in
 }
 
 // The persistent MoE block's grid: one block an SM where one fits (0 where none does).
-template <auto kKernel>
+template <auto kKernel, int kThreads>
 int persistent_blocks(size_t smem) {
   int sms = 0;
-  return blocks_per_sm<kKernel, kPersistThreads>(smem, sms) >= 1 ? sms : 0;
+  return blocks_per_sm<kKernel, kThreads>(smem, sms) >= 1 ? sms : 0;
 }
+
 
 template <QuantFormat F, bool kPaired, int kRouter>
 void launch_persistent(const QuantExperts& gu, const QuantExperts& dn, const GateUpRouter& r, const bf16* x,
                        const int32_t* ids, const float* weights, int k, int inter, int H, bf16* hb, float* out,
                        unsigned long long* counter, cudaStream_t stream) {
-  constexpr auto kernel = quant_moe_persistent_kernel<F, kPaired, kRouter>;
-  const size_t smem = half_smem_bytes(1, H, false);
-  const int blocks = persistent_blocks<kernel>(smem);
-  if (blocks == 0) fail_msg("quant_rows_moe_persistent: a block of the persistent MoE launch does not fit on an SM");
-  launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(kPersistThreads), smem, stream, gu, dn, r, x, ids,
-             weights, k, inter, H, hb, out, counter, exact_warp_major(F));
+  auto go = [&](auto sub_c, auto gu_c, auto dn_c) {
+    constexpr int kSub = decltype(sub_c)::value;
+    constexpr auto kernel =
+        quant_moe_persistent_kernel<F, kPaired, kRouter, kSub, decltype(gu_c)::value, decltype(dn_c)::value>;
+    const size_t smem = half_smem_bytes(1, H, false);
+    const int blocks = persistent_blocks<kernel, persist_threads(kSub)>(smem);
+    if (blocks == 0) fail_msg("quant_rows_moe_persistent: a block of the persistent MoE launch does not fit on an SM");
+    launch_pdl(kernel, dim3(static_cast<unsigned>(blocks)), dim3(persist_threads(kSub)), smem, stream, gu, dn, r, x,
+               ids, weights, k, inter, H, hb, out, counter, exact_warp_major(F));
+  };
+  // quant_moe_persistent_shapes: int4 in shape 44 (its launches' default for both phases),
+  // blocks of 2 x 8 warps; otherwise shape 40, blocks of 4 x 8 warps.
+  using S40 = std::integral_constant<int, 0>;
+  using S44 = std::integral_constant<int, 4>;
+  if constexpr (F == QuantFormat::int4) {
+    if (quant_moe_persistent_shapes() == 1) return go(std::integral_constant<int, 2>{}, S44{}, S44{});
+  }
+  go(std::integral_constant<int, 4>{}, S40{}, S40{});
 }
 
 // The down + combine kernels' flags: bit 0 the ids early, bit 1 the late trigger
@@ -1153,17 +1179,6 @@ void launch_exact_down(const QuantExperts& w, const bf16* h, const int32_t* ids,
                n_pairs, k, N, K, out, down_flags(ids_early));
   });
 }
-
-// The exact variants' launch shapes (variant kQuantVariantExact + i): cfg and row pairs a
-// warp. 40: depth 2 at 32 warps an SM (as the warp-row variant 34), 41: depth 4 at 16 (32),
-// 42: depth 2 pipelined at 24 (37); two row pairs a warp: 43 depth 2 at 24, 44 depth 2 at 16.
-// 45: depth 2 at 32 warps with the contiguous batches (ExactGroup kContig).
-struct ExactShape {
-  int cfg, rp;
-  bool contig;
-};
-constexpr ExactShape kExactShapes[kQuantExactShapes] = {
-    {2, 1, false}, {0, 1, false}, {5, 1, false}, {7, 2, false}, {8, 2, false}, {2, 1, true}};
 
 // fn(format constant, paired constant, cfg constant, row pairs constant: 0 for the warp-row
 // kernels) for w's format and int4 order and the family and launch shape of variant var.
@@ -1222,6 +1237,19 @@ bool quant_plain_loop() {
   return v;
 }
 
+namespace {
+std::atomic<int> g_persistent_shapes{-1};  // -1: the environment's
+}
+
+int quant_moe_persistent_shapes() {
+  const int set = g_persistent_shapes.load(std::memory_order_relaxed);
+  if (set >= 0) return set;
+  static const int v = env_choice("MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES", {1, 0}, 1);
+  return v;
+}
+
+void set_quant_moe_persistent_shapes(int v) { g_persistent_shapes.store(v < 0 ? -1 : v, std::memory_order_relaxed); }
+
 int quant_warp_order() {
   static const int v = env_choice("MOEBENCH_QUANT_WARP_ORDER", {1, 0, 2}, 1);
   return v;
@@ -1271,6 +1299,7 @@ bool quant_rows_moe_persistent_takes(const QuantExperts& gu, const QuantExperts&
   const int64_t per = f == QuantFormat::int4 ? 2 : 1;  // inputs a byte
   if (H % (16 * per) != 0 || inter % (16 * per) != 0) return false;
   const int depth = cfg_depth(kExactShapes[0].cfg);
+  static_assert(cfg_depth(kExactShapes[0].cfg) == cfg_depth(kExactShapes[4].cfg), "every persistent shape's depth");
   if (!plain_rows(gu, static_cast<int>(H / per / 16), depth) || !plain_rows(dn, static_cast<int>(inter / per / 16), depth))
     return false;
   return !router || norm_router_regs_shape(H, n_experts);

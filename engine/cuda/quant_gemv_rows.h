@@ -91,9 +91,20 @@ bool quant_rows_gate_up_router_takes(int var, const QuantExperts& w, int k, int 
 void quant_rows_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int k, int N, int K,
                                __nv_bfloat16* out_h, int var, cudaStream_t stream);
 
+// The persistent MoE launch's shapes (MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES, read once; the
+// same bits every way): 1 (the default) runs int4 in shape 44, the default of both its
+// launches, in blocks of 2 x 8 warps (128 registers a thread), and fp8 and int8 in shape 40
+// in blocks of 4 x 8 warps (64 registers); 0 runs shape 40 for int4 too. (int8's own
+// launches run 40 and 44; both phases in 2 x 8-warp blocks measured slower than shape 40 in
+// 4 x 8, docs/QUANT.md.) set_: that value from now on (-1: the environment's again), for
+// tests.
+int quant_moe_persistent_shapes();
+void set_quant_moe_persistent_shapes(int v);
+
 // The one-token quantised MoE block as one persistent launch (quant_gemv.h
-// quant_moe_block_persistent): one block an SM of 4 x 8 warps, each 8 warps taking the items
-// of a block of the exact kernels' shape 40; the gate/up (fp16 form) into h, a grid barrier,
+// quant_moe_block_persistent): one block an SM of 4 x 8 or 2 x 8 warps
+// (quant_moe_persistent_shapes), each 8 warps taking the items of a block of the exact
+// kernels' launch in shape 40 or 44; the gate/up (fp16 form) into h, a grid barrier,
 // then the down + combine (bf16 form) into out; with a router, block 0 runs the norm + router
 // first (its outputs in router->h, logits, ids, weights) and the other blocks wait for it at
 // a grid barrier, or with router_every_block every block runs it for itself (block 0
