@@ -608,8 +608,11 @@ __device__ __forceinline__ void exact_items(const QuantExperts& w, const bf16* _
   if constexpr (kHalf)
     stage_half<kSub * kWarps, kFresh>(x, x_per_pair ? n_pairs : (n_pairs - 1) / k + 1, K, s_half, s_inv);
   const uint32_t xs0 = kHalf ? static_cast<uint32_t>(__cvta_generic_to_shared(s_half)) : 0u;
-  const int lane = threadIdx.x & 31, warp = (threadIdx.x >> 5) % kWarps;
-  const int vb = static_cast<int>(blockIdx.x) * kSub + static_cast<int>(threadIdx.x >> 5) / kWarps;
+  // (kSub 1: the block's own warp and index, spelled so: the compiler does not know the block
+  // has kWarps warps, and the general forms cost the default launches registers.)
+  const int lane = threadIdx.x & 31, warp = kSub == 1 ? threadIdx.x >> 5 : (threadIdx.x >> 5) % kWarps;
+  const int vb = kSub == 1 ? static_cast<int>(blockIdx.x)
+                           : static_cast<int>(blockIdx.x) * kSub + static_cast<int>(threadIdx.x >> 5) / kWarps;
   const int vgrid = static_cast<int>(gridDim.x) * kSub;
   const int rows = gu_inter > 0 ? gu_inter : (N + 1) / 2;  // row pairs of a pair
   const int per_pair = (rows + kRP - 1) / kRP, items = n_pairs * per_pair;
@@ -784,7 +787,8 @@ __device__ __forceinline__ void exact_down_items(const QuantExperts& w, const bf
                                                  float* __restrict__ out, int wait_pending, const PairParts& s,
                                                  uint32_t xs0, const float* s_inv, Hook&& hook = Hook{}) {
   __shared__ float s_y[kSub][2][kWarps][2 * kRP];
-  const int sub = static_cast<int>(threadIdx.x >> 5) / kWarps, tid = static_cast<int>(threadIdx.x) - sub * kWarps * 32;
+  const int sub = kSub == 1 ? 0 : static_cast<int>(threadIdx.x >> 5) / kWarps;  // (as exact_items's)
+  const int tid = static_cast<int>(threadIdx.x) - sub * kWarps * 32;
   const int warp = tid >> 5, lane = tid & 31, wps = kWarps / k, slot = warp / wps, q = warp % wps;
   const int rows = (N + 1) / 2, per_item = wps * kRP;  // row pairs of a token, of a block item
   const int per_tok = (rows + per_item - 1) / per_item, items = (n_pairs / k) * per_tok;
