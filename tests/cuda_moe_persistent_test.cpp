@@ -99,42 +99,43 @@ TEST(CudaMoePersistent, MatchesTheLaunchesItReplacesBitForBit) {
       CUDA_CHECK(cudaMemset(o.hb, 0xff, static_cast<size_t>(k) * I * 2));
     };
     // int4 in both persistent shapes (fp8 and int8 have one).
-    for (const int shapes : c.f == QuantFormat::int4 ? std::vector<int>{1, 0} : std::vector<int>{1})
-    for (const int mode : {0, 1, 2})  // no router, the router in block 0, in every block
-      for (const bool renorm : {true, false})
-        for (int rep = 0; rep < 3; ++rep) {
-          const bool router = mode > 0;
-          const cuda::ScopedSwitch shape_switch(cuda::set_quant_moe_persistent_shapes, shapes);
-          SCOPED_TRACE(std::string(mode == 0 ? "without the router" : mode == 1 ? "the router in block 0"
-                                                                                : "the router in every block") +
-                       ", " + (renorm ? "renormalised" : "softmax weights") + ", launch " + std::to_string(rep + 1) +
-                       ", MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES=" + std::to_string(shapes));
-          fresh(ref);
-          fresh(one);
-          cuda::norm_router(ref.x, nwd, 1e-5f, gd, ref.h, ref.logits, ref.ids, ref.w, 1, H, E, k, nullptr, renorm);
-          cuda::quant_moe_gemv_gate_up(gu, ref.h, ref.ids, k, k, I, H, E, ref.hb, nullptr);
-          cuda::quant_moe_down_combine(dn, ref.hb, ref.ids, ref.w, k, k, H, I, E, ref.x, false, nullptr);
-          if (router) {
-            CUDA_CHECK(cudaMemset(one.ids, 0xff, k * sizeof(int32_t)));
-            const cuda::GateUpRouter r{one.x, nwd, 1e-5f, gd, one.h, one.logits, one.ids, one.w, E, renorm ? 1 : 0};
-            cuda::quant_moe_block_persistent(gu, dn, &r, nullptr, nullptr, nullptr, k, I, H, E, one.hb, one.x, counter,
-                                             nullptr, mode == 2);
-          } else {
-            cuda::quant_moe_block_persistent(gu, dn, nullptr, ref.h, ref.ids, ref.w, k, I, H, E, one.hb, one.x,
-                                             counter, nullptr);
+    for (const int shapes : c.f == QuantFormat::int4 ? std::vector<int>{1, 0} : std::vector<int>{1}) {
+      for (const int mode : {0, 1, 2})  // no router, the router in block 0, in every block
+        for (const bool renorm : {true, false})
+          for (int rep = 0; rep < 3; ++rep) {
+            const bool router = mode > 0;
+            const cuda::ScopedSwitch shape_switch(cuda::set_quant_moe_persistent_shapes, shapes);
+            SCOPED_TRACE(std::string(mode == 0 ? "without the router" : mode == 1 ? "the router in block 0"
+                                                                                  : "the router in every block") +
+                         ", " + (renorm ? "renormalised" : "softmax weights") + ", launch " + std::to_string(rep + 1) +
+                         ", MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES=" + std::to_string(shapes));
+            fresh(ref);
+            fresh(one);
+            cuda::norm_router(ref.x, nwd, 1e-5f, gd, ref.h, ref.logits, ref.ids, ref.w, 1, H, E, k, nullptr, renorm);
+            cuda::quant_moe_gemv_gate_up(gu, ref.h, ref.ids, k, k, I, H, E, ref.hb, nullptr);
+            cuda::quant_moe_down_combine(dn, ref.hb, ref.ids, ref.w, k, k, H, I, E, ref.x, false, nullptr);
+            if (router) {
+              CUDA_CHECK(cudaMemset(one.ids, 0xff, k * sizeof(int32_t)));
+              const cuda::GateUpRouter r{one.x, nwd, 1e-5f, gd, one.h, one.logits, one.ids, one.w, E, renorm ? 1 : 0};
+              cuda::quant_moe_block_persistent(gu, dn, &r, nullptr, nullptr, nullptr, k, I, H, E, one.hb, one.x,
+                                               counter, nullptr, mode == 2);
+            } else {
+              cuda::quant_moe_block_persistent(gu, dn, nullptr, ref.h, ref.ids, ref.w, k, I, H, E, one.hb, one.x,
+                                               counter, nullptr);
+            }
+            CUDA_CHECK(cudaDeviceSynchronize());
+            if (router) {
+              EXPECT_EQ(bits(ref.h, H), bits(one.h, H)) << "h differs from norm_router's";
+              EXPECT_EQ(download(ref.logits, E), download(one.logits, E)) << "logits differ from norm_router's";
+              EXPECT_EQ(download(ref.ids, k), download(one.ids, k)) << "top-k ids differ from norm_router's";
+              EXPECT_EQ(download(ref.w, k), download(one.w, k)) << "top-k weights differ from norm_router's";
+            }
+            EXPECT_EQ(bits(ref.hb, static_cast<size_t>(k) * I), bits(one.hb, static_cast<size_t>(k) * I))
+                << "the gate/up output differs from quant_moe_gemv_gate_up's";
+            EXPECT_EQ(download(ref.x, H), download(one.x, H)) << "the residual differs from quant_moe_down_combine's";
+            EXPECT_EQ(download(counter, 1), std::vector<unsigned long long>{0}) << "the launch left its counter set";
           }
-          CUDA_CHECK(cudaDeviceSynchronize());
-          if (router) {
-            EXPECT_EQ(bits(ref.h, H), bits(one.h, H)) << "h differs from norm_router's";
-            EXPECT_EQ(download(ref.logits, E), download(one.logits, E)) << "logits differ from norm_router's";
-            EXPECT_EQ(download(ref.ids, k), download(one.ids, k)) << "top-k ids differ from norm_router's";
-            EXPECT_EQ(download(ref.w, k), download(one.w, k)) << "top-k weights differ from norm_router's";
-          }
-          EXPECT_EQ(bits(ref.hb, static_cast<size_t>(k) * I), bits(one.hb, static_cast<size_t>(k) * I))
-              << "the gate/up output differs from quant_moe_gemv_gate_up's";
-          EXPECT_EQ(download(ref.x, H), download(one.x, H)) << "the residual differs from quant_moe_down_combine's";
-          EXPECT_EQ(download(counter, 1), std::vector<unsigned long long>{0}) << "the launch left its counter set";
-        }
+    }
     ++ran;
   }
   EXPECT_EQ(ran, 6);

@@ -1132,7 +1132,6 @@ int persistent_blocks(size_t smem) {
   return blocks_per_sm<kKernel, kThreads>(smem, sms) >= 1 ? sms : 0;
 }
 
-
 template <QuantFormat F, bool kPaired, int kRouter>
 void launch_persistent(const QuantExperts& gu, const QuantExperts& dn, const GateUpRouter& r, const bf16* x,
                        const int32_t* ids, const float* weights, int k, int inter, int H, bf16* hb, float* out,
