@@ -1241,17 +1241,12 @@ bool quant_plain_loop() {
 }
 
 namespace {
-std::atomic<int> g_persistent_shapes{-1};  // -1: the environment's
+EnvSwitch g_persistent_shapes{"MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES", 1};
 }
 
-int quant_moe_persistent_shapes() {
-  const int set = g_persistent_shapes.load(std::memory_order_relaxed);
-  if (set >= 0) return set;
-  static const int v = env_choice("MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES", {1, 0}, 1);
-  return v;
-}
+int quant_moe_persistent_shapes() { return g_persistent_shapes.get() ? 1 : 0; }
 
-void set_quant_moe_persistent_shapes(int v) { g_persistent_shapes.store(v < 0 ? -1 : v, std::memory_order_relaxed); }
+void set_quant_moe_persistent_shapes(int v) { g_persistent_shapes.force(v); }
 
 int quant_warp_order() {
   static const int v = env_choice("MOEBENCH_QUANT_WARP_ORDER", {1, 0, 2}, 1);

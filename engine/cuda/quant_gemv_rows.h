@@ -91,7 +91,7 @@ bool quant_rows_gate_up_router_takes(int var, const QuantExperts& w, int k, int 
 void quant_rows_gate_up_router(const QuantExperts& w, const GateUpRouter& r, int k, int N, int K,
                                __nv_bfloat16* out_h, int var, cudaStream_t stream);
 
-// The persistent MoE launch's shapes (MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES, read once; the
+// The persistent MoE launch's shapes (MOEBENCH_QUANT_MOE_PERSISTENT_SHAPES, read on first use; the
 // same bits every way): 1 (the default) runs int4 in shape 44, the default of both its
 // launches, in blocks of 2 x 8 warps (128 registers a thread), and fp8 and int8 in shape 40
 // in blocks of 4 x 8 warps (64 registers); 0 runs shape 40 for int4 too. (int8's own
