@@ -357,25 +357,25 @@ struct ExactGroup {
               if (active && (kPlain || 8 * b + sl < steps)) tot.v[j] = fmaf(sq, dq, tot.v[j]);
             }
           }
-        continue;
-      }
+      } else {
 #pragma unroll
-      for (int h = 0; h < kRP; ++h)
+        for (int h = 0; h < kRP; ++h)
 #pragma unroll
-        for (int k2 = 0; k2 < 2; ++k2) {  // row 2 h + k2: D[g][g] (k2 0) or D[g + 8][g] (k2 1)
-          const int j = 2 * h + k2;
-          const float dv = odd ? d[h][2 * k2 + 1] : d[h][2 * k2];
-          const float dn = __shfl_sync(0xffffffffu, dv, src);
-          // The scale of super-step ss + 1: int4 another group's (slot g + 4's, shuffled);
-          // int8 and fp8 the same as ss's (one per row; ss even and ss + 1 share a
-          // 128-input fp8 block).
-          float sn = pr[j].s;
-          if constexpr (F == QuantFormat::int4) sn = __shfl_sync(0xffffffffu, pr[j].s, src);
-          if (chain_lane) {
-            if (kPlain || ss < steps) tot.v[j] = fmaf(pr[j].s, dv, tot.v[j]);
-            if (kPlain || ss + 1 < steps) tot.v[j] = fmaf(sn, dn, tot.v[j]);
+          for (int k2 = 0; k2 < 2; ++k2) {  // row 2 h + k2: D[g][g] (k2 0) or D[g + 8][g] (k2 1)
+            const int j = 2 * h + k2;
+            const float dv = odd ? d[h][2 * k2 + 1] : d[h][2 * k2];
+            const float dn = __shfl_sync(0xffffffffu, dv, src);
+            // The scale of super-step ss + 1: int4 another group's (slot g + 4's, shuffled);
+            // int8 and fp8 the same as ss's (one per row; ss even and ss + 1 share a
+            // 128-input fp8 block).
+            float sn = pr[j].s;
+            if constexpr (F == QuantFormat::int4) sn = __shfl_sync(0xffffffffu, pr[j].s, src);
+            if (chain_lane) {
+              if (kPlain || ss < steps) tot.v[j] = fmaf(pr[j].s, dv, tot.v[j]);
+              if (kPlain || ss + 1 < steps) tot.v[j] = fmaf(sn, dn, tot.v[j]);
+            }
           }
-        }
+      }
     }
   }
 };
