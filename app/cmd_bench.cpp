@@ -203,8 +203,10 @@ class BenchPass {
           continue;
         }
         k.samples.push_back(repetition_of(g));
-        if (rep == 0)
-          for (const auto& o : g.outputs) out.insert(out.end(), o.begin(), o.end());
+        std::vector<int32_t> rep_out;
+        for (const auto& o : g.outputs) rep_out.insert(rep_out.end(), o.begin(), o.end());
+        if (rep == 0) out = std::move(rep_out);
+        else suites::check_repetition_tokens(k, rep, out, rep_out);
       }
       k.output_token_hash = suites::token_hash(out);
       k.gpus = suites::gpu_ranks_between(gpus_before, x.model.gpu_ranks());

@@ -116,6 +116,8 @@ std::string case_section(const Case& c, bool open) {
                      escape(c.routing_source), c.prompt_tokens, c.new_tokens, c.repetitions, c.warmup,
                      escape(c.output_token_hash.empty() ? "-" : c.output_token_hash), escape(knobs.empty() ? "-" : knobs));
   if (c.status == CaseStatus::failed) out += "<p class=\"err\">failed: " + escape(c.error) + "</p>\n";
+  if (const std::string note = other_tokens_note(c); !note.empty())
+    out += "<p class=\"err\">Other tokens: " + escape(note) + "</p>\n";
   if (c.bound) {
     out += fmt::format("<p>Bound: {} = {:.4g} {}; reached {}</p>\n", escape(c.bound->description), c.bound->value,
                        escape(c.bound->unit), escape(profiler::format_percent(c.bound->percent / 100)));

@@ -143,6 +143,14 @@ std::string render_markdown(const Results& r) {
       any_failed = true;
       out += fmt::format("- {}/{} ({}): {}\n", c.suite, c.name, c.settings.stage, c.error);
     }
+  bool any_other = false;
+  for (const Case& c : r.cases) {
+    const std::string note = other_tokens_note(c);
+    if (note.empty()) continue;
+    if (!any_other) out += "\nRepetitions with other tokens:\n\n";
+    any_other = true;
+    out += fmt::format("- {}/{} ({}): {}\n", c.suite, c.name, c.settings.stage, note);
+  }
   bool any_bound = false;
   for (const Case& c : r.cases) {
     if (c.status != CaseStatus::ok || (!c.bound && c.no_bound_reason.empty())) continue;

@@ -5,6 +5,7 @@
 #include "reports/results.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cmath>
@@ -194,6 +195,7 @@ json case_json(const Case& c) {
               {"bound", bound},
               {"no_bound_reason", c.no_bound_reason},
               {"output_token_hash", c.output_token_hash},
+              {"other_tokens_repetitions", c.other_tokens_repetitions},
               {"status", to_string(c.status)},
               {"error", c.error}};
   if (c.quality)
@@ -681,6 +683,12 @@ Case read_case(const Reader& rd, const json& j, const std::string& path) {
       c.gpus.push_back(r);
     });
   c.output_token_hash = o.str("output_token_hash");
+  if (const json* v = o.opt("other_tokens_repetitions"))  // absent in older files
+    rd.each(*v, o.at("other_tokens_repetitions"), "an array of repetition indexes", [&](const json& x, const std::string& p) {
+      const int64_t rep = rd.i64(x, p);
+      if (rep < 1 || rep >= c.repetitions) rd.bad(p, x, "a measured repetition after the first (1 to repetitions - 1)");
+      c.other_tokens_repetitions.push_back(static_cast<int>(rep));
+    });
   o.done();
   return c;
 }
@@ -758,6 +766,14 @@ std::string bound_exceeded(const Bound& b) {
       "ran at {:.1f}% of its bound ({}), more than {}% over it: a bound is a limit, so the bound model or a bandwidth "
       "it was computed from is wrong",
       b.percent, b.description, kBoundNoisePercent);
+}
+
+std::string other_tokens_note(const Case& c) {
+  if (c.other_tokens_repetitions.empty()) return "";
+  return fmt::format(
+      "{} of {} repetitions generated other tokens than the first (repetitions {}; the token hash is the first's): "
+      "greedy decoding of one input should not depend on the run",
+      c.other_tokens_repetitions.size(), c.repetitions, fmt::join(c.other_tokens_repetitions, ", "));
 }
 
 Results load_results(const std::string& path) {

@@ -263,6 +263,10 @@ struct Case {
   std::optional<Quality> quality;  // quantised experts only; absent in older files
   std::vector<GpuRank> gpus;       // multi-GPU cases only; absent in older files
   std::string output_token_hash;  // hex xxh64 of the generated token ids; "" if failed early
+  // Measured repetitions (0-based) whose generated tokens differ from repetition 0's: empty
+  // when every repetition gave the same tokens. Greedy decoding of one input must not
+  // depend on the run, so a non-empty list marks an order or timing dependence.
+  std::vector<int> other_tokens_repetitions;
   CaseStatus status = CaseStatus::ok;
   std::string error;              // one line when status == failed
 };
@@ -275,6 +279,10 @@ struct Results {
   ModelInfo model;
   std::vector<Case> cases;  // in run order; the file is rewritten after each
 };
+
+// "" when every measured repetition of c generated repetition 0's tokens; else one sentence
+// naming the ones that did not (the reports show it beside the case).
+std::string other_tokens_note(const Case& c);
 
 // ---- derived figures ----
 // Aggregates from a case's raw samples and counters (uses profiler::summarize).

@@ -427,9 +427,8 @@ class Runner {
           p.c.output_token_hash = token_hash(r.output);
           if (p.c.experts.hits + p.c.experts.misses > 0) p.c.hit_rate.overall = prof_.experts.hit_rate_series(false);
           else p.c.hit_rate.per_layer.clear();  // nothing counted
-        } else if (r.output != p.first_output) {
-          log::warn("{}/{}: repetition {} generated other tokens than repetition 0 (the hash is of repetition 0)",
-                    p.c.suite, p.c.name, rep);
+        } else {
+          check_repetition_tokens(p.c, rep, p.first_output, r.output);
         }
         // The repetition the trace stands for: the run's last one, or the first of every instance.
         if (tracing && (opt_.trace_every_instance ? rep == 0 : last && rep + 1 == in.repetitions)) traced_rep = rep;
@@ -786,6 +785,14 @@ class Runner {
 std::string token_hash(const std::vector<int32_t>& ids) {
   XXH64_hash_t h = XXH64(ids.data(), ids.size() * sizeof(int32_t), 0);
   return fmt::format("{:016x}", static_cast<unsigned long long>(h));
+}
+
+void check_repetition_tokens(reports::Case& c, int rep, const std::vector<int32_t>& first,
+                             const std::vector<int32_t>& tokens) {
+  if (tokens == first) return;
+  c.other_tokens_repetitions.push_back(rep);
+  log::warn("{}/{}: repetition {} generated other tokens than repetition 0 (the hash is of repetition 0)", c.suite,
+            c.name, rep);
 }
 
 std::vector<int32_t> synthetic_prompt(int prompt_tokens, int vocab_size, int32_t bos_id, uint64_t seed) {

@@ -122,6 +122,11 @@ std::vector<reports::GpuRank> gpu_ranks_between(const std::vector<Model::GpuRank
 // Hex xxh64 of the token ids' bytes (16 lowercase hex digits).
 std::string token_hash(const std::vector<int32_t>& ids);
 
+// A case's measured repetition `rep` (> 0) and the tokens it generated, against repetition 0's
+// `first`: where they differ, rep joins c.other_tokens_repetitions and a warning says so.
+void check_repetition_tokens(reports::Case& c, int rep, const std::vector<int32_t>& first,
+                             const std::vector<int32_t>& tokens);
+
 // The synthetic prompt of `prompt_tokens` ids: BOS, then a fixed pseudo-random
 // sequence over [3, vocab_size) drawn from `seed` (xorshift; not 0) — for a given seed
 // the same for every run and model of that vocab. Warm-ups use kWarmupPromptSeed.

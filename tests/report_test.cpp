@@ -166,6 +166,20 @@ TEST(Markdown, CaseAboveItsBoundIsFlagged) {
   EXPECT_EQ(html.find("ran at 102.0%"), std::string::npos);
 }
 
+// A case whose repetitions gave other tokens than its first says so, naming them, in the
+// Markdown (in a list after the table) and in its HTML section; the other cases say nothing.
+TEST(Markdown, RepetitionsWithOtherTokensAreNamed) {
+  Results r = make_results();
+  r.cases[1].other_tokens_repetitions = {1, 2};
+  const std::string md = render_markdown(r);
+  EXPECT_NE(md.find("- short/c1 (P0): 2 of 3 repetitions generated other tokens than the first (repetitions 1, 2;"),
+            std::string::npos)
+      << md;
+  EXPECT_EQ(md.find("- short/c0 (P0): 2 of"), std::string::npos) << md;
+  EXPECT_NE(render_html(r).find("<p class=\"err\">Other tokens: 2 of 3 repetitions"), std::string::npos);
+  EXPECT_EQ(render_markdown(make_results()).find("other tokens"), std::string::npos);
+}
+
 TEST(Markdown, TableIsAligned) {
   std::string t = markdown_table({"a", "num"}, {false, true}, {{"xyz", "1"}, {"q", "12345"}});
   EXPECT_EQ(t,

@@ -101,6 +101,7 @@ TEST(Results, RoundTripThroughText) {
   r.cases[0].memory.engine_host_bytes = 45LL << 20;
   r.cases[0].bound->time_model = "overlap";
   r.cases[0].bound->bandwidth_gbps = {{"h2d", 55.5}, {"hbm", 4450}};
+  r.cases[0].other_tokens_repetitions = {2};
   std::string text = results_to_string(r);
   Results back = results_from_json(json::parse(text), "r.json");
   EXPECT_EQ(to_json(back), to_json(r));
@@ -118,6 +119,24 @@ TEST(Results, RoundTripThroughText) {
   EXPECT_EQ(back.cases[0].settings.knobs.at("gpu_slots"), 42);
   EXPECT_EQ(back.cases[0].experts.usage, r.cases[0].experts.usage);
   EXPECT_EQ(back.cases[2].output_token_hash, "9f86d081884c7d65");
+  EXPECT_EQ(back.cases[0].other_tokens_repetitions, std::vector<int>{2});
+  EXPECT_TRUE(back.cases[2].other_tokens_repetitions.empty());
+}
+
+// Which repetitions gave other tokens than the first: absent in older files (none recorded),
+// and only measured repetitions after the first can be named.
+TEST(Results, OtherTokensRepetitionsAreOptionalAndChecked) {
+  json j = to_json(make_results());
+  j["cases"][0].erase("other_tokens_repetitions");
+  EXPECT_TRUE(results_from_json(j, "r.json").cases[0].other_tokens_repetitions.empty());
+  j["cases"][0]["other_tokens_repetitions"] = {0};
+  EXPECT_EQ(error_of(j), "r.json: cases[0].other_tokens_repetitions[0] is 0, expected a measured repetition after "
+                         "the first (1 to repetitions - 1)");
+  j["cases"][0]["other_tokens_repetitions"] = {3};  // the case has 3 repetitions: 0, 1, 2
+  EXPECT_NE(error_of(j).find("other_tokens_repetitions[0] is 3"), std::string::npos);
+  j["cases"][0]["other_tokens_repetitions"] = "1";
+  EXPECT_NE(error_of(j).find("other_tokens_repetitions is \"1\", expected an array of repetition indexes"),
+            std::string::npos);
 }
 
 TEST(Results, NumberArraysStayOnOneLine) {

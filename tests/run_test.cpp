@@ -80,6 +80,7 @@ TEST(Run, CiSuiteWritesAResultsFileThatLoadsBack) {
     EXPECT_EQ(c.settings.knobs.at("warmup"), true);
     EXPECT_EQ(c.routing_source, "model");
     EXPECT_TRUE(c.bound.has_value() == false);  // bandwidth not measured in this test
+    EXPECT_TRUE(c.other_tokens_repetitions.empty());  // both repetitions gave the same tokens
   }
   EXPECT_EQ(back.cases[2].prompt_tokens, 64);
   // Only the first instance after the model load has a cold TTFT, and it includes the load.
@@ -90,6 +91,21 @@ TEST(Run, CiSuiteWritesAResultsFileThatLoadsBack) {
   RunOutcome again = run_ci(d.str("ci2.json"), 1);
   for (size_t i = 1; i < 3; ++i)
     EXPECT_EQ(again.results.cases[i].output_token_hash, back.cases[i].output_token_hash);
+}
+
+// A repetition is held to the first's tokens: where they differ (in one token or in length) it
+// is recorded in the case, where they agree nothing is.
+TEST(Run, RepetitionsWithOtherTokensAreRecorded) {
+  reports::Case c;
+  c.suite = "s";
+  c.name = "c";
+  const std::vector<int32_t> first{5, 6, 7};
+  check_repetition_tokens(c, 1, first, {5, 6, 7});
+  EXPECT_TRUE(c.other_tokens_repetitions.empty());
+  check_repetition_tokens(c, 2, first, {5, 6, 8});
+  check_repetition_tokens(c, 3, first, {5, 6});
+  check_repetition_tokens(c, 4, first, first);
+  EXPECT_EQ(c.other_tokens_repetitions, (std::vector<int>{2, 3}));
 }
 
 TEST(Run, InjectedSlowdownIsRecordedInTheSettings) {

@@ -4,12 +4,13 @@
 separated: configuration, variant, round, results JSON, exit status. Per configuration:
 every run's decode tok/s and % of bound for each case, then per case each variant's mean
 over its rounds and its ratio to the first variant's, and whether the variants' greedy
-tokens agree (each case's output token hash). Where a run has a kernel profile beside its
+tokens agree (each case's output token hash), and whether every repetition of a run gave its
+first repetition's tokens (each case's other_tokens_repetitions). Where a run has a kernel profile beside its
 results (NAME.kprof.json for NAME.json: `moebench bench --kernel-profile`, AB_PROFILE=1), per
 case each variant's mean exposed time per decode step of the kernels that add the most (what
 each launch adds to the step), with the span and the idle gaps. Exits 1 when a run failed or left no
-results, or when the variants of one configuration disagree on a case's tokens (naming
-them); a malformed INDEX line is a one-line error naming the file and line."""
+results, when the variants of one configuration disagree on a case's tokens, or when a run's
+repetitions disagree (naming them); a malformed INDEX line is a one-line error naming the file and line."""
 import argparse
 import json
 
@@ -24,7 +25,8 @@ def read_index(path):
 
 
 def load_cases(run):
-    """{case name: (tok/s, % of bound or None, token hash)} of a run, or an error string."""
+    """{case name: (tok/s, % of bound or None, token hash, repetitions with other tokens)} of a
+    run, or an error string."""
     try:
         doc = json.load(open(run["file"]))
     except (OSError, ValueError) as e:
@@ -37,7 +39,7 @@ def load_cases(run):
         if tok is None:
             continue
         pct = c.get("bound", {}).get("percent")
-        out[c["name"]] = (tok, pct, c.get("output_token_hash", ""))
+        out[c["name"]] = (tok, pct, c.get("output_token_hash", ""), c.get("other_tokens_repetitions", []))
     return out if out else f"{run['file']}: no finished case with a decode rate"
 
 
@@ -117,9 +119,15 @@ def main():
                 problems.append(f"{s} / {r['variant']} round {r['round']}: {cases}")
                 md.append(f"| {r['variant']} | {r['round']} | (failed: {cases}) | | | |")
                 continue
-            for name, (tok, pct, h) in cases.items():
+            for name, (tok, pct, h, others) in cases.items():
+                other = ""
+                if others:
+                    reps = ", ".join(str(x) for x in others)
+                    other = f" (other tokens in repetitions {reps})"
+                    problems.append(f"{s} / {r['variant']} round {r['round']} / {name}: repetitions {reps} generated "
+                                    f"other tokens than the first")
                 md.append(f"| {r['variant']} | {r['round']} | {name} | {tok:.1f} | "
-                          f"{'' if pct is None else f'{pct:.1f}%'} | `{h}` |")
+                          f"{'' if pct is None else f'{pct:.1f}%'} | `{h}`{other} |")
                 e = per.setdefault((r["variant"], name), {"tok": [], "hash": set()})
                 e["tok"].append(tok)
                 e["hash"].add(h)
