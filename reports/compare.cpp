@@ -156,6 +156,10 @@ class Comparer {
     }
     exact(b, "output_token_hash", b.output_token_hash, n.output_token_hash,
           b.output_token_hash.empty() || n.output_token_hash.empty());
+    // A NEW case whose repetitions disagree among themselves has no one answer to compare.
+    if (!n.other_tokens_repetitions.empty())
+      row(b, "repetition_tokens", b.other_tokens_repetitions.empty() ? "same" : "differ", "differ", kNaN,
+          Verdict::changed, other_tokens_note(n));
     bool hr_equal = b.experts.hit_rate() == n.experts.hit_rate();
     row(b, "hit_rate", hit_rate_text(b.experts), hit_rate_text(n.experts), kNaN, hr_equal ? Verdict::ok : Verdict::changed, "");
     exact(b, "bytes_moved", std::to_string(b.experts.bytes_moved), std::to_string(n.experts.bytes_moved), false);

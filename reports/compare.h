@@ -1,7 +1,9 @@
 // compare.h: the regression gate. Compares a BASE results file with a NEW one
 // case by case, matched on (suite, case, stage):
 //  - deterministic metrics must be identical: output_token_hash, expert hit
-//    rate, bytes moved, allocation count (when both files have it);
+//    rate, bytes moved, allocation count (when both files have it); and a NEW
+//    case whose repetitions gave other tokens than its first fails (row
+//    "repetition_tokens");
 //  - timings are sample sets: every decode step; prefill, TTFT warm and cold one
 //    per repetition; and, when both cases carry a tok/s bound, every decode step
 //    in units of the bound's time per token ("% of bound", which normalises by

@@ -110,6 +110,16 @@ TEST(Compare, ChangedDeterministicMetricsFail) {
   cur.cases[1].experts.bytes_moved += 1;
   EXPECT_EQ(verdict(compare_results(base, cur, {}), "c1", "bytes_moved"), Verdict::changed);
 
+  // A NEW case whose repetitions disagree fails, naming them; none of BASE's rows is about it.
+  cur = make_results();
+  cur.cases[1].other_tokens_repetitions = {2};
+  rep = compare_results(base, cur, {});
+  EXPECT_FALSE(rep.pass);
+  ASSERT_NE(find_row(rep, "c1", "repetition_tokens"), nullptr);
+  EXPECT_EQ(find_row(rep, "c1", "repetition_tokens")->verdict, Verdict::changed);
+  EXPECT_NE(find_row(rep, "c1", "repetition_tokens")->note.find("(repetitions 2;"), std::string::npos);
+  EXPECT_EQ(find_row(compare_results(cur, base, {}), "c1", "repetition_tokens"), nullptr);
+
   cur = make_results();
   cur.cases[1].memory.allocation_count = 13;
   EXPECT_EQ(verdict(compare_results(base, cur, {}), "c1", "allocation_count"), Verdict::changed);
