@@ -40,6 +40,7 @@
 #include "engine/engine.h"
 #include "common/error.h"
 #include "engine/ops/ops.h"
+#include "engine/quant.h"
 #include "engine/weight_source.h"
 #include "device_copy.h"
 
@@ -387,7 +388,7 @@ std::vector<int32_t> prompt_of(int len, int seed, int vocab) {
 // fused_max: settings fused_decode_max_tokens (decode steps of more sequences take the
 // sorted cuBLAS path, which syncs and is not graphed).
 void batched_equals_alone(const std::string& model, int layers_budget_gib, int block_size, int budget_tokens,
-                          int fused_max = 8) {
+                          int fused_max = 8, const std::string& expert_dtype = "bf16") {
   auto src = WeightSource::open(model, 5);
   EngineContext ctx;
   ctx.weights = &src;
@@ -396,7 +397,9 @@ void batched_equals_alone(const std::string& model, int layers_budget_gib, int b
   ctx.settings.max_num_batched_tokens = budget_tokens;
   ctx.settings.gpu_mem_budget = std::to_string(layers_budget_gib) + "GiB";
   ctx.settings.fused_decode_max_tokens = fused_max;
+  ctx.settings.expert_dtype = expert_dtype;
   cuda::CudaModel cm(ctx);
+  ASSERT_EQ(cm.expert_format(), parse_quant_format(expert_dtype, "expert_dtype"));
   const int V = cm.config().vocab_size;
   const std::vector<int> prompt_lens = {7, 50, 1, 33, 90, 12};
   const int n_new = 10;
@@ -484,6 +487,18 @@ TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneMixtralShape) {
 // Decode steps of 2+ sequences through the sorted cuBLAS expert path (the default above 2).
 TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneMixtralShapeSortedDecode) {
   batched_equals_alone("synthetic:mixtral-8x7b:layers=2", 8, 16, 128, 1);
+}
+
+// Quantised experts (quantised on load): the batched decode runs the dequantising GEMV
+// over all the step's rows, the single-sequence step its one-token launches; both compute
+// with the same dequantised values (quant.cpp) and prefill both through bf16 GEMMs of
+// them, so what differs is again the order of fp32 sums and an activation's bf16
+// rounding: the same budget as above.
+TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneMixtralShapeQuantised) {
+  for (const char* dtype : {"fp8", "int8", "int4"}) {
+    SCOPED_TRACE(dtype);
+    batched_equals_alone("synthetic:mixtral-8x7b:layers=2", 8, 16, 128, 8, dtype);
+  }
 }
 
 TEST_F(BatchCuda, ForwardBatchRejectsBadInputWithOneLine) {
