@@ -25,6 +25,7 @@
 #include "variants/hybrid_split.h"
 #include "variants/placement.h"
 #include "variants/routing.h"
+#include "variants/routing_trace.h"
 #include "variants/simulator.h"
 
 namespace moebench::app {
@@ -60,12 +61,16 @@ void check_shape_args(const ShapeArgs& a) {
   if (a.top_k > a.experts)
     throw CLI::ValidationError("--top-k", "is " + std::to_string(a.top_k) + ", expected <= --experts " +
                                               std::to_string(a.experts));
-  if (a.layers > 1024) throw CLI::ValidationError("--layers", "is " + std::to_string(a.layers) + ", expected <= 1024");
-  if (a.experts > 256) throw CLI::ValidationError("--experts", "is " + std::to_string(a.experts) + ", expected <= 256");
+  if (a.layers > kMaxLayers)
+    throw CLI::ValidationError("--layers", "is " + std::to_string(a.layers) + ", expected <= " + std::to_string(kMaxLayers));
+  if (a.experts > kMaxExperts)
+    throw CLI::ValidationError("--experts",
+                               "is " + std::to_string(a.experts) + ", expected <= " + std::to_string(kMaxExperts));
   const int64_t ids = static_cast<int64_t>(a.tokens) * a.layers * a.top_k;
-  if (ids > (1 << 28))
+  if (ids > kMaxTraceIds)
     throw CLI::ValidationError("--tokens", "is " + std::to_string(a.tokens) + ": " + std::to_string(ids) +
-                                               " expert ids (tokens x layers x top-k), expected at most 268435456");
+                                               " expert ids (tokens x layers x top-k), expected at most " +
+                                               std::to_string(kMaxTraceIds));
 }
 
 RoutingTrace synth_trace(const ShapeArgs& a, uint64_t stream = 0) {

@@ -82,11 +82,11 @@ constexpr Limit kLimits[] = {
     {"hidden_size", &ModelConfig::hidden_size, 1 << 16},
     {"intermediate_size", &ModelConfig::intermediate_size, 1 << 18},
     {"shared_expert_intermediate_size", &ModelConfig::shared_expert_intermediate_size, 1 << 18},
-    {"num_hidden_layers", &ModelConfig::num_hidden_layers, 1024},
+    {"num_hidden_layers", &ModelConfig::num_hidden_layers, kMaxLayers},
     {"num_attention_heads", &ModelConfig::num_attention_heads, 1024},
     {"num_key_value_heads", &ModelConfig::num_key_value_heads, 1024},
     {"head_dim", &ModelConfig::head_dim, 1024},
-    {"num_local_experts", &ModelConfig::num_local_experts, 256},
+    {"num_local_experts", &ModelConfig::num_local_experts, kMaxExperts},
     {"max_position_embeddings", &ModelConfig::max_position_embeddings, 1 << 24},
 };
 

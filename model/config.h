@@ -15,6 +15,12 @@ namespace moebench {
 // (Qwen3-MoE), or over the whole q and k projections before the head split (OLMoE).
 enum class QkNorm { none, per_head, whole };
 
+// The largest layer and expert counts moebench takes, from a config.json and wherever
+// else they are read or asked for (routing traces, make-trace): beyond every published
+// MoE model, and small enough that a table per (layer, expert) stays small.
+inline constexpr int kMaxLayers = 1024;
+inline constexpr int kMaxExperts = 256;
+
 struct ModelConfig {
   std::string name = "custom";       // preset name or the checkpoint folder
   std::string model_type = "mixtral";  // mixtral | qwen3_moe | olmoe | qwen2_moe

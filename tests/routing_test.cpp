@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.h"
+#include "model/config.h"
 #include "variants/routing.h"
 #include "variants/routing_driver.h"
 #include "variants/routing_trace.h"
@@ -28,14 +29,14 @@ RoutingTrace make(const std::string& routing, int layers, int tokens, uint64_t s
 }
 
 // Expects `text` to fail to load with a message containing every needle.
-void expect_load_error(const std::string& text, std::initializer_list<const char*> needles) {
+void expect_load_error(const std::string& text, std::initializer_list<std::string> needles) {
   try {
     trace_from_json_text(text, "bad.json");
     FAIL() << "no error for: " << text.substr(0, 200);
   } catch (const Error& e) {
     std::string m = e.what();
     EXPECT_NE(m.find("bad.json"), std::string::npos) << m;
-    for (const char* n : needles) EXPECT_NE(m.find(n), std::string::npos) << "missing '" << n << "' in: " << m;
+    for (const std::string& n : needles) EXPECT_NE(m.find(n), std::string::npos) << "missing '" << n << "' in: " << m;
   }
 }
 
@@ -96,6 +97,34 @@ TEST(RoutingTrace, MalformedFilesNameFileFieldAndExpectation) {
   j = good;
   j["steps"][0]["weights"] = {0.5};
   expect_load_error(j.dump(), {"steps[0].weights", "expected 4"});
+  // Shapes beyond a model's: a table per (layer, expert) would not fit in memory.
+  j = good;
+  j["layers"] = 1025;
+  expect_load_error(j.dump(), {"'layers'", "1025", "[1, 1024]"});
+  j = good;
+  j["experts"] = 257;
+  expect_load_error(j.dump(), {"'experts'", "257", "[1, 256]"});
+  // A weight a float cannot hold (converting it would be undefined).
+  j = good;
+  j["steps"][0]["weights"] = {0.5, 1e39, 0.5, 0.5};
+  expect_load_error(j.dump(), {"steps[0].weights[1]", "a float holds"});
+}
+
+// The top-k of a token are checked for repeats in one pass: the widest top-k a trace
+// may have (every one of kMaxExperts experts) loads, and a repeat at its end is named.
+TEST(RoutingTrace, WidestTopKLoadsAndItsRepeatsAreNamed) {
+  RoutingTrace t;
+  t.n_layers = 2;
+  t.n_experts = kMaxExperts;
+  t.top_k = kMaxExperts;
+  RoutingStep& s = t.add_step(3, false);
+  for (size_t i = 0; i < s.ids.size(); ++i) s.ids[i] = static_cast<int32_t>((i * 7 + i / kMaxExperts) % kMaxExperts);
+  const std::string text = trace_to_json_text(t);
+  EXPECT_EQ(trace_from_json_text(text, "wide.json").steps[0].ids, s.ids);
+  nlohmann::json j = nlohmann::json::parse(text);
+  j["steps"][0]["ids"][2 * kMaxExperts - 1] = j["steps"][0]["ids"][kMaxExperts].get<int>();
+  expect_load_error(j.dump(), {"steps[0].ids[" + std::to_string(2 * kMaxExperts - 1) + "]", "repeats expert",
+                               "distinct"});
 }
 
 TEST(RoutingTrace, MissingFileNamesIt) {

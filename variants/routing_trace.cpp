@@ -2,15 +2,19 @@
 #include "variants/routing_trace.h"
 
 #include <algorithm>
+#include <bitset>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "common/error.h"
 #include "common/atomic_file.h"
+#include "model/config.h"
 
 namespace moebench {
 
@@ -55,8 +59,10 @@ std::vector<int64_t> RoutingTrace::usage_counts() const {
 }
 
 void validate_trace(const RoutingTrace& t, const std::string& where) {
-  if (t.n_layers <= 0) fail("{}: field 'layers' is {}, expected a positive integer", where, t.n_layers);
-  if (t.n_experts <= 0) fail("{}: field 'experts' is {}, expected a positive integer", where, t.n_experts);
+  if (t.n_layers <= 0 || t.n_layers > kMaxLayers)
+    fail("{}: field 'layers' is {}, expected an integer in [1, {}]", where, t.n_layers, kMaxLayers);
+  if (t.n_experts <= 0 || t.n_experts > kMaxExperts)
+    fail("{}: field 'experts' is {}, expected an integer in [1, {}]", where, t.n_experts, kMaxExperts);
   if (t.top_k <= 0 || t.top_k > t.n_experts)
     fail("{}: field 'top_k' is {}, expected an integer in [1, experts={}]", where, t.top_k, t.n_experts);
   for (size_t si = 0; si < t.steps.size(); ++si) {
@@ -72,14 +78,16 @@ void validate_trace(const RoutingTrace& t, const std::string& where) {
       if (s.ids[i] < 0 || s.ids[i] >= t.n_experts)
         fail("{}: steps[{}].ids[{}] is {}, expected an expert id in [0, {})", where, si, i, s.ids[i], t.n_experts);
     }
-    // The top-k of one token are distinct experts.
+    // The top-k of one token are distinct experts (one pass a token: ids are < kMaxExperts).
     for (size_t tok = 0; tok < want / t.top_k; ++tok) {
       const int32_t* p = s.ids.data() + tok * t.top_k;
-      for (int a = 0; a < t.top_k; ++a)
-        for (int b = a + 1; b < t.top_k; ++b)
-          if (p[a] == p[b])
-            fail("{}: steps[{}].ids[{}] repeats expert {} within one token's top-{}, expected distinct ids", where,
-                 si, tok * t.top_k + b, p[b], t.top_k);
+      std::bitset<kMaxExperts> seen;
+      for (int b = 0; b < t.top_k; ++b) {
+        if (seen.test(static_cast<size_t>(p[b])))
+          fail("{}: steps[{}].ids[{}] repeats expert {} within one token's top-{}, expected distinct ids", where, si,
+               tok * t.top_k + b, p[b], t.top_k);
+        seen.set(static_cast<size_t>(p[b]));
+      }
     }
   }
 }
@@ -144,8 +152,8 @@ RoutingTrace trace_from_json_text(const std::string& text, const std::string& wh
     fail("{}: field 'version' is {}, expected {}", where, ver == j.end() ? "missing" : ver->dump(),
          kRoutingTraceVersion);
   RoutingTrace t;
-  t.n_layers = get_int(j, "layers", where, 1, 1 << 20);
-  t.n_experts = get_int(j, "experts", where, 1, 1 << 20);
+  t.n_layers = get_int(j, "layers", where, 1, kMaxLayers);
+  t.n_experts = get_int(j, "experts", where, 1, kMaxExperts);
   t.top_k = get_int(j, "top_k", where, 1, t.n_experts);
   auto src = j.find("source");
   if (src == j.end() || !src->is_string()) fail("{}: field 'source' is {}, expected a string", where,
@@ -178,7 +186,8 @@ RoutingTrace trace_from_json_text(const std::string& text, const std::string& wh
       s.weights.reserve(w->size());
       for (size_t i = 0; i < w->size(); ++i) {
         const json& v = (*w)[i];
-        if (!v.is_number()) fail("{}.weights[{}] is {}, expected a number", sw, i, v.dump());
+        if (!v.is_number() || !(std::fabs(v.get<double>()) <= std::numeric_limits<float>::max()))
+          fail("{}.weights[{}] is {}, expected a number a float holds", sw, i, v.dump());
         s.weights.push_back(v.get<float>());
       }
     }

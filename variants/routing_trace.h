@@ -22,6 +22,8 @@ namespace moebench {
 
 inline constexpr const char* kRoutingTraceFormat = "moebench-routing-trace";
 inline constexpr int kRoutingTraceVersion = 1;
+// The most expert ids `make-trace` writes (4 bytes each: 1 GiB), over all the steps.
+inline constexpr int64_t kMaxTraceIds = int64_t{1} << 28;
 
 struct RoutingStep {
   int n_tokens = 0;
@@ -47,7 +49,8 @@ struct RoutingTrace {
   std::vector<int64_t> usage_counts() const;
 };
 
-// Checks shape, lengths and id ranges; `where` names the trace in errors.
+// Checks shape (layers and experts within a model's limits, kMaxLayers and kMaxExperts of
+// model/config.h), lengths and id ranges; `where` names the trace in errors.
 void validate_trace(const RoutingTrace& t, const std::string& where);
 // Writes the JSON file atomically (path + ".tmp" then rename). Throws Error.
 void save_trace(const RoutingTrace& t, const std::string& path);
