@@ -17,8 +17,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/sanitize.sh"
 # Reports end in abort(), where the driver saves the input.
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:detect_leaks=1:allocator_may_return_null=0:max_allocation_size_mb=2048:hard_rss_limit_mb=4096"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:report_error_type=1"
+all_targets=(safetensors config tokenizer suite results trace)
 targets=("$@")
-[[ ${#targets[@]} -gt 0 ]] || targets=(safetensors config tokenizer suite results trace)
+[[ ${#targets[@]} -gt 0 ]] || targets=("${all_targets[@]}")
 if [[ -z "${MOEBENCH_FUZZ_SKIP_BUILD:-}" ]]; then
   moebench_install_deps
   moebench_build_sanitized
@@ -32,7 +33,7 @@ for t in "${targets[@]}"; do
   bin="$MOEBENCH_ASAN_DIR/bin/fuzz_$t"
   corpus="$MOEBENCH_ROOT/tests/fuzz/corpus/$t"
   if [[ ! -x "$bin" || ! -d "$corpus" ]]; then
-    echo "fuzz.sh: unknown target $t (expected one of: safetensors config tokenizer suite results trace)" >&2
+    echo "fuzz.sh: unknown target $t (expected one of: ${all_targets[*]})" >&2
     exit 2
   fi
   echo "== fuzz $t"
