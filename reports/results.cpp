@@ -381,13 +381,22 @@ struct Reader {
     for (size_t i = 0; i < v.size(); ++i) out.push_back(i64(v[i], fmt::format("{}[{}]", path, i), 0));
     return out;
   }
-  std::vector<double> f64s(const json& v, const std::string& path) const {
-    if (!v.is_array()) bad(path, v, "an array of numbers");
+  // A hit rate: a fraction in [0, 1], or null (n/a).
+  double rate(const json& v, const std::string& path) const {
+    double x = f64(v, path);
+    if (!std::isnan(x) && !(x >= 0 && x <= 1)) bad(path, v, "a rate in [0, 1] (or null)");
+    return x;
+  }
+  // An array of numbers, each read by `element` (f64 or rate).
+  std::vector<double> f64s(const json& v, const std::string& path,
+                           double (Reader::*element)(const json&, const std::string&) const = &Reader::f64) const {
+    if (!v.is_array()) bad(path, v, element == &Reader::rate ? "an array of rates in [0, 1]" : "an array of numbers");
     std::vector<double> out;
     out.reserve(v.size());
-    for (size_t i = 0; i < v.size(); ++i) out.push_back(f64(v[i], fmt::format("{}[{}]", path, i)));
+    for (size_t i = 0; i < v.size(); ++i) out.push_back((this->*element)(v[i], fmt::format("{}[{}]", path, i)));
     return out;
   }
+  std::vector<double> rates(const json& v, const std::string& path) const { return f64s(v, path, &Reader::rate); }
   std::vector<std::string> strs(const json& v, const std::string& path) const {
     if (!v.is_array()) bad(path, v, "an array of strings");
     std::vector<std::string> out;
@@ -427,6 +436,8 @@ class Obj {
   std::string str(const char* k) { return rd_.str(req(k, "a string"), at(k)); }
   std::vector<int64_t> i64s(const char* k) { return rd_.i64s(req(k, "an array of integers"), at(k)); }
   std::vector<double> f64s(const char* k) { return rd_.f64s(req(k, "an array of numbers"), at(k)); }
+  double rate(const char* k) { return rd_.rate(req(k, "a rate in [0, 1]"), at(k)); }
+  std::vector<double> rates(const char* k) { return rd_.rates(req(k, "an array of rates in [0, 1]"), at(k)); }
   Obj obj(const char* k) { return Obj(rd_, req(k, "an object"), at(k)); }
   void done() const {
     for (auto it = j_.begin(); it != j_.end(); ++it)
@@ -597,10 +608,10 @@ Case read_case(const Reader& rd, const json& j, const std::string& path) {
   c.memory = read_memory(rd, o.req("memory", "an object"), o.at("memory"));
   {
     Obj h = o.obj("hit_rate");
-    c.hit_rate.overall = h.f64s("overall");
+    c.hit_rate.overall = h.rates("overall");
     rd.each(h.req("per_layer", "an array of arrays"), h.at("per_layer"), "an array of arrays (n_layers, n_steps)",
             [&](const json& v, const std::string& p) {
-              c.hit_rate.per_layer.push_back(rd.f64s(v, p));
+              c.hit_rate.per_layer.push_back(rd.rates(v, p));
               check_len(rd, p, c.hit_rate.per_layer.back().size(), c.hit_rate.overall.size(),
                         "one point per step, like overall");
             });
@@ -626,7 +637,7 @@ Case read_case(const Reader& rd, const json& j, const std::string& path) {
     g.itl_p50_ns = a.f64("itl_p50_ns");
     g.itl_p90_ns = a.f64("itl_p90_ns");
     g.itl_p99_ns = a.f64("itl_p99_ns");
-    g.hit_rate = a.f64("hit_rate");
+    g.hit_rate = a.rate("hit_rate");
     g.mean_expert_load_ns = a.f64("mean_expert_load_ns");
     a.done();
   }

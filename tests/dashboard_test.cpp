@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cmath>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <thread>
 
@@ -280,6 +281,24 @@ TEST(DashboardFrames, HitRateAndMemorySeries) {
   ASSERT_EQ(h.layer_hit_rate.size(), 2u);
   EXPECT_DOUBLE_EQ(h.layer_hit_rate[0], 0.6);
   EXPECT_DOUBLE_EQ(h.layer_hit_rate[1], 0.7);
+  // Smoothing leaves a step with no value (null in the file, NaN here) out of the mean
+  // instead of making every later point NaN.
+  reports::Case gap = c;
+  gap.hit_rate.overall.assign(8, 1.0);
+  gap.hit_rate.overall[2] = std::numeric_limits<double>::quiet_NaN();
+  gap.hit_rate.overall[5] = 0.0;
+  gap.hit_rate.per_layer.clear();
+  HitRateFrame g = build_hitrate_frame(gap, 1000, 4);
+  ASSERT_EQ(g.overall.size(), 8u);
+  EXPECT_DOUBLE_EQ(g.overall[2].y, 1.0);        // steps 0, 1
+  EXPECT_DOUBLE_EQ(g.overall[5].y, 2.0 / 3.0);  // steps 3-5 (step 2 is left out): (1 + 1 + 0) / 3
+  EXPECT_DOUBLE_EQ(g.overall[7].y, 0.75);       // steps 4-7
+  // Layer counters whose sum overflows int64 still give a rate (summed in double).
+  gap.experts.hits_per_layer = {INT64_MAX, 0};
+  gap.experts.misses_per_layer = {INT64_MAX, 0};
+  HitRateFrame o = build_hitrate_frame(gap, 1000);
+  EXPECT_DOUBLE_EQ(o.layer_hit_rate[0], 0.5);
+  EXPECT_TRUE(std::isnan(o.layer_hit_rate[1]));
 
   MemoryFrame m = build_memory_frame(c, 1000, "cuda");
   ASSERT_EQ(m.arena.size(), 2u);
@@ -760,6 +779,62 @@ TEST(DashboardFrames, GoogleBenchmarkFileIsATable) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("reps.json: benchmarks[8].real_time"), std::string::npos) << e.what();
   }
+  // Optional fields of another type than Google Benchmark writes, or a count a double
+  // cannot hold as an integer: the same kind of line (found by the dashboard's fuzz target:
+  // nlohmann's own type error named no file).
+  const std::pair<const char*, nlohmann::json> wrong[] = {
+      {"run_type", 3},        {"aggregate_name", false}, {"error_occurred", "yes"}, {"time_unit", "weeks"},
+      {"iterations", 1e300},  {"iterations", -4},        {"repetitions", 2.5},      {"repetitions", 1LL << 40}};
+  for (const auto& [field, value] : wrong) {
+    nlohmann::json one = {{"context", nlohmann::json::object()},
+                          {"benchmarks", {{{"name", "a"}, {"run_type", "aggregate"}, {"aggregate_name", "median"},
+                                           {"real_time", 1}, {"cpu_time", 1}}}}};
+    one["benchmarks"][0][field] = value;
+    try {
+      bench_table_from_json(one, "one.json");
+      ADD_FAILURE() << field << " = " << value.dump() << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(std::string("one.json: benchmarks[0].") + field), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+// Times at the ends of what a double holds: spans past 2^53 us (or whose end overflows) are
+// skipped, the extent stays finite, and a window zoomed in on a trace stamped in microseconds
+// since 1970 keeps a width (a double steps by 0.25 us there; found by the dashboard's fuzz target).
+TEST(DashboardFrames, TraceTimesAtTheLimitsOfADouble) {
+  nlohmann::json huge = nlohmann::json::array(
+      {{{"ph", "X"}, {"name", "overflows"}, {"pid", 1}, {"tid", 1}, {"ts", 1.7e308}, {"dur", 1.7e308}},
+       {{"ph", "X"}, {"name", "far"}, {"pid", 1}, {"tid", 1}, {"ts", -1e300}, {"dur", 1}},
+       {{"ph", "B"}, {"name", "open"}, {"pid", 1}, {"tid", 1}, {"ts", 1e17}},
+       {{"ph", "C"}, {"name", "c"}, {"pid", 1}, {"ts", 1e18}, {"args", {{"v", 1}}}},
+       {{"ph", "X"}, {"name", "kept"}, {"pid", 1}, {"tid", 1}, {"ts", 5}, {"dur", 2}}});
+  TraceModel m = trace_from_json(huge);
+  ASSERT_EQ(m.span_count(), 1u);
+  EXPECT_TRUE(m.counters.empty());
+  EXPECT_DOUBLE_EQ(m.t_min_us, 5);
+  EXPECT_DOUBLE_EQ(m.t_max_us, 7);
+
+  const double epoch_us = 1.7e15;
+  nlohmann::json now = nlohmann::json::array(
+      {{{"ph", "X"}, {"name", "a"}, {"pid", 1}, {"tid", 1}, {"ts", epoch_us}, {"dur", 10}},
+       {{"ph", "X"}, {"name", "b"}, {"pid", 1}, {"tid", 1}, {"ts", epoch_us + 20}, {"dur", 10}}});
+  TraceModel n = trace_from_json(now);
+  TimeWindow all = full_window(n);
+  TimeWindow z = all;
+  for (int i = 0; i < 60; ++i) z = zoom_window(z, epoch_us + 5, 0.5, all);  // far past 1 ns
+  EXPECT_GT(z.width(), 0);
+  EXPECT_GE(z.width(), 16 * epoch_us * std::numeric_limits<double>::epsilon() * 0.99);
+  EXPECT_LE(z.t0_us, epoch_us + 5);
+  EXPECT_GE(z.t1_us, epoch_us + 5);
+  TraceFrame f = build_trace_frame(n, z, 800);
+  EXPECT_EQ(f.spans_visible, 1u);
+  // Near zero, 1 ns is still the narrowest window.
+  TraceModel k = trace_from_json(huge);
+  TimeWindow kall = full_window(k), kz = kall;
+  for (int i = 0; i < 60; ++i) kz = zoom_window(kz, 6, 0.5, kall);
+  EXPECT_NEAR(kz.width(), 1e-3, 1e-9);
 }
 
 // The memory pane of an H200 `moebench bench` case (no timeline) names CUDA, not the CPU.

@@ -181,6 +181,21 @@ TEST(Results, WrongTypeNamesTheFieldPath) {
   j = to_json(make_results());
   j["run"]["command_line"] = {"moebench", 3};
   EXPECT_EQ(error_of(j), "r.json: run.command_line[1] is 3, expected a string");
+  // Hit rates are fractions (null: n/a); the dashboard's fuzz target drew a series of 9e15.
+  j = to_json(make_results());
+  ASSERT_GE(j["cases"][0]["hit_rate"]["overall"].size(), 2u);
+  j["cases"][0]["hit_rate"]["overall"][1] = 9007199254740993.0;
+  EXPECT_EQ(error_of(j), "r.json: cases[0].hit_rate.overall[1] is 9.007199254740992e+15, expected a rate in [0, 1] (or null)");
+  j = to_json(make_results());
+  ASSERT_FALSE(j["cases"][0]["hit_rate"]["per_layer"].empty());
+  j["cases"][0]["hit_rate"]["per_layer"][0][0] = -0.5;
+  EXPECT_EQ(error_of(j), "r.json: cases[0].hit_rate.per_layer[0][0] is -0.5, expected a rate in [0, 1] (or null)");
+  j = to_json(make_results());
+  j["cases"][0]["aggregates"]["hit_rate"] = 1.25;
+  EXPECT_EQ(error_of(j), "r.json: cases[0].aggregates.hit_rate is 1.25, expected a rate in [0, 1] (or null)");
+  j = to_json(make_results());
+  j["cases"][0]["hit_rate"]["overall"][0] = nullptr;  // n/a is a rate
+  EXPECT_EQ(error_of(j), "");
 }
 
 TEST(Results, MissingFieldNamesTheFieldPath) {
@@ -192,7 +207,7 @@ TEST(Results, MissingFieldNamesTheFieldPath) {
   EXPECT_EQ(error_of(j), "r.json: device is missing (expected an object)");
   j = to_json(make_results());
   j["cases"][0]["aggregates"].erase("hit_rate");
-  EXPECT_EQ(error_of(j), "r.json: cases[0].aggregates.hit_rate is missing (expected a number)");
+  EXPECT_EQ(error_of(j), "r.json: cases[0].aggregates.hit_rate is missing (expected a rate in [0, 1])");
 }
 
 TEST(Results, BadSchemaVersion) {

@@ -152,10 +152,46 @@ def seeds_trace():
     put("trace", "no_steps.json", json.dumps(trace(4, 8, 2, [])))
 
 
+def seeds_dashboard():
+    """The dashboard's three kinds of file (results, Chrome trace, Google Benchmark JSON), cut from
+    ui/testdata, and one of them gzip-compressed (written without a time stamp: deterministic)."""
+    import gzip
+    td = os.path.join(ROOT, "ui", "testdata")
+    stages = json.load(open(os.path.join(td, "cpu_tiny_stages.json")))
+
+    def few_reps(case, reps):
+        c = dict(case, samples=case["samples"][:reps])
+        c["repetitions"] = min(c.get("repetitions", reps), reps)
+        return c
+
+    put("dashboard", "stages_results.json", json.dumps(dict(stages, cases=[few_reps(c, 2) for c in stages["cases"]])))
+    trace = json.load(open(os.path.join(td, "cpu_tiny_trace.json")))
+    events = trace["traceEvents"]
+    cut = [e for e in events if e.get("ph") == "M"] + [e for e in events if e.get("ph") == "X"][:40]
+    # B/E pairs, a counter and a GPU process: what the profiler's writer leaves out on the CPU.
+    cut += [{"name": "process_name", "ph": "M", "pid": 100, "tid": 0, "args": {"name": "GPU 0"}},
+            {"name": "moe", "cat": "kernel", "ph": "B", "pid": 100, "tid": 7, "ts": 400000.0},
+            {"name": "gemv", "cat": "kernel", "ph": "X", "pid": 100, "tid": 7, "ts": 400010.5, "dur": 3.25},
+            {"name": "moe", "ph": "E", "pid": 100, "tid": 7, "ts": 400020.0},
+            {"name": "memory", "ph": "C", "pid": 1, "ts": 400000.0, "args": {"arena_used_bytes": 1048576}},
+            {"name": "memory", "ph": "C", "pid": 1, "ts": 399000.0, "args": {"arena_used_bytes": 0}}]
+    text = json.dumps(dict(trace, traceEvents=cut))
+    put("dashboard", "trace.json", text)
+    put("dashboard", "trace_array.json", json.dumps(cut[:12]))
+    put("dashboard", "trace.json.gz", gzip.compress(text.encode(), mtime=0))
+    bench = json.load(open(os.path.join(td, "kernels_h200_linear.json")))
+    put("dashboard", "bench.json", json.dumps(dict(bench, benchmarks=bench["benchmarks"][:6])))
+    row = bench["benchmarks"][0]
+    aggregates = [dict(row, run_type="aggregate", aggregate_name=a, repetitions=3, real_time=row["real_time"] * f)
+                  for a, f in (("mean", 1.0), ("median", 0.99), ("stddev", 0.01))]
+    put("dashboard", "bench_aggregates.json", json.dumps(dict(bench, benchmarks=aggregates)))
+
+
 if __name__ == "__main__":
     import sys
     targets = {"safetensors": seeds_safetensors, "config": seeds_config, "tokenizer": seeds_tokenizer,
-               "suite": seeds_suite, "results": seeds_results, "trace": seeds_trace}
+               "suite": seeds_suite, "results": seeds_results, "trace": seeds_trace,
+               "dashboard": seeds_dashboard}
     for name in sys.argv[1:] or targets:
         if name not in targets:
             sys.exit(f"make_corpus.py: unknown target {name} (expected one of: {' '.join(targets)})")

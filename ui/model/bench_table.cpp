@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <set>
 
 #include "common/error.h"
@@ -26,6 +27,32 @@ double number(const nlohmann::json& b, const char* key, const std::string& where
   auto it = b.find(key);
   if (it == b.end() || !it->is_number()) fail("{}.{}: expected a number", where, key);
   return it->get<double>();
+}
+
+// Optional fields: absent gives the fallback, any other type than the one Google Benchmark
+// writes is an error naming the field (nlohmann's own type errors name no file).
+std::string text_or(const nlohmann::json& b, const char* key, const std::string& fallback, const std::string& where) {
+  auto it = b.find(key);
+  if (it == b.end()) return fallback;
+  if (!it->is_string()) fail("{}.{}: expected a string", where, key);
+  return it->get<std::string>();
+}
+
+bool flag_or(const nlohmann::json& b, const char* key, const std::string& where) {
+  auto it = b.find(key);
+  if (it == b.end()) return false;
+  if (!it->is_boolean()) fail("{}.{}: expected true or false", where, key);
+  return it->get<bool>();
+}
+
+// A count (iterations, repetitions): a non-negative integer, 0 when absent.
+int64_t count_or_zero(const nlohmann::json& b, const char* key, const std::string& where) {
+  auto it = b.find(key);
+  if (it == b.end()) return 0;
+  if (it->is_number_unsigned() && it->get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX))
+    return static_cast<int64_t>(it->get<uint64_t>());
+  if (it->is_number_integer() && it->get<int64_t>() >= 0) return it->get<int64_t>();
+  fail("{}.{}: expected a non-negative integer, got {}", where, key, it->dump());
 }
 
 struct Samples {
@@ -64,28 +91,33 @@ BenchTable bench_table_from_json(const nlohmann::json& j, const std::string& sou
     if (name_it == b.end()) name_it = b.find("name");
     if (name_it == b.end() || !name_it->is_string()) fail("{}.name: expected a string", where);
     std::string name = name_it->get<std::string>();
-    std::string run_type = b.value("run_type", std::string("iteration"));
+    std::string run_type = text_or(b, "run_type", "iteration", where);
     Samples* s = nullptr;
     if (run_type == "iteration") {
       s = &iters[name];
-    } else if (run_type == "aggregate" && b.value("aggregate_name", std::string()) == "median") {
+    } else if (run_type == "aggregate" && text_or(b, "aggregate_name", "", where) == "median") {
       s = &medians[name];
       s->aggregate = true;
     } else {
       continue;  // mean, stddev, cv, BigO, RMS: derived, not samples
     }
     if (std::find(order.begin(), order.end(), name) == order.end()) order.push_back(name);
-    if (b.value("error_occurred", false)) {
-      s->error = b.value("error_message", std::string("error"));
+    if (flag_or(b, "error_occurred", where)) {
+      s->error = text_or(b, "error_message", "error", where);
       continue;
     }
     s->real.push_back(number(b, "real_time", where));
     s->cpu.push_back(number(b, "cpu_time", where));
-    std::string unit = b.value("time_unit", std::string("ns"));
+    std::string unit = text_or(b, "time_unit", "ns", where);
+    if (unit != "ns" && unit != "us" && unit != "ms" && unit != "s")
+      fail("{}.time_unit: \"{}\", expected ns, us, ms or s", where, unit);
     if (!s->unit.empty() && s->unit != unit) fail("{}.time_unit: {} but earlier repetitions are in {}", where, unit, s->unit);
     s->unit = unit;
-    if (s->iterations == 0 && b.contains("iterations") && b["iterations"].is_number()) s->iterations = b["iterations"].get<int64_t>();
-    if (b.contains("repetitions") && b["repetitions"].is_number()) s->repetitions = b["repetitions"].get<int>();
+    const int64_t iterations = count_or_zero(b, "iterations", where);
+    if (s->iterations == 0) s->iterations = iterations;
+    const int64_t repetitions = count_or_zero(b, "repetitions", where);
+    if (repetitions > INT32_MAX) fail("{}.repetitions: {}, expected at most {}", where, repetitions, INT32_MAX);
+    if (b.contains("repetitions")) s->repetitions = static_cast<int>(repetitions);
     for (auto& [k, v] : b.items())
       if (!is_standard_field(k) && v.is_number()) {
         s->counters[k].push_back(v.get<double>());

@@ -66,14 +66,18 @@ LatencyFrame build_latency_frame(const reports::Case& c, int repetition, size_t 
 }
 
 namespace {
+// The mean of the last `window` values that are numbers (a step with no value, NaN, is
+// left out rather than turning every later mean into NaN); NaN where the window has none.
 std::vector<double> trailing_mean(const std::vector<double>& y, int window) {
   if (window <= 1) return y;
+  const size_t w = static_cast<size_t>(window);
   std::vector<double> out(y.size());
   double sum = 0;
+  size_t count = 0;
   for (size_t i = 0; i < y.size(); ++i) {
-    sum += y[i];
-    if (i >= static_cast<size_t>(window)) sum -= y[i - static_cast<size_t>(window)];
-    out[i] = sum / static_cast<double>(std::min(i + 1, static_cast<size_t>(window)));
+    if (!std::isnan(y[i])) sum += y[i], ++count;
+    if (i >= w && !std::isnan(y[i - w])) sum -= y[i - w], --count;
+    out[i] = count > 0 ? sum / static_cast<double>(count) : kNaN;
   }
   return out;
 }
@@ -90,8 +94,9 @@ HitRateFrame build_hitrate_frame(const reports::Case& c, size_t max_points, int 
   for (size_t l = 0; l < layers; ++l) {
     double rate = kNaN;
     if (l < e.hits_per_layer.size() && l < e.misses_per_layer.size()) {
-      int64_t n = e.hits_per_layer[l] + e.misses_per_layer[l];
-      if (n > 0) rate = static_cast<double>(e.hits_per_layer[l]) / static_cast<double>(n);
+      // In double: two counters a file gives can overflow int64 summed.
+      double n = static_cast<double>(e.hits_per_layer[l]) + static_cast<double>(e.misses_per_layer[l]);
+      if (n > 0) rate = static_cast<double>(e.hits_per_layer[l]) / n;
     }
     f.layer_hit_rate.push_back(rate);
   }

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <unordered_map>
 
@@ -38,6 +39,11 @@ bool read_id(const json& e, const char* key, Id* out) {
   }
   return false;
 }
+// Times beyond 2^53 us (285 years) are refused as unusable: a double no longer holds every
+// microsecond there, and the extent and the windows computed from such times can overflow.
+constexpr double kMaxTimeUs = 9007199254740992.0;
+bool usable_time(double t) { return std::abs(t) <= kMaxTimeUs; }  // false for NaN
+
 double num_or(const json& e, const char* key, double fallback) {
   auto it = e.find(key);
   return it != e.end() && it->is_number() ? it->get<double>() : fallback;
@@ -115,7 +121,7 @@ TraceModel trace_from_json(const json& j, std::vector<std::string>* warnings) {
       continue;
     }
     double ts = num_or(e, "ts", NAN);
-    if (!std::isfinite(ts)) continue;
+    if (!usable_time(ts)) continue;
     if (ph == "C") {
       auto args = e.find("args");
       if (args == e.end() || !args->is_object()) continue;
@@ -132,7 +138,7 @@ TraceModel trace_from_json(const json& j, std::vector<std::string>* warnings) {
     std::pair<Id, Id> key{pid, tid};
     if (ph == "X") {
       double dur = num_or(e, "dur", 0);
-      if (!(dur >= 0) || !std::isfinite(dur)) continue;
+      if (!(dur >= 0) || !usable_time(ts + dur)) continue;
       b.spans[key].push_back({ts, ts + dur, b.intern(str_or(e, "name", "?")), b.intern(str_or(e, "cat", "")), 0});
     } else if (ph == "B") {
       b.open[key].push_back({ts, ts, b.intern(str_or(e, "name", "?")), b.intern(str_or(e, "cat", "")), 0});
@@ -215,7 +221,12 @@ TimeWindow clamp_window(TimeWindow w, TimeWindow bounds) {
 
 TimeWindow zoom_window(TimeWindow w, double anchor_us, double factor, TimeWindow bounds) {
   if (!(factor > 0) || !std::isfinite(factor)) return w;
-  double width = std::clamp(w.width() * factor, 1e-3, bounds.width());
+  // At least 1 ns, and at least 16 steps of a double at the trace's times (a trace in
+  // microseconds since 1970, ~1.7e15, holds them to 0.25 us): a narrower window would
+  // round to zero width.
+  const double magnitude = std::max(std::abs(bounds.t0_us), std::abs(bounds.t1_us));
+  const double min_width = std::max(1e-3, 16 * magnitude * std::numeric_limits<double>::epsilon());
+  double width = std::clamp(w.width() * factor, std::min(min_width, bounds.width()), bounds.width());
   double frac = w.width() > 0 ? (anchor_us - w.t0_us) / w.width() : 0.5;
   frac = std::clamp(frac, 0.0, 1.0);
   TimeWindow z{anchor_us - frac * width, anchor_us - frac * width + width};

@@ -47,7 +47,8 @@ struct TraceModel {
   size_t span_count() const;
 };
 
-// Parses a trace; events that cannot be used are skipped. `warnings` (optional)
+// Parses a trace; events that cannot be used are skipped (among them times beyond
+// +-2^53 us, which a double no longer holds to the microsecond). `warnings` (optional)
 // gets validate_chrome_trace's messages. Throws Error when the top level is
 // neither an event array nor an object with a "traceEvents" array.
 TraceModel trace_from_json(const nlohmann::json& j, std::vector<std::string>* warnings = nullptr);
@@ -60,7 +61,8 @@ struct TimeWindow {
 // The whole trace, with a little margin; a 1 us window for an empty trace.
 TimeWindow full_window(const TraceModel& m);
 // Zoom by `factor` (< 1 zooms in) keeping `anchor_us` under the cursor; the
-// window stays inside `bounds` and at least 1 ns wide.
+// window stays inside `bounds` and at least 1 ns wide (wider at times so large that
+// a double cannot split 1 ns: at least 16 of its steps there).
 TimeWindow zoom_window(TimeWindow w, double anchor_us, double factor, TimeWindow bounds);
 // Shift by delta_us, clamped to `bounds`.
 TimeWindow pan_window(TimeWindow w, double delta_us, TimeWindow bounds);
