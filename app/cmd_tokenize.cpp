@@ -58,10 +58,10 @@ int run_tokenize(const TokenizeArgs& a) {
 MOEBENCH_COMMAND(tokenize, "Encode text to token ids (JSON) or decode ids to text with a tokenizer.json",
                  [](CLI::App& sub) {
                    auto args = std::make_shared<TokenizeArgs>();
-                   sub.add_option("--tokenizer", args->tokenizer, "HF tokenizer.json (BPE, SentencePiece style)")
+                   sub.add_option("--tokenizer", args->tokenizer, "HF tokenizer.json (SentencePiece or byte-level BPE)")
                        ->required();
                    auto* text = sub.add_option("--text", args->text, "text to encode");
-                   sub.add_flag("--no-bos", args->no_bos, "do not prepend the BOS token");
+                   sub.add_flag("--no-bos", args->no_bos, "do not prepend the BOS token (byte-level files have none)");
                    auto* dec = sub.add_flag("--decode", args->decode, "decode --ids to text instead");
                    auto* ids = sub.add_option("--ids", args->ids, "comma-separated ids to decode, e.g. \"1,415,8814\"");
                    sub.add_flag("--keep-special", args->keep_special, "with --decode: print special tokens too");

@@ -1,9 +1,15 @@
-// tokenizer.cpp: loading an HF tokenizer.json (BPE model) and SentencePiece-BPE
-// encode/decode. The merge loop is SentencePiece's: a doubly linked list of symbols
-// and a min-heap of candidate pairs keyed by (rank, left position); stale heap
-// entries are skipped when popped. O(n log n) in the number of characters.
+// tokenizer.cpp: loading an HF tokenizer.json (BPE model) and its encode/decode, in two
+// kinds: SentencePiece BPE (Llama / Mistral files: "▁" for spaces, <0xNN> byte fallback,
+// merges over the whole text) and byte-level BPE (Qwen2 / Qwen3 files: added tokens split
+// out, NFC, the Qwen pre-tokenizer pattern, each piece's UTF-8 bytes as GPT-2's byte
+// characters, merges within a piece). The merge loop is SentencePiece's (HF's BPE is the
+// same): a doubly linked list of symbols and a min-heap of candidate pairs keyed by
+// (rank, left position); stale heap entries are skipped when popped. O(n log n) in the
+// number of characters.
 #include "engine/tokenizer.h"
 
+#include <algorithm>
+#include <array>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <queue>
@@ -11,6 +17,7 @@
 
 #include "common/error.h"
 #include "common/log.h"
+#include "engine/unicode.h"
 
 namespace moebench {
 namespace {
@@ -73,6 +80,132 @@ bool valid_utf8(const std::string& s) {
   return true;
 }
 
+// GPT-2's bytes as characters: the printable Latin-1 bytes (! to ~, ¡ to ¬, ® to ÿ) stand
+// for themselves, the other 68 (controls, space, DEL to NBSP, soft hyphen) for U+0100 on,
+// in byte order.
+const std::array<char32_t, 256>& byte_chars() {
+  static const std::array<char32_t, 256> table = [] {
+    std::array<char32_t, 256> t{};
+    char32_t next = 0x100;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      t[static_cast<size_t>(b)] = printable ? static_cast<char32_t>(b) : next++;
+    }
+    return t;
+  }();
+  return table;
+}
+
+// The byte a byte character stands for, or -1.
+int char_byte(char32_t c) {
+  static const std::array<int16_t, 0x144> inverse = [] {
+    std::array<int16_t, 0x144> t;
+    t.fill(-1);
+    for (int b = 0; b < 256; ++b) t[byte_chars()[static_cast<size_t>(b)]] = static_cast<int16_t>(b);
+    return t;
+  }();
+  return c < inverse.size() ? inverse[c] : -1;
+}
+
+// The Qwen2 / Qwen3 pre-tokenizer (a Split, behavior Isolated, on this pattern; HF runs it
+// with Oniguruma, the reference implementation as a JavaScript RegExp rewritten to the
+// same classes):
+constexpr std::string_view kQwenPattern =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+// The end of the pattern's match at i (leftmost-first alternation, greedy quantifiers with
+// backtracking, worked out per alternative). Every code point starts some alternative, so
+// the pieces cover the text.
+size_t qwen_match_end(const std::u32string& s, size_t i) {
+  using unicode::is_letter, unicode::is_number, unicode::is_space;
+  const size_t n = s.size();
+  auto newline = [](char32_t c) { return c == U'\r' || c == U'\n'; };
+  auto lower = [](char32_t c) { return c >= U'A' && c <= U'Z' ? c + 32 : c; };  // ASCII only, as (?i:) runs there
+  auto other = [&](char32_t c) { return !is_space(c) && !is_letter(c) && !is_number(c); };  // [^\s\p{L}\p{N}]
+  auto letters_from = [&](size_t j) {
+    while (j < n && is_letter(s[j])) ++j;
+    return j;
+  };
+  auto space_run_end = [&](size_t j) {
+    while (j < n && is_space(s[j])) ++j;
+    return j;
+  };
+  // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+  if (s[i] == U'\'' && i + 1 < n) {
+    const char32_t a = lower(s[i + 1]);
+    if (a == U's' || a == U't' || a == U'm' || a == U'd') return i + 2;
+    if (i + 2 < n) {
+      const char32_t b = lower(s[i + 2]);
+      if ((a == U'r' && b == U'e') || (a == U'v' && b == U'e') || (a == U'l' && b == U'l')) return i + 3;
+    }
+  }
+  // [^\r\n\p{L}\p{N}]?\p{L}+
+  if (!newline(s[i]) && !is_letter(s[i]) && !is_number(s[i]) && i + 1 < n && is_letter(s[i + 1])) return letters_from(i + 1);
+  if (is_letter(s[i])) return letters_from(i);
+  // \p{N}
+  if (is_number(s[i])) return i + 1;
+  // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
+  {
+    size_t j = i;
+    if (s[j] == U' ' && j + 1 < n && other(s[j + 1])) ++j;
+    if (other(s[j])) {
+      while (j < n && other(s[j])) ++j;
+      while (j < n && newline(s[j])) ++j;
+      return j;
+    }
+  }
+  // s[i] is white space from here on.
+  const size_t run = space_run_end(i);
+  // \s*[\r\n]+: through the run's last line break.
+  for (size_t p = run; p > i; --p)
+    if (newline(s[p - 1])) return p;
+  // \s+(?!\S): the run, less its last character when a non-space follows.
+  if (run == n) return run;
+  if (run - 1 > i) return run - 1;
+  // \s+
+  return run;
+}
+
+// UTF-8 with each maximal ill-formed subpart replaced by U+FFFD (Rust's from_utf8_lossy,
+// a TextDecoder's replacement: what HF's ByteLevel decoder gives).
+std::string utf8_lossy(const std::string& b) {
+  std::string out;
+  out.reserve(b.size());
+  const size_t n = b.size();
+  auto at = [&](size_t k) { return static_cast<unsigned char>(b[k]); };
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = at(i);
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range (Unicode Table 3-7)
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) len = 3;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    size_t k = 1;
+    if (len > 0) {
+      for (; k < len && i + k < n; ++k) {
+        const unsigned char d = at(i + k);
+        if (k == 1 ? (d < lo || d > hi) : (d & 0xC0) != 0x80) break;
+      }
+    }
+    if (len > 0 && k == len) {
+      out.append(b, i, len);
+    } else {
+      out += "\xEF\xBF\xBD";
+    }
+    i += std::max<size_t>(k, 1);
+  }
+  return out;
+}
+
 // Reads the parts of tokenizer.json and reports problems as "<file>: <field>: <what>".
 struct Reader {
   const std::string& src;
@@ -125,7 +258,11 @@ json parse_json_text(const std::string& text, const std::string& src) {
   }
 }
 
+thread_local uint64_t t_pair_lookups = 0;
+
 }  // namespace
+
+uint64_t Tokenizer::pair_lookups_on_this_thread() { return t_pair_lookups; }
 
 Tokenizer Tokenizer::load(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -140,7 +277,13 @@ Tokenizer Tokenizer::load(const std::string& path) {
 // one part of tokenizer.json into the tokenizer and reports problems through Reader.
 struct TokenizerLoader {
   using IdToPiece = std::unordered_map<int32_t, std::string>;
-  using AddedTokens = std::vector<std::pair<int32_t, bool>>;  // (id, special)
+  struct Added {
+    int32_t id;
+    bool special;
+    std::string content, field;
+    bool normalized, lstrip, rstrip, single_word;
+  };
+  using AddedTokens = std::vector<Added>;
   const Reader& r;
   Tokenizer& t;
 
@@ -190,13 +333,18 @@ struct TokenizerLoader {
       const int32_t id = r.token_id(r.need(a, "id", field + ".id"), field + ".id");
       const std::string content = r.need_string(a, "content", field + ".content");
       const bool special = r.opt_bool(a, "special", false, field + ".special");
+      // HF's default: special tokens are matched in the raw text, others after normalizing.
+      const bool normalized = r.opt_bool(a, "normalized", !special, field + ".normalized");
+      const bool lstrip = r.opt_bool(a, "lstrip", false, field + ".lstrip");
+      const bool rstrip = r.opt_bool(a, "rstrip", false, field + ".rstrip");
+      const bool single_word = r.opt_bool(a, "single_word", false, field + ".single_word");
       auto [pos, fresh] = by_id.emplace(id, content);
       if (!fresh && pos->second != content)
         r.bad(field, fmt::format("id {} is \"{}\" here but \"{}\" in model.vocab", id, content, pos->second));
       auto [ppos, pfresh] = t.piece_to_id_.emplace(content, id);
       if (!pfresh && ppos->second != id)
         r.bad(field, fmt::format("\"{}\" has id {} here but {} elsewhere", content, id, ppos->second));
-      added.emplace_back(id, special);
+      added.push_back({id, special, content, field, normalized, lstrip, rstrip, single_word});
     }
     return added;
   }
@@ -210,7 +358,7 @@ struct TokenizerLoader {
     t.pieces_.resize(n);
     for (auto& [id, piece] : by_id) t.pieces_[id] = std::move(piece);
     t.special_.assign(n, 0);
-    for (auto [id, special] : added) t.special_[id] = special ? 1 : 0;
+    for (const Added& a : added) t.special_[a.id] = a.special ? 1 : 0;
     t.byte_value_.assign(n, -1);
     int n_byte_tokens = 0;
     for (size_t id = 0; id < n; ++id) {
@@ -274,8 +422,10 @@ struct TokenizerLoader {
           r.need_string(nz, "content", field + ".content") != kMeta)
         r.bad(field, "expected Replace of \" \" by \"\u2581\"");
       t.spaces_to_meta_ = true;
+    } else if (nt == "NFC") {
+      t.nfc_ = true;
     } else {
-      r.bad(field + ".type", fmt::format("expected Prepend or Replace (Llama/Mistral normalizers), found \"{}\"", nt));
+      r.bad(field + ".type", fmt::format("expected Prepend or Replace (Llama/Mistral normalizers) or NFC (Qwen), found \"{}\"", nt));
     }
   }
 
@@ -283,6 +433,7 @@ struct TokenizerLoader {
     t.add_dummy_prefix_ = false;
     t.spaces_to_meta_ = false;
     t.prefix_if_absent_only_ = false;
+    t.nfc_ = false;
     auto it = root.find("normalizer");
     if (it == root.end() || it->is_null()) return;
     if (it->is_object() && it->value("type", "") == "Sequence") {
@@ -299,7 +450,11 @@ struct TokenizerLoader {
     if (it == root.end() || it->is_null()) return;
     if (!it->is_object()) r.bad("pre_tokenizer", fmt::format("expected null or an object, found {}", it->type_name()));
     const std::string pt = r.need_string(*it, "type", "pre_tokenizer.type");
-    if (pt != "Metaspace") r.bad("pre_tokenizer.type", fmt::format("expected null or \"Metaspace\", found \"{}\"", pt));
+    if (pt == "Sequence") return byte_level_pre_tokenizer(*it);
+    if (pt != "Metaspace")
+      r.bad("pre_tokenizer.type",
+            fmt::format("expected null, \"Metaspace\" (Llama/Mistral) or the Sequence of Split and ByteLevel that Qwen2 "
+                        "and Qwen3 files have, found \"{}\"", pt));
     if (r.need_string(*it, "replacement", "pre_tokenizer.replacement") != kMeta)
       r.bad("pre_tokenizer.replacement", "expected \"\u2581\"");
     if (r.opt_bool(*it, "split", true, "pre_tokenizer.split"))
@@ -317,8 +472,69 @@ struct TokenizerLoader {
     t.prefix_if_absent_only_ = true;  // Metaspace does not prepend to text already starting with "▁"
   }
 
+  // Qwen2 / Qwen3: Sequence [Split(the Qwen pattern, Isolated), ByteLevel(no prefix space,
+  // no regex of its own)]. Other byte-level pre-tokenizers (GPT-2's ByteLevel with its own
+  // pattern, other Split patterns) are refused by name.
+  void byte_level_pre_tokenizer(const json& seq) {
+    const std::string f = "pre_tokenizer.pretokenizers";
+    const json& list = r.need_array(seq, "pretokenizers", f);
+    auto expect = [&](bool ok, const std::string& field, const std::string& what) {
+      if (!ok) r.bad(field, "expected " + what + " (the Qwen2/Qwen3 byte-level pre-tokenizer; no other Sequence is supported)");
+    };
+    expect(list.size() == 2, f, "two pre-tokenizers, Split then ByteLevel");
+    const json& split = list[0];
+    const json& bl = list[1];
+    expect(split.is_object() && split.value("type", "") == "Split", f + "[0].type", "\"Split\"");
+    const json& pat = r.need_object(split, "pattern", f + "[0].pattern");
+    auto rx = pat.find("Regex");
+    expect(rx != pat.end() && rx->is_string() && rx->get<std::string>() == kQwenPattern, f + "[0].pattern.Regex",
+           "the Qwen pattern");
+    expect(split.value("behavior", "") == "Isolated", f + "[0].behavior", "\"Isolated\"");
+    expect(!r.opt_bool(split, "invert", false, f + "[0].invert"), f + "[0].invert", "false");
+    expect(bl.is_object() && bl.value("type", "") == "ByteLevel", f + "[1].type", "\"ByteLevel\"");
+    expect(!r.opt_bool(bl, "add_prefix_space", true, f + "[1].add_prefix_space"), f + "[1].add_prefix_space", "false");
+    expect(!r.opt_bool(bl, "use_regex", true, f + "[1].use_regex"), f + "[1].use_regex", "false");
+    t.byte_level_ = true;
+  }
+
+  // Byte-level files: every byte's character in the vocabulary, a ByteLevel decoder and no
+  // post-processor that adds tokens, added tokens matched as HF matches Qwen's (none strips
+  // spaces or needs a whole word, none is matched after normalizing).
+  void byte_level_parts(const json& root, const AddedTokens& added) {
+    if (t.byte_fallback_) r.bad("model.byte_fallback", "expected false in a byte-level file (every byte is a character)");
+    for (int b = 0; b < 256; ++b) {
+      std::string ch;
+      unicode::append_utf8(ch, byte_chars()[static_cast<size_t>(b)]);
+      const int32_t id = t.token_id(ch);
+      if (id < 0) r.bad("model.vocab", fmt::format("has no token \"{}\" for byte 0x{:02X} (a byte-level vocabulary has all 256)", ch, b));
+      t.byte_symbol_ids_[b] = id;
+    }
+    for (const char* part : {"decoder", "post_processor"}) {
+      auto it = root.find(part);
+      if (it == root.end() || it->is_null()) continue;
+      if (!it->is_object() || it->value("type", "") != "ByteLevel")
+        r.bad(part, fmt::format("expected null or ByteLevel in a byte-level file, found {}", it->dump().substr(0, 80)));
+    }
+    for (const Added& a : added) {
+      if (a.lstrip || a.rstrip || a.single_word)
+        r.bad(a.field, "lstrip, rstrip and single_word must be false (their matching is not implemented)");
+      if (a.normalized) r.bad(a.field + ".normalized", "expected false: added tokens are matched in the raw text");
+      if (a.content.empty()) r.bad(a.field + ".content", "expected a non-empty string");
+      t.added_texts_.push_back({a.content, a.id});
+    }
+    // Longest first, so the first that matches at a position is the longest there.
+    std::stable_sort(t.added_texts_.begin(), t.added_texts_.end(),
+                     [](const Tokenizer::AddedText& x, const Tokenizer::AddedText& y) { return x.content.size() > y.content.size(); });
+  }
+
   // ---- special tokens ----
   void special_tokens(const json& model) {
+    if (t.byte_level_) {  // no BOS (nothing adds one), no unknown token (every byte is one)
+      if (auto unk = model.find("unk_token"); unk != model.end() && !unk->is_null())
+        r.bad("model.unk_token", "expected null in a byte-level file");
+      t.eos_id_ = t.token_id("<|endoftext|>");
+      return;
+    }
     auto unk = model.find("unk_token");
     if (unk != model.end() && !unk->is_null()) {
       if (!unk->is_string()) r.bad("model.unk_token", fmt::format("expected a string, found {}", unk->type_name()));
@@ -350,11 +566,13 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
     load.merges(model, src);
     load.normalizer(root);
     load.pre_tokenizer(root);
+    if (t.byte_level_) load.byte_level_parts(root, added);
     load.special_tokens(model);
   } catch (const json::exception& e) {  // a shape the checks above missed
     fail("{}: unexpected layout: {}", src, one_line(e.what()));
   }
-  log::debug("{}: {} tokens, {} merges, byte_fallback {}", src, t.pieces_.size(), t.merges_.size(), t.byte_fallback_);
+  log::debug("{}: {} tokens, {} merges, {}", src, t.pieces_.size(), t.merges_.size(),
+             t.byte_level_ ? "byte-level" : fmt::format("byte_fallback {}", t.byte_fallback_));
   return t;
 }
 
@@ -412,6 +630,7 @@ void Tokenizer::apply_merges(std::vector<int32_t>& ids) const {
   auto consider = [&](int l) {
     if (l < 0 || next[l] < 0) return;
     const int rr = next[l];
+    ++t_pair_lookups;
     auto it = merges_.find(pair_key(ids[l], ids[rr]));
     if (it != merges_.end()) heap.push({it->second.rank, l, rr, ids[l], ids[rr], it->second.result});
   };
@@ -435,8 +654,12 @@ void Tokenizer::apply_merges(std::vector<int32_t>& ids) const {
 
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
   std::vector<int32_t> out;
-  if (add_bos) out.push_back(bos_id_);
+  if (add_bos && bos_id_ >= 0) out.push_back(bos_id_);
   if (text.empty()) return out;
+  if (byte_level_) {
+    encode_byte_level(text, out);
+    return out;
+  }
 
   std::string s;
   s.reserve(text.size() + 16);
@@ -460,7 +683,75 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) co
   return out;
 }
 
+void Tokenizer::encode_byte_level_piece(std::string_view bytes, std::vector<int32_t>& out) const {
+  std::vector<int32_t> ids;
+  ids.reserve(bytes.size());
+  for (char c : bytes) ids.push_back(byte_symbol_ids_[static_cast<unsigned char>(c)]);
+  apply_merges(ids);
+  out.insert(out.end(), ids.begin(), ids.end());
+}
+
+void Tokenizer::encode_byte_level(const std::string& text, std::vector<int32_t>& out) const {
+  // Added tokens first, in the raw text: at each position the longest that starts there.
+  size_t seg = 0;  // start of the text not yet encoded
+  auto encode_text = [&](size_t from, size_t to) {
+    if (from == to) return;
+    std::u32string cps = unicode::decode_utf8(std::string_view(text).substr(from, to - from), "text to encode");
+    if (nfc_) cps = unicode::nfc(cps);
+    std::string piece;
+    for (size_t i = 0; i < cps.size();) {
+      const size_t end = qwen_match_end(cps, i);
+      piece.clear();
+      for (size_t k = i; k < end; ++k) unicode::append_utf8(piece, cps[k]);
+      encode_byte_level_piece(piece, out);
+      i = end;
+    }
+  };
+  for (size_t i = 0; i < text.size();) {
+    const AddedText* hit = nullptr;
+    for (const AddedText& a : added_texts_)
+      if (text.compare(i, a.content.size(), a.content) == 0) {
+        hit = &a;
+        break;
+      }
+    if (!hit) {
+      ++i;
+      continue;
+    }
+    encode_text(seg, i);
+    out.push_back(hit->id);
+    i += hit->content.size();
+    seg = i;
+  }
+  encode_text(seg, text.size());
+}
+
+std::string Tokenizer::decode_byte_level(const std::vector<int32_t>& ids, bool skip_special) const {
+  // Each token's characters back to bytes (a token with a character that is no byte's, an
+  // added token such as "<|im_start|>" may have one, gives its own UTF-8), then UTF-8.
+  std::string bytes;
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_size()) fail("decode: token id {} out of range [0, {})", id, vocab_size());
+    if (skip_special && special_[id]) continue;
+    const std::string& p = pieces_[id];
+    std::u32string cps = unicode::decode_utf8(p, fmt::format("token {}", id));
+    std::string mapped;
+    bool all_bytes = true;
+    for (char32_t c : cps) {
+      const int b = char_byte(c);
+      if (b < 0) {
+        all_bytes = false;
+        break;
+      }
+      mapped.push_back(static_cast<char>(b));
+    }
+    bytes += all_bytes ? mapped : p;
+  }
+  return utf8_lossy(bytes);
+}
+
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  if (byte_level_) return decode_byte_level(ids, skip_special);
   std::string out, bytes;
   auto flush_bytes = [&] {
     if (bytes.empty()) return;

@@ -1,6 +1,7 @@
-// fuzz_tokenizer.cpp: fuzz target for tokenizer.json. An accepted tokenizer must
-// encode a few fixed texts (ASCII, spaces, multi-byte, invalid UTF-8) into ids
-// inside its vocabulary and decode them, and decode every id of a small vocabulary.
+// fuzz_tokenizer.cpp: fuzz target for tokenizer.json (SentencePiece and byte-level BPE). An
+// accepted tokenizer must encode a few fixed texts (ASCII, spaces, multi-byte, invalid
+// UTF-8) into ids inside its vocabulary and decode them (a byte-level one back to the
+// text), and decode every id of a small vocabulary.
 #include <string>
 #include <vector>
 
@@ -28,6 +29,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       for (int32_t id : ids)
         fuzz::check(id >= 0 && id < vocab, "encode gave id " + std::to_string(id) + " of " + std::to_string(vocab));
       t.decode(ids, true);
+      // Byte-level: every byte is a token, so valid UTF-8 (these texts are already NFC) comes back.
+      if (t.byte_level()) fuzz::check(t.decode(ids, false) == s, std::string("byte-level round trip of \"") + s + "\"");
       t.decode(ids, false);
     }
     std::vector<int32_t> all;

@@ -97,6 +97,16 @@ def seeds_tokenizer():
         "pre_tokenizer": None,
         "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "fuse_unk": True, "byte_fallback": False,
                   "vocab": tiny_vocab, "merges": ["\u2581 a", "a b", "\u2581a b"]}}, ensure_ascii=False))
+    # Byte-level BPE (Qwen): the Qwen3 fixture with its first 200 merges, three added tokens.
+    q = json.load(open(os.path.join(ROOT, "tests/fixtures/qwen3/tokenizer.json")))
+    merges = q["model"]["merges"][:200]
+    keep = {p for p, i in q["model"]["vocab"].items() if i < 256}  # the byte characters come first
+    keep |= {a + b for a, b in merges}
+    pieces = sorted(keep, key=lambda p: q["model"]["vocab"][p])
+    vocab = {p: i for i, p in enumerate(pieces)}
+    added = [dict(a, id=len(vocab) + k) for k, a in enumerate(q["added_tokens"][:2] + q["added_tokens"][-2:])]
+    put("tokenizer", "qwen_small.json", json.dumps(dict(q, added_tokens=added, model=dict(q["model"], vocab=vocab, merges=merges)),
+                                                   ensure_ascii=False))
 
 
 def seeds_suite():
