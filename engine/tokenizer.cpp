@@ -55,31 +55,6 @@ size_t utf8_char_len(std::string_view s, size_t i) {
   return n;
 }
 
-// Strict UTF-8 check (no overlongs, surrogates or code points above U+10FFFF).
-bool valid_utf8(const std::string& s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n;
-    uint32_t cp;
-    if (c < 0x80) { ++i; continue; }
-    if ((c >> 5) == 0x6) { n = 2; cp = c & 0x1F; }
-    else if ((c >> 4) == 0xE) { n = 3; cp = c & 0x0F; }
-    else if ((c >> 3) == 0x1E) { n = 4; cp = c & 0x07; }
-    else return false;
-    if (i + n > s.size()) return false;
-    for (size_t k = 1; k < n; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (d & 0x3F);
-    }
-    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000)) return false;
-    if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return false;
-    i += n;
-  }
-  return true;
-}
-
 // GPT-2's bytes as characters: the printable Latin-1 bytes (! to ~, ¡ to ¬, ® to ÿ) stand
 // for themselves, the other 68 (controls, space, DEL to NBSP, soft hyphen) for U+0100 on,
 // in byte order.
@@ -164,46 +139,6 @@ size_t qwen_match_end(const std::u32string& s, size_t i) {
   if (run - 1 > i) return run - 1;
   // \s+
   return run;
-}
-
-// UTF-8 with each maximal ill-formed subpart replaced by U+FFFD (Rust's from_utf8_lossy,
-// a TextDecoder's replacement: what HF's ByteLevel decoder gives).
-std::string utf8_lossy(const std::string& b) {
-  std::string out;
-  out.reserve(b.size());
-  const size_t n = b.size();
-  auto at = [&](size_t k) { return static_cast<unsigned char>(b[k]); };
-  for (size_t i = 0; i < n;) {
-    const unsigned char c = at(i);
-    if (c < 0x80) {
-      out.push_back(static_cast<char>(c));
-      ++i;
-      continue;
-    }
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range (Unicode Table 3-7)
-    if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c == 0xE0) len = 3, lo = 0xA0;
-    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) len = 3;
-    else if (c == 0xED) len = 3, hi = 0x9F;
-    else if (c == 0xF0) len = 4, lo = 0x90;
-    else if (c >= 0xF1 && c <= 0xF3) len = 4;
-    else if (c == 0xF4) len = 4, hi = 0x8F;
-    size_t k = 1;
-    if (len > 0) {
-      for (; k < len && i + k < n; ++k) {
-        const unsigned char d = at(i + k);
-        if (k == 1 ? (d < lo || d > hi) : (d & 0xC0) != 0x80) break;
-      }
-    }
-    if (len > 0 && k == len) {
-      out.append(b, i, len);
-    } else {
-      out += "\xEF\xBF\xBD";
-    }
-    i += std::max<size_t>(k, 1);
-  }
-  return out;
 }
 
 // Reads the parts of tokenizer.json and reports problems as "<file>: <field>: <what>".
@@ -747,7 +682,7 @@ std::string Tokenizer::decode_byte_level(const std::vector<int32_t>& ids, bool s
     }
     bytes += all_bytes ? mapped : p;
   }
-  return utf8_lossy(bytes);
+  return unicode::replace_ill_formed_utf8(bytes);
 }
 
 std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
@@ -755,7 +690,7 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
   std::string out, bytes;
   auto flush_bytes = [&] {
     if (bytes.empty()) return;
-    if (valid_utf8(bytes)) {
+    if (unicode::is_valid_utf8(bytes)) {
       out += bytes;
     } else {
       for (size_t k = 0; k < bytes.size(); ++k) out += "\xEF\xBF\xBD";  // U+FFFD per byte, as HF

@@ -68,31 +68,116 @@ char32_t compose(char32_t a, char32_t b) {
   return it != end && it->first == a && it->second == b ? it->composed : 0;
 }
 
+// One code point of s at i, or what is wrong there: the rule decode_utf8 and is_valid_utf8
+// share (no overlongs, surrogates or code points above U+10FFFF).
+struct Utf8Step {
+  enum Problem { none, bad_lead, cut_short, bad_continuation, not_scalar } problem = none;
+  size_t len = 0;      // bytes of the code point (problem none)
+  char32_t cp = 0;
+  size_t at = 0;       // the offending byte (bad_continuation)
+};
+
+Utf8Step utf8_step(std::string_view s, size_t i) {
+  Utf8Step r;
+  const auto c = static_cast<unsigned char>(s[i]);
+  if (c < 0x80) {
+    r.len = 1;
+    r.cp = c;
+    return r;
+  }
+  size_t n;
+  char32_t cp;
+  if ((c >> 5) == 0x6) { n = 2; cp = c & 0x1F; }
+  else if ((c >> 4) == 0xE) { n = 3; cp = c & 0x0F; }
+  else if ((c >> 3) == 0x1E) { n = 4; cp = c & 0x07; }
+  else { r.problem = Utf8Step::bad_lead; return r; }
+  if (i + n > s.size()) { r.problem = Utf8Step::cut_short; return r; }
+  for (size_t k = 1; k < n; ++k) {
+    const auto d = static_cast<unsigned char>(s[i + k]);
+    if ((d & 0xC0) != 0x80) {
+      r.problem = Utf8Step::bad_continuation;
+      r.at = i + k;
+      return r;
+    }
+    cp = (cp << 6) | (d & 0x3F);
+  }
+  if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
+      (cp >= 0xD800 && cp <= 0xDFFF)) {
+    r.problem = Utf8Step::not_scalar;
+    return r;
+  }
+  r.len = n;
+  r.cp = cp;
+  return r;
+}
+
 }  // namespace
 
 std::u32string decode_utf8(std::string_view s, const std::string& what) {
   std::u32string out;
   out.reserve(s.size());
   for (size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    size_t n;
-    char32_t cp;
-    if (c < 0x80) { out.push_back(c); ++i; continue; }
-    if ((c >> 5) == 0x6) { n = 2; cp = c & 0x1F; }
-    else if ((c >> 4) == 0xE) { n = 3; cp = c & 0x0F; }
-    else if ((c >> 3) == 0x1E) { n = 4; cp = c & 0x07; }
-    else fail("{}: not valid UTF-8 at byte {} (0x{:02X})", what, i, c);
-    if (i + n > s.size()) fail("{}: not valid UTF-8 at byte {} (a sequence cut short by the end)", what, i);
-    for (size_t k = 1; k < n; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + k]);
-      if ((d & 0xC0) != 0x80) fail("{}: not valid UTF-8 at byte {} (0x{:02X} inside a sequence)", what, i + k, d);
-      cp = (cp << 6) | (d & 0x3F);
+    const Utf8Step st = utf8_step(s, i);
+    switch (st.problem) {
+      case Utf8Step::none: break;
+      case Utf8Step::bad_lead: fail("{}: not valid UTF-8 at byte {} (0x{:02X})", what, i, static_cast<unsigned char>(s[i]));
+      case Utf8Step::cut_short: fail("{}: not valid UTF-8 at byte {} (a sequence cut short by the end)", what, i);
+      case Utf8Step::bad_continuation:
+        fail("{}: not valid UTF-8 at byte {} (0x{:02X} inside a sequence)", what, st.at, static_cast<unsigned char>(s[st.at]));
+      case Utf8Step::not_scalar:
+        fail("{}: not valid UTF-8 at byte {} (an overlong form, a surrogate or beyond U+10FFFF)", what, i);
     }
-    if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF))
-      fail("{}: not valid UTF-8 at byte {} (an overlong form, a surrogate or beyond U+10FFFF)", what, i);
-    out.push_back(cp);
-    i += n;
+    out.push_back(st.cp);
+    i += st.len;
+  }
+  return out;
+}
+
+bool is_valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const Utf8Step st = utf8_step(s, i);
+    if (st.problem != Utf8Step::none) return false;
+    i += st.len;
+  }
+  return true;
+}
+
+// Maximal subparts: a lead byte and as many following bytes as could still begin a
+// well-formed sequence (the second byte's range depends on the lead, Unicode Table 3-7).
+std::string replace_ill_formed_utf8(std::string_view b) {
+  std::string out;
+  out.reserve(b.size());
+  const size_t n = b.size();
+  auto at = [&](size_t k) { return static_cast<unsigned char>(b[k]); };
+  for (size_t i = 0; i < n;) {
+    const unsigned char c = at(i);
+    if (c < 0x80) {
+      out.push_back(static_cast<char>(c));
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;  // the second byte's range
+    if (c >= 0xC2 && c <= 0xDF) len = 2;
+    else if (c == 0xE0) len = 3, lo = 0xA0;
+    else if ((c >= 0xE1 && c <= 0xEC) || c == 0xEE || c == 0xEF) len = 3;
+    else if (c == 0xED) len = 3, hi = 0x9F;
+    else if (c == 0xF0) len = 4, lo = 0x90;
+    else if (c >= 0xF1 && c <= 0xF3) len = 4;
+    else if (c == 0xF4) len = 4, hi = 0x8F;
+    size_t k = 1;
+    if (len > 0) {
+      for (; k < len && i + k < n; ++k) {
+        const unsigned char d = at(i + k);
+        if (k == 1 ? (d < lo || d > hi) : (d & 0xC0) != 0x80) break;
+      }
+    }
+    if (len > 0 && k == len) {
+      out.append(b.substr(i, len));
+    } else {
+      out += "\xEF\xBF\xBD";
+    }
+    i += k;
   }
   return out;
 }

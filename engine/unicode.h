@@ -14,6 +14,11 @@ namespace moebench::unicode {
 // Code points of valid UTF-8; invalid input (overlongs, surrogates, > U+10FFFF, cut
 // sequences) is an Error naming `what` and the byte offset.
 std::u32string decode_utf8(std::string_view s, const std::string& what);
+// The same rule as decode_utf8, as a yes or no.
+bool is_valid_utf8(std::string_view s);
+// The bytes with each maximal ill-formed part of their UTF-8 replaced by U+FFFD (Rust's
+// from_utf8_lossy, a TextDecoder's replacement; what HF's ByteLevel decoder gives).
+std::string replace_ill_formed_utf8(std::string_view b);
 void append_utf8(std::string& out, char32_t cp);
 std::string encode_utf8(std::u32string_view cps);
 

@@ -387,16 +387,21 @@ struct Reader {
     if (!std::isnan(x) && !(x >= 0 && x <= 1)) bad(path, v, "a rate in [0, 1] (or null)");
     return x;
   }
-  // An array of numbers, each read by `element` (f64 or rate).
-  std::vector<double> f64s(const json& v, const std::string& path,
-                           double (Reader::*element)(const json&, const std::string&) const = &Reader::f64) const {
-    if (!v.is_array()) bad(path, v, element == &Reader::rate ? "an array of rates in [0, 1]" : "an array of numbers");
+  // An array, each element read by `element` (f64 or rate).
+  std::vector<double> doubles(const json& v, const std::string& path, const char* expected,
+                              double (Reader::*element)(const json&, const std::string&) const) const {
+    if (!v.is_array()) bad(path, v, expected);
     std::vector<double> out;
     out.reserve(v.size());
     for (size_t i = 0; i < v.size(); ++i) out.push_back((this->*element)(v[i], fmt::format("{}[{}]", path, i)));
     return out;
   }
-  std::vector<double> rates(const json& v, const std::string& path) const { return f64s(v, path, &Reader::rate); }
+  std::vector<double> f64s(const json& v, const std::string& path) const {
+    return doubles(v, path, "an array of numbers", &Reader::f64);
+  }
+  std::vector<double> rates(const json& v, const std::string& path) const {
+    return doubles(v, path, "an array of rates in [0, 1]", &Reader::rate);
+  }
   std::vector<std::string> strs(const json& v, const std::string& path) const {
     if (!v.is_array()) bad(path, v, "an array of strings");
     std::vector<std::string> out;
