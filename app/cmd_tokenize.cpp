@@ -44,7 +44,10 @@ std::vector<int32_t> parse_ids(const std::string& s) {
 int run_tokenize(const TokenizeArgs& a) {
   const moebench::Tokenizer tok = moebench::Tokenizer::load(a.tokenizer);
   if (a.decode) {
-    const std::string text = tok.decode(parse_ids(a.ids), !a.keep_special);
+    const std::vector<int32_t> ids = parse_ids(a.ids);
+    for (int32_t id : ids)
+      if (id >= tok.vocab_size()) moebench::fail("--ids: token id {} is not in {} ({} tokens)", id, a.tokenizer, tok.vocab_size());
+    const std::string text = tok.decode(ids, !a.keep_special);
     std::fwrite(text.data(), 1, text.size(), stdout);
     std::fputc('\n', stdout);
   } else {
@@ -58,7 +61,7 @@ int run_tokenize(const TokenizeArgs& a) {
 MOEBENCH_COMMAND(tokenize, "Encode text to token ids (JSON) or decode ids to text with a tokenizer.json",
                  [](CLI::App& sub) {
                    auto args = std::make_shared<TokenizeArgs>();
-                   sub.add_option("--tokenizer", args->tokenizer, "HF tokenizer.json (SentencePiece or byte-level BPE)")
+                   sub.add_option("--tokenizer", args->tokenizer, "HF tokenizer.json (SentencePiece BPE, or byte-level BPE in the Qwen or GPT-2 layout)")
                        ->required();
                    auto* text = sub.add_option("--text", args->text, "text to encode");
                    sub.add_flag("--no-bos", args->no_bos, "do not prepend the BOS token (byte-level files have none)");

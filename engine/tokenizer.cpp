@@ -1,11 +1,12 @@
 // tokenizer.cpp: loading an HF tokenizer.json (BPE model) and its encode/decode, in two
 // kinds: SentencePiece BPE (Llama / Mistral files: "▁" for spaces, <0xNN> byte fallback,
-// merges over the whole text) and byte-level BPE (Qwen2 / Qwen3 files: added tokens split
-// out, NFC, the Qwen pre-tokenizer pattern, each piece's UTF-8 bytes as GPT-2's byte
-// characters, merges within a piece). The merge loop is SentencePiece's (HF's BPE is the
-// same): a doubly linked list of symbols and a min-heap of candidate pairs keyed by
-// (rank, left position); stale heap entries are skipped when popped. O(n log n) in the
-// number of characters.
+// merges over each section) and byte-level BPE (Qwen2 / Qwen3 and GPT-2-layout files: NFC
+// where asked, the Qwen or GPT-2 pre-tokenizer pattern, each piece's UTF-8 bytes as GPT-2's
+// byte characters, merges within a piece). Both split added tokens out first, raw then
+// normalized (tokenizer.h). The merge loop is SentencePiece's (HF's BPE is the same): a
+// doubly linked list of symbols and a min-heap of candidate pairs keyed by (rank, left
+// position); stale heap entries are skipped when popped. O(n log n) in the number of
+// characters.
 #include "engine/tokenizer.h"
 
 #include <algorithm>
@@ -53,6 +54,23 @@ size_t utf8_char_len(std::string_view s, size_t i) {
   for (size_t k = 1; k < n; ++k)
     if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return 1;
   return n;
+}
+
+// The length of the White_Space character that starts at s[i] (0: none there, or bytes that
+// are not UTF-8, which SentencePiece text may hold).
+size_t space_len_at(std::string_view s, size_t i) {
+  const size_t len = utf8_char_len(s, i);
+  const std::string_view ch = s.substr(i, len);
+  if (len == 1 ? static_cast<unsigned char>(s[i]) >= 0x80 : !unicode::is_valid_utf8(ch)) return 0;
+  return unicode::is_space(unicode::decode_utf8(ch, "text")[0]) ? len : 0;
+}
+
+// The length of the White_Space character that ends at s[k - 1] (0: none there); k >= 1.
+size_t space_len_before(std::string_view s, size_t k) {
+  size_t start = k - 1;
+  while (start > 0 && k - start < 4 && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+  const size_t len = k - start;
+  return utf8_char_len(s, start) == len && space_len_at(s, start) == len ? len : 0;
 }
 
 // GPT-2's bytes as characters: the printable Latin-1 bytes (! to ~, ¡ to ¬, ® to ÿ) stand
@@ -138,6 +156,40 @@ size_t qwen_match_end(const std::u32string& s, size_t i) {
   if (run == n) return run;
   if (run - 1 > i) return run - 1;
   // \s+
+  return run;
+}
+
+// GPT-2's pre-tokenizer pattern (a ByteLevel pre-tokenizer with use_regex; GPT-NeoX-style
+// files use it too). HF runs it with Oniguruma, where \s is White_Space.
+//   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+// The end of its match at i, worked out per alternative as for the Qwen pattern.
+size_t gpt2_match_end(const std::u32string& s, size_t i) {
+  using unicode::is_letter, unicode::is_number, unicode::is_space;
+  const size_t n = s.size();
+  // 's|'t|'re|'ve|'m|'ll|'d (case-sensitive, unlike Qwen's)
+  if (s[i] == U'\'' && i + 1 < n) {
+    const char32_t a = s[i + 1];
+    if (a == U's' || a == U't' || a == U'm' || a == U'd') return i + 2;
+    if (i + 2 < n) {
+      const char32_t b = s[i + 2];
+      if ((a == U'r' && b == U'e') || (a == U'v' && b == U'e') || (a == U'l' && b == U'l')) return i + 3;
+    }
+  }
+  // ' ?\p{L}+', ' ?\p{N}+', ' ?[^\s\p{L}\p{N}]+': a run of one class, after one optional space.
+  const size_t start = s[i] == U' ' && i + 1 < n && !is_space(s[i + 1]) ? i + 1 : i;
+  for (bool (*cls)(char32_t) : {+[](char32_t c) { return is_letter(c); }, +[](char32_t c) { return is_number(c); },
+                                +[](char32_t c) { return !is_space(c) && !is_letter(c) && !is_number(c); }}) {
+    if (!cls(s[start])) continue;
+    size_t j = start;
+    while (j < n && cls(s[j])) ++j;
+    return j;
+  }
+  // s[i] is white space from here on: \s+(?!\S), the run less its last character when a
+  // non-space follows, else \s+.
+  size_t run = i;
+  while (run < n && is_space(s[run])) ++run;
+  if (run == n) return run;
+  if (run - 1 > i) return run - 1;
   return run;
 }
 
@@ -349,14 +401,14 @@ struct TokenizerLoader {
     if (nt == "Prepend") {
       if (r.need_string(nz, "prepend", field + ".prepend") != kMeta)
         r.bad(field + ".prepend", "expected \"\u2581\"");
-      t.add_dummy_prefix_ = true;
+      t.norm_prepend_ = true;
     } else if (nt == "Replace") {
       const json& pat = r.need_object(nz, "pattern", field + ".pattern");
       auto ps = pat.find("String");
       if (ps == pat.end() || !ps->is_string() || ps->get<std::string>() != " " ||
           r.need_string(nz, "content", field + ".content") != kMeta)
         r.bad(field, "expected Replace of \" \" by \"\u2581\"");
-      t.spaces_to_meta_ = true;
+      t.norm_replace_ = true;
     } else if (nt == "NFC") {
       t.nfc_ = true;
     } else {
@@ -365,10 +417,7 @@ struct TokenizerLoader {
   }
 
   void normalizer(const json& root) {
-    t.add_dummy_prefix_ = false;
-    t.spaces_to_meta_ = false;
-    t.prefix_if_absent_only_ = false;
-    t.nfc_ = false;
+    t.norm_prepend_ = t.norm_replace_ = t.nfc_ = false;
     auto it = root.find("normalizer");
     if (it == root.end() || it->is_null()) return;
     if (it->is_object() && it->value("type", "") == "Sequence") {
@@ -379,37 +428,48 @@ struct TokenizerLoader {
     }
   }
 
-  // Newer Mistral files: normalizer null, Metaspace(replacement "▁", prepend_scheme first, split false).
+  // Newer Mistral files: normalizer null, Metaspace(replacement "▁", prepend_scheme first,
+  // split false). GPT-2-layout files: ByteLevel with its own regex.
   void pre_tokenizer(const json& root) {
     auto it = root.find("pre_tokenizer");
     if (it == root.end() || it->is_null()) return;
     if (!it->is_object()) r.bad("pre_tokenizer", fmt::format("expected null or an object, found {}", it->type_name()));
     const std::string pt = r.need_string(*it, "type", "pre_tokenizer.type");
     if (pt == "Sequence") return byte_level_pre_tokenizer(*it);
+    if (pt == "ByteLevel") return gpt2_pre_tokenizer(*it);
     if (pt != "Metaspace")
       r.bad("pre_tokenizer.type",
-            fmt::format("expected null, \"Metaspace\" (Llama/Mistral) or the Sequence of Split and ByteLevel that Qwen2 "
-                        "and Qwen3 files have, found \"{}\"", pt));
+            fmt::format("expected null, \"Metaspace\" (Llama/Mistral), \"ByteLevel\" (GPT-2's layout) or the Sequence of "
+                        "Split and ByteLevel that Qwen2 and Qwen3 files have, found \"{}\"", pt));
     if (r.need_string(*it, "replacement", "pre_tokenizer.replacement") != kMeta)
       r.bad("pre_tokenizer.replacement", "expected \"\u2581\"");
     if (r.opt_bool(*it, "split", true, "pre_tokenizer.split"))
       r.bad("pre_tokenizer.split", "expected false (splitting into words is not SentencePiece semantics)");
-    bool prepend = r.opt_bool(*it, "add_prefix_space", true, "pre_tokenizer.add_prefix_space");
+    Tokenizer::Prepend prepend = r.opt_bool(*it, "add_prefix_space", true, "pre_tokenizer.add_prefix_space")
+                                     ? Tokenizer::Prepend::always : Tokenizer::Prepend::never;
     if (auto ps = it->find("prepend_scheme"); ps != it->end() && !ps->is_null()) {
-      if (!ps->is_string()) r.bad("pre_tokenizer.prepend_scheme", "expected \"first\", \"always\" or \"never\"");
-      const std::string s = ps->get<std::string>();
-      if (s != "first" && s != "always" && s != "never")
-        r.bad("pre_tokenizer.prepend_scheme", fmt::format("expected \"first\", \"always\" or \"never\", found \"{}\"", s));
-      prepend = s != "never";
+      const std::string s = ps->is_string() ? ps->get<std::string>() : ps->dump();
+      if (s == "first") prepend = Tokenizer::Prepend::first;
+      else if (s == "always") prepend = Tokenizer::Prepend::always;
+      else if (s == "never") prepend = Tokenizer::Prepend::never;
+      else r.bad("pre_tokenizer.prepend_scheme", fmt::format("expected \"first\", \"always\" or \"never\", found {}", s));
     }
-    t.spaces_to_meta_ = true;
-    t.add_dummy_prefix_ = prepend;
-    t.prefix_if_absent_only_ = true;  // Metaspace does not prepend to text already starting with "▁"
+    t.metaspace_ = true;
+    t.metaspace_prepend_ = prepend;
+  }
+
+  // GPT-2's layout: ByteLevel with its own regex, a space before each part when
+  // add_prefix_space is set.
+  void gpt2_pre_tokenizer(const json& bl) {
+    if (!r.opt_bool(bl, "use_regex", true, "pre_tokenizer.use_regex"))
+      r.bad("pre_tokenizer.use_regex", "expected true (a ByteLevel pre-tokenizer alone splits by GPT-2's pattern)");
+    t.prefix_space_ = r.opt_bool(bl, "add_prefix_space", true, "pre_tokenizer.add_prefix_space");
+    t.pattern_ = Tokenizer::Pattern::gpt2;
+    t.byte_level_ = true;
   }
 
   // Qwen2 / Qwen3: Sequence [Split(the Qwen pattern, Isolated), ByteLevel(no prefix space,
-  // no regex of its own)]. Other byte-level pre-tokenizers (GPT-2's ByteLevel with its own
-  // pattern, other Split patterns) are refused by name.
+  // no regex of its own)]. Other Sequences (other Split patterns) are refused by name.
   void byte_level_pre_tokenizer(const json& seq) {
     const std::string f = "pre_tokenizer.pretokenizers";
     const json& list = r.need_array(seq, "pretokenizers", f);
@@ -429,13 +489,13 @@ struct TokenizerLoader {
     expect(bl.is_object() && bl.value("type", "") == "ByteLevel", f + "[1].type", "\"ByteLevel\"");
     expect(!r.opt_bool(bl, "add_prefix_space", true, f + "[1].add_prefix_space"), f + "[1].add_prefix_space", "false");
     expect(!r.opt_bool(bl, "use_regex", true, f + "[1].use_regex"), f + "[1].use_regex", "false");
+    t.pattern_ = Tokenizer::Pattern::qwen;
     t.byte_level_ = true;
   }
 
   // Byte-level files: every byte's character in the vocabulary, a ByteLevel decoder and no
-  // post-processor that adds tokens, added tokens matched as HF matches Qwen's (none strips
-  // spaces or needs a whole word, none is matched after normalizing).
-  void byte_level_parts(const json& root, const AddedTokens& added) {
+  // post-processor that adds tokens.
+  void byte_level_parts(const json& root) {
     if (t.byte_fallback_) r.bad("model.byte_fallback", "expected false in a byte-level file (every byte is a character)");
     for (int b = 0; b < 256; ++b) {
       std::string ch;
@@ -450,16 +510,30 @@ struct TokenizerLoader {
       if (!it->is_object() || it->value("type", "") != "ByteLevel")
         r.bad(part, fmt::format("expected null or ByteLevel in a byte-level file, found {}", it->dump().substr(0, 80)));
     }
+  }
+
+  // Added tokens: those with normalized false are matched in the raw text, the others in
+  // each normalized section, their content normalized the same way (as HF does).
+  void added_sets(const AddedTokens& added) {
     for (const Added& a : added) {
-      if (a.lstrip || a.rstrip || a.single_word)
-        r.bad(a.field, "lstrip, rstrip and single_word must be false (their matching is not implemented)");
-      if (a.normalized) r.bad(a.field + ".normalized", "expected false: added tokens are matched in the raw text");
+      if (a.single_word) r.bad(a.field + ".single_word", "expected false (matching whole words only is not implemented)");
       if (a.content.empty()) r.bad(a.field + ".content", "expected a non-empty string");
-      t.added_texts_.push_back({a.content, a.id});
+      if (!a.normalized) {
+        t.raw_added_.add(a.content, a.id, a.lstrip, a.rstrip);
+        continue;
+      }
+      std::string content = a.content;
+      if (t.byte_level_) {
+        if (!unicode::is_valid_utf8(content)) r.bad(a.field + ".content", "not valid UTF-8");
+        if (t.nfc_) content = unicode::encode_utf8(unicode::nfc(unicode::decode_utf8(content, a.field)));
+      } else {
+        content = t.normalize_sentencepiece(content);
+      }
+      t.normalized_added_.add(std::move(content), a.id, a.lstrip, a.rstrip);
     }
-    // Longest first, so the first that matches at a position is the longest there.
-    std::stable_sort(t.added_texts_.begin(), t.added_texts_.end(),
-                     [](const Tokenizer::AddedText& x, const Tokenizer::AddedText& y) { return x.content.size() > y.content.size(); });
+    t.raw_added_.sort();
+    t.normalized_added_.sort();
+    t.round_trips_ = !t.prefix_space_ && std::none_of(added.begin(), added.end(), [](const Added& a) { return a.lstrip || a.rstrip; });
   }
 
   // ---- special tokens ----
@@ -501,7 +575,8 @@ Tokenizer Tokenizer::from_json_text(const std::string& text, const std::string& 
     load.merges(model, src);
     load.normalizer(root);
     load.pre_tokenizer(root);
-    if (t.byte_level_) load.byte_level_parts(root, added);
+    if (t.byte_level_) load.byte_level_parts(root);
+    load.added_sets(added);
     load.special_tokens(model);
   } catch (const json::exception& e) {  // a shape the checks above missed
     fail("{}: unexpected layout: {}", src, one_line(e.what()));
@@ -587,27 +662,111 @@ void Tokenizer::apply_merges(std::vector<int32_t>& ids) const {
   ids.resize(out);
 }
 
+void Tokenizer::AddedSet::add(std::string content, int32_t id, bool lstrip, bool rstrip) {
+  first_byte[static_cast<unsigned char>(content[0])] = true;
+  tokens.push_back({std::move(content), id, lstrip, rstrip});
+}
+
+void Tokenizer::AddedSet::sort() {
+  // Longest first, so the first that matches at a position is the longest there.
+  std::stable_sort(tokens.begin(), tokens.end(), [](const AddedText& x, const AddedText& y) { return x.content.size() > y.content.size(); });
+}
+
+template <class F>
+void Tokenizer::split_added(std::string_view text, const AddedSet& set, std::vector<int32_t>& out, F&& section) {
+  size_t seg = 0;  // start of the text not yet passed on
+  for (size_t i = 0; i < text.size() && !set.empty();) {
+    const AddedText* hit = nullptr;
+    if (set.first_byte[static_cast<unsigned char>(text[i])])
+      for (const AddedText& a : set.tokens)
+        if (text.compare(i, a.content.size(), a.content) == 0) {
+          hit = &a;
+          break;
+        }
+    if (!hit) {
+      ++i;
+      continue;
+    }
+    size_t before = i;  // the section before ends here
+    if (hit->lstrip)
+      while (before > seg) {
+        const size_t len = space_len_before(text, before);
+        if (len == 0) break;
+        before -= len;
+      }
+    if (before > seg) section(text.substr(seg, before - seg), seg);
+    out.push_back(hit->id);
+    i += hit->content.size();
+    if (hit->rstrip)
+      while (i < text.size()) {
+        const size_t len = space_len_at(text, i);
+        if (len == 0) break;
+        i += len;
+      }
+    seg = i;
+  }
+  if (seg < text.size()) section(text.substr(seg), seg);
+}
+
+std::string Tokenizer::normalize_sentencepiece(std::string_view section) const {
+  std::string s;
+  s.reserve(section.size() + 16);
+  if (norm_prepend_ && !section.empty()) s.append(kMeta);
+  for (char c : section) {
+    if (c == ' ' && norm_replace_) s.append(kMeta);
+    else s.push_back(c);
+  }
+  return s;
+}
+
 std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) const {
   std::vector<int32_t> out;
   if (add_bos && bos_id_ >= 0) out.push_back(bos_id_);
-  if (text.empty()) return out;
+  split_added(text, raw_added_, out, [&](std::string_view section, size_t offset) { encode_section(section, offset, out); });
+  return out;
+}
+
+void Tokenizer::encode_section(std::string_view section, size_t offset, std::vector<int32_t>& out) const {
+  std::string normalized;
   if (byte_level_) {
-    encode_byte_level(text, out);
-    return out;
+    std::u32string cps = unicode::decode_utf8(section, "text to encode");
+    normalized = unicode::encode_utf8(nfc_ ? unicode::nfc(cps) : cps);
+  } else {
+    normalized = normalize_sentencepiece(section);
   }
+  split_added(normalized, normalized_added_, out, [&](std::string_view part, size_t part_offset) {
+    encode_part(part, offset == 0 && part_offset == 0, out);
+  });
+}
 
-  std::string s;
-  s.reserve(text.size() + 16);
-  for (char c : text) {
-    if (c == ' ' && spaces_to_meta_) s.append(kMeta);
-    else s.push_back(c);
+void Tokenizer::encode_part(std::string_view part, bool at_text_start, std::vector<int32_t>& out) const {
+  if (byte_level_) {
+    std::u32string cps = unicode::decode_utf8(part, "text to encode");
+    if (prefix_space_ && cps[0] != U' ') cps.insert(cps.begin(), U' ');
+    std::string piece;
+    for (size_t i = 0; i < cps.size();) {
+      const size_t end = pattern_ == Pattern::qwen ? qwen_match_end(cps, i) : gpt2_match_end(cps, i);
+      piece.clear();
+      for (size_t k = i; k < end; ++k) unicode::append_utf8(piece, cps[k]);
+      encode_byte_level_piece(piece, out);
+      i = end;
+    }
+    return;
   }
-  if (add_dummy_prefix_ && !(prefix_if_absent_only_ && s.starts_with(kMeta))) s.insert(0, kMeta);
-
+  std::string s(part);
+  if (metaspace_) {
+    s.clear();
+    for (char c : part) {
+      if (c == ' ') s.append(kMeta);
+      else s.push_back(c);
+    }
+    const bool prepend = metaspace_prepend_ == Prepend::always || (metaspace_prepend_ == Prepend::first && at_text_start);
+    if (prepend && !s.starts_with(kMeta)) s.insert(0, kMeta);
+  }
   if (ignore_merges_) {
     if (auto it = piece_to_id_.find(s); it != piece_to_id_.end()) {
       out.push_back(it->second);
-      return out;
+      return;
     }
   }
   std::vector<int32_t> ids;
@@ -615,10 +774,17 @@ std::vector<int32_t> Tokenizer::encode(const std::string& text, bool add_bos) co
   initial_symbols(s, ids);
   apply_merges(ids);
   out.insert(out.end(), ids.begin(), ids.end());
-  return out;
 }
 
 void Tokenizer::encode_byte_level_piece(std::string_view bytes, std::vector<int32_t>& out) const {
+  if (ignore_merges_) {  // a piece that is a token as a whole is that token
+    std::string chars;
+    for (char c : bytes) unicode::append_utf8(chars, byte_chars()[static_cast<unsigned char>(c)]);
+    if (auto it = piece_to_id_.find(chars); it != piece_to_id_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
   std::vector<int32_t> ids;
   ids.reserve(bytes.size());
   for (char c : bytes) ids.push_back(byte_symbol_ids_[static_cast<unsigned char>(c)]);
@@ -626,47 +792,13 @@ void Tokenizer::encode_byte_level_piece(std::string_view bytes, std::vector<int3
   out.insert(out.end(), ids.begin(), ids.end());
 }
 
-void Tokenizer::encode_byte_level(const std::string& text, std::vector<int32_t>& out) const {
-  // Added tokens first, in the raw text: at each position the longest that starts there.
-  size_t seg = 0;  // start of the text not yet encoded
-  auto encode_text = [&](size_t from, size_t to) {
-    if (from == to) return;
-    std::u32string cps = unicode::decode_utf8(std::string_view(text).substr(from, to - from), "text to encode");
-    if (nfc_) cps = unicode::nfc(cps);
-    std::string piece;
-    for (size_t i = 0; i < cps.size();) {
-      const size_t end = qwen_match_end(cps, i);
-      piece.clear();
-      for (size_t k = i; k < end; ++k) unicode::append_utf8(piece, cps[k]);
-      encode_byte_level_piece(piece, out);
-      i = end;
-    }
-  };
-  for (size_t i = 0; i < text.size();) {
-    const AddedText* hit = nullptr;
-    for (const AddedText& a : added_texts_)
-      if (text.compare(i, a.content.size(), a.content) == 0) {
-        hit = &a;
-        break;
-      }
-    if (!hit) {
-      ++i;
-      continue;
-    }
-    encode_text(seg, i);
-    out.push_back(hit->id);
-    i += hit->content.size();
-    seg = i;
-  }
-  encode_text(seg, text.size());
-}
-
 std::string Tokenizer::decode_byte_level(const std::vector<int32_t>& ids, bool skip_special) const {
   // Each token's characters back to bytes (a token with a character that is no byte's, an
   // added token such as "<|im_start|>" may have one, gives its own UTF-8), then UTF-8.
   std::string bytes;
   for (int32_t id : ids) {
-    if (id < 0 || id >= vocab_size()) fail("decode: token id {} out of range [0, {})", id, vocab_size());
+    if (id < 0) fail("decode: token id {} is negative", id);
+    if (id >= vocab_size()) continue;  // past the tokenizer's vocabulary: skipped, as HF does
     if (skip_special && special_[id]) continue;
     const std::string& p = pieces_[id];
     std::u32string cps = unicode::decode_utf8(p, fmt::format("token {}", id));
@@ -698,7 +830,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
     bytes.clear();
   };
   for (int32_t id : ids) {
-    if (id < 0 || id >= vocab_size()) fail("decode: token id {} out of range [0, {})", id, vocab_size());
+    if (id < 0) fail("decode: token id {} is negative", id);
+    if (id >= vocab_size()) continue;  // past the tokenizer's vocabulary: skipped, as HF does
     if (skip_special && special_[id]) continue;
     if (byte_value_[id] >= 0) {
       bytes.push_back(static_cast<char>(byte_value_[id]));
@@ -717,7 +850,8 @@ std::string Tokenizer::decode(const std::vector<int32_t>& ids, bool skip_special
   }
   flush_bytes();
   // The prepended "▁" decodes to a leading space; drop one (HF's Strip decoder).
-  if (add_dummy_prefix_ && !out.empty() && out[0] == ' ') out.erase(0, 1);
+  const bool prefixed = norm_prepend_ || (metaspace_ && metaspace_prepend_ != Prepend::never);
+  if (prefixed && !out.empty() && out[0] == ' ') out.erase(0, 1);
   return out;
 }
 

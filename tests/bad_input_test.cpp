@@ -139,3 +139,16 @@ TEST(BadInput, HugeThreadCountIsRefusedAndTheResultsStay) {
                        ": defaults.cpu_threads is 100000, expected an integer in [0, 1024] (0: OpenMP's default)\n");
   EXPECT_EQ(test::read_file(d.str("r.json")), "previous results");
 }
+
+// `tokenize --decode`: an id past the file's vocabulary is named (the library skips such ids
+// when decoding a model's output, as HF does; a user's explicit id is a mistake to report).
+TEST(BadInput, TokenizeDecodeNamesAnIdPastTheVocabulary) {
+  TempDir d;
+  const std::string file = test::fixture("mistral/tokenizer.json");
+  test::CliRun r = run_moebench({"tokenize", "--tokenizer", file, "--decode", "--ids", "13300,32000"}, d);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "error: --ids: token id 32000 is not in " + file + " (32000 tokens)\n");
+  r = run_moebench({"tokenize", "--tokenizer", file, "--decode", "--ids", "1,13300"}, d);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "grabbed\n");
+}

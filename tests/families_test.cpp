@@ -18,6 +18,7 @@
 #include "engine/ops/ops.h"
 #include "engine/safetensors.h"
 #include "engine/synth_checkpoint.h"
+#include "engine/tokenizer.h"
 #include "engine/weight_source.h"
 #include "engine/weights.h"
 #include "model/config.h"
@@ -405,4 +406,29 @@ TEST(Families, ExpertCountUnderEitherName) {
   m["num_experts"] = m.at("num_local_experts");
   m.erase("num_local_experts");
   EXPECT_EQ(config_from_json(m, "m").num_local_experts, 4);
+}
+
+// A family model run from text through its own kind of tokenizer: tiny-qwen3 (32,000 rows) with
+// the Qwen3 fixture's byte-level file (8,282 tokens), a chat-template prompt whose added
+// tokens are matched. The random model emits ids past the tokenizer's vocabulary; the
+// streamed text skips them, as HF's decode does, and is the decode of prompt + output.
+TEST(Families, GeneratesFromTextThroughAByteLevelTokenizer) {
+  test::TempDir d;
+  const std::string file = test::fixture("qwen3/tokenizer.json");
+  const std::string prompt = "<|im_start|>user\nHello, na\u00efve caf\u00e9<|im_end|>";
+  test::CliRun r = test::run_moebench({"generate", "--model", "synthetic:tiny-qwen3", "--tokenizer", file, "--backend",
+                                       "cpu", "--prompt", prompt, "--max-new-tokens", "8", "--print-ids"},
+                                      d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const size_t at = r.out.find("# ids [");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  const std::vector<int32_t> ids = json::parse(r.out.substr(at + 6, r.out.find(']', at) - at - 5)).get<std::vector<int32_t>>();
+  ASSERT_EQ(ids.size(), 8u);
+  const Tokenizer tok = Tokenizer::load(file);
+  EXPECT_TRUE(std::any_of(ids.begin(), ids.end(), [&](int32_t id) { return id >= tok.vocab_size(); }))
+      << "no id past the tokenizer's vocabulary: the skip is not exercised";
+  std::vector<int32_t> all = tok.encode(prompt, true);
+  ASSERT_EQ(all.front(), tok.token_id("<|im_start|>"));
+  all.insert(all.end(), ids.begin(), ids.end());
+  EXPECT_EQ(r.out.substr(0, r.out.find("\n# settings")), tok.decode(all));
 }

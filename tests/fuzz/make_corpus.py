@@ -107,6 +107,15 @@ def seeds_tokenizer():
     added = [dict(a, id=len(vocab) + k) for k, a in enumerate(q["added_tokens"][:2] + q["added_tokens"][-2:])]
     put("tokenizer", "qwen_small.json", json.dumps(dict(q, added_tokens=added, model=dict(q["model"], vocab=vocab, merges=merges)),
                                                    ensure_ascii=False))
+    # GPT-2's layout (ByteLevel with its own pattern), the same cut, NFC, one added token matched
+    # after normalizing, and the same with a space before each part.
+    g = json.load(open(os.path.join(ROOT, "tests/fixtures/gpt2/tokenizer.json")))
+    added = [dict(g["added_tokens"][0], id=len(vocab)),
+             {"id": len(vocab) + 1, "content": "  ", "normalized": True, "special": False}]
+    g2 = dict(g, normalizer={"type": "NFC"}, added_tokens=added, model=dict(g["model"], vocab=vocab, merges=merges))
+    put("tokenizer", "gpt2_small.json", json.dumps(g2, ensure_ascii=False))
+    put("tokenizer", "gpt2_prefix_space.json",
+        json.dumps(dict(g2, pre_tokenizer=dict(g["pre_tokenizer"], add_prefix_space=True)), ensure_ascii=False))
 
 
 def seeds_suite():
