@@ -6,6 +6,8 @@
 
 #include "cli/command.h"
 #include "app/model_options.h"
+#include "engine/embedded_tokenizer.h"
+#include "engine/tokenizer.h"
 #include "common/error.h"
 #include "engine/cpu_model.h"
 #include "engine/generate.h"
@@ -29,7 +31,7 @@ int run(const Args& a) {
   check_paths({{"--tokenizer", a.model.tokenizer}}, {{"--record-routing", a.record_routing}});
   auto t0 = std::chrono::steady_clock::now();
   WeightSource w = app::open_weights(a.model);
-  Tokenizer tok = app::open_tokenizer(a.model, w);
+  Tokenizer tok = tokenizer_for_model(w, a.model.tokenizer);
   auto model = app::make_model(a.model, w);
   std::unique_ptr<RoutingRecorder> rec;
   if (!a.record_routing.empty()) {

@@ -3,12 +3,10 @@
 
 #include <omp.h>
 
-#include <filesystem>
 
 #include "engine/checkpoint_cache.h"
 #include "engine/engine.h"
 #include "engine/device_info.h"
-#include "engine/embedded_tokenizer.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "variants/stages.h"
@@ -74,18 +72,5 @@ std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w, 
   return create_model(ctx);
 }
 
-Tokenizer open_tokenizer(const ModelOptions& o, const WeightSource& w) {
-  if (!o.tokenizer.empty()) return Tokenizer::load(o.tokenizer);
-  if (w.ckpt()) {
-    auto p = std::filesystem::path(w.ckpt()->dir()) / "tokenizer.json";
-    if (std::filesystem::exists(p)) return Tokenizer::load(p.string());
-  }
-  Tokenizer t = Tokenizer::from_json_text(std::string(embedded_mistral_tokenizer_json()), "built-in Mistral tokenizer.json");
-  if (t.vocab_size() != w.config().vocab_size)
-    fail("model vocab_size is {} but no tokenizer.json was found and the built-in Mistral one has {} tokens: pass --tokenizer FILE",
-         w.config().vocab_size, t.vocab_size());
-  log::info("using the built-in Mistral tokenizer");
-  return t;
-}
 
 }  // namespace moebench::app

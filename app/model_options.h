@@ -1,5 +1,5 @@
 // model_options.h: the model/backend flags shared by generate, bench and run, and
-// how they turn into a Model and a Tokenizer.
+// how they turn into a Model (the tokenizer: tokenizer_for_model, engine/embedded_tokenizer.h).
 #pragma once
 #include <CLI/CLI.hpp>
 #include <memory>
@@ -7,7 +7,6 @@
 
 #include "engine/model.h"
 #include "model/settings.h"
-#include "engine/tokenizer.h"
 #include "engine/weight_source.h"
 
 namespace moebench::profiler {
@@ -41,6 +40,5 @@ std::string resolve_backend(const ModelOptions& o);
 // regions: the CPU engine's); nothing when it was not given.
 void apply_threads(const ModelOptions& o);
 std::unique_ptr<Model> make_model(const ModelOptions& o, const WeightSource& w, profiler::Profiler* prof = nullptr);
-Tokenizer open_tokenizer(const ModelOptions& o, const WeightSource& w);
 
 }  // namespace moebench::app

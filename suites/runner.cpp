@@ -56,19 +56,6 @@ reports::Settings settings_of(const Instance& in, double inject_slowdown) {
   return s;
 }
 
-Tokenizer open_tokenizer(const WeightSource& w, const std::string& path) {
-  if (!path.empty()) return Tokenizer::load(path);
-  if (w.ckpt()) {
-    auto p = std::filesystem::path(w.ckpt()->dir()) / "tokenizer.json";
-    if (std::filesystem::exists(p)) return Tokenizer::load(p.string());
-  }
-  Tokenizer t = Tokenizer::from_json_text(std::string(embedded_mistral_tokenizer_json()), "built-in Mistral tokenizer.json");
-  if (t.vocab_size() != w.config().vocab_size)
-    fail("model vocab_size is {} but it has no tokenizer.json and the built-in Mistral one has {} tokens (pass --tokenizer)",
-         w.config().vocab_size, t.vocab_size());
-  return t;
-}
-
 }  // namespace
 
 std::vector<reports::GpuRank> gpu_ranks_between(const std::vector<Model::GpuRankStats>& before,
@@ -676,7 +663,7 @@ class Runner {
   std::vector<int32_t> prompt_for(const WeightSource& w, std::unique_ptr<Tokenizer>& tok, const Instance& in) {
     const ModelConfig& cfg = w.config();
     if (in.spec->prompt.empty()) return synthetic_prompt(in.spec->prompt_tokens, cfg.vocab_size, cfg.bos_token_id);
-    if (!tok) tok = std::make_unique<Tokenizer>(open_tokenizer(w, opt_.tokenizer_path));
+    if (!tok) tok = std::make_unique<Tokenizer>(tokenizer_for_model(w, opt_.tokenizer_path));
     return tok->encode(in.spec->prompt, true);
   }
 
