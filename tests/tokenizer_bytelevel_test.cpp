@@ -95,7 +95,8 @@ void expect_full_file(const char* env, int vocab_size, const std::string& dir) {
   const Tokenizer full = Tokenizer::load(path);
   ASSERT_EQ(full.vocab_size(), vocab_size);
   int bad = 0;
-  for (const json& c : read_json(dir + "/cases.json").at("cases")) {
+  const json cases = read_json(dir + "/cases.json");  // kept: a range over a temporary's member dangles
+  for (const json& c : cases.at("cases")) {
     const auto want = c.at("full_ids").get<std::vector<int32_t>>();
     const auto got = full.encode(c.at("text").get<std::string>(), true);
     if (got != want && ++bad <= 5) ADD_FAILURE() << c.at("text").dump() << ": want " << show(want) << " got " << show(got);
