@@ -139,7 +139,7 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   int pos = static_cast<int>(prompt.size());
   int decode_steps = 0;
   for (int i = 1; i < opt.max_new_tokens; ++i) {
-    if (opt.stop_at_eos && tok == c.eos_token_id) {
+    if (opt.stop_at_eos && c.is_eos(tok)) {
       r.stopped_at_eos = true;
       break;
     }
@@ -154,7 +154,7 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
     if (on_token) on_token(tok, i);
   }
   count.dump("decode", decode_steps);
-  if (opt.stop_at_eos && tok == c.eos_token_id) r.stopped_at_eos = true;
+  if (opt.stop_at_eos && c.is_eos(tok)) r.stopped_at_eos = true;
   return r;
 }
 

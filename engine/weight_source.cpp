@@ -140,6 +140,7 @@ WeightSource WeightSource::checkpoint(const std::string& dir) {
   if (!fs::exists(cfgp)) fail("{}: missing config.json (expected an HF checkpoint folder)", dir);
   if (!fs::is_regular_file(cfgp)) fail("{}: is not a regular file (expected an HF config.json)", cfgp.string());
   w.cfg_ = load_config(cfgp.string());
+  if (const fs::path gen = fs::path(dir) / "generation_config.json"; fs::exists(gen)) apply_generation_config(w.cfg_, gen.string());
   w.cfg_.name = fs::path(dir).filename().string();
   w.ckpt_ = std::make_shared<Checkpoint>(dir);
   if (!family_name_rules(w.cfg_.model_type).empty())

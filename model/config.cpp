@@ -56,17 +56,35 @@ float get_float(const json& j, const char* key, const std::string& src, bool req
   return it->get<float>();
 }
 
-// eos_token_id may be an int or a list of ints (first one is used). The range is
-// checked against the vocabulary by validate_config.
-int get_token_id(const json& j, const char* key, const std::string& src, int def) {
+// A token id field: an int or a non-empty list of ints (eos_token_id lists every id that ends
+// a generation); empty when the field is absent or null. The range is checked against the
+// vocabulary by validate_config.
+std::vector<int> get_token_ids(const json& j, const char* key, const std::string& src) {
   auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return def;
-  const json* v = it->is_array() && !it->empty() ? &(*it)[0] : &*it;
-  if (!v->is_number_integer())
-    fail("{}: field '{}' is {}, expected an integer or a list of integers", src, key, it->dump());
-  const int64_t id = v->get<int64_t>();
-  if (id < 0 || id > INT32_MAX) fail("{}: field '{}' is {}, expected a token id (0 or more)", src, key, it->dump());
-  return static_cast<int>(id);
+  if (it == j.end() || it->is_null()) return {};
+  if (it->is_array() && it->empty()) fail("{}: field '{}' is [], expected an integer or a list of integers", src, key);
+  std::vector<int> ids;
+  for (const json& v : it->is_array() ? *it : json::array({*it})) {
+    if (!v.is_number_integer())
+      fail("{}: field '{}' is {}, expected an integer or a list of integers", src, key, it->dump());
+    const int64_t id = v.get<int64_t>();
+    if (id < 0 || id > INT32_MAX) fail("{}: field '{}' is {}, expected a token id (0 or more)", src, key, it->dump());
+    ids.push_back(static_cast<int>(id));
+  }
+  return ids;
+}
+
+// bos_token_id: an int, or a list whose first id is used.
+int get_token_id(const json& j, const char* key, const std::string& src, int def) {
+  const std::vector<int> ids = get_token_ids(j, key, src);
+  return ids.empty() ? def : ids[0];
+}
+
+// eos_token_id: the first id and the rest of a list.
+void set_eos_ids(ModelConfig& c, std::vector<int> ids) {
+  if (ids.empty()) return;
+  c.eos_token_id = ids[0];
+  c.more_eos_token_ids.assign(ids.begin() + 1, ids.end());
 }
 
 // Upper limits of the shape fields: far above any Mixtral-class model (Mixtral-8x22B:
@@ -188,7 +206,7 @@ ModelConfig config_from_json(const json& j, const std::string& src) {
   c.max_position_embeddings = get_int(j, "max_position_embeddings", src, false, 32768);
   c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", src, false);
   c.bos_token_id = get_token_id(j, "bos_token_id", src, 1);
-  c.eos_token_id = get_token_id(j, "eos_token_id", src, 2);
+  set_eos_ids(c, get_token_ids(j, "eos_token_id", src));
   if (!mixtral) {
     // Families with a norm_topk_prob switch default to the full softmax's weights.
     c.norm_topk_prob = get_bool(j, "norm_topk_prob", src, false);
@@ -250,6 +268,25 @@ void validate_config(const ModelConfig& c, const std::string& src) {
     fail("{}: field 'bos_token_id' is {}, expected a token id in [0, vocab_size {})", src, c.bos_token_id, c.vocab_size);
   if (c.eos_token_id < 0 || c.eos_token_id >= c.vocab_size)
     fail("{}: field 'eos_token_id' is {}, expected a token id in [0, vocab_size {})", src, c.eos_token_id, c.vocab_size);
+  for (int id : c.more_eos_token_ids)
+    if (id < 0 || id >= c.vocab_size)
+      fail("{}: field 'eos_token_id' lists {}, expected token ids in [0, vocab_size {})", src, id, c.vocab_size);
+}
+
+void apply_generation_config(ModelConfig& c, const std::string& path) {
+  std::ifstream f(path);
+  if (!f) fail("{}: cannot open", path);
+  json j;
+  try {
+    j = json::parse(f);
+  } catch (const json::exception& e) {
+    fail("{}: not valid JSON: {}", path, e.what());
+  }
+  if (!j.is_object()) fail("{}: expected a JSON object, found {}", path, j.type_name());
+  ModelConfig g = c;
+  set_eos_ids(g, get_token_ids(j, "eos_token_id", path));
+  validate_config(g, path);
+  c = g;
 }
 
 ModelConfig load_config(const std::string& path) {
@@ -263,6 +300,15 @@ ModelConfig load_config(const std::string& path) {
   }
   return config_from_json(j, path);
 }
+
+namespace {
+json eos_json(const ModelConfig& c) {
+  if (c.more_eos_token_ids.empty()) return c.eos_token_id;
+  json ids = json::array({c.eos_token_id});
+  for (int id : c.more_eos_token_ids) ids.push_back(id);
+  return ids;
+}
+}  // namespace
 
 json config_to_json(const ModelConfig& c) {
   json j{{"model_type", c.model_type},
@@ -278,7 +324,7 @@ json config_to_json(const ModelConfig& c) {
          {"max_position_embeddings", c.max_position_embeddings},
          {"tie_word_embeddings", c.tie_word_embeddings},
          {"bos_token_id", c.bos_token_id},
-         {"eos_token_id", c.eos_token_id},
+         {"eos_token_id", eos_json(c)},
          {"hidden_act", "silu"},
          {"torch_dtype", "bfloat16"}};
   if (c.model_type == "mixtral") {

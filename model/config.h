@@ -3,6 +3,7 @@
 // (mixtral-8x7b, qwen3-30b-a3b, tiny, ...). What each family changes is a field here:
 // the router's renormalisation, q/k RMSNorm, q/k/v bias, a gated shared expert.
 #pragma once
+#include <algorithm>
 #include <nlohmann/json_fwd.hpp>
 
 #include <cstdint>
@@ -39,6 +40,12 @@ struct ModelConfig {
   bool tie_word_embeddings = false;
   int bos_token_id = 1;
   int eos_token_id = 2;
+  // The rest of an eos_token_id list (config.json or generation_config.json: Qwen3's
+  // [151645, 151643]); generation stops at any of them, as transformers' does.
+  std::vector<int> more_eos_token_ids;
+  bool is_eos(int id) const {
+    return id == eos_token_id || std::find(more_eos_token_ids.begin(), more_eos_token_ids.end(), id) != more_eos_token_ids.end();
+  }
   // Family fields (Mixtral's values by default).
   bool norm_topk_prob = true;   // top-k weights renormalised to sum 1 (else: the full softmax's)
   QkNorm qk_norm = QkNorm::none;
@@ -66,6 +73,9 @@ nlohmann::json config_to_json(const ModelConfig& c);  // HF layout of c.model_ty
 const std::vector<std::string>& model_families();
 // Checks internal consistency (divisibility, top-k <= experts, ...).
 void validate_config(const ModelConfig& c, const std::string& source);
+// A checkpoint's generation_config.json: its eos_token_id (an int or a list), when given,
+// replaces config.json's, as transformers' generate takes it. Errors name the file and field.
+void apply_generation_config(ModelConfig& c, const std::string& path);
 
 // Named shapes. `mixtral-8x7b`, `mixtral-8x22b`, `qwen3-30b-a3b`, `olmoe-1b-7b` and
 // `qwen2-moe-a2.7b` (Qwen1.5-MoE-A2.7B) are the real models' shapes; `tiny-*` are small

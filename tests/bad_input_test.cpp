@@ -152,3 +152,34 @@ TEST(BadInput, TokenizeDecodeNamesAnIdPastTheVocabulary) {
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, "grabbed\n");
 }
+
+// A checkpoint folder's generation_config.json lists more than one eos id (as Qwen3's does):
+// generate stops at the first of any of them, as transformers' does.
+TEST(Generate, StopsAtAnyIdOfTheGenerationConfigsEosList) {
+  const TempDir d;
+  write_synthetic_checkpoint(preset_config("micro"), 1, DType::f32, d.str("m"));
+  GenerateOptions opt;
+  opt.max_new_tokens = 12;
+  opt.stop_at_eos = false;
+  auto run = [&](const GenerateOptions& o) {
+    WeightSource w = WeightSource::checkpoint(d.str("m"));
+    CpuModel m(w, 64);
+    return std::make_pair(generate(m, {1, 5, 9}, o), w.config());
+  };
+  const auto [free_run, cfg] = run(opt);
+  ASSERT_EQ(free_run.output.size(), 12u);
+  // The third token that is not config.json's eos: ends the run where it first occurs.
+  int32_t stop = -1;
+  size_t first = 0;
+  for (size_t i = 0, seen = 0; i < free_run.output.size() && stop < 0; ++i)
+    if (free_run.output[i] != cfg.eos_token_id && ++seen == 3) stop = free_run.output[i];
+  ASSERT_GE(stop, 0) << "the micro model kept emitting its eos id";
+  while (free_run.output[first] != stop && free_run.output[first] != cfg.eos_token_id) ++first;
+  test::write_file(d.str("m/generation_config.json"),
+                   "{\"eos_token_id\": [" + std::to_string(cfg.eos_token_id) + ", " + std::to_string(stop) + "]}");
+  opt.stop_at_eos = true;
+  const auto [stopped, cfg2] = run(opt);
+  EXPECT_TRUE(cfg2.is_eos(stop));
+  EXPECT_TRUE(stopped.stopped_at_eos);
+  EXPECT_EQ(stopped.output, std::vector<int32_t>(free_run.output.begin(), free_run.output.begin() + first + 1));
+}

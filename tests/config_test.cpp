@@ -7,6 +7,7 @@
 
 #include "model/config.h"
 #include "common/error.h"
+#include "tests/test_util.h"
 
 using namespace moebench;
 
@@ -60,6 +61,14 @@ TEST(Config, HeadDimDefaultsAndEosList) {
   ModelConfig c = config_from_json(j, "c");
   EXPECT_EQ(c.head_dim, c.hidden_size / c.num_attention_heads);
   EXPECT_EQ(c.eos_token_id, 7);
+  EXPECT_EQ(c.more_eos_token_ids, std::vector<int>{8});
+  EXPECT_TRUE(c.is_eos(7));
+  EXPECT_TRUE(c.is_eos(8));
+  EXPECT_FALSE(c.is_eos(2));
+  // The list goes back out as a list, and a single id as an int.
+  EXPECT_EQ(config_to_json(c).at("eos_token_id"), nlohmann::json({7, 8}));
+  EXPECT_EQ(config_to_json(preset_config("tiny")).at("eos_token_id"), nlohmann::json(2));
+  EXPECT_EQ(config_from_json(config_to_json(c), "c").more_eos_token_ids, std::vector<int>{8});
 }
 
 TEST(Config, UnknownPreset) {
@@ -114,6 +123,47 @@ TEST(Config, TokenIdsOutsideTheVocabularyAreRefused) {
   EXPECT_EQ(config_error(j), "m/config.json: field 'eos_token_id' is -1, expected a token id (0 or more)");
   j["eos_token_id"] = 31999;
   EXPECT_EQ(config_error(j), "");
+  j["eos_token_id"] = {2, 32000};
+  EXPECT_EQ(config_error(j), "m/config.json: field 'eos_token_id' lists 32000, expected token ids in [0, vocab_size 32000)");
+  j["eos_token_id"] = nlohmann::json::array();
+  EXPECT_EQ(config_error(j), "m/config.json: field 'eos_token_id' is [], expected an integer or a list of integers");
+  j["eos_token_id"] = {2, "x"};
+  EXPECT_EQ(config_error(j), "m/config.json: field 'eos_token_id' is [2,\"x\"], expected an integer or a list of integers");
+}
+
+// generation_config.json's eos_token_id replaces config.json's, as transformers' generate takes
+// it (Qwen3 lists [151645, 151643] there); a broken one names the file and field, and leaves
+// the config as it was.
+TEST(Config, GenerationConfigEosList) {
+  using test::write_file;
+  const test::TempDir d;
+  const std::string gen = d.str("generation_config.json");
+  ModelConfig c = preset_config("tiny");
+  write_file(gen, R"({"bos_token_id": 1, "eos_token_id": [5, 6, 7], "do_sample": true})");
+  apply_generation_config(c, gen);
+  EXPECT_EQ(c.eos_token_id, 5);
+  EXPECT_EQ(c.more_eos_token_ids, (std::vector<int>{6, 7}));
+  write_file(gen, R"({"do_sample": false})");  // no eos_token_id: config.json's stays
+  apply_generation_config(c, gen);
+  EXPECT_EQ(c.eos_token_id, 5);
+  auto error_of = [&](const std::string& text) -> std::string {
+    write_file(gen, text);
+    ModelConfig e = preset_config("tiny");
+    try {
+      apply_generation_config(e, gen);
+    } catch (const Error& x) {
+      EXPECT_EQ(e.eos_token_id, 2);
+      EXPECT_TRUE(e.more_eos_token_ids.empty());
+      return x.what();
+    }
+    return "";
+  };
+  EXPECT_EQ(error_of(R"({"eos_token_id": [2, 40000]})"),
+            gen + ": field 'eos_token_id' lists 40000, expected token ids in [0, vocab_size 32000)");
+  EXPECT_EQ(error_of(R"({"eos_token_id": "2"})"),
+            gen + ": field 'eos_token_id' is \"2\", expected an integer or a list of integers");
+  EXPECT_EQ(error_of("[1]"), gen + ": expected a JSON object, found array");
+  EXPECT_NE(error_of("{").find(gen + ": not valid JSON"), std::string::npos);
 }
 
 // ---- engine settings (model/settings.h) ----
