@@ -4,7 +4,11 @@
 #include <cstdio>
 #include <memory>
 
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
 #include "cli/command.h"
+#include "engine/chat_template.h"
 #include "app/model_options.h"
 #include "engine/embedded_tokenizer.h"
 #include "engine/tokenizer.h"
@@ -24,11 +28,44 @@ struct Args {
   bool ignore_eos = false;
   bool ids = false;
   std::string record_routing;
+  bool chat = false;
+  std::string system;
+  std::string chat_template;
+  std::vector<std::string> chat_vars;
 };
+
+// --chat: the prompt as the user's turn (after --system's), through the checkpoint's chat
+// template (--chat-template FILE, else the tokenizer_config.json beside the checkpoint), with
+// the generation prompt added; the text is encoded without a BOS of our own, as
+// apply_chat_template(tokenize=True) encodes it (the template writes its special tokens).
+std::vector<int32_t> chat_prompt(const Args& a, const moebench::WeightSource& w, const moebench::Tokenizer& tok) {
+  using namespace moebench;
+  std::string file = a.chat_template;
+  if (file.empty()) {
+    if (!w.ckpt()) fail("--chat: {} is no checkpoint folder with a tokenizer_config.json: pass --chat-template FILE", a.model.model);
+    file = (std::filesystem::path(w.ckpt()->dir()) / "tokenizer_config.json").string();
+    if (!std::filesystem::exists(file))
+      fail("--chat: {} has no tokenizer_config.json (its chat template): pass --chat-template FILE", w.ckpt()->dir());
+  }
+  const ChatTemplate t = ChatTemplate::load(file);
+  nlohmann::ordered_json messages = nlohmann::ordered_json::array();
+  if (!a.system.empty()) messages.push_back({{"role", "system"}, {"content", a.system}});
+  messages.push_back({{"role", "user"}, {"content", a.prompt}});
+  nlohmann::ordered_json extra = nlohmann::ordered_json::object();
+  for (const std::string& kv : a.chat_vars) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) fail("--chat-var {}: expected NAME=VALUE (VALUE as JSON, else a string)", kv);
+    const std::string v = kv.substr(eq + 1);
+    nlohmann::ordered_json parsed = nlohmann::ordered_json::parse(v, nullptr, false);
+    extra[kv.substr(0, eq)] = parsed.is_discarded() ? nlohmann::ordered_json(v) : parsed;
+  }
+  return tok.encode(t.apply(messages, true, extra), false);
+}
 
 int run(const Args& a) {
   using namespace moebench;
-  check_paths({{"--tokenizer", a.model.tokenizer}}, {{"--record-routing", a.record_routing}});
+  check_paths({{"--tokenizer", a.model.tokenizer}, {"--chat-template", a.chat_template}},
+              {{"--record-routing", a.record_routing}});
   auto t0 = std::chrono::steady_clock::now();
   WeightSource w = app::open_weights(a.model);
   Tokenizer tok = tokenizer_for_model(w, a.model.tokenizer);
@@ -43,7 +80,9 @@ int run(const Args& a) {
     cpu->set_routing_observer(std::ref(*rec));
   }
   double load_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::vector<int32_t> prompt = tok.encode(a.prompt, true);
+  if (!a.chat && (!a.system.empty() || !a.chat_template.empty() || !a.chat_vars.empty()))
+    fail("--system, --chat-template and --chat-var need --chat");
+  const std::vector<int32_t> prompt = a.chat ? chat_prompt(a, w, tok) : tok.encode(a.prompt, true);
   GenerateOptions opt;
   opt.max_new_tokens = a.max_new_tokens;
   opt.sampling = {a.temperature, a.top_p, a.model.seed};
@@ -92,6 +131,15 @@ MOEBENCH_COMMAND(generate, "Generate text from a prompt and print a timing summa
   sub.add_option("--top-p", a->top_p, "Nucleus sampling mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
   sub.add_flag("--ignore-eos", a->ignore_eos, "Keep generating after EOS");
   sub.add_flag("--print-ids", a->ids, "Also print the generated token ids");
+  sub.add_flag("--chat", a->chat,
+               "The prompt is a user's turn: apply the checkpoint's chat template (tokenizer_config.json), "
+               "with the generation prompt");
+  sub.add_option("--system", a->system, "With --chat: a system message before the user's");
+  sub.add_option("--chat-template", a->chat_template,
+                 "With --chat: the tokenizer_config.json whose chat_template to apply (default: the checkpoint's)");
+  sub.add_option("--chat-var", a->chat_vars,
+                 "With --chat: NAME=VALUE passed to the template (VALUE as JSON, else a string), e.g. "
+                 "enable_thinking=false");
   sub.add_option("--record-routing", a->record_routing, "Write the run's expert choices as a routing trace (replay with --routing trace:FILE)");
   return [a] { return run(*a); };
 });

@@ -4,7 +4,7 @@
 #   bash scripts/fuzz.sh                       # every target, 60 s each
 #   MOEBENCH_FUZZ_SECONDS=600 bash scripts/fuzz.sh config tokenizer
 #   MOEBENCH_FUZZ_RUNS=20000 bash scripts/fuzz.sh   # a fixed number of mutants: reproducible
-# Targets: safetensors config tokenizer suite results trace dashboard. A finding (sanitizer report, an
+# Targets: safetensors config tokenizer suite results trace chat_template dashboard. A finding (sanitizer report, an
 # exception other than moebench's Error, a broken invariant, a hang) stops that target,
 # saves the input under build-asan/fuzz-findings/ and makes the script exit non-zero after
 # the remaining targets ran. Replay one: build-asan/bin/fuzz_<target> --runs 0 FILE.
@@ -17,7 +17,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/sanitize.sh"
 # Reports end in abort(), where the driver saves the input.
 export ASAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:detect_leaks=1:allocator_may_return_null=0:max_allocation_size_mb=2048:hard_rss_limit_mb=4096"
 export UBSAN_OPTIONS="halt_on_error=1:abort_on_error=1:print_stacktrace=1:report_error_type=1"
-all_targets=(safetensors config tokenizer suite results trace dashboard)
+all_targets=(safetensors config tokenizer suite results trace chat_template dashboard)
 targets=("$@")
 [[ ${#targets[@]} -gt 0 ]] || targets=("${all_targets[@]}")
 if [[ -z "${MOEBENCH_FUZZ_SKIP_BUILD:-}" ]]; then

@@ -206,11 +206,24 @@ def seeds_dashboard():
     put("dashboard", "bench_aggregates.json", json.dumps(dict(bench, benchmarks=aggregates)))
 
 
+def seeds_chat_template():
+    """The real templates of the chat-template fixture and every template its cases render."""
+    d = os.path.join(ROOT, "tests", "fixtures", "chat_templates")
+    for name in ("qwen3", "qwen2_5"):
+        put("chat_template", name + ".jinja", json.load(open(os.path.join(d, name + "_tokenizer_config.json")))["chat_template"])
+    seen = set()
+    for c in json.load(open(os.path.join(d, "cases.json")))["cases"]:
+        src = c.get("source")
+        if src and src not in seen:
+            seen.add(src)
+            put("chat_template", c["template"].replace(" ", "_") + ".jinja", src)
+
+
 if __name__ == "__main__":
     import sys
     targets = {"safetensors": seeds_safetensors, "config": seeds_config, "tokenizer": seeds_tokenizer,
                "suite": seeds_suite, "results": seeds_results, "trace": seeds_trace,
-               "dashboard": seeds_dashboard}
+               "chat_template": seeds_chat_template, "dashboard": seeds_dashboard}
     for name in sys.argv[1:] or targets:
         if name not in targets:
             sys.exit(f"make_corpus.py: unknown target {name} (expected one of: {' '.join(targets)})")
