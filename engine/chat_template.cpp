@@ -331,38 +331,25 @@ class Parser {
       last = c;
     }
   }
-  ExprP math1() {
-    ExprP e = concat();
+  // One level of left-associative binary operators over the next level (Jinja2 takes **
+  // left to right too).
+  ExprP level(std::initializer_list<const char*> ops, ExprP (Parser::*next)()) {
+    ExprP e = (this->*next)();
     for (;;) {
-      if (accept_op("+")) e = make(Expr::binary, "+", {e, concat()});
-      else if (accept_op("-")) e = make(Expr::binary, "-", {e, concat()});
-      else return e;
-    }
-  }
-  ExprP concat() {
-    ExprP e = math2();
-    while (accept_op("~")) e = make(Expr::binary, "~", {e, math2()});
-    return e;
-  }
-  ExprP math2() {
-    ExprP e = power();
-    for (;;) {
-      static const char* ops[] = {"//", "*", "/", "%"};
-      bool any = false;
+      const char* hit = nullptr;
       for (const char* o : ops)
         if (accept_op(o)) {
-          e = make(Expr::binary, o, {e, power()});
-          any = true;
+          hit = o;
           break;
         }
-      if (!any) return e;
+      if (!hit) return e;
+      e = make(Expr::binary, hit, {e, (this->*next)()});
     }
   }
-  ExprP power() {
-    ExprP e = unary();
-    while (accept_op("**")) e = make(Expr::binary, "**", {e, unary()});
-    return e;
-  }
+  ExprP math1() { return level({"+", "-"}, &Parser::concat); }
+  ExprP concat() { return level({"~"}, &Parser::math2); }
+  ExprP math2() { return level({"//", "*", "/", "%"}, &Parser::power); }
+  ExprP power() { return level({"**"}, &Parser::unary); }
   ExprP unary() {
     if (accept_op("-")) return filters(make(Expr::unary, "-", {unary_nofilter()}));
     if (accept_op("+")) return filters(make(Expr::unary, "+", {unary_nofilter()}));
@@ -1456,12 +1443,21 @@ std::string token_text(const V& v, const std::string& file, const char* field) {
 
 }  // namespace
 
-std::string render_jinja(const std::string& source, const nlohmann::ordered_json& context, const std::string& origin) {
+struct ChatTemplateTree {
+  Body body;
+};
+
+namespace {
+std::string render(const Body& tree, const nlohmann::ordered_json& context, const std::string& origin) {
   if (!context.is_object()) fail("{}: the context must be an object", origin);
-  const Body tree = TreeBuilder(cut(source, origin), origin).parse_all();
   Renderer r(origin, context);
   r.run(tree);
   return r.out;
+}
+}  // namespace
+
+std::string render_jinja(const std::string& source, const nlohmann::ordered_json& context, const std::string& origin) {
+  return render(TreeBuilder(cut(source, origin), origin).parse_all(), context, origin);
 }
 
 ChatTemplate ChatTemplate::load(const std::string& path, const std::string& name) {
@@ -1498,7 +1494,8 @@ ChatTemplate ChatTemplate::load(const std::string& path, const std::string& name
   }
   t.bos_token = token_text(j.value("bos_token", V(nullptr)), path, "bos_token");
   t.eos_token = token_text(j.value("eos_token", V(nullptr)), path, "eos_token");
-  TreeBuilder(cut(t.source, t.origin), t.origin).parse_all();  // a broken template fails here, naming its line
+  // A broken template fails here, naming its line.
+  t.tree = std::make_shared<const ChatTemplateTree>(ChatTemplateTree{TreeBuilder(cut(t.source, t.origin), t.origin).parse_all()});
   return t;
 }
 
@@ -1510,7 +1507,8 @@ std::string ChatTemplate::apply(const nlohmann::ordered_json& messages, bool add
   ctx["bos_token"] = bos_token;
   ctx["eos_token"] = eos_token;
   for (auto it = extra.begin(); it != extra.end(); ++it) ctx[it.key()] = it.value();
-  return render_jinja(source, ctx, origin);
+  if (!tree) fail("chat template {}: not loaded (ChatTemplate::load parses it)", origin);
+  return render(tree->body, ctx, origin);
 }
 
 }  // namespace moebench

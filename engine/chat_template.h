@@ -6,6 +6,7 @@
 // apply_chat_template(tokenize=True) does. What the subset lacks (macros, call blocks,
 // unknown filters, tests or methods) is refused with one line naming the template's line.
 #pragma once
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -16,8 +17,11 @@ namespace moebench {
 // Throws Error on a template outside the subset or on raise_exception().
 std::string render_jinja(const std::string& source, const nlohmann::ordered_json& context, const std::string& origin);
 
+struct ChatTemplateTree;  // a parsed template (engine/chat_template.cpp)
+
 struct ChatTemplate {
   std::string source;           // the Jinja text
+  std::shared_ptr<const ChatTemplateTree> tree;  // source parsed, once, by load()
   std::string bos_token;        // the special tokens' text the template may write ("" when none)
   std::string eos_token;
   std::string origin;           // for errors

@@ -273,15 +273,22 @@ void validate_config(const ModelConfig& c, const std::string& src) {
       fail("{}: field 'eos_token_id' lists {}, expected token ids in [0, vocab_size {})", src, id, c.vocab_size);
 }
 
-void apply_generation_config(ModelConfig& c, const std::string& path) {
+namespace {
+// A checkpoint's JSON file (config.json, generation_config.json); `expected` names it in
+// the error when it cannot be opened.
+json read_json_file(const std::string& path, const char* expected) {
   std::ifstream f(path);
-  if (!f) fail("{}: cannot open", path);
-  json j;
+  if (!f) fail("{}: cannot open (expected {})", path, expected);
   try {
-    j = json::parse(f);
+    return json::parse(f);
   } catch (const json::exception& e) {
-    fail("{}: not valid JSON: {}", path, e.what());
+    fail("{}: not valid JSON ({})", path, e.what());
   }
+}
+}  // namespace
+
+void apply_generation_config(ModelConfig& c, const std::string& path) {
+  const json j = read_json_file(path, "an HF generation_config.json");
   if (!j.is_object()) fail("{}: expected a JSON object, found {}", path, j.type_name());
   ModelConfig g = c;
   set_eos_ids(g, get_token_ids(j, "eos_token_id", path));
@@ -289,17 +296,7 @@ void apply_generation_config(ModelConfig& c, const std::string& path) {
   c = g;
 }
 
-ModelConfig load_config(const std::string& path) {
-  std::ifstream f(path);
-  if (!f) fail("{}: cannot open (expected an HF config.json)", path);
-  json j;
-  try {
-    j = json::parse(f);
-  } catch (const json::exception& e) {
-    fail("{}: not valid JSON ({})", path, e.what());
-  }
-  return config_from_json(j, path);
-}
+ModelConfig load_config(const std::string& path) { return config_from_json(read_json_file(path, "an HF config.json"), path); }
 
 namespace {
 json eos_json(const ModelConfig& c) {
