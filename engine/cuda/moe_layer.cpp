@@ -296,7 +296,7 @@ bool MoeLayer::route(int step, int layer, int pos0, const bf16* gate, const bf16
   }
   if (staged) {  // chosen at begin_step, weighed here on the device
     const size_t at = static_cast<size_t>(layer) * pairs;
-    router_reweight(b.router_logits, staged_d_ + at, b.ids, b.wts, m, E, K, stream_);
+    router_reweight(b.router_logits, staged_d_ + at, b.ids, b.wts, m, E, K, d_.norm_topk_prob, stream_);
     std::copy(staged_h_ + at, staged_h_ + at + pairs, ids_h_);  // for host consumers (grouped dispatch)
   } else if (routing_) {  // another source picks the experts; the gate's softmax weighs them (as CpuModel)
     CUDA_CHECK(cudaMemcpyAsync(logits_h_, b.router_logits, static_cast<size_t>(m) * E * sizeof(float),

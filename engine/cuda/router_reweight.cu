@@ -9,7 +9,7 @@ namespace moebench::cuda {
 namespace {
 __global__ void router_reweight_kernel(const float* __restrict__ logits, const int32_t* __restrict__ chosen,
                                        int32_t* __restrict__ ids, float* __restrict__ weights, int n, int n_experts,
-                                       int k) {
+                                       int k, bool renormalise) {
   const int i = blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= n) return;
   const float* li = logits + static_cast<int64_t>(i) * n_experts;
@@ -26,19 +26,21 @@ __global__ void router_reweight_kernel(const float* __restrict__ logits, const i
     weights[row + j] = p;
     wsum = __fadd_rn(wsum, p);
   }
-  for (int j = 0; j < k; ++j) weights[row + j] = __fdiv_rn(weights[row + j], wsum);
+  if (renormalise)
+    for (int j = 0; j < k; ++j) weights[row + j] = __fdiv_rn(weights[row + j], wsum);
 }
 }  // namespace
 
 void router_reweight(const float* logits, const int32_t* chosen, int32_t* ids, float* weights, int n, int n_experts,
-                     int k, cudaStream_t stream) {
+                     int k, bool renormalise, cudaStream_t stream) {
   MB_NVTX_RANGE("router_reweight");
   if (n <= 0) return;
   if (n_experts <= 0 || k <= 0 || k > n_experts)
     fail_msg(msg("cuda::router_reweight: n_experts ", n_experts, " / k ", k, " out of range (1 <= k <= n_experts)"));
   constexpr int kThreads = 128;
   router_reweight_kernel<<<static_cast<unsigned>(ceil_div(n, kThreads)), kThreads, 0, stream>>>(logits, chosen, ids,
-                                                                                                weights, n, n_experts, k);
+                                                                                                weights, n, n_experts, k,
+                                                                                                renormalise);
   CUDA_CHECK_LAUNCH("router_reweight_kernel");
 }
 
