@@ -398,6 +398,11 @@ struct Routed {
   std::vector<int32_t> ids;
   std::vector<float> wts;
 };
+// Row `row` of a routing's ids and weights, K a row.
+Routed row_of(const int32_t* ids, const float* wts, size_t row, int K) {
+  return Routed{std::vector<int32_t>(ids + row * K, ids + (row + 1) * K),
+                std::vector<float>(wts + row * K, wts + (row + 1) * K)};
+}
 // (sequence, layer, position) -> its routing.
 using RoutingLog = std::map<std::tuple<int, int, int>, Routed>;
 
@@ -463,8 +468,7 @@ void batched_equals_alone(const std::string& model, int layers_budget_gib, int b
   if (observe_routing)
     cm.set_routing_observer([&](int layer, int pos0, int m, const int32_t* ids, const float* wts) {
       for (int i = 0; i < m; ++i)
-        alone_routing[{alone_seq, layer, pos0 + i}] = Routed{std::vector<int32_t>(ids + i * K, ids + (i + 1) * K),
-                                                           std::vector<float>(wts + i * K, wts + (i + 1) * K)};
+        alone_routing[{alone_seq, layer, pos0 + i}] = row_of(ids, wts, static_cast<size_t>(i), K);
     });
 
   // Alone: the single-sequence path, greedy, every step's logits.
@@ -510,9 +514,7 @@ void batched_equals_alone(const std::string& model, int layers_budget_gib, int b
         size_t row = 0;
         for (const StepSeq& ss : st.seqs)
           for (int i = 0; i < ss.n; ++i, ++row)
-            batch_routing[{ss.seq, l, ss.pos0 + i}] =
-                Routed{std::vector<int32_t>(rows.ids.begin() + row * K, rows.ids.begin() + (row + 1) * K),
-                       std::vector<float>(rows.wts.begin() + row * K, rows.wts.begin() + (row + 1) * K)};
+            batch_routing[{ss.seq, l, ss.pos0 + i}] = row_of(rows.ids.data(), rows.wts.data(), row, K);
         rows = Routed{};
       }
     }
