@@ -405,7 +405,9 @@ TEST_P(CudaFamilies, HostComputedExpertsAgainstTheCpu) {
           EXPECT_GT(t.host_experts, 0);
           EXPECT_GT(t.host_bytes, 0);
         }
-        if (cpu_layers > 0) EXPECT_EQ(p.experts.layer(0).loads, 0);  // layer 0 never copies
+        if (cpu_layers > 0) {
+          EXPECT_EQ(p.experts.layer(0).loads, 0);  // layer 0 never copies
+        }
       }
 }
 
