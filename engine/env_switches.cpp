@@ -24,6 +24,9 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "the host kernels' instruction set (a lower one than the CPU has, to run every path on one machine); read at "
        "every call",
        "docs/CPU_KERNELS.md"},
+      {"MOEBENCH_DEQUANT8", "1, 0",
+       "the quantised prefill's dequantisation 8 codes a thread (0: one element a thread; the same bits)",
+       "docs/QUANT.md"},
       {"MOEBENCH_DOWN_PRELOAD", "0, 1",
        "the grouped MoE down kernel's warps load their first w2 chunks into registers before their wait",
        "docs/PERFORMANCE.md"},

@@ -2,7 +2,8 @@
 // (engine/cuda/quant_dequant.h) is bit-identical to the CPU's definition: dequantize()
 // (engine/quant.h) rounded to bf16, for fp8 (partial 128x128 blocks), int8, int4
 // symmetric and with zero points (partial groups), int4 codes reordered into the
-// decode GEMV's paired word order too; and the SwiGLU product of decode
+// decode GEMV's paired word order too, into an output 16-byte aligned (8 codes a thread)
+// and not (one element a thread); and the SwiGLU product of decode
 // agrees with silu(g) * u within bf16 rounding plus the fast exponential's error.
 // Skipped, with a message, when no GPU is present.
 #include <gtest/gtest.h>
@@ -68,27 +69,31 @@ class QuantDequantCuda : public ::testing::Test {
 }  // namespace
 
 TEST_F(QuantDequantCuda, EveryFormatIsBitIdenticalToTheCpuDefinitionRoundedToBf16) {
-  const int64_t rows = 200, cols = 328;  // partial fp8 blocks and int4 groups
-  std::mt19937 g(5);
-  std::normal_distribution<float> nd(0.0f, 0.05f);
-  std::vector<float> w(static_cast<size_t>(rows * cols));
-  for (auto& v : w) v = nd(g) + (nd(g) > 0.08f ? 0.3f : 0.0f);  // some outliers
-  struct Case {
-    QuantFormat f;
-    bool zp;
-  };
-  for (Case c : {Case{QuantFormat::bf16, false}, Case{QuantFormat::fp8, false}, Case{QuantFormat::int8, false},
-                 Case{QuantFormat::int4, false}, Case{QuantFormat::int4, true}}) {
-    SCOPED_TRACE(std::string(quant_format_name(c.f)) + (c.zp ? " zero points" : ""));
-    const QuantMatrix m = quantize(c.f, w.data(), rows, cols, c.zp);
-    std::vector<float> ref(w.size());
-    dequantize(m, ref.data());
-    Dev dev;
-    auto* out = static_cast<__nv_bfloat16*>(dev.alloc(w.size() * 2));
-    cuda::dequantize_bf16(c.f, rows, cols, dev.up(m.q), dev.up(m.scale), c.zp ? dev.up(m.zero) : nullptr, out, nullptr);
-    std::vector<uint16_t> got(w.size());
-    CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
-    EXPECT_EQ(mismatches(got, ref, cols), "");
+  for (const int offset : {0, 1}) {  // out + 1 element: not 16-byte aligned, one element a thread
+    SCOPED_TRACE("output offset " + std::to_string(offset));
+    const int64_t rows = 200, cols = 328;  // partial fp8 blocks and int4 groups
+    std::mt19937 g(5);
+    std::normal_distribution<float> nd(0.0f, 0.05f);
+    std::vector<float> w(static_cast<size_t>(rows * cols));
+    for (auto& v : w) v = nd(g) + (nd(g) > 0.08f ? 0.3f : 0.0f);  // some outliers
+    struct Case {
+      QuantFormat f;
+      bool zp;
+    };
+    for (Case c : {Case{QuantFormat::bf16, false}, Case{QuantFormat::fp8, false}, Case{QuantFormat::int8, false},
+                   Case{QuantFormat::int4, false}, Case{QuantFormat::int4, true}}) {
+      SCOPED_TRACE(std::string(quant_format_name(c.f)) + (c.zp ? " zero points" : ""));
+      const QuantMatrix m = quantize(c.f, w.data(), rows, cols, c.zp);
+      std::vector<float> ref(w.size());
+      dequantize(m, ref.data());
+      Dev dev;
+      auto* out = static_cast<__nv_bfloat16*>(dev.alloc(w.size() * 2 + 16)) + offset;
+      cuda::dequantize_bf16(c.f, rows, cols, dev.up(m.q), dev.up(m.scale), c.zp ? dev.up(m.zero) : nullptr, out,
+                            nullptr);
+      std::vector<uint16_t> got(w.size());
+      CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(mismatches(got, ref, cols), "");
+    }
   }
 }
 
@@ -96,28 +101,31 @@ TEST_F(QuantDequantCuda, EveryFormatIsBitIdenticalToTheCpuDefinitionRoundedToBf1
 // dequantised as paired: the same bf16 values as the codes as stored (a wrong nibble
 // slot shows at once); a part that is not whole 32-bit words is a one-line Error.
 TEST_F(QuantDequantCuda, PairedInt4DequantisesToTheSameValues) {
-  const int64_t rows = 200, cols = 328;
-  std::mt19937 g(6);
-  std::normal_distribution<float> nd(0.0f, 0.05f);
-  std::vector<float> w(static_cast<size_t>(rows * cols));
-  for (auto& v : w) v = nd(g);
-  for (bool zp : {false, true}) {
-    SCOPED_TRACE(zp ? "zero points" : "symmetric");
-    const QuantMatrix m = quantize(QuantFormat::int4, w.data(), rows, cols, zp);
-    std::vector<float> ref(w.size());
-    dequantize(m, ref.data());
-    Dev dev;
-    auto* out = static_cast<__nv_bfloat16*>(dev.alloc(w.size() * 2));
-    auto* q = const_cast<uint8_t*>(dev.up(m.q));
-    cuda::int4_pair_words(q, static_cast<int64_t>(m.q.size()), nullptr);
-    std::vector<uint8_t> paired(m.q.size());
-    CUDA_CHECK(cudaMemcpy(paired.data(), q, paired.size(), cudaMemcpyDeviceToHost));
-    EXPECT_NE(paired, m.q);  // reordered
-    cuda::dequantize_bf16(QuantFormat::int4, rows, cols, q, dev.up(m.scale), zp ? dev.up(m.zero) : nullptr, out,
-                          nullptr, true);
-    std::vector<uint16_t> got(w.size());
-    CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
-    EXPECT_EQ(mismatches(got, ref, cols), "");
+  for (const int offset : {0, 1}) {
+    SCOPED_TRACE("output offset " + std::to_string(offset));
+    const int64_t rows = 200, cols = 328;
+    std::mt19937 g(6);
+    std::normal_distribution<float> nd(0.0f, 0.05f);
+    std::vector<float> w(static_cast<size_t>(rows * cols));
+    for (auto& v : w) v = nd(g);
+    for (bool zp : {false, true}) {
+      SCOPED_TRACE(zp ? "zero points" : "symmetric");
+      const QuantMatrix m = quantize(QuantFormat::int4, w.data(), rows, cols, zp);
+      std::vector<float> ref(w.size());
+      dequantize(m, ref.data());
+      Dev dev;
+      auto* out = static_cast<__nv_bfloat16*>(dev.alloc(w.size() * 2 + 16)) + offset;
+      auto* q = const_cast<uint8_t*>(dev.up(m.q));
+      cuda::int4_pair_words(q, static_cast<int64_t>(m.q.size()), nullptr);
+      std::vector<uint8_t> paired(m.q.size());
+      CUDA_CHECK(cudaMemcpy(paired.data(), q, paired.size(), cudaMemcpyDeviceToHost));
+      EXPECT_NE(paired, m.q);  // reordered
+      cuda::dequantize_bf16(QuantFormat::int4, rows, cols, q, dev.up(m.scale), zp ? dev.up(m.zero) : nullptr, out,
+                            nullptr, true);
+      std::vector<uint16_t> got(w.size());
+      CUDA_CHECK(cudaMemcpy(got.data(), out, got.size() * 2, cudaMemcpyDeviceToHost));
+      EXPECT_EQ(mismatches(got, ref, cols), "");
+    }
   }
   try {
     Dev dev;

@@ -2,9 +2,11 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/device.h"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/quant_dequant.h"
 
@@ -55,6 +57,78 @@ __global__ void dequantize_kernel(int64_t rows, int64_t cols, const uint8_t* __r
   }
 }
 
+__device__ __forceinline__ uint32_t pack_bf16x2_rn(float lo, float hi) {
+  const __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
+  uint32_t u;
+  memcpy(&u, &p, 4);
+  return u;
+}
+
+// The same values 8 codes at a time (rows whose cols % 8 == 0, 8-byte aligned q rows for
+// the 8-bit formats, 4-byte for int4, 16-byte aligned out; fewer than 2^32 runs of 8): a
+// thread's run shares one fp8 block, int8 row or int4 group (8 divides 128), so one scale
+// (and zero point), one load of its codes and one 16-byte store of bf16, consecutive
+// threads on consecutive runs (a warp reads 256 and writes 512 contiguous bytes), kUnroll
+// runs a grid stride apart loaded before any is converted. Each element is the scalar
+// kernel's fp32 product, rounded the same way: the same bits.
+constexpr int kUnroll = 4;
+template <QuantFormat F, bool kPaired = false>
+__global__ void dequantize8_kernel(uint32_t runs, uint32_t runs_per_row, int cols, const uint8_t* __restrict__ q,
+                                   const uint8_t* __restrict__ scale, const uint8_t* __restrict__ zero,
+                                   bf16* __restrict__ out) {
+  const uint32_t stride = gridDim.x * blockDim.x;
+  for (uint32_t i0 = blockIdx.x * blockDim.x + threadIdx.x; i0 < runs; i0 += kUnroll * stride) {
+    uint2 raw[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint32_t i = i0 + u * stride;
+      if (i >= runs) break;
+      if constexpr (F == QuantFormat::int4)
+        raw[u].x = reinterpret_cast<const uint32_t*>(q)[i];
+      else
+        raw[u] = reinterpret_cast<const uint2*>(q)[i];
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const uint32_t i = i0 + u * stride;
+      if (i >= runs) break;
+      const uint32_t r = i / runs_per_row;
+      const int c = static_cast<int>(i - r * runs_per_row) * 8;
+      float v[8];
+      if constexpr (F == QuantFormat::fp8) {
+        const float s =
+            f32_at(scale, static_cast<int64_t>(r / kFp8Block) * ceil_div(cols, kFp8Block) + c / kFp8Block);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          __nv_fp8_e4m3 e;
+          e.__x = static_cast<__nv_fp8_storage_t>(((k < 4 ? raw[u].x : raw[u].y) >> (8 * (k % 4))) & 0xffu);
+          v[k] = static_cast<float>(e) * s;
+        }
+      } else if constexpr (F == QuantFormat::int8) {
+        const float s = f32_at(scale, r);
+#pragma unroll
+        for (int k = 0; k < 8; ++k)
+          v[k] = static_cast<float>(static_cast<int8_t>(((k < 4 ? raw[u].x : raw[u].y) >> (8 * (k % 4))) & 0xffu)) * s;
+      } else {  // int4: one 32-bit word, code k at its paired nibble or in byte order
+        const int64_t g = static_cast<int64_t>(r) * ceil_div(cols, kInt4Group) + c / kInt4Group;
+        const int z = zero ? zero[g] : 8;
+        const float s = bf16_at(scale, g);
+#pragma unroll
+        for (int k = 0; k < 8; ++k) {
+          const int nib = kPaired ? paired_nibble(k) : k;
+          v[k] = static_cast<float>((static_cast<int>(raw[u].x >> (4 * nib)) & 0xf) - z) * s;
+        }
+      }
+      uint4 o;
+      o.x = pack_bf16x2_rn(v[0], v[1]);
+      o.y = pack_bf16x2_rn(v[2], v[3]);
+      o.z = pack_bf16x2_rn(v[4], v[5]);
+      o.w = pack_bf16x2_rn(v[6], v[7]);
+      reinterpret_cast<uint4*>(out)[i] = o;
+    }
+  }
+}
+
 __global__ void int4_pair_kernel(uint32_t* __restrict__ q, int64_t words) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < words;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -75,6 +149,8 @@ __global__ void silu_mul_kernel(const float* __restrict__ g, const float* __rest
   }
 }
 
+bool aligned_to(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
+
 unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(ceil_div(n, 256), 8192)); }
 
 }  // namespace
@@ -84,6 +160,30 @@ void dequantize_bf16(QuantFormat f, int64_t rows, int64_t cols, const uint8_t* q
   const int64_t n = rows * cols;
   if (n <= 0) return;
   if (f == QuantFormat::int4 && cols % 8 != 0) fail_msg(msg("dequantize_bf16: int4 needs cols % 8 == 0, got ", cols));
+  const int64_t runs = n / 8;
+  if (f != QuantFormat::bf16 && dequantize8_enabled() && cols % 8 == 0 && runs < (int64_t{1} << 32) &&
+      aligned_to(q, f == QuantFormat::int4 ? 4 : 8) && aligned_to(out, 16)) {
+    const unsigned grid = static_cast<unsigned>(
+        std::min<int64_t>(ceil_div(runs, 256 * kUnroll), 8 * static_cast<int64_t>(device_info_cached().sm_count)));
+    const auto R = static_cast<uint32_t>(runs), per_row = static_cast<uint32_t>(cols / 8);
+    const int c = static_cast<int>(cols);
+    switch (f) {
+      case QuantFormat::fp8:
+        dequantize8_kernel<QuantFormat::fp8><<<grid, 256, 0, stream>>>(R, per_row, c, q, scale, zero, out);
+        break;
+      case QuantFormat::int8:
+        dequantize8_kernel<QuantFormat::int8><<<grid, 256, 0, stream>>>(R, per_row, c, q, scale, zero, out);
+        break;
+      default:
+        if (int4_paired)
+          dequantize8_kernel<QuantFormat::int4, true><<<grid, 256, 0, stream>>>(R, per_row, c, q, scale, zero, out);
+        else
+          dequantize8_kernel<QuantFormat::int4><<<grid, 256, 0, stream>>>(R, per_row, c, q, scale, zero, out);
+        break;
+    }
+    CUDA_CHECK_LAUNCH("dequantize8_kernel");
+    return;
+  }
   const unsigned grid = grid_for(n);
   switch (f) {
     case QuantFormat::bf16:
@@ -111,6 +211,11 @@ void int4_pair_words(uint8_t* q, int64_t bytes, cudaStream_t stream) {
     fail_msg(msg("int4_pair_words: ", bytes, " bytes at a 4-byte boundary expected (whole 32-bit words)"));
   int4_pair_kernel<<<grid_for(bytes / 4), 256, 0, stream>>>(reinterpret_cast<uint32_t*>(q), bytes / 4);
   CUDA_CHECK_LAUNCH("int4_pair_kernel");
+}
+
+bool dequantize8_enabled() {
+  static const bool on = env_choice("MOEBENCH_DEQUANT8", {0, 1}, 1) == 1;
+  return on;
 }
 
 bool int4_paired_from_env() {

@@ -17,8 +17,11 @@ namespace moebench::cuda {
 // even). q, scale, zero: the parts as quant_parts() lays them out (zero null: symmetric
 // int4, other formats). bf16 input: a plain copy.
 // int4_paired: q holds int4 codes in the paired word order (int4_pair_words).
+// Rows whose cols are a multiple of 8 (every expert matrix) with aligned parts go 8 codes
+// a thread (MOEBENCH_DEQUANT8=0: one element a thread, the same bits, for measuring).
 void dequantize_bf16(QuantFormat f, int64_t rows, int64_t cols, const uint8_t* q, const uint8_t* scale,
                      const uint8_t* zero, __nv_bfloat16* out, cudaStream_t stream, bool int4_paired = false);
+bool dequantize8_enabled();
 
 // int4 codes on the device reordered in place for the decode GEMV ("paired" word order):
 // the eight codes e0 .. e7 of each 32-bit word (as stored, e_2i the low nibble of byte

@@ -47,6 +47,7 @@
 #include "engine/cuda/norm_router.h"
 #include "engine/cuda/norm_router_cluster.h"
 #include "engine/cuda/ops.cuh"
+#include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/quant.h"
 #include "engine/synth_rng.h"
@@ -534,6 +535,26 @@ void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int
   state.counters["experts_read"] = n_used;
 }
 
+// One Mixtral-8x7B w1 (14336 x 4096) dequantised to bf16, as the quantised prefill does
+// for each expert it runs: the codes and scales read, the bf16 matrix written
+// (MOEBENCH_DEQUANT8=0 measures the one-element-a-thread kernel). The codes are whatever
+// bytes the buffer holds: the work does not depend on them.
+void bm_dequant(benchmark::State& state, QuantFormat f) {
+  const int64_t rows = 14336, cols = 4096, n = rows * cols;
+  const size_t code_bytes = f == QuantFormat::int4 ? n / 2 : n;
+  const size_t scale_bytes = f == QuantFormat::fp8    ? 4 * (rows / 128) * (cols / 128)
+                             : f == QuantFormat::int8 ? 4 * rows
+                                                      : 2 * rows * (cols / 128);
+  Buf q(code_bytes), scale(scale_bytes), out(2 * n, false);
+  timed(
+      state,
+      [&] {
+        cuda::dequantize_bf16(f, rows, cols, q.as<uint8_t>(), scale.as<uint8_t>(), nullptr, out.as<bf16>(),
+                              g->stream, f == QuantFormat::int4);
+      },
+      static_cast<double>(code_bytes + scale_bytes + 2 * n), 0);
+}
+
 void bm_attention(benchmark::State& state, int n, int pos0) {
   const int len = pos0 + n;
   Buf q(4ull * n * kHeads * kHd, false), kc(2ull * len * kKv * kHd), vc(2ull * len * kKv * kHd),
@@ -757,6 +778,9 @@ void register_all() {
             std::to_string(ss.gu_warps) + "/down:G" + std::to_string(ss.down_slots) + "W" +
             std::to_string(ss.down_warps),
         [ss](benchmark::State& st) { bm_moe_small(st, &ss); });
+  for (QuantFormat f : {QuantFormat::fp8, QuantFormat::int8, QuantFormat::int4})
+    reg(std::string("dequant/") + quant_format_name(f) + "/14336x4096",
+        [f](benchmark::State& st) { bm_dequant(st, f); });
   const std::pair<QuantMat, const char*> mats[] = {{QuantMat::w1, "/w1"}, {QuantMat::w2, "/w2"}};
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : mats)
