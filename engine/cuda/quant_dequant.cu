@@ -65,12 +65,13 @@ __device__ __forceinline__ uint32_t pack_bf16x2_rn(float lo, float hi) {
 }
 
 // The same values 8 codes at a time (rows whose cols % 8 == 0, 8-byte aligned q rows for
-// the 8-bit formats, 4-byte for int4, 16-byte aligned out; fewer than 2^32 runs of 8): a
-// thread's run shares one fp8 block, int8 row or int4 group (8 divides 128), so one scale
-// (and zero point), one load of its codes and one 16-byte store of bf16, consecutive
-// threads on consecutive runs (a warp reads 256 and writes 512 contiguous bytes), kUnroll
-// runs a grid stride apart loaded before any is converted. Each element is the scalar
-// kernel's fp32 product, rounded the same way: the same bits.
+// the 8-bit formats, 4-byte for int4, 16-byte aligned out; fewer than 2^31 runs of 8, so
+// that no 32-bit index below wraps): a thread's run shares one fp8 block, int8 row or int4
+// group (8 divides 128), so one scale (and zero point), one load of its codes and one
+// 16-byte store of bf16, consecutive threads on consecutive runs (a warp reads 256 and
+// writes 512 contiguous bytes), kUnroll runs a grid stride apart loaded before any is
+// converted. Each element is the scalar kernel's fp32 product, rounded the same way: the
+// same bits.
 constexpr int kUnroll = 4;
 template <QuantFormat F, bool kPaired = false>
 __global__ void dequantize8_kernel(uint32_t runs, uint32_t runs_per_row, int cols, const uint8_t* __restrict__ q,
@@ -161,7 +162,7 @@ void dequantize_bf16(QuantFormat f, int64_t rows, int64_t cols, const uint8_t* q
   if (n <= 0) return;
   if (f == QuantFormat::int4 && cols % 8 != 0) fail_msg(msg("dequantize_bf16: int4 needs cols % 8 == 0, got ", cols));
   const int64_t runs = n / 8;
-  if (f != QuantFormat::bf16 && dequantize8_enabled() && cols % 8 == 0 && runs < (int64_t{1} << 32) &&
+  if (f != QuantFormat::bf16 && dequantize8_enabled() && cols % 8 == 0 && runs < (int64_t{1} << 31) &&
       aligned_to(q, f == QuantFormat::int4 ? 4 : 8) && aligned_to(out, 16)) {
     const unsigned grid = static_cast<unsigned>(
         std::min<int64_t>(ceil_div(runs, 256 * kUnroll), 8 * static_cast<int64_t>(device_info_cached().sm_count)));
