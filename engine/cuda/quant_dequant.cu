@@ -2,12 +2,12 @@
 #include <cuda_fp8.h>
 
 #include <algorithm>
-#include <cstring>
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
 #include "engine/cuda/device.h"
 #include "engine/cuda/launch_env.h"
+#include "engine/cuda/quant_codes.cuh"
 #include "engine/cuda/quant_dequant.h"
 
 namespace moebench::cuda {
@@ -55,13 +55,6 @@ __global__ void dequantize_kernel(int64_t rows, int64_t cols, const uint8_t* __r
     }
     out[i] = __float2bfloat16_rn(v);
   }
-}
-
-__device__ __forceinline__ uint32_t pack_bf16x2_rn(float lo, float hi) {
-  const __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi);
-  uint32_t u;
-  memcpy(&u, &p, 4);
-  return u;
 }
 
 // The same values 8 codes at a time (rows whose cols % 8 == 0, 8-byte aligned q rows for
@@ -121,10 +114,10 @@ __global__ void dequantize8_kernel(uint32_t runs, uint32_t runs_per_row, int col
         }
       }
       uint4 o;
-      o.x = pack_bf16x2_rn(v[0], v[1]);
-      o.y = pack_bf16x2_rn(v[2], v[3]);
-      o.z = pack_bf16x2_rn(v[4], v[5]);
-      o.w = pack_bf16x2_rn(v[6], v[7]);
+      o.x = qcodes::pack_bf16x2(v[0], v[1]);
+      o.y = qcodes::pack_bf16x2(v[2], v[3]);
+      o.z = qcodes::pack_bf16x2(v[4], v[5]);
+      o.w = qcodes::pack_bf16x2(v[6], v[7]);
       reinterpret_cast<uint4*>(out)[i] = o;
     }
   }
@@ -152,6 +145,12 @@ __global__ void silu_mul_kernel(const float* __restrict__ g, const float* __rest
 
 bool aligned_to(const void* p, uintptr_t a) { return reinterpret_cast<uintptr_t>(p) % a == 0; }
 
+// MOEBENCH_DEQUANT8 = 0: every matrix one element a thread (for measuring one build both ways).
+bool dequantize8_enabled() {
+  static const bool on = env_choice("MOEBENCH_DEQUANT8", {0, 1}, 1) == 1;
+  return on;
+}
+
 unsigned grid_for(int64_t n) { return static_cast<unsigned>(std::min<int64_t>(ceil_div(n, 256), 8192)); }
 
 }  // namespace
@@ -163,7 +162,7 @@ void dequantize_bf16(QuantFormat f, int64_t rows, int64_t cols, const uint8_t* q
   if (f == QuantFormat::int4 && cols % 8 != 0) fail_msg(msg("dequantize_bf16: int4 needs cols % 8 == 0, got ", cols));
   const int64_t runs = n / 8;
   if (f != QuantFormat::bf16 && dequantize8_enabled() && cols % 8 == 0 && runs < (int64_t{1} << 31) &&
-      aligned_to(q, f == QuantFormat::int4 ? 4 : 8) && aligned_to(out, 16)) {
+      aligned_to(q, f == QuantFormat::int4 ? 4 : 8) && aligned16(out)) {
     const unsigned grid = static_cast<unsigned>(
         std::min<int64_t>(ceil_div(runs, 256 * kUnroll), 8 * static_cast<int64_t>(device_info_cached().sm_count)));
     const auto R = static_cast<uint32_t>(runs), per_row = static_cast<uint32_t>(cols / 8);
@@ -212,11 +211,6 @@ void int4_pair_words(uint8_t* q, int64_t bytes, cudaStream_t stream) {
     fail_msg(msg("int4_pair_words: ", bytes, " bytes at a 4-byte boundary expected (whole 32-bit words)"));
   int4_pair_kernel<<<grid_for(bytes / 4), 256, 0, stream>>>(reinterpret_cast<uint32_t*>(q), bytes / 4);
   CUDA_CHECK_LAUNCH("int4_pair_kernel");
-}
-
-bool dequantize8_enabled() {
-  static const bool on = env_choice("MOEBENCH_DEQUANT8", {0, 1}, 1) == 1;
-  return on;
 }
 
 bool int4_paired_from_env() {

@@ -21,7 +21,6 @@ namespace moebench::cuda {
 // a thread (MOEBENCH_DEQUANT8=0: one element a thread, the same bits, for measuring).
 void dequantize_bf16(QuantFormat f, int64_t rows, int64_t cols, const uint8_t* q, const uint8_t* scale,
                      const uint8_t* zero, __nv_bfloat16* out, cudaStream_t stream, bool int4_paired = false);
-bool dequantize8_enabled();
 
 // int4 codes on the device reordered in place for the decode GEMV ("paired" word order):
 // the eight codes e0 .. e7 of each 32-bit word (as stored, e_2i the low nibble of byte
