@@ -127,6 +127,11 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "the exact warp kernels' loop without row-end conditions where rows fill whole batches, int4's zero point a "
        "constant where none are stored (0: the general loop; the same bits)",
        "docs/QUANT.md"},
+      {"MOEBENCH_QUANT_PREFILL_SLICES", "0, 16, 32, 64, 128, 256, 512",
+       "the longest forward (tokens) whose quantised experts and projections run the decode kernels 8 tokens at a "
+       "time instead of being dequantised to bf16 for cuBLAS (0 never; the exact dequantised values, not their bf16 "
+       "rounding: the logits move within the prefill tolerance)",
+       "docs/QUANT.md"},
       {"MOEBENCH_QUANT_WARP_ORDER", "1, 0, 2",
        "which items the exact GEMV and gate/up warps take first: warp-major for int4 and block-major for int8 and fp8 "
        "(0: block-major, 2: warp-major everywhere; the same bits)",

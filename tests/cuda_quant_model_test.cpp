@@ -3,8 +3,10 @@
 // whose experts are stored in that format (the bytes `synthetic:micro` quantised on
 // load gives: quant_store_test), in the resident, pinned and disk tiers, with each
 // dispatch — skipped, with a message, without a GPU.
-//   prefill (a 9-token prompt: 18 pairs, more than the 8-token decode path takes): each
-//   needed expert dequantised to bf16 on the device, then the bf16 expert path;
+//   prefill (a 9-token prompt: 18 pairs, more than the 8-token decode path takes): with
+//   the slices off (quant_prefill_slices 0), each needed expert dequantised to bf16 on the
+//   device, then the bf16 expert path; with them on, the decode launches on 8 tokens and
+//   then 1 (held to decode's tolerance: they multiply the same exact values);
 //   decode (teacher-forced steps, m = 1): the dequantising GEMV (quant_moe_gemv).
 // Tolerance: both backends compute with the same dequantised values (value x scale in
 // fp32, exactly as quant.cpp defines them); the CUDA side rounds activations to bf16 as
@@ -25,6 +27,7 @@
 #include "engine/cpu_model.h"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/device.h"
+#include "engine/cuda/quant_linear.h"
 #include "engine/generate.h"
 #include "engine/synth_checkpoint.h"
 #include "profiler/counters.h"
@@ -134,10 +137,15 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
     for (int s = 0; s < kSteps && first_tie == kSteps; ++s)
       if (margin_of(ref.steps[s].data(), V) <= 2 * (s == 0 ? kPrefillTol : kDecodeTol) * scale_of(ref.steps[s].data(), V))
         first_tie = s;
+    for (int slices : {0, 64})
     for (const char* dispatch : {"serial", "grouped", "fused"}) {
+      cuda::set_quant_prefill_slices(slices);
+      // The slices multiply the exact dequantised values as decode does: decode's tolerance.
+      const double prefill_tol = slices >= static_cast<int>(prompt.size()) ? kDecodeTol : kPrefillTol;
       std::vector<float> resident_logits;
       for (const char* tier : {"resident", "pinned", "disk"}) {
-        SCOPED_TRACE(std::string(dtype) + " tier=" + tier + " dispatch=" + dispatch);
+        SCOPED_TRACE(std::string(dtype) + " tier=" + tier + " dispatch=" + dispatch +
+                     " prefill slices up to " + std::to_string(slices));
         EngineContext ctx;
         ctx.weights = &w;
         ctx.backend = "cuda";
@@ -147,13 +155,13 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
         const Logits got = run_model(m, prompt, toks);
         double worst_p = 0, worst_d = 0;
         for (size_t i = 0; i < prompt.size(); ++i) {
-          const double tol = kPrefillTol * scale_of(&ref.prompt[i * V], V);
+          const double tol = prefill_tol * scale_of(&ref.prompt[i * V], V);
           const double d = max_diff(&got.prompt[i * V], &ref.prompt[i * V], V);
           EXPECT_LE(d, tol) << "prompt position " << i;
           worst_p = std::max(worst_p, d / tol);
         }
         for (int s = 0; s < kSteps; ++s) {
-          const double tol = (s == 0 ? kPrefillTol : kDecodeTol) * scale_of(ref.steps[s].data(), V);
+          const double tol = (s == 0 ? prefill_tol : kDecodeTol) * scale_of(ref.steps[s].data(), V);
           const double d = max_diff(got.steps[s].data(), ref.steps[s].data(), V);
           EXPECT_LE(d, tol) << "step " << s;
           if (s < first_tie) {
@@ -169,20 +177,24 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
         } else {
           EXPECT_TRUE(all == resident_logits) << "tier " << tier << " differs from resident";
         }
-        std::printf("  %s %s %s: worst |cuda - cpu| / tol: prefill %.3f, decode %.3f (first cpu near-tie at step %d)\n",
-                    dtype, tier, dispatch, worst_p, worst_d, first_tie);
+        std::printf("  %s %s %s slices %d: worst |cuda - cpu| / tol: prefill %.3f, decode %.3f (first cpu near-tie at "
+                    "step %d)\n",
+                    dtype, tier, dispatch, slices, worst_p, worst_d, first_tie);
       }
     }
   }
+  cuda::set_quant_prefill_slices(-1);
 }
 
 // Quantised attention projections (weight_dtype fp8, int8), with bf16 and int4 experts:
 // the CUDA model against the CPU backend with the same settings. Decode multiplies the
-// exact codes: the decode tolerance. Prefill dequantises each projection into bf16 for
-// cuBLAS, one more rounding of 2^-8 per term on top of the activations' (the prefill
-// tolerance, as for quantised experts), and with int4 experts their own dequantising
-// one as well: 4 eps(bf16) more. Greedy tokens identical up to the CPU's first
-// near-tie; its weights hold the quantised bytes (fewer than bf16).
+// exact codes: the decode tolerance. Prefill with its slices off dequantises each
+// projection into bf16 for cuBLAS, one more rounding of 2^-8 per term on top of the
+// activations' (the prefill tolerance, as for quantised experts), and with int4 experts
+// their own dequantising one as well: 4 eps(bf16) more; with the slices on (the 9-token
+// prompt as 8 + 1 tokens) it multiplies the exact codes as decode does: the decode
+// tolerance. Greedy tokens identical up to the CPU's first near-tie; its weights hold
+// the quantised bytes (fewer than bf16).
 TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
   auto w = WeightSource::open("synthetic:micro", 7);
   const int V = w.config().vocab_size;
@@ -196,9 +208,12 @@ TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
     ctx.settings = settings("bf16", "resident", "fused");
     bf16_bytes = cuda::CudaModel(ctx).weight_bytes();
   }
+  for (int slices : {0, 64})
   for (const char* wd : {"fp8", "int8"})
     for (const char* ed : {"bf16", "int4"}) {
-      SCOPED_TRACE(std::string("weight_dtype=") + wd + " expert_dtype=" + ed);
+      cuda::set_quant_prefill_slices(slices);
+      SCOPED_TRACE(std::string("weight_dtype=") + wd + " expert_dtype=" + ed + " prefill slices up to " +
+                   std::to_string(slices));
       EngineContext cctx;
       cctx.weights = &w;
       cctx.settings = settings(ed, "resident", "grouped");
@@ -214,7 +229,9 @@ TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
       cuda::CudaModel m(ctx);
       EXPECT_LT(m.weight_bytes(), bf16_bytes);
       const Logits got = run_model(m, prompt, toks);
-      const double prefill_tol = kPrefillTol + (std::string(ed) == "bf16" ? 0.0 : kDecodeTol);
+      const double prefill_tol =
+          slices >= static_cast<int>(prompt.size()) ? kDecodeTol
+                                                    : kPrefillTol + (std::string(ed) == "bf16" ? 0.0 : kDecodeTol);
       for (size_t i = 0; i < prompt.size(); ++i)
         EXPECT_LE(max_diff(&got.prompt[i * V], &ref.prompt[i * V], V), prefill_tol * scale_of(&ref.prompt[i * V], V))
             << "prompt position " << i;
@@ -228,6 +245,7 @@ TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
         }
       }
     }
+  cuda::set_quant_prefill_slices(-1);
 }
 
 // The bytes a miss moves are the quantised expert's, and the slots multiply accordingly.

@@ -310,18 +310,26 @@ TEST_F(QuantCuda, EveryPipelinedShapeMatchesTheCpuReference) {
 
 // One quantised matrix (weight_dtype's attention projections) through linear_weight:
 // n <= 8 rows take quant_gemv (held to the CPU reference as above, accumulate adding to
-// y's old values), more rows dequantise into a bf16 scratch and take linear() (held to
-// the dot products of the bf16-rounded dequantised weights, the values it multiplies).
-// Rows past a 128-row fp8 block and partial column blocks (K = 2080); a wrong block or
-// row scale shows far above the bound.
+// y's old values), and so do more rows up to quant_prefill_slices(), 8 at a time (12 and
+// 20 rows: a whole slice and a partial one); with the slices off (0) more rows dequantise
+// into a bf16 scratch and take linear() (held to the dot products of the bf16-rounded
+// dequantised weights, the values it multiplies). Rows past a 128-row fp8 block and
+// partial column blocks (K = 2080); a wrong block or row scale, or a slice's rows
+// misplaced, shows far above the bound.
 TEST_F(QuantCuda, QuantisedLinearWeightMatchesTheCpuReference) {
   cuda::Blas blas;
+  struct SlicesBack {
+    ~SlicesBack() { cuda::set_quant_prefill_slices(-1); }
+  } back;
+  for (int slices : {0, 64})
   for (QuantFormat f : {QuantFormat::int8, QuantFormat::fp8})
     for (auto [N, K] : {std::pair<int, int>{300, 2080}, {33, 256}})
-      for (int n : {1, 3, 8, 12})
+      for (int n : {1, 3, 8, 12, 20})
         for (bool acc : {false, true}) {
+          if (slices > 0 && n <= 8) continue;  // decode rows take the GEMV either way
+          cuda::set_quant_prefill_slices(slices);
           SCOPED_TRACE(testing::Message() << quant_format_name(f) << " N=" << N << " K=" << K << " n=" << n
-                                          << (acc ? " accumulate" : ""));
+                                          << (acc ? " accumulate" : "") << " slices up to " << slices);
           std::mt19937 g(static_cast<uint32_t>(N + K + n));
           std::normal_distribution<float> nd(0.0f, 0.05f);
           std::vector<float> w(static_cast<size_t>(N) * K), y0(static_cast<size_t>(n) * N);
@@ -331,7 +339,7 @@ TEST_F(QuantCuda, QuantisedLinearWeightMatchesTheCpuReference) {
           const QuantMatrix m = quantize(f, w.data(), N, K);
           std::vector<float> wd(w.size());
           dequantize(m, wd.data());
-          if (n > 8)
+          if (n > 8 && n > slices)
             for (auto& v : wd) v = bf16_to_f32(f32_to_bf16(v));  // linear() multiplies the bf16-rounded values
           std::vector<uint16_t> xb(static_cast<size_t>(n) * K);
           for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);

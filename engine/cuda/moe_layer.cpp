@@ -18,6 +18,7 @@
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
+#include "engine/cuda/quant_linear.h"
 #include "engine/cuda/router_reweight.h"
 #include "common/error.h"
 #include "common/log.h"
@@ -79,6 +80,11 @@ bool MoeLayer::persistent_takes(bool router) const {
 }
 
 bool MoeLayer::quant_decode_ok(int m) const { return m <= kGemvMaxRows && m * d_.top_k <= kFusedMaxPairs; }
+
+int MoeLayer::prefill_slice(int m) const {
+  if (!quantised() || quant_decode_ok(m) || m > quant_prefill_slices() || filter_) return 0;
+  return std::max(1, std::min(kGemvMaxRows, kFusedMaxPairs / d_.top_k));
+}
 
 size_t MoeLayer::predict_row_bytes() const {
   const ExpertLayout& L = d_.layout;
@@ -226,7 +232,7 @@ void MoeLayer::begin_step(int step, int m) {
 
 bool MoeLayer::syncs(int m) const {
   if (provider_.needs_ids() || observer_ || (routing_ && !stages_routing())) return true;
-  if (quantised()) return dispatch_ == Dispatch::grouped || !quant_decode_ok(m);  // grouped's router copies ids
+  if (quantised()) return dispatch_ == Dispatch::grouped || !(quant_decode_ok(m) || prefill_slice(m));  // grouped's router copies ids
   return !(dispatch_ == Dispatch::fused && fused_decode_ok(m));
 }
 
@@ -447,6 +453,18 @@ void MoeLayer::experts(int layer, ForwardBuffers& b, float* x, int m) {
     return;
   }
   if (ids_later) fail("moe: layer {}: a norm + router left to a quantised gate/up launch that does not run", layer);
+  if (const int slice = prefill_slice(m)) {  // a short quantised prefill: the decode launches, a slice at a time
+    for (int t0 = 0; t0 < m; t0 += slice) {
+      const int n = std::min(slice, m - t0);
+      ForwardBuffers s = b;
+      s.h = b.h + static_cast<size_t>(t0) * H;
+      s.ids = b.ids + static_cast<size_t>(t0) * K;
+      s.wts = b.wts + static_cast<size_t>(t0) * K;
+      float* xs = x + static_cast<size_t>(t0) * H;
+      if (!quant_decode(layer, s, s.h, s.ids, n * K, K, combine_ == Combine::fused ? xs : nullptr)) combine(s, xs, n, false);
+    }
+    return;
+  }
   if (!quantised() && dispatch_ == Dispatch::fused && fused_decode_ok(m)) {
     const bf16* const* t = reinterpret_cast<const bf16* const*>(tables(layer));
     ScopedRange r(trace_, RangeKind::expert_compute, layer, -1, "moe_decode_fused");

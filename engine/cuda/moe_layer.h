@@ -17,9 +17,11 @@
 //     quant_moe_gemv (it groups the pairs by expert itself; one launch over both where the
 //     layout puts w3 right after w1, engine/cuda/gate_up.h), h = silu(g) * u (bf16), then
 //     y = w2.h (quant_moe_gemv, one input per pair), then the combine knob as above;
-//   prefill: every needed expert is dequantised to a bf16 scratch expert (quant_dequant.h:
-//     the values quant.cpp defines, rounded to bf16), then the bf16 grouped / serial path
-//     (fused prefill is the grouped path with a device sort). Host C++.
+//   a short prefill (up to quant_prefill_slices() tokens, quant_linear.h): the decode
+//     launches above on slices of up to 8 tokens (64 / k for top-k over 8), in order;
+//   a longer prefill: every needed expert is dequantised to a bf16 scratch expert
+//     (quant_dequant.h: the values quant.cpp defines, rounded to bf16), then the bf16
+//     grouped / serial path (fused prefill is the grouped path with a device sort). Host C++.
 #pragma once
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
@@ -214,6 +216,10 @@ class MoeLayer {
   // rows (w1 and w3 one matrix, rows a multiple of 16 bytes); else 0.
   size_t predict_row_bytes() const;
   bool quant_decode_ok(int m) const;
+  // Tokens a slice when a quantised forward of m tokens runs the decode launches slice by
+  // slice (quant_prefill_slices()); 0 when it does not (bf16, decode, longer forwards,
+  // expert parallelism's pair filter).
+  int prefill_slice(int m) const;
   // g, u, h through quant_moe_gemv for `pairs` (expert, token) pairs of x ((pairs / k,
   // hidden), ids (pairs)); y (pairs, hidden) unweighted into b.moe_y. residual non-null
   // (and the fused kernels on, quant_gemv.h): y combined into it with b.wts instead

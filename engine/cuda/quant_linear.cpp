@@ -1,17 +1,40 @@
 // quant_linear.cpp: see quant_linear.h.
 #include "engine/cuda/quant_linear.h"
 
+#include <algorithm>
+#include <atomic>
+
 #include "common/error.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
 
 namespace moebench::cuda {
 
+namespace {
+std::atomic<int> g_prefill_slices{-1};  // -1: the environment's
+}  // namespace
+
+int quant_prefill_slices() {
+  const int set = g_prefill_slices.load(std::memory_order_relaxed);
+  if (set >= 0) return set;
+  static const int env = env_choice("MOEBENCH_QUANT_PREFILL_SLICES", {0, 16, 32, 64, 128, 256, 512}, 0);
+  return env;
+}
+
+void set_quant_prefill_slices(int tokens) { g_prefill_slices.store(tokens < 0 ? -1 : tokens, std::memory_order_relaxed); }
+
 void linear_weight(const LinearWeight& w, const __nv_bfloat16* x, float* y, int n, int in, int out, bool accumulate,
                    __nv_bfloat16* scratch, cublasHandle_t blas, cudaStream_t stream) {
   if (w.format == QuantFormat::bf16) return linear(x, w.w, y, n, in, out, accumulate, blas, stream);
   if (n <= kGemvMaxRows) return quant_gemv(w.format, w.q, w.scale, x, n, in, out, y, accumulate, stream);
+  if (n <= quant_prefill_slices()) {  // a short prefill: the decode GEMV, 8 tokens at a time
+    for (int t0 = 0; t0 < n; t0 += kGemvMaxRows)
+      quant_gemv(w.format, w.q, w.scale, x + static_cast<size_t>(t0) * in, std::min(kGemvMaxRows, n - t0), in, out,
+                 y + static_cast<size_t>(t0) * out, accumulate, stream);
+    return;
+  }
   if (!scratch)
     fail("linear_weight: {} rows of a {} weight need a bf16 scratch of {} x {} to dequantise into", n,
          quant_format_name(w.format), out, in);

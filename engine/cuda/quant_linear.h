@@ -22,10 +22,24 @@ struct LinearWeight {
   const uint8_t* scale = nullptr;
 };
 
+// The longest forward (tokens) whose quantised expert matrices and projections run the
+// decode kernels (quant_gemv, quant_moe_gemv: the codes read and multiplied as they are)
+// in slices of up to 8 tokens, instead of each matrix dequantised into a bf16 scratch
+// for cuBLAS: MOEBENCH_QUANT_PREFILL_SLICES (0 unset: never; 16, 32, 64, 128, 256, 512),
+// or what set_quant_prefill_slices said last (tests: a count, 0 never; negative: the
+// environment's again). A short prompt then reads each weight once a slice instead of
+// writing and reading its bf16 form. The slices compute what decode computes: each
+// product of the exact dequantised value, not of its bf16 rounding (the prefill's
+// tolerance against the CPU reference is the looser of the two either way). Off by
+// default until a GPU has measured where it pays (docs/QUANT.md, session 44).
+int quant_prefill_slices();
+void set_quant_prefill_slices(int tokens);
+
 // y (n, out) fp32 = x (n, in) bf16 @ W^T [+ y if accumulate]. bf16: linear(). Quantised:
-// quant_gemv() for n <= 8 (decode), else W dequantised into `scratch` (out x in bf16,
-// the values dequantize() defines, rounded to bf16) and linear() on it (prefill).
-// scratch may be null when n <= 8 or the weight is bf16; otherwise Error.
+// quant_gemv() for n <= 8 (decode) and, in slices of 8, for n <= quant_prefill_slices();
+// else W dequantised into `scratch` (out x in bf16, the values dequantize() defines,
+// rounded to bf16) and linear() on it (prefill). scratch may be null when no
+// dequantisation runs or the weight is bf16; otherwise Error.
 void linear_weight(const LinearWeight& w, const __nv_bfloat16* x, float* y, int n, int in, int out, bool accumulate,
                    __nv_bfloat16* scratch, cublasHandle_t blas, cudaStream_t stream);
 // y[s] = x @ w[s]^T for n_mats <= 4 weights sharing x (q/k/v): linear_multi() when all
