@@ -3,7 +3,11 @@
 `moebench bench` runs (tools/device_run.sh PARTS=ab). INDEX holds one line per run, tab
 separated: configuration, variant, round, results JSON, exit status. Per configuration:
 every run's decode tok/s and % of bound for each case, then per case each variant's mean
-over its rounds and its ratio to the first variant's, and whether the variants' greedy
+over its rounds and its ratio to the first variant's; where the runs report a time to first
+token (warm, and cold, the model's load included, where the case measured one: the aggregates'
+ttft_warm_ns, ttft_cold_ns),
+the same means of it, in ms, so that a prefill change reads off one table (a case with a
+time to first token and no decode rate, `--new-tokens 1`, counts too); and whether the variants' greedy
 tokens agree (each case's output token hash), and whether every repetition of a run gave its
 first repetition's tokens (each case's other_tokens_repetitions). Where a run has a kernel profile beside its
 results (NAME.kprof.json for NAME.json: `moebench bench --kernel-profile`, AB_PROFILE=1), per
@@ -25,8 +29,8 @@ def read_index(path):
 
 
 def load_cases(run):
-    """{case name: (tok/s, % of bound or None, token hash, repetitions with other tokens)} of a
-    run, or an error string."""
+    """{case name: (tok/s or None, % of bound or None, token hash, repetitions with other tokens,
+    {"warm": ms or None, "cold": ms or None})} of a run, or an error string."""
     try:
         doc = json.load(open(run["file"]))
     except (OSError, ValueError) as e:
@@ -35,12 +39,33 @@ def load_cases(run):
     for c in doc.get("cases", []):
         if c.get("status") != "ok":
             continue
-        tok = c.get("aggregates", {}).get("decode_tok_s")
-        if tok is None:
+        agg = c.get("aggregates", {})
+        tok = agg.get("decode_tok_s")
+        # 0 (or null) where the case did not measure one: a cold start is measured only once a model
+        ttft = {k: (agg[f"ttft_{k}_ns"] / 1e6 if agg.get(f"ttft_{k}_ns") else None) for k in ("warm", "cold")}
+        if tok is None and ttft["warm"] is None:
             continue
-        pct = c.get("bound", {}).get("percent")
-        out[c["name"]] = (tok, pct, c.get("output_token_hash", ""), c.get("other_tokens_repetitions", []))
-    return out if out else f"{run['file']}: no finished case with a decode rate"
+        pct = (c.get("bound") or {}).get("percent")
+        out[c["name"]] = (tok, pct, c.get("output_token_hash", ""), c.get("other_tokens_repetitions", []), ttft)
+    return out if out else f"{run['file']}: no finished case with a decode rate or a time to first token"
+
+
+def mean_cells(values, fmt):
+    """Markdown cells of per-variant means (None: "-"), each after the first with its ratio to the first."""
+    cells = []
+    for i, m in enumerate(values):
+        if m is None:
+            cells.append("-")
+        elif i > 0 and values[0]:
+            cells.append(f"{m:{fmt}} ({m / values[0]:.3f}x)")
+        else:
+            cells.append(f"{m:{fmt}}")
+    return cells
+
+
+def mean_of(xs):
+    xs = [x for x in xs if x is not None]
+    return sum(xs) / len(xs) if xs else None
 
 
 def load_profile(run):
@@ -119,40 +144,46 @@ def main():
                 problems.append(f"{s} / {r['variant']} round {r['round']}: {cases}")
                 md.append(f"| {r['variant']} | {r['round']} | (failed: {cases}) | | | |")
                 continue
-            for name, (tok, pct, h, others) in cases.items():
+            for name, (tok, pct, h, others, ttft) in cases.items():
                 other = ""
                 if others:
                     reps = ", ".join(str(x) for x in others)
                     other = f" (other tokens in repetitions {reps})"
                     problems.append(f"{s} / {r['variant']} round {r['round']} / {name}: repetitions {reps} generated "
                                     f"other tokens than the first")
-                md.append(f"| {r['variant']} | {r['round']} | {name} | {tok:.1f} | "
+                md.append(f"| {r['variant']} | {r['round']} | {name} | {'-' if tok is None else f'{tok:.1f}'} | "
                           f"{'' if pct is None else f'{pct:.1f}%'} | `{h}`{other} |")
-                e = per.setdefault((r["variant"], name), {"tok": [], "hash": set()})
+                e = per.setdefault((r["variant"], name), {"tok": [], "hash": set(), "warm": [], "cold": []})
                 e["tok"].append(tok)
                 e["hash"].add(h)
+                e["warm"].append(ttft["warm"])
+                e["cold"].append(ttft["cold"])
         md += ["", f"Means over the rounds, against `{variants[0]}`:", "",
                "| case | " + " | ".join(variants) + " | same tokens |", "|---|" + "---:|" * len(variants) + "---|"]
-        for name in dict.fromkeys(c for (_, c) in per):
-            means = [sum(per[(v, name)]["tok"]) / len(per[(v, name)]["tok"]) if (v, name) in per else None
-                     for v in variants]
-            base = means[0]
-            cells = []
-            for i, m in enumerate(means):
-                if m is None:
-                    cells.append("-")
-                elif i > 0 and base:
-                    cells.append(f"{m:.1f} ({m / base:.3f}x)")
-                else:
-                    cells.append(f"{m:.1f}")
+        names = list(dict.fromkeys(c for (_, c) in per))
+        ttfts = {}  # case -> {"warm": [mean per variant], "cold": [...]}
+        for name in names:
+            means = [mean_of(per[(v, name)]["tok"]) if (v, name) in per else None for v in variants]
+            cells = mean_cells(means, ".1f")
+            ttfts[name] = {k: [mean_of(per[(v, name)][k]) if (v, name) in per else None for v in variants]
+                           for k in ("warm", "cold")}
             hashes = set().union(*(per[(v, name)]["hash"] for v in variants if (v, name) in per))
             same = len(hashes) == 1
             if not same:
                 problems.append(f"{s} / {name}: the variants' greedy tokens differ ({', '.join(sorted(hashes))})")
             md.append(f"| {name} | " + " | ".join(cells) + f" | {'yes' if same else 'NO'} |")
             summary.append({"set": s, "case": name, "variants": variants, "mean_decode_tok_s": means,
+                            "mean_ttft_warm_ms": ttfts[name]["warm"], "mean_ttft_cold_ms": ttfts[name]["cold"],
                             "same_tokens": same, "hashes": sorted(hashes)})
         md.append("")
+        for kind, what in (("warm", "warm (the model already loaded)"), ("cold", "cold (the model's load included)")):
+            rows = [n for n in names if any(m is not None for m in ttfts[n][kind])]
+            if not rows:
+                continue
+            md += [f"Time to first token, {what}, ms: means over the rounds, against `{variants[0]}`:", "",
+                   "| case | " + " | ".join(variants) + " |", "|---|" + "---:|" * len(variants)]
+            md += [f"| {n} | " + " | ".join(mean_cells(ttfts[n][kind], ".2f")) + " |" for n in rows]
+            md.append("")
         pmd, psum = profile_table(s, rs, variants, problems)
         md += pmd
         profiles += psum

@@ -60,7 +60,8 @@
 #              cut at AB_TIMEOUT seconds (default 150) and kept as it finishes (ab_SET_VARIANT_rN.json);
 #              AB_PROFILE=1 adds --kernel-profile to each run (ab_SET_VARIANT_rN.kprof.json: one more
 #              traced generation a case); then tools/ab_table.py: ab_summary.md / .json, every run's
-#              tok/s and % of bound, each variant's mean against the first, whether the variants'
+#              tok/s and % of bound, each variant's mean against the first (of the decode rate and of
+#              the time to first token, warm and cold), whether the variants'
 #              greedy tokens agree (the part fails when they do not, or when a run failed), and with
 #              profiles each variant's exposed time per kernel (what each launch adds to a step)
 #   kab        the kernel microbenchmarks alternated between variants, round by round, in one call: for
