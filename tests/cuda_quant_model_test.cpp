@@ -27,6 +27,7 @@
 #include "engine/cpu_model.h"
 #include "engine/cuda/cuda_model.h"
 #include "engine/cuda/device.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/quant_linear.h"
 #include "engine/generate.h"
 #include "engine/synth_checkpoint.h"
@@ -139,7 +140,7 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
         first_tie = s;
     for (int slices : {0, 64})
     for (const char* dispatch : {"serial", "grouped", "fused"}) {
-      cuda::set_quant_prefill_slices(slices);
+      const cuda::ScopedSwitch slices_on(cuda::set_quant_prefill_slices, slices);
       // The slices multiply the exact dequantised values as decode does: decode's tolerance.
       const double prefill_tol = slices >= static_cast<int>(prompt.size()) ? kDecodeTol : kPrefillTol;
       std::vector<float> resident_logits;
@@ -183,7 +184,6 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
       }
     }
   }
-  cuda::set_quant_prefill_slices(-1);
 }
 
 // Quantised attention projections (weight_dtype fp8, int8), with bf16 and int4 experts:
@@ -211,7 +211,7 @@ TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
   for (int slices : {0, 64})
   for (const char* wd : {"fp8", "int8"})
     for (const char* ed : {"bf16", "int4"}) {
-      cuda::set_quant_prefill_slices(slices);
+      const cuda::ScopedSwitch slices_on(cuda::set_quant_prefill_slices, slices);
       SCOPED_TRACE(std::string("weight_dtype=") + wd + " expert_dtype=" + ed + " prefill slices up to " +
                    std::to_string(slices));
       EngineContext cctx;
@@ -245,7 +245,6 @@ TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
         }
       }
     }
-  cuda::set_quant_prefill_slices(-1);
 }
 
 // The bytes a miss moves are the quantised expert's, and the slots multiply accordingly.

@@ -542,4 +542,41 @@ TEST(CudaLaunchEnv, SwitchReadsItsVariableOnceUntilSetOrReset) {
   unsetenv(name);
 }
 
+// The integer settings (launch_env.h EnvChoice): the variable read once on first use, the
+// unset value when unset, a test's value (any, >= 0) until a negative one hands it back to
+// the variable, a value off the list refused naming the variable, and ScopedSwitch handing
+// it back when its scope ends. No GPU needed.
+TEST(CudaLaunchEnv, ChoiceSettingReadsItsVariableOnceUntilATestSetsOne) {
+  static constexpr int kAllowed[] = {0, 16, 64};
+  static cuda::EnvChoice setting{"MOEBENCH_TEST_LAUNCH_CHOICE", kAllowed, 16};
+  const char* name = "MOEBENCH_TEST_LAUNCH_CHOICE";
+  unsetenv(name);
+  EXPECT_EQ(setting.get(), 16);  // unset
+  setenv(name, "64", 1);
+  EXPECT_EQ(setting.get(), 16);  // read once
+  setting.set(-1);
+  EXPECT_EQ(setting.get(), 64);  // read again
+  setting.set(5);                // a test's value need not be on the list
+  EXPECT_EQ(setting.get(), 5);
+  setenv(name, "7", 1);
+  EXPECT_EQ(setting.get(), 5);
+  setting.set(-3);
+  try {
+    setting.get();
+    ADD_FAILURE() << "7 was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("MOEBENCH_TEST_LAUNCH_CHOICE=7: expected one of 0, 16, 64"),
+              std::string::npos)
+        << e.what();
+  }
+  setenv(name, "0", 1);
+  {
+    static cuda::EnvChoice* s = &setting;
+    const cuda::ScopedSwitch on([](int v) { s->set(v); }, 64);
+    EXPECT_EQ(setting.get(), 64);
+  }
+  EXPECT_EQ(setting.get(), 0);  // handed back: the variable's
+  unsetenv(name);
+}
+
 #endif  // MOEBENCH_HAVE_CUDA

@@ -32,6 +32,7 @@
 #include "engine/cuda/quant_dequant.h"
 #include "engine/cuda/quant_gemv.h"
 #include "engine/cuda/quant_gemv_rows.h"
+#include "engine/cuda/launch_env.h"
 #include "engine/cuda/quant_linear.h"
 #include "engine/dtype.h"
 #include "common/error.h"
@@ -318,16 +319,13 @@ TEST_F(QuantCuda, EveryPipelinedShapeMatchesTheCpuReference) {
 // misplaced, shows far above the bound.
 TEST_F(QuantCuda, QuantisedLinearWeightMatchesTheCpuReference) {
   cuda::Blas blas;
-  struct SlicesBack {
-    ~SlicesBack() { cuda::set_quant_prefill_slices(-1); }
-  } back;
   for (int slices : {0, 64})
   for (QuantFormat f : {QuantFormat::int8, QuantFormat::fp8})
     for (auto [N, K] : {std::pair<int, int>{300, 2080}, {33, 256}})
       for (int n : {1, 3, 8, 12, 20})
         for (bool acc : {false, true}) {
           if (slices > 0 && n <= 8) continue;  // decode rows take the GEMV either way
-          cuda::set_quant_prefill_slices(slices);
+          const cuda::ScopedSwitch slices_on(cuda::set_quant_prefill_slices, slices);
           SCOPED_TRACE(testing::Message() << quant_format_name(f) << " N=" << N << " K=" << K << " n=" << n
                                           << (acc ? " accumulate" : "") << " slices up to " << slices);
           std::mt19937 g(static_cast<uint32_t>(N + K + n));

@@ -10,6 +10,10 @@
 namespace moebench::cuda {
 
 int env_choice(const char* name, std::initializer_list<int> allowed, int unset) {
+  return env_choice(name, std::span<const int>(allowed.begin(), allowed.size()), unset);
+}
+
+int env_choice(const char* name, std::span<const int> allowed, int unset) {
   const std::string v = env_str(name);
   if (v.empty()) return unset;
   std::string list;
@@ -20,13 +24,13 @@ int env_choice(const char* name, std::initializer_list<int> allowed, int unset) 
   fail("{}={}: expected one of {}", name, v, list);
 }
 
-bool EnvSwitch::get() {
-  int on = value_.load(std::memory_order_relaxed);
-  if (on < 0) {
-    on = env_choice(name_, {0, 1}, fallback_);
-    value_.store(on, std::memory_order_relaxed);
+int EnvChoice::get() {
+  int v = value_.load(std::memory_order_relaxed);
+  if (v < 0) {
+    v = env_choice(name_, allowed_, unset_);
+    value_.store(v, std::memory_order_relaxed);
   }
-  return on == 1;
+  return v;
 }
 
 int gemv_prefetch_from_env() {
@@ -95,19 +99,13 @@ bool rope_in_attention_from_env() {
 }
 
 namespace {
-std::atomic<int> g_attention_hpb{-1};  // -1: the environment's
-}
+constexpr int kHeadsPerBlock[] = {0, 1, 2, 4};
+EnvChoice g_attention_hpb{"MOEBENCH_ATTN_HEADS_PER_BLOCK", kHeadsPerBlock, 0};
+}  // namespace
 
-int attention_heads_per_block_setting() {
-  const int set = g_attention_hpb.load(std::memory_order_relaxed);
-  if (set >= 0) return set;  // a test's count: the environment is not read
-  static const int env = env_choice("MOEBENCH_ATTN_HEADS_PER_BLOCK", {0, 1, 2, 4}, 0);
-  return env;
-}
+int attention_heads_per_block_setting() { return g_attention_hpb.get(); }
 
-void set_attention_heads_per_block(int hpb) {
-  g_attention_hpb.store(hpb < 0 ? -1 : hpb, std::memory_order_relaxed);
-}
+void set_attention_heads_per_block(int hpb) { g_attention_hpb.set(hpb); }
 
 namespace {
 EnvSwitch g_o_proj_router{"MOEBENCH_OPROJ_ROUTER", 0};
@@ -126,19 +124,13 @@ bool gate_up_router_on() { return g_gate_up_router.get(); }
 void set_gate_up_router(int on) { g_gate_up_router.force(on); }
 
 namespace {
-std::atomic<int> g_quant_moe_persistent{-1};  // -1: the environment's
-}
+constexpr int kPersistentLevels[] = {0, 1, 2, 3};
+EnvChoice g_quant_moe_persistent{"MOEBENCH_QUANT_MOE_PERSISTENT", kPersistentLevels, 0};
+}  // namespace
 
-int quant_moe_persistent() {
-  const int set = g_quant_moe_persistent.load(std::memory_order_relaxed);
-  if (set >= 0) return set;
-  static const int env = env_choice("MOEBENCH_QUANT_MOE_PERSISTENT", {0, 1, 2, 3}, 0);
-  return env;
-}
+int quant_moe_persistent() { return g_quant_moe_persistent.get(); }
 
-void set_quant_moe_persistent(int level) {
-  g_quant_moe_persistent.store(level < 0 ? -1 : level, std::memory_order_relaxed);
-}
+void set_quant_moe_persistent(int level) { g_quant_moe_persistent.set(level); }
 
 int o_proj_staged_from_env() {
   static const int level = env_choice("MOEBENCH_OPROJ_STAGED", {0, 1, 2}, -1);  // unset: -1, by shape
@@ -165,22 +157,19 @@ bool quant_down_late_trigger() { return g_quant_down_trigger.get(); }
 void set_quant_down_trigger(int on) { g_quant_down_trigger.force(on); }
 
 namespace {
-// The expert prediction's byte counts: what a test set last (a multiple of 16; -1: none,
-// the environment's value then, read only where no test has set one).
-std::atomic<int> g_expert_predict_bytes{-1}, g_expert_predict_quant_bytes{-1};
+constexpr int kPredictBytes[] = {8192, 0, 4096, 16384, 32768, 65536};
+constexpr int kPredictQuantBytes[] = {1024, 0, 512, 2048, 4096};
+EnvChoice g_expert_predict_bytes{"MOEBENCH_EXPERT_PREDICT_BYTES", kPredictBytes, 8192};
+EnvChoice g_expert_predict_quant_bytes{"MOEBENCH_EXPERT_PREDICT_QUANT_BYTES", kPredictQuantBytes, 1024};
 
-void set_bytes(std::atomic<int>& set, int bytes, const char* what) {
+// A test's byte count: a multiple of 16 (negative: the environment's again).
+void set_bytes(EnvChoice& setting, int bytes, const char* what) {
   if (bytes >= 0 && bytes % 16 != 0) fail("{}: {} is not a multiple of 16", what, bytes);
-  set.store(bytes < 0 ? -1 : bytes, std::memory_order_relaxed);
+  setting.set(bytes);
 }
 }  // namespace
 
-unsigned expert_predict_bytes() {
-  const int set = g_expert_predict_bytes.load(std::memory_order_relaxed);
-  if (set >= 0) return static_cast<unsigned>(set);
-  static const int env = env_choice("MOEBENCH_EXPERT_PREDICT_BYTES", {8192, 0, 4096, 16384, 32768, 65536}, 8192);
-  return static_cast<unsigned>(env);
-}
+unsigned expert_predict_bytes() { return static_cast<unsigned>(g_expert_predict_bytes.get()); }
 
 int expert_predict_at_from_env() {
   static const int at = env_choice("MOEBENCH_EXPERT_PREDICT_AT", {1, 0, 2}, 1);
@@ -189,12 +178,7 @@ int expert_predict_at_from_env() {
 
 void set_expert_predict_bytes(int bytes) { set_bytes(g_expert_predict_bytes, bytes, "set_expert_predict_bytes"); }
 
-unsigned expert_predict_quant_bytes() {
-  const int set = g_expert_predict_quant_bytes.load(std::memory_order_relaxed);
-  if (set >= 0) return static_cast<unsigned>(set);
-  static const int env = env_choice("MOEBENCH_EXPERT_PREDICT_QUANT_BYTES", {1024, 0, 512, 2048, 4096}, 1024);
-  return static_cast<unsigned>(env);
-}
+unsigned expert_predict_quant_bytes() { return static_cast<unsigned>(g_expert_predict_quant_bytes.get()); }
 
 void set_expert_predict_quant_bytes(int bytes) {
   set_bytes(g_expert_predict_quant_bytes, bytes, "set_expert_predict_quant_bytes");

@@ -70,30 +70,55 @@
 // Each is read once; a value outside its list is an Error naming the variable. Host C++.
 #pragma once
 #include <atomic>
+#include <cstddef>
 #include <initializer_list>
+#include <span>
 
 namespace moebench::cuda {
 
 // The integer value of environment variable `name`, one of `allowed`; `unset` when unset
 // or empty.
 int env_choice(const char* name, std::initializer_list<int> allowed, int unset);
+// The integer value of environment variable `name`, one of `allowed`; `unset` when unset
+// or empty.
+int env_choice(const char* name, std::span<const int> allowed, int unset);
 
-// A 0/1 switch of the process: its environment variable (0 or 1; `fallback` when unset or
-// empty) read on first use, until a test sets it (set) or hands it back to the environment
-// (reset: read again on next use).
+// An integer setting of the process: its environment variable (one of `allowed`; `unset`
+// when unset or empty) read on first use, until a test sets a value of its own (set: any
+// value >= 0, not checked against `allowed`) or hands it back to the environment (set with
+// a negative value: read again on next use). `allowed` must outlive the setting (a static
+// array).
+class EnvChoice {
+ public:
+  template <std::size_t N>
+  constexpr EnvChoice(const char* name, const int (&allowed)[N], int unset)
+      : name_(name), allowed_(allowed, N), unset_(unset) {}
+  int get();
+  void set(int value) { value_.store(value < 0 ? -1 : value, std::memory_order_relaxed); }
+
+ private:
+  const char* name_;
+  std::span<const int> allowed_;
+  int unset_;
+  std::atomic<int> value_{-1};  // -1: not read yet
+};
+
+inline constexpr int kEnvOffOn[] = {0, 1};
+
+// A 0/1 switch of the process (an EnvChoice of 0 and 1): its environment variable
+// (`fallback` when unset or empty) read on first use, until a test sets it (set) or hands
+// it back to the environment (reset: read again on next use).
 class EnvSwitch {
  public:
-  constexpr EnvSwitch(const char* name, int fallback) : name_(name), fallback_(fallback) {}
-  bool get();
-  void set(bool on) { value_.store(on ? 1 : 0, std::memory_order_relaxed); }
-  void reset() { value_.store(-1, std::memory_order_relaxed); }
+  constexpr EnvSwitch(const char* name, int fallback) : choice_(name, kEnvOffOn, fallback) {}
+  bool get() { return choice_.get() == 1; }
+  void set(bool on) { choice_.set(on ? 1 : 0); }
+  void reset() { choice_.set(-1); }
   // The tests' three-way setter: 1 on, 0 off, negative the environment again.
   void force(int on) { on < 0 ? reset() : set(on != 0); }
 
  private:
-  const char* name_;
-  int fallback_;
-  std::atomic<int> value_{-1};  // -1: not read yet
+  EnvChoice choice_;
 };
 
 int gemv_prefetch_from_env();     // MOEBENCH_GEMV_PREFETCH

@@ -2,7 +2,6 @@
 #include "engine/cuda/quant_linear.h"
 
 #include <algorithm>
-#include <atomic>
 
 #include "common/error.h"
 #include "engine/cuda/launch_env.h"
@@ -13,17 +12,13 @@
 namespace moebench::cuda {
 
 namespace {
-std::atomic<int> g_prefill_slices{-1};  // -1: the environment's
+constexpr int kPrefillSlices[] = {0, 16, 32, 64, 128, 256, 512};
+EnvChoice g_prefill_slices{"MOEBENCH_QUANT_PREFILL_SLICES", kPrefillSlices, 0};
 }  // namespace
 
-int quant_prefill_slices() {
-  const int set = g_prefill_slices.load(std::memory_order_relaxed);
-  if (set >= 0) return set;
-  static const int env = env_choice("MOEBENCH_QUANT_PREFILL_SLICES", {0, 16, 32, 64, 128, 256, 512}, 0);
-  return env;
-}
+int quant_prefill_slices() { return g_prefill_slices.get(); }
 
-void set_quant_prefill_slices(int tokens) { g_prefill_slices.store(tokens < 0 ? -1 : tokens, std::memory_order_relaxed); }
+void set_quant_prefill_slices(int tokens) { g_prefill_slices.set(tokens); }
 
 void linear_weight(const LinearWeight& w, const __nv_bfloat16* x, float* y, int n, int in, int out, bool accumulate,
                    __nv_bfloat16* scratch, cublasHandle_t blas, cudaStream_t stream) {
