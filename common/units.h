@@ -3,6 +3,7 @@
 // formatter for every printed byte count. Plain C++ (no CUDA).
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <string>
 
 namespace moebench {
@@ -20,5 +21,11 @@ std::string format_bytes(double bytes);
 // A value in [0, 1000) with three significant digits: "1.50", "22.0", "512". The
 // number part of format_bytes and of the rate/duration formatters (profiler/stats.h).
 std::string format_sig3(double v);
+
+// NaN: the value of a quantity that was not measured.
+inline constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// `x` rounded up to a multiple of `a` (a > 0): offsets and sizes aligned for arenas and slots.
+constexpr uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 }  // namespace moebench

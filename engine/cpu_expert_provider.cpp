@@ -14,10 +14,6 @@
 
 namespace moebench {
 
-namespace {
-const char* kW[3] = {"w1", "w3", "w2"};
-}
-
 CpuResidentProvider::CpuResidentProvider(const WeightSource& src, QuantFormat format, profiler::Profiler* prof)
     : n_experts_(src.config().num_local_experts), format_(format), prof_(prof) {
   const ModelConfig& c = src.config();
@@ -25,7 +21,7 @@ CpuResidentProvider::CpuResidentProvider(const WeightSource& src, QuantFormat fo
   for (int l = 0; l < c.num_hidden_layers; ++l)
     for (int e = 0; e < n_experts_; ++e)
       for (int k = 0; k < 3; ++k) {
-        TensorSpec s = tensor_spec(c, names::expert(l, e, kW[k]));
+        TensorSpec s = tensor_spec(c, names::expert(l, e, names::kExpertSlotOrder[k]));
         auto& v = w_[(static_cast<size_t>(l) * n_experts_ + e) * 3 + k];
         v.resize(static_cast<size_t>(s.numel()));
         src.read_f32_as(s, format, v.data());
@@ -90,7 +86,7 @@ CpuCachedProvider::CpuCachedProvider(const WeightSource& src, const EngineSettin
     for (int l = 0; l < c.num_hidden_layers; ++l)
       for (int e = 0; e < E_; ++e)
         for (int k = 0; k < 3; ++k)
-          host_[(static_cast<size_t>(l) * E_ + e) * 3 + k] = src.read_quant(tensor_spec(c, names::expert(l, e, kW[k])), format_);
+          host_[(static_cast<size_t>(l) * E_ + e) * 3 + k] = src.read_quant(tensor_spec(c, names::expert(l, e, names::kExpertSlotOrder[k])), format_);
     for (int k = 0; k < 3; ++k) loaded_bytes_ += host_[k].nbytes();
   } else if (s.expert_tier == "disk") {
     if (!src.ckpt())
@@ -102,7 +98,7 @@ CpuCachedProvider::CpuCachedProvider(const WeightSource& src, const EngineSettin
     disk_note_ = "pread+POSIX_FADV_DONTNEED";
     for (int k = 0; k < 3; ++k) {
       std::vector<const TensorView*> parts;
-      src.stored_format(tensor_spec(c, names::expert(0, 0, kW[k])), &parts);
+      src.stored_format(tensor_spec(c, names::expert(0, 0, names::kExpertSlotOrder[k])), &parts);
       for (auto* v : parts) loaded_bytes_ += v->nbytes;
     }
   } else {
@@ -125,7 +121,7 @@ void CpuCachedProvider::load(ExpertKey key, int slot) {
   const int64_t t0 = profiler::now_ns();
   float* dst = &slots_[static_cast<size_t>(slot) * 3 * per];
   for (int k = 0; k < 3; ++k) {
-    TensorSpec s = tensor_spec(c, names::expert(key.layer, key.expert, kW[k]));
+    TensorSpec s = tensor_spec(c, names::expert(key.layer, key.expert, names::kExpertSlotOrder[k]));
     if (settings_.expert_tier == "pinned") {
       dequantize(host_[(static_cast<size_t>(key.layer) * E_ + key.expert) * 3 + k], dst + k * per);
       continue;

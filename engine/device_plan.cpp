@@ -9,10 +9,6 @@
 
 namespace moebench {
 
-namespace {
-uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
-}  // namespace
-
 ExpertLayout expert_layout(const ModelConfig& c, QuantFormat f, bool zero_points) {
   ExpertLayout L;
   L.format = f;

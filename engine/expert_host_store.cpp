@@ -25,7 +25,6 @@ namespace {
 
 constexpr uint64_t kAlign = ExpertHostStore::kStagingAlign;
 
-uint64_t round_up(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -60,8 +59,6 @@ class Progress {
   std::mutex mu_;
   std::chrono::steady_clock::time_point t0_ = std::chrono::steady_clock::now();
 };
-
-const char* kW[3] = {"w1", "w3", "w2"};  // slot order: w1 | w3 | w2
 
 }  // namespace
 
@@ -220,7 +217,7 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
       for (int i = first; i < last; ++i) {
         const int l = i / s->n_experts_, e = i % s->n_experts_;
         uint8_t* base = static_cast<uint8_t*>(p) + eb * (i - first);
-        for (int w = 0; w < 3; ++w) fill_tensor(tensor_spec(c, names::expert(l, e, kW[w])), base, w);
+        for (int w = 0; w < 3; ++w) fill_tensor(tensor_spec(c, names::expert(l, e, names::kExpertSlotOrder[w])), base, w);
         s->experts_[i] = reinterpret_cast<const uint16_t*>(base);
         progress.add(eb);
       }
@@ -291,7 +288,7 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::disk(const WeightSource& ws, c
   for (int i = 0; i < n; ++i) {
     const int l = i / s->n_experts_, e = i % s->n_experts_;
     for (int w = 0; w < 3; ++w) {
-      const TensorSpec spec = tensor_spec(c, names::expert(l, e, kW[w]));
+      const TensorSpec spec = tensor_spec(c, names::expert(l, e, names::kExpertSlotOrder[w]));
       std::vector<const TensorView*> parts;
       ws.stored_format(spec, &parts);
       if (static_cast<int>(parts.size()) != L.n_parts)

@@ -8,15 +8,12 @@
 #include <chrono>
 #include <cstdio>
 
+#include "common/clock.h"
 #include "common/units.h"
 
 namespace moebench {
 
-namespace {
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
-}  // namespace
+using profiler::now_ns;
 
 Progress::Progress(std::string what, uint64_t total_bytes, uint64_t min_bytes)
     : what_(std::move(what)), total_(total_bytes), active_(total_bytes >= min_bytes && total_bytes > 0),

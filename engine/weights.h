@@ -30,6 +30,8 @@ std::string final_norm();            // model.norm.weight
 std::string lm_head();               // lm_head.weight
 std::string layer(int l, const char* suffix);  // model.layers.{l}.{suffix}
 std::string expert(int l, int e, const char* w);  // ...block_sparse_moe.experts.{e}.{w}.weight (w = w1|w2|w3)
+// An expert's three matrices in slot order (w1 | w3 | w2: gate, up, down), as stores lay them out.
+inline constexpr const char* kExpertSlotOrder[3] = {"w1", "w3", "w2"};
 }  // namespace names
 
 // The checkpoint name of an internal tensor name (or of a prefix/suffix-extended one,

@@ -19,8 +19,6 @@ namespace moebench::reports {
 
 namespace {
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
 // ---- the timing metrics: samples per case, compared by their medians and by a test
 // of whether the two sample sets differ beyond their noise.
 struct TimingMetric {

@@ -13,7 +13,6 @@ namespace moebench::reports {
 
 namespace {
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 bool ok(const Case& c) { return c.status == CaseStatus::ok; }
 double none(const Case&) { return kNaN; }
 // A value of an ok case, or NaN.

@@ -76,11 +76,9 @@
 
 namespace moebench::cuda {
 
-// The integer value of environment variable `name`, one of `allowed`; `unset` when unset
-// or empty.
+// The integer value of environment variable `name`, one of `allowed` (a list or a span);
+// `unset` when unset or empty.
 int env_choice(const char* name, std::initializer_list<int> allowed, int unset);
-// The integer value of environment variable `name`, one of `allowed`; `unset` when unset
-// or empty.
 int env_choice(const char* name, std::span<const int> allowed, int unset);
 
 // An integer setting of the process: its environment variable (one of `allowed`; `unset`

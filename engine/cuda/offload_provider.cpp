@@ -7,6 +7,7 @@
 #include "engine/cuda/check.cuh"
 #include "engine/device_plan.h"
 #include "common/error.h"
+#include "common/clock.h"
 #include "common/units.h"
 #include "profiler/nvtx.h"
 
@@ -14,10 +15,7 @@ namespace moebench::cuda {
 
 namespace {
 
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
+using profiler::now_ns;
 
 // cudaEventQuery: true when complete, false when not yet; throws on a real error.
 bool event_done(cudaEvent_t e) {

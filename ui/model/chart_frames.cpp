@@ -13,8 +13,6 @@ namespace moebench::ui {
 
 namespace {
 
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
-
 // Decimates y[first, last) and shifts x back to indices of the whole series.
 std::vector<reports::Point> decimate_range(const std::vector<double>& y, size_t first, size_t last, size_t max_points) {
   if (first >= last) return {};

@@ -7,14 +7,13 @@
 #include <filesystem>
 #include <limits>
 
+#include "common/units.h"
 #include "reports/fields.h"
 #include "ui/model/case_intervals.h"
 
 namespace moebench::ui {
 
 namespace {
-
-constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // The identity columns the summary table lacks; text only.
 struct IdentityColumn {
