@@ -41,6 +41,8 @@
 #include "suites/runner.h"
 #include "suites/suite.h"
 
+namespace cmd_bench {
+
 namespace {
 using namespace moebench;
 
@@ -399,3 +401,5 @@ MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured
                "Skip the quality pass of quantised cases (no top-1 / KL against bf16; each such case loads one model, not three)");
   return [a] { return run(*a); };
 });
+
+}  // namespace cmd_bench

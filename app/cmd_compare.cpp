@@ -9,6 +9,8 @@
 #include "reports/compare.h"
 #include "reports/formats.h"
 
+namespace cmd_compare {
+
 namespace {
 
 struct CompareArgs {
@@ -67,3 +69,5 @@ MOEBENCH_COMMAND(compare, "Compare two results files; exit 1 on a regression (CI
   sub.add_flag("--force", a->force, "compare results from different devices anyway");
   return [a] { return run_compare(*a); };
 });
+
+}  // namespace cmd_compare

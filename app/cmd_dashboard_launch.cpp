@@ -12,6 +12,8 @@
 #include "cli/command.h"
 #include "common/error.h"
 
+namespace cmd_dashboard_launch {
+
 namespace {
 
 int launch(const std::vector<std::string>& args) {
@@ -42,3 +44,5 @@ moebench::app::Runner setup(CLI::App& sub) {
 
 MOEBENCH_COMMAND(dashboard, "Interactive ImGui dashboard over results, traces and live runs (runs moebench-dashboard)",
                  setup);
+
+}  // namespace cmd_dashboard_launch

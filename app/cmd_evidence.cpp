@@ -14,6 +14,8 @@
 #include "reports/results.h"
 #include "suites/bound.h"
 
+namespace cmd_evidence {
+
 namespace {
 
 struct EvidenceArgs {
@@ -64,3 +66,5 @@ moebench::app::Runner setup_evidence(CLI::App& sub) {
 
 MOEBENCH_COMMAND(evidence, "Check the committed measurements against their manifest, or write docs/RESULTS.md from it",
                  setup_evidence);
+
+}  // namespace cmd_evidence

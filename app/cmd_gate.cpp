@@ -18,6 +18,8 @@
 #include "suites/runner.h"
 #include "suites/suite.h"
 
+namespace cmd_gate {
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -133,3 +135,5 @@ MOEBENCH_COMMAND(gate, "The CI regression gate on work counts under callgrind (d
     return 2;
   };
 });
+
+}  // namespace cmd_gate

@@ -18,6 +18,8 @@
 #include "engine/routing_recorder.h"
 #include "common/atomic_file.h"
 
+namespace cmd_generate {
+
 namespace {
 struct Args {
   moebench::app::ModelOptions model;
@@ -143,3 +145,5 @@ MOEBENCH_COMMAND(generate, "Generate text from a prompt and print a timing summa
   sub.add_option("--record-routing", a->record_routing, "Write the run's expert choices as a routing trace (replay with --routing trace:FILE)");
   return [a] { return run(*a); };
 });
+
+}  // namespace cmd_generate

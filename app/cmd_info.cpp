@@ -12,6 +12,8 @@
 #include "variants/cache_policy.h"
 #include "variants/routing.h"
 
+namespace cmd_info {
+
 namespace {
 int run() {
   using namespace moebench;
@@ -46,3 +48,5 @@ int run() {
 }  // namespace
 
 MOEBENCH_COMMAND(info, "Print the build, backends and devices", [](CLI::App&) { return [] { return run(); }; });
+
+}  // namespace cmd_info

@@ -25,6 +25,8 @@
 #include "engine/cuda/cuda_model.h"
 #endif
 
+namespace cmd_logits {
+
 namespace {
 struct Args {
   moebench::app::ModelOptions model;
@@ -155,3 +157,5 @@ MOEBENCH_COMMAND(logits, "Teacher-force a token sequence and write every positio
                                   "'position layer e1 .. ek' (experts ascending)");
                    return [a] { return run(*a); };
                  });
+
+}  // namespace cmd_logits

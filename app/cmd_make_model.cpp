@@ -6,6 +6,8 @@
 #include "engine/synth_checkpoint.h"
 #include "engine/weight_source.h"
 
+namespace cmd_make_model {
+
 namespace {
 struct Args {
   std::string preset;
@@ -47,3 +49,5 @@ MOEBENCH_COMMAND(make_model, "Write a synthetic Mixtral checkpoint (config.json 
                    sub.add_option("--shard-gib", a->shard_gib, "Shard size limit in GiB")->check(CLI::PositiveNumber);
                    return [a] { return run(*a); };
                  });
+
+}  // namespace cmd_make_model

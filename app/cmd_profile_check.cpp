@@ -48,6 +48,8 @@
 #include "engine/cuda/cuda_model.h"
 #endif
 
+namespace cmd_profile_check {
+
 namespace {
 using namespace moebench;
 using json = nlohmann::json;
@@ -610,3 +612,5 @@ MOEBENCH_COMMAND(profile_check, "Measure the profiler's overhead and CUPTI/event
   sub.add_option("--validate-trace", a->validate_trace, "only validate this trace-event JSON file");
   return [a] { return run(*a); };
 });
+
+}  // namespace cmd_profile_check

@@ -14,6 +14,8 @@
 #include "reports/markdown.h"
 #include "suites/bound.h"
 
+namespace cmd_report {
+
 namespace {
 
 struct ReportArgs {
@@ -52,3 +54,5 @@ MOEBENCH_COMMAND(report, "Render a results file as a Markdown table and/or a sel
   sub.add_flag("--md", a->md, "print the Markdown summary on stdout (default when --html is not given)");
   return [a] { return run_report(*a); };
 });
+
+}  // namespace cmd_report

@@ -28,6 +28,8 @@
 #include "suites/runner.h"
 #include "suites/suite.h"
 
+namespace cmd_run {
+
 namespace {
 
 struct RunArgs {
@@ -212,3 +214,5 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
   sub.add_option("--tokenizer", a->tokenizer, "tokenizer.json (default: MODEL/tokenizer.json, else the built-in Mistral one)");
   return [a] { return run(*a); };
 });
+
+}  // namespace cmd_run

@@ -9,6 +9,8 @@
 #include "common/error.h"
 #include "engine/tokenizer.h"
 
+namespace cmd_tokenize {
+
 namespace {
 
 struct TokenizeArgs {
@@ -77,3 +79,5 @@ MOEBENCH_COMMAND(tokenize, "Encode text to token ids (JSON) or decode ids to tex
                    });
                    return [args] { return run_tokenize(*args); };
                  });
+
+}  // namespace cmd_tokenize

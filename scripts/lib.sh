@@ -20,7 +20,8 @@ moebench_install_deps() {
   fi
 }
 
-# moebench_build [extra cmake args...]: CUDA is used when nvcc is found.
+# moebench_build [extra cmake args...]: CUDA is used when nvcc is found. A unity build
+# (CMakeLists.txt says what that means for the sources; MOEBENCH_UNITY=OFF for one without).
 moebench_build() {
   local cuda=OFF
   if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
@@ -28,6 +29,6 @@ moebench_build() {
     export PATH="/usr/local/cuda/bin:$PATH"
   fi
   cmake -S "$MOEBENCH_ROOT" -B "$MOEBENCH_ROOT/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DMOEBENCH_CUDA="${MOEBENCH_CUDA:-$cuda}" "$@" >/dev/null
+    -DCMAKE_UNITY_BUILD="${MOEBENCH_UNITY:-ON}" -DMOEBENCH_CUDA="${MOEBENCH_CUDA:-$cuda}" "$@" >/dev/null
   ninja -C "$MOEBENCH_ROOT/build" -j"${MOEBENCH_JOBS:-$(nproc)}"
 }

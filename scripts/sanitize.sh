@@ -27,7 +27,7 @@ MOEBENCH_SANITIZE_EXCLUDE=(
 moebench_build_sanitized() {
   cmake -S "$MOEBENCH_ROOT" -B "$MOEBENCH_ASAN_DIR" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1" -DMOEBENCH_SANITIZE=ON -DMOEBENCH_CUDA=OFF \
-    -DMOEBENCH_UI=OFF -DMOEBENCH_BENCH=OFF "$@" >/dev/null
+    -DMOEBENCH_UI=OFF -DMOEBENCH_BENCH=OFF -DCMAKE_UNITY_BUILD="${MOEBENCH_UNITY:-ON}" "$@" >/dev/null
   ninja -C "$MOEBENCH_ASAN_DIR" -j"${MOEBENCH_JOBS:-$(nproc)}" moebench moebench_tests moebench_fuzz
 }
 

@@ -5,6 +5,8 @@
 #include "common/error.h"
 #include "common/units.h"
 
+namespace arena_test {
+
 using namespace moebench;
 
 TEST(Units, ParsesBinaryAndDecimal) {
@@ -74,3 +76,5 @@ TEST(ArenaBook, TooBigNamesWhatBudgetAndMinimum) {
   EXPECT_FALSE(a.fits(512 << 10));
   EXPECT_TRUE(a.fits(400 << 10));
 }
+
+}  // namespace arena_test

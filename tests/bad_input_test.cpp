@@ -20,6 +20,8 @@
 #include "engine/weights.h"
 #include "tests/test_util.h"
 
+namespace bad_input_test {
+
 using namespace moebench;
 using moebench::test::TempDir;
 using test::run_moebench;
@@ -183,3 +185,5 @@ TEST(Generate, StopsAtAnyIdOfTheGenerationConfigsEosList) {
   EXPECT_TRUE(stopped.stopped_at_eos);
   EXPECT_EQ(stopped.output, std::vector<int32_t>(free_run.output.begin(), free_run.output.begin() + first + 1));
 }
+
+}  // namespace bad_input_test

@@ -52,6 +52,8 @@
 #include "engine/weight_source.h"
 #include "device_copy.h"
 
+namespace batch_cuda_test {
+
 using namespace moebench;
 
 namespace {
@@ -709,5 +711,7 @@ TEST_F(BatchCuda, DecodeAttentionMatchesCpuTwin) {
   alignas(16) static uint16_t pool[8];
   EXPECT_FALSE(cuda::decode_attention_supported(32, 8, 128, pool + 1, pool));  // 2-byte aligned, 8 needed
 }
+
+}  // namespace batch_cuda_test
 
 #endif  // MOEBENCH_HAVE_CUDA

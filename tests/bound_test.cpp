@@ -24,6 +24,8 @@
 #include "suites/suite.h"
 #include "tests/test_util.h"
 
+namespace bound_test {
+
 using namespace moebench;
 using namespace moebench::suites;
 
@@ -679,3 +681,5 @@ TEST(Bound, HybridSplitsTheMissedBytesOverBothLinks) {
   EXPECT_NEAR(b->value, 1.0 / (0.6 / 50), 1e-6);
   EXPECT_EQ(b->bandwidth_gbps.count("host_kernel"), 0u);
 }
+
+}  // namespace bound_test

@@ -16,6 +16,8 @@
 #include "engine/tokenizer.h"
 #include "tests/test_util.h"
 
+namespace chat_template_test {
+
 using namespace moebench;
 using nlohmann::ordered_json;
 
@@ -168,3 +170,5 @@ TEST(ChatTemplate, GenerateAppliesTheTemplate) {
   EXPECT_EQ(lone.code, 1);
   EXPECT_NE(lone.err.find("need --chat"), std::string::npos) << lone.err;
 }
+
+}  // namespace chat_template_test

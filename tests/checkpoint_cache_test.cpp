@@ -14,6 +14,8 @@
 #include "suites/suite.h"
 #include "test_util.h"
 
+namespace checkpoint_cache_test {
+
 using namespace moebench;
 namespace fs = std::filesystem;
 
@@ -83,3 +85,5 @@ TEST(CheckpointCache, CpuStageTableSeparatesTheStages) {
   EXPECT_EQ(p1.output_token_hash, p0.output_token_hash);  // variants never change what is computed
   EXPECT_EQ(p2.output_token_hash, base.output_token_hash);
 }
+
+}  // namespace checkpoint_cache_test

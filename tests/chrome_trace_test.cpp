@@ -11,6 +11,8 @@
 #include "profiler/trace_validate.h"
 #include "test_util.h"
 
+namespace chrome_trace_test {
+
 using namespace moebench;
 using namespace moebench::profiler;
 using json = nlohmann::json;
@@ -300,3 +302,5 @@ TEST(TraceValidate, ReportsEveryProblem) {
   EXPECT_NE(errs[0].find("traceEvents[0]"), std::string::npos);
   EXPECT_NE(errs[1].find("traceEvents[2]"), std::string::npos);
 }
+
+}  // namespace chrome_trace_test

@@ -13,6 +13,8 @@
 #include "reports/results.h"
 #include "test_util.h"
 
+namespace cli_flags_test {
+
 using namespace moebench;
 using test::TempDir;
 
@@ -163,3 +165,5 @@ TEST(CliFlags, BenchFormats) {
   EXPECT_EQ(bad.out, "");
   EXPECT_FALSE(std::filesystem::exists(d.str("x.json")));
 }
+
+}  // namespace cli_flags_test

@@ -15,11 +15,13 @@
 #include "reports/significance.h"
 #include "tests/results_fixture.h"
 
+namespace compare_test {
+
 using namespace moebench;
 using namespace moebench::reports;
-using moebench::testing::make_results;
-using moebench::testing::scale_case;
-using moebench::testing::TempDir;
+using moebench::test::make_results;
+using moebench::test::scale_case;
+using moebench::test::TempDir;
 
 namespace {
 
@@ -164,7 +166,7 @@ TEST(Compare, ReferenceSelectors) {
   opt.normalize_by = "nope";
   EXPECT_THROW(compare_results(r, r, opt), Error);
   Results two = r;
-  two.cases.push_back(moebench::testing::make_case("short", "ref", "P1"));
+  two.cases.push_back(moebench::test::make_case("short", "ref", "P1"));
   opt.normalize_by = "short/ref";
   try {
     compare_results(two, two, opt);
@@ -262,7 +264,7 @@ std::vector<double> noisy(int n, double center, double spread, uint64_t seed) {
 
 // A case whose decode steps are exactly `steps` (one repetition).
 Case case_with_steps(const std::string& name, const std::vector<double>& steps) {
-  Case c = moebench::testing::make_case("short", name, "P0", 1, 0);
+  Case c = moebench::test::make_case("short", name, "P0", 1, 0);
   Repetition& r = c.samples[0];
   for (double x : steps) {
     r.latency_ns.push_back(static_cast<int64_t>(x));
@@ -390,7 +392,7 @@ struct RunResult {
 };
 
 RunResult run_cli(const std::string& args, const TempDir& d) {
-  std::string out = d.file("out.txt");
+  std::string out = d.str("out.txt");
   std::string cmd = moebench_binary() + " " + args + " > " + out + " 2>&1";
   int st = std::system(cmd.c_str());
   std::ifstream f(out);
@@ -405,9 +407,9 @@ TEST(CompareCli, ExitCodes) {
   TempDir d;
   Results base = make_results(), slow = make_results();
   scale_case(slow.cases[0], 1.20, 1.0);
-  save_results(d.file("base.json"), base);
-  save_results(d.file("slow.json"), slow);
-  std::string b = d.file("base.json"), s = d.file("slow.json");
+  save_results(d.str("base.json"), base);
+  save_results(d.str("slow.json"), slow);
+  std::string b = d.str("base.json"), s = d.str("slow.json");
 
   RunResult r = run_cli("compare " + b + " " + b, d);
   EXPECT_EQ(r.code, 0) << r.out;
@@ -428,7 +430,7 @@ TEST(CompareCli, ExitCodes) {
 
   // Malformed file: exit 1 with one line naming the file and the field.
   std::string text = results_to_string(base);
-  std::string bad = d.file("bad.json");
+  std::string bad = d.str("bad.json");
   {
     std::ofstream f(bad);
     f << text.substr(0, text.size() - 40);
@@ -452,3 +454,5 @@ TEST(CompareCli, ExitCodes) {
   EXPECT_EQ(r.code, 0);
   EXPECT_NE(r.out.find("malformed results file"), std::string::npos);
 }
+
+}  // namespace compare_test

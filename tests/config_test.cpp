@@ -169,6 +169,8 @@ TEST(Config, GenerationConfigEosList) {
 // ---- engine settings (model/settings.h) ----
 #include "model/settings.h"
 
+namespace config_test {
+
 namespace {
 std::string set_error(EngineSettings& s, const std::string& key, const std::string& value) {
   try {
@@ -221,3 +223,5 @@ TEST(Settings, GpuMemBudgetMustBeAPositiveByteCount) {
   s.gpu_mem_budget = "abc";  // set around the setter: validate() still refuses it
   EXPECT_THROW(s.validate(), Error);
 }
+
+}  // namespace config_test

@@ -36,6 +36,8 @@
 #include "engine/ops/ops.h"
 #include "engine/quant.h"
 
+namespace cpu_expert_kernel_test {
+
 using namespace moebench;
 using namespace moebench::cpu;
 
@@ -633,3 +635,5 @@ TEST(CpuIsa, ForcedIsaTheCpuLacksIsRefusedInOneLine) {
 }
 
 }  // namespace
+
+}  // namespace cpu_expert_kernel_test

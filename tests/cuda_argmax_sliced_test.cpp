@@ -18,6 +18,8 @@
 #include "engine/cuda/ops.cuh"
 #include "device_copy.h"
 
+namespace cuda_argmax_sliced_test {
+
 using namespace moebench;
 using test::download;
 using test::upload;
@@ -82,4 +84,7 @@ TEST(CudaArgmaxSliced, SameIdsAsTheOneBlockArgmax) {
 }
 
 }  // namespace
+
+}  // namespace cuda_argmax_sliced_test
+
 #endif

@@ -32,6 +32,8 @@
 #include "tests/device_copy.h"
 #include "tests/paged_steps.h"
 
+namespace cuda_attention_fold_test {
+
 using namespace moebench;
 using test::download;
 using test::upload;
@@ -173,5 +175,7 @@ TEST(CudaAttentionFold, RopeInsideAttentionNeedsTheProjections) {
 }
 
 }  // namespace
+
+}  // namespace cuda_attention_fold_test
 
 #endif  // MOEBENCH_HAVE_CUDA

@@ -32,6 +32,8 @@
 #include "tests/cuda_ctx.h"
 #include "tests/cuda_decode_run.h"
 
+namespace cuda_expert_predict_test {
+
 using namespace moebench;
 using bf16 = __nv_bfloat16;
 
@@ -265,5 +267,7 @@ TEST(CudaExpertPredict, QuantisedModelStepsAreTheSameBitsWithAndWithout) {
 }
 
 }  // namespace
+
+}  // namespace cuda_expert_predict_test
 
 #endif  // MOEBENCH_HAVE_CUDA

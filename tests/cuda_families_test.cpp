@@ -56,6 +56,8 @@
 #include "test_util.h"
 #include "variants/routing_trace.h"
 
+namespace cuda_families_test {
+
 using namespace moebench;
 
 namespace {
@@ -893,5 +895,7 @@ INSTANTIATE_TEST_SUITE_P(Tiny, CudaFamilies, ::testing::Values("tiny-qwen3", "ti
                            std::replace(n.begin(), n.end(), '-', '_');
                            return n;
                          });
+
+}  // namespace cuda_families_test
 
 #endif

@@ -30,6 +30,8 @@
 #include "tests/device_copy.h"
 #include "tests/quant_experts_upload.h"
 
+namespace cuda_gate_up_router_test {
+
 using namespace moebench;
 using test::download;
 using test::upload;
@@ -166,5 +168,7 @@ TEST(CudaGateUpRouter, ModelStepsMatchTheTwoLaunches) {
 }
 
 }  // namespace
+
+}  // namespace cuda_gate_up_router_test
 
 #endif  // MOEBENCH_HAVE_CUDA

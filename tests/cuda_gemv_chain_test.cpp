@@ -19,6 +19,8 @@
 #include "engine/dtype.h"
 #include "tests/device_copy.h"
 
+namespace cuda_gemv_chain_test {
+
 using namespace moebench;
 using test::download;
 using test::upload;
@@ -166,4 +168,7 @@ TEST(CudaGemvChain, PersistentMatchesOneLaunchAnOpAndTheCpuReference) {
 }
 
 }  // namespace
+
+}  // namespace cuda_gemv_chain_test
+
 #endif

@@ -27,6 +27,8 @@
 #include "tests/cuda_decode_run.h"
 #include "tests/device_copy.h"
 
+namespace cuda_gemv_staged_test {
+
 using namespace moebench;
 using test::download;
 using test::upload;
@@ -118,5 +120,7 @@ TEST(CudaGemvStaged, ModelStepsMatchTheDefaultAtEachLevel) {
 }
 
 }  // namespace
+
+}  // namespace cuda_gemv_staged_test
 
 #endif  // MOEBENCH_HAVE_CUDA

@@ -17,6 +17,8 @@
 #include "engine/cuda/handoff_probe.h"
 #include "tests/device_copy.h"
 
+namespace cuda_handoff_probe_test {
+
 using namespace moebench;
 using test::download;
 
@@ -106,4 +108,7 @@ TEST(CudaHandoffProbe, RefusesBadShapes) {
     EXPECT_NE(why.find("do not fit"), std::string::npos) << why;
   }
 }
+
+}  // namespace cuda_handoff_probe_test
+
 #endif

@@ -25,6 +25,8 @@
 #include "engine/engine.h"
 #include "engine/generate.h"
 
+namespace cuda_mixtral_strategies_test {
+
 using namespace moebench;
 
 namespace {
@@ -119,6 +121,8 @@ TEST(CudaMixtralStrategies, EveryCombinationMatchesTheResidentFusedPath) {
   std::printf("  worst over all 18 combinations %.5f (tol %.5f); the reference's top-2 margin exceeds tol at %d of %zu positions\n",
               worst_all, kTolMixtral2l, total_argmax, ref.rows.size());
 }
+
+}  // namespace cuda_mixtral_strategies_test
 
 #else
 TEST(CudaMixtralStrategies, SkippedWithoutCuda) { GTEST_SKIP() << "built without CUDA: Mixtral-shaped strategy test skipped"; }

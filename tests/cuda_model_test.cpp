@@ -42,6 +42,8 @@
 #include "routing_log.h"
 #include "test_util.h"
 
+namespace cuda_model_test {
+
 using namespace moebench;
 
 namespace {
@@ -347,6 +349,8 @@ TEST_F(CudaModelTest, CreateModelBuildsTheCudaBackendAndChunksLongPrompts) {
   Diff d = compare_logits(a.data(), b.data(), V);
   EXPECT_LE(d.max_abs, d.tol);
 }
+
+}  // namespace cuda_model_test
 
 #else
 TEST(CudaModelTest, SkippedWithoutCuda) { GTEST_SKIP() << "built without CUDA: CUDA model tests skipped"; }

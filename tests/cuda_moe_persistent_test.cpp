@@ -33,6 +33,8 @@
 #include "tests/device_copy.h"
 #include "tests/quant_experts_upload.h"
 
+namespace cuda_moe_persistent_test {
+
 using namespace moebench;
 using test::download;
 using test::upload;
@@ -232,5 +234,7 @@ TEST(CudaMoePersistent, ModelStepsMatchTheLaunchesItReplaces) {
 }
 
 }  // namespace
+
+}  // namespace cuda_moe_persistent_test
 
 #endif  // MOEBENCH_HAVE_CUDA

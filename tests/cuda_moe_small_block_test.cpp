@@ -27,6 +27,8 @@
 #include "engine/dtype.h"
 #include "device_copy.h"
 
+namespace cuda_moe_small_block_test {
+
 using namespace moebench;
 using test::download;
 using test::upload;
@@ -137,4 +139,7 @@ TEST(CudaMoeSmallBlock, BitIdenticalToNormRouterThenSmallExperts) {
 }
 
 }  // namespace
+
+}  // namespace cuda_moe_small_block_test
+
 #endif

@@ -28,6 +28,8 @@
 #include "tests/cuda_decode_run.h"
 #include "tests/device_copy.h"
 
+namespace cuda_o_proj_router_test {
+
 using namespace moebench;
 using test::download;
 using test::upload;
@@ -187,5 +189,7 @@ TEST(CudaOProjRouter, ModelStepsMatchTheTwoLaunches) {
 }
 
 }  // namespace
+
+}  // namespace cuda_o_proj_router_test
 
 #endif  // MOEBENCH_HAVE_CUDA

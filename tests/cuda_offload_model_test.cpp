@@ -35,6 +35,8 @@
 #include "test_util.h"
 #include "variants/simulator.h"
 
+namespace cuda_offload_model_test {
+
 using namespace moebench;
 
 namespace {
@@ -376,6 +378,8 @@ TEST_F(CudaOffloadModel, QuantisedSplitExpertsMatchTheGpuPathWithinTolerance) {
   Env env{{"MOEBENCH_SPLIT_QUANT", "yes"}};
   EXPECT_THROW(logits_of(w, host_link_settings("hybrid", 0, "int4")), Error);
 }
+
+}  // namespace cuda_offload_model_test
 
 #else
 TEST(CudaOffloadModel, SkippedWithoutCuda) { GTEST_SKIP() << "built without CUDA: CUDA offload model tests skipped"; }

@@ -29,6 +29,8 @@
 #include "engine/weight_source.h"
 #include "engine/weights.h"
 
+namespace cuda_ops_test {
+
 using namespace moebench;
 using cuda::bf16;
 
@@ -566,5 +568,7 @@ TEST(CudaArena, CapPeakCounterAndErrors) {
   EXPECT_EQ(a.stats().used_bytes, 40ull << 20);
   EXPECT_THROW(cuda::DeviceArena(1ull << 50, "huge arena"), Error);
 }
+
+}  // namespace cuda_ops_test
 
 #endif  // MOEBENCH_HAVE_CUDA

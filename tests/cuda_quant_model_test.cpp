@@ -34,6 +34,8 @@
 #include "profiler/counters.h"
 #include "test_util.h"
 
+namespace cuda_quant_model_test {
+
 using namespace moebench;
 
 namespace {
@@ -278,5 +280,7 @@ TEST_F(CudaQuantModel, OffloadedLoadsCountQuantisedBytes) {
     EXPECT_EQ(bytes, loads * static_cast<int64_t>(eb));
   }
 }
+
+}  // namespace cuda_quant_model_test
 
 #endif  // MOEBENCH_HAVE_CUDA

@@ -17,6 +17,8 @@
 #include "tests/cuda_ctx.h"
 #include "tests/cuda_decode_run.h"
 
+namespace cuda_quant_trigger_test {
+
 using namespace moebench;
 
 namespace {
@@ -45,5 +47,7 @@ TEST(CudaQuantDownTrigger, ModelStepsAreTheSameBitsEitherWay) {
 }
 
 }  // namespace
+
+}  // namespace cuda_quant_trigger_test
 
 #endif  // MOEBENCH_HAVE_CUDA

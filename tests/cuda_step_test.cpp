@@ -45,6 +45,8 @@
 #include "engine/quant.h"
 #include "engine/weight_source.h"
 
+namespace cuda_step_test {
+
 using namespace moebench;
 
 namespace {
@@ -578,5 +580,7 @@ TEST(CudaLaunchEnv, ChoiceSettingReadsItsVariableOnceUntilATestSetsOne) {
   EXPECT_EQ(setting.get(), 0);  // handed back: the variable's
   unsetenv(name);
 }
+
+}  // namespace cuda_step_test
 
 #endif  // MOEBENCH_HAVE_CUDA

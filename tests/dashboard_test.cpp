@@ -38,10 +38,12 @@
 #include "ui/model/trace_model.h"
 #include "ui/views/dashboard.h"
 
+namespace dashboard_test {
+
 using namespace moebench;
 using namespace moebench::ui;
-using moebench::testing::TempDir;
-namespace fx = moebench::testing;
+using moebench::test::TempDir;
+namespace fx = moebench::test;
 
 namespace {
 
@@ -103,9 +105,9 @@ int render_headless(Dashboard& d, int frames) {
 
 TEST(DashboardFrames, RunsTableRowsFiltersAndSort) {
   TempDir dir;
-  reports::save_results(dir.file("a.json"), fx::make_results());
-  reports::save_results(dir.file("b.json"), stage_results());
-  Sources s = load({dir.file("a.json"), dir.file("b.json")});
+  reports::save_results(dir.str("a.json"), fx::make_results());
+  reports::save_results(dir.str("b.json"), stage_results());
+  Sources s = load({dir.str("a.json"), dir.str("b.json")});
   ASSERT_TRUE(s.errors().empty());
 
   RunsFrame all = build_runs_frame(s, {});
@@ -164,8 +166,8 @@ TEST(DashboardFrames, FailedCaseSortsLastAndKeepsItsError) {
   r.cases[1].error = "out of device memory";
   r.cases[1].samples.clear();
   r.cases[1].aggregates = {};
-  reports::save_results(dir.file("r.json"), r);
-  Sources s = load({dir.file("r.json")});
+  reports::save_results(dir.str("r.json"), r);
+  Sources s = load({dir.str("r.json")});
   int tok = runs_column_index("decode_tok_s");
   for (bool asc : {true, false}) {
     RunsFrame f = build_runs_frame(s, {}, tok, asc);
@@ -179,8 +181,8 @@ TEST(DashboardFrames, FailedCaseSortsLastAndKeepsItsError) {
 TEST(DashboardFrames, StageBarsInStageOrderWithBound) {
   TempDir dir;
   reports::Results r = stage_results();
-  reports::save_results(dir.file("b.json"), r);
-  Sources s = load({dir.file("b.json")});
+  reports::save_results(dir.str("b.json"), r);
+  Sources s = load({dir.str("b.json")});
   StagesFrame f = build_stages_frame(s);
   ASSERT_EQ(f.stages, (std::vector<std::string>{"baseline", "P0", "P1", "P2"}));
   EXPECT_EQ(f.case_keys, (std::vector<std::string>{"stages/short"}));
@@ -211,8 +213,8 @@ TEST(DashboardFrames, StageBarsInStageOrderWithBound) {
                    static_cast<double>(reports::memory_peak_bytes(r.cases[3])));
 
   // Two files with the same stage: the bar is the median, and says how many cases.
-  reports::save_results(dir.file("c.json"), r);
-  Sources two = load({dir.file("b.json"), dir.file("c.json")});
+  reports::save_results(dir.str("c.json"), r);
+  Sources two = load({dir.str("b.json"), dir.str("c.json")});
   const StageBar& two_bar = metric(build_stages_frame(two), "decode_tok_s").bars[0];
   EXPECT_EQ(two_bar.n_cases, 2);
   EXPECT_NE(two_bar.text.find("(2 cases"), std::string::npos) << two_bar.text;
@@ -318,17 +320,17 @@ TEST(DashboardFrames, HitRateAndMemorySeries) {
 
 TEST(DashboardFrames, BrokenFilesGiveOneErrorLine) {
   TempDir dir;
-  write_text(dir.file("truncated.json"), "{\"schema_version\": 1, \"run\": {");
+  write_text(dir.str("truncated.json"), "{\"schema_version\": 1, \"run\": {");
   nlohmann::json wrong = reports::to_json(fx::make_results());
   wrong["schema_version"] = 99;
-  write_text(dir.file("future.json"), wrong.dump());
+  write_text(dir.str("future.json"), wrong.dump());
   nlohmann::json partial = reports::to_json(fx::make_results());
   partial["cases"][1]["samples"][0]["latency_ns"][3] = "x";
-  write_text(dir.file("partial.json"), partial.dump());
-  reports::save_results(dir.file("good.json"), fx::make_results());
+  write_text(dir.str("partial.json"), partial.dump());
+  reports::save_results(dir.str("good.json"), fx::make_results());
 
-  Sources s = load({dir.file("truncated.json"), dir.file("future.json"), dir.file("partial.json"),
-                    dir.file("missing.json"), dir.file("good.json")});
+  Sources s = load({dir.str("truncated.json"), dir.str("future.json"), dir.str("partial.json"),
+                    dir.str("missing.json"), dir.str("good.json")});
   auto errors = s.errors();
   ASSERT_EQ(errors.size(), 4u);
   EXPECT_NE(errors[0].find("truncated.json"), std::string::npos) << errors[0];
@@ -339,16 +341,16 @@ TEST(DashboardFrames, BrokenFilesGiveOneErrorLine) {
   EXPECT_EQ(build_runs_frame(s, {}).total, 3);  // the good file still shows
   EXPECT_EQ(s.find({0, 0}), nullptr);
 
-  write_text(dir.file("trace_bad.json"), "[{\"ph\": \"X\"");
-  TraceFile t = load_trace_file(dir.file("trace_bad.json"));
+  write_text(dir.str("trace_bad.json"), "[{\"ph\": \"X\"");
+  TraceFile t = load_trace_file(dir.str("trace_bad.json"));
   EXPECT_FALSE(t.trace.has_value());
   EXPECT_NE(t.error.find("invalid JSON"), std::string::npos) << t.error;
-  write_text(dir.file("trace_obj.json"), "{\"events\": 3}");
-  EXPECT_NE(load_trace_file(dir.file("trace_obj.json")).error.find("not a Chrome trace"), std::string::npos);
+  write_text(dir.str("trace_obj.json"), "{\"events\": 3}");
+  EXPECT_NE(load_trace_file(dir.str("trace_obj.json")).error.find("not a Chrome trace"), std::string::npos);
   // Events with wrong fields are skipped and reported as warnings, the rest shown.
-  write_text(dir.file("trace_mixed.json"),
+  write_text(dir.str("trace_mixed.json"),
              R"([{"ph":"X","name":"ok","pid":1,"tid":1,"ts":1,"dur":2},{"ph":"X","name":"neg","pid":1,"tid":1,"ts":1,"dur":-5},7])");
-  TraceFile mixed = load_trace_file(dir.file("trace_mixed.json"));
+  TraceFile mixed = load_trace_file(dir.str("trace_mixed.json"));
   ASSERT_TRUE(mixed.trace.has_value()) << mixed.error;
   EXPECT_EQ(mixed.trace->span_count(), 1u);
   EXPECT_FALSE(mixed.warnings.empty());
@@ -420,7 +422,7 @@ TEST(DashboardLive, EngineRunProducesResultsTheViewsRead) {
   ls.new_tokens = 12;
   ls.repetitions = 2;
   ls.cache_slots = 6;
-  ls.trace_path = dir.file("trace.json");
+  ls.trace_path = dir.str("trace.json");
   int updates = 0;
   LiveOutcome o = run_live(ls, [&](const LiveSnapshot& s) {
     ++updates;
@@ -451,8 +453,8 @@ TEST(DashboardLive, EngineRunProducesResultsTheViewsRead) {
   }
   EXPECT_EQ(o.results.cases[1].warmup, 1);  // P1 warms up
 
-  reports::save_results(dir.file("live.json"), o.results);
-  Sources s = load({dir.file("live.json")});
+  reports::save_results(dir.str("live.json"), o.results);
+  Sources s = load({dir.str("live.json")});
   s.traces.push_back(load_trace_file(ls.trace_path));
   ASSERT_TRUE(s.errors().empty()) << s.errors()[0];
   RunsFrame runs = build_runs_frame(s, {});
@@ -511,16 +513,16 @@ TEST(DashboardLive, CancelStopsAfterTheCurrentToken) {
 // Every view, drawn by ImGui with no backend, on good, broken and empty inputs.
 TEST(DashboardViews, NullBackendFramesDrawEveryView) {
   TempDir dir;
-  reports::save_results(dir.file("b.json"), stage_results());
-  write_text(dir.file("bad.json"), "not json");
+  reports::save_results(dir.str("b.json"), stage_results());
+  write_text(dir.str("bad.json"), "not json");
   nlohmann::json trace = nlohmann::json::array();
   for (int i = 0; i < 2000; ++i)
     trace.push_back({{"ph", "X"}, {"name", i % 2 ? "gemv" : "memcpy H2D"}, {"pid", 100}, {"tid", 7 + i % 2}, {"ts", i * 2.0}, {"dur", 1.5}});
-  write_text(dir.file("trace.json"), trace.dump());
+  write_text(dir.str("trace.json"), trace.dump());
 
   DashboardOptions o;
-  o.results_files = {dir.file("bad.json"), dir.file("b.json")};
-  o.trace_files = {dir.file("trace.json")};
+  o.results_files = {dir.str("bad.json"), dir.str("b.json")};
+  o.trace_files = {dir.str("trace.json")};
   o.live = false;
   Dashboard d(o);
   ASSERT_EQ(d.views().size(), 9u);
@@ -613,8 +615,8 @@ TEST(DashboardFrames, StagesNeverMixDevicesModelsOrBackends) {
   reports::Results other = c;
   other.model.name = "another-model";
   TempDir dir;
-  reports::save_results(dir.file("other.json"), other);
-  Sources two_models = load({cpu, dir.file("other.json")});
+  reports::save_results(dir.str("other.json"), other);
+  Sources two_models = load({cpu, dir.str("other.json")});
   EXPECT_EQ(build_stages_frame(two_models).groups.size(), 2u);
   // A "backend" knob (moebench bench records one) is the case's backend.
   reports::Case k = c.cases[0];
@@ -681,26 +683,26 @@ TEST(DashboardFrames, GzipResultsAndTraces) {
   TempDir dir;
   reports::Results r = stage_results();
   std::string text = reports::results_to_string(r);
-  write_gzip(dir.file("r.json.gz"), text);
-  ResultsFile f = load_results_file(dir.file("r.json.gz"));
+  write_gzip(dir.str("r.json.gz"), text);
+  ResultsFile f = load_results_file(dir.str("r.json.gz"));
   ASSERT_TRUE(f.results.has_value()) << f.error;
   EXPECT_EQ(f.results->cases.size(), r.cases.size());
-  EXPECT_EQ(read_text_maybe_gzip(dir.file("r.json.gz")), text);
+  EXPECT_EQ(read_text_maybe_gzip(dir.str("r.json.gz")), text);
   // Two gzip members back to back are one text (what `cat a.gz b.gz` gives).
-  write_gzip(dir.file("a.gz"), "[1, ");
-  write_gzip(dir.file("b.gz"), "2]");
-  write_text(dir.file("ab.gz"), read_file(dir.file("a.gz")) + read_file(dir.file("b.gz")));
-  EXPECT_EQ(read_text_maybe_gzip(dir.file("ab.gz")), "[1, 2]");
+  write_gzip(dir.str("a.gz"), "[1, ");
+  write_gzip(dir.str("b.gz"), "2]");
+  write_text(dir.str("ab.gz"), read_file(dir.str("a.gz")) + read_file(dir.str("b.gz")));
+  EXPECT_EQ(read_text_maybe_gzip(dir.str("ab.gz")), "[1, 2]");
   // A truncated or corrupt stream is one error line naming the file.
-  std::string gz = read_file(dir.file("r.json.gz"));
-  write_text(dir.file("cut.json.gz"), gz.substr(0, gz.size() / 2));
-  ResultsFile cut = load_results_file(dir.file("cut.json.gz"));
+  std::string gz = read_file(dir.str("r.json.gz"));
+  write_text(dir.str("cut.json.gz"), gz.substr(0, gz.size() / 2));
+  ResultsFile cut = load_results_file(dir.str("cut.json.gz"));
   EXPECT_FALSE(cut.results.has_value());
   EXPECT_NE(cut.error.find("cut.json.gz: truncated gzip"), std::string::npos) << cut.error;
   std::string bad = gz;
   for (size_t i = 20; i < 60 && i < bad.size(); ++i) bad[i] = static_cast<char>(bad[i] ^ 0x5a);
-  write_text(dir.file("bad.json.gz"), bad);
-  ResultsFile corrupt = load_results_file(dir.file("bad.json.gz"));
+  write_text(dir.str("bad.json.gz"), bad);
+  ResultsFile corrupt = load_results_file(dir.str("bad.json.gz"));
   EXPECT_FALSE(corrupt.results.has_value());
   EXPECT_NE(corrupt.error.find("bad.json.gz: "), std::string::npos) << corrupt.error;
   EXPECT_EQ(corrupt.error.find('\n'), std::string::npos);
@@ -901,6 +903,8 @@ TEST(DashboardFrames, CommittedGpuStagesResults) {
   EXPECT_FALSE(build_latency_frame(c, 0, 1000).decode.empty());
   EXPECT_FALSE(build_memory_frame(c, 1000, case_backend(*s.results.front().results, c)).arena.empty());
 }
+
+}  // namespace dashboard_test
 
 #else
 

@@ -15,7 +15,7 @@
 #include "engine/weights.h"
 
 namespace moebench {
-namespace {
+namespace device_plan_test {
 
 constexpr uint64_t kGiB = 1ull << 30;
 
@@ -183,5 +183,5 @@ TEST(DevicePlan, GateUpLayoutPutsW3RightAfterW1PartByPart) {
   EXPECT_EQ(same.offset[1][0], f8.offset[1][0]);
 }
 
-}  // namespace
+}  // namespace device_plan_test
 }  // namespace moebench

@@ -14,6 +14,8 @@
 #include "engine/weight_source.h"
 #include "test_util.h"
 
+namespace dtype_test {
+
 using namespace moebench;
 
 namespace {
@@ -77,3 +79,5 @@ TEST(DType, CheckpointWithOddHeaderLengthReadsTheSameValues) {
     }
   }
 }
+
+}  // namespace dtype_test

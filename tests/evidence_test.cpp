@@ -13,7 +13,7 @@
 #include "test_util.h"
 
 namespace moebench {
-namespace {
+namespace evidence_test {
 
 const std::string kDir = "/reports/baselines";
 
@@ -77,5 +77,5 @@ TEST(Evidence, MalformedManifestIsOneClearError) {
   EXPECT_THROW(reports::load_manifest(t.str("MANIFEST.json")), Error);
 }
 
-}  // namespace
+}  // namespace evidence_test
 }  // namespace moebench

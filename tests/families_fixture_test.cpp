@@ -15,6 +15,8 @@
 #include "engine/generate.h"
 #include "test_util.h"
 
+namespace families_fixture_test {
+
 using namespace moebench;
 
 namespace {
@@ -79,3 +81,5 @@ TEST_P(HfFamilyFixture, LogitsAndGreedyTokensMatchTransformers) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, HfFamilyFixture, ::testing::Values("qwen3_moe", "olmoe", "qwen2_moe"));
+
+}  // namespace families_fixture_test

@@ -26,6 +26,8 @@
 #include "test_util.h"
 #include "variants/routing.h"
 
+namespace families_test {
+
 using namespace moebench;
 using nlohmann::json;
 
@@ -432,3 +434,5 @@ TEST(Families, GeneratesFromTextThroughAByteLevelTokenizer) {
   all.insert(all.end(), ids.begin(), ids.end());
   EXPECT_EQ(r.out.substr(0, r.out.find("\n# settings")), tok.decode(all));
 }
+
+}  // namespace families_test

@@ -18,6 +18,8 @@
 #include "suites/suite.h"
 #include "tests/test_util.h"
 
+namespace gate_test {
+
 using namespace moebench;
 using namespace moebench::reports;
 using moebench::test::TempDir;
@@ -384,3 +386,5 @@ TEST(CiGate, CommittedBaselineLoadsAndMatchesTheSuite) {
     EXPECT_EQ(b.cases[i].decode.steps, in[i].new_tokens - 1);
   }
 }
+
+}  // namespace gate_test

@@ -13,6 +13,8 @@
 #include "engine/weight_source.h"
 #include "test_util.h"
 
+namespace hf_cache_test {
+
 using namespace moebench;
 namespace fs = std::filesystem;
 
@@ -112,3 +114,5 @@ TEST(HfCache, ErrorsNameWhereTheyLooked) {
     EXPECT_NE(m.find("0123abcd"), std::string::npos) << m;  // the snapshots it found
   }
 }
+
+}  // namespace hf_cache_test

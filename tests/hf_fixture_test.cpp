@@ -12,6 +12,8 @@
 #include "bf16_checkpoint.h"
 #include "test_util.h"
 
+namespace hf_fixture_test {
+
 using namespace moebench;
 
 namespace {
@@ -102,3 +104,5 @@ TEST(HfFixture, Bf16WeightsAloneAgainstTransformers) {
   for (auto t : r.output) s += std::to_string(t) + " ";
   std::printf("  greedy with bf16 weights: %s\n", s.c_str());
 }
+
+}  // namespace hf_fixture_test

@@ -13,6 +13,8 @@
 #include "engine/host_kernel_rate.h"
 #include "engine/weight_source.h"
 
+namespace host_kernel_rate_test {
+
 using namespace moebench;
 
 namespace {
@@ -156,3 +158,5 @@ TEST(HostKernelRate, HostBesideTheCopiesCountsOnlyOverlappedSamples) {
   EXPECT_EQ(s.samples, 0);
   EXPECT_EQ(s.gbps(), 0);
 }
+
+}  // namespace host_kernel_rate_test

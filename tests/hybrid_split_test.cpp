@@ -20,6 +20,8 @@
 #include "variants/hybrid_split.h"
 #include "variants/stages.h"
 
+namespace hybrid_split_test {
+
 using namespace moebench;
 
 namespace {
@@ -351,9 +353,6 @@ TEST(HybridSplit, CacheLeavesHostExpertsUnloaded) {
   EXPECT_THROW(mark_host_experts(misses, 3, 8, host), Error);
 }
 
-
-
-
 TEST(HybridSplit, SettingsKnobs) {
   EngineSettings s;
   EXPECT_EQ(s.expert_exec, "gpu");
@@ -451,7 +450,6 @@ TEST(HybridSplit, CpuBackendAcceptsTheSettingsWithIdenticalOutputs) {
       for (int cpu_layers : {0, 1}) EXPECT_EQ(logits(tier, exec, cpu_layers), ref) << tier << " " << exec << " " << cpu_layers;
   }
 }
-
 
 TEST(HybridSplit, StagesAndSuite) {
   const EngineSettings p2 = stage_settings("P2");
@@ -568,3 +566,5 @@ TEST(HybridSplit, HostKernelSpreadReachesTheResultsFile) {
     EXPECT_NE(std::string(err.what()).find("host_kernel_cold"), std::string::npos) << err.what();
   }
 }
+
+}  // namespace hybrid_split_test

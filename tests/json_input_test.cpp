@@ -19,6 +19,8 @@
 #include "tests/results_fixture.h"
 #include "variants/routing_trace.h"
 
+namespace json_input_test {
+
 using namespace moebench;
 
 namespace {
@@ -50,7 +52,7 @@ TEST(JsonInput, NumberBeyondDoubleIsAnErrorNamingTheFile) {
 // Latencies near 2^63 ns summed past the int64 range in the results reader's prefill
 // time and in summarize() (signed overflow, reported by UBSan when rendering a report).
 TEST(JsonInput, LatenciesSummingPast64BitsAreAnError) {
-  reports::Results r = moebench::testing::make_results();
+  reports::Results r = moebench::test::make_results();
   nlohmann::json j = reports::to_json(r);
   auto& lat = j["cases"][0]["samples"][0]["latency_ns"];
   ASSERT_GE(lat.size(), 2u);
@@ -76,3 +78,5 @@ TEST(JsonInput, SummarizeSaturatesItsSum) {
   EXPECT_EQ(st.max_ns, big);
   EXPECT_GT(st.mean_ns, 6e18);  // from the long double sum, not the saturated one
 }
+
+}  // namespace json_input_test

@@ -6,6 +6,8 @@
 #include "profiler/cupti.h"
 #include "suites/kernel_table.h"
 
+namespace kernel_table_test {
+
 using namespace moebench;
 using profiler::GpuEvent;
 using profiler::GpuEventKind;
@@ -88,3 +90,5 @@ TEST(KernelTable, NoRecords) {
   EXPECT_TRUE(t["kernels"].empty());
   EXPECT_DOUBLE_EQ(t["span_ns_per_step"].get<double>(), 0.0);
 }
+
+}  // namespace kernel_table_test

@@ -20,6 +20,8 @@
 #include "tests/test_util.h"
 #include "variants/routing_trace.h"
 
+namespace logits_cli_test {
+
 using namespace moebench;
 using moebench::test::TempDir;
 
@@ -178,3 +180,5 @@ TEST(LogitsCli, BadInputIsAOneLineError) {
     EXPECT_FALSE(std::filesystem::exists(d.str("l.npy")));
   }
 }
+
+}  // namespace logits_cli_test

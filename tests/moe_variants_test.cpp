@@ -15,6 +15,8 @@
 #include "test_util.h"
 #include "variants/simulator.h"
 
+namespace moe_variants_test {
+
 using namespace moebench;
 
 namespace {
@@ -176,3 +178,5 @@ TEST(MoeVariants, ProfilerCountsHitsMissesAndBytes) {
   const ModelConfig& c = w.config();
   EXPECT_EQ(t.bytes_moved, t.loads * 3LL * c.hidden_size * c.intermediate_size * 2);
 }
+
+}  // namespace moe_variants_test

@@ -21,6 +21,8 @@
 #include "engine/cuda/nccl_comm.h"
 #include "engine/dtype.h"
 
+namespace nccl_test {
+
 using namespace moebench;
 
 namespace {
@@ -158,6 +160,8 @@ TEST(Nccl, AllToAllDeliversEveryRowInOrder) {
   });
   for (int r = 0; r < n; ++r) EXPECT_EQ(bad[r], 0) << "rank " << r << ": elements not where the plan puts them";
 }
+
+}  // namespace nccl_test
 
 #else
 TEST(Nccl, SkippedWithoutNccl) { GTEST_SKIP() << "built without CUDA or without nccl.h: NCCL tests skipped"; }

@@ -35,6 +35,8 @@
 #include "engine/cuda/offload_provider.h"
 #endif
 
+namespace offload_test {
+
 using namespace moebench;
 
 namespace {
@@ -397,3 +399,5 @@ TEST_F(Offload, PreloadAllAndBudgetErrors) {
 }
 
 #endif  // MOEBENCH_HAVE_CUDA
+
+}  // namespace offload_test

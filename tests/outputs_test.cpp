@@ -17,6 +17,8 @@
 #include "suites/suite.h"
 #include "tests/test_util.h"
 
+namespace outputs_test {
+
 using namespace moebench;
 using moebench::test::TempDir;
 using test::run_moebench;
@@ -208,3 +210,5 @@ TEST(BenchCli, OutIntoAMissingFolderFailsBeforeTheBenchmark) {
   EXPECT_EQ(run.err, "error: --out " + d.str("no/r.json") + ": folder " + d.str("no") + " does not exist\n");
   EXPECT_EQ(run.out, "");  // no case ran, no table
 }
+
+}  // namespace outputs_test

@@ -10,6 +10,8 @@
 
 #include "engine/ops/ops.h"
 
+namespace paged_ops_test {
+
 using namespace moebench;
 
 TEST(PagedOps, AttentionThroughShuffledBlocksEqualsContiguousCache) {
@@ -70,3 +72,5 @@ TEST(PagedOps, RopeKvStorePagedIsRopeThenCopyToSlots) {
     }
   EXPECT_EQ(kp[1 * row], -1.0f) << "slot 1 was not named and must stay untouched";
 }
+
+}  // namespace paged_ops_test

@@ -50,6 +50,8 @@
 #include "engine/weight_source.h"
 #include "profiler/counters.h"
 
+namespace parallel_cuda_test {
+
 using namespace moebench;
 
 namespace {
@@ -466,6 +468,8 @@ TEST(TensorParallelCuda, CountersCountTheExpertsRun) {
   EXPECT_EQ(h[1].decode_experts_run - g[1].decode_experts_run, run);
   EXPECT_EQ(h[1].ep_decode_steps - g[1].ep_decode_steps, batched_steps);
 }
+
+}  // namespace parallel_cuda_test
 
 #else
 TEST(TensorParallelCuda, SkippedWithoutNccl) { GTEST_SKIP() << "built without CUDA or without nccl.h: multi-GPU tests skipped"; }

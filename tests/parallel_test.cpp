@@ -40,6 +40,8 @@
 #include "variants/placement.h"
 #include "variants/routing.h"
 
+namespace parallel_test {
+
 using namespace moebench;
 
 namespace {
@@ -741,3 +743,5 @@ TEST(SimulateParallel, CommandGivesTheLibrarysBoundPerLayout) {
   EXPECT_NE(shape.err.find("4 layers x 8 experts, top-2, model mixtral-8x7b has 32 x 8, top-2"), std::string::npos)
       << shape.err;
 }
+
+}  // namespace parallel_test

@@ -6,6 +6,8 @@
 #include "variants/cache_policy.h"
 #include "variants/expert_cache.h"
 
+namespace policy_test {
+
 using namespace moebench;
 
 namespace {
@@ -228,3 +230,5 @@ TEST(ExpertCache, PrefetchNeverEvictsTheExpertsInUse) {
   EXPECT_GE(c.slot_of({0, 0}), 0);
   EXPECT_GE(c.slot_of({0, 1}), 0);
 }
+
+}  // namespace policy_test

@@ -15,6 +15,8 @@
 #include <cupti.h>
 #endif
 
+namespace profiler_test {
+
 using namespace moebench;
 using namespace moebench::profiler;
 
@@ -397,3 +399,5 @@ TEST(CuptiCollector, ReportsUnavailableCleanlyOrCollects) {
   EXPECT_TRUE(errs.empty()) << errs.front();
 #endif
 }
+
+}  // namespace profiler_test

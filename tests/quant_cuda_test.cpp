@@ -39,6 +39,8 @@
 #include "engine/quant.h"
 #include "device_copy.h"
 
+namespace quant_cuda_test {
+
 using namespace moebench;
 
 namespace {
@@ -887,5 +889,7 @@ TEST_F(QuantCuda, ExactFp16FormAcrossActivationRanges) {
     }
   }
 }
+
+}  // namespace quant_cuda_test
 
 #endif  // MOEBENCH_HAVE_CUDA

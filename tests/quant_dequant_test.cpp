@@ -25,6 +25,8 @@
 #include "engine/dtype.h"
 #include "engine/quant.h"
 
+namespace quant_dequant_test {
+
 using namespace moebench;
 
 namespace {
@@ -157,5 +159,7 @@ TEST_F(QuantDequantCuda, SiluMulMatchesTheReferenceWithinBf16Rounding) {
     EXPECT_NEAR(bf16_to_f32(got[i]), ref, std::fabs(ref) * (1.0 / 256) + 1e-30) << i;
   }
 }
+
+}  // namespace quant_dequant_test
 
 #endif  // MOEBENCH_HAVE_CUDA

@@ -23,6 +23,8 @@
 #include "teacher_forced.h"
 #include "test_util.h"
 
+namespace quant_model_test {
+
 using namespace moebench;
 
 namespace {
@@ -189,7 +191,6 @@ TEST(QuantModel, SuiteCaseCarriesQualityIntoTheResults) {
   EXPECT_FALSE(back.cases[0].quality.has_value());
 }
 
-
 // --no-quality (RunOptions::measure_quality false): the quantised case runs, with the
 // same tokens, and carries no quality object; bench takes the flag and records none.
 TEST(QuantModel, NoQualitySkipsTheQualityPassOnly) {
@@ -219,3 +220,5 @@ TEST(QuantModel, NoQualitySkipsTheQualityPassOnly) {
   ASSERT_FALSE(b.cases.empty());
   for (const reports::Case& c : b.cases) EXPECT_FALSE(c.quality.has_value()) << c.name;
 }
+
+}  // namespace quant_model_test

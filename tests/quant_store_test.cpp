@@ -14,7 +14,7 @@
 #include "test_util.h"
 
 namespace moebench {
-namespace {
+namespace quant_store_test {
 
 const char* kW[3] = {"w1", "w3", "w2"};
 
@@ -111,5 +111,5 @@ TEST(QuantStore, DiskRefusesACheckpointInAnotherFormat) {
   }
 }
 
-}  // namespace
+}  // namespace quant_store_test
 }  // namespace moebench

@@ -25,6 +25,8 @@
 #include "tests/test_util.h"
 #include "variants/simulator.h"
 
+namespace quant_test {
+
 using namespace moebench;
 
 namespace {
@@ -303,3 +305,5 @@ TEST(QuantCheckpoint, MalformedScalesNameTheTensor) {
         << e.what();
   }
 }
+
+}  // namespace quant_test

@@ -16,10 +16,12 @@
 #include "reports/svg.h"
 #include "tests/results_fixture.h"
 
+namespace report_test {
+
 using namespace moebench;
 using namespace moebench::reports;
-using moebench::testing::make_case;
-using moebench::testing::make_results;
+using moebench::test::make_case;
+using moebench::test::make_results;
 
 namespace {
 
@@ -280,7 +282,7 @@ Case spread_case(const std::string& name, int reps, double (*factor)(int)) {
   for (size_t r = 0; r < c.samples.size(); ++r) {
     Case one = c;
     one.samples = {c.samples[r]};
-    moebench::testing::scale_case(one, factor(static_cast<int>(r)), factor(static_cast<int>(r)));
+    moebench::test::scale_case(one, factor(static_cast<int>(r)), factor(static_cast<int>(r)));
     c.samples[r] = one.samples[0];
   }
   c.aggregates = compute_aggregates(c);
@@ -413,3 +415,5 @@ TEST(Intervals, HeadersNamePerSequenceOrTotal) {
   for (const std::string& out : {render_markdown(r), render_html(r)})
     EXPECT_EQ(out.find("moebench moebench"), std::string::npos);
 }
+
+}  // namespace report_test

@@ -1,13 +1,12 @@
 // results_fixture.h: synthetic Results built in code for the reports tests
 // (no hand-written results files in the repository).
 #pragma once
-#include <filesystem>
 #include <string>
-#include <unistd.h>
 
 #include "reports/results.h"
+#include "test_util.h"
 
-namespace moebench::testing {
+namespace moebench::test {
 
 // One case of suite `suite` with `reps` repetitions of 1 prefill step and
 // `decode_steps` decode steps; timings are deterministic with a little jitter.
@@ -94,19 +93,4 @@ inline void scale_case(reports::Case& c, double decode, double other) {
   c.aggregates = reports::compute_aggregates(c);
 }
 
-// A fresh empty directory under the system temp dir, removed on destruction.
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    std::string t = (std::filesystem::temp_directory_path() / "moebench_test_XXXXXX").string();
-    path = ::mkdtemp(t.data());
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::permissions(path, std::filesystem::perms::owner_all, std::filesystem::perm_options::add, ec);
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
-
-}  // namespace moebench::testing
+}  // namespace moebench::test

@@ -16,10 +16,12 @@
 #include "reports/results.h"
 #include "tests/results_fixture.h"
 
+namespace results_test {
+
 using namespace moebench;
 using namespace moebench::reports;
-using moebench::testing::make_results;
-using moebench::testing::TempDir;
+using moebench::test::make_results;
+using moebench::test::TempDir;
 using nlohmann::json;
 
 namespace {
@@ -155,7 +157,7 @@ TEST(Results, NonFiniteAggregatesRoundTripAsNull) {
 }
 
 TEST(Results, AggregatesFromSamples) {
-  Case c = moebench::testing::make_case("s", "c", "P0", 1, 4, 1000);
+  Case c = moebench::test::make_case("s", "c", "P0", 1, 4, 1000);
   c.samples[0].latency_ns = {50'000, 1000, 2000, 3000, 4000};
   c.samples[0].ttft_warm_ns = 51'000;
   Aggregates a = compute_aggregates(c);
@@ -268,7 +270,7 @@ TEST(Results, ErrorsAreOneLine) {
 TEST(Results, TruncatedAndMissingFiles) {
   TempDir d;
   std::string text = results_to_string(make_results());
-  std::string p = d.file("r.json");
+  std::string p = d.str("r.json");
   write_text(p, text.substr(0, text.size() / 2));
   try {
     load_results(p);
@@ -281,7 +283,7 @@ TEST(Results, TruncatedAndMissingFiles) {
   write_text(p, "");
   EXPECT_THROW(load_results(p), Error);
   try {
-    load_results(d.file("absent.json"));
+    load_results(d.str("absent.json"));
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("absent.json: cannot read"), std::string::npos);
@@ -290,7 +292,7 @@ TEST(Results, TruncatedAndMissingFiles) {
 
 TEST(Results, FileIsValidAfterEveryFinishedCase) {
   TempDir d;
-  std::string p = d.file("run.json");
+  std::string p = d.str("run.json");
   Results full = make_results();
   Results r = full;
   r.cases.clear();
@@ -311,7 +313,7 @@ TEST(Results, FileIsValidAfterEveryFinishedCase) {
 
 TEST(AtomicFile, ReplacesContentAndLeavesNoTemporaries) {
   TempDir d;
-  std::string p = d.file("a.txt");
+  std::string p = d.str("a.txt");
   write_file_atomic(p, "first");
   write_file_atomic(p, "second");
   EXPECT_EQ(read_file(p), "second");
@@ -326,24 +328,24 @@ TEST(AtomicFile, FailedRenameKeepsTargetAndCleansUp) {
   TempDir d;
   // The target is a non-empty directory: rename() must fail, nothing may be left behind.
   std::filesystem::create_directory(d.path / "target");
-  write_text(d.file("target/inside"), "keep");
+  write_text(d.str("target/inside"), "keep");
   try {
-    write_file_atomic(d.file("target"), "new");
+    write_file_atomic(d.str("target"), "new");
     FAIL();
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("target: cannot rename"), std::string::npos) << e.what();
   }
-  EXPECT_EQ(read_file(d.file("target/inside")), "keep");
+  EXPECT_EQ(read_file(d.str("target/inside")), "keep");
   size_t n = 0;
   for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator(d.path)) ++n;
   EXPECT_EQ(n, 1u);
-  EXPECT_THROW(write_file_atomic(d.file("no/such/dir/x.json"), "x"), Error);
+  EXPECT_THROW(write_file_atomic(d.str("no/such/dir/x.json"), "x"), Error);
 }
 
 TEST(AtomicFile, ReadOnlyDirectoryKeepsOldFile) {
   if (::geteuid() == 0) GTEST_SKIP() << "root ignores directory permissions";
   TempDir d;
-  std::string p = d.file("r.json");
+  std::string p = d.str("r.json");
   save_results(p, make_results());
   std::filesystem::permissions(d.path, std::filesystem::perms::owner_read | std::filesystem::perms::owner_exec);
   EXPECT_THROW(write_file_atomic(p, "garbage"), Error);
@@ -355,7 +357,7 @@ TEST(AtomicFile, ReadOnlyDirectoryKeepsOldFile) {
 // which delivers SIGXFSZ during write()) leaves the previous file intact.
 TEST(AtomicFile, WriterKilledMidWriteLeavesOldFileIntact) {
   TempDir d;
-  std::string p = d.file("r.json");
+  std::string p = d.str("r.json");
   Results r = make_results();
   save_results(p, r);
   std::string before = read_file(p);
@@ -388,7 +390,7 @@ TEST(AtomicFile, WriterKilledMidWriteLeavesOldFileIntact) {
 TEST(Results, MutatedFilesGiveErrorsNotCrashes) {
   Results small = make_results();
   small.cases.resize(1);
-  small.cases[0] = moebench::testing::make_case("s", "c", "P0", 2, 4);
+  small.cases[0] = moebench::test::make_case("s", "c", "P0", 2, 4);
   json valid = to_json(small);
   std::vector<json::json_pointer> leaves;
   json flat = valid.flatten();
@@ -428,3 +430,5 @@ TEST(Results, MutatedFilesGiveErrorsNotCrashes) {
   EXPECT_GT(rejected, 2000);
   EXPECT_GT(accepted, 0);  // e.g. a knob changed to another scalar
 }
+
+}  // namespace results_test

@@ -13,6 +13,8 @@
 #include "variants/routing_driver.h"
 #include "variants/routing_trace.h"
 
+namespace routing_test {
+
 using namespace moebench;
 
 namespace {
@@ -296,3 +298,5 @@ TEST(RoutingDriver, WarmUpStreamDiffersAndStreamZeroComesBack) {
   EXPECT_NE(measured, warm);
   EXPECT_EQ(measured, again);
 }
+
+}  // namespace routing_test

@@ -21,6 +21,8 @@
 #include "suites/suite.h"
 #include "tests/test_util.h"
 
+namespace run_test {
+
 using namespace moebench;
 using namespace moebench::suites;
 using moebench::test::TempDir;
@@ -256,3 +258,5 @@ TEST(Run, OnlyTheRunsLastInstanceIsTraced) {
   ASSERT_TRUE(b.trace_error.empty()) << b.trace_error;
   EXPECT_NE(test::read_file(d.str("trace.json")).find(R"("case":"b")"), std::string::npos) << "the trace is case b's";
 }
+
+}  // namespace run_test

@@ -21,6 +21,8 @@
 #include "engine/weights.h"
 #include "test_util.h"
 
+namespace safetensors_test {
+
 using namespace moebench;
 namespace fs = std::filesystem;
 
@@ -295,3 +297,5 @@ TEST(Checkpoint, WeightsMoebenchDidNotWriteAreNeverReplaced) {
   }
   EXPECT_EQ(test::read_file(d.str("model.safetensors")), bytes);
 }
+
+}  // namespace safetensors_test

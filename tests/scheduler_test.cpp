@@ -14,6 +14,8 @@
 #include "engine/scheduler.h"
 #include "test_util.h"
 
+namespace scheduler_test {
+
 using namespace moebench;
 
 namespace {
@@ -198,3 +200,5 @@ TEST(Scheduler, DecodeStepsBatchEveryRunningSequence) {
   for (size_t i = 1; i < r.steps.size(); ++i) EXPECT_EQ(r.steps[i].n_samples, 8);
   EXPECT_EQ(r.decode_tokens(), 15 * 8);
 }
+
+}  // namespace scheduler_test

@@ -19,6 +19,8 @@
 #include "variants/routing.h"
 #include "model/settings.h"
 
+namespace shard_test {
+
 using namespace moebench;
 
 namespace {
@@ -292,3 +294,5 @@ TEST(Shard, ExpertParallelKnobsAndPlacement) {
         << e.what();
   }
 }
+
+}  // namespace shard_test

@@ -11,6 +11,8 @@
 #include "variants/routing.h"
 #include "variants/simulator.h"
 
+namespace simulator_test {
+
 using namespace moebench;
 
 namespace {
@@ -435,3 +437,5 @@ TEST(Simulator, WarmupRunsOnTheirOwnTrace) {
   o.warmup_trace = &longer;
   EXPECT_THROW(simulate(t, "lru", 4, o), Error);
 }
+
+}  // namespace simulator_test

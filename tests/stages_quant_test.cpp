@@ -14,6 +14,8 @@
 #include "tests/test_util.h"
 #include "variants/stages.h"
 
+namespace stages_quant_test {
+
 using namespace moebench;
 using namespace moebench::suites;
 
@@ -61,3 +63,5 @@ TEST(StagesQuant, SuitePutsBf16StagesAt22GiBBesideP2Int4At18GiB) {
     EXPECT_EQ(routings[st], (std::set<std::string>{"mixtral-locality", "uniform"})) << st;
   EXPECT_EQ(v.size(), 10u);
 }
+
+}  // namespace stages_quant_test

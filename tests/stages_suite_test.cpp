@@ -15,6 +15,8 @@
 #include "suites/suite.h"
 #include "tests/test_util.h"
 
+namespace stages_suite_test {
+
 using namespace moebench;
 using namespace moebench::suites;
 
@@ -79,3 +81,5 @@ TEST(StagesSuite, EveryStageFinishesAndP1P2HitMoreThanP0) {
   // Variants never change what is computed.
   for (const auto& [stage, c] : by_stage) EXPECT_EQ(c->output_token_hash, by_stage["baseline"]->output_token_hash) << stage;
 }
+
+}  // namespace stages_suite_test

@@ -12,6 +12,8 @@
 #include "suites/suite.h"
 #include "tests/test_util.h"
 
+namespace suite_test {
+
 using namespace moebench;
 using namespace moebench::suites;
 
@@ -281,3 +283,5 @@ TEST(Suite, ThreadCountIsBounded) {
   EXPECT_EQ(error_of(with_threads("1024")), "");
   EXPECT_EQ(error_of(with_threads("0")), "");
 }
+
+}  // namespace suite_test

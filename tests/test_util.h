@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
-#include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -34,16 +34,18 @@ inline std::string source_dir() {
 }
 inline std::string fixture(const std::string& rel) { return source_dir() + "/tests/fixtures/" + rel; }
 
-// A fresh temporary directory removed at scope exit.
+// A fresh empty directory under the system temp dir (mkdtemp: unique), removed with what
+// it holds at scope exit, also where a test took its write permission away.
 struct TempDir {
   std::filesystem::path path;
   TempDir() {
-    std::random_device rd;
-    path = std::filesystem::temp_directory_path() / ("moebench_test_" + std::to_string(rd()) + std::to_string(rd()));
-    std::filesystem::create_directories(path);
+    std::string t = (std::filesystem::temp_directory_path() / "moebench_test_XXXXXX").string();
+    if (!::mkdtemp(t.data())) throw std::runtime_error("mkdtemp " + t + " failed");
+    path = t;
   }
   ~TempDir() {
     std::error_code ec;
+    std::filesystem::permissions(path, std::filesystem::perms::owner_all, std::filesystem::perm_options::add, ec);
     std::filesystem::remove_all(path, ec);
   }
   std::string str(const std::string& rel = "") const { return rel.empty() ? path.string() : (path / rel).string(); }

@@ -16,6 +16,8 @@
 #include "test_util.h"
 #include "tokenizer_variant.h"
 
+namespace tokenizer_bytelevel_test {
+
 using namespace moebench;
 using nlohmann::json;
 
@@ -289,3 +291,5 @@ TEST(Qwen3Tokenizer, AddedTokensSplitTheRawText) {
   EXPECT_EQ(t.decode(t.encode("<|im_start", false), false), "<|im_start");
   EXPECT_EQ(std::count(ids.begin(), ids.end(), im_start), 1);
 }
+
+}  // namespace tokenizer_bytelevel_test

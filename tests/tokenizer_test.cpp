@@ -18,6 +18,8 @@
 #include "test_util.h"
 #include "tokenizer_variant.h"
 
+namespace tokenizer_test {
+
 using namespace moebench;
 using nlohmann::json;
 namespace fs = std::filesystem;
@@ -459,3 +461,5 @@ TEST(TokenizerErrors, RandomCorruptionNeverCrashes) {
   EXPECT_GT(failed, 0);
   EXPECT_GT(loaded, 0);
 }
+
+}  // namespace tokenizer_test

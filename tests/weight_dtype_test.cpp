@@ -29,6 +29,8 @@
 #include "teacher_forced.h"
 #include "test_util.h"
 
+namespace weight_dtype_test {
+
 using namespace moebench;
 
 namespace {
@@ -150,3 +152,5 @@ TEST(WeightDtype, BadValuesAreOneLineErrors) {
   e = error_of([&] { logits_of(w, "int4"); });  // set directly, past set()'s check
   EXPECT_NE(e.find("setting weight_dtype=int4"), std::string::npos) << e;
 }
+
+}  // namespace weight_dtype_test
