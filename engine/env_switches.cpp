@@ -127,10 +127,17 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "the exact warp kernels' loop without row-end conditions where rows fill whole batches, int4's zero point a "
        "constant where none are stored (0: the general loop; the same bits)",
        "docs/QUANT.md"},
-      {"MOEBENCH_QUANT_PREFILL_SLICES", "0, 16, 32, 64, 128, 256, 512",
-       "the longest forward (tokens) whose quantised experts and projections run the decode kernels 8 tokens at a "
-       "time instead of being dequantised to bf16 for cuBLAS (0 never; the exact dequantised values, not their bf16 "
-       "rounding: the logits move within the prefill tolerance)",
+      {"MOEBENCH_QUANT_DECODE_TOKENS", "64, 8, 16, 32",
+       "the longest forward (tokens) whose quantised MoE block runs the decode launches in one pass (at most 64 "
+       "pairs: 32 tokens at top-2, 8 at top-8); 8: the rule before session 47, when a 16-sequence decode step took "
+       "the dequantising path (the same sums per pair either way, so each pair's bits are its slice's)",
+       "docs/QUANT.md"},
+      {"MOEBENCH_QUANT_PREFILL_SLICES", "by format (experts: int4 128, int8 and fp8 64; projections never), 0, 16, 32, "
+       "64, 128, 256, 512",
+       "the longest forward (tokens) whose quantised experts and projections run the decode kernels a pass at a "
+       "time (the experts MOEBENCH_QUANT_DECODE_TOKENS tokens a pass, the projections 8) instead of being "
+       "dequantised to bf16 for cuBLAS (0 never; the exact dequantised values, not their bf16 rounding: the logits "
+       "move within the prefill tolerance)",
        "docs/QUANT.md"},
       {"MOEBENCH_QUANT_WARP_ORDER", "1, 0, 2",
        "which items the exact GEMV and gate/up warps take first: warp-major for int4 and block-major for int8 and fp8 "

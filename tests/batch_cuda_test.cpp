@@ -592,8 +592,8 @@ TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneMixtralShapeSortedDecode)
 }
 
 // Quantised experts (quantised on load). Either path runs a forward's rows through the
-// dequantising GEMV when they are few (MoeLayer::quant_decode_ok, or in slices of 8 up to
-// quant_prefill_slices() rows) and otherwise through bf16 GEMMs of the experts
+// dequantising GEMV when they are few (MoeLayer::quant_decode_ok: up to 32 rows at top-2,
+// or in such slices up to quant_prefill_slices() rows) and otherwise through bf16 GEMMs of the experts
 // dequantised into bf16, and the batched steps group rows
 // differently, so a row may take the one path batched and the other alone. Besides the
 // order of fp32 sums and an activation's bf16 rounding, such a row then differs by each

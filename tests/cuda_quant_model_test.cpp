@@ -3,10 +3,12 @@
 // whose experts are stored in that format (the bytes `synthetic:micro` quantised on
 // load gives: quant_store_test), in the resident, pinned and disk tiers, with each
 // dispatch — skipped, with a message, without a GPU.
-//   prefill (a 9-token prompt: 18 pairs, more than the 8-token decode path takes): with
-//   the slices off (quant_prefill_slices 0), each needed expert dequantised to bf16 on the
-//   device, then the bf16 expert path; with them on, the decode launches on 8 tokens and
-//   then 1 (held to decode's tolerance: they multiply the same exact values);
+//   prefill (a 9-token prompt, 18 pairs): by default one pass of the decode launches
+//   (quant_decode_tokens 64: up to 32 tokens at top-2); with the decode launches held to 8
+//   tokens (the rule before session 47) and the slices off (quant_prefill_slices 0), each
+//   needed expert dequantised to bf16 on the device, then the bf16 expert path; with the
+//   slices on, the decode launches on 8 tokens and then 1 (both held to decode's
+//   tolerance: they multiply the same exact values);
 //   decode (teacher-forced steps, m = 1): the dequantising GEMV (quant_moe_gemv).
 // Tolerance: both backends compute with the same dequantised values (value x scale in
 // fp32, exactly as quant.cpp defines them); the CUDA side rounds activations to bf16 as
@@ -140,15 +142,18 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
     for (int s = 0; s < kSteps && first_tie == kSteps; ++s)
       if (margin_of(ref.steps[s].data(), V) <= 2 * (s == 0 ? kPrefillTol : kDecodeTol) * scale_of(ref.steps[s].data(), V))
         first_tie = s;
-    for (int slices : {0, 64})
+    // (decode tokens, slices): the dequantising path, 8 + 1 tokens, one pass of 9.
+    for (auto [pass, slices] : {std::pair<int, int>{8, 0}, {8, 64}, {64, 0}})
     for (const char* dispatch : {"serial", "grouped", "fused"}) {
+      const cuda::ScopedSwitch pass_on(cuda::set_quant_decode_tokens, pass);
       const cuda::ScopedSwitch slices_on(cuda::set_quant_prefill_slices, slices);
-      // The slices multiply the exact dequantised values as decode does: decode's tolerance.
-      const double prefill_tol = slices >= static_cast<int>(prompt.size()) ? kDecodeTol : kPrefillTol;
+      // The decode launches multiply the exact dequantised values: decode's tolerance.
+      const int n = static_cast<int>(prompt.size());
+      const double prefill_tol = slices >= n || pass >= n ? kDecodeTol : kPrefillTol;
       std::vector<float> resident_logits;
       for (const char* tier : {"resident", "pinned", "disk"}) {
-        SCOPED_TRACE(std::string(dtype) + " tier=" + tier + " dispatch=" + dispatch +
-                     " prefill slices up to " + std::to_string(slices));
+        SCOPED_TRACE(std::string(dtype) + " tier=" + tier + " dispatch=" + dispatch + " decode tokens " +
+                     std::to_string(pass) + ", prefill slices up to " + std::to_string(slices));
         EngineContext ctx;
         ctx.weights = &w;
         ctx.backend = "cuda";
@@ -180,9 +185,9 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
         } else {
           EXPECT_TRUE(all == resident_logits) << "tier " << tier << " differs from resident";
         }
-        std::printf("  %s %s %s slices %d: worst |cuda - cpu| / tol: prefill %.3f, decode %.3f (first cpu near-tie at "
-                    "step %d)\n",
-                    dtype, tier, dispatch, slices, worst_p, worst_d, first_tie);
+        std::printf("  %s %s %s pass %d slices %d: worst |cuda - cpu| / tol: prefill %.3f, decode %.3f (first cpu "
+                    "near-tie at step %d)\n",
+                    dtype, tier, dispatch, pass, slices, worst_p, worst_d, first_tie);
       }
     }
   }
@@ -214,6 +219,8 @@ TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
   for (const char* wd : {"fp8", "int8"})
     for (const char* ed : {"bf16", "int4"}) {
       const cuda::ScopedSwitch slices_on(cuda::set_quant_prefill_slices, slices);
+      // Slices off: the experts dequantised too (decode launches held to 8 tokens).
+      const cuda::ScopedSwitch pass_on(cuda::set_quant_decode_tokens, slices == 0 ? 8 : -1);
       SCOPED_TRACE(std::string("weight_dtype=") + wd + " expert_dtype=" + ed + " prefill slices up to " +
                    std::to_string(slices));
       EngineContext cctx;
@@ -246,6 +253,36 @@ TEST_F(CudaQuantModel, QuantisedAttentionMatchesTheCpuBackend) {
           EXPECT_EQ(argmax_of(got.steps[s].data(), V), toks[s]) << "greedy token " << s;
         }
       }
+    }
+}
+
+// A pair's sums do not depend on the other pairs of its launch: a 20-token forward (40
+// pairs at top-2) in one pass of the decode launches (the default) gives, bit for bit,
+// what its slices of 8, 8 and 4 tokens give (decode launches held to 8 tokens, the
+// slices on), at every prompt position and in the teacher-forced decode steps after it,
+// in every format, with the fused and the grouped dispatch.
+TEST_F(CudaQuantModel, AForwardInOnePassIsBitForBitItsSlices) {
+  for (const char* dtype : {"fp8", "int8", "int4"})
+    for (const char* dispatch : {"fused", "grouped"}) {
+      SCOPED_TRACE(std::string(dtype) + " dispatch=" + dispatch);
+      auto w = WeightSource::open("synthetic:micro", 11);
+      const int V = w.config().vocab_size;
+      std::vector<int32_t> prompt, toks;
+      for (int i = 0; i < 20; ++i) prompt.push_back(3 + (i * 97) % (V - 3));
+      for (int s = 0; s < kSteps; ++s) toks.push_back(5 + (s * 61) % (V - 5));
+      std::vector<Logits> got;
+      for (int pass : {8, 64}) {
+        const cuda::ScopedSwitch pass_on(cuda::set_quant_decode_tokens, pass);
+        const cuda::ScopedSwitch slices_on(cuda::set_quant_prefill_slices, pass == 8 ? 64 : 0);
+        EngineContext ctx;
+        ctx.weights = &w;
+        ctx.backend = "cuda";
+        ctx.settings = settings(dtype, "resident", dispatch);
+        cuda::CudaModel m(ctx);
+        got.push_back(run_model(m, prompt, toks));
+      }
+      EXPECT_TRUE(got[0].prompt == got[1].prompt) << "prompt logits";
+      for (int s = 0; s < kSteps; ++s) EXPECT_TRUE(got[0].steps[s] == got[1].steps[s]) << "step " << s;
     }
 }
 

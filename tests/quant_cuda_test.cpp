@@ -478,21 +478,27 @@ size_t down_combine_misses(const Experts& ex, const std::vector<int32_t>& ids, c
 // by silu_mul_gate_up, with and without the L2 prefetch, and within the CPU reference's
 // bound (bf16 rounding of h plus the fp32 summation bound of g and u carried through
 // silu(g) * u). Inter sizes with a partial last 8-row tile (1000) and both warp counts
-// (64 and 1792 tiles of the [w1; w3] matrix), 3 tokens x top-2 with a shared expert.
+// (64 and 1792 tiles of the [w1; w3] matrix), 3 tokens x top-2 with a shared expert, and
+// 32 tokens x top-2 (64 pairs, the launch's most: a decode step of 32 sequences) over the
+// 4 experts, several passes of 8 pairs over each expert's rows.
 TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
-  const std::vector<int32_t> ids = {2, 0, 2, 3, 1, 2};
-  const int pairs = static_cast<int>(ids.size()), k = 2, E = 4;
+  std::vector<int32_t> wide;
+  for (int p = 0; p < 64; ++p) wide.push_back((p * 5 + p / 7) % 4);
+  const int k = 2, E = 4;
   struct Shape {
     int inter, hidden;
   };
+  for (const std::vector<int32_t>& ids : {std::vector<int32_t>{2, 0, 2, 3, 1, 2}, wide})
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (bool zp : {false, true})
       for (const Shape sh : {Shape{512, 256}, Shape{1000, 2080}, Shape{14336, 256}}) {
         if (zp && f != QuantFormat::int4) continue;
         if (f == QuantFormat::int4 && sh.hidden % 32 != 0) continue;
+        const int pairs = static_cast<int>(ids.size());
         const int I = sh.inter, H = sh.hidden;
-        SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zp ? " zp" : "") << " inter " << I << " hidden " << H);
-        std::mt19937 g(static_cast<uint32_t>(I + H + zp));
+        SCOPED_TRACE(testing::Message() << quant_format_name(f) << (zp ? " zp" : "") << " inter " << I << " hidden " << H
+                                        << " pairs " << pairs);
+        std::mt19937 g(static_cast<uint32_t>(I + H + zp + pairs));
         std::normal_distribution<float> nd(0.0f, 0.05f);
         DeviceBuffers dev;
         const Experts ex(dev, f, zp, 2 * I, H, E, g);
@@ -607,11 +613,16 @@ TEST_F(QuantCuda, InnerLoopVariantsAreBitForBitThePlainLoop) {
 // prefetch; and within the CPU reference's bound (each slot's fp32 summation bound
 // times its weight, plus the rounding of the k + 1 additions). Shapes: 4096 rows (256
 // tiles: two groups of 4 warps a block) and 300 (19 tiles, a partial one: one group of 16
-// warps); 1 token (two experts), 3 tokens sharing an expert, and 8 tokens on 8 experts.
+// warps); 1 token (two experts), 3 tokens sharing an expert, 8 tokens on 8 experts, and
+// 32 tokens (64 pairs, the launch's most) with 6 to 9 pairs an expert (one or two passes).
 TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
   const int k = 2, E = 8;
-  const std::vector<std::vector<int32_t>> cases = {
-      {3, 5}, {2, 0, 2, 3, 1, 2}, {0, 1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1, 0}};
+  std::vector<std::vector<int32_t>> cases = {
+      {3, 5}, {2, 0, 2, 3, 1, 2}, {0, 1, 2, 3, 4, 5, 6, 7, 7, 6, 5, 4, 3, 2, 1, 0}, {}};
+  for (int t = 0; t < 32; ++t) {  // distinct experts in each token's two slots
+    cases.back().push_back((t * 3) % 8);
+    cases.back().push_back((t * 3 + 1 + t % 5) % 8);
+  }
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [N, K] : {std::pair<int, int>{4096, 512}, {300, 2080}})
       for (const auto& ids : cases) {

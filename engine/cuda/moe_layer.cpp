@@ -79,11 +79,15 @@ bool MoeLayer::persistent_takes(bool router) const {
   return quant_moe_block_persistent_supported(q, q, d_.top_k, d_.inter, d_.hidden, d_.n_experts, router);
 }
 
-bool MoeLayer::quant_decode_ok(int m) const { return m <= kGemvMaxRows && m * d_.top_k <= kFusedMaxPairs; }
+int MoeLayer::quant_pass_tokens() const {
+  return std::max(1, std::min(std::max(kGemvMaxRows, quant_decode_tokens()), kFusedMaxPairs / d_.top_k));
+}
+
+bool MoeLayer::quant_decode_ok(int m) const { return m <= quant_pass_tokens(); }
 
 int MoeLayer::prefill_slice(int m) const {
-  if (!quantised() || quant_decode_ok(m) || m > quant_prefill_slices() || filter_) return 0;
-  return std::max(1, std::min(kGemvMaxRows, kFusedMaxPairs / d_.top_k));
+  if (!quantised() || quant_decode_ok(m) || m > quant_prefill_slices(d_.format) || filter_) return 0;
+  return quant_pass_tokens();
 }
 
 size_t MoeLayer::predict_row_bytes() const {

@@ -13,12 +13,14 @@
 // Every variant computes out[t] = sum_j w[t,j] * expert_{ids[t,j]}(x_t) in slot order, as
 // CpuModel::moe does, and adds it to the residual x.
 // Quantised experts (MoeDims::format fp8|int8|int4, each expert in MoeDims::layout):
-//   decode (n <= 8 tokens, n * k <= 64), whatever the dispatch: g = w1.x and u = w3.x with
+//   decode (n <= quant_decode_tokens() tokens, at least 8, and n * k <= 64: up to 32
+//     tokens at top-2, so a decode step of 16 sequences too), whatever the dispatch: g = w1.x and u = w3.x with
 //     quant_moe_gemv (it groups the pairs by expert itself; one launch over both where the
 //     layout puts w3 right after w1, engine/cuda/gate_up.h), h = silu(g) * u (bf16), then
 //     y = w2.h (quant_moe_gemv, one input per pair), then the combine knob as above;
-//   a short prefill (up to quant_prefill_slices() tokens, quant_linear.h): the decode
-//     launches above on slices of up to 8 tokens (64 / k for top-k over 8), in order;
+//   a short prefill (up to quant_prefill_slices(format) tokens, quant_linear.h: by default
+//     128 for int4, 64 for int8 and fp8, where that measured faster): the decode
+//     launches above on slices of as many tokens as one pass takes, in order;
 //   a longer prefill: every needed expert is dequantised to a bf16 scratch expert
 //     (quant_dequant.h: the values quant.cpp defines, rounded to bf16), then the bf16
 //     grouped / serial path (fused prefill is the grouped path with a device sort). Host C++.
@@ -215,9 +217,12 @@ class MoeLayer {
   // The quantised gate/up matrix's row bytes where the guess's requests can address its
   // rows (w1 and w3 one matrix, rows a multiple of 16 bytes); else 0.
   size_t predict_row_bytes() const;
+  // Tokens one pass of the quantised decode launches takes: quant_decode_tokens() (at
+  // least 8) within their 64 pairs.
+  int quant_pass_tokens() const;
   bool quant_decode_ok(int m) const;
   // Tokens a slice when a quantised forward of m tokens runs the decode launches slice by
-  // slice (quant_prefill_slices()); 0 when it does not (bf16, decode, longer forwards,
+  // slice (quant_prefill_slices(format)); 0 when it does not (bf16, decode, longer forwards,
   // expert parallelism's pair filter).
   int prefill_slice(int m) const;
   // g, u, h through quant_moe_gemv for `pairs` (expert, token) pairs of x ((pairs / k,

@@ -13,18 +13,34 @@ namespace moebench::cuda {
 
 namespace {
 constexpr int kPrefillSlices[] = {0, 16, 32, 64, 128, 256, 512};
-EnvChoice g_prefill_slices{"MOEBENCH_QUANT_PREFILL_SLICES", kPrefillSlices, 0};
+constexpr int kByFormat = 1;  // unset: each format's measured crossover (not a value one can set)
+EnvChoice g_prefill_slices{"MOEBENCH_QUANT_PREFILL_SLICES", kPrefillSlices, kByFormat};
+constexpr int kDecodeTokens[] = {8, 16, 32, 64};
+EnvChoice g_decode_tokens{"MOEBENCH_QUANT_DECODE_TOKENS", kDecodeTokens, 64};
 }  // namespace
 
-int quant_prefill_slices() { return g_prefill_slices.get(); }
+int quant_prefill_slices() {
+  const int v = g_prefill_slices.get();
+  return v == kByFormat ? -1 : v;
+}
+
+int quant_prefill_slices(QuantFormat f) {
+  const int v = quant_prefill_slices();
+  if (v >= 0) return v;
+  return f == QuantFormat::int4 ? 128 : f == QuantFormat::bf16 ? 0 : 64;
+}
 
 void set_quant_prefill_slices(int tokens) { g_prefill_slices.set(tokens); }
+
+int quant_decode_tokens() { return g_decode_tokens.get(); }
+
+void set_quant_decode_tokens(int tokens) { g_decode_tokens.set(tokens); }
 
 void linear_weight(const LinearWeight& w, const __nv_bfloat16* x, float* y, int n, int in, int out, bool accumulate,
                    __nv_bfloat16* scratch, cublasHandle_t blas, cudaStream_t stream) {
   if (w.format == QuantFormat::bf16) return linear(x, w.w, y, n, in, out, accumulate, blas, stream);
   if (n <= kGemvMaxRows) return quant_gemv(w.format, w.q, w.scale, x, n, in, out, y, accumulate, stream);
-  if (n <= quant_prefill_slices()) {  // a short prefill: the decode GEMV, 8 tokens at a time
+  if (n <= quant_prefill_slices()) {  // set: a short prefill through the decode GEMV, 8 tokens at a time
     for (int t0 = 0; t0 < n; t0 += kGemvMaxRows)
       quant_gemv(w.format, w.q, w.scale, x + static_cast<size_t>(t0) * in, std::min(kGemvMaxRows, n - t0), in, out,
                  y + static_cast<size_t>(t0) * out, accumulate, stream);
