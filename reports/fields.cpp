@@ -31,7 +31,12 @@ double hit_rate(const Case& c) {
   // No sum: a file's counters may be anything up to 2^63 (found by fuzz_results).
   return c.experts.hits > 0 || c.experts.misses > 0 ? when_ok(c, c.aggregates.hit_rate) : kNaN;
 }
-double mem_peak(const Case& c) { return when_ok(c, static_cast<double>(memory_peak_bytes(c))); }
+// "-" rather than 0 B when the case recorded no memory figure at all (a batched bench case
+// does not sample the device).
+double mem_peak(const Case& c) {
+  const int64_t b = memory_peak_bytes(c);
+  return b > 0 ? when_ok(c, static_cast<double>(b)) : kNaN;
+}
 double load_time(const Case& c) { return c.experts.loads > 0 ? when_ok(c, c.aggregates.mean_expert_load_ns) : kNaN; }
 double bound_pct(const Case& c) { return c.bound ? when_ok(c, c.bound->percent) : kNaN; }
 double top1(const Case& c) { return c.quality ? when_ok(c, c.quality->top1_agreement) : kNaN; }

@@ -149,6 +149,14 @@ TEST(Markdown, DeviceLineShowsOnlyFieldsThatApply) {
   c.memory = MemoryInfo{};
   c.memory.host_peak_rss_bytes = 300LL << 20;
   EXPECT_EQ(memory_peak_bytes(c), 300LL << 20);
+  // A case that recorded no memory figure (a batched bench case) shows "-", not 0 B.
+  for (const SummaryColumn& col : summary_columns())
+    if (std::string(col.key) == "memory_peak_bytes") {
+      EXPECT_EQ(col.text(c), "300 MiB");
+      c.memory = MemoryInfo{};
+      EXPECT_EQ(col.text(c), "-");
+      EXPECT_TRUE(std::isnan(col.value(c)));
+    }
 }
 
 // A case above its bound by more than the bandwidths' noise says so under the bounds (Markdown) and
