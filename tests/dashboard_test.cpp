@@ -240,6 +240,16 @@ TEST(DashboardFrames, HeatmapCellsFromUsage) {
   HeatmapFrame bad = build_heatmap_frame(c, true);
   EXPECT_TRUE(bad.cells.empty());
   EXPECT_NE(bad.note.find("row 1"), std::string::npos) << bad.note;
+
+  // A file's counts may be anything up to 2^63: a row whose sum passes int64 still gives
+  // shares (summed in double; the sanitized build would flag an int64 overflow).
+  const int64_t big = std::numeric_limits<int64_t>::max();
+  c.experts.usage = {{big, 64, big, 0}};
+  HeatmapFrame huge = build_heatmap_frame(c, true);
+  ASSERT_EQ(huge.cells.size(), 4u);
+  EXPECT_NEAR(huge.cells[0].share, 0.5, 1e-12);
+  EXPECT_DOUBLE_EQ(huge.cells[3].share, 0.0);
+  EXPECT_DOUBLE_EQ(huge.cells[2].intensity, 1.0);
 }
 
 TEST(DashboardFrames, LatencyPercentilesAndDecimationOf100kSteps) {

@@ -122,9 +122,11 @@ HeatmapFrame build_heatmap_frame(const reports::Case& c, bool per_layer_scale) {
   f.cells.reserve(static_cast<size_t>(f.n_layers) * static_cast<size_t>(f.n_experts));
   for (int l = 0; l < f.n_layers; ++l) {
     const auto& row = u[static_cast<size_t>(l)];
-    int64_t sum = 0, row_max = 0;
+    // The share in double: a file's counts may be anything up to 2^63 (found by fuzz_dashboard).
+    double sum = 0;
+    int64_t row_max = 0;
     for (int64_t v : row) {
-      sum += v;
+      sum += static_cast<double>(v);
       row_max = std::max(row_max, v);
     }
     for (int e = 0; e < f.n_experts; ++e) {
@@ -132,7 +134,7 @@ HeatmapFrame build_heatmap_frame(const reports::Case& c, bool per_layer_scale) {
       cell.layer = l;
       cell.expert = e;
       cell.count = row[static_cast<size_t>(e)];
-      cell.share = sum > 0 ? static_cast<double>(cell.count) / static_cast<double>(sum) : 0;
+      cell.share = sum > 0 ? static_cast<double>(cell.count) / sum : 0;
       int64_t scale = per_layer_scale ? row_max : f.max_count;
       cell.intensity = scale > 0 ? static_cast<double>(cell.count) / static_cast<double>(scale) : 0;
       f.cells.push_back(cell);
