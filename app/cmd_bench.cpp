@@ -20,6 +20,7 @@
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "cli/command.h"
 #include "app/model_options.h"
@@ -29,6 +30,7 @@
 #include "engine/generate.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "profiler/counters.h"
 #include "profiler/cupti.h"
 #include "common/atomic_file.h"
 #include "reports/formats.h"
@@ -200,6 +202,7 @@ class BenchPass {
       std::vector<Model::GpuRankStats> gpus_before;
       for (int rep = -1; rep < a_.repetitions; ++rep) {  // -1: the warm-up
         const auto g = generate_batch(bm, sc, reqs);
+        note_memory(x, k);
         if (rep < 0) {
           gpus_before = x.model.gpu_ranks();
           continue;
@@ -212,15 +215,54 @@ class BenchPass {
       }
       k.output_token_hash = suites::token_hash(out);
       k.gpus = suites::gpu_ranks_between(gpus_before, x.model.gpu_ranks());
+      if (B > 1 && k.gpus.empty() && a_.new_tokens > 1) count_step_experts(x.model, bm, sc, reqs, out, k);
     } catch (const Error& e) {
       k.status = reports::CaseStatus::failed;
       k.error = e.what();
     }
     k.aggregates = reports::compute_aggregates(k);
     if (k.status == reports::CaseStatus::ok)
-      k.bound = a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, k.settings, B, k.aggregates.decode_tok_s, k.gpus)
+      k.bound = a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, k.settings, B, k.aggregates.decode_tok_s,
+                                                               k.gpus, k.experts.decode_experts_per_step)
                                   : suites::bench_prefill_bound(cfg, x.device, k.settings, k.aggregates.ttft_warm_ns);
     return k;
+  }
+
+  // The device memory after a generation of the batch: the arena's high-water mark (the
+  // model notes it after every batched forward) and the device's used bytes then.
+  static void note_memory(const suites::InstanceContext& x, reports::Case& k) {
+    k.memory.arena_peak_bytes = std::max(k.memory.arena_peak_bytes, x.prof.memory.arena_peak_bytes);
+    if (x.instance.backend != "cuda") return;
+    if (const std::optional<int64_t> used = profiler::query_device_used_bytes())
+      k.memory.device_used_peak_bytes = std::max(k.memory.device_used_peak_bytes, *used);
+  }
+
+  // One more generation of the same batch, not timed, with the model counting the distinct
+  // experts each decode step ran (Model::set_step_expert_count): the experts the bound of a
+  // batched step reads (suites/bound.h). Kept only when that generation gave the measured
+  // tokens, i.e. took the same routing; otherwise the bound keeps top_k experts a layer.
+  static void count_step_experts(Model& model, BatchModel& bm, const SchedulerConfig& sc,
+                                 const std::vector<BatchRequest>& reqs, const std::vector<int32_t>& measured,
+                                 reports::Case& k) {
+    if (!model.set_step_expert_count(true)) return;
+    std::vector<int32_t> got;
+    Model::StepExperts n;
+    try {
+      const auto g = generate_batch(bm, sc, reqs);
+      n = model.step_expert_count();
+      for (const auto& o : g.outputs) got.insert(got.end(), o.begin(), o.end());
+    } catch (...) {
+      model.set_step_expert_count(false);
+      throw;
+    }
+    model.set_step_expert_count(false);
+    if (got != measured) {
+      log::warn("{}: the generation that counted the experts of each step gave other tokens than the measured "
+                "ones; the bound keeps top_k experts a layer",
+                k.name);
+      return;
+    }
+    if (n.steps > 0) k.experts.decode_experts_per_step = static_cast<double>(n.experts) / static_cast<double>(n.steps);
   }
 
   // One more generation under CUPTI: GPU time per decode step by kernel.
@@ -302,8 +344,9 @@ void print_table(const reports::Results& res, const EngineSettings& s) {
                                            rows));
   fmt::print("\nbound: single-sequence cases: suites/bound.h (CUDA: weights one token reads / HBM; CPU: a read "
              "stream over the fp32 weights a token reads); batch B: B tokens per step over the least a step reads "
-             "(every non-expert weight, top_k experts per layer; over two or more GPUs: the busiest GPU's share, with the "
-             "experts each step ran, plus the measured all-reduce time); prefill cases (new tokens = 1): the time to read "
+             "(every non-expert weight and the distinct experts each step ran, counted on the device in one more "
+             "generation of the batch, else top_k experts per layer; over two or more GPUs: the busiest GPU's share, "
+             "with the experts each step ran, plus the measured all-reduce time); prefill cases (new tokens = 1): the time to read "
              "that least; % = bound time / achieved time.\n");
 }
 

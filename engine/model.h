@@ -61,6 +61,21 @@ class Model {
     int64_t experts_held = 0, ep_decode_steps = 0, decode_experts_run = 0, decode_expert_pairs = 0;
   };
   virtual std::vector<GpuRankStats> gpu_ranks() const { return {}; }
+  // One GPU, resident experts: while counting is on, every batched decode step (one token
+  // for each of two or more sequences) counts on the device the distinct experts its tokens
+  // chose in each layer (one more small launch a layer; those steps run eagerly, not from
+  // CUDA graphs). For the bound of a batched case, in a generation that is not timed.
+  // set_step_expert_count returns false (and counts nothing) where the model cannot count.
+  struct StepExperts {
+    int64_t steps = 0;    // decode steps counted
+    int64_t experts = 0;  // distinct (layer, expert)s they ran, summed over layers and steps
+  };
+  virtual bool set_step_expert_count(bool on) {
+    (void)on;
+    return false;
+  }
+  // What was counted since counting was last turned on (a copy and a sync).
+  virtual StepExperts step_expert_count() { return {}; }
 };
 
 }  // namespace moebench

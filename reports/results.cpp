@@ -129,6 +129,7 @@ json counters_json(const ExpertCounters& e) {
               {"decode_joint_host_bytes", e.decode_joint_host_bytes},
               {"decode_joint_host_ns", e.decode_joint_host_ns},
               {"slots", e.slots},
+              {"decode_experts_per_step", num(e.decode_experts_per_step)},
               {"hits_per_layer", e.hits_per_layer},
               {"misses_per_layer", e.misses_per_layer},
               {"loads_per_layer", e.loads_per_layer},
@@ -524,6 +525,11 @@ ExpertCounters read_counters(const Reader& rd, const json& j, const std::string&
                           std::pair{"joint_host_gbps", &e.joint_host_gbps},
                           std::pair{"solo_copy_gbps", &e.solo_copy_gbps}})
     if (const json* d = o.opt(key)) *dst = rd.f64(*d, path + "." + key);
+  if (const json* d = o.opt("decode_experts_per_step")) {
+    const double v = rd.f64(*d, path + ".decode_experts_per_step");
+    if (!std::isfinite(v) || v < 0) rd.bad(path + ".decode_experts_per_step", *d, "a count of experts, at least 0");
+    e.decode_experts_per_step = v;
+  }
   if (const json* d = o.opt("host_kernel_cold")) e.host_kernel_cold = rd.boolean(*d, path + ".host_kernel_cold");
   std::pair<const char*, std::vector<int64_t>*> per_layer[] = {
       {"hits_per_layer", &e.hits_per_layer},           {"misses_per_layer", &e.misses_per_layer},

@@ -130,6 +130,10 @@ struct ExpertCounters {
   // read decode itself reached (the bound takes the larger of it and the load's).
   int64_t decode_joint_copy_bytes = 0, decode_joint_copy_ns = 0, decode_joint_host_bytes = 0, decode_joint_host_ns = 0;
   int64_t slots = 0;            // expert slots of the offloaded cache (0: not recorded, or resident)
+  // A batched decode case on one GPU (bench): the distinct (layer, expert)s a decode step
+  // ran, summed over layers, averaged over the steps of one more generation of the same
+  // batch that gave the measured tokens, counted on the device. 0: not counted.
+  double decode_experts_per_step = 0;
   std::vector<int64_t> hits_per_layer;          // (n_layers)
   std::vector<int64_t> misses_per_layer;        // (n_layers)
   std::vector<int64_t> loads_per_layer;         // (n_layers)

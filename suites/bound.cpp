@@ -405,7 +405,8 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
 }
 
 std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s, int batch,
-                                        double decode_tok_s, const std::vector<reports::GpuRank>& gpus) {
+                                        double decode_tok_s, const std::vector<reports::GpuRank>& gpus,
+                                        double experts_per_step) {
   if (dev.hbm_gbps <= 0 || batch < 1 || !(decode_tok_s > 0)) return std::nullopt;
   if (const int64_t tp = knob_int(s, "tensor_parallel", 1); tp > 1) {
     std::string why;
@@ -419,15 +420,34 @@ std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo
     if (b) b->percent = batch * decode_tok_s / b->value * 100;
     return b;
   }
-  const int64_t bytes = device_bytes_per_decode_token(cfg, s);
-  Bound b = resident_bound(bytes, device_weights_label(s).c_str(), dev.hbm_gbps, "hbm", hbm_text(dev));
-  b.value *= batch;  // a step of `batch` tokens reads at least what one token reads
+  const int64_t one_token = device_bytes_per_decode_token(cfg, s);
+  // A step of `batch` tokens reads at least what one token reads: top_k experts a layer.
+  // Counted (batch > 1): the distinct experts its tokens chose, each read at least once.
+  const double top_k = static_cast<double>(cfg.num_hidden_layers) * cfg.num_experts_per_tok;
+  const double all = static_cast<double>(cfg.num_hidden_layers) * cfg.num_local_experts;
+  const bool counted = batch > 1 && experts_per_step > 0;
+  if (counted && !(experts_per_step >= top_k && experts_per_step <= all))
+    return std::nullopt;  // no step of one or more tokens runs fewer than top_k or more than every expert
+  const double bytes =
+      static_cast<double>(one_token) +
+      (counted ? (experts_per_step - top_k) * static_cast<double>(expert_bytes(cfg, knob_format(s, "expert_dtype"))) : 0);
+  Bound b;
+  b.unit = "tok/s";
+  b.time_model = "single";
+  b.value = batch * dev.hbm_gbps * 1e9 / bytes;
+  b.bandwidth_gbps = {{"hbm", dev.hbm_gbps}};
   b.percent = batch * decode_tok_s / b.value * 100;
+  b.description = fmt::format("resident: {}/token of {} weights / {}", profiler::format_bytes(bytes),
+                              device_weights_label(s), hbm_text(dev));
   if (batch > 1)
     b.description = fmt::format(
         "batch {} decode: {} sequences x {:.1f} steps/s = {:.1f} tok/s total; bound: {} tokens per step that read at "
-        "least {} of weights (every non-expert weight, top_k experts per layer) / {}",
-        batch, batch, decode_tok_s, batch * decode_tok_s, batch, profiler::format_bytes(static_cast<double>(bytes)),
+        "least {} of weights (every non-expert weight, {}) / {}",
+        batch, batch, decode_tok_s, batch * decode_tok_s, batch, profiler::format_bytes(bytes),
+        counted ? fmt::format("{:.1f} distinct experts a step ran, counted on the device in one more generation of "
+                              "the same batch that gave the same tokens",
+                              experts_per_step)
+                : std::string("top_k experts per layer"),
         hbm_text(dev));
   return b;
 }
@@ -461,8 +481,10 @@ std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, st
   }
   std::optional<Bound> b;
   if (c.suite == "bench") {
-    const int batch = static_cast<int>(knob_int(c.settings, "batch", 1));
-    b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, c.settings, batch, c.aggregates.decode_tok_s, c.gpus)
+    // bench records a case's sequences as batch_size (suites/runner.cpp, cmd_bench.cpp).
+    const int batch = static_cast<int>(knob_int(c.settings, "batch_size", 1));
+    b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, c.settings, batch, c.aggregates.decode_tok_s, c.gpus,
+                                              c.experts.decode_experts_per_step)
                          : bench_prefill_bound(cfg, r.device, c.settings, c.aggregates.ttft_warm_ns);
   } else if (r.device.kind == reports::DeviceKind::cpu) {
     if (!c.bound || !c.bound->bandwidth_gbps.count("cpu_read"))

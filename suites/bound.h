@@ -21,7 +21,8 @@
 //     bytes with the case's thread count, measured in the same run: the bandwidth
 //     of the memory level those weights live in (the tiny model's fit in cache);
 //   - bench's batched decode and prefill cases: the bytes a step must read at the
-//     least (every non-expert weight and top_k experts per layer) / HBM.
+//     least (every non-expert weight and top_k experts per layer; a batched decode step
+//     on one GPU: the distinct experts it ran, counted on the device) / HBM.
 // percent = achieved / limit * 100.
 #pragma once
 #include <optional>
@@ -66,9 +67,13 @@ std::optional<reports::Bound> physical_bound(const reports::Case& c, const Model
 // case's; no bound without them). With expert_parallel = N > 1 (resident), the slowest
 // GPU's bytes per decode step (every non-expert weight, replicated, and the experts it
 // ran per step, measured per GPU) over HBM plus the least all-reduce time per step.
+// One GPU, batch > 1, experts_per_step > 0 (ExpertCounters::decode_experts_per_step):
+// the step's experts are the distinct (layer, expert)s it ran, as counted, instead of top_k
+// a layer; a count below top_k a layer or above every expert gives no bound.
 std::optional<reports::Bound> bench_decode_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev,
                                                  const reports::Settings& s, int batch, double decode_tok_s,
-                                                 const std::vector<reports::GpuRank>& gpus = {});
+                                                 const std::vector<reports::GpuRank>& gpus = {},
+                                                 double experts_per_step = 0);
 std::optional<reports::Bound> bench_prefill_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev,
                                                   const reports::Settings& s, double ttft_ns);
 

@@ -34,6 +34,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -606,6 +607,78 @@ TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneMixtralShapeQuantised) {
     SCOPED_TRACE(dtype);
     batched_equals_alone("synthetic:mixtral-8x7b:layers=2", 8, 16, 128, 8, dtype, 2 * kLogitTol, true);
   }
+}
+
+// The count behind a batched bench case's bound (Model::set_step_expert_count): every decode
+// step of two or more sequences adds, layer by layer, the distinct experts its tokens chose,
+// the same figure as the router's ids seen on the host; prefill steps add nothing; the
+// counted generation gives the same tokens as the uncounted (graphed) one; off, nothing
+// more is counted.
+namespace {
+void step_expert_count_matches_the_routing(const std::string& model, const std::string& expert_dtype) {
+  auto src = WeightSource::open(model, 5);
+  EngineContext ctx;
+  ctx.weights = &src;
+  ctx.backend = "cuda";
+  ctx.settings.max_model_len = 160;
+  ctx.settings.max_num_batched_tokens = 256;
+  ctx.settings.gpu_mem_budget = "8GiB";
+  ctx.settings.expert_dtype = expert_dtype;
+  cuda::CudaModel cm(ctx);
+  const ModelConfig& c = cm.config();
+  const int V = c.vocab_size, K = c.num_experts_per_tok, L = c.num_hidden_layers;
+  std::vector<BatchRequest> reqs;
+  const std::vector<int> prompt_lens = {9, 30, 4, 17, 25};
+  for (size_t i = 0; i < prompt_lens.size(); ++i) reqs.push_back({prompt_of(prompt_lens[i], static_cast<int>(i), V), 8});
+  SchedulerConfig sc;
+  sc.max_num_batched_tokens = 256;
+  sc.max_model_len = 160;
+  sc.max_num_seqs = 8;
+  sc.block_size = 16;
+  sc.num_blocks = 6 * (160 / 16);
+
+  // The routing of every layer of every step, on the host.
+  std::vector<std::set<int32_t>> layer_sets(static_cast<size_t>(L));
+  cm.set_routing_observer([&](int layer, int, int m, const int32_t* ids, const float*) {
+    layer_sets.at(static_cast<size_t>(layer)).insert(ids, ids + m * K);
+  });
+  int64_t expected = 0, expected_steps = 0;
+  const auto observed = generate_batch(cm, sc, reqs, 0, false, [&](const Step& st, const std::vector<int32_t>&,
+                                                                  const std::vector<float>&) {
+    if (!st.prefill && st.n_tokens > 1) {
+      ++expected_steps;
+      for (const auto& set : layer_sets) expected += static_cast<int64_t>(set.size());
+    }
+    for (auto& set : layer_sets) set.clear();
+  });
+  cm.set_routing_observer({});
+  ASSERT_GT(expected_steps, 0);
+  EXPECT_GE(expected, expected_steps * L * K);  // a step of two or more tokens runs at least top_k a layer
+
+  const auto plain = generate_batch(cm, sc, reqs);  // graphed where it can be, nothing counted
+  ASSERT_EQ(plain.outputs, observed.outputs);
+  ASSERT_TRUE(cm.set_step_expert_count(true));
+  const auto counted = generate_batch(cm, sc, reqs);
+  const Model::StepExperts n = cm.step_expert_count();
+  ASSERT_TRUE(cm.set_step_expert_count(false));
+  EXPECT_EQ(counted.outputs, plain.outputs) << model << " " << expert_dtype << ": counting changed the tokens";
+  EXPECT_EQ(n.steps, expected_steps);
+  EXPECT_EQ(n.experts, expected);
+  std::printf("[ batch ] %s %s: %lld decode steps, %.2f distinct experts a step of %d layers (top_k %d)\n",
+              model.c_str(), expert_dtype.c_str(), static_cast<long long>(n.steps),
+              static_cast<double>(n.experts) / static_cast<double>(n.steps), L, K);
+  const int64_t replays0 = cm.graph_replays();
+  EXPECT_EQ(generate_batch(cm, sc, reqs).outputs, plain.outputs);
+  EXPECT_GT(cm.graph_replays(), replays0) << "the graphs are replayed again once counting is off";
+  const Model::StepExperts after = cm.step_expert_count();
+  EXPECT_EQ(after.steps, n.steps);
+  EXPECT_EQ(after.experts, n.experts);
+}
+}  // namespace
+
+TEST_F(BatchCuda, StepExpertCountIsTheDistinctExpertsOfEachDecodeStep) {
+  step_expert_count_matches_the_routing("synthetic:tiny", "bf16");
+  step_expert_count_matches_the_routing("synthetic:mixtral-8x7b:layers=2", "int4");
 }
 
 TEST_F(BatchCuda, ForwardBatchRejectsBadInputWithOneLine) {

@@ -118,6 +118,55 @@ TEST(Bound, CpuUsesItsReadStreamAndNoneWithoutIt) {
   EXPECT_NE(b->description.find("2 thread(s)"), std::string::npos) << b->description;
 }
 
+// A batched step on one GPU reads every distinct expert its tokens chose at least once: with
+// the count bench takes on the device (ExpertCounters::decode_experts_per_step), the bound's
+// bytes are one token's plus the experts beyond top_k a layer; a single sequence ignores
+// it, and a count no step can give (fewer than top_k a layer, more than every expert) gives
+// no bound. A results file's bench case is re-derived with its batch_size and count.
+TEST(Bound, BatchedBenchBoundCountsTheDistinctExpertsAStepRan) {
+  const ModelConfig cfg = preset_config("mixtral-8x7b");  // 32 layers x 8 experts, top-2
+  const reports::DeviceInfo d = cuda_device(4400, 3900, 55);
+  reports::Settings s;
+  s.knobs["expert_dtype"] = "int4";
+  const double expert = static_cast<double>(expert_bytes(cfg, QuantFormat::int4));
+  // One token: every non-expert weight in bf16 and top_k int4 experts a layer.
+  const double one_token = static_cast<double>(bytes_per_decode_token(cfg, 2)) -
+                           64.0 * static_cast<double>(cfg.expert_params()) * 2 + 64.0 * expert;
+  auto top_k = bench_decode_bound(cfg, d, s, 16, 100);
+  ASSERT_TRUE(top_k.has_value());
+  EXPECT_NE(top_k->description.find("top_k experts per layer"), std::string::npos) << top_k->description;
+  auto b = bench_decode_bound(cfg, d, s, 16, 100, {}, 240.0);  // 7.5 of 8 experts a layer
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 16 * 4400e9 / (one_token + (240 - 64) * expert), 1e-6);
+  EXPECT_NEAR(b->percent, 1600 / b->value * 100, 1e-9);
+  EXPECT_LT(b->value, top_k->value / 2);  // int4: the experts are most of a step's bytes
+  EXPECT_NE(b->description.find("240.0 distinct experts a step ran, counted on the device"), std::string::npos)
+      << b->description;
+  // Every expert of every layer, or top_k a layer, are counts a step can give.
+  EXPECT_TRUE(bench_decode_bound(cfg, d, s, 16, 100, {}, 256.0).has_value());
+  EXPECT_NEAR(bench_decode_bound(cfg, d, s, 16, 100, {}, 64.0)->value, top_k->value, 1e-6);
+  EXPECT_FALSE(bench_decode_bound(cfg, d, s, 16, 100, {}, 63.0).has_value());
+  EXPECT_FALSE(bench_decode_bound(cfg, d, s, 16, 100, {}, 257.0).has_value());
+  // One sequence: its step runs top_k experts a layer, whatever a file says.
+  EXPECT_NEAR(bench_decode_bound(cfg, d, s, 1, 100, {}, 240.0)->value, bench_decode_bound(cfg, d, s, 1, 100)->value,
+              1e-9);
+
+  reports::Results r;
+  r.device = d;
+  r.model.config = config_to_json(cfg);
+  reports::Case c = decoded_case("resident", "lru");
+  c.suite = "bench";
+  c.new_tokens = 11;
+  c.settings.knobs = s.knobs;
+  c.settings.knobs["batch_size"] = 16;
+  c.experts.decode_experts_per_step = 240.0;
+  std::string why;
+  auto re = rederive_bound(r, c, &why);
+  ASSERT_TRUE(re.has_value()) << why;
+  EXPECT_NEAR(re->value, b->value, 1e-6);
+  EXPECT_NE(re->description.find("batch 16 decode"), std::string::npos) << re->description;
+}
+
 TEST(Bound, BenchBoundsUseTheLeastAStepReads) {
   const ModelConfig cfg = preset_config("mixtral-8x7b");
   const reports::DeviceInfo d = cuda_device(4400, 3900, 55);

@@ -141,6 +141,23 @@ TEST(Results, OtherTokensRepetitionsAreOptionalAndChecked) {
             std::string::npos);
 }
 
+// The distinct experts a batched decode step ran (bench, one GPU): absent in older files (not
+// counted; null reads the same), round-trips, and a count must be a number of at least 0.
+TEST(Results, DecodeExpertsPerStepIsOptionalAndChecked) {
+  Results r = make_results();
+  r.cases[0].experts.decode_experts_per_step = 121.5;
+  json j = to_json(r);
+  EXPECT_EQ(results_from_json(j, "r.json").cases[0].experts.decode_experts_per_step, 121.5);
+  j["cases"][0]["experts"].erase("decode_experts_per_step");
+  EXPECT_EQ(results_from_json(j, "r.json").cases[0].experts.decode_experts_per_step, 0);
+  j["cases"][0]["experts"]["decode_experts_per_step"] = -3;
+  EXPECT_EQ(error_of(j), "r.json: cases[0].experts.decode_experts_per_step is -3, expected a count of experts, at least 0");
+  j["cases"][0]["experts"]["decode_experts_per_step"] = "240";
+  EXPECT_EQ(error_of(j), "r.json: cases[0].experts.decode_experts_per_step is \"240\", expected a number (or null)");
+  j["cases"][0]["experts"]["decode_experts_per_step"] = nullptr;  // null, like absent: not counted
+  EXPECT_EQ(results_from_json(j, "r.json").cases[0].experts.decode_experts_per_step, 0);
+}
+
 TEST(Results, NumberArraysStayOnOneLine) {
   std::string text = results_to_string(make_results());
   EXPECT_NE(text.find("\"latency_ns\": [20000000, "), std::string::npos);

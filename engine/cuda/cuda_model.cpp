@@ -399,6 +399,7 @@ CudaModel::~CudaModel() {
   }
   if (prefetch_event_) cudaEventDestroy(prefetch_event_);
   for (cudaEvent_t e : tp_events_) cudaEventDestroy(e);
+  if (step_count_d_) cudaFree(step_count_d_);
   blas_.reset();
   arena_.reset();
   if (stream_) cudaStreamDestroy(stream_);

@@ -181,6 +181,11 @@ class CudaModel : public Model, public BatchModel {
     observed_ = static_cast<bool>(o);
     moe_->set_observer(std::move(o));
   }
+  // Model's batched-step expert count (cuda_model_tp.cpp): one GPU, resident experts only
+  // (a multi-GPU rank counts through ep_counters). Counted steps run eagerly; the graphs
+  // captured before stay valid and are replayed again once counting is off.
+  bool set_step_expert_count(bool on) override;
+  StepExperts step_expert_count() override;
 
  private:
   struct Layer {
@@ -357,6 +362,11 @@ class CudaModel : public Model, public BatchModel {
   bool ep_count_ = false;
   int64_t ep_decode_steps_ = 0;
   int64_t tp_token_experts_ = 0;  // tensor parallel: the experts (and pairs) of its one-token decode steps
+  // set_step_expert_count: whether it is on, its device counters (count_step_experts'
+  // two, cudaMalloc'd at the first use, outside the arena) and the steps counted.
+  bool step_count_on_ = false;
+  int64_t* step_count_d_ = nullptr;
+  int64_t step_count_steps_ = 0;
 };
 
 }  // namespace moebench::cuda

@@ -214,8 +214,8 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
   // A profiler that traces needs the host ranges of every step; one that does not (the
   // runner's, bench's) records nothing inside a resident decode step, so graphs are fine.
   const bool tracing = prof_ && prof_->trace.enabled();
-  const bool graphable = use_graphs_ && all_decode && !logits && !tracing && !observed_ && ws_->pooled() &&
-                         settings_.expert_tier == "resident" && !moe_->syncs(m);
+  const bool graphable = use_graphs_ && all_decode && !logits && !tracing && !observed_ && !step_count_on_ &&
+                         ws_->pooled() && settings_.expert_tier == "resident" && !moe_->syncs(m);
   // Tensor parallel: a replay in kTpTimedEvery times its all-reduces (cuda_model.h).
   tp_timing_ = !tp_ || !graphable || P.replays % kTpTimedEvery == 0;
   ep_count_ = all_decode;  // expert parallel: decode steps (and their graphs) feed the per-GPU expert counters
@@ -239,6 +239,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
     CUDA_CHECK(cudaStreamSynchronize(stream_));
     read_collective_times(all_decode);
     if (all_decode) note_decode_step(m);
+    if (all_decode && step_count_on_ && m > 1) ++step_count_steps_;
   } catch (...) {
     tp_timing_ = true;
     ws_->end();
@@ -246,6 +247,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
   }
   tp_timing_ = true;  // every other forward is timed
   ws_->end();
+  note_arena();
   for (int i = 0; i < n_out; ++i)
     if (P.next_h[i] < 0)  // the argmax kernel's mark for a NaN or an infinity among the logits
       throw NonFiniteLogits(fmt::format("the logits of sampled row {} hold a NaN or an infinity: the model gave "

@@ -100,6 +100,37 @@ CudaModel::EpCounters CudaModel::ep_counters() {
   return out;
 }
 
+bool CudaModel::set_step_expert_count(bool on) {
+  if (tp_ || settings_.expert_tier != "resident") return false;
+  if (on == step_count_on_) return true;
+  if (on) {
+    if (!step_count_d_) CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&step_count_d_), 2 * sizeof(int64_t)));
+    CUDA_CHECK(cudaMemsetAsync(step_count_d_, 0, 2 * sizeof(int64_t), stream_));
+    step_count_steps_ = 0;
+    const int E = cfg_.num_local_experts;
+    int64_t* counts = step_count_d_;
+    // ep_count_: this forward is a decode step (forward_batch sets it per forward).
+    moe_->set_step_counter([this, E, counts](int, int32_t* ids, int pairs, cudaStream_t s) {
+      if (ep_count_) count_step_experts(ids, pairs, E, counts, s);
+    });
+  } else {
+    moe_->set_step_counter({});
+  }
+  step_count_on_ = on;
+  return true;
+}
+
+Model::StepExperts CudaModel::step_expert_count() {
+  StepExperts out;
+  if (!step_count_d_) return out;
+  int64_t counts[2] = {0, 0};
+  CUDA_CHECK(cudaMemcpyAsync(counts, step_count_d_, sizeof counts, cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+  out.steps = step_count_steps_;
+  out.experts = counts[0];
+  return out;
+}
+
 void CudaModel::bind_residual(ForwardBuffers& b) const {
   if (tp_ && tp_residual_) b.x = tp_sum_;
 }

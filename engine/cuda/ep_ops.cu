@@ -8,6 +8,9 @@ namespace moebench::cuda {
 namespace {
 constexpr int kMarkThreads = 256;
 
+// kMark: ids of experts not held become -1; else (local null, every expert held) ids are
+// only read.
+template <bool kMark>
 __global__ void mark_kernel(int32_t* __restrict__ ids, int pairs, const uint8_t* __restrict__ local, int n_experts,
                             int64_t* __restrict__ counters) {
   extern __shared__ int s_used[];  // (n_experts) 1 where a kept pair chose the expert
@@ -17,10 +20,10 @@ __global__ void mark_kernel(int32_t* __restrict__ ids, int pairs, const uint8_t*
   __syncthreads();
   for (int p = threadIdx.x; p < pairs; p += blockDim.x) {
     const int e = ids[p];
-    if (e >= 0 && e < n_experts && local[e]) {
+    if (e >= 0 && e < n_experts && (!kMark || local[e])) {
       s_used[e] = 1;
       atomicAdd(&s_kept, 1);
-    } else {
+    } else if constexpr (kMark) {
       ids[p] = -1;
     }
   }
@@ -53,9 +56,18 @@ void ep_mark_foreign(int32_t* ids, int pairs, const uint8_t* local, int n_expert
                      cudaStream_t stream) {
   MB_NVTX_RANGE("ep_mark_foreign");
   if (pairs <= 0) return;
-  mark_kernel<<<1, kMarkThreads, static_cast<size_t>(n_experts) * sizeof(int), stream>>>(ids, pairs, local, n_experts,
-                                                                                        counters);
+  mark_kernel<true><<<1, kMarkThreads, static_cast<size_t>(n_experts) * sizeof(int), stream>>>(ids, pairs, local,
+                                                                                              n_experts, counters);
   CUDA_CHECK_LAUNCH("ep_mark_kernel");
+}
+
+void count_step_experts(const int32_t* ids, int pairs, int n_experts, int64_t* counters, cudaStream_t stream) {
+  MB_NVTX_RANGE("count_step_experts");
+  if (pairs <= 0) return;
+  // kMark false: ids are only read (the cast lets both instances share one signature).
+  mark_kernel<false><<<1, kMarkThreads, static_cast<size_t>(n_experts) * sizeof(int), stream>>>(
+      const_cast<int32_t*>(ids), pairs, nullptr, n_experts, counters);
+  CUDA_CHECK_LAUNCH("count_step_experts");
 }
 
 void moe_combine_held(const float* y, const int32_t* inv, const int32_t* ids, const float* weights, int n, int k,

@@ -394,6 +394,7 @@ void MoeLayer::run(int step, int layer, int pos0, const bf16* gate, const bf16* 
                        (!host_ || host_->prefetch_allowed(layer + 1));
   const bool gate_predicted = route(step, layer, pos0, gate, next_gate, b, m, predict, norm);
   if (filter_) filter_(layer, b.ids, pairs, stream_);
+  if (counter_ && m > 1) counter_(layer, b.ids, pairs, stream_);
   if (host_ && run_with_host(step, layer, b, x, m, predict, gate_predicted)) return;
   {
     ScopedRange r(trace_, RangeKind::expert_load, layer);

@@ -129,6 +129,11 @@ class MoeLayer {
   // combines with moe_combine_held (the same bits as the combine knob's, marks skipped).
   using PairFilter = std::function<void(int layer, int32_t* ids, int pairs, cudaStream_t stream)>;
   void set_pair_filter(PairFilter f) { filter_ = std::move(f); }
+  // Called where the pair filter is (after the router of every layer a forward of two or
+  // more tokens runs through run(), on the layer's stream), with the device ids: for
+  // counters that only read them (CudaModel::set_step_expert_count). Unlike the filter it
+  // changes no choice of path or launch. An empty function turns it off.
+  void set_step_counter(PairFilter f) { counter_ = std::move(f); }
   // Decode, one token: whether this layer's experts would use scores of the experts taken
   // on the layer's input (ops.cuh ExpertPredict, MOEBENCH_EXPERT_PREDICT_BYTES): the gate
   // routes, the bf16 fused gate/up launch runs (or, quantised, the fused gate/up of one
@@ -297,6 +302,7 @@ class MoeLayer {
   int32_t* pred_ids_d_ = nullptr;    // (pool, top_k)
   HostExperts* host_ = nullptr;
   PairFilter filter_;                // expert parallelism: see set_pair_filter
+  PairFilter counter_;               // see set_step_counter
   uint16_t* host_x_ = nullptr;       // pinned (pool, hidden) bf16: the activations for the host
   float* host_y_ = nullptr;          // pinned (pairs, hidden): the host experts' outputs
   int32_t* host_idx_ = nullptr;      // pinned (3, pairs): perm, inv, device ids
