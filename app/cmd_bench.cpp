@@ -313,7 +313,17 @@ std::string knob_text(const reports::Case& k, const std::string& key) {
   return it->second.is_string() ? it->second.get<std::string>() : it->second.dump();
 }
 
-std::vector<std::string> table_row(const reports::Case& k, const reports::Results& res, int64_t tok_bytes) {
+// The experts a decode step of the case ran, summed over layers: the count bench took on
+// the device for a batched case, else one token's top_k a layer ("-": not a decode case).
+std::string step_experts_text(const reports::Case& k, int batch, const ModelConfig* cfg) {
+  if (k.new_tokens <= 1) return "-";
+  if (k.experts.decode_experts_per_step > 0) return fmt::format("{:.1f} counted", k.experts.decode_experts_per_step);
+  if (!cfg) return "-";
+  return fmt::format("{}{}", cfg->num_hidden_layers * cfg->num_experts_per_tok, batch > 1 ? " (top_k)" : "");
+}
+
+std::vector<std::string> table_row(const reports::Case& k, const reports::Results& res, int64_t tok_bytes,
+                                   const ModelConfig* cfg) {
   const auto& g = k.aggregates;
   auto it = k.settings.knobs.find("batch_size");
   const int B = it != k.settings.knobs.end() && it->second.is_number_integer() ? it->second.get<int>() : 1;
@@ -321,7 +331,8 @@ std::vector<std::string> table_row(const reports::Case& k, const reports::Result
   return {k.name, std::to_string(B), std::to_string(k.prompt_tokens / std::max(B, 1)), std::to_string(k.new_tokens),
           fmt::format("{:.1f}", g.prefill_tok_s), fmt::format("{:.2f}", g.ttft_warm_ns / 1e6),
           decode ? fmt::format("{:.1f}", g.decode_tok_s) : "-", decode ? fmt::format("{:.1f}", B * g.decode_tok_s) : "-",
-          decode ? fmt::format("{:.3f}", g.tpot_ns / 1e6) : "-", fmt::format("{:.3f}", tok_bytes / 1e9),
+          decode ? fmt::format("{:.3f}", g.tpot_ns / 1e6) : "-", step_experts_text(k, B, cfg),
+          fmt::format("{:.3f}", tok_bytes / 1e9),
           fmt::format("{:.0f}", res.device.hbm_gbps), k.bound ? fmt::format("{:.1f} {}", k.bound->value, k.bound->unit) : "-",
           k.bound ? fmt::format("{:.1f}%", k.bound->percent) : "-",
           k.status == reports::CaseStatus::ok ? "ok" : "failed: " + k.error};
@@ -329,25 +340,27 @@ std::vector<std::string> table_row(const reports::Case& k, const reports::Result
 
 // bench's own Markdown table (-o md).
 void print_table(const reports::Results& res, const EngineSettings& s) {
-  const int64_t tok_bytes =
-      res.model.config.empty() ? 0 : suites::bytes_per_decode_token(config_from_json(res.model.config, "bench"), 2);
+  std::optional<ModelConfig> cfg;
+  if (!res.model.config.empty()) cfg = config_from_json(res.model.config, "bench");
+  const int64_t tok_bytes = cfg ? suites::bytes_per_decode_token(*cfg, 2) : 0;
   std::vector<std::vector<std::string>> rows;
-  for (const reports::Case& k : res.cases) rows.push_back(table_row(k, res, tok_bytes));
+  for (const reports::Case& k : res.cases) rows.push_back(table_row(k, res, tok_bytes, cfg ? &*cfg : nullptr));
   fmt::print("# moebench bench: {} on {} ({}), stage {}, routing {}, dispatch={} combine={} buffers={}\n\n",
              res.model.name, res.device.name, res.cases.empty() ? "-" : knob_text(res.cases[0], "backend"), s.stage,
              s.routing, s.dispatch, s.combine, s.buffers);
   fmt::print("{}", reports::markdown_table({"case", "batch", "prompt", "new", "prefill tok/s", "TTFT ms",
-                                            "decode tok/s per seq", "total tok/s", "TPOT ms", "GB/token (bf16)",
-                                            "device GB/s", "bound", "% of bound", "status"},
+                                            "decode tok/s per seq", "total tok/s", "TPOT ms", "experts/step",
+                                            "GB/token (bf16)", "device GB/s", "bound", "% of bound", "status"},
                                            {false, true, true, true, true, true, true, true, true, true, true, true,
-                                            true, false},
+                                            true, true, false},
                                            rows));
   fmt::print("\nbound: single-sequence cases: suites/bound.h (CUDA: weights one token reads / HBM; CPU: a read "
              "stream over the fp32 weights a token reads); batch B: B tokens per step over the least a step reads "
              "(every non-expert weight and the distinct experts each step ran, counted on the device in one more "
              "generation of the batch, else top_k experts per layer; over two or more GPUs: the busiest GPU's share, "
              "with the experts each step ran, plus the measured all-reduce time); prefill cases (new tokens = 1): the time to read "
-             "that least; % = bound time / achieved time.\n");
+             "that least; % = bound time / achieved time. experts/step: the (layer, expert)s a decode step ran, summed "
+             "over layers: counted, or one token's top_k a layer.\n");
 }
 
 void print_kernel_profile(const nlohmann::json& kprof) {

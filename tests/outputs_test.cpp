@@ -6,9 +6,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <sstream>
 #include <thread>
+#include <vector>
 
 #include "common/error.h"
 #include "common/atomic_file.h"
@@ -209,6 +212,33 @@ TEST(BenchCli, OutIntoAMissingFolderFailsBeforeTheBenchmark) {
   EXPECT_EQ(run.code, 1);
   EXPECT_EQ(run.err, "error: --out " + d.str("no/r.json") + ": folder " + d.str("no") + " does not exist\n");
   EXPECT_EQ(run.out, "");  // no case ran, no table
+}
+
+// bench's table names how many (layer, expert)s a decode step ran: one token's top_k a layer
+// (micro: 2 layers, top-2) where nothing was counted.
+TEST(BenchCli, TableShowsTheExpertsADecodeStepRan) {
+  TempDir d;
+  test::CliRun run = run_moebench({"bench", "--preset", "micro", "--backend", "cpu", "--prompt-tokens", "4",
+                                   "--new-tokens", "3", "--repetitions", "1"},
+                                  d);
+  ASSERT_EQ(run.code, 0) << run.err;
+  // The cells of the header and of the case's row, trimmed.
+  auto cells = [&](const std::string& starts) {
+    std::vector<std::string> out;
+    const size_t at = run.out.find(starts);
+    if (at == std::string::npos) return out;
+    std::stringstream line(run.out.substr(at + 1, run.out.find('\n', at) - at - 1));
+    for (std::string cell; std::getline(line, cell, '|');) {
+      const size_t b = cell.find_first_not_of(' '), e = cell.find_last_not_of(' ');
+      out.push_back(b == std::string::npos ? "" : cell.substr(b, e - b + 1));
+    }
+    return out;
+  };
+  const std::vector<std::string> head = cells("| case"), row = cells("| b1_p4_n3");
+  ASSERT_EQ(head.size(), row.size()) << run.out;
+  const auto col = std::find(head.begin(), head.end(), "experts/step");
+  ASSERT_NE(col, head.end()) << run.out;
+  EXPECT_EQ(row[static_cast<size_t>(col - head.begin())], "4") << run.out;
 }
 
 }  // namespace outputs_test
