@@ -52,6 +52,7 @@
 #include "engine/quant.h"
 #include "engine/weight_source.h"
 #include "device_copy.h"
+#include "tests/cuda_ctx.h"
 
 namespace batch_cuda_test {
 
@@ -617,9 +618,7 @@ TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneMixtralShapeQuantised) {
 namespace {
 void step_expert_count_matches_the_routing(const std::string& model, const std::string& expert_dtype) {
   auto src = WeightSource::open(model, 5);
-  EngineContext ctx;
-  ctx.weights = &src;
-  ctx.backend = "cuda";
+  EngineContext ctx = test::cuda_ctx(src);
   ctx.settings.max_model_len = 160;
   ctx.settings.max_num_batched_tokens = 256;
   ctx.settings.gpu_mem_budget = "8GiB";
@@ -630,12 +629,8 @@ void step_expert_count_matches_the_routing(const std::string& model, const std::
   std::vector<BatchRequest> reqs;
   const std::vector<int> prompt_lens = {9, 30, 4, 17, 25};
   for (size_t i = 0; i < prompt_lens.size(); ++i) reqs.push_back({prompt_of(prompt_lens[i], static_cast<int>(i), V), 8});
-  SchedulerConfig sc;
-  sc.max_num_batched_tokens = 256;
-  sc.max_model_len = 160;
-  sc.max_num_seqs = 8;
-  sc.block_size = 16;
-  sc.num_blocks = 6 * (160 / 16);
+  const SchedulerConfig sc{.max_num_batched_tokens = 256, .max_model_len = 160, .max_num_seqs = 8, .block_size = 16,
+                           .num_blocks = 6 * (160 / 16)};
 
   // The routing of every layer of every step, on the host.
   std::vector<std::set<int32_t>> layer_sets(static_cast<size_t>(L));
