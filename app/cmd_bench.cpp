@@ -245,6 +245,10 @@ class BenchPass {
                                  const std::vector<BatchRequest>& reqs, const std::vector<int32_t>& measured,
                                  reports::Case& k) {
     if (!model.set_step_expert_count(true)) return;
+    struct CountOff {  // counting ends with this function, however it leaves
+      Model& m;
+      ~CountOff() { m.set_step_expert_count(false); }
+    } off{model};
     std::vector<int32_t> got;
     Model::StepExperts n;
     try {
@@ -252,12 +256,10 @@ class BenchPass {
       n = model.step_expert_count();
       for (const auto& o : g.outputs) got.insert(got.end(), o.begin(), o.end());
     } catch (const Error& e) {  // the measured repetitions stand; only the count is missing
-      model.set_step_expert_count(false);
       log::warn("{}: counting the experts of each step failed ({}); the bound keeps top_k experts a layer", k.name,
                 e.what());
       return;
     }
-    model.set_step_expert_count(false);
     if (got != measured) {
       log::warn("{}: the generation that counted the experts of each step gave other tokens than the measured "
                 "ones; the bound keeps top_k experts a layer",

@@ -431,14 +431,9 @@ std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo
   const double bytes =
       static_cast<double>(one_token) +
       (counted ? (experts_per_step - top_k) * static_cast<double>(expert_bytes(cfg, knob_format(s, "expert_dtype"))) : 0);
-  Bound b;
-  b.unit = "tok/s";
-  b.time_model = "single";
-  b.value = batch * dev.hbm_gbps * 1e9 / bytes;
-  b.bandwidth_gbps = {{"hbm", dev.hbm_gbps}};
+  Bound b = resident_bound(std::llround(bytes), device_weights_label(s).c_str(), dev.hbm_gbps, "hbm", hbm_text(dev));
+  b.value *= batch;
   b.percent = batch * decode_tok_s / b.value * 100;
-  b.description = fmt::format("resident: {}/token of {} weights / {}", profiler::format_bytes(bytes),
-                              device_weights_label(s), hbm_text(dev));
   if (batch > 1)
     b.description = fmt::format(
         "batch {} decode: {} sequences x {:.1f} steps/s = {:.1f} tok/s total; bound: {} tokens per step that read at "
