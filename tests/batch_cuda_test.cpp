@@ -620,7 +620,7 @@ void step_expert_count_matches_the_routing(const std::string& model, const std::
   auto src = WeightSource::open(model, 5);
   EngineContext ctx = test::cuda_ctx(src);
   ctx.settings.max_model_len = 160;
-  ctx.settings.max_num_batched_tokens = 256;
+  ctx.settings.max_num_batched_tokens = 160;  // the model holds at most max_model_len tokens a forward
   ctx.settings.gpu_mem_budget = "8GiB";
   ctx.settings.expert_dtype = expert_dtype;
   cuda::CudaModel cm(ctx);
@@ -629,8 +629,8 @@ void step_expert_count_matches_the_routing(const std::string& model, const std::
   std::vector<BatchRequest> reqs;
   const std::vector<int> prompt_lens = {9, 30, 4, 17, 25};
   for (size_t i = 0; i < prompt_lens.size(); ++i) reqs.push_back({prompt_of(prompt_lens[i], static_cast<int>(i), V), 8});
-  const SchedulerConfig sc{.max_num_batched_tokens = 256, .max_model_len = 160, .max_num_seqs = 8, .block_size = 16,
-                           .num_blocks = 6 * (160 / 16)};
+  const SchedulerConfig sc{.max_num_batched_tokens = cm.max_batch_tokens(), .max_model_len = 160, .max_num_seqs = 8,
+                           .block_size = 16, .num_blocks = 6 * (160 / 16)};
 
   // The routing of every layer of every step, on the host.
   std::vector<std::set<int32_t>> layer_sets(static_cast<size_t>(L));
