@@ -78,8 +78,16 @@ void moe_cpu(const MoeStrategy& s, const float* x, const int32_t* ids, const flo
   std::fill(out, out + static_cast<size_t>(n) * hidden, 0.0f);
 
   if (s.dispatch == "fused" && n == 1) {
-    // Decode: the token's top-k experts back to back, weights applied as rows land.
-    for (int j = 0; j < top_k; ++j) {
+    // Decode: the token's top-k experts back to back, weights applied as rows land. In the
+    // order the same token's rows land in a pass of several tokens (below): by expert for
+    // the fused combine, by slot for the others. So a token's sums have the same bits
+    // alone as batched with other sequences (CpuModel::forward_batch).
+    int32_t order[64];
+    if (top_k > 64) fail("moe_cpu: top_k {} above 64", top_k);
+    for (int j = 0; j < top_k; ++j) order[j] = j;
+    if (s.combine == "fused") std::stable_sort(order, order + top_k, [&](int32_t a, int32_t b) { return ids[a] < ids[b]; });
+    for (int jj = 0; jj < top_k; ++jj) {
+      const int j = order[jj];
       int32_t row = j;
       run_expert_rows(experts[ids[j]], x, &row, 1, top_k, hidden, inter, ws, pooled);
       const float w = weights[j];
