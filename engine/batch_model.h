@@ -1,7 +1,8 @@
 // batch_model.h: what a backend offers the scheduler (engine/scheduler.h) — a forward
 // over several sequences at once whose keys/values live in a paged KV cache (fixed-size
-// blocks, one block table per sequence). The CUDA model implements it
-// (engine/cuda/cuda_model_batch.cpp); the CPU backend stays single-sequence.
+// blocks, one block table per sequence). Both backends implement it: the CPU model
+// (engine/cpu_model.cpp, fp32 pool) and the CUDA model (engine/cuda/cuda_model_batch.cpp,
+// bf16 pool).
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -19,6 +20,23 @@ struct BatchSeq {
   bool sample = false;                   // return the argmax (and logits) of its last token
 };
 
+// What a forward_batch's sequences add up to, once checked (check_batch).
+struct BatchShape {
+  int m = 0;               // tokens (rows) of the step
+  int n_out = 0;           // sampled sequences
+  int max_blocks = 0;      // the longest block table
+  bool all_decode = true;  // every sequence one sampled token
+};
+// The limits a backend's pool and workspace set.
+struct BatchLimits {
+  int max_seqs = 0, block_size = 0, num_blocks = 0;
+  int table_width = 0;  // most blocks a table may have (0: no limit beyond num_blocks)
+  int max_len = 0, vocab = 0, max_tokens = 0;
+};
+// Checks the sequences of a forward_batch against the limits; throws Error with one line
+// naming the first bad value (the same lines on both backends).
+BatchShape check_batch(const std::vector<BatchSeq>& seqs, const BatchLimits& lim);
+
 class BatchModel {
  public:
   virtual ~BatchModel() = default;
@@ -28,6 +46,8 @@ class BatchModel {
   // Runs every sequence's tokens through the model (keys/values stored in the pool) and
   // writes, for each sequence with `sample`, in order, the argmax of its last token's
   // logits to next[i] (host) and, when logits is non-null, the logits to logits[i * vocab].
+  // The CPU model also takes a step that samples nothing (a chunk of a long prompt); the
+  // CUDA model refuses one (bench sizes its steps to hold whole prompts).
   virtual void forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, float* logits = nullptr) = 0;
   // Tokens one forward_batch may hold (the workspace's capacity).
   virtual int max_batch_tokens() const = 0;

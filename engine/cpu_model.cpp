@@ -14,13 +14,15 @@
 #include "common/log.h"
 #include "engine/cpu_expert_provider.h"
 #include "engine/ops/ops.h"
+#include "engine/sampler.h"
 #include "profiler/counters.h"
 #include "profiler/cpu_trace.h"
 
 namespace moebench {
 
 
-CpuModel::CpuModel(const WeightSource& src, int max_seq_len) : cfg_(src.config()), max_len_(max_seq_len) {
+CpuModel::CpuModel(const WeightSource& src, int max_seq_len)
+    : cfg_(src.config()), max_len_(max_seq_len), max_batch_tokens_(std::max(1, max_seq_len)) {
   EngineSettings s;
   s.expert_tier = "resident";
   init(src, s);
@@ -29,6 +31,7 @@ CpuModel::CpuModel(const WeightSource& src, int max_seq_len) : cfg_(src.config()
 CpuModel::CpuModel(const EngineContext& ctx)
     : cfg_(ctx.weights->config()),
       max_len_(std::min(ctx.settings.max_model_len, ctx.weights->config().max_position_embeddings)),
+      max_batch_tokens_(std::max(1, std::min(ctx.settings.max_num_batched_tokens, max_len_))),
       prof_(ctx.prof) {
   init(*ctx.weights, ctx.settings);
 }
@@ -105,6 +108,8 @@ int64_t CpuModel::engine_host_bytes() const {
   auto bytes = [](const auto& v) { return static_cast<int64_t>(v.capacity() * sizeof(v[0])); };
   int64_t n = static_cast<int64_t>(weight_bytes());
   for (size_t l = 0; l < k_cache_.size(); ++l) n += bytes(k_cache_[l]) + bytes(v_cache_[l]);
+  if (paged_)
+    for (size_t l = 0; l < paged_->k.size(); ++l) n += bytes(paged_->k[l]) + bytes(paged_->v[l]);
   n += bytes(moe_ws_.y) + bytes(moe_ws_.xin) + bytes(moe_ws_.yout) + bytes(moe_ws_.scratch) + bytes(moe_ws_.order) +
        bytes(moe_ws_.offsets);
   return n;
@@ -127,6 +132,11 @@ void CpuModel::moe(int layer, const float* x, float* out, int n, int pos0) {
     }
   }
   if (observer_) observer_(layer, pos0, n, ids.data(), wts.data());
+  if (counting_) {
+    std::vector<int32_t> distinct(ids);
+    std::sort(distinct.begin(), distinct.end());
+    step_count_.experts += std::unique(distinct.begin(), distinct.end()) - distinct.begin();
+  }
   if (log::enabled(log::Level::debug))
     for (int i = 0; i < n; ++i) {
       std::string s;
@@ -165,6 +175,44 @@ void CpuModel::shared_expert(int layer, const float* x, float* out, int n) {
   }
 }
 
+void CpuModel::qkv(int l, const float* x, float* h, float* q, float* k, float* v, int n) {
+  const ModelConfig& c = cfg_;
+  const int H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim();
+  const auto& L = w_.layers[l];
+  cpu::rmsnorm(x, L.attn_norm.data(), h, n, H, c.rms_norm_eps);
+  cpu::linear(h, L.wq.data(), q, n, H, Q);
+  cpu::linear(h, L.wk.data(), k, n, H, KV);
+  cpu::linear(h, L.wv.data(), v, n, H, KV);
+  if (c.qkv_bias) {
+    for (int i = 0; i < n; ++i) {
+      for (int d = 0; d < Q; ++d) q[static_cast<size_t>(i) * Q + d] += L.bq[d];
+      for (int d = 0; d < KV; ++d) {
+        k[static_cast<size_t>(i) * KV + d] += L.bk[d];
+        v[static_cast<size_t>(i) * KV + d] += L.bv[d];
+      }
+    }
+  }
+  if (c.qk_norm == QkNorm::per_head) {  // in place, each head's head_dim values
+    cpu::rmsnorm(q, L.q_norm.data(), q, n * c.num_attention_heads, c.head_dim, c.rms_norm_eps);
+    cpu::rmsnorm(k, L.k_norm.data(), k, n * c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
+  } else if (c.qk_norm == QkNorm::whole) {  // over the whole projection, before the head split
+    cpu::rmsnorm(q, L.q_norm.data(), q, n, Q, c.rms_norm_eps);
+    cpu::rmsnorm(k, L.k_norm.data(), k, n, KV, c.rms_norm_eps);
+  }
+}
+
+void CpuModel::finish_layer(int l, float* x, float* h, const float* att, int n, int pos0) {
+  const ModelConfig& c = cfg_;
+  const int H = c.hidden_size;
+  const auto& L = w_.layers[l];
+  cpu::linear(att, L.wo.data(), h, n, c.q_dim(), H);
+  cpu::add_inplace(x, h, n, H);
+  cpu::rmsnorm(x, L.ffn_norm.data(), h, n, H, c.rms_norm_eps);
+  std::vector<float> m(static_cast<size_t>(n) * H);
+  moe(l, h, m.data(), n, pos0);
+  cpu::add_inplace(x, m.data(), n, H);
+}
+
 void CpuModel::forward(const int32_t* tokens, int n, int pos0, float* logits, float* all_logits) {
   const ModelConfig& c = cfg_;
   if (n <= 0) fail("forward: no tokens");
@@ -178,39 +226,14 @@ void CpuModel::forward(const int32_t* tokens, int n, int pos0, float* logits, fl
   for (int i = 0; i < n; ++i) pos[i] = pos0 + i;
   cpu::embedding(w_.embed.data(), tokens, x.data(), n, H);
   for (int l = 0; l < c.num_hidden_layers; ++l) {
-    auto& L = w_.layers[l];
-    cpu::rmsnorm(x.data(), L.attn_norm.data(), h.data(), n, H, c.rms_norm_eps);
     float* kc = k_cache_[l].data() + static_cast<size_t>(pos0) * KV;  // (n, n_kv, hd) slice
     float* vc = v_cache_[l].data() + static_cast<size_t>(pos0) * KV;
-    cpu::linear(h.data(), L.wq.data(), q.data(), n, H, Q);
-    cpu::linear(h.data(), L.wk.data(), kc, n, H, KV);
-    cpu::linear(h.data(), L.wv.data(), vc, n, H, KV);
-    if (c.qkv_bias) {
-      for (int i = 0; i < n; ++i) {
-        for (int d = 0; d < Q; ++d) q[static_cast<size_t>(i) * Q + d] += L.bq[d];
-        for (int d = 0; d < KV; ++d) {
-          kc[static_cast<size_t>(i) * KV + d] += L.bk[d];
-          vc[static_cast<size_t>(i) * KV + d] += L.bv[d];
-        }
-      }
-    }
-    if (c.qk_norm == QkNorm::per_head) {  // in place, each head's head_dim values
-      cpu::rmsnorm(q.data(), L.q_norm.data(), q.data(), n * c.num_attention_heads, c.head_dim, c.rms_norm_eps);
-      cpu::rmsnorm(kc, L.k_norm.data(), kc, n * c.num_key_value_heads, c.head_dim, c.rms_norm_eps);
-    } else if (c.qk_norm == QkNorm::whole) {  // over the whole projection, before the head split
-      cpu::rmsnorm(q.data(), L.q_norm.data(), q.data(), n, Q, c.rms_norm_eps);
-      cpu::rmsnorm(kc, L.k_norm.data(), kc, n, KV, c.rms_norm_eps);
-    }
+    qkv(l, x.data(), h.data(), q.data(), kc, vc, n);
     cpu::rope(q.data(), pos.data(), n, c.num_attention_heads, c.head_dim, c.rope_theta);
     cpu::rope(kc, pos.data(), n, c.num_key_value_heads, c.head_dim, c.rope_theta);
     cpu::attention(q.data(), k_cache_[l].data(), v_cache_[l].data(), att.data(), n, pos0, c.num_attention_heads,
                    c.num_key_value_heads, c.head_dim);
-    cpu::linear(att.data(), L.wo.data(), h.data(), n, Q, H);
-    cpu::add_inplace(x.data(), h.data(), n, H);
-    cpu::rmsnorm(x.data(), L.ffn_norm.data(), h.data(), n, H, c.rms_norm_eps);
-    std::vector<float> m(static_cast<size_t>(n) * H);
-    moe(l, h.data(), m.data(), n, pos0);
-    cpu::add_inplace(x.data(), m.data(), n, H);
+    finish_layer(l, x.data(), h.data(), att.data(), n, pos0);
   }
   ++step_;
   const float* head = c.tie_word_embeddings ? w_.embed.data() : w_.lm_head.data();
@@ -222,6 +245,93 @@ void CpuModel::forward(const int32_t* tokens, int n, int pos0, float* logits, fl
     cpu::rmsnorm(x.data() + static_cast<size_t>(n - 1) * H, w_.norm.data(), h.data(), 1, H, c.rms_norm_eps);
     cpu::linear(h.data(), head, logits, 1, H, c.vocab_size);
   }
+}
+
+void CpuModel::setup_kv_blocks(int block_size, int num_blocks, int max_seqs) {
+  if (block_size <= 0 || num_blocks <= 0 || max_seqs <= 0)
+    fail("setup_kv_blocks: block_size {}, num_blocks {}, max_seqs {} (expected all positive)", block_size, num_blocks,
+         max_seqs);
+  const size_t floats = static_cast<size_t>(num_blocks) * block_size * cfg_.kv_dim();
+  const double gib = static_cast<double>(floats) * 4 * 2 * cfg_.num_hidden_layers / (1ULL << 30);
+  if (gib > 16)
+    fail("paged KV cache of {} blocks x {} tokens x {} layers needs {:.1f} GiB as fp32 on the CPU backend; lower the "
+         "blocks or the tokens",
+         num_blocks, block_size, cfg_.num_hidden_layers, gib);
+  auto p = std::make_unique<Paged>();
+  p->block_size = block_size;
+  p->num_blocks = num_blocks;
+  p->max_seqs = max_seqs;
+  p->k.assign(cfg_.num_hidden_layers, std::vector<float>(floats));
+  p->v.assign(cfg_.num_hidden_layers, std::vector<float>(floats));
+  paged_ = std::move(p);
+}
+
+bool CpuModel::set_step_expert_count(bool on) {
+  if (on && !step_count_on_) step_count_ = {};
+  step_count_on_ = on;
+  return true;
+}
+
+void CpuModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, float* logits) {
+  if (!paged_) fail("forward_batch: no paged KV pool (call setup_kv_blocks first)");
+  const Paged& P = *paged_;
+  const ModelConfig& c = cfg_;
+  const int n_seqs = static_cast<int>(seqs.size());
+  // A step may sample nothing: a chunk of a prompt longer than the step's token budget.
+  const BatchShape shape = check_batch(seqs, {.max_seqs = P.max_seqs, .block_size = P.block_size,
+                                              .num_blocks = P.num_blocks, .max_len = max_len_,
+                                              .vocab = c.vocab_size, .max_tokens = max_batch_tokens_});
+  const int m = shape.m, n_out = shape.n_out, width = std::max(1, shape.max_blocks);
+
+  // The step's rows: token, position, pool slot, sequence; the sampled rows; block tables.
+  std::vector<int32_t> tok(m), pos(m), slot(m), seq_row(m), out_row;
+  std::vector<int32_t> tables(static_cast<size_t>(n_seqs) * width, 0);
+  int row = 0;
+  for (int si = 0; si < n_seqs; ++si) {
+    const BatchSeq& q = seqs[si];
+    for (int j = 0; j < q.n; ++j, ++row) {
+      const int p = q.pos0 + j;
+      tok[row] = q.tokens[j];
+      pos[row] = p;
+      slot[row] = q.block_table[p / P.block_size] * P.block_size + p % P.block_size;
+      seq_row[row] = si;
+    }
+    if (q.sample) out_row.push_back(row - 1);
+    std::copy(q.block_table, q.block_table + q.n_blocks, tables.begin() + static_cast<std::ptrdiff_t>(si) * width);
+  }
+
+  const int H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim();
+  std::vector<float> x(static_cast<size_t>(m) * H), h(static_cast<size_t>(m) * H);  // (m, H)
+  std::vector<float> q(static_cast<size_t>(m) * Q), att(static_cast<size_t>(m) * Q);  // (m, Q)
+  std::vector<float> k(static_cast<size_t>(m) * KV), v(static_cast<size_t>(m) * KV);  // (m, KV)
+  counting_ = step_count_on_ && shape.all_decode && m > 1;
+  struct CountEnd {  // counting_ ends with this forward, however it leaves
+    bool& on;
+    ~CountEnd() { on = false; }
+  } count_end{counting_};
+  cpu::embedding(w_.embed.data(), tok.data(), x.data(), m, H);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    qkv(l, x.data(), h.data(), q.data(), k.data(), v.data(), m);
+    float* kp = paged_->k[l].data();
+    float* vp = paged_->v[l].data();
+    cpu::rope_kv_store_paged(q.data(), k.data(), v.data(), pos.data(), slot.data(), kp, vp, m, c.num_attention_heads,
+                             c.num_key_value_heads, c.head_dim, c.rope_theta);
+    cpu::paged_attention(q.data(), kp, vp, tables.data(), width, seq_row.data(), pos.data(), att.data(), m,
+                         c.num_attention_heads, c.num_key_value_heads, c.head_dim, P.block_size);
+    finish_layer(l, x.data(), h.data(), att.data(), m, pos[0]);
+  }
+  if (counting_) ++step_count_.steps;
+  ++step_;
+  const float* head = c.tie_word_embeddings ? w_.embed.data() : w_.lm_head.data();
+  // The sampled rows through the final norm and lm_head together (one read of lm_head).
+  for (int i = 0; i < n_out; ++i)
+    cpu::rmsnorm(x.data() + static_cast<size_t>(out_row[i]) * H, w_.norm.data(), h.data() + static_cast<size_t>(i) * H,
+                 1, H, c.rms_norm_eps);
+  std::vector<float> own;
+  if (!logits) own.resize(static_cast<size_t>(n_out) * c.vocab_size);
+  float* out = logits ? logits : own.data();
+  if (n_out > 0) cpu::linear(h.data(), head, out, n_out, H, c.vocab_size);
+  for (int i = 0; i < n_out; ++i) next[i] = argmax(out + static_cast<size_t>(i) * c.vocab_size, c.vocab_size);
 }
 
 }  // namespace moebench

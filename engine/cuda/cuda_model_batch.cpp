@@ -158,27 +158,11 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
   if (!paged_) fail("forward_batch: no paged KV pool (call setup_kv_blocks first)");
   Paged& P = *paged_;
   const int n_seqs = static_cast<int>(seqs.size());
-  if (n_seqs == 0) fail("forward_batch: no sequences");
-  if (n_seqs > P.max_seqs) fail("forward_batch: {} sequences, the KV pool was set up for at most {}", n_seqs, P.max_seqs);
-  int m = 0, n_out = 0;
-  bool all_decode = true;
-  for (const BatchSeq& q : seqs) {
-    if (q.n <= 0) fail("forward_batch: a sequence with {} tokens (expected at least 1)", q.n);
-    if (q.pos0 < 0 || q.pos0 + q.n > max_len_)
-      fail("sequence length {} exceeds max_model_len {}", q.pos0 + q.n, max_len_);
-    if (q.n_blocks * P.block_size < q.pos0 + q.n || q.n_blocks > P.width)
-      fail("forward_batch: block table of {} blocks of {} cannot hold {} tokens", q.n_blocks, P.block_size, q.pos0 + q.n);
-    for (int j = 0; j < q.n_blocks; ++j)
-      if (q.block_table[j] < 0 || q.block_table[j] >= P.num_blocks)
-        fail("forward_batch: KV block id {} out of range 0..{}", q.block_table[j], P.num_blocks - 1);
-    for (int j = 0; j < q.n; ++j)
-      if (q.tokens[j] < 0 || q.tokens[j] >= cfg_.vocab_size)
-        fail("token id {} out of range 0..{}", q.tokens[j], cfg_.vocab_size - 1);
-    m += q.n;
-    n_out += q.sample ? 1 : 0;
-    all_decode = all_decode && q.n == 1 && q.sample;
-  }
-  if (m > pool_tokens_) fail("forward_batch: {} tokens exceed max_num_batched_tokens {}", m, pool_tokens_);
+  const BatchShape shape = check_batch(seqs, {.max_seqs = P.max_seqs, .block_size = P.block_size,
+                                              .num_blocks = P.num_blocks, .table_width = P.width, .max_len = max_len_,
+                                              .vocab = cfg_.vocab_size, .max_tokens = pool_tokens_});
+  const int m = shape.m, n_out = shape.n_out;
+  const bool all_decode = shape.all_decode;
   if (n_out == 0) fail("forward_batch: no sequence is sampled (nothing to return)");
 
   // Pack the step's inputs (layout: Paged::ints).
