@@ -9,7 +9,7 @@
 // token reads). Results go to --out in the reports/results.h schema, written when
 // every case ran; the summary to stdout (-o md: bench's table; csv|json|jsonl|html:
 // reports/formats.h).
-// Batch sizes (--batch 1,2,4,8,16,32): on a backend with a batched forward (CUDA), case
+// Batch sizes (--batch 1,2,4,8,16,32): on either backend (both have a batched forward), case
 // batch{B}_p{P}_n{N} runs B requests (distinct P-token prompts, N new tokens each) through
 // the scheduler (engine/scheduler.h) and the paged-KV forward on the model the runner
 // loaded; its samples are the steps (prefill steps, then decode steps of B tokens),
@@ -20,6 +20,7 @@
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <omp.h>
 #include <optional>
 
 #include "cli/command.h"
@@ -130,6 +131,8 @@ class BenchPass {
     const bool keep_single = std::find(a_.batch.begin(), a_.batch.end(), 1) != a_.batch.end();
     auto* bm = dynamic_cast<BatchModel*>(&x.model);
     std::vector<reports::Case> batched;
+    if (!bm && (a_.batch.size() > 1 || !keep_single))
+      fail("--batch: the {} model has no batched forward", x.instance.backend);
     if (bm)
       for (int B : a_.batch) batched.push_back(batched_case(x, *bm, B, P, single));
     // The kernel profiles after every case of the instance is measured: CUPTI, once attached,
@@ -221,11 +224,32 @@ class BenchPass {
       k.error = e.what();
     }
     k.aggregates = reports::compute_aggregates(k);
-    if (k.status == reports::CaseStatus::ok)
-      k.bound = a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, k.settings, B, k.aggregates.decode_tok_s,
-                                                               k.gpus, k.experts.decode_experts_per_step)
-                                  : suites::bench_prefill_bound(cfg, x.device, k.settings, k.aggregates.ttft_warm_ns);
+    if (k.status == reports::CaseStatus::ok) k.bound = batched_bound(x, single, k, B);
     return k;
+  }
+
+  // The bound of a batched case (suites/bound.h): over HBM on a GPU; on the CPU over the
+  // read stream the runner measured for the single-sequence case of the same instance.
+  std::optional<reports::Bound> batched_bound(const suites::InstanceContext& x, const reports::Case& single,
+                                              reports::Case& k, int B) const {
+    const ModelConfig& cfg = x.weights.config();
+    if (x.instance.backend != "cpu")
+      return a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, k.settings, B, k.aggregates.decode_tok_s,
+                                                            k.gpus, k.experts.decode_experts_per_step)
+                               : suites::bench_prefill_bound(cfg, x.device, k.settings, k.aggregates.ttft_warm_ns);
+    if (a_.new_tokens == 1) {
+      k.no_bound_reason = "no prefill bound on the CPU backend";
+      return std::nullopt;
+    }
+    if (!single.bound || !single.bound->bandwidth_gbps.count("cpu_read")) {
+      k.no_bound_reason = "the CPU read stream was not measured";
+      return std::nullopt;
+    }
+    suites::CpuRead cpu;
+    cpu.gbps = single.bound->bandwidth_gbps.at("cpu_read");
+    cpu.bytes = suites::bytes_per_decode_token(cfg, 4);
+    cpu.threads = x.instance.cpu_threads > 0 ? x.instance.cpu_threads : omp_get_max_threads();
+    return suites::bench_cpu_decode_bound(cfg, cpu, B, k.aggregates.decode_tok_s, k.experts.decode_experts_per_step);
   }
 
   // The device memory after a generation of the batch: the arena's high-water mark (the
@@ -360,7 +384,7 @@ void print_table(const reports::Results& res, const EngineSettings& s) {
                                            rows));
   fmt::print("\nbound: single-sequence cases: suites/bound.h (CUDA: weights one token reads / HBM; CPU: a read "
              "stream over the fp32 weights a token reads); batch B: B tokens per step over the least a step reads "
-             "(every non-expert weight and the distinct experts each step ran, counted on the device in one more "
+             "(every non-expert weight and the distinct experts each step ran, counted by the model in one more "
              "generation of the batch, else top_k experts per layer; over two or more GPUs: the busiest GPU's share, "
              "with the experts each step ran, plus the measured all-reduce time); prefill cases (new tokens = 1): the time to read "
              "that least; % = bound time / achieved time. experts/step: the (layer, expert)s a decode step ran, summed "
@@ -396,11 +420,6 @@ int run(const Args& a) {
   const suites::Suite suite = bench_suite(a, settings);
   suites::Overrides o;
   const auto instances = suites::expand(suite, o, suites::resolve_backend);
-  const std::string backend = instances.front().backend;
-  if (backend != "cuda")
-    for (int b : a.batch)
-      if (b != 1) fail("--batch {}: backend {} has no batched forward (only cuda has)", b, backend);
-
   if (!a.kernel_profile.empty() && instances.size() > 1)
     log::warn("--kernel-profile with {} configurations: CUPTI stays attached after the first one's profile, so the "
               "figures of the others are measured slower; profile one configuration per run to compare figures",

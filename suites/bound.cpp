@@ -29,6 +29,14 @@ std::string hbm_text(const DeviceInfo& dev) {
                      read ? "read stream, the better of read stream and copy kernel" : "copy kernel, read + write");
 }
 
+// The CPU read stream a CPU bound divides by, for the description.
+std::string cpu_read_text(const CpuRead& cpu) {
+  if (cpu.bytes <= 0 || cpu.threads <= 0)  // re-derived from a file, which records the rate alone
+    return fmt::format("{} (read stream, measured)", profiler::format_gbps(cpu.gbps));
+  return fmt::format("{} (read stream over {} with {} thread(s), measured)", profiler::format_gbps(cpu.gbps),
+                     profiler::format_bytes(static_cast<double>(cpu.bytes)), cpu.threads);
+}
+
 // How the host kernel's rate was measured: the best of several cold experts at load,
 // with the spread (files from before the spread was recorded: at load, no more).
 // The joint read decode reached (hybrid): the copies' rate beside host work plus the host
@@ -385,9 +393,7 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
       why = "the CPU read stream was not measured";
       return std::nullopt;
     }
-    b = resident_bound(bytes_per_decode_token(cfg, 4), "fp32", cpu.gbps, "cpu_read",
-                       fmt::format("{} (read stream over {} with {} thread(s), measured)", profiler::format_gbps(cpu.gbps),
-                                   profiler::format_bytes(static_cast<double>(cpu.bytes)), cpu.threads));
+    b = resident_bound(bytes_per_decode_token(cfg, 4), "fp32", cpu.gbps, "cpu_read", cpu_read_text(cpu));
   } else if (const int64_t tp = knob_int(c.settings, "tensor_parallel", 1); backend == "cuda" && tp > 1) {
     b = tp_bound(cfg, dev, c.settings, static_cast<int>(tp), 1, c.gpus, why);
   } else if (const int64_t ep = knob_int(c.settings, "expert_parallel", 1); backend == "cuda" && ep > 1) {
@@ -403,6 +409,38 @@ std::optional<Bound> physical_bound(const Case& c, const ModelConfig& cfg, const
   if (b) b->percent = c.aggregates.decode_tok_s / b->value * 100;
   return b;
 }
+
+namespace {
+// A decode step of `batch` tokens (one a sequence) reads at least what one token reads
+// (`one_token` bytes: top_k experts a layer); counted (batch > 1, experts_per_step > 0),
+// the distinct (layer, expert)s its tokens chose, each read at least once. A count below
+// top_k a layer or above every expert gives no bound. The limit is in tok/s over all
+// sequences: batch tokens a step / (the step's bytes / gbps). `who` says who counted.
+std::optional<Bound> batched_step_bound(const ModelConfig& cfg, int batch, double decode_tok_s, double experts_per_step,
+                                        int64_t one_token, double bytes_per_expert, const std::string& dtype, double gbps,
+                                        const char* name, const std::string& text, const char* who) {
+  const double top_k = static_cast<double>(cfg.num_hidden_layers) * cfg.num_experts_per_tok;
+  const double all = static_cast<double>(cfg.num_hidden_layers) * cfg.num_local_experts;
+  const bool counted = batch > 1 && experts_per_step > 0;
+  if (counted && !(experts_per_step >= top_k && experts_per_step <= all))
+    return std::nullopt;  // no step of one or more tokens runs fewer than top_k or more than every expert
+  const double bytes = static_cast<double>(one_token) + (counted ? (experts_per_step - top_k) * bytes_per_expert : 0);
+  Bound b = resident_bound(std::llround(bytes), dtype.c_str(), gbps, name, text);
+  b.value *= batch;
+  b.percent = batch * decode_tok_s / b.value * 100;
+  if (batch > 1)
+    b.description = fmt::format(
+        "batch {} decode: {} sequences x {:.1f} steps/s = {:.1f} tok/s total; bound: {} tokens per step that read at "
+        "least {} of weights (every non-expert weight, {}) / {}",
+        batch, batch, decode_tok_s, batch * decode_tok_s, batch, profiler::format_bytes(bytes),
+        counted ? fmt::format("{:.1f} distinct experts a step ran, counted {} in one more generation of the same "
+                              "batch that gave the same tokens",
+                              experts_per_step, who)
+                : std::string("top_k experts per layer"),
+        text);
+  return b;
+}
+}  // namespace
 
 std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s, int batch,
                                         double decode_tok_s, const std::vector<reports::GpuRank>& gpus,
@@ -420,31 +458,17 @@ std::optional<Bound> bench_decode_bound(const ModelConfig& cfg, const DeviceInfo
     if (b) b->percent = batch * decode_tok_s / b->value * 100;
     return b;
   }
-  const int64_t one_token = device_bytes_per_decode_token(cfg, s);
-  // A step of `batch` tokens reads at least what one token reads: top_k experts a layer.
-  // Counted (batch > 1): the distinct experts its tokens chose, each read at least once.
-  const double top_k = static_cast<double>(cfg.num_hidden_layers) * cfg.num_experts_per_tok;
-  const double all = static_cast<double>(cfg.num_hidden_layers) * cfg.num_local_experts;
-  const bool counted = batch > 1 && experts_per_step > 0;
-  if (counted && !(experts_per_step >= top_k && experts_per_step <= all))
-    return std::nullopt;  // no step of one or more tokens runs fewer than top_k or more than every expert
-  const double bytes =
-      static_cast<double>(one_token) +
-      (counted ? (experts_per_step - top_k) * static_cast<double>(expert_bytes(cfg, knob_format(s, "expert_dtype"))) : 0);
-  Bound b = resident_bound(std::llround(bytes), device_weights_label(s).c_str(), dev.hbm_gbps, "hbm", hbm_text(dev));
-  b.value *= batch;
-  b.percent = batch * decode_tok_s / b.value * 100;
-  if (batch > 1)
-    b.description = fmt::format(
-        "batch {} decode: {} sequences x {:.1f} steps/s = {:.1f} tok/s total; bound: {} tokens per step that read at "
-        "least {} of weights (every non-expert weight, {}) / {}",
-        batch, batch, decode_tok_s, batch * decode_tok_s, batch, profiler::format_bytes(bytes),
-        counted ? fmt::format("{:.1f} distinct experts a step ran, counted on the device in one more generation of "
-                              "the same batch that gave the same tokens",
-                              experts_per_step)
-                : std::string("top_k experts per layer"),
-        hbm_text(dev));
-  return b;
+  return batched_step_bound(cfg, batch, decode_tok_s, experts_per_step, device_bytes_per_decode_token(cfg, s),
+                            static_cast<double>(expert_bytes(cfg, knob_format(s, "expert_dtype"))),
+                            device_weights_label(s), dev.hbm_gbps, "hbm", hbm_text(dev), "on the device");
+}
+
+std::optional<Bound> bench_cpu_decode_bound(const ModelConfig& cfg, const CpuRead& cpu, int batch, double decode_tok_s,
+                                            double experts_per_step) {
+  if (cpu.gbps <= 0 || batch < 1 || !(decode_tok_s > 0)) return std::nullopt;
+  return batched_step_bound(cfg, batch, decode_tok_s, experts_per_step, bytes_per_decode_token(cfg, 4),
+                            4.0 * static_cast<double>(cfg.expert_params()), "fp32", cpu.gbps, "cpu_read",
+                            cpu_read_text(cpu), "by the CPU model");
 }
 
 std::optional<Bound> bench_prefill_bound(const ModelConfig& cfg, const DeviceInfo& dev, const reports::Settings& s,
@@ -478,9 +502,18 @@ std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, st
   if (c.suite == "bench") {
     // bench records a case's sequences as batch_size (suites/runner.cpp, cmd_bench.cpp).
     const int batch = static_cast<int>(knob_int(c.settings, "batch_size", 1));
-    b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, c.settings, batch, c.aggregates.decode_tok_s, c.gpus,
-                                              c.experts.decode_experts_per_step)
-                         : bench_prefill_bound(cfg, r.device, c.settings, c.aggregates.ttft_warm_ns);
+    if (r.device.kind == reports::DeviceKind::cpu) {
+      if (c.new_tokens <= 1) return no("no prefill bound on the CPU backend");
+      if (!c.bound || !c.bound->bandwidth_gbps.count("cpu_read"))
+        return no("the file does not record the CPU read stream a bound needs");
+      CpuRead cpu;
+      cpu.gbps = c.bound->bandwidth_gbps.at("cpu_read");
+      b = bench_cpu_decode_bound(cfg, cpu, batch, c.aggregates.decode_tok_s, c.experts.decode_experts_per_step);
+    } else {
+      b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, c.settings, batch, c.aggregates.decode_tok_s, c.gpus,
+                                                c.experts.decode_experts_per_step)
+                           : bench_prefill_bound(cfg, r.device, c.settings, c.aggregates.ttft_warm_ns);
+    }
   } else if (r.device.kind == reports::DeviceKind::cpu) {
     if (!c.bound || !c.bound->bandwidth_gbps.count("cpu_read"))
       return no("the file does not record the CPU read stream a bound needs");

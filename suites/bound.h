@@ -74,6 +74,11 @@ std::optional<reports::Bound> bench_decode_bound(const ModelConfig& cfg, const r
                                                  const reports::Settings& s, int batch, double decode_tok_s,
                                                  const std::vector<reports::GpuRank>& gpus = {},
                                                  double experts_per_step = 0);
+// bench on the CPU backend, batch > 1: the same limit over the CPU read stream with
+// every weight in fp32 (the CPU model's), counted experts as above (counted by the CPU
+// model).
+std::optional<reports::Bound> bench_cpu_decode_bound(const ModelConfig& cfg, const CpuRead& cpu, int batch,
+                                                     double decode_tok_s, double experts_per_step = 0);
 std::optional<reports::Bound> bench_prefill_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev,
                                                   const reports::Settings& s, double ttft_ns);
 

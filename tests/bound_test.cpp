@@ -167,6 +167,49 @@ TEST(Bound, BatchedBenchBoundCountsTheDistinctExpertsAStepRan) {
   EXPECT_NE(re->description.find("batch 16 decode"), std::string::npos) << re->description;
 }
 
+// The CPU backend's batched bench case: the same counted step over the CPU read stream,
+// every weight in fp32 (the CPU model's), and re-derived from a file of a CPU run.
+TEST(Bound, BatchedBenchBoundOnTheCpuCountsFp32Experts) {
+  const ModelConfig cfg = preset_config("tiny");
+  const double expert = 4.0 * static_cast<double>(cfg.expert_params());
+  const double one_token = static_cast<double>(bytes_per_decode_token(cfg, 4));
+  const double top_k = static_cast<double>(cfg.num_hidden_layers) * cfg.num_experts_per_tok;
+  CpuRead cpu;
+  cpu.gbps = 40;
+  cpu.bytes = static_cast<int64_t>(one_token);
+  cpu.threads = 2;
+  auto b = bench_cpu_decode_bound(cfg, cpu, 4, 500, top_k + 5);
+  ASSERT_TRUE(b.has_value());
+  EXPECT_NEAR(b->value, 4 * 40e9 / (one_token + 5 * expert), 1e-6);
+  EXPECT_NEAR(b->percent, 2000 / b->value * 100, 1e-9);
+  EXPECT_EQ(b->bandwidth_gbps.count("cpu_read"), 1u);
+  EXPECT_NE(b->description.find("counted by the CPU model"), std::string::npos) << b->description;
+  EXPECT_NE(b->description.find("with 2 thread(s)"), std::string::npos) << b->description;
+  EXPECT_NEAR(bench_cpu_decode_bound(cfg, cpu, 1, 500)->value, 40e9 / one_token, 1e-6);  // batch 1: one token's bytes
+  EXPECT_FALSE(bench_cpu_decode_bound(cfg, cpu, 4, 500, top_k - 1).has_value());
+  EXPECT_FALSE(bench_cpu_decode_bound(cfg, CpuRead{}, 4, 500).has_value());  // no read stream measured
+
+  reports::Results r;
+  r.device.kind = reports::DeviceKind::cpu;
+  r.model.config = config_to_json(cfg);
+  reports::Case c = decoded_case("resident", "lru");
+  c.suite = "bench";
+  c.new_tokens = 9;
+  c.aggregates.decode_tok_s = 500;
+  c.settings.knobs["batch_size"] = 4;
+  c.experts.decode_experts_per_step = top_k + 5;
+  std::string why;
+  EXPECT_FALSE(rederive_bound(r, c, &why).has_value());
+  EXPECT_EQ(why, "the file does not record the CPU read stream a bound needs");
+  c.bound = b;
+  auto re = rederive_bound(r, c, &why);
+  ASSERT_TRUE(re.has_value()) << why;
+  EXPECT_NEAR(re->value, b->value, 1e-6);
+  c.new_tokens = 1;
+  EXPECT_FALSE(rederive_bound(r, c, &why).has_value());
+  EXPECT_EQ(why, "no prefill bound on the CPU backend");
+}
+
 TEST(Bound, BenchBoundsUseTheLeastAStepReads) {
   const ModelConfig cfg = preset_config("mixtral-8x7b");
   const reports::DeviceInfo d = cuda_device(4400, 3900, 55);

@@ -153,9 +153,11 @@ TEST(CliFlags, BenchFormats) {
                                         d);
   ASSERT_EQ(csv.code, 0) << csv.err;
   ASSERT_EQ(csv.out.rfind("suite,case,stage,status,", 0), 0u) << csv.out;
-  EXPECT_EQ(std::count(csv.out.begin(), csv.out.end(), '\n'), 3) << csv.out;  // header + two cases
+  // header + two prompt lengths, each single-sequence (b1) and through the batched forward (batch1)
+  EXPECT_EQ(std::count(csv.out.begin(), csv.out.end(), '\n'), 5) << csv.out;
   EXPECT_NE(csv.out.find("bench,b1_p4_n3,"), std::string::npos) << csv.out;
   EXPECT_NE(csv.out.find("bench,b1_p6_n3,"), std::string::npos) << csv.out;
+  EXPECT_NE(csv.out.find("bench,batch1_p6_n3,"), std::string::npos) << csv.out;
 
   test::CliRun bad = test::run_moebench({"bench", "--backend", "cpu", "--preset", "tiny", "-o", "xml", "--out",
                                          d.str("x.json")},

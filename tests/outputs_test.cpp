@@ -241,4 +241,29 @@ TEST(BenchCli, TableShowsTheExpertsADecodeStepRan) {
   EXPECT_EQ(row[static_cast<size_t>(col - head.begin())], "4") << run.out;
 }
 
+// The CPU backend runs batched cases too (the CPU model's paged forward): 3 sequences of
+// micro decode together, each step's distinct experts counted by the model, and the bound
+// is over the CPU read stream with that count.
+TEST(BenchCli, CpuBatchedCasesCountTheExpertsOfEachStep) {
+  TempDir d;
+  test::CliRun run = run_moebench({"bench", "--preset", "micro", "--backend", "cpu", "--prompt-tokens", "4",
+                                   "--new-tokens", "4", "--repetitions", "1", "--batch", "1,3", "--out",
+                                   d.str("r.json")},
+                                  d);
+  ASSERT_EQ(run.code, 0) << run.err;
+  const reports::Results r = reports::load_results(d.str("r.json"));
+  ASSERT_EQ(r.cases.size(), 3u);  // b1 (single sequence), batch1, batch3
+  const reports::Case& k = r.cases[2];
+  EXPECT_EQ(k.name, "batch3_p4_n4");
+  ASSERT_EQ(k.status, reports::CaseStatus::ok) << k.error;
+  // micro: 2 layers, top-2 of 4 experts: 3 tokens run 2 to 4 experts a layer.
+  EXPECT_GE(k.experts.decode_experts_per_step, 4.0);
+  EXPECT_LE(k.experts.decode_experts_per_step, 8.0);
+  ASSERT_TRUE(k.bound.has_value());
+  EXPECT_EQ(k.bound->bandwidth_gbps.count("cpu_read"), 1u);
+  EXPECT_NE(k.bound->description.find("counted by the CPU model"), std::string::npos) << k.bound->description;
+  EXPECT_EQ(r.cases[1].output_token_hash.empty(), false);
+  EXPECT_NE(run.out.find(" counted |"), std::string::npos) << run.out;
+}
+
 }  // namespace outputs_test
