@@ -623,6 +623,9 @@ void step_expert_count_matches_the_routing(const std::string& model, const std::
   ctx.settings.max_num_batched_tokens = 160;  // the model holds at most max_model_len tokens a forward
   ctx.settings.gpu_mem_budget = "8GiB";
   ctx.settings.expert_dtype = expert_dtype;
+  // Decode steps of up to 8 sequences through the fused path, which CUDA graphs capture (the
+  // sorted path above it syncs: eager): so the graphs are there to be skipped and replayed.
+  ctx.settings.fused_decode_max_tokens = 8;
   cuda::CudaModel cm(ctx);
   const ModelConfig& c = cm.config();
   const int V = c.vocab_size, K = c.num_experts_per_tok, L = c.num_hidden_layers;
