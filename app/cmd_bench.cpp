@@ -350,9 +350,16 @@ std::string step_experts_text(const reports::Case& k, int batch, const ModelConf
   return fmt::format("{}{}", cfg->num_hidden_layers * cfg->num_experts_per_tok, batch > 1 ? " (top_k)" : "");
 }
 
-std::vector<std::string> table_row(const reports::Case& k, const reports::Results& res, int64_t tok_bytes,
-                                   const ModelConfig* cfg) {
+// The rate a case's bound divides by: the CPU read stream on the CPU backend, else HBM.
+double read_gbps(const reports::Case& k, const reports::Results& res) {
+  if (k.bound)
+    if (auto it = k.bound->bandwidth_gbps.find("cpu_read"); it != k.bound->bandwidth_gbps.end()) return it->second;
+  return res.device.hbm_gbps;
+}
+
+std::vector<std::string> table_row(const reports::Case& k, const reports::Results& res, const ModelConfig* cfg) {
   const auto& g = k.aggregates;
+  const int64_t tok_bytes = cfg ? suites::bench_token_bytes(*cfg, k.settings, knob_text(k, "backend") == "cpu") : 0;
   auto it = k.settings.knobs.find("batch_size");
   const int B = it != k.settings.knobs.end() && it->second.is_number_integer() ? it->second.get<int>() : 1;
   const bool decode = k.new_tokens > 1;
@@ -360,8 +367,8 @@ std::vector<std::string> table_row(const reports::Case& k, const reports::Result
           fmt::format("{:.1f}", g.prefill_tok_s), fmt::format("{:.2f}", g.ttft_warm_ns / 1e6),
           decode ? fmt::format("{:.1f}", g.decode_tok_s) : "-", decode ? fmt::format("{:.1f}", B * g.decode_tok_s) : "-",
           decode ? fmt::format("{:.3f}", g.tpot_ns / 1e6) : "-", step_experts_text(k, B, cfg),
-          fmt::format("{:.3f}", tok_bytes / 1e9),
-          fmt::format("{:.0f}", res.device.hbm_gbps), k.bound ? fmt::format("{:.1f} {}", k.bound->value, k.bound->unit) : "-",
+          cfg ? fmt::format("{:.4g}", static_cast<double>(tok_bytes) / 1e9) : "-",
+          fmt::format("{:.0f}", read_gbps(k, res)), k.bound ? fmt::format("{:.1f} {}", k.bound->value, k.bound->unit) : "-",
           k.bound ? fmt::format("{:.1f}%", k.bound->percent) : "-",
           k.status == reports::CaseStatus::ok ? "ok" : "failed: " + k.error};
 }
@@ -370,15 +377,14 @@ std::vector<std::string> table_row(const reports::Case& k, const reports::Result
 void print_table(const reports::Results& res, const EngineSettings& s) {
   std::optional<ModelConfig> cfg;
   if (!res.model.config.empty()) cfg = config_from_json(res.model.config, "bench");
-  const int64_t tok_bytes = cfg ? suites::bytes_per_decode_token(*cfg, 2) : 0;
   std::vector<std::vector<std::string>> rows;
-  for (const reports::Case& k : res.cases) rows.push_back(table_row(k, res, tok_bytes, cfg ? &*cfg : nullptr));
+  for (const reports::Case& k : res.cases) rows.push_back(table_row(k, res, cfg ? &*cfg : nullptr));
   fmt::print("# moebench bench: {} on {} ({}), stage {}, routing {}, dispatch={} combine={} buffers={}\n\n",
              res.model.name, res.device.name, res.cases.empty() ? "-" : knob_text(res.cases[0], "backend"), s.stage,
              s.routing, s.dispatch, s.combine, s.buffers);
   fmt::print("{}", reports::markdown_table({"case", "batch", "prompt", "new", "prefill tok/s", "TTFT ms",
                                             "decode tok/s per seq", "total tok/s", "TPOT ms", "experts/step",
-                                            "GB/token (bf16)", "device GB/s", "bound", "% of bound", "status"},
+                                            "GB/token", "read GB/s", "bound", "% of bound", "status"},
                                            {false, true, true, true, true, true, true, true, true, true, true, true,
                                             true, true, false},
                                            rows));
@@ -388,7 +394,9 @@ void print_table(const reports::Results& res, const EngineSettings& s) {
              "generation of the batch, else top_k experts per layer; over two or more GPUs: the busiest GPU's share, "
              "with the experts each step ran, plus the measured all-reduce time); prefill cases (new tokens = 1): the time to read "
              "that least; % = bound time / achieved time. experts/step: the (layer, expert)s a decode step ran, summed "
-             "over layers: counted, or one token's top_k a layer.\n");
+             "over layers: counted, or one token's top_k a layer. GB/token: the weights one decode token reads as the "
+             "bound counts them (CUDA: bf16, quantised weights in their own bytes; CPU: fp32); read GB/s: the rate "
+             "the bound divides by (HBM, or the CPU read stream).\n");
 }
 
 void print_kernel_profile(const nlohmann::json& kprof) {

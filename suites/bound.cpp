@@ -361,6 +361,10 @@ std::optional<Bound> ep_bound(const ModelConfig& cfg, const DeviceInfo& dev, con
 
 }  // namespace
 
+int64_t bench_token_bytes(const ModelConfig& cfg, const reports::Settings& s, bool cpu) {
+  return cpu ? bytes_per_decode_token(cfg, 4) : device_bytes_per_decode_token(cfg, s);
+}
+
 int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param) {
   int64_t params = c.num_hidden_layers * (c.layer_dense_params() + c.num_experts_per_tok * c.expert_params()) +
                    2LL * c.hidden_size + static_cast<int64_t>(c.vocab_size) * c.hidden_size;

@@ -38,6 +38,12 @@ namespace moebench::suites {
 // layer's attention, norms and router, top_k experts per layer, the final norm,
 // one embedding row and the lm_head.
 int64_t bytes_per_decode_token(const ModelConfig& c, int64_t bytes_per_param);
+// The weight bytes one decode token of a bench case reads, as its bound counts them: on a
+// GPU every non-expert weight in bf16 (the attention projections in the case's
+// weight_dtype) and top_k experts a layer in its expert_dtype; on the CPU backend (`cpu`)
+// every weight in fp32, the CPU model's.
+int64_t bench_token_bytes(const ModelConfig& cfg, const reports::Settings& s, bool cpu);
+
 
 // Whether the settings overlap expert copies with compute (a speculative cache
 // policy: loads for layer L+1 issued while layer L computes).

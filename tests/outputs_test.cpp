@@ -15,6 +15,8 @@
 
 #include "common/error.h"
 #include "common/atomic_file.h"
+#include "model/config.h"
+#include "suites/bound.h"
 #include "reports/results.h"
 #include "suites/runner.h"
 #include "suites/suite.h"
@@ -239,6 +241,12 @@ TEST(BenchCli, TableShowsTheExpertsADecodeStepRan) {
   const auto col = std::find(head.begin(), head.end(), "experts/step");
   ASSERT_NE(col, head.end()) << run.out;
   EXPECT_EQ(row[static_cast<size_t>(col - head.begin())], "4") << run.out;
+  // The bytes a token reads as the CPU bound counts them: every weight in fp32.
+  const auto gb = std::find(head.begin(), head.end(), "GB/token");
+  ASSERT_NE(gb, head.end()) << run.out;
+  EXPECT_EQ(row[static_cast<size_t>(gb - head.begin())],
+            fmt::format("{:.4g}", static_cast<double>(suites::bytes_per_decode_token(preset_config("micro"), 4)) / 1e9))
+      << run.out;
 }
 
 // The CPU backend runs batched cases too (the CPU model's paged forward): 3 sequences of
