@@ -33,4 +33,23 @@ BatchShape check_batch(const std::vector<BatchSeq>& seqs, const BatchLimits& lim
   return b;
 }
 
+void pack_batch_rows(const std::vector<BatchSeq>& seqs, int block_size, int width, int32_t* tok, int32_t* pos,
+                     int32_t* slot, int32_t* seq_row, int32_t* out_row, int32_t* tables) {
+  int row = 0, k = 0;
+  for (size_t si = 0; si < seqs.size(); ++si) {
+    const BatchSeq& q = seqs[si];
+    for (int j = 0; j < q.n; ++j, ++row) {
+      const int p = q.pos0 + j;
+      tok[row] = q.tokens[j];
+      pos[row] = p;
+      slot[row] = q.block_table[p / block_size] * block_size + p % block_size;
+      seq_row[row] = static_cast<int32_t>(si);
+    }
+    if (q.sample) out_row[k++] = row - 1;
+    int32_t* t = tables + si * static_cast<size_t>(width);
+    std::copy(q.block_table, q.block_table + q.n_blocks, t);
+    std::fill(t + q.n_blocks, t + width, 0);
+  }
+}
+
 }  // namespace moebench

@@ -36,6 +36,11 @@ struct BatchLimits {
 // Checks the sequences of a forward_batch against the limits; throws Error with one line
 // naming the first bad value (the same lines on both backends).
 BatchShape check_batch(const std::vector<BatchSeq>& seqs, const BatchLimits& lim);
+// The step's rows, in sequence order (m of them): token, position, pool slot (block_table[p /
+// block_size] * block_size + p % block_size) and sequence index; out_row (n_out) the last
+// row of each sampled sequence; tables (seqs x width) each block table, zero past its end.
+void pack_batch_rows(const std::vector<BatchSeq>& seqs, int block_size, int width, int32_t* tok, int32_t* pos,
+                     int32_t* slot, int32_t* seq_row, int32_t* out_row, int32_t* tables);
 
 class BatchModel {
  public:

@@ -283,22 +283,10 @@ void CpuModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, f
                                               .vocab = c.vocab_size, .max_tokens = max_batch_tokens_});
   const int m = shape.m, n_out = shape.n_out, width = std::max(1, shape.max_blocks);
 
-  // The step's rows: token, position, pool slot, sequence; the sampled rows; block tables.
-  std::vector<int32_t> tok(m), pos(m), slot(m), seq_row(m), out_row;
-  std::vector<int32_t> tables(static_cast<size_t>(n_seqs) * width, 0);
-  int row = 0;
-  for (int si = 0; si < n_seqs; ++si) {
-    const BatchSeq& q = seqs[si];
-    for (int j = 0; j < q.n; ++j, ++row) {
-      const int p = q.pos0 + j;
-      tok[row] = q.tokens[j];
-      pos[row] = p;
-      slot[row] = q.block_table[p / P.block_size] * P.block_size + p % P.block_size;
-      seq_row[row] = si;
-    }
-    if (q.sample) out_row.push_back(row - 1);
-    std::copy(q.block_table, q.block_table + q.n_blocks, tables.begin() + static_cast<std::ptrdiff_t>(si) * width);
-  }
+  std::vector<int32_t> tok(m), pos(m), slot(m), seq_row(m), out_row(n_out);
+  std::vector<int32_t> tables(static_cast<size_t>(n_seqs) * width);
+  pack_batch_rows(seqs, P.block_size, width, tok.data(), pos.data(), slot.data(), seq_row.data(), out_row.data(),
+                  tables.data());
 
   const int H = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim();
   std::vector<float> x(static_cast<size_t>(m) * H), h(static_cast<size_t>(m) * H);  // (m, H)

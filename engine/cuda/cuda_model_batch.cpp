@@ -172,21 +172,7 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
   int32_t* seq_row = slot + m;
   int32_t* out_row = seq_row + m;
   int32_t* tables = out_row + n_seqs;
-  int row = 0, k = 0;
-  for (int si = 0; si < n_seqs; ++si) {
-    const BatchSeq& q = seqs[si];
-    for (int j = 0; j < q.n; ++j, ++row) {
-      const int p = q.pos0 + j;
-      tok[row] = q.tokens[j];
-      pos[row] = p;
-      slot[row] = q.block_table[p / P.block_size] * P.block_size + p % P.block_size;
-      seq_row[row] = si;
-    }
-    if (q.sample) out_row[k++] = row - 1;
-    int32_t* t = tables + static_cast<int64_t>(si) * P.width;
-    std::copy(q.block_table, q.block_table + q.n_blocks, t);
-    std::fill(t + q.n_blocks, t + P.width, 0);
-  }
+  pack_batch_rows(seqs, P.block_size, P.width, tok, pos, slot, seq_row, out_row, tables);
 
   // The key split's partials (a function of m and the pool's shape only; the pooled
   // workspace was sized for them at construction, so graphs keep valid pointers).
