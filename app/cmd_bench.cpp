@@ -129,17 +129,15 @@ class BenchPass {
       if (single.bound) single.no_bound_reason.clear();
     }
     const bool keep_single = std::find(a_.batch.begin(), a_.batch.end(), 1) != a_.batch.end();
-    auto* bm = dynamic_cast<BatchModel*>(&x.model);
+    auto* bm = dynamic_cast<BatchModel*>(&x.model);  // every backend's model is one
+    if (!bm) fail("bench: the {} model has no batched forward", x.instance.backend);
     std::vector<reports::Case> batched;
-    if (!bm && (a_.batch.size() > 1 || !keep_single))
-      fail("--batch: the {} model has no batched forward", x.instance.backend);
-    if (bm)
-      for (int B : a_.batch) batched.push_back(batched_case(x, *bm, B, P, single));
+    for (int B : a_.batch) batched.push_back(batched_case(x, *bm, B, P, single));
     // The kernel profiles after every case of the instance is measured: CUPTI, once attached,
     // slows every later launch of the process, collecting or not.
     if (want_profile()) {
       if (keep_single) kernel_profile[single.name] = profile_single(x, P);
-      for (size_t i = 0; bm && i < batched.size(); ++i) {
+      for (size_t i = 0; i < batched.size(); ++i) {
         reports::Case& k = batched[i];
         if (k.status != reports::CaseStatus::ok) continue;
         try {

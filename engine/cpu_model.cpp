@@ -281,7 +281,7 @@ void CpuModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, f
   const BatchShape shape = check_batch(seqs, {.max_seqs = P.max_seqs, .block_size = P.block_size,
                                               .num_blocks = P.num_blocks, .max_len = max_len_,
                                               .vocab = c.vocab_size, .max_tokens = max_batch_tokens_});
-  const int m = shape.m, n_out = shape.n_out, width = std::max(1, shape.max_blocks);
+  const int m = shape.m, n_out = shape.n_out, width = shape.max_blocks;  // at least 1: check_batch
 
   std::vector<int32_t> tok(m), pos(m), slot(m), seq_row(m), out_row(n_out);
   std::vector<int32_t> tables(static_cast<size_t>(n_seqs) * width);
