@@ -51,8 +51,8 @@ class BatchModel {
   // Runs every sequence's tokens through the model (keys/values stored in the pool) and
   // writes, for each sequence with `sample`, in order, the argmax of its last token's
   // logits to next[i] (host) and, when logits is non-null, the logits to logits[i * vocab].
-  // The CPU model also takes a step that samples nothing (a chunk of a long prompt); the
-  // CUDA model refuses one (bench sizes its steps to hold whole prompts).
+  // A step may sample nothing (every sequence in it a chunk of a prompt longer than the
+  // step's token budget): its keys/values are stored and nothing is returned.
   virtual void forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, float* logits = nullptr) = 0;
   // Tokens one forward_batch may hold (the workspace's capacity).
   virtual int max_batch_tokens() const = 0;

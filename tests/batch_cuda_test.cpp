@@ -448,7 +448,9 @@ int first_routing_difference(const RoutingLog& alone, const RoutingLog& batched,
 // routing and compare a sequence up to its first near-tie routing difference (above).
 void batched_equals_alone(const std::string& model, int layers_budget_gib, int block_size, int budget_tokens,
                           int fused_max = 8, const std::string& expert_dtype = "bf16",
-                          double logit_tol = kLogitTol, bool observe_routing = false) {
+                          double logit_tol = kLogitTol, bool observe_routing = false,
+                          const std::vector<int>& prompt_lens = {7, 50, 1, 33, 90, 12},
+                          int* unsampled_steps = nullptr) {
   auto src = WeightSource::open(model, 5);
   EngineContext ctx;
   ctx.weights = &src;
@@ -461,7 +463,6 @@ void batched_equals_alone(const std::string& model, int layers_budget_gib, int b
   cuda::CudaModel cm(ctx);
   ASSERT_EQ(cm.expert_format(), parse_quant_format(expert_dtype, "expert_dtype"));
   const int V = cm.config().vocab_size;
-  const std::vector<int> prompt_lens = {7, 50, 1, 33, 90, 12};
   const int n_new = 10;
   std::vector<BatchRequest> reqs;
   for (size_t i = 0; i < prompt_lens.size(); ++i) reqs.push_back({prompt_of(prompt_lens[i], static_cast<int>(i), V), n_new});
@@ -511,6 +512,7 @@ void batched_equals_alone(const std::string& model, int layers_budget_gib, int b
     });
   const auto eager = generate_batch(cm, sc, reqs, V, true, [&](const Step& st, const std::vector<int32_t>&,
                                                                const std::vector<float>& logits) {
+    if (unsampled_steps && st.n_samples == 0) ++*unsampled_steps;
     if (observe_routing) {
       for (int l = 0; l < layers; ++l) {
         Routed& rows = step_rows[static_cast<size_t>(l)];
@@ -583,6 +585,14 @@ void batched_equals_alone(const std::string& model, int layers_budget_gib, int b
 }  // namespace
 
 TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneTiny) { batched_equals_alone("synthetic:tiny", 1, 16, 64); }
+
+// A prompt longer than the step's token budget, first in line: its first chunks fill
+// whole steps that sample nothing (their keys/values stored, no logits).
+TEST_F(BatchCuda, BatchedGreedyMatchesAloneThroughStepsThatSampleNothing) {
+  int unsampled = 0;
+  batched_equals_alone("synthetic:tiny", 1, 16, 16, 8, "bf16", kLogitTol, false, {45, 5}, &unsampled);
+  EXPECT_GE(unsampled, 2) << "the 45-token prompt's first two chunks of 16 sample nothing";
+}
 
 TEST_F(BatchCuda, BatchedGreedyMatchesEachSequenceAloneMixtralShape) {
   batched_equals_alone("synthetic:mixtral-8x7b:layers=2", 8, 16, 128);

@@ -139,7 +139,9 @@ void CudaModel::batch_body(ForwardBuffers& b, int m, int n_seqs, int n_out, floa
     o_proj(L, b, m);  // x += att @ wo^T
     moe_block(step, l, 0, b, m);  // x += moe(rmsnorm(x))
   }
-  // The sampled rows only: gather -> final norm -> lm_head -> argmax.
+  // The sampled rows only: gather -> final norm -> lm_head -> argmax. A step may sample
+  // nothing (every sequence in it a chunk of a prompt longer than the step's token budget).
+  if (n_out == 0) return;
   gather_rows(b.x, out_row, b.moe_out, n_out, H, s);
   rmsnorm(b.moe_out, norm_, b.h, n_out, H, eps, s);
   const int chunk = std::min(kLogitRows, m);  // rows b.logits holds
@@ -163,7 +165,6 @@ void CudaModel::forward_batch(const std::vector<BatchSeq>& seqs, int32_t* next, 
                                               .vocab = cfg_.vocab_size, .max_tokens = pool_tokens_});
   const int m = shape.m, n_out = shape.n_out;
   const bool all_decode = shape.all_decode;
-  if (n_out == 0) fail("forward_batch: no sequence is sampled (nothing to return)");
 
   // Pack the step's inputs (layout: Paged::ints).
   int32_t* tok = P.io_h;
