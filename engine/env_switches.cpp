@@ -127,6 +127,10 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "the exact warp kernels' loop without row-end conditions where rows fill whole batches, int4's zero point a "
        "constant where none are stored (0: the general loop; the same bits)",
        "docs/QUANT.md"},
+      {"MOEBENCH_QUANT_BATCH_TILES", "1, 2",
+       "row tiles a block of the quantised experts' tile kernel takes where a launch's pairs average two or more an "
+       "expert (a batched decode step): 2 loads each pair's activations once for both (the same bits)",
+       "docs/QUANT.md"},
       {"MOEBENCH_QUANT_DECODE_TOKENS", "64, 8, 16, 32",
        "the longest forward (tokens) whose quantised MoE block runs the decode launches in one pass (at most 64 "
        "pairs: 32 tokens at top-2, 8 at top-8); 8: the rule before session 47, when a 16-sequence decode step took "

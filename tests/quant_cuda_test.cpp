@@ -181,11 +181,12 @@ TEST_F(QuantCuda, GemvMatchesTheCpuReference) {
 TEST_F(QuantCuda, PairedInt4MatchesTheCpuReference) {
   const std::vector<int32_t> ids = {1, 2, 1, 4};
   for (auto [N, K] : {std::pair<int, int>{200, 384}, {2112, 2048}})
-    for (int var : {0, 8})
+    for (int var : {0, 8, 100})  // 100: the plain loop at two tiles a block (batch_tiles)
       for (bool zp : {false, true})
         for (bool per_pair : {false, true}) {
           cuda::QuantGemvShape shape;
-          shape.var = var;
+          shape.var = var == 100 ? 0 : var;
+          shape.tiles = var == 100 ? 2 : 0;
           run_case(QuantFormat::int4, zp, N, K, 5, ids, 2, per_pair, static_cast<uint32_t>(N + K + var), shape, true);
         }
   std::mt19937 g(3);
@@ -501,7 +502,7 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
         std::mt19937 g(static_cast<uint32_t>(I + H + zp + pairs));
         std::normal_distribution<float> nd(0.0f, 0.05f);
         DeviceBuffers dev;
-        const Experts ex(dev, f, zp, 2 * I, H, E, g);
+        Experts ex(dev, f, zp, 2 * I, H, E, g);
         std::vector<uint16_t> xb(static_cast<size_t>(pairs / k) * H);
         for (auto& v : xb) v = f32_to_bf16(nd(g) * 20);
         const auto* x = reinterpret_cast<const __nv_bfloat16*>(dev.up(xb));
@@ -509,14 +510,18 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
         const size_t n = static_cast<size_t>(pairs) * I;
         std::vector<uint16_t> nan(n, 0xffff);
         const std::vector<uint16_t> want = gate_up_via_gemv(dev, ex.qe, x, d_ids, pairs, k, I, H, E);
-        for (int pf : {0, 2, 3}) {  // 3: prefetch 2 with 2 tiles taken in turn
+        // 3: prefetch 2 with 2 tiles taken in turn; 4, 5: two row tiles a block (the batched
+        // launches' shape, batch_tiles) without and with prefetch 2.
+        auto fused = [&](int pf) {
           auto* h = reinterpret_cast<__nv_bfloat16*>(dev.up(nan));
           cuda::QuantGemvShape shape;
-          shape.pf = pf == 3 ? 2 : pf;
+          shape.pf = pf == 3 || pf == 5 ? 2 : pf == 4 ? 0 : pf;
           shape.seq = pf == 3 ? 2 : 0;
+          shape.tiles = pf >= 4 ? 2 : 0;
           cuda::quant_moe_gemv_gate_up_shaped(ex.qe, x, d_ids, pairs, k, I, H, E, h, shape, nullptr);
-          EXPECT_EQ(test::download(reinterpret_cast<const uint16_t*>(h), n), want) << "prefetch " << pf;
-        }
+          return test::download(reinterpret_cast<const uint16_t*>(h), n);
+        };
+        for (int pf : {0, 2, 3, 4, 5}) EXPECT_EQ(fused(pf), want) << "prefetch " << pf;
         size_t bad = 0;
         for (int p = 0; p < pairs; ++p)
           for (int r = 0; r < I; r += (I > 1000 ? 7 : 1)) {
@@ -532,6 +537,11 @@ TEST_F(QuantCuda, FusedGateUpMatchesTheGemvAndSiluAndTheCpuReference) {
               ADD_FAILURE() << "pair " << p << " row " << r << ": got " << got << ", ref " << ref;
           }
         EXPECT_EQ(bad, 0u);
+        if (f == QuantFormat::int4) {  // the paired word order (the model's): one tile a block and two
+          ex.pair();
+          const std::vector<uint16_t> paired = fused(0);
+          EXPECT_EQ(fused(4), paired) << "paired, two tiles a block";
+        }
       }
 }
 
@@ -631,7 +641,7 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
         SCOPED_TRACE(testing::Message() << quant_format_name(f) << " N=" << N << " K=" << K << " pairs " << pairs);
         std::mt19937 g(static_cast<uint32_t>(N + K + pairs));
         DeviceBuffers dev;
-        const Experts ex(dev, f, f == QuantFormat::int4 && pairs == 6, N, K, E, g);
+        Experts ex(dev, f, f == QuantFormat::int4 && pairs == 6, N, K, E, g);
         const DownInputs in(dev, ids, k, N, K, g);
         const std::vector<float>& res0 = in.res0;
         const __nv_bfloat16* h = in.h;
@@ -643,13 +653,24 @@ TEST_F(QuantCuda, DownCombineMatchesTheGemvAndCombineAndTheCpuReference) {
         cuda::quant_moe_gemv(ex.qe, h, true, d_ids, pairs, k, N, K, E, y, nullptr);
         cuda::moe_combine_all(y, nullptr, d_w, n_tok, k, res_ref, N, nullptr);
         const std::vector<float> want = test::download(res_ref, res0.size());
+        // tiles 2: two row tiles a block (the batched launches' shape, batch_tiles; 300 rows:
+        // the last block's second tile partly past the rows).
+        auto fused = [&](bool early, int pf, int tiles) {
+          float* res = dev.up(res0);
+          cuda::quant_moe_down_combine(ex.qe, h, d_ids, d_w, pairs, k, N, K, E, res, early, nullptr, pf, -1, tiles);
+          return test::download(res, res0.size());
+        };
         for (bool early : {false, true})
-          for (int pf : {0, 2}) {
-            float* res = dev.up(res0);
-            cuda::quant_moe_down_combine(ex.qe, h, d_ids, d_w, pairs, k, N, K, E, res, early, nullptr, pf);
-            EXPECT_EQ(test::download(res, res0.size()), want) << "ids early " << early << ", prefetch " << pf;
-          }
+          for (int pf : {0, 2})
+            for (int tiles : {0, 2})
+              EXPECT_EQ(fused(early, pf, tiles), want) << "ids early " << early << ", prefetch " << pf << ", tiles "
+                                                       << tiles;
         EXPECT_EQ(down_combine_misses(ex, ids, in, want, k, N, K, N > 300 ? 5 : 1), 0u);
+        if (f == QuantFormat::int4) {  // the paired word order (the model's): one tile a block and two
+          ex.pair();
+          const std::vector<float> paired = fused(true, 0, 1);
+          EXPECT_EQ(fused(true, 0, 2), paired) << "paired, two tiles a block";
+        }
       }
 }
 

@@ -314,12 +314,12 @@ __device__ __forceinline__ int64_t quant_row_bytes(QuantFormat F, int K) {
 // then find their lines in L2 or on the way, so the bytes in flight are not bounded by
 // the registers that hold a batch. Nothing is written: the sums do not change.
 // Tile position i (0 .. 16 kRT - 1) -> matrix row, or -1 past the rows: kRT tiles of 16
-// rows from row0, or (gate/up fused, gu_inter > 0) rows r0 + i of w1 for i < 8 and
-// inter + r0 + i - 8 of w3, r0 = 8 blockIdx.x.
+// rows from row0, or (gate/up fused, gu_inter > 0) for tile tt = i / 16 and j = i % 16
+// rows row0 + 8 tt + j of w1 for j < 8 and inter + row0 + 8 tt + j - 8 of w3.
 __device__ __forceinline__ int tile_pos_row(int i, int row0, int N, int gu_inter) {
   if (gu_inter > 0) {
-    const int r = row0 + (i & 7);
-    return r < gu_inter ? r + (i >= 8 ? gu_inter : 0) : -1;
+    const int j = i & 15, r = row0 + 8 * (i >> 4) + (j & 7);
+    return r < gu_inter ? r + (j >= 8 ? gu_inter : 0) : -1;
   }
   const int r = row0 + i;
   return r < N ? r : -1;
@@ -367,7 +367,7 @@ __device__ __forceinline__ void prefetch_tile_scales(const uint8_t* scale, const
   if constexpr (F == QuantFormat::bf16) return;
   if (lane != 0 || !scale) return;
   if (gu_inter > 0) {
-    const int r1 = min(row0 + 8, gu_inter);
+    const int r1 = min(row0 + 8 * kRT, gu_inter);
     prefetch_scales<F>(scale, zero, row0, r1, K);
     prefetch_scales<F>(scale, zero, gu_inter + row0, gu_inter + r1, K);
   } else {
@@ -563,19 +563,22 @@ __device__ __forceinline__ void tile_epilogue(float (*s_part)[32][4 * kRT], cons
   __syncthreads();
   if (warp == 0) {
     if (gu_inter > 0) {
-      float v[4];
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        v[i] = s_part[0][lane][i];
+      for (int tt = 0; tt < kRT; ++tt) {  // tile tt: rows row0 + 8 tt .. + 7 of w1 and of w3
+        float v[4];
 #pragma unroll
-        for (int wi = 1; wi < kWarps; ++wi) v[i] += s_part[wi][lane][i];
+        for (int i = 0; i < 4; ++i) {
+          v[i] = s_part[0][lane][4 * tt + i];
+#pragma unroll
+          for (int wi = 1; wi < kWarps; ++wi) v[i] += s_part[wi][lane][4 * tt + i];
+        }
+        const int r = row0 + 8 * tt + gr;  // g in v[0], v[1] (pairs 2t, 2t + 1), u in v[2], v[3]
+#pragma unroll
+        for (int c = 0; c < 2; ++c)
+          if (2 * t + c < m && r < gu_inter)
+            out_h[static_cast<int64_t>(s_pair[p0 + 2 * t + c]) * gu_inter + r] =
+                __float2bfloat16_rn(detail::silu(v[c]) * v[2 + c]);
       }
-      const int r = row0 + gr;  // g in v[0], v[1] (pairs 2t, 2t + 1), u in v[2], v[3]
-#pragma unroll
-      for (int c = 0; c < 2; ++c)
-        if (2 * t + c < m && r < gu_inter)
-          out_h[static_cast<int64_t>(s_pair[p0 + 2 * t + c]) * gu_inter + r] =
-              __float2bfloat16_rn(detail::silu(v[c]) * v[2 + c]);
     } else {
       write_tile<kWarps, kRT>(s_part, s_pair, p0, m, row0, kTileRows, N, lane, out, accumulate);
     }
@@ -586,9 +589,9 @@ __device__ __forceinline__ void tile_epilogue(float (*s_part)[32][4 * kRT], cons
 // ids null: every pair belongs to one expert, whose weights are `single` (gemv_tc,
 // quant_gemv) with the scales `single_scale` (symmetric).
 // accumulate: out += the result instead of out = it.
-// gu_inter > 0 (kRT 1, x per token): gate/up fused with the SwiGLU product. The matrix
-// is [w1; w3] (N = 2 gu_inter rows), a block's tile holds rows r0 .. r0 + 7 of w1 (tile
-// rows 0..7) and the same rows of w3 (tile rows 8..15), r0 = 8 blockIdx.x, so a lane
+// gu_inter > 0 (x per token): gate/up fused with the SwiGLU product. The matrix is [w1;
+// w3] (N = 2 gu_inter rows), a block's tile tt (of kRT) holds rows r0 .. r0 + 7 of w1 (tile
+// rows 0..7) and the same rows of w3 (tile rows 8..15), r0 = 8 (kRT blockIdx.x + tt), so a lane
 // holds g and u of one row and writes h[pair, r] = bf16(silu(g) * u) to out_h: each row's
 // sums are those of the unfused kernel over 2 gu_inter rows (the same warps, super-steps
 // and order; a row's mma result does not depend on the other rows of its tile).
@@ -615,7 +618,7 @@ __global__ void __launch_bounds__(kWarps * 32,
   const int cnt = s_cnt;
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
   // kRT tiles of 16 rows, sharing the activations' loads; gate/up fused: 8 rows of w1 and w3
-  const int tile_rows_n = gu_inter > 0 ? 8 : kTileRows * kRT, row_end = gu_inter > 0 ? gu_inter : N;
+  const int tile_rows_n = gu_inter > 0 ? 8 * kRT : kTileRows * kRT, row_end = gu_inter > 0 ? gu_inter : N;
   const int64_t row_bytes = quant_row_bytes(F, K);
   const uint8_t* q = single ? single : w.q[e];
   const uint8_t* scale = !C::kScaled ? nullptr : single ? single_scale : w.scale[e];
@@ -670,10 +673,13 @@ __global__ void __launch_bounds__(kWarps * 32,
     int ra[kRT], rb[kRT];
     const uint8_t *qa[kRT], *qb[kRT];
     if (gu_inter > 0) {
-      ra[0] = min(row0 + gr, gu_inter - 1);
-      rb[0] = gu_inter + ra[0];
-      qa[0] = q + ra[0] * row_bytes;
-      qb[0] = q + rb[0] * row_bytes;
+#pragma unroll
+      for (int tt = 0; tt < kRT; ++tt) {
+        ra[tt] = min(row0 + 8 * tt + gr, gu_inter - 1);
+        rb[tt] = gu_inter + ra[tt];
+        qa[tt] = q + ra[tt] * row_bytes;
+        qb[tt] = q + rb[tt] * row_bytes;
+      }
     } else {
       tile_rows<kRT>(q, row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
     }
@@ -699,23 +705,24 @@ __global__ void __launch_bounds__(kWarps * 32,
 // slots j, in order, of weights[t k + j] * (W2[ids[t k + j]] . h[t k + j]) — what
 // quant_moe_gemv over the pairs (its default shape: kWarps warps, the format's depth)
 // followed by moe_combine_all (fmaf from 0, then added to out) computes, bit for bit. A
-// block owns 16 rows for every used expert: kGroups groups of kWarps warps, group g
+// block owns 16 kRT rows (kRT tiles) for every used expert: kGroups groups of kWarps warps, group g
 // taking the used experts g, g + kGroups, ... in first-use order, each with the plain
 // kernel's warps, super-steps and order; the sums land in shared memory (s_y) and the
 // block combines them. ids_early: the ids were written before the previous kernel began
 // (the router's, two launches back), so a block finds its experts and asks L2 for its
-// first weights before pdl_wait, while the previous kernel finishes.
-template <QuantFormat F, int kWarps, int kGroups, int kVar = 0, int kDepth = Codes<F>::kDepth>
-__global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / kWarps / kGroups > 0
-                                                             ? resident_warps(kVar) / kWarps / kGroups
+// first weights before pdl_wait, while the previous kernel finishes. kRT 2 (batch_tiles):
+// each pair's activations loaded once for both tiles' rows (the staged loop takes one).
+template <QuantFormat F, int kWarps, int kGroups, int kVar = 0, int kDepth = Codes<F>::kDepth, int kRT = 1>
+__global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / kWarps / kGroups / kRT > 0
+                                                             ? resident_warps(kVar) / kWarps / kGroups / kRT
                                                              : 1)
     quant_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
                               const float* __restrict__ weights, int n_pairs, int k, int N, int K,
                               float* __restrict__ out, int pf, int ids_early) {
   __shared__ int s_ids[kMaxPairs], s_exp[kMaxPairs], s_cnt[kMaxPairs], s_pairs[kMaxPairs][kMaxPairs];
   __shared__ int s_used;
-  __shared__ float s_part[kGroups][kWarps][32][4];
-  __shared__ float s_y[kMaxPairs][kTileRows];
+  __shared__ float s_part[kGroups][kWarps][32][4 * kRT];
+  __shared__ float s_y[kMaxPairs][kTileRows * kRT];
   if (!ids_early) pdl_wait();
   for (int p = threadIdx.x; p < n_pairs; p += blockDim.x) s_ids[p] = ids[p];
   __syncthreads();
@@ -737,29 +744,35 @@ __global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / 
   const int used = s_used;
   const int warp_all = threadIdx.x >> 5, group = warp_all / kWarps, warp = warp_all % kWarps;
   const int lane = threadIdx.x & 31, gr = lane >> 2, t = lane & 3;
-  const int row0 = blockIdx.x * kTileRows;
+  const int row0 = blockIdx.x * kTileRows * kRT;
   const int64_t row_bytes = quant_row_bytes(F, K);
   if (pf > 0 && group < used)  // the group's first expert, before the wait
-    prefetch_tile_start<F, kWarps, kDepth, 1>(w.q[s_exp[group]], w.scale[s_exp[group]],
+    prefetch_tile_start<F, kWarps, kDepth, kRT>(w.q[s_exp[group]], w.scale[s_exp[group]],
                                               w.zero ? w.zero[s_exp[group]] : nullptr, warp, lane, row0, N, 0, K, pf);
-  // The group's sums of expert slot u, pairs p0 .. p0 + m - 1 (tot) into s_y.
-  auto finish = [&](int u, int p0, int m, const float (&tot)[1][4]) {
+  // The group's sums of expert slot u, pairs p0 .. p0 + m - 1 (tot: kRT tiles, or one
+  // for the staged loop) into s_y.
+  auto finish = [&](int u, int p0, int m, const auto& tot) {
+    constexpr int kT = static_cast<int>(std::extent_v<std::remove_reference_t<decltype(tot)>>);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) s_part[group][warp][lane][i] = tot[0][i];
+    for (int tt = 0; tt < kT; ++tt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) s_part[group][warp][lane][4 * tt + i] = tot[tt][i];
     asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(kWarps * 32) : "memory");
     if (warp == 0)
 #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        float v = s_part[group][0][lane][i];
+      for (int tt = 0; tt < kT; ++tt)
 #pragma unroll
-        for (int wi = 1; wi < kWarps; ++wi) v += s_part[group][wi][lane][i];
-        const int col = 2 * t + (i & 1), r = gr + (i >= 2 ? 8 : 0);
-        if (col < m) s_y[s_pairs[u][p0 + col]][r] = v;
-      }
+        for (int i = 0; i < 4; ++i) {
+          float v = s_part[group][0][lane][4 * tt + i];
+#pragma unroll
+          for (int wi = 1; wi < kWarps; ++wi) v += s_part[group][wi][lane][4 * tt + i];
+          const int col = 2 * t + (i & 1), r = kTileRows * tt + gr + (i >= 2 ? 8 : 0);
+          if (col < m) s_y[s_pairs[u][p0 + col]][r] = v;
+        }
     asm volatile("bar.sync %0, %1;" ::"r"(1 + group), "r"(kWarps * 32) : "memory");
   };
   bool staged = false;
-  if constexpr ((kVar & kVarStaged) != 0) {
+  if constexpr ((kVar & kVarStaged) != 0 && kRT == 1) {
     // Staged: the group's experts one after the other through each warp's ring (every
     // expert one pass of pairs, every warp at least one batch; else the loop below). With
     // ids_early the first batches are asked for before the wait.
@@ -807,16 +820,16 @@ __global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / 
     const uint8_t* q = w.q[e];
     const uint8_t* scale = w.scale[e];
     const uint8_t* zero = w.zero ? w.zero[e] : nullptr;
-    int ra[1], rb[1];
-    const uint8_t *qa[1], *qb[1];
-    tile_rows<1>(q, row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
-    if (pf > 0 && u != group) prefetch_tile_start<F, kWarps, kDepth, 1>(q, scale, zero, warp, lane, row0, N, 0, K, pf);
+    int ra[kRT], rb[kRT];
+    const uint8_t *qa[kRT], *qb[kRT];
+    tile_rows<kRT>(q, row_bytes, row0, kTileRows, gr, N, ra, rb, qa, qb);
+    if (pf > 0 && u != group) prefetch_tile_start<F, kWarps, kDepth, kRT>(q, scale, zero, warp, lane, row0, N, 0, K, pf);
     for (int p0 = 0; p0 < cnt; p0 += kTileCols) {
       const int m = min(kTileCols, cnt - p0);
       const bool has_x = gr < m;
       const int px = s_pairs[u][p0 + min(gr, m - 1)];
-      float tot[1][4];
-      warp_tile_sums<F, kWarps, kDepth, 1, kVar & ~kVarStaged>(tot, qa, qb, ra, rb, q, scale, zero,
+      float tot[kRT][4];
+      warp_tile_sums<F, kWarps, kDepth, kRT, kVar & ~kVarStaged>(tot, qa, qb, ra, rb, q, scale, zero,
                                                                h + static_cast<int64_t>(px) * K, has_x, warp, lane,
                                                                row0, N, 0, K, pf, p0 == 0);
       finish(u, p0, m, tot);
@@ -825,8 +838,8 @@ __global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / 
   }
   __syncthreads();
   const int n_tok = n_pairs / k;
-  for (int i = threadIdx.x; i < n_tok * kTileRows; i += blockDim.x) {
-    const int tok = i / kTileRows, r = i % kTileRows, row = row0 + r;
+  for (int i = threadIdx.x; i < n_tok * kTileRows * kRT; i += blockDim.x) {
+    const int tok = i / (kTileRows * kRT), r = i % (kTileRows * kRT), row = row0 + r;
     if (row >= N) continue;
     float s = 0;
     for (int j = 0; j < k; ++j) s = fmaf(weights[tok * k + j], s_y[tok * k + j][r], s);
@@ -953,20 +966,28 @@ constexpr bool variants_compiled(int depth, int tiles_per_block, int warps) {
   return F != QuantFormat::bf16 && depth == Codes<F>::kDepth && tiles_per_block == 1 && (warps == 4 || warps == 16);
 }
 
+// Whether the plain loop on int4 codes in the paired order is compiled for this launch:
+// the format's depth, 4 or 16 warps, one tile a block or two (the batched default,
+// batch_tiles).
+template <QuantFormat F>
+constexpr bool paired_compiled(int depth, int tiles_per_block, int warps) {
+  return F == QuantFormat::int4 && depth == Codes<F>::kDepth && tiles_per_block <= 2 && (warps == 4 || warps == 16);
+}
+
 // fn(std::integral_constant<int, var>) for the compiled variants (variant_compiled; where
-// none is compiled: 0).
+// none is compiled: 0). kPairedCompiled: the paired plain loop (paired_compiled), and with
+// kCompiled its staged form.
 template <bool kCompiled, bool kPairedCompiled, typename Fn>
 void with_variant(int var, Fn&& fn) {
-  if constexpr (kCompiled && kPairedCompiled) {
-    switch (var) {
-      case kVarPaired: return fn(std::integral_constant<int, kVarPaired>{});
-      case kVarPaired | kVarStaged: return fn(std::integral_constant<int, kVarPaired | kVarStaged>{});
-      default: break;
-    }
+  if constexpr (kPairedCompiled) {
+    if (var == kVarPaired) return fn(std::integral_constant<int, kVarPaired>{});
+    if constexpr (kCompiled)
+      if (var == (kVarPaired | kVarStaged)) return fn(std::integral_constant<int, kVarPaired | kVarStaged>{});
   }
   if ((var & kVarPaired) != 0)
-    fail_msg(msg("quant_moe_gemv: int4 codes in the paired order run inner-loop variant 0, 8 or 32 .. 38 (0 and 8 at "
-                 "the format's depth, one tile and 4 or 16 warps), not variant ", var & ~kVarPaired));
+    fail_msg(msg("quant_moe_gemv: int4 codes in the paired order run inner-loop variant 0, 8 or 32 .. 38 (0 at the "
+                 "format's depth, one or two tiles and 4 or 16 warps; 8 at one tile), not variant ",
+                 var & ~kVarPaired));
   if constexpr (kCompiled) {
     switch (var) {
       case 1: return fn(std::integral_constant<int, 1>{});
@@ -1007,12 +1028,13 @@ void launch_depth(int warps, int tiles, int slots, const QuantExperts& w, const 
                   const uint8_t* single_scale, const bf16* x, int pp,
                   const int32_t* ids, int n_pairs, int k, int N, int K, float* out, int acc, PlainExtra ex,
                   cudaStream_t stream) {
-  const int units = ex.gu_inter > 0 ? static_cast<int>(ceil_div(ex.gu_inter, 8)) : static_cast<int>(ceil_div(tiles, kRT));
+  const int units =
+      ex.gu_inter > 0 ? static_cast<int>(ceil_div(ex.gu_inter, 8 * kRT)) : static_cast<int>(ceil_div(tiles, kRT));
   const int bx = static_cast<int>(ceil_div(units, ex.seq));
   const dim3 grid(static_cast<unsigned>(bx), static_cast<unsigned>(slots));
   auto launch = [&](auto warps_c) {
     constexpr int kWarps = decltype(warps_c)::value;
-    with_variant<variants_compiled<F>(kDepth, kRT, kWarps), F == QuantFormat::int4>(ex.var, [&](auto var_c) {
+    with_variant<variants_compiled<F>(kDepth, kRT, kWarps), paired_compiled<F>(kDepth, kRT, kWarps)>(ex.var, [&](auto var_c) {
       constexpr int kVar = decltype(var_c)::value;
       auto* kernel = quant_moe_gemv_kernel<F, kWarps, kDepth, kRT, kVar>;
       if constexpr ((kVar & kVarStaged) != 0) {
@@ -1179,10 +1201,20 @@ int launch_variant(const QuantExperts& w, QuantLaunch l, bool exact_ok) {
   return inner_variant(-1, dflt);
 }
 
+// Tiles a block takes by default in a launch over the selected experts: two where their
+// pairs average at least two an expert (a batched decode step: every pair's activations
+// are loaded once for two tiles' rows, halving what the tile loads beside its weights),
+// else one; MOEBENCH_QUANT_BATCH_TILES = 1 or 2 sets the batched launches' count (the
+// same sums either way: a row's sum does not depend on the tile beside it).
+int batch_tiles(int n_pairs, int n_experts) {
+  static const int env = env_choice("MOEBENCH_QUANT_BATCH_TILES", {1, 2}, kDefaultQuantBatchTiles);
+  return n_pairs >= 2 * n_experts ? env : 1;
+}
+
 // shape.warps / shape.depth / shape.tiles 0: the defaults (default_warps, the format's
-// kDepth, one tile). Depth kDepth / 2 and 2 x kDepth and two tiles (at depth kDepth) are
-// compiled for the quantised formats only. out_h: the fused gate/up form (N = 2 inter,
-// one tile).
+// kDepth, batch_tiles for the quantised experts, one tile for one matrix). Depth kDepth / 2
+// and 2 x kDepth and two tiles (at depth kDepth) are compiled for the quantised formats only.
+// out_h: the fused gate/up form (N = 2 inter).
 template <QuantFormat F>
 void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_scale, const bf16* x, bool x_per_pair,
             const int32_t* ids,
@@ -1191,7 +1223,9 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   const int tiles = static_cast<int>(ceil_div(N, kTileRows)), slots = std::min(n_pairs, n_experts);
   const int pp = x_per_pair ? 1 : 0, acc = accumulate ? 1 : 0;
   const int warps = shape.warps ? shape.warps : default_warps<F>(tiles);
-  const int rt = shape.tiles ? shape.tiles : 1;
+  const int rt = shape.tiles                          ? shape.tiles
+                 : F == QuantFormat::bf16 || single ? 1
+                                                    : batch_tiles(n_pairs, n_experts);
   constexpr int D = Codes<F>::kDepth;
   const int depth = shape.depth ? shape.depth : D;
   // The environment's variant applies where it is compiled; a shape's own var must be.
@@ -1211,7 +1245,6 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
   }
   if (F == QuantFormat::int4 && w.int4_paired) var |= kVarPaired;
   const PlainExtra ex{prefetch_passes<F>(shape), out_h ? N / 2 : 0, out_h, shape.seq > 0 ? shape.seq : 1, var};
-  if (out_h && rt != 1) fail_msg("quant_moe_gemv_gate_up: the fused gate/up form takes one tile a block");
   if ((var & ~kVarPaired) != 0 && !variants_compiled<F>(depth, rt, warps))
     fail_msg(msg("quant_moe_gemv: inner-loop variant ", var, " is compiled for depth ", D,
                  ", one tile and 4 or 16 warps, not depth ", depth, " x ", rt, " tiles x ", warps, " warps"));
@@ -1239,29 +1272,37 @@ void launch(const QuantExperts& w, const uint8_t* single, const uint8_t* single_
 }
 
 // The down/combine kernel: two groups of the plain kernel's default warps (4 for every
-// quantised format at Mixtral's w2 and above 132 tiles; 8 or 16 below, as default_warps).
+// quantised format at Mixtral's w2 and above 132 tiles; 8 or 16 below, as default_warps);
+// rt tiles a block (1, or 2: the plain loop only, its paired form for int4; another
+// variant runs as the plain loop, the same bits).
 template <QuantFormat F>
 void launch_down_combine(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
-                         int k, int N, int K, float* out, int pf, int var, bool ids_early, cudaStream_t stream) {
+                         int k, int N, int K, float* out, int pf, int var, bool ids_early, int rt,
+                         cudaStream_t stream) {
   const int tiles = static_cast<int>(ceil_div(N, kTileRows));
-  auto go = [&](auto warps_c) {
-    constexpr int kWarps = decltype(warps_c)::value;
-    constexpr int kGroups = kWarps == 4 ? 2 : 1;
-    with_variant<true, F == QuantFormat::int4>(var, [&](auto var_c) {
+  auto go = [&](auto warps_c, auto rt_c) {
+    constexpr int kWarps = decltype(warps_c)::value, kRT = decltype(rt_c)::value;
+    constexpr int kGroups = kWarps == 4 ? 2 : 1, kDepth = Codes<F>::kDepth;
+    with_variant<kRT == 1, F == QuantFormat::int4>(var, [&](auto var_c) {
       constexpr int kVar = decltype(var_c)::value;
-      auto* kernel = quant_down_combine_kernel<F, kWarps, kGroups, kVar>;
+      auto* kernel = quant_down_combine_kernel<F, kWarps, kGroups, kVar, kDepth, kRT>;
       size_t smem = 0;
       if constexpr ((kVar & kVarStaged) != 0) {
-        smem = ring_bytes(kWarps * kGroups, Codes<F>::kDepth);
-        staged_resident_blocks<quant_down_combine_kernel<F, kWarps, kGroups, kVar>>(kWarps * kGroups, smem);  // its limit
+        smem = ring_bytes(kWarps * kGroups, kDepth);
+        staged_resident_blocks<quant_down_combine_kernel<F, kWarps, kGroups, kVar, kDepth, kRT>>(kWarps * kGroups,
+                                                                                                 smem);  // its limit
       }
-      launch_pdl(kernel, dim3(static_cast<unsigned>(tiles)), dim3(kWarps * kGroups * 32), smem, stream, w, h, ids,
-                 weights, n_pairs, k, N, K, out, (kVar & kVarStaged) != 0 ? 0 : pf, ids_early ? 1 : 0);
+      launch_pdl(kernel, dim3(static_cast<unsigned>(ceil_div(tiles, kRT))), dim3(kWarps * kGroups * 32), smem, stream,
+                 w, h, ids, weights, n_pairs, k, N, K, out, (kVar & kVarStaged) != 0 ? 0 : pf, ids_early ? 1 : 0);
     });
   };
+  auto with_rt = [&](auto warps_c) {
+    if (rt == 2) return go(warps_c, std::integral_constant<int, 2>{});
+    return go(warps_c, std::integral_constant<int, 1>{});
+  };
   switch (default_warps<F>(tiles)) {
-    case 4: return go(std::integral_constant<int, 4>{});
-    default: return go(std::integral_constant<int, 16>{});
+    case 4: return with_rt(std::integral_constant<int, 4>{});
+    default: return with_rt(std::integral_constant<int, 16>{});
   }
 }
 
@@ -1405,10 +1446,11 @@ bool quant_decode_fused_from_env() {
 
 void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t* ids, const float* weights, int n_pairs,
                             int k, int N, int K, int n_experts, float* out, bool ids_early, cudaStream_t stream,
-                            int pf, int var) {
+                            int pf, int var, int tiles) {
   MB_NVTX_RANGE("quant_moe_down_combine");
   check_args(w, h, n_pairs, N, K, n_experts, k);
   if (n_pairs % k != 0) fail_msg(msg("quant_moe_down_combine: ", n_pairs, " pairs is not a multiple of k ", k));
+  if (tiles < 0 || tiles > 2) fail_msg(msg("quant_moe_down_combine: ", tiles, " tiles a block, expected 0 (the default), 1 or 2"));
   auto run = [&](auto f_c) {
     constexpr QuantFormat F = decltype(f_c)::value;
     const int passes = pf >= 0 ? pf : prefetch_passes<F>(kDefaultQuantGemvShape);
@@ -1427,7 +1469,8 @@ void quant_moe_down_combine(const QuantExperts& w, const bf16* h, const int32_t*
       v = 0;  // a top-k that does not split 8 warps: the tile kernel
     }
     launch_down_combine<F>(w, h, ids, weights, n_pairs, k, N, K, out, passes,
-                           F == QuantFormat::int4 && w.int4_paired ? v | kVarPaired : v, ids_early, stream);
+                           F == QuantFormat::int4 && w.int4_paired ? v | kVarPaired : v, ids_early,
+                           tiles > 0 ? tiles : batch_tiles(n_pairs, n_experts), stream);
   };
   for_expert_format(w.format, "quant_moe_down_combine", run);
 }

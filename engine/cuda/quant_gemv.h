@@ -91,6 +91,10 @@ inline constexpr int kDefaultQuantVariant = 0;
 // int4 gate/up too; elsewhere the tile kernel (quant_gemv.cu exact_default;
 // MOEBENCH_QUANT_EXACT = 0, 40 .. 45 overrides, 0: the tile kernel).
 inline constexpr int kDefaultQuantExact = 40;
+// Tiles a block takes in the launches over the selected experts whose pairs average two
+// or more an expert (a batched decode step), where the shape leaves it (tiles 0) and
+// MOEBENCH_QUANT_BATCH_TILES is unset: 1 or 2 (quant_gemv.cu batch_tiles).
+inline constexpr int kDefaultQuantBatchTiles = 1;
 struct QuantGemvShape {
   int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0, var = -1;
 };
@@ -130,10 +134,11 @@ void quant_moe_gemv_gate_up_shaped(const QuantExperts& w, const __nv_bfloat16* x
 // rows for every used expert. ids_early: ids were written before the previous kernel on
 // the stream began (then a block reads them and asks L2 for its first weights while that
 // kernel finishes). pf: the prefetch window, var: the inner-loop variant (-1: the
-// defaults, as QuantGemvShape).
+// defaults, as QuantGemvShape); tiles: 16-row tiles a block owns (0: the default,
+// batch_tiles; 1 or 2; two run the plain loop, the same bits).
 void quant_moe_down_combine(const QuantExperts& w, const __nv_bfloat16* h, const int32_t* ids, const float* weights,
                             int n_pairs, int k, int N, int K, int n_experts, float* out, bool ids_early,
-                            cudaStream_t stream, int pf = -1, int var = -1);
+                            cudaStream_t stream, int pf = -1, int var = -1, int tiles = 0);
 
 // The MoE block's norm + router of one token (norm_router.h's inputs and outputs): x the
 // residual (hidden fp32), its norm weight and eps, the gate (n_experts x hidden bf16); out

@@ -526,7 +526,7 @@ void bm_quant_moe_gemv(benchmark::State& state, QuantFormat f, QuantMat mat, int
                                               out.as<bf16>(), shape, g->stream);
         else if (mat == QuantMat::down_combine)
           cuda::quant_moe_down_combine(qe, x.as<bf16>(), dids.as<int32_t>(), wts.as<float>(), pairs, kTopK, N, K,
-                                       kExperts, out.as<float>(), false, g->stream, shape.pf, shape.var);
+                                       kExperts, out.as<float>(), false, g->stream, shape.pf, shape.var, shape.tiles);
         else
           cuda::quant_moe_gemv_shaped(qe, x.as<bf16>(), down, dids.as<int32_t>(), pairs, kTopK, N, K, kExperts,
                                       out.as<float>(), shape, g->stream);
@@ -787,15 +787,30 @@ void register_all() {
       for (int n : {1, 2, 4, 8})  // n = 4: 8 pairs, one on each expert
         reg(std::string("quant_moe_gemv/") + quant_format_name(f) + mname + "/n:" + std::to_string(n),
             [f, mat, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, mat, n, cuda::kDefaultQuantGemvShape); });
+  // A batched decode step's gate/up and GEMV launches with one and two row tiles a block
+  // (MOEBENCH_QUANT_BATCH_TILES).
+  for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
+    for (auto [mat, mname] : {std::pair<QuantMat, const char*>{QuantMat::gate_up_silu, "/gate_up_silu"},
+                              {QuantMat::down_combine, "/down_combine"}})
+      for (int n : {8, 16, 32})
+        for (int tiles : {1, 2})
+          reg(std::string("quant_moe_gemv_tiles/") + quant_format_name(f) + mname + "/n:" + std::to_string(n) +
+                  "/tiles:" + std::to_string(tiles),
+              [f, mat, n, tiles](benchmark::State& st) {
+                cuda::QuantGemvShape shape;
+                shape.tiles = tiles;
+                bm_quant_moe_gemv(st, f, mat, n, shape, f == QuantFormat::int4);
+              });
   // The model's launches (the plain kernel: gate_up_silu and down_combine fused, as the
   // model runs them; [w1; w3] as one matrix, as the unfused path does) and the pipelined
   // kernel's shapes beside them (gate_up: the fused form); the L2 prefetch window side by
   // side (pf:0 none).
   const std::pair<QuantMat, const char*> fmats[] = {
       {QuantMat::gate_up, "/gate_up"}, {QuantMat::gate_up_silu, "/gate_up_silu"}, {QuantMat::down_combine, "/down_combine"}};
+  // n = 16 and 32: a batched decode step of 16 / 32 sequences (4 and 8 pairs on every expert).
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : fmats)
-      for (int n : {1, 2, 4, 8})
+      for (int n : {1, 2, 4, 8, 16, 32})
         reg(std::string("quant_moe_gemv/") + quant_format_name(f) + mname + "/n:" + std::to_string(n),
             [f, mat, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, mat, n, cuda::kDefaultQuantGemvShape); });
   const std::pair<QuantMat, const char*> pfmats[] = {{QuantMat::w1, "/w1"},
