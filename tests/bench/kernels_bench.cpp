@@ -787,7 +787,7 @@ void register_all() {
       for (int n : {1, 2, 4, 8})  // n = 4: 8 pairs, one on each expert
         reg(std::string("quant_moe_gemv/") + quant_format_name(f) + mname + "/n:" + std::to_string(n),
             [f, mat, n](benchmark::State& st) { bm_quant_moe_gemv(st, f, mat, n, cuda::kDefaultQuantGemvShape); });
-  // A batched decode step's gate/up and GEMV launches with one and two row tiles a block
+  // A batched decode step's gate/up + SiLU and down + combine launches with one and two row tiles a block
   // (MOEBENCH_QUANT_BATCH_TILES).
   for (QuantFormat f : {QuantFormat::int4, QuantFormat::int8, QuantFormat::fp8})
     for (auto [mat, mname] : {std::pair<QuantMat, const char*>{QuantMat::gate_up_silu, "/gate_up_silu"},
