@@ -20,7 +20,6 @@
 #include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <omp.h>
 #include <optional>
 
 #include "cli/command.h"
@@ -231,23 +230,11 @@ class BenchPass {
   std::optional<reports::Bound> batched_bound(const suites::InstanceContext& x, const reports::Case& single,
                                               reports::Case& k, int B) const {
     const ModelConfig& cfg = x.weights.config();
-    if (x.instance.backend != "cpu")
-      return a_.new_tokens > 1 ? suites::bench_decode_bound(cfg, x.device, k.settings, B, k.aggregates.decode_tok_s,
-                                                            k.gpus, k.experts.decode_experts_per_step)
-                               : suites::bench_prefill_bound(cfg, x.device, k.settings, k.aggregates.ttft_warm_ns);
-    if (a_.new_tokens == 1) {
-      k.no_bound_reason = "no prefill bound on the CPU backend";
-      return std::nullopt;
-    }
-    if (!single.bound || !single.bound->bandwidth_gbps.count("cpu_read")) {
-      k.no_bound_reason = "the CPU read stream was not measured";
-      return std::nullopt;
-    }
+    const bool on_cpu = x.instance.backend == "cpu";
     suites::CpuRead cpu;
-    cpu.gbps = single.bound->bandwidth_gbps.at("cpu_read");
-    cpu.bytes = suites::bytes_per_decode_token(cfg, 4);
-    cpu.threads = x.instance.cpu_threads > 0 ? x.instance.cpu_threads : omp_get_max_threads();
-    return suites::bench_cpu_decode_bound(cfg, cpu, B, k.aggregates.decode_tok_s, k.experts.decode_experts_per_step);
+    if (on_cpu && single.bound && single.bound->bandwidth_gbps.count("cpu_read"))
+      cpu = suites::decode_cpu_read(cfg, x.instance.cpu_threads, single.bound->bandwidth_gbps.at("cpu_read"));
+    return suites::bench_case_bound(cfg, x.device, on_cpu, k, B, cpu, &k.no_bound_reason);
   }
 
   // The device memory after a generation of the batch: the arena's high-water mark (the

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <omp.h>
+
 #include "common/error.h"
 #include "engine/quant.h"
 #include "engine/shard.h"
@@ -490,6 +492,34 @@ std::optional<Bound> bench_prefill_bound(const ModelConfig& cfg, const DeviceInf
   return b;
 }
 
+CpuRead decode_cpu_read(const ModelConfig& cfg, int cpu_threads, double gbps) {
+  CpuRead cpu;
+  cpu.gbps = gbps;
+  cpu.bytes = bytes_per_decode_token(cfg, 4);
+  cpu.threads = cpu_threads > 0 ? cpu_threads : omp_get_max_threads();
+  return cpu;
+}
+
+std::optional<Bound> bench_case_bound(const ModelConfig& cfg, const DeviceInfo& dev, bool on_cpu, const Case& k,
+                                      int batch, const CpuRead& cpu, std::string* why) {
+  auto no = [&](const char* reason) -> std::optional<Bound> {
+    if (why) *why = reason;
+    return std::nullopt;
+  };
+  const double rate = k.aggregates.decode_tok_s, counted = k.experts.decode_experts_per_step;
+  std::optional<Bound> b;
+  if (on_cpu) {
+    if (k.new_tokens <= 1) return no("no prefill bound on the CPU backend");
+    if (cpu.gbps <= 0) return no("the CPU read stream was not measured");
+    b = bench_cpu_decode_bound(cfg, cpu, batch, rate, counted);
+  } else {
+    b = k.new_tokens > 1 ? bench_decode_bound(cfg, dev, k.settings, batch, rate, k.gpus, counted)
+                         : bench_prefill_bound(cfg, dev, k.settings, k.aggregates.ttft_warm_ns);
+  }
+  if (!b) return no("a bandwidth or count the bound needs was not measured");
+  return b;
+}
+
 std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, std::string* why) {
   auto no = [&](std::string reason) -> std::optional<Bound> {
     if (why) *why = std::move(reason);
@@ -502,33 +532,17 @@ std::optional<Bound> rederive_bound(const reports::Results& r, const Case& c, st
   } catch (const Error& e) {
     return no(e.what());
   }
-  std::optional<Bound> b;
-  if (c.suite == "bench") {
-    // bench records a case's sequences as batch_size (suites/runner.cpp, cmd_bench.cpp).
-    const int batch = static_cast<int>(knob_int(c.settings, "batch_size", 1));
-    if (r.device.kind == reports::DeviceKind::cpu) {
-      if (c.new_tokens <= 1) return no("no prefill bound on the CPU backend");
-      if (!c.bound || !c.bound->bandwidth_gbps.count("cpu_read"))
-        return no("the file does not record the CPU read stream a bound needs");
-      CpuRead cpu;
-      cpu.gbps = c.bound->bandwidth_gbps.at("cpu_read");
-      b = bench_cpu_decode_bound(cfg, cpu, batch, c.aggregates.decode_tok_s, c.experts.decode_experts_per_step);
-    } else {
-      b = c.new_tokens > 1 ? bench_decode_bound(cfg, r.device, c.settings, batch, c.aggregates.decode_tok_s, c.gpus,
-                                                c.experts.decode_experts_per_step)
-                           : bench_prefill_bound(cfg, r.device, c.settings, c.aggregates.ttft_warm_ns);
-    }
-  } else if (r.device.kind == reports::DeviceKind::cpu) {
+  // A file records the CPU read stream's rate alone (in the case's bound).
+  const bool on_cpu = r.device.kind == reports::DeviceKind::cpu;
+  CpuRead cpu;
+  if (on_cpu) {
     if (!c.bound || !c.bound->bandwidth_gbps.count("cpu_read"))
       return no("the file does not record the CPU read stream a bound needs");
-    CpuRead cpu;
     cpu.gbps = c.bound->bandwidth_gbps.at("cpu_read");
-    b = physical_bound(c, cfg, "cpu", r.device, cpu, why);
-  } else {
-    b = physical_bound(c, cfg, "cuda", r.device, {}, why);
   }
-  if (!b && c.suite == "bench") return no("a bandwidth the bound needs is not in the file");
-  return b;
+  if (c.suite != "bench") return physical_bound(c, cfg, on_cpu ? "cpu" : "cuda", r.device, cpu, why);
+  // bench records a case's sequences as batch_size (app/cmd_bench.cpp).
+  return bench_case_bound(cfg, r.device, on_cpu, c, static_cast<int>(knob_int(c.settings, "batch_size", 1)), cpu, why);
 }
 
 int rederive_recorded_bounds(reports::Results& r) {

@@ -55,6 +55,10 @@ struct CpuRead {
   int64_t bytes = 0;    // working set it streamed over
   int threads = 0;
 };
+// The read stream a CPU decode token's bound divides by: over the fp32 bytes one token
+// reads (bytes_per_decode_token), with an instance's cpu_threads (0: every OpenMP
+// thread), at `gbps` (0 until measured).
+CpuRead decode_cpu_read(const ModelConfig& cfg, int cpu_threads, double gbps = 0);
 
 // The bound of a finished run case (batch 1, `backend` "cpu" | "cuda"); nullopt
 // when it decoded nothing or a bandwidth it needs was not measured, with the
@@ -87,6 +91,13 @@ std::optional<reports::Bound> bench_cpu_decode_bound(const ModelConfig& cfg, con
                                                      double decode_tok_s, double experts_per_step = 0);
 std::optional<reports::Bound> bench_prefill_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev,
                                                   const reports::Settings& s, double ttft_ns);
+// The bound of bench case `k` of `batch` sequences, measured or read back from a file:
+// bench_decode_bound or bench_prefill_bound (new_tokens 1) on a GPU, with the case's
+// settings, GPUs, rate and counted experts; on the CPU backend (`on_cpu`) decode only,
+// bench_cpu_decode_bound over `cpu`. nullopt with the reason in *why (when given).
+std::optional<reports::Bound> bench_case_bound(const ModelConfig& cfg, const reports::DeviceInfo& dev, bool on_cpu,
+                                               const reports::Case& k, int batch, const CpuRead& cpu,
+                                               std::string* why = nullptr);
 
 // The bound of a case of a results file recomputed from the fields the file carries
 // (model config, device bandwidths, counters, settings, samples), with today's

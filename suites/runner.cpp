@@ -534,8 +534,7 @@ class Runner {
     const ModelConfig& cfg = loaded_.weights->config();
     CpuRead cpu;
     if (in.backend == "cpu" && opt_.measure_bandwidth) {
-      cpu.bytes = bytes_per_decode_token(cfg, 4);
-      cpu.threads = in.cpu_threads > 0 ? in.cpu_threads : omp_get_max_threads();
+      cpu = decode_cpu_read(cfg, in.cpu_threads);
       auto key = std::make_pair(cpu.bytes, cpu.threads);
       auto it = cpu_read_gbps_.find(key);
       if (it == cpu_read_gbps_.end()) it = cpu_read_gbps_.emplace(key, measure_read_gbps(static_cast<size_t>(cpu.bytes), cpu.threads)).first;

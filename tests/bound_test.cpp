@@ -208,6 +208,21 @@ TEST(Bound, BatchedBenchBoundOnTheCpuCountsFp32Experts) {
   c.new_tokens = 1;
   EXPECT_FALSE(rederive_bound(r, c, &why).has_value());
   EXPECT_EQ(why, "no prefill bound on the CPU backend");
+
+  // The live case (bench): the same bound from the read stream with its bytes and threads.
+  c.new_tokens = 9;
+  const CpuRead live = decode_cpu_read(cfg, 2, 40);
+  EXPECT_EQ(live.bytes, cpu.bytes);
+  EXPECT_EQ(live.threads, 2);
+  auto lb = bench_case_bound(cfg, r.device, true, c, 4, live, &why);
+  ASSERT_TRUE(lb.has_value()) << why;
+  EXPECT_NEAR(lb->value, b->value, 1e-6);
+  EXPECT_EQ(lb->description, b->description);
+  EXPECT_FALSE(bench_case_bound(cfg, r.device, true, c, 4, CpuRead{}, &why).has_value());
+  EXPECT_EQ(why, "the CPU read stream was not measured");
+  c.new_tokens = 1;
+  EXPECT_FALSE(bench_case_bound(cfg, r.device, true, c, 4, live, &why).has_value());
+  EXPECT_EQ(why, "no prefill bound on the CPU backend");
 }
 
 TEST(Bound, BenchBoundsUseTheLeastAStepReads) {
