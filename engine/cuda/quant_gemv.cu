@@ -599,10 +599,10 @@ __device__ __forceinline__ void tile_epilogue(float (*s_part)[32][4 * kRT], cons
 // seq + i; with pf, each tile's first passes asked for as the one before starts), one
 // start per seq tiles. Launched with launch_pdl: everything it reads that an earlier
 // kernel writes comes after pdl_wait().
-// At least 16 warps per SM at either tile count (two tiles a block hold twice the loads in
-// registers; bounded by 16 / kRT warps, they took 12 an SM and ran slower).
+// At least 16 / kRT warps per SM (two tiles a block: twice the registers for loads).
 template <QuantFormat F, int kWarps, int kDepth = Codes<F>::kDepth, int kRT = 1, int kVar = 0>
-__global__ void __launch_bounds__(kWarps * 32, resident_warps(kVar) / kWarps > 0 ? resident_warps(kVar) / kWarps : 1)
+__global__ void __launch_bounds__(kWarps * 32,
+                                  resident_warps(kVar) / kWarps / kRT > 0 ? resident_warps(kVar) / kWarps / kRT : 1)
     quant_moe_gemv_kernel(QuantExperts w, const uint8_t* __restrict__ single, const uint8_t* __restrict__ single_scale,
                           const bf16* __restrict__ x,
                           int x_per_pair, const int32_t* __restrict__ ids, int n_pairs, int k, int N, int K,
@@ -713,8 +713,8 @@ __global__ void __launch_bounds__(kWarps * 32, resident_warps(kVar) / kWarps > 0
 // first weights before pdl_wait, while the previous kernel finishes. kRT 2 (batch_tiles):
 // each pair's activations loaded once for both tiles' rows (the staged loop takes one).
 template <QuantFormat F, int kWarps, int kGroups, int kVar = 0, int kDepth = Codes<F>::kDepth, int kRT = 1>
-__global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / kWarps / kGroups > 0
-                                                             ? resident_warps(kVar) / kWarps / kGroups
+__global__ void __launch_bounds__(kWarps * kGroups * 32, resident_warps(kVar) / kWarps / kGroups / kRT > 0
+                                                             ? resident_warps(kVar) / kWarps / kGroups / kRT
                                                              : 1)
     quant_down_combine_kernel(QuantExperts w, const bf16* __restrict__ h, const int32_t* __restrict__ ids,
                               const float* __restrict__ weights, int n_pairs, int k, int N, int K,
