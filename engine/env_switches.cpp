@@ -129,7 +129,8 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "docs/QUANT.md"},
       {"MOEBENCH_QUANT_BATCH_TILES", "1, 2",
        "row tiles a block of the quantised experts' tile kernel takes where a launch's pairs average two or more an "
-       "expert (a batched decode step): 2 loads each pair's activations once for both (the same bits)",
+       "expert (a batched decode step): 2 loads each pair's activations once for both (the same bits; measured "
+       "slower, session 51)",
        "docs/QUANT.md"},
       {"MOEBENCH_QUANT_DECODE_TOKENS", "64, 8, 16, 32",
        "the longest forward (tokens) whose quantised MoE block runs the decode launches in one pass (at most 64 "

@@ -1201,11 +1201,10 @@ int launch_variant(const QuantExperts& w, QuantLaunch l, bool exact_ok) {
   return inner_variant(-1, dflt);
 }
 
-// Tiles a block takes by default in a launch over the selected experts: two where their
-// pairs average at least two an expert (a batched decode step: every pair's activations
-// are loaded once for two tiles' rows, halving what the tile loads beside its weights),
-// else one; MOEBENCH_QUANT_BATCH_TILES = 1 or 2 sets the batched launches' count (the
-// same sums either way: a row's sum does not depend on the tile beside it).
+// Tiles a block takes by default in a launch over the selected experts: where their pairs
+// average at least two an expert (a batched decode step), kDefaultQuantBatchTiles or
+// MOEBENCH_QUANT_BATCH_TILES = 1 or 2 (two: every pair's activations loaded once for two
+// tiles' rows; the same sums, a row's sum does not depend on the tile beside it), else one.
 int batch_tiles(int n_pairs, int n_experts) {
   static const int env = env_choice("MOEBENCH_QUANT_BATCH_TILES", {1, 2}, kDefaultQuantBatchTiles);
   return n_pairs >= 2 * n_experts ? env : 1;

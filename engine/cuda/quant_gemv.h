@@ -93,7 +93,8 @@ inline constexpr int kDefaultQuantVariant = 0;
 inline constexpr int kDefaultQuantExact = 40;
 // Tiles a block takes in the launches over the selected experts whose pairs average two
 // or more an expert (a batched decode step), where the shape leaves it (tiles 0) and
-// MOEBENCH_QUANT_BATCH_TILES is unset: 1 or 2 (quant_gemv.cu batch_tiles).
+// MOEBENCH_QUANT_BATCH_TILES is unset: 1 or 2 (quant_gemv.cu batch_tiles). One: two tiles
+// gave the same bits and ran slower in the model (docs/QUANT.md, session 51).
 inline constexpr int kDefaultQuantBatchTiles = 1;
 struct QuantGemvShape {
   int warps = 0, depth = 0, tiles = 0, pipe = 0, pf = -1, seq = 0, var = -1;
