@@ -4,11 +4,14 @@ reports them (`nvcc -Xptxas -v`, kept by tools/ptxas_log.sh), held to a budget. 
 each kernel's demangled name with its anonymous namespaces and the `moebench::` qualifiers
 left out (for example `quant_exact_kernel<(QuantFormat)1, false, 2, 1, false, true, true>`,
 the function's parameter list dropped) to {"spill_stores": N, "spill_loads": N}: the bytes
-ptxas reported when the budget was written. Prints one line per kernel and exits 1 when a
-kernel spills more than its budget or is missing from LOG (the kernel was renamed or no
-longer compiled: write the budget again), 2 when LOG or BUDGET cannot be read. Needs c++filt
-(binutils). The point: a change that makes a default decode kernel spill (session 34 found
-one that cost a format 2.3% of its decode speed) shows up here, on any machine, without a GPU.
+ptxas reported when the budget was written, and optionally "registers": N, the most registers
+a thread may take (the count that still lets the launch's warps an SM be resident). Prints one
+line per kernel and exits 1 when a kernel spills more than its budget, takes more registers
+than its ceiling, or is missing from LOG (the kernel was renamed or no longer compiled: write
+the budget again), 2 when LOG or BUDGET cannot be read. Needs c++filt (binutils). The point: a
+change that makes a default decode kernel spill (session 34 found one that cost a format 2.3%
+of its decode speed) or lose resident warps (session 51: two-tile blocks at 8-12 warps an SM
+against 16 ran slower) shows up here, on any machine, without a GPU.
 --arch picks the target whose report is read (default sm_90a)."""
 import argparse
 import json
@@ -73,6 +76,9 @@ def main():
     except (OSError, ValueError) as e:
         print(f"ptxas_spills: cannot read the budget {a.budget}: {e}")
         return 2
+    if not isinstance(budget, dict):
+        print(f"ptxas_spills: {a.budget}: expected an object of kernel names, got {type(budget).__name__}")
+        return 2
     if not report:
         print(f"ptxas_spills: {a.log} holds no ptxas report for {a.arch} (compiled without -Xptxas -v?)")
         return 2
@@ -87,16 +93,23 @@ def main():
     for kernel, lim in budget.items():
         if kernel.startswith("_"):
             continue  # a comment
+        if not isinstance(lim, dict) or not all(isinstance(lim.get(k), int) for k in ("spill_stores", "spill_loads")) \
+                or not isinstance(lim.get("registers", 0), int):
+            print(f"ptxas_spills: {a.budget}: {kernel}: expected {{\"spill_stores\": N, \"spill_loads\": N}} "
+                  f"and optionally \"registers\": N (integers), got {json.dumps(lim)}")
+            return 2
         got = by_short.get(kernel)
         if got is None:
             print(f"MISSING {kernel}: not in {a.log} for {a.arch} (renamed or no longer compiled: write the budget again)")
             bad += 1
             continue
         regs, st, ld = got
-        over = st > lim["spill_stores"] or ld > lim["spill_loads"]
+        ceiling = lim.get("registers")
+        over = st > lim["spill_stores"] or ld > lim["spill_loads"] or (ceiling is not None and regs > ceiling)
         bad += over
-        print(f"{'OVER' if over else 'ok'} {kernel}: {regs} registers, spill stores / loads {st} / {ld} bytes "
-              f"(budget {lim['spill_stores']} / {lim['spill_loads']})")
+        print(f"{'OVER' if over else 'ok'} {kernel}: {regs} registers"
+              + (f" (at most {ceiling})" if ceiling is not None else "")
+              + f", spill stores / loads {st} / {ld} bytes (budget {lim['spill_stores']} / {lim['spill_loads']})")
     return 1 if bad else 0
 
 
