@@ -8,7 +8,8 @@ ptxas reported when the budget was written, and optionally "registers": N, the m
 a thread may take (the count that still lets the launch's warps an SM be resident). Prints one
 line per kernel and exits 1 when a kernel spills more than its budget, takes more registers
 than its ceiling, or is missing from LOG (the kernel was renamed or no longer compiled: write
-the budget again), 2 when LOG or BUDGET cannot be read. Needs c++filt (binutils). The point: a
+the budget again), 2 when LOG or BUDGET cannot be read or an entry of BUDGET is malformed (one
+line naming it, before any kernel's line). Needs c++filt (binutils). The point: a
 change that makes a default decode kernel spill (session 34 found one that cost a format 2.3%
 of its decode speed) or lose resident warps (session 51: two-tile blocks at 8-12 warps an SM
 against 16 ran slower) shows up here, on any machine, without a GPU.
@@ -79,6 +80,14 @@ def main():
     if not isinstance(budget, dict):
         print(f"ptxas_spills: {a.budget}: expected an object of kernel names, got {type(budget).__name__}")
         return 2
+    for kernel, lim in budget.items():
+        if kernel.startswith("_"):
+            continue  # a comment
+        if not isinstance(lim, dict) or not all(isinstance(lim.get(k), int) for k in ("spill_stores", "spill_loads")) \
+                or not isinstance(lim.get("registers", 0), int):
+            print(f"ptxas_spills: {a.budget}: {kernel}: expected {{\"spill_stores\": N, \"spill_loads\": N}} "
+                  f"and optionally \"registers\": N (integers), got {json.dumps(lim)}")
+            return 2
     if not report:
         print(f"ptxas_spills: {a.log} holds no ptxas report for {a.arch} (compiled without -Xptxas -v?)")
         return 2
@@ -93,11 +102,6 @@ def main():
     for kernel, lim in budget.items():
         if kernel.startswith("_"):
             continue  # a comment
-        if not isinstance(lim, dict) or not all(isinstance(lim.get(k), int) for k in ("spill_stores", "spill_loads")) \
-                or not isinstance(lim.get("registers", 0), int):
-            print(f"ptxas_spills: {a.budget}: {kernel}: expected {{\"spill_stores\": N, \"spill_loads\": N}} "
-                  f"and optionally \"registers\": N (integers), got {json.dumps(lim)}")
-            return 2
         got = by_short.get(kernel)
         if got is None:
             print(f"MISSING {kernel}: not in {a.log} for {a.arch} (renamed or no longer compiled: write the budget again)")
