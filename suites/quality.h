@@ -27,7 +27,9 @@ std::vector<float> prompt_logits(Model& m, const std::vector<int32_t>& prompt);
 // The quality of a case whose experts or attention projections run in a quantised format: two models of its
 // weights on its backend compared over `prompt`: the quantised one with the case's own
 // settings (tier, budget; on CUDA an offloaded case reuses the host store its model
-// filled), and the bf16 original resident with the device's whole free memory. The
+// filled), and the bf16 original resident with the device's whole free memory (on a GPU
+// too small for it, with its experts offloaded to pinned host memory: the reference then
+// says "offloaded"). The
 // tier, cache and MoE strategy do not change what is computed, and the case's own
 // model is not touched (the runner frees it first when it can). nullopt when both run in
 // bf16, or when the weights store either quantised (a quantised checkpoint has no bf16

@@ -21,6 +21,8 @@
 #include <gtest/gtest.h>
 
 #if MOEBENCH_HAVE_CUDA
+#include <cuda_runtime.h>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -34,6 +36,7 @@
 #include "engine/generate.h"
 #include "engine/synth_checkpoint.h"
 #include "profiler/counters.h"
+#include "suites/quality.h"
 #include "test_util.h"
 
 namespace cuda_quant_model_test {
@@ -316,6 +319,40 @@ TEST_F(CudaQuantModel, OffloadedLoadsCountQuantisedBytes) {
     ASSERT_GT(loads, 0);
     EXPECT_EQ(bytes, loads * static_cast<int64_t>(eb));
   }
+}
+
+// The quality pass's bf16 original on a device too small for it resident (Mixtral-8x7B's
+// 87 GiB on an 80 GiB GPU): it runs with its experts offloaded to pinned host memory and
+// gives the figures the resident original gives, and the reference says so. The budget here
+// holds the int4 model and the offloaded original, not the bf16 one resident.
+TEST_F(CudaQuantModel, QualityReferenceTooLargeForTheDeviceRunsOffloaded) {
+  auto w = WeightSource::open("synthetic:mixtral-8x7b:layers=1", 11);
+  const ModelConfig& c = w.config();
+  const double n = static_cast<double>(c.num_hidden_layers) * c.num_local_experts;
+  const double bf16 = n * static_cast<double>(expert_layout(c, QuantFormat::bf16).total_bytes);
+  const double int4 = n * static_cast<double>(expert_layout(c, QuantFormat::int4).total_bytes);
+  const double gib = static_cast<double>(1ull << 30);
+  size_t free_b = 0, total_b = 0;
+  ASSERT_EQ(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+  EngineSettings s;
+  s.expert_dtype = "int4";
+  s.max_model_len = 128;
+  s.max_num_batched_tokens = 64;
+  const std::vector<int32_t> prompt = {1, 415, 293, 90, 285, 114, 287, 461, 75, 2, 33, 907};
+  const auto whole = suites::measure_quality(w, s, "cuda", prompt);
+  ASSERT_TRUE(whole.has_value());
+  EXPECT_EQ(whole->reference, "bf16 experts");
+  // Dense weights, KV cache and workspace of this model: about 0.65 GiB.
+  const double budget = int4 + bf16 / 4 + 0.9 * gib;
+  ASSERT_LT(budget + 0.3 * gib, bf16) << "the budget must refuse the bf16 experts resident";
+  s.gpu_memory_utilization = budget / static_cast<double>(free_b);
+  const auto small = suites::measure_quality(w, s, "cuda", prompt);
+  ASSERT_TRUE(small.has_value());
+  EXPECT_EQ(small->reference, "bf16 experts (offloaded: too large for the device resident)");
+  EXPECT_EQ(small->positions, whole->positions);
+  EXPECT_EQ(small->top1_agreement, whole->top1_agreement);
+  EXPECT_NEAR(small->mean_kl, whole->mean_kl, 1e-6 + 1e-3 * whole->mean_kl);
+  EXPECT_GT(small->mean_kl, 0);
 }
 
 }  // namespace cuda_quant_model_test
