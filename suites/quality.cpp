@@ -55,6 +55,30 @@ std::vector<float> prompt_logits(Model& m, const std::vector<int32_t>& prompt) {
   return all;
 }
 
+std::unique_ptr<Model> reference_model(EngineContext ctx, const ModelFactory& create, bool* offloaded) {
+  *offloaded = false;
+  try {
+    return create(ctx);
+  } catch (const Error& e) {
+    // A device too small for the bf16 original resident (Mixtral-8x7B's 87 GiB on an
+    // 80 GiB GPU) runs it with its experts offloaded to pinned host memory: every tier
+    // computes the same logits, only slower. The CPU backend has no such tier.
+    if (ctx.backend != "cuda") throw;
+    log::warn("quality: the bf16 original does not load resident ({}); running it with its experts offloaded "
+              "(expert_tier=pinned)",
+              e.what());
+    ctx.settings.expert_tier = "pinned";
+    try {
+      auto m = create(ctx);
+      *offloaded = true;
+      return m;
+    } catch (const Error& e2) {
+      fail("quality: the bf16 original loads neither resident ({}) nor with its experts offloaded ({})", e.what(),
+           e2.what());
+    }
+  }
+}
+
 std::optional<reports::Quality> measure_quality(const WeightSource& w, const EngineSettings& s, const std::string& backend,
                                                 const std::vector<int32_t>& prompt) {
   const QuantFormat f = resolve_expert_format(s.expert_dtype, w), a = resolve_weight_format(s.weight_dtype, w);
@@ -76,7 +100,7 @@ std::optional<reports::Quality> measure_quality(const WeightSource& w, const Eng
   // case reuses the host store its own model filled); every tier computes the same
   // logits. The bf16 original runs resident with the device's whole free memory, so
   // a budget sized for quantised experts does not refuse it and no bf16 host store
-  // replaces the quantised one.
+  // replaces the quantised one; on a GPU too small for it, offloaded (reference_model).
   EngineContext ctx;
   ctx.backend = backend;
   ctx.settings = s;
@@ -95,28 +119,10 @@ std::optional<reports::Quality> measure_quality(const WeightSource& w, const Eng
   std::string reference = f == QuantFormat::bf16   ? "bf16 attention projections"
                           : a == QuantFormat::bf16 ? "bf16 experts"
                                                    : "bf16 experts and attention projections";
-  std::vector<float> ref;
-  std::unique_ptr<Model> m;
-  try {
-    m = create_model(ctx);
-  } catch (const Error& e) {
-    // A device too small for the bf16 original resident (Mixtral-8x7B's 87 GiB on an
-    // 80 GiB GPU) runs it with its experts offloaded to pinned host memory: every tier
-    // computes the same logits, only slower. Anything else fails as it did.
-    if (backend != "cuda") throw;
-    log::warn("quality: the bf16 original does not load resident ({}); running it with its experts offloaded "
-              "(expert_tier=pinned)",
-              e.what());
-    ctx.settings.expert_tier = "pinned";
-    try {
-      m = create_model(ctx);
-    } catch (const Error& e2) {
-      fail("quality: the bf16 original loads neither resident ({}) nor with its experts offloaded ({})", e.what(),
-           e2.what());
-    }
-    reference += " (offloaded: too large for the device resident)";
-  }
-  ref = prompt_logits(*m, prompt);
+  bool offloaded = false;
+  auto m = reference_model(ctx, create_model, &offloaded);
+  if (offloaded) reference += " (offloaded: too large for the device resident)";
+  const std::vector<float> ref = prompt_logits(*m, prompt);
   m.reset();
   return compare_next_token(ref.data(), got.data(), static_cast<int>(prompt.size()), w.config().vocab_size,
                             reference);

@@ -6,10 +6,13 @@
 // token agrees and the mean KL(p_bf16 || p_quantised), in nats.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "engine/engine.h"
 #include "engine/model.h"
 #include "model/settings.h"
 #include "engine/weight_source.h"
@@ -23,6 +26,14 @@ reports::Quality compare_next_token(const float* reference, const float* logits,
 
 // The logits of every position of `prompt`, from a freshly reset model (reset again after).
 std::vector<float> prompt_logits(Model& m, const std::vector<int32_t>& prompt);
+
+// The quality pass's bf16 original: create(ctx) as given (its experts resident); on the CUDA
+// backend, where that fails (a device too small for it), once more with its experts offloaded
+// to pinned host memory (expert_tier=pinned: every tier computes the same logits), and
+// *offloaded then true. A second failure fails naming both; on the CPU backend the first
+// failure is rethrown.
+using ModelFactory = std::function<std::unique_ptr<Model>(const EngineContext&)>;
+std::unique_ptr<Model> reference_model(EngineContext ctx, const ModelFactory& create, bool* offloaded);
 
 // The quality of a case whose experts or attention projections run in a quantised format: two models of its
 // weights on its backend compared over `prompt`: the quantised one with the case's own

@@ -127,6 +127,62 @@ TEST(QuantModel, DiskTierNeedsTheCheckpointInTheFormat) {
   }
 }
 
+// The quality pass's bf16 original where it does not load resident: on the CUDA backend
+// once more with its experts offloaded (the factory here stands in for the device: it
+// refuses the resident tier, as an 80 GiB GPU refuses Mixtral-8x7B's 87 GiB); on the CPU
+// backend the failure stands; a second failure names both.
+TEST(QuantModel, QualityReferenceFallsBackToOffloadedOnTheGpuOnly) {
+  auto w = WeightSource::synthetic(preset_config("tiny"), 5);
+  EngineContext ctx;
+  ctx.weights = &w;
+  std::vector<std::string> tiers;
+  auto refuse_resident = [&](const EngineContext& c) -> std::unique_ptr<Model> {
+    tiers.push_back(c.settings.expert_tier);
+    if (c.settings.expert_tier == "resident") fail("model tiny needs at least 87.3 GiB of device memory");
+    EngineContext cpu = c;
+    cpu.backend = "cpu";
+    return create_model(cpu);
+  };
+  bool offloaded = true;
+  ctx.backend = "cuda";
+  ctx.settings.expert_tier = "resident";
+  auto m = suites::reference_model(ctx, refuse_resident, &offloaded);
+  ASSERT_NE(m, nullptr);
+  EXPECT_TRUE(offloaded);
+  EXPECT_EQ(tiers, (std::vector<std::string>{"resident", "pinned"}));
+
+  tiers.clear();
+  auto any = [&](const EngineContext& c) -> std::unique_ptr<Model> {
+    tiers.push_back(c.settings.expert_tier);
+    EngineContext cpu = c;
+    cpu.backend = "cpu";
+    return create_model(cpu);
+  };
+  ASSERT_NE(suites::reference_model(ctx, any, &offloaded), nullptr);
+  EXPECT_FALSE(offloaded);
+  EXPECT_EQ(tiers, (std::vector<std::string>{"resident"}));
+
+  tiers.clear();
+  ctx.backend = "cpu";
+  EXPECT_THROW(suites::reference_model(ctx, refuse_resident, &offloaded), Error);
+  EXPECT_EQ(tiers, (std::vector<std::string>{"resident"}));
+
+  ctx.backend = "cuda";
+  auto refuse_all = [&](const EngineContext& c) -> std::unique_ptr<Model> {
+    fail("no room for tier {}", c.settings.expert_tier);
+  };
+  try {
+    suites::reference_model(ctx, refuse_all, &offloaded);
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("loads neither resident (no room for tier resident) nor with its experts offloaded (no room "
+                       "for tier pinned)"),
+              std::string::npos)
+        << msg;
+  }
+}
+
 TEST(QuantModel, QualityFiguresArePresentAndOrdered) {
   auto w = WeightSource::synthetic(preset_config("tiny"), 5);
   const auto prompt = quality_prompt(48, w.config().vocab_size);
