@@ -136,12 +136,17 @@ TEST(QuantModel, QualityReferenceFallsBackToOffloadedOnTheGpuOnly) {
   EngineContext ctx;
   ctx.weights = &w;
   std::vector<std::string> tiers;
-  auto refuse_resident = [&](const EngineContext& c) -> std::unique_ptr<Model> {
+  auto on_cpu = [&](EngineContext c) {  // records the tier asked for, builds the model on the CPU
     tiers.push_back(c.settings.expert_tier);
-    if (c.settings.expert_tier == "resident") fail("model tiny needs at least 87.3 GiB of device memory");
-    EngineContext cpu = c;
-    cpu.backend = "cpu";
-    return create_model(cpu);
+    c.backend = "cpu";
+    return create_model(c);
+  };
+  auto refuse_resident = [&](const EngineContext& c) -> std::unique_ptr<Model> {
+    if (c.settings.expert_tier == "resident") {
+      tiers.push_back(c.settings.expert_tier);
+      fail("model tiny needs at least 87.3 GiB of device memory");
+    }
+    return on_cpu(c);
   };
   bool offloaded = true;
   ctx.backend = "cuda";
@@ -152,13 +157,7 @@ TEST(QuantModel, QualityReferenceFallsBackToOffloadedOnTheGpuOnly) {
   EXPECT_EQ(tiers, (std::vector<std::string>{"resident", "pinned"}));
 
   tiers.clear();
-  auto any = [&](const EngineContext& c) -> std::unique_ptr<Model> {
-    tiers.push_back(c.settings.expert_tier);
-    EngineContext cpu = c;
-    cpu.backend = "cpu";
-    return create_model(cpu);
-  };
-  ASSERT_NE(suites::reference_model(ctx, any, &offloaded), nullptr);
+  ASSERT_NE(suites::reference_model(ctx, on_cpu, &offloaded), nullptr);
   EXPECT_FALSE(offloaded);
   EXPECT_EQ(tiers, (std::vector<std::string>{"resident"}));
 
