@@ -82,12 +82,25 @@ CpuCachedProvider::CpuCachedProvider(const WeightSource& src, const EngineSettin
   const size_t per = static_cast<size_t>(H_) * I_;
   slots_.resize(static_cast<size_t>(cache_.shape().capacity) * 3 * per);
   if (s.expert_tier == "pinned") {
-    host_.resize(static_cast<size_t>(c.num_hidden_layers) * E_ * 3);
+    const size_t n = static_cast<size_t>(c.num_hidden_layers) * E_ * 3;
+    if (format_ == QuantFormat::bf16) host_values_.resize(n);
+    else host_.resize(n);
     for (int l = 0; l < c.num_hidden_layers; ++l)
       for (int e = 0; e < E_; ++e)
-        for (int k = 0; k < 3; ++k)
-          host_[(static_cast<size_t>(l) * E_ + e) * 3 + k] = src.read_quant(tensor_spec(c, names::expert(l, e, names::kExpertSlotOrder[k])), format_);
-    for (int k = 0; k < 3; ++k) loaded_bytes_ += host_[k].nbytes();
+        for (int k = 0; k < 3; ++k) {
+          const size_t i = (static_cast<size_t>(l) * E_ + e) * 3 + k;
+          const TensorSpec s = tensor_spec(c, names::expert(l, e, names::kExpertSlotOrder[k]));
+          if (format_ != QuantFormat::bf16) {
+            host_[i] = src.read_quant(s, format_);
+            continue;
+          }
+          host_values_[i].resize(static_cast<size_t>(s.numel()));
+          src.read_f32(s, host_values_[i].data());
+        }
+    for (int k = 0; k < 3; ++k) {  // a load moves the format's bytes
+      const TensorSpec s = tensor_spec(c, names::expert(0, 0, names::kExpertSlotOrder[k]));
+      loaded_bytes_ += format_ == QuantFormat::bf16 ? quant_matrix_bytes(format_, s.shape[0], s.shape[1]) : host_[k].nbytes();
+    }
   } else if (s.expert_tier == "disk") {
     if (!src.ckpt())
       fail("expert_tier=disk needs a checkpoint on disk; {} has no files (write one with make-model)", src.describe());
@@ -123,7 +136,9 @@ void CpuCachedProvider::load(ExpertKey key, int slot) {
   for (int k = 0; k < 3; ++k) {
     TensorSpec s = tensor_spec(c, names::expert(key.layer, key.expert, names::kExpertSlotOrder[k]));
     if (settings_.expert_tier == "pinned") {
-      dequantize(host_[(static_cast<size_t>(key.layer) * E_ + key.expert) * 3 + k], dst + k * per);
+      const size_t i = (static_cast<size_t>(key.layer) * E_ + key.expert) * 3 + k;
+      if (format_ == QuantFormat::bf16) std::copy(host_values_[i].begin(), host_values_[i].end(), dst + k * per);
+      else dequantize(host_[i], dst + k * per);
       continue;
     }
     // disk: a real read of the tensor's stored parts (values, scales, zero points) from

@@ -61,7 +61,11 @@ class CpuCachedProvider : public ExpertProvider {
   ExpertCache cache_;
   QuantFormat format_;
   std::vector<float> slots_;          // (capacity, 3, I*H) fp32: w1 | w3 | w2
-  std::vector<QuantMatrix> host_;     // pinned tier: (layers, experts, 3) in format_
+  std::vector<QuantMatrix> host_;     // pinned tier: (layers, experts, 3) in format_ (fp8, int8, int4)
+  // pinned tier at bf16: the values as read_f32 gives them, which the resident reference
+  // computes with (an F32 or F16 checkpoint's, or a quantised one's dequantised, are not
+  // bf16 values: rounding them here would make the tier another model)
+  std::vector<std::vector<float>> host_values_;
   uint64_t loaded_bytes_ = 0;         // bytes one load moves (the tier's copy of an expert)
   std::vector<AccessResult> results_;
   std::list<std::vector<float>> overflow_;  // experts displaced within one call (stable addresses)

@@ -1,7 +1,8 @@
 // quant_model_test.cpp: quantised experts on the CPU backend (the reference).
 //   every expert_dtype generates with the tiny model; it is another model (logits
 //   differ from bf16) but every MoE strategy, tier and cache policy at one dtype gives
-//   bit-identical logits (a quantised checkpoint on the disk tier included);
+//   bit-identical logits (a quantised checkpoint on the disk tier included); at bf16 the
+//   pinned tier holds an F32 or quantised checkpoint's values as the resident tier does;
 //   the quality figures (top-1 agreement, mean KL against bf16 over the prompt's
 //   teacher-forced positions) are present and ordered as the formats' precision says;
 //   a suite case with expert_dtype=int4 carries them into the results JSON;
@@ -103,6 +104,24 @@ TEST(QuantModel, VariantsAtOneDtypeAreBitwiseIdentical) {
         s.cache_slots = 3;  // fewer than the 4 experts of one layer: prefill reuses slots
         EXPECT_EQ(logits_of(ck, s), ref) << d << " " << tier << " " << pol;
       }
+  }
+}
+
+// At expert_dtype=bf16 the pinned tier holds the values the resident reference computes
+// with: an F32 checkpoint's and a quantised checkpoint's (dequantised) are not bf16
+// values, and rounding them in the tier made it another model (it did until session 53).
+TEST(QuantModel, PinnedTierAtBf16HoldsTheValuesTheResidentTierComputesWith) {
+  const ModelConfig c = preset_config("micro");
+  for (auto [dtype, experts] : {std::pair{DType::f32, QuantFormat::bf16}, std::pair{DType::bf16, QuantFormat::int4}}) {
+    test::TempDir dir;
+    write_synthetic_checkpoint(c, 13, dtype, dir.str(), 1ull << 30, experts);
+    const WeightSource ck = WeightSource::checkpoint(dir.str());
+    const auto resident = logits_of(ck, with_dtype("bf16"));
+    EngineSettings s = with_dtype("bf16");
+    s.expert_tier = "pinned";
+    s.cache_policy = "lru";
+    s.cache_slots = 3;
+    EXPECT_EQ(logits_of(ck, s), resident) << dtype_name(dtype) << " " << quant_format_name(experts);
   }
 }
 
