@@ -108,10 +108,7 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::make(HostTier tier, const Weig
 namespace {
 // Whether a checkpoint stores its int4 experts with zero points (then the store keeps them).
 bool stored_zero_points(const WeightSource& ws, QuantFormat format) {
-  if (!ws.ckpt() || format != QuantFormat::int4 || ws.expert_format() != QuantFormat::int4) return false;
-  std::vector<const TensorView*> parts;
-  ws.stored_format(tensor_spec(ws.config(), names::expert(0, 0, "w1")), &parts);
-  return parts.size() > 2;
+  return format == QuantFormat::int4 && ws.expert_zero_points();
 }
 }  // namespace
 

@@ -1,6 +1,7 @@
 // weight_source.cpp: see weight_source.h.
 #include "engine/weight_source.h"
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -41,9 +42,8 @@ void synth_f32(const TensorSpec& s, uint64_t seed, DType dtype, float* dst) {
   to_f32(dtype, tmp.data(), dst, tmp.size());
 }
 
-// A config.json's quantization_config, when present, must be one moebench reads and
-// agree with the experts' tensors (`experts`, learnt from them).
-void check_quantization_config(const std::string& path, QuantFormat experts) {
+// config.json's quantization_config (null when absent).
+nlohmann::json quantization_config(const std::string& path) {
   nlohmann::json j;
   try {
     std::ifstream f(path);
@@ -51,11 +51,21 @@ void check_quantization_config(const std::string& path, QuantFormat experts) {
   } catch (const nlohmann::json::exception& e) {
     fail("{}: not valid JSON ({})", path, e.what());
   }
-  if (!j.is_object() || !j.contains("quantization_config") || j["quantization_config"].is_null()) return;
-  const auto& q = j["quantization_config"];
-  const std::string method = q.is_object() && q.contains("quant_method") && q["quant_method"].is_string()
-                                 ? q["quant_method"].get<std::string>()
-                                 : "";
+  if (!j.is_object() || !j.contains("quantization_config")) return nullptr;
+  return j["quantization_config"];
+}
+
+std::string quant_method(const nlohmann::json& q) {
+  return q.is_object() && q.contains("quant_method") && q["quant_method"].is_string() ? q["quant_method"].get<std::string>()
+                                                                                     : "";
+}
+
+// A config.json's quantization_config, when present, must be one moebench reads and
+// agree with the experts' tensors (`experts`, learnt from them).
+void check_quantization_config(const std::string& path, QuantFormat experts) {
+  const nlohmann::json q = quantization_config(path);
+  if (q.is_null()) return;
+  const std::string method = quant_method(q);
   if (method == "fp8") {
     if (!q.contains("weight_block_size") || q["weight_block_size"] != nlohmann::json{kFp8Block, kFp8Block})
       fail("{}: quantization_config.weight_block_size is {}, expected [128, 128]", path,
@@ -66,8 +76,12 @@ void check_quantization_config(const std::string& path, QuantFormat experts) {
     const std::string d = q.contains("expert_dtype") && q["expert_dtype"].is_string() ? q["expert_dtype"].get<std::string>() : "";
     if (d != quant_format_name(experts))
       fail("{}: quantization_config.expert_dtype is '{}' but the expert tensors are {}", path, d, quant_format_name(experts));
+  } else if (method == "gptq") {
+    if (experts != QuantFormat::int4 && experts != QuantFormat::bf16)
+      fail("{}: quantization_config says gptq but the expert tensors are {}", path, quant_format_name(experts));
   } else {
-    fail("{}: quantization_config.quant_method '{}' is not supported, expected fp8 (128x128 blocks) or moebench (int8, int4)",
+    fail("{}: quantization_config.quant_method '{}' is not supported, expected fp8 (128x128 blocks), gptq (4 bits) or "
+         "moebench (int8, int4)",
          path, method);
   }
 }
@@ -145,6 +159,7 @@ WeightSource WeightSource::checkpoint(const std::string& dir) {
   w.ckpt_ = std::make_shared<Checkpoint>(dir);
   if (!family_name_rules(w.cfg_.model_type).empty())
     w.ckpt_->set_name_map([c = w.cfg_](const std::string& n) { return hf_tensor_name(c, n); });
+  w.gptq_ = read_gptq_config(cfgp.string());
   w.expert_fmt_ = w.check_tensors();
   check_quantization_config(cfgp.string(), w.expert_fmt_);
   return w;
@@ -197,6 +212,14 @@ QuantFormat WeightSource::stored_format(const TensorSpec& s, std::vector<const T
     return QuantFormat::bf16;
   }
   const std::string base = s.name.substr(0, s.name.size() - suffix.size());
+  if (const auto gb = gptq_base(s)) {
+    gptq_views(s, *gb);  // shapes and dtypes checked
+    if (parts)
+      fail("{}: tensor '{}' is stored in GPTQ's layout (qweight, qzeros, scales), which is converted when read: it has "
+           "no stored bytes in moebench's layout to copy as they are (the disk tier; use expert_tier=pinned or resident)",
+           ckpt_->dir(), s.name);
+    return QuantFormat::int4;
+  }
   QuantFormat f = QuantFormat::bf16;
   bool zero_points = false;
   if (ckpt_->find(base + ".weight_packed")) {
@@ -229,6 +252,15 @@ QuantFormat WeightSource::stored_format(const TensorSpec& s, std::vector<const T
 }
 
 QuantMatrix WeightSource::read_quant(const TensorSpec& s, QuantFormat f) const {
+  if (const auto gb = gptq_base(s); gb && f == QuantFormat::int4) return gptq_int4(s, *gb);
+  if (gptq_base(s)) {  // GPTQ into bf16 (its values), or into another format: refused below
+    if (f != QuantFormat::bf16)
+      fail("{}: tensor '{}' is stored as int4 (GPTQ); running it as {} would quantise it twice (use int4 or bf16)",
+           describe(), s.name, quant_format_name(f));
+    std::vector<float> w(static_cast<size_t>(s.numel()));
+    gptq_dequantize(s, *gptq_base(s), w.data());
+    return quantize(f, w.data(), s.shape[0], s.shape[1]);
+  }
   std::vector<const TensorView*> parts;
   const QuantFormat stored = stored_format(s, &parts);
   if (s.shape.size() != 2) fail("tensor '{}' (shape {}) is not a matrix and cannot be quantised", s.name, shape_str(s.shape));
@@ -305,7 +337,167 @@ QuantFormat resolve_expert_format(const std::string& expert_dtype, const WeightS
   return k;
 }
 
+bool WeightSource::expert_zero_points() const {
+  if (!ckpt_ || expert_fmt_ != QuantFormat::int4) return false;
+  const TensorSpec s = tensor_spec(cfg_, names::expert(0, 0, "w1"));
+  if (gptq_base(s)) return !gptq_->sym;
+  std::vector<const TensorView*> parts;
+  stored_format(s, &parts);
+  return parts.size() > 2;
+}
+
+std::optional<WeightSource::Gptq> WeightSource::read_gptq_config(const std::string& path) {
+  const nlohmann::json q = quantization_config(path);
+  if (quant_method(q) != "gptq") return std::nullopt;
+  auto int_field = [&](const char* key, int64_t dflt) {
+    if (!q.contains(key)) return dflt;
+    if (!q[key].is_number_integer())
+      fail("{}: quantization_config.{} is {}, expected an integer", path, key, q[key].dump());
+    return q[key].get<int64_t>();
+  };
+  Gptq g;
+  if (const int64_t bits = int_field("bits", -1); bits != 4)
+    fail("{}: quantization_config.bits is {}, expected 4 (moebench reads 4-bit GPTQ checkpoints)", path,
+         q.contains("bits") ? q["bits"].dump() : "missing");
+  const int64_t group = int_field("group_size", 128);
+  if (group != -1 && group <= 0)
+    fail("{}: quantization_config.group_size is {}, expected a positive number of inputs or -1 (one group a row)", path,
+         group);
+  g.group = group == -1 ? 0 : group;
+  if (q.contains("sym")) {
+    if (!q["sym"].is_boolean()) fail("{}: quantization_config.sym is {}, expected true or false", path, q["sym"].dump());
+    g.sym = q["sym"].get<bool>();
+  }
+  const std::string format =
+      q.contains("checkpoint_format") && q["checkpoint_format"].is_string() ? q["checkpoint_format"].get<std::string>() : "gptq";
+  if (format != "gptq" && format != "gptq_v2")
+    fail("{}: quantization_config.checkpoint_format is {}, expected \"gptq\" or \"gptq_v2\"", path,
+         q["checkpoint_format"].dump());
+  g.v1 = format == "gptq";
+  return g;
+}
+
+std::optional<std::string> WeightSource::gptq_base(const TensorSpec& s) const {
+  if (!ckpt_) return std::nullopt;
+  const std::string suffix = ".weight";
+  if (s.name.size() < suffix.size() || s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return std::nullopt;
+  std::string base = s.name.substr(0, s.name.size() - suffix.size());
+  if (!ckpt_->find(base + ".qweight")) return std::nullopt;
+  if (!gptq_)
+    fail("{}: tensor '{}.qweight' is in GPTQ's layout but config.json has no quantization_config with quant_method "
+         "\"gptq\" (expected its bits, group_size, sym and checkpoint_format)",
+         ckpt_->dir(), base);
+  return base;
+}
+
+WeightSource::GptqViews WeightSource::gptq_views(const TensorSpec& s, const std::string& base) const {
+  if (s.shape.size() != 2)
+    fail("{}: tensor '{}' is stored in GPTQ's layout but is not a matrix (shape {})", ckpt_->dir(), s.name,
+         shape_str(s.shape));
+  const int64_t rows = s.shape[0], cols = s.shape[1];
+  if (rows % 8 != 0 || cols % 8 != 0)
+    fail("{}: tensor '{}' has shape {}; GPTQ packs 8 codes a word along both dimensions, expected multiples of 8",
+         ckpt_->dir(), s.name, shape_str(s.shape));
+  GptqViews v;
+  v.groups = gptq_->group > 0 ? (cols + gptq_->group - 1) / gptq_->group : 1;
+  auto typed = [&](const TensorView& t, std::initializer_list<DType> ok, const char* want) -> const TensorView* {
+    for (DType d : ok)
+      if (t.dtype == d) return &t;
+    fail("{}: tensor '{}' has dtype {}, expected {} (GPTQ)", *t.file, t.name, dtype_name(t.dtype), want);
+  };
+  v.qweight = typed(ckpt_->get(base + ".qweight", {cols / 8, rows}), {DType::i32}, "I32");
+  v.qzeros = typed(ckpt_->get(base + ".qzeros", {v.groups, rows / 8}), {DType::i32}, "I32");
+  v.scales = typed(ckpt_->get(base + ".scales", {v.groups, rows}), {DType::f16, DType::bf16, DType::f32}, "F16, BF16 or F32");
+  if (ckpt_->find(base + ".g_idx")) {
+    v.g_idx = typed(ckpt_->get(base + ".g_idx", {cols}), {DType::i32}, "I32");
+    for (int64_t c = 0; c < cols; ++c) {
+      int32_t g;
+      std::memcpy(&g, v.g_idx->data + 4 * c, 4);
+      if (g < 0 || g >= v.groups)
+        fail("{}: tensor '{}' holds {} at input {}, expected a group in [0, {})", *v.g_idx->file, v.g_idx->name, g, c,
+             v.groups);
+    }
+  }
+  return v;
+}
+
+namespace {
+uint32_t word_at(const TensorView& v, int64_t i) {
+  uint32_t w;
+  std::memcpy(&w, v.data + 4 * i, 4);
+  return w;
+}
+}  // namespace
+
+void WeightSource::gptq_dequantize(const TensorSpec& s, const std::string& base, float* dst) const {
+  const GptqViews v = gptq_views(s, base);
+  const int64_t rows = s.shape[0], cols = s.shape[1];
+  std::vector<float> scale(static_cast<size_t>(v.groups * rows));
+  to_f32(v.scales->dtype, v.scales->data, scale.data(), scale.size());
+  std::vector<int32_t> group(static_cast<size_t>(cols));
+  for (int64_t c = 0; c < cols; ++c)
+    group[c] = v.g_idx ? static_cast<int32_t>(word_at(*v.g_idx, c)) : static_cast<int32_t>(gptq_->group > 0 ? c / gptq_->group : 0);
+  const int zero_offset = gptq_->v1 ? 1 : 0;
+#pragma omp parallel for if (rows * cols > (1 << 16))
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t g = group[c];
+      const int u = static_cast<int>((word_at(*v.qweight, (c / 8) * rows + r) >> (4 * (c % 8))) & 15u);
+      const int z = static_cast<int>((word_at(*v.qzeros, g * (rows / 8) + r / 8) >> (4 * (r % 8))) & 15u) + zero_offset;
+      dst[r * cols + c] = static_cast<float>(u - z) * scale[g * rows + r];
+    }
+}
+
+QuantMatrix WeightSource::gptq_int4(const TensorSpec& s, const std::string& base) const {
+  const GptqViews v = gptq_views(s, base);
+  const int64_t rows = s.shape[0], cols = s.shape[1];
+  if (gptq_->group != kInt4Group)
+    fail("{}: tensor '{}' is GPTQ int4 with group_size {}; moebench's int4 holds one scale per {} inputs: run it with "
+         "expert_dtype=bf16 (dequantised) or use a checkpoint with group_size {}",
+         ckpt_->dir(), s.name, gptq_->group > 0 ? std::to_string(gptq_->group) : std::string("-1"), kInt4Group,
+         kInt4Group);
+  if (v.g_idx)
+    for (int64_t c = 0; c < cols; ++c)
+      if (static_cast<int64_t>(word_at(*v.g_idx, c)) != c / kInt4Group)
+        fail("{}: tensor '{}.g_idx' puts input {} in group {} (act-order, desc_act); moebench's int4 groups are "
+             "consecutive inputs: run it with expert_dtype=bf16 (dequantised)",
+             ckpt_->dir(), base, c, word_at(*v.g_idx, c));
+  QuantMatrix m;
+  m.format = QuantFormat::int4;
+  m.rows = rows;
+  m.cols = cols;
+  m.zero_points = !gptq_->sym;
+  const int64_t words = cols / 8;
+  m.q.resize(static_cast<size_t>(rows * words * 4));
+  for (int64_t r = 0; r < rows; ++r)  // (in/8, out) words to moebench's (out, in/8): the same nibble order
+    for (int64_t k = 0; k < words; ++k) {
+      const uint32_t w = word_at(*v.qweight, k * rows + r);
+      std::memcpy(m.q.data() + 4 * (r * words + k), &w, 4);
+    }
+  std::vector<float> scale(static_cast<size_t>(v.groups * rows));
+  to_f32(v.scales->dtype, v.scales->data, scale.data(), scale.size());
+  m.scale.resize(static_cast<size_t>(rows * v.groups * 2));
+  auto* sb = reinterpret_cast<uint16_t*>(m.scale.data());
+  if (m.zero_points) m.zero.resize(static_cast<size_t>(rows * v.groups));
+  const int zero_offset = gptq_->v1 ? 1 : 0;
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t g = 0; g < v.groups; ++g) {
+      sb[r * v.groups + g] = f32_to_bf16(scale[g * rows + r]);  // moebench's int4 scales are bf16
+      const int z = static_cast<int>((word_at(*v.qzeros, g * (rows / 8) + r / 8) >> (4 * (r % 8))) & 15u) + zero_offset;
+      if (m.zero_points) {
+        m.zero[r * v.groups + g] = static_cast<uint8_t>(z);
+      } else if (z != 8) {
+        fail("{}: tensor '{}.qzeros' holds zero point {} for output {}, group {}, but quantization_config says sym "
+             "(expected 8 everywhere)",
+             ckpt_->dir(), base, z, r, g);
+      }
+    }
+  return m;
+}
+
 void WeightSource::read_f32(const TensorSpec& s, float* dst) const {
+  if (const auto gb = gptq_base(s)) return gptq_dequantize(s, *gb, dst);
   if (const QuantFormat f = stored_format(s); f != QuantFormat::bf16) return dequantize(read_quant(s, f), dst);
   if (!ckpt_) return synth_f32(s, seed_, dtype_, dst);
   const TensorView& v = ckpt_->get(s.name, s.shape);

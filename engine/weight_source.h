@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "model/config.h"
@@ -52,12 +53,39 @@ class WeightSource {
   // The format the attention projections are stored in (layer 0's q_proj: bf16 for
   // synthetic models and unquantised checkpoints).
   QuantFormat attention_format() const;
+  // Whether the int4 experts read_quant gives carry zero points (a checkpoint that stores
+  // them: moebench's layout with weight_zero_point, or GPTQ with sym false). False for
+  // every other format and for synthetic models (symmetric).
+  bool expert_zero_points() const;
   // Checks every tensor of the model is present with the right shape and dtype.
   void check_all() const;
 
  private:
   // check_all(), returning the format the experts are stored in.
   QuantFormat check_tensors() const;
+  // A GPTQ checkpoint (quantization_config.quant_method "gptq", 4 bits): how its
+  // qweight / qzeros / scales / g_idx tensors read (docs/QUANT.md, "GPTQ checkpoints").
+  struct Gptq {
+    int64_t group = 128;  // group_size; -1 in the file (one group a row) is held as 0
+    bool v1 = true;       // checkpoint_format "gptq": qzeros hold each zero point minus 1
+    bool sym = true;      // every zero point is 8: read as moebench's symmetric int4
+  };
+  struct GptqViews {
+    const TensorView* qweight = nullptr;  // I32 (in/8, out)
+    const TensorView* qzeros = nullptr;   // I32 (groups, out/8)
+    const TensorView* scales = nullptr;   // F16 | BF16 | F32 (groups, out)
+    const TensorView* g_idx = nullptr;    // I32 (in) or absent
+    int64_t groups = 0;
+  };
+  // config.json's quantization_config when it names GPTQ (checked: 4 bits, a group size,
+  // a known checkpoint_format), else nullopt.
+  static std::optional<Gptq> read_gptq_config(const std::string& config_path);
+  // The tensor's base name when it is stored in GPTQ's layout, else nullopt.
+  std::optional<std::string> gptq_base(const TensorSpec& s) const;
+  GptqViews gptq_views(const TensorSpec& s, const std::string& base) const;
+  void gptq_dequantize(const TensorSpec& s, const std::string& base, float* dst) const;
+  QuantMatrix gptq_int4(const TensorSpec& s, const std::string& base) const;
+  std::optional<Gptq> gptq_;
   ModelConfig cfg_;
   std::shared_ptr<Checkpoint> ckpt_;
   uint64_t seed_ = 0;

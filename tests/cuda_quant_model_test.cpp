@@ -37,6 +37,7 @@
 #include "engine/synth_checkpoint.h"
 #include "profiler/counters.h"
 #include "suites/quality.h"
+#include "gptq_checkpoint.h"
 #include "test_util.h"
 
 namespace cuda_quant_model_test {
@@ -193,6 +194,35 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
                     dtype, tier, dispatch, pass, slices, worst_p, worst_d, first_tie);
       }
     }
+  }
+}
+
+// A GPTQ checkpoint (asymmetric, so zero points too) runs as the same model written in
+// moebench's int4 layout: the same bytes reach the device, so the logits are equal bit
+// for bit, resident and pinned at int4 and resident at bf16 (dequantised when read).
+TEST_F(CudaQuantModel, GptqCheckpointRunsAsItsMoebenchInt4Copy) {
+  test::TempDir g, m;
+  test::write_gptq_checkpoint(preset_config("micro"), test::GptqOptions{.sym = false}, g.str());
+  const WeightSource gptq = WeightSource::checkpoint(g.str());
+  test::write_moebench_int4_copy(gptq, m.str());
+  const WeightSource mine = WeightSource::checkpoint(m.str());
+  const int V = gptq.config().vocab_size;
+  std::vector<int32_t> prompt;
+  for (int i = 0; i < 9; ++i) prompt.push_back(3 + (i * 131) % (V - 3));
+  for (auto [dtype, tier] : {std::pair{"int4", "resident"}, std::pair{"int4", "pinned"}, std::pair{"bf16", "resident"}}) {
+    SCOPED_TRACE(std::string(dtype) + " " + tier);
+    std::vector<Logits> got;
+    for (const WeightSource* w : {&mine, &gptq}) {
+      EngineContext ctx;
+      ctx.weights = w;
+      ctx.backend = "cuda";
+      ctx.settings = settings(dtype, tier, "grouped");
+      cuda::CudaModel model(ctx);
+      const std::vector<int32_t> toks = greedy_tokens(model, prompt);
+      got.push_back(run_model(model, prompt, toks));
+    }
+    EXPECT_TRUE(got[0].prompt == got[1].prompt);
+    EXPECT_TRUE(got[0].steps == got[1].steps);
   }
 }
 

@@ -1,0 +1,152 @@
+// gptq_checkpoint.h: checkpoints in GPTQ's published 4-bit layout, written from codes
+// the test chooses, so that what the loader reads can be held to the codes themselves:
+//   <linear>.qweight  I32 (in/8, out): input 8k+j of output o in bits 4j of word (k, o)
+//   <linear>.qzeros   I32 (groups, out/8): output 8m+j's zero point in bits 4j of word
+//                     (g, m), minus 1 in checkpoint_format "gptq" (v1), as is in "gptq_v2"
+//   <linear>.scales   F16 (groups, out)
+//   <linear>.g_idx    I32 (in): each input's group (i / group_size unless act-order)
+// W[o, i] = (u - z) x scale, with u the code and z the zero point of o in group g_idx[i].
+// Every linear layer of the experts and the attention is quantised; embeddings, norms,
+// the router gate and lm_head are bf16 (as AutoGPTQ and GPTQModel write Mixtral).
+// The scales are fp16 values with 8 significant bits unless `wide_scales`, so that by
+// default they are bf16 values too and moebench's int4 (bf16 scales) holds them exactly.
+#pragma once
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "engine/quant.h"
+#include "engine/safetensors.h"
+#include "engine/weight_source.h"
+#include "engine/weights.h"
+#include "model/config.h"
+#include "test_util.h"
+
+namespace moebench::test {
+
+struct GptqOptions {
+  int64_t group = 128;      // -1: one group a row
+  bool v1 = true;           // checkpoint_format "gptq" (zero points stored minus 1), else "gptq_v2"
+  bool sym = true;          // every zero point 8
+  bool act_order = false;   // g_idx not i / group: input i in group (i * 7 + 3) % groups
+  bool wide_scales = false; // scales with 11 significant bits (not bf16 values)
+  uint32_t seed = 1;
+};
+
+// The codes of one matrix, as the generator chose them (the truth the tests hold to).
+struct GptqCodes {
+  int64_t rows = 0, cols = 0, groups = 0;
+  std::vector<uint8_t> u;       // (rows, cols)
+  std::vector<uint8_t> z;       // (groups, rows)
+  std::vector<uint16_t> scale;  // f16 bits, (groups, rows)
+  std::vector<int32_t> g_idx;   // (cols)
+  float value(int64_t r, int64_t c) const {
+    const int64_t g = g_idx[c];
+    return static_cast<float>(static_cast<int>(u[r * cols + c]) - static_cast<int>(z[g * rows + r])) *
+           f16_to_f32(scale[g * rows + r]);
+  }
+};
+
+inline bool gptq_quantised(const std::string& name) {
+  return name.find("_proj.weight") != std::string::npos || name.find(".experts.") != std::string::npos;
+}
+
+inline GptqCodes gptq_codes(const TensorSpec& s, const GptqOptions& o) {
+  GptqCodes k;
+  k.rows = s.shape[0];
+  k.cols = s.shape[1];
+  const int64_t group = o.group > 0 ? o.group : k.cols;
+  k.groups = (k.cols + group - 1) / group;
+  uint64_t x = std::hash<std::string>{}(s.name) ^ (0x9e3779b97f4a7c15ull * o.seed);
+  auto next = [&x] {  // splitmix64
+    uint64_t v = (x += 0x9e3779b97f4a7c15ull);
+    v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
+    v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
+    return v ^ (v >> 31);
+  };
+  k.u.resize(static_cast<size_t>(k.rows * k.cols));
+  for (auto& u : k.u) u = static_cast<uint8_t>(next() & 15);
+  k.z.resize(static_cast<size_t>(k.groups * k.rows));
+  // v1 stores z - 1 in a nibble: z in 1..16; v2: 0..15. Symmetric: 8.
+  for (auto& z : k.z) z = static_cast<uint8_t>(o.sym ? 8 : (o.v1 ? 1 : 0) + static_cast<int>(next() % 16));
+  k.scale.resize(k.z.size());
+  for (auto& sc : k.scale) {
+    const int bits = o.wide_scales ? 10 : 7;  // mantissa bits below the leading one
+    const uint64_t m = next() % (1ull << bits);
+    const float v = std::ldexp(1.0f + static_cast<float>(m) / static_cast<float>(1ull << bits), -7 - static_cast<int>(next() % 4));
+    sc = f32_to_f16(v);
+  }
+  k.g_idx.resize(static_cast<size_t>(k.cols));
+  for (int64_t c = 0; c < k.cols; ++c)
+    k.g_idx[c] = static_cast<int32_t>(o.act_order ? (c * 7 + 3) % k.groups : c / group);
+  return k;
+}
+
+// Writes config `c` as a GPTQ checkpoint into `dir` (config.json + model.safetensors);
+// the bf16 tensors are the synthetic model's of seed 5.
+inline void write_gptq_checkpoint(const ModelConfig& c, const GptqOptions& o, const std::string& dir) {
+  const WeightSource ref = WeightSource::synthetic(c, 5, DType::bf16);
+  std::vector<TensorToWrite> out;
+  for (auto& sp : model_tensor_specs(c)) {
+    const std::string name = hf_tensor_name(c, sp.name);
+    if (!gptq_quantised(sp.name)) {
+      out.push_back({name, DType::bf16, sp.shape, [ref, sp](uint8_t* dst, size_t) {
+                       ref.read_bf16(sp, reinterpret_cast<uint16_t*>(dst));
+                     }});
+      continue;
+    }
+    const std::string base = name.substr(0, name.size() - 7);
+    const GptqCodes k = gptq_codes(sp, o);
+    std::vector<uint32_t> qw(static_cast<size_t>(k.cols / 8 * k.rows)), qz(static_cast<size_t>(k.groups * k.rows / 8));
+    for (int64_t i = 0; i < k.cols; ++i)
+      for (int64_t r = 0; r < k.rows; ++r) qw[(i / 8) * k.rows + r] |= uint32_t{k.u[r * k.cols + i]} << (4 * (i % 8));
+    for (int64_t g = 0; g < k.groups; ++g)
+      for (int64_t r = 0; r < k.rows; ++r)
+        qz[g * (k.rows / 8) + r / 8] |= static_cast<uint32_t>((k.z[g * k.rows + r] - (o.v1 ? 1 : 0)) & 15) << (4 * (r % 8));
+    auto bytes = [](auto v) {
+      return [v](uint8_t* dst, size_t n) { std::memcpy(dst, v.data(), n); };
+    };
+    out.push_back({base + ".qweight", DType::i32, {k.cols / 8, k.rows}, bytes(qw)});
+    out.push_back({base + ".qzeros", DType::i32, {k.groups, k.rows / 8}, bytes(qz)});
+    out.push_back({base + ".scales", DType::f16, {k.groups, k.rows}, bytes(k.scale)});
+    out.push_back({base + ".g_idx", DType::i32, {k.cols}, bytes(k.g_idx)});
+  }
+  write_safetensors(dir + "/model.safetensors", out);
+  auto cj = config_to_json(c);
+  cj["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4},          {"group_size", o.group},
+                               {"desc_act", o.act_order}, {"sym", o.sym},     {"damp_percent", 0.01},
+                               {"checkpoint_format", o.v1 ? "gptq" : "gptq_v2"}, {"true_sequential", true}};
+  write_file(dir + "/config.json", cj.dump());
+}
+
+// The model of GPTQ checkpoint `ck` in moebench's own layout, into `dir`: its int4 experts
+// as read_quant converts them (with zero points), every other tensor as F32 values (the
+// attention projections dequantised), quantization_config "moebench" int4.
+inline void write_moebench_int4_copy(const WeightSource& ck, const std::string& dir) {
+  const ModelConfig& c = ck.config();
+  std::vector<TensorToWrite> out;
+  for (auto& sp : model_tensor_specs(c)) {
+    if (!is_expert_tensor(sp.name)) {
+      out.push_back({sp.name, DType::f32, sp.shape, [&ck, sp](uint8_t* dst, size_t) {
+                       ck.read_f32(sp, reinterpret_cast<float*>(dst));
+                     }});
+      continue;
+    }
+    const std::string base = sp.name.substr(0, sp.name.size() - 7);
+    const auto parts = quant_parts(QuantFormat::int4, sp.shape[0], sp.shape[1], ck.expert_zero_points());
+    for (size_t i = 0; i < parts.size(); ++i)
+      out.push_back({base + parts[i].suffix, parts[i].dtype, parts[i].shape, [&ck, sp, i](uint8_t* dst, size_t n) {
+                       const QuantMatrix m = ck.read_quant(sp, QuantFormat::int4);
+                       std::memcpy(dst, (i == 0 ? m.q : i == 1 ? m.scale : m.zero).data(), n);
+                     }});
+  }
+  write_safetensors(dir + "/model.safetensors", out);
+  auto cj = config_to_json(c);
+  cj["quantization_config"] = {{"quant_method", "moebench"}, {"expert_dtype", "int4"}};
+  write_file(dir + "/config.json", cj.dump());
+}
+
+}  // namespace moebench::test
