@@ -1,6 +1,7 @@
 // weight_source.cpp: see weight_source.h.
 #include "engine/weight_source.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -470,11 +471,15 @@ QuantMatrix WeightSource::gptq_int4(const TensorSpec& s, const std::string& base
   m.zero_points = !gptq_->sym;
   const int64_t words = cols / 8;
   m.q.resize(static_cast<size_t>(rows * words * 4));
-  for (int64_t r = 0; r < rows; ++r)  // (in/8, out) words to moebench's (out, in/8): the same nibble order
-    for (int64_t k = 0; k < words; ++k) {
-      const uint32_t w = word_at(*v.qweight, k * rows + r);
-      std::memcpy(m.q.data() + 4 * (r * words + k), &w, 4);
-    }
+  // (in/8, out) words to moebench's (out, in/8): the same nibble order. Blocks of 64 rows, so
+  // that each word row of the source is read 256 bytes at a time.
+#pragma omp parallel for if (rows * words > (1 << 16))
+  for (int64_t r0 = 0; r0 < rows; r0 += 64)
+    for (int64_t k = 0; k < words; ++k)
+      for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r) {
+        const uint32_t w = word_at(*v.qweight, k * rows + r);
+        std::memcpy(m.q.data() + 4 * (r * words + k), &w, 4);
+      }
   std::vector<float> scale(static_cast<size_t>(v.groups * rows));
   to_f32(v.scales->dtype, v.scales->data, scale.data(), scale.size());
   m.scale.resize(static_cast<size_t>(rows * v.groups * 2));
