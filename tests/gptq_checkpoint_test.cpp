@@ -36,18 +36,9 @@ namespace {
 const std::vector<int32_t> kPrompt = {1, 415, 293, 90, 285, 114, 287, 461, 75, 2};
 
 std::vector<float> logits_of(const WeightSource& w, const EngineSettings& s) {
-  EngineContext ctx;
-  ctx.weights = &w;
-  ctx.settings = s;
-  CpuModel m(ctx);
-  return test::teacher_forced_logits(m, kPrompt);
+  return test::cpu_teacher_forced_logits(w, s, kPrompt);
 }
-
-EngineSettings with_dtype(const std::string& dtype) {
-  EngineSettings s;
-  s.expert_dtype = dtype;
-  return s;
-}
+EngineSettings with_dtype(const std::string& dtype) { return test::with_expert_dtype(dtype); }
 
 // The tensors every check reads: an expert of each shape and an attention projection.
 std::vector<std::string> probes(const ModelConfig&) {

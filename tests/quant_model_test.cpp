@@ -33,18 +33,9 @@ namespace {
 const std::vector<int32_t> kPrompt = {1, 415, 293, 90, 285, 114, 287, 461, 75, 2};  // < 512: fits micro
 
 std::vector<float> logits_of(const WeightSource& w, const EngineSettings& s) {
-  EngineContext ctx;
-  ctx.weights = &w;
-  ctx.settings = s;
-  CpuModel m(ctx);
-  return test::teacher_forced_logits(m, kPrompt);
+  return test::cpu_teacher_forced_logits(w, s, kPrompt);
 }
-
-EngineSettings with_dtype(const std::string& dtype) {
-  EngineSettings s;
-  s.expert_dtype = dtype;
-  return s;
-}
+EngineSettings with_dtype(const std::string& dtype) { return test::with_expert_dtype(dtype); }
 
 // A longer prompt for the quality figures: BOS then a fixed walk over the vocabulary.
 std::vector<int32_t> quality_prompt(int n, int vocab) {

@@ -3,8 +3,11 @@
 // equivalence tests compare bit for bit on both backends.
 #pragma once
 #include <cstdint>
+#include <string>
 #include <vector>
 
+#include "engine/cpu_model.h"
+#include "engine/engine.h"
 #include "engine/model.h"
 
 namespace moebench::test {
@@ -20,6 +23,23 @@ inline std::vector<float> teacher_forced_logits(Model& m, const std::vector<int3
     all.insert(all.end(), l.begin(), l.end());
   }
   return all;
+}
+
+// The CPU backend's teacher_forced_logits for `w` under settings `s`.
+inline std::vector<float> cpu_teacher_forced_logits(const WeightSource& w, const EngineSettings& s,
+                                                    const std::vector<int32_t>& prompt) {
+  EngineContext ctx;
+  ctx.weights = &w;
+  ctx.settings = s;
+  CpuModel m(ctx);
+  return teacher_forced_logits(m, prompt);
+}
+
+// Default settings with expert_dtype = d.
+inline EngineSettings with_expert_dtype(const std::string& d) {
+  EngineSettings s;
+  s.expert_dtype = d;
+  return s;
 }
 
 }  // namespace moebench::test
