@@ -77,12 +77,12 @@ void check_quantization_config(const std::string& path, QuantFormat experts) {
     const std::string d = q.contains("expert_dtype") && q["expert_dtype"].is_string() ? q["expert_dtype"].get<std::string>() : "";
     if (d != quant_format_name(experts))
       fail("{}: quantization_config.expert_dtype is '{}' but the expert tensors are {}", path, d, quant_format_name(experts));
-  } else if (method == "gptq") {
+  } else if (method == "gptq" || method == "awq") {
     if (experts != QuantFormat::int4 && experts != QuantFormat::bf16)
-      fail("{}: quantization_config says gptq but the expert tensors are {}", path, quant_format_name(experts));
+      fail("{}: quantization_config says {} but the expert tensors are {}", path, method, quant_format_name(experts));
   } else {
-    fail("{}: quantization_config.quant_method '{}' is not supported, expected fp8 (128x128 blocks), gptq (4 bits) or "
-         "moebench (int8, int4)",
+    fail("{}: quantization_config.quant_method '{}' is not supported, expected fp8 (128x128 blocks), gptq or awq (4 "
+         "bits) or moebench (int8, int4)",
          path, method);
   }
 }
@@ -160,7 +160,7 @@ WeightSource WeightSource::checkpoint(const std::string& dir) {
   w.ckpt_ = std::make_shared<Checkpoint>(dir);
   if (!family_name_rules(w.cfg_.model_type).empty())
     w.ckpt_->set_name_map([c = w.cfg_](const std::string& n) { return hf_tensor_name(c, n); });
-  w.gptq_ = read_gptq_config(cfgp.string());
+  w.packed4_ = read_packed4_config(cfgp.string());
   w.expert_fmt_ = w.check_tensors();
   check_quantization_config(cfgp.string(), w.expert_fmt_);
   return w;
@@ -213,12 +213,12 @@ QuantFormat WeightSource::stored_format(const TensorSpec& s, std::vector<const T
     return QuantFormat::bf16;
   }
   const std::string base = s.name.substr(0, s.name.size() - suffix.size());
-  if (const auto gb = gptq_base(s)) {
-    gptq_views(s, *gb);  // shapes and dtypes checked
+  if (const auto pb = packed4_base(s)) {
+    packed4_views(s, *pb);  // shapes and dtypes checked
     if (parts)
-      fail("{}: tensor '{}' is stored in GPTQ's layout (qweight, qzeros, scales), which is converted when read: it has "
+      fail("{}: tensor '{}' is stored in {}'s layout (qweight, qzeros, scales), which is converted when read: it has "
            "no stored bytes in moebench's layout to copy as they are (the disk tier; use expert_tier=pinned or resident)",
-           ckpt_->dir(), s.name);
+           ckpt_->dir(), s.name, packed4_->name());
     return QuantFormat::int4;
   }
   QuantFormat f = QuantFormat::bf16;
@@ -253,13 +253,13 @@ QuantFormat WeightSource::stored_format(const TensorSpec& s, std::vector<const T
 }
 
 QuantMatrix WeightSource::read_quant(const TensorSpec& s, QuantFormat f) const {
-  if (const auto gb = gptq_base(s); gb && f == QuantFormat::int4) return gptq_int4(s, *gb);
-  if (gptq_base(s)) {  // GPTQ into bf16 (its values), or into another format: refused below
+  if (const auto pb = packed4_base(s)) {  // GPTQ or AWQ: int4 as stored, bf16 its values, nothing else
+    if (f == QuantFormat::int4) return packed4_int4(s, *pb);
     if (f != QuantFormat::bf16)
-      fail("{}: tensor '{}' is stored as int4 (GPTQ); running it as {} would quantise it twice (use int4 or bf16)",
-           describe(), s.name, quant_format_name(f));
+      fail("{}: tensor '{}' is stored as int4 ({}); running it as {} would quantise it twice (use int4 or bf16)",
+           describe(), s.name, packed4_->name(), quant_format_name(f));
     std::vector<float> w(static_cast<size_t>(s.numel()));
-    gptq_dequantize(s, *gptq_base(s), w.data());
+    packed4_dequantize(s, *pb, w.data());
     return quantize(f, w.data(), s.shape[0], s.shape[1]);
   }
   std::vector<const TensorView*> parts;
@@ -341,76 +341,95 @@ QuantFormat resolve_expert_format(const std::string& expert_dtype, const WeightS
 bool WeightSource::expert_zero_points() const {
   if (!ckpt_ || expert_fmt_ != QuantFormat::int4) return false;
   const TensorSpec s = tensor_spec(cfg_, names::expert(0, 0, "w1"));
-  if (gptq_base(s)) return !gptq_->sym;
+  if (packed4_base(s)) return !packed4_->sym;
   std::vector<const TensorView*> parts;
   stored_format(s, &parts);
   return parts.size() > 2;
 }
 
-std::optional<WeightSource::Gptq> WeightSource::read_gptq_config(const std::string& path) {
+std::optional<WeightSource::Packed4> WeightSource::read_packed4_config(const std::string& path) {
   const nlohmann::json q = quantization_config(path);
-  if (quant_method(q) != "gptq") return std::nullopt;
+  const std::string method = quant_method(q);
+  if (method != "gptq" && method != "awq") return std::nullopt;
   auto int_field = [&](const char* key, int64_t dflt) {
     if (!q.contains(key)) return dflt;
     if (!q[key].is_number_integer())
       fail("{}: quantization_config.{} is {}, expected an integer", path, key, q[key].dump());
     return q[key].get<int64_t>();
   };
-  Gptq g;
+  auto bool_field = [&](const char* key, bool dflt) {
+    if (!q.contains(key)) return dflt;
+    if (!q[key].is_boolean()) fail("{}: quantization_config.{} is {}, expected true or false", path, key, q[key].dump());
+    return q[key].get<bool>();
+  };
+  auto string_field = [&](const char* key, const char* dflt) {
+    return q.contains(key) && q[key].is_string() ? q[key].get<std::string>() : std::string(dflt);
+  };
+  Packed4 p;
+  p.awq = method == "awq";
   if (const int64_t bits = int_field("bits", -1); bits != 4)
-    fail("{}: quantization_config.bits is {}, expected 4 (moebench reads 4-bit GPTQ checkpoints)", path,
-         q.contains("bits") ? q["bits"].dump() : "missing");
+    fail("{}: quantization_config.bits is {}, expected 4 (moebench reads 4-bit {} checkpoints)", path,
+         q.contains("bits") ? q["bits"].dump() : "missing", p.name());
   const int64_t group = int_field("group_size", 128);
   if (group != -1 && group <= 0)
     fail("{}: quantization_config.group_size is {}, expected a positive number of inputs or -1 (one group a row)", path,
          group);
-  g.group = group == -1 ? 0 : group;
-  if (q.contains("sym")) {
-    if (!q["sym"].is_boolean()) fail("{}: quantization_config.sym is {}, expected true or false", path, q["sym"].dump());
-    g.sym = q["sym"].get<bool>();
+  p.group = group == -1 ? 0 : group;
+  if (p.awq) {
+    // AutoAWQ's GEMM layout (transformers' AwqConfig version "gemm"); the GEMV, Marlin and
+    // exllama layouts store other orders.
+    if (const std::string v = string_field("version", "gemm"); v != "gemm" && v != "GEMM")
+      fail("{}: quantization_config.version is {}, expected \"gemm\" (the layout moebench reads)", path, q["version"].dump());
+    if (!bool_field("zero_point", true))
+      fail("{}: quantization_config.zero_point is false, expected true (moebench reads AWQ with zero points)", path);
+    p.sym = false;
+    p.v1 = false;
+    return p;
   }
-  const std::string format =
-      q.contains("checkpoint_format") && q["checkpoint_format"].is_string() ? q["checkpoint_format"].get<std::string>() : "gptq";
+  p.sym = bool_field("sym", true);
+  const std::string format = string_field("checkpoint_format", "gptq");
   if (format != "gptq" && format != "gptq_v2")
     fail("{}: quantization_config.checkpoint_format is {}, expected \"gptq\" or \"gptq_v2\"", path,
          q["checkpoint_format"].dump());
-  g.v1 = format == "gptq";
-  return g;
+  p.v1 = format == "gptq";
+  return p;
 }
 
-std::optional<std::string> WeightSource::gptq_base(const TensorSpec& s) const {
+std::optional<std::string> WeightSource::packed4_base(const TensorSpec& s) const {
   if (!ckpt_) return std::nullopt;
   const std::string suffix = ".weight";
   if (s.name.size() < suffix.size() || s.name.compare(s.name.size() - suffix.size(), suffix.size(), suffix) != 0)
     return std::nullopt;
   std::string base = s.name.substr(0, s.name.size() - suffix.size());
   if (!ckpt_->find(base + ".qweight")) return std::nullopt;
-  if (!gptq_)
-    fail("{}: tensor '{}.qweight' is in GPTQ's layout but config.json has no quantization_config with quant_method "
-         "\"gptq\" (expected its bits, group_size, sym and checkpoint_format)",
+  if (!packed4_)
+    fail("{}: tensor '{}.qweight' is in a GPTQ or AWQ layout but config.json has no quantization_config with "
+         "quant_method \"gptq\" or \"awq\" (expected its bits, group_size and layout)",
          ckpt_->dir(), base);
   return base;
 }
 
-WeightSource::GptqViews WeightSource::gptq_views(const TensorSpec& s, const std::string& base) const {
+WeightSource::Packed4Views WeightSource::packed4_views(const TensorSpec& s, const std::string& base) const {
+  const char* name = packed4_->name();
   if (s.shape.size() != 2)
-    fail("{}: tensor '{}' is stored in GPTQ's layout but is not a matrix (shape {})", ckpt_->dir(), s.name,
+    fail("{}: tensor '{}' is stored in {}'s layout but is not a matrix (shape {})", ckpt_->dir(), s.name, name,
          shape_str(s.shape));
   const int64_t rows = s.shape[0], cols = s.shape[1];
   if (rows % 8 != 0 || cols % 8 != 0)
-    fail("{}: tensor '{}' has shape {}; GPTQ packs 8 codes a word along both dimensions, expected multiples of 8",
-         ckpt_->dir(), s.name, shape_str(s.shape));
-  GptqViews v;
-  v.groups = gptq_->group > 0 ? (cols + gptq_->group - 1) / gptq_->group : 1;
+    fail("{}: tensor '{}' has shape {}; {} packs 8 codes a word, expected multiples of 8", ckpt_->dir(), s.name,
+         shape_str(s.shape), name);
+  Packed4Views v;
+  v.groups = packed4_->group > 0 ? (cols + packed4_->group - 1) / packed4_->group : 1;
   auto typed = [&](const TensorView& t, std::initializer_list<DType> ok, const char* want) -> const TensorView* {
     for (DType d : ok)
       if (t.dtype == d) return &t;
-    fail("{}: tensor '{}' has dtype {}, expected {} (GPTQ)", *t.file, t.name, dtype_name(t.dtype), want);
+    fail("{}: tensor '{}' has dtype {}, expected {} ({})", *t.file, t.name, dtype_name(t.dtype), want, name);
   };
-  v.qweight = typed(ckpt_->get(base + ".qweight", {cols / 8, rows}), {DType::i32}, "I32");
+  const std::vector<int64_t> qshape = packed4_->awq ? std::vector<int64_t>{cols, rows / 8} : std::vector<int64_t>{cols / 8, rows};
+  v.qweight = typed(ckpt_->get(base + ".qweight", qshape), {DType::i32}, "I32");
   v.qzeros = typed(ckpt_->get(base + ".qzeros", {v.groups, rows / 8}), {DType::i32}, "I32");
   v.scales = typed(ckpt_->get(base + ".scales", {v.groups, rows}), {DType::f16, DType::bf16, DType::f32}, "F16, BF16 or F32");
-  if (ckpt_->find(base + ".g_idx")) {
+  if (!packed4_->awq && ckpt_->find(base + ".g_idx")) {
     v.g_idx = typed(ckpt_->get(base + ".g_idx", {cols}), {DType::i32}, "I32");
     for (int64_t c = 0; c < cols; ++c) {
       int32_t g;
@@ -429,67 +448,96 @@ uint32_t word_at(const TensorView& v, int64_t i) {
   std::memcpy(&w, v.data + 4 * i, 4);
   return w;
 }
+// AWQ packs outputs 8m .. 8m + 7 of a word in the nibble order 0 2 4 6 1 3 5 7: output
+// 8m + t sits in nibble kAwqNibble[t].
+constexpr int kAwqNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+
+// The codes and zero points of a GPTQ or AWQ matrix (rows = out, cols = in).
+struct Packed4Reader {
+  const TensorView& qweight;
+  const TensorView& qzeros;
+  int64_t rows;
+  bool awq;
+  int zero_offset;
+  uint32_t code(int64_t r, int64_t c) const {
+    return awq ? (word_at(qweight, c * (rows / 8) + r / 8) >> (4 * kAwqNibble[r % 8])) & 15u
+               : (word_at(qweight, (c / 8) * rows + r) >> (4 * (c % 8))) & 15u;
+  }
+  int zero(int64_t r, int64_t g) const {
+    const uint32_t w = word_at(qzeros, g * (rows / 8) + r / 8);
+    return static_cast<int>((w >> (4 * (awq ? kAwqNibble[r % 8] : r % 8))) & 15u) + zero_offset;
+  }
+};
 }  // namespace
 
-void WeightSource::gptq_dequantize(const TensorSpec& s, const std::string& base, float* dst) const {
-  const GptqViews v = gptq_views(s, base);
+void WeightSource::packed4_dequantize(const TensorSpec& s, const std::string& base, float* dst) const {
+  const Packed4Views v = packed4_views(s, base);
   const int64_t rows = s.shape[0], cols = s.shape[1];
+  const Packed4Reader rd{*v.qweight, *v.qzeros, rows, packed4_->awq, packed4_->v1 ? 1 : 0};
   std::vector<float> scale(static_cast<size_t>(v.groups * rows));
   to_f32(v.scales->dtype, v.scales->data, scale.data(), scale.size());
   std::vector<int32_t> group(static_cast<size_t>(cols));
   for (int64_t c = 0; c < cols; ++c)
-    group[c] = v.g_idx ? static_cast<int32_t>(word_at(*v.g_idx, c)) : static_cast<int32_t>(gptq_->group > 0 ? c / gptq_->group : 0);
-  const int zero_offset = gptq_->v1 ? 1 : 0;
+    group[c] = v.g_idx ? static_cast<int32_t>(word_at(*v.g_idx, c))
+                       : static_cast<int32_t>(packed4_->group > 0 ? c / packed4_->group : 0);
 #pragma omp parallel for if (rows * cols > (1 << 16))
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t c = 0; c < cols; ++c) {
       const int64_t g = group[c];
-      const int u = static_cast<int>((word_at(*v.qweight, (c / 8) * rows + r) >> (4 * (c % 8))) & 15u);
-      const int z = static_cast<int>((word_at(*v.qzeros, g * (rows / 8) + r / 8) >> (4 * (r % 8))) & 15u) + zero_offset;
-      dst[r * cols + c] = static_cast<float>(u - z) * scale[g * rows + r];
+      dst[r * cols + c] = static_cast<float>(static_cast<int>(rd.code(r, c)) - rd.zero(r, g)) * scale[g * rows + r];
     }
 }
 
-QuantMatrix WeightSource::gptq_int4(const TensorSpec& s, const std::string& base) const {
-  const GptqViews v = gptq_views(s, base);
+QuantMatrix WeightSource::packed4_int4(const TensorSpec& s, const std::string& base) const {
+  const Packed4Views v = packed4_views(s, base);
   const int64_t rows = s.shape[0], cols = s.shape[1];
-  if (gptq_->group != kInt4Group)
-    fail("{}: tensor '{}' is GPTQ int4 with group_size {}; moebench's int4 holds one scale per {} inputs: run it with "
+  if (packed4_->group != kInt4Group)
+    fail("{}: tensor '{}' is {} int4 with group_size {}; moebench's int4 holds one scale per {} inputs: run it with "
          "expert_dtype=bf16 (dequantised) or use a checkpoint with group_size {}",
-         ckpt_->dir(), s.name, gptq_->group > 0 ? std::to_string(gptq_->group) : std::string("-1"), kInt4Group,
-         kInt4Group);
+         ckpt_->dir(), s.name, packed4_->name(), packed4_->group > 0 ? std::to_string(packed4_->group) : std::string("-1"),
+         kInt4Group, kInt4Group);
   if (v.g_idx)
     for (int64_t c = 0; c < cols; ++c)
       if (static_cast<int64_t>(word_at(*v.g_idx, c)) != c / kInt4Group)
         fail("{}: tensor '{}.g_idx' puts input {} in group {} (act-order, desc_act); moebench's int4 groups are "
              "consecutive inputs: run it with expert_dtype=bf16 (dequantised)",
              ckpt_->dir(), base, c, word_at(*v.g_idx, c));
+  const Packed4Reader rd{*v.qweight, *v.qzeros, rows, packed4_->awq, packed4_->v1 ? 1 : 0};
   QuantMatrix m;
   m.format = QuantFormat::int4;
   m.rows = rows;
   m.cols = cols;
-  m.zero_points = !gptq_->sym;
+  m.zero_points = !packed4_->sym;
   const int64_t words = cols / 8;
   m.q.resize(static_cast<size_t>(rows * words * 4));
-  // (in/8, out) words to moebench's (out, in/8): the same nibble order. Blocks of 64 rows, so
-  // that each word row of the source is read 256 bytes at a time.
+  if (!packed4_->awq) {
+    // GPTQ's (in/8, out) words are moebench's (out, in/8) words: the same nibble order. Blocks
+    // of 64 rows, so that each word row of the source is read 256 bytes at a time.
 #pragma omp parallel for if (rows * words > (1 << 16))
-  for (int64_t r0 = 0; r0 < rows; r0 += 64)
-    for (int64_t k = 0; k < words; ++k)
-      for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r) {
-        const uint32_t w = word_at(*v.qweight, k * rows + r);
+    for (int64_t r0 = 0; r0 < rows; r0 += 64)
+      for (int64_t k = 0; k < words; ++k)
+        for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r) {
+          const uint32_t w = word_at(*v.qweight, k * rows + r);
+          std::memcpy(m.q.data() + 4 * (r * words + k), &w, 4);
+        }
+  } else {  // AWQ packs along the outputs: each code moves to its input's nibble
+#pragma omp parallel for if (rows * words > (1 << 16))
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < words; ++k) {
+        uint32_t w = 0;
+        for (int j = 0; j < 8; ++j) w |= rd.code(r, 8 * k + j) << (4 * j);
         std::memcpy(m.q.data() + 4 * (r * words + k), &w, 4);
       }
+  }
   std::vector<float> scale(static_cast<size_t>(v.groups * rows));
   to_f32(v.scales->dtype, v.scales->data, scale.data(), scale.size());
   m.scale.resize(static_cast<size_t>(rows * v.groups * 2));
   auto* sb = reinterpret_cast<uint16_t*>(m.scale.data());
   if (m.zero_points) m.zero.resize(static_cast<size_t>(rows * v.groups));
-  const int zero_offset = gptq_->v1 ? 1 : 0;
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t g = 0; g < v.groups; ++g) {
       sb[r * v.groups + g] = f32_to_bf16(scale[g * rows + r]);  // moebench's int4 scales are bf16
-      const int z = static_cast<int>((word_at(*v.qzeros, g * (rows / 8) + r / 8) >> (4 * (r % 8))) & 15u) + zero_offset;
+      const int z = rd.zero(r, g);
       if (m.zero_points) {
         m.zero[r * v.groups + g] = static_cast<uint8_t>(z);
       } else if (z != 8) {
@@ -502,7 +550,7 @@ QuantMatrix WeightSource::gptq_int4(const TensorSpec& s, const std::string& base
 }
 
 void WeightSource::read_f32(const TensorSpec& s, float* dst) const {
-  if (const auto gb = gptq_base(s)) return gptq_dequantize(s, *gb, dst);
+  if (const auto pb = packed4_base(s)) return packed4_dequantize(s, *pb, dst);
   if (const QuantFormat f = stored_format(s); f != QuantFormat::bf16) return dequantize(read_quant(s, f), dst);
   if (!ckpt_) return synth_f32(s, seed_, dtype_, dst);
   const TensorView& v = ckpt_->get(s.name, s.shape);

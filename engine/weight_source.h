@@ -63,29 +63,32 @@ class WeightSource {
  private:
   // check_all(), returning the format the experts are stored in.
   QuantFormat check_tensors() const;
-  // A GPTQ checkpoint (quantization_config.quant_method "gptq", 4 bits): how its
-  // qweight / qzeros / scales / g_idx tensors read (docs/QUANT.md, "GPTQ checkpoints").
-  struct Gptq {
+  // A published 4-bit checkpoint (quantization_config.quant_method "gptq" or "awq"): how
+  // its qweight / qzeros / scales (/ g_idx) tensors read (docs/QUANT.md, "GPTQ and AWQ
+  // checkpoints").
+  struct Packed4 {
+    bool awq = false;     // AWQ: qweight (in, out/8), nibbles in AWQ's order; else GPTQ: (in/8, out)
     int64_t group = 128;  // group_size; -1 in the file (one group a row) is held as 0
-    bool v1 = true;       // checkpoint_format "gptq": qzeros hold each zero point minus 1
-    bool sym = true;      // every zero point is 8: read as moebench's symmetric int4
+    bool v1 = true;       // GPTQ checkpoint_format "gptq": qzeros hold each zero point minus 1
+    bool sym = true;      // every zero point is 8: read as moebench's symmetric int4 (AWQ: false)
+    const char* name() const { return awq ? "AWQ" : "GPTQ"; }
   };
-  struct GptqViews {
-    const TensorView* qweight = nullptr;  // I32 (in/8, out)
+  struct Packed4Views {
+    const TensorView* qweight = nullptr;  // I32: GPTQ (in/8, out), AWQ (in, out/8)
     const TensorView* qzeros = nullptr;   // I32 (groups, out/8)
     const TensorView* scales = nullptr;   // F16 | BF16 | F32 (groups, out)
-    const TensorView* g_idx = nullptr;    // I32 (in) or absent
+    const TensorView* g_idx = nullptr;    // GPTQ: I32 (in) or absent
     int64_t groups = 0;
   };
-  // config.json's quantization_config when it names GPTQ (checked: 4 bits, a group size,
-  // a known checkpoint_format), else nullopt.
-  static std::optional<Gptq> read_gptq_config(const std::string& config_path);
-  // The tensor's base name when it is stored in GPTQ's layout, else nullopt.
-  std::optional<std::string> gptq_base(const TensorSpec& s) const;
-  GptqViews gptq_views(const TensorSpec& s, const std::string& base) const;
-  void gptq_dequantize(const TensorSpec& s, const std::string& base, float* dst) const;
-  QuantMatrix gptq_int4(const TensorSpec& s, const std::string& base) const;
-  std::optional<Gptq> gptq_;
+  // config.json's quantization_config when it names GPTQ or AWQ (checked: 4 bits, a group
+  // size, GPTQ's checkpoint_format, AWQ's version and zero points), else nullopt.
+  static std::optional<Packed4> read_packed4_config(const std::string& config_path);
+  // The tensor's base name when it is stored in GPTQ's or AWQ's layout, else nullopt.
+  std::optional<std::string> packed4_base(const TensorSpec& s) const;
+  Packed4Views packed4_views(const TensorSpec& s, const std::string& base) const;
+  void packed4_dequantize(const TensorSpec& s, const std::string& base, float* dst) const;
+  QuantMatrix packed4_int4(const TensorSpec& s, const std::string& base) const;
+  std::optional<Packed4> packed4_;
   ModelConfig cfg_;
   std::shared_ptr<Checkpoint> ckpt_;
   uint64_t seed_ = 0;

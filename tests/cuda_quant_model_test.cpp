@@ -197,12 +197,14 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
   }
 }
 
-// A GPTQ checkpoint (asymmetric, so zero points too) runs as the same model written in
-// moebench's int4 layout: the same bytes reach the device, so the logits are equal bit
-// for bit, resident and pinned at int4 and resident at bf16 (dequantised when read).
+// A GPTQ checkpoint (asymmetric, so zero points too) and an AWQ one run as the same model
+// written in moebench's int4 layout: the same bytes reach the device, so the logits are
+// equal bit for bit, resident and pinned at int4 and resident at bf16 (dequantised when read).
 TEST_F(CudaQuantModel, GptqCheckpointRunsAsItsMoebenchInt4Copy) {
+  for (const test::GptqOptions& o : {test::GptqOptions{.sym = false}, test::GptqOptions{.v1 = false, .sym = false, .awq = true}}) {
+  SCOPED_TRACE(o.awq ? "awq" : "gptq");
   test::TempDir g, m;
-  test::write_gptq_checkpoint(preset_config("micro"), test::GptqOptions{.sym = false}, g.str());
+  test::write_gptq_checkpoint(preset_config("micro"), o, g.str());
   const WeightSource gptq = WeightSource::checkpoint(g.str());
   test::write_moebench_int4_copy(gptq, m.str());
   const WeightSource mine = WeightSource::checkpoint(m.str());
@@ -223,6 +225,7 @@ TEST_F(CudaQuantModel, GptqCheckpointRunsAsItsMoebenchInt4Copy) {
     }
     EXPECT_TRUE(got[0].prompt == got[1].prompt);
     EXPECT_TRUE(got[0].steps == got[1].steps);
+  }
   }
 }
 

@@ -1,11 +1,14 @@
-// gptq_checkpoint.h: checkpoints in GPTQ's published 4-bit layout, written from codes
-// the test chooses, so that what the loader reads can be held to the codes themselves:
+// gptq_checkpoint.h: checkpoints in GPTQ's (and AWQ's) published 4-bit layouts, written
+// from codes the test chooses, so that what the loader reads can be held to the codes:
 //   <linear>.qweight  I32 (in/8, out): input 8k+j of output o in bits 4j of word (k, o)
 //   <linear>.qzeros   I32 (groups, out/8): output 8m+j's zero point in bits 4j of word
 //                     (g, m), minus 1 in checkpoint_format "gptq" (v1), as is in "gptq_v2"
 //   <linear>.scales   F16 (groups, out)
 //   <linear>.g_idx    I32 (in): each input's group (i / group_size unless act-order)
 // W[o, i] = (u - z) x scale, with u the code and z the zero point of o in group g_idx[i].
+// AWQ (GEMM layout): qweight I32 (in, out/8), outputs 8m .. 8m+7 of word (i, m) in the
+// nibble order 0 2 4 6 1 3 5 7 (output 8m + t in nibble {0,4,1,5,2,6,3,7}[t]); qzeros the
+// same along the outputs, zero points as they are; scales as GPTQ's; no g_idx.
 // Every linear layer of the experts and the attention is quantised; embeddings, norms,
 // the router gate and lm_head are bf16 (as AutoGPTQ and GPTQModel write Mixtral).
 // The scales are fp16 values with 8 significant bits unless `wide_scales`, so that by
@@ -34,6 +37,7 @@ struct GptqOptions {
   bool act_order = false;   // g_idx not i / group: input i in group (i * 7 + 3) % groups
   bool wide_scales = false; // scales with 11 significant bits (not bf16 values)
   uint32_t seed = 1;
+  bool awq = false;         // AWQ's layout (then v1, sym and act_order must be false)
 };
 
 // The codes of one matrix, as the generator chose them (the truth the tests hold to).
@@ -71,7 +75,7 @@ inline GptqCodes gptq_codes(const TensorSpec& s, const GptqOptions& o) {
   for (auto& u : k.u) u = static_cast<uint8_t>(next() & 15);
   k.z.resize(static_cast<size_t>(k.groups * k.rows));
   // v1 stores z - 1 in a nibble: z in 1..16; v2: 0..15. Symmetric: 8.
-  for (auto& z : k.z) z = static_cast<uint8_t>(o.sym ? 8 : (o.v1 ? 1 : 0) + static_cast<int>(next() % 16));
+  for (auto& z : k.z) z = static_cast<uint8_t>(o.sym ? 8 : (o.v1 && !o.awq ? 1 : 0) + static_cast<int>(next() % 16));
   k.scale.resize(k.z.size());
   for (auto& sc : k.scale) {
     const int bits = o.wide_scales ? 10 : 7;  // mantissa bits below the leading one
@@ -101,24 +105,36 @@ inline void write_gptq_checkpoint(const ModelConfig& c, const GptqOptions& o, co
     const std::string base = name.substr(0, name.size() - 7);
     const GptqCodes k = gptq_codes(sp, o);
     std::vector<uint32_t> qw(static_cast<size_t>(k.cols / 8 * k.rows)), qz(static_cast<size_t>(k.groups * k.rows / 8));
+    constexpr int kAwq[8] = {0, 4, 1, 5, 2, 6, 3, 7};
     for (int64_t i = 0; i < k.cols; ++i)
-      for (int64_t r = 0; r < k.rows; ++r) qw[(i / 8) * k.rows + r] |= uint32_t{k.u[r * k.cols + i]} << (4 * (i % 8));
+      for (int64_t r = 0; r < k.rows; ++r) {
+        const uint32_t u = k.u[r * k.cols + i];
+        if (o.awq) qw[i * (k.rows / 8) + r / 8] |= u << (4 * kAwq[r % 8]);
+        else qw[(i / 8) * k.rows + r] |= u << (4 * (i % 8));
+      }
     for (int64_t g = 0; g < k.groups; ++g)
-      for (int64_t r = 0; r < k.rows; ++r)
-        qz[g * (k.rows / 8) + r / 8] |= static_cast<uint32_t>((k.z[g * k.rows + r] - (o.v1 ? 1 : 0)) & 15) << (4 * (r % 8));
+      for (int64_t r = 0; r < k.rows; ++r) {
+        const uint32_t z = static_cast<uint32_t>((k.z[g * k.rows + r] - (o.v1 && !o.awq ? 1 : 0)) & 15);
+        qz[g * (k.rows / 8) + r / 8] |= z << (4 * (o.awq ? kAwq[r % 8] : r % 8));
+      }
     auto bytes = [](auto v) {
       return [v](uint8_t* dst, size_t n) { std::memcpy(dst, v.data(), n); };
     };
-    out.push_back({base + ".qweight", DType::i32, {k.cols / 8, k.rows}, bytes(qw)});
+    out.push_back({base + ".qweight", DType::i32, o.awq ? std::vector<int64_t>{k.cols, k.rows / 8} : std::vector<int64_t>{k.cols / 8, k.rows},
+                   bytes(qw)});
     out.push_back({base + ".qzeros", DType::i32, {k.groups, k.rows / 8}, bytes(qz)});
     out.push_back({base + ".scales", DType::f16, {k.groups, k.rows}, bytes(k.scale)});
-    out.push_back({base + ".g_idx", DType::i32, {k.cols}, bytes(k.g_idx)});
+    if (!o.awq) out.push_back({base + ".g_idx", DType::i32, {k.cols}, bytes(k.g_idx)});
   }
   write_safetensors(dir + "/model.safetensors", out);
   auto cj = config_to_json(c);
-  cj["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4},          {"group_size", o.group},
-                               {"desc_act", o.act_order}, {"sym", o.sym},     {"damp_percent", 0.01},
-                               {"checkpoint_format", o.v1 ? "gptq" : "gptq_v2"}, {"true_sequential", true}};
+  if (o.awq)
+    cj["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}, {"group_size", o.group}, {"zero_point", true},
+                                 {"version", "gemm"}, {"modules_to_not_convert", nullptr}};
+  else
+    cj["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4},          {"group_size", o.group},
+                                 {"desc_act", o.act_order}, {"sym", o.sym},     {"damp_percent", 0.01},
+                                 {"checkpoint_format", o.v1 ? "gptq" : "gptq_v2"}, {"true_sequential", true}};
   write_file(dir + "/config.json", cj.dump());
 }
 

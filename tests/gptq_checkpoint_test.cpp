@@ -1,8 +1,10 @@
-// gptq_checkpoint_test.cpp: published 4-bit GPTQ checkpoints (quant_method "gptq").
+// gptq_checkpoint_test.cpp: published 4-bit GPTQ and AWQ checkpoints (quant_method "gptq",
+// "awq" in its GEMM layout).
 //   every quantised tensor reads back as the codes it was written from: the values
 //   (u - z) x scale, exactly, through read_f32; as int4 (group_size 128, inputs in order)
 //   the same nibbles in moebench's row order, the scales as bf16, the zero points kept
-//   when sym is false; checkpoint_format gptq (zero points stored minus 1) and gptq_v2;
+//   when sym is false; checkpoint_format gptq (zero points stored minus 1) and gptq_v2; AWQ
+//   (codes packed along the outputs in its nibble order, zero points as they are);
 //   the model generates as the same model written in moebench's int4 layout, at
 //   expert_dtype int4 and bf16, resident and pinned; the disk tier refuses it in one line;
 //   other group sizes and act-order g_idx run dequantised (expert_dtype=bf16) and are
@@ -113,10 +115,11 @@ TEST(GptqCheckpoint, ReadsAsTheCodesItWasWrittenFrom) {
   }
 }
 
-TEST(GptqCheckpoint, AsymmetricZeroPointsInBothCheckpointFormats) {
+TEST(GptqCheckpoint, AsymmetricZeroPointsInBothCheckpointFormatsAndAwq) {
   const ModelConfig c = preset_config("tiny");
-  for (bool v1 : {true, false}) {
-    const GptqOptions o{.v1 = v1, .sym = false};
+  for (const GptqOptions& o : {GptqOptions{.v1 = true, .sym = false}, GptqOptions{.v1 = false, .sym = false},
+                               GptqOptions{.v1 = false, .sym = false, .awq = true}}) {
+    SCOPED_TRACE(o.awq ? "awq" : o.v1 ? "gptq v1" : "gptq v2");
     test::TempDir d;
     test::write_gptq_checkpoint(c, o, d.str());
     const WeightSource ck = WeightSource::checkpoint(d.str());
@@ -128,6 +131,15 @@ TEST(GptqCheckpoint, AsymmetricZeroPointsInBothCheckpointFormats) {
     ASSERT_TRUE(m.zero_points);
     for (int64_t r = 0; r < k.rows; ++r)
       for (int64_t g = 0; g < k.groups; ++g) ASSERT_EQ(m.zero[r * k.groups + g], k.z[g * k.rows + r]) << r << " " << g;
+    for (int64_t r = 0; r < k.rows; ++r)
+      for (int64_t i = 0; i < k.cols; ++i) {
+        const uint8_t b = m.q[static_cast<size_t>(r * k.cols / 2 + i / 2)];
+        ASSERT_EQ((i % 2 ? b >> 4 : b & 15), k.u[r * k.cols + i]) << " [" << r << ", " << i << "]";
+      }
+    std::vector<float> deq(static_cast<size_t>(s.numel())), want(deq.size());
+    dequantize(m, deq.data());
+    ck.read_f32(s, want.data());
+    EXPECT_EQ(deq, want);
   }
 }
 
@@ -156,7 +168,8 @@ TEST(GptqCheckpoint, Fp16ScalesRoundToBf16OnlyAsInt4) {
 
 TEST(GptqCheckpoint, GeneratesAsTheSameModelInMoebenchsInt4Layout) {
   const ModelConfig c = preset_config("micro");
-  const GptqOptions o{.sym = false};
+  for (const GptqOptions& o : {GptqOptions{.sym = false}, GptqOptions{.v1 = false, .sym = false, .awq = true}}) {
+  SCOPED_TRACE(o.awq ? "awq" : "gptq");
   test::TempDir d, e;
   test::write_gptq_checkpoint(c, o, d.str());
   const WeightSource ck = WeightSource::checkpoint(d.str());
@@ -175,8 +188,10 @@ TEST(GptqCheckpoint, GeneratesAsTheSameModelInMoebenchsInt4Layout) {
   EngineSettings s = with_dtype("int4");
   s.expert_tier = "disk";
   s.cache_slots = 3;
-  EXPECT_NE(test::error_of([&] { logits_of(ck, s); }).find("is stored in GPTQ's layout (qweight, qzeros, scales)"),
+  EXPECT_NE(test::error_of([&] { logits_of(ck, s); })
+                .find(std::string("is stored in ") + (o.awq ? "AWQ" : "GPTQ") + "'s layout (qweight, qzeros, scales)"),
             std::string::npos);
+  }
 }
 
 TEST(GptqCheckpoint, OtherGroupsAndActOrderRunDequantisedOnly) {
@@ -216,13 +231,26 @@ TEST(GptqCheckpoint, MalformedConfigOrTensorsNameTheField) {
   fails_with(cfg + ": quantization_config.sym is \"yes\", expected true or false");
   set_config(d.str(), "sym", true);
   EXPECT_NO_THROW(WeightSource::checkpoint(d.str()));
+  {  // AWQ: the GEMM layout with zero points only
+    test::TempDir a;
+    test::write_gptq_checkpoint(c, GptqOptions{.v1 = false, .sym = false, .awq = true}, a.str());
+    EXPECT_NO_THROW(WeightSource::checkpoint(a.str()));
+    const std::string acfg = a.str("config.json");
+    set_config(a.str(), "version", "gemv");
+    std::string why = test::error_of([&] { WeightSource::checkpoint(a.str()); });
+    EXPECT_NE(why.find(acfg + ": quantization_config.version is \"gemv\", expected \"gemm\""), std::string::npos) << why;
+    set_config(a.str(), "version", "gemm");
+    set_config(a.str(), "zero_point", false);
+    why = test::error_of([&] { WeightSource::checkpoint(a.str()); });
+    EXPECT_NE(why.find(acfg + ": quantization_config.zero_point is false, expected true"), std::string::npos) << why;
+  }
   // GPTQ tensors without the config that says how to read them.
   {
     auto j = nlohmann::json::parse(test::read_file(cfg));
     j.erase("quantization_config");
     test::write_file(cfg, j.dump());
-    fails_with("tensor 'model.layers.0.self_attn.q_proj.qweight' is in GPTQ's layout but config.json has no "
-               "quantization_config with quant_method \"gptq\"");
+    fails_with("tensor 'model.layers.0.self_attn.q_proj.qweight' is in a GPTQ or AWQ layout but config.json has no "
+               "quantization_config with quant_method \"gptq\" or \"awq\"");
   }
   // A tensor of the wrong shape or dtype; zero points that are not 8 under sym.
   auto rewrite = [&](const std::string& victim, const std::function<void(TensorToWrite&)>& change) {
