@@ -37,7 +37,8 @@ class WeightSource {
   // The format the experts are stored in (bf16 also stands for f32/f16 checkpoints).
   QuantFormat expert_format() const { return expert_fmt_; }
   // How one tensor is stored: its format and, for a checkpoint, the views of its parts
-  // (quant_parts order; shapes and dtypes checked). Throws Error naming the tensor.
+  // (quant_parts order; shapes and dtypes checked). Throws Error naming the tensor, also
+  // when parts are asked of a GPTQ or AWQ tensor (int4 in another layout: no such parts).
   QuantFormat stored_format(const TensorSpec& s, std::vector<const TensorView*>* parts = nullptr) const;
   // Reads a tensor (shape checked against the spec) converted to f32 / bf16; quantised
   // tensors are dequantised (quant.h).
@@ -54,7 +55,7 @@ class WeightSource {
   // synthetic models and unquantised checkpoints).
   QuantFormat attention_format() const;
   // Whether the int4 experts read_quant gives carry zero points (a checkpoint that stores
-  // them: moebench's layout with weight_zero_point, or GPTQ with sym false). False for
+  // them: moebench's layout with weight_zero_point, GPTQ with sym false, AWQ). False for
   // every other format and for synthetic models (symmetric).
   bool expert_zero_points() const;
   // Checks every tensor of the model is present with the right shape and dtype.
