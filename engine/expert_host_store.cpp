@@ -188,9 +188,11 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
       return;
     }
     if (const Checkpoint* ck = ws.ckpt()) {
-      const TensorView& v = ck->get(spec.name, spec.shape);
-      if (v.dtype == DType::bf16) {
-        std::memcpy(dst, v.data, v.nbytes);
+      // Stored as bf16: the mapped bytes. Anything else (another dtype, a GPTQ or AWQ
+      // layout under other names) through read_bf16, which names what is missing.
+      const TensorView* v = ck->find(spec.name);
+      if (v && v->dtype == DType::bf16 && v->shape == spec.shape) {
+        std::memcpy(dst, v->data, v->nbytes);
         return;
       }
     }

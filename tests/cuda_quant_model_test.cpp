@@ -199,7 +199,7 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
 
 // A GPTQ checkpoint (asymmetric, so zero points too) and an AWQ one run as the same model
 // written in moebench's int4 layout: the same bytes reach the device, so the logits are
-// equal bit for bit, resident and pinned at int4 and resident at bf16 (dequantised when read).
+// equal bit for bit, resident and pinned, at int4 and at bf16 (dequantised when read).
 TEST_F(CudaQuantModel, GptqCheckpointRunsAsItsMoebenchInt4Copy) {
   for (const test::GptqOptions& o : {test::GptqOptions{.sym = false}, test::GptqOptions{.v1 = false, .sym = false, .awq = true}}) {
   SCOPED_TRACE(o.awq ? "awq" : "gptq");
@@ -211,7 +211,8 @@ TEST_F(CudaQuantModel, GptqCheckpointRunsAsItsMoebenchInt4Copy) {
   const int V = gptq.config().vocab_size;
   std::vector<int32_t> prompt;
   for (int i = 0; i < 9; ++i) prompt.push_back(3 + (i * 131) % (V - 3));
-  for (auto [dtype, tier] : {std::pair{"int4", "resident"}, std::pair{"int4", "pinned"}, std::pair{"bf16", "resident"}}) {
+  for (auto [dtype, tier] : {std::pair{"int4", "resident"}, std::pair{"int4", "pinned"}, std::pair{"bf16", "resident"},
+                             std::pair{"bf16", "pinned"}}) {
     SCOPED_TRACE(std::string(dtype) + " " + tier);
     std::vector<Logits> got;
     for (const WeightSource* w : {&mine, &gptq}) {

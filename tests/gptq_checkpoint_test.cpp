@@ -20,6 +20,7 @@
 #include "common/error.h"
 #include "engine/cpu_model.h"
 #include "engine/engine.h"
+#include "engine/expert_host_store.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"
 #include "engine/weight_source.h"
@@ -191,6 +192,33 @@ TEST(GptqCheckpoint, GeneratesAsTheSameModelInMoebenchsInt4Layout) {
   EXPECT_NE(test::error_of([&] { logits_of(ck, s); })
                 .find(std::string("is stored in ") + (o.awq ? "AWQ" : "GPTQ") + "'s layout (qweight, qzeros, scales)"),
             std::string::npos);
+  }
+}
+
+// The CUDA backend's pinned tier is the host store: it holds a GPTQ or AWQ checkpoint's
+// experts as the same bytes as its copy in moebench's int4 layout, at int4 and at bf16
+// (dequantised when read; the tensors are stored under other names than '.weight').
+TEST(GptqCheckpoint, HostStoreHoldsTheBytesOfItsMoebenchInt4Copy) {
+  const ModelConfig c = preset_config("micro");
+  for (const GptqOptions& o : {GptqOptions{.sym = false}, GptqOptions{.v1 = false, .sym = false, .awq = true}}) {
+    SCOPED_TRACE(o.awq ? "awq" : "gptq");
+    test::TempDir d, e;
+    test::write_gptq_checkpoint(c, o, d.str());
+    const WeightSource ck = WeightSource::checkpoint(d.str());
+    test::write_moebench_int4_copy(ck, e.str());
+    const WeightSource mine = WeightSource::checkpoint(e.str());
+    HostStoreOptions opt;
+    opt.progress = 0;
+    for (QuantFormat f : {QuantFormat::int4, QuantFormat::bf16}) {
+      SCOPED_TRACE(quant_format_name(f));
+      auto got = ExpertHostStore::pinned(ck, aligned_host_allocator(), opt, f);
+      auto want = ExpertHostStore::pinned(mine, aligned_host_allocator(), opt, f);
+      ASSERT_EQ(got->expert_bytes(), want->expert_bytes());
+      for (int l = 0; l < c.num_hidden_layers; ++l)
+        for (int x = 0; x < c.num_local_experts; ++x)
+          EXPECT_EQ(std::memcmp(got->expert(l, x), want->expert(l, x), got->expert_bytes()), 0)
+              << "layer " << l << " expert " << x;
+    }
   }
 }
 
