@@ -12,6 +12,7 @@ const char* dtype_name(DType t) {
     case DType::i8: return "I8";
     case DType::u8: return "U8";
     case DType::i32: return "I32";
+    case DType::i64: return "I64";
   }
   return "?";
 }
@@ -24,6 +25,7 @@ bool parse_dtype(const std::string& s, DType* out) {
   else if (s == "I8") *out = DType::i8;
   else if (s == "U8") *out = DType::u8;
   else if (s == "I32") *out = DType::i32;
+  else if (s == "I64") *out = DType::i64;
   else return false;
   return true;
 }
@@ -54,6 +56,12 @@ void to_f32(DType t, const void* src, float* dst, size_t n) {
         case DType::f8_e4m3: dst[i] = e4m3_to_f32(b[i]); break;
         case DType::i8: dst[i] = static_cast<int8_t>(b[i]); break;
         case DType::u8: dst[i] = b[i]; break;
+        case DType::i64: {
+          int64_t v;
+          memcpy(&v, b + 8 * i, 8);
+          dst[i] = static_cast<float>(v);
+          break;
+        }
         default: {
           int32_t v;
           memcpy(&v, b + 4 * i, 4);

@@ -15,10 +15,11 @@
 
 namespace moebench {
 
-enum class DType { f32, f16, bf16, f8_e4m3, i8, u8, i32 };
+enum class DType { f32, f16, bf16, f8_e4m3, i8, u8, i32, i64 };
 
 inline size_t dtype_size(DType t) {
   switch (t) {
+    case DType::i64: return 8;
     case DType::f32:
     case DType::i32: return 4;
     case DType::f16:

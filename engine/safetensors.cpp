@@ -75,7 +75,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
       auto dt = t.find("dtype");
       if (dt == t.end() || !dt->is_string()) fail("{}: tensor '{}': missing string field 'dtype'", path, name);
       if (!parse_dtype(dt->get<std::string>(), &v.dtype) || dt->get<std::string>() != dtype_name(v.dtype))
-        fail("{}: tensor '{}': dtype {} is not supported, expected F32, F16, BF16, F8_E4M3, I8, U8 or I32", path, name, dt->get<std::string>());
+        fail("{}: tensor '{}': dtype {} is not supported, expected F32, F16, BF16, F8_E4M3, I8, U8, I32 or I64", path, name, dt->get<std::string>());
       auto sh = t.find("shape");
       if (sh == t.end() || !sh->is_array()) fail("{}: tensor '{}': missing array field 'shape'", path, name);
       uint64_t numel = 1;

@@ -67,22 +67,24 @@ void check_quantization_config(const std::string& path, QuantFormat experts) {
   const nlohmann::json q = quantization_config(path);
   if (q.is_null()) return;
   const std::string method = quant_method(q);
-  if (method == "fp8") {
-    if (!q.contains("weight_block_size") || q["weight_block_size"] != nlohmann::json{kFp8Block, kFp8Block})
-      fail("{}: quantization_config.weight_block_size is {}, expected [128, 128]", path,
-           q.contains("weight_block_size") ? q["weight_block_size"].dump() : "missing");
+  if (method == "fp8") {  // without weight_block_size: AutoFP8's one scale a tensor
+    if (q.contains("weight_block_size") && q["weight_block_size"] != nlohmann::json{kFp8Block, kFp8Block})
+      fail("{}: quantization_config.weight_block_size is {}, expected [128, 128] (or none: one scale a tensor)", path,
+           q["weight_block_size"].dump());
     if (experts != QuantFormat::fp8 && experts != QuantFormat::bf16)
       fail("{}: quantization_config says fp8 but the expert tensors are {}", path, quant_format_name(experts));
   } else if (method == "moebench") {
     const std::string d = q.contains("expert_dtype") && q["expert_dtype"].is_string() ? q["expert_dtype"].get<std::string>() : "";
     if (d != quant_format_name(experts))
       fail("{}: quantization_config.expert_dtype is '{}' but the expert tensors are {}", path, d, quant_format_name(experts));
+  } else if (method == "compressed-tensors") {
+    // read_compressed_config checked the scheme; the experts are its format or not quantised.
   } else if (method == "gptq" || method == "awq") {
     if (experts != QuantFormat::int4 && experts != QuantFormat::bf16)
       fail("{}: quantization_config says {} but the expert tensors are {}", path, method, quant_format_name(experts));
   } else {
-    fail("{}: quantization_config.quant_method '{}' is not supported, expected fp8 (128x128 blocks), gptq or awq (4 "
-         "bits) or moebench (int8, int4)",
+    fail("{}: quantization_config.quant_method '{}' is not supported, expected fp8, gptq or awq (4 bits), "
+         "compressed-tensors or moebench (int8, int4)",
          path, method);
   }
 }
@@ -161,6 +163,7 @@ WeightSource WeightSource::checkpoint(const std::string& dir) {
   if (!family_name_rules(w.cfg_.model_type).empty())
     w.ckpt_->set_name_map([c = w.cfg_](const std::string& n) { return hf_tensor_name(c, n); });
   w.packed4_ = read_packed4_config(cfgp.string());
+  w.compressed_ = read_compressed_config(cfgp.string());
   w.expert_fmt_ = w.check_tensors();
   check_quantization_config(cfgp.string(), w.expert_fmt_);
   return w;
@@ -221,6 +224,14 @@ QuantFormat WeightSource::stored_format(const TensorSpec& s, std::vector<const T
            ckpt_->dir(), s.name, packed4_->name());
     return QuantFormat::int4;
   }
+  if (const auto cb = compressed_base(s)) {
+    compressed_views(s, *cb);  // shapes and dtypes checked
+    if (parts)
+      fail("{}: tensor '{}' is stored in {}'s layout, which is converted when read: it has no stored bytes in "
+           "moebench's layout to copy as they are (the disk tier; use expert_tier=pinned or resident)",
+           ckpt_->dir(), s.name, compressed_->name);
+    return compressed_->format();
+  }
   QuantFormat f = QuantFormat::bf16;
   bool zero_points = false;
   if (ckpt_->find(base + ".weight_packed")) {
@@ -260,6 +271,16 @@ QuantMatrix WeightSource::read_quant(const TensorSpec& s, QuantFormat f) const {
            describe(), s.name, packed4_->name(), quant_format_name(f));
     std::vector<float> w(static_cast<size_t>(s.numel()));
     packed4_dequantize(s, *pb, w.data());
+    return quantize(f, w.data(), s.shape[0], s.shape[1]);
+  }
+  if (const auto cb = compressed_base(s)) {  // compressed-tensors or AutoFP8: its format exactly, bf16 its values
+    if (f == compressed_->format()) return compressed_quant(s, *cb);
+    if (f != QuantFormat::bf16)
+      fail("{}: tensor '{}' is stored as {} ({}); running it as {} would quantise it twice (use {} or bf16)", describe(),
+           s.name, quant_format_name(compressed_->format()), compressed_->name, quant_format_name(f),
+           quant_format_name(compressed_->format()));
+    std::vector<float> w(static_cast<size_t>(s.numel()));
+    compressed_dequantize(s, *cb, w.data());
     return quantize(f, w.data(), s.shape[0], s.shape[1]);
   }
   std::vector<const TensorView*> parts;
@@ -342,6 +363,7 @@ bool WeightSource::expert_zero_points() const {
   if (!ckpt_ || expert_fmt_ != QuantFormat::int4) return false;
   const TensorSpec s = tensor_spec(cfg_, names::expert(0, 0, "w1"));
   if (packed4_base(s)) return !packed4_->sym;
+  if (compressed_base(s)) return !compressed_->sym;
   std::vector<const TensorView*> parts;
   stored_format(s, &parts);
   return parts.size() > 2;
@@ -393,6 +415,96 @@ std::optional<WeightSource::Packed4> WeightSource::read_packed4_config(const std
          q["checkpoint_format"].dump());
   p.v1 = format == "gptq";
   return p;
+}
+
+std::optional<WeightSource::Compressed> WeightSource::read_compressed_config(const std::string& path) {
+  const nlohmann::json q = quantization_config(path);
+  const std::string method = quant_method(q);
+  Compressed c;
+  if (method == "fp8" && !q.contains("weight_block_size")) {  // AutoFP8: e4m3 with one f32 scale a tensor
+    c.is_float = true;
+    c.name = "AutoFP8";
+    return c;
+  }
+  if (method != "compressed-tensors") return std::nullopt;
+  const std::string where = path + ": quantization_config";
+  if (q.contains("sparsity_config") && !q["sparsity_config"].is_null() && !q["sparsity_config"].empty())
+    fail("{}.sparsity_config is {}, expected null (moebench reads dense compressed-tensors checkpoints)", where,
+         q["sparsity_config"].dump());
+  const std::string global = q.contains("format") && q["format"].is_string() ? q["format"].get<std::string>() : "";
+  if (!q.contains("config_groups") || !q["config_groups"].is_object() || q["config_groups"].empty())
+    fail("{}.config_groups is {}, expected an object of quantisation groups", where,
+         q.contains("config_groups") ? q["config_groups"].dump() : "missing");
+  std::optional<nlohmann::json> seen;  // the weights arguments and format every group must share
+  std::string seen_group;
+  for (auto& [gname, g] : q["config_groups"].items()) {
+    const std::string gw = where + ".config_groups." + gname;
+    if (!g.is_object()) fail("{} is {}, expected an object", gw, g.dump());
+    if (!g.contains("weights") || g["weights"].is_null()) continue;  // activations only
+    const nlohmann::json& w = g["weights"];
+    if (!w.is_object()) fail("{}.weights is {}, expected an object", gw, w.dump());
+    nlohmann::json key = w;
+    for (const char* k : {"observer", "observer_kwargs"}) key.erase(k);  // how the scales were found
+    key["format"] = g.contains("format") && g["format"].is_string() ? g["format"].get<std::string>() : global;
+    if (seen && *seen != key)
+      fail("{}.weights differ from config_groups.{}'s ({} against {}): moebench reads checkpoints whose quantised "
+           "weights share one scheme",
+           gw, seen_group, key.dump(), seen->dump());
+    seen = key;
+    seen_group = gname;
+  }
+  if (!seen) fail("{}.config_groups quantise no weights (every group's 'weights' is null)", where);
+  const nlohmann::json& w = *seen;
+  const std::string gw = where + ".config_groups." + seen_group + ".weights";
+  const std::string format = w["format"].get<std::string>();
+  if (format != "pack-quantized" && format != "float-quantized" && format != "int-quantized" && format != "naive-quantized")
+    fail("{}.format is '{}', expected pack-quantized, float-quantized, int-quantized or naive-quantized (the dense "
+         "formats moebench reads)",
+         where, format);
+  c.name = "compressed-tensors " + format;
+  c.packed = format == "pack-quantized";
+  if (!w.contains("num_bits") || !w["num_bits"].is_number_integer())
+    fail("{}.num_bits is {}, expected 4 or 8", gw, w.contains("num_bits") ? w["num_bits"].dump() : "missing");
+  c.bits = w["num_bits"].get<int>();
+  const std::string type = w.contains("type") && w["type"].is_string() ? w["type"].get<std::string>() : "int";
+  if (type != "int" && type != "float") fail("{}.type is {}, expected \"int\" or \"float\"", gw, w["type"].dump());
+  c.is_float = type == "float";
+  if (c.is_float ? c.bits != 8 : (c.bits != 4 && c.bits != 8))
+    fail("{}.num_bits is {} with type {}, expected 8 (float: fp8 e4m3) or 4 or 8 (int)", gw, c.bits, type);
+  if (c.is_float && c.packed) fail("{}: format pack-quantized with type float, expected int weights", where);
+  if (c.bits == 4 && !c.packed) fail("{}: 4-bit weights in format {}, expected pack-quantized", where, format);
+  if (w.contains("symmetric") && !w["symmetric"].is_boolean())
+    fail("{}.symmetric is {}, expected true or false", gw, w["symmetric"].dump());
+  c.sym = w.value("symmetric", true);
+  if (c.is_float && !c.sym) fail("{}.symmetric is false with float weights, expected true", gw);
+  if (w.contains("dynamic") && w["dynamic"] != false)
+    fail("{}.dynamic is {}, expected false (weights quantised once, stored with their scales)", gw, w["dynamic"].dump());
+  const std::string strategy = w.contains("strategy") && w["strategy"].is_string() ? w["strategy"].get<std::string>() : "";
+  if (strategy == "tensor") {
+    c.strategy = Compressed::Strategy::tensor;
+  } else if (strategy == "channel") {
+    c.strategy = Compressed::Strategy::channel;
+  } else if (strategy == "group") {
+    c.strategy = Compressed::Strategy::group;
+    if (!w.contains("group_size") || !w["group_size"].is_number_integer() || w["group_size"].get<int64_t>() <= 0)
+      fail("{}.group_size is {}, expected a positive number of inputs (strategy group)", gw,
+           w.contains("group_size") ? w["group_size"].dump() : "missing");
+    c.group = w["group_size"].get<int64_t>();
+  } else if (strategy == "block") {
+    c.strategy = Compressed::Strategy::block;
+    const nlohmann::json& b = w.contains("block_structure") ? w["block_structure"] : nlohmann::json();
+    if (b.is_array() && b.size() == 2 && b[0].is_number_integer() && b[1].is_number_integer() && b[0].get<int64_t>() > 0 &&
+        b[1].get<int64_t>() > 0) {
+      c.block_rows = b[0].get<int64_t>();
+      c.block_cols = b[1].get<int64_t>();
+    } else {
+      fail("{}.block_structure is {}, expected [rows, columns] (strategy block)", gw, b.dump());
+    }
+  } else {
+    fail("{}.strategy is {}, expected \"tensor\", \"channel\", \"group\" or \"block\"", gw,
+         w.contains("strategy") ? w["strategy"].dump() : "missing");
+  }
+  return c;
 }
 
 std::optional<std::string> WeightSource::packed4_base(const TensorSpec& s) const {
@@ -551,6 +663,7 @@ QuantMatrix WeightSource::packed4_int4(const TensorSpec& s, const std::string& b
 
 void WeightSource::read_f32(const TensorSpec& s, float* dst) const {
   if (const auto pb = packed4_base(s)) return packed4_dequantize(s, *pb, dst);
+  if (const auto cb = compressed_base(s)) return compressed_dequantize(s, *cb, dst);
   if (const QuantFormat f = stored_format(s); f != QuantFormat::bf16) return dequantize(read_quant(s, f), dst);
   if (!ckpt_) return synth_f32(s, seed_, dtype_, dst);
   const TensorView& v = ckpt_->get(s.name, s.shape);

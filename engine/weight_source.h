@@ -61,6 +61,29 @@ class WeightSource {
   // Checks every tensor of the model is present with the right shape and dtype.
   void check_all() const;
 
+  // A compressed-tensors checkpoint (quantization_config.quant_method "compressed-tensors":
+  // llm-compressor's pack-quantized, float-quantized, int-quantized and naive-quantized
+  // formats) or AutoFP8's (quant_method "fp8" without weight_block_size: one scale a
+  // tensor); docs/QUANT.md, "compressed-tensors and AutoFP8 checkpoints".
+  struct Compressed {
+    enum class Strategy { tensor, channel, group, block };
+    int bits = 8;            // 4 or 8
+    bool is_float = false;   // fp8 e4m3 codes (else integers)
+    bool sym = true;         // no zero points
+    bool packed = false;     // pack-quantized: codes in weight_packed (I32), 32 / bits a word
+    Strategy strategy = Strategy::tensor;
+    int64_t group = 0;                      // strategy group: inputs a group
+    int64_t block_rows = 0, block_cols = 0; // strategy block
+    std::string name;                       // for messages: "compressed-tensors pack-quantized", "AutoFP8"
+    QuantFormat format() const { return is_float ? QuantFormat::fp8 : bits == 4 ? QuantFormat::int4 : QuantFormat::int8; }
+  };
+  struct CompressedViews {
+    const TensorView* q = nullptr;      // weight (F8_E4M3 | I8) or weight_packed (I32)
+    const TensorView* scale = nullptr;  // weight_scale (F32 | BF16 | F16)
+    const TensorView* zero = nullptr;   // weight_zero_point, or null
+    const TensorView* g_idx = nullptr;  // weight_g_idx (I32), or null
+    int64_t scale_rows = 1, scale_cols = 1;
+  };
  private:
   // check_all(), returning the format the experts are stored in.
   QuantFormat check_tensors() const;
@@ -90,6 +113,16 @@ class WeightSource {
   void packed4_dequantize(const TensorSpec& s, const std::string& base, float* dst) const;
   QuantMatrix packed4_int4(const TensorSpec& s, const std::string& base) const;
   std::optional<Packed4> packed4_;
+  static std::optional<Compressed> read_compressed_config(const std::string& config_path);
+  // The tensor's base name when the checkpoint is compressed-tensors or AutoFP8 and the
+  // tensor is stored quantised, else nullopt.
+  std::optional<std::string> compressed_base(const TensorSpec& s) const;
+  CompressedViews compressed_views(const TensorSpec& s, const std::string& base) const;
+  void compressed_dequantize(const TensorSpec& s, const std::string& base, float* dst) const;
+  // The tensor in moebench's layout of its own format (fp8, int8, int4), value for value,
+  // or an Error saying to run it dequantised where moebench's format cannot hold it.
+  QuantMatrix compressed_quant(const TensorSpec& s, const std::string& base) const;
+  std::optional<Compressed> compressed_;
   ModelConfig cfg_;
   std::shared_ptr<Checkpoint> ckpt_;
   uint64_t seed_ = 0;

@@ -37,6 +37,7 @@
 #include "engine/synth_checkpoint.h"
 #include "profiler/counters.h"
 #include "suites/quality.h"
+#include "compressed_checkpoint.h"
 #include "gptq_checkpoint.h"
 #include "test_util.h"
 
@@ -206,7 +207,7 @@ TEST_F(CudaQuantModel, GptqCheckpointRunsAsItsMoebenchInt4Copy) {
   test::TempDir g, m;
   test::write_gptq_checkpoint(preset_config("micro"), o, g.str());
   const WeightSource gptq = WeightSource::checkpoint(g.str());
-  test::write_moebench_int4_copy(gptq, m.str());
+  test::write_moebench_copy(gptq, QuantFormat::int4, m.str());
   const WeightSource mine = WeightSource::checkpoint(m.str());
   const int V = gptq.config().vocab_size;
   std::vector<int32_t> prompt;
@@ -227,6 +228,47 @@ TEST_F(CudaQuantModel, GptqCheckpointRunsAsItsMoebenchInt4Copy) {
     EXPECT_TRUE(got[0].prompt == got[1].prompt);
     EXPECT_TRUE(got[0].steps == got[1].steps);
   }
+  }
+}
+
+// compressed-tensors checkpoints whose scheme moebench's formats hold (int4 groups of 128
+// with zero points, int8 one scale a row, fp8 one scale a tensor as AutoFP8 writes it) run
+// as the same model written in moebench's layout, bit for bit: experts resident and pinned
+// in their format, resident at bf16 (the attention projections dequantised in both).
+TEST_F(CudaQuantModel, CompressedCheckpointRunsAsItsMoebenchCopy) {
+  using test::CompressedOptions;
+  const std::vector<std::pair<CompressedOptions, QuantFormat>> schemes = {
+      {CompressedOptions{.sym = false}, QuantFormat::int4},
+      {CompressedOptions{.format = "int-quantized", .bits = 8, .strategy = "channel"}, QuantFormat::int8},
+      {CompressedOptions{.format = "float-quantized", .bits = 8, .is_float = true, .strategy = "tensor", .autofp8 = true},
+       QuantFormat::fp8}};
+  for (const auto& [o, f] : schemes) {
+    SCOPED_TRACE(quant_format_name(f));
+    test::TempDir d, m;
+    test::write_compressed_checkpoint(preset_config("micro"), o, d.str());
+    const WeightSource ck = WeightSource::checkpoint(d.str());
+    test::write_moebench_copy(ck, f, m.str());
+    const WeightSource mine = WeightSource::checkpoint(m.str());
+    const int V = ck.config().vocab_size;
+    std::vector<int32_t> prompt;
+    for (int i = 0; i < 9; ++i) prompt.push_back(3 + (i * 131) % (V - 3));
+    const std::string q = quant_format_name(f);
+    for (auto [dtype, tier] : {std::pair{q, std::string("resident")}, std::pair{q, std::string("pinned")},
+                               std::pair{std::string("bf16"), std::string("resident")}}) {
+      SCOPED_TRACE(dtype + " " + tier);
+      std::vector<Logits> got;
+      for (const WeightSource* w : {&mine, &ck}) {
+        EngineContext ctx;
+        ctx.weights = w;
+        ctx.backend = "cuda";
+        ctx.settings = settings(dtype, tier, "grouped");
+        cuda::CudaModel model(ctx);
+        const std::vector<int32_t> toks = greedy_tokens(model, prompt);
+        got.push_back(run_model(model, prompt, toks));
+      }
+      EXPECT_TRUE(got[0].prompt == got[1].prompt);
+      EXPECT_TRUE(got[0].steps == got[1].steps);
+    }
   }
 }
 

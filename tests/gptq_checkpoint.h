@@ -26,6 +26,7 @@
 #include "engine/weight_source.h"
 #include "engine/weights.h"
 #include "model/config.h"
+#include "moebench_copy.h"
 #include "test_util.h"
 
 namespace moebench::test {
@@ -135,33 +136,6 @@ inline void write_gptq_checkpoint(const ModelConfig& c, const GptqOptions& o, co
     cj["quantization_config"] = {{"quant_method", "gptq"}, {"bits", 4},          {"group_size", o.group},
                                  {"desc_act", o.act_order}, {"sym", o.sym},     {"damp_percent", 0.01},
                                  {"checkpoint_format", o.v1 ? "gptq" : "gptq_v2"}, {"true_sequential", true}};
-  write_file(dir + "/config.json", cj.dump());
-}
-
-// The model of GPTQ checkpoint `ck` in moebench's own layout, into `dir`: its int4 experts
-// as read_quant converts them (with zero points), every other tensor as F32 values (the
-// attention projections dequantised), quantization_config "moebench" int4.
-inline void write_moebench_int4_copy(const WeightSource& ck, const std::string& dir) {
-  const ModelConfig& c = ck.config();
-  std::vector<TensorToWrite> out;
-  for (auto& sp : model_tensor_specs(c)) {
-    if (!is_expert_tensor(sp.name)) {
-      out.push_back({sp.name, DType::f32, sp.shape, [&ck, sp](uint8_t* dst, size_t) {
-                       ck.read_f32(sp, reinterpret_cast<float*>(dst));
-                     }});
-      continue;
-    }
-    const std::string base = sp.name.substr(0, sp.name.size() - 7);
-    const auto parts = quant_parts(QuantFormat::int4, sp.shape[0], sp.shape[1], ck.expert_zero_points());
-    for (size_t i = 0; i < parts.size(); ++i)
-      out.push_back({base + parts[i].suffix, parts[i].dtype, parts[i].shape, [&ck, sp, i](uint8_t* dst, size_t n) {
-                       const QuantMatrix m = ck.read_quant(sp, QuantFormat::int4);
-                       std::memcpy(dst, (i == 0 ? m.q : i == 1 ? m.scale : m.zero).data(), n);
-                     }});
-  }
-  write_safetensors(dir + "/model.safetensors", out);
-  auto cj = config_to_json(c);
-  cj["quantization_config"] = {{"quant_method", "moebench"}, {"expert_dtype", "int4"}};
   write_file(dir + "/config.json", cj.dump());
 }
 

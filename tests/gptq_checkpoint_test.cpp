@@ -174,7 +174,7 @@ TEST(GptqCheckpoint, GeneratesAsTheSameModelInMoebenchsInt4Layout) {
   test::TempDir d, e;
   test::write_gptq_checkpoint(c, o, d.str());
   const WeightSource ck = WeightSource::checkpoint(d.str());
-  test::write_moebench_int4_copy(ck, e.str());
+  test::write_moebench_copy(ck, QuantFormat::int4, e.str());
   const WeightSource mine = WeightSource::checkpoint(e.str());
   for (const char* dtype : {"int4", "bf16"}) {
     const auto want = logits_of(mine, with_dtype(dtype));
@@ -205,7 +205,7 @@ TEST(GptqCheckpoint, HostStoreHoldsTheBytesOfItsMoebenchInt4Copy) {
     test::TempDir d, e;
     test::write_gptq_checkpoint(c, o, d.str());
     const WeightSource ck = WeightSource::checkpoint(d.str());
-    test::write_moebench_int4_copy(ck, e.str());
+    test::write_moebench_copy(ck, QuantFormat::int4, e.str());
     const WeightSource mine = WeightSource::checkpoint(e.str());
     HostStoreOptions opt;
     opt.progress = 0;

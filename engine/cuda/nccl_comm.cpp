@@ -99,6 +99,7 @@ ncclDataType_t nccl_type(DType t) {
     case DType::f16: return ncclFloat16;
     case DType::bf16: return ncclBfloat16;
     case DType::i32: return ncclInt32;
+    case DType::i64: return ncclInt64;
     case DType::i8: return ncclInt8;
     case DType::u8:
     case DType::f8_e4m3: return ncclUint8;  // moved, never reduced
