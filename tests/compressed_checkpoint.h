@@ -23,7 +23,7 @@
 #include "engine/weight_source.h"
 #include "engine/weights.h"
 #include "model/config.h"
-#include "moebench_copy.h"
+#include "published_checkpoint.h"
 #include "test_util.h"
 
 namespace moebench::test {
@@ -59,10 +59,6 @@ struct CompressedCodes {
   }
 };
 
-inline bool compressed_quantised(const std::string& name) {
-  return name.find("_proj.weight") != std::string::npos || name.find(".experts.") != std::string::npos;
-}
-
 inline CompressedCodes compressed_codes(const TensorSpec& s, const CompressedOptions& o) {
   CompressedCodes k;
   k.rows = s.shape[0];
@@ -76,13 +72,7 @@ inline CompressedCodes compressed_codes(const TensorSpec& s, const CompressedOpt
   if (o.strategy == "channel" || o.strategy == "group") k.block_rows = 1;
   if (o.strategy == "tensor") k.block_rows = k.rows;
   k.scale_cols = cdiv(k.cols, in_group);
-  uint64_t x = std::hash<std::string>{}(s.name) ^ (0x9e3779b97f4a7c15ull * o.seed);
-  auto next = [&x] {  // splitmix64
-    uint64_t v = (x += 0x9e3779b97f4a7c15ull);
-    v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
-    v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
-    return v ^ (v >> 31);
-  };
+  NameRng next(s.name, o.seed);
   const int half = 1 << (o.bits - 1);
   k.q.resize(static_cast<size_t>(k.rows * k.cols));
   for (auto& q : k.q) {
@@ -100,31 +90,16 @@ inline CompressedCodes compressed_codes(const TensorSpec& s, const CompressedOpt
     for (auto& z : k.z) z = static_cast<int8_t>(static_cast<int>(next() % (2 * half)) - half);
   }
   k.scale.resize(static_cast<size_t>(k.scale_rows * k.scale_cols));
-  for (auto& sc : k.scale) {
-    const float v = std::ldexp(1.0f + static_cast<float>(next() % 128) / 128.0f, -9 - static_cast<int>(next() % 4));
-    sc = f32_to_bf16(v);
-  }
-  k.g_idx.resize(static_cast<size_t>(k.cols));
-  for (int64_t c = 0; c < k.cols; ++c)
-    k.g_idx[c] = static_cast<int32_t>(o.act_order ? (c * 7 + 3) % k.scale_cols : c / in_group);
+  for (auto& sc : k.scale) sc = f32_to_bf16(random_scale(next, 7, -9));
+  k.g_idx = input_groups(k.cols, k.scale_cols, in_group, o.act_order);
   return k;
 }
 
 // Writes config `c` as a compressed-tensors (or AutoFP8) checkpoint into `dir`; the bf16
 // tensors are the synthetic model's of seed 5.
 inline void write_compressed_checkpoint(const ModelConfig& c, const CompressedOptions& o, const std::string& dir) {
-  const WeightSource ref = WeightSource::synthetic(c, 5, DType::bf16);
-  std::vector<TensorToWrite> out;
-  auto bytes = [](auto v) { return [v](uint8_t* dst, size_t n) { std::memcpy(dst, v.data(), n); }; };
-  for (auto& sp : model_tensor_specs(c)) {
-    const std::string name = hf_tensor_name(c, sp.name);
-    if (!compressed_quantised(sp.name)) {
-      out.push_back({name, DType::bf16, sp.shape, [ref, sp](uint8_t* dst, size_t) {
-                       ref.read_bf16(sp, reinterpret_cast<uint16_t*>(dst));
-                     }});
-      continue;
-    }
-    const std::string base = name.substr(0, name.size() - 7);
+  write_published_tensors(c, dir, [&o](const TensorSpec& sp, const std::string& base, std::vector<TensorToWrite>& out) {
+    const std::string name = base + ".weight";
     const CompressedCodes k = compressed_codes(sp, o);
     const int per = 32 / o.bits, half = 1 << (o.bits - 1);
     if (o.format == "pack-quantized") {
@@ -133,31 +108,30 @@ inline void write_compressed_checkpoint(const ModelConfig& c, const CompressedOp
       for (int64_t r = 0; r < k.rows; ++r)
         for (int64_t i = 0; i < k.cols; ++i)
           w[r * words + i / per] |= static_cast<uint32_t>(k.q[r * k.cols + i] + half) << (o.bits * (i % per));
-      out.push_back({base + ".weight_packed", DType::i32, {k.rows, words}, bytes(w)});
-      out.push_back({base + ".weight_shape", DType::i64, {2}, bytes(std::vector<int64_t>{k.rows, k.cols})});
+      out.push_back(tensor_of(base + ".weight_packed", DType::i32, {k.rows, words}, w));
+      out.push_back(tensor_of(base + ".weight_shape", DType::i64, {2}, std::vector<int64_t>{k.rows, k.cols}));
       if (!o.sym) {
         const int64_t zrows = (k.scale_rows + per - 1) / per;
         std::vector<uint32_t> zw(static_cast<size_t>(zrows * k.scale_cols));
         for (int64_t r = 0; r < k.scale_rows; ++r)
           for (int64_t g = 0; g < k.scale_cols; ++g)
             zw[(r / per) * k.scale_cols + g] |= static_cast<uint32_t>(k.z[r * k.scale_cols + g] + half) << (o.bits * (r % per));
-        out.push_back({base + ".weight_zero_point", DType::i32, {zrows, k.scale_cols}, bytes(zw)});
+        out.push_back(tensor_of(base + ".weight_zero_point", DType::i32, {zrows, k.scale_cols}, zw));
       }
     } else {
-      out.push_back({name, o.is_float ? DType::f8_e4m3 : DType::i8, sp.shape, bytes(k.q)});
-      if (!o.sym) out.push_back({base + ".weight_zero_point", DType::i8, {k.scale_rows, k.scale_cols}, bytes(k.z)});
+      out.push_back(tensor_of(name, o.is_float ? DType::f8_e4m3 : DType::i8, sp.shape, k.q));
+      if (!o.sym) out.push_back(tensor_of(base + ".weight_zero_point", DType::i8, {k.scale_rows, k.scale_cols}, k.z));
     }
     if (o.autofp8) {
       const float s = bf16_to_f32(k.scale[0]);
-      out.push_back({base + ".weight_scale", DType::f32, {}, bytes(std::vector<float>{s})});
-      out.push_back({base + ".input_scale", DType::f32, {}, bytes(std::vector<float>{0.5f})});
+      out.push_back(tensor_of(base + ".weight_scale", DType::f32, {}, std::vector<float>{s}));
+      out.push_back(tensor_of(base + ".input_scale", DType::f32, {}, std::vector<float>{0.5f}));
     } else {
       const std::vector<int64_t> shape = o.strategy == "tensor" ? std::vector<int64_t>{1} : std::vector<int64_t>{k.scale_rows, k.scale_cols};
-      out.push_back({base + ".weight_scale", DType::bf16, shape, bytes(k.scale)});
+      out.push_back(tensor_of(base + ".weight_scale", DType::bf16, shape, k.scale));
     }
-    if (o.act_order) out.push_back({base + ".weight_g_idx", DType::i32, {k.cols}, bytes(k.g_idx)});
-  }
-  write_safetensors(dir + "/model.safetensors", out);
+    if (o.act_order) out.push_back(tensor_of(base + ".weight_g_idx", DType::i32, {k.cols}, k.g_idx));
+  });
   auto cj = config_to_json(c);
   if (o.autofp8) {
     cj["quantization_config"] = {{"quant_method", "fp8"}, {"activation_scheme", "static"}, {"ignored_layers", {"lm_head"}}};

@@ -17,7 +17,6 @@
 
 #include "common/error.h"
 #include "compressed_checkpoint.h"
-#include "engine/expert_host_store.h"
 #include "engine/quant.h"
 #include "engine/safetensors.h"
 #include "engine/weight_source.h"
@@ -32,11 +31,7 @@ using test::CompressedOptions;
 
 namespace {
 
-const std::vector<int32_t> kPrompt = {1, 415, 293, 90, 285, 114, 287, 461, 75, 2};
-
-std::vector<float> logits_of(const WeightSource& w, const EngineSettings& s) {
-  return test::cpu_teacher_forced_logits(w, s, kPrompt);
-}
+std::vector<float> logits_of(const WeightSource& w, const EngineSettings& s) { return test::checkpoint_logits(w, s); }
 
 struct Scheme {
   const char* name;
@@ -149,26 +144,13 @@ TEST(CompressedCheckpoint, GeneratesAsItsCopyInMoebenchsLayout) {
     const WeightSource ck = WeightSource::checkpoint(d.str());
     test::write_moebench_copy(ck, sc.format, e.str());
     const WeightSource mine = WeightSource::checkpoint(e.str());
-    for (QuantFormat f : {sc.format, QuantFormat::bf16}) {
-      const auto want = logits_of(mine, with_dtype(f));
-      EXPECT_EQ(logits_of(ck, with_dtype(f)), want) << quant_format_name(f);
-      EngineSettings s = with_dtype(f);
-      s.expert_tier = "pinned";
-      s.cache_policy = "lru";
-      s.cache_slots = 3;
-      EXPECT_EQ(logits_of(ck, s), want) << quant_format_name(f) << " pinned";
-    }
+    test::expect_generates_as_copy(ck, mine, sc.format);
     // The attention projections in their stored format too.
     EngineSettings s = with_dtype(sc.format);
     s.weight_dtype = sc.format == QuantFormat::int4 ? "bf16" : quant_format_name(sc.format);
     EXPECT_NO_THROW(logits_of(ck, s));
     // The CUDA backend's pinned tier (the host store) holds the copy's bytes.
-    HostStoreOptions opt;
-    opt.progress = 0;
-    auto got = ExpertHostStore::pinned(ck, aligned_host_allocator(), opt, sc.format);
-    auto ref = ExpertHostStore::pinned(mine, aligned_host_allocator(), opt, sc.format);
-    ASSERT_EQ(got->expert_bytes(), ref->expert_bytes());
-    EXPECT_EQ(std::memcmp(got->expert(1, 2), ref->expert(1, 2), got->expert_bytes()), 0);
+    test::expect_host_store_as_copy(ck, mine, sc.format);
     // The disk tier copies stored bytes; these are converted when read.
     EngineSettings disk = with_dtype(sc.format);
     disk.expert_tier = "disk";

@@ -198,63 +198,15 @@ TEST_F(CudaQuantModel, EveryTierAndDispatchMatchesTheCpuBackendWithTheSameDtype)
   }
 }
 
-// A GPTQ checkpoint (asymmetric, so zero points too) and an AWQ one run as the same model
-// written in moebench's int4 layout: the same bytes reach the device, so the logits are
-// equal bit for bit, resident and pinned, at int4 and at bf16 (dequantised when read).
-TEST_F(CudaQuantModel, GptqCheckpointRunsAsItsMoebenchInt4Copy) {
-  for (const test::GptqOptions& o : {test::GptqOptions{.sym = false}, test::GptqOptions{.v1 = false, .sym = false, .awq = true}}) {
-  SCOPED_TRACE(o.awq ? "awq" : "gptq");
-  test::TempDir g, m;
-  test::write_gptq_checkpoint(preset_config("micro"), o, g.str());
-  const WeightSource gptq = WeightSource::checkpoint(g.str());
-  test::write_moebench_copy(gptq, QuantFormat::int4, m.str());
-  const WeightSource mine = WeightSource::checkpoint(m.str());
-  const int V = gptq.config().vocab_size;
+// The CUDA model on checkpoint `ck` gives the logits it gives on `mine` (its copy in
+// moebench's layout), bit for bit, with its experts in format `f` resident and pinned and
+// at bf16 resident and pinned: the same bytes reach the device.
+void expect_cuda_runs_as_copy(const WeightSource& ck, const WeightSource& mine, QuantFormat f) {
+  const int V = ck.config().vocab_size;
   std::vector<int32_t> prompt;
   for (int i = 0; i < 9; ++i) prompt.push_back(3 + (i * 131) % (V - 3));
-  for (auto [dtype, tier] : {std::pair{"int4", "resident"}, std::pair{"int4", "pinned"}, std::pair{"bf16", "resident"},
-                             std::pair{"bf16", "pinned"}}) {
-    SCOPED_TRACE(std::string(dtype) + " " + tier);
-    std::vector<Logits> got;
-    for (const WeightSource* w : {&mine, &gptq}) {
-      EngineContext ctx;
-      ctx.weights = w;
-      ctx.backend = "cuda";
-      ctx.settings = settings(dtype, tier, "grouped");
-      cuda::CudaModel model(ctx);
-      const std::vector<int32_t> toks = greedy_tokens(model, prompt);
-      got.push_back(run_model(model, prompt, toks));
-    }
-    EXPECT_TRUE(got[0].prompt == got[1].prompt);
-    EXPECT_TRUE(got[0].steps == got[1].steps);
-  }
-  }
-}
-
-// compressed-tensors checkpoints whose scheme moebench's formats hold (int4 groups of 128
-// with zero points, int8 one scale a row, fp8 one scale a tensor as AutoFP8 writes it) run
-// as the same model written in moebench's layout, bit for bit: experts resident and pinned
-// in their format, resident at bf16 (the attention projections dequantised in both).
-TEST_F(CudaQuantModel, CompressedCheckpointRunsAsItsMoebenchCopy) {
-  using test::CompressedOptions;
-  const std::vector<std::pair<CompressedOptions, QuantFormat>> schemes = {
-      {CompressedOptions{.sym = false}, QuantFormat::int4},
-      {CompressedOptions{.format = "int-quantized", .bits = 8, .strategy = "channel"}, QuantFormat::int8},
-      {CompressedOptions{.format = "float-quantized", .bits = 8, .is_float = true, .strategy = "tensor", .autofp8 = true},
-       QuantFormat::fp8}};
-  for (const auto& [o, f] : schemes) {
-    SCOPED_TRACE(quant_format_name(f));
-    test::TempDir d, m;
-    test::write_compressed_checkpoint(preset_config("micro"), o, d.str());
-    const WeightSource ck = WeightSource::checkpoint(d.str());
-    test::write_moebench_copy(ck, f, m.str());
-    const WeightSource mine = WeightSource::checkpoint(m.str());
-    const int V = ck.config().vocab_size;
-    std::vector<int32_t> prompt;
-    for (int i = 0; i < 9; ++i) prompt.push_back(3 + (i * 131) % (V - 3));
-    const std::string q = quant_format_name(f);
-    for (auto [dtype, tier] : {std::pair{q, std::string("resident")}, std::pair{q, std::string("pinned")},
-                               std::pair{std::string("bf16"), std::string("resident")}}) {
+  for (const std::string dtype : {std::string(quant_format_name(f)), std::string("bf16")})
+    for (const char* tier : {"resident", "pinned"}) {
       SCOPED_TRACE(dtype + " " + tier);
       std::vector<Logits> got;
       for (const WeightSource* w : {&mine, &ck}) {
@@ -269,6 +221,39 @@ TEST_F(CudaQuantModel, CompressedCheckpointRunsAsItsMoebenchCopy) {
       EXPECT_TRUE(got[0].prompt == got[1].prompt);
       EXPECT_TRUE(got[0].steps == got[1].steps);
     }
+}
+
+// A GPTQ checkpoint (asymmetric, so zero points too) and an AWQ one run as the same model
+// written in moebench's int4 layout (dequantised when read at bf16).
+TEST_F(CudaQuantModel, GptqCheckpointRunsAsItsMoebenchInt4Copy) {
+  for (const test::GptqOptions& o : {test::GptqOptions{.sym = false}, test::GptqOptions{.v1 = false, .sym = false, .awq = true}}) {
+    SCOPED_TRACE(o.awq ? "awq" : "gptq");
+    test::TempDir g, m;
+    test::write_gptq_checkpoint(preset_config("micro"), o, g.str());
+    const WeightSource gptq = WeightSource::checkpoint(g.str());
+    test::write_moebench_copy(gptq, QuantFormat::int4, m.str());
+    expect_cuda_runs_as_copy(gptq, WeightSource::checkpoint(m.str()), QuantFormat::int4);
+  }
+}
+
+// compressed-tensors checkpoints whose scheme moebench's formats hold (int4 groups of 128
+// with zero points, int8 one scale a row, fp8 one scale a tensor as AutoFP8 writes it) run
+// as the same model written in moebench's layout (the attention projections dequantised in
+// both).
+TEST_F(CudaQuantModel, CompressedCheckpointRunsAsItsMoebenchCopy) {
+  using test::CompressedOptions;
+  const std::vector<std::pair<CompressedOptions, QuantFormat>> schemes = {
+      {CompressedOptions{.sym = false}, QuantFormat::int4},
+      {CompressedOptions{.format = "int-quantized", .bits = 8, .strategy = "channel"}, QuantFormat::int8},
+      {CompressedOptions{.format = "float-quantized", .bits = 8, .is_float = true, .strategy = "tensor", .autofp8 = true},
+       QuantFormat::fp8}};
+  for (const auto& [o, f] : schemes) {
+    SCOPED_TRACE(quant_format_name(f));
+    test::TempDir d, m;
+    test::write_compressed_checkpoint(preset_config("micro"), o, d.str());
+    const WeightSource ck = WeightSource::checkpoint(d.str());
+    test::write_moebench_copy(ck, f, m.str());
+    expect_cuda_runs_as_copy(ck, WeightSource::checkpoint(m.str()), f);
   }
 }
 

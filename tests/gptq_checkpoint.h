@@ -26,7 +26,7 @@
 #include "engine/weight_source.h"
 #include "engine/weights.h"
 #include "model/config.h"
-#include "moebench_copy.h"
+#include "published_checkpoint.h"
 #include "test_util.h"
 
 namespace moebench::test {
@@ -55,55 +55,28 @@ struct GptqCodes {
   }
 };
 
-inline bool gptq_quantised(const std::string& name) {
-  return name.find("_proj.weight") != std::string::npos || name.find(".experts.") != std::string::npos;
-}
-
 inline GptqCodes gptq_codes(const TensorSpec& s, const GptqOptions& o) {
   GptqCodes k;
   k.rows = s.shape[0];
   k.cols = s.shape[1];
   const int64_t group = o.group > 0 ? o.group : k.cols;
   k.groups = (k.cols + group - 1) / group;
-  uint64_t x = std::hash<std::string>{}(s.name) ^ (0x9e3779b97f4a7c15ull * o.seed);
-  auto next = [&x] {  // splitmix64
-    uint64_t v = (x += 0x9e3779b97f4a7c15ull);
-    v = (v ^ (v >> 30)) * 0xbf58476d1ce4e5b9ull;
-    v = (v ^ (v >> 27)) * 0x94d049bb133111ebull;
-    return v ^ (v >> 31);
-  };
+  NameRng next(s.name, o.seed);
   k.u.resize(static_cast<size_t>(k.rows * k.cols));
   for (auto& u : k.u) u = static_cast<uint8_t>(next() & 15);
   k.z.resize(static_cast<size_t>(k.groups * k.rows));
   // v1 stores z - 1 in a nibble: z in 1..16; v2: 0..15. Symmetric: 8.
   for (auto& z : k.z) z = static_cast<uint8_t>(o.sym ? 8 : (o.v1 && !o.awq ? 1 : 0) + static_cast<int>(next() % 16));
   k.scale.resize(k.z.size());
-  for (auto& sc : k.scale) {
-    const int bits = o.wide_scales ? 10 : 7;  // mantissa bits below the leading one
-    const uint64_t m = next() % (1ull << bits);
-    const float v = std::ldexp(1.0f + static_cast<float>(m) / static_cast<float>(1ull << bits), -7 - static_cast<int>(next() % 4));
-    sc = f32_to_f16(v);
-  }
-  k.g_idx.resize(static_cast<size_t>(k.cols));
-  for (int64_t c = 0; c < k.cols; ++c)
-    k.g_idx[c] = static_cast<int32_t>(o.act_order ? (c * 7 + 3) % k.groups : c / group);
+  for (auto& sc : k.scale) sc = f32_to_f16(random_scale(next, o.wide_scales ? 10 : 7, -7));
+  k.g_idx = input_groups(k.cols, k.groups, group, o.act_order);
   return k;
 }
 
 // Writes config `c` as a GPTQ checkpoint into `dir` (config.json + model.safetensors);
 // the bf16 tensors are the synthetic model's of seed 5.
 inline void write_gptq_checkpoint(const ModelConfig& c, const GptqOptions& o, const std::string& dir) {
-  const WeightSource ref = WeightSource::synthetic(c, 5, DType::bf16);
-  std::vector<TensorToWrite> out;
-  for (auto& sp : model_tensor_specs(c)) {
-    const std::string name = hf_tensor_name(c, sp.name);
-    if (!gptq_quantised(sp.name)) {
-      out.push_back({name, DType::bf16, sp.shape, [ref, sp](uint8_t* dst, size_t) {
-                       ref.read_bf16(sp, reinterpret_cast<uint16_t*>(dst));
-                     }});
-      continue;
-    }
-    const std::string base = name.substr(0, name.size() - 7);
+  write_published_tensors(c, dir, [&o](const TensorSpec& sp, const std::string& base, std::vector<TensorToWrite>& out) {
     const GptqCodes k = gptq_codes(sp, o);
     std::vector<uint32_t> qw(static_cast<size_t>(k.cols / 8 * k.rows)), qz(static_cast<size_t>(k.groups * k.rows / 8));
     constexpr int kAwq[8] = {0, 4, 1, 5, 2, 6, 3, 7};
@@ -118,16 +91,12 @@ inline void write_gptq_checkpoint(const ModelConfig& c, const GptqOptions& o, co
         const uint32_t z = static_cast<uint32_t>((k.z[g * k.rows + r] - (o.v1 && !o.awq ? 1 : 0)) & 15);
         qz[g * (k.rows / 8) + r / 8] |= z << (4 * (o.awq ? kAwq[r % 8] : r % 8));
       }
-    auto bytes = [](auto v) {
-      return [v](uint8_t* dst, size_t n) { std::memcpy(dst, v.data(), n); };
-    };
-    out.push_back({base + ".qweight", DType::i32, o.awq ? std::vector<int64_t>{k.cols, k.rows / 8} : std::vector<int64_t>{k.cols / 8, k.rows},
-                   bytes(qw)});
-    out.push_back({base + ".qzeros", DType::i32, {k.groups, k.rows / 8}, bytes(qz)});
-    out.push_back({base + ".scales", DType::f16, {k.groups, k.rows}, bytes(k.scale)});
-    if (!o.awq) out.push_back({base + ".g_idx", DType::i32, {k.cols}, bytes(k.g_idx)});
-  }
-  write_safetensors(dir + "/model.safetensors", out);
+    out.push_back(tensor_of(base + ".qweight", DType::i32,
+                            o.awq ? std::vector<int64_t>{k.cols, k.rows / 8} : std::vector<int64_t>{k.cols / 8, k.rows}, qw));
+    out.push_back(tensor_of(base + ".qzeros", DType::i32, {k.groups, k.rows / 8}, qz));
+    out.push_back(tensor_of(base + ".scales", DType::f16, {k.groups, k.rows}, k.scale));
+    if (!o.awq) out.push_back(tensor_of(base + ".g_idx", DType::i32, {k.cols}, k.g_idx));
+  });
   auto cj = config_to_json(c);
   if (o.awq)
     cj["quantization_config"] = {{"quant_method", "awq"}, {"bits", 4}, {"group_size", o.group}, {"zero_point", true},

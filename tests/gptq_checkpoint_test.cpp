@@ -36,11 +36,7 @@ using test::GptqOptions;
 
 namespace {
 
-const std::vector<int32_t> kPrompt = {1, 415, 293, 90, 285, 114, 287, 461, 75, 2};
-
-std::vector<float> logits_of(const WeightSource& w, const EngineSettings& s) {
-  return test::cpu_teacher_forced_logits(w, s, kPrompt);
-}
+std::vector<float> logits_of(const WeightSource& w, const EngineSettings& s) { return test::checkpoint_logits(w, s); }
 EngineSettings with_dtype(const std::string& dtype) { return test::with_expert_dtype(dtype); }
 
 // The tensors every check reads: an expert of each shape and an attention projection.
@@ -167,59 +163,39 @@ TEST(GptqCheckpoint, Fp16ScalesRoundToBf16OnlyAsInt4) {
   EXPECT_GT(rounded, k.rows / 2);  // the test's scales do need rounding
 }
 
-TEST(GptqCheckpoint, GeneratesAsTheSameModelInMoebenchsInt4Layout) {
-  const ModelConfig c = preset_config("micro");
+// A GPTQ checkpoint (asymmetric, so zero points too) and an AWQ one of `micro`, each with
+// its copy in moebench's int4 layout.
+void for_each_gptq_and_copy(const std::function<void(const WeightSource&, const WeightSource&, const GptqOptions&)>& f) {
   for (const GptqOptions& o : {GptqOptions{.sym = false}, GptqOptions{.v1 = false, .sym = false, .awq = true}}) {
-  SCOPED_TRACE(o.awq ? "awq" : "gptq");
-  test::TempDir d, e;
-  test::write_gptq_checkpoint(c, o, d.str());
-  const WeightSource ck = WeightSource::checkpoint(d.str());
-  test::write_moebench_copy(ck, QuantFormat::int4, e.str());
-  const WeightSource mine = WeightSource::checkpoint(e.str());
-  for (const char* dtype : {"int4", "bf16"}) {
-    const auto want = logits_of(mine, with_dtype(dtype));
-    EXPECT_EQ(logits_of(ck, with_dtype(dtype)), want) << dtype;
-    EngineSettings s = with_dtype(dtype);
-    s.expert_tier = "pinned";
-    s.cache_policy = "lru";
+    SCOPED_TRACE(o.awq ? "awq" : "gptq");
+    test::TempDir d, e;
+    test::write_gptq_checkpoint(preset_config("micro"), o, d.str());
+    const WeightSource ck = WeightSource::checkpoint(d.str());
+    test::write_moebench_copy(ck, QuantFormat::int4, e.str());
+    f(ck, WeightSource::checkpoint(e.str()), o);
+  }
+}
+
+TEST(GptqCheckpoint, GeneratesAsTheSameModelInMoebenchsInt4Layout) {
+  for_each_gptq_and_copy([](const WeightSource& ck, const WeightSource& mine, const GptqOptions& o) {
+    test::expect_generates_as_copy(ck, mine, QuantFormat::int4);
+    // The disk tier copies stored bytes; GPTQ's are converted when read.
+    EngineSettings s = with_dtype("int4");
+    s.expert_tier = "disk";
     s.cache_slots = 3;
-    EXPECT_EQ(logits_of(ck, s), want) << dtype << " pinned";
-  }
-  // The disk tier copies stored bytes; GPTQ's are converted when read.
-  EngineSettings s = with_dtype("int4");
-  s.expert_tier = "disk";
-  s.cache_slots = 3;
-  EXPECT_NE(test::error_of([&] { logits_of(ck, s); })
-                .find(std::string("is stored in ") + (o.awq ? "AWQ" : "GPTQ") + "'s layout (qweight, qzeros, scales)"),
-            std::string::npos);
-  }
+    EXPECT_NE(test::error_of([&] { logits_of(ck, s); })
+                  .find(std::string("is stored in ") + (o.awq ? "AWQ" : "GPTQ") + "'s layout (qweight, qzeros, scales)"),
+              std::string::npos);
+  });
 }
 
 // The CUDA backend's pinned tier is the host store: it holds a GPTQ or AWQ checkpoint's
 // experts as the same bytes as its copy in moebench's int4 layout, at int4 and at bf16
 // (dequantised when read; the tensors are stored under other names than '.weight').
 TEST(GptqCheckpoint, HostStoreHoldsTheBytesOfItsMoebenchInt4Copy) {
-  const ModelConfig c = preset_config("micro");
-  for (const GptqOptions& o : {GptqOptions{.sym = false}, GptqOptions{.v1 = false, .sym = false, .awq = true}}) {
-    SCOPED_TRACE(o.awq ? "awq" : "gptq");
-    test::TempDir d, e;
-    test::write_gptq_checkpoint(c, o, d.str());
-    const WeightSource ck = WeightSource::checkpoint(d.str());
-    test::write_moebench_copy(ck, QuantFormat::int4, e.str());
-    const WeightSource mine = WeightSource::checkpoint(e.str());
-    HostStoreOptions opt;
-    opt.progress = 0;
-    for (QuantFormat f : {QuantFormat::int4, QuantFormat::bf16}) {
-      SCOPED_TRACE(quant_format_name(f));
-      auto got = ExpertHostStore::pinned(ck, aligned_host_allocator(), opt, f);
-      auto want = ExpertHostStore::pinned(mine, aligned_host_allocator(), opt, f);
-      ASSERT_EQ(got->expert_bytes(), want->expert_bytes());
-      for (int l = 0; l < c.num_hidden_layers; ++l)
-        for (int x = 0; x < c.num_local_experts; ++x)
-          EXPECT_EQ(std::memcmp(got->expert(l, x), want->expert(l, x), got->expert_bytes()), 0)
-              << "layer " << l << " expert " << x;
-    }
-  }
+  for_each_gptq_and_copy([](const WeightSource& ck, const WeightSource& mine, const GptqOptions&) {
+    test::expect_host_store_as_copy(ck, mine, QuantFormat::int4);
+  });
 }
 
 TEST(GptqCheckpoint, OtherGroupsAndActOrderRunDequantisedOnly) {
