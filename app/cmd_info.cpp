@@ -1,9 +1,17 @@
 // cmd_info.cpp: `moebench info` prints the build, the backends, the devices, the
-// model presets and every setting with its values and default.
+// model presets and every setting with its values and default; `info --model M` also
+// what the model is and how its experts can run: in each expert_dtype, whether they run
+// as stored, quantised on load, dequantised, or not (the reason), and their bytes.
 #include <cstdlib>
 #include <thread>
 
+#include "app/model_options.h"
 #include "cli/command.h"
+#include "common/error.h"
+#include "common/units.h"
+#include "engine/quant.h"
+#include "engine/weight_source.h"
+#include "engine/weights.h"
 #include "engine/build_info.h"
 #include "model/config.h"
 #include "engine/device_info.h"
@@ -15,8 +23,46 @@
 namespace cmd_info {
 
 namespace {
-int run() {
+// How `w`'s experts can run in format f: one line.
+std::string expert_dtype_line(const moebench::WeightSource& w, moebench::QuantFormat f) {
   using namespace moebench;
+  const ModelConfig& c = w.config();
+  const QuantFormat stored = w.expert_format();
+  const std::string layout = w.stored_layout().empty() ? "" : " (" + w.stored_layout() + ")";
+  try {
+    resolve_expert_format(quant_format_name(f), w);
+    w.read_quant(tensor_spec(c, names::expert(0, 0, "w1")), f);  // a conversion a layout cannot make throws
+  } catch (const Error& e) {
+    return fmt::format("no: {}", e.what());
+  }
+  const double one = static_cast<double>(expert_bytes(c, f));
+  const char* how = f == stored ? "as stored" : f == QuantFormat::bf16 ? "dequantised" : "quantised on load";
+  return fmt::format("{}{}: {} an expert, {} all {} x {}", how, f == stored ? layout : "", format_bytes(one),
+                     format_bytes(one * c.num_hidden_layers * c.num_local_experts), c.num_hidden_layers,
+                     c.num_local_experts);
+}
+
+void print_model(const moebench::app::ModelOptions& o) {
+  using namespace moebench;
+  const WeightSource w = app::open_weights(o);
+  const ModelConfig& c = w.config();
+  fmt::print("model: {} ({}, {} layers, {} experts top-{}, hidden {}, intermediate {}, vocab {})\n", w.describe(),
+             c.model_type, c.num_hidden_layers, c.num_local_experts, c.num_experts_per_tok, c.hidden_size,
+             c.intermediate_size, c.vocab_size);
+  const std::string layout = w.stored_layout().empty() ? "" : " (" + w.stored_layout() + ")";
+  fmt::print("stored: experts {}{}, attention projections {}\n", quant_format_name(w.expert_format()),
+             w.expert_format() != QuantFormat::bf16 ? layout : "", quant_format_name(w.attention_format()));
+  fmt::print("expert_dtype:\n");
+  for (QuantFormat f : {QuantFormat::bf16, QuantFormat::fp8, QuantFormat::int8, QuantFormat::int4})
+    fmt::print("  {:<5} {}\n", quant_format_name(f), expert_dtype_line(w, f));
+}
+
+int run(const moebench::app::ModelOptions& o) {
+  using namespace moebench;
+  if (!o.model.empty() || !o.preset.empty()) {
+    print_model(o);
+    return 0;
+  }
   fmt::print("moebench commit {} ({} build)\n", moebench::build_commit(), MOEBENCH_BUILD_TYPE);
   fmt::print("host: {} hardware threads\n", std::thread::hardware_concurrency());
   auto devs = cuda_devices();
@@ -47,6 +93,12 @@ int run() {
 }
 }  // namespace
 
-MOEBENCH_COMMAND(info, "Print the build, backends and devices", [](CLI::App&) { return [] { return run(); }; });
+MOEBENCH_COMMAND(info, "Print the build, backends and devices; with --model, how that model's experts can run", [](CLI::App& sub) {
+  auto o = std::make_shared<moebench::app::ModelOptions>();
+  sub.add_option("--model", o->model, "DIR, ORG/NAME or synthetic:PRESET[:layers=N][:dtype=F]: print what it stores and how "
+                                       "its experts run in each expert_dtype (instead of the build and settings)");
+  sub.add_option("--preset", o->preset, "shorthand for --model synthetic:PRESET");
+  return [o] { return run(*o); };
+});
 
 }  // namespace cmd_info

@@ -190,6 +190,12 @@ DType WeightSource::dtype_of(const TensorSpec& s) const {
 
 void WeightSource::check_all() const { check_tensors(); }
 
+std::string WeightSource::stored_layout() const {
+  if (packed4_) return packed4_->name();
+  if (compressed_) return compressed_->name;
+  return "";
+}
+
 QuantFormat WeightSource::check_tensors() const {
   if (!ckpt_) return expert_fmt_;
   std::optional<QuantFormat> experts;  // the first expert's, in file order

@@ -58,6 +58,10 @@ class WeightSource {
   // them: moebench's layout with weight_zero_point, GPTQ with sym false, AWQ). False for
   // every other format and for synthetic models (symmetric).
   bool expert_zero_points() const;
+  // The published layout the quantised tensors are stored in, for people: "GPTQ", "AWQ",
+  // "compressed-tensors pack-quantized", "AutoFP8"; empty for moebench's own layouts
+  // (and transformers' fp8 blocks) and for synthetic models.
+  std::string stored_layout() const;
   // Checks every tensor of the model is present with the right shape and dtype.
   void check_all() const;
 

@@ -174,6 +174,29 @@ TEST(CompressedCheckpoint, OtherSchemesRunDequantisedOnly) {
   }
 }
 
+// `moebench info --model DIR` says what the file stores and how its experts can run.
+TEST(CompressedCheckpoint, InfoSaysHowTheExpertsRun) {
+  const ModelConfig c = preset_config("tiny");
+  test::TempDir d, g;
+  test::write_compressed_checkpoint(c, {}, d.str());
+  test::CliRun r = test::run_moebench({"info", "--model", d.str()}, d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("stored: experts int4 (compressed-tensors pack-quantized), attention projections int4"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("bf16  dequantised: 192 KiB an expert, 6.00 MiB all 4 x 8"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("int4  as stored (compressed-tensors pack-quantized): 49.5 KiB an expert"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("fp8   no: setting expert_dtype=fp8:"), std::string::npos) << r.out;
+  // Groups of 64: int4 cannot hold them, and the line says why.
+  test::write_compressed_checkpoint(c, {.group = 64}, g.str());
+  r = test::run_moebench({"info", "--model", g.str()}, g);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("int4  no: " + g.str()), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("groups of 64 inputs; moebench's int4 holds one scale per 128 inputs of a row"), std::string::npos)
+      << r.out;
+}
+
 TEST(CompressedCheckpoint, MalformedConfigOrTensorsNameTheField) {
   const ModelConfig c = preset_config("micro");
   test::TempDir d;
