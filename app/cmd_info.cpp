@@ -24,11 +24,11 @@ namespace cmd_info {
 
 namespace {
 // How `w`'s experts can run in format f: one line.
-std::string expert_dtype_line(const moebench::WeightSource& w, moebench::QuantFormat f) {
+// `layout`: " (its published layout)" or empty.
+std::string expert_dtype_line(const moebench::WeightSource& w, moebench::QuantFormat f, const std::string& layout) {
   using namespace moebench;
   const ModelConfig& c = w.config();
   const QuantFormat stored = w.expert_format();
-  const std::string layout = w.stored_layout().empty() ? "" : " (" + w.stored_layout() + ")";
   try {
     resolve_expert_format(quant_format_name(f), w);
     w.read_quant(tensor_spec(c, names::expert(0, 0, "w1")), f);  // a conversion a layout cannot make throws
@@ -54,7 +54,7 @@ void print_model(const moebench::app::ModelOptions& o) {
              w.expert_format() != QuantFormat::bf16 ? layout : "", quant_format_name(w.attention_format()));
   fmt::print("expert_dtype:\n");
   for (QuantFormat f : {QuantFormat::bf16, QuantFormat::fp8, QuantFormat::int8, QuantFormat::int4})
-    fmt::print("  {:<5} {}\n", quant_format_name(f), expert_dtype_line(w, f));
+    fmt::print("  {:<5} {}\n", quant_format_name(f), expert_dtype_line(w, f, layout));
 }
 
 int run(const moebench::app::ModelOptions& o) {

@@ -187,14 +187,9 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
       std::memcpy(dst, mine.data(), mine.size() * sizeof(uint16_t));
       return;
     }
-    if (const Checkpoint* ck = ws.ckpt()) {
-      // Stored as bf16: the mapped bytes. Anything else (another dtype, a GPTQ or AWQ
-      // layout under other names) through read_bf16, which names what is missing.
-      const TensorView* v = ck->find(spec.name);
-      if (v && v->dtype == DType::bf16 && v->shape == spec.shape) {
-        std::memcpy(dst, v->data, v->nbytes);
-        return;
-      }
+    if (const TensorView* v = ws.stored_bf16(spec)) {  // the mapped bytes
+      std::memcpy(dst, v->data, v->nbytes);
+      return;
     }
     ws.read_bf16(spec, dst);
   };

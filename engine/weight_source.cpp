@@ -676,6 +676,11 @@ void WeightSource::read_f32(const TensorSpec& s, float* dst) const {
   to_f32(v.dtype, v.data, dst, static_cast<size_t>(v.numel()));
 }
 
+const TensorView* WeightSource::stored_bf16(const TensorSpec& s) const {
+  const TensorView* v = ckpt_ ? ckpt_->find(s.name) : nullptr;
+  return v && v->dtype == DType::bf16 && v->shape == s.shape ? v : nullptr;
+}
+
 void WeightSource::read_bf16(const TensorSpec& s, uint16_t* dst) const {
   if (!ckpt_ && dtype_ == DType::bf16 && stored_format(s) == QuantFormat::bf16) {
     synth_fill(s, seed_, DType::bf16, dst, 0, s.numel());

@@ -44,6 +44,10 @@ class WeightSource {
   // tensors are dequantised (quant.h).
   void read_f32(const TensorSpec& s, float* dst) const;
   void read_bf16(const TensorSpec& s, uint16_t* dst) const;
+  // The checkpoint's own bytes of a tensor stored as bf16 under its name in its shape (a
+  // loader may copy them as they are), else null: synthetic weights, other dtypes, and
+  // layouts stored under other names (GPTQ's qweight, ...), which read_bf16 converts.
+  const TensorView* stored_bf16(const TensorSpec& s) const;
   // A 2-D tensor in format f: its stored bytes when stored in f, else quantised from its
   // values (a quantised tensor is never quantised again into another format: Error).
   QuantMatrix read_quant(const TensorSpec& s, QuantFormat f) const;

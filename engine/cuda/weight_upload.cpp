@@ -66,15 +66,9 @@ __nv_bfloat16* WeightUploader::upload(const TensorSpec& s) {
     }
     return dst;
   }
-  if (const Checkpoint* ck = src_.ckpt()) {
-    // Stored as bf16: straight from the mapping. A tensor stored under other names (a GPTQ
-    // or AWQ projection's qweight, scales, ...) or in another dtype goes through read_bf16,
-    // which also names a missing tensor or a wrong shape.
-    const TensorView* v = ck->find(s.name);
-    if (v && v->dtype == DType::bf16 && v->shape == s.shape) {
-      copy_host(reinterpret_cast<const uint16_t*>(v->data), dst, n);
-      return dst;
-    }
+  if (const TensorView* v = src_.stored_bf16(s)) {  // straight from the mapping
+    copy_host(reinterpret_cast<const uint16_t*>(v->data), dst, n);
+    return dst;
   }
   std::vector<uint16_t> host(static_cast<size_t>(n));  // converted on the host (f32 / f16 / packed sources)
   src_.read_bf16(s, host.data());
