@@ -144,6 +144,17 @@ std::unique_ptr<ExpertHostStore> ExpertHostStore::pinned(const WeightSource& ws,
   s->chunks_.assign(n_chunks, nullptr);
   s->experts_.assign(n, nullptr);
   s->host_bytes_ = eb * static_cast<uint64_t>(n);
+  {
+    const uint64_t int4_bytes = moebench::expert_bytes(c, QuantFormat::int4) * static_cast<uint64_t>(n);
+    const std::string disk = "expert_tier=disk reads each expert from the checkpoint when it is needed";
+    check_host_room(s->host_bytes_,
+                    fmt::format("the pinned tier's {} {} experts of {}", n, quant_format_name(format), c.name),
+                    format == QuantFormat::int4
+                        ? disk
+                        : fmt::format("expert_dtype=int4 holds them in {}, or {}",
+                                      format_bytes(static_cast<double>(int4_bytes)), disk),
+                    opt.host_memory ? *opt.host_memory : host_memory());
+  }
 
   int threads = opt.threads > 0 ? opt.threads : std::min(16, omp_get_num_procs());
   threads = std::max(1, std::min(threads, n_chunks));

@@ -27,10 +27,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "engine/device_plan.h"
+#include "engine/host_memory.h"
 #include "engine/weight_source.h"
 
 namespace moebench {
@@ -59,6 +61,9 @@ struct HostStoreOptions {
   // expert (engine/shard.h), shaped by that rank's config.
   int tp_rank = 0;
   int tp_world = 1;
+  // Pinned tier: the host memory the store is checked against before it allocates
+  // (host_memory.h: an Error when it can never fit); unset: this machine's.
+  std::optional<HostMemory> host_memory;
 };
 
 // Where one expert's three tensors lie inside a staging buffer after read_expert().
