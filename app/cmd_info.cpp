@@ -66,11 +66,12 @@ int run(const moebench::app::ModelOptions& o) {
   fmt::print("moebench commit {} ({} build)\n", moebench::build_commit(), MOEBENCH_BUILD_TYPE);
   fmt::print("host: {} hardware threads\n", std::thread::hardware_concurrency());
   auto devs = cuda_devices();
-  fmt::print("backends: cpu{}\n", cuda_compiled() ? ", cuda (compiled in)" : " (cuda not compiled in)");
+  fmt::print("backends: cpu{}\n", cuda_compiled() ? ", cuda (compiled in; device code " + cuda_device_code() + ")"
+                                                : " (cuda not compiled in)");
   if (cuda_compiled() && devs.empty()) fmt::print("cuda devices: none ({})\n", cuda_unavailable_reason());
   for (auto& d : devs)
-    fmt::print("cuda device {}: {}, cc {}.{}, {} SMs, {:.1f} GiB, driver {}\n", d.index, d.name, d.cc_major,
-               d.cc_minor, d.sms, d.memory_bytes / 1073741824.0, d.driver);
+    fmt::print("cuda device {}: {}, cc {}.{}, {} SMs, {:.1f} GiB, driver {}; runs {}\n", d.index, d.name, d.cc_major,
+               d.cc_minor, d.sms, d.memory_bytes / 1073741824.0, d.driver, cuda_device_runs(d));
   std::string p;
   for (auto& n : preset_names()) p += (p.empty() ? "" : ", ") + n;
   fmt::print("presets: {}\n", p);

@@ -63,6 +63,10 @@ const std::vector<EnvSwitchDoc>& env_switch_docs() {
        "docs/PERFORMANCE.md"},
       {"MOEBENCH_GEMV_ROWS", "the shape table's, 1, 2, 4",
        "rows per warp of the one-row GEMV up to 16384 rows (o_proj, not the lm_head)", "docs/PERFORMANCE.md"},
+      {"MOEBENCH_GPU_CC", "the device's own, 8.0, 8.6, 8.9",
+       "the compute capability (and its shared-memory limit a block) every launch decision takes: with a build of "
+       "compute_80 PTX only, a Hopper GPU runs the code an Ampere or Ada GPU runs",
+       "docs/GPUS.md"},
       {"MOEBENCH_GRAPH_PDL", "1, 0",
        "captured decode graphs keep programmatic edges (0: full dependencies)", "docs/PERFORMANCE.md"},
       {"MOEBENCH_HOST_PIN", "1, 0", "the host expert threads pinned to cores", "docs/HYBRID.md"},

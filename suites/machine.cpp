@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/env.h"
 #include "engine/device_info.h"
 #include "engine/engine.h"
 #include "common/error.h"
@@ -151,6 +152,9 @@ reports::DeviceInfo device_info(const std::string& backend, bool measure) {
     const CudaDeviceInfo& g = devs[0];
     d.kind = reports::DeviceKind::cuda;
     d.name = g.name;
+    // Launch decisions taken for another GPU's capability (engine/cuda/device.h): the device
+    // runs other code, and its results say so.
+    if (const std::string cc = env_str("MOEBENCH_GPU_CC"); !cc.empty()) d.name += " as compute capability " + cc;
     d.sm_count = g.sms;
     d.memory_bytes = static_cast<int64_t>(g.memory_bytes);
     d.driver = g.driver;

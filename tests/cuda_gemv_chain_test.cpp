@@ -86,9 +86,7 @@ void expect_each_op_matches_the_reference(const Chain& c, const std::vector<floa
 
 TEST(CudaGemvChain, PersistentMatchesOneLaunchAnOpAndTheCpuReference) {
   if (!cuda::gpu_available()) GTEST_SKIP() << "no GPU present: CUDA GEMV chain test skipped";
-  int major = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-  if (major < 9) GTEST_SKIP() << "the GEMV chain needs Hopper";
+  if (cuda::device_info_cached().cc_major < 9) GTEST_SKIP() << "the GEMV chain needs Hopper";
   std::mt19937 rng(21);
   cuda::DeviceArena arena(64ull << 20, "gemv_chain test");
   const Chain c = make_chain(arena, rng);

@@ -65,11 +65,12 @@ tree=$(git ls-files -z --cached --others --exclude-standard | du -cb --files0-fr
 archive=$(stat -c %s "$dest.tar.xz")
 echo "device_prep: working tree $((tree >> 20)) MiB + $dest.tar.xz $((archive >> 20)) MiB of the 64 MiB a call carries"
 if (( tree + archive > 64 << 20 )); then
-  # A build for the default 90a architecture carries each kernel's PTX beside its machine code
-  # (the PTX text names its target); a 90a-real build leaves it out, about a third smaller.
+  # The default build carries each kernel's compute_80 PTX beside its sm_90a machine code (the
+  # PTX text names its target; builds before session 55 carried 90a's); a 90a-real build leaves
+  # it out, about a third smaller.
   hint=""
   for b in "$dest"/moebench*; do
-    grep -aqF '.target sm_90a' "$b" && { hint=" or build without PTX (-DCMAKE_CUDA_ARCHITECTURES=90a-real: $(basename "$b") carries PTX; docs/MEASURING.md)"; break; }
+    grep -aqE '\.target sm_(80|90a)' "$b" && { hint=" or build without PTX (-DCMAKE_CUDA_ARCHITECTURES=90a-real: $(basename "$b") carries PTX; docs/MEASURING.md)"; break; }
   done
   echo "device_prep: over the 64 MiB carry limit; name fewer BINARIES$hint" >&2
   exit 1

@@ -117,7 +117,7 @@ nccl_lib=$(python3 -c 'import nvidia.nccl as m, os; print(os.path.join(m.__path_
 GPU_FILTER="BatchCuda.*:CudaMixtralStrategies.*:CudaModelTest.*:CudaOffloadModel.*:CudaOps.*:CudaArena.*:QuantCuda*:CudaQuant*"
 GPU_FILTER+=":QuantDequantCuda.*:Nccl.*:CpuExpertKernel.*:CpuIsa.*"
 GPU_FILTER+=":HostStore.*:OffloadPlan.*:Offload.*:CuptiCollector.*:HfFixture*:Machine.*:PhysicalBound.*"
-GPU_FILTER+=":*CudaFamil*:CudaArgmaxSliced.*:CudaMoeSmallBlock.*:CudaOProjRouter.*:CudaGateUpRouter.*:CudaMoePersistent.*:CudaGemvStaged.*:CudaGemvChain.*:CudaHandoffProbe.*:CudaStep.*:CudaLaunchEnv*:CudaAttentionFold.*:CudaExpertPredict.*:TensorParallelCuda.*:ExpertParallelCuda.*:Shard.*:ParallelBound.*:HybridSplit.*"
+GPU_FILTER+=":*CudaFamil*:CudaArgmaxSliced.*:CudaMoeSmallBlock.*:CudaOProjRouter.*:CudaGateUpRouter.*:CudaMoePersistent.*:CudaGemvStaged.*:CudaGemvChain.*:CudaHandoffProbe.*:CudaStep.*:CudaLaunchEnv*:CudaAttentionFold.*:CudaExpertPredict.*:TensorParallelCuda.*:ExpertParallelCuda.*:Shard.*:ParallelBound.*:HybridSplit.*:CudaDevice.*"
 rc=0
 note() { echo "== $(date -u +%T) $*" | tee -a "$OUT/device_run.log"; }
 # pack: the tarball replaced in one rename, so a call cut meanwhile still returns the one before. Without

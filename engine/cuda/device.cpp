@@ -1,9 +1,12 @@
 // device.cpp: gpu_available / device_info / device_info_cached (see device.h).
 #include "engine/cuda/device.h"
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 
+#include "common/env.h"
+#include "common/error.h"
 #include "engine/cuda/check.cuh"
 
 namespace moebench::cuda {
@@ -16,6 +19,33 @@ bool gpu_available() {
   }
   return n > 0;
 }
+
+int smem_optin_of_cc(int major, int minor) {
+  if (major == 8 && minor == 0) return 166912;                 // A100
+  if (major == 8 && (minor == 6 || minor == 7 || minor == 9)) return 101376;  // GA10x, Orin, AD10x
+  if (major == 9 && minor == 0) return 232448;                 // H100, H200
+  return 0;
+}
+
+namespace {
+// MOEBENCH_GPU_CC applied to d (the device's own properties).
+void emulate_cc(DeviceInfo& d) {
+  const std::string v = env_str("MOEBENCH_GPU_CC");
+  if (v.empty()) return;
+  int major = 0, minor = 0;
+  if (v == "8.0") major = 8, minor = 0;
+  else if (v == "8.6") major = 8, minor = 6;
+  else if (v == "8.9") major = 8, minor = 9;
+  else fail("MOEBENCH_GPU_CC={}: expected 8.0, 8.6 or 8.9 (unset: the device's own)", v);
+  if (major * 10 + minor > d.real_cc_major * 10 + d.real_cc_minor)
+    fail("MOEBENCH_GPU_CC={}: above the device's own {}.{} ({}); it can only take a lower one", v, d.real_cc_major,
+         d.real_cc_minor, d.name);
+  d.cc_major = major;
+  d.cc_minor = minor;
+  d.smem_optin = std::min(d.smem_optin, smem_optin_of_cc(major, minor));
+  d.name += " as compute capability " + v;
+}
+}  // namespace
 
 DeviceInfo device_info() {
   int dev = 0;
@@ -30,6 +60,13 @@ DeviceInfo device_info() {
   d.total_bytes = p.totalGlobalMem;
   d.l2_bytes = static_cast<size_t>(p.l2CacheSize);
   d.smem_optin = static_cast<int>(p.sharedMemPerBlockOptin);
+  d.real_cc_major = p.major;
+  d.real_cc_minor = p.minor;
+  if (p.major < 8)
+    fail("{} is compute capability {}.{}: moebench's CUDA kernels need 8.0 or later (Ampere's bf16 tensor cores); "
+         "run it with --backend cpu",
+         d.name, p.major, p.minor);
+  emulate_cc(d);
   return d;
 }
 
@@ -50,6 +87,15 @@ int allow_dynamic_smem(const void* kernel) {
   const int cap = device_info_cached().smem_optin - static_cast<int>(fa.sharedSizeBytes);
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, cap));
   return cap;
+}
+
+void set_dynamic_smem(const void* kernel, int bytes, const char* kernel_name) {
+  const DeviceInfo& d = device_info_cached();
+  if (bytes > d.smem_optin)
+    fail("{}: asks for {} bytes of dynamic shared memory, above the {} bytes a block may have on {} (compute "
+         "capability {}.{})",
+         kernel_name, bytes, d.smem_optin, d.name, d.cc_major, d.cc_minor);
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
 }
 
 }  // namespace moebench::cuda

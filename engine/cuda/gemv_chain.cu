@@ -235,7 +235,7 @@ ChainDevice chain_device() {
   if (!d.hopper) return d;
   d.smem_dynamic = allow_dynamic_smem(reinterpret_cast<const void*>(gemv_chain_kernel<8, 8192>));
   for (auto* k : {gemv_chain_kernel<8, 16384>, gemv_chain_kernel<4, 16384>, gemv_chain_kernel<4, 32768>})
-    CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, d.smem_dynamic));
+    set_dynamic_smem(reinterpret_cast<const void*>(k), d.smem_dynamic, "gemv_chain_kernel");
   return d;
 }
 

@@ -132,10 +132,10 @@ void launch(const bf16* x, const bf16* w, float* y, int N, cudaStream_t stream) 
     static std::mutex mu;
     static std::set<int> set_on;  // devices whose limit for this kernel is raised
     std::lock_guard<std::mutex> lock(mu);
-    if (set_on.insert(dev).second)
-      CUDA_CHECK(cudaFuncSetAttribute(gemv_staged_kernel<J>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(static_cast<size_t>(gemv_staged_chunks(256 * J)) * kRows *
-                                                       256 * J * 2)));
+    if (hopper && set_on.insert(dev).second)  // before Hopper nothing is staged
+      set_dynamic_smem(reinterpret_cast<const void*>(gemv_staged_kernel<J>),
+                       static_cast<int>(static_cast<size_t>(gemv_staged_chunks(256 * J)) * kRows * 256 * J * 2),
+                       "gemv_staged_kernel");
   }
   launch_pdl(gemv_staged_kernel<J>, dim3(static_cast<unsigned>(d.sm_count)), dim3(kRows * 32), smem, stream, x, w, y,
              N, stage);

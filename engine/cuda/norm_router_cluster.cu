@@ -5,6 +5,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/device.h"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/norm_router_block.cuh"
 #include "engine/cuda/pdl.cuh"
@@ -82,6 +83,9 @@ __global__ void __launch_bounds__(kThreads)
                                const __nv_bfloat16* __restrict__ gate, __nv_bfloat16* __restrict__ h,
                                float* __restrict__ logits, int32_t* __restrict__ ids, float* __restrict__ weights,
                                int hidden, int n_experts, int k, bool renormalise, bool by_rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 900
+  __trap();  // clusters are Hopper's: never launched before it (norm_router_cluster_supported)
+#else
   __shared__ __align__(16) __nv_bfloat16 s_h[kMaxHidden];
   __shared__ float s_logits[kMaxExperts];  // block 0's: the token's every logit
   cg::cluster_group cluster = cg::this_cluster();
@@ -143,13 +147,14 @@ __global__ void __launch_bounds__(kThreads)
   else if (threadIdx.x < 32)
     router_topk_warp(s_logits, n_experts, k, ids + static_cast<int64_t>(i) * k, weights + static_cast<int64_t>(i) * k,
                      renormalise);
+#endif
 }
 }  // namespace
 
 bool norm_router_cluster_supported(int n, int hidden, int n_experts, int k, const void* gate, const void* h) {
   return n >= 1 && n <= kMaxTokens && hidden > 0 && hidden % kThreads == 0 && hidden <= kMaxHidden &&
          n_experts >= kMinExperts && n_experts <= kMaxExperts && k >= 1 && k <= 8 && k <= n_experts &&
-         aligned16(gate) && aligned16(h);
+         aligned16(gate) && aligned16(h) && device_info_cached().cc_major >= 9;  // clusters: Hopper
 }
 
 namespace {

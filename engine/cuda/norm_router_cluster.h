@@ -19,7 +19,7 @@ namespace moebench::cuda {
 
 // n tokens <= 8, 32 <= n_experts <= 128 (a cluster of at most 8 blocks), k <= 8, hidden a
 // multiple of 256 up to 2048 (x in registers, the gate rows in one load each), gate and h
-// 16-byte aligned.
+// 16-byte aligned, on Hopper or later (thread-block clusters).
 bool norm_router_cluster_supported(int n, int hidden, int n_experts, int k, const void* gate, const void* h);
 // Whether norm_router() takes this launch where it applies: MOEBENCH_NORM_ROUTER_CLUSTER=0
 // keeps the wide launch (1 or unset: this one), to measure one build both ways. Measured

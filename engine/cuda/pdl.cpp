@@ -2,6 +2,7 @@
 #include "engine/cuda/pdl.h"
 
 #include "engine/cuda/check.cuh"
+#include "engine/cuda/device.h"
 #include "engine/cuda/launch_env.h"
 
 namespace moebench::cuda {
@@ -14,7 +15,7 @@ void set_graph_pdl(bool on) { g_graph_pdl.set(on); }
 
 bool pdl_enabled(cudaStream_t stream) {
   static const bool on = env_choice("MOEBENCH_PDL", {0, 1}, 1) == 1;
-  if (!on || stream == nullptr) return false;
+  if (!on || stream == nullptr || device_info_cached().cc_major < 9) return false;  // Hopper on
   cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(stream, &st));
   if (st == cudaStreamCaptureStatusNone) return true;

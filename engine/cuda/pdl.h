@@ -8,7 +8,8 @@
 
 namespace moebench::cuda {
 
-// Whether a launch on `stream` takes the attribute: not on the legacy default stream, not
+// Whether a launch on `stream` takes the attribute: not before Hopper (compute capability 9.0,
+// as device_info sees it), not on the legacy default stream, not
 // when the environment sets MOEBENCH_PDL=0 (launch_env.h; 1 or unset: on), and while the
 // stream captures a CUDA graph unless MOEBENCH_GRAPH_PDL=0 (the capture records
 // programmatic edges; 0: graphs keep full dependencies).

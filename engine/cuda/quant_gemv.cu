@@ -27,6 +27,7 @@
 
 #include "engine/cuda/check.cuh"
 #include "engine/cuda/common.cuh"
+#include "engine/cuda/device.h"
 #include "engine/cuda/gemv_core.cuh"
 #include "engine/cuda/launch_env.h"
 #include "engine/cuda/ops.cuh"
@@ -1016,7 +1017,7 @@ int staged_resident_blocks(int warps, size_t smem) {
     int dev = 0, sms = 0, per_sm = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+    set_dynamic_smem(reinterpret_cast<const void*>(kernel), static_cast<int>(smem), "the staged quantised GEMV");
     CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, warps * 32, smem));
     return std::max(1, sms * per_sm);
   }();

@@ -1000,23 +1000,15 @@ void launch_rows(const QuantExperts& w, const bf16* x, bool x_per_pair, const in
              n_pairs, k, N, K, out, gu_inter, out_h);
 }
 
-// The dynamic shared memory an exact kernel may take on device dev: the opt-in limit less
-// room for the kernels' static shared memory.
-int dynamic_smem_limit(int dev) {
-  int optin = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
-  return optin - 4096;
-}
+// The dynamic shared memory an exact kernel may take on the current device (as
+// MOEBENCH_GPU_CC sees it): the opt-in limit less room for the kernels' static shared memory.
+int dynamic_smem_limit() { return device_info_cached().smem_optin - 4096; }
 
 // The fp16 form of the exact kernels where its staged rows fit in shared memory next to the
 // kernel's own (quant_half_form); the bytes to launch it with, or 0 for the bf16 form.
 size_t half_smem_bytes(int rows, int K, bool down) {
   if (quant_half_form() < (down ? 2 : 1)) return 0;
-  static const int limit = [] {
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    return dynamic_smem_limit(dev);
-  }();
+  static const int limit = dynamic_smem_limit();
   const size_t bytes = static_cast<size_t>(rows) * static_cast<size_t>(K) * 2;
   return K % 8 == 0 && rows <= kMaxPairs && bytes <= static_cast<size_t>(limit) ? bytes : 0;
 }
