@@ -15,6 +15,7 @@
 #include "engine/build_info.h"
 #include "model/config.h"
 #include "engine/device_info.h"
+#include "engine/host_memory.h"
 #include "engine/env_switches.h"
 #include "model/settings.h"
 #include "variants/cache_policy.h"
@@ -64,7 +65,10 @@ int run(const moebench::app::ModelOptions& o) {
     return 0;
   }
   fmt::print("moebench commit {} ({} build)\n", moebench::build_commit(), MOEBENCH_BUILD_TYPE);
-  fmt::print("host: {} hardware threads\n", std::thread::hardware_concurrency());
+  const HostMemory mem = host_memory();
+  fmt::print("host: {} hardware threads, {} of memory ({}), {} available\n", std::thread::hardware_concurrency(),
+             mem.total ? format_bytes(static_cast<double>(mem.total)) : "unknown", mem.limit.empty() ? "-" : mem.limit,
+             mem.available ? format_bytes(static_cast<double>(mem.available)) : "unknown");
   auto devs = cuda_devices();
   fmt::print("backends: cpu{}\n", cuda_compiled() ? ", cuda (compiled in; device code " + cuda_device_code() + ")"
                                                 : " (cuda not compiled in)");

@@ -4,7 +4,10 @@
 
 #include <string>
 
+#include "common/units.h"
 #include "engine/device_info.h"
+#include "engine/host_memory.h"
+#include "tests/test_util.h"
 
 namespace moebench {
 namespace {
@@ -42,6 +45,20 @@ TEST(DeviceCode, TheBuildNamesItsDeviceCode) {
   }
   EXPECT_FALSE(cuda_device_code().empty());
   EXPECT_EQ(std::string::npos, cuda_device_code().find(';'));
+}
+
+// `moebench info` names the build's device code and the host's memory.
+TEST(DeviceCode, InfoNamesTheDeviceCodeAndTheHostMemory) {
+  test::TempDir d;
+  const test::CliRun r = test::run_moebench({"info"}, d);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const HostMemory m = host_memory();
+  EXPECT_NE(r.out.find("of memory (" + m.limit + ")"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(format_bytes(static_cast<double>(m.total)) + " of memory"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(cuda_compiled() ? "cuda (compiled in; device code " + cuda_device_code() + ")"
+                                        : std::string("(cuda not compiled in)")),
+            std::string::npos)
+      << r.out;
 }
 
 }  // namespace
