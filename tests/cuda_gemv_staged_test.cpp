@@ -83,10 +83,9 @@ TEST(CudaGemvStaged, MatchesTheGemvBitForBitAndTheCpuReference) {
   EXPECT_FALSE(cuda::gemv_staged_supported(reinterpret_cast<char*>(&dummy) + 2, &dummy, 4096, 8));  // alignment
   EXPECT_EQ(cuda::gemv_staged_chunks(4096), 3);  // 192 KiB of shared memory a block
   EXPECT_EQ(cuda::gemv_staged_chunks(512), 8);
-  int sms = 0, major = 0;
-  CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-  CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
-  EXPECT_EQ(cuda::gemv_staged_holds_all(4096, 24 * sms), major >= 9);  // 3 chunks of 8 rows a block
+  const int sms = cuda::device_info_cached().sm_count;
+  EXPECT_EQ(cuda::gemv_staged_holds_all(4096, 24 * sms),
+            cuda::device_info_cached().cc_major >= 9);  // 3 chunks of 8 rows a block, on Hopper
   EXPECT_FALSE(cuda::gemv_staged_holds_all(4096, 24 * sms + 1));
 }
 

@@ -22,6 +22,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "engine/cuda/check.cuh"
@@ -44,6 +45,28 @@ namespace quant_cuda_test {
 using namespace moebench;
 
 namespace {
+
+// Runs `run` for inner-loop variant var. A staged variant (8, 10, 11: a ring of batches in
+// dynamic shared memory, up to 128 KiB a block) on a device whose blocks hold less (an
+// RTX 30xx/40xx's 99 KiB, MOEBENCH_GPU_CC=8.6) is refused in one line naming the bytes and
+// the limit: there the refusal is what is checked, and this returns false; elsewhere any
+// error is a failure.
+template <typename Run>
+bool run_variant(int var, Run&& run) {
+  if ((var & 8) == 0 || cuda::device_info_cached().smem_optin >= (128 << 10)) {
+    run();
+    return true;
+  }
+  try {
+    run();
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("bytes of dynamic shared memory, above the"), std::string::npos) << m;
+    EXPECT_EQ(m.find('\n'), std::string::npos) << m;
+    return false;
+  }
+  return true;
+}
 
 struct DeviceBuffers {  // frees what it uploaded
   std::vector<void*> ptrs;
@@ -187,7 +210,9 @@ TEST_F(QuantCuda, PairedInt4MatchesTheCpuReference) {
           cuda::QuantGemvShape shape;
           shape.var = var == 100 ? 0 : var;
           shape.tiles = var == 100 ? 2 : 0;
-          run_case(QuantFormat::int4, zp, N, K, 5, ids, 2, per_pair, static_cast<uint32_t>(N + K + var), shape, true);
+          run_variant(var, [&] {
+            run_case(QuantFormat::int4, zp, N, K, 5, ids, 2, per_pair, static_cast<uint32_t>(N + K + var), shape, true);
+          });
         }
   std::mt19937 g(3);
   DeviceBuffers dev;
@@ -598,10 +623,10 @@ TEST_F(QuantCuda, InnerLoopVariantsAreBitForBitThePlainLoop) {
       const std::vector<float> tok0 = gemv(false, 0), pair0 = gemv(true, 0), down0 = down(0);
       const std::vector<uint16_t> gu0 = gate_up(0);
       for (int var : {1, 2, 3, 4, 5, 6, 7, 8, 10, 11}) {
-        EXPECT_EQ(gemv(false, var), tok0) << "variant " << var << ", per token";
-        EXPECT_EQ(gemv(true, var), pair0) << "variant " << var << ", per pair";
-        EXPECT_EQ(gate_up(var), gu0) << "variant " << var << ", fused gate/up";
-        EXPECT_EQ(down(var), down0) << "variant " << var << ", down/combine";
+        run_variant(var, [&] { EXPECT_EQ(gemv(false, var), tok0) << "variant " << var << ", per token"; });
+        run_variant(var, [&] { EXPECT_EQ(gemv(true, var), pair0) << "variant " << var << ", per pair"; });
+        run_variant(var, [&] { EXPECT_EQ(gate_up(var), gu0) << "variant " << var << ", fused gate/up"; });
+        run_variant(var, [&] { EXPECT_EQ(down(var), down0) << "variant " << var << ", down/combine"; });
       }
     }
   cuda::QuantExperts qe;
