@@ -25,15 +25,10 @@ namespace moebench {
 
 namespace {
 int64_t ct_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-uint32_t ct_word(const TensorView& v, int64_t i) {
-  uint32_t w;
-  std::memcpy(&w, v.data + 4 * i, 4);
-  return w;
-}
 int64_t ct_int(const TensorView& v, int64_t i) {  // an element of an I8, I32 or I64 tensor
   switch (v.dtype) {
     case DType::i8: return static_cast<int8_t>(v.data[i]);
-    case DType::i32: return static_cast<int32_t>(ct_word(v, i));
+    case DType::i32: return static_cast<int32_t>(v.word(i));
     default: {
       int64_t x;
       std::memcpy(&x, v.data + 8 * i, 8);
@@ -152,7 +147,7 @@ struct CtReader {
   // The stored unsigned code of a packed matrix at (r, i).
   uint32_t packed_code(int64_t r, int64_t i) const {
     const int64_t words = ct_ceil_div(cols, per());
-    return (ct_word(*v.q, r * words + i / per()) >> (c.bits * (i % per()))) & ((1u << c.bits) - 1);
+    return (v.q->word(r * words + i / per()) >> (c.bits * (i % per()))) & ((1u << c.bits) - 1);
   }
   // The signed code (integers) at (r, i).
   int code(int64_t r, int64_t i) const {
@@ -162,7 +157,7 @@ struct CtReader {
   int zero(int64_t r, int64_t g) const {
     if (!v.zero) return 0;
     if (!c.packed) return static_cast<int>(ct_int(*v.zero, r * v.scale_cols + g));
-    const uint32_t w = ct_word(*v.zero, (r / per()) * v.scale_cols + g);
+    const uint32_t w = v.zero->word((r / per()) * v.scale_cols + g);
     return static_cast<int>((w >> (c.bits * (r % per()))) & ((1u << c.bits) - 1)) - offset();
   }
   int64_t group_of(int64_t i) const {

@@ -5,6 +5,7 @@
 // file, the tensor, what was expected and what was found.
 #pragma once
 #include <cstdint>
+#include <cstring>
 #include <functional>
 #include <map>
 #include <memory>
@@ -24,6 +25,13 @@ struct TensorView {
   uint64_t file_offset = 0;       // absolute offset in the file (for pread by the disk tier)
   const std::string* file = nullptr;
   int64_t numel() const;
+  // Element i of a 32-bit tensor (I32, U32, F32) as its bits, little-endian as stored (the
+  // packed codes and zero points of GPTQ, AWQ and compressed-tensors files).
+  uint32_t word(int64_t i) const {
+    uint32_t w;
+    std::memcpy(&w, data + 4 * i, 4);
+    return w;
+  }
 };
 
 class SafetensorsFile {

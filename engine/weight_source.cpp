@@ -561,11 +561,6 @@ WeightSource::Packed4Views WeightSource::packed4_views(const TensorSpec& s, cons
 }
 
 namespace {
-uint32_t word_at(const TensorView& v, int64_t i) {
-  uint32_t w;
-  std::memcpy(&w, v.data + 4 * i, 4);
-  return w;
-}
 // AWQ packs outputs 8m .. 8m + 7 of a word in the nibble order 0 2 4 6 1 3 5 7: output
 // 8m + t sits in nibble kAwqNibble[t].
 constexpr int kAwqNibble[8] = {0, 4, 1, 5, 2, 6, 3, 7};
@@ -578,11 +573,11 @@ struct Packed4Reader {
   bool awq;
   int zero_offset;
   uint32_t code(int64_t r, int64_t c) const {
-    return awq ? (word_at(qweight, c * (rows / 8) + r / 8) >> (4 * kAwqNibble[r % 8])) & 15u
-               : (word_at(qweight, (c / 8) * rows + r) >> (4 * (c % 8))) & 15u;
+    return awq ? (qweight.word(c * (rows / 8) + r / 8) >> (4 * kAwqNibble[r % 8])) & 15u
+               : (qweight.word((c / 8) * rows + r) >> (4 * (c % 8))) & 15u;
   }
   int zero(int64_t r, int64_t g) const {
-    const uint32_t w = word_at(qzeros, g * (rows / 8) + r / 8);
+    const uint32_t w = qzeros.word(g * (rows / 8) + r / 8);
     return static_cast<int>((w >> (4 * (awq ? kAwqNibble[r % 8] : r % 8))) & 15u) + zero_offset;
   }
 };
@@ -596,7 +591,7 @@ void WeightSource::packed4_dequantize(const TensorSpec& s, const std::string& ba
   to_f32(v.scales->dtype, v.scales->data, scale.data(), scale.size());
   std::vector<int32_t> group(static_cast<size_t>(cols));
   for (int64_t c = 0; c < cols; ++c)
-    group[c] = v.g_idx ? static_cast<int32_t>(word_at(*v.g_idx, c))
+    group[c] = v.g_idx ? static_cast<int32_t>(v.g_idx->word(c))
                        : static_cast<int32_t>(packed4_->group > 0 ? c / packed4_->group : 0);
 #pragma omp parallel for if (rows * cols > (1 << 16))
   for (int64_t r = 0; r < rows; ++r)
@@ -616,10 +611,10 @@ QuantMatrix WeightSource::packed4_int4(const TensorSpec& s, const std::string& b
          kInt4Group, kInt4Group);
   if (v.g_idx)
     for (int64_t c = 0; c < cols; ++c)
-      if (static_cast<int64_t>(word_at(*v.g_idx, c)) != c / kInt4Group)
+      if (static_cast<int64_t>(v.g_idx->word(c)) != c / kInt4Group)
         fail("{}: tensor '{}.g_idx' puts input {} in group {} (act-order, desc_act); moebench's int4 groups are "
              "consecutive inputs: run it with expert_dtype=bf16 (dequantised)",
-             ckpt_->dir(), base, c, word_at(*v.g_idx, c));
+             ckpt_->dir(), base, c, v.g_idx->word(c));
   const Packed4Reader rd{*v.qweight, *v.qzeros, rows, packed4_->awq, packed4_->v1 ? 1 : 0};
   QuantMatrix m;
   m.format = QuantFormat::int4;
@@ -635,7 +630,7 @@ QuantMatrix WeightSource::packed4_int4(const TensorSpec& s, const std::string& b
     for (int64_t r0 = 0; r0 < rows; r0 += 64)
       for (int64_t k = 0; k < words; ++k)
         for (int64_t r = r0; r < std::min(rows, r0 + 64); ++r) {
-          const uint32_t w = word_at(*v.qweight, k * rows + r);
+          const uint32_t w = v.qweight->word(k * rows + r);
           std::memcpy(m.q.data() + 4 * (r * words + k), &w, 4);
         }
   } else {  // AWQ packs along the outputs: each code moves to its input's nibble
