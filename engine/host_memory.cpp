@@ -2,9 +2,10 @@
 #include "engine/host_memory.h"
 
 #include <algorithm>
-#include <fstream>
+#include <filesystem>
 #include <sstream>
 
+#include "common/atomic_file.h"
 #include "common/error.h"
 #include "common/log.h"
 #include "common/units.h"
@@ -36,12 +37,10 @@ uint64_t cgroup_bytes(const std::string& text) {
   return in >> n ? n : 0;
 }
 
-std::string read_text(const char* path) {
-  std::ifstream f(path);
-  if (!f) return "";
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
+// A file's text, empty where it does not exist (no cgroup v2, not Linux).
+std::string text_if_present(const char* path) {
+  std::error_code ec;
+  return std::filesystem::exists(path, ec) ? read_file(path) : std::string();
 }
 
 }  // namespace
@@ -61,7 +60,7 @@ HostMemory parse_host_memory(const std::string& meminfo, const std::string& cgro
 }
 
 HostMemory host_memory() {
-  return parse_host_memory(read_text("/proc/meminfo"), read_text("/sys/fs/cgroup/memory.max"));
+  return parse_host_memory(text_if_present("/proc/meminfo"), text_if_present("/sys/fs/cgroup/memory.max"));
 }
 
 void check_host_room(uint64_t bytes, const std::string& what, const std::string& advice, const HostMemory& m) {

@@ -20,29 +20,27 @@ bool gpu_available() {
   return n > 0;
 }
 
-int smem_optin_of_cc(int major, int minor) {
-  if (major == 8 && minor == 0) return 166912;                 // A100
-  if (major == 8 && (minor == 6 || minor == 7 || minor == 9)) return 101376;  // GA10x, Orin, AD10x
-  if (major == 9 && minor == 0) return 232448;                 // H100, H200
-  return 0;
-}
-
 namespace {
-// MOEBENCH_GPU_CC applied to d (the device's own properties).
+// MOEBENCH_GPU_CC applied to d (the device's own properties): the capabilities it takes and
+// the shared memory a block may ask for on each (A100; GA10x and AD10x cards).
 void emulate_cc(DeviceInfo& d) {
   const std::string v = env_str("MOEBENCH_GPU_CC");
   if (v.empty()) return;
-  int major = 0, minor = 0;
-  if (v == "8.0") major = 8, minor = 0;
-  else if (v == "8.6") major = 8, minor = 6;
-  else if (v == "8.9") major = 8, minor = 9;
-  else fail("MOEBENCH_GPU_CC={}: expected 8.0, 8.6 or 8.9 (unset: the device's own)", v);
-  if (major * 10 + minor > d.real_cc_major * 10 + d.real_cc_minor)
+  struct Cc {
+    const char* name;
+    int major, minor, smem_optin;
+  };
+  static constexpr Cc kCcs[] = {{"8.0", 8, 0, 166912}, {"8.6", 8, 6, 101376}, {"8.9", 8, 9, 101376}};
+  const Cc* cc = nullptr;
+  for (const Cc& c : kCcs)
+    if (v == c.name) cc = &c;
+  if (!cc) fail("MOEBENCH_GPU_CC={}: expected 8.0, 8.6 or 8.9 (unset: the device's own)", v);
+  if (cc->major * 10 + cc->minor > d.real_cc_major * 10 + d.real_cc_minor)
     fail("MOEBENCH_GPU_CC={}: above the device's own {}.{} ({}); it can only take a lower one", v, d.real_cc_major,
          d.real_cc_minor, d.name);
-  d.cc_major = major;
-  d.cc_minor = minor;
-  d.smem_optin = std::min(d.smem_optin, smem_optin_of_cc(major, minor));
+  d.cc_major = cc->major;
+  d.cc_minor = cc->minor;
+  d.smem_optin = std::min(d.smem_optin, cc->smem_optin);
   d.name += " as compute capability " + v;
 }
 }  // namespace

@@ -24,8 +24,6 @@ struct DeviceInfo {
 // which the driver compiles for the GPU it meets), a Hopper GPU then runs the code an Ampere
 // or Ada GPU runs. A capability above the device's, or another value, is an Error naming it.
 DeviceInfo device_info();
-// The device info's limit for compute capability major.minor's blocks, bytes (0: not known).
-int smem_optin_of_cc(int major, int minor);
 // Sets kernel's dynamic shared memory limit to bytes; an Error naming the kernel, the bytes
 // and the device's (or MOEBENCH_GPU_CC's) limit when bytes exceed it.
 void set_dynamic_smem(const void* kernel, int bytes, const char* kernel_name);
