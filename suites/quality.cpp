@@ -65,7 +65,8 @@ std::unique_ptr<Model> reference_model(EngineContext ctx, const ModelFactory& cr
     // computes the same logits, only slower. The CPU backend has no such tier.
     if (ctx.backend != "cuda") throw;
     log::warn("quality: the bf16 original does not load resident ({}); running it with its experts offloaded "
-              "(expert_tier=pinned)",
+              "(expert_tier=pinned), which fills a bf16 host store and runs at the link's speed (--no-quality skips "
+              "the quality pass)",
               e.what());
     ctx.settings.expert_tier = "pinned";
     try {
