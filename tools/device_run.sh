@@ -38,7 +38,9 @@
 #   suites     every entry of SUITES, each "SUITE[@MODEL]" (a suite file name under
 #              suites/ without .json, and the model it runs on), through `moebench run`
 #              with JSON, HTML and a Chrome trace; SUITE_TIMEOUT seconds each (SIGINT: the
-#              finished cases stay in NAME.partial.json)
+#              finished cases stay in NAME.partial.json); SUITE_ARGS: more arguments for each
+#              such run, split at spaces (e.g. "--no-quality" where the bf16 original of a
+#              quantised case does not fit the GPU, as Mixtral-8x7B's on an H100)
 #   disk       make-model writes LAYERS Mixtral-8x7B layers to /tmp (default: as many as the
 #              free space holds, 2 GB spare), then the disk-baseline suite reads them
 #   ncu        Nsight Compute on single kernels of the microbenchmarks: each entry of NCU_BENCH,
@@ -173,8 +175,10 @@ run_suite() {  # run_suite SUITE[@MODEL]
   local suite=${1%%@*} model="" name
   [[ "$1" == *@* ]] && model=${1#*@}
   name=$suite${model:+_$(echo "$model" | tr -c 'A-Za-z0-9_.\n-' '_')}
+  local extra=()
+  read -ra extra <<<"${SUITE_ARGS:-}"
   timeout -s INT "$(capped "${SUITE_TIMEOUT:-420}")" "$BIN/moebench" run --suite "suites/$suite.json" ${model:+--model "$model"} \
-    --out "$OUT/$name.json" --html "$OUT/$name.html" --trace "$OUT/${name}_trace.json"
+    --out "$OUT/$name.json" --html "$OUT/$name.html" --trace "$OUT/${name}_trace.json" "${extra[@]}"
 }
 disk() {
   df -B1 /tmp
