@@ -39,8 +39,9 @@
 #              suites/ without .json, and the model it runs on), through `moebench run`
 #              with JSON, HTML and a Chrome trace; SUITE_TIMEOUT seconds each (SIGINT: the
 #              finished cases stay in NAME.partial.json); SUITE_ARGS: more arguments for each
-#              such run, split at spaces (e.g. "--no-quality" where the bf16 original of a
-#              quantised case does not fit the GPU, as Mixtral-8x7B's on an H100)
+#              suite run, split at spaces, here and in the scaleout part's suite (e.g.
+#              "--no-quality" where the bf16 original of a quantised case does not fit the
+#              GPU, as Mixtral-8x7B's on an H100)
 #   disk       make-model writes LAYERS Mixtral-8x7B layers to /tmp (default: as many as the
 #              free space holds, 2 GB spare), then the disk-baseline suite reads them
 #   ncu        Nsight Compute on single kernels of the microbenchmarks: each entry of NCU_BENCH,
