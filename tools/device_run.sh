@@ -19,7 +19,10 @@
 #   cpu        the CPU expert kernels' microbenchmarks (moebench_cpu_bench, every core)
 #   tests      the GPU tests (every suite that skips without a GPU: GPU_FILTER below, or
 #              TEST_FILTER; the ctest device_run_gpu_filter_covers_the_gpu_tests fails when
-#              a test that needs a GPU is outside GPU_FILTER), gtest XML
+#              a test that needs a GPU is outside GPU_FILTER), gtest XML. TEST_SHARD=I/N runs
+#              the I-th of N shares of them (googletest's sharding, I from 0): all of
+#              GPU_FILTER took more than one 600 s call on an H200 (session 57), two shares
+#              fit one call each
 #   kernels    the kernel microbenchmarks (Google Benchmark JSON; KERNEL_FILTER, KERNEL_REPS); when
 #              $BIN/before/moebench_bench exists it runs first, in the same call, into
 #              kernels_before.json (tools/kernel_diff.py compares the two by name)
@@ -321,7 +324,14 @@ for part in $PARTS; do
       step cpu_kernels env OMP_NUM_THREADS="$(nproc)" OMP_PROC_BIND=close "$BIN/moebench_cpu_bench" \
         --benchmark_out="$OUT/cpu_kernels.json" --benchmark_out_format=json ;;
     tests)
-      step gpu_tests "$BIN/moebench_tests" --gtest_filter="${TEST_FILTER:-$GPU_FILTER}" \
+      shard=()
+      if [[ -n "${TEST_SHARD:-}" ]]; then
+        if [[ ! "$TEST_SHARD" =~ ^([0-9]+)/([1-9][0-9]*)$ ]] || ((BASH_REMATCH[1] >= BASH_REMATCH[2])); then
+          note "tests: TEST_SHARD='$TEST_SHARD', expected I/N with 0 <= I < N (e.g. 0/2)"; rc=1; continue
+        fi
+        shard=(GTEST_SHARD_INDEX="${BASH_REMATCH[1]}" GTEST_TOTAL_SHARDS="${BASH_REMATCH[2]}")
+      fi
+      step gpu_tests env "${shard[@]}" "$BIN/moebench_tests" --gtest_filter="${TEST_FILTER:-$GPU_FILTER}" \
         --gtest_output="xml:$OUT/gpu_tests.xml" ;;
     kernels)
       [[ -x "$BIN/before/moebench_bench" ]] && step kernels_before kernels "$BIN/before" "$OUT/kernels_before.json"
