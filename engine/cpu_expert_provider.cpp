@@ -164,7 +164,8 @@ void CpuCachedProvider::load(ExpertKey key, int slot) {
     }
     if (format_ == QuantFormat::bf16) {
       to_f32(parts[0]->dtype, bufs[0].data(), dst + k * per, per);
-    } else if (parts[1]->dtype == DType::f16) {  // int4 with f16 scales: through the loader's conversion
+    } else if (parts[1]->dtype != quant_parts(format_, s.shape[0], s.shape[1])[1].dtype) {
+      // scales stored in another dtype (fp8's as bf16 or f16, int4's as f16): through the loader's conversion
       dequantize(src_.read_quant(s, format_), dst + k * per);
     } else {
       dequantize(format_, s.shape[0], s.shape[1], bufs[0].data(), bufs[1].data(),

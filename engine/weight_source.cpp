@@ -261,9 +261,12 @@ QuantFormat WeightSource::stored_format(const TensorSpec& s, std::vector<const T
   if (parts) parts->clear();
   for (auto& p : quant_parts(f, s.shape[0], s.shape[1], zero_points)) {
     const TensorView& v = ckpt_->get(base + p.suffix, p.shape);
-    if (v.dtype != p.dtype && !(f == QuantFormat::int4 && p.dtype == DType::bf16 && v.dtype == DType::f16))
+    if (v.dtype != p.dtype && !scale_converted_when_read(f, p.dtype, v.dtype))
       fail("{}: tensor '{}' has dtype {}, expected {} ({} weights)", *v.file, v.name, dtype_name(v.dtype),
-           dtype_name(p.dtype), quant_format_name(f));
+           dtype_name(p.dtype) + std::string(f == QuantFormat::fp8 && p.dtype == DType::f32 ? ", BF16 or F16"
+                                             : f == QuantFormat::int4 && p.dtype == DType::bf16 ? " or F16"
+                                                                                                 : ""),
+           quant_format_name(f));
     if (parts) parts->push_back(&v);
   }
   return f;
@@ -301,10 +304,16 @@ QuantMatrix WeightSource::read_quant(const TensorSpec& s, QuantFormat f) const {
     m.zero_points = parts.size() > 2;
     m.q.assign(parts[0]->data, parts[0]->data + parts[0]->nbytes);
     if (parts.size() > 1) {
-      m.scale.assign(parts[1]->data, parts[1]->data + parts[1]->nbytes);
-      if (parts[1]->dtype == DType::f16) {  // int4 scales given as f16: held as bf16
-        auto* h = reinterpret_cast<uint16_t*>(m.scale.data());
-        for (size_t i = 0; i < m.scale.size() / 2; ++i) h[i] = f32_to_bf16(f16_to_f32(h[i]));
+      const TensorView& sv = *parts[1];
+      if (f == QuantFormat::fp8 && sv.dtype != DType::f32) {  // fp8 scales given as bf16 or f16: held as f32, exactly
+        m.scale.resize(static_cast<size_t>(sv.numel()) * 4);
+        to_f32(sv.dtype, sv.data, reinterpret_cast<float*>(m.scale.data()), static_cast<size_t>(sv.numel()));
+      } else {
+        m.scale.assign(sv.data, sv.data + sv.nbytes);
+        if (sv.dtype == DType::f16) {  // int4 scales given as f16: held as bf16
+          auto* h = reinterpret_cast<uint16_t*>(m.scale.data());
+          for (size_t i = 0; i < m.scale.size() / 2; ++i) h[i] = f32_to_bf16(f16_to_f32(h[i]));
+        }
       }
     }
     if (parts.size() > 2) m.zero.assign(parts[2]->data, parts[2]->data + parts[2]->nbytes);
