@@ -19,12 +19,12 @@
 #include <cstring>
 
 #include "common/error.h"
+#include "engine/quant.h"
 #include "engine/weight_source.h"
 
 namespace moebench {
 
 namespace {
-int64_t ct_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 int64_t ct_int(const TensorView& v, int64_t i) {  // an element of an I8, I32 or I64 tensor
   switch (v.dtype) {
     case DType::i8: return static_cast<int8_t>(v.data[i]);
@@ -73,7 +73,7 @@ WeightSource::CompressedViews WeightSource::compressed_views(const TensorSpec& s
   };
   CompressedViews v;
   if (c.packed) {
-    v.q = typed(ckpt_->get(base + ".weight_packed", {rows, ct_ceil_div(cols, per)}), {DType::i32}, "I32");
+    v.q = typed(ckpt_->get(base + ".weight_packed", {rows, ceil_div(cols, per)}), {DType::i32}, "I32");
     if (const TensorView* sh = ckpt_->find(base + ".weight_shape")) {
       if (sh->shape != std::vector<int64_t>{2})
         fail("{}: tensor '{}' has shape {}, expected [2]", *sh->file, sh->name, shape_str(sh->shape));
@@ -90,8 +90,8 @@ WeightSource::CompressedViews WeightSource::compressed_views(const TensorSpec& s
   switch (c.strategy) {
     case S::tensor: v.scale_rows = v.scale_cols = 1; break;
     case S::channel: v.scale_rows = rows, v.scale_cols = 1; break;
-    case S::group: v.scale_rows = rows, v.scale_cols = ct_ceil_div(cols, c.group); break;
-    case S::block: v.scale_rows = ct_ceil_div(rows, c.block_rows), v.scale_cols = ct_ceil_div(cols, c.block_cols); break;
+    case S::group: v.scale_rows = rows, v.scale_cols = ceil_div(cols, c.group); break;
+    case S::block: v.scale_rows = ceil_div(rows, c.block_rows), v.scale_cols = ceil_div(cols, c.block_cols); break;
   }
   const std::string scale_name = base + ".weight_scale";
   if (c.strategy == S::tensor) {
@@ -109,7 +109,7 @@ WeightSource::CompressedViews WeightSource::compressed_views(const TensorSpec& s
       if (c.strategy != S::group && c.strategy != S::channel)
         fail("{}: tensor '{}' is asymmetric with {}; moebench reads packed zero points for strategy group or channel",
              ckpt_->dir(), s.name, ct_strategy_text(c));
-      v.zero = typed(ckpt_->get(base + ".weight_zero_point", {ct_ceil_div(rows, per), v.scale_cols}), {DType::i32}, "I32");
+      v.zero = typed(ckpt_->get(base + ".weight_zero_point", {ceil_div(rows, per), v.scale_cols}), {DType::i32}, "I32");
     } else {
       const TensorView* z = ckpt_->find(base + ".weight_zero_point");
       if (!z) fail("{}: missing tensor '{}.weight_zero_point' (asymmetric weights)", ckpt_->dir(), base);
@@ -146,7 +146,7 @@ struct CtReader {
   int offset() const { return 1 << (c.bits - 1); }
   // The stored unsigned code of a packed matrix at (r, i).
   uint32_t packed_code(int64_t r, int64_t i) const {
-    const int64_t words = ct_ceil_div(cols, per());
+    const int64_t words = ceil_div(cols, per());
     return (v.q->word(r * words + i / per()) >> (c.bits * (i % per()))) & ((1u << c.bits) - 1);
   }
   // The signed code (integers) at (r, i).
@@ -216,7 +216,7 @@ QuantMatrix WeightSource::compressed_quant(const TensorSpec& s, const std::strin
       refuse(c.strategy == S::block ? fmt::format("blocks of {} x {}", c.block_rows, c.block_cols) : ct_strategy_text(c),
              "one scale per 128 x 128 block");
     m.q.assign(v.q->data, v.q->data + v.q->nbytes);
-    const int64_t rb = ct_ceil_div(rows, kFp8Block), cb = ct_ceil_div(cols, kFp8Block);
+    const int64_t rb = ceil_div(rows, kFp8Block), cb = ceil_div(cols, kFp8Block);
     std::vector<float> sc(static_cast<size_t>(rb * cb));
     for (int64_t i = 0; i < rb * cb; ++i) sc[i] = c.strategy == S::tensor ? rd.scale[0] : rd.scale[i];
     m.scale.resize(sc.size() * 4);

@@ -10,8 +10,6 @@
 namespace moebench {
 
 namespace {
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
 // The smallest bf16 value >= x (x > 0, finite): scales that never let a value clip.
 uint16_t bf16_at_least(float x) {
   uint16_t b = f32_to_bf16(x);

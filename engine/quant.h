@@ -36,6 +36,8 @@ QuantFormat parse_quant_format(const std::string& s, const std::string& what);
 
 constexpr int64_t kFp8Block = 128;   // fp8: one scale per kFp8Block x kFp8Block block
 constexpr int64_t kInt4Group = 128;  // int4: one scale per kInt4Group inputs of a row
+// ceil(a / b) for a >= 0, b > 0: the scale grid of a matrix (blocks, groups, packed words).
+constexpr int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // One stored tensor of a quantised matrix: the suffix that follows the module name
 // (e.g. ".weight_scale_inv" after "model.layers.0.block_sparse_moe.experts.3.w1"),
