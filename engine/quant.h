@@ -54,7 +54,7 @@ std::vector<QuantPart> quant_parts(QuantFormat f, int64_t rows, int64_t cols, bo
 
 // Whether a checkpoint may store the part whose dtype is `want` (quant_parts) of format f as
 // `stored` instead, converted when read (WeightSource::read_quant): fp8 scales as BF16 or F16
-// (Qwen3's published FP8 files), held as F32 exactly; int4 scales as F16, held as BF16
+// (some of Qwen's published FP8 files), held as F32 exactly; int4 scales as F16, held as BF16
 // (rounded). The disk tier, which copies stored bytes, refuses such files.
 bool scale_converted_when_read(QuantFormat f, DType want, DType stored);
 

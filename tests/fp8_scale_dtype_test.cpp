@@ -1,9 +1,10 @@
 // fp8_scale_dtype_test.cpp: block-fp8 checkpoints whose `weight_scale_inv` is stored in BF16
-// or F16 instead of F32, as Qwen's published FP8 files store it (Qwen3-30B-A3B-FP8 and the
-// dense Qwen3 FP8 models). Such a file runs in fp8 with the scales held as F32, exactly: its
-// expert bytes, logits (fp8 and bf16, resident, pinned, the CPU disk tier) and host store are
-// those of the same file with the scales written as F32. The CUDA disk tier, which copies
-// stored bytes, refuses it in one line; a scale in any other dtype is refused in one line.
+// or F16 instead of F32, as some of Qwen's published FP8 files store it (Qwen3-32B-FP8 in
+// BF16, Qwen3-4B-Instruct-2507-FP8 in F16, as other engines report), here on the Qwen3-MoE
+// names. Such a file runs in fp8 with the scales held as F32, exactly: its expert bytes,
+// logits (fp8 and bf16, resident, pinned, the CPU disk tier) and host store are those of the
+// same file with the scales written as F32. The CUDA disk tier, which copies stored bytes,
+// refuses it in one line; a scale in any other dtype is refused in one line.
 #include <gtest/gtest.h>
 
 #include <cstring>
