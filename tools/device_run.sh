@@ -21,8 +21,8 @@
 #              TEST_FILTER; the ctest device_run_gpu_filter_covers_the_gpu_tests fails when
 #              a test that needs a GPU is outside GPU_FILTER), gtest XML. TEST_SHARD=I/N runs
 #              the I-th of N shares of them (googletest's sharding, I from 0): all of
-#              GPU_FILTER took more than one 600 s call on an H200 (session 57), two shares
-#              fit one call each
+#              GPU_FILTER took about 670 s on an H200 (session 57), more than one 600 s call,
+#              so two shares of about half that each
 #   kernels    the kernel microbenchmarks (Google Benchmark JSON; KERNEL_FILTER, KERNEL_REPS); when
 #              $BIN/before/moebench_bench exists it runs first, in the same call, into
 #              kernels_before.json (tools/kernel_diff.py compares the two by name)
