@@ -69,10 +69,10 @@ std::vector<QuantPart> quant_parts(QuantFormat f, int64_t rows, int64_t cols, bo
   return {};
 }
 
-bool scale_converted_when_read(QuantFormat f, DType want, DType stored) {
-  if (f == QuantFormat::fp8) return want == DType::f32 && (stored == DType::bf16 || stored == DType::f16);
-  if (f == QuantFormat::int4) return want == DType::bf16 && stored == DType::f16;
-  return false;
+std::vector<DType> dtypes_converted_when_read(QuantFormat f, DType want) {
+  if (f == QuantFormat::fp8 && want == DType::f32) return {DType::bf16, DType::f16};
+  if (f == QuantFormat::int4 && want == DType::bf16) return {DType::f16};
+  return {};
 }
 
 uint64_t quant_matrix_bytes(QuantFormat f, int64_t rows, int64_t cols, bool zero_points) {

@@ -52,11 +52,12 @@ struct QuantPart {
 // cannot hold the format (int4 needs cols % 8 == 0).
 std::vector<QuantPart> quant_parts(QuantFormat f, int64_t rows, int64_t cols, bool zero_points = false);
 
-// Whether a checkpoint may store the part whose dtype is `want` (quant_parts) of format f as
-// `stored` instead, converted when read (WeightSource::read_quant): fp8 scales as BF16 or F16
-// (some of Qwen's published FP8 files), held as F32 exactly; int4 scales as F16, held as BF16
-// (rounded). The disk tier, which copies stored bytes, refuses such files.
-bool scale_converted_when_read(QuantFormat f, DType want, DType stored);
+// The other dtypes a checkpoint may store the part whose dtype is `want` (quant_parts) of
+// format f in, converted to `want` when read (WeightSource::read_quant): fp8 scales as BF16
+// or F16 (some of Qwen's published FP8 files), held as F32 exactly; int4 scales as F16, held
+// as BF16 (rounded). Empty for every other part. The disk tier, which copies stored bytes,
+// refuses such files.
+std::vector<DType> dtypes_converted_when_read(QuantFormat f, DType want);
 
 // One quantised matrix: its parts' bytes, as stored.
 struct QuantMatrix {

@@ -261,12 +261,14 @@ QuantFormat WeightSource::stored_format(const TensorSpec& s, std::vector<const T
   if (parts) parts->clear();
   for (auto& p : quant_parts(f, s.shape[0], s.shape[1], zero_points)) {
     const TensorView& v = ckpt_->get(base + p.suffix, p.shape);
-    if (v.dtype != p.dtype && !scale_converted_when_read(f, p.dtype, v.dtype))
-      fail("{}: tensor '{}' has dtype {}, expected {} ({} weights)", *v.file, v.name, dtype_name(v.dtype),
-           dtype_name(p.dtype) + std::string(f == QuantFormat::fp8 && p.dtype == DType::f32 ? ", BF16 or F16"
-                                             : f == QuantFormat::int4 && p.dtype == DType::bf16 ? " or F16"
-                                                                                                 : ""),
+    const std::vector<DType> also = dtypes_converted_when_read(f, p.dtype);
+    if (v.dtype != p.dtype && std::find(also.begin(), also.end(), v.dtype) == also.end()) {
+      std::string expected = dtype_name(p.dtype);  // "F32", "F32 or F16", "F32, BF16 or F16"
+      for (size_t i = 0; i < also.size(); ++i)
+        expected += std::string(i + 1 == also.size() ? " or " : ", ") + dtype_name(also[i]);
+      fail("{}: tensor '{}' has dtype {}, expected {} ({} weights)", *v.file, v.name, dtype_name(v.dtype), expected,
            quant_format_name(f));
+    }
     if (parts) parts->push_back(&v);
   }
   return f;
@@ -305,15 +307,17 @@ QuantMatrix WeightSource::read_quant(const TensorSpec& s, QuantFormat f) const {
     m.q.assign(parts[0]->data, parts[0]->data + parts[0]->nbytes);
     if (parts.size() > 1) {
       const TensorView& sv = *parts[1];
-      if (f == QuantFormat::fp8 && sv.dtype != DType::f32) {  // fp8 scales given as bf16 or f16: held as f32, exactly
-        m.scale.resize(static_cast<size_t>(sv.numel()) * 4);
-        to_f32(sv.dtype, sv.data, reinterpret_cast<float*>(m.scale.data()), static_cast<size_t>(sv.numel()));
-      } else {
+      const DType want = quant_parts(f, rows, cols)[1].dtype;
+      if (sv.dtype == want) {
         m.scale.assign(sv.data, sv.data + sv.nbytes);
-        if (sv.dtype == DType::f16) {  // int4 scales given as f16: held as bf16
-          auto* h = reinterpret_cast<uint16_t*>(m.scale.data());
-          for (size_t i = 0; i < m.scale.size() / 2; ++i) h[i] = f32_to_bf16(f16_to_f32(h[i]));
-        }
+      } else {  // stored in another dtype (dtypes_converted_when_read): fp8's held as f32 exactly, int4's as bf16
+        const size_t n = static_cast<size_t>(sv.numel());
+        std::vector<float> vals(n);
+        to_f32(sv.dtype, sv.data, vals.data(), n);
+        m.scale.resize(n * dtype_size(want));
+        if (want == DType::f32) std::memcpy(m.scale.data(), vals.data(), n * 4);
+        else
+          for (size_t i = 0; i < n; ++i) reinterpret_cast<uint16_t*>(m.scale.data())[i] = f32_to_bf16(vals[i]);
       }
     }
     if (parts.size() > 2) m.zero.assign(parts[2]->data, parts[2]->data + parts[2]->nbytes);

@@ -4,10 +4,12 @@
 // names. Such a file runs in fp8 with the scales held as F32, exactly: its expert bytes,
 // logits (fp8 and bf16, resident, pinned, the CPU disk tier) and host store are those of the
 // same file with the scales written as F32. The CUDA disk tier, which copies stored bytes,
-// refuses it in one line; a scale in any other dtype is refused in one line.
+// refuses it in one line; a scale in any other dtype is refused in one line. int4 scales in
+// F16 read as their BF16 copy.
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,8 @@
 #include "engine/dtype.h"
 #include "engine/expert_host_store.h"
 #include "engine/quant.h"
+#include "engine/safetensors.h"
+#include "engine/synth_checkpoint.h"
 #include "engine/weight_source.h"
 #include "engine/weights.h"
 #include "published_checkpoint.h"
@@ -47,12 +51,9 @@ void write_fp8(const ModelConfig& c, DType scale_dtype, const std::string& dir) 
       s[i] = bf16_to_f32(f32_to_bf16(s[i]));
       h[i] = scale_dtype == DType::f16 ? f32_to_f16(s[i]) : f32_to_bf16(s[i]);
     }
-    if (scale_dtype == DType::f32)
-      out.push_back(test::tensor_of(base + ".weight_scale_inv", DType::f32, parts[1].shape, s));
-    else if (scale_dtype == DType::i32)  // a dtype no reader takes, the scales' bits as they are
-      out.push_back(test::tensor_of(base + ".weight_scale_inv", DType::i32, parts[1].shape, s));
-    else
-      out.push_back(test::tensor_of(base + ".weight_scale_inv", scale_dtype, parts[1].shape, h));
+    // 4-byte dtypes get the F32 bits (I32: a dtype no reader takes), 2-byte ones their own.
+    if (dtype_size(scale_dtype) == 4) out.push_back(test::tensor_of(base + ".weight_scale_inv", scale_dtype, parts[1].shape, s));
+    else out.push_back(test::tensor_of(base + ".weight_scale_inv", scale_dtype, parts[1].shape, h));
   });
   auto cj = config_to_json(c);
   cj["quantization_config"] = {
@@ -115,6 +116,39 @@ TEST(Fp8ScaleDtype, AScaleInAnotherDtypeIsOneLine) {
   EXPECT_NE(e.find(".weight_scale_inv' has dtype I32, expected F32, BF16 or F16 (fp8 weights)"), std::string::npos) << e;
   EXPECT_NE(e.find("model.safetensors"), std::string::npos) << e;
   EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+}
+
+// The same conversion for int4: scales given as F16 instead of BF16 are held as BF16 (here
+// values both dtypes hold exactly, so the bytes are the BF16 file's).
+TEST(Fp8ScaleDtype, Int4ScalesInF16ReadAsTheirBf16Copy) {
+  const ModelConfig c = preset_config("micro");
+  test::TempDir d;
+  write_synthetic_checkpoint(c, 3, DType::bf16, d.str(), 1ull << 30, QuantFormat::int4);
+  const WeightSource want = WeightSource::checkpoint(d.str());
+  std::vector<TensorToWrite> out;
+  {
+    SafetensorsFile f(d.str("model.safetensors"));
+    for (auto& [name, v] : f.tensors()) {
+      if (name.size() > 13 && name.compare(name.size() - 13, 13, ".weight_scale") == 0 && v.dtype == DType::bf16) {
+        std::vector<uint16_t> h(static_cast<size_t>(v.numel()));
+        for (size_t i = 0; i < h.size(); ++i) h[i] = f32_to_f16(bf16_to_f32(reinterpret_cast<const uint16_t*>(v.data)[i]));
+        out.push_back(test::tensor_of(name, DType::f16, v.shape, h));
+      } else {
+        out.push_back(test::tensor_of(name, v.dtype, v.shape, std::vector<uint8_t>(v.data, v.data + v.nbytes)));
+      }
+    }
+  }
+  test::TempDir e;
+  write_safetensors(e.str("model.safetensors"), out);
+  std::filesystem::copy_file(d.str("config.json"), e.str("config.json"));
+  const WeightSource ck = WeightSource::checkpoint(e.str());
+  const TensorSpec s = tensor_spec(c, names::expert(1, 2, "w2"));
+  std::vector<const TensorView*> parts;
+  ASSERT_EQ(ck.stored_format(s, &parts), QuantFormat::int4);
+  ASSERT_EQ(parts.at(1)->dtype, DType::f16);
+  const QuantMatrix got = ck.read_quant(s, QuantFormat::int4), ref = want.read_quant(s, QuantFormat::int4);
+  EXPECT_EQ(got.q, ref.q);
+  EXPECT_EQ(got.scale, ref.scale);
 }
 
 }  // namespace fp8_scale_dtype_test
