@@ -20,6 +20,7 @@
 #include "model/settings.h"
 #include "variants/cache_policy.h"
 #include "variants/routing.h"
+#include "variants/stages.h"
 
 namespace cmd_info {
 
@@ -76,9 +77,9 @@ int run(const moebench::app::ModelOptions& o) {
   for (auto& d : devs)
     fmt::print("cuda device {}: {}, cc {}.{}, {} SMs, {:.1f} GiB, driver {}; runs {}\n", d.index, d.name, d.cc_major,
                d.cc_minor, d.sms, d.memory_bytes / 1073741824.0, d.driver, cuda_device_runs(d));
-  std::string p;
-  for (auto& n : preset_names()) p += (p.empty() ? "" : ", ") + n;
-  fmt::print("presets: {}\n", p);
+  fmt::print("presets: {}\n", preset_list(", "));
+  fmt::print("\nstage presets (--stage NAME; each sets several settings at once):\n");
+  for (const StagePreset& s : stage_presets()) fmt::print("  {:<24} {}\n", s.name, s.description);
   fmt::print("\nsettings (--set key=value; stage presets set several at once):\n");
   for (const SettingDoc& d : setting_docs())
     fmt::print("  {:<24} default {:<10} {}\n", d.key, d.default_value.empty() ? "(empty)" : d.default_value, d.values);
@@ -102,7 +103,7 @@ MOEBENCH_COMMAND(info, "Print the build, backends and devices; with --model, how
   auto o = std::make_shared<moebench::app::ModelOptions>();
   sub.add_option("--model", o->model, "DIR, ORG/NAME or synthetic:PRESET[:layers=N][:dtype=F]: print what it stores and how "
                                        "its experts run in each expert_dtype (instead of the build and settings)");
-  sub.add_option("--preset", o->preset, "shorthand for --model synthetic:PRESET");
+  sub.add_option("--preset", o->preset, "shorthand for --model synthetic:PRESET, PRESET one of " + moebench::preset_list());
   return [o] { return run(*o); };
 });
 

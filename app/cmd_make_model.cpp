@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "engine/synth_checkpoint.h"
 #include "engine/weight_source.h"
+#include "model/config.h"
 
 namespace cmd_make_model {
 
@@ -40,7 +41,7 @@ MOEBENCH_COMMAND(make_model, "Write a synthetic Mixtral checkpoint (config.json 
                  [](CLI::App& sub) {
                    auto a = std::make_shared<Args>();
                    sub.name("make-model");
-                   sub.add_option("--preset", a->preset, "Model shape: mixtral-8x7b|tiny|micro|small")->required();
+                   sub.add_option("--preset", a->preset, "Model shape: " + moebench::preset_list())->required();
                    sub.add_option("--layers", a->layers, "Override the number of layers")->check(CLI::PositiveNumber);
                    sub.add_option("--seed", a->seed, "Seed of the counter-based generator")->required();
                    sub.add_option("--dtype", a->dtype, "bf16|f16|f32, or fp8|int8|int4: bf16 with quantised experts")

@@ -193,7 +193,7 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
   sub.add_flag("--list", a->list, "list the suites found and exit");
   sub.add_flag("--no-quality", a->no_quality,
                "skip the quality pass of quantised cases (no top-1 / KL against bf16; each such case loads one model, not three)");
-  sub.add_option("--model", a->model, "model for every case: checkpoint DIR, PRESET or synthetic:PRESET[:layers=N]");
+  sub.add_option("--model", a->model, "model for every case: checkpoint DIR, PRESET or synthetic:PRESET[:layers=N][:dtype=F]");
   sub.add_option("--backend", a->backend, "auto|cpu|cuda (default: the suite's, usually auto)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   sub.add_option("--stage", a->stage, "stage preset for every case (baseline, P0, P1, P2); replaces a stage sweep");

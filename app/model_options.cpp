@@ -5,6 +5,7 @@
 
 
 #include "engine/checkpoint_cache.h"
+#include "model/config.h"
 #include "engine/engine.h"
 #include "engine/device_info.h"
 #include "common/error.h"
@@ -14,8 +15,10 @@
 namespace moebench::app {
 
 void add_model_options(CLI::App& sub, ModelOptions& o) {
-  auto* m = sub.add_option("--model", o.model, "Checkpoint folder (config.json + safetensors), ORG/NAME[@REV] from the local Hugging Face cache, or synthetic:PRESET[:layers=N]");
-  auto* p = sub.add_option("--preset", o.preset, "Synthetic model of a preset shape: tiny|micro|small|mixtral-8x7b");
+  auto* m = sub.add_option("--model", o.model,
+                           "Checkpoint folder (config.json + safetensors), ORG/NAME[@REV] from the local Hugging Face "
+                           "cache, or synthetic:PRESET[:layers=N][:dtype=F]");
+  auto* p = sub.add_option("--preset", o.preset, "Synthetic model of a preset shape: " + preset_list());
   m->excludes(p);
   sub.add_option("--seed", o.seed, "Seed (synthetic weights and sampling)");
   sub.add_option("--backend", o.backend, "auto|cpu|cuda (auto: cuda when a GPU is present)")
@@ -23,7 +26,7 @@ void add_model_options(CLI::App& sub, ModelOptions& o) {
   sub.add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: MODEL/tokenizer.json, else the built-in Mistral one)");
   sub.add_option("--max-model-len", o.max_model_len, "Longest sequence (prompt + new tokens)")->check(CLI::PositiveNumber);
   sub.add_option("--gpu-mem-budget", o.gpu_mem_budget, "Hard cap on device memory, e.g. 22GiB (cuda)");
-  sub.add_option("--stage", o.stage, "Optimisation stage preset: baseline|P0|P1|P2");
+  sub.add_option("--stage", o.stage, "Optimisation stage preset: " + stage_list() + " (`moebench info` says what each sets)");
   sub.add_option("--routing", o.routing, "Routing source: model|uniform|mixtral-locality|fine-grained-locality|trace:FILE");
   sub.add_option("--threads", o.threads, "OpenMP threads of the CPU engine (default: OpenMP's, all hardware threads)")
       ->check(CLI::Range(1, 1024));

@@ -23,7 +23,7 @@ struct ModelOptions {
   std::string tokenizer;  // tokenizer.json; default: DIR/tokenizer.json or the embedded Mistral one
   int max_model_len = 1024;
   std::string gpu_mem_budget;  // e.g. 22GiB (cuda)
-  std::string stage;           // baseline|P0|P1|P2 (variants/stages.h); empty: defaults
+  std::string stage;           // a stage preset (variants/stages.h); empty: defaults
   std::vector<std::string> sets;  // key=value overrides of EngineSettings
   std::string routing;         // model|uniform|mixtral-locality|fine-grained-locality|trace:FILE
   int threads = 0;             // OpenMP threads of the CPU engine; 0 = OpenMP's default

@@ -439,12 +439,16 @@ std::vector<std::string> preset_names() {
   return n;
 }
 
+std::string preset_list(const char* sep) {
+  std::string all;
+  for (auto& p : presets()) all += (all.empty() ? "" : sep) + std::string(p.name);
+  return all;
+}
+
 ModelConfig preset_config(const std::string& name) {
   for (auto& p : presets())
     if (name == p.name) return p.cfg;
-  std::string all;
-  for (auto& p : presets()) all += (all.empty() ? "" : "|") + std::string(p.name);
-  fail("unknown preset '{}', expected one of {}", name, all);
+  fail("unknown preset '{}', expected one of {}", name, preset_list());
 }
 
 }  // namespace moebench

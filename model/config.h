@@ -81,6 +81,8 @@ void apply_generation_config(ModelConfig& c, const std::string& path);
 // `qwen2-moe-a2.7b` (Qwen1.5-MoE-A2.7B) are the real models' shapes; `tiny-*` are small
 // random-weight shapes of each family for tests.
 std::vector<std::string> preset_names();
+// The names joined by `sep` ("tiny|micro|..."), for help texts and messages.
+std::string preset_list(const char* sep = "|");
 ModelConfig preset_config(const std::string& name);  // throws Error listing the presets
 
 }  // namespace moebench

@@ -63,7 +63,7 @@ struct Knob {
 
 const std::vector<Knob>& knobs() {
   static const std::vector<Knob> k = {
-      {"stage", "a label: baseline|P0|P1|P2 from a stage preset, custom otherwise", [](auto& s) { return s.stage; }, [](auto& s, auto& v) { s.stage = v; }},
+      {"stage", "a label: the stage preset's name (--stage), custom otherwise", [](auto& s) { return s.stage; }, [](auto& s, auto& v) { s.stage = v; }},
       {"expert_tier", "resident|pinned|disk", [](auto& s) { return s.expert_tier; },
        [](auto& s, auto& v) { s.expert_tier = one_of("expert_tier", v, {"resident", "pinned", "disk"}); }},
       {"cache_policy", "a cache policy (listed below)", [](auto& s) { return s.cache_policy; }, [](auto& s, auto& v) { s.cache_policy = v; }},

@@ -1,5 +1,6 @@
 // cli_flags_test.cpp: flags a subcommand lists in --help are honoured and recorded:
-// --version, --threads, --format (csv, jsonl, compare's json), bench's --stage / --routing (which it once accepted and
+// --version, the presets every --preset help names, the stage presets --stage and `info` list,
+// --threads, --format (csv, jsonl, compare's json), bench's --stage / --routing (which it once accepted and
 // dropped, recording stage "custom" and routing "model"), and --stage / --routing / --set recorded by every command
 // that writes results (run, bench, profile-check).
 #include <gtest/gtest.h>
@@ -7,10 +8,13 @@
 #include <algorithm>
 #include <sstream>
 #include <vector>
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/build_info.h"
+#include "model/config.h"
 #include "reports/results.h"
+#include "variants/stages.h"
 #include "test_util.h"
 
 namespace cli_flags_test {
@@ -166,6 +170,31 @@ TEST(CliFlags, BenchFormats) {
   EXPECT_NE(bad.err.find("md|csv|json|jsonl|html"), std::string::npos) << bad.err;
   EXPECT_EQ(bad.out, "");
   EXPECT_FALSE(std::filesystem::exists(d.str("x.json")));
+}
+
+// Every command that takes --preset names every preset in its help (the lists once
+// named four of them, written by hand), and --model names the dtype suffix.
+TEST(CliFlags, PresetHelpNamesEveryPreset) {
+  TempDir d;
+  for (const char* cmd : {"generate", "bench", "make-model", "info"}) {
+    test::CliRun r = test::run_moebench({cmd, "--help"}, d);
+    ASSERT_EQ(r.code, 0) << cmd << ": " << r.err;
+    for (const std::string& n : preset_names()) EXPECT_NE(r.out.find(n), std::string::npos) << cmd << ": " << n;
+  }
+  test::CliRun r = test::run_moebench({"generate", "--help"}, d);
+  EXPECT_NE(r.out.find("synthetic:PRESET[:layers=N][:dtype=F]"), std::string::npos) << r.out;
+}
+
+// --stage's help names every stage preset, and `info` lists each with what it sets (the
+// help once named four of ten, and nothing listed the quantised, CPU and hybrid ones).
+TEST(CliFlags, StagePresetsAreListed) {
+  TempDir d;
+  test::CliRun help = test::run_moebench({"generate", "--help"}, d), info = test::run_moebench({"info"}, d);
+  ASSERT_EQ(help.code, 0) << help.err;
+  ASSERT_EQ(info.code, 0) << info.err;
+  EXPECT_NE(help.out.find(stage_list()), std::string::npos) << help.out;
+  for (const StagePreset& s : stage_presets())
+    EXPECT_NE(info.out.find(fmt::format("  {:<24} {}\n", s.name, s.description)), std::string::npos) << s.name;
 }
 
 }  // namespace cli_flags_test

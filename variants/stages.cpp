@@ -91,13 +91,16 @@ const std::vector<StagePreset>& stage_presets() {
   return p;
 }
 
-EngineSettings stage_settings(const std::string& name) {
+std::string stage_list(const char* sep) {
   std::string all;
-  for (auto& s : stage_presets()) {
+  for (auto& s : stage_presets()) all += (all.empty() ? "" : sep) + s.name;
+  return all;
+}
+
+EngineSettings stage_settings(const std::string& name) {
+  for (auto& s : stage_presets())
     if (s.name == name) return s.settings;
-    all += (all.empty() ? "" : "|") + s.name;
-  }
-  fail("unknown stage '{}', expected one of {}", name, all);
+  fail("unknown stage '{}', expected one of {}", name, stage_list());
 }
 
 }  // namespace moebench

@@ -15,6 +15,8 @@ struct StagePreset {
 };
 
 const std::vector<StagePreset>& stage_presets();
+// The presets' names joined by `sep` ("baseline|P0|..."), for help texts and messages.
+std::string stage_list(const char* sep = "|");
 // Throws Error listing the stages when `name` is unknown.
 EngineSettings stage_settings(const std::string& name);
 
