@@ -411,8 +411,7 @@ int run(const Args& a) {
     if (b < 1) fail("--batch {}: expected batch sizes of at least 1", b);
   const EngineSettings settings = bench_settings(a);
   const suites::Suite suite = bench_suite(a, settings);
-  suites::Overrides o;
-  const auto instances = suites::expand(suite, o, suites::resolve_backend);
+  const auto instances = suites::expand(suite, app::suite_overrides(a.model, model_spec(a)), suites::resolve_backend);
   if (!a.kernel_profile.empty() && instances.size() > 1)
     log::warn("--kernel-profile with {} configurations: CUPTI stays attached after the first one's profile, so the "
               "figures of the others are measured slower; profile one configuration per run to compare figures",

@@ -549,7 +549,8 @@ void print_summary(const reports::Results& res, const json& out, const Args& a) 
 int run_check(const Args& a) {
   check_args(a);
   const suites::Suite suite = check_suite(a);
-  const auto instances = suites::expand(suite, suites::Overrides{}, suites::resolve_backend);
+  const auto instances =
+      suites::expand(suite, app::suite_overrides(a.model, suite.defaults.model.at("*")), suites::resolve_backend);
   json out = json::object();
   out["schema"] = "moebench.profile_check";
   out["schema_version"] = 1;

@@ -3,6 +3,8 @@
 
 #include <omp.h>
 
+#include <algorithm>
+
 
 #include "engine/checkpoint_cache.h"
 #include "model/config.h"
@@ -31,6 +33,16 @@ void add_model_options(CLI::App& sub, ModelOptions& o) {
   sub.add_option("--threads", o.threads, "OpenMP threads of the CPU engine (default: OpenMP's, all hardware threads)")
       ->check(CLI::Range(1, 1024));
   sub.add_option("--set", o.sets, "Override a setting, key=value (repeatable; see `moebench info`)");
+}
+
+suites::Overrides suite_overrides(const ModelOptions& o, const std::string& spec) {
+  suites::Overrides x;
+  x.model = spec;
+  const bool routing_given = !o.routing.empty() || std::any_of(o.sets.begin(), o.sets.end(), [](const std::string& kv) {
+    return kv.rfind("routing=", 0) == 0;
+  });
+  if (routing_given) x.settings.emplace_back("routing", settings_from(o).routing);  // what --routing and --set make of it
+  return x;
 }
 
 EngineSettings settings_from(const ModelOptions& o) {

@@ -8,6 +8,7 @@
 #include "engine/model.h"
 #include "model/settings.h"
 #include "engine/weight_source.h"
+#include "suites/suite.h"
 
 namespace moebench::profiler {
 struct Profiler;
@@ -34,6 +35,11 @@ struct ModelOptions {
 EngineSettings settings_from(const ModelOptions& o);
 
 void add_model_options(CLI::App& sub, ModelOptions& o);
+// The overrides of a suite that a command builds from these options (bench, profile-check):
+// the model `spec` and the routing that --routing / --set routing= make, given as the
+// command line's (the same values the built suite holds), so that expand's checks of them
+// name --model and --routing rather than the built suite's fields.
+suites::Overrides suite_overrides(const ModelOptions& o, const std::string& spec);
 WeightSource open_weights(const ModelOptions& o);
 std::string resolve_backend(const ModelOptions& o);
 // Sets the OpenMP threads --threads asks for (the calling thread's later parallel

@@ -6,12 +6,17 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 
 #include "common/error.h"
 #include "common/atomic_file.h"
+#include "engine/weight_source.h"
+#include "variants/routing.h"
 #include "variants/stages.h"
 
 namespace moebench::suites {
@@ -362,6 +367,34 @@ std::string resolve_model(const Suite& s, const Overrides& o, const std::string&
   fail("{}: defaults.model has no entry for the {} backend (pass --model)", s.source, backend);
 }
 
+// What a case names that can be checked without loading anything, so that a bad model spec
+// or a missing routing trace is one line before any case runs (instead of every case
+// failing with it): a synthetic model's preset, layers and dtype, and that a trace:FILE
+// routing opens. Each model and trace once; `from_model` / `from_routing` say where the
+// value came from.
+class InputCheck {
+ public:
+  void model(const std::string& m, const std::string& from_model) {
+    if (m.empty() || !models_.insert(m).second) return;
+    try {
+      ModelConfig c;
+      parse_synthetic_model(m, &c);
+    } catch (const Error& e) {
+      fail("{}: {}", from_model, e.what());
+    }
+  }
+  void routing(const std::string& spec, const std::string& from_routing) {
+    if (spec.rfind("trace:", 0) != 0) return;
+    const std::string path = parse_routing_spec(spec).trace_path;
+    if (!traces_.insert(path).second) return;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) fail("{}: routing trace:{}: cannot open it ({})", from_routing, path, std::strerror(errno));
+  }
+
+ private:
+  std::set<std::string> models_, traces_;
+};
+
 }  // namespace
 
 std::vector<Instance> expand(const Suite& s, const Overrides& o, BackendResolver resolve_backend) {
@@ -392,6 +425,9 @@ std::vector<Instance> expand(const Suite& s, const Overrides& o, BackendResolver
     points = std::move(next);
   }
 
+  InputCheck inputs;
+  const bool routing_overridden =
+      std::any_of(o.settings.begin(), o.settings.end(), [](const auto& kv) { return kv.first == "routing"; });
   std::vector<Instance> out;
   for (const CaseSpec& c : s.cases) {
     const bool calib = c.workload == Workload::calibration;
@@ -430,6 +466,8 @@ std::vector<Instance> expand(const Suite& s, const Overrides& o, BackendResolver
         fail("{}: {}", where, e.what());
       }
       if (!stage.empty() && st.stage != stage) st.stage = stage;
+      inputs.model(in.model, o.model.empty() ? s.source + ": defaults.model" : "--model");
+      inputs.routing(st.routing, routing_overridden ? "--routing" : where);
       in.settings = st;
       in.warmup_runs = st.warmup ? warmup_runs : 0;
       in.case_name = c.name;

@@ -1,11 +1,13 @@
 // cli_flags_test.cpp: flags a subcommand lists in --help are honoured and recorded:
 // --version, the presets every --preset help names, the stage presets --stage and `info` list,
+// bench's one-line refusal of a bad model spec or a missing routing trace,
 // --threads, --format (csv, jsonl, compare's json), bench's --stage / --routing (which it once accepted and
 // dropped, recording stage "custom" and routing "model"), and --stage / --routing / --set recorded by every command
 // that writes results (run, bench, profile-check).
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <sstream>
 #include <vector>
 #include <fmt/format.h>
@@ -195,6 +197,28 @@ TEST(CliFlags, StagePresetsAreListed) {
   EXPECT_NE(help.out.find(stage_list()), std::string::npos) << help.out;
   for (const StagePreset& s : stage_presets())
     EXPECT_NE(info.out.find(fmt::format("  {:<24} {}\n", s.name, s.description)), std::string::npos) << s.name;
+}
+
+// bench's model and routing flags are checked before any case runs: a bad synthetic spec
+// or a routing trace that does not open is one line naming the flag, exit 1, nothing written.
+TEST(CliFlags, BenchRefusesABadModelOrTraceBeforeRunning) {
+  TempDir d;
+  const std::vector<std::vector<std::string>> bad = {
+      {"--model", "synthetic:tiny:layers=0"},
+      {"--preset", "tiny", "--routing", "trace:" + d.str("missing.json")},
+      {"--preset", "tiny", "--set", "routing=trace:" + d.str("missing.json")}};
+  const std::vector<std::string> want = {
+      "error: --model: model 'synthetic:tiny:layers=0': layers '0' must be a positive integer\n",
+      "error: --routing: routing trace:" + d.str("missing.json") + ": cannot open it (No such file or directory)\n",
+      "error: --routing: routing trace:" + d.str("missing.json") + ": cannot open it (No such file or directory)\n"};
+  for (size_t i = 0; i < bad.size(); ++i) {
+    std::vector<std::string> args = {"bench", "--backend", "cpu", "--out", d.str("b.json")};
+    args.insert(args.end(), bad[i].begin(), bad[i].end());
+    test::CliRun r = test::run_moebench(args, d);
+    EXPECT_EQ(r.code, 1) << r.err;
+    EXPECT_EQ(r.err, want[i]);
+    EXPECT_FALSE(std::filesystem::exists(d.str("b.json")));
+  }
 }
 
 }  // namespace cli_flags_test

@@ -135,6 +135,48 @@ TEST(Suite, ModelPerBackendAndOverrides) {
   EXPECT_THROW(expand(s, o, cpu), Error);
 }
 
+// A bad synthetic model spec or a routing trace that does not open is one line from
+// expand, naming where it came from, before any case runs (every case used to fail with it).
+TEST(Suite, BadModelSpecsAndMissingTracesFailBeforeAnyCase) {
+  auto error = [](const Suite& s, const Overrides& o) {
+    try {
+      expand(s, o, cpu);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  Suite s = parse_suite(R"({"name": "x", "defaults": {"model": "synthetic:tiny:layers=0"},
+    "cases": [{"name": "a", "prompt": "x"}, {"name": "b", "prompt": "y"}]})",
+                        "suites/x.json");
+  EXPECT_EQ(error(s, {}), "suites/x.json: defaults.model: model 'synthetic:tiny:layers=0': layers '0' must be a positive integer");
+  Overrides o;
+  o.model = "synthetic:tiny:dtype=int5";
+  EXPECT_EQ(error(s, o).rfind("--model: model 'synthetic:tiny:dtype=int5': dtype=int5: expected one of bf16|fp8|int8|int4", 0),
+            0u)
+      << error(s, o);
+  o.model = "synthetic:tiny:layers=1";
+  EXPECT_EQ(error(s, o), "");
+  o.model = "/no/such/checkpoint";  // a folder is not opened here (the case's load says what is wrong)
+  EXPECT_EQ(error(s, o), "");
+  test::TempDir d;
+  const std::string missing = d.str("missing.json");
+  Suite t = parse_suite(R"({"name": "x", "defaults": {"model": "tiny"},
+    "cases": [{"name": "a", "prompt": "x", "settings": {"routing": "trace:)" + missing + R"("}}]})",
+                        "suites/x.json");
+  const std::string e = error(t, {});
+  EXPECT_EQ(e.rfind("suites/x.json: case a: routing trace:" + missing + ": cannot open it (", 0), 0u) << e;
+  EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+  Overrides r;
+  r.settings = {{"routing", "trace:" + missing}};
+  EXPECT_EQ(error(s, r).rfind("suites/x.json: defaults.model", 0), 0u);  // the model is checked first
+  EXPECT_EQ(error(parse_suite(kGood, "suites/x.json"), r).rfind("--routing: routing trace:" + missing + ": cannot open it (", 0),
+            0u)
+      << error(parse_suite(kGood, "suites/x.json"), r);
+  test::write_file(missing, "{}");  // it opens: what it holds is checked when a case loads it
+  EXPECT_EQ(error(t, {}), "");
+}
+
 TEST(Suite, SweepExpansionIsOrderedToMinimiseReloads) {
   Suite s = parse_suite(R"({"name": "sw", "defaults": {"model": "tiny"},
     "cases": [{"name": "a", "prompt": "x"}, {"name": "b", "prompt": "y"}, {"name": "c", "prompt_tokens": 9},
