@@ -66,6 +66,13 @@ void check_output(const PathArg& o) {
     fail("{} {}: cannot write in folder {}: {}", o.flag, o.path, dir, std::strerror(errno));
 }
 
+void check_input(const PathArg& i) {
+  struct stat st {};
+  if (::stat(i.path.c_str(), &st) != 0) fail("{} {}: cannot open it ({})", i.flag, i.path, std::strerror(errno));
+  if (S_ISDIR(st.st_mode)) fail("{} {}: is a folder, expected a file", i.flag, i.path);
+  if (::access(i.path.c_str(), R_OK) != 0) fail("{} {}: cannot read it ({})", i.flag, i.path, std::strerror(errno));
+}
+
 }  // namespace
 
 void check_paths(const std::vector<PathArg>& inputs, const std::vector<PathArg>& outputs) {
@@ -81,7 +88,10 @@ void check_paths(const std::vector<PathArg>& inputs, const std::vector<PathArg>&
       all.push_back({&o, true, canonical_of(o.path)});
     }
   for (const PathArg& i : inputs)
-    if (!i.path.empty()) all.push_back({&i, false, canonical_of(i.path)});
+    if (!i.path.empty()) {
+      check_input(i);
+      all.push_back({&i, false, canonical_of(i.path)});
+    }
   for (size_t a = 0; a < all.size(); ++a)
     for (size_t b = a + 1; b < all.size(); ++b) {
       const Named &x = all[a], &y = all[b];

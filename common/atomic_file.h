@@ -23,7 +23,9 @@ struct PathArg {
 
 // Checks a command's file arguments before it does any work, so that a mistake is
 // found before a long run and never destroys a file. Fails with one line naming the
-// flag and path when an output's folder is missing or not writable, an output exists
+// flag and path when an input does not exist, is a folder or cannot be read (a command
+// that would not read it, such as bench's --tokenizer with token-count prompts, still
+// refuses it), an output's folder is missing or not writable, an output exists
 // but is not a regular file, or two arguments name the same file (two outputs, or an
 // output and an input; compared by canonical path, and by inode when both exist).
 // Empty paths are skipped.

@@ -1,6 +1,6 @@
 // outputs_test.cpp: nothing is lost. Commands check every output path before they
 // work (missing or unwritable folder, a folder named as a file, two arguments naming
-// the same file), and a run replaces its results, HTML and trace only when it is
+// the same file) and every input path (missing, or a folder), and a run replaces its results, HTML and trace only when it is
 // complete and not every case failed: a failed, interrupted or mis-pathed run leaves
 // the files of an earlier run as they were. Failed cases give exit status 3.
 #include <gtest/gtest.h>
@@ -67,6 +67,24 @@ TEST(OutputPaths, SameFileUnderAnotherSpellingIsRefused) {
   std::filesystem::create_hard_link(d.str("in.json"), d.str("hard.json"));
   EXPECT_NE(error_of({{"RESULTS", d.str("in.json")}}, {{"--html", d.str("hard.json")}}), "");
   EXPECT_EQ(error_of({{"--suite", d.str("in.json")}, {"--tokenizer", d.str("in.json")}}, {}), "");  // inputs may repeat
+}
+
+// An input that does not exist or is a folder is refused in one line before any work,
+// also by a command that would not read it (bench's --tokenizer with token-count prompts
+// used to ignore a missing file).
+TEST(OutputPaths, MissingOrFolderInputsAreRefused) {
+  TempDir d;
+  test::write_file(d.str("tok.json"), "{}");
+  EXPECT_EQ(error_of({{"--tokenizer", d.str("tok.json")}}, {}), "");
+  EXPECT_EQ(error_of({{"--tokenizer", d.str("none.json")}}, {}),
+            "--tokenizer " + d.str("none.json") + ": cannot open it (No such file or directory)");
+  EXPECT_EQ(error_of({{"--ids-file", d.str()}}, {}), "--ids-file " + d.str() + ": is a folder, expected a file");
+  test::CliRun r = run_moebench({"bench", "--preset", "tiny", "--backend", "cpu", "--tokenizer", d.str("none.json"),
+                                 "--out", d.str("b.json")},
+                                d);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err, "error: --tokenizer " + d.str("none.json") + ": cannot open it (No such file or directory)\n");
+  EXPECT_FALSE(std::filesystem::exists(d.str("b.json")));
 }
 
 TEST(OutputPaths, MissingFolderFolderAsFileAndFileAsFolderAreRefused) {
