@@ -452,15 +452,15 @@ int run(const Args& a) {
 MOEBENCH_COMMAND(bench, "Resident decode/prefill throughput against the measured HBM bound", [](CLI::App& sub) {
   auto a = std::make_shared<Args>();
   moebench::app::add_model_options(sub, a->model);
-  sub.add_option("--layers", a->layers, "Override the layer count of a synthetic model")->check(CLI::PositiveNumber);
+  sub.add_option("--layers", a->layers, "Override the layer count of a synthetic model")->check(moebench::app::kPositiveNumber);
   sub.add_option("--batch", a->batch, "Batch sizes, comma-separated (e.g. 1,2,4,8,16,32): B requests decoded together")->delimiter(',');
   sub.add_option("--prompt-tokens", a->prompt_tokens, "Prompt lengths, comma-separated (one case each)")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber);
+      ->check(moebench::app::kPositiveNumber);
   sub.add_option("--new-tokens", a->new_tokens, "Tokens to generate per case (1 = a prefill / TTFT case)")
-      ->check(CLI::PositiveNumber);
+      ->check(moebench::app::kPositiveNumber);
   sub.add_option("--repetitions", a->repetitions, "Measured repetitions per case (after one warm-up)")
-      ->check(CLI::PositiveNumber);
+      ->check(moebench::app::kPositiveNumber);
   sub.add_option("--kernel-profile", a->kernel_profile,
                  "JSON of GPU time per decode step by kernel (one extra CUPTI-traced repetition per case, after "
                  "the configuration's measured ones)");

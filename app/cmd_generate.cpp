@@ -128,8 +128,8 @@ MOEBENCH_COMMAND(generate, "Generate text from a prompt and print a timing summa
   auto a = std::make_shared<Args>();
   moebench::app::add_model_options(sub, a->model);
   sub.add_option("--prompt", a->prompt, "Prompt text")->required();
-  sub.add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate")->check(CLI::NonNegativeNumber);
-  sub.add_option("--temperature", a->temperature, "0 = greedy")->check(CLI::NonNegativeNumber);
+  sub.add_option("--max-new-tokens", a->max_new_tokens, "Tokens to generate")->check(moebench::app::kNonNegativeNumber);
+  sub.add_option("--temperature", a->temperature, "0 = greedy")->check(moebench::app::kNonNegativeNumber);
   sub.add_option("--top-p", a->top_p, "Nucleus sampling mass in (0, 1]")->check(CLI::Range(0.0, 1.0));
   sub.add_flag("--ignore-eos", a->ignore_eos, "Keep generating after EOS");
   sub.add_flag("--print-ids", a->ids, "Also print the generated token ids");

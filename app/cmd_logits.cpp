@@ -150,7 +150,7 @@ MOEBENCH_COMMAND(logits, "Teacher-force a token sequence and write every positio
                    sub.add_option("--ids-file", a->ids_file, "File of token ids (commas, spaces or newlines)");
                    sub.add_option("--prompt-len", a->prompt_len,
                                   "How many leading ids go through one prefill forward; the rest are decoded one by one")
-                       ->check(CLI::PositiveNumber);
+                       ->check(moebench::app::kPositiveNumber);
                    sub.add_option("--out", a->out, "Output .npy file: float32 (n_ids, vocab)")->required();
                    sub.add_option("--routing-out", a->routing_out,
                                   "Also write the experts chosen at every position and layer: lines "

@@ -42,12 +42,12 @@ MOEBENCH_COMMAND(make_model, "Write a synthetic Mixtral checkpoint (config.json 
                    auto a = std::make_shared<Args>();
                    sub.name("make-model");
                    sub.add_option("--preset", a->preset, "Model shape: " + moebench::preset_list())->required();
-                   sub.add_option("--layers", a->layers, "Override the number of layers")->check(CLI::PositiveNumber);
+                   sub.add_option("--layers", a->layers, "Override the number of layers")->check(moebench::app::kPositiveNumber);
                    sub.add_option("--seed", a->seed, "Seed of the counter-based generator")->required();
                    sub.add_option("--dtype", a->dtype, "bf16|f16|f32, or fp8|int8|int4: bf16 with quantised experts")
                        ->check(CLI::IsMember({"bf16", "f16", "f32", "fp8", "int8", "int4"}));
                    sub.add_option("--out", a->out, "Output folder")->required();
-                   sub.add_option("--shard-gib", a->shard_gib, "Shard size limit in GiB")->check(CLI::PositiveNumber);
+                   sub.add_option("--shard-gib", a->shard_gib, "Shard size limit in GiB")->check(moebench::app::kPositiveNumber);
                    return [a] { return run(*a); };
                  });
 

@@ -200,12 +200,12 @@ MOEBENCH_COMMAND(run, "Run a benchmark suite: results JSON, Markdown summary, op
   sub.add_option("--routing", a->routing, "routing source for every case: model|uniform|mixtral-locality|fine-grained-locality|trace:FILE");
   sub.add_option("--set", a->set, "override a setting for every case: key=value (repeatable)")->take_all();
   sub.add_option("--repetitions", a->repetitions, "measured repetitions per case (default: the suite's)")
-      ->check(CLI::PositiveNumber);
+      ->check(moebench::app::kPositiveNumber);
   sub.add_option("-o,--format", a->format, "what is printed on stdout: md|csv|json|jsonl|html (default md)");
   sub.add_option("--threads", a->threads, "OpenMP threads of the CPU engine for every case (default: the suite's cpu_threads)")
       ->check(CLI::Range(1, 1024));
   sub.add_option("--warmup-runs", a->warmup_runs, "untimed generations before measuring, when the warmup knob is on")
-      ->check(CLI::NonNegativeNumber);
+      ->check(moebench::app::kNonNegativeNumber);
   sub.add_option("--out", a->out, "results JSON (default results/SUITE-YYYYMMDD-HHMMSS.json)");
   sub.add_option("--html", a->html, "also write a self-contained HTML report");
   sub.add_option("--trace", a->trace,

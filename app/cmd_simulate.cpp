@@ -48,10 +48,10 @@ void add_shape_options(CLI::App& sub, ShapeArgs& a, CLI::Option* exclude) {
   auto* r = sub.add_option("--routing", a.routing, "synthetic routing source: uniform | mixtral-locality | fine-grained-locality")
                 ->check(CLI::IsMember(synthetic_routings()));
   if (exclude) r->excludes(exclude);
-  sub.add_option("--layers", a.layers, "layers (default 32)")->check(CLI::PositiveNumber);
-  sub.add_option("--experts", a.experts, "experts per layer (default 8)")->check(CLI::PositiveNumber);
-  sub.add_option("--top-k", a.top_k, "experts per token (default 2)")->check(CLI::PositiveNumber);
-  sub.add_option("--tokens", a.tokens, "decode tokens to generate (default 1000)")->check(CLI::PositiveNumber);
+  sub.add_option("--layers", a.layers, "layers (default 32)")->check(moebench::app::kPositiveNumber);
+  sub.add_option("--experts", a.experts, "experts per layer (default 8)")->check(moebench::app::kPositiveNumber);
+  sub.add_option("--top-k", a.top_k, "experts per token (default 2)")->check(moebench::app::kPositiveNumber);
+  sub.add_option("--tokens", a.tokens, "decode tokens to generate (default 1000)")->check(moebench::app::kPositiveNumber);
   sub.add_option("--seed", a.seed, "seed of the synthetic routing and predictions (default 1)");
 }
 
@@ -427,20 +427,20 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                    sub.add_option("--capacity", a->capacities, "expert slots (global across layers), comma-separated")
                        ->required()
                        ->delimiter(',')
-                       ->check(CLI::PositiveNumber);
+                       ->check(moebench::app::kPositiveNumber);
                    sub.add_option("--h2d-gbps", a->h2d_gbps, "host-to-device link bandwidth in GB/s")
                        ->required()
-                       ->check(CLI::PositiveNumber);
+                       ->check(moebench::app::kPositiveNumber);
                    auto* eb = sub.add_option("--expert-bytes", a->expert_bytes,
                                              "bytes of one expert (default 352321536: Mixtral-8x7B bf16)")
-                                  ->check(CLI::PositiveNumber);
+                                  ->check(moebench::app::kPositiveNumber);
                    sub.add_option("--expert-dtype", a->expert_dtype,
                                   "a Mixtral-8x7B expert in this format, weights + scales: bf16|fp8|int8|int4")
                        ->check(CLI::IsMember({"bf16", "fp8", "int8", "int4"}))
                        ->excludes(eb);
                    sub.add_option("--compute-ms-per-token", a->compute_ms_per_token,
                                   "resident compute time of one token through all layers (default 0: transfer only)")
-                       ->check(CLI::NonNegativeNumber);
+                       ->check(moebench::app::kNonNegativeNumber);
                    sub.add_option("--prefetch-accuracy", a->prefetch_accuracy,
                                   "share of prefetch predictions that are the true next-layer expert (default 0.8, as the engine's prefetch_accuracy)")
                        ->check(CLI::Range(0.0, 1.0));
@@ -448,10 +448,10 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                                   "where misses are computed: gpu (copied, default) | cpu (host) | hybrid (split by the cost model)")
                        ->check(CLI::IsMember({"gpu", "cpu", "hybrid"}));
                    sub.add_option("--host-gbps", a->host_gbps, "the host expert kernel's weight read rate in GB/s (host link)")
-                       ->check(CLI::PositiveNumber);
+                       ->check(moebench::app::kPositiveNumber);
                    sub.add_option("--host-overhead-us", a->host_overhead_us,
                                   "fixed cost of a layer with host work, microseconds (default 0)")
-                       ->check(CLI::NonNegativeNumber);
+                       ->check(moebench::app::kNonNegativeNumber);
                    sub.add_option("--split-units", a->split_units,
                                   "hybrid: parts one expert's rows may be split into between the links (default 1: "
                                   "whole experts; the engine's bf16 Mixtral: 56)")
@@ -465,28 +465,28 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                    sub.add_option("--joint-copy-gbps", a->joint_copy_gbps,
                                   "host link: the copies' rate while the host kernel reads too, GB/s (with "
                                   "--joint-host-gbps: both links on one clock, each slower beside the other)")
-                       ->check(CLI::NonNegativeNumber);
+                       ->check(moebench::app::kNonNegativeNumber);
                    sub.add_option("--joint-host-gbps", a->joint_host_gbps,
                                   "host link: the host kernel's rate while copies run too, GB/s")
-                       ->check(CLI::NonNegativeNumber);
+                       ->check(moebench::app::kNonNegativeNumber);
                    sub.add_option("--model-copy-gbps", a->model_copy_gbps,
                                   "hybrid: the copy rate the split decides with, GB/s (default: --h2d-gbps, the "
                                   "rate the copies run at; an engine's own measured solo rate, to replay its choices)")
-                       ->check(CLI::NonNegativeNumber);
+                       ->check(moebench::app::kNonNegativeNumber);
                    sub.add_option("--prefill-tokens", a->prefill_tokens,
                                   "the first N tokens of the trace are the prompt: run through the cache before "
                                   "decode (chunked, every miss loaded, not timed), as the engine's prefill")
-                       ->check(CLI::NonNegativeNumber);
+                       ->check(moebench::app::kNonNegativeNumber);
                    sub.add_option("--runs", a->runs,
                                   "replay the trace (prompt, then decode) this many timed times on one cache, as a "
                                   "case's repetitions (default 1)")
-                       ->check(CLI::PositiveNumber);
+                       ->check(moebench::app::kPositiveNumber);
                    sub.add_option("--warmup-runs", a->warmup_runs,
                                   "untimed runs before the timed ones, as a case's warm-up runs (a synthetic routing's choices drawn "
                                   "from routing stream 1, as the engine's warm-ups; default 0)")
-                       ->check(CLI::NonNegativeNumber);
+                       ->check(moebench::app::kNonNegativeNumber);
                    sub.add_option("--cpu-moe-layers", a->cpu_moe_layers, "the first N layers' experts stay on the host")
-                       ->check(CLI::NonNegativeNumber);
+                       ->check(moebench::app::kNonNegativeNumber);
                    sub.add_flag("--json", a->json, "print JSON instead of a table");
                    sub.callback([a] {
                      if (a->trace.empty() && a->shape.routing.empty())
@@ -504,7 +504,7 @@ static const bool kRegisteredMakeTrace = register_command(
                    sub.get_option("--routing")->required();
                    sub.add_option("--tokens-per-step", a->shape.tokens_per_step,
                                   "tokens per step (1: decode; more: prefill chunks)")
-                       ->check(CLI::PositiveNumber);
+                       ->check(moebench::app::kPositiveNumber);
                    sub.add_flag("--weights", a->weights, "also store synthetic gate weights");
                    sub.add_option("--out", a->out, "trace file to write")->required();
                    sub.callback([a] { check_shape_args(a->shape); });
@@ -521,19 +521,19 @@ static const bool kRegisteredSimulateParallel = register_command(
        add_shape_options(sub, a->shape, tr);
        sub.add_option("--tokens-per-step", a->shape.tokens_per_step,
                       "tokens per step of the synthetic trace: the batch (default 1)")
-           ->check(CLI::PositiveNumber)
+           ->check(moebench::app::kPositiveNumber)
            ->excludes(tr);
        sub.add_option("--model", a->model, "model preset whose bytes the GPUs read (default mixtral-8x7b)");
        sub.add_option("--ranks", a->ranks, "GPU counts, comma-separated (e.g. 2,4,8)")
            ->required()
            ->delimiter(',')
-           ->check(CLI::PositiveNumber);
+           ->check(moebench::app::kPositiveNumber);
        sub.add_option("--hbm-gbps", a->hbm_gbps, "each GPU's memory bandwidth in GB/s (e.g. a bench run's measured)")
            ->required()
-           ->check(CLI::PositiveNumber);
+           ->check(moebench::app::kPositiveNumber);
        sub.add_option("--collective-us", a->collective_us,
                       "measured collective time per layer in microseconds (TP: its two all-reduces; default 0)")
-           ->check(CLI::NonNegativeNumber);
+           ->check(moebench::app::kNonNegativeNumber);
        sub.add_flag("--json", a->json, "print JSON instead of a table");
        sub.callback([a] {
          if (a->trace.empty() && a->shape.routing.empty()) throw CLI::RequiredError("--trace or --routing");

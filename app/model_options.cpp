@@ -6,6 +6,7 @@
 #include <algorithm>
 
 
+#include "cli/command.h"
 #include "engine/checkpoint_cache.h"
 #include "model/config.h"
 #include "engine/engine.h"
@@ -26,7 +27,7 @@ void add_model_options(CLI::App& sub, ModelOptions& o) {
   sub.add_option("--backend", o.backend, "auto|cpu|cuda (auto: cuda when a GPU is present)")
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   sub.add_option("--tokenizer", o.tokenizer, "tokenizer.json (default: MODEL/tokenizer.json, else the built-in Mistral one)");
-  sub.add_option("--max-model-len", o.max_model_len, "Longest sequence (prompt + new tokens)")->check(CLI::PositiveNumber);
+  sub.add_option("--max-model-len", o.max_model_len, "Longest sequence (prompt + new tokens)")->check(moebench::app::kPositiveNumber);
   sub.add_option("--gpu-mem-budget", o.gpu_mem_budget, "Hard cap on device memory, e.g. 22GiB (cuda)");
   sub.add_option("--stage", o.stage, "Optimisation stage preset: " + stage_list() + " (`moebench info` says what each sets)");
   sub.add_option("--routing", o.routing, "Routing source: model|uniform|mixtral-locality|fine-grained-locality|trace:FILE");

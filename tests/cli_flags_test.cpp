@@ -1,6 +1,6 @@
 // cli_flags_test.cpp: flags a subcommand lists in --help are honoured and recorded:
 // --version, the presets every --preset help names, the stage presets --stage and `info` list,
-// bench's one-line refusal of a bad model spec or a missing routing trace,
+// bench's one-line refusal of a bad model spec or a missing routing trace, the number checks' messages,
 // --threads, --format (csv, jsonl, compare's json), bench's --stage / --routing (which it once accepted and
 // dropped, recording stage "custom" and routing "model"), and --stage / --routing / --set recorded by every command
 // that writes results (run, bench, profile-check).
@@ -218,6 +218,24 @@ TEST(CliFlags, BenchRefusesABadModelOrTraceBeforeRunning) {
     EXPECT_EQ(r.code, 1) << r.err;
     EXPECT_EQ(r.err, want[i]);
     EXPECT_FALSE(std::filesystem::exists(d.str("b.json")));
+  }
+}
+
+// Number options refuse a value out of range or not a number in one short line (CLI11's
+// own checks spelled their range out to DBL_MAX in over 300 digits), exit 2.
+TEST(CliFlags, NumberChecksAreOneShortLine) {
+  TempDir d;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"bench", "--preset", "tiny", "--new-tokens", "0"}, "--new-tokens: expected a number > 0, got 0"},
+      {{"bench", "--preset", "tiny", "--prompt-tokens", "10,0"}, "--prompt-tokens: expected a number > 0, got 0"},
+      {{"bench", "--preset", "tiny", "--repetitions", "x"}, "--repetitions: expected a number, got 'x'"},
+      {{"generate", "--preset", "tiny", "--prompt", "hi", "--temperature", "-1"},
+       "--temperature: expected a number >= 0, got -1"}};
+  for (const auto& [args, want] : cases) {
+    test::CliRun r = test::run_moebench(args, d);
+    EXPECT_EQ(r.code, 2) << want;
+    EXPECT_EQ(r.err.substr(0, r.err.find('\n')), want);
+    EXPECT_LT(r.err.size(), 200u) << r.err;
   }
 }
 

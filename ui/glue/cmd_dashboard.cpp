@@ -98,7 +98,7 @@ MOEBENCH_COMMAND(dashboard, "Interactive ImGui dashboard over results, traces an
   sub.add_option("--trace", a->traces, "Chrome trace (trace.json or trace.json.gz) for the timeline; repeatable");
   auto* shot = sub.add_option("--screenshot", a->screenshot,
                               "Render --frames frames, write this PNG and exit (fails on a blank image or a file it cannot read)");
-  sub.add_option("--frames", a->frames, "Frames before the screenshot (default 3)")->check(CLI::PositiveNumber)->needs(shot);
+  sub.add_option("--frames", a->frames, "Frames before the screenshot (default 3)")->check(moebench::app::kPositiveNumber)->needs(shot);
   sub.add_option("--size", a->size, "Window size WIDTHxHEIGHT (default 1600x1000)");
   sub.add_flag("--no-live", a->no_live, "Hide the live-run view's runner");
   auto* rec = sub.add_option("--record", a->record, "No window: run the live runner (cpu) and write its results here");
@@ -107,10 +107,10 @@ MOEBENCH_COMMAND(dashboard, "Interactive ImGui dashboard over results, traces an
   sub.add_option("--model", a->live.model, "Live runs: DIR or synthetic:PRESET (default synthetic:tiny)");
   sub.add_option("--seed", a->live.seed, "Live runs: seed of synthetic weights and prompt");
   sub.add_option("--stages", a->stages, "Live runs: comma-separated stage presets (default baseline,P0,P1,P2)");
-  sub.add_option("--prompt-tokens", a->live.prompt_tokens, "Live runs: prompt length")->check(CLI::PositiveNumber);
-  sub.add_option("--new-tokens", a->live.new_tokens, "Live runs: tokens to generate")->check(CLI::PositiveNumber);
-  sub.add_option("--repetitions", a->live.repetitions, "Live runs: measured repetitions")->check(CLI::PositiveNumber);
+  sub.add_option("--prompt-tokens", a->live.prompt_tokens, "Live runs: prompt length")->check(moebench::app::kPositiveNumber);
+  sub.add_option("--new-tokens", a->live.new_tokens, "Live runs: tokens to generate")->check(moebench::app::kPositiveNumber);
+  sub.add_option("--repetitions", a->live.repetitions, "Live runs: measured repetitions")->check(moebench::app::kPositiveNumber);
   sub.add_option("--cache-slots", a->live.cache_slots, "Live runs: expert slots for every stage (0: the stage's own)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(moebench::app::kNonNegativeNumber);
   return [a] { return run(*a); };
 });
