@@ -44,7 +44,9 @@ std::vector<int32_t> chat_prompt(const Args& a, const moebench::WeightSource& w,
   using namespace moebench;
   std::string file = a.chat_template;
   if (file.empty()) {
-    if (!w.ckpt()) fail("--chat: {} is no checkpoint folder with a tokenizer_config.json: pass --chat-template FILE", a.model.model);
+    if (!w.ckpt())
+      fail("--chat: {} is no checkpoint folder with a tokenizer_config.json: pass --chat-template FILE",
+           a.model.preset.empty() ? a.model.model : "synthetic:" + a.model.preset);  // --model or --preset
     file = (std::filesystem::path(w.ckpt()->dir()) / "tokenizer_config.json").string();
     if (!std::filesystem::exists(file))
       fail("--chat: {} has no tokenizer_config.json (its chat template): pass --chat-template FILE", w.ckpt()->dir());

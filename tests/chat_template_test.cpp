@@ -165,6 +165,10 @@ TEST(ChatTemplate, GenerateAppliesTheTemplate) {
       {"generate", "--model", "synthetic:tiny-qwen3", "--backend", "cpu", "--prompt", "hi", "--chat"}, d);
   EXPECT_EQ(none.code, 1);
   EXPECT_NE(none.err.find("--chat: synthetic:tiny-qwen3 is no checkpoint folder"), std::string::npos) << none.err;
+  const test::CliRun preset =  // --preset names the model too (the line once left its name empty)
+      test::run_moebench({"generate", "--preset", "tiny-qwen3", "--backend", "cpu", "--prompt", "hi", "--chat"}, d);
+  EXPECT_EQ(preset.code, 1);
+  EXPECT_NE(preset.err.find("--chat: synthetic:tiny-qwen3 is no checkpoint folder"), std::string::npos) << preset.err;
   const test::CliRun lone = test::run_moebench(
       {"generate", "--model", "synthetic:tiny-qwen3", "--backend", "cpu", "--prompt", "hi", "--chat-var", "a=1"}, d);
   EXPECT_EQ(lone.code, 1);
