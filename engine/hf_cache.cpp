@@ -55,7 +55,8 @@ std::string hf_cache_snapshot(const std::string& spec) {
   const std::string rev = at == std::string::npos ? "main" : spec.substr(at + 1);
   const fs::path hub = hf_hub_cache_dir();
   const fs::path repo = hub / ("models--" + id.substr(0, id.find('/')) + "--" + id.substr(id.find('/') + 1));
-  if (!fs::is_directory(repo))
+  std::error_code ec;  // the non-throwing checks: a name too long for the file system is not there
+  if (!fs::is_directory(repo, ec))
     fail("model '{}': not a folder or a preset, and not in the Hugging Face cache (no {}; the cache is $HF_HUB_CACHE, "
          "$HF_HOME/hub or ~/.cache/huggingface/hub, read offline)",
          spec, repo.string());
@@ -65,7 +66,7 @@ std::string hf_cache_snapshot(const std::string& spec) {
     while (!commit.empty() && std::isspace(static_cast<unsigned char>(commit.back()))) commit.pop_back();
   }
   const fs::path snap = repo / "snapshots" / commit;
-  if (commit.empty() || commit.find('/') != std::string::npos || !fs::is_directory(snap))
+  if (commit.empty() || commit.find('/') != std::string::npos || !fs::is_directory(snap, ec))
     fail("model '{}': revision '{}' is not in the Hugging Face cache at {} (refs: {}; snapshots: {})", spec, rev,
          repo.string(), listing(repo / "refs"), listing(repo / "snapshots"));
   return snap.string();

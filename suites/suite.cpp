@@ -15,6 +15,7 @@
 
 #include "common/error.h"
 #include "common/atomic_file.h"
+#include "engine/hf_cache.h"
 #include "engine/weight_source.h"
 #include "variants/routing.h"
 #include "variants/stages.h"
@@ -369,16 +370,22 @@ std::string resolve_model(const Suite& s, const Overrides& o, const std::string&
 
 // What a case names that can be checked without loading anything, so that a bad model spec
 // or a missing routing trace is one line before any case runs (instead of every case
-// failing with it): a synthetic model's preset, layers and dtype, and that a trace:FILE
-// routing opens. Each model and trace once; `from_model` / `from_routing` say where the
-// value came from.
+// failing with it): a synthetic model's preset, layers and dtype; that a checkpoint folder
+// (or ORG/NAME's snapshot in the Hugging Face cache) holds a config.json; and that a
+// trace:FILE routing opens. Each model and trace once; `from_model` / `from_routing` say
+// where the value came from.
 class InputCheck {
  public:
   void model(const std::string& m, const std::string& from_model) {
     if (m.empty() || !models_.insert(m).second) return;
     try {
       ModelConfig c;
-      parse_synthetic_model(m, &c);
+      if (parse_synthetic_model(m, &c)) return;
+      namespace fs = std::filesystem;
+      std::error_code ec;  // the non-throwing checks: a name too long for the file system is not there
+      const std::string dir = !fs::is_directory(m, ec) && looks_like_hf_repo_id(m) ? hf_cache_snapshot(m) : m;
+      if (!fs::exists(fs::path(dir) / "config.json", ec))
+        fail("{}: missing config.json (expected an HF checkpoint folder)", dir);
     } catch (const Error& e) {
       fail("{}: {}", from_model, e.what());
     }

@@ -3,7 +3,9 @@
 // the short/medium/long prompts have the token counts they claim.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <deque>
+#include <filesystem>
 #include <set>
 
 #include "engine/embedded_tokenizer.h"
@@ -135,8 +137,9 @@ TEST(Suite, ModelPerBackendAndOverrides) {
   EXPECT_THROW(expand(s, o, cpu), Error);
 }
 
-// A bad synthetic model spec or a routing trace that does not open is one line from
-// expand, naming where it came from, before any case runs (every case used to fail with it).
+// A bad synthetic model spec, a checkpoint folder without a config.json or a routing trace
+// that does not open is one line from expand, naming where it came from, before any case
+// runs (every case used to fail with it).
 TEST(Suite, BadModelSpecsAndMissingTracesFailBeforeAnyCase) {
   auto error = [](const Suite& s, const Overrides& o) {
     try {
@@ -157,9 +160,27 @@ TEST(Suite, BadModelSpecsAndMissingTracesFailBeforeAnyCase) {
       << error(s, o);
   o.model = "synthetic:tiny:layers=1";
   EXPECT_EQ(error(s, o), "");
-  o.model = "/no/such/checkpoint";  // a folder is not opened here (the case's load says what is wrong)
-  EXPECT_EQ(error(s, o), "");
   test::TempDir d;
+  o.model = d.str("ckpt");  // a folder without a config.json; its files are not read here
+  EXPECT_EQ(error(s, o), "--model: " + d.str("ckpt") + ": missing config.json (expected an HF checkpoint folder)");
+  o.model = std::string(5000, 'x');  // a name too long for the file system: the same line, no exception of its own
+  EXPECT_EQ(error(s, o).rfind("--model: " + o.model + ": missing config.json", 0), 0u);
+  o.model = "org/" + std::string(300, 'x');
+  EXPECT_EQ(error(s, o).rfind("--model: ", 0), 0u);
+  EXPECT_EQ(error(s, o).find('\n'), std::string::npos);
+  const char* had = std::getenv("HF_HUB_CACHE");
+  const std::string before = had ? had : "";
+  ::setenv("HF_HUB_CACHE", d.str().c_str(), 1);  // an empty cache
+  o.model = "some-org/not-cached";  // shaped as ORG/NAME: looked up in the Hugging Face cache
+  EXPECT_EQ(error(s, o).rfind("--model: model 'some-org/not-cached': not a folder or a preset, and not in the Hugging Face cache", 0),
+            0u)
+      << error(s, o);
+  if (had) ::setenv("HF_HUB_CACHE", before.c_str(), 1);
+  else ::unsetenv("HF_HUB_CACHE");
+  o.model = d.str("ckpt");
+  std::filesystem::create_directories(d.str("ckpt"));
+  test::write_file(d.str("ckpt/config.json"), "{}");
+  EXPECT_EQ(error(s, o), "");
   const std::string missing = d.str("missing.json");
   Suite t = parse_suite(R"({"name": "x", "defaults": {"model": "tiny"},
     "cases": [{"name": "a", "prompt": "x", "settings": {"routing": "trace:)" + missing + R"("}}]})",
