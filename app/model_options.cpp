@@ -5,14 +5,13 @@
 
 #include <algorithm>
 
-
 #include "cli/command.h"
 #include "engine/checkpoint_cache.h"
-#include "model/config.h"
 #include "engine/engine.h"
 #include "engine/device_info.h"
 #include "common/error.h"
 #include "common/log.h"
+#include "model/config.h"
 #include "variants/stages.h"
 
 namespace moebench::app {

@@ -148,7 +148,10 @@ struct Instance {
 };
 
 // Expands cases x sweep into instances, resolves settings (validated: an unknown
-// stage or setting is an Error naming the file and the field) and orders them to
+// stage or setting is an Error naming the file and the field; so are a bad synthetic
+// model spec, a checkpoint folder without a config.json, an ORG/NAME missing from the
+// Hugging Face cache and a routing trace that does not open, each naming --model,
+// --routing or the suite's field, before any case runs) and orders them to
 // minimise model reloads: grouped by model, seed, backend, expert tier, memory
 // budget and then the remaining settings, keeping file order inside a group.
 // `resolve_backend` turns the requested backend (the override's, else the suite's:
