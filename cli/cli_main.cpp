@@ -5,6 +5,7 @@
 // call it (app/main.cpp, ui/glue/dashboard_main.cpp).
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 
@@ -63,6 +64,9 @@ int moebench::app::cli_main(int argc, char** argv) {
     return 1;
   } catch (const std::bad_alloc&) {
     std::fprintf(stderr, "error: out of host memory\n");
+    return 1;
+  } catch (const std::filesystem::filesystem_error& e) {  // a path the system refuses, e.g. a name too long
+    std::fprintf(stderr, "error: %s\n", e.what());
     return 1;
   }
   return 0;

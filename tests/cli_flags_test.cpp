@@ -1,6 +1,7 @@
 // cli_flags_test.cpp: flags a subcommand lists in --help are honoured and recorded:
 // --version, the presets every --preset help names, the stage presets --stage and `info` list,
-// bench's one-line refusal of a bad model spec or a missing routing trace, the number checks' messages,
+// bench's one-line refusal of a bad model spec or a missing routing trace, the number checks' messages, a model
+// name too long for the file system,
 // --threads, --format (csv, jsonl, compare's json), bench's --stage / --routing (which it once accepted and
 // dropped, recording stage "custom" and routing "model"), and --stage / --routing / --set recorded by every command
 // that writes results (run, bench, profile-check).
@@ -236,6 +237,20 @@ TEST(CliFlags, NumberChecksAreOneShortLine) {
     EXPECT_EQ(r.code, 2) << want;
     EXPECT_EQ(r.err.substr(0, r.err.find('\n')), want);
     EXPECT_LT(r.err.size(), 200u) << r.err;
+  }
+}
+
+// A model path the file system refuses (a name too long for it) is one line, exit 1; it
+// used to end the process in an uncaught std::filesystem_error.
+TEST(CliFlags, AModelNameTooLongIsOneLine) {
+  TempDir d;
+  const std::string m(5000, 'x');
+  for (const std::vector<std::string>& args : {std::vector<std::string>{"generate", "--model", m, "--prompt", "hi", "--backend", "cpu"},
+                                               std::vector<std::string>{"info", "--model", m}}) {
+    test::CliRun r = test::run_moebench(args, d);
+    EXPECT_EQ(r.code, 1) << args[0];
+    EXPECT_EQ(r.err, "error: " + m + ": not a directory and not a preset (expected a checkpoint folder or one of the presets)\n")
+        << args[0];
   }
 }
 
