@@ -72,4 +72,16 @@ std::string hf_cache_snapshot(const std::string& spec) {
   return snap.string();
 }
 
+std::string checkpoint_folder(const std::string& model) {
+  std::error_code ec;
+  return !fs::is_directory(model, ec) && looks_like_hf_repo_id(model) ? hf_cache_snapshot(model) : model;
+}
+
+void check_checkpoint_folder(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec))
+    fail("{}: not a directory and not a preset (expected a checkpoint folder or one of the presets)", dir);
+  if (!fs::exists(fs::path(dir) / "config.json", ec)) fail("{}: missing config.json (expected an HF checkpoint folder)", dir);
+}
+
 }  // namespace moebench

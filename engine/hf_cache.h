@@ -19,4 +19,11 @@ std::string hf_hub_cache_dir();
 // looked in and what was missing.
 std::string hf_cache_snapshot(const std::string& spec);
 
+// The checkpoint folder a model name that is no preset names: the name itself, or, when
+// it is no folder here and has the shape ORG/NAME[@REV], that snapshot (hf_cache_snapshot).
+std::string checkpoint_folder(const std::string& model);
+// Throws Error unless `dir` is a folder holding a config.json (the file-system checks do
+// not throw: a name too long for the file system is not there).
+void check_checkpoint_folder(const std::string& dir);
+
 }  // namespace moebench

@@ -153,9 +153,7 @@ WeightSource WeightSource::synthetic(const ModelConfig& cfg, uint64_t seed, DTyp
 WeightSource WeightSource::checkpoint(const std::string& dir) {
   WeightSource w;
   fs::path cfgp = fs::path(dir) / "config.json";
-  std::error_code ec;  // the non-throwing checks: a name too long for the file system is not there
-  if (!fs::is_directory(dir, ec)) fail("{}: not a directory and not a preset (expected a checkpoint folder or one of the presets)", dir);
-  if (!fs::exists(cfgp, ec)) fail("{}: missing config.json (expected an HF checkpoint folder)", dir);
+  check_checkpoint_folder(dir);
   if (!fs::is_regular_file(cfgp)) fail("{}: is not a regular file (expected an HF config.json)", cfgp.string());
   w.cfg_ = load_config(cfgp.string());
   if (const fs::path gen = fs::path(dir) / "generation_config.json"; fs::exists(gen)) apply_generation_config(w.cfg_, gen.string());
@@ -174,10 +172,7 @@ WeightSource WeightSource::open(const std::string& model, uint64_t seed, DType s
   ModelConfig c;
   QuantFormat experts = QuantFormat::bf16;
   if (parse_synthetic_model(model, &c, &experts)) return synthetic(c, seed, synth_dtype, experts);
-  // ORG/NAME[@REV] that is no folder here: the Hugging Face cache's snapshot of it.
-  std::error_code ec;
-  if (!fs::is_directory(model, ec) && looks_like_hf_repo_id(model)) return checkpoint(hf_cache_snapshot(model));
-  return checkpoint(model);
+  return checkpoint(checkpoint_folder(model));  // a folder, or ORG/NAME[@REV]'s snapshot in the Hugging Face cache
 }
 
 std::string WeightSource::describe() const {

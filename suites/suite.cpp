@@ -380,12 +380,7 @@ class InputCheck {
     if (m.empty() || !models_.insert(m).second) return;
     try {
       ModelConfig c;
-      if (parse_synthetic_model(m, &c)) return;
-      namespace fs = std::filesystem;
-      std::error_code ec;  // the non-throwing checks: a name too long for the file system is not there
-      const std::string dir = !fs::is_directory(m, ec) && looks_like_hf_repo_id(m) ? hf_cache_snapshot(m) : m;
-      if (!fs::exists(fs::path(dir) / "config.json", ec))
-        fail("{}: missing config.json (expected an HF checkpoint folder)", dir);
+      if (!parse_synthetic_model(m, &c)) check_checkpoint_folder(checkpoint_folder(m));  // as the load checks it
     } catch (const Error& e) {
       fail("{}: {}", from_model, e.what());
     }

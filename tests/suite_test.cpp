@@ -161,10 +161,13 @@ TEST(Suite, BadModelSpecsAndMissingTracesFailBeforeAnyCase) {
   o.model = "synthetic:tiny:layers=1";
   EXPECT_EQ(error(s, o), "");
   test::TempDir d;
-  o.model = d.str("ckpt");  // a folder without a config.json; its files are not read here
+  o.model = d.str("ckpt");  // no such folder, then a folder without a config.json; its files are not read here
+  EXPECT_EQ(error(s, o), "--model: " + d.str("ckpt") +
+                             ": not a directory and not a preset (expected a checkpoint folder or one of the presets)");
+  std::filesystem::create_directories(d.str("ckpt"));
   EXPECT_EQ(error(s, o), "--model: " + d.str("ckpt") + ": missing config.json (expected an HF checkpoint folder)");
   o.model = std::string(5000, 'x');  // a name too long for the file system: the same line, no exception of its own
-  EXPECT_EQ(error(s, o).rfind("--model: " + o.model + ": missing config.json", 0), 0u);
+  EXPECT_EQ(error(s, o).rfind("--model: " + o.model + ": not a directory and not a preset", 0), 0u);
   o.model = "org/" + std::string(300, 'x');
   EXPECT_EQ(error(s, o).rfind("--model: ", 0), 0u);
   EXPECT_EQ(error(s, o).find('\n'), std::string::npos);
@@ -178,7 +181,6 @@ TEST(Suite, BadModelSpecsAndMissingTracesFailBeforeAnyCase) {
   if (had) ::setenv("HF_HUB_CACHE", before.c_str(), 1);
   else ::unsetenv("HF_HUB_CACHE");
   o.model = d.str("ckpt");
-  std::filesystem::create_directories(d.str("ckpt"));
   test::write_file(d.str("ckpt/config.json"), "{}");
   EXPECT_EQ(error(s, o), "");
   const std::string missing = d.str("missing.json");
