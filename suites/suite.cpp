@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "common/error.h"
@@ -376,14 +377,40 @@ std::string resolve_model(const Suite& s, const Overrides& o, const std::string&
 // where the value came from.
 class InputCheck {
  public:
-  void model(const std::string& m, const std::string& from_model) {
-    if (m.empty() || !models_.insert(m).second) return;
+  // Checks model m once (a synthetic spec, or a checkpoint folder and its config.json, as
+  // the load checks and reads them) and returns the longest sequence it takes, its
+  // max_position_embeddings; 0 for no model (a calibration case).
+  int model(const std::string& m, const std::string& from_model) {
+    if (m.empty()) return 0;
+    if (auto it = max_positions_.find(m); it != max_positions_.end()) return it->second;
+    int max_positions = 0;
     try {
       ModelConfig c;
-      if (!parse_synthetic_model(m, &c)) check_checkpoint_folder(checkpoint_folder(m));  // as the load checks it
+      if (parse_synthetic_model(m, &c)) {
+        max_positions = c.max_position_embeddings;
+      } else {
+        const std::string dir = checkpoint_folder(m);
+        check_checkpoint_folder(dir);
+        max_positions = load_config((fs::path(dir) / "config.json").string()).max_position_embeddings;
+      }
     } catch (const Error& e) {
       fail("{}: {}", from_model, e.what());
     }
+    max_positions_.emplace(m, max_positions);
+    return max_positions;
+  }
+  // A case whose prompt length is known (prompt_tokens) must fit the sequence its run
+  // allows: prompt + new tokens within max_model_len and the model's positions.
+  static void length(const CaseSpec& c, const Instance& in, int max_positions, const std::string& where) {
+    if (!c.prompt.empty() || c.prompt_tokens <= 0 || max_positions <= 0) return;
+    const int total = c.prompt_tokens + in.new_tokens;
+    if (total > max_positions)
+      fail("{}: prompt_tokens {} + new_tokens {} = {} exceed the model's max_position_embeddings {} ({})", where,
+           c.prompt_tokens, in.new_tokens, total, max_positions, in.model);
+    if (total > in.settings.max_model_len)
+      fail("{}: prompt_tokens {} + new_tokens {} = {} exceed max_model_len {} (raise it: --max-model-len or the "
+           "setting max_model_len)",
+           where, c.prompt_tokens, in.new_tokens, total, in.settings.max_model_len);
   }
   void routing(const std::string& spec, const std::string& from_routing) {
     if (spec.rfind("trace:", 0) != 0) return;
@@ -394,7 +421,8 @@ class InputCheck {
   }
 
  private:
-  std::set<std::string> models_, traces_;
+  std::map<std::string, int> max_positions_;
+  std::set<std::string> traces_;
 };
 
 }  // namespace
@@ -468,9 +496,10 @@ std::vector<Instance> expand(const Suite& s, const Overrides& o, BackendResolver
         fail("{}: {}", where, e.what());
       }
       if (!stage.empty() && st.stage != stage) st.stage = stage;
-      inputs.model(in.model, o.model.empty() ? s.source + ": defaults.model" : "--model");
+      const int max_positions = inputs.model(in.model, o.model.empty() ? s.source + ": defaults.model" : "--model");
       inputs.routing(st.routing, routing_overridden ? "--routing" : where);
       in.settings = st;
+      InputCheck::length(c, in, max_positions, where);
       in.warmup_runs = st.warmup ? warmup_runs : 0;
       in.case_name = c.name;
       std::string tag;

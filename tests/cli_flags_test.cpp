@@ -207,11 +207,14 @@ TEST(CliFlags, BenchRefusesABadModelOrTraceBeforeRunning) {
   const std::vector<std::vector<std::string>> bad = {
       {"--model", "synthetic:tiny:layers=0"},
       {"--preset", "tiny", "--routing", "trace:" + d.str("missing.json")},
-      {"--preset", "tiny", "--set", "routing=trace:" + d.str("missing.json")}};
+      {"--preset", "tiny", "--set", "routing=trace:" + d.str("missing.json")},
+      {"--preset", "tiny", "--prompt-tokens", "8,2000", "--new-tokens", "64"}};  // tiny takes 2048 positions
   const std::vector<std::string> want = {
       "error: --model: model 'synthetic:tiny:layers=0': layers '0' must be a positive integer\n",
       "error: --routing: routing trace:" + d.str("missing.json") + ": cannot open it (No such file or directory)\n",
-      "error: --routing: routing trace:" + d.str("missing.json") + ": cannot open it (No such file or directory)\n"};
+      "error: --routing: routing trace:" + d.str("missing.json") + ": cannot open it (No such file or directory)\n",
+      "error: bench: case b1_p2000_n64: prompt_tokens 2000 + new_tokens 64 = 2064 exceed the model's "
+      "max_position_embeddings 2048 (synthetic:tiny)\n"};
   for (size_t i = 0; i < bad.size(); ++i) {
     std::vector<std::string> args = {"bench", "--backend", "cpu", "--out", d.str("b.json")};
     args.insert(args.end(), bad[i].begin(), bad[i].end());

@@ -132,10 +132,18 @@ TEST(Run, UnsupportedBatchSizeIsSaidInTheCaseStatus) {
   EXPECT_EQ(r.failed, 1);
 }
 
+// A text prompt's length is known once tokenised, when its case runs: a case too long then
+// fails with a sentence and the run goes on. (A prompt_tokens case too long is refused
+// before any case: Suite.CasesLongerThanTheModelTakesFailBeforeAnyCase.)
 TEST(Run, TooLongCaseFailsWithASentenceAndTheRunGoesOn) {
-  Suite s = parse_suite(R"({"name": "l", "defaults": {"model": "micro", "repetitions": 1},
-    "cases": [{"name": "big", "prompt_tokens": 500, "new_tokens": 100}, {"name": "ok", "prompt_tokens": 4, "new_tokens": 2}]})",
+  Suite s = parse_suite(R"({"name": "l", "defaults": {"model": "tiny", "repetitions": 1, "settings": {"max_model_len": "24"}},
+    "cases": [{"name": "big", "prompt": "a text prompt of more than twenty tokens once it has been tokenised by the model's tokenizer", "new_tokens": 8},
+              {"name": "ok", "prompt_tokens": 4, "new_tokens": 2}]})",
                         "l.json");
+  const Suite counted = parse_suite(R"({"name": "l", "defaults": {"model": "micro", "settings": {"max_model_len": "24"}},
+    "cases": [{"name": "big", "prompt_tokens": 20, "new_tokens": 8}]})",
+                                    "l.json");
+  ASSERT_THROW(expand(counted, {}, cpu), Error);
   RunOptions opt;
   opt.measure_bandwidth = false;
   RunOutcome r = run_suite(expand(s, {}, cpu), opt);

@@ -1,6 +1,7 @@
 // suite_test.cpp: suite files — one-line errors naming the file and field, the
 // shipped suites parse and expand, sweeps are ordered to minimise reloads, and
 // the short/medium/long prompts have the token counts they claim.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -11,6 +12,7 @@
 #include "engine/embedded_tokenizer.h"
 #include "common/error.h"
 #include "engine/tokenizer.h"
+#include "model/config.h"
 #include "suites/suite.h"
 #include "tests/test_util.h"
 
@@ -181,8 +183,10 @@ TEST(Suite, BadModelSpecsAndMissingTracesFailBeforeAnyCase) {
   if (had) ::setenv("HF_HUB_CACHE", before.c_str(), 1);
   else ::unsetenv("HF_HUB_CACHE");
   o.model = d.str("ckpt");
-  test::write_file(d.str("ckpt/config.json"), "{}");
-  EXPECT_EQ(error(s, o), "");
+  test::write_file(d.str("ckpt/config.json"), "{}");  // read as the load reads it: a bad field is this line, before any case
+  EXPECT_EQ(error(s, o), "--model: " + d.str("ckpt/config.json") + ": missing field 'vocab_size' (expected an integer)");
+  test::write_file(d.str("ckpt/config.json"), config_to_json(preset_config("tiny")).dump());
+  EXPECT_EQ(error(s, o), "");  // its tensors are not read here
   const std::string missing = d.str("missing.json");
   Suite t = parse_suite(R"({"name": "x", "defaults": {"model": "tiny"},
     "cases": [{"name": "a", "prompt": "x", "settings": {"routing": "trace:)" + missing + R"("}}]})",
@@ -198,6 +202,40 @@ TEST(Suite, BadModelSpecsAndMissingTracesFailBeforeAnyCase) {
       << error(parse_suite(kGood, "suites/x.json"), r);
   test::write_file(missing, "{}");  // it opens: what it holds is checked when a case loads it
   EXPECT_EQ(error(t, {}), "");
+}
+
+TEST(Suite, CasesLongerThanTheModelTakesFailBeforeAnyCase) {
+  auto error = [](const Suite& s, const Overrides& o) {
+    try {
+      expand(s, o, cpu);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  const int positions = preset_config("tiny").max_position_embeddings;
+  auto suite = [](int prompt_tokens, const std::string& settings) {
+    return parse_suite(fmt::format(R"({{"name": "x", "defaults": {{"model": "synthetic:tiny", "new_tokens": 16{}}},
+      "cases": [{{"name": "short", "prompt_tokens": 8}}, {{"name": "long", "prompt_tokens": {}}},
+                {{"name": "text", "prompt": "a text prompt: its length is known once tokenised"}}]}})",
+                                   settings, prompt_tokens),
+                       "suites/x.json");
+  };
+  EXPECT_EQ(error(suite(1000, ""), {}), "");  // 1016 tokens: within max_model_len's default 1024
+  EXPECT_EQ(error(suite(1009, ""), {}),
+            "suites/x.json: case long: prompt_tokens 1009 + new_tokens 16 = 1025 exceed max_model_len 1024 (raise it: "
+            "--max-model-len or the setting max_model_len)");
+  EXPECT_EQ(error(suite(1009, R"(, "settings": {"max_model_len": "4096"})"), {}), "");  // fits once raised
+  const int over = positions - 15;  // one past the model's positions with 16 new tokens
+  EXPECT_EQ(error(suite(over, R"(, "settings": {"max_model_len": "100000"})"), {}),
+            fmt::format("suites/x.json: case long: prompt_tokens {} + new_tokens 16 = {} exceed the model's "
+                        "max_position_embeddings {} (synthetic:tiny)",
+                        over, positions + 1, positions));
+  Overrides o;  // the command line's settings count too
+  o.settings = {{"max_model_len", "100000"}};
+  EXPECT_EQ(error(suite(over - 1, ""), o), "");
+  o.settings = {{"max_model_len", "64"}};
+  EXPECT_EQ(error(suite(over - 1, ""), o).rfind("suites/x.json: case long: prompt_tokens", 0), 0u);
 }
 
 TEST(Suite, SweepExpansionIsOrderedToMinimiseReloads) {
@@ -315,6 +353,12 @@ TEST(Suite, ShippedSuitesParseAndExpand) {
   EXPECT_EQ(stages.front().settings.stage, "baseline");
   EXPECT_EQ(stages.back().settings.stage, "P2");
   auto cuda = [](const std::string&) { return std::string("cuda"); };
+  for (const std::string& n : names) {  // the GPU models too: their cases fit what the model and settings take
+    SCOPED_TRACE(n);
+    Suite s = load_suite(n);
+    if (s.defaults.clock == "thread_cpu") continue;  // the CPU's work counts (the CI gate): CPU only
+    EXPECT_NO_THROW(expand(s, {}, +cuda));
+  }
   Suite default_suite = load_suite("default");
   EXPECT_EQ(expand(default_suite, {}, +cuda).front().model, "mixtral-8x7b:layers=8");
   EXPECT_THROW(load_suite("no-such-suite"), Error);
