@@ -139,18 +139,20 @@ TEST(Suite, ModelPerBackendAndOverrides) {
   EXPECT_THROW(expand(s, o, cpu), Error);
 }
 
+// What expand says of suite s with overrides o: its error's line, or "" when it expands.
+std::string error(const Suite& s, const Overrides& o) {
+  try {
+    expand(s, o, cpu);
+  } catch (const Error& e) {
+    return std::string(e.what());
+  }
+  return std::string();
+}
+
 // A bad synthetic model spec, a checkpoint folder without a config.json or a routing trace
 // that does not open is one line from expand, naming where it came from, before any case
 // runs (every case used to fail with it).
 TEST(Suite, BadModelSpecsAndMissingTracesFailBeforeAnyCase) {
-  auto error = [](const Suite& s, const Overrides& o) {
-    try {
-      expand(s, o, cpu);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   Suite s = parse_suite(R"({"name": "x", "defaults": {"model": "synthetic:tiny:layers=0"},
     "cases": [{"name": "a", "prompt": "x"}, {"name": "b", "prompt": "y"}]})",
                         "suites/x.json");
@@ -205,14 +207,6 @@ TEST(Suite, BadModelSpecsAndMissingTracesFailBeforeAnyCase) {
 }
 
 TEST(Suite, CasesLongerThanTheModelTakesFailBeforeAnyCase) {
-  auto error = [](const Suite& s, const Overrides& o) {
-    try {
-      expand(s, o, cpu);
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string();
-  };
   const int positions = preset_config("tiny").max_position_embeddings;
   auto suite = [](int prompt_tokens, const std::string& settings) {
     return parse_suite(fmt::format(R"({{"name": "x", "defaults": {{"model": "synthetic:tiny", "new_tokens": 16{}}},
