@@ -94,6 +94,7 @@ int run(const Args& a) {
   // Stream: print the text decoded so far each time it grows.
   // Decoding prompt + output keeps the word boundary between them.
   std::vector<int32_t> all = prompt;
+  check_sequence_fits(*model, prompt.size(), opt.max_new_tokens);  // before the prompt is echoed
   std::string printed = tok.decode(prompt);
   std::fputs(printed.c_str(), stdout);
   auto r = generate(*model, prompt, opt, [&](int32_t id, int) {

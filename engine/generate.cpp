@@ -87,6 +87,15 @@ double GenerateResult::prefill_tokens_per_s() const {
   return prefill_ns > 0 ? prompt_tokens * 1e9 / static_cast<double>(prefill_ns) : 0.0;
 }
 
+void check_sequence_fits(const Model& model, size_t prompt_tokens, int max_new_tokens) {
+  const int64_t total = static_cast<int64_t>(prompt_tokens) + max_new_tokens;
+  if (total > model.max_seq_len())  // the smaller of max_model_len and the model's positions: name the one that binds
+    fail("prompt ({} tokens) + max-new-tokens ({}) = {} exceeds {} {}", prompt_tokens, max_new_tokens, total,
+         model.max_seq_len() < model.config().max_position_embeddings ? "max_model_len"
+                                                                      : "the model's max_position_embeddings",
+         model.max_seq_len());
+}
+
 GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         const std::function<void(int32_t, int)>& on_token) {
   validate_sampling(opt.sampling);
@@ -94,10 +103,7 @@ GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const 
   if (opt.max_new_tokens < 0) fail("max-new-tokens {} must be >= 0", opt.max_new_tokens);
   if (!(opt.inject_slowdown >= 1.0 && opt.inject_slowdown <= 10.0))
     fail("inject_slowdown {} must be in [1, 10]", opt.inject_slowdown);
-  const int total = static_cast<int>(prompt.size()) + opt.max_new_tokens;
-  if (total > model.max_seq_len())
-    fail("prompt ({} tokens) + max-new-tokens ({}) = {} exceeds max_model_len {}", prompt.size(), opt.max_new_tokens,
-         total, model.max_seq_len());
+  check_sequence_fits(model, prompt.size(), opt.max_new_tokens);
   const ModelConfig& c = model.config();
   GenerateResult r;
   r.prompt_tokens = static_cast<int>(prompt.size());

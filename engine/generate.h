@@ -67,6 +67,12 @@ bool running_under_valgrind();
 #define MOEBENCH_CALLGRIND_HEADERS 0
 #endif
 
+// Throws Error when prompt_tokens + max_new_tokens exceed what the model takes (its
+// max_seq_len: the smaller of max_model_len and max_position_embeddings, the line naming
+// the one that binds). generate() checks it first; a caller that prints before
+// generating checks it before printing.
+void check_sequence_fits(const Model& model, size_t prompt_tokens, int max_new_tokens);
+
 // on_token(id, index) is called as each token is produced (for streaming output).
 GenerateResult generate(Model& model, const std::vector<int32_t>& prompt, const GenerateOptions& opt,
                         const std::function<void(int32_t, int)>& on_token = {});

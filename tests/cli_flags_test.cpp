@@ -257,4 +257,23 @@ TEST(CliFlags, AModelNameTooLongIsOneLine) {
   }
 }
 
+// generate names the limit a sequence exceeds (max_model_len, or the model's
+// max_position_embeddings when --max-model-len asks for more) and prints nothing of the
+// prompt before the error.
+TEST(CliFlags, GenerateNamesTheLimitThatBinds) {
+  TempDir d;
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--max-new-tokens", "1022"}, "error: prompt (3 tokens) + max-new-tokens (1022) = 1025 exceeds max_model_len 1024\n"},
+      {{"--max-model-len", "4096", "--max-new-tokens", "2046"},
+       "error: prompt (3 tokens) + max-new-tokens (2046) = 2049 exceeds the model's max_position_embeddings 2048\n"}};
+  for (const auto& [extra, want] : cases) {
+    std::vector<std::string> args = {"generate", "--preset", "tiny", "--backend", "cpu", "--prompt", "hello"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    test::CliRun r = test::run_moebench(args, d);
+    EXPECT_EQ(r.code, 1);
+    EXPECT_EQ(r.err, want);
+    EXPECT_EQ(r.out, "");
+  }
+}
+
 }  // namespace cli_flags_test

@@ -129,7 +129,9 @@ TEST(CompressedCheckpoint, Int4IsMoebenchsLayoutWordForWord) {
         uint16_t h;
         std::memcpy(&h, m.scale.data() + 2 * (r * groups + g), 2);
         EXPECT_EQ(h, k.scale[r * groups + g]);
-        if (!sym) EXPECT_EQ(m.zero[r * groups + g], k.z[r * groups + g] + 8);
+        if (!sym) {
+          EXPECT_EQ(m.zero[r * groups + g], k.z[r * groups + g] + 8);
+        }
       }
   }
 }

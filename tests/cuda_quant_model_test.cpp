@@ -205,7 +205,7 @@ void expect_cuda_runs_as_copy(const WeightSource& ck, const WeightSource& mine, 
   const int V = ck.config().vocab_size;
   std::vector<int32_t> prompt;
   for (int i = 0; i < 9; ++i) prompt.push_back(3 + (i * 131) % (V - 3));
-  for (const std::string dtype : {std::string(quant_format_name(f)), std::string("bf16")})
+  for (const std::string& dtype : {std::string(quant_format_name(f)), std::string("bf16")})
     for (const char* tier : {"resident", "pinned"}) {
       SCOPED_TRACE(dtype + " " + tier);
       std::vector<Logits> got;
