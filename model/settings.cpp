@@ -49,7 +49,8 @@ std::string one_of(const std::string& key, const std::string& v, std::initialize
   std::string all;
   for (auto* a : allowed) {
     if (v == a) return v;
-    all += (all.empty() ? "" : "|") + std::string(a);
+    if (!all.empty()) all += '|';
+    all += a;
   }
   fail("setting {}={}: expected one of {}", key, v, all);
 }
