@@ -18,6 +18,8 @@
 #include "common/log.h"
 #include "engine/parallel_plan.h"
 #include "engine/quant.h"
+#include "engine/device_plan.h"
+#include "engine/weight_source.h"
 #include "model/config.h"
 #include "model/settings.h"
 #include "common/atomic_file.h"
@@ -34,25 +36,59 @@ namespace {
 
 struct ShapeArgs {
   std::string routing;
+  std::string model;  // --model: the shape's (and, in simulate, the expert bytes') model; "" = none given
   int layers = 32;
   int experts = 8;
   int top_k = 2;
   int tokens = 1000;
   int tokens_per_step = 1;
   uint64_t seed = 1;
+  ModelConfig model_config;  // --model's config, read by resolve_shape
+};
+
+// The shape flags, to tell a flag given from its default.
+struct ShapeOptions {
+  CLI::Option *layers, *experts, *top_k;
 };
 
 std::vector<std::string> synthetic_routings() { return {"uniform", "mixtral-locality", "fine-grained-locality"}; }
 
-void add_shape_options(CLI::App& sub, ShapeArgs& a, CLI::Option* exclude) {
+ShapeOptions add_shape_options(CLI::App& sub, ShapeArgs& a, CLI::Option* exclude, const char* model_help) {
   auto* r = sub.add_option("--routing", a.routing, "synthetic routing source: uniform | mixtral-locality | fine-grained-locality")
                 ->check(CLI::IsMember(synthetic_routings()));
   if (exclude) r->excludes(exclude);
-  sub.add_option("--layers", a.layers, "layers (default 32)")->check(moebench::app::kPositiveNumber);
-  sub.add_option("--experts", a.experts, "experts per layer (default 8)")->check(moebench::app::kPositiveNumber);
-  sub.add_option("--top-k", a.top_k, "experts per token (default 2)")->check(moebench::app::kPositiveNumber);
+  sub.add_option("--model", a.model, model_help);
+  ShapeOptions o;
+  o.layers = sub.add_option("--layers", a.layers, "layers (default 32, or --model's)")->check(moebench::app::kPositiveNumber);
+  o.experts = sub.add_option("--experts", a.experts, "experts per layer (default 8, or --model's)")
+                  ->check(moebench::app::kPositiveNumber);
+  o.top_k = sub.add_option("--top-k", a.top_k, "experts per token (default 2, or --model's)")->check(moebench::app::kPositiveNumber);
   sub.add_option("--tokens", a.tokens, "decode tokens to generate (default 1000)")->check(moebench::app::kPositiveNumber);
   sub.add_option("--seed", a.seed, "seed of the synthetic routing and predictions (default 1)");
+  return o;
+}
+
+// With --model, the synthetic trace takes the model's shape where no flag gives one (a
+// flag that gives another is refused when the trace is checked against the model). A
+// model that cannot be read is a usage error naming --model (exit 2).
+void resolve_shape(ShapeArgs& a, const ShapeOptions& o) {
+  if (a.model.empty()) return;
+  try {
+    a.model_config = read_model_config(a.model);
+  } catch (const Error& e) {
+    throw CLI::ValidationError("--model", e.what());
+  }
+  const ModelConfig& c = a.model_config;
+  if (o.layers->count() == 0) a.layers = c.num_hidden_layers;
+  if (o.experts->count() == 0) a.experts = c.num_local_experts;
+  if (o.top_k->count() == 0) a.top_k = c.num_experts_per_tok;
+}
+
+// The model's trace shape must be the trace's: the bound reads the model's bytes per expert.
+void check_trace_fits(const RoutingTrace& t, const ModelConfig& c, const std::string& what) {
+  if (t.n_layers != c.num_hidden_layers || t.n_experts != c.num_local_experts || t.top_k != c.num_experts_per_tok)
+    fail("{}: {} layers x {} experts, top-{}, model {} has {} x {}, top-{}", what, t.n_layers, t.n_experts, t.top_k,
+         c.name, c.num_hidden_layers, c.num_local_experts, c.num_experts_per_tok);
 }
 
 // Cross-field usage checks (exit 2 like any CLI11 validation error). Layers and experts
@@ -181,7 +217,7 @@ struct SimulateArgs {
   std::vector<int> capacities;
   double h2d_gbps = 0;
   int64_t expert_bytes = kMixtral8x7bExpertBytes;
-  std::string expert_dtype;  // "" = --expert-bytes; else a Mixtral-8x7B expert in this format
+  std::string expert_dtype;  // "" = --expert-bytes (or --model's stored format); else an expert of --model (Mixtral-8x7B) in this format
   double compute_ms_per_token = 0;
   double prefetch_accuracy = EngineSettings{}.prefetch_accuracy;  // the engine's default
   std::string expert_exec = "gpu";
@@ -198,12 +234,24 @@ struct SimulateArgs {
   bool json = false;
 };
 
+// One expert of `model` as a load moves it (its slot layout: weights, scales, zero points):
+// in format `dtype`, or as the model stores its experts when dtype is empty.
+int64_t model_expert_bytes(const std::string& model, const std::string& dtype) {
+  const WeightSource w = WeightSource::open(model, 0);
+  const QuantFormat f = dtype.empty() ? w.expert_format() : resolve_expert_format(dtype, w);
+  return static_cast<int64_t>(expert_layout(w.config(), f, f == QuantFormat::int4 && w.expert_zero_points()).total_bytes);
+}
+
 int run_simulate(const SimulateArgs& a) {
   RoutingTrace trace = a.trace.empty() ? synth_trace(a.shape) : load_trace(a.trace);
+  if (!a.shape.model.empty())
+    check_trace_fits(trace, a.shape.model_config, a.trace.empty() ? "--routing trace" : a.trace);
   SimOptions opt;
   opt.link.h2d_gbps = a.h2d_gbps;
   opt.link.expert_bytes = a.expert_bytes;
-  if (!a.expert_dtype.empty())
+  if (!a.shape.model.empty())
+    opt.link.expert_bytes = model_expert_bytes(a.shape.model, a.expert_dtype);
+  else if (!a.expert_dtype.empty())
     opt.link.expert_bytes = static_cast<int64_t>(
         expert_bytes(preset_config("mixtral-8x7b"), parse_quant_format(a.expert_dtype, "--expert-dtype")));
   const double compute_ns_per_layer = a.compute_ms_per_token * 1e6 / trace.n_layers;
@@ -246,6 +294,7 @@ int run_simulate(const SimulateArgs& a) {
 
   if (a.json) {
     nlohmann::ordered_json j;
+    if (!a.shape.model.empty()) j["model"] = a.shape.model;
     j["trace"] = {{"file", a.trace},          {"source", trace.source}, {"layers", trace.n_layers},
                   {"experts", trace.n_experts}, {"top_k", trace.top_k},   {"steps", trace.n_steps()},
                   {"tokens", trace.n_tokens()}};
@@ -282,6 +331,7 @@ int run_simulate(const SimulateArgs& a) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
+  if (!a.shape.model.empty()) std::printf("model %s\n", a.shape.model.c_str());
   std::printf("trace: %s (%s), %d layers x %d experts, top-%d, %d steps, %lld tokens\n",
               a.trace.empty() ? "synthetic" : a.trace.c_str(), trace.source.c_str(), trace.n_layers, trace.n_experts,
               trace.top_k, trace.n_steps(), static_cast<long long>(trace.n_tokens()));
@@ -328,9 +378,8 @@ int run_make_trace(const MakeTraceArgs& a) {
 }
 
 struct SimulateParallelArgs {
-  ShapeArgs shape;
+  ShapeArgs shape;  // its model: the one whose bytes the GPUs read (none given: Mixtral-8x7B)
   std::string trace;
-  std::string model = "mixtral-8x7b";
   std::vector<int> ranks;
   double hbm_gbps = 0;
   double collective_us = 0;
@@ -345,15 +394,8 @@ struct ParallelRow {
   ParallelSimResult sim;
 };
 
-// The model's trace shape must be the trace's: the bound reads the model's bytes per expert.
-void check_trace_fits(const RoutingTrace& t, const ModelConfig& c, const std::string& what) {
-  if (t.n_layers != c.num_hidden_layers || t.n_experts != c.num_local_experts || t.top_k != c.num_experts_per_tok)
-    fail("{}: {} layers x {} experts, top-{}, model {} has {} x {}, top-{}", what, t.n_layers, t.n_experts, t.top_k,
-         c.name, c.num_hidden_layers, c.num_local_experts, c.num_experts_per_tok);
-}
-
 int run_simulate_parallel(const SimulateParallelArgs& a) {
-  const ModelConfig c = preset_config(a.model);
+  const ModelConfig c = a.shape.model.empty() ? preset_config("mixtral-8x7b") : a.shape.model_config;
   RoutingTrace trace = a.trace.empty() ? synth_trace(a.shape) : load_trace(a.trace);
   check_trace_fits(trace, c, a.trace.empty() ? "--routing trace" : a.trace);
   // balanced places on counts of another trace of the same source (another seed): balancing on
@@ -419,7 +461,11 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                  [](CLI::App& sub) {
                    auto a = std::make_shared<SimulateArgs>();
                    auto* tr = sub.add_option("--trace", a->trace, "routing trace file (moebench make-trace, --record-routing)");
-                   add_shape_options(sub, a->shape, tr);
+                   const ShapeOptions so = add_shape_options(
+                       sub, a->shape, tr,
+                       "the model simulated: a preset, synthetic:PRESET[:layers=N][:dtype=F] or a checkpoint "
+                       "(folder, ORG/NAME): the synthetic trace's shape and the bytes of one expert as a load moves "
+                       "it, in --expert-dtype or as stored (default: --layers/--experts/--top-k, --expert-bytes)");
                    sub.add_option("--policy", a->policies, "cache policies, comma-separated")
                        ->required()
                        ->delimiter(',')
@@ -433,9 +479,11 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                        ->check(moebench::app::kPositiveNumber);
                    auto* eb = sub.add_option("--expert-bytes", a->expert_bytes,
                                              "bytes of one expert (default 352321536: Mixtral-8x7B bf16)")
-                                  ->check(moebench::app::kPositiveNumber);
+                                  ->check(moebench::app::kPositiveNumber)
+                                  ->excludes("--model");
                    sub.add_option("--expert-dtype", a->expert_dtype,
-                                  "a Mixtral-8x7B expert in this format, weights + scales: bf16|fp8|int8|int4")
+                                  "an expert of --model (default: Mixtral-8x7B) in this format, weights + scales: "
+                                  "bf16|fp8|int8|int4")
                        ->check(CLI::IsMember({"bf16", "fp8", "int8", "int4"}))
                        ->excludes(eb);
                    sub.add_option("--compute-ms-per-token", a->compute_ms_per_token,
@@ -488,9 +536,10 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
                    sub.add_option("--cpu-moe-layers", a->cpu_moe_layers, "the first N layers' experts stay on the host")
                        ->check(moebench::app::kNonNegativeNumber);
                    sub.add_flag("--json", a->json, "print JSON instead of a table");
-                   sub.callback([a] {
+                   sub.callback([a, so] {
                      if (a->trace.empty() && a->shape.routing.empty())
                        throw CLI::RequiredError("--trace or --routing");
+                     resolve_shape(a->shape, so);
                      check_shape_args(a->shape);
                    });
                    return [a] { return run_simulate(*a); };
@@ -500,14 +549,20 @@ MOEBENCH_COMMAND(simulate, "trace-driven expert-cache simulation: hit rate, byte
 static const bool kRegisteredMakeTrace = register_command(
     {"make-trace", "write a synthetic routing trace (uniform or mixtral-locality) to a file", [](CLI::App& sub) {
                    auto a = std::make_shared<MakeTraceArgs>();
-                   add_shape_options(sub, a->shape, nullptr);
+                   const ShapeOptions so = add_shape_options(
+                       sub, a->shape, nullptr,
+                       "the model whose shape the trace takes (layers, experts, top-k): a preset, "
+                       "synthetic:PRESET[:layers=N] or a checkpoint (folder, ORG/NAME)");
                    sub.get_option("--routing")->required();
                    sub.add_option("--tokens-per-step", a->shape.tokens_per_step,
                                   "tokens per step (1: decode; more: prefill chunks)")
                        ->check(moebench::app::kPositiveNumber);
                    sub.add_flag("--weights", a->weights, "also store synthetic gate weights");
                    sub.add_option("--out", a->out, "trace file to write")->required();
-                   sub.callback([a] { check_shape_args(a->shape); });
+                   sub.callback([a, so] {
+                     resolve_shape(a->shape, so);
+                     check_shape_args(a->shape);
+                   });
                    return Runner([a] { return run_make_trace(*a); });
                  }});
 
@@ -518,12 +573,14 @@ static const bool kRegisteredSimulateParallel = register_command(
      [](CLI::App& sub) {
        auto a = std::make_shared<SimulateParallelArgs>();
        auto* tr = sub.add_option("--trace", a->trace, "routing trace file (moebench make-trace, --record-routing)");
-       add_shape_options(sub, a->shape, tr);
+       const ShapeOptions so = add_shape_options(
+           sub, a->shape, tr,
+           "the model whose bytes the GPUs read, and the synthetic trace's shape: a preset, "
+           "synthetic:PRESET[:layers=N] or a checkpoint (folder, ORG/NAME) (default mixtral-8x7b)");
        sub.add_option("--tokens-per-step", a->shape.tokens_per_step,
                       "tokens per step of the synthetic trace: the batch (default 1)")
            ->check(moebench::app::kPositiveNumber)
            ->excludes(tr);
-       sub.add_option("--model", a->model, "model preset whose bytes the GPUs read (default mixtral-8x7b)");
        sub.add_option("--ranks", a->ranks, "GPU counts, comma-separated (e.g. 2,4,8)")
            ->required()
            ->delimiter(',')
@@ -535,8 +592,9 @@ static const bool kRegisteredSimulateParallel = register_command(
                       "measured collective time per layer in microseconds (TP: its two all-reduces; default 0)")
            ->check(moebench::app::kNonNegativeNumber);
        sub.add_flag("--json", a->json, "print JSON instead of a table");
-       sub.callback([a] {
+       sub.callback([a, so] {
          if (a->trace.empty() && a->shape.routing.empty()) throw CLI::RequiredError("--trace or --routing");
+         resolve_shape(a->shape, so);
          check_shape_args(a->shape);
        });
        return Runner([a] { return run_simulate_parallel(*a); });

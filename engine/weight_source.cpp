@@ -168,6 +168,16 @@ WeightSource WeightSource::checkpoint(const std::string& dir) {
   return w;
 }
 
+ModelConfig read_model_config(const std::string& model) {
+  ModelConfig c;
+  if (parse_synthetic_model(model, &c)) return c;
+  const std::string dir = checkpoint_folder(model);
+  check_checkpoint_folder(dir);
+  c = load_config((fs::path(dir) / "config.json").string());
+  c.name = fs::path(dir).filename().string();
+  return c;
+}
+
 WeightSource WeightSource::open(const std::string& model, uint64_t seed, DType synth_dtype) {
   ModelConfig c;
   QuantFormat experts = QuantFormat::bf16;

@@ -156,6 +156,11 @@ bool is_attention_projection(const std::string& name);
 // Fills dst with the synthetic values of a tensor, rounded to `dtype` (stored as dtype).
 void synth_fill(const TensorSpec& s, uint64_t seed, DType dtype, void* dst, int64_t begin, int64_t count);
 
+// The config of a model as WeightSource::open reads it, without opening its weights: a
+// synthetic spec's preset (with its layers), or a checkpoint folder's (or ORG/NAME's in
+// the Hugging Face cache) config.json. Throws Error naming the spec, folder or field.
+ModelConfig read_model_config(const std::string& model);
+
 // Parses "synthetic:PRESET[:layers=N][:dtype=F]" or "PRESET[...]" into a config (and the
 // experts' format, bf16 when not given); returns false if `model` names no preset (then
 // it is a checkpoint directory).

@@ -385,14 +385,7 @@ class InputCheck {
     if (auto it = max_positions_.find(m); it != max_positions_.end()) return it->second;
     int max_positions = 0;
     try {
-      ModelConfig c;
-      if (parse_synthetic_model(m, &c)) {
-        max_positions = c.max_position_embeddings;
-      } else {
-        const std::string dir = checkpoint_folder(m);
-        check_checkpoint_folder(dir);
-        max_positions = load_config((fs::path(dir) / "config.json").string()).max_position_embeddings;
-      }
+      max_positions = read_model_config(m).max_position_embeddings;
     } catch (const Error& e) {
       fail("{}: {}", from_model, e.what());
     }
