@@ -396,6 +396,10 @@ struct ParallelRow {
 
 int run_simulate_parallel(const SimulateParallelArgs& a) {
   const ModelConfig c = a.shape.model.empty() ? preset_config("mixtral-8x7b") : a.shape.model_config;
+  if (!a.shape.model.empty())  // the parallel bounds count bf16 weights (ParallelDtypes)
+    if (const QuantFormat f = WeightSource::open(a.shape.model, 0).expert_format(); f != QuantFormat::bf16)
+      fail("--model {}: its experts are {}; simulate-parallel counts bf16 weights (give the model in bf16)", a.shape.model,
+           quant_format_name(f));
   RoutingTrace trace = a.trace.empty() ? synth_trace(a.shape) : load_trace(a.trace);
   check_trace_fits(trace, c, a.trace.empty() ? "--routing trace" : a.trace);
   // balanced places on counts of another trace of the same source (another seed): balancing on

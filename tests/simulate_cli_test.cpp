@@ -117,6 +117,12 @@ TEST(SimulateCli, AModelThatDoesNotFitIsOneLine) {
   const auto pj = nlohmann::json::parse(par.out);
   EXPECT_EQ(pj.at("model"), "qwen3-30b-a3b");
   EXPECT_EQ(pj.at("trace").at("experts"), 128);
+  const test::CliRun quantised = test::run_moebench({"simulate-parallel", "--model", "synthetic:qwen3-30b-a3b:dtype=int4",
+                                                     "--routing", "uniform", "--tokens", "8", "--ranks", "2", "--hbm-gbps", "4800"},
+                                                    d);
+  EXPECT_EQ(quantised.code, 1);
+  EXPECT_EQ(quantised.err, "error: --model synthetic:qwen3-30b-a3b:dtype=int4: its experts are int4; simulate-parallel "
+                           "counts bf16 weights (give the model in bf16)\n");
 }
 
 }  // namespace simulate_cli_test
