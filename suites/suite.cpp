@@ -396,7 +396,7 @@ class InputCheck {
   // allows: prompt + new tokens within max_model_len and the model's positions.
   static void length(const CaseSpec& c, const Instance& in, int max_positions, const std::string& where) {
     if (!c.prompt.empty() || c.prompt_tokens <= 0 || max_positions <= 0) return;
-    const int total = c.prompt_tokens + in.new_tokens;
+    const int64_t total = static_cast<int64_t>(c.prompt_tokens) + in.new_tokens;
     if (total > max_positions)
       fail("{}: prompt_tokens {} + new_tokens {} = {} exceed the model's max_position_embeddings {} ({})", where,
            c.prompt_tokens, in.new_tokens, total, max_positions, in.model);
