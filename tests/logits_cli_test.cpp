@@ -97,7 +97,10 @@ TEST(LogitsCli, RoutingOutListsTheRoutersChoicesAndATraceOfThemReplaysThem) {
   const std::vector<int32_t> ids{1, 17, 254, 99, 3, 411, 78, 78, 200};
   const int P = 5, n = static_cast<int>(ids.size());
   std::string list;
-  for (auto i : ids) list += (list.empty() ? "" : ",") + std::to_string(i);
+  for (auto i : ids) {
+    if (!list.empty()) list += ',';
+    list += std::to_string(i);
+  }
   ASSERT_EQ(run({moebench_exe(), "logits", "--model", model, "--backend", "cpu", "--ids", list, "--prompt-len",
                  std::to_string(P), "--out", d.str("l.npy"), "--routing-out", d.str("r.txt")},
                 d.str("out"), d.str("err")),

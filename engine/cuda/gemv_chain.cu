@@ -28,10 +28,10 @@ __host__ __device__ inline Share share_of(int rows, int grid, int b) {
   return Share{b * base + (b < extra ? b : extra), base + (b < extra ? 1 : 0)};
 }
 // How many blocks hold rows of an op of `rows` (each increments its counter once).
-__host__ __device__ inline int holders(int rows, int grid) { return rows < grid ? rows : grid; }
+[[maybe_unused]] __host__ __device__ inline int holders(int rows, int grid) { return rows < grid ? rows : grid; }
 
 // acc += w . x over 8 inputs, in order.
-__device__ __forceinline__ void fma8(const bf16x8& w, const bf16x8& x, float& acc) {
+[[maybe_unused]] __device__ __forceinline__ void fma8(const bf16x8& w, const bf16x8& x, float& acc) {
   float wf[8], xf[8];
   to_float8(w, wf);
   to_float8(x, xf);

@@ -60,9 +60,10 @@ template <int J>
 __global__ void __launch_bounds__(kRows * 32, 1)
     gemv_staged_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w, float* __restrict__ y, int N,
                        int stage) {
-  constexpr int K8 = 32 * J, K = 8 * K8;
+  constexpr int K8 = 32 * J;
+  [[maybe_unused]] constexpr int K = 8 * K8;  // unreferenced where the Hopper path compiles out
   extern __shared__ __align__(128) unsigned char smem[];
-  __shared__ __align__(8) uint64_t bar;
+  [[maybe_unused]] __shared__ __align__(8) uint64_t bar;
   __shared__ int s_rank;
   const int n_chunks = (N + kRows - 1) / kRows, grid = static_cast<int>(gridDim.x);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;

@@ -34,7 +34,7 @@ constexpr int kMaxHidden = kThreads * kPer;
 // take them) and, with fewer than k ahead, puts itself at that place; thread 0 writes the k
 // out and sums their weights in place order, as the rounds do. One pass of comparisons side
 // by side instead of k dependent rounds of warp reductions.
-__device__ __forceinline__ void topk_by_rank(const float* li, int n_experts, int k, int32_t* __restrict__ ids_i,
+[[maybe_unused]] __device__ __forceinline__ void topk_by_rank(const float* li, int n_experts, int k, int32_t* __restrict__ ids_i,
                                              float* __restrict__ w_i, bool renormalise) {
   __shared__ float s_p[kMaxExperts];
   __shared__ int s_id[8];
