@@ -150,14 +150,24 @@ WeightSource WeightSource::synthetic(const ModelConfig& cfg, uint64_t seed, DTyp
   return w;
 }
 
-WeightSource WeightSource::checkpoint(const std::string& dir) {
-  WeightSource w;
-  fs::path cfgp = fs::path(dir) / "config.json";
+namespace {
+// A checkpoint folder's config as the load takes it: the folder and its config.json
+// checked, config.json read, generation_config.json applied, named after the folder.
+ModelConfig checkpoint_config(const std::string& dir) {
+  const fs::path cfgp = fs::path(dir) / "config.json";
   check_checkpoint_folder(dir);
   if (!fs::is_regular_file(cfgp)) fail("{}: is not a regular file (expected an HF config.json)", cfgp.string());
-  w.cfg_ = load_config(cfgp.string());
-  if (const fs::path gen = fs::path(dir) / "generation_config.json"; fs::exists(gen)) apply_generation_config(w.cfg_, gen.string());
-  w.cfg_.name = fs::path(dir).filename().string();
+  ModelConfig c = load_config(cfgp.string());
+  if (const fs::path gen = fs::path(dir) / "generation_config.json"; fs::exists(gen)) apply_generation_config(c, gen.string());
+  c.name = fs::path(dir).filename().string();
+  return c;
+}
+}  // namespace
+
+WeightSource WeightSource::checkpoint(const std::string& dir) {
+  WeightSource w;
+  const fs::path cfgp = fs::path(dir) / "config.json";
+  w.cfg_ = checkpoint_config(dir);
   w.ckpt_ = std::make_shared<Checkpoint>(dir);
   if (!family_name_rules(w.cfg_.model_type).empty())
     w.ckpt_->set_name_map([c = w.cfg_](const std::string& n) { return hf_tensor_name(c, n); });
@@ -171,11 +181,7 @@ WeightSource WeightSource::checkpoint(const std::string& dir) {
 ModelConfig read_model_config(const std::string& model) {
   ModelConfig c;
   if (parse_synthetic_model(model, &c)) return c;
-  const std::string dir = checkpoint_folder(model);
-  check_checkpoint_folder(dir);
-  c = load_config((fs::path(dir) / "config.json").string());
-  c.name = fs::path(dir).filename().string();
-  return c;
+  return checkpoint_config(checkpoint_folder(model));
 }
 
 WeightSource WeightSource::open(const std::string& model, uint64_t seed, DType synth_dtype) {

@@ -158,7 +158,8 @@ void synth_fill(const TensorSpec& s, uint64_t seed, DType dtype, void* dst, int6
 
 // The config of a model as WeightSource::open reads it, without opening its weights: a
 // synthetic spec's preset (with its layers), or a checkpoint folder's (or ORG/NAME's in
-// the Hugging Face cache) config.json. Throws Error naming the spec, folder or field.
+// the Hugging Face cache) config.json with its generation_config.json. Throws Error
+// naming the spec, folder or field.
 ModelConfig read_model_config(const std::string& model);
 
 // Parses "synthetic:PRESET[:layers=N][:dtype=F]" or "PRESET[...]" into a config (and the
